@@ -42,6 +42,11 @@ export interface SimBackendOptions {
   failRate?: number;
   /** Default "up". */
   health?: HealthMode;
+  /**
+   * Seconds a connection may sit idle before Bun closes it, 0..255 (0: never); default 30.
+   * Waiting on purpose (latency, /delay, /stream, /sse, hanging /health) does not count.
+   */
+  idleTimeout?: number;
 }
 
 export interface SimBackend {
@@ -52,6 +57,13 @@ export interface SimBackend {
   readonly running: boolean;
   /** Requests received, excluding /health, /stats and /_control; counted on arrival. */
   requests: number;
+  /**
+   * Requests (other than /stats and /_control) whose handler is still running: waiting out
+   * latency or a /delay, hanging on /health, reading an /echo body. A streamed body (/stream,
+   * /sse, large /bytes) stops counting once its headers are sent. Drops to 0 when clients give up,
+   * so a test can check that a proxy cancelled its upstream request.
+   */
+  readonly active: number;
   resetCount(): void;
   /** Throws on an invalid range (see checkLatency). */
   setLatency(l: Latency): void;
@@ -75,6 +87,7 @@ export interface ControlState {
   failRate: number;
   health: HealthMode;
   requests: number;
+  active: number;
 }
 
 /** What /echo answers. */
@@ -98,7 +111,7 @@ export const DEFAULT_HOST = "127.0.0.1";
  * that wait on purpose (latency, /delay, /stream, /sse, hanging /health) switch it off for
  * their request, because Bun counts the time a handler spends waiting as idle.
  */
-const IDLE_TIMEOUT_SECONDS = 30;
+const DEFAULT_IDLE_TIMEOUT_SECONDS = 30;
 
 /** Largest /bytes body, and largest request body accepted (Bun's own default is 128 MiB). */
 const MAX_BODY_BYTES = 1024 ** 3;
@@ -150,12 +163,14 @@ class Backend implements SimBackend {
   readonly name: string;
   requests = 0;
   readonly #host: string;
+  readonly #idleTimeout: number;
   #port: number;
   #latency: Latency;
   #failRate: number;
   #health: HealthMode;
   #server: Server<undefined> | undefined;
   #startedAt = 0;
+  #active = 0;
 
   constructor(opts: SimBackendOptions) {
     if (!opts.name) throw new Error("a simulated backend needs a name");
@@ -165,6 +180,10 @@ class Backend implements SimBackend {
     this.#latency = opts.latency ? checkLatency(opts.latency.min, opts.latency.max) : NO_LATENCY;
     this.#failRate = checkFailRate(opts.failRate ?? 0);
     this.#health = checkHealth(opts.health ?? "up");
+    this.#idleTimeout = opts.idleTimeout ?? DEFAULT_IDLE_TIMEOUT_SECONDS;
+    if (!Number.isInteger(this.#idleTimeout) || this.#idleTimeout < 0 || this.#idleTimeout > 255) {
+      throw new Error(`invalid idleTimeout ${this.#idleTimeout}: expected whole seconds from 0 to 255`);
+    }
   }
 
   get port(): number {
@@ -178,6 +197,10 @@ class Backend implements SimBackend {
 
   get running(): boolean {
     return this.#server !== undefined;
+  }
+
+  get active(): number {
+    return this.#active;
   }
 
   resetCount(): void {
@@ -201,7 +224,7 @@ class Backend implements SimBackend {
     const server = Bun.serve({
       hostname: this.#host,
       port: this.#port,
-      idleTimeout: IDLE_TIMEOUT_SECONDS,
+      idleTimeout: this.#idleTimeout,
       maxRequestBodySize: MAX_BODY_BYTES,
       development: false,
       fetch: (req, srv) => this.#handle(req, srv),
@@ -240,15 +263,17 @@ class Backend implements SimBackend {
     // req.url is normally absolute, but Bun passes just the target when the request has no
     // usable Host (HTTP/1.0 without one), hence the base.
     const url = new URL(req.url, "http://sim.invalid");
-    switch (url.pathname) {
-      case "/health":
-        return this.#healthCheck(req, server);
-      case "/stats":
-        return Response.json(this.#stats());
-      case "/_control":
-        return this.#control(req);
+    if (url.pathname === "/stats") return Response.json(this.#stats());
+    if (url.pathname === "/_control") return this.#control(req);
+    this.#active += 1;
+    try {
+      return url.pathname === "/health" ? await this.#healthCheck(req, server) : await this.#serve(req, url, server);
+    } finally {
+      this.#active -= 1;
     }
+  }
 
+  async #serve(req: Request, url: URL, server: Server<undefined>): Promise<Response> {
     this.requests += 1;
     const wait = pickLatency(this.#latency);
     if (wait > 0) {
@@ -345,6 +370,7 @@ class Backend implements SimBackend {
       failRate: this.#failRate,
       health: this.#health,
       requests: this.requests,
+      active: this.#active,
     };
   }
 
