@@ -226,7 +226,9 @@ class Backend implements SimBackend {
       port: this.#port,
       idleTimeout: this.#idleTimeout,
       maxRequestBodySize: MAX_BODY_BYTES,
-      development: false,
+      // Explicitly off: Bun 1.4.5 turns SO_REUSEPORT on with `development: false`, and then a
+      // second server binds a busy port without error and the kernel splits connections.
+      reusePort: false,
       fetch: (req, srv) => this.#handle(req, srv),
       error: (err) => {
         console.error(`${this.name}: ${err.stack ?? err.message}`);

@@ -181,6 +181,11 @@ describe("/echo", () => {
     expect((JSON.parse(res.body) as EchoResponse).path).toBe(seen);
   });
 
+  test("a request without Host (HTTP/1.0) still gets its path", async () => {
+    const res = await rawRequest(b.port, "GET /echo/old?x=1 HTTP/1.0");
+    expect((JSON.parse(res.body) as EchoResponse).path).toBe("/echo/old?x=1");
+  });
+
   test("repeated request headers arrive joined (Bun exposes no raw header list)", async () => {
     const res = await rawRequest(b.port, "GET /echo HTTP/1.1\r\nHost: x\r\nX-Rep: 1\r\nX-Rep: 2\r\nCookie: a=1\r\nCookie: b=2");
     const { headers } = JSON.parse(res.body) as EchoResponse;

@@ -11,7 +11,7 @@ describe("parseLatency", () => {
     [25, { min: 25, max: 25 }],
     [0, { min: 0, max: 0 }],
     [String(MAX_LATENCY_MS), { min: MAX_LATENCY_MS, max: MAX_LATENCY_MS }],
-  ] as const)("%p → %p", (input, expected) => {
+  ] as const)("%p → %j", (input, expected) => {
     expect(parseLatency(input)).toEqual(expected);
   });
 
@@ -40,7 +40,7 @@ describe("latencyFrom", () => {
     expect(latencyFrom({ min: 1, max: 2 })).toEqual({ min: 1, max: 2 });
   });
 
-  test.each([[null], [true], [{}], [{ min: 1 }], [{ min: "1", max: 2 }], [[1, 2]]])("rejects %p", (input) => {
+  test.each([[null], [true], [{}], [{ min: 1 }], [{ min: "1", max: 2 }], [[1, 2]]])("rejects %j", (input) => {
     expect(() => latencyFrom(input)).toThrow(/invalid latency/);
   });
 
