@@ -10,10 +10,10 @@
  *   /stats                 JSON {name, uptime, uptimeSeconds, memory_usage, memoryUsage, requests}
  *   /echo, /echo/...       JSON {method, path, query, headers, bodyLength, bodySha256}
  *   /delay/:ms             "delayed <ms>ms" after ms milliseconds
- *   /status/:code          that status, body "status <code>" (none for 204, 205, 304)
- *   /bytes/:n              n bytes, byte i = i % 256
- *   /stream?chunks&interval   "chunk i\n" every interval ms, chunked
- *   /sse?count&interval    text/event-stream, one event every interval ms
+ *   /status/:code          that status (200..599), body "status <code>" (none for 204, 205, 304)
+ *   /bytes/:n              n bytes (up to 1 GiB), byte i = i % 256
+ *   /stream                "chunk i\n" every interval ms, chunked (?chunks=5&interval=100)
+ *   /sse                   text/event-stream, an event every interval ms (?count=5&interval=100)
  *   /gzip                  a gzip-compressed text body with Content-Encoding: gzip
  *   /redirect?to=/x        302 to `to`
  *   /cookies?n=3           n Set-Cookie headers
@@ -123,10 +123,10 @@ const MAX_BODY_BYTES = 1024 ** 3;
  */
 const BUFFERED_BYTES_MAX = 8 * 1024 ** 2;
 
-/** 64 KiB of i % 256: its length is a multiple of 256, so every chunk of /bytes starts at 0. */
+/** 64 KiB of i % 256. Its length is a multiple of 256, so repeating it continues the pattern. */
 const PATTERN = Uint8Array.from({ length: 64 * 1024 }, (_, i) => i % 256);
 
-/** Upper bounds on query numbers, so a typo cannot tie a backend up for hours. */
+/** Upper bounds on query numbers, to turn typos into a 400 rather than a runaway response. */
 const MAX_CHUNKS = 10_000;
 const MAX_INTERVAL_MS = 60_000;
 const MAX_COOKIES = 100;
@@ -144,7 +144,7 @@ export async function startSimBackend(opts: SimBackendOptions): Promise<SimBacke
   return backend;
 }
 
-export function isHealthMode(value: unknown): value is HealthMode {
+function isHealthMode(value: unknown): value is HealthMode {
   return value === "up" || value === "down" || value === "hang";
 }
 

@@ -4,7 +4,7 @@
 
 import { parseArgs } from "node:util";
 import { checkFailRate } from "./backend.ts";
-import { CLUSTER_DEFAULTS, startCluster, type ClusterOptions } from "./cluster.ts";
+import { CLUSTER_DEFAULTS, startCluster, type ClusterOptions, type SimCluster } from "./cluster.ts";
 import { parseLatency } from "./latency.ts";
 
 export function simHelp(): string {
@@ -25,16 +25,22 @@ Options:
   --fail-rate R        answer this fraction (0 to 1) of requests with 500 (default 0)
   --help               show this help
 
-Endpoints of each backend:
-  /                  its name          /health        200, 503 or hangs (see /_control)
-  /stats             uptime, memory    /echo[/...]    the request as JSON
-  /delay/:ms         slow answer       /status/:code  any status from 200 to 599
-  /bytes/:n          n bytes           /stream        ?chunks=5&interval=100
-  /sse               ?count=5&interval=100            /gzip    a gzip-encoded body
-  /redirect?to=/x    302               /cookies?n=3   n Set-Cookie headers
-  /response-headers?Name=Value         sets the given response headers
-  /_control          GET the state; POST {"latency": "10-100", "failRate": 0.1, "health": "down"}
-`;
+Endpoints of each backend (latency and --fail-rate apply to all but the first three):
+  /health                        200 "ok", 503 or no answer at all, as set with /_control
+  /stats                         uptime, memory and request count as JSON
+  /_control                      GET the state as JSON; POST or PUT JSON to change it:
+                                 {"latency": "10-100", "failRate": 0.1, "health": "down"}
+  /                              the backend's name (JSON with Accept: application/json)
+  /echo[/...]                    the request as JSON: method, path, query, headers, body sha256
+  /delay/:ms                     answers after ms milliseconds
+  /status/:code                  answers with that status (200 to 599)
+  /bytes/:n                      n bytes
+  /stream?chunks=5&interval=100  a chunked body, one line every interval ms
+  /sse?count=5&interval=100      server-sent events, one every interval ms
+  /gzip                          a gzip-encoded body
+  /redirect?to=/x                302 to /x
+  /cookies?n=3                   n Set-Cookie headers
+  /response-headers?Name=Value   sets the given response headers`;
 }
 
 /** Returns the process exit code: 0 after a clean stop or --help, 1 if a backend could not start, 2 on bad flags. */
@@ -66,7 +72,7 @@ export async function runSimCli(argv: string[]): Promise<number> {
     return 2;
   }
 
-  let cluster;
+  let cluster: SimCluster;
   try {
     cluster = await startCluster(options);
   } catch (err) {
