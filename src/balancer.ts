@@ -1,0 +1,170 @@
+/**
+ * Assembles one balancer from a validated config: the pool and its policy, health (active and
+ * passive), the proxy listener (HTTP or TCP), the admin listener and the logs. Owns every
+ * background loop it starts, and stops them all in stop().
+ */
+import type { Server } from "bun";
+import { Hono } from "hono";
+import type { Config } from "./config/schema.ts";
+import { LocalPool, type Pool } from "./pool/pool.ts";
+import type { Backend } from "./pool/backend.ts";
+import { createPolicy } from "./balancer/policy.ts";
+import { PassiveHealth } from "./health/passive.ts";
+import { HealthMonitor } from "./health/monitor.ts";
+import { resolveCheck, type ResolvedCheck } from "./health/check.ts";
+import { createProxyHandler } from "./proxy/handler.ts";
+import { cidrMatcher } from "./proxy/cidr.ts";
+import { TrafficStats } from "./stats/traffic.ts";
+import { createAccessLog, type AccessLog, type LineSink } from "./log/access.ts";
+import { consoleLogger, type Logger } from "./log/logger.ts";
+import { createAdminApp } from "./admin/app.ts";
+import { startTcpProxy, type TcpProxy } from "./tcp/proxy.ts";
+
+export interface BalancerOptions {
+  logger?: Logger;
+  /** Where access-log lines go (stdout by default). */
+  accessLogSink?: LineSink;
+}
+
+/** What the admin app and the TCP proxy read: one balancer's live state. */
+export interface BalancerContext {
+  readonly config: Config;
+  readonly pool: Pool;
+  readonly traffic: TrafficStats;
+  readonly passive: PassiveHealth;
+  readonly health: HealthMonitor;
+  readonly logger: Logger;
+  readonly startedAt: number;
+}
+
+export interface Balancer extends BalancerContext {
+  /** http://host:port (HTTP mode) or tcp://host:port of the proxy listener. */
+  readonly url: string;
+  readonly port: number;
+  readonly adminUrl: string | undefined;
+  /** Stop accepting, let in-flight work finish within shutdownGrace (or at once), stop every loop. */
+  stop(graceful?: boolean): Promise<void>;
+}
+
+export async function startBalancer(config: Config, opts: BalancerOptions = {}): Promise<Balancer> {
+  const logger = opts.logger ?? consoleLogger();
+  const pool = new LocalPool(
+    createPolicy(config.strategy),
+    config.backends.map((b) => ({
+      name: b.name!, url: b.url, weight: b.weight, maxConnections: b.maxConnections,
+      disabled: b.disabled, slowStart: config.slowStart, statsPath: b.statsPath,
+    })),
+  );
+  const checks = new Map<Backend, ResolvedCheck>();
+  config.backends.forEach((b, i) => {
+    const check = resolveCheck(config.healthCheck, b);
+    if (check) checks.set(pool.backends[i]!, check);
+  });
+  const health = new HealthMonitor(checks);
+  const passive = new PassiveHealth(pool, config.passive, (b) => health.probes(b));
+  const traffic = new TrafficStats();
+  const unsubscribe = pool.onStateChange(({ backend, from, to, reason }) => {
+    const line = `backend ${backend.name} ${from} -> ${to}: ${reason}`;
+    if (to === "down" || to === "ejected") logger.warn(line);
+    else logger.info(line);
+  });
+  const ctx: BalancerContext = { config, pool, traffic, passive, health, logger, startedAt: Date.now() };
+
+  for (const b of pool.backends) {
+    const check = checks.get(b);
+    const how = check ? `${check.type} check ${check.type === "http" ? check.path + " " : ""}every ${check.interval}ms` : "no active check";
+    logger.info(`backend ${b.name} ${b.url.href} weight ${b.weight} (${how})`);
+  }
+  // Start-up probes run before the listener opens: traffic goes only to backends not known down.
+  await health.start();
+
+  let accessLog: AccessLog | undefined;
+  let proxyServer: Server<unknown> | undefined;
+  let tcp: TcpProxy | undefined;
+  let url: string;
+  let port: number;
+  if (config.mode === "tcp") {
+    tcp = await startTcpProxy(ctx);
+    port = tcp.port;
+    url = `tcp://${hostForUrl(config.listen.host)}:${port}`;
+  } else {
+    if (config.log.access) accessLog = createAccessLog(config.log.format, opts.accessLogSink);
+    const handler = createProxyHandler({
+      pool, passive, traffic, accessLog,
+      trusted: cidrMatcher(config.trustedProxies),
+      preserveHost: config.preserveHost,
+      retry: config.retry,
+      idleTimeoutSec: Math.ceil(config.timeouts.idle / 1000),
+    });
+    const app = new Hono<{ Bindings: { server: Server<unknown> } }>();
+    app.all("*", (c) => handler(c.req.raw, c.env.server));
+    app.onError((err) => {
+      logger.error(`proxy: ${err.stack ?? err}`);
+      return new Response(JSON.stringify({ error: "SY_INTERNAL", status: 500, message: "internal error" }), {
+        status: 500, headers: { "content-type": "application/json" },
+      });
+    });
+    proxyServer = Bun.serve({
+      hostname: config.listen.host,
+      port: config.listen.port,
+      // A second balancer must not silently share the port (Bun turns SO_REUSEPORT on when
+      // development is false).
+      reusePort: false,
+      development: false,
+      idleTimeout: Math.ceil(config.timeouts.idle / 1000),
+      maxRequestBodySize: config.limits.maxBodySize,
+      fetch: (req, server) => app.fetch(req, { server }),
+    });
+    port = proxyServer.port!;
+    url = `http://${hostForUrl(config.listen.host)}:${port}`;
+  }
+  logger.info(`${config.mode} proxy listening on ${url} (strategy ${config.strategy})`);
+
+  let adminServer: Server<unknown> | undefined;
+  let adminUrl: string | undefined;
+  if (config.admin !== false) {
+    const admin = createAdminApp(ctx);
+    adminServer = Bun.serve({
+      hostname: config.admin.host,
+      port: config.admin.port,
+      reusePort: false,
+      development: false,
+      // The dashboard's event stream is long-lived; it sets its own per-request timeout.
+      idleTimeout: 30,
+      fetch: (req, server) => admin.fetch(req, { server }),
+    });
+    adminUrl = `http://${hostForUrl(config.admin.host)}:${adminServer.port}`;
+    logger.info(`admin listening on ${adminUrl} (dashboard /, /stats, /metrics, /healthz, /readyz)`);
+  }
+
+  let stopping: Promise<void> | undefined;
+  const stop = (graceful = true): Promise<void> => {
+    stopping ??= (async () => {
+      health.stop();
+      passive.stop();
+      unsubscribe();
+      const closeAll = Promise.all([proxyServer?.stop(!graceful), tcp?.stop(!graceful)]);
+      if (graceful) {
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        const grace = new Promise<"late">((r) => (timer = setTimeout(() => r("late"), config.timeouts.shutdownGrace)));
+        if ((await Promise.race([closeAll, grace])) === "late") {
+          logger.warn(`shutdown: in-flight work still running after ${config.timeouts.shutdownGrace}ms; closing it`);
+          await Promise.all([proxyServer?.stop(true), tcp?.stop(true)]);
+        }
+        clearTimeout(timer);
+      } else {
+        await closeAll;
+      }
+      await adminServer?.stop(true);
+      await accessLog?.close();
+    })();
+    return stopping;
+  };
+
+  return { ...ctx, url, port, adminUrl, stop };
+}
+
+function hostForUrl(host: string): string {
+  if (host === "0.0.0.0" || host === "::") return "127.0.0.1";
+  return host.includes(":") ? `[${host}]` : host;
+}

@@ -1,0 +1,184 @@
+/**
+ * Reading a config file: parse JSON/YAML/TOML by extension, accept the seed format's aliases,
+ * validate against the one schema, and turn every problem into one line that names the field,
+ * the bad value and what was expected.
+ */
+import * as v from "valibot";
+import { ConfigSchema, type Config, type ConfigInput } from "./schema.ts";
+import { parseBackendAddress } from "./address.ts";
+
+export class ConfigError extends Error {
+  readonly code = "SY_CONFIG_INVALID";
+  constructor(
+    readonly problems: string[],
+    readonly source = "config",
+  ) {
+    super(`${source}: ${problems.length} problem${problems.length === 1 ? "" : "s"}\n  - ${problems.join("\n  - ")}`);
+  }
+}
+
+/** Parse the text of a config file by its extension. Syntax errors become a ConfigError. */
+export function parseConfigText(text: string, file: string): unknown {
+  const ext = file.toLowerCase().split(".").pop();
+  try {
+    if (ext === "yaml" || ext === "yml") return Bun.YAML.parse(text);
+    if (ext === "toml") return Bun.TOML.parse(text);
+    if (ext === "json") return JSON.parse(text);
+  } catch (e) {
+    throw new ConfigError([`cannot parse ${ext!.toUpperCase()}: ${(e as Error).message}`], file);
+  }
+  throw new ConfigError([`unknown file type ".${ext}": expected .json, .yaml, .yml or .toml`], file);
+}
+
+export async function loadConfigFile(file: string): Promise<Config> {
+  const f = Bun.file(file);
+  if (!(await f.exists())) throw new ConfigError([`file not found`], file);
+  return validateConfig(parseConfigText(await f.text(), file), file);
+}
+
+/**
+ * The seed format ({"lb_port": 8000, "backends": [...]}) loads unchanged: its keys are mapped
+ * onto ours before validation, so they never show up as unknown keys.
+ */
+function applyAliases(raw: unknown, problems: string[]): unknown {
+  if (!isPlainObject(raw) || !("lb_port" in raw)) return raw;
+  const { lb_port, ...rest } = raw;
+  if (isPlainObject(rest.listen) && "port" in rest.listen) {
+    problems.push(`lb_port: both "lb_port" and "listen.port" are set; keep one`);
+    return rest;
+  }
+  return { ...rest, listen: { ...(isPlainObject(rest.listen) ? rest.listen : {}), port: lb_port } };
+}
+
+/** Validate a parsed config object. Returns the normalized config or throws with every problem. */
+export function validateConfig(raw: unknown, source = "config"): Config {
+  const problems: string[] = [];
+  const input = applyAliases(raw, problems);
+  if (!isPlainObject(input)) throw new ConfigError([`expected an object at the top level, got ${show(input)}`], source);
+
+  const result = v.safeParse(ConfigSchema, input);
+  if (!result.success) {
+    for (const issue of result.issues) problems.push(describeIssue(issue, input));
+  }
+  // Checks that span fields run on the raw input too, so that they are reported together with
+  // the schema's problems rather than only after those are fixed.
+  problems.push(...crossFieldProblems(input));
+  if (problems.length > 0) throw new ConfigError(problems, source);
+
+  const config = result.output as Config;
+  config.backends.forEach((b, i) => {
+    b.name ??= `backend-${i + 1}`;
+    b.url = parseBackendAddress(b.url, config.mode).href;
+  });
+  return config;
+}
+
+function crossFieldProblems(input: Record<string, unknown>): string[] {
+  const problems: string[] = [];
+  const mode = input.mode === "tcp" ? "tcp" : "http";
+  const backends = Array.isArray(input.backends) ? input.backends : [];
+  const names = new Map<string, number>();
+  backends.forEach((b, i) => {
+    if (!isPlainObject(b)) return;
+    if (typeof b.url === "string" && b.url !== "") {
+      try {
+        parseBackendAddress(b.url, mode);
+      } catch (e) {
+        problems.push(`backends[${i}].url: got ${show(b.url)}, expected ${(e as Error).message}`);
+      }
+    }
+    const name = typeof b.name === "string" ? b.name : `backend-${i + 1}`;
+    const first = names.get(name);
+    if (first !== undefined) problems.push(`backends[${i}].name: got ${show(name)}, expected a unique name (backends[${first}] has it)`);
+    else names.set(name, i);
+  });
+  const retry = isPlainObject(input.retry) ? input.retry : {};
+  const per = v.safeParse(ConfigSchema.entries.retry, retry);
+  if (per.success && per.output.perTryTimeout > per.output.timeout) {
+    problems.push(`retry.perTryTimeout: got ${show(retry.perTryTimeout)}, expected at most retry.timeout (${show(retry.timeout ?? "15s")})`);
+  }
+  return problems;
+}
+
+function describeIssue(issue: v.BaseIssue<unknown>, input: unknown): string {
+  const keys = (issue.path ?? []).map((p) => p.key as string | number);
+  const where = formatPath(keys) || "(top level)";
+  if (issue.type === "strict_object" && issue.expected === "never") {
+    const key = keys[keys.length - 1];
+    const known = knownKeys(keys.slice(0, -1));
+    const hint = typeof key === "string" ? closest(key, known) : undefined;
+    return `${where}: unknown option${hint ? `; did you mean "${hint}"?` : known.length ? ` (known: ${known.join(", ")})` : ""}`;
+  }
+  const raw = valueAt(input, keys);
+  const got = raw === undefined ? "nothing" : show(raw);
+  const message = issue.message.startsWith("Invalid") ? `expected ${issue.expected}` : issue.message;
+  return `${where}: got ${got}, ${message}`;
+}
+
+/** The keys an object at this path of the schema accepts, found by walking the schema. */
+function knownKeys(path: (string | number)[]): string[] {
+  let schemas: unknown[] = [ConfigSchema];
+  for (const key of path) {
+    schemas = schemas.flatMap((s) => {
+      const node = unwrap(s);
+      return node.flatMap((n) => {
+        if (typeof key === "number" && n.item) return [n.item];
+        if (typeof key === "string" && n.entries && key in n.entries) return [n.entries[key]];
+        return [];
+      });
+    });
+  }
+  return [...new Set(schemas.flatMap(unwrap).flatMap((n) => (n.entries ? Object.keys(n.entries) : [])))];
+}
+
+type SchemaNode = { wrapped?: unknown; options?: unknown[]; item?: unknown; entries?: Record<string, unknown> };
+function unwrap(schema: unknown): SchemaNode[] {
+  const node = schema as SchemaNode;
+  if (node.wrapped) return unwrap(node.wrapped);
+  if (node.options) return node.options.flatMap(unwrap);
+  return [node];
+}
+
+/** The known key nearest to a typo, if it is close enough to be a likely intent. */
+export function closest(word: string, candidates: string[]): string | undefined {
+  let best: string | undefined;
+  let bestDistance = Infinity;
+  for (const c of candidates) {
+    const d = editDistance(word.toLowerCase(), c.toLowerCase());
+    if (d < bestDistance) [best, bestDistance] = [c, d];
+  }
+  return best !== undefined && bestDistance <= Math.max(2, Math.floor(best.length / 3)) ? best : undefined;
+}
+
+function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i];
+    for (let j = 1; j <= b.length; j++) {
+      row[j] = Math.min(prev[j]! + 1, row[j - 1]! + 1, prev[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+    prev = row;
+  }
+  return prev[b.length]!;
+}
+
+function formatPath(keys: (string | number)[]): string {
+  return keys.map((k, i) => (typeof k === "number" ? `[${k}]` : i === 0 ? k : `.${k}`)).join("");
+}
+
+function valueAt(input: unknown, keys: (string | number)[]): unknown {
+  let x: unknown = input;
+  for (const k of keys) x = x != null && typeof x === "object" ? (x as Record<string | number, unknown>)[k] : undefined;
+  return x;
+}
+
+function show(x: unknown): string {
+  const s = JSON.stringify(x);
+  return s === undefined ? String(x) : s.length > 60 ? `${s.slice(0, 57)}...` : s;
+}
+
+function isPlainObject(x: unknown): x is Record<string, unknown> {
+  return typeof x === "object" && x !== null && !Array.isArray(x);
+}
+
+export type { Config, ConfigInput };

@@ -1,0 +1,173 @@
+/**
+ * The one definition of every configuration option, its type and its default.
+ * `check` prints the normalized output of this schema; the README's option table follows it.
+ */
+import * as v from "valibot";
+import { parseDuration, parseSize } from "./units.ts";
+import { POLICY_NAMES } from "../balancer/names.ts";
+
+const DURATION_HINT = 'a duration like "250ms", "5s", "1m" or a number of milliseconds';
+const SIZE_HINT = 'a size like "64KB", "128MB" or a number of bytes';
+
+/** A duration in the file; milliseconds after parsing. */
+const duration = v.pipe(
+  v.union([v.string(), v.number()], `expected ${DURATION_HINT}`),
+  v.check((x) => parseDuration(x) !== undefined, `expected ${DURATION_HINT}`),
+  v.transform((x) => parseDuration(x)!),
+);
+
+/** A size in the file; bytes after parsing. */
+const size = v.pipe(
+  v.union([v.string(), v.number()], `expected ${SIZE_HINT}`),
+  v.check((x) => parseSize(x) !== undefined, `expected ${SIZE_HINT}`),
+  v.transform((x) => parseSize(x)!),
+);
+
+const port = v.pipe(
+  v.number("expected a port number"),
+  v.integer("expected an integer port"),
+  v.minValue(0, "expected a port from 0 to 65535"),
+  v.maxValue(65535, "expected a port from 0 to 65535"),
+);
+
+const host = v.pipe(v.string("expected a host name or address"), v.nonEmpty("expected a host name or address"));
+
+const positiveInt = (what: string) =>
+  v.pipe(v.number(`expected ${what}`), v.integer(`expected ${what}`), v.minValue(1, `expected ${what}`));
+
+const status = v.pipe(
+  v.number("expected an HTTP status code"),
+  v.integer("expected an HTTP status code"),
+  v.minValue(100, "expected an HTTP status code from 100 to 599"),
+  v.maxValue(599, "expected an HTTP status code from 100 to 599"),
+);
+
+const EXPECT_STATUS = /^([1-5]xx|[1-5]\d\d(-[1-5]\d\d)?)$/;
+/** "2xx", "200", "200-399", or a list of those and numbers; normalized to a list of strings. */
+const expectStatus = v.pipe(
+  v.union([v.string(), v.number(), v.array(v.union([v.string(), v.number()]))], 'expected a status class like "2xx", a code, a range "200-399" or a list of these'),
+  v.transform((x) => (Array.isArray(x) ? x : [x]).map(String)),
+  v.check((list) => list.length > 0 && list.every((s) => EXPECT_STATUS.test(s)), 'expected a status class like "2xx", a code, a range "200-399" or a list of these'),
+);
+
+/** CIDR like "10.0.0.0/8", "::1/128", or a bare address. Parsed into matchers by proxy/cidr.ts. */
+const cidr = v.pipe(
+  v.string("expected a CIDR like \"10.0.0.0/8\" or an address"),
+  v.regex(/^[0-9a-fA-F:.]+(\/\d{1,3})?$/, 'expected a CIDR like "10.0.0.0/8", "::1/128" or an address'),
+);
+
+/** Fields shared by the global healthCheck and a backend's override. */
+const healthCheckFields = {
+  type: v.optional(v.picklist(["http", "tcp"], 'expected "http" or "tcp"')),
+  path: v.optional(v.pipe(v.string(), v.startsWith("/", 'expected a path starting with "/"'))),
+  method: v.optional(v.picklist(["GET", "HEAD", "OPTIONS", "POST"], "expected GET, HEAD, OPTIONS or POST")),
+  headers: v.optional(v.record(v.string(), v.string("expected a header value string"))),
+  host: v.optional(host),
+  port: v.optional(port),
+  interval: v.optional(duration),
+  timeout: v.optional(duration),
+  rise: v.optional(positiveInt("a whole number of consecutive successes, at least 1")),
+  fall: v.optional(positiveInt("a whole number of consecutive failures, at least 1")),
+  expectStatus: v.optional(expectStatus),
+  expectBody: v.optional(v.string("expected a substring of the body")),
+};
+
+const HealthCheckOverride = v.union(
+  [v.literal(false), v.strictObject(healthCheckFields)],
+  "expected a health check object or false",
+);
+
+const PolicyName = v.picklist(POLICY_NAMES, `expected one of ${POLICY_NAMES.join(", ")}`);
+
+const Backend = v.strictObject({
+  name: v.optional(v.pipe(v.string("expected a name"), v.nonEmpty("expected a non-empty name"))),
+  url: v.pipe(v.string("expected a URL"), v.nonEmpty("expected a URL")),
+  weight: v.optional(
+    v.pipe(v.number("expected a weight"), v.integer("expected an integer weight"), v.minValue(1, "expected a weight of at least 1"), v.maxValue(1000, "expected a weight of at most 1000")),
+    1,
+  ),
+  /** Requests (HTTP) or connections (TCP) in flight at once; 0 means no limit. A full backend is not available. */
+  maxConnections: v.optional(v.pipe(v.number(), v.integer(), v.minValue(0, "expected 0 (no limit) or more")), 0),
+  /** Start drained: takes no new traffic until enabled. */
+  disabled: v.optional(v.boolean("expected true or false"), false),
+  healthCheck: v.optional(HealthCheckOverride),
+  /** Path of the backend's own stats JSON (uptime, memory), polled for the admin /stats page. */
+  statsPath: v.optional(v.pipe(v.string(), v.startsWith("/", 'expected a path starting with "/"'))),
+});
+
+export const ConfigSchema = v.strictObject({
+  /** "http" (layer 7, default) or "tcp" (layer 4). */
+  mode: v.optional(v.picklist(["http", "tcp"], 'expected "http" or "tcp"'), "http"),
+  listen: v.optional(
+    v.strictObject({ host: v.optional(host, "0.0.0.0"), port: v.optional(port, 8000) }),
+    {},
+  ),
+  admin: v.optional(
+    v.union(
+      [v.literal(false), v.strictObject({ host: v.optional(host, "127.0.0.1"), port: v.optional(port, 8081) })],
+      "expected an object with host and port, or false",
+    ),
+    {},
+  ),
+  strategy: v.optional(PolicyName, "least-connections"),
+  backends: v.pipe(v.array(Backend, "expected a list of backends"), v.minLength(1, "expected at least one backend")),
+  retry: v.optional(
+    v.strictObject({
+      attempts: v.optional(positiveInt("a whole number of tries, at least 1"), 3),
+      perTryTimeout: v.optional(duration, 5000),
+      timeout: v.optional(duration, 15000),
+      onStatus: v.optional(v.array(status, "expected a list of status codes"), [502, 503, 504]),
+      /** Retry resets, timeouts and onStatus answers for non-idempotent methods too (RFC 9110 §9.2.2 says don't). */
+      nonIdempotent: v.optional(v.boolean("expected true or false"), false),
+      /** Request bodies up to this size are buffered so that they can be sent again. */
+      bufferBody: v.optional(size, 64 * 1024),
+    }),
+    {},
+  ),
+  timeouts: v.optional(
+    v.strictObject({
+      /** Idle time allowed between bytes on a client connection (and a TCP relay). Bun caps it at 255s. */
+      idle: v.optional(v.pipe(duration, v.maxValue(255_000, "expected at most 255s (Bun.serve's limit)")), 60_000),
+      /** Time to open a backend connection (TCP mode). */
+      connect: v.optional(duration, 5000),
+      /** On SIGINT/SIGTERM, in-flight requests get this long to finish. */
+      shutdownGrace: v.optional(duration, 10_000),
+    }),
+    {},
+  ),
+  limits: v.optional(v.strictObject({ maxBodySize: v.optional(size, 128 * 1024 * 1024) }), {}),
+  log: v.optional(
+    v.strictObject({
+      access: v.optional(v.boolean("expected true or false"), true),
+      format: v.optional(v.picklist(["text", "json"], 'expected "text" or "json"'), "text"),
+    }),
+    {},
+  ),
+  /** Peers whose X-Forwarded-For is kept and appended to; from anyone else it is replaced. */
+  trustedProxies: v.optional(v.array(cidr, "expected a list of CIDRs"), []),
+  /** Keep the client's Host header (default) or send the backend's host. */
+  preserveHost: v.optional(v.boolean("expected true or false"), true),
+  healthCheck: v.optional(
+    v.union([v.literal(false), v.strictObject(healthCheckFields)], "expected a health check object or false"),
+    {},
+  ),
+  passive: v.optional(
+    v.strictObject({
+      /** Consecutive 5xx or gateway failures before a backend is ejected; 0 turns ejection off. */
+      consecutiveFailures: v.optional(v.pipe(v.number(), v.integer(), v.minValue(0)), 5),
+      baseEjectionTime: v.optional(duration, 30_000),
+      maxEjectionTime: v.optional(duration, 300_000),
+      maxEjectedPercent: v.optional(v.pipe(v.number(), v.minValue(0, "expected 0 to 100"), v.maxValue(100, "expected 0 to 100")), 50),
+      /** Without active probes, a backend marked down by a refused connection is re-admitted after this long. */
+      readmitAfter: v.optional(duration, 10_000),
+    }),
+    {},
+  ),
+  /** A backend that comes back ramps its share of traffic up linearly over this time; 0 turns it off. */
+  slowStart: v.optional(duration, 0),
+});
+
+export type ConfigInput = v.InferInput<typeof ConfigSchema>;
+export type Config = v.InferOutput<typeof ConfigSchema>;
+export type BackendConfig = Config["backends"][number];
+export type HealthCheckFields = v.InferOutput<v.ObjectSchema<typeof healthCheckFields, undefined>>;

@@ -1,0 +1,53 @@
+/**
+ * The health check a backend gets: the global `healthCheck` merged with the backend's own
+ * override, with defaults filled in. Resolved once at start-up.
+ */
+import type { Config, BackendConfig, HealthCheckFields } from "../config/schema.ts";
+
+export interface ResolvedCheck {
+  /** "http" when a path is given (or type says so), else "tcp": a TCP connect works for any backend. */
+  type: "http" | "tcp";
+  path: string;
+  method: string;
+  headers: Record<string, string>;
+  host: string | undefined;
+  port: number | undefined;
+  interval: number;
+  timeout: number;
+  rise: number;
+  fall: number;
+  /** "2xx", "200", "200-399" entries. */
+  expectStatus: string[];
+  expectBody: string | undefined;
+}
+
+export const CHECK_DEFAULTS = {
+  path: "/health",
+  method: "GET",
+  interval: 2000,
+  timeout: 1000,
+  rise: 2,
+  fall: 3,
+  expectStatus: ["2xx"],
+} as const;
+
+/** Undefined when checks are off for this backend (globally false, or its own false). */
+export function resolveCheck(global: Config["healthCheck"], backend: BackendConfig): ResolvedCheck | undefined {
+  if (backend.healthCheck === false) return undefined;
+  if (global === false && backend.healthCheck === undefined) return undefined;
+  const merged: HealthCheckFields = { ...(global === false ? {} : global), ...(backend.healthCheck ?? {}) };
+  return {
+    type: merged.type ?? (merged.path !== undefined ? "http" : "tcp"),
+    path: merged.path ?? CHECK_DEFAULTS.path,
+    method: merged.method ?? CHECK_DEFAULTS.method,
+    headers: merged.headers ?? {},
+    host: merged.host,
+    port: merged.port,
+    interval: merged.interval ?? CHECK_DEFAULTS.interval,
+    timeout: merged.timeout ?? CHECK_DEFAULTS.timeout,
+    rise: merged.rise ?? CHECK_DEFAULTS.rise,
+    fall: merged.fall ?? CHECK_DEFAULTS.fall,
+    expectStatus: merged.expectStatus ?? [...CHECK_DEFAULTS.expectStatus],
+    expectBody: merged.expectBody,
+  };
+}

@@ -1,0 +1,139 @@
+/**
+ * Health probes: one attempt each, bounded by its own timeout, reporting ok or a reason.
+ * One small interface, one implementation per check type.
+ */
+import type { Backend } from "../pool/backend.ts";
+import type { ResolvedCheck } from "./check.ts";
+import { formatDuration } from "../config/units.ts";
+
+export interface ProbeResult {
+  ok: boolean;
+  /** "status 200", "status 503", "timeout after 1s", "connection refused", ... */
+  detail: string;
+}
+
+export interface Probe {
+  run(signal: AbortSignal): Promise<ProbeResult>;
+}
+
+export function createProbe(backend: Backend, check: ResolvedCheck): Probe {
+  return check.type === "tcp" ? new TcpProbe(backend, check) : new HttpProbe(backend, check);
+}
+
+/** "2xx" / "200" / "200-399" entries compiled into one predicate, once. */
+export function statusMatcher(expect: readonly string[]): (status: number) => boolean {
+  const tests = expect.map((e): ((s: number) => boolean) => {
+    if (/^[1-5]xx$/.test(e)) {
+      const cls = Number(e[0]);
+      return (s) => Math.floor(s / 100) === cls;
+    }
+    const [lo, hi = lo] = e.split("-").map(Number) as [number, number?];
+    return (s) => s >= lo && s <= hi!;
+  });
+  return (s) => tests.some((t) => t(s));
+}
+
+function failureDetail(e: unknown, timeoutMs: number, signal: AbortSignal): string {
+  if (signal.aborted) return `timeout after ${formatDuration(timeoutMs)}`;
+  const code = (e as { code?: string }).code;
+  if (code === "ECONNREFUSED" || code === "ConnectionRefused") return "connection refused";
+  if (code === "ECONNRESET" || code === "ConnectionClosed") return "connection reset";
+  return code ? `error ${code}` : `error ${(e as Error).message}`;
+}
+
+export class HttpProbe implements Probe {
+  private readonly url: string;
+  private readonly headers: Headers;
+  private readonly matches: (status: number) => boolean;
+
+  constructor(
+    backend: Backend,
+    private readonly check: ResolvedCheck,
+  ) {
+    const u = new URL(backend.url);
+    if (check.port !== undefined) u.port = String(check.port);
+    this.url = `${u.protocol}//${u.host}${check.path}`;
+    this.headers = new Headers(check.headers);
+    if (check.host !== undefined) this.headers.set("host", check.host);
+    this.headers.set("user-agent", "switchyard-health-check");
+    this.matches = statusMatcher(check.expectStatus);
+  }
+
+  async run(signal: AbortSignal): Promise<ProbeResult> {
+    try {
+      const res = await fetch(this.url, {
+        method: this.check.method,
+        headers: this.headers,
+        signal,
+        redirect: "manual",
+        // A fresh connection each time would test the accept path too, but probes on pooled
+        // connections cost the backend less; a dead backend fails either way.
+      });
+      const ok = this.matches(res.status);
+      if (!ok) {
+        void res.body?.cancel().catch(() => {});
+        return { ok, detail: `status ${res.status}` };
+      }
+      if (this.check.expectBody !== undefined) {
+        const text = await res.text();
+        if (!text.includes(this.check.expectBody)) return { ok: false, detail: `status ${res.status}, body lacks "${this.check.expectBody}"` };
+      } else {
+        void res.body?.cancel().catch(() => {});
+      }
+      return { ok: true, detail: `status ${res.status}` };
+    } catch (e) {
+      return { ok: false, detail: failureDetail(e, this.check.timeout, signal) };
+    }
+  }
+}
+
+export class TcpProbe implements Probe {
+  private readonly hostname: string;
+  private readonly port: number;
+
+  constructor(
+    backend: Backend,
+    private readonly check: ResolvedCheck,
+  ) {
+    this.hostname = backend.url.hostname.replace(/^\[|\]$/g, "");
+    const defaultPort = backend.url.protocol === "https:" ? 443 : 80;
+    this.port = check.port ?? (Number(backend.url.port) || defaultPort);
+  }
+
+  run(signal: AbortSignal): Promise<ProbeResult> {
+    return new Promise((resolve) => {
+      let settled = false;
+      const settle = (r: ProbeResult) => {
+        if (settled) return;
+        settled = true;
+        signal.removeEventListener("abort", onAbort);
+        resolve(r);
+      };
+      const onAbort = () => settle({ ok: false, detail: `timeout after ${formatDuration(this.check.timeout)}` });
+      signal.addEventListener("abort", onAbort, { once: true });
+      Bun.connect({
+        hostname: this.hostname,
+        port: this.port,
+        socket: {
+          open(socket) {
+            // Connected is all a TCP check asks; close at once so the backend keeps no socket.
+            socket.end();
+            settle({ ok: true, detail: "connected" });
+          },
+          data() {},
+          error(_s, e) {
+            settle({ ok: false, detail: failureDetail(e, 0, signal) });
+          },
+          connectError(_s, e) {
+            settle({ ok: false, detail: failureDetail(e, 0, signal) });
+          },
+        },
+      }).then(
+        (socket) => {
+          if (settled && signal.aborted) socket.terminate();
+        },
+        (e) => settle({ ok: false, detail: failureDetail(e, 0, signal) }),
+      );
+    });
+  }
+}

@@ -1,0 +1,213 @@
+/**
+ * One backend: its address, weight, in-flight count, health and traffic figures.
+ *
+ * Everything that changes a backend's state goes through its methods, so that availability is
+ * decided in one place (`available()`, as Caddy's Upstream.Available and Pingora's ready()), a
+ * state change is announced exactly once, and the in-flight count moves only in
+ * acquire/release pairs.
+ */
+import { Histogram } from "../stats/histogram.ts";
+
+/** What the dashboard shows; derived from the flags below, never stored. */
+export type BackendState = "up" | "down" | "draining" | "ejected" | "slow-starting";
+
+export interface BackendOptions {
+  name: string;
+  url: string;
+  weight?: number;
+  maxConnections?: number;
+  disabled?: boolean;
+  /** Slow-start window in ms (0 = off). */
+  slowStart?: number;
+  statsPath?: string;
+}
+
+export interface StateChange {
+  backend: Backend;
+  from: BackendState;
+  to: BackendState;
+  reason: string;
+}
+
+export class BackendError extends Error {
+  readonly code = "SY_COUNTER_UNDERFLOW";
+}
+
+/** Figures kept per backend for /stats, /metrics and the dashboard. Bounded in size. */
+export class BackendStats {
+  requests = 0;
+  /** Responses by status class: index 1..5 for 1xx..5xx. */
+  readonly byClass = [0, 0, 0, 0, 0, 0];
+  /** Tries that got no response: refused, reset, timed out. */
+  proxyErrors = 0;
+  retries = 0;
+  ejections = 0;
+  connectFailures = 0;
+  /** TCP mode. */
+  bytesIn = 0;
+  bytesOut = 0;
+  readonly latency = new Histogram();
+}
+
+export interface CheckResult {
+  ok: boolean;
+  /** "status 200", "timeout after 1s", "connection refused" ... */
+  detail: string;
+  at: number;
+  durationMs: number;
+}
+
+export class Backend {
+  readonly name: string;
+  readonly url: URL;
+  /** scheme://host:port, without a trailing slash: the prefix of every upstream URL. */
+  readonly origin: string;
+  /** The URL's path without a trailing slash ("" for "/"): prepended to every request path. */
+  readonly basePath: string;
+  readonly weight: number;
+  readonly maxConnections: number;
+  readonly slowStartMs: number;
+  readonly statsPath: string | undefined;
+  readonly stats = new BackendStats();
+
+  /** Requests (HTTP) or connections (TCP) in flight. Changed only by acquire() and Lease.release(). */
+  inFlight = 0;
+  /** Total connections (TCP) handed out by acquire(). */
+  acquired = 0;
+
+  /** Health as far as probes and passive detection know. Starts up; a start-up probe runs at once. */
+  private healthy = true;
+  /** false = draining: no new traffic, in-flight work finishes. Apart from health. */
+  private enabled: boolean;
+  /** Outlier ejection: unavailable until this time (ms since epoch). */
+  private ejectedUntil = 0;
+  /** When the backend last became available after not being so, for slow start. */
+  private availableSince = 0;
+  /** Consecutive 5xx/gateway failures, for outlier ejection. */
+  consecutiveFailures = 0;
+  ejectionCount = 0;
+  lastCheck: CheckResult | undefined;
+  /** Time of the last state change (ms since epoch). */
+  lastChange = Date.now();
+  lastChangeReason = "configured";
+
+  private listeners: ((change: StateChange) => void)[] = [];
+
+  constructor(opts: BackendOptions) {
+    this.name = opts.name;
+    this.url = new URL(opts.url);
+    this.origin = `${this.url.protocol}//${this.url.host}`;
+    this.basePath = this.url.pathname === "/" ? "" : this.url.pathname.replace(/\/$/, "");
+    this.weight = opts.weight ?? 1;
+    this.maxConnections = opts.maxConnections ?? 0;
+    this.enabled = !opts.disabled;
+    this.slowStartMs = opts.slowStart ?? 0;
+    this.statsPath = opts.statsPath;
+  }
+
+  /** The one predicate policies rely on: healthy, enabled, not ejected, not full. */
+  available(now = Date.now()): boolean {
+    return (
+      this.healthy &&
+      this.enabled &&
+      now >= this.ejectedUntil &&
+      (this.maxConnections === 0 || this.inFlight < this.maxConnections)
+    );
+  }
+
+  /**
+   * Share of a full share of traffic this backend should get now: ramps linearly from a small
+   * floor to 1 over the slow-start window after it (re)became available (HAProxy's slowstart).
+   */
+  rampFactor(now = Date.now()): number {
+    if (this.slowStartMs === 0) return 1;
+    const elapsed = now - this.availableSince;
+    if (elapsed >= this.slowStartMs) return 1;
+    // Never 0: a backend that gets no traffic at all could not show it is healthy under load.
+    return Math.max(0.05, elapsed / this.slowStartMs);
+  }
+
+  get isHealthy(): boolean {
+    return this.healthy;
+  }
+  get isEnabled(): boolean {
+    return this.enabled;
+  }
+  get ejectedUntilMs(): number {
+    return this.ejectedUntil;
+  }
+
+  state(now = Date.now()): BackendState {
+    if (!this.healthy) return "down";
+    if (!this.enabled) return "draining";
+    if (now < this.ejectedUntil) return "ejected";
+    if (this.rampFactor(now) < 1) return "slow-starting";
+    return "up";
+  }
+
+  /** Take one in-flight slot. The lease must be released exactly once, in a finally. */
+  acquire(): Lease {
+    this.inFlight++;
+    this.acquired++;
+    return new Lease(this);
+  }
+
+  /** @internal Only Lease calls this. */
+  _release(): void {
+    if (this.inFlight <= 0) throw new BackendError(`in-flight count of ${this.name} would go below zero`);
+    this.inFlight--;
+  }
+
+  onStateChange(fn: (change: StateChange) => void): () => void {
+    this.listeners.push(fn);
+    return () => {
+      this.listeners = this.listeners.filter((l) => l !== fn);
+    };
+  }
+
+  setHealthy(healthy: boolean, reason: string): void {
+    if (this.healthy === healthy) return;
+    this.change(() => (this.healthy = healthy), reason);
+  }
+
+  setEnabled(enabled: boolean, reason = enabled ? "enabled" : "drained"): void {
+    if (this.enabled === enabled) return;
+    this.change(() => (this.enabled = enabled), reason);
+  }
+
+  eject(durationMs: number, reason: string, now = Date.now()): void {
+    this.ejectionCount++;
+    this.stats.ejections++;
+    this.change(() => (this.ejectedUntil = now + durationMs), reason, now);
+  }
+
+  /** End an ejection early (its time is up or an operator says so). */
+  readmit(reason: string, now = Date.now()): void {
+    if (this.ejectedUntil === 0) return;
+    this.change(() => (this.ejectedUntil = 0), reason, now);
+  }
+
+  private change(mutate: () => void, reason: string, now = Date.now()): void {
+    const from = this.state(now);
+    const wasAvailable = this.healthy && this.enabled && now >= this.ejectedUntil;
+    mutate();
+    const isAvailable = this.healthy && this.enabled && now >= this.ejectedUntil;
+    if (!wasAvailable && isAvailable) this.availableSince = now;
+    const to = this.state(now);
+    if (from === to) return;
+    this.lastChange = now;
+    this.lastChangeReason = reason;
+    for (const fn of this.listeners) fn({ backend: this, from, to, reason });
+  }
+}
+
+/** One acquired in-flight slot. release() is idempotent so a double release cannot corrupt the count. */
+export class Lease {
+  private released = false;
+  constructor(readonly backend: Backend) {}
+  release(): void {
+    if (this.released) return;
+    this.released = true;
+    this.backend._release();
+  }
+}

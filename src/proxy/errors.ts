@@ -1,0 +1,61 @@
+/**
+ * Proxy errors with stable codes (in the manner of undici's UND_ERR_*). Code decides what
+ * happened; the HTTP status is chosen only at the edge, by `statusFor`.
+ */
+export type ProxyErrorCode =
+  /** No backend is available (all down, draining, ejected or full). 503. */
+  | "SY_NO_BACKEND"
+  /** Every try failed: refused, reset, or an error status on the last try. 502. */
+  | "SY_UPSTREAM_FAILED"
+  /** retry.timeout (or the last per-try timeout) ran out before a response head arrived. 504. */
+  | "SY_UPSTREAM_TIMEOUT"
+  /** The request body exceeded limits.maxBodySize. 413. */
+  | "SY_BODY_TOO_LARGE"
+  /** The client went away; nothing is sent. */
+  | "SY_CLIENT_ABORTED";
+
+const STATUS: Record<ProxyErrorCode, number> = {
+  SY_NO_BACKEND: 503,
+  SY_UPSTREAM_FAILED: 502,
+  SY_UPSTREAM_TIMEOUT: 504,
+  SY_BODY_TOO_LARGE: 413,
+  // 499 is nginx's "client closed request": it appears only in logs, never on the wire.
+  SY_CLIENT_ABORTED: 499,
+};
+
+const MESSAGE: Record<ProxyErrorCode, string> = {
+  SY_NO_BACKEND: "no backend is available to serve this request",
+  SY_UPSTREAM_FAILED: "every try to reach a backend failed",
+  SY_UPSTREAM_TIMEOUT: "the backend did not answer in time",
+  SY_BODY_TOO_LARGE: "the request body is larger than this server accepts",
+  SY_CLIENT_ABORTED: "the client closed the connection",
+};
+
+export class ProxyError extends Error {
+  constructor(
+    readonly code: ProxyErrorCode,
+    detail?: string,
+  ) {
+    super(detail ? `${MESSAGE[code]}: ${detail}` : MESSAGE[code]);
+  }
+  get status(): number {
+    return STATUS[this.code];
+  }
+}
+
+export function statusFor(code: ProxyErrorCode): number {
+  return STATUS[code];
+}
+
+/** The client-facing answer: JSON with the stable code, and Retry-After on 503 (RFC 9110 §10.2.3). */
+export function errorResponse(err: ProxyError, requestId: string, retryAfterSeconds = 1): Response {
+  const status = STATUS[err.code];
+  const headers: Record<string, string> = {
+    "content-type": "application/json",
+    "x-request-id": requestId,
+    "cache-control": "no-store",
+  };
+  if (status === 503) headers["retry-after"] = String(retryAfterSeconds);
+  const body = JSON.stringify({ error: err.code, status, message: err.message, requestId });
+  return new Response(body, { status, headers });
+}

@@ -1,0 +1,270 @@
+/**
+ * The forwarding loop: choose a backend, send the request, decide on failure whether to try
+ * another, and hand the response back as a stream. Selection, header rules, the retry decision,
+ * passive health and logging each live in their own module; this file only sequences them.
+ */
+import type { Server } from "bun";
+import type { Pool } from "../pool/pool.ts";
+import type { Backend, Lease } from "../pool/backend.ts";
+import type { PassiveSignals } from "../health/passive.ts";
+import type { AccessLog } from "../log/access.ts";
+import type { TrafficStats } from "../stats/traffic.ts";
+import type { CidrMatcher } from "./cidr.ts";
+import { toClientHeaders, toUpstreamHeaders } from "./headers.ts";
+import { prepareBody } from "./body.ts";
+import { shouldRetry, type TryFailure } from "./retry.ts";
+import { ProxyError, errorResponse, type ProxyErrorCode } from "./errors.ts";
+
+export interface ProxyOptions {
+  pool: Pool;
+  passive: PassiveSignals;
+  traffic: TrafficStats;
+  accessLog?: AccessLog;
+  trusted: CidrMatcher;
+  preserveHost: boolean;
+  retry: {
+    attempts: number;
+    perTryTimeout: number;
+    timeout: number;
+    onStatus: number[];
+    nonIdempotent: boolean;
+    bufferBody: number;
+  };
+  /** Client idle timeout in seconds (Bun.serve's idleTimeout). */
+  idleTimeoutSec: number;
+}
+
+export type ProxyHandler = (req: Request, server: Server<unknown>) => Promise<Response>;
+
+/** fetch error codes meaning the connection was never made, so nothing was sent. */
+const CONNECT_CODES = new Set(["ECONNREFUSED", "ConnectionRefused", "ENOTFOUND", "FailedToOpenSocket", "EHOSTUNREACH", "ENETUNREACH", "EADDRNOTAVAIL"]);
+
+/** Why a try's AbortController fired. */
+const enum Abort {
+  PerTry = 1,
+  Deadline = 2,
+  Client = 3,
+}
+
+/** Statuses whose responses never carry a body (RFC 9110 §6.4.1; HEAD per §9.3.2). */
+function bodiless(method: string, status: number): boolean {
+  return method === "HEAD" || status === 204 || status === 304 || (status >= 100 && status < 200);
+}
+
+export function createProxyHandler(opts: ProxyOptions): ProxyHandler {
+  const { pool, passive, traffic, accessLog, retry } = opts;
+  // Work done once, not per request.
+  const retryOn = new Set(retry.onStatus);
+  // Bun.serve's idle timer runs while the handler awaits the backend (field notes). Only when a
+  // backend may legitimately take longer than the idle timeout must a request's timer be raised.
+  const waitSec = Math.ceil(retry.timeout / 1000) + 1;
+  const raiseIdle = waitSec > opts.idleTimeoutSec;
+  const waitTimeout = waitSec > 255 ? 0 : waitSec;
+
+  return async function handle(req, server) {
+    const started = performance.now();
+    const time = Date.now();
+    const url = req.url;
+    // The request target exactly as received: no decoding of %2F, no collapsing of "//".
+    const slash = url.indexOf("/", url.indexOf("//") + 2);
+    const target = slash === -1 ? "/" : url.slice(slash);
+    const method = req.method;
+    const clientIp = normalizeIp(server.requestIP(req)?.address ?? "");
+    const headers = req.headers;
+    const requestId = headers.get("x-request-id") ?? crypto.randomUUID();
+    const tried: Backend[] = [];
+    traffic.requests++;
+
+    const finish = (status: number, bytes: number, error?: ProxyErrorCode) => {
+      accessLog?.write({
+        time, client: clientIp, method, path: target, status, bytes,
+        durationMs: performance.now() - started,
+        backends: tried.map((b) => b.name), attempts: tried.length, requestId, error,
+      });
+    };
+    const fail = (code: ProxyErrorCode, detail?: string): Response => {
+      traffic.proxyErrors[code]++;
+      const res = errorResponse(new ProxyError(code, detail), requestId);
+      traffic.record(method, res.status, performance.now() - started);
+      finish(res.status, 0, code);
+      return res;
+    };
+
+    if (raiseIdle) server.timeout(req, waitTimeout);
+    toUpstreamHeaders(headers, { clientIp, proto: "http", requestId }, opts, "");
+    const prepared = await prepareBody(req, retry.bufferBody);
+    const deadline = started + retry.timeout;
+    const exclude = new Set<Backend>();
+    let lastFailure: TryFailure | undefined;
+
+    for (;;) {
+      const backend = pool.pick(exclude);
+      if (backend === undefined) {
+        if (lastFailure === undefined) return fail("SY_NO_BACKEND");
+        return fail(lastFailure.kind === "timeout" ? "SY_UPSTREAM_TIMEOUT" : "SY_UPSTREAM_FAILED", describe(lastFailure));
+      }
+      if (tried.length > 0) {
+        traffic.retries++;
+        backend.stats.retries++;
+      }
+      tried.push(backend);
+      exclude.add(backend);
+      const lease = backend.acquire();
+      backend.stats.requests++;
+      if (!opts.preserveHost) headers.set("host", backend.url.host);
+
+      // One controller per try: fired by the per-try timer, the overall deadline, or the
+      // client going away; the reason tells which.
+      const controller = new AbortController();
+      let why = 0;
+      const remaining = deadline - performance.now();
+      const perTry = Math.min(retry.perTryTimeout, remaining);
+      const timer = setTimeout(() => {
+        why = perTry < retry.perTryTimeout ? Abort.Deadline : Abort.PerTry;
+        controller.abort();
+      }, perTry);
+      const onClientAbort = () => {
+        why = Abort.Client;
+        controller.abort();
+      };
+      req.signal.addEventListener("abort", onClientAbort, { once: true });
+
+      let res: Response;
+      try {
+        res = await fetch(backend.origin + backend.basePath + target, {
+          method,
+          headers,
+          body: prepared.body,
+          signal: controller.signal,
+          redirect: "manual",
+          decompress: false,
+          duplex: "half",
+          // The response-head wait is bounded by our timers and the body by the client's idle
+          // timeout; fetch's own 5-minute idle timer would cut long streams.
+          timeout: false,
+        } as RequestInit);
+      } catch (e) {
+        clearTimeout(timer);
+        req.signal.removeEventListener("abort", onClientAbort);
+        lease.release();
+        if (why === Abort.Client || req.signal.aborted) {
+          traffic.proxyErrors.SY_CLIENT_ABORTED++;
+          finish(499, 0, "SY_CLIENT_ABORTED");
+          return new Response(null, { status: 499 });
+        }
+        backend.stats.proxyErrors++;
+        const failure = classify(e, why);
+        if (failure.kind === "connect") passive.connectFailed(backend, describe(failure, e));
+        else passive.failed(backend, describe(failure));
+        if (why === Abort.Deadline) return fail("SY_UPSTREAM_TIMEOUT", `after ${retry.timeout}ms`);
+        lastFailure = failure;
+        // A streamed body may already be partly read by the failed try, even on a connect
+        // failure: only a buffered body (or none) can be sent again.
+        if (shouldRetry({ failure, method, tries: tried.length, maxTries: retry.attempts, replayableBody: prepared.replayable, retryNonIdempotent: retry.nonIdempotent, timeLeft: deadline - performance.now() })) continue;
+        return fail(failure.kind === "timeout" ? "SY_UPSTREAM_TIMEOUT" : "SY_UPSTREAM_FAILED", describe(failure, e));
+      }
+      clearTimeout(timer);
+
+      const status = res.status;
+      passive.succeeded(backend, status);
+      backend.stats.byClass[Math.floor(status / 100)]! += 1;
+      const latency = performance.now() - started;
+      backend.stats.latency.record(latency);
+
+      if (retryOn.has(status)) {
+        const failure: TryFailure = { kind: "status", status };
+        if (shouldRetry({ failure, method, tries: tried.length, maxTries: retry.attempts, replayableBody: prepared.replayable, retryNonIdempotent: retry.nonIdempotent, timeLeft: deadline - performance.now() })) {
+          req.signal.removeEventListener("abort", onClientAbort);
+          lastFailure = failure;
+          void res.body?.cancel().catch(() => {});
+          lease.release();
+          continue;
+        }
+      }
+
+      if (raiseIdle) server.timeout(req, opts.idleTimeoutSec);
+      traffic.record(method, status, latency);
+      toClientHeaders(res.headers, requestId);
+      const init = { status, statusText: res.statusText, headers: res.headers };
+      if (res.body === null || bodiless(method, status)) {
+        req.signal.removeEventListener("abort", onClientAbort);
+        void res.body?.cancel().catch(() => {});
+        lease.release();
+        finish(status, 0);
+        return new Response(null, init);
+      }
+      return new Response(
+        track(res.body, lease, (bytes) => {
+          req.signal.removeEventListener("abort", onClientAbort);
+          finish(status, bytes);
+        }),
+        init,
+      );
+    }
+  };
+}
+
+/**
+ * Pass the body through while counting bytes, and release the backend's in-flight slot when it
+ * ends, fails or the client cancels: the count covers the whole exchange, not just the head.
+ */
+function track(body: ReadableStream<Uint8Array>, lease: Lease, done: (bytes: number) => void): ReadableStream<Uint8Array> {
+  const reader = body.getReader();
+  let bytes = 0;
+  let finished = false;
+  const end = () => {
+    if (finished) return;
+    finished = true;
+    lease.release();
+    done(bytes);
+  };
+  return new ReadableStream<Uint8Array>(
+    {
+      async pull(controller) {
+        try {
+          const { done: eof, value } = await reader.read();
+          if (eof) {
+            controller.close();
+            end();
+          } else {
+            bytes += value.byteLength;
+            controller.enqueue(value);
+          }
+        } catch (e) {
+          end();
+          controller.error(e);
+        }
+      },
+      cancel(reason) {
+        end();
+        return reader.cancel(reason);
+      },
+    },
+    { highWaterMark: 0 },
+  );
+}
+
+function classify(e: unknown, why: number): TryFailure {
+  if (why === Abort.PerTry || why === Abort.Deadline) return { kind: "timeout" };
+  const code = (e as { code?: string }).code;
+  if (code !== undefined && CONNECT_CODES.has(code)) return { kind: "connect" };
+  return { kind: "reset" };
+}
+
+function describe(f: TryFailure, e?: unknown): string {
+  switch (f.kind) {
+    case "connect":
+      return `connection failed (${(e as { code?: string })?.code ?? "refused"})`;
+    case "reset":
+      return `connection reset (${(e as { code?: string })?.code ?? "closed"})`;
+    case "timeout":
+      return "timed out waiting for the response head";
+    case "status":
+      return `status ${f.status}`;
+  }
+}
+
+/** "::ffff:127.0.0.1" → "127.0.0.1": IPv4 clients on a dual-stack socket. */
+function normalizeIp(ip: string): string {
+  return ip.startsWith("::ffff:") && ip.includes(".") ? ip.slice(7) : ip;
+}

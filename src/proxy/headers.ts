@@ -1,0 +1,98 @@
+/**
+ * Header transforms between client and backend, in both directions.
+ */
+import type { CidrMatcher } from "./cidr.ts";
+
+/**
+ * Hop-by-hop fields: they describe one connection, not the message, so a proxy must not
+ * forward them (RFC 9110 §7.6.1; RFC 9112 §9.6 for Connection, §6.1 for Transfer-Encoding).
+ * Keep-Alive and Proxy-Connection are legacy hop-by-hop names still sent in the wild;
+ * Proxy-Authenticate/Proxy-Authorization are addressed to this proxy, not the backend
+ * (RFC 9110 §11.7), and are removed as Go's ReverseProxy and HAProxy do.
+ */
+export const HOP_BY_HOP = [
+  "connection",
+  "keep-alive",
+  "proxy-connection",
+  "proxy-authenticate",
+  "proxy-authorization",
+  "te",
+  "trailer",
+  "transfer-encoding",
+  "upgrade",
+] as const;
+
+export const VIA = "1.1 switchyard";
+
+/**
+ * Remove hop-by-hop fields and every field named in Connection (RFC 9110 §7.6.1: "a proxy or
+ * gateway MUST parse a received Connection header field ... and remove ... each field named").
+ * Mutates `headers` in place: it is ours to change, and a copy per request costs more.
+ */
+export function stripHopByHop(headers: Headers): void {
+  const connection = headers.get("connection");
+  if (connection !== null) {
+    for (const token of connection.split(",")) {
+      const name = token.trim();
+      if (name !== "") headers.delete(name);
+    }
+  }
+  for (const name of HOP_BY_HOP) headers.delete(name);
+}
+
+export interface ForwardedInfo {
+  /** The address of the peer that connected to us. */
+  clientIp: string;
+  /** "http" or "https": the scheme the client used to reach us. */
+  proto: string;
+  requestId: string;
+}
+
+export interface RequestHeaderOptions {
+  trusted: CidrMatcher;
+  /** Keep the client's Host (default) or send the backend's. */
+  preserveHost: boolean;
+}
+
+/**
+ * Prepare the client's request headers for the backend, in place.
+ *
+ * X-Forwarded-* are de-facto standard, not RFC-defined; the trust rule follows Envoy's
+ * use_remote_address and nginx's real_ip: a client can write anything into them, so their
+ * values are kept and appended to only when the peer is a proxy we trust. From anyone else they
+ * are replaced, and a Forwarded field (RFC 7239) is dropped for the same reason.
+ */
+export function toUpstreamHeaders(
+  headers: Headers,
+  info: ForwardedInfo,
+  opts: RequestHeaderOptions,
+  backendHost: string,
+): void {
+  stripHopByHop(headers);
+  const host = headers.get("host");
+  if (opts.trusted(info.clientIp)) {
+    const prior = headers.get("x-forwarded-for");
+    headers.set("x-forwarded-for", prior ? `${prior}, ${info.clientIp}` : info.clientIp);
+    if (!headers.has("x-forwarded-proto")) headers.set("x-forwarded-proto", info.proto);
+    if (!headers.has("x-forwarded-host") && host !== null) headers.set("x-forwarded-host", host);
+  } else {
+    headers.set("x-forwarded-for", info.clientIp);
+    headers.set("x-forwarded-proto", info.proto);
+    if (host !== null) headers.set("x-forwarded-host", host);
+    else headers.delete("x-forwarded-host");
+    headers.delete("forwarded");
+  }
+  // Via is a list each intermediary appends to (RFC 9110 §7.6.3).
+  const via = headers.get("via");
+  headers.set("via", via ? `${via}, ${VIA}` : VIA);
+  if (!headers.has("x-request-id")) headers.set("x-request-id", info.requestId);
+  if (!opts.preserveHost || host === null) headers.set("host", backendHost);
+}
+
+/** Prepare the backend's response headers for the client, in place. */
+export function toClientHeaders(headers: Headers, requestId: string): void {
+  stripHopByHop(headers);
+  const via = headers.get("via");
+  headers.set("via", via ? `${via}, ${VIA}` : VIA);
+  if (!headers.has("x-request-id")) headers.set("x-request-id", requestId);
+}

@@ -1,0 +1,48 @@
+/**
+ * Whether a failed try may be tried again: a pure function, tested as a table
+ * (in the manner of Caddy's tryAgain).
+ */
+
+/** How one try failed. */
+export type TryFailure =
+  /** The connection was never made (refused, no such host): nothing was sent. */
+  | { kind: "connect" }
+  /** The connection broke after the request may have been sent. */
+  | { kind: "reset" }
+  /** perTryTimeout ran out before the response head arrived. */
+  | { kind: "timeout" }
+  /** The backend answered with a status listed in retry.onStatus. */
+  | { kind: "status"; status: number };
+
+export interface RetryContext {
+  failure: TryFailure;
+  method: string;
+  /** Tries made so far, including the failed one. */
+  tries: number;
+  maxTries: number;
+  /** The body can be sent again: none, or fully buffered. A streamed body is gone once sent. */
+  replayableBody: boolean;
+  /** retry.nonIdempotent: the operator vouches that replaying unsafe methods is harmless. */
+  retryNonIdempotent: boolean;
+  /** Time left before retry.timeout, in ms. */
+  timeLeft: number;
+}
+
+/**
+ * Idempotent methods, RFC 9110 §9.2.2: repeating them has the same effect as sending them once,
+ * so a request that may or may not have reached the backend can be sent again.
+ */
+const IDEMPOTENT = new Set(["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"]);
+
+export function isIdempotent(method: string): boolean {
+  return IDEMPOTENT.has(method);
+}
+
+export function shouldRetry(ctx: RetryContext): boolean {
+  if (ctx.tries >= ctx.maxTries || ctx.timeLeft <= 0) return false;
+  if (!ctx.replayableBody) return false;
+  // Nothing reached the backend: safe to send anywhere else, whatever the method.
+  if (ctx.failure.kind === "connect") return true;
+  // The backend may have acted on it: only if doing so twice is harmless (RFC 9110 §9.2.2).
+  return isIdempotent(ctx.method) || ctx.retryNonIdempotent;
+}

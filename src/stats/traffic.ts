@@ -1,0 +1,38 @@
+/**
+ * Balancer-wide traffic figures, beside each backend's own BackendStats. Fixed-size: counters
+ * and one histogram, so memory stays flat however many requests pass.
+ */
+import { Histogram } from "./histogram.ts";
+import type { ProxyErrorCode } from "../proxy/errors.ts";
+
+/** Methods get their own label; anything else counts as OTHER (bounded label cardinality). */
+export const METHOD_LABELS = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "OTHER"] as const;
+export type MethodLabel = (typeof METHOD_LABELS)[number];
+
+export function methodLabel(method: string): MethodLabel {
+  return (METHOD_LABELS as readonly string[]).includes(method) ? (method as MethodLabel) : "OTHER";
+}
+
+export class TrafficStats {
+  readonly startedAt = Date.now();
+  requests = 0;
+  /** Responses sent to clients by method and status class: counts[method][class 1..5]. */
+  readonly byMethod = Object.fromEntries(METHOD_LABELS.map((m) => [m, [0, 0, 0, 0, 0, 0]])) as Record<MethodLabel, number[]>;
+  /** Answers the balancer made itself, by error code. */
+  readonly proxyErrors: Record<ProxyErrorCode, number> = {
+    SY_NO_BACKEND: 0,
+    SY_UPSTREAM_FAILED: 0,
+    SY_UPSTREAM_TIMEOUT: 0,
+    SY_BODY_TOO_LARGE: 0,
+    SY_CLIENT_ABORTED: 0,
+  };
+  retries = 0;
+  /** Time from request arrival to the response head being ready, ms. */
+  readonly latency = new Histogram();
+
+  record(method: string, status: number, latencyMs: number): void {
+    this.requests++;
+    this.byMethod[methodLabel(method)]![Math.floor(status / 100)]! += 1;
+    this.latency.record(latencyMs);
+  }
+}
