@@ -94,6 +94,7 @@ export async function startBalancer(config: Config, opts: BalancerOptions = {}):
       trusted: cidrMatcher(config.trustedProxies),
       preserveHost: config.preserveHost,
       retry: config.retry,
+      responseBuffer: config.limits.responseBuffer,
       idleTimeoutSec: Math.ceil(config.timeouts.idle / 1000),
     });
     const app = new Hono<{ Bindings: { server: Server<unknown> } }>();

@@ -30,10 +30,17 @@ export function parseConfigText(text: string, file: string): unknown {
   throw new ConfigError([`unknown file type ".${ext}": expected .json, .yaml, .yml or .toml`], file);
 }
 
-export async function loadConfigFile(file: string): Promise<Config> {
+/** Read and parse a config file without validating it (the CLI applies flags first). */
+export async function readConfigFile(file: string): Promise<Record<string, unknown>> {
   const f = Bun.file(file);
   if (!(await f.exists())) throw new ConfigError([`file not found`], file);
-  return validateConfig(parseConfigText(await f.text(), file), file);
+  const raw = parseConfigText(await f.text(), file);
+  if (!isPlainObject(raw)) throw new ConfigError([`expected an object at the top level, got ${show(raw)}`], file);
+  return raw;
+}
+
+export async function loadConfigFile(file: string): Promise<Config> {
+  return validateConfig(await readConfigFile(file), file);
 }
 
 /**

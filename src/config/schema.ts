@@ -135,7 +135,20 @@ export const ConfigSchema = v.strictObject({
     }),
     {},
   ),
-  limits: v.optional(v.strictObject({ maxBodySize: v.optional(size, 128 * 1024 * 1024) }), {}),
+  limits: v.optional(
+    v.strictObject({
+      /** Larger request bodies get 413 (Bun.serve's maxRequestBodySize, chunked bodies too). */
+      maxBodySize: v.optional(size, 128 * 1024 * 1024),
+      /**
+       * Response bodies with a Content-Length up to this size are read whole before being sent
+       * on (nginx's proxy_buffers); larger or unknown-length bodies stream. 0 streams all.
+       * Streamed bodies reach the client chunked: Bun 1.4 drops Content-Length whenever a
+       * response body is a stream (oven-sh/bun#10507).
+       */
+      responseBuffer: v.optional(size, 64 * 1024),
+    }),
+    {},
+  ),
   log: v.optional(
     v.strictObject({
       access: v.optional(v.boolean("expected true or false"), true),

@@ -1,13 +1,113 @@
 /**
- * Layer 4 mode: each client connection is paired with a backend connection chosen by the pool.
+ * Layer 4 mode: a Bun.listen listener whose every client connection is paired with a backend
+ * connection chosen by the same pool, policy and health as HTTP mode (see relay.ts).
+ *
+ * - The backend's lease is held for the connection's lifetime, so `backend.inFlight` is its
+ *   open connections (least-connections balances those) and `backend.acquired` counts every
+ *   connection handed to it, failed dials included.
+ * - `stats.bytesIn` is client -> backend, `stats.bytesOut` backend -> client (see stats.ts).
+ * - A refused dial marks the backend down (passive.connectFailed) and the next one is tried,
+ *   up to retry.attempts backends, while no client byte has been sent; a dial that outlasts
+ *   timeouts.connect counts toward outlier ejection (passive.failed) and is also retried.
+ * - timeouts.idle closes a relay through which no byte has moved either way for that long.
+ *
+ * One listener per call: a config with several listeners, each with its own mode, can start
+ * one of these per TCP listener on the same context.
  */
+import type { TCPSocketListener } from "bun";
 import type { BalancerContext } from "../balancer.ts";
+import { clientHandlers, Relay, type RelayEnv } from "./relay.ts";
+import { TcpStats } from "./stats.ts";
+
+export { TcpStats } from "./stats.ts";
+export { CONNECT_BUFFER_BYTES } from "./relay.ts";
 
 export interface TcpProxy {
   readonly port: number;
+  /** This listener's totals (the per-backend figures live on each Backend). */
+  readonly stats: TcpStats;
+  /** Client connections open now. */
+  readonly connections: number;
+  /**
+   * Stop accepting. Graceful (default): resolves when every open connection has closed by
+   * itself. force: resets every connection now and resolves once they are gone. A forced stop
+   * may follow a graceful one that is still waiting; both promises then resolve.
+   */
   stop(force?: boolean): Promise<void>;
 }
 
-export async function startTcpProxy(_ctx: BalancerContext): Promise<TcpProxy> {
-  throw new Error("TCP mode is not built yet");
+export interface TcpListenOptions {
+  /** Where to listen; ctx.config.listen by default. */
+  host?: string;
+  port?: number;
+  /** Totals to count into, e.g. created by the balancer beforehand so that the admin app can show them. */
+  stats?: TcpStats;
+}
+
+export async function startTcpProxy(ctx: BalancerContext, opts: TcpListenOptions = {}): Promise<TcpProxy> {
+  const { config } = ctx;
+  const stats = opts.stats ?? new TcpStats();
+  const relays = new Set<Relay>();
+  let stopping = false;
+  let drained: (() => void) | undefined;
+  const allClosed = new Promise<void>((resolve) => (drained = resolve));
+
+  const env: RelayEnv = {
+    pool: ctx.pool,
+    passive: ctx.passive,
+    logger: ctx.logger,
+    stats,
+    connectTimeout: config.timeouts.connect,
+    idleTimeout: config.timeouts.idle,
+    maxTries: config.retry.attempts,
+    onFinished(relay) {
+      if (!relays.delete(relay)) return;
+      stats.open--;
+      if (stopping && relays.size === 0) drained?.();
+    },
+  };
+
+  const listener: TCPSocketListener<Relay> = Bun.listen<Relay>({
+    hostname: opts.host ?? config.listen.host,
+    port: opts.port ?? config.listen.port,
+    // Half-closes are relayed, not turned into full closes (see relay.ts).
+    allowHalfOpen: true,
+    socket: {
+      ...clientHandlers,
+      open(socket) {
+        if (stopping) {
+          socket.terminate();
+          return;
+        }
+        const relay = new Relay(env, socket);
+        socket.data = relay;
+        relays.add(relay);
+        stats.accepted++;
+        stats.open++;
+        relay.start();
+      },
+    },
+  });
+  // Bun.listen refuses a port that is in use (no SO_REUSEPORT unless asked), as HTTP mode does.
+
+  return {
+    port: listener.port,
+    stats,
+    get connections() {
+      return relays.size;
+    },
+    stop(force = false): Promise<void> {
+      if (!stopping) {
+        stopping = true;
+        // Stop accepting; connections already accepted live on.
+        listener.stop(false);
+      }
+      if (force) {
+        for (const relay of [...relays]) relay.destroy();
+        listener.stop(true);
+      }
+      if (relays.size === 0) drained?.();
+      return allClosed;
+    },
+  };
 }

@@ -1,0 +1,259 @@
+#!/usr/bin/env bun
+/**
+ * The command line: serve | sim | demo | check. Parses flags, loads config, and dispatches;
+ * the work itself lives in the modules it calls.
+ */
+import { parseArgs, type ParseArgsConfig } from "node:util";
+import pkg from "../package.json" with { type: "json" };
+import demoConfig from "../examples/demo.json" with { type: "json" };
+import { ConfigError, loadConfigFile, readConfigFile, validateConfig } from "./config/load.ts";
+import type { Config } from "./config/schema.ts";
+import { POLICY_NAMES } from "./balancer/names.ts";
+import { startBalancer, type Balancer } from "./balancer.ts";
+import { runSimCli, simHelp } from "../sim/cli.ts";
+import { startCluster } from "../sim/cluster.ts";
+
+const HELP = `switchyard ${pkg.version}: a layer 7 and layer 4 load balancer
+
+Usage: switchyard <command> [options]
+
+Commands:
+  serve    run the load balancer
+  sim      run a simulated backend cluster
+  demo     run a 3-backend sim and the balancer in front of it
+  check    validate a config file and print it normalized
+
+Run "switchyard <command> --help" for a command's options.
+  --version   print the version
+  --help      show this help`;
+
+const SERVE_HELP = `Usage: switchyard serve --config FILE [options]
+       switchyard serve --port 8000 --backend URL [--backend URL ...] [options]
+
+Runs the load balancer until SIGINT/SIGTERM, then stops accepting, lets in-flight requests
+finish (up to timeouts.shutdownGrace, default 10s) and exits 0.
+
+Options (flags override the file's values):
+  --config FILE        config file: .json, .yaml, .yml or .toml
+  --host HOST          listen address (listen.host, default 0.0.0.0)
+  --port PORT          listen port (listen.port, default 8000)
+  --backend URL        a backend; repeat for more (replaces the file's backends)
+  --strategy NAME      ${POLICY_NAMES.join(" | ")}
+  --mode MODE          http (default) or tcp
+  --admin-port PORT    admin port (admin.port, default 8081)
+  --no-admin           no admin listener
+  --help               show this help`;
+
+const CHECK_HELP = `Usage: switchyard check --config FILE
+
+Validates FILE, prints the normalized config (every default filled in, durations in ms,
+sizes in bytes) and exits 0; or prints every problem and exits 2.`;
+
+const DEMO_HELP = `Usage: switchyard demo [--tcp]
+
+Starts three simulated backends on 127.0.0.1:5001-5003, the balancer on 127.0.0.1:8000 and
+its admin port on 127.0.0.1:8081, with an embedded default config, and prints what to try.
+  --tcp     run the balancer in TCP (layer 4) mode in front of the same backends
+  --help    show this help`;
+
+/** Exit codes: 0 ok, 1 runtime failure (port busy...), 2 bad usage or config. */
+export async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  switch (command) {
+    case "serve":
+      return serve(rest);
+    case "sim":
+      return rest.includes("--help") ? print(simHelp()) : runSimCli(rest);
+    case "demo":
+      return demo(rest);
+    case "check":
+      return check(rest);
+    case "--version":
+    case "-v":
+    case "version":
+      return print(pkg.version);
+    case undefined:
+    case "--help":
+    case "-h":
+    case "help":
+      return print(HELP);
+    default:
+      console.error(`switchyard: unknown command "${command}"\n\n${HELP}`);
+      return 2;
+  }
+}
+
+function print(text: string): number {
+  console.log(text);
+  return 0;
+}
+
+function parse<T extends ParseArgsConfig["options"]>(argv: string[], options: T, help: string) {
+  try {
+    return parseArgs({ args: argv, options: { ...options, help: { type: "boolean" } }, strict: true, allowPositionals: false }).values;
+  } catch (e) {
+    console.error(`switchyard: ${(e as Error).message}\n\n${help}`);
+    return undefined;
+  }
+}
+
+function reportConfigError(e: unknown): number {
+  if (e instanceof ConfigError) {
+    console.error(`switchyard: invalid configuration\n${e.message}`);
+    return 2;
+  }
+  throw e;
+}
+
+async function check(argv: string[]): Promise<number> {
+  const flags = parse(argv, { config: { type: "string" } }, CHECK_HELP);
+  if (!flags) return 2;
+  if (flags.help) return print(CHECK_HELP);
+  if (typeof flags.config !== "string") {
+    console.error(`switchyard check: --config FILE is required\n\n${CHECK_HELP}`);
+    return 2;
+  }
+  try {
+    const config = await loadConfigFile(flags.config);
+    console.log(JSON.stringify(config, null, 2));
+    console.error(`${flags.config}: ok`);
+    return 0;
+  } catch (e) {
+    return reportConfigError(e);
+  }
+}
+
+async function serve(argv: string[]): Promise<number> {
+  const flags = parse(
+    argv,
+    {
+      config: { type: "string" },
+      host: { type: "string" },
+      port: { type: "string" },
+      backend: { type: "string", multiple: true },
+      strategy: { type: "string" },
+      mode: { type: "string" },
+      "admin-port": { type: "string" },
+      "no-admin": { type: "boolean" },
+    },
+    SERVE_HELP,
+  );
+  if (!flags) return 2;
+  if (flags.help) return print(SERVE_HELP);
+  let config: Config;
+  try {
+    let raw: Record<string, unknown> = {};
+    if (typeof flags.config === "string") {
+      raw = await readConfigFile(flags.config);
+    } else if (!flags.backend) {
+      console.error(`switchyard serve: give --config FILE or at least one --backend URL\n\n${SERVE_HELP}`);
+      return 2;
+    }
+    config = validateConfig(applyFlags(raw, flags), flags.config ?? "command line");
+  } catch (e) {
+    return reportConfigError(e);
+  }
+  return runUntilSignal(await startOrReport(config));
+}
+
+type Flags = Record<string, string | boolean | string[] | undefined>;
+
+/** Flags override file values; numbers are passed through as typed so the schema checks them. */
+function applyFlags(raw: Record<string, unknown>, flags: Flags): Record<string, unknown> {
+  const out = { ...raw };
+  const num = (s: string) => (/^\d+$/.test(s) ? Number(s) : s);
+  if ("lb_port" in out && (flags.port !== undefined || flags.host !== undefined)) {
+    out.listen = { port: out.lb_port };
+    delete out.lb_port;
+  }
+  if (flags.host !== undefined || flags.port !== undefined) {
+    const listen = { ...(out.listen as object | undefined) } as Record<string, unknown>;
+    if (typeof flags.host === "string") listen.host = flags.host;
+    if (typeof flags.port === "string") listen.port = num(flags.port);
+    out.listen = listen;
+  }
+  if (Array.isArray(flags.backend)) out.backends = flags.backend.map((url) => ({ url }));
+  if (typeof flags.strategy === "string") out.strategy = flags.strategy;
+  if (typeof flags.mode === "string") out.mode = flags.mode;
+  if (flags["no-admin"]) out.admin = false;
+  else if (typeof flags["admin-port"] === "string") {
+    out.admin = { ...(typeof out.admin === "object" ? out.admin : {}), port: num(flags["admin-port"]) };
+  }
+  return out;
+}
+
+async function startOrReport(config: Config): Promise<Balancer | undefined> {
+  try {
+    return await startBalancer(config);
+  } catch (e) {
+    const code = (e as { code?: string }).code;
+    console.error(`switchyard: cannot start: ${code === "EADDRINUSE" ? "address already in use" : (e as Error).message}`);
+    return undefined;
+  }
+}
+
+/** SIGINT/SIGTERM: graceful stop (in-flight work finishes within the grace period), exit 0. */
+function runUntilSignal(balancer: Balancer | undefined, also?: () => Promise<void>): Promise<number> {
+  if (!balancer) return also ? also().then(() => 1) : Promise.resolve(1);
+  return new Promise((resolve) => {
+    let signalled = false;
+    const onSignal = async (sig: string) => {
+      if (signalled) {
+        // A second Ctrl-C means now.
+        await balancer.stop(false);
+        return resolve(0);
+      }
+      signalled = true;
+      balancer.logger.info(`${sig}: stopping; in-flight requests may finish (Ctrl-C again to stop now)`);
+      await balancer.stop(true);
+      await also?.();
+      resolve(0);
+    };
+    process.on("SIGINT", () => void onSignal("SIGINT"));
+    process.on("SIGTERM", () => void onSignal("SIGTERM"));
+  });
+}
+
+async function demo(argv: string[]): Promise<number> {
+  const flags = parse(argv, { tcp: { type: "boolean" } }, DEMO_HELP);
+  if (!flags) return 2;
+  if (flags.help) return print(DEMO_HELP);
+  let cluster;
+  try {
+    cluster = await startCluster({ count: 3, basePort: 5001, latency: { min: 5, max: 40 } });
+  } catch (e) {
+    console.error(`switchyard demo: cannot start the sim backends on 5001-5003: ${(e as Error).message}`);
+    return 1;
+  }
+  for (const b of cluster.backends) console.log(`sim ${b.name} listening on ${b.url}`);
+  const raw = structuredClone(demoConfig) as Record<string, unknown>;
+  if (flags.tcp) {
+    raw.mode = "tcp";
+    raw.backends = cluster.backends.map((b) => ({ name: b.name, url: `127.0.0.1:${b.port}` }));
+    raw.healthCheck = { type: "tcp", interval: "2s", timeout: "1s" };
+    delete raw.log;
+    delete raw.retry;
+  }
+  const config = validateConfig(raw, "embedded demo config");
+  const balancer = await startOrReport(config);
+  if (balancer) {
+    const base = balancer.url.replace(/^tcp:/, "http:");
+    console.log(`
+Switchyard demo is running${flags.tcp ? " in TCP (layer 4) mode" : ""}. Try:
+  curl ${base}/                    # answered by backend-1, -2, -3 in turn
+  curl ${base}/echo                # the request as the backend saw it
+  for i in $(seq 20); do curl -s ${base}/; done | sort | uniq -c
+  curl -X POST -d '{"health":"down"}' http://127.0.0.1:5002/_control   # take backend-2 down
+  curl -X POST -d '{"health":"up"}' http://127.0.0.1:5002/_control     # and back up
+Dashboard: ${balancer.adminUrl ?? "(admin off)"}/   Stats: ${balancer.adminUrl}/stats   Metrics: ${balancer.adminUrl}/metrics
+Ctrl-C stops everything.
+`);
+  }
+  return runUntilSignal(balancer, () => cluster.stop());
+}
+
+if (import.meta.main) {
+  process.exitCode = await main(process.argv.slice(2));
+  // Listeners are closed by now; exit even if a stray handle would keep the loop alive.
+  process.exit();
+}

@@ -1,0 +1,494 @@
+/**
+ * One client connection paired with one backend connection: the backend is chosen by the pool,
+ * dialled with a timeout (and the next backend tried while no byte has been sent), then bytes
+ * are relayed both ways with backpressure, half-closes passed on, and an idle timer.
+ *
+ * What Bun 1.4.5 does, checked by hand and by test/tcp (re-check on upgrade):
+ * - `socket.write()` does not buffer: it returns how many bytes the kernel took (-1 once the
+ *   socket is closed). The rest is ours to keep; we pause the source and write it from `drain`.
+ *   `write(buf, offset)` without a length throws when offset + buf.length passes the end (the
+ *   length defaults to the whole buffer, not the rest), so we write subarrays.
+ * - `pause()` stops reading (the kernel's window then fills and TCP pushes back on the peer);
+ *   a chunk already read may still arrive, so a paused flow still queues what comes.
+ * - Buffers handed to `data` are fresh per call: keeping a reference is safe.
+ * - `allowHalfOpen: true` (listen and connect): a FIN from the peer fires `end` and the socket
+ *   stays writable. `socket.shutdown()` sends our FIN and keeps reading. `socket.end()` is NOT a
+ *   half-close: it closes the socket at once (readyState -1, `close` fires) even with
+ *   allowHalfOpen, so we use it only to close for good. Once both FINs have passed, `close`
+ *   fires by itself; when our FIN went first, the peer's FIN shows up as `close` with no `end`.
+ * - A reset shows up as `close(socket, error)` with code ECONNRESET; `error` fires only when one
+ *   of our handlers throws. A refused connect calls `connectError` (code ECONNREFUSED) with
+ *   `socket.data` set; `terminate()` fires `close` synchronously, inside the call.
+ * - Bun.connect has no timeout and cannot be cancelled: a dial that runs out of time is marked
+ *   abandoned and its socket, should it ever open, is terminated at once.
+ */
+import type { Socket, SocketHandler } from "bun";
+import type { Backend, Lease } from "../pool/backend.ts";
+import type { Pool } from "../pool/pool.ts";
+import type { PassiveSignals } from "../health/passive.ts";
+import type { Logger } from "../log/logger.ts";
+import { formatDuration } from "../config/units.ts";
+import type { TcpStats } from "./stats.ts";
+
+/**
+ * Client bytes kept while the backend connection is being made. Past this the client is
+ * paused: memory per connection stays bounded by this plus one read.
+ */
+export const CONNECT_BUFFER_BYTES = 64 * 1024;
+
+/** What every relay of one listener shares. */
+export interface RelayEnv {
+  readonly pool: Pool;
+  readonly passive: PassiveSignals;
+  readonly logger: Logger;
+  readonly stats: TcpStats;
+  /** ms per backend connect; 0 = no limit of our own. */
+  readonly connectTimeout: number;
+  /** ms without a byte either way before the relay is closed; 0 = never. */
+  readonly idleTimeout: number;
+  /** Backends tried at most per client connection (retry.attempts). */
+  readonly maxTries: number;
+  /** Called once per relay, when both of its sockets are closed. */
+  onFinished(relay: Relay): void;
+}
+
+/** One dial of one backend. The socket's `data`, so that late events of a dial we gave up on are ignored. */
+interface Attempt {
+  readonly relay: Relay;
+  readonly backend: Backend;
+  readonly lease: Lease;
+  readonly startedAt: number;
+  timer: ReturnType<typeof setTimeout> | undefined;
+  /** Timed out or no longer wanted: whatever this dial does later is ignored (and closed). */
+  abandoned: boolean;
+}
+
+/** One direction of a relay: bytes read from a source socket, waiting to be written to a destination. */
+class Flow {
+  /** Bytes read but not yet taken by the destination, oldest first. */
+  private chunks: Uint8Array[] = [];
+  queued = 0;
+  /** The source sent its FIN (or closed): nothing more will come. */
+  ended = false;
+  /** Our FIN has gone to the destination. */
+  finSent = false;
+  /** The destination is gone: what arrives is dropped. */
+  dead = false;
+  /** This flow paused its source and must resume it once drained. */
+  pausedSource = false;
+
+  push(chunk: Uint8Array): void {
+    this.chunks.push(chunk);
+    this.queued += chunk.length;
+  }
+
+  /** Write what is queued; true when the queue is empty. Bytes taken are passed to `count`. */
+  writeQueued(to: Socket<unknown>, count: (n: number) => void): boolean {
+    while (this.chunks.length > 0) {
+      const head = this.chunks[0]!;
+      const n = to.write(head);
+      if (n < 0) {
+        this.kill();
+        return true;
+      }
+      if (n > 0) count(n);
+      this.queued -= n;
+      if (n < head.length) {
+        this.chunks[0] = head.subarray(n);
+        return false;
+      }
+      this.chunks.shift();
+    }
+    return true;
+  }
+
+  kill(): void {
+    this.dead = true;
+    this.chunks = [];
+    this.queued = 0;
+  }
+}
+
+type Phase = "connecting" | "open" | "closed";
+
+export class Relay {
+  private phase: Phase = "connecting";
+  /** client -> backend */
+  private readonly up = new Flow();
+  /** backend -> client */
+  private readonly down = new Flow();
+  private backendSocket: Socket<Attempt> | undefined;
+  private attempt: Attempt | undefined;
+  /** The backend this relay is connected to, once connected. */
+  backend: Backend | undefined;
+  private readonly tried = new Set<Backend>();
+  private clientClosed = false;
+  private backendClosed = false;
+  private lastActivity = performance.now();
+  private idleTimer: ReturnType<typeof setTimeout> | undefined;
+
+  constructor(
+    private readonly env: RelayEnv,
+    private readonly client: Socket<Relay>,
+  ) {}
+
+  /** Choose a backend and dial it; closes the client at once when none is available. */
+  start(): void {
+    this.client.setNoDelay(true);
+    this.armIdle();
+    this.dial();
+  }
+
+  // ---- dialling -------------------------------------------------------------------------
+
+  private dial(): void {
+    const { pool, stats, maxTries } = this.env;
+    const backend = this.tried.size < maxTries ? pool.pick(this.tried) : undefined;
+    // pick() falls back to an excluded backend when nothing else is left: a TCP dial is not
+    // repeated on a backend that has just failed.
+    if (backend === undefined || this.tried.has(backend)) {
+      if (this.tried.size === 0) stats.rejected++;
+      else stats.unreachable++;
+      this.closeBoth();
+      return;
+    }
+    if (this.tried.size > 0) {
+      stats.retries++;
+      backend.stats.retries++;
+    }
+    this.tried.add(backend);
+    const a: Attempt = { relay: this, backend, lease: backend.acquire(), startedAt: performance.now(), timer: undefined, abandoned: false };
+    this.attempt = a;
+    const timeout = this.env.connectTimeout;
+    if (timeout > 0) a.timer = setTimeout(() => this.connectFailed(a, `connect timeout after ${formatDuration(timeout)}`, true), timeout);
+    try {
+      Bun.connect<Attempt>({
+        hostname: backend.url.hostname.replace(/^\[|\]$/g, ""),
+        port: Number(backend.url.port),
+        allowHalfOpen: true,
+        data: a,
+        socket: backendHandlers,
+      }).catch(() => {
+        // Reported through connectError.
+      });
+    } catch (e) {
+      this.connectFailed(a, describeError(e), false);
+    }
+  }
+
+  /** @internal backend handlers */
+  connectFailed(a: Attempt, detail: string, timedOut: boolean): void {
+    if (a.abandoned) return;
+    this.abandon(a);
+    const { passive, stats } = this.env;
+    stats.connectFailures++;
+    a.backend.stats.proxyErrors++;
+    if (timedOut) {
+      stats.connectTimeouts++;
+      // Like HTTP mode: only a connection that could not be made at all marks a backend down
+      // at once; a slow one counts toward outlier ejection.
+      a.backend.stats.connectFailures++;
+      passive.failed(a.backend, detail);
+    } else {
+      passive.connectFailed(a.backend, detail);
+    }
+    if (this.phase === "connecting") this.dial();
+  }
+
+  private abandon(a: Attempt): void {
+    a.abandoned = true;
+    clearTimeout(a.timer);
+    a.lease.release();
+    if (this.attempt === a) this.attempt = undefined;
+  }
+
+  /** @internal backend handlers */
+  backendOpened(socket: Socket<Attempt>, a: Attempt): void {
+    clearTimeout(a.timer);
+    this.attempt = undefined;
+    if (this.phase !== "connecting") {
+      // The client went away while we dialled.
+      a.abandoned = true;
+      a.lease.release();
+      socket.terminate();
+      return;
+    }
+    this.phase = "open";
+    this.backendSocket = socket;
+    this.backend = a.backend;
+    socket.setNoDelay(true);
+    a.backend.stats.latency.record(performance.now() - a.startedAt);
+    this.env.passive.succeeded(a.backend, 0);
+    this.touch();
+    // What the client sent while we dialled; then its FIN, if it came.
+    this.flushUp();
+  }
+
+  // ---- client side ----------------------------------------------------------------------
+
+  /** @internal client handlers */
+  clientData(chunk: Uint8Array): void {
+    this.touch();
+    const flow = this.up;
+    if (flow.dead || this.phase === "closed") return;
+    if (this.backendSocket === undefined) {
+      flow.push(chunk);
+      if (flow.queued > CONNECT_BUFFER_BYTES) this.pause(flow, this.client);
+      return;
+    }
+    this.pass(flow, this.client, this.backendSocket, chunk, this.countIn);
+  }
+
+  /** @internal client handlers: the client sent its FIN. */
+  clientEnded(): void {
+    this.up.ended = true;
+    this.flushUp();
+  }
+
+  /** @internal client handlers */
+  clientClose(error: Error | undefined): void {
+    if (this.clientClosed) return;
+    this.clientClosed = true;
+    if (error !== undefined && this.phase !== "closed") this.env.stats.resets++;
+    this.up.ended = true;
+    this.down.kill();
+    if (this.phase === "connecting") {
+      if (this.attempt) this.abandon(this.attempt);
+      this.finish();
+      return;
+    }
+    this.flushUp();
+    this.settle();
+  }
+
+  /** @internal client handlers: the client can take more. */
+  clientDrain(): void {
+    this.flushDown();
+  }
+
+  // ---- backend side ---------------------------------------------------------------------
+
+  /** @internal backend handlers */
+  backendData(chunk: Uint8Array): void {
+    this.touch();
+    if (this.down.dead) return;
+    this.pass(this.down, this.backendSocket!, this.client, chunk, this.countOut);
+  }
+
+  /** @internal backend handlers: the backend sent its FIN. */
+  backendEnded(): void {
+    this.down.ended = true;
+    this.flushDown();
+  }
+
+  /** @internal backend handlers */
+  backendClose(error: Error | undefined, a: Attempt): void {
+    if (this.backendClosed) return;
+    this.backendClosed = true;
+    a.lease.release();
+    if (error !== undefined && this.phase !== "closed") {
+      this.env.stats.resets++;
+      a.backend.stats.proxyErrors++;
+    }
+    this.down.ended = true;
+    this.up.kill();
+    this.flushDown();
+    this.settle();
+  }
+
+  /** @internal backend handlers: the backend can take more. */
+  backendDrain(): void {
+    this.flushUp();
+  }
+
+  // ---- relaying -------------------------------------------------------------------------
+
+  private readonly countIn = (n: number): void => {
+    this.env.stats.bytesIn += n;
+    this.backend!.stats.bytesIn += n;
+  };
+
+  private readonly countOut = (n: number): void => {
+    this.env.stats.bytesOut += n;
+    this.backend!.stats.bytesOut += n;
+  };
+
+  /** Write a chunk that just arrived; keep what the destination did not take and pause the source. */
+  private pass(flow: Flow, from: Socket<unknown>, to: Socket<unknown>, chunk: Uint8Array, count: (n: number) => void): void {
+    if (flow.queued > 0) {
+      // Already waiting for drain (a read that was in progress when we paused).
+      flow.push(chunk);
+      this.pause(flow, from);
+      return;
+    }
+    const n = to.write(chunk);
+    if (n < 0) {
+      flow.kill();
+      return;
+    }
+    if (n > 0) count(n);
+    if (n < chunk.length) {
+      flow.push(n === 0 ? chunk : chunk.subarray(n));
+      this.pause(flow, from);
+    }
+  }
+
+  private pause(flow: Flow, from: Socket<unknown>): void {
+    if (flow.pausedSource) return;
+    flow.pausedSource = true;
+    from.pause();
+  }
+
+  private flushUp(): void {
+    if (this.backendSocket === undefined) return;
+    this.flush(this.up, this.client, this.clientClosed, this.backendSocket, this.backendClosed, this.countIn);
+  }
+
+  private flushDown(): void {
+    if (this.backendSocket === undefined) return;
+    this.flush(this.down, this.backendSocket, this.backendClosed, this.client, this.clientClosed, this.countOut);
+  }
+
+  /**
+   * Write what a flow holds; once it is empty resume the source, pass on a FIN, and close the
+   * destination for good when the source is gone altogether.
+   */
+  private flush(flow: Flow, from: Socket<unknown>, fromClosed: boolean, to: Socket<unknown>, toClosed: boolean, count: (n: number) => void): void {
+    if (flow.dead || toClosed) return;
+    const before = flow.queued;
+    if (!flow.writeQueued(to, count)) {
+      if (flow.queued < before) this.touch();
+      return;
+    }
+    if (flow.queued < before) this.touch();
+    if (flow.pausedSource && !fromClosed) {
+      flow.pausedSource = false;
+      from.resume();
+    }
+    if (flow.ended && !flow.finSent && !flow.dead) {
+      flow.finSent = true;
+      // A half-close: the other direction keeps flowing.
+      to.shutdown();
+    }
+    // The source's socket is gone (closed cleanly after both FINs, or reset): nothing can come
+    // back to it, so the destination is closed once it has what was meant for it.
+    if (fromClosed) to.end();
+  }
+
+  /** Both sockets closed (or the backend never opened): the relay is over. */
+  private settle(): void {
+    if (this.clientClosed && (this.backendClosed || this.backendSocket === undefined)) this.finish();
+  }
+
+  // ---- idle timer -----------------------------------------------------------------------
+
+  private touch(): void {
+    this.lastActivity = performance.now();
+  }
+
+  /**
+   * One timer per relay, re-armed lazily: a byte only updates a timestamp, and the timer,
+   * when it fires, sleeps again for what is left of the idle window.
+   */
+  private armIdle(delay = this.env.idleTimeout): void {
+    if (this.env.idleTimeout <= 0) return;
+    this.idleTimer = setTimeout(() => {
+      const idleFor = performance.now() - this.lastActivity;
+      if (this.phase === "closed") return;
+      if (idleFor >= this.env.idleTimeout) {
+        this.env.stats.idleTimeouts++;
+        this.closeBoth();
+      } else {
+        this.armIdle(this.env.idleTimeout - idleFor);
+      }
+    }, delay);
+  }
+
+  // ---- ending ---------------------------------------------------------------------------
+
+  /** Close both sockets now (FIN, then close); what is still queued is dropped (idle, or no backend). */
+  private closeBoth(): void {
+    this.end((s) => s.end());
+  }
+
+  /** stop(true): reset both connections and drop whatever is queued. */
+  destroy(): void {
+    this.end((s) => s.terminate());
+  }
+
+  private end(close: (s: Socket<unknown>) => void): void {
+    if (this.phase === "closed") return;
+    if (this.attempt) this.abandon(this.attempt);
+    this.up.kill();
+    this.down.kill();
+    // Marked closed first: end() and terminate() fire `close` synchronously, and this relay's
+    // bookkeeping is done here, once, by finish().
+    const client = this.clientClosed ? undefined : this.client;
+    const backend = this.backendClosed ? undefined : this.backendSocket;
+    this.clientClosed = true;
+    this.backendClosed = true;
+    if (client) close(client);
+    if (backend) close(backend);
+    this.finish();
+  }
+
+  private finish(): void {
+    if (this.phase === "closed") return;
+    this.phase = "closed";
+    clearTimeout(this.idleTimer);
+    // The backend's close handler releases the lease; this covers a close that never fired.
+    if (this.backendSocket) this.backendSocket.data.lease.release();
+    this.env.onFinished(this);
+  }
+
+  /** @internal A handler threw: log it and reset the relay rather than leave it half-done. */
+  handlerFailed(side: "client" | "backend", e: unknown): void {
+    this.env.logger.error(`tcp relay: ${side} handler failed: ${(e as Error)?.stack ?? e}`);
+    this.destroy();
+  }
+}
+
+function describeError(e: unknown): string {
+  const code = (e as { code?: string } | undefined)?.code;
+  if (code === "ECONNREFUSED" || code === "ConnectionRefused") return "connection refused";
+  if (code === "ECONNRESET") return "connection reset";
+  if (code === "ENOTFOUND" || code === "EAI_NONAME") return "host not found";
+  return code ? `error ${code}` : `error ${(e as Error)?.message ?? e}`;
+}
+
+/** Shared by every client socket of a listener; `socket.data` is the relay. */
+export const clientHandlers: SocketHandler<Relay> = {
+  data: (s, chunk) => s.data.clientData(chunk),
+  end: (s) => s.data.clientEnded(),
+  drain: (s) => s.data.clientDrain(),
+  close: (s, error) => s.data?.clientClose(error),
+  error: (s, e) => s.data?.handlerFailed("client", e),
+};
+
+/** Shared by every backend socket; `socket.data` is the dial it came from. */
+const backendHandlers: SocketHandler<Attempt> = {
+  open(s) {
+    const a = s.data;
+    if (a.abandoned) s.terminate();
+    else a.relay.backendOpened(s, a);
+  },
+  connectError(s, e) {
+    const a = s.data;
+    a.relay.connectFailed(a, describeError(e), false);
+  },
+  data(s, chunk) {
+    if (!s.data.abandoned) s.data.relay.backendData(chunk);
+  },
+  end(s) {
+    if (!s.data.abandoned) s.data.relay.backendEnded();
+  },
+  drain(s) {
+    if (!s.data.abandoned) s.data.relay.backendDrain();
+  },
+  close(s, error) {
+    if (!s.data.abandoned) s.data.relay.backendClose(error, s.data);
+  },
+  error(s, e) {
+    s.data.relay.handlerFailed("backend", e);
+  },
+};

@@ -1,0 +1,33 @@
+/**
+ * Balancer-wide figures of one TCP listener, beside each backend's own BackendStats. Counters
+ * only: memory stays flat however many connections pass.
+ *
+ * Byte directions follow HAProxy's bytes_in/bytes_out, seen from the balancer's client side, and
+ * match the per-backend `stats.bytesIn` / `stats.bytesOut`:
+ * - bytesIn: bytes the client sent that were handed to the backend's socket (client -> backend);
+ * - bytesOut: bytes the backend sent that were handed to the client's socket (backend -> client).
+ * "Handed to" means taken by socket.write(), i.e. in the kernel's send buffer: bytes that were
+ * read but dropped because the other side had gone away are not counted.
+ */
+export class TcpStats {
+  /** Client connections accepted. */
+  accepted = 0;
+  /** Client connections open now (connecting or relaying). */
+  open = 0;
+  /** Client connections closed at once because no backend was available. */
+  rejected = 0;
+  /** Client connections closed because every try to reach a backend failed. */
+  unreachable = 0;
+  /** Backend connects that failed (refused, reset, unresolvable) or timed out. */
+  connectFailures = 0;
+  /** Of those, the ones that ran out of `timeouts.connect`. */
+  connectTimeouts = 0;
+  /** Connects to a further backend after one failed. */
+  retries = 0;
+  /** Relays closed because no byte moved either way for `timeouts.idle`. */
+  idleTimeouts = 0;
+  /** Relays cut short by a reset or an error on either side. */
+  resets = 0;
+  bytesIn = 0;
+  bytesOut = 0;
+}

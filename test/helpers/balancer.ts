@@ -1,0 +1,59 @@
+/** Shared by the end-to-end tests: a balancer on an ephemeral port in front of sim backends. */
+import { validateConfig } from "../../src/config/load.ts";
+import { startBalancer, type Balancer } from "../../src/balancer.ts";
+import { memoryLogger } from "../../src/log/logger.ts";
+import type { AccessEntry } from "../../src/log/access.ts";
+import { startCluster, type SimCluster } from "../../sim/cluster.ts";
+
+export interface TestRig {
+  balancer: Balancer;
+  cluster: SimCluster;
+  logLines: string[];
+  /** Access-log lines as written (text format unless the config says json). */
+  access: string[];
+  stop(): Promise<void>;
+}
+
+/**
+ * Start `count` sim backends on ephemeral ports and a balancer in front of them.
+ * `config` is merged over a test default: loopback, ephemeral port, no admin, no active checks.
+ */
+export async function startRig(count: number, config: Record<string, unknown> = {}): Promise<TestRig> {
+  const cluster: SimCluster = count > 0 ? await startCluster({ count, basePort: 0 }) : { backends: [], stop: async () => {} };
+  const access: string[] = [];
+  const logger = memoryLogger();
+  try {
+    const balancer = await startBalancer(
+      validateConfig({
+        listen: { host: "127.0.0.1", port: 0 },
+        admin: false,
+        healthCheck: false,
+        log: { access: true },
+        backends: cluster.backends.map((b) => ({ name: b.name, url: b.url })),
+        ...config,
+      }),
+      { logger, accessLogSink: { write: (l) => void access.push(l), flush: () => {} } },
+    );
+    return {
+      balancer, cluster, logLines: logger.lines, access,
+      async stop() {
+        await balancer.stop(false);
+        await cluster.stop();
+      },
+    };
+  } catch (e) {
+    await cluster.stop();
+    throw e;
+  }
+}
+
+/** Poll `condition` until it holds; fail with `what` after `timeoutMs`. */
+export async function waitFor(condition: () => boolean | Promise<boolean>, what: string, timeoutMs = 5000): Promise<void> {
+  const deadline = performance.now() + timeoutMs;
+  while (!(await condition())) {
+    if (performance.now() > deadline) throw new Error(`timed out after ${timeoutMs}ms waiting for ${what}`);
+    await Bun.sleep(10);
+  }
+}
+
+export type { AccessEntry };
