@@ -92,10 +92,13 @@ export interface ErrorRates {
 
 /** Figures over a window between two tallies. */
 export interface WindowFigures {
+  seconds: number;
   /** Units per second. */
   rate: number;
   /** Units counted in the window. */
   units: number;
+  /** Errors counted in the window, by kind. */
+  errors: ErrorRates;
   /** Share of the window's units (0..1); null when there were none. */
   errorRate: ErrorRates | null;
   /** Milliseconds; null when nothing was timed in the window. */
@@ -114,8 +117,10 @@ export function windowBetween(older: Tally, newer: Tally, seconds: number): Wind
   const d5 = Math.max(0, newer.c5 - older.c5);
   const dp = Math.max(0, newer.proxy - older.proxy);
   return {
+    seconds,
     rate: seconds > 0 ? round3(units / seconds) : 0,
     units,
+    errors: { "4xx": d4, "5xx": d5, proxy: dp },
     errorRate: units > 0 ? { "4xx": round4(d4 / units), "5xx": round4(d5 / units), proxy: round4(dp / units) } : null,
     latencyMs: percentiles(newer.latency.minus(older.latency)),
   };

@@ -65,8 +65,10 @@ export function validateConfig(raw: unknown, source = "config"): Config {
 
   const result = v.safeParse(ConfigSchema, input);
   if (!result.success) {
-    for (const issue of result.issues) problems.push(describeIssue(issue, input));
+    for (const issue of result.issues) problems.push(...describeIssue(issue, input, []));
   }
+  // valibot's strictObject reports only the first unknown key of an object; report them all.
+  problems.push(...unknownKeys(input, [ConfigSchema], []));
   // Checks that span fields run on the raw input too, so that they are reported together with
   // the schema's problems rather than only after those are fixed.
   problems.push(...crossFieldProblems(input));
@@ -107,38 +109,51 @@ function crossFieldProblems(input: Record<string, unknown>): string[] {
   return problems;
 }
 
-function describeIssue(issue: v.BaseIssue<unknown>, input: unknown): string {
-  const keys = (issue.path ?? []).map((p) => p.key as string | number);
+/** `prefix`: the path of the union this issue came from (a union's sub-issues are relative to it). */
+function describeIssue(issue: v.BaseIssue<unknown>, input: unknown, prefix: (string | number)[]): string[] {
+  const keys = [...prefix, ...(issue.path ?? []).map((p) => p.key as string | number)];
   const where = formatPath(keys) || "(top level)";
-  if (issue.type === "strict_object" && issue.expected === "never") {
-    const key = keys[keys.length - 1];
-    const known = knownKeys(keys.slice(0, -1));
-    const hint = typeof key === "string" ? closest(key, known) : undefined;
-    return `${where}: unknown option${hint ? `; did you mean "${hint}"?` : known.length ? ` (known: ${known.join(", ")})` : ""}`;
+  if (issue.type === "union" && issue.issues) {
+    // "an object or false" given an object with a bad field: report the field, not the union.
+    const deeper = issue.issues.filter((i) => (i.path?.length ?? 0) > 0);
+    if (deeper.length > 0) return deeper.flatMap((i) => describeIssue(i, input, keys));
+  }
+  // Unknown keys are reported by unknownKeys(), all of them.
+  if (issue.type === "strict_object" && issue.expected === "never") return [];
+  if (issue.type === "strict_object" && issue.received === "undefined") {
+    return [`${where}: missing; this option is required`];
   }
   const raw = valueAt(input, keys);
   const got = raw === undefined ? "nothing" : show(raw);
   const message = issue.message.startsWith("Invalid") ? `expected ${issue.expected}` : issue.message;
-  return `${where}: got ${got}, ${message}`;
+  return [`${where}: got ${got}, ${message}`];
 }
 
-/** The keys an object at this path of the schema accepts, found by walking the schema. */
-function knownKeys(path: (string | number)[]): string[] {
-  let schemas: unknown[] = [ConfigSchema];
-  for (const key of path) {
-    schemas = schemas.flatMap((s) => {
-      const node = unwrap(s);
-      return node.flatMap((n) => {
-        if (typeof key === "number" && n.item) return [n.item];
-        if (typeof key === "string" && n.entries && key in n.entries) return [n.entries[key]];
-        return [];
-      });
-    });
+/**
+ * Every key of `value` that the schema nodes at this path do not define, with a did-you-mean
+ * for near misses, recursing into known objects and lists.
+ */
+function unknownKeys(value: unknown, schemas: unknown[], path: (string | number)[]): string[] {
+  const nodes = schemas.flatMap(unwrap);
+  if (Array.isArray(value)) {
+    const items = nodes.flatMap((n) => (n.item ? [n.item] : []));
+    return items.length ? value.flatMap((x, i) => unknownKeys(x, items, [...path, i])) : [];
   }
-  return [...new Set(schemas.flatMap(unwrap).flatMap((n) => (n.entries ? Object.keys(n.entries) : [])))];
+  if (!isPlainObject(value)) return [];
+  const objects = nodes.filter((n) => n.entries);
+  // Not an object here, or a free-form record (health check headers): nothing to check.
+  if (objects.length === 0 || nodes.some((n) => n.type === "record")) return [];
+  const known = [...new Set(objects.flatMap((n) => Object.keys(n.entries!)))];
+  return Object.keys(value).flatMap((key) => {
+    const entry = objects.flatMap((n) => (key in n.entries! ? [n.entries![key]] : []));
+    if (entry.length > 0) return unknownKeys(value[key], entry, [...path, key]);
+    const hint = closest(key, known);
+    const where = formatPath([...path, key]);
+    return [`${where}: unknown option${hint ? `; did you mean "${hint}"?` : ` (known: ${known.join(", ")})`}`];
+  });
 }
 
-type SchemaNode = { wrapped?: unknown; options?: unknown[]; item?: unknown; entries?: Record<string, unknown> };
+type SchemaNode = { type?: string; wrapped?: unknown; options?: unknown[]; item?: unknown; entries?: Record<string, unknown> };
 function unwrap(schema: unknown): SchemaNode[] {
   const node = schema as SchemaNode;
   if (node.wrapped) return unwrap(node.wrapped);

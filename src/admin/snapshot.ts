@@ -1,0 +1,215 @@
+/**
+ * The /stats document: every figure the dashboard shows, as plain JSON. Built from one read of
+ * the live state (counters, states, the sampler's window, what backends reported), so the
+ * page, the event stream and /stats always agree.
+ */
+import type { Backend, BackendState } from "../pool/backend.ts";
+import type { Pool } from "../pool/pool.ts";
+import type { TrafficStats } from "../stats/traffic.ts";
+import type { ProxyErrorCode } from "../proxy/errors.ts";
+import {
+  backendTally, formatUptime, percentiles, responsesByClass, totalTally,
+  type ErrorRates, type Mode, type Percentiles, type WindowFigures,
+} from "./figures.ts";
+import type { Sampler } from "./sampler.ts";
+import type { BackendStatsPoller } from "./poller.ts";
+
+export interface SnapshotSource {
+  readonly config: { readonly mode: Mode; readonly strategy: string };
+  readonly pool: Pool;
+  readonly traffic: TrafficStats;
+  readonly startedAt: number;
+}
+
+export type ClassCounts = Record<"1xx" | "2xx" | "3xx" | "4xx" | "5xx", number>;
+
+export interface CheckFigures {
+  ok: boolean;
+  detail: string;
+  /** ISO 8601. */
+  at: string;
+  durationMs: number;
+  agoSeconds: number;
+}
+
+export interface BackendFigures {
+  name: string;
+  url: string;
+  state: BackendState;
+  /** Healthy as far as probes and passive detection know (seed 001's "alive"). */
+  alive: boolean;
+  /** Would get new traffic now: healthy, enabled, not ejected, not full. */
+  available: boolean;
+  enabled: boolean;
+  weight: number;
+  /** 0..1 while slow-starting, else 1. */
+  rampFactor: number;
+  maxConnections: number;
+  inFlight: number;
+  /** Tries sent to this backend (connections in TCP mode), all time. */
+  requests: number;
+  /** Over the window. */
+  rps: number | null;
+  responses: ClassCounts;
+  /** All time: statuses 4xx/5xx it answered, and tries that got no answer. */
+  errors: ErrorRates & { total: number };
+  /** Over the window: shares of its requests; null when it had none. */
+  errorRate: ErrorRates | null;
+  retries: number;
+  ejections: number;
+  connectFailures: number;
+  /** Time to the response head, ms, over the window. */
+  latencyMs: Percentiles | null;
+  latencyMsAllTime: Percentiles | null;
+  lastCheck: CheckFigures | null;
+  lastChange: { at: string; reason: string; agoSeconds: number };
+  ejectedUntil: string | null;
+  statsPath: string | null;
+  /** What the backend reports about itself (statsPath), else null. */
+  uptime: string | null;
+  uptimeSeconds: number | null;
+  memoryUsage: number | null;
+  memory_usage: string | null;
+  reportedAt: string | null;
+  reportError: string | null;
+  /** TCP mode (present when the mode is tcp or any is non-zero). */
+  connections?: number;
+  bytesIn?: number;
+  bytesOut?: number;
+}
+
+export interface StatsDocument {
+  balancer: {
+    mode: Mode;
+    strategy: string;
+    startedAt: string;
+    uptimeSeconds: number;
+    uptime: string;
+    now: string;
+    /** Seconds the windowed figures (rps, errorRate, latencyMs) cover; 0 until two samples exist. */
+    windowSeconds: number;
+    backends: { total: number; available: number } & Record<BackendState, number>;
+  };
+  totals: {
+    /** Requests answered or abandoned by their client, all time. */
+    requests: number;
+    inFlight: number;
+    rps: number | null;
+    responses: ClassCounts;
+    errors: ErrorRates & { total: number };
+    errorRate: ErrorRates | null;
+    proxyErrors: Record<ProxyErrorCode, number>;
+    retries: number;
+    latencyMs: Percentiles | null;
+    latencyMsAllTime: Percentiles | null;
+    bytesIn?: number;
+    bytesOut?: number;
+    connections?: number;
+  };
+  backends: BackendFigures[];
+}
+
+export function buildSnapshot(src: SnapshotSource, sampler: Sampler, poller: BackendStatsPoller, now = Date.now()): StatsDocument {
+  const { pool, traffic, config } = src;
+  const win = sampler.window();
+  const states: Record<BackendState, number> = { up: 0, down: 0, draining: 0, ejected: 0, "slow-starting": 0 };
+  let available = 0;
+  let inFlight = 0;
+  let bytesIn = 0;
+  let bytesOut = 0;
+  let connections = 0;
+  const backends = pool.backends.map((b) => {
+    const fig = backendFigures(b, config.mode, win?.backends.get(b), poller, now);
+    states[fig.state]++;
+    if (fig.available) available++;
+    inFlight += b.inFlight;
+    bytesIn += b.stats.bytesIn;
+    bytesOut += b.stats.bytesOut;
+    connections += b.acquired;
+    return fig;
+  });
+  const total = totalTally(traffic);
+  const tcp = config.mode === "tcp" || bytesIn > 0 || bytesOut > 0;
+  const uptimeSeconds = Math.floor((now - src.startedAt) / 1000);
+  return {
+    balancer: {
+      mode: config.mode,
+      strategy: config.strategy,
+      startedAt: new Date(src.startedAt).toISOString(),
+      uptimeSeconds,
+      uptime: formatUptime(uptimeSeconds),
+      now: new Date(now).toISOString(),
+      windowSeconds: win?.seconds ?? 0,
+      backends: { total: backends.length, available, ...states },
+    },
+    totals: {
+      requests: total.units,
+      inFlight,
+      rps: win?.total.rate ?? null,
+      responses: classCounts(responsesByClass(traffic)),
+      errors: { "4xx": total.c4, "5xx": total.c5, proxy: total.proxy, total: total.c4 + total.c5 + total.proxy },
+      errorRate: win?.total.errorRate ?? null,
+      proxyErrors: { ...traffic.proxyErrors },
+      retries: traffic.retries,
+      latencyMs: win?.total.latencyMs ?? null,
+      latencyMsAllTime: percentiles(traffic.latency),
+      ...(tcp ? { bytesIn, bytesOut, connections } : {}),
+    },
+    backends,
+  };
+}
+
+function backendFigures(b: Backend, mode: Mode, w: WindowFigures | undefined, poller: BackendStatsPoller, now: number): BackendFigures {
+  const s = b.stats;
+  const t = backendTally(b, mode);
+  const reported = poller.get(b);
+  const check = b.lastCheck;
+  const fig: BackendFigures = {
+    name: b.name,
+    url: b.url.href,
+    state: b.state(now),
+    alive: b.isHealthy,
+    available: b.available(now),
+    enabled: b.isEnabled,
+    weight: b.weight,
+    rampFactor: Math.round(b.rampFactor(now) * 1000) / 1000,
+    maxConnections: b.maxConnections,
+    inFlight: b.inFlight,
+    requests: t.units,
+    rps: w?.rate ?? null,
+    responses: classCounts(s.byClass),
+    errors: { "4xx": t.c4, "5xx": t.c5, proxy: t.proxy, total: t.c4 + t.c5 + t.proxy },
+    errorRate: w?.errorRate ?? null,
+    retries: s.retries,
+    ejections: s.ejections,
+    connectFailures: s.connectFailures,
+    latencyMs: w?.latencyMs ?? null,
+    latencyMsAllTime: percentiles(s.latency),
+    lastCheck: check
+      ? { ok: check.ok, detail: check.detail, at: new Date(check.at).toISOString(), durationMs: Math.round(check.durationMs * 1000) / 1000, agoSeconds: ago(check.at, now) }
+      : null,
+    lastChange: { at: new Date(b.lastChange).toISOString(), reason: b.lastChangeReason, agoSeconds: ago(b.lastChange, now) },
+    ejectedUntil: b.ejectedUntilMs > now ? new Date(b.ejectedUntilMs).toISOString() : null,
+    statsPath: b.statsPath ?? null,
+    uptime: reported?.uptime ?? null,
+    uptimeSeconds: reported?.uptimeSeconds ?? null,
+    memoryUsage: reported?.memoryUsage ?? null,
+    memory_usage: reported?.memory_usage ?? null,
+    reportedAt: reported && reported.at > 0 ? new Date(reported.at).toISOString() : null,
+    reportError: reported?.error ?? null,
+  };
+  if (mode === "tcp" || s.bytesIn > 0 || s.bytesOut > 0) {
+    fig.connections = b.acquired;
+    fig.bytesIn = s.bytesIn;
+    fig.bytesOut = s.bytesOut;
+  }
+  return fig;
+}
+
+function classCounts(byClass: readonly number[]): ClassCounts {
+  return { "1xx": byClass[1] ?? 0, "2xx": byClass[2] ?? 0, "3xx": byClass[3] ?? 0, "4xx": byClass[4] ?? 0, "5xx": byClass[5] ?? 0 };
+}
+
+function ago(at: number, now: number): number {
+  return Math.max(0, Math.round((now - at) / 100) / 10);
+}

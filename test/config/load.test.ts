@@ -1,0 +1,141 @@
+import { describe, expect, test } from "bun:test";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { ConfigError, closest, loadConfigFile, validateConfig } from "../../src/config/load.ts";
+import { parseDuration, parseSize } from "../../src/config/units.ts";
+
+const dir = mkdtempSync(join(tmpdir(), "switchyard-config-"));
+const write = (name: string, text: string) => {
+  const path = join(dir, name);
+  writeFileSync(path, text);
+  return path;
+};
+const problems = (raw: unknown): string[] => {
+  try {
+    validateConfig(raw);
+  } catch (e) {
+    if (e instanceof ConfigError) return e.problems;
+    throw e;
+  }
+  throw new Error("expected the config to be rejected");
+};
+
+describe("units", () => {
+  test.each([["250ms", 250], ["5s", 5000], ["1m", 60_000], ["1.5s", 1500], ["2h", 7_200_000], [750, 750], ["100", 100]])("duration %p = %p ms", (input, ms) => {
+    expect(parseDuration(input)).toBe(ms);
+  });
+  test.each(["5x", "", "-1s", "s", "1 minute"])("bad duration %p", (input) => expect(parseDuration(input)).toBeUndefined());
+  test.each([["64KB", 65_536], ["128MB", 134_217_728], ["1GB", 1_073_741_824], ["512", 512], [2048, 2048], ["1.5KB", 1536]])("size %p = %p bytes", (input, bytes) => {
+    expect(parseSize(input)).toBe(bytes);
+  });
+  test.each(["64XB", "-1", "MB"])("bad size %p", (input) => expect(parseSize(input)).toBeUndefined());
+});
+
+describe("defaults and normalization", () => {
+  test("a minimal config gets every default", () => {
+    const c = validateConfig({ backends: [{ url: "http://127.0.0.1:5001" }] });
+    expect(c.listen).toEqual({ host: "0.0.0.0", port: 8000 });
+    expect(c.admin).toEqual({ host: "127.0.0.1", port: 8081 });
+    expect(c.strategy).toBe("least-connections");
+    expect(c.retry).toEqual({ attempts: 3, perTryTimeout: 5000, timeout: 15000, onStatus: [502, 503, 504], nonIdempotent: false, bufferBody: 65536 });
+    expect(c.timeouts).toEqual({ idle: 60_000, connect: 5000, shutdownGrace: 10_000 });
+    expect(c.limits.maxBodySize).toBe(128 * 1024 * 1024);
+    expect(c.log).toEqual({ access: true, format: "text" });
+    expect(c.backends[0]).toMatchObject({ name: "backend-1", url: "http://127.0.0.1:5001/", weight: 1 });
+  });
+
+  test("the issue's example config loads as written", () => {
+    const c = validateConfig({
+      listen: { host: "0.0.0.0", port: 8000 },
+      admin: { host: "127.0.0.1", port: 8081 },
+      strategy: "least-connections",
+      backends: [{ name: "backend-1", url: "http://127.0.0.1:5001", weight: 1 }],
+      retry: { attempts: 3, perTryTimeout: "5s", timeout: "15s", onStatus: [502, 503, 504] },
+      timeouts: { idle: "60s" },
+      limits: { maxBodySize: "128MB" },
+      log: { access: true, format: "text" },
+    });
+    expect(c.retry.perTryTimeout).toBe(5000);
+  });
+
+  test("the seed's own format loads unchanged", async () => {
+    const seed = await Bun.file(new URL("../../../shared/seeds/000_0f483f30c7f77c64.txt", import.meta.url)).text().catch(() => "");
+    const json = seed ? seed.slice(seed.indexOf('{\n  "lb_port"'), seed.indexOf("```", seed.indexOf('"lb_port"'))) : "";
+    const text = json || `{"lb_port": 8000, "backends": [{"name": "backend-1", "url": "http://localhost:5001"}]}`;
+    const c = validateConfig(JSON.parse(text));
+    expect(c.listen.port).toBe(8000);
+    expect(c.backends[0]!.name).toBe("backend-1");
+    expect(c.backends[0]!.url).toBe("http://localhost:5001/");
+  });
+
+  test("YAML and TOML files load by extension; the same config in each", async () => {
+    const yaml = write("c.yaml", "listen:\n  port: 9000\nbackends:\n  - url: http://127.0.0.1:5001\n    weight: 2\nretry:\n  timeout: 20s\n");
+    const toml = write("c.toml", 'listen = { port = 9000 }\nretry = { timeout = "20s" }\n[[backends]]\nurl = "http://127.0.0.1:5001"\nweight = 2\n');
+    const json = write("c.json", JSON.stringify({ listen: { port: 9000 }, backends: [{ url: "http://127.0.0.1:5001", weight: 2 }], retry: { timeout: "20s" } }));
+    const [a, b, c] = await Promise.all([loadConfigFile(yaml), loadConfigFile(toml), loadConfigFile(json)]);
+    expect(a).toEqual(c);
+    expect(b).toEqual(c);
+    expect(c.listen.port).toBe(9000);
+  });
+
+  test("tcp mode accepts host:port and tcp:// backends", () => {
+    const c = validateConfig({ mode: "tcp", backends: [{ url: "127.0.0.1:6379" }, { url: "tcp://localhost:6380" }] });
+    expect(c.backends.map((b) => b.url)).toEqual(["tcp://127.0.0.1:6379", "tcp://localhost:6380"]);
+  });
+});
+
+describe("errors", () => {
+  test("every problem at once, each naming field, value and expectation", () => {
+    const p = problems({
+      listen: { port: 70000 },
+      strategy: "fastest",
+      backends: [{ url: "ftp://x" }, { url: "http://127.0.0.1:5002", weight: -1 }],
+      retry: { perTryTimeout: "5x" },
+      limits: { maxBodySize: "lots" },
+    });
+    expect(p).toContain('listen.port: got 70000, expected a port from 0 to 65535');
+    expect(p.find((x) => x.startsWith("strategy:"))).toBe('strategy: got "fastest", expected one of least-connections, round-robin, weighted-round-robin, random, power-of-two');
+    expect(p).toContain('backends[0].url: got "ftp://x", expected an http(s) URL with a host, like "http://127.0.0.1:5001"');
+    expect(p).toContain("backends[1].weight: got -1, expected a weight of at least 1");
+    expect(p).toContain('retry.perTryTimeout: got "5x", expected a duration like "250ms", "5s", "1m" or a number of milliseconds');
+    expect(p).toContain('limits.maxBodySize: got "lots", expected a size like "64KB", "128MB" or a number of bytes');
+    expect(p.length).toBe(6);
+  });
+
+  test("unknown keys are errors, with a did-you-mean when close", () => {
+    const p = problems({ lisen: { port: 1 }, backends: [{ url: "http://a", wieght: 2 }], retry: { atempts: 2 }, healthCheck: { intervall: "1s" }, zzzzzz: 1 });
+    expect(p).toContain('lisen: unknown option; did you mean "listen"?');
+    expect(p).toContain('backends[0].wieght: unknown option; did you mean "weight"?');
+    expect(p).toContain('retry.atempts: unknown option; did you mean "attempts"?');
+    expect(p).toContain('healthCheck.intervall: unknown option; did you mean "interval"?');
+    expect(p.find((x) => x.startsWith("zzzzzz:"))).toMatch(/^zzzzzz: unknown option \(known: mode, listen, admin, strategy, backends/);
+  });
+
+  test("backend names are unique; URLs need a host; at least one backend", () => {
+    expect(problems({ backends: [{ name: "a", url: "http://x:1" }, { name: "a", url: "http://x:2" }] })).toEqual([
+      'backends[1].name: got "a", expected a unique name (backends[0] has it)',
+    ]);
+    expect(problems({ backends: [{ url: "http://" }] })[0]).toStartWith('backends[0].url: got "http://"');
+    expect(problems({ backends: [] })).toEqual(["backends: got [], expected at least one backend"]);
+    expect(problems({})).toEqual(["backends: missing; this option is required"]);
+    expect(problems({ mode: "tcp", backends: [{ url: "127.0.0.1" }] })[0]).toContain("with a port");
+  });
+
+  test("perTryTimeout may not exceed timeout", () => {
+    expect(problems({ backends: [{ url: "http://x" }], retry: { perTryTimeout: "20s", timeout: "10s" } })).toEqual([
+      'retry.perTryTimeout: got "20s", expected at most retry.timeout ("10s")',
+    ]);
+  });
+
+  test("syntax errors and unknown file types name the file", async () => {
+    await expect(loadConfigFile(write("bad.json", "{ nope"))).rejects.toThrow(/bad\.json.*cannot parse JSON/s);
+    await expect(loadConfigFile(write("c.ini", "x=1"))).rejects.toThrow(/unknown file type "\.ini"/);
+    await expect(loadConfigFile(join(dir, "missing.json"))).rejects.toThrow(/file not found/);
+  });
+
+  test("closest() suggests only near misses", () => {
+    expect(closest("stratgy", ["strategy", "listen"])).toBe("strategy");
+    expect(closest("banana", ["strategy", "listen"])).toBeUndefined();
+  });
+});

@@ -1,0 +1,75 @@
+import { describe, expect, test } from "bun:test";
+import { stripHopByHop, toClientHeaders, toUpstreamHeaders } from "../../src/proxy/headers.ts";
+import { cidrMatcher, parseIp } from "../../src/proxy/cidr.ts";
+
+const info = { clientIp: "198.51.100.9", proto: "http", requestId: "rid-1" };
+const untrusted = { trusted: cidrMatcher([]), preserveHost: true };
+
+describe("header transforms", () => {
+  test("removes hop-by-hop fields and those named in Connection, case-insensitively", () => {
+    const h = new Headers({ Connection: "X-A, x-b ,keep-alive", "X-A": "1", "X-B": "2", "Keep-Alive": "t=5", TE: "trailers", Upgrade: "h2c", "Transfer-Encoding": "chunked", "X-C": "3" });
+    stripHopByHop(h);
+    expect([...h.keys()]).toEqual(["x-c"]);
+  });
+
+  test("upstream: X-Forwarded-* set, untrusted values replaced, Via and request id added", () => {
+    const h = new Headers({ host: "a.example", "x-forwarded-for": "1.2.3.4", "x-forwarded-host": "evil", forwarded: "for=1.2.3.4" });
+    toUpstreamHeaders(h, info, untrusted, "10.0.0.1:80");
+    expect(h.get("x-forwarded-for")).toBe("198.51.100.9");
+    expect(h.get("x-forwarded-host")).toBe("a.example");
+    expect(h.get("x-forwarded-proto")).toBe("http");
+    expect(h.get("forwarded")).toBeNull();
+    expect(h.get("via")).toBe("1.1 switchyard");
+    expect(h.get("x-request-id")).toBe("rid-1");
+    expect(h.get("host")).toBe("a.example");
+  });
+
+  test("upstream: from a trusted peer, X-Forwarded-For is appended to and the rest kept", () => {
+    const h = new Headers({ host: "a.example", "x-forwarded-for": "1.2.3.4", "x-forwarded-proto": "https", "x-forwarded-host": "front.example" });
+    toUpstreamHeaders(h, info, { trusted: cidrMatcher(["198.51.100.0/24"]), preserveHost: true }, "x");
+    expect(h.get("x-forwarded-for")).toBe("1.2.3.4, 198.51.100.9");
+    expect(h.get("x-forwarded-proto")).toBe("https");
+    expect(h.get("x-forwarded-host")).toBe("front.example");
+  });
+
+  test("upstream: Host rewritten when preserveHost is false, or when the client sent none", () => {
+    const h = new Headers({ host: "a.example" });
+    toUpstreamHeaders(h, info, { ...untrusted, preserveHost: false }, "10.0.0.1:8080");
+    expect(h.get("host")).toBe("10.0.0.1:8080");
+    const none = new Headers();
+    toUpstreamHeaders(none, info, untrusted, "10.0.0.1:8080");
+    expect(none.get("host")).toBe("10.0.0.1:8080");
+  });
+
+  test("client: hop-by-hop removed, Via appended, Set-Cookie kept separate", () => {
+    const h = new Headers([["connection", "x-internal"], ["x-internal", "1"], ["via", "1.1 backend"], ["set-cookie", "a=1"], ["set-cookie", "b=2"]]);
+    toClientHeaders(h, "rid-2");
+    expect(h.get("x-internal")).toBeNull();
+    expect(h.get("via")).toBe("1.1 backend, 1.1 switchyard");
+    expect(h.getSetCookie()).toEqual(["a=1", "b=2"]);
+    expect(h.get("x-request-id")).toBe("rid-2");
+  });
+});
+
+describe("CIDR matching", () => {
+  test("IPv4, IPv6, IPv4-mapped and bare addresses", () => {
+    const m = cidrMatcher(["10.0.0.0/8", "192.168.1.7", "::1/128", "2001:db8::/32"]);
+    expect(m("10.200.3.4")).toBe(true);
+    expect(m("11.0.0.1")).toBe(false);
+    expect(m("192.168.1.7")).toBe(true);
+    expect(m("192.168.1.8")).toBe(false);
+    expect(m("::1")).toBe(true);
+    expect(m("::ffff:10.1.1.1")).toBe(true);
+    expect(m("2001:db8:ffff::1")).toBe(true);
+    expect(m("2001:db9::1")).toBe(false);
+    expect(m("not-an-ip")).toBe(false);
+  });
+  test("parseIp rejects malformed addresses", () => {
+    for (const bad of ["1.2.3", "256.1.1.1", "1::2::3", "12345::", "::g"]) expect(parseIp(bad)).toBeUndefined();
+    expect(parseIp("::")).toBe(0n);
+  });
+  test("bad CIDRs throw", () => {
+    expect(() => cidrMatcher(["10.0.0.0/33"])).toThrow();
+    expect(() => cidrMatcher(["nope/8"])).toThrow();
+  });
+});
