@@ -1,0 +1,144 @@
+/**
+ * The command line as a user runs it: a subprocess per case, real servers, signals.
+ */
+import { afterEach, describe, expect, test } from "bun:test";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { Subprocess } from "bun";
+import { startCluster, type SimCluster } from "../sim/cluster.ts";
+
+const CLI = join(import.meta.dir, "../src/cli.ts");
+const dir = mkdtempSync(join(tmpdir(), "switchyard-cli-"));
+const procs: Subprocess[] = [];
+let cluster: SimCluster | undefined;
+afterEach(async () => {
+  for (const p of procs.splice(0)) if (p.exitCode === null) p.kill("SIGKILL");
+  await cluster?.stop();
+  cluster = undefined;
+});
+
+async function run(...args: string[]) {
+  const p = Bun.spawn([process.execPath, CLI, ...args], { stdout: "pipe", stderr: "pipe" });
+  const [stdout, stderr, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
+  return { stdout, stderr, code };
+}
+
+/** Start a long-running command and wait for a line matching `ready` on stdout. */
+async function start(args: string[], ready: RegExp): Promise<{ proc: Subprocess<"ignore", "pipe", "pipe">; match: RegExpMatchArray; output: () => string }> {
+  const proc = Bun.spawn([process.execPath, CLI, ...args], { stdout: "pipe", stderr: "pipe" });
+  procs.push(proc);
+  let out = "";
+  const reader = proc.stdout.getReader();
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const m = out.match(ready);
+    if (m) {
+      void (async () => {
+        for (;;) {
+          const { done, value } = await reader.read();
+          if (done) break;
+          out += new TextDecoder().decode(value);
+        }
+      })();
+      return { proc, match: m, output: () => out };
+    }
+    if (Date.now() > deadline) throw new Error(`no ${ready} in: ${out}`);
+    const { done, value } = await reader.read();
+    if (done) throw new Error(`exited before ${ready}: ${out}${await new Response(proc.stderr).text()}`);
+    out += new TextDecoder().decode(value);
+  }
+}
+
+describe("help and version", () => {
+  test("--version prints the package version", async () => {
+    const r = await run("--version");
+    expect(r.code).toBe(0);
+    expect(r.stdout.trim()).toMatch(/^\d+\.\d+\.\d+$/);
+  });
+  test.each(["", "serve", "sim", "demo", "check"])("%s --help", async (cmd) => {
+    const r = await run(...(cmd ? [cmd] : []), "--help");
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain("Usage");
+  });
+  test("an unknown command or flag exits 2", async () => {
+    expect((await run("frobnicate")).code).toBe(2);
+    const r = await run("serve", "--bogus");
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain("--bogus");
+  });
+});
+
+describe("check", () => {
+  test("a valid file prints normalized and exits 0", async () => {
+    const file = join(dir, "ok.yaml");
+    writeFileSync(file, "backends:\n  - url: http://127.0.0.1:5001\nretry:\n  timeout: 20s\n");
+    const r = await run("check", "--config", file);
+    expect(r.code).toBe(0);
+    const config = JSON.parse(r.stdout);
+    expect(config.retry.timeout).toBe(20_000);
+    expect(config.backends[0].name).toBe("backend-1");
+  });
+  test("an invalid file prints every problem and exits 2", async () => {
+    const file = join(dir, "bad.json");
+    writeFileSync(file, JSON.stringify({ lisen: { port: 1 }, strategy: "fastest", backends: [{ url: "ftp://x" }] }));
+    const r = await run("check", "--config", file);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('lisen: unknown option; did you mean "listen"?');
+    expect(r.stderr).toContain('strategy: got "fastest"');
+    expect(r.stderr).toContain('backends[0].url: got "ftp://x"');
+    expect(r.stderr).toContain("3 problems");
+  });
+});
+
+describe("serve", () => {
+  test("without config or backends, or with a bad config, exits 2 naming the problem", async () => {
+    expect((await run("serve")).code).toBe(2);
+    const r = await run("serve", "--backend", "http://127.0.0.1:5001", "--strategy", "nope", "--no-admin");
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('strategy: got "nope"');
+  });
+
+  test("flags override the file; SIGTERM lets in-flight requests finish, then exits 0", async () => {
+    cluster = await startCluster({ count: 2, basePort: 0 });
+    const file = join(dir, "serve.json");
+    writeFileSync(file, JSON.stringify({
+      listen: { host: "127.0.0.1", port: 1 },
+      admin: false,
+      strategy: "random",
+      healthCheck: false,
+      timeouts: { shutdownGrace: "5s" },
+      backends: [{ url: "http://127.0.0.1:9" }],
+    }));
+    const { proc, match } = await start(
+      ["serve", "--config", file, "--port", "0", "--strategy", "round-robin", ...cluster.backends.flatMap((b) => ["--backend", b.url])],
+      /proxy listening on (http:\/\/\S+) \(strategy (\S+)\)/,
+    );
+    const [, url, strategy] = match;
+    expect(strategy).toBe("round-robin");
+    const names = await Promise.all([1, 2].map(async () => (await fetch(`${url}/`)).text()));
+    expect(names.sort()).toEqual(["backend-1\n", "backend-2\n"]);
+
+    const slow = fetch(`${url}/delay/700`);
+    await Bun.sleep(150);
+    proc.kill("SIGTERM");
+    const res = await slow;
+    expect(res.status).toBe(200);
+    expect(await res.text()).toContain("delayed 700ms");
+    expect(await proc.exited).toBe(0);
+  });
+
+  test("the grace period bounds the wait for in-flight requests", async () => {
+    cluster = await startCluster({ count: 1, basePort: 0 });
+    const file = join(dir, "grace.json");
+    writeFileSync(file, JSON.stringify({ listen: { host: "127.0.0.1", port: 0 }, admin: false, healthCheck: false, timeouts: { shutdownGrace: "300ms" }, backends: [{ url: cluster.backends[0]!.url }] }));
+    const { proc, match } = await start(["serve", "--config", file], /proxy listening on (http:\/\/\S+)/);
+    const hanging = fetch(`${match[1]}/delay/10000`).catch(() => "cut");
+    await Bun.sleep(150);
+    const stopped = performance.now();
+    proc.kill("SIGINT");
+    expect(await proc.exited).toBe(0);
+    expect(performance.now() - stopped).toBeLessThan(3000);
+    expect(await hanging).toBe("cut");
+  });
+});
