@@ -312,7 +312,10 @@ export interface Client {
   send(data: string | Uint8Array): void;
   /** Resolves when `n` bytes in total have arrived. */
   waitBytes(n: number, timeoutMs?: number): Promise<void>;
+  /** Resolves when the socket has closed (reset, or both FINs passed). */
   waitClosed(timeoutMs?: number): Promise<void>;
+  /** Resolves when the peer is done: its FIN came, or the socket closed. */
+  waitEof(timeoutMs?: number): Promise<void>;
 }
 
 /** A small interactive client for short exchanges (writes are tiny: write() takes them whole). */
@@ -354,6 +357,7 @@ export async function connectClient(port: number): Promise<Client> {
     },
     waitBytes: (n, timeoutMs) => waitFor(() => total >= n, `${n} bytes (have ${total})`, timeoutMs),
     waitClosed: (timeoutMs) => waitFor(() => state.closed, "the connection to close", timeoutMs),
+    waitEof: (timeoutMs) => waitFor(() => state.ended || state.closed, "the peer to end the connection", timeoutMs),
   };
 }
 
