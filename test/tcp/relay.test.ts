@@ -7,6 +7,7 @@ import { startBalancer, type Balancer } from "../../src/balancer.ts";
 import { validateConfig } from "../../src/config/load.ts";
 import { silentLogger } from "../../src/log/logger.ts";
 import { startTcpProxy } from "../../src/tcp/proxy.ts";
+import type { Backend } from "../../src/pool/backend.ts";
 import {
   connectClient, payloadHash, refusedPort, startBlackhole, startEarlyFinServer, startEchoServer,
   startSummaryServer, streamThrough, waitFor, type Client,
@@ -139,7 +140,7 @@ describe("choosing backends", () => {
     const echo = track(startEchoServer());
     const dead = refusedPort();
     const lb = await tcpBalancer([{ url: `127.0.0.1:${dead}` }, { url: `127.0.0.1:${echo.port}` }]);
-    const [down, up] = lb.pool.backends as [typeof lb.pool.backends[0] & {}, typeof lb.pool.backends[0] & {}];
+    const [down, up] = lb.pool.backends as [Backend, Backend];
     // Round-robin starts with the first: the refused one.
     for (let i = 0; i < 4; i++) {
       const r = await streamThrough(lb.port, 64 * 1024 + i);
@@ -159,7 +160,7 @@ describe("choosing backends", () => {
     const lb = await tcpBalancer([{ url: `127.0.0.1:${hole.port}` }, { url: `127.0.0.1:${echo.port}` }], {
       timeouts: { connect: "200ms" },
     });
-    const [slow, ok] = lb.pool.backends as [typeof lb.pool.backends[0] & {}, typeof lb.pool.backends[0] & {}];
+    const [slow, ok] = lb.pool.backends as [Backend, Backend];
     // 1 MB sent at once: more than the proxy buffers while dialling, so the client is paused.
     const started = performance.now();
     const r = await streamThrough(lb.port, 1024 * 1024);
@@ -179,7 +180,7 @@ describe("choosing backends", () => {
       [{ url: `127.0.0.1:${a.port}` }, { url: `127.0.0.1:${b.port}`, disabled: true }],
       { strategy: "least-connections" },
     );
-    const [ba, bb] = lb.pool.backends as [typeof lb.pool.backends[0] & {}, typeof lb.pool.backends[0] & {}];
+    const [ba, bb] = lb.pool.backends as [Backend, Backend];
     const held: Client[] = [];
     const open = async () => {
       const c = await connectClient(lb.port);
@@ -233,7 +234,7 @@ describe("figures", () => {
     // The balancer is a BalancerContext: a second TCP listener shares its pool and health.
     const second = await startTcpProxy(lb, { host: "127.0.0.1", port: 0 });
     cleanups.push(() => second.stop(true));
-    const [refused, ok] = lb.pool.backends as [typeof lb.pool.backends[0] & {}, typeof lb.pool.backends[0] & {}];
+    const [refused, ok] = lb.pool.backends as [Backend, Backend];
     const a = await streamThrough(second.port, 1000);
     const b = await streamThrough(second.port, 2000, { expect: 2000 });
     expect(a.receivedHash).toBe(a.sentHash);
