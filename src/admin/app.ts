@@ -1,15 +1,145 @@
 /**
- * The admin listener's app: never reachable through the proxy port.
+ * The admin listener's app, on its own port and never reachable through the proxy port:
+ *
+ *   GET /         the dashboard: one page embedded in the binary, live from /events
+ *   GET /events   server-sent events: figures and chart points once a second
+ *   GET /stats    the same figures as JSON, with what each backend reports at its statsPath
+ *   GET /metrics  Prometheus text exposition format
+ *   GET /healthz  the balancer is alive
+ *   GET /readyz   at least one backend is available (503 otherwise)
+ *
+ * createAdminApp owns the loops behind these (the sampler, the backend-stats poller, the event
+ * streams); stop() ends them all.
  */
+import type { Server } from "bun";
 import { Hono } from "hono";
 import type { BalancerContext } from "../balancer.ts";
+import dashboardHtml from "./dashboard.html" with { type: "text" };
+import { Sampler, type SamplerOptions } from "./sampler.ts";
+import { BackendStatsPoller, type PollerOptions } from "./poller.ts";
+import { buildSnapshot, type StatsDocument } from "./snapshot.ts";
+import { METRICS_CONTENT_TYPE, renderMetrics } from "./metrics.ts";
+import { EventHub, type EventHubOptions } from "./events.ts";
 
-export function createAdminApp(ctx: BalancerContext): Hono {
-  const app = new Hono();
-  app.get("/healthz", (c) => c.json({ status: "ok" }));
+export type AdminContext = Pick<BalancerContext, "config" | "pool" | "traffic" | "startedAt"> & Partial<Pick<BalancerContext, "logger">>;
+
+export interface AdminOptions {
+  sampler?: SamplerOptions;
+  poller?: PollerOptions;
+  events?: EventHubOptions;
+  /** Poll backends' statsPath every this many samples. Default 2 (every 2 s). */
+  pollEverySamples?: number;
+}
+
+type Env = { Bindings: { server?: Server<unknown> } };
+
+export interface AdminApp {
+  readonly app: Hono<Env>;
+  /** Serve one request: `Bun.serve({ fetch: (req, server) => admin.fetch(req, { server }) })`. */
+  readonly fetch: (req: Request, env?: { server?: Server<unknown> }) => Response | Promise<Response>;
+  readonly sampler: Sampler;
+  readonly poller: BackendStatsPoller;
+  readonly events: EventHub;
+  /** End the event streams, the sampler and any running polls. Idempotent. */
+  stop(): Promise<void>;
+}
+
+const NO_STORE = { "cache-control": "no-store" };
+
+/**
+ * The page's text, embedded at build time. bun-types declares every *.html import as an
+ * HTMLBundle; with `type: "text"` Bun gives the file's text, which this checks.
+ */
+const page: string = (() => {
+  const text: unknown = dashboardHtml;
+  if (typeof text !== "string") throw new Error("admin: dashboard.html was not imported as text");
+  return text;
+})();
+
+export function createAdminApp(ctx: AdminContext, opts: AdminOptions = {}): AdminApp {
+  const sampler = new Sampler(ctx, opts.sampler);
+  const poller = new BackendStatsPoller(opts.poller);
+  const snapshot = (): StatsDocument => buildSnapshot(ctx, sampler, poller);
+  const events = new EventHub(sampler, snapshot, opts.events);
+  const pollEvery = opts.pollEverySamples ?? 2;
+  const polled = () => ctx.pool.backends.filter((b) => b.statsPath !== undefined);
+
+  let samples = 0;
+  const unlisten = sampler.onSample(() => {
+    if (samples++ % pollEvery === 0) void poller.pollAll(polled());
+  });
+
+  const dashboard = dashboardResponseInit(page);
+  const app = new Hono<Env>();
+
+  app.get("/", () => new Response(page, dashboard));
+
+  app.get("/events", (c) => {
+    // The stream outlives Bun.serve's idleTimeout by design (field notes): no timeout for it.
+    c.env?.server?.timeout(c.req.raw, 0);
+    return events.open(c.req.raw.signal);
+  });
+
+  app.get("/stats", async (c) => {
+    sampler.touch();
+    // The first call after start-up waits (bounded by the poll timeout) for the backends'
+    // own figures, so a single `curl /stats` shows them; later calls answer at once.
+    const never = polled().filter((b) => poller.get(b) === undefined);
+    if (never.length > 0) await poller.pollAll(never);
+    const body = JSON.stringify(snapshot(), null, c.req.query("pretty") !== undefined ? 2 : undefined);
+    return new Response(body, { headers: { "content-type": "application/json; charset=utf-8", ...NO_STORE } });
+  });
+
+  app.get("/metrics", () => new Response(renderMetrics(ctx, poller), { headers: { "content-type": METRICS_CONTENT_TYPE, ...NO_STORE } }));
+
+  app.get("/healthz", (c) => c.json({ status: "ok", uptimeSeconds: Math.floor((Date.now() - ctx.startedAt) / 1000) }, 200, NO_STORE));
+
   app.get("/readyz", (c) => {
     const available = ctx.pool.availableCount();
-    return c.json({ ready: available > 0, available }, available > 0 ? 200 : 503);
+    const ready = available > 0;
+    return c.json({ ready, available, total: ctx.pool.backends.length }, ready ? 200 : 503, NO_STORE);
   });
-  return app;
+
+  app.notFound((c) =>
+    c.json({ error: "not found", endpoints: ["/", "/events", "/stats", "/metrics", "/healthz", "/readyz"] }, 404),
+  );
+  app.onError((err, c) => {
+    ctx.logger?.error(`admin: ${err.stack ?? err}`);
+    return c.json({ error: "internal error" }, 500);
+  });
+
+  let stopped = false;
+  return {
+    app,
+    fetch: (req, env) => app.fetch(req, env ?? {}),
+    sampler,
+    poller,
+    events,
+    async stop() {
+      if (stopped) return;
+      stopped = true;
+      unlisten();
+      events.close();
+      sampler.stop();
+      poller.stop();
+    },
+  };
+}
+
+/**
+ * Headers for the page. The Content-Security-Policy allows only this origin and the page's own
+ * inline script (by hash) and styles: the page cannot load anything from elsewhere.
+ */
+function dashboardResponseInit(html: string): ResponseInit {
+  const script = /<script>([\s\S]*?)<\/script>/.exec(html)?.[1] ?? "";
+  const hash = new Bun.CryptoHasher("sha256").update(script).digest("base64");
+  return {
+    headers: {
+      "content-type": "text/html; charset=utf-8",
+      ...NO_STORE,
+      "content-security-policy": `default-src 'none'; script-src 'sha256-${hash}'; style-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'`,
+      "x-content-type-options": "nosniff",
+      "referrer-policy": "no-referrer",
+    },
+  };
 }

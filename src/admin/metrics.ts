@@ -1,0 +1,235 @@
+/**
+ * /metrics in the Prometheus text exposition format (version 0.0.4): every family has # HELP
+ * and # TYPE, its samples follow together, label values are escaped, histograms have
+ * cumulative `_bucket{le}` lines ending in +Inf, then `_sum` and `_count`, in seconds.
+ *
+ * Latency histograms are exported on a coarser set of bounds than the 61 the Histogram keeps:
+ * cumulative counts at any of its bounds are exact, so the subset loses nothing but
+ * resolution, and keeps the series count per backend reasonable for a Prometheus server.
+ */
+import type { Backend, BackendState } from "../pool/backend.ts";
+import type { Histogram } from "../stats/histogram.ts";
+import { METHOD_LABELS } from "../stats/traffic.ts";
+import type { ProxyErrorCode } from "../proxy/errors.ts";
+import { backendTally, type Mode } from "./figures.ts";
+import type { SnapshotSource } from "./snapshot.ts";
+import type { BackendStatsPoller, PollResult } from "./poller.ts";
+
+export const METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8";
+
+/** Exported bucket bounds, seconds: 0.25 ms to 50 s, in 1-2.5-5 steps. */
+export const EXPORTED_BOUNDS_SECONDS: readonly number[] = [
+  0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50,
+];
+
+const STATES: readonly BackendState[] = ["up", "down", "draining", "ejected", "slow-starting"];
+const CLASSES = ["1xx", "2xx", "3xx", "4xx", "5xx"] as const;
+
+/** Prometheus label-value escaping: backslash, double quote and line feed. */
+export function escapeLabelValue(v: string): string {
+  return v.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n");
+}
+
+/** HELP text escaping: backslash and line feed. */
+function escapeHelp(v: string): string {
+  return v.replace(/\\/g, "\\\\").replace(/\n/g, "\\n");
+}
+
+function num(x: number): string {
+  if (Number.isNaN(x)) return "NaN";
+  if (x === Infinity) return "+Inf";
+  if (x === -Infinity) return "-Inf";
+  return String(x);
+}
+
+/** Which slots of a histogram's bounds to export, and their `le` strings; cached per bounds array. */
+interface BucketPlan {
+  indexes: number[];
+  le: string[];
+}
+const plans = new WeakMap<readonly number[], BucketPlan>();
+
+export function bucketPlan(boundsMs: readonly number[]): BucketPlan {
+  let plan = plans.get(boundsMs);
+  if (plan) return plan;
+  const indexes: number[] = [];
+  const le: string[] = [];
+  for (const s of EXPORTED_BOUNDS_SECONDS) {
+    const ms = s * 1000;
+    const i = boundsMs.findIndex((b) => Math.abs(b - ms) <= ms * 1e-9);
+    if (i >= 0) {
+      indexes.push(i);
+      le.push(num(s));
+    }
+  }
+  // Bounds with none of ours in common (a custom histogram): export every bound.
+  if (indexes.length === 0) {
+    boundsMs.forEach((b, i) => {
+      indexes.push(i);
+      le.push(num(Number((b / 1000).toPrecision(12))));
+    });
+  }
+  plan = { indexes, le };
+  plans.set(boundsMs, plan);
+  return plan;
+}
+
+class Writer {
+  private readonly lines: string[] = [];
+
+  family(name: string, type: "counter" | "gauge" | "histogram", help: string): void {
+    this.lines.push(`# HELP ${name} ${escapeHelp(help)}`, `# TYPE ${name} ${type}`);
+  }
+
+  /** `labels` is already rendered ("a=\"x\",b=\"y\"") or empty. */
+  sample(name: string, labels: string, value: number): void {
+    this.lines.push(labels ? `${name}{${labels}} ${num(value)}` : `${name} ${num(value)}`);
+  }
+
+  /** Histogram samples for one label set; ms values become seconds. */
+  histogram(name: string, labels: string, h: Histogram): void {
+    const plan = bucketPlan(h.bounds);
+    const sep = labels ? `${labels},` : "";
+    let cumulative = 0;
+    let next = 0;
+    for (let k = 0; k < plan.indexes.length; k++) {
+      const upTo = plan.indexes[k]!;
+      for (; next <= upTo; next++) cumulative += h.counts[next]!;
+      this.lines.push(`${name}_bucket{${sep}le="${plan.le[k]}"} ${num(cumulative)}`);
+    }
+    this.lines.push(`${name}_bucket{${sep}le="+Inf"} ${num(h.count)}`);
+    this.lines.push(labels ? `${name}_sum{${labels}} ${num(h.sum / 1000)}` : `${name}_sum ${num(h.sum / 1000)}`);
+    this.lines.push(labels ? `${name}_count{${labels}} ${num(h.count)}` : `${name}_count ${num(h.count)}`);
+  }
+
+  text(): string {
+    return this.lines.join("\n") + "\n";
+  }
+}
+
+export function renderMetrics(src: SnapshotSource, poller?: BackendStatsPoller, now = Date.now()): string {
+  const { pool, traffic, config } = src;
+  const mode: Mode = config.mode;
+  const w = new Writer();
+  const backends = pool.backends;
+  // Each backend's label is escaped once per scrape.
+  const label = new Map<Backend, string>(backends.map((b) => [b, `backend="${escapeLabelValue(b.name)}"`]));
+  const each = (name: string, value: (b: Backend) => number) => {
+    for (const b of backends) w.sample(name, label.get(b)!, value(b));
+  };
+
+  w.family("switchyard_start_time_seconds", "gauge", "When the balancer started, seconds since the Unix epoch.");
+  w.sample("switchyard_start_time_seconds", "", src.startedAt / 1000);
+
+  w.family("switchyard_requests_total", "counter", "Responses sent to clients, by request method and status class (including the balancer's own error answers).");
+  for (const m of METHOD_LABELS) {
+    const counts = traffic.byMethod[m]!;
+    if (!counts.some((n) => n > 0) && m !== "GET") continue;
+    for (let k = 1; k <= 5; k++) w.sample("switchyard_requests_total", `method="${m}",code_class="${CLASSES[k - 1]}"`, counts[k] ?? 0);
+  }
+
+  w.family("switchyard_proxy_errors_total", "counter", "Requests the balancer answered itself (or that the client abandoned), by error code.");
+  for (const [code, n] of Object.entries(traffic.proxyErrors) as [ProxyErrorCode, number][]) {
+    w.sample("switchyard_proxy_errors_total", `code="${code}"`, n);
+  }
+
+  w.family("switchyard_retries_total", "counter", "Tries after the first, over all requests.");
+  w.sample("switchyard_retries_total", "", traffic.retries);
+
+  w.family("switchyard_request_duration_seconds", "histogram", "Time from a request's arrival to its response head, seconds.");
+  w.histogram("switchyard_request_duration_seconds", "", traffic.latency);
+
+  let inFlight = 0;
+  for (const b of backends) inFlight += b.inFlight;
+  w.family("switchyard_in_flight_requests", "gauge", mode === "tcp" ? "Connections open to backends now." : "Requests in flight to backends now.");
+  w.sample("switchyard_in_flight_requests", "", inFlight);
+
+  const byState: Record<BackendState, number> = { up: 0, down: 0, draining: 0, ejected: 0, "slow-starting": 0 };
+  let available = 0;
+  const stateOf = new Map<Backend, BackendState>();
+  for (const b of backends) {
+    const s = b.state(now);
+    stateOf.set(b, s);
+    byState[s]++;
+    if (b.available(now)) available++;
+  }
+  w.family("switchyard_backends", "gauge", "Backends in each state.");
+  for (const s of STATES) w.sample("switchyard_backends", `state="${s}"`, byState[s]);
+  w.family("switchyard_backends_available", "gauge", "Backends that would take new traffic now.");
+  w.sample("switchyard_backends_available", "", available);
+
+  w.family("switchyard_backend_requests_total", "counter", mode === "tcp" ? "Connections made to the backend." : "Tries sent to the backend (a retry counts on the backend it went to).");
+  each("switchyard_backend_requests_total", (b) => backendTally(b, mode).units);
+
+  w.family("switchyard_backend_responses_total", "counter", "Responses from the backend, by status class.");
+  for (const b of backends) {
+    const l = label.get(b)!;
+    for (let k = 1; k <= 5; k++) w.sample("switchyard_backend_responses_total", `${l},code_class="${CLASSES[k - 1]}"`, b.stats.byClass[k] ?? 0);
+  }
+
+  w.family("switchyard_backend_proxy_errors_total", "counter", "Tries that got no response from the backend: refused, reset or timed out.");
+  each("switchyard_backend_proxy_errors_total", (b) => b.stats.proxyErrors);
+  w.family("switchyard_backend_connect_failures_total", "counter", "Connections to the backend that could not be made.");
+  each("switchyard_backend_connect_failures_total", (b) => b.stats.connectFailures);
+  w.family("switchyard_backend_retries_total", "counter", "Retries that went to the backend.");
+  each("switchyard_backend_retries_total", (b) => b.stats.retries);
+  w.family("switchyard_backend_ejections_total", "counter", "Times the backend was ejected by outlier detection.");
+  each("switchyard_backend_ejections_total", (b) => b.stats.ejections);
+
+  w.family("switchyard_backend_in_flight", "gauge", mode === "tcp" ? "Connections open to the backend now." : "Requests in flight to the backend now.");
+  each("switchyard_backend_in_flight", (b) => b.inFlight);
+  w.family("switchyard_backend_up", "gauge", "1 when the backend is healthy (active checks and passive detection), else 0.");
+  each("switchyard_backend_up", (b) => (b.isHealthy ? 1 : 0));
+  w.family("switchyard_backend_available", "gauge", "1 when the backend would take new traffic now (healthy, enabled, not ejected, not full).");
+  each("switchyard_backend_available", (b) => (b.available(now) ? 1 : 0));
+  w.family("switchyard_backend_state", "gauge", "The backend's state: 1 for the current one, 0 for the others.");
+  for (const b of backends) {
+    const l = label.get(b)!;
+    const cur = stateOf.get(b);
+    for (const s of STATES) w.sample("switchyard_backend_state", `${l},state="${s}"`, s === cur ? 1 : 0);
+  }
+  w.family("switchyard_backend_weight", "gauge", "The backend's configured weight.");
+  each("switchyard_backend_weight", (b) => b.weight);
+  w.family("switchyard_backend_last_state_change_timestamp_seconds", "gauge", "When the backend last changed state, seconds since the Unix epoch.");
+  each("switchyard_backend_last_state_change_timestamp_seconds", (b) => b.lastChange / 1000);
+
+  const checked = backends.filter((b) => b.lastCheck !== undefined);
+  if (checked.length > 0) {
+    w.family("switchyard_backend_last_check_success", "gauge", "1 when the backend's last active health check passed, else 0.");
+    for (const b of checked) w.sample("switchyard_backend_last_check_success", label.get(b)!, b.lastCheck!.ok ? 1 : 0);
+    w.family("switchyard_backend_last_check_timestamp_seconds", "gauge", "When the backend was last checked, seconds since the Unix epoch.");
+    for (const b of checked) w.sample("switchyard_backend_last_check_timestamp_seconds", label.get(b)!, b.lastCheck!.at / 1000);
+  }
+
+  w.family("switchyard_backend_response_latency_seconds", "histogram", "Time from a request's arrival to the backend's response head, per try, seconds.");
+  for (const b of backends) w.histogram("switchyard_backend_response_latency_seconds", label.get(b)!, b.stats.latency);
+
+  if (mode === "tcp" || backends.some((b) => b.stats.bytesIn > 0 || b.stats.bytesOut > 0)) {
+    w.family("switchyard_backend_connections_total", "counter", "Connections handed to the backend.");
+    each("switchyard_backend_connections_total", (b) => b.acquired);
+    w.family("switchyard_backend_bytes_total", "counter", "Bytes relayed for the backend's connections, by direction (in: BackendStats.bytesIn, out: bytesOut).");
+    for (const b of backends) {
+      const l = label.get(b)!;
+      w.sample("switchyard_backend_bytes_total", `${l},direction="in"`, b.stats.bytesIn);
+      w.sample("switchyard_backend_bytes_total", `${l},direction="out"`, b.stats.bytesOut);
+    }
+  }
+
+  if (poller) {
+    const reported = backends.map((b) => [b, poller.get(b)] as const);
+    const withUptime = reported.filter(([, r]) => r?.uptimeSeconds != null);
+    if (withUptime.length > 0) {
+      w.family("switchyard_backend_reported_uptime_seconds", "gauge", "Uptime the backend reported at its statsPath, at the last successful poll.");
+      for (const [b, r] of withUptime) w.sample("switchyard_backend_reported_uptime_seconds", label.get(b)!, r!.uptimeSeconds!);
+    }
+    const withMemory = reported.filter(([, r]) => r?.memoryUsage != null);
+    if (withMemory.length > 0) {
+      w.family("switchyard_backend_reported_memory_bytes", "gauge", "Memory use the backend reported at its statsPath, at the last successful poll.");
+      for (const [b, r] of withMemory) w.sample("switchyard_backend_reported_memory_bytes", label.get(b)!, r!.memoryUsage!);
+    }
+    w.family("switchyard_backend_stats_polls_total", "counter", "Polls of backends' statsPath, by result (skipped: the backend's last poll was still running or the queue was full).");
+    for (const r of ["ok", "error", "skipped"] as PollResult[]) w.sample("switchyard_backend_stats_polls_total", `result="${r}"`, poller.counts[r]);
+  }
+
+  return w.text();
+}
