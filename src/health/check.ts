@@ -1,6 +1,11 @@
 /**
  * The health check a backend gets: the global `healthCheck` merged with the backend's own
  * override, with defaults filled in. Resolved once at start-up.
+ *
+ * Merging is field by field: a backend's field replaces the global one, except `headers`,
+ * which are merged by name (the backend's value wins), so a global `Authorization` survives a
+ * backend that only adds `X-Probe`. A backend's `healthCheck: false` turns checks off for it;
+ * a global `false` turns them off for every backend that has no object of its own.
  */
 import type { Config, BackendConfig, HealthCheckFields } from "../config/schema.ts";
 
@@ -35,12 +40,15 @@ export const CHECK_DEFAULTS = {
 export function resolveCheck(global: Config["healthCheck"], backend: BackendConfig): ResolvedCheck | undefined {
   if (backend.healthCheck === false) return undefined;
   if (global === false && backend.healthCheck === undefined) return undefined;
-  const merged: HealthCheckFields = { ...(global === false ? {} : global), ...(backend.healthCheck ?? {}) };
+  const base: HealthCheckFields = global === false ? {} : global;
+  const own: HealthCheckFields = backend.healthCheck ?? {};
+  const merged: HealthCheckFields = { ...base, ...own };
+  const headers = base.headers || own.headers ? { ...base.headers, ...own.headers } : {};
   return {
     type: merged.type ?? (merged.path !== undefined ? "http" : "tcp"),
     path: merged.path ?? CHECK_DEFAULTS.path,
     method: merged.method ?? CHECK_DEFAULTS.method,
-    headers: merged.headers ?? {},
+    headers,
     host: merged.host,
     port: merged.port,
     interval: merged.interval ?? CHECK_DEFAULTS.interval,

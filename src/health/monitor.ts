@@ -7,6 +7,16 @@
  * Probing is apart from flipping (Pingora's observe_health): `HealthTally` counts consecutive
  * results and reports a flip only when `fall` failures or `rise` successes are reached; only
  * a flip changes the backend (whose state-change event the balancer logs, once).
+ *
+ * Timing. Probes of one backend start `interval` apart at most (measured start to start, minus
+ * up to 10% jitter), or at once after a probe that took longer than that. So a backend that
+ * fails is marked down within `fall × interval + timeout` of failing, and one that recovers is
+ * marked up within `rise × interval` plus one probe's duration.
+ *
+ * Start-up. start() probes every backend at once and resolves when all have answered (or timed
+ * out): at most `timeout`. That first result alone decides, without rise/fall, since there is no
+ * earlier state worth protecting: a backend that fails it starts down, so traffic only ever goes
+ * to backends not known to be down.
  */
 import type { Backend } from "../pool/backend.ts";
 import type { ResolvedCheck } from "./check.ts";
@@ -38,6 +48,11 @@ export class HealthTally {
     return this.healthy;
   }
 
+  /** Consecutive results against the current health so far. */
+  get count(): number {
+    return this.streak;
+  }
+
   /** Passive detection or an operator changed health: count from the new state. */
   reset(healthy: boolean): void {
     this.healthy = healthy;
@@ -51,100 +66,160 @@ interface Watch {
   probe: Probe;
   tally: HealthTally;
   timer: ReturnType<typeof setTimeout> | undefined;
-  inflight: AbortController | undefined;
+  /** The probe in flight: its controller (fired by its timeout or stop()) and its end. */
+  inflight: { controller: AbortController; done: Promise<ProbeResult> } | undefined;
+  /** Set by unwatch(): the loop ends at its next step. */
+  removed: boolean;
 }
 
 export class HealthMonitor {
-  private readonly watches: Watch[] = [];
-  private running = false;
+  private watches: Watch[] = [];
+  /** One per start()…stop(): a loop from an earlier run sees its signal aborted and ends. */
+  private run: AbortController | undefined;
 
   constructor(
     checks: ReadonlyMap<Backend, ResolvedCheck>,
     private readonly random: () => number = Math.random,
   ) {
-    for (const [backend, check] of checks) {
-      this.watches.push({
-        backend, check, probe: createProbe(backend, check),
-        tally: new HealthTally(backend.isHealthy, check.rise, check.fall),
-        timer: undefined, inflight: undefined,
-      });
-    }
+    for (const [backend, check] of checks) this.watches.push(this.newWatch(backend, check));
   }
 
   probes(backend: Backend): boolean {
     return this.watches.some((w) => w.backend === backend);
   }
 
-  /**
-   * Probe every backend at once, apply the results (at start-up one result decides: there is
-   * no earlier state worth protecting with rise/fall), then start the loops.
-   */
-  async start(): Promise<void> {
-    if (this.running) return;
-    this.running = true;
-    await Promise.all(
-      this.watches.map(async (w) => {
-        const r = await this.probeOnce(w);
-        if (!this.running) return;
-        if (r.ok !== w.backend.isHealthy) {
-          this.flip(w, r.ok, r, "at start-up");
-        }
-        this.schedule(w, w.check.interval * this.random());
-      }),
-    );
+  get running(): boolean {
+    return this.run !== undefined;
   }
 
-  stop(): void {
-    this.running = false;
+  /**
+   * Probe every backend at once, apply the results (the first result alone decides; see the
+   * top of this file), then start the loops. Resolves within the longest `timeout`.
+   */
+  async start(): Promise<void> {
+    if (this.run) return;
+    const run = new AbortController();
+    this.run = run;
+    await Promise.all(this.watches.map((w) => this.begin(w, run.signal)));
+  }
+
+  /**
+   * Stop every loop: no timer is left and every probe in flight is aborted. Resolves when
+   * those probes have ended; `pending` is 0 from then on.
+   */
+  async stop(): Promise<void> {
+    const run = this.run;
+    if (!run) return;
+    this.run = undefined;
+    run.abort();
+    const ending: Promise<unknown>[] = [];
     for (const w of this.watches) {
       clearTimeout(w.timer);
       w.timer = undefined;
-      w.inflight?.abort();
+      if (w.inflight) {
+        w.inflight.controller.abort();
+        ending.push(w.inflight.done);
+      }
     }
+    await Promise.all(ending);
   }
 
-  /** Timers and probes still pending: zero after stop(). */
+  /** Probe a backend added while running (or before start()); its first result decides. */
+  async watch(backend: Backend, check: ResolvedCheck): Promise<void> {
+    if (this.probes(backend)) return;
+    const w = this.newWatch(backend, check);
+    this.watches = [...this.watches, w];
+    if (this.run) await this.begin(w, this.run.signal);
+  }
+
+  /** Stop probing a backend (removed from the pool). */
+  unwatch(backend: Backend): void {
+    const w = this.watches.find((x) => x.backend === backend);
+    if (!w) return;
+    this.watches = this.watches.filter((x) => x !== w);
+    w.removed = true;
+    clearTimeout(w.timer);
+    w.timer = undefined;
+    w.inflight?.controller.abort();
+  }
+
+  /** Timers and probes still pending: 0 once stop() has resolved. */
   get pending(): number {
-    return this.watches.filter((w) => w.timer !== undefined || w.inflight !== undefined).length;
+    let n = 0;
+    for (const w of this.watches) n += (w.timer !== undefined ? 1 : 0) + (w.inflight !== undefined ? 1 : 0);
+    return n;
   }
 
-  private schedule(w: Watch, delay: number): void {
-    if (!this.running) return;
-    w.timer = setTimeout(async () => {
+  private newWatch(backend: Backend, check: ResolvedCheck): Watch {
+    return {
+      backend, check, probe: createProbe(backend, check),
+      tally: new HealthTally(backend.isHealthy, check.rise, check.fall),
+      timer: undefined, inflight: undefined, removed: false,
+    };
+  }
+
+  /** The start-up probe, then the loop, its first turn at a random point of the interval. */
+  private async begin(w: Watch, signal: AbortSignal): Promise<void> {
+    const started = performance.now();
+    const r = await this.probeOnce(w);
+    if (signal.aborted || w.removed) return;
+    w.tally.reset(w.backend.isHealthy);
+    if (r.ok !== w.backend.isHealthy) this.flip(w, r.ok, r, "at start-up");
+    this.schedule(w, signal, started + w.check.interval * this.random());
+  }
+
+  /** Next probe at `at` (performance.now() time), or at once if that has passed. */
+  private schedule(w: Watch, signal: AbortSignal, at: number): void {
+    if (signal.aborted || w.removed) return;
+    w.timer = setTimeout(() => {
       w.timer = undefined;
-      const r = await this.probeOnce(w);
-      if (!this.running) return;
-      this.observe(w, r);
-      // ±10% jitter keeps probes of many backends from lining up again.
-      this.schedule(w, w.check.interval * (0.9 + 0.2 * this.random()));
-    }, delay);
+      void this.turn(w, signal);
+    }, Math.max(0, at - performance.now()));
+  }
+
+  private async turn(w: Watch, signal: AbortSignal): Promise<void> {
+    const started = performance.now();
+    const r = await this.probeOnce(w);
+    if (signal.aborted || w.removed) return;
+    this.observe(w, r);
+    // Up to 10% early, never late: probes of many backends drift apart instead of lining up,
+    // and the detection bound (fall × interval + timeout) still holds.
+    this.schedule(w, signal, started + w.check.interval * (1 - 0.1 * this.random()));
   }
 
   private observe(w: Watch, r: ProbeResult): void {
     // Passive detection may have changed health since the last probe: count from there.
     if (w.tally.isHealthy !== w.backend.isHealthy) w.tally.reset(w.backend.isHealthy);
     const flip = w.tally.observe(r.ok);
-    if (flip !== undefined && flip !== w.backend.isHealthy) this.flip(w, flip, r, `after ${flip ? w.check.rise : w.check.fall} ${flip ? "successes" : "failures"}`);
+    if (flip === undefined || flip === w.backend.isHealthy) return;
+    const n = flip ? w.check.rise : w.check.fall;
+    this.flip(w, flip, r, `after ${n} consecutive ${flip ? (n === 1 ? "success" : "successes") : n === 1 ? "failure" : "failures"}`);
   }
 
   private flip(w: Watch, healthy: boolean, r: ProbeResult, why: string): void {
     w.tally.reset(healthy);
-    const reason = `${w.check.type} check ${healthy ? "passed" : "failed"} ${why}: ${r.detail}`;
-    w.backend.setHealthy(healthy, reason);
+    // "http check failed after 3 consecutive failures: status 503"
+    w.backend.setHealthy(healthy, `${w.check.type} check ${healthy ? "passed" : "failed"} ${why}: ${r.detail}`);
   }
 
-  private async probeOnce(w: Watch): Promise<ProbeResult> {
+  private probeOnce(w: Watch): Promise<ProbeResult> {
     const controller = new AbortController();
-    w.inflight = controller;
     const timer = setTimeout(() => controller.abort(), w.check.timeout);
     const started = performance.now();
-    try {
-      const r = await w.probe.run(controller.signal);
-      w.backend.lastCheck = { ok: r.ok, detail: r.detail, at: Date.now(), durationMs: performance.now() - started };
-      return r;
-    } finally {
+    const done = w.probe.run(controller.signal).then(
+      (r) => r,
+      // A probe reports failures as results; a throw is a bug, but still a failed check.
+      (e: unknown): ProbeResult => ({ ok: false, detail: `probe error: ${e instanceof Error ? e.message : String(e)}` }),
+    ).then((r) => {
       clearTimeout(timer);
       w.inflight = undefined;
-    }
+      // A probe cut short by stop()/unwatch() says nothing about the backend.
+      if (!(controller.signal.aborted && (this.run === undefined || w.removed))) {
+        w.backend.lastCheck = { ok: r.ok, detail: r.detail, at: Date.now(), durationMs: performance.now() - started };
+      }
+      return r;
+    });
+    w.inflight = { controller, done };
+    return done;
   }
 }

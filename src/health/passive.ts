@@ -3,15 +3,24 @@
  *
  * - A refused connection marks the backend down at once (nothing listens there). Active probes
  *   bring it back; a backend without probes is re-admitted after `readmitAfter`.
- * - Consecutive 5xx answers or gateway failures beyond a threshold eject the backend for a time
- *   that grows with each ejection, capped (Envoy's outlier detection). The last available
- *   backend is never ejected, nor more than maxEjectedPercent of the pool.
+ * - Consecutive 5xx answers or gateway failures (reset, timeout) reaching `consecutiveFailures`
+ *   eject the backend (Envoy's outlier detection, consecutive_5xx plus consecutive gateway
+ *   failure in one counter). The ejection lasts `baseEjectionTime × n`, capped at
+ *   `maxEjectionTime`, where n counts this backend's recent ejections: it grows by one with
+ *   each ejection and shrinks by one for every `baseEjectionTime` spent without one, as Envoy
+ *   lowers its multiplier while a host stays healthy.
+ * - Ejection never leaves the pool without an available backend (a degraded answer beats
+ *   none), and never takes the ejected share above `maxEjectedPercent`: with 2 backends and
+ *   50% one may be ejected, with 3 backends and 50% one, with 4 two.
+ *
+ * Every timer this class starts is kept, one per backend and purpose, and cancelled by stop().
  */
 import type { Backend } from "../pool/backend.ts";
 import type { Pool } from "../pool/pool.ts";
 import { formatDuration } from "../config/units.ts";
 
 export interface PassiveOptions {
+  /** 0 turns ejection off. */
   consecutiveFailures: number;
   baseEjectionTime: number;
   maxEjectionTime: number;
@@ -29,8 +38,19 @@ export interface PassiveSignals {
   failed(backend: Backend, detail: string): void;
 }
 
+interface EjectionRecord {
+  /** Recent ejections, decayed (see the top of this file). */
+  level: number;
+  /** When the last ejection ended or was last decayed (ms since epoch). */
+  since: number;
+}
+
 export class PassiveHealth implements PassiveSignals {
-  private readonly timers = new Set<ReturnType<typeof setTimeout>>();
+  /** Pending ejection ends, one per ejected backend. */
+  private readonly ejections = new Map<Backend, ReturnType<typeof setTimeout>>();
+  /** Pending timed re-admissions of unprobed backends marked down, one per backend. */
+  private readonly readmissions = new Map<Backend, ReturnType<typeof setTimeout>>();
+  private readonly history = new WeakMap<Backend, EjectionRecord>();
   private stopped = false;
 
   constructor(
@@ -45,8 +65,9 @@ export class PassiveHealth implements PassiveSignals {
     if (!backend.isHealthy) return;
     backend.setHealthy(false, `passive: ${detail}`);
     if (!this.probed(backend)) {
-      this.after(this.opts.readmitAfter, () =>
-        backend.setHealthy(true, `passive: re-admitted after ${formatDuration(this.opts.readmitAfter)}`),
+      const after = this.opts.readmitAfter;
+      this.start(this.readmissions, backend, after, () =>
+        backend.setHealthy(true, `passive: re-admitted after ${formatDuration(after)} (no active check)`),
       );
     }
   }
@@ -61,41 +82,81 @@ export class PassiveHealth implements PassiveSignals {
     if (threshold === 0) return;
     if (++backend.consecutiveFailures < threshold) return;
     const now = Date.now();
+    // Still counting up while ejected (late answers) or while the limits forbid an ejection:
+    // the next failure asks again.
     if (now < backend.ejectedUntilMs || !this.mayEject(backend, now)) return;
     backend.consecutiveFailures = 0;
-    // Envoy: ejection time = base × number of times ejected, capped.
-    const duration = Math.min(this.opts.baseEjectionTime * (backend.ejectionCount + 1), this.opts.maxEjectionTime);
+    const level = this.nextLevel(backend, now);
+    const duration = Math.min(this.opts.baseEjectionTime * level, this.opts.maxEjectionTime);
     backend.eject(duration, `ejected for ${formatDuration(duration)} after ${threshold} consecutive failures (last: ${detail})`, now);
-    this.after(duration, () => backend.readmit(`ejection of ${formatDuration(duration)} ended`));
+    const until = backend.ejectedUntilMs;
+    this.start(this.ejections, backend, duration, () => {
+      this.ended(backend, Date.now());
+      // Only the ejection this timer was set for: an operator may have ended it already.
+      if (backend.ejectedUntilMs === until) backend.readmit(`ejection of ${formatDuration(duration)} ended`);
+    });
   }
 
-  /** Never eject the last available backend, nor beyond maxEjectedPercent of the pool. */
-  private mayEject(backend: Backend, now: number): boolean {
-    if (!backend.isHealthy || !backend.isEnabled) return false;
+  /**
+   * Whether ejecting `backend` keeps within the limits: at least one other backend stays
+   * available, and ejected/total × 100 stays at most maxEjectedPercent (Envoy's rule).
+   * "Available" here ignores maxConnections: a backend that is busy right now still serves.
+   */
+  mayEject(backend: Backend, now = Date.now()): boolean {
+    if (!backend.isHealthy || !backend.isEnabled || now < backend.ejectedUntilMs) return false;
     const all = this.pool.backends;
     let ejected = 0;
-    for (const b of all) if (now < b.ejectedUntilMs) ejected++;
-    if (((ejected + 1) / all.length) * 100 > this.opts.maxEjectedPercent) return false;
-    return this.pool.availableCount(now) > 1;
+    let othersServing = 0;
+    for (const b of all) {
+      if (now < b.ejectedUntilMs) ejected++;
+      else if (b !== backend && b.isHealthy && b.isEnabled) othersServing++;
+    }
+    if (othersServing === 0) return false;
+    return (ejected + 1) * 100 <= this.opts.maxEjectedPercent * all.length;
   }
 
-  private after(ms: number, fn: () => void): void {
+  /** The multiplier for a new ejection of `backend`: one more than its decayed recent count. */
+  private nextLevel(backend: Backend, now: number): number {
+    const h = this.history.get(backend) ?? { level: 0, since: now };
+    if (h.level > 0 && this.opts.baseEjectionTime > 0) {
+      const quiet = Math.floor((now - h.since) / this.opts.baseEjectionTime);
+      h.level = Math.max(0, h.level - quiet);
+    }
+    // Past the cap a higher level changes nothing but how long decay takes: stop there.
+    const cap = this.opts.baseEjectionTime > 0 ? Math.max(1, Math.ceil(this.opts.maxEjectionTime / this.opts.baseEjectionTime)) : 1;
+    h.level = Math.min(h.level + 1, cap);
+    h.since = now;
+    this.history.set(backend, h);
+    return h.level;
+  }
+
+  /** An ejection ended: decay counts from here. */
+  private ended(backend: Backend, now: number): void {
+    const h = this.history.get(backend);
+    if (h) h.since = now;
+  }
+
+  /** One timer per backend in `timers`; a new one replaces (cancels) the old. */
+  private start(timers: Map<Backend, ReturnType<typeof setTimeout>>, backend: Backend, ms: number, fn: () => void): void {
     if (this.stopped) return;
+    clearTimeout(timers.get(backend));
     const t = setTimeout(() => {
-      this.timers.delete(t);
+      timers.delete(backend);
       fn();
     }, ms);
-    this.timers.add(t);
+    timers.set(backend, t);
   }
 
-  /** Cancel pending re-admissions: nothing outlives the server. */
+  /** Cancel pending re-admissions and ejection ends: nothing outlives the server. */
   stop(): void {
     this.stopped = true;
-    for (const t of this.timers) clearTimeout(t);
-    this.timers.clear();
+    for (const t of this.ejections.values()) clearTimeout(t);
+    for (const t of this.readmissions.values()) clearTimeout(t);
+    this.ejections.clear();
+    this.readmissions.clear();
   }
 
   get pendingTimers(): number {
-    return this.timers.size;
+    return this.ejections.size + this.readmissions.size;
   }
 }

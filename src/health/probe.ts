@@ -33,12 +33,39 @@ export function statusMatcher(expect: readonly string[]): (status: number) => bo
   return (s) => tests.some((t) => t(s));
 }
 
+/** Bodies are searched for `expectBody` within this many bytes; the rest is not read. */
+export const EXPECT_BODY_LIMIT = 64 * 1024;
+
+/** The reason a probe failed, in the words the log uses: "connection refused", "timeout after 1s". */
 function failureDetail(e: unknown, timeoutMs: number, signal: AbortSignal): string {
+  // The probe's own controller fired: its timer, or stop() (whose result nobody reads).
   if (signal.aborted) return `timeout after ${formatDuration(timeoutMs)}`;
-  const code = (e as { code?: string }).code;
+  const code = (e as { code?: string } | undefined)?.code;
+  // Bun 1.3 said ConnectionRefused, 1.4 says ECONNREFUSED (oven-sh/bun#34397): match both.
   if (code === "ECONNREFUSED" || code === "ConnectionRefused") return "connection refused";
   if (code === "ECONNRESET" || code === "ConnectionClosed") return "connection reset";
-  return code ? `error ${code}` : `error ${(e as Error).message}`;
+  if (code === "ENOTFOUND") return "host not found";
+  if (code) return `error ${code}`;
+  return `error ${e instanceof Error ? e.message : String(e)}`;
+}
+
+/** Up to `limit` bytes of a body as text; the rest is cancelled, not read. */
+async function readUpTo(body: ReadableStream<Uint8Array> | null, limit: number): Promise<string> {
+  if (body === null) return "";
+  const reader = body.getReader();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  try {
+    while (size < limit) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      chunks.push(value);
+      size += value.byteLength;
+    }
+  } finally {
+    void reader.cancel().catch(() => {});
+  }
+  return new TextDecoder().decode(Buffer.concat(chunks).subarray(0, limit));
 }
 
 export class HttpProbe implements Probe {
@@ -75,7 +102,7 @@ export class HttpProbe implements Probe {
         return { ok, detail: `status ${res.status}` };
       }
       if (this.check.expectBody !== undefined) {
-        const text = await res.text();
+        const text = await readUpTo(res.body, EXPECT_BODY_LIMIT);
         if (!text.includes(this.check.expectBody)) return { ok: false, detail: `status ${res.status}, body lacks "${this.check.expectBody}"` };
       } else {
         void res.body?.cancel().catch(() => {});
@@ -101,6 +128,7 @@ export class TcpProbe implements Probe {
   }
 
   run(signal: AbortSignal): Promise<ProbeResult> {
+    if (signal.aborted) return Promise.resolve({ ok: false, detail: `timeout after ${formatDuration(this.check.timeout)}` });
     return new Promise((resolve) => {
       let settled = false;
       const settle = (r: ProbeResult) => {
@@ -130,6 +158,7 @@ export class TcpProbe implements Probe {
         },
       }).then(
         (socket) => {
+          // Connected only after the timeout fired: nobody waits for this socket any more.
           if (settled && signal.aborted) socket.terminate();
         },
         (e) => settle({ ok: false, detail: failureDetail(e, 0, signal) }),

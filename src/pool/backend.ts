@@ -19,6 +19,12 @@ export interface BackendOptions {
   disabled?: boolean;
   /** Slow-start window in ms (0 = off). */
   slowStart?: number;
+  /**
+   * Start the slow-start ramp at this time (ms since epoch), as for a backend that just came
+   * back. The pool sets it for backends added while it runs; backends configured at start-up
+   * take a full share at once (HAProxy: slowstart never applies when the process starts).
+   */
+  rampFrom?: number;
   statsPath?: string;
 }
 
@@ -79,10 +85,14 @@ export class Backend {
   private healthy = true;
   /** false = draining: no new traffic, in-flight work finishes. Apart from health. */
   private enabled: boolean;
-  /** Outlier ejection: unavailable until this time (ms since epoch). */
+  /**
+   * Outlier ejection: unavailable until this time (ms since epoch); 0 when not ejected.
+   * Availability follows the clock (an ejection ends on time even if its owner's timer runs
+   * late); the owner's readmit() call then announces the end and clears this.
+   */
   private ejectedUntil = 0;
   /** When the backend last became available after not being so, for slow start. */
-  private availableSince = 0;
+  private availableSince: number;
   /** Consecutive 5xx/gateway failures, for outlier ejection. */
   consecutiveFailures = 0;
   ejectionCount = 0;
@@ -102,6 +112,7 @@ export class Backend {
     this.maxConnections = opts.maxConnections ?? 0;
     this.enabled = !opts.disabled;
     this.slowStartMs = opts.slowStart ?? 0;
+    this.availableSince = opts.rampFrom ?? 0;
     this.statsPath = opts.statsPath;
   }
 
@@ -121,10 +132,19 @@ export class Backend {
    */
   rampFactor(now = Date.now()): number {
     if (this.slowStartMs === 0) return 1;
-    const elapsed = now - this.availableSince;
+    const elapsed = now - this.rampStart(now);
     if (elapsed >= this.slowStartMs) return 1;
     // Never 0: a backend that gets no traffic at all could not show it is healthy under load.
     return Math.max(0.05, elapsed / this.slowStartMs);
+  }
+
+  /**
+   * When the current ramp began. An ejection that ran out by the clock, before its owner's
+   * readmit() call, made the backend available again at its end time: count from there.
+   */
+  private rampStart(now: number): number {
+    const until = this.ejectedUntil;
+    return until !== 0 && until <= now && until > this.availableSince ? until : this.availableSince;
   }
 
   get isHealthy(): boolean {
@@ -181,14 +201,26 @@ export class Backend {
     this.change(() => (this.ejectedUntil = now + durationMs), reason, now);
   }
 
-  /** End an ejection early (its time is up or an operator says so). */
+  /**
+   * End an ejection: its time is up (the owner's timer) or an operator says so. Announced as a
+   * change from "ejected" even when the clock already ended it a moment ago, so that every
+   * ejection is followed by exactly one logged return; slow start counts from the moment
+   * traffic could come back.
+   */
   readmit(reason: string, now = Date.now()): void {
-    if (this.ejectedUntil === 0) return;
-    this.change(() => (this.ejectedUntil = 0), reason, now);
+    const until = this.ejectedUntil;
+    if (until === 0) return;
+    if (until <= now) {
+      // Already available by the clock since `until`: the ramp started then, not now.
+      this.availableSince = Math.max(this.availableSince, until);
+      const from: BackendState = this.healthy && this.enabled ? "ejected" : this.state(now);
+      this.change(() => (this.ejectedUntil = 0), reason, now, from);
+    } else {
+      this.change(() => (this.ejectedUntil = 0), reason, now);
+    }
   }
 
-  private change(mutate: () => void, reason: string, now = Date.now()): void {
-    const from = this.state(now);
+  private change(mutate: () => void, reason: string, now = Date.now(), from = this.state(now)): void {
     const wasAvailable = this.healthy && this.enabled && now >= this.ejectedUntil;
     mutate();
     const isAvailable = this.healthy && this.enabled && now >= this.ejectedUntil;

@@ -29,12 +29,16 @@ export class LocalPool implements Pool {
   /** Reused by pick(): selection allocates nothing per request. */
   private scratch: Backend[] = [];
 
+  /** Backends given to the constructor take a full share at once; later ones ramp up. */
+  private running = false;
+
   constructor(
     readonly policy: SelectionPolicy,
     backends: BackendOptions[] = [],
     private readonly random: () => number = Math.random,
   ) {
     for (const b of backends) this.add(b);
+    this.running = true;
   }
 
   get backends(): readonly Backend[] {
@@ -47,7 +51,9 @@ export class LocalPool implements Pool {
 
   add(opts: BackendOptions): Backend {
     if (this.get(opts.name)) throw new Error(`a backend named "${opts.name}" already exists`);
-    const b = new Backend(opts);
+    // A backend added to a running pool slow-starts like one that came back (HAProxy's
+    // slowstart applies to servers that join, not to those present when the process starts).
+    const b = new Backend(this.running && opts.rampFrom === undefined ? { ...opts, rampFrom: Date.now() } : opts);
     b.onStateChange((c) => this.listeners.forEach((fn) => fn(c)));
     this.list = [...this.list, b];
     return b;
