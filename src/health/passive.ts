@@ -41,7 +41,7 @@ export interface PassiveSignals {
 interface EjectionRecord {
   /** Recent ejections, decayed (see the top of this file). */
   level: number;
-  /** When the last ejection ended or was last decayed (ms since epoch). */
+  /** When the last ejection was due to end (ms since epoch): decay counts from there. */
   since: number;
 }
 
@@ -86,12 +86,12 @@ export class PassiveHealth implements PassiveSignals {
     // the next failure asks again.
     if (now < backend.ejectedUntilMs || !this.mayEject(backend, now)) return;
     backend.consecutiveFailures = 0;
-    const level = this.nextLevel(backend, now);
-    const duration = Math.min(this.opts.baseEjectionTime * level, this.opts.maxEjectionTime);
+    const h = this.nextLevel(backend, now);
+    const duration = Math.min(this.opts.baseEjectionTime * h.level, this.opts.maxEjectionTime);
+    h.since = now + duration;
     backend.eject(duration, `ejected for ${formatDuration(duration)} after ${threshold} consecutive failures (last: ${detail})`, now);
     const until = backend.ejectedUntilMs;
     this.start(this.ejections, backend, duration, () => {
-      this.ended(backend, Date.now());
       // Only the ejection this timer was set for: an operator may have ended it already.
       if (backend.ejectedUntilMs === until) backend.readmit(`ejection of ${formatDuration(duration)} ended`);
     });
@@ -115,25 +115,19 @@ export class PassiveHealth implements PassiveSignals {
     return (ejected + 1) * 100 <= this.opts.maxEjectedPercent * all.length;
   }
 
-  /** The multiplier for a new ejection of `backend`: one more than its decayed recent count. */
-  private nextLevel(backend: Backend, now: number): number {
+  /** The record for a new ejection of `backend`: level one more than its decayed recent count. */
+  private nextLevel(backend: Backend, now: number): EjectionRecord {
     const h = this.history.get(backend) ?? { level: 0, since: now };
     if (h.level > 0 && this.opts.baseEjectionTime > 0) {
-      const quiet = Math.floor((now - h.since) / this.opts.baseEjectionTime);
+      // Negative when an operator ended the last ejection early and it fails again at once.
+      const quiet = Math.max(0, Math.floor((now - h.since) / this.opts.baseEjectionTime));
       h.level = Math.max(0, h.level - quiet);
     }
     // Past the cap a higher level changes nothing but how long decay takes: stop there.
     const cap = this.opts.baseEjectionTime > 0 ? Math.max(1, Math.ceil(this.opts.maxEjectionTime / this.opts.baseEjectionTime)) : 1;
     h.level = Math.min(h.level + 1, cap);
-    h.since = now;
     this.history.set(backend, h);
-    return h.level;
-  }
-
-  /** An ejection ended: decay counts from here. */
-  private ended(backend: Backend, now: number): void {
-    const h = this.history.get(backend);
-    if (h) h.since = now;
+    return h;
   }
 
   /** One timer per backend in `timers`; a new one replaces (cancels) the old. */
