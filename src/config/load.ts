@@ -3,6 +3,7 @@
  * validate against the one schema, and turn every problem into one line that names the field,
  * the bad value and what was expected.
  */
+import { extname } from "node:path";
 import * as v from "valibot";
 import { ConfigSchema, type Config, type ConfigInput } from "./schema.ts";
 import { parseBackendAddress } from "./address.ts";
@@ -19,15 +20,16 @@ export class ConfigError extends Error {
 
 /** Parse the text of a config file by its extension. Syntax errors become a ConfigError. */
 export function parseConfigText(text: string, file: string): unknown {
-  const ext = file.toLowerCase().split(".").pop();
+  const ext = extname(file).slice(1).toLowerCase();
   try {
     if (ext === "yaml" || ext === "yml") return Bun.YAML.parse(text);
     if (ext === "toml") return Bun.TOML.parse(text);
     if (ext === "json") return JSON.parse(text);
   } catch (e) {
-    throw new ConfigError([`cannot parse ${ext!.toUpperCase()}: ${(e as Error).message}`], file);
+    throw new ConfigError([`cannot parse ${ext.toUpperCase()}: ${(e as Error).message}`], file);
   }
-  throw new ConfigError([`unknown file type ".${ext}": expected .json, .yaml, .yml or .toml`], file);
+  const what = ext ? `unknown file type ".${ext}"` : "no file extension";
+  throw new ConfigError([`${what}: expected .json, .yaml, .yml or .toml to tell the format`], file);
 }
 
 /** Read and parse a config file without validating it (the CLI applies flags first). */
