@@ -5,7 +5,7 @@
  */
 import type { Server } from "bun";
 import type { Pool } from "../pool/pool.ts";
-import type { Backend, Lease } from "../pool/backend.ts";
+import type { Backend } from "../pool/backend.ts";
 import type { PassiveSignals } from "../health/passive.ts";
 import type { AccessLog } from "../log/access.ts";
 import type { TrafficStats } from "../stats/traffic.ts";
@@ -53,6 +53,12 @@ function bodiless(method: string, status: number): boolean {
   return method === "HEAD" || status === 204 || status === 304 || (status >= 100 && status < 200);
 }
 
+/** How one try ended when it produced no response for the client. */
+type TryOutcome =
+  | { response: Response }
+  | { failure: TryFailure; detail: string; deadline: boolean }
+  | { clientGone: true };
+
 export function createProxyHandler(opts: ProxyOptions): ProxyHandler {
   const { pool, passive, traffic, accessLog, retry } = opts;
   // Work done once, not per request.
@@ -75,7 +81,6 @@ export function createProxyHandler(opts: ProxyOptions): ProxyHandler {
     const headers = req.headers;
     const requestId = headers.get("x-request-id") ?? crypto.randomUUID();
     const tried: Backend[] = [];
-    traffic.requests++;
 
     const finish = (status: number, bytes: number, error?: ProxyErrorCode) => {
       accessLog?.write({
@@ -96,31 +101,20 @@ export function createProxyHandler(opts: ProxyOptions): ProxyHandler {
     toUpstreamHeaders(headers, { clientIp, proto: "http", requestId }, opts, "");
     const prepared = await prepareBody(req, retry.bufferBody);
     const deadline = started + retry.timeout;
-    const exclude = new Set<Backend>();
-    let lastFailure: TryFailure | undefined;
 
-    for (;;) {
-      const backend = pool.pick(exclude);
-      if (backend === undefined) {
-        if (lastFailure === undefined) return fail("SY_NO_BACKEND");
-        return fail(lastFailure.kind === "timeout" ? "SY_UPSTREAM_TIMEOUT" : "SY_UPSTREAM_FAILED", describe(lastFailure));
-      }
-      if (tried.length > 0) {
-        traffic.retries++;
-        backend.stats.retries++;
-      }
-      tried.push(backend);
-      exclude.add(backend);
+    /**
+     * One try against one backend. The in-flight slot, the timer and the client-abort listener
+     * are released in the finally, unless a streamed response takes them over.
+     */
+    const attempt = async (backend: Backend): Promise<TryOutcome> => {
       const lease = backend.acquire();
       backend.stats.requests++;
-      if (!opts.preserveHost) headers.set("host", backend.url.host);
-
+      const tryStarted = performance.now();
       // One controller per try: fired by the per-try timer, the overall deadline, or the
-      // client going away; the reason tells which.
+      // client going away; `why` tells which.
       const controller = new AbortController();
       let why = 0;
-      const remaining = deadline - performance.now();
-      const perTry = Math.min(retry.perTryTimeout, remaining);
+      const perTry = Math.min(retry.perTryTimeout, deadline - tryStarted);
       const timer = setTimeout(() => {
         why = perTry < retry.perTryTimeout ? Abort.Deadline : Abort.PerTry;
         controller.abort();
@@ -130,120 +124,144 @@ export function createProxyHandler(opts: ProxyOptions): ProxyHandler {
         controller.abort();
       };
       req.signal.addEventListener("abort", onClientAbort, { once: true });
-
-      let res: Response;
-      try {
-        res = await fetch(backend.origin + backend.basePath + target, {
-          method,
-          headers,
-          body: prepared.body,
-          signal: controller.signal,
-          redirect: "manual",
-          decompress: false,
-          duplex: "half",
-          // The response-head wait is bounded by our timers and the body by the client's idle
-          // timeout; fetch's own 5-minute idle timer would cut long streams.
-          timeout: false,
-        } as RequestInit);
-      } catch (e) {
-        clearTimeout(timer);
-        req.signal.removeEventListener("abort", onClientAbort);
-        lease.release();
-        if (why === Abort.Client || req.signal.aborted) {
-          traffic.proxyErrors.SY_CLIENT_ABORTED++;
-          finish(499, 0, "SY_CLIENT_ABORTED");
-          return new Response(null, { status: 499 });
-        }
-        backend.stats.proxyErrors++;
+      const failed = (e: unknown, stage = ""): TryOutcome => {
+        if (why === Abort.Client || req.signal.aborted) return { clientGone: true };
         const failure = classify(e, why);
-        if (failure.kind === "connect") passive.connectFailed(backend, describe(failure, e));
-        else passive.failed(backend, describe(failure));
-        if (why === Abort.Deadline) return fail("SY_UPSTREAM_TIMEOUT", `after ${retry.timeout}ms`);
-        lastFailure = failure;
-        // A streamed body may already be partly read by the failed try, even on a connect
-        // failure: only a buffered body (or none) can be sent again.
-        if (shouldRetry({ failure, method, tries: tried.length, maxTries: retry.attempts, replayableBody: prepared.replayable, retryNonIdempotent: retry.nonIdempotent, timeLeft: deadline - performance.now() })) continue;
-        return fail(failure.kind === "timeout" ? "SY_UPSTREAM_TIMEOUT" : "SY_UPSTREAM_FAILED", describe(failure, e));
-      }
-      const status = res.status;
-      passive.succeeded(backend, status);
-      backend.stats.byClass[Math.floor(status / 100)]! += 1;
-      const latency = performance.now() - started;
-      backend.stats.latency.record(latency);
+        const detail = describe(failure, e) + stage;
+        backend.stats.proxyErrors++;
+        if (failure.kind === "connect") passive.connectFailed(backend, detail);
+        else passive.failed(backend, detail);
+        return { failure, detail, deadline: why === Abort.Deadline };
+      };
 
-      if (retryOn.has(status)) {
-        const failure: TryFailure = { kind: "status", status };
-        if (shouldRetry({ failure, method, tries: tried.length, maxTries: retry.attempts, replayableBody: prepared.replayable, retryNonIdempotent: retry.nonIdempotent, timeLeft: deadline - performance.now() })) {
-          req.signal.removeEventListener("abort", onClientAbort);
-          clearTimeout(timer);
-          lastFailure = failure;
-          void res.body?.cancel().catch(() => {});
-          lease.release();
-          continue;
-        }
-      }
-
-      traffic.record(method, status, latency);
-      toClientHeaders(res.headers, requestId);
-      const init = { status, statusText: res.statusText, headers: res.headers };
-      if (res.body === null || bodiless(method, status)) {
-        clearTimeout(timer);
-        req.signal.removeEventListener("abort", onClientAbort);
-        void res.body?.cancel().catch(() => {});
-        lease.release();
-        finish(status, 0);
-        return new Response(null, init);
-      }
-      const length = res.headers.get("content-length");
-      if (length !== null && Number(length) <= opts.responseBuffer) {
-        // A small body of known length is read whole, as nginx's proxy_buffer_size does: it
-        // has usually arrived with the head, and reading it here lets the slot be released
-        // and the bytes counted without a JS stream per response, which halves throughput.
-        let body: ArrayBuffer;
+      let handedOff = false;
+      try {
+        if (!opts.preserveHost) headers.set("host", backend.url.host);
+        let res: Response;
         try {
-          body = await res.arrayBuffer();
+          res = await fetch(backend.origin + backend.basePath + target, {
+            method,
+            headers,
+            body: prepared.body,
+            signal: controller.signal,
+            redirect: "manual",
+            decompress: false,
+            duplex: "half",
+            // The response-head wait is bounded by our timers and the body by the client's
+            // idle timeout; fetch's own 5-minute idle timer would cut long streams.
+            timeout: false,
+          } as RequestInit);
         } catch (e) {
+          return failed(e);
+        }
+        const status = res.status;
+        passive.succeeded(backend, status);
+        backend.stats.byClass[Math.floor(status / 100)]! += 1;
+        backend.stats.latency.record(performance.now() - tryStarted);
+
+        if (retryOn.has(status) && mayRetry({ kind: "status", status })) {
+          void res.body?.cancel().catch(() => {});
+          return { failure: { kind: "status", status }, detail: `status ${status}`, deadline: false };
+        }
+        toClientHeaders(res.headers, requestId);
+        const init = { status, statusText: res.statusText, headers: res.headers };
+        const respond = (body: BodyInit | null, bytes: number): TryOutcome => {
+          traffic.record(method, status, performance.now() - started);
+          finish(status, bytes);
+          return { response: new Response(body, init) };
+        };
+        if (res.body === null || bodiless(method, status)) {
+          void res.body?.cancel().catch(() => {});
+          return respond(null, 0);
+        }
+        const length = res.headers.get("content-length");
+        if (length !== null && Number(length) <= opts.responseBuffer) {
+          // A small body of known length is read whole, as nginx's proxy buffers do: it has
+          // usually arrived with the head, and reading it here lets the slot be released and
+          // the bytes counted without a JS stream per response, which halves throughput.
+          // Nothing has reached the client yet, so a failure here can still be retried.
+          let body: ArrayBuffer;
+          try {
+            body = await res.arrayBuffer();
+          } catch (e) {
+            return failed(e, " while reading the body");
+          }
+          return respond(body, body.byteLength);
+        }
+        // From here only the idle timeout between bytes applies: a long download or an event
+        // stream is never cut by the retry timeouts.
+        clearTimeout(timer);
+        if (raiseIdle) server.timeout(req, opts.idleTimeoutSec);
+        handedOff = true;
+        traffic.record(method, status, performance.now() - started);
+        return {
+          response: new Response(
+            track(res.body, (bytes) => {
+              req.signal.removeEventListener("abort", onClientAbort);
+              lease.release();
+              finish(status, bytes);
+            }),
+            init,
+          ),
+        };
+      } finally {
+        if (!handedOff) {
+          clearTimeout(timer);
           req.signal.removeEventListener("abort", onClientAbort);
           lease.release();
-          if (why === Abort.Client || req.signal.aborted) return fail("SY_CLIENT_ABORTED");
-          const failure = classify(e, why);
-          passive.failed(backend, describe(failure, e));
-          return fail(failure.kind === "timeout" ? "SY_UPSTREAM_TIMEOUT" : "SY_UPSTREAM_FAILED", `${describe(failure, e)} while reading the body`);
-        } finally {
-          clearTimeout(timer);
         }
-        req.signal.removeEventListener("abort", onClientAbort);
-        lease.release();
-        finish(status, body.byteLength);
-        return new Response(body, init);
       }
-      clearTimeout(timer);
-      // From here only the idle timeout between bytes applies: a long download or an event
-      // stream is never cut by the retry timeouts.
-      if (raiseIdle) server.timeout(req, opts.idleTimeoutSec);
-      return new Response(
-        track(res.body, lease, (bytes) => {
-          req.signal.removeEventListener("abort", onClientAbort);
-          finish(status, bytes);
-        }),
-        init,
-      );
+    };
+
+    const mayRetry = (failure: TryFailure) =>
+      shouldRetry({
+        failure, method, tries: tried.length, maxTries: retry.attempts,
+        // A streamed body may be partly read by the failed try, even on a connect failure:
+        // only a buffered body (or none) can be sent again.
+        replayableBody: prepared.replayable,
+        retryNonIdempotent: retry.nonIdempotent,
+        timeLeft: deadline - performance.now(),
+      });
+
+    const exclude = new Set<Backend>();
+    for (;;) {
+      const backend = pool.pick(exclude);
+      if (backend === undefined) return fail("SY_NO_BACKEND");
+      if (tried.length > 0) {
+        traffic.retries++;
+        backend.stats.retries++;
+      }
+      tried.push(backend);
+      exclude.add(backend);
+      const outcome = await attempt(backend);
+      if ("response" in outcome) return outcome.response;
+      if ("clientGone" in outcome) {
+        traffic.proxyErrors.SY_CLIENT_ABORTED++;
+        traffic.record(method, 499, performance.now() - started);
+        finish(499, 0, "SY_CLIENT_ABORTED");
+        // Nobody reads this: the client has gone.
+        return new Response(null, { status: 499 });
+      }
+      const { failure, detail } = outcome;
+      if (outcome.deadline) return fail("SY_UPSTREAM_TIMEOUT", `no response head within ${retry.timeout}ms`);
+      if (mayRetry(failure) && pool.availableCount() > 0) continue;
+      return fail(failure.kind === "timeout" ? "SY_UPSTREAM_TIMEOUT" : "SY_UPSTREAM_FAILED", detail);
     }
   };
 }
 
 /**
- * Pass the body through while counting bytes, and release the backend's in-flight slot when it
- * ends, fails or the client cancels: the count covers the whole exchange, not just the head.
+ * Pass the body through while counting bytes, and call `done` once when it ends, fails or the
+ * client cancels: the caller releases the backend's in-flight slot there, so the count covers
+ * the whole exchange, not just the head.
  */
-function track(body: ReadableStream<Uint8Array>, lease: Lease, done: (bytes: number) => void): ReadableStream<Uint8Array> {
+function track(body: ReadableStream<Uint8Array>, done: (bytes: number) => void): ReadableStream<Uint8Array> {
   const reader = body.getReader();
   let bytes = 0;
   let finished = false;
   const end = () => {
     if (finished) return;
     finished = true;
-    lease.release();
     done(bytes);
   };
   return new ReadableStream<Uint8Array>(
