@@ -76,6 +76,8 @@ export class HealthMonitor {
   private watches: Watch[] = [];
   /** One per start()…stop(): a loop from an earlier run sees its signal aborted and ends. */
   private run: AbortController | undefined;
+  /** What the last stop() waits for. */
+  private stopping: Promise<void> = Promise.resolve();
 
   constructor(
     checks: ReadonlyMap<Backend, ResolvedCheck>,
@@ -107,9 +109,9 @@ export class HealthMonitor {
    * Stop every loop: no timer is left and every probe in flight is aborted. Resolves when
    * those probes have ended; `pending` is 0 from then on.
    */
-  async stop(): Promise<void> {
+  stop(): Promise<void> {
     const run = this.run;
-    if (!run) return;
+    if (!run) return this.stopping;
     this.run = undefined;
     run.abort();
     const ending: Promise<unknown>[] = [];
@@ -121,7 +123,9 @@ export class HealthMonitor {
         ending.push(w.inflight.done);
       }
     }
-    await Promise.all(ending);
+    // A second stop() (or one from shutdown and one from a test) waits for the same probes.
+    this.stopping = Promise.all(ending).then(() => {});
+    return this.stopping;
   }
 
   /** Probe a backend added while running (or before start()); its first result decides. */
