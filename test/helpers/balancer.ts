@@ -16,9 +16,13 @@ export interface TestRig {
 
 /**
  * Start `count` sim backends on ephemeral ports and a balancer in front of them.
- * `config` is merged over a test default: loopback, ephemeral port, no admin, no active checks.
+ * `config` (or a function of the cluster giving it) is merged over a test default: loopback,
+ * ephemeral port, no admin, no active checks, access log kept in memory.
  */
-export async function startRig(count: number, config: Record<string, unknown> = {}): Promise<TestRig> {
+export async function startRig(
+  count: number,
+  config: Record<string, unknown> | ((cluster: SimCluster) => Record<string, unknown>) = {},
+): Promise<TestRig> {
   const cluster: SimCluster = count > 0 ? await startCluster({ count, basePort: 0 }) : { backends: [], stop: async () => {} };
   const access: string[] = [];
   const logger = memoryLogger();
@@ -30,7 +34,7 @@ export async function startRig(count: number, config: Record<string, unknown> = 
         healthCheck: false,
         log: { access: true },
         backends: cluster.backends.map((b) => ({ name: b.name, url: b.url })),
-        ...config,
+        ...(typeof config === "function" ? config(cluster) : config),
       }),
       { logger, accessLogSink: { write: (l) => void access.push(l), flush: () => {} } },
     );

@@ -1,0 +1,57 @@
+/**
+ * End-to-end: traffic spread per policy, through the real proxy to real sim backends.
+ */
+import { afterEach, expect, test } from "bun:test";
+import { startRig, type TestRig } from "../helpers/balancer.ts";
+import { POLICY_NAMES } from "../../src/balancer/names.ts";
+
+let rig: TestRig | undefined;
+afterEach(async () => {
+  await rig?.stop();
+  rig = undefined;
+});
+
+async function send(n: number, concurrency: number): Promise<void> {
+  let left = n;
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (left-- > 0) {
+        const res = await fetch(`${rig!.balancer.url}/`);
+        expect(res.status).toBe(200);
+        await res.text();
+      }
+    }),
+  );
+}
+
+test.each([...POLICY_NAMES])("%s spreads 600 requests over three equal backends", async (strategy) => {
+  rig = await startRig(3, { strategy });
+  await send(600, 8);
+  const counts = rig.cluster.backends.map((b) => b.requests);
+  expect(counts.reduce((a, b) => a + b)).toBe(600);
+  // Deterministic policies split exactly or nearly; random ones within a wide band.
+  for (const c of counts) expect(c).toBeGreaterThan(strategy === "random" || strategy === "power-of-two" ? 120 : 180);
+});
+
+test("weighted-round-robin follows weights 5,1,1 end to end", async () => {
+  rig = await startRig(3, (cluster) => ({
+    strategy: "weighted-round-robin",
+    backends: cluster.backends.map((b, i) => ({ name: b.name, url: b.url, weight: [5, 1, 1][i] })),
+  }));
+  for (let i = 0; i < 70; i++) await (await fetch(`${rig.balancer.url}/`)).text();
+  expect(rig.cluster.backends.map((b) => b.requests)).toEqual([50, 10, 10]);
+});
+
+test("least-connections sends new requests away from a backend busy with slow ones", async () => {
+  rig = await startRig(3, { strategy: "least-connections" });
+  const slow = Array.from({ length: 4 }, () => fetch(`${rig!.balancer.url}/delay/800`).then((r) => r.text()));
+  await Bun.sleep(100);
+  const busy = rig.balancer.pool.backends.map((b) => b.inFlight);
+  rig.cluster.backends.forEach((b) => b.resetCount());
+  await send(30, 1);
+  await Promise.all(slow);
+  // The quick requests went mostly to the backends with the fewest slow ones in flight.
+  const mostBusy = busy.indexOf(Math.max(...busy));
+  const counts = rig.cluster.backends.map((b) => b.requests);
+  expect(counts[mostBusy]!).toBeLessThan(10);
+});
