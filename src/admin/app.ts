@@ -13,15 +13,19 @@
  */
 import type { Server } from "bun";
 import { Hono } from "hono";
-import type { BalancerContext } from "../balancer.ts";
+import type { Logger } from "../log/logger.ts";
 import dashboardHtml from "./dashboard.html" with { type: "text" };
 import { Sampler, type SamplerOptions } from "./sampler.ts";
 import { BackendStatsPoller, type PollerOptions } from "./poller.ts";
-import { buildSnapshot, type StatsDocument } from "./snapshot.ts";
+import { buildSnapshot, type SnapshotSource, type StatsDocument } from "./snapshot.ts";
 import { METRICS_CONTENT_TYPE, renderMetrics } from "./metrics.ts";
 import { EventHub, type EventHubOptions } from "./events.ts";
 
-export type AdminContext = Pick<BalancerContext, "config" | "pool" | "traffic" | "startedAt"> & Partial<Pick<BalancerContext, "logger">>;
+/**
+ * What the admin app reads: a BalancerContext fits, plus, in TCP mode, the listener's totals
+ * (`tcpStats`, the same object passed to startTcpProxy as `stats`).
+ */
+export type AdminContext = SnapshotSource & { readonly logger?: Logger };
 
 export interface AdminOptions {
   sampler?: SamplerOptions;

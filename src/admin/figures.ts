@@ -8,14 +8,18 @@
  *   requests the client abandoned. The balancer's own error answers (503 no backend, 502/504
  *   after failed tries, 413) are counted as "proxy" errors and taken out of the 4xx/5xx
  *   classes, so 4xx + 5xx + proxy never counts one response twice.
+ * - In TCP mode the totals are connections (TcpStats): accepted ones, and as "proxy" errors the
+ *   ones closed because no backend was available or reachable; latency is the backends' connect
+ *   time, merged.
  * - Per backend, a "request" is one try sent to it (a retry counts on the backend it went to),
  *   or one connection in TCP mode. 4xx/5xx are the statuses it answered; "proxy" errors are
  *   tries that got no answer at all (refused, reset, timed out).
  */
 import type { Backend } from "../pool/backend.ts";
-import type { Histogram } from "../stats/histogram.ts";
+import { Histogram } from "../stats/histogram.ts";
 import type { TrafficStats } from "../stats/traffic.ts";
 import { statusFor, type ProxyErrorCode } from "../proxy/errors.ts";
+import type { TcpStats } from "../tcp/stats.ts";
 
 export type Mode = "http" | "tcp";
 
@@ -41,7 +45,20 @@ export function responsesByClass(traffic: TrafficStats): number[] {
   return out;
 }
 
-export function totalTally(traffic: TrafficStats): Tally {
+/** The balancer's totals: HTTP from TrafficStats; TCP from TcpStats when the admin app has them. */
+export function totalTally(traffic: TrafficStats, mode: Mode = "http", tcp?: TcpStats, backends: readonly Backend[] = []): Tally {
+  if (mode === "tcp") {
+    const latency = new Histogram();
+    for (const b of backends) latency.merge(b.stats.latency);
+    if (tcp) return { units: tcp.accepted, c4: 0, c5: 0, proxy: tcp.rejected + tcp.unreachable, latency };
+    let units = 0;
+    let proxy = 0;
+    for (const b of backends) {
+      units += b.acquired;
+      proxy += b.stats.proxyErrors;
+    }
+    return { units, c4: 0, c5: 0, proxy, latency };
+  }
   const cls = responsesByClass(traffic);
   const own = [0, 0, 0, 0, 0, 0];
   let proxy = 0;

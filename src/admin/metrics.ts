@@ -207,12 +207,36 @@ export function renderMetrics(src: SnapshotSource, poller?: BackendStatsPoller, 
   if (mode === "tcp" || backends.some((b) => b.stats.bytesIn > 0 || b.stats.bytesOut > 0)) {
     w.family("switchyard_backend_connections_total", "counter", "Connections handed to the backend.");
     each("switchyard_backend_connections_total", (b) => b.acquired);
-    w.family("switchyard_backend_bytes_total", "counter", "Bytes relayed for the backend's connections, by direction (in: BackendStats.bytesIn, out: bytesOut).");
+    w.family("switchyard_backend_bytes_total", "counter", "Bytes relayed through the backend's connections, by direction (in: client to backend, out: backend to client).");
     for (const b of backends) {
       const l = label.get(b)!;
       w.sample("switchyard_backend_bytes_total", `${l},direction="in"`, b.stats.bytesIn);
       w.sample("switchyard_backend_bytes_total", `${l},direction="out"`, b.stats.bytesOut);
     }
+  }
+
+  const tcp = src.tcpStats;
+  if (tcp) {
+    w.family("switchyard_tcp_connections_total", "counter", "Client connections accepted by the TCP listener.");
+    w.sample("switchyard_tcp_connections_total", "", tcp.accepted);
+    w.family("switchyard_tcp_open_connections", "gauge", "Client connections open now (connecting or relaying).");
+    w.sample("switchyard_tcp_open_connections", "", tcp.open);
+    w.family("switchyard_tcp_closed_unserved_total", "counter", "Client connections closed without a backend, by reason (no_backend: none available; unreachable: every try failed).");
+    w.sample("switchyard_tcp_closed_unserved_total", `reason="no_backend"`, tcp.rejected);
+    w.sample("switchyard_tcp_closed_unserved_total", `reason="unreachable"`, tcp.unreachable);
+    w.family("switchyard_tcp_connect_failures_total", "counter", "Backend connects that failed or timed out.");
+    w.sample("switchyard_tcp_connect_failures_total", "", tcp.connectFailures);
+    w.family("switchyard_tcp_connect_timeouts_total", "counter", "Backend connects that ran out of timeouts.connect.");
+    w.sample("switchyard_tcp_connect_timeouts_total", "", tcp.connectTimeouts);
+    w.family("switchyard_tcp_retries_total", "counter", "Connects to a further backend after one failed.");
+    w.sample("switchyard_tcp_retries_total", "", tcp.retries);
+    w.family("switchyard_tcp_idle_timeouts_total", "counter", "Relays closed because no byte moved for timeouts.idle.");
+    w.sample("switchyard_tcp_idle_timeouts_total", "", tcp.idleTimeouts);
+    w.family("switchyard_tcp_resets_total", "counter", "Relays cut short by a reset or an error on either side.");
+    w.sample("switchyard_tcp_resets_total", "", tcp.resets);
+    w.family("switchyard_tcp_bytes_total", "counter", "Bytes relayed by the TCP listener, by direction (in: client to backend, out: backend to client).");
+    w.sample("switchyard_tcp_bytes_total", `direction="in"`, tcp.bytesIn);
+    w.sample("switchyard_tcp_bytes_total", `direction="out"`, tcp.bytesOut);
   }
 
   if (poller) {

@@ -11,6 +11,7 @@
 import type { Backend } from "../pool/backend.ts";
 import type { Pool } from "../pool/pool.ts";
 import type { TrafficStats } from "../stats/traffic.ts";
+import type { TcpStats } from "../tcp/stats.ts";
 import { SeriesRing } from "../stats/series.ts";
 import { backendTally, frozen, round3, totalTally, windowBetween, type Mode, type Tally, type WindowFigures } from "./figures.ts";
 
@@ -18,6 +19,8 @@ export interface SamplerSource {
   readonly pool: Pool;
   readonly traffic: TrafficStats;
   readonly config: { readonly mode: Mode };
+  /** TCP mode's listener totals, when the balancer hands them over. */
+  readonly tcpStats?: TcpStats;
 }
 
 export interface SamplerOptions {
@@ -131,7 +134,7 @@ export class Sampler {
   sample(): SeriesPoint | undefined {
     const { pool, traffic, config } = this.source;
     const t = this.now();
-    const reading: Reading = { t, total: frozen(totalTally(traffic)), backends: new Map() };
+    const reading: Reading = { t, total: frozen(totalTally(traffic, config.mode, this.source.tcpStats, pool.backends)), backends: new Map() };
     for (const b of pool.backends) reading.backends.set(b, frozen(backendTally(b, config.mode)));
     const prev = this.readings[this.readings.length - 1];
     this.readings.push(reading);
@@ -209,7 +212,7 @@ export class Sampler {
   private tick(notify: boolean): void {
     const point = this.sample();
     if (notify) for (const fn of this.listeners) fn(point);
-    if (this.holds === 0 && this.now() - this.lastDemand >= this.idleStopMs) {
+    if (this.holds === 0 && this.now() - this.lastDemand > this.idleStopMs) {
       this.halt();
       return;
     }

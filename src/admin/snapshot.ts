@@ -7,6 +7,7 @@ import type { Backend, BackendState } from "../pool/backend.ts";
 import type { Pool } from "../pool/pool.ts";
 import type { TrafficStats } from "../stats/traffic.ts";
 import type { ProxyErrorCode } from "../proxy/errors.ts";
+import type { TcpStats } from "../tcp/stats.ts";
 import {
   backendTally, formatUptime, percentiles, responsesByClass, totalTally,
   type ErrorRates, type Mode, type Percentiles, type WindowFigures,
@@ -19,6 +20,8 @@ export interface SnapshotSource {
   readonly pool: Pool;
   readonly traffic: TrafficStats;
   readonly startedAt: number;
+  /** TCP mode's listener totals, when the balancer hands them over. */
+  readonly tcpStats?: TcpStats;
 }
 
 export type ClassCounts = Record<"1xx" | "2xx" | "3xx" | "4xx" | "5xx", number>;
@@ -91,7 +94,7 @@ export interface StatsDocument {
     backends: { total: number; available: number } & Record<BackendState, number>;
   };
   totals: {
-    /** Requests answered or abandoned by their client, all time. */
+    /** Requests answered or abandoned by their client (TCP: connections accepted), all time. */
     requests: number;
     inFlight: number;
     rps: number | null;
@@ -105,6 +108,8 @@ export interface StatsDocument {
     bytesIn?: number;
     bytesOut?: number;
     connections?: number;
+    /** TCP mode: the listener's own counters (see src/tcp/stats.ts). */
+    tcp?: TcpStats;
   };
   backends: BackendFigures[];
 }
@@ -128,7 +133,7 @@ export function buildSnapshot(src: SnapshotSource, sampler: Sampler, poller: Bac
     connections += b.acquired;
     return fig;
   });
-  const total = totalTally(traffic);
+  const total = totalTally(traffic, config.mode, src.tcpStats, pool.backends);
   const tcp = config.mode === "tcp" || bytesIn > 0 || bytesOut > 0;
   const uptimeSeconds = Math.floor((now - src.startedAt) / 1000);
   return {
@@ -150,10 +155,11 @@ export function buildSnapshot(src: SnapshotSource, sampler: Sampler, poller: Bac
       errors: { "4xx": total.c4, "5xx": total.c5, proxy: total.proxy, total: total.c4 + total.c5 + total.proxy },
       errorRate: win?.total.errorRate ?? null,
       proxyErrors: { ...traffic.proxyErrors },
-      retries: traffic.retries,
+      retries: config.mode === "tcp" && src.tcpStats ? src.tcpStats.retries : traffic.retries,
       latencyMs: win?.total.latencyMs ?? null,
-      latencyMsAllTime: percentiles(traffic.latency),
+      latencyMsAllTime: percentiles(total.latency),
       ...(tcp ? { bytesIn, bytesOut, connections } : {}),
+      ...(src.tcpStats ? { tcp: { ...src.tcpStats } } : {}),
     },
     backends,
   };
