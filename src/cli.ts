@@ -228,9 +228,9 @@ async function demo(argv: string[]): Promise<number> {
   for (const b of cluster.backends) console.log(`sim ${b.name} listening on ${b.url}`);
   const raw = structuredClone(demoConfig) as Record<string, unknown>;
   if (flags.tcp) {
+    // Same backends and the same HTTP health check (the sim speaks HTTP), relayed as bytes.
     raw.mode = "tcp";
     raw.backends = cluster.backends.map((b) => ({ name: b.name, url: `127.0.0.1:${b.port}` }));
-    raw.healthCheck = { type: "tcp", interval: "2s", timeout: "1s" };
     delete raw.log;
     delete raw.retry;
   }

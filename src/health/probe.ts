@@ -79,7 +79,9 @@ export class HttpProbe implements Probe {
   ) {
     const u = new URL(backend.url);
     if (check.port !== undefined) u.port = String(check.port);
-    this.url = `${u.protocol}//${u.host}${check.path}`;
+    // A TCP-mode backend (tcp://) that speaks HTTP on its check port is probed over plain http.
+    const scheme = u.protocol === "https:" ? "https:" : "http:";
+    this.url = `${scheme}//${u.host}${check.path}`;
     this.headers = new Headers(check.headers);
     if (check.host !== undefined) this.headers.set("host", check.host);
     this.headers.set("user-agent", "switchyard-health-check");
