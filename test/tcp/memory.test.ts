@@ -26,7 +26,7 @@ test("a slow reader keeps the proxy's memory bounded (200 MB pushed, RSS stays l
     mode: "tcp", listen: { host: "127.0.0.1", port: 0 }, admin: false, healthCheck: false,
     backends: [{ url: `127.0.0.1:${echo.port}` }],
   };
-  const proc = Bun.spawn(["bun", `${import.meta.dir}/fixtures/tcp-balancer.ts`, JSON.stringify(config)], {
+  const proc = Bun.spawn([process.execPath, `${import.meta.dir}/fixtures/tcp-balancer.ts`, JSON.stringify(config)], {
     stdin: "pipe", stdout: "pipe", stderr: "inherit",
   });
   cleanups.push(async () => {
