@@ -173,6 +173,22 @@ describe("choosing backends", () => {
     expect(ok.stats.bytesIn).toBe(1024 * 1024);
   });
 
+  test("a FIN that arrives while dialling is passed on after the buffered bytes", async () => {
+    const summary = track(startSummaryServer());
+    const hole = await startBlackhole();
+    cleanups.push(() => hole.close());
+    const lb = await tcpBalancer([{ url: `127.0.0.1:${hole.port}` }, { url: `127.0.0.1:${summary.port}` }], {
+      timeouts: { connect: "150ms" },
+    });
+    const c = await connectClient(lb.port);
+    c.send("said before any backend answered");
+    c.socket.shutdown();
+    await c.waitClosed();
+    const body = "said before any backend answered";
+    expect(c.text()).toBe(`${body.length} ${new Bun.CryptoHasher("sha256").update(body).digest("hex")}\n`);
+    expect(lb.pool.backends[0]!.stats.connectFailures).toBe(1);
+  });
+
   test("least-connections counts open connections: new ones go to the idle backend", async () => {
     const a = track(startEchoServer("a"));
     const b = track(startEchoServer("b"));
