@@ -30,7 +30,7 @@ export interface SamplerOptions {
   historySize?: number;
   /** The window of the "now" figures (rates, error rates, percentiles), in samples. Default 10. */
   windowSize?: number;
-  /** Stop when nobody held or touched the sampler for this long, ms. Default 300 000. */
+  /** Stop when nobody held or touched the sampler for longer than this, ms. Default 60 000. */
   idleStopMs?: number;
   now?: () => number;
 }
@@ -84,7 +84,7 @@ export class Sampler {
   ) {
     this.intervalMs = opts.intervalMs ?? 1000;
     this.windowSize = opts.windowSize ?? 10;
-    this.idleStopMs = opts.idleStopMs ?? 300_000;
+    this.idleStopMs = opts.idleStopMs ?? 60_000;
     this.now = opts.now ?? Date.now;
     const historySize = opts.historySize ?? 300;
     this.times = new SeriesRing(historySize, ["t"]);

@@ -216,6 +216,9 @@ describe("admin lifecycle", () => {
       expect((await one.next()).event).toBe("tick");
       await one.close();
       await waitFor(() => admin.events.size === 1, "the closed client to be unsubscribed", 2000);
+      const head = await fetch(url, { method: "HEAD" });
+      expect(head.headers.get("content-type")).toBe("text/event-stream; charset=utf-8");
+      expect(admin.events.size).toBe(1);
       expect(admin.sampler.running).toBe(true);
       await admin.stop();
       expect(admin.events.size).toBe(0);
