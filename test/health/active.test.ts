@@ -201,3 +201,33 @@ describe("owners: nothing outlives the server", () => {
     expect(cluster.backends[0]!.active).toBe(0);
   });
 });
+
+describe("HealthMonitor on its own", () => {
+  test("watch() probes a backend added while running (its first result decides); unwatch() stops it", async () => {
+    const { HealthMonitor } = await import("../../src/health/monitor.ts");
+    const { Backend } = await import("../../src/pool/backend.ts");
+    const { startSimBackend } = await import("../../sim/backend.ts");
+    const sim = await startSimBackend({ name: "late", port: 0, health: "down" });
+    const monitor = new HealthMonitor(new Map());
+    try {
+      await monitor.start();
+      expect(monitor.pending).toBe(0);
+      const b = new Backend({ name: "late", url: sim.url });
+      const check = { type: "http", path: "/health", method: "GET", headers: {}, host: undefined, port: undefined, interval: INTERVAL, timeout: TIMEOUT, rise: RISE, fall: FALL, expectStatus: ["2xx"], expectBody: undefined } as const;
+      await monitor.watch(b, { ...check, headers: {}, expectStatus: ["2xx"] });
+      expect(monitor.probes(b)).toBe(true);
+      expect(b.state()).toBe("down");
+      expect(b.lastChangeReason).toBe("http check failed at start-up: status 503");
+      expect(monitor.pending).toBe(1); // its loop's timer
+      monitor.unwatch(b);
+      expect(monitor.probes(b)).toBe(false);
+      expect(monitor.pending).toBe(0);
+      const at = b.lastCheck?.at;
+      await Bun.sleep(2 * INTERVAL);
+      expect(b.lastCheck?.at).toBe(at);
+    } finally {
+      await monitor.stop();
+      await sim.stop();
+    }
+  });
+});
