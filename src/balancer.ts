@@ -141,7 +141,8 @@ export async function startBalancer(config: Config, opts: BalancerOptions = {}):
   let stopping: Promise<void> | undefined;
   const stop = (graceful = true): Promise<void> => {
     stopping ??= (async () => {
-      health.stop();
+      // Aborted probes settle asynchronously; awaited below so that nothing outlives stop().
+      const healthStopped = health.stop();
       passive.stop();
       unsubscribe();
       const closeAll = Promise.all([proxyServer?.stop(!graceful), tcp?.stop(!graceful)]);
@@ -158,6 +159,7 @@ export async function startBalancer(config: Config, opts: BalancerOptions = {}):
       }
       await adminServer?.stop(true);
       await accessLog?.close();
+      await healthStopped;
     })();
     return stopping;
   };
