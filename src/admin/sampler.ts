@@ -209,10 +209,11 @@ export class Sampler {
     this.tick(false);
   }
 
-  private tick(notify: boolean): void {
+  /** `fromTimer` false: the first reading at a start, which never stops the loop it starts. */
+  private tick(fromTimer: boolean): void {
     const point = this.sample();
-    if (notify) for (const fn of this.listeners) fn(point);
-    if (this.holds === 0 && this.now() - this.lastDemand > this.idleStopMs) {
+    if (fromTimer) for (const fn of this.listeners) fn(point);
+    if (fromTimer && this.holds === 0 && this.now() - this.lastDemand > this.idleStopMs) {
       this.halt();
       return;
     }
