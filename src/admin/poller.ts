@@ -102,7 +102,7 @@ export class BackendStatsPoller {
       return false;
     }
     this.busy.add(b);
-    this.queue.push({ backend: b, url: b.origin + b.statsPath, done: done ? [done] : [] });
+    this.queue.push({ backend: b, url: statsUrl(b, b.statsPath), done: done ? [done] : [] });
     if (this.running < this.workers) {
       this.running++;
       void this.work();
@@ -171,6 +171,12 @@ export class BackendStatsPoller {
       this.inflight.delete(controller);
     }
   }
+}
+
+/** The backend's origin and statsPath; a TCP-mode backend (tcp://host:port) is asked over HTTP. */
+function statsUrl(b: Backend, path: string): string {
+  const origin = b.url.protocol === "http:" || b.url.protocol === "https:" ? b.origin : `http://${b.url.host}`;
+  return origin + path;
 }
 
 async function readCapped(res: Response, max: number): Promise<string> {

@@ -47,6 +47,10 @@ describe("backend stats poller", () => {
     expect(r.memoryUsage).toBeGreaterThan(1024 * 1024);
     expect(r.memory_usage).toMatch(/MB$/);
     expect(poller.counts.ok).toBe(1);
+    // A TCP-mode backend (tcp://host:port) that speaks HTTP is asked over HTTP.
+    const tcp = new Backend({ name: "s1-tcp", url: sim.url.replace("http:", "tcp:"), statsPath: "/stats" });
+    await poller.pollAll([tcp]);
+    expect(poller.get(tcp)).toMatchObject({ error: null, uptime: expect.stringMatching(/s$/) });
   });
 
   test("a backend that never answers does not hold up the others, and times out", async () => {
