@@ -17,8 +17,8 @@ import { cidrMatcher } from "./proxy/cidr.ts";
 import { TrafficStats } from "./stats/traffic.ts";
 import { createAccessLog, type AccessLog, type LineSink } from "./log/access.ts";
 import { consoleLogger, type Logger } from "./log/logger.ts";
-import { createAdminApp } from "./admin/app.ts";
-import { startTcpProxy, type TcpProxy } from "./tcp/proxy.ts";
+import { createAdminApp, type AdminApp } from "./admin/app.ts";
+import { startTcpProxy, TcpStats, type TcpProxy } from "./tcp/proxy.ts";
 
 export interface BalancerOptions {
   logger?: Logger;
@@ -35,6 +35,8 @@ export interface BalancerContext {
   readonly health: HealthMonitor;
   readonly logger: Logger;
   readonly startedAt: number;
+  /** TCP mode's listener-wide totals (connections, bytes); absent in HTTP mode. */
+  readonly tcpStats?: TcpStats;
 }
 
 export interface Balancer extends BalancerContext {
@@ -68,7 +70,8 @@ export async function startBalancer(config: Config, opts: BalancerOptions = {}):
     if (to === "down" || to === "ejected") logger.warn(line);
     else logger.info(line);
   });
-  const ctx: BalancerContext = { config, pool, traffic, passive, health, logger, startedAt: Date.now() };
+  const tcpStats = config.mode === "tcp" ? new TcpStats() : undefined;
+  const ctx: BalancerContext = { config, pool, traffic, passive, health, logger, startedAt: Date.now(), tcpStats };
 
   for (const b of pool.backends) {
     const check = checks.get(b);
@@ -84,7 +87,7 @@ export async function startBalancer(config: Config, opts: BalancerOptions = {}):
   let url: string;
   let port: number;
   if (config.mode === "tcp") {
-    tcp = await startTcpProxy(ctx);
+    tcp = await startTcpProxy(ctx, { stats: tcpStats });
     port = tcp.port;
     url = `tcp://${hostForUrl(config.listen.host)}:${port}`;
   } else {
@@ -121,10 +124,11 @@ export async function startBalancer(config: Config, opts: BalancerOptions = {}):
   }
   logger.info(`${config.mode} proxy listening on ${url} (strategy ${config.strategy})`);
 
+  let admin: AdminApp | undefined;
   let adminServer: Server<unknown> | undefined;
   let adminUrl: string | undefined;
   if (config.admin !== false) {
-    const admin = createAdminApp(ctx);
+    const app = (admin = createAdminApp(ctx));
     adminServer = Bun.serve({
       hostname: config.admin.host,
       port: config.admin.port,
@@ -132,7 +136,7 @@ export async function startBalancer(config: Config, opts: BalancerOptions = {}):
       development: false,
       // The dashboard's event stream is long-lived; it sets its own per-request timeout.
       idleTimeout: 30,
-      fetch: (req, server) => admin.fetch(req, { server }),
+      fetch: (req, server) => app.fetch(req, { server }),
     });
     adminUrl = `http://${hostForUrl(config.admin.host)}:${adminServer.port}`;
     logger.info(`admin listening on ${adminUrl} (dashboard /, /stats, /metrics, /healthz, /readyz)`);
@@ -157,6 +161,7 @@ export async function startBalancer(config: Config, opts: BalancerOptions = {}):
       } else {
         await closeAll;
       }
+      await admin?.stop();
       await adminServer?.stop(true);
       await accessLog?.close();
       await healthStopped;

@@ -161,10 +161,15 @@ export function renderMetrics(src: SnapshotSource, poller?: BackendStatsPoller, 
   w.family("switchyard_backend_requests_total", "counter", mode === "tcp" ? "Connections made to the backend." : "Tries sent to the backend (a retry counts on the backend it went to).");
   each("switchyard_backend_requests_total", (b) => backendTally(b, mode).units);
 
-  w.family("switchyard_backend_responses_total", "counter", "Responses from the backend, by status class.");
+  w.family("switchyard_backend_responses_total", "counter", "Responses from the backend, by request method and status class.");
   for (const b of backends) {
     const l = label.get(b)!;
-    for (let k = 1; k <= 5; k++) w.sample("switchyard_backend_responses_total", `${l},code_class="${CLASSES[k - 1]}"`, b.stats.byClass[k] ?? 0);
+    for (const m of METHOD_LABELS) {
+      const counts = b.stats.byMethod[m]!;
+      // Methods a backend never saw are left out: a series appears with its first request.
+      if (m !== "GET" && counts.every((c) => c === 0)) continue;
+      for (let k = 1; k <= 5; k++) w.sample("switchyard_backend_responses_total", `${l},method="${m}",code_class="${CLASSES[k - 1]}"`, counts[k] ?? 0);
+    }
   }
 
   w.family("switchyard_backend_proxy_errors_total", "counter", "Tries that got no response from the backend: refused, reset or timed out.");

@@ -7,6 +7,7 @@
  * acquire/release pairs.
  */
 import { Histogram } from "../stats/histogram.ts";
+import { emptyByMethod, type MethodLabel } from "../stats/traffic.ts";
 
 /** What the dashboard shows; derived from the flags below, never stored. */
 export type BackendState = "up" | "down" | "draining" | "ejected" | "slow-starting";
@@ -44,6 +45,8 @@ export class BackendStats {
   requests = 0;
   /** Responses by status class: index 1..5 for 1xx..5xx. */
   readonly byClass = [0, 0, 0, 0, 0, 0];
+  /** The same by request method: byMethod[method][class]. */
+  readonly byMethod = emptyByMethod();
   /** Tries that got no response: refused, reset, timed out. */
   proxyErrors = 0;
   retries = 0;
@@ -53,6 +56,14 @@ export class BackendStats {
   bytesIn = 0;
   bytesOut = 0;
   readonly latency = new Histogram();
+
+  /** A response head from this backend: its class, by method, and the try's time to it. */
+  recordResponse(method: MethodLabel, status: number, latencyMs: number): void {
+    const cls = Math.floor(status / 100);
+    this.byClass[cls]! += 1;
+    this.byMethod[method]![cls]! += 1;
+    this.latency.record(latencyMs);
+  }
 }
 
 export interface CheckResult {

@@ -8,7 +8,7 @@ import type { Pool } from "../pool/pool.ts";
 import type { Backend } from "../pool/backend.ts";
 import type { PassiveSignals } from "../health/passive.ts";
 import type { AccessLog } from "../log/access.ts";
-import type { TrafficStats } from "../stats/traffic.ts";
+import { methodLabel, type TrafficStats } from "../stats/traffic.ts";
 import type { CidrMatcher } from "./cidr.ts";
 import { toClientHeaders, toUpstreamHeaders } from "./headers.ts";
 import { prepareBody } from "./body.ts";
@@ -77,6 +77,7 @@ export function createProxyHandler(opts: ProxyOptions): ProxyHandler {
     const slash = url.indexOf("/", url.indexOf("//") + 2);
     const target = slash === -1 ? "/" : url.slice(slash);
     const method = req.method;
+    const methodKey = methodLabel(method);
     const clientIp = normalizeIp(server.requestIP(req)?.address ?? "");
     const headers = req.headers;
     const requestId = headers.get("x-request-id") ?? crypto.randomUUID();
@@ -156,8 +157,7 @@ export function createProxyHandler(opts: ProxyOptions): ProxyHandler {
         }
         const status = res.status;
         passive.succeeded(backend, status);
-        backend.stats.byClass[Math.floor(status / 100)]! += 1;
-        backend.stats.latency.record(performance.now() - tryStarted);
+        backend.stats.recordResponse(methodKey, status, performance.now() - tryStarted);
 
         if (retryOn.has(status) && mayRetry({ kind: "status", status })) {
           void res.body?.cancel().catch(() => {});

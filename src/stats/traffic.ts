@@ -13,11 +13,16 @@ export function methodLabel(method: string): MethodLabel {
   return (METHOD_LABELS as readonly string[]).includes(method) ? (method as MethodLabel) : "OTHER";
 }
 
+/** Counts by method label and status class: counts[method][class 1..5]. */
+export function emptyByMethod(): Record<MethodLabel, number[]> {
+  return Object.fromEntries(METHOD_LABELS.map((m) => [m, [0, 0, 0, 0, 0, 0]])) as Record<MethodLabel, number[]>;
+}
+
 export class TrafficStats {
   readonly startedAt = Date.now();
   requests = 0;
   /** Responses sent to clients by method and status class: counts[method][class 1..5]. */
-  readonly byMethod = Object.fromEntries(METHOD_LABELS.map((m) => [m, [0, 0, 0, 0, 0, 0]])) as Record<MethodLabel, number[]>;
+  readonly byMethod = emptyByMethod();
   /** Answers the balancer made itself, by error code. */
   readonly proxyErrors: Record<ProxyErrorCode, number> = {
     SY_NO_BACKEND: 0,

@@ -1,7 +1,7 @@
 /** An in-memory balancer state for unit tests of the admin figures: no servers, no timers. */
 import { LocalPool } from "../../src/pool/pool.ts";
 import { createPolicy } from "../../src/balancer/policy.ts";
-import { TrafficStats } from "../../src/stats/traffic.ts";
+import { TrafficStats, methodLabel } from "../../src/stats/traffic.ts";
 import type { BackendOptions } from "../../src/pool/backend.ts";
 import type { TcpStats } from "../../src/tcp/stats.ts";
 
@@ -26,8 +26,7 @@ export function fakeSource(backends: BackendOptions[], mode: "http" | "tcp" = "h
 export function serve(src: FakeSource, backendName: string, status: number, latencyMs: number, method = "GET"): void {
   const b = src.pool.get(backendName)!;
   b.stats.requests++;
-  b.stats.byClass[Math.floor(status / 100)]! += 1;
-  b.stats.latency.record(latencyMs);
+  b.stats.recordResponse(methodLabel(method), status, latencyMs);
   src.traffic.record(method, status, latencyMs);
 }
 

@@ -56,8 +56,9 @@ describe("/metrics exposition", () => {
     expect(sampleOf(m, "switchyard_requests_total", { method: "POST", code_class: "4xx" }).value).toBe(5);
     expect(sampleOf(m, "switchyard_proxy_errors_total", { code: "SY_NO_BACKEND" }).value).toBe(2);
     expect(sampleOf(m, "switchyard_backend_requests_total", { backend: "a" }).value).toBe(100);
-    expect(sampleOf(m, "switchyard_backend_responses_total", { backend: "a", code_class: "5xx" }).value).toBe(10);
-    expect(sampleOf(m, "switchyard_backend_responses_total", { backend: "b", code_class: "4xx" }).value).toBe(5);
+    expect(sampleOf(m, "switchyard_backend_responses_total", { backend: "a", method: "GET", code_class: "5xx" }).value).toBe(10);
+    expect(sampleOf(m, "switchyard_backend_responses_total", { backend: "b", method: "POST", code_class: "4xx" }).value).toBe(5);
+    expect(sampleOf(m, "switchyard_backend_responses_total", { backend: "b", method: "GET", code_class: "4xx" }).value).toBe(0);
     expect(sampleOf(m, "switchyard_backend_up", { backend: "a" }).value).toBe(1);
     expect(sampleOf(m, "switchyard_backend_up", { backend: "b" }).value).toBe(0);
     expect(sampleOf(m, "switchyard_backend_state", { backend: "b", state: "down" }).value).toBe(1);
