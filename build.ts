@@ -8,13 +8,13 @@
  */
 import { parseArgs } from "node:util";
 import { mkdirSync } from "node:fs";
-import { dirname } from "node:path";
+import { dirname, resolve } from "node:path";
 
 const { values } = parseArgs({
   args: Bun.argv.slice(2),
   options: { target: { type: "string" }, outfile: { type: "string", default: "dist/switchyard" } },
 });
-const outfile = values.outfile!;
+const outfile = resolve(import.meta.dir, values.outfile!);
 mkdirSync(dirname(outfile), { recursive: true });
 
 const cmd = [
@@ -29,5 +29,5 @@ if (proc.exitCode !== 0) {
   console.error(`build failed: ${cmd.join(" ")}`);
   process.exit(proc.exitCode ?? 1);
 }
-const size = Bun.file(`${import.meta.dir}/${outfile}`).size;
+const size = Bun.file(outfile).size;
 console.log(`built ${outfile} (${(size / 1024 / 1024).toFixed(1)} MiB) in ${((performance.now() - started) / 1000).toFixed(1)}s`);
