@@ -3,11 +3,17 @@ import { connect } from "node:net";
 
 export interface RawResponse {
   status: number;
+  /** Header lines in wire order. */
   headers: [string, string][];
   body: string;
 }
 
-export function rawRequest(port: number, head: string): Promise<RawResponse> {
+/**
+ * Sends `head` (request line and headers, without the blank line) over a fresh TCP connection
+ * with Connection: close, so the test controls the exact bytes (fetch would normalize the path).
+ * Header names come back as sent over the wire; `lowerCase` folds them.
+ */
+export function rawRequest(port: number, head: string, { lowerCase = false } = {}): Promise<RawResponse> {
   return new Promise((resolve, reject) => {
     const socket = connect(port, "127.0.0.1", () => socket.write(`${head}\r\nConnection: close\r\n\r\n`));
     const chunks: Buffer[] = [];
@@ -19,7 +25,10 @@ export function rawRequest(port: number, head: string): Promise<RawResponse> {
       const [statusLine = "", ...lines] = text.slice(0, split).split("\r\n");
       resolve({
         status: Number(statusLine.split(" ")[1]),
-        headers: lines.map((l) => [l.slice(0, l.indexOf(":")).toLowerCase(), l.slice(l.indexOf(":") + 1).trim()]),
+        headers: lines.map((l) => {
+          const name = l.slice(0, l.indexOf(":"));
+          return [lowerCase ? name.toLowerCase() : name, l.slice(l.indexOf(":") + 1).trim()];
+        }),
         body: text.slice(split + 4),
       });
     });

@@ -4,7 +4,9 @@
 import { afterEach, describe, expect, test } from "bun:test";
 import { gunzipSync } from "node:zlib";
 import { startRig, waitFor, type TestRig } from "../helpers/balancer.ts";
-import { rawRequest, startResettingServer } from "../helpers/raw.ts";
+import { rawRequest as rawRequestCased, startResettingServer } from "../helpers/raw.ts";
+
+const rawRequest = (port: number, head: string) => rawRequestCased(port, head, { lowerCase: true });
 import type { EchoResponse } from "../../sim/backend.ts";
 
 let rig: TestRig | undefined;

@@ -1,39 +1,6 @@
 /** Helpers shared by the sim tests. */
 
-import { connect } from "node:net";
-
-export interface RawResponse {
-  status: number;
-  /** Header lines exactly as they came over the wire, in order. */
-  headers: [string, string][];
-  body: string;
-}
-
-/**
- * Sends `head` (request line and headers, without the blank line) over a fresh TCP connection
- * with Connection: close, so the test controls the exact bytes (fetch would normalize the path).
- */
-export function rawRequest(port: number, head: string): Promise<RawResponse> {
-  return new Promise((resolve, reject) => {
-    const socket = connect(port, "127.0.0.1", () => socket.write(`${head}\r\nConnection: close\r\n\r\n`));
-    const chunks: Buffer[] = [];
-    socket.on("data", (chunk: Buffer) => chunks.push(chunk));
-    socket.on("error", reject);
-    socket.on("end", () => {
-      const text = Buffer.concat(chunks).toString("latin1");
-      const split = text.indexOf("\r\n\r\n");
-      const [statusLine = "", ...lines] = text.slice(0, split).split("\r\n");
-      resolve({
-        status: Number(statusLine.split(" ")[1]),
-        headers: lines.map((line) => {
-          const colon = line.indexOf(":");
-          return [line.slice(0, colon), line.slice(colon + 1).trim()];
-        }),
-        body: text.slice(split + 4),
-      });
-    });
-  });
-}
+export { rawRequest, type RawResponse } from "../helpers/raw.ts";
 
 /** Polls `condition` every few ms until it holds; fails after `timeoutMs`. */
 export async function waitFor(condition: () => boolean, what: string, timeoutMs = 2000): Promise<void> {
