@@ -84,63 +84,7 @@ export async function startBalancer(config: Config, opts: BalancerOptions = {}):
   let accessLog: AccessLog | undefined;
   let proxyServer: Server<unknown> | undefined;
   let tcp: TcpProxy | undefined;
-  let url: string;
-  let port: number;
-  if (config.mode === "tcp") {
-    tcp = await startTcpProxy(ctx, { stats: tcpStats });
-    port = tcp.port;
-    url = `tcp://${hostForUrl(config.listen.host)}:${port}`;
-  } else {
-    if (config.log.access) accessLog = createAccessLog(config.log.format, opts.accessLogSink);
-    const handler = createProxyHandler({
-      pool, passive, traffic, accessLog,
-      trusted: cidrMatcher(config.trustedProxies),
-      preserveHost: config.preserveHost,
-      retry: config.retry,
-      responseBuffer: config.limits.responseBuffer,
-      idleTimeoutSec: Math.ceil(config.timeouts.idle / 1000),
-    });
-    const app = new Hono<{ Bindings: { server: Server<unknown> } }>();
-    app.all("*", (c) => handler(c.req.raw, c.env.server));
-    app.onError((err) => {
-      logger.error(`proxy: ${err.stack ?? err}`);
-      return new Response(JSON.stringify({ error: "SY_INTERNAL", status: 500, message: "internal error" }), {
-        status: 500, headers: { "content-type": "application/json" },
-      });
-    });
-    proxyServer = Bun.serve({
-      hostname: config.listen.host,
-      port: config.listen.port,
-      // A second balancer must not silently share the port (Bun turns SO_REUSEPORT on when
-      // development is false).
-      reusePort: false,
-      development: false,
-      idleTimeout: Math.ceil(config.timeouts.idle / 1000),
-      maxRequestBodySize: config.limits.maxBodySize,
-      fetch: (req, server) => app.fetch(req, { server }),
-    });
-    port = proxyServer.port!;
-    url = `http://${hostForUrl(config.listen.host)}:${port}`;
-  }
-  logger.info(`${config.mode} proxy listening on ${url} (strategy ${config.strategy})`);
-
-  let admin: AdminApp | undefined;
-  let adminServer: Server<unknown> | undefined;
-  let adminUrl: string | undefined;
-  if (config.admin !== false) {
-    const app = (admin = createAdminApp(ctx));
-    adminServer = Bun.serve({
-      hostname: config.admin.host,
-      port: config.admin.port,
-      reusePort: false,
-      development: false,
-      // The dashboard's event stream is long-lived; it sets its own per-request timeout.
-      idleTimeout: 30,
-      fetch: (req, server) => app.fetch(req, { server }),
-    });
-    adminUrl = `http://${hostForUrl(config.admin.host)}:${adminServer.port}`;
-    logger.info(`admin listening on ${adminUrl} (dashboard /, /stats, /metrics, /healthz, /readyz)`);
-  }
+  let admin: { app: AdminApp; server: Server<unknown> } | undefined;
 
   let stopping: Promise<void> | undefined;
   const stop = (graceful = true): Promise<void> => {
@@ -161,15 +105,85 @@ export async function startBalancer(config: Config, opts: BalancerOptions = {}):
       } else {
         await closeAll;
       }
-      await admin?.stop();
-      await adminServer?.stop(true);
+      await admin?.app.stop();
+      await admin?.server.stop(true);
       await accessLog?.close();
       await healthStopped;
     })();
     return stopping;
   };
 
-  return { ...ctx, url, port, adminUrl, stop };
+  let url: string;
+  let adminUrl: string | undefined;
+  // A listener that cannot start (a port in use) must not leave probes and timers running.
+  try {
+    if (config.mode === "tcp") {
+      tcp = await startTcpProxy(ctx, { stats: tcpStats });
+      url = `tcp://${hostForUrl(config.listen.host)}:${tcp.port}`;
+    } else {
+      if (config.log.access) accessLog = createAccessLog(config.log.format, opts.accessLogSink);
+      proxyServer = serveHttp(ctx, accessLog);
+      url = `http://${hostForUrl(config.listen.host)}:${proxyServer.port}`;
+    }
+    logger.info(`${config.mode} proxy listening on ${url} (strategy ${config.strategy})`);
+    if (config.admin !== false) {
+      const app = createAdminApp(ctx);
+      admin = { app, server: serveAdmin(config.admin, app) };
+      adminUrl = `http://${hostForUrl(config.admin.host)}:${admin.server.port}`;
+      logger.info(`admin listening on ${adminUrl} (dashboard /, /stats, /metrics, /healthz, /readyz)`);
+    }
+  } catch (e) {
+    await stop(false);
+    throw e;
+  }
+
+  return { ...ctx, url, port: tcp?.port ?? proxyServer!.port!, adminUrl, stop };
+}
+
+/** The layer-7 listener: a Hono app whose catch-all route is the forwarder. */
+function serveHttp(ctx: BalancerContext, accessLog: AccessLog | undefined): Server<unknown> {
+  const { config, logger } = ctx;
+  const handler = createProxyHandler({
+    pool: ctx.pool, passive: ctx.passive, traffic: ctx.traffic, accessLog,
+    trusted: cidrMatcher(config.trustedProxies),
+    preserveHost: config.preserveHost,
+    retry: config.retry,
+    responseBuffer: config.limits.responseBuffer,
+    idleTimeoutSec: Math.ceil(config.timeouts.idle / 1000),
+  });
+  const app = new Hono<{ Bindings: { server: Server<unknown> } }>();
+  app.all("*", (c) => handler(c.req.raw, c.env.server));
+  app.onError((err) => {
+    // A bug, not a backend failure (those are answered by the handler): log it, answer 500.
+    logger.error(`proxy: ${err.stack ?? err}`);
+    return new Response(JSON.stringify({ error: "SY_INTERNAL", status: 500, message: "internal error" }), {
+      status: 500, headers: { "content-type": "application/json" },
+    });
+  });
+  return Bun.serve({
+    hostname: config.listen.host,
+    port: config.listen.port,
+    // A second balancer must not silently share the port (Bun turns SO_REUSEPORT on when
+    // development is false).
+    reusePort: false,
+    development: false,
+    idleTimeout: Math.ceil(config.timeouts.idle / 1000),
+    maxRequestBodySize: config.limits.maxBodySize,
+    fetch: (req, server) => app.fetch(req, { server }),
+  });
+}
+
+/** The admin listener, apart from the proxy port so that it is never reachable through it. */
+function serveAdmin(listen: { host: string; port: number }, app: AdminApp): Server<unknown> {
+  return Bun.serve({
+    hostname: listen.host,
+    port: listen.port,
+    reusePort: false,
+    development: false,
+    // The dashboard's event stream is long-lived; it sets its own per-request timeout.
+    idleTimeout: 30,
+    fetch: (req, server) => app.fetch(req, { server }),
+  });
 }
 
 function hostForUrl(host: string): string {

@@ -99,6 +99,17 @@ describe("serve", () => {
     expect(r.stderr).toContain('strategy: got "nope"');
   });
 
+  test("a busy port: a clear message and exit 1", async () => {
+    const busy = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: () => new Response("taken") });
+    try {
+      const r = await run("serve", "--host", "127.0.0.1", "--port", String(busy.port), "--backend", "http://127.0.0.1:9", "--no-admin");
+      expect(r.code).toBe(1);
+      expect(r.stderr).toContain("cannot start");
+    } finally {
+      busy.stop(true);
+    }
+  });
+
   test("flags override the file; SIGTERM lets in-flight requests finish, then exits 0", async () => {
     cluster = await startCluster({ count: 2, basePort: 0 });
     const file = join(dir, "serve.json");
