@@ -149,6 +149,7 @@ function serveHttp(ctx: BalancerContext, accessLog: AccessLog | undefined): Serv
     preserveHost: config.preserveHost,
     retry: config.retry,
     responseBuffer: config.limits.responseBuffer,
+    upstreamConcurrency: config.limits.upstreamConcurrency,
     idleTimeoutSec: Math.ceil(config.timeouts.idle / 1000),
   });
   const app = new Hono<{ Bindings: { server: Server<unknown> } }>();

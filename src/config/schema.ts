@@ -146,6 +146,12 @@ export const ConfigSchema = v.strictObject({
        * response body is a stream (oven-sh/bun#10507).
        */
       responseBuffer: v.optional(size, 64 * 1024),
+      /**
+       * Upstream requests in flight at once, over all backends; the rest wait in arrival order
+       * (until retry.timeout). Matches the 64 idle connections Bun's fetch keeps per process,
+       * so that upstream connections are reused rather than churned. 0 means no bound.
+       */
+      upstreamConcurrency: v.optional(v.pipe(v.number("expected a number"), v.integer("expected a whole number"), v.minValue(0, "expected 0 (no bound) or more")), 64),
     }),
     {},
   ),

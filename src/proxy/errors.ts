@@ -9,8 +9,8 @@ export type ProxyErrorCode =
   | "SY_UPSTREAM_FAILED"
   /** retry.timeout (or the last per-try timeout) ran out before a response head arrived. 504. */
   | "SY_UPSTREAM_TIMEOUT"
-  /** The request body exceeded limits.maxBodySize. 413. */
-  | "SY_BODY_TOO_LARGE"
+  /** Waited for an upstream slot (limits.upstreamConcurrency) until retry.timeout ran out. 503. */
+  | "SY_QUEUE_TIMEOUT"
   /** The client went away; nothing is sent. */
   | "SY_CLIENT_ABORTED";
 
@@ -18,7 +18,7 @@ const STATUS: Record<ProxyErrorCode, number> = {
   SY_NO_BACKEND: 503,
   SY_UPSTREAM_FAILED: 502,
   SY_UPSTREAM_TIMEOUT: 504,
-  SY_BODY_TOO_LARGE: 413,
+  SY_QUEUE_TIMEOUT: 503,
   // 499 is nginx's "client closed request": it appears only in logs, never on the wire.
   SY_CLIENT_ABORTED: 499,
 };
@@ -27,7 +27,7 @@ const MESSAGE: Record<ProxyErrorCode, string> = {
   SY_NO_BACKEND: "no backend is available to serve this request",
   SY_UPSTREAM_FAILED: "every try to reach a backend failed",
   SY_UPSTREAM_TIMEOUT: "the backend did not answer in time",
-  SY_BODY_TOO_LARGE: "the request body is larger than this server accepts",
+  SY_QUEUE_TIMEOUT: "too many requests are waiting for a backend",
   SY_CLIENT_ABORTED: "the client closed the connection",
 };
 

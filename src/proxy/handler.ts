@@ -14,6 +14,7 @@ import { toClientHeaders, toUpstreamHeaders } from "./headers.ts";
 import { prepareBody } from "./body.ts";
 import { shouldRetry, type TryFailure } from "./retry.ts";
 import { ProxyError, errorResponse, type ProxyErrorCode } from "./errors.ts";
+import { AdmissionGate } from "./gate.ts";
 
 export interface ProxyOptions {
   pool: Pool;
@@ -30,6 +31,8 @@ export interface ProxyOptions {
     nonIdempotent: boolean;
     bufferBody: number;
   };
+  /** Upstream requests in flight at once, over all backends (0: no bound). */
+  upstreamConcurrency: number;
   /** Response bodies of known length up to this many bytes are read whole (0: always stream). */
   responseBuffer: number;
   /** Client idle timeout in seconds (Bun.serve's idleTimeout). */
@@ -63,6 +66,7 @@ export function createProxyHandler(opts: ProxyOptions): ProxyHandler {
   const { pool, passive, traffic, accessLog, retry } = opts;
   // Work done once, not per request.
   const retryOn = new Set(retry.onStatus);
+  const gate = new AdmissionGate(opts.upstreamConcurrency);
   // Bun.serve's idle timer runs while the handler awaits the backend (field notes). Only when a
   // backend may legitimately take longer than the idle timeout must a request's timer be raised.
   const waitSec = Math.ceil(retry.timeout / 1000) + 1;
@@ -223,25 +227,38 @@ export function createProxyHandler(opts: ProxyOptions): ProxyHandler {
         timeLeft: deadline - performance.now(),
       });
 
+    const clientGone = (): Response => {
+      traffic.proxyErrors.SY_CLIENT_ABORTED++;
+      traffic.record(method, 499, performance.now() - started);
+      finish(499, 0, "SY_CLIENT_ABORTED");
+      // Nobody reads this: the client has gone.
+      return new Response(null, { status: 499 });
+    };
+
     const exclude = new Set<Backend>();
     for (;;) {
-      const backend = pool.pick(exclude);
-      if (backend === undefined) return fail("SY_NO_BACKEND");
-      if (tried.length > 0) {
-        traffic.retries++;
-        backend.stats.retries++;
+      // Wait for an upstream slot before choosing: the choice then sees current load.
+      const entered = gate.enter(deadline - performance.now());
+      if (entered !== true && !(await entered)) return fail("SY_QUEUE_TIMEOUT", `no upstream slot within ${retry.timeout}ms`);
+      let outcome: TryOutcome;
+      try {
+        if (req.signal.aborted) return clientGone();
+        const backend = pool.pick(exclude);
+        if (backend === undefined) return fail("SY_NO_BACKEND");
+        if (tried.length > 0) {
+          traffic.retries++;
+          backend.stats.retries++;
+        }
+        tried.push(backend);
+        exclude.add(backend);
+        outcome = await attempt(backend);
+      } finally {
+        // Held until the head (and a buffered body) is in; a streamed body does not hold it,
+        // so long downloads and event streams cannot starve the gate.
+        gate.leave();
       }
-      tried.push(backend);
-      exclude.add(backend);
-      const outcome = await attempt(backend);
       if ("response" in outcome) return outcome.response;
-      if ("clientGone" in outcome) {
-        traffic.proxyErrors.SY_CLIENT_ABORTED++;
-        traffic.record(method, 499, performance.now() - started);
-        finish(499, 0, "SY_CLIENT_ABORTED");
-        // Nobody reads this: the client has gone.
-        return new Response(null, { status: 499 });
-      }
+      if ("clientGone" in outcome) return clientGone();
       const { failure, detail } = outcome;
       if (outcome.deadline) return fail("SY_UPSTREAM_TIMEOUT", `no response head within ${retry.timeout}ms`);
       if (mayRetry(failure) && pool.availableCount() > 0) continue;

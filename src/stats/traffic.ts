@@ -28,7 +28,7 @@ export class TrafficStats {
     SY_NO_BACKEND: 0,
     SY_UPSTREAM_FAILED: 0,
     SY_UPSTREAM_TIMEOUT: 0,
-    SY_BODY_TOO_LARGE: 0,
+    SY_QUEUE_TIMEOUT: 0,
     SY_CLIENT_ABORTED: 0,
   };
   retries = 0;

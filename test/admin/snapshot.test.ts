@@ -12,15 +12,15 @@ describe("/stats document", () => {
     for (let i = 0; i < 8; i++) serve(src, "a", 200, 1);
     serve(src, "a", 500, 1);
     serve(src, "a", 404, 1);
-    // What the handler records for a 503 "no backend" and a 413.
+    // What the handler records for a 503 "no backend" and a 503 "queue timeout".
     src.traffic.proxyErrors.SY_NO_BACKEND++;
     src.traffic.record("GET", 503, 0.1);
-    src.traffic.proxyErrors.SY_BODY_TOO_LARGE++;
-    src.traffic.record("POST", 413, 0.1);
+    src.traffic.proxyErrors.SY_QUEUE_TIMEOUT++;
+    src.traffic.record("POST", 503, 0.1);
     src.traffic.proxyErrors.SY_CLIENT_ABORTED++;
     const s = buildSnapshot(src, new Sampler(src), new BackendStatsPoller());
     expect(s.totals.requests).toBe(13);
-    expect(s.totals.responses).toEqual({ "1xx": 0, "2xx": 8, "3xx": 0, "4xx": 2, "5xx": 2 });
+    expect(s.totals.responses).toEqual({ "1xx": 0, "2xx": 8, "3xx": 0, "4xx": 1, "5xx": 3 });
     expect(s.totals.errors).toEqual({ "4xx": 1, "5xx": 1, proxy: 2, total: 4 });
     expect(s.totals.rps).toBeNull();
     expect(s.balancer.windowSeconds).toBe(0);
