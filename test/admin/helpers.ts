@@ -3,16 +3,10 @@
  * traffic loop, a server-sent-events client, and a strict parser of the Prometheus text
  * exposition format.
  */
-import { startBalancer, type Balancer } from "../../src/balancer.ts";
-import { validateConfig } from "../../src/config/load.ts";
-import { silentLogger } from "../../src/log/logger.ts";
-import { startCluster, type SimCluster } from "../../sim/cluster.ts";
+import { startRig, type TestRig } from "../helpers/balancer.ts";
 
-export interface Stack {
-  balancer: Balancer;
-  cluster: SimCluster;
+export interface Stack extends TestRig {
   adminUrl: string;
-  stop(): Promise<void>;
 }
 
 /**
@@ -20,31 +14,18 @@ export interface Stack {
  * down shows within a few hundred ms) and the sims' /stats as statsPath.
  */
 export async function startStack(count = 3, config: Record<string, unknown> = {}): Promise<Stack> {
-  const cluster = await startCluster({ count, basePort: 0 });
-  try {
-    const balancer = await startBalancer(
-      validateConfig({
-        listen: { host: "127.0.0.1", port: 0 },
-        admin: { host: "127.0.0.1", port: 0 },
-        log: { access: false },
-        healthCheck: { path: "/health", interval: "150ms", timeout: "500ms", fall: 1, rise: 1 },
-        backends: cluster.backends.map((b) => ({ name: b.name, url: b.url, statsPath: "/stats" })),
-        ...config,
-      }),
-      { logger: silentLogger },
-    );
-    if (balancer.adminUrl === undefined) throw new Error("the admin port did not start");
-    return {
-      balancer, cluster, adminUrl: balancer.adminUrl,
-      async stop() {
-        await balancer.stop(false);
-        await cluster.stop();
-      },
-    };
-  } catch (e) {
-    await cluster.stop();
-    throw e;
+  const rig = await startRig(count, (cluster) => ({
+    admin: { host: "127.0.0.1", port: 0 },
+    log: { access: false },
+    healthCheck: { path: "/health", interval: "150ms", timeout: "500ms", fall: 1, rise: 1 },
+    backends: cluster.backends.map((b) => ({ name: b.name, url: b.url, statsPath: "/stats" })),
+    ...config,
+  }));
+  if (rig.balancer.adminUrl === undefined) {
+    await rig.stop();
+    throw new Error("the admin port did not start");
   }
+  return { ...rig, adminUrl: rig.balancer.adminUrl };
 }
 
 /** Sends requests through `url` from `concurrency` loops until stopped; counts what came back. */

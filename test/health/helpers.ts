@@ -4,12 +4,10 @@
  * collector of measured detection and readmission times, printed once at the end of a file.
  */
 import { afterAll } from "bun:test";
-import { validateConfig } from "../../src/config/load.ts";
-import { startBalancer, type Balancer } from "../../src/balancer.ts";
-import { memoryLogger } from "../../src/log/logger.ts";
+import { rigConfig, startRig, type RigConfig, type TestRig } from "../helpers/balancer.ts";
 import type { BackendState, StateChange } from "../../src/pool/backend.ts";
 import type { Pool } from "../../src/pool/pool.ts";
-import { startCluster, type SimCluster } from "../../sim/cluster.ts";
+import type { SimCluster } from "../../sim/cluster.ts";
 
 /** Fast checks so the suite stays short: flips within 3×100ms + 100ms down, 2×100ms up. */
 export const FAST_CHECK = { type: "http", path: "/health", interval: "100ms", timeout: "100ms", rise: 2, fall: 3 } as const;
@@ -50,12 +48,8 @@ export class StallMeter {
   }
 }
 
-export interface HealthRig {
-  balancer: Balancer;
-  cluster: SimCluster;
-  logLines: string[];
+export interface HealthRig extends TestRig {
   changes: ChangeRecorder;
-  stop(): Promise<void>;
 }
 
 /**
@@ -66,35 +60,13 @@ export interface HealthRig {
 export async function startHealthRig(
   count: number,
   /** Merged over the default; a function gets the running cluster (for per-backend settings). */
-  config: Record<string, unknown> | ((cluster: SimCluster) => Record<string, unknown>) = {},
+  config: RigConfig = {},
   prepare: (cluster: SimCluster) => void | Promise<void> = () => {},
 ): Promise<HealthRig> {
-  const cluster = await startCluster({ count, basePort: 0 });
-  const logger = memoryLogger();
-  try {
-    await prepare(cluster);
-    const parsed = validateConfig({
-      listen: { host: "127.0.0.1", port: 0 },
-      admin: false,
-      log: { access: false },
-      healthCheck: FAST_CHECK,
-      backends: cluster.backends.map((b) => ({ name: b.name, url: b.url })),
-      ...(typeof config === "function" ? config(cluster) : config),
-    });
-    const changes = new ChangeRecorder();
-    const balancer = await startBalancer(parsed, { logger });
-    changes.attach(balancer.pool);
-    return {
-      balancer, cluster, logLines: logger.lines, changes,
-      async stop() {
-        await balancer.stop(false);
-        await cluster.stop();
-      },
-    };
-  } catch (e) {
-    await cluster.stop();
-    throw e;
-  }
+  const rig = await startRig(count, (cluster) => ({ log: { access: false }, healthCheck: FAST_CHECK, ...rigConfig(config, cluster) }), prepare);
+  const changes = new ChangeRecorder();
+  changes.attach(rig.balancer.pool);
+  return { ...rig, changes };
 }
 
 export interface TimedChange {

@@ -14,6 +14,13 @@ export interface TestRig {
   stop(): Promise<void>;
 }
 
+export type RigConfig = Record<string, unknown> | ((cluster: SimCluster) => Record<string, unknown>);
+
+/** Resolve a RigConfig against the running cluster. */
+export function rigConfig(config: RigConfig, cluster: SimCluster): Record<string, unknown> {
+  return typeof config === "function" ? config(cluster) : config;
+}
+
 /**
  * Start `count` sim backends on ephemeral ports and a balancer in front of them.
  * `config` (or a function of the cluster giving it) is merged over a test default: loopback,
@@ -21,12 +28,15 @@ export interface TestRig {
  */
 export async function startRig(
   count: number,
-  config: Record<string, unknown> | ((cluster: SimCluster) => Record<string, unknown>) = {},
+  config: RigConfig = {},
+  /** Run on the backends before the balancer starts, so that its start-up probes see it. */
+  prepare: (cluster: SimCluster) => void | Promise<void> = () => {},
 ): Promise<TestRig> {
   const cluster: SimCluster = count > 0 ? await startCluster({ count, basePort: 0 }) : { backends: [], stop: async () => {} };
   const access: string[] = [];
   const logger = memoryLogger();
   try {
+    await prepare(cluster);
     const balancer = await startBalancer(
       validateConfig({
         listen: { host: "127.0.0.1", port: 0 },
@@ -34,7 +44,7 @@ export async function startRig(
         healthCheck: false,
         log: { access: true },
         backends: cluster.backends.map((b) => ({ name: b.name, url: b.url })),
-        ...(typeof config === "function" ? config(cluster) : config),
+        ...rigConfig(config, cluster),
       }),
       { logger, accessLogSink: { write: (l) => void access.push(l), flush: () => {} } },
     );
