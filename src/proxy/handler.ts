@@ -11,7 +11,7 @@ import type { AccessLog } from "../log/access.ts";
 import { methodLabel, type TrafficStats } from "../stats/traffic.ts";
 import type { CidrMatcher } from "./cidr.ts";
 import { toClientHeaders, toUpstreamHeaders } from "./headers.ts";
-import { prepareBody } from "./body.ts";
+import { prepareBody, type PreparedBody } from "./body.ts";
 import { shouldRetry, type TryFailure } from "./retry.ts";
 import { ProxyError, errorResponse, type ProxyErrorCode } from "./errors.ts";
 import { AdmissionGate } from "./gate.ts";
@@ -102,9 +102,23 @@ export function createProxyHandler(opts: ProxyOptions): ProxyHandler {
       return res;
     };
 
+    const clientGone = (): Response => {
+      traffic.proxyErrors.SY_CLIENT_ABORTED++;
+      traffic.record(method, 499, performance.now() - started);
+      finish(499, 0, "SY_CLIENT_ABORTED");
+      // Nobody reads this: the client has gone.
+      return new Response(null, { status: 499 });
+    };
+
     if (raiseIdle) server.timeout(req, waitTimeout);
     toUpstreamHeaders(headers, { clientIp, proto: "http", requestId }, opts, "");
-    const prepared = await prepareBody(req, retry.bufferBody);
+    let prepared: PreparedBody;
+    try {
+      prepared = await prepareBody(req, retry.bufferBody);
+    } catch {
+      // The client went away (or broke the framing) while sending its body.
+      return clientGone();
+    }
     const deadline = started + retry.timeout;
 
     /**
@@ -226,14 +240,6 @@ export function createProxyHandler(opts: ProxyOptions): ProxyHandler {
         retryNonIdempotent: retry.nonIdempotent,
         timeLeft: deadline - performance.now(),
       });
-
-    const clientGone = (): Response => {
-      traffic.proxyErrors.SY_CLIENT_ABORTED++;
-      traffic.record(method, 499, performance.now() - started);
-      finish(499, 0, "SY_CLIENT_ABORTED");
-      // Nobody reads this: the client has gone.
-      return new Response(null, { status: 499 });
-    };
 
     const exclude = new Set<Backend>();
     for (;;) {

@@ -319,6 +319,28 @@ describe("failures and retries", () => {
     await waitFor(() => rig!.balancer.pool.backends[0]!.inFlight === 0, "the in-flight slot to be released");
   });
 
+  test("a client that disconnects mid-upload costs nothing: no error, no slot held", async () => {
+    rig = await startRig(1);
+    const { connect } = await import("node:net");
+    for (const head of [
+      "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nonly ten b", // buffered body
+      "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 9000000\r\n\r\npartial", // streamed body
+      "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n", // chunked
+    ]) {
+      await new Promise<void>((resolve) => {
+        const socket = connect(rig!.balancer.port, "127.0.0.1", () => {
+          socket.write(head);
+          setTimeout(() => socket.destroy(), 100);
+        });
+        socket.on("close", () => resolve());
+        socket.on("error", () => resolve());
+      });
+    }
+    await waitFor(() => rig!.balancer.pool.backends[0]!.inFlight === 0, "the in-flight slot to be released");
+    expect(rig.logLines.filter((l) => l.startsWith("error"))).toEqual([]);
+    expect((await fetch(`${rig.balancer.url}/`)).status).toBe(200);
+  });
+
   test("one backend killed mid-run costs zero failed GETs", async () => {
     rig = await startRig(3);
     let ok = 0;
