@@ -1,6 +1,7 @@
 /**
- * Layer 4 throughput, side by side: redis-benchmark straight at one Redis server and through
- * Switchyard's TCP mode in front of the same server, in one run, with each ratio.
+ * Layer 4 throughput, side by side: redis-benchmark straight at one Redis server, through
+ * Switchyard's TCP mode and (when installed) through HAProxy in TCP mode, in front of the same
+ * server, in one run, with each ratio to the direct run.
  *
  *   bun bench/tcp-redis.ts [--requests 100000] [--clients 50]
  *
@@ -8,6 +9,8 @@
  * only; every process it starts is stopped by PID at the end.
  */
 import { parseArgs } from "node:util";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
 
@@ -24,6 +27,8 @@ for (const cmd of ["redis-server", "redis-benchmark"]) {
 const root = join(import.meta.dir, "..");
 const REDIS = 18379;
 const PROXY = 18380;
+const HAPROXY = 18381;
+const hasHaproxy = Bun.which("haproxy", { PATH: `${process.env.PATH}:/usr/sbin` }) !== null;
 const procs: Subprocess[] = [];
 
 async function waitPort(port: number): Promise<void> {
@@ -51,14 +56,23 @@ try {
   await waitPort(REDIS);
   procs.push(Bun.spawn([process.execPath, "src/cli.ts", "serve", "--mode", "tcp", "--host", "127.0.0.1", "--port", String(PROXY), "--backend", `127.0.0.1:${REDIS}`, "--no-admin"], { cwd: root, stdout: "ignore" }));
   await waitPort(PROXY);
+  if (hasHaproxy) {
+    const cfg = join(mkdtempSync(join(tmpdir(), "switchyard-bench-")), "haproxy.cfg");
+    writeFileSync(cfg, `global\n  nbthread 1\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\nlisten redis\n  bind 127.0.0.1:${HAPROXY}\n  server r1 127.0.0.1:${REDIS}\n`);
+    procs.push(Bun.spawn(["haproxy", "-f", cfg], { stdout: "ignore" }));
+    await waitPort(HAPROXY);
+  }
   await bench(PROXY); // warm-up, discarded
   const direct = await bench(REDIS);
   const proxied = await bench(PROXY);
+  const haproxy = hasHaproxy ? await bench(HAPROXY) : undefined;
+  const ratio = (x: number | undefined, d: number | undefined) => ((x ?? 0) / (d || 1)).toFixed(2);
   console.log(`\nredis-benchmark -q -n ${values.requests} -c ${values.clients} -t set,get\n`);
-  console.log("| test | direct req/s | through Switchyard TCP req/s | ratio |");
-  console.log("| --- | --- | --- | --- |");
+  console.log("| test | direct req/s | Switchyard TCP req/s | ratio | HAProxy TCP (1 thread) req/s | ratio |");
+  console.log("| --- | --- | --- | --- | --- | --- |");
   for (const t of ["SET", "GET"]) {
-    console.log(`| ${t} | ${Math.round(direct[t] ?? 0)} | ${Math.round(proxied[t] ?? 0)} | ${((proxied[t] ?? 0) / (direct[t] || 1)).toFixed(2)} |`);
+    const h = haproxy ? `${Math.round(haproxy[t] ?? 0)} | ${ratio(haproxy[t], direct[t])}` : "- | -";
+    console.log(`| ${t} | ${Math.round(direct[t] ?? 0)} | ${Math.round(proxied[t] ?? 0)} | ${ratio(proxied[t], direct[t])} | ${h} |`);
   }
 } finally {
   for (const p of procs) p.kill("SIGTERM");
