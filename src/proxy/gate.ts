@@ -69,6 +69,7 @@ export class AdmissionGate {
   }
 
   private compact(): void {
+    if (this.head === 0) return;
     if (this.head === this.queue.length) {
       this.queue.length = 0;
       this.head = 0;
