@@ -103,6 +103,11 @@ function crossFieldProblems(input: Record<string, unknown>): string[] {
     if (first !== undefined) problems.push(`backends[${i}].name: got ${show(name)}, expected a unique name (backends[${first}] has it)`);
     else names.set(name, i);
   });
+  const timeouts = isPlainObject(input.timeouts) ? input.timeouts : {};
+  const idle = v.safeParse(ConfigSchema.entries.timeouts, timeouts);
+  if (mode === "http" && idle.success && idle.output.idle > 255_000) {
+    problems.push(`timeouts.idle: got ${show(timeouts.idle)}, expected at most 255s in HTTP mode (Bun.serve's limit)`);
+  }
   const retry = isPlainObject(input.retry) ? input.retry : {};
   const per = v.safeParse(ConfigSchema.entries.retry, retry);
   if (per.success && per.output.perTryTimeout > per.output.timeout) {

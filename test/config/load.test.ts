@@ -122,6 +122,19 @@ describe("errors", () => {
     expect(problems({ mode: "tcp", backends: [{ url: "127.0.0.1" }] })[0]).toContain("with a port");
   });
 
+  test("timeouts.idle is capped at 255s in HTTP mode only", () => {
+    expect(problems({ backends: [{ url: "http://x" }], timeouts: { idle: "5m" } })).toEqual([
+      'timeouts.idle: got "5m", expected at most 255s in HTTP mode (Bun.serve\'s limit)',
+    ]);
+    expect(validateConfig({ mode: "tcp", backends: [{ url: "x:1" }], timeouts: { idle: "5m" } }).timeouts.idle).toBe(300_000);
+  });
+
+  test("every example config in examples/ is valid", async () => {
+    for (const file of new Bun.Glob("*.{json,yaml,toml}").scanSync(new URL("../../examples/", import.meta.url).pathname)) {
+      await loadConfigFile(new URL(`../../examples/${file}`, import.meta.url).pathname);
+    }
+  });
+
   test("perTryTimeout may not exceed timeout", () => {
     expect(problems({ backends: [{ url: "http://x" }], retry: { perTryTimeout: "20s", timeout: "10s" } })).toEqual([
       'retry.perTryTimeout: got "20s", expected at most retry.timeout ("10s")',
