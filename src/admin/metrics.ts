@@ -81,6 +81,12 @@ class Writer {
     this.lines.push(`# HELP ${name} ${escapeHelp(help)}`, `# TYPE ${name} ${type}`);
   }
 
+  /** A family with one unlabelled sample. */
+  single(name: string, type: "counter" | "gauge", help: string, value: number): void {
+    this.family(name, type, help);
+    this.sample(name, "", value);
+  }
+
   /** `labels` is already rendered ("a=\"x\",b=\"y\"") or empty. */
   sample(name: string, labels: string, value: number): void {
     this.lines.push(labels ? `${name}{${labels}} ${num(value)}` : `${name} ${num(value)}`);
@@ -118,8 +124,7 @@ export function renderMetrics(src: SnapshotSource, poller?: BackendStatsPoller, 
     for (const b of backends) w.sample(name, label.get(b)!, value(b));
   };
 
-  w.family("switchyard_start_time_seconds", "gauge", "When the balancer started, seconds since the Unix epoch.");
-  w.sample("switchyard_start_time_seconds", "", src.startedAt / 1000);
+  w.single("switchyard_start_time_seconds", "gauge", "When the balancer started, seconds since the Unix epoch.", src.startedAt / 1000);
 
   w.family("switchyard_requests_total", "counter", "Responses sent to clients, by request method and status class (including the balancer's own error answers).");
   for (const m of METHOD_LABELS) {
@@ -133,16 +138,14 @@ export function renderMetrics(src: SnapshotSource, poller?: BackendStatsPoller, 
     w.sample("switchyard_proxy_errors_total", `code="${code}"`, n);
   }
 
-  w.family("switchyard_retries_total", "counter", "Tries after the first, over all requests.");
-  w.sample("switchyard_retries_total", "", traffic.retries);
+  w.single("switchyard_retries_total", "counter", "Tries after the first, over all requests.", traffic.retries);
 
   w.family("switchyard_request_duration_seconds", "histogram", "Time from a request's arrival to its response head, seconds.");
   w.histogram("switchyard_request_duration_seconds", "", traffic.latency);
 
   let inFlight = 0;
   for (const b of backends) inFlight += b.inFlight;
-  w.family("switchyard_in_flight_requests", "gauge", mode === "tcp" ? "Connections open to backends now." : "Requests in flight to backends now.");
-  w.sample("switchyard_in_flight_requests", "", inFlight);
+  w.single("switchyard_in_flight_requests", "gauge", mode === "tcp" ? "Connections open to backends now." : "Requests in flight to backends now.", inFlight);
 
   const byState: Record<BackendState, number> = { up: 0, down: 0, draining: 0, ejected: 0, "slow-starting": 0 };
   let available = 0;
@@ -155,8 +158,7 @@ export function renderMetrics(src: SnapshotSource, poller?: BackendStatsPoller, 
   }
   w.family("switchyard_backends", "gauge", "Backends in each state.");
   for (const s of STATES) w.sample("switchyard_backends", `state="${s}"`, byState[s]);
-  w.family("switchyard_backends_available", "gauge", "Backends that would take new traffic now.");
-  w.sample("switchyard_backends_available", "", available);
+  w.single("switchyard_backends_available", "gauge", "Backends that would take new traffic now.", available);
 
   w.family("switchyard_backend_requests_total", "counter", mode === "tcp" ? "Connections made to the backend." : "Tries sent to the backend (a retry counts on the backend it went to).");
   each("switchyard_backend_requests_total", (b) => backendTally(b, mode).units);
@@ -222,23 +224,16 @@ export function renderMetrics(src: SnapshotSource, poller?: BackendStatsPoller, 
 
   const tcp = src.tcpStats;
   if (tcp) {
-    w.family("switchyard_tcp_connections_total", "counter", "Client connections accepted by the TCP listener.");
-    w.sample("switchyard_tcp_connections_total", "", tcp.accepted);
-    w.family("switchyard_tcp_open_connections", "gauge", "Client connections open now (connecting or relaying).");
-    w.sample("switchyard_tcp_open_connections", "", tcp.open);
+    w.single("switchyard_tcp_connections_total", "counter", "Client connections accepted by the TCP listener.", tcp.accepted);
+    w.single("switchyard_tcp_open_connections", "gauge", "Client connections open now (connecting or relaying).", tcp.open);
     w.family("switchyard_tcp_closed_unserved_total", "counter", "Client connections closed without a backend, by reason (no_backend: none available; unreachable: every try failed).");
     w.sample("switchyard_tcp_closed_unserved_total", `reason="no_backend"`, tcp.rejected);
     w.sample("switchyard_tcp_closed_unserved_total", `reason="unreachable"`, tcp.unreachable);
-    w.family("switchyard_tcp_connect_failures_total", "counter", "Backend connects that failed or timed out.");
-    w.sample("switchyard_tcp_connect_failures_total", "", tcp.connectFailures);
-    w.family("switchyard_tcp_connect_timeouts_total", "counter", "Backend connects that ran out of timeouts.connect.");
-    w.sample("switchyard_tcp_connect_timeouts_total", "", tcp.connectTimeouts);
-    w.family("switchyard_tcp_retries_total", "counter", "Connects to a further backend after one failed.");
-    w.sample("switchyard_tcp_retries_total", "", tcp.retries);
-    w.family("switchyard_tcp_idle_timeouts_total", "counter", "Relays closed because no byte moved for timeouts.idle.");
-    w.sample("switchyard_tcp_idle_timeouts_total", "", tcp.idleTimeouts);
-    w.family("switchyard_tcp_resets_total", "counter", "Relays cut short by a reset or an error on either side.");
-    w.sample("switchyard_tcp_resets_total", "", tcp.resets);
+    w.single("switchyard_tcp_connect_failures_total", "counter", "Backend connects that failed or timed out.", tcp.connectFailures);
+    w.single("switchyard_tcp_connect_timeouts_total", "counter", "Backend connects that ran out of timeouts.connect.", tcp.connectTimeouts);
+    w.single("switchyard_tcp_retries_total", "counter", "Connects to a further backend after one failed.", tcp.retries);
+    w.single("switchyard_tcp_idle_timeouts_total", "counter", "Relays closed because no byte moved for timeouts.idle.", tcp.idleTimeouts);
+    w.single("switchyard_tcp_resets_total", "counter", "Relays cut short by a reset or an error on either side.", tcp.resets);
     w.family("switchyard_tcp_bytes_total", "counter", "Bytes relayed by the TCP listener, by direction (in: client to backend, out: backend to client).");
     w.sample("switchyard_tcp_bytes_total", `direction="in"`, tcp.bytesIn);
     w.sample("switchyard_tcp_bytes_total", `direction="out"`, tcp.bytesOut);
