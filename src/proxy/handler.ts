@@ -78,7 +78,8 @@ export function createProxyHandler(opts: ProxyOptions): ProxyHandler {
     const time = Date.now();
     const url = req.url;
     // The request target exactly as received: no decoding of %2F, no collapsing of "//".
-    const slash = url.indexOf("/", url.indexOf("//") + 2);
+    // Bun gives an absolute URL, or the bare target when the request had no Host (HTTP/1.0).
+    const slash = url.charCodeAt(0) === 47 ? 0 : url.indexOf("/", url.indexOf("//") + 2);
     const target = slash === -1 ? "/" : url.slice(slash);
     const method = req.method;
     const methodKey = methodLabel(method);
@@ -111,7 +112,7 @@ export function createProxyHandler(opts: ProxyOptions): ProxyHandler {
     };
 
     if (raiseIdle) server.timeout(req, waitTimeout);
-    toUpstreamHeaders(headers, { clientIp, proto: "http", requestId }, opts, "");
+    const rewriteHost = toUpstreamHeaders(headers, { clientIp, proto: "http", requestId }, opts);
     let prepared: PreparedBody;
     try {
       prepared = await prepareBody(req, retry.bufferBody);
@@ -155,7 +156,7 @@ export function createProxyHandler(opts: ProxyOptions): ProxyHandler {
 
       let handedOff = false;
       try {
-        if (!opts.preserveHost) headers.set("host", backend.url.host);
+        if (rewriteHost) headers.set("host", backend.url.host);
         let res: Response;
         try {
           res = await fetch(backend.origin + backend.basePath + target, {

@@ -61,13 +61,17 @@ export interface RequestHeaderOptions {
  * use_remote_address and nginx's real_ip: a client can write anything into them, so their
  * values are kept and appended to only when the peer is a proxy we trust. From anyone else they
  * are replaced, and a Forwarded field (RFC 7239) is dropped for the same reason.
+ *
+ * Returns whether Host must be the backend's (preserveHost is off, or the client sent none, as
+ * an HTTP/1.0 client may): set it to `backendHost` here when given, or per try by the caller
+ * when the backend is not chosen yet.
  */
 export function toUpstreamHeaders(
   headers: Headers,
   info: ForwardedInfo,
   opts: RequestHeaderOptions,
-  backendHost: string,
-): void {
+  backendHost?: string,
+): boolean {
   stripHopByHop(headers);
   const host = headers.get("host");
   if (opts.trusted(info.clientIp)) {
@@ -86,7 +90,9 @@ export function toUpstreamHeaders(
   const via = headers.get("via");
   headers.set("via", via ? `${via}, ${VIA}` : VIA);
   if (!headers.has("x-request-id")) headers.set("x-request-id", info.requestId);
-  if (!opts.preserveHost || host === null) headers.set("host", backendHost);
+  const rewriteHost = !opts.preserveHost || host === null;
+  if (rewriteHost && backendHost !== undefined) headers.set("host", backendHost);
+  return rewriteHost;
 }
 
 /** Prepare the backend's response headers for the client, in place. */

@@ -30,6 +30,15 @@ describe("request target and headers", () => {
     expect(e.query.x).toEqual(["1", "2"]);
   });
 
+  test("an HTTP/1.0 request without Host keeps its path and gets the backend's Host", async () => {
+    rig = await startRig(1);
+    const res = await rawRequest(rig.balancer.port, "GET /echo/x?y=1 HTTP/1.0");
+    expect(res.status).toBe(200);
+    const e = JSON.parse(res.body) as EchoResponse;
+    expect(e.path).toBe("/echo/x?y=1");
+    expect(header(e, "host")).toBe(new URL(rig.cluster.backends[0]!.url).host);
+  });
+
   test("forwarded headers are set and untrusted ones replaced", async () => {
     rig = await startRig(1);
     const e = await echo(await fetch(`${rig.balancer.url}/echo`, {
