@@ -49,7 +49,7 @@ export function statusFor(code: ProxyErrorCode): number {
 
 /** The client-facing answer: JSON with the stable code, and Retry-After on 503 (RFC 9110 §10.2.3). */
 export function errorResponse(err: ProxyError, requestId: string, retryAfterSeconds = 1): Response {
-  const status = STATUS[err.code];
+  const status = err.status;
   const headers: Record<string, string> = {
     "content-type": "application/json",
     "x-request-id": requestId,

@@ -20,7 +20,6 @@ import { clientHandlers, Relay, type RelayEnv } from "./relay.ts";
 import { TcpStats } from "./stats.ts";
 
 export { TcpStats } from "./stats.ts";
-export { CONNECT_BUFFER_BYTES } from "./relay.ts";
 
 export interface TcpProxy {
   readonly port: number;
