@@ -8,7 +8,7 @@ import { Hono } from "hono";
 import type { Config } from "./config/schema.ts";
 import { LocalPool, type Pool } from "./pool/pool.ts";
 import type { Backend } from "./pool/backend.ts";
-import { createPolicy } from "./balancer/policy.ts";
+import { createPolicy } from "./policy/policy.ts";
 import { PassiveHealth } from "./health/passive.ts";
 import { HealthMonitor } from "./health/monitor.ts";
 import { resolveCheck, type ResolvedCheck } from "./health/check.ts";

@@ -4,7 +4,7 @@
  */
 import * as v from "valibot";
 import { parseDuration, parseSize } from "./units.ts";
-import { POLICY_NAMES } from "../balancer/names.ts";
+import { POLICY_NAMES } from "../policy/names.ts";
 
 const DURATION_HINT = 'a duration like "250ms", "5s", "1m" or a number of milliseconds';
 const SIZE_HINT = 'a size like "64KB", "128MB" or a number of bytes';

@@ -5,7 +5,7 @@
  * process. A multi-process mode can implement the same interface over shared counters.
  */
 import { Backend, type BackendOptions, type StateChange } from "./backend.ts";
-import type { SelectionPolicy } from "../balancer/policy.ts";
+import type { SelectionPolicy } from "../policy/policy.ts";
 
 export interface Pool {
   readonly backends: readonly Backend[];

@@ -1,6 +1,6 @@
 /** An in-memory balancer state for unit tests of the admin figures: no servers, no timers. */
 import { LocalPool } from "../../src/pool/pool.ts";
-import { createPolicy } from "../../src/balancer/policy.ts";
+import { createPolicy } from "../../src/policy/policy.ts";
 import { TrafficStats, methodLabel } from "../../src/stats/traffic.ts";
 import type { BackendOptions } from "../../src/pool/backend.ts";
 import type { TcpStats } from "../../src/tcp/stats.ts";

@@ -10,7 +10,7 @@ import { PassiveHealth, type PassiveOptions } from "../../src/health/passive.ts"
 import { validateConfig } from "../../src/config/load.ts";
 import { Backend, type StateChange } from "../../src/pool/backend.ts";
 import { LocalPool } from "../../src/pool/pool.ts";
-import { createPolicy } from "../../src/balancer/policy.ts";
+import { createPolicy } from "../../src/policy/policy.ts";
 import { startSimBackend, type SimBackend } from "../../sim/backend.ts";
 
 describe("HealthTally: probing apart from flipping", () => {
