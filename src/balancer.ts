@@ -12,7 +12,7 @@ import { createPolicy } from "./policy/policy.ts";
 import { PassiveHealth } from "./health/passive.ts";
 import { HealthMonitor } from "./health/monitor.ts";
 import { resolveCheck, type ResolvedCheck } from "./health/check.ts";
-import { createProxyHandler } from "./proxy/handler.ts";
+import { createFetchHandler } from "./engine/fetch.ts";
 import { cidrMatcher } from "./proxy/cidr.ts";
 import { TrafficStats } from "./stats/traffic.ts";
 import { createAccessLog, type AccessLog, type LineSink } from "./log/access.ts";
@@ -143,7 +143,7 @@ export async function startBalancer(config: Config, opts: BalancerOptions = {}):
 /** The layer-7 listener: a Hono app whose catch-all route is the forwarder. */
 function serveHttp(ctx: BalancerContext, accessLog: AccessLog | undefined): Server<unknown> {
   const { config, logger } = ctx;
-  const handler = createProxyHandler({
+  const handler = createFetchHandler({
     pool: ctx.pool, passive: ctx.passive, traffic: ctx.traffic, accessLog,
     trusted: cidrMatcher(config.trustedProxies),
     preserveHost: config.preserveHost,

@@ -5,6 +5,7 @@
 import type { Backend } from "../pool/backend.ts";
 import type { ResolvedCheck } from "./check.ts";
 import { formatDuration } from "../config/units.ts";
+import { describeNetworkError } from "../net/network-error.ts";
 
 export interface ProbeResult {
   ok: boolean;
@@ -40,13 +41,7 @@ export const EXPECT_BODY_LIMIT = 64 * 1024;
 function failureDetail(e: unknown, timeoutMs: number, signal: AbortSignal): string {
   // The probe's own controller fired: its timer, or stop() (whose result nobody reads).
   if (signal.aborted) return `timeout after ${formatDuration(timeoutMs)}`;
-  const code = (e as { code?: string } | undefined)?.code;
-  // Bun 1.3 said ConnectionRefused, 1.4 says ECONNREFUSED (oven-sh/bun#34397): match both.
-  if (code === "ECONNREFUSED" || code === "ConnectionRefused") return "connection refused";
-  if (code === "ECONNRESET" || code === "ConnectionClosed") return "connection reset";
-  if (code === "ENOTFOUND") return "host not found";
-  if (code) return `error ${code}`;
-  return `error ${e instanceof Error ? e.message : String(e)}`;
+  return describeNetworkError(e);
 }
 
 /** Up to `limit` bytes of a body as text; the rest is cancelled, not read. */

@@ -11,6 +11,8 @@ export type ProxyErrorCode =
   | "SY_UPSTREAM_TIMEOUT"
   /** Waited for an upstream slot (limits.upstreamConcurrency) until retry.timeout ran out. 503. */
   | "SY_QUEUE_TIMEOUT"
+  /** The backend broke off a response body after its head had gone to the client. Logged only. */
+  | "SY_UPSTREAM_TRUNCATED"
   /** The client went away; nothing is sent. */
   | "SY_CLIENT_ABORTED";
 
@@ -19,6 +21,8 @@ const STATUS: Record<ProxyErrorCode, number> = {
   SY_UPSTREAM_FAILED: 502,
   SY_UPSTREAM_TIMEOUT: 504,
   SY_QUEUE_TIMEOUT: 503,
+  // The head already went out with the backend's status; 502 is what the access log records.
+  SY_UPSTREAM_TRUNCATED: 502,
   // 499 is nginx's "client closed request": it appears only in logs, never on the wire.
   SY_CLIENT_ABORTED: 499,
 };
@@ -28,6 +32,7 @@ const MESSAGE: Record<ProxyErrorCode, string> = {
   SY_UPSTREAM_FAILED: "every try to reach a backend failed",
   SY_UPSTREAM_TIMEOUT: "the backend did not answer in time",
   SY_QUEUE_TIMEOUT: "too many requests are waiting for a backend",
+  SY_UPSTREAM_TRUNCATED: "the backend broke off the response body",
   SY_CLIENT_ABORTED: "the client closed the connection",
 };
 
@@ -47,8 +52,15 @@ export function statusFor(code: ProxyErrorCode): number {
   return STATUS[code];
 }
 
+/** A proxy-made answer, before an engine puts it on its wire. */
+export interface ErrorAnswer {
+  status: number;
+  headers: Record<string, string>;
+  body: string;
+}
+
 /** The client-facing answer: JSON with the stable code, and Retry-After on 503 (RFC 9110 §10.2.3). */
-export function errorResponse(err: ProxyError, requestId: string, retryAfterSeconds = 1): Response {
+export function errorAnswer(err: ProxyError, requestId: string, retryAfterSeconds = 1): ErrorAnswer {
   const status = err.status;
   const headers: Record<string, string> = {
     "content-type": "application/json",
@@ -57,5 +69,10 @@ export function errorResponse(err: ProxyError, requestId: string, retryAfterSeco
   };
   if (status === 503) headers["retry-after"] = String(retryAfterSeconds);
   const body = JSON.stringify({ error: err.code, status, message: err.message, requestId });
-  return new Response(body, { status, headers });
+  return { status, headers, body };
+}
+
+export function errorResponse(err: ProxyError, requestId: string, retryAfterSeconds = 1): Response {
+  const a = errorAnswer(err, requestId, retryAfterSeconds);
+  return new Response(a.body, { status: a.status, headers: a.headers });
 }

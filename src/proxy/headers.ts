@@ -1,7 +1,9 @@
 /**
- * Header transforms between client and backend, in both directions.
+ * Header transforms between client and backend, in both directions. Written once against
+ * `HeaderFields`, so both HTTP engines apply the same rules (fetch: `Headers`; socket: `FieldList`).
  */
 import type { CidrMatcher } from "./cidr.ts";
+import type { HeaderFields } from "./fields.ts";
 
 /**
  * Hop-by-hop fields: they describe one connection, not the message, so a proxy must not
@@ -29,7 +31,7 @@ export const VIA = "1.1 switchyard";
  * gateway MUST parse a received Connection header field ... and remove ... each field named").
  * Mutates `headers` in place: it is ours to change, and a copy per request costs more.
  */
-export function stripHopByHop(headers: Headers): void {
+export function stripHopByHop(headers: HeaderFields): void {
   const connection = headers.get("connection");
   if (connection !== null) {
     for (const token of connection.split(",")) {
@@ -67,7 +69,7 @@ export interface RequestHeaderOptions {
  * when the backend is not chosen yet.
  */
 export function toUpstreamHeaders(
-  headers: Headers,
+  headers: HeaderFields,
   info: ForwardedInfo,
   opts: RequestHeaderOptions,
   backendHost?: string,
@@ -96,7 +98,7 @@ export function toUpstreamHeaders(
 }
 
 /** Prepare the backend's response headers for the client, in place. */
-export function toClientHeaders(headers: Headers, requestId: string): void {
+export function toClientHeaders(headers: HeaderFields, requestId: string): void {
   stripHopByHop(headers);
   const via = headers.get("via");
   headers.set("via", via ? `${via}, ${VIA}` : VIA);

@@ -29,6 +29,7 @@ export class TrafficStats {
     SY_UPSTREAM_FAILED: 0,
     SY_UPSTREAM_TIMEOUT: 0,
     SY_QUEUE_TIMEOUT: 0,
+    SY_UPSTREAM_TRUNCATED: 0,
     SY_CLIENT_ABORTED: 0,
   };
   retries = 0;

@@ -29,6 +29,7 @@ import type { PassiveSignals } from "../health/passive.ts";
 import type { Logger } from "../log/logger.ts";
 import { formatDuration } from "../config/units.ts";
 import type { TcpStats } from "./stats.ts";
+import { describeNetworkError } from "../net/network-error.ts";
 
 /**
  * Client bytes kept while the backend connection is being made. Past this the client is
@@ -172,7 +173,7 @@ export class Relay {
         // Reported through connectError.
       });
     } catch (e) {
-      this.connectFailed(a, describeError(e), false);
+      this.connectFailed(a, describeNetworkError(e), false);
     }
   }
 
@@ -448,14 +449,6 @@ export class Relay {
   }
 }
 
-function describeError(e: unknown): string {
-  const code = (e as { code?: string } | undefined)?.code;
-  if (code === "ECONNREFUSED" || code === "ConnectionRefused") return "connection refused";
-  if (code === "ECONNRESET") return "connection reset";
-  if (code === "ENOTFOUND" || code === "EAI_NONAME") return "host not found";
-  return code ? `error ${code}` : `error ${(e as Error)?.message ?? e}`;
-}
-
 /** Shared by every client socket of a listener; `socket.data` is the relay. */
 export const clientHandlers: SocketHandler<Relay> = {
   data: (s, chunk) => s.data.clientData(chunk),
@@ -474,7 +467,7 @@ const backendHandlers: SocketHandler<Attempt> = {
   },
   connectError(s, e) {
     const a = s.data;
-    a.relay.connectFailed(a, describeError(e), false);
+    a.relay.connectFailed(a, describeNetworkError(e), false);
   },
   data(s, chunk) {
     if (!s.data.abandoned) s.data.relay.backendData(chunk);

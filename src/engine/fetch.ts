@@ -1,0 +1,164 @@
+/**
+ * The fetch engine: Bun.serve (behind a Hono catch-all) reads the request, Bun's fetch sends it
+ * upstream, and a Response carries the answer back. Only the wire lives here; every decision
+ * above it is the shared loop in proxy/forward.ts.
+ *
+ * Defects of Bun 1.4.5 this engine cannot hide (README, "Known limits"): a pipelining client
+ * loses its connection (oven-sh/bun PR #38128), fetch adds `User-Agent` and `Accept` to requests
+ * that had none, and Bun.serve answers 400 to a chunked body with trailers.
+ */
+import type { Server } from "bun";
+import type { Backend } from "../pool/backend.ts";
+import { createForwarder, type BodyEnd, type ForwardOptions, type ForwardRequest, type UpstreamResponse, type Wire } from "../proxy/forward.ts";
+import { prepareBody } from "../proxy/body.ts";
+
+export interface FetchEngineOptions extends ForwardOptions {
+  retry: ForwardOptions["retry"] & { bufferBody: number };
+  /** Response bodies of known length up to this many bytes are read whole (0: always stream). */
+  responseBuffer: number;
+  /** Client idle timeout in seconds (Bun.serve's idleTimeout). */
+  idleTimeoutSec: number;
+}
+
+export type FetchHandler = (req: Request, server: Server<unknown>) => Promise<Response>;
+
+/** The fetch engine's own part of a request. */
+interface FetchOwn {
+  request: Request;
+  server: Server<unknown>;
+  body: BodyInit | null;
+}
+
+interface FetchResponse extends UpstreamResponse {
+  readonly headers: Headers;
+  readonly res: Response;
+}
+
+/** Statuses whose responses never carry a body (RFC 9110 §6.4.1; HEAD per §9.3.2). */
+function bodiless(method: string, status: number): boolean {
+  return method === "HEAD" || status === 204 || status === 304 || (status >= 100 && status < 200);
+}
+
+export function createFetchHandler(opts: FetchEngineOptions): FetchHandler {
+  // Bun.serve's idle timer runs while the handler awaits the backend (field notes). Only when a
+  // backend may legitimately take longer than the idle timeout must a request's timer be raised.
+  const waitSec = Math.ceil(opts.retry.timeout / 1000) + 1;
+  const raiseIdle = waitSec > opts.idleTimeoutSec;
+  const waitTimeout = waitSec > 255 ? 0 : waitSec;
+
+  const wire: Wire<FetchOwn, Response> = {
+    async send(backend: Backend, req, signal): Promise<FetchResponse> {
+      const res = await fetch(backend.origin + backend.basePath + req.target, {
+        method: req.method,
+        headers: req.headers as Headers,
+        body: req.own.body,
+        signal,
+        redirect: "manual",
+        decompress: false,
+        duplex: "half",
+        // The response-head wait is bounded by our timers and the body by the client's idle
+        // timeout; fetch's own 5-minute idle timer would cut long streams.
+        timeout: false,
+      } as RequestInit);
+      return {
+        status: res.status,
+        headers: res.headers,
+        res,
+        discard: () => void res.body?.cancel().catch(() => {}),
+      };
+    },
+
+    async respond(req, up, end) {
+      const { res } = up as FetchResponse;
+      const init = { status: res.status, statusText: res.statusText, headers: res.headers };
+      if (res.body === null || bodiless(req.method, res.status)) {
+        void res.body?.cancel().catch(() => {});
+        end(0);
+        return new Response(null, init);
+      }
+      const length = res.headers.get("content-length");
+      if (length !== null && Number(length) <= opts.responseBuffer) {
+        // A small body of known length is read whole, as nginx's proxy buffers do: it has
+        // usually arrived with the head, and reading it here lets the slot be released and
+        // the bytes counted without a JS stream per response, which halves throughput.
+        // Nothing has reached the client yet, so a failure here can still be retried.
+        const body = await res.arrayBuffer();
+        end(body.byteLength);
+        return new Response(body, init);
+      }
+      if (raiseIdle) req.own.server.timeout(req.own.request, opts.idleTimeoutSec);
+      return new Response(track(res.body, end), init);
+    },
+
+    answer: (_req, a) => new Response(a.body, { status: a.status, headers: a.headers }),
+    // Nobody reads this: the client has gone.
+    gone: () => new Response(null, { status: 499 }),
+  };
+  const { forward, abandoned } = createForwarder(opts, wire);
+
+  return async function handle(request, server) {
+    const url = request.url;
+    // The request target exactly as received: no decoding of %2F, no collapsing of "//".
+    // Bun gives an absolute URL, or the bare target when the request had no Host (HTTP/1.0).
+    const slash = url.charCodeAt(0) === 47 ? 0 : url.indexOf("/", url.indexOf("//") + 2);
+    const target = slash === -1 ? "/" : url.slice(slash);
+    const clientIp = normalizeIp(server.requestIP(request)?.address ?? "");
+    if (raiseIdle) server.timeout(request, waitTimeout);
+    let prepared;
+    try {
+      prepared = await prepareBody(request, opts.retry.bufferBody);
+    } catch {
+      // The client went away (or broke the framing) while sending its body.
+      prepared = undefined;
+    }
+    const req: ForwardRequest<FetchOwn> = {
+      method: request.method, target, headers: request.headers, clientIp, proto: "http",
+      own: { request, server, body: prepared?.body ?? null },
+      replayable: prepared?.replayable ?? true,
+      signal: request.signal,
+    };
+    return prepared === undefined ? abandoned(req) : forward(req);
+  };
+}
+
+/**
+ * Pass the body through while counting bytes, and call `end` once when it ends, fails or the
+ * client cancels: the loop releases the backend's in-flight slot there, so the count covers
+ * the whole exchange, not just the head. A read that fails is the backend's doing (a reset or
+ * a body shorter than its Content-Length); a cancel is the client's.
+ */
+function track(body: ReadableStream<Uint8Array>, end: BodyEnd): ReadableStream<Uint8Array> {
+  const reader = body.getReader();
+  let bytes = 0;
+  return new ReadableStream<Uint8Array>(
+    {
+      async pull(controller) {
+        let chunk: Awaited<ReturnType<typeof reader.read>>;
+        try {
+          chunk = await reader.read();
+        } catch (e) {
+          end(bytes, { by: "backend", detail: `connection reset (${(e as { code?: string })?.code ?? "closed"})` });
+          controller.error(e);
+          return;
+        }
+        if (chunk.done) {
+          controller.close();
+          end(bytes);
+        } else {
+          bytes += chunk.value.byteLength;
+          controller.enqueue(chunk.value);
+        }
+      },
+      cancel(reason) {
+        end(bytes, { by: "client", detail: "client closed the connection" });
+        return reader.cancel(reason);
+      },
+    },
+    { highWaterMark: 0 },
+  );
+}
+
+/** "::ffff:127.0.0.1" → "127.0.0.1": IPv4 clients on a dual-stack socket. */
+export function normalizeIp(ip: string): string {
+  return ip.startsWith("::ffff:") && ip.includes(".") ? ip.slice(7) : ip;
+}

@@ -1,0 +1,116 @@
+/**
+ * Header fields as the forwarding rules see them. `HeaderFields` is the part of the Fetch
+ * API's `Headers` that the rules in headers.ts use, so the fetch engine passes its `Headers`
+ * as they are and the socket engine passes a `FieldList`: the rules are written once.
+ */
+export interface HeaderFields {
+  /** The field's value; several lines of one name joined with ", " (RFC 9110 §5.3). */
+  get(name: string): string | null;
+  has(name: string): boolean;
+  /** Replace every line of `name` with one. */
+  set(name: string, value: string): void;
+  delete(name: string): void;
+}
+
+/**
+ * Field lines in wire order, names as received (RFC 9110 §5.1: case-insensitive names, and a
+ * proxy keeps the order of lines with one name). The socket engine parses into this and
+ * writes from it; `Set-Cookie` lines stay apart because nothing ever joins them.
+ *
+ * Kept flat for the hot path: [name, lowerName, value] triples in one array, so that a request
+ * with eight fields is one allocation, and a lookup is a scan that compares lower-cased names.
+ */
+export class FieldList implements HeaderFields {
+  /** name, lower-cased name, value; repeated. */
+  private readonly f: string[];
+
+  /** `raw` is [name, value, name, value, ...] as llhttp hands it over. */
+  constructor(raw: readonly string[] = []) {
+    const f: string[] = new Array(raw.length * 1.5);
+    for (let i = 0, j = 0; i < raw.length; i += 2, j += 3) {
+      const name = raw[i]!;
+      f[j] = name;
+      f[j + 1] = name.toLowerCase();
+      f[j + 2] = raw[i + 1]!;
+    }
+    this.f = f;
+  }
+
+  get size(): number {
+    return this.f.length / 3;
+  }
+
+  get(name: string): string | null {
+    const f = this.f;
+    let out: string | null = null;
+    for (let i = 1; i < f.length; i += 3) {
+      if (f[i] === name) out = out === null ? f[i + 1]! : `${out}, ${f[i + 1]}`;
+    }
+    return out;
+  }
+
+  /** How many lines carry `name` (a request with two Host lines is refused, RFC 9112 §3.2). */
+  count(name: string): number {
+    const f = this.f;
+    let n = 0;
+    for (let i = 1; i < f.length; i += 3) if (f[i] === name) n++;
+    return n;
+  }
+
+  has(name: string): boolean {
+    const f = this.f;
+    for (let i = 1; i < f.length; i += 3) if (f[i] === name) return true;
+    return false;
+  }
+
+  set(name: string, value: string): void {
+    const f = this.f;
+    for (let i = 1; i < f.length; i += 3) {
+      if (f[i] === name) {
+        f[i + 1] = value;
+        this.deleteFrom(name, i + 2);
+        return;
+      }
+    }
+    f.push(name, name, value);
+  }
+
+  /** Add a line without touching others of the same name. */
+  append(name: string, value: string): void {
+    this.f.push(name, name, value);
+  }
+
+  delete(name: string): void {
+    this.deleteFrom(name, 0);
+  }
+
+  private deleteFrom(name: string, from: number): void {
+    const f = this.f;
+    let w = from;
+    for (let r = from; r < f.length; r += 3) {
+      if (f[r + 1] === name) continue;
+      if (w !== r) {
+        f[w] = f[r]!;
+        f[w + 1] = f[r + 1]!;
+        f[w + 2] = f[r + 2]!;
+      }
+      w += 3;
+    }
+    f.length = w;
+  }
+
+  /** Each line as "Name: value\r\n", in order: the head's field section (RFC 9112 §5). */
+  serialize(): string {
+    const f = this.f;
+    let s = "";
+    for (let i = 0; i < f.length; i += 3) s += `${f[i]}: ${f[i + 2]}\r\n`;
+    return s;
+  }
+
+  /** [name, value] pairs in order, names as received. */
+  entries(): [string, string][] {
+    const out: [string, string][] = [];
+    for (let i = 0; i < this.f.length; i += 3) out.push([this.f[i]!, this.f[i + 2]!]);
+    return out;
+  }
+}
