@@ -13,6 +13,7 @@ import { PassiveHealth } from "./health/passive.ts";
 import { HealthMonitor } from "./health/monitor.ts";
 import { resolveCheck, type ResolvedCheck } from "./health/check.ts";
 import { createFetchHandler } from "./engine/fetch.ts";
+import { startSocketEngine, type SocketEngine } from "./engine/socket/engine.ts";
 import { cidrMatcher } from "./proxy/cidr.ts";
 import { TrafficStats } from "./stats/traffic.ts";
 import { createAccessLog, type AccessLog, type LineSink } from "./log/access.ts";
@@ -83,6 +84,7 @@ export async function startBalancer(config: Config, opts: BalancerOptions = {}):
 
   let accessLog: AccessLog | undefined;
   let proxyServer: Server<unknown> | undefined;
+  let socketEngine: SocketEngine | undefined;
   let tcp: TcpProxy | undefined;
   let admin: { app: AdminApp; server: Server<unknown> } | undefined;
 
@@ -93,13 +95,13 @@ export async function startBalancer(config: Config, opts: BalancerOptions = {}):
       const healthStopped = health.stop();
       passive.stop();
       unsubscribe();
-      const closeAll = Promise.all([proxyServer?.stop(!graceful), tcp?.stop(!graceful)]);
+      const closeAll = Promise.all([proxyServer?.stop(!graceful), socketEngine?.stop(!graceful), tcp?.stop(!graceful)]);
       if (graceful) {
         let timer: ReturnType<typeof setTimeout> | undefined;
         const grace = new Promise<"late">((r) => (timer = setTimeout(() => r("late"), config.timeouts.shutdownGrace)));
         if ((await Promise.race([closeAll, grace])) === "late") {
           logger.warn(`shutdown: in-flight work still running after ${config.timeouts.shutdownGrace}ms; closing it`);
-          await Promise.all([proxyServer?.stop(true), tcp?.stop(true)]);
+          await Promise.all([proxyServer?.stop(true), socketEngine?.stop(true), tcp?.stop(true)]);
         }
         clearTimeout(timer);
       } else {
@@ -122,10 +124,12 @@ export async function startBalancer(config: Config, opts: BalancerOptions = {}):
       url = `tcp://${hostForUrl(config.listen.host)}:${tcp.port}`;
     } else {
       if (config.log.access) accessLog = createAccessLog(config.log.format, opts.accessLogSink);
-      proxyServer = serveHttp(ctx, accessLog);
-      url = `http://${hostForUrl(config.listen.host)}:${proxyServer.port}`;
+      if (config.engine === "socket") socketEngine = serveSockets(ctx, accessLog);
+      else proxyServer = serveHttp(ctx, accessLog);
+      url = `http://${hostForUrl(config.listen.host)}:${socketEngine?.port ?? proxyServer!.port}`;
     }
-    logger.info(`${config.mode} proxy listening on ${url} (strategy ${config.strategy})`);
+    const engine = config.mode === "http" ? `, engine ${config.engine}` : "";
+    logger.info(`${config.mode} proxy listening on ${url} (strategy ${config.strategy}${engine})`);
     if (config.admin !== false) {
       const app = createAdminApp(ctx);
       admin = { app, server: serveAdmin(config.admin, app) };
@@ -137,17 +141,50 @@ export async function startBalancer(config: Config, opts: BalancerOptions = {}):
     throw e;
   }
 
-  return { ...ctx, url, port: tcp?.port ?? proxyServer!.port!, adminUrl, stop };
+  return { ...ctx, url, port: tcp?.port ?? socketEngine?.port ?? proxyServer!.port!, adminUrl, stop };
+}
+
+/** What both HTTP engines' forwarding loops are built from. */
+function forwardOptions(ctx: BalancerContext, accessLog: AccessLog | undefined) {
+  const { config } = ctx;
+  return {
+    pool: ctx.pool, passive: ctx.passive, traffic: ctx.traffic, accessLog,
+    trusted: cidrMatcher(config.trustedProxies),
+    preserveHost: config.preserveHost,
+    retry: config.retry,
+  };
+}
+
+/** The layer-7 listener of the socket engine: Bun.listen, HTTP/1.1 parsed by llhttp, pooled upstream keep-alive. */
+function serveSockets(ctx: BalancerContext, accessLog: AccessLog | undefined): SocketEngine {
+  const { config } = ctx;
+  const { limits, timeouts } = config;
+  return startSocketEngine({
+    ...forwardOptions(ctx, accessLog),
+    // The fetch engine's gate exists for Bun's fetch pool (64 idle connections); this engine
+    // keeps its own pool per backend, so it needs none.
+    upstreamConcurrency: 0,
+    host: config.listen.host,
+    port: config.listen.port,
+    limits: {
+      maxHeaderSize: limits.maxHeaderSize, maxUriLength: limits.maxUriLength, maxBodySize: limits.maxBodySize,
+      bufferBody: config.retry.bufferBody, maxPipeline: limits.maxPipeline, maxConnections: limits.maxConnections,
+    },
+    upstream: {
+      maxIdlePerBackend: limits.upstreamKeepalive, idleTimeoutMs: timeouts.upstreamIdle,
+      connectTimeoutMs: timeouts.connect, maxHeaderSize: limits.maxHeaderSize,
+    },
+    headerTimeout: timeouts.header,
+    idleTimeout: timeouts.idle,
+    logger: ctx.logger,
+  });
 }
 
 /** The layer-7 listener: a Hono app whose catch-all route is the forwarder. */
 function serveHttp(ctx: BalancerContext, accessLog: AccessLog | undefined): Server<unknown> {
   const { config, logger } = ctx;
   const handler = createFetchHandler({
-    pool: ctx.pool, passive: ctx.passive, traffic: ctx.traffic, accessLog,
-    trusted: cidrMatcher(config.trustedProxies),
-    preserveHost: config.preserveHost,
-    retry: config.retry,
+    ...forwardOptions(ctx, accessLog),
     responseBuffer: config.limits.responseBuffer,
     upstreamConcurrency: config.limits.upstreamConcurrency,
     idleTimeoutSec: Math.ceil(config.timeouts.idle / 1000),

@@ -40,6 +40,7 @@ Options (flags override the file's values):
   --backend URL        a backend; repeat for more (replaces the file's backends)
   --strategy NAME      ${POLICY_NAMES.join(" | ")}
   --mode MODE          http (default) or tcp
+  --engine ENGINE      HTTP mode's data path: fetch (default) or socket
   --admin-port PORT    admin port (admin.port, default 8081)
   --no-admin           no admin listener
   --help               show this help`;
@@ -133,6 +134,7 @@ async function serve(argv: string[]): Promise<number> {
       backend: { type: "string", multiple: true },
       strategy: { type: "string" },
       mode: { type: "string" },
+      engine: { type: "string" },
       "admin-port": { type: "string" },
       "no-admin": { type: "boolean" },
     },
@@ -175,6 +177,7 @@ function applyFlags(raw: Record<string, unknown>, flags: Flags): Record<string, 
   if (Array.isArray(flags.backend)) out.backends = flags.backend.map((url) => ({ url }));
   if (typeof flags.strategy === "string") out.strategy = flags.strategy;
   if (typeof flags.mode === "string") out.mode = flags.mode;
+  if (typeof flags.engine === "string") out.engine = flags.engine;
   if (flags["no-admin"]) out.admin = false;
   else if (typeof flags["admin-port"] === "string") {
     out.admin = { ...(typeof out.admin === "object" ? out.admin : {}), port: num(flags["admin-port"]) };

@@ -98,6 +98,11 @@ const Backend = v.strictObject({
 export const ConfigSchema = v.strictObject({
   /** "http" (layer 7, default) or "tcp" (layer 4). */
   mode: v.optional(v.picklist(["http", "tcp"], 'expected "http" or "tcp"'), "http"),
+  /**
+   * HTTP mode's data path: "fetch" (Bun.serve + fetch) or "socket" (HTTP/1.1 parsed on Bun's
+   * own sockets, pooled upstream keep-alive). Both share every decision above the wire.
+   */
+  engine: v.optional(v.picklist(["fetch", "socket"], 'expected "fetch" or "socket"'), "fetch"),
   listen: v.optional(
     v.strictObject({ host: v.optional(host, "0.0.0.0"), port: v.optional(port, 8000) }),
     {},
@@ -131,8 +136,16 @@ export const ConfigSchema = v.strictObject({
        * HTTP mode: at most 255s, Bun.serve's limit (checked in load.ts, as it depends on mode).
        */
       idle: v.optional(duration, 60_000),
-      /** Time to open a backend connection (TCP mode). */
+      /** Time to open a backend connection (TCP mode and the socket engine). */
       connect: v.optional(duration, 5000),
+      /** Socket engine: a request head must arrive in full within this time, or 408 and close (slow-loris). */
+      header: v.optional(duration, 10_000),
+      /**
+       * Socket engine: an idle kept-alive upstream connection is closed after this long. Keep it
+       * below the backends' own keep-alive timeouts (Node's default is 5s) so that we, not they,
+       * close idle connections and a request never races a backend's close.
+       */
+      upstreamIdle: v.optional(duration, 4000),
       /** On SIGINT/SIGTERM, in-flight requests get this long to finish. */
       shutdownGrace: v.optional(duration, 10_000),
     }),
@@ -155,6 +168,16 @@ export const ConfigSchema = v.strictObject({
        * so that upstream connections are reused rather than churned. 0 means no bound.
        */
       upstreamConcurrency: v.optional(v.pipe(v.number("expected a number"), v.integer("expected a whole number"), v.minValue(0, "expected 0 (no bound) or more")), 64),
+      /** Socket engine: largest request head (request line and fields); larger gets 431. */
+      maxHeaderSize: v.optional(size, 64 * 1024),
+      /** Socket engine: longest request target; longer gets 414. */
+      maxUriLength: v.optional(size, 8 * 1024),
+      /** Socket engine: client connections open at once; more are answered 503 and closed. */
+      maxConnections: v.optional(positiveInt("a whole number of connections, at least 1"), 10_000),
+      /** Socket engine: idle upstream connections kept per backend. */
+      upstreamKeepalive: v.optional(v.pipe(v.number("expected a number"), v.integer("expected a whole number"), v.minValue(0, "expected 0 (no keep-alive) or more")), 128),
+      /** Socket engine: requests a client may pipeline ahead of the one being answered. */
+      maxPipeline: v.optional(positiveInt("a whole number, at least 1"), 32),
     }),
     {},
   ),

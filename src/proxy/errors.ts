@@ -13,6 +13,10 @@ export type ProxyErrorCode =
   | "SY_QUEUE_TIMEOUT"
   /** The backend broke off a response body after its head had gone to the client. Logged only. */
   | "SY_UPSTREAM_TRUNCATED"
+  /** The client sent a body over limits.maxBodySize. 413. */
+  | "SY_BODY_TOO_LARGE"
+  /** The client stopped sending its body for longer than timeouts.idle. 408. */
+  | "SY_CLIENT_TIMEOUT"
   /** The client went away; nothing is sent. */
   | "SY_CLIENT_ABORTED";
 
@@ -23,6 +27,8 @@ const STATUS: Record<ProxyErrorCode, number> = {
   SY_QUEUE_TIMEOUT: 503,
   // The head already went out with the backend's status; 502 is what the access log records.
   SY_UPSTREAM_TRUNCATED: 502,
+  SY_BODY_TOO_LARGE: 413,
+  SY_CLIENT_TIMEOUT: 408,
   // 499 is nginx's "client closed request": it appears only in logs, never on the wire.
   SY_CLIENT_ABORTED: 499,
 };
@@ -33,6 +39,8 @@ const MESSAGE: Record<ProxyErrorCode, string> = {
   SY_UPSTREAM_TIMEOUT: "the backend did not answer in time",
   SY_QUEUE_TIMEOUT: "too many requests are waiting for a backend",
   SY_UPSTREAM_TRUNCATED: "the backend broke off the response body",
+  SY_BODY_TOO_LARGE: "the request body is larger than this server accepts",
+  SY_CLIENT_TIMEOUT: "the request body stopped arriving",
   SY_CLIENT_ABORTED: "the client closed the connection",
 };
 
@@ -45,6 +53,20 @@ export class ProxyError extends Error {
   }
   get status(): number {
     return STATUS[this.code];
+  }
+}
+
+/**
+ * A request given up on because of what its client did, not any backend: the engine aborts the
+ * request's signal with this as the reason, and the loop answers it without a word to passive
+ * health (a client must never be able to change a backend's standing).
+ */
+export class ClientFault extends Error {
+  constructor(
+    readonly code: "SY_BODY_TOO_LARGE" | "SY_CLIENT_TIMEOUT",
+    detail?: string,
+  ) {
+    super(detail ?? MESSAGE[code]);
   }
 }
 

@@ -16,7 +16,7 @@ import type { CidrMatcher } from "./cidr.ts";
 import type { HeaderFields } from "./fields.ts";
 import { toClientHeaders, toUpstreamHeaders } from "./headers.ts";
 import { shouldRetry, type TryFailure } from "./retry.ts";
-import { ProxyError, errorAnswer, type ErrorAnswer, type ProxyErrorCode } from "./errors.ts";
+import { ClientFault, ProxyError, errorAnswer, type ErrorAnswer, type ProxyErrorCode } from "./errors.ts";
 import { AdmissionGate } from "./gate.ts";
 
 export interface ForwardOptions {
@@ -148,6 +148,9 @@ export function createForwarder<Body, Out>(opts: ForwardOptions, wire: Wire<Body
       return wire.answer(req, a);
     };
     const clientGone = (): Out => {
+      // The client broke a rule (a body too large, too slow): answered, but never a backend's fault.
+      const reason: unknown = req.signal.reason;
+      if (reason instanceof ClientFault) return fail(reason.code, reason.message);
       traffic.proxyErrors.SY_CLIENT_ABORTED++;
       traffic.record(method, 499, performance.now() - started);
       finish(499, 0, "SY_CLIENT_ABORTED");

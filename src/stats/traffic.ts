@@ -30,6 +30,8 @@ export class TrafficStats {
     SY_UPSTREAM_TIMEOUT: 0,
     SY_QUEUE_TIMEOUT: 0,
     SY_UPSTREAM_TRUNCATED: 0,
+    SY_BODY_TOO_LARGE: 0,
+    SY_CLIENT_TIMEOUT: 0,
     SY_CLIENT_ABORTED: 0,
   };
   retries = 0;

@@ -1,0 +1,615 @@
+/**
+ * One client connection of the socket engine: HTTP/1.1 parsed by llhttp (RFC 9112), requests
+ * answered in order, one at a time, with keep-alive, pipelining, request bodies streamed with
+ * backpressure, and the timeouts that keep a slow or silent client from holding anything.
+ *
+ * Pipelined requests (RFC 9112 §9.3.2) are parsed as they arrive and queued; only the first in
+ * the queue talks to a backend and writes to the socket, so answers leave in request order and
+ * no backend sees a request before the one ahead of it is answered. The queue and the bytes
+ * held for it are bounded: past them the socket is paused and TCP pushes back.
+ *
+ * Framing faults answer 400 (or 413, 414, 417, 431, 501, 505) and close: after a bad head the
+ * parser cannot know where the next request would start, and guessing is how requests are
+ * smuggled (RFC 9112 §11.2).
+ */
+import type { Socket } from "bun";
+import type { Forwarder, ForwardRequest, BodyEnd } from "../../proxy/forward.ts";
+import { FieldList } from "../../proxy/fields.ts";
+import { ClientFault, type ErrorAnswer } from "../../proxy/errors.ts";
+import { stripHopByHop } from "../../proxy/headers.ts";
+import type { Logger } from "../../log/logger.ts";
+import { HTTPParser, METHODS, isParseError, type LlhttpParser, type OnHeadersComplete, type ParseError } from "./llhttp.ts";
+import { Outbox, HIGH_WATER } from "./outbox.ts";
+import { RequestBody, chunkHead, CRLF, LAST_CHUNK } from "./request-body.ts";
+import type { ResponseSink, SocketResponse } from "./upstream.ts";
+
+export interface ClientLimits {
+  maxHeaderSize: number;
+  maxUriLength: number;
+  maxBodySize: number;
+  /** Request bodies up to this size are read whole before the first try, so a retry can resend them. */
+  bufferBody: number;
+  /** Requests parsed ahead of the one being answered. */
+  maxPipeline: number;
+}
+
+/** What every connection of one listener shares. */
+export interface ClientEnv {
+  readonly forwarder: Forwarder<Exchange, void>;
+  readonly limits: ClientLimits;
+  /** ms for a request head to arrive in full (slow-loris bound). */
+  readonly headerTimeout: number;
+  /** ms between requests on a kept-alive connection, and without progress while reading a body or writing a response. */
+  readonly idleTimeout: number;
+  readonly logger: Logger;
+  readonly connections: Set<ClientConnection>;
+  /** Shutting down: answers carry Connection: close and idle connections are closed. */
+  draining: boolean;
+  /** Called when a connection closes (graceful stop waits for the last). */
+  onClosed(c: ClientConnection): void;
+}
+
+/** What the sweeper checks a connection for. */
+const enum Wait {
+  None = 0,
+  /** A request head is due: 408 and close when it does not come. */
+  Head = 1,
+  /** Between requests: close quietly. */
+  Idle = 2,
+  /** A request body is arriving: 408 when it stalls. */
+  Body = 3,
+}
+
+const CONTINUE = Buffer.from("HTTP/1.1 100 Continue\r\n\r\n");
+
+/** Reason phrases for the answers the engine makes itself. */
+const REASONS: Record<number, string> = {
+  400: "Bad Request", 405: "Method Not Allowed", 408: "Request Timeout", 413: "Content Too Large",
+  414: "URI Too Long", 417: "Expectation Failed", 431: "Request Header Fields Too Large",
+  500: "Internal Server Error", 501: "Not Implemented", 502: "Bad Gateway", 503: "Service Unavailable",
+  504: "Gateway Timeout", 505: "HTTP Version Not Supported",
+};
+
+/** One request and its answer on a client connection. */
+export class Exchange {
+  /** Aborted when the client goes away, or with a ClientFault when it breaks a rule. */
+  readonly controller = new AbortController();
+  body: RequestBody | undefined;
+  /** The whole request has been parsed. */
+  parsed = false;
+  /** Forwarding has begun. */
+  started = false;
+  /** Something was written for the answer. */
+  responded = false;
+  done = false;
+  /** Close the connection after this answer. */
+  closeAfter: boolean;
+  expectContinue = false;
+  /** A framing fault found while parsing: answered in turn, then the connection closes. */
+  fault: { status: number; detail: string } | undefined;
+  private chunkedOut = false;
+  private bytesOut = 0;
+  private end: BodyEnd | undefined;
+
+  constructor(
+    readonly conn: ClientConnection,
+    readonly method: string,
+    readonly target: string,
+    readonly http10: boolean,
+    keepAlive: boolean,
+    readonly headers: FieldList,
+  ) {
+    this.closeAfter = !keepAlive || http10;
+  }
+
+  /** Interim responses from the backend (103 Early Hints, 102): passed on to HTTP/1.1 clients. */
+  readonly interim = (status: number, statusText: string, headers: FieldList): void => {
+    // 100 Continue is ours to send (see start()); HTTP/1.0 clients get no 1xx (RFC 9110 §15.2).
+    if (status === 100 || this.http10 || this.done) return;
+    stripHopByHop(headers);
+    this.conn.write(Buffer.from(`HTTP/1.1 ${status} ${statusText}\r\n${headers.serialize()}\r\n`, "latin1"));
+  };
+
+  /** Write the backend's response head, then its body as it comes. */
+  respond(res: SocketResponse, end: BodyEnd): void {
+    if (res.failure !== undefined && res.failure.by === "backend") {
+      // Broke before a byte reached the client: the loop may still try another backend.
+      throw Object.assign(new Error(res.failure.detail), { code: "ECONNRESET" });
+    }
+    this.end = end;
+    this.responded = true;
+    const h = res.headers;
+    const env = this.conn.env;
+    if (env.draining) this.closeAfter = true;
+    if (res.framing === "chunked" || res.framing === "close") {
+      // Unknown length: chunked for HTTP/1.1 clients; an HTTP/1.0 client reads to the close.
+      if (this.http10) this.closeAfter = true;
+      else {
+        this.chunkedOut = true;
+        h.append("Transfer-Encoding", "chunked");
+      }
+    }
+    if (this.closeAfter) h.append("Connection", "close");
+    else if (this.http10) h.append("Connection", "keep-alive");
+    const head = Buffer.from(`HTTP/1.1 ${res.status} ${res.statusText}\r\n${h.serialize()}\r\n`, "latin1");
+    const held = res.held;
+    if (held.length === 0 && !(res.complete && this.chunkedOut)) {
+      this.conn.write(head);
+    } else {
+      const parts: Uint8Array[] = [head];
+      for (const c of held) this.frame(parts, c);
+      if (res.complete && this.chunkedOut) parts.push(LAST_CHUNK);
+      this.conn.write(Buffer.concat(parts));
+    }
+    res.held = [];
+    if (res.complete) return this.finish();
+    res.attach(this.sink);
+  }
+
+  private frame(parts: Uint8Array[], c: Uint8Array): void {
+    this.bytesOut += c.length;
+    if (this.chunkedOut) parts.push(chunkHead(c.length), c, CRLF);
+    else parts.push(c);
+  }
+
+  private readonly sink: ResponseSink = {
+    chunk: (c) => {
+      if (c.length === 0) return;
+      this.bytesOut += c.length;
+      if (this.chunkedOut) this.conn.write(Buffer.concat([chunkHead(c.length), c, CRLF]));
+      else this.conn.write(c);
+    },
+    end: () => {
+      if (this.chunkedOut) this.conn.write(LAST_CHUNK);
+      this.finish();
+    },
+    fail: (by, detail) => {
+      // The head went out: the only honest signal left is to cut the connection, so the
+      // client sees a short body (or a missing last chunk), never a complete-looking one.
+      this.settle({ by, detail });
+      this.conn.destroy();
+    },
+    congested: () => this.conn.congested,
+    onDecongested: (fn) => {
+      this.conn.releaseUpstream = fn;
+    },
+  };
+
+  /** The answer is complete on our side. */
+  private finish(): void {
+    // Answered before the request body was all read (a backend that answers early): the rest
+    // of that body is still coming, so this connection cannot carry another request.
+    if (!this.parsed) this.closeAfter = true;
+    this.settle();
+    this.conn.exchangeDone(this);
+  }
+
+  private settle(failure?: { by: "client" | "backend"; detail: string }): void {
+    const end = this.end;
+    this.end = undefined;
+    this.done = true;
+    end?.(this.bytesOut, failure);
+  }
+
+  /** An answer the proxy makes itself. */
+  answer(a: ErrorAnswer | { status: number; headers: Record<string, string>; body: string }): void {
+    this.responded = true;
+    this.done = true;
+    // After a framing fault the rest of the connection cannot be trusted (RFC 9112 §11.2); a
+    // request whose body is still arriving leaves the same doubt.
+    if (this.conn.env.draining || this.fault !== undefined || !this.parsed || a.status === 408 || a.status === 413) this.closeAfter = true;
+    let head = `HTTP/1.1 ${a.status} ${REASONS[a.status] ?? "Error"}\r\n`;
+    for (const k in a.headers) head += `${k}: ${a.headers[k]}\r\n`;
+    head += `content-length: ${Buffer.byteLength(a.body)}\r\n`;
+    if (this.closeAfter) head += "connection: close\r\n";
+    this.conn.write(Buffer.from(`${head}\r\n${a.body}`, "latin1"));
+    this.conn.exchangeDone(this);
+  }
+
+  /** The client went away: nothing to write. */
+  gone(): void {
+    this.done = true;
+  }
+
+  /** As a ForwardRequest for the shared loop. */
+  request(replayable: boolean): ForwardRequest<Exchange> {
+    return {
+      method: this.method, target: this.target, headers: this.headers, clientIp: this.conn.clientIp,
+      proto: "http", own: this, replayable, signal: this.controller.signal,
+    };
+  }
+
+  /** The client went away or broke a rule: whatever is in flight for this request stops. */
+  abort(reason?: unknown): void {
+    if (!this.controller.signal.aborted) this.controller.abort(reason);
+  }
+}
+
+export class ClientConnection {
+  readonly outbox: Outbox;
+  readonly clientIp: string;
+  private readonly parser: LlhttpParser;
+  /** queue[0] is being answered; the last may still be parsing. */
+  private readonly queue: Exchange[] = [];
+  private parsing: Exchange | undefined;
+  private extraHeaders: string[] | undefined;
+  private extraUrl = "";
+  /** A fault stopped parsing: what else arrives is ignored. */
+  private broken = false;
+  private paused = false;
+  closed = false;
+  /** performance.now() deadline for what `wait` says; 0 for none. */
+  deadline = 0;
+  private wait = Wait.None;
+  /** Writes are stuck behind a client that does not read: deadline for any progress. */
+  writeDeadline = 0;
+
+  constructor(
+    readonly socket: Socket<ClientConnection>,
+    readonly env: ClientEnv,
+  ) {
+    this.outbox = new Outbox(socket as Socket<unknown>);
+    const ip = socket.remoteAddress;
+    this.clientIp = ip.startsWith("::ffff:") && ip.includes(".") ? ip.slice(7) : ip;
+    const p = new HTTPParser();
+    p.initialize(HTTPParser.REQUEST, {}, env.limits.maxHeaderSize);
+    p[HTTPParser.kOnHeaders] = (fields: string[], url: string) => {
+      (this.extraHeaders ??= []).push(...fields);
+      this.extraUrl += url;
+    };
+    p[HTTPParser.kOnHeadersComplete] = ((maj, min, fields, method, url, _s, _t, upgrade, keepAlive) =>
+      this.onHead(maj, min, fields, method!, url, upgrade, keepAlive)) satisfies OnHeadersComplete;
+    p[HTTPParser.kOnBody] = (chunk: Uint8Array) => this.onBody(chunk);
+    p[HTTPParser.kOnMessageComplete] = () => this.onMessageComplete();
+    this.parser = p;
+    this.expect(Wait.Head, env.headerTimeout);
+  }
+
+  private expect(wait: Wait, ms: number): void {
+    this.wait = wait;
+    this.deadline = wait === Wait.None || ms <= 0 ? 0 : performance.now() + ms;
+  }
+
+  write(data: Uint8Array): void {
+    if (this.closed) return;
+    this.outbox.write(data);
+    if (this.outbox.full && this.writeDeadline === 0) {
+      this.writeDeadline = performance.now() + this.env.idleTimeout;
+    }
+  }
+
+  /** Whether this connection's socket holds too much unwritten: the backend is paused. */
+  get congested(): boolean {
+    return this.outbox.full;
+  }
+
+  onData(chunk: Uint8Array): void {
+    if (this.broken || this.closed) return;
+    // The first byte of a new request after an idle gap: its head is now due.
+    if (this.wait === Wait.Idle) this.expect(Wait.Head, this.env.headerTimeout);
+    else if (this.wait === Wait.Body) this.expect(Wait.Body, this.env.idleTimeout);
+    const r = this.parser.execute(chunk);
+    if (isParseError(r)) this.parseFailed(r);
+    else if (r !== chunk.length && !this.broken) {
+      // llhttp stops early only after an Upgrade/CONNECT head, handled in onHead.
+      this.broken = true;
+    }
+    this.applyBackpressure();
+  }
+
+  /** Pause reading while too much is queued: pipelined requests, or a body the backend is slow to take. */
+  private applyBackpressure(): void {
+    if (this.paused || this.closed) return;
+    const cur = this.parsing;
+    const tooMany = this.queue.length > this.env.limits.maxPipeline;
+    const body = cur?.body;
+    const heldTooMuch = body !== undefined && !cur!.started && body.held > Math.max(HIGH_WATER, this.env.limits.bufferBody);
+    const congested = body !== undefined && body.congested;
+    if (!tooMany && !heldTooMuch && !congested) return;
+    this.paused = true;
+    this.socket.pause();
+    if (congested) body!.onDecongested(() => this.resume());
+    // Otherwise resumed when an exchange completes or starts.
+  }
+
+  private resume(): void {
+    if (!this.paused || this.closed) return;
+    this.paused = false;
+    this.socket.resume();
+  }
+
+  private onHead(
+    major: number, minor: number, fields: string[] | undefined, methodIndex: number, url: string | undefined,
+    upgrade: boolean, keepAlive: boolean,
+  ): number {
+    if (this.extraHeaders !== undefined) {
+      fields = fields ? this.extraHeaders.concat(fields) : this.extraHeaders;
+      url = this.extraUrl + (url ?? "");
+      this.extraHeaders = undefined;
+      this.extraUrl = "";
+    }
+    const method = METHODS[methodIndex] ?? "GET";
+    const headers = new FieldList(fields ?? []);
+    const http10 = major === 1 && minor === 0;
+    const ex = new Exchange(this, method, url ?? "", http10, keepAlive, headers);
+    this.queue.push(ex);
+    this.parsing = ex;
+    const fault = checkHead(ex, major, minor, url ?? "", upgrade, this.env.limits);
+    if (fault !== undefined) {
+      ex.fault = fault;
+      ex.parsed = true;
+      this.broken = true;
+      this.parsing = undefined;
+      this.socket.pause();
+      this.paused = true;
+      if (this.queue[0] === ex) this.start(ex);
+      return 0;
+    }
+    const te = headers.has("transfer-encoding");
+    const cl = te ? 0 : Number(headers.get("content-length") ?? 0);
+    if (te || cl > 0) ex.body = new RequestBody(te ? -1 : cl);
+    const expect = headers.get("expect");
+    if (expect !== null) {
+      headers.delete("expect");
+      // We answer 100 Continue ourselves when we are ready for the body (RFC 9110 §10.1.1), so
+      // the backend is not asked to.
+      ex.expectContinue = !http10 && ex.body !== undefined;
+    }
+    // llhttp stops after an Upgrade head; nothing after it on this connection is read.
+    if (upgrade) this.broken = true;
+    this.expect(ex.body ? Wait.Body : Wait.None, this.env.idleTimeout);
+    if (this.queue[0] === ex) this.start(ex);
+    return 0;
+  }
+
+  private onBody(chunk: Uint8Array): void {
+    const ex = this.parsing;
+    if (ex === undefined || ex.body === undefined) return;
+    const body = ex.body;
+    if (body.received + chunk.length > this.env.limits.maxBodySize) {
+      // Only a chunked body can get here: a declared length over the limit was refused at the head.
+      this.bodyTooLarge(ex);
+      return;
+    }
+    body.push(chunk);
+    // A chunked body past the retry buffer streams from here on.
+    if (ex === this.queue[0] && !ex.started && body.held > this.env.limits.bufferBody) this.forward(ex, false);
+  }
+
+  private bodyTooLarge(ex: Exchange): void {
+    this.broken = true;
+    this.parsing = undefined;
+    ex.parsed = true;
+    const detail = `body over ${this.env.limits.maxBodySize} bytes`;
+    if (ex.started) {
+      // A try is in flight: stop it as the client's fault; the loop answers 413.
+      ex.body?.detach();
+      ex.abort(new ClientFault("SY_BODY_TOO_LARGE", detail));
+    } else {
+      ex.fault = { status: 413, detail };
+      if (ex === this.queue[0]) this.start(ex);
+    }
+  }
+
+  private onMessageComplete(): void {
+    const ex = this.parsing;
+    if (ex === undefined) return;
+    this.parsing = undefined;
+    ex.parsed = true;
+    ex.body?.end();
+    if (ex === this.queue[0]) {
+      if (!ex.started) this.start(ex);
+      this.expect(Wait.None, 0);
+    } else {
+      this.expect(Wait.None, 0);
+    }
+  }
+
+  private parseFailed(e: ParseError): void {
+    this.broken = true;
+    const status = e.code === "HPE_HEADER_OVERFLOW" ? 431 : 400;
+    const detail = `${e.code}${e.reason ? `: ${e.reason}` : ""}`;
+    const ex = this.parsing;
+    if (ex !== undefined && ex.started) {
+      // A chunked body went bad while streaming: the backend got a body that will never end;
+      // stop the try (the client's fault, not the backend's) and close.
+      ex.body?.detach();
+      ex.abort(new ClientFault("SY_CLIENT_TIMEOUT", detail));
+      this.parsing = undefined;
+      return;
+    }
+    let target = ex;
+    if (target === undefined) {
+      target = new Exchange(this, "GET", "", false, false, new FieldList());
+      this.queue.push(target);
+    }
+    this.parsing = undefined;
+    target.fault = { status, detail };
+    target.parsed = true;
+    if (target === this.queue[0]) this.start(target);
+  }
+
+  /** queue[0] is up: answer a fault, or forward it once its body allows. */
+  private start(ex: Exchange): void {
+    if (ex.fault !== undefined) {
+      ex.started = true;
+      ex.answer(plainAnswer(ex.fault.status, ex.fault.detail));
+      return;
+    }
+    const body = ex.body;
+    if (body === undefined || ex.parsed) return this.forward(ex, true);
+    if (ex.expectContinue) {
+      ex.expectContinue = false;
+      this.write(CONTINUE);
+    }
+    if (body.length > this.env.limits.bufferBody) return this.forward(ex, false);
+    // Otherwise wait: onBody streams once the buffer is passed, onMessageComplete sends it whole.
+  }
+
+  private forward(ex: Exchange, whole: boolean): void {
+    ex.started = true;
+    this.resume();
+    this.env.forwarder.forward(ex.request(whole)).catch((e) => {
+      this.env.logger.error(`socket engine: ${(e as Error)?.stack ?? e}`);
+      if (!ex.responded) ex.answer(plainAnswer(500, "internal error"));
+      else this.destroy();
+    });
+  }
+
+  /** The answer to queue[0] is complete: move on to the next request, or close. */
+  exchangeDone(ex: Exchange): void {
+    if (this.queue[0] !== ex) return;
+    this.queue.shift();
+    if (ex.closeAfter || this.env.draining && this.queue.length === 0) {
+      this.closeAfterFlush();
+      return;
+    }
+    const next = this.queue[0];
+    if (next !== undefined) {
+      this.start(next);
+      this.resume();
+      return;
+    }
+    this.expect(this.parsing === undefined ? Wait.Idle : Wait.Head, this.parsing === undefined ? this.env.idleTimeout : this.env.headerTimeout);
+    this.resume();
+  }
+
+  /** Graceful stop: close now if nothing is in flight, otherwise after the current answer. */
+  drain(): void {
+    if (this.queue.length === 0) this.closeAfterFlush();
+  }
+
+  private closeAfterFlush(): void {
+    this.broken = true;
+    this.expect(Wait.None, 0);
+    if (this.outbox.pending === 0) this.socket.end();
+    else this.outbox.onDrained = () => this.socket.end();
+  }
+
+  /** Cut the connection now. */
+  destroy(): void {
+    if (this.closed) return;
+    this.socket.terminate();
+  }
+
+  onDrain(): void {
+    this.outbox.flush();
+    if (this.outbox.pending === 0) this.writeDeadline = 0;
+    else this.writeDeadline = performance.now() + this.env.idleTimeout;
+    const release = this.releaseUpstream;
+    if (release !== undefined && !this.outbox.full) {
+      this.releaseUpstream = undefined;
+      release();
+    }
+  }
+
+  /** Set by a paused upstream: resume it once the client has taken what was queued. */
+  releaseUpstream: (() => void) | undefined;
+
+  onClose(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.parser.close?.();
+    for (const ex of this.queue) ex.abort();
+    this.queue.length = 0;
+    this.env.connections.delete(this);
+    this.env.onClosed(this);
+  }
+
+  /** From the sweeper: a deadline passed. */
+  timedOut(now: number): void {
+    if (this.writeDeadline !== 0 && now >= this.writeDeadline) return this.destroy();
+    if (this.deadline === 0 || now < this.deadline) return;
+    const wait = this.wait;
+    this.expect(Wait.None, 0);
+    switch (wait) {
+      case Wait.Idle:
+        this.closeAfterFlush();
+        return;
+      case Wait.Head: {
+        if (this.queue.length > 0) return this.destroy();
+        // Slow-loris: the head did not arrive in time (RFC 9110 §15.5.9).
+        this.broken = true;
+        const ex = new Exchange(this, "GET", "", false, false, new FieldList());
+        ex.fault = { status: 408, detail: "request head not received in time" };
+        this.queue.push(ex);
+        this.start(ex);
+        return;
+      }
+      case Wait.Body: {
+        const ex = this.parsing;
+        this.broken = true;
+        if (ex !== undefined && ex.started) ex.abort(new ClientFault("SY_CLIENT_TIMEOUT", `no body bytes for ${this.env.idleTimeout}ms`));
+        else if (ex !== undefined && ex === this.queue[0]) {
+          ex.fault = { status: 408, detail: "request body stalled" };
+          this.start(ex);
+        } else this.destroy();
+        return;
+      }
+    }
+  }
+}
+
+/**
+ * Head checks llhttp leaves to us (it already refuses Content-Length with Transfer-Encoding,
+ * bad or differing Content-Length, obs-fold, whitespace before a colon and control characters).
+ */
+function checkHead(ex: Exchange, major: number, minor: number, url: string, upgrade: boolean, limits: ClientLimits): { status: number; detail: string } | undefined {
+  if (major !== 1 || minor > 1) return { status: 505, detail: `HTTP/${major}.${minor} is not supported` };
+  // Not a forward proxy: CONNECT has no meaning here (RFC 9110 §9.3.6).
+  if (ex.method === "CONNECT") return { status: 405, detail: "CONNECT is not supported" };
+  if (url.length > limits.maxUriLength) return { status: 414, detail: `request target over ${limits.maxUriLength} bytes` };
+  // origin-form, or asterisk-form for OPTIONS (RFC 9112 §3.2); absolute-form is rewritten below.
+  if (url.charCodeAt(0) !== 47 /* / */) {
+    if (url === "*" && ex.method === "OPTIONS") {
+      // fine
+    } else if (/^https?:\/\//i.test(url)) {
+      // RFC 9112 §3.2.2: the authority of an absolute-form target replaces Host.
+      const rest = url.slice(url.indexOf("//") + 2);
+      const slash = rest.indexOf("/");
+      const authority = slash === -1 ? rest : rest.slice(0, slash);
+      if (authority === "") return { status: 400, detail: "absolute-form target without a host" };
+      ex.headers.set("host", authority);
+      (ex as { target: string }).target = slash === -1 ? "/" : rest.slice(slash);
+    } else {
+      return { status: 400, detail: "malformed request target" };
+    }
+  }
+  const hosts = ex.headers.count("host");
+  // RFC 9112 §3.2: a 1.1 request without Host, or with more than one, gets 400.
+  if (hosts > 1) return { status: 400, detail: "more than one Host field" };
+  if (hosts === 0 && !ex.http10) return { status: 400, detail: "HTTP/1.1 request without Host" };
+  const te = ex.headers.get("transfer-encoding");
+  if (te !== null) {
+    const codings = te.toLowerCase().split(",").map((s) => s.trim());
+    // RFC 9112 §6.3: a request whose Transfer-Encoding does not end in chunked cannot be
+    // framed: 400. §6.1: chunked is applied once. Other codings we do not implement: 501.
+    if (codings[codings.length - 1] !== "chunked") return { status: 400, detail: `Transfer-Encoding "${te}" does not end in chunked` };
+    if (codings.length > 1) {
+      return codings.slice(0, -1).includes("chunked")
+        ? { status: 400, detail: "chunked applied more than once" }
+        : { status: 501, detail: `Transfer-Encoding "${te}" is not supported` };
+    }
+    if (ex.http10) return { status: 400, detail: "Transfer-Encoding in an HTTP/1.0 request" };
+  }
+  const cl = ex.headers.get("content-length");
+  if (cl !== null && Number(cl) > limits.maxBodySize) return { status: 413, detail: `Content-Length ${cl} over ${limits.maxBodySize}` };
+  const expect = ex.headers.get("expect");
+  if (expect !== null && expect.toLowerCase() !== "100-continue") return { status: 417, detail: `Expect "${expect}" is not supported` };
+  if (upgrade && ex.headers.has("upgrade")) {
+    // Protocol upgrades (WebSocket) are not proxied by this engine yet: the request goes on
+    // without them (Upgrade is hop-by-hop), and llhttp has stopped at the head, so the
+    // connection closes after the answer.
+    ex.closeAfter = true;
+  }
+  return undefined;
+}
+
+function plainAnswer(status: number, detail: string): { status: number; headers: Record<string, string>; body: string } {
+  const code = status === 408 ? "SY_CLIENT_TIMEOUT" : status === 413 ? "SY_BODY_TOO_LARGE" : "SY_BAD_REQUEST";
+  return {
+    status,
+    headers: { "content-type": "application/json", "cache-control": "no-store" },
+    body: JSON.stringify({ error: code, status, message: detail }),
+  };
+}

@@ -1,0 +1,179 @@
+/**
+ * The socket engine: HTTP/1.1 on Bun.listen and pooled Bun.connect, for the throughput the
+ * fetch path cannot reach (README, "Performance"). Only the wire lives here and in its
+ * neighbours; every decision above it (selection, header rules, retries, timeouts, passive
+ * health, stats, logging) is the shared loop in proxy/forward.ts.
+ */
+import type { Socket, SocketHandler, TCPSocketListener } from "bun";
+import type { Backend } from "../../pool/backend.ts";
+import type { Logger } from "../../log/logger.ts";
+import { createForwarder, type ForwardOptions, type ForwardRequest, type Wire } from "../../proxy/forward.ts";
+import { isIdempotent } from "../../proxy/retry.ts";
+import { ClientConnection, Exchange, type ClientEnv, type ClientLimits } from "./client.ts";
+import { UpstreamPool, isStale, type SocketResponse, type UpstreamPoolOptions } from "./upstream.ts";
+
+export interface SocketEngineOptions extends ForwardOptions {
+  host: string;
+  port: number;
+  limits: ClientLimits & { maxConnections: number };
+  upstream: UpstreamPoolOptions;
+  headerTimeout: number;
+  idleTimeout: number;
+  logger: Logger;
+}
+
+export interface SocketEngine {
+  readonly port: number;
+  /** Connections open now from clients, and to backends (idle or busy). */
+  readonly clientConnections: number;
+  readonly upstreamConnections: number;
+  /** Stop accepting; graceful: finish what is in flight (answers carry Connection: close), else cut everything. */
+  stop(force?: boolean): Promise<void>;
+}
+
+/** Shared by every client socket; `socket.data` is the connection. */
+const clientHandlers: SocketHandler<ClientConnection> = {
+  data: (s, chunk) => s.data.onData(chunk),
+  drain: (s) => s.data.onDrain(),
+  close: (s) => s.data?.onClose(),
+  error: (s, e) => {
+    s.data?.env.logger.error(`socket engine: ${(e as Error)?.stack ?? e}`);
+    s.data?.destroy();
+  },
+};
+
+const BUSY_BODY = JSON.stringify({ error: "SY_TOO_MANY_CONNECTIONS", status: 503, message: "too many connections; try again" });
+/** The answer to a connection over limits.maxConnections, written before it is closed. */
+const BUSY = Buffer.from(
+  `HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: ${BUSY_BODY.length}\r\n\r\n${BUSY_BODY}`,
+  "latin1",
+);
+
+export function startSocketEngine(opts: SocketEngineOptions): SocketEngine {
+  const pool = new UpstreamPool(opts.upstream, (e) => opts.logger.error(`socket engine upstream: ${(e as Error)?.stack ?? e}`));
+
+  const wire: Wire<Exchange, void> = {
+    async send(backend, req, signal) {
+      const ex = req.own;
+      let conn = pool.take(backend) ?? (await pool.connect(backend, signal));
+      const head = requestHead(backend, req);
+      try {
+        return await conn.request(head.bytes, head.stream, req.method, signal, ex.interim);
+      } catch (e) {
+        // A kept-alive connection the backend closed as we reused it (RFC 9112 §9.3.1): the
+        // request never reached it. Once more on a fresh connection when that cannot repeat
+        // an action: idempotent, and a body we still hold.
+        if (!isStale(e) || signal.aborted || !req.replayable || !isIdempotent(req.method)) throw e;
+        conn = await pool.connect(backend, signal);
+        return await conn.request(head.bytes, head.stream, req.method, signal, ex.interim);
+      }
+    },
+    respond: (req, res, end) => req.own.respond(res as SocketResponse, end),
+    answer: (req, a) => req.own.answer(a),
+    gone: (req) => req.own.gone(),
+  };
+
+  const connections = new Set<ClientConnection>();
+  let onIdle: (() => void) | undefined;
+  const env: ClientEnv = {
+    forwarder: createForwarder(opts, wire),
+    limits: opts.limits,
+    headerTimeout: opts.headerTimeout,
+    idleTimeout: opts.idleTimeout,
+    logger: opts.logger,
+    connections,
+    draining: false,
+    onClosed: () => {
+      if (connections.size === 0) onIdle?.();
+    },
+  };
+
+  const listener: TCPSocketListener<ClientConnection> = Bun.listen<ClientConnection>({
+    hostname: opts.host,
+    port: opts.port,
+    // A second balancer must not silently share the port (see balancer.ts).
+    exclusive: true,
+    socket: {
+      ...clientHandlers,
+      open(socket) {
+        if (connections.size >= opts.limits.maxConnections || env.draining) {
+          socket.write(BUSY);
+          socket.end();
+          return;
+        }
+        socket.setNoDelay(true);
+        const c = new ClientConnection(socket as Socket<ClientConnection>, env);
+        socket.data = c;
+        connections.add(c);
+      },
+    },
+  });
+
+  // One owner for every time-based rule: head and body deadlines, idle keep-alive, stuck
+  // writes, and idle upstream connections. A sweep, not a timer per connection: ten thousand
+  // idle clients cost one interval, and a request costs no timer at all.
+  const tick = Math.max(20, Math.min(250, Math.floor(Math.min(opts.headerTimeout, opts.idleTimeout) / 4)));
+  const sweeper = setInterval(() => {
+    const now = performance.now();
+    for (const c of connections) if (c.deadline !== 0 || c.writeDeadline !== 0) c.timedOut(now);
+    pool.sweep(now);
+  }, tick);
+
+  let stopped: Promise<void> | undefined;
+  return {
+    port: listener.port,
+    get clientConnections() {
+      return connections.size;
+    },
+    get upstreamConnections() {
+      return pool.open;
+    },
+    stop(force = false) {
+      if (force) {
+        listener.stop(true);
+        for (const c of [...connections]) c.destroy();
+        clearInterval(sweeper);
+        pool.closeIdle();
+        return Promise.resolve();
+      }
+      stopped ??= new Promise<void>((resolve) => {
+        env.draining = true;
+        listener.stop(false);
+        const done = () => {
+          clearInterval(sweeper);
+          pool.closeIdle();
+          resolve();
+        };
+        if (connections.size === 0) return done();
+        onIdle = done;
+        for (const c of [...connections]) c.drain();
+      });
+      return stopped;
+    },
+  };
+}
+
+/**
+ * The request head for one try: request line, the fields after the header rules, and the
+ * framing for this hop. A body read whole goes in the same write with a Content-Length; a
+ * streamed one keeps its Content-Length or goes chunked.
+ */
+function requestHead(backend: Backend, req: ForwardRequest<Exchange>): { bytes: Uint8Array; stream: import("./request-body.ts").RequestBody | undefined } {
+  const ex = req.own;
+  const h = ex.headers;
+  const body = ex.body;
+  let stream: typeof body;
+  let whole: Uint8Array | undefined;
+  if (body !== undefined) {
+    if (req.replayable) {
+      whole = body.bytes();
+      h.set("content-length", String(whole.length));
+    } else {
+      stream = body;
+      if (body.chunked) h.set("transfer-encoding", "chunked");
+    }
+  }
+  const head = Buffer.from(`${req.method} ${backend.basePath}${ex.target} HTTP/1.1\r\n${h.serialize()}\r\n`, "latin1");
+  if (stream !== undefined) h.delete("transfer-encoding");
+  return { bytes: whole === undefined || whole.length === 0 ? head : Buffer.concat([head, whole]), stream };
+}

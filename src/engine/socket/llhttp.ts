@@ -1,0 +1,70 @@
+/**
+ * Node's llhttp, as Bun 1.4.5 ships it natively (`process.binding("http_parser")`): the parser
+ * Node.js trusts at its front door, strict by default (Content-Length with Transfer-Encoding,
+ * obs-fold, whitespace before a colon, control characters and bad chunk sizes are errors),
+ * about 1 µs per request head here. It is an internal interface, so its behaviour is pinned by
+ * test/engine/llhttp.test.ts: re-run that on every Bun upgrade.
+ *
+ * Chosen over a hand-written scanner after measuring both on the whole path (README,
+ * "Performance"): see the note there.
+ */
+
+/** The callback interface, as Node's _http_common uses it. */
+export interface LlhttpParser {
+  initialize(type: number, resource: object, maxHeaderSize?: number, lenient?: number): void;
+  /** Bytes consumed, or an Error with `code` (HPE_*) and `bytesParsed`. */
+  execute(data: Uint8Array): number | ParseError;
+  /** End of input: completes a close-delimited body; an Error when a message was cut short. */
+  finish(): undefined | ParseError;
+  close(): void;
+  free(): void;
+  [key: number]: unknown;
+}
+
+export interface ParseError extends Error {
+  code: string;
+  reason?: string;
+  bytesParsed?: number;
+}
+
+interface Binding {
+  HTTPParser: {
+    new (): LlhttpParser;
+    REQUEST: number;
+    RESPONSE: number;
+    kOnHeaders: number;
+    kOnHeadersComplete: number;
+    kOnBody: number;
+    kOnMessageComplete: number;
+  };
+  methods: string[];
+}
+
+const binding = (process as unknown as { binding(name: string): Binding }).binding("http_parser");
+
+export const HTTPParser = binding.HTTPParser;
+/** llhttp's method numbers to names. */
+export const METHODS: readonly string[] = binding.methods;
+
+/**
+ * kOnHeadersComplete's arguments, in Node's order. `headers` and `url` are undefined when more
+ * than 32 field lines came: llhttp flushed them earlier through kOnHeaders.
+ */
+export type OnHeadersComplete = (
+  versionMajor: number,
+  versionMinor: number,
+  headers: string[] | undefined,
+  method: number | undefined,
+  url: string | undefined,
+  statusCode: number | undefined,
+  statusMessage: string | undefined,
+  upgrade: boolean,
+  shouldKeepAlive: boolean,
+) => number | void;
+
+/** Returned from kOnHeadersComplete: the message has no body whatever its fields say (HEAD). */
+export const SKIP_BODY = 1;
+
+export function isParseError(r: number | ParseError | undefined): r is ParseError {
+  return typeof r === "object" && r !== null;
+}

@@ -1,0 +1,58 @@
+/**
+ * Bytes waiting to be written to one socket. Bun's `socket.write()` does not buffer: it takes
+ * what the kernel accepts and returns that count (field notes), so the rest is kept here and
+ * written from `drain`. `pending` is what the other side's backpressure looks at: past a high
+ * mark the reader feeding this socket is paused, and `onDrained` resumes it.
+ */
+import type { Socket } from "bun";
+
+/** Past this many unwritten bytes the source feeding a socket is paused. */
+export const HIGH_WATER = 64 * 1024;
+
+export class Outbox {
+  private chunks: Uint8Array[] = [];
+  pending = 0;
+  /** Set by the side that paused its source; called once the queue is empty again. */
+  onDrained: (() => void) | undefined;
+
+  constructor(private readonly socket: Socket<unknown>) {}
+
+  /** Write now what the kernel takes, keep the rest. False once the socket is closed. */
+  write(data: Uint8Array): boolean {
+    if (this.pending > 0) {
+      this.chunks.push(data);
+      this.pending += data.length;
+      return true;
+    }
+    const n = this.socket.write(data);
+    if (n < 0) return false;
+    if (n < data.length) {
+      const rest = data.subarray(n);
+      this.chunks.push(rest);
+      this.pending += rest.length;
+    }
+    return true;
+  }
+
+  get full(): boolean {
+    return this.pending >= HIGH_WATER;
+  }
+
+  /** From the socket's `drain`: write what is queued; call onDrained when all of it went. */
+  flush(): void {
+    while (this.chunks.length > 0) {
+      const c = this.chunks[0]!;
+      const n = this.socket.write(c);
+      if (n < 0) return;
+      this.pending -= Math.max(n, 0);
+      if (n < c.length) {
+        this.chunks[0] = c.subarray(n);
+        return;
+      }
+      this.chunks.shift();
+    }
+    const fn = this.onDrained;
+    this.onDrained = undefined;
+    fn?.();
+  }
+}

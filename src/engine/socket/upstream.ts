@@ -1,0 +1,486 @@
+/**
+ * Upstream connections of the socket engine: dialled with Bun.connect, kept alive and reused
+ * per backend, one request at a time each (HTTP/1.1 without pipelining upstream, as nginx and
+ * HAProxy do).
+ *
+ * A connection goes back to the idle stack only when its exchange ended cleanly: the response
+ * complete, the request body fully written, the backend willing to keep it (RFC 9112 §9.3), and
+ * not one byte left over. Bytes that arrive on an idle connection, or after a complete response,
+ * close it: they cannot belong to any request of ours, and reading them as the next response
+ * would hand one client another's answer.
+ */
+import type { Socket, SocketHandler } from "bun";
+import type { Backend } from "../../pool/backend.ts";
+import { NetworkError } from "../../net/network-error.ts";
+import { FieldList } from "../../proxy/fields.ts";
+import type { UpstreamResponse } from "../../proxy/forward.ts";
+import { HTTPParser, SKIP_BODY, isParseError, type LlhttpParser, type OnHeadersComplete } from "./llhttp.ts";
+import { Outbox } from "./outbox.ts";
+import { CRLF, LAST_CHUNK, chunkHead, type BodySink, type RequestBody } from "./request-body.ts";
+
+export interface UpstreamPoolOptions {
+  /** Idle connections kept per backend; more are closed when they come back. */
+  maxIdlePerBackend: number;
+  /** An idle connection is closed after this long: below the backends' own keep-alive timeouts. */
+  idleTimeoutMs: number;
+  /** Time to open a connection. */
+  connectTimeoutMs: number;
+  /** Largest response head accepted from a backend. */
+  maxHeaderSize: number;
+}
+
+/** Where the body of a response goes once the client side takes it. */
+export interface ResponseSink {
+  chunk(c: Uint8Array): void;
+  end(): void;
+  /** The body was cut short: by the backend (reset, bad framing) or because we gave up (client gone). */
+  fail(by: "client" | "backend", detail: string): void;
+  /** Whether the client's socket holds too much: the upstream is paused until it drains. */
+  congested(): boolean;
+  onDecongested(fn: () => void): void;
+}
+
+/** How the body after a response head is delimited (RFC 9112 §6.3). */
+export type Framing = "none" | "length" | "chunked" | "close";
+
+/** A response head from a backend, its body held until the client side attaches a sink. */
+export class SocketResponse implements UpstreamResponse {
+  /** Body pieces that arrived before a sink was attached. */
+  held: Uint8Array[] = [];
+  heldBytes = 0;
+  complete = false;
+  failure: { by: "client" | "backend"; detail: string } | undefined;
+  sink: ResponseSink | undefined;
+
+  constructor(
+    readonly conn: UpstreamConn,
+    readonly status: number,
+    readonly statusText: string,
+    readonly headers: FieldList,
+    readonly framing: Framing,
+  ) {}
+
+  /** Hand the body to `sink`: held pieces first (the caller usually writes them with the head). */
+  attach(sink: ResponseSink): void {
+    this.sink = sink;
+    if (this.failure) sink.fail(this.failure.by, this.failure.detail);
+  }
+
+  discard(): void {
+    this.conn.abandon(this);
+  }
+}
+
+/** Interim (1xx) responses are passed to the client as they come (RFC 9110 §15.2). */
+export type InterimSink = (status: number, statusText: string, headers: FieldList) => void;
+
+interface PendingHead {
+  resolve(r: SocketResponse): void;
+  reject(e: unknown): void;
+}
+
+const upstreamHandlers: SocketHandler<UpstreamConn> = {
+  data: (s, chunk) => s.data.onData(chunk),
+  drain: (s) => s.data.outbox.flush(),
+  close: (s, err) => s.data?.onClose(err),
+  connectError: (s, err) => s.data?.onConnectError(err),
+  error: (s, e) => s.data?.onHandlerError(e),
+};
+
+export class UpstreamConn implements BodySink {
+  socket!: Socket<UpstreamConn>;
+  outbox!: Outbox;
+  /** Served a request before: a failure before any response byte may be a stale keep-alive. */
+  reused = false;
+  closed = false;
+  idleSince = 0;
+  /** @internal Counted in the pool's `open`. */
+  counted = false;
+
+  private readonly parser: LlhttpParser;
+  private extraHeaders: string[] | undefined;
+  private pending: PendingHead | undefined;
+  private res: SocketResponse | undefined;
+  private interim: InterimSink | undefined;
+  private skipBody = false;
+  /** Any response byte for the current request. */
+  private gotBytes = false;
+  /** The current request's body is still being written. */
+  private sendingBody = false;
+  private body: RequestBody | undefined;
+  /** Chunked framing upstream for the current streamed body. */
+  private chunked = false;
+  private messageDone = false;
+  private signal: AbortSignal | undefined;
+  private readonly onAbort = () => this.destroy("client", "request abandoned");
+  /** Set while this connection is in an exchange; the pool takes it back when done. */
+  private inUse = false;
+
+  constructor(
+    readonly backend: Backend,
+    private readonly pool: UpstreamPool,
+  ) {
+    const p = new HTTPParser();
+    p.initialize(HTTPParser.RESPONSE, {}, pool.opts.maxHeaderSize);
+    p[HTTPParser.kOnHeaders] = (fields: string[]) => {
+      (this.extraHeaders ??= []).push(...fields);
+    };
+    p[HTTPParser.kOnHeadersComplete] = ((_maj, _min, fields, _m, _u, status, statusText, _upgrade, keepAlive) =>
+      this.onHead(fields, status!, statusText ?? "", keepAlive)) satisfies OnHeadersComplete;
+    p[HTTPParser.kOnBody] = (chunk: Uint8Array) => this.onBody(chunk);
+    p[HTTPParser.kOnMessageComplete] = () => this.onMessageComplete();
+    this.parser = p;
+  }
+
+  /** Whether the backend said it keeps the connection, for the last response. */
+  private keepAlive = false;
+
+  /**
+   * Send one request: the head (and a body read whole) in one write, a streamed body as it
+   * comes. Resolves with the final response head.
+   */
+  request(head: Uint8Array, body: RequestBody | undefined, method: string, signal: AbortSignal, interim: InterimSink): Promise<SocketResponse> {
+    this.inUse = true;
+    this.gotBytes = false;
+    this.messageDone = false;
+    this.res = undefined;
+    this.skipBody = method === "HEAD";
+    this.interim = interim;
+    this.signal = signal;
+    signal.addEventListener("abort", this.onAbort, { once: true });
+    const promise = new Promise<SocketResponse>((resolve, reject) => (this.pending = { resolve, reject }));
+    if (body === undefined) {
+      this.sendingBody = false;
+      this.outbox.write(head);
+    } else {
+      this.outbox.write(head);
+      this.sendingBody = true;
+      this.body = body;
+      this.chunked = body.chunked;
+      body.attach(this);
+    }
+    return promise;
+  }
+
+  // BodySink: a streamed request body.
+  bodyChunk(chunk: Uint8Array): void {
+    if (this.closed) return;
+    if (this.chunked) {
+      if (chunk.length === 0) return;
+      this.outbox.write(chunkHead(chunk.length));
+      this.outbox.write(chunk);
+      this.outbox.write(CRLF);
+    } else {
+      this.outbox.write(chunk);
+    }
+  }
+  bodyEnd(): void {
+    if (this.closed) return;
+    if (this.chunked) this.outbox.write(LAST_CHUNK);
+    this.sendingBody = false;
+    this.body = undefined;
+    if (this.messageDone) this.finishExchange();
+  }
+  get congested(): boolean {
+    return this.outbox.full;
+  }
+  onDecongested(fn: () => void): void {
+    if (!this.outbox.full) fn();
+    else this.outbox.onDrained = fn;
+  }
+
+  onData(chunk: Uint8Array): void {
+    if (!this.inUse || this.messageDone) {
+      // Unsolicited bytes: nothing of ours is waiting for them.
+      this.destroy("backend", "unsolicited bytes from the backend");
+      return;
+    }
+    this.gotBytes = true;
+    const r = this.parser.execute(chunk);
+    if (isParseError(r)) {
+      this.destroy("backend", `invalid response (${r.code})`);
+      return;
+    }
+    if (this.messageDone && r !== chunk.length) {
+      // Bytes after a complete response: never reuse this connection.
+      this.keepAlive = false;
+    }
+    if (this.messageDone && !this.sendingBody) this.finishExchange();
+  }
+
+  private onHead(fields: string[] | undefined, status: number, statusText: string, keepAlive: boolean): number {
+    if (this.extraHeaders !== undefined) {
+      fields = fields ? this.extraHeaders.concat(fields) : this.extraHeaders;
+      this.extraHeaders = undefined;
+    }
+    const headers = new FieldList(fields ?? []);
+    if (status < 200) {
+      // 101 would switch protocols; Upgrade is never forwarded, so a backend has no business
+      // sending it: a protocol error.
+      if (status === 101) {
+        queueMicrotask(() => this.destroy("backend", "unexpected 101 Switching Protocols"));
+        return 0;
+      }
+      this.interim?.(status, statusText, headers);
+      return 0;
+    }
+    this.keepAlive = keepAlive;
+    let framing: Framing;
+    if (this.skipBody || status === 204 || status === 304) framing = "none";
+    else if (headers.has("transfer-encoding")) framing = "chunked";
+    else if (headers.has("content-length")) framing = headers.get("content-length") === "0" ? "none" : "length";
+    else framing = "close";
+    const res = new SocketResponse(this, status, statusText, headers, framing);
+    this.res = res;
+    const pending = this.pending;
+    this.pending = undefined;
+    pending?.resolve(res);
+    return this.skipBody ? SKIP_BODY : 0;
+  }
+
+  private onBody(chunk: Uint8Array): void {
+    const res = this.res;
+    if (res === undefined) return;
+    if (res.sink !== undefined) {
+      res.sink.chunk(chunk);
+      if (res.sink.congested() && !this.closed) {
+        this.socket.pause();
+        res.sink.onDecongested(() => {
+          if (!this.closed) this.socket.resume();
+        });
+      }
+    } else {
+      res.held.push(chunk);
+      res.heldBytes += chunk.length;
+    }
+  }
+
+  private onMessageComplete(): void {
+    const res = this.res;
+    // The end of an interim response: the final one is still to come.
+    if (res === undefined) return;
+    this.messageDone = true;
+    res.complete = true;
+    res.sink?.end();
+  }
+
+  /** The exchange is over on the wire: back to the pool, or closed. */
+  private finishExchange(): void {
+    if (!this.inUse) return;
+    this.inUse = false;
+    this.signal?.removeEventListener("abort", this.onAbort);
+    this.signal = undefined;
+    this.interim = undefined;
+    this.res = undefined;
+    if (this.keepAlive && !this.closed) {
+      this.reused = true;
+      this.pool.put(this);
+    } else {
+      this.close();
+    }
+  }
+
+  /** The response is not wanted (a retried status): close rather than read a body nobody wants. */
+  abandon(res: SocketResponse): void {
+    if (this.res !== res) return;
+    this.destroy("client", "response discarded");
+  }
+
+  onClose(err?: Error): void {
+    if (this.closed) {
+      this.pool.forget(this);
+      return;
+    }
+    this.closed = true;
+    this.pool.forget(this);
+    const res = this.res;
+    if (res !== undefined && !res.complete && res.framing === "close") {
+      // A close-delimited body ends here (RFC 9112 §6.3, rule 8).
+      const r = this.parser.finish();
+      if (!isParseError(r) && res.complete) return this.cleanup();
+    }
+    this.fail("backend", err ? `connection reset (${(err as { code?: string }).code ?? err.message})` : "connection closed", err);
+    this.cleanup();
+  }
+
+  onConnectError(err: Error): void {
+    this.closed = true;
+    this.pool.connectFailed(this, err);
+  }
+
+  onHandlerError(e: unknown): void {
+    this.pool.logError(e);
+    this.destroy("backend", "internal error");
+  }
+
+  /** Close now, failing whatever is in flight. */
+  destroy(by: "client" | "backend", detail: string): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.pool.forget(this);
+    this.fail(by, detail);
+    this.socket?.terminate();
+    this.cleanup();
+  }
+
+  private fail(by: "client" | "backend", detail: string, err?: Error): void {
+    const pending = this.pending;
+    this.pending = undefined;
+    if (pending !== undefined) {
+      const e = new NetworkError((err as { code?: string } | undefined)?.code ?? "ECONNRESET", detail);
+      (e as NetworkError & { stale?: boolean }).stale = this.reused && !this.gotBytes;
+      pending.reject(e);
+    }
+    const res = this.res;
+    if (res !== undefined && !res.complete && res.failure === undefined) {
+      res.failure = { by, detail };
+      res.sink?.fail(by, detail);
+    }
+  }
+
+  private cleanup(): void {
+    this.inUse = false;
+    this.body?.detach();
+    this.body = undefined;
+    this.signal?.removeEventListener("abort", this.onAbort);
+    this.signal = undefined;
+    this.parser.close?.();
+  }
+
+  /** Close an idle connection (pool trimming, shutdown). */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.pool.forget(this);
+    this.socket?.end();
+    this.cleanup();
+  }
+}
+
+/** A failed request on a reused connection before any response byte: the backend may have closed it as we sent. */
+export function isStale(e: unknown): boolean {
+  return (e as { stale?: boolean } | null)?.stale === true;
+}
+
+export class UpstreamPool {
+  private readonly idle = new Map<Backend, UpstreamConn[]>();
+  private readonly dialling = new Map<UpstreamConn, { resolve(c: UpstreamConn): void; reject(e: unknown): void }>();
+  /** Connections open now (idle or busy), for /stats and tests. */
+  open = 0;
+
+  constructor(
+    readonly opts: UpstreamPoolOptions,
+    readonly logError: (e: unknown) => void,
+  ) {}
+
+  /** An idle connection to `backend`, most recently used first (its socket is warmest). */
+  take(backend: Backend): UpstreamConn | undefined {
+    const stack = this.idle.get(backend);
+    while (stack !== undefined && stack.length > 0) {
+      const c = stack.pop()!;
+      if (!c.closed) return c;
+    }
+    return undefined;
+  }
+
+  /** Open a new connection; aborted by `signal`, bounded by the connect timeout. */
+  connect(backend: Backend, signal: AbortSignal): Promise<UpstreamConn> {
+    const conn = new UpstreamConn(backend, this);
+    const url = backend.url;
+    return new Promise<UpstreamConn>((resolve, reject) => {
+      let settled = false;
+      const done = (e: unknown, c?: UpstreamConn) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        signal.removeEventListener("abort", onAbort);
+        this.dialling.delete(conn);
+        if (c) resolve(c);
+        else reject(e);
+      };
+      const onAbort = () => {
+        conn.closed = true;
+        done(new NetworkError("ABORT_ERR", "request abandoned"));
+      };
+      const timer = setTimeout(() => {
+        conn.closed = true;
+        done(new NetworkError("ETIMEDOUT_CONNECT", `connect timed out after ${this.opts.connectTimeoutMs}ms`));
+      }, this.opts.connectTimeoutMs);
+      signal.addEventListener("abort", onAbort, { once: true });
+      this.dialling.set(conn, { resolve: (c) => done(undefined, c), reject: (e) => done(e) });
+      Bun.connect<UpstreamConn>({
+        hostname: url.hostname.startsWith("[") ? url.hostname.slice(1, -1) : url.hostname,
+        port: Number(url.port || 80),
+        data: conn,
+        socket: upstreamHandlers,
+      }).then(
+        (socket) => {
+          if (conn.closed) {
+            // Given up on (timeout, abort) before it opened.
+            socket.terminate();
+            return;
+          }
+          socket.setNoDelay(true);
+          conn.socket = socket;
+          conn.outbox = new Outbox(socket as Socket<unknown>);
+          conn.counted = true;
+          this.open++;
+          done(undefined, conn);
+        },
+        (e) => done(e),
+      );
+    });
+  }
+
+  /** @internal From a connection whose dial failed. */
+  connectFailed(conn: UpstreamConn, err: Error): void {
+    this.dialling.get(conn)?.reject(err);
+  }
+
+  /** A connection whose exchange ended cleanly. */
+  put(conn: UpstreamConn): void {
+    let stack = this.idle.get(conn.backend);
+    if (stack === undefined) this.idle.set(conn.backend, (stack = []));
+    if (stack.length >= this.opts.maxIdlePerBackend) {
+      conn.close();
+      return;
+    }
+    conn.idleSince = performance.now();
+    stack.push(conn);
+  }
+
+  /** @internal A connection closed: drop it from the idle stack and the count. */
+  forget(conn: UpstreamConn): void {
+    if (conn.counted) {
+      conn.counted = false;
+      this.open--;
+    }
+    const stack = this.idle.get(conn.backend);
+    if (stack === undefined) return;
+    const i = stack.indexOf(conn);
+    if (i !== -1) stack.splice(i, 1);
+  }
+
+  /** Close idle connections older than the idle timeout. */
+  sweep(now: number): void {
+    for (const stack of this.idle.values()) {
+      // Oldest at the bottom: trim from there.
+      while (stack.length > 0 && now - stack[0]!.idleSince >= this.opts.idleTimeoutMs) stack[0]!.close();
+    }
+  }
+
+  /** Idle connections kept now, over all backends. */
+  get idleCount(): number {
+    let n = 0;
+    for (const s of this.idle.values()) n += s.length;
+    return n;
+  }
+
+  /** Close every idle connection (shutdown, or a backend removed). */
+  closeIdle(backend?: Backend): void {
+    for (const [b, stack] of this.idle) {
+      if (backend !== undefined && b !== backend) continue;
+      for (const c of [...stack]) c.close();
+    }
+  }
+}
