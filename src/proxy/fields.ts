@@ -17,6 +17,7 @@ export interface HeaderFields {
  * proxy keeps the order of lines with one name). The socket engine parses into this and
  * writes from it; `Set-Cookie` lines stay apart because nothing ever joins them.
  *
+ * Names given to its methods are matched case-insensitively, as `Headers` does.
  * Kept flat for the hot path: [name, lowerName, value] triples in one array, so that a request
  * with eight fields is one allocation, and a lookup is a scan that compares lower-cased names.
  */
@@ -41,6 +42,7 @@ export class FieldList implements HeaderFields {
   }
 
   get(name: string): string | null {
+    name = name.toLowerCase();
     const f = this.f;
     let out: string | null = null;
     for (let i = 1; i < f.length; i += 3) {
@@ -51,6 +53,7 @@ export class FieldList implements HeaderFields {
 
   /** How many lines carry `name` (a request with two Host lines is refused, RFC 9112 §3.2). */
   count(name: string): number {
+    name = name.toLowerCase();
     const f = this.f;
     let n = 0;
     for (let i = 1; i < f.length; i += 3) if (f[i] === name) n++;
@@ -58,12 +61,14 @@ export class FieldList implements HeaderFields {
   }
 
   has(name: string): boolean {
+    name = name.toLowerCase();
     const f = this.f;
     for (let i = 1; i < f.length; i += 3) if (f[i] === name) return true;
     return false;
   }
 
   set(name: string, value: string): void {
+    name = name.toLowerCase();
     const f = this.f;
     for (let i = 1; i < f.length; i += 3) {
       if (f[i] === name) {
@@ -77,11 +82,11 @@ export class FieldList implements HeaderFields {
 
   /** Add a line without touching others of the same name. */
   append(name: string, value: string): void {
-    this.f.push(name, name, value);
+    this.f.push(name, name.toLowerCase(), value);
   }
 
   delete(name: string): void {
-    this.deleteFrom(name, 0);
+    this.deleteFrom(name.toLowerCase(), 0);
   }
 
   private deleteFrom(name: string, from: number): void {
