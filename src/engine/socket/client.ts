@@ -474,6 +474,14 @@ export class ClientConnection {
     this.resume();
   }
 
+  /** The client sent its FIN: answer what was asked, then close. */
+  onEnd(): void {
+    this.broken = true;
+    const last = this.queue[this.queue.length - 1];
+    if (last === undefined) this.closeAfterFlush();
+    else last.closeAfter = true;
+  }
+
   /** Graceful stop: close now if nothing is in flight, otherwise after the current answer. */
   drain(): void {
     if (this.queue.length === 0) this.closeAfterFlush();

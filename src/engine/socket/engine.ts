@@ -35,6 +35,7 @@ export interface SocketEngine {
 const clientHandlers: SocketHandler<ClientConnection> = {
   data: (s, chunk) => s.data.onData(chunk),
   drain: (s) => s.data.onDrain(),
+  end: (s) => s.data?.onEnd(),
   close: (s) => s.data?.onClose(),
   error: (s, e) => {
     s.data?.env.logger.error(`socket engine: ${(e as Error)?.stack ?? e}`);
@@ -93,6 +94,8 @@ export function startSocketEngine(opts: SocketEngineOptions): SocketEngine {
     port: opts.port,
     // A second balancer must not silently share the port (see balancer.ts).
     exclusive: true,
+    // A client may send its FIN right after its request and still read the answer (RFC 9112 §9.6).
+    allowHalfOpen: true,
     socket: {
       ...clientHandlers,
       open(socket) {

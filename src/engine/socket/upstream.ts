@@ -111,6 +111,8 @@ export class UpstreamConn implements BodySink {
   /** Chunked framing upstream for the current streamed body. */
   private chunked = false;
   private messageDone = false;
+  /** Bytes that cannot be ours arrived: never reuse. */
+  private poisoned = false;
   private signal: AbortSignal | undefined;
   private readonly onAbort = () => this.destroy("client", "request abandoned");
   /** Set while this connection is in an exchange; the pool takes it back when done. */
@@ -213,6 +215,13 @@ export class UpstreamConn implements BodySink {
       fields = fields ? this.extraHeaders.concat(fields) : this.extraHeaders;
       this.extraHeaders = undefined;
     }
+    if (this.messageDone || this.pending === undefined) {
+      // A second response in the bytes after ours: nobody asked for it. It is read past, never
+      // delivered, and the connection is closed once this exchange ends.
+      this.poisoned = true;
+      this.keepAlive = false;
+      return SKIP_BODY;
+    }
     const headers = new FieldList(fields ?? []);
     if (status < 200) {
       // 101 would switch protocols; Upgrade is never forwarded, so a backend has no business
@@ -240,7 +249,7 @@ export class UpstreamConn implements BodySink {
 
   private onBody(chunk: Uint8Array): void {
     const res = this.res;
-    if (res === undefined) return;
+    if (res === undefined || this.poisoned) return;
     if (res.sink !== undefined) {
       res.sink.chunk(chunk);
       if (res.sink.congested() && !this.closed) {
@@ -257,8 +266,8 @@ export class UpstreamConn implements BodySink {
 
   private onMessageComplete(): void {
     const res = this.res;
-    // The end of an interim response: the final one is still to come.
-    if (res === undefined) return;
+    // The end of an interim response (the final one is still to come), or of a poisoned one.
+    if (res === undefined || this.poisoned) return;
     this.messageDone = true;
     res.complete = true;
     res.sink?.end();

@@ -1,0 +1,175 @@
+/**
+ * Raw bytes on both sides of the socket engine: a client that writes exact bytes (at once, in
+ * pieces, or dribbled) and reads what comes back, and a backend that records every byte it
+ * receives, verbatim, and answers each request it frames.
+ */
+import type { Socket } from "bun";
+import { HTTPParser } from "../../src/engine/socket/llhttp.ts";
+
+export interface RecordedRequest {
+  method: string;
+  url: string;
+  headers: [string, string][];
+  body: string;
+}
+
+export interface RecordingBackend {
+  url: string;
+  port: number;
+  /** Every byte received, per connection, in order. */
+  raw: string[];
+  requests: RecordedRequest[];
+  connections: () => number;
+  stop(): void;
+}
+
+/**
+ * What the backend answers to a request, by path:
+ * - /103: an interim 103 Early Hints, then 200
+ * - /chunked: a chunked body "hello world" in two chunks
+ * - /close: a body delimited by closing the connection
+ * - /leftover: a response followed by stray bytes (must not be read as the next response)
+ * - /cookies: three Set-Cookie fields
+ * - /hang: never answers
+ * - anything else: 200 with body "ok <n>" (n counts requests)
+ */
+export function startRecordingBackend(): RecordingBackend {
+  const raw: string[] = [];
+  const requests: RecordedRequest[] = [];
+  let connections = 0;
+  const server = Bun.listen<{ index: number; parser: InstanceType<typeof HTTPParser> }>({
+    hostname: "127.0.0.1",
+    port: 0,
+    socket: {
+      open(socket) {
+        const index = connections++;
+        raw[index] = "";
+        const p = new HTTPParser();
+        p.initialize(HTTPParser.REQUEST, {});
+        let current: RecordedRequest | undefined;
+        p[HTTPParser.kOnHeadersComplete] = (_a: number, _b: number, fields: string[], method: number, url: string) => {
+          const headers: [string, string][] = [];
+          for (let i = 0; i < fields.length; i += 2) headers.push([fields[i]!.toLowerCase(), fields[i + 1]!]);
+          current = { method: (process as any).binding("http_parser").methods[method], url, headers, body: "" };
+          return 0;
+        };
+        p[HTTPParser.kOnBody] = (b: Uint8Array) => {
+          current!.body += Buffer.from(b).toString("latin1");
+        };
+        p[HTTPParser.kOnMessageComplete] = () => {
+          const req = current!;
+          requests.push(req);
+          answer(socket, req, requests.length);
+        };
+        socket.data = { index, parser: p };
+      },
+      data(socket, chunk) {
+        raw[socket.data.index] += Buffer.from(chunk).toString("latin1");
+        socket.data.parser.execute(chunk);
+      },
+    },
+  });
+  return {
+    url: `http://127.0.0.1:${server.port}`,
+    port: server.port,
+    raw,
+    requests,
+    connections: () => connections,
+    stop: () => server.stop(true),
+  };
+}
+
+function answer(socket: Socket<unknown>, req: RecordedRequest, n: number): void {
+  const path = req.url.split("?")[0];
+  switch (path) {
+    case "/103":
+      socket.write("HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n");
+      socket.write("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+      return;
+    case "/chunked":
+      socket.write("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n");
+      return;
+    case "/close":
+      socket.write("HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end");
+      socket.end();
+      return;
+    case "/leftover":
+      socket.write("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nforged");
+      return;
+    case "/cookies":
+      socket.write("HTTP/1.1 200 OK\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2, c=3\r\nSet-Cookie: d=4\r\nContent-Length: 0\r\n\r\n");
+      return;
+    case "/hang":
+      return;
+    default: {
+      const body = `ok ${n}`;
+      socket.write(`HTTP/1.1 200 OK\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
+    }
+  }
+}
+
+export interface RawExchange {
+  /** Everything the proxy wrote, as latin1 text. */
+  text: string;
+  /** Status codes of the responses in order (interim ones included). */
+  statuses: number[];
+  /** The proxy closed the connection. */
+  closed: boolean;
+}
+
+/**
+ * Write `input` to the proxy (all at once, or in pieces of `dribble` bytes with a short pause
+ * between), then read until the proxy closes the connection, `until` holds for what was read,
+ * or `timeoutMs` passes.
+ */
+export async function rawExchange(
+  port: number,
+  input: string | string[],
+  opts: { dribble?: number; until?: (text: string) => boolean; timeoutMs?: number } = {},
+): Promise<RawExchange> {
+  let text = "";
+  let closed = false;
+  let wake: () => void = () => {};
+  const socket = await Bun.connect({
+    hostname: "127.0.0.1",
+    port,
+    socket: {
+      data(_s, chunk) {
+        text += Buffer.from(chunk).toString("latin1");
+        wake();
+      },
+      close() {
+        closed = true;
+        wake();
+      },
+    },
+  });
+  const pieces = Array.isArray(input) ? input : [input];
+  for (const piece of pieces) {
+    if (opts.dribble) {
+      for (let i = 0; i < piece.length; i += opts.dribble) {
+        socket.write(Buffer.from(piece.slice(i, i + opts.dribble), "latin1"));
+        await Bun.sleep(1);
+      }
+    } else {
+      socket.write(Buffer.from(piece, "latin1"));
+      if (pieces.length > 1) await Bun.sleep(20);
+    }
+  }
+  const deadline = performance.now() + (opts.timeoutMs ?? 3000);
+  while (!closed && !(opts.until?.(text) ?? false) && performance.now() < deadline) {
+    await new Promise<void>((r) => {
+      wake = r;
+      setTimeout(r, 20);
+    });
+  }
+  const closedByProxy = closed;
+  if (!closed) socket.end();
+  const statuses = [...text.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((m) => Number(m[1]));
+  return { text, statuses, closed: closedByProxy };
+}
+
+/** Complete responses in `text`: a crude count for "n answers arrived" conditions. */
+export function countResponses(text: string): number {
+  return (text.match(/HTTP\/1\.1 [2-5]\d\d /g) ?? []).length;
+}
