@@ -477,6 +477,8 @@ export class ClientConnection {
   /** The client sent its FIN: answer what was asked, then close. */
   onEnd(): void {
     this.broken = true;
+    // A request still being received can never be completed: the client has left.
+    if (this.parsing !== undefined) return this.destroy();
     const last = this.queue[this.queue.length - 1];
     if (last === undefined) this.closeAfterFlush();
     else last.closeAfter = true;
