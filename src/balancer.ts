@@ -14,6 +14,7 @@ import { HealthMonitor } from "./health/monitor.ts";
 import { resolveCheck, type ResolvedCheck } from "./health/check.ts";
 import { createFetchHandler } from "./engine/fetch.ts";
 import { cidrMatcher } from "./proxy/cidr.ts";
+import { compileResponseHeaderRules } from "./proxy/headers.ts";
 import { TrafficStats } from "./stats/traffic.ts";
 import { createAccessLog, type AccessLog, type LineSink } from "./log/access.ts";
 import { consoleLogger, type Logger } from "./log/logger.ts";
@@ -147,6 +148,7 @@ function serveHttp(ctx: BalancerContext, accessLog: AccessLog | undefined): Serv
     pool: ctx.pool, passive: ctx.passive, traffic: ctx.traffic, accessLog,
     trusted: cidrMatcher(config.trustedProxies),
     preserveHost: config.preserveHost,
+    responseHeaders: compileResponseHeaderRules(config.responseHeaders),
     retry: config.retry,
     responseBuffer: config.limits.responseBuffer,
     upstreamConcurrency: config.limits.upstreamConcurrency,

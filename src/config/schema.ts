@@ -5,6 +5,7 @@
 import * as v from "valibot";
 import { parseDuration, parseSize } from "./units.ts";
 import { POLICY_NAMES } from "../policy/names.ts";
+import { HOP_BY_HOP } from "../proxy/headers.ts";
 
 const DURATION_HINT = 'a duration like "250ms", "5s", "1m" or a number of milliseconds';
 const SIZE_HINT = 'a size like "64KB", "128MB" or a number of bytes';
@@ -54,6 +55,25 @@ const expectStatus = v.pipe(
 const cidr = v.pipe(
   v.string("expected a CIDR like \"10.0.0.0/8\" or an address"),
   v.regex(/^[0-9a-fA-F:.]+(\/\d{1,3})?$/, 'expected a CIDR like "10.0.0.0/8", "::1/128" or an address'),
+);
+
+/** RFC 9110 §5.1: a field name is a token (§5.6.2). */
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+/**
+ * Fields the proxy itself manages: hop-by-hop ones are removed anyway (RFC 9110 §7.6.1) and
+ * Content-Length frames the message (RFC 9112 §6.2); an operator's rule must not touch them.
+ */
+const MANAGED = new Set<string>([...HOP_BY_HOP, "content-length"]);
+const HEADER_NAME_HINT = "expected a header field name (letters, digits and !#$%&'*+-.^_`|~)";
+const headerName = v.pipe(
+  v.string(HEADER_NAME_HINT),
+  v.regex(TOKEN, HEADER_NAME_HINT),
+  v.check((n) => !MANAGED.has(n.toLowerCase()), `expected a header other than ${[...MANAGED].join(", ")}: the proxy manages framing and hop-by-hop fields itself`),
+);
+/** RFC 9110 §5.5: a field value is visible characters, spaces and tabs; never CR, LF or NUL. */
+const headerValue = v.pipe(
+  v.string("expected a header value string"),
+  v.regex(/^[\t\x20-\x7e\x80-\xff]*$/, "expected a header value without control characters (CR, LF, NUL)"),
 );
 
 /** Fields shared by the global healthCheck and a backend's override. */
@@ -167,6 +187,24 @@ export const ConfigSchema = v.strictObject({
   ),
   /** Peers whose X-Forwarded-For is kept and appended to; from anyone else it is replaced. */
   trustedProxies: v.optional(v.array(cidr, "expected a list of CIDRs"), []),
+  /**
+   * Response headers removed or replaced before the client sees them (nginx's
+   * proxy_hide_header, HAProxy's http-response del-header/set-header), e.g. to hide a
+   * backend's Server and X-Powered-By. Applied last, after Via and X-Request-Id are added.
+   */
+  responseHeaders: v.optional(
+    v.pipe(
+      v.strictObject({
+        remove: v.optional(v.array(headerName, "expected a list of header names"), []),
+        set: v.optional(v.record(headerName, headerValue, "expected an object of header names and values"), {}),
+      }),
+      v.check(
+        (r) => !Object.keys(r.set).some((n) => r.remove.some((m) => m.toLowerCase() === n.toLowerCase())),
+        "expected each header in either remove or set, not both (set already replaces)",
+      ),
+    ),
+    {},
+  ),
   /** Keep the client's Host header (default) or send the backend's host. */
   preserveHost: v.optional(v.boolean("expected true or false"), true),
   healthCheck: v.optional(

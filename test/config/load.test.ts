@@ -147,6 +147,24 @@ describe("errors", () => {
     await expect(loadConfigFile(join(dir, "missing.json"))).rejects.toThrow(/file not found/);
   });
 
+  test("responseHeaders: header names are tokens, values single-line, managed fields refused", () => {
+    const ok = validateConfig({ backends: [{ url: "http://x" }], responseHeaders: { remove: ["Server"], set: { "X-Frame-Options": "DENY" } } });
+    expect(ok.responseHeaders).toEqual({ remove: ["Server"], set: { "X-Frame-Options": "DENY" } });
+    expect(validateConfig({ backends: [{ url: "http://x" }] }).responseHeaders).toEqual({ remove: [], set: {} });
+    const p = problems({
+      backends: [{ url: "http://x" }],
+      responseHeaders: { remove: ["bad name", "Transfer-Encoding"], set: { "X-A": "1\r\nSet-Cookie: x=1", "Content-Length": "0" }, hide: [] },
+    });
+    expect(p).toContain(`responseHeaders.remove[0]: got "bad name", expected a header field name (letters, digits and !#$%&'*+-.^_\`|~)`);
+    expect(p.find((x) => x.startsWith("responseHeaders.remove[1]:"))).toContain('got "Transfer-Encoding", expected a header other than connection');
+    expect(p.find((x) => x.startsWith("responseHeaders.set.X-A:"))).toContain("expected a header value without control characters");
+    expect(p.find((x) => x.startsWith("responseHeaders.set.Content-Length:"))).toContain("the proxy manages framing and hop-by-hop fields");
+    expect(p).toContain("responseHeaders.hide: unknown option (known: remove, set)");
+    expect(problems({ backends: [{ url: "http://x" }], responseHeaders: { remove: ["server"], set: { Server: "switchyard" } } })).toEqual([
+      'responseHeaders: got {"remove":["server"],"set":{"Server":"switchyard"}}, expected each header in either remove or set, not both (set already replaces)',
+    ]);
+  });
+
   test("closest() suggests only near misses", () => {
     expect(closest("stratgy", ["strategy", "listen"])).toBe("strategy");
     expect(closest("banana", ["strategy", "listen"])).toBeUndefined();
