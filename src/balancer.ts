@@ -20,6 +20,7 @@ import { createAccessLog, type AccessLog, type LineSink } from "./log/access.ts"
 import { consoleLogger, type Logger } from "./log/logger.ts";
 import { createAdminApp, type AdminApp } from "./admin/app.ts";
 import { startTcpProxy, TcpStats, type TcpProxy } from "./tcp/proxy.ts";
+import { bindListener, listenError } from "./listen-error.ts";
 
 export interface BalancerOptions {
   logger?: Logger;
@@ -119,7 +120,9 @@ export async function startBalancer(config: Config, opts: BalancerOptions = {}):
   // A listener that cannot start (a port in use) must not leave probes and timers running.
   try {
     if (config.mode === "tcp") {
-      tcp = await startTcpProxy(ctx, { stats: tcpStats });
+      tcp = await startTcpProxy(ctx, { stats: tcpStats }).catch((e: unknown) => {
+        throw listenError("proxy", config.listen.host, config.listen.port, e);
+      });
       url = `tcp://${hostForUrl(config.listen.host)}:${tcp.port}`;
     } else {
       if (config.log.access) accessLog = createAccessLog(config.log.format, opts.accessLogSink);
@@ -163,7 +166,7 @@ function serveHttp(ctx: BalancerContext, accessLog: AccessLog | undefined): Serv
       status: 500, headers: { "content-type": "application/json" },
     });
   });
-  return Bun.serve({
+  return bindListener("proxy", config.listen.host, config.listen.port, () => Bun.serve({
     hostname: config.listen.host,
     port: config.listen.port,
     // A second balancer must not silently share the port (Bun turns SO_REUSEPORT on when
@@ -173,12 +176,12 @@ function serveHttp(ctx: BalancerContext, accessLog: AccessLog | undefined): Serv
     idleTimeout: Math.ceil(config.timeouts.idle / 1000),
     maxRequestBodySize: config.limits.maxBodySize,
     fetch: (req, server) => app.fetch(req, { server }),
-  });
+  }));
 }
 
 /** The admin listener, apart from the proxy port so that it is never reachable through it. */
 function serveAdmin(listen: { host: string; port: number }, app: AdminApp): Server<unknown> {
-  return Bun.serve({
+  return bindListener("admin", listen.host, listen.port, () => Bun.serve({
     hostname: listen.host,
     port: listen.port,
     reusePort: false,
@@ -186,7 +189,7 @@ function serveAdmin(listen: { host: string; port: number }, app: AdminApp): Serv
     // The dashboard's event stream is long-lived; it sets its own per-request timeout.
     idleTimeout: 30,
     fetch: (req, server) => app.fetch(req, { server }),
-  });
+  }));
 }
 
 function hostForUrl(host: string): string {

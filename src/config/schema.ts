@@ -6,6 +6,8 @@ import * as v from "valibot";
 import { parseDuration, parseSize } from "./units.ts";
 import { POLICY_NAMES } from "../policy/names.ts";
 import { HOP_BY_HOP } from "../proxy/headers.ts";
+import { parseCidr } from "../proxy/cidr.ts";
+import { listenHostProblem } from "./address.ts";
 
 const DURATION_HINT = 'a duration like "250ms", "5s", "1m" or a number of milliseconds';
 const SIZE_HINT = 'a size like "64KB", "128MB" or a number of bytes';
@@ -33,6 +35,29 @@ const port = v.pipe(
 
 const host = v.pipe(v.string("expected a host name or address"), v.nonEmpty("expected a host name or address"));
 
+/** Where a listener binds: checked here so that a typo names the field, not EINVAL from listen(). */
+const listenHost = v.pipe(
+  host,
+  v.check((h) => listenHostProblem(h) === undefined, (issue) => `expected ${listenHostProblem(issue.input as string)}`),
+);
+
+/** A duration that must be more than zero: a timeout of 0 would fail every try at once. */
+const positiveDuration = v.pipe(
+  duration,
+  v.minValue(1, "expected a duration of more than 0"),
+);
+
+/**
+ * At least 100ms between probes of one backend. Below that the probes themselves are a load
+ * (0 sent 8,436 probes in 10 s: a busy loop), and faster detection buys nothing: failures in
+ * live traffic already reach passive health at once. HAProxy's default is 2s, as is ours.
+ */
+const MIN_CHECK_INTERVAL_MS = 100;
+const checkInterval = v.pipe(
+  duration,
+  v.minValue(MIN_CHECK_INTERVAL_MS, `expected at least ${MIN_CHECK_INTERVAL_MS}ms between probes`),
+);
+
 const positiveInt = (what: string) =>
   v.pipe(v.number(`expected ${what}`), v.integer(`expected ${what}`), v.minValue(1, `expected ${what}`));
 
@@ -51,10 +76,13 @@ const expectStatus = v.pipe(
   v.check((list) => list.length > 0 && list.every((s) => EXPECT_STATUS.test(s)), 'expected a status class like "2xx", a code, a range "200-399" or a list of these'),
 );
 
-/** CIDR like "10.0.0.0/8", "::1/128", or a bare address. Parsed into matchers by proxy/cidr.ts. */
+/**
+ * CIDR like "10.0.0.0/8", "::1/128", or a bare address, checked by the same parser that builds
+ * the matchers (proxy/cidr.ts), so that what `check` accepts `serve` can start with.
+ */
 const cidr = v.pipe(
-  v.string("expected a CIDR like \"10.0.0.0/8\" or an address"),
-  v.regex(/^[0-9a-fA-F:.]+(\/\d{1,3})?$/, 'expected a CIDR like "10.0.0.0/8", "::1/128" or an address'),
+  v.string('expected a CIDR like "10.0.0.0/8" or an address'),
+  v.check((x) => typeof parseCidr(x) !== "string", (issue) => `expected ${parseCidr(issue.input as string) as string}`),
 );
 
 /** RFC 9110 §5.1: a field name is a token (§5.6.2). */
@@ -84,8 +112,8 @@ const healthCheckFields = {
   headers: v.optional(v.record(v.string(), v.string("expected a header value string"))),
   host: v.optional(host),
   port: v.optional(port),
-  interval: v.optional(duration),
-  timeout: v.optional(duration),
+  interval: v.optional(checkInterval),
+  timeout: v.optional(positiveDuration),
   rise: v.optional(positiveInt("a whole number of consecutive successes, at least 1")),
   fall: v.optional(positiveInt("a whole number of consecutive failures, at least 1")),
   expectStatus: v.optional(expectStatus),
@@ -119,12 +147,12 @@ export const ConfigSchema = v.strictObject({
   /** "http" (layer 7, default) or "tcp" (layer 4). */
   mode: v.optional(v.picklist(["http", "tcp"], 'expected "http" or "tcp"'), "http"),
   listen: v.optional(
-    v.strictObject({ host: v.optional(host, "0.0.0.0"), port: v.optional(port, 8000) }),
+    v.strictObject({ host: v.optional(listenHost, "0.0.0.0"), port: v.optional(port, 8000) }),
     {},
   ),
   admin: v.optional(
     v.union(
-      [v.literal(false), v.strictObject({ host: v.optional(host, "127.0.0.1"), port: v.optional(port, 8081) })],
+      [v.literal(false), v.strictObject({ host: v.optional(listenHost, "127.0.0.1"), port: v.optional(port, 8081) })],
       "expected an object with host and port, or false",
     ),
     {},
@@ -134,8 +162,8 @@ export const ConfigSchema = v.strictObject({
   retry: v.optional(
     v.strictObject({
       attempts: v.optional(positiveInt("a whole number of tries, at least 1"), 3),
-      perTryTimeout: v.optional(duration, 5000),
-      timeout: v.optional(duration, 15000),
+      perTryTimeout: v.optional(positiveDuration, 5000),
+      timeout: v.optional(positiveDuration, 15000),
       onStatus: v.optional(v.array(status, "expected a list of status codes"), [502, 503, 504]),
       /** Retry resets, timeouts and onStatus answers for non-idempotent methods too (RFC 9110 §9.2.2 says don't). */
       nonIdempotent: v.optional(v.boolean("expected true or false"), false),
@@ -152,7 +180,7 @@ export const ConfigSchema = v.strictObject({
        */
       idle: v.optional(duration, 60_000),
       /** Time to open a backend connection (TCP mode). */
-      connect: v.optional(duration, 5000),
+      connect: v.optional(positiveDuration, 5000),
       /** On SIGINT/SIGTERM, in-flight requests get this long to finish. */
       shutdownGrace: v.optional(duration, 10_000),
     }),
