@@ -40,8 +40,9 @@ export function stripHopByHop(headers: HeaderFields): void {
   const connection = headers.get("connection");
   if (connection !== null) {
     for (const token of connection.split(",")) {
-      const name = token.trim();
-      if (name !== "" && name.toLowerCase() !== "host") headers.delete(name);
+      // Lower-cased: HeaderFields names are looked up lower-case (FieldList compares them so).
+      const name = token.trim().toLowerCase();
+      if (name !== "" && name !== "host") headers.delete(name);
     }
   }
   for (const name of HOP_BY_HOP) headers.delete(name);

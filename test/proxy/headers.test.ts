@@ -1,6 +1,7 @@
 import { describe, expect, test } from "bun:test";
 import { compileResponseHeaderRules, stripHopByHop, toClientHeaders, toUpstreamHeaders } from "../../src/proxy/headers.ts";
 import { cidrMatcher, parseIp } from "../../src/proxy/cidr.ts";
+import { FieldList } from "../../src/proxy/fields.ts";
 
 const info = { clientIp: "198.51.100.9", proto: "http", requestId: "rid-1" };
 const untrusted = { trusted: cidrMatcher([]), preserveHost: true };
@@ -102,6 +103,19 @@ describe("response header rules", () => {
     toClientHeaders(h, "rid", { responseHeaders: compileResponseHeaderRules({ remove: ["via"], set: { "x-request-id": "fixed" } }) });
     expect(h.get("via")).toBeNull();
     expect(h.get("x-request-id")).toBe("fixed");
+  });
+
+  test("the same rules on the socket engine's FieldList, names matched whatever their case", () => {
+    const f = new FieldList(["Server", "Apache", "X-Powered-By", "PHP", "Connection", "X-Internal, Host", "X-Internal", "1", "Content-Type", "text/plain"]);
+    toClientHeaders(f, "rid", { responseHeaders: rules });
+    expect(f.get("server")).toBe("switchyard");
+    expect(f.has("x-powered-by")).toBe(false);
+    expect(f.has("x-internal")).toBe(false);
+    expect(f.get("content-type")).toBe("text/plain");
+    const up = new FieldList(["Host", "a.example", "Connection", "Host", "X-Real-IP", "1.2.3.4"]);
+    toUpstreamHeaders(up, info, untrusted, "x");
+    expect(up.get("host")).toBe("a.example");
+    expect(up.get("x-real-ip")).toBe("198.51.100.9");
   });
 
   test("no rules: the headers are left as the backend sent them", () => {
