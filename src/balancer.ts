@@ -131,7 +131,7 @@ export async function startBalancer(config: Config, opts: BalancerOptions = {}):
     }
     logger.info(`${config.mode} proxy listening on ${url} (strategy ${config.strategy})`);
     if (config.admin !== false) {
-      const app = createAdminApp(ctx);
+      const app = createAdminApp(ctx, { allowedHosts: config.admin.allowedHosts });
       admin = { app, server: serveAdmin(config.admin, app) };
       adminUrl = `http://${hostForUrl(config.admin.host)}:${admin.server.port}`;
       logger.info(`admin listening on ${adminUrl} (dashboard /, /stats, /metrics, /healthz, /readyz)`);

@@ -8,6 +8,7 @@ import { POLICY_NAMES } from "../policy/names.ts";
 import { HOP_BY_HOP } from "../proxy/headers.ts";
 import { parseCidr } from "../proxy/cidr.ts";
 import { listenHostProblem } from "./address.ts";
+import { parseHostPort } from "../admin/hosts.ts";
 
 const DURATION_HINT = 'a duration like "250ms", "5s", "1m" or a number of milliseconds';
 const SIZE_HINT = 'a size like "64KB", "128MB" or a number of bytes';
@@ -39,6 +40,12 @@ const host = v.pipe(v.string("expected a host name or address"), v.nonEmpty("exp
 const listenHost = v.pipe(
   host,
   v.check((h) => listenHostProblem(h) === undefined, (issue) => `expected ${listenHostProblem(issue.input as string)}`),
+);
+
+/** An admin.allowedHosts entry: a name or address, with an optional port; IPv6 in brackets. */
+const allowedHost = v.pipe(
+  v.string("expected a host name"),
+  v.check((h) => parseHostPort(h) !== undefined, 'expected a host name or address with an optional port, like "lb.example.com", "lb.example.com:443" or "[2001:db8::1]:8081"'),
 );
 
 /** A duration that must be more than zero: a timeout of 0 would fail every try at once. */
@@ -152,8 +159,20 @@ export const ConfigSchema = v.strictObject({
   ),
   admin: v.optional(
     v.union(
-      [v.literal(false), v.strictObject({ host: v.optional(listenHost, "127.0.0.1"), port: v.optional(port, 8081) })],
-      "expected an object with host and port, or false",
+      [
+        v.literal(false),
+        v.strictObject({
+          host: v.optional(listenHost, "127.0.0.1"),
+          port: v.optional(port, 8081),
+          /**
+           * Host names (or name:port) the admin listener answers besides its own: localhost,
+           * 127.0.0.1, [::1], its configured host, and on a wildcard address the machine's name
+           * and interface addresses. Anything else gets 403 (admin/hosts.ts: DNS rebinding).
+           */
+          allowedHosts: v.optional(v.array(allowedHost, "expected a list of host names"), []),
+        }),
+      ],
+      "expected an object with host, port and allowedHosts, or false",
     ),
     {},
   ),

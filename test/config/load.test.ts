@@ -38,7 +38,7 @@ describe("defaults and normalization", () => {
   test("a minimal config gets every default", () => {
     const c = validateConfig({ backends: [{ url: "http://127.0.0.1:5001" }] });
     expect(c.listen).toEqual({ host: "0.0.0.0", port: 8000 });
-    expect(c.admin).toEqual({ host: "127.0.0.1", port: 8081 });
+    expect(c.admin).toEqual({ host: "127.0.0.1", port: 8081, allowedHosts: [] });
     expect(c.strategy).toBe("least-connections");
     expect(c.retry).toEqual({ attempts: 3, perTryTimeout: 5000, timeout: 15000, onStatus: [502, 503, 504], nonIdempotent: false, bufferBody: 65536 });
     expect(c.timeouts).toEqual({ idle: 60_000, connect: 5000, shutdownGrace: 10_000 });
