@@ -238,6 +238,16 @@ describe("one validation for check and serve", () => {
   });
 });
 
+test("admin.allowedHosts: names or addresses with an optional port", () => {
+  const ok = validateConfig({ backends: [{ url: "http://x" }], admin: { allowedHosts: ["lb.example.com", "lb.example.com:443", "[2001:db8::1]:8081", "10.0.0.5"] } });
+  expect(ok.admin && ok.admin.allowedHosts).toEqual(["lb.example.com", "lb.example.com:443", "[2001:db8::1]:8081", "10.0.0.5"]);
+  expect(problems({ backends: [{ url: "http://x" }], admin: { allowedHosts: ["http://lb.example.com", "2001:db8::1", "lb:99999"] } })).toEqual([
+    'admin.allowedHosts[0]: got "http://lb.example.com", expected a host name or address with an optional port, like "lb.example.com", "lb.example.com:443" or "[2001:db8::1]:8081"',
+    'admin.allowedHosts[1]: got "2001:db8::1", expected a host name or address with an optional port, like "lb.example.com", "lb.example.com:443" or "[2001:db8::1]:8081"',
+    'admin.allowedHosts[2]: got "lb:99999", expected a host name or address with an optional port, like "lb.example.com", "lb.example.com:443" or "[2001:db8::1]:8081"',
+  ]);
+});
+
 describe("reading config files", () => {
   test("a directory is reported as one, not as a missing file", async () => {
     const sub = join(dir, "conf.d.json");
