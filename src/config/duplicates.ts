@@ -3,8 +3,8 @@
  *
  * Bun.YAML.parse and JSON.parse keep the last of two equal keys without a word, so a second
  * `retry:` block would silently replace the first. Rather than write a second YAML parser, the
- * text is parsed once more with every key tagged by its line number (an invisible separator,
- * U+2063, and the line): keys that were one in the first parse are now distinct, and siblings
+ * text is parsed once more with every key tagged by its line number and a running count (each
+ * after an invisible separator, U+2063, so that two keys on one line differ too): keys that were one in the first parse are now distinct, and siblings
  * sharing a name before the tag are the duplicates. Tagging only ever lengthens keys, so it can
  * not invent a duplicate; what it misses (a YAML key it cannot find at a line start, as in a
  * one-line flow mapping `{a: 1, a: 2}`) is still caught by name, only without its line.
@@ -24,13 +24,14 @@ const TAG = "\u2063";
 const YAML_KEY = /^(\s*(?:-\s+)*)(?:(<<)|([A-Za-z0-9_$./-][^:#{}[\],]*?)|("(?:[^"\\]|\\.)*")|('(?:[^']|'')*'))(\s*:)(?=\s|$)/;
 
 function tagYaml(text: string): string {
+  let seq = 0;
   return text
     .split("\n")
     .map((line, i) => {
       const m = YAML_KEY.exec(line);
       if (!m) return line;
       const [whole, indent, merge, plain, double, single, colon] = m;
-      const n = i + 1;
+      const n = `${i + 1}${TAG}${seq++}`;
       const key = merge !== undefined ? `"<<${TAG}${n}"`
         : plain !== undefined ? `${plain.trimEnd()}${TAG}${n}`
         : (double ?? single)!.slice(0, -1) + `${TAG}${n}` + (double ?? single)!.slice(-1);
@@ -45,11 +46,12 @@ const JSON_STRING = /"(?:[^"\\]|\\.)*"(\s*:)?/g;
 function tagJson(text: string): string {
   let line = 1;
   let scanned = 0;
+  let seq = 0;
   return text.replace(JSON_STRING, (match: string, colon: string | undefined, offset: number) => {
     if (colon === undefined) return match;
     for (; scanned < offset; scanned++) if (text.charCodeAt(scanned) === 10) line++;
     const close = match.length - colon.length - 1;
-    return `${match.slice(0, close)}${TAG}${line}${match.slice(close)}`;
+    return `${match.slice(0, close)}${TAG}${line}${TAG}${seq++}${match.slice(close)}`;
   });
 }
 
@@ -78,17 +80,17 @@ function walk(node: unknown, path: string, problems: Set<string>): void {
   if (typeof node !== "object" || node === null) return;
   const lines = new Map<string, string[]>();
   for (const key of Object.keys(node)) {
-    const at = key.lastIndexOf(TAG);
+    const at = key.indexOf(TAG);
     const name = at === -1 ? key : key.slice(0, at);
     const list = lines.get(name) ?? [];
-    list.push(at === -1 ? "?" : key.slice(at + 1));
+    list.push(at === -1 ? "?" : key.slice(at + 1, key.indexOf(TAG, at + 1)));
     lines.set(name, list);
     // A merge key ("<<") is kept apart in the tagged copy; what it merges is checked where its anchor is.
     if (name !== "<<") walk((node as Record<string, unknown>)[key], path ? `${path}.${name}` : name, problems);
   }
   for (const [name, at] of lines) {
     if (at.length < 2 || name === "<<") continue;
-    const known = at.filter((l) => l !== "?");
+    const known = [...new Set(at.filter((l) => l !== "?"))];
     const where = known.length === 0 ? "" : ` (line${known.length > 1 ? "s" : ""} ${known.join(", ").replace(/, (?=[^,]*$)/, " and ")})`;
     problems.add(`${path ? `${path}.${name}` : name}: duplicate key${where}; each key may appear once`);
   }
