@@ -15,11 +15,13 @@ import { resolveCheck, type ResolvedCheck } from "./health/check.ts";
 import { createFetchHandler } from "./engine/fetch.ts";
 import { startSocketEngine, type SocketEngine } from "./engine/socket/engine.ts";
 import { cidrMatcher } from "./proxy/cidr.ts";
+import { compileResponseHeaderRules } from "./proxy/headers.ts";
 import { TrafficStats } from "./stats/traffic.ts";
 import { createAccessLog, type AccessLog, type LineSink } from "./log/access.ts";
 import { consoleLogger, type Logger } from "./log/logger.ts";
 import { createAdminApp, type AdminApp } from "./admin/app.ts";
 import { startTcpProxy, TcpStats, type TcpProxy } from "./tcp/proxy.ts";
+import { bindListener, listenError } from "./listen-error.ts";
 
 export interface BalancerOptions {
   logger?: Logger;
@@ -120,7 +122,9 @@ export async function startBalancer(config: Config, opts: BalancerOptions = {}):
   // A listener that cannot start (a port in use) must not leave probes and timers running.
   try {
     if (config.mode === "tcp") {
-      tcp = await startTcpProxy(ctx, { stats: tcpStats });
+      tcp = await startTcpProxy(ctx, { stats: tcpStats }).catch((e: unknown) => {
+        throw listenError("proxy", config.listen.host, config.listen.port, e);
+      });
       url = `tcp://${hostForUrl(config.listen.host)}:${tcp.port}`;
     } else {
       if (config.log.access) accessLog = createAccessLog(config.log.format, opts.accessLogSink);
@@ -131,7 +135,7 @@ export async function startBalancer(config: Config, opts: BalancerOptions = {}):
     const engine = config.mode === "http" ? `, engine ${config.engine}` : "";
     logger.info(`${config.mode} proxy listening on ${url} (strategy ${config.strategy}${engine})`);
     if (config.admin !== false) {
-      const app = createAdminApp(ctx);
+      const app = createAdminApp(ctx, { allowedHosts: config.admin.allowedHosts });
       admin = { app, server: serveAdmin(config.admin, app) };
       adminUrl = `http://${hostForUrl(config.admin.host)}:${admin.server.port}`;
       logger.info(`admin listening on ${adminUrl} (dashboard /, /stats, /metrics, /healthz, /readyz)`);
@@ -151,6 +155,7 @@ function forwardOptions(ctx: BalancerContext, accessLog: AccessLog | undefined) 
     pool: ctx.pool, passive: ctx.passive, traffic: ctx.traffic, accessLog,
     trusted: cidrMatcher(config.trustedProxies),
     preserveHost: config.preserveHost,
+    responseHeaders: compileResponseHeaderRules(config.responseHeaders),
     retry: config.retry,
   };
 }
@@ -159,7 +164,7 @@ function forwardOptions(ctx: BalancerContext, accessLog: AccessLog | undefined) 
 function serveSockets(ctx: BalancerContext, accessLog: AccessLog | undefined): SocketEngine {
   const { config } = ctx;
   const { limits, timeouts } = config;
-  return startSocketEngine({
+  return bindListener("proxy", config.listen.host, config.listen.port, () => startSocketEngine({
     ...forwardOptions(ctx, accessLog),
     // The fetch engine's gate exists for Bun's fetch pool (64 idle connections); this engine
     // keeps its own pool per backend, so it needs none.
@@ -177,7 +182,7 @@ function serveSockets(ctx: BalancerContext, accessLog: AccessLog | undefined): S
     headerTimeout: timeouts.header,
     idleTimeout: timeouts.idle,
     logger: ctx.logger,
-  });
+  }));
 }
 
 /** The layer-7 listener: a Hono app whose catch-all route is the forwarder. */
@@ -198,7 +203,7 @@ function serveHttp(ctx: BalancerContext, accessLog: AccessLog | undefined): Serv
       status: 500, headers: { "content-type": "application/json" },
     });
   });
-  return Bun.serve({
+  return bindListener("proxy", config.listen.host, config.listen.port, () => Bun.serve({
     hostname: config.listen.host,
     port: config.listen.port,
     // A second balancer must not silently share the port (Bun turns SO_REUSEPORT on when
@@ -208,12 +213,12 @@ function serveHttp(ctx: BalancerContext, accessLog: AccessLog | undefined): Serv
     idleTimeout: Math.ceil(config.timeouts.idle / 1000),
     maxRequestBodySize: config.limits.maxBodySize,
     fetch: (req, server) => app.fetch(req, { server }),
-  });
+  }));
 }
 
 /** The admin listener, apart from the proxy port so that it is never reachable through it. */
 function serveAdmin(listen: { host: string; port: number }, app: AdminApp): Server<unknown> {
-  return Bun.serve({
+  return bindListener("admin", listen.host, listen.port, () => Bun.serve({
     hostname: listen.host,
     port: listen.port,
     reusePort: false,
@@ -221,7 +226,7 @@ function serveAdmin(listen: { host: string; port: number }, app: AdminApp): Serv
     // The dashboard's event stream is long-lived; it sets its own per-request timeout.
     idleTimeout: 30,
     fetch: (req, server) => app.fetch(req, { server }),
-  });
+  }));
 }
 
 function hostForUrl(host: string): string {

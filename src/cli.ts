@@ -189,8 +189,8 @@ async function startOrReport(config: Config): Promise<Balancer | undefined> {
   try {
     return await startBalancer(config);
   } catch (e) {
-    const code = (e as { code?: string }).code;
-    console.error(`switchyard: cannot start: ${code === "EADDRINUSE" ? "address already in use" : (e as Error).message}`);
+    // A ListenError (SY_LISTEN_FAILED) names the listener, its address and the reason.
+    console.error(`switchyard: cannot start: ${(e as Error).message}`);
     return undefined;
   }
 }

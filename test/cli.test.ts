@@ -91,6 +91,68 @@ describe("check", () => {
   });
 });
 
+/** Issue 13 item 9: check and serve validate alike, and start-up failures say which listener. */
+describe("config faults, as a user meets them", () => {
+  test("check and serve refuse the same bad trustedProxies with the same words (exit 2)", async () => {
+    const file = join(dir, "trusted.json");
+    writeFileSync(file, JSON.stringify({ listen: { host: "127.0.0.1", port: 0 }, admin: false, backends: [{ url: "http://127.0.0.1:9" }], trustedProxies: ["10.0.0.0/99", "999.1.1.1"] }));
+    for (const command of ["check", "serve"]) {
+      const r = await run(command, "--config", file);
+      expect(r.code).toBe(2);
+      expect(r.stderr).toContain('trustedProxies[0]: got "10.0.0.0/99", expected a prefix length of 0-32 for IPv4');
+      expect(r.stderr).toContain('trustedProxies[1]: got "999.1.1.1", expected an IPv4 address (four numbers 0-255)');
+    }
+  });
+
+  test("a directory given as the config is reported as a directory", async () => {
+    const r = await run("check", "--config", dir);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain("is a directory");
+    expect(r.stderr).not.toContain("file not found");
+  });
+
+  test("YAML duplicate keys: the key and its lines", async () => {
+    const file = join(dir, "dup.yaml");
+    writeFileSync(file, "backends:\n  - url: http://127.0.0.1:5001\nhealthCheck:\n  interval: 1s\n  interval: 0\n");
+    const r = await run("check", "--config", file);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain("healthCheck.interval: duplicate key (lines 4 and 5)");
+  });
+
+  test("a bad listen host names listen.host and the value (exit 2, not EINVAL)", async () => {
+    const r = await run("serve", "--host", "999.1.1.1", "--port", "0", "--backend", "http://127.0.0.1:9", "--no-admin");
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('listen.host: got "999.1.1.1"');
+  });
+
+  test("the admin port equal to the proxy port is a config error naming both (HTTP and TCP mode)", async () => {
+    for (const mode of ["http", "tcp"]) {
+      const backend = mode === "tcp" ? "127.0.0.1:9" : "http://127.0.0.1:9";
+      const r = await run("serve", "--mode", mode, "--port", "18099", "--admin-port", "18099", "--backend", backend);
+      expect(r.code).toBe(2);
+      expect(r.stderr).toContain("admin.port: got 18099, expected a port other than listen.port (18099");
+    }
+  });
+
+  test("a listener that cannot bind is named with its address (exit 1)", async () => {
+    const busy = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: () => new Response("taken") });
+    try {
+      const file = join(dir, "busy-admin.json");
+      writeFileSync(file, JSON.stringify({ listen: { host: "127.0.0.1", port: 0 }, admin: { host: "127.0.0.1", port: busy.port }, healthCheck: false, backends: [{ url: "http://127.0.0.1:9" }] }));
+      const admin = await run("serve", "--config", file);
+      expect(admin.code).toBe(1);
+      expect(admin.stderr).toContain(`cannot start: admin listener on 127.0.0.1:${busy.port}: address already in use`);
+      for (const [mode, backend] of [["http", "http://127.0.0.1:9"], ["tcp", "127.0.0.1:9"]]) {
+        const proxy = await run("serve", "--mode", mode!, "--host", "127.0.0.1", "--port", String(busy.port), "--backend", backend!, "--no-admin");
+        expect(proxy.code).toBe(1);
+        expect(proxy.stderr).toContain(`cannot start: proxy listener on 127.0.0.1:${busy.port}: address already in use`);
+      }
+    } finally {
+      busy.stop(true);
+    }
+  });
+});
+
 describe("serve", () => {
   test("without config or backends, or with a bad config, exits 2 naming the problem", async () => {
     expect((await run("serve")).code).toBe(2);

@@ -8,8 +8,9 @@
  *   GET /healthz  the balancer is alive
  *   GET /readyz   at least one backend is available (503 otherwise)
  *
- * createAdminApp owns the loops behind these (the sampler, the backend-stats poller, the event
- * streams); stop() ends them all.
+ * Requests whose Host is not one of the listener's own names get 403 (hosts.ts: against DNS
+ * rebinding). createAdminApp owns the loops behind these (the sampler, the backend-stats
+ * poller, the event streams); stop() ends them all.
  */
 import type { Server } from "bun";
 import { Hono } from "hono";
@@ -20,6 +21,7 @@ import { BackendStatsPoller, type PollerOptions } from "./poller.ts";
 import { buildSnapshot, type SnapshotSource, type StatsDocument } from "./snapshot.ts";
 import { METRICS_CONTENT_TYPE, renderMetrics } from "./metrics.ts";
 import { EventHub, type EventHubOptions } from "./events.ts";
+import { ADMIN_HOST_FORBIDDEN, adminHostChecker } from "./hosts.ts";
 
 /**
  * What the admin app reads: a BalancerContext fits, plus, in TCP mode, the listener's totals
@@ -33,13 +35,18 @@ export interface AdminOptions {
   events?: EventHubOptions;
   /** Poll backends' statsPath every this many samples. Default 2 (every 2 s). */
   pollEverySamples?: number;
+  /** Host names accepted besides the listener's own (config `admin.allowedHosts`, see hosts.ts). */
+  allowedHosts?: readonly string[];
 }
 
 type Env = { Bindings: { server?: Server<unknown> } };
 
 export interface AdminApp {
   readonly app: Hono<Env>;
-  /** Serve one request: `Bun.serve({ fetch: (req, server) => admin.fetch(req, { server }) })`. */
+  /**
+   * Serve one request: `Bun.serve({ fetch: (req, server) => admin.fetch(req, { server }) })`.
+   * The server is required: its address decides which Host values are accepted.
+   */
   readonly fetch: (req: Request, env?: { server?: Server<unknown> }) => Response | Promise<Response>;
   readonly sampler: Sampler;
   readonly poller: BackendStatsPoller;
@@ -75,6 +82,31 @@ export function createAdminApp(ctx: AdminContext, opts: AdminOptions = {}): Admi
 
   const dashboard = dashboardResponseInit(page);
   const app = new Hono<Env>();
+
+  // One Host checker per listener, built on its first request (the port may be ephemeral).
+  const checkers = new WeakMap<Server<unknown>, (host: string | null) => boolean>();
+  app.use(async (c, next) => {
+    const server = c.env?.server;
+    let allowed = server && checkers.get(server);
+    if (server && !allowed) {
+      allowed = adminHostChecker(server.hostname ?? "127.0.0.1", server.port ?? 80, opts.allowedHosts);
+      checkers.set(server, allowed);
+    }
+    const host = c.req.header("host") ?? null;
+    // Without the server there is no address to check against: refuse rather than guess.
+    if (!allowed || !allowed(host)) {
+      return c.json(
+        {
+          error: ADMIN_HOST_FORBIDDEN,
+          status: 403,
+          message: `Host ${JSON.stringify(host)} is not a name of this admin listener; add it to admin.allowedHosts to allow it`,
+        },
+        403,
+        NO_STORE,
+      );
+    }
+    await next();
+  });
 
   app.get("/", () => new Response(page, dashboard));
 

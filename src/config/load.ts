@@ -3,10 +3,12 @@
  * validate against the one schema, and turn every problem into one line that names the field,
  * the bad value and what was expected.
  */
+import { stat } from "node:fs/promises";
 import { extname } from "node:path";
+import { duplicateKeys } from "./duplicates.ts";
 import * as v from "valibot";
 import { ConfigSchema, type Config, type ConfigInput } from "./schema.ts";
-import { parseBackendAddress } from "./address.ts";
+import { isWildcardHost, parseBackendAddress } from "./address.ts";
 
 export class ConfigError extends Error {
   readonly code = "SY_CONFIG_INVALID";
@@ -18,15 +20,27 @@ export class ConfigError extends Error {
   }
 }
 
-/** Parse the text of a config file by its extension. Syntax errors become a ConfigError. */
+/**
+ * Parse the text of a config file by its extension. Syntax errors and duplicate keys become a
+ * ConfigError. TOML forbids duplicates and Bun's parser refuses them; YAML 1.2 (§3.2.1.1) and
+ * JSON (RFC 8259 §4: names "SHOULD be unique") parsers silently keep the last, so a second
+ * `retry:` block would quietly replace the first: duplicateKeys() finds them.
+ */
 export function parseConfigText(text: string, file: string): unknown {
   const ext = extname(file).slice(1).toLowerCase();
+  const format = ext === "yml" ? "yaml" : ext;
+  let parsed: unknown;
   try {
-    if (ext === "yaml" || ext === "yml") return Bun.YAML.parse(text);
-    if (ext === "toml") return Bun.TOML.parse(text);
-    if (ext === "json") return JSON.parse(text);
+    if (format === "yaml") parsed = Bun.YAML.parse(text);
+    else if (format === "toml") return Bun.TOML.parse(text);
+    else if (format === "json") parsed = JSON.parse(text);
   } catch (e) {
     throw new ConfigError([`cannot parse ${ext.toUpperCase()}: ${(e as Error).message}`], file);
+  }
+  if (format === "yaml" || format === "json") {
+    const duplicates = duplicateKeys(text, format);
+    if (duplicates.length > 0) throw new ConfigError(duplicates, file);
+    return parsed;
   }
   const what = ext ? `unknown file type ".${ext}"` : "no file extension";
   throw new ConfigError([`${what}: expected .json, .yaml, .yml or .toml to tell the format`], file);
@@ -34,9 +48,24 @@ export function parseConfigText(text: string, file: string): unknown {
 
 /** Read and parse a config file without validating it (the CLI applies flags first). */
 export async function readConfigFile(file: string): Promise<Record<string, unknown>> {
-  const f = Bun.file(file);
-  if (!(await f.exists())) throw new ConfigError([`file not found`], file);
-  const raw = parseConfigText(await f.text(), file);
+  let info;
+  try {
+    info = await stat(file);
+  } catch (e) {
+    const code = (e as { code?: string }).code;
+    if (code === "ENOENT" || code === "ENOTDIR") throw new ConfigError([`file not found`], file);
+    if (code === "EACCES") throw new ConfigError([`permission denied: cannot read the file`], file);
+    throw new ConfigError([`cannot read: ${(e as Error).message}`], file);
+  }
+  if (info.isDirectory()) throw new ConfigError([`is a directory; expected a config file (.json, .yaml, .yml or .toml)`], file);
+  let text: string;
+  try {
+    text = await Bun.file(file).text();
+  } catch (e) {
+    const code = (e as { code?: string }).code;
+    throw new ConfigError([code === "EACCES" ? `permission denied: cannot read the file` : `cannot read: ${(e as Error).message}`], file);
+  }
+  const raw = parseConfigText(text, file);
   if (!isPlainObject(raw)) throw new ConfigError([`expected an object at the top level, got ${show(raw)}`], file);
   return raw;
 }
@@ -108,12 +137,34 @@ function crossFieldProblems(input: Record<string, unknown>): string[] {
   if (mode === "http" && idle.success && idle.output.idle > 255_000) {
     problems.push(`timeouts.idle: got ${show(timeouts.idle)}, expected at most 255s in HTTP mode (Bun.serve's limit)`);
   }
+  problems.push(...listenerClash(input));
   const retry = isPlainObject(input.retry) ? input.retry : {};
   const per = v.safeParse(ConfigSchema.entries.retry, retry);
   if (per.success && per.output.perTryTimeout > per.output.timeout) {
     problems.push(`retry.perTryTimeout: got ${show(retry.perTryTimeout)}, expected at most retry.timeout (${show(retry.timeout ?? "15s")})`);
   }
   return problems;
+}
+
+/**
+ * The admin listener on the proxy's port would fail to bind ("address already in use") at
+ * start; say so now, naming both fields. Port 0 asks for an ephemeral port and never clashes.
+ * A wildcard ("0.0.0.0", "::") clashes with any host of its family; "::" is dual-stack on
+ * Linux, so it clashes with IPv4 hosts too.
+ */
+function listenerClash(input: Record<string, unknown>): string[] {
+  const listen = v.safeParse(ConfigSchema.entries.listen, input.listen);
+  const admin = v.safeParse(ConfigSchema.entries.admin, input.admin);
+  if (!listen.success || !admin.success || admin.output === false) return [];
+  const [p, a] = [listen.output, admin.output];
+  if (p.port === 0 || p.port !== a.port) return [];
+  const v6 = (h: string) => h.includes(":");
+  const clash =
+    p.host === a.host ||
+    p.host === "::" || a.host === "::" ||
+    (isWildcardHost(p.host) && !v6(a.host)) || (isWildcardHost(a.host) && !v6(p.host));
+  if (!clash) return [];
+  return [`admin.port: got ${a.port}, expected a port other than listen.port (${p.port}, on ${show(p.host)}): the admin listener on ${show(a.host)} cannot share it`];
 }
 
 /** `prefix`: the path of the union this issue came from (a union's sub-issues are relative to it). */

@@ -5,6 +5,10 @@
 import * as v from "valibot";
 import { parseDuration, parseSize } from "./units.ts";
 import { POLICY_NAMES } from "../policy/names.ts";
+import { HOP_BY_HOP } from "../proxy/headers.ts";
+import { parseCidr } from "../proxy/cidr.ts";
+import { listenHostProblem } from "./address.ts";
+import { parseHostPort } from "../admin/hosts.ts";
 
 const DURATION_HINT = 'a duration like "250ms", "5s", "1m" or a number of milliseconds';
 const SIZE_HINT = 'a size like "64KB", "128MB" or a number of bytes';
@@ -32,6 +36,35 @@ const port = v.pipe(
 
 const host = v.pipe(v.string("expected a host name or address"), v.nonEmpty("expected a host name or address"));
 
+/** Where a listener binds: checked here so that a typo names the field, not EINVAL from listen(). */
+const listenHost = v.pipe(
+  host,
+  v.check((h) => listenHostProblem(h) === undefined, (issue) => `expected ${listenHostProblem(issue.input as string)}`),
+);
+
+/** An admin.allowedHosts entry: a name or address, with an optional port; IPv6 in brackets. */
+const allowedHost = v.pipe(
+  v.string("expected a host name"),
+  v.check((h) => parseHostPort(h) !== undefined, 'expected a host name or address with an optional port, like "lb.example.com", "lb.example.com:443" or "[2001:db8::1]:8081"'),
+);
+
+/** A duration that must be more than zero: a timeout of 0 would fail every try at once. */
+const positiveDuration = v.pipe(
+  duration,
+  v.minValue(1, "expected a duration of more than 0"),
+);
+
+/**
+ * At least 100ms between probes of one backend. Below that the probes themselves are a load
+ * (0 sent 8,436 probes in 10 s: a busy loop), and faster detection buys nothing: failures in
+ * live traffic already reach passive health at once. HAProxy's default is 2s, as is ours.
+ */
+const MIN_CHECK_INTERVAL_MS = 100;
+const checkInterval = v.pipe(
+  duration,
+  v.minValue(MIN_CHECK_INTERVAL_MS, `expected at least ${MIN_CHECK_INTERVAL_MS}ms between probes`),
+);
+
 const positiveInt = (what: string) =>
   v.pipe(v.number(`expected ${what}`), v.integer(`expected ${what}`), v.minValue(1, `expected ${what}`));
 
@@ -50,10 +83,32 @@ const expectStatus = v.pipe(
   v.check((list) => list.length > 0 && list.every((s) => EXPECT_STATUS.test(s)), 'expected a status class like "2xx", a code, a range "200-399" or a list of these'),
 );
 
-/** CIDR like "10.0.0.0/8", "::1/128", or a bare address. Parsed into matchers by proxy/cidr.ts. */
+/**
+ * CIDR like "10.0.0.0/8", "::1/128", or a bare address, checked by the same parser that builds
+ * the matchers (proxy/cidr.ts), so that what `check` accepts `serve` can start with.
+ */
 const cidr = v.pipe(
-  v.string("expected a CIDR like \"10.0.0.0/8\" or an address"),
-  v.regex(/^[0-9a-fA-F:.]+(\/\d{1,3})?$/, 'expected a CIDR like "10.0.0.0/8", "::1/128" or an address'),
+  v.string('expected a CIDR like "10.0.0.0/8" or an address'),
+  v.check((x) => typeof parseCidr(x) !== "string", (issue) => `expected ${parseCidr(issue.input as string) as string}`),
+);
+
+/** RFC 9110 §5.1: a field name is a token (§5.6.2). */
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+/**
+ * Fields the proxy itself manages: hop-by-hop ones are removed anyway (RFC 9110 §7.6.1) and
+ * Content-Length frames the message (RFC 9112 §6.2); an operator's rule must not touch them.
+ */
+const MANAGED = new Set<string>([...HOP_BY_HOP, "content-length"]);
+const HEADER_NAME_HINT = "expected a header field name (letters, digits and !#$%&'*+-.^_`|~)";
+const headerName = v.pipe(
+  v.string(HEADER_NAME_HINT),
+  v.regex(TOKEN, HEADER_NAME_HINT),
+  v.check((n) => !MANAGED.has(n.toLowerCase()), `expected a header other than ${[...MANAGED].join(", ")}: the proxy manages framing and hop-by-hop fields itself`),
+);
+/** RFC 9110 §5.5: a field value is visible characters, spaces and tabs; never CR, LF or NUL. */
+const headerValue = v.pipe(
+  v.string("expected a header value string"),
+  v.regex(/^[\t\x20-\x7e\x80-\xff]*$/, "expected a header value without control characters (CR, LF, NUL)"),
 );
 
 /** Fields shared by the global healthCheck and a backend's override. */
@@ -64,8 +119,8 @@ const healthCheckFields = {
   headers: v.optional(v.record(v.string(), v.string("expected a header value string"))),
   host: v.optional(host),
   port: v.optional(port),
-  interval: v.optional(duration),
-  timeout: v.optional(duration),
+  interval: v.optional(checkInterval),
+  timeout: v.optional(positiveDuration),
   rise: v.optional(positiveInt("a whole number of consecutive successes, at least 1")),
   fall: v.optional(positiveInt("a whole number of consecutive failures, at least 1")),
   expectStatus: v.optional(expectStatus),
@@ -104,13 +159,25 @@ export const ConfigSchema = v.strictObject({
    */
   engine: v.optional(v.picklist(["fetch", "socket"], 'expected "fetch" or "socket"'), "fetch"),
   listen: v.optional(
-    v.strictObject({ host: v.optional(host, "0.0.0.0"), port: v.optional(port, 8000) }),
+    v.strictObject({ host: v.optional(listenHost, "0.0.0.0"), port: v.optional(port, 8000) }),
     {},
   ),
   admin: v.optional(
     v.union(
-      [v.literal(false), v.strictObject({ host: v.optional(host, "127.0.0.1"), port: v.optional(port, 8081) })],
-      "expected an object with host and port, or false",
+      [
+        v.literal(false),
+        v.strictObject({
+          host: v.optional(listenHost, "127.0.0.1"),
+          port: v.optional(port, 8081),
+          /**
+           * Host names (or name:port) the admin listener answers besides its own: localhost,
+           * 127.0.0.1, [::1], its configured host, and on a wildcard address the machine's name
+           * and interface addresses. Anything else gets 403 (admin/hosts.ts: DNS rebinding).
+           */
+          allowedHosts: v.optional(v.array(allowedHost, "expected a list of host names"), []),
+        }),
+      ],
+      "expected an object with host, port and allowedHosts, or false",
     ),
     {},
   ),
@@ -119,8 +186,8 @@ export const ConfigSchema = v.strictObject({
   retry: v.optional(
     v.strictObject({
       attempts: v.optional(positiveInt("a whole number of tries, at least 1"), 3),
-      perTryTimeout: v.optional(duration, 5000),
-      timeout: v.optional(duration, 15000),
+      perTryTimeout: v.optional(positiveDuration, 5000),
+      timeout: v.optional(positiveDuration, 15000),
       onStatus: v.optional(v.array(status, "expected a list of status codes"), [502, 503, 504]),
       /** Retry resets, timeouts and onStatus answers for non-idempotent methods too (RFC 9110 §9.2.2 says don't). */
       nonIdempotent: v.optional(v.boolean("expected true or false"), false),
@@ -137,7 +204,7 @@ export const ConfigSchema = v.strictObject({
        */
       idle: v.optional(duration, 60_000),
       /** Time to open a backend connection (TCP mode and the socket engine). */
-      connect: v.optional(duration, 5000),
+      connect: v.optional(positiveDuration, 5000),
       /** Socket engine: a request head must arrive in full within this time, or 408 and close (slow-loris). */
       header: v.optional(duration, 10_000),
       /**
@@ -190,6 +257,24 @@ export const ConfigSchema = v.strictObject({
   ),
   /** Peers whose X-Forwarded-For is kept and appended to; from anyone else it is replaced. */
   trustedProxies: v.optional(v.array(cidr, "expected a list of CIDRs"), []),
+  /**
+   * Response headers removed or replaced before the client sees them (nginx's
+   * proxy_hide_header, HAProxy's http-response del-header/set-header), e.g. to hide a
+   * backend's Server and X-Powered-By. Applied last, after Via and X-Request-Id are added.
+   */
+  responseHeaders: v.optional(
+    v.pipe(
+      v.strictObject({
+        remove: v.optional(v.array(headerName, "expected a list of header names"), []),
+        set: v.optional(v.record(headerName, headerValue, "expected an object of header names and values"), {}),
+      }),
+      v.check(
+        (r) => !Object.keys(r.set).some((n) => r.remove.some((m) => m.toLowerCase() === n.toLowerCase())),
+        "expected each header in either remove or set, not both (set already replaces)",
+      ),
+    ),
+    {},
+  ),
   /** Keep the client's Host header (default) or send the backend's host. */
   preserveHost: v.optional(v.boolean("expected true or false"), true),
   healthCheck: v.optional(

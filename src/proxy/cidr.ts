@@ -20,7 +20,9 @@ function parseV4(address: string): bigint | undefined {
   if (parts.length !== 4) return undefined;
   let n = 0n;
   for (const p of parts) {
-    if (!/^\d{1,3}$/.test(p) || Number(p) > 255) return undefined;
+    // No leading zeros: "010" is 8 to inet_aton (octal) but 10 to a naive reader; Go's
+    // net.ParseIP refuses it for that reason, and so do we.
+    if (!/^(0|[1-9]\d{0,2})$/.test(p) || Number(p) > 255) return undefined;
     n = (n << 8n) | BigInt(p);
   }
   return n;
@@ -50,19 +52,43 @@ function parseV6(address: string): bigint | undefined {
   return n;
 }
 
+interface CidrRange {
+  net: bigint;
+  mask: bigint;
+}
+
+/**
+ * One entry of trustedProxies: "10.0.0.0/8", "::1/128", "::ffff:10.0.0.0/104" or a bare
+ * address. Returns the range, or what is wrong with the entry (text that completes "expected
+ * ..."). The config schema and cidrMatcher both use this, so `check` and `serve` agree.
+ */
+export function parseCidr(entry: string): CidrRange | string {
+  const slash = entry.indexOf("/");
+  const addr = slash === -1 ? entry : entry.slice(0, slash);
+  const bitsText = slash === -1 ? undefined : entry.slice(slash + 1);
+  const base = parseIp(addr);
+  if (base === undefined) {
+    return addr.includes(":")
+      ? `an IPv6 address or CIDR like "::1" or "2001:db8::/32"`
+      : `an IPv4 address (four numbers 0-255) or CIDR like "127.0.0.1" or "10.0.0.0/8"`;
+  }
+  const isV4 = !addr.includes(":");
+  const max = isV4 ? 32 : 128;
+  const family = isV4 ? "IPv4" : "IPv6";
+  if (bitsText !== undefined && !/^(0|[1-9]\d{0,2})$/.test(bitsText)) return `a prefix length of 0-${max} after "/" for ${family}`;
+  const bits = bitsText === undefined ? max : Number(bitsText);
+  if (bits > max) return `a prefix length of 0-${max} for ${family}`;
+  const prefix = (isV4 ? 96 : 0) + bits;
+  const mask = prefix === 0 ? 0n : ((1n << 128n) - 1n) ^ ((1n << BigInt(128 - prefix)) - 1n);
+  return { net: base & mask, mask };
+}
+
 /** A matcher for a list of CIDRs ("10.0.0.0/8", "::1/128", "127.0.0.1"). Throws on a bad entry. */
 export function cidrMatcher(list: readonly string[]): CidrMatcher {
   const ranges = list.map((entry) => {
-    const [addr, bitsText] = entry.split("/");
-    const base = parseIp(addr!);
-    if (base === undefined) throw new Error(`not an IP address: "${addr}"`);
-    const isV4 = !addr!.includes(":");
-    const max = isV4 ? 32 : 128;
-    const bits = bitsText === undefined ? max : Number(bitsText);
-    if (!Number.isInteger(bits) || bits < 0 || bits > max) throw new Error(`prefix length out of range in "${entry}"`);
-    const prefix = (isV4 ? 96 : 0) + bits;
-    const mask = prefix === 0 ? 0n : ((1n << 128n) - 1n) ^ ((1n << BigInt(128 - prefix)) - 1n);
-    return { net: base & mask, mask };
+    const range = parseCidr(entry);
+    if (typeof range === "string") throw new Error(`bad CIDR "${entry}": expected ${range}`);
+    return range;
   });
   if (ranges.length === 0) return () => false;
   return (address) => {

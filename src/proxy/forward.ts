@@ -14,7 +14,7 @@ import { methodLabel, type TrafficStats } from "../stats/traffic.ts";
 import { classifyNetworkError, errorCode } from "../net/network-error.ts";
 import type { CidrMatcher } from "./cidr.ts";
 import type { HeaderFields } from "./fields.ts";
-import { toClientHeaders, toUpstreamHeaders } from "./headers.ts";
+import { toClientHeaders, toUpstreamHeaders, type ResponseHeaderRules } from "./headers.ts";
 import { shouldRetry, type TryFailure } from "./retry.ts";
 import { ClientFault, ProxyError, errorAnswer, type ErrorAnswer, type ProxyErrorCode } from "./errors.ts";
 import { AdmissionGate } from "./gate.ts";
@@ -26,6 +26,8 @@ export interface ForwardOptions {
   accessLog?: AccessLog;
   trusted: CidrMatcher;
   preserveHost: boolean;
+  /** The operator's response header rules, compiled once (headers.ts). */
+  responseHeaders?: ResponseHeaderRules;
   retry: {
     attempts: number;
     perTryTimeout: number;
@@ -210,7 +212,7 @@ export function createForwarder<Body, Out>(opts: ForwardOptions, wire: Wire<Body
           res.discard();
           return { failure: { kind: "status", status }, detail: `status ${status}`, deadline: false };
         }
-        toClientHeaders(res.headers, requestId);
+        toClientHeaders(res.headers, requestId, opts);
         let ended = false;
         const end: BodyEnd = (bytes, failure) => {
           if (ended) return;

@@ -30,13 +30,19 @@ export const VIA = "1.1 switchyard";
  * Remove hop-by-hop fields and every field named in Connection (RFC 9110 §7.6.1: "a proxy or
  * gateway MUST parse a received Connection header field ... and remove ... each field named").
  * Mutates `headers` in place: it is ours to change, and a copy per request costs more.
+ *
+ * Except Host: it carries the target URI's authority, end-to-end information that every
+ * HTTP/1.1 request must have (RFC 9112 §3.2, RFC 9110 §7.2), so it can never be a connection
+ * option. Dropping it would let a client swap its Host for the backend's (fetch fills one in).
+ * nginx and HAProxy never drop Host whatever Connection says; neither do we.
  */
 export function stripHopByHop(headers: HeaderFields): void {
   const connection = headers.get("connection");
   if (connection !== null) {
     for (const token of connection.split(",")) {
-      const name = token.trim();
-      if (name !== "") headers.delete(name);
+      // Lower-cased: HeaderFields names are looked up lower-case (FieldList compares them so).
+      const name = token.trim().toLowerCase();
+      if (name !== "" && name !== "host") headers.delete(name);
     }
   }
   for (const name of HOP_BY_HOP) headers.delete(name);
@@ -59,10 +65,12 @@ export interface RequestHeaderOptions {
 /**
  * Prepare the client's request headers for the backend, in place.
  *
- * X-Forwarded-* are de-facto standard, not RFC-defined; the trust rule follows Envoy's
- * use_remote_address and nginx's real_ip: a client can write anything into them, so their
- * values are kept and appended to only when the peer is a proxy we trust. From anyone else they
- * are replaced, and a Forwarded field (RFC 7239) is dropped for the same reason.
+ * X-Forwarded-* and X-Real-IP are de-facto standard, not RFC-defined; the trust rule follows
+ * Envoy's use_remote_address and nginx's real_ip: a client can write anything into them, so their
+ * values are kept (X-Forwarded-For appended to) only when the peer is a proxy we trust. From
+ * anyone else they are replaced, and a Forwarded field (RFC 7239) is dropped for the same reason.
+ * X-Real-IP is the original client (nginx's `proxy_set_header X-Real-IP $remote_addr` at the
+ * edge): a trusted proxy's value is kept, and set from the peer when it sent none.
  *
  * Returns whether Host must be the backend's (preserveHost is off, or the client sent none, as
  * an HTTP/1.0 client may): set it to `backendHost` here when given, or per try by the caller
@@ -81,8 +89,10 @@ export function toUpstreamHeaders(
     headers.set("x-forwarded-for", prior ? `${prior}, ${info.clientIp}` : info.clientIp);
     if (!headers.has("x-forwarded-proto")) headers.set("x-forwarded-proto", info.proto);
     if (!headers.has("x-forwarded-host") && host !== null) headers.set("x-forwarded-host", host);
+    if (!headers.has("x-real-ip")) headers.set("x-real-ip", info.clientIp);
   } else {
     headers.set("x-forwarded-for", info.clientIp);
+    headers.set("x-real-ip", info.clientIp);
     headers.set("x-forwarded-proto", info.proto);
     if (host !== null) headers.set("x-forwarded-host", host);
     else headers.delete("x-forwarded-host");
@@ -97,10 +107,44 @@ export function toUpstreamHeaders(
   return rewriteHost;
 }
 
-/** Prepare the backend's response headers for the client, in place. */
-export function toClientHeaders(headers: HeaderFields, requestId: string): void {
+/**
+ * The operator's rules for response headers (config `responseHeaders`), lower-cased and
+ * checked once at start-up by compileResponseHeaderRules; per response they are two loops.
+ */
+export interface ResponseHeaderRules {
+  readonly remove: readonly string[];
+  readonly set: readonly (readonly [name: string, value: string])[];
+}
+
+export interface ClientHeaderOptions {
+  responseHeaders?: ResponseHeaderRules;
+}
+
+const NO_CLIENT_OPTIONS: ClientHeaderOptions = {};
+
+/**
+ * Build the rules from the validated config. The schema has already refused names that are
+ * not tokens, values with CR/LF/NUL, framing and hop-by-hop fields, and a name in both lists.
+ */
+export function compileResponseHeaderRules(config: { remove: readonly string[]; set: Readonly<Record<string, string>> }): ResponseHeaderRules {
+  return {
+    remove: [...new Set(config.remove.map((n) => n.toLowerCase()))],
+    set: Object.entries(config.set).map(([n, value]) => [n.toLowerCase(), value] as const),
+  };
+}
+
+/**
+ * Prepare the backend's response headers for the client, in place. The operator's rules run
+ * last, so that they may also remove or replace what the proxy adds (Via, X-Request-Id).
+ */
+export function toClientHeaders(headers: HeaderFields, requestId: string, opts: ClientHeaderOptions = NO_CLIENT_OPTIONS): void {
   stripHopByHop(headers);
   const via = headers.get("via");
   headers.set("via", via ? `${via}, ${VIA}` : VIA);
   if (!headers.has("x-request-id")) headers.set("x-request-id", requestId);
+  const rules = opts.responseHeaders;
+  if (rules !== undefined) {
+    for (const name of rules.remove) headers.delete(name);
+    for (const [name, value] of rules.set) headers.set(name, value);
+  }
 }

@@ -2,7 +2,9 @@ import { describe, expect, test } from "bun:test";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { mkdirSync } from "node:fs";
 import { ConfigError, closest, loadConfigFile, validateConfig } from "../../src/config/load.ts";
+import { cidrMatcher } from "../../src/proxy/cidr.ts";
 import { parseDuration, parseSize } from "../../src/config/units.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "switchyard-config-"));
@@ -36,7 +38,7 @@ describe("defaults and normalization", () => {
   test("a minimal config gets every default", () => {
     const c = validateConfig({ backends: [{ url: "http://127.0.0.1:5001" }] });
     expect(c.listen).toEqual({ host: "0.0.0.0", port: 8000 });
-    expect(c.admin).toEqual({ host: "127.0.0.1", port: 8081 });
+    expect(c.admin).toEqual({ host: "127.0.0.1", port: 8081, allowedHosts: [] });
     expect(c.strategy).toBe("least-connections");
     expect(c.retry).toEqual({ attempts: 3, perTryTimeout: 5000, timeout: 15000, onStatus: [502, 503, 504], nonIdempotent: false, bufferBody: 65536 });
     expect(c.timeouts).toEqual({ idle: 60_000, connect: 5000, header: 10_000, upstreamIdle: 4000, shutdownGrace: 10_000 });
@@ -148,8 +150,161 @@ describe("errors", () => {
     await expect(loadConfigFile(join(dir, "missing.json"))).rejects.toThrow(/file not found/);
   });
 
+  test("responseHeaders: header names are tokens, values single-line, managed fields refused", () => {
+    const ok = validateConfig({ backends: [{ url: "http://x" }], responseHeaders: { remove: ["Server"], set: { "X-Frame-Options": "DENY" } } });
+    expect(ok.responseHeaders).toEqual({ remove: ["Server"], set: { "X-Frame-Options": "DENY" } });
+    expect(validateConfig({ backends: [{ url: "http://x" }] }).responseHeaders).toEqual({ remove: [], set: {} });
+    const p = problems({
+      backends: [{ url: "http://x" }],
+      responseHeaders: { remove: ["bad name", "Transfer-Encoding"], set: { "X-A": "1\r\nSet-Cookie: x=1", "Content-Length": "0" }, hide: [] },
+    });
+    expect(p).toContain(`responseHeaders.remove[0]: got "bad name", expected a header field name (letters, digits and !#$%&'*+-.^_\`|~)`);
+    expect(p.find((x) => x.startsWith("responseHeaders.remove[1]:"))).toContain('got "Transfer-Encoding", expected a header other than connection');
+    expect(p.find((x) => x.startsWith("responseHeaders.set.X-A:"))).toContain("expected a header value without control characters");
+    expect(p.find((x) => x.startsWith("responseHeaders.set.Content-Length:"))).toContain("the proxy manages framing and hop-by-hop fields");
+    expect(p).toContain("responseHeaders.hide: unknown option (known: remove, set)");
+    expect(problems({ backends: [{ url: "http://x" }], responseHeaders: { remove: ["server"], set: { Server: "switchyard" } } })).toEqual([
+      'responseHeaders: got {"remove":["server"],"set":{"Server":"switchyard"}}, expected each header in either remove or set, not both (set already replaces)',
+    ]);
+  });
+
   test("closest() suggests only near misses", () => {
     expect(closest("stratgy", ["strategy", "listen"])).toBe("strategy");
     expect(closest("banana", ["strategy", "listen"])).toBeUndefined();
+  });
+});
+
+/** Issue 13 item 9: what `check` accepts, `serve` can start with; zero timeouts and clashes refused. */
+describe("one validation for check and serve", () => {
+  const withBackend = (extra: Record<string, unknown>) => ({ backends: [{ url: "http://127.0.0.1:5001" }], ...extra });
+
+  test("trustedProxies: prefix lengths per family, octets 0-255, IPv6 forms", () => {
+    const good = ["10.0.0.0/8", "0.0.0.0/0", "192.168.1.7", "::1", "::/0", "2001:db8::/32", "::ffff:10.0.0.0/104", "fe80::1%eth0/64", "1:2:3:4:5:6:7:8/128", "::1.2.3.4"];
+    expect(validateConfig(withBackend({ trustedProxies: good })).trustedProxies).toEqual(good);
+    expect(() => cidrMatcher(good)).not.toThrow();
+    const p = problems(withBackend({ trustedProxies: ["10.0.0.0/99", "999.1.1.1", "::1/129", "10.0.0.0/", "1::2::3", "010.0.0.1", "10.0.0.0/8/1", "1:2:3:4:5:6:7:8:9", "10.0.0.0/08", ""] }));
+    expect(p).toEqual([
+      'trustedProxies[0]: got "10.0.0.0/99", expected a prefix length of 0-32 for IPv4',
+      'trustedProxies[1]: got "999.1.1.1", expected an IPv4 address (four numbers 0-255) or CIDR like "127.0.0.1" or "10.0.0.0/8"',
+      'trustedProxies[2]: got "::1/129", expected a prefix length of 0-128 for IPv6',
+      'trustedProxies[3]: got "10.0.0.0/", expected a prefix length of 0-32 after "/" for IPv4',
+      'trustedProxies[4]: got "1::2::3", expected an IPv6 address or CIDR like "::1" or "2001:db8::/32"',
+      'trustedProxies[5]: got "010.0.0.1", expected an IPv4 address (four numbers 0-255) or CIDR like "127.0.0.1" or "10.0.0.0/8"',
+      'trustedProxies[6]: got "10.0.0.0/8/1", expected a prefix length of 0-32 after "/" for IPv4',
+      'trustedProxies[7]: got "1:2:3:4:5:6:7:8:9", expected an IPv6 address or CIDR like "::1" or "2001:db8::/32"',
+      'trustedProxies[8]: got "10.0.0.0/08", expected a prefix length of 0-32 after "/" for IPv4',
+      'trustedProxies[9]: got "", expected an IPv4 address (four numbers 0-255) or CIDR like "127.0.0.1" or "10.0.0.0/8"',
+    ]);
+  });
+
+  test("health check interval at least 100ms, timeouts more than 0, in both modes and per backend", () => {
+    expect(problems(withBackend({ healthCheck: { interval: 0, timeout: "0ms" }, retry: { timeout: 0, perTryTimeout: "0s" }, timeouts: { connect: 0 } }))).toEqual([
+      'retry.perTryTimeout: got "0s", expected a duration of more than 0',
+      "retry.timeout: got 0, expected a duration of more than 0",
+      "timeouts.connect: got 0, expected a duration of more than 0",
+      "healthCheck.interval: got 0, expected at least 100ms between probes",
+      'healthCheck.timeout: got "0ms", expected a duration of more than 0',
+    ]);
+    expect(problems({ mode: "tcp", backends: [{ url: "127.0.0.1:6379", healthCheck: { interval: "50ms" } }] })).toEqual([
+      'backends[0].healthCheck.interval: got "50ms", expected at least 100ms between probes',
+    ]);
+    expect(validateConfig(withBackend({ healthCheck: { interval: "100ms" } })).healthCheck).toMatchObject({ interval: 100 });
+  });
+
+  test("listen.host and admin.host: an IP address or a host name, named when wrong", () => {
+    expect(problems(withBackend({ listen: { host: "999.1.1.1" }, admin: { host: "[::1]" } }))).toEqual([
+      'listen.host: got "999.1.1.1", expected an IPv4 address of four numbers 0-255, like "0.0.0.0" or "127.0.0.1"',
+      'admin.host: got "[::1]", expected an IPv6 address without brackets, like "::1"',
+    ]);
+    expect(problems(withBackend({ mode: "tcp", backends: [{ url: "127.0.0.1:1" }], listen: { host: "foo bar" }, admin: { host: "::g" } }))).toEqual([
+      'listen.host: got "foo bar", expected an IP address or a host name (letters, digits, "-" and "."), like "0.0.0.0", "::" or "localhost"',
+      'admin.host: got "::g", expected an IPv6 address like "::" or "::1"',
+    ]);
+    for (const host of ["0.0.0.0", "::", "::1", "127.0.0.1", "localhost", "lb-1.internal.example"]) {
+      expect(validateConfig(withBackend({ listen: { host, port: 8000 }, admin: false })).listen.host).toBe(host);
+    }
+  });
+
+  test("the admin port may not be the proxy port on the same or a wildcard host", () => {
+    const clash = 'admin.port: got 8000, expected a port other than listen.port (8000, on "0.0.0.0"): the admin listener on "127.0.0.1" cannot share it';
+    expect(problems(withBackend({ listen: { port: 8000 }, admin: { port: 8000 } }))).toEqual([clash]);
+    expect(problems({ mode: "tcp", backends: [{ url: "127.0.0.1:6379" }], listen: { port: 8000 }, admin: { port: 8000 } })).toEqual([clash]);
+    expect(problems(withBackend({ lb_port: 8081 }))[0]).toStartWith("admin.port: got 8081, expected a port other than listen.port (8081");
+    expect(problems(withBackend({ listen: { host: "127.0.0.1", port: 9000 }, admin: { host: "::", port: 9000 } }))).toHaveLength(1);
+    // Different addresses, ephemeral ports, no admin: fine.
+    expect(() => validateConfig(withBackend({ listen: { host: "127.0.0.1", port: 9000 }, admin: { host: "127.0.0.2", port: 9000 } }))).not.toThrow();
+    expect(() => validateConfig(withBackend({ listen: { host: "0.0.0.0", port: 9000 }, admin: { host: "::1", port: 9000 } }))).not.toThrow();
+    expect(() => validateConfig(withBackend({ listen: { port: 0 }, admin: { port: 0 } }))).not.toThrow();
+    expect(() => validateConfig(withBackend({ listen: { port: 8081 }, admin: false }))).not.toThrow();
+  });
+});
+
+test("admin.allowedHosts: names or addresses with an optional port", () => {
+  const ok = validateConfig({ backends: [{ url: "http://x" }], admin: { allowedHosts: ["lb.example.com", "lb.example.com:443", "[2001:db8::1]:8081", "10.0.0.5"] } });
+  expect(ok.admin && ok.admin.allowedHosts).toEqual(["lb.example.com", "lb.example.com:443", "[2001:db8::1]:8081", "10.0.0.5"]);
+  expect(problems({ backends: [{ url: "http://x" }], admin: { allowedHosts: ["http://lb.example.com", "2001:db8::1", "lb:99999"] } })).toEqual([
+    'admin.allowedHosts[0]: got "http://lb.example.com", expected a host name or address with an optional port, like "lb.example.com", "lb.example.com:443" or "[2001:db8::1]:8081"',
+    'admin.allowedHosts[1]: got "2001:db8::1", expected a host name or address with an optional port, like "lb.example.com", "lb.example.com:443" or "[2001:db8::1]:8081"',
+    'admin.allowedHosts[2]: got "lb:99999", expected a host name or address with an optional port, like "lb.example.com", "lb.example.com:443" or "[2001:db8::1]:8081"',
+  ]);
+});
+
+describe("reading config files", () => {
+  test("a directory is reported as one, not as a missing file", async () => {
+    const sub = join(dir, "conf.d.json");
+    mkdirSync(sub, { recursive: true });
+    await expect(loadConfigFile(sub)).rejects.toThrow(/conf\.d\.json.*is a directory; expected a config file/s);
+    await expect(loadConfigFile(join(dir, "nope", "x.json"))).rejects.toThrow(/file not found/);
+  });
+
+  test("YAML duplicate keys are refused with the key path and both lines", async () => {
+    const file = write("dup.yaml", [
+      "listen:",
+      "  port: 8000",
+      "backends:",
+      "  - url: http://127.0.0.1:5001",
+      "    weight: 2",
+      "    weight: 3",
+      "retry:",
+      "  attempts: 2",
+      "retry:",
+      "  attempts: 5",
+    ].join("\n"));
+    const e = await loadConfigFile(file).catch((x: unknown) => x);
+    expect(e).toBeInstanceOf(ConfigError);
+    expect((e as ConfigError).problems).toEqual([
+      "backends[0].weight: duplicate key (lines 5 and 6); each key may appear once",
+      "retry: duplicate key (lines 7 and 9); each key may appear once",
+    ]);
+    expect((e as ConfigError).message).toContain("dup.yaml");
+  });
+
+  test("YAML: quoted keys, merge keys and block scalars are read right", async () => {
+    const yaml = [
+      "backends:",
+      "  - url: http://127.0.0.1:5001",
+      "    healthCheck: &check",
+      "      path: /health",
+      "      expectBody: |",
+      "        ok: 1",
+      "        ok: 1",
+      "  - url: http://127.0.0.1:5002",
+      "    healthCheck:",
+      "      <<: *check",
+      "      path: /ready",
+      '"strategy": round-robin',
+    ].join("\n");
+    const c = await loadConfigFile(write("merge.yaml", yaml));
+    expect(c.backends[1]!.healthCheck).toMatchObject({ path: "/ready", expectBody: "ok: 1\nok: 1\n" });
+    expect(c.strategy).toBe("round-robin");
+    const quoted = write("quoted.yaml", "backends:\n  - url: http://127.0.0.1:5001\nstrategy: random\n'strategy': round-robin\n");
+    await expect(loadConfigFile(quoted)).rejects.toThrow(/strategy: duplicate key \(lines 3 and 4\)/);
+  });
+
+  test("JSON duplicate keys are refused too; TOML's parser refuses them itself", async () => {
+    const json = write("dup.json", '{\n  "backends": [{"url": "http://127.0.0.1:5001"}],\n  "note": "a \\"strategy\\": here",\n  "strategy": "random",\n  "strategy": "round-robin"\n}');
+    await expect(loadConfigFile(json)).rejects.toThrow(/strategy: duplicate key \(lines 4 and 5\)/);
+    const toml = write("dup.toml", 'strategy = "random"\nstrategy = "round-robin"\n[[backends]]\nurl = "http://127.0.0.1:5001"\n');
+    await expect(loadConfigFile(toml)).rejects.toThrow(/cannot parse TOML.*strategy/s);
   });
 });

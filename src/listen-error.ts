@@ -1,0 +1,45 @@
+/**
+ * A listener that cannot bind at start-up, named: which one (proxy or admin), at which address,
+ * and why in words. Bun's own errors say "EINVAL: invalid argument, listen" or "Is port 8000 in
+ * use?" without saying which of our listeners it was.
+ */
+
+export type ListenerName = "proxy" | "admin";
+
+/** Why a bind fails, by the errno code Bun reports (Bun.listen gives none for a bad name). */
+const REASONS: Record<string, string> = {
+  EADDRINUSE: "address already in use",
+  EADDRNOTAVAIL: "address not available: it is not an address of this machine",
+  EACCES: "permission denied (ports below 1024 need privileges)",
+  EINVAL: "invalid address: does the host name resolve to an address of this machine?",
+};
+
+export class ListenError extends Error {
+  readonly code = "SY_LISTEN_FAILED";
+  constructor(
+    readonly listener: ListenerName,
+    /** host:port as configured ([v6]:port). */
+    readonly address: string,
+    /** The system's code (EADDRINUSE, ...) when there is one. */
+    readonly reason: string | undefined,
+    options?: ErrorOptions,
+  ) {
+    const why = reason === undefined ? REASONS.EINVAL! : (REASONS[reason] ?? `error ${reason}`);
+    super(`${listener} listener on ${address}: ${why}`, options);
+  }
+}
+
+/** A bind failure `e` of the listener at host:port, as a ListenError. */
+export function listenError(listener: ListenerName, host: string, port: number, e: unknown): ListenError {
+  const address = `${host.includes(":") ? `[${host}]` : host}:${port}`;
+  return new ListenError(listener, address, (e as { code?: string }).code, { cause: e });
+}
+
+/** Run `bind` (a Bun.serve call); a failure becomes a ListenError naming the listener. */
+export function bindListener<T>(listener: ListenerName, host: string, port: number, bind: () => T): T {
+  try {
+    return bind();
+  } catch (e) {
+    throw listenError(listener, host, port, e);
+  }
+}
