@@ -132,8 +132,8 @@ export async function startBalancer(config: Config, opts: BalancerOptions = {}):
       else proxyServer = serveHttp(ctx, accessLog);
       url = `http://${hostForUrl(config.listen.host)}:${socketEngine?.port ?? proxyServer!.port}`;
     }
-    const engine = config.mode === "http" ? `, engine ${config.engine}` : "";
-    logger.info(`${config.mode} proxy listening on ${url} (strategy ${config.strategy}${engine})`);
+    const engine = config.mode === "http" ? ` on the ${config.engine} engine` : "";
+    logger.info(`${config.mode} proxy listening on ${url} (strategy ${config.strategy})${engine}`);
     if (config.admin !== false) {
       const app = createAdminApp(ctx, { allowedHosts: config.admin.allowedHosts });
       admin = { app, server: serveAdmin(config.admin, app) };

@@ -153,11 +153,6 @@ const Backend = v.strictObject({
 export const ConfigSchema = v.strictObject({
   /** "http" (layer 7, default) or "tcp" (layer 4). */
   mode: v.optional(v.picklist(["http", "tcp"], 'expected "http" or "tcp"'), "http"),
-  /**
-   * HTTP mode's data path: "fetch" (Bun.serve + fetch) or "socket" (HTTP/1.1 parsed on Bun's
-   * own sockets, pooled upstream keep-alive). Both share every decision above the wire.
-   */
-  engine: v.optional(v.picklist(["fetch", "socket"], 'expected "fetch" or "socket"'), "fetch"),
   listen: v.optional(
     v.strictObject({ host: v.optional(listenHost, "0.0.0.0"), port: v.optional(port, 8000) }),
     {},
@@ -183,6 +178,11 @@ export const ConfigSchema = v.strictObject({
   ),
   strategy: v.optional(PolicyName, "least-connections"),
   backends: v.pipe(v.array(Backend, "expected a list of backends"), v.minLength(1, "expected at least one backend")),
+  /**
+   * HTTP mode's data path: "fetch" (Bun.serve + fetch) or "socket" (HTTP/1.1 parsed on Bun's
+   * own sockets, pooled upstream keep-alive). Both share every decision above the wire.
+   */
+  engine: v.optional(v.picklist(["fetch", "socket"], 'expected "fetch" or "socket"'), "fetch"),
   retry: v.optional(
     v.strictObject({
       attempts: v.optional(positiveInt("a whole number of tries, at least 1"), 3),
