@@ -1,9 +1,13 @@
 /**
- * Layer 7 throughput, side by side: the same sim backends straight, behind nginx, behind
- * HAProxy and behind Switchyard, each driven by wrk with the same settings in the same run.
- * Reports requests/s, latency and each proxy's ratio to the direct run and to nginx.
+ * Layer 7 throughput, side by side: the same sim backends straight, behind nginx (2 workers),
+ * behind HAProxy (2 threads), behind Switchyard's two engines and behind the least a Bun.serve +
+ * fetch forwarder can do (bench/fetch-floor.ts), each driven by wrk with the same settings.
+ * Targets are interleaved within each round and the rounds repeated, because this machine is
+ * noisy: the report gives each target's median and its spread (min-max) over the rounds, and
+ * ratios to nginx and to the fetch floor computed per round, then their median.
  *
- *   bun bench/http.ts [--duration 10] [--connections 64,256] [--path /] [--access-log]
+ *   bun bench/http.ts [--duration 10] [--connections 64,256] [--rounds 3] [--path /]
+ *                     [--wrk-threads 1] [--only NAME,NAME] [--access-log]
  *
  * Needs wrk (apt-get install wrk); nginx and haproxy are used when installed. Loopback only,
  * bounded in time, and every process it starts is stopped by PID at the end.
@@ -20,6 +24,9 @@ const { values } = parseArgs({
     duration: { type: "string", default: "10" },
     connections: { type: "string", default: "64,256" },
     path: { type: "string", default: "/" },
+    rounds: { type: "string", default: "3" },
+    "wrk-threads": { type: "string", default: "1" },
+    only: { type: "string" },
     "access-log": { type: "boolean", default: false },
   },
 });
@@ -33,7 +40,7 @@ if (!has("wrk")) {
 }
 
 const BACKEND_BASE = 18001;
-const ports = { switchyard: 18100, nginx: 18101, haproxy: 18102 };
+const ports = { switchyard: 18100, nginx: 18101, haproxy: 18102, socket: 18103, floor: 18104 };
 const backends = [0, 1, 2].map((i) => `127.0.0.1:${BACKEND_BASE + i}`);
 
 function spawn(cmd: string[], opts: { cwd?: string } = {}): Subprocess {
@@ -64,7 +71,7 @@ process.on("SIGINT", () => void cleanup().then(() => process.exit(130)));
 interface Result { name: string; connections: number; rps: number; p50: string; p99: string; errors: number }
 
 async function wrk(name: string, port: number, connections: number): Promise<Result> {
-  const p = Bun.spawn(["wrk", "-t2", `-c${connections}`, `-d${values.duration}s`, "--latency", `http://127.0.0.1:${port}${values.path}`], { stdout: "pipe" });
+  const p = Bun.spawn(["wrk", `-t${values["wrk-threads"]}`, `-c${connections}`, `-d${values.duration}s`, "--latency", `http://127.0.0.1:${port}${values.path}`], { stdout: "pipe" });
   const out = await new Response(p.stdout).text();
   await p.exited;
   const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? 0);
@@ -80,19 +87,25 @@ try {
 
   const targets: { name: string; port: number }[] = [{ name: "direct (one backend)", port: BACKEND_BASE }];
 
-  const config = join(dir, "switchyard.json");
-  writeFileSync(config, JSON.stringify({
-    listen: { host: "127.0.0.1", port: ports.switchyard }, admin: false,
-    log: { access: values["access-log"] }, healthCheck: { type: "tcp", interval: "2s" },
-    backends: backends.map((b) => ({ url: `http://${b}` })),
-  }));
-  spawn([process.execPath, "src/cli.ts", "serve", "--config", config]);
-  await waitUp(ports.switchyard);
-  targets.push({ name: "switchyard", port: ports.switchyard });
+  for (const engine of ["fetch", "socket"] as const) {
+    const port = engine === "fetch" ? ports.switchyard : ports.socket;
+    const config = join(dir, `switchyard-${engine}.json`);
+    writeFileSync(config, JSON.stringify({
+      listen: { host: "127.0.0.1", port }, admin: false, engine,
+      log: { access: values["access-log"] }, healthCheck: { type: "tcp", interval: "2s" },
+      backends: backends.map((b) => ({ url: `http://${b}` })),
+    }));
+    spawn([process.execPath, "src/cli.ts", "serve", "--config", config]);
+    await waitUp(port);
+    targets.push({ name: `switchyard (${engine})`, port });
+  }
+  spawn([process.execPath, "bench/fetch-floor.ts", String(ports.floor), ...backends.map((b) => `http://${b}`)]);
+  await waitUp(ports.floor);
+  targets.push({ name: "bun fetch floor", port: ports.floor });
 
   if (has("nginx")) {
     writeFileSync(join(dir, "nginx.conf"), `
-worker_processes 1; daemon off; pid ${dir}/nginx.pid; error_log ${dir}/nginx-error.log;
+worker_processes 2; daemon off; pid ${dir}/nginx.pid; error_log ${dir}/nginx-error.log;
 events { worker_connections 4096; }
 http {
   access_log ${values["access-log"] ? `${dir}/nginx-access.log` : "off"};
@@ -103,12 +116,12 @@ http {
 }`);
     spawn(["nginx", "-c", join(dir, "nginx.conf"), "-p", dir]);
     await waitUp(ports.nginx);
-    targets.push({ name: "nginx (1 worker)", port: ports.nginx });
+    targets.push({ name: "nginx (2 workers)", port: ports.nginx });
   }
   if (has("haproxy")) {
     writeFileSync(join(dir, "haproxy.cfg"), `
 global
-  nbthread 1
+  nbthread 2
   maxconn 4096
 defaults
   mode http
@@ -126,25 +139,52 @@ ${backends.map((b, i) => `  server b${i + 1} ${b} check`).join("\n")}
 `);
     spawn(["haproxy", "-f", join(dir, "haproxy.cfg")]);
     await waitUp(ports.haproxy);
-    targets.push({ name: "haproxy (1 thread)", port: ports.haproxy });
+    targets.push({ name: "haproxy (2 threads)", port: ports.haproxy });
   }
 
-  const results: Result[] = [];
+  const only = values.only?.split(",");
+  const chosen = only ? targets.filter((t) => t.name.startsWith("direct") || only.some((o) => t.name.includes(o))) : targets;
+  const rounds = Number(values.rounds);
+  const results: (Result & { round: number })[] = [];
   for (const c of values.connections!.split(",").map(Number)) {
-    for (const t of targets) {
-      await wrk(t.name, t.port, c); // warm-up run, discarded, so that pools and JITs are warm
-      results.push(await wrk(t.name, t.port, c));
+    // Warm-up runs, discarded, so that pools and JITs are warm.
+    for (const t of chosen) await wrk(t.name, t.port, c);
+    for (let round = 0; round < rounds; round++) {
+      // Interleaved: every target once per round, the order rotated so none always goes first.
+      for (let i = 0; i < chosen.length; i++) {
+        const t = chosen[(i + round) % chosen.length]!;
+        results.push({ ...(await wrk(t.name, t.port, c)), round });
+      }
     }
   }
 
-  console.log(`\nwrk -t2 -d${values.duration}s ${values.path}, 3 sim backends, access log ${values["access-log"] ? "on" : "off"}, ${navigator.hardwareConcurrency} cores shared by all\n`);
-  console.log("| target | conns | req/s | p50 | p99 | errors | vs direct | vs nginx |");
-  console.log("| --- | --- | --- | --- | --- | --- | --- | --- |");
-  for (const r of results) {
-    const direct = results.find((x) => x.connections === r.connections && x.name.startsWith("direct"))!;
-    const nginx = results.find((x) => x.connections === r.connections && x.name.startsWith("nginx"));
-    const ratio = (x?: Result) => (x && x.rps > 0 ? (r.rps / x.rps).toFixed(2) : "-");
-    console.log(`| ${r.name} | ${r.connections} | ${Math.round(r.rps)} | ${r.p50} | ${r.p99} | ${r.errors} | ${ratio(direct)} | ${ratio(nginx)} |`);
+  const median = (xs: number[]) => {
+    const s = [...xs].sort((a, b) => a - b);
+    return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+  };
+  const ms = (t: string) => {
+    const m = /^([\d.]+)(us|ms|s)$/.exec(t);
+    if (!m) return NaN;
+    return Number(m[1]) * (m[2] === "us" ? 0.001 : m[2] === "s" ? 1000 : 1);
+  };
+  console.log(`\nwrk -t${values["wrk-threads"]} -d${values.duration}s ${values.path}, ${rounds} interleaved rounds, 3 sim backends, access log ${values["access-log"] ? "on" : "off"}, ${navigator.hardwareConcurrency} cores shared by all\n`);
+  console.log("| target | conns | req/s median (min-max) | p99 median (min-max) | errors | vs nginx | vs fetch floor |");
+  console.log("| --- | --- | --- | --- | --- | --- | --- |");
+  for (const c of values.connections!.split(",").map(Number)) {
+    for (const t of chosen) {
+      const mine = results.filter((r) => r.connections === c && r.name === t.name);
+      const ratioTo = (prefix: string) => {
+        const per = mine.map((r) => {
+          const ref = results.find((x) => x.connections === c && x.round === r.round && x.name.startsWith(prefix));
+          return ref && ref.rps > 0 ? r.rps / ref.rps : NaN;
+        }).filter((x) => !Number.isNaN(x));
+        return per.length ? `${median(per).toFixed(2)} (${Math.min(...per).toFixed(2)}-${Math.max(...per).toFixed(2)})` : "-";
+      };
+      const rps = mine.map((r) => r.rps);
+      const p99 = mine.map((r) => ms(r.p99));
+      const errors = mine.reduce((n, r) => n + r.errors, 0);
+      console.log(`| ${t.name} | ${c} | ${Math.round(median(rps))} (${Math.round(Math.min(...rps))}-${Math.round(Math.max(...rps))}) | ${median(p99).toFixed(2)}ms (${Math.min(...p99).toFixed(2)}-${Math.max(...p99).toFixed(2)}) | ${errors} | ${ratioTo("nginx")} | ${ratioTo("bun fetch floor")} |`);
+    }
   }
 } finally {
   await cleanup();
