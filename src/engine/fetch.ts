@@ -11,6 +11,7 @@ import type { Server } from "bun";
 import type { Backend } from "../pool/backend.ts";
 import { createForwarder, type BodyEnd, type ForwardOptions, type ForwardRequest, type UpstreamResponse, type Wire } from "../proxy/forward.ts";
 import { prepareBody } from "../proxy/body.ts";
+import { Cancel } from "../proxy/cancel.ts";
 
 export interface FetchEngineOptions extends ForwardOptions {
   retry: ForwardOptions["retry"] & { bufferBody: number };
@@ -47,7 +48,12 @@ export function createFetchHandler(opts: FetchEngineOptions): FetchHandler {
   const waitTimeout = waitSec > 255 ? 0 : waitSec;
 
   const wire: Wire<FetchOwn, Response> = {
-    async send(backend: Backend, req, signal): Promise<FetchResponse> {
+    async send(backend: Backend, req, cancel): Promise<FetchResponse> {
+      // fetch takes an AbortSignal: bridge the try's cancel to one (this engine's cost, not the loop's).
+      const controller = new AbortController();
+      const signal = controller.signal;
+      if (cancel.aborted) controller.abort();
+      else cancel.on({ onCancel: () => controller.abort() });
       const res = await fetch(backend.origin + backend.basePath + req.target, {
         method: req.method,
         headers: req.headers as Headers,
@@ -73,7 +79,7 @@ export function createFetchHandler(opts: FetchEngineOptions): FetchHandler {
       const init = { status: res.status, statusText: res.statusText, headers: res.headers };
       if (res.body === null || bodiless(req.method, res.status)) {
         void res.body?.cancel().catch(() => {});
-        end(0);
+        end.bodyEnded(0);
         return new Response(null, init);
       }
       const length = res.headers.get("content-length");
@@ -83,7 +89,7 @@ export function createFetchHandler(opts: FetchEngineOptions): FetchHandler {
         // the bytes counted without a JS stream per response, which halves throughput.
         // Nothing has reached the client yet, so a failure here can still be retried.
         const body = await res.arrayBuffer();
-        end(body.byteLength);
+        end.bodyEnded(body.byteLength);
         return new Response(body, init);
       }
       if (raiseIdle) req.own.server.timeout(req.own.request, opts.idleTimeoutSec);
@@ -111,11 +117,15 @@ export function createFetchHandler(opts: FetchEngineOptions): FetchHandler {
       // The client went away (or broke the framing) while sending its body.
       prepared = undefined;
     }
+    const cancel = new Cancel();
+    const signal = request.signal;
+    if (signal.aborted) cancel.abort();
+    else signal.addEventListener("abort", () => cancel.abort(), { once: true });
     const req: ForwardRequest<FetchOwn> = {
       method: request.method, target, headers: request.headers, clientIp, proto: "http",
       own: { request, server, body: prepared?.body ?? null },
       replayable: prepared?.replayable ?? true,
-      signal: request.signal,
+      cancel,
     };
     return prepared === undefined ? abandoned(req) : forward(req);
   };
@@ -137,20 +147,20 @@ function track(body: ReadableStream<Uint8Array>, end: BodyEnd): ReadableStream<U
         try {
           chunk = await reader.read();
         } catch (e) {
-          end(bytes, { by: "backend", detail: `connection reset (${(e as { code?: string })?.code ?? "closed"})` });
+          end.bodyEnded(bytes, { by: "backend", detail: `connection reset (${(e as { code?: string })?.code ?? "closed"})` });
           controller.error(e);
           return;
         }
         if (chunk.done) {
           controller.close();
-          end(bytes);
+          end.bodyEnded(bytes);
         } else {
           bytes += chunk.value.byteLength;
           controller.enqueue(chunk.value);
         }
       },
       cancel(reason) {
-        end(bytes, { by: "client", detail: "client closed the connection" });
+        end.bodyEnded(bytes, { by: "client", detail: "client closed the connection" });
         return reader.cancel(reason);
       },
     },

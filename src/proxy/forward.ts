@@ -7,7 +7,7 @@
  * the `Wire`, in the manner of Caddy's Transport: the loop never knows which it has.
  */
 import type { Pool } from "../pool/pool.ts";
-import type { Backend } from "../pool/backend.ts";
+import type { Backend, Lease } from "../pool/backend.ts";
 import type { PassiveSignals } from "../health/passive.ts";
 import type { AccessLog } from "../log/access.ts";
 import { methodLabel, type TrafficStats } from "../stats/traffic.ts";
@@ -18,6 +18,7 @@ import { toClientHeaders, toUpstreamHeaders, type ResponseHeaderRules } from "./
 import { shouldRetry, type TryFailure } from "./retry.ts";
 import { ClientFault, ProxyError, errorAnswer, type ErrorAnswer, type ProxyErrorCode } from "./errors.ts";
 import { AdmissionGate } from "./gate.ts";
+import { Cancel, type CancelListener } from "./cancel.ts";
 
 export interface ForwardOptions {
   pool: Pool;
@@ -52,8 +53,12 @@ export interface ForwardRequest<Body> {
   readonly own: Body;
   /** The body can be sent again (none, or read whole): a retry is possible. */
   readonly replayable: boolean;
-  /** Fires when the client goes away. */
-  readonly signal: AbortSignal;
+  /**
+   * Aborted when the client goes away, or with a ClientFault as the reason when it broke a
+   * rule (a body too large or too slow): then the loop answers for the client, and no backend
+   * is blamed.
+   */
+  readonly cancel: Cancel;
 }
 
 /** A response head from a backend, the body still to come. */
@@ -70,21 +75,23 @@ export interface BodyFailure {
   detail: string;
 }
 
-/** Called exactly once when a response body is done: with the bytes sent and how it failed, if it did. */
-export type BodyEnd = (bytes: number, failure?: BodyFailure) => void;
+/** Told exactly once when a response body is done: the bytes sent, and how it failed if it did. */
+export interface BodyEnd {
+  bodyEnded(bytes: number, failure?: BodyFailure): void;
+}
 
 /** The half of an engine below the loop: how a try reaches a backend and the answer reaches the client. */
 export interface Wire<Body, Out> {
   /**
    * One try against `backend`: resolve with the response head, or reject with a network error
-   * (read by net/network-error.ts). Aborting `signal` gives up on the try and destroys its
-   * upstream connection.
+   * (read by net/network-error.ts). When `cancel` fires (the per-try timer, the deadline, the
+   * client leaving) the try is given up and its upstream connection destroyed.
    */
-  send(backend: Backend, req: ForwardRequest<Body>, signal: AbortSignal): Promise<UpstreamResponse>;
+  send(backend: Backend, req: ForwardRequest<Body>, cancel: Cancel): Promise<UpstreamResponse>;
   /**
    * Answer the client with `res` (its headers already prepared). May reject before anything
    * reached the client (a small body read whole failed): the loop then counts a failed try.
-   * `end` is called exactly once, when the body is done or broken off.
+   * `end` is told exactly once, when the body is done or broken off.
    */
   respond(req: ForwardRequest<Body>, res: UpstreamResponse, end: BodyEnd): Out | Promise<Out>;
   /** An answer the proxy makes itself (no backend, every try failed). */
@@ -99,203 +106,266 @@ export interface Forwarder<Body, Out> {
   abandoned(req: ForwardRequest<Body>): Out;
 }
 
-/** Why a try's AbortController fired. */
-const enum Abort {
+/** Why a try's cancel fired. */
+const enum Why {
+  None = 0,
   PerTry = 1,
   Deadline = 2,
   Client = 3,
 }
 
 /** How one try ended. */
-type TryOutcome<Out> =
-  | { out: Out }
-  | { failure: TryFailure; detail: string; deadline: boolean }
-  | { clientGone: true };
+const enum Outcome {
+  Answered = 0,
+  Failed = 1,
+  ClientGone = 2,
+}
+
+/** What every request of one forwarder shares: built once from the config. */
+interface Shared<Body, Out> {
+  readonly opts: ForwardOptions;
+  readonly wire: Wire<Body, Out>;
+  readonly retryOn: ReadonlySet<number>;
+  readonly gate: AdmissionGate;
+}
 
 export function createForwarder<Body, Out>(opts: ForwardOptions, wire: Wire<Body, Out>): Forwarder<Body, Out> {
-  const { pool, passive, traffic, accessLog, retry } = opts;
   // Work done once, not per request.
-  const retryOn = new Set(retry.onStatus);
-  const gate = new AdmissionGate(opts.upstreamConcurrency);
-
-  const log = (req: ForwardRequest<Body>, time: number, started: number, requestId: string, tried: Backend[], status: number, bytes: number, error?: ProxyErrorCode) => {
-    accessLog?.write({
-      time, client: req.clientIp, method: req.method, path: req.target, status, bytes,
-      durationMs: performance.now() - started,
-      backends: tried.map((b) => b.name), attempts: tried.length, requestId, error,
-    });
+  const shared: Shared<Body, Out> = { opts, wire, retryOn: new Set(opts.retry.onStatus), gate: new AdmissionGate(opts.upstreamConcurrency) };
+  return {
+    forward: (req) => new Trip(shared, req).run(),
+    abandoned(req) {
+      const t = new Trip(shared, req);
+      opts.traffic.proxyErrors.SY_CLIENT_ABORTED++;
+      opts.traffic.record(req.method, 499, 0);
+      t.log(499, 0, "SY_CLIENT_ABORTED");
+      return wire.gone(req);
+    },
   };
+}
 
-  function abandoned(req: ForwardRequest<Body>): Out {
-    traffic.proxyErrors.SY_CLIENT_ABORTED++;
-    traffic.record(req.method, 499, 0);
-    log(req, Date.now(), performance.now(), req.headers.get("x-request-id") ?? "-", [], 499, 0, "SY_CLIENT_ABORTED");
-    return wire.gone(req);
+function onTimer(t: Trip<unknown, unknown>): void {
+  t.timedOut();
+}
+
+/**
+ * One request's way through the loop. A class rather than closures: a request allocates this
+ * object and its tries' Cancels, and every step is a method shared by all requests.
+ */
+class Trip<Body, Out> implements CancelListener, BodyEnd {
+  private readonly started = performance.now();
+  private readonly time = Date.now();
+  private readonly requestId: string;
+  private readonly tried: Backend[] = [];
+  private exclude: Set<Backend> | undefined;
+  private readonly deadline: number;
+  private readonly rewriteHost: boolean;
+  // The current try.
+  private backend: Backend | undefined;
+  private lease: Lease | undefined;
+  private tryCancel: Cancel | undefined;
+  private perTryShort = false;
+  private why = Why.None;
+  private status = 0;
+  private ended = false;
+  // How the last try ended, when it did not answer.
+  private out: Out | undefined;
+  private failure: TryFailure | undefined;
+  private detail = "";
+
+  constructor(
+    private readonly s: Shared<Body, Out>,
+    private readonly req: ForwardRequest<Body>,
+  ) {
+    const headers = req.headers;
+    this.requestId = headers.get("x-request-id") ?? crypto.randomUUID();
+    this.deadline = this.started + s.opts.retry.timeout;
+    this.rewriteHost = toUpstreamHeaders(headers, { clientIp: req.clientIp, proto: req.proto, requestId: this.requestId }, s.opts);
   }
 
-  async function forward(req: ForwardRequest<Body>): Promise<Out> {
-    const started = performance.now();
-    const time = Date.now();
-    const { method, headers } = req;
-    const methodKey = methodLabel(method);
-    const requestId = headers.get("x-request-id") ?? crypto.randomUUID();
-    const tried: Backend[] = [];
+  log(status: number, bytes: number, error?: ProxyErrorCode): void {
+    const req = this.req;
+    this.s.opts.accessLog?.write({
+      time: this.time, client: req.clientIp, method: req.method, path: req.target, status, bytes,
+      durationMs: performance.now() - this.started,
+      backends: this.tried.map((b) => b.name), attempts: this.tried.length, requestId: this.requestId, error,
+    });
+  }
 
-    const finish = (status: number, bytes: number, error?: ProxyErrorCode) => log(req, time, started, requestId, tried, status, bytes, error);
-    const fail = (code: ProxyErrorCode, detail?: string): Out => {
-      traffic.proxyErrors[code]++;
-      const a = errorAnswer(new ProxyError(code, detail), requestId);
-      traffic.record(method, a.status, performance.now() - started);
-      finish(a.status, 0, code);
-      return wire.answer(req, a);
-    };
-    const clientGone = (): Out => {
-      // The client broke a rule (a body too large, too slow): answered, but never a backend's fault.
-      const reason: unknown = req.signal.reason;
-      if (reason instanceof ClientFault) return fail(reason.code, reason.message);
-      traffic.proxyErrors.SY_CLIENT_ABORTED++;
-      traffic.record(method, 499, performance.now() - started);
-      finish(499, 0, "SY_CLIENT_ABORTED");
-      return wire.gone(req);
-    };
+  private fail(code: ProxyErrorCode, detail?: string): Out {
+    const traffic = this.s.opts.traffic;
+    traffic.proxyErrors[code]++;
+    const a = errorAnswer(new ProxyError(code, detail), this.requestId);
+    traffic.record(this.req.method, a.status, performance.now() - this.started);
+    this.log(a.status, 0, code);
+    return this.s.wire.answer(this.req, a);
+  }
 
-    const rewriteHost = toUpstreamHeaders(headers, { clientIp: req.clientIp, proto: req.proto, requestId }, opts);
-    const deadline = started + retry.timeout;
+  private clientGone(): Out {
+    // The client broke a rule (a body too large, too slow): answered, but never a backend's fault.
+    const reason = this.req.cancel.reason;
+    if (reason instanceof ClientFault) return this.fail(reason.code, reason.message);
+    const traffic = this.s.opts.traffic;
+    traffic.proxyErrors.SY_CLIENT_ABORTED++;
+    traffic.record(this.req.method, 499, performance.now() - this.started);
+    this.log(499, 0, "SY_CLIENT_ABORTED");
+    return this.s.wire.gone(this.req);
+  }
 
-    /**
-     * One try against one backend. The in-flight slot, the timer and the client-abort listener
-     * are released in the finally, unless the response took them over (then `end` does).
-     */
-    const attempt = async (backend: Backend): Promise<TryOutcome<Out>> => {
-      const lease = backend.acquire();
-      backend.stats.requests++;
-      const tryStarted = performance.now();
-      // One controller per try: fired by the per-try timer, the overall deadline, or the
-      // client going away; `why` tells which.
-      const controller = new AbortController();
-      let why = 0;
-      const perTry = Math.min(retry.perTryTimeout, deadline - tryStarted);
-      const timer = setTimeout(() => {
-        why = perTry < retry.perTryTimeout ? Abort.Deadline : Abort.PerTry;
-        controller.abort();
-      }, perTry);
-      const onClientAbort = () => {
-        why = Abort.Client;
-        controller.abort();
-      };
-      req.signal.addEventListener("abort", onClientAbort, { once: true });
-      const failed = (e: unknown, stage = ""): TryOutcome<Out> => {
-        if (why === Abort.Client || req.signal.aborted) return { clientGone: true };
-        const timedOut = why === Abort.PerTry || why === Abort.Deadline;
-        const failure: TryFailure = timedOut ? { kind: "timeout" } : { kind: classifyNetworkError(e) };
-        const detail = (timedOut ? "timed out waiting for the response head" : describeTry(failure.kind, e)) + stage;
-        backend.stats.proxyErrors++;
-        if (failure.kind === "connect") passive.connectFailed(backend, detail);
-        else passive.failed(backend, detail);
-        return { failure, detail, deadline: why === Abort.Deadline };
-      };
-
-      let handedOff = false;
-      try {
-        if (rewriteHost) headers.set("host", backend.url.host);
-        let res: UpstreamResponse;
-        try {
-          res = await wire.send(backend, req, controller.signal);
-        } catch (e) {
-          return failed(e);
-        }
-        const status = res.status;
-        passive.succeeded(backend, status);
-        backend.stats.recordResponse(methodKey, status, performance.now() - tryStarted);
-
-        if (retryOn.has(status) && mayRetry({ kind: "status", status })) {
-          res.discard();
-          return { failure: { kind: "status", status }, detail: `status ${status}`, deadline: false };
-        }
-        toClientHeaders(res.headers, requestId, opts);
-        let ended = false;
-        const end: BodyEnd = (bytes, failure) => {
-          if (ended) return;
-          ended = true;
-          req.signal.removeEventListener("abort", onClientAbort);
-          lease.release();
-          if (failure?.by === "backend") {
-            // The head went out with the backend's status, but the body did not arrive whole:
-            // the backend's fault, and it counts against its health (never a client's abort).
-            backend.stats.proxyErrors++;
-            traffic.proxyErrors.SY_UPSTREAM_TRUNCATED++;
-            passive.failed(backend, `${failure.detail} in the response body`);
-            finish(status, bytes, "SY_UPSTREAM_TRUNCATED");
-          } else if (failure?.by === "client") {
-            finish(status, bytes, "SY_CLIENT_ABORTED");
-          } else {
-            finish(status, bytes);
-          }
-        };
-        let out: Out;
-        try {
-          const r = wire.respond(req, res, end);
-          out = r instanceof Promise ? await r : r;
-        } catch (e) {
-          // Nothing reached the client yet: a failed try like any other.
-          return failed(e, " while reading the body");
-        }
-        handedOff = !ended;
-        traffic.record(method, status, performance.now() - started);
-        return { out };
-      } finally {
-        // From here only idle timeouts apply to the body: a long download or an event stream
-        // is never cut by the retry timeouts.
-        clearTimeout(timer);
-        if (!handedOff) {
-          req.signal.removeEventListener("abort", onClientAbort);
-          lease.release();
-        }
-      }
-    };
-
-    const mayRetry = (failure: TryFailure) =>
-      shouldRetry({
-        failure, method, tries: tried.length, maxTries: retry.attempts,
-        // A streamed body may be partly read by the failed try, even on a connect failure:
-        // only a buffered body (or none) can be sent again.
-        replayableBody: req.replayable,
-        retryNonIdempotent: retry.nonIdempotent,
-        timeLeft: deadline - performance.now(),
-      });
-
-    const exclude = new Set<Backend>();
+  async run(): Promise<Out> {
+    const { gate, opts } = this.s;
+    const { pool, traffic } = opts;
     for (;;) {
       // Wait for an upstream slot before choosing: the choice then sees current load.
-      const entered = gate.enter(deadline - performance.now());
-      if (entered !== true && !(await entered)) return fail("SY_QUEUE_TIMEOUT", `no upstream slot within ${retry.timeout}ms`);
-      let outcome: TryOutcome<Out>;
+      const entered = gate.enter(this.deadline - performance.now());
+      if (entered !== true && !(await entered)) return this.fail("SY_QUEUE_TIMEOUT", `no upstream slot within ${opts.retry.timeout}ms`);
+      let outcome: Outcome;
       try {
-        if (req.signal.aborted) return clientGone();
-        const backend = pool.pick(exclude);
-        if (backend === undefined) return fail("SY_NO_BACKEND");
-        if (tried.length > 0) {
+        if (this.req.cancel.aborted) return this.clientGone();
+        const backend = pool.pick(this.exclude);
+        if (backend === undefined) return this.fail("SY_NO_BACKEND");
+        if (this.tried.length > 0) {
           traffic.retries++;
           backend.stats.retries++;
         }
-        tried.push(backend);
-        exclude.add(backend);
-        outcome = await attempt(backend);
+        this.tried.push(backend);
+        (this.exclude ??= new Set()).add(backend);
+        outcome = await this.attempt(backend);
       } finally {
         // Held until the head (and a buffered body) is in; a streamed body does not hold it,
         // so long downloads and event streams cannot starve the gate.
         gate.leave();
       }
-      if ("out" in outcome) return outcome.out;
-      if ("clientGone" in outcome) return clientGone();
-      const { failure, detail } = outcome;
-      if (outcome.deadline) return fail("SY_UPSTREAM_TIMEOUT", `no response head within ${retry.timeout}ms`);
-      if (mayRetry(failure) && pool.availableCount() > 0) continue;
-      return fail(failure.kind === "timeout" ? "SY_UPSTREAM_TIMEOUT" : "SY_UPSTREAM_FAILED", detail);
+      if (outcome === Outcome.Answered) return this.out!;
+      if (outcome === Outcome.ClientGone) return this.clientGone();
+      if (this.why === Why.Deadline) return this.fail("SY_UPSTREAM_TIMEOUT", `no response head within ${opts.retry.timeout}ms`);
+      const failure = this.failure!;
+      if (this.mayRetry(failure) && pool.availableCount() > 0) continue;
+      return this.fail(failure.kind === "timeout" ? "SY_UPSTREAM_TIMEOUT" : "SY_UPSTREAM_FAILED", this.detail);
     }
   }
 
-  return { forward, abandoned };
+  private mayRetry(failure: TryFailure): boolean {
+    const retry = this.s.opts.retry;
+    return shouldRetry({
+      failure, method: this.req.method, tries: this.tried.length, maxTries: retry.attempts,
+      // A streamed body may be partly read by the failed try, even on a connect failure:
+      // only a buffered body (or none) can be sent again.
+      replayableBody: this.req.replayable,
+      retryNonIdempotent: retry.nonIdempotent,
+      timeLeft: this.deadline - performance.now(),
+    });
+  }
+
+  /** From the try's timer: the per-try timeout or the overall deadline ran out. */
+  timedOut(): void {
+    this.why = this.perTryShort ? Why.Deadline : Why.PerTry;
+    this.tryCancel?.abort();
+  }
+
+  /** From the client's cancel: it left, or broke a rule. */
+  onCancel(): void {
+    this.why = Why.Client;
+    this.tryCancel?.abort();
+  }
+
+  /**
+   * One try against one backend. The in-flight slot, the timer and the client listener are
+   * released in the finally, unless the response took them over (then bodyEnded does).
+   */
+  private async attempt(backend: Backend): Promise<Outcome> {
+    const { opts, wire, retryOn } = this.s;
+    const req = this.req;
+    const lease = backend.acquire();
+    backend.stats.requests++;
+    this.backend = backend;
+    this.lease = lease;
+    this.ended = false;
+    this.why = Why.None;
+    const tryStarted = performance.now();
+    const cancel = (this.tryCancel = new Cancel());
+    const perTry = Math.min(opts.retry.perTryTimeout, this.deadline - tryStarted);
+    this.perTryShort = perTry < opts.retry.perTryTimeout;
+    const timer = setTimeout(onTimer, perTry, this);
+    req.cancel.on(this);
+    let handedOff = false;
+    try {
+      if (this.rewriteHost) req.headers.set("host", backend.url.host);
+      let res: UpstreamResponse;
+      try {
+        res = await wire.send(backend, req, cancel);
+      } catch (e) {
+        return this.failed(e, "");
+      }
+      const status = (this.status = res.status);
+      opts.passive.succeeded(backend, status);
+      backend.stats.recordResponse(methodLabel(req.method), status, performance.now() - tryStarted);
+
+      if (retryOn.has(status) && this.mayRetry({ kind: "status", status })) {
+        res.discard();
+        this.failure = { kind: "status", status };
+        this.detail = `status ${status}`;
+        return Outcome.Failed;
+      }
+      toClientHeaders(res.headers, this.requestId, opts);
+      let out: Out;
+      try {
+        const r = wire.respond(req, res, this);
+        out = r instanceof Promise ? await r : r;
+      } catch (e) {
+        // Nothing reached the client yet: a failed try like any other.
+        return this.failed(e, " while reading the body");
+      }
+      handedOff = !this.ended;
+      opts.traffic.record(req.method, status, performance.now() - this.started);
+      this.out = out;
+      return Outcome.Answered;
+    } finally {
+      // From here only idle timeouts apply to the body: a long download or an event stream
+      // is never cut by the retry timeouts.
+      clearTimeout(timer);
+      if (!handedOff) {
+        req.cancel.off(this);
+        lease.release();
+      }
+    }
+  }
+
+  private failed(e: unknown, stage: string): Outcome {
+    const why = this.why;
+    if (why === Why.Client || this.req.cancel.aborted) return Outcome.ClientGone;
+    const backend = this.backend!;
+    const passive = this.s.opts.passive;
+    const timedOut = why === Why.PerTry || why === Why.Deadline;
+    const failure: TryFailure = timedOut ? { kind: "timeout" } : { kind: classifyNetworkError(e) };
+    this.failure = failure;
+    this.detail = (timedOut ? "timed out waiting for the response head" : describeTry(failure.kind, e)) + stage;
+    backend.stats.proxyErrors++;
+    if (failure.kind === "connect") passive.connectFailed(backend, this.detail);
+    else passive.failed(backend, this.detail);
+    return Outcome.Failed;
+  }
+
+  /** The response body is done (BodyEnd): release the slot and log, blaming whoever broke it. */
+  bodyEnded(bytes: number, failure?: BodyFailure): void {
+    if (this.ended) return;
+    this.ended = true;
+    this.req.cancel.off(this);
+    this.lease!.release();
+    if (failure?.by === "backend") {
+      // The head went out with the backend's status, but the body did not arrive whole:
+      // the backend's fault, and it counts against its health (never a client's abort).
+      const backend = this.backend!;
+      backend.stats.proxyErrors++;
+      this.s.opts.traffic.proxyErrors.SY_UPSTREAM_TRUNCATED++;
+      this.s.opts.passive.failed(backend, `${failure.detail} in the response body`);
+      this.log(this.status, bytes, "SY_UPSTREAM_TRUNCATED");
+    } else if (failure?.by === "client") {
+      this.log(this.status, bytes, "SY_CLIENT_ABORTED");
+    } else {
+      this.log(this.status, bytes);
+    }
+  }
 }
 
 /** The log's words for a failed try: "connection failed (ECONNREFUSED)", "connection reset (ECONNRESET)". */

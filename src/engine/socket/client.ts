@@ -16,6 +16,7 @@ import type { Socket } from "bun";
 import type { Forwarder, ForwardRequest, BodyEnd } from "../../proxy/forward.ts";
 import { FieldList } from "../../proxy/fields.ts";
 import { ClientFault, type ErrorAnswer } from "../../proxy/errors.ts";
+import { Cancel } from "../../proxy/cancel.ts";
 import { stripHopByHop } from "../../proxy/headers.ts";
 import type { Logger } from "../../log/logger.ts";
 import { HTTPParser, METHODS, isParseError, type LlhttpParser, type OnHeadersComplete, type ParseError } from "./llhttp.ts";
@@ -73,7 +74,7 @@ const REASONS: Record<number, string> = {
 /** One request and its answer on a client connection. */
 export class Exchange {
   /** Aborted when the client goes away, or with a ClientFault when it breaks a rule. */
-  readonly controller = new AbortController();
+  readonly cancel = new Cancel();
   body: RequestBody | undefined;
   /** The whole request has been parsed. */
   parsed = false;
@@ -188,7 +189,7 @@ export class Exchange {
     const end = this.end;
     this.end = undefined;
     this.done = true;
-    end?.(this.bytesOut, failure);
+    end?.bodyEnded(this.bytesOut, failure);
   }
 
   /** An answer the proxy makes itself. */
@@ -215,13 +216,13 @@ export class Exchange {
   request(replayable: boolean): ForwardRequest<Exchange> {
     return {
       method: this.method, target: this.target, headers: this.headers, clientIp: this.conn.clientIp,
-      proto: "http", own: this, replayable, signal: this.controller.signal,
+      proto: "http", own: this, replayable, cancel: this.cancel,
     };
   }
 
   /** The client went away or broke a rule: whatever is in flight for this request stops. */
   abort(reason?: unknown): void {
-    if (!this.controller.signal.aborted) this.controller.abort(reason);
+    this.cancel.abort(reason);
   }
 }
 

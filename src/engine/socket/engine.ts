@@ -54,20 +54,19 @@ export function startSocketEngine(opts: SocketEngineOptions): SocketEngine {
   const pool = new UpstreamPool(opts.upstream, (e) => opts.logger.error(`socket engine upstream: ${(e as Error)?.stack ?? e}`));
 
   const wire: Wire<Exchange, void> = {
-    async send(backend, req, signal) {
+    send(backend, req, cancel) {
       const ex = req.own;
-      let conn = pool.take(backend) ?? (await pool.connect(backend, signal));
       const head = requestHead(backend, req);
-      try {
-        return await conn.request(head.bytes, head.stream, req.method, signal, ex.interim);
-      } catch (e) {
+      const idle = pool.take(backend);
+      if (idle === undefined) return pool.connect(backend, cancel).then((c) => c.request(head.bytes, head.stream, req.method, cancel, ex.interim));
+      return idle.request(head.bytes, head.stream, req.method, cancel, ex.interim).catch(async (e: unknown) => {
         // A kept-alive connection the backend closed as we reused it (RFC 9112 §9.3.1): the
         // request never reached it. Once more on a fresh connection when that cannot repeat
         // an action: idempotent, and a body we still hold.
-        if (!isStale(e) || signal.aborted || !req.replayable || !isIdempotent(req.method)) throw e;
-        conn = await pool.connect(backend, signal);
-        return await conn.request(head.bytes, head.stream, req.method, signal, ex.interim);
-      }
+        if (!isStale(e) || cancel.aborted || !req.replayable || !isIdempotent(req.method)) throw e;
+        const fresh = await pool.connect(backend, cancel);
+        return fresh.request(head.bytes, head.stream, req.method, cancel, ex.interim);
+      });
     },
     respond: (req, res, end) => req.own.respond(res as SocketResponse, end),
     answer: (req, a) => req.own.answer(a),

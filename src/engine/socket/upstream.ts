@@ -14,6 +14,7 @@ import type { Backend } from "../../pool/backend.ts";
 import { NetworkError } from "../../net/network-error.ts";
 import { FieldList } from "../../proxy/fields.ts";
 import type { UpstreamResponse } from "../../proxy/forward.ts";
+import type { Cancel, CancelListener } from "../../proxy/cancel.ts";
 import { HTTPParser, SKIP_BODY, isParseError, type LlhttpParser, type OnHeadersComplete } from "./llhttp.ts";
 import { Outbox } from "./outbox.ts";
 import { CRLF, LAST_CHUNK, chunkHead, type BodySink, type RequestBody } from "./request-body.ts";
@@ -87,7 +88,7 @@ const upstreamHandlers: SocketHandler<UpstreamConn> = {
   error: (s, e) => s.data?.onHandlerError(e),
 };
 
-export class UpstreamConn implements BodySink {
+export class UpstreamConn implements BodySink, CancelListener {
   socket!: Socket<UpstreamConn>;
   outbox!: Outbox;
   /** Served a request before: a failure before any response byte may be a stale keep-alive. */
@@ -113,8 +114,7 @@ export class UpstreamConn implements BodySink {
   private messageDone = false;
   /** Bytes that cannot be ours arrived: never reuse. */
   private poisoned = false;
-  private signal: AbortSignal | undefined;
-  private readonly onAbort = () => this.destroy("client", "request abandoned");
+  private cancel: Cancel | undefined;
   /** Set while this connection is in an exchange; the pool takes it back when done. */
   private inUse = false;
 
@@ -141,15 +141,15 @@ export class UpstreamConn implements BodySink {
    * Send one request: the head (and a body read whole) in one write, a streamed body as it
    * comes. Resolves with the final response head.
    */
-  request(head: Uint8Array, body: RequestBody | undefined, method: string, signal: AbortSignal, interim: InterimSink): Promise<SocketResponse> {
+  request(head: Uint8Array, body: RequestBody | undefined, method: string, cancel: Cancel, interim: InterimSink): Promise<SocketResponse> {
     this.inUse = true;
     this.gotBytes = false;
     this.messageDone = false;
     this.res = undefined;
     this.skipBody = method === "HEAD";
     this.interim = interim;
-    this.signal = signal;
-    signal.addEventListener("abort", this.onAbort, { once: true });
+    this.cancel = cancel;
+    cancel.on(this);
     const promise = new Promise<SocketResponse>((resolve, reject) => (this.pending = { resolve, reject }));
     if (body === undefined) {
       this.sendingBody = false;
@@ -277,8 +277,8 @@ export class UpstreamConn implements BodySink {
   private finishExchange(): void {
     if (!this.inUse) return;
     this.inUse = false;
-    this.signal?.removeEventListener("abort", this.onAbort);
-    this.signal = undefined;
+    this.cancel?.off(this);
+    this.cancel = undefined;
     this.interim = undefined;
     this.res = undefined;
     if (this.keepAlive && !this.closed) {
@@ -287,6 +287,11 @@ export class UpstreamConn implements BodySink {
     } else {
       this.close();
     }
+  }
+
+  /** The try was given up (its timer, the deadline, the client leaving): the connection goes with it. */
+  onCancel(): void {
+    this.destroy("client", "request abandoned");
   }
 
   /** The response is not wanted (a retried status): close rather than read a body nobody wants. */
@@ -351,8 +356,8 @@ export class UpstreamConn implements BodySink {
     this.inUse = false;
     this.body?.detach();
     this.body = undefined;
-    this.signal?.removeEventListener("abort", this.onAbort);
-    this.signal = undefined;
+    this.cancel?.off(this);
+    this.cancel = undefined;
     this.parser.close?.();
   }
 
@@ -392,8 +397,8 @@ export class UpstreamPool {
     return undefined;
   }
 
-  /** Open a new connection; aborted by `signal`, bounded by the connect timeout. */
-  connect(backend: Backend, signal: AbortSignal): Promise<UpstreamConn> {
+  /** Open a new connection; given up when `cancel` fires, bounded by the connect timeout. */
+  connect(backend: Backend, cancel: Cancel): Promise<UpstreamConn> {
     const conn = new UpstreamConn(backend, this);
     const url = backend.url;
     return new Promise<UpstreamConn>((resolve, reject) => {
@@ -402,20 +407,23 @@ export class UpstreamPool {
         if (settled) return;
         settled = true;
         clearTimeout(timer);
-        signal.removeEventListener("abort", onAbort);
+        cancel.off(onAbort);
         this.dialling.delete(conn);
         if (c) resolve(c);
         else reject(e);
       };
-      const onAbort = () => {
-        conn.closed = true;
-        done(new NetworkError("ABORT_ERR", "request abandoned"));
+      const onAbort: CancelListener = {
+        onCancel: () => {
+          conn.closed = true;
+          done(new NetworkError("ABORT_ERR", "request abandoned"));
+        },
       };
       const timer = setTimeout(() => {
         conn.closed = true;
         done(new NetworkError("ETIMEDOUT_CONNECT", `connect timed out after ${this.opts.connectTimeoutMs}ms`));
       }, this.opts.connectTimeoutMs);
-      signal.addEventListener("abort", onAbort, { once: true });
+      if (cancel.aborted) return onAbort.onCancel();
+      cancel.on(onAbort);
       this.dialling.set(conn, { resolve: (c) => done(undefined, c), reject: (e) => done(e) });
       Bun.connect<UpstreamConn>({
         hostname: url.hostname.startsWith("[") ? url.hostname.slice(1, -1) : url.hostname,
