@@ -222,7 +222,7 @@ export class Control {
   }
 
   setWeight(name: string, weight: unknown, actor: Actor): Promise<BackendReport> {
-    return this.changeBackends(`weight ${name} ${String(weight)}`, actor, (list) => {
+    return this.changeBackends(`weight ${name} ${String(weight)}`, name, actor, (list) => {
       const i = list.findIndex((d) => d.name === name);
       if (i === -1) throw this.unknown(name);
       return list.map((d, j) => (j === i ? { ...d, weight: weight as number } : d));
@@ -235,7 +235,7 @@ export class Control {
     if (typeof name !== "string" || name === "") {
       return Promise.reject(new ControlError("SY_INVALID_REQUEST", 'name: missing; a backend added at run time needs a name, e.g. {"name": "backend-4", "url": "http://10.0.0.4:8080"}'));
     }
-    return this.changeBackends(`add ${name}`, actor, (list) => {
+    return this.changeBackends(`add ${name}`, name, actor, (list) => {
       if (list.some((d) => d.name === name)) throw new ControlError("SY_BACKEND_EXISTS", `a backend named "${name}" already exists`);
       return [...list, entry as DesiredBackend];
     }).then(() => report(this.find(name)));
@@ -256,7 +256,7 @@ export class Control {
     const drained = await this.waitIdle(b, deadlineMs);
     const waitedMs = Math.round(performance.now() - started);
     const inFlight = b.inFlight;
-    await this.changeBackends(`remove ${name}`, actor, (list) => {
+    await this.changeBackends(`remove ${name}`, name, actor, (list) => {
       if (!list.some((d) => d.name === name)) throw this.unknown(name);
       return list.filter((d) => d.name !== name);
     }, [drained ? `drained in ${formatDuration(waitedMs)}` : `deadline of ${formatDuration(deadlineMs)} reached with ${inFlight} in flight; they finish on their own`]);
@@ -270,7 +270,7 @@ export class Control {
   }
 
   /** Validate the new list as the config's backends, reconcile, record, bump the version. */
-  private changeBackends(what: string, actor: Actor, edit: (list: readonly DesiredBackend[]) => DesiredBackend[], extra: string[] = []): Promise<void> {
+  private changeBackends(what: string, subject: string, actor: Actor, edit: (list: readonly DesiredBackend[]) => DesiredBackend[], extra: string[] = []): Promise<void> {
     return this.serial(async () => {
       const config = this.t.config();
       const edited = edit(this.t.reconciler.desired);
@@ -280,8 +280,8 @@ export class Control {
         desired = validateConfig({ mode: config.mode, backends: edited }, "request").backends as DesiredBackend[];
       } catch (e) {
         if (!(e instanceof ConfigError)) throw e;
-        const i = edited.length - 1;
-        const problems = e.problems.map((p) => p.replace(/^backends\[(\d+)\]\./, (_, n) => (Number(n) === i && what.startsWith("add") ? "" : `backends[${n}].`)));
+        // Problems of the entry this request wrote read as fields of the request: "weight: got 0...".
+        const problems = e.problems.map((p) => p.replace(/^backends\[(\d+)\]\./, (all, n) => (edited[Number(n)]?.name === subject ? "" : all)));
         this.t.changes.record({ what, ...actor, ok: false, detail: problems });
         throw new ControlError("SY_INVALID_REQUEST", problems.join("; "), problems);
       }
