@@ -92,20 +92,23 @@ export class Reconciler {
     const unwatched: Promise<void>[] = [];
     const replacedNames = new Set<string>();
 
-    // Removals first, so that a backend replaced under the same name frees its name.
-    for (const b of [...pool.backends]) {
-      const d = wanted.get(b.name);
-      const replaced = d !== undefined && backendSpec(this.options(d, defaults)).url.href !== b.url.href;
-      if (d !== undefined && !replaced) continue;
+    const remove = (b: Backend) => {
       pool.remove(b.name);
       passive.forget(b);
       unwatched.push(health.unwatch(b));
-      if (replaced) {
+    };
+    // A backend whose address changed goes first, so that its name is free for the new one.
+    // Those no longer wanted go last, once the new ones have answered their first probe: make
+    // before break, so that replacing every backend at once never leaves none available.
+    const leaving: Backend[] = [];
+    for (const b of [...pool.backends]) {
+      const d = wanted.get(b.name);
+      if (d === undefined) {
+        leaving.push(b);
+      } else if (backendSpec(this.options(d, defaults)).url.href !== b.url.href) {
+        remove(b);
         replacedNames.add(b.name);
         result.lines.push(`${b.name}: url ${b.url.href} -> ${d.url} (replaced: a new address starts afresh)`);
-      } else {
-        result.removed.push(b.name);
-        result.lines.push(`removed ${b.name} (${b.url.href})${b.inFlight > 0 ? `, ${b.inFlight} in flight finishing` : ""}`);
       }
     }
 
@@ -141,11 +144,18 @@ export class Reconciler {
       }
     }
 
+    // The pool lists backends in the order the source gives (the dashboard shows them so).
+    pool.order(desired.map((d) => d.name));
     this.current = desired.map((d) => ({ ...d }));
     this.defaults = defaults;
     this.first = false;
-    // New backends are in the pool once their first probe has answered (bounded by its timeout).
+    // New backends have answered their first probe (bounded by its timeout): now the old go.
     await Promise.all(checking);
+    for (const b of leaving) {
+      remove(b);
+      result.removed.push(b.name);
+      result.lines.push(`removed ${b.name} (${b.url.href})${b.inFlight > 0 ? `, ${b.inFlight} in flight finishing` : ""}`);
+    }
     await Promise.all(unwatched);
     return result;
   }

@@ -24,6 +24,8 @@ export interface Pool {
   add(opts: BackendOptions | Backend): Backend;
   /** Take a backend out: it gets no new traffic, and the pool stops listening to it. */
   remove(name: string): Backend | undefined;
+  /** Put the backends in this order of names (the config's), those not named last. */
+  order(names: readonly string[]): void;
   onStateChange(fn: (change: StateChange) => void): () => void;
 }
 
@@ -83,6 +85,11 @@ export class LocalPool implements Pool {
     this.subscriptions.get(b)?.();
     this.subscriptions.delete(b);
     return b;
+  }
+
+  order(names: readonly string[]): void {
+    const rank = new Map(names.map((n, i) => [n, i]));
+    this.list = [...this.list].sort((a, b) => (rank.get(a.name) ?? names.length) - (rank.get(b.name) ?? names.length));
   }
 
   onStateChange(fn: (change: StateChange) => void): () => void {

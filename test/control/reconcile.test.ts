@@ -141,6 +141,19 @@ describe("reconcile", () => {
     expect(nd.available()).toBe(false);
   });
 
+  test("make before break: backends that leave go only once the new ones have answered their first probe", async () => {
+    const [a, b] = [await sim("a"), await sim("b")];
+    const r = await rig([{ name: "a", url: a.url }], FAST_CHECK);
+    const next = r.desired([{ name: "b", url: b.url }], FAST_CHECK);
+    const done = r.reconciler.reconcile(next.backends, next.defaults);
+    await waitFor(() => r.pool.get("b") !== undefined, "b in the pool");
+    // b waits for its probe; a still serves meanwhile.
+    expect(r.pool.get("a")?.available()).toBe(true);
+    const result = await done;
+    expect(result.removed).toEqual(["a"]);
+    expect(r.pool.backends.map((x) => `${x.name}:${x.state()}`)).toEqual(["b:up"]);
+  });
+
   test("a changed health check replaces the probe loop and carries health over", async () => {
     const a = await sim("a");
     const b = await sim("b");

@@ -77,9 +77,10 @@ describe("reload from file", () => {
     expect(report.lines).toEqual([
       'strategy "round-robin" -> "weighted-round-robin"',
       "preserveHost true -> false",
-      "removed b (" + new URL(urls[1]!).href + ")",
       "a: weight 1 -> 3",
       `added c (${new URL(urls[2]!).href}, weight 1, no active check)`,
+      // Removals last: the new backends are in before the old ones go.
+      "removed b (" + new URL(urls[1]!).href + ")",
     ]);
     expect(r.balancer.pool.get("a")).toBe(a);
     expect(a.stats.requests).toBe(served + 1);
