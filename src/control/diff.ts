@@ -3,7 +3,7 @@
  * 3 -> 2"), and which of those differences wait for a restart.
  *
  * A restart is needed for what is fixed when a listener opens: its address, the mode, the
- * engine, the admin listener's address; and, with the fetch engine, the two settings Bun.serve takes at
+ * engine, the admin listener's address and allowed Host names; and, with the fetch engine, the two settings Bun.serve takes at
  * listen time and cannot change on a running server (`server.reload()` swaps handlers only,
  * checked on Bun 1.4.5): the client idle timeout and the request body limit. Until then the
  * running values stay in force and the running config says so.
@@ -46,7 +46,9 @@ export function inForce(running: Config, next: Config): Config {
     if (k in r) out[k] = r[k];
     else delete out[k];
   }
-  out.admin = running.admin === false || next.admin === false ? running.admin : { ...next.admin, host: running.admin.host, port: running.admin.port };
+  out.admin = running.admin === false || next.admin === false
+    ? running.admin
+    : { ...next.admin, host: running.admin.host, port: running.admin.port, allowedHosts: running.admin.allowedHosts };
   if (running.mode === "http" && running.engine === "fetch") {
     out.timeouts = { ...next.timeouts, idle: running.timeouts.idle };
     out.limits = { ...next.limits, maxBodySize: running.limits.maxBodySize };
@@ -54,8 +56,9 @@ export function inForce(running: Config, next: Config): Config {
   return out as Config;
 }
 
+/** What the admin listener is given when it opens: its address and the Host names it answers. */
 function adminAddress(c: Config): unknown {
-  return c.admin === false ? false : { host: c.admin.host, port: c.admin.port };
+  return c.admin === false ? false : { host: c.admin.host, port: c.admin.port, allowedHosts: c.admin.allowedHosts };
 }
 
 function isObject(x: unknown): x is Record<string, unknown> {

@@ -170,7 +170,7 @@ describe("config diff", () => {
     const f = inForce(running, next);
     expect(f.mode).toBe("http");
     expect(f.listen.port).toBe(8000);
-    expect(f.admin).toEqual({ host: "127.0.0.1", port: 8081, token: "t".repeat(16) });
+    expect(f.admin).toEqual({ host: "127.0.0.1", port: 8081, allowedHosts: [], token: "t".repeat(16) });
     expect(f.timeouts).toMatchObject({ idle: 60_000, connect: 1000, shutdownGrace: 10_000 });
   });
 });
