@@ -89,7 +89,10 @@ export async function startBalancer(initial: Config, opts: BalancerOptions = {})
   const pool = new LocalPool(createPolicy(initial.strategy));
   const health = new HealthMonitor(new Map());
   const passive = new PassiveHealth(pool, initial.passive, (b) => health.probes(b));
-  const reconciler = new Reconciler({ pool, health, passive }, backendDefaults(initial));
+  let socketEngine: SocketEngine | undefined;
+  // A removed backend's idle upstream connections (socket engine) are closed with it; busy ones
+  // finish their exchange and are closed by the engine's idle sweep (timeouts.upstreamIdle).
+  const reconciler = new Reconciler({ pool, health, passive, onRemove: (b) => socketEngine?.closeIdle(b) }, backendDefaults(initial));
   // The first reconcile fills the pool; the probes start below, before the listener opens.
   await reconciler.reconcile(initial.backends as DesiredBackend[]);
   const traffic = new TrafficStats();
@@ -103,7 +106,6 @@ export async function startBalancer(initial: Config, opts: BalancerOptions = {})
 
   let accessLogs: Map<string, AccessLog> | undefined;
   let http: HttpListener | undefined;
-  let socketEngine: SocketEngine | undefined;
   let tcp: TcpProxy | undefined;
   let admin: { app: AdminApp; server: Server<unknown> } | undefined;
   let watcher: ConfigWatcher | undefined;

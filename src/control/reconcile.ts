@@ -55,6 +55,8 @@ export interface ReconcileTargets {
   pool: Pool;
   health: HealthMonitor;
   passive: PassiveHealth;
+  /** Anything else that holds per-backend resources (the socket engine's idle upstream connections). */
+  onRemove?: (backend: Backend) => void;
 }
 
 export class Reconciler {
@@ -96,6 +98,7 @@ export class Reconciler {
       pool.remove(b.name);
       passive.forget(b);
       unwatched.push(health.unwatch(b));
+      this.targets.onRemove?.(b);
     };
     // A backend whose address changed goes first, so that its name is free for the new one.
     // Those no longer wanted go last, once the new ones have answered their first probe: make

@@ -46,9 +46,9 @@ async function startFromFile(count: number, make: (urls: string[]) => Record<str
   return { rig, file, urls, write, base };
 }
 
-const names = async (url: string, count: number) => {
+const names = async (url: string, count: number, init?: RequestInit) => {
   const seen: string[] = [];
-  for (let i = 0; i < count; i++) seen.push((await (await fetch(`${url}/`)).text()).trim());
+  for (let i = 0; i < count; i++) seen.push((await (await fetch(`${url}/`, init)).text()).trim());
   return seen;
 };
 
@@ -152,6 +152,57 @@ describe("reload from file", () => {
     expect(r.balancer.control.status().lastReload).toMatchObject({ ok: false, by: "file watch" });
     // A burst of writes is one reload.
     expect(changes().filter((c) => c.ok).length).toBe(2);
+  });
+});
+
+describe("reload with the socket engine and in TCP mode", () => {
+  test("socket engine: a removed backend's idle upstream connections close with it; proxy settings wait for a restart", async () => {
+    // A keep-alive HTTP backend that counts its open connections.
+    let open = 0;
+    const counted = Bun.listen({
+      hostname: "127.0.0.1",
+      port: 0,
+      socket: {
+        open: () => void open++,
+        close: () => void open--,
+        data: (socket) => void socket.write("HTTP/1.1 200 OK\r\ncontent-length: 8\r\n\r\ncounted\n"),
+      },
+    });
+    try {
+      const { rig: r, write, urls, base } = await startFromFile(1, (u) => ({
+        engine: "socket",
+        strategy: "round-robin",
+        backends: [{ name: "counted", url: `http://127.0.0.1:${counted.port}` }, { name: "sim", url: u[0] }],
+      }));
+      const seen = await names(r.balancer.url, 4);
+      expect(seen.filter((x) => x === "counted").length).toBe(2);
+      expect(open).toBeGreaterThan(0);
+      write(base({ engine: "socket", strategy: "round-robin", retry: { attempts: 2 }, backends: [{ name: "sim", url: urls[0] }] }));
+      const report = await r.balancer.reload();
+      expect(report.lines).toEqual([`removed counted (http://127.0.0.1:${counted.port}/)`]);
+      expect(report.restartNeeded).toEqual(["retry.attempts 3 -> 2 (engine socket)"]);
+      await waitFor(() => open === 0, "the idle upstream connection to the removed backend to close");
+      expect(await names(r.balancer.url, 3)).toEqual(["backend-1", "backend-1", "backend-1"]);
+    } finally {
+      counted.stop(true);
+    }
+  });
+
+  test("TCP mode: backends and timeouts change in place", async () => {
+    const { rig: r, write, urls, base } = await startFromFile(2, (u) => ({
+      mode: "tcp",
+      backends: [{ name: "a", url: u[0]!.replace("http://", "") }],
+    }));
+    const url = r.balancer.url.replace("tcp:", "http:");
+    // Each request on a connection of its own: a relayed connection stays with the backend it
+    // was given (layer 4), so only new connections show the change.
+    const fresh = { headers: { connection: "close" } };
+    expect(await names(url, 2, fresh)).toEqual(["backend-1", "backend-1"]);
+    write(base({ mode: "tcp", timeouts: { connect: "2s" }, backends: [{ name: "b", url: urls[1]!.replace("http://", "") }] }));
+    const report = await r.balancer.reload();
+    expect(report.restartNeeded).toEqual([]);
+    expect(report.lines[0]).toBe("timeouts.connect 5000 -> 2000");
+    expect(await names(url, 2, fresh)).toEqual(["backend-2", "backend-2"]);
   });
 });
 
