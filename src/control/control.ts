@@ -193,7 +193,8 @@ export class Control {
       const wasEnabled = b.isEnabled;
       b.setEnabled(false, `drained by ${actor.by}`);
       this.t.changes.record({ what: `drain ${name}`, ...actor, ok: true, detail: [wasEnabled ? `${b.inFlight} in flight` : "already draining"] });
-      if (b.inFlight > 0) this.reportWhenIdle(b, actor);
+      // One report per drain: a second drain of a draining backend adds none.
+      if (wasEnabled && b.inFlight > 0) this.reportWhenIdle(b, actor);
       return b;
     });
     const started = performance.now();

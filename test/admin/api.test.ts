@@ -3,16 +3,10 @@
  * driven over HTTP as an operator (or a hostile page) would.
  */
 import { afterEach, describe, expect, test } from "bun:test";
-import { mkdtempSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { resolveTokens, AdminAuth } from "../../src/admin/auth.ts";
-import { ConfigError } from "../../src/config/load.ts";
 import { startRig, waitFor, type TestRig } from "../helpers/balancer.ts";
 import { sseConnect } from "./helpers.ts";
 
 const TOKEN = "api-test-token-0123456789";
-const dir = mkdtempSync(join(tmpdir(), "switchyard-api-"));
 
 let rig: TestRig | undefined;
 afterEach(async () => {
@@ -36,40 +30,6 @@ function call(admin: string, method: string, path: string, opts: { token?: strin
 async function json(res: Response): Promise<any> {
   return res.json();
 }
-
-describe("admin tokens", () => {
-  test("from admin.token, a token file (named lines, comments) and the environment, all at once", async () => {
-    const file = join(dir, "tokens");
-    writeFileSync(file, "# operators\nalice aaaaaaaaaaaaaaaaaaaa\n\nbbbbbbbbbbbbbbbbbbbb\n");
-    const tokens = await resolveTokens({ token: "cccccccccccccccccccc", tokenFile: file }, { SWITCHYARD_ADMIN_TOKEN: "dddddddddddddddddddd" });
-    expect(tokens.map((t) => t.name)).toEqual(["admin.token", "alice", "tokenFile", "SWITCHYARD_ADMIN_TOKEN"]);
-    const auth = new AdminAuth(tokens);
-    expect(auth.verify("Bearer aaaaaaaaaaaaaaaaaaaa")).toEqual({ ok: true, name: "alice" });
-    expect(auth.verify("bearer dddddddddddddddddddd")).toEqual({ ok: true, name: "SWITCHYARD_ADMIN_TOKEN" });
-    expect(auth.verify("Bearer aaaaaaaaaaaaaaaaaaab")).toMatchObject({ ok: false, status: 401 });
-    expect(auth.verify("Basic aaaaaaaaaaaaaaaaaaaa")).toMatchObject({ ok: false, status: 401 });
-  });
-
-  test("a missing, empty or weak token source is a config error naming it", async () => {
-    const problems = async (admin: { token?: string; tokenFile?: string }, env = {}) => {
-      try {
-        await resolveTokens(admin, env);
-      } catch (e) {
-        if (e instanceof ConfigError) return e.problems;
-        throw e;
-      }
-      throw new Error("expected a ConfigError");
-    };
-    expect((await problems({ tokenFile: join(dir, "nope") }))[0]).toMatch(/^admin\.tokenFile: cannot read ".*nope" \(ENOENT\), expected a readable file/);
-    const empty = join(dir, "empty");
-    writeFileSync(empty, "# nothing here\n");
-    expect(await problems({ tokenFile: empty })).toEqual([`admin.tokenFile: ${JSON.stringify(empty)} holds no token, expected one token per line`]);
-    const weak = join(dir, "weak");
-    writeFileSync(weak, "bob short\n");
-    expect(await problems({ tokenFile: weak })).toEqual(["admin.tokenFile: line 1: got a token of 5 characters, expected at least 16"]);
-    expect(await problems({}, { SWITCHYARD_ADMIN_TOKEN: "x" })).toEqual(["SWITCHYARD_ADMIN_TOKEN: got a token of 1 characters, expected at least 16"]);
-  });
-});
 
 describe("admin API", () => {
   test("reads are open; changes need the bearer token; without a configured token they are refused with how to enable them", async () => {
@@ -95,6 +55,13 @@ describe("admin API", () => {
     expect(body.message).toContain("admin.token");
     expect(body.message).toContain("SWITCHYARD_ADMIN_TOKEN");
     expect(rig!.logLines).toContain("info admin API: read-only (set admin.token, admin.tokenFile or SWITCHYARD_ADMIN_TOKEN to allow changes)");
+  });
+
+  test("on a non-loopback address the start-up log warns that reads are open", async () => {
+    await start(1, { admin: { host: "0.0.0.0", port: 0, token: TOKEN } });
+    expect(rig!.logLines).toContain(
+      "warn admin listener on 0.0.0.0 is not a loopback address: anyone who can reach it can read /stats, /metrics, /events and GET /api; changes through /api need the token",
+    );
   });
 
   test("a browser request from another origin is refused, token or not; the admin's own origin is served", async () => {
