@@ -165,17 +165,27 @@ export class Control {
       if (!this.t.load) {
         throw new ControlError("SY_NO_CONFIG_FILE", "started without --config: there is no file to reload (restart with --config FILE)");
       }
-      let next: Config;
-      try {
-        next = await this.t.load();
-      } catch (e) {
+      const refuse = (e: unknown, reading: boolean): never => {
         const problems = e instanceof ConfigError ? e.problems : [(e as Error).message];
         const error = e instanceof ConfigError ? e.message : `cannot read the config: ${(e as Error).message}`;
         this.lastReload = { at, ok: false, by: actor.by, error, problems };
         this.t.changes.record({ what, ...actor, ok: false, detail: ["kept the running config", ...problems] });
+        if (!reading && !(e instanceof ConfigError)) throw e;
         throw new ControlError("SY_CONFIG_INVALID", error, problems);
+      };
+      let next: Config;
+      try {
+        next = await this.t.load();
+      } catch (e) {
+        return refuse(e, true);
       }
-      const applied = await this.t.apply(next);
+      let applied: ApplyReport;
+      try {
+        // Throws a ConfigError before changing anything when a token file cannot be read.
+        applied = await this.t.apply(next);
+      } catch (e) {
+        return refuse(e, false);
+      }
       this.restartNeeded = applied.restartNeeded;
       this.lastReload = { at, ok: true, by: actor.by, error: null, problems: [] };
       const changed = applied.lines.length > 0;

@@ -116,6 +116,12 @@ describe("reload from file", () => {
 
     write("{ not json");
     expect((await r.balancer.reload().catch((e) => e)).problems[0]).toMatch(/^cannot parse JSON/);
+    // A token file that cannot be read is refused the same way, before anything changes.
+    write(base({ admin: { host: "127.0.0.1", port: 0, tokenFile: join(dir, "no-such-tokens") }, backends: [{ name: "a", url: urls[0], weight: 9 }] }));
+    const noTokens = await r.balancer.reload().catch((e) => e);
+    expect(noTokens.code).toBe("SY_CONFIG_INVALID");
+    expect(noTokens.problems[0]).toMatch(/^admin\.tokenFile: cannot read/);
+    expect(r.balancer.pool.get("a")!.weight).toBe(1);
 
     // Fixed: accepted, and the error is cleared.
     write(base({ backends: [{ name: "a", url: urls[0], weight: 2 }] }));
