@@ -1,17 +1,21 @@
 /**
  * Assembles one balancer from a validated config: the pool and its policy, health (active and
  * passive), the proxy listener (HTTP or TCP), the admin listener and the logs. Owns every
- * background loop it starts, and stops them all in stop().
+ * background loop it starts (probes, passive timers, the config watcher, the admin loops), and
+ * stops them all in stop().
+ *
+ * Changing it while it runs: `apply(config)` below is the one path from a new config to the
+ * running parts. The backends go through reconcile (src/control/reconcile.ts); the pool, the
+ * health monitor and passive health live on; the proxy handler is rebuilt from the new config
+ * and swapped in behind `setProxy` (nothing on the per-request path reads mutable config).
  */
 import type { Server } from "bun";
 import { Hono } from "hono";
 import type { Config } from "./config/schema.ts";
 import { LocalPool, type Pool } from "./pool/pool.ts";
-import type { Backend } from "./pool/backend.ts";
 import { createPolicy } from "./policy/policy.ts";
 import { PassiveHealth } from "./health/passive.ts";
 import { HealthMonitor } from "./health/monitor.ts";
-import { resolveCheck, type ResolvedCheck } from "./health/check.ts";
 import { createFetchHandler } from "./engine/fetch.ts";
 import { startSocketEngine, type SocketEngine } from "./engine/socket/engine.ts";
 import { cidrMatcher } from "./proxy/cidr.ts";
@@ -22,15 +26,30 @@ import { consoleLogger, type Logger } from "./log/logger.ts";
 import { createAdminApp, type AdminApp } from "./admin/app.ts";
 import { startTcpProxy, TcpStats, type TcpProxy } from "./tcp/proxy.ts";
 import { bindListener, listenError } from "./listen-error.ts";
+import { AdminAuth, resolveTokens, TOKEN_ENV } from "./admin/auth.ts";
+import { Reconciler, type BackendDefaults, type DesiredBackend } from "./control/reconcile.ts";
+import { Control, type Actor, type ApplyReport, type ReloadReport } from "./control/control.ts";
+import { ChangeLog } from "./control/changes.ts";
+import { ConfigWatcher } from "./control/watch.ts";
+import { diffPaths, inForce, restartNeeded } from "./control/diff.ts";
 
 export interface BalancerOptions {
   logger?: Logger;
   /** Where access-log lines go (stdout by default). */
   accessLogSink?: LineSink;
+  /** Read and validate the config again, for a reload (the CLI: the file with its flags applied). */
+  load?: () => Promise<Config>;
+  /** The config file, for messages and `watch`. */
+  file?: string;
+  /** Follow `file` and reload when it changes (--watch). */
+  watch?: boolean;
+  /** Where SWITCHYARD_ADMIN_TOKEN is read (process.env by default). */
+  env?: Record<string, string | undefined>;
 }
 
 /** What the admin app and the TCP proxy read: one balancer's live state. */
 export interface BalancerContext {
+  /** The config in force now: replaced by every reload or API change, never mutated. */
   readonly config: Config;
   readonly pool: Pool;
   readonly traffic: TrafficStats;
@@ -40,6 +59,10 @@ export interface BalancerContext {
   readonly startedAt: number;
   /** TCP mode's listener-wide totals (connections, bytes); absent in HTTP mode. */
   readonly tcpStats?: TcpStats;
+  /** Reload and the admin API's operations. */
+  readonly control: Control;
+  readonly changes: ChangeLog;
+  readonly auth: AdminAuth;
 }
 
 export interface Balancer extends BalancerContext {
@@ -47,62 +70,127 @@ export interface Balancer extends BalancerContext {
   readonly url: string;
   readonly port: number;
   readonly adminUrl: string | undefined;
+  /** Read the config file again and apply it (SIGHUP does this). Throws ControlError when refused. */
+  reload(actor?: Actor): Promise<ReloadReport>;
   /** Stop accepting, let in-flight work finish within shutdownGrace (or at once), stop every loop. */
   stop(graceful?: boolean): Promise<void>;
 }
 
-export async function startBalancer(config: Config, opts: BalancerOptions = {}): Promise<Balancer> {
+/** What a Bun.serve fetch handler is: the proxy listener calls the current one of these. */
+type ProxyFetch = (req: Request, server: Server<unknown>) => Response | Promise<Response>;
+
+export async function startBalancer(initial: Config, opts: BalancerOptions = {}): Promise<Balancer> {
   const logger = opts.logger ?? consoleLogger();
-  const pool = new LocalPool(
-    createPolicy(config.strategy),
-    config.backends.map((b) => ({
-      name: b.name!, url: b.url, weight: b.weight, maxConnections: b.maxConnections,
-      disabled: b.disabled, slowStart: config.slowStart, statsPath: b.statsPath,
-    })),
-  );
-  const checks = new Map<Backend, ResolvedCheck>();
-  config.backends.forEach((b, i) => {
-    const check = resolveCheck(config.healthCheck, b);
-    if (check) checks.set(pool.backends[i]!, check);
-  });
-  const health = new HealthMonitor(checks);
-  const passive = new PassiveHealth(pool, config.passive, (b) => health.probes(b));
+  const env = opts.env ?? process.env;
+  // Before anything starts: a bad token file stops the start-up like any config error.
+  const auth = new AdminAuth(await resolveTokens(initial.admin, env));
+  let running = initial;
+
+  const pool = new LocalPool(createPolicy(initial.strategy));
+  const health = new HealthMonitor(new Map());
+  const passive = new PassiveHealth(pool, initial.passive, (b) => health.probes(b));
+  let socketEngine: SocketEngine | undefined;
+  // A removed backend's idle upstream connections (socket engine) are closed with it; busy ones
+  // finish their exchange and are closed by the engine's idle sweep (timeouts.upstreamIdle).
+  const reconciler = new Reconciler({ pool, health, passive, onRemove: (b) => socketEngine?.closeIdle(b) }, backendDefaults(initial));
+  // The first reconcile fills the pool; the probes start below, before the listener opens.
+  await reconciler.reconcile(initial.backends as DesiredBackend[]);
   const traffic = new TrafficStats();
+  const changes = new ChangeLog(logger);
   const unsubscribe = pool.onStateChange(({ backend, from, to, reason }) => {
     const line = `backend ${backend.name} ${from} -> ${to}: ${reason}`;
     if (to === "down" || to === "ejected") logger.warn(line);
     else logger.info(line);
   });
-  const tcpStats = config.mode === "tcp" ? new TcpStats() : undefined;
-  const ctx: BalancerContext = { config, pool, traffic, passive, health, logger, startedAt: Date.now(), tcpStats };
+  const tcpStats = initial.mode === "tcp" ? new TcpStats() : undefined;
+
+  let accessLogs: Map<string, AccessLog> | undefined;
+  let http: HttpListener | undefined;
+  let tcp: TcpProxy | undefined;
+  let admin: { app: AdminApp; server: Server<unknown> } | undefined;
+  let watcher: ConfigWatcher | undefined;
+
+  /** One access log per format, made when first needed and kept to the end (a reload may switch back). */
+  const accessLogFor = (config: Config): AccessLog | undefined => {
+    if (!config.log.access) return undefined;
+    accessLogs ??= new Map();
+    let log = accessLogs.get(config.log.format);
+    if (!log) accessLogs.set(config.log.format, (log = createAccessLog(config.log.format, opts.accessLogSink)));
+    return log;
+  };
+
+  /**
+   * Apply a validated config to the running balancer: policies, passive health, the backends
+   * (through reconcile), the proxy's settings (a new handler swapped in), the admin tokens.
+   * What needs a restart is reported and left as it runs. Throws before changing anything when
+   * the new admin token sources cannot be read.
+   */
+  const apply = async (next: Config): Promise<ApplyReport> => {
+    const tokens = await resolveTokens(next.admin, env);
+    const prev = running;
+    const later = restartNeeded(prev, next);
+    let target = inForce(prev, next);
+    if (socketEngine && proxySettings(prev) !== proxySettings(target)) {
+      // The socket engine builds its forwarding loop once, when it starts: its settings wait
+      // for a restart (the fetch engine's handler is rebuilt and swapped below).
+      const { retry, limits, timeouts, log, trustedProxies, preserveHost } = prev;
+      const kept = { ...target, retry, limits, timeouts, log, trustedProxies, preserveHost };
+      later.push(...diffPaths(proxyFields(kept), proxyFields(target)).map((l) => `${l} (engine socket)`));
+      target = kept;
+    }
+    const lines = diffPaths(withoutBackends(prev), withoutBackends(target));
+    if (prev.strategy !== target.strategy) pool.setPolicy(createPolicy(target.strategy));
+    passive.configure(target.passive);
+    const r = await reconciler.reconcile(target.backends as DesiredBackend[], backendDefaults(target));
+    lines.push(...r.lines);
+    if (proxySettings(prev) !== proxySettings(target)) {
+      if (http) http.setProxy(buildProxy(target, ctx, accessLogFor(target)));
+      tcp?.configure(target);
+    }
+    auth.set(tokens);
+    running = target;
+    return { lines, restartNeeded: later };
+  };
+
+  const control = new Control({
+    pool, reconciler, changes, apply,
+    config: () => running,
+    load: opts.load,
+    file: opts.file,
+  });
+
+  const ctx: BalancerContext = {
+    get config() {
+      return running;
+    },
+    pool, traffic, passive, health, logger, startedAt: Date.now(), tcpStats, control, changes, auth,
+  };
 
   for (const b of pool.backends) {
-    const check = checks.get(b);
+    const check = health.checkOf(b);
     const how = check ? `${check.type} check ${check.type === "http" ? check.path + " " : ""}every ${check.interval}ms` : "no active check";
     logger.info(`backend ${b.name} ${b.url.href} weight ${b.weight} (${how})`);
   }
   // Start-up probes run before the listener opens: traffic goes only to backends not known down.
   await health.start();
 
-  let accessLog: AccessLog | undefined;
-  let proxyServer: Server<unknown> | undefined;
-  let socketEngine: SocketEngine | undefined;
-  let tcp: TcpProxy | undefined;
-  let admin: { app: AdminApp; server: Server<unknown> } | undefined;
-
   let stopping: Promise<void> | undefined;
   const stop = (graceful = true): Promise<void> => {
     stopping ??= (async () => {
+      watcher?.stop();
+      control.stop();
       // Aborted probes settle asynchronously; awaited below so that nothing outlives stop().
       const healthStopped = health.stop();
       passive.stop();
       unsubscribe();
+      const proxyServer = http?.server;
       const closeAll = Promise.all([proxyServer?.stop(!graceful), socketEngine?.stop(!graceful), tcp?.stop(!graceful)]);
       if (graceful) {
+        const grace = running.timeouts.shutdownGrace;
         let timer: ReturnType<typeof setTimeout> | undefined;
-        const grace = new Promise<"late">((r) => (timer = setTimeout(() => r("late"), config.timeouts.shutdownGrace)));
-        if ((await Promise.race([closeAll, grace])) === "late") {
-          logger.warn(`shutdown: in-flight work still running after ${config.timeouts.shutdownGrace}ms; closing it`);
+        const late = new Promise<"late">((r) => (timer = setTimeout(() => r("late"), grace)));
+        if ((await Promise.race([closeAll, late])) === "late") {
+          logger.warn(`shutdown: in-flight work still running after ${grace}ms; closing it`);
           await Promise.all([proxyServer?.stop(true), socketEngine?.stop(true), tcp?.stop(true)]);
         }
         clearTimeout(timer);
@@ -111,7 +199,7 @@ export async function startBalancer(config: Config, opts: BalancerOptions = {}):
       }
       await admin?.app.stop();
       await admin?.server.stop(true);
-      await accessLog?.close();
+      for (const log of accessLogs?.values() ?? []) await log.close();
       await healthStopped;
     })();
     return stopping;
@@ -121,36 +209,76 @@ export async function startBalancer(config: Config, opts: BalancerOptions = {}):
   let adminUrl: string | undefined;
   // A listener that cannot start (a port in use) must not leave probes and timers running.
   try {
-    if (config.mode === "tcp") {
+    if (initial.mode === "tcp") {
       tcp = await startTcpProxy(ctx, { stats: tcpStats }).catch((e: unknown) => {
-        throw listenError("proxy", config.listen.host, config.listen.port, e);
+        throw listenError("proxy", initial.listen.host, initial.listen.port, e);
       });
-      url = `tcp://${hostForUrl(config.listen.host)}:${tcp.port}`;
+      url = `tcp://${hostForUrl(initial.listen.host)}:${tcp.port}`;
+    } else if (initial.engine === "socket") {
+      socketEngine = serveSockets(initial, ctx, accessLogFor(initial));
+      url = `http://${hostForUrl(initial.listen.host)}:${socketEngine.port}`;
     } else {
-      if (config.log.access) accessLog = createAccessLog(config.log.format, opts.accessLogSink);
-      if (config.engine === "socket") socketEngine = serveSockets(ctx, accessLog);
-      else proxyServer = serveHttp(ctx, accessLog);
-      url = `http://${hostForUrl(config.listen.host)}:${socketEngine?.port ?? proxyServer!.port}`;
+      http = serveHttp(initial, buildProxy(initial, ctx, accessLogFor(initial)));
+      url = `http://${hostForUrl(initial.listen.host)}:${http.server.port}`;
     }
-    const engine = config.mode === "http" ? ` on the ${config.engine} engine` : "";
-    logger.info(`${config.mode} proxy listening on ${url} (strategy ${config.strategy})${engine}`);
-    if (config.admin !== false) {
-      const app = createAdminApp(ctx, { allowedHosts: config.admin.allowedHosts });
-      admin = { app, server: serveAdmin(config.admin, app) };
-      adminUrl = `http://${hostForUrl(config.admin.host)}:${admin.server.port}`;
-      logger.info(`admin listening on ${adminUrl} (dashboard /, /stats, /metrics, /healthz, /readyz)`);
+    const engine = initial.mode === "http" ? ` on the ${initial.engine} engine` : "";
+    logger.info(`${initial.mode} proxy listening on ${url} (strategy ${initial.strategy})${engine}`);
+    if (initial.admin !== false) {
+      const app = createAdminApp(ctx, { allowedHosts: initial.admin.allowedHosts });
+      admin = { app, server: serveAdmin(initial.admin, app) };
+      adminUrl = `http://${hostForUrl(initial.admin.host)}:${admin.server.port}`;
+      logger.info(`admin listening on ${adminUrl} (dashboard /, /stats, /metrics, /healthz, /readyz, /api)`);
+      if (!isLoopback(initial.admin.host)) {
+        logger.warn(
+          `admin listener on ${initial.admin.host} is not a loopback address: anyone who can reach it can read /stats, /metrics, /events and GET /api; ` +
+            (auth.configured ? "changes through /api need the token" : "changes through /api are off until a token is configured"),
+        );
+      }
+      if (!auth.configured) logger.info(`admin API: read-only (set admin.token, admin.tokenFile or ${TOKEN_ENV} to allow changes)`);
+    }
+    if (opts.watch) {
+      if (!opts.file) throw new Error("watch needs the config file");
+      watcher = new ConfigWatcher(opts.file, () => {
+        control.reload({ by: "file watch", from: "local" }).catch(() => {
+          // Refused: already logged and shown in /stats with its problems.
+        });
+      });
+      watcher.start();
+      logger.info(`watching ${opts.file} for changes`);
     }
   } catch (e) {
     await stop(false);
     throw e;
   }
 
-  return { ...ctx, url, port: tcp?.port ?? socketEngine?.port ?? proxyServer!.port!, adminUrl, stop };
+  const port = tcp?.port ?? socketEngine?.port ?? http!.server.port!;
+  return Object.defineProperties(
+    { url, port, adminUrl, stop, reload: (actor: Actor = { by: "local", from: "local" }) => control.reload(actor) },
+    Object.getOwnPropertyDescriptors(ctx),
+  ) as Balancer;
+}
+
+/** The settings that shape every backend; a reload hands the new ones to reconcile. */
+function backendDefaults(c: Config): BackendDefaults {
+  return { healthCheck: c.healthCheck, slowStart: c.slowStart };
+}
+
+function withoutBackends(c: Config): Record<string, unknown> {
+  const { backends: _, ...rest } = c;
+  return rest;
+}
+
+/** What the proxy handler is built from: when this changes, a reload builds a new handler. */
+function proxyFields(c: Config) {
+  return { retry: c.retry, limits: c.limits, timeouts: c.timeouts, log: c.log, trustedProxies: c.trustedProxies, preserveHost: c.preserveHost };
+}
+
+function proxySettings(c: Config): string {
+  return JSON.stringify(proxyFields(c));
 }
 
 /** What both HTTP engines' forwarding loops are built from. */
-function forwardOptions(ctx: BalancerContext, accessLog: AccessLog | undefined) {
-  const { config } = ctx;
+function forwardOptions(config: Config, ctx: BalancerContext, accessLog: AccessLog | undefined) {
   return {
     pool: ctx.pool, passive: ctx.passive, traffic: ctx.traffic, accessLog,
     trusted: cidrMatcher(config.trustedProxies),
@@ -161,11 +289,10 @@ function forwardOptions(ctx: BalancerContext, accessLog: AccessLog | undefined) 
 }
 
 /** The layer-7 listener of the socket engine: Bun.listen, HTTP/1.1 parsed by llhttp, pooled upstream keep-alive. */
-function serveSockets(ctx: BalancerContext, accessLog: AccessLog | undefined): SocketEngine {
-  const { config } = ctx;
+function serveSockets(config: Config, ctx: BalancerContext, accessLog: AccessLog | undefined): SocketEngine {
   const { limits, timeouts } = config;
   return bindListener("proxy", config.listen.host, config.listen.port, () => startSocketEngine({
-    ...forwardOptions(ctx, accessLog),
+    ...forwardOptions(config, ctx, accessLog),
     // The fetch engine's gate exists for Bun's fetch pool (64 idle connections); this engine
     // keeps its own pool per backend, so it needs none.
     upstreamConcurrency: 0,
@@ -185,11 +312,15 @@ function serveSockets(ctx: BalancerContext, accessLog: AccessLog | undefined): S
   }));
 }
 
-/** The layer-7 listener: a Hono app whose catch-all route is the forwarder. */
-function serveHttp(ctx: BalancerContext, accessLog: AccessLog | undefined): Server<unknown> {
-  const { config, logger } = ctx;
+/**
+ * The layer-7 request handler for one config: a Hono app whose catch-all route is the
+ * forwarder. Built at start and again whenever a reload changes a proxy setting; the listener
+ * calls whichever is current (see serveHttp), so the per-request path reads no mutable config.
+ */
+function buildProxy(config: Config, ctx: BalancerContext, accessLog: AccessLog | undefined): ProxyFetch {
+  const { logger } = ctx;
   const handler = createFetchHandler({
-    ...forwardOptions(ctx, accessLog),
+    ...forwardOptions(config, ctx, accessLog),
     responseBuffer: config.limits.responseBuffer,
     upstreamConcurrency: config.limits.upstreamConcurrency,
     idleTimeoutSec: Math.ceil(config.timeouts.idle / 1000),
@@ -203,7 +334,24 @@ function serveHttp(ctx: BalancerContext, accessLog: AccessLog | undefined): Serv
       status: 500, headers: { "content-type": "application/json" },
     });
   });
-  return bindListener("proxy", config.listen.host, config.listen.port, () => Bun.serve({
+  return (req, server) => app.fetch(req, { server });
+}
+
+interface HttpListener {
+  readonly server: Server<unknown>;
+  /**
+   * The one place a new proxy handler takes over: requests from now on go to it; those in
+   * flight finish on the one they started with. (Each handler has its own upstream admission
+   * gate, so for the moment of a swap the old and the new gate may together admit up to twice
+   * limits.upstreamConcurrency.)
+   */
+  setProxy(proxy: ProxyFetch): void;
+}
+
+/** The layer-7 listener. Its socket options are fixed here; the handler can be swapped. */
+function serveHttp(config: Config, proxy: ProxyFetch): HttpListener {
+  let current = proxy;
+  const server = bindListener("proxy", config.listen.host, config.listen.port, () => Bun.serve({
     hostname: config.listen.host,
     port: config.listen.port,
     // A second balancer must not silently share the port (Bun turns SO_REUSEPORT on when
@@ -212,8 +360,14 @@ function serveHttp(ctx: BalancerContext, accessLog: AccessLog | undefined): Serv
     development: false,
     idleTimeout: Math.ceil(config.timeouts.idle / 1000),
     maxRequestBodySize: config.limits.maxBodySize,
-    fetch: (req, server) => app.fetch(req, { server }),
+    fetch: (req, server) => current(req, server),
   }));
+  return {
+    server,
+    setProxy(next) {
+      current = next;
+    },
+  };
 }
 
 /** The admin listener, apart from the proxy port so that it is never reachable through it. */
@@ -227,6 +381,10 @@ function serveAdmin(listen: { host: string; port: number }, app: AdminApp): Serv
     idleTimeout: 30,
     fetch: (req, server) => app.fetch(req, { server }),
   }));
+}
+
+function isLoopback(host: string): boolean {
+  return host === "localhost" || host === "::1" || /^127\./.test(host);
 }
 
 function hostForUrl(host: string): string {

@@ -9,8 +9,9 @@ import demoConfig from "../examples/demo.json" with { type: "json" };
 import { ConfigError, loadConfigFile, readConfigFile, validateConfig } from "./config/load.ts";
 import type { Config } from "./config/schema.ts";
 import { POLICY_NAMES } from "./policy/names.ts";
-import { startBalancer, type Balancer } from "./balancer.ts";
+import { startBalancer, type Balancer, type BalancerOptions } from "./balancer.ts";
 import { runSimCli, simHelp } from "../sim/cli.ts";
+import { RELOAD_HELP, runCtl } from "./ctl.ts";
 import { startCluster } from "../sim/cluster.ts";
 
 const HELP = `switchyard ${pkg.version}: a layer 7 and layer 4 load balancer
@@ -22,6 +23,8 @@ Commands:
   sim      run a simulated backend cluster
   demo     run a 3-backend sim and the balancer in front of it
   check    validate a config file and print it normalized
+  ctl      change a running balancer through its admin API (backends, drain, weight...)
+  reload   make a running balancer read its config file again
 
 Run "switchyard <command> --help" for a command's options.
   --version   print the version
@@ -31,10 +34,12 @@ const SERVE_HELP = `Usage: switchyard serve --config FILE [options]
        switchyard serve --port 8000 --backend URL [--backend URL ...] [options]
 
 Runs the load balancer until SIGINT/SIGTERM, then stops accepting, lets in-flight requests
-finish (up to timeouts.shutdownGrace, default 10s) and exits 0.
+finish (up to timeouts.shutdownGrace, default 10s) and exits 0. SIGHUP reloads the config file;
+an invalid one is refused and the running config stays.
 
 Options (flags override the file's values):
   --config FILE        config file: .json, .yaml, .yml or .toml
+  --watch              reload the config file whenever it changes
   --host HOST          listen address (listen.host, default 0.0.0.0)
   --port PORT          listen port (listen.port, default 8000)
   --backend URL        a backend; repeat for more (replaces the file's backends)
@@ -69,6 +74,10 @@ export async function main(argv: string[]): Promise<number> {
       return demo(rest);
     case "check":
       return check(rest);
+    case "ctl":
+      return runCtl(rest);
+    case "reload":
+      return rest.includes("--help") ? print(RELOAD_HELP) : runCtl(["reload", ...rest]);
     case "--version":
     case "-v":
     case "version":
@@ -137,25 +146,32 @@ async function serve(argv: string[]): Promise<number> {
       engine: { type: "string" },
       "admin-port": { type: "string" },
       "no-admin": { type: "boolean" },
+      watch: { type: "boolean" },
     },
     SERVE_HELP,
   );
   if (!flags) return 2;
   if (flags.help) return print(SERVE_HELP);
+  const file = typeof flags.config === "string" ? flags.config : undefined;
+  if (file === undefined && !flags.backend) {
+    console.error(`switchyard serve: give --config FILE or at least one --backend URL\n\n${SERVE_HELP}`);
+    return 2;
+  }
+  if (file === undefined && flags.watch) {
+    console.error(`switchyard serve: --watch needs --config FILE\n\n${SERVE_HELP}`);
+    return 2;
+  }
+  // The same steps at start and on every reload: read the file, apply the flags, validate.
+  const load = async (): Promise<Config> => validateConfig(applyFlags(file ? await readConfigFile(file) : {}, flags), file ?? "command line");
   let config: Config;
   try {
-    let raw: Record<string, unknown> = {};
-    if (typeof flags.config === "string") {
-      raw = await readConfigFile(flags.config);
-    } else if (!flags.backend) {
-      console.error(`switchyard serve: give --config FILE or at least one --backend URL\n\n${SERVE_HELP}`);
-      return 2;
-    }
-    config = validateConfig(applyFlags(raw, flags), flags.config ?? "command line");
+    config = await load();
   } catch (e) {
     return reportConfigError(e);
   }
-  return runUntilSignal(await startOrReport(config));
+  const started = await startOrReport(config, file ? { load, file, watch: flags.watch === true } : {});
+  if (started === "config") return 2;
+  return runUntilSignal(started);
 }
 
 type Flags = Record<string, string | boolean | string[] | undefined>;
@@ -185,19 +201,34 @@ function applyFlags(raw: Record<string, unknown>, flags: Flags): Record<string, 
   return out;
 }
 
-async function startOrReport(config: Config): Promise<Balancer | undefined> {
+async function startOrReport(config: Config, opts: BalancerOptions = {}): Promise<Balancer | undefined | "config"> {
   try {
-    return await startBalancer(config);
+    return await startBalancer(config, opts);
   } catch (e) {
+    // A token file that cannot be read is found only at start: still a config error.
+    if (e instanceof ConfigError) {
+      reportConfigError(e);
+      return "config";
+    }
     // A ListenError (SY_LISTEN_FAILED) names the listener, its address and the reason.
     console.error(`switchyard: cannot start: ${(e as Error).message}`);
     return undefined;
   }
 }
 
-/** SIGINT/SIGTERM: graceful stop (in-flight work finishes within the grace period), exit 0. */
-function runUntilSignal(balancer: Balancer | undefined, also?: () => Promise<void>): Promise<number> {
-  if (!balancer) return also ? also().then(() => 1) : Promise.resolve(1);
+/**
+ * SIGINT/SIGTERM: graceful stop (in-flight work finishes within the grace period), exit 0.
+ * SIGHUP: reload the config file (a refused one is logged and shown in /stats; the running
+ * config stays).
+ */
+function runUntilSignal(balancer: Balancer | undefined | "config", also?: () => Promise<void>): Promise<number> {
+  if (!balancer || balancer === "config") return (also ? also() : Promise.resolve()).then(() => (balancer === "config" ? 2 : 1));
+  process.on("SIGHUP", () => {
+    balancer.reload({ by: "SIGHUP", from: "signal" }).catch((e: Error) => {
+      // Invalid configs are already logged with their problems; anything else is said here.
+      if ((e as { code?: string }).code !== "SY_CONFIG_INVALID") balancer.logger.warn(`SIGHUP: ${e.message}`);
+    });
+  });
   return new Promise((resolve) => {
     let signalled = false;
     const onSignal = async (sig: string) => {
@@ -239,7 +270,7 @@ async function demo(argv: string[]): Promise<number> {
   }
   const config = validateConfig(raw, "embedded demo config");
   const balancer = await startOrReport(config);
-  if (balancer) {
+  if (balancer && balancer !== "config") {
     const base = balancer.url.replace(/^tcp:/, "http:");
     console.log(`
 Switchyard demo is running${flags.tcp ? " in TCP (layer 4) mode" : ""}. Try:

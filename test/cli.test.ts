@@ -56,7 +56,7 @@ describe("help and version", () => {
     expect(r.code).toBe(0);
     expect(r.stdout.trim()).toMatch(/^\d+\.\d+\.\d+$/);
   });
-  test.each(["", "serve", "sim", "demo", "check"])("%s --help", async (cmd) => {
+  test.each(["", "serve", "sim", "demo", "check", "ctl", "reload"])("%s --help", async (cmd) => {
     const r = await run(...(cmd ? [cmd] : []), "--help");
     expect(r.code).toBe(0);
     expect(r.stdout).toContain("Usage");
@@ -213,5 +213,90 @@ describe("serve", () => {
     expect(await proc.exited).toBe(0);
     expect(performance.now() - stopped).toBeLessThan(3000);
     expect(await hanging).toBe("cut");
+  });
+});
+
+describe("reload and ctl", () => {
+  const TOKEN = "cli-test-token-0123456789";
+
+  test("SIGHUP reloads the file; ctl and reload talk to the admin API with exit codes 0, 1 and 2", async () => {
+    cluster = await startCluster({ count: 2, basePort: 0 });
+    const [u1, u2] = cluster.backends.map((b) => b.url);
+    const file = join(dir, "reload.json");
+    const config = (weight: number | string) => JSON.stringify({
+      listen: { host: "127.0.0.1", port: 0 },
+      admin: { host: "127.0.0.1", port: 0, token: TOKEN },
+      healthCheck: false,
+      log: { access: false },
+      backends: [{ name: "one", url: u1 }, { name: "two", url: u2, weight }],
+    });
+    writeFileSync(file, config(1));
+    const { proc, match, output } = await start(["serve", "--config", file], /admin listening on (http:\/\/\S+)/);
+    const admin = match[1]!;
+    const ctl = (...args: string[]) => run("ctl", "--admin", admin, "--token", TOKEN, ...args);
+
+    let r = await ctl("backends");
+    expect(r.code).toBe(0);
+    expect(r.stdout.split("\n")[0]).toMatch(/^NAME\s+STATE\s+WEIGHT\s+IN FLIGHT\s+REQUESTS\s+URL\s+REASON$/);
+    expect(r.stdout).toMatch(/\ntwo\s+up\s+1\s+0\s+0\s+http:/);
+
+    writeFileSync(file, config(3));
+    proc.kill("SIGHUP");
+    const deadline = Date.now() + 5000;
+    while (!/change #1 reload from .*\(by SIGHUP from signal\): two: weight 1 -> 3/.test(output())) {
+      if (Date.now() > deadline) throw new Error(`no reload line in: ${output()}`);
+      await Bun.sleep(20);
+    }
+
+    r = await ctl("drain", "one");
+    expect(r.code).toBe(0);
+    expect(r.stdout).toBe("one: draining, 0 in flight\n");
+    r = await ctl("weight", "two", "7");
+    expect(r.stdout).toBe("two: up, weight 7, 0 in flight\n");
+    r = await ctl("add", "three", u1!, "--weight", "2");
+    expect(r.code).toBe(0);
+    expect(r.stdout).toBe("added three: up, weight 2, 0 in flight\n");
+    r = await ctl("remove", "three");
+    expect(r.stdout).toMatch(/^removed three \(drained in \d+ms\)\n$/);
+    r = await ctl("health", "two", "down");
+    expect(r.stdout).toBe("two: down (forced down), weight 7, 0 in flight\n");
+
+    // Refused requests and bad usage: 2.
+    r = await ctl("weight", "nine", "2");
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('no backend named "nine"');
+    r = await ctl("weight", "two", "heavy");
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('weight: got "heavy", expected a whole number');
+    r = await run("ctl", "--admin", admin, "enable", "one");
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain("Authorization: Bearer");
+    expect((await ctl("frobnicate")).code).toBe(2);
+    // Nothing listening there: 1.
+    r = await run("ctl", "--admin", "http://127.0.0.1:9", "backends");
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain("cannot reach the admin API at http://127.0.0.1:9");
+
+    // A bad file: reload is refused with every problem, and exits 2; the balancer keeps running.
+    writeFileSync(file, config("heavy"));
+    r = await run("reload", "--admin", admin, "--token", TOKEN);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('backends[1].weight: got "heavy", expected a weight');
+    writeFileSync(file, config(3));
+    r = await run("reload", "--admin", admin, "--token", TOKEN);
+    expect(r.code).toBe(0);
+    // The file resets what the API changed: weight 7 -> 3.
+    expect(r.stdout).toContain("two: weight 7 -> 3");
+    expect(proc.exitCode).toBeNull();
+    proc.kill("SIGTERM");
+    expect(await proc.exited).toBe(0);
+  });
+
+  test("an unreadable admin.tokenFile stops the start with exit 2, naming the field", async () => {
+    const file = join(dir, "badtoken.json");
+    writeFileSync(file, JSON.stringify({ listen: { host: "127.0.0.1", port: 0 }, admin: { host: "127.0.0.1", port: 0, tokenFile: join(dir, "missing") }, backends: [{ url: "http://127.0.0.1:9" }] }));
+    const r = await run("serve", "--config", file);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain("admin.tokenFile: cannot read");
   });
 });

@@ -7,6 +7,7 @@
  *   GET /metrics  Prometheus text exposition format
  *   GET /healthz  the balancer is alive
  *   GET /readyz   at least one backend is available (503 otherwise)
+ *   /api/...      the admin API (api.ts): reads open, changes with the bearer token
  *
  * Requests whose Host is not one of the listener's own names get 403 (hosts.ts: against DNS
  * rebinding). createAdminApp owns the loops behind these (the sampler, the backend-stats
@@ -22,12 +23,13 @@ import { buildSnapshot, type SnapshotSource, type StatsDocument } from "./snapsh
 import { METRICS_CONTENT_TYPE, renderMetrics } from "./metrics.ts";
 import { EventHub, type EventHubOptions } from "./events.ts";
 import { ADMIN_HOST_FORBIDDEN, adminHostChecker } from "./hosts.ts";
+import { createApi, type ApiContext } from "./api.ts";
 
 /**
  * What the admin app reads: a BalancerContext fits, plus, in TCP mode, the listener's totals
  * (`tcpStats`, the same object passed to startTcpProxy as `stats`).
  */
-export type AdminContext = SnapshotSource & { readonly logger?: Logger };
+export type AdminContext = SnapshotSource & { readonly logger?: Logger } & (ApiContext | { readonly control?: undefined });
 
 export interface AdminOptions {
   sampler?: SamplerOptions;
@@ -138,8 +140,16 @@ export function createAdminApp(ctx: AdminContext, opts: AdminOptions = {}): Admi
     return c.json({ ready, available, total: ctx.pool.backends.length }, ready ? 200 : 503, NO_STORE);
   });
 
+  // Changes made while running reach open dashboards at once, not at the next tick.
+  let unlistenChanges = () => {};
+  if (ctx.control !== undefined) {
+    const api = ctx as ApiContext;
+    app.route("/api", createApi(api));
+    unlistenChanges = api.changes.onChange((change) => events.publish("change", change));
+  }
+
   app.notFound((c) =>
-    c.json({ error: "not found", endpoints: ["/", "/events", "/stats", "/metrics", "/healthz", "/readyz"] }, 404),
+    c.json({ error: "not found", endpoints: ["/", "/events", "/stats", "/metrics", "/healthz", "/readyz", ...(ctx.control ? ["/api"] : [])] }, 404),
   );
   app.onError((err, c) => {
     ctx.logger?.error(`admin: ${err.stack ?? err}`);
@@ -157,6 +167,7 @@ export function createAdminApp(ctx: AdminContext, opts: AdminOptions = {}): Admi
       if (stopped) return;
       stopped = true;
       unlisten();
+      unlistenChanges();
       events.close();
       sampler.stop();
       poller.stop();

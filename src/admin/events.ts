@@ -108,6 +108,14 @@ export class EventHub {
     });
   }
 
+  /** Send one event to every open stream now (a change made while running). */
+  publish(event: string, data: unknown): void {
+    if (this.clients.size === 0) return;
+    this.seq++;
+    const chunk = encoder.encode(frame(event, this.seq, JSON.stringify(data)));
+    for (const c of this.clients) c.send(chunk);
+  }
+
   /** End every stream and stop listening to the sampler. */
   close(): void {
     this.unlisten();

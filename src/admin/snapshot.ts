@@ -14,6 +14,8 @@ import {
 } from "./figures.ts";
 import type { Sampler } from "./sampler.ts";
 import type { BackendStatsPoller } from "./poller.ts";
+import type { ConfigStatus } from "../control/control.ts";
+import type { Change } from "../control/changes.ts";
 
 export interface SnapshotSource {
   readonly config: { readonly mode: Mode; readonly strategy: string };
@@ -22,7 +24,14 @@ export interface SnapshotSource {
   readonly startedAt: number;
   /** TCP mode's listener totals, when the balancer hands them over. */
   readonly tcpStats?: TcpStats;
+  /** The running config's version and the last reload's outcome, when the balancer has them. */
+  readonly control?: { status(): ConfigStatus };
+  /** The changes made while running. */
+  readonly changes?: { recent(n?: number): Change[] };
 }
+
+/** Changes listed in /stats and on the dashboard. */
+export const RECENT_CHANGES = 20;
 
 export type ClassCounts = Record<"1xx" | "2xx" | "3xx" | "4xx" | "5xx", number>;
 
@@ -44,6 +53,8 @@ export interface BackendFigures {
   /** Would get new traffic now: healthy, enabled, not ejected, not full. */
   available: boolean;
   enabled: boolean;
+  /** An operator's maintenance override of health ("down" or "up"), else null. */
+  forced: "up" | "down" | null;
   weight: number;
   /** 0..1 while slow-starting, else 1. */
   rampFactor: number;
@@ -112,6 +123,10 @@ export interface StatsDocument {
     tcp?: TcpStats;
   };
   backends: BackendFigures[];
+  /** Config version, when it was loaded, the last reload's outcome (absent without a control plane). */
+  config?: ConfigStatus;
+  /** The last changes made while running, oldest first. */
+  changes?: Change[];
 }
 
 export function buildSnapshot(src: SnapshotSource, sampler: Sampler, poller: BackendStatsPoller, now = Date.now()): StatsDocument {
@@ -162,6 +177,8 @@ export function buildSnapshot(src: SnapshotSource, sampler: Sampler, poller: Bac
       ...(src.tcpStats ? { tcp: { ...src.tcpStats } } : {}),
     },
     backends,
+    ...(src.control ? { config: src.control.status() } : {}),
+    ...(src.changes ? { changes: src.changes.recent(RECENT_CHANGES) } : {}),
   };
 }
 
@@ -177,6 +194,7 @@ function backendFigures(b: Backend, mode: Mode, w: WindowFigures | undefined, po
     alive: b.isHealthy,
     available: b.available(now),
     enabled: b.isEnabled,
+    forced: b.forcedHealth ?? null,
     weight: b.weight,
     rampFactor: Math.round(b.rampFactor(now) * 1000) / 1000,
     maxConnections: b.maxConnections,

@@ -170,9 +170,13 @@ export const ConfigSchema = v.strictObject({
            * and interface addresses. Anything else gets 403 (admin/hosts.ts: DNS rebinding).
            */
           allowedHosts: v.optional(v.array(allowedHost, "expected a list of host names"), []),
+          /** Bearer token for changes through /api (see src/admin/auth.ts); at least 16 characters. */
+          token: v.optional(v.pipe(v.string("expected a token string"), v.minLength(16, "expected a token of at least 16 characters"))),
+          /** A file with one token per line, "TOKEN" or "NAME TOKEN"; read at start and on every reload. */
+          tokenFile: v.optional(v.pipe(v.string("expected a file path"), v.nonEmpty("expected a file path"))),
         }),
       ],
-      "expected an object with host, port and allowedHosts, or false",
+      "expected an object with host, port, allowedHosts, token and tokenFile, or false",
     ),
     {},
   ),

@@ -78,6 +78,10 @@ export class HealthMonitor {
   private run: AbortController | undefined;
   /** What the last stop() waits for. */
   private stopping: Promise<void> = Promise.resolve();
+  /** Probes of unwatched backends, aborted but not yet ended. */
+  private readonly ending = new Set<Promise<void>>();
+  /** start()'s probes are done: a backend watched from now on was added while running. */
+  private started = false;
 
   constructor(
     checks: ReadonlyMap<Backend, ResolvedCheck>,
@@ -102,7 +106,9 @@ export class HealthMonitor {
     if (this.run) return;
     const run = new AbortController();
     this.run = run;
-    await Promise.all(this.watches.map((w) => this.begin(w, run.signal)));
+    this.started = false;
+    await Promise.all(this.watches.map((w) => this.begin(w, run.signal, "at start-up")));
+    this.started = true;
   }
 
   /**
@@ -114,7 +120,7 @@ export class HealthMonitor {
     if (!run) return this.stopping;
     this.run = undefined;
     run.abort();
-    const ending: Promise<unknown>[] = [];
+    const ending: Promise<unknown>[] = [...this.ending];
     for (const w of this.watches) {
       clearTimeout(w.timer);
       w.timer = undefined;
@@ -128,30 +134,58 @@ export class HealthMonitor {
     return this.stopping;
   }
 
-  /** Probe a backend added while running (or before start()); its first result decides. */
-  async watch(backend: Backend, check: ResolvedCheck): Promise<void> {
+  /**
+   * Probe a backend added while running (or before start()). By default its first result
+   * decides, as at start-up, and the returned promise resolves once it has. `carryOver` is for a
+   * backend that stays while its check changes (a reload): its health is kept, the new check's
+   * rise/fall apply from the first result, and its loop starts at a random point of the interval.
+   */
+  async watch(backend: Backend, check: ResolvedCheck, opts: { carryOver?: boolean } = {}): Promise<void> {
     if (this.probes(backend)) return;
     const w = this.newWatch(backend, check);
     this.watches = [...this.watches, w];
-    if (this.run) await this.begin(w, this.run.signal);
+    if (!this.run) return;
+    if (opts.carryOver) this.schedule(w, this.run.signal, performance.now() + check.interval * this.random());
+    else await this.begin(w, this.run.signal, this.started ? "on its first check" : "at start-up");
   }
 
-  /** Stop probing a backend (removed from the pool). */
-  unwatch(backend: Backend): void {
+  /** The check a backend is probed with, if any. */
+  checkOf(backend: Backend): ResolvedCheck | undefined {
+    return this.watches.find((w) => w.backend === backend)?.check;
+  }
+
+  /** Timers and probes pending for one backend: 0 once it is unwatched and its probe has ended. */
+  pendingFor(backend: Backend): number {
     const w = this.watches.find((x) => x.backend === backend);
-    if (!w) return;
+    return w ? (w.timer !== undefined ? 1 : 0) + (w.inflight !== undefined ? 1 : 0) : 0;
+  }
+
+  /**
+   * Stop probing a backend (removed from the pool, or its check replaced): its timer is
+   * cleared and its probe in flight aborted. Resolves when that probe has ended; stop() waits
+   * for it too, so nothing of a removed backend outlives the monitor.
+   */
+  unwatch(backend: Backend): Promise<void> {
+    const w = this.watches.find((x) => x.backend === backend);
+    if (!w) return Promise.resolve();
     this.watches = this.watches.filter((x) => x !== w);
     w.removed = true;
     clearTimeout(w.timer);
     w.timer = undefined;
-    w.inflight?.controller.abort();
+    if (!w.inflight) return Promise.resolve();
+    w.inflight.controller.abort();
+    const ended = w.inflight.done.then(() => {
+      this.ending.delete(ended);
+    });
+    this.ending.add(ended);
+    return ended;
   }
 
   /** Timers and probes still pending: 0 once stop() has resolved. */
   get pending(): number {
     let n = 0;
     for (const w of this.watches) n += (w.timer !== undefined ? 1 : 0) + (w.inflight !== undefined ? 1 : 0);
-    return n;
+    return n + this.ending.size;
   }
 
   private newWatch(backend: Backend, check: ResolvedCheck): Watch {
@@ -163,12 +197,12 @@ export class HealthMonitor {
   }
 
   /** The start-up probe, then the loop, its first turn at a random point of the interval. */
-  private async begin(w: Watch, signal: AbortSignal): Promise<void> {
+  private async begin(w: Watch, signal: AbortSignal, why: string): Promise<void> {
     const started = performance.now();
     const r = await this.probeOnce(w);
     if (signal.aborted || w.removed) return;
     w.tally.reset(w.backend.isHealthy);
-    if (r.ok !== w.backend.isHealthy) this.flip(w, r.ok, r, "at start-up");
+    if (r.ok !== w.backend.isHealthy) this.flip(w, r.ok, r, why);
     this.schedule(w, signal, started + w.check.interval * this.random());
   }
 
@@ -219,7 +253,7 @@ export class HealthMonitor {
       w.inflight = undefined;
       // A probe cut short by stop()/unwatch() says nothing about the backend.
       if (!(controller.signal.aborted && (this.run === undefined || w.removed))) {
-        w.backend.lastCheck = { ok: r.ok, detail: r.detail, at: Date.now(), durationMs: performance.now() - started };
+        w.backend.recordCheck({ ok: r.ok, detail: r.detail, at: Date.now(), durationMs: performance.now() - started });
       }
       return r;
     });

@@ -55,7 +55,7 @@ export class PassiveHealth implements PassiveSignals {
 
   constructor(
     private readonly pool: Pool,
-    private readonly opts: PassiveOptions,
+    private opts: PassiveOptions,
     /** Whether active probes watch this backend (then they, not a timer, bring it back). */
     private readonly probed: (b: Backend) => boolean,
   ) {}
@@ -74,18 +74,18 @@ export class PassiveHealth implements PassiveSignals {
 
   succeeded(backend: Backend, status: number): void {
     if (status >= 500) this.failed(backend, `status ${status}`);
-    else backend.consecutiveFailures = 0;
+    else backend.resetFailures();
   }
 
   failed(backend: Backend, detail: string): void {
     const threshold = this.opts.consecutiveFailures;
     if (threshold === 0) return;
-    if (++backend.consecutiveFailures < threshold) return;
+    if (backend.countFailure() < threshold) return;
     const now = Date.now();
     // Still counting up while ejected (late answers) or while the limits forbid an ejection:
     // the next failure asks again.
     if (now < backend.ejectedUntilMs || !this.mayEject(backend, now)) return;
-    backend.consecutiveFailures = 0;
+    backend.resetFailures();
     const h = this.nextLevel(backend, now);
     const duration = Math.min(this.opts.baseEjectionTime * h.level, this.opts.maxEjectionTime);
     h.since = now + duration;
@@ -103,13 +103,13 @@ export class PassiveHealth implements PassiveSignals {
    * "Available" here ignores maxConnections: a backend that is busy right now still serves.
    */
   mayEject(backend: Backend, now = Date.now()): boolean {
-    if (!backend.isHealthy || !backend.isEnabled || now < backend.ejectedUntilMs) return false;
+    if (!backend.serving(now)) return false;
     const all = this.pool.backends;
     let ejected = 0;
     let othersServing = 0;
     for (const b of all) {
       if (now < b.ejectedUntilMs) ejected++;
-      else if (b !== backend && b.isHealthy && b.isEnabled) othersServing++;
+      else if (b !== backend && b.serving(now)) othersServing++;
     }
     if (othersServing === 0) return false;
     return (ejected + 1) * 100 <= this.opts.maxEjectedPercent * all.length;
@@ -139,6 +139,27 @@ export class PassiveHealth implements PassiveSignals {
       fn();
     }, ms);
     timers.set(backend, t);
+  }
+
+  /** New settings (a reload): they apply from the next signal; running timers keep theirs. */
+  configure(opts: PassiveOptions): void {
+    this.opts = opts;
+  }
+
+  /**
+   * A backend left the pool: cancel its pending re-admission and ejection end. Its ejection
+   * history goes with the backend object (a WeakMap).
+   */
+  forget(backend: Backend): void {
+    clearTimeout(this.ejections.get(backend));
+    clearTimeout(this.readmissions.get(backend));
+    this.ejections.delete(backend);
+    this.readmissions.delete(backend);
+  }
+
+  /** Timers pending for one backend (0 once it is forgotten). */
+  pendingFor(backend: Backend): number {
+    return (this.ejections.has(backend) ? 1 : 0) + (this.readmissions.has(backend) ? 1 : 0);
   }
 
   /** Cancel pending re-admissions and ejection ends: nothing outlives the server. */

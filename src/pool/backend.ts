@@ -1,10 +1,16 @@
 /**
- * One backend: its address, weight, in-flight count, health and traffic figures.
+ * One backend, in two parts (as Caddy keeps its configured Upstream apart from the Host that
+ * holds counters and health):
  *
- * Everything that changes a backend's state goes through its methods, so that availability is
- * decided in one place (`available()`, as Caddy's Upstream.Available and Pingora's ready()), a
- * state change is announced exactly once, and the in-flight count moves only in
- * acquire/release pairs.
+ * - `BackendSpec`: what the config says about it (address, weight, limits). Plain and
+ *   immutable; a reload builds a new one and hands it to `configure()`.
+ * - `Backend`: its runtime state (in-flight count, health, drain, ejection, figures), which
+ *   lives as long as the backend stays in the pool, across reloads, and which only its own
+ *   methods change: health checks, passive detection and operators all call them.
+ *
+ * So availability is decided in one place (`available()`, as Caddy's Upstream.Available and
+ * Pingora's ready()), a state change is announced exactly once, and the in-flight count moves
+ * only in acquire/release pairs.
  */
 import { Histogram } from "../stats/histogram.ts";
 import { emptyByMethod, type MethodLabel } from "../stats/traffic.ts";
@@ -12,6 +18,7 @@ import { emptyByMethod, type MethodLabel } from "../stats/traffic.ts";
 /** What the dashboard shows; derived from the flags below, never stored. */
 export type BackendState = "up" | "down" | "draining" | "ejected" | "slow-starting";
 
+/** What a backend's config says, before it is turned into a BackendSpec. */
 export interface BackendOptions {
   name: string;
   url: string;
@@ -29,6 +36,38 @@ export interface BackendOptions {
   statsPath?: string;
 }
 
+/** What the config says about a backend, resolved once: rebuilt on a reload, never mutated. */
+export interface BackendSpec {
+  readonly name: string;
+  readonly url: URL;
+  /** scheme://host:port, without a trailing slash: the prefix of every upstream URL. */
+  readonly origin: string;
+  /** The URL's path without a trailing slash ("" for "/"): prepended to every request path. */
+  readonly basePath: string;
+  readonly weight: number;
+  readonly maxConnections: number;
+  /** Slow-start window in ms (0 = off). */
+  readonly slowStartMs: number;
+  readonly statsPath: string | undefined;
+}
+
+export function backendSpec(opts: BackendOptions): BackendSpec {
+  const url = new URL(opts.url);
+  return {
+    name: opts.name,
+    url,
+    origin: `${url.protocol}//${url.host}`,
+    basePath: url.pathname === "/" ? "" : url.pathname.replace(/\/$/, ""),
+    weight: opts.weight ?? 1,
+    maxConnections: opts.maxConnections ?? 0,
+    slowStartMs: opts.slowStart ?? 0,
+    statsPath: opts.statsPath,
+  };
+}
+
+/** An operator's override of health, for maintenance: apart from what checks say. */
+export type ForcedHealth = "up" | "down";
+
 export interface StateChange {
   backend: Backend;
   from: BackendState;
@@ -37,7 +76,12 @@ export interface StateChange {
 }
 
 export class BackendError extends Error {
-  readonly code = "SY_COUNTER_UNDERFLOW";
+  constructor(
+    readonly code: "SY_COUNTER_UNDERFLOW" | "SY_BACKEND_IDENTITY",
+    message: string,
+  ) {
+    super(message);
+  }
 }
 
 /** Figures kept per backend for /stats, /metrics and the dashboard. Bounded in size. */
@@ -75,25 +119,20 @@ export interface CheckResult {
 }
 
 export class Backend {
-  readonly name: string;
-  readonly url: URL;
-  /** scheme://host:port, without a trailing slash: the prefix of every upstream URL. */
-  readonly origin: string;
-  /** The URL's path without a trailing slash ("" for "/"): prepended to every request path. */
-  readonly basePath: string;
-  readonly weight: number;
-  readonly maxConnections: number;
-  readonly slowStartMs: number;
-  readonly statsPath: string | undefined;
+  private spec: BackendSpec;
   readonly stats = new BackendStats();
 
   /** Requests (HTTP) or connections (TCP) in flight. Changed only by acquire() and Lease.release(). */
-  inFlight = 0;
+  private inFlightCount = 0;
   /** Total connections (TCP) handed out by acquire(). */
-  acquired = 0;
+  private acquiredCount = 0;
+  /** Resolved, and cleared, when the in-flight count reaches 0 (see whenIdle()). */
+  private idle: { promise: Promise<void>; resolve: () => void } | undefined;
 
   /** Health as far as probes and passive detection know. Starts up; a start-up probe runs at once. */
   private healthy = true;
+  /** An operator's override of `healthy` (maintenance); undefined = the checks decide. */
+  private forced: ForcedHealth | undefined;
   /** false = draining: no new traffic, in-flight work finishes. Apart from health. */
   private enabled: boolean;
   /**
@@ -105,36 +144,94 @@ export class Backend {
   /** When the backend last became available after not being so, for slow start. */
   private availableSince: number;
   /** Consecutive 5xx/gateway failures, for outlier ejection. */
-  consecutiveFailures = 0;
-  ejectionCount = 0;
-  lastCheck: CheckResult | undefined;
+  private failureStreak = 0;
+  private ejections = 0;
+  private check: CheckResult | undefined;
   /** Time of the last state change (ms since epoch). */
-  lastChange = Date.now();
-  lastChangeReason = "configured";
+  private changedAt = Date.now();
+  private changeReason = "configured";
 
   private listeners: ((change: StateChange) => void)[] = [];
 
-  constructor(opts: BackendOptions) {
-    this.name = opts.name;
-    this.url = new URL(opts.url);
-    this.origin = `${this.url.protocol}//${this.url.host}`;
-    this.basePath = this.url.pathname === "/" ? "" : this.url.pathname.replace(/\/$/, "");
-    this.weight = opts.weight ?? 1;
-    this.maxConnections = opts.maxConnections ?? 0;
-    this.enabled = !opts.disabled;
-    this.slowStartMs = opts.slowStart ?? 0;
-    this.availableSince = opts.rampFrom ?? 0;
-    this.statsPath = opts.statsPath;
+  constructor(opts: BackendOptions | BackendSpec, initial: { disabled?: boolean; rampFrom?: number; healthy?: boolean; reason?: string } = {}) {
+    this.spec = opts.url instanceof URL ? (opts as BackendSpec) : backendSpec(opts as BackendOptions);
+    const o = opts as BackendOptions;
+    this.enabled = !(initial.disabled ?? o.disabled ?? false);
+    this.availableSince = initial.rampFrom ?? o.rampFrom ?? 0;
+    if (initial.healthy !== undefined) this.healthy = initial.healthy;
+    if (initial.reason !== undefined) this.changeReason = initial.reason;
+  }
+
+  // What the config says (see BackendSpec).
+  get name(): string {
+    return this.spec.name;
+  }
+  get url(): URL {
+    return this.spec.url;
+  }
+  get origin(): string {
+    return this.spec.origin;
+  }
+  get basePath(): string {
+    return this.spec.basePath;
+  }
+  get weight(): number {
+    return this.spec.weight;
+  }
+  get maxConnections(): number {
+    return this.spec.maxConnections;
+  }
+  get slowStartMs(): number {
+    return this.spec.slowStartMs;
+  }
+  get statsPath(): string | undefined {
+    return this.spec.statsPath;
+  }
+
+  /**
+   * Take a new config for this backend (weight, limits, slow start, statsPath), keeping every
+   * runtime figure. The address is its identity: a backend whose URL changes is a new backend.
+   */
+  configure(spec: BackendSpec): void {
+    if (spec.name !== this.spec.name || spec.url.href !== this.spec.url.href) {
+      throw new BackendError("SY_BACKEND_IDENTITY", `backend ${this.name} (${this.url.href}) cannot become ${spec.name} (${spec.url.href}): replace it instead`);
+    }
+    this.spec = spec;
+  }
+
+  get inFlight(): number {
+    return this.inFlightCount;
+  }
+  get acquired(): number {
+    return this.acquiredCount;
+  }
+  get consecutiveFailures(): number {
+    return this.failureStreak;
+  }
+  get ejectionCount(): number {
+    return this.ejections;
+  }
+  get lastCheck(): CheckResult | undefined {
+    return this.check;
+  }
+  get lastChange(): number {
+    return this.changedAt;
+  }
+  get lastChangeReason(): string {
+    return this.changeReason;
+  }
+  get forcedHealth(): ForcedHealth | undefined {
+    return this.forced;
   }
 
   /** The one predicate policies rely on: healthy, enabled, not ejected, not full. */
   available(now = Date.now()): boolean {
-    return (
-      this.healthy &&
-      this.enabled &&
-      now >= this.ejectedUntil &&
-      (this.maxConnections === 0 || this.inFlight < this.maxConnections)
-    );
+    return this.serving(now) && (this.spec.maxConnections === 0 || this.inFlightCount < this.spec.maxConnections);
+  }
+
+  /** Would serve if it had room: healthy (or forced up), enabled, not ejected. maxConnections aside. */
+  serving(now = Date.now()): boolean {
+    return this.enabled && (this.forced === undefined ? this.healthy && now >= this.ejectedUntil : this.forced === "up");
   }
 
   /**
@@ -142,11 +239,12 @@ export class Backend {
    * floor to 1 over the slow-start window after it (re)became available (HAProxy's slowstart).
    */
   rampFactor(now = Date.now()): number {
-    if (this.slowStartMs === 0) return 1;
+    const window = this.spec.slowStartMs;
+    if (window === 0) return 1;
     const elapsed = now - this.rampStart(now);
-    if (elapsed >= this.slowStartMs) return 1;
+    if (elapsed >= window) return 1;
     // Never 0: a backend that gets no traffic at all could not show it is healthy under load.
-    return Math.max(0.05, elapsed / this.slowStartMs);
+    return Math.max(0.05, elapsed / window);
   }
 
   /**
@@ -158,6 +256,7 @@ export class Backend {
     return until !== 0 && until <= now && until > this.availableSince ? until : this.availableSince;
   }
 
+  /** Health as checks and passive detection see it, whatever an operator forced. */
   get isHealthy(): boolean {
     return this.healthy;
   }
@@ -169,24 +268,38 @@ export class Backend {
   }
 
   state(now = Date.now()): BackendState {
-    if (!this.healthy) return "down";
+    if (this.forced === "down" || (this.forced === undefined && !this.healthy)) return "down";
     if (!this.enabled) return "draining";
-    if (now < this.ejectedUntil) return "ejected";
+    if (this.forced === undefined && now < this.ejectedUntil) return "ejected";
     if (this.rampFactor(now) < 1) return "slow-starting";
     return "up";
   }
 
   /** Take one in-flight slot. The lease must be released exactly once, in a finally. */
   acquire(): Lease {
-    this.inFlight++;
-    this.acquired++;
+    this.inFlightCount++;
+    this.acquiredCount++;
     return new Lease(this);
   }
 
   /** @internal Only Lease calls this. */
   _release(): void {
-    if (this.inFlight <= 0) throw new BackendError(`in-flight count of ${this.name} would go below zero`);
-    this.inFlight--;
+    if (this.inFlightCount <= 0) throw new BackendError("SY_COUNTER_UNDERFLOW", `in-flight count of ${this.name} would go below zero`);
+    if (--this.inFlightCount === 0 && this.idle !== undefined) {
+      this.idle.resolve();
+      this.idle = undefined;
+    }
+  }
+
+  /** Resolves when nothing is in flight (at once if nothing is now): how a drain knows it is done. */
+  whenIdle(): Promise<void> {
+    if (this.inFlightCount === 0) return Promise.resolve();
+    if (this.idle === undefined) {
+      let resolve!: () => void;
+      const promise = new Promise<void>((r) => (resolve = r));
+      this.idle = { promise, resolve };
+    }
+    return this.idle.promise;
   }
 
   onStateChange(fn: (change: StateChange) => void): () => void {
@@ -194,6 +307,11 @@ export class Backend {
     return () => {
       this.listeners = this.listeners.filter((l) => l !== fn);
     };
+  }
+
+  /** State-change listeners attached now (a removed backend must have none left). */
+  get listenerCount(): number {
+    return this.listeners.length;
   }
 
   setHealthy(healthy: boolean, reason: string): void {
@@ -206,8 +324,29 @@ export class Backend {
     this.change(() => (this.enabled = enabled), reason);
   }
 
+  /** Maintenance: hold the backend down or up whatever checks say; undefined hands it back to them. */
+  force(health: ForcedHealth | undefined, reason: string): void {
+    if (this.forced === health) return;
+    this.change(() => (this.forced = health), reason);
+  }
+
+  /** A health probe's result, for display. */
+  recordCheck(result: CheckResult): void {
+    this.check = result;
+  }
+
+  /** Passive detection: one more 5xx or gateway failure in a row; returns the streak. */
+  countFailure(): number {
+    return ++this.failureStreak;
+  }
+
+  /** Passive detection: a good answer (or an ejection) ends the streak. */
+  resetFailures(): void {
+    this.failureStreak = 0;
+  }
+
   eject(durationMs: number, reason: string, now = Date.now()): void {
-    this.ejectionCount++;
+    this.ejections++;
     this.stats.ejections++;
     this.change(() => (this.ejectedUntil = now + durationMs), reason, now);
   }
@@ -224,7 +363,7 @@ export class Backend {
     if (until <= now) {
       // Already available by the clock since `until`: the ramp started then, not now.
       this.availableSince = Math.max(this.availableSince, until);
-      const from: BackendState = this.healthy && this.enabled ? "ejected" : this.state(now);
+      const from: BackendState = this.healthy && this.enabled && this.forced === undefined ? "ejected" : this.state(now);
       this.change(() => (this.ejectedUntil = 0), reason, now, from);
     } else {
       this.change(() => (this.ejectedUntil = 0), reason, now);
@@ -232,14 +371,13 @@ export class Backend {
   }
 
   private change(mutate: () => void, reason: string, now = Date.now(), from = this.state(now)): void {
-    const wasAvailable = this.healthy && this.enabled && now >= this.ejectedUntil;
+    const wasServing = this.serving(now);
     mutate();
-    const isAvailable = this.healthy && this.enabled && now >= this.ejectedUntil;
-    if (!wasAvailable && isAvailable) this.availableSince = now;
+    if (!wasServing && this.serving(now)) this.availableSince = now;
     const to = this.state(now);
     if (from === to) return;
-    this.lastChange = now;
-    this.lastChangeReason = reason;
+    this.changedAt = now;
+    this.changeReason = reason;
     for (const fn of this.listeners) fn({ backend: this, from, to, reason });
   }
 }

@@ -10,6 +10,8 @@ import type { SelectionPolicy } from "../policy/policy.ts";
 export interface Pool {
   readonly backends: readonly Backend[];
   readonly policy: SelectionPolicy;
+  /** A new strategy (a reload): selection state starts over, the backends stay. */
+  setPolicy(policy: SelectionPolicy): void;
   /**
    * Choose an available backend not in `exclude`; when every available backend is excluded,
    * fall back to one of those (a retry on the same backend beats no retry). Undefined when no
@@ -18,14 +20,21 @@ export interface Pool {
   pick(exclude?: ReadonlySet<Backend>): Backend | undefined;
   availableCount(now?: number): number;
   get(name: string): Backend | undefined;
-  add(opts: BackendOptions): Backend;
+  /** A new backend (from options), or one built by the caller (reconcile builds them). */
+  add(opts: BackendOptions | Backend): Backend;
+  /** Take a backend out: it gets no new traffic, and the pool stops listening to it. */
   remove(name: string): Backend | undefined;
+  /** Put the backends in this order of names (the config's), those not named last. */
+  order(names: readonly string[]): void;
   onStateChange(fn: (change: StateChange) => void): () => void;
 }
 
 export class LocalPool implements Pool {
   private list: Backend[] = [];
   private listeners: ((change: StateChange) => void)[] = [];
+  /** Per backend, the pool's own subscription to its state changes, ended by remove(). */
+  private readonly subscriptions = new Map<Backend, () => void>();
+  private currentPolicy: SelectionPolicy;
   /** Reused by pick(): selection allocates nothing per request. */
   private scratch: Backend[] = [];
 
@@ -33,12 +42,21 @@ export class LocalPool implements Pool {
   private running = false;
 
   constructor(
-    readonly policy: SelectionPolicy,
+    policy: SelectionPolicy,
     backends: BackendOptions[] = [],
     private readonly random: () => number = Math.random,
   ) {
+    this.currentPolicy = policy;
     for (const b of backends) this.add(b);
     this.running = true;
+  }
+
+  get policy(): SelectionPolicy {
+    return this.currentPolicy;
+  }
+
+  setPolicy(policy: SelectionPolicy): void {
+    this.currentPolicy = policy;
   }
 
   get backends(): readonly Backend[] {
@@ -49,20 +67,29 @@ export class LocalPool implements Pool {
     return this.list.find((b) => b.name === name);
   }
 
-  add(opts: BackendOptions): Backend {
+  add(opts: BackendOptions | Backend): Backend {
     if (this.get(opts.name)) throw new Error(`a backend named "${opts.name}" already exists`);
     // A backend added to a running pool slow-starts like one that came back (HAProxy's
     // slowstart applies to servers that join, not to those present when the process starts).
-    const b = new Backend(this.running && opts.rampFrom === undefined ? { ...opts, rampFrom: Date.now() } : opts);
-    b.onStateChange((c) => this.listeners.forEach((fn) => fn(c)));
+    // One built by the caller has said when its ramp starts.
+    const b = opts instanceof Backend ? opts : new Backend(this.running && opts.rampFrom === undefined ? { ...opts, rampFrom: Date.now() } : opts);
+    this.subscriptions.set(b, b.onStateChange((c) => this.listeners.forEach((fn) => fn(c))));
     this.list = [...this.list, b];
     return b;
   }
 
   remove(name: string): Backend | undefined {
     const b = this.get(name);
-    if (b) this.list = this.list.filter((x) => x !== b);
+    if (!b) return undefined;
+    this.list = this.list.filter((x) => x !== b);
+    this.subscriptions.get(b)?.();
+    this.subscriptions.delete(b);
     return b;
+  }
+
+  order(names: readonly string[]): void {
+    const rank = new Map(names.map((n, i) => [n, i]));
+    this.list = [...this.list].sort((a, b) => (rank.get(a.name) ?? names.length) - (rank.get(b.name) ?? names.length));
   }
 
   onStateChange(fn: (change: StateChange) => void): () => void {
@@ -90,7 +117,7 @@ export class LocalPool implements Pool {
     }
     if (c.length === 0) return undefined;
     if (!fallback) this.applySlowStart(c, now);
-    const chosen = this.policy.pick(c);
+    const chosen = this.currentPolicy.pick(c);
     c.length = 0;
     return chosen;
   }

@@ -16,6 +16,7 @@
  */
 import type { TCPSocketListener } from "bun";
 import type { BalancerContext } from "../balancer.ts";
+import type { Config } from "../config/schema.ts";
 import { clientHandlers, Relay, type RelayEnv } from "./relay.ts";
 import { TcpStats } from "./stats.ts";
 
@@ -27,6 +28,8 @@ export interface TcpProxy {
   readonly stats: TcpStats;
   /** Client connections open now. */
   readonly connections: number;
+  /** New timeouts and tries (a reload): they apply to connections accepted from now on. */
+  configure(config: TcpSettings): void;
   /**
    * Stop accepting. Graceful (default): resolves when every open connection has closed by
    * itself. force: resets every connection now and resolves once they are gone. A forced stop
@@ -34,6 +37,9 @@ export interface TcpProxy {
    */
   stop(force?: boolean): Promise<void>;
 }
+
+/** The settings a TCP listener takes from the config. */
+export type TcpSettings = Pick<Config, "timeouts" | "retry">;
 
 export interface TcpListenOptions {
   /** Where to listen; ctx.config.listen by default. */
@@ -51,20 +57,23 @@ export async function startTcpProxy(ctx: BalancerContext, opts: TcpListenOptions
   let drained: (() => void) | undefined;
   const allClosed = new Promise<void>((resolve) => (drained = resolve));
 
-  const env: RelayEnv = {
+  const onFinished = (relay: Relay) => {
+    if (!relays.delete(relay)) return;
+    stats.open--;
+    if (stopping && relays.size === 0) drained?.();
+  };
+  const envFor = (c: TcpSettings): RelayEnv => ({
     pool: ctx.pool,
     passive: ctx.passive,
     logger: ctx.logger,
     stats,
-    connectTimeout: config.timeouts.connect,
-    idleTimeout: config.timeouts.idle,
-    maxTries: config.retry.attempts,
-    onFinished(relay) {
-      if (!relays.delete(relay)) return;
-      stats.open--;
-      if (stopping && relays.size === 0) drained?.();
-    },
-  };
+    connectTimeout: c.timeouts.connect,
+    idleTimeout: c.timeouts.idle,
+    maxTries: c.retry.attempts,
+    onFinished,
+  });
+  // Each relay keeps the settings it started with; configure() swaps them for new connections.
+  let env = envFor(config);
 
   const listener: TCPSocketListener<Relay> = Bun.listen<Relay>({
     hostname: opts.host ?? config.listen.host,
@@ -92,6 +101,9 @@ export async function startTcpProxy(ctx: BalancerContext, opts: TcpListenOptions
   return {
     port: listener.port,
     stats,
+    configure(c) {
+      env = envFor(c);
+    },
     get connections() {
       return relays.size;
     },

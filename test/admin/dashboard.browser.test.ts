@@ -2,7 +2,8 @@
  * The dashboard in a real browser: Debian's Chromium, driven by playwright-core. Three sim
  * backends behind the balancer with traffic flowing; the page must show them up, its counters
  * must rise, and a backend taken down must show as down within a few seconds without a reload.
- * Saves test-artifacts/dashboard.png.
+ * With the admin token entered on the page, a backend is drained from its row and its traffic
+ * stops. Saves test-artifacts/dashboard.png.
  *
  * Chromium comes from apt (`apt-get install -y chromium`; .ci/run installs it when missing).
  * Where it is missing and apt-get exists, the test fails saying so; it is skipped, with a
@@ -120,6 +121,65 @@ describe.skipIf(SKIP)("dashboard in Chromium", () => {
       mkdirSync(join(ARTIFACT, ".."), { recursive: true });
       await page.screenshot({ path: ARTIFACT, fullPage: true });
       expect(existsSync(ARTIFACT)).toBe(true);
+      expect(errors).toEqual([]);
+    } finally {
+      await page.close();
+      await load.stop();
+      await stack.stop();
+    }
+  }, 30_000);
+
+  test("with a token entered on the page, draining a backend from its row stops its traffic", async () => {
+    const TOKEN = "browser-test-token-0123456789";
+    const stack = await startStack(3, { admin: { host: "127.0.0.1", port: 0, token: TOKEN } });
+    const load = traffic(`${stack.balancer.url}/`, 3);
+    const { page, errors } = await openPage();
+    const b2 = stack.balancer.pool.get("backend-2")!;
+    try {
+      await page.goto(`${stack.adminUrl}/`);
+      await page.waitForSelector('#live[data-state="live"]', { timeout: 5000 });
+      await page.waitForFunction(() => document.querySelectorAll('#backends tbody tr[data-state="up"]').length === 3, undefined, { timeout: 5000 });
+      expect(await page.textContent("#config-version")).toBe("v1");
+      // Read-only until a token is given: no controls.
+      expect(await page.isVisible('#backends tr[data-backend="backend-2"] td[data-col="actions"] button.toggle')).toBe(false);
+
+      await page.fill("#token", TOKEN);
+      await page.click("#token-use");
+      await page.waitForSelector('#backends tr[data-backend="backend-2"] td[data-col="actions"] button.toggle', { state: "visible", timeout: 3000 });
+      expect(await page.textContent("#token-state")).toBe("changes on");
+      // Kept in this tab only, never in a cookie.
+      expect(await page.evaluate(() => sessionStorage.getItem("switchyard-admin-token"))).toBe(TOKEN);
+      expect((await context!.cookies()).length).toBe(0);
+
+      await waitFor(() => b2.stats.requests > 10, "backend-2 to take traffic");
+      await page.click('#backends tr[data-backend="backend-2"] button.toggle');
+      await page.waitForFunction(
+        () => (document.querySelector('#backends tr[data-backend="backend-2"]') as HTMLElement | null)?.dataset.state === "draining",
+        undefined,
+        { timeout: 5000 },
+      );
+      expect(b2.isEnabled).toBe(false);
+      // Its traffic stops: once its last requests finish, it gets no more while the others do.
+      await waitFor(() => b2.inFlight === 0, "backend-2's requests in flight to finish");
+      const b2Requests = b2.stats.requests;
+      const others = () => stack.balancer.pool.backends.filter((b) => b !== b2).reduce((n, b) => n + b.stats.requests, 0);
+      const othersBefore = others();
+      await waitFor(() => others() > othersBefore + 100, "the other backends to serve 100 more requests");
+      expect(b2.stats.requests).toBe(b2Requests);
+      // The page shows the same: its request count stands still while the total rises.
+      await page.waitForFunction(
+        (n) => Number(document.querySelector('#backends tr[data-backend="backend-2"] td[data-col="requests"]')?.textContent?.replace(/[^\d]/g, "")) === n,
+        b2Requests,
+        { timeout: 4000 },
+      );
+      // The change is listed, with the token's name, and the button now offers enable.
+      await page.waitForSelector("#changes li .what >> text=drain backend-2", { timeout: 3000 });
+      expect(await page.textContent("#changes li")).toContain("by admin.token");
+      expect(await page.textContent('#backends tr[data-backend="backend-2"] button.toggle')).toBe("enable");
+
+      // And back: enable from the page.
+      await page.click('#backends tr[data-backend="backend-2"] button.toggle');
+      await waitFor(() => b2.stats.requests > b2Requests, "backend-2 to take traffic again");
       expect(errors).toEqual([]);
     } finally {
       await page.close();

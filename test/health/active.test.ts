@@ -216,8 +216,9 @@ describe("HealthMonitor on its own", () => {
       const check = { type: "http", path: "/health", method: "GET", headers: {}, host: undefined, port: undefined, interval: INTERVAL, timeout: TIMEOUT, rise: RISE, fall: FALL, expectStatus: ["2xx"], expectBody: undefined } as const;
       await monitor.watch(b, { ...check, headers: {}, expectStatus: ["2xx"] });
       expect(monitor.probes(b)).toBe(true);
+      // Added while running: its first result decides, and says so.
       expect(b.state()).toBe("down");
-      expect(b.lastChangeReason).toBe("http check failed at start-up: status 503");
+      expect(b.lastChangeReason).toBe("http check failed on its first check: status 503");
       expect(monitor.pending).toBe(1); // its loop's timer
       monitor.unwatch(b);
       expect(monitor.probes(b)).toBe(false);

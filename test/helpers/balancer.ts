@@ -1,6 +1,6 @@
 /** Shared by the end-to-end tests: a balancer on an ephemeral port in front of sim backends. */
 import { validateConfig } from "../../src/config/load.ts";
-import { startBalancer, type Balancer } from "../../src/balancer.ts";
+import { startBalancer, type Balancer, type BalancerOptions } from "../../src/balancer.ts";
 import { memoryLogger } from "../../src/log/logger.ts";
 import type { AccessEntry } from "../../src/log/access.ts";
 import { startCluster, type SimCluster } from "../../sim/cluster.ts";
@@ -31,6 +31,8 @@ export async function startRig(
   config: RigConfig = {},
   /** Run on the backends before the balancer starts, so that its start-up probes see it. */
   prepare: (cluster: SimCluster) => void | Promise<void> = () => {},
+  /** More balancer options (env, load, file, watch); the logger and access log are the rig's. */
+  options: Omit<BalancerOptions, "logger" | "accessLogSink"> = {},
 ): Promise<TestRig> {
   const cluster: SimCluster = count > 0 ? await startCluster({ count, basePort: 0 }) : { backends: [], stop: async () => {} };
   const access: string[] = [];
@@ -46,7 +48,7 @@ export async function startRig(
         backends: cluster.backends.map((b) => ({ name: b.name, url: b.url })),
         ...rigConfig(config, cluster),
       }),
-      { logger, accessLogSink: { write: (l) => void access.push(l), flush: () => {} } },
+      { env: {}, ...options, logger, accessLogSink: { write: (l) => void access.push(l), flush: () => {} } },
     );
     return {
       balancer, cluster, logLines: logger.lines, access,

@@ -27,6 +27,8 @@ export interface SocketEngine {
   /** Connections open now from clients, and to backends (idle or busy). */
   readonly clientConnections: number;
   readonly upstreamConnections: number;
+  /** A backend left the pool (reconcile): close its idle upstream connections now. */
+  closeIdle(backend: Backend): void;
   /** Stop accepting; graceful: finish what is in flight (answers carry Connection: close), else cut everything. */
   stop(force?: boolean): Promise<void>;
 }
@@ -129,6 +131,9 @@ export function startSocketEngine(opts: SocketEngineOptions): SocketEngine {
     },
     get upstreamConnections() {
       return pool.open;
+    },
+    closeIdle(backend) {
+      pool.closeIdle(backend);
     },
     stop(force = false) {
       if (force) {

@@ -1,0 +1,203 @@
+/**
+ * `switchyard ctl`: a client of the admin API (src/admin/api.ts). Prints a table or the
+ * outcome, or the error the API gave. Exit codes as the rest of the CLI: 0 done, 1 the
+ * balancer could not be reached or failed, 2 a bad command line or a refused request (unknown
+ * backend, bad value, missing token, invalid config file on reload).
+ */
+import { parseArgs } from "node:util";
+import { TOKEN_ENV } from "./admin/auth.ts";
+import type { BackendReport, DrainReport, ReloadReport, RemoveReport } from "./control/control.ts";
+
+export const CTL_HELP = `Usage: switchyard ctl [--admin URL] [--token T] COMMAND
+
+Talks to a running balancer's admin API.
+
+Commands:
+  backends                     list the backends: state, weight, in flight
+  drain NAME [--wait DURATION] no new requests for NAME; with --wait, wait for in-flight work to end
+  enable NAME                  NAME takes new requests again
+  weight NAME N                set NAME's weight (1 to 1000)
+  add NAME URL [--weight N]    add a backend
+  remove NAME [--deadline D]   drain NAME, wait for in-flight work (up to D, default 30s), remove it
+  health NAME down|up|auto     hold NAME down or up for maintenance; auto hands it back to health checks
+  reload                       read the balancer's config file again and apply it
+
+Options:
+  --admin URL   the admin listener (default $SWITCHYARD_ADMIN_URL or http://127.0.0.1:8081)
+  --token T     the admin token for changes (default $${TOKEN_ENV})
+  --json        print the API's JSON answer
+  --help        show this help
+
+Changes made here last until the next reload from the config file.
+Exit codes: 0 done, 1 the balancer could not be reached or failed, 2 bad usage or a refused request.`;
+
+export const RELOAD_HELP = `Usage: switchyard reload [--admin URL] [--token T]
+
+Asks a running balancer to read its config file again and apply it (the same as
+"switchyard ctl reload", or sending it SIGHUP). An invalid file is refused: the balancer keeps
+its running config and this prints every problem and exits 2.`;
+
+interface Request {
+  method: "GET" | "POST" | "PUT" | "DELETE";
+  path: string;
+  body?: unknown;
+  print: (answer: unknown) => string;
+}
+
+type Out = { out: (s: string) => void; err: (s: string) => void };
+const stdio: Out = { out: (s) => console.log(s), err: (s) => console.error(s) };
+
+export async function runCtl(argv: string[], env: Record<string, string | undefined> = process.env, io: Out = stdio): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      options: {
+        admin: { type: "string" },
+        token: { type: "string" },
+        json: { type: "boolean" },
+        wait: { type: "string" },
+        deadline: { type: "string" },
+        weight: { type: "string" },
+        help: { type: "boolean" },
+      },
+      allowPositionals: true,
+      strict: true,
+    });
+  } catch (e) {
+    io.err(`switchyard ctl: ${(e as Error).message}\n\n${CTL_HELP}`);
+    return 2;
+  }
+  const { values: flags, positionals } = parsed;
+  if (flags.help) {
+    io.out(CTL_HELP);
+    return 0;
+  }
+  const req = request(positionals, flags);
+  if (typeof req === "string") {
+    io.err(`switchyard ctl: ${req}\n\n${CTL_HELP}`);
+    return 2;
+  }
+  const admin = (flags.admin ?? env.SWITCHYARD_ADMIN_URL ?? "http://127.0.0.1:8081").replace(/\/+$/, "");
+  let base: URL;
+  try {
+    base = new URL(admin);
+    if (base.protocol !== "http:" && base.protocol !== "https:") throw new Error();
+  } catch {
+    io.err(`switchyard ctl: --admin: got ${JSON.stringify(admin)}, expected a URL like http://127.0.0.1:8081`);
+    return 2;
+  }
+  const token = flags.token ?? env[TOKEN_ENV];
+  const headers: Record<string, string> = { accept: "application/json" };
+  if (token) headers.authorization = `Bearer ${token}`;
+  if (req.body !== undefined) headers["content-type"] = "application/json";
+
+  let res: Response;
+  let answer: unknown;
+  try {
+    res = await fetch(`${admin}${req.path}`, { method: req.method, headers, body: req.body === undefined ? undefined : JSON.stringify(req.body) });
+    const text = await res.text();
+    try {
+      answer = JSON.parse(text);
+    } catch {
+      answer = { error: `HTTP ${res.status}`, message: text.slice(0, 200) };
+    }
+  } catch (e) {
+    io.err(`switchyard ctl: cannot reach the admin API at ${admin}: ${(e as { code?: string }).code ?? (e as Error).message}`);
+    return 1;
+  }
+  if (!res.ok) {
+    const a = answer as { error?: string; message?: string; problems?: string[] };
+    if (flags.json) io.out(JSON.stringify(answer, null, 2));
+    const problems = a.problems?.length && !(a.message ?? "").includes(a.problems[0]!) ? `\n  - ${a.problems.join("\n  - ")}` : "";
+    io.err(`switchyard ctl: ${a.message ?? `HTTP ${res.status}`}${a.error ? ` (${a.error})` : ""}${problems}`);
+    return res.status >= 500 ? 1 : 2;
+  }
+  io.out(flags.json ? JSON.stringify(answer, null, 2) : req.print(answer));
+  return 0;
+}
+
+/** The API request for a command line, or what is wrong with it. */
+function request(args: string[], flags: { wait?: string; deadline?: string; weight?: string }): Request | string {
+  const [cmd, ...rest] = args;
+  const need = (n: number, usage: string): string | undefined =>
+    rest.length === n ? undefined : `${cmd}: expected ${usage}, got ${rest.length === 0 ? "nothing" : JSON.stringify(rest.join(" "))}`;
+  const name = encodeURIComponent(rest[0] ?? "");
+  switch (cmd) {
+    case "backends":
+      return need(0, "no arguments") ?? { method: "GET", path: "/api/backends", print: (a) => table((a as { backends: BackendReport[] }).backends) };
+    case "drain": {
+      const wait = flags.wait ? `?wait=${encodeURIComponent(flags.wait)}` : "";
+      return need(1, "NAME") ?? {
+        method: "POST", path: `/api/backends/${name}/drain${wait}`,
+        print: (a) => {
+          const r = a as DrainReport;
+          return `${r.name}: ${r.state}, ${r.inFlight} in flight${flags.wait ? (r.drained ? ` (drained in ${r.waitedMs}ms)` : ` (still busy after ${r.waitedMs}ms)`) : ""}`;
+        },
+      };
+    }
+    case "enable":
+      return need(1, "NAME") ?? { method: "POST", path: `/api/backends/${name}/enable`, print: (a) => line(a as BackendReport) };
+    case "weight": {
+      const bad = need(2, "NAME N");
+      if (bad) return bad;
+      const n = Number(rest[1]);
+      if (!/^\d+$/.test(rest[1]!)) return `weight: got ${JSON.stringify(rest[1])}, expected a whole number from 1 to 1000`;
+      return { method: "PUT", path: `/api/backends/${name}/weight`, body: { weight: n }, print: (a) => line(a as BackendReport) };
+    }
+    case "add": {
+      const bad = need(2, "NAME URL");
+      if (bad) return bad;
+      const body: Record<string, unknown> = { name: rest[0], url: rest[1] };
+      if (flags.weight !== undefined) {
+        if (!/^\d+$/.test(flags.weight)) return `--weight: got ${JSON.stringify(flags.weight)}, expected a whole number from 1 to 1000`;
+        body.weight = Number(flags.weight);
+      }
+      return { method: "POST", path: "/api/backends", body, print: (a) => `added ${line(a as BackendReport)}` };
+    }
+    case "remove": {
+      const deadline = flags.deadline ? `?deadline=${encodeURIComponent(flags.deadline)}` : "";
+      return need(1, "NAME") ?? {
+        method: "DELETE", path: `/api/backends/${name}${deadline}`,
+        print: (a) => {
+          const r = a as RemoveReport;
+          return r.deadlineReached
+            ? `removed ${r.name} at the deadline after ${r.waitedMs}ms; ${r.inFlightAtRemoval} in flight finish on their own`
+            : `removed ${r.name} (drained in ${r.waitedMs}ms)`;
+        },
+      };
+    }
+    case "health": {
+      const bad = need(2, "NAME down|up|auto");
+      if (bad) return bad;
+      if (!["down", "up", "auto"].includes(rest[1]!)) return `health: got ${JSON.stringify(rest[1])}, expected down, up or auto`;
+      return { method: "POST", path: `/api/backends/${name}/health`, body: { health: rest[1] }, print: (a) => line(a as BackendReport) };
+    }
+    case "reload":
+      return need(0, "no arguments") ?? {
+        method: "POST", path: "/api/reload",
+        print: (a) => {
+          const r = a as ReloadReport;
+          const head = r.changed ? `reloaded: config version ${r.version}` : `reloaded: no change (config version ${r.version})`;
+          return [head, ...r.lines.map((l) => `  ${l}`), ...r.restartNeeded.map((l) => `  needs a restart: ${l}`)].join("\n");
+        },
+      };
+    case undefined:
+      return "a command is required";
+    default:
+      return `unknown command "${cmd}"`;
+  }
+}
+
+function line(b: BackendReport): string {
+  return `${b.name}: ${b.state}${b.forced ? ` (forced ${b.forced})` : ""}, weight ${b.weight}, ${b.inFlight} in flight`;
+}
+
+/** Columns padded to their widest cell. */
+function table(rows: BackendReport[]): string {
+  const head = ["NAME", "STATE", "WEIGHT", "IN FLIGHT", "REQUESTS", "URL", "REASON"];
+  const cells = rows.map((b) => [b.name, b.forced ? `${b.state} (forced)` : b.state, String(b.weight), String(b.inFlight), String(b.requests), b.url, b.reason]);
+  const widths = head.map((h, i) => Math.max(h.length, ...cells.map((r) => r[i]!.length)));
+  const fmt = (r: string[]) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join("  ");
+  return [fmt(head), ...cells.map(fmt)].join("\n");
+}

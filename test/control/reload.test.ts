@@ -1,0 +1,233 @@
+/**
+ * Reload from file on a running balancer: what changes in place, what is refused, what waits
+ * for a restart, and --watch following editors that save by rename.
+ */
+import { afterEach, describe, expect, test } from "bun:test";
+import { mkdtempSync, renameSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { loadConfigFile } from "../../src/config/load.ts";
+import { ControlError } from "../../src/control/control.ts";
+import { diffPaths, inForce, restartNeeded } from "../../src/control/diff.ts";
+import { validateConfig } from "../../src/config/load.ts";
+import { startRig, waitFor, type TestRig } from "../helpers/balancer.ts";
+
+const dir = mkdtempSync(join(tmpdir(), "switchyard-reload-"));
+let n = 0;
+
+let rig: TestRig | undefined;
+afterEach(async () => {
+  await rig?.stop();
+  rig = undefined;
+});
+
+/** A balancer started from a config file it can reload; `write` replaces the file by rename. */
+async function startFromFile(count: number, make: (urls: string[]) => Record<string, unknown>, watch = false) {
+  const file = join(dir, `switchyard-${++n}.json`);
+  let urls: string[] = [];
+  const write = (config: Record<string, unknown> | string) => {
+    // As editors do: write a temporary file, then rename it over the config.
+    const tmp = `${file}.tmp`;
+    writeFileSync(tmp, typeof config === "string" ? config : JSON.stringify(config));
+    renameSync(tmp, file);
+  };
+  rig = await startRig(
+    count,
+    (cluster) => {
+      urls = cluster.backends.map((b) => b.url);
+      const config = { listen: { host: "127.0.0.1", port: 0 }, admin: { host: "127.0.0.1", port: 0 }, healthCheck: false, log: { access: false }, ...make(urls) };
+      writeFileSync(file, JSON.stringify(config));
+      return config;
+    },
+    undefined,
+    { load: () => loadConfigFile(file), file, watch },
+  );
+  const base = (more: Record<string, unknown> = {}) => ({ listen: { host: "127.0.0.1", port: 0 }, admin: { host: "127.0.0.1", port: 0 }, healthCheck: false, log: { access: false }, ...more });
+  return { rig, file, urls, write, base };
+}
+
+const names = async (url: string, count: number, init?: RequestInit) => {
+  const seen: string[] = [];
+  for (let i = 0; i < count; i++) seen.push((await (await fetch(`${url}/`, init)).text()).trim());
+  return seen;
+};
+
+describe("reload from file", () => {
+  test("backends, weights, strategy and proxy settings change in place; the pool and its state live on", async () => {
+    const { rig: r, urls, write, base } = await startFromFile(3, (u) => ({
+      strategy: "round-robin",
+      backends: [{ name: "a", url: u[0] }, { name: "b", url: u[1] }],
+    }));
+    const a = r.balancer.pool.get("a")!;
+    await names(r.balancer.url, 4);
+    const served = a.stats.requests;
+    expect(served).toBe(2);
+    const hostSeen = async () => ((await (await fetch(`${r.balancer.url}/echo`)).json()).headers as [string, string][]).find(([k]) => k === "host")?.[1];
+    expect(await hostSeen()).toBe(new URL(r.balancer.url).host);
+
+    write(base({
+      strategy: "weighted-round-robin",
+      preserveHost: false,
+      backends: [{ name: "a", url: urls[0], weight: 3 }, { name: "c", url: urls[2] }],
+    }));
+    const report = await r.balancer.reload({ by: "test", from: "here" });
+    expect(report.changed).toBe(true);
+    expect(report.version).toBe(2);
+    expect(report.restartNeeded).toEqual([]);
+    expect(report.lines).toEqual([
+      'strategy "round-robin" -> "weighted-round-robin"',
+      "preserveHost true -> false",
+      "a: weight 1 -> 3",
+      `added c (${new URL(urls[2]!).href}, weight 1, no active check)`,
+      // Removals last: the new backends are in before the old ones go.
+      "removed b (" + new URL(urls[1]!).href + ")",
+    ]);
+    expect(r.balancer.pool.get("a")).toBe(a);
+    expect(a.stats.requests).toBe(served + 1);
+    expect(r.balancer.pool.policy.name).toBe("weighted-round-robin");
+    expect(r.balancer.config.strategy).toBe("weighted-round-robin");
+    // Weights 3:1, smooth: a a c a, then again.
+    expect(await names(r.balancer.url, 8)).toEqual(["a", "a", "c", "a", "a", "a", "c", "a"].map((x) => (x === "a" ? "backend-1" : "backend-3")));
+    // The new handler sends the backend's own Host.
+    expect([new URL(urls[0]!).host, new URL(urls[2]!).host]).toContain((await hostSeen())!);
+    expect(r.logLines.some((l) => l.startsWith("info change #1 reload from ") && l.includes("(by test from here)"))).toBe(true);
+
+    // The same file again: nothing to do, same version.
+    const again = await r.balancer.reload();
+    expect(again).toMatchObject({ changed: false, version: 2, lines: [] });
+  });
+
+  test("an invalid file is refused: the running config keeps serving and /stats shows the problems", async () => {
+    const { rig: r, write, urls, base } = await startFromFile(2, (u) => ({ backends: [{ name: "a", url: u[0] }] }));
+    write(base({ backends: [{ name: "a", url: urls[0], wieght: 2 }], retry: { attempts: 0 } }));
+    const refused = await r.balancer.reload({ by: "test", from: "here" }).catch((e) => e);
+    expect(refused).toBeInstanceOf(ControlError);
+    expect(refused.code).toBe("SY_CONFIG_INVALID");
+    expect(refused.problems).toEqual([
+      "retry.attempts: got 0, expected a whole number of tries, at least 1",
+      'backends[0].wieght: unknown option; did you mean "weight"?',
+    ]);
+    expect((await fetch(`${r.balancer.url}/`)).status).toBe(200);
+    const stats = await (await fetch(`${r.balancer.adminUrl}/stats`)).json();
+    expect(stats.config).toMatchObject({ version: 1, source: "start", lastReload: { ok: false, by: "test", problems: refused.problems } });
+    expect(stats.config.lastReload.error).toContain("2 problems");
+    expect(stats.changes.at(-1)).toMatchObject({ ok: false, what: expect.stringMatching(/^reload from /), detail: ["kept the running config", ...refused.problems] });
+    expect(r.logLines.filter((l) => l.startsWith("warn change #1 REFUSED reload")).length).toBe(1);
+
+    write("{ not json");
+    expect((await r.balancer.reload().catch((e) => e)).problems[0]).toMatch(/^cannot parse JSON/);
+    // A token file that cannot be read is refused the same way, before anything changes.
+    write(base({ admin: { host: "127.0.0.1", port: 0, tokenFile: join(dir, "no-such-tokens") }, backends: [{ name: "a", url: urls[0], weight: 9 }] }));
+    const noTokens = await r.balancer.reload().catch((e) => e);
+    expect(noTokens.code).toBe("SY_CONFIG_INVALID");
+    expect(noTokens.problems[0]).toMatch(/^admin\.tokenFile: cannot read/);
+    expect(r.balancer.pool.get("a")!.weight).toBe(1);
+
+    // Fixed: accepted, and the error is cleared.
+    write(base({ backends: [{ name: "a", url: urls[0], weight: 2 }] }));
+    await r.balancer.reload();
+    const after = await (await fetch(`${r.balancer.adminUrl}/api/config`)).json();
+    expect(after.status).toMatchObject({ version: 2, source: "reload", lastReload: { ok: true, error: null, problems: [] } });
+  });
+
+  test("a changed listen address, mode or body limit is reported as needing a restart and left as it runs", async () => {
+    const { rig: r, write, urls, base } = await startFromFile(1, (u) => ({ backends: [{ name: "a", url: u[0] }] }));
+    const port = r.balancer.port;
+    write(base({ listen: { host: "127.0.0.1", port: port + 1 }, limits: { maxBodySize: "1KB", responseBuffer: "1KB" }, backends: [{ name: "a", url: urls[0] }] }));
+    const report = await r.balancer.reload();
+    expect(report.restartNeeded).toEqual([`listen.port 0 -> ${port + 1}`, "limits.maxBodySize 134217728 -> 1024"]);
+    expect(report.lines).toEqual(["limits.responseBuffer 65536 -> 1024"]);
+    expect(r.balancer.config.listen.port).toBe(0);
+    expect(r.balancer.config.limits).toMatchObject({ maxBodySize: 134217728, responseBuffer: 1024 });
+    expect((await fetch(`${r.balancer.url}/`)).status).toBe(200);
+    const stats = await (await fetch(`${r.balancer.adminUrl}/stats`)).json();
+    expect(stats.config.restartNeeded).toEqual(report.restartNeeded);
+  });
+
+  test("--watch follows the file through saves by rename, and a bad save is refused", async () => {
+    const { rig: r, write, urls, base } = await startFromFile(2, (u) => ({ backends: [{ name: "a", url: u[0] }] }), true);
+    const changes = () => r.balancer.changes.recent().filter((c) => c.by === "file watch");
+    write(base({ backends: [{ name: "a", url: urls[0] }, { name: "b", url: urls[1] }] }));
+    await waitFor(() => r.balancer.pool.get("b") !== undefined, "the watcher to add b");
+    // A second save by rename: the watch is on the directory, so it still fires.
+    write(base({ backends: [{ name: "a", url: urls[0], weight: 4 }, { name: "b", url: urls[1] }] }));
+    await waitFor(() => r.balancer.pool.get("a")!.weight === 4, "the watcher to see the second save");
+    write(base({ backends: [{ name: "a", url: 42 }] }));
+    await waitFor(() => changes().some((c) => !c.ok), "the bad save to be refused");
+    expect(r.balancer.pool.backends.map((b) => b.name)).toEqual(["a", "b"]);
+    expect(r.balancer.control.status().lastReload).toMatchObject({ ok: false, by: "file watch" });
+    // A burst of writes is one reload.
+    expect(changes().filter((c) => c.ok).length).toBe(2);
+  });
+});
+
+describe("reload with the socket engine and in TCP mode", () => {
+  test("socket engine: a removed backend's idle upstream connections close with it; proxy settings wait for a restart", async () => {
+    // A keep-alive HTTP backend that counts its open connections.
+    let open = 0;
+    const counted = Bun.listen({
+      hostname: "127.0.0.1",
+      port: 0,
+      socket: {
+        open: () => void open++,
+        close: () => void open--,
+        data: (socket) => void socket.write("HTTP/1.1 200 OK\r\ncontent-length: 8\r\n\r\ncounted\n"),
+      },
+    });
+    try {
+      const { rig: r, write, urls, base } = await startFromFile(1, (u) => ({
+        engine: "socket",
+        strategy: "round-robin",
+        backends: [{ name: "counted", url: `http://127.0.0.1:${counted.port}` }, { name: "sim", url: u[0] }],
+      }));
+      const seen = await names(r.balancer.url, 4);
+      expect(seen.filter((x) => x === "counted").length).toBe(2);
+      expect(open).toBeGreaterThan(0);
+      write(base({ engine: "socket", strategy: "round-robin", retry: { attempts: 2 }, backends: [{ name: "sim", url: urls[0] }] }));
+      const report = await r.balancer.reload();
+      expect(report.lines).toEqual([`removed counted (http://127.0.0.1:${counted.port}/)`]);
+      expect(report.restartNeeded).toEqual(["retry.attempts 3 -> 2 (engine socket)"]);
+      await waitFor(() => open === 0, "the idle upstream connection to the removed backend to close");
+      expect(await names(r.balancer.url, 3)).toEqual(["backend-1", "backend-1", "backend-1"]);
+    } finally {
+      counted.stop(true);
+    }
+  });
+
+  test("TCP mode: backends and timeouts change in place", async () => {
+    const { rig: r, write, urls, base } = await startFromFile(2, (u) => ({
+      mode: "tcp",
+      backends: [{ name: "a", url: u[0]!.replace("http://", "") }],
+    }));
+    const url = r.balancer.url.replace("tcp:", "http:");
+    // Each request on a connection of its own: a relayed connection stays with the backend it
+    // was given (layer 4), so only new connections show the change.
+    const fresh = { headers: { connection: "close" } };
+    expect(await names(url, 2, fresh)).toEqual(["backend-1", "backend-1"]);
+    write(base({ mode: "tcp", timeouts: { connect: "2s" }, backends: [{ name: "b", url: urls[1]!.replace("http://", "") }] }));
+    const report = await r.balancer.reload();
+    expect(report.restartNeeded).toEqual([]);
+    expect(report.lines[0]).toBe("timeouts.connect 5000 -> 2000");
+    expect(await names(url, 2, fresh)).toEqual(["backend-2", "backend-2"]);
+  });
+});
+
+describe("config diff", () => {
+  const c = (more: Record<string, unknown>) => validateConfig({ backends: [{ url: "http://127.0.0.1:1" }], ...more });
+
+  test("leaf paths in words; token values never shown", () => {
+    expect(diffPaths(c({ retry: { attempts: 3 } }), c({ retry: { attempts: 2 } }))).toEqual(["retry.attempts 3 -> 2"]);
+    expect(diffPaths(c({ admin: { token: "a".repeat(16) } }), c({ admin: { token: "b".repeat(16) } }))).toEqual(["admin.token changed"]);
+  });
+
+  test("what waits for a restart, and the config in force meanwhile", () => {
+    const running = c({ listen: { port: 8000 }, timeouts: { idle: "60s" } });
+    const next = c({ mode: "tcp", backends: [{ url: "127.0.0.1:1" }], listen: { port: 9000 }, admin: { port: 9091, token: "t".repeat(16) }, timeouts: { idle: "30s", connect: "1s" } });
+    expect(restartNeeded(running, next)).toEqual(['mode "http" -> "tcp"', "listen.port 8000 -> 9000", "admin.port 8081 -> 9091", "timeouts.idle 60000 -> 30000"]);
+    const f = inForce(running, next);
+    expect(f.mode).toBe("http");
+    expect(f.listen.port).toBe(8000);
+    expect(f.admin).toEqual({ host: "127.0.0.1", port: 8081, allowedHosts: [], token: "t".repeat(16) });
+    expect(f.timeouts).toMatchObject({ idle: 60_000, connect: 1000, shutdownGrace: 10_000 });
+  });
+});
