@@ -104,6 +104,34 @@ export class FieldList implements HeaderFields {
     f.length = w;
   }
 
+  /**
+   * Remove the hop-by-hop lines in one pass: every name in `always`, and every name the
+   * Connection lines list, except Host (see headers.ts stripHopByHop for why).
+   */
+  dropHopByHop(always: ReadonlySet<string>): void {
+    const f = this.f;
+    let named: string[] | undefined;
+    for (let i = 1; i < f.length; i += 3) {
+      if (f[i] !== "connection") continue;
+      for (const token of f[i + 1]!.split(",")) {
+        const name = token.trim().toLowerCase();
+        if (name !== "" && name !== "host") (named ??= []).push(name);
+      }
+    }
+    let w = 0;
+    for (let r = 0; r < f.length; r += 3) {
+      const lower = f[r + 1]!;
+      if (always.has(lower) || (named !== undefined && named.includes(lower))) continue;
+      if (w !== r) {
+        f[w] = f[r]!;
+        f[w + 1] = lower;
+        f[w + 2] = f[r + 2]!;
+      }
+      w += 3;
+    }
+    f.length = w;
+  }
+
   /** Each line as "Name: value\r\n", in order: the head's field section (RFC 9112 §5). */
   serialize(): string {
     const f = this.f;

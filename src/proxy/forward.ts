@@ -222,6 +222,8 @@ class Trip<Body, Out> implements CancelListener, BodyEnd {
       let outcome: Outcome;
       try {
         if (this.req.cancel.aborted) return this.clientGone();
+        // Only a retry needs the set of backends already tried (a first try allocates none).
+        if (this.tried.length > 0) this.exclude ??= new Set(this.tried);
         const backend = pool.pick(this.exclude);
         if (backend === undefined) return this.fail("SY_NO_BACKEND");
         if (this.tried.length > 0) {
@@ -229,7 +231,7 @@ class Trip<Body, Out> implements CancelListener, BodyEnd {
           backend.stats.retries++;
         }
         this.tried.push(backend);
-        (this.exclude ??= new Set()).add(backend);
+        this.exclude?.add(backend);
         outcome = await this.attempt(backend);
       } finally {
         // Held until the head (and a buffered body) is in; a streamed body does not hold it,

@@ -3,7 +3,7 @@
  * `HeaderFields`, so both HTTP engines apply the same rules (fetch: `Headers`; socket: `FieldList`).
  */
 import type { CidrMatcher } from "./cidr.ts";
-import type { HeaderFields } from "./fields.ts";
+import { FieldList, type HeaderFields } from "./fields.ts";
 
 /**
  * Hop-by-hop fields: they describe one connection, not the message, so a proxy must not
@@ -24,6 +24,8 @@ export const HOP_BY_HOP = [
   "upgrade",
 ] as const;
 
+const HOP_BY_HOP_SET: ReadonlySet<string> = new Set(HOP_BY_HOP);
+
 export const VIA = "1.1 switchyard";
 
 /**
@@ -37,6 +39,8 @@ export const VIA = "1.1 switchyard";
  * nginx and HAProxy never drop Host whatever Connection says; neither do we.
  */
 export function stripHopByHop(headers: HeaderFields): void {
+  // The socket engine's FieldList does it in one pass over the lines.
+  if (headers instanceof FieldList) return headers.dropHopByHop(HOP_BY_HOP_SET);
   const connection = headers.get("connection");
   if (connection !== null) {
     for (const token of connection.split(",")) {

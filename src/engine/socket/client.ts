@@ -22,7 +22,7 @@ import type { Logger } from "../../log/logger.ts";
 import { HTTPParser, METHODS, isParseError, type LlhttpParser, type OnHeadersComplete, type ParseError } from "./llhttp.ts";
 import { Outbox, HIGH_WATER } from "./outbox.ts";
 import { RequestBody, chunkHead, CRLF, LAST_CHUNK } from "./request-body.ts";
-import type { ResponseSink, SocketResponse } from "./upstream.ts";
+import type { InterimSink, ResponseSink, SocketResponse } from "./upstream.ts";
 
 export interface ClientLimits {
   maxHeaderSize: number;
@@ -72,7 +72,7 @@ const REASONS: Record<number, string> = {
 };
 
 /** One request and its answer on a client connection. */
-export class Exchange {
+export class Exchange implements ResponseSink, InterimSink {
   /** Aborted when the client goes away, or with a ClientFault when it breaks a rule. */
   readonly cancel = new Cancel();
   body: RequestBody | undefined;
@@ -90,7 +90,7 @@ export class Exchange {
   fault: { status: number; detail: string } | undefined;
   private chunkedOut = false;
   private bytesOut = 0;
-  private end: BodyEnd | undefined;
+  private bodyEnd: BodyEnd | undefined;
 
   constructor(
     readonly conn: ClientConnection,
@@ -104,12 +104,12 @@ export class Exchange {
   }
 
   /** Interim responses from the backend (103 Early Hints, 102): passed on to HTTP/1.1 clients. */
-  readonly interim = (status: number, statusText: string, headers: FieldList): void => {
+  interim(status: number, statusText: string, headers: FieldList): void {
     // 100 Continue is ours to send (see start()); HTTP/1.0 clients get no 1xx (RFC 9110 §15.2).
     if (status === 100 || this.http10 || this.done) return;
     stripHopByHop(headers);
     this.conn.write(Buffer.from(`HTTP/1.1 ${status} ${statusText}\r\n${headers.serialize()}\r\n`, "latin1"));
-  };
+  }
 
   /** Write the backend's response head, then its body as it comes. */
   respond(res: SocketResponse, end: BodyEnd): void {
@@ -117,7 +117,7 @@ export class Exchange {
       // Broke before a byte reached the client: the loop may still try another backend.
       throw Object.assign(new Error(res.failure.detail), { code: "ECONNRESET" });
     }
-    this.end = end;
+    this.bodyEnd = end;
     this.responded = true;
     const h = res.headers;
     const env = this.conn.env;
@@ -132,11 +132,20 @@ export class Exchange {
     }
     if (this.closeAfter) h.append("Connection", "close");
     else if (this.http10) h.append("Connection", "keep-alive");
-    const head = Buffer.from(`HTTP/1.1 ${res.status} ${res.statusText}\r\n${h.serialize()}\r\n`, "latin1");
+    const headText = `HTTP/1.1 ${res.status} ${res.statusText}\r\n${h.serialize()}\r\n`;
     const held = res.held;
     if (held.length === 0 && !(res.complete && this.chunkedOut)) {
-      this.conn.write(head);
+      this.conn.write(Buffer.from(headText, "latin1"));
+    } else if (held.length === 1 && !this.chunkedOut) {
+      // The common small answer: head and body in one buffer, one write.
+      const body = held[0]!;
+      const out = Buffer.allocUnsafe(headText.length + body.length);
+      out.write(headText, 0, "latin1");
+      out.set(body, headText.length);
+      this.bytesOut += body.length;
+      this.conn.write(out);
     } else {
+      const head = Buffer.from(headText, "latin1");
       const parts: Uint8Array[] = [head];
       for (const c of held) this.frame(parts, c);
       if (res.complete && this.chunkedOut) parts.push(LAST_CHUNK);
@@ -144,7 +153,7 @@ export class Exchange {
     }
     res.held = [];
     if (res.complete) return this.finish();
-    res.attach(this.sink);
+    res.attach(this);
   }
 
   private frame(parts: Uint8Array[], c: Uint8Array): void {
@@ -153,28 +162,29 @@ export class Exchange {
     else parts.push(c);
   }
 
-  private readonly sink: ResponseSink = {
-    chunk: (c) => {
-      if (c.length === 0) return;
-      this.bytesOut += c.length;
-      if (this.chunkedOut) this.conn.write(Buffer.concat([chunkHead(c.length), c, CRLF]));
-      else this.conn.write(c);
-    },
-    end: () => {
-      if (this.chunkedOut) this.conn.write(LAST_CHUNK);
-      this.finish();
-    },
-    fail: (by, detail) => {
-      // The head went out: the only honest signal left is to cut the connection, so the
-      // client sees a short body (or a missing last chunk), never a complete-looking one.
-      this.settle({ by, detail });
-      this.conn.destroy();
-    },
-    congested: () => this.conn.congested,
-    onDecongested: (fn) => {
-      this.conn.releaseUpstream = fn;
-    },
-  };
+  // ResponseSink: the body after the head, as the upstream connection reads it.
+  chunk(c: Uint8Array): void {
+    if (c.length === 0) return;
+    this.bytesOut += c.length;
+    if (this.chunkedOut) this.conn.write(Buffer.concat([chunkHead(c.length), c, CRLF]));
+    else this.conn.write(c);
+  }
+  end(): void {
+    if (this.chunkedOut) this.conn.write(LAST_CHUNK);
+    this.finish();
+  }
+  fail(by: "client" | "backend", detail: string): void {
+    // The head went out: the only honest signal left is to cut the connection, so the
+    // client sees a short body (or a missing last chunk), never a complete-looking one.
+    this.settle({ by, detail });
+    this.conn.destroy();
+  }
+  congested(): boolean {
+    return this.conn.congested;
+  }
+  onDecongested(fn: () => void): void {
+    this.conn.releaseUpstream = fn;
+  }
 
   /** The answer is complete on our side. */
   private finish(): void {
@@ -186,8 +196,8 @@ export class Exchange {
   }
 
   private settle(failure?: { by: "client" | "backend"; detail: string }): void {
-    const end = this.end;
-    this.end = undefined;
+    const end = this.bodyEnd;
+    this.bodyEnd = undefined;
     this.done = true;
     end?.bodyEnded(this.bytesOut, failure);
   }

@@ -60,14 +60,14 @@ export function startSocketEngine(opts: SocketEngineOptions): SocketEngine {
       const ex = req.own;
       const head = requestHead(backend, req);
       const idle = pool.take(backend);
-      if (idle === undefined) return pool.connect(backend, cancel).then((c) => c.request(head.bytes, head.stream, req.method, cancel, ex.interim));
-      return idle.request(head.bytes, head.stream, req.method, cancel, ex.interim).catch(async (e: unknown) => {
+      if (idle === undefined) return pool.connect(backend, cancel).then((c) => c.request(head.bytes, head.stream, req.method, cancel, ex));
+      return idle.request(head.bytes, head.stream, req.method, cancel, ex).catch(async (e: unknown) => {
         // A kept-alive connection the backend closed as we reused it (RFC 9112 §9.3.1): the
         // request never reached it. Once more on a fresh connection when that cannot repeat
         // an action: idempotent, and a body we still hold.
         if (!isStale(e) || cancel.aborted || !req.replayable || !isIdempotent(req.method)) throw e;
         const fresh = await pool.connect(backend, cancel);
-        return fresh.request(head.bytes, head.stream, req.method, cancel, ex.interim);
+        return fresh.request(head.bytes, head.stream, req.method, cancel, ex);
       });
     },
     respond: (req, res, end) => req.own.respond(res as SocketResponse, end),

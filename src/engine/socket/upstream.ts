@@ -73,7 +73,9 @@ export class SocketResponse implements UpstreamResponse {
 }
 
 /** Interim (1xx) responses are passed to the client as they come (RFC 9110 §15.2). */
-export type InterimSink = (status: number, statusText: string, headers: FieldList) => void;
+export interface InterimSink {
+  interim(status: number, statusText: string, headers: FieldList): void;
+}
 
 interface PendingHead {
   resolve(r: SocketResponse): void;
@@ -230,7 +232,7 @@ export class UpstreamConn implements BodySink, CancelListener {
         queueMicrotask(() => this.destroy("backend", "unexpected 101 Switching Protocols"));
         return 0;
       }
-      this.interim?.(status, statusText, headers);
+      this.interim?.interim(status, statusText, headers);
       return 0;
     }
     this.keepAlive = keepAlive;
