@@ -23,7 +23,14 @@ export interface HeaderFields {
  */
 export class FieldList implements HeaderFields {
   /** name, lower-cased name, value; repeated. */
-  private readonly f: string[];
+  private f: string[];
+
+  /** Lines already in this layout (the socket engine's scanner builds them so). */
+  static fromTriples(triples: string[]): FieldList {
+    const l = new FieldList();
+    l.f = triples;
+    return l;
+  }
 
   /** `raw` is [name, value, name, value, ...] as llhttp hands it over. */
   constructor(raw: readonly string[] = []) {

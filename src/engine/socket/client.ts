@@ -21,6 +21,7 @@ import { stripHopByHop } from "../../proxy/headers.ts";
 import type { Logger } from "../../log/logger.ts";
 import { HTTPParser, METHODS, isParseError, type LlhttpParser, type OnHeadersComplete, type ParseError } from "./llhttp.ts";
 import { Outbox, HIGH_WATER } from "./outbox.ts";
+import { scanRequest } from "./scan.ts";
 import { RequestBody, chunkHead, CRLF, LAST_CHUNK } from "./request-body.ts";
 import type { InterimSink, ResponseSink, SocketResponse } from "./upstream.ts";
 
@@ -247,6 +248,8 @@ export class ClientConnection {
   private extraUrl = "";
   /** A fault stopped parsing: what else arrives is ignored. */
   private broken = false;
+  /** llhttp holds no partial message: the next bytes may take the fast path. */
+  private atStart = true;
   private paused = false;
   closed = false;
   /** performance.now() deadline for what `wait` says; 0 for none. */
@@ -271,7 +274,13 @@ export class ClientConnection {
     p[HTTPParser.kOnHeadersComplete] = ((maj, min, fields, method, url, _s, _t, upgrade, keepAlive) =>
       this.onHead(maj, min, fields, method!, url, upgrade, keepAlive)) satisfies OnHeadersComplete;
     p[HTTPParser.kOnBody] = (chunk: Uint8Array) => this.onBody(chunk);
-    p[HTTPParser.kOnMessageComplete] = () => this.onMessageComplete();
+    p[HTTPParser.kOnMessageComplete] = () => {
+      this.atStart = true;
+      this.onMessageComplete();
+    };
+    p[HTTPParser.kOnMessageBegin] = () => {
+      this.atStart = false;
+    };
     this.parser = p;
     this.expect(Wait.Head, env.headerTimeout);
   }
@@ -299,6 +308,21 @@ export class ClientConnection {
     // The first byte of a new request after an idle gap: its head is now due.
     if (this.wait === Wait.Idle) this.expect(Wait.Head, this.env.headerTimeout);
     else if (this.wait === Wait.Body) this.expect(Wait.Body, this.env.idleTimeout);
+    if (this.atStart && this.parsing === undefined) {
+      // The fast path: whole plain requests, scanned without llhttp (scan.ts says when).
+      let off = 0;
+      const max = this.env.limits.maxHeaderSize;
+      while (off < chunk.length && !this.broken) {
+        const r = scanRequest(chunk, off, max);
+        if (r === undefined) break;
+        this.headParsed(r.method, r.target, 1, r.http10 ? 0 : 1, FieldList.fromTriples(r.fields), false, r.keepAlive);
+        if (r.end > r.headEnd) this.onBody(chunk.subarray(r.headEnd, r.end));
+        this.onMessageComplete();
+        off = r.end;
+      }
+      if (off === chunk.length || this.broken) return this.applyBackpressure();
+      if (off > 0) chunk = chunk.subarray(off);
+    }
     const r = this.parser.execute(chunk);
     if (isParseError(r)) this.parseFailed(r);
     else if (r !== chunk.length && !this.broken) {
@@ -329,6 +353,7 @@ export class ClientConnection {
     this.socket.resume();
   }
 
+  /** From llhttp: a request head. */
   private onHead(
     major: number, minor: number, fields: string[] | undefined, methodIndex: number, url: string | undefined,
     upgrade: boolean, keepAlive: boolean,
@@ -339,13 +364,17 @@ export class ClientConnection {
       this.extraHeaders = undefined;
       this.extraUrl = "";
     }
-    const method = METHODS[methodIndex] ?? "GET";
-    const headers = new FieldList(fields ?? []);
+    this.headParsed(METHODS[methodIndex] ?? "GET", url ?? "", major, minor, new FieldList(fields ?? []), upgrade, keepAlive);
+    return 0;
+  }
+
+  /** A request head, from llhttp or the scanner: queue its exchange, check it, start it when its turn comes. */
+  private headParsed(method: string, url: string, major: number, minor: number, headers: FieldList, upgrade: boolean, keepAlive: boolean): void {
     const http10 = major === 1 && minor === 0;
-    const ex = new Exchange(this, method, url ?? "", http10, keepAlive, headers);
+    const ex = new Exchange(this, method, url, http10, keepAlive, headers);
     this.queue.push(ex);
     this.parsing = ex;
-    const fault = checkHead(ex, major, minor, url ?? "", upgrade, this.env.limits);
+    const fault = checkHead(ex, major, minor, url, upgrade, this.env.limits);
     if (fault !== undefined) {
       ex.fault = fault;
       ex.parsed = true;
@@ -354,7 +383,7 @@ export class ClientConnection {
       this.socket.pause();
       this.paused = true;
       if (this.queue[0] === ex) this.start(ex);
-      return 0;
+      return;
     }
     const te = headers.has("transfer-encoding");
     const cl = te ? 0 : Number(headers.get("content-length") ?? 0);
@@ -370,7 +399,6 @@ export class ClientConnection {
     if (upgrade) this.broken = true;
     this.expect(ex.body ? Wait.Body : Wait.None, this.env.idleTimeout);
     if (this.queue[0] === ex) this.start(ex);
-    return 0;
   }
 
   private onBody(chunk: Uint8Array): void {

@@ -32,6 +32,7 @@ interface Binding {
     new (): LlhttpParser;
     REQUEST: number;
     RESPONSE: number;
+    kOnMessageBegin: number;
     kOnHeaders: number;
     kOnHeadersComplete: number;
     kOnBody: number;

@@ -17,6 +17,7 @@ import type { UpstreamResponse } from "../../proxy/forward.ts";
 import type { Cancel, CancelListener } from "../../proxy/cancel.ts";
 import { HTTPParser, SKIP_BODY, isParseError, type LlhttpParser, type OnHeadersComplete } from "./llhttp.ts";
 import { Outbox } from "./outbox.ts";
+import { scanResponse } from "./scan.ts";
 import { CRLF, LAST_CHUNK, chunkHead, type BodySink, type RequestBody } from "./request-body.ts";
 
 export interface UpstreamPoolOptions {
@@ -116,6 +117,8 @@ export class UpstreamConn implements BodySink, CancelListener {
   private messageDone = false;
   /** Bytes that cannot be ours arrived: never reuse. */
   private poisoned = false;
+  /** llhttp holds no partial message: the next read may take the fast path. */
+  private atStart = true;
   private cancel: Cancel | undefined;
   /** Set while this connection is in an exchange; the pool takes it back when done. */
   private inUse = false;
@@ -132,7 +135,13 @@ export class UpstreamConn implements BodySink, CancelListener {
     p[HTTPParser.kOnHeadersComplete] = ((_maj, _min, fields, _m, _u, status, statusText, _upgrade, keepAlive) =>
       this.onHead(fields, status!, statusText ?? "", keepAlive)) satisfies OnHeadersComplete;
     p[HTTPParser.kOnBody] = (chunk: Uint8Array) => this.onBody(chunk);
-    p[HTTPParser.kOnMessageComplete] = () => this.onMessageComplete();
+    p[HTTPParser.kOnMessageComplete] = () => {
+      this.atStart = true;
+      this.onMessageComplete();
+    };
+    p[HTTPParser.kOnMessageBegin] = () => {
+      this.atStart = false;
+    };
     this.parser = p;
   }
 
@@ -200,6 +209,18 @@ export class UpstreamConn implements BodySink, CancelListener {
       return;
     }
     this.gotBytes = true;
+    if (this.atStart) {
+      // The fast path: a whole plain response in this read, scanned without llhttp (scan.ts).
+      const r = scanResponse(chunk, 0, this.pool.opts.maxHeaderSize, this.skipBody);
+      if (r !== undefined && r.end === chunk.length) {
+        this.keepAlive = r.keepAlive;
+        this.finalHead(FieldList.fromTriples(r.fields), r.status, r.statusText, r.end > r.headEnd ? "length" : "none");
+        if (r.end > r.headEnd) this.onBody(chunk.subarray(r.headEnd, r.end));
+        this.onMessageComplete();
+        if (!this.sendingBody) this.finishExchange();
+        return;
+      }
+    }
     const r = this.parser.execute(chunk);
     if (isParseError(r)) {
       this.destroy("backend", `invalid response (${r.code})`);
@@ -241,12 +262,17 @@ export class UpstreamConn implements BodySink, CancelListener {
     else if (headers.has("transfer-encoding")) framing = "chunked";
     else if (headers.has("content-length")) framing = headers.get("content-length") === "0" ? "none" : "length";
     else framing = "close";
+    this.finalHead(headers, status, statusText, framing);
+    return this.skipBody ? SKIP_BODY : 0;
+  }
+
+  /** The final response head (llhttp's or the scanner's): hand it to the waiting try. */
+  private finalHead(headers: FieldList, status: number, statusText: string, framing: Framing): void {
     const res = new SocketResponse(this, status, statusText, headers, framing);
     this.res = res;
     const pending = this.pending;
     this.pending = undefined;
     pending?.resolve(res);
-    return this.skipBody ? SKIP_BODY : 0;
   }
 
   private onBody(chunk: Uint8Array): void {

@@ -1,0 +1,198 @@
+/**
+ * A fast path in front of llhttp for the plain messages that make up nearly all traffic: a
+ * head that arrived whole in one read, no Transfer-Encoding, no Upgrade, at most one
+ * Content-Length whose body is in the same read. Anything else, or anything the scanner is
+ * not sure of, returns undefined and the same bytes go to llhttp, which decides.
+ *
+ * So the scanner only ever accepts a strict subset of what llhttp accepts (RFC 9112 §2.2,
+ * §3, §5: single SP in the start line, tchar names with the colon right after them, no
+ * whitespace before the colon, no obs-fold, no bare CR or LF, no control characters in
+ * values), and it can never be the more lenient of the two. test/engine/scan.test.ts runs
+ * every case through both and checks they agree.
+ *
+ * Why: llhttp costs about 1 µs per head plus the marshalling of its callbacks, twice per
+ * request (request and response); the scan builds the field list directly. Measured on the
+ * whole path in README "Performance".
+ */
+
+/** tchar (RFC 9110 §5.6.2): the bytes a field name or method may hold. */
+const TCHAR = new Uint8Array(256);
+for (const c of "!#$%&'*+-.^_`|~") TCHAR[c.charCodeAt(0)] = 1;
+for (let c = 0x30; c <= 0x39; c++) TCHAR[c] = 1;
+for (let c = 0x41; c <= 0x5a; c++) TCHAR[c] = 1;
+for (let c = 0x61; c <= 0x7a; c++) TCHAR[c] = 1;
+
+/** field-vchar, SP and HTAB (RFC 9110 §5.5), obs-text included as llhttp accepts it. */
+const VALUE = new Uint8Array(256);
+VALUE[0x09] = 1;
+for (let c = 0x20; c <= 0x7e; c++) VALUE[c] = 1;
+for (let c = 0x80; c <= 0xff; c++) VALUE[c] = 1;
+
+/** Methods the fast path knows; any other goes to llhttp. */
+const METHODS = new Set(["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"]);
+
+const CR = 13;
+const LF = 10;
+const SP = 32;
+const COLON = 58;
+
+interface Latin1 {
+  latin1Slice(start: number, end: number): string;
+}
+
+export interface ScannedHead {
+  /** Offset just past the blank line that ends the head. */
+  headEnd: number;
+  /** Offset just past the body (headEnd + Content-Length). */
+  end: number;
+  /** name, lower-cased name, value; repeated (FieldList's layout). */
+  fields: string[];
+  contentLength: number;
+  /** Connection's tokens say close (or, for HTTP/1.0, do not say keep-alive). */
+  keepAlive: boolean;
+  http10: boolean;
+}
+
+export interface ScannedRequest extends ScannedHead {
+  method: string;
+  target: string;
+}
+
+export interface ScannedResponse extends ScannedHead {
+  status: number;
+  statusText: string;
+}
+
+/**
+ * Field lines from `i` up to and including the blank line. Returns false to defer to llhttp.
+ * Fills `out` and returns true on success.
+ */
+function scanFields(b: Uint8Array, i: number, limit: number, out: ScannedHead): boolean {
+  const s = b as unknown as Latin1;
+  const fields = out.fields;
+  let connection: string | undefined;
+  for (;;) {
+    if (i + 1 >= limit) return false;
+    if (b[i] === CR) {
+      if (b[i + 1] !== LF) return false;
+      out.headEnd = i + 2;
+      break;
+    }
+    // Name: one or more tchar, then the colon at once (no whitespace before it, §5.1).
+    const nameStart = i;
+    while (i < limit && TCHAR[b[i]!] === 1) i++;
+    if (i === nameStart || i >= limit || b[i] !== COLON) return false;
+    const name = s.latin1Slice(nameStart, i);
+    i++;
+    // OWS, value, OWS, CRLF.
+    while (i < limit && (b[i] === SP || b[i] === 9)) i++;
+    const valueStart = i;
+    let valueEnd = i;
+    while (i < limit) {
+      const c = b[i]!;
+      if (VALUE[c] !== 1) break;
+      i++;
+      if (c !== SP && c !== 9) valueEnd = i;
+    }
+    if (i + 1 >= limit || b[i] !== CR || b[i + 1] !== LF) return false;
+    i += 2;
+    const value = s.latin1Slice(valueStart, valueEnd);
+    const lower = name.toLowerCase();
+    switch (lower) {
+      case "content-length": {
+        if (out.contentLength !== -1 || value.length === 0 || value.length > 15) return false;
+        for (let k = 0; k < value.length; k++) {
+          const d = value.charCodeAt(k);
+          if (d < 48 || d > 57) return false;
+        }
+        out.contentLength = Number(value);
+        break;
+      }
+      case "transfer-encoding":
+      case "upgrade":
+        return false;
+      case "connection":
+        connection = connection === undefined ? value : `${connection}, ${value}`;
+        break;
+    }
+    fields.push(name, lower, value);
+  }
+  if (connection !== undefined) {
+    const tokens = connection.toLowerCase();
+    if (tokens.includes("close")) {
+      // Exact token match, not a substring of another token.
+      if (tokens.split(",").some((t) => t.trim() === "close")) out.keepAlive = false;
+    }
+    if (out.http10 && tokens.split(",").some((t) => t.trim() === "keep-alive")) out.keepAlive = true;
+  }
+  return true;
+}
+
+/** "HTTP/1.1" or "HTTP/1.0" at i: the minor version, or -1. */
+function version(b: Uint8Array, i: number): number {
+  if (b[i] !== 72 || b[i + 1] !== 84 || b[i + 2] !== 84 || b[i + 3] !== 80 || b[i + 4] !== 47 || b[i + 5] !== 49 || b[i + 6] !== 46) return -1;
+  const minor = b[i + 7]!;
+  return minor === 49 ? 1 : minor === 48 ? 0 : -1;
+}
+
+/**
+ * A whole request at `from` in `b`: head, and its Content-Length body in the same buffer.
+ * Undefined: let llhttp read these bytes.
+ */
+export function scanRequest(b: Uint8Array, from: number, maxHead: number): ScannedRequest | undefined {
+  const limit = Math.min(b.length, from + maxHead);
+  const s = b as unknown as Latin1;
+  let i = from;
+  while (i < limit && TCHAR[b[i]!] === 1) i++;
+  if (i === from || i >= limit || b[i] !== SP) return undefined;
+  const method = s.latin1Slice(from, i);
+  if (!METHODS.has(method)) return undefined;
+  const targetStart = ++i;
+  // origin-form only: other forms (absolute, asterisk) go the careful way.
+  if (b[i] !== 47) return undefined;
+  while (i < limit) {
+    const c = b[i]!;
+    if (c <= SP || c >= 0x7f) break;
+    i++;
+  }
+  if (i >= limit || b[i] !== SP) return undefined;
+  const target = s.latin1Slice(targetStart, i);
+  const minor = version(b, i + 1);
+  if (minor === -1 || b[i + 9] !== CR || b[i + 10] !== LF) return undefined;
+  const out: ScannedRequest = {
+    method, target, headEnd: 0, end: 0, fields: [], contentLength: -1, keepAlive: minor === 1, http10: minor === 0,
+  };
+  if (!scanFields(b, i + 11, limit, out)) return undefined;
+  out.end = out.headEnd + (out.contentLength > 0 ? out.contentLength : 0);
+  return out.end <= b.length ? out : undefined;
+}
+
+/**
+ * A whole response at `from` in `b`, for a request whose method was `method`: a final status
+ * (not 1xx), and a body framed by Content-Length (or none: HEAD, 204, 304) in the same buffer.
+ */
+export function scanResponse(b: Uint8Array, from: number, maxHead: number, head: boolean): ScannedResponse | undefined {
+  const limit = Math.min(b.length, from + maxHead);
+  const s = b as unknown as Latin1;
+  const minor = version(b, from);
+  if (minor === -1 || b[from + 8] !== SP) return undefined;
+  const d0 = b[from + 9]! - 48;
+  const d1 = b[from + 10]! - 48;
+  const d2 = b[from + 11]! - 48;
+  if (d0 < 2 || d0 > 5 || d1 < 0 || d1 > 9 || d2 < 0 || d2 > 9 || b[from + 12] !== SP) return undefined;
+  const status = d0 * 100 + d1 * 10 + d2;
+  let i = from + 13;
+  const reasonStart = i;
+  while (i < limit && VALUE[b[i]!] === 1) i++;
+  if (i + 1 >= limit || b[i] !== CR || b[i + 1] !== LF) return undefined;
+  const out: ScannedResponse = {
+    status, statusText: s.latin1Slice(reasonStart, i), headEnd: 0, end: 0, fields: [], contentLength: -1,
+    keepAlive: minor === 1, http10: minor === 0,
+  };
+  if (!scanFields(b, i + 2, limit, out)) return undefined;
+  const bodiless = head || status === 204 || status === 304;
+  // Without a length the body runs to the close (RFC 9112 §6.3): llhttp's case.
+  if (!bodiless && out.contentLength === -1) return undefined;
+  out.end = out.headEnd + (bodiless ? 0 : out.contentLength);
+  return out.end <= b.length ? out : undefined;
+}
