@@ -260,7 +260,7 @@ export async function startBalancer(initial: Config, opts: BalancerOptions = {})
 
 /** The settings that shape every backend; a reload hands the new ones to reconcile. */
 function backendDefaults(c: Config): BackendDefaults {
-  return { healthCheck: c.healthCheck, slowStart: c.slowStart };
+  return { healthCheck: c.healthCheck, slowStart: c.slowStart, latencyDecay: c.peakEwma.decay };
 }
 
 function withoutBackends(c: Config): Record<string, unknown> {

@@ -9,6 +9,7 @@ import { HOP_BY_HOP } from "../proxy/headers.ts";
 import { parseCidr } from "../proxy/cidr.ts";
 import { listenHostProblem } from "./address.ts";
 import { parseHostPort } from "../admin/hosts.ts";
+import { HASH_KEY_HINT, HASH_KEY_PATTERN, TOKEN } from "../policy/hash-key.ts";
 
 const DURATION_HINT = 'a duration like "250ms", "5s", "1m" or a number of milliseconds';
 const SIZE_HINT = 'a size like "64KB", "128MB" or a number of bytes';
@@ -181,6 +182,27 @@ export const ConfigSchema = v.strictObject({
     {},
   ),
   strategy: v.optional(PolicyName, "least-connections"),
+  /** consistent-hash only (and required by it): what a request's key is read from. */
+  hash: v.optional(
+    v.strictObject({
+      key: v.pipe(v.string(`expected ${HASH_KEY_HINT}`), v.regex(HASH_KEY_PATTERN, `expected ${HASH_KEY_HINT}`)),
+    }),
+  ),
+  /** Sticky sessions beside any strategy (HTTP mode): a cookie naming the backend that answered. */
+  sticky: v.optional(
+    v.strictObject({
+      cookie: v.pipe(v.string("expected a cookie name"), v.regex(TOKEN, "expected a cookie name (letters, digits and !#$%&'*+-.^_`|~)")),
+      /** The HMAC key that makes cookie values unguessable; see policy/sticky.ts. */
+      secret: v.optional(v.pipe(v.string("expected a secret string"), v.minLength(16, "expected a secret of at least 16 characters"))),
+    }),
+  ),
+  peakEwma: v.optional(
+    v.strictObject({
+      /** τ of the response-time average: how fast a peak is forgotten and an idle backend looks cheap again. */
+      decay: v.optional(v.pipe(duration, v.check((ms) => ms > 0, "expected a duration above 0")), 10_000),
+    }),
+    {},
+  ),
   backends: v.pipe(v.array(Backend, "expected a list of backends"), v.minLength(1, "expected at least one backend")),
   /**
    * HTTP mode's data path: "fetch" (Bun.serve + fetch) or "socket" (HTTP/1.1 parsed on Bun's

@@ -36,6 +36,8 @@ export interface BackendDefaults {
   healthCheck: Config["healthCheck"];
   /** ms; 0 = off. */
   slowStart: number;
+  /** τ of peak-ewma's response-time average, ms (peakEwma.decay); its default when absent. */
+  latencyDecay?: number;
 }
 
 export interface ReconcileResult {
@@ -164,7 +166,10 @@ export class Reconciler {
   }
 
   private options(d: DesiredBackend, defaults: BackendDefaults) {
-    return { name: d.name, url: d.url, weight: d.weight, maxConnections: d.maxConnections, statsPath: d.statsPath, slowStart: defaults.slowStart };
+    return {
+      name: d.name, url: d.url, weight: d.weight, maxConnections: d.maxConnections, statsPath: d.statsPath,
+      slowStart: defaults.slowStart, latencyDecay: defaults.latencyDecay,
+    };
   }
 
   private async add(d: DesiredBackend, spec: BackendSpec, check: ResolvedCheck | undefined): Promise<void> {
@@ -192,6 +197,7 @@ function describeSpecChange(b: Backend, spec: BackendSpec): string[] {
   if (b.maxConnections !== spec.maxConnections) out.push(`maxConnections ${b.maxConnections} -> ${spec.maxConnections}`);
   if (b.slowStartMs !== spec.slowStartMs) out.push(`slowStart ${b.slowStartMs}ms -> ${spec.slowStartMs}ms`);
   if (b.statsPath !== spec.statsPath) out.push(`statsPath ${b.statsPath ?? "none"} -> ${spec.statsPath ?? "none"}`);
+  if (b.stats.ewma.decayMs !== spec.latencyDecayMs) out.push(`peak-ewma decay ${b.stats.ewma.decayMs}ms -> ${spec.latencyDecayMs}ms`);
   return out;
 }
 

@@ -1,0 +1,57 @@
+import type { Backend } from "../pool/backend.ts";
+import type { SelectionPolicy } from "./policy.ts";
+
+/**
+ * What choosing a backend with no response time yet costs when it already has requests in
+ * flight (Finagle's Penalty): large, so that an unmeasured backend takes one request at a time
+ * until its first answer tells what it is worth, and is otherwise compared by in-flight count.
+ */
+const PENALTY = 1e9;
+
+/**
+ * Latency-aware selection as Finagle's and Linkerd's peak EWMA balancers do it: each backend's
+ * cost is its peak-sensitive moving average of response time (BackendStats.ewma, fed by every
+ * response head) times (in-flight + 1), divided by its weight; the cheapest is chosen.
+ *
+ * A full scan rather than power-of-two choices: P2C exists to avoid scanning many backends and
+ * to avoid a herd on stale load figures. Here the in-flight counts are this process's own and
+ * change the moment a backend is chosen, so the minimum cannot be stale; and with the handful
+ * of backends a balancer like this fronts, a scan is a few multiplications. It also never
+ * hands a request to the slow backend just because the fast one it was paired with is busier
+ * than the other, idle fast one: with one slow backend in three, P2C pairs the slow one with
+ * only one fast backend in two draws out of three, and the tail shows it.
+ *
+ * Ties (all unmeasured and idle at the start) are broken by a rotating start, as in
+ * least-connections, so they share rather than all going to the first.
+ */
+export class PeakEwmaPolicy implements SelectionPolicy {
+  readonly name = "peak-ewma";
+  private offset = 0;
+
+  pick(candidates: readonly Backend[]): Backend {
+    const n = candidates.length;
+    if (n === 1) return candidates[0]!;
+    const now = performance.now();
+    const start = this.offset++ % n;
+    if (this.offset >= 0x3fffffff) this.offset = 0;
+    let best = candidates[start]!;
+    let bestCost = cost(best, now);
+    for (let i = 1; i < n; i++) {
+      const b = candidates[(start + i) % n]!;
+      const c = cost(b, now);
+      if (c < bestCost) {
+        best = b;
+        bestCost = c;
+      }
+    }
+    return best;
+  }
+}
+
+/** The expected wait for one more request on `b`, relative to its weight. */
+export function cost(b: Backend, now: number): number {
+  const ewma = b.stats.ewma;
+  const pending = b.inFlight;
+  if (!ewma.measured) return pending === 0 ? 0 : (PENALTY + pending) / b.weight;
+  return (ewma.estimate(now) * (pending + 1)) / b.weight;
+}
