@@ -106,6 +106,11 @@ export class HashRing {
     }
   }
 
+  /** Points on the ring. */
+  get size(): number {
+    return this.points.length;
+  }
+
   /**
    * The member owning hash `h`: the first point at or after `h` (wrapping) whose owner is
    * marked with `epoch`. The caller guarantees at least one member is marked.

@@ -28,10 +28,13 @@ export class PeakEwmaPolicy implements SelectionPolicy {
   readonly name = "peak-ewma";
   private offset = 0;
 
+  /** `clock`: the time base of BackendStats.ewma (performance.now); tests pass their own. */
+  constructor(private readonly clock: () => number = () => performance.now()) {}
+
   pick(candidates: readonly Backend[]): Backend {
     const n = candidates.length;
     if (n === 1) return candidates[0]!;
-    const now = performance.now();
+    const now = this.clock();
     const start = this.offset++ % n;
     if (this.offset >= 0x3fffffff) this.offset = 0;
     let best = candidates[start]!;
