@@ -182,6 +182,12 @@ export const ConfigSchema = v.strictObject({
     {},
   ),
   strategy: v.optional(PolicyName, "least-connections"),
+  backends: v.pipe(v.array(Backend, "expected a list of backends"), v.minLength(1, "expected at least one backend")),
+  /**
+   * HTTP mode's data path: "fetch" (Bun.serve + fetch) or "socket" (HTTP/1.1 parsed on Bun's
+   * own sockets, pooled upstream keep-alive). Both share every decision above the wire.
+   */
+  engine: v.optional(v.picklist(["fetch", "socket"], 'expected "fetch" or "socket"'), "fetch"),
   /** consistent-hash only (and required by it): what a request's key is read from. */
   hash: v.optional(
     v.strictObject({
@@ -203,12 +209,6 @@ export const ConfigSchema = v.strictObject({
     }),
     {},
   ),
-  backends: v.pipe(v.array(Backend, "expected a list of backends"), v.minLength(1, "expected at least one backend")),
-  /**
-   * HTTP mode's data path: "fetch" (Bun.serve + fetch) or "socket" (HTTP/1.1 parsed on Bun's
-   * own sockets, pooled upstream keep-alive). Both share every decision above the wire.
-   */
-  engine: v.optional(v.picklist(["fetch", "socket"], 'expected "fetch" or "socket"'), "fetch"),
   retry: v.optional(
     v.strictObject({
       attempts: v.optional(positiveInt("a whole number of tries, at least 1"), 3),
