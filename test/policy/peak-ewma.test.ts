@@ -59,7 +59,7 @@ describe("peak-ewma policy", () => {
   test("an unmeasured backend takes one request at a time until its first answer", () => {
     const p = new PeakEwmaPolicy(() => 1);
     const [known, fresh] = backends(2);
-    known.stats.ewma.observe(50, 1);
+    known!.stats.ewma.observe(50, 1);
     expect(p.pick([known!, fresh!])).toBe(fresh!);
     const lease = fresh!.acquire();
     for (let i = 0; i < 10; i++) expect(p.pick([known!, fresh!])).toBe(known!);
