@@ -20,6 +20,8 @@ import { createFetchHandler } from "./engine/fetch.ts";
 import { startSocketEngine, type SocketEngine } from "./engine/socket/engine.ts";
 import { cidrMatcher } from "./proxy/cidr.ts";
 import { compileResponseHeaderRules } from "./proxy/headers.ts";
+import { hashKeyExtractor } from "./policy/hash-key.ts";
+import { StickySessions } from "./policy/sticky.ts";
 import { TrafficStats } from "./stats/traffic.ts";
 import { createAccessLog, type AccessLog, type LineSink } from "./log/access.ts";
 import { consoleLogger, type Logger } from "./log/logger.ts";
@@ -324,6 +326,8 @@ function buildProxy(config: Config, ctx: BalancerContext, accessLog: AccessLog |
     responseBuffer: config.limits.responseBuffer,
     upstreamConcurrency: config.limits.upstreamConcurrency,
     idleTimeoutSec: Math.ceil(config.timeouts.idle / 1000),
+    hashKey: config.hash ? hashKeyExtractor(config.hash.key) : undefined,
+    sticky: config.sticky ? new StickySessions(ctx.pool, config.sticky) : undefined,
   });
   const app = new Hono<{ Bindings: { server: Server<unknown> } }>();
   app.all("*", (c) => handler(c.req.raw, c.env.server));

@@ -7,7 +7,8 @@
  * The extractor is built once from the config; per request it reads one value. An absent or
  * empty header or cookie gives no key, and the policy spreads such requests evenly instead.
  */
-import { cookieValue, type HeaderSource } from "../proxy/cookie.ts";
+import { cookieValue } from "../proxy/cookie.ts";
+import type { HeaderFields } from "../proxy/fields.ts";
 
 /** Header and cookie names: an RFC 9110 §5.6.2 token. */
 export const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
@@ -15,7 +16,7 @@ export const HASH_KEY_PATTERN = /^(header:[!#$%&'*+.^_`|~0-9A-Za-z-]+|cookie:[!#
 export const HASH_KEY_HINT = '"header:NAME", "cookie:NAME", "ip" or "path"';
 
 /** headers, the request target as received (path and query), the client's address. */
-export type KeyExtractor = (headers: HeaderSource, target: string, clientIp: string) => string | undefined;
+export type KeyExtractor = (headers: Pick<HeaderFields, "get">, target: string, clientIp: string) => string | undefined;
 
 export function hashKeyExtractor(spec: string): KeyExtractor {
   if (spec === "ip") return (_h, _t, ip) => ip || undefined;

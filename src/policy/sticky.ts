@@ -17,7 +17,8 @@
  */
 import type { Backend } from "../pool/backend.ts";
 import type { Pool } from "../pool/pool.ts";
-import { cookieValue, type HeaderSource } from "../proxy/cookie.ts";
+import { cookieValue } from "../proxy/cookie.ts";
+import type { HeaderFields } from "../proxy/fields.ts";
 
 /** Used when the config gives no secret; see above for what that means. */
 const BUILT_IN_SECRET = "switchyard sticky sessions";
@@ -44,7 +45,7 @@ export class StickySessions {
   }
 
   /** The backend the request's cookie names, if it names a current member. */
-  pinned(headers: HeaderSource): Backend | undefined {
+  pinned(headers: Pick<HeaderFields, "get">): Backend | undefined {
     const token = cookieValue(headers.get("cookie"), this.cookie);
     if (token === undefined) return undefined;
     this.sync();

@@ -1,9 +1,3 @@
-/** Request headers as any engine has them: Fetch's Headers, or the socket engine's own. */
-export interface HeaderSource {
-  /** The value of header `name` (lower case), or null when absent. */
-  get(name: string): string | null;
-}
-
 /**
  * The value of cookie `name` in a Cookie header ("a=1; b=2"), or undefined. Scans the string
  * in place: no split, no map per request. Bun joins repeated Cookie fields with "; " before we
