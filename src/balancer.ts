@@ -287,6 +287,8 @@ function forwardOptions(config: Config, ctx: BalancerContext, accessLog: AccessL
     preserveHost: config.preserveHost,
     responseHeaders: compileResponseHeaderRules(config.responseHeaders),
     retry: config.retry,
+    hashKey: config.hash ? hashKeyExtractor(config.hash.key) : undefined,
+    sticky: config.sticky ? new StickySessions(ctx.pool, config.sticky) : undefined,
   };
 }
 
@@ -326,8 +328,6 @@ function buildProxy(config: Config, ctx: BalancerContext, accessLog: AccessLog |
     responseBuffer: config.limits.responseBuffer,
     upstreamConcurrency: config.limits.upstreamConcurrency,
     idleTimeoutSec: Math.ceil(config.timeouts.idle / 1000),
-    hashKey: config.hash ? hashKeyExtractor(config.hash.key) : undefined,
-    sticky: config.sticky ? new StickySessions(ctx.pool, config.sticky) : undefined,
   });
   const app = new Hono<{ Bindings: { server: Server<unknown> } }>();
   app.all("*", (c) => handler(c.req.raw, c.env.server));
