@@ -55,6 +55,8 @@ export class PeakEwmaPolicy implements SelectionPolicy {
 export function cost(b: Backend, now: number): number {
   const ewma = b.stats.ewma;
   const pending = b.inFlight;
-  if (!ewma.measured) return pending === 0 ? 0 : (PENALTY + pending) / b.weight;
+  // Unmeasured backends compare among themselves by in-flight ÷ weight (least-connections),
+  // which is also what the policy does where nothing is ever measured (TCP mode).
+  if (!ewma.measured) return pending === 0 ? 0 : PENALTY + pending / b.weight;
   return (ewma.estimate(now) * (pending + 1)) / b.weight;
 }

@@ -66,6 +66,21 @@ describe("peak-ewma policy", () => {
     lease.release();
   });
 
+  test("with no response times at all (TCP mode) it is least-connections, weights included", () => {
+    const p = new PeakEwmaPolicy(() => 1);
+    const [a, b] = backends(2, [1, 2]);
+    const leases = [];
+    const picks: string[] = [];
+    for (let i = 0; i < 6; i++) {
+      const chosen = p.pick([a!, b!]);
+      picks.push(chosen.name);
+      leases.push(chosen.acquire());
+    }
+    // Weight 2 takes twice the connections of weight 1.
+    expect([a!.inFlight, b!.inFlight]).toEqual([2, 4]);
+    leases.forEach((l) => l.release());
+  });
+
   test("idle and unmeasured backends share in turn", () => {
     const p = new PeakEwmaPolicy(() => 1);
     const list = backends(3);
