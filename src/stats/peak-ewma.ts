@@ -5,42 +5,67 @@
  * - a sample above the average replaces it at once (the "peak"): a backend that turns slow is
  *   avoided after its first slow answer, not after many;
  * - a sample below it is blended in with weight 1 - e^(-Δt/τ), Δt being the time since the
- *   previous sample: how fast the average comes down depends on time, not on request rate;
- * - read between samples, the average decays towards 0 with the same τ, so a backend that was
+ *   previous update: how fast the average comes down depends on time, not on request rate;
+ * - read between updates, the average decays towards 0 with the same τ, so a backend that was
  *   slow, and is therefore no longer chosen, looks cheaper as time passes and is tried again:
  *   without that, a backend that recovered would never get the traffic that shows it.
+ *
+ * One difference, measured: samples are taken in windows. The average is updated at most once
+ * per WINDOW_MS, with the mean of the samples since the last update. A backend answering less
+ * often than that (the case Finagle and Linkerd were tuned for) has every sample taken alone,
+ * exactly as they do. A busy one answers thousands of times a second, and in a JavaScript
+ * proxy each of those times includes the proxy's own event-loop delay: a GC pause or a burst
+ * of work makes dozens of answers from a quick backend look slow at once. Taken one by one,
+ * those peaks held a 2 ms backend's average at the top of its noise (17-30 ms with a 40 ms
+ * backend beside it, which then looked only 2-3 times slower and kept 1.5-2.5% of the traffic,
+ * enough to set the p99). Averaged over 100 ms first, the average stays near what the backend
+ * really answers in, and a backend that really turns slow is caught within one window (its
+ * in-flight count, the other factor of the cost, rises at once in the meantime).
  *
  * τ is 10 s by default, Finagle's and Linkerd's default decay time.
  */
 export const DEFAULT_DECAY_MS = 10_000;
+export const WINDOW_MS = 100;
 
 export class PeakEwma {
-  /** The average in ms as of `stamp`; meaningless while `stamp` is 0 (no sample yet). */
+  /** The average in ms as of `stamp`; meaningless while `stamp` is 0 (no update yet). */
   private value = 0;
-  /** performance.now() of the last sample; 0 before the first. */
+  /** performance.now() of the last update; 0 before the first. */
   private stamp = 0;
+  /** Samples since the last update. */
+  private sum = 0;
+  private count = 0;
 
-  /** τ; a reload may change it (Backend.configure). */
-  constructor(public decayMs = DEFAULT_DECAY_MS) {}
+  constructor(
+    /** τ; a reload may change it (Backend.configure). */
+    public decayMs = DEFAULT_DECAY_MS,
+    readonly windowMs = WINDOW_MS,
+  ) {}
 
-  /** True once a sample has been recorded. */
+  /** True once a sample has been taken in. */
   get measured(): boolean {
     return this.stamp !== 0;
   }
 
   observe(rttMs: number, now = performance.now()): void {
-    const rtt = Math.max(0, rttMs);
+    this.sum += Math.max(0, rttMs);
+    this.count++;
+    // The first sample, and any sample at least a window after the last update, updates at once.
+    if (this.stamp !== 0 && now - this.stamp < this.windowMs) return;
+    const rtt = this.sum / this.count;
+    this.sum = 0;
+    this.count = 0;
     if (this.stamp === 0 || rtt > this.value) {
       this.value = rtt;
     } else {
       const w = Math.exp(-Math.max(0, now - this.stamp) / this.decayMs);
       this.value = this.value * w + rtt * (1 - w);
     }
-    // Never 0, so that a sample at performance.now() === 0 still counts as measured.
+    // Never 0, so that an update at performance.now() === 0 still counts as measured.
     this.stamp = now || Number.MIN_VALUE;
   }
 
-  /** The average as of `now` (decayed since the last sample); 0 before any sample. */
+  /** The average as of `now` (decayed since the last update); 0 before any sample. */
   estimate(now = performance.now()): number {
     if (this.stamp === 0) return 0;
     return this.value * Math.exp(-Math.max(0, now - this.stamp) / this.decayMs);

@@ -8,12 +8,29 @@ describe("PeakEwma", () => {
     expect(e.estimate(5)).toBe(0);
   });
 
-  test("a sample above the average replaces it at once", () => {
-    const e = new PeakEwma(1000);
+  test("a sample above the average replaces it at once (a backend answering less often than the window)", () => {
+    const e = new PeakEwma(1000, 100);
     e.observe(2, 100);
+    e.observe(2, 300);
+    e.observe(40, 500);
+    expect(e.estimate(500)).toBe(40);
+  });
+
+  test("answers within one window are averaged before the peak rule: one late answer among many quick ones is no peak", () => {
+    const e = new PeakEwma(1000, 100);
+    e.observe(2, 1);
+    for (let t = 2; t < 100; t++) e.observe(t === 50 ? 40 : 2, t);
+    // The window is still open: nothing changed yet.
+    expect(e.estimate(100)).toBeCloseTo(2, 0);
     e.observe(2, 101);
-    e.observe(40, 102);
-    expect(e.estimate(102)).toBe(40);
+    expect(e.estimate(101)).toBeLessThan(3);
+  });
+
+  test("a busy backend that turns slow is caught within one window", () => {
+    const e = new PeakEwma(1000, 100);
+    for (let t = 1; t <= 300; t++) e.observe(2, t);
+    for (let t = 301; t <= 420; t++) e.observe(40, t);
+    expect(e.estimate(420)).toBeGreaterThan(39);
   });
 
   test("samples below it pull it down by time elapsed, not by their number", () => {
