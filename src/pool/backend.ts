@@ -35,7 +35,7 @@ export interface BackendOptions {
    */
   rampFrom?: number;
   statsPath?: string;
-  /** Decay time (τ, ms) of the response-time average peak-ewma reads; default 10 s. */
+  /** Decay time (τ, ms) of the response-time average peak-ewma reads; default 1 s. */
   latencyDecay?: number;
 }
 

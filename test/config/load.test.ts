@@ -165,7 +165,7 @@ describe("errors", () => {
     expect(ok.hash).toEqual({ key: "cookie:uid" });
     expect(ok.sticky).toEqual({ cookie: "route" });
     expect(ok.peakEwma).toEqual({ decay: 2000 });
-    expect(validateConfig({ backends }).peakEwma).toEqual({ decay: 10_000 });
+    expect(validateConfig({ backends }).peakEwma).toEqual({ decay: 1000 });
   });
 
   test("perTryTimeout may not exceed timeout", () => {

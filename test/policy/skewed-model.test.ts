@@ -126,6 +126,14 @@ describe("skewed cluster model: two 2 ms backends and one 40 ms, 64 connections"
     });
   }
 
+  test("stalls of ~70 ms every ~2 s lift every backend's average at once; forgotten within τ, they do not hand the slow one traffic", () => {
+    const pause = { every: 2000, ms: 70 };
+    const lc = run("least-connections", pause);
+    const ewma = run("peak-ewma", pause);
+    expect(ewma.slowShare).toBeLessThan(0.01);
+    expect(ewma.p99).toBeLessThanOrEqual(0.5 * lc.p99);
+  });
+
   test("with long pauses (30 ms every ~1 s), which set every policy's p99, the slow backend still gets under 1%", () => {
     const pause = { every: 1000, ms: 30 };
     expect(run("least-connections", pause).slowShare).toBeGreaterThan(0.03);
