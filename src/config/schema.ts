@@ -9,7 +9,7 @@ import { HOP_BY_HOP } from "../proxy/headers.ts";
 import { parseCidr } from "../proxy/cidr.ts";
 import { listenHostProblem } from "./address.ts";
 import { parseHostPort } from "../admin/hosts.ts";
-import { HASH_KEY_HINT, HASH_KEY_PATTERN, TOKEN } from "../policy/hash-key.ts";
+import { HASH_KEY_HINT, HASH_KEY_PATTERN } from "../policy/hash-key.ts";
 
 const DURATION_HINT = 'a duration like "250ms", "5s", "1m" or a number of milliseconds';
 const SIZE_HINT = 'a size like "64KB", "128MB" or a number of bytes';

@@ -112,7 +112,7 @@ describe("errors", () => {
     expect(p).toContain('backends[0].wieght: unknown option; did you mean "weight"?');
     expect(p).toContain('retry.atempts: unknown option; did you mean "attempts"?');
     expect(p).toContain('healthCheck.intervall: unknown option; did you mean "interval"?');
-    expect(p.find((x) => x.startsWith("zzzzzz:"))).toMatch(/^zzzzzz: unknown option \(known: mode, engine, listen, admin, strategy, backends/);
+    expect(p.find((x) => x.startsWith("zzzzzz:"))).toMatch(/^zzzzzz: unknown option \(known: mode, listen, admin, strategy, backends/);
   });
 
   test("backend names are unique; URLs need a host; at least one backend", () => {
