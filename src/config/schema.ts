@@ -205,7 +205,7 @@ export const ConfigSchema = v.strictObject({
   peakEwma: v.optional(
     v.strictObject({
       /** τ of the response-time average: how fast a peak is forgotten and an idle backend looks cheap again. */
-      decay: v.optional(v.pipe(duration, v.check((ms) => ms > 0, "expected a duration above 0")), 1000),
+      decay: v.optional(positiveDuration, 1000),
     }),
     {},
   ),

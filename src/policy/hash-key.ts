@@ -11,7 +11,7 @@ import { cookieValue } from "../proxy/cookie.ts";
 import type { HeaderFields } from "../proxy/fields.ts";
 
 /** Header and cookie names: an RFC 9110 §5.6.2 token. */
-export const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 export const HASH_KEY_PATTERN = /^(header:[!#$%&'*+.^_`|~0-9A-Za-z-]+|cookie:[!#$%&'*+.^_`|~0-9A-Za-z-]+|ip|path)$/;
 export const HASH_KEY_HINT = '"header:NAME", "cookie:NAME", "ip" or "path"';
 

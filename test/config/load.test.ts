@@ -156,7 +156,7 @@ describe("errors", () => {
       'sticky.secret: got "short", expected a secret of at least 16 characters',
     ]);
     expect(problems({ sticky: {}, backends })).toEqual(["sticky.cookie: missing; this option is required"]);
-    expect(problems({ peakEwma: { decay: 0 }, backends })).toEqual(["peakEwma.decay: got 0, expected a duration above 0"]);
+    expect(problems({ peakEwma: { decay: 0 }, backends })).toEqual(["peakEwma.decay: got 0, expected a duration of more than 0"]);
     expect(problems({ mode: "tcp", strategy: "consistent-hash", hash: { key: "path" }, sticky: { cookie: "route" }, backends: [{ url: "127.0.0.1:6379" }] })).toEqual([
       'hash.key: got "path", expected "ip" in TCP mode (a TCP connection has no headers, cookies or path)',
       "sticky: set in TCP mode; expected it only in HTTP mode (it works by cookie)",
