@@ -34,7 +34,8 @@ export class StickySessions {
   /** The membership the tables below were built for (the pool replaces its array on change). */
   private members: readonly Backend[] | undefined;
   private byToken = new Map<string, Backend>();
-  private setCookies = new Map<Backend, string>();
+  /** Set-Cookie values per backend: [over plain HTTP, over HTTPS (with Secure)]. */
+  private setCookies = new Map<Backend, [string, string]>();
 
   constructor(
     private readonly pool: Pool,
@@ -52,10 +53,14 @@ export class StickySessions {
     return this.byToken.get(token);
   }
 
-  /** The Set-Cookie value naming `backend` (built once per backend, not per response). */
-  setCookie(backend: Backend): string {
+  /**
+   * The Set-Cookie value naming `backend` (built once per backend, not per response); with
+   * Secure when the client came over HTTPS, so that the browser never sends it in the clear.
+   */
+  setCookie(backend: Backend, https = false): string {
     this.sync();
-    return this.setCookies.get(backend) ?? this.build(backend);
+    const pair = this.setCookies.get(backend) ?? this.build(backend);
+    return pair[https ? 1 : 0];
   }
 
   /** The cookie value for `backend`. */
@@ -78,10 +83,11 @@ export class StickySessions {
     }
   }
 
-  private build(backend: Backend): string {
+  private build(backend: Backend): [string, string] {
     // A session cookie (no Max-Age): affinity lasts as long as the browser session. HttpOnly:
     // scripts have no use for it. SameSite=Lax: sent on top-level navigation, as a session
     // cookie should be.
-    return `${this.cookie}=${this.token(backend)}; Path=/; HttpOnly; SameSite=Lax`;
+    const plain = `${this.cookie}=${this.token(backend)}; Path=/; HttpOnly; SameSite=Lax`;
+    return [plain, `${plain}; Secure`];
   }
 }

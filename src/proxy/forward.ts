@@ -323,7 +323,7 @@ class Trip<Body, Out> implements CancelListener, BodyEnd {
       }
       toClientHeaders(res.headers, this.requestId, opts);
       // A session that is new, or whose backend could not take it, is pinned to this one.
-      if (opts.sticky !== undefined && backend !== this.pinned) res.headers.append("set-cookie", opts.sticky.setCookie(backend));
+      if (opts.sticky !== undefined && backend !== this.pinned) res.headers.append("set-cookie", opts.sticky.setCookie(backend, req.proto === "https"));
       let out: Out;
       try {
         const r = wire.respond(req, res, this);

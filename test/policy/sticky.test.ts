@@ -23,6 +23,8 @@ describe("sticky sessions", () => {
       expect(header).not.toContain(b.url.host);
     }
     expect(s.token(p.backends[0]!)).not.toBe(s.token(p.backends[1]!));
+    // Over HTTPS the browser is told never to send it in the clear.
+    expect(s.setCookie(p.backends[0]!, true)).toBe(`${s.setCookie(p.backends[0]!)}; Secure`);
   });
 
   test("a cookie read back names the backend that set it; unknown or absent cookies name none", () => {
