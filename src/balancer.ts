@@ -135,8 +135,8 @@ export async function startBalancer(initial: Config, opts: BalancerOptions = {})
     if (socketEngine && proxySettings(prev) !== proxySettings(target)) {
       // The socket engine builds its forwarding loop once, when it starts: its settings wait
       // for a restart (the fetch engine's handler is rebuilt and swapped below).
-      const { retry, limits, timeouts, log, trustedProxies, preserveHost } = prev;
-      const kept = { ...target, retry, limits, timeouts, log, trustedProxies, preserveHost };
+      const { retry, limits, timeouts, log, trustedProxies, preserveHost, hash, sticky } = prev;
+      const kept = { ...target, retry, limits, timeouts, log, trustedProxies, preserveHost, hash, sticky };
       later.push(...diffPaths(proxyFields(kept), proxyFields(target)).map((l) => `${l} (engine socket)`));
       target = kept;
     }
@@ -272,7 +272,10 @@ function withoutBackends(c: Config): Record<string, unknown> {
 
 /** What the proxy handler is built from: when this changes, a reload builds a new handler. */
 function proxyFields(c: Config) {
-  return { retry: c.retry, limits: c.limits, timeouts: c.timeouts, log: c.log, trustedProxies: c.trustedProxies, preserveHost: c.preserveHost };
+  return {
+    retry: c.retry, limits: c.limits, timeouts: c.timeouts, log: c.log, trustedProxies: c.trustedProxies, preserveHost: c.preserveHost,
+    hash: c.hash, sticky: c.sticky,
+  };
 }
 
 function proxySettings(c: Config): string {

@@ -131,7 +131,9 @@ export class Reconciler {
         continue;
       }
       const changes = describeSpecChange(existing, spec);
-      if (changes.length > 0) existing.configure(spec);
+      // Always: a global setting carried in the spec (peakEwma.decay) may have changed, and the
+      // reload's own diff reports that once rather than once per backend.
+      existing.configure(spec);
       const was = before.get(d.name);
       if (was !== undefined && (was.disabled ?? false) !== (d.disabled ?? false)) {
         existing.setEnabled(!d.disabled, d.disabled ? "config: disabled" : "config: enabled");
@@ -197,7 +199,6 @@ function describeSpecChange(b: Backend, spec: BackendSpec): string[] {
   if (b.maxConnections !== spec.maxConnections) out.push(`maxConnections ${b.maxConnections} -> ${spec.maxConnections}`);
   if (b.slowStartMs !== spec.slowStartMs) out.push(`slowStart ${b.slowStartMs}ms -> ${spec.slowStartMs}ms`);
   if (b.statsPath !== spec.statsPath) out.push(`statsPath ${b.statsPath ?? "none"} -> ${spec.statsPath ?? "none"}`);
-  if (b.stats.ewma.decayMs !== spec.latencyDecayMs) out.push(`peak-ewma decay ${b.stats.ewma.decayMs}ms -> ${spec.latencyDecayMs}ms`);
   return out;
 }
 
