@@ -78,6 +78,8 @@ export function wrkMs(s: string): number {
 }
 
 export interface NginxUpstream {
+  /** Share the upstream's state (least_conn's counts) between workers: nginx's `zone`. */
+  zone?: boolean;
   /** Where nginx listens for this upstream. */
   port: number;
   /** "least_conn;", "" (round robin) ... */
@@ -89,7 +91,7 @@ export interface NginxUpstream {
 /** An nginx.conf (upstream keep-alive) with one server block per upstream. */
 export function nginxConfig(dir: string, upstreams: NginxUpstream[], o: { workers?: number; accessLog?: boolean } = {}): string {
   const blocks = upstreams.map((u, i) => `
-  upstream pool${i} { ${u.balance} ${u.servers.map((s) => `server ${s};`).join(" ")} keepalive 64; }
+  upstream pool${i} { ${u.zone ? `zone pool${i} 64k; ` : ""}${u.balance} ${u.servers.map((s) => `server ${s};`).join(" ")} keepalive 64; }
   server { listen 127.0.0.1:${u.port};
     location / { proxy_pass http://pool${i}; proxy_http_version 1.1; proxy_set_header Connection "";
       proxy_set_header X-Forwarded-For $remote_addr; proxy_set_header Host $host; } }`);
