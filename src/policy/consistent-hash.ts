@@ -22,7 +22,7 @@ export function hash32(s: string): number {
  * to the first point at or after its own hash that is owned by a candidate.
  *
  * Why a ring and not Maglev: the ring is built over the pool's members, available or not, and
- * rebuilt only when a member is added or removed. Availability is handled by walking on past
+ * rebuilt only when the members change (added, removed, or reweighted by a reload). Availability is handled by walking on past
  * points whose owner is not a candidate, which gives exactly the assignment of a ring rebuilt
  * over the available backends: when a backend leaves only its own keys move (to the backends
  * after its points), and when it returns exactly those keys come back. The same walk serves a
