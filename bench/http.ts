@@ -16,7 +16,7 @@ import { parseArgs } from "node:util";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { Subprocess } from "bun";
+import { Processes, has, median, nginxConfig, waitUp, wrk as runWrk, wrkMs, type WrkResult } from "./harness.ts";
 
 const { values } = parseArgs({
   args: Bun.argv.slice(2),
@@ -30,10 +30,8 @@ const { values } = parseArgs({
     "access-log": { type: "boolean", default: false },
   },
 });
-const root = join(import.meta.dir, "..");
 const dir = mkdtempSync(join(tmpdir(), "switchyard-bench-"));
-const procs: Subprocess[] = [];
-const has = (cmd: string) => Bun.which(cmd, { PATH: `${process.env.PATH}:/usr/sbin:/sbin` }) !== null;
+const procs = new Processes();
 if (!has("wrk")) {
   console.error("bench/http.ts needs wrk: apt-get install wrk");
   process.exit(2);
@@ -43,46 +41,12 @@ const BACKEND_BASE = 18001;
 const ports = { switchyard: 18100, nginx: 18101, haproxy: 18102, socket: 18103, floor: 18104 };
 const backends = [0, 1, 2].map((i) => `127.0.0.1:${BACKEND_BASE + i}`);
 
-function spawn(cmd: string[], opts: { cwd?: string } = {}): Subprocess {
-  const p = Bun.spawn(cmd, { cwd: opts.cwd ?? root, stdout: "ignore", stderr: "pipe" });
-  procs.push(p);
-  return p;
-}
-
-async function waitUp(port: number): Promise<void> {
-  const deadline = Date.now() + 10_000;
-  while (Date.now() < deadline) {
-    try {
-      await (await fetch(`http://127.0.0.1:${port}/`)).arrayBuffer();
-      return;
-    } catch {
-      await Bun.sleep(50);
-    }
-  }
-  throw new Error(`nothing answered on port ${port}`);
-}
-
-async function cleanup() {
-  for (const p of procs) if (p.exitCode === null) p.kill("SIGTERM");
-  await Promise.all(procs.map((p) => p.exited));
-}
-process.on("SIGINT", () => void cleanup().then(() => process.exit(130)));
-
-interface Result { name: string; connections: number; rps: number; p50: string; p99: string; errors: number }
-
-async function wrk(name: string, port: number, connections: number): Promise<Result> {
-  const p = Bun.spawn(["wrk", `-t${values["wrk-threads"]}`, `-c${connections}`, `-d${values.duration}s`, "--latency", `http://127.0.0.1:${port}${values.path}`], { stdout: "pipe" });
-  const out = await new Response(p.stdout).text();
-  await p.exited;
-  const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? 0);
-  const p50 = /^\s+50%\s+(\S+)/m.exec(out)?.[1] ?? "?";
-  const p99 = /^\s+99%\s+(\S+)/m.exec(out)?.[1] ?? "?";
-  const errors = Number(/Non-2xx or 3xx responses:\s+(\d+)/.exec(out)?.[1] ?? 0) + Number(/Socket errors:.*?(\d+)/.exec(out)?.[1] ?? 0);
-  return { name, connections, rps, p50, p99, errors };
-}
+type Result = WrkResult;
+const wrk = (name: string, port: number, connections: number) =>
+  runWrk(name, port, { connections, duration: values.duration!, path: values.path, threads: values["wrk-threads"] });
 
 try {
-  spawn([process.execPath, "sim/main.ts", "--count", "3", "--base-port", String(BACKEND_BASE)]);
+  procs.spawn([process.execPath, "sim/main.ts", "--count", "3", "--base-port", String(BACKEND_BASE)]);
   await waitUp(BACKEND_BASE);
 
   const targets: { name: string; port: number }[] = [{ name: "direct (one backend)", port: BACKEND_BASE }];
@@ -95,26 +59,17 @@ try {
       log: { access: values["access-log"] }, healthCheck: { type: "tcp", interval: "2s" },
       backends: backends.map((b) => ({ url: `http://${b}` })),
     }));
-    spawn([process.execPath, "src/cli.ts", "serve", "--config", config]);
+    procs.spawn([process.execPath, "src/cli.ts", "serve", "--config", config]);
     await waitUp(port);
     targets.push({ name: `switchyard (${engine})`, port });
   }
-  spawn([process.execPath, "bench/fetch-floor.ts", String(ports.floor), ...backends.map((b) => `http://${b}`)]);
+  procs.spawn([process.execPath, "bench/fetch-floor.ts", String(ports.floor), ...backends.map((b) => `http://${b}`)]);
   await waitUp(ports.floor);
   targets.push({ name: "bun fetch floor", port: ports.floor });
 
   if (has("nginx")) {
-    writeFileSync(join(dir, "nginx.conf"), `
-worker_processes 2; daemon off; pid ${dir}/nginx.pid; error_log ${dir}/nginx-error.log;
-events { worker_connections 4096; }
-http {
-  access_log ${values["access-log"] ? `${dir}/nginx-access.log` : "off"};
-  upstream pool { least_conn; ${backends.map((b) => `server ${b};`).join(" ")} keepalive 64; }
-  server { listen 127.0.0.1:${ports.nginx};
-    location / { proxy_pass http://pool; proxy_http_version 1.1; proxy_set_header Connection "";
-      proxy_set_header X-Forwarded-For $remote_addr; proxy_set_header Host $host; } }
-}`);
-    spawn(["nginx", "-c", join(dir, "nginx.conf"), "-p", dir]);
+    writeFileSync(join(dir, "nginx.conf"), nginxConfig(dir, [{ port: ports.nginx, balance: "least_conn;", servers: backends }], { workers: 2, accessLog: values["access-log"] }));
+    procs.spawn(["nginx", "-c", join(dir, "nginx.conf"), "-p", dir]);
     await waitUp(ports.nginx);
     targets.push({ name: "nginx (2 workers)", port: ports.nginx });
   }
@@ -137,7 +92,7 @@ backend pool
   balance leastconn
 ${backends.map((b, i) => `  server b${i + 1} ${b} check`).join("\n")}
 `);
-    spawn(["haproxy", "-f", join(dir, "haproxy.cfg")]);
+    procs.spawn(["haproxy", "-f", join(dir, "haproxy.cfg")]);
     await waitUp(ports.haproxy);
     targets.push({ name: "haproxy (2 threads)", port: ports.haproxy });
   }
@@ -158,15 +113,6 @@ ${backends.map((b, i) => `  server b${i + 1} ${b} check`).join("\n")}
     }
   }
 
-  const median = (xs: number[]) => {
-    const s = [...xs].sort((a, b) => a - b);
-    return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-  };
-  const ms = (t: string) => {
-    const m = /^([\d.]+)(us|ms|s)$/.exec(t);
-    if (!m) return NaN;
-    return Number(m[1]) * (m[2] === "us" ? 0.001 : m[2] === "s" ? 1000 : 1);
-  };
   console.log(`\nwrk -t${values["wrk-threads"]} -d${values.duration}s ${values.path}, ${rounds} interleaved rounds, 3 sim backends, access log ${values["access-log"] ? "on" : "off"}, ${navigator.hardwareConcurrency} cores shared by all\n`);
   console.log("| target | conns | req/s median (min-max) | p99 median (min-max) | errors | vs nginx | vs fetch floor |");
   console.log("| --- | --- | --- | --- | --- | --- | --- |");
@@ -181,11 +127,11 @@ ${backends.map((b, i) => `  server b${i + 1} ${b} check`).join("\n")}
         return per.length ? `${median(per).toFixed(2)} (${Math.min(...per).toFixed(2)}-${Math.max(...per).toFixed(2)})` : "-";
       };
       const rps = mine.map((r) => r.rps);
-      const p99 = mine.map((r) => ms(r.p99));
+      const p99 = mine.map((r) => wrkMs(r.p99));
       const errors = mine.reduce((n, r) => n + r.errors, 0);
       console.log(`| ${t.name} | ${c} | ${Math.round(median(rps))} (${Math.round(Math.min(...rps))}-${Math.round(Math.max(...rps))}) | ${median(p99).toFixed(2)}ms (${Math.min(...p99).toFixed(2)}-${Math.max(...p99).toFixed(2)}) | ${errors} | ${ratioTo("nginx")} | ${ratioTo("bun fetch floor")} |`);
     }
   }
 } finally {
-  await cleanup();
+  await procs.stop();
 }

@@ -20,6 +20,8 @@ import { createFetchHandler } from "./engine/fetch.ts";
 import { startSocketEngine, type SocketEngine } from "./engine/socket/engine.ts";
 import { cidrMatcher } from "./proxy/cidr.ts";
 import { compileResponseHeaderRules } from "./proxy/headers.ts";
+import { hashKeyExtractor } from "./policy/hash-key.ts";
+import { StickySessions } from "./policy/sticky.ts";
 import { TrafficStats } from "./stats/traffic.ts";
 import { createAccessLog, type AccessLog, type LineSink } from "./log/access.ts";
 import { consoleLogger, type Logger } from "./log/logger.ts";
@@ -133,8 +135,8 @@ export async function startBalancer(initial: Config, opts: BalancerOptions = {})
     if (socketEngine && proxySettings(prev) !== proxySettings(target)) {
       // The socket engine builds its forwarding loop once, when it starts: its settings wait
       // for a restart (the fetch engine's handler is rebuilt and swapped below).
-      const { retry, limits, timeouts, log, trustedProxies, preserveHost } = prev;
-      const kept = { ...target, retry, limits, timeouts, log, trustedProxies, preserveHost };
+      const { retry, limits, timeouts, log, trustedProxies, preserveHost, hash, sticky } = prev;
+      const kept = { ...target, retry, limits, timeouts, log, trustedProxies, preserveHost, hash, sticky };
       later.push(...diffPaths(proxyFields(kept), proxyFields(target)).map((l) => `${l} (engine socket)`));
       target = kept;
     }
@@ -260,7 +262,7 @@ export async function startBalancer(initial: Config, opts: BalancerOptions = {})
 
 /** The settings that shape every backend; a reload hands the new ones to reconcile. */
 function backendDefaults(c: Config): BackendDefaults {
-  return { healthCheck: c.healthCheck, slowStart: c.slowStart };
+  return { healthCheck: c.healthCheck, slowStart: c.slowStart, latencyDecay: c.peakEwma.decay };
 }
 
 function withoutBackends(c: Config): Record<string, unknown> {
@@ -270,7 +272,10 @@ function withoutBackends(c: Config): Record<string, unknown> {
 
 /** What the proxy handler is built from: when this changes, a reload builds a new handler. */
 function proxyFields(c: Config) {
-  return { retry: c.retry, limits: c.limits, timeouts: c.timeouts, log: c.log, trustedProxies: c.trustedProxies, preserveHost: c.preserveHost };
+  return {
+    retry: c.retry, limits: c.limits, timeouts: c.timeouts, log: c.log, trustedProxies: c.trustedProxies, preserveHost: c.preserveHost,
+    hash: c.hash, sticky: c.sticky,
+  };
 }
 
 function proxySettings(c: Config): string {
@@ -285,6 +290,8 @@ function forwardOptions(config: Config, ctx: BalancerContext, accessLog: AccessL
     preserveHost: config.preserveHost,
     responseHeaders: compileResponseHeaderRules(config.responseHeaders),
     retry: config.retry,
+    hashKey: config.hash ? hashKeyExtractor(config.hash.key) : undefined,
+    sticky: config.sticky ? new StickySessions(ctx.pool, config.sticky) : undefined,
   };
 }
 

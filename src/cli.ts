@@ -44,6 +44,7 @@ Options (flags override the file's values):
   --port PORT          listen port (listen.port, default 8000)
   --backend URL        a backend; repeat for more (replaces the file's backends)
   --strategy NAME      ${POLICY_NAMES.join(" | ")}
+  --hash-key KEY       consistent-hash's key (hash.key): header:NAME | cookie:NAME | ip | path
   --mode MODE          http (default) or tcp
   --engine ENGINE      HTTP mode's data path: fetch (default) or socket
   --admin-port PORT    admin port (admin.port, default 8081)
@@ -142,6 +143,7 @@ async function serve(argv: string[]): Promise<number> {
       port: { type: "string" },
       backend: { type: "string", multiple: true },
       strategy: { type: "string" },
+      "hash-key": { type: "string" },
       mode: { type: "string" },
       engine: { type: "string" },
       "admin-port": { type: "string" },
@@ -192,6 +194,7 @@ function applyFlags(raw: Record<string, unknown>, flags: Flags): Record<string, 
   }
   if (Array.isArray(flags.backend)) out.backends = flags.backend.map((url) => ({ url }));
   if (typeof flags.strategy === "string") out.strategy = flags.strategy;
+  if (typeof flags["hash-key"] === "string") out.hash = { key: flags["hash-key"] };
   if (typeof flags.mode === "string") out.mode = flags.mode;
   if (typeof flags.engine === "string") out.engine = flags.engine;
   if (flags["no-admin"]) out.admin = false;

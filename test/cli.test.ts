@@ -159,6 +159,19 @@ describe("serve", () => {
     const r = await run("serve", "--backend", "http://127.0.0.1:5001", "--strategy", "nope", "--no-admin");
     expect(r.code).toBe(2);
     expect(r.stderr).toContain('strategy: got "nope"');
+    const noKey = await run("serve", "--backend", "http://127.0.0.1:5001", "--strategy", "consistent-hash", "--no-admin");
+    expect(noKey.code).toBe(2);
+    expect(noKey.stderr).toContain('hash: missing; "strategy": "consistent-hash" needs "hash"');
+  });
+
+  test("--hash-key gives consistent-hash its key: one user, one backend", async () => {
+    cluster = await startCluster({ count: 3, basePort: 0 });
+    const { match } = await start(
+      ["serve", "--host", "127.0.0.1", "--port", "0", "--no-admin", "--strategy", "consistent-hash", "--hash-key", "header:X-User", ...cluster.backends.flatMap((b) => ["--backend", b.url])],
+      /proxy listening on (http:\/\/\S+) \(strategy consistent-hash/,
+    );
+    const answers = await Promise.all(Array.from({ length: 6 }, async () => (await fetch(`${match[1]}/`, { headers: { "x-user": "alice" } })).text()));
+    expect(new Set(answers).size).toBe(1);
   });
 
   test("a busy port: a clear message and exit 1", async () => {

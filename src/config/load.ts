@@ -9,6 +9,7 @@ import { duplicateKeys } from "./duplicates.ts";
 import * as v from "valibot";
 import { ConfigSchema, type Config, type ConfigInput } from "./schema.ts";
 import { isWildcardHost, parseBackendAddress } from "./address.ts";
+import { HASH_KEY_HINT } from "../policy/hash-key.ts";
 
 export class ConfigError extends Error {
   readonly code = "SY_CONFIG_INVALID";
@@ -138,6 +139,20 @@ function crossFieldProblems(input: Record<string, unknown>): string[] {
     problems.push(`timeouts.idle: got ${show(timeouts.idle)}, expected at most 255s in HTTP mode (Bun.serve's limit)`);
   }
   problems.push(...listenerClash(input));
+  const strategy = input.strategy ?? "least-connections";
+  if (strategy === "consistent-hash" && input.hash === undefined) {
+    problems.push(`hash: missing; "strategy": "consistent-hash" needs "hash": { "key": ${HASH_KEY_HINT} }`);
+  }
+  if (input.hash !== undefined && strategy !== "consistent-hash") {
+    problems.push(`hash: set, but strategy is ${show(strategy)}; expected "strategy": "consistent-hash" (hash is used by no other strategy)`);
+  }
+  if (mode === "tcp") {
+    const key = isPlainObject(input.hash) ? input.hash.key : undefined;
+    if (typeof key === "string" && key !== "ip") {
+      problems.push(`hash.key: got ${show(key)}, expected "ip" in TCP mode (a TCP connection has no headers, cookies or path)`);
+    }
+    if (input.sticky !== undefined) problems.push(`sticky: set in TCP mode; expected it only in HTTP mode (it works by cookie)`);
+  }
   const retry = isPlainObject(input.retry) ? input.retry : {};
   const per = v.safeParse(ConfigSchema.entries.retry, retry);
   if (per.success && per.output.perTryTimeout > per.output.timeout) {

@@ -9,6 +9,7 @@ import { HOP_BY_HOP } from "../proxy/headers.ts";
 import { parseCidr } from "../proxy/cidr.ts";
 import { listenHostProblem } from "./address.ts";
 import { parseHostPort } from "../admin/hosts.ts";
+import { HASH_KEY_HINT, HASH_KEY_PATTERN } from "../policy/hash-key.ts";
 
 const DURATION_HINT = 'a duration like "250ms", "5s", "1m" or a number of milliseconds';
 const SIZE_HINT = 'a size like "64KB", "128MB" or a number of bytes';
@@ -187,6 +188,27 @@ export const ConfigSchema = v.strictObject({
    * own sockets, pooled upstream keep-alive). Both share every decision above the wire.
    */
   engine: v.optional(v.picklist(["fetch", "socket"], 'expected "fetch" or "socket"'), "fetch"),
+  /** consistent-hash only (and required by it): what a request's key is read from. */
+  hash: v.optional(
+    v.strictObject({
+      key: v.pipe(v.string(`expected ${HASH_KEY_HINT}`), v.regex(HASH_KEY_PATTERN, `expected ${HASH_KEY_HINT}`)),
+    }),
+  ),
+  /** Sticky sessions beside any strategy (HTTP mode): a cookie naming the backend that answered. */
+  sticky: v.optional(
+    v.strictObject({
+      cookie: v.pipe(v.string("expected a cookie name"), v.regex(TOKEN, "expected a cookie name (letters, digits and !#$%&'*+-.^_`|~)")),
+      /** The HMAC key that makes cookie values unguessable; see policy/sticky.ts. */
+      secret: v.optional(v.pipe(v.string("expected a secret string"), v.minLength(16, "expected a secret of at least 16 characters"))),
+    }),
+  ),
+  peakEwma: v.optional(
+    v.strictObject({
+      /** τ of the response-time average: how fast a peak is forgotten and an idle backend looks cheap again. */
+      decay: v.optional(positiveDuration, 1000),
+    }),
+    {},
+  ),
   retry: v.optional(
     v.strictObject({
       attempts: v.optional(positiveInt("a whole number of tries, at least 1"), 3),

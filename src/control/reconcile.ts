@@ -36,6 +36,8 @@ export interface BackendDefaults {
   healthCheck: Config["healthCheck"];
   /** ms; 0 = off. */
   slowStart: number;
+  /** τ of peak-ewma's response-time average, ms (peakEwma.decay); its default when absent. */
+  latencyDecay?: number;
 }
 
 export interface ReconcileResult {
@@ -129,7 +131,9 @@ export class Reconciler {
         continue;
       }
       const changes = describeSpecChange(existing, spec);
-      if (changes.length > 0) existing.configure(spec);
+      // Always: a global setting carried in the spec (peakEwma.decay) may have changed, and the
+      // reload's own diff reports that once rather than once per backend.
+      existing.configure(spec);
       const was = before.get(d.name);
       if (was !== undefined && (was.disabled ?? false) !== (d.disabled ?? false)) {
         existing.setEnabled(!d.disabled, d.disabled ? "config: disabled" : "config: enabled");
@@ -164,7 +168,10 @@ export class Reconciler {
   }
 
   private options(d: DesiredBackend, defaults: BackendDefaults) {
-    return { name: d.name, url: d.url, weight: d.weight, maxConnections: d.maxConnections, statsPath: d.statsPath, slowStart: defaults.slowStart };
+    return {
+      name: d.name, url: d.url, weight: d.weight, maxConnections: d.maxConnections, statsPath: d.statsPath,
+      slowStart: defaults.slowStart, latencyDecay: defaults.latencyDecay,
+    };
   }
 
   private async add(d: DesiredBackend, spec: BackendSpec, check: ResolvedCheck | undefined): Promise<void> {

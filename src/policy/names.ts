@@ -5,5 +5,7 @@ export const POLICY_NAMES = [
   "weighted-round-robin",
   "random",
   "power-of-two",
+  "consistent-hash",
+  "peak-ewma",
 ] as const;
 export type PolicyName = (typeof POLICY_NAMES)[number];

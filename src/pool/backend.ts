@@ -14,6 +14,7 @@
  */
 import { Histogram } from "../stats/histogram.ts";
 import { emptyByMethod, type MethodLabel } from "../stats/traffic.ts";
+import { DEFAULT_DECAY_MS, PeakEwma } from "../stats/peak-ewma.ts";
 
 /** What the dashboard shows; derived from the flags below, never stored. */
 export type BackendState = "up" | "down" | "draining" | "ejected" | "slow-starting";
@@ -34,6 +35,8 @@ export interface BackendOptions {
    */
   rampFrom?: number;
   statsPath?: string;
+  /** Decay time (τ, ms) of the response-time average peak-ewma reads; default 1 s. */
+  latencyDecay?: number;
 }
 
 /** What the config says about a backend, resolved once: rebuilt on a reload, never mutated. */
@@ -49,6 +52,8 @@ export interface BackendSpec {
   /** Slow-start window in ms (0 = off). */
   readonly slowStartMs: number;
   readonly statsPath: string | undefined;
+  /** τ of the response-time average peak-ewma reads (peakEwma.decay). */
+  readonly latencyDecayMs: number;
 }
 
 export function backendSpec(opts: BackendOptions): BackendSpec {
@@ -62,6 +67,7 @@ export function backendSpec(opts: BackendOptions): BackendSpec {
     maxConnections: opts.maxConnections ?? 0,
     slowStartMs: opts.slowStart ?? 0,
     statsPath: opts.statsPath,
+    latencyDecayMs: opts.latencyDecay ?? DEFAULT_DECAY_MS,
   };
 }
 
@@ -100,6 +106,16 @@ export class BackendStats {
   bytesIn = 0;
   bytesOut = 0;
   readonly latency = new Histogram();
+  /**
+   * The response-time average the peak-ewma policy compares. Fed here, where every response
+   * head is already recorded, so that the proxy has one place that reports latency whatever
+   * the policy (and any engine that records responses feeds it).
+   */
+  readonly ewma: PeakEwma;
+
+  constructor(latencyDecayMs?: number) {
+    this.ewma = new PeakEwma(latencyDecayMs);
+  }
 
   /** A response head from this backend: its class, by method, and the try's time to it. */
   recordResponse(method: MethodLabel, status: number, latencyMs: number): void {
@@ -107,6 +123,7 @@ export class BackendStats {
     this.byClass[cls]! += 1;
     this.byMethod[method]![cls]! += 1;
     this.latency.record(latencyMs);
+    this.ewma.observe(latencyMs);
   }
 }
 
@@ -120,7 +137,7 @@ export interface CheckResult {
 
 export class Backend {
   private spec: BackendSpec;
-  readonly stats = new BackendStats();
+  readonly stats: BackendStats;
 
   /** Requests (HTTP) or connections (TCP) in flight. Changed only by acquire() and Lease.release(). */
   private inFlightCount = 0;
@@ -160,6 +177,7 @@ export class Backend {
     this.availableSince = initial.rampFrom ?? o.rampFrom ?? 0;
     if (initial.healthy !== undefined) this.healthy = initial.healthy;
     if (initial.reason !== undefined) this.changeReason = initial.reason;
+    this.stats = new BackendStats(this.spec.latencyDecayMs);
   }
 
   // What the config says (see BackendSpec).
@@ -197,6 +215,7 @@ export class Backend {
       throw new BackendError("SY_BACKEND_IDENTITY", `backend ${this.name} (${this.url.href}) cannot become ${spec.name} (${spec.url.href}): replace it instead`);
     }
     this.spec = spec;
+    this.stats.ewma.decayMs = spec.latencyDecayMs;
   }
 
   get inFlight(): number {

@@ -8,6 +8,7 @@ import { Backend, type BackendOptions, type StateChange } from "./backend.ts";
 import type { SelectionPolicy } from "../policy/policy.ts";
 
 export interface Pool {
+  /** The members. Replaced, never changed in place, when one is added or removed. */
   readonly backends: readonly Backend[];
   readonly policy: SelectionPolicy;
   /** A new strategy (a reload): selection state starts over, the backends stay. */
@@ -16,8 +17,12 @@ export interface Pool {
    * Choose an available backend not in `exclude`; when every available backend is excluded,
    * fall back to one of those (a retry on the same backend beats no retry). Undefined when no
    * backend is available at all.
+   *
+   * `key` is the request's affinity key for hashing policies (see policy/hash-key.ts).
+   * `preferred` is the backend a sticky-session cookie names: chosen whenever it is available
+   * and not excluded, whatever the policy (see policy/sticky.ts).
    */
-  pick(exclude?: ReadonlySet<Backend>): Backend | undefined;
+  pick(exclude?: ReadonlySet<Backend>, key?: string, preferred?: Backend): Backend | undefined;
   availableCount(now?: number): number;
   get(name: string): Backend | undefined;
   /** A new backend (from options), or one built by the caller (reconcile builds them). */
@@ -49,6 +54,8 @@ export class LocalPool implements Pool {
     this.currentPolicy = policy;
     for (const b of backends) this.add(b);
     this.running = true;
+    // Announced even when empty, so that a policy's per-member state always matches the pool.
+    if (backends.length === 0) this.currentPolicy.membersChanged?.(this.list);
   }
 
   get policy(): SelectionPolicy {
@@ -57,6 +64,7 @@ export class LocalPool implements Pool {
 
   setPolicy(policy: SelectionPolicy): void {
     this.currentPolicy = policy;
+    policy.membersChanged?.(this.list);
   }
 
   get backends(): readonly Backend[] {
@@ -75,6 +83,7 @@ export class LocalPool implements Pool {
     const b = opts instanceof Backend ? opts : new Backend(this.running && opts.rampFrom === undefined ? { ...opts, rampFrom: Date.now() } : opts);
     this.subscriptions.set(b, b.onStateChange((c) => this.listeners.forEach((fn) => fn(c))));
     this.list = [...this.list, b];
+    this.currentPolicy.membersChanged?.(this.list);
     return b;
   }
 
@@ -84,12 +93,16 @@ export class LocalPool implements Pool {
     this.list = this.list.filter((x) => x !== b);
     this.subscriptions.get(b)?.();
     this.subscriptions.delete(b);
+    this.currentPolicy.membersChanged?.(this.list);
     return b;
   }
 
   order(names: readonly string[]): void {
     const rank = new Map(names.map((n, i) => [n, i]));
     this.list = [...this.list].sort((a, b) => (rank.get(a.name) ?? names.length) - (rank.get(b.name) ?? names.length));
+    // Every reconcile ends here, after it has applied new weights in place: the policy's
+    // per-member state (the hash ring) is rebuilt for them, once per reconcile.
+    this.currentPolicy.membersChanged?.(this.list);
   }
 
   onStateChange(fn: (change: StateChange) => void): () => void {
@@ -105,8 +118,13 @@ export class LocalPool implements Pool {
     return n;
   }
 
-  pick(exclude?: ReadonlySet<Backend>): Backend | undefined {
+  pick(exclude?: ReadonlySet<Backend>, key?: string, preferred?: Backend): Backend | undefined {
     const now = Date.now();
+    // Session affinity outranks the policy and slow start: the session's backend is taken
+    // while it can take it. A removed backend is no longer available to anyone here.
+    if (preferred !== undefined && preferred.available(now) && !exclude?.has(preferred) && this.list.includes(preferred)) {
+      return preferred;
+    }
     const c = this.scratch;
     c.length = 0;
     let fallback = false;
@@ -117,7 +135,7 @@ export class LocalPool implements Pool {
     }
     if (c.length === 0) return undefined;
     if (!fallback) this.applySlowStart(c, now);
-    const chosen = this.currentPolicy.pick(c);
+    const chosen = this.currentPolicy.pick(c, key);
     c.length = 0;
     return chosen;
   }

@@ -10,6 +10,8 @@ export interface HeaderFields {
   /** Replace every line of `name` with one. */
   set(name: string, value: string): void;
   delete(name: string): void;
+  /** Add a line without touching others of the same name (a Set-Cookie beside the backend's). */
+  append(name: string, value: string): void;
 }
 
 /**

@@ -19,6 +19,8 @@ import { shouldRetry, type TryFailure } from "./retry.ts";
 import { ClientFault, ProxyError, errorAnswer, type ErrorAnswer, type ProxyErrorCode } from "./errors.ts";
 import { AdmissionGate } from "./gate.ts";
 import { Cancel, type CancelListener } from "./cancel.ts";
+import type { KeyExtractor } from "../policy/hash-key.ts";
+import type { StickySessions } from "../policy/sticky.ts";
 
 export interface ForwardOptions {
   pool: Pool;
@@ -38,6 +40,10 @@ export interface ForwardOptions {
   };
   /** Upstream requests in flight at once, over all backends (0: no bound). */
   upstreamConcurrency: number;
+  /** consistent-hash: reads the request's key (hash.key), built once from the config. */
+  hashKey?: KeyExtractor;
+  /** Sticky sessions: the backend a request's cookie names, and the cookie for a new one. */
+  sticky?: StickySessions;
 }
 
 /** One client request as an engine hands it to the loop. */
@@ -160,6 +166,9 @@ class Trip<Body, Out> implements CancelListener, BodyEnd {
   private exclude: Set<Backend> | undefined;
   private readonly deadline: number;
   private readonly rewriteHost: boolean;
+  /** The hash key (consistent-hash) and the backend a sticky cookie names, if any. */
+  private readonly key: string | undefined;
+  private readonly pinned: Backend | undefined;
   // The current try.
   private backend: Backend | undefined;
   private lease: Lease | undefined;
@@ -180,6 +189,9 @@ class Trip<Body, Out> implements CancelListener, BodyEnd {
     const headers = req.headers;
     this.requestId = headers.get("x-request-id") ?? crypto.randomUUID();
     this.deadline = this.started + s.opts.retry.timeout;
+    // Affinity is read from the request as the client sent it, before the header rules run.
+    this.key = s.opts.hashKey?.(headers, req.target, req.clientIp);
+    this.pinned = s.opts.sticky?.pinned(headers);
     this.rewriteHost = toUpstreamHeaders(headers, { clientIp: req.clientIp, proto: req.proto, requestId: this.requestId }, s.opts);
   }
 
@@ -224,7 +236,7 @@ class Trip<Body, Out> implements CancelListener, BodyEnd {
         if (this.req.cancel.aborted) return this.clientGone();
         // Only a retry needs the set of backends already tried (a first try allocates none).
         if (this.tried.length > 0) this.exclude ??= new Set(this.tried);
-        const backend = pool.pick(this.exclude);
+        const backend = pool.pick(this.exclude, this.key, this.pinned);
         if (backend === undefined) return this.fail("SY_NO_BACKEND");
         if (this.tried.length > 0) {
           traffic.retries++;
@@ -310,6 +322,8 @@ class Trip<Body, Out> implements CancelListener, BodyEnd {
         return Outcome.Failed;
       }
       toClientHeaders(res.headers, this.requestId, opts);
+      // A session that is new, or whose backend could not take it, is pinned to this one.
+      if (opts.sticky !== undefined && backend !== this.pinned) res.headers.append("set-cookie", opts.sticky.setCookie(backend, req.proto === "https"));
       let out: Out;
       try {
         const r = wire.respond(req, res, this);

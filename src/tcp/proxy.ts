@@ -28,7 +28,7 @@ export interface TcpProxy {
   readonly stats: TcpStats;
   /** Client connections open now. */
   readonly connections: number;
-  /** New timeouts and tries (a reload): they apply to connections accepted from now on. */
+  /** New timeouts, tries and hash key (a reload): they apply to connections accepted from now on. */
   configure(config: TcpSettings): void;
   /**
    * Stop accepting. Graceful (default): resolves when every open connection has closed by
@@ -39,7 +39,7 @@ export interface TcpProxy {
 }
 
 /** The settings a TCP listener takes from the config. */
-export type TcpSettings = Pick<Config, "timeouts" | "retry">;
+export type TcpSettings = Pick<Config, "timeouts" | "retry" | "hash">;
 
 export interface TcpListenOptions {
   /** Where to listen; ctx.config.listen by default. */
@@ -70,6 +70,8 @@ export async function startTcpProxy(ctx: BalancerContext, opts: TcpListenOptions
     connectTimeout: c.timeouts.connect,
     idleTimeout: c.timeouts.idle,
     maxTries: c.retry.attempts,
+    // The only key a TCP connection has (load.ts refuses any other in TCP mode).
+    hashByClientIp: c.hash?.key === "ip",
     onFinished,
   });
   // Each relay keeps the settings it started with; configure() swaps them for new connections.

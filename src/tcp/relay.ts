@@ -49,6 +49,8 @@ export interface RelayEnv {
   readonly idleTimeout: number;
   /** Backends tried at most per client connection (retry.attempts). */
   readonly maxTries: number;
+  /** consistent-hash with `hash.key: "ip"`: the client's address is the pick's key. */
+  readonly hashByClientIp: boolean;
   /** Called once per relay, when both of its sockets are closed. */
   onFinished(relay: Relay): void;
 }
@@ -144,7 +146,8 @@ export class Relay {
 
   private dial(): void {
     const { pool, stats, maxTries } = this.env;
-    const backend = this.tried.size < maxTries ? pool.pick(this.tried) : undefined;
+    const key = this.env.hashByClientIp ? this.client.remoteAddress : undefined;
+    const backend = this.tried.size < maxTries ? pool.pick(this.tried, key) : undefined;
     // pick() falls back to an excluded backend when nothing else is left: a TCP dial is not
     // repeated on a backend that has just failed.
     if (backend === undefined || this.tried.has(backend)) {

@@ -98,7 +98,7 @@ describe("errors", () => {
       limits: { maxBodySize: "lots" },
     });
     expect(p).toContain('listen.port: got 70000, expected a port from 0 to 65535');
-    expect(p.find((x) => x.startsWith("strategy:"))).toBe('strategy: got "fastest", expected one of least-connections, round-robin, weighted-round-robin, random, power-of-two');
+    expect(p.find((x) => x.startsWith("strategy:"))).toBe('strategy: got "fastest", expected one of least-connections, round-robin, weighted-round-robin, random, power-of-two, consistent-hash, peak-ewma');
     expect(p).toContain('backends[0].url: got "ftp://x", expected an http(s) URL with a host, like "http://127.0.0.1:5001"');
     expect(p).toContain("backends[1].weight: got -1, expected a weight of at least 1");
     expect(p).toContain('retry.perTryTimeout: got "5x", expected a duration like "250ms", "5s", "1m" or a number of milliseconds');
@@ -136,6 +136,36 @@ describe("errors", () => {
     for (const file of new Bun.Glob("*.{json,yaml,toml}").scanSync(new URL("../../examples/", import.meta.url).pathname)) {
       await loadConfigFile(new URL(`../../examples/${file}`, import.meta.url).pathname);
     }
+  });
+
+  test("policies: consistent-hash needs hash.key; hash only with it; sticky and peakEwma checked", () => {
+    const backends = [{ url: "http://127.0.0.1:5001" }];
+    expect(problems({ strategy: "consistent-hash", backends })).toEqual([
+      'hash: missing; "strategy": "consistent-hash" needs "hash": { "key": "header:NAME", "cookie:NAME", "ip" or "path" }',
+    ]);
+    expect(problems({ strategy: "consistent-hash", hash: { key: "header:" }, backends })).toEqual([
+      'hash.key: got "header:", expected "header:NAME", "cookie:NAME", "ip" or "path"',
+    ]);
+    expect(problems({ strategy: "round-robin", hash: { key: "ip" }, backends })).toEqual([
+      'hash: set, but strategy is "round-robin"; expected "strategy": "consistent-hash" (hash is used by no other strategy)',
+    ]);
+    expect(problems({ sticky: { cookie: "bad name" }, backends })).toEqual([
+      `sticky.cookie: got "bad name", expected a cookie name (letters, digits and !#$%&'*+-.^_\`|~)`,
+    ]);
+    expect(problems({ sticky: { cookie: "route", secret: "short" }, backends })).toEqual([
+      'sticky.secret: got "short", expected a secret of at least 16 characters',
+    ]);
+    expect(problems({ sticky: {}, backends })).toEqual(["sticky.cookie: missing; this option is required"]);
+    expect(problems({ peakEwma: { decay: 0 }, backends })).toEqual(["peakEwma.decay: got 0, expected a duration of more than 0"]);
+    expect(problems({ mode: "tcp", strategy: "consistent-hash", hash: { key: "path" }, sticky: { cookie: "route" }, backends: [{ url: "127.0.0.1:6379" }] })).toEqual([
+      'hash.key: got "path", expected "ip" in TCP mode (a TCP connection has no headers, cookies or path)',
+      "sticky: set in TCP mode; expected it only in HTTP mode (it works by cookie)",
+    ]);
+    const ok = validateConfig({ strategy: "consistent-hash", hash: { key: "cookie:uid" }, sticky: { cookie: "route" }, peakEwma: { decay: "2s" }, backends });
+    expect(ok.hash).toEqual({ key: "cookie:uid" });
+    expect(ok.sticky).toEqual({ cookie: "route" });
+    expect(ok.peakEwma).toEqual({ decay: 2000 });
+    expect(validateConfig({ backends }).peakEwma).toEqual({ decay: 1000 });
   });
 
   test("perTryTimeout may not exceed timeout", () => {

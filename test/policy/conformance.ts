@@ -25,6 +25,14 @@ export function runPolicyConformance(name: string, newPolicy: () => SelectionPol
       for (let i = 0; i < 200; i++) expect(candidates).toContain(p.pick(candidates));
     });
 
+    test("a request key never takes a pick outside the candidates", () => {
+      const p = newPolicy();
+      const all = backends(4);
+      p.membersChanged?.(all);
+      const candidates = [all[0]!, all[2]!];
+      for (let i = 0; i < 200; i++) expect(candidates).toContain(p.pick(candidates, `user-${i}`));
+    });
+
     test("a single candidate is always chosen", () => {
       const p = newPolicy();
       const [only] = backends(1);
@@ -45,6 +53,7 @@ export function runPolicyConformance(name: string, newPolicy: () => SelectionPol
       b!.setHealthy(false, "test");
       c!.setEnabled(false);
       for (let i = 0; i < 50; i++) expect(pool.pick()).toBe(a!);
+      for (let i = 0; i < 50; i++) expect(pool.pick(undefined, `key-${i}`)).toBe(a!);
       expect(pool.pick(new Set([a!]))).toBe(a!);
       a!.setHealthy(false, "test");
       expect(pool.pick()).toBeUndefined();
@@ -59,6 +68,21 @@ export function runPolicyConformance(name: string, newPolicy: () => SelectionPol
       const lease = small.acquire();
       for (let i = 0; i < 50; i++) expect(pool.pick()!.name).toBe("big");
       lease.release();
+    });
+
+    test("a sticky session's backend is taken while available and not excluded, whatever the policy", () => {
+      const pool = new LocalPool(newPolicy(), backends(3).map((b) => ({ name: b.name, url: b.url.href })));
+      const b = pool.backends[1]!;
+      for (let i = 0; i < 50; i++) expect(pool.pick(undefined, `key-${i}`, b)).toBe(b);
+      // A retry after the pinned backend failed goes elsewhere.
+      for (let i = 0; i < 20; i++) expect(pool.pick(new Set([b]), undefined, b)).not.toBe(b);
+      b.setHealthy(false, "test");
+      for (let i = 0; i < 50; i++) expect(pool.pick(undefined, undefined, b)).not.toBe(b);
+      b.setHealthy(true, "test");
+      expect(pool.pick(undefined, undefined, b)).toBe(b);
+      // A backend removed from the pool is not honoured even though its object is still up.
+      pool.remove(b.name);
+      for (let i = 0; i < 20; i++) expect(pool.pick(undefined, undefined, b)).not.toBe(b);
     });
 
     test("slow start: a backend that just came back gets a reduced share, then a full one", () => {

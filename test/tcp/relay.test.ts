@@ -220,6 +220,25 @@ describe("choosing backends", () => {
     expect([ba.acquired, bb.acquired]).toEqual([2, 2]);
   });
 
+  test("consistent-hash by client address: every connection from one address goes to one backend, and on when it leaves", async () => {
+    const servers = ["a", "b", "c"].map((n) => track(startEchoServer(n)));
+    const lb = await tcpBalancer(servers.map((s) => ({ url: `127.0.0.1:${s.port}` })), { strategy: "consistent-hash", hash: { key: "ip" } });
+    const openOne = async () => {
+      const c = await connectClient(lb.port);
+      cleanups.push(() => c.socket.terminate());
+      c.send("x");
+      await c.waitBytes(1);
+      c.socket.end();
+    };
+    for (let i = 0; i < 6; i++) await openOne();
+    const first = lb.pool.backends.filter((b) => b.acquired > 0);
+    expect(first.map((b) => b.acquired)).toEqual([6]);
+    first[0]!.setEnabled(false);
+    for (let i = 0; i < 6; i++) await openOne();
+    const second = lb.pool.backends.filter((b) => b.acquired > 0 && b !== first[0]);
+    expect(second.map((b) => b.acquired)).toEqual([6]);
+  });
+
   test("no backend available: the client is closed at once", async () => {
     const echo = track(startEchoServer());
     const lb = await tcpBalancer([{ url: `127.0.0.1:${echo.port}`, disabled: true }]);

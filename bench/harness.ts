@@ -1,0 +1,109 @@
+/**
+ * What the HTTP benches share: starting and stopping the processes they run (by PID, always),
+ * waiting for a port to answer, running wrk and reading its report, and writing an nginx config
+ * for a set of upstreams. Loopback only.
+ */
+import type { Subprocess } from "bun";
+
+export const root = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
+
+/** Is `cmd` installed (also looking in the sbin directories, where nginx and haproxy live)? */
+export function has(cmd: string): boolean {
+  return Bun.which(cmd, { PATH: `${process.env.PATH}:/usr/sbin:/sbin` }) !== null;
+}
+
+/** The processes one bench started; stop() ends them, each by its own PID. */
+export class Processes {
+  private readonly procs: Subprocess[] = [];
+
+  constructor() {
+    process.on("SIGINT", () => void this.stop().then(() => process.exit(130)));
+  }
+
+  spawn(cmd: string[], opts: { cwd?: string } = {}): Subprocess {
+    const p = Bun.spawn(cmd, { cwd: opts.cwd ?? root, stdout: "ignore", stderr: "pipe" });
+    this.procs.push(p);
+    return p;
+  }
+
+  async stop(): Promise<void> {
+    for (const p of this.procs) if (p.exitCode === null) p.kill("SIGTERM");
+    await Promise.all(this.procs.map((p) => p.exited));
+  }
+}
+
+/** Resolves once http://127.0.0.1:port/ answers at all; throws after 10 s. */
+export async function waitUp(port: number): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  while (Date.now() < deadline) {
+    try {
+      await (await fetch(`http://127.0.0.1:${port}/`)).arrayBuffer();
+      return;
+    } catch {
+      await Bun.sleep(50);
+    }
+  }
+  throw new Error(`nothing answered on port ${port}`);
+}
+
+export interface WrkResult {
+  name: string;
+  connections: number;
+  rps: number;
+  /** As wrk prints them ("1.23ms"), and in milliseconds. */
+  p50: string;
+  p90: string;
+  p99: string;
+  p99Ms: number;
+  errors: number;
+}
+
+/** wrk with --latency against one port (2 threads unless told); the report parsed. */
+export async function wrk(name: string, port: number, o: { connections: number; duration: number | string; path?: string; threads?: number | string }): Promise<WrkResult> {
+  const p = Bun.spawn(["wrk", `-t${o.threads ?? 2}`, `-c${o.connections}`, `-d${o.duration}s`, "--latency", `http://127.0.0.1:${port}${o.path ?? "/"}`], { stdout: "pipe" });
+  const out = await new Response(p.stdout).text();
+  await p.exited;
+  const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? 0);
+  const pct = (n: number) => new RegExp(`^\\s+${n}%\\s+(\\S+)`, "m").exec(out)?.[1] ?? "?";
+  const errors = Number(/Non-2xx or 3xx responses:\s+(\d+)/.exec(out)?.[1] ?? 0) + Number(/Socket errors:.*?(\d+)/.exec(out)?.[1] ?? 0);
+  const p99 = pct(99);
+  return { name, connections: o.connections, rps, p50: pct(50), p90: pct(90), p99, p99Ms: wrkMs(p99), errors };
+}
+
+/** wrk's "850.00us", "9.20ms", "1.02s", "2.00m" in milliseconds (NaN if unreadable). */
+export function wrkMs(s: string): number {
+  const m = /^([\d.]+)(us|ms|s|m)$/.exec(s);
+  if (!m) return NaN;
+  return Number(m[1]) * { us: 0.001, ms: 1, s: 1000, m: 60_000 }[m[2] as "us" | "ms" | "s" | "m"];
+}
+
+export interface NginxUpstream {
+  /** Share the upstream's state (least_conn's counts) between workers: nginx's `zone`. */
+  zone?: boolean;
+  /** Where nginx listens for this upstream. */
+  port: number;
+  /** "least_conn;", "" (round robin) ... */
+  balance: string;
+  /** host:port of each server. */
+  servers: string[];
+}
+
+/** An nginx.conf (upstream keep-alive) with one server block per upstream. */
+export function nginxConfig(dir: string, upstreams: NginxUpstream[], o: { workers?: number; accessLog?: boolean } = {}): string {
+  const blocks = upstreams.map((u, i) => `
+  upstream pool${i} { ${u.zone ? `zone pool${i} 64k; ` : ""}${u.balance} ${u.servers.map((s) => `server ${s};`).join(" ")} keepalive 64; }
+  server { listen 127.0.0.1:${u.port};
+    location / { proxy_pass http://pool${i}; proxy_http_version 1.1; proxy_set_header Connection "";
+      proxy_set_header X-Forwarded-For $remote_addr; proxy_set_header Host $host; } }`);
+  return `
+worker_processes ${o.workers ?? 1}; daemon off; pid ${dir}/nginx.pid; error_log ${dir}/nginx-error.log;
+events { worker_connections 4096; }
+http {
+  access_log ${o.accessLog ? `${dir}/nginx-access.log` : "off"};${blocks.join("")}
+}`;
+}
+
+export function median(xs: readonly number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+}
