@@ -17,7 +17,7 @@ import { createPolicy } from "./policy/policy.ts";
 import { PassiveHealth } from "./health/passive.ts";
 import { HealthMonitor } from "./health/monitor.ts";
 import { createFetchHandler } from "./engine/fetch.ts";
-import { startSocketEngine, type SocketEngine } from "./engine/socket/engine.ts";
+import { startSocketEngine, type SocketEngine, type SocketEngineSettings } from "./engine/socket/engine.ts";
 import { cidrMatcher } from "./proxy/cidr.ts";
 import { compileResponseHeaderRules } from "./proxy/headers.ts";
 import { hashKeyExtractor } from "./policy/hash-key.ts";
@@ -131,15 +131,7 @@ export async function startBalancer(initial: Config, opts: BalancerOptions = {})
     const tokens = await resolveTokens(next.admin, env);
     const prev = running;
     const later = restartNeeded(prev, next);
-    let target = inForce(prev, next);
-    if (socketEngine && proxySettings(prev) !== proxySettings(target)) {
-      // The socket engine builds its forwarding loop once, when it starts: its settings wait
-      // for a restart (the fetch engine's handler is rebuilt and swapped below).
-      const { retry, limits, timeouts, log, trustedProxies, preserveHost, hash, sticky } = prev;
-      const kept = { ...target, retry, limits, timeouts, log, trustedProxies, preserveHost, hash, sticky };
-      later.push(...diffPaths(proxyFields(kept), proxyFields(target)).map((l) => `${l} (engine socket)`));
-      target = kept;
-    }
+    const target = inForce(prev, next);
     const lines = diffPaths(withoutBackends(prev), withoutBackends(target));
     if (prev.strategy !== target.strategy) pool.setPolicy(createPolicy(target.strategy));
     passive.configure(target.passive);
@@ -147,6 +139,7 @@ export async function startBalancer(initial: Config, opts: BalancerOptions = {})
     lines.push(...r.lines);
     if (proxySettings(prev) !== proxySettings(target)) {
       if (http) http.setProxy(buildProxy(target, ctx, accessLogFor(target)));
+      socketEngine?.reconfigure(socketSettings(target, ctx, accessLogFor(target)));
       tcp?.configure(target);
     }
     auth.set(tokens);
@@ -297,14 +290,19 @@ function forwardOptions(config: Config, ctx: BalancerContext, accessLog: AccessL
 
 /** The layer-7 listener of the socket engine: Bun.listen, HTTP/1.1 parsed by llhttp, pooled upstream keep-alive. */
 function serveSockets(config: Config, ctx: BalancerContext, accessLog: AccessLog | undefined): SocketEngine {
+  return bindListener("proxy", config.listen.host, config.listen.port, () =>
+    startSocketEngine({ ...socketSettings(config, ctx, accessLog), host: config.listen.host, port: config.listen.port }),
+  );
+}
+
+/** Everything of the socket engine a reload may change. */
+function socketSettings(config: Config, ctx: BalancerContext, accessLog: AccessLog | undefined): SocketEngineSettings {
   const { limits, timeouts } = config;
-  return bindListener("proxy", config.listen.host, config.listen.port, () => startSocketEngine({
+  return {
     ...forwardOptions(config, ctx, accessLog),
     // The fetch engine's gate exists for Bun's fetch pool (64 idle connections); this engine
     // keeps its own pool per backend, so it needs none.
     upstreamConcurrency: 0,
-    host: config.listen.host,
-    port: config.listen.port,
     limits: {
       maxHeaderSize: limits.maxHeaderSize, maxUriLength: limits.maxUriLength, maxBodySize: limits.maxBodySize,
       bufferBody: config.retry.bufferBody, maxPipeline: limits.maxPipeline, maxConnections: limits.maxConnections,
@@ -316,7 +314,7 @@ function serveSockets(config: Config, ctx: BalancerContext, accessLog: AccessLog
     headerTimeout: timeouts.header,
     idleTimeout: timeouts.idle,
     logger: ctx.logger,
-  }));
+  };
 }
 
 /**

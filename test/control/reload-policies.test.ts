@@ -8,7 +8,7 @@ import { mkdtempSync, renameSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { loadConfigFile } from "../../src/config/load.ts";
-import { startRig, type TestRig } from "../helpers/balancer.ts";
+import { startRig, testEngine, type TestRig } from "../helpers/balancer.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "switchyard-reload-policies-"));
 let rig: TestRig | undefined;
@@ -20,7 +20,7 @@ afterEach(async () => {
 test("strategy, hash key, weights, sticky and peakEwma.decay change on reload", async () => {
   const file = join(dir, "switchyard.json");
   let urls: string[] = [];
-  const base = { listen: { host: "127.0.0.1", port: 0 }, admin: false, healthCheck: false, log: { access: false } };
+  const base = { ...testEngine(), listen: { host: "127.0.0.1", port: 0 }, admin: false, healthCheck: false, log: { access: false } };
   const write = (config: Record<string, unknown>) => {
     writeFileSync(`${file}.tmp`, JSON.stringify({ ...base, ...config }));
     renameSync(`${file}.tmp`, file);

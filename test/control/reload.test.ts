@@ -10,7 +10,7 @@ import { loadConfigFile } from "../../src/config/load.ts";
 import { ControlError } from "../../src/control/control.ts";
 import { diffPaths, inForce, restartNeeded } from "../../src/control/diff.ts";
 import { validateConfig } from "../../src/config/load.ts";
-import { startRig, waitFor, type TestRig } from "../helpers/balancer.ts";
+import { startRig, testEngine, waitFor, type TestRig } from "../helpers/balancer.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "switchyard-reload-"));
 let n = 0;
@@ -35,14 +35,14 @@ async function startFromFile(count: number, make: (urls: string[]) => Record<str
     count,
     (cluster) => {
       urls = cluster.backends.map((b) => b.url);
-      const config = { listen: { host: "127.0.0.1", port: 0 }, admin: { host: "127.0.0.1", port: 0 }, healthCheck: false, log: { access: false }, ...make(urls) };
+      const config = { ...testEngine(), listen: { host: "127.0.0.1", port: 0 }, admin: { host: "127.0.0.1", port: 0 }, healthCheck: false, log: { access: false }, ...make(urls) };
       writeFileSync(file, JSON.stringify(config));
       return config;
     },
     undefined,
     { load: () => loadConfigFile(file), file, watch },
   );
-  const base = (more: Record<string, unknown> = {}) => ({ listen: { host: "127.0.0.1", port: 0 }, admin: { host: "127.0.0.1", port: 0 }, healthCheck: false, log: { access: false }, ...more });
+  const base = (more: Record<string, unknown> = {}) => ({ ...testEngine(), listen: { host: "127.0.0.1", port: 0 }, admin: { host: "127.0.0.1", port: 0 }, healthCheck: false, log: { access: false }, ...more });
   return { rig, file, urls, write, base };
 }
 
@@ -131,9 +131,10 @@ describe("reload from file", () => {
   });
 
   test("a changed listen address, mode or body limit is reported as needing a restart and left as it runs", async () => {
-    const { rig: r, write, urls, base } = await startFromFile(1, (u) => ({ backends: [{ name: "a", url: u[0] }] }));
+    // The fetch engine's body limit is Bun.serve's, fixed when the port opens.
+    const { rig: r, write, urls, base } = await startFromFile(1, (u) => ({ engine: "fetch", backends: [{ name: "a", url: u[0] }] }));
     const port = r.balancer.port;
-    write(base({ listen: { host: "127.0.0.1", port: port + 1 }, limits: { maxBodySize: "1KB", responseBuffer: "1KB" }, backends: [{ name: "a", url: urls[0] }] }));
+    write(base({ engine: "fetch", listen: { host: "127.0.0.1", port: port + 1 }, limits: { maxBodySize: "1KB", responseBuffer: "1KB" }, backends: [{ name: "a", url: urls[0] }] }));
     const report = await r.balancer.reload();
     expect(report.restartNeeded).toEqual([`listen.port 0 -> ${port + 1}`, "limits.maxBodySize 134217728 -> 1024"]);
     expect(report.lines).toEqual(["limits.responseBuffer 65536 -> 1024"]);
@@ -162,7 +163,7 @@ describe("reload from file", () => {
 });
 
 describe("reload with the socket engine and in TCP mode", () => {
-  test("socket engine: a removed backend's idle upstream connections close with it; proxy settings wait for a restart", async () => {
+  test("socket engine: a removed backend's idle upstream connections close with it; proxy settings change in place", async () => {
     // A keep-alive HTTP backend that counts its open connections.
     let open = 0;
     const counted = Bun.listen({
@@ -185,8 +186,9 @@ describe("reload with the socket engine and in TCP mode", () => {
       expect(open).toBeGreaterThan(0);
       write(base({ engine: "socket", strategy: "round-robin", retry: { attempts: 2 }, backends: [{ name: "sim", url: urls[0] }] }));
       const report = await r.balancer.reload();
-      expect(report.lines).toEqual([`removed counted (http://127.0.0.1:${counted.port}/)`]);
-      expect(report.restartNeeded).toEqual(["retry.attempts 3 -> 2 (engine socket)"]);
+      expect(report.lines).toContain(`removed counted (http://127.0.0.1:${counted.port}/)`);
+      expect(report.lines).toContain("retry.attempts 3 -> 2");
+      expect(report.restartNeeded).toEqual([]);
       await waitFor(() => open === 0, "the idle upstream connection to the removed backend to close");
       expect(await names(r.balancer.url, 3)).toEqual(["backend-1", "backend-1", "backend-1"]);
     } finally {

@@ -41,6 +41,9 @@ export async function startRig(
     await prepare(cluster);
     const balancer = await startBalancer(
       validateConfig({
+        // SWITCHYARD_TEST_ENGINE=socket runs every rig-based suite on the socket engine
+        // (`bun run test:socket`); a test that names its engine keeps it.
+        ...testEngine(),
         listen: { host: "127.0.0.1", port: 0 },
         admin: false,
         healthCheck: false,
@@ -61,6 +64,15 @@ export async function startRig(
     await cluster.stop();
     throw e;
   }
+}
+
+/**
+ * `{ engine }` from SWITCHYARD_TEST_ENGINE, or nothing: `bun run test:socket` runs the rig-based
+ * suites again on the socket engine. Tests that write config files put it in them too.
+ */
+export function testEngine(): { engine?: string } {
+  const engine = process.env.SWITCHYARD_TEST_ENGINE;
+  return engine ? { engine } : {};
 }
 
 /** Poll `condition` until it holds; fail with `what` after `timeoutMs`. */

@@ -57,7 +57,7 @@ describe("upstream concurrency through the proxy", () => {
   });
 
   test("requests beyond limits.upstreamConcurrency wait their turn instead of reaching a backend", async () => {
-    rig = await startRig(2, { limits: { upstreamConcurrency: 1 } });
+    rig = await startRig(2, { engine: "fetch", limits: { upstreamConcurrency: 1 } }); // the gate is the fetch engine's
     let most = 0;
     const sampler = setInterval(() => {
       most = Math.max(most, rig!.balancer.pool.backends.reduce((n, b) => n + b.inFlight, 0));
@@ -74,7 +74,7 @@ describe("upstream concurrency through the proxy", () => {
   });
 
   test("queued requests all complete once slots free up", async () => {
-    rig = await startRig(2, { limits: { upstreamConcurrency: 2 } });
+    rig = await startRig(2, { engine: "fetch", limits: { upstreamConcurrency: 2 } });
     const results = await Promise.all(Array.from({ length: 12 }, () => fetch(`${rig!.balancer.url}/delay/50`).then((r) => r.status)));
     expect(results).toEqual(Array(12).fill(200));
     expect(rig.cluster.backends.every((b) => b.requests > 0)).toBe(true);

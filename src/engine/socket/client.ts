@@ -37,12 +37,12 @@ export interface ClientLimits {
 
 /** What every connection of one listener shares. */
 export interface ClientEnv {
-  readonly forwarder: Forwarder<Exchange, void>;
-  readonly limits: ClientLimits;
+  forwarder: Forwarder<Exchange, void>;
+  limits: ClientLimits;
   /** ms for a request head to arrive in full (slow-loris bound). */
-  readonly headerTimeout: number;
+  headerTimeout: number;
   /** ms between requests on a kept-alive connection, and without progress while reading a body or writing a response. */
-  readonly idleTimeout: number;
+  idleTimeout: number;
   readonly logger: Logger;
   readonly connections: Set<ClientConnection>;
   /** Shutting down: answers carry Connection: close and idle connections are closed. */

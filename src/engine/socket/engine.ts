@@ -12,14 +12,18 @@ import { isIdempotent } from "../../proxy/retry.ts";
 import { ClientConnection, Exchange, type ClientEnv, type ClientLimits } from "./client.ts";
 import { UpstreamPool, isStale, type SocketResponse, type UpstreamPoolOptions } from "./upstream.ts";
 
-export interface SocketEngineOptions extends ForwardOptions {
-  host: string;
-  port: number;
+/** What a reload may change while the engine runs (everything but its address). */
+export interface SocketEngineSettings extends ForwardOptions {
   limits: ClientLimits & { maxConnections: number };
   upstream: UpstreamPoolOptions;
   headerTimeout: number;
   idleTimeout: number;
   logger: Logger;
+}
+
+export interface SocketEngineOptions extends SocketEngineSettings {
+  host: string;
+  port: number;
 }
 
 export interface SocketEngine {
@@ -29,6 +33,11 @@ export interface SocketEngine {
   readonly upstreamConnections: number;
   /** A backend left the pool (reconcile): close its idle upstream connections now. */
   closeIdle(backend: Backend): void;
+  /**
+   * New settings from a reload: requests from now on use a forwarding loop built from them;
+   * those in flight finish on the one they started with. New connections get the new limits.
+   */
+  reconfigure(settings: SocketEngineSettings): void;
   /** Stop accepting; graceful: finish what is in flight (answers carry Connection: close), else cut everything. */
   stop(force?: boolean): Promise<void>;
 }
@@ -76,6 +85,7 @@ export function startSocketEngine(opts: SocketEngineOptions): SocketEngine {
   };
 
   const connections = new Set<ClientConnection>();
+  let maxConnections = opts.limits.maxConnections;
   let onIdle: (() => void) | undefined;
   const env: ClientEnv = {
     forwarder: createForwarder(opts, wire),
@@ -100,7 +110,7 @@ export function startSocketEngine(opts: SocketEngineOptions): SocketEngine {
     socket: {
       ...clientHandlers,
       open(socket) {
-        if (connections.size >= opts.limits.maxConnections || env.draining) {
+        if (connections.size >= maxConnections || env.draining) {
           socket.write(BUSY);
           socket.end();
           return;
@@ -134,6 +144,14 @@ export function startSocketEngine(opts: SocketEngineOptions): SocketEngine {
     },
     closeIdle(backend) {
       pool.closeIdle(backend);
+    },
+    reconfigure(next) {
+      env.forwarder = createForwarder(next, wire);
+      env.limits = next.limits;
+      env.headerTimeout = next.headerTimeout;
+      env.idleTimeout = next.idleTimeout;
+      maxConnections = next.limits.maxConnections;
+      pool.opts = next.upstream;
     },
     stop(force = false) {
       if (force) {

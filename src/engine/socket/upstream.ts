@@ -411,7 +411,8 @@ export class UpstreamPool {
   open = 0;
 
   constructor(
-    readonly opts: UpstreamPoolOptions,
+    /** Replaced by a reload; connections read it when they open. */
+    public opts: UpstreamPoolOptions,
     readonly logError: (e: unknown) => void,
   ) {}
 
