@@ -19,7 +19,8 @@ export interface HeaderFields {
  * proxy keeps the order of lines with one name). The socket engine parses into this and
  * writes from it; `Set-Cookie` lines stay apart because nothing ever joins them.
  *
- * Names given to its methods are matched case-insensitively, as `Headers` does.
+ * Names given to its methods must be lower-case (every caller passes a literal or a name
+ * lower-cased once at start-up): a toLowerCase per call cost more than the lookup itself.
  * Kept flat for the hot path: [name, lowerName, value] triples in one array, so that a request
  * with eight fields is one allocation, and a lookup is a scan that compares lower-cased names.
  */
@@ -40,7 +41,7 @@ export class FieldList implements HeaderFields {
     for (let i = 0, j = 0; i < raw.length; i += 2, j += 3) {
       const name = raw[i]!;
       f[j] = name;
-      f[j + 1] = name.toLowerCase();
+      f[j + 1] = lowerName(name);
       f[j + 2] = raw[i + 1]!;
     }
     this.f = f;
@@ -51,7 +52,6 @@ export class FieldList implements HeaderFields {
   }
 
   get(name: string): string | null {
-    name = name.toLowerCase();
     const f = this.f;
     let out: string | null = null;
     for (let i = 1; i < f.length; i += 3) {
@@ -62,7 +62,6 @@ export class FieldList implements HeaderFields {
 
   /** How many lines carry `name` (a request with two Host lines is refused, RFC 9112 §3.2). */
   count(name: string): number {
-    name = name.toLowerCase();
     const f = this.f;
     let n = 0;
     for (let i = 1; i < f.length; i += 3) if (f[i] === name) n++;
@@ -70,14 +69,12 @@ export class FieldList implements HeaderFields {
   }
 
   has(name: string): boolean {
-    name = name.toLowerCase();
     const f = this.f;
     for (let i = 1; i < f.length; i += 3) if (f[i] === name) return true;
     return false;
   }
 
   set(name: string, value: string): void {
-    name = name.toLowerCase();
     const f = this.f;
     for (let i = 1; i < f.length; i += 3) {
       if (f[i] === name) {
@@ -91,11 +88,11 @@ export class FieldList implements HeaderFields {
 
   /** Add a line without touching others of the same name. */
   append(name: string, value: string): void {
-    this.f.push(name, name.toLowerCase(), value);
+    this.f.push(name, lowerName(name), value);
   }
 
   delete(name: string): void {
-    this.deleteFrom(name.toLowerCase(), 0);
+    this.deleteFrom(name, 0);
   }
 
   private deleteFrom(name: string, from: number): void {
@@ -155,4 +152,19 @@ export class FieldList implements HeaderFields {
     for (let i = 0; i < this.f.length; i += 3) out.push([this.f[i]!, this.f[i + 2]!]);
     return out;
   }
+}
+
+/**
+ * A field name lower-cased, through a small cache: the same few dozen names come in every
+ * request, and a cache hit is several times cheaper than toLowerCase. Bounded, so a client
+ * sending random names cannot grow it.
+ */
+const LOWER = new Map<string, string>();
+export function lowerName(name: string): string {
+  let lower = LOWER.get(name);
+  if (lower === undefined) {
+    lower = name.toLowerCase();
+    if (LOWER.size < 512) LOWER.set(name, lower);
+  }
+  return lower;
 }

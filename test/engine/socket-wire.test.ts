@@ -276,6 +276,19 @@ describe("the upstream pool", () => {
     expect(backend.connections()).toBe(2);
   });
 
+  test("a reused connection the backend drops before answering: an idempotent request goes again on a fresh one, a POST does not", async () => {
+    const { port, backend } = await start({ passive: { consecutiveFailures: 1 } });
+    const get = "GET /one-per-connection HTTP/1.1\r\nHost: a\r\n\r\n";
+    expect((await rawExchange(port, get, { until: (t) => countResponses(t) === 1 })).statuses).toEqual([200]);
+    // The pooled connection is reused, the backend resets it, the GET is replayed fresh.
+    expect((await rawExchange(port, get, { until: (t) => countResponses(t) === 1 })).statuses).toEqual([200]);
+    expect(backend.connections()).toBe(2);
+    expect(rig!.balancer.pool.backends[0]!.state()).toBe("up");
+    // A POST is not sent twice (RFC 9110 §9.2.2): the reset reaches the client as a 502.
+    const post = "POST /one-per-connection HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\nx";
+    expect((await rawExchange(port, post, { until: (t) => countResponses(t) === 1 })).statuses).toEqual([502]);
+  });
+
   test("a client that leaves mid-request destroys its upstream connection; nothing leaks", async () => {
     const { port, backend } = await start();
     const socket = await Bun.connect({ hostname: "127.0.0.1", port, socket: { data() {} } });

@@ -31,6 +31,8 @@ export interface RecordingBackend {
  * - /leftover: a response followed by stray bytes (must not be read as the next response)
  * - /cookies: three Set-Cookie fields
  * - /hang: never answers
+ * - /one-per-connection: answered only as the first request on its connection; later on the
+ *   same connection the backend resets it (a keep-alive connection it closed as it was reused)
  * - anything else: 200 with body "ok <n>" (n counts requests)
  */
 export function startRecordingBackend(): RecordingBackend {
@@ -56,9 +58,11 @@ export function startRecordingBackend(): RecordingBackend {
         p[HTTPParser.kOnBody] = (b: Uint8Array) => {
           current!.body += Buffer.from(b).toString("latin1");
         };
+        let onConnection = 0;
         p[HTTPParser.kOnMessageComplete] = () => {
           const req = current!;
           requests.push(req);
+          if (req.url === "/one-per-connection" && onConnection++ > 0) return void socket.terminate();
           answer(socket, req, requests.length);
         };
         socket.data = { index, parser: p };

@@ -22,6 +22,7 @@ import type { Logger } from "../../log/logger.ts";
 import { HTTPParser, METHODS, isParseError, type LlhttpParser, type OnHeadersComplete, type ParseError } from "./llhttp.ts";
 import { Outbox, HIGH_WATER } from "./outbox.ts";
 import { scanRequest } from "./scan.ts";
+import { headAndBody, latin1Bytes } from "./bytes.ts";
 import { RequestBody, chunkHead, CRLF, LAST_CHUNK } from "./request-body.ts";
 import type { InterimSink, ResponseSink, SocketResponse } from "./upstream.ts";
 
@@ -109,7 +110,7 @@ export class Exchange implements ResponseSink, InterimSink {
     // 100 Continue is ours to send (see start()); HTTP/1.0 clients get no 1xx (RFC 9110 §15.2).
     if (status === 100 || this.http10 || this.done) return;
     stripHopByHop(headers);
-    this.conn.write(Buffer.from(`HTTP/1.1 ${status} ${statusText}\r\n${headers.serialize()}\r\n`, "latin1"));
+    this.conn.write(latin1Bytes(`HTTP/1.1 ${status} ${statusText}\r\n${headers.serialize()}\r\n`));
   }
 
   /** Write the backend's response head, then its body as it comes. */
@@ -136,17 +137,14 @@ export class Exchange implements ResponseSink, InterimSink {
     const headText = `HTTP/1.1 ${res.status} ${res.statusText}\r\n${h.serialize()}\r\n`;
     const held = res.held;
     if (held.length === 0 && !(res.complete && this.chunkedOut)) {
-      this.conn.write(Buffer.from(headText, "latin1"));
+      this.conn.write(latin1Bytes(headText));
     } else if (held.length === 1 && !this.chunkedOut) {
       // The common small answer: head and body in one buffer, one write.
       const body = held[0]!;
-      const out = Buffer.allocUnsafe(headText.length + body.length);
-      out.write(headText, 0, "latin1");
-      out.set(body, headText.length);
       this.bytesOut += body.length;
-      this.conn.write(out);
+      this.conn.write(headAndBody(headText, body));
     } else {
-      const head = Buffer.from(headText, "latin1");
+      const head = latin1Bytes(headText);
       const parts: Uint8Array[] = [head];
       for (const c of held) this.frame(parts, c);
       if (res.complete && this.chunkedOut) parts.push(LAST_CHUNK);
@@ -214,7 +212,7 @@ export class Exchange implements ResponseSink, InterimSink {
     for (const k in a.headers) head += `${k}: ${a.headers[k]}\r\n`;
     head += `content-length: ${Buffer.byteLength(a.body)}\r\n`;
     if (this.closeAfter) head += "connection: close\r\n";
-    this.conn.write(Buffer.from(`${head}\r\n${a.body}`, "latin1"));
+    this.conn.write(latin1Bytes(`${head}\r\n${a.body}`));
     this.conn.exchangeDone(this);
   }
 

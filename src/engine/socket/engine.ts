@@ -10,7 +10,8 @@ import type { Logger } from "../../log/logger.ts";
 import { createForwarder, type ForwardOptions, type ForwardRequest, type Wire } from "../../proxy/forward.ts";
 import { isIdempotent } from "../../proxy/retry.ts";
 import { ClientConnection, Exchange, type ClientEnv, type ClientLimits } from "./client.ts";
-import { UpstreamPool, isStale, type SocketResponse, type UpstreamPoolOptions } from "./upstream.ts";
+import { headAndBody, latin1Bytes } from "./bytes.ts";
+import { UpstreamPool, type SocketResponse, type UpstreamPoolOptions } from "./upstream.ts";
 
 /** What a reload may change while the engine runs (everything but its address). */
 export interface SocketEngineSettings extends ForwardOptions {
@@ -70,14 +71,9 @@ export function startSocketEngine(opts: SocketEngineOptions): SocketEngine {
       const head = requestHead(backend, req);
       const idle = pool.take(backend);
       if (idle === undefined) return pool.connect(backend, cancel).then((c) => c.request(head.bytes, head.stream, req.method, cancel, ex));
-      return idle.request(head.bytes, head.stream, req.method, cancel, ex).catch(async (e: unknown) => {
-        // A kept-alive connection the backend closed as we reused it (RFC 9112 §9.3.1): the
-        // request never reached it. Once more on a fresh connection when that cannot repeat
-        // an action: idempotent, and a body we still hold.
-        if (!isStale(e) || cancel.aborted || !req.replayable || !isIdempotent(req.method)) throw e;
-        const fresh = await pool.connect(backend, cancel);
-        return fresh.request(head.bytes, head.stream, req.method, cancel, ex);
-      });
+      // On a reused connection the backend may have closed as we sent: such a request goes
+      // once more on a fresh one when that cannot repeat an action (idempotent, body held).
+      return idle.request(head.bytes, head.stream, req.method, cancel, ex, req.replayable && isIdempotent(req.method));
     },
     respond: (req, res, end) => req.own.respond(res as SocketResponse, end),
     answer: (req, a) => req.own.answer(a),
@@ -198,7 +194,7 @@ function requestHead(backend: Backend, req: ForwardRequest<Exchange>): { bytes: 
       if (body.chunked) h.set("transfer-encoding", "chunked");
     }
   }
-  const head = Buffer.from(`${req.method} ${backend.basePath}${ex.target} HTTP/1.1\r\n${h.serialize()}\r\n`, "latin1");
+  const text = `${req.method} ${backend.basePath}${ex.target} HTTP/1.1\r\n${h.serialize()}\r\n`;
   if (stream !== undefined) h.delete("transfer-encoding");
-  return { bytes: whole === undefined || whole.length === 0 ? head : Buffer.concat([head, whole]), stream };
+  return { bytes: whole === undefined || whole.length === 0 ? latin1Bytes(text) : headAndBody(text, whole), stream };
 }

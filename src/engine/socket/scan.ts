@@ -15,6 +15,8 @@
  * whole path in README "Performance".
  */
 
+import { lowerName } from "../../proxy/fields.ts";
+
 /** tchar (RFC 9110 §5.6.2): the bytes a field name or method may hold. */
 const TCHAR = new Uint8Array(256);
 for (const c of "!#$%&'*+-.^_`|~") TCHAR[c.charCodeAt(0)] = 1;
@@ -97,7 +99,7 @@ function scanFields(b: Uint8Array, i: number, limit: number, out: ScannedHead): 
     if (i + 1 >= limit || b[i] !== CR || b[i + 1] !== LF) return false;
     i += 2;
     const value = s.latin1Slice(valueStart, valueEnd);
-    const lower = name.toLowerCase();
+    const lower = lowerName(name);
     switch (lower) {
       case "content-length": {
         if (out.contentLength !== -1 || value.length === 0 || value.length > 15) return false;

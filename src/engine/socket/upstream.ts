@@ -120,6 +120,9 @@ export class UpstreamConn implements BodySink, CancelListener {
   /** llhttp holds no partial message: the next read may take the fast path. */
   private atStart = true;
   private cancel: Cancel | undefined;
+  /** The current request's head and method, kept only while it may be replayed (see request()). */
+  private head: Uint8Array | undefined;
+  private method = "GET";
   /** Set while this connection is in an exchange; the pool takes it back when done. */
   private inUse = false;
 
@@ -151,8 +154,15 @@ export class UpstreamConn implements BodySink, CancelListener {
   /**
    * Send one request: the head (and a body read whole) in one write, a streamed body as it
    * comes. Resolves with the final response head.
+   *
+   * `replayStale`: this connection was reused and the request may be sent again. A kept-alive
+   * connection can be closed by the backend just as we reuse it (RFC 9112 §9.3.1); when that
+   * happens before any response byte, the same request goes once more on a fresh connection,
+   * here rather than through the loop (it is no failure of the backend's).
    */
-  request(head: Uint8Array, body: RequestBody | undefined, method: string, cancel: Cancel, interim: InterimSink): Promise<SocketResponse> {
+  request(head: Uint8Array, body: RequestBody | undefined, method: string, cancel: Cancel, interim: InterimSink, replayStale = false): Promise<SocketResponse> {
+    this.head = replayStale ? head : undefined;
+    this.method = method;
     this.inUse = true;
     this.gotBytes = false;
     this.messageDone = false;
@@ -369,9 +379,17 @@ export class UpstreamConn implements BodySink, CancelListener {
     const pending = this.pending;
     this.pending = undefined;
     if (pending !== undefined) {
-      const e = new NetworkError((err as { code?: string } | undefined)?.code ?? "ECONNRESET", detail);
-      (e as NetworkError & { stale?: boolean }).stale = this.reused && !this.gotBytes;
-      pending.reject(e);
+      const head = this.head;
+      const cancel = this.cancel;
+      if (head !== undefined && this.reused && !this.gotBytes && by === "backend" && cancel !== undefined && !cancel.aborted) {
+        const { method, interim } = this;
+        this.pool
+          .connect(this.backend, cancel)
+          .then((fresh) => fresh.request(head, undefined, method, cancel, interim!))
+          .then(pending.resolve, pending.reject);
+      } else {
+        pending.reject(new NetworkError((err as { code?: string } | undefined)?.code ?? "ECONNRESET", detail));
+      }
     }
     const res = this.res;
     if (res !== undefined && !res.complete && res.failure === undefined) {
@@ -397,11 +415,6 @@ export class UpstreamConn implements BodySink, CancelListener {
     this.socket?.end();
     this.cleanup();
   }
-}
-
-/** A failed request on a reused connection before any response byte: the backend may have closed it as we sent. */
-export function isStale(e: unknown): boolean {
-  return (e as { stale?: boolean } | null)?.stale === true;
 }
 
 export class UpstreamPool {
