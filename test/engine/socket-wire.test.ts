@@ -122,6 +122,18 @@ describe("what the backend receives", () => {
     expect(backend.raw.join("")).not.toContain("smuggled");
   });
 
+  test("more than 32 field lines (llhttp hands them over early) all arrive, in order", async () => {
+    const { port, backend } = await start();
+    const many = Array.from({ length: 40 }, (_, i) => `X-H${i}: v${i}\r\n`).join("");
+    // Chunked, so llhttp (not the scanner) reads this head.
+    const res = await rawExchange(port, `POST /many HTTP/1.1\r\nHost: a\r\n${many}Transfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n`, {
+      until: (t) => countResponses(t) === 1,
+    });
+    expect(res.statuses).toEqual([200]);
+    const names = backend.requests[0]!.headers.map(([k]) => k).filter((k) => k.startsWith("x-h"));
+    expect(names).toEqual(Array.from({ length: 40 }, (_, i) => `x-h${i}`));
+  });
+
   test("Expect: 100-continue is answered by the proxy; the backend never sees it", async () => {
     const { port, backend } = await start();
     const res = await rawExchange(port, ["POST /up HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n", "hello"], {

@@ -19,7 +19,7 @@ import { ClientFault, type ErrorAnswer } from "../../proxy/errors.ts";
 import { Cancel } from "../../proxy/cancel.ts";
 import { stripHopByHop } from "../../proxy/headers.ts";
 import type { Logger } from "../../log/logger.ts";
-import { HTTPParser, METHODS, isParseError, type LlhttpParser, type OnHeadersComplete, type ParseError } from "./llhttp.ts";
+import { HTTPParser, METHODS, createParser, isParseError, type LlhttpParser, type ParseError, type ParserHost } from "./llhttp.ts";
 import { Outbox, HIGH_WATER } from "./outbox.ts";
 import { scanRequest } from "./scan.ts";
 import { headAndBody, latin1Bytes } from "./bytes.ts";
@@ -235,7 +235,7 @@ export class Exchange implements ResponseSink, InterimSink {
   }
 }
 
-export class ClientConnection {
+export class ClientConnection implements ParserHost {
   readonly outbox: Outbox;
   readonly clientIp: string;
   private readonly parser: LlhttpParser;
@@ -246,8 +246,8 @@ export class ClientConnection {
   private extraUrl = "";
   /** A fault stopped parsing: what else arrives is ignored. */
   private broken = false;
-  /** llhttp holds no partial message: the next bytes may take the fast path. */
-  private atStart = true;
+  /** llhttp holds no partial message: the next bytes may take the fast path (ParserHost). */
+  atStart = true;
   private paused = false;
   closed = false;
   /** performance.now() deadline for what `wait` says; 0 for none. */
@@ -263,23 +263,7 @@ export class ClientConnection {
     this.outbox = new Outbox(socket as Socket<unknown>);
     const ip = socket.remoteAddress;
     this.clientIp = ip.startsWith("::ffff:") && ip.includes(".") ? ip.slice(7) : ip;
-    const p = new HTTPParser();
-    p.initialize(HTTPParser.REQUEST, {}, env.limits.maxHeaderSize);
-    p[HTTPParser.kOnHeaders] = (fields: string[], url: string) => {
-      (this.extraHeaders ??= []).push(...fields);
-      this.extraUrl += url;
-    };
-    p[HTTPParser.kOnHeadersComplete] = ((maj, min, fields, method, url, _s, _t, upgrade, keepAlive) =>
-      this.onHead(maj, min, fields, method!, url, upgrade, keepAlive)) satisfies OnHeadersComplete;
-    p[HTTPParser.kOnBody] = (chunk: Uint8Array) => this.onBody(chunk);
-    p[HTTPParser.kOnMessageComplete] = () => {
-      this.atStart = true;
-      this.onMessageComplete();
-    };
-    p[HTTPParser.kOnMessageBegin] = () => {
-      this.atStart = false;
-    };
-    this.parser = p;
+    this.parser = createParser(HTTPParser.REQUEST, env.limits.maxHeaderSize, this);
     this.expect(Wait.Head, env.headerTimeout);
   }
 
@@ -351,10 +335,16 @@ export class ClientConnection {
     this.socket.resume();
   }
 
-  /** From llhttp: a request head. */
-  private onHead(
-    major: number, minor: number, fields: string[] | undefined, methodIndex: number, url: string | undefined,
-    upgrade: boolean, keepAlive: boolean,
+  /** From llhttp (ParserHost): field lines of a head with more than 32 of them. */
+  onRawHeaders(fields: string[], url: string): void {
+    (this.extraHeaders ??= []).push(...fields);
+    this.extraUrl += url;
+  }
+
+  /** From llhttp (ParserHost): a request head. */
+  onHeadersComplete(
+    major: number, minor: number, fields: string[] | undefined, methodIndex: number | undefined, url: string | undefined,
+    _status: number | undefined, _text: string | undefined, upgrade: boolean, keepAlive: boolean,
   ): number {
     if (this.extraHeaders !== undefined) {
       fields = fields ? this.extraHeaders.concat(fields) : this.extraHeaders;
@@ -362,7 +352,7 @@ export class ClientConnection {
       this.extraHeaders = undefined;
       this.extraUrl = "";
     }
-    this.headParsed(METHODS[methodIndex] ?? "GET", url ?? "", major, minor, new FieldList(fields ?? []), upgrade, keepAlive);
+    this.headParsed(METHODS[methodIndex ?? 1] ?? "GET", url ?? "", major, minor, new FieldList(fields ?? []), upgrade, keepAlive);
     return 0;
   }
 
@@ -399,7 +389,7 @@ export class ClientConnection {
     if (this.queue[0] === ex) this.start(ex);
   }
 
-  private onBody(chunk: Uint8Array): void {
+  onBody(chunk: Uint8Array): void {
     const ex = this.parsing;
     if (ex === undefined || ex.body === undefined) return;
     const body = ex.body;
@@ -428,7 +418,7 @@ export class ClientConnection {
     }
   }
 
-  private onMessageComplete(): void {
+  onMessageComplete(): void {
     const ex = this.parsing;
     if (ex === undefined) return;
     this.parsing = undefined;

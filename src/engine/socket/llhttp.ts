@@ -69,3 +69,32 @@ export const SKIP_BODY = 1;
 export function isParseError(r: number | ParseError | undefined): r is ParseError {
   return typeof r === "object" && r !== null;
 }
+
+/** What owns a parser: its callbacks, as methods (no closures of its own per message). */
+export interface ParserHost {
+  /** llhttp holds no partial message: kept up to date by the parser's begin/complete callbacks. */
+  atStart: boolean;
+  /** More than 32 field lines: llhttp hands them over early, before the head completes. */
+  onRawHeaders(fields: string[], url: string): void;
+  onHeadersComplete: OnHeadersComplete;
+  onBody(chunk: Uint8Array): void;
+  onMessageComplete(): void;
+}
+
+/** A parser of `type` (REQUEST or RESPONSE) bound to `host`, heads limited to `maxHeaderSize` bytes. */
+export function createParser(type: number, maxHeaderSize: number, host: ParserHost): LlhttpParser {
+  const p = new HTTPParser();
+  p.initialize(type, {}, maxHeaderSize);
+  p[HTTPParser.kOnHeaders] = (fields: string[], url: string) => host.onRawHeaders(fields, url);
+  p[HTTPParser.kOnHeadersComplete] = ((maj, min, fields, method, url, status, text, upgrade, keepAlive) =>
+    host.onHeadersComplete(maj, min, fields, method, url, status, text, upgrade, keepAlive)) satisfies OnHeadersComplete;
+  p[HTTPParser.kOnBody] = (chunk: Uint8Array) => host.onBody(chunk);
+  p[HTTPParser.kOnMessageComplete] = () => {
+    host.atStart = true;
+    host.onMessageComplete();
+  };
+  p[HTTPParser.kOnMessageBegin] = () => {
+    host.atStart = false;
+  };
+  return p;
+}

@@ -15,7 +15,7 @@ import { NetworkError } from "../../net/network-error.ts";
 import { FieldList } from "../../proxy/fields.ts";
 import type { UpstreamResponse } from "../../proxy/forward.ts";
 import type { Cancel, CancelListener } from "../../proxy/cancel.ts";
-import { HTTPParser, SKIP_BODY, isParseError, type LlhttpParser, type OnHeadersComplete } from "./llhttp.ts";
+import { HTTPParser, SKIP_BODY, createParser, isParseError, type LlhttpParser, type ParserHost } from "./llhttp.ts";
 import { Outbox } from "./outbox.ts";
 import { scanResponse } from "./scan.ts";
 import { CRLF, LAST_CHUNK, chunkHead, type BodySink, type RequestBody } from "./request-body.ts";
@@ -91,7 +91,7 @@ const upstreamHandlers: SocketHandler<UpstreamConn> = {
   error: (s, e) => s.data?.onHandlerError(e),
 };
 
-export class UpstreamConn implements BodySink, CancelListener {
+export class UpstreamConn implements BodySink, CancelListener, ParserHost {
   socket!: Socket<UpstreamConn>;
   outbox!: Outbox;
   /** Served a request before: a failure before any response byte may be a stale keep-alive. */
@@ -117,8 +117,8 @@ export class UpstreamConn implements BodySink, CancelListener {
   private messageDone = false;
   /** Bytes that cannot be ours arrived: never reuse. */
   private poisoned = false;
-  /** llhttp holds no partial message: the next read may take the fast path. */
-  private atStart = true;
+  /** llhttp holds no partial message: the next read may take the fast path (ParserHost). */
+  atStart = true;
   private cancel: Cancel | undefined;
   /** The current request's head and method, kept only while it may be replayed (see request()). */
   private head: Uint8Array | undefined;
@@ -130,22 +130,7 @@ export class UpstreamConn implements BodySink, CancelListener {
     readonly backend: Backend,
     private readonly pool: UpstreamPool,
   ) {
-    const p = new HTTPParser();
-    p.initialize(HTTPParser.RESPONSE, {}, pool.opts.maxHeaderSize);
-    p[HTTPParser.kOnHeaders] = (fields: string[]) => {
-      (this.extraHeaders ??= []).push(...fields);
-    };
-    p[HTTPParser.kOnHeadersComplete] = ((_maj, _min, fields, _m, _u, status, statusText, _upgrade, keepAlive) =>
-      this.onHead(fields, status!, statusText ?? "", keepAlive)) satisfies OnHeadersComplete;
-    p[HTTPParser.kOnBody] = (chunk: Uint8Array) => this.onBody(chunk);
-    p[HTTPParser.kOnMessageComplete] = () => {
-      this.atStart = true;
-      this.onMessageComplete();
-    };
-    p[HTTPParser.kOnMessageBegin] = () => {
-      this.atStart = false;
-    };
-    this.parser = p;
+    this.parser = createParser(HTTPParser.RESPONSE, pool.opts.maxHeaderSize, this);
   }
 
   /** Whether the backend said it keeps the connection, for the last response. */
@@ -243,7 +228,18 @@ export class UpstreamConn implements BodySink, CancelListener {
     if (this.messageDone && !this.sendingBody) this.finishExchange();
   }
 
-  private onHead(fields: string[] | undefined, status: number, statusText: string, keepAlive: boolean): number {
+  /** From llhttp (ParserHost): field lines of a head with more than 32 of them. */
+  onRawHeaders(fields: string[]): void {
+    (this.extraHeaders ??= []).push(...fields);
+  }
+
+  /** From llhttp (ParserHost): a response head, interim or final. */
+  onHeadersComplete(
+    _major: number, _minor: number, fields: string[] | undefined, _method: number | undefined, _url: string | undefined,
+    statusCode: number | undefined, text: string | undefined, _upgrade: boolean, keepAlive: boolean,
+  ): number {
+    const status = statusCode ?? 0;
+    const statusText = text ?? "";
     if (this.extraHeaders !== undefined) {
       fields = fields ? this.extraHeaders.concat(fields) : this.extraHeaders;
       this.extraHeaders = undefined;
@@ -285,7 +281,7 @@ export class UpstreamConn implements BodySink, CancelListener {
     pending?.resolve(res);
   }
 
-  private onBody(chunk: Uint8Array): void {
+  onBody(chunk: Uint8Array): void {
     const res = this.res;
     if (res === undefined || this.poisoned) return;
     if (res.sink !== undefined) {
@@ -302,7 +298,7 @@ export class UpstreamConn implements BodySink, CancelListener {
     }
   }
 
-  private onMessageComplete(): void {
+  onMessageComplete(): void {
     const res = this.res;
     // The end of an interim response (the final one is still to come), or of a poisoned one.
     if (res === undefined || this.poisoned) return;
