@@ -49,7 +49,18 @@ export function startRecordingBackend(): RecordingBackend {
         const p = new HTTPParser();
         p.initialize(HTTPParser.REQUEST, {});
         let current: RecordedRequest | undefined;
-        p[HTTPParser.kOnHeadersComplete] = (_a: number, _b: number, fields: string[], method: number, url: string) => {
+        // Past 32 field lines llhttp hands them over early, through kOnHeaders.
+        let early: string[] = [];
+        let earlyUrl = "";
+        p[HTTPParser.kOnHeaders] = (fields: string[], url: string) => {
+          early.push(...fields);
+          earlyUrl += url;
+        };
+        p[HTTPParser.kOnHeadersComplete] = (_a: number, _b: number, last: string[] | undefined, method: number, lastUrl: string | undefined) => {
+          const fields = [...early, ...(last ?? [])];
+          const url = earlyUrl + (lastUrl ?? "");
+          early = [];
+          earlyUrl = "";
           const headers: [string, string][] = [];
           for (let i = 0; i < fields.length; i += 2) headers.push([fields[i]!.toLowerCase(), fields[i + 1]!]);
           current = { method: (process as any).binding("http_parser").methods[method], url, headers, body: "" };
