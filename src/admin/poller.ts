@@ -11,6 +11,7 @@
  */
 import type { Backend } from "../pool/backend.ts";
 import { formatUptime } from "./figures.ts";
+import { describeNetworkError, errorCode } from "../net/network-error.ts";
 
 export interface PollerOptions {
   /** Polls running at once. Default 3. */
@@ -204,9 +205,7 @@ async function readCapped(res: Response, max: number): Promise<string> {
 
 function describe(e: unknown): string {
   if (e instanceof SyntaxError) return "body is not JSON";
-  const code = (e as { code?: unknown }).code;
-  if (typeof code === "string") return code;
-  return e instanceof Error ? e.message : String(e);
+  return errorCode(e) !== undefined ? describeNetworkError(e) : e instanceof Error ? e.message : String(e);
 }
 
 const MEMORY = /^\s*(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|KiB|MiB|GiB)?\s*$/i;
