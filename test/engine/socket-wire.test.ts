@@ -160,6 +160,17 @@ describe("what the backend receives", () => {
   });
 });
 
+test("bytes a backend sends on an idle connection close it: the next request gets a fresh one", async () => {
+  const { port, backend } = await start();
+  expect((await rawExchange(port, "GET /late-bytes HTTP/1.1\r\nHost: a\r\n\r\n", { until: (t) => countResponses(t) === 1 })).statuses).toEqual([200]);
+  // The stray bytes arrive 30 ms after the answer, and the proxy closes that connection.
+  await waitFor(() => backend.closed() === 1, "the proxy to close the connection the stray bytes came on");
+  const next = await rawExchange(port, GET, { until: (t) => countResponses(t) === 1 });
+  expect(next.statuses).toEqual([200]);
+  expect(next.text).not.toContain("forged");
+  expect(backend.connections()).toBe(2);
+});
+
 describe("connections", () => {
   test("keep-alive both ways: three requests, one client connection, one backend connection", async () => {
     const { port, backend } = await start();

@@ -20,6 +20,8 @@ export interface RecordingBackend {
   raw: string[];
   requests: RecordedRequest[];
   connections: () => number;
+  /** Connections the proxy has closed (or reset). */
+  closed: () => number;
   stop(): void;
 }
 
@@ -29,6 +31,7 @@ export interface RecordingBackend {
  * - /chunked: a chunked body "hello world" in two chunks
  * - /close: a body delimited by closing the connection
  * - /leftover: a response followed by stray bytes (must not be read as the next response)
+ * - /late-bytes: a response, then 30 ms later stray bytes on the idle connection
  * - /cookies: three Set-Cookie fields
  * - /hang: never answers
  * - /one-per-connection: answered only as the first request on its connection; later on the
@@ -39,6 +42,7 @@ export function startRecordingBackend(): RecordingBackend {
   const raw: string[] = [];
   const requests: RecordedRequest[] = [];
   let connections = 0;
+  let closed = 0;
   const server = Bun.listen<{ index: number; parser: InstanceType<typeof HTTPParser> }>({
     hostname: "127.0.0.1",
     port: 0,
@@ -78,6 +82,9 @@ export function startRecordingBackend(): RecordingBackend {
         };
         socket.data = { index, parser: p };
       },
+      close() {
+        closed++;
+      },
       data(socket, chunk) {
         raw[socket.data.index] += Buffer.from(chunk).toString("latin1");
         socket.data.parser.execute(chunk);
@@ -90,6 +97,7 @@ export function startRecordingBackend(): RecordingBackend {
     raw,
     requests,
     connections: () => connections,
+    closed: () => closed,
     stop: () => server.stop(true),
   };
 }
@@ -110,6 +118,10 @@ function answer(socket: Socket<unknown>, req: RecordedRequest, n: number): void 
       return;
     case "/leftover":
       socket.write("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nforged");
+      return;
+    case "/late-bytes":
+      socket.write("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+      setTimeout(() => socket.write("HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nforged"), 30);
       return;
     case "/cookies":
       socket.write("HTTP/1.1 200 OK\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2, c=3\r\nSet-Cookie: d=4\r\nContent-Length: 0\r\n\r\n");
