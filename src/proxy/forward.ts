@@ -44,6 +44,13 @@ export interface ForwardOptions {
   hashKey?: KeyExtractor;
   /** Sticky sessions: the backend a request's cookie names, and the cookie for a new one. */
   sticky?: StickySessions;
+  /**
+   * Upstream requests whose body still streams from the client (not replayable), in flight at
+   * once (0 or absent: no bound). They take no upstreamConcurrency slot: a client that dribbles
+   * its body would hold one for as long as it likes, and a few dozen such clients would stop
+   * every other request (issue 13). Bounded apart, they can only crowd out each other.
+   */
+  uploadConcurrency?: number;
 }
 
 /** One client request as an engine hands it to the loop. */
@@ -133,11 +140,17 @@ interface Shared<Body, Out> {
   readonly wire: Wire<Body, Out>;
   readonly retryOn: ReadonlySet<number>;
   readonly gate: AdmissionGate;
+  /** The gate of requests whose body streams from the client (uploadConcurrency). */
+  readonly uploads: AdmissionGate;
 }
 
 export function createForwarder<Body, Out>(opts: ForwardOptions, wire: Wire<Body, Out>): Forwarder<Body, Out> {
   // Work done once, not per request.
-  const shared: Shared<Body, Out> = { opts, wire, retryOn: new Set(opts.retry.onStatus), gate: new AdmissionGate(opts.upstreamConcurrency) };
+  const shared: Shared<Body, Out> = {
+    opts, wire, retryOn: new Set(opts.retry.onStatus),
+    gate: new AdmissionGate(opts.upstreamConcurrency),
+    uploads: new AdmissionGate(opts.uploadConcurrency ?? 0),
+  };
   return {
     forward: (req) => new Trip(shared, req).run(),
     abandoned(req) {
@@ -225,8 +238,10 @@ class Trip<Body, Out> implements CancelListener, BodyEnd {
   }
 
   async run(): Promise<Out> {
-    const { gate, opts } = this.s;
+    const { opts } = this.s;
     const { pool, traffic } = opts;
+    // A body still arriving from the client waits in its own line (uploadConcurrency).
+    const gate = this.req.replayable ? this.s.gate : this.s.uploads;
     for (;;) {
       // Wait for an upstream slot before choosing: the choice then sees current load.
       const entered = gate.enter(this.deadline - performance.now());
