@@ -51,6 +51,12 @@ export interface ForwardOptions {
    * every other request (issue 13). Bounded apart, they can only crowd out each other.
    */
   uploadConcurrency?: number;
+  /**
+   * timeouts.send: how long the backend may leave a piece of a streamed request body untaken
+   * (nginx's proxy_send_timeout: between two writes, not for the whole body). Used only while
+   * a wire reports SendProgress; 0 or absent: no bound.
+   */
+  sendTimeout?: number;
 }
 
 /** One client request as an engine hands it to the loop. */
@@ -93,6 +99,27 @@ export interface BodyEnd {
   bodyEnded(bytes: number, failure?: BodyFailure): void;
 }
 
+/**
+ * How a streamed request body is going, told by the wire to the try sending it (nginx's
+ * semantics): while the body is being sent, only timeouts.send applies, between the backend
+ * taking one piece and the next; the response-head timers (retry.perTryTimeout and the
+ * retry.timeout deadline) start once the request is sent in full, so time spent sending a
+ * large or slow upload counts toward neither. A wire that never calls these keeps the old
+ * timing (the head timers run from the start of the try). Calls after the try ended are ignored.
+ */
+export interface SendProgress {
+  /**
+   * Something was handed to the backend's connection that it has not taken yet (the first
+   * call: the connection and request head; then each piece of the body): timeouts.send runs.
+   * The first call switches the try from the head timers to the send timer.
+   */
+  sendWaiting(): void;
+  /** The backend took what it was given: timeouts.send stops until the next sendWaiting(). */
+  sendTaken(): void;
+  /** The request is sent in full: the wait for the response head starts now. */
+  requestSent(): void;
+}
+
 /** The half of an engine below the loop: how a try reaches a backend and the answer reaches the client. */
 export interface Wire<Body, Out> {
   /**
@@ -100,7 +127,7 @@ export interface Wire<Body, Out> {
    * (read by net/network-error.ts). When `cancel` fires (the per-try timer, the deadline, the
    * client leaving) the try is given up and its upstream connection destroyed.
    */
-  send(backend: Backend, req: ForwardRequest<Body>, cancel: Cancel): Promise<UpstreamResponse>;
+  send(backend: Backend, req: ForwardRequest<Body>, cancel: Cancel, progress: SendProgress): Promise<UpstreamResponse>;
   /**
    * Answer the client with `res` (its headers already prepared). May reject before anything
    * reached the client (a small body read whole failed): the loop then counts a failed try.
@@ -125,6 +152,8 @@ const enum Why {
   PerTry = 1,
   Deadline = 2,
   Client = 3,
+  /** timeouts.send: the backend stopped taking the request body. */
+  Send = 4,
 }
 
 /** How one try ended. */
@@ -167,17 +196,22 @@ function onTimer(t: Trip<unknown, unknown>): void {
   t.timedOut();
 }
 
+function onSendTimer(t: Trip<unknown, unknown>): void {
+  t.sendTimerFired();
+}
+
 /**
  * One request's way through the loop. A class rather than closures: a request allocates this
  * object and its tries' Cancels, and every step is a method shared by all requests.
  */
-class Trip<Body, Out> implements CancelListener, BodyEnd {
+class Trip<Body, Out> implements CancelListener, BodyEnd, SendProgress {
   private readonly started = performance.now();
   private readonly time = Date.now();
   private readonly requestId: string;
   private readonly tried: Backend[] = [];
   private exclude: Set<Backend> | undefined;
-  private readonly deadline: number;
+  /** Moved later by the time a streamed body took to send (SendProgress). */
+  private deadline: number;
   private readonly rewriteHost: boolean;
   /** The hash key (consistent-hash) and the backend a sticky cookie names, if any. */
   private readonly key: string | undefined;
@@ -186,7 +220,14 @@ class Trip<Body, Out> implements CancelListener, BodyEnd {
   private backend: Backend | undefined;
   private lease: Lease | undefined;
   private tryCancel: Cancel | undefined;
+  private timer: ReturnType<typeof setTimeout> | undefined;
   private perTryShort = false;
+  // Sending a streamed body (SendProgress): only between sendWaiting() and requestSent().
+  private inTry = false;
+  private sendStarted = 0;
+  /** When the backend was last given something it has not taken; 0 when it has taken all. */
+  private waitingSince = 0;
+  private sendTimer: ReturnType<typeof setTimeout> | undefined;
   private why = Why.None;
   private status = 0;
   private ended = false;
@@ -286,6 +327,59 @@ class Trip<Body, Out> implements CancelListener, BodyEnd {
     });
   }
 
+  /** The response-head timer: the per-try timeout, or what is left of the deadline if less. */
+  private armHeadTimer(now: number): void {
+    const perTryTimeout = this.s.opts.retry.perTryTimeout;
+    const perTry = Math.min(perTryTimeout, this.deadline - now);
+    this.perTryShort = perTry < perTryTimeout;
+    this.timer = setTimeout(onTimer, perTry, this);
+  }
+
+  sendWaiting(): void {
+    if (!this.inTry) return;
+    const now = performance.now();
+    if (this.sendStarted === 0) {
+      // Sending a body: the head timers wait until it is sent (requestSent).
+      this.sendStarted = now;
+      clearTimeout(this.timer);
+    }
+    this.waitingSince = now;
+    const limit = this.s.opts.sendTimeout ?? 0;
+    if (limit > 0 && this.sendTimer === undefined) this.sendTimer = setTimeout(onSendTimer, limit, this);
+  }
+
+  sendTaken(): void {
+    // The timer is left to fire and look (one timer per try, not one per piece of body).
+    this.waitingSince = 0;
+  }
+
+  requestSent(): void {
+    if (!this.inTry || this.sendStarted === 0) return;
+    if (this.sendTimer !== undefined) {
+      clearTimeout(this.sendTimer);
+      this.sendTimer = undefined;
+    }
+    this.waitingSince = 0;
+    const now = performance.now();
+    // Time spent sending counts toward neither head timer.
+    this.deadline += now - this.sendStarted;
+    this.sendStarted = 0;
+    this.armHeadTimer(now);
+  }
+
+  /** From the send timer: fail the try if the backend has left a piece untaken for timeouts.send. */
+  sendTimerFired(): void {
+    this.sendTimer = undefined;
+    if (!this.inTry || this.waitingSince === 0) return;
+    const left = this.waitingSince + this.s.opts.sendTimeout! - performance.now();
+    if (left > 0) {
+      this.sendTimer = setTimeout(onSendTimer, left, this);
+      return;
+    }
+    this.why = Why.Send;
+    this.tryCancel?.abort();
+  }
+
   /** From the try's timer: the per-try timeout or the overall deadline ran out. */
   timedOut(): void {
     this.why = this.perTryShort ? Why.Deadline : Why.PerTry;
@@ -313,16 +407,17 @@ class Trip<Body, Out> implements CancelListener, BodyEnd {
     this.why = Why.None;
     const tryStarted = performance.now();
     const cancel = (this.tryCancel = new Cancel());
-    const perTry = Math.min(opts.retry.perTryTimeout, this.deadline - tryStarted);
-    this.perTryShort = perTry < opts.retry.perTryTimeout;
-    const timer = setTimeout(onTimer, perTry, this);
+    this.armHeadTimer(tryStarted);
+    this.inTry = true;
+    this.sendStarted = 0;
+    this.waitingSince = 0;
     req.cancel.on(this);
     let handedOff = false;
     try {
       if (this.rewriteHost) req.headers.set("host", backend.url.host);
       let res: UpstreamResponse;
       try {
-        res = await wire.send(backend, req, cancel);
+        res = await wire.send(backend, req, cancel, this);
       } catch (e) {
         return this.failed(e, "");
       }
@@ -354,7 +449,12 @@ class Trip<Body, Out> implements CancelListener, BodyEnd {
     } finally {
       // From here only idle timeouts apply to the body: a long download or an event stream
       // is never cut by the retry timeouts.
-      clearTimeout(timer);
+      this.inTry = false;
+      clearTimeout(this.timer);
+      if (this.sendTimer !== undefined) {
+        clearTimeout(this.sendTimer);
+        this.sendTimer = undefined;
+      }
       if (!handedOff) {
         req.cancel.off(this);
         lease.release();
@@ -367,10 +467,13 @@ class Trip<Body, Out> implements CancelListener, BodyEnd {
     if (why === Why.Client || this.req.cancel.aborted) return Outcome.ClientGone;
     const backend = this.backend!;
     const passive = this.s.opts.passive;
-    const timedOut = why === Why.PerTry || why === Why.Deadline;
+    const timedOut = why === Why.PerTry || why === Why.Deadline || why === Why.Send;
     const failure: TryFailure = timedOut ? { kind: "timeout" } : { kind: classifyNetworkError(e) };
     this.failure = failure;
-    this.detail = (timedOut ? "timed out waiting for the response head" : describeTry(failure.kind, e)) + stage;
+    this.detail =
+      (why === Why.Send
+        ? `the backend took no request body for ${this.s.opts.sendTimeout}ms`
+        : timedOut ? "timed out waiting for the response head" : describeTry(failure.kind, e)) + stage;
     backend.stats.proxyErrors++;
     if (failure.kind === "connect") passive.connectFailed(backend, this.detail);
     else passive.failed(backend, this.detail);
