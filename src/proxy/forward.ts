@@ -142,7 +142,10 @@ export interface Wire<Body, Out> {
 
 export interface Forwarder<Body, Out> {
   forward(req: ForwardRequest<Body>): Promise<Out>;
-  /** Count and log a request whose client left before it could be forwarded (mid-body). */
+  /**
+   * Count and log a request whose client left before it could be forwarded (mid-body), or
+   * answer it when the client broke a rule (`req.cancel` aborted with a ClientFault).
+   */
   abandoned(req: ForwardRequest<Body>): Out;
 }
 
@@ -182,13 +185,7 @@ export function createForwarder<Body, Out>(opts: ForwardOptions, wire: Wire<Body
   };
   return {
     forward: (req) => new Trip(shared, req).run(),
-    abandoned(req) {
-      const t = new Trip(shared, req);
-      opts.traffic.proxyErrors.SY_CLIENT_ABORTED++;
-      opts.traffic.record(req.method, 499, 0);
-      t.log(499, 0, "SY_CLIENT_ABORTED");
-      return wire.gone(req);
-    },
+    abandoned: (req) => new Trip(shared, req).clientGone(),
   };
 }
 
@@ -267,7 +264,7 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, SendProgress {
     return this.s.wire.answer(this.req, a);
   }
 
-  private clientGone(): Out {
+  clientGone(): Out {
     // The client broke a rule (a body too large, too slow): answered, but never a backend's fault.
     const reason = this.req.cancel.reason;
     if (reason instanceof ClientFault) return this.fail(reason.code, reason.message);
