@@ -419,7 +419,10 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, SendProgress {
         return this.failed(e, "");
       }
       const status = (this.status = res.status);
-      opts.passive.succeeded(backend, status);
+      // A 5xx counts against the backend at once; a success only once its body has arrived
+      // whole (bodyEnded): otherwise a backend that breaks off every body would clear its own
+      // failure count with each head and never be ejected.
+      if (status >= 500) opts.passive.succeeded(backend, status);
       backend.stats.recordResponse(methodLabel(req.method), status, performance.now() - tryStarted);
 
       if (retryOn.has(status) && this.mayRetry({ kind: "status", status })) {
@@ -494,6 +497,7 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, SendProgress {
     } else if (failure?.by === "client") {
       this.log(this.status, bytes, "SY_CLIENT_ABORTED");
     } else {
+      if (this.status < 500) this.s.opts.passive.succeeded(this.backend!, this.status);
       this.log(this.status, bytes);
     }
   }
