@@ -105,6 +105,8 @@ export async function startBalancer(initial: Config, opts: BalancerOptions = {})
     else logger.info(line);
   });
   const tcpStats = initial.mode === "tcp" ? new TcpStats() : undefined;
+  /** Shared by every fetch-engine handler this balancer builds (a reload swaps handlers). */
+  const lifecycle = { draining: false };
 
   let accessLogs: Map<string, AccessLog> | undefined;
   let http: HttpListener | undefined;
@@ -138,7 +140,7 @@ export async function startBalancer(initial: Config, opts: BalancerOptions = {})
     const r = await reconciler.reconcile(target.backends as DesiredBackend[], backendDefaults(target));
     lines.push(...r.lines);
     if (proxySettings(prev) !== proxySettings(target)) {
-      if (http) http.setProxy(buildProxy(target, ctx, accessLogFor(target)));
+      if (http) http.setProxy(buildProxy(target, ctx, accessLogFor(target), lifecycle));
       socketEngine?.reconfigure(socketSettings(target, ctx, accessLogFor(target)));
       tcp?.configure(target);
     }
@@ -172,6 +174,10 @@ export async function startBalancer(initial: Config, opts: BalancerOptions = {})
   let stopping: Promise<void> | undefined;
   const stop = (graceful = true): Promise<void> => {
     stopping ??= (async () => {
+      // From now on every fetch-engine answer carries Connection: close (the socket engine
+      // does the same in its own drain), so that no keep-alive client sends a request on a
+      // connection that is about to close.
+      lifecycle.draining = true;
       watcher?.stop();
       control.stop();
       // Aborted probes settle asynchronously; awaited below so that nothing outlives stop().
@@ -213,7 +219,7 @@ export async function startBalancer(initial: Config, opts: BalancerOptions = {})
       socketEngine = serveSockets(initial, ctx, accessLogFor(initial));
       url = `http://${hostForUrl(initial.listen.host)}:${socketEngine.port}`;
     } else {
-      http = serveHttp(initial, buildProxy(initial, ctx, accessLogFor(initial)));
+      http = serveHttp(initial, buildProxy(initial, ctx, accessLogFor(initial), lifecycle));
       url = `http://${hostForUrl(initial.listen.host)}:${http.server.port}`;
     }
     const engine = initial.mode === "http" ? ` on the ${initial.engine} engine` : "";
@@ -285,6 +291,7 @@ function forwardOptions(config: Config, ctx: BalancerContext, accessLog: AccessL
     retry: config.retry,
     hashKey: config.hash ? hashKeyExtractor(config.hash.key) : undefined,
     sticky: config.sticky ? new StickySessions(ctx.pool, config.sticky) : undefined,
+    sendTimeout: config.timeouts.send,
   };
 }
 
@@ -322,13 +329,16 @@ function socketSettings(config: Config, ctx: BalancerContext, accessLog: AccessL
  * forwarder. Built at start and again whenever a reload changes a proxy setting; the listener
  * calls whichever is current (see serveHttp), so the per-request path reads no mutable config.
  */
-function buildProxy(config: Config, ctx: BalancerContext, accessLog: AccessLog | undefined): ProxyFetch {
+function buildProxy(config: Config, ctx: BalancerContext, accessLog: AccessLog | undefined, lifecycle: { readonly draining: boolean }): ProxyFetch {
   const { logger } = ctx;
   const handler = createFetchHandler({
     ...forwardOptions(config, ctx, accessLog),
     responseBuffer: config.limits.responseBuffer,
     upstreamConcurrency: config.limits.upstreamConcurrency,
+    uploadConcurrency: config.limits.uploadConcurrency,
     idleTimeoutSec: Math.ceil(config.timeouts.idle / 1000),
+    maxBodySize: config.limits.maxBodySize,
+    lifecycle,
   });
   const app = new Hono<{ Bindings: { server: Server<unknown> } }>();
   app.all("*", (c) => handler(c.req.raw, c.env.server));

@@ -229,6 +229,13 @@ export const ConfigSchema = v.strictObject({
        * HTTP mode: at most 255s, Bun.serve's limit (checked in load.ts, as it depends on mode).
        */
       idle: v.optional(duration, 60_000),
+      /**
+       * A streamed request body: how long the backend may leave a piece of it untaken (between
+       * two writes, as nginx's proxy_send_timeout; not for the whole body). While a body is
+       * being sent only this applies on the backend side; retry.perTryTimeout and
+       * retry.timeout count from the moment the request is sent in full. 0: no bound.
+       */
+      send: v.optional(duration, 60_000),
       /** Time to open a backend connection (TCP mode and the socket engine). */
       connect: v.optional(positiveDuration, 5000),
       /** Socket engine: a request head must arrive in full within this time, or 408 and close (slow-loris). */
@@ -261,6 +268,14 @@ export const ConfigSchema = v.strictObject({
        * so that upstream connections are reused rather than churned. 0 means no bound.
        */
       upstreamConcurrency: v.optional(v.pipe(v.number("expected a number"), v.integer("expected a whole number"), v.minValue(0, "expected 0 (no bound) or more")), 64),
+      /**
+       * Fetch engine: upstream requests whose body is still streaming from the client (larger
+       * than retry.bufferBody), in flight at once; they take no upstreamConcurrency slot, so
+       * slow uploaders cannot hold the slots other requests need. Together the two stay under
+       * the 256 requests Bun's fetch runs at once (more queue inside fetch, for every request).
+       * 0 means no bound.
+       */
+      uploadConcurrency: v.optional(v.pipe(v.number("expected a number"), v.integer("expected a whole number"), v.minValue(0, "expected 0 (no bound) or more")), 64),
       /** Socket engine: largest request head (request line and fields); larger gets 431. */
       maxHeaderSize: v.optional(size, 64 * 1024),
       /** Socket engine: longest request target; longer gets 414. */

@@ -10,8 +10,10 @@
 import type { Server } from "bun";
 import type { Backend } from "../pool/backend.ts";
 import { createForwarder, type BodyEnd, type ForwardOptions, type ForwardRequest, type UpstreamResponse, type Wire } from "../proxy/forward.ts";
-import { prepareBody } from "../proxy/body.ts";
+import { prepareBody, type PreparedBody, type StreamedBody } from "../proxy/body.ts";
 import { Cancel } from "../proxy/cancel.ts";
+import { ClientFault, refusalAnswer } from "../proxy/errors.ts";
+import { checkRequest } from "./fetch-checks.ts";
 
 export interface FetchEngineOptions extends ForwardOptions {
   retry: ForwardOptions["retry"] & { bufferBody: number };
@@ -19,6 +21,13 @@ export interface FetchEngineOptions extends ForwardOptions {
   responseBuffer: number;
   /** Client idle timeout in seconds (Bun.serve's idleTimeout). */
   idleTimeoutSec: number;
+  /** limits.maxBodySize, which Bun.serve enforces (named in the 413's detail). */
+  maxBodySize: number;
+  /**
+   * Read on every answer: once the listener is shutting down, answers carry Connection: close
+   * so that keep-alive clients send nothing more on a connection about to close.
+   */
+  lifecycle?: { readonly draining: boolean };
 }
 
 export type FetchHandler = (req: Request, server: Server<unknown>) => Promise<Response>;
@@ -27,7 +36,10 @@ export type FetchHandler = (req: Request, server: Server<unknown>) => Promise<Re
 interface FetchOwn {
   request: Request;
   server: Server<unknown>;
-  body: BodyInit | null;
+  /** The whole body (replayable), or none. */
+  bytes: PreparedBody["bytes"];
+  /** A body that streams from the client: sent once. */
+  stream: StreamedBody | undefined;
 }
 
 interface FetchResponse extends UpstreamResponse {
@@ -46,9 +58,13 @@ export function createFetchHandler(opts: FetchEngineOptions): FetchHandler {
   const waitSec = Math.ceil(opts.retry.timeout / 1000) + 1;
   const raiseIdle = waitSec > opts.idleTimeoutSec;
   const waitTimeout = waitSec > 255 ? 0 : waitSec;
+  const lifecycle = opts.lifecycle ?? { draining: false };
+
+  /** Reading the client's body failed: tell the loop whose fault it is before fetch fails. */
+  const bodyFailed = (req: ForwardRequest<FetchOwn>, e: unknown) => req.cancel.abort(bodyFault(e, opts.maxBodySize));
 
   const wire: Wire<FetchOwn, Response> = {
-    async send(backend: Backend, req, cancel): Promise<FetchResponse> {
+    async send(backend: Backend, req, cancel, progress): Promise<FetchResponse> {
       // fetch takes an AbortSignal: bridge the try's cancel to one (this engine's cost, not the loop's).
       const controller = new AbortController();
       const signal = controller.signal;
@@ -57,7 +73,7 @@ export function createFetchHandler(opts: FetchEngineOptions): FetchHandler {
       const res = await fetch(backend.origin + backend.basePath + req.target, {
         method: req.method,
         headers: req.headers as Headers,
-        body: req.own.body,
+        body: req.own.stream?.toStream({ clientFailed: (e) => bodyFailed(req, e), progress }) ?? req.own.bytes,
         signal,
         redirect: "manual",
         decompress: false,
@@ -76,6 +92,7 @@ export function createFetchHandler(opts: FetchEngineOptions): FetchHandler {
 
     async respond(req, up, end) {
       const { res } = up as FetchResponse;
+      if (lifecycle.draining) res.headers.set("connection", "close");
       const init = { status: res.status, statusText: res.statusText, headers: res.headers };
       if (res.body === null || bodiless(req.method, res.status)) {
         void res.body?.cancel().catch(() => {});
@@ -96,7 +113,14 @@ export function createFetchHandler(opts: FetchEngineOptions): FetchHandler {
       return new Response(track(res.body, end), init);
     },
 
-    answer: (_req, a) => new Response(a.body, { status: a.status, headers: a.headers }),
+    answer(req, a) {
+      const res = new Response(a.body, { status: a.status, headers: a.headers });
+      // A body left unread (a client fault) leaves nothing on the connection to trust; and a
+      // listener shutting down takes no more requests on it.
+      if (lifecycle.draining || req.cancel.reason instanceof ClientFault) res.headers.set("connection", "close");
+      req.own.stream?.discard();
+      return res;
+    },
     // Nobody reads this: the client has gone.
     gone: () => new Response(null, { status: 499 }),
   };
@@ -109,26 +133,43 @@ export function createFetchHandler(opts: FetchEngineOptions): FetchHandler {
     const slash = url.charCodeAt(0) === 47 ? 0 : url.indexOf("/", url.indexOf("//") + 2);
     const target = slash === -1 ? "/" : url.slice(slash);
     const clientIp = normalizeIp(server.requestIP(request)?.address ?? "");
+    const refusal = checkRequest(request.method, request.headers);
+    if (refusal !== undefined) {
+      const a = refusalAnswer(refusal);
+      return new Response(a.body, { status: a.status, headers: a.headers });
+    }
     if (raiseIdle) server.timeout(request, waitTimeout);
-    let prepared;
+    const cancel = new Cancel();
+    let prepared: PreparedBody | undefined;
     try {
       prepared = await prepareBody(request, opts.retry.bufferBody);
-    } catch {
-      // The client went away (or broke the framing) while sending its body.
-      prepared = undefined;
+    } catch (e) {
+      // The client went away, or broke a rule, while sending its body.
+      cancel.abort(bodyFault(e, opts.maxBodySize));
     }
-    const cancel = new Cancel();
     const signal = request.signal;
     if (signal.aborted) cancel.abort();
-    else signal.addEventListener("abort", () => cancel.abort(), { once: true });
+    else if (!cancel.aborted) signal.addEventListener("abort", () => cancel.abort(), { once: true });
     const req: ForwardRequest<FetchOwn> = {
       method: request.method, target, headers: request.headers, clientIp, proto: "http",
-      own: { request, server, body: prepared?.body ?? null },
-      replayable: prepared?.replayable ?? true,
+      own: { request, server, bytes: prepared?.bytes ?? null, stream: prepared?.stream },
+      replayable: prepared?.stream === undefined,
       cancel,
     };
     return prepared === undefined ? abandoned(req) : forward(req);
   };
+}
+
+/**
+ * Why reading a client's body failed. Over limits.maxBodySize Bun.serve has already answered
+ * 413 and closed (it checks chunked bodies as they arrive), and the read fails with this
+ * message: a ClientFault, so the loop answers 413 and the backend, whose stream is cut at
+ * once, is not blamed. Anything else is the client leaving or breaking the chunked framing
+ * (Bun.serve answers 400 itself): a plain abort, logged as 499, never a backend's fault.
+ */
+function bodyFault(e: unknown, maxBodySize: number): ClientFault | undefined {
+  const message = e instanceof Error ? e.message : "";
+  return message.includes("maxRequestBodySize") ? new ClientFault("SY_BODY_TOO_LARGE", `body over ${maxBodySize} bytes`) : undefined;
 }
 
 /**

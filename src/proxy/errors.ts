@@ -98,3 +98,29 @@ export function errorResponse(err: ProxyError, requestId: string, retryAfterSeco
   const a = errorAnswer(err, requestId, retryAfterSeconds);
   return new Response(a.body, { status: a.status, headers: a.headers });
 }
+
+/**
+ * Requests refused before any backend is asked, for how the client framed them or what they
+ * ask for: 400 (RFC 9112 §3.2 Host, §6.3 Content-Length) and 405 (proxy/methods.ts). The
+ * engine answers them itself and closes the connection: after a framing fault nothing more
+ * read from it can be trusted (RFC 9112 §6.3 item 5 requires the close for a bad length).
+ */
+export type RefusalCode = "SY_BAD_REQUEST" | "SY_METHOD_NOT_ALLOWED";
+
+const REFUSAL_STATUS: Record<RefusalCode, number> = { SY_BAD_REQUEST: 400, SY_METHOD_NOT_ALLOWED: 405 };
+
+export interface Refusal {
+  code: RefusalCode;
+  detail: string;
+  /** Fields the status requires, e.g. Allow on a 405 (RFC 9110 §15.5.6). */
+  headers?: Record<string, string>;
+}
+
+export function refusalAnswer(r: Refusal): ErrorAnswer {
+  const status = REFUSAL_STATUS[r.code];
+  return {
+    status,
+    headers: { "content-type": "application/json", "cache-control": "no-store", connection: "close", ...r.headers },
+    body: JSON.stringify({ error: r.code, status, message: r.detail }),
+  };
+}

@@ -1,0 +1,27 @@
+/**
+ * What Bun.serve lets through that a proxy must refuse before forwarding (fetch engine). The
+ * socket engine parses heads itself (llhttp, and its checkHead in client.ts).
+ *
+ * Bun.serve joins repeated request fields into one comma-separated value (the Fetch Headers
+ * model), so a repeated Host or Content-Length shows up here as a value with a comma in it.
+ */
+import type { Refusal } from "../proxy/errors.ts";
+import { ALLOW, refusedMethod } from "../proxy/methods.ts";
+
+const DIGITS = /^\d+$/;
+
+export function checkRequest(method: string, headers: Headers): Refusal | undefined {
+  const refused = refusedMethod(method);
+  if (refused !== undefined) return { code: "SY_METHOD_NOT_ALLOWED", detail: refused, headers: { allow: ALLOW } };
+  // RFC 9112 §3.2: a request with more than one Host field gets 400. A comma is never part of
+  // a host name or port, so one in the joined value means the field was repeated.
+  const host = headers.get("host");
+  if (host !== null && host.includes(",")) return { code: "SY_BAD_REQUEST", detail: "more than one Host field" };
+  // RFC 9112 §6.3 item 5: a Content-Length that is not one decimal number makes the framing
+  // invalid: 400 and close. RFC 9110 §8.6 lets a recipient either fold "5, 5" into 5 or reject
+  // it; fetch would refuse the joined value when sending it on (counted against the backend),
+  // so it is rejected here, as the socket engine's parser does.
+  const length = headers.get("content-length");
+  if (length !== null && !DIGITS.test(length)) return { code: "SY_BAD_REQUEST", detail: `invalid Content-Length "${length}"` };
+  return undefined;
+}
