@@ -93,7 +93,7 @@ describe("requests refused before any byte reaches a backend (fetch engine)", ()
   });
 
   test("Content-Length sent twice, fifteen times: no backend is ejected", async () => {
-    rig = await startRig(2, { passive: { consecutiveFailures: 1, maxEjectedPercent: 100 } });
+    rig = await startRig(2, { engine: "fetch", passive: { consecutiveFailures: 1, maxEjectedPercent: 100 } });
     for (let i = 0; i < 15; i++) {
       const res = await rawExchange(rig.balancer.port, "POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello");
       expect(res.statuses).toEqual([400]);
@@ -134,7 +134,7 @@ describe("a chunked body over limits.maxBodySize (fetch engine)", () => {
   });
 
   test("fifteen over-limit uploads leave both backends up", async () => {
-    rig = await startRig(2, { limits: { maxBodySize: "16KB" }, retry: { bufferBody: "1KB" }, passive: { consecutiveFailures: 1, maxEjectedPercent: 100 } });
+    rig = await startRig(2, { engine: "fetch", limits: { maxBodySize: "16KB" }, retry: { bufferBody: "1KB" }, passive: { consecutiveFailures: 1, maxEjectedPercent: 100 } });
     for (let i = 0; i < 15; i++) {
       const body = Array.from({ length: 8 }, () => chunk("y".repeat(4096))).join("") + "0\r\n\r\n";
       const res = await rawExchange(rig.balancer.port, ["POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n", body]);
@@ -167,6 +167,7 @@ describe("a backend that resets mid-body (fetch engine)", () => {
     const bad = startTruncatingBackend(1024 * 1024, 100 * 1024);
     cleanups.push(() => bad.stop());
     rig = await startRig(1, (c) => ({
+      engine: "fetch",
       backends: [{ name: "bad", url: bad.url }, { name: "good", url: c.backends[0]!.url }],
       strategy: "round-robin",
       passive: { consecutiveFailures: 2, maxEjectedPercent: 100 },
@@ -197,6 +198,7 @@ describe("a backend that resets mid-body (fetch engine)", () => {
     const bad = startTruncatingBackend(32 * 1024, 10 * 1024);
     cleanups.push(() => bad.stop());
     rig = await startRig(1, (c) => ({
+      engine: "fetch",
       backends: [{ name: "bad", url: bad.url }, { name: "good", url: c.backends[0]!.url }],
       strategy: "round-robin",
     }));
@@ -218,6 +220,7 @@ describe("uploads and the admission gate (fetch engine)", () => {
 
   test("slow uploaders holding upstream requests do not stop GETs", async () => {
     rig = await startRig(2, {
+      engine: "fetch",
       limits: { upstreamConcurrency: 4, uploadConcurrency: 4 },
       retry: { bufferBody: "1KB", timeout: "2s", perTryTimeout: "2s" },
     });
@@ -233,7 +236,7 @@ describe("uploads and the admission gate (fetch engine)", () => {
   });
 
   test("a client dribbling its body from the start holds no upload slot", async () => {
-    rig = await startRig(1, { limits: { uploadConcurrency: 1 }, retry: { bufferBody: "4KB", timeout: "3s", perTryTimeout: "3s" } });
+    rig = await startRig(1, { engine: "fetch", limits: { uploadConcurrency: 1 }, retry: { bufferBody: "4KB", timeout: "3s", perTryTimeout: "3s" } });
     const port = rig.balancer.port;
     // Within the retry buffer: read by the proxy, not yet forwarded.
     await Promise.all(Array.from({ length: 4 }, () => slowUploader(port, 100)));
@@ -259,7 +262,7 @@ describe("sending a request body: timeouts.send, then the response-head timers",
   }
 
   test("an upload that takes longer than retry.perTryTimeout and retry.timeout succeeds", async () => {
-    rig = await startRig(1, { retry: { perTryTimeout: "300ms", timeout: "600ms", bufferBody: "4KB" } });
+    rig = await startRig(1, { engine: "fetch", retry: { perTryTimeout: "300ms", timeout: "600ms", bufferBody: "4KB" } });
     // 256 KB over about 1.6 s: well past both timeouts, steadily flowing.
     const c = await paced(rig.balancer.port, 256 * 1024, 16 * 1024, 100);
     expect(status(c.text)).toBe(200);
@@ -273,7 +276,7 @@ describe("sending a request body: timeouts.send, then the response-head timers",
     let received = 0;
     const server = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data: (_s, d) => void (received += d.length) } });
     cleanups.push(() => server.stop(true));
-    rig = await startRig(0, { backends: [{ name: "mute", url: `http://127.0.0.1:${server.port}` }], retry: { perTryTimeout: "300ms", timeout: "5s", bufferBody: "4KB" } });
+    rig = await startRig(0, { engine: "fetch", backends: [{ name: "mute", url: `http://127.0.0.1:${server.port}` }], retry: { perTryTimeout: "300ms", timeout: "5s", bufferBody: "4KB" } });
     const started = performance.now();
     const c = await paced(rig.balancer.port, 64 * 1024, 16 * 1024, 150);
     expect(status(c.text)).toBe(504);
@@ -299,6 +302,7 @@ describe("sending a request body: timeouts.send, then the response-head timers",
     });
     cleanups.push(() => server.stop(true));
     rig = await startRig(0, {
+      engine: "fetch",
       backends: [{ name: "stuck", url: `http://127.0.0.1:${server.port}` }],
       timeouts: { send: "300ms" },
       retry: { perTryTimeout: "30s", timeout: "60s", bufferBody: "4KB" },
