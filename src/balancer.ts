@@ -187,7 +187,7 @@ export async function startBalancer(initial: Config, opts: BalancerOptions = {})
       const proxyServer = http?.server;
       const grace = running.timeouts.shutdownGrace;
       const httpStopped = proxyServer && graceful ? noticeThenStop(proxyServer, Math.min(DRAIN_NOTICE_MS, grace)) : proxyServer?.stop(!graceful);
-      const closeAll = Promise.all([httpStopped, socketEngine?.stop(!graceful), tcp?.stop(!graceful)]);
+      const closeAll = Promise.all([httpStopped, socketEngine?.stop(!graceful, Math.min(DRAIN_NOTICE_MS, grace)), tcp?.stop(!graceful)]);
       if (graceful) {
         let timer: ReturnType<typeof setTimeout> | undefined;
         const late = new Promise<"late">((r) => (timer = setTimeout(() => r("late"), grace)));

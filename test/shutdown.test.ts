@@ -107,7 +107,7 @@ function keepAlive(port: number, path: string, signalled: () => boolean, once = 
   return r;
 }
 
-describe.each(["fetch"])("SIGTERM with keep-alive clients, engine %s", (engine) => {
+describe.each(["fetch", "socket"])("SIGTERM with keep-alive clients, engine %s", (engine) => {
   test("every request sent is answered, answers say Connection: close, idle connections are closed", async () => {
     cluster = await startCluster({ count: 2, basePort: 0, latency: { min: 2, max: 20 } });
     const port = await serve({ engine, timeouts: { shutdownGrace: "20s" }, backends: cluster.backends.map((b) => ({ url: b.url })) });

@@ -248,7 +248,7 @@ describe("uploads and the admission gate (fetch engine)", () => {
   });
 });
 
-describe("sending a request body: timeouts.send, then the response-head timers", () => {
+describe.each(["fetch", "socket"] as const)("sending a request body on the %s engine: timeouts.send, then the response-head timers", (engine) => {
   /** POST `total` bytes in pieces of `piece`, `gapMs` apart, over a raw connection; resolves with what came back. */
   async function paced(port: number, total: number, piece: number, gapMs: number): Promise<RawClient> {
     const c = await openClient(port);
@@ -262,7 +262,7 @@ describe("sending a request body: timeouts.send, then the response-head timers",
   }
 
   test("an upload that takes longer than retry.perTryTimeout and retry.timeout succeeds", async () => {
-    rig = await startRig(1, { engine: "fetch", retry: { perTryTimeout: "300ms", timeout: "600ms", bufferBody: "4KB" } });
+    rig = await startRig(1, { engine, retry: { perTryTimeout: "300ms", timeout: "600ms", bufferBody: "4KB" } });
     // 256 KB over about 1.6 s: well past both timeouts, steadily flowing.
     const c = await paced(rig.balancer.port, 256 * 1024, 16 * 1024, 100);
     expect(status(c.text)).toBe(200);
@@ -276,7 +276,7 @@ describe("sending a request body: timeouts.send, then the response-head timers",
     let received = 0;
     const server = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data: (_s, d) => void (received += d.length) } });
     cleanups.push(() => server.stop(true));
-    rig = await startRig(0, { engine: "fetch", backends: [{ name: "mute", url: `http://127.0.0.1:${server.port}` }], retry: { perTryTimeout: "300ms", timeout: "60s", bufferBody: "4KB" } });
+    rig = await startRig(0, { engine, backends: [{ name: "mute", url: `http://127.0.0.1:${server.port}` }], retry: { perTryTimeout: "300ms", timeout: "60s", bufferBody: "4KB" } });
     // Without a per-try timer started once the body was sent, only the 60 s deadline would
     // end this, long after the test's own timeout.
     const c = await paced(rig.balancer.port, 64 * 1024, 16 * 1024, 150);
@@ -301,7 +301,7 @@ describe("sending a request body: timeouts.send, then the response-head timers",
     });
     cleanups.push(() => server.stop(true));
     rig = await startRig(0, {
-      engine: "fetch",
+      engine,
       backends: [{ name: "stuck", url: `http://127.0.0.1:${server.port}` }],
       timeouts: { send: "300ms" },
       retry: { perTryTimeout: "30s", timeout: "60s", bufferBody: "4KB" },

@@ -44,6 +44,7 @@ describe("requests refused before any byte reaches a backend", () => {
     ["a target that is neither a path nor a URL", "GET a.test/x HTTP/1.1\r\nHost: a\r\n\r\n", 400],
     ["HTTP/2.0 on an HTTP/1 connection", "GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505],
     ["CONNECT (not a forward proxy)", "CONNECT a.test:443 HTTP/1.1\r\nHost: a.test:443\r\n\r\n", 405],
+    ["TRACE (it would reflect the client's credentials)", "TRACE / HTTP/1.1\r\nHost: a\r\nCookie: secret=1\r\n\r\n", 405],
     ["an expectation other than 100-continue", "POST / HTTP/1.1\r\nHost: a\r\nExpect: 200-ok\r\nContent-Length: 1\r\n\r\nx", 417],
     ["Transfer-Encoding in HTTP/1.0", "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400],
   ];
@@ -53,6 +54,7 @@ describe("requests refused before any byte reaches a backend", () => {
     expect(res.statuses).toEqual([status]);
     expect(res.closed).toBe(true);
     expect(res.text).toContain("connection: close");
+    if (status === 405) expect(res.text).toContain("allow: GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH");
     expect(backend.requests).toEqual([]);
   });
 

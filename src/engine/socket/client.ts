@@ -22,6 +22,7 @@ import type { Logger } from "../../log/logger.ts";
 import { HTTPParser, METHODS, createParser, isParseError, type LlhttpParser, type ParseError, type ParserHost } from "./llhttp.ts";
 import { Outbox, HIGH_WATER } from "./outbox.ts";
 import { scanRequest } from "./scan.ts";
+import { ALLOW, refusedMethod } from "../../proxy/methods.ts";
 import { headAndBody, latin1Bytes } from "./bytes.ts";
 import { RequestBody, chunkHead, CRLF, LAST_CHUNK } from "./request-body.ts";
 import type { InterimSink, ResponseSink, SocketResponse } from "./upstream.ts";
@@ -469,8 +470,8 @@ export class ClientConnection implements ParserHost {
       ex.expectContinue = false;
       this.write(CONTINUE);
     }
-    if (body.length > this.env.limits.bufferBody) return this.forward(ex, false);
-    // Otherwise wait: onBody streams once the buffer is passed, onMessageComplete sends it whole.
+    // Wait for the body: onBody streams it once retry.bufferBody has arrived, onMessageComplete
+    // sends it whole. A client dribbling its body from the start holds nothing upstream.
   }
 
   private forward(ex: Exchange, whole: boolean): void {
@@ -593,8 +594,9 @@ export class ClientConnection implements ParserHost {
  */
 function checkHead(ex: Exchange, major: number, minor: number, url: string, upgrade: boolean, limits: ClientLimits): { status: number; detail: string } | undefined {
   if (major !== 1 || minor > 1) return { status: 505, detail: `HTTP/${major}.${minor} is not supported` };
-  // Not a forward proxy: CONNECT has no meaning here (RFC 9110 §9.3.6).
-  if (ex.method === "CONNECT") return { status: 405, detail: "CONNECT is not supported" };
+  // CONNECT (not a forward proxy) and TRACE (it would reflect credentials): proxy/methods.ts.
+  const refused = refusedMethod(ex.method);
+  if (refused !== undefined) return { status: 405, detail: refused };
   if (url.length > limits.maxUriLength) return { status: 414, detail: `request target over ${limits.maxUriLength} bytes` };
   // origin-form, or asterisk-form for OPTIONS (RFC 9112 §3.2); absolute-form is rewritten below.
   if (url.charCodeAt(0) !== 47 /* / */) {
@@ -643,10 +645,9 @@ function checkHead(ex: Exchange, major: number, minor: number, url: string, upgr
 }
 
 function plainAnswer(status: number, detail: string): { status: number; headers: Record<string, string>; body: string } {
-  const code = status === 408 ? "SY_CLIENT_TIMEOUT" : status === 413 ? "SY_BODY_TOO_LARGE" : "SY_BAD_REQUEST";
-  return {
-    status,
-    headers: { "content-type": "application/json", "cache-control": "no-store" },
-    body: JSON.stringify({ error: code, status, message: detail }),
-  };
+  const code = status === 408 ? "SY_CLIENT_TIMEOUT" : status === 413 ? "SY_BODY_TOO_LARGE" : status === 405 ? "SY_METHOD_NOT_ALLOWED" : "SY_BAD_REQUEST";
+  const headers: Record<string, string> = { "content-type": "application/json", "cache-control": "no-store" };
+  // A 405 must say what is allowed (RFC 9110 §15.5.6).
+  if (status === 405) headers.allow = ALLOW;
+  return { status, headers, body: JSON.stringify({ error: code, status, message: detail }) };
 }

@@ -11,7 +11,7 @@ import { createForwarder, type ForwardOptions, type ForwardRequest, type Wire } 
 import { isIdempotent } from "../../proxy/retry.ts";
 import { ClientConnection, Exchange, type ClientEnv, type ClientLimits } from "./client.ts";
 import { headAndBody, latin1Bytes } from "./bytes.ts";
-import { UpstreamPool, type SocketResponse, type UpstreamPoolOptions } from "./upstream.ts";
+import { UpstreamPool, type UpstreamConn, type SocketResponse, type UpstreamPoolOptions } from "./upstream.ts";
 
 /** What a reload may change while the engine runs (everything but its address). */
 export interface SocketEngineSettings extends ForwardOptions {
@@ -39,8 +39,13 @@ export interface SocketEngine {
    * those in flight finish on the one they started with. New connections get the new limits.
    */
   reconfigure(settings: SocketEngineSettings): void;
-  /** Stop accepting; graceful: finish what is in flight (answers carry Connection: close), else cut everything. */
-  stop(force?: boolean): Promise<void>;
+  /**
+   * Stop. Graceful: answers carry Connection: close from now on; for `noticeMs` the listener
+   * still accepts and idle connections stay, so a client's request already on its way is
+   * answered rather than cut; then the listener closes, idle connections close, and the rest
+   * close after their current answer. Forced: cut everything now.
+   */
+  stop(force?: boolean, noticeMs?: number): Promise<void>;
 }
 
 /** Shared by every client socket; `socket.data` is the connection. */
@@ -66,11 +71,19 @@ export function startSocketEngine(opts: SocketEngineOptions): SocketEngine {
   const pool = new UpstreamPool(opts.upstream, (e) => opts.logger.error(`socket engine upstream: ${(e as Error)?.stack ?? e}`));
 
   const wire: Wire<Exchange, void> = {
-    send(backend, req, cancel) {
+    send(backend, req, cancel, progress) {
       const ex = req.own;
       const head = requestHead(backend, req);
+      // A streamed body reports its sending (timeouts.send), so a slow client's upload never
+      // runs the backend's head timers; a whole one goes in one write and needs none.
+      if (head.stream !== undefined) {
+        progress.sendWaiting();
+        const idle = pool.take(backend);
+        const send = (c: UpstreamConn) => c.request(head.bytes, head.stream, req.method, cancel, ex, false, progress);
+        return idle !== undefined ? send(idle) : pool.connect(backend, cancel).then(send);
+      }
       const idle = pool.take(backend);
-      if (idle === undefined) return pool.connect(backend, cancel).then((c) => c.request(head.bytes, head.stream, req.method, cancel, ex));
+      if (idle === undefined) return pool.connect(backend, cancel).then((c) => c.request(head.bytes, undefined, req.method, cancel, ex));
       // On a reused connection the backend may have closed as we sent: such a request goes
       // once more on a fresh one when that cannot repeat an action (idempotent, body held).
       return idle.request(head.bytes, head.stream, req.method, cancel, ex, req.replayable && isIdempotent(req.method));
@@ -106,7 +119,7 @@ export function startSocketEngine(opts: SocketEngineOptions): SocketEngine {
     socket: {
       ...clientHandlers,
       open(socket) {
-        if (connections.size >= maxConnections || env.draining) {
+        if (connections.size >= maxConnections) {
           socket.write(BUSY);
           socket.end();
           return;
@@ -149,7 +162,7 @@ export function startSocketEngine(opts: SocketEngineOptions): SocketEngine {
       maxConnections = next.limits.maxConnections;
       pool.opts = next.upstream;
     },
-    stop(force = false) {
+    stop(force = false, noticeMs = 0) {
       if (force) {
         listener.stop(true);
         for (const c of [...connections]) c.destroy();
@@ -159,15 +172,17 @@ export function startSocketEngine(opts: SocketEngineOptions): SocketEngine {
       }
       stopped ??= new Promise<void>((resolve) => {
         env.draining = true;
-        listener.stop(false);
-        const done = () => {
-          clearInterval(sweeper);
-          pool.closeIdle();
-          resolve();
-        };
-        if (connections.size === 0) return done();
-        onIdle = done;
-        for (const c of [...connections]) c.drain();
+        setTimeout(() => {
+          listener.stop(false);
+          const done = () => {
+            clearInterval(sweeper);
+            pool.closeIdle();
+            resolve();
+          };
+          if (connections.size === 0) return done();
+          onIdle = done;
+          for (const c of [...connections]) c.drain();
+        }, noticeMs);
       });
       return stopped;
     },

@@ -13,7 +13,7 @@ import type { Socket, SocketHandler } from "bun";
 import type { Backend } from "../../pool/backend.ts";
 import { NetworkError } from "../../net/network-error.ts";
 import { FieldList } from "../../proxy/fields.ts";
-import type { UpstreamResponse } from "../../proxy/forward.ts";
+import type { SendProgress, UpstreamResponse } from "../../proxy/forward.ts";
 import type { Cancel, CancelListener } from "../../proxy/cancel.ts";
 import { HTTPParser, SKIP_BODY, createParser, isParseError, type LlhttpParser, type ParserHost } from "./llhttp.ts";
 import { Outbox } from "./outbox.ts";
@@ -85,7 +85,7 @@ interface PendingHead {
 
 const upstreamHandlers: SocketHandler<UpstreamConn> = {
   data: (s, chunk) => s.data.onData(chunk),
-  drain: (s) => s.data.outbox.flush(),
+  drain: (s) => s.data.onDrain(),
   close: (s, err) => s.data?.onClose(err),
   connectError: (s, err) => s.data?.onConnectError(err),
   error: (s, e) => s.data?.onHandlerError(e),
@@ -115,6 +115,10 @@ export class UpstreamConn implements BodySink, CancelListener, ParserHost {
   /** Chunked framing upstream for the current streamed body. */
   private chunked = false;
   private messageDone = false;
+  /** How a streamed body's sending goes, for the loop's timeouts.send. */
+  private progress: SendProgress | undefined;
+  /** The streamed body's last byte is in the outbox. */
+  private bodyWritten = false;
   /** Bytes that cannot be ours arrived: never reuse. */
   private poisoned = false;
   /** llhttp holds no partial message: the next read may take the fast path (ParserHost). */
@@ -145,7 +149,12 @@ export class UpstreamConn implements BodySink, CancelListener, ParserHost {
    * happens before any response byte, the same request goes once more on a fresh connection,
    * here rather than through the loop (it is no failure of the backend's).
    */
-  request(head: Uint8Array, body: RequestBody | undefined, method: string, cancel: Cancel, interim: InterimSink, replayStale = false): Promise<SocketResponse> {
+  request(
+    head: Uint8Array, body: RequestBody | undefined, method: string, cancel: Cancel, interim: InterimSink,
+    replayStale = false, progress?: SendProgress,
+  ): Promise<SocketResponse> {
+    this.progress = progress;
+    this.bodyWritten = false;
     this.head = replayStale ? head : undefined;
     this.method = method;
     this.inUse = true;
@@ -166,6 +175,7 @@ export class UpstreamConn implements BodySink, CancelListener, ParserHost {
       this.body = body;
       this.chunked = body.chunked;
       body.attach(this);
+      this.reportSending();
     }
     return promise;
   }
@@ -181,13 +191,36 @@ export class UpstreamConn implements BodySink, CancelListener, ParserHost {
     } else {
       this.outbox.write(chunk);
     }
+    this.reportSending();
   }
   bodyEnd(): void {
     if (this.closed) return;
     if (this.chunked) this.outbox.write(LAST_CHUNK);
     this.sendingBody = false;
     this.body = undefined;
+    this.bodyWritten = true;
+    this.reportSending();
     if (this.messageDone) this.finishExchange();
+  }
+
+  /**
+   * timeouts.send's view of a streamed body (SendProgress): the backend is holding us up only
+   * while what we gave it sits unwritten; once all of it is taken, the wait is for the client.
+   */
+  private reportSending(): void {
+    const progress = this.progress;
+    if (progress === undefined) return;
+    if (this.outbox.pending > 0) return progress.sendWaiting();
+    progress.sendTaken();
+    if (this.bodyWritten) {
+      this.progress = undefined;
+      progress.requestSent();
+    }
+  }
+
+  onDrain(): void {
+    this.outbox.flush();
+    if (this.progress !== undefined && this.outbox.pending === 0) this.reportSending();
   }
   get congested(): boolean {
     return this.outbox.full;
@@ -314,6 +347,7 @@ export class UpstreamConn implements BodySink, CancelListener, ParserHost {
     this.cancel?.off(this);
     this.cancel = undefined;
     this.interim = undefined;
+    this.progress = undefined;
     this.res = undefined;
     if (this.keepAlive && !this.closed) {
       this.reused = true;
@@ -396,6 +430,7 @@ export class UpstreamConn implements BodySink, CancelListener, ParserHost {
 
   private cleanup(): void {
     this.inUse = false;
+    this.progress = undefined;
     this.body?.detach();
     this.body = undefined;
     this.cancel?.off(this);
