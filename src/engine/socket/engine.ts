@@ -25,6 +25,8 @@ export interface SocketEngineSettings extends ForwardOptions {
 export interface SocketEngineOptions extends SocketEngineSettings {
   host: string;
   port: number;
+  /** Share the port with the other worker processes (SO_REUSEPORT); else bind it exclusively. */
+  reusePort?: boolean;
 }
 
 export interface SocketEngine {
@@ -112,8 +114,10 @@ export function startSocketEngine(opts: SocketEngineOptions): SocketEngine {
   const listener: TCPSocketListener<ClientConnection> = Bun.listen<ClientConnection>({
     hostname: opts.host,
     port: opts.port,
-    // A second balancer must not silently share the port (see balancer.ts).
-    exclusive: true,
+    // A second balancer must not silently share the port (see balancer.ts); workers of one
+    // balancer share it on purpose, and the kernel spreads connections among them.
+    exclusive: !opts.reusePort,
+    reusePort: opts.reusePort === true,
     // A client may send its FIN right after its request and still read the answer (RFC 9112 §9.6).
     allowHalfOpen: true,
     socket: {
