@@ -14,7 +14,7 @@ import { Hono } from "hono";
 import type { Config } from "./config/schema.ts";
 import { LocalPool, type Pool } from "./pool/pool.ts";
 import { createPolicy } from "./policy/policy.ts";
-import { PassiveHealth } from "./health/passive.ts";
+import { PassiveHealth, type PassiveSignals } from "./health/passive.ts";
 import { HealthMonitor } from "./health/monitor.ts";
 import { createFetchHandler } from "./engine/fetch.ts";
 import { startSocketEngine, type SocketEngine, type SocketEngineSettings } from "./engine/socket/engine.ts";
@@ -34,6 +34,7 @@ import { Control, type Actor, type ApplyReport, type ReloadReport } from "./cont
 import { ChangeLog } from "./control/changes.ts";
 import { ConfigWatcher } from "./control/watch.ts";
 import { diffPaths, inForce, restartNeeded } from "./control/diff.ts";
+import { resolveWorkers, WorkerSupervisor, type WorkersFigures } from "./workers/supervisor.ts";
 
 export interface BalancerOptions {
   logger?: Logger;
@@ -65,6 +66,10 @@ export interface BalancerContext {
   readonly control: Control;
   readonly changes: ChangeLog;
   readonly auth: AdminAuth;
+  /** With `workers` above 1: the worker processes, per worker (the admin port's breakdown). */
+  readonly workers?: { figures(): WorkersFigures };
+  /** Bring the figures up to date before they are read whole (/stats, /metrics): the workers' reports. */
+  refresh?(): Promise<void>;
 }
 
 export interface Balancer extends BalancerContext {
@@ -92,9 +97,17 @@ export async function startBalancer(initial: Config, opts: BalancerOptions = {})
   const health = new HealthMonitor(new Map());
   const passive = new PassiveHealth(pool, initial.passive, (b) => health.probes(b));
   let socketEngine: SocketEngine | undefined;
+  let workers: WorkerSupervisor | undefined;
   // A removed backend's idle upstream connections (socket engine) are closed with it; busy ones
   // finish their exchange and are closed by the engine's idle sweep (timeouts.upstreamIdle).
-  const reconciler = new Reconciler({ pool, health, passive, onRemove: (b) => socketEngine?.closeIdle(b) }, backendDefaults(initial));
+  // With workers, each closes its own when the next table drops the backend.
+  const reconciler = new Reconciler({
+    pool, health, passive,
+    onRemove: (b) => {
+      socketEngine?.closeIdle(b);
+      workers?.forget(b);
+    },
+  }, backendDefaults(initial));
   // The first reconcile fills the pool; the probes start below, before the listener opens.
   await reconciler.reconcile(initial.backends as DesiredBackend[]);
   const traffic = new TrafficStats();
@@ -146,6 +159,8 @@ export async function startBalancer(initial: Config, opts: BalancerOptions = {})
     }
     auth.set(tokens);
     running = target;
+    // The workers take the same config in place, and the new backend table (weights, limits).
+    workers?.configure(target);
     return { lines, restartNeeded: later };
   };
 
@@ -161,6 +176,10 @@ export async function startBalancer(initial: Config, opts: BalancerOptions = {})
       return running;
     },
     pool, traffic, passive, health, logger, startedAt: Date.now(), tcpStats, control, changes, auth,
+    get workers() {
+      return workers;
+    },
+    refresh: () => workers?.pull() ?? Promise.resolve(),
   };
 
   for (const b of pool.backends) {
@@ -184,21 +203,8 @@ export async function startBalancer(initial: Config, opts: BalancerOptions = {})
       const healthStopped = health.stop();
       passive.stop();
       unsubscribe();
-      const proxyServer = http?.server;
-      const grace = running.timeouts.shutdownGrace;
-      const httpStopped = proxyServer && graceful ? noticeThenStop(proxyServer, Math.min(DRAIN_NOTICE_MS, grace)) : proxyServer?.stop(!graceful);
-      const closeAll = Promise.all([httpStopped, socketEngine?.stop(!graceful, Math.min(DRAIN_NOTICE_MS, grace)), tcp?.stop(!graceful)]);
-      if (graceful) {
-        let timer: ReturnType<typeof setTimeout> | undefined;
-        const late = new Promise<"late">((r) => (timer = setTimeout(() => r("late"), grace)));
-        if ((await Promise.race([closeAll, late])) === "late") {
-          logger.warn(`shutdown: in-flight work still running after ${grace}ms; closing it`);
-          await Promise.all([proxyServer?.stop(true), socketEngine?.stop(true), tcp?.stop(true)]);
-        }
-        clearTimeout(timer);
-      } else {
-        await closeAll;
-      }
+      // Workers drain themselves within the same grace, then cut what is left.
+      await stopProxy({ http, socketEngine, tcp, workers }, graceful, running.timeouts.shutdownGrace, logger);
       await admin?.app.stop();
       await admin?.server.stop(true);
       for (const log of accessLogs?.values() ?? []) await log.close();
@@ -210,8 +216,21 @@ export async function startBalancer(initial: Config, opts: BalancerOptions = {})
   let url: string;
   let adminUrl: string | undefined;
   // A listener that cannot start (a port in use) must not leave probes and timers running.
+  const workerCount = resolveWorkers(initial.workers);
+  let workersPort = 0;
   try {
-    if (initial.mode === "tcp") {
+    if (workerCount > 1) {
+      // This process owns the backends and the admin port; the workers serve the proxy port.
+      // It is bound here first, exclusively, so that one in use fails the start as it would
+      // with one process (and port 0 becomes one port for all), then handed to the workers.
+      const { host } = initial.listen;
+      const probe = bindListener("proxy", host, initial.listen.port, () => Bun.listen({ hostname: host, port: initial.listen.port, exclusive: true, socket: { data() {} } }));
+      const port = (workersPort = probe.port);
+      probe.stop(true);
+      workers = new WorkerSupervisor({ count: workerCount, pool, passive, traffic, tcpStats, logger, config: () => running });
+      await workers.start(port);
+      url = `${initial.mode === "tcp" ? "tcp" : "http"}://${hostForUrl(host)}:${port}`;
+    } else if (initial.mode === "tcp") {
       tcp = await startTcpProxy(ctx, { stats: tcpStats }).catch((e: unknown) => {
         throw listenError("proxy", initial.listen.host, initial.listen.port, e);
       });
@@ -224,7 +243,8 @@ export async function startBalancer(initial: Config, opts: BalancerOptions = {})
       url = `http://${hostForUrl(initial.listen.host)}:${http.server.port}`;
     }
     const engine = initial.mode === "http" ? ` on the ${initial.engine} engine` : "";
-    logger.info(`${initial.mode} proxy listening on ${url} (strategy ${initial.strategy})${engine}`);
+    const served = workers ? `, ${workers.count} worker processes` : "";
+    logger.info(`${initial.mode} proxy listening on ${url} (strategy ${initial.strategy})${engine}${served}`);
     if (initial.admin !== false) {
       const app = createAdminApp(ctx, { allowedHosts: initial.admin.allowedHosts });
       admin = { app, server: serveAdmin(initial.admin, app) };
@@ -253,7 +273,7 @@ export async function startBalancer(initial: Config, opts: BalancerOptions = {})
     throw e;
   }
 
-  const port = tcp?.port ?? socketEngine?.port ?? http!.server.port!;
+  const port = workers ? workersPort : (tcp?.port ?? socketEngine?.port ?? http!.server.port!);
   return Object.defineProperties(
     { url, port, adminUrl, stop, reload: (actor: Actor = { by: "local", from: "local" }) => control.reload(actor) },
     Object.getOwnPropertyDescriptors(ctx),
@@ -275,6 +295,38 @@ async function noticeThenStop(server: Server<unknown>, noticeMs: number): Promis
   await server.stop(false);
 }
 
+/** The proxy's listeners in one process, or the worker processes that serve them. */
+export interface ProxyParts {
+  http?: HttpListener;
+  socketEngine?: SocketEngine;
+  tcp?: TcpProxy;
+  workers?: WorkerSupervisor;
+}
+
+/**
+ * Stop the proxy side: graceful, stop accepting and let in-flight work finish within `grace`,
+ * then cut what is left (and say so); else cut everything now. One process and each worker
+ * stop the same way (src/workers/worker.ts calls this too).
+ */
+export async function stopProxy(parts: ProxyParts, graceful: boolean, grace: number, logger: Logger): Promise<void> {
+  const { http, socketEngine, tcp, workers } = parts;
+  const proxyServer = http?.server;
+  const notice = Math.min(DRAIN_NOTICE_MS, grace);
+  const httpStopped = proxyServer && graceful ? noticeThenStop(proxyServer, notice) : proxyServer?.stop(!graceful);
+  const closeAll = Promise.all([httpStopped, socketEngine?.stop(!graceful, notice), tcp?.stop(!graceful), workers?.stop(!graceful, grace)]);
+  if (!graceful) {
+    await closeAll;
+    return;
+  }
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<"late">((r) => (timer = setTimeout(() => r("late"), grace)));
+  if ((await Promise.race([closeAll, late])) === "late") {
+    logger.warn(`shutdown: in-flight work still running after ${grace}ms; closing it`);
+    await Promise.all([proxyServer?.stop(true), socketEngine?.stop(true), tcp?.stop(true), workers?.stop(true, 0)]);
+  }
+  clearTimeout(timer);
+}
+
 /** The settings that shape every backend; a reload hands the new ones to reconcile. */
 function backendDefaults(c: Config): BackendDefaults {
   return { healthCheck: c.healthCheck, slowStart: c.slowStart, latencyDecay: c.peakEwma.decay };
@@ -293,12 +345,29 @@ function proxyFields(c: Config) {
   };
 }
 
-function proxySettings(c: Config): string {
+export function proxySettings(c: Config): string {
   return JSON.stringify(proxyFields(c));
 }
 
+/**
+ * What a proxy listener reads of its balancer: the pool to choose from, where to report what
+ * traffic says about backends, where to count. A worker process (src/workers/) has its own.
+ */
+export interface ProxyContext {
+  readonly pool: Pool;
+  readonly passive: PassiveSignals;
+  readonly traffic: TrafficStats;
+  readonly logger: Logger;
+}
+
+/** Where a proxy listener binds: workers share one port (SO_REUSEPORT). */
+export interface ListenAt {
+  port: number;
+  reusePort: boolean;
+}
+
 /** What both HTTP engines' forwarding loops are built from. */
-function forwardOptions(config: Config, ctx: BalancerContext, accessLog: AccessLog | undefined) {
+function forwardOptions(config: Config, ctx: ProxyContext, accessLog: AccessLog | undefined) {
   return {
     pool: ctx.pool, passive: ctx.passive, traffic: ctx.traffic, accessLog,
     trusted: cidrMatcher(config.trustedProxies),
@@ -312,14 +381,15 @@ function forwardOptions(config: Config, ctx: BalancerContext, accessLog: AccessL
 }
 
 /** The layer-7 listener of the socket engine: Bun.listen, HTTP/1.1 parsed by llhttp, pooled upstream keep-alive. */
-function serveSockets(config: Config, ctx: BalancerContext, accessLog: AccessLog | undefined): SocketEngine {
-  return bindListener("proxy", config.listen.host, config.listen.port, () =>
-    startSocketEngine({ ...socketSettings(config, ctx, accessLog), host: config.listen.host, port: config.listen.port }),
+export function serveSockets(config: Config, ctx: ProxyContext, accessLog: AccessLog | undefined, at?: ListenAt): SocketEngine {
+  const port = at?.port ?? config.listen.port;
+  return bindListener("proxy", config.listen.host, port, () =>
+    startSocketEngine({ ...socketSettings(config, ctx, accessLog), host: config.listen.host, port, reusePort: at?.reusePort ?? false }),
   );
 }
 
 /** Everything of the socket engine a reload may change. */
-function socketSettings(config: Config, ctx: BalancerContext, accessLog: AccessLog | undefined): SocketEngineSettings {
+export function socketSettings(config: Config, ctx: ProxyContext, accessLog: AccessLog | undefined): SocketEngineSettings {
   const { limits, timeouts } = config;
   return {
     ...forwardOptions(config, ctx, accessLog),
@@ -345,7 +415,7 @@ function socketSettings(config: Config, ctx: BalancerContext, accessLog: AccessL
  * forwarder. Built at start and again whenever a reload changes a proxy setting; the listener
  * calls whichever is current (see serveHttp), so the per-request path reads no mutable config.
  */
-function buildProxy(config: Config, ctx: BalancerContext, accessLog: AccessLog | undefined, lifecycle: { readonly draining: boolean }): ProxyFetch {
+export function buildProxy(config: Config, ctx: ProxyContext, accessLog: AccessLog | undefined, lifecycle: { readonly draining: boolean }): ProxyFetch {
   const { logger } = ctx;
   const handler = createFetchHandler({
     ...forwardOptions(config, ctx, accessLog),
@@ -368,7 +438,7 @@ function buildProxy(config: Config, ctx: BalancerContext, accessLog: AccessLog |
   return (req, server) => app.fetch(req, { server });
 }
 
-interface HttpListener {
+export interface HttpListener {
   readonly server: Server<unknown>;
   /**
    * The one place a new proxy handler takes over: requests from now on go to it; those in
@@ -380,14 +450,14 @@ interface HttpListener {
 }
 
 /** The layer-7 listener. Its socket options are fixed here; the handler can be swapped. */
-function serveHttp(config: Config, proxy: ProxyFetch): HttpListener {
+export function serveHttp(config: Config, proxy: ProxyFetch, at?: ListenAt): HttpListener {
   let current = proxy;
-  const server = bindListener("proxy", config.listen.host, config.listen.port, () => Bun.serve({
+  const server = bindListener("proxy", config.listen.host, at?.port ?? config.listen.port, () => Bun.serve({
     hostname: config.listen.host,
-    port: config.listen.port,
+    port: at?.port ?? config.listen.port,
     // A second balancer must not silently share the port (Bun turns SO_REUSEPORT on when
-    // development is false).
-    reusePort: false,
+    // development is false); the workers of one balancer share it on purpose.
+    reusePort: at?.reusePort ?? false,
     development: false,
     idleTimeout: Math.ceil(config.timeouts.idle / 1000),
     maxRequestBodySize: config.limits.maxBodySize,

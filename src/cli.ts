@@ -13,6 +13,8 @@ import { startBalancer, type Balancer, type BalancerOptions } from "./balancer.t
 import { runSimCli, simHelp } from "../sim/cli.ts";
 import { RELOAD_HELP, runCtl } from "./ctl.ts";
 import { startCluster } from "../sim/cluster.ts";
+import { runWorker } from "./workers/worker.ts";
+import { WORKER_COMMAND } from "./workers/protocol.ts";
 
 const HELP = `switchyard ${pkg.version}: a layer 7 and layer 4 load balancer
 
@@ -47,6 +49,7 @@ Options (flags override the file's values):
   --hash-key KEY       consistent-hash's key (hash.key): header:NAME | cookie:NAME | ip | path
   --mode MODE          http (default) or tcp
   --engine ENGINE      HTTP mode's data path: fetch (default) or socket
+  --workers N|auto     processes serving the proxy port (workers, default 1; auto: one per core)
   --admin-port PORT    admin port (admin.port, default 8081)
   --no-admin           no admin listener
   --help               show this help`;
@@ -79,6 +82,9 @@ export async function main(argv: string[]): Promise<number> {
       return runCtl(rest);
     case "reload":
       return rest.includes("--help") ? print(RELOAD_HELP) : runCtl(["reload", ...rest]);
+    case WORKER_COMMAND:
+      // Internal: one worker process of a balancer started with `workers` (src/workers/).
+      return runWorker();
     case "--version":
     case "-v":
     case "version":
@@ -146,6 +152,7 @@ async function serve(argv: string[]): Promise<number> {
       "hash-key": { type: "string" },
       mode: { type: "string" },
       engine: { type: "string" },
+      workers: { type: "string" },
       "admin-port": { type: "string" },
       "no-admin": { type: "boolean" },
       watch: { type: "boolean" },
@@ -197,6 +204,7 @@ function applyFlags(raw: Record<string, unknown>, flags: Flags): Record<string, 
   if (typeof flags["hash-key"] === "string") out.hash = { key: flags["hash-key"] };
   if (typeof flags.mode === "string") out.mode = flags.mode;
   if (typeof flags.engine === "string") out.engine = flags.engine;
+  if (typeof flags.workers === "string") out.workers = num(flags.workers);
   if (flags["no-admin"]) out.admin = false;
   else if (typeof flags["admin-port"] === "string") {
     out.admin = { ...(typeof out.admin === "object" ? out.admin : {}), port: num(flags["admin-port"]) };

@@ -125,12 +125,16 @@ export function createAdminApp(ctx: AdminContext, opts: AdminOptions = {}): Admi
     // The first call after start-up waits (bounded by the poll timeout) for the backends'
     // own figures, so a single `curl /stats` shows them; later calls answer at once.
     const never = polled().filter((b) => poller.get(b) === undefined);
-    if (never.length > 0) await poller.pollAll(never);
+    // With workers, their figures are asked for now, so that totals include every request answered.
+    await Promise.all([never.length > 0 ? poller.pollAll(never) : undefined, ctx.refresh?.()]);
     const body = JSON.stringify(snapshot(), null, c.req.query("pretty") !== undefined ? 2 : undefined);
     return new Response(body, { headers: { "content-type": "application/json; charset=utf-8", ...NO_STORE } });
   });
 
-  app.get("/metrics", () => new Response(renderMetrics(ctx, poller), { headers: { "content-type": METRICS_CONTENT_TYPE, ...NO_STORE } }));
+  app.get("/metrics", async () => {
+    await ctx.refresh?.();
+    return new Response(renderMetrics(ctx, poller), { headers: { "content-type": METRICS_CONTENT_TYPE, ...NO_STORE } });
+  });
 
   app.get("/healthz", (c) => c.json({ status: "ok", uptimeSeconds: Math.floor((Date.now() - ctx.startedAt) / 1000) }, 200, NO_STORE));
 

@@ -16,6 +16,7 @@ import type { Sampler } from "./sampler.ts";
 import type { BackendStatsPoller } from "./poller.ts";
 import type { ConfigStatus } from "../control/control.ts";
 import type { Change } from "../control/changes.ts";
+import type { WorkersFigures } from "../workers/supervisor.ts";
 
 export interface SnapshotSource {
   readonly config: { readonly mode: Mode; readonly strategy: string };
@@ -28,6 +29,10 @@ export interface SnapshotSource {
   readonly control?: { status(): ConfigStatus };
   /** The changes made while running. */
   readonly changes?: { recent(n?: number): Change[] };
+  /** With `workers` above 1: the worker processes (the figures above are already their sum). */
+  readonly workers?: { figures(): WorkersFigures };
+  /** Bring the figures up to date before they are read whole (the workers' latest counts). */
+  refresh?(): Promise<void>;
 }
 
 /** Changes listed in /stats and on the dashboard. */
@@ -127,6 +132,8 @@ export interface StatsDocument {
   config?: ConfigStatus;
   /** The last changes made while running, oldest first. */
   changes?: Change[];
+  /** With `workers` above 1: each worker process (state, restarts, its share of the traffic). */
+  workers?: WorkersFigures;
 }
 
 export function buildSnapshot(src: SnapshotSource, sampler: Sampler, poller: BackendStatsPoller, now = Date.now()): StatsDocument {
@@ -179,6 +186,7 @@ export function buildSnapshot(src: SnapshotSource, sampler: Sampler, poller: Bac
     backends,
     ...(src.control ? { config: src.control.status() } : {}),
     ...(src.changes ? { changes: src.changes.recent(RECENT_CHANGES) } : {}),
+    ...(src.workers ? { workers: src.workers.figures() } : {}),
   };
 }
 

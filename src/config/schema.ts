@@ -209,6 +209,18 @@ export const ConfigSchema = v.strictObject({
     }),
     {},
   ),
+  /**
+   * Processes that serve the proxy port (src/workers/): a whole number, or "auto" for the cores
+   * this process may use. 1 (default): this process serves alone. More: this process owns the
+   * backends' state, health and the admin port, and that many workers share the proxy port.
+   */
+  workers: v.optional(
+    v.union(
+      [v.literal("auto"), v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(64))],
+      'expected a whole number of workers from 1 to 64, or "auto" (the cores this process may use)',
+    ),
+    1,
+  ),
   retry: v.optional(
     v.strictObject({
       attempts: v.optional(positiveInt("a whole number of tries, at least 1"), 3),

@@ -3,7 +3,7 @@
  * 3 -> 2"), and which of those differences wait for a restart.
  *
  * A restart is needed for what is fixed when a listener opens: its address, the mode, the
- * engine, the admin listener's address and allowed Host names; and, with the fetch engine, the two settings Bun.serve takes at
+ * engine, the number of workers, the admin listener's address and allowed Host names; and, with the fetch engine, the two settings Bun.serve takes at
  * listen time and cannot change on a running server (`server.reload()` swaps handlers only,
  * checked on Bun 1.4.5): the client idle timeout and the request body limit. Until then the
  * running values stay in force and the running config says so.
@@ -11,7 +11,7 @@
 import type { Config } from "../config/schema.ts";
 
 /** Top-level keys fixed when the listeners open. */
-const LISTENER_KEYS = ["mode", "engine", "listen"] as const;
+const LISTENER_KEYS = ["mode", "engine", "listen", "workers"] as const;
 
 /** Leaf paths whose values differ, as "path old -> new". Secrets are named, never shown. */
 export function diffPaths(a: unknown, b: unknown, prefix = ""): string[] {

@@ -127,6 +127,17 @@ export class BackendStats {
   }
 }
 
+/** What a worker copies of a backend's runtime state (see Backend.mirror). */
+export interface MirrorState {
+  healthy: boolean;
+  enabled: boolean;
+  forced: ForcedHealth | null;
+  ejectedUntil: number;
+  availableSince: number;
+  changedAt: number;
+  reason: string;
+}
+
 export interface CheckResult {
   ok: boolean;
   /** "status 200", "timeout after 1s", "connection refused" ... */
@@ -143,6 +154,13 @@ export class Backend {
   private inFlightCount = 0;
   /** Total connections (TCP) handed out by acquire(). */
   private acquiredCount = 0;
+  /**
+   * Multi-process mode (src/workers/): what the worker processes hold in flight for this
+   * backend, and have acquired in all, as they last reported. Readings of counters that each
+   * worker changes in its own acquire/release pairs; the owner process holds no leases itself.
+   */
+  private remoteInFlight = 0;
+  private remoteAcquired = 0;
   /** Resolved, and cleared, when the in-flight count reaches 0 (see whenIdle()). */
   private idle: { promise: Promise<void>; resolve: () => void } | undefined;
 
@@ -219,10 +237,45 @@ export class Backend {
   }
 
   get inFlight(): number {
-    return this.inFlightCount;
+    return this.inFlightCount + this.remoteInFlight;
   }
   get acquired(): number {
-    return this.acquiredCount;
+    return this.acquiredCount + this.remoteAcquired;
+  }
+
+  /**
+   * Multi-process mode: the workers' in-flight and acquired totals for this backend, summed by
+   * the owner from their reports. Drain and removal wait on these through whenIdle().
+   */
+  setRemoteLoad(inFlight: number, acquired: number): void {
+    this.remoteInFlight = inFlight;
+    this.remoteAcquired = acquired;
+    this.settleIdle();
+  }
+
+  /**
+   * The runtime state a worker process copies from the owner (src/workers/): everything
+   * availability and slow start read. Plain data, for IPC.
+   */
+  mirrorState(): MirrorState {
+    return {
+      healthy: this.healthy, enabled: this.enabled, forced: this.forced ?? null, ejectedUntil: this.ejectedUntil,
+      availableSince: this.availableSince, changedAt: this.changedAt, reason: this.changeReason,
+    };
+  }
+
+  /**
+   * In a worker process: take the owner's state as it is. Not announced (the owner announced
+   * it, once); a worker never decides health, drain or ejection itself.
+   */
+  mirror(s: MirrorState): void {
+    this.healthy = s.healthy;
+    this.enabled = s.enabled;
+    this.forced = s.forced ?? undefined;
+    this.ejectedUntil = s.ejectedUntil;
+    this.availableSince = s.availableSince;
+    this.changedAt = s.changedAt;
+    this.changeReason = s.reason;
   }
   get consecutiveFailures(): number {
     return this.failureStreak;
@@ -245,7 +298,7 @@ export class Backend {
 
   /** The one predicate policies rely on: healthy, enabled, not ejected, not full. */
   available(now = Date.now()): boolean {
-    return this.serving(now) && (this.spec.maxConnections === 0 || this.inFlightCount < this.spec.maxConnections);
+    return this.serving(now) && (this.spec.maxConnections === 0 || this.inFlight < this.spec.maxConnections);
   }
 
   /** Would serve if it had room: healthy (or forced up), enabled, not ejected. maxConnections aside. */
@@ -304,7 +357,12 @@ export class Backend {
   /** @internal Only Lease calls this. */
   _release(): void {
     if (this.inFlightCount <= 0) throw new BackendError("SY_COUNTER_UNDERFLOW", `in-flight count of ${this.name} would go below zero`);
-    if (--this.inFlightCount === 0 && this.idle !== undefined) {
+    --this.inFlightCount;
+    this.settleIdle();
+  }
+
+  private settleIdle(): void {
+    if (this.idle !== undefined && this.inFlight === 0) {
       this.idle.resolve();
       this.idle = undefined;
     }
@@ -312,7 +370,7 @@ export class Backend {
 
   /** Resolves when nothing is in flight (at once if nothing is now): how a drain knows it is done. */
   whenIdle(): Promise<void> {
-    if (this.inFlightCount === 0) return Promise.resolve();
+    if (this.inFlight === 0) return Promise.resolve();
     if (this.idle === undefined) {
       let resolve!: () => void;
       const promise = new Promise<void>((r) => (resolve = r));

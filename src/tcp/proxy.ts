@@ -15,7 +15,9 @@
  * one of these per TCP listener on the same context.
  */
 import type { TCPSocketListener } from "bun";
-import type { BalancerContext } from "../balancer.ts";
+import type { Pool } from "../pool/pool.ts";
+import type { PassiveSignals } from "../health/passive.ts";
+import type { Logger } from "../log/logger.ts";
 import type { Config } from "../config/schema.ts";
 import { clientHandlers, Relay, type RelayEnv } from "./relay.ts";
 import { TcpStats } from "./stats.ts";
@@ -45,11 +47,21 @@ export interface TcpListenOptions {
   /** Where to listen; ctx.config.listen by default. */
   host?: string;
   port?: number;
+  /** Share the port with the other worker processes (SO_REUSEPORT). */
+  reusePort?: boolean;
   /** Totals to count into, e.g. created by the balancer beforehand so that the admin app can show them. */
   stats?: TcpStats;
 }
 
-export async function startTcpProxy(ctx: BalancerContext, opts: TcpListenOptions = {}): Promise<TcpProxy> {
+/** What a TCP listener reads of its balancer (a worker process has these too). */
+export interface TcpContext {
+  readonly config: Config;
+  readonly pool: Pool;
+  readonly passive: PassiveSignals;
+  readonly logger: Logger;
+}
+
+export async function startTcpProxy(ctx: TcpContext, opts: TcpListenOptions = {}): Promise<TcpProxy> {
   const { config } = ctx;
   const stats = opts.stats ?? new TcpStats();
   const relays = new Set<Relay>();
@@ -80,6 +92,7 @@ export async function startTcpProxy(ctx: BalancerContext, opts: TcpListenOptions
   const listener: TCPSocketListener<Relay> = Bun.listen<Relay>({
     hostname: opts.host ?? config.listen.host,
     port: opts.port ?? config.listen.port,
+    reusePort: opts.reusePort === true,
     // Half-closes are relayed, not turned into full closes (see relay.ts).
     allowHalfOpen: true,
     socket: {

@@ -1,0 +1,86 @@
+/**
+ * The messages between the owner process and its workers (src/workers/), over the IPC channel
+ * Bun.spawn opens (structured clone). Plain data only: a worker rebuilds its objects from them.
+ *
+ * Owner -> worker: `start` once, then `table` on every change of the backends (state or
+ * config), `config` on every change of the running config, `pull` when the admin port needs
+ * figures now, `stop` to drain and exit. Worker -> owner: `ready` or `failed` once, `applied`
+ * after each table, `report` (figures, in-flight) on a short timer and on each pull, `passive`
+ * (what live traffic said about backends), `log`, and `stopped` before it exits.
+ */
+import type { Config } from "../config/schema.ts";
+import type { BackendOptions, MirrorState } from "../pool/backend.ts";
+import type { PolicyName } from "../policy/names.ts";
+import type { ProxyErrorCode } from "../proxy/errors.ts";
+import type { MethodLabel } from "../stats/traffic.ts";
+
+/** One backend as the owner describes it to its workers: its config, then its runtime state. */
+export interface TableEntry {
+  spec: Required<Pick<BackendOptions, "name" | "url" | "weight" | "maxConnections" | "slowStart">> & { statsPath?: string };
+  state: MirrorState;
+}
+
+/** Every backend, in the pool's order, with the strategy: a worker's pool becomes exactly this. */
+export interface Table {
+  version: number;
+  strategy: PolicyName;
+  backends: TableEntry[];
+}
+
+export type ToWorker =
+  | { t: "start"; index: number; count: number; port: number; config: Config; table: Table }
+  | { t: "table"; table: Table }
+  | { t: "config"; config: Config }
+  | { t: "pull"; id: number }
+  | { t: "stop"; force: boolean; graceMs: number };
+
+/** Histogram counts as plain numbers. */
+export interface HistogramFigures {
+  counts: number[];
+  count: number;
+  sum: number;
+}
+
+export interface BackendFigures {
+  inFlight: number;
+  acquired: number;
+  requests: number;
+  byClass: number[];
+  byMethod: Record<MethodLabel, number[]>;
+  proxyErrors: number;
+  retries: number;
+  bytesIn: number;
+  bytesOut: number;
+  latency: HistogramFigures;
+}
+
+export interface TrafficFigures {
+  requests: number;
+  byMethod: Record<MethodLabel, number[]>;
+  proxyErrors: Record<ProxyErrorCode, number>;
+  retries: number;
+  latency: HistogramFigures;
+}
+
+/** A worker's cumulative figures since it started, and what it holds in flight now. */
+export interface Report {
+  traffic: TrafficFigures;
+  /** TCP mode's listener totals (field for field as TcpStats). */
+  tcp?: Record<string, number>;
+  backends: Record<string, BackendFigures>;
+}
+
+/** What a worker saw of a backend, in order; a run of good answers is one "ok". */
+export type PassiveEvent = { b: string; k: "ok" } | { b: string; k: "connect" | "fail"; d: string };
+
+export type FromWorker =
+  | { t: "ready"; pid: number }
+  | { t: "failed"; error: { name: string; code?: string; message: string; problems?: string[]; listener?: string; address?: string; reason?: string } }
+  | { t: "applied"; version: number }
+  | { t: "report"; report: Report; id?: number }
+  | { t: "passive"; events: PassiveEvent[] }
+  | { t: "log"; level: "info" | "warn" | "error"; msg: string }
+  | { t: "stopped" };
+
+/** The internal subcommand a worker process runs (src/cli.ts). Not for people. */
+export const WORKER_COMMAND = "__worker";

@@ -1,0 +1,398 @@
+/**
+ * The owner's side of `workers` (README, "Workers"): starts N worker processes of this same
+ * binary, keeps them told of the backends, takes in what they report, restarts one that dies,
+ * and stops them all.
+ *
+ * - One owner of backend state. The owner's pool, health monitor, passive health and control
+ *   stay the only place anything about a backend is decided. Every change (a flip, a drain, an
+ *   ejection or its end, a reload's new weights) goes to every worker as a whole table, at the
+ *   end of the turn in which it happened: well within 50 ms on one machine (the IPC round trip
+ *   of a 20-backend table measured about 0.1 ms). Each worker answers with the version it
+ *   applied, so `synced()` can wait for all of them.
+ * - Passive signals from workers are events (see WorkerPassive); each is fed once into the
+ *   owner's PassiveHealth, so five failures seen by two workers are five failures, not ten.
+ * - Figures: the Summer (figures.ts) adds up the workers' reports into the owner's stats.
+ * - Faults: a worker that exits while the balancer runs is logged and started again after a
+ *   backoff (100 ms doubling to 10 s; back to 100 ms once one has served for 10 s). The others
+ *   keep serving meanwhile.
+ *
+ * Every timer and child process here is owned: stop() ends them all.
+ */
+import { join } from "node:path";
+import { availableParallelism } from "node:os";
+import type { Subprocess } from "bun";
+import type { Config } from "../config/schema.ts";
+import type { Backend } from "../pool/backend.ts";
+import type { Pool } from "../pool/pool.ts";
+import type { PassiveSignals } from "../health/passive.ts";
+import type { Logger } from "../log/logger.ts";
+import type { TrafficStats } from "../stats/traffic.ts";
+import type { TcpStats } from "../tcp/stats.ts";
+import { ConfigError } from "../config/load.ts";
+import { ListenError, type ListenerName } from "../listen-error.ts";
+import { Summer } from "./figures.ts";
+import { WORKER_COMMAND, type FromWorker, type Table, type ToWorker } from "./protocol.ts";
+
+/** `workers` as configured, made a number: "auto" is the cores this process may use (its CPU affinity). */
+export function resolveWorkers(w: number | "auto"): number {
+  return w === "auto" ? Math.max(1, availableParallelism()) : w;
+}
+
+/** A stable code for failures of the workers themselves (a listen error keeps its own). */
+export class WorkerError extends Error {
+  constructor(
+    readonly code: "SY_WORKER_FAILED" | "SY_WORKER_START_TIMEOUT",
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export interface SupervisorOptions {
+  count: number;
+  pool: Pool;
+  passive: PassiveSignals;
+  traffic: TrafficStats;
+  tcpStats?: TcpStats;
+  logger: Logger;
+  /** The running config (in force), sent to every worker that starts. */
+  config: () => Config;
+  /** The command that runs one worker; this binary's internal subcommand by default. */
+  command?: string[];
+  /** How long a worker may take to say it is serving. Default 15 s. */
+  startTimeoutMs?: number;
+}
+
+/** What /stats shows per worker. */
+export interface WorkerFigures {
+  index: number;
+  pid: number | null;
+  state: "starting" | "serving" | "restarting" | "stopping" | "stopped";
+  restarts: number;
+  /** When the current process started serving, ISO 8601. */
+  since: string | null;
+  /** The last table version it applied. */
+  stateVersion: number;
+  /** From its last report: requests answered (TCP: connections accepted) and work in flight. */
+  requests: number;
+  inFlight: number;
+  lastExit: string | null;
+}
+
+export interface WorkersFigures {
+  count: number;
+  /** The version of the backend table the owner sent last. */
+  stateVersion: number;
+  list: WorkerFigures[];
+}
+
+const BACKOFF_MIN_MS = 100;
+const BACKOFF_MAX_MS = 10_000;
+/** A worker that served this long before dying starts again after the shortest backoff. */
+const HEALTHY_RUN_MS = 10_000;
+const PULL_TIMEOUT_MS = 1000;
+
+interface Slot {
+  index: number;
+  proc: Subprocess | undefined;
+  state: WorkerFigures["state"];
+  restarts: number;
+  servingSince: number;
+  applied: number;
+  backoff: number;
+  restartTimer: ReturnType<typeof setTimeout> | undefined;
+  lastExit: string | null;
+  /** Settles the start of this process: ready, failed or exited first. */
+  started: ((error?: Error) => void) | undefined;
+  exited: Promise<unknown> | undefined;
+}
+
+export class WorkerSupervisor {
+  private readonly slots: Slot[];
+  private readonly summer: Summer;
+  private version = 0;
+  private lastTable = "";
+  private table: Table | undefined;
+  private publishQueued = false;
+  private port = 0;
+  private stopping = false;
+  private pullSeq = 0;
+  private readonly pulls = new Map<number, { waiting: Set<number>; done: () => void }>();
+  private readonly unsubscribe: () => void;
+  private syncWaiters: (() => void)[] = [];
+
+  constructor(private readonly o: SupervisorOptions) {
+    this.slots = Array.from({ length: o.count }, (_, index) => ({
+      index, proc: undefined, state: "starting", restarts: 0, servingSince: 0, applied: 0, backoff: BACKOFF_MIN_MS,
+      restartTimer: undefined, lastExit: null, started: undefined, exited: undefined,
+    }));
+    this.summer = new Summer({ traffic: o.traffic, tcpStats: o.tcpStats, backends: () => o.pool.backends });
+    // Flips, drains, ejections and their ends: told at the end of this turn.
+    this.unsubscribe = o.pool.onStateChange(() => this.publish());
+  }
+
+  get count(): number {
+    return this.slots.length;
+  }
+
+  /** Start every worker on `port` (already checked free); rejects with the first worker's error. */
+  async start(port: number): Promise<void> {
+    this.port = port;
+    this.buildTable();
+    try {
+      await Promise.all(this.slots.map((s) => this.spawn(s)));
+    } catch (e) {
+      await this.stop(true, 0);
+      throw e;
+    }
+  }
+
+  /**
+   * Tell every worker of the backends as they are now, if anything changed since the last
+   * table. Coalesced: several changes in one turn make one table.
+   */
+  publish(): void {
+    if (this.publishQueued || this.stopping) return;
+    this.publishQueued = true;
+    queueMicrotask(() => {
+      this.publishQueued = false;
+      if (!this.buildTable()) return;
+      for (const s of this.slots) if (s.state === "serving" || s.state === "starting") this.send(s, { t: "table", table: this.table! });
+    });
+  }
+
+  /** A new running config: proxy settings change in place in every worker (as in one process). */
+  configure(config: Config): void {
+    for (const s of this.slots) if (s.proc) this.send(s, { t: "config", config });
+    this.publish();
+  }
+
+  /** A backend left the pool: the figures of a later one of the same name start from zero. */
+  forget(b: Backend): void {
+    this.summer.forget(b.name);
+  }
+
+  /** Resolves when every serving worker has applied the latest table (or after `timeoutMs`). */
+  synced(timeoutMs = 1000): Promise<boolean> {
+    return new Promise((resolve) => {
+      const check = () => this.slots.every((s) => s.state !== "serving" || s.applied >= this.version);
+      if (check()) return resolve(true);
+      const timer = setTimeout(() => {
+        this.syncWaiters = this.syncWaiters.filter((w) => w !== waiter);
+        resolve(false);
+      }, timeoutMs);
+      const waiter = () => {
+        if (!check()) return;
+        clearTimeout(timer);
+        this.syncWaiters = this.syncWaiters.filter((w) => w !== waiter);
+        resolve(true);
+      };
+      this.syncWaiters.push(waiter);
+    });
+  }
+
+  /** Ask every serving worker for its figures now; resolves when all answered (at most 1 s). */
+  pull(): Promise<void> {
+    const serving = this.slots.filter((s) => s.state === "serving");
+    if (serving.length === 0) return Promise.resolve();
+    const id = ++this.pullSeq;
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(() => finish(), PULL_TIMEOUT_MS);
+      const finish = () => {
+        clearTimeout(timer);
+        this.pulls.delete(id);
+        resolve();
+      };
+      this.pulls.set(id, { waiting: new Set(serving.map((s) => s.index)), done: finish });
+      for (const s of serving) this.send(s, { t: "pull", id });
+    });
+  }
+
+  figures(): WorkersFigures {
+    return {
+      count: this.slots.length,
+      stateVersion: this.version,
+      list: this.slots.map((s) => {
+        const f = this.summer.figuresOf(s.index);
+        return {
+          index: s.index, pid: s.proc?.pid ?? null, state: s.state, restarts: s.restarts,
+          since: s.servingSince ? new Date(s.servingSince).toISOString() : null, stateVersion: s.applied,
+          requests: f?.requests ?? 0, inFlight: f?.inFlight ?? 0, lastExit: s.lastExit,
+        };
+      }),
+    };
+  }
+
+  /**
+   * Stop every worker. Graceful: each stops accepting and finishes what it holds within
+   * `graceMs`, then cuts the rest. force: each cuts its connections at once. Resolves when
+   * every worker process has exited; one that does not within `graceMs` + 2 s is killed.
+   */
+  async stop(force: boolean, graceMs: number): Promise<void> {
+    this.stopping = true;
+    this.unsubscribe();
+    for (const s of this.slots) {
+      clearTimeout(s.restartTimer);
+      s.restartTimer = undefined;
+      if (s.proc && s.proc.exitCode === null && s.proc.signalCode === null) {
+        s.state = "stopping";
+        this.send(s, { t: "stop", force, graceMs });
+      } else if (s.state !== "stopping") {
+        s.state = "stopped";
+      }
+    }
+    const exits = this.slots.map((s) => s.exited ?? Promise.resolve());
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const late = new Promise<"late">((r) => (timer = setTimeout(() => r("late"), graceMs + 2000)));
+    if ((await Promise.race([Promise.all(exits), late])) === "late") {
+      for (const s of this.slots) if (s.proc && s.proc.exitCode === null) s.proc.kill("SIGKILL");
+      await Promise.all(exits);
+    }
+    clearTimeout(timer);
+    for (const p of this.pulls.values()) p.done();
+    for (const w of this.syncWaiters) w();
+  }
+
+  /** The table of the pool as it is now; true when it differs from the last one sent. */
+  private buildTable(): boolean {
+    const { pool, count } = this.o;
+    const backends = pool.backends.map((b) => ({
+      spec: {
+        name: b.name, url: b.url.href, weight: b.weight,
+        // Each worker counts only its own in-flight work: maxConnections is shared out among
+        // them (rounded down, at least 1), so that together they stay within it.
+        maxConnections: b.maxConnections === 0 ? 0 : Math.max(1, Math.floor(b.maxConnections / count)),
+        slowStart: b.slowStartMs, ...(b.statsPath !== undefined ? { statsPath: b.statsPath } : {}),
+      },
+      state: b.mirrorState(),
+    }));
+    const key = JSON.stringify([pool.policy.name, backends]);
+    if (key === this.lastTable && this.table) return false;
+    this.lastTable = key;
+    this.table = { version: ++this.version, strategy: pool.policy.name, backends };
+    return true;
+  }
+
+  private command(): string[] {
+    if (this.o.command) return this.o.command;
+    // A compiled binary runs its own entry point; from source, bun runs src/cli.ts.
+    const compiled = import.meta.path.startsWith("/$bunfs/");
+    return compiled ? [process.execPath, WORKER_COMMAND] : [process.execPath, join(import.meta.dir, "..", "cli.ts"), WORKER_COMMAND];
+  }
+
+  private send(s: Slot, m: ToWorker): void {
+    try {
+      s.proc?.send(m);
+    } catch {
+      // Exited meanwhile: its exit handler deals with it.
+    }
+  }
+
+  /** Start one worker process; resolves once it serves, rejects if it fails first. */
+  private spawn(s: Slot): Promise<void> {
+    s.state = s.restarts > 0 ? "restarting" : "starting";
+    s.applied = 0;
+    const startedAt = performance.now();
+    const proc = Bun.spawn(this.command(), {
+      stdio: ["ignore", "inherit", "inherit"],
+      serialization: "advanced",
+      ipc: (m) => this.onMessage(s, m as FromWorker),
+    });
+    s.proc = proc;
+    const result = new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(
+        () => settle(new WorkerError("SY_WORKER_START_TIMEOUT", `worker ${s.index} did not start serving within ${this.o.startTimeoutMs ?? 15_000}ms`)),
+        this.o.startTimeoutMs ?? 15_000,
+      );
+      const settle = (error?: Error) => {
+        if (s.started !== settle) return;
+        s.started = undefined;
+        clearTimeout(timer);
+        if (error) {
+          proc.kill("SIGKILL");
+          reject(error);
+        } else resolve();
+      };
+      s.started = settle;
+    });
+    s.exited = proc.exited.then(() => this.onExit(s, proc, performance.now() - startedAt));
+    this.send(s, { t: "start", index: s.index, count: this.slots.length, port: this.port, config: this.o.config(), table: this.table! });
+    return result;
+  }
+
+  private onMessage(s: Slot, m: FromWorker): void {
+    switch (m.t) {
+      case "ready":
+        s.state = "serving";
+        s.servingSince = Date.now();
+        if (s.restarts > 0) this.o.logger.info(`worker ${s.index} (pid ${m.pid}) serving again`);
+        s.started?.();
+        // A table may have changed while it started: send the current one.
+        if (s.applied < this.version) this.send(s, { t: "table", table: this.table! });
+        return;
+      case "failed":
+        s.started?.(rebuildError(m.error));
+        return;
+      case "applied":
+        s.applied = m.version;
+        for (const w of [...this.syncWaiters]) w();
+        return;
+      case "report": {
+        this.summer.update(s.index, m.report);
+        if (m.id !== undefined) {
+          const p = this.pulls.get(m.id);
+          if (p && p.waiting.delete(s.index) && p.waiting.size === 0) p.done();
+        }
+        return;
+      }
+      case "passive":
+        for (const e of m.events) {
+          const b = this.o.pool.get(e.b);
+          if (!b) continue;
+          if (e.k === "ok") this.o.passive.succeeded(b, 200);
+          else if (e.k === "connect") this.o.passive.connectFailed(b, e.d);
+          else this.o.passive.failed(b, e.d);
+        }
+        return;
+      case "log":
+        this.o.logger[m.level](`worker ${s.index}: ${m.msg}`);
+        return;
+      case "stopped":
+        return;
+    }
+  }
+
+  private onExit(s: Slot, proc: Subprocess, ranMs: number): void {
+    if (s.proc !== proc) return;
+    const how = proc.signalCode ? `signal ${proc.signalCode}` : `code ${proc.exitCode}`;
+    s.lastExit = `${new Date().toISOString()} ${how}`;
+    // What it held in flight is no longer in flight; what it counted stays counted.
+    this.summer.retire(s.index);
+    s.started?.(new WorkerError("SY_WORKER_FAILED", `worker ${s.index} exited (${how}) before it served`));
+    for (const p of this.pulls.values()) if (p.waiting.delete(s.index) && p.waiting.size === 0) p.done();
+    if (this.stopping) {
+      s.state = "stopped";
+      return;
+    }
+    const served = s.servingSince > 0 && Date.now() - s.servingSince >= HEALTHY_RUN_MS;
+    s.backoff = served ? BACKOFF_MIN_MS : s.backoff;
+    const wait = s.backoff;
+    s.backoff = Math.min(BACKOFF_MAX_MS, s.backoff * 2);
+    s.state = "restarting";
+    s.servingSince = 0;
+    s.restarts++;
+    this.o.logger.warn(`worker ${s.index} (pid ${proc.pid}) exited with ${how} after ${Math.round(ranMs)}ms; starting it again in ${wait}ms`);
+    s.restartTimer = setTimeout(() => {
+      s.restartTimer = undefined;
+      if (this.stopping) return;
+      this.spawn(s).catch((e: Error) => this.o.logger.error(`worker ${s.index}: ${e.message}`));
+    }, wait);
+  }
+}
+
+/** A worker's start-up failure as the error the single-process balancer would have thrown. */
+function rebuildError(e: Extract<FromWorker, { t: "failed" }>["error"]): Error {
+  if (e.name === "ListenError" && e.listener && e.address) return new ListenError(e.listener as ListenerName, e.address, e.reason);
+  if (e.name === "ConfigError" && e.problems) return new ConfigError(e.problems, "worker");
+  return new WorkerError("SY_WORKER_FAILED", `a worker could not start: ${e.message}${e.code ? ` (${e.code})` : ""}`);
+}
