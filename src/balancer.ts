@@ -34,7 +34,7 @@ import { Control, type Actor, type ApplyReport, type ReloadReport } from "./cont
 import { ChangeLog } from "./control/changes.ts";
 import { ConfigWatcher } from "./control/watch.ts";
 import { diffPaths, inForce, restartNeeded } from "./control/diff.ts";
-import { resolveWorkers, WorkerSupervisor, type WorkersFigures } from "./workers/supervisor.ts";
+import { resolveWorkers, WorkerSupervisor } from "./workers/supervisor.ts";
 
 export interface BalancerOptions {
   logger?: Logger;
@@ -67,7 +67,7 @@ export interface BalancerContext {
   readonly changes: ChangeLog;
   readonly auth: AdminAuth;
   /** With `workers` above 1: the worker processes, per worker (the admin port's breakdown). */
-  readonly workers?: { figures(): WorkersFigures };
+  readonly workers?: WorkerSupervisor;
   /** Bring the figures up to date before they are read whole (/stats, /metrics): the workers' reports. */
   refresh?(): Promise<void>;
 }

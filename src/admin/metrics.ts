@@ -239,6 +239,16 @@ export function renderMetrics(src: SnapshotSource, poller?: BackendStatsPoller, 
     w.sample("switchyard_tcp_bytes_total", `direction="out"`, tcp.bytesOut);
   }
 
+  if (src.workers) {
+    const ws = src.workers.figures();
+    w.single("switchyard_workers", "gauge", "Worker processes configured (workers).", ws.count);
+    w.single("switchyard_workers_serving", "gauge", "Worker processes serving the proxy port now.", ws.list.filter((x) => x.state === "serving").length);
+    w.family("switchyard_worker_restarts_total", "counter", "Times a worker process was started again after it exited.");
+    for (const x of ws.list) w.sample("switchyard_worker_restarts_total", `worker="${x.index}"`, x.restarts);
+    w.family("switchyard_worker_requests_total", "counter", "Requests answered (TCP: connections accepted) by the worker process now in this slot, since it started.");
+    for (const x of ws.list) w.sample("switchyard_worker_requests_total", `worker="${x.index}"`, x.requests);
+  }
+
   if (poller) {
     const reported = backends.map((b) => [b, poller.get(b)] as const);
     const withUptime = reported.filter(([, r]) => r?.uptimeSeconds != null);
