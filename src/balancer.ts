@@ -341,7 +341,7 @@ function withoutBackends(c: Config): Record<string, unknown> {
 function proxyFields(c: Config) {
   return {
     retry: c.retry, limits: c.limits, timeouts: c.timeouts, log: c.log, trustedProxies: c.trustedProxies, preserveHost: c.preserveHost,
-    hash: c.hash, sticky: c.sticky,
+    hash: c.hash, sticky: c.sticky, responseHeaders: c.responseHeaders,
   };
 }
 

@@ -53,6 +53,15 @@ const names = async (url: string, count: number, init?: RequestInit) => {
 };
 
 describe("reload from file", () => {
+  test("response header rules change in place (fetch engine)", async () => {
+    const { rig: r, urls, write, base } = await startFromFile(1, (u) => ({ backends: [{ name: "a", url: u[0] }] }));
+    expect((await fetch(`${r.balancer.url}/`)).headers.get("x-generation")).toBeNull();
+    write(base({ responseHeaders: { set: { "x-generation": "2" } }, backends: [{ name: "a", url: urls[0] }] }));
+    const report = await r.balancer.reload();
+    expect(report.lines).toEqual(['responseHeaders.set.x-generation (unset) -> "2"']);
+    expect((await fetch(`${r.balancer.url}/`)).headers.get("x-generation")).toBe("2");
+  });
+
   test("backends, weights, strategy and proxy settings change in place; the pool and its state live on", async () => {
     const { rig: r, urls, write, base } = await startFromFile(3, (u) => ({
       strategy: "round-robin",
