@@ -45,12 +45,21 @@ export function reportOf(traffic: TrafficStats, backends: readonly Backend[], tc
   return out;
 }
 
-/** A cheap fingerprint of a worker's counters: a report is sent only when it moved. */
-export function activity(traffic: TrafficStats, backends: readonly Backend[], tcp?: TcpStats): number {
-  let n = traffic.requests * 3 + traffic.retries;
-  for (const b of backends) n += b.acquired * 7 + b.inFlight * 13 + b.stats.requests;
-  if (tcp) n += tcp.accepted + tcp.open * 5 + tcp.bytesIn + tcp.bytesOut;
-  return n;
+/**
+ * The counters a report is sent for when any of them moved (every other figure moves with one
+ * of these): answers, retries, and per backend tries, connections and work in flight.
+ */
+export function activity(traffic: TrafficStats, backends: readonly Backend[], tcp?: TcpStats): number[] {
+  const out = [traffic.requests, traffic.retries, backends.length];
+  for (const b of backends) out.push(b.acquired, b.inFlight, b.stats.requests, b.stats.proxyErrors, b.stats.bytesIn, b.stats.bytesOut);
+  if (tcp) out.push(tcp.accepted, tcp.open, tcp.bytesIn, tcp.bytesOut, tcp.rejected, tcp.unreachable);
+  return out;
+}
+
+export function sameActivity(a: readonly number[], b: readonly number[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }
 
 /** Counters of a backend, as summed: reports of every worker plus what dead workers left. */

@@ -120,6 +120,8 @@ export class WorkerSupervisor {
   private readonly pulls = new Map<number, { waiting: Set<number>; done: () => void }>();
   private readonly unsubscribe: () => void;
   private syncWaiters: (() => void)[] = [];
+  /** Processes that have exited (their late messages are ignored). */
+  private readonly gone = new WeakSet<Subprocess>();
 
   constructor(private readonly o: SupervisorOptions) {
     this.slots = Array.from({ length: o.count }, (_, index) => ({
@@ -296,7 +298,10 @@ export class WorkerSupervisor {
     const proc = Bun.spawn(this.command(), {
       stdio: ["ignore", "inherit", "inherit"],
       serialization: "advanced",
-      ipc: (m) => this.onMessage(s, m as FromWorker),
+      // A message a process sent just before it exited is not news of the slot's next process.
+      ipc: (m, from) => {
+        if (s.proc === from && !this.gone.has(from)) this.onMessage(s, m as FromWorker);
+      },
     });
     s.proc = proc;
     const result = new Promise<void>((resolve, reject) => {
@@ -363,6 +368,7 @@ export class WorkerSupervisor {
   }
 
   private onExit(s: Slot, proc: Subprocess, ranMs: number): void {
+    this.gone.add(proc);
     if (s.proc !== proc) return;
     const how = proc.signalCode ? `signal ${proc.signalCode}` : `code ${proc.exitCode}`;
     s.lastExit = `${new Date().toISOString()} ${how}`;

@@ -23,7 +23,7 @@ import { createAccessLog, type AccessLog } from "../log/access.ts";
 import type { Logger } from "../log/logger.ts";
 import { buildProxy, proxySettings, serveHttp, serveSockets, stopProxy, type HttpListener, type ProxyContext } from "../balancer.ts";
 import { listenError } from "../listen-error.ts";
-import { activity, reportOf } from "./figures.ts";
+import { activity, reportOf, sameActivity } from "./figures.ts";
 import type { FromWorker, PassiveEvent, Table, ToWorker } from "./protocol.ts";
 
 /** How often figures go to the owner when they moved, ms. Also bounds how late a run of good answers is told. */
@@ -127,7 +127,7 @@ export function runWorker(): Promise<number> {
   let tcp: TcpProxy | undefined;
   const accessLogs = new Map<string, AccessLog>();
   let reportTimer: ReturnType<typeof setInterval> | undefined;
-  let lastActivity = -1;
+  let lastActivity: number[] = [];
   const ctx: ProxyContext = { pool, passive, traffic, logger };
   /** Set when this worker starts to stop (see buildProxy). */
   const lifecycle = { draining: false };
@@ -223,7 +223,7 @@ export function runWorker(): Promise<number> {
       reportTimer = setInterval(() => {
         const now = activity(traffic, pool.backends, tcpStats);
         passive.flush();
-        if (now === lastActivity) return;
+        if (sameActivity(now, lastActivity)) return;
         lastActivity = now;
         report();
       }, REPORT_MS);

@@ -7,6 +7,7 @@ import { startRig, waitFor, type TestRig } from "../helpers/balancer.ts";
 import { FAST_CHECK } from "../health/helpers.ts";
 import { alive, load, supervisorOf } from "./helpers.ts";
 import type { StateChange } from "../../src/pool/backend.ts";
+import { validateConfig } from "../../src/config/load.ts";
 
 let rig: TestRig | undefined;
 afterEach(async () => {
@@ -172,6 +173,33 @@ describe("workers", () => {
     expect(res.ok).toBe(60);
     expect(b3!.requests).toBeGreaterThan(0);
     expect(b1!.requests).toBeGreaterThan(before);
+  });
+
+  test("a reload from file reaches every worker: proxy settings in place, a new backend in the table", async () => {
+    let generation = 1;
+    rig = await startRig(3, (c) => ({
+      workers: 2, log: { access: false },
+      backends: c.backends.slice(0, 2).map((b) => ({ name: b.name, url: b.url })),
+    }), () => {}, {
+      // What the file says after the edit: a response header rule and a third backend.
+      load: async () => validateConfig({
+        listen: { host: "127.0.0.1", port: 0 }, admin: false, healthCheck: false, log: { access: false }, workers: 2,
+        responseHeaders: { set: { "x-generation": String(++generation) } },
+        backends: rig!.cluster.backends.map((b) => ({ name: b.name, url: b.url })),
+      }),
+    });
+    const report = await rig.balancer.reload();
+    expect(report.lines.some((l) => l.startsWith("added backend-3"))).toBe(true);
+    expect(await supervisorOf(rig.balancer).synced()).toBe(true);
+    // Every worker answers with the new header, and sends traffic to the new backend.
+    const seen = new Set<string | null>();
+    for (let i = 0; i < 40; i++) {
+      const res = await fetch(rig.balancer.url + "/", { headers: { connection: "close" }, keepalive: false });
+      await res.arrayBuffer();
+      seen.add(res.headers.get("x-generation"));
+    }
+    expect([...seen]).toEqual(["2"]);
+    expect(rig.cluster.backends[2]!.requests).toBeGreaterThan(0);
   });
 
   test("stop drains every worker: a request in flight finishes, then every worker process is gone", async () => {
