@@ -214,6 +214,26 @@ describe("serve", () => {
     expect(await proc.exited).toBe(0);
   });
 
+  test("--workers 2: Ctrl-C (SIGINT to every process of the group) drains the workers, then exits 0", async () => {
+    cluster = await startCluster({ count: 1, basePort: 0 });
+    const { proc, match } = await start(
+      ["serve", "--host", "127.0.0.1", "--port", "0", "--admin-port", "0", "--workers", "2", "--backend", cluster.backends[0]!.url],
+      /proxy listening on (http:\/\/\S+) .*2 worker processes[\s\S]*admin listening on (http:\/\/\S+)/,
+    );
+    const [, url, admin] = match;
+    const stats = (await (await fetch(`${admin}/stats`)).json()) as { workers: { list: { pid: number; state: string }[] } };
+    const pids = stats.workers.list.map((w) => w.pid);
+    expect(stats.workers.list.map((w) => w.state)).toEqual(["serving", "serving"]);
+    const slow = fetch(`${url}/delay/700`);
+    await Bun.sleep(150);
+    // A terminal's Ctrl-C reaches the workers too: they leave the shutdown to the owner.
+    for (const pid of [...pids, proc.pid]) process.kill(pid, "SIGINT");
+    const res = await slow;
+    expect(res.status).toBe(200);
+    expect(await proc.exited).toBe(0);
+    for (const pid of pids) expect(() => process.kill(pid, 0)).toThrow();
+  });
+
   test("the grace period bounds the wait for in-flight requests", async () => {
     cluster = await startCluster({ count: 1, basePort: 0 });
     const file = join(dir, "grace.json");
