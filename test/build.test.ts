@@ -69,3 +69,31 @@ test("a short demo: sim backends, balancer and dashboard answer, Ctrl-C exits 0"
     if (proc.exitCode === null) proc.kill("SIGKILL");
   }
 }, 20_000);
+
+test("the binary starts its workers from itself (serve --workers 2) and stops them", async () => {
+  const backend = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: () => new Response("up\n") });
+  const proc = Bun.spawn([bin, "serve", "--host", "127.0.0.1", "--port", "0", "--admin-port", "0", "--workers", "2", "--backend", `http://127.0.0.1:${backend.port}`], { cwd: empty, stdout: "pipe", stderr: "pipe" });
+  try {
+    let out = "";
+    const reader = proc.stdout.getReader();
+    const ready = /proxy listening on (http:\/\/\S+) [\s\S]*admin listening on (http:\/\/\S+)/;
+    while (!ready.test(out)) {
+      const { done, value } = await reader.read();
+      if (done) throw new Error(`serve exited: ${out}${await new Response(proc.stderr).text()}`);
+      out += new TextDecoder().decode(value);
+    }
+    void (async () => {
+      while (!(await reader.read()).done);
+    })();
+    const [, url, admin] = ready.exec(out)!;
+    expect(await (await fetch(`${url}/`)).text()).toBe("up\n");
+    const stats = (await (await fetch(`${admin}/stats`)).json()) as { workers: { list: { state: string; pid: number }[] } };
+    expect(stats.workers.list.map((w) => w.state)).toEqual(["serving", "serving"]);
+    proc.kill("SIGTERM");
+    expect(await proc.exited).toBe(0);
+    for (const w of stats.workers.list) expect(() => process.kill(w.pid, 0)).toThrow();
+  } finally {
+    if (proc.exitCode === null) proc.kill("SIGKILL");
+    backend.stop(true);
+  }
+}, 20_000);
