@@ -1,6 +1,6 @@
 /**
  * Layer 7 throughput, side by side: the same sim backends straight, behind nginx (2 workers),
- * behind HAProxy (2 threads), behind Switchyard's two engines and behind the least a Bun.serve +
+ * behind HAProxy (2 threads), behind Switchyard's two engines (one process, and `workers: 2`) and behind the least a Bun.serve +
  * fetch forwarder can do (bench/fetch-floor.ts), each driven by wrk with the same settings.
  * Targets are interleaved within each round and the rounds repeated, because this machine is
  * noisy: the report gives each target's median and its spread (min-max) over the rounds, and
@@ -38,7 +38,7 @@ if (!has("wrk")) {
 }
 
 const BACKEND_BASE = 18001;
-const ports = { switchyard: 18100, nginx: 18101, haproxy: 18102, socket: 18103, floor: 18104 };
+const ports = { switchyard: 18100, nginx: 18101, haproxy: 18102, socket: 18103, floor: 18104, fetch2: 18105, socket2: 18106 };
 const backends = [0, 1, 2].map((i) => `127.0.0.1:${BACKEND_BASE + i}`);
 
 type Result = WrkResult;
@@ -51,17 +51,22 @@ try {
 
   const targets: { name: string; port: number }[] = [{ name: "direct (one backend)", port: BACKEND_BASE }];
 
-  for (const engine of ["fetch", "socket"] as const) {
-    const port = engine === "fetch" ? ports.switchyard : ports.socket;
-    const config = join(dir, `switchyard-${engine}.json`);
+  const variants = [
+    { engine: "fetch", workers: 1, port: ports.switchyard },
+    { engine: "socket", workers: 1, port: ports.socket },
+    { engine: "fetch", workers: 2, port: ports.fetch2 },
+    { engine: "socket", workers: 2, port: ports.socket2 },
+  ] as const;
+  for (const { engine, workers, port } of variants) {
+    const config = join(dir, `switchyard-${engine}-${workers}.json`);
     writeFileSync(config, JSON.stringify({
-      listen: { host: "127.0.0.1", port }, admin: false, engine,
+      listen: { host: "127.0.0.1", port }, admin: false, engine, workers,
       log: { access: values["access-log"] }, healthCheck: { type: "tcp", interval: "2s" },
       backends: backends.map((b) => ({ url: `http://${b}` })),
     }));
     procs.spawn([process.execPath, "src/cli.ts", "serve", "--config", config]);
     await waitUp(port);
-    targets.push({ name: `switchyard (${engine})`, port });
+    targets.push({ name: workers === 1 ? `switchyard (${engine})` : `switchyard (${engine}, ${workers} workers)`, port });
   }
   procs.spawn([process.execPath, "bench/fetch-floor.ts", String(ports.floor), ...backends.map((b) => `http://${b}`)]);
   await waitUp(ports.floor);
