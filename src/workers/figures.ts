@@ -5,8 +5,9 @@
  * admin port reads those objects as in a single process: /stats, /metrics (histograms merged
  * bucket by bucket), /events and the dashboard need no change.
  *
- * What the owner counts itself, never summed: ejections and connect failures (passive health
- * decides on the owner, once per reported event).
+ * What the owner counts itself, never summed: ejections, and connect failures as passive health
+ * hears of them (once per reported event); a worker's own count of connect failures (a TCP
+ * connect that timed out) is added to the latter.
  */
 import type { Backend } from "../pool/backend.ts";
 import type { Histogram } from "../stats/histogram.ts";
@@ -39,7 +40,7 @@ export function reportOf(traffic: TrafficStats, backends: readonly Backend[], tc
     out.backends[b.name] = {
       inFlight: b.inFlight, acquired: b.acquired, requests: s.requests, byClass: [...s.byClass],
       byMethod: byMethodOf(s.byMethod) as BackendFigures["byMethod"], proxyErrors: s.proxyErrors, retries: s.retries,
-      bytesIn: s.bytesIn, bytesOut: s.bytesOut, latency: histogramOf(s.latency),
+      connectFailures: s.connectFailures, bytesIn: s.bytesIn, bytesOut: s.bytesOut, latency: histogramOf(s.latency),
     };
   }
   return out;
@@ -68,7 +69,7 @@ type Sums = Omit<BackendFigures, "inFlight">;
 function emptySums(): Sums {
   const byMethod = {} as BackendFigures["byMethod"];
   for (const k of METHOD_LABELS) byMethod[k] = [0, 0, 0, 0, 0, 0];
-  return { acquired: 0, requests: 0, byClass: [0, 0, 0, 0, 0, 0], byMethod, proxyErrors: 0, retries: 0, bytesIn: 0, bytesOut: 0, latency: { counts: [], count: 0, sum: 0 } };
+  return { acquired: 0, requests: 0, byClass: [0, 0, 0, 0, 0, 0], byMethod, proxyErrors: 0, retries: 0, connectFailures: 0, bytesIn: 0, bytesOut: 0, latency: { counts: [], count: 0, sum: 0 } };
 }
 
 function addHistogram(into: HistogramFigures, h: HistogramFigures): void {
@@ -84,6 +85,7 @@ function addBackend(into: Sums, f: Sums): void {
   for (const k of METHOD_LABELS) for (let i = 0; i < 6; i++) into.byMethod[k][i]! += f.byMethod[k]?.[i] ?? 0;
   into.proxyErrors += f.proxyErrors;
   into.retries += f.retries;
+  into.connectFailures += f.connectFailures;
   into.bytesIn += f.bytesIn;
   into.bytesOut += f.bytesOut;
   addHistogram(into.latency, f.latency);
@@ -116,6 +118,8 @@ export class Summer {
   private readonly retiredTraffic = emptyTraffic();
   private readonly retiredTcp: Record<string, number> = {};
   private readonly retiredBackends = new Map<string, Sums>();
+  /** Per backend, the workers' own connect failures last added to the owner's count. */
+  private readonly addedConnectFailures = new WeakMap<Backend, number>();
 
   constructor(
     private readonly target: {
@@ -189,6 +193,10 @@ export class Summer {
       for (const k of METHOD_LABELS) for (let i = 0; i < 6; i++) s.byMethod[k]![i] = sums.byMethod[k][i]!;
       s.proxyErrors = sums.proxyErrors;
       s.retries = sums.retries;
+      // Added to what the owner counts itself (refused connects, from the workers' events).
+      const before = this.addedConnectFailures.get(b) ?? 0;
+      s.connectFailures += sums.connectFailures - before;
+      this.addedConnectFailures.set(b, sums.connectFailures);
       s.bytesIn = sums.bytesIn;
       s.bytesOut = sums.bytesOut;
       setHistogram(s.latency, sums.latency);

@@ -49,6 +49,8 @@ export interface BackendFigures {
   byMethod: Record<MethodLabel, number[]>;
   proxyErrors: number;
   retries: number;
+  /** Counted by the worker itself (TCP: a connect that timed out); refused connects the owner counts from events. */
+  connectFailures: number;
   bytesIn: number;
   bytesOut: number;
   latency: HistogramFigures;
