@@ -188,6 +188,27 @@ describe.skipIf(SKIP)("dashboard in Chromium", () => {
     }
   }, 30_000);
 
+  test("with workers, the page shows the whole balancer: how many serve, and every worker's traffic in the totals", async () => {
+    const stack = await startStack(2, { workers: 2 });
+    const load = traffic(`${stack.balancer.url}/`, 4);
+    const { page, errors } = await openPage();
+    try {
+      await page.goto(`${stack.adminUrl}/`);
+      await page.waitForSelector('#live[data-state="live"]', { timeout: 5000 });
+      await page.waitForFunction(() => document.querySelector("#workers")?.textContent === "2 of 2 serving", undefined, { timeout: 5000 });
+      const first = number(await page.textContent("#total-requests"));
+      await waitFor(async () => number(await page.textContent("#total-requests")) > first + 20, "the request counter to rise", 4000);
+      const title = await page.getAttribute("#workers", "title");
+      expect(title).toContain("worker 0: serving (pid ");
+      expect(title).toContain("worker 1: serving (pid ");
+      expect(errors).toEqual([]);
+    } finally {
+      await page.close();
+      await load.stop();
+      await stack.stop();
+    }
+  });
+
   test("the live indicator shows a lost stream, and the page reconnects by itself", async () => {
     const src = fakeSource([{ name: "a", url: "http://127.0.0.1:9" }]);
     const admin = createAdminApp(src);
