@@ -69,7 +69,7 @@ describe("workers", () => {
       if (c.backend.name !== down.name || c.to !== "down") return;
       // The moment the owner announces the flip: from here every worker must hear of it.
       const at = performance.now();
-      announced = sup.synced(1000).then((synced) => ({ synced, ms: performance.now() - at }));
+      announced = sup.synced(5000).then((synced) => ({ synced, ms: performance.now() - at }));
     });
     down.setHealth("down");
     await waitFor(() => announced !== undefined, "the owner's probe to mark backend-2 down");
