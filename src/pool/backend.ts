@@ -223,6 +223,9 @@ export class Backend {
   get statsPath(): string | undefined {
     return this.spec.statsPath;
   }
+  get latencyDecayMs(): number {
+    return this.spec.latencyDecayMs;
+  }
 
   /**
    * Take a new config for this backend (weight, limits, slow start, statsPath), keeping every

@@ -16,7 +16,7 @@ import type { MethodLabel } from "../stats/traffic.ts";
 
 /** One backend as the owner describes it to its workers: its config, then its runtime state. */
 export interface TableEntry {
-  spec: Required<Pick<BackendOptions, "name" | "url" | "weight" | "maxConnections" | "slowStart">> & { statsPath?: string };
+  spec: Required<Pick<BackendOptions, "name" | "url" | "weight" | "maxConnections" | "slowStart" | "latencyDecay">> & { statsPath?: string };
   state: MirrorState;
 }
 

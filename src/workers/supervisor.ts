@@ -264,7 +264,7 @@ export class WorkerSupervisor {
         // Each worker counts only its own in-flight work: maxConnections is shared out among
         // them (rounded down, at least 1), so that together they stay within it.
         maxConnections: b.maxConnections === 0 ? 0 : Math.max(1, Math.floor(b.maxConnections / count)),
-        slowStart: b.slowStartMs, ...(b.statsPath !== undefined ? { statsPath: b.statsPath } : {}),
+        slowStart: b.slowStartMs, latencyDecay: b.latencyDecayMs, ...(b.statsPath !== undefined ? { statsPath: b.statsPath } : {}),
       },
       state: b.mirrorState(),
     }));

@@ -21,7 +21,7 @@ import { startTcpProxy, type TcpProxy } from "../tcp/proxy.ts";
 import type { SocketEngine } from "../engine/socket/engine.ts";
 import { createAccessLog, type AccessLog } from "../log/access.ts";
 import type { Logger } from "../log/logger.ts";
-import { buildProxy, proxySettings, serveHttp, serveSockets, stopProxy, type HttpListener, type ProxyContext } from "../balancer.ts";
+import { buildProxy, proxySettings, serveHttp, serveSockets, socketSettings, stopProxy, type HttpListener, type ProxyContext } from "../balancer.ts";
 import { listenError } from "../listen-error.ts";
 import { activity, reportOf, sameActivity } from "./figures.ts";
 import type { FromWorker, PassiveEvent, Table, ToWorker } from "./protocol.ts";
@@ -202,10 +202,11 @@ export function runWorker(): Promise<number> {
         case "config": {
           const prev = running;
           running = m.config;
-          // The socket engine's settings wait for a restart (the owner says so); the fetch
-          // engine's handler and TCP's timeouts change in place, as in one process.
+          // Proxy settings change in place, as in one process: a new fetch handler, the socket
+          // engine reconfigured for new requests, TCP's timeouts for new connections.
           if (prev && proxySettings(prev) !== proxySettings(m.config)) {
             http?.setProxy(buildProxy(m.config, ctx, accessLogFor(m.config), lifecycle));
+            socketEngine?.reconfigure(socketSettings(m.config, ctx, accessLogFor(m.config)));
             tcp?.configure(m.config);
           }
           return;

@@ -121,7 +121,7 @@ describe("applyTable", () => {
     healthy: true, enabled: true, forced: null, ejectedUntil: 0, availableSince: 0, changedAt: 0, reason: "configured", ...over,
   });
   const entry = (name: string, url: string, over: Partial<Table["backends"][number]["state"]> = {}) => ({
-    spec: { name, url, weight: 1, maxConnections: 0, slowStart: 0 }, state: state(over),
+    spec: { name, url, weight: 1, maxConnections: 0, slowStart: 0, latencyDecay: 1000 }, state: state(over),
   });
 
   test("the worker's pool becomes the table: added, updated, mirrored, removed, replaced, reordered, strategy", () => {
@@ -135,7 +135,7 @@ describe("applyTable", () => {
       version: 2, strategy: "least-connections",
       backends: [
         entry("c", "http://127.0.0.1:3/"),
-        { ...entry("a", "http://127.0.0.1:1/", { enabled: false, reason: "drained by ops" }), spec: { name: "a", url: "http://127.0.0.1:1/", weight: 5, maxConnections: 0, slowStart: 0 } },
+        { ...entry("a", "http://127.0.0.1:1/", { enabled: false, reason: "drained by ops" }), spec: { name: "a", url: "http://127.0.0.1:1/", weight: 5, maxConnections: 0, slowStart: 0, latencyDecay: 250 } },
         entry("b", "http://127.0.0.1:9/", { healthy: false }),
       ],
     }, (b) => removed.push(b.name));
@@ -144,6 +144,7 @@ describe("applyTable", () => {
     // The same object, its new config and the owner's state; b's new address is a new backend.
     expect(pool.get("a")).toBe(a);
     expect(a.weight).toBe(5);
+    expect(a.stats.ewma.decayMs).toBe(250);
     expect(a.state()).toBe("draining");
     expect(a.lastChangeReason).toBe("drained by ops");
     expect(pool.get("b")!.url.href).toBe("http://127.0.0.1:9/");
@@ -162,7 +163,7 @@ describe("applyTable", () => {
       version: 1, strategy: "round-robin",
       backends: [
         entry("a", "http://127.0.0.1:1/", { ejectedUntil: now + 60_000 }),
-        { ...entry("b", "http://127.0.0.1:2/", { availableSince: now - 5_000 }), spec: { name: "b", url: "http://127.0.0.1:2/", weight: 1, maxConnections: 0, slowStart: 10_000 } },
+        { ...entry("b", "http://127.0.0.1:2/", { availableSince: now - 5_000 }), spec: { name: "b", url: "http://127.0.0.1:2/", weight: 1, maxConnections: 0, slowStart: 10_000, latencyDecay: 1000 } },
       ],
     }, () => {});
     expect(pool.get("a")!.state(now)).toBe("ejected");

@@ -175,15 +175,15 @@ describe("workers", () => {
     expect(b1!.requests).toBeGreaterThan(before);
   });
 
-  test("a reload from file reaches every worker: proxy settings in place, a new backend in the table", async () => {
+  for (const engine of ["fetch", "socket"] as const) test(`a reload from file reaches every worker (${engine} engine): proxy settings in place, a new backend in the table`, async () => {
     let generation = 1;
     rig = await startRig(3, (c) => ({
-      workers: 2, log: { access: false },
+      workers: 2, engine, log: { access: false },
       backends: c.backends.slice(0, 2).map((b) => ({ name: b.name, url: b.url })),
     }), () => {}, {
       // What the file says after the edit: a response header rule and a third backend.
       load: async () => validateConfig({
-        listen: { host: "127.0.0.1", port: 0 }, admin: false, healthCheck: false, log: { access: false }, workers: 2,
+        listen: { host: "127.0.0.1", port: 0 }, admin: false, healthCheck: false, log: { access: false }, workers: 2, engine,
         responseHeaders: { set: { "x-generation": String(++generation) } },
         backends: rig!.cluster.backends.map((b) => ({ name: b.name, url: b.url })),
       }),
@@ -200,6 +200,21 @@ describe("workers", () => {
     }
     expect([...seen]).toEqual(["2"]);
     expect(rig.cluster.backends[2]!.requests).toBeGreaterThan(0);
+  });
+
+  test("consistent-hash: a key goes to the same backend whichever worker takes the connection", async () => {
+    rig = await startRig(3, { workers: 2, strategy: "consistent-hash", hash: { key: "header:x-user" }, log: { access: false } });
+    for (const user of ["ann", "bob", "cy"]) {
+      const seen = new Set<string>();
+      for (let i = 0; i < 16; i++) {
+        const res = await fetch(rig.balancer.url + "/", { headers: { connection: "close", "x-user": user }, keepalive: false });
+        seen.add((await res.text()).trim());
+      }
+      expect(seen.size).toBe(1);
+    }
+    const sup = supervisorOf(rig.balancer);
+    await sup.pull();
+    for (const w of sup.figures().list) expect(w.requests).toBeGreaterThan(0);
   });
 
   test("stop drains every worker: a request in flight finishes, then every worker process is gone", async () => {
