@@ -240,7 +240,7 @@ export function runWorker(): Promise<number> {
           listener: err.listener, address: err.address, reason: err.reason,
         },
       });
-      resolve(1);
+      // No exit here: it could cut the message off. The owner ends this process once it has read it.
     }
   });
 }

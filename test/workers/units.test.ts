@@ -195,6 +195,23 @@ describe("WorkerSupervisor", () => {
     expect(err.message).toBe("proxy listener on 127.0.0.1:80: permission denied (ports below 1024 need privileges)");
   });
 
+  test("a real worker that cannot bind the port reports the listen error, and is ended", async () => {
+    const taken = Bun.listen({ hostname: "127.0.0.1", port: 0, exclusive: true, socket: { data() {} } });
+    try {
+      const s = new WorkerSupervisor({
+        count: 1, pool: new LocalPool(createPolicy("round-robin")), traffic: new TrafficStats(), logger: memoryLogger(),
+        passive: { connectFailed() {}, failed() {}, succeeded() {} },
+        config: () => validateConfig({ listen: { host: "127.0.0.1", port: 0 }, engine: "socket", backends: [{ url: "http://127.0.0.1:1" }] }),
+      });
+      const err = (await s.start(taken.port).catch((e: unknown) => e)) as { code?: string; message: string };
+      expect(err.code).toBe("SY_LISTEN_FAILED");
+      expect(err.message).toBe(`proxy listener on 127.0.0.1:${taken.port}: address already in use`);
+      expect(s.figures().list[0]!.state).toBe("stopped");
+    } finally {
+      taken.stop(true);
+    }
+  });
+
   test('"auto" is the cores this process may use', () => {
     expect(resolveWorkers("auto")).toBe(availableParallelism());
     expect(resolveWorkers(3)).toBe(3);
