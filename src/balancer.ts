@@ -203,6 +203,7 @@ export async function startBalancer(initial: Config, opts: BalancerOptions = {})
       const healthStopped = health.stop();
       passive.stop();
       unsubscribe();
+      unlistenWorkers();
       // Workers drain themselves within the same grace, then cut what is left.
       await stopProxy({ http, socketEngine, tcp, workers }, graceful, running.timeouts.shutdownGrace, logger);
       await admin?.app.stop();
@@ -217,6 +218,7 @@ export async function startBalancer(initial: Config, opts: BalancerOptions = {})
   let adminUrl: string | undefined;
   // A listener that cannot start (a port in use) must not leave probes and timers running.
   const workerCount = resolveWorkers(initial.workers);
+  let unlistenWorkers = () => {};
   let workersPort = 0;
   try {
     if (workerCount > 1) {
@@ -228,6 +230,10 @@ export async function startBalancer(initial: Config, opts: BalancerOptions = {})
       const port = (workersPort = probe.port);
       probe.stop(true);
       workers = new WorkerSupervisor({ count: workerCount, pool, passive, traffic, tcpStats, logger, config: () => running });
+      // Besides state changes (which the supervisor follows itself), every operation recorded
+      // here (a forced health that leaves the state as it was, say) sends the table if it moved.
+      const sup = workers;
+      unlistenWorkers = changes.onChange(() => sup.publish());
       await workers.start(port);
       url = `${initial.mode === "tcp" ? "tcp" : "http"}://${hostForUrl(host)}:${port}`;
     } else if (initial.mode === "tcp") {
