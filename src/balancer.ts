@@ -2,7 +2,8 @@
  * Assembles one balancer from a validated config: the pool and its policy, health (active and
  * passive), the proxy listener (HTTP or TCP), the admin listener and the logs. Owns every
  * background loop it starts (probes, passive timers, the config watcher, the admin loops), and
- * stops them all in stop().
+ * stops them all in stop(). With `workers` above 1 the proxy listener is not here: worker
+ * processes serve it (src/workers/), and this process stays the one owner of backend state.
  *
  * Changing it while it runs: `apply(config)` below is the one path from a new config to the
  * running parts. The backends go through reconcile (src/control/reconcile.ts); the pool, the
