@@ -107,10 +107,11 @@ function keepAlive(port: number, path: string, signalled: () => boolean, once = 
   return r;
 }
 
-describe.each(["fetch", "socket"])("SIGTERM with keep-alive clients, engine %s", (engine) => {
+// With workers, SIGTERM reaches the owner, which drains every worker the same way.
+describe.each([["fetch", 1], ["socket", 1], ["fetch", 2], ["socket", 2]] as const)("SIGTERM with keep-alive clients, engine %s, workers %d", (engine, workers) => {
   test("every request sent is answered, answers say Connection: close, idle connections are closed", async () => {
     cluster = await startCluster({ count: 2, basePort: 0, latency: { min: 2, max: 20 } });
-    const port = await serve({ engine, timeouts: { shutdownGrace: "20s" }, backends: cluster.backends.map((b) => ({ url: b.url })) });
+    const port = await serve({ engine, workers, timeouts: { shutdownGrace: "20s" }, backends: cluster.backends.map((b) => ({ url: b.url })) });
     let signalled = false;
     const idle = keepAlive(port, "/", () => signalled, true);
     const clients = Array.from({ length: 16 }, () => keepAlive(port, "/delay/10", () => signalled));
@@ -129,11 +130,12 @@ describe.each(["fetch", "socket"])("SIGTERM with keep-alive clients, engine %s",
   });
 });
 
-describe("SIGTERM in TCP mode", () => {
+describe.each([1, 2])("SIGTERM in TCP mode, workers %d", (workers) => {
   test("open connections keep flowing through the grace period, new ones are refused", async () => {
     cluster = await startCluster({ count: 2, basePort: 0 });
     const port = await serve({
       mode: "tcp",
+      workers,
       timeouts: { shutdownGrace: "1500ms" },
       backends: cluster.backends.map((b) => ({ url: b.url.replace("http://", "tcp://") })),
     });
