@@ -37,12 +37,11 @@ export class FieldList implements HeaderFields {
 
   /** `raw` is [name, value, name, value, ...] as llhttp hands it over. */
   constructor(raw: readonly string[] = []) {
-    const f: string[] = new Array(raw.length * 1.5);
-    for (let i = 0, j = 0; i < raw.length; i += 2, j += 3) {
+    // Pushed, not preallocated: a preallocated array starts with holes, which JSC keeps slow.
+    const f: string[] = [];
+    for (let i = 0; i < raw.length; i += 2) {
       const name = raw[i]!;
-      f[j] = name;
-      f[j + 1] = lowerName(name);
-      f[j + 2] = raw[i + 1]!;
+      f.push(name, lowerName(name), raw[i + 1]!);
     }
     this.f = f;
   }
@@ -79,7 +78,13 @@ export class FieldList implements HeaderFields {
     for (let i = 1; i < f.length; i += 3) {
       if (f[i] === name) {
         f[i + 1] = value;
-        this.deleteFrom(name, i + 2);
+        // A second line of the name is rare: look for one before compacting.
+        for (let j = i + 3; j < f.length; j += 3) {
+          if (f[j] === name) {
+            this.deleteFrom(name, i + 2);
+            break;
+          }
+        }
         return;
       }
     }
@@ -92,7 +97,7 @@ export class FieldList implements HeaderFields {
   }
 
   delete(name: string): void {
-    this.deleteFrom(name, 0);
+    if (this.has(name)) this.deleteFrom(name, 0);
   }
 
   private deleteFrom(name: string, from: number): void {
@@ -160,11 +165,30 @@ export class FieldList implements HeaderFields {
  * sending random names cannot grow it.
  */
 const LOWER = new Map<string, string>();
+/**
+ * Seeded with the common names, so that what a lookup returns is the very string the code's
+ * literals are ("host" === "host" by identity), and comparisons with them stop at the pointer.
+ */
+for (const lower of [
+  "host", "user-agent", "accept", "accept-encoding", "accept-language", "connection", "content-length",
+  "content-type", "transfer-encoding", "cookie", "set-cookie", "date", "server", "cache-control",
+  "keep-alive", "te", "trailer", "upgrade", "via", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host",
+  "x-real-ip", "x-request-id", "forwarded", "expect", "authorization", "etag", "last-modified", "location",
+  "vary", "content-encoding", "proxy-connection", "proxy-authorization", "proxy-authenticate", "referer", "origin",
+]) {
+  LOWER.set(lower, lower);
+  LOWER.set(lower.replace(/(^|-)([a-z])/g, (m) => m.toUpperCase()), lower);
+}
+LOWER.set("TE", "te");
+LOWER.set("ETag", "etag");
+LOWER.set("X-Real-IP", "x-real-ip");
+LOWER.set("X-Request-ID", "x-request-id");
+
 export function lowerName(name: string): string {
   let lower = LOWER.get(name);
   if (lower === undefined) {
     lower = name.toLowerCase();
-    if (LOWER.size < 512) LOWER.set(name, lower);
+    if (LOWER.size < 1024) LOWER.set(name, lower);
   }
   return lower;
 }
