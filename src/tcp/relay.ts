@@ -30,6 +30,7 @@ import type { Logger } from "../log/logger.ts";
 import { formatDuration } from "../config/units.ts";
 import type { TcpStats } from "./stats.ts";
 import { describeNetworkError } from "../net/network-error.ts";
+import { Flow } from "../net/flow.ts";
 
 /**
  * Client bytes kept while the backend connection is being made. Past this the client is
@@ -64,52 +65,6 @@ interface Attempt {
   timer: ReturnType<typeof setTimeout> | undefined;
   /** Timed out or no longer wanted: whatever this dial does later is ignored (and closed). */
   abandoned: boolean;
-}
-
-/** One direction of a relay: bytes read from a source socket, waiting to be written to a destination. */
-class Flow {
-  /** Bytes read but not yet taken by the destination, oldest first. */
-  private chunks: Uint8Array[] = [];
-  queued = 0;
-  /** The source sent its FIN (or closed): nothing more will come. */
-  ended = false;
-  /** Our FIN has gone to the destination. */
-  finSent = false;
-  /** The destination is gone: what arrives is dropped. */
-  dead = false;
-  /** This flow paused its source and must resume it once drained. */
-  pausedSource = false;
-
-  push(chunk: Uint8Array): void {
-    this.chunks.push(chunk);
-    this.queued += chunk.length;
-  }
-
-  /** Write what is queued; true when the queue is empty. Bytes taken are passed to `count`. */
-  writeQueued(to: Socket<unknown>, count: (n: number) => void): boolean {
-    while (this.chunks.length > 0) {
-      const head = this.chunks[0]!;
-      const n = to.write(head);
-      if (n < 0) {
-        this.kill();
-        return true;
-      }
-      if (n > 0) count(n);
-      this.queued -= n;
-      if (n < head.length) {
-        this.chunks[0] = head.subarray(n);
-        return false;
-      }
-      this.chunks.shift();
-    }
-    return true;
-  }
-
-  kill(): void {
-    this.dead = true;
-    this.chunks = [];
-    this.queued = 0;
-  }
 }
 
 type Phase = "connecting" | "open" | "closed";
@@ -237,10 +192,10 @@ export class Relay {
     if (flow.dead || this.phase === "closed") return;
     if (this.backendSocket === undefined) {
       flow.push(chunk);
-      if (flow.queued > CONNECT_BUFFER_BYTES) this.pause(flow, this.client);
+      if (flow.queued > CONNECT_BUFFER_BYTES) flow.pause(this.client);
       return;
     }
-    this.pass(flow, this.client, this.backendSocket, chunk, this.countIn);
+    flow.pass(this.client, this.backendSocket, chunk, this.countIn);
   }
 
   /** @internal client handlers: the client sent its FIN. */
@@ -276,7 +231,7 @@ export class Relay {
   backendData(chunk: Uint8Array): void {
     this.touch();
     if (this.down.dead) return;
-    this.pass(this.down, this.backendSocket!, this.client, chunk, this.countOut);
+    this.down.pass(this.backendSocket!, this.client, chunk, this.countOut);
   }
 
   /** @internal backend handlers: the backend sent its FIN. */
@@ -317,32 +272,6 @@ export class Relay {
     this.backend!.stats.bytesOut += n;
   };
 
-  /** Write a chunk that just arrived; keep what the destination did not take and pause the source. */
-  private pass(flow: Flow, from: Socket<unknown>, to: Socket<unknown>, chunk: Uint8Array, count: (n: number) => void): void {
-    if (flow.queued > 0) {
-      // Already waiting for drain (a read that was in progress when we paused).
-      flow.push(chunk);
-      this.pause(flow, from);
-      return;
-    }
-    const n = to.write(chunk);
-    if (n < 0) {
-      flow.kill();
-      return;
-    }
-    if (n > 0) count(n);
-    if (n < chunk.length) {
-      flow.push(n === 0 ? chunk : chunk.subarray(n));
-      this.pause(flow, from);
-    }
-  }
-
-  private pause(flow: Flow, from: Socket<unknown>): void {
-    if (flow.pausedSource) return;
-    flow.pausedSource = true;
-    from.pause();
-  }
-
   private flushUp(): void {
     if (this.backendSocket === undefined) return;
     this.flush(this.up, this.client, this.clientClosed, this.backendSocket, this.backendClosed, this.countIn);
@@ -354,29 +283,17 @@ export class Relay {
   }
 
   /**
-   * Write what a flow holds; once it is empty resume the source, pass on a FIN, and close the
-   * destination for good when the source is gone altogether.
+   * Write what a flow holds (net/flow.ts: resume the source and pass on a FIN once it is
+   * empty), and close the destination for good when the source is gone altogether.
    */
   private flush(flow: Flow, from: Socket<unknown>, fromClosed: boolean, to: Socket<unknown>, toClosed: boolean, count: (n: number) => void): void {
     if (flow.dead || toClosed) return;
     const before = flow.queued;
-    if (!flow.writeQueued(to, count)) {
-      if (flow.queued < before) this.touch();
-      return;
-    }
+    const empty = flow.flush(from, fromClosed, to, count);
     if (flow.queued < before) this.touch();
-    if (flow.pausedSource && !fromClosed) {
-      flow.pausedSource = false;
-      from.resume();
-    }
-    if (flow.ended && !flow.finSent && !flow.dead) {
-      flow.finSent = true;
-      // A half-close: the other direction keeps flowing.
-      to.shutdown();
-    }
     // The source's socket is gone (closed cleanly after both FINs, or reset): nothing can come
     // back to it, so the destination is closed once it has what was meant for it.
-    if (fromClosed) to.end();
+    if (empty && fromClosed) to.end();
   }
 
   /** Both sockets closed (or the backend never opened): the relay is over. */
