@@ -19,6 +19,7 @@
  *   /cookies?n=3           n Set-Cookie headers
  *   /response-headers?A=1  each query pair appended as a response header
  *   /_control              GET: state as JSON; POST/PUT {latency?, failRate?, health?}: change it
+ *   /ws                    a WebSocket echo server (sim/websocket.ts: !headers, !close CODE, ?send=N)
  *   anything else          404
  *
  * Latency and failRate apply to every endpoint except /health, /stats and /_control, which also
@@ -26,7 +27,9 @@
  */
 
 import type { Server } from "bun";
+import type { ServerWebSocket } from "bun";
 import { checkLatency, latencyFrom, MAX_LATENCY_MS, NO_LATENCY, pickLatency, type Latency } from "./latency.ts";
+import { echoHandlers, upgradeToEcho, type SimSocketData } from "./websocket.ts";
 
 export type HealthMode = "up" | "down" | "hang";
 
@@ -64,6 +67,10 @@ export interface SimBackend {
    * so a test can check that a proxy cancelled its upstream request.
    */
   readonly active: number;
+  /** WebSockets open now on /ws. */
+  readonly openSockets: number;
+  /** The close code and reason of the last WebSocket on /ws that closed. */
+  readonly lastSocketClose: { code: number; reason: string } | undefined;
   resetCount(): void;
   /** Throws on an invalid range (see checkLatency). */
   setLatency(l: Latency): void;
@@ -171,6 +178,7 @@ class Backend implements SimBackend {
   #server: Server<undefined> | undefined;
   #startedAt = 0;
   #active = 0;
+  readonly #sockets = new Set<ServerWebSocket<SimSocketData>>();
 
   constructor(opts: SimBackendOptions) {
     if (!opts.name) throw new Error("a simulated backend needs a name");
@@ -203,6 +211,12 @@ class Backend implements SimBackend {
     return this.#active;
   }
 
+  get openSockets(): number {
+    return this.#sockets.size;
+  }
+
+  lastSocketClose: { code: number; reason: string } | undefined;
+
   resetCount(): void {
     this.requests = 0;
   }
@@ -229,13 +243,14 @@ class Backend implements SimBackend {
       // Explicitly off: Bun 1.4.5 turns SO_REUSEPORT on with `development: false`, and then a
       // second server binds a busy port without error and the kernel splits connections.
       reusePort: false,
-      fetch: (req, srv) => this.#handle(req, srv),
+      fetch: (req, srv) => this.#handle(req, srv as unknown as Server<undefined>),
+      websocket: echoHandlers,
       error: (err) => {
         console.error(`${this.name}: ${err.stack ?? err.message}`);
         return text(`internal error: ${err.message}`, 500);
       },
     });
-    this.#server = server;
+    this.#server = server as unknown as Server<undefined>;
     // With port 0 the kernel picked one; remember it so start() after stop() rebinds it.
     this.#port = server.port ?? this.#port;
     this.#startedAt = performance.now();
@@ -247,6 +262,9 @@ class Backend implements SimBackend {
     this.#server = undefined;
     // stop(true) resets open connections too, and that aborts every in-flight req.signal,
     // which ends the waits below (latency, /delay, hanging /health) and cancels streams.
+    // WebSockets are cut without a Close frame, as a backend that dies would leave them.
+    for (const ws of this.#sockets) ws.terminate();
+    this.#sockets.clear();
     await server.stop(true);
   }
 
@@ -288,6 +306,12 @@ class Backend implements SimBackend {
     const segments = url.pathname.split("/").slice(1);
     const [route, param] = segments;
     if (route === "echo") return echo(req, url);
+    if (route === "ws" && segments.length === 1) {
+      // Switched: Bun ignores what the handler returns after a successful upgrade.
+      return upgradeToEcho(req, url, server as unknown as Server<SimSocketData>, this.name, this.#sockets, (code, reason) => {
+        this.lastSocketClose = { code, reason };
+      }) ?? new Response(null);
+    }
     if (segments.length === 1) {
       switch (route) {
         case "":

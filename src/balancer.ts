@@ -18,6 +18,7 @@ import { createPolicy } from "./policy/policy.ts";
 import { PassiveHealth, type PassiveSignals } from "./health/passive.ts";
 import { HealthMonitor } from "./health/monitor.ts";
 import { createFetchHandler } from "./engine/fetch.ts";
+import { bridgeHandlers } from "./engine/websocket.ts";
 import { startSocketEngine, type SocketEngine, type SocketEngineSettings } from "./engine/socket/engine.ts";
 import { cidrMatcher } from "./proxy/cidr.ts";
 import { compileResponseHeaderRules } from "./proxy/headers.ts";
@@ -469,6 +470,8 @@ export function serveHttp(config: Config, proxy: ProxyFetch, at?: ListenAt): Htt
     idleTimeout: Math.ceil(config.timeouts.idle / 1000),
     maxRequestBodySize: config.limits.maxBodySize,
     fetch: (req, server) => current(req, server),
+    // WebSockets (engine/websocket.ts); a forced stop closes them with 1001.
+    websocket: bridgeHandlers as import("bun").WebSocketHandler<unknown>,
   }));
   return {
     server,

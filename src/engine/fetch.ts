@@ -14,6 +14,8 @@ import { prepareBody, type PreparedBody, type StreamedBody } from "../proxy/body
 import { Cancel } from "../proxy/cancel.ts";
 import { ClientFault, refusalAnswer } from "../proxy/errors.ts";
 import { checkRequest } from "./fetch-checks.ts";
+import { isWebSocketUpgrade } from "../proxy/upgrade.ts";
+import { dialWebSocket, WebSocketAnswer } from "./websocket.ts";
 
 export interface FetchEngineOptions extends ForwardOptions {
   retry: ForwardOptions["retry"] & { bufferBody: number };
@@ -40,6 +42,8 @@ interface FetchOwn {
   bytes: PreparedBody["bytes"];
   /** A body that streams from the client: sent once. */
   stream: StreamedBody | undefined;
+  /** A WebSocket handshake (proxy/upgrade.ts): dialled and answered by websocket.ts. */
+  upgrade: boolean;
 }
 
 interface FetchResponse extends UpstreamResponse {
@@ -64,7 +68,8 @@ export function createFetchHandler(opts: FetchEngineOptions): FetchHandler {
   const bodyFailed = (req: ForwardRequest<FetchOwn>, e: unknown) => req.cancel.abort(bodyFault(e, opts.maxBodySize));
 
   const wire: Wire<FetchOwn, Response> = {
-    async send(backend: Backend, req, cancel, progress): Promise<FetchResponse> {
+    async send(backend: Backend, req, cancel, progress): Promise<FetchResponse | WebSocketAnswer> {
+      if (req.own.upgrade) return dialWebSocket(backend, req.target, req.headers as Headers, cancel);
       // fetch takes an AbortSignal: bridge the try's cancel to one (this engine's cost, not the loop's).
       const controller = new AbortController();
       const signal = controller.signal;
@@ -91,6 +96,7 @@ export function createFetchHandler(opts: FetchEngineOptions): FetchHandler {
     },
 
     async respond(req, up, end) {
+      if (up instanceof WebSocketAnswer) return up.respond(req.own.request, req.own.server, end);
       const { res } = up as FetchResponse;
       if (lifecycle.draining) res.headers.set("connection", "close");
       const init = { status: res.status, statusText: res.statusText, headers: res.headers };
@@ -139,6 +145,7 @@ export function createFetchHandler(opts: FetchEngineOptions): FetchHandler {
       return new Response(a.body, { status: a.status, headers: a.headers });
     }
     if (raiseIdle) server.timeout(request, waitTimeout);
+    const upgrade = isWebSocketUpgrade(request.method, request.headers);
     const cancel = new Cancel();
     let prepared: PreparedBody | undefined;
     try {
@@ -151,8 +158,10 @@ export function createFetchHandler(opts: FetchEngineOptions): FetchHandler {
     if (signal.aborted) cancel.abort();
     else if (!cancel.aborted) signal.addEventListener("abort", () => cancel.abort(), { once: true });
     const req: ForwardRequest<FetchOwn> = {
-      method: request.method, target, headers: request.headers, clientIp, proto: "http",
-      own: { request, server, bytes: prepared?.bytes ?? null, stream: prepared?.stream },
+      // A WebSocket handshake's fields go through the header rules as a copy: server.upgrade
+      // reads the request's own Upgrade and Connection fields when the backend has switched.
+      method: request.method, target, headers: upgrade ? new Headers(request.headers) : request.headers, clientIp, proto: "http",
+      own: { request, server, bytes: prepared?.bytes ?? null, stream: prepared?.stream, upgrade },
       replayable: prepared?.stream === undefined,
       cancel,
     };

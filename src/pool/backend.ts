@@ -105,6 +105,9 @@ export class BackendStats {
   /** TCP mode. */
   bytesIn = 0;
   bytesOut = 0;
+  /** WebSockets open now through this backend, and all time (proxy/upgrade.ts counts them in pairs). */
+  webSockets = 0;
+  webSocketsTotal = 0;
   readonly latency = new Histogram();
   /**
    * The response-time average the peak-ewma policy compares. Fed here, where every response

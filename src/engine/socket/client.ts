@@ -26,6 +26,8 @@ import { ALLOW, refusedMethod } from "../../proxy/methods.ts";
 import { headAndBody, latin1Bytes } from "./bytes.ts";
 import { RequestBody, chunkHead, CRLF, LAST_CHUNK } from "./request-body.ts";
 import type { InterimSink, ResponseSink, SocketResponse } from "./upstream.ts";
+import { isWebSocketUpgrade, WEBSOCKET } from "../../proxy/upgrade.ts";
+import { Tunnel } from "./tunnel.ts";
 
 export interface ClientLimits {
   maxHeaderSize: number;
@@ -91,6 +93,8 @@ export class Exchange implements ResponseSink, InterimSink {
   expectContinue = false;
   /** A framing fault found while parsing: answered in turn, then the connection closes. */
   fault: { status: number; detail: string } | undefined;
+  /** A WebSocket handshake (proxy/upgrade.ts): a 101 from the backend makes the connection a tunnel. */
+  upgrade: string | undefined;
   private chunkedOut = false;
   private bytesOut = 0;
   private bodyEnd: BodyEnd | undefined;
@@ -120,6 +124,7 @@ export class Exchange implements ResponseSink, InterimSink {
       // Broke before a byte reached the client: the loop may still try another backend.
       throw Object.assign(new Error(res.failure.detail), { code: "ECONNRESET" });
     }
+    if (res.framing === "tunnel") return this.conn.startTunnel(this, res, end);
     this.bodyEnd = end;
     this.responded = true;
     const h = res.headers;
@@ -256,6 +261,12 @@ export class ClientConnection implements ParserHost {
   private wait = Wait.None;
   /** Writes are stuck behind a client that does not read: deadline for any progress. */
   writeDeadline = 0;
+  /** A WebSocket handshake is with the backend: bytes after it are held for the tunnel. */
+  private upgrading: Exchange | undefined;
+  private early: Uint8Array[] = [];
+  private earlyBytes = 0;
+  /** After a 101: the connection is a byte tunnel (tunnel.ts), and HTTP is over on it. */
+  tunnel: Tunnel | undefined;
 
   constructor(
     readonly socket: Socket<ClientConnection>,
@@ -287,6 +298,8 @@ export class ClientConnection implements ParserHost {
   }
 
   onData(chunk: Uint8Array): void {
+    if (this.tunnel !== undefined) return this.tunnel.clientData(chunk);
+    if (this.upgrading !== undefined) return this.holdEarly(chunk);
     if (this.broken || this.closed) return;
     // The first byte of a new request after an idle gap: its head is now due.
     if (this.wait === Wait.Idle) this.expect(Wait.Head, this.env.headerTimeout);
@@ -311,8 +324,55 @@ export class ClientConnection implements ParserHost {
     else if (r !== chunk.length && !this.broken) {
       // llhttp stops early only after an Upgrade/CONNECT head, handled in onHead.
       this.broken = true;
+    } else if (r < chunk.length && this.upgrading !== undefined) {
+      // Bytes after a WebSocket handshake's head belong to the tunnel, if there is to be one.
+      this.holdEarly(chunk.subarray(r));
     }
     this.applyBackpressure();
+  }
+
+  /**
+   * Tunnel bytes that came before the backend's 101 (a client should wait for it, RFC 6455
+   * §4.1, but the bytes are kept in order if it does not); past HIGH_WATER reading pauses.
+   */
+  private holdEarly(chunk: Uint8Array): void {
+    this.early.push(chunk);
+    this.earlyBytes += chunk.length;
+    if (this.earlyBytes > HIGH_WATER && !this.paused) {
+      this.paused = true;
+      this.socket.pause();
+    }
+  }
+
+  /**
+   * The backend answered a WebSocket handshake with 101: pass its head on, then relay bytes
+   * both ways until either side closes. The loop's BodyEnd is told when the tunnel ends, and
+   * only then is the backend's in-flight unit released.
+   */
+  startTunnel(ex: Exchange, res: SocketResponse, end: BodyEnd): void {
+    ex.responded = true;
+    const upstream = res.conn;
+    const h = res.headers;
+    // The header rules removed the hop-by-hop fields; this hop switches too (RFC 9110 §7.8).
+    h.set("upgrade", WEBSOCKET);
+    h.set("connection", "upgrade");
+    const head = latin1Bytes(`HTTP/1.1 101 ${res.statusText || "Switching Protocols"}\r\n${h.serialize()}\r\n`);
+    const tunnel = new Tunnel(this.socket as Socket<unknown>, upstream.socket as Socket<unknown>, upstream.backend, end);
+    this.tunnel = tunnel;
+    this.upgrading = undefined;
+    this.expect(Wait.None, 0);
+    this.writeDeadline = 0;
+    const toClient = this.outbox.takeAll();
+    toClient.push(head);
+    const toBackend = upstream.becomeTunnel(tunnel);
+    const early = this.early;
+    this.early = [];
+    if (this.paused) {
+      this.paused = false;
+      this.socket.resume();
+    }
+    tunnel.start(toClient, res.held, toBackend, early);
+    res.held = [];
   }
 
   /** Pause reading while too much is queued: pipelined requests, or a body the backend is slow to take. */
@@ -384,8 +444,12 @@ export class ClientConnection implements ParserHost {
       // the backend is not asked to.
       ex.expectContinue = !http10 && ex.body !== undefined;
     }
-    // llhttp stops after an Upgrade head; nothing after it on this connection is read.
-    if (upgrade) this.broken = true;
+    // llhttp stops after an Upgrade head; nothing after it on this connection is parsed. A
+    // WebSocket handshake keeps what follows for its tunnel.
+    if (upgrade) {
+      this.broken = true;
+      if (ex.upgrade !== undefined) this.upgrading = ex;
+    }
     this.expect(ex.body ? Wait.Body : Wait.None, this.env.idleTimeout);
     if (this.queue[0] === ex) this.start(ex);
   }
@@ -504,6 +568,7 @@ export class ClientConnection implements ParserHost {
 
   /** The client sent its FIN: answer what was asked, then close. */
   onEnd(): void {
+    if (this.tunnel !== undefined) return this.tunnel.clientEnded();
     this.broken = true;
     // A request still being received can never be completed: the client has left.
     if (this.parsing !== undefined) return this.destroy();
@@ -531,6 +596,7 @@ export class ClientConnection implements ParserHost {
   }
 
   onDrain(): void {
+    if (this.tunnel !== undefined) return this.tunnel.clientDrain();
     this.outbox.flush();
     if (this.outbox.pending === 0) this.writeDeadline = 0;
     else this.writeDeadline = performance.now() + this.env.idleTimeout;
@@ -547,6 +613,7 @@ export class ClientConnection implements ParserHost {
   onClose(): void {
     if (this.closed) return;
     this.closed = true;
+    this.tunnel?.clientClose();
     this.parser.close?.();
     for (const ex of this.queue) ex.abort();
     this.queue.length = 0;
@@ -636,10 +703,11 @@ function checkHead(ex: Exchange, major: number, minor: number, url: string, upgr
   const expect = ex.headers.get("expect");
   if (expect !== null && expect.toLowerCase() !== "100-continue") return { status: 417, detail: `Expect "${expect}" is not supported` };
   if (upgrade && ex.headers.has("upgrade")) {
-    // Protocol upgrades (WebSocket) are not proxied by this engine yet: the request goes on
-    // without them (Upgrade is hop-by-hop), and llhttp has stopped at the head, so the
-    // connection closes after the answer.
+    // llhttp has stopped at the head, so after an answer other than 101 the connection closes.
+    // A WebSocket handshake asks the backend for the same upgrade (proxy/upgrade.ts); any
+    // other protocol goes on as a plain request (Upgrade is hop-by-hop).
     ex.closeAfter = true;
+    if (isWebSocketUpgrade(ex.method, ex.headers, ex.http10)) ex.upgrade = WEBSOCKET;
   }
   return undefined;
 }

@@ -12,6 +12,7 @@ import { isIdempotent } from "../../proxy/retry.ts";
 import { ClientConnection, Exchange, type ClientEnv, type ClientLimits } from "./client.ts";
 import { headAndBody, latin1Bytes } from "./bytes.ts";
 import { UpstreamPool, type UpstreamConn, type SocketResponse, type UpstreamPoolOptions } from "./upstream.ts";
+import { requestUpgrade } from "../../proxy/upgrade.ts";
 
 /** What a reload may change while the engine runs (everything but its address). */
 export interface SocketEngineSettings extends ForwardOptions {
@@ -168,8 +169,10 @@ export function startSocketEngine(opts: SocketEngineOptions): SocketEngine {
     },
     stop(force = false, noticeMs = 0) {
       if (force) {
+        // WebSockets get a 1001 Close frame where one can go (tunnel.ts), before the listener's
+        // forced stop resets every connection it accepted.
+        for (const c of [...connections]) c.tunnel !== undefined ? c.tunnel.goAway() : c.destroy();
         listener.stop(true);
-        for (const c of [...connections]) c.destroy();
         clearInterval(sweeper);
         pool.closeIdle();
         return Promise.resolve();
@@ -213,6 +216,8 @@ function requestHead(backend: Backend, req: ForwardRequest<Exchange>): { bytes: 
       if (body.chunked) h.set("transfer-encoding", "chunked");
     }
   }
+  // A WebSocket handshake asks this backend for the upgrade on this hop (proxy/upgrade.ts).
+  if (ex.upgrade !== undefined) requestUpgrade(h);
   const text = `${req.method} ${backend.basePath}${ex.target} HTTP/1.1\r\n${h.serialize()}\r\n`;
   if (stream !== undefined) h.delete("transfer-encoding");
   return { bytes: whole === undefined || whole.length === 0 ? latin1Bytes(text) : headAndBody(text, whole), stream };

@@ -34,6 +34,15 @@ export class Outbox {
     return true;
   }
 
+  /** Hand over what is still queued, in order: a tunnel takes the socket over (tunnel.ts). */
+  takeAll(): Uint8Array[] {
+    const chunks = this.chunks;
+    this.chunks = [];
+    this.pending = 0;
+    this.onDrained = undefined;
+    return chunks;
+  }
+
   get full(): boolean {
     return this.pending >= HIGH_WATER;
   }

@@ -19,6 +19,7 @@ import { HTTPParser, SKIP_BODY, createParser, isParseError, type LlhttpParser, t
 import { Outbox } from "./outbox.ts";
 import { scanResponse } from "./scan.ts";
 import { CRLF, LAST_CHUNK, chunkHead, type BodySink, type RequestBody } from "./request-body.ts";
+import { hasToken, WEBSOCKET } from "../../proxy/upgrade.ts";
 
 export interface UpstreamPoolOptions {
   /** Idle connections kept per backend; more are closed when they come back. */
@@ -42,8 +43,11 @@ export interface ResponseSink {
   onDecongested(fn: () => void): void;
 }
 
-/** How the body after a response head is delimited (RFC 9112 §6.3). */
-export type Framing = "none" | "length" | "chunked" | "close";
+/**
+ * How the body after a response head is delimited (RFC 9112 §6.3); "tunnel" for a 101 to a
+ * WebSocket handshake: what follows is the new protocol's bytes (held until the tunnel starts).
+ */
+export type Framing = "none" | "length" | "chunked" | "close" | "tunnel";
 
 /** A response head from a backend, its body held until the client side attaches a sink. */
 export class SocketResponse implements UpstreamResponse {
@@ -76,6 +80,15 @@ export class SocketResponse implements UpstreamResponse {
 /** Interim (1xx) responses are passed to the client as they come (RFC 9110 §15.2). */
 export interface InterimSink {
   interim(status: number, statusText: string, headers: FieldList): void;
+  /** The request asked to switch to this protocol (proxy/upgrade.ts): a 101 for it is final. */
+  readonly upgrade?: string | undefined;
+}
+
+/** What takes an upgraded connection's events once its tunnel starts (tunnel.ts). */
+export interface TunnelSide {
+  backendData(chunk: Uint8Array): void;
+  backendDrain(): void;
+  backendClose(err?: Error): void;
 }
 
 interface PendingHead {
@@ -129,6 +142,9 @@ export class UpstreamConn implements BodySink, CancelListener, ParserHost {
   private method = "GET";
   /** Set while this connection is in an exchange; the pool takes it back when done. */
   private inUse = false;
+  /** A 101 to a WebSocket handshake came: the connection belongs to a tunnel, never to the pool again. */
+  private upgraded = false;
+  private tunnel: TunnelSide | undefined;
 
   constructor(
     readonly backend: Backend,
@@ -219,6 +235,8 @@ export class UpstreamConn implements BodySink, CancelListener, ParserHost {
   }
 
   onDrain(): void {
+    // An upgraded connection's writes are its tunnel's (tunnel.ts).
+    if (this.tunnel !== undefined) return this.tunnel.backendDrain();
     this.outbox.flush();
     if (this.progress !== undefined && this.outbox.pending === 0) this.reportSending();
   }
@@ -231,6 +249,7 @@ export class UpstreamConn implements BodySink, CancelListener, ParserHost {
   }
 
   onData(chunk: Uint8Array): void {
+    if (this.upgraded) return this.tunnelData(chunk);
     if (!this.inUse || this.messageDone) {
       // Unsolicited bytes: nothing of ours is waiting for them.
       this.destroy("backend", "unsolicited bytes from the backend");
@@ -254,6 +273,11 @@ export class UpstreamConn implements BodySink, CancelListener, ParserHost {
       this.destroy("backend", `invalid response (${r.code})`);
       return;
     }
+    if (this.upgraded) {
+      // llhttp stops after the 101's head: the rest of this read is already the new protocol.
+      if (r < chunk.length) this.tunnelData(chunk.subarray(r));
+      return;
+    }
     if (this.messageDone && r !== chunk.length) {
       // Bytes after a complete response: never reuse this connection.
       this.keepAlive = false;
@@ -269,7 +293,7 @@ export class UpstreamConn implements BodySink, CancelListener, ParserHost {
   /** From llhttp (ParserHost): a response head, interim or final. */
   onHeadersComplete(
     _major: number, _minor: number, fields: string[] | undefined, _method: number | undefined, _url: string | undefined,
-    statusCode: number | undefined, text: string | undefined, _upgrade: boolean, keepAlive: boolean,
+    statusCode: number | undefined, text: string | undefined, upgrade: boolean, keepAlive: boolean,
   ): number {
     const status = statusCode ?? 0;
     const statusText = text ?? "";
@@ -286,8 +310,15 @@ export class UpstreamConn implements BodySink, CancelListener, ParserHost {
     }
     const headers = new FieldList(fields ?? []);
     if (status < 200) {
-      // 101 would switch protocols; Upgrade is never forwarded, so a backend has no business
-      // sending it: a protocol error.
+      // 101 switches protocols: final for a WebSocket handshake we passed on (RFC 6455 §4.1:
+      // it must name websocket in Upgrade); otherwise no Upgrade was forwarded, so a backend
+      // has no business sending it: a protocol error.
+      if (status === 101 && upgrade && this.interim?.upgrade === WEBSOCKET && hasToken(headers.get("upgrade"), WEBSOCKET)) {
+        this.upgraded = true;
+        this.keepAlive = false;
+        this.finalHead(headers, status, statusText, "tunnel");
+        return 0;
+      }
       if (status === 101) {
         queueMicrotask(() => this.destroy("backend", "unexpected 101 Switching Protocols"));
         return 0;
@@ -332,6 +363,8 @@ export class UpstreamConn implements BodySink, CancelListener, ParserHost {
   }
 
   onMessageComplete(): void {
+    // The end of a 101's head: what follows is the tunnel's, not another message.
+    if (this.upgraded) return;
     const res = this.res;
     // The end of an interim response (the final one is still to come), or of a poisoned one.
     if (res === undefined || this.poisoned) return;
@@ -357,6 +390,28 @@ export class UpstreamConn implements BodySink, CancelListener, ParserHost {
     }
   }
 
+  /** Tunnel bytes: held on the response until its tunnel starts, then passed straight to it. */
+  private tunnelData(chunk: Uint8Array): void {
+    if (this.tunnel !== undefined) return this.tunnel.backendData(chunk);
+    const res = this.res;
+    if (res !== undefined) {
+      res.held.push(chunk);
+      res.heldBytes += chunk.length;
+    }
+  }
+
+  /**
+   * Hand this upgraded connection to its tunnel: from now on the tunnel gets its bytes, drains
+   * and close, and decides when it ends. Returns what was still queued for the backend.
+   */
+  becomeTunnel(tunnel: TunnelSide): Uint8Array[] {
+    this.tunnel = tunnel;
+    this.cancel?.off(this);
+    this.cancel = undefined;
+    this.pending = undefined;
+    return this.outbox.takeAll();
+  }
+
   /** The try was given up (its timer, the deadline, the client leaving): the connection goes with it. */
   onCancel(): void {
     this.destroy("client", "request abandoned");
@@ -369,6 +424,12 @@ export class UpstreamConn implements BodySink, CancelListener, ParserHost {
   }
 
   onClose(err?: Error): void {
+    if (this.tunnel !== undefined) {
+      this.closed = true;
+      this.pool.forget(this);
+      this.tunnel.backendClose(err);
+      return;
+    }
     if (this.closed) {
       this.pool.forget(this);
       return;
