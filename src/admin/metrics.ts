@@ -185,6 +185,10 @@ export function renderMetrics(src: SnapshotSource, poller?: BackendStatsPoller, 
 
   w.family("switchyard_backend_in_flight", "gauge", mode === "tcp" ? "Connections open to the backend now." : "Requests in flight to the backend now.");
   each("switchyard_backend_in_flight", (b) => b.inFlight);
+  if (mode === "http") {
+    w.family("switchyard_backend_websockets", "gauge", "WebSockets open through the backend now (each is also one request in flight).");
+    each("switchyard_backend_websockets", (b) => b.stats.webSockets);
+  }
   w.family("switchyard_backend_up", "gauge", "1 when the backend is healthy (active checks and passive detection), else 0.");
   each("switchyard_backend_up", (b) => (b.isHealthy ? 1 : 0));
   w.family("switchyard_backend_available", "gauge", "1 when the backend would take new traffic now (healthy, enabled, not ejected, not full).");

@@ -65,6 +65,9 @@ export interface BackendFigures {
   rampFactor: number;
   maxConnections: number;
   inFlight: number;
+  /** WebSockets open through it now (each also one of inFlight), and all time. */
+  webSockets: number;
+  webSocketsTotal: number;
   /** Tries sent to this backend (connections in TCP mode), all time. */
   requests: number;
   /** Over the window. */
@@ -113,6 +116,8 @@ export interface StatsDocument {
     /** Requests answered or abandoned by their client (TCP: connections accepted), all time. */
     requests: number;
     inFlight: number;
+    /** WebSockets open now, over all backends. */
+    webSockets: number;
     rps: number | null;
     responses: ClassCounts;
     errors: ErrorRates & { total: number };
@@ -142,6 +147,7 @@ export function buildSnapshot(src: SnapshotSource, sampler: Sampler, poller: Bac
   const states: Record<BackendState, number> = { up: 0, down: 0, draining: 0, ejected: 0, "slow-starting": 0 };
   let available = 0;
   let inFlight = 0;
+  let webSockets = 0;
   let bytesIn = 0;
   let bytesOut = 0;
   let connections = 0;
@@ -150,6 +156,7 @@ export function buildSnapshot(src: SnapshotSource, sampler: Sampler, poller: Bac
     states[fig.state]++;
     if (fig.available) available++;
     inFlight += b.inFlight;
+    webSockets += b.stats.webSockets;
     bytesIn += b.stats.bytesIn;
     bytesOut += b.stats.bytesOut;
     connections += b.acquired;
@@ -172,6 +179,7 @@ export function buildSnapshot(src: SnapshotSource, sampler: Sampler, poller: Bac
     totals: {
       requests: total.units,
       inFlight,
+      webSockets,
       rps: win?.total.rate ?? null,
       responses: classCounts(responsesByClass(traffic)),
       errors: { "4xx": total.c4, "5xx": total.c5, proxy: total.proxy, total: total.c4 + total.c5 + total.proxy },
@@ -207,6 +215,8 @@ function backendFigures(b: Backend, mode: Mode, w: WindowFigures | undefined, po
     rampFactor: Math.round(b.rampFactor(now) * 1000) / 1000,
     maxConnections: b.maxConnections,
     inFlight: b.inFlight,
+    webSockets: s.webSockets,
+    webSocketsTotal: s.webSocketsTotal,
     requests: t.units,
     rps: w?.rate ?? null,
     responses: classCounts(s.byClass),

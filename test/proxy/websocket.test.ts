@@ -99,7 +99,7 @@ for (const engine of ["fetch", "socket"]) {
     });
 
     test("a WebSocket is one request in flight for its whole life, and /stats counts it", async () => {
-      const r = await rig(engine, 2, { strategy: "least-connections" });
+      const r = await rig(engine, 2, { strategy: "least-connections", admin: { host: "127.0.0.1", port: 0 } });
       const a = await connect(wsUrl(r));
       a.ws.send("!headers");
       const first = JSON.parse((await a.next()) as string).name;
@@ -115,6 +115,11 @@ for (const engine of ["fetch", "socket"]) {
       b.ws.send("!headers");
       expect(JSON.parse((await b.next()) as string).name).not.toBe(first);
       expect(openSockets(r)).toBe(2);
+      const stats = (await (await fetch(`${r.balancer.adminUrl}/stats`)).json()) as { totals: { webSockets: number }; backends: { name: string; webSockets: number }[] };
+      expect(stats.totals.webSockets).toBe(2);
+      expect(stats.backends.map((x) => x.webSockets)).toEqual([1, 1]);
+      const metrics = await (await fetch(`${r.balancer.adminUrl}/metrics`)).text();
+      expect(metrics).toContain(`switchyard_backend_websockets{backend="${first}"} 1`);
       a.ws.close();
       b.ws.close();
       await waitFor(() => openSockets(r) === 0 && r.balancer.pool.backends.every((x) => x.inFlight === 0), "both to close");
