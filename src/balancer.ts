@@ -37,6 +37,9 @@ import { ChangeLog } from "./control/changes.ts";
 import { ConfigWatcher } from "./control/watch.ts";
 import { diffPaths, inForce, restartNeeded } from "./control/diff.ts";
 import { resolveWorkers, WorkerSupervisor } from "./workers/supervisor.ts";
+import { TlsTermination } from "./tls/termination.ts";
+import { readTlsMaterial, serveTls, type TlsMaterial } from "./tls/certificates.ts";
+import { serveRedirect } from "./tls/redirect.ts";
 
 export interface BalancerOptions {
   logger?: Logger;
@@ -122,6 +125,9 @@ export async function startBalancer(initial: Config, opts: BalancerOptions = {})
   const tcpStats = initial.mode === "tcp" ? new TcpStats() : undefined;
   /** Shared by every fetch-engine handler this balancer builds (a reload swaps handlers). */
   const lifecycle = { draining: false };
+  // TLS termination (src/tls/): certificates read now, and again on every reload.
+  const tls = initial.listen.tls !== undefined ? new TlsTermination(initial.listen.tls) : undefined;
+  let redirect: Server<unknown> | undefined;
 
   let accessLogs: Map<string, AccessLog> | undefined;
   let http: HttpListener | undefined;
@@ -154,6 +160,7 @@ export async function startBalancer(initial: Config, opts: BalancerOptions = {})
     passive.configure(target.passive);
     const r = await reconciler.reconcile(target.backends as DesiredBackend[], backendDefaults(target));
     lines.push(...r.lines);
+    if (tls !== undefined && target.listen.tls !== undefined) lines.push(...tls.reload(target.listen.tls));
     if (proxySettings(prev) !== proxySettings(target)) {
       if (http) http.setProxy(buildProxy(target, ctx, accessLogFor(target), lifecycle));
       socketEngine?.reconfigure(socketSettings(target, ctx, accessLogFor(target)));
@@ -206,6 +213,7 @@ export async function startBalancer(initial: Config, opts: BalancerOptions = {})
       passive.stop();
       unsubscribe();
       unlistenWorkers();
+      void redirect?.stop(true);
       // Workers drain themselves within the same grace, then cut what is left.
       await stopProxy({ http, socketEngine, tcp, workers }, graceful, running.timeouts.shutdownGrace, logger);
       await admin?.app.stop();
@@ -237,18 +245,28 @@ export async function startBalancer(initial: Config, opts: BalancerOptions = {})
       const sup = workers;
       unlistenWorkers = changes.onChange(() => sup.publish());
       await workers.start(port);
-      url = `${initial.mode === "tcp" ? "tcp" : "http"}://${hostForUrl(host)}:${port}`;
+      url = `${initial.mode === "tcp" ? (tls ? "tls" : "tcp") : tls ? "https" : "http"}://${hostForUrl(host)}:${port}`;
     } else if (initial.mode === "tcp") {
-      tcp = await startTcpProxy(ctx, { stats: tcpStats }).catch((e: unknown) => {
+      tcp = await startTcpProxy(ctx, { stats: tcpStats, tls: tls?.material }).catch((e: unknown) => {
         throw listenError("proxy", initial.listen.host, initial.listen.port, e);
       });
-      url = `tcp://${hostForUrl(initial.listen.host)}:${tcp.port}`;
+      tls?.onRenew((m) => tcp?.renewTls(m));
+      url = `${tls ? "tls" : "tcp"}://${hostForUrl(initial.listen.host)}:${tcp.port}`;
     } else if (initial.engine === "socket") {
-      socketEngine = serveSockets(initial, ctx, accessLogFor(initial));
-      url = `http://${hostForUrl(initial.listen.host)}:${socketEngine.port}`;
+      socketEngine = serveSockets(initial, ctx, accessLogFor(initial), undefined, tls?.material);
+      tls?.onRenew((m) => socketEngine?.renewTls(m));
+      url = `${tls ? "https" : "http"}://${hostForUrl(initial.listen.host)}:${socketEngine.port}`;
     } else {
-      http = serveHttp(initial, buildProxy(initial, ctx, accessLogFor(initial), lifecycle));
-      url = `http://${hostForUrl(initial.listen.host)}:${http.server.port}`;
+      http = serveHttp(initial, buildProxy(initial, ctx, accessLogFor(initial), lifecycle), undefined, tls?.material);
+      tls?.onRenew((m) => http?.renewTls(m));
+      url = `${tls ? "https" : "http"}://${hostForUrl(initial.listen.host)}:${http.server.port}`;
+    }
+    const redirectFrom = initial.listen.httpRedirect;
+    if (redirectFrom !== undefined && tls !== undefined) {
+      const host = redirectFrom.host ?? initial.listen.host;
+      const proxyPort = workers ? workersPort : (tcp?.port ?? socketEngine?.port ?? http!.server.port!);
+      redirect = bindListener("redirect", host, redirectFrom.port, () => serveRedirect(host, redirectFrom.port, () => proxyPort));
+      logger.info(`redirecting http://${hostForUrl(host)}:${redirect.port} to HTTPS`);
     }
     const engine = initial.mode === "http" ? ` on the ${initial.engine} engine` : "";
     const served = workers ? `, ${workers.count} worker processes` : "";
@@ -320,7 +338,11 @@ export async function stopProxy(parts: ProxyParts, graceful: boolean, grace: num
   const { http, socketEngine, tcp, workers } = parts;
   const proxyServer = http?.server;
   const notice = Math.min(DRAIN_NOTICE_MS, grace);
-  const httpStopped = proxyServer && graceful ? noticeThenStop(proxyServer, notice) : proxyServer?.stop(!graceful);
+  const httpStopped = Promise.all([
+    proxyServer && graceful ? noticeThenStop(proxyServer, notice) : proxyServer?.stop(!graceful),
+    // Servers a certificate renewal replaced (src/tls/): they finish what they hold too.
+    http?.stopRetired(!graceful),
+  ]);
   const closeAll = Promise.all([httpStopped, socketEngine?.stop(!graceful, notice), tcp?.stop(!graceful), workers?.stop(!graceful, grace)]);
   if (!graceful) {
     await closeAll;
@@ -330,7 +352,7 @@ export async function stopProxy(parts: ProxyParts, graceful: boolean, grace: num
   const late = new Promise<"late">((r) => (timer = setTimeout(() => r("late"), grace)));
   if ((await Promise.race([closeAll, late])) === "late") {
     logger.warn(`shutdown: in-flight work still running after ${grace}ms; closing it`);
-    await Promise.all([proxyServer?.stop(true), socketEngine?.stop(true), tcp?.stop(true), workers?.stop(true, 0)]);
+    await Promise.all([proxyServer?.stop(true), http?.stopRetired(true), socketEngine?.stop(true), tcp?.stop(true), workers?.stop(true, 0)]);
   }
   clearTimeout(timer);
 }
@@ -374,6 +396,19 @@ export interface ListenAt {
   reusePort: boolean;
 }
 
+/**
+ * The certificates of listen.tls, read now: for listeners started without them (a worker
+ * process reads its own when it starts; renewing them on reload is the single process's).
+ */
+function configuredTls(config: Config): TlsMaterial | undefined {
+  return config.listen.tls !== undefined ? readTlsMaterial(config.listen.tls) : undefined;
+}
+
+/** "https" when the proxy listener terminates TLS: X-Forwarded-Proto, the sticky cookie's Secure. */
+function protoOf(config: Config): "http" | "https" {
+  return config.listen.tls !== undefined ? "https" : "http";
+}
+
 /** What both HTTP engines' forwarding loops are built from. */
 function forwardOptions(config: Config, ctx: ProxyContext, accessLog: AccessLog | undefined) {
   return {
@@ -389,10 +424,10 @@ function forwardOptions(config: Config, ctx: ProxyContext, accessLog: AccessLog 
 }
 
 /** The layer-7 listener of the socket engine: Bun.listen, HTTP/1.1 parsed by llhttp, pooled upstream keep-alive. */
-export function serveSockets(config: Config, ctx: ProxyContext, accessLog: AccessLog | undefined, at?: ListenAt): SocketEngine {
+export function serveSockets(config: Config, ctx: ProxyContext, accessLog: AccessLog | undefined, at?: ListenAt, tls = configuredTls(config)): SocketEngine {
   const port = at?.port ?? config.listen.port;
   return bindListener("proxy", config.listen.host, port, () =>
-    startSocketEngine({ ...socketSettings(config, ctx, accessLog), host: config.listen.host, port, reusePort: at?.reusePort ?? false }),
+    startSocketEngine({ ...socketSettings(config, ctx, accessLog), host: config.listen.host, port, reusePort: at?.reusePort ?? false, tls }),
   );
 }
 
@@ -433,6 +468,7 @@ export function buildProxy(config: Config, ctx: ProxyContext, accessLog: AccessL
     idleTimeoutSec: Math.ceil(config.timeouts.idle / 1000),
     maxBodySize: config.limits.maxBodySize,
     lifecycle,
+    proto: protoOf(config),
   });
   const app = new Hono<{ Bindings: { server: Server<unknown> } }>();
   app.all("*", (c) => handler(c.req.raw, c.env.server));
@@ -447,7 +483,17 @@ export function buildProxy(config: Config, ctx: ProxyContext, accessLog: AccessL
 }
 
 export interface HttpListener {
+  /** The listener taking new connections now. */
   readonly server: Server<unknown>;
+  /**
+   * Renewed certificates. Bun.serve cannot change its own (server.reload() swaps handlers only,
+   * checked on 1.4.5): the running server stops accepting (what it holds finishes on it, in-flight
+   * requests and WebSockets alike) and a new one with the new certificates opens on the same port
+   * at once. A connection attempt in between, a few microseconds, would be refused.
+   */
+  renewTls(m: TlsMaterial): void;
+  /** Servers replaced by renewTls that still finish what they hold: resolves when they have (force: cut them). */
+  stopRetired(force: boolean): Promise<void>;
   /**
    * The one place a new proxy handler takes over: requests from now on go to it; those in
    * flight finish on the one they started with. (Each handler has its own upstream admission
@@ -458,11 +504,12 @@ export interface HttpListener {
 }
 
 /** The layer-7 listener. Its socket options are fixed here; the handler can be swapped. */
-export function serveHttp(config: Config, proxy: ProxyFetch, at?: ListenAt): HttpListener {
+export function serveHttp(config: Config, proxy: ProxyFetch, at?: ListenAt, tls = configuredTls(config)): HttpListener {
   let current = proxy;
-  const server = bindListener("proxy", config.listen.host, at?.port ?? config.listen.port, () => Bun.serve({
+  const open = (port: number, m: TlsMaterial | undefined) => bindListener("proxy", config.listen.host, port, () => Bun.serve({
     hostname: config.listen.host,
-    port: at?.port ?? config.listen.port,
+    port,
+    ...(m !== undefined ? { tls: serveTls(m) } : {}),
     // A second balancer must not silently share the port (Bun turns SO_REUSEPORT on when
     // development is false); the workers of one balancer share it on purpose.
     reusePort: at?.reusePort ?? false,
@@ -473,10 +520,26 @@ export function serveHttp(config: Config, proxy: ProxyFetch, at?: ListenAt): Htt
     // WebSockets (engine/websocket.ts); a forced stop closes them with 1001.
     websocket: bridgeHandlers as import("bun").WebSocketHandler<unknown>,
   }));
+  let server = open(at?.port ?? config.listen.port, tls);
+  /** Servers that stopped accepting on a renewal and still finish what they hold. */
+  const retiring = new Set<Server<unknown>>();
   return {
-    server,
+    get server() {
+      return server;
+    },
     setProxy(next) {
       current = next;
+    },
+    renewTls(m) {
+      const old = server;
+      // Read before the stop: a stopped server reports no port.
+      const port = old.port!;
+      retiring.add(old);
+      void old.stop().then(() => retiring.delete(old));
+      server = open(port, m);
+    },
+    async stopRetired(force) {
+      await Promise.all([...retiring].map((s) => s.stop(force)));
     },
   };
 }

@@ -4,7 +4,7 @@
  * use?" without saying which of our listeners it was.
  */
 
-export type ListenerName = "proxy" | "admin";
+export type ListenerName = "proxy" | "admin" | "redirect";
 
 /** Why a bind fails, by the errno code Bun reports (Bun.listen gives none for a bad name). */
 const REASONS: Record<string, string> = {

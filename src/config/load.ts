@@ -10,6 +10,7 @@ import * as v from "valibot";
 import { ConfigSchema, type Config, type ConfigInput } from "./schema.ts";
 import { isWildcardHost, parseBackendAddress } from "./address.ts";
 import { HASH_KEY_HINT } from "../policy/hash-key.ts";
+import { readPem, tlsProblems } from "../tls/certificates.ts";
 
 export class ConfigError extends Error {
   readonly code = "SY_CONFIG_INVALID";
@@ -128,6 +129,7 @@ function crossFieldProblems(input: Record<string, unknown>): string[] {
         problems.push(`backends[${i}].url: got ${show(b.url)}, expected ${(e as Error).message}`);
       }
     }
+    problems.push(...backendTlsProblems(b, i, mode));
     const name = typeof b.name === "string" ? b.name : `backend-${i + 1}`;
     const first = names.get(name);
     if (first !== undefined) problems.push(`backends[${i}].name: got ${show(name)}, expected a unique name (backends[${first}] has it)`);
@@ -139,6 +141,7 @@ function crossFieldProblems(input: Record<string, unknown>): string[] {
     problems.push(`timeouts.idle: got ${show(timeouts.idle)}, expected at most 255s in HTTP mode (Bun.serve's limit)`);
   }
   problems.push(...listenerClash(input));
+  problems.push(...listenTlsProblems(input, mode));
   const strategy = input.strategy ?? "least-connections";
   if (strategy === "consistent-hash" && input.hash === undefined) {
     problems.push(`hash: missing; "strategy": "consistent-hash" needs "hash": { "key": ${HASH_KEY_HINT} }`);
@@ -158,6 +161,35 @@ function crossFieldProblems(input: Record<string, unknown>): string[] {
   if (per.success && per.output.perTryTimeout > per.output.timeout) {
     problems.push(`retry.perTryTimeout: got ${show(retry.perTryTimeout)}, expected at most retry.timeout (${show(retry.timeout ?? "15s")})`);
   }
+  return problems;
+}
+
+/**
+ * listen.tls: every certificate and key file readable, each key the certificate's (read now, so
+ * that `check` finds what `serve` would). httpRedirect needs HTTPS to redirect to, and a port
+ * of its own.
+ */
+function listenTlsProblems(input: Record<string, unknown>, mode: "http" | "tcp"): string[] {
+  const listen = v.safeParse(ConfigSchema.entries.listen, input.listen);
+  if (!listen.success) return [];
+  const { tls, httpRedirect, port } = listen.output;
+  const problems = tls !== undefined ? tlsProblems(tls) : [];
+  if (httpRedirect !== undefined) {
+    if (mode === "tcp") problems.push(`listen.httpRedirect: set in TCP mode; expected it only in HTTP mode (it answers HTTP requests)`);
+    else if (tls === undefined) problems.push(`listen.httpRedirect: set without listen.tls; expected it only when the proxy listens over HTTPS`);
+    if (httpRedirect.port !== 0 && httpRedirect.port === port) problems.push(`listen.httpRedirect.port: got ${httpRedirect.port}, expected a port other than listen.port`);
+  }
+  return problems;
+}
+
+/** backends[i].tls: only for https:// backends in HTTP mode, and its CA file readable. */
+function backendTlsProblems(b: Record<string, unknown>, i: number, mode: "http" | "tcp"): string[] {
+  if (!isPlainObject(b.tls)) return [];
+  const where = `backends[${i}].tls`;
+  if (mode === "tcp") return [`${where}: set in TCP mode; expected it only for https:// backends in HTTP mode`];
+  if (typeof b.url === "string" && !/^https:\/\//i.test(b.url)) return [`${where}: set for ${show(b.url)}; expected an https:// URL (tls applies to HTTPS backends)`];
+  const problems: string[] = [];
+  if (typeof b.tls.ca === "string" && b.tls.ca !== "") readPem(b.tls.ca, "CA certificate", problems, `${where}.ca`);
   return problems;
 }
 

@@ -112,6 +112,42 @@ const headerValue = v.pipe(
   v.regex(/^[\t\x20-\x7e\x80-\xff]*$/, "expected a header value without control characters (CR, LF, NUL)"),
 );
 
+/** A PEM file: read when the config is checked and again on every reload (src/tls/). */
+const pemFile = v.pipe(v.string("expected the path of a PEM file"), v.nonEmpty("expected the path of a PEM file"));
+
+/** A DNS name a client may ask for (SNI, RFC 6066 §3): letters, digits, "-" and ".", or "*." before one. */
+const SERVER_NAME = /^(\*\.)?[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/i;
+const serverName = v.pipe(
+  v.string("expected a DNS name"),
+  v.regex(SERVER_NAME, 'expected a DNS name like "api.example.com" (or "*.example.com")'),
+);
+
+/**
+ * TLS termination on the proxy listener: a default certificate, more chosen by the name the
+ * client asks for (SNI), and the lowest protocol version accepted.
+ */
+const ListenTls = v.strictObject({
+  cert: pemFile,
+  key: pemFile,
+  /** More certificates; each answers for its serverName, or for the DNS names in it when none is given. */
+  sni: v.optional(
+    v.array(v.strictObject({ serverName: v.optional(serverName), cert: pemFile, key: pemFile }), "expected a list of { serverName, cert, key }"),
+    [],
+  ),
+  /** TLS 1.0 and 1.1 are never accepted (RFC 8996); "TLSv1.3" refuses 1.2 too. */
+  minVersion: v.optional(v.picklist(["TLSv1.2", "TLSv1.3"], 'expected "TLSv1.2" or "TLSv1.3"'), "TLSv1.2"),
+});
+
+/** A backend's TLS (https:// backends): whom to trust, the name to check, or no check at all. */
+const BackendTls = v.strictObject({
+  /** CA certificates (PEM) to trust instead of the system's, e.g. a private CA. */
+  ca: v.optional(pemFile),
+  /** The name sent in SNI and checked against the certificate, when it is not the URL's host. */
+  servername: v.optional(serverName),
+  /** Accept any certificate: expired, self-signed, for another name. For tests only. */
+  insecureSkipVerify: v.optional(v.boolean("expected true or false"), false),
+});
+
 /** Fields shared by the global healthCheck and a backend's override. */
 const healthCheckFields = {
   type: v.optional(v.picklist(["http", "tcp"], 'expected "http" or "tcp"')),
@@ -149,13 +185,22 @@ const Backend = v.strictObject({
   healthCheck: v.optional(HealthCheckOverride),
   /** Path of the backend's own stats JSON (uptime, memory), polled for the admin /stats page. */
   statsPath: v.optional(v.pipe(v.string(), v.startsWith("/", 'expected a path starting with "/"'))),
+  /** https:// backends: CA, server name, or no verification (requests, WebSockets and health checks). */
+  tls: v.optional(BackendTls),
 });
 
 export const ConfigSchema = v.strictObject({
   /** "http" (layer 7, default) or "tcp" (layer 4). */
   mode: v.optional(v.picklist(["http", "tcp"], 'expected "http" or "tcp"'), "http"),
   listen: v.optional(
-    v.strictObject({ host: v.optional(listenHost, "0.0.0.0"), port: v.optional(port, 8000) }),
+    v.strictObject({
+      host: v.optional(listenHost, "0.0.0.0"),
+      port: v.optional(port, 8000),
+      /** Terminate TLS here (HTTP and TCP mode): certificates re-read on every reload. */
+      tls: v.optional(ListenTls),
+      /** HTTP mode with tls: a plain-HTTP listener that redirects every request to HTTPS (308). */
+      httpRedirect: v.optional(v.strictObject({ host: v.optional(listenHost), port })),
+    }),
     {},
   ),
   admin: v.optional(

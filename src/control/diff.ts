@@ -29,7 +29,7 @@ export function restartNeeded(running: Config, next: Config): string[] {
   const out: string[] = [];
   const r = running as Record<string, unknown>;
   const n = next as Record<string, unknown>;
-  for (const k of LISTENER_KEYS) out.push(...diffPaths(r[k], n[k], k));
+  for (const k of LISTENER_KEYS) out.push(...diffPaths(withoutTls(r[k], n[k]), withoutTls(n[k], r[k]), k));
   out.push(...diffPaths(adminAddress(running), adminAddress(next), "admin"));
   if (running.mode === "http" && running.engine === "fetch") {
     out.push(...diffPaths(running.timeouts.idle, next.timeouts.idle, "timeouts.idle"));
@@ -46,6 +46,8 @@ export function inForce(running: Config, next: Config): Config {
     if (k in r) out[k] = r[k];
     else delete out[k];
   }
+  // Certificates are re-read on a reload (src/tls/termination.ts): only TLS on or off waits.
+  if (running.listen.tls !== undefined && next.listen.tls !== undefined) out.listen = { ...running.listen, tls: next.listen.tls };
   out.admin = running.admin === false || next.admin === false
     ? running.admin
     : { ...next.admin, host: running.admin.host, port: running.admin.port, allowedHosts: running.admin.allowedHosts };
@@ -59,6 +61,16 @@ export function inForce(running: Config, next: Config): Config {
 /** What the admin listener is given when it opens: its address and the Host names it answers. */
 function adminAddress(c: Config): unknown {
   return c.admin === false ? false : { host: c.admin.host, port: c.admin.port, allowedHosts: c.admin.allowedHosts };
+}
+
+/**
+ * `listen` as far as a restart is concerned: its tls settings are applied by a reload when TLS
+ * is on before and after (certificate files, server names, minVersion), so only on/off counts.
+ */
+function withoutTls(listen: unknown, other: unknown): unknown {
+  if (!isObject(listen) || !isObject(other) || listen.tls === undefined || other.tls === undefined) return listen;
+  const { tls: _, ...rest } = listen;
+  return rest;
 }
 
 function isObject(x: unknown): x is Record<string, unknown> {

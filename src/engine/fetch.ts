@@ -30,6 +30,8 @@ export interface FetchEngineOptions extends ForwardOptions {
    * so that keep-alive clients send nothing more on a connection about to close.
    */
   lifecycle?: { readonly draining: boolean };
+  /** "https" when the listener terminates TLS (X-Forwarded-Proto, the sticky cookie's Secure). */
+  proto?: "http" | "https";
 }
 
 export type FetchHandler = (req: Request, server: Server<unknown>) => Promise<Response>;
@@ -67,6 +69,7 @@ export function createFetchHandler(opts: FetchEngineOptions): FetchHandler {
   /** Reading the client's body failed: tell the loop whose fault it is before fetch fails. */
   const bodyFailed = (req: ForwardRequest<FetchOwn>, e: unknown) => req.cancel.abort(bodyFault(e, opts.maxBodySize));
 
+  const proto = opts.proto ?? "http";
   const wire: Wire<FetchOwn, Response> = {
     async send(backend: Backend, req, cancel, progress): Promise<FetchResponse | WebSocketAnswer> {
       if (req.own.upgrade) return dialWebSocket(backend, req.target, req.headers as Headers, cancel);
@@ -160,7 +163,7 @@ export function createFetchHandler(opts: FetchEngineOptions): FetchHandler {
     const req: ForwardRequest<FetchOwn> = {
       // A WebSocket handshake's fields go through the header rules as a copy: server.upgrade
       // reads the request's own Upgrade and Connection fields when the backend has switched.
-      method: request.method, target, headers: upgrade ? new Headers(request.headers) : request.headers, clientIp, proto: "http",
+      method: request.method, target, headers: upgrade ? new Headers(request.headers) : request.headers, clientIp, proto,
       own: { request, server, bytes: prepared?.bytes ?? null, stream: prepared?.stream, upgrade },
       replayable: prepared?.stream === undefined,
       cancel,

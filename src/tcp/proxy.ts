@@ -21,6 +21,8 @@ import type { Logger } from "../log/logger.ts";
 import type { Config } from "../config/schema.ts";
 import { clientHandlers, Relay, type RelayEnv } from "./relay.ts";
 import { TcpStats } from "./stats.ts";
+import { readTlsMaterial, type TlsMaterial } from "../tls/certificates.ts";
+import { addServerNames, listenTls } from "../tls/sni.ts";
 
 export { TcpStats } from "./stats.ts";
 
@@ -32,6 +34,8 @@ export interface TcpProxy {
   readonly connections: number;
   /** New timeouts, tries and hash key (a reload): they apply to connections accepted from now on. */
   configure(config: TcpSettings): void;
+  /** Renewed certificates (a reload re-read them): new handshakes use them, by server name. */
+  renewTls(m: TlsMaterial): void;
   /**
    * Stop accepting. Graceful (default): resolves when every open connection has closed by
    * itself. force: resets every connection now and resolves once they are gone. A forced stop
@@ -51,6 +55,8 @@ export interface TcpListenOptions {
   reusePort?: boolean;
   /** Totals to count into, e.g. created by the balancer beforehand so that the admin app can show them. */
   stats?: TcpStats;
+  /** Terminate TLS with these certificates (src/tls/): the backends get the plain bytes. */
+  tls?: TlsMaterial;
 }
 
 /** What a TCP listener reads of its balancer (a worker process has these too). */
@@ -64,6 +70,8 @@ export interface TcpContext {
 export async function startTcpProxy(ctx: TcpContext, opts: TcpListenOptions = {}): Promise<TcpProxy> {
   const { config } = ctx;
   const stats = opts.stats ?? new TcpStats();
+  // A worker process starts its listener without them: it reads the certificates itself.
+  const tls = opts.tls ?? (config.listen.tls !== undefined ? readTlsMaterial(config.listen.tls) : undefined);
   const relays = new Set<Relay>();
   let stopping = false;
   let drained: (() => void) | undefined;
@@ -95,6 +103,7 @@ export async function startTcpProxy(ctx: TcpContext, opts: TcpListenOptions = {}
     reusePort: opts.reusePort === true,
     // Half-closes are relayed, not turned into full closes (see relay.ts).
     allowHalfOpen: true,
+    ...(tls !== undefined ? { tls: listenTls(tls) } : {}),
     socket: {
       ...clientHandlers,
       open(socket) {
@@ -112,12 +121,16 @@ export async function startTcpProxy(ctx: TcpContext, opts: TcpListenOptions = {}
     },
   });
   // Bun.listen refuses a port that is in use (no SO_REUSEPORT unless asked), as HTTP mode does.
+  if (tls !== undefined) addServerNames(listener, tls);
 
   return {
     port: listener.port,
     stats,
     configure(c) {
       env = envFor(c);
+    },
+    renewTls(m) {
+      addServerNames(listener, m);
     },
     get connections() {
       return relays.size;

@@ -51,6 +51,8 @@ export interface ClientEnv {
   readonly connections: Set<ClientConnection>;
   /** Shutting down: answers carry Connection: close and idle connections are closed. */
   draining: boolean;
+  /** "https" when the listener terminates TLS. */
+  readonly proto: "http" | "https";
   /** Called when a connection closes (graceful stop waits for the last). */
   onClosed(c: ClientConnection): void;
 }
@@ -231,7 +233,7 @@ export class Exchange implements ResponseSink, InterimSink {
   request(replayable: boolean): ForwardRequest<Exchange> {
     return {
       method: this.method, target: this.target, headers: this.headers, clientIp: this.conn.clientIp,
-      proto: "http", own: this, replayable, cancel: this.cancel,
+      proto: this.conn.env.proto, own: this, replayable, cancel: this.cancel,
     };
   }
 

@@ -13,6 +13,8 @@ import { ClientConnection, Exchange, type ClientEnv, type ClientLimits } from ".
 import { headAndBody, latin1Bytes } from "./bytes.ts";
 import { UpstreamPool, type UpstreamConn, type SocketResponse, type UpstreamPoolOptions } from "./upstream.ts";
 import { requestUpgrade } from "../../proxy/upgrade.ts";
+import type { TlsMaterial } from "../../tls/certificates.ts";
+import { addServerNames, listenTls } from "../../tls/sni.ts";
 
 /** What a reload may change while the engine runs (everything but its address). */
 export interface SocketEngineSettings extends ForwardOptions {
@@ -28,6 +30,8 @@ export interface SocketEngineOptions extends SocketEngineSettings {
   port: number;
   /** Share the port with the other worker processes (SO_REUSEPORT); else bind it exclusively. */
   reusePort?: boolean;
+  /** Terminate TLS with these certificates (src/tls/). */
+  tls?: TlsMaterial;
 }
 
 export interface SocketEngine {
@@ -35,6 +39,8 @@ export interface SocketEngine {
   /** Connections open now from clients, and to backends (idle or busy). */
   readonly clientConnections: number;
   readonly upstreamConnections: number;
+  /** Renewed certificates (a reload re-read them): new handshakes use them, by server name. */
+  renewTls(m: TlsMaterial): void;
   /** A backend left the pool (reconcile): close its idle upstream connections now. */
   closeIdle(backend: Backend): void;
   /**
@@ -107,6 +113,7 @@ export function startSocketEngine(opts: SocketEngineOptions): SocketEngine {
     logger: opts.logger,
     connections,
     draining: false,
+    proto: opts.tls !== undefined ? "https" : "http",
     onClosed: () => {
       if (connections.size === 0) onIdle?.();
     },
@@ -121,6 +128,7 @@ export function startSocketEngine(opts: SocketEngineOptions): SocketEngine {
     reusePort: opts.reusePort === true,
     // A client may send its FIN right after its request and still read the answer (RFC 9112 §9.6).
     allowHalfOpen: true,
+    ...(opts.tls !== undefined ? { tls: listenTls(opts.tls) } : {}),
     socket: {
       ...clientHandlers,
       open(socket) {
@@ -136,6 +144,8 @@ export function startSocketEngine(opts: SocketEngineOptions): SocketEngine {
       },
     },
   });
+
+  if (opts.tls !== undefined) addServerNames(listener, opts.tls);
 
   // One owner for every time-based rule: head and body deadlines, idle keep-alive, stuck
   // writes, and idle upstream connections. A sweep, not a timer per connection: ten thousand
@@ -158,6 +168,9 @@ export function startSocketEngine(opts: SocketEngineOptions): SocketEngine {
     },
     closeIdle(backend) {
       pool.closeIdle(backend);
+    },
+    renewTls(m) {
+      addServerNames(listener, m);
     },
     reconfigure(next) {
       env.forwarder = createForwarder(next, wire);

@@ -1,0 +1,40 @@
+/**
+ * Certificates by server name (SNI) on a Bun.listen listener: the socket engine and TCP mode.
+ *
+ * Bun.listen takes one certificate (its `tls` is one object; Bun.serve's may be a list), and its
+ * way to add more, the native `addServerName` behind node:tls's `Server.addContext`, is not
+ * exported. node:tls's addContext calls it on `this._handle`, which for a node:tls server is a
+ * Bun.listen listener like ours; so a node:tls Server lends us its addContext, pointed at our
+ * listener. Adding a name again replaces its certificate: that is how a reload renews them.
+ * This is an internal interface of Bun 1.4.5: test/tls/sni.test.ts pins it (re-run on upgrade).
+ */
+import { createServer } from "node:tls";
+import type { TlsMaterial } from "./certificates.ts";
+
+interface ContextAdder {
+  _handle: unknown;
+  addContext(hostname: string, context: { cert: string; key: string; secureOptions?: number }): void;
+}
+
+/** Give `listener` a certificate per server name; the default's own names too, so a reload can renew it for them. */
+export function addServerNames(listener: object, m: TlsMaterial): void {
+  const lender = createServer({}) as unknown as ContextAdder;
+  lender._handle = listener;
+  try {
+    const named = new Set<string>();
+    for (const { serverName, pair } of m.sni) {
+      named.add(serverName);
+      lender.addContext(serverName, { cert: pair.cert, key: pair.key, secureOptions: m.secureOptions });
+    }
+    for (const name of m.default.names) {
+      if (!named.has(name)) lender.addContext(name, { cert: m.default.cert, key: m.default.key, secureOptions: m.secureOptions });
+    }
+  } finally {
+    lender._handle = null;
+  }
+}
+
+/** Bun.listen's `tls`: the default certificate (for clients that send no name, or one not listed). */
+export function listenTls(m: TlsMaterial): import("bun").TLSOptions {
+  return { cert: m.default.cert, key: m.default.key, secureOptions: m.secureOptions };
+}
