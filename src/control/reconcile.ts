@@ -170,7 +170,7 @@ export class Reconciler {
   private options(d: DesiredBackend, defaults: BackendDefaults) {
     return {
       name: d.name, url: d.url, weight: d.weight, maxConnections: d.maxConnections, statsPath: d.statsPath,
-      slowStart: defaults.slowStart, latencyDecay: defaults.latencyDecay,
+      slowStart: defaults.slowStart, latencyDecay: defaults.latencyDecay, tls: d.tls,
     };
   }
 
@@ -199,6 +199,7 @@ function describeSpecChange(b: Backend, spec: BackendSpec): string[] {
   if (b.maxConnections !== spec.maxConnections) out.push(`maxConnections ${b.maxConnections} -> ${spec.maxConnections}`);
   if (b.slowStartMs !== spec.slowStartMs) out.push(`slowStart ${b.slowStartMs}ms -> ${spec.slowStartMs}ms`);
   if (b.statsPath !== spec.statsPath) out.push(`statsPath ${b.statsPath ?? "none"} -> ${spec.statsPath ?? "none"}`);
+  if (JSON.stringify(b.tls) !== JSON.stringify(spec.tls)) out.push("tls changed (new connections use it)");
   return out;
 }
 

@@ -72,7 +72,7 @@ export function createFetchHandler(opts: FetchEngineOptions): FetchHandler {
   const proto = opts.proto ?? "http";
   const wire: Wire<FetchOwn, Response> = {
     async send(backend: Backend, req, cancel, progress): Promise<FetchResponse | WebSocketAnswer> {
-      if (req.own.upgrade) return dialWebSocket(backend, req.target, req.headers as Headers, cancel);
+      if (req.own.upgrade) return dialWebSocket(backend, req.target, req.headers as Headers, cancel, backend.tls);
       // fetch takes an AbortSignal: bridge the try's cancel to one (this engine's cost, not the loop's).
       const controller = new AbortController();
       const signal = controller.signal;
@@ -89,6 +89,8 @@ export function createFetchHandler(opts: FetchEngineOptions): FetchHandler {
         // The response-head wait is bounded by our timers and the body by the client's idle
         // timeout; fetch's own 5-minute idle timer would cut long streams.
         timeout: false,
+        // https:// backends: their CA, server name, verification (tls/upstream.ts).
+        tls: backend.tls,
       } as RequestInit);
       return {
         status: res.status,

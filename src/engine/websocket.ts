@@ -26,18 +26,13 @@ import type { Cancel, CancelListener } from "../proxy/cancel.ts";
 import { NetworkError } from "../net/network-error.ts";
 import { OpenWebSocket } from "../proxy/upgrade.ts";
 import { sendableCode } from "../proxy/ws-frames.ts";
+import type { UpstreamTls } from "../tls/upstream.ts";
 
 /** Past this many bytes unsent to the backend the client is paused; resumed below LOW_WATER. */
 const HIGH_WATER = 1024 * 1024;
 const LOW_WATER = 256 * 1024;
 const POLL_MS = 10;
 
-/** TLS settings for a wss:// backend (the backend's `tls` option). */
-export interface UpstreamTls {
-  ca?: string;
-  servername?: string;
-  rejectUnauthorized?: boolean;
-}
 
 type Message = string | Buffer;
 

@@ -69,7 +69,7 @@ export class HttpProbe implements Probe {
   private readonly matches: (status: number) => boolean;
 
   constructor(
-    backend: Backend,
+    private readonly backend: Backend,
     private readonly check: ResolvedCheck,
   ) {
     const u = new URL(backend.url);
@@ -90,6 +90,8 @@ export class HttpProbe implements Probe {
         headers: this.headers,
         signal,
         redirect: "manual",
+        // HTTPS backends are checked as requests reach them: same CA, name and verification.
+        tls: this.backend.tls,
         // A fresh connection each time would test the accept path too, but probes on pooled
         // connections cost the backend less; a dead backend fails either way.
       });

@@ -35,14 +35,23 @@ export function errorCode(e: unknown): string | undefined {
   return typeof code === "string" ? code : undefined;
 }
 
+/**
+ * A backend certificate that fails verification (expired, another host's, an unknown CA) ends
+ * the connection in its handshake, before a byte of the request went: a connect failure.
+ * Codes as OpenSSL and Node name them: CERT_HAS_EXPIRED, ERR_TLS_CERT_ALTNAME_INVALID,
+ * UNABLE_TO_VERIFY_LEAF_SIGNATURE, DEPTH_ZERO_SELF_SIGNED_CERT, SELF_SIGNED_CERT_IN_CHAIN, ...
+ */
+const TLS_CODE = /CERT|^ERR_TLS_|^ERR_SSL_|^UNABLE_TO_/;
+
 export function classifyNetworkError(e: unknown): NetworkFailure {
   const code = errorCode(e);
-  return code !== undefined && CONNECT_CODES.has(code) ? "connect" : "reset";
+  return code !== undefined && (CONNECT_CODES.has(code) || TLS_CODE.test(code)) ? "connect" : "reset";
 }
 
 /** "connection refused", "connection reset", "host not found", "error EFOO", "error <message>". */
 export function describeNetworkError(e: unknown): string {
   const code = errorCode(e);
+  if (code !== undefined && TLS_CODE.test(code)) return `TLS certificate refused (${code})`;
   if (code !== undefined) return WORDS[code] ?? `error ${code}`;
   return `error ${e instanceof Error ? e.message : String(e)}`;
 }

@@ -15,6 +15,7 @@
 import { Histogram } from "../stats/histogram.ts";
 import { emptyByMethod, type MethodLabel } from "../stats/traffic.ts";
 import { DEFAULT_DECAY_MS, PeakEwma } from "../stats/peak-ewma.ts";
+import { upstreamTls, type UpstreamTls, type UpstreamTlsConfig } from "../tls/upstream.ts";
 
 /** What the dashboard shows; derived from the flags below, never stored. */
 export type BackendState = "up" | "down" | "draining" | "ejected" | "slow-starting";
@@ -37,6 +38,8 @@ export interface BackendOptions {
   statsPath?: string;
   /** Decay time (τ, ms) of the response-time average peak-ewma reads; default 1 s. */
   latencyDecay?: number;
+  /** https:// backends: CA, server name, verification (its CA file is read here). */
+  tls?: UpstreamTlsConfig;
 }
 
 /** What the config says about a backend, resolved once: rebuilt on a reload, never mutated. */
@@ -54,6 +57,10 @@ export interface BackendSpec {
   readonly statsPath: string | undefined;
   /** τ of the response-time average peak-ewma reads (peakEwma.decay). */
   readonly latencyDecayMs: number;
+  /** For https:// backends: what every TLS client of ours is given (tls/upstream.ts). */
+  readonly tls: UpstreamTls | undefined;
+  /** The same as the config wrote it (file paths): what a worker process is sent to read itself. */
+  readonly tlsConfig: UpstreamTlsConfig | undefined;
 }
 
 export function backendSpec(opts: BackendOptions): BackendSpec {
@@ -68,6 +75,8 @@ export function backendSpec(opts: BackendOptions): BackendSpec {
     slowStartMs: opts.slowStart ?? 0,
     statsPath: opts.statsPath,
     latencyDecayMs: opts.latencyDecay ?? DEFAULT_DECAY_MS,
+    tls: upstreamTls(url, opts.tls),
+    tlsConfig: opts.tls,
   };
 }
 
@@ -228,6 +237,12 @@ export class Backend {
   }
   get latencyDecayMs(): number {
     return this.spec.latencyDecayMs;
+  }
+  get tls(): UpstreamTls | undefined {
+    return this.spec.tls;
+  }
+  get tlsConfig(): UpstreamTlsConfig | undefined {
+    return this.spec.tlsConfig;
   }
 
   /**

@@ -8,6 +8,7 @@
  * after each table, `report` (figures, in-flight) on a short timer and on each pull, `passive`
  * (what live traffic said about backends), `log`, and `stopped` before it exits.
  */
+import type { UpstreamTlsConfig } from "../tls/upstream.ts";
 import type { Config } from "../config/schema.ts";
 import type { BackendOptions, MirrorState } from "../pool/backend.ts";
 import type { PolicyName } from "../policy/names.ts";
@@ -16,7 +17,7 @@ import type { MethodLabel } from "../stats/traffic.ts";
 
 /** One backend as the owner describes it to its workers: its config, then its runtime state. */
 export interface TableEntry {
-  spec: Required<Pick<BackendOptions, "name" | "url" | "weight" | "maxConnections" | "slowStart" | "latencyDecay">> & { statsPath?: string };
+  spec: Required<Pick<BackendOptions, "name" | "url" | "weight" | "maxConnections" | "slowStart" | "latencyDecay">> & { statsPath?: string; tls?: UpstreamTlsConfig };
   state: MirrorState;
 }
 

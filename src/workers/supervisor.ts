@@ -265,6 +265,8 @@ export class WorkerSupervisor {
         // them (rounded down, at least 1), so that together they stay within it.
         maxConnections: b.maxConnections === 0 ? 0 : Math.max(1, Math.floor(b.maxConnections / count)),
         slowStart: b.slowStartMs, latencyDecay: b.latencyDecayMs, ...(b.statsPath !== undefined ? { statsPath: b.statsPath } : {}),
+        // https:// backends: the worker reads the CA file itself (tls/upstream.ts).
+        ...(b.tlsConfig !== undefined ? { tls: b.tlsConfig } : {}),
       },
       state: b.mirrorState(),
     }));

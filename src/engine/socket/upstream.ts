@@ -101,6 +101,8 @@ const upstreamHandlers: SocketHandler<UpstreamConn> = {
   drain: (s) => s.data.onDrain(),
   close: (s, err) => s.data?.onClose(err),
   connectError: (s, err) => s.data?.onConnectError(err),
+  // TLS backends only: the dial is done when the handshake is (see UpstreamPool.connect).
+  handshake: (s, ok, err) => s.data?.onHandshake(ok, err),
   error: (s, e) => s.data?.onHandlerError(e),
 };
 
@@ -113,6 +115,8 @@ export class UpstreamConn implements BodySink, CancelListener, ParserHost {
   idleSince = 0;
   /** @internal Counted in the pool's `open`. */
   counted = false;
+  /** TLS: the handshake is over and acceptable (it may end before Bun.connect's promise settles). */
+  tlsReady = false;
 
   private readonly parser: LlhttpParser;
   private extraHeaders: string[] | undefined;
@@ -451,6 +455,25 @@ export class UpstreamConn implements BodySink, CancelListener, ParserHost {
     this.pool.connectFailed(this, err);
   }
 
+  /**
+   * A TLS backend's handshake ended. Bun reports a certificate that fails verification here
+   * (ok false, with the reason), and closes the connection itself when rejectUnauthorized is
+   * on; with insecureSkipVerify the connection goes on. Requests are written only after this:
+   * bytes written before it were not delivered on Bun 1.4.5 once a handshake handler is set.
+   */
+  onHandshake(ok: boolean, err: Error | null): void {
+    const verify = this.backend.tls?.rejectUnauthorized ?? true;
+    if (ok || !verify) {
+      this.tlsReady = true;
+      this.pool.handshakeDone(this);
+    }
+    else {
+      this.closed = true;
+      this.pool.connectFailed(this, err ?? new NetworkError("ERR_TLS_HANDSHAKE", "TLS handshake failed"));
+      this.socket?.terminate();
+    }
+  }
+
   onHandlerError(e: unknown): void {
     this.pool.logError(e);
     this.destroy("backend", "internal error");
@@ -512,6 +535,8 @@ export class UpstreamConn implements BodySink, CancelListener, ParserHost {
 export class UpstreamPool {
   private readonly idle = new Map<Backend, UpstreamConn[]>();
   private readonly dialling = new Map<UpstreamConn, { resolve(c: UpstreamConn): void; reject(e: unknown): void }>();
+  /** TLS connections whose socket is open, waiting for the end of their handshake. */
+  private readonly handshaking = new Map<UpstreamConn, () => void>();
   /** Connections open now (idle or busy), for /stats and tests. */
   open = 0;
 
@@ -559,11 +584,15 @@ export class UpstreamPool {
       if (cancel.aborted) return onAbort.onCancel();
       cancel.on(onAbort);
       this.dialling.set(conn, { resolve: (c) => done(undefined, c), reject: (e) => done(e) });
+      const tls = backend.tls;
       Bun.connect<UpstreamConn>({
         hostname: url.hostname.startsWith("[") ? url.hostname.slice(1, -1) : url.hostname,
-        port: Number(url.port || 80),
+        port: Number(url.port || (tls !== undefined ? 443 : 80)),
         data: conn,
         socket: upstreamHandlers,
+        // https:// backends (tls/upstream.ts): SNI and the checked name are the URL's host unless
+        // servername says otherwise.
+        ...(tls !== undefined ? { tls: { ...tls, serverName: tls.serverName ?? url.hostname.replace(/^\[|\]$/g, "") } } : {}),
       }).then(
         (socket) => {
           if (conn.closed) {
@@ -576,7 +605,9 @@ export class UpstreamPool {
           conn.outbox = new Outbox(socket as Socket<unknown>);
           conn.counted = true;
           this.open++;
-          done(undefined, conn);
+          // TLS: ready once the handshake is over (onHandshake), not when the socket opens.
+          if (tls === undefined || conn.tlsReady) done(undefined, conn);
+          else this.handshaking.set(conn, () => done(undefined, conn));
         },
         (e) => done(e),
       );
@@ -585,7 +616,15 @@ export class UpstreamPool {
 
   /** @internal From a connection whose dial failed. */
   connectFailed(conn: UpstreamConn, err: Error): void {
+    this.handshaking.delete(conn);
     this.dialling.get(conn)?.reject(err);
+  }
+
+  /** @internal From a TLS connection whose handshake is over and acceptable. */
+  handshakeDone(conn: UpstreamConn): void {
+    const ready = this.handshaking.get(conn);
+    this.handshaking.delete(conn);
+    ready?.();
   }
 
   /** A connection whose exchange ended cleanly. */

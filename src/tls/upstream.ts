@@ -1,0 +1,42 @@
+/**
+ * TLS to backends (`https://` URLs and their `tls` option): whom to trust, which name to send
+ * in SNI and check the certificate against (RFC 6125), or, for tests only, no check at all.
+ * Read once per backend spec (at start and on every reload, so a replaced CA file is read
+ * again), then given as it is to fetch, Bun.connect, Bun's WebSocket client and the probes.
+ */
+import { readFileSync } from "node:fs";
+
+/** A backend's `tls` as the config writes it. */
+export interface UpstreamTlsConfig {
+  /** Path of a PEM file of CA certificates to trust instead of the system's. */
+  ca?: string;
+  servername?: string;
+  insecureSkipVerify?: boolean;
+}
+
+/** What Bun's TLS clients take (the TLSOptions subset used). */
+export interface UpstreamTls {
+  readonly ca?: string;
+  /** SNI, and the name the certificate must carry; the URL's host when absent. */
+  readonly serverName?: string;
+  readonly rejectUnauthorized: boolean;
+}
+
+/** The TLS options for a backend URL: undefined for http://, Bun's defaults (system CAs, verify) for a bare https://. */
+export function upstreamTls(url: URL, cfg: UpstreamTlsConfig | undefined): UpstreamTls | undefined {
+  if (url.protocol !== "https:") return undefined;
+  return {
+    ...(cfg?.ca !== undefined ? { ca: readFileSync(cfg.ca, "utf8") } : {}),
+    ...(cfg?.servername !== undefined ? { serverName: cfg.servername } : {}),
+    rejectUnauthorized: !(cfg?.insecureSkipVerify ?? false),
+  };
+}
+
+/** The config's words for a backend's TLS, for the reload's list of changes. */
+export function describeTls(cfg: UpstreamTlsConfig | undefined): string {
+  if (cfg === undefined) return "system CAs";
+  const parts = [cfg.ca !== undefined ? `ca ${cfg.ca}` : "system CAs"];
+  if (cfg.servername !== undefined) parts.push(`servername ${cfg.servername}`);
+  if (cfg.insecureSkipVerify) parts.push("insecureSkipVerify");
+  return parts.join(", ");
+}

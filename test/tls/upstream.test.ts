@@ -1,0 +1,126 @@
+/**
+ * https:// backends on both HTTP engines and in HTTPS health checks, against TLS backends made
+ * with an openssl CA at test time: a good certificate is trusted through `tls.ca`; an expired
+ * one, or one for another host, is refused unless `insecureSkipVerify` (or, for another host,
+ * `servername` naming it) says otherwise; WebSockets go over wss:// the same way.
+ */
+import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
+import type { Server } from "bun";
+import { startRig, type TestRig } from "../helpers/balancer.ts";
+import { makePki, type Issued, type Pki } from "../helpers/pki.ts";
+
+let pki: Pki;
+const servers: Record<"good" | "expired" | "wrongHost", { server: Server<unknown>; url: string }> = {} as never;
+
+/** An HTTPS backend: `/` answers its name, `/health` 200, `/ws` echoes WebSocket messages. */
+function httpsBackend(name: string, cert: Issued): { server: Server<unknown>; url: string } {
+  const server = Bun.serve({
+    hostname: "127.0.0.1",
+    port: 0,
+    tls: { cert: Bun.file(cert.cert), key: Bun.file(cert.key) },
+    fetch(req, srv) {
+      const path = new URL(req.url).pathname;
+      if (path === "/ws") return srv.upgrade(req, { data: undefined }) ? undefined : new Response("no", { status: 400 });
+      return new Response(path === "/health" ? "ok" : name);
+    },
+    websocket: { message: (ws, m) => void ws.send(m) },
+  });
+  return { server, url: `https://127.0.0.1:${server.port}` };
+}
+
+beforeAll(async () => {
+  pki = await makePki();
+  servers.good = httpsBackend("good", await pki.issue("good", ["backend.test", "IP:127.0.0.1"]));
+  servers.expired = httpsBackend("expired", await pki.issue("expired", ["backend.test", "IP:127.0.0.1"], { days: -1 }));
+  servers.wrongHost = httpsBackend("wrong-host", await pki.issue("other", ["other.test"]));
+});
+afterAll(async () => {
+  for (const s of Object.values(servers)) s.server.stop(true);
+  await pki.remove();
+});
+
+const rigs: TestRig[] = [];
+afterEach(async () => {
+  for (const r of rigs.splice(0)) await r.stop();
+});
+
+async function through(engine: string, backend: Record<string, unknown>, extra: Record<string, unknown> = {}): Promise<TestRig> {
+  const r = await startRig(0, { engine, retry: { attempts: 1 }, backends: [backend], ...extra });
+  rigs.push(r);
+  return r;
+}
+
+for (const engine of ["fetch", "socket"]) {
+  describe(`${engine} engine`, () => {
+    test("a certificate from the configured CA is trusted", async () => {
+      const r = await through(engine, { url: servers.good.url, tls: { ca: pki.ca } });
+      const res = await fetch(r.balancer.url + "/");
+      expect(res.status).toBe(200);
+      expect(await res.text()).toBe("good");
+      // And without that CA, the system's do not know it.
+      const untrusted = await through(engine, { url: servers.good.url });
+      expect((await fetch(untrusted.balancer.url + "/")).status).toBe(502);
+    });
+
+    test("an expired certificate is refused unless insecureSkipVerify", async () => {
+      const r = await through(engine, { url: servers.expired.url, tls: { ca: pki.ca } });
+      const res = await fetch(r.balancer.url + "/");
+      expect(res.status).toBe(502);
+      expect(((await res.json()) as { error: string }).error).toBe("SY_UPSTREAM_FAILED");
+      await Bun.sleep(0);
+      expect(r.access.join("\n")).toMatch(/SY_UPSTREAM_FAILED/);
+      const skip = await through(engine, { url: servers.expired.url, tls: { ca: pki.ca, insecureSkipVerify: true } });
+      const ok = await fetch(skip.balancer.url + "/");
+      expect(ok.status).toBe(200);
+      expect(await ok.text()).toBe("expired");
+    });
+
+    test("a certificate for another host is refused unless servername names it, or insecureSkipVerify", async () => {
+      const r = await through(engine, { url: servers.wrongHost.url, tls: { ca: pki.ca } });
+      expect((await fetch(r.balancer.url + "/")).status).toBe(502);
+      const named = await through(engine, { url: servers.wrongHost.url, tls: { ca: pki.ca, servername: "other.test" } });
+      const ok = await fetch(named.balancer.url + "/");
+      expect(ok.status).toBe(200);
+      expect(await ok.text()).toBe("wrong-host");
+      const skip = await through(engine, { url: servers.wrongHost.url, tls: { insecureSkipVerify: true } });
+      expect((await fetch(skip.balancer.url + "/")).status).toBe(200);
+    });
+
+    test("WebSocket to a wss:// backend, verified the same way", async () => {
+      const r = await through(engine, { url: servers.good.url, tls: { ca: pki.ca } });
+      const ws = new WebSocket(r.balancer.url.replace("http", "ws") + "/ws");
+      const got = await new Promise<string>((resolve, reject) => {
+        ws.onopen = () => ws.send("tls upstream");
+        ws.onmessage = (e) => resolve(String(e.data));
+        ws.onerror = (e) => reject(new Error((e as ErrorEvent).message));
+      });
+      expect(got).toBe("tls upstream");
+      ws.close();
+      const refused = await through(engine, { url: servers.expired.url, tls: { ca: pki.ca } });
+      const bad = new WebSocket(refused.balancer.url.replace("http", "ws") + "/ws");
+      const error = await new Promise<string>((resolve) => {
+        bad.onopen = () => resolve("opened");
+        bad.onerror = (e) => resolve((e as ErrorEvent).message);
+      });
+      expect(error).toContain("502");
+    });
+  });
+}
+
+test("HTTPS health checks verify as requests do", async () => {
+  const check = { path: "/health", interval: "100ms", timeout: "1s", rise: 1, fall: 1 };
+  const r = await startRig(0, {
+    healthCheck: check,
+    backends: [
+      { name: "good", url: servers.good.url, tls: { ca: pki.ca } },
+      { name: "expired", url: servers.expired.url, tls: { ca: pki.ca } },
+      { name: "expired-skip", url: servers.expired.url, tls: { ca: pki.ca, insecureSkipVerify: true } },
+    ],
+  });
+  rigs.push(r);
+  const state = (name: string) => r.balancer.pool.get(name)!;
+  expect(state("good").isHealthy).toBe(true);
+  expect(state("expired").isHealthy).toBe(false);
+  expect(state("expired").lastCheck!.detail).toMatch(/certificate|CERT/i);
+  expect(state("expired-skip").isHealthy).toBe(true);
+});
