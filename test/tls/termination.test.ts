@@ -152,3 +152,14 @@ test("config errors name the field and the file", () => {
     'backends[0].tls.ca: cannot read "/nonexistent-ca.pem": file not found',
   ]);
 });
+
+test("with workers, each worker terminates TLS with the configured certificates", async () => {
+  const r = await rig({ workers: 2, listen: { host: "127.0.0.1", port: 0, tls: { cert: a.cert, key: a.key, sni: [{ cert: b.cert, key: b.key }] } } });
+  expect(r.balancer.url.startsWith("https://")).toBe(true);
+  for (const name of ["a.test", "b.test"]) {
+    const res = await curlAs(name, r, "/echo");
+    expect(res.code).toBe(0);
+    expect(subject(res.verbose)).toBe(name);
+    expect((JSON.parse(res.body) as { headers: [string, string][] }).headers).toContainEqual(["x-forwarded-proto", "https"]);
+  }
+}, 30_000);
