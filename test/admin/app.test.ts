@@ -6,7 +6,8 @@ import { startBalancer } from "../../src/balancer.ts";
 import { validateConfig } from "../../src/config/load.ts";
 import { silentLogger } from "../../src/log/logger.ts";
 import { fakeSource, serve } from "./fixtures.ts";
-import { parseExposition, sampleOf, sseConnect, startStack, traffic, waitFor, type Stack } from "./helpers.ts";
+import { parseExposition, sampleOf, sseConnect, startStack, traffic, type Stack } from "./helpers.ts";
+import { waitFor } from "../helpers/wait.ts";
 
 let stack: Stack;
 beforeAll(async () => {
