@@ -56,7 +56,7 @@ describe("help and version", () => {
     expect(r.code).toBe(0);
     expect(r.stdout.trim()).toMatch(/^\d+\.\d+\.\d+$/);
   });
-  test.each(["", "serve", "sim", "demo", "check", "ctl", "reload"])("%s --help", async (cmd) => {
+  test.each(["", "serve", "sim", "demo", "check", "ctl", "reload", "health"])("%s --help", async (cmd) => {
     const r = await run(...(cmd ? [cmd] : []), "--help");
     expect(r.code).toBe(0);
     expect(r.stdout).toContain("Usage");
