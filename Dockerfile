@@ -25,13 +25,17 @@ RUN ["bun", "build.ts", "--outfile", "/out/switchyard"]
 
 FROM ${BASE_IMAGE}
 COPY --from=build /out/switchyard /usr/local/bin/switchyard
+# Bun caches DNS answers for 30 s. Containers come back on new addresses when they restart, and
+# a backend found by name should be dialled at its new address by the next health check.
+ENV BUN_CONFIG_DNS_TIME_TO_LIVE_SECONDS=1
 # distroless's "nonroot" user, by number, so that a base without /etc/passwd works the same.
 USER 65532:65532
 # The proxy port and the admin port (dashboard, /stats, /metrics, /healthz, /readyz); the config
 # must put the admin port on 0.0.0.0 for it to be reachable from outside the container.
 EXPOSE 8000 8081
-# The binary asks its own admin port; no curl or shell in the image.
-HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 CMD ["/usr/local/bin/switchyard", "health", "--url", "http://127.0.0.1:8081/healthz"]
+# The binary asks its own admin port (http://127.0.0.1:8081/healthz; the environment variable
+# SWITCHYARD_HEALTH_URL changes it): no curl or shell in the image.
+HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 CMD ["/usr/local/bin/switchyard", "health"]
 # Exec form: switchyard is PID 1 and gets SIGTERM itself (docker stop): it stops accepting,
 # lets in-flight requests finish within timeouts.shutdownGrace and exits 0.
 ENTRYPOINT ["/usr/local/bin/switchyard"]

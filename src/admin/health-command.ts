@@ -10,10 +10,11 @@ export const DEFAULT_HEALTH_URL = "http://127.0.0.1:8081/healthz";
 
 export const HEALTH_HELP = `Usage: switchyard health [--url URL] [--timeout 2s]
 
-Requests URL (default ${DEFAULT_HEALTH_URL}, the admin port's liveness endpoint) and exits 0
-when it answers 2xx, 1 when it answers anything else or cannot be reached in time. A URL
-without a path gets /healthz; give .../readyz to ask whether any backend is available.
-  --url URL        the admin endpoint to ask
+Requests URL and exits 0 when it answers 2xx, 1 when it answers anything else or cannot be
+reached in time. A URL without a path gets /healthz; give .../readyz to ask whether any
+backend is available.
+  --url URL        the endpoint to ask (default: $SWITCHYARD_HEALTH_URL, else
+                   ${DEFAULT_HEALTH_URL}, the admin port's liveness endpoint)
   --timeout TIME   how long to wait for the answer (default 2s)
   --help           show this help`;
 
@@ -42,10 +43,13 @@ export async function runHealthCommand(argv: string[]): Promise<number> {
   }
   let url: URL;
   try {
-    url = new URL(flags.url ?? DEFAULT_HEALTH_URL);
+    // The environment variable lets a container change what its image's HEALTHCHECK asks
+    // (another admin port, or a sim's /health) without repeating the whole check.
+    url = new URL(flags.url ?? (process.env.SWITCHYARD_HEALTH_URL || DEFAULT_HEALTH_URL));
     if (url.protocol !== "http:" && url.protocol !== "https:") throw new Error("not http(s)");
   } catch {
-    console.error(`switchyard health: --url: got "${flags.url}", expected an http(s) URL like ${DEFAULT_HEALTH_URL}`);
+    const given = flags.url !== undefined ? `--url: got "${flags.url}"` : `SWITCHYARD_HEALTH_URL: got "${process.env.SWITCHYARD_HEALTH_URL}"`;
+    console.error(`switchyard health: ${given}, expected an http(s) URL like ${DEFAULT_HEALTH_URL}`);
     return 2;
   }
   if (url.pathname === "/") url.pathname = "/healthz";

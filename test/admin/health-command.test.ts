@@ -17,7 +17,11 @@ afterEach(async () => {
 });
 
 async function health(...args: string[]) {
-  const p = Bun.spawn([process.execPath, CLI, "health", ...args], { stdout: "pipe", stderr: "pipe" });
+  return healthWith({}, ...args);
+}
+
+async function healthWith(env: Record<string, string>, ...args: string[]) {
+  const p = Bun.spawn([process.execPath, CLI, "health", ...args], { stdout: "pipe", stderr: "pipe", env: { ...process.env, ...env } });
   const [stdout, stderr, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
   return { stdout, stderr, code };
 }
@@ -30,6 +34,20 @@ test("exits 0 when /healthz answers; a URL without a path asks /healthz", async 
   const bare = await health("--url", stack.adminUrl);
   expect(bare.code).toBe(0);
   expect(bare.stdout).toContain(`${stack.adminUrl}/healthz: 200`);
+});
+
+test("SWITCHYARD_HEALTH_URL is the default URL (a sim's /health in compose); --url wins over it", async () => {
+  stack = await startStack(1);
+  const sim = stack.cluster.backends[0]!;
+  const viaEnv = await healthWith({ SWITCHYARD_HEALTH_URL: `${sim.url}/health` });
+  expect(viaEnv.code).toBe(0);
+  expect(viaEnv.stdout).toContain(`${sim.url}/health: 200`);
+  sim.setHealth("down");
+  expect((await healthWith({ SWITCHYARD_HEALTH_URL: `${sim.url}/health` })).code).toBe(1);
+  expect((await healthWith({ SWITCHYARD_HEALTH_URL: `${sim.url}/health` }, "--url", stack.adminUrl)).code).toBe(0);
+  const bad = await healthWith({ SWITCHYARD_HEALTH_URL: "nonsense" });
+  expect(bad.code).toBe(2);
+  expect(bad.stderr).toContain('SWITCHYARD_HEALTH_URL: got "nonsense"');
 });
 
 test("exits 1 naming the status when the endpoint says no (readyz with every backend down)", async () => {
