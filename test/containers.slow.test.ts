@@ -199,18 +199,21 @@ describe.skipIf(tools.skip || cannotRun !== undefined)("container image and comp
       const r = await podman("logs", `${PROJECT}_switchyard_1`);
       return r.out + r.err;
     };
+    // The admin port answers only Hosts that name it (against DNS rebinding): the port it is
+    // published on here is not 8081, so send what a browser at the README's localhost:8081 sends.
+    const admin = (path: string) => fetch(`http://127.0.0.1:${adminPort}${path}`, { headers: { host: "localhost:8081" } });
     const backendStates = async () => {
-      const stats = (await (await fetch(`http://127.0.0.1:${adminPort}/stats`)).json()) as { backends: { name: string; state: string }[] };
+      const stats = (await (await admin("/stats")).json()) as { backends: { name: string; state: string }[] };
       return Object.fromEntries(stats.backends.map((b) => [b.name, b.state]));
     };
     await must("podman-compose up", compose("--podman-run-args", RUNTIME().join(" "), "up", "-d"));
     try {
-      await waitFor(async () => (await fetch(`http://127.0.0.1:${adminPort}/readyz`).catch(() => undefined))?.status === 200, "compose's balancer to be ready", 30_000, 200);
+      await waitFor(async () => (await admin("/readyz").catch(() => undefined))?.status === 200, "compose's balancer to be ready", 30_000, 200);
       await waitFor(async () => Object.values(await backendStates()).every((s) => s === "up"), "all three backends up", 15_000, 200);
       const names = await Promise.all(Array.from({ length: 9 }, async () => (await fetch(`http://127.0.0.1:${port}/`)).text()));
       expect(names.sort()).toEqual(["backend-1\n", "backend-1\n", "backend-1\n", "backend-2\n", "backend-2\n", "backend-2\n", "backend-3\n", "backend-3\n", "backend-3\n"]);
       // The dashboard is published.
-      expect(await (await fetch(`http://127.0.0.1:${adminPort}/`)).text()).toContain("<html");
+      expect(await (await admin("/")).text()).toContain("<html");
 
       await must("compose stop backend-2", compose("stop", "-t", "2", "backend-2"));
       await waitFor(async () => /backend backend-2 up -> down/.test(await balancerLogs()), "the balancer to log backend-2 going down", 15_000, 200);
