@@ -97,3 +97,47 @@ test("the binary starts its workers from itself (serve --workers 2) and stops th
     backend.stop(true);
   }
 }, 20_000);
+
+/** What a binary is built for, from its first bytes: ELF machine and interpreter, or Mach-O CPU. */
+function platformOf(bytes: Uint8Array): string {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  if (bytes[0] === 0x7f && bytes[1] === 0x45 && bytes[2] === 0x4c && bytes[3] === 0x46) {
+    const machine = view.getUint16(18, true);
+    const arch = machine === 0x3e ? "x64" : machine === 0xb7 ? "arm64" : `machine-${machine}`;
+    // The program interpreter names the C library: ld-musl-* for musl, ld-linux-* for glibc.
+    const head = new TextDecoder("latin1").decode(bytes.subarray(0, 4096));
+    return `linux-${arch}${head.includes("ld-musl") ? "-musl" : ""}`;
+  }
+  if (view.getUint32(0, true) === 0xfeedfacf) {
+    const cpu = view.getUint32(4, true);
+    return `darwin-${cpu === 0x0100000c ? "arm64" : cpu === 0x01000007 ? "x64" : `cpu-${cpu}`}`;
+  }
+  return "unknown";
+}
+
+test("bun run build -- --all: four release binaries, each for its platform, and a SHA256SUMS that sha256sum -c accepts", async () => {
+  const outdir = mkdtempSync(join(tmpdir(), "switchyard-release-"));
+  try {
+    // Cross-compiling fetches each target's runtime from the npm registry (cached afterwards).
+    const built = Bun.spawn([process.execPath, "run", "build", "--", "--all", "--outdir", outdir], { cwd: join(import.meta.dir, ".."), stdout: "pipe", stderr: "pipe" });
+    const [out, err, code] = await Promise.all([new Response(built.stdout).text(), new Response(built.stderr).text(), built.exited]);
+    if (code !== 0) throw new Error(`build --all failed (${code}):\n${out}\n${err}`);
+    const names = ["switchyard-darwin-arm64", "switchyard-linux-arm64", "switchyard-linux-x64", "switchyard-linux-x64-musl"];
+    const sums = (await Bun.file(join(outdir, "SHA256SUMS")).text()).trim().split("\n");
+    expect(sums.map((l) => l.split("  ")[1]).sort()).toEqual(names);
+    for (const name of names) {
+      const head = new Uint8Array(await Bun.file(join(outdir, name)).slice(0, 4096).arrayBuffer());
+      expect(`${name}: ${platformOf(head)}`).toBe(`${name}: ${name.slice("switchyard-".length)}`);
+    }
+    const check = Bun.spawnSync(["sha256sum", "-c", "SHA256SUMS"], { cwd: outdir, stdout: "pipe", stderr: "pipe" });
+    expect(check.stdout.toString().trim().split("\n").sort()).toEqual(names.map((n) => `${n}: OK`).sort());
+    expect(check.exitCode).toBe(0);
+    // The one for this machine runs.
+    if (process.platform === "linux" && process.arch === "x64") {
+      const version = Bun.spawnSync([join(outdir, "switchyard-linux-x64"), "--version"], { cwd: empty, stdout: "pipe" });
+      expect(version.stdout.toString().trim()).toBe(pkg.version);
+    }
+  } finally {
+    rmSync(outdir, { recursive: true, force: true });
+  }
+}, 240_000);
