@@ -99,11 +99,14 @@ try {
 }
 if (cannotRun) console.warn(`SKIPPED the container tests: ${cannotRun}`);
 
+/** Images this run built that may lose their tag before afterAll. */
+const builtIds: string[] = [];
+
 afterAll(async () => {
   if (tools.missing.length > 0) return;
   await sh([tools.path("podman-compose"), "-p", PROJECT, "down", "-t", "2"], { env: { SWITCHYARD_IMAGE: IMAGE } });
   await podman("rm", "-f", "-t", "2", `${PROJECT}-single`);
-  await podman("rmi", "-f", IMAGE, BUILD, BASE);
+  await podman("rmi", "-f", IMAGE, ...builtIds, BUILD, BASE);
   // podman-compose down leaves the project's network behind.
   await podman("network", "rm", "-f", `${PROJECT}_default`);
 });
@@ -118,6 +121,8 @@ describe.skipIf(tools.skip || cannotRun !== undefined)("container image and comp
       podman("build", ...RUNTIME(), "--format", "docker", "--network", "host", "--layers=false",
         "--build-arg", `BUILD_IMAGE=${BUILD}`, "--build-arg", `BASE_IMAGE=${BASE}`, "-t", IMAGE, "."),
     );
+    // compose's own build later takes the tag; this one is removed by its ID.
+    builtIds.push((await must("podman inspect", podman("image", "inspect", "--format", "{{.Id}}", IMAGE))).trim());
   }, 300_000);
 
   test("the image built from source holds the binary, runs as non-root and declares its ports and health check", async () => {
@@ -193,7 +198,8 @@ describe.skipIf(tools.skip || cannotRun !== undefined)("container image and comp
 
   test("compose: three sims behind the balancer; a stopped backend goes down and comes back when started", async () => {
     const [port, adminPort] = [refusedPort(), refusedPort()];
-    const env = { SWITCHYARD_IMAGE: IMAGE, SWITCHYARD_PORT: String(port), SWITCHYARD_ADMIN_PORT: String(adminPort) };
+    // BASE_IMAGE and BUILD_IMAGE from the environment reach the Dockerfile through compose.yaml.
+    const env = { SWITCHYARD_IMAGE: IMAGE, SWITCHYARD_PORT: String(port), SWITCHYARD_ADMIN_PORT: String(adminPort), BASE_IMAGE: BASE, BUILD_IMAGE: BUILD };
     const compose = (...args: string[]) => sh([tools.path("podman-compose"), "-p", PROJECT, ...args], { env });
     const balancerLogs = async () => {
       const r = await podman("logs", `${PROJECT}_switchyard_1`);
@@ -206,7 +212,14 @@ describe.skipIf(tools.skip || cannotRun !== undefined)("container image and comp
       const stats = (await (await admin("/stats")).json()) as { backends: { name: string; state: string }[] };
       return Object.fromEntries(stats.backends.map((b) => [b.name, b.state]));
     };
-    await must("podman-compose up", compose("--podman-run-args", RUNTIME().join(" "), "up", "-d"));
+    // up --build, as the README says: compose builds the image itself from compose.yaml's build section.
+    const built = await must("podman-compose up --build", compose(
+      "--podman-build-args", ["--format", "docker", "--network", "host", "--layers=false", ...RUNTIME()].join(" "),
+      "--podman-run-args", RUNTIME().join(" "),
+      "up", "--build", "-d",
+    ));
+    expect(built).toContain(`FROM ${BUILD} AS build`);
+    expect(built).toContain(`FROM ${BASE}`);
     try {
       await waitFor(async () => (await admin("/readyz").catch(() => undefined))?.status === 200, "compose's balancer to be ready", 30_000, 200);
       await waitFor(async () => Object.values(await backendStates()).every((s) => s === "up"), "all three backends up", 15_000, 200);
