@@ -4,9 +4,9 @@
  * (Ejection timing and slow start under the health owner are in test/health/units.test.ts.)
  */
 import { describe, expect, test } from "bun:test";
-import { Backend, BackendError, type StateChange } from "../../src/pool/backend.ts";
+import { Backend, BackendError, type BackendOptions, type StateChange } from "../../src/pool/backend.ts";
 
-const make = (opts: Partial<ConstructorParameters<typeof Backend>[0]> = {}) => new Backend({ name: "b", url: "http://10.0.0.5:8080", ...opts });
+const make = (opts: Partial<BackendOptions> = {}) => new Backend({ name: "b", url: "http://10.0.0.5:8080", ...opts });
 
 describe("address", () => {
   test.each([
