@@ -10,13 +10,13 @@
  * (for in-flight work to finish) happen outside that queue, so a long drain holds up nothing.
  * Their timers are owned here and ended by stop().
  */
-import type { Config } from "../config/schema.ts";
+import type { BackendConfig, Config } from "../config/schema.ts";
 import { ConfigError, validateConfig } from "../config/load.ts";
 import type { Backend } from "../pool/backend.ts";
 import type { Pool } from "../pool/pool.ts";
 import { formatDuration } from "../config/units.ts";
 import type { ChangeLog } from "./changes.ts";
-import type { DesiredBackend, Reconciler } from "./reconcile.ts";
+import type { Reconciler } from "./reconcile.ts";
 
 /** Who asked for a change, for the record. */
 export interface Actor {
@@ -248,7 +248,7 @@ export class Control {
     }
     return this.changeBackends(`add ${name}`, name, actor, (list) => {
       if (list.some((d) => d.name === name)) throw new ControlError("SY_BACKEND_EXISTS", `a backend named "${name}" already exists`);
-      return [...list, entry as DesiredBackend];
+      return [...list, entry as BackendConfig];
     }).then(() => report(this.find(name)));
   }
 
@@ -281,14 +281,16 @@ export class Control {
   }
 
   /** Validate the new list as the config's backends, reconcile, record, bump the version. */
-  private changeBackends(what: string, subject: string, actor: Actor, edit: (list: readonly DesiredBackend[]) => DesiredBackend[], extra: string[] = []): Promise<void> {
+  private changeBackends(what: string, subject: string, actor: Actor, edit: (list: readonly BackendConfig[]) => BackendConfig[], extra: string[] = []): Promise<void> {
     return this.serial(async () => {
       const config = this.t.config();
-      const edited = edit(this.t.reconciler.desired);
-      let desired: DesiredBackend[];
+      // The config's entries, not the pool's: a DNS entry stays one entry (its discovered
+      // backends are drained or forced one by one, but configured through the entry).
+      const edited = edit(config.backends);
+      let desired: BackendConfig[];
       try {
         // The same schema and checks as the file: a bad weight or URL reads as in a config error.
-        desired = validateConfig({ mode: config.mode, backends: edited }, "request").backends as DesiredBackend[];
+        desired = validateConfig({ mode: config.mode, backends: edited }, "request").backends;
       } catch (e) {
         if (!(e instanceof ConfigError)) throw e;
         // Problems of the entry this request wrote read as fields of the request: "weight: got 0...".

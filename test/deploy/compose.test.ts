@@ -28,7 +28,7 @@ test("compose.yaml: each backend in the config is a service running a sim of tha
   const config = await loadConfigFile(join(ROOT, compose.services.switchyard.volumes[0].split(":")[0]));
   expect(config.backends.length).toBe(3);
   for (const b of config.backends) {
-    const url = new URL(b.url);
+    const url = new URL(b.url!);
     const service = compose.services[url.hostname];
     expect(service).toBeDefined();
     const cmd = service.command as string[];
