@@ -233,6 +233,8 @@ export class Control {
   }
 
   setWeight(name: string, weight: unknown, actor: Actor): Promise<BackendReport> {
+    const discovered = this.discoveredError(name);
+    if (discovered) return Promise.reject(discovered);
     return this.changeBackends(`weight ${name} ${String(weight)}`, name, actor, (list) => {
       const i = list.findIndex((d) => d.name === name);
       if (i === -1) throw this.unknown(name);
@@ -259,6 +261,8 @@ export class Control {
   async remove(name: string, actor: Actor, deadlineMs = DEFAULT_REMOVE_DEADLINE_MS): Promise<RemoveReport> {
     const b = await this.serial(async () => {
       const b = this.find(name);
+      const discovered = this.discoveredError(name);
+      if (discovered) throw discovered;
       if (this.t.reconciler.desired.length <= 1) throw new ControlError("SY_LAST_BACKEND", `${name} is the last backend: add another before removing it`);
       b.setEnabled(false, `draining for removal by ${actor.by}`);
       return b;
@@ -348,6 +352,20 @@ export class Control {
     const b = this.t.pool.get(name);
     if (!b) throw this.unknown(name);
     return b;
+  }
+
+  /**
+   * A backend found through DNS is not an entry of the config: its weight and presence come from
+   * its DNS entry, changed in the file. Drain, enable and forced health work on it as on any.
+   */
+  private discoveredError(name: string): ControlError | undefined {
+    if (this.t.config().backends.some((d) => d.name === name) || !this.t.pool.get(name)) return undefined;
+    const entry = this.t.config().backends.find((d) => d.dns !== undefined && name.startsWith(`${d.name}#`));
+    if (!entry) return undefined;
+    return new ControlError(
+      "SY_INVALID_REQUEST",
+      `${name} was found through DNS (the entry "${entry.name}", dns ${entry.dns}): its weight and whether it is a backend come from that entry and from DNS; change the entry in the config file and reload`,
+    );
   }
 
   private unknown(name: string): ControlError {

@@ -274,6 +274,13 @@ describe.skipIf(dnsmasq.skip)("DNS discovery with dnsmasq", () => {
     await lb.control.add({ name: "extra", url: staticSim.url.replace("127.0.0.1", "localhost") }, { by: "test", from: "local" });
     expect(names(lb)).toEqual(["static", `api.test#127.0.0.2:${sims.port}`, `api.test#127.0.0.3:${sims.port}`, "extra"]);
     expect(lb.config.backends.map((b) => b.dns ?? b.url)).toEqual([`${staticSim.url}/`, "api.test", `${staticSim.url.replace("127.0.0.1", "localhost")}/`]);
+    // A discovered backend can be drained like any, but its weight and presence are its entry's.
+    const one = `api.test#127.0.0.2:${sims.port}`;
+    const actor = { by: "test", from: "local" };
+    await expect(lb.control.setWeight(one, 5, actor)).rejects.toThrow(`${one} was found through DNS (the entry "api.test", dns api.test)`);
+    await expect(lb.control.remove(one, actor)).rejects.toThrow("change the entry in the config file and reload");
+    expect(lb.pool.get(one)!.isEnabled).toBe(true);
+    expect((await lb.control.drain(one, actor)).enabled).toBe(false);
   }, 20_000);
 });
 
