@@ -2,8 +2,8 @@
  * deploy/kubernetes/: every manifest parses, and the manifests agree with the config the
  * ConfigMap carries: that config passes the project's own validator, the container ports are
  * its listen and admin ports, the probes ask endpoints the admin port really serves, the
- * volume puts the file where the container's --config looks, and every backend the config
- * names is a pod of the backends' StatefulSet behind its headless Service.
+ * volume puts the file where the container's --config looks, and the DNS entry the config
+ * carries names the backends' headless Service, in the namespace, on the pods' port.
  *
  * Bun.YAML.parse returns an array for a multi-document file (`---`), one value otherwise.
  */
@@ -14,6 +14,7 @@ import pkg from "../../package.json" with { type: "json" };
 import { parseConfigText, validateConfig } from "../../src/config/load.ts";
 import { startBalancer } from "../../src/balancer.ts";
 import { silentLogger } from "../../src/log/logger.ts";
+import { refusedPort } from "../tcp/helpers.ts";
 
 const DIR = join(import.meta.dir, "../../deploy/kubernetes");
 
@@ -43,15 +44,15 @@ const portNamed = (name: string) => container.ports.find((p: Manifest) => p.name
 
 describe("deploy/kubernetes", () => {
   test("every file parses; each document has apiVersion, kind and a name; kustomization lists every manifest", () => {
-    expect(files).toEqual(["backends.yaml", "configmap.yaml", "deployment.yaml", "kustomization.yaml", "service.yaml"]);
+    expect(files).toEqual(["backends.yaml", "configmap.yaml", "deployment.yaml", "kustomization.yaml", "namespace.yaml", "service.yaml"]);
     for (const { file, doc } of manifests) {
       expect(`${file}: ${typeof doc?.apiVersion}`).toBe(`${file}: string`);
       expect(`${file}: ${typeof doc?.kind}`).toBe(`${file}: string`);
       if (doc.kind !== "Kustomization") expect(`${file}: ${typeof doc.metadata?.name}`).toBe(`${file}: string`);
     }
-    expect(manifests.filter((m) => m.doc.kind === "Deployment").length).toBe(1);
     const kustomization = manifests.find((m) => m.doc.kind === "Kustomization")!.doc;
     expect([...kustomization.resources].sort()).toEqual(files.filter((f) => f !== "kustomization.yaml"));
+    expect(byKind("Namespace", kustomization.namespace).kind).toBe("Namespace");
   });
 
   test("the ConfigMap's config passes the project's validator and is where --config looks", () => {
@@ -97,32 +98,38 @@ describe("deploy/kubernetes", () => {
 
   test("the probe paths are endpoints the admin port serves (the ConfigMap's config, run for real)", async () => {
     if (config.admin === false) throw new Error("the ConfigMap's config has no admin port");
-    // The same config on loopback ports of its own, without checks (the backends' names exist
-    // only inside the cluster).
+    // The same config on loopback ports of its own. Its DNS name exists only inside the cluster:
+    // asked of a server that is not there, it finds no backend, so readiness says 503 (not ready,
+    // as a pod with no backend should be) and liveness 200.
     const lb = await startBalancer(
-      validateConfig({ ...parseConfigText(configMap.data[configKey], configKey) as object, listen: { host: "127.0.0.1", port: 0 }, admin: { host: "127.0.0.1", port: 0 }, healthCheck: false, log: { access: false } }),
+      validateConfig({
+        ...(parseConfigText(configMap.data[configKey], configKey) as object),
+        listen: { host: "127.0.0.1", port: 0 }, admin: { host: "127.0.0.1", port: 0 }, log: { access: false },
+        dns: { servers: [`127.0.0.1:${refusedPort()}`], timeout: "100ms" },
+      }),
       { logger: silentLogger },
     );
     try {
-      for (const probe of [container.readinessProbe, container.livenessProbe]) {
-        const res = await fetch(`${lb.adminUrl}${probe.httpGet.path}`);
-        expect(`${probe.httpGet.path} ${res.status}`).toBe(`${probe.httpGet.path} 200`);
-      }
+      expect(lb.pool.backends.length).toBe(0);
+      expect((await fetch(`${lb.adminUrl}${container.readinessProbe.httpGet.path}`)).status).toBe(503);
+      expect((await fetch(`${lb.adminUrl}${container.livenessProbe.httpGet.path}`)).status).toBe(200);
       expect((await fetch(`${lb.adminUrl}/no-such-endpoint`)).status).toBe(404);
     } finally {
       await lb.stop(false);
     }
   });
 
-  test("every backend in the config is a pod of the StatefulSet behind the headless Service, on its port", () => {
+  test("the config's backends are found through DNS: the headless Service's full name, on the pods' port", () => {
     const headless = manifests.find((m) => m.doc.kind === "Service" && m.doc.spec.clusterIP === "None")!.doc;
-    const set = manifests.find((m) => m.doc.kind === "StatefulSet" && m.doc.spec.serviceName === headless.metadata.name)!.doc;
-    expect(headless.spec.selector).toEqual(set.spec.template.metadata.labels);
-    const simPort = set.spec.template.spec.containers[0].ports.find((p: Manifest) => p.name === "http").containerPort;
-    const expected = Array.from({ length: set.spec.replicas }, (_, i) => `http://${set.metadata.name}-${i}.${headless.metadata.name}:${simPort}/`);
-    expect(config.backends.map((b) => b.url)).toEqual(expected);
+    const pods = manifests.find((m) => m.doc.kind === "Deployment" && m.doc.metadata.name !== "switchyard")!.doc;
+    expect(headless.spec.selector).toEqual(pods.spec.template.metadata.labels);
+    const simPort = pods.spec.template.spec.containers[0].ports.find((p: Manifest) => p.name === "http").containerPort;
+    expect(headless.spec.ports[0].targetPort).toBe("http");
+    const namespace = manifests.find((m) => m.doc.kind === "Kustomization")!.doc.namespace;
+    expect(config.backends).toHaveLength(1);
+    expect(config.backends[0]).toMatchObject({ dns: `${headless.metadata.name}.${namespace}.svc.cluster.local`, type: "A", port: simPort });
     // The sims answer their /health, which is what the config's check asks.
     expect(config.healthCheck && config.healthCheck.path).toBe("/health");
-    expect(set.spec.template.spec.containers[0].readinessProbe.httpGet.path).toBe("/health");
+    expect(pods.spec.template.spec.containers[0].readinessProbe.httpGet.path).toBe("/health");
   });
 });
