@@ -67,7 +67,8 @@ export interface DnsDiscoveryOptions {
 export class DnsDiscovery {
   private readonly entries = new Map<string, EntryState>();
   private resolver = new Resolver();
-  private servers = "";
+  /** The `dns` section the resolver was made from. */
+  private settings = "";
   private stopped = false;
 
   constructor(private readonly opts: DnsDiscoveryOptions) {}
@@ -77,9 +78,9 @@ export class DnsDiscovery {
    * answered or failed), dropped ones stop, and a changed `dns` section takes effect.
    */
   async configure(config: Config): Promise<void> {
-    const servers = JSON.stringify(config.dns.servers);
-    if (servers !== this.servers) {
-      this.servers = servers;
+    const settings = JSON.stringify(config.dns);
+    if (settings !== this.settings) {
+      this.settings = settings;
       this.resolver = new Resolver({ timeout: config.dns.timeout, tries: 2 });
       if (config.dns.servers.length > 0) this.resolver.setServers(config.dns.servers);
     }
@@ -127,12 +128,6 @@ export class DnsDiscovery {
       }
     }
     return out;
-  }
-
-  /** The addresses an entry last resolved to (undefined before the first success), for tests and /stats. */
-  targetsOf(name: string): Target[] | undefined {
-    for (const s of this.entries.values()) if (s.entry.name === name) return s.targets;
-    return undefined;
   }
 
   /** Cancel every timer and wait for lookups in progress; nothing runs afterwards. */
