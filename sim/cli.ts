@@ -20,6 +20,7 @@ Options:
                        0 gives every backend an ephemeral port
   --host H             address to listen on (default ${d.host})
   --name-prefix S      backend names are S1, S2, ... (default "${d.namePrefix}")
+  --name NAME          one backend named exactly NAME (one per container, as in compose.yaml)
   --latency MS         delay every answer by MS milliseconds, or by a random
                        MIN-MAX range, e.g. 50 or 10-100 (default 0)
   --fail-rate R        answer this fraction (0 to 1) of requests with 500 (default 0)
@@ -56,6 +57,7 @@ export async function runSimCli(argv: string[]): Promise<number> {
         "base-port": { type: "string" },
         host: { type: "string" },
         "name-prefix": { type: "string" },
+        name: { type: "string" },
         latency: { type: "string" },
         "fail-rate": { type: "string" },
         help: { type: "boolean", short: "h" },
@@ -100,6 +102,7 @@ interface Flags {
   "base-port"?: string;
   host?: string;
   "name-prefix"?: string;
+  name?: string;
   latency?: string;
   "fail-rate"?: string;
 }
@@ -117,6 +120,12 @@ function toClusterOptions(flags: Flags): ClusterOptions {
     host: nonEmptyFlag("--host", flags.host, CLUSTER_DEFAULTS.host),
     namePrefix: nonEmptyFlag("--name-prefix", flags["name-prefix"], CLUSTER_DEFAULTS.namePrefix),
   };
+  if (flags.name !== undefined) {
+    if (count !== 1 && flags.count !== undefined) throw new Error(`--name names one backend: it cannot be used with --count ${count}`);
+    if (flags["name-prefix"] !== undefined) throw new Error("--name and --name-prefix cannot be used together");
+    options.count = 1;
+    options.name = nonEmptyFlag("--name", flags.name, "");
+  }
   if (flags.latency !== undefined) {
     try {
       options.latency = parseLatency(flags.latency);
@@ -147,6 +156,6 @@ function wholeFlag(flag: string, raw: string | undefined, fallback: number, min:
 
 function nonEmptyFlag(flag: string, raw: string | undefined, fallback: string): string {
   if (raw === undefined) return fallback;
-  if (raw.trim() === "") throw new Error(`${flag}: invalid value "": expected a non-empty value`);
+  if (raw.trim() === "") throw new Error(`${flag}: invalid value ${JSON.stringify(raw)}: expected a non-empty value`);
   return raw;
 }

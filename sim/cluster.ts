@@ -14,6 +14,8 @@ export interface ClusterOptions {
   host?: string;
   /** Default "backend-": names are prefix + 1..count. */
   namePrefix?: string;
+  /** The exact name of a one-backend cluster (count must be 1); overrides namePrefix. */
+  name?: string;
   latency?: Latency;
   failRate?: number;
 }
@@ -39,6 +41,7 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<SimCluste
   const count = opts.count ?? CLUSTER_DEFAULTS.count;
   const basePort = opts.basePort ?? CLUSTER_DEFAULTS.basePort;
   const prefix = opts.namePrefix ?? CLUSTER_DEFAULTS.namePrefix;
+  if (opts.name !== undefined && count !== 1) throw new Error(`a cluster with an exact name has one backend, not ${count}`);
   if (!Number.isInteger(count) || count < 1) throw new Error(`invalid cluster count ${count}: expected a whole number, at least 1`);
   if (!Number.isInteger(basePort) || basePort < 0 || (basePort > 0 && basePort + count - 1 > 65535)) {
     throw new Error(`invalid base port ${basePort}: expected 0 or a port such that ${count} consecutive ports end at or below 65535`);
@@ -49,7 +52,7 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<SimCluste
     await Promise.all(backends.map((b) => b.stop()));
   };
   for (let i = 1; i <= count; i++) {
-    const name = `${prefix}${i}`;
+    const name = opts.name ?? `${prefix}${i}`;
     try {
       backends.push(
         await startSimBackend({

@@ -31,7 +31,8 @@ import { createAdminApp, type AdminApp } from "./admin/app.ts";
 import { startTcpProxy, TcpStats, type TcpProxy } from "./tcp/proxy.ts";
 import { bindListener, listenError } from "./listen-error.ts";
 import { AdminAuth, resolveTokens, TOKEN_ENV } from "./admin/auth.ts";
-import { Reconciler, type BackendDefaults, type DesiredBackend } from "./control/reconcile.ts";
+import { Reconciler, type BackendDefaults } from "./control/reconcile.ts";
+import { DnsDiscovery } from "./discovery/dns.ts";
 import { Control, type Actor, type ApplyReport, type ReloadReport } from "./control/control.ts";
 import { ChangeLog } from "./control/changes.ts";
 import { ConfigWatcher } from "./control/watch.ts";
@@ -113,10 +114,27 @@ export async function startBalancer(initial: Config, opts: BalancerOptions = {})
       workers?.forget(b);
     },
   }, backendDefaults(initial));
-  // The first reconcile fills the pool; the probes start below, before the listener opens.
-  await reconciler.reconcile(initial.backends as DesiredBackend[]);
-  const traffic = new TrafficStats();
   const changes = new ChangeLog(logger);
+  /**
+   * The config whose backends the pool follows. Set before a reload's reconcile is queued, so
+   * that a DNS change queued meanwhile expands the entries of the config that will be in force.
+   */
+  let backendsFrom = initial;
+  // DNS entries are looked up once before the first reconcile, then on their own timers; a
+  // change in their addresses goes through reconcile like a reload.
+  const discovery = new DnsDiscovery({
+    logger,
+    onChange: (lines) => {
+      reconciler.reconcile(discovery.expand(backendsFrom), backendDefaults(backendsFrom)).then(
+        (r) => changes.record({ what: "dns discovery", by: "dns", from: "resolver", ok: true, detail: [...lines, ...r.lines] }),
+        (e: Error) => changes.record({ what: "dns discovery", by: "dns", from: "resolver", ok: false, detail: [...lines, e.message] }),
+      );
+    },
+  });
+  await discovery.configure(initial);
+  // The first reconcile fills the pool; the probes start below, before the listener opens.
+  await reconciler.reconcile(discovery.expand(initial));
+  const traffic = new TrafficStats();
   const unsubscribe = pool.onStateChange(({ backend, from, to, reason }) => {
     const line = `backend ${backend.name} ${from} -> ${to}: ${reason}`;
     if (to === "down" || to === "ejected") logger.warn(line);
@@ -158,7 +176,10 @@ export async function startBalancer(initial: Config, opts: BalancerOptions = {})
     const lines = diffPaths(withoutBackends(prev), withoutBackends(target));
     if (prev.strategy !== target.strategy) pool.setPolicy(createPolicy(target.strategy));
     passive.configure(target.passive);
-    const r = await reconciler.reconcile(target.backends as DesiredBackend[], backendDefaults(target));
+    // New DNS entries are looked up first, so that their backends arrive with the reload.
+    await discovery.configure(target);
+    backendsFrom = target;
+    const r = await reconciler.reconcile(discovery.expand(target), backendDefaults(target));
     lines.push(...r.lines);
     if (tls !== undefined && target.listen.tls !== undefined) lines.push(...tls.reload(target.listen.tls));
     if (proxySettings(prev) !== proxySettings(target)) {
@@ -208,6 +229,7 @@ export async function startBalancer(initial: Config, opts: BalancerOptions = {})
       lifecycle.draining = true;
       watcher?.stop();
       control.stop();
+      const discoveryStopped = discovery.stop();
       // Aborted probes settle asynchronously; awaited below so that nothing outlives stop().
       const healthStopped = health.stop();
       passive.stop();
@@ -219,7 +241,7 @@ export async function startBalancer(initial: Config, opts: BalancerOptions = {})
       await admin?.app.stop();
       await admin?.server.stop(true);
       for (const log of accessLogs?.values() ?? []) await log.close();
-      await healthStopped;
+      await Promise.all([healthStopped, discoveryStopped]);
     })();
     return stopping;
   };

@@ -15,6 +15,7 @@ import { RELOAD_HELP, runCtl } from "./ctl.ts";
 import { startCluster } from "../sim/cluster.ts";
 import { runWorker } from "./workers/worker.ts";
 import { WORKER_COMMAND } from "./workers/protocol.ts";
+import { runHealthCommand } from "./admin/health-command.ts";
 
 const HELP = `switchyard ${pkg.version}: a layer 7 and layer 4 load balancer
 
@@ -27,6 +28,7 @@ Commands:
   check    validate a config file and print it normalized
   ctl      change a running balancer through its admin API (backends, drain, weight...)
   reload   make a running balancer read its config file again
+  health   ask a running balancer's admin /healthz (exit 0 healthy, 1 not)
 
 Run "switchyard <command> --help" for a command's options.
   --version   print the version
@@ -85,6 +87,8 @@ export async function main(argv: string[]): Promise<number> {
     case WORKER_COMMAND:
       // Internal: one worker process of a balancer started with `workers` (src/workers/).
       return runWorker();
+    case "health":
+      return runHealthCommand(rest);
     case "--version":
     case "-v":
     case "version":

@@ -7,6 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
 import { startCluster, type SimCluster } from "../sim/cluster.ts";
+import { waitFor } from "./helpers/wait.ts";
 
 const CLI = join(import.meta.dir, "../src/cli.ts");
 const dir = mkdtempSync(join(tmpdir(), "switchyard-cli-"));
@@ -56,7 +57,7 @@ describe("help and version", () => {
     expect(r.code).toBe(0);
     expect(r.stdout.trim()).toMatch(/^\d+\.\d+\.\d+$/);
   });
-  test.each(["", "serve", "sim", "demo", "check", "ctl", "reload"])("%s --help", async (cmd) => {
+  test.each(["", "serve", "sim", "demo", "check", "ctl", "reload", "health"])("%s --help", async (cmd) => {
     const r = await run(...(cmd ? [cmd] : []), "--help");
     expect(r.code).toBe(0);
     expect(r.stdout).toContain("Usage");
@@ -206,7 +207,7 @@ describe("serve", () => {
     expect(names.sort()).toEqual(["backend-1\n", "backend-2\n"]);
 
     const slow = fetch(`${url}/delay/700`);
-    await Bun.sleep(150);
+    await waitFor(() => cluster!.backends.some((b) => b.active === 1), "the slow request to reach a backend");
     proc.kill("SIGTERM");
     const res = await slow;
     expect(res.status).toBe(200);
@@ -240,7 +241,7 @@ describe("serve", () => {
     writeFileSync(file, JSON.stringify({ listen: { host: "127.0.0.1", port: 0 }, admin: false, healthCheck: false, timeouts: { shutdownGrace: "300ms" }, backends: [{ url: cluster.backends[0]!.url }] }));
     const { proc, match } = await start(["serve", "--config", file], /proxy listening on (http:\/\/\S+)/);
     const hanging = fetch(`${match[1]}/delay/10000`).catch(() => "cut");
-    await Bun.sleep(150);
+    await waitFor(() => cluster!.backends[0]!.active === 1, "the hanging request to reach the backend");
     const stopped = performance.now();
     proc.kill("SIGINT");
     expect(await proc.exited).toBe(0);

@@ -12,7 +12,7 @@ import { join } from "node:path";
 import { connect, type Socket } from "node:net";
 import type { Subprocess } from "bun";
 import { startCluster, type SimCluster } from "../sim/cluster.ts";
-import { waitFor } from "./helpers/balancer.ts";
+import { waitFor } from "./helpers/wait.ts";
 
 const CLI = join(import.meta.dir, "../src/cli.ts");
 const dir = mkdtempSync(join(tmpdir(), "switchyard-shutdown-"));

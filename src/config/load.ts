@@ -3,6 +3,7 @@
  * validate against the one schema, and turn every problem into one line that names the field,
  * the bad value and what was expected.
  */
+import { Resolver } from "node:dns/promises";
 import { stat } from "node:fs/promises";
 import { extname } from "node:path";
 import { duplicateKeys } from "./duplicates.ts";
@@ -91,6 +92,8 @@ function applyAliases(raw: unknown, problems: string[]): unknown {
 }
 
 /** Validate a parsed config object. Returns the normalized config or throws with every problem. */
+export const DEFAULT_DNS_REFRESH_MS = 10_000;
+
 export function validateConfig(raw: unknown, source = "config"): Config {
   const problems: string[] = [];
   const input = applyAliases(raw, problems);
@@ -109,8 +112,15 @@ export function validateConfig(raw: unknown, source = "config"): Config {
 
   const config = result.output as Config;
   config.backends.forEach((b, i) => {
+    if (b.dns !== undefined) {
+      // Discovered backends are named "<name>#<address>:<port>" after this (src/discovery/dns.ts).
+      b.name ??= b.dns;
+      b.type ??= "A";
+      b.refresh ??= DEFAULT_DNS_REFRESH_MS;
+      return;
+    }
     b.name ??= `backend-${i + 1}`;
-    b.url = parseBackendAddress(b.url, config.mode).href;
+    b.url = parseBackendAddress(b.url!, config.mode).href;
   });
   return config;
 }
@@ -122,6 +132,7 @@ function crossFieldProblems(input: Record<string, unknown>): string[] {
   const names = new Map<string, number>();
   backends.forEach((b, i) => {
     if (!isPlainObject(b)) return;
+    problems.push(...dnsEntryProblems(b, `backends[${i}]`));
     if (typeof b.url === "string" && b.url !== "") {
       try {
         parseBackendAddress(b.url, mode);
@@ -130,7 +141,7 @@ function crossFieldProblems(input: Record<string, unknown>): string[] {
       }
     }
     problems.push(...backendTlsProblems(b, i, mode));
-    const name = typeof b.name === "string" ? b.name : `backend-${i + 1}`;
+    const name = typeof b.name === "string" ? b.name : typeof b.dns === "string" ? b.dns : `backend-${i + 1}`;
     const first = names.get(name);
     if (first !== undefined) problems.push(`backends[${i}].name: got ${show(name)}, expected a unique name (backends[${first}] has it)`);
     else names.set(name, i);
@@ -156,12 +167,39 @@ function crossFieldProblems(input: Record<string, unknown>): string[] {
     }
     if (input.sticky !== undefined) problems.push(`sticky: set in TCP mode; expected it only in HTTP mode (it works by cookie)`);
   }
+  if (isPlainObject(input.dns) && Array.isArray(input.dns.servers)) {
+    input.dns.servers.forEach((server, i) => {
+      if (typeof server !== "string" || server === "") return;
+      try {
+        // The resolver's own parser decides, so that what passes here is what it will use.
+        new Resolver().setServers([server]);
+      } catch {
+        problems.push(`dns.servers[${i}]: got ${show(server)}, expected an address with an optional port, like "10.0.0.2", "127.0.0.1:5353" or "[::1]:53"`);
+      }
+    });
+  }
   const retry = isPlainObject(input.retry) ? input.retry : {};
   const per = v.safeParse(ConfigSchema.entries.retry, retry);
   if (per.success && per.output.perTryTimeout > per.output.timeout) {
     problems.push(`retry.perTryTimeout: got ${show(retry.perTryTimeout)}, expected at most retry.timeout (${show(retry.timeout ?? "15s")})`);
   }
   return problems;
+}
+
+/** A backend entry gives url or dns; port, type, refresh and scheme belong to dns. */
+function dnsEntryProblems(b: Record<string, unknown>, at: string): string[] {
+  const hasUrl = b.url !== undefined;
+  const hasDns = b.dns !== undefined;
+  if (!hasUrl && !hasDns) return [`${at}.url: missing; this option is required (or dns, for DNS discovery)`];
+  if (hasUrl && hasDns) return [`${at}: got both url and dns, expected one: a fixed address or a name to discover`];
+  const dnsOnly = ["port", "type", "refresh", "scheme"].filter((k) => b[k] !== undefined);
+  if (hasUrl) return dnsOnly.map((k) => `${at}.${k}: only with dns (DNS discovery); a url entry takes none`);
+  const type = b.type ?? "A";
+  if ((type === "A" || type === "AAAA") && b.port === undefined) {
+    return [`${at}.port: missing; an ${type} record gives addresses, not ports: give the port they listen on`];
+  }
+  if (type === "SRV" && b.port !== undefined) return [`${at}.port: got ${show(b.port)}, expected none: SRV records carry their ports`];
+  return [];
 }
 
 /**

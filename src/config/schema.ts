@@ -171,9 +171,26 @@ const HealthCheckOverride = v.union(
 
 const PolicyName = v.picklist(POLICY_NAMES, `expected one of ${POLICY_NAMES.join(", ")}`);
 
+/** DNS record types discovery reads (src/discovery/dns.ts). */
+export const DNS_TYPES = ["A", "AAAA", "SRV"] as const;
+
 const Backend = v.strictObject({
   name: v.optional(v.pipe(v.string("expected a name"), v.nonEmpty("expected a non-empty name"))),
-  url: v.pipe(v.string("expected a URL"), v.nonEmpty("expected a URL")),
+  /** The backend's address; an entry gives either url or dns (checked in load.ts). */
+  url: v.optional(v.pipe(v.string("expected a URL"), v.nonEmpty("expected a URL"))),
+  /**
+   * DNS discovery: a name whose records are re-resolved on a timer; each address becomes a
+   * backend named "<name>#<address>:<port>" with its own health (src/discovery/dns.ts).
+   */
+  dns: v.optional(host),
+  /** With dns and type A or AAAA: the port of every address (SRV records carry their own). */
+  port: v.optional(v.pipe(port, v.minValue(1, "expected a port from 1 to 65535"))),
+  /** With dns: "A" (default), "AAAA" or "SRV" (ports and weights from the records). */
+  type: v.optional(v.picklist(DNS_TYPES, 'expected "A", "AAAA" or "SRV"')),
+  /** With dns: the longest time between lookups (default 10s); a shorter record TTL, down to 1s, wins. */
+  refresh: v.optional(positiveDuration),
+  /** With dns, HTTP mode: "http" (default) or "https" for the discovered addresses. */
+  scheme: v.optional(v.picklist(["http", "https"], 'expected "http" or "https"')),
   weight: v.optional(
     v.pipe(v.number("expected a weight"), v.integer("expected an integer weight"), v.minValue(1, "expected a weight of at least 1"), v.maxValue(1000, "expected a weight of at most 1000")),
     1,
@@ -393,6 +410,15 @@ export const ConfigSchema = v.strictObject({
   ),
   /** A backend that comes back ramps its share of traffic up linearly over this time; 0 turns it off. */
   slowStart: v.optional(duration, 0),
+  /** The resolver DNS discovery uses: servers as "host" or "host:port" (default: the system's, /etc/resolv.conf). */
+  dns: v.optional(
+    v.strictObject({
+      servers: v.optional(v.array(v.pipe(v.string("expected a server address"), v.nonEmpty("expected a server address")), "expected a list of DNS servers"), []),
+      /** One lookup's time limit. */
+      timeout: v.optional(positiveDuration, 2000),
+    }),
+    {},
+  ),
 });
 
 export type ConfigInput = v.InferInput<typeof ConfigSchema>;

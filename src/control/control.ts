@@ -10,13 +10,13 @@
  * (for in-flight work to finish) happen outside that queue, so a long drain holds up nothing.
  * Their timers are owned here and ended by stop().
  */
-import type { Config } from "../config/schema.ts";
+import type { BackendConfig, Config } from "../config/schema.ts";
 import { ConfigError, validateConfig } from "../config/load.ts";
 import type { Backend } from "../pool/backend.ts";
 import type { Pool } from "../pool/pool.ts";
 import { formatDuration } from "../config/units.ts";
 import type { ChangeLog } from "./changes.ts";
-import type { DesiredBackend, Reconciler } from "./reconcile.ts";
+import type { Reconciler } from "./reconcile.ts";
 
 /** Who asked for a change, for the record. */
 export interface Actor {
@@ -233,6 +233,8 @@ export class Control {
   }
 
   setWeight(name: string, weight: unknown, actor: Actor): Promise<BackendReport> {
+    const discovered = this.discoveredError(name);
+    if (discovered) return Promise.reject(discovered);
     return this.changeBackends(`weight ${name} ${String(weight)}`, name, actor, (list) => {
       const i = list.findIndex((d) => d.name === name);
       if (i === -1) throw this.unknown(name);
@@ -248,7 +250,7 @@ export class Control {
     }
     return this.changeBackends(`add ${name}`, name, actor, (list) => {
       if (list.some((d) => d.name === name)) throw new ControlError("SY_BACKEND_EXISTS", `a backend named "${name}" already exists`);
-      return [...list, entry as DesiredBackend];
+      return [...list, entry as BackendConfig];
     }).then(() => report(this.find(name)));
   }
 
@@ -259,6 +261,8 @@ export class Control {
   async remove(name: string, actor: Actor, deadlineMs = DEFAULT_REMOVE_DEADLINE_MS): Promise<RemoveReport> {
     const b = await this.serial(async () => {
       const b = this.find(name);
+      const discovered = this.discoveredError(name);
+      if (discovered) throw discovered;
       if (this.t.reconciler.desired.length <= 1) throw new ControlError("SY_LAST_BACKEND", `${name} is the last backend: add another before removing it`);
       b.setEnabled(false, `draining for removal by ${actor.by}`);
       return b;
@@ -281,14 +285,16 @@ export class Control {
   }
 
   /** Validate the new list as the config's backends, reconcile, record, bump the version. */
-  private changeBackends(what: string, subject: string, actor: Actor, edit: (list: readonly DesiredBackend[]) => DesiredBackend[], extra: string[] = []): Promise<void> {
+  private changeBackends(what: string, subject: string, actor: Actor, edit: (list: readonly BackendConfig[]) => BackendConfig[], extra: string[] = []): Promise<void> {
     return this.serial(async () => {
       const config = this.t.config();
-      const edited = edit(this.t.reconciler.desired);
-      let desired: DesiredBackend[];
+      // The config's entries, not the pool's: a DNS entry stays one entry (its discovered
+      // backends are drained or forced one by one, but configured through the entry).
+      const edited = edit(config.backends);
+      let desired: BackendConfig[];
       try {
         // The same schema and checks as the file: a bad weight or URL reads as in a config error.
-        desired = validateConfig({ mode: config.mode, backends: edited }, "request").backends as DesiredBackend[];
+        desired = validateConfig({ mode: config.mode, backends: edited }, "request").backends;
       } catch (e) {
         if (!(e instanceof ConfigError)) throw e;
         // Problems of the entry this request wrote read as fields of the request: "weight: got 0...".
@@ -346,6 +352,20 @@ export class Control {
     const b = this.t.pool.get(name);
     if (!b) throw this.unknown(name);
     return b;
+  }
+
+  /**
+   * A backend found through DNS is not an entry of the config: its weight and presence come from
+   * its DNS entry, changed in the file. Drain, enable and forced health work on it as on any.
+   */
+  private discoveredError(name: string): ControlError | undefined {
+    if (this.t.config().backends.some((d) => d.name === name) || !this.t.pool.get(name)) return undefined;
+    const entry = this.t.config().backends.find((d) => d.dns !== undefined && name.startsWith(`${d.name}#`));
+    if (!entry) return undefined;
+    return new ControlError(
+      "SY_INVALID_REQUEST",
+      `${name} was found through DNS (the entry "${entry.name}", dns ${entry.dns}): its weight and whether it is a backend come from that entry and from DNS; change the entry in the config file and reload`,
+    );
   }
 
   private unknown(name: string): ControlError {

@@ -28,8 +28,11 @@ import type { PassiveHealth } from "../health/passive.ts";
 import { resolveCheck, type ResolvedCheck } from "../health/check.ts";
 import type { BackendConfig, Config } from "../config/schema.ts";
 
-/** One backend as a source describes it: a config entry with its name filled in. */
-export type DesiredBackend = BackendConfig & { readonly name: string };
+/**
+ * One backend as a source describes it: a config entry with its name filled in and a fixed
+ * address (a DNS entry has been expanded into one of these per address, src/discovery/dns.ts).
+ */
+export type DesiredBackend = BackendConfig & { readonly name: string; readonly url: string };
 
 /** The settings that shape every backend: the global health check and slow start. */
 export interface BackendDefaults {

@@ -3,7 +3,8 @@
  * driven over HTTP as an operator (or a hostile page) would.
  */
 import { afterEach, describe, expect, test } from "bun:test";
-import { startRig, waitFor, type TestRig } from "../helpers/balancer.ts";
+import { startRig, type TestRig } from "../helpers/balancer.ts";
+import { waitFor } from "../helpers/wait.ts";
 import { sseConnect } from "./helpers.ts";
 
 const TOKEN = "api-test-token-0123456789";

@@ -1,12 +1,14 @@
 /** The admin port end to end: a real balancer in front of real sim backends, over HTTP. */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { readdirSync, readFileSync, readlinkSync } from "node:fs";
 import { createAdminApp } from "../../src/admin/app.ts";
 import type { StatsDocument } from "../../src/admin/snapshot.ts";
 import { startBalancer } from "../../src/balancer.ts";
 import { validateConfig } from "../../src/config/load.ts";
 import { silentLogger } from "../../src/log/logger.ts";
 import { fakeSource, serve } from "./fixtures.ts";
-import { parseExposition, sampleOf, sseConnect, startStack, traffic, waitFor, type Stack } from "./helpers.ts";
+import { parseExposition, sampleOf, sseConnect, startStack, traffic, type Stack } from "./helpers.ts";
+import { waitFor } from "../helpers/wait.ts";
 
 let stack: Stack;
 beforeAll(async () => {
@@ -183,20 +185,60 @@ describe("/readyz", () => {
   });
 });
 
+/**
+ * TCP ports this process listens on (Linux): the LISTEN sockets of /proc/net/tcp and tcp6
+ * whose inodes are among this process's open files. Exact, unlike probing a port that some
+ * other program could take at any moment.
+ */
+function listeningPorts(): Set<number> {
+  const inodes = new Set<string>();
+  for (const fd of readdirSync("/proc/self/fd")) {
+    try {
+      const m = readlinkSync(`/proc/self/fd/${fd}`).match(/^socket:\[(\d+)\]$/);
+      if (m) inodes.add(m[1]!);
+    } catch {
+      // The fd closed while listing.
+    }
+  }
+  const ports = new Set<number>();
+  for (const table of ["/proc/net/tcp", "/proc/net/tcp6"]) {
+    for (const line of readFileSync(table, "utf8").split("\n").slice(1)) {
+      const f = line.trim().split(/\s+/);
+      // local_address is ADDR:PORT in hex; st 0A is LISTEN; the inode is the tenth field.
+      if (f[3] === "0A" && inodes.has(f[9]!)) ports.add(parseInt(f[1]!.split(":")[1]!, 16));
+    }
+  }
+  return ports;
+}
+
 async function getStatsOf(s: Stack): Promise<StatsDocument> {
   return (await fetch(`${s.adminUrl}/stats`)).json() as Promise<StatsDocument>;
 }
 
 describe("admin lifecycle", () => {
-  test("admin: false opens no admin port", async () => {
-    const b = await startBalancer(
-      validateConfig({ listen: { host: "127.0.0.1", port: 0 }, admin: false, log: { access: false }, healthCheck: false, backends: [{ url: "http://127.0.0.1:9" }] }),
-      { logger: silentLogger },
-    );
+  test("admin: false opens no admin port: this process listens on the proxy port alone", async () => {
+    const config = { listen: { host: "127.0.0.1", port: 0 }, log: { access: false }, healthCheck: false, backends: [{ url: "http://127.0.0.1:9" }] };
+    // The control: with an admin port, two new listening ports, and the second one answers.
+    const before = listeningPorts();
+    const on = await startBalancer(validateConfig({ ...config, admin: { host: "127.0.0.1", port: 0 } }), { logger: silentLogger });
     try {
-      expect(b.adminUrl).toBeUndefined();
+      const opened = [...listeningPorts()].filter((p) => !before.has(p)).sort();
+      const adminPort = Number(new URL(on.adminUrl!).port);
+      expect(opened).toEqual([on.port, adminPort].sort());
+      expect((await fetch(`${on.adminUrl}/healthz`)).status).toBe(200);
     } finally {
-      await b.stop(false);
+      await on.stop(false);
+    }
+    const off = await startBalancer(validateConfig({ ...config, admin: false }), { logger: silentLogger });
+    try {
+      expect(off.adminUrl).toBeUndefined();
+      expect([...listeningPorts()].filter((p) => !before.has(p))).toEqual([off.port]);
+      // Nor does the proxy port answer for it: /healthz goes to the (refusing) backend.
+      const res = await fetch(`${off.url}/healthz`);
+      expect(res.status).toBe(502);
+      expect(((await res.json()) as { error: string }).error).toBe("SY_UPSTREAM_FAILED");
+    } finally {
+      await off.stop(false);
     }
   });
 

@@ -52,15 +52,6 @@ export function traffic(url: string, concurrency = 2): { sent: () => number; sto
   };
 }
 
-/** Poll `condition` until it holds; fail with `what` after `timeoutMs`. */
-export async function waitFor(condition: () => boolean | Promise<boolean>, what: string, timeoutMs = 5000): Promise<void> {
-  const deadline = performance.now() + timeoutMs;
-  while (!(await condition())) {
-    if (performance.now() > deadline) throw new Error(`timed out after ${timeoutMs}ms waiting for ${what}`);
-    await Bun.sleep(20);
-  }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Server-sent events (https://html.spec.whatwg.org/multipage/server-sent-events.html)
 

@@ -2,7 +2,7 @@ import { afterEach, describe, expect, test } from "bun:test";
 import { BackendStatsPoller, normalize } from "../../src/admin/poller.ts";
 import { Backend } from "../../src/pool/backend.ts";
 import { startSimBackend, type SimBackend } from "../../sim/backend.ts";
-import { waitFor } from "./helpers.ts";
+import { waitFor } from "../helpers/wait.ts";
 
 const backend = (name: string, port = 1, statsPath: string | null = "/stats") =>
   new Backend({ name, url: `http://127.0.0.1:${port}`, statsPath: statsPath ?? undefined });

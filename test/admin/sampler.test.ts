@@ -1,7 +1,7 @@
 import { describe, expect, test } from "bun:test";
 import { Sampler } from "../../src/admin/sampler.ts";
 import { clock, fakeSource, serve } from "./fixtures.ts";
-import { waitFor } from "./helpers.ts";
+import { waitFor } from "../helpers/wait.ts";
 
 function setup(opts: ConstructorParameters<typeof Sampler>[1] = {}) {
   const src = fakeSource([

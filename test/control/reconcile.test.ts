@@ -12,7 +12,7 @@ import { PassiveHealth } from "../../src/health/passive.ts";
 import { Reconciler, ReconcileError, type BackendDefaults, type DesiredBackend } from "../../src/control/reconcile.ts";
 import type { StateChange } from "../../src/pool/backend.ts";
 import { startSimBackend, type SimBackend } from "../../sim/backend.ts";
-import { waitFor } from "../helpers/balancer.ts";
+import { waitFor } from "../helpers/wait.ts";
 
 const FAST_CHECK = { path: "/health", interval: "100ms", timeout: "500ms", rise: 1, fall: 1 };
 

@@ -10,7 +10,8 @@ import { loadConfigFile } from "../../src/config/load.ts";
 import { ControlError } from "../../src/control/control.ts";
 import { diffPaths, inForce, restartNeeded } from "../../src/control/diff.ts";
 import { validateConfig } from "../../src/config/load.ts";
-import { startRig, testEngine, waitFor, type TestRig } from "../helpers/balancer.ts";
+import { startRig, testEngine, type TestRig } from "../helpers/balancer.ts";
+import { waitFor } from "../helpers/wait.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "switchyard-reload-"));
 let n = 0;

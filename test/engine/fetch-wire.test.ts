@@ -5,7 +5,8 @@
  */
 import { afterEach, describe, expect, test } from "bun:test";
 import type { Socket, TCPSocketListener } from "bun";
-import { startRig, waitFor, type TestRig } from "../helpers/balancer.ts";
+import { startRig, type TestRig } from "../helpers/balancer.ts";
+import { waitFor } from "../helpers/wait.ts";
 import { rawExchange, startRecordingBackend, type RecordingBackend } from "./wire-helpers.ts";
 import type { EchoResponse } from "../../sim/backend.ts";
 

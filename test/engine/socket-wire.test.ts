@@ -3,7 +3,8 @@
  * backend that records every byte actually received (RFC 9112 throughout).
  */
 import { afterEach, describe, expect, test } from "bun:test";
-import { startRig, waitFor, type TestRig } from "../helpers/balancer.ts";
+import { startRig, type TestRig } from "../helpers/balancer.ts";
+import { waitFor } from "../helpers/wait.ts";
 import { countResponses, rawExchange, startRecordingBackend, type RecordingBackend } from "./wire-helpers.ts";
 
 let rig: TestRig | undefined;

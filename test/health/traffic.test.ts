@@ -3,8 +3,8 @@
  * backend serving 500s (with its limits), and slow start after readmission.
  */
 import { afterEach, describe, expect, test } from "bun:test";
-import { waitFor } from "../helpers/balancer.ts";
 import { record, reportMeasurements, startHealthRig, whoAnswers, type HealthRig } from "./helpers.ts";
+import { waitFor } from "../helpers/wait.ts";
 
 reportMeasurements();
 

@@ -12,6 +12,7 @@ import { Backend, type StateChange } from "../../src/pool/backend.ts";
 import { LocalPool } from "../../src/pool/pool.ts";
 import { createPolicy } from "../../src/policy/policy.ts";
 import { startSimBackend, type SimBackend } from "../../sim/backend.ts";
+import { waitFor } from "../helpers/wait.ts";
 
 describe("HealthTally: probing apart from flipping", () => {
   // Each row: start healthy?, rise, fall, results ("+" ok, "-" fail), expected flips per result.
@@ -140,7 +141,6 @@ describe("probes against real local servers", () => {
     expect(await run(p)).toEqual({ ok: false, detail: "timeout after 100ms" });
     expect(performance.now() - started).toBeLessThan(1000);
     // The aborted probe closed its request: the backend is not left holding it.
-    const { waitFor } = await import("../helpers/balancer.ts");
     await waitFor(() => sim.active === 0, "the hanging /health request to end");
   });
 
@@ -400,7 +400,6 @@ describe("PassiveHealth: outlier ejection rules", () => {
     pool.onStateChange((c) => seen.push(`${c.backend.name} ${c.from}->${c.to}`));
     failN(passive, list[0]!, 3);
     expect(passive.pendingTimers).toBe(1);
-    const { waitFor } = await import("../helpers/balancer.ts");
     await waitFor(() => passive.pendingTimers === 0, "the ejection to end", 2000);
     expect(seen).toEqual(["b1 up->ejected", "b1 ejected->up"]);
     expect(list[0]!.ejectedUntilMs).toBe(0);
@@ -416,7 +415,6 @@ describe("PassiveHealth: outlier ejection rules", () => {
     expect(b.lastChangeReason).toBe("passive: connection failed (ECONNREFUSED)");
     expect(b.stats.connectFailures).toBe(2);
     expect(passive.pendingTimers).toBe(1);
-    const { waitFor } = await import("../helpers/balancer.ts");
     await waitFor(() => b.isHealthy, "the timed re-admission", 2000);
     expect(b.lastChangeReason).toBe("passive: re-admitted after 30ms (no active check)");
 

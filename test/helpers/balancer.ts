@@ -75,13 +75,4 @@ export function testEngine(): { engine?: string } {
   return engine ? { engine } : {};
 }
 
-/** Poll `condition` until it holds; fail with `what` after `timeoutMs`. */
-export async function waitFor(condition: () => boolean | Promise<boolean>, what: string, timeoutMs = 5000): Promise<void> {
-  const deadline = performance.now() + timeoutMs;
-  while (!(await condition())) {
-    if (performance.now() > deadline) throw new Error(`timed out after ${timeoutMs}ms waiting for ${what}`);
-    await Bun.sleep(10);
-  }
-}
-
 export type { AccessEntry };

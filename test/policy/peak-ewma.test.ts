@@ -1,7 +1,8 @@
 import { afterEach, describe, expect, test } from "bun:test";
 import { PeakEwmaPolicy, cost } from "../../src/policy/peak-ewma.ts";
 import { backends, counts } from "./conformance.ts";
-import { startRig, waitFor, type TestRig } from "../helpers/balancer.ts";
+import { startRig, type TestRig } from "../helpers/balancer.ts";
+import { waitFor } from "../helpers/wait.ts";
 
 describe("peak-ewma policy", () => {
   test("cost is the average × (in-flight + 1) ÷ weight", () => {

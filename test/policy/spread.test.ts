@@ -4,6 +4,7 @@
 import { afterEach, expect, test } from "bun:test";
 import { startRig, type TestRig } from "../helpers/balancer.ts";
 import { POLICY_NAMES } from "../../src/policy/names.ts";
+import { waitFor } from "../helpers/wait.ts";
 
 let rig: TestRig | undefined;
 afterEach(async () => {
@@ -48,7 +49,7 @@ test("weighted-round-robin follows weights 5,1,1 end to end", async () => {
 test("least-connections sends new requests away from a backend busy with slow ones", async () => {
   rig = await startRig(3, { strategy: "least-connections" });
   const slow = Array.from({ length: 4 }, () => fetch(`${rig!.balancer.url}/delay/800`).then((r) => r.text()));
-  await Bun.sleep(100);
+  await waitFor(() => rig!.balancer.pool.backends.reduce((n, b) => n + b.inFlight, 0) === 4, "the four slow requests to be in flight");
   const busy = rig.balancer.pool.backends.map((b) => b.inFlight);
   rig.cluster.backends.forEach((b) => b.resetCount());
   await send(30, 1);

@@ -1,6 +1,7 @@
 import { afterEach, describe, expect, test } from "bun:test";
 import { AdmissionGate } from "../../src/proxy/gate.ts";
 import { startRig, type TestRig } from "../helpers/balancer.ts";
+import { waitFor } from "../helpers/wait.ts";
 
 describe("AdmissionGate", () => {
   test("admits up to the limit at once, then in arrival order", async () => {
@@ -64,7 +65,7 @@ describe("upstream concurrency through the proxy", () => {
     }, 5);
     const done: string[] = [];
     const first = fetch(`${rig.balancer.url}/delay/300`).then(async (r) => done.push(`first ${r.status}`));
-    await Bun.sleep(50);
+    await waitFor(() => rig!.cluster.backends.some((b) => b.active === 1), "the first request to reach a backend");
     const second = fetch(`${rig.balancer.url}/`).then(async (r) => done.push(`second ${r.status}`));
     await Promise.all([first, second]);
     clearInterval(sampler);

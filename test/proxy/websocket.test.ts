@@ -5,7 +5,8 @@
  * stats, a backend that dies (1011), 1,000 at once, and 1001 at shutdown.
  */
 import { afterEach, describe, expect, test } from "bun:test";
-import { startRig, waitFor, type TestRig } from "../helpers/balancer.ts";
+import { startRig, type TestRig } from "../helpers/balancer.ts";
+import { waitFor } from "../helpers/wait.ts";
 
 const rigs: TestRig[] = [];
 const sockets: WebSocket[] = [];

@@ -20,7 +20,7 @@ afterEach(() => {
 test("--help prints the usage and returns 0", async () => {
   expect(await runSimCli(["--help"])).toBe(0);
   expect(out.join("\n")).toBe(simHelp());
-  for (const flag of ["--count", "--base-port", "--host", "--name-prefix", "--latency", "--fail-rate", "--help"]) {
+  for (const flag of ["--count", "--base-port", "--host", "--name-prefix", "--name", "--latency", "--fail-rate", "--help"]) {
     expect(simHelp()).toContain(flag);
   }
 });
@@ -36,6 +36,9 @@ test.each([
   [["--fail-rate", "2"], '--fail-rate: invalid value "2": expected a number from 0 to 1'],
   [["--fail-rate", ""], '--fail-rate: invalid value "": expected a number from 0 to 1'],
   [["--host", ""], '--host: invalid value "": expected a non-empty value'],
+  [["--name", "app", "--count", "2"], "--name names one backend: it cannot be used with --count 2"],
+  [["--name", "app", "--name-prefix", "x-"], "--name and --name-prefix cannot be used together"],
+  [["--name", " "], '--name: invalid value " ": expected a non-empty value'],
   [["--bogus"], "Unknown option '--bogus'"],
   [["--count"], "--count"],
   [["extra"], "extra"],
@@ -54,6 +57,27 @@ test("a busy port returns 1 and names the backend", async () => {
     expect(err.join("\n")).toMatch(/backend-1: .*in use/);
   } finally {
     await squatter.stop(true);
+  }
+});
+
+test("--name runs one backend with exactly that name", async () => {
+  const p = Bun.spawn([process.execPath, "sim/main.ts", "--base-port", "0", "--name", "backend-2"], {
+    cwd: `${import.meta.dir}/../..`, stdout: "pipe", stderr: "pipe",
+  });
+  try {
+    const reader = p.stdout.getReader();
+    let text = "";
+    while (!/listening on (\S+)/.test(text)) {
+      const { done, value } = await reader.read();
+      if (done) throw new Error(`sim exited: ${text}`);
+      text += new TextDecoder().decode(value);
+    }
+    const url = text.match(/^backend-2 listening on (\S+)$/m)?.[1];
+    expect(url).toBeDefined();
+    expect(await (await fetch(`${url}/`)).text()).toBe("backend-2\n");
+  } finally {
+    p.kill("SIGTERM");
+    await p.exited;
   }
 });
 

@@ -2,15 +2,6 @@
 
 export { rawRequest, type RawResponse } from "../helpers/raw.ts";
 
-/** Polls `condition` every few ms until it holds; fails after `timeoutMs`. */
-export async function waitFor(condition: () => boolean, what: string, timeoutMs = 2000): Promise<void> {
-  const deadline = performance.now() + timeoutMs;
-  while (!condition()) {
-    if (performance.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await Bun.sleep(5);
-  }
-}
-
 /** The error code of a fetch that must fail (ECONNREFUSED; Bun 1.3 said ConnectionRefused). */
 export async function fetchErrorCode(url: string, init?: RequestInit): Promise<string> {
   try {

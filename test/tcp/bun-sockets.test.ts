@@ -4,7 +4,7 @@
  */
 import { afterEach, expect, test } from "bun:test";
 import type { Socket } from "bun";
-import { waitFor } from "./helpers.ts";
+import { waitFor } from "../helpers/wait.ts";
 
 const cleanups: (() => unknown)[] = [];
 afterEach(async () => {

@@ -1,19 +1,12 @@
 /**
  * Real TCP servers and clients for the layer-4 tests: echo, sink-then-reply and half-closing
  * backends, a client that streams a deterministic payload and hashes what comes back, a
- * loopback blackhole, and waitFor.
+ * loopback blackhole.
  */
 import type { Socket, TCPSocketListener } from "bun";
 import { dlopen, FFIType, ptr } from "bun:ffi";
 
-/** Polls `condition` every few ms until it holds; fails after `timeoutMs`. */
-export async function waitFor(condition: () => boolean, what: string, timeoutMs = 3000): Promise<void> {
-  const deadline = performance.now() + timeoutMs;
-  while (!condition()) {
-    if (performance.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await Bun.sleep(5);
-  }
-}
+import { waitFor } from "../helpers/wait.ts";
 
 /** Writes with Bun's unbuffered write(): keeps the rest and sends it from drain. */
 class Writer {

@@ -6,15 +6,18 @@ import { afterEach, expect, test } from "bun:test";
 import { startBalancer } from "../../src/balancer.ts";
 import { validateConfig } from "../../src/config/load.ts";
 import { silentLogger } from "../../src/log/logger.ts";
-import { waitFor } from "./helpers.ts";
+import { waitFor } from "../helpers/wait.ts";
+import { requirePrograms } from "../helpers/system.ts";
+
+const curl = requirePrograms("the curl-through-TCP-mode tests", { curl: "curl" });
 
 const cleanups: (() => unknown)[] = [];
 afterEach(async () => {
   for (const fn of cleanups.splice(0).reverse()) await fn();
 });
 
-test("curl: two URLs in one invocation reuse one connection through the balancer", async () => {
-  if (!Bun.which("curl")) throw new Error("curl is not on PATH (Debian package curl)");
+test.skipIf(curl.skip)("curl: two URLs in one invocation reuse one connection through the balancer", async () => {
+  curl.assertPresent();
   const backends = ["a", "b"].map((name) => {
     const server = Bun.serve({
       hostname: "127.0.0.1",

@@ -10,8 +10,9 @@ import { startTcpProxy } from "../../src/tcp/proxy.ts";
 import type { Backend } from "../../src/pool/backend.ts";
 import {
   connectClient, payloadHash, refusedPort, startBlackhole, startEarlyFinServer, startEchoServer,
-  startSummaryServer, streamThrough, waitFor, type Client,
+  startSummaryServer, streamThrough, type Client,
 } from "./helpers.ts";
+import { waitFor } from "../helpers/wait.ts";
 
 const cleanups: (() => unknown)[] = [];
 afterEach(async () => {

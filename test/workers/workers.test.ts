@@ -3,7 +3,8 @@
  * proxy port, in front of sim backends, with the owner in this test process.
  */
 import { afterEach, describe, expect, test } from "bun:test";
-import { startRig, waitFor, type TestRig } from "../helpers/balancer.ts";
+import { startRig, type TestRig } from "../helpers/balancer.ts";
+import { waitFor } from "../helpers/wait.ts";
 import { FAST_CHECK } from "../health/helpers.ts";
 import { alive, load, supervisorOf } from "./helpers.ts";
 import type { StateChange } from "../../src/pool/backend.ts";

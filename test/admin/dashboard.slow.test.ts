@@ -6,8 +6,7 @@
  * stops. Saves test-artifacts/dashboard.png.
  *
  * Chromium comes from apt (`apt-get install -y chromium`; .ci/run installs it when missing).
- * Where it is missing and apt-get exists, the test fails saying so; it is skipped, with a
- * message, only where Chromium cannot be installed at all (no apt-get).
+ * Where it is missing the tests are skipped with a notice; under CI=true they fail instead.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
@@ -16,17 +15,12 @@ import { join } from "node:path";
 import { chromium, type BrowserContext, type Page } from "playwright-core";
 import { createAdminApp } from "../../src/admin/app.ts";
 import { fakeSource } from "./fixtures.ts";
-import { startStack, traffic, waitFor } from "./helpers.ts";
+import { startStack, traffic } from "./helpers.ts";
+import { waitFor } from "../helpers/wait.ts";
+import { requirePrograms } from "../helpers/system.ts";
 
-const CHROMIUM = Bun.which("chromium") ?? (existsSync("/usr/bin/chromium") ? "/usr/bin/chromium" : undefined);
-const CAN_INSTALL = Bun.which("apt-get") !== null;
-const SKIP = CHROMIUM === undefined && !CAN_INSTALL;
-if (SKIP) {
-  console.warn(
-    "SKIPPED dashboard browser tests: Chromium is not on PATH and apt-get is not available to install it. " +
-      "Install Chromium (Debian: apt-get install -y chromium) to run them.",
-  );
-}
+const browser = requirePrograms("the dashboard browser tests", { chromium: "chromium" });
+const SKIP = browser.skip;
 
 const ARTIFACT = join(import.meta.dir, "../../test-artifacts/dashboard.png");
 
@@ -35,12 +29,10 @@ let userDataDir: string | undefined;
 
 beforeAll(async () => {
   if (SKIP) return;
-  if (CHROMIUM === undefined) {
-    throw new Error("Chromium is not installed: run `apt-get install -y chromium` (.ci/run does this when it is missing)");
-  }
+  browser.assertPresent();
   userDataDir = mkdtempSync(join(tmpdir(), "switchyard-chromium-"));
   context = await chromium.launchPersistentContext(userDataDir, {
-    executablePath: CHROMIUM,
+    executablePath: browser.path("chromium"),
     headless: true,
     args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
     viewport: { width: 1440, height: 900 },
