@@ -69,8 +69,7 @@ export interface ScannedResponse extends ScannedHead {
  * Field lines from `i` up to and including the blank line. Returns false to defer to llhttp.
  * Fills `out` and returns true on success.
  */
-function scanFields(b: Uint8Array, i: number, limit: number, out: ScannedHead): boolean {
-  const s = b as unknown as Latin1;
+function scanFields(b: Uint8Array, i: number, limit: number, out: ScannedHead, text: string, base: number): boolean {
   const fields = out.fields;
   let connection: string | undefined;
   for (;;) {
@@ -84,7 +83,7 @@ function scanFields(b: Uint8Array, i: number, limit: number, out: ScannedHead): 
     const nameStart = i;
     while (i < limit && TCHAR[b[i]!] === 1) i++;
     if (i === nameStart || i >= limit || b[i] !== COLON) return false;
-    const name = s.latin1Slice(nameStart, i);
+    const name = text.slice(nameStart - base, i - base);
     i++;
     // OWS, value, OWS, CRLF.
     while (i < limit && (b[i] === SP || b[i] === 9)) i++;
@@ -98,7 +97,7 @@ function scanFields(b: Uint8Array, i: number, limit: number, out: ScannedHead): 
     }
     if (i + 1 >= limit || b[i] !== CR || b[i + 1] !== LF) return false;
     i += 2;
-    const value = s.latin1Slice(valueStart, valueEnd);
+    const value = text.slice(valueStart - base, valueEnd - base);
     const lower = lowerName(name);
     switch (lower) {
       case "content-length": {
@@ -130,6 +129,18 @@ function scanFields(b: Uint8Array, i: number, limit: number, out: ScannedHead): 
   return true;
 }
 
+const HEAD_END = Buffer.from("\r\n\r\n");
+
+/**
+ * Where the head starting at `from` ends (just past its blank line), or -1 when it does not
+ * end within this read and `maxHead` bytes: llhttp's case (a partial head, or a 431).
+ */
+function headLimit(b: Uint8Array, from: number, maxHead: number): number {
+  const at = (b as Buffer).indexOf(HEAD_END, from);
+  if (at === -1 || at + 4 - from > maxHead) return -1;
+  return at + 4;
+}
+
 /** "HTTP/1.1" or "HTTP/1.0" at i: the minor version, or -1. */
 function version(b: Uint8Array, i: number): number {
   if (b[i] !== 72 || b[i + 1] !== 84 || b[i + 2] !== 84 || b[i + 3] !== 80 || b[i + 4] !== 47 || b[i + 5] !== 49 || b[i + 6] !== 46) return -1;
@@ -142,12 +153,14 @@ function version(b: Uint8Array, i: number): number {
  * Undefined: let llhttp read these bytes.
  */
 export function scanRequest(b: Uint8Array, from: number, maxHead: number): ScannedRequest | undefined {
-  const limit = Math.min(b.length, from + maxHead);
-  const s = b as unknown as Latin1;
+  const limit = headLimit(b, from, maxHead);
+  if (limit === -1) return undefined;
+  // One string for the whole head, sliced below: one crossing into native code, not one per field.
+  const text = (b as unknown as Latin1).latin1Slice(from, limit);
   let i = from;
   while (i < limit && TCHAR[b[i]!] === 1) i++;
   if (i === from || i >= limit || b[i] !== SP) return undefined;
-  const method = s.latin1Slice(from, i);
+  const method = text.slice(0, i - from);
   if (!METHODS.has(method)) return undefined;
   const targetStart = ++i;
   // origin-form only: other forms (absolute, asterisk) go the careful way.
@@ -158,13 +171,13 @@ export function scanRequest(b: Uint8Array, from: number, maxHead: number): Scann
     i++;
   }
   if (i >= limit || b[i] !== SP) return undefined;
-  const target = s.latin1Slice(targetStart, i);
+  const target = text.slice(targetStart - from, i - from);
   const minor = version(b, i + 1);
   if (minor === -1 || b[i + 9] !== CR || b[i + 10] !== LF) return undefined;
   const out: ScannedRequest = {
     method, target, headEnd: 0, end: 0, fields: [], contentLength: -1, keepAlive: minor === 1, http10: minor === 0,
   };
-  if (!scanFields(b, i + 11, limit, out)) return undefined;
+  if (!scanFields(b, i + 11, limit, out, text, from)) return undefined;
   out.end = out.headEnd + (out.contentLength > 0 ? out.contentLength : 0);
   return out.end <= b.length ? out : undefined;
 }
@@ -174,8 +187,9 @@ export function scanRequest(b: Uint8Array, from: number, maxHead: number): Scann
  * (not 1xx), and a body framed by Content-Length (or none: HEAD, 204, 304) in the same buffer.
  */
 export function scanResponse(b: Uint8Array, from: number, maxHead: number, head: boolean): ScannedResponse | undefined {
-  const limit = Math.min(b.length, from + maxHead);
-  const s = b as unknown as Latin1;
+  const limit = headLimit(b, from, maxHead);
+  if (limit === -1) return undefined;
+  const text = (b as unknown as Latin1).latin1Slice(from, limit);
   const minor = version(b, from);
   if (minor === -1 || b[from + 8] !== SP) return undefined;
   const d0 = b[from + 9]! - 48;
@@ -188,10 +202,10 @@ export function scanResponse(b: Uint8Array, from: number, maxHead: number, head:
   while (i < limit && VALUE[b[i]!] === 1) i++;
   if (i + 1 >= limit || b[i] !== CR || b[i + 1] !== LF) return undefined;
   const out: ScannedResponse = {
-    status, statusText: s.latin1Slice(reasonStart, i), headEnd: 0, end: 0, fields: [], contentLength: -1,
+    status, statusText: text.slice(reasonStart - from, i - from), headEnd: 0, end: 0, fields: [], contentLength: -1,
     keepAlive: minor === 1, http10: minor === 0,
   };
-  if (!scanFields(b, i + 2, limit, out)) return undefined;
+  if (!scanFields(b, i + 2, limit, out, text, from)) return undefined;
   const bodiless = head || status === 204 || status === 304;
   // Without a length the body runs to the close (RFC 9112 §6.3): llhttp's case.
   if (!bodiless && out.contentLength === -1) return undefined;
