@@ -46,10 +46,6 @@ export class FieldList implements HeaderFields {
     this.f = f;
   }
 
-  get size(): number {
-    return this.f.length / 3;
-  }
-
   get(name: string): string | null {
     const f = this.f;
     let out: string | null = null;
@@ -151,12 +147,6 @@ export class FieldList implements HeaderFields {
     return s;
   }
 
-  /** [name, value] pairs in order, names as received. */
-  entries(): [string, string][] {
-    const out: [string, string][] = [];
-    for (let i = 0; i < this.f.length; i += 3) out.push([this.f[i]!, this.f[i + 2]!]);
-    return out;
-  }
 }
 
 /**

@@ -36,9 +36,6 @@ export interface SocketEngineOptions extends SocketEngineSettings {
 
 export interface SocketEngine {
   readonly port: number;
-  /** Connections open now from clients, and to backends (idle or busy). */
-  readonly clientConnections: number;
-  readonly upstreamConnections: number;
   /** Renewed certificates (a reload re-read them): new handshakes use them, by server name. */
   renewTls(m: TlsMaterial): void;
   /** A backend left the pool (reconcile): close its idle upstream connections now. */
@@ -160,12 +157,6 @@ export function startSocketEngine(opts: SocketEngineOptions): SocketEngine {
   let stopped: Promise<void> | undefined;
   return {
     port: listener.port,
-    get clientConnections() {
-      return connections.size;
-    },
-    get upstreamConnections() {
-      return pool.open;
-    },
     closeIdle(backend) {
       pool.closeIdle(backend);
     },

@@ -53,7 +53,6 @@ export type Framing = "none" | "length" | "chunked" | "close" | "tunnel";
 export class SocketResponse implements UpstreamResponse {
   /** Body pieces that arrived before a sink was attached. */
   held: Uint8Array[] = [];
-  heldBytes = 0;
   complete = false;
   failure: { by: "client" | "backend"; detail: string } | undefined;
   sink: ResponseSink | undefined;
@@ -113,8 +112,6 @@ export class UpstreamConn implements BodySink, CancelListener, ParserHost {
   reused = false;
   closed = false;
   idleSince = 0;
-  /** @internal Counted in the pool's `open`. */
-  counted = false;
   /** TLS: the handshake is over and acceptable (it may end before Bun.connect's promise settles). */
   tlsReady = false;
 
@@ -362,7 +359,6 @@ export class UpstreamConn implements BodySink, CancelListener, ParserHost {
       }
     } else {
       res.held.push(chunk);
-      res.heldBytes += chunk.length;
     }
   }
 
@@ -400,7 +396,6 @@ export class UpstreamConn implements BodySink, CancelListener, ParserHost {
     const res = this.res;
     if (res !== undefined) {
       res.held.push(chunk);
-      res.heldBytes += chunk.length;
     }
   }
 
@@ -537,8 +532,6 @@ export class UpstreamPool {
   private readonly dialling = new Map<UpstreamConn, { resolve(c: UpstreamConn): void; reject(e: unknown): void }>();
   /** TLS connections whose socket is open, waiting for the end of their handshake. */
   private readonly handshaking = new Map<UpstreamConn, () => void>();
-  /** Connections open now (idle or busy), for /stats and tests. */
-  open = 0;
 
   constructor(
     /** Replaced by a reload; connections read it when they open. */
@@ -603,8 +596,6 @@ export class UpstreamPool {
           socket.setNoDelay(true);
           conn.socket = socket;
           conn.outbox = new Outbox(socket as Socket<unknown>);
-          conn.counted = true;
-          this.open++;
           // TLS: ready once the handshake is over (onHandshake), not when the socket opens.
           if (tls === undefined || conn.tlsReady) done(undefined, conn);
           else this.handshaking.set(conn, () => done(undefined, conn));
@@ -639,12 +630,8 @@ export class UpstreamPool {
     stack.push(conn);
   }
 
-  /** @internal A connection closed: drop it from the idle stack and the count. */
+  /** @internal A connection closed: drop it from the idle stack. */
   forget(conn: UpstreamConn): void {
-    if (conn.counted) {
-      conn.counted = false;
-      this.open--;
-    }
     const stack = this.idle.get(conn.backend);
     if (stack === undefined) return;
     const i = stack.indexOf(conn);
@@ -659,12 +646,6 @@ export class UpstreamPool {
     }
   }
 
-  /** Idle connections kept now, over all backends. */
-  get idleCount(): number {
-    let n = 0;
-    for (const s of this.idle.values()) n += s.length;
-    return n;
-  }
 
   /** Close every idle connection (shutdown, or a backend removed). */
   closeIdle(backend?: Backend): void {
