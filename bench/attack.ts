@@ -20,7 +20,8 @@ import { parseArgs } from "node:util";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { Socket, Subprocess } from "bun";
+import type { Socket } from "bun";
+import { Processes, has, waitUp, wrk as runWrk, type WrkResult } from "./harness.ts";
 
 const { values } = parseArgs({
   args: Bun.argv.slice(2),
@@ -31,10 +32,9 @@ const { values } = parseArgs({
     engines: { type: "string", default: "fetch,socket" },
   },
 });
-const root = join(import.meta.dir, "..");
+const procs = new Processes();
 const dir = mkdtempSync(join(tmpdir(), "switchyard-attack-"));
-const procs: Subprocess[] = [];
-if (Bun.which("wrk") === null) {
+if (!has("wrk")) {
   console.error("bench/attack.ts needs wrk: apt-get install wrk");
   process.exit(2);
 }
@@ -45,46 +45,10 @@ type Engine = keyof typeof PROXY_PORT;
 const duration = Number(values.duration);
 const attackers = Number(values.attackers);
 
-function spawn(cmd: string[]): Subprocess {
-  const p = Bun.spawn(cmd, { cwd: root, stdout: "ignore", stderr: "inherit" });
-  procs.push(p);
-  return p;
-}
+type Run = Pick<WrkResult, "rps" | "p99" | "errors">;
 
-async function waitUp(port: number): Promise<void> {
-  const deadline = Date.now() + 10_000;
-  while (Date.now() < deadline) {
-    try {
-      await (await fetch(`http://127.0.0.1:${port}/`)).arrayBuffer();
-      return;
-    } catch {
-      await Bun.sleep(50);
-    }
-  }
-  throw new Error(`nothing answered on port ${port}`);
-}
-
-async function cleanup(): Promise<void> {
-  for (const p of procs) if (p.exitCode === null) p.kill("SIGTERM");
-  await Promise.all(procs.map((p) => p.exited));
-}
-process.on("SIGINT", () => void cleanup().then(() => process.exit(130)));
-
-interface Run {
-  rps: number;
-  p99: string;
-  errors: number;
-}
-
-async function wrk(port: number): Promise<Run> {
-  const p = Bun.spawn(["wrk", "-t1", `-c${values.connections}`, `-d${duration}s`, "--latency", `http://127.0.0.1:${port}/`], { stdout: "pipe" });
-  const out = await new Response(p.stdout).text();
-  await p.exited;
-  return {
-    rps: Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? 0),
-    p99: /^\s+99%\s+(\S+)/m.exec(out)?.[1] ?? "?",
-    errors: Number(/Non-2xx or 3xx responses:\s+(\d+)/.exec(out)?.[1] ?? 0) + Number(/Socket errors:.*?(\d+)/.exec(out)?.[1] ?? 0),
-  };
+function wrk(port: number): Promise<Run> {
+  return runWrk("", port, { connections: Number(values.connections), duration, threads: 1 });
 }
 
 type Kind = "slow-upload" | "slow-loris";
@@ -143,7 +107,7 @@ function attack(port: number, kind: Kind, count: number): { stop(): Promise<void
 }
 
 try {
-  spawn([process.execPath, "sim/main.ts", "--count", "3", "--base-port", String(BACKEND_BASE)]);
+  procs.spawn([process.execPath, "sim/main.ts", "--count", "3", "--base-port", String(BACKEND_BASE)]);
   await waitUp(BACKEND_BASE);
   const engines = values.engines!.split(",") as Engine[];
   const rows: string[] = [];
@@ -155,7 +119,7 @@ try {
       log: { access: false }, healthCheck: { type: "tcp", interval: "2s" },
       backends: [0, 1, 2].map((i) => ({ url: `http://127.0.0.1:${BACKEND_BASE + i}` })),
     }));
-    const proc = spawn([process.execPath, "src/cli.ts", "serve", "--config", config]);
+    const proc = procs.spawn([process.execPath, "src/cli.ts", "serve", "--config", config]);
     await waitUp(port);
     // Warm-up, discarded.
     await wrk(port);
@@ -184,5 +148,5 @@ try {
   console.log("| --- | --- | --- | --- | --- | --- | --- |");
   for (const r of rows) console.log(r);
 } finally {
-  await cleanup();
+  await procs.stop();
 }

@@ -7,6 +7,7 @@
 import { afterEach, expect, test } from "bun:test";
 import type { Socket } from "bun";
 import { startCluster } from "../../sim/cluster.ts";
+import { spawnBalancer } from "../helpers/subprocess.ts";
 
 const cleanups: (() => unknown)[] = [];
 afterEach(async () => {
@@ -16,44 +17,19 @@ afterEach(async () => {
 const MB = 1024 * 1024;
 const SIZE = 200 * MB;
 
-async function rss(pid: number): Promise<number> {
-  const kb = /^VmRSS:\s+(\d+) kB$/m.exec(await Bun.file(`/proc/${pid}/status`).text())?.[1];
-  if (kb === undefined) throw new Error(`no VmRSS for ${pid}`);
-  return Number(kb) * 1024;
-}
-
 /** A socket-engine balancer in a subprocess, and a sampler of its peak RSS. */
-async function spawnBalancer(backendUrl: string): Promise<{ port: number; peak: () => Promise<number> }> {
-  const config = {
+function startSocketBalancer(backendUrl: string) {
+  return spawnBalancer({
     engine: "socket", listen: { host: "127.0.0.1", port: 0 }, admin: false, healthCheck: false,
     log: { access: false }, limits: { maxBodySize: "300MB" }, retry: { perTryTimeout: "30s", timeout: "30s" },
     backends: [{ url: backendUrl }],
-  };
-  const proc = Bun.spawn([process.execPath, `${import.meta.dir}/../tcp/fixtures/tcp-balancer.ts`, JSON.stringify(config)], {
-    stdin: "pipe", stdout: "pipe", stderr: "inherit",
-  });
-  cleanups.push(async () => {
-    proc.kill();
-    await proc.exited;
-  });
-  const reader = proc.stdout.getReader();
-  let out = "";
-  while (!out.includes("\n")) {
-    const { value, done } = await reader.read();
-    if (done) throw new Error(`the balancer exited before printing its port: ${out}`);
-    out += new TextDecoder().decode(value);
-  }
-  reader.releaseLock();
-  let peak = await rss(proc.pid);
-  const sampler = setInterval(() => void rss(proc.pid).then((r) => (peak = Math.max(peak, r)), () => {}), 20);
-  cleanups.push(() => clearInterval(sampler));
-  return { port: Number(out.trim()), peak: async () => Math.max(peak, await rss(proc.pid)) };
+  }, cleanups);
 }
 
 test("a 200 MB download to a client reading at 1 MB/s keeps the proxy under 150 MB RSS", async () => {
   const cluster = await startCluster({ count: 1, basePort: 0 });
   cleanups.push(() => cluster.stop());
-  const b = await spawnBalancer(cluster.backends[0]!.url);
+  const b = await startSocketBalancer(cluster.backends[0]!.url);
   let received = 0;
   let headEnd = -1;
   let fast = false;
@@ -113,7 +89,7 @@ test("a 200 MB upload to a backend reading at 1 MB/s keeps the proxy under 150 M
     },
   });
   cleanups.push(() => backend.stop(true));
-  const b = await spawnBalancer(`http://127.0.0.1:${backend.port}`);
+  const b = await startSocketBalancer(`http://127.0.0.1:${backend.port}`);
   let answer = "";
   let drained!: () => void;
   let closed!: () => void;

@@ -6,6 +6,7 @@
  */
 import { afterEach, expect, test } from "bun:test";
 import { startCluster } from "../../sim/cluster.ts";
+import { spawnBalancer } from "../helpers/subprocess.ts";
 
 const cleanups: (() => unknown)[] = [];
 afterEach(async () => {
@@ -15,45 +16,19 @@ afterEach(async () => {
 const MB = 1024 * 1024;
 const SIZE = 50 * MB;
 
-async function rss(pid: number): Promise<number> {
-  const kb = /^VmRSS:\s+(\d+) kB$/m.exec(await Bun.file(`/proc/${pid}/status`).text())?.[1];
-  if (kb === undefined) throw new Error(`no VmRSS for ${pid}`);
-  return Number(kb) * 1024;
-}
-
 /** A balancer on `engine` in a subprocess; its RSS when idle, and a sampler of its peak. */
-async function spawnBalancer(engine: string, backendUrl: string): Promise<{ port: number; base: number; peak: () => Promise<number> }> {
-  const config = {
+function startBalancerOn(engine: string, backendUrl: string) {
+  return spawnBalancer({
     engine, listen: { host: "127.0.0.1", port: 0 }, admin: false, healthCheck: false,
     log: { access: false }, backends: [{ url: backendUrl }],
-  };
-  const proc = Bun.spawn([process.execPath, `${import.meta.dir}/../tcp/fixtures/tcp-balancer.ts`, JSON.stringify(config)], {
-    stdin: "pipe", stdout: "pipe", stderr: "inherit",
-  });
-  cleanups.push(async () => {
-    proc.kill();
-    await proc.exited;
-  });
-  const reader = proc.stdout.getReader();
-  let out = "";
-  while (!out.includes("\n")) {
-    const { value, done } = await reader.read();
-    if (done) throw new Error(`the balancer exited before printing its port: ${out}`);
-    out += new TextDecoder().decode(value);
-  }
-  reader.releaseLock();
-  const base = await rss(proc.pid);
-  let peak = base;
-  const sampler = setInterval(() => void rss(proc.pid).then((r) => (peak = Math.max(peak, r)), () => {}), 20);
-  cleanups.push(() => clearInterval(sampler));
-  return { port: Number(out.trim()), base, peak: async () => Math.max(peak, await rss(proc.pid)) };
+  }, cleanups);
 }
 
 for (const engine of ["fetch", "socket"]) {
   test(`${engine} engine: 50 MB of messages to a client that stops reading for 3 s keeps the proxy's RSS growth under 25 MB`, async () => {
     const cluster = await startCluster({ count: 1, basePort: 0 });
     cleanups.push(() => cluster.stop());
-    const b = await spawnBalancer(engine, cluster.backends[0]!.url);
+    const b = await startBalancerOn(engine, cluster.backends[0]!.url);
     const ws = new WebSocket(`ws://127.0.0.1:${b.port}/ws?send=${SIZE}&size=65536`) as WebSocket & { pause(): boolean; resume(): boolean };
     cleanups.push(() => ws.close());
     let received = 0;
