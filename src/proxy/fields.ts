@@ -139,6 +139,11 @@ export class FieldList implements HeaderFields {
     f.length = w;
   }
 
+  /** The lines as [name, lowerName, value] triples, for a writer that encodes them itself. */
+  get lines(): readonly string[] {
+    return this.f;
+  }
+
   /** Each line as "Name: value\r\n", in order: the head's field section (RFC 9112 §5). */
   serialize(): string {
     const f = this.f;

@@ -23,7 +23,7 @@ import { HTTPParser, METHODS, createParser, isParseError, type LlhttpParser, typ
 import { Outbox, HIGH_WATER } from "./outbox.ts";
 import { scanRequest } from "./scan.ts";
 import { ALLOW, refusedMethod } from "../../proxy/methods.ts";
-import { headAndBody, latin1Bytes } from "./bytes.ts";
+import { headWriter, latin1Bytes } from "./bytes.ts";
 import { RequestBody, chunkHead, CRLF, LAST_CHUNK } from "./request-body.ts";
 import type { InterimSink, ResponseSink, SocketResponse } from "./upstream.ts";
 import { isWebSocketUpgrade, WEBSOCKET } from "../../proxy/upgrade.ts";
@@ -142,18 +142,17 @@ export class Exchange implements ResponseSink, InterimSink {
     }
     if (this.closeAfter) h.append("Connection", "close");
     else if (this.http10) h.append("Connection", "keep-alive");
-    const headText = `HTTP/1.1 ${res.status} ${res.statusText}\r\n${h.serialize()}\r\n`;
+    const w = headWriter.begin().text("HTTP/1.1 ").int(res.status).text(" ").text(res.statusText).text("\r\n").fields(h);
     const held = res.held;
     if (held.length === 0 && !(res.complete && this.chunkedOut)) {
-      this.conn.write(latin1Bytes(headText));
+      this.conn.write(w.done(), true);
     } else if (held.length === 1 && !this.chunkedOut) {
       // The common small answer: head and body in one buffer, one write.
       const body = held[0]!;
       this.bytesOut += body.length;
-      this.conn.write(headAndBody(headText, body));
+      this.conn.write(w.done(body), true);
     } else {
-      const head = latin1Bytes(headText);
-      const parts: Uint8Array[] = [head];
+      const parts: Uint8Array[] = [w.done().slice()];
       for (const c of held) this.frame(parts, c);
       if (res.complete && this.chunkedOut) parts.push(LAST_CHUNK);
       this.conn.write(Buffer.concat(parts));
@@ -286,9 +285,10 @@ export class ClientConnection implements ParserHost {
     this.deadline = wait === Wait.None || ms <= 0 ? 0 : performance.now() + ms;
   }
 
-  write(data: Uint8Array): void {
+  /** `transient`: a view of the shared head buffer (bytes.ts), copied if it cannot all go now. */
+  write(data: Uint8Array, transient = false): void {
     if (this.closed) return;
-    this.outbox.write(data);
+    this.outbox.write(data, transient);
     if (this.outbox.full && this.writeDeadline === 0) {
       this.writeDeadline = performance.now() + this.env.idleTimeout;
     }

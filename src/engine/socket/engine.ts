@@ -7,10 +7,11 @@
 import type { Socket, SocketHandler, TCPSocketListener } from "bun";
 import type { Backend } from "../../pool/backend.ts";
 import type { Logger } from "../../log/logger.ts";
-import { createForwarder, type ForwardOptions, type ForwardRequest, type Wire } from "../../proxy/forward.ts";
+import { createForwarder, type ForwardOptions, type ForwardRequest, type SendProgress, type Wire } from "../../proxy/forward.ts";
+import type { Cancel } from "../../proxy/cancel.ts";
 import { isIdempotent } from "../../proxy/retry.ts";
 import { ClientConnection, Exchange, type ClientEnv, type ClientLimits } from "./client.ts";
-import { headAndBody, latin1Bytes } from "./bytes.ts";
+import { headWriter } from "./bytes.ts";
 import { UpstreamPool, type UpstreamConn, type SocketResponse, type UpstreamPoolOptions } from "./upstream.ts";
 import { requestUpgrade } from "../../proxy/upgrade.ts";
 import type { TlsMaterial } from "../../tls/certificates.ts";
@@ -78,21 +79,13 @@ export function startSocketEngine(opts: SocketEngineOptions): SocketEngine {
 
   const wire: Wire<Exchange, void> = {
     send(backend, req, cancel, progress) {
-      const ex = req.own;
-      const head = requestHead(backend, req);
       // A streamed body reports its sending (timeouts.send), so a slow client's upload never
       // runs the backend's head timers; a whole one goes in one write and needs none.
-      if (head.stream !== undefined) {
-        progress.sendWaiting();
-        const idle = pool.take(backend);
-        const send = (c: UpstreamConn) => c.request(head.bytes, head.stream, req.method, cancel, ex, false, progress);
-        return idle !== undefined ? send(idle) : pool.connect(backend, cancel).then(send);
-      }
+      const streamed = req.own.body !== undefined && !req.replayable;
+      if (streamed) progress.sendWaiting();
       const idle = pool.take(backend);
-      if (idle === undefined) return pool.connect(backend, cancel).then((c) => c.request(head.bytes, undefined, req.method, cancel, ex));
-      // On a reused connection the backend may have closed as we sent: such a request goes
-      // once more on a fresh one when that cannot repeat an action (idempotent, body held).
-      return idle.request(head.bytes, head.stream, req.method, cancel, ex, req.replayable && isIdempotent(req.method));
+      if (idle !== undefined) return issue(idle, backend, req, cancel, streamed ? progress : undefined, true);
+      return pool.connect(backend, cancel).then((c) => issue(c, backend, req, cancel, streamed ? progress : undefined, false));
     },
     respond: (req, res, end) => req.own.respond(res as SocketResponse, end),
     answer: (req, a) => req.own.answer(a),
@@ -201,28 +194,43 @@ export function startSocketEngine(opts: SocketEngineOptions): SocketEngine {
 }
 
 /**
+ * One try's request on connection `c`: the head is built now, in the shared head buffer
+ * (bytes.ts), and written at once.
+ */
+function issue(c: UpstreamConn, backend: Backend, req: ForwardRequest<Exchange>, cancel: Cancel, progress: SendProgress | undefined, reused: boolean): Promise<SocketResponse> {
+  const ex = req.own;
+  const stream = progress !== undefined ? ex.body : undefined;
+  const head = requestHead(backend, req, stream !== undefined);
+  if (stream !== undefined) return c.request(head, stream, req.method, cancel, ex, false, progress);
+  // On a reused connection the backend may have closed as we sent: such a request goes
+  // once more on a fresh one when that cannot repeat an action (idempotent, body held).
+  return c.request(head, undefined, req.method, cancel, ex, reused && req.replayable && isIdempotent(req.method));
+}
+
+/**
  * The request head for one try: request line, the fields after the header rules, and the
  * framing for this hop. A body read whole goes in the same write with a Content-Length; a
- * streamed one keeps its Content-Length or goes chunked.
+ * streamed one keeps its Content-Length or goes chunked. The bytes are the shared head
+ * buffer's: valid until the next head is built.
  */
-function requestHead(backend: Backend, req: ForwardRequest<Exchange>): { bytes: Uint8Array; stream: import("./request-body.ts").RequestBody | undefined } {
+function requestHead(backend: Backend, req: ForwardRequest<Exchange>, streamed: boolean): Uint8Array {
   const ex = req.own;
   const h = ex.headers;
   const body = ex.body;
-  let stream: typeof body;
   let whole: Uint8Array | undefined;
+  let chunked = false;
   if (body !== undefined) {
-    if (req.replayable) {
+    if (!streamed) {
       whole = body.bytes();
       h.set("content-length", String(whole.length));
-    } else {
-      stream = body;
-      if (body.chunked) h.set("transfer-encoding", "chunked");
+    } else if (body.chunked) {
+      chunked = true;
+      h.set("transfer-encoding", "chunked");
     }
   }
   // A WebSocket handshake asks this backend for the upgrade on this hop (proxy/upgrade.ts).
   if (ex.upgrade !== undefined) requestUpgrade(h);
-  const text = `${req.method} ${backend.basePath}${ex.target} HTTP/1.1\r\n${h.serialize()}\r\n`;
-  if (stream !== undefined) h.delete("transfer-encoding");
-  return { bytes: whole === undefined || whole.length === 0 ? latin1Bytes(text) : headAndBody(text, whole), stream };
+  const w = headWriter.begin().text(req.method).text(" ").text(backend.basePath).text(ex.target).text(" HTTP/1.1\r\n").fields(h);
+  if (chunked) h.delete("transfer-encoding");
+  return w.done(whole);
 }

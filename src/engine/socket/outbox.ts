@@ -17,17 +17,21 @@ export class Outbox {
 
   constructor(private readonly socket: Socket<unknown>) {}
 
-  /** Write now what the kernel takes, keep the rest. False once the socket is closed. */
-  write(data: Uint8Array): boolean {
+  /**
+   * Write now what the kernel takes, keep the rest. False once the socket is closed.
+   * `transient`: `data` is a view of a buffer that is about to be reused (bytes.ts headWriter),
+   * so what is kept is copied.
+   */
+  write(data: Uint8Array, transient = false): boolean {
     if (this.pending > 0) {
-      this.chunks.push(data);
+      this.chunks.push(transient ? data.slice() : data);
       this.pending += data.length;
       return true;
     }
     const n = this.socket.write(data);
     if (n < 0) return false;
     if (n < data.length) {
-      const rest = data.subarray(n);
+      const rest = transient ? data.slice(n) : data.subarray(n);
       this.chunks.push(rest);
       this.pending += rest.length;
     }

@@ -95,6 +95,9 @@ interface PendingHead {
   reject(e: unknown): void;
 }
 
+/** Up to this size a replayable head is copied into a buffer the connection keeps. */
+const REPLAY_KEEP = 4096;
+
 const upstreamHandlers: SocketHandler<UpstreamConn> = {
   data: (s, chunk) => s.data.onData(chunk),
   drain: (s) => s.data.onDrain(),
@@ -138,8 +141,13 @@ export class UpstreamConn implements BodySink, CancelListener, ParserHost {
   /** llhttp holds no partial message: the next read may take the fast path (ParserHost). */
   atStart = true;
   private cancel: Cancel | undefined;
-  /** The current request's head and method, kept only while it may be replayed (see request()). */
+  /**
+   * The current request's head (and whole body), kept only while it may be replayed (see
+   * request()): a copy, since what request() is given is the shared head buffer (bytes.ts).
+   * Copied into a buffer this connection keeps, so a replayable GET allocates nothing.
+   */
   private head: Uint8Array | undefined;
+  private replayBuf: Uint8Array | undefined;
   private method = "GET";
   /** Set while this connection is in an exchange; the pool takes it back when done. */
   private inUse = false;
@@ -172,7 +180,7 @@ export class UpstreamConn implements BodySink, CancelListener, ParserHost {
   ): Promise<SocketResponse> {
     this.progress = progress;
     this.bodyWritten = false;
-    this.head = replayStale ? head : undefined;
+    this.head = replayStale ? this.keepForReplay(head) : undefined;
     this.method = method;
     this.inUse = true;
     this.gotBytes = false;
@@ -185,9 +193,9 @@ export class UpstreamConn implements BodySink, CancelListener, ParserHost {
     const promise = new Promise<SocketResponse>((resolve, reject) => (this.pending = { resolve, reject }));
     if (body === undefined) {
       this.sendingBody = false;
-      this.outbox.write(head);
+      this.outbox.write(head, true);
     } else {
-      this.outbox.write(head);
+      this.outbox.write(head, true);
       this.sendingBody = true;
       this.body = body;
       this.chunked = body.chunked;
@@ -195,6 +203,15 @@ export class UpstreamConn implements BodySink, CancelListener, ParserHost {
       this.reportSending();
     }
     return promise;
+  }
+
+  private keepForReplay(head: Uint8Array): Uint8Array {
+    // A large whole body is copied for this request only, not kept with the connection.
+    if (head.length > REPLAY_KEEP) return head.slice();
+    let buf = this.replayBuf;
+    if (buf === undefined || buf.length < head.length) buf = this.replayBuf = new Uint8Array(Math.min(REPLAY_KEEP, Math.max(512, head.length * 2)));
+    buf.set(head);
+    return buf.subarray(0, head.length);
   }
 
   // BodySink: a streamed request body.
