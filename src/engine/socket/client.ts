@@ -79,9 +79,15 @@ const REASONS: Record<number, string> = {
 };
 
 /** One request and its answer on a client connection. */
-export class Exchange implements ResponseSink, InterimSink {
+export class Exchange implements ResponseSink, InterimSink, ForwardRequest<Exchange> {
   /** Aborted when the client goes away, or with a ClientFault when it breaks a rule. */
   readonly cancel = new Cancel();
+  // ForwardRequest's fields beside method, target, headers and cancel.
+  readonly own = this;
+  readonly clientIp: string;
+  readonly proto: "http" | "https";
+  /** Set when forwarding starts (request()). */
+  replayable = true;
   body: RequestBody | undefined;
   /** The whole request has been parsed. */
   parsed = false;
@@ -110,6 +116,8 @@ export class Exchange implements ResponseSink, InterimSink {
     readonly headers: FieldList,
   ) {
     this.closeAfter = !keepAlive || http10;
+    this.clientIp = conn.clientIp;
+    this.proto = conn.env.proto;
   }
 
   /** Interim responses from the backend (103 Early Hints, 102): passed on to HTTP/1.1 clients. */
@@ -228,12 +236,10 @@ export class Exchange implements ResponseSink, InterimSink {
     this.done = true;
   }
 
-  /** As a ForwardRequest for the shared loop. */
+  /** As a ForwardRequest for the shared loop: the exchange is one itself (no object per request). */
   request(replayable: boolean): ForwardRequest<Exchange> {
-    return {
-      method: this.method, target: this.target, headers: this.headers, clientIp: this.conn.clientIp,
-      proto: this.conn.env.proto, own: this, replayable, cancel: this.cancel,
-    };
+    this.replayable = replayable;
+    return this;
   }
 
   /** The client went away or broke a rule: whatever is in flight for this request stops. */
@@ -543,11 +549,19 @@ export class ClientConnection implements ParserHost {
   private forward(ex: Exchange, whole: boolean): void {
     ex.started = true;
     this.resume();
-    this.env.forwarder.forward(ex.request(whole)).catch((e) => {
+    // Never rejects: a fault of ours comes back through the wire's internalError (below).
+    void this.env.forwarder.forward(ex.request(whole));
+  }
+
+  /** A fault of ours broke the loop for `ex`: 500 if nothing was written yet, else cut. */
+  internalError(ex: Exchange, e: unknown): void {
+    try {
       this.env.logger.error(`socket engine: ${(e as Error)?.stack ?? e}`);
       if (!ex.responded) ex.answer(plainAnswer(500, "internal error"));
       else this.destroy();
-    });
+    } catch {
+      this.destroy();
+    }
   }
 
   /** The answer to queue[0] is complete: move on to the next request, or close. */

@@ -90,6 +90,7 @@ export function startSocketEngine(opts: SocketEngineOptions): SocketEngine {
     respond: (req, res, end) => req.own.respond(res as SocketResponse, end),
     answer: (req, a) => req.own.answer(a),
     gone: (req) => req.own.gone(),
+    internalError: (req, e) => req.own.conn.internalError(req.own, e),
   };
 
   const connections = new Set<ClientConnection>();
