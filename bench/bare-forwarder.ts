@@ -58,9 +58,13 @@ function send(client: Socket<unknown>, head: string): void {
     idle.write(head);
     return;
   }
-  void Bun.connect<Up>({
+  Bun.connect<Up>({
     hostname: b.host, port: b.port, data: { client, backend: b, need: -1, got: 0 },
     socket: { ...upstream, open: (s) => void s.write(head) },
+  }).catch(() => {
+    // No backend to answer: give the slot back and close the client rather than hang it.
+    b.inFlight--;
+    client.end();
   });
 }
 
