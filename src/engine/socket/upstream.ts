@@ -144,7 +144,7 @@ export class UpstreamConn implements BodySink, CancelListener, ParserHost {
   /**
    * The current request's head (and whole body), kept only while it may be replayed (see
    * request()): a copy, since what request() is given is the shared head buffer (bytes.ts).
-   * Copied into a buffer this connection keeps, so a replayable GET allocates nothing.
+   * Copied into a buffer this connection keeps, so a replayable GET allocates only a view of it.
    */
   private head: Uint8Array | undefined;
   private replayBuf: Uint8Array | undefined;
