@@ -9,7 +9,7 @@
  */
 import type { Server } from "bun";
 import type { Backend } from "../pool/backend.ts";
-import { createForwarder, type BodyEnd, type ForwardOptions, type ForwardRequest, type UpstreamResponse, type Wire } from "../proxy/forward.ts";
+import { createForwarder, type BodyEnd, type ForwardOptions, type ForwardRequest, type SendProgress, type UpstreamResponse, type Wire } from "../proxy/forward.ts";
 import { prepareBody, type PreparedBody, type StreamedBody } from "../proxy/body.ts";
 import { Cancel } from "../proxy/cancel.ts";
 import { ClientFault, refusalAnswer } from "../proxy/errors.ts";
@@ -70,34 +70,42 @@ export function createFetchHandler(opts: FetchEngineOptions): FetchHandler {
   const bodyFailed = (req: ForwardRequest<FetchOwn>, e: unknown) => req.cancel.abort(bodyFault(e, opts.maxBodySize));
 
   const proto = opts.proto ?? "http";
+  /** One try: the response head, or a rejection the loop reads as a network error. */
+  async function fetchTry(backend: Backend, req: ForwardRequest<FetchOwn>, cancel: Cancel, progress: SendProgress): Promise<FetchResponse | WebSocketAnswer> {
+    if (req.own.upgrade) return dialWebSocket(backend, req.target, req.headers as Headers, cancel, backend.tls);
+    // fetch takes an AbortSignal: bridge the try's cancel to one (this engine's cost, not the loop's).
+    const controller = new AbortController();
+    const signal = controller.signal;
+    if (cancel.aborted) controller.abort();
+    else cancel.on({ onCancel: () => controller.abort() });
+    const res = await fetch(backend.origin + backend.basePath + req.target, {
+      method: req.method,
+      headers: req.headers as Headers,
+      body: req.own.stream?.toStream({ clientFailed: (e) => bodyFailed(req, e), progress }) ?? req.own.bytes,
+      signal,
+      redirect: "manual",
+      decompress: false,
+      duplex: "half",
+      // The response-head wait is bounded by our timers and the body by the client's idle
+      // timeout; fetch's own 5-minute idle timer would cut long streams.
+      timeout: false,
+      // https:// backends: their CA, server name, verification (tls/upstream.ts).
+      tls: backend.tls,
+    } as RequestInit);
+    return {
+      status: res.status,
+      headers: res.headers,
+      res,
+      discard: () => void res.body?.cancel().catch(() => {}),
+    };
+  }
+
   const wire: Wire<FetchOwn, Response> = {
-    async send(backend: Backend, req, cancel, progress): Promise<FetchResponse | WebSocketAnswer> {
-      if (req.own.upgrade) return dialWebSocket(backend, req.target, req.headers as Headers, cancel, backend.tls);
-      // fetch takes an AbortSignal: bridge the try's cancel to one (this engine's cost, not the loop's).
-      const controller = new AbortController();
-      const signal = controller.signal;
-      if (cancel.aborted) controller.abort();
-      else cancel.on({ onCancel: () => controller.abort() });
-      const res = await fetch(backend.origin + backend.basePath + req.target, {
-        method: req.method,
-        headers: req.headers as Headers,
-        body: req.own.stream?.toStream({ clientFailed: (e) => bodyFailed(req, e), progress }) ?? req.own.bytes,
-        signal,
-        redirect: "manual",
-        decompress: false,
-        duplex: "half",
-        // The response-head wait is bounded by our timers and the body by the client's idle
-        // timeout; fetch's own 5-minute idle timer would cut long streams.
-        timeout: false,
-        // https:// backends: their CA, server name, verification (tls/upstream.ts).
-        tls: backend.tls,
-      } as RequestInit);
-      return {
-        status: res.status,
-        headers: res.headers,
-        res,
-        discard: () => void res.body?.cancel().catch(() => {}),
-      };
+    send(backend, req, cancel, t) {
+      fetchTry(backend, req, cancel, t).then(
+        (res) => t.headReceived(res),
+        (e) => t.tryFailed(e),
+      );
     },
 
     async respond(req, up, end) {

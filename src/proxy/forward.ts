@@ -120,14 +120,27 @@ export interface SendProgress {
   requestSent(): void;
 }
 
+/**
+ * What a wire tells the try it was given. Callbacks, not a promise: a try then costs no
+ * promise, no resolving functions and no microtask hop, and the socket engine hands over a
+ * response head in the same turn as the read that completed it (README, "Performance").
+ */
+export interface TryReceiver extends SendProgress {
+  /** The final response head arrived (its body may still be coming). */
+  headReceived(res: UpstreamResponse): void;
+  /** The try failed before a response head: a network error, or the try was given up. */
+  tryFailed(e: unknown): void;
+}
+
 /** The half of an engine below the loop: how a try reaches a backend and the answer reaches the client. */
 export interface Wire<Body, Out> {
   /**
-   * One try against `backend`: resolve with the response head, or reject with a network error
-   * (read by net/network-error.ts). When `cancel` fires (the per-try timer, the deadline, the
-   * client leaving) the try is given up and its upstream connection destroyed.
+   * One try against `backend`: report the response head to `t.headReceived`, or a network
+   * error (read by net/network-error.ts) to `t.tryFailed`, exactly once. When `cancel` fires
+   * (the per-try timer, the deadline, the client leaving) the try is given up, its upstream
+   * connection destroyed, and the failure reported. A wire may report before send returns.
    */
-  send(backend: Backend, req: ForwardRequest<Body>, cancel: Cancel, progress: SendProgress): Promise<UpstreamResponse>;
+  send(backend: Backend, req: ForwardRequest<Body>, cancel: Cancel, t: TryReceiver): void;
   /**
    * Answer the client with `res` (its headers already prepared). May reject before anything
    * reached the client (a small body read whole failed): the loop then counts a failed try.
@@ -142,13 +155,19 @@ export interface Wire<Body, Out> {
    * A fault of ours (a bug) broke the loop: answer 500 if nothing reached the client yet, else
    * cut the connection; must not throw. A wire without it (the fetch engine: Hono answers)
    * gets the error as the rejection of forward()'s promise. With it, that promise never
-   * rejects, so a caller needs no catch (one promise and one closure less per request).
+   * rejects, and start() may be used instead of forward().
    */
   internalError?(req: ForwardRequest<Body>, e: unknown): Out;
 }
 
 export interface Forwarder<Body, Out> {
+  /** Forward `req`: the promise settles with the wire's Out for it. */
   forward(req: ForwardRequest<Body>): Promise<Out>;
+  /**
+   * Forward `req` with nothing waiting for the Out: for a wire that writes every answer itself
+   * and has internalError (the socket engine), so a request costs no promise at all.
+   */
+  start(req: ForwardRequest<Body>): void;
   /**
    * Count and log a request whose client left before it could be forwarded (mid-body), or
    * answer it when the client broke a rule (`req.cancel` aborted with a ClientFault).
@@ -191,24 +210,28 @@ export function createForwarder<Body, Out>(opts: ForwardOptions, wire: Wire<Body
     uploads: new AdmissionGate(opts.uploadConcurrency ?? 0),
   };
   return {
-    forward: (req) => new Trip(shared, req).run(),
+    forward: (req) => new Promise<Out>((resolve, reject) => new Trip(shared, req, resolve, reject).start()),
+    start: (req) => new Trip(shared, req).start(),
     abandoned: (req) => new Trip(shared, req).clientGone(),
   };
 }
 
-function onTimer(t: Trip<unknown, unknown>): void {
+function onTimer(t: { timedOut(): void }): void {
   t.timedOut();
 }
 
-function onSendTimer(t: Trip<unknown, unknown>): void {
+function onSendTimer(t: { sendTimerFired(): void }): void {
   t.sendTimerFired();
 }
 
 /**
- * One request's way through the loop. A class rather than closures: a request allocates this
- * object and its tries' Cancels, and every step is a method shared by all requests.
+ * One request's way through the loop. A class rather than closures or an async function: a
+ * request allocates this object and its tries' Cancels, every step is a method shared by all
+ * requests, and the steps are called straight from the wire's events (TryReceiver), with no
+ * promise between them. The loop is: next() waits for a slot, entered() chooses, attempt()
+ * sends, headReceived()/tryFailed() hear back, tryOver() releases and decides again.
  */
-class Trip<Body, Out> implements CancelListener, BodyEnd, SendProgress {
+class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver {
   private readonly started = performance.now();
   private readonly time = Date.now();
   private readonly requestId: string;
@@ -220,10 +243,17 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, SendProgress {
   /** The hash key (consistent-hash) and the backend a sticky cookie names, if any. */
   private readonly key: string | undefined;
   private readonly pinned: Backend | undefined;
+  /** A body still arriving from the client waits in its own line (uploadConcurrency). */
+  private readonly gate: AdmissionGate;
+  /** A slot of `gate` is held: left exactly once per turn (leaveGate). */
+  private holding = false;
   // The current try.
   private backend: Backend | undefined;
   private lease: Lease | undefined;
   private tryCancel: Cancel | undefined;
+  private tryStarted = 0;
+  /** The wire has the try and has not reported yet: a report at any other time is ignored. */
+  private awaiting = false;
   private timer: ReturnType<typeof setTimeout> | undefined;
   private perTryShort = false;
   // Sending a streamed body (SendProgress): only between sendWaiting() and requestSent().
@@ -235,6 +265,7 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, SendProgress {
   private why = Why.None;
   private status = 0;
   private ended = false;
+  private finished = false;
   // How the last try ended, when it did not answer.
   private out: Out | undefined;
   private failure: TryFailure | undefined;
@@ -243,10 +274,14 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, SendProgress {
   constructor(
     private readonly s: Shared<Body, Out>,
     private readonly req: ForwardRequest<Body>,
+    /** forward()'s promise, settled with the Out; absent for start() and abandoned(). */
+    private readonly resolve?: (out: Out) => void,
+    private readonly reject?: (e: unknown) => void,
   ) {
     const headers = req.headers;
     this.requestId = headers.get("x-request-id") ?? crypto.randomUUID();
     this.deadline = this.started + s.opts.retry.timeout;
+    this.gate = req.replayable ? s.gate : s.uploads;
     // Affinity is read from the request as the client sent it, before the header rules run.
     this.key = s.opts.hashKey?.(headers, req.target, req.clientIp);
     this.pinned = s.opts.sticky?.pinned(headers);
@@ -282,48 +317,78 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, SendProgress {
     return this.s.wire.gone(this.req);
   }
 
-  async run(): Promise<Out> {
-    const { opts } = this.s;
-    const { pool, traffic } = opts;
-    // A body still arriving from the client waits in its own line (uploadConcurrency).
-    const gate = this.req.replayable ? this.s.gate : this.s.uploads;
+  /** Begin: the loop's first turn. */
+  start(): void {
     try {
-      for (;;) {
-        // Wait for an upstream slot before choosing: the choice then sees current load.
-        const entered = gate.enter(this.deadline - performance.now());
-        if (entered !== true && !(await entered)) return this.fail("SY_QUEUE_TIMEOUT", `no upstream slot within ${opts.retry.timeout}ms`);
-        let outcome: Outcome;
-        try {
-          if (this.req.cancel.aborted) return this.clientGone();
-          // Only a retry needs the set of backends already tried (a first try allocates none).
-          if (this.tried.length > 0) this.exclude ??= new Set(this.tried);
-          const backend = pool.pick(this.exclude, this.key, this.pinned);
-          if (backend === undefined) return this.fail("SY_NO_BACKEND");
-          if (this.tried.length > 0) {
-            traffic.retries++;
-            backend.stats.retries++;
-          }
-          this.tried.push(backend);
-          this.exclude?.add(backend);
-          outcome = await this.attempt(backend);
-        } finally {
-          // Held until the head (and a buffered body) is in; a streamed body does not hold it,
-          // so long downloads and event streams cannot starve the gate.
-          gate.leave();
-        }
-        if (outcome === Outcome.Answered) return this.out!;
-        if (outcome === Outcome.ClientGone) return this.clientGone();
-        if (this.why === Why.Deadline) return this.fail("SY_UPSTREAM_TIMEOUT", `no response head within ${opts.retry.timeout}ms`);
-        const failure = this.failure!;
-        if (this.mayRetry(failure) && pool.availableCount() > 0) continue;
-        return this.fail(failure.kind === "timeout" ? "SY_UPSTREAM_TIMEOUT" : "SY_UPSTREAM_FAILED", this.detail);
-      }
+      this.next();
     } catch (e) {
-      // A fault of ours, not the backend's or the client's (see Wire.internalError).
-      const wire = this.s.wire;
-      if (wire.internalError === undefined) throw e;
-      return wire.internalError(this.req, e);
+      this.crash(e);
     }
+  }
+
+  /** The request's way is over: `out` is the wire's answer to it. */
+  private finish(out: Out): void {
+    this.finished = true;
+    this.resolve?.(out);
+  }
+
+  /**
+   * A fault of ours (a bug, not the backend's or the client's) broke the loop: give back what
+   * the try held, then let the wire answer (Wire.internalError) or reject forward()'s promise.
+   */
+  private crash(e: unknown): void {
+    if (this.finished) throw e;
+    this.awaiting = false;
+    if (this.inTry) this.endTry(false);
+    this.leaveGate();
+    const wire = this.s.wire;
+    if (wire.internalError !== undefined) return this.finish(wire.internalError(this.req, e));
+    this.finished = true;
+    if (this.reject === undefined) throw e;
+    this.reject(e);
+  }
+
+  private leaveGate(): void {
+    if (!this.holding) return;
+    this.holding = false;
+    this.gate.leave();
+  }
+
+  /** One turn of the loop: wait for an upstream slot before choosing, so the choice sees current load. */
+  private next(): void {
+    const entered = this.gate.enter(this.deadline - performance.now());
+    if (entered === true) return this.entered();
+    entered.then((ok) => {
+      try {
+        if (ok) this.entered();
+        else this.finish(this.fail("SY_QUEUE_TIMEOUT", `no upstream slot within ${this.s.opts.retry.timeout}ms`));
+      } catch (e) {
+        this.crash(e);
+      }
+    });
+  }
+
+  /** Holding a slot: choose a backend and try it. */
+  private entered(): void {
+    this.holding = true;
+    const { pool, traffic } = this.s.opts;
+    if (this.req.cancel.aborted) return this.leaveWith(this.clientGone());
+    // Only a retry needs the set of backends already tried (a first try allocates none).
+    if (this.tried.length > 0) this.exclude ??= new Set(this.tried);
+    const backend = pool.pick(this.exclude, this.key, this.pinned);
+    if (backend === undefined) return this.leaveWith(this.fail("SY_NO_BACKEND"));
+    if (this.tried.length > 0) {
+      traffic.retries++;
+      backend.stats.retries++;
+    }
+    this.tried.push(backend);
+    this.exclude?.add(backend);
+    this.attempt(backend);
+  }
+
+  private leaveWith(out: Out): void {
+    this.leaveGate();
+    this.finish(out);
   }
 
   private mayRetry(failure: TryFailure): boolean {
@@ -405,74 +470,131 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, SendProgress {
 
   /**
    * One try against one backend. The in-flight slot, the timer and the client listener are
-   * released in the finally, unless the response took them over (then bodyEnded does).
+   * released when the try is over (endTry), unless the response took them over: then
+   * bodyEnded does. The wire's report may come before send() returns, so nothing follows it.
    */
-  private async attempt(backend: Backend): Promise<Outcome> {
-    const { opts, wire, retryOn } = this.s;
+  private attempt(backend: Backend): void {
     const req = this.req;
-    const lease = backend.acquire();
+    this.lease = backend.acquire();
     backend.stats.requests++;
     this.backend = backend;
-    this.lease = lease;
     this.ended = false;
     this.why = Why.None;
-    const tryStarted = performance.now();
+    this.tryStarted = performance.now();
     const cancel = (this.tryCancel = new Cancel());
-    this.armHeadTimer(tryStarted);
+    this.armHeadTimer(this.tryStarted);
     this.inTry = true;
     this.sendStarted = 0;
     this.waitingSince = 0;
     req.cancel.on(this);
-    let handedOff = false;
-    try {
-      if (this.rewriteHost) req.headers.set("host", backend.url.host);
-      let res: UpstreamResponse;
-      try {
-        res = await wire.send(backend, req, cancel, this);
-      } catch (e) {
-        return this.failed(e, "");
-      }
-      const status = (this.status = res.status);
-      // A 5xx counts against the backend at once; a success only once its body has arrived
-      // whole (bodyEnded): otherwise a backend that breaks off every body would clear its own
-      // failure count with each head and never be ejected.
-      if (status >= 500) opts.passive.succeeded(backend, status);
-      backend.stats.recordResponse(methodLabel(req.method), status, performance.now() - tryStarted);
+    if (this.rewriteHost) req.headers.set("host", backend.url.host);
+    this.awaiting = true;
+    this.s.wire.send(backend, req, cancel, this);
+  }
 
-      if (retryOn.has(status) && this.mayRetry({ kind: "status", status })) {
-        res.discard();
-        this.failure = { kind: "status", status };
-        this.detail = `status ${status}`;
-        return Outcome.Failed;
-      }
-      toClientHeaders(res.headers, this.requestId, opts);
-      // A session that is new, or whose backend could not take it, is pinned to this one.
-      if (opts.sticky !== undefined && backend !== this.pinned) res.headers.append("set-cookie", opts.sticky.setCookie(backend, req.proto === "https"));
-      let out: Out;
-      try {
-        const r = wire.respond(req, res, this);
-        out = r instanceof Promise ? await r : r;
-      } catch (e) {
-        // Nothing reached the client yet: a failed try like any other.
-        return this.failed(e, " while reading the body");
-      }
-      handedOff = !this.ended;
-      opts.traffic.record(req.method, status, performance.now() - this.started);
-      this.out = out;
-      return Outcome.Answered;
-    } finally {
-      // From here only idle timeouts apply to the body: a long download or an event stream
-      // is never cut by the retry timeouts.
-      this.inTry = false;
-      clearTimeout(this.timer);
-      if (this.sendTimer !== undefined) {
-        clearTimeout(this.sendTimer);
-        this.sendTimer = undefined;
-      }
-      if (!handedOff) {
-        req.cancel.off(this);
-        lease.release();
-      }
+  /** From the wire (TryReceiver): the try failed before a response head. */
+  tryFailed(e: unknown): void {
+    if (!this.awaiting) return;
+    this.awaiting = false;
+    try {
+      this.tryOver(this.failed(e, ""), false);
+    } catch (e2) {
+      this.crash(e2);
+    }
+  }
+
+  /** From the wire (TryReceiver): the response head. */
+  headReceived(res: UpstreamResponse): void {
+    if (!this.awaiting) return;
+    this.awaiting = false;
+    try {
+      this.answer(res);
+    } catch (e) {
+      this.crash(e);
+    }
+  }
+
+  private answer(res: UpstreamResponse): void {
+    const { opts, wire, retryOn } = this.s;
+    const req = this.req;
+    const backend = this.backend!;
+    const status = (this.status = res.status);
+    // A 5xx counts against the backend at once; a success only once its body has arrived
+    // whole (bodyEnded): otherwise a backend that breaks off every body would clear its own
+    // failure count with each head and never be ejected.
+    if (status >= 500) opts.passive.succeeded(backend, status);
+    backend.stats.recordResponse(methodLabel(req.method), status, performance.now() - this.tryStarted);
+
+    if (retryOn.has(status) && this.mayRetry({ kind: "status", status })) {
+      res.discard();
+      this.failure = { kind: "status", status };
+      this.detail = `status ${status}`;
+      return this.tryOver(Outcome.Failed, false);
+    }
+    toClientHeaders(res.headers, this.requestId, opts);
+    // A session that is new, or whose backend could not take it, is pinned to this one.
+    if (opts.sticky !== undefined && backend !== this.pinned) res.headers.append("set-cookie", opts.sticky.setCookie(backend, req.proto === "https"));
+    let r: Out | Promise<Out>;
+    try {
+      r = wire.respond(req, res, this);
+    } catch (e) {
+      // Nothing reached the client yet: a failed try like any other.
+      return this.tryOver(this.failed(e, " while reading the body"), false);
+    }
+    if (!(r instanceof Promise)) return this.answered(r);
+    r.then(
+      (out) => {
+        try {
+          this.answered(out);
+        } catch (e) {
+          this.crash(e);
+        }
+      },
+      (e) => {
+        try {
+          this.tryOver(this.failed(e, " while reading the body"), false);
+        } catch (e2) {
+          this.crash(e2);
+        }
+      },
+    );
+  }
+
+  /** The client has its answer (the body may still be flowing: then bodyEnded releases the try). */
+  private answered(out: Out): void {
+    const handedOff = !this.ended;
+    this.s.opts.traffic.record(this.req.method, this.status, performance.now() - this.started);
+    this.out = out;
+    this.tryOver(Outcome.Answered, handedOff);
+  }
+
+  /** A try is over: release what it held and the gate's slot, then answer, retry or give up. */
+  private tryOver(outcome: Outcome, handedOff: boolean): void {
+    this.endTry(handedOff);
+    // Held until the head (and a buffered body) is in; a streamed body does not hold it,
+    // so long downloads and event streams cannot starve the gate.
+    this.leaveGate();
+    if (outcome === Outcome.Answered) return this.finish(this.out!);
+    if (outcome === Outcome.ClientGone) return this.finish(this.clientGone());
+    const opts = this.s.opts;
+    if (this.why === Why.Deadline) return this.finish(this.fail("SY_UPSTREAM_TIMEOUT", `no response head within ${opts.retry.timeout}ms`));
+    const failure = this.failure!;
+    if (this.mayRetry(failure) && opts.pool.availableCount() > 0) return this.next();
+    this.finish(this.fail(failure.kind === "timeout" ? "SY_UPSTREAM_TIMEOUT" : "SY_UPSTREAM_FAILED", this.detail));
+  }
+
+  private endTry(handedOff: boolean): void {
+    // From here only idle timeouts apply to the body: a long download or an event stream
+    // is never cut by the retry timeouts.
+    this.inTry = false;
+    clearTimeout(this.timer);
+    if (this.sendTimer !== undefined) {
+      clearTimeout(this.sendTimer);
+      this.sendTimer = undefined;
+    }
+    if (!handedOff) {
+      this.req.cancel.off(this);
+      this.lease!.release();
     }
   }
 

@@ -549,8 +549,9 @@ export class ClientConnection implements ParserHost {
   private forward(ex: Exchange, whole: boolean): void {
     ex.started = true;
     this.resume();
-    // Never rejects: a fault of ours comes back through the wire's internalError (below).
-    void this.env.forwarder.forward(ex.request(whole));
+    // No promise: the answer is written by the wire, and a fault of ours comes back through
+    // its internalError (below).
+    this.env.forwarder.start(ex.request(whole));
   }
 
   /** A fault of ours broke the loop for `ex`: 500 if nothing was written yet, else cut. */

@@ -7,7 +7,7 @@
 import type { Socket, SocketHandler, TCPSocketListener } from "bun";
 import type { Backend } from "../../pool/backend.ts";
 import type { Logger } from "../../log/logger.ts";
-import { createForwarder, type ForwardOptions, type ForwardRequest, type SendProgress, type Wire } from "../../proxy/forward.ts";
+import { createForwarder, type ForwardOptions, type ForwardRequest, type TryReceiver, type Wire } from "../../proxy/forward.ts";
 import type { Cancel } from "../../proxy/cancel.ts";
 import { isIdempotent } from "../../proxy/retry.ts";
 import { ClientConnection, Exchange, type ClientEnv, type ClientLimits } from "./client.ts";
@@ -78,14 +78,23 @@ export function startSocketEngine(opts: SocketEngineOptions): SocketEngine {
   const pool = new UpstreamPool(opts.upstream, (e) => opts.logger.error(`socket engine upstream: ${(e as Error)?.stack ?? e}`));
 
   const wire: Wire<Exchange, void> = {
-    send(backend, req, cancel, progress) {
+    send(backend, req, cancel, t) {
       // A streamed body reports its sending (timeouts.send), so a slow client's upload never
       // runs the backend's head timers; a whole one goes in one write and needs none.
       const streamed = req.own.body !== undefined && !req.replayable;
-      if (streamed) progress.sendWaiting();
+      if (streamed) t.sendWaiting();
       const idle = pool.take(backend);
-      if (idle !== undefined) return issue(idle, backend, req, cancel, streamed ? progress : undefined, true);
-      return pool.connect(backend, cancel).then((c) => issue(c, backend, req, cancel, streamed ? progress : undefined, false));
+      if (idle !== undefined) return issue(idle, backend, req, cancel, t, streamed, true);
+      pool.connect(backend, cancel).then(
+        (c) => {
+          try {
+            issue(c, backend, req, cancel, t, streamed, false);
+          } catch (e) {
+            t.tryFailed(e);
+          }
+        },
+        (e) => t.tryFailed(e),
+      );
     },
     respond: (req, res, end) => req.own.respond(res as SocketResponse, end),
     answer: (req, a) => req.own.answer(a),
@@ -196,16 +205,16 @@ export function startSocketEngine(opts: SocketEngineOptions): SocketEngine {
 
 /**
  * One try's request on connection `c`: the head is built now, in the shared head buffer
- * (bytes.ts), and written at once.
+ * (bytes.ts), and written at once. The connection reports the response to `t`.
  */
-function issue(c: UpstreamConn, backend: Backend, req: ForwardRequest<Exchange>, cancel: Cancel, progress: SendProgress | undefined, reused: boolean): Promise<SocketResponse> {
+function issue(c: UpstreamConn, backend: Backend, req: ForwardRequest<Exchange>, cancel: Cancel, t: TryReceiver, streamed: boolean, reused: boolean): void {
   const ex = req.own;
-  const stream = progress !== undefined ? ex.body : undefined;
+  const stream = streamed ? ex.body : undefined;
   const head = requestHead(backend, req, stream !== undefined);
-  if (stream !== undefined) return c.request(head, stream, req.method, cancel, ex, false, progress);
+  if (stream !== undefined) return c.request(head, stream, req.method, cancel, ex, t, false, t);
   // On a reused connection the backend may have closed as we sent: such a request goes
   // once more on a fresh one when that cannot repeat an action (idempotent, body held).
-  return c.request(head, undefined, req.method, cancel, ex, reused && req.replayable && isIdempotent(req.method));
+  c.request(head, undefined, req.method, cancel, ex, t, reused && req.replayable && isIdempotent(req.method));
 }
 
 /**

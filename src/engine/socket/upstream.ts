@@ -13,7 +13,7 @@ import type { Socket, SocketHandler } from "bun";
 import type { Backend } from "../../pool/backend.ts";
 import { NetworkError } from "../../net/network-error.ts";
 import { FieldList } from "../../proxy/fields.ts";
-import type { SendProgress, UpstreamResponse } from "../../proxy/forward.ts";
+import type { SendProgress, TryReceiver, UpstreamResponse } from "../../proxy/forward.ts";
 import type { Cancel, CancelListener } from "../../proxy/cancel.ts";
 import { HTTPParser, SKIP_BODY, createParser, isParseError, type LlhttpParser, type ParserHost } from "./llhttp.ts";
 import { Outbox } from "./outbox.ts";
@@ -90,11 +90,6 @@ export interface TunnelSide {
   backendClose(err?: Error): void;
 }
 
-interface PendingHead {
-  resolve(r: SocketResponse): void;
-  reject(e: unknown): void;
-}
-
 /** Up to this size a replayable head is copied into a buffer the connection keeps. */
 const REPLAY_KEEP = 4096;
 
@@ -120,8 +115,15 @@ export class UpstreamConn implements BodySink, CancelListener, ParserHost {
 
   private readonly parser: LlhttpParser;
   private extraHeaders: string[] | undefined;
-  private pending: PendingHead | undefined;
+  /** The try waiting for this request's response head. */
+  private waiting: TryReceiver | undefined;
   private res: SocketResponse | undefined;
+  /**
+   * The final head, read in the current read and not yet handed to the try: it is handed over
+   * once the read is processed (deliver()), so a body that came in the same read goes out
+   * with the head in one write, and the try never runs inside llhttp's callbacks.
+   */
+  private unsent: SocketResponse | undefined;
   private interim: InterimSink | undefined;
   private skipBody = false;
   /** Any response byte for the current request. */
@@ -167,7 +169,7 @@ export class UpstreamConn implements BodySink, CancelListener, ParserHost {
 
   /**
    * Send one request: the head (and a body read whole) in one write, a streamed body as it
-   * comes. Resolves with the final response head.
+   * comes. The final response head, or the failure, goes to `t` (exactly once).
    *
    * `replayStale`: this connection was reused and the request may be sent again. A kept-alive
    * connection can be closed by the backend just as we reuse it (RFC 9112 §9.3.1); when that
@@ -176,8 +178,8 @@ export class UpstreamConn implements BodySink, CancelListener, ParserHost {
    */
   request(
     head: Uint8Array, body: RequestBody | undefined, method: string, cancel: Cancel, interim: InterimSink,
-    replayStale = false, progress?: SendProgress,
-  ): Promise<SocketResponse> {
+    t: TryReceiver, replayStale = false, progress?: SendProgress,
+  ): void {
     this.progress = progress;
     this.bodyWritten = false;
     this.head = replayStale ? this.keepForReplay(head) : undefined;
@@ -190,7 +192,7 @@ export class UpstreamConn implements BodySink, CancelListener, ParserHost {
     this.interim = interim;
     this.cancel = cancel;
     cancel.on(this);
-    const promise = new Promise<SocketResponse>((resolve, reject) => (this.pending = { resolve, reject }));
+    this.waiting = t;
     if (body === undefined) {
       this.sendingBody = false;
       this.outbox.write(head, true);
@@ -202,7 +204,6 @@ export class UpstreamConn implements BodySink, CancelListener, ParserHost {
       body.attach(this);
       this.reportSending();
     }
-    return promise;
   }
 
   private keepForReplay(head: Uint8Array): Uint8Array {
@@ -282,8 +283,9 @@ export class UpstreamConn implements BodySink, CancelListener, ParserHost {
         this.finalHead(FieldList.fromTriples(r.fields), r.status, r.statusText, r.end > r.headEnd ? "length" : "none");
         if (r.end > r.headEnd) this.onBody(chunk.subarray(r.headEnd, r.end));
         this.onMessageComplete();
+        // Back to the pool before the try sees the head: the response is all here.
         if (!this.sendingBody) this.finishExchange();
-        return;
+        return this.deliver();
       }
     }
     const r = this.parser.execute(chunk);
@@ -294,13 +296,24 @@ export class UpstreamConn implements BodySink, CancelListener, ParserHost {
     if (this.upgraded) {
       // llhttp stops after the 101's head: the rest of this read is already the new protocol.
       if (r < chunk.length) this.tunnelData(chunk.subarray(r));
-      return;
+      return this.deliver();
     }
     if (this.messageDone && r !== chunk.length) {
       // Bytes after a complete response: never reuse this connection.
       this.keepAlive = false;
     }
     if (this.messageDone && !this.sendingBody) this.finishExchange();
+    this.deliver();
+  }
+
+  /** The read is processed: hand a final head it completed to the waiting try (see `unsent`). */
+  private deliver(): void {
+    const res = this.unsent;
+    const t = this.waiting;
+    if (res === undefined || t === undefined) return;
+    this.unsent = undefined;
+    this.waiting = undefined;
+    t.headReceived(res);
   }
 
   /** From llhttp (ParserHost): field lines of a head with more than 32 of them. */
@@ -319,7 +332,7 @@ export class UpstreamConn implements BodySink, CancelListener, ParserHost {
       fields = fields ? this.extraHeaders.concat(fields) : this.extraHeaders;
       this.extraHeaders = undefined;
     }
-    if (this.messageDone || this.pending === undefined) {
+    if (this.messageDone || this.waiting === undefined || this.res !== undefined) {
       // A second response in the bytes after ours: nobody asked for it. It is read past, never
       // delivered, and the connection is closed once this exchange ends.
       this.poisoned = true;
@@ -354,13 +367,11 @@ export class UpstreamConn implements BodySink, CancelListener, ParserHost {
     return this.skipBody ? SKIP_BODY : 0;
   }
 
-  /** The final response head (llhttp's or the scanner's): hand it to the waiting try. */
+  /** The final response head (llhttp's or the scanner's): the try gets it once the read is done (deliver). */
   private finalHead(headers: FieldList, status: number, statusText: string, framing: Framing): void {
     const res = new SocketResponse(this, status, statusText, headers, framing);
     this.res = res;
-    const pending = this.pending;
-    this.pending = undefined;
-    pending?.resolve(res);
+    this.unsent = res;
   }
 
   onBody(chunk: Uint8Array): void {
@@ -424,7 +435,8 @@ export class UpstreamConn implements BodySink, CancelListener, ParserHost {
     this.tunnel = tunnel;
     this.cancel?.off(this);
     this.cancel = undefined;
-    this.pending = undefined;
+    this.waiting = undefined;
+    this.unsent = undefined;
     return this.outbox.takeAll();
   }
 
@@ -501,27 +513,36 @@ export class UpstreamConn implements BodySink, CancelListener, ParserHost {
     this.cleanup();
   }
 
+  /**
+   * What was in flight fails. The waiting try hears of it in a microtask, never from inside
+   * the close, cancel or parse that caused it: it may start its next try at once.
+   */
   private fail(by: "client" | "backend", detail: string, err?: Error): void {
-    const pending = this.pending;
-    this.pending = undefined;
-    if (pending !== undefined) {
-      const head = this.head;
-      const cancel = this.cancel;
-      if (head !== undefined && this.reused && !this.gotBytes && by === "backend" && cancel !== undefined && !cancel.aborted) {
-        const { method, interim } = this;
-        this.pool
-          .connect(this.backend, cancel)
-          .then((fresh) => fresh.request(head, undefined, method, cancel, interim!))
-          .then(pending.resolve, pending.reject);
-      } else {
-        pending.reject(new NetworkError((err as { code?: string } | undefined)?.code ?? "ECONNRESET", detail));
-      }
-    }
+    const t = this.waiting;
+    const unsent = this.unsent;
+    this.waiting = undefined;
+    this.unsent = undefined;
     const res = this.res;
     if (res !== undefined && !res.complete && res.failure === undefined) {
       res.failure = { by, detail };
       res.sink?.fail(by, detail);
     }
+    if (t === undefined) return;
+    // A head read just before the failure: its failure is set, so the client side refuses it
+    // and the loop counts a failed try.
+    if (unsent !== undefined) return queueMicrotask(() => t.headReceived(unsent));
+    const head = this.head;
+    const cancel = this.cancel;
+    if (head !== undefined && this.reused && !this.gotBytes && by === "backend" && cancel !== undefined && !cancel.aborted) {
+      const { method, interim } = this;
+      this.pool.connect(this.backend, cancel).then(
+        (fresh) => fresh.request(head, undefined, method, cancel, interim!, t),
+        (e) => t.tryFailed(e),
+      );
+      return;
+    }
+    const e = new NetworkError((err as { code?: string } | undefined)?.code ?? "ECONNRESET", detail);
+    queueMicrotask(() => t.tryFailed(e));
   }
 
   private cleanup(): void {

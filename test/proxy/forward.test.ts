@@ -1,0 +1,152 @@
+/**
+ * The forwarding loop's contract with a wire (proxy/forward.ts), with a scripted wire and no
+ * sockets: a wire reports each try by callback (TryReceiver), exactly once, possibly before
+ * send() returns; a fault of ours goes to Wire.internalError or rejects forward()'s promise,
+ * and either way the try's in-flight slot and the admission gate's slot are given back.
+ * The engines' own tests (engine/, proxy/forwarding) cover the same loop over real sockets.
+ */
+import { describe, expect, test } from "bun:test";
+import { createForwarder, type ForwardOptions, type ForwardRequest, type TryReceiver, type UpstreamResponse, type Wire } from "../../src/proxy/forward.ts";
+import { LocalPool } from "../../src/pool/pool.ts";
+import { createPolicy } from "../../src/policy/policy.ts";
+import { TrafficStats } from "../../src/stats/traffic.ts";
+import { cidrMatcher } from "../../src/proxy/cidr.ts";
+import { FieldList } from "../../src/proxy/fields.ts";
+import { Cancel } from "../../src/proxy/cancel.ts";
+import { NetworkError } from "../../src/net/network-error.ts";
+import type { Backend } from "../../src/pool/backend.ts";
+import type { ErrorAnswer } from "../../src/proxy/errors.ts";
+
+type Out = { kind: "answered" | "answer" | "gone" | "internal"; status: number };
+/** What the scripted wire does with try number n (0-based): report now, later, or twice. */
+type Script = (n: number, backend: Backend, t: TryReceiver) => void;
+
+function setup(script: Script, opts: { internalError?: boolean; attempts?: number; concurrency?: number; respondThrows?: boolean } = {}) {
+  const pool = new LocalPool(createPolicy("round-robin"), [
+    { name: "a", url: "http://127.0.0.1:1" },
+    { name: "b", url: "http://127.0.0.1:2" },
+  ]);
+  const traffic = new TrafficStats();
+  const passive = { connectFailed() {}, succeeded() {}, failed() {} };
+  const errors: unknown[] = [];
+  let tries = 0;
+  let responds = 0;
+  const wire: Wire<null, Out> = {
+    send(backend, _req, _cancel, t) {
+      script(tries++, backend, t);
+    },
+    respond(_req, res, end) {
+      responds++;
+      if (opts.respondThrows) throw new Error("a bug in respond");
+      end.bodyEnded(0);
+      return { kind: "answered", status: res.status };
+    },
+    answer: (_req, a: ErrorAnswer) => ({ kind: "answer", status: a.status }),
+    gone: () => ({ kind: "gone", status: 499 }),
+  };
+  if (opts.internalError) {
+    wire.internalError = (_req, e) => {
+      errors.push(e);
+      return { kind: "internal", status: 500 };
+    };
+  }
+  const fo: ForwardOptions = {
+    pool, passive, traffic, trusted: cidrMatcher([]), preserveHost: true,
+    retry: { attempts: opts.attempts ?? 2, perTryTimeout: 1000, timeout: 5000, onStatus: [503], nonIdempotent: false },
+    upstreamConcurrency: opts.concurrency ?? 0,
+  };
+  const forwarder = createForwarder(fo, wire);
+  const request = (): ForwardRequest<null> => ({
+    method: "GET", target: "/", headers: new FieldList(["Host", "example"]), clientIp: "127.0.0.1", proto: "http",
+    own: null, replayable: true, cancel: new Cancel(),
+  });
+  const inFlight = () => pool.backends.reduce((n, b) => n + b.inFlight, 0);
+  return { forwarder, request, errors, inFlight, tries: () => tries, responds: () => responds };
+}
+
+const head = (status: number): UpstreamResponse => ({ status, headers: new FieldList([]), discard() {} });
+
+describe("forwarding loop: the wire's reports", () => {
+  test("a head reported before send() returns is answered", async () => {
+    const { forwarder, request, inFlight } = setup((_n, _b, t) => t.headReceived(head(200)));
+    expect(await forwarder.forward(request())).toEqual({ kind: "answered", status: 200 });
+    expect(inFlight()).toBe(0);
+  });
+
+  test("failures reported at once are retried on the next backend, then answered 502", async () => {
+    const seen: string[] = [];
+    const { forwarder, request, inFlight, tries } = setup((_n, b, t) => {
+      seen.push(b.name);
+      t.tryFailed(new NetworkError("ECONNREFUSED", "refused"));
+    });
+    expect(await forwarder.forward(request())).toEqual({ kind: "answer", status: 502 });
+    expect(tries()).toBe(2);
+    expect(new Set(seen).size).toBe(2);
+    expect(inFlight()).toBe(0);
+  });
+
+  test("a report after the first is ignored: one answer, one release", async () => {
+    const { forwarder, request, inFlight, responds } = setup((_n, _b, t) => {
+      queueMicrotask(() => {
+        t.headReceived(head(200));
+        t.headReceived(head(201));
+        t.tryFailed(new NetworkError("ECONNRESET", "late"));
+      });
+    });
+    expect(await forwarder.forward(request())).toEqual({ kind: "answered", status: 200 });
+    expect(responds()).toBe(1);
+    expect(inFlight()).toBe(0);
+  });
+
+  test("a retried status: the first head is discarded and the next backend answers", async () => {
+    const { forwarder, request, inFlight } = setup((n, _b, t) => setTimeout(() => t.headReceived(head(n === 0 ? 503 : 200)), 1));
+    expect(await forwarder.forward(request())).toEqual({ kind: "answered", status: 200 });
+    expect(inFlight()).toBe(0);
+  });
+});
+
+describe("forwarding loop: a fault of ours", () => {
+  test("with internalError: the wire answers it, and the slots are given back", async () => {
+    const { forwarder, request, errors, inFlight } = setup((_n, _b, t) => setTimeout(() => t.headReceived(head(200)), 1), {
+      internalError: true, concurrency: 1,
+    });
+    // A response whose headers break the header rules stands for any bug past the head.
+    const broken: UpstreamResponse = { status: 200, headers: null as unknown as FieldList, discard() {} };
+    const { forwarder: f2, request: r2, errors: e2, inFlight: i2 } = setup((_n, _b, t) => setTimeout(() => t.headReceived(broken), 1), {
+      internalError: true, concurrency: 1,
+    });
+    expect(await f2.forward(r2())).toEqual({ kind: "internal", status: 500 });
+    expect(e2.length).toBe(1);
+    expect(i2()).toBe(0);
+    // The gate (one slot) was left: the next request through the same forwarder goes on.
+    const second = await Promise.race([f2.forward(r2()), Bun.sleep(2000).then(() => "stuck")]);
+    expect(second).toEqual({ kind: "internal", status: 500 });
+    // The healthy forwarder beside it is unaffected.
+    expect(await forwarder.forward(request())).toEqual({ kind: "answered", status: 200 });
+    expect(errors.length).toBe(0);
+    expect(inFlight()).toBe(0);
+  });
+
+  test("without internalError: forward() rejects, and the slots are given back", async () => {
+    const broken: UpstreamResponse = { status: 200, headers: null as unknown as FieldList, discard() {} };
+    const { forwarder, request, inFlight } = setup((_n, _b, t) => t.headReceived(broken), { concurrency: 1 });
+    await expect(forwarder.forward(request())).rejects.toBeInstanceOf(TypeError);
+    expect(inFlight()).toBe(0);
+    await expect(Promise.race([forwarder.forward(request()), Bun.sleep(2000).then(() => "stuck")])).rejects.toBeInstanceOf(TypeError);
+  });
+
+  test("start(): no promise, the answer comes through the wire", () => {
+    const { forwarder, request, inFlight, responds } = setup((_n, _b, t) => t.headReceived(head(204)));
+    forwarder.start(request());
+    expect(responds()).toBe(1);
+    expect(inFlight()).toBe(0);
+  });
+
+  test("a respond that throws is a failed try, not a fault: retried, then 502", async () => {
+    const { forwarder, request, inFlight, tries, errors } = setup((_n, _b, t) => t.headReceived(head(200)), { respondThrows: true, internalError: true });
+    expect(await forwarder.forward(request())).toEqual({ kind: "answer", status: 502 });
+    expect(tries()).toBe(2);
+    expect(errors.length).toBe(0);
+    expect(inFlight()).toBe(0);
+  });
+});
