@@ -34,6 +34,17 @@ test("a body goes after the head in the same bytes, small or larger than the buf
   }
 });
 
+test("a body copied from a range of a read's buffer comes out as done(body) would, small or larger than the buffer", () => {
+  for (const size of [10, 100_000]) {
+    const read = Buffer.alloc(size + 40).map((_, i) => i % 249);
+    const body = read.subarray(17, 17 + size);
+    const f = new FieldList(["Content-Length", String(size)]);
+    const viaView = Buffer.from(headWriter.begin().text("HTTP/1.1 200 OK\r\n").fields(f).done(body));
+    const viaRange = headWriter.begin().text("HTTP/1.1 200 OK\r\n").fields(f).doneCopying(read, 17, 17 + size);
+    expect(Buffer.from(viaRange).equals(viaView)).toBe(true);
+  }
+});
+
 test("a head larger than the buffer grows it and comes out whole", () => {
   const big = "v".repeat(20_000);
   const out = headWriter.begin().text("GET / HTTP/1.1\r\n").fields(new FieldList(["X-Big", big, "Host", "a"])).done();

@@ -23,7 +23,7 @@ export function latin1Bytes(text: string): Uint8Array {
 /** Past this the scratch buffer is not grown: a head this large (or a large whole body) gets its own buffer. */
 const SCRATCH_MAX = 64 * 1024;
 
-class HeadWriter {
+export class HeadWriter {
   /** The shared buffer: grows to fit the largest head seen, up to SCRATCH_MAX. */
   private normal = new Uint8Array(4 * 1024);
   /** What the current head is written into: `normal`, or its own for an outsized one. */
@@ -87,6 +87,16 @@ class HeadWriter {
     out.set(this.buf.subarray(0, len));
     out.set(body, len);
     return out;
+  }
+
+  /** As done(body), the body being `src`'s bytes from `start` to `end`, copied without a view of `src`. */
+  doneCopying(src: Buffer, start: number, end: number): Uint8Array {
+    const len = this.at;
+    const n = end - start;
+    const out = len + n <= this.buf.length ? this.buf : new Uint8Array(len + n);
+    if (out !== this.buf) out.set(this.buf.subarray(0, len));
+    src.copy(out, len, start, end);
+    return out === this.buf ? out.subarray(0, len + n) : out;
   }
 
   private grow(n: number): void {

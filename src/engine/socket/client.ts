@@ -23,7 +23,7 @@ import { HTTPParser, METHODS, createParser, isParseError, type LlhttpParser, typ
 import { Outbox, HIGH_WATER } from "./outbox.ts";
 import { scanRequest } from "./scan.ts";
 import { ALLOW, refusedMethod } from "../../proxy/methods.ts";
-import { headWriter, latin1Bytes } from "./bytes.ts";
+import { headWriter, latin1Bytes, type HeadWriter } from "./bytes.ts";
 import { RequestBody, chunkHead, CRLF, LAST_CHUNK } from "./request-body.ts";
 import type { InterimSink, ResponseSink, SocketResponse } from "./upstream.ts";
 import { isWebSocketUpgrade, WEBSOCKET } from "../../proxy/upgrade.ts";
@@ -152,10 +152,28 @@ export class Exchange implements ResponseSink, InterimSink, ForwardRequest<Excha
     else if (this.http10) h.append("Connection", "keep-alive");
     const w = headWriter.begin().text("HTTP/1.1 ").int(res.status).text(" ").text(res.statusText).text("\r\n").fields(h);
     const held = res.held;
+    const whole = res.whole;
+    res.whole = undefined;
+    if (whole !== undefined && held.length === 0 && !this.chunkedOut) {
+      // The common small answer, come whole in one read: head and body in one buffer, one write.
+      this.bytesOut += res.wholeEnd - res.wholeStart;
+      this.conn.write(w.doneCopying(whole, res.wholeStart, res.wholeEnd), true);
+    } else {
+      if (whole !== undefined) held.unshift(whole.subarray(res.wholeStart, res.wholeEnd));
+      this.headAndHeld(res, w);
+    }
+    res.held = [];
+    if (res.complete) return this.finish();
+    res.attach(this);
+  }
+
+  /** The head and the body pieces held so far, in as few writes as they allow. */
+  private headAndHeld(res: SocketResponse, w: HeadWriter): void {
+    const held = res.held;
     if (held.length === 0 && !(res.complete && this.chunkedOut)) {
       this.conn.write(w.done(), true);
     } else if (held.length === 1 && !this.chunkedOut) {
-      // The common small answer: head and body in one buffer, one write.
+      // One piece (a body that came in a read of its own): with the head, one write.
       const body = held[0]!;
       this.bytesOut += body.length;
       this.conn.write(w.done(body), true);
@@ -165,9 +183,6 @@ export class Exchange implements ResponseSink, InterimSink, ForwardRequest<Excha
       if (res.complete && this.chunkedOut) parts.push(LAST_CHUNK);
       this.conn.write(Buffer.concat(parts));
     }
-    res.held = [];
-    if (res.complete) return this.finish();
-    res.attach(this);
   }
 
   private frame(parts: Uint8Array[], c: Uint8Array): void {

@@ -53,6 +53,15 @@ export type Framing = "none" | "length" | "chunked" | "close" | "tunnel";
 export class SocketResponse implements UpstreamResponse {
   /** Body pieces that arrived before a sink was attached. */
   held: Uint8Array[] = [];
+  /**
+   * A body that came whole in the same read as its head (the common small answer): that read's
+   * buffer and the body's range in it, instead of a piece in `held`. A range, not a view: on a
+   * buffer fresh from the socket, subarray() costs about 0.3 µs (JSC first gives the array an
+   * ArrayBuffer of its own), copying the range out a tenth of that.
+   */
+  whole: Buffer | undefined;
+  wholeStart = 0;
+  wholeEnd = 0;
   complete = false;
   failure: { by: "client" | "backend"; detail: string } | undefined;
   sink: ResponseSink | undefined;
@@ -280,8 +289,13 @@ export class UpstreamConn implements BodySink, CancelListener, ParserHost {
       const r = scanResponse(chunk, 0, this.pool.opts.maxHeaderSize, this.skipBody);
       if (r !== undefined && r.end === chunk.length) {
         this.keepAlive = r.keepAlive;
-        this.finalHead(FieldList.fromTriples(r.fields), r.status, r.statusText, r.end > r.headEnd ? "length" : "none");
-        if (r.end > r.headEnd) this.onBody(chunk.subarray(r.headEnd, r.end));
+        const res = this.finalHead(FieldList.fromTriples(r.fields), r.status, r.statusText, r.end > r.headEnd ? "length" : "none");
+        if (r.end > r.headEnd) {
+          // No sink yet (the head is delivered below): the body stays where it is (see `whole`).
+          res.whole = chunk as Buffer;
+          res.wholeStart = r.headEnd;
+          res.wholeEnd = r.end;
+        }
         this.onMessageComplete();
         // Back to the pool before the try sees the head: the response is all here.
         if (!this.sendingBody) this.finishExchange();
@@ -368,10 +382,11 @@ export class UpstreamConn implements BodySink, CancelListener, ParserHost {
   }
 
   /** The final response head (llhttp's or the scanner's): the try gets it once the read is done (deliver). */
-  private finalHead(headers: FieldList, status: number, statusText: string, framing: Framing): void {
+  private finalHead(headers: FieldList, status: number, statusText: string, framing: Framing): SocketResponse {
     const res = new SocketResponse(this, status, statusText, headers, framing);
     this.res = res;
     this.unsent = res;
+    return res;
   }
 
   onBody(chunk: Uint8Array): void {
