@@ -19,6 +19,7 @@ import { shouldRetry, type TryFailure } from "./retry.ts";
 import { ClientFault, ProxyError, errorAnswer, type ErrorAnswer, type ProxyErrorCode } from "./errors.ts";
 import { AdmissionGate } from "./gate.ts";
 import { Cancel, type CancelListener } from "./cancel.ts";
+import { TimerList, type TimerEntry } from "./timer-list.ts";
 import type { KeyExtractor } from "../policy/hash-key.ts";
 import type { StickySessions } from "../policy/sticky.ts";
 
@@ -200,6 +201,8 @@ interface Shared<Body, Out> {
   readonly gate: AdmissionGate;
   /** The gate of requests whose body streams from the client (uploadConcurrency). */
   readonly uploads: AdmissionGate;
+  /** Every try's response-head timer (timer-list.ts): one setTimeout, not one per try. */
+  readonly timers: TimerList;
 }
 
 export function createForwarder<Body, Out>(opts: ForwardOptions, wire: Wire<Body, Out>): Forwarder<Body, Out> {
@@ -208,16 +211,13 @@ export function createForwarder<Body, Out>(opts: ForwardOptions, wire: Wire<Body
     opts, wire, retryOn: new Set(opts.retry.onStatus),
     gate: new AdmissionGate(opts.upstreamConcurrency),
     uploads: new AdmissionGate(opts.uploadConcurrency ?? 0),
+    timers: new TimerList(),
   };
   return {
     forward: (req) => new Promise<Out>((resolve, reject) => new Trip(shared, req, resolve, reject).start()),
     start: (req) => new Trip(shared, req).start(),
     abandoned: (req) => new Trip(shared, req).clientGone(),
   };
-}
-
-function onTimer(t: { timedOut(): void }): void {
-  t.timedOut();
 }
 
 function onSendTimer(t: { sendTimerFired(): void }): void {
@@ -231,7 +231,7 @@ function onSendTimer(t: { sendTimerFired(): void }): void {
  * promise between them. The loop is: next() waits for a slot, entered() chooses, attempt()
  * sends, headReceived()/tryFailed() hear back, tryOver() releases and decides again.
  */
-class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver {
+class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntry {
   private readonly started = performance.now();
   private readonly time = Date.now();
   private readonly requestId: string;
@@ -254,7 +254,11 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver {
   private tryStarted = 0;
   /** The wire has the try and has not reported yet: a report at any other time is ignored. */
   private awaiting = false;
-  private timer: ReturnType<typeof setTimeout> | undefined;
+  // The response-head timer, linked into the forwarder's TimerList (TimerEntry).
+  timerAt = 0;
+  timerPrev: TimerEntry | undefined = undefined;
+  timerNext: TimerEntry | undefined = undefined;
+  timerListed = false;
   private perTryShort = false;
   // Sending a streamed body (SendProgress): only between sendWaiting() and requestSent().
   private inTry = false;
@@ -408,7 +412,7 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver {
     const perTryTimeout = this.s.opts.retry.perTryTimeout;
     const perTry = Math.min(perTryTimeout, this.deadline - now);
     this.perTryShort = perTry < perTryTimeout;
-    this.timer = setTimeout(onTimer, perTry, this);
+    this.s.timers.add(this, now, perTry);
   }
 
   sendWaiting(): void {
@@ -417,7 +421,7 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver {
     if (this.sendStarted === 0) {
       // Sending a body: the head timers wait until it is sent (requestSent).
       this.sendStarted = now;
-      clearTimeout(this.timer);
+      this.s.timers.remove(this);
     }
     this.waitingSince = now;
     const limit = this.s.opts.sendTimeout ?? 0;
@@ -456,8 +460,8 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver {
     this.tryCancel?.abort();
   }
 
-  /** From the try's timer: the per-try timeout or the overall deadline ran out. */
-  timedOut(): void {
+  /** From the try's timer (TimerEntry): the per-try timeout or the overall deadline ran out. */
+  timerFired(): void {
     this.why = this.perTryShort ? Why.Deadline : Why.PerTry;
     this.tryCancel?.abort();
   }
@@ -587,7 +591,7 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver {
     // From here only idle timeouts apply to the body: a long download or an event stream
     // is never cut by the retry timeouts.
     this.inTry = false;
-    clearTimeout(this.timer);
+    this.s.timers.remove(this);
     if (this.sendTimer !== undefined) {
       clearTimeout(this.sendTimer);
       this.sendTimer = undefined;
