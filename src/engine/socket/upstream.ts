@@ -551,7 +551,14 @@ export class UpstreamConn implements BodySink, CancelListener, ParserHost {
     if (head !== undefined && this.reused && !this.gotBytes && by === "backend" && cancel !== undefined && !cancel.aborted) {
       const { method, interim } = this;
       this.pool.connect(this.backend, cancel).then(
-        (fresh) => fresh.request(head, undefined, method, cancel, interim!, t),
+        (fresh) => {
+          try {
+            fresh.request(head, undefined, method, cancel, interim!, t);
+          } catch (e) {
+            // Never left unreported: the try would wait for an answer nobody is to give.
+            t.tryFailed(e);
+          }
+        },
         (e) => t.tryFailed(e),
       );
       return;
