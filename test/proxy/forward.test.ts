@@ -64,6 +64,13 @@ function setup(script: Script, opts: { internalError?: boolean; attempts?: numbe
   return { forwarder, request, errors, inFlight, tries: () => tries, responds: () => responds };
 }
 
+/** `p`, or "stuck" if it has not settled within `ms` (the timer is cleared either way). */
+function within<T>(p: Promise<T>, ms = 2000): Promise<T | "stuck"> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const stuck = new Promise<"stuck">((resolve) => (timer = setTimeout(() => resolve("stuck"), ms)));
+  return Promise.race([p, stuck]).finally(() => clearTimeout(timer));
+}
+
 const head = (status: number): UpstreamResponse => ({ status, headers: new FieldList([]), discard() {} });
 
 describe("forwarding loop: the wire's reports", () => {
@@ -119,7 +126,7 @@ describe("forwarding loop: a fault of ours", () => {
     expect(e2.length).toBe(1);
     expect(i2()).toBe(0);
     // The gate (one slot) was left: the next request through the same forwarder goes on.
-    const second = await Promise.race([f2.forward(r2()), Bun.sleep(2000).then(() => "stuck")]);
+    const second = await within(f2.forward(r2()));
     expect(second).toEqual({ kind: "internal", status: 500 });
     // The healthy forwarder beside it is unaffected.
     expect(await forwarder.forward(request())).toEqual({ kind: "answered", status: 200 });
@@ -132,7 +139,7 @@ describe("forwarding loop: a fault of ours", () => {
     const { forwarder, request, inFlight } = setup((_n, _b, t) => t.headReceived(broken), { concurrency: 1 });
     await expect(forwarder.forward(request())).rejects.toBeInstanceOf(TypeError);
     expect(inFlight()).toBe(0);
-    await expect(Promise.race([forwarder.forward(request()), Bun.sleep(2000).then(() => "stuck")])).rejects.toBeInstanceOf(TypeError);
+    await expect(within(forwarder.forward(request()))).rejects.toBeInstanceOf(TypeError);
   });
 
   test("start(): no promise, the answer comes through the wire", () => {

@@ -151,15 +151,14 @@ export class Exchange implements ResponseSink, InterimSink, ForwardRequest<Excha
     if (this.closeAfter) h.append("Connection", "close");
     else if (this.http10) h.append("Connection", "keep-alive");
     const w = headWriter.begin().text("HTTP/1.1 ").int(res.status).text(" ").text(res.statusText).text("\r\n").fields(h);
-    const held = res.held;
     const whole = res.whole;
-    res.whole = undefined;
-    if (whole !== undefined && held.length === 0 && !this.chunkedOut) {
-      // The common small answer, come whole in one read: head and body in one buffer, one write.
+    if (whole !== undefined) {
+      // The common small answer, come whole in one read with a Content-Length (so never
+      // chunked here, and nothing held): head and body in one buffer, one write.
+      res.whole = undefined;
       this.bytesOut += res.wholeEnd - res.wholeStart;
       this.conn.write(w.doneCopying(whole, res.wholeStart, res.wholeEnd), true);
     } else {
-      if (whole !== undefined) held.unshift(whole.subarray(res.wholeStart, res.wholeEnd));
       this.headAndHeld(res, w);
     }
     res.held = [];

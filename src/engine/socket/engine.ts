@@ -85,16 +85,7 @@ export function startSocketEngine(opts: SocketEngineOptions): SocketEngine {
       if (streamed) t.sendWaiting();
       const idle = pool.take(backend);
       if (idle !== undefined) return issue(idle, backend, req, cancel, t, streamed, true);
-      pool.connect(backend, cancel).then(
-        (c) => {
-          try {
-            issue(c, backend, req, cancel, t, streamed, false);
-          } catch (e) {
-            t.tryFailed(e);
-          }
-        },
-        (e) => t.tryFailed(e),
-      );
+      pool.dialFor(backend, cancel, t, (c) => issue(c, backend, req, cancel, t, streamed, false));
     },
     respond: (req, res, end) => req.own.respond(res as SocketResponse, end),
     answer: (req, a) => req.own.answer(a),

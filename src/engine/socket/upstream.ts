@@ -550,18 +550,7 @@ export class UpstreamConn implements BodySink, CancelListener, ParserHost {
     const cancel = this.cancel;
     if (head !== undefined && this.reused && !this.gotBytes && by === "backend" && cancel !== undefined && !cancel.aborted) {
       const { method, interim } = this;
-      this.pool.connect(this.backend, cancel).then(
-        (fresh) => {
-          try {
-            fresh.request(head, undefined, method, cancel, interim!, t);
-          } catch (e) {
-            // Never left unreported: the try would wait for an answer nobody is to give.
-            t.tryFailed(e);
-          }
-        },
-        (e) => t.tryFailed(e),
-      );
-      return;
+      return this.pool.dialFor(this.backend, cancel, t, (fresh) => fresh.request(head, undefined, method, cancel, interim!, t));
     }
     const e = new NetworkError((err as { code?: string } | undefined)?.code ?? "ECONNRESET", detail);
     queueMicrotask(() => t.tryFailed(e));
@@ -663,6 +652,23 @@ export class UpstreamPool {
         (e) => done(e),
       );
     });
+  }
+
+  /**
+   * A fresh connection for try `t`, then `send` on it. A failed dial, or a throw from `send`,
+   * is reported to `t`: never left unreported, or the try would wait for an answer nobody gives.
+   */
+  dialFor(backend: Backend, cancel: Cancel, t: TryReceiver, send: (c: UpstreamConn) => void): void {
+    this.connect(backend, cancel).then(
+      (c) => {
+        try {
+          send(c);
+        } catch (e) {
+          t.tryFailed(e);
+        }
+      },
+      (e) => t.tryFailed(e),
+    );
   }
 
   /** @internal From a connection whose dial failed. */
