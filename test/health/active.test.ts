@@ -4,6 +4,7 @@
  * times are printed at the end.
  */
 import { afterEach, describe, expect, test } from "bun:test";
+import { waitFor } from "../helpers/wait.ts";
 import { FALL, INTERVAL, LAG, RISE, StallMeter, TIMEOUT, record, reportMeasurements, startHealthRig, whoAnswers, type HealthRig } from "./helpers.ts";
 
 reportMeasurements();
@@ -180,7 +181,8 @@ describe("owners: nothing outlives the server", () => {
     // A probe hanging in flight, an ejection timer and (below) probes scheduled for every backend.
     cluster.backends[0]!.setHealth("hang");
     cluster.backends[1]!.setFailRate(1);
-    await Bun.sleep(INTERVAL + 20);
+    // Waited for, not slept on: under CI load the next probe can start later than INTERVAL.
+    await waitFor(() => cluster.backends[0]!.active > 0, "a probe hanging on backend-1");
     for (let i = 0; i < 6; i++) await fetch(balancer.url);
     expect(balancer.pool.backends[1]!.state()).toBe("ejected");
     expect(balancer.health.pending).toBeGreaterThan(0);
