@@ -7,7 +7,9 @@ import { expect, test } from "bun:test";
 import type { Socket } from "bun";
 import { headWriter, latin1Bytes } from "../../src/engine/socket/bytes.ts";
 import { Outbox } from "../../src/engine/socket/outbox.ts";
+import { scanResponse } from "../../src/engine/socket/scan.ts";
 import { FieldList } from "../../src/proxy/fields.ts";
+import { toClientHeaders } from "../../src/proxy/headers.ts";
 
 const text = (b: Uint8Array) => Buffer.from(b).toString("latin1");
 
@@ -43,6 +45,21 @@ test("a body copied from a range of a read's buffer comes out as done(body) woul
     const viaRange = headWriter.begin().text("HTTP/1.1 200 OK\r\n").fields(f).doneCopying(read, 17, 17 + size);
     expect(Buffer.from(viaRange).equals(viaView)).toBe(true);
   }
+});
+
+test("lines as read are copied from the read's bytes; changed, added and removed ones are not", () => {
+  // Odd spacing and a long value, so a copy is told from a re-encoding and both copy paths run.
+  const long = "x".repeat(100);
+  const read = Buffer.from(`HTTP/1.1 200 OK\r\nContent-Type:text/plain\r\nX-Long:  ${long}\r\nconnection: x-drop\r\nX-Drop: 1\r\nVia: 1.0 a\r\nDate: d\r\nContent-Length: 2\r\n\r\nok`, "latin1");
+  const r = scanResponse(read, 0, 65536, false)!;
+  const f = FieldList.fromScan(r.fields, read);
+  toClientHeaders(f, "id-1");
+  expect(text(headWriter.begin().text("HTTP/1.1 200 OK\r\n").fields(f).done())).toBe(
+    `HTTP/1.1 200 OK\r\nContent-Type:text/plain\r\nX-Long:  ${long}\r\nVia: 1.0 a, 1.1 switchyard\r\nDate: d\r\nContent-Length: 2\r\nx-request-id: id-1\r\n\r\n`,
+  );
+  // The same list read again after a change to one line: the change shows, the rest is as read.
+  f.set("date", "e");
+  expect(text(headWriter.begin().fields(f).done())).toContain("Via: 1.0 a, 1.1 switchyard\r\nDate: e\r\nContent-Length: 2\r\n");
 });
 
 test("a head larger than the buffer grows it and comes out whole", () => {

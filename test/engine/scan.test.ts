@@ -37,7 +37,19 @@ function llhttp(type: "request" | "response", input: string, head = false): Read
   return r;
 }
 
-const pairs = (triples: string[]) => triples.filter((_, i) => i % 3 !== 1);
+/** [name, value, ...] from the scanner's [name, lower, value, start, end] lines. */
+const pairs = (lines: (string | number)[]) => lines.filter((_, i) => i % 5 === 0 || i % 5 === 2);
+/** Each line's span in the scanned bytes is the line as read: the name, the colon, OWS, the value. */
+function expectSpans(bytes: Buffer, lines: (string | number)[]): void {
+  for (let i = 0; i < lines.length; i += 5) {
+    const [name, lower, value, start, end] = lines.slice(i, i + 5) as [string, string, string, number, number];
+    expect(lower).toBe(name.toLowerCase());
+    const line = bytes.toString("latin1", start, end);
+    expect(line.startsWith(`${name}:`)).toBe(true);
+    expect(line.endsWith(value)).toBe(true);
+    expect(line.slice(name.length + 1, line.length - value.length).replace(/[ \t]/g, "")).toBe("");
+  }
+}
 
 const REQUESTS: string[] = [
   "GET / HTTP/1.1\r\nHost: a\r\n\r\n",
@@ -74,6 +86,8 @@ const REQUESTS: string[] = [
   "PROPFIND / HTTP/1.1\r\nHost: a\r\n\r\n",
   "GET  / HTTP/1.1\r\nHost: a\r\n\r\n",
   "POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nhello",
+  // Known names in every spelling: each keeps its bytes and is lower-cased right.
+  "GET / HTTP/1.1\r\nhost: a\r\nACCEPT: x\r\nuser-Agent: y\r\nContent-length: 0\r\nX-Request-ID: r\r\nx-rEAL-ip: 1\r\n\r\n",
 ];
 
 const RESPONSES: [string, boolean][] = [
@@ -107,6 +121,7 @@ describe("the scanner never reads more leniently than llhttp", () => {
     expect(scanned.method).toBe(ref.method!);
     expect(scanned.target).toBe(ref.url!);
     expect(pairs(scanned.fields)).toEqual(ref.headers);
+    expectSpans(bytes, scanned.fields);
     expect(bytes.subarray(scanned.headEnd, scanned.end).toString("latin1")).toBe(ref.body);
     expect(scanned.keepAlive).toBe(ref.keepAlive!);
   });
@@ -120,6 +135,7 @@ describe("the scanner never reads more leniently than llhttp", () => {
     expect(ref.complete).toBe(true);
     expect(scanned.status).toBe(ref.status!);
     expect(pairs(scanned.fields)).toEqual(ref.headers);
+    expectSpans(bytes, scanned.fields);
     expect(bytes.subarray(scanned.headEnd, scanned.end).toString("latin1")).toBe(ref.body);
     expect(scanned.keepAlive).toBe(ref.keepAlive!);
   });
@@ -161,4 +177,13 @@ describe("llhttp as Bun 1.4.5 ships it (the behaviour the engine relies on)", ()
     const r = llhttp("request", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5;e=1\r\nhello\r\n0\r\nT: 1\r\n\r\n");
     expect([r.ok, r.complete, r.body]).toEqual([true, true, "hello"]);
   });
+});
+
+test("a known name in any spelling is lower-cased to the code's own string, and keeps its spelling", () => {
+  const input = "GET / HTTP/1.1\r\nhost: a\r\nACCEPT: x\r\nuser-Agent: y\r\nContent-Length: 0\r\nAcceptX: z\r\n\r\n";
+  const r = scanRequest(Buffer.from(input, "latin1"), 0, 65536)!;
+  const names = r.fields.filter((_, i) => i % 5 === 0);
+  const lowers = r.fields.filter((_, i) => i % 5 === 1);
+  expect(names).toEqual(["host", "ACCEPT", "user-Agent", "Content-Length", "AcceptX"]);
+  expect(lowers).toEqual(["host", "accept", "user-agent", "content-length", "acceptx"]);
 });

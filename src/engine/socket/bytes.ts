@@ -10,7 +10,7 @@
  * valid only until the next head is begun, so it is written at once (`Outbox.write(..,
  * transient)` copies whatever the kernel did not take) or copied by whoever keeps it.
  */
-import type { FieldList } from "../../proxy/fields.ts";
+import { STRIDE, type FieldList } from "../../proxy/fields.ts";
 
 const encoder = new TextEncoder();
 const NON_ASCII = /[^\x00-\x7f]/;
@@ -19,6 +19,9 @@ const NON_ASCII = /[^\x00-\x7f]/;
 export function latin1Bytes(text: string): Uint8Array {
   return NON_ASCII.test(text) ? Buffer.from(text, "latin1") : encoder.encode(text);
 }
+
+/** Buffer's copy works on any Uint8Array, and copies without making a view of `src` first. */
+const copyBytes = Buffer.prototype.copy;
 
 /** Past this the scratch buffer is not grown: a head this large (or a large whole body) gets its own buffer. */
 const SCRATCH_MAX = 64 * 1024;
@@ -56,17 +59,50 @@ export class HeadWriter {
     return this.text(String(v));
   }
 
-  /** Every line as "Name: value\r\n", in order, then the blank line (RFC 9112 §5). */
+  /**
+   * Every line as "Name: value\r\n", in order, then the blank line (RFC 9112 §5). A line still
+   * as it was read is copied from the bytes it was read from (FieldList's spans), lines that
+   * were adjacent there in one copy: the usual response is its fields in one copy, then the
+   * two the proxy adds.
+   */
   fields(list: FieldList): this {
     const f = list.lines;
-    for (let i = 0; i < f.length; i += 3) {
-      this.text(f[i]!);
-      this.pair(58, 32);
-      this.text(f[i + 2]!);
+    const src = list.source;
+    for (let i = 0; i < f.length; i += STRIDE) {
+      const start = f[i + 3] as number;
+      if (start === -1 || src === undefined) {
+        this.text(f[i] as string);
+        this.pair(58, 32);
+        this.text(f[i + 2] as string);
+        this.pair(13, 10);
+        continue;
+      }
+      // Extend over the lines that follow this one in the source, CRLF apart.
+      let end = f[i + 4] as number;
+      while (i + STRIDE < f.length && f[i + STRIDE + 3] === end + 2) {
+        i += STRIDE;
+        end = f[i + 4] as number;
+      }
+      this.bytes(src, start, end);
       this.pair(13, 10);
     }
     this.pair(13, 10);
     return this;
+  }
+
+  /** `src`'s bytes from `start` to `end`. */
+  private bytes(src: Uint8Array, start: number, end: number): void {
+    const n = end - start;
+    if (this.at + n > this.buf.length) this.grow(n);
+    const buf = this.buf;
+    let at = this.at;
+    // A loop for the short runs: a native copy costs more than it saves below a few dozen bytes.
+    if (n < 48) for (let k = start; k < end; k++) buf[at++] = src[k]!;
+    else {
+      copyBytes.call(src, buf, at, start, end);
+      at += n;
+    }
+    this.at = at;
   }
 
   private pair(a: number, b: number): void {

@@ -333,7 +333,7 @@ export class ClientConnection implements ParserHost {
       while (off < chunk.length && !this.broken) {
         const r = scanRequest(chunk, off, max);
         if (r === undefined) break;
-        this.headParsed(r.method, r.target, 1, r.http10 ? 0 : 1, FieldList.fromTriples(r.fields), false, r.keepAlive);
+        this.headParsed(r.method, r.target, 1, r.http10 ? 0 : 1, FieldList.fromScan(r.fields, chunk), false, r.keepAlive);
         if (r.end > r.headEnd) this.onBody(chunk.subarray(r.headEnd, r.end));
         this.onMessageComplete();
         off = r.end;

@@ -15,7 +15,7 @@
  * whole path in README "Performance".
  */
 
-import { lowerName } from "../../proxy/fields.ts";
+import { COMMON_NAMES, canonicalName, lowerName } from "../../proxy/fields.ts";
 
 /** tchar (RFC 9110 §5.6.2): the bytes a field name or method may hold. */
 const TCHAR = new Uint8Array(256);
@@ -47,8 +47,8 @@ export interface ScannedHead {
   headEnd: number;
   /** Offset just past the body (headEnd + Content-Length). */
   end: number;
-  /** name, lower-cased name, value; repeated (FieldList's layout). */
-  fields: string[];
+  /** name, lower-cased name, value, start, end; repeated (FieldList's layout, spans in the scanned buffer). */
+  fields: (string | number)[];
   contentLength: number;
   /** Connection's tokens say close (or, for HTTP/1.0, do not say keep-alive). */
   keepAlive: boolean;
@@ -63,6 +63,61 @@ export interface ScannedRequest extends ScannedHead {
 export interface ScannedResponse extends ScannedHead {
   status: number;
   statusText: string;
+}
+
+/**
+ * Field names common enough to know by their bytes. The scanner hashes a name's bytes,
+ * case-folded, as it checks them; a hit whose bytes match (whatever their case) gives the
+ * lower-cased name as the very string the code's literals are, without a string made for the
+ * name or a cache lookup (lowerName), which resolving and hashing a fresh slice made the
+ * costliest step of a scan. Other names take the general way.
+ */
+interface KnownName {
+  lower: string;
+  canonical: string;
+  lowerBytes: Uint8Array;
+  canonicalBytes: Uint8Array;
+}
+const KNOWN_MASK = 1023;
+const KNOWN: (KnownName | undefined)[] = new Array<KnownName | undefined>(KNOWN_MASK + 1).fill(undefined);
+for (const lower of COMMON_NAMES) {
+  let h = 0;
+  for (let k = 0; k < lower.length; k++) h = (h * 31 + (lower.charCodeAt(k) | 0x20)) & KNOWN_MASK;
+  // A clash leaves the later name to the general way: correct, only slower.
+  if (KNOWN[h] !== undefined) continue;
+  const canonical = canonicalName(lower);
+  KNOWN[h] = { lower, canonical, lowerBytes: Buffer.from(lower, "latin1"), canonicalBytes: Buffer.from(canonical, "latin1") };
+}
+
+const enum Spelt {
+  /** Not this name. */
+  No,
+  /** This name, spelt as `canonical` ("Content-Type"). */
+  Canonical,
+  /** This name, all lower case. */
+  Lower,
+  /** This name in some other mix of cases. */
+  Other,
+}
+
+/** Whether b[start, end) is `k`'s name, and how it is spelt. */
+function spelling(b: Uint8Array, start: number, end: number, k: KnownName): Spelt {
+  const lower = k.lowerBytes;
+  if (end - start !== lower.length) return Spelt.No;
+  const canonical = k.canonicalBytes;
+  let asCanonical = true;
+  let asLower = true;
+  for (let j = 0; j < lower.length; j++) {
+    const c = b[start + j]!;
+    const l = lower[j]!;
+    if (c !== l) {
+      asLower = false;
+      // tchar only: folding A-Z is all there is to compare case-insensitively.
+      if (c + 32 !== l || c < 65 || c > 90) return Spelt.No;
+    }
+    if (c !== canonical[j]) asCanonical = false;
+  }
+  return asCanonical ? Spelt.Canonical : asLower ? Spelt.Lower : Spelt.Other;
 }
 
 /**
@@ -81,9 +136,27 @@ function scanFields(b: Uint8Array, i: number, limit: number, out: ScannedHead, t
     }
     // Name: one or more tchar, then the colon at once (no whitespace before it, §5.1).
     const nameStart = i;
-    while (i < limit && TCHAR[b[i]!] === 1) i++;
+    let h = 0;
+    while (i < limit) {
+      const c = b[i]!;
+      if (TCHAR[c] !== 1) break;
+      h = (h * 31 + (c | 0x20)) & KNOWN_MASK;
+      i++;
+    }
     if (i === nameStart || i >= limit || b[i] !== COLON) return false;
-    const name = text.slice(nameStart - base, i - base);
+    const nameEnd = i;
+    // A common name is known by its bytes: no string to look up, and often none to make.
+    const known = KNOWN[h];
+    let name: string;
+    let lower: string;
+    const spelt = known === undefined ? Spelt.No : spelling(b, nameStart, nameEnd, known);
+    if (spelt === Spelt.No) {
+      name = text.slice(nameStart - base, nameEnd - base);
+      lower = lowerName(name);
+    } else {
+      lower = known!.lower;
+      name = spelt === Spelt.Canonical ? known!.canonical : spelt === Spelt.Lower ? lower : text.slice(nameStart - base, nameEnd - base);
+    }
     i++;
     // OWS, value, OWS, CRLF.
     while (i < limit && (b[i] === SP || b[i] === 9)) i++;
@@ -98,7 +171,6 @@ function scanFields(b: Uint8Array, i: number, limit: number, out: ScannedHead, t
     if (i + 1 >= limit || b[i] !== CR || b[i + 1] !== LF) return false;
     i += 2;
     const value = text.slice(valueStart - base, valueEnd - base);
-    const lower = lowerName(name);
     switch (lower) {
       case "content-length": {
         if (out.contentLength !== -1 || value.length === 0 || value.length > 15) return false;
@@ -116,7 +188,7 @@ function scanFields(b: Uint8Array, i: number, limit: number, out: ScannedHead, t
         connection = connection === undefined ? value : `${connection}, ${value}`;
         break;
     }
-    fields.push(name, lower, value);
+    fields.push(name, lower, value, nameStart, valueEnd);
   }
   if (connection !== undefined) {
     const tokens = connection.toLowerCase();

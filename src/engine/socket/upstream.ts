@@ -289,7 +289,7 @@ export class UpstreamConn implements BodySink, CancelListener, ParserHost {
       const r = scanResponse(chunk, 0, this.pool.opts.maxHeaderSize, this.skipBody);
       if (r !== undefined && r.end === chunk.length) {
         this.keepAlive = r.keepAlive;
-        const res = this.finalHead(FieldList.fromTriples(r.fields), r.status, r.statusText, r.end > r.headEnd ? "length" : "none");
+        const res = this.finalHead(FieldList.fromScan(r.fields, chunk), r.status, r.statusText, r.end > r.headEnd ? "length" : "none");
         if (r.end > r.headEnd) {
           // No sink yet (the head is delivered below): the body stays where it is (see `whole`).
           res.whole = chunk as Buffer;
