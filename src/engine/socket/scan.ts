@@ -30,8 +30,24 @@ VALUE[0x09] = 1;
 for (let c = 0x20; c <= 0x7e; c++) VALUE[c] = 1;
 for (let c = 0x80; c <= 0xff; c++) VALUE[c] = 1;
 
-/** Methods the fast path knows; any other goes to llhttp. */
-const METHODS = new Set(["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"]);
+/**
+ * Methods the fast path knows, recognised by their bytes; any other goes to llhttp. The method
+ * returned is the literal itself, so the comparisons downstream (HEAD, idempotency, the stats
+ * label) stop at the pointer, and no string is made for it.
+ */
+const METHODS: readonly (readonly [string, Uint8Array])[] = ["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"].map(
+  (m) => [m, Buffer.from(m, "latin1")] as const,
+);
+
+function knownMethod(b: Uint8Array, from: number, end: number): string | undefined {
+  const n = end - from;
+  next: for (const [method, bytes] of METHODS) {
+    if (bytes.length !== n) continue;
+    for (let k = 0; k < n; k++) if (b[from + k] !== bytes[k]) continue next;
+    return method;
+  }
+  return undefined;
+}
 
 const CR = 13;
 const LF = 10;
@@ -232,8 +248,8 @@ export function scanRequest(b: Uint8Array, from: number, maxHead: number): Scann
   let i = from;
   while (i < limit && TCHAR[b[i]!] === 1) i++;
   if (i === from || i >= limit || b[i] !== SP) return undefined;
-  const method = text.slice(0, i - from);
-  if (!METHODS.has(method)) return undefined;
+  const method = knownMethod(b, from, i);
+  if (method === undefined) return undefined;
   const targetStart = ++i;
   // origin-form only: other forms (absolute, asterisk) go the careful way.
   if (b[i] !== 47) return undefined;
