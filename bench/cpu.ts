@@ -17,7 +17,7 @@ import { parseArgs } from "node:util";
 import { mkdtempSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Processes, has, median, nginxConfig, waitUp } from "./harness.ts";
+import { Processes, has, median, nginxConfig, processCpu as cpu, waitUp } from "./harness.ts";
 
 const { values } = parseArgs({
   args: Bun.argv.slice(2),
@@ -35,20 +35,6 @@ const dir = mkdtempSync(join(tmpdir(), "switchyard-cpu-"));
 const procs = new Processes();
 const BASE = 18201;
 const backends = [0, 1, 2].map((i) => `127.0.0.1:${BASE + i}`);
-const TICK_US = 1_000_000 / 100; // USER_HZ
-
-/** utime and stime of every process in `pids` and their threads, in µs. */
-function cpu(pids: number[]): [number, number] {
-  let user = 0;
-  let sys = 0;
-  for (const pid of pids) {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    user += Number(f[11]) * TICK_US;
-    sys += Number(f[12]) * TICK_US;
-  }
-  return [user, sys];
-}
 
 /** nginx's master and its workers. */
 function nginxPids(master: number): number[] {

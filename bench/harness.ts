@@ -4,6 +4,7 @@
  * for a set of upstreams. Loopback only.
  */
 import type { Subprocess } from "bun";
+import { readFileSync } from "node:fs";
 
 export const root = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 
@@ -26,10 +27,29 @@ export class Processes {
     return p;
   }
 
+  /** One started otherwise (its own environment, say), to be stopped with the rest. */
+  track(p: Subprocess): void {
+    this.procs.push(p);
+  }
+
   async stop(): Promise<void> {
     for (const p of this.procs) if (p.exitCode === null) p.kill("SIGTERM");
     await Promise.all(this.procs.map((p) => p.exited));
   }
+}
+
+/** utime and stime of every process in `pids` (all their threads), in µs. Linux only (/proc). */
+export function processCpu(pids: readonly number[]): [user: number, sys: number] {
+  const tickUs = 1_000_000 / 100; // USER_HZ
+  let user = 0;
+  let sys = 0;
+  for (const pid of pids) {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    user += Number(f[11]) * tickUs;
+    sys += Number(f[12]) * tickUs;
+  }
+  return [user, sys];
 }
 
 /** Resolves once http://127.0.0.1:port/ answers at all; throws after 10 s. */
