@@ -7,6 +7,8 @@
  * in front of anything: a measuring stick for what the runtime and the kernel cost per request.
  *
  *   bun bench/bare-forwarder.ts PORT http://host:port [...]
+ *
+ * It listens with reusePort, so that several copies can share PORT, one per core.
  */
 import type { Socket } from "bun";
 
@@ -45,7 +47,18 @@ const upstream = {
       u.backend.idle.push(s);
     }
   },
-  close() {},
+  // A pooled connection the backend closed (its idle timeout) leaves the pool; one closed under
+  // a request ends that client, which would otherwise wait for ever.
+  close(s: Socket<Up>) {
+    const u = s.data;
+    const i = u.backend.idle.indexOf(s);
+    if (i !== -1) u.backend.idle.splice(i, 1);
+    if (u.client !== undefined) {
+      u.backend.inFlight--;
+      u.client.end();
+      u.client = undefined;
+    }
+  },
   error() {},
 };
 
@@ -69,7 +82,8 @@ function send(client: Socket<unknown>, head: string): void {
 }
 
 Bun.listen({
-  hostname: "127.0.0.1", port,
+  // Two copies may share the port (bench/cpu.ts runs it so, as the prototype ran).
+  hostname: "127.0.0.1", port, reusePort: true,
   socket: {
     data(s, data) {
       const text = latin1.decode(data);

@@ -4,7 +4,7 @@
  * for a set of upstreams. Loopback only.
  */
 import type { Subprocess } from "bun";
-import { readFileSync } from "node:fs";
+import { readFileSync, readdirSync } from "node:fs";
 
 export const root = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 
@@ -52,6 +52,19 @@ export function processCpu(pids: readonly number[]): [user: number, sys: number]
   return [user, sys];
 }
 
+/**
+ * CPU time of the whole machine so far, µs, from /proc/stat's first line: `busy` is every
+ * process's and the kernel's own work (user, nice, system, irq, softirq), `all` adds idle,
+ * iowait and steal, and `steal` is the time a virtual machine's host ran something else when
+ * it wanted to run (on a shared host, the share of a run it did not get).
+ */
+export function machineCpu(): { busy: number; all: number; steal: number } {
+  const tickUs = 1_000_000 / 100; // USER_HZ
+  const [user, nice, system, idle, iowait, irq, softirq, steal] = readFileSync("/proc/stat", "utf8").split("\n", 1)[0]!.trim().split(/\s+/).slice(1, 9).map(Number) as number[];
+  const busy = user! + nice! + system! + irq! + softirq!;
+  return { busy: busy * tickUs, all: (busy + idle! + iowait! + steal!) * tickUs, steal: steal! * tickUs };
+}
+
 /** Resolves once http://127.0.0.1:port/ answers at all; throws after 10 s. */
 export async function waitUp(port: number): Promise<void> {
   const deadline = Date.now() + 10_000;
@@ -76,18 +89,67 @@ export interface WrkResult {
   p99: string;
   p99Ms: number;
   errors: number;
+  /** % of the machine's CPU time its host gave to others during the run (machineCpu). */
+  steal: number;
 }
 
 /** wrk with --latency against one port (2 threads unless told); the report parsed. */
 export async function wrk(name: string, port: number, o: { connections: number; duration: number | string; path?: string; threads?: number | string }): Promise<WrkResult> {
+  const m0 = machineCpu();
   const p = Bun.spawn(["wrk", `-t${o.threads ?? 2}`, `-c${o.connections}`, `-d${o.duration}s`, "--latency", `http://127.0.0.1:${port}${o.path ?? "/"}`], { stdout: "pipe" });
   const out = await new Response(p.stdout).text();
   await p.exited;
+  const steal = stealPercent(m0, machineCpu());
   const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? 0);
   const pct = (n: number) => new RegExp(`^\\s+${n}%\\s+(\\S+)`, "m").exec(out)?.[1] ?? "?";
   const errors = Number(/Non-2xx or 3xx responses:\s+(\d+)/.exec(out)?.[1] ?? 0) + Number(/Socket errors:.*?(\d+)/.exec(out)?.[1] ?? 0);
   const p99 = pct(99);
-  return { name, connections: o.connections, rps, p50: pct(50), p90: pct(90), p99, p99Ms: wrkMs(p99), errors };
+  return { name, connections: o.connections, rps, p50: pct(50), p90: pct(90), p99, p99Ms: wrkMs(p99), errors, steal };
+}
+
+/** The % of the machine's CPU time between two machineCpu() readings that its host took. */
+export function stealPercent(a: ReturnType<typeof machineCpu>, b: ReturnType<typeof machineCpu>): number {
+  const all = b.all - a.all;
+  return all > 0 ? (100 * (b.steal - a.steal)) / all : 0;
+}
+
+/**
+ * Interleaved rounds that a virtual machine's host did not disturb. This machine is a VM on a
+ * shared host: in some rounds the host takes 20-40% of its CPU time ("steal" in /proc/stat),
+ * and every target measured then looks slower by about as much, whichever it is, so a ratio
+ * between two targets of one round is off by however unevenly the steal fell on them. A round
+ * in which any run lost more than `maxSteal` % is set aside and another run in its place, up
+ * to `rounds` more; what was set aside is counted, never mixed in. Where there is no host to
+ * steal (bare metal), no round is set aside.
+ */
+export async function cleanRounds<T extends { steal: number }>(
+  rounds: number,
+  maxSteal: number,
+  runRound: (round: number) => Promise<T[]>,
+): Promise<{ kept: (T & { round: number })[]; setAside: number; worstSteal: number }> {
+  const kept: (T & { round: number })[] = [];
+  let setAside = 0;
+  let worstSteal = 0;
+  for (let attempt = 0, good = 0; good < rounds && attempt < 2 * rounds; attempt++) {
+    const runs = await runRound(attempt);
+    const steal = Math.max(0, ...runs.map((r) => r.steal));
+    if (steal > maxSteal) {
+      setAside++;
+      worstSteal = Math.max(worstSteal, steal);
+      console.error(`round ${attempt + 1} set aside: the host took ${steal.toFixed(1)}% of the CPU in one of its runs (limit ${maxSteal}%)`);
+      continue;
+    }
+    kept.push(...runs.map((r) => ({ ...r, round: good })));
+    good++;
+  }
+  return { kept, setAside, worstSteal };
+}
+
+/** The line a report adds when rounds were set aside for the host's steal. */
+export function setAsideNote(r: { setAside: number; worstSteal: number }, maxSteal: number): string {
+  return r.setAside === 0
+    ? `no round set aside for the host's steal (limit ${maxSteal}% of the CPU in any run)`
+    : `${r.setAside} round(s) set aside: the host took up to ${r.worstSteal.toFixed(1)}% of the CPU (limit ${maxSteal}% in any run)`;
 }
 
 /** wrk's "850.00us", "9.20ms", "1.02s", "2.00m" in milliseconds (NaN if unreadable). */
@@ -121,6 +183,41 @@ events { worker_connections 4096; }
 http {
   access_log ${o.accessLog ? `${dir}/nginx-access.log` : "off"};${blocks.join("")}
 }`;
+}
+
+/** HAProxy in HTTP mode with `threads` threads, leastconn over `servers`, checked, with X-Forwarded-For. */
+export function haproxyConfig(port: number, servers: readonly string[], threads = 2): string {
+  return `
+global
+  nbthread ${threads}
+  maxconn 4096
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  option forwardfor
+  option http-keep-alive
+frontend fe
+  bind 127.0.0.1:${port}
+  default_backend pool
+backend pool
+  balance leastconn
+${servers.map((b, i) => `  server b${i + 1} ${b} check`).join("\n")}
+`;
+}
+
+/** `pid` and its children (nginx's master and workers, Switchyard's owner and workers). */
+export function withChildren(pid: number): number[] {
+  const kids: number[] = [];
+  for (const d of readdirSync("/proc")) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const stat = readFileSync(`/proc/${d}/stat`, "utf8");
+      if (Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]) === pid) kids.push(Number(d));
+    } catch {}
+  }
+  return [pid, ...kids];
 }
 
 export function median(xs: readonly number[]): number {

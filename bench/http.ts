@@ -4,10 +4,12 @@
  * fetch forwarder can do (bench/fetch-floor.ts), each driven by wrk with the same settings.
  * Targets are interleaved within each round and the rounds repeated, because this machine is
  * noisy: the report gives each target's median and its spread (min-max) over the rounds, and
- * ratios to nginx and to the fetch floor computed per round, then their median.
+ * ratios to nginx and to the fetch floor computed per round, then their median. A round in
+ * which a virtual machine's host took more than --max-steal % of the CPU during any run is set
+ * aside and run again (harness.ts, cleanRounds), and the report says how many were.
  *
  *   bun bench/http.ts [--duration 10] [--connections 64,256] [--rounds 3] [--path /]
- *                     [--wrk-threads 1] [--only NAME,NAME] [--access-log]
+ *                     [--wrk-threads 1] [--only NAME,NAME] [--max-steal 5] [--access-log]
  *
  * Needs wrk (apt-get install wrk); nginx and haproxy are used when installed. Loopback only,
  * bounded in time, and every process it starts is stopped by PID at the end.
@@ -16,7 +18,7 @@ import { parseArgs } from "node:util";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Processes, has, median, nginxConfig, waitUp, wrk as runWrk, wrkMs, type WrkResult } from "./harness.ts";
+import { Processes, cleanRounds, haproxyConfig, has, median, nginxConfig, setAsideNote, waitUp, wrk as runWrk, wrkMs, type WrkResult } from "./harness.ts";
 
 const { values } = parseArgs({
   args: Bun.argv.slice(2),
@@ -28,6 +30,7 @@ const { values } = parseArgs({
     "wrk-threads": { type: "string", default: "1" },
     only: { type: "string" },
     "access-log": { type: "boolean", default: false },
+    "max-steal": { type: "string", default: "5" },
   },
 });
 const dir = mkdtempSync(join(tmpdir(), "switchyard-bench-"));
@@ -79,24 +82,7 @@ try {
     targets.push({ name: "nginx (2 workers)", port: ports.nginx });
   }
   if (has("haproxy")) {
-    writeFileSync(join(dir, "haproxy.cfg"), `
-global
-  nbthread 2
-  maxconn 4096
-defaults
-  mode http
-  timeout connect 5s
-  timeout client 60s
-  timeout server 60s
-  option forwardfor
-  option http-keep-alive
-frontend fe
-  bind 127.0.0.1:${ports.haproxy}
-  default_backend pool
-backend pool
-  balance leastconn
-${backends.map((b, i) => `  server b${i + 1} ${b} check`).join("\n")}
-`);
+    writeFileSync(join(dir, "haproxy.cfg"), haproxyConfig(ports.haproxy, backends));
     procs.spawn(["haproxy", "-f", join(dir, "haproxy.cfg")]);
     await waitUp(ports.haproxy);
     targets.push({ name: "haproxy (2 threads)", port: ports.haproxy });
@@ -105,17 +91,23 @@ ${backends.map((b, i) => `  server b${i + 1} ${b} check`).join("\n")}
   const only = values.only?.split(",");
   const chosen = only ? targets.filter((t) => t.name.startsWith("direct") || only.some((o) => t.name.includes(o))) : targets;
   const rounds = Number(values.rounds);
+  const maxSteal = Number(values["max-steal"]);
   const results: (Result & { round: number })[] = [];
+  const notes: string[] = [];
   for (const c of values.connections!.split(",").map(Number)) {
     // Warm-up runs, discarded, so that pools and JITs are warm.
     for (const t of chosen) await wrk(t.name, t.port, c);
-    for (let round = 0; round < rounds; round++) {
+    const r = await cleanRounds(rounds, maxSteal, async (round) => {
       // Interleaved: every target once per round, the order rotated so none always goes first.
+      const runs: Result[] = [];
       for (let i = 0; i < chosen.length; i++) {
         const t = chosen[(i + round) % chosen.length]!;
-        results.push({ ...(await wrk(t.name, t.port, c)), round });
+        runs.push(await wrk(t.name, t.port, c));
       }
-    }
+      return runs;
+    });
+    results.push(...r.kept);
+    notes.push(`${c} connections: ${setAsideNote(r, maxSteal)}`);
   }
 
   console.log(`\nwrk -t${values["wrk-threads"]} -d${values.duration}s ${values.path}, ${rounds} interleaved rounds, 3 sim backends, access log ${values["access-log"] ? "on" : "off"}, ${navigator.hardwareConcurrency} cores shared by all\n`);
@@ -137,6 +129,7 @@ ${backends.map((b, i) => `  server b${i + 1} ${b} check`).join("\n")}
       console.log(`| ${t.name} | ${c} | ${Math.round(median(rps))} (${Math.round(Math.min(...rps))}-${Math.round(Math.max(...rps))}) | ${median(p99).toFixed(2)}ms (${Math.min(...p99).toFixed(2)}-${Math.max(...p99).toFixed(2)}) | ${errors} | ${ratioTo("nginx")} | ${ratioTo("bun fetch floor")} |`);
     }
   }
+  console.log(`\n${notes.join("\n")}`);
 } finally {
   await procs.stop();
 }

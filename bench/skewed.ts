@@ -5,10 +5,11 @@
  * round and the rounds repeated (this machine is noisy); the report gives each target's median
  * requests/s, p99 and share of requests that reached the slow backend, and peak-ewma against
  * the target: p99 at most 0.5 × nginx least_conn's, with at least its throughput (ratios per
- * round, then their median).
+ * round, then their median). A round in which a virtual machine's host took more than
+ * --max-steal % of the CPU during any run is set aside and run again (harness.ts, cleanRounds).
  *
  *   bun bench/skewed.ts [--duration 10] [--connections 64] [--rounds 3] [--warmup 3]
- *                       [--wrk-threads 1] [--engines fetch,socket] [--floor]
+ *                       [--wrk-threads 1] [--engines fetch,socket] [--floor] [--max-steal 5]
  *
  * least-connections runs on the first engine listed. --floor adds Switchyard in front of the
  * two quick backends alone: the p99 no policy can beat on this machine. nginx runs 2 workers
@@ -20,7 +21,7 @@ import { parseArgs } from "node:util";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Processes, has, median, nginxConfig, waitUp, wrk, type WrkResult } from "./harness.ts";
+import { Processes, cleanRounds, has, median, nginxConfig, setAsideNote, waitUp, wrk, type WrkResult } from "./harness.ts";
 
 const { values } = parseArgs({
   args: Bun.argv.slice(2),
@@ -32,6 +33,7 @@ const { values } = parseArgs({
     "wrk-threads": { type: "string", default: "1" },
     engines: { type: "string", default: "fetch,socket" },
     floor: { type: "boolean", default: false },
+    "max-steal": { type: "string", default: "5" },
   },
 });
 if (!has("wrk")) {
@@ -111,14 +113,17 @@ try {
   if (Number(values.warmup) > 0) {
     for (const t of targets) await wrk(t.name, t.port, { connections, duration: values.warmup!, threads: values["wrk-threads"] });
   }
-  const rows: Row[] = [];
-  for (let round = 0; round < rounds; round++) {
+  const maxSteal = Number(values["max-steal"]);
+  const clean = await cleanRounds(rounds, maxSteal, async (round) => {
     // Interleaved: every target once per round, the order rotated so none always goes first.
+    const runs: Row[] = [];
     for (let i = 0; i < targets.length; i++) {
       const t = targets[(i + round) % targets.length]!;
-      rows.push(await measure(t.name, t.port, round));
+      runs.push(await measure(t.name, t.port, round));
     }
-  }
+    return runs;
+  });
+  const rows: Row[] = clean.kept;
 
   const spread = (xs: number[], f: (x: number) => string) => `${f(median(xs))} (${f(Math.min(...xs))}-${f(Math.max(...xs))})`;
   console.log(`\nwrk -t${values["wrk-threads"]} -c${connections} -d${values.duration}s, ${rounds} interleaved rounds, backends at ${LATENCY.join(", ")} ms, ${navigator.hardwareConcurrency} cores shared by all\n`);
@@ -142,6 +147,7 @@ try {
       console.log(`${t.name} vs nginx least_conn (median of per-round ratios): p99 ${p99.toFixed(2)}x (target <= 0.5), throughput ${rps.toFixed(2)}x (target >= 1): ${met ? "target met" : "target NOT met"}`);
     }
   }
+  console.log(`\n${setAsideNote(clean, maxSteal)}`);
 } finally {
   await procs.stop();
 }
