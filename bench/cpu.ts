@@ -96,6 +96,7 @@ try {
     return runs;
   });
   const results = clean.kept;
+  if (clean.kept.length === 0) throw new Error(`no round the host left alone (${setAsideNote(clean, maxSteal)}): run it again later, or with a higher --max-steal`);
 
   const span = (xs: number[], d = 1) => `${median(xs).toFixed(d)} (${Math.min(...xs).toFixed(d)}-${Math.max(...xs).toFixed(d)})`;
   console.log(`\nwrk -t1 -c${values.connections} -d${values.duration}s, ${rounds} interleaved rounds, 3 sim backends, ${navigator.hardwareConcurrency} cores shared by all\n`);

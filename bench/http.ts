@@ -116,6 +116,10 @@ try {
   for (const c of values.connections!.split(",").map(Number)) {
     for (const t of chosen) {
       const mine = results.filter((r) => r.connections === c && r.name === t.name);
+      if (mine.length === 0) {
+        console.log(`| ${t.name} | ${c} | no round the host left alone | | | | |`);
+        continue;
+      }
       const ratioTo = (prefix: string) => {
         const per = mine.map((r) => {
           const ref = results.find((x) => x.connections === c && x.round === r.round && x.name.startsWith(prefix));

@@ -124,6 +124,7 @@ try {
     return runs;
   });
   const rows: Row[] = clean.kept;
+  if (clean.kept.length === 0) throw new Error(`no round the host left alone (${setAsideNote(clean, maxSteal)}): run it again later, or with a higher --max-steal`);
 
   const spread = (xs: number[], f: (x: number) => string) => `${f(median(xs))} (${f(Math.min(...xs))}-${f(Math.max(...xs))})`;
   console.log(`\nwrk -t${values["wrk-threads"]} -c${connections} -d${values.duration}s, ${rounds} interleaved rounds, backends at ${LATENCY.join(", ")} ms, ${navigator.hardwareConcurrency} cores shared by all\n`);
