@@ -5,12 +5,14 @@
  * another, this says where its time goes. Targets: Switchyard's socket engine, alone and with
  * 2 workers (owner and workers summed), its TCP mode relaying the same HTTP traffic (the cost
  * of moving the bytes alone), the bare forwarder (bench/bare-forwarder.ts: the least a
- * Bun.listen/Bun.connect HTTP forwarder does), nginx with 2 workers (its master and workers
+ * Bun.listen/Bun.connect HTTP forwarder does), alone and as 2 processes sharing the port,
+ * nginx with 2 workers (its master and workers
  * summed) and HAProxy with 2 threads. Interleaved, rounds repeated; the report gives each
  * target's median and min-max, and the CPU of the whole machine per request (every process,
  * wrk and the backends included, from /proc/stat): what is left for the proxy at a given rate.
  * On a virtual machine, a round in which the host took more than --max-steal % of the CPU
- * ("steal") during any run is set aside and run again (harness.ts, cleanRounds).
+ * ("steal") during any run is set aside and another run in its place, up to --rounds more
+ * (harness.ts, cleanRounds), so fewer rounds may be kept: the report says how many were not.
  *
  *   bun bench/cpu.ts [--duration 4] [--rounds 3] [--connections 64] [--max-steal 5]
  *
@@ -21,7 +23,7 @@ import { parseArgs } from "node:util";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Processes, haproxyConfig, has, median, nginxConfig, cleanRounds, machineCpu, processCpu as cpu, setAsideNote, stealPercent, waitUp, withChildren } from "./harness.ts";
+import { Processes, cleanRounds, cpuPerRequest, haproxyConfig, has, nginxConfig, requireKept, setAsideNote, spread, waitUp, withChildren } from "./harness.ts";
 
 const { values } = parseArgs({
   args: Bun.argv.slice(2),
@@ -74,39 +76,26 @@ try {
   }
   for (const t of targets) await waitUp(t.port);
 
-  const run = async (t: Target, round: number) => {
-    const pids = t.pids();
-    const [u0, s0] = cpu(pids);
-    const m0 = machineCpu();
-    const p = Bun.spawn(["wrk", "-t1", `-c${values.connections}`, `-d${values.duration}s`, `http://127.0.0.1:${t.port}/`], { stdout: "pipe" });
-    const out = await new Response(p.stdout).text();
-    await p.exited;
-    const [u1, s1] = cpu(pids);
-    const m1 = machineCpu();
-    const n = Number(/(\d+) requests in/.exec(out)?.[1] ?? 0);
-    if (n === 0) throw new Error(`${t.name} answered no requests in a round: ${out}`);
-    return { name: t.name, round, rps: n / Number(values.duration), user: (u1 - u0) / n, sys: (s1 - s0) / n, machine: (m1.busy - m0.busy) / n, steal: stealPercent(m0, m1) };
-  };
-  for (const t of targets) await run(t, -1); // warm-up, discarded
+  const run = (t: Target) => cpuPerRequest(t.name, t.port, t.pids(), { connections: values.connections!, duration: values.duration! });
+  for (const t of targets) await run(t); // warm-up, discarded
   const rounds = Number(values.rounds);
   const maxSteal = Number(values["max-steal"]);
   const clean = await cleanRounds(rounds, maxSteal, async (r) => {
     const runs = [];
-    for (let i = 0; i < targets.length; i++) runs.push(await run(targets[(i + r) % targets.length]!, r));
+    for (let i = 0; i < targets.length; i++) runs.push(await run(targets[(i + r) % targets.length]!));
     return runs;
   });
   const results = clean.kept;
-  if (clean.kept.length === 0) throw new Error(`no round the host left alone (${setAsideNote(clean, maxSteal)}): run it again later, or with a higher --max-steal`);
+  requireKept(clean, maxSteal);
 
-  const span = (xs: number[], d = 1) => `${median(xs).toFixed(d)} (${Math.min(...xs).toFixed(d)}-${Math.max(...xs).toFixed(d)})`;
-  console.log(`\nwrk -t1 -c${values.connections} -d${values.duration}s, ${rounds} interleaved rounds, 3 sim backends, ${navigator.hardwareConcurrency} cores shared by all\n`);
+  console.log(`\nwrk -t1 -c${values.connections} -d${values.duration}s, ${clean.kept.length / targets.length} interleaved rounds kept of the ${rounds} asked, 3 sim backends, ${navigator.hardwareConcurrency} cores shared by all\n`);
   const ref = (r: { round: number }) => results.find((x) => x.round === r.round && x.name === "nginx (2 workers)");
   console.log("| target | req/s | ÷ nginx, per round | user µs/request | system µs/request | whole machine µs/request | stolen by the host % |");
   console.log("| --- | --- | --- | --- | --- | --- | --- |");
   for (const t of targets) {
     const mine = results.filter((r) => r.name === t.name);
     const ratios = mine.filter(ref).map((r) => r.rps / ref(r)!.rps);
-    console.log(`| ${t.name} | ${span(mine.map((r) => r.rps), 0)} | ${ratios.length ? span(ratios, 2) : "-"} | ${span(mine.map((r) => r.user))} | ${span(mine.map((r) => r.sys))} | ${span(mine.map((r) => r.machine))} | ${span(mine.map((r) => r.steal))} |`);
+    console.log(`| ${t.name} | ${spread(mine.map((r) => r.rps), 0)} | ${ratios.length ? spread(ratios, 2) : "-"} | ${spread(mine.map((r) => r.user))} | ${spread(mine.map((r) => r.sys))} | ${spread(mine.map((r) => r.machine))} | ${spread(mine.map((r) => r.steal))} |`);
   }
   console.log(`\n${setAsideNote(clean, maxSteal)}`);
 } finally {

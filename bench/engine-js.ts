@@ -1,6 +1,6 @@
 /**
  * The socket engine's JavaScript cost per request with the kernel taken out, as an A/B of two
- * source trees in one process. On this machine a change worth 0.3 µs of a request's ~28 µs of
+ * source trees in one process. On this machine a change worth 0.3 µs of a request's ~24 µs of
  * CPU is lost in the noise of any run over real sockets (±1 µs between rounds of bench/cpu.ts),
  * so changes to the hot path are measured here first:
  *

@@ -7,7 +7,10 @@
  * one process; CPU is its user and system time from /proc under the same wrk load, interleaved,
  * rounds repeated, median and min-max per target, and the difference from the floor's median.
  *
- *   bun bench/fetch-costs.ts [--duration 3] [--rounds 3] [--connections 64]
+ *   bun bench/fetch-costs.ts [--duration 3] [--rounds 3] [--connections 64] [--max-steal 5]
+ *
+ * A round in which a virtual machine's host took more than --max-steal % of the CPU during any
+ * run is set aside and another run in its place (harness.ts, cleanRounds).
  *
  * Linux only (/proc); needs wrk. Loopback only, bounded in time, and every process it starts
  * is stopped by PID at the end.
@@ -16,7 +19,7 @@ import { parseArgs } from "node:util";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Processes, has, median, processCpu, waitUp } from "./harness.ts";
+import { Processes, cleanRounds, cpuPerRequest, has, median, requireKept, root, setAsideNote, spread, waitUp, type CpuRun } from "./harness.ts";
 
 const { values } = parseArgs({
   args: Bun.argv.slice(2),
@@ -24,6 +27,7 @@ const { values } = parseArgs({
     duration: { type: "string", default: "3" },
     rounds: { type: "string", default: "3" },
     connections: { type: "string", default: "64" },
+    "max-steal": { type: "string", default: "5" },
   },
 });
 if (!has("wrk")) {
@@ -37,7 +41,6 @@ const backends = [0, 1, 2].map((i) => `http://127.0.0.1:${BASE + i}`);
 
 interface Target { name: string; port: number; pid: number }
 const targets: Target[] = [];
-const results = new Map<string, { rps: number; user: number; sys: number }[]>();
 
 try {
   procs.spawn([process.execPath, "sim/main.ts", "--count", "3", "--base-port", String(BASE)]);
@@ -53,44 +56,36 @@ try {
   for (const a of ADDS) {
     port++;
     const p = Bun.spawn([process.execPath, "bench/fetch-floor.ts", String(port), ...backends], {
-      cwd: join(import.meta.dir, ".."), env: { ...process.env, FLOOR_ADD: a }, stdout: "ignore", stderr: "inherit",
+      cwd: root, env: { ...process.env, FLOOR_ADD: a }, stdout: "ignore", stderr: "inherit",
     });
     procs.track(p);
     targets.push({ name: a === "" ? "floor" : a.includes(",") ? "floor + all of them" : `floor + ${a}`, port, pid: p.pid });
   }
   for (const t of targets) await waitUp(t.port);
 
-  const run = async (t: Target) => {
-    const [u0, s0] = processCpu([t.pid]);
-    const p = Bun.spawn(["wrk", "-t1", `-c${values.connections}`, `-d${values.duration}s`, `http://127.0.0.1:${t.port}/`], { stdout: "pipe" });
-    const out = await new Response(p.stdout).text();
-    await p.exited;
-    const [u1, s1] = processCpu([t.pid]);
-    const n = Number(/(\d+) requests in/.exec(out)?.[1] ?? 0);
-    return { rps: n / Number(values.duration), user: (u1 - u0) / n, sys: (s1 - s0) / n };
-  };
+  const run = (t: Target) => cpuPerRequest(t.name, t.port, [t.pid], { connections: values.connections!, duration: values.duration! });
   for (const t of targets) await run(t); // warm-up, discarded
   const rounds = Number(values.rounds);
-  for (let r = 0; r < rounds; r++) {
-    for (let i = 0; i < targets.length; i++) {
-      const t = targets[(i + r) % targets.length]!;
-      const list = results.get(t.name) ?? [];
-      list.push(await run(t));
-      results.set(t.name, list);
-    }
-  }
+  const maxSteal = Number(values["max-steal"]);
+  const clean = await cleanRounds(rounds, maxSteal, async (r) => {
+    const runs: CpuRun[] = [];
+    for (let i = 0; i < targets.length; i++) runs.push(await run(targets[(i + r) % targets.length]!));
+    return runs;
+  });
+  requireKept(clean, maxSteal);
+  const mineOf = (name: string) => clean.kept.filter((x) => x.name === name);
 
-  const span = (xs: number[], d = 1) => `${median(xs).toFixed(d)} (${Math.min(...xs).toFixed(d)}-${Math.max(...xs).toFixed(d)})`;
-  const total = (name: string) => median(results.get(name)!.map((r) => r.user + r.sys));
+  const total = (name: string) => median(mineOf(name).map((r) => r.user + r.sys));
   const floor = total("floor");
-  console.log(`\nwrk -t1 -c${values.connections} -d${values.duration}s, ${rounds} interleaved rounds, 3 sim backends, ${navigator.hardwareConcurrency} cores shared by all\n`);
+  console.log(`\nwrk -t1 -c${values.connections} -d${values.duration}s, ${clean.kept.length / targets.length} interleaved rounds kept of the ${rounds} asked, 3 sim backends, ${navigator.hardwareConcurrency} cores shared by all\n`);
   console.log("| target | req/s | user µs/request | system µs/request | user+system − floor's |");
   console.log("| --- | --- | --- | --- | --- |");
   for (const t of targets) {
-    const mine = results.get(t.name)!;
+    const mine = mineOf(t.name);
     const diff = total(t.name) - floor;
-    console.log(`| ${t.name} | ${span(mine.map((r) => r.rps), 0)} | ${span(mine.map((r) => r.user))} | ${span(mine.map((r) => r.sys))} | ${t.name === "floor" ? "-" : `${diff >= 0 ? "+" : ""}${diff.toFixed(1)}`} |`);
+    console.log(`| ${t.name} | ${spread(mine.map((r) => r.rps), 0)} | ${spread(mine.map((r) => r.user))} | ${spread(mine.map((r) => r.sys))} | ${t.name === "floor" ? "-" : `${diff >= 0 ? "+" : ""}${diff.toFixed(1)}`} |`);
   }
+  console.log(`\n${setAsideNote(clean, maxSteal)}`);
 } finally {
   await procs.stop();
 }

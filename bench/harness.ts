@@ -1,7 +1,8 @@
 /**
  * What the HTTP benches share: starting and stopping the processes they run (by PID, always),
- * waiting for a port to answer, running wrk and reading its report, and writing an nginx config
- * for a set of upstreams. Loopback only.
+ * waiting for a port to answer, running wrk and reading its report, the CPU a run costs per
+ * request (processCpu, machineCpu, cpuPerRequest), rounds a VM's host did not disturb
+ * (cleanRounds), and nginx and HAProxy configs for a set of upstreams. Loopback only.
  */
 import type { Subprocess } from "bun";
 import { readFileSync, readdirSync } from "node:fs";
@@ -105,6 +106,43 @@ export async function wrk(name: string, port: number, o: { connections: number; 
   const errors = Number(/Non-2xx or 3xx responses:\s+(\d+)/.exec(out)?.[1] ?? 0) + Number(/Socket errors:.*?(\d+)/.exec(out)?.[1] ?? 0);
   const p99 = pct(99);
   return { name, connections: o.connections, rps, p50: pct(50), p90: pct(90), p99, p99Ms: wrkMs(p99), errors, steal };
+}
+
+/** One wrk run (-t1, no latency report) and the CPU it cost per request: processes `pids`, and the whole machine. */
+export interface CpuRun {
+  name: string;
+  rps: number;
+  /** µs per request of `pids`' user and system time. */
+  user: number;
+  sys: number;
+  /** µs per request of the whole machine (machineCpu's busy). */
+  machine: number;
+  /** % of the machine's CPU its host took meanwhile. */
+  steal: number;
+}
+
+/** wrk against `port` for `duration` s, with the CPU of `pids` and of the machine around it. Throws when nothing was answered. */
+export async function cpuPerRequest(name: string, port: number, pids: readonly number[], o: { connections: number | string; duration: number | string }): Promise<CpuRun> {
+  const [u0, s0] = processCpu(pids);
+  const m0 = machineCpu();
+  const p = Bun.spawn(["wrk", "-t1", `-c${o.connections}`, `-d${o.duration}s`, `http://127.0.0.1:${port}/`], { stdout: "pipe" });
+  const out = await new Response(p.stdout).text();
+  await p.exited;
+  const [u1, s1] = processCpu(pids);
+  const m1 = machineCpu();
+  const n = Number(/(\d+) requests in/.exec(out)?.[1] ?? 0);
+  if (n === 0) throw new Error(`${name} answered no requests in a run: ${out}`);
+  return { name, rps: n / Number(o.duration), user: (u1 - u0) / n, sys: (s1 - s0) / n, machine: (m1.busy - m0.busy) / n, steal: stealPercent(m0, m1) };
+}
+
+/** Median (min-max) of `xs`, to `d` decimals: how every bench reports a spread. */
+export function spread(xs: readonly number[], d = 1): string {
+  return `${median(xs).toFixed(d)} (${Math.min(...xs).toFixed(d)}-${Math.max(...xs).toFixed(d)})`;
+}
+
+/** Throws when cleanRounds kept nothing: a report of no rounds would be empty medians. */
+export function requireKept(r: { kept: unknown[]; setAside: number; worstSteal: number }, maxSteal: number): void {
+  if (r.kept.length === 0) throw new Error(`no round the host left alone (${setAsideNote(r, maxSteal)}): run it again later, or with a higher --max-steal`);
 }
 
 /** The % of the machine's CPU time between two machineCpu() readings that its host took. */

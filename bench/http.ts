@@ -6,7 +6,8 @@
  * noisy: the report gives each target's median and its spread (min-max) over the rounds, and
  * ratios to nginx and to the fetch floor computed per round, then their median. A round in
  * which a virtual machine's host took more than --max-steal % of the CPU during any run is set
- * aside and run again (harness.ts, cleanRounds), and the report says how many were.
+ * aside and another run in its place, up to --rounds more (harness.ts, cleanRounds), so fewer
+ * rounds may be kept; the report says how many were set aside.
  *
  *   bun bench/http.ts [--duration 10] [--connections 64,256] [--rounds 3] [--path /]
  *                     [--wrk-threads 1] [--only NAME,NAME] [--max-steal 5] [--access-log]
@@ -110,7 +111,7 @@ try {
     notes.push(`${c} connections: ${setAsideNote(r, maxSteal)}`);
   }
 
-  console.log(`\nwrk -t${values["wrk-threads"]} -d${values.duration}s ${values.path}, ${rounds} interleaved rounds, 3 sim backends, access log ${values["access-log"] ? "on" : "off"}, ${navigator.hardwareConcurrency} cores shared by all\n`);
+  console.log(`\nwrk -t${values["wrk-threads"]} -d${values.duration}s ${values.path}, ${rounds} interleaved rounds asked (kept: below), 3 sim backends, access log ${values["access-log"] ? "on" : "off"}, ${navigator.hardwareConcurrency} cores shared by all\n`);
   console.log("| target | conns | req/s median (min-max) | p99 median (min-max) | errors | vs nginx | vs fetch floor |");
   console.log("| --- | --- | --- | --- | --- | --- | --- |");
   for (const c of values.connections!.split(",").map(Number)) {

@@ -6,7 +6,8 @@
  * requests/s, p99 and share of requests that reached the slow backend, and peak-ewma against
  * the target: p99 at most 0.5 × nginx least_conn's, with at least its throughput (ratios per
  * round, then their median). A round in which a virtual machine's host took more than
- * --max-steal % of the CPU during any run is set aside and run again (harness.ts, cleanRounds).
+ * --max-steal % of the CPU during any run is set aside and another run in its place, up to
+ * --rounds more (harness.ts, cleanRounds), so fewer rounds may be kept.
  *
  *   bun bench/skewed.ts [--duration 10] [--connections 64] [--rounds 3] [--warmup 3]
  *                       [--wrk-threads 1] [--engines fetch,socket] [--floor] [--max-steal 5]
@@ -21,7 +22,7 @@ import { parseArgs } from "node:util";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Processes, cleanRounds, has, median, nginxConfig, setAsideNote, waitUp, wrk, type WrkResult } from "./harness.ts";
+import { Processes, cleanRounds, has, median, nginxConfig, requireKept, setAsideNote, waitUp, wrk, type WrkResult } from "./harness.ts";
 
 const { values } = parseArgs({
   args: Bun.argv.slice(2),
@@ -124,10 +125,10 @@ try {
     return runs;
   });
   const rows: Row[] = clean.kept;
-  if (clean.kept.length === 0) throw new Error(`no round the host left alone (${setAsideNote(clean, maxSteal)}): run it again later, or with a higher --max-steal`);
+  requireKept(clean, maxSteal);
 
   const spread = (xs: number[], f: (x: number) => string) => `${f(median(xs))} (${f(Math.min(...xs))}-${f(Math.max(...xs))})`;
-  console.log(`\nwrk -t${values["wrk-threads"]} -c${connections} -d${values.duration}s, ${rounds} interleaved rounds, backends at ${LATENCY.join(", ")} ms, ${navigator.hardwareConcurrency} cores shared by all\n`);
+  console.log(`\nwrk -t${values["wrk-threads"]} -c${connections} -d${values.duration}s, ${rows.length / targets.length} interleaved rounds kept of the ${rounds} asked, backends at ${LATENCY.join(", ")} ms, ${navigator.hardwareConcurrency} cores shared by all\n`);
   console.log("| target | req/s median (min-max) | p99 median (min-max) | to the slow backend | errors |");
   console.log("| --- | --- | --- | --- | --- |");
   for (const t of targets) {
