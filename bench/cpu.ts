@@ -20,7 +20,7 @@
  * every process it starts is stopped by PID at the end.
  */
 import { parseArgs } from "node:util";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Processes, cleanRounds, cpuPerRequest, haproxyConfig, has, nginxConfig, requireKept, setAsideNote, spread, waitUp, withChildren } from "./harness.ts";
@@ -32,6 +32,7 @@ const { values } = parseArgs({
     rounds: { type: "string", default: "3" },
     connections: { type: "string", default: "64" },
     "max-steal": { type: "string", default: "5" },
+    only: { type: "string" },
   },
 });
 if (!has("wrk")) {
@@ -68,6 +69,13 @@ try {
     writeFileSync(join(dir, "nginx.conf"), nginxConfig(dir, [{ port: 18303, balance: "least_conn;", servers: backends }], { workers: 2 }));
     const ng = procs.spawn(["nginx", "-c", join(dir, "nginx.conf"), "-p", dir]);
     targets.push({ name: "nginx (2 workers)", port: 18303, pids: () => withChildren(ng.pid) });
+    // The same nginx adding the fields Switchyard adds: the backends and wrk then read the same
+    // bytes behind either, and the difference left is the proxies' own.
+    const dir2 = join(dir, "fields");
+    mkdirSync(dir2);
+    writeFileSync(join(dir2, "nginx.conf"), nginxConfig(dir2, [{ port: 18307, balance: "least_conn;", servers: backends }], { workers: 2, fields: "switchyard" }));
+    const ng2 = procs.spawn(["nginx", "-c", join(dir2, "nginx.conf"), "-p", dir2]);
+    targets.push({ name: "nginx (2 workers, Switchyard's fields)", port: 18307, pids: () => withChildren(ng2.pid) });
   }
   if (has("haproxy")) {
     writeFileSync(join(dir, "haproxy.cfg"), haproxyConfig(18304, backends));
@@ -75,6 +83,9 @@ try {
     targets.push({ name: "haproxy (2 threads)", port: 18304, pids: () => [ha.pid] });
   }
   for (const t of targets) await waitUp(t.port);
+  // --only NAME,NAME: the targets whose names contain one of them, and nginx (the reference).
+  const only = values.only?.split(",");
+  if (only) targets.splice(0, targets.length, ...targets.filter((t) => t.name === "nginx (2 workers)" || only.some((o) => t.name.includes(o))));
 
   const run = (t: Target) => cpuPerRequest(t.name, t.port, t.pids(), { connections: values.connections!, duration: values.duration! });
   for (const t of targets) await run(t); // warm-up, discarded

@@ -10,7 +10,9 @@
  * `ip` server.requestIP(), `signal` a listener on request.signal (the client leaving),
  * `abort` an AbortController whose signal fetch takes (the try's own cancel), `options` fetch's
  * `timeout: false` and `duplex: "half"`, `hono` a Hono app with one catch-all route in front,
- * `whole` the response body read whole and a new Response made with it.
+ * `whole` the response body read whole and a new Response made with it, `fields` the fields
+ * Switchyard adds (X-Forwarded-For/-Proto/-Host, X-Real-IP, Via and X-Request-Id to the
+ * backend, Via and X-Request-Id to the client), set on the request's and response's own Headers.
  */
 import { Hono } from "hono";
 import type { Server } from "bun";
@@ -21,7 +23,7 @@ if (!port || backends.length === 0) {
   process.exit(2);
 }
 const add = new Set((process.env.FLOOR_ADD ?? "").split(",").filter((s) => s !== ""));
-const unknown = [...add].filter((a) => !["ip", "signal", "abort", "options", "hono", "whole"].includes(a));
+const unknown = [...add].filter((a) => !["ip", "signal", "abort", "options", "hono", "whole", "fields"].includes(a));
 if (unknown.length > 0) {
   console.error(`bench/fetch-floor.ts: unknown FLOOR_ADD ${unknown.join(", ")}`);
   process.exit(2);
@@ -33,6 +35,17 @@ async function forward(req: Request, server: Server<unknown>): Promise<Response>
   const backend = backends[next++ % backends.length];
   if (add.has("ip")) server.requestIP(req);
   if (add.has("signal")) req.signal.addEventListener("abort", () => {}, { once: true });
+  const id = add.has("fields") ? crypto.randomUUID() : "";
+  if (add.has("fields")) {
+    const h = req.headers;
+    const ip = server.requestIP(req)?.address ?? "";
+    h.set("x-forwarded-for", ip);
+    h.set("x-real-ip", ip);
+    h.set("x-forwarded-proto", "http");
+    h.set("x-forwarded-host", h.get("host") ?? "");
+    h.set("via", "1.1 switchyard");
+    h.set("x-request-id", id);
+  }
   const res = await fetch(backend + url.pathname + url.search, {
     method: req.method,
     headers: req.headers,
@@ -42,6 +55,10 @@ async function forward(req: Request, server: Server<unknown>): Promise<Response>
     ...(add.has("abort") ? { signal: new AbortController().signal } : {}),
     ...(add.has("options") ? { timeout: false, duplex: "half" } : {}),
   } as RequestInit);
+  if (add.has("fields")) {
+    res.headers.set("via", "1.1 switchyard");
+    res.headers.set("x-request-id", id);
+  }
   if (!add.has("whole")) return res;
   const body = await res.arrayBuffer();
   return new Response(body, { status: res.status, statusText: res.statusText, headers: res.headers });

@@ -208,13 +208,30 @@ export interface NginxUpstream {
   servers: string[];
 }
 
-/** An nginx.conf (upstream keep-alive) with one server block per upstream. */
-export function nginxConfig(dir: string, upstreams: NginxUpstream[], o: { workers?: number; accessLog?: boolean } = {}): string {
+/**
+ * The fields Switchyard adds (proxy/headers.ts), as nginx directives: to the backend
+ * X-Forwarded-For/-Proto/-Host, X-Real-IP, Via and X-Request-Id, to the client Via and
+ * X-Request-Id. With them nginx puts the same bytes on the wire as Switchyard does, so the
+ * backends and wrk do the same work behind either (`nginxConfig`'s `fields: "switchyard"`).
+ */
+const SWITCHYARD_FIELDS = `
+      proxy_set_header X-Real-IP $remote_addr; proxy_set_header X-Forwarded-Proto $scheme;
+      proxy_set_header X-Forwarded-Host $host; proxy_set_header Via "1.1 switchyard";
+      proxy_set_header X-Request-Id $request_id;
+      add_header Via "1.1 switchyard"; add_header X-Request-Id $request_id;`;
+
+/**
+ * An nginx.conf (upstream keep-alive) with one server block per upstream. `fields`: "minimal"
+ * (default) sends X-Forwarded-For and Host only, as a bare nginx proxy does; "switchyard" adds
+ * what Switchyard adds (SWITCHYARD_FIELDS).
+ */
+export function nginxConfig(dir: string, upstreams: NginxUpstream[], o: { workers?: number; accessLog?: boolean; fields?: "minimal" | "switchyard" } = {}): string {
+  const extra = o.fields === "switchyard" ? SWITCHYARD_FIELDS : "";
   const blocks = upstreams.map((u, i) => `
   upstream pool${i} { ${u.zone ? `zone pool${i} 64k; ` : ""}${u.balance} ${u.servers.map((s) => `server ${s};`).join(" ")} keepalive 64; }
   server { listen 127.0.0.1:${u.port};
     location / { proxy_pass http://pool${i}; proxy_http_version 1.1; proxy_set_header Connection "";
-      proxy_set_header X-Forwarded-For $remote_addr; proxy_set_header Host $host; } }`);
+      proxy_set_header X-Forwarded-For $remote_addr; proxy_set_header Host $host;${extra} } }`);
   return `
 worker_processes ${o.workers ?? 1}; daemon off; pid ${dir}/nginx.pid; error_log ${dir}/nginx-error.log;
 events { worker_connections 4096; }

@@ -16,7 +16,7 @@
  * bounded in time, and every process it starts is stopped by PID at the end.
  */
 import { parseArgs } from "node:util";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Processes, cleanRounds, haproxyConfig, has, median, nginxConfig, setAsideNote, waitUp, wrk as runWrk, wrkMs, type WrkResult } from "./harness.ts";
@@ -42,10 +42,11 @@ if (!has("wrk")) {
 }
 
 const BACKEND_BASE = 18001;
-const ports = { switchyard: 18100, nginx: 18101, haproxy: 18102, socket: 18103, floor: 18104, fetch2: 18105, socket2: 18106 };
+const ports = { switchyard: 18100, nginx: 18101, haproxy: 18102, socket: 18103, floor: 18104, fetch2: 18105, socket2: 18106, nginxFields: 18107 };
 const backends = [0, 1, 2].map((i) => `127.0.0.1:${BACKEND_BASE + i}`);
 
 type Result = WrkResult;
+const NGINX_FIELDS = "nginx (2 workers, Switchyard's fields)";
 const wrk = (name: string, port: number, connections: number) =>
   runWrk(name, port, { connections, duration: values.duration!, path: values.path, threads: values["wrk-threads"] });
 
@@ -81,6 +82,14 @@ try {
     procs.spawn(["nginx", "-c", join(dir, "nginx.conf"), "-p", dir]);
     await waitUp(ports.nginx);
     targets.push({ name: "nginx (2 workers)", port: ports.nginx });
+    // The same nginx adding the fields Switchyard adds (harness.ts): the backends and wrk then
+    // read the same bytes behind either, and the difference left is the proxies' own.
+    const dir2 = join(dir, "fields");
+    mkdirSync(dir2);
+    writeFileSync(join(dir2, "nginx.conf"), nginxConfig(dir2, [{ port: ports.nginxFields, balance: "least_conn;", servers: backends }], { workers: 2, accessLog: values["access-log"], fields: "switchyard" }));
+    procs.spawn(["nginx", "-c", join(dir2, "nginx.conf"), "-p", dir2]);
+    await waitUp(ports.nginxFields);
+    targets.push({ name: NGINX_FIELDS, port: ports.nginxFields });
   }
   if (has("haproxy")) {
     writeFileSync(join(dir, "haproxy.cfg"), haproxyConfig(ports.haproxy, backends));
@@ -112,18 +121,18 @@ try {
   }
 
   console.log(`\nwrk -t${values["wrk-threads"]} -d${values.duration}s ${values.path}, ${rounds} interleaved rounds asked (kept: below), 3 sim backends, access log ${values["access-log"] ? "on" : "off"}, ${navigator.hardwareConcurrency} cores shared by all\n`);
-  console.log("| target | conns | req/s median (min-max) | p99 median (min-max) | errors | vs nginx | vs fetch floor |");
-  console.log("| --- | --- | --- | --- | --- | --- | --- |");
+  console.log("| target | conns | req/s median (min-max) | p99 median (min-max) | errors | vs nginx | vs nginx, same fields | vs fetch floor |");
+  console.log("| --- | --- | --- | --- | --- | --- | --- | --- |");
   for (const c of values.connections!.split(",").map(Number)) {
     for (const t of chosen) {
       const mine = results.filter((r) => r.connections === c && r.name === t.name);
       if (mine.length === 0) {
-        console.log(`| ${t.name} | ${c} | no round the host left alone | | | | |`);
+        console.log(`| ${t.name} | ${c} | no round the host left alone | | | | | |`);
         continue;
       }
-      const ratioTo = (prefix: string) => {
+      const ratioTo = (name: string) => {
         const per = mine.map((r) => {
-          const ref = results.find((x) => x.connections === c && x.round === r.round && x.name.startsWith(prefix));
+          const ref = results.find((x) => x.connections === c && x.round === r.round && x.name === name);
           return ref && ref.rps > 0 ? r.rps / ref.rps : NaN;
         }).filter((x) => !Number.isNaN(x));
         return per.length ? `${median(per).toFixed(2)} (${Math.min(...per).toFixed(2)}-${Math.max(...per).toFixed(2)})` : "-";
@@ -131,7 +140,7 @@ try {
       const rps = mine.map((r) => r.rps);
       const p99 = mine.map((r) => wrkMs(r.p99));
       const errors = mine.reduce((n, r) => n + r.errors, 0);
-      console.log(`| ${t.name} | ${c} | ${Math.round(median(rps))} (${Math.round(Math.min(...rps))}-${Math.round(Math.max(...rps))}) | ${median(p99).toFixed(2)}ms (${Math.min(...p99).toFixed(2)}-${Math.max(...p99).toFixed(2)}) | ${errors} | ${ratioTo("nginx")} | ${ratioTo("bun fetch floor")} |`);
+      console.log(`| ${t.name} | ${c} | ${Math.round(median(rps))} (${Math.round(Math.min(...rps))}-${Math.round(Math.max(...rps))}) | ${median(p99).toFixed(2)}ms (${Math.min(...p99).toFixed(2)}-${Math.max(...p99).toFixed(2)}) | ${errors} | ${ratioTo("nginx (2 workers)")} | ${ratioTo(NGINX_FIELDS)} | ${ratioTo("bun fetch floor")} |`);
     }
   }
   console.log(`\n${notes.join("\n")}`);
