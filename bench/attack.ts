@@ -39,8 +39,8 @@ if (!has("wrk")) {
   process.exit(2);
 }
 
-const BACKEND_BASE = 18201;
-const PROXY_PORT = { fetch: 18210, socket: 18211 } as const;
+const BACKEND_BASE = 18221; // apart from cpu.ts (18201), so the two can run at once
+const PROXY_PORT = { fetch: 18230, socket: 18231 } as const;
 type Engine = keyof typeof PROXY_PORT;
 const duration = Number(values.duration);
 const attackers = Number(values.attackers);

@@ -201,8 +201,16 @@ interface Shared<Body, Out> {
   readonly gate: AdmissionGate;
   /** The gate of requests whose body streams from the client (uploadConcurrency). */
   readonly uploads: AdmissionGate;
-  /** Every try's response-head timer (timer-list.ts): one setTimeout, not one per try. */
+  /**
+   * Every try's response-head timer (timer-list.ts): one setTimeout, not one per try. Two
+   * lists, because a list's insertion is O(1) only while its deadlines come in order: tries
+   * armed with the whole retry.perTryTimeout (nearly all) in one, tries whose timer is the
+   * request's overall deadline, cut short (retries late in a request), in the other. Mixed in
+   * one list, each of those would walk back past every try armed since, O(in flight) apiece
+   * in just the retry storm a failing backend causes.
+   */
   readonly timers: TimerList;
+  readonly deadlines: TimerList;
 }
 
 export function createForwarder<Body, Out>(opts: ForwardOptions, wire: Wire<Body, Out>): Forwarder<Body, Out> {
@@ -212,6 +220,7 @@ export function createForwarder<Body, Out>(opts: ForwardOptions, wire: Wire<Body
     gate: new AdmissionGate(opts.upstreamConcurrency),
     uploads: new AdmissionGate(opts.uploadConcurrency ?? 0),
     timers: new TimerList(),
+    deadlines: new TimerList(),
   };
   return {
     forward: (req) => new Promise<Out>((resolve, reject) => new Trip(shared, req, resolve, reject).start()),
@@ -411,8 +420,14 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
   private armHeadTimer(now: number): void {
     const perTryTimeout = this.s.opts.retry.perTryTimeout;
     const perTry = Math.min(perTryTimeout, this.deadline - now);
+    this.disarmHeadTimer();
     this.perTryShort = perTry < perTryTimeout;
-    this.s.timers.add(this, now, perTry);
+    (this.perTryShort ? this.s.deadlines : this.s.timers).add(this, now, perTry);
+  }
+
+  /** Take the response-head timer out of whichever list holds it (nothing if none does). */
+  private disarmHeadTimer(): void {
+    if (this.timerListed) (this.perTryShort ? this.s.deadlines : this.s.timers).remove(this);
   }
 
   sendWaiting(): void {
@@ -421,7 +436,7 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
     if (this.sendStarted === 0) {
       // Sending a body: the head timers wait until it is sent (requestSent).
       this.sendStarted = now;
-      this.s.timers.remove(this);
+      this.disarmHeadTimer();
     }
     this.waitingSince = now;
     const limit = this.s.opts.sendTimeout ?? 0;
@@ -591,7 +606,7 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
     // From here only idle timeouts apply to the body: a long download or an event stream
     // is never cut by the retry timeouts.
     this.inTry = false;
-    this.s.timers.remove(this);
+    this.disarmHeadTimer();
     if (this.sendTimer !== undefined) {
       clearTimeout(this.sendTimer);
       this.sendTimer = undefined;

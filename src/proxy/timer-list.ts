@@ -4,9 +4,11 @@
  * usually within milliseconds of a timeout of seconds, so a timer per try (a Timeout object,
  * a heap insert and a removal) was pure overhead on the hot path.
  *
- * Entries are kept in an intrusive list in deadline order. Nearly every try arms the same
- * retry.perTryTimeout, so a new deadline is almost always the latest: insertion walks back from
- * the tail and stops at once, removal unlinks, and neither allocates. The one setTimeout is for
+ * Entries are kept in an intrusive list in deadline order. Insertion walks back from the tail,
+ * so it is O(1) while deadlines are armed in order, and O(entries passed) otherwise: a list is
+ * meant for one kind of deadline, armed in order. The forwarder keeps two: tries armed with the
+ * same retry.perTryTimeout, and tries cut short by their request's overall deadline (which
+ * come in request order). Removal unlinks, and neither allocates. The one setTimeout is for
  * the earliest deadline; it is not moved when that entry leaves (the common case), only when
  * it fires early and finds nothing due, so a forwarder re-arms it about once per timeout
  * period, however many requests pass. nginx keeps its timers in one red-black tree for the

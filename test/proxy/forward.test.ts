@@ -19,9 +19,9 @@ import type { ErrorAnswer } from "../../src/proxy/errors.ts";
 
 type Out = { kind: "answered" | "answer" | "gone" | "internal"; status: number };
 /** What the scripted wire does with try number n (0-based): report now, later, or twice. */
-type Script = (n: number, backend: Backend, t: TryReceiver) => void;
+type Script = (n: number, backend: Backend, t: TryReceiver, cancel: Cancel) => void;
 
-function setup(script: Script, opts: { internalError?: boolean; attempts?: number; concurrency?: number; respondThrows?: boolean } = {}) {
+function setup(script: Script, opts: { internalError?: boolean; attempts?: number; concurrency?: number; respondThrows?: boolean; perTryTimeout?: number; timeout?: number } = {}) {
   const pool = new LocalPool(createPolicy("round-robin"), [
     { name: "a", url: "http://127.0.0.1:1" },
     { name: "b", url: "http://127.0.0.1:2" },
@@ -32,8 +32,8 @@ function setup(script: Script, opts: { internalError?: boolean; attempts?: numbe
   let tries = 0;
   let responds = 0;
   const wire: Wire<null, Out> = {
-    send(backend, _req, _cancel, t) {
-      script(tries++, backend, t);
+    send(backend, _req, cancel, t) {
+      script(tries++, backend, t, cancel);
     },
     respond(_req, res, end) {
       responds++;
@@ -52,7 +52,7 @@ function setup(script: Script, opts: { internalError?: boolean; attempts?: numbe
   }
   const fo: ForwardOptions = {
     pool, passive, traffic, trusted: cidrMatcher([]), preserveHost: true,
-    retry: { attempts: opts.attempts ?? 2, perTryTimeout: 1000, timeout: 5000, onStatus: [503], nonIdempotent: false },
+    retry: { attempts: opts.attempts ?? 2, perTryTimeout: opts.perTryTimeout ?? 1000, timeout: opts.timeout ?? 5000, onStatus: [503], nonIdempotent: false },
     upstreamConcurrency: opts.concurrency ?? 0,
   };
   const forwarder = createForwarder(fo, wire);
@@ -154,6 +154,23 @@ describe("forwarding loop: a fault of ours", () => {
     expect(await forwarder.forward(request())).toEqual({ kind: "answer", status: 502 });
     expect(tries()).toBe(2);
     expect(errors.length).toBe(0);
+    expect(inFlight()).toBe(0);
+  });
+
+  test("timers: a retry's timer cut short by the overall deadline fires at the deadline, and every try's timer is disarmed", async () => {
+    // A backend that never answers: each try ends only when its cancel fires.
+    const hang: Script = (_n, _b, t, cancel) => cancel.on({ onCancel: () => t.tryFailed(new NetworkError("ECONNRESET", "reset")) });
+    // perTryTimeout 300, timeout 450: the first try times out at 300 ms, the retry has 150 ms
+    // left, so its timer is the deadline's (the forwarder's second list), not a per-try one.
+    const { forwarder, request, inFlight, tries } = setup(hang, { internalError: true, perTryTimeout: 300, timeout: 450 });
+    const started = performance.now();
+    const many = Array.from({ length: 20 }, () => forwarder.forward(request()));
+    const outs = await within(Promise.all(many), 3000);
+    const took = performance.now() - started;
+    expect(outs).toEqual(Array.from({ length: 20 }, () => ({ kind: "answer", status: 504 })));
+    expect(tries()).toBe(40);
+    expect(took).toBeGreaterThanOrEqual(440);
+    expect(took).toBeLessThan(1500);
     expect(inFlight()).toBe(0);
   });
 });
