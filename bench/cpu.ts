@@ -7,14 +7,17 @@
  * of moving the bytes alone), the bare forwarder (bench/bare-forwarder.ts: the least a
  * Bun.listen/Bun.connect HTTP forwarder does), alone and as 2 processes sharing the port,
  * nginx with 2 workers (its master and workers
- * summed) and HAProxy with 2 threads. Interleaved, rounds repeated; the report gives each
+ * summed), the same nginx adding the fields Switchyard adds (so that the backends and wrk read
+ * the same bytes behind either) and HAProxy with 2 threads. Interleaved, rounds repeated; the report gives each
  * target's median and min-max, and the CPU of the whole machine per request (every process,
  * wrk and the backends included, from /proc/stat): what is left for the proxy at a given rate.
  * On a virtual machine, a round in which the host took more than --max-steal % of the CPU
  * ("steal") during any run is set aside and another run in its place, up to --rounds more
  * (harness.ts, cleanRounds), so fewer rounds may be kept: the report says how many were not.
  *
- *   bun bench/cpu.ts [--duration 4] [--rounds 3] [--connections 64] [--max-steal 5]
+ *   bun bench/cpu.ts [--duration 4] [--rounds 3] [--connections 64] [--max-steal 5] [--only NAME,NAME]
+ *
+ * --only keeps the targets whose names contain one of NAME, and nginx (2 workers), the reference.
  *
  * Linux only (/proc); needs wrk, nginx and haproxy when installed. Loopback only, bounded in time, and
  * every process it starts is stopped by PID at the end.

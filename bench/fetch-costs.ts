@@ -81,14 +81,16 @@ try {
   // The whole machine's CPU per request (wrk and the backends too): where the cost of fields
   // the backends must read shows, which the proxy's own time does not.
   const machine = (name: string) => median(mineOf(name).map((r) => r.machine));
-  console.log("| target | req/s | user µs/request | system µs/request | user+system − floor's | whole machine µs/request | whole machine − floor's |");
-  console.log("| --- | --- | --- | --- | --- | --- | --- |");
+  const floorIn = (r: { round: number }) => clean.kept.find((x) => x.round === r.round && x.name === "floor");
+  console.log("| target | req/s | ÷ floor, per round | user µs/request | system µs/request | user+system − floor's | whole machine µs/request | whole machine − floor's |");
+  console.log("| --- | --- | --- | --- | --- | --- | --- | --- |");
   for (const t of targets) {
     const mine = mineOf(t.name);
     const diff = total(t.name) - floor;
     const mdiff = machine(t.name) - machine("floor");
     const signed = (d: number) => (t.name === "floor" ? "-" : `${d >= 0 ? "+" : ""}${d.toFixed(1)}`);
-    console.log(`| ${t.name} | ${spread(mine.map((r) => r.rps), 0)} | ${spread(mine.map((r) => r.user))} | ${spread(mine.map((r) => r.sys))} | ${signed(diff)} | ${spread(mine.map((r) => r.machine))} | ${signed(mdiff)} |`);
+    const ratios = mine.filter(floorIn).map((r) => r.rps / floorIn(r)!.rps);
+    console.log(`| ${t.name} | ${spread(mine.map((r) => r.rps), 0)} | ${spread(ratios, 2)} | ${spread(mine.map((r) => r.user))} | ${spread(mine.map((r) => r.sys))} | ${signed(diff)} | ${spread(mine.map((r) => r.machine))} | ${signed(mdiff)} |`);
   }
   console.log(`\n${setAsideNote(clean, maxSteal)}`);
 } finally {

@@ -1,5 +1,6 @@
 /**
- * Layer 7 throughput, side by side: the same sim backends straight, behind nginx (2 workers),
+ * Layer 7 throughput, side by side: the same sim backends straight, behind nginx (2 workers;
+ * also a second nginx that adds the fields Switchyard adds, harness.ts's nginxConfig),
  * behind HAProxy (2 threads), behind Switchyard's two engines (one process, and `workers: 2`) and behind the least a Bun.serve +
  * fetch forwarder can do (bench/fetch-floor.ts), each driven by wrk with the same settings.
  * Targets are interleaved within each round and the rounds repeated, because this machine is
