@@ -12,7 +12,8 @@
  * `timeout: false` and `duplex: "half"`, `hono` a Hono app with one catch-all route in front,
  * `whole` the response body read whole and a new Response made with it, `fields` the fields
  * Switchyard adds (X-Forwarded-For/-Proto/-Host, X-Real-IP, Via and X-Request-Id to the
- * backend, Via and X-Request-Id to the client), set on the request's and response's own Headers.
+ * backend, Via and X-Request-Id to the client), set on the request's and response's own Headers
+ * (it calls server.requestIP() for X-Forwarded-For itself, as the engine must).
  */
 import { Hono } from "hono";
 import type { Server } from "bun";
