@@ -97,12 +97,15 @@ describe("outlier ejection", () => {
     expect(first.reason).toBe("ejected for 300ms after 5 consecutive failures (last: status 500)");
     // While ejected, everything succeeds: requests sent inside the ejection window (with a
     // margin, so that a slow machine cannot carry one past its end) all come back 200.
+    // Waited for from now: on a slow machine the last request below can outlast the window,
+    // and a readmission announced before next() was called would never be seen.
+    const readmitted = changes.next(bad.name, "up", 3000);
     const until = balancer.pool.backends[0]!.ejectedUntilMs;
     const during: number[] = [];
     while (Date.now() < until - 50) during.push((await whoAnswers(balancer.url)).status);
     expect(during.length).toBeGreaterThan(0);
     expect(during.filter((s) => s !== 200)).toEqual([]);
-    const back = await changes.next(bad.name, "up", 2000);
+    const back = await readmitted;
     record("ejection of 300ms: readmitted after", back.at - first.at);
     expect(back.at - first.at).toBeGreaterThanOrEqual(290);
     expect(back.reason).toBe("ejection of 300ms ended");
