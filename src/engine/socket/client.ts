@@ -269,8 +269,6 @@ export class ClientConnection implements ParserHost {
   /** queue[0] is being answered; the last may still be parsing. */
   private readonly queue: Exchange[] = [];
   private parsing: Exchange | undefined;
-  private extraHeaders: string[] | undefined;
-  private extraUrl = "";
   /** A fault stopped parsing: what else arrives is ignored. */
   private broken = false;
   /** llhttp holds no partial message: the next bytes may take the fast path (ParserHost). */
@@ -418,23 +416,11 @@ export class ClientConnection implements ParserHost {
     this.socket.resume();
   }
 
-  /** From llhttp (ParserHost): field lines of a head with more than 32 of them. */
-  onRawHeaders(fields: string[], url: string): void {
-    (this.extraHeaders ??= []).push(...fields);
-    this.extraUrl += url;
-  }
-
   /** From llhttp (ParserHost): a request head. */
   onHeadersComplete(
     major: number, minor: number, fields: string[] | undefined, methodIndex: number | undefined, url: string | undefined,
     _status: number | undefined, _text: string | undefined, upgrade: boolean, keepAlive: boolean,
   ): number {
-    if (this.extraHeaders !== undefined) {
-      fields = fields ? this.extraHeaders.concat(fields) : this.extraHeaders;
-      url = this.extraUrl + (url ?? "");
-      this.extraHeaders = undefined;
-      this.extraUrl = "";
-    }
     this.headParsed(METHODS[methodIndex ?? 1] ?? "GET", url ?? "", major, minor, new FieldList(fields ?? []), upgrade, keepAlive);
     return 0;
   }

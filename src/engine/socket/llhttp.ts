@@ -74,27 +74,77 @@ export function isParseError(r: number | ParseError | undefined): r is ParseErro
 export interface ParserHost {
   /** llhttp holds no partial message: kept up to date by the parser's begin/complete callbacks. */
   atStart: boolean;
-  /** More than 32 field lines: llhttp hands them over early, before the head completes. */
-  onRawHeaders(fields: string[], url: string): void;
+  /** A whole head: every field line and the target, however llhttp handed them over. */
   onHeadersComplete: OnHeadersComplete;
   onBody(chunk: Uint8Array): void;
   onMessageComplete(): void;
 }
 
-/** A parser of `type` (REQUEST or RESPONSE) bound to `host`, heads limited to `maxHeaderSize` bytes. */
+/**
+ * Where llhttp is in the current message, as this wrapper tracks it from the callbacks. Only
+ * the head's field lines belong to the head: kOnHeaders also carries a chunked body's trailer
+ * section, after the head is complete, and with it the message's target once more.
+ */
+const enum Phase {
+  /** Between messages. */
+  Idle = 0,
+  /** Inside a head: field lines handed over early (more than 32) are this head's. */
+  Head = 1,
+  /** Past the head: field lines now are a trailer section (RFC 9112 §7.1.2). */
+  Body = 2,
+}
+
+/**
+ * A parser of `type` (REQUEST or RESPONSE) bound to `host`, heads limited to `maxHeaderSize` bytes.
+ *
+ * No state here outlives its message. Node's binding hands field lines over through kOnHeaders
+ * in two cases: a head of more than 32 lines (flushed early, the rest at kOnHeadersComplete,
+ * which then gets undefined for fields and target) and a trailer section, flushed just before
+ * kOnMessageComplete together with the target of the message it ends. Kept for "the next head",
+ * trailer lines and that target became part of the next request or response on the connection:
+ * one client's fields in another's request behind a pooling front proxy. So the early lines are
+ * collected here, reset at every message's start, and taken only while the head is being read.
+ *
+ * A trailer section is dropped: an intermediary may discard trailer fields (RFC 9110 §6.5.1),
+ * and forwarding them to a backend that misreads them (Bun.serve reads them as a next request)
+ * would let a client smuggle one.
+ */
 export function createParser(type: number, maxHeaderSize: number, host: ParserHost): LlhttpParser {
   const p = new HTTPParser();
   p.initialize(type, {}, maxHeaderSize);
-  p[HTTPParser.kOnHeaders] = (fields: string[], url: string) => host.onRawHeaders(fields, url);
-  p[HTTPParser.kOnHeadersComplete] = ((maj, min, fields, method, url, status, text, upgrade, keepAlive) =>
-    host.onHeadersComplete(maj, min, fields, method, url, status, text, upgrade, keepAlive)) satisfies OnHeadersComplete;
+  let phase = Phase.Idle;
+  let early: string[] | undefined;
+  let earlyTarget = "";
+  p[HTTPParser.kOnMessageBegin] = () => {
+    phase = Phase.Head;
+    early = undefined;
+    earlyTarget = "";
+    host.atStart = false;
+  };
+  p[HTTPParser.kOnHeaders] = (fields: string[], target: string) => {
+    // Past the head these are trailer lines: dropped (see above).
+    if (phase !== Phase.Head) return;
+    if (early === undefined) early = fields.slice();
+    else for (let i = 0; i < fields.length; i++) early.push(fields[i]!);
+    earlyTarget += target;
+  };
+  p[HTTPParser.kOnHeadersComplete] = ((maj, min, fields, method, target, status, text, upgrade, keepAlive) => {
+    phase = Phase.Body;
+    if (early !== undefined) {
+      fields = fields === undefined ? early : early.concat(fields);
+      target = earlyTarget + (target ?? "");
+      early = undefined;
+      earlyTarget = "";
+    }
+    return host.onHeadersComplete(maj, min, fields, method, target, status, text, upgrade, keepAlive);
+  }) satisfies OnHeadersComplete;
   p[HTTPParser.kOnBody] = (chunk: Uint8Array) => host.onBody(chunk);
   p[HTTPParser.kOnMessageComplete] = () => {
+    phase = Phase.Idle;
+    early = undefined;
+    earlyTarget = "";
     host.atStart = true;
     host.onMessageComplete();
-  };
-  p[HTTPParser.kOnMessageBegin] = () => {
-    host.atStart = false;
   };
   return p;
 }

@@ -123,7 +123,6 @@ export class UpstreamConn implements BodySink, CancelListener, ParserHost {
   tlsReady = false;
 
   private readonly parser: LlhttpParser;
-  private extraHeaders: string[] | undefined;
   /** The try waiting for this request's response head. */
   private waiting: TryReceiver | undefined;
   private res: SocketResponse | undefined;
@@ -330,11 +329,6 @@ export class UpstreamConn implements BodySink, CancelListener, ParserHost {
     t.headReceived(res);
   }
 
-  /** From llhttp (ParserHost): field lines of a head with more than 32 of them. */
-  onRawHeaders(fields: string[]): void {
-    (this.extraHeaders ??= []).push(...fields);
-  }
-
   /** From llhttp (ParserHost): a response head, interim or final. */
   onHeadersComplete(
     _major: number, _minor: number, fields: string[] | undefined, _method: number | undefined, _url: string | undefined,
@@ -342,10 +336,6 @@ export class UpstreamConn implements BodySink, CancelListener, ParserHost {
   ): number {
     const status = statusCode ?? 0;
     const statusText = text ?? "";
-    if (this.extraHeaders !== undefined) {
-      fields = fields ? this.extraHeaders.concat(fields) : this.extraHeaders;
-      this.extraHeaders = undefined;
-    }
     if (this.messageDone || this.waiting === undefined || this.res !== undefined) {
       // A second response in the bytes after ours: nobody asked for it. It is read past, never
       // delivered, and the connection is closed once this exchange ends.
