@@ -205,6 +205,35 @@ describe("requests: a trailer llhttp refuses", () => {
   }
 });
 
+/** A request refused at its head, followed in the same read by more: none of it is a request. */
+const refusedThenMore: [string, string][] = [
+  ["no Host", "POST /bad HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n"],
+  ["two Host fields", "GET /bad HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"],
+  ["a target that is not a path", "GET bad HTTP/1.1\r\nHost: a\r\n\r\n"],
+  ["TRACE", "TRACE /bad HTTP/1.1\r\nHost: a\r\n\r\n"],
+];
+
+describe("requests: after a refused head, the rest of the read is not parsed into requests", () => {
+  for (const [name, bad] of refusedThenMore) {
+    for (const [way, how] of WAYS) {
+      test(`${name}, then a valid request, ${way}`, async () => {
+        const { port, backend } = await start();
+        const res = await rawExchange(port, bad + "GET /after HTTP/1.1\r\nHost: a\r\n\r\n", {
+          ...("dribble" in how ? { dribble: how.dribble } : {}),
+          timeoutMs: 5000,
+        });
+        expect(res.statuses.length).toBe(1);
+        expect(res.statuses[0]).toBeGreaterThanOrEqual(400);
+        expect(res.statuses[0]).toBeLessThan(500);
+        expect(res.closed).toBe(true);
+        // A try starts at once when its request is parsed, so by the close none may have begun.
+        expect(rig!.balancer.pool.backends[0]!.acquired).toBe(0);
+        expect(backend.requests).toEqual([]);
+      });
+    }
+  }
+});
+
 interface ResponseCase {
   name: string;
   /** Requested first, on one client connection: its answer ends with a trailer section. */

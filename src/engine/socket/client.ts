@@ -421,6 +421,10 @@ export class ClientConnection implements ParserHost {
     major: number, minor: number, fields: string[] | undefined, methodIndex: number | undefined, url: string | undefined,
     _status: number | undefined, _text: string | undefined, upgrade: boolean, keepAlive: boolean,
   ): number {
+    // A fault already ended this connection's requests (a head refused, a body over the limit),
+    // but llhttp goes on through the rest of the read it was given: a head after that point is
+    // not a request, since where it starts rests on a message we refused (RFC 9112 §11.2).
+    if (this.broken) return 0;
     this.headParsed(METHODS[methodIndex ?? 1] ?? "GET", url ?? "", major, minor, new FieldList(fields ?? []), upgrade, keepAlive);
     return 0;
   }
