@@ -3,7 +3,7 @@
  * system time (from /proc/PID/stat, the proxy's process only, not wrk's or the backends')
  * divided by the requests wrk completed. Where throughput ratios say how far a proxy is from
  * another, this says where its time goes. Targets: Switchyard's socket engine, alone and with
- * 2 workers (owner and workers summed), its TCP mode relaying the same HTTP traffic (the cost
+ * 2 workers (owner and workers summed), its fetch engine, its TCP mode relaying the same HTTP traffic (the cost
  * of moving the bytes alone), the bare forwarder (bench/bare-forwarder.ts: the least a
  * Bun.listen/Bun.connect HTTP forwarder does), alone and as 2 processes sharing the port,
  * nginx with 2 workers (its master and workers
@@ -61,6 +61,7 @@ try {
     targets.push({ name, port, pids: () => withChildren(p.pid) });
   };
   serve("switchyard (socket engine)", 18300, { engine: "socket", backends: backends.map((b) => ({ url: `http://${b}` })) });
+  serve("switchyard (fetch engine)", 18308, { engine: "fetch", backends: backends.map((b) => ({ url: `http://${b}` })) });
   serve("switchyard (socket engine, 2 workers)", 18305, { engine: "socket", workers: 2, backends: backends.map((b) => ({ url: `http://${b}` })) });
   serve("switchyard (TCP mode)", 18301, { mode: "tcp", backends: backends.map((b) => ({ url: b })) });
   const bare = procs.spawn([process.execPath, "bench/bare-forwarder.ts", "18302", ...backends.map((b) => `http://${b}`)]);

@@ -246,10 +246,12 @@ export const ConfigSchema = v.strictObject({
   strategy: v.optional(PolicyName, "least-connections"),
   backends: v.pipe(v.array(Backend, "expected a list of backends"), v.minLength(1, "expected at least one backend")),
   /**
-   * HTTP mode's data path: "fetch" (Bun.serve + fetch) or "socket" (HTTP/1.1 parsed on Bun's
-   * own sockets, pooled upstream keep-alive). Both share every decision above the wire.
+   * HTTP mode's data path: "socket" (HTTP/1.1 parsed on Bun's own sockets, pooled upstream
+   * keep-alive) or "fetch" (Bun.serve + fetch). Both share every decision above the wire. The
+   * socket engine is the default: it keeps pipelining, repeated fields, trailers' framing and the
+   * target as the client sent them, where Bun.serve and fetch change them (README, "Engines").
    */
-  engine: v.optional(v.picklist(["fetch", "socket"], 'expected "fetch" or "socket"'), "fetch"),
+  engine: v.optional(v.picklist(["fetch", "socket"], 'expected "fetch" or "socket"'), "socket"),
   /** consistent-hash only (and required by it): what a request's key is read from. */
   hash: v.optional(
     v.strictObject({

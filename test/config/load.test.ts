@@ -42,7 +42,7 @@ describe("defaults and normalization", () => {
     expect(c.strategy).toBe("least-connections");
     expect(c.retry).toEqual({ attempts: 3, perTryTimeout: 5000, timeout: 15000, onStatus: [502, 503, 504], nonIdempotent: false, bufferBody: 65536 });
     expect(c.timeouts).toEqual({ idle: 60_000, send: 60_000, connect: 5000, header: 10_000, upstreamIdle: 4000, shutdownGrace: 10_000 });
-    expect(c.engine).toBe("fetch");
+    expect(c.engine).toBe("socket");
     expect(c.limits.maxBodySize).toBe(128 * 1024 * 1024);
     expect(c.limits.uploadConcurrency).toBe(64);
     expect(c.log).toEqual({ access: true, format: "text" });

@@ -233,13 +233,23 @@ describe("config diff", () => {
   });
 
   test("what waits for a restart, and the config in force meanwhile", () => {
-    const running = c({ listen: { port: 8000 }, timeouts: { idle: "60s" } });
-    const next = c({ mode: "tcp", backends: [{ url: "127.0.0.1:1" }], listen: { port: 9000 }, admin: { port: 9091, token: "t".repeat(16) }, timeouts: { idle: "30s", connect: "1s" } });
+    // The fetch engine gives Bun.serve its idle timeout and body limit when it listens.
+    const running = c({ engine: "fetch", listen: { port: 8000 }, timeouts: { idle: "60s" } });
+    const next = c({ mode: "tcp", engine: "fetch", backends: [{ url: "127.0.0.1:1" }], listen: { port: 9000 }, admin: { port: 9091, token: "t".repeat(16) }, timeouts: { idle: "30s", connect: "1s" } });
     expect(restartNeeded(running, next)).toEqual(['mode "http" -> "tcp"', "listen.port 8000 -> 9000", "admin.port 8081 -> 9091", "timeouts.idle 60000 -> 30000"]);
     const f = inForce(running, next);
     expect(f.mode).toBe("http");
     expect(f.listen.port).toBe(8000);
     expect(f.admin).toEqual({ host: "127.0.0.1", port: 8081, allowedHosts: [], token: "t".repeat(16) });
     expect(f.timeouts).toMatchObject({ idle: 60_000, connect: 1000, shutdownGrace: 10_000 });
+  });
+
+  test("on the socket engine (the default) the idle timeout and body limit apply at once", () => {
+    const running = c({ timeouts: { idle: "60s" }, limits: { maxBodySize: "1MB" } });
+    const next = c({ timeouts: { idle: "30s" }, limits: { maxBodySize: "2MB" } });
+    expect(restartNeeded(running, next)).toEqual([]);
+    const f = inForce(running, next);
+    expect(f.timeouts.idle).toBe(30_000);
+    expect(f.limits.maxBodySize).toBe(2 * 1024 * 1024);
   });
 });

@@ -41,8 +41,8 @@ export async function startRig(
     await prepare(cluster);
     const balancer = await startBalancer(
       validateConfig({
-        // SWITCHYARD_TEST_ENGINE=socket runs every rig-based suite on the socket engine
-        // (`bun run test:socket`); a test that names its engine keeps it.
+        // SWITCHYARD_TEST_ENGINE=fetch runs every rig-based suite on the fetch engine
+        // (`bun run test:fetch`); a test that names its engine keeps it.
         ...testEngine(),
         listen: { host: "127.0.0.1", port: 0 },
         admin: false,
@@ -67,8 +67,8 @@ export async function startRig(
 }
 
 /**
- * `{ engine }` from SWITCHYARD_TEST_ENGINE, or nothing: `bun run test:socket` runs the rig-based
- * suites again on the socket engine. Tests that write config files put it in them too.
+ * `{ engine }` from SWITCHYARD_TEST_ENGINE, or nothing: `bun run test:fetch` runs the rig-based
+ * suites again on the fetch engine. Tests that write config files put it in them too.
  */
 export function testEngine(): { engine?: string } {
   const engine = process.env.SWITCHYARD_TEST_ENGINE;
