@@ -11,11 +11,15 @@
  * - or, from an invalid request on, the client gets a 4xx and the connection closes, and nothing
  *   of that request or any after it reaches a backend.
  *
+ * Three opinions are compared on every connection: the generator's model of what it framed,
+ * llhttp alone reading the same bytes in one piece, and what the proxy passed on.
+ *
  * The seed is printed; FUZZ_SEED=<n> replays a run and FUZZ_CASES=<n> sets its length.
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { startRig, type TestRig } from "../helpers/balancer.ts";
 import { startRecordingBackend, type RecordedRequest, type RecordingBackend } from "./wire-helpers.ts";
+import { HTTPParser, METHODS as LLHTTP_METHODS } from "../../src/engine/socket/llhttp.ts";
 
 const SEED = Number(process.env.FUZZ_SEED ?? Math.floor(Math.random() * 2 ** 31));
 const CASES = Number(process.env.FUZZ_CASES ?? 400);
@@ -147,6 +151,44 @@ function framed(m: Msg): Omit<Msg, "framing"> {
   return { method: m.method, target: m.target, fields: m.fields.map(([k, v]) => [k.toLowerCase(), v.replace(/^[ \t]+|[ \t]+$/g, "")]), body: m.body };
 }
 
+/**
+ * The same bytes through llhttp alone, strict, in one piece: the messages it frames before it
+ * stops, and whether it stopped on an error. The third opinion beside the generator's model and
+ * the proxy (whose scanner and llhttp share the work by where the reads happen to be cut).
+ */
+function reference(bytes: Buffer): { msgs: Omit<Msg, "framing">[]; error: boolean } {
+  const p = new HTTPParser();
+  p.initialize(HTTPParser.REQUEST, {});
+  const msgs: Omit<Msg, "framing">[] = [];
+  let inHead = false;
+  let early: string[] = [];
+  let earlyUrl = "";
+  let cur: Omit<Msg, "framing"> | undefined;
+  p[HTTPParser.kOnMessageBegin] = () => {
+    inHead = true;
+    early = [];
+    earlyUrl = "";
+  };
+  p[HTTPParser.kOnHeaders] = (f: string[], u: string) => {
+    if (!inHead) return; // a trailer section
+    early.push(...f);
+    earlyUrl += u;
+  };
+  p[HTTPParser.kOnHeadersComplete] = (_a: number, _b: number, f: string[] | undefined, m: number, u: string | undefined) => {
+    inHead = false;
+    const all = [...early, ...(f ?? [])];
+    const fields: [string, string][] = [];
+    // Framing fields are the generator's choice of framing, not fields of the request it models.
+    for (let i = 0; i < all.length; i += 2) if (!/^(content-length|transfer-encoding)$/i.test(all[i]!)) fields.push([all[i]!.toLowerCase(), all[i + 1]!]);
+    cur = { method: LLHTTP_METHODS[m] ?? "?", target: earlyUrl + (u ?? ""), fields, body: "" };
+    return 0;
+  };
+  p[HTTPParser.kOnBody] = (b: Uint8Array) => void (cur!.body += Buffer.from(b).toString("latin1"));
+  p[HTTPParser.kOnMessageComplete] = () => void msgs.push(cur!);
+  const r = p.execute(bytes);
+  return { msgs, error: typeof r !== "number" };
+}
+
 interface Outcome {
   text: string;
   closed: boolean;
@@ -214,6 +256,12 @@ test(`${CASES} mutated connections: each request arrives exactly, or is refused 
     const [breaker, breakFn] = breakAt >= 0 ? pick(BREAKERS) : ["", undefined];
     const bytes = Buffer.from(msgs.map((m, j) => (j === breakAt ? breakFn!(m) : render(m))).join(""), "latin1");
     const valid = breakAt >= 0 ? msgs.slice(0, breakAt) : msgs;
+    // The model agrees with llhttp on every valid request, and llhttp never frames a broken one
+    // as the model's (it may accept what only the proxy's own rules refuse, like a missing Host).
+    const ref = reference(bytes);
+    const refContext = `reference parser, case ${i} (seed ${SEED}): ${JSON.stringify(bytes.toString("latin1"))}`;
+    expect({ refContext, msgs: ref.msgs.slice(0, valid.length) }).toEqual({ refContext, msgs: valid.map(framed) });
+    if (breakAt < 0) expect({ refContext, error: ref.error, n: ref.msgs.length }).toEqual({ refContext, error: false, n: msgs.length });
     const before = backend.requests.length;
     const triesBefore = rig.balancer.pool.backends[0]!.acquired;
     const out = await send(rig.balancer.port, bytes, (t) => statuses(t).length >= msgs.length);
