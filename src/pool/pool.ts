@@ -6,7 +6,7 @@
  */
 import { Backend, type BackendOptions, type StateChange } from "./backend.ts";
 import type { SelectionPolicy } from "../policy/policy.ts";
-import { activePriority } from "./tiers.ts";
+import { activePriority, activeTier } from "./tiers.ts";
 
 export interface Pool {
   /** The members. Replaced, never changed in place, when one is added or removed. */
@@ -132,23 +132,21 @@ export class LocalPool implements Pool {
   pick(exclude?: ReadonlySet<Backend>, key?: string, preferred?: Backend): Backend | undefined {
     const now = Date.now();
     // The tier first (tiers.ts): the policy, affinity and slow start act within it.
-    let tier = activePriority(this.list, now, exclude);
+    const c = this.scratch;
+    let tier = activeTier(this.list, now, exclude, c);
     let fallback = false;
     if (tier === undefined && exclude !== undefined && exclude.size > 0) {
       fallback = true;
-      tier = activePriority(this.list, now);
+      tier = activeTier(this.list, now, undefined, c);
     }
     if (tier === undefined) return undefined;
     // Session affinity outranks the policy and slow start: the session's backend is taken
-    // while it can take it. A removed backend is no longer available to anyone here, and a
-    // standby's sessions come back to the active tier when it is.
-    if (!fallback && preferred !== undefined && preferred.priority === tier && preferred.available(now) && !exclude?.has(preferred) && this.list.includes(preferred)) {
+    // while it can take it (available, not excluded, in the tier). A removed backend is no
+    // longer a candidate, and a standby's sessions come back to the active tier when it is.
+    if (!fallback && preferred !== undefined && c.includes(preferred)) {
+      c.length = 0;
       return preferred;
     }
-    const c = this.scratch;
-    c.length = 0;
-    for (const b of this.list) if (b.priority === tier && b.available(now) && (fallback || !exclude?.has(b))) c.push(b);
-    if (c.length === 0) return undefined;
     if (!fallback) this.applySlowStart(c, now);
     const chosen = this.currentPolicy.pick(c, key);
     c.length = 0;

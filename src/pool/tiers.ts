@@ -29,12 +29,29 @@ import type { Backend } from "./backend.ts";
  * in `exclude`. Undefined when none is available.
  */
 export function activePriority(backends: readonly Backend[], now: number, exclude?: ReadonlySet<Backend>): number | undefined {
-  let best: number | undefined;
-  for (const b of backends) {
-    // The priority test first: once a backend of the lowest tier is found, the rest cost a compare.
-    if ((best === undefined || b.priority < best) && !exclude?.has(b) && b.available(now)) best = b.priority;
+  return activeTier(backends, now, exclude, undefined);
+}
+
+/**
+ * The rule itself, in one pass (the pool's pick runs it per request): the active priority, and
+ * into `out` (emptied first) the available backends not in `exclude` of that priority, in the
+ * pool's order. Each backend's availability is asked once, and not at all for those of a tier
+ * worse than one already found.
+ */
+export function activeTier(backends: readonly Backend[], now: number, exclude: ReadonlySet<Backend> | undefined, out: Backend[] | undefined): number | undefined {
+  let best = Infinity;
+  if (out !== undefined) out.length = 0;
+  for (let i = 0; i < backends.length; i++) {
+    const b = backends[i]!;
+    const p = b.priority;
+    if (p > best || (exclude !== undefined && exclude.has(b)) || !b.available(now)) continue;
+    if (p < best) {
+      best = p;
+      if (out !== undefined) out.length = 0;
+    }
+    if (out !== undefined) out.push(b);
   }
-  return best;
+  return best === Infinity ? undefined : best;
 }
 
 /** A standby: in a tier worse than the active one, so it gets no new traffic while that has a backend. */
