@@ -263,11 +263,17 @@ export function srvWeights(weights: readonly number[]): number[] {
 }
 
 function describeChange(name: string, before: Target[] | undefined, after: Target[]): string[] {
-  const id = (t: Target) => `${t.address}:${t.port}${t.priority !== undefined ? ` priority ${t.priority}` : ""}${t.weight ? ` weight ${t.weight}` : ""}`;
-  const was = new Set((before ?? []).map(id));
-  const now = new Set(after.map(id));
+  const at = (t: Target) => `${t.address}:${t.port}`;
+  const terms = (t: Target) => `${t.priority !== undefined ? ` priority ${t.priority}` : ""}${t.weight ? ` weight ${t.weight}` : ""}`;
+  const was = new Map((before ?? []).map((t) => [at(t), terms(t)]));
+  const now = new Map(after.map((t) => [at(t), terms(t)]));
   const lines: string[] = [];
-  for (const t of now) if (!was.has(t)) lines.push(`${name}: ${t} appeared`);
-  for (const t of was) if (!now.has(t)) lines.push(`${name}: ${t} gone`);
+  for (const [a, t] of now) {
+    const old = was.get(a);
+    // The same address with a new priority or weight is the same backend, changed in place.
+    if (old === undefined) lines.push(`${name}: ${a}${t} appeared`);
+    else if (old !== t) lines.push(`${name}: ${a}${old} now${t}`);
+  }
+  for (const [a, t] of was) if (!now.has(a)) lines.push(`${name}: ${a}${t} gone`);
   return lines;
 }

@@ -11,8 +11,9 @@
  * when one of a better tier is available again (its health check passed), traffic goes back.
  * Weights then share traffic within the tier, as every policy already does.
  *
- * This is decided here and only here: the pool's pick() (so every policy sees one tier), and
- * what the dashboard and /metrics call standby, both read `activePriority`.
+ * This is decided here and only here (activeTier): the pool's pick() runs it per request, so
+ * every policy sees one tier, and what /stats, the dashboard and /metrics call standby is read
+ * from the same rule (activePriority, isStandby).
  *
  * A retry walks on: a backend already tried for this request is not reachable for it, so when
  * every available backend of a tier has been tried, the retry goes to the next tier (the

@@ -432,7 +432,7 @@ describe.skipIf(dnsmasq.skip).each(["fetch", "socket"])("SRV priorities with dns
     const before = sim(2).requests;
     for (let i = 0; i < 20; i++) expect(await (await fetch(lb.url)).text()).toBe("127.0.0.3\n");
     expect(sim(2).requests).toBe(before);
-    expect(lines.some((l) => l.includes(`api#127.0.0.3:${p}: priority 1 -> 0`))).toBe(true);
+    expect(lines.some((l) => l.includes(`api: 127.0.0.3:${p} priority 1 weight 1 now priority 0 weight 1`) && l.includes(`api#127.0.0.3:${p}: priority 1 -> 0`))).toBe(true);
   }, 30_000);
 });
 
