@@ -371,15 +371,20 @@ describe.skipIf(dnsmasq.skip).each(["fetch", "socket"])("SRV priorities with dns
     expect(sim(4).requests).toBe(0);
 
     // The second fails too: failover to priority 1.
+    const failingAt = performance.now();
     sim(3).setHealth("down");
     await waitFor(() => lb.pool.activePriority() === 1, "failover to the standby tier");
+    const failoverMs = performance.now() - failingAt;
     const atFailover = sim(4).requests;
     await waitFor(() => sim(4).requests > atFailover + 20, "traffic on the standby");
     await getsNothing(sim(3), traffic, "the second primary");
 
     // The first passes its check again: failback, and the standby is a standby again.
+    const backAt = performance.now();
     sim(2).setHealth("up");
     await waitFor(() => lb.pool.activePriority() === 0, "failback to the primaries' tier");
+    // Informational (probes every 200 ms, fall 1, rise 1): not asserted.
+    console.log(`${engine}: failover ${failoverMs.toFixed(0)} ms after the last primary's check began failing, failback ${(performance.now() - backAt).toFixed(0)} ms after it passed again`);
     const back = sim(2).requests;
     await getsNothing(sim(4), traffic, "the standby");
     expect(sim(2).requests).toBeGreaterThan(back + 100);
