@@ -12,6 +12,7 @@ import type { Histogram } from "../stats/histogram.ts";
 import { METHOD_LABELS } from "../stats/traffic.ts";
 import type { ProxyErrorCode } from "../proxy/errors.ts";
 import { backendTally, type Mode } from "./figures.ts";
+import { isStandby } from "../pool/tiers.ts";
 import type { SnapshotSource } from "./snapshot.ts";
 import type { BackendStatsPoller, PollResult } from "./poller.ts";
 
@@ -201,6 +202,11 @@ export function renderMetrics(src: SnapshotSource, poller?: BackendStatsPoller, 
   }
   w.family("switchyard_backend_weight", "gauge", "The backend's configured weight.");
   each("switchyard_backend_weight", (b) => b.weight);
+  w.family("switchyard_backend_priority", "gauge", "The backend's failover tier (an SRV record's priority); lower is preferred.");
+  each("switchyard_backend_priority", (b) => b.priority);
+  const active = pool.activePriority(now);
+  w.family("switchyard_backend_standby", "gauge", "1 when the backend is in a tier worse than the one taking traffic (a standby), else 0.");
+  each("switchyard_backend_standby", (b) => (isStandby(b, active) ? 1 : 0));
   w.family("switchyard_backend_last_state_change_timestamp_seconds", "gauge", "When the backend last changed state, seconds since the Unix epoch.");
   each("switchyard_backend_last_state_change_timestamp_seconds", (b) => b.lastChange / 1000);
 

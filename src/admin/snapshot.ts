@@ -5,6 +5,7 @@
  */
 import type { Backend, BackendState } from "../pool/backend.ts";
 import type { Pool } from "../pool/pool.ts";
+import { isStandby } from "../pool/tiers.ts";
 import type { TrafficStats } from "../stats/traffic.ts";
 import type { ProxyErrorCode } from "../proxy/errors.ts";
 import type { TcpStats } from "../tcp/stats.ts";
@@ -61,6 +62,10 @@ export interface BackendFigures {
   /** An operator's maintenance override of health ("down" or "up"), else null. */
   forced: "up" | "down" | null;
   weight: number;
+  /** Failover tier (RFC 2782's SRV priority): lower is preferred. */
+  priority: number;
+  /** In a tier worse than the active one: gets no new traffic while that tier has an available backend. */
+  standby: boolean;
   /** 0..1 while slow-starting, else 1. */
   rampFactor: number;
   maxConnections: number;
@@ -110,7 +115,10 @@ export interface StatsDocument {
     now: string;
     /** Seconds the windowed figures (rps, errorRate, latencyMs) cover; 0 until two samples exist. */
     windowSeconds: number;
-    backends: { total: number; available: number } & Record<BackendState, number>;
+    /** `standby`: backends in a tier worse than the active one (see activePriority). */
+    backends: { total: number; available: number; standby: number } & Record<BackendState, number>;
+    /** The priority of the tier taking new traffic (pool/tiers.ts); null when no backend is available. */
+    activePriority: number | null;
   };
   totals: {
     /** Requests answered or abandoned by their client (TCP: connections accepted), all time. */
@@ -146,15 +154,18 @@ export function buildSnapshot(src: SnapshotSource, sampler: Sampler, poller: Bac
   const win = sampler.window();
   const states: Record<BackendState, number> = { up: 0, down: 0, draining: 0, ejected: 0, "slow-starting": 0 };
   let available = 0;
+  let standby = 0;
+  const active = pool.activePriority(now);
   let inFlight = 0;
   let webSockets = 0;
   let bytesIn = 0;
   let bytesOut = 0;
   let connections = 0;
   const backends = pool.backends.map((b) => {
-    const fig = backendFigures(b, config.mode, win?.backends.get(b), poller, now);
+    const fig = backendFigures(b, config.mode, win?.backends.get(b), poller, now, active);
     states[fig.state]++;
     if (fig.available) available++;
+    if (fig.standby) standby++;
     inFlight += b.inFlight;
     webSockets += b.stats.webSockets;
     bytesIn += b.stats.bytesIn;
@@ -174,7 +185,8 @@ export function buildSnapshot(src: SnapshotSource, sampler: Sampler, poller: Bac
       uptime: formatUptime(uptimeSeconds),
       now: new Date(now).toISOString(),
       windowSeconds: win?.seconds ?? 0,
-      backends: { total: backends.length, available, ...states },
+      backends: { total: backends.length, available, standby, ...states },
+      activePriority: active ?? null,
     },
     totals: {
       requests: total.units,
@@ -198,7 +210,7 @@ export function buildSnapshot(src: SnapshotSource, sampler: Sampler, poller: Bac
   };
 }
 
-function backendFigures(b: Backend, mode: Mode, w: WindowFigures | undefined, poller: BackendStatsPoller, now: number): BackendFigures {
+function backendFigures(b: Backend, mode: Mode, w: WindowFigures | undefined, poller: BackendStatsPoller, now: number, active: number | undefined): BackendFigures {
   const s = b.stats;
   const t = backendTally(b, mode);
   const reported = poller.get(b);
@@ -212,6 +224,8 @@ function backendFigures(b: Backend, mode: Mode, w: WindowFigures | undefined, po
     enabled: b.isEnabled,
     forced: b.forcedHealth ?? null,
     weight: b.weight,
+    priority: b.priority,
+    standby: isStandby(b, active),
     rampFactor: Math.round(b.rampFactor(now) * 1000) / 1000,
     maxConnections: b.maxConnections,
     inFlight: b.inFlight,

@@ -198,8 +198,10 @@ function dnsEntryProblems(b: Record<string, unknown>, at: string): string[] {
   if ((type === "A" || type === "AAAA") && b.port === undefined) {
     return [`${at}.port: missing; an ${type} record gives addresses, not ports: give the port they listen on`];
   }
-  if (type === "SRV" && b.port !== undefined) return [`${at}.port: got ${show(b.port)}, expected none: SRV records carry their ports`];
-  return [];
+  const problems: string[] = [];
+  if (type === "SRV" && b.port !== undefined) problems.push(`${at}.port: got ${show(b.port)}, expected none: SRV records carry their ports`);
+  if (type === "SRV" && b.priority !== undefined) problems.push(`${at}.priority: got ${show(b.priority)}, expected none: SRV records carry their priorities`);
+  return problems;
 }
 
 /**

@@ -185,7 +185,7 @@ const Backend = v.strictObject({
   dns: v.optional(host),
   /** With dns and type A or AAAA: the port of every address (SRV records carry their own). */
   port: v.optional(v.pipe(port, v.minValue(1, "expected a port from 1 to 65535"))),
-  /** With dns: "A" (default), "AAAA" or "SRV" (ports and weights from the records). */
+  /** With dns: "A" (default), "AAAA" or "SRV" (ports, priorities and weights from the records). */
   type: v.optional(v.picklist(DNS_TYPES, 'expected "A", "AAAA" or "SRV"')),
   /** With dns: the longest time between lookups (default 10s); a shorter record TTL, down to 1s, wins. */
   refresh: v.optional(positiveDuration),
@@ -194,6 +194,15 @@ const Backend = v.strictObject({
   weight: v.optional(
     v.pipe(v.number("expected a weight"), v.integer("expected an integer weight"), v.minValue(1, "expected a weight of at least 1"), v.maxValue(1000, "expected a weight of at most 1000")),
     1,
+  ),
+  /**
+   * Failover tier, as an SRV record's priority (RFC 2782): lower is preferred; a backend of a
+   * higher number is a standby that takes traffic only while no backend of the best tier
+   * present is available (src/pool/tiers.ts). Absent means 0. SRV entries take it from the
+   * records.
+   */
+  priority: v.optional(
+    v.pipe(v.number("expected a priority"), v.integer("expected an integer priority"), v.minValue(0, "expected a priority of at least 0"), v.maxValue(65535, "expected a priority of at most 65535")),
   ),
   /** Requests (HTTP) or connections (TCP) in flight at once; 0 means no limit. A full backend is not available. */
   maxConnections: v.optional(v.pipe(v.number(), v.integer(), v.minValue(0, "expected 0 (no limit) or more")), 0),

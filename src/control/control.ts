@@ -91,6 +91,8 @@ export interface BackendReport {
   enabled: boolean;
   forced: "up" | "down" | null;
   weight: number;
+  /** Failover tier (an SRV record's priority): lower is preferred. */
+  priority: number;
   maxConnections: number;
   inFlight: number;
   /** Tries sent to it (connections in TCP mode), all time. */
@@ -377,7 +379,7 @@ export class Control {
 function report(b: Backend): BackendReport {
   return {
     name: b.name, url: b.url.href, state: b.state(), reason: b.lastChangeReason, healthy: b.isHealthy, enabled: b.isEnabled,
-    forced: b.forcedHealth ?? null, weight: b.weight, maxConnections: b.maxConnections, inFlight: b.inFlight,
+    forced: b.forcedHealth ?? null, weight: b.weight, priority: b.priority, maxConnections: b.maxConnections, inFlight: b.inFlight,
     requests: b.stats.requests > 0 ? b.stats.requests : b.acquired,
   };
 }

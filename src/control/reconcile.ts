@@ -13,9 +13,10 @@
  *   before it has answered once; without one it starts up. It slow-starts like a backend that
  *   came back (except in the first reconcile, at start-up, as HAProxy does).
  * - one in both keeps its runtime state (health, drain, ejection, counters, chart history: the
- *   same Backend object) and takes its new config: weight, limits, slow start, statsPath in
- *   place; a changed health check replaces its probe loop, carrying its health over. A changed
- *   `disabled` drains or enables it; an unchanged one leaves an operator's drain alone.
+ *   same Backend object) and takes its new config: weight, priority (a changed SRV priority
+ *   moves it between tiers), limits, slow start, statsPath in place; a changed health check
+ *   replaces its probe loop, carrying its health over. A changed `disabled` drains or enables
+ *   it; an unchanged one leaves an operator's drain alone.
  * - one whose URL changed is a different backend (its health said nothing about the new
  *   address): removed and added.
  *
@@ -129,7 +130,7 @@ export class Reconciler {
         checking.push(this.add(d, spec, check));
         if (!replacedNames.has(d.name)) {
           result.added.push(d.name);
-          result.lines.push(`added ${d.name} (${spec.url.href}, weight ${spec.weight}${check ? `, ${check.type} check` : ", no active check"})`);
+          result.lines.push(`added ${d.name} (${spec.url.href}, weight ${spec.weight}${spec.priority !== 0 ? `, priority ${spec.priority}` : ""}${check ? `, ${check.type} check` : ", no active check"})`);
         }
         continue;
       }
@@ -172,7 +173,7 @@ export class Reconciler {
 
   private options(d: DesiredBackend, defaults: BackendDefaults) {
     return {
-      name: d.name, url: d.url, weight: d.weight, maxConnections: d.maxConnections, statsPath: d.statsPath,
+      name: d.name, url: d.url, weight: d.weight, priority: d.priority, maxConnections: d.maxConnections, statsPath: d.statsPath,
       slowStart: defaults.slowStart, latencyDecay: defaults.latencyDecay, tls: d.tls,
     };
   }
@@ -199,6 +200,7 @@ export class Reconciler {
 function describeSpecChange(b: Backend, spec: BackendSpec): string[] {
   const out: string[] = [];
   if (b.weight !== spec.weight) out.push(`weight ${b.weight} -> ${spec.weight}`);
+  if (b.priority !== spec.priority) out.push(`priority ${b.priority} -> ${spec.priority}`);
   if (b.maxConnections !== spec.maxConnections) out.push(`maxConnections ${b.maxConnections} -> ${spec.maxConnections}`);
   if (b.slowStartMs !== spec.slowStartMs) out.push(`slowStart ${b.slowStartMs}ms -> ${spec.slowStartMs}ms`);
   if (b.statsPath !== spec.statsPath) out.push(`statsPath ${b.statsPath ?? "none"} -> ${spec.statsPath ?? "none"}`);

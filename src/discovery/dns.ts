@@ -9,9 +9,12 @@
  *
  * - Names: "<entry name>#<address>:<port>" (the entry's name defaults to the DNS name), stable
  *   across lookups, so reconcile matches them.
- * - A and AAAA give addresses, the entry gives the port. SRV gives targets with ports and
- *   weights; only the lowest priority is used (RFC 2782: the others are fallbacks), and each
- *   target name is resolved to its addresses (A) with the same resolver.
+ * - A and AAAA give addresses, the entry gives the port. SRV gives targets with ports,
+ *   priorities and weights, each target name resolved to its addresses (A) with the same
+ *   resolver. Every priority is kept: each target becomes a backend with its record's priority,
+ *   and the pool sends traffic to the best priority that has an available backend, the others
+ *   being standbys (RFC 2782; src/pool/tiers.ts). Weights are mapped per priority onto the
+ *   backends' 1..1000 weights (srvWeights below).
  * - Cadence: the next lookup comes after the shortest TTL of the answer, but no sooner than
  *   MIN_REFRESH_MS and no later than the entry's `refresh` (SRV answers carry no TTL through
  *   node:dns: `refresh`). Lookups of one entry never overlap.
@@ -22,6 +25,7 @@
  *   otherwise), queried directly: fetch's own lookup caches for 30 s and would hide changes.
  */
 import { Resolver } from "node:dns/promises";
+import type { SrvRecord } from "node:dns";
 import { isIP } from "node:net";
 import type { BackendConfig, Config } from "../config/schema.ts";
 import { parseBackendAddress } from "../config/address.ts";
@@ -35,8 +39,10 @@ export const MIN_REFRESH_MS = 1000;
 export interface Target {
   address: string;
   port: number;
-  /** SRV records' weight (at least 1); absent for A/AAAA, where the entry's weight applies. */
+  /** SRV records' weight (1..1000, see srvWeights); absent for A/AAAA, where the entry's weight applies. */
   weight?: number;
+  /** SRV records' priority; absent for A/AAAA, where the entry's priority applies. */
+  priority?: number;
 }
 
 /** A config entry with dns set, as validateConfig leaves it (type and refresh filled in). */
@@ -124,7 +130,7 @@ export class DnsDiscovery {
       for (const t of targets) {
         const hostPort = `${isIP(t.address) === 6 ? `[${t.address}]` : t.address}:${t.port}`;
         const url = parseBackendAddress(config.mode === "tcp" ? `tcp://${hostPort}` : `${scheme ?? "http"}://${hostPort}`, config.mode).href;
-        out.push({ ...rest, name: `${entry.name}#${hostPort}`, url, weight: t.weight ?? entry.weight });
+        out.push({ ...rest, name: `${entry.name}#${hostPort}`, url, weight: t.weight ?? entry.weight, priority: t.priority ?? entry.priority });
       }
     }
     return out;
@@ -176,23 +182,28 @@ export class DnsDiscovery {
     const refresh = entry.refresh!;
     const bound = (ttlSeconds: number) => Math.min(refresh, Math.max(MIN_REFRESH_MS, ttlSeconds * 1000));
     if (entry.type === "SRV") {
-      const records = await this.resolver.resolveSrv(entry.dns);
+      // RFC 2782: a Target of "." means the service is decidedly not available there.
+      const records = (await this.resolver.resolveSrv(entry.dns)).filter((r) => r.name !== "" && r.name !== ".");
       if (records.length === 0) throw Object.assign(new Error("no SRV records"), { code: "ENODATA" });
-      const best = Math.min(...records.map((r) => r.priority));
+      const weights = new Map<SrvRecord, number>();
+      for (const priority of new Set(records.map((r) => r.priority))) {
+        const tier = records.filter((r) => r.priority === priority);
+        srvWeights(tier.map((r) => r.weight)).forEach((w, i) => weights.set(tier[i]!, w));
+      }
       const targets: Target[] = [];
       let ttl = Infinity;
-      for (const r of records.filter((r) => r.priority === best)) {
-        const weight = Math.min(1000, Math.max(1, r.weight));
+      for (const r of records) {
+        const t = { port: r.port, weight: weights.get(r)!, priority: r.priority };
         if (isIP(r.name)) {
-          targets.push({ address: r.name, port: r.port, weight });
+          targets.push({ address: r.name, ...t });
           continue;
         }
         for (const a of await this.resolver.resolve4(r.name, { ttl: true })) {
-          targets.push({ address: a.address, port: r.port, weight });
+          targets.push({ address: a.address, ...t });
           ttl = Math.min(ttl, a.ttl);
         }
       }
-      return { targets: sorted(targets), nextInMs: ttl === Infinity ? refresh : bound(ttl) };
+      return { targets: sorted(merged(targets)), nextInMs: ttl === Infinity ? refresh : bound(ttl) };
     }
     const answers = entry.type === "AAAA" ? await this.resolver.resolve6(entry.dns, { ttl: true }) : await this.resolver.resolve4(entry.dns, { ttl: true });
     if (answers.length === 0) throw Object.assign(new Error("no addresses"), { code: "ENODATA" });
@@ -206,16 +217,63 @@ function keyOf(e: DnsEntry): string {
   return `${e.name} ${e.type} ${e.dns} ${e.port ?? ""} ${e.scheme ?? ""}`;
 }
 
+/** Best priority first (the dashboard lists them so), then by address and port. */
 function sorted(targets: Target[]): Target[] {
-  return targets.sort((a, b) => (a.address === b.address ? a.port - b.port : a.address < b.address ? -1 : 1));
+  return targets.sort((a, b) =>
+    (a.priority ?? 0) !== (b.priority ?? 0) ? (a.priority ?? 0) - (b.priority ?? 0) : a.address === b.address ? a.port - b.port : a.address < b.address ? -1 : 1,
+  );
+}
+
+/**
+ * One target per address and port (a backend's name is its address and port): two records
+ * that lead to the same one (two names for one host, or one host at two priorities) make one
+ * backend, at the best of their priorities, with the weights of that priority added up (each
+ * record is a share of the traffic, RFC 2782), at most 1000.
+ */
+function merged(targets: Target[]): Target[] {
+  const byAddress = new Map<string, Target>();
+  for (const t of targets) {
+    const key = `${t.address} ${t.port}`;
+    const seen = byAddress.get(key);
+    if (seen === undefined || t.priority! < seen.priority!) byAddress.set(key, { ...t });
+    else if (t.priority === seen.priority) seen.weight = Math.min(1000, seen.weight! + t.weight!);
+  }
+  return [...byAddress.values()];
+}
+
+/**
+ * One priority's SRV weights (0..65535) as backend weights (1..1000), in the same proportions,
+ * as nearly as integers allow. RFC 2782 (the Weight field): larger weights get a
+ * proportionately higher chance; "in the presence of records containing weights greater than
+ * 0, records with weight 0 should have a very small chance of being selected", and weight 0
+ * alone means no preference. So:
+ * - all 0: each 1 (an even share);
+ * - none 0 and none above 1000: as they are;
+ * - otherwise the positive weights are scaled so that the largest is (about) 1000 (by a whole
+ *   factor when they fit, which keeps their ratios exact) and a 0 becomes 1: the smallest
+ *   share a backend weight can have, at most 1/1000 of the largest.
+ */
+export function srvWeights(weights: readonly number[]): number[] {
+  const max = Math.max(...weights);
+  if (max === 0) return weights.map(() => 1);
+  const hasZero = weights.includes(0);
+  if (!hasZero && max <= 1000) return [...weights];
+  const factor = max <= 1000 ? Math.floor(1000 / max) : 1000 / max;
+  return weights.map((w) => (w === 0 ? 1 : Math.min(1000, Math.max(1, Math.round(w * factor)))));
 }
 
 function describeChange(name: string, before: Target[] | undefined, after: Target[]): string[] {
-  const id = (t: Target) => `${t.address}:${t.port}${t.weight ? ` weight ${t.weight}` : ""}`;
-  const was = new Set((before ?? []).map(id));
-  const now = new Set(after.map(id));
+  const at = (t: Target) => `${t.address}:${t.port}`;
+  const terms = (t: Target) => `${t.priority !== undefined ? ` priority ${t.priority}` : ""}${t.weight ? ` weight ${t.weight}` : ""}`;
+  const was = new Map((before ?? []).map((t) => [at(t), terms(t)]));
+  const now = new Map(after.map((t) => [at(t), terms(t)]));
   const lines: string[] = [];
-  for (const t of now) if (!was.has(t)) lines.push(`${name}: ${t} appeared`);
-  for (const t of was) if (!now.has(t)) lines.push(`${name}: ${t} gone`);
+  for (const [a, t] of now) {
+    const old = was.get(a);
+    // The same address with a new priority or weight is the same backend, changed in place.
+    if (old === undefined) lines.push(`${name}: ${a}${t} appeared`);
+    else if (old !== t) lines.push(`${name}: ${a}${old} now${t}`);
+  }
+  for (const [a, t] of was) if (!now.has(a)) lines.push(`${name}: ${a}${t} gone`);
   return lines;
 }

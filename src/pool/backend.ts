@@ -25,6 +25,8 @@ export interface BackendOptions {
   name: string;
   url: string;
   weight?: number;
+  /** Failover tier: lower is preferred (RFC 2782's SRV priority); default 0. See pool/tiers.ts. */
+  priority?: number;
   maxConnections?: number;
   disabled?: boolean;
   /** Slow-start window in ms (0 = off). */
@@ -51,6 +53,8 @@ export interface BackendSpec {
   /** The URL's path without a trailing slash ("" for "/"): prepended to every request path. */
   readonly basePath: string;
   readonly weight: number;
+  /** Failover tier: a lower number is preferred; see pool/tiers.ts. */
+  readonly priority: number;
   readonly maxConnections: number;
   /** Slow-start window in ms (0 = off). */
   readonly slowStartMs: number;
@@ -71,6 +75,7 @@ export function backendSpec(opts: BackendOptions): BackendSpec {
     origin: `${url.protocol}//${url.host}`,
     basePath: url.pathname === "/" ? "" : url.pathname.replace(/\/$/, ""),
     weight: opts.weight ?? 1,
+    priority: opts.priority ?? 0,
     maxConnections: opts.maxConnections ?? 0,
     slowStartMs: opts.slowStart ?? 0,
     statsPath: opts.statsPath,
@@ -226,6 +231,9 @@ export class Backend {
   get weight(): number {
     return this.spec.weight;
   }
+  get priority(): number {
+    return this.spec.priority;
+  }
   get maxConnections(): number {
     return this.spec.maxConnections;
   }
@@ -246,7 +254,7 @@ export class Backend {
   }
 
   /**
-   * Take a new config for this backend (weight, limits, slow start, statsPath), keeping every
+   * Take a new config for this backend (weight, priority, limits, slow start, statsPath), keeping every
    * runtime figure. The address is its identity: a backend whose URL changes is a new backend.
    */
   configure(spec: BackendSpec): void {

@@ -6,6 +6,7 @@
  */
 import { Backend, type BackendOptions, type StateChange } from "./backend.ts";
 import type { SelectionPolicy } from "../policy/policy.ts";
+import { activePriority, activeTier } from "./tiers.ts";
 
 export interface Pool {
   /** The members. Replaced, never changed in place, when one is added or removed. */
@@ -14,16 +15,22 @@ export interface Pool {
   /** A new strategy (a reload): selection state starts over, the backends stay. */
   setPolicy(policy: SelectionPolicy): void;
   /**
-   * Choose an available backend not in `exclude`; when every available backend is excluded,
-   * fall back to one of those (a retry on the same backend beats no retry). Undefined when no
-   * backend is available at all.
+   * Choose an available backend not in `exclude`, from the best priority tier that has one
+   * (tiers.ts); when every available backend is excluded, fall back to one of those, in the
+   * active tier (a retry on the same backend beats no retry). Undefined when no backend is
+   * available at all.
    *
    * `key` is the request's affinity key for hashing policies (see policy/hash-key.ts).
-   * `preferred` is the backend a sticky-session cookie names: chosen whenever it is available
-   * and not excluded, whatever the policy (see policy/sticky.ts).
+   * `preferred` is the backend a sticky-session cookie names: chosen whenever it is available,
+   * not excluded and in the tier chosen, whatever the policy (see policy/sticky.ts).
    */
   pick(exclude?: ReadonlySet<Backend>, key?: string, preferred?: Backend): Backend | undefined;
   availableCount(now?: number): number;
+  /**
+   * The priority of the tier that takes new traffic now (see tiers.ts): every pick chooses
+   * among available backends of this priority only. Undefined when no backend is available.
+   */
+  activePriority(now?: number): number | undefined;
   get(name: string): Backend | undefined;
   /** A new backend (from options), or one built by the caller (reconcile builds them). */
   add(opts: BackendOptions | Backend): Backend;
@@ -118,22 +125,28 @@ export class LocalPool implements Pool {
     return n;
   }
 
+  activePriority(now = Date.now()): number | undefined {
+    return activePriority(this.list, now);
+  }
+
   pick(exclude?: ReadonlySet<Backend>, key?: string, preferred?: Backend): Backend | undefined {
     const now = Date.now();
+    // The tier first (tiers.ts): the policy, affinity and slow start act within it.
+    const c = this.scratch;
+    let tier = activeTier(this.list, now, exclude, c);
+    let fallback = false;
+    if (tier === undefined && exclude !== undefined && exclude.size > 0) {
+      fallback = true;
+      tier = activeTier(this.list, now, undefined, c);
+    }
+    if (tier === undefined) return undefined;
     // Session affinity outranks the policy and slow start: the session's backend is taken
-    // while it can take it. A removed backend is no longer available to anyone here.
-    if (preferred !== undefined && preferred.available(now) && !exclude?.has(preferred) && this.list.includes(preferred)) {
+    // while it can take it (available, not excluded, in the tier). A removed backend is no
+    // longer a candidate, and a standby's sessions come back to the active tier when it is.
+    if (!fallback && preferred !== undefined && c.includes(preferred)) {
+      c.length = 0;
       return preferred;
     }
-    const c = this.scratch;
-    c.length = 0;
-    let fallback = false;
-    for (const b of this.list) if (b.available(now) && !exclude?.has(b)) c.push(b);
-    if (c.length === 0 && exclude && exclude.size > 0) {
-      fallback = true;
-      for (const b of this.list) if (b.available(now)) c.push(b);
-    }
-    if (c.length === 0) return undefined;
     if (!fallback) this.applySlowStart(c, now);
     const chosen = this.currentPolicy.pick(c, key);
     c.length = 0;

@@ -17,7 +17,7 @@ import type { MethodLabel } from "../stats/traffic.ts";
 
 /** One backend as the owner describes it to its workers: its config, then its runtime state. */
 export interface TableEntry {
-  spec: Required<Pick<BackendOptions, "name" | "url" | "weight" | "maxConnections" | "slowStart" | "latencyDecay">> & { statsPath?: string; tls?: UpstreamTlsConfig };
+  spec: Required<Pick<BackendOptions, "name" | "url" | "weight" | "maxConnections" | "slowStart" | "latencyDecay">> & { priority?: number; statsPath?: string; tls?: UpstreamTlsConfig };
   state: MirrorState;
 }
 

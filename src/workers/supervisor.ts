@@ -260,7 +260,9 @@ export class WorkerSupervisor {
     const { pool, count } = this.o;
     const backends = pool.backends.map((b) => ({
       spec: {
-        name: b.name, url: b.url.href, weight: b.weight,
+        // The priority too: each worker's pool decides the tier itself (pool/tiers.ts), from
+        // the states mirrored here.
+        name: b.name, url: b.url.href, weight: b.weight, priority: b.priority,
         // Each worker counts only its own in-flight work: maxConnections is shared out among
         // them (rounded down, at least 1), so that together they stay within it.
         maxConnections: b.maxConnections === 0 ? 0 : Math.max(1, Math.floor(b.maxConnections / count)),

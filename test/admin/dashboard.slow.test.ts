@@ -226,4 +226,32 @@ describe.skipIf(SKIP)("dashboard in Chromium", () => {
       await server.stop(true);
     }
   }, 20_000);
+
+  test("priority tiers: rows carry their priority, standbys say so, and the tags follow a failover", async () => {
+    const src = fakeSource([
+      { name: "a", url: "http://127.0.0.1:9" },
+      { name: "s", url: "http://127.0.0.1:10", priority: 1 },
+    ]);
+    const admin = createAdminApp(src);
+    const server = Bun.serve({ hostname: "127.0.0.1", port: 0, reusePort: false, fetch: (req, srv) => admin.fetch(req, { server: srv }) });
+    const { page, errors } = await openPage();
+    const tier = (name: string) => page.$eval(`#backends tr[data-backend="${name}"] .tier`, (e) => ({ text: e.textContent, standby: e.classList.contains("standby"), shown: !(e as HTMLElement).hidden }));
+    try {
+      await page.goto(`http://127.0.0.1:${server.port}/`);
+      await page.waitForSelector('#backends tr[data-backend="s"] .tier.standby', { timeout: 5000 });
+      expect(await tier("a")).toEqual({ text: "priority 0", standby: false, shown: true });
+      expect(await tier("s")).toEqual({ text: "standby · priority 1", standby: true, shown: true });
+      expect(await page.textContent("#backends-states")).toBe("2 up · 1 standby");
+      // The state pills are unchanged: a standby is up.
+      expect(await page.$$eval("#backends tbody tr .pill", (els) => els.map((e) => e.textContent))).toEqual(["up", "up"]);
+      src.pool.get("a")!.setHealthy(false, "probe");
+      await page.waitForFunction(() => !document.querySelector('#backends tr[data-backend="s"] .tier')!.classList.contains("standby"), undefined, { timeout: 5000 });
+      expect(await tier("s")).toEqual({ text: "priority 1", standby: false, shown: true });
+      expect(errors).toEqual([]);
+    } finally {
+      await page.close();
+      await admin.stop();
+      await server.stop(true);
+    }
+  }, 20_000);
 });

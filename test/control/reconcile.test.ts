@@ -207,6 +207,20 @@ describe("reconcile", () => {
     expect(aa.isEnabled).toBe(true);
   });
 
+  test("a priority is taken on add and changed in place: the same backend moves between tiers", async () => {
+    const [a, b] = [await sim("a"), await sim("b")];
+    const r = await rig([{ name: "a", url: a.url }, { name: "b", url: b.url, priority: 1 }]);
+    const bb = r.pool.get("b")!;
+    expect(r.pool.backends.map((x) => x.priority)).toEqual([0, 1]);
+    expect(r.pool.pick()!.name).toBe("a");
+    const next = r.desired([{ name: "a", url: a.url, priority: 2 }, { name: "b", url: b.url, priority: 1 }, { name: "c", url: a.url.replace("127.0.0.1", "localhost"), priority: 3 }]);
+    const result = await r.reconciler.reconcile(next.backends, next.defaults);
+    expect(result.lines).toContain("a: priority 0 -> 2");
+    expect(result.lines.some((l) => l.startsWith("added c (") && l.includes("weight 1, priority 3"))).toBe(true);
+    expect(r.pool.get("b")).toBe(bb);
+    expect(r.pool.pick()!.name).toBe("b");
+  });
+
   test("duplicate names are refused and the pool is left as it was", async () => {
     const a = await sim("a");
     const r = await rig([{ name: "a", url: a.url }]);

@@ -19,6 +19,8 @@ import { memoryLogger } from "../../src/log/logger.ts";
 import { startSimBackend, type SimBackend } from "../../sim/backend.ts";
 import { requirePrograms } from "../helpers/system.ts";
 import { waitFor } from "../helpers/wait.ts";
+import { testEngine } from "../helpers/balancer.ts";
+import { srvWeights } from "../../src/discovery/dns.ts";
 import { refusedPort } from "../tcp/helpers.ts";
 
 const dnsmasq = requirePrograms("the DNS discovery tests", { dnsmasq: "dnsmasq-base" });
@@ -30,14 +32,17 @@ afterEach(async () => {
 
 interface Dns {
   port: number;
-  /** Rewrite the hosts file (and SRV records need a restart: see restart()) and make dnsmasq re-read it. */
+  /** Rewrite the hosts file and make dnsmasq re-read it. */
   setHosts(lines: string[]): Promise<void>;
+  /** New SRV records: dnsmasq takes them on its command line, so it is restarted on the same port. */
+  setSrv(lines: string[]): Promise<void>;
   stop(): Promise<void>;
   start(): Promise<void>;
 }
 
 /** dnsmasq on 127.0.0.1:port answering only from `hosts` (TTL 1 s) and `srv` records; stopped by PID. */
-async function startDns(hosts: string[], srv: string[] = []): Promise<Dns> {
+async function startDns(hosts: string[], srvRecords: string[] = []): Promise<Dns> {
+  let srv = srvRecords;
   dnsmasq.assertPresent();
   const dir = mkdtempSync(join(tmpdir(), "switchyard-dns-"));
   const file = join(dir, "hosts");
@@ -55,6 +60,11 @@ async function startDns(hosts: string[], srv: string[] = []): Promise<Dns> {
       proc!.kill("SIGHUP");
       const want = lines.filter((l) => l.split(/\s+/)[1] === probeName).map((l) => l.split(/\s+/)[0]).sort();
       await waitFor(async () => JSON.stringify((await resolver.resolve4(probeName).catch(() => [])).sort()) === JSON.stringify(want), "dnsmasq to serve the new hosts file");
+    },
+    async setSrv(lines) {
+      srv = lines;
+      await dns.stop();
+      await dns.start();
     },
     async start() {
       proc = Bun.spawn(
@@ -99,6 +109,8 @@ async function balancerFor(config: Record<string, unknown>): Promise<{ lb: Balan
   const lb = await startBalancer(
     validateConfig({
       listen: { host: "127.0.0.1", port: 0 },
+      // SWITCHYARD_TEST_ENGINE selects the engine, as for the rig's suites; a test may name its own.
+      ...testEngine(),
       admin: false,
       log: { access: false },
       healthCheck: { path: "/health", interval: "200ms", timeout: "500ms", rise: 1, fall: 1 },
@@ -214,7 +226,7 @@ describe.skipIf(dnsmasq.skip)("DNS discovery with dnsmasq", () => {
     await waitFor(() => names(lb).length === 2, "the second address, at the TTL's pace", 5000);
   }, 15_000);
 
-  test("SRV records give ports and weights; only the lowest priority is used", async () => {
+  test("SRV records give ports, priorities and weights: the best priority takes the traffic, by weight; the next is a standby", async () => {
     const a = await startSims(["127.0.0.2"]);
     const b = await startSims(["127.0.0.3"]);
     const dns = await startDns(["127.0.0.2 a.test", "127.0.0.3 b.test", "127.0.0.4 backup.test"], [
@@ -227,13 +239,30 @@ describe.skipIf(dnsmasq.skip)("DNS discovery with dnsmasq", () => {
       dns: { servers: [`127.0.0.1:${dns.port}`] },
       backends: [{ name: "api", dns: "_http._tcp.api.test", type: "SRV" }],
     });
-    expect(lb.pool.backends.map((x) => [x.name, x.weight])).toEqual([
-      [`api#127.0.0.2:${a.port}`, 3],
-      [`api#127.0.0.3:${b.port}`, 1],
+    // Best priority first; the backup is a backend too (probed: nothing listens on port 9).
+    expect(lb.pool.backends.map((x) => [x.name, x.priority, x.weight])).toEqual([
+      [`api#127.0.0.2:${a.port}`, 0, 3],
+      [`api#127.0.0.3:${b.port}`, 0, 1],
+      ["api#127.0.0.4:9", 1, 1],
     ]);
+    expect(lb.pool.activePriority()).toBe(0);
     const answers = await Promise.all(Array.from({ length: 8 }, async () => (await fetch(lb.url)).text()));
     expect(answers.filter((x) => x === "127.0.0.2\n").length).toBe(6);
     expect(answers.filter((x) => x === "127.0.0.3\n").length).toBe(2);
+  }, 15_000);
+
+  test("SRV records that lead to one address and port make one backend: the best priority, that priority's weights added", async () => {
+    const a = await startSims(["127.0.0.2"]);
+    const dns = await startDns(["127.0.0.2 a.test", "127.0.0.2 alias.test"], [
+      `_http._tcp.api.test,a.test,${a.port},0,1`,
+      `_http._tcp.api.test,alias.test,${a.port},0,2`,
+      `_http._tcp.api.test,a.test,${a.port},5,7`,
+    ]);
+    const { lb } = await balancerFor({
+      dns: { servers: [`127.0.0.1:${dns.port}`] },
+      backends: [{ name: "api", dns: "_http._tcp.api.test", type: "SRV" }],
+    });
+    expect(lb.pool.backends.map((x) => [x.name, x.priority, x.weight])).toEqual([[`api#127.0.0.2:${a.port}`, 0, 3]]);
   }, 15_000);
 
   test("AAAA records, in TCP mode: the addresses are dialled as [v6]:port", async () => {
@@ -284,6 +313,134 @@ describe.skipIf(dnsmasq.skip)("DNS discovery with dnsmasq", () => {
   }, 20_000);
 });
 
+/**
+ * SRV priorities as failover tiers (src/pool/tiers.ts), on both engines: primaries of priority
+ * 0 at 127.0.0.2-3, a standby of priority 1 at 127.0.0.4, all the sims on one port. Health
+ * checks every 200 ms, rise 1 and fall 1; traffic from 4 loops throughout, and no request may
+ * fail.
+ */
+describe.skipIf(dnsmasq.skip).each(["fetch", "socket"])("SRV priorities with dnsmasq (%s engine)", (engine) => {
+  const srvFor = (port: number, primaries: string[], standbys: string[]) => [
+    ...primaries.map((name) => `_http._tcp.api.test,${name},${port},0,1`),
+    ...standbys.map((name) => `_http._tcp.api.test,${name},${port},1,1`),
+  ];
+  const hosts = ["127.0.0.2 a.test", "127.0.0.3 b.test", "127.0.0.4 s.test"];
+
+  async function tiered(primaries = ["a.test", "b.test"], standbys = ["s.test"]) {
+    const sims = await startSims(["127.0.0.2", "127.0.0.3", "127.0.0.4"]);
+    const dns = await startDns(hosts, srvFor(sims.port, primaries, standbys));
+    const { lb, lines } = await balancerFor({
+      engine,
+      dns: { servers: [`127.0.0.1:${dns.port}`] },
+      backends: [{ name: "api", dns: "_http._tcp.api.test", type: "SRV", refresh: "1s" }],
+    });
+    const p = sims.port;
+    const sim = (last: number) => sims.at.get(`127.0.0.${last}`)!;
+    const backend = (last: number) => lb.pool.get(`api#127.0.0.${last}:${p}`)!;
+    return { sims, dns, lb, lines, p, sim, backend };
+  }
+
+  /** Once `quiet` has nothing in flight, 100 more requests go through and it gets none of them. */
+  async function getsNothing(quiet: SimBackend, traffic: ReturnType<typeof load>, what: string) {
+    await waitFor(() => quiet.active === 0, `requests in flight on ${what} to finish`);
+    const before = quiet.requests;
+    const sent = traffic.ok();
+    await waitFor(() => traffic.ok() > sent + 100, "100 more requests");
+    expect(quiet.requests).toBe(before);
+  }
+
+  test("the standby gets no traffic while a primary is up, but is probed; it takes over when every primary fails its check, and traffic comes back when one passes again", async () => {
+    const { lb, p, sim, backend } = await tiered();
+    expect(lb.pool.backends.map((b) => [b.name, b.priority])).toEqual([
+      [`api#127.0.0.2:${p}`, 0], [`api#127.0.0.3:${p}`, 0], [`api#127.0.0.4:${p}`, 1],
+    ]);
+    const traffic = load(lb.url);
+    cleanups.push(() => traffic.stop());
+    await waitFor(() => sim(2).requests > 20 && sim(3).requests > 20, "traffic on both primaries");
+    expect(sim(4).requests).toBe(0);
+    // The standby is probed like any backend, so that it is known good before it is needed.
+    const firstCheck = backend(4).lastCheck!;
+    expect(firstCheck.ok).toBe(true);
+    await waitFor(() => backend(4).lastCheck!.at > firstCheck.at, "a later probe of the standby");
+    expect(lb.pool.activePriority()).toBe(0);
+
+    // One primary fails its check: the other takes everything; the standby still nothing.
+    sim(2).setHealth("down");
+    await waitFor(() => backend(2).state() === "down", "the first primary to be marked down");
+    await getsNothing(sim(2), traffic, "the first primary");
+    expect(sim(4).requests).toBe(0);
+
+    // The second fails too: failover to priority 1.
+    const failingAt = performance.now();
+    sim(3).setHealth("down");
+    await waitFor(() => lb.pool.activePriority() === 1, "failover to the standby tier");
+    const failoverMs = performance.now() - failingAt;
+    const atFailover = sim(4).requests;
+    await waitFor(() => sim(4).requests > atFailover + 20, "traffic on the standby");
+    await getsNothing(sim(3), traffic, "the second primary");
+
+    // The first passes its check again: failback, and the standby is a standby again.
+    const backAt = performance.now();
+    sim(2).setHealth("up");
+    await waitFor(() => lb.pool.activePriority() === 0, "failback to the primaries' tier");
+    // Informational (probes every 200 ms, fall 1, rise 1): not asserted.
+    console.log(`${engine}: failover ${failoverMs.toFixed(0)} ms after the last primary's check began failing, failback ${(performance.now() - backAt).toFixed(0)} ms after it passed again`);
+    const back = sim(2).requests;
+    await getsNothing(sim(4), traffic, "the standby");
+    expect(sim(2).requests).toBeGreaterThan(back + 100);
+
+    await traffic.stop();
+    expect(traffic.failures).toEqual([]);
+  }, 30_000);
+
+  test("a primary that dies (connections refused) fails over without a failed request; its restart is found by its health check and traffic comes back", async () => {
+    const { lb, sim, backend } = await tiered(["a.test"], ["b.test", "s.test"]);
+    expect(lb.pool.backends.map((b) => b.priority)).toEqual([0, 1, 1]);
+    const traffic = load(lb.url);
+    cleanups.push(() => traffic.stop());
+    await waitFor(() => sim(2).requests > 20, "traffic on the primary");
+    expect(sim(3).requests + sim(4).requests).toBe(0);
+
+    // Killed: requests in flight on it are reset and retried on the standbys, and new
+    // connections are refused, which marks it down at once.
+    await sim(2).stop();
+    await waitFor(() => sim(3).requests > 20 && sim(4).requests > 20, "traffic on both standbys");
+    expect(backend(2).state()).toBe("down");
+    expect(lb.pool.activePriority()).toBe(1);
+
+    // Back on the same address and port: the next probe readmits it and the tier with it.
+    await sim(2).start();
+    await waitFor(() => lb.pool.activePriority() === 0, "failback once the primary's check passes", 5000);
+    await getsNothing(sim(3), traffic, "one standby");
+    await getsNothing(sim(4), traffic, "the other standby");
+
+    await traffic.stop();
+    expect(traffic.failures).toEqual([]);
+  }, 30_000);
+
+  test("a record whose priority changes in DNS moves its backend between tiers in place: same backend, counters kept", async () => {
+    const { sims, dns, lb, lines, p, sim, backend } = await tiered(["a.test"], ["b.test", "s.test"]);
+    const standby = backend(3);
+    await fetch(lb.url);
+    expect(sim(3).requests).toBe(0);
+    // b.test (127.0.0.3) joins priority 0; a.test (127.0.0.2) drops to priority 1.
+    await dns.setSrv([
+      `_http._tcp.api.test,a.test,${sims.port},1,1`,
+      `_http._tcp.api.test,b.test,${sims.port},0,1`,
+      `_http._tcp.api.test,s.test,${sims.port},1,1`,
+    ]);
+    await waitFor(() => backend(3).priority === 0 && backend(2).priority === 1, "the new priorities", 5000);
+    expect(backend(3)).toBe(standby);
+    expect(lb.pool.backends.map((b) => [b.name, b.priority])).toEqual([
+      [`api#127.0.0.3:${p}`, 0], [`api#127.0.0.2:${p}`, 1], [`api#127.0.0.4:${p}`, 1],
+    ]);
+    const before = sim(2).requests;
+    for (let i = 0; i < 20; i++) expect(await (await fetch(lb.url)).text()).toBe("127.0.0.3\n");
+    expect(sim(2).requests).toBe(before);
+    expect(lines.some((l) => l.includes(`api: 127.0.0.3:${p} priority 1 weight 1 now priority 0 weight 1`) && l.includes(`api#127.0.0.3:${p}: priority 1 -> 0`))).toBe(true);
+  }, 30_000);
+});
+
 describe("config", () => {
   const problems = (backends: unknown[], extra: Record<string, unknown> = {}) => {
     try {
@@ -310,11 +467,20 @@ describe("config", () => {
     ["backends[0].port: missing; an A record gives addresses, not ports", [{ dns: "a.test" }]],
     ["backends[0].port: missing; an AAAA record gives addresses, not ports", [{ dns: "a.test", type: "AAAA" }]],
     ["backends[0].port: got 80, expected none: SRV records carry their ports", [{ dns: "_x._tcp.a.test", type: "SRV", port: 80 }]],
+    ["backends[0].priority: got 1, expected none: SRV records carry their priorities", [{ dns: "_x._tcp.a.test", type: "SRV", priority: 1 }]],
+    ["backends[0].priority: got -1, expected a priority of at least 0", [{ url: "http://a:1", priority: -1 }]],
+    ["backends[0].priority: got 65536, expected a priority of at most 65535", [{ dns: "a.test", port: 80, priority: 65536 }]],
+    ["backends[0].priority: got 1.5, expected an integer priority", [{ url: "http://a:1", priority: 1.5 }]],
     ['backends[0].type: got "MX", expected "A", "AAAA" or "SRV"', [{ dns: "a.test", port: 80, type: "MX" }]],
     ["backends[0].refresh: got \"0s\", expected a duration of more than 0", [{ dns: "a.test", port: 80, refresh: "0s" }]],
     ['backends[1].name: got "a.test", expected a unique name', [{ dns: "a.test", port: 80 }, { dns: "a.test", port: 81 }]],
   ])("%s", (message, backends) => {
     expect(problems(backends as unknown[]).join("\n")).toContain(message);
+  });
+
+  test("priority: on a url entry and on an A/AAAA entry (every address gets it); absent means 0", () => {
+    const c = validateConfig({ backends: [{ url: "http://10.0.0.1", priority: 2 }, { dns: "a.test", port: 80, priority: 1 }, { url: "http://10.0.0.2" }] });
+    expect(c.backends.map((b) => b.priority)).toEqual([2, 1, undefined]);
   });
 
   test("dns.servers must be addresses the resolver takes", () => {
@@ -323,5 +489,18 @@ describe("config", () => {
       'dns.servers[0]: got "dns.example.com", expected an address with an optional port, like "10.0.0.2", "127.0.0.1:5353" or "[::1]:53"',
     ]);
     expect(problems([{ dns: "a.test", port: 1 }], { dns: { server: ["10.0.0.2"] } })).toEqual(['dns.server: unknown option; did you mean "servers"?']);
+  });
+});
+
+describe("SRV weights as backend weights (RFC 2782)", () => {
+  test.each([
+    ["as they are when they fit", [3, 1], [3, 1]],
+    ["all 0: an even share", [0, 0, 0], [1, 1, 1]],
+    ["0 beside others: the smallest share, the others scaled by a whole factor (ratios exact)", [0, 3, 1], [1, 999, 333]],
+    ["0 beside a 1", [0, 1], [1, 1000]],
+    ["above 1000: scaled into 1..1000 in proportion", [65535, 32768, 1], [1000, 500, 1]],
+    ["one record", [7], [7]],
+  ])("%s", (_, given, expected) => {
+    expect(srvWeights(given)).toEqual(expected);
   });
 });

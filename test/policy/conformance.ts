@@ -85,6 +85,29 @@ export function runPolicyConformance(name: string, newPolicy: () => SelectionPol
       for (let i = 0; i < 20; i++) expect(pool.pick(undefined, undefined, b)).not.toBe(b);
     });
 
+    test("priority tiers: only the best tier with an available backend is picked from; failover and failback", () => {
+      const pool = new LocalPool(newPolicy(), [
+        { name: "p1", url: "http://127.0.0.1:5001" },
+        { name: "p2", url: "http://127.0.0.1:5002" },
+        { name: "s1", url: "http://127.0.0.1:5003", priority: 1 },
+        { name: "s2", url: "http://127.0.0.1:5004", priority: 1 },
+      ]);
+      const [p1, p2, s1, s2] = pool.backends as Backend[];
+      const picked = (n: number) => new Set(Array.from({ length: n }, (_, i) => pool.pick(undefined, `key-${i}`)!.name));
+      expect([...picked(200)].sort()).toEqual(["p1", "p2"]);
+      p1!.setHealthy(false, "test");
+      expect([...picked(100)]).toEqual(["p2"]);
+      p2!.setHealthy(false, "test");
+      expect([...picked(200)].sort()).toEqual(["s1", "s2"]);
+      // A sticky session on a primary comes back to it with the primary.
+      p2!.setHealthy(true, "test");
+      expect([...picked(100)]).toEqual(["p2"]);
+      for (let i = 0; i < 20; i++) expect(pool.pick(undefined, undefined, s1)).toBe(p2!);
+      p2!.setHealthy(false, "test");
+      s2!.setHealthy(false, "test");
+      for (let i = 0; i < 20; i++) expect(pool.pick(undefined, undefined, s1)).toBe(s1!);
+    });
+
     test("slow start: a backend that just came back gets a reduced share, then a full one", () => {
       let now = 1_000_000;
       const realNow = Date.now;

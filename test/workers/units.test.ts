@@ -156,6 +156,22 @@ describe("applyTable", () => {
     expect(removed).toEqual(["b", "c", "b"]);
   });
 
+  test("priorities reach the worker's pool, which decides the tier itself from the mirrored states", () => {
+    const pool = new LocalPool(createPolicy("round-robin"));
+    const withPriority = (e: ReturnType<typeof entry>, priority: number) => ({ ...e, spec: { ...e.spec, priority } });
+    const table = (primaryUp: boolean): Table => ({
+      version: primaryUp ? 1 : 2, strategy: "round-robin",
+      backends: [entry("p", "http://127.0.0.1:1/", { healthy: primaryUp }), withPriority(entry("s", "http://127.0.0.1:2/"), 1)],
+    });
+    applyTable(pool, table(true), () => {});
+    expect(pool.backends.map((b) => b.priority)).toEqual([0, 1]);
+    expect(pool.pick()!.name).toBe("p");
+    applyTable(pool, table(false), () => {});
+    expect(pool.pick()!.name).toBe("s");
+    applyTable(pool, table(true), () => {});
+    expect(pool.pick()!.name).toBe("p");
+  });
+
   test("an ejection and a slow-start ramp follow the owner's clock values", () => {
     const pool = new LocalPool(createPolicy("round-robin"));
     const now = Date.now();

@@ -8,6 +8,7 @@ import { waitFor } from "../helpers/wait.ts";
 import { FAST_CHECK } from "../health/helpers.ts";
 import { alive, load, supervisorOf } from "./helpers.ts";
 import type { StateChange } from "../../src/pool/backend.ts";
+import type { SimBackend } from "../../sim/backend.ts";
 import { validateConfig } from "../../src/config/load.ts";
 
 let rig: TestRig | undefined;
@@ -81,6 +82,38 @@ describe("workers", () => {
     const res = await load(rig.balancer.url, 200, 8, { fresh: true });
     expect(res.ok).toBe(200);
     expect(down.requests).toBe(before);
+  });
+
+  test("priority tiers in every worker: the standby takes traffic only while the primary is down", async () => {
+    rig = await startRig(2, (c) => ({
+      workers: 2, healthCheck: FAST_CHECK, log: { access: false },
+      backends: [{ name: "primary", url: c.backends[0]!.url }, { name: "standby", url: c.backends[1]!.url, priority: 1 }],
+    }));
+    const sup = supervisorOf(rig.balancer);
+    const [primary, standby] = rig.cluster.backends as [SimBackend, SimBackend];
+    await servedByEvery(rig);
+    expect(standby.requests).toBe(0);
+    /** The owner announces `name` becoming `to`, and every worker applies that table. */
+    const flip = (name: string, to: string) =>
+      new Promise<boolean>((resolve) => {
+        const off = rig!.balancer.pool.onStateChange((c: StateChange) => {
+          if (c.backend.name !== name || c.to !== to) return;
+          off();
+          void sup.synced(5000).then(resolve);
+        });
+      });
+    const failedOver = flip("primary", "down");
+    primary.setHealth("down");
+    expect(await failedOver).toBe(true);
+    const before = primary.requests;
+    expect((await load(rig.balancer.url, 100, 4, { fresh: true })).ok).toBe(100);
+    expect(primary.requests).toBe(before);
+    const failedBack = flip("primary", "up");
+    primary.setHealth("up");
+    expect(await failedBack).toBe(true);
+    const standbyBefore = standby.requests;
+    expect((await load(rig.balancer.url, 100, 4, { fresh: true })).ok).toBe(100);
+    expect(standby.requests).toBe(standbyBefore);
   });
 
   test("passive failures from several workers are counted once: ejection after exactly consecutiveFailures", async () => {
