@@ -491,6 +491,7 @@ export function buildProxy(config: Config, ctx: ProxyContext, accessLog: AccessL
     longWaitConcurrency: config.limits.longWaitConcurrency,
     idleTimeoutSec: Math.ceil(config.timeouts.idle / 1000),
     maxBodySize: config.limits.maxBodySize,
+    maxHeaderSize: config.limits.maxHeaderSize,
     lifecycle,
     proto: protoOf(config),
   });
