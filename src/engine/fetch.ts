@@ -133,9 +133,10 @@ export function createFetchHandler(opts: FetchEngineOptions): FetchHandler {
         void res.body?.cancel().catch(() => {});
         end.bodyEnded(0);
         // Bun.serve gives a bodiless answer "content-length: 0" unless it has a length or is
-        // chunked. For a HEAD that would claim an empty representation (RFC 9110 §9.3.2, §8.6):
-        // without a length from the backend, say instead what a GET through this engine gets
-        // when the length is unknown, chunked, as RFC 9112 §6.1 allows in a HEAD answer.
+        // chunked. On a HEAD answer that claims a GET would get 0 bytes (RFC 9110 §8.6 allows
+        // only the true length there): without a length from the backend, say instead what a
+        // GET through this engine gets when the length is unknown, chunked, as RFC 9112 §6.1
+        // allows in a HEAD answer.
         if (req.method === "HEAD" && !res.headers.has("content-length")) res.headers.set("transfer-encoding", "chunked");
         return new Response(null, init);
       }
@@ -148,9 +149,10 @@ export function createFetchHandler(opts: FetchEngineOptions): FetchHandler {
         const body = await res.arrayBuffer();
         end.bodyEnded(body.byteLength);
         // Bun.serve labels a byte body that has no Content-Type "application/octet-stream", a
-        // type the backend never said (RFC 9110 §8.3: a recipient may then sniff; an
-        // intermediary must not decide for it). A finished stream it leaves unlabelled, and
-        // still sends with its Content-Length.
+        // type the backend never said: RFC 9110 §8.3 leaves the recipient of an unlabelled
+        // body free to assume that type or to examine the data, a choice the label takes
+        // away. A finished stream Bun.serve leaves unlabelled, and still sends with its
+        // Content-Length.
         return new Response(res.headers.has("content-type") ? body : finished(body), init);
       }
       if (raiseIdle) req.own.server.timeout(req.own.request, opts.idleTimeoutSec);
