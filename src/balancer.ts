@@ -487,8 +487,11 @@ export function buildProxy(config: Config, ctx: ProxyContext, accessLog: AccessL
     responseBuffer: config.limits.responseBuffer,
     upstreamConcurrency: config.limits.upstreamConcurrency,
     uploadConcurrency: config.limits.uploadConcurrency,
+    longWaitAfter: config.limits.longWaitAfter,
+    longWaitConcurrency: config.limits.longWaitConcurrency,
     idleTimeoutSec: Math.ceil(config.timeouts.idle / 1000),
     maxBodySize: config.limits.maxBodySize,
+    maxHeaderSize: config.limits.maxHeaderSize,
     lifecycle,
     proto: protoOf(config),
   });

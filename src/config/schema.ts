@@ -361,6 +361,20 @@ export const ConfigSchema = v.strictObject({
        * 0 means no bound.
        */
       uploadConcurrency: v.optional(v.pipe(v.number("expected a number"), v.integer("expected a whole number"), v.minValue(0, "expected 0 (no bound) or more")), 64),
+      /**
+       * Fetch engine: a request still waiting for its response head this long after taking an
+       * upstreamConcurrency slot (a long-poll, a slow backend) gives the slot to the next
+       * request in line, when one waits, and counts against longWaitConcurrency instead: 64
+       * long-polls would otherwise hold every slot (issue 27). Reasons in proxy/gate.ts.
+       */
+      longWaitAfter: v.optional(positiveDuration, 500),
+      /**
+       * Fetch engine: such long waits in flight at once. With upstreamConcurrency and
+       * uploadConcurrency (64 + 64 + 128) it stays within the 256 requests Bun's fetch runs at
+       * once, so a long-poll never queues an ordinary request inside fetch. 0: a long wait
+       * keeps its slot.
+       */
+      longWaitConcurrency: v.optional(v.pipe(v.number("expected a number"), v.integer("expected a whole number"), v.minValue(0, "expected 0 (long waits keep their slot) or more")), 128),
       /** Socket engine: largest request head (request line and fields); larger gets 431. */
       maxHeaderSize: v.optional(size, 64 * 1024),
       /** Socket engine: longest request target; longer gets 414. */

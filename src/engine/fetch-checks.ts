@@ -23,5 +23,12 @@ export function checkRequest(method: string, headers: Headers): Refusal | undefi
   // so it is rejected here, as the socket engine's parser does.
   const length = headers.get("content-length");
   if (length !== null && !DIGITS.test(length)) return { code: "SY_BAD_REQUEST", detail: `invalid Content-Length "${length}"` };
+  // Bun.serve reads and discards the body of a GET or HEAD (req.body is null), so forwarding
+  // the request would drop it without a word: a search with its query in the body would reach
+  // the backend as a search without one. RFC 9110 §9.3.1 and §9.3.2 allow rejecting such a
+  // request; the socket engine forwards it.
+  if ((method === "GET" || method === "HEAD") && ((length !== null && length !== "0") || headers.has("transfer-encoding"))) {
+    return { code: "SY_BAD_REQUEST", detail: `a ${method} request with a body: Bun.serve discards the body, so the fetch engine cannot forward it (the socket engine can)` };
+  }
   return undefined;
 }

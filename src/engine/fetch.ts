@@ -5,8 +5,11 @@
  *
  * Defects of Bun 1.4.5 this engine cannot hide (README, "Known limits"): a pipelining client
  * loses its connection (oven-sh/bun PR #38128), fetch adds `User-Agent` and `Accept` to requests
- * that had none, and Bun.serve answers 400 to a chunked body with trailers.
+ * that had none, Bun.serve answers 400 to a chunked body with trailers, joins repeated response
+ * fields into one line and discards the body of a GET (refused here: fetch-checks.ts). fetch
+ * folds a target's leading `//`: such targets go through fetch-raw-target.ts.
  */
+import http from "node:http";
 import type { Server } from "bun";
 import type { Backend } from "../pool/backend.ts";
 import { createForwarder, type BodyEnd, type ForwardOptions, type ForwardRequest, type SendProgress, type UpstreamResponse, type Wire } from "../proxy/forward.ts";
@@ -14,6 +17,7 @@ import { prepareBody, type PreparedBody, type StreamedBody } from "../proxy/body
 import { Cancel } from "../proxy/cancel.ts";
 import { ClientFault, refusalAnswer } from "../proxy/errors.ts";
 import { checkRequest } from "./fetch-checks.ts";
+import { foldedByFetch, sendRawTarget } from "./fetch-raw-target.ts";
 import { isWebSocketUpgrade } from "../proxy/upgrade.ts";
 import { dialWebSocket, WebSocketAnswer } from "./websocket.ts";
 
@@ -32,6 +36,12 @@ export interface FetchEngineOptions extends ForwardOptions {
   lifecycle?: { readonly draining: boolean };
   /** "https" when the listener terminates TLS (X-Forwarded-Proto, the sticky cookie's Secure). */
   proto?: "http" | "https";
+  /**
+   * limits.maxHeaderSize: Bun.serve answers 431 to a longer request head. Bun keeps this limit
+   * for the whole process (node:http's maxHeaderSize, 16 KB unless set), so the last handler
+   * built sets it for every Bun.serve listener of the process, the admin API's too.
+   */
+  maxHeaderSize?: number;
 }
 
 export type FetchHandler = (req: Request, server: Server<unknown>) => Promise<Response>;
@@ -65,6 +75,8 @@ export function createFetchHandler(opts: FetchEngineOptions): FetchHandler {
   const raiseIdle = waitSec > opts.idleTimeoutSec;
   const waitTimeout = waitSec > 255 ? 0 : waitSec;
   const lifecycle = opts.lifecycle ?? { draining: false };
+  // Settable in Bun though typed read-only (node's own is fixed at start-up by a flag).
+  if (opts.maxHeaderSize !== undefined) (http as { maxHeaderSize: number }).maxHeaderSize = opts.maxHeaderSize;
 
   /** Reading the client's body failed: tell the loop whose fault it is before fetch fails. */
   const bodyFailed = (req: ForwardRequest<FetchOwn>, e: unknown) => req.cancel.abort(bodyFault(e, opts.maxBodySize));
@@ -78,20 +90,24 @@ export function createFetchHandler(opts: FetchEngineOptions): FetchHandler {
     const signal = controller.signal;
     if (cancel.aborted) controller.abort();
     else cancel.on({ onCancel: () => controller.abort() });
-    const res = await fetch(backend.origin + backend.basePath + req.target, {
-      method: req.method,
-      headers: req.headers as Headers,
-      body: req.own.stream?.toStream({ clientFailed: (e) => bodyFailed(req, e), progress }) ?? req.own.bytes,
-      signal,
-      redirect: "manual",
-      decompress: false,
-      duplex: "half",
-      // The response-head wait is bounded by our timers and the body by the client's idle
-      // timeout; fetch's own 5-minute idle timer would cut long streams.
-      timeout: false,
-      // https:// backends: their CA, server name, verification (tls/upstream.ts).
-      tls: backend.tls,
-    } as RequestInit);
+    const path = backend.basePath + req.target;
+    const body = req.own.stream?.toStream({ clientFailed: (e) => bodyFailed(req, e), progress }) ?? req.own.bytes;
+    const res = foldedByFetch(path)
+      ? await sendRawTarget(backend.origin, path, { method: req.method, headers: req.headers as Headers, body, signal, tls: backend.tls })
+      : await fetch(backend.origin + path, {
+          method: req.method,
+          headers: req.headers as Headers,
+          body,
+          signal,
+          redirect: "manual",
+          decompress: false,
+          duplex: "half",
+          // The response-head wait is bounded by our timers and the body by the client's idle
+          // timeout; fetch's own 5-minute idle timer would cut long streams.
+          timeout: false,
+          // https:// backends: their CA, server name, verification (tls/upstream.ts).
+          tls: backend.tls,
+        } as RequestInit);
     return {
       status: res.status,
       headers: res.headers,
@@ -116,6 +132,12 @@ export function createFetchHandler(opts: FetchEngineOptions): FetchHandler {
       if (res.body === null || bodiless(req.method, res.status)) {
         void res.body?.cancel().catch(() => {});
         end.bodyEnded(0);
+        // Bun.serve gives a bodiless answer "content-length: 0" unless it has a length or is
+        // chunked. On a HEAD answer that claims a GET would get 0 bytes (RFC 9110 §8.6 allows
+        // only the true length there): without a length from the backend, say instead what a
+        // GET through this engine gets when the length is unknown, chunked, as RFC 9112 §6.1
+        // allows in a HEAD answer.
+        if (req.method === "HEAD" && !res.headers.has("content-length")) res.headers.set("transfer-encoding", "chunked");
         return new Response(null, init);
       }
       const length = res.headers.get("content-length");
@@ -126,7 +148,12 @@ export function createFetchHandler(opts: FetchEngineOptions): FetchHandler {
         // Nothing has reached the client yet, so a failure here can still be retried.
         const body = await res.arrayBuffer();
         end.bodyEnded(body.byteLength);
-        return new Response(body, init);
+        // Bun.serve labels a byte body that has no Content-Type "application/octet-stream", a
+        // type the backend never said: RFC 9110 §8.3 leaves the recipient of an unlabelled
+        // body free to assume that type or to examine the data, a choice the label takes
+        // away. A finished stream Bun.serve leaves unlabelled, and still sends with its
+        // Content-Length.
+        return new Response(res.headers.has("content-type") ? body : finished(body), init);
       }
       if (raiseIdle) req.own.server.timeout(req.own.request, opts.idleTimeoutSec);
       return new Response(track(res.body, end), init);
@@ -229,6 +256,16 @@ function track(body: ReadableStream<Uint8Array>, end: BodyEnd): ReadableStream<U
     },
     { highWaterMark: 0 },
   );
+}
+
+/** A stream already holding all of `body`, and closed. */
+function finished(body: ArrayBuffer): ReadableStream<Uint8Array> {
+  return new ReadableStream<Uint8Array>({
+    start(controller) {
+      if (body.byteLength > 0) controller.enqueue(new Uint8Array(body));
+      controller.close();
+    },
+  });
 }
 
 /** "::ffff:127.0.0.1" → "127.0.0.1": IPv4 clients on a dual-stack socket. */

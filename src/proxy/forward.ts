@@ -17,7 +17,7 @@ import type { HeaderFields } from "./fields.ts";
 import { toClientHeaders, toUpstreamHeaders, type ResponseHeaderRules } from "./headers.ts";
 import { shouldRetry, type TryFailure } from "./retry.ts";
 import { ClientFault, ProxyError, errorAnswer, type ErrorAnswer, type ProxyErrorCode } from "./errors.ts";
-import { AdmissionGate } from "./gate.ts";
+import { AdmissionGate, Lane, type GateSlot } from "./gate.ts";
 import { Cancel, type CancelListener } from "./cancel.ts";
 import { TimerList, type TimerEntry } from "./timer-list.ts";
 import type { KeyExtractor } from "../policy/hash-key.ts";
@@ -41,6 +41,14 @@ export interface ForwardOptions {
   };
   /** Upstream requests in flight at once, over all backends (0: no bound). */
   upstreamConcurrency: number;
+  /**
+   * A request still waiting for its response head this many ms after taking an
+   * upstreamConcurrency slot gives the slot to the next request in line and counts against
+   * longWaitConcurrency instead (gate.ts: long-polls must not starve everything else).
+   */
+  longWaitAfter?: number;
+  /** Such long waits in flight at once (0 or absent: they keep their slot). */
+  longWaitConcurrency?: number;
   /** consistent-hash: reads the request's key (hash.key), built once from the config. */
   hashKey?: KeyExtractor;
   /** Sticky sessions: the backend a request's cookie names, and the cookie for a new one. */
@@ -217,7 +225,7 @@ export function createForwarder<Body, Out>(opts: ForwardOptions, wire: Wire<Body
   // Work done once, not per request.
   const shared: Shared<Body, Out> = {
     opts, wire, retryOn: new Set(opts.retry.onStatus),
-    gate: new AdmissionGate(opts.upstreamConcurrency),
+    gate: new AdmissionGate(opts.upstreamConcurrency, { after: opts.longWaitAfter ?? 0, limit: opts.longWaitConcurrency ?? 0 }),
     uploads: new AdmissionGate(opts.uploadConcurrency ?? 0),
     timers: new TimerList(),
     deadlines: new TimerList(),
@@ -240,7 +248,7 @@ function onSendTimer(t: { sendTimerFired(): void }): void {
  * promise between them. The loop is: next() waits for a slot, entered() chooses, attempt()
  * sends, headReceived()/tryFailed() hear back, tryOver() releases and decides again.
  */
-class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntry {
+class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntry, GateSlot {
   private readonly started = performance.now();
   private readonly time = Date.now();
   private readonly requestId: string;
@@ -254,8 +262,11 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
   private readonly pinned: Backend | undefined;
   /** A body still arriving from the client waits in its own line (uploadConcurrency). */
   private readonly gate: AdmissionGate;
-  /** A slot of `gate` is held: left exactly once per turn (leaveGate). */
-  private holding = false;
+  // The slot of `gate` held (GateSlot): left exactly once per turn (leaveGate).
+  slotLane: Lane = Lane.None;
+  slotAt = 0;
+  slotPrev: GateSlot | undefined = undefined;
+  slotNext: GateSlot | undefined = undefined;
   // The current try.
   private backend: Backend | undefined;
   private lease: Lease | undefined;
@@ -362,14 +373,12 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
   }
 
   private leaveGate(): void {
-    if (!this.holding) return;
-    this.holding = false;
-    this.gate.leave();
+    if (this.slotLane !== Lane.None) this.gate.leave(this);
   }
 
   /** One turn of the loop: wait for an upstream slot before choosing, so the choice sees current load. */
   private next(): void {
-    const entered = this.gate.enter(this.deadline - performance.now());
+    const entered = this.gate.enter(this.deadline - performance.now(), this);
     if (entered === true) return this.entered();
     entered.then((ok) => {
       try {
@@ -383,7 +392,6 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
 
   /** Holding a slot: choose a backend and try it. */
   private entered(): void {
-    this.holding = true;
     const { pool, traffic } = this.s.opts;
     if (this.req.cancel.aborted) return this.leaveWith(this.clientGone());
     // Only a retry needs the set of backends already tried (a first try allocates none).

@@ -1,52 +1,121 @@
 import { afterEach, describe, expect, test } from "bun:test";
-import { AdmissionGate } from "../../src/proxy/gate.ts";
+import { AdmissionGate, Lane, newSlot } from "../../src/proxy/gate.ts";
 import { startRig, type TestRig } from "../helpers/balancer.ts";
 import { waitFor } from "../helpers/wait.ts";
 
 describe("AdmissionGate", () => {
   test("admits up to the limit at once, then in arrival order", async () => {
     const gate = new AdmissionGate(2);
-    expect(gate.enter(1000)).toBe(true);
-    expect(gate.enter(1000)).toBe(true);
+    const [a, b, c, d] = [newSlot(), newSlot(), newSlot(), newSlot()];
+    expect(gate.enter(1000, a)).toBe(true);
+    expect(gate.enter(1000, b)).toBe(true);
     const order: number[] = [];
-    const third = (gate.enter(1000) as Promise<boolean>).then((ok) => order.push(3) && ok);
-    const fourth = (gate.enter(1000) as Promise<boolean>).then((ok) => order.push(4) && ok);
+    const third = (gate.enter(1000, c) as Promise<boolean>).then((ok) => order.push(3) && ok);
+    const fourth = (gate.enter(1000, d) as Promise<boolean>).then((ok) => order.push(4) && ok);
     expect(gate.waiting).toBe(2);
-    gate.leave();
-    gate.leave();
+    gate.leave(a);
+    gate.leave(b);
     expect(await third).toBe(true);
     expect(await fourth).toBe(true);
     expect(order).toEqual([3, 4]);
     expect(gate.inFlight).toBe(2);
-    gate.leave();
-    gate.leave();
+    gate.leave(c);
+    gate.leave(d);
     expect(gate.inFlight).toBe(0);
-    expect(() => gate.leave()).toThrow();
+    expect(() => gate.leave(a)).toThrow();
   });
 
   test("a waiter gives up after its own wait, and holds no slot", async () => {
     const gate = new AdmissionGate(1);
-    expect(gate.enter(1000)).toBe(true);
-    expect(await gate.enter(30)).toBe(false);
+    const a = newSlot();
+    expect(gate.enter(1000, a)).toBe(true);
+    expect(await gate.enter(30, newSlot())).toBe(false);
     expect(gate.waiting).toBe(0);
-    gate.leave();
+    gate.leave(a);
     expect(gate.inFlight).toBe(0);
-    expect(gate.enter(0)).toBe(true);
+    expect(gate.enter(0, newSlot())).toBe(true);
   });
 
   test("a newcomer does not overtake waiting requests", async () => {
     const gate = new AdmissionGate(1);
-    gate.enter(1000);
-    const waiting = gate.enter(1000) as Promise<boolean>;
-    gate.leave();
+    const a = newSlot();
+    gate.enter(1000, a);
+    const waiting = gate.enter(1000, newSlot()) as Promise<boolean>;
+    gate.leave(a);
     // The freed slot went to the waiter, so the newcomer queues.
-    expect(gate.enter(1000)).not.toBe(true);
+    expect(gate.enter(1000, newSlot())).not.toBe(true);
     expect(await waiting).toBe(true);
   });
 
   test("0 means no bound", () => {
     const gate = new AdmissionGate(0);
-    for (let i = 0; i < 1000; i++) expect(gate.enter(0)).toBe(true);
+    for (let i = 0; i < 1000; i++) expect(gate.enter(0, newSlot())).toBe(true);
+  });
+});
+
+describe("AdmissionGate's long-wait lane", () => {
+  test("a holder that has waited longWait.after gives its slot to a waiter at once", async () => {
+    const gate = new AdmissionGate(1, { after: 20, limit: 4 });
+    const poll = newSlot();
+    expect(gate.enter(1000, poll)).toBe(true);
+    await Bun.sleep(25);
+    const next = newSlot();
+    // The holder is old enough: the newcomer takes its slot without waiting on a timer.
+    expect(await gate.enter(1000, next)).toBe(true);
+    expect(poll.slotLane).toBe(Lane.Long);
+    expect(gate.longWaits).toBe(1);
+    expect(gate.inFlight).toBe(2);
+    gate.leave(poll);
+    gate.leave(next);
+    expect(gate.inFlight).toBe(0);
+    expect(gate.longWaits).toBe(0);
+  });
+
+  test("a waiter behind a young holder gets its slot once that holder has waited longWait.after", async () => {
+    const gate = new AdmissionGate(1, { after: 50, limit: 4 });
+    const poll = newSlot();
+    const started = performance.now();
+    gate.enter(1000, poll);
+    expect(await gate.enter(1000, newSlot())).toBe(true);
+    expect(performance.now() - started).toBeGreaterThanOrEqual(49);
+    expect(poll.slotLane).toBe(Lane.Long);
+  });
+
+  test("nothing moves while nobody waits", async () => {
+    const gate = new AdmissionGate(2, { after: 1, limit: 4 });
+    const a = newSlot();
+    gate.enter(1000, a);
+    await Bun.sleep(10);
+    expect(a.slotLane).toBe(Lane.Shared);
+    expect(gate.longWaits).toBe(0);
+  });
+
+  test("with the lane full, a long wait keeps its slot until a long wait ends", async () => {
+    const gate = new AdmissionGate(1, { after: 1, limit: 1 });
+    const [a, b, c] = [newSlot(), newSlot(), newSlot()];
+    gate.enter(1000, a);
+    await Bun.sleep(5);
+    expect(await gate.enter(1000, b)).toBe(true); // a moved to the lane
+    await Bun.sleep(5);
+    let third = false;
+    const waiting = (gate.enter(1000, c) as Promise<boolean>).then((ok) => (third = ok));
+    await Bun.sleep(20);
+    // b is old enough, but the lane holds a already: c waits.
+    expect(third).toBe(false);
+    expect(b.slotLane).toBe(Lane.Shared);
+    gate.leave(a);
+    expect(await waiting).toBe(true);
+    expect(b.slotLane).toBe(Lane.Long);
+    expect(gate.inFlight).toBe(2);
+  });
+
+  test("limit 0: no lane, a long wait keeps its slot", async () => {
+    const gate = new AdmissionGate(1, { after: 1, limit: 0 });
+    const a = newSlot();
+    gate.enter(1000, a);
+    await Bun.sleep(5);
+    expect(await gate.enter(20, newSlot())).toBe(false);
+    expect(a.slotLane).toBe(Lane.Shared);
   });
 });
 
@@ -58,7 +127,9 @@ describe("upstream concurrency through the proxy", () => {
   });
 
   test("requests beyond limits.upstreamConcurrency wait their turn instead of reaching a backend", async () => {
-    rig = await startRig(2, { engine: "fetch", limits: { upstreamConcurrency: 1 } }); // the gate is the fetch engine's
+    // The gate is the fetch engine's; the long-wait lane (tested below) is off, so that a slow
+    // first request cannot move out of its slot while the bound is being checked.
+    rig = await startRig(2, { engine: "fetch", limits: { upstreamConcurrency: 1, longWaitConcurrency: 0 } });
     let most = 0;
     const sampler = setInterval(() => {
       most = Math.max(most, rig!.balancer.pool.backends.reduce((n, b) => n + b.inFlight, 0));
@@ -72,6 +143,18 @@ describe("upstream concurrency through the proxy", () => {
     // The second request, to an idle backend, still waited for the first one's slot.
     expect(done).toEqual(["first 200", "second 200"]);
     expect(most).toBe(1);
+  });
+
+  test("a request long in waiting for its head gives its slot up (limits.longWaitAfter)", async () => {
+    rig = await startRig(2, { engine: "fetch", limits: { upstreamConcurrency: 1, longWaitAfter: "100ms" } });
+    const done: string[] = [];
+    const poll = fetch(`${rig.balancer.url}/delay/3000`).then(async (r) => done.push(`poll ${r.status}`));
+    await waitFor(() => rig!.cluster.backends.some((b) => b.active === 1), "the long request to reach a backend");
+    // The one slot is the long request's; the next request gets it once that has waited 100ms.
+    const next = await fetch(`${rig.balancer.url}/`);
+    done.push(`next ${next.status}`);
+    await poll;
+    expect(done).toEqual(["next 200", "poll 200"]);
   });
 
   test("queued requests all complete once slots free up", async () => {

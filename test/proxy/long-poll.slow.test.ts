@@ -1,0 +1,159 @@
+/**
+ * Long-poll requests alongside ordinary traffic (issue 27, section 5): 100 requests whose
+ * backend holds them for 20 s must not take the upstream slots ordinary requests need. The
+ * ordinary traffic's throughput while they hold is compared with its own throughput without
+ * them, measured in the same run (before and after the hold, so that drift of a shared machine
+ * falls on both sides); it must keep at least 90% of it and get no 503.
+ *
+ * Slow by nature (the 20 s hold is the issue's), hence a *.slow.test.ts file. It names its
+ * engines itself: both, or only SWITCHYARD_TEST_ENGINE's when that is set (CI's second pass).
+ */
+import { afterEach, describe, expect, test } from "bun:test";
+import { connect, type Socket } from "node:net";
+import { startRig, type TestRig } from "../helpers/balancer.ts";
+import { waitFor } from "../helpers/wait.ts";
+
+const HOLD_MS = 20_000;
+const LONG_POLLS = 100;
+/** Keep-alive connections of ordinary traffic. */
+const CLIENTS = 16;
+/** Ordinary traffic alone, before and after the hold. */
+const BASELINE_MS = 4_000;
+/** Ordinary traffic first, not counted: the first second of a fresh process runs cold code. */
+const WARM_UP_MS = 1_500;
+const ENGINES = process.env.SWITCHYARD_TEST_ENGINE ? [process.env.SWITCHYARD_TEST_ENGINE] : ["fetch", "socket"];
+
+let rig: TestRig | undefined;
+afterEach(async () => {
+  await rig?.stop();
+  rig = undefined;
+});
+
+/** One keep-alive HTTP/1.1 connection sending GETs back to back, counting statuses. */
+class KeepAliveClient {
+  private socket: Socket;
+  private buf: Buffer = Buffer.alloc(0);
+  private stopped = false;
+  private onIdle: (() => void) | undefined;
+  statuses = new Map<number, number>();
+  failure: Error | undefined;
+
+  constructor(port: number, private readonly path: string) {
+    this.socket = connect(port, "127.0.0.1", () => this.send());
+    this.socket.on("data", (c: Buffer) => this.read(c));
+    this.socket.on("error", (e) => this.fail(e));
+    this.socket.on("close", () => {
+      if (!this.stopped) this.fail(new Error("the proxy closed a keep-alive connection"));
+    });
+  }
+
+  private send(): void {
+    if (this.stopped) return this.onIdle?.();
+    this.socket.write(`GET ${this.path} HTTP/1.1\r\nHost: ordinary.test\r\n\r\n`);
+  }
+
+  private read(chunk: Buffer): void {
+    this.buf = this.buf.length === 0 ? chunk : Buffer.concat([this.buf, chunk]);
+    for (;;) {
+      const end = this.buf.indexOf("\r\n\r\n");
+      if (end === -1) return;
+      const head = this.buf.subarray(0, end).toString("latin1");
+      const length = /\r\ncontent-length:\s*(\d+)/i.exec(head);
+      if (length === null) return this.fail(new Error(`a response without Content-Length: ${head}`));
+      const total = end + 4 + Number(length[1]);
+      if (this.buf.length < total) return;
+      const status = Number(head.slice(9, 12));
+      this.statuses.set(status, (this.statuses.get(status) ?? 0) + 1);
+      this.buf = this.buf.subarray(total);
+      this.send();
+    }
+  }
+
+  private fail(e: Error): void {
+    this.failure ??= e;
+    this.stopped = true;
+    this.onIdle?.();
+  }
+
+  /** Counts so far, summed over statuses. */
+  get answered(): number {
+    let n = 0;
+    for (const v of this.statuses.values()) n += v;
+    return n;
+  }
+
+  /** Stop after the response in flight; resolves once it is in. */
+  stop(): Promise<void> {
+    this.stopped = true;
+    return new Promise((resolve) => {
+      this.onIdle = () => {
+        this.socket.destroy();
+        resolve();
+      };
+      if (this.failure !== undefined) this.onIdle();
+    });
+  }
+}
+
+/** CLIENTS keep-alive connections for `ms`: responses per second and statuses. */
+async function ordinaryTraffic(port: number, ms: number): Promise<{ rate: number; statuses: Map<number, number> }> {
+  const clients = Array.from({ length: CLIENTS }, () => new KeepAliveClient(port, "/"));
+  const started = performance.now();
+  await Bun.sleep(ms);
+  await Promise.all(clients.map((c) => c.stop()));
+  const elapsed = performance.now() - started;
+  const statuses = new Map<number, number>();
+  for (const c of clients) {
+    if (c.failure !== undefined) throw c.failure;
+    for (const [s, n] of c.statuses) statuses.set(s, (statuses.get(s) ?? 0) + n);
+  }
+  const total = clients.reduce((n, c) => n + c.answered, 0);
+  return { rate: (total * 1000) / elapsed, statuses };
+}
+
+/** A long-poll over its own connection: resolves with the status once the backend answers. */
+function longPoll(port: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    const socket = connect(port, "127.0.0.1", () => socket.write(`GET /delay/${HOLD_MS} HTTP/1.1\r\nHost: poll.test\r\nConnection: close\r\n\r\n`));
+    socket.on("data", (c: Buffer) => chunks.push(c));
+    socket.on("error", reject);
+    socket.on("close", () => resolve(Number(Buffer.concat(chunks).toString("latin1").slice(9, 12))));
+  });
+}
+
+describe.each(ENGINES)("%s engine", (engine) => {
+  test(`${LONG_POLLS} requests held ${HOLD_MS / 1000} s leave ordinary traffic at least 90% of its throughput and no 503`, async () => {
+    rig = await startRig(2, {
+      engine,
+      // A long-poll deployment: a response head may take longer than the hold.
+      retry: { perTryTimeout: "30s", timeout: "30s" },
+      log: { access: false },
+    });
+    const port = rig.balancer.port;
+
+    await ordinaryTraffic(port, WARM_UP_MS);
+    const before = await ordinaryTraffic(port, BASELINE_MS);
+    const polls = Array.from({ length: LONG_POLLS }, () => longPoll(port));
+    const sent = performance.now();
+    // Ordinary traffic from the moment the long-polls are sent until just before the first of
+    // them can be answered: the time they take to settle counts against it.
+    const during = await ordinaryTraffic(port, HOLD_MS - 2_000);
+    const heldAtBackends = rig.cluster.backends.reduce((n, b) => n + b.active, 0);
+    const statuses = await Promise.all(polls);
+    const held = performance.now() - sent;
+    const after = await ordinaryTraffic(port, BASELINE_MS);
+
+    const baseline = (before.rate + after.rate) / 2;
+    const ratio = during.rate / baseline;
+    console.log(
+      `long-poll (${engine}): ordinary ${before.rate.toFixed(0)} req/s before, ${during.rate.toFixed(0)} during (${(ratio * 100).toFixed(1)}% of the baseline), ` +
+        `${after.rate.toFixed(0)} after; during: ${JSON.stringify([...during.statuses])}; ${heldAtBackends} long-polls at the backends; held ${(held / 1000).toFixed(1)} s`,
+    );
+    expect(statuses).toEqual(Array(LONG_POLLS).fill(200));
+    expect(heldAtBackends).toBe(LONG_POLLS);
+    expect([...during.statuses]).toEqual([[200, during.statuses.get(200) ?? 0]]);
+    expect(ratio).toBeGreaterThanOrEqual(0.9);
+    await waitFor(() => rig!.balancer.pool.backends.every((b) => b.inFlight === 0), "no request left in flight");
+  }, 60_000);
+});
