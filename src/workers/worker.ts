@@ -6,7 +6,7 @@
  * as events (WorkerPassive), where passive health counts it once. Its figures go to the owner
  * on a short timer and on request.
  *
- * Signals: the owner orchestrates shutdown, so SIGINT/SIGTERM/SIGHUP (a Ctrl-C reaches the whole
+ * Signals: the owner orchestrates shutdown, so SIGINT/SIGTERM/SIGHUP/SIGUSR2 (a Ctrl-C reaches the whole
  * process group) are ignored here. If the owner goes away (the IPC channel closes) the worker
  * drains and exits on its own.
  */
@@ -110,7 +110,8 @@ export function runWorker(): Promise<number> {
     console.error("switchyard: this command is internal: the balancer starts it for `workers`");
     return Promise.resolve(2);
   }
-  for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) process.on(sig, () => {});
+  // SIGUSR2 (upgrade, `systemctl kill -s USR2` without --kill-whom=main) would end a worker by default.
+  for (const sig of ["SIGINT", "SIGTERM", "SIGHUP", "SIGUSR2"] as const) process.on(sig, () => {});
 
   const logger: Logger = {
     info: (msg) => send({ t: "log", level: "info", msg }),

@@ -1,0 +1,203 @@
+/**
+ * `switchyard upgrade` (POST /api/upgrade, or SIGUSR2 as nginx's binary upgrade): replace the
+ * running process by a new one of the binary on disk, on the same command line and config,
+ * with no moment at which the ports refuse a connection.
+ *
+ * The handshake (nginx's USR2 then QUIT, done by the old process itself):
+ *   1. The old process starts the new one (this binary's path, its own arguments, its working
+ *      directory and environment) with an IPC channel, and $SWITCHYARD_UPGRADE_FROM naming its
+ *      PID and the ports it holds.
+ *   2. The new one starts as any balancer does (config, backends, start-up health probes) but
+ *      binds its listeners beside the old ones (every listener is bound with SO_REUSEPORT; a
+ *      fresh start claims its ports exclusively first, a successor does not). Bound, it writes
+ *      the pid file, tells systemd MAINPID=<itself> and READY=1 (src/control/sd-notify.ts), and
+ *      says "ready" on the channel. From then on the kernel spreads new connections over both.
+ *   3. The old process stops accepting and drains: in-flight requests and WebSockets finish
+ *      within timeouts.shutdownGrace (with `workers`: its supervisor and every worker of its
+ *      generation), then it exits 0. The new one runs on; its parent is gone.
+ *   If the new process fails first (a bad config, a port it cannot bind, a crash, no "ready"
+ *   within UPGRADE_START_TIMEOUT_MS), it is ended, the old one goes on serving as if nothing
+ *   happened, and the upgrade fails with the reason (SY_UPGRADE_FAILED).
+ *
+ * Why the old process starts the new one, rather than `serve --replace PID` started by hand:
+ * the successor then has exactly the old one's argv, cwd and environment (what systemd or a
+ * shell gave it), and the old one learns of its readiness, or of its failure and why, on a
+ * channel rather than by polling a pid file.
+ */
+import type { Subprocess } from "bun";
+import type { Logger } from "../log/logger.ts";
+import type { ListenPorts } from "../balancer.ts";
+import { ControlError, type Actor } from "./control.ts";
+
+/** The environment variable by which the old process hands its PID and ports to the new one. */
+export const UPGRADE_FROM_ENV = "SWITCHYARD_UPGRADE_FROM";
+
+/**
+ * How long the new process may take to be ready: it loads the config, resolves DNS entries
+ * and runs its start-up health probes before it binds, as any start does.
+ */
+export const UPGRADE_START_TIMEOUT_MS = 30_000;
+
+export interface UpgradeReport {
+  /** The process that drains now and exits. */
+  oldPid: number;
+  /** The process that serves from now on. */
+  newPid: number;
+  /** From the start of the new process to its "ready". */
+  readyMs: number;
+  /** The old process's in-flight work ends within this (timeouts.shutdownGrace). */
+  drainWithinMs: number;
+}
+
+/** What the new process says on the channel. */
+type FromSuccessor = { t: "ready"; pid: number } | { t: "failed"; message: string };
+
+/** What the old process hands to the new one. */
+export interface Predecessor {
+  pid: number;
+  ports: ListenPorts;
+}
+
+type State =
+  | { kind: "serving" }
+  | { kind: "starting"; proc: Subprocess; done: Promise<UpgradeReport> }
+  | { kind: "handed-over"; report: UpgradeReport }
+  | { kind: "stopped" };
+
+export interface UpgraderOptions {
+  /** The command that starts the new process: this binary with this process's arguments. */
+  command: string[];
+  /** The ports bound now (port 0 in the config stays the same port). */
+  ports: () => ListenPorts;
+  /** timeouts.shutdownGrace of the running config, for the report. */
+  grace: () => number;
+  logger: Logger;
+  /** The new process serves: drain this one and exit. Called once. */
+  onHandover: (report: UpgradeReport) => void;
+  env?: Record<string, string | undefined>;
+  startTimeoutMs?: number;
+}
+
+/** The old process's side: start the successor, wait for its word, hand over or carry on. */
+export class Upgrader {
+  private state: State = { kind: "serving" };
+
+  constructor(private readonly o: UpgraderOptions) {}
+
+  /** Resolves once the new process serves (this one then drains); rejects with the reason, this one serving on. */
+  upgrade(actor: Actor): Promise<UpgradeReport> {
+    switch (this.state.kind) {
+      case "starting":
+        return Promise.reject(new ControlError("SY_UPGRADE_IN_PROGRESS", `an upgrade is under way: pid ${this.state.proc.pid} is starting`));
+      case "handed-over":
+        return Promise.reject(new ControlError("SY_STOPPING", `already upgraded: pid ${this.state.report.newPid} serves, this process (pid ${process.pid}) is draining`));
+      case "stopped":
+        return Promise.reject(new ControlError("SY_STOPPING", "the balancer is stopping"));
+    }
+    this.o.logger.info(`upgrade (by ${actor.by} from ${actor.from}): starting a new process: ${this.o.command.join(" ")}`);
+    const startedAt = performance.now();
+    let said: FromSuccessor | undefined;
+    let proc: Subprocess;
+    try {
+      proc = Bun.spawn(this.o.command, {
+        env: { ...(this.o.env ?? process.env), [UPGRADE_FROM_ENV]: JSON.stringify({ pid: process.pid, ports: this.o.ports() } satisfies Predecessor) },
+        // Its logs go where this process's go (the journal, the container's output).
+        stdio: ["ignore", "inherit", "inherit"],
+        ipc: (m) => {
+          said ??= m as FromSuccessor;
+          settle();
+        },
+      });
+    } catch (e) {
+      return Promise.reject(this.failed(`cannot start ${this.o.command[0]}: ${(e as Error).message}`));
+    }
+    let settle: () => void = () => {};
+    const done = new Promise<UpgradeReport>((resolve, reject) => {
+      const timeoutMs = this.o.startTimeoutMs ?? UPGRADE_START_TIMEOUT_MS;
+      const timer = setTimeout(() => finish(`pid ${proc.pid} was not ready within ${timeoutMs}ms`), timeoutMs);
+      const exited = proc.exited.then(() => finish(undefined));
+      const finish = (timedOut: string | undefined) => {
+        if (this.state.kind !== "starting" || this.state.proc !== proc) return;
+        clearTimeout(timer);
+        if (said?.t === "ready" && timedOut === undefined && proc.exitCode === null && proc.signalCode === null) {
+          const report: UpgradeReport = { oldPid: process.pid, newPid: proc.pid, readyMs: Math.round(performance.now() - startedAt), drainWithinMs: this.o.grace() };
+          this.state = { kind: "handed-over", report };
+          // The new process outlives this one: no channel, no wait for its exit.
+          try {
+            proc.disconnect();
+          } catch {
+            // Already closed.
+          }
+          proc.unref();
+          this.o.logger.info(`upgrade: pid ${proc.pid} serves (ready in ${report.readyMs}ms); this process (pid ${process.pid}) stops accepting and drains within ${report.drainWithinMs}ms`);
+          resolve(report);
+          this.o.onHandover(report);
+          return;
+        }
+        const why =
+          said?.t === "failed" ? said.message
+          : timedOut ?? `pid ${proc.pid} exited with ${proc.signalCode ? `signal ${proc.signalCode}` : `code ${proc.exitCode}`} before it was ready (its output is in this log)`;
+        this.state = { kind: "serving" };
+        // A successor that is not ready holds nothing worth keeping: end it (it may be stuck).
+        if (proc.exitCode === null && proc.signalCode === null) proc.kill("SIGKILL");
+        void exited;
+        reject(this.failed(why));
+      };
+      settle = () => finish(undefined);
+    });
+    this.state = { kind: "starting", proc, done };
+    return done;
+  }
+
+  /** The balancer stops: a successor still starting is ended, and no upgrade starts any more. */
+  stop(): void {
+    if (this.state.kind === "starting") this.state.proc.kill("SIGKILL");
+    if (this.state.kind !== "handed-over") this.state = { kind: "stopped" };
+  }
+
+  private failed(why: string): ControlError {
+    this.o.logger.error(`upgrade failed (this process, pid ${process.pid}, goes on serving): ${why}`);
+    return new ControlError("SY_UPGRADE_FAILED", `upgrade failed (the running process, pid ${process.pid}, goes on serving): ${why}`);
+  }
+}
+
+/** The new process's side: its predecessor, from the environment, and the channel to it. */
+export interface SuccessorLink {
+  readonly predecessor: Predecessor;
+  /** Bound and serving: the predecessor may drain. */
+  ready(): void;
+  /** Could not start: the predecessor serves on and reports `message`. Resolves once it is sent. */
+  failed(message: string): Promise<void>;
+}
+
+/**
+ * When this process was started by an upgrade: the link to the process it replaces. The
+ * variable is taken out of the environment, so that nothing this process starts inherits it.
+ */
+export function successorLink(env: Record<string, string | undefined> = process.env): SuccessorLink | undefined {
+  const raw = env[UPGRADE_FROM_ENV];
+  if (raw === undefined) return undefined;
+  delete env[UPGRADE_FROM_ENV];
+  let predecessor: Predecessor;
+  try {
+    predecessor = JSON.parse(raw) as Predecessor;
+    if (!Number.isInteger(predecessor.pid) || typeof predecessor.ports?.proxy !== "number") throw new Error();
+  } catch {
+    throw new Error(`${UPGRADE_FROM_ENV}: got ${JSON.stringify(raw)}, expected {"pid":N,"ports":{"proxy":N,...}} (set by the process being upgraded, not by hand)`);
+  }
+  const send = (m: FromSuccessor): Promise<void> =>
+    new Promise((resolve) => {
+      if (typeof process.send !== "function") return resolve();
+      try {
+        process.send(m, undefined, undefined, () => resolve());
+      } catch {
+        // The predecessor has gone: nobody to tell.
+        resolve();
+      }
+    });
+  return {
+    predecessor,
+    ready: () => void send({ t: "ready", pid: process.pid }),
+    failed: (message) => send({ t: "failed", message }),
+  };
+}
