@@ -396,7 +396,10 @@ export interface ProxyParts {
 /**
  * Stop the proxy side: graceful, stop accepting and let in-flight work finish within `grace`,
  * then cut what is left (and say so); else cut everything now. One process and each worker
- * stop the same way (src/workers/worker.ts calls this too).
+ * stop the same way (src/workers/worker.ts calls this too). handover: a successor serves the
+ * same ports (`switchyard upgrade`); the socket engine then closes its listener before telling
+ * any client to reconnect (see SocketEngine.stop). Bun.serve cannot close its listener apart
+ * from its idle connections, so the fetch engine stops as it always does.
  */
 export async function stopProxy(parts: ProxyParts, graceful: boolean, grace: number, logger: Logger, handover = false): Promise<void> {
   const { http, socketEngine, tcp, workers } = parts;
@@ -407,7 +410,7 @@ export async function stopProxy(parts: ProxyParts, graceful: boolean, grace: num
     // Servers a certificate renewal replaced (src/tls/): they finish what they hold too.
     http?.stopRetired(!graceful),
   ]);
-  const closeAll = Promise.all([httpStopped, socketEngine?.stop(!graceful, notice), tcp?.stop(!graceful), workers?.stop(!graceful, grace)]);
+  const closeAll = Promise.all([httpStopped, socketEngine?.stop(!graceful, notice, handover), tcp?.stop(!graceful), workers?.stop(!graceful, grace, handover)]);
   if (!graceful) {
     await closeAll;
     return;

@@ -33,7 +33,8 @@ export type ToWorker =
   | { t: "table"; table: Table }
   | { t: "config"; config: Config }
   | { t: "pull"; id: number }
-  | { t: "stop"; force: boolean; graceMs: number };
+  /** handover: a successor's workers serve the same port (`switchyard upgrade`). */
+  | { t: "stop"; force: boolean; graceMs: number; handover?: boolean };
 
 /** Histogram counts as plain numbers. */
 export interface HistogramFigures {

@@ -227,10 +227,11 @@ export class WorkerSupervisor {
 
   /**
    * Stop every worker. Graceful: each stops accepting and finishes what it holds within
-   * `graceMs`, then cuts the rest. force: each cuts its connections at once. Resolves when
+   * `graceMs`, then cuts the rest (handover: a successor serves the port; see stopProxy).
+   * force: each cuts its connections at once. Resolves when
    * every worker process has exited; one that does not within `graceMs` + 2 s is killed.
    */
-  async stop(force: boolean, graceMs: number): Promise<void> {
+  async stop(force: boolean, graceMs: number, handover = false): Promise<void> {
     this.stopping = true;
     this.unsubscribe();
     for (const s of this.slots) {
@@ -238,7 +239,7 @@ export class WorkerSupervisor {
       s.restartTimer = undefined;
       if (s.proc && s.proc.exitCode === null && s.proc.signalCode === null) {
         s.state = "stopping";
-        this.send(s, { t: "stop", force, graceMs });
+        this.send(s, { t: "stop", force, graceMs, handover });
       } else if (s.state !== "stopping") {
         s.state = "stopped";
       }

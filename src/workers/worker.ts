@@ -147,15 +147,15 @@ export function runWorker(): Promise<number> {
   return new Promise<number>((resolve) => {
     let stopping: Promise<void> | undefined;
     /** As one process stops (stopProxy): graceful within graceMs, then cut; force cuts now, even mid-drain. */
-    const stop = (force: boolean, graceMs: number): Promise<void> => {
+    const stop = (force: boolean, graceMs: number, handover = false): Promise<void> => {
       // Every fetch-engine answer from now on carries Connection: close (the socket engine does so in its drain).
       lifecycle.draining = true;
       if (force) return stopProxy({ http, socketEngine, tcp }, false, 0, logger);
-      stopping ??= stopProxy({ http, socketEngine, tcp }, true, graceMs, logger);
+      stopping ??= stopProxy({ http, socketEngine, tcp }, true, graceMs, logger, handover);
       return stopping;
     };
-    const finish = async (force: boolean, graceMs: number) => {
-      await stop(force, graceMs);
+    const finish = async (force: boolean, graceMs: number, handover = false) => {
+      await stop(force, graceMs, handover);
       clearInterval(reportTimer);
       for (const log of accessLogs.values()) await log.close();
       report();
@@ -216,7 +216,7 @@ export function runWorker(): Promise<number> {
           report(m.id);
           return;
         case "stop":
-          void finish(m.force, m.graceMs);
+          void finish(m.force, m.graceMs, m.handover);
           return;
       }
     });

@@ -51,8 +51,12 @@ export interface SocketEngine {
    * still accepts and idle connections stay, so a client's request already on its way is
    * answered rather than cut; then the listener closes, idle connections close, and the rest
    * close after their current answer. Forced: cut everything now.
+   * listenerFirst (a handover to a successor on the same port, `switchyard upgrade`): the
+   * listener closes at once, before any answer tells a client to reconnect, so that the
+   * reconnects reach the successor and none waits in this listener's accept queue (Linux resets
+   * those when it closes); the notice then runs on the connections already accepted.
    */
-  stop(force?: boolean, noticeMs?: number): Promise<void>;
+  stop(force?: boolean, noticeMs?: number, listenerFirst?: boolean): Promise<void>;
 }
 
 /** Shared by every client socket; `socket.data` is the connection. */
@@ -165,7 +169,7 @@ export function startSocketEngine(opts: SocketEngineOptions): SocketEngine {
       maxConnections = next.limits.maxConnections;
       pool.opts = next.upstream;
     },
-    stop(force = false, noticeMs = 0) {
+    stop(force = false, noticeMs = 0, listenerFirst = false) {
       if (force) {
         // WebSockets get a 1001 Close frame where one can go (tunnel.ts), before the listener's
         // forced stop resets every connection it accepted.
@@ -176,9 +180,10 @@ export function startSocketEngine(opts: SocketEngineOptions): SocketEngine {
         return Promise.resolve();
       }
       stopped ??= new Promise<void>((resolve) => {
+        if (listenerFirst) listener.stop(false);
         env.draining = true;
         setTimeout(() => {
-          listener.stop(false);
+          if (!listenerFirst) listener.stop(false);
           const done = () => {
             clearInterval(sweeper);
             pool.closeIdle();
