@@ -24,6 +24,7 @@
  * shell gave it), and the old one learns of its readiness, or of its failure and why, on a
  * channel rather than by polling a pid file.
  */
+import { readFileSync } from "node:fs";
 import type { Subprocess } from "bun";
 import type { Logger } from "../log/logger.ts";
 import type { ListenPorts } from "../balancer.ts";
@@ -130,6 +131,8 @@ export class Upgrader {
           }
           proc.unref();
           this.o.logger.info(`upgrade: pid ${proc.pid} serves (ready in ${report.readyMs}ms); this process (pid ${process.pid}) stops accepting and drains within ${report.drainWithinMs}ms`);
+          const note = acceptQueueNote();
+          if (note) this.o.logger.info(note);
           resolve(report);
           this.o.onHandover(report);
           return;
@@ -159,6 +162,24 @@ export class Upgrader {
     this.o.logger.error(`upgrade failed (this process, pid ${process.pid}, goes on serving): ${why}`);
     return new ControlError("SY_UPGRADE_FAILED", `upgrade failed (the running process, pid ${process.pid}, goes on serving): ${why}`);
   }
+}
+
+/**
+ * Linux resets the connections waiting in a SO_REUSEPORT listener's accept queue when it
+ * closes, unless net.ipv4.tcp_migrate_req is 1 (kernel 5.14+), which moves them to another
+ * listener of the same port: the successor's. Keep-alive clients never wait there during an
+ * upgrade (this process closes its listener before it tells any of them to reconnect); a client
+ * opening a new connection at that very moment may. Said once per upgrade when it applies.
+ */
+function acceptQueueNote(): string | undefined {
+  let value: string;
+  try {
+    value = readFileSync("/proc/sys/net/ipv4/tcp_migrate_req", "utf8").trim();
+  } catch {
+    return undefined;
+  }
+  if (value !== "0") return undefined;
+  return "upgrade: net.ipv4.tcp_migrate_req is 0: a connection still in this process's accept queue when its listener closes is reset by the kernel; set it to 1 to hand such connections to the new process (README, Upgrading the binary)";
 }
 
 /** The new process's side: its predecessor, from the environment, and the channel to it. */
