@@ -15,6 +15,9 @@ import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Server, Subprocess } from "bun";
+import { validateConfig } from "../../src/config/load.ts";
+import { startBalancer, type Balancer } from "../../src/balancer.ts";
+import { silentLogger } from "../../src/log/logger.ts";
 import { requirePrograms } from "../helpers/system.ts";
 import { waitFor } from "../helpers/wait.ts";
 
@@ -249,4 +252,44 @@ test("a new process that cannot start leaves the old one serving; the command sa
   expect(Number(readFileSync(pidFile, "utf8"))).toBe(old.proc.pid);
   expect((await fetch(`${proxyUrl}/`)).status).toBe(200);
   expect(old.proc.exitCode).toBeNull();
+});
+
+describe("every listener binds with SO_REUSEPORT, yet a second balancer is refused", () => {
+  const modes = [
+    { mode: "http", engine: "fetch" },
+    { mode: "http", engine: "socket" },
+    { mode: "tcp", engine: "fetch" },
+  ] as const;
+  for (const { mode, engine } of modes) {
+    const name = mode === "tcp" ? "TCP mode" : `${engine} engine`;
+    test(`${name}: a fresh start on a running balancer's proxy or admin port fails; its successor binds beside it`, async () => {
+      const backend = startBackend();
+      const config = (proxy: number, admin: number) =>
+        validateConfig({
+          mode, engine,
+          listen: { host: "127.0.0.1", port: proxy },
+          admin: { host: "127.0.0.1", port: admin },
+          log: { access: false },
+          backends: [{ url: mode === "tcp" ? `127.0.0.1:${backend.port}` : `http://127.0.0.1:${backend.port}` }],
+        });
+      const first = await startBalancer(config(0, 0), { logger: silentLogger });
+      cleanups.push(() => first.stop(false));
+      await expect(startBalancer(config(first.port, 0), { logger: silentLogger })).rejects.toThrow(
+        `proxy listener on 127.0.0.1:${first.port}: address already in use`,
+      );
+      await expect(startBalancer(config(0, first.ports.admin!), { logger: silentLogger })).rejects.toThrow(
+        `admin listener on 127.0.0.1:${first.ports.admin}: address already in use`,
+      );
+      // As a successor (port 0 stands for the predecessor's port): the same ports, beside it.
+      const second: Balancer = await startBalancer(config(0, 0), { logger: silentLogger, predecessor: { pid: process.pid, ports: first.ports } });
+      cleanups.push(() => second.stop(false));
+      expect(second.ports).toEqual(first.ports);
+      // The first one stops as in a handover: what arrives now is answered by the second.
+      await first.stop(true, true);
+      if (mode === "http") {
+        expect((await fetch(`${second.url}/`)).status).toBe(200);
+        expect((await fetch(`${second.adminUrl}/healthz`)).status).toBe(200);
+      }
+    });
+  }
 });
