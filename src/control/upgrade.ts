@@ -61,7 +61,7 @@ export interface Predecessor {
 
 type State =
   | { kind: "serving" }
-  | { kind: "starting"; proc: Subprocess; done: Promise<UpgradeReport> }
+  | { kind: "starting"; proc: Subprocess; end: (why: string, stopping?: boolean) => void }
   | { kind: "handed-over"; report: UpgradeReport }
   | { kind: "stopped" };
 
@@ -99,6 +99,7 @@ export class Upgrader {
     const startedAt = performance.now();
     let said: FromSuccessor | undefined;
     let proc: Subprocess;
+    let decide = () => {};
     try {
       proc = Bun.spawn(this.o.command, {
         env: { ...(this.o.env ?? process.env), [UPGRADE_FROM_ENV]: JSON.stringify({ pid: process.pid, ports: this.o.ports() } satisfies Predecessor) },
@@ -106,55 +107,55 @@ export class Upgrader {
         stdio: ["ignore", "inherit", "inherit"],
         ipc: (m) => {
           said ??= m as FromSuccessor;
-          settle();
+          decide();
         },
       });
     } catch (e) {
       return Promise.reject(this.failed(`cannot start ${this.o.command[0]}: ${(e as Error).message}`));
     }
-    let settle: () => void = () => {};
-    const done = new Promise<UpgradeReport>((resolve, reject) => {
+    return new Promise<UpgradeReport>((resolve, reject) => {
       const timeoutMs = this.o.startTimeoutMs ?? UPGRADE_START_TIMEOUT_MS;
-      const timer = setTimeout(() => finish(`pid ${proc.pid} was not ready within ${timeoutMs}ms`), timeoutMs);
-      const exited = proc.exited.then(() => finish(undefined));
-      const finish = (timedOut: string | undefined) => {
+      const timer = setTimeout(() => end(`pid ${proc.pid} was not ready within ${timeoutMs}ms`), timeoutMs);
+      /** Not ready, for `why`: the new process is ended (it may be stuck) and this one serves on (or stops: `stopping`). */
+      const end = (why: string, stopping = false) => {
         if (this.state.kind !== "starting" || this.state.proc !== proc) return;
         clearTimeout(timer);
-        if (said?.t === "ready" && timedOut === undefined && proc.exitCode === null && proc.signalCode === null) {
-          const report: UpgradeReport = { oldPid: process.pid, newPid: proc.pid, readyMs: Math.round(performance.now() - startedAt), drainWithinMs: this.o.grace() };
-          this.state = { kind: "handed-over", report };
-          // The new process outlives this one: no channel, no wait for its exit.
-          try {
-            proc.disconnect();
-          } catch {
-            // Already closed.
-          }
-          proc.unref();
-          this.o.logger.info(`upgrade: pid ${proc.pid} serves (ready in ${report.readyMs}ms); this process (pid ${process.pid}) stops accepting and drains within ${report.drainWithinMs}ms`);
-          const note = acceptQueueNote();
-          if (note) this.o.logger.info(note);
-          resolve(report);
-          this.o.onHandover(report);
-          return;
-        }
-        const why =
-          said?.t === "failed" ? said.message
-          : timedOut ?? `pid ${proc.pid} exited with ${proc.signalCode ? `signal ${proc.signalCode}` : `code ${proc.exitCode}`} before it was ready (its output is in this log)`;
-        this.state = { kind: "serving" };
-        // A successor that is not ready holds nothing worth keeping: end it (it may be stuck).
+        this.state = { kind: stopping ? "stopped" : "serving" };
         if (proc.exitCode === null && proc.signalCode === null) proc.kill("SIGKILL");
-        void exited;
-        reject(this.failed(why));
+        reject(stopping ? new ControlError("SY_STOPPING", why) : this.failed(why));
       };
-      settle = () => finish(undefined);
+      decide = () => {
+        if (this.state.kind !== "starting" || this.state.proc !== proc) return;
+        if (said?.t === "failed") return end(said.message);
+        if (said?.t !== "ready" || proc.exitCode !== null || proc.signalCode !== null) return;
+        clearTimeout(timer);
+        const report: UpgradeReport = { oldPid: process.pid, newPid: proc.pid, readyMs: Math.round(performance.now() - startedAt), drainWithinMs: this.o.grace() };
+        this.state = { kind: "handed-over", report };
+        // The new process outlives this one: no channel, no wait for its exit.
+        try {
+          proc.disconnect();
+        } catch {
+          // Already closed.
+        }
+        proc.unref();
+        this.o.logger.info(`upgrade: pid ${proc.pid} serves (ready in ${report.readyMs}ms); this process (pid ${process.pid}) stops accepting and drains within ${report.drainWithinMs}ms`);
+        const note = acceptQueueNote();
+        if (note) this.o.logger.info(note);
+        resolve(report);
+        this.o.onHandover(report);
+      };
+      void proc.exited.then(() => {
+        const how = proc.signalCode ? `signal ${proc.signalCode}` : `code ${proc.exitCode}`;
+        // A "failed" message sent just before the exit carries the better reason.
+        end(said?.t === "failed" ? said.message : `pid ${proc.pid} exited with ${how} before it was ready (its output is in this log)`);
+      });
+      this.state = { kind: "starting", proc, end };
     });
-    this.state = { kind: "starting", proc, done };
-    return done;
   }
 
-  /** The balancer stops: a successor still starting is ended, and no upgrade starts any more. */
+  /** The balancer stops: a successor still starting is ended (its upgrade fails), and no upgrade starts any more. */
   stop(): void {
-    if (this.state.kind === "starting") this.state.proc.kill("SIGKILL");
+    if (this.state.kind === "starting") this.state.end("the balancer is stopping: the upgrade was abandoned and its new process ended", true);
     if (this.state.kind !== "handed-over") this.state = { kind: "stopped" };
   }
 

@@ -11,13 +11,14 @@
  * it runs in production, since the upgrade replaces that process.
  */
 import { afterEach, describe, expect, test } from "bun:test";
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Server, Subprocess } from "bun";
 import { validateConfig } from "../../src/config/load.ts";
 import { startBalancer, type Balancer } from "../../src/balancer.ts";
-import { silentLogger } from "../../src/log/logger.ts";
+import { memoryLogger, silentLogger } from "../../src/log/logger.ts";
+import { Upgrader, UPGRADE_FROM_ENV, type UpgradeReport } from "../../src/control/upgrade.ts";
 import { requirePrograms } from "../helpers/system.ts";
 import { waitFor } from "../helpers/wait.ts";
 
@@ -292,4 +293,76 @@ describe("every listener binds with SO_REUSEPORT, yet a second balancer is refus
       }
     });
   }
+});
+
+describe("Upgrader: the old process's side of the handshake", () => {
+  const actor = { by: "test", from: "local" };
+  /** An Upgrader whose "new process" is `script` run by bun; it records its handovers. */
+  function upgrader(script: string, startTimeoutMs = 15_000) {
+    const handovers: UpgradeReport[] = [];
+    const logger = memoryLogger();
+    const u = new Upgrader({
+      command: [process.execPath, "-e", script],
+      ports: () => ({ proxy: 8123, admin: 8124 }),
+      grace: () => 10_000,
+      logger,
+      onHandover: (r) => handovers.push(r),
+      startTimeoutMs,
+    });
+    cleanups.push(() => u.stop());
+    return { u, handovers, logger };
+  }
+
+  test("ready: hands over once, with the PIDs; the new process got this one's PID and ports; a second upgrade is refused", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "switchyard-upgrader-"));
+    const seen = join(dir, "from.json");
+    const { u, handovers } = upgrader(
+      `require("fs").writeFileSync(${JSON.stringify(seen)}, process.env.${UPGRADE_FROM_ENV}); process.send({ t: "ready", pid: process.pid }); setTimeout(() => {}, 10000);`,
+    );
+    const report = await u.upgrade(actor);
+    ends(report.newPid);
+    expect(report.oldPid).toBe(process.pid);
+    expect(report.drainWithinMs).toBe(10_000);
+    expect(alive(report.newPid)).toBe(true);
+    expect(handovers).toEqual([report]);
+    expect(JSON.parse(readFileSync(seen, "utf8"))).toEqual({ pid: process.pid, ports: { proxy: 8123, admin: 8124 } });
+    await expect(u.upgrade(actor)).rejects.toThrow(`already upgraded: pid ${report.newPid} serves`);
+  });
+
+  test("a new process that says why it failed is ended; the reason is the error; the next upgrade may start", async () => {
+    const { u, handovers, logger } = upgrader(`process.send({ t: "failed", message: "cannot start: proxy listener on 127.0.0.1:1: permission denied" }); setTimeout(() => {}, 10000);`);
+    const error = await u.upgrade(actor).catch((e: { code: string; message: string }) => e);
+    expect(error).toMatchObject({ code: "SY_UPGRADE_FAILED" });
+    expect((error as { message: string }).message).toContain("cannot start: proxy listener on 127.0.0.1:1: permission denied");
+    expect(handovers).toEqual([]);
+    expect(logger.lines.join("\n")).toContain("goes on serving");
+    // Serving again: another attempt runs (and fails the same way).
+    await expect(u.upgrade(actor)).rejects.toThrow("permission denied");
+  });
+
+  test("a new process that exits, or never says ready, fails the upgrade with what happened, and is ended", async () => {
+    const exits = upgrader("process.exit(3)");
+    await expect(exits.u.upgrade(actor)).rejects.toThrow("exited with code 3 before it was ready");
+    const dir = mkdtempSync(join(tmpdir(), "switchyard-upgrader-"));
+    const pidOf = join(dir, "pid");
+    const stuck = upgrader(`require("fs").writeFileSync(${JSON.stringify(pidOf)}, String(process.pid)); setTimeout(() => {}, 60000);`, 1000);
+    await expect(stuck.u.upgrade(actor)).rejects.toThrow("was not ready within 1000ms");
+    const pid = Number(readFileSync(pidOf, "utf8"));
+    await waitFor(() => !alive(pid), "the stuck new process to be ended");
+    expect(stuck.handovers).toEqual([]);
+  });
+
+  test("one at a time; stopping abandons one under way (SY_STOPPING) and ends its process", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "switchyard-upgrader-"));
+    const pidOf = join(dir, "pid");
+    const { u } = upgrader(`require("fs").writeFileSync(${JSON.stringify(pidOf)}, String(process.pid)); setTimeout(() => {}, 60000);`);
+    const first = u.upgrade(actor).catch((e: { code: string }) => e);
+    await expect(u.upgrade(actor)).rejects.toMatchObject({ code: "SY_UPGRADE_IN_PROGRESS" });
+    await waitFor(() => existsSync(pidOf) && readFileSync(pidOf, "utf8") !== "", "the new process to start");
+    u.stop();
+    expect(await first).toMatchObject({ code: "SY_STOPPING" });
+    const pid = Number(readFileSync(pidOf, "utf8"));
+    await waitFor(() => !alive(pid), "the abandoned new process to be ended");
+    await expect(u.upgrade(actor)).rejects.toMatchObject({ code: "SY_STOPPING" });
+  });
 });
