@@ -403,6 +403,8 @@ export interface ProxyParts {
  */
 export async function stopProxy(parts: ProxyParts, graceful: boolean, grace: number, logger: Logger, handover = false): Promise<void> {
   const { http, socketEngine, tcp, workers } = parts;
+  // Every worker of this generation stops accepting before any of them drains (see unlisten).
+  if (handover && graceful) await workers?.unlisten();
   const proxyServer = http?.server;
   const notice = Math.min(DRAIN_NOTICE_MS, grace);
   const httpStopped = Promise.all([

@@ -120,6 +120,8 @@ export class WorkerSupervisor {
   private readonly pulls = new Map<number, { waiting: Set<number>; done: () => void }>();
   private readonly unsubscribe: () => void;
   private syncWaiters: (() => void)[] = [];
+  /** Told of each worker's `unlistened` while unlisten() waits. */
+  private unlistenWaiter: ((index: number) => void) | undefined;
   /** Processes that have exited (their late messages are ignored). */
   private readonly gone = new WeakSet<Subprocess>();
 
@@ -223,6 +225,32 @@ export class WorkerSupervisor {
         };
       }),
     };
+  }
+
+  /**
+   * A handover's first step (`switchyard upgrade`): every worker stops accepting, and only then
+   * does any of them start to drain (stop), which tells its clients to reconnect. Were each to
+   * close its listener as it began its own drain, a client told to reconnect by the first could
+   * be queued in the listener of the second, and reset when that one closed. Resolves when all
+   * have done so, or after `timeoutMs`.
+   */
+  unlisten(timeoutMs = 1000): Promise<void> {
+    const serving = this.slots.filter((s) => s.state === "serving" && s.proc !== undefined);
+    if (serving.length === 0) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      const waiting = new Set(serving.map((s) => s.index));
+      const timer = setTimeout(() => finish(), timeoutMs);
+      const finish = () => {
+        clearTimeout(timer);
+        this.unlistenWaiter = undefined;
+        resolve();
+      };
+      this.unlistenWaiter = (index) => {
+        waiting.delete(index);
+        if (waiting.size === 0) finish();
+      };
+      for (const s of serving) this.send(s, { t: "unlisten" });
+    });
   }
 
   /**
@@ -364,6 +392,9 @@ export class WorkerSupervisor {
         return;
       case "log":
         this.o.logger[m.level](`worker ${s.index}: ${m.msg}`);
+        return;
+      case "unlistened":
+        this.unlistenWaiter?.(s.index);
         return;
       case "stopped":
         return;

@@ -215,6 +215,12 @@ export function runWorker(): Promise<number> {
         case "pull":
           report(m.id);
           return;
+        case "unlisten":
+          // The fetch engine cannot stop accepting apart from its connections (Bun.serve): it
+          // stops as it always does, with `stop`. TCP mode's stop closes its listener first anyway.
+          socketEngine?.closeListener();
+          send({ t: "unlistened" });
+          return;
         case "stop":
           void finish(m.force, m.graceMs, m.handover);
           return;

@@ -209,6 +209,11 @@ describe.skipIf(programs.skip)("switchyard upgrade under wrk", () => {
         expect(result.requests).toBeGreaterThan(0);
         expect(result.non2xx).toBe(0);
         expect(result.errorCount).toBe(0);
+        // The load moved: the admin port is the new process's alone now, and it answered part of it.
+        const stats = (await (await fetch(`${adminUrl}/stats`)).json()) as { totals: { requests: number } };
+        expect(stats.totals.requests).toBeGreaterThan(0);
+        expect(stats.totals.requests).toBeLessThan(result.requests);
+        console.log(`upgrade (${engine}, workers ${workers}): the new process answered ${stats.totals.requests} of them`);
 
         // The backend ends the WebSocket: its close reaches the client through the old process,
         // which then has nothing left and exits 0, long before its 60 s grace.

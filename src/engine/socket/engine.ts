@@ -57,6 +57,13 @@ export interface SocketEngine {
    * those when it closes); the notice then runs on the connections already accepted.
    */
   stop(force?: boolean, noticeMs?: number, listenerFirst?: boolean): Promise<void>;
+  /**
+   * Stop accepting, and nothing else: connections go on as they are. The first step of a
+   * handover with workers, taken by every worker of the old generation before any of them
+   * tells a client to reconnect (WorkerSupervisor.unlisten), so that no reconnect is queued in
+   * a listener about to close.
+   */
+  closeListener(): void;
 }
 
 /** Shared by every client socket; `socket.data` is the connection. */
@@ -153,6 +160,12 @@ export function startSocketEngine(opts: SocketEngineOptions): SocketEngine {
   }, tick);
 
   let stopped: Promise<void> | undefined;
+  let listening = true;
+  const closeListener = () => {
+    if (!listening) return;
+    listening = false;
+    listener.stop(false);
+  };
   return {
     port: listener.port,
     closeIdle(backend) {
@@ -161,6 +174,7 @@ export function startSocketEngine(opts: SocketEngineOptions): SocketEngine {
     renewTls(m) {
       addServerNames(listener, m);
     },
+    closeListener,
     reconfigure(next) {
       env.forwarder = createForwarder(next, wire);
       env.limits = next.limits;
@@ -180,10 +194,10 @@ export function startSocketEngine(opts: SocketEngineOptions): SocketEngine {
         return Promise.resolve();
       }
       stopped ??= new Promise<void>((resolve) => {
-        if (listenerFirst) listener.stop(false);
+        if (listenerFirst) closeListener();
         env.draining = true;
         setTimeout(() => {
-          if (!listenerFirst) listener.stop(false);
+          closeListener();
           const done = () => {
             clearInterval(sweeper);
             pool.closeIdle();
