@@ -207,13 +207,21 @@ export function successorLink(env: Record<string, string | undefined> = process.
   } catch {
     throw new Error(`${UPGRADE_FROM_ENV}: got ${JSON.stringify(raw)}, expected {"pid":N,"ports":{"proxy":N,...}} (set by the process being upgraded, not by hand)`);
   }
+  /** One word only, ready or failed: after it the predecessor has hung up. */
+  let said = false;
   const send = (m: FromSuccessor): Promise<void> =>
     new Promise((resolve) => {
-      if (typeof process.send !== "function") return resolve();
+      if (said || typeof process.send !== "function") return resolve();
+      said = true;
+      // Sent once written to the channel; a predecessor that has gone must not hold up an exit.
+      const timer = setTimeout(resolve, 1000);
       try {
-        process.send(m, undefined, undefined, () => resolve());
+        process.send(m, undefined, undefined, () => {
+          clearTimeout(timer);
+          resolve();
+        });
       } catch {
-        // The predecessor has gone: nobody to tell.
+        clearTimeout(timer);
         resolve();
       }
     });
