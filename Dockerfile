@@ -37,6 +37,8 @@ EXPOSE 8000 8081
 # SWITCHYARD_HEALTH_URL changes it): no curl or shell in the image.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 CMD ["/usr/local/bin/switchyard", "health"]
 # Exec form: switchyard is PID 1 and gets SIGTERM itself (docker stop): it stops accepting,
-# lets in-flight requests finish within timeouts.shutdownGrace and exits 0.
+# lets in-flight requests finish within timeouts.shutdownGrace and exits 0. Being PID 1, its exit
+# ends the container: a new version is a rolling replace (a new container, ready, then the old
+# one stopped), not an in-place `switchyard upgrade` (README, "Upgrading the binary").
 ENTRYPOINT ["/usr/local/bin/switchyard"]
 CMD ["serve", "--config", "/etc/switchyard/switchyard.yaml"]

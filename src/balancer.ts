@@ -29,11 +29,12 @@ import { createAccessLog, type AccessLog, type LineSink } from "./log/access.ts"
 import { consoleLogger, type Logger } from "./log/logger.ts";
 import { createAdminApp, type AdminApp } from "./admin/app.ts";
 import { startTcpProxy, TcpStats, type TcpProxy } from "./tcp/proxy.ts";
-import { bindListener, listenError } from "./listen-error.ts";
+import { bindListener, claimPort, listenError, type ListenerName } from "./listen-error.ts";
 import { AdminAuth, resolveTokens, TOKEN_ENV } from "./admin/auth.ts";
 import { Reconciler, type BackendDefaults } from "./control/reconcile.ts";
 import { DnsDiscovery } from "./discovery/dns.ts";
 import { Control, type Actor, type ApplyReport, type ReloadReport } from "./control/control.ts";
+import type { UpgradeReport } from "./control/upgrade.ts";
 import { ChangeLog } from "./control/changes.ts";
 import { ConfigWatcher } from "./control/watch.ts";
 import { diffPaths, inForce, restartNeeded } from "./control/diff.ts";
@@ -54,6 +55,21 @@ export interface BalancerOptions {
   watch?: boolean;
   /** Where SWITCHYARD_ADMIN_TOKEN is read (process.env by default). */
   env?: Record<string, string | undefined>;
+  /**
+   * This balancer replaces a running one (`switchyard upgrade`, src/control/upgrade.ts): its
+   * ports are held by that process, so they are bound beside it (SO_REUSEPORT) instead of
+   * claimed exclusively first, and a port configured as 0 is the one the predecessor bound.
+   */
+  predecessor?: { pid: number; ports: ListenPorts };
+  /** Run `switchyard upgrade` (POST /api/upgrade); absent where the process cannot be replaced. */
+  upgrade?: (actor: Actor) => Promise<UpgradeReport>;
+}
+
+/** The ports a balancer's listeners are bound to, as a successor needs them. */
+export interface ListenPorts {
+  proxy: number;
+  admin?: number;
+  redirect?: number;
 }
 
 /** What the admin app and the TCP proxy read: one balancer's live state. */
@@ -76,6 +92,8 @@ export interface BalancerContext {
   readonly workers?: WorkerSupervisor;
   /** Bring the figures up to date before they are read whole (/stats, /metrics): the workers' reports. */
   refresh?(): Promise<void>;
+  /** Replace this process by a new one of the binary on disk (POST /api/upgrade); absent when not possible. */
+  readonly upgrade?: (actor: Actor) => Promise<UpgradeReport>;
 }
 
 export interface Balancer extends BalancerContext {
@@ -83,10 +101,16 @@ export interface Balancer extends BalancerContext {
   readonly url: string;
   readonly port: number;
   readonly adminUrl: string | undefined;
+  /** The ports bound, for a successor (port 0 in the config is a chosen port here). */
+  readonly ports: ListenPorts;
   /** Read the config file again and apply it (SIGHUP does this). Throws ControlError when refused. */
   reload(actor?: Actor): Promise<ReloadReport>;
-  /** Stop accepting, let in-flight work finish within shutdownGrace (or at once), stop every loop. */
-  stop(graceful?: boolean): Promise<void>;
+  /**
+   * Stop accepting, let in-flight work finish within shutdownGrace (or at once), stop every loop.
+   * handover: a successor serves the same ports (`switchyard upgrade`); the admin and redirect
+   * listeners stop accepting at once, so that what comes next reaches the successor.
+   */
+  stop(graceful?: boolean, handover?: boolean): Promise<void>;
 }
 
 /** What a Bun.serve fetch handler is: the proxy listener calls the current one of these. */
@@ -210,6 +234,7 @@ export async function startBalancer(initial: Config, opts: BalancerOptions = {})
       return workers;
     },
     refresh: () => workers?.pull() ?? Promise.resolve(),
+    upgrade: opts.upgrade,
   };
 
   for (const b of pool.backends) {
@@ -221,7 +246,7 @@ export async function startBalancer(initial: Config, opts: BalancerOptions = {})
   await health.start();
 
   let stopping: Promise<void> | undefined;
-  const stop = (graceful = true): Promise<void> => {
+  const stop = (graceful = true, handover = false): Promise<void> => {
     stopping ??= (async () => {
       // From now on every fetch-engine answer carries Connection: close (the socket engine
       // does the same in its own drain), so that no keep-alive client sends a request on a
@@ -235,9 +260,11 @@ export async function startBalancer(initial: Config, opts: BalancerOptions = {})
       passive.stop();
       unsubscribe();
       unlistenWorkers();
-      void redirect?.stop(true);
+      void redirect?.stop(!handover);
+      // Requests in flight on it (POST /api/upgrade's answer) finish; new ones go to the successor.
+      if (handover) void admin?.server.stop(false);
       // Workers drain themselves within the same grace, then cut what is left.
-      await stopProxy({ http, socketEngine, tcp, workers }, graceful, running.timeouts.shutdownGrace, logger);
+      await stopProxy({ http, socketEngine, tcp, workers }, graceful, running.timeouts.shutdownGrace, logger, handover);
       await admin?.app.stop();
       await admin?.server.stop(true);
       for (const log of accessLogs?.values() ?? []) await log.close();
@@ -252,15 +279,23 @@ export async function startBalancer(initial: Config, opts: BalancerOptions = {})
   const workerCount = resolveWorkers(initial.workers);
   let unlistenWorkers = () => {};
   let workersPort = 0;
+  const ports: ListenPorts = { proxy: 0 };
+  /**
+   * The port a listener binds, with SO_REUSEPORT. Started fresh: claimed exclusively first, so
+   * that a port in use fails the start (and port 0 becomes one port for all who bind it). As a
+   * successor: the predecessor holds it, and its port stands in for a configured 0.
+   */
+  const portFor = (name: ListenerName, host: string, port: number): number => {
+    const pred = opts.predecessor;
+    if (pred === undefined) return claimPort(name, host, port);
+    return port !== 0 ? port : (pred.ports[name] ?? 0);
+  };
   try {
     if (workerCount > 1) {
-      // This process owns the backends and the admin port; the workers serve the proxy port.
-      // It is bound here first, exclusively, so that one in use fails the start as it would
-      // with one process (and port 0 becomes one port for all), then handed to the workers.
+      // This process owns the backends and the admin port; the workers serve the proxy port,
+      // claimed here (portFor) and handed to them.
       const { host } = initial.listen;
-      const probe = bindListener("proxy", host, initial.listen.port, () => Bun.listen({ hostname: host, port: initial.listen.port, exclusive: true, socket: { data() {} } }));
-      const port = (workersPort = probe.port);
-      probe.stop(true);
+      const port = (workersPort = portFor("proxy", host, initial.listen.port));
       workers = new WorkerSupervisor({ count: workerCount, pool, passive, traffic, tcpStats, logger, config: () => running });
       // Besides state changes (which the supervisor follows itself), every operation recorded
       // here (a forced health that leaves the state as it was, say) sends the table if it moved.
@@ -269,17 +304,20 @@ export async function startBalancer(initial: Config, opts: BalancerOptions = {})
       await workers.start(port);
       url = `${initial.mode === "tcp" ? (tls ? "tls" : "tcp") : tls ? "https" : "http"}://${hostForUrl(host)}:${port}`;
     } else if (initial.mode === "tcp") {
-      tcp = await startTcpProxy(ctx, { stats: tcpStats, tls: tls?.material }).catch((e: unknown) => {
+      const port = portFor("proxy", initial.listen.host, initial.listen.port);
+      tcp = await startTcpProxy(ctx, { port, reusePort: true, stats: tcpStats, tls: tls?.material }).catch((e: unknown) => {
         throw listenError("proxy", initial.listen.host, initial.listen.port, e);
       });
       tls?.onRenew((m) => tcp?.renewTls(m));
       url = `${tls ? "tls" : "tcp"}://${hostForUrl(initial.listen.host)}:${tcp.port}`;
     } else if (initial.engine === "socket") {
-      socketEngine = serveSockets(initial, ctx, accessLogFor(initial), undefined, tls?.material);
+      const at = { port: portFor("proxy", initial.listen.host, initial.listen.port), reusePort: true };
+      socketEngine = serveSockets(initial, ctx, accessLogFor(initial), at, tls?.material);
       tls?.onRenew((m) => socketEngine?.renewTls(m));
       url = `${tls ? "https" : "http"}://${hostForUrl(initial.listen.host)}:${socketEngine.port}`;
     } else {
-      http = serveHttp(initial, buildProxy(initial, ctx, accessLogFor(initial), lifecycle), undefined, tls?.material);
+      const at = { port: portFor("proxy", initial.listen.host, initial.listen.port), reusePort: true };
+      http = serveHttp(initial, buildProxy(initial, ctx, accessLogFor(initial), lifecycle), at, tls?.material);
       tls?.onRenew((m) => http?.renewTls(m));
       url = `${tls ? "https" : "http"}://${hostForUrl(initial.listen.host)}:${http.server.port}`;
     }
@@ -287,7 +325,9 @@ export async function startBalancer(initial: Config, opts: BalancerOptions = {})
     if (redirectFrom !== undefined && tls !== undefined) {
       const host = redirectFrom.host ?? initial.listen.host;
       const proxyPort = workers ? workersPort : (tcp?.port ?? socketEngine?.port ?? http!.server.port!);
-      redirect = bindListener("redirect", host, redirectFrom.port, () => serveRedirect(host, redirectFrom.port, () => proxyPort));
+      const port = portFor("redirect", host, redirectFrom.port);
+      redirect = bindListener("redirect", host, port, () => serveRedirect(host, port, () => proxyPort));
+      ports.redirect = redirect.port;
       logger.info(`redirecting http://${hostForUrl(host)}:${redirect.port} to HTTPS`);
     }
     const engine = initial.mode === "http" ? ` on the ${initial.engine} engine` : "";
@@ -295,7 +335,8 @@ export async function startBalancer(initial: Config, opts: BalancerOptions = {})
     logger.info(`${initial.mode} proxy listening on ${url} (strategy ${initial.strategy})${engine}${served}`);
     if (initial.admin !== false) {
       const app = createAdminApp(ctx, { allowedHosts: initial.admin.allowedHosts });
-      admin = { app, server: serveAdmin(initial.admin, app) };
+      admin = { app, server: serveAdmin(initial.admin.host, portFor("admin", initial.admin.host, initial.admin.port), app) };
+      ports.admin = admin.server.port;
       adminUrl = `http://${hostForUrl(initial.admin.host)}:${admin.server.port}`;
       logger.info(`admin listening on ${adminUrl} (dashboard /, /stats, /metrics, /healthz, /readyz, /api)`);
       if (!isLoopback(initial.admin.host)) {
@@ -322,8 +363,9 @@ export async function startBalancer(initial: Config, opts: BalancerOptions = {})
   }
 
   const port = workers ? workersPort : (tcp?.port ?? socketEngine?.port ?? http!.server.port!);
+  ports.proxy = port;
   return Object.defineProperties(
-    { url, port, adminUrl, stop, reload: (actor: Actor = { by: "local", from: "local" }) => control.reload(actor) },
+    { url, port, ports, adminUrl, stop, reload: (actor: Actor = { by: "local", from: "local" }) => control.reload(actor) },
     Object.getOwnPropertyDescriptors(ctx),
   ) as Balancer;
 }
@@ -354,10 +396,15 @@ export interface ProxyParts {
 /**
  * Stop the proxy side: graceful, stop accepting and let in-flight work finish within `grace`,
  * then cut what is left (and say so); else cut everything now. One process and each worker
- * stop the same way (src/workers/worker.ts calls this too).
+ * stop the same way (src/workers/worker.ts calls this too). handover: a successor serves the
+ * same ports (`switchyard upgrade`); the socket engine then closes its listener before telling
+ * any client to reconnect (see SocketEngine.stop). Bun.serve cannot close its listener apart
+ * from its idle connections, so the fetch engine stops as it always does.
  */
-export async function stopProxy(parts: ProxyParts, graceful: boolean, grace: number, logger: Logger): Promise<void> {
+export async function stopProxy(parts: ProxyParts, graceful: boolean, grace: number, logger: Logger, handover = false): Promise<void> {
   const { http, socketEngine, tcp, workers } = parts;
+  // Every worker of this generation stops accepting before any of them drains (see unlisten).
+  if (handover && graceful) await workers?.unlisten();
   const proxyServer = http?.server;
   const notice = Math.min(DRAIN_NOTICE_MS, grace);
   const httpStopped = Promise.all([
@@ -365,7 +412,7 @@ export async function stopProxy(parts: ProxyParts, graceful: boolean, grace: num
     // Servers a certificate renewal replaced (src/tls/): they finish what they hold too.
     http?.stopRetired(!graceful),
   ]);
-  const closeAll = Promise.all([httpStopped, socketEngine?.stop(!graceful, notice), tcp?.stop(!graceful), workers?.stop(!graceful, grace)]);
+  const closeAll = Promise.all([httpStopped, socketEngine?.stop(!graceful, notice, handover), tcp?.stop(!graceful), workers?.stop(!graceful, grace, handover)]);
   if (!graceful) {
     await closeAll;
     return;
@@ -536,7 +583,8 @@ export function serveHttp(config: Config, proxy: ProxyFetch, at?: ListenAt, tls 
     port,
     ...(m !== undefined ? { tls: serveTls(m) } : {}),
     // A second balancer must not silently share the port (Bun turns SO_REUSEPORT on when
-    // development is false); the workers of one balancer share it on purpose.
+    // development is false): a balancer claims it exclusively first (claimPort), then binds it
+    // with SO_REUSEPORT to share it with its workers or its successor (`switchyard upgrade`).
     reusePort: at?.reusePort ?? false,
     development: false,
     idleTimeout: Math.ceil(config.timeouts.idle / 1000),
@@ -570,11 +618,12 @@ export function serveHttp(config: Config, proxy: ProxyFetch, at?: ListenAt, tls 
 }
 
 /** The admin listener, apart from the proxy port so that it is never reachable through it. */
-function serveAdmin(listen: { host: string; port: number }, app: AdminApp): Server<unknown> {
-  return bindListener("admin", listen.host, listen.port, () => Bun.serve({
-    hostname: listen.host,
-    port: listen.port,
-    reusePort: false,
+function serveAdmin(host: string, port: number, app: AdminApp): Server<unknown> {
+  return bindListener("admin", host, port, () => Bun.serve({
+    hostname: host,
+    port,
+    // Claimed exclusively first (portFor): shared only with a successor during an upgrade.
+    reusePort: true,
     development: false,
     // The dashboard's event stream is long-lived; it sets its own per-request timeout.
     idleTimeout: 30,

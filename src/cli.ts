@@ -11,11 +11,15 @@ import type { Config } from "./config/schema.ts";
 import { POLICY_NAMES } from "./policy/names.ts";
 import { startBalancer, type Balancer, type BalancerOptions } from "./balancer.ts";
 import { runSimCli, simHelp } from "../sim/cli.ts";
-import { RELOAD_HELP, runCtl } from "./ctl.ts";
+import { RELOAD_HELP, runCtl, UPGRADE_HELP } from "./ctl.ts";
 import { startCluster } from "../sim/cluster.ts";
 import { runWorker } from "./workers/worker.ts";
 import { WORKER_COMMAND } from "./workers/protocol.ts";
 import { runHealthCommand } from "./admin/health-command.ts";
+import { ControlError } from "./control/control.ts";
+import { successorLink, Upgrader, type SuccessorLink } from "./control/upgrade.ts";
+import { PidFile } from "./control/pidfile.ts";
+import { sdNotify } from "./control/sd-notify.ts";
 
 const HELP = `switchyard ${pkg.version}: a layer 7 and layer 4 load balancer
 
@@ -28,6 +32,7 @@ Commands:
   check    validate a config file and print it normalized
   ctl      change a running balancer through its admin API (backends, drain, weight...)
   reload   make a running balancer read its config file again
+  upgrade  replace a running balancer by a new process of the binary on disk, with no gap
   health   ask a running balancer's admin /healthz (exit 0 healthy, 1 not)
 
 Run "switchyard <command> --help" for a command's options.
@@ -39,7 +44,9 @@ const SERVE_HELP = `Usage: switchyard serve --config FILE [options]
 
 Runs the load balancer until SIGINT/SIGTERM, then stops accepting, lets in-flight requests
 finish (up to timeouts.shutdownGrace, default 10s) and exits 0. SIGHUP reloads the config file;
-an invalid one is refused and the running config stays.
+an invalid one is refused and the running config stays. SIGUSR2 upgrades: a new process of the
+binary on disk starts with the same arguments, binds the same ports beside this one, and once
+it serves, this one stops accepting, drains and exits 0 (see "switchyard upgrade --help").
 
 Options (flags override the file's values):
   --config FILE        config file: .json, .yaml, .yml or .toml
@@ -54,6 +61,7 @@ Options (flags override the file's values):
   --workers N|auto     processes serving the proxy port (workers, default 1; auto: one per core)
   --admin-port PORT    admin port (admin.port, default 8081)
   --no-admin           no admin listener
+  --pid-file FILE      write the serving process's PID to FILE (an upgrade moves it to the new one)
   --help               show this help`;
 
 const CHECK_HELP = `Usage: switchyard check --config FILE
@@ -84,6 +92,8 @@ export async function main(argv: string[]): Promise<number> {
       return runCtl(rest);
     case "reload":
       return rest.includes("--help") ? print(RELOAD_HELP) : runCtl(["reload", ...rest]);
+    case "upgrade":
+      return rest.includes("--help") ? print(UPGRADE_HELP) : runCtl(["upgrade", ...rest]);
     case WORKER_COMMAND:
       // Internal: one worker process of a balancer started with `workers` (src/workers/).
       return runWorker();
@@ -145,6 +155,20 @@ async function check(argv: string[]): Promise<number> {
 }
 
 async function serve(argv: string[]): Promise<number> {
+  // Started by `switchyard upgrade`: the process this one replaces waits for its word.
+  let successor: SuccessorLink | undefined;
+  try {
+    successor = successorLink();
+  } catch (e) {
+    console.error(`switchyard: ${(e as Error).message}`);
+    return 2;
+  }
+  const code = await serveAs(argv, successor);
+  if (code !== 0) await successor?.failed(`the new process exited with code ${code} (its output is in this log)`);
+  return code;
+}
+
+async function serveAs(argv: string[], successor: SuccessorLink | undefined): Promise<number> {
   const flags = parse(
     argv,
     {
@@ -160,6 +184,7 @@ async function serve(argv: string[]): Promise<number> {
       "admin-port": { type: "string" },
       "no-admin": { type: "boolean" },
       watch: { type: "boolean" },
+      "pid-file": { type: "string" },
     },
     SERVE_HELP,
   );
@@ -180,11 +205,63 @@ async function serve(argv: string[]): Promise<number> {
   try {
     config = await load();
   } catch (e) {
+    if (e instanceof ConfigError) await successor?.failed(`invalid configuration: ${e.message}`);
     return reportConfigError(e);
   }
-  const started = await startOrReport(config, file ? { load, file, watch: flags.watch === true } : {});
+  let upgrader: Upgrader | undefined;
+  const started = await startOrReport(
+    config,
+    {
+      ...(file ? { load, file, watch: flags.watch === true } : {}),
+      ...(successor ? { predecessor: successor.predecessor } : {}),
+      upgrade: (actor) => upgrader?.upgrade(actor) ?? Promise.reject(new ControlError("SY_STOPPING", "the balancer is stopping")),
+    },
+    successor,
+  );
   if (started === "config") return 2;
-  return runUntilSignal(started);
+  if (!started) return 1;
+  const pidFile = typeof flags["pid-file"] === "string" ? new PidFile(flags["pid-file"]) : undefined;
+  try {
+    pidFile?.write();
+  } catch (e) {
+    const why = `cannot write the pid file: ${(e as Error).message}`;
+    console.error(`switchyard: ${why}`);
+    await successor?.failed(why);
+    await started.stop(false);
+    return 1;
+  }
+  // Type=notify (deploy/systemd): ready; as a successor, also "the main process is now me".
+  try {
+    sdNotify(successor ? `MAINPID=${process.pid}\nREADY=1` : "READY=1");
+  } catch (e) {
+    started.logger.warn(`systemd notification: ${(e as Error).message}`);
+  }
+  if (successor) started.logger.info(`upgrade: serving beside pid ${successor.predecessor.pid}, which drains now`);
+  successor?.ready();
+  const balancer = started;
+  upgrader = new Upgrader({
+    command: selfCommand(["serve", ...argv]),
+    ports: () => balancer.ports,
+    grace: () => balancer.config.timeouts.shutdownGrace,
+    logger: balancer.logger,
+    onHandover: () => handOver?.(),
+  });
+  let handOver: (() => void) | undefined;
+  return runUntilSignal(balancer, undefined, {
+    upgrader,
+    onHandover: (f) => (handOver = f),
+    atExit: () => {
+      upgrader?.stop();
+      pidFile?.release();
+    },
+  });
+}
+
+/** This binary with `args`: the compiled executable runs itself, a checkout runs bun on this file. */
+function selfCommand(args: string[]): string[] {
+  // A binary replaced on disk (install or rename over it) reads as "PATH (deleted)" in /proc.
+  const exe = process.execPath.replace(/ \(deleted\)$/, "");
+  return import.meta.path.startsWith("/$bunfs/") ? [exe, ...args] : [exe, import.meta.path, ...args];
 }
 
 type Flags = Record<string, string | boolean | string[] | undefined>;
@@ -216,19 +293,30 @@ function applyFlags(raw: Record<string, unknown>, flags: Flags): Record<string, 
   return out;
 }
 
-async function startOrReport(config: Config, opts: BalancerOptions = {}): Promise<Balancer | undefined | "config"> {
+async function startOrReport(config: Config, opts: BalancerOptions = {}, successor?: SuccessorLink): Promise<Balancer | undefined | "config"> {
   try {
     return await startBalancer(config, opts);
   } catch (e) {
     // A token file that cannot be read is found only at start: still a config error.
     if (e instanceof ConfigError) {
+      await successor?.failed(`invalid configuration: ${e.message}`);
       reportConfigError(e);
       return "config";
     }
     // A ListenError (SY_LISTEN_FAILED) names the listener, its address and the reason.
+    await successor?.failed(`cannot start: ${(e as Error).message}`);
     console.error(`switchyard: cannot start: ${(e as Error).message}`);
     return undefined;
   }
+}
+
+/** What `serve` adds to the signals: SIGUSR2 upgrades, and the end of an upgrade drains this process. */
+interface ServeHooks {
+  upgrader: Upgrader;
+  /** Registers what to run once a successor serves. */
+  onHandover(run: () => void): void;
+  /** Before the process exits, however it stops. */
+  atExit(): void;
 }
 
 /**
@@ -236,8 +324,15 @@ async function startOrReport(config: Config, opts: BalancerOptions = {}): Promis
  * SIGHUP: reload the config file (a refused one is logged and shown in /stats; the running
  * config stays).
  */
-function runUntilSignal(balancer: Balancer | undefined | "config", also?: () => Promise<void>): Promise<number> {
+function runUntilSignal(balancer: Balancer | undefined | "config", also?: () => Promise<void>, hooks?: ServeHooks): Promise<number> {
   if (!balancer || balancer === "config") return (also ? also() : Promise.resolve()).then(() => (balancer === "config" ? 2 : 1));
+  if (hooks) {
+    process.on("SIGUSR2", () => {
+      hooks.upgrader.upgrade({ by: "SIGUSR2", from: "signal" }).catch(() => {
+        // Logged by the upgrader with its reason; this process serves on.
+      });
+    });
+  }
   process.on("SIGHUP", () => {
     balancer.reload({ by: "SIGHUP", from: "signal" }).catch((e: Error) => {
       // Invalid configs are already logged with their problems; anything else is said here.
@@ -256,8 +351,18 @@ function runUntilSignal(balancer: Balancer | undefined | "config", also?: () => 
       balancer.logger.info(`${sig}: stopping; in-flight requests may finish (Ctrl-C again to stop now)`);
       await balancer.stop(true);
       await also?.();
+      hooks?.atExit();
       resolve(0);
     };
+    // A successor serves the same ports: drain this process within shutdownGrace, then exit 0.
+    hooks?.onHandover(() => {
+      signalled = true;
+      void balancer.stop(true, true).then(() => {
+        hooks.atExit();
+        balancer.logger.info(`upgrade: pid ${process.pid} drained; exiting`);
+        resolve(0);
+      });
+    });
     process.on("SIGINT", () => void onSignal("SIGINT"));
     process.on("SIGTERM", () => void onSignal("SIGTERM"));
   });

@@ -7,6 +7,7 @@
 import { parseArgs } from "node:util";
 import { TOKEN_ENV } from "./admin/auth.ts";
 import type { BackendReport, DrainReport, ReloadReport, RemoveReport } from "./control/control.ts";
+import type { UpgradeReport } from "./control/upgrade.ts";
 
 export const CTL_HELP = `Usage: switchyard ctl [--admin URL] [--token T] COMMAND
 
@@ -21,6 +22,7 @@ Commands:
   remove NAME [--deadline D]   drain NAME, wait for in-flight work (up to D, default 30s), remove it
   health NAME down|up|auto     hold NAME down or up for maintenance; auto hands it back to health checks
   reload                       read the balancer's config file again and apply it
+  upgrade                      replace the balancer's process by a new one of the binary on disk
 
 Options:
   --admin URL   the admin listener (default $SWITCHYARD_ADMIN_URL or http://127.0.0.1:8081)
@@ -36,6 +38,19 @@ export const RELOAD_HELP = `Usage: switchyard reload [--admin URL] [--token T]
 Asks a running balancer to read its config file again and apply it (the same as
 "switchyard ctl reload", or sending it SIGHUP). An invalid file is refused: the balancer keeps
 its running config and this prints every problem and exits 2.`;
+
+export const UPGRADE_HELP = `Usage: switchyard upgrade [--admin URL] [--token T]
+
+Replaces a running balancer by a new process of the binary on disk, with no gap: the running
+process starts the new one with its own arguments; the new one binds the same ports beside it
+(SO_REUSEPORT) and says when it serves; then the old one stops accepting, lets its in-flight
+requests and WebSockets finish within timeouts.shutdownGrace, and exits 0. With --pid-file the
+file then names the new process; under systemd (Type=notify) the new one becomes MAINPID.
+The same as "switchyard ctl upgrade", or sending the serve process SIGUSR2 (the outcome is then
+in its log only).
+
+Exits 0 once the new process serves (printing both PIDs); if the new process cannot start (a bad
+config, a port, a crash) the running one goes on serving and this prints why and exits 1.`;
 
 interface Request {
   method: "GET" | "POST" | "PUT" | "DELETE";
@@ -180,6 +195,14 @@ function request(args: string[], flags: { wait?: string; deadline?: string; weig
           const r = a as ReloadReport;
           const head = r.changed ? `reloaded: config version ${r.version}` : `reloaded: no change (config version ${r.version})`;
           return [head, ...r.lines.map((l) => `  ${l}`), ...r.restartNeeded.map((l) => `  needs a restart: ${l}`)].join("\n");
+        },
+      };
+    case "upgrade":
+      return need(0, "no arguments") ?? {
+        method: "POST", path: "/api/upgrade",
+        print: (a) => {
+          const r = a as UpgradeReport;
+          return `upgraded: pid ${r.newPid} serves (ready in ${r.readyMs}ms); pid ${r.oldPid} drains within ${r.drainWithinMs}ms and exits`;
         },
       };
     case undefined:

@@ -43,3 +43,18 @@ export function bindListener<T>(listener: ListenerName, host: string, port: numb
     throw listenError(listener, host, port, e);
   }
 }
+
+/**
+ * Claim host:port for this balancer alone before its listeners bind it with SO_REUSEPORT: an
+ * exclusive bind (no SO_REUSEPORT) fails when anything holds the port, SO_REUSEPORT or not,
+ * so a second balancer is refused as it would be without reusePort. Returns the port (port 0
+ * becomes one chosen port for all the listeners that bind it). Every listener binds with
+ * SO_REUSEPORT so that a successor (`switchyard upgrade`, src/control/upgrade.ts) or the
+ * workers can bind beside it; a successor skips this claim, since its predecessor holds the port.
+ */
+export function claimPort(listener: ListenerName, host: string, port: number): number {
+  const probe = bindListener(listener, host, port, () => Bun.listen({ hostname: host, port, exclusive: true, socket: { data() {} } }));
+  const claimed = probe.port;
+  probe.stop(true);
+  return claimed;
+}

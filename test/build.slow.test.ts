@@ -1,12 +1,14 @@
 /**
  * The single binary: built once, copied to an empty directory, and run there with nothing else
- * on disk: --version, check, and a short demo.
+ * on disk: --version, check, a short demo, workers, and an upgrade to the binary installed over it.
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, existsSync, mkdtempSync, readFileSync, readlinkSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import pkg from "../package.json" with { type: "json" };
+import { requirePrograms } from "./helpers/system.ts";
+import { waitFor } from "./helpers/wait.ts";
 
 const work = mkdtempSync(join(tmpdir(), "switchyard-build-"));
 const empty = mkdtempSync(join(tmpdir(), "switchyard-run-"));
@@ -97,6 +99,55 @@ test("the binary starts its workers from itself (serve --workers 2) and stops th
     backend.stop(true);
   }
 }, 20_000);
+
+const loadTool = requirePrograms("the binary upgrade under load", { wrk: "wrk" });
+
+test.skipIf(loadTool.skip)("an upgrade runs the binary now on disk: installed over the running one under wrk at 64 connections, 0 failed", async () => {
+  loadTool.assertPresent();
+  const wrk = loadTool.path("wrk");
+  const backend = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: () => new Response("up\n") });
+  const pidFile = join(empty, "switchyard.pid");
+  const proc = Bun.spawn([bin, "serve", "--host", "127.0.0.1", "--port", "0", "--no-admin", "--pid-file", pidFile, "--backend", `http://127.0.0.1:${backend.port}`], {
+    cwd: empty, stdout: "pipe", stderr: "inherit",
+  });
+  let successor = 0;
+  try {
+    let out = "";
+    void (async () => {
+      // The new process writes to the same pipe, so this ends when it does.
+      for await (const chunk of proc.stdout) out += new TextDecoder().decode(chunk);
+    })();
+    const listening = /proxy listening on (http:\/\/\S+)/;
+    await waitFor(() => listening.test(out), "the proxy to listen", 10_000);
+    const url = listening.exec(out)![1]!;
+    const load = Bun.spawn([wrk, "-t2", "-c64", "-d4s", "--timeout", "5s", `${url}/`], { stdout: "pipe", stderr: "pipe" });
+    const report = new Response(load.stdout).text();
+    await Bun.sleep(1000);
+    // As install(1) does: a new file renamed over the old path; the running process keeps the old one.
+    copyFileSync(join(work, "switchyard"), `${bin}.new`);
+    Bun.spawnSync(["chmod", "+x", `${bin}.new`]);
+    renameSync(`${bin}.new`, bin);
+    expect(readlinkSync(`/proc/${proc.pid}/exe`)).toBe(`${bin} (deleted)`);
+    proc.kill("SIGUSR2");
+    await waitFor(() => Number(readFileSync(pidFile, "utf8")) !== proc.pid, "the pid file to name the new process", 15_000);
+    successor = Number(readFileSync(pidFile, "utf8"));
+    expect(readlinkSync(`/proc/${successor}/exe`)).toBe(bin);
+    expect(await proc.exited).toBe(0);
+    await load.exited;
+    const text = await report;
+    console.log(`binary upgrade under wrk -t2 -c64 4s: ${/(\d+) requests in/.exec(text)?.[1]} requests; ${/Socket errors.*/.exec(text)?.[0] ?? "no socket errors"}`);
+    expect(text).toMatch(/\d+ requests in/);
+    expect(text).not.toContain("Non-2xx");
+    expect(text).not.toContain("Socket errors");
+    expect(await (await fetch(`${url}/`)).text()).toBe("up\n");
+    process.kill(successor, "SIGTERM");
+    await waitFor(() => !existsSync(`/proc/${successor}`), "the new process to stop", 15_000);
+  } finally {
+    if (proc.exitCode === null) proc.kill("SIGKILL");
+    if (successor && existsSync(`/proc/${successor}`)) process.kill(successor, "SIGKILL");
+    backend.stop(true);
+  }
+}, 30_000);
 
 /** What a binary is built for, from its first bytes: ELF machine and interpreter, or Mach-O CPU. */
 function platformOf(bytes: Uint8Array): string {

@@ -14,6 +14,7 @@
  *   PUT    /api/backends/:name/weight        {"weight": N}
  *   POST   /api/backends/:name/health        {"health": "down" | "up" | "auto"}: maintenance override
  *   POST   /api/reload                       read the config file again and apply it
+ *   POST   /api/upgrade                      replace the process by a new one of the binary on disk (src/control/upgrade.ts)
  *   GET    /api/config                       the config in force (tokens hidden) and its version
  *   GET    /api/changes                      the last changes made
  *
@@ -26,6 +27,7 @@ import type { Config } from "../config/schema.ts";
 import { parseDuration } from "../config/units.ts";
 import type { AdminAuth } from "./auth.ts";
 import type { ChangeLog } from "../control/changes.ts";
+import type { UpgradeReport } from "../control/upgrade.ts";
 import { ControlError, DEFAULT_REMOVE_DEADLINE_MS, MAX_WAIT_MS, type Actor, type Control, type ControlErrorCode } from "../control/control.ts";
 
 export interface ApiContext {
@@ -33,6 +35,8 @@ export interface ApiContext {
   readonly changes: ChangeLog;
   readonly auth: AdminAuth;
   readonly config: Config;
+  /** Present when this process can be replaced (started by `switchyard serve`). */
+  readonly upgrade?: (actor: Actor) => Promise<UpgradeReport>;
 }
 
 type Env = { Bindings: { server?: Server<unknown> }; Variables: { actor: Actor } };
@@ -40,7 +44,7 @@ type Env = { Bindings: { server?: Server<unknown> }; Variables: { actor: Actor }
 /** Request bodies are small JSON documents; anything larger is refused unread. */
 const MAX_BODY_BYTES = 64 * 1024;
 
-const STATUS: Record<ControlErrorCode, 400 | 404 | 409 | 422 | 503> = {
+const STATUS: Record<ControlErrorCode, 400 | 404 | 409 | 422 | 500 | 503> = {
   SY_UNKNOWN_BACKEND: 404,
   SY_BACKEND_EXISTS: 409,
   SY_INVALID_REQUEST: 400,
@@ -48,6 +52,9 @@ const STATUS: Record<ControlErrorCode, 400 | 404 | 409 | 422 | 503> = {
   SY_NO_CONFIG_FILE: 409,
   SY_LAST_BACKEND: 409,
   SY_STOPPING: 503,
+  SY_UPGRADE_IN_PROGRESS: 409,
+  SY_UPGRADE_FAILED: 500,
+  SY_UPGRADE_UNAVAILABLE: 409,
 };
 
 export const API_ENDPOINTS = [
@@ -60,6 +67,7 @@ export const API_ENDPOINTS = [
   "PUT /api/backends/:name/weight",
   "POST /api/backends/:name/health",
   "POST /api/reload",
+  "POST /api/upgrade",
   "GET /api/config",
   "GET /api/changes",
 ];
@@ -133,6 +141,12 @@ export function createApi(ctx: ApiContext): Hono<Env> {
   });
 
   api.post("/reload", async (c) => c.json(await ctx.control.reload(c.get("actor"))));
+
+  // Answers once the new process serves (this one then drains and exits), or with why it failed.
+  api.post("/upgrade", async (c) => {
+    if (ctx.upgrade === undefined) throw new ControlError("SY_UPGRADE_UNAVAILABLE", "this balancer cannot be upgraded in place: it was not started by `switchyard serve`");
+    return c.json(await ctx.upgrade(c.get("actor")));
+  });
 
   api.get("/config", (c) => c.json({ status: ctx.control.status(), config: redact(ctx.config) }));
 

@@ -33,7 +33,13 @@ export type ControlErrorCode =
   | "SY_CONFIG_INVALID"
   | "SY_NO_CONFIG_FILE"
   | "SY_LAST_BACKEND"
-  | "SY_STOPPING";
+  | "SY_STOPPING"
+  /** switchyard upgrade (src/control/upgrade.ts): one is already starting a new process. */
+  | "SY_UPGRADE_IN_PROGRESS"
+  /** The new process could not start; the running one serves on. */
+  | "SY_UPGRADE_FAILED"
+  /** This balancer cannot be replaced (not started by `switchyard serve`). */
+  | "SY_UPGRADE_UNAVAILABLE";
 
 /** A refused operation, with a stable code; the admin API maps it to an HTTP status. */
 export class ControlError extends Error {

@@ -24,7 +24,8 @@ export function serveRedirect(host: string, port: number, httpsPort: () => numbe
   return Bun.serve({
     hostname: host,
     port,
-    reusePort: false,
+    // Claimed exclusively first (balancer.ts, portFor): shared only with a successor during an upgrade.
+    reusePort: true,
     development: false,
     fetch(req) {
       const location = redirectTarget(req, httpsPort());

@@ -4,7 +4,8 @@
  *
  * Owner -> worker: `start` once, then `table` on every change of the backends (state or
  * config), `config` on every change of the running config, `pull` when the admin port needs
- * figures now, `stop` to drain and exit. Worker -> owner: `ready` or `failed` once, `applied`
+ * figures now, `unlisten` (a handover's first step) and `stop` to drain and exit. Worker -> owner:
+ * `ready` or `failed` once, `unlistened`, `applied`
  * after each table, `report` (figures, in-flight) on a short timer and on each pull, `passive`
  * (what live traffic said about backends), `log`, and `stopped` before it exits.
  */
@@ -33,7 +34,10 @@ export type ToWorker =
   | { t: "table"; table: Table }
   | { t: "config"; config: Config }
   | { t: "pull"; id: number }
-  | { t: "stop"; force: boolean; graceMs: number };
+  /** A handover's first step: stop accepting, change nothing else; answered with `unlistened`. */
+  | { t: "unlisten" }
+  /** handover: a successor's workers serve the same port (`switchyard upgrade`). */
+  | { t: "stop"; force: boolean; graceMs: number; handover?: boolean };
 
 /** Histogram counts as plain numbers. */
 export interface HistogramFigures {
@@ -83,6 +87,7 @@ export type FromWorker =
   | { t: "report"; report: Report; id?: number }
   | { t: "passive"; events: PassiveEvent[] }
   | { t: "log"; level: "info" | "warn" | "error"; msg: string }
+  | { t: "unlistened" }
   | { t: "stopped" };
 
 /** The internal subcommand a worker process runs (src/cli.ts). Not for people. */

@@ -120,6 +120,8 @@ export class WorkerSupervisor {
   private readonly pulls = new Map<number, { waiting: Set<number>; done: () => void }>();
   private readonly unsubscribe: () => void;
   private syncWaiters: (() => void)[] = [];
+  /** Told of each worker's `unlistened` while unlisten() waits. */
+  private unlistenWaiter: ((index: number) => void) | undefined;
   /** Processes that have exited (their late messages are ignored). */
   private readonly gone = new WeakSet<Subprocess>();
 
@@ -226,11 +228,38 @@ export class WorkerSupervisor {
   }
 
   /**
+   * A handover's first step (`switchyard upgrade`): every worker stops accepting, and only then
+   * does any of them start to drain (stop), which tells its clients to reconnect. Were each to
+   * close its listener as it began its own drain, a client told to reconnect by the first could
+   * be queued in the listener of the second, and reset when that one closed. Resolves when all
+   * have done so, or after `timeoutMs`.
+   */
+  unlisten(timeoutMs = 1000): Promise<void> {
+    const serving = this.slots.filter((s) => s.state === "serving" && s.proc !== undefined);
+    if (serving.length === 0) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      const waiting = new Set(serving.map((s) => s.index));
+      const timer = setTimeout(() => finish(), timeoutMs);
+      const finish = () => {
+        clearTimeout(timer);
+        this.unlistenWaiter = undefined;
+        resolve();
+      };
+      this.unlistenWaiter = (index) => {
+        waiting.delete(index);
+        if (waiting.size === 0) finish();
+      };
+      for (const s of serving) this.send(s, { t: "unlisten" });
+    });
+  }
+
+  /**
    * Stop every worker. Graceful: each stops accepting and finishes what it holds within
-   * `graceMs`, then cuts the rest. force: each cuts its connections at once. Resolves when
+   * `graceMs`, then cuts the rest (handover: a successor serves the port; see stopProxy).
+   * force: each cuts its connections at once. Resolves when
    * every worker process has exited; one that does not within `graceMs` + 2 s is killed.
    */
-  async stop(force: boolean, graceMs: number): Promise<void> {
+  async stop(force: boolean, graceMs: number, handover = false): Promise<void> {
     this.stopping = true;
     this.unsubscribe();
     for (const s of this.slots) {
@@ -238,7 +267,7 @@ export class WorkerSupervisor {
       s.restartTimer = undefined;
       if (s.proc && s.proc.exitCode === null && s.proc.signalCode === null) {
         s.state = "stopping";
-        this.send(s, { t: "stop", force, graceMs });
+        this.send(s, { t: "stop", force, graceMs, handover });
       } else if (s.state !== "stopping") {
         s.state = "stopped";
       }
@@ -365,6 +394,9 @@ export class WorkerSupervisor {
         return;
       case "log":
         this.o.logger[m.level](`worker ${s.index}: ${m.msg}`);
+        return;
+      case "unlistened":
+        this.unlistenWaiter?.(s.index);
         return;
       case "stopped":
         return;

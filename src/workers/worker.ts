@@ -6,7 +6,7 @@
  * as events (WorkerPassive), where passive health counts it once. Its figures go to the owner
  * on a short timer and on request.
  *
- * Signals: the owner orchestrates shutdown, so SIGINT/SIGTERM/SIGHUP (a Ctrl-C reaches the whole
+ * Signals: the owner orchestrates shutdown, so SIGINT/SIGTERM/SIGHUP/SIGUSR2 (a Ctrl-C reaches the whole
  * process group) are ignored here. If the owner goes away (the IPC channel closes) the worker
  * drains and exits on its own.
  */
@@ -110,7 +110,8 @@ export function runWorker(): Promise<number> {
     console.error("switchyard: this command is internal: the balancer starts it for `workers`");
     return Promise.resolve(2);
   }
-  for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) process.on(sig, () => {});
+  // SIGUSR2 (upgrade, `systemctl kill -s USR2` without --kill-whom=main) would end a worker by default.
+  for (const sig of ["SIGINT", "SIGTERM", "SIGHUP", "SIGUSR2"] as const) process.on(sig, () => {});
 
   const logger: Logger = {
     info: (msg) => send({ t: "log", level: "info", msg }),
@@ -146,15 +147,15 @@ export function runWorker(): Promise<number> {
   return new Promise<number>((resolve) => {
     let stopping: Promise<void> | undefined;
     /** As one process stops (stopProxy): graceful within graceMs, then cut; force cuts now, even mid-drain. */
-    const stop = (force: boolean, graceMs: number): Promise<void> => {
+    const stop = (force: boolean, graceMs: number, handover = false): Promise<void> => {
       // Every fetch-engine answer from now on carries Connection: close (the socket engine does so in its drain).
       lifecycle.draining = true;
       if (force) return stopProxy({ http, socketEngine, tcp }, false, 0, logger);
-      stopping ??= stopProxy({ http, socketEngine, tcp }, true, graceMs, logger);
+      stopping ??= stopProxy({ http, socketEngine, tcp }, true, graceMs, logger, handover);
       return stopping;
     };
-    const finish = async (force: boolean, graceMs: number) => {
-      await stop(force, graceMs);
+    const finish = async (force: boolean, graceMs: number, handover = false) => {
+      await stop(force, graceMs, handover);
       clearInterval(reportTimer);
       for (const log of accessLogs.values()) await log.close();
       report();
@@ -214,8 +215,14 @@ export function runWorker(): Promise<number> {
         case "pull":
           report(m.id);
           return;
+        case "unlisten":
+          // The fetch engine cannot stop accepting apart from its connections (Bun.serve): it
+          // stops as it always does, with `stop`. TCP mode's stop closes its listener first anyway.
+          socketEngine?.closeListener();
+          send({ t: "unlistened" });
+          return;
         case "stop":
-          void finish(m.force, m.graceMs);
+          void finish(m.force, m.graceMs, m.handover);
           return;
       }
     });

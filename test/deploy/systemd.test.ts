@@ -2,7 +2,8 @@
  * deploy/systemd/switchyard.service: systemd's own checker accepts it (with ExecStart pointed
  * at an executable that exists here), and what it runs agrees with the command line: the
  * commands and flags exist, the stop timeout outlasts the default drain, a bad config (exit 2)
- * is not restarted in a loop, and reload sends SIGHUP.
+ * is not restarted in a loop, reload sends SIGHUP, and an upgrade's new process can take over
+ * as the main process (Type=notify).
  */
 import { describe, expect, test } from "bun:test";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -73,5 +74,19 @@ describe("deploy/systemd/switchyard.service", () => {
     expect(service.RestartPreventExitStatus).toBe("2");
     expect(service.ExecReload).toBe("/bin/kill -HUP $MAINPID");
     expect(service.Restart).toBe("on-failure");
+  });
+
+  test("an upgrade's new process can become the main process: Type=notify, NotifyAccess=all", () => {
+    // The balancer sends READY=1 once bound, and its successor MAINPID=<pid> with READY=1
+    // (src/control/sd-notify.ts, test/control/sd-notify.test.ts); the successor is not the
+    // main process when it says so, hence NotifyAccess=all rather than main.
+    expect(service.Type).toBe("notify");
+    expect(service.NotifyAccess).toBe("all");
+    // The old process drains after the handover: stopping the service reaches every process of
+    // its cgroup (KillMode=control-group, the default), the draining one included.
+    expect(service.KillMode ?? "control-group").toBe("control-group");
+    // The documented trigger names the main process only: a worker or a draining old process
+    // must not start an upgrade of its own.
+    expect(text).toContain("systemctl kill --kill-whom=main --signal=SIGUSR2 switchyard");
   });
 });

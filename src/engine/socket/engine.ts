@@ -51,8 +51,19 @@ export interface SocketEngine {
    * still accepts and idle connections stay, so a client's request already on its way is
    * answered rather than cut; then the listener closes, idle connections close, and the rest
    * close after their current answer. Forced: cut everything now.
+   * listenerFirst (a handover to a successor on the same port, `switchyard upgrade`): the
+   * listener closes at once, before any answer tells a client to reconnect, so that the
+   * reconnects reach the successor and none waits in this listener's accept queue (Linux resets
+   * those when it closes); the notice then runs on the connections already accepted.
    */
-  stop(force?: boolean, noticeMs?: number): Promise<void>;
+  stop(force?: boolean, noticeMs?: number, listenerFirst?: boolean): Promise<void>;
+  /**
+   * Stop accepting, and nothing else: connections go on as they are. The first step of a
+   * handover with workers, taken by every worker of the old generation before any of them
+   * tells a client to reconnect (WorkerSupervisor.unlisten), so that no reconnect is queued in
+   * a listener about to close.
+   */
+  closeListener(): void;
 }
 
 /** Shared by every client socket; `socket.data` is the connection. */
@@ -149,6 +160,12 @@ export function startSocketEngine(opts: SocketEngineOptions): SocketEngine {
   }, tick);
 
   let stopped: Promise<void> | undefined;
+  let listening = true;
+  const closeListener = () => {
+    if (!listening) return;
+    listening = false;
+    listener.stop(false);
+  };
   return {
     port: listener.port,
     closeIdle(backend) {
@@ -157,6 +174,7 @@ export function startSocketEngine(opts: SocketEngineOptions): SocketEngine {
     renewTls(m) {
       addServerNames(listener, m);
     },
+    closeListener,
     reconfigure(next) {
       env.forwarder = createForwarder(next, wire);
       env.limits = next.limits;
@@ -165,7 +183,7 @@ export function startSocketEngine(opts: SocketEngineOptions): SocketEngine {
       maxConnections = next.limits.maxConnections;
       pool.opts = next.upstream;
     },
-    stop(force = false, noticeMs = 0) {
+    stop(force = false, noticeMs = 0, listenerFirst = false) {
       if (force) {
         // WebSockets get a 1001 Close frame where one can go (tunnel.ts), before the listener's
         // forced stop resets every connection it accepted.
@@ -176,9 +194,10 @@ export function startSocketEngine(opts: SocketEngineOptions): SocketEngine {
         return Promise.resolve();
       }
       stopped ??= new Promise<void>((resolve) => {
+        if (listenerFirst) closeListener();
         env.draining = true;
         setTimeout(() => {
-          listener.stop(false);
+          closeListener();
           const done = () => {
             clearInterval(sweeper);
             pool.closeIdle();
