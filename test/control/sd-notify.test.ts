@@ -95,7 +95,7 @@ test.skipIf(programs.skip)("serve says READY=1 once bound; on SIGUSR2 its succes
     listen: { host: "127.0.0.1", port: 0 },
     admin: false,
     log: { access: false },
-    engine: process.env.SWITCHYARD_TEST_ENGINE ?? "fetch",
+    engine: process.env.SWITCHYARD_TEST_ENGINE ?? "socket",
     backends: [{ url: `http://127.0.0.1:${backend.port}` }],
   }));
   const pidFile = join(dir, "switchyard.pid");
