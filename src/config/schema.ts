@@ -293,6 +293,31 @@ export const ConfigSchema = v.strictObject({
       nonIdempotent: v.optional(v.boolean("expected true or false"), false),
       /** Request bodies up to this size are buffered so that they can be sent again. */
       bufferBody: v.optional(size, 64 * 1024),
+      /**
+       * Envoy's retry_budget, on by default: retries in flight at once are at most `percent` of
+       * the requests in flight to the pool, and never held below `minRetries`, so that a quiet
+       * pool can still retry. A failing pool then gets at most 1/(1 - percent/100) times its
+       * clients' requests (1.25x at 20%), not retry.attempts times. false: no budget.
+       */
+      budget: v.optional(
+        v.union(
+          [
+            v.literal(false),
+            v.strictObject({
+              percent: v.optional(
+                v.pipe(v.number("expected a percentage from 0 to 100"), v.minValue(0, "expected a percentage from 0 to 100"), v.maxValue(100, "expected a percentage from 0 to 100")),
+                20,
+              ),
+              minRetries: v.optional(
+                v.pipe(v.number("expected a whole number of retries, 0 or more"), v.integer("expected a whole number of retries, 0 or more"), v.minValue(0, "expected a whole number of retries, 0 or more")),
+                3,
+              ),
+            }),
+          ],
+          "expected { percent, minRetries } or false (no budget)",
+        ),
+        {},
+      ),
     }),
     {},
   ),

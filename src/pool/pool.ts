@@ -6,6 +6,7 @@
  */
 import { Backend, type BackendOptions, type StateChange } from "./backend.ts";
 import type { SelectionPolicy } from "../policy/policy.ts";
+import { RetryBudget } from "./retry-budget.ts";
 
 export interface Pool {
   /** The members. Replaced, never changed in place, when one is added or removed. */
@@ -24,6 +25,14 @@ export interface Pool {
    */
   pick(exclude?: ReadonlySet<Backend>, key?: string, preferred?: Backend): Backend | undefined;
   availableCount(now?: number): number;
+  /**
+   * HTTP requests in flight to the members now (WebSockets aside: an open tunnel is no request
+   * a retry competes with). What the retry budget is a share of; O(members), read only when a
+   * request wants a retry.
+   */
+  requestsInFlight(): number;
+  /** The retries in flight and those refused (retry.budget): runtime state, carried by reloads. */
+  readonly retryBudget: RetryBudget;
   get(name: string): Backend | undefined;
   /** A new backend (from options), or one built by the caller (reconcile builds them). */
   add(opts: BackendOptions | Backend): Backend;
@@ -40,6 +49,7 @@ export class LocalPool implements Pool {
   /** Per backend, the pool's own subscription to its state changes, ended by remove(). */
   private readonly subscriptions = new Map<Backend, () => void>();
   private currentPolicy: SelectionPolicy;
+  readonly retryBudget = new RetryBudget();
   /** Reused by pick(): selection allocates nothing per request. */
   private scratch: Backend[] = [];
 
@@ -115,6 +125,12 @@ export class LocalPool implements Pool {
   availableCount(now = Date.now()): number {
     let n = 0;
     for (const b of this.list) if (b.available(now)) n++;
+    return n;
+  }
+
+  requestsInFlight(): number {
+    let n = 0;
+    for (const b of this.list) n += b.inFlight - b.stats.webSockets;
     return n;
   }
 

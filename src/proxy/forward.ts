@@ -15,7 +15,8 @@ import { classifyNetworkError, errorCode } from "../net/network-error.ts";
 import type { CidrMatcher } from "./cidr.ts";
 import type { HeaderFields } from "./fields.ts";
 import { toClientHeaders, toUpstreamHeaders, type ResponseHeaderRules } from "./headers.ts";
-import { shouldRetry, type TryFailure } from "./retry.ts";
+import { shouldRetry, type RetryBudgetConfig, type TryFailure } from "./retry.ts";
+import type { RetrySlot } from "../pool/retry-budget.ts";
 import { ClientFault, ProxyError, errorAnswer, type ErrorAnswer, type ProxyErrorCode } from "./errors.ts";
 import { AdmissionGate } from "./gate.ts";
 import { Cancel, type CancelListener } from "./cancel.ts";
@@ -38,6 +39,8 @@ export interface ForwardOptions {
     timeout: number;
     onStatus: number[];
     nonIdempotent: boolean;
+    /** retry.budget: retries in flight at most a share of the pool's requests (pool/retry-budget.ts). */
+    budget: RetryBudgetConfig;
   };
   /** Upstream requests in flight at once, over all backends (0: no bound). */
   upstreamConcurrency: number;
@@ -261,6 +264,13 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
   private lease: Lease | undefined;
   private tryCancel: Cancel | undefined;
   private tryStarted = 0;
+  /**
+   * The retry budget's slots (pool/retry-budget.ts): `retrySlot` is taken when a retry is
+   * decided and becomes the try's `trySlot` when it starts; released when that try's outcome is
+   * known (admitRetry, endTry), or by finish()/crash() if the retry never started.
+   */
+  private retrySlot: RetrySlot | undefined;
+  private trySlot: RetrySlot | undefined;
   /** The wire has the try and has not reported yet: a report at any other time is ignored. */
   private awaiting = false;
   // The response-head timer, linked into the forwarder's TimerList (TimerEntry).
@@ -342,6 +352,7 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
   /** The request's way is over: `out` is the wire's answer to it. */
   private finish(out: Out): void {
     this.finished = true;
+    this.releaseRetrySlots();
     this.resolve?.(out);
   }
 
@@ -354,6 +365,7 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
     this.awaiting = false;
     if (this.inTry) this.endTry(false);
     this.leaveGate();
+    this.releaseRetrySlots();
     const wire = this.s.wire;
     if (wire.internalError !== undefined) return this.finish(wire.internalError(this.req, e));
     this.finished = true;
@@ -414,6 +426,32 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
       retryNonIdempotent: retry.nonIdempotent,
       timeLeft: this.deadline - performance.now(),
     });
+  }
+
+  /**
+   * The pool's retry budget allows one more retry now (retry.budget): holds its slot until that
+   * retry's try ends. Refused, the pool counts an exhaustion and the request keeps its last
+   * failure. Asked once per decision, after every other reason to retry has said yes; a status
+   * retry decided in answer() already holds its slot when tryOver() asks again.
+   */
+  private admitRetry(): boolean {
+    if (this.retrySlot !== undefined) return true;
+    // The try whose failure is being decided on is over: its slot goes back before asking.
+    this.trySlot?.release();
+    this.trySlot = undefined;
+    const { pool, retry } = this.s.opts;
+    // This request counts once among the active ones, whether its last try still holds its
+    // backend slot (a status being decided on in answer()) or has given it back (tryOver()).
+    const active = pool.requestsInFlight() + (this.inTry ? 0 : 1);
+    this.retrySlot = pool.retryBudget.admit(retry.budget, active);
+    return this.retrySlot !== undefined;
+  }
+
+  private releaseRetrySlots(): void {
+    this.retrySlot?.release();
+    this.retrySlot = undefined;
+    this.trySlot?.release();
+    this.trySlot = undefined;
   }
 
   /** The response-head timer: the per-try timeout, or what is left of the deadline if less. */
@@ -495,6 +533,8 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
   private attempt(backend: Backend): void {
     const req = this.req;
     this.lease = backend.acquire();
+    this.trySlot = this.retrySlot;
+    this.retrySlot = undefined;
     backend.stats.requests++;
     this.backend = backend;
     this.ended = false;
@@ -544,7 +584,8 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
     if (status >= 500) opts.passive.succeeded(backend, status);
     backend.stats.recordResponse(methodLabel(req.method), status, performance.now() - this.tryStarted);
 
-    if (retryOn.has(status) && this.mayRetry({ kind: "status", status })) {
+    // Refused by the budget, the backend's own answer goes to the client: the last failure.
+    if (retryOn.has(status) && this.mayRetry({ kind: "status", status }) && this.admitRetry()) {
       res.discard();
       this.failure = { kind: "status", status };
       this.detail = `status ${status}`;
@@ -598,7 +639,7 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
     const opts = this.s.opts;
     if (this.why === Why.Deadline) return this.finish(this.fail("SY_UPSTREAM_TIMEOUT", `no response head within ${opts.retry.timeout}ms`));
     const failure = this.failure!;
-    if (this.mayRetry(failure) && opts.pool.availableCount() > 0) return this.next();
+    if (this.mayRetry(failure) && opts.pool.availableCount() > 0 && this.admitRetry()) return this.next();
     this.finish(this.fail(failure.kind === "timeout" ? "SY_UPSTREAM_TIMEOUT" : "SY_UPSTREAM_FAILED", this.detail));
   }
 
@@ -606,6 +647,8 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
     // From here only idle timeouts apply to the body: a long download or an event stream
     // is never cut by the retry timeouts.
     this.inTry = false;
+    this.trySlot?.release();
+    this.trySlot = undefined;
     this.disarmHeadTimer();
     if (this.sendTimer !== undefined) {
       clearTimeout(this.sendTimer);

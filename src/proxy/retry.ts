@@ -46,3 +46,18 @@ export function shouldRetry(ctx: RetryContext): boolean {
   // The backend may have acted on it: only if doing so twice is harmless (RFC 9110 §9.2.2).
   return isIdempotent(ctx.method) || ctx.retryNonIdempotent;
 }
+
+/** retry.budget, as the config gives it (false: no budget). */
+export type RetryBudgetConfig = false | { readonly percent: number; readonly minRetries: number };
+
+/**
+ * How many retries may be in flight at once while `active` requests are in flight to the pool
+ * (Envoy's retry_budget: budget_percent of the active requests, never below
+ * min_retry_concurrency). Retries count among the active requests, so at the limit they are at
+ * most `percent` of what the backends receive: a pool that fails everything gets at most
+ * 1/(1 - percent/100) tries per client request, 1.25 at 20%. Infinity when there is no budget.
+ */
+export function retryBudgetLimit(budget: RetryBudgetConfig, active: number): number {
+  if (budget === false) return Infinity;
+  return Math.max(budget.minRetries, Math.floor((budget.percent * active) / 100));
+}

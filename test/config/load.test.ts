@@ -40,7 +40,10 @@ describe("defaults and normalization", () => {
     expect(c.listen).toEqual({ host: "0.0.0.0", port: 8000 });
     expect(c.admin).toEqual({ host: "127.0.0.1", port: 8081, allowedHosts: [] });
     expect(c.strategy).toBe("least-connections");
-    expect(c.retry).toEqual({ attempts: 3, perTryTimeout: 5000, timeout: 15000, onStatus: [502, 503, 504], nonIdempotent: false, bufferBody: 65536 });
+    expect(c.retry).toEqual({
+      attempts: 3, perTryTimeout: 5000, timeout: 15000, onStatus: [502, 503, 504], nonIdempotent: false, bufferBody: 65536,
+      budget: { percent: 20, minRetries: 3 },
+    });
     expect(c.timeouts).toEqual({ idle: 60_000, send: 60_000, connect: 5000, header: 10_000, upstreamIdle: 4000, shutdownGrace: 10_000 });
     expect(c.engine).toBe("fetch");
     expect(c.limits.maxBodySize).toBe(128 * 1024 * 1024);

@@ -16,12 +16,13 @@ import { Cancel } from "../../src/proxy/cancel.ts";
 import { NetworkError } from "../../src/net/network-error.ts";
 import type { Backend } from "../../src/pool/backend.ts";
 import type { ErrorAnswer } from "../../src/proxy/errors.ts";
+import type { RetryBudgetConfig } from "../../src/proxy/retry.ts";
 
 type Out = { kind: "answered" | "answer" | "gone" | "internal"; status: number };
 /** What the scripted wire does with try number n (0-based): report now, later, or twice. */
 type Script = (n: number, backend: Backend, t: TryReceiver, cancel: Cancel) => void;
 
-function setup(script: Script, opts: { internalError?: boolean; attempts?: number; concurrency?: number; respondThrows?: boolean; perTryTimeout?: number; timeout?: number } = {}) {
+function setup(script: Script, opts: { internalError?: boolean; attempts?: number; concurrency?: number; respondThrows?: boolean; perTryTimeout?: number; timeout?: number; budget?: RetryBudgetConfig } = {}) {
   const pool = new LocalPool(createPolicy("round-robin"), [
     { name: "a", url: "http://127.0.0.1:1" },
     { name: "b", url: "http://127.0.0.1:2" },
@@ -52,7 +53,8 @@ function setup(script: Script, opts: { internalError?: boolean; attempts?: numbe
   }
   const fo: ForwardOptions = {
     pool, passive, traffic, trusted: cidrMatcher([]), preserveHost: true,
-    retry: { attempts: opts.attempts ?? 2, perTryTimeout: opts.perTryTimeout ?? 1000, timeout: opts.timeout ?? 5000, onStatus: [503], nonIdempotent: false },
+    retry: { attempts: opts.attempts ?? 2, perTryTimeout: opts.perTryTimeout ?? 1000, timeout: opts.timeout ?? 5000, onStatus: [503], nonIdempotent: false,
+      budget: opts.budget ?? { percent: 20, minRetries: 3 } },
     upstreamConcurrency: opts.concurrency ?? 0,
   };
   const forwarder = createForwarder(fo, wire);
@@ -61,7 +63,7 @@ function setup(script: Script, opts: { internalError?: boolean; attempts?: numbe
     own: null, replayable: true, cancel: new Cancel(),
   });
   const inFlight = () => pool.backends.reduce((n, b) => n + b.inFlight, 0);
-  return { forwarder, request, errors, inFlight, tries: () => tries, responds: () => responds };
+  return { forwarder, request, errors, inFlight, pool, traffic, tries: () => tries, responds: () => responds };
 }
 
 /** `p`, or "stuck" if it has not settled within `ms` (the timer is cleared either way). */
