@@ -140,8 +140,6 @@ export function renderMetrics(src: SnapshotSource, poller?: BackendStatsPoller, 
 
   w.single("switchyard_retries_total", "counter", "Tries after the first, over all requests.", traffic.retries);
   if (mode === "http") {
-    // The pool's retry budget (retry.budget): what it holds now and what it refused.
-    w.single("switchyard_retries_in_flight", "gauge", "Retries sent and not yet answered, over the pool: what retry.budget bounds.", pool.retryBudget.inFlight);
     w.single("switchyard_retry_budget_exhausted_total", "counter", "Retries refused because retry.budget was spent: the request got its last failure instead.", pool.retryBudget.exhausted);
   }
 

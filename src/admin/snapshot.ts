@@ -126,11 +126,10 @@ export interface StatsDocument {
     proxyErrors: Record<ProxyErrorCode, number>;
     retries: number;
     /**
-     * HTTP mode: the pool's retry budget. Retries in flight now and those it refused (the
-     * request got its last failure), all time; the budget as configured (false: off; null: the
-     * source does not say).
+     * HTTP mode: the pool's retry budget. Retries it refused (each request got its last
+     * failure), all time; the budget as configured (false: off; null: the source does not say).
      */
-    retryBudget?: { inFlight: number; exhausted: number; budget: RetryBudgetConfig | null };
+    retryBudget?: { exhausted: number; budget: RetryBudgetConfig | null };
     latencyMs: Percentiles | null;
     latencyMsAllTime: Percentiles | null;
     bytesIn?: number;
@@ -194,7 +193,7 @@ export function buildSnapshot(src: SnapshotSource, sampler: Sampler, poller: Bac
       proxyErrors: { ...traffic.proxyErrors },
       retries: config.mode === "tcp" && src.tcpStats ? src.tcpStats.retries : traffic.retries,
       ...(config.mode === "http"
-        ? { retryBudget: { inFlight: pool.retryBudget.inFlight, exhausted: pool.retryBudget.exhausted, budget: config.retry ? budgetOf(config.retry.budget) : null } }
+        ? { retryBudget: { exhausted: pool.retryBudget.exhausted, budget: config.retry ? budgetOf(config.retry.budget) : null } }
         : {}),
       latencyMs: win?.total.latencyMs ?? null,
       latencyMsAllTime: percentiles(total.latency),
@@ -260,7 +259,7 @@ function backendFigures(b: Backend, mode: Mode, w: WindowFigures | undefined, po
 
 /** A copy: the document is plain data, never the running config's own object. */
 function budgetOf(b: RetryBudgetConfig): RetryBudgetConfig {
-  return b === false ? false : { percent: b.percent, minRetries: b.minRetries };
+  return b === false ? false : { percent: b.percent, minRetriesPerSecond: b.minRetriesPerSecond };
 }
 
 function classCounts(byClass: readonly number[]): ClassCounts {

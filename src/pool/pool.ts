@@ -25,13 +25,7 @@ export interface Pool {
    */
   pick(exclude?: ReadonlySet<Backend>, key?: string, preferred?: Backend): Backend | undefined;
   availableCount(now?: number): number;
-  /**
-   * HTTP requests in flight to the members now (WebSockets aside: an open tunnel is no request
-   * a retry competes with). What the retry budget is a share of; O(members), read only when a
-   * request wants a retry.
-   */
-  requestsInFlight(): number;
-  /** The retries in flight and those refused (retry.budget): runtime state, carried by reloads. */
+  /** The requests and retries retry.budget counts, and its refusals: runtime state, carried by reloads. */
   readonly retryBudget: RetryBudget;
   get(name: string): Backend | undefined;
   /** A new backend (from options), or one built by the caller (reconcile builds them). */
@@ -125,12 +119,6 @@ export class LocalPool implements Pool {
   availableCount(now = Date.now()): number {
     let n = 0;
     for (const b of this.list) if (b.available(now)) n++;
-    return n;
-  }
-
-  requestsInFlight(): number {
-    let n = 0;
-    for (const b of this.list) n += b.inFlight - b.stats.webSockets;
     return n;
   }
 

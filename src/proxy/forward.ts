@@ -16,7 +16,6 @@ import type { CidrMatcher } from "./cidr.ts";
 import type { HeaderFields } from "./fields.ts";
 import { toClientHeaders, toUpstreamHeaders, type ResponseHeaderRules } from "./headers.ts";
 import { shouldRetry, type RetryBudgetConfig, type TryFailure } from "./retry.ts";
-import type { RetrySlot } from "../pool/retry-budget.ts";
 import { ClientFault, ProxyError, errorAnswer, type ErrorAnswer, type ProxyErrorCode } from "./errors.ts";
 import { AdmissionGate } from "./gate.ts";
 import { Cancel, type CancelListener } from "./cancel.ts";
@@ -39,7 +38,7 @@ export interface ForwardOptions {
     timeout: number;
     onStatus: number[];
     nonIdempotent: boolean;
-    /** retry.budget: retries in flight at most a share of the pool's requests (pool/retry-budget.ts). */
+    /** retry.budget: retries at most a share of the pool's requests (pool/retry-budget.ts). */
     budget: RetryBudgetConfig;
   };
   /** Upstream requests in flight at once, over all backends (0: no bound). */
@@ -264,13 +263,8 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
   private lease: Lease | undefined;
   private tryCancel: Cancel | undefined;
   private tryStarted = 0;
-  /**
-   * The retry budget's slots (pool/retry-budget.ts): `retrySlot` is taken when a retry is
-   * decided and becomes the try's `trySlot` when it starts; released when that try's outcome is
-   * known (admitRetry, endTry), or by finish()/crash() if the retry never started.
-   */
-  private retrySlot: RetrySlot | undefined;
-  private trySlot: RetrySlot | undefined;
+  /** The pool's retry budget said yes to the retry about to start (admitRetry). */
+  private retryAdmitted = false;
   /** The wire has the try and has not reported yet: a report at any other time is ignored. */
   private awaiting = false;
   // The response-head timer, linked into the forwarder's TimerList (TimerEntry).
@@ -352,7 +346,6 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
   /** The request's way is over: `out` is the wire's answer to it. */
   private finish(out: Out): void {
     this.finished = true;
-    this.releaseRetrySlots();
     this.resolve?.(out);
   }
 
@@ -365,7 +358,6 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
     this.awaiting = false;
     if (this.inTry) this.endTry(false);
     this.leaveGate();
-    this.releaseRetrySlots();
     const wire = this.s.wire;
     if (wire.internalError !== undefined) return this.finish(wire.internalError(this.req, e));
     this.finished = true;
@@ -405,6 +397,10 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
     if (this.tried.length > 0) {
       traffic.retries++;
       backend.stats.retries++;
+      this.retryAdmitted = false;
+    } else {
+      // Each request earns its pool a share of a retry (retry.budget).
+      pool.retryBudget.request(this.started);
     }
     this.tried.push(backend);
     this.exclude?.add(backend);
@@ -429,29 +425,15 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
   }
 
   /**
-   * The pool's retry budget allows one more retry now (retry.budget): holds its slot until that
-   * retry's try ends. Refused, the pool counts an exhaustion and the request keeps its last
-   * failure. Asked once per decision, after every other reason to retry has said yes; a status
-   * retry decided in answer() already holds its slot when tryOver() asks again.
+   * The pool's retry budget allows one more retry (retry.budget); refused, the pool counts an
+   * exhaustion and the request keeps its last failure. Asked last, once every other reason to
+   * retry has said yes, and once per retry: a status retry admitted in answer() is not asked
+   * for again when tryOver() decides.
    */
   private admitRetry(): boolean {
-    if (this.retrySlot !== undefined) return true;
-    // The try whose failure is being decided on is over: its slot goes back before asking.
-    this.trySlot?.release();
-    this.trySlot = undefined;
+    if (this.retryAdmitted) return true;
     const { pool, retry } = this.s.opts;
-    // This request counts once among the active ones, whether its last try still holds its
-    // backend slot (a status being decided on in answer()) or has given it back (tryOver()).
-    const active = pool.requestsInFlight() + (this.inTry ? 0 : 1);
-    this.retrySlot = pool.retryBudget.admit(retry.budget, active);
-    return this.retrySlot !== undefined;
-  }
-
-  private releaseRetrySlots(): void {
-    this.retrySlot?.release();
-    this.retrySlot = undefined;
-    this.trySlot?.release();
-    this.trySlot = undefined;
+    return (this.retryAdmitted = pool.retryBudget.admit(retry.budget, performance.now()));
   }
 
   /** The response-head timer: the per-try timeout, or what is left of the deadline if less. */
@@ -533,8 +515,6 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
   private attempt(backend: Backend): void {
     const req = this.req;
     this.lease = backend.acquire();
-    this.trySlot = this.retrySlot;
-    this.retrySlot = undefined;
     backend.stats.requests++;
     this.backend = backend;
     this.ended = false;
@@ -647,8 +627,6 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
     // From here only idle timeouts apply to the body: a long download or an event stream
     // is never cut by the retry timeouts.
     this.inTry = false;
-    this.trySlot?.release();
-    this.trySlot = undefined;
     this.disarmHeadTimer();
     if (this.sendTimer !== undefined) {
       clearTimeout(this.sendTimer);

@@ -36,7 +36,7 @@ export function reportOf(traffic: TrafficStats, backends: readonly Backend[], tc
     backends: {},
   };
   if (tcp) out.tcp = { ...tcp } as unknown as Record<string, number>;
-  if (budget) out.retryBudget = { inFlight: budget.inFlight, exhausted: budget.exhausted };
+  if (budget) out.retryBudget = { exhausted: budget.exhausted };
   for (const b of backends) {
     const s = b.stats;
     out.backends[b.name] = {
@@ -120,7 +120,7 @@ export class Summer {
   private readonly retiredTraffic = emptyTraffic();
   private readonly retiredTcp: Record<string, number> = {};
   private readonly retiredBackends = new Map<string, Sums>();
-  /** Retries the budgets of dead workers refused (their in-flight retries ended with them). */
+  /** Retries the budgets of dead workers refused. */
   private retiredExhausted = 0;
   /** Per backend, the workers' own connect failures last added to the owner's count. */
   private readonly addedConnectFailures = new WeakMap<Backend, number>();
@@ -183,13 +183,9 @@ export class Summer {
     setHistogram(traffic.latency, t.latency);
     if (tcpStats) for (const k of Object.keys(tcpStats) as (keyof TcpStats)[]) tcpStats[k] = tcp[k] ?? 0;
     if (this.target.retryBudget) {
-      let inFlight = 0;
       let exhausted = this.retiredExhausted;
-      for (const r of this.live.values()) {
-        inFlight += r.retryBudget?.inFlight ?? 0;
-        exhausted += r.retryBudget?.exhausted ?? 0;
-      }
-      this.target.retryBudget.setRemote(inFlight, exhausted);
+      for (const r of this.live.values()) exhausted += r.retryBudget?.exhausted ?? 0;
+      this.target.retryBudget.setRemote(exhausted);
     }
 
     for (const b of this.target.backends()) {
