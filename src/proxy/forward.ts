@@ -433,7 +433,10 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
   private admitRetry(): boolean {
     if (this.retryAdmitted) return true;
     const { pool, retry } = this.s.opts;
-    return (this.retryAdmitted = pool.retryBudget.admit(retry.budget, performance.now()));
+    this.retryAdmitted = pool.retryBudget.admit(retry.budget, performance.now());
+    // Said in the answer and the log when the failure is ours to answer (a status passes through).
+    if (!this.retryAdmitted) this.detail += "; not retried: the pool's retry budget is spent";
+    return this.retryAdmitted;
   }
 
   /** The response-head timer: the per-try timeout, or what is left of the deadline if less. */

@@ -31,6 +31,7 @@ function setup(script: Script, opts: { internalError?: boolean; attempts?: numbe
   const traffic = new TrafficStats();
   const passive = { connectFailed() {}, succeeded() {}, failed() {} };
   const errors: unknown[] = [];
+  const answers: ErrorAnswer[] = [];
   let tries = 0;
   let responds = 0;
   const wire: Wire<null, Out> = {
@@ -43,7 +44,10 @@ function setup(script: Script, opts: { internalError?: boolean; attempts?: numbe
       end.bodyEnded(0);
       return { kind: "answered", status: res.status };
     },
-    answer: (_req, a: ErrorAnswer) => ({ kind: "answer", status: a.status }),
+    answer: (_req, a: ErrorAnswer) => {
+      answers.push(a);
+      return { kind: "answer", status: a.status };
+    },
     gone: () => ({ kind: "gone", status: 499 }),
   };
   if (opts.internalError) {
@@ -64,7 +68,7 @@ function setup(script: Script, opts: { internalError?: boolean; attempts?: numbe
     own: null, replayable: true, cancel: new Cancel(),
   });
   const inFlight = () => pool.backends.reduce((n, b) => n + b.inFlight, 0);
-  return { forwarder, request, errors, inFlight, pool, traffic, tries: () => tries, responds: () => responds };
+  return { forwarder, request, errors, answers, inFlight, pool, traffic, tries: () => tries, responds: () => responds };
 }
 
 /** `p`, or "stuck" if it has not settled within `ms` (the timer is cleared either way). */
@@ -187,9 +191,10 @@ describe("forwarding loop: the retry budget (retry.budget)", () => {
     expect([tries(), pool.retryBudget.exhausted, traffic.retries]).toEqual([1, 1, 0]);
   });
 
-  test("refused, a network failure is answered as the last failure (502), and counted", async () => {
-    const { forwarder, request, pool, tries, inFlight } = setup((_n, _b, t) => t.tryFailed(new NetworkError("ECONNRESET", "reset")), { budget: NONE });
+  test("refused, a network failure is answered as the last failure (502), saying why, and counted", async () => {
+    const { forwarder, request, pool, tries, inFlight, answers } = setup((_n, _b, t) => t.tryFailed(new NetworkError("ECONNRESET", "reset")), { budget: NONE });
     expect(await forwarder.forward(request())).toEqual({ kind: "answer", status: 502 });
+    expect(JSON.parse(answers[0]!.body).message).toBe("every try to reach a backend failed: connection reset (ECONNRESET); not retried: the pool's retry budget is spent");
     expect([tries(), pool.retryBudget.exhausted, inFlight()]).toEqual([1, 1, 0]);
   });
 
