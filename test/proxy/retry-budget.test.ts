@@ -11,6 +11,7 @@ import { startRig, type TestRig } from "../helpers/balancer.ts";
 import { parseExposition, sampleOf } from "../admin/helpers.ts";
 import type { SimCluster } from "../../sim/cluster.ts";
 import type { StatsDocument } from "../../src/admin/snapshot.ts";
+import { validateConfig } from "../../src/config/load.ts";
 
 const ENGINES = ["fetch", "socket"] as const;
 const CONNECTIONS = 64;
@@ -120,6 +121,24 @@ describe.each(ENGINES)("%s engine", (engine) => {
     // requests: a retry moves the rotation on too); the floor of 3 a second pays for them.
     expect(rig.balancer.traffic.retries).toBe(rig.cluster.backends[0]!.requests);
     expect(rig.cluster.backends[0]!.requests).toBeGreaterThanOrEqual(10);
+  });
+
+  test("a reload changes the budget in place; the pool's counts live on", async () => {
+    let budget: unknown = { percent: 0, minRetriesPerSecond: 0 };
+    const config = (c: SimCluster) => ({
+      engine, listen: { host: "127.0.0.1", port: 0 }, admin: false, healthCheck: false, log: { access: false },
+      backends: c.backends.map((b) => ({ name: b.name, url: b.url })), retry: { budget },
+    });
+    let cluster: SimCluster | undefined;
+    rig = await startRig(1, (c) => config((cluster = c)), overload(0), { load: async () => validateConfig(config(cluster!)) });
+    const bad = rig.cluster.backends[0]!;
+    await load(rig.balancer.url, 10, 1);
+    expect([bad.requests, rig.balancer.pool.retryBudget.exhausted]).toEqual([10, 10]);
+    budget = false;
+    const report = await rig.balancer.reload();
+    expect(report.lines).toEqual(['retry.budget {"percent":0,"minRetriesPerSecond":0} -> false']);
+    await load(rig.balancer.url, 10, 1);
+    expect([bad.requests, rig.balancer.pool.retryBudget.exhausted]).toEqual([40, 10]);
   });
 
   test("retry.budget: false turns it off: the storm is back, 3 tries per request", async () => {
