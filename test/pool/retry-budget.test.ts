@@ -58,6 +58,22 @@ describe("RetryBudget", () => {
     expect(budget.window(T0 + 3000)).toEqual({ requests: 2, retries: 0 });
   });
 
+  test("a long storm: every request wants two retries for a minute; retries stay 20% of requests plus 3 a second", () => {
+    const budget = new RetryBudget();
+    let requests = 0;
+    let retries = 0;
+    for (let ms = 0; ms < 60_000; ms += 10) {
+      budget.request(T0 + ms);
+      requests++;
+      for (let k = 0; k < 2; k++) if (budget.admit(DEFAULT, T0 + ms)) retries++;
+    }
+    expect(requests).toBe(6000);
+    // 60 s touch at most 7 windows of 10 s (the clock need not start on a whole second).
+    expect(retries).toBeLessThanOrEqual(0.2 * requests + 3 * 70);
+    expect(retries).toBeGreaterThanOrEqual(0.2 * requests);
+    expect(budget.exhausted).toBe(2 * requests - retries);
+  });
+
   test("false: no budget, every retry admitted, none refused", () => {
     const budget = new RetryBudget();
     for (let i = 0; i < 1000; i++) expect(budget.admit(false, T0)).toBe(true);
