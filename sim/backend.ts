@@ -18,7 +18,7 @@
  *   /redirect?to=/x        302 to `to`
  *   /cookies?n=3           n Set-Cookie headers
  *   /response-headers?A=1  each query pair appended as a response header
- *   /_control              GET: state as JSON; POST/PUT {latency?, failRate?, health?}: change it
+ *   /_control              GET: state as JSON; POST/PUT {latency?, failRate?, failStatus?, health?}: change it
  *   /ws                    a WebSocket echo server (sim/websocket.ts: !headers, !close CODE, ?send=N)
  *   anything else          404
  *
@@ -41,8 +41,13 @@ export interface SimBackendOptions {
   host?: string;
   /** Applied to every endpoint except /health, /stats and /_control. Default: none. */
   latency?: Latency;
-  /** 0..1: the fraction of those requests answered 500 "simulated failure". Default 0. */
+  /** 0..1: the fraction of those requests answered `failStatus` "simulated failure". Default 0. */
   failRate?: number;
+  /**
+   * The status those failures carry, 500..599; default 500. 503 with failRate 1 is a backend
+   * that refuses all work while its /health still answers 200 (an overloaded service).
+   */
+  failStatus?: number;
   /** Default "up". */
   health?: HealthMode;
   /**
@@ -76,6 +81,8 @@ export interface SimBackend {
   setLatency(l: Latency): void;
   /** Throws unless 0 <= r <= 1. */
   setFailRate(r: number): void;
+  /** Throws unless 500 <= s <= 599. */
+  setFailStatus(s: number): void;
   setHealth(h: HealthMode): void;
   /**
    * Abrupt stop: closes the listener and resets open connections, so the port refuses
@@ -92,6 +99,7 @@ export interface ControlState {
   port: number;
   latency: Latency;
   failRate: number;
+  failStatus: number;
   health: HealthMode;
   requests: number;
   active: number;
@@ -163,6 +171,14 @@ export function checkFailRate(value: unknown): number {
   return value;
 }
 
+/** Returns a valid failure status (a whole number 500..599) or throws an Error saying what was expected. */
+export function checkFailStatus(value: unknown): number {
+  if (typeof value !== "number" || !Number.isInteger(value) || value < 500 || value > 599) {
+    throw new Error(`invalid failStatus ${shown(value)}: expected a status from 500 to 599`);
+  }
+  return value;
+}
+
 /** A client error; answered 400 with its message. */
 class BadRequest extends Error {}
 
@@ -174,6 +190,7 @@ class Backend implements SimBackend {
   #port: number;
   #latency: Latency;
   #failRate: number;
+  #failStatus: number;
   #health: HealthMode;
   #server: Server<undefined> | undefined;
   #startedAt = 0;
@@ -187,6 +204,7 @@ class Backend implements SimBackend {
     this.#port = opts.port ?? 0;
     this.#latency = opts.latency ? checkLatency(opts.latency.min, opts.latency.max) : NO_LATENCY;
     this.#failRate = checkFailRate(opts.failRate ?? 0);
+    this.#failStatus = checkFailStatus(opts.failStatus ?? 500);
     this.#health = checkHealth(opts.health ?? "up");
     this.#idleTimeout = opts.idleTimeout ?? DEFAULT_IDLE_TIMEOUT_SECONDS;
     if (!Number.isInteger(this.#idleTimeout) || this.#idleTimeout < 0 || this.#idleTimeout > 255) {
@@ -227,6 +245,10 @@ class Backend implements SimBackend {
 
   setFailRate(r: number): void {
     this.#failRate = checkFailRate(r);
+  }
+
+  setFailStatus(s: number): void {
+    this.#failStatus = checkFailStatus(s);
   }
 
   setHealth(h: HealthMode): void {
@@ -300,7 +322,7 @@ class Backend implements SimBackend {
       server.timeout(req, 0);
       if (!(await sleep(wait, req.signal))) return gone();
     }
-    if (this.#failRate > 0 && Math.random() < this.#failRate) return text("simulated failure", 500);
+    if (this.#failRate > 0 && Math.random() < this.#failRate) return text("simulated failure", this.#failStatus);
 
     // "/delay/100" → ["delay", "100"]; "/" → [""]; "//x" → ["", "x"] (not found)
     const segments = url.pathname.split("/").slice(1);
@@ -394,6 +416,7 @@ class Backend implements SimBackend {
       port: this.#port,
       latency: { ...this.#latency },
       failRate: this.#failRate,
+      failStatus: this.#failStatus,
       health: this.#health,
       requests: this.requests,
       active: this.#active,
@@ -415,6 +438,7 @@ class Backend implements SimBackend {
     const change = parseControl(body);
     if (change.latency) this.#latency = change.latency;
     if (change.failRate !== undefined) this.#failRate = change.failRate;
+    if (change.failStatus !== undefined) this.#failStatus = change.failStatus;
     if (change.health) this.#health = change.health;
     return Response.json(this.#state());
   }
@@ -433,6 +457,7 @@ const CONTROL_EXAMPLE = '{"latency": "10-100", "failRate": 0.1, "health": "down"
 interface ControlChange {
   latency?: Latency;
   failRate?: number;
+  failStatus?: number;
   health?: HealthMode;
 }
 
@@ -449,11 +474,14 @@ function parseControl(body: unknown): ControlChange {
       case "failRate":
         change.failRate = asBadRequest(() => checkFailRate(value));
         break;
+      case "failStatus":
+        change.failStatus = asBadRequest(() => checkFailStatus(value));
+        break;
       case "health":
         change.health = asBadRequest(() => checkHealth(value));
         break;
       default:
-        throw new BadRequest(`unknown control field ${JSON.stringify(key)}: expected latency, failRate or health`);
+        throw new BadRequest(`unknown control field ${JSON.stringify(key)}: expected latency, failRate, failStatus or health`);
     }
   }
   return change;

@@ -140,6 +140,9 @@ export function renderMetrics(src: SnapshotSource, poller?: BackendStatsPoller, 
   }
 
   w.single("switchyard_retries_total", "counter", "Tries after the first, over all requests.", traffic.retries);
+  if (mode === "http") {
+    w.single("switchyard_retry_budget_exhausted_total", "counter", "Retries refused because retry.budget was spent: the request got its last failure instead.", pool.retryBudget.exhausted);
+  }
 
   w.family("switchyard_request_duration_seconds", "histogram", "Time from a request's arrival to its response head, seconds.");
   w.histogram("switchyard_request_duration_seconds", "", traffic.latency);

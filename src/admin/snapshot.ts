@@ -18,9 +18,10 @@ import type { BackendStatsPoller } from "./poller.ts";
 import type { ConfigStatus } from "../control/control.ts";
 import type { Change } from "../control/changes.ts";
 import type { WorkersFigures } from "../workers/supervisor.ts";
+import type { RetryBudgetConfig } from "../proxy/retry.ts";
 
 export interface SnapshotSource {
-  readonly config: { readonly mode: Mode; readonly strategy: string };
+  readonly config: { readonly mode: Mode; readonly strategy: string; readonly retry?: { readonly budget: RetryBudgetConfig } };
   readonly pool: Pool;
   readonly traffic: TrafficStats;
   readonly startedAt: number;
@@ -132,6 +133,11 @@ export interface StatsDocument {
     errorRate: ErrorRates | null;
     proxyErrors: Record<ProxyErrorCode, number>;
     retries: number;
+    /**
+     * HTTP mode: the pool's retry budget. Retries it refused (each request got its last
+     * failure), all time; the budget as configured (false: off; null: the source does not say).
+     */
+    retryBudget?: { exhausted: number; budget: RetryBudgetConfig | null };
     latencyMs: Percentiles | null;
     latencyMsAllTime: Percentiles | null;
     bytesIn?: number;
@@ -198,6 +204,9 @@ export function buildSnapshot(src: SnapshotSource, sampler: Sampler, poller: Bac
       errorRate: win?.total.errorRate ?? null,
       proxyErrors: { ...traffic.proxyErrors },
       retries: config.mode === "tcp" && src.tcpStats ? src.tcpStats.retries : traffic.retries,
+      ...(config.mode === "http"
+        ? { retryBudget: { exhausted: pool.retryBudget.exhausted, budget: config.retry ? budgetOf(config.retry.budget) : null } }
+        : {}),
       latencyMs: win?.total.latencyMs ?? null,
       latencyMsAllTime: percentiles(total.latency),
       ...(tcp ? { bytesIn, bytesOut, connections } : {}),
@@ -260,6 +269,11 @@ function backendFigures(b: Backend, mode: Mode, w: WindowFigures | undefined, po
     fig.bytesOut = s.bytesOut;
   }
   return fig;
+}
+
+/** A copy: the document is plain data, never the running config's own object. */
+function budgetOf(b: RetryBudgetConfig): RetryBudgetConfig {
+  return b === false ? false : { percent: b.percent, minRetriesPerSecond: b.minRetriesPerSecond };
 }
 
 function classCounts(byClass: readonly number[]): ClassCounts {

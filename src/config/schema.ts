@@ -304,6 +304,33 @@ export const ConfigSchema = v.strictObject({
       nonIdempotent: v.optional(v.boolean("expected true or false"), false),
       /** Request bodies up to this size are buffered so that they can be sent again. */
       bufferBody: v.optional(size, 64 * 1024),
+      /**
+       * On by default: over any 10 s, retries are at most `percent` of the requests, plus
+       * `minRetriesPerSecond` for every second so that a quiet pool can still retry (Finagle's
+       * and Linkerd's retry budget). A pool that fails everything then gets about
+       * 1 + percent/100 tries per client request (1.2 at 20%), not retry.attempts; a burst
+       * (a backend dying with requests in flight) is paid for by the credit of the window.
+       * Past it, a request keeps its last failure. false: no budget.
+       */
+      budget: v.optional(
+        v.union(
+          [
+            v.literal(false),
+            v.strictObject({
+              percent: v.optional(
+                v.pipe(v.number("expected a percentage from 0 to 100"), v.minValue(0, "expected a percentage from 0 to 100"), v.maxValue(100, "expected a percentage from 0 to 100")),
+                20,
+              ),
+              minRetriesPerSecond: v.optional(
+                v.pipe(v.number("expected a number of retries per second, 0 or more"), v.minValue(0, "expected a number of retries per second, 0 or more")),
+                3,
+              ),
+            }),
+          ],
+          "expected { percent, minRetriesPerSecond } or false (no budget)",
+        ),
+        {},
+      ),
     }),
     {},
   ),

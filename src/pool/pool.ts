@@ -7,6 +7,7 @@
 import { Backend, type BackendOptions, type StateChange } from "./backend.ts";
 import type { SelectionPolicy } from "../policy/policy.ts";
 import { activePriority, activeTier } from "./tiers.ts";
+import { RetryBudget } from "./retry-budget.ts";
 
 export interface Pool {
   /** The members. Replaced, never changed in place, when one is added or removed. */
@@ -31,6 +32,8 @@ export interface Pool {
    * among available backends of this priority only. Undefined when no backend is available.
    */
   activePriority(now?: number): number | undefined;
+  /** The requests and retries retry.budget counts, and its refusals: runtime state, carried by reloads. */
+  readonly retryBudget: RetryBudget;
   get(name: string): Backend | undefined;
   /** A new backend (from options), or one built by the caller (reconcile builds them). */
   add(opts: BackendOptions | Backend): Backend;
@@ -47,6 +50,7 @@ export class LocalPool implements Pool {
   /** Per backend, the pool's own subscription to its state changes, ended by remove(). */
   private readonly subscriptions = new Map<Backend, () => void>();
   private currentPolicy: SelectionPolicy;
+  readonly retryBudget = new RetryBudget();
   /** Reused by pick(): selection allocates nothing per request. */
   private scratch: Backend[] = [];
 

@@ -15,7 +15,7 @@ import { classifyNetworkError, errorCode } from "../net/network-error.ts";
 import type { CidrMatcher } from "./cidr.ts";
 import type { HeaderFields } from "./fields.ts";
 import { toClientHeaders, toUpstreamHeaders, type ResponseHeaderRules } from "./headers.ts";
-import { shouldRetry, type TryFailure } from "./retry.ts";
+import { shouldRetry, type RetryBudgetConfig, type TryFailure } from "./retry.ts";
 import { ClientFault, ProxyError, errorAnswer, type ErrorAnswer, type ProxyErrorCode } from "./errors.ts";
 import { AdmissionGate, Lane, type GateSlot } from "./gate.ts";
 import { Cancel, type CancelListener } from "./cancel.ts";
@@ -38,6 +38,8 @@ export interface ForwardOptions {
     timeout: number;
     onStatus: number[];
     nonIdempotent: boolean;
+    /** retry.budget: retries at most a share of the pool's requests (pool/retry-budget.ts). */
+    budget: RetryBudgetConfig;
   };
   /** Upstream requests in flight at once, over all backends (0: no bound). */
   upstreamConcurrency: number;
@@ -272,6 +274,8 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
   private lease: Lease | undefined;
   private tryCancel: Cancel | undefined;
   private tryStarted = 0;
+  /** The pool's retry budget said yes to the retry about to start (admitRetry). */
+  private retryAdmitted = false;
   /** The wire has the try and has not reported yet: a report at any other time is ignored. */
   private awaiting = false;
   // The response-head timer, linked into the forwarder's TimerList (TimerEntry).
@@ -401,6 +405,10 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
     if (this.tried.length > 0) {
       traffic.retries++;
       backend.stats.retries++;
+      this.retryAdmitted = false;
+    } else {
+      // Each request earns its pool a share of a retry (retry.budget).
+      pool.retryBudget.request(this.started);
     }
     this.tried.push(backend);
     this.exclude?.add(backend);
@@ -422,6 +430,21 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
       retryNonIdempotent: retry.nonIdempotent,
       timeLeft: this.deadline - performance.now(),
     });
+  }
+
+  /**
+   * The pool's retry budget allows one more retry (retry.budget); refused, the pool counts an
+   * exhaustion and the request keeps its last failure. Asked last, once every other reason to
+   * retry has said yes, and once per retry: a status retry admitted in answer() is not asked
+   * for again when tryOver() decides.
+   */
+  private admitRetry(): boolean {
+    if (this.retryAdmitted) return true;
+    const { pool, retry } = this.s.opts;
+    this.retryAdmitted = pool.retryBudget.admit(retry.budget, performance.now());
+    // Said in the answer and the log when the failure is ours to answer (a status passes through).
+    if (!this.retryAdmitted) this.detail += "; not retried: the pool's retry budget is spent";
+    return this.retryAdmitted;
   }
 
   /** The response-head timer: the per-try timeout, or what is left of the deadline if less. */
@@ -552,7 +575,8 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
     if (status >= 500) opts.passive.succeeded(backend, status);
     backend.stats.recordResponse(methodLabel(req.method), status, performance.now() - this.tryStarted);
 
-    if (retryOn.has(status) && this.mayRetry({ kind: "status", status })) {
+    // Refused by the budget, the backend's own answer goes to the client: the last failure.
+    if (retryOn.has(status) && this.mayRetry({ kind: "status", status }) && this.admitRetry()) {
       res.discard();
       this.failure = { kind: "status", status };
       this.detail = `status ${status}`;
@@ -606,7 +630,7 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
     const opts = this.s.opts;
     if (this.why === Why.Deadline) return this.finish(this.fail("SY_UPSTREAM_TIMEOUT", `no response head within ${opts.retry.timeout}ms`));
     const failure = this.failure!;
-    if (this.mayRetry(failure) && opts.pool.availableCount() > 0) return this.next();
+    if (this.mayRetry(failure) && opts.pool.availableCount() > 0 && this.admitRetry()) return this.next();
     this.finish(this.fail(failure.kind === "timeout" ? "SY_UPSTREAM_TIMEOUT" : "SY_UPSTREAM_FAILED", this.detail));
   }
 

@@ -10,6 +10,7 @@
  * connect that timed out) is added to the latter.
  */
 import type { Backend } from "../pool/backend.ts";
+import type { RetryBudget } from "../pool/retry-budget.ts";
 import type { Histogram } from "../stats/histogram.ts";
 import { METHOD_LABELS, type TrafficStats } from "../stats/traffic.ts";
 import type { TcpStats } from "../tcp/stats.ts";
@@ -26,7 +27,7 @@ function byMethodOf(m: Record<string, number[]>): Record<string, number[]> {
 }
 
 /** A worker's figures now. */
-export function reportOf(traffic: TrafficStats, backends: readonly Backend[], tcp?: TcpStats): Report {
+export function reportOf(traffic: TrafficStats, backends: readonly Backend[], tcp?: TcpStats, budget?: RetryBudget): Report {
   const out: Report = {
     traffic: {
       requests: traffic.requests, byMethod: byMethodOf(traffic.byMethod) as TrafficFigures["byMethod"],
@@ -35,6 +36,7 @@ export function reportOf(traffic: TrafficStats, backends: readonly Backend[], tc
     backends: {},
   };
   if (tcp) out.tcp = { ...tcp } as unknown as Record<string, number>;
+  if (budget) out.retryBudget = { exhausted: budget.exhausted };
   for (const b of backends) {
     const s = b.stats;
     out.backends[b.name] = {
@@ -118,6 +120,8 @@ export class Summer {
   private readonly retiredTraffic = emptyTraffic();
   private readonly retiredTcp: Record<string, number> = {};
   private readonly retiredBackends = new Map<string, Sums>();
+  /** Retries the budgets of dead workers refused. */
+  private retiredExhausted = 0;
   /** Per backend, the workers' own connect failures last added to the owner's count. */
   private readonly addedConnectFailures = new WeakMap<Backend, number>();
 
@@ -126,6 +130,8 @@ export class Summer {
       readonly traffic: TrafficStats;
       readonly tcpStats?: TcpStats;
       readonly backends: () => readonly Backend[];
+      /** The owner pool's retry budget, which shows the workers' sums. */
+      readonly retryBudget?: RetryBudget;
     },
   ) {}
 
@@ -144,6 +150,7 @@ export class Summer {
     this.live.delete(slot);
     if (r) {
       addTraffic(this.retiredTraffic, r.traffic);
+      this.retiredExhausted += r.retryBudget?.exhausted ?? 0;
       for (const [k, n] of Object.entries(r.tcp ?? {})) if (k !== "open") this.retiredTcp[k] = (this.retiredTcp[k] ?? 0) + n;
       for (const [name, f] of Object.entries(r.backends)) {
         let s = this.retiredBackends.get(name);
@@ -175,6 +182,11 @@ export class Summer {
     traffic.retries = t.retries;
     setHistogram(traffic.latency, t.latency);
     if (tcpStats) for (const k of Object.keys(tcpStats) as (keyof TcpStats)[]) tcpStats[k] = tcp[k] ?? 0;
+    if (this.target.retryBudget) {
+      let exhausted = this.retiredExhausted;
+      for (const r of this.live.values()) exhausted += r.retryBudget?.exhausted ?? 0;
+      this.target.retryBudget.setRemote(exhausted);
+    }
 
     for (const b of this.target.backends()) {
       const sums = emptySums();

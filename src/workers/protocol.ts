@@ -75,6 +75,8 @@ export interface Report {
   /** TCP mode's listener totals (field for field as TcpStats). */
   tcp?: Record<string, number>;
   backends: Record<string, BackendFigures>;
+  /** HTTP mode: retries the worker's own retry budget (pool/retry-budget.ts) refused. */
+  retryBudget?: { exhausted: number };
 }
 
 /** What a worker saw of a backend, in order; a run of good answers is one "ok". */

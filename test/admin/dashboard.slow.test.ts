@@ -201,6 +201,30 @@ describe.skipIf(SKIP)("dashboard in Chromium", () => {
     }
   });
 
+  test("the Retries card: retries, and the retry budget's refusals, amber once there is one", async () => {
+    const src = { ...fakeSource([{ name: "a", url: "http://127.0.0.1:9" }]), config: { mode: "http" as const, strategy: "round-robin", retry: { budget: { percent: 20, minRetriesPerSecond: 3 } } } };
+    src.traffic.retries = 1234;
+    const admin = createAdminApp(src);
+    const server = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: (req, s) => admin.fetch(req, { server: s }) });
+    const { page, errors } = await openPage();
+    try {
+      await page.goto(`http://127.0.0.1:${server.port}/`);
+      await page.waitForFunction(() => document.getElementById("total-retry-count")?.textContent === "1,234", undefined, { timeout: 5000 });
+      expect(await page.textContent("#retry-budget")).toBe("0 over budget");
+      expect(await page.getAttribute("#retry-budget", "class")).toBe("s ");
+      expect(await page.getAttribute("#retry-budget", "title")).toBe("retry.budget: over any 10 s, retries at most 20% of the requests, plus 3 a second");
+      // Refusals show without a reload.
+      for (let i = 0; i < 2; i++) src.pool.retryBudget.admit({ percent: 0, minRetriesPerSecond: 0 }, performance.now());
+      await page.waitForFunction(() => document.getElementById("retry-budget")?.textContent === "2 over budget", undefined, { timeout: 5000 });
+      expect(await page.getAttribute("#retry-budget", "class")).toBe("s warn");
+      expect(errors).toEqual([]);
+    } finally {
+      await page.close();
+      await admin.stop();
+      await server.stop(true);
+    }
+  }, 20_000);
+
   test("the live indicator shows a lost stream, and the page reconnects by itself", async () => {
     const src = fakeSource([{ name: "a", url: "http://127.0.0.1:9" }]);
     const admin = createAdminApp(src);

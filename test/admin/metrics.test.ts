@@ -114,6 +114,19 @@ describe("/metrics exposition", () => {
     expect(sampleOf(m, "switchyard_backend_in_flight", { backend: "t1" }).value).toBe(1);
   });
 
+  test("the pool's retry budget: refusals counted beside the retries (HTTP mode only)", () => {
+    const src = source();
+    const none = { percent: 0, minRetriesPerSecond: 0 };
+    src.traffic.retries = 4;
+    for (let i = 0; i < 3; i++) src.pool.retryBudget.admit(none, performance.now());
+    const m = parseExposition(renderMetrics(src));
+    expect(m.get("switchyard_retry_budget_exhausted_total")!.type).toBe("counter");
+    expect(sampleOf(m, "switchyard_retry_budget_exhausted_total").value).toBe(3);
+    expect(sampleOf(m, "switchyard_retries_total").value).toBe(4);
+    const tcp = fakeSource([{ name: "t1", url: "http://127.0.0.1:4" }], "tcp");
+    expect(renderMetrics(tcp)).not.toContain("switchyard_retry_budget_exhausted_total");
+  });
+
   test("backend-reported figures and poll counts come from the poller", async () => {
     const src = fakeSource([{ name: "s", url: "http://127.0.0.1:5", statsPath: "/stats" }]);
     const poller = new BackendStatsPoller({

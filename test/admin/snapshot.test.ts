@@ -79,6 +79,21 @@ describe("/stats document", () => {
     expect(s.backends[0]).toMatchObject({ requests: 1, connections: 1, bytesIn: 10, bytesOut: 20 });
   });
 
+  test("HTTP mode: the pool's retry budget, its refusals and its config (false when off, null when unknown)", () => {
+    const src = fakeSource([{ name: "a", url: "http://127.0.0.1:1" }]);
+    src.pool.retryBudget.admit({ percent: 0, minRetriesPerSecond: 0 }, performance.now());
+    expect(buildSnapshot(src, new Sampler(src), new BackendStatsPoller()).totals.retryBudget).toEqual({ exhausted: 1, budget: null });
+    const budget = { percent: 20, minRetriesPerSecond: 3 };
+    const withConfig = { ...src, config: { ...src.config, retry: { budget } } };
+    const s = buildSnapshot(withConfig, new Sampler(withConfig), new BackendStatsPoller());
+    expect(s.totals.retryBudget).toEqual({ exhausted: 1, budget });
+    expect(s.totals.retryBudget!.budget).not.toBe(budget); // a copy: the document is plain data
+    const off = { ...src, config: { ...src.config, retry: { budget: false as const } } };
+    expect(buildSnapshot(off, new Sampler(off), new BackendStatsPoller()).totals.retryBudget).toEqual({ exhausted: 1, budget: false });
+    const tcp = fakeSource([{ name: "t", url: "http://127.0.0.1:1" }], "tcp");
+    expect(buildSnapshot(tcp, new Sampler(tcp), new BackendStatsPoller()).totals.retryBudget).toBeUndefined();
+  });
+
   test("uptime reads like the sim's, with days past 24 hours", () => {
     expect(formatUptime(0)).toBe("00h:00m:00s");
     expect(formatUptime(3723)).toBe("01h:02m:03s");

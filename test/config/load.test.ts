@@ -40,7 +40,10 @@ describe("defaults and normalization", () => {
     expect(c.listen).toEqual({ host: "0.0.0.0", port: 8000 });
     expect(c.admin).toEqual({ host: "127.0.0.1", port: 8081, allowedHosts: [] });
     expect(c.strategy).toBe("least-connections");
-    expect(c.retry).toEqual({ attempts: 3, perTryTimeout: 5000, timeout: 15000, onStatus: [502, 503, 504], nonIdempotent: false, bufferBody: 65536 });
+    expect(c.retry).toEqual({
+      attempts: 3, perTryTimeout: 5000, timeout: 15000, onStatus: [502, 503, 504], nonIdempotent: false, bufferBody: 65536,
+      budget: { percent: 20, minRetriesPerSecond: 3 },
+    });
     expect(c.timeouts).toEqual({ idle: 60_000, send: 60_000, connect: 5000, header: 10_000, upstreamIdle: 4000, shutdownGrace: 10_000 });
     expect(c.engine).toBe("socket");
     expect(c.limits.maxBodySize).toBe(128 * 1024 * 1024);
@@ -240,6 +243,20 @@ describe("one validation for check and serve", () => {
       'backends[0].healthCheck.interval: got "50ms", expected at least 100ms between probes',
     ]);
     expect(validateConfig(withBackend({ healthCheck: { interval: "100ms" } })).healthCheck).toMatchObject({ interval: 100 });
+  });
+
+  test("retry.budget: on by default, an object of percent and minRetriesPerSecond, or false; each field named when wrong", () => {
+    expect(validateConfig(withBackend({ retry: { budget: { percent: 50 } } })).retry.budget).toEqual({ percent: 50, minRetriesPerSecond: 3 });
+    expect(validateConfig(withBackend({ retry: { budget: { minRetriesPerSecond: 0.5 } } })).retry.budget).toEqual({ percent: 20, minRetriesPerSecond: 0.5 });
+    expect(validateConfig(withBackend({ retry: { budget: false } })).retry.budget).toBe(false);
+    expect(problems(withBackend({ retry: { budget: { percent: 120, minRetriesPerSecond: -1 } } }))).toEqual([
+      "retry.budget.percent: got 120, expected a percentage from 0 to 100",
+      "retry.budget.minRetriesPerSecond: got -1, expected a number of retries per second, 0 or more",
+    ]);
+    expect(problems(withBackend({ retry: { budget: true } }))).toEqual(["retry.budget: got true, expected { percent, minRetriesPerSecond } or false (no budget)"]);
+    expect(problems(withBackend({ retry: { budget: { minRetries: 3 } } }))).toEqual([
+      "retry.budget.minRetries: unknown option (known: percent, minRetriesPerSecond)",
+    ]);
   });
 
   test("listen.host and admin.host: an IP address or a host name, named when wrong", () => {

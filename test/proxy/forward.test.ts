@@ -6,6 +6,7 @@
  * The engines' own tests (engine/, proxy/forwarding) cover the same loop over real sockets.
  */
 import { describe, expect, test } from "bun:test";
+import { waitFor } from "../helpers/wait.ts";
 import { createForwarder, type ForwardOptions, type ForwardRequest, type TryReceiver, type UpstreamResponse, type Wire } from "../../src/proxy/forward.ts";
 import { LocalPool } from "../../src/pool/pool.ts";
 import { createPolicy } from "../../src/policy/policy.ts";
@@ -16,12 +17,13 @@ import { Cancel } from "../../src/proxy/cancel.ts";
 import { NetworkError } from "../../src/net/network-error.ts";
 import type { Backend } from "../../src/pool/backend.ts";
 import type { ErrorAnswer } from "../../src/proxy/errors.ts";
+import type { RetryBudgetConfig } from "../../src/proxy/retry.ts";
 
 type Out = { kind: "answered" | "answer" | "gone" | "internal"; status: number };
 /** What the scripted wire does with try number n (0-based): report now, later, or twice. */
 type Script = (n: number, backend: Backend, t: TryReceiver, cancel: Cancel) => void;
 
-function setup(script: Script, opts: { internalError?: boolean; attempts?: number; concurrency?: number; respondThrows?: boolean; perTryTimeout?: number; timeout?: number } = {}) {
+function setup(script: Script, opts: { internalError?: boolean; attempts?: number; concurrency?: number; respondThrows?: boolean; perTryTimeout?: number; timeout?: number; budget?: RetryBudgetConfig } = {}) {
   const pool = new LocalPool(createPolicy("round-robin"), [
     { name: "a", url: "http://127.0.0.1:1" },
     { name: "b", url: "http://127.0.0.1:2" },
@@ -29,6 +31,7 @@ function setup(script: Script, opts: { internalError?: boolean; attempts?: numbe
   const traffic = new TrafficStats();
   const passive = { connectFailed() {}, succeeded() {}, failed() {} };
   const errors: unknown[] = [];
+  const answers: ErrorAnswer[] = [];
   let tries = 0;
   let responds = 0;
   const wire: Wire<null, Out> = {
@@ -41,7 +44,10 @@ function setup(script: Script, opts: { internalError?: boolean; attempts?: numbe
       end.bodyEnded(0);
       return { kind: "answered", status: res.status };
     },
-    answer: (_req, a: ErrorAnswer) => ({ kind: "answer", status: a.status }),
+    answer: (_req, a: ErrorAnswer) => {
+      answers.push(a);
+      return { kind: "answer", status: a.status };
+    },
     gone: () => ({ kind: "gone", status: 499 }),
   };
   if (opts.internalError) {
@@ -52,7 +58,8 @@ function setup(script: Script, opts: { internalError?: boolean; attempts?: numbe
   }
   const fo: ForwardOptions = {
     pool, passive, traffic, trusted: cidrMatcher([]), preserveHost: true,
-    retry: { attempts: opts.attempts ?? 2, perTryTimeout: opts.perTryTimeout ?? 1000, timeout: opts.timeout ?? 5000, onStatus: [503], nonIdempotent: false },
+    retry: { attempts: opts.attempts ?? 2, perTryTimeout: opts.perTryTimeout ?? 1000, timeout: opts.timeout ?? 5000, onStatus: [503], nonIdempotent: false,
+      budget: opts.budget ?? { percent: 20, minRetriesPerSecond: 3 } },
     upstreamConcurrency: opts.concurrency ?? 0,
   };
   const forwarder = createForwarder(fo, wire);
@@ -61,7 +68,7 @@ function setup(script: Script, opts: { internalError?: boolean; attempts?: numbe
     own: null, replayable: true, cancel: new Cancel(),
   });
   const inFlight = () => pool.backends.reduce((n, b) => n + b.inFlight, 0);
-  return { forwarder, request, errors, inFlight, tries: () => tries, responds: () => responds };
+  return { forwarder, request, errors, answers, inFlight, pool, traffic, tries: () => tries, responds: () => responds };
 }
 
 /** `p`, or "stuck" if it has not settled within `ms` (the timer is cleared either way). */
@@ -172,5 +179,67 @@ describe("forwarding loop: a fault of ours", () => {
     expect(took).toBeGreaterThanOrEqual(440);
     expect(took).toBeLessThan(1500);
     expect(inFlight()).toBe(0);
+  });
+});
+
+describe("forwarding loop: the retry budget (retry.budget)", () => {
+  const NONE = { percent: 0, minRetriesPerSecond: 0 };
+
+  test("refused, a retryable status goes to the client as the backend sent it, and the pool counts it", async () => {
+    const { forwarder, request, pool, tries, traffic } = setup((_n, _b, t) => t.headReceived(head(503)), { budget: NONE });
+    expect(await forwarder.forward(request())).toEqual({ kind: "answered", status: 503 });
+    expect([tries(), pool.retryBudget.exhausted, traffic.retries]).toEqual([1, 1, 0]);
+  });
+
+  test("refused, a network failure is answered as the last failure (502), saying why, and counted", async () => {
+    const { forwarder, request, pool, tries, inFlight, answers } = setup((_n, _b, t) => t.tryFailed(new NetworkError("ECONNRESET", "reset")), { budget: NONE });
+    expect(await forwarder.forward(request())).toEqual({ kind: "answer", status: 502 });
+    expect(JSON.parse(answers[0]!.body).message).toBe("every try to reach a backend failed: connection reset (ECONNRESET); not retried: the pool's retry budget is spent");
+    expect([tries(), pool.retryBudget.exhausted, inFlight()]).toEqual([1, 1, 0]);
+  });
+
+  test("a failure that may not be retried anyway (out of tries) is no exhaustion", async () => {
+    const { forwarder, request, pool, tries } = setup((_n, _b, t) => t.headReceived(head(503)), { attempts: 1, budget: NONE });
+    expect(await forwarder.forward(request())).toEqual({ kind: "answered", status: 503 });
+    expect([tries(), pool.retryBudget.exhausted]).toEqual([1, 0]);
+  });
+
+  test("each request earns its share; a retried status is paid for once, not once in answer() and again in tryOver()", async () => {
+    // 50%: each request earns half a retry, so every second request may be retried.
+    const { forwarder, request, pool, tries, traffic } = setup((n, _b, t) => t.headReceived(head(n % 3 === 0 ? 503 : 200)), {
+      budget: { percent: 50, minRetriesPerSecond: 0 },
+    });
+    // Request 1: try 0 is 503, and half a retry is not a whole one: refused, 503 to the client.
+    expect(await forwarder.forward(request())).toEqual({ kind: "answered", status: 503 });
+    // Request 2: try 1 is 200.
+    expect(await forwarder.forward(request())).toEqual({ kind: "answered", status: 200 });
+    // Request 3: try 2 is 200; request 4: try 3 is 503, retried with the credit of 4 requests
+    // (2 retries), try 4 answers 200.
+    expect(await forwarder.forward(request())).toEqual({ kind: "answered", status: 200 });
+    expect(await forwarder.forward(request())).toEqual({ kind: "answered", status: 200 });
+    expect([tries(), traffic.retries, pool.retryBudget.exhausted]).toEqual([5, 1, 1]);
+    expect(pool.retryBudget.window(performance.now())).toEqual({ requests: 4, retries: 1 });
+  });
+
+  test("concurrent failures: the window's credit is shared, the rest answer at once with their failure", async () => {
+    // The floor alone: 0.3 a second over 10 s is 3 retries; ten requests all fail their first try.
+    const held: TryReceiver[] = [];
+    const { forwarder, request, pool, traffic } = setup(
+      (n, _b, t) => (n < 10 ? queueMicrotask(() => t.headReceived(head(503))) : held.push(t)),
+      { budget: { percent: 0, minRetriesPerSecond: 0.3 } },
+    );
+    const outs = Array.from({ length: 10 }, () => forwarder.forward(request()));
+    await waitFor(() => held.length + pool.retryBudget.exhausted === 10, "every first try decided");
+    expect([held.length, pool.retryBudget.exhausted, traffic.retries]).toEqual([3, 7, 3]);
+    for (const t of held) t.headReceived(head(200));
+    const statuses = (await Promise.all(outs)).map((o) => o.status).sort();
+    expect(statuses).toEqual([200, 200, 200, 503, 503, 503, 503, 503, 503, 503]);
+  });
+
+  test("false: no budget; every retry goes, none is refused", async () => {
+    const { forwarder, request, pool, tries } = setup((_n, _b, t) => t.headReceived(head(503)), { attempts: 3, budget: false });
+    const outs = await Promise.all(Array.from({ length: 20 }, () => forwarder.forward(request())));
+    expect(outs.every((o) => o.status === 503)).toBe(true);
+    expect([tries(), pool.retryBudget.exhausted]).toEqual([60, 0]);
   });
 });

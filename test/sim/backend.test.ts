@@ -22,6 +22,7 @@ beforeAll(async () => {
 afterEach(async () => {
   b.setLatency(NO_LATENCY);
   b.setFailRate(0);
+  b.setFailStatus(500);
   b.setHealth("up");
   b.resetCount();
   await Promise.all(extra.splice(0).map((x) => x.stop()));
@@ -42,6 +43,7 @@ describe("startSimBackend", () => {
   test("rejects bad options", async () => {
     await expect(startSimBackend({ name: "" })).rejects.toThrow(/needs a name/);
     await expect(startSimBackend({ name: "x", failRate: 2 })).rejects.toThrow(/invalid failRate 2: expected a number from 0 to 1/);
+    await expect(startSimBackend({ name: "x", failStatus: 404 })).rejects.toThrow(/invalid failStatus 404: expected a status from 500 to 599/);
     await expect(startSimBackend({ name: "x", latency: { min: 5, max: 1 } })).rejects.toThrow(/minimum 5 is greater/);
     await expect(startSimBackend({ name: "x", health: "sideways" as never })).rejects.toThrow(/invalid health "sideways"/);
     await expect(startSimBackend({ name: "x", idleTimeout: 300 })).rejects.toThrow(/invalid idleTimeout 300/);
@@ -50,6 +52,7 @@ describe("startSimBackend", () => {
   test("setters validate", () => {
     expect(() => b.setFailRate(-0.1)).toThrow(/invalid failRate -0.1/);
     expect(() => b.setFailRate(Number.NaN)).toThrow(/invalid failRate NaN/);
+    expect(() => b.setFailStatus(503.5)).toThrow(/invalid failStatus 503.5/);
     expect(() => b.setLatency({ min: 1.5, max: 2 })).toThrow(/not a whole/);
     expect(() => b.setHealth("nope" as never)).toThrow(/expected "up", "down" or "hang"/);
   });
@@ -373,6 +376,18 @@ describe("failRate and latency", () => {
     expect(b.requests).toBe(3);
   });
 
+  test("failStatus sets the status of those failures: 503 to everything, /health still 200", async () => {
+    const own503 = await own({ name: "overloaded", failRate: 1, failStatus: 503 });
+    for (const path of ["/", "/echo", "/status/200"]) {
+      const res = await fetch(own503.url + path);
+      expect([res.status, await res.text()]).toEqual([503, "simulated failure"]);
+    }
+    expect((await fetch(`${own503.url}/health`)).status).toBe(200);
+    b.setFailRate(1);
+    b.setFailStatus(502);
+    expect((await fetch(b.url)).status).toBe(502);
+  });
+
   test("failRate 0.5 gives both answers", async () => {
     b.setFailRate(0.5);
     const statuses = new Set<number>();
@@ -406,6 +421,7 @@ describe("/_control", () => {
       port: b.port,
       latency: { min: 0, max: 0 },
       failRate: 0,
+      failStatus: 500,
       health: "up",
       requests: 1,
       active: 0,
@@ -418,6 +434,8 @@ describe("/_control", () => {
     expect(await res.json()).toMatchObject({ latency: { min: 1, max: 3 }, failRate: 0.25, health: "down" });
     expect((await fetch(`${b.url}/health`)).status).toBe(503);
 
+    res = await post(JSON.stringify({ failStatus: 503 }));
+    expect(await res.json()).toMatchObject({ failRate: 0.25, failStatus: 503 });
     res = await post(JSON.stringify({ latency: 2 }), "PUT");
     expect(await res.json()).toMatchObject({ latency: { min: 2, max: 2 }, failRate: 0.25, health: "down" });
     res = await post(JSON.stringify({ latency: { min: 0, max: 0 }, failRate: 0, health: "up" }));
@@ -432,8 +450,9 @@ describe("/_control", () => {
     ['{"latency": -3}', /invalid latency -3/],
     ['{"failRate": 1.5}', /invalid failRate 1.5: expected a number from 0 to 1/],
     ['{"failRate": "0.5"}', /invalid failRate "0.5"/],
+    ['{"failStatus": 200}', /invalid failStatus 200: expected a status from 500 to 599/],
     ['{"health": "sideways"}', /invalid health "sideways": expected "up", "down" or "hang"/],
-    ['{"weight": 3}', /unknown control field "weight": expected latency, failRate or health/],
+    ['{"weight": 3}', /unknown control field "weight": expected latency, failRate, failStatus or health/],
   ])("%s is 400", async (body, message) => {
     const res = await post(body);
     expect(res.status).toBe(400);

@@ -57,6 +57,22 @@ describe("Summer", () => {
     held.release();
   });
 
+  test("the workers' retry-budget refusals are summed into the owner's pool; a dead worker's stay", () => {
+    const owner = new LocalPool(createPolicy("round-robin"));
+    const summer = new Summer({ traffic: new TrafficStats(), backends: () => [], retryBudget: owner.retryBudget });
+    const none = { percent: 0, minRetriesPerSecond: 0 };
+    const w0 = new LocalPool(createPolicy("round-robin"));
+    const w1 = new LocalPool(createPolicy("round-robin"));
+    for (let i = 0; i < 3; i++) w0.retryBudget.admit(none, 0);
+    w1.retryBudget.admit(none, 0);
+    summer.update(0, reportOf(new TrafficStats(), [], undefined, w0.retryBudget));
+    summer.update(1, reportOf(new TrafficStats(), [], undefined, w1.retryBudget));
+    expect(owner.retryBudget.exhausted).toBe(4);
+    summer.retire(1);
+    summer.update(1, reportOf(new TrafficStats(), [], undefined, new LocalPool(createPolicy("round-robin")).retryBudget));
+    expect(owner.retryBudget.exhausted).toBe(4);
+  });
+
   test("TCP totals are summed; open connections of a dead worker are not", () => {
     const traffic = new TrafficStats();
     const tcpStats = new TcpStats();
