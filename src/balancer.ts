@@ -100,6 +100,7 @@ export async function startBalancer(initial: Config, opts: BalancerOptions = {})
   let running = initial;
 
   const pool = new LocalPool(createPolicy(initial.strategy));
+  pool.setPanicThreshold(initial.panicThreshold);
   const health = new HealthMonitor(new Map());
   const passive = new PassiveHealth(pool, initial.passive, (b) => health.probes(b));
   let socketEngine: SocketEngine | undefined;
@@ -140,6 +141,11 @@ export async function startBalancer(initial: Config, opts: BalancerOptions = {})
     if (to === "down" || to === "ejected") logger.warn(line);
     else logger.info(line);
   });
+  const unsubscribePanic = pool.onPanicChange(({ panic, serving, inService, threshold }) => {
+    const share = `${serving} of ${inService} backends in service healthy, threshold ${threshold}%`;
+    if (panic) logger.warn(`pool in panic mode (${share}): balancing over every backend in service, healthy or not`);
+    else logger.info(`pool out of panic mode (${share})`);
+  });
   const tcpStats = initial.mode === "tcp" ? new TcpStats() : undefined;
   /** Shared by every fetch-engine handler this balancer builds (a reload swaps handlers). */
   const lifecycle = { draining: false };
@@ -176,6 +182,7 @@ export async function startBalancer(initial: Config, opts: BalancerOptions = {})
     const lines = diffPaths(withoutBackends(prev), withoutBackends(target));
     if (prev.strategy !== target.strategy) pool.setPolicy(createPolicy(target.strategy));
     passive.configure(target.passive);
+    pool.setPanicThreshold(target.panicThreshold);
     // New DNS entries are looked up first, so that their backends arrive with the reload.
     await discovery.configure(target);
     backendsFrom = target;
@@ -219,6 +226,7 @@ export async function startBalancer(initial: Config, opts: BalancerOptions = {})
   }
   // Start-up probes run before the listener opens: traffic goes only to backends not known down.
   await health.start();
+  passive.startSweeps();
 
   let stopping: Promise<void> | undefined;
   const stop = (graceful = true): Promise<void> => {
@@ -234,6 +242,7 @@ export async function startBalancer(initial: Config, opts: BalancerOptions = {})
       const healthStopped = health.stop();
       passive.stop();
       unsubscribe();
+      unsubscribePanic();
       unlistenWorkers();
       void redirect?.stop(true);
       // Workers drain themselves within the same grace, then cut what is left.

@@ -23,7 +23,18 @@ export interface Pool {
    * and not excluded, whatever the policy (see policy/sticky.ts).
    */
   pick(exclude?: ReadonlySet<Backend>, key?: string, preferred?: Backend): Backend | undefined;
+  /** Backends available by health, drain, ejection and room: what /readyz reports. */
   availableCount(now?: number): number;
+  /** Backends pick() may choose now: the available ones, or in panic mode every one in service with room. */
+  routableCount(now?: number): number;
+  /** Whether pick() is in panic mode now (see LocalPool). */
+  panicking(now?: number): boolean;
+  /** Panic mode's figures: how often it began, and how many picks it made. */
+  readonly panic: PanicFigures;
+  /** A new panic threshold (a percentage; 0 turns panic mode off). */
+  setPanicThreshold(percent: number): void;
+  /** Told once each time panic mode begins or ends. */
+  onPanicChange(fn: (change: PanicChange) => void): () => void;
   get(name: string): Backend | undefined;
   /** A new backend (from options), or one built by the caller (reconcile builds them). */
   add(opts: BackendOptions | Backend): Backend;
@@ -34,6 +45,38 @@ export interface Pool {
   onStateChange(fn: (change: StateChange) => void): () => void;
 }
 
+/** Panic mode's counters, changed only by the pool (and, with workers, set from their reports). */
+export interface PanicFigures {
+  /** Times panic mode began (in the process that decides health: the owner, with workers). */
+  readonly entered: number;
+  /** Picks made in panic mode: requests (HTTP) or connections (TCP) balanced over unhealthy backends too. */
+  readonly picks: number;
+}
+
+export interface PanicChange {
+  panic: boolean;
+  /** Backends serving (healthy, not ejected) and backends in service (enabled, not forced down). */
+  serving: number;
+  inService: number;
+  threshold: number;
+}
+
+/** Envoy's default healthy_panic_threshold. */
+export const DEFAULT_PANIC_THRESHOLD = 50;
+
+/**
+ * Availability is decided here, in one place, for every policy (they only see the candidates
+ * this hands them):
+ *
+ * - Normal: the backends that are `available()` (healthy, enabled, not ejected, with room).
+ * - Panic mode (Envoy's healthy panic threshold): when fewer than `panicThreshold` percent of
+ *   the backends in service (enabled and not forced down) are serving (healthy and not
+ *   ejected), health is ignored and every backend in service with room is a candidate. When
+ *   most of a pool looks unhealthy the likelier fault is the detection (a shared dependency, a
+ *   bad check, a burst of errors that ejected too much), and piling all traffic on the few
+ *   left would take them down too; spreading it keeps some requests answered. Drained and
+ *   forced-down backends stay out: an operator's intent is never overridden.
+ */
 export class LocalPool implements Pool {
   private list: Backend[] = [];
   private listeners: ((change: StateChange) => void)[] = [];
@@ -45,6 +88,14 @@ export class LocalPool implements Pool {
 
   /** Backends given to the constructor take a full share at once; later ones ramp up. */
   private running = false;
+
+  private panicThreshold = DEFAULT_PANIC_THRESHOLD;
+  /** The panic mode last seen (by a pick or a state change): announced when it flips. */
+  private inPanic = false;
+  private readonly panicFigures = { entered: 0, picks: 0 };
+  /** With workers: panic picks the workers reported, beside this process's own. */
+  private remotePanicPicks = 0;
+  private panicListeners: ((change: PanicChange) => void)[] = [];
 
   constructor(
     policy: SelectionPolicy,
@@ -81,9 +132,13 @@ export class LocalPool implements Pool {
     // slowstart applies to servers that join, not to those present when the process starts).
     // One built by the caller has said when its ramp starts.
     const b = opts instanceof Backend ? opts : new Backend(this.running && opts.rampFrom === undefined ? { ...opts, rampFrom: Date.now() } : opts);
-    this.subscriptions.set(b, b.onStateChange((c) => this.listeners.forEach((fn) => fn(c))));
+    this.subscriptions.set(b, b.onStateChange((c) => {
+      this.listeners.forEach((fn) => fn(c));
+      this.panicking();
+    }));
     this.list = [...this.list, b];
     this.currentPolicy.membersChanged?.(this.list);
+    if (this.running) this.panicking();
     return b;
   }
 
@@ -94,6 +149,7 @@ export class LocalPool implements Pool {
     this.subscriptions.get(b)?.();
     this.subscriptions.delete(b);
     this.currentPolicy.membersChanged?.(this.list);
+    this.panicking();
     return b;
   }
 
@@ -118,25 +174,90 @@ export class LocalPool implements Pool {
     return n;
   }
 
+  routableCount(now = Date.now()): number {
+    const panic = this.panicking(now);
+    let n = 0;
+    for (const b of this.list) if (this.candidate(b, panic, now)) n++;
+    return n;
+  }
+
+  get panic(): PanicFigures {
+    return { entered: this.panicFigures.entered, picks: this.panicFigures.picks + this.remotePanicPicks };
+  }
+
+  /** With workers: the panic picks they reported, summed (the owner's process makes none). */
+  setRemotePanicPicks(n: number): void {
+    this.remotePanicPicks = n;
+  }
+
+  setPanicThreshold(percent: number): void {
+    this.panicThreshold = percent;
+    this.panicking();
+  }
+
+  onPanicChange(fn: (change: PanicChange) => void): () => void {
+    this.panicListeners.push(fn);
+    return () => {
+      this.panicListeners = this.panicListeners.filter((l) => l !== fn);
+    };
+  }
+
+  /**
+   * Whether the pool is in panic mode at `now` (see the class comment). Announces a flip, once:
+   * called on every pick and on every change of a member's state, so a flip is told when it
+   * happens even with no traffic (an ejection that runs out by the clock is told by the pick
+   * that sees it, or by its owner's readmit a moment later).
+   */
+  panicking(now = Date.now()): boolean {
+    if (this.panicThreshold === 0) return this.observePanic(false, 0, 0);
+    let inService = 0;
+    let serving = 0;
+    for (const b of this.list) {
+      if (!b.inService()) continue;
+      inService++;
+      if (b.serving(now)) serving++;
+    }
+    // Strictly fewer than the threshold, as Envoy: 2 backends at 50% with one serving is no panic.
+    return this.observePanic(inService > 0 && serving * 100 < this.panicThreshold * inService, serving, inService);
+  }
+
+  private observePanic(panic: boolean, serving: number, inService: number): boolean {
+    if (panic === this.inPanic) return panic;
+    this.inPanic = panic;
+    if (panic) this.panicFigures.entered++;
+    const change: PanicChange = { panic, serving, inService, threshold: this.panicThreshold };
+    for (const fn of this.panicListeners) fn(change);
+    return panic;
+  }
+
+  /** The one availability predicate of selection: normal times, or panic mode. */
+  private candidate(b: Backend, panic: boolean, now: number): boolean {
+    return panic ? b.inService() && b.hasRoom() : b.available(now);
+  }
+
   pick(exclude?: ReadonlySet<Backend>, key?: string, preferred?: Backend): Backend | undefined {
     const now = Date.now();
+    const panic = this.panicking(now);
     // Session affinity outranks the policy and slow start: the session's backend is taken
     // while it can take it. A removed backend is no longer available to anyone here.
-    if (preferred !== undefined && preferred.available(now) && !exclude?.has(preferred) && this.list.includes(preferred)) {
+    if (preferred !== undefined && this.candidate(preferred, panic, now) && !exclude?.has(preferred) && this.list.includes(preferred)) {
+      if (panic) this.panicFigures.picks++;
       return preferred;
     }
     const c = this.scratch;
     c.length = 0;
     let fallback = false;
-    for (const b of this.list) if (b.available(now) && !exclude?.has(b)) c.push(b);
+    for (const b of this.list) if (this.candidate(b, panic, now) && !exclude?.has(b)) c.push(b);
     if (c.length === 0 && exclude && exclude.size > 0) {
       fallback = true;
-      for (const b of this.list) if (b.available(now)) c.push(b);
+      for (const b of this.list) if (this.candidate(b, panic, now)) c.push(b);
     }
     if (c.length === 0) return undefined;
-    if (!fallback) this.applySlowStart(c, now);
+    // In panic every candidate takes a full share: health, and so a ramp after it, is ignored.
+    if (!fallback && !panic) this.applySlowStart(c, now);
     const chosen = this.currentPolicy.pick(c, key);
     c.length = 0;
+    if (panic && chosen !== undefined) this.panicFigures.picks++;
     return chosen;
   }
 

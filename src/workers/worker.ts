@@ -172,6 +172,7 @@ export function runWorker(): Promise<number> {
       switch (m.t) {
         case "start": {
           running = m.config;
+          pool.setPanicThreshold(m.config.panicThreshold);
           applyTable(pool, m.table, () => {});
           send({ t: "applied", version: m.table.version });
           try {
@@ -202,6 +203,7 @@ export function runWorker(): Promise<number> {
         case "config": {
           const prev = running;
           running = m.config;
+          pool.setPanicThreshold(m.config.panicThreshold);
           // Proxy settings change in place, as in one process: a new fetch handler, the socket
           // engine reconfigured for new requests, TCP's timeouts for new connections.
           if (prev && proxySettings(prev) !== proxySettings(m.config)) {

@@ -44,8 +44,10 @@ describe("the set", () => {
 });
 
 describe("pick", () => {
-  test("only available backends; undefined when there is none", () => {
+  test("only available backends; undefined when there is none (panic mode off)", () => {
     const pool = three();
+    // Panic mode would balance over a and c once none is available: see "panic mode" below.
+    pool.setPanicThreshold(0);
     pool.get("a")!.setHealthy(false, "probe");
     pool.get("b")!.setEnabled(false);
     expect(pool.availableCount()).toBe(1);
