@@ -7,6 +7,7 @@ import type { Backend, BackendState } from "../pool/backend.ts";
 import type { Pool } from "../pool/pool.ts";
 import type { TrafficStats } from "../stats/traffic.ts";
 import type { ProxyErrorCode } from "../proxy/errors.ts";
+import type { LocalCode } from "../net/network-error.ts";
 import type { TcpStats } from "../tcp/stats.ts";
 import {
   backendTally, formatUptime, percentiles, responsesByClass, totalTally,
@@ -111,6 +112,12 @@ export interface StatsDocument {
     /** Seconds the windowed figures (rps, errorRate, latencyMs) cover; 0 until two samples exist. */
     windowSeconds: number;
     backends: { total: number; available: number } & Record<BackendState, number>;
+    /**
+     * Panic mode (Envoy's healthy panic threshold, pool.ts): whether the pool balances over
+     * every backend in service now, its threshold (%), how often it began, and the picks
+     * (requests; TCP: connections) made in it, all time.
+     */
+    panic: { active: boolean; threshold: number; entered: number; picks: number };
   };
   totals: {
     /** Requests answered or abandoned by their client (TCP: connections accepted), all time. */
@@ -123,6 +130,11 @@ export interface StatsDocument {
     errors: ErrorRates & { total: number };
     errorRate: ErrorRates | null;
     proxyErrors: Record<ProxyErrorCode, number>;
+    /**
+     * Tries that failed for want of the proxy's own resources, by code (net/network-error.ts):
+     * the proxy's errors, never counted against a backend (TCP mode: tcp.localErrors).
+     */
+    localErrors: Record<LocalCode, number>;
     retries: number;
     latencyMs: Percentiles | null;
     latencyMsAllTime: Percentiles | null;
@@ -175,6 +187,7 @@ export function buildSnapshot(src: SnapshotSource, sampler: Sampler, poller: Bac
       now: new Date(now).toISOString(),
       windowSeconds: win?.seconds ?? 0,
       backends: { total: backends.length, available, ...states },
+      panic: { active: pool.panicking(now), threshold: pool.panicThreshold, ...pool.panic },
     },
     totals: {
       requests: total.units,
@@ -185,6 +198,7 @@ export function buildSnapshot(src: SnapshotSource, sampler: Sampler, poller: Bac
       errors: { "4xx": total.c4, "5xx": total.c5, proxy: total.proxy, total: total.c4 + total.c5 + total.proxy },
       errorRate: win?.total.errorRate ?? null,
       proxyErrors: { ...traffic.proxyErrors },
+      localErrors: { ...traffic.localErrors },
       retries: config.mode === "tcp" && src.tcpStats ? src.tcpStats.retries : traffic.retries,
       latencyMs: win?.total.latencyMs ?? null,
       latencyMsAllTime: percentiles(total.latency),

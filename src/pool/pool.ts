@@ -31,6 +31,10 @@ export interface Pool {
   panicking(now?: number): boolean;
   /** Panic mode's figures: how often it began, and how many picks it made. */
   readonly panic: PanicFigures;
+  /** The panic threshold in force, a percentage (0: panic mode off). */
+  readonly panicThreshold: number;
+  /** With workers: the panic picks they reported, summed (added to this process's own). */
+  setRemotePanicPicks(n: number): void;
   /** A new panic threshold (a percentage; 0 turns panic mode off). */
   setPanicThreshold(percent: number): void;
   /** Told once each time panic mode begins or ends. */
@@ -89,7 +93,7 @@ export class LocalPool implements Pool {
   /** Backends given to the constructor take a full share at once; later ones ramp up. */
   private running = false;
 
-  private panicThreshold = DEFAULT_PANIC_THRESHOLD;
+  private threshold = DEFAULT_PANIC_THRESHOLD;
   /** The panic mode last seen (by a pick or a state change): announced when it flips. */
   private inPanic = false;
   private readonly panicFigures = { entered: 0, picks: 0 };
@@ -190,8 +194,12 @@ export class LocalPool implements Pool {
     this.remotePanicPicks = n;
   }
 
+  get panicThreshold(): number {
+    return this.threshold;
+  }
+
   setPanicThreshold(percent: number): void {
-    this.panicThreshold = percent;
+    this.threshold = percent;
     this.panicking();
   }
 
@@ -209,7 +217,7 @@ export class LocalPool implements Pool {
    * that sees it, or by its owner's readmit a moment later).
    */
   panicking(now = Date.now()): boolean {
-    if (this.panicThreshold === 0) return this.observePanic(false, 0, 0);
+    if (this.threshold === 0) return this.observePanic(false, 0, 0);
     let inService = 0;
     let serving = 0;
     for (const b of this.list) {
@@ -218,14 +226,14 @@ export class LocalPool implements Pool {
       if (b.serving(now)) serving++;
     }
     // Strictly fewer than the threshold, as Envoy: 2 backends at 50% with one serving is no panic.
-    return this.observePanic(inService > 0 && serving * 100 < this.panicThreshold * inService, serving, inService);
+    return this.observePanic(inService > 0 && serving * 100 < this.threshold * inService, serving, inService);
   }
 
   private observePanic(panic: boolean, serving: number, inService: number): boolean {
     if (panic === this.inPanic) return panic;
     this.inPanic = panic;
     if (panic) this.panicFigures.entered++;
-    const change: PanicChange = { panic, serving, inService, threshold: this.panicThreshold };
+    const change: PanicChange = { panic, serving, inService, threshold: this.threshold };
     for (const fn of this.panicListeners) fn(change);
     return panic;
   }

@@ -140,7 +140,7 @@ export function runWorker(): Promise<number> {
   };
   const report = (id?: number) => {
     passive.flush();
-    send({ t: "report", report: reportOf(traffic, pool.backends, tcpStats), ...(id !== undefined ? { id } : {}) });
+    send({ t: "report", report: reportOf(traffic, pool.backends, tcpStats, pool.panic.picks), ...(id !== undefined ? { id } : {}) });
   };
 
   return new Promise<number>((resolve) => {

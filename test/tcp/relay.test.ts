@@ -277,7 +277,7 @@ describe("figures", () => {
     expect(b.receivedHash).toBe(b.sentHash);
     await waitFor(() => second.connections === 0, "both relays to end");
     expect({ ...second.stats }).toEqual({
-      accepted: 2, open: 0, rejected: 0, unreachable: 0, connectFailures: 1, connectTimeouts: 0,
+      accepted: 2, open: 0, rejected: 0, unreachable: 0, connectFailures: 1, localErrors: 0, connectTimeouts: 0,
       retries: 1, idleTimeouts: 0, resets: 0, bytesIn: 3000, bytesOut: 3000,
     });
     expect([refused.acquired, refused.inFlight, refused.stats.connectFailures]).toEqual([1, 0, 1]);
