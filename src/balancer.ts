@@ -17,7 +17,7 @@ import { LocalPool, type Pool } from "./pool/pool.ts";
 import { createPolicy } from "./policy/policy.ts";
 import { PassiveHealth, type PassiveSignals } from "./health/passive.ts";
 import { HealthMonitor } from "./health/monitor.ts";
-import { createFetchHandler } from "./engine/fetch.ts";
+import { createFetchHandler, startFetchClient } from "./engine/fetch.ts";
 import { bridgeHandlers } from "./engine/websocket.ts";
 import { startSocketEngine, type SocketEngine, type SocketEngineSettings } from "./engine/socket/engine.ts";
 import { cidrMatcher } from "./proxy/cidr.ts";
@@ -288,6 +288,7 @@ export async function startBalancer(initial: Config, opts: BalancerOptions = {})
       tls?.onRenew((m) => socketEngine?.renewTls(m));
       url = `${tls ? "https" : "http"}://${hostForUrl(initial.listen.host)}:${socketEngine.port}`;
     } else {
+      await startFetchClient();
       http = serveHttp(initial, buildProxy(initial, ctx, accessLogFor(initial), lifecycle), undefined, tls?.material);
       tls?.onRenew((m) => http?.renewTls(m));
       url = `${tls ? "https" : "http"}://${hostForUrl(initial.listen.host)}:${http.server.port}`;

@@ -19,6 +19,7 @@ import { TrafficStats } from "../stats/traffic.ts";
 import { TcpStats } from "../tcp/stats.ts";
 import { startTcpProxy, type TcpProxy } from "../tcp/proxy.ts";
 import type { SocketEngine } from "../engine/socket/engine.ts";
+import { startFetchClient } from "../engine/fetch.ts";
 import { createAccessLog, type AccessLog } from "../log/access.ts";
 import type { Logger } from "../log/logger.ts";
 import { buildProxy, proxySettings, serveHttp, serveSockets, socketSettings, stopProxy, type HttpListener, type ProxyContext } from "../balancer.ts";
@@ -188,9 +189,21 @@ export function runWorker(): Promise<number> {
               );
               return;
             }
-            if (m.config.engine === "socket") socketEngine = serveSockets(m.config, ctx, accessLogFor(m.config), at);
-            else http = serveHttp(m.config, buildProxy(m.config, ctx, accessLogFor(m.config), lifecycle), at);
-            ready();
+            if (m.config.engine === "socket") {
+              socketEngine = serveSockets(m.config, ctx, accessLogFor(m.config), at);
+              ready();
+              return;
+            }
+            // Bun's HTTP client started before the port opens (see startFetchClient).
+            const config = m.config;
+            void startFetchClient().then(() => {
+              try {
+                http = serveHttp(config, buildProxy(config, ctx, accessLogFor(config), lifecycle), at);
+                ready();
+              } catch (e) {
+                failed(e);
+              }
+            });
           } catch (e) {
             failed(e);
           }
