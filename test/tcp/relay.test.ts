@@ -257,9 +257,12 @@ describe("choosing backends", () => {
     expect(c.received()).toBe(0);
     for (const b of lb.pool.backends) {
       expect(b.stats.connectFailures).toBe(1);
-      expect(b.isHealthy).toBe(false);
       expect(b.inFlight).toBe(0);
     }
+    // Refusals mark backends down within passive.maxEjectedPercent (50% of 2) and never the
+    // last serving one: one is down, the other heard it as a gateway failure.
+    expect(lb.pool.backends.map((b) => b.isHealthy).sort()).toEqual([false, true]);
+    expect(lb.pool.backends.find((b) => b.isHealthy)!.consecutiveFailures).toBe(1);
   });
 });
 
