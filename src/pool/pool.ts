@@ -217,7 +217,6 @@ export class LocalPool implements Pool {
    * that sees it, or by its owner's readmit a moment later).
    */
   panicking(now = Date.now()): boolean {
-    if (this.threshold === 0) return this.observePanic(false, 0, 0);
     let inService = 0;
     let serving = 0;
     for (const b of this.list) {
@@ -225,11 +224,15 @@ export class LocalPool implements Pool {
       inService++;
       if (b.serving(now)) serving++;
     }
-    // Strictly fewer than the threshold, as Envoy: 2 backends at 50% with one serving is no panic.
-    return this.observePanic(inService > 0 && serving * 100 < this.threshold * inService, serving, inService);
+    return this.observePanic(serving, inService);
   }
 
-  private observePanic(panic: boolean, serving: number, inService: number): boolean {
+  /**
+   * Panic or not for these counts, and a flip announced once. Strictly fewer than the
+   * threshold, as Envoy: 2 backends at 50% with one serving is no panic.
+   */
+  private observePanic(serving: number, inService: number): boolean {
+    const panic = this.threshold > 0 && inService > 0 && serving * 100 < this.threshold * inService;
     if (panic === this.inPanic) return panic;
     this.inPanic = panic;
     if (panic) this.panicFigures.entered++;
@@ -245,17 +248,31 @@ export class LocalPool implements Pool {
 
   pick(exclude?: ReadonlySet<Backend>, key?: string, preferred?: Backend): Backend | undefined {
     const now = Date.now();
-    const panic = this.panicking(now);
+    const c = this.scratch;
+    c.length = 0;
+    // One pass in normal times: the available candidates, and the counts panic mode reads.
+    let inService = 0;
+    let serving = 0;
+    for (const b of this.list) {
+      if (!b.inService()) continue;
+      inService++;
+      if (!b.serving(now)) continue;
+      serving++;
+      if (b.hasRoom() && !exclude?.has(b)) c.push(b);
+    }
+    const panic = this.observePanic(serving, inService);
     // Session affinity outranks the policy and slow start: the session's backend is taken
     // while it can take it. A removed backend is no longer available to anyone here.
     if (preferred !== undefined && this.candidate(preferred, panic, now) && !exclude?.has(preferred) && this.list.includes(preferred)) {
+      c.length = 0;
       if (panic) this.panicFigures.picks++;
       return preferred;
     }
-    const c = this.scratch;
-    c.length = 0;
+    if (panic) {
+      c.length = 0;
+      for (const b of this.list) if (this.candidate(b, true, now) && !exclude?.has(b)) c.push(b);
+    }
     let fallback = false;
-    for (const b of this.list) if (this.candidate(b, panic, now) && !exclude?.has(b)) c.push(b);
     if (c.length === 0 && exclude && exclude.size > 0) {
       fallback = true;
       for (const b of this.list) if (this.candidate(b, panic, now)) c.push(b);
