@@ -6,6 +6,9 @@ import { describe, expect, test } from "bun:test";
 import {
   classifyNetworkError, describeNetworkError, descriptorShortage, isLocalCode, LOCAL_CODES, NetworkError, refinedConnectError,
 } from "../../src/net/network-error.ts";
+import { requirePrograms } from "../helpers/system.ts";
+
+const programs = requirePrograms("the descriptor-exhaustion tests", { sh: "dash" });
 
 const err = (code: string) => Object.assign(new Error(code), { code });
 
@@ -45,7 +48,8 @@ describe("refinedConnectError", () => {
     expect(refinedConnectError(undefined)).toBeUndefined();
   });
 
-  test("under a low descriptor limit, Bun's ECONNREFUSED for socket() EMFILE becomes EMFILE", async () => {
+  test.skipIf(programs.skip)("under a low descriptor limit, Bun's ECONNREFUSED for socket() EMFILE becomes EMFILE", async () => {
+    programs.assertPresent();
     // A child with `ulimit -n 64` fills its descriptor table, then dials a listener of its own:
     // Bun 1.4.5 reports the failed socket(2) as ECONNREFUSED; refined, it is EMFILE and local.
     const script = `
@@ -65,7 +69,7 @@ describe("refinedConnectError", () => {
       console.log(JSON.stringify(out));
       process.exit(0);
     `;
-    const proc = Bun.spawn(["sh", "-c", `ulimit -n 64 && exec "${process.execPath}" -e '${script.replaceAll("'", "'\\''")}'`], { stdout: "pipe", stderr: "pipe" });
+    const proc = Bun.spawn([programs.path("sh"), "-c", `ulimit -n 64 && exec "$0" -e "$1"`, process.execPath, script], { stdout: "pipe", stderr: "pipe" });
     const [out, errText] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text()]);
     expect(await proc.exited, errText).toBe(0);
     const r = JSON.parse(out.trim());
