@@ -1,18 +1,25 @@
 /**
- * Errors local to the proxy never count against a backend: a balancer run by `switchyard serve`
+ * Errors local to the proxy never count against a backend, on both HTTP engines.
+ *
+ * Out of descriptors: a balancer run by `switchyard serve`
  * in a child process under `ulimit -n 128`, in front of two healthy sim backends that answer
  * after 300 ms (with TCP checks every 100 ms, so probes run into the shortage too), is sent
  * 200 requests at once: each holds a client and an upstream descriptor, so the child runs
  * out and its dials fail with EMFILE (Bun 1.4.5 reports that as ECONNREFUSED on Bun.connect).
  * No backend may be marked down; the shortage is counted as the proxy's, and the requests it
- * cost are answered 503 SY_LOCAL_RESOURCES. Both HTTP engines.
+ * cost are answered 503 SY_LOCAL_RESOURCES.
+ *
+ * Out of local ports: in a network namespace of its own (`unshare -rn`, no privilege needed),
+ * test/proxy/fixtures/port-exhaustion.ts cuts the local port range to two ports and takes them,
+ * so every upstream connect fails with EADDRNOTAVAIL.
  */
 import { afterEach, describe, expect, test } from "bun:test";
 import { startCluster, type SimCluster } from "../../sim/cluster.ts";
-import { requirePrograms } from "../helpers/system.ts";
+import { IN_CI, requirePrograms } from "../helpers/system.ts";
 import { waitFor } from "../helpers/wait.ts";
 
 const programs = requirePrograms("the descriptor-exhaustion tests", { sh: "dash" });
+const netns = requirePrograms("the port-exhaustion tests", { sh: "dash", unshare: "util-linux", ip: "iproute2" });
 const CLI = `${import.meta.dir}/../../src/cli.ts`;
 const LIMIT = 128;
 const CLIENTS = 200;
@@ -121,6 +128,41 @@ for (const engine of ["fetch", "socket"] as const) {
       expect(child.output()).not.toMatch(/backend \S+ up -> /);
       const metrics = await (await fetch(`${child.adminUrl}/metrics`)).text();
       expect(metrics).toMatch(/^switchyard_local_errors_total\{code="EMFILE"\} [1-9]\d*$/m);
+    }, 30_000);
+  });
+}
+
+/** Whether this machine lets an unprivileged process make a user and network namespace. */
+function namespacesAllowed(): boolean {
+  if (netns.skip) return false;
+  return Bun.spawnSync([netns.path("unshare"), "-rn", "true"]).exitCode === 0;
+}
+const NETNS = namespacesAllowed();
+if (!NETNS && !netns.skip) console.warn("port-exhaustion tests: `unshare -rn` is not permitted here (user namespaces off): skipped");
+
+for (const engine of ["fetch", "socket"] as const) {
+  describe.skipIf(!NETNS && !IN_CI)(`${engine} engine`, () => {
+    test("out of local ports (EADDRNOTAVAIL): answered 503 SY_LOCAL_RESOURCES, counted as the proxy's, no backend marked down", async () => {
+      netns.assertPresent();
+      const proc = Bun.spawn(
+        [netns.path("unshare"), "-rn", netns.path("sh"), "-c", `"$0" link set lo up && exec "$1" "$2" "$3" 5`, netns.path("ip"), process.execPath, `${import.meta.dir}/fixtures/port-exhaustion.ts`, engine],
+        { stdout: "pipe", stderr: "pipe" },
+      );
+      cleanups.push(() => proc.kill());
+      const [out, err] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text()]);
+      expect(await proc.exited, err).toBe(0);
+      const r = JSON.parse(out.trim());
+      expect(r.answers).toEqual(Array(5).fill({ status: 503, error: "SY_LOCAL_RESOURCES" }));
+      // Each request tried up to retry.attempts (3) times, every try refused a local port.
+      expect(r.localErrors.EADDRNOTAVAIL).toBe(15);
+      for (const b of r.backends) {
+        expect(b.state).toBe("up");
+        expect(b.connectFailures).toBe(0);
+        expect(b.proxyErrors).toBe(0);
+        // The TCP probes met the same shortage and counted it neither way.
+        expect(b.lastCheck).toBe("no local address or port left (EADDRNOTAVAIL)");
+      }
+      expect(r.changes).toEqual([]);
     }, 30_000);
   });
 }
