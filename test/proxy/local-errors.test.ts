@@ -9,9 +9,10 @@
  * No backend may be marked down; the shortage is counted as the proxy's, and the requests it
  * cost are answered 503 SY_LOCAL_RESOURCES.
  *
- * Out of local ports: in a network namespace of its own (`unshare -rn`, no privilege needed),
- * test/proxy/fixtures/port-exhaustion.ts cuts the local port range to two ports and takes them,
- * so every upstream connect fails with EADDRNOTAVAIL.
+ * Out of local ports, and a resolver that cannot answer: in a network namespace of its own
+ * (`unshare -rn`, no privilege needed), test/proxy/fixtures/local-shortage.ts cuts the local
+ * port range to two ports and takes them, so every upstream connect fails with EADDRNOTAVAIL;
+ * or names a backend by a host name that the unreachable resolver fails with EAI_AGAIN.
  */
 import { afterEach, describe, expect, test } from "bun:test";
 import { startCluster, type SimCluster } from "../../sim/cluster.ts";
@@ -145,7 +146,7 @@ for (const engine of ["fetch", "socket"] as const) {
     test("out of local ports (EADDRNOTAVAIL): answered 503 SY_LOCAL_RESOURCES, counted as the proxy's, no backend marked down", async () => {
       netns.assertPresent();
       const proc = Bun.spawn(
-        [netns.path("unshare"), "-rn", netns.path("sh"), "-c", `"$0" link set lo up && exec "$1" "$2" "$3" 5`, netns.path("ip"), process.execPath, `${import.meta.dir}/fixtures/port-exhaustion.ts`, engine],
+        [netns.path("unshare"), "-rn", netns.path("sh"), "-c", `"$0" link set lo up && exec "$1" "$2" "$3" ports 5`, netns.path("ip"), process.execPath, `${import.meta.dir}/fixtures/local-shortage.ts`, engine],
         { stdout: "pipe", stderr: "pipe" },
       );
       cleanups.push(() => proc.kill());
@@ -162,6 +163,26 @@ for (const engine of ["fetch", "socket"] as const) {
         // The TCP probes met the same shortage and counted it neither way.
         expect(b.lastCheck).toBe("no local address or port left (EADDRNOTAVAIL)");
       }
+      expect(r.changes).toEqual([]);
+    }, 30_000);
+
+    test("a resolver that cannot answer (EAI_AGAIN): the named backend is not blamed, the request moves on", async () => {
+      netns.assertPresent();
+      const proc = Bun.spawn(
+        [netns.path("unshare"), "-rn", netns.path("sh"), "-c", `"$0" link set lo up && exec "$1" "$2" "$3" resolver 4`, netns.path("ip"), process.execPath, `${import.meta.dir}/fixtures/local-shortage.ts`, engine],
+        { stdout: "pipe", stderr: "pipe" },
+      );
+      cleanups.push(() => proc.kill());
+      const [out, err] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text()]);
+      expect(await proc.exited, err).toBe(0);
+      const r = JSON.parse(out.trim());
+      // Round-robin sends every other first try to the named backend; each is retried on the other.
+      expect(r.answers).toEqual(Array(4).fill({ status: 200 }));
+      expect(r.localErrors.EAI_AGAIN).toBeGreaterThanOrEqual(2);
+      const [named, other] = r.backends;
+      expect(named).toMatchObject({ state: "up", connectFailures: 0, proxyErrors: 0 });
+      expect(named.lastCheck).toBe("the resolver could not answer now (EAI_AGAIN)");
+      expect(other).toMatchObject({ state: "up", connectFailures: 0, proxyErrors: 0 });
       expect(r.changes).toEqual([]);
     }, 30_000);
   });
