@@ -9,7 +9,7 @@
  * No backend may be marked down; the shortage is counted as the proxy's, and the requests it
  * cost are answered 503 SY_LOCAL_RESOURCES.
  *
- * Out of local ports, and a resolver that cannot answer: in a network namespace of its own
+ * Out of local ports, and a resolver that cannot answer (both HTTP engines and TCP mode): in a network namespace of its own
  * (`unshare -rn`, no privilege needed), test/proxy/fixtures/local-shortage.ts cuts the local
  * port range to two ports and takes them, so every upstream connect fails with EADDRNOTAVAIL;
  * or names a backend by a host name that the unreachable resolver fails with EAI_AGAIN.
@@ -187,3 +187,39 @@ for (const engine of ["fetch", "socket"] as const) {
     }, 30_000);
   });
 }
+
+describe.skipIf(!NETNS && !IN_CI)("TCP mode", () => {
+  /** The fixture in its own network namespace; its JSON report. */
+  async function shortage(kind: "ports" | "resolver", requests: number) {
+    netns.assertPresent();
+    const proc = Bun.spawn(
+      [netns.path("unshare"), "-rn", netns.path("sh"), "-c", `"$0" link set lo up && exec "$1" "$2" tcp "$3" "$4"`, netns.path("ip"), process.execPath, `${import.meta.dir}/fixtures/local-shortage.ts`, kind, String(requests)],
+      { stdout: "pipe", stderr: "pipe" },
+    );
+    cleanups.push(() => proc.kill());
+    const [out, err] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text()]);
+    expect(await proc.exited, err).toBe(0);
+    return JSON.parse(out.trim());
+  }
+
+  test("out of local ports: the relay closes the client, counts the proxy's errors, marks no backend down", async () => {
+    const r = await shortage("ports", 3);
+    // Closed with nothing written, as when every backend is unreachable.
+    expect(r.answers).toEqual(Array(3).fill({ status: 0 }));
+    expect(r.tcp).toEqual({ localErrors: 6, unreachable: 3, connectFailures: 0 });
+    for (const b of r.backends) {
+      expect(b).toMatchObject({ state: "up", connectFailures: 0, proxyErrors: 0 });
+      expect(b.lastCheck).toBe("no local address or port left (EADDRNOTAVAIL)");
+    }
+    expect(r.changes).toEqual([]);
+  }, 30_000);
+
+  test("a resolver that cannot answer: the connection goes to the other backend; the named one is not blamed", async () => {
+    const r = await shortage("resolver", 4);
+    expect(r.answers).toEqual(Array(4).fill({ status: 200 }));
+    expect(r.tcp.localErrors).toBeGreaterThanOrEqual(2);
+    expect(r.tcp.connectFailures).toBe(0);
+    expect(r.backends[0]).toMatchObject({ state: "up", connectFailures: 0, proxyErrors: 0, lastCheck: "the resolver could not answer now (EAI_AGAIN)" });
+    expect(r.changes).toEqual([]);
+  }, 30_000);
+});
