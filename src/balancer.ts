@@ -17,7 +17,7 @@ import { LocalPool, type Pool } from "./pool/pool.ts";
 import { createPolicy } from "./policy/policy.ts";
 import { PassiveHealth, type PassiveSignals } from "./health/passive.ts";
 import { HealthMonitor } from "./health/monitor.ts";
-import { createFetchHandler } from "./engine/fetch.ts";
+import { createFetchHandler, startFetchClient } from "./engine/fetch.ts";
 import { bridgeHandlers } from "./engine/websocket.ts";
 import { startSocketEngine, type SocketEngine, type SocketEngineSettings } from "./engine/socket/engine.ts";
 import { cidrMatcher } from "./proxy/cidr.ts";
@@ -124,6 +124,7 @@ export async function startBalancer(initial: Config, opts: BalancerOptions = {})
   let running = initial;
 
   const pool = new LocalPool(createPolicy(initial.strategy));
+  pool.setPanicThreshold(initial.panicThreshold);
   const health = new HealthMonitor(new Map());
   const passive = new PassiveHealth(pool, initial.passive, (b) => health.probes(b));
   let socketEngine: SocketEngine | undefined;
@@ -164,6 +165,11 @@ export async function startBalancer(initial: Config, opts: BalancerOptions = {})
     if (to === "down" || to === "ejected") logger.warn(line);
     else logger.info(line);
   });
+  const unsubscribePanic = pool.onPanicChange(({ panic, serving, inService, threshold }) => {
+    const share = `${serving} of ${inService} backends in service healthy, threshold ${threshold}%`;
+    if (panic) logger.warn(`pool in panic mode (${share}): balancing over every backend in service, healthy or not`);
+    else logger.info(`pool out of panic mode (${share})`);
+  });
   const tcpStats = initial.mode === "tcp" ? new TcpStats() : undefined;
   /** Shared by every fetch-engine handler this balancer builds (a reload swaps handlers). */
   const lifecycle = { draining: false };
@@ -200,6 +206,7 @@ export async function startBalancer(initial: Config, opts: BalancerOptions = {})
     const lines = diffPaths(withoutBackends(prev), withoutBackends(target));
     if (prev.strategy !== target.strategy) pool.setPolicy(createPolicy(target.strategy));
     passive.configure(target.passive);
+    pool.setPanicThreshold(target.panicThreshold);
     // New DNS entries are looked up first, so that their backends arrive with the reload.
     await discovery.configure(target);
     backendsFrom = target;
@@ -244,6 +251,7 @@ export async function startBalancer(initial: Config, opts: BalancerOptions = {})
   }
   // Start-up probes run before the listener opens: traffic goes only to backends not known down.
   await health.start();
+  passive.startSweeps();
 
   let stopping: Promise<void> | undefined;
   const stop = (graceful = true, handover = false): Promise<void> => {
@@ -259,6 +267,7 @@ export async function startBalancer(initial: Config, opts: BalancerOptions = {})
       const healthStopped = health.stop();
       passive.stop();
       unsubscribe();
+      unsubscribePanic();
       unlistenWorkers();
       void redirect?.stop(!handover);
       // Requests in flight on it (POST /api/upgrade's answer) finish; new ones go to the successor.
@@ -316,6 +325,7 @@ export async function startBalancer(initial: Config, opts: BalancerOptions = {})
       tls?.onRenew((m) => socketEngine?.renewTls(m));
       url = `${tls ? "https" : "http"}://${hostForUrl(initial.listen.host)}:${socketEngine.port}`;
     } else {
+      await startFetchClient();
       const at = { port: portFor("proxy", initial.listen.host, initial.listen.port), reusePort: true };
       http = serveHttp(initial, buildProxy(initial, ctx, accessLogFor(initial), lifecycle), at, tls?.material);
       tls?.onRenew((m) => http?.renewTls(m));

@@ -144,6 +144,13 @@ export function renderMetrics(src: SnapshotSource, poller?: BackendStatsPoller, 
     w.single("switchyard_retry_budget_exhausted_total", "counter", "Retries refused because retry.budget was spent: the request got its last failure instead.", pool.retryBudget.exhausted);
   }
 
+  w.family("switchyard_local_errors_total", "counter", "Tries that failed for want of the proxy's own resources (file descriptors, local ports, its resolver), by error code; never counted against a backend.");
+  for (const [code, n] of Object.entries(traffic.localErrors)) w.sample("switchyard_local_errors_total", `code="${code}"`, n);
+  w.single("switchyard_panic", "gauge", "1 while the pool is in panic mode (fewer than panicThreshold % of its backends in service healthy: traffic goes to all of them), else 0.", pool.panicking(now) ? 1 : 0);
+  const panic = pool.panic;
+  w.single("switchyard_panic_entered_total", "counter", "Times the pool entered panic mode.", panic.entered);
+  w.single("switchyard_panic_picks_total", "counter", "Requests (TCP: connections) balanced in panic mode, over unhealthy backends too.", panic.picks);
+
   w.family("switchyard_request_duration_seconds", "histogram", "Time from a request's arrival to its response head, seconds.");
   w.histogram("switchyard_request_duration_seconds", "", traffic.latency);
 
@@ -244,6 +251,7 @@ export function renderMetrics(src: SnapshotSource, poller?: BackendStatsPoller, 
     w.sample("switchyard_tcp_closed_unserved_total", `reason="unreachable"`, tcp.unreachable);
     w.single("switchyard_tcp_connect_failures_total", "counter", "Backend connects that failed or timed out.", tcp.connectFailures);
     w.single("switchyard_tcp_connect_timeouts_total", "counter", "Backend connects that ran out of timeouts.connect.", tcp.connectTimeouts);
+    w.single("switchyard_tcp_local_errors_total", "counter", "Backend connects that failed for want of the proxy's own resources (file descriptors, local ports); never counted against a backend.", tcp.localErrors);
     w.single("switchyard_tcp_retries_total", "counter", "Connects to a further backend after one failed.", tcp.retries);
     w.single("switchyard_tcp_idle_timeouts_total", "counter", "Relays closed because no byte moved for timeouts.idle.", tcp.idleTimeouts);
     w.single("switchyard_tcp_resets_total", "counter", "Relays cut short by a reset or an error on either side.", tcp.resets);

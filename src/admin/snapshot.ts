@@ -8,6 +8,7 @@ import type { Pool } from "../pool/pool.ts";
 import { isStandby } from "../pool/tiers.ts";
 import type { TrafficStats } from "../stats/traffic.ts";
 import type { ProxyErrorCode } from "../proxy/errors.ts";
+import type { LocalCode } from "../net/network-error.ts";
 import type { TcpStats } from "../tcp/stats.ts";
 import {
   backendTally, formatUptime, percentiles, responsesByClass, totalTally,
@@ -120,6 +121,12 @@ export interface StatsDocument {
     backends: { total: number; available: number; standby: number } & Record<BackendState, number>;
     /** The priority of the tier taking new traffic (pool/tiers.ts); null when no backend is available. */
     activePriority: number | null;
+    /**
+     * Panic mode (Envoy's healthy panic threshold, pool.ts): whether the pool balances over
+     * every backend in service now, its threshold (%), how often it began, and the picks
+     * (requests; TCP: connections) made in it, all time.
+     */
+    panic: { active: boolean; threshold: number; entered: number; picks: number };
   };
   totals: {
     /** Requests answered or abandoned by their client (TCP: connections accepted), all time. */
@@ -132,6 +139,11 @@ export interface StatsDocument {
     errors: ErrorRates & { total: number };
     errorRate: ErrorRates | null;
     proxyErrors: Record<ProxyErrorCode, number>;
+    /**
+     * Tries that failed for want of the proxy's own resources, by code (net/network-error.ts):
+     * the proxy's errors, never counted against a backend (TCP mode: tcp.localErrors).
+     */
+    localErrors: Record<LocalCode, number>;
     retries: number;
     /**
      * HTTP mode: the pool's retry budget. Retries it refused (each request got its last
@@ -193,6 +205,7 @@ export function buildSnapshot(src: SnapshotSource, sampler: Sampler, poller: Bac
       windowSeconds: win?.seconds ?? 0,
       backends: { total: backends.length, available, standby, ...states },
       activePriority: active ?? null,
+      panic: { active: pool.panicking(now), threshold: pool.panicThreshold, ...pool.panic },
     },
     totals: {
       requests: total.units,
@@ -203,6 +216,7 @@ export function buildSnapshot(src: SnapshotSource, sampler: Sampler, poller: Bac
       errors: { "4xx": total.c4, "5xx": total.c5, proxy: total.proxy, total: total.c4 + total.c5 + total.proxy },
       errorRate: win?.total.errorRate ?? null,
       proxyErrors: { ...traffic.proxyErrors },
+      localErrors: { ...traffic.localErrors },
       retries: config.mode === "tcp" && src.tcpStats ? src.tcpStats.retries : traffic.retries,
       ...(config.mode === "http"
         ? { retryBudget: { exhausted: pool.retryBudget.exhausted, budget: config.retry ? budgetOf(config.retry.budget) : null } }

@@ -457,9 +457,51 @@ export const ConfigSchema = v.strictObject({
       maxEjectedPercent: v.optional(v.pipe(v.number(), v.minValue(0, "expected 0 to 100"), v.maxValue(100, "expected 0 to 100")), 50),
       /** Without active probes, a backend marked down by a refused connection is re-admitted after this long. */
       readmitAfter: v.optional(duration, 10_000),
+      /** Time between sweeps of success rate and failure percentage (Envoy's interval). */
+      interval: v.optional(v.pipe(duration, v.minValue(100, "expected at least 100ms between sweeps")), 10_000),
+      /**
+       * Envoy's success-rate outlier detection, on by default with Envoy's defaults: among the
+       * backends with at least requestVolume tries in an interval, when there are at least
+       * minimumHosts of them, eject those whose success rate is below mean − stdev ×
+       * stdevFactor / 1000. false turns it off.
+       */
+      successRate: v.optional(
+        v.union([
+          v.literal(false),
+          v.strictObject({
+            minimumHosts: v.optional(positiveInt("a whole number of backends, at least 1"), 5),
+            requestVolume: v.optional(positiveInt("a whole number of tries, at least 1"), 100),
+            stdevFactor: v.optional(v.pipe(v.number("expected a number"), v.integer("expected thousandths, a whole number"), v.minValue(0, "expected 0 or more (thousandths: 1900 is 1.9 standard deviations)")), 1900),
+          }),
+        ], "expected a success-rate object or false"),
+        {},
+      ),
+      /**
+       * Envoy's failure-percentage outlier detection, off by default as in Envoy: among the
+       * backends with at least requestVolume tries in an interval, when there are at least
+       * minimumHosts of them, eject those whose failures are at least threshold % of their tries.
+       */
+      failurePercentage: v.optional(
+        v.union([
+          v.literal(false),
+          v.strictObject({
+            threshold: v.optional(v.pipe(v.number("expected a percentage"), v.minValue(0, "expected 0 to 100"), v.maxValue(100, "expected 0 to 100")), 85),
+            minimumHosts: v.optional(positiveInt("a whole number of backends, at least 1"), 5),
+            requestVolume: v.optional(positiveInt("a whole number of tries, at least 1"), 50),
+          }),
+        ], "expected a failure-percentage object or false"),
+        false,
+      ),
     }),
     {},
   ),
+  /**
+   * Envoy's healthy panic threshold, a percentage: when fewer than this share of the backends in
+   * service (not drained, not forced down) are healthy and not ejected, requests are balanced
+   * over all of those in service, healthy or not, rather than refused or piled on the few left.
+   * 0 turns panic mode off.
+   */
+  panicThreshold: v.optional(v.pipe(v.number("expected a percentage"), v.minValue(0, "expected 0 to 100"), v.maxValue(100, "expected 0 to 100")), 50),
   /** A backend that comes back ramps its share of traffic up linearly over this time; 0 turns it off. */
   slowStart: v.optional(duration, 0),
   /** The resolver DNS discovery uses: servers as "host" or "host:port" (default: the system's, /etc/resolv.conf). */

@@ -44,6 +44,23 @@ export interface FetchEngineOptions extends ForwardOptions {
   maxHeaderSize?: number;
 }
 
+/**
+ * Start Bun's HTTP client before the listener opens. fetch() runs on a client thread whose
+ * event loop is created by the first fetch of the process; if no file descriptor is left at
+ * that moment (a burst of clients has taken them all), Bun 1.4.5 exits the whole process
+ * ("bun ran out of file descriptors (ProcessFdQuotaExceeded)": the loop's eventfd(2) failed,
+ * oven-sh/bun PR #39641). Measured under `ulimit -n 64`: a fetch with every descriptor taken
+ * killed the process unless an earlier fetch had run; after one, it rejected with EMFILE,
+ * which the loop counts as the proxy's own error. So the first fetch is made here, at start-up,
+ * to port 0, where nothing can listen: refused at once, nothing sent anywhere.
+ */
+export async function startFetchClient(): Promise<void> {
+  await fetch("http://127.0.0.1:0/", { redirect: "manual" }).then(
+    (r) => r.body?.cancel(),
+    () => {},
+  );
+}
+
 export type FetchHandler = (req: Request, server: Server<unknown>) => Promise<Response>;
 
 /** The fetch engine's own part of a request. */

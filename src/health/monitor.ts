@@ -202,7 +202,8 @@ export class HealthMonitor {
     const r = await this.probeOnce(w);
     if (signal.aborted || w.removed) return;
     w.tally.reset(w.backend.isHealthy);
-    if (r.ok !== w.backend.isHealthy) this.flip(w, r.ok, r, why);
+    // A probe the proxy could not make (no descriptor left) leaves the backend as it was.
+    if (r.ok !== w.backend.isHealthy && r.local === undefined) this.flip(w, r.ok, r, why);
     this.schedule(w, signal, started + w.check.interval * this.random());
   }
 
@@ -226,6 +227,9 @@ export class HealthMonitor {
   }
 
   private observe(w: Watch, r: ProbeResult): void {
+    // The proxy's own shortage (net/network-error.ts) is no result of the backend's: shown as
+    // the last check, counted neither way.
+    if (r.local !== undefined) return;
     // Passive detection may have changed health since the last probe: count from there.
     if (w.tally.isHealthy !== w.backend.isHealthy) w.tally.reset(w.backend.isHealthy);
     const flip = w.tally.observe(r.ok);

@@ -5,12 +5,17 @@
 import type { Backend } from "../pool/backend.ts";
 import type { ResolvedCheck } from "./check.ts";
 import { formatDuration } from "../config/units.ts";
-import { describeNetworkError } from "../net/network-error.ts";
+import { describeNetworkError, errorCode, isLocalCode, refinedConnectError } from "../net/network-error.ts";
 
 export interface ProbeResult {
   ok: boolean;
   /** "status 200", "status 503", "timeout after 1s", "connection refused", ... */
   detail: string;
+  /**
+   * The probe could not be made for want of the proxy's own resources (net/network-error.ts):
+   * it says nothing about the backend, and the monitor counts it neither way.
+   */
+  local?: true;
 }
 
 export interface Probe {
@@ -37,11 +42,13 @@ export function statusMatcher(expect: readonly string[]): (status: number) => bo
 /** Bodies are searched for `expectBody` within this many bytes; the rest is not read. */
 export const EXPECT_BODY_LIMIT = 64 * 1024;
 
-/** The reason a probe failed, in the words the log uses: "connection refused", "timeout after 1s". */
-function failureDetail(e: unknown, timeoutMs: number, signal: AbortSignal): string {
+/** A failed probe, its reason in the words the log uses: "connection refused", "timeout after 1s". */
+function failure(e: unknown, timeoutMs: number, signal: AbortSignal): ProbeResult {
   // The probe's own controller fired: its timer, or stop() (whose result nobody reads).
-  if (signal.aborted) return `timeout after ${formatDuration(timeoutMs)}`;
-  return describeNetworkError(e);
+  if (signal.aborted) return { ok: false, detail: `timeout after ${formatDuration(timeoutMs)}` };
+  const err = refinedConnectError(e);
+  const detail = describeNetworkError(err);
+  return isLocalCode(errorCode(err)) ? { ok: false, detail, local: true } : { ok: false, detail };
 }
 
 /** Up to `limit` bytes of a body as text; the rest is cancelled, not read. */
@@ -108,7 +115,7 @@ export class HttpProbe implements Probe {
       }
       return { ok: true, detail: `status ${res.status}` };
     } catch (e) {
-      return { ok: false, detail: failureDetail(e, this.check.timeout, signal) };
+      return failure(e, this.check.timeout, signal);
     }
   }
 }
@@ -149,10 +156,10 @@ export class TcpProbe implements Probe {
           },
           data() {},
           error(_s, e) {
-            settle({ ok: false, detail: failureDetail(e, 0, signal) });
+            settle(failure(e, 0, signal));
           },
           connectError(_s, e) {
-            settle({ ok: false, detail: failureDetail(e, 0, signal) });
+            settle(failure(e, 0, signal));
           },
         },
       }).then(
@@ -160,7 +167,7 @@ export class TcpProbe implements Probe {
           // Connected only after the timeout fired: nobody waits for this socket any more.
           if (settled && signal.aborted) socket.terminate();
         },
-        (e) => settle({ ok: false, detail: failureDetail(e, 0, signal) }),
+        (e) => settle(failure(e, 0, signal)),
       );
     });
   }

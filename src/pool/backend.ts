@@ -325,9 +325,26 @@ export class Backend {
     return this.forced;
   }
 
-  /** The one predicate policies rely on: healthy, enabled, not ejected, not full. */
+  /**
+   * Healthy, enabled, not ejected, not full: what a pool chooses from in normal times. Policies
+   * never read it: the pool decides (with panic mode, pool.ts) and hands them the candidates.
+   */
   available(now = Date.now()): boolean {
-    return this.serving(now) && (this.spec.maxConnections === 0 || this.inFlight < this.spec.maxConnections);
+    return this.serving(now) && this.hasRoom();
+  }
+
+  /** Below maxConnections (or no limit). */
+  hasRoom(): boolean {
+    return this.spec.maxConnections === 0 || this.inFlight < this.spec.maxConnections;
+  }
+
+  /**
+   * Put in service by its operator: enabled (not draining) and not forced down, whatever its
+   * health. What a pool in panic mode chooses from (pool.ts): health is then ignored, an
+   * operator's intent never.
+   */
+  inService(): boolean {
+    return this.enabled && this.forced !== "down";
   }
 
   /** Would serve if it had room: healthy (or forced up), enabled, not ejected. maxConnections aside. */

@@ -7,6 +7,11 @@ export type ProxyErrorCode =
   | "SY_NO_BACKEND"
   /** Every try failed: refused, reset, or an error status on the last try. 502. */
   | "SY_UPSTREAM_FAILED"
+  /**
+   * The last try failed for want of the proxy's own resources (file descriptors, local ports,
+   * its resolver): no backend is to blame. 503.
+   */
+  | "SY_LOCAL_RESOURCES"
   /** retry.timeout (or the last per-try timeout) ran out before a response head arrived. 504. */
   | "SY_UPSTREAM_TIMEOUT"
   /** Waited for an upstream slot (limits.upstreamConcurrency) until retry.timeout ran out. 503. */
@@ -23,6 +28,7 @@ export type ProxyErrorCode =
 const STATUS: Record<ProxyErrorCode, number> = {
   SY_NO_BACKEND: 503,
   SY_UPSTREAM_FAILED: 502,
+  SY_LOCAL_RESOURCES: 503,
   SY_UPSTREAM_TIMEOUT: 504,
   SY_QUEUE_TIMEOUT: 503,
   // The head already went out with the backend's status; 502 is what the access log records.
@@ -36,6 +42,7 @@ const STATUS: Record<ProxyErrorCode, number> = {
 const MESSAGE: Record<ProxyErrorCode, string> = {
   SY_NO_BACKEND: "no backend is available to serve this request",
   SY_UPSTREAM_FAILED: "every try to reach a backend failed",
+  SY_LOCAL_RESOURCES: "the proxy is short of its own resources (descriptors, ports, resolver)",
   SY_UPSTREAM_TIMEOUT: "the backend did not answer in time",
   SY_QUEUE_TIMEOUT: "too many requests are waiting for a backend",
   SY_UPSTREAM_TRUNCATED: "the backend broke off the response body",

@@ -11,7 +11,7 @@ import type { Backend, Lease } from "../pool/backend.ts";
 import type { PassiveSignals } from "../health/passive.ts";
 import type { AccessLog } from "../log/access.ts";
 import { methodLabel, type TrafficStats } from "../stats/traffic.ts";
-import { classifyNetworkError, errorCode } from "../net/network-error.ts";
+import { classifyNetworkError, describeNetworkError, errorCode, isLocalCode, refinedConnectError, type LocalCode } from "../net/network-error.ts";
 import type { CidrMatcher } from "./cidr.ts";
 import type { HeaderFields } from "./fields.ts";
 import { toClientHeaders, toUpstreamHeaders, type ResponseHeaderRules } from "./headers.ts";
@@ -297,6 +297,8 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
   // How the last try ended, when it did not answer.
   private out: Out | undefined;
   private failure: TryFailure | undefined;
+  /** The last try failed for want of the proxy's own resources (net/network-error.ts). */
+  private local: LocalCode | undefined;
   private detail = "";
 
   constructor(
@@ -579,6 +581,7 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
     if (retryOn.has(status) && this.mayRetry({ kind: "status", status }) && this.admitRetry()) {
       res.discard();
       this.failure = { kind: "status", status };
+      this.local = undefined;
       this.detail = `status ${status}`;
       return this.tryOver(Outcome.Failed, false);
     }
@@ -630,8 +633,9 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
     const opts = this.s.opts;
     if (this.why === Why.Deadline) return this.finish(this.fail("SY_UPSTREAM_TIMEOUT", `no response head within ${opts.retry.timeout}ms`));
     const failure = this.failure!;
-    if (this.mayRetry(failure) && opts.pool.availableCount() > 0 && this.admitRetry()) return this.next();
-    this.finish(this.fail(failure.kind === "timeout" ? "SY_UPSTREAM_TIMEOUT" : "SY_UPSTREAM_FAILED", this.detail));
+    // The budget is asked last, so that only a retry that would really go is counted.
+    if (this.mayRetry(failure) && opts.pool.routableCount() > 0 && this.admitRetry()) return this.next();
+    this.finish(this.fail(this.local !== undefined ? "SY_LOCAL_RESOURCES" : failure.kind === "timeout" ? "SY_UPSTREAM_TIMEOUT" : "SY_UPSTREAM_FAILED", this.detail));
   }
 
   private endTry(handedOff: boolean): void {
@@ -655,8 +659,22 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
     const backend = this.backend!;
     const passive = this.s.opts.passive;
     const timedOut = why === Why.PerTry || why === Why.Deadline || why === Why.Send;
-    const failure: TryFailure = timedOut ? { kind: "timeout" } : { kind: classifyNetworkError(e) };
+    if (!timedOut) {
+      const err = refinedConnectError(e);
+      const code = errorCode(err);
+      if (isLocalCode(code)) {
+        // The proxy's own shortage (descriptors, ports, its resolver): never the backend's
+        // fault, so passive health hears nothing. Nothing was sent: as safe to retry as a refusal.
+        this.s.opts.traffic.localErrors[code]++;
+        this.local = code;
+        this.failure = { kind: "connect" };
+        this.detail = describeNetworkError(err) + stage;
+        return Outcome.Failed;
+      }
+    }
+    const failure: TryFailure = timedOut ? { kind: "timeout" } : { kind: classifyNetworkError(e) === "connect" ? "connect" : "reset" };
     this.failure = failure;
+    this.local = undefined;
     this.detail =
       (why === Why.Send
         ? `the backend took no request body for ${this.s.opts.sendTimeout}ms`

@@ -4,6 +4,11 @@
  */
 import { Histogram } from "./histogram.ts";
 import type { ProxyErrorCode } from "../proxy/errors.ts";
+import { LOCAL_CODES, type LocalCode } from "../net/network-error.ts";
+
+export function emptyLocalErrors(): Record<LocalCode, number> {
+  return Object.fromEntries(LOCAL_CODES.map((c) => [c, 0])) as Record<LocalCode, number>;
+}
 
 /** Methods get their own label; anything else counts as OTHER (bounded label cardinality). */
 export const METHOD_LABELS = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "OTHER"] as const;
@@ -27,6 +32,7 @@ export class TrafficStats {
   readonly proxyErrors: Record<ProxyErrorCode, number> = {
     SY_NO_BACKEND: 0,
     SY_UPSTREAM_FAILED: 0,
+    SY_LOCAL_RESOURCES: 0,
     SY_UPSTREAM_TIMEOUT: 0,
     SY_QUEUE_TIMEOUT: 0,
     SY_UPSTREAM_TRUNCATED: 0,
@@ -34,6 +40,11 @@ export class TrafficStats {
     SY_CLIENT_TIMEOUT: 0,
     SY_CLIENT_ABORTED: 0,
   };
+  /**
+   * Tries that failed for want of the proxy's own resources, by code (net/network-error.ts):
+   * errors of the proxy, never counted against a backend. A retry may still have answered.
+   */
+  readonly localErrors: Record<LocalCode, number> = emptyLocalErrors();
   retries = 0;
   /** Time from request arrival to the response head being ready, ms. */
   readonly latency = new Histogram();

@@ -29,7 +29,7 @@ import type { PassiveSignals } from "../health/passive.ts";
 import type { Logger } from "../log/logger.ts";
 import { formatDuration } from "../config/units.ts";
 import type { TcpStats } from "./stats.ts";
-import { describeNetworkError } from "../net/network-error.ts";
+import { describeNetworkError, errorCode, isLocalCode, refinedConnectError, type LocalCode } from "../net/network-error.ts";
 import { Flow } from "../net/flow.ts";
 
 /**
@@ -151,6 +151,17 @@ export class Relay {
     } else {
       passive.connectFailed(a.backend, detail);
     }
+    if (this.phase === "connecting") this.dial();
+  }
+
+  /**
+   * @internal backend handlers: the dial failed for want of the proxy's own resources
+   * (net/network-error.ts): counted as the proxy's error, never against the backend.
+   */
+  localFailure(a: Attempt, _code: LocalCode): void {
+    if (a.abandoned) return;
+    this.abandon(a);
+    this.env.stats.localErrors++;
     if (this.phase === "connecting") this.dial();
   }
 
@@ -387,7 +398,10 @@ const backendHandlers: SocketHandler<Attempt> = {
   },
   connectError(s, e) {
     const a = s.data;
-    a.relay.connectFailed(a, describeNetworkError(e), false);
+    const err = refinedConnectError(e);
+    const local = errorCode(err);
+    if (isLocalCode(local)) a.relay.localFailure(a, local);
+    else a.relay.connectFailed(a, describeNetworkError(err), false);
   },
   data(s, chunk) {
     if (!s.data.abandoned) s.data.relay.backendData(chunk);

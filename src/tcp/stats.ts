@@ -20,6 +20,11 @@ export class TcpStats {
   unreachable = 0;
   /** Backend connects that failed (refused, reset, unresolvable) or timed out. */
   connectFailures = 0;
+  /**
+   * Backend connects that failed for want of the proxy's own resources (EMFILE, no local port:
+   * net/network-error.ts): the proxy's errors, never counted against a backend.
+   */
+  localErrors = 0;
   /** Of those, the ones that ran out of `timeouts.connect`. */
   connectTimeouts = 0;
   /** Connects to a further backend after one failed. */

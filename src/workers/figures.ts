@@ -12,7 +12,8 @@
 import type { Backend } from "../pool/backend.ts";
 import type { RetryBudget } from "../pool/retry-budget.ts";
 import type { Histogram } from "../stats/histogram.ts";
-import { METHOD_LABELS, type TrafficStats } from "../stats/traffic.ts";
+import { emptyLocalErrors, METHOD_LABELS, type TrafficStats } from "../stats/traffic.ts";
+import { LOCAL_CODES } from "../net/network-error.ts";
 import type { TcpStats } from "../tcp/stats.ts";
 import type { BackendFigures, HistogramFigures, Report, TrafficFigures } from "./protocol.ts";
 
@@ -26,12 +27,13 @@ function byMethodOf(m: Record<string, number[]>): Record<string, number[]> {
   return out;
 }
 
-/** A worker's figures now. */
-export function reportOf(traffic: TrafficStats, backends: readonly Backend[], tcp?: TcpStats, budget?: RetryBudget): Report {
+/** A worker's figures now; `panicPicks`, its pool's (pool.panic.picks); `budget`, its pool's retry budget. */
+export function reportOf(traffic: TrafficStats, backends: readonly Backend[], tcp?: TcpStats, panicPicks = 0, budget?: RetryBudget): Report {
   const out: Report = {
     traffic: {
       requests: traffic.requests, byMethod: byMethodOf(traffic.byMethod) as TrafficFigures["byMethod"],
-      proxyErrors: { ...traffic.proxyErrors }, retries: traffic.retries, latency: histogramOf(traffic.latency),
+      proxyErrors: { ...traffic.proxyErrors }, localErrors: { ...traffic.localErrors }, panicPicks,
+      retries: traffic.retries, latency: histogramOf(traffic.latency),
     },
     backends: {},
   };
@@ -96,13 +98,18 @@ function addBackend(into: Sums, f: Sums): void {
 function emptyTraffic(): TrafficFigures {
   const byMethod = {} as TrafficFigures["byMethod"];
   for (const k of METHOD_LABELS) byMethod[k] = [0, 0, 0, 0, 0, 0];
-  return { requests: 0, byMethod, proxyErrors: {} as TrafficFigures["proxyErrors"], retries: 0, latency: { counts: [], count: 0, sum: 0 } };
+  return {
+    requests: 0, byMethod, proxyErrors: {} as TrafficFigures["proxyErrors"], localErrors: emptyLocalErrors(), panicPicks: 0,
+    retries: 0, latency: { counts: [], count: 0, sum: 0 },
+  };
 }
 
 function addTraffic(into: TrafficFigures, t: TrafficFigures): void {
   into.requests += t.requests;
   for (const k of METHOD_LABELS) for (let i = 0; i < 6; i++) into.byMethod[k][i]! += t.byMethod[k]?.[i] ?? 0;
   for (const [code, n] of Object.entries(t.proxyErrors) as [keyof TrafficFigures["proxyErrors"], number][]) into.proxyErrors[code] = (into.proxyErrors[code] ?? 0) + n;
+  for (const code of LOCAL_CODES) into.localErrors[code] += t.localErrors?.[code] ?? 0;
+  into.panicPicks += t.panicPicks ?? 0;
   into.retries += t.retries;
   addHistogram(into.latency, t.latency);
 }
@@ -132,6 +139,8 @@ export class Summer {
       readonly backends: () => readonly Backend[];
       /** The owner pool's retry budget, which shows the workers' sums. */
       readonly retryBudget?: RetryBudget;
+      /** The workers' panic picks, summed, for the owner's pool. */
+      readonly setPanicPicks?: (n: number) => void;
     },
   ) {}
 
@@ -179,6 +188,8 @@ export class Summer {
     traffic.requests = t.requests;
     for (const k of METHOD_LABELS) for (let i = 0; i < 6; i++) traffic.byMethod[k]![i] = t.byMethod[k][i]!;
     for (const code of Object.keys(traffic.proxyErrors) as (keyof typeof traffic.proxyErrors)[]) traffic.proxyErrors[code] = t.proxyErrors[code] ?? 0;
+    for (const code of LOCAL_CODES) traffic.localErrors[code] = t.localErrors[code];
+    this.target.setPanicPicks?.(t.panicPicks);
     traffic.retries = t.retries;
     setHistogram(traffic.latency, t.latency);
     if (tcpStats) for (const k of Object.keys(tcpStats) as (keyof TcpStats)[]) tcpStats[k] = tcp[k] ?? 0;

@@ -15,6 +15,7 @@ import type { BackendOptions, MirrorState } from "../pool/backend.ts";
 import type { PolicyName } from "../policy/names.ts";
 import type { ProxyErrorCode } from "../proxy/errors.ts";
 import type { MethodLabel } from "../stats/traffic.ts";
+import type { LocalCode } from "../net/network-error.ts";
 
 /** One backend as the owner describes it to its workers: its config, then its runtime state. */
 export interface TableEntry {
@@ -65,6 +66,9 @@ export interface TrafficFigures {
   requests: number;
   byMethod: Record<MethodLabel, number[]>;
   proxyErrors: Record<ProxyErrorCode, number>;
+  localErrors: Record<LocalCode, number>;
+  /** Picks the worker's pool made in panic mode (it follows the owner's table and threshold). */
+  panicPicks: number;
   retries: number;
   latency: HistogramFigures;
 }

@@ -130,7 +130,10 @@ export class WorkerSupervisor {
       index, proc: undefined, state: "starting", restarts: 0, servingSince: 0, applied: 0, backoff: BACKOFF_MIN_MS,
       restartTimer: undefined, lastExit: null, started: undefined, exited: undefined,
     }));
-    this.summer = new Summer({ traffic: o.traffic, tcpStats: o.tcpStats, backends: () => o.pool.backends, retryBudget: o.pool.retryBudget });
+    this.summer = new Summer({
+      traffic: o.traffic, tcpStats: o.tcpStats, backends: () => o.pool.backends,
+      retryBudget: o.pool.retryBudget, setPanicPicks: (n) => o.pool.setRemotePanicPicks(n),
+    });
     // Flips, drains, ejections and their ends: told at the end of this turn.
     this.unsubscribe = o.pool.onStateChange(() => this.publish());
   }

@@ -19,6 +19,7 @@ import { TrafficStats } from "../stats/traffic.ts";
 import { TcpStats } from "../tcp/stats.ts";
 import { startTcpProxy, type TcpProxy } from "../tcp/proxy.ts";
 import type { SocketEngine } from "../engine/socket/engine.ts";
+import { startFetchClient } from "../engine/fetch.ts";
 import { createAccessLog, type AccessLog } from "../log/access.ts";
 import type { Logger } from "../log/logger.ts";
 import { buildProxy, proxySettings, serveHttp, serveSockets, socketSettings, stopProxy, type HttpListener, type ProxyContext } from "../balancer.ts";
@@ -141,7 +142,7 @@ export function runWorker(): Promise<number> {
   };
   const report = (id?: number) => {
     passive.flush();
-    send({ t: "report", report: reportOf(traffic, pool.backends, tcpStats, pool.retryBudget), ...(id !== undefined ? { id } : {}) });
+    send({ t: "report", report: reportOf(traffic, pool.backends, tcpStats, pool.panic.picks, pool.retryBudget), ...(id !== undefined ? { id } : {}) });
   };
 
   return new Promise<number>((resolve) => {
@@ -173,6 +174,7 @@ export function runWorker(): Promise<number> {
       switch (m.t) {
         case "start": {
           running = m.config;
+          pool.setPanicThreshold(m.config.panicThreshold);
           applyTable(pool, m.table, () => {});
           send({ t: "applied", version: m.table.version });
           try {
@@ -188,9 +190,21 @@ export function runWorker(): Promise<number> {
               );
               return;
             }
-            if (m.config.engine === "socket") socketEngine = serveSockets(m.config, ctx, accessLogFor(m.config), at);
-            else http = serveHttp(m.config, buildProxy(m.config, ctx, accessLogFor(m.config), lifecycle), at);
-            ready();
+            if (m.config.engine === "socket") {
+              socketEngine = serveSockets(m.config, ctx, accessLogFor(m.config), at);
+              ready();
+              return;
+            }
+            // Bun's HTTP client started before the port opens (see startFetchClient).
+            const config = m.config;
+            void startFetchClient().then(() => {
+              try {
+                http = serveHttp(config, buildProxy(config, ctx, accessLogFor(config), lifecycle), at);
+                ready();
+              } catch (e) {
+                failed(e);
+              }
+            });
           } catch (e) {
             failed(e);
           }
@@ -203,6 +217,7 @@ export function runWorker(): Promise<number> {
         case "config": {
           const prev = running;
           running = m.config;
+          pool.setPanicThreshold(m.config.panicThreshold);
           // Proxy settings change in place, as in one process: a new fetch handler, the socket
           // engine reconfigured for new requests, TCP's timeouts for new connections.
           if (prev && proxySettings(prev) !== proxySettings(m.config)) {

@@ -225,6 +225,57 @@ describe.skipIf(SKIP)("dashboard in Chromium", () => {
     }
   }, 20_000);
 
+  test("panic mode shows as a banner and in the backends card, and goes when the backends return", async () => {
+    const stack = await startStack(3);
+    const load = traffic(`${stack.balancer.url}/`, 2);
+    const { page, errors } = await openPage();
+    try {
+      await page.goto(`${stack.adminUrl}/`);
+      await page.waitForSelector('#live[data-state="live"]', { timeout: 5000 });
+      await page.waitForFunction(() => document.querySelectorAll('#backends tbody tr[data-state="up"]').length === 3, undefined, { timeout: 5000 });
+      expect(await page.isVisible("#panic")).toBe(false);
+      // Two of three failing their checks: 1/3 healthy is below the default 50%.
+      stack.cluster.backends[0]!.setHealth("down");
+      stack.cluster.backends[1]!.setHealth("down");
+      await page.waitForSelector("#panic", { state: "visible", timeout: 5000 });
+      expect(await page.textContent("#panic")).toContain("Panic mode: fewer than 50% of the backends in service are healthy");
+      expect(await page.textContent("#backends-states")).toMatch(/^PANIC · /);
+      expect(await page.getAttribute("#backends-available", "class")).toBe("v bad");
+      stack.cluster.backends[0]!.setHealth("up");
+      stack.cluster.backends[1]!.setHealth("up");
+      await page.waitForSelector("#panic", { state: "hidden", timeout: 5000 });
+      expect(await page.textContent("#backends-states")).not.toContain("PANIC");
+      expect(errors).toEqual([]);
+    } finally {
+      await page.close();
+      await load.stop();
+      await stack.stop();
+    }
+  }, 30_000);
+
+  test("the proxy's own errors show in the errors card, by code", async () => {
+    const src = fakeSource([{ name: "a", url: "http://127.0.0.1:9" }]);
+    // As the forwarding loop counts a try that found no descriptor (test/proxy/local-errors.test.ts
+    // produces real ones; here the page's rendering of them is what is checked).
+    src.traffic.localErrors.EMFILE = 3;
+    src.traffic.localErrors.EADDRNOTAVAIL = 1;
+    const admin = createAdminApp(src);
+    const server = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: (req, srv) => admin.fetch(req, { server: srv }) });
+    const { page, errors } = await openPage();
+    try {
+      await page.goto(`http://127.0.0.1:${server.port}/`);
+      await page.waitForSelector('#live[data-state="live"]', { timeout: 5000 });
+      await page.waitForFunction(() => document.querySelector("#local-errors")?.textContent?.startsWith("local 4"), undefined, { timeout: 5000 });
+      expect(await page.textContent("#local-errors")).toBe("local 4 (EMFILE 3, EADDRNOTAVAIL 1)");
+      expect(await page.getAttribute("#local-errors", "class")).toBe("s warn");
+      expect(errors).toEqual([]);
+    } finally {
+      await page.close();
+      await admin.stop();
+      await server.stop(true);
+    }
+  }, 20_000);
+
   test("the live indicator shows a lost stream, and the page reconnects by itself", async () => {
     const src = fakeSource([{ name: "a", url: "http://127.0.0.1:9" }]);
     const admin = createAdminApp(src);

@@ -93,6 +93,27 @@ describe("defaults and normalization", () => {
 });
 
 describe("errors", () => {
+  test("panic mode and outlier detection: defaults, and each wrong value named with what was expected", () => {
+    const c = validateConfig({ backends: [{ url: "http://127.0.0.1:5001" }] });
+    expect(c.panicThreshold).toBe(50);
+    expect(c.passive).toMatchObject({ interval: 10_000, successRate: { minimumHosts: 5, requestVolume: 100, stdevFactor: 1900 }, failurePercentage: false });
+    expect(validateConfig({ backends: [{ url: "http://127.0.0.1:5001" }], passive: { failurePercentage: {}, successRate: false } }).passive)
+      .toMatchObject({ successRate: false, failurePercentage: { threshold: 85, minimumHosts: 5, requestVolume: 50 } });
+    const p = problems({
+      backends: [{ url: "http://127.0.0.1:5001" }],
+      panicThreshold: 150,
+      passive: { interval: "10ms", successRate: { stdevFactor: -1, minimumHosts: 0 }, failurePercentage: { threshold: "x" } },
+    });
+    expect(p).toEqual([
+      "passive.interval: got \"10ms\", expected at least 100ms between sweeps",
+      "passive.successRate.minimumHosts: got 0, expected a whole number of backends, at least 1",
+      "passive.successRate.stdevFactor: got -1, expected 0 or more (thousandths: 1900 is 1.9 standard deviations)",
+      "passive.failurePercentage.threshold: got \"x\", expected a percentage",
+      "panicThreshold: got 150, expected 0 to 100",
+    ]);
+    expect(problems({ backends: [{ url: "http://127.0.0.1:5001" }], passive: { successRate: true } })).toEqual(["passive.successRate: got true, expected a success-rate object or false"]);
+  });
+
   test("every problem at once, each naming field, value and expectation", () => {
     const p = problems({
       listen: { port: 70000 },

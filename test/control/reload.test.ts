@@ -107,6 +107,22 @@ describe("reload from file", () => {
     expect(again).toMatchObject({ changed: false, version: 2, lines: [] });
   });
 
+  test("panicThreshold and the outlier sweep change in place: the pool's threshold, the sweep's interval", async () => {
+    const { rig: r, urls, write, base } = await startFromFile(2, (u) => ({ backends: [{ name: "a", url: u[0] }, { name: "b", url: u[1] }] }));
+    expect(r.balancer.pool.panicThreshold).toBe(50);
+    expect(r.balancer.passive.sweeping).toBe(true);
+    write(base({ panicThreshold: 0, passive: { interval: "1s", failurePercentage: {} }, backends: [{ name: "a", url: urls[0] }, { name: "b", url: urls[1] }] }));
+    const report = await r.balancer.reload();
+    expect(report.restartNeeded).toEqual([]);
+    expect(report.lines).toContainEqual(expect.stringContaining("panicThreshold"));
+    expect(r.balancer.pool.panicThreshold).toBe(0);
+    expect(r.balancer.config.passive.failurePercentage).toEqual({ threshold: 85, minimumHosts: 5, requestVolume: 50 });
+    expect(r.balancer.passive.sweeping).toBe(true);
+    // With panic mode off, both marked down by an operator's view of health leaves nothing.
+    for (const b of r.balancer.pool.backends) b.setHealthy(false, "test");
+    expect((await fetch(`${r.balancer.url}/`)).status).toBe(503);
+  });
+
   test("an invalid file is refused: the running config keeps serving and /stats shows the problems", async () => {
     const { rig: r, write, urls, base } = await startFromFile(2, (u) => ({ backends: [{ name: "a", url: u[0] }] }));
     write(base({ backends: [{ name: "a", url: urls[0], wieght: 2 }], retry: { attempts: 0 } }));

@@ -102,7 +102,8 @@ describe("what gets traffic", () => {
 
   test("at start-up every backend is probed at once; the first result alone decides, before traffic", async () => {
     const started = performance.now();
-    rig = await startHealthRig(3, {}, (cluster) => {
+    // Panic mode off: with two of three down it would spread traffic over all three (pool.ts).
+    rig = await startHealthRig(3, { panicThreshold: 0 }, (cluster) => {
       cluster.backends[0]!.setHealth("down");
       cluster.backends[1]!.setHealth("hang");
     });
@@ -187,6 +188,7 @@ describe("owners: nothing outlives the server", () => {
     expect(balancer.pool.backends[1]!.state()).toBe("ejected");
     expect(balancer.health.pending).toBeGreaterThan(0);
     expect(balancer.passive.pendingTimers).toBe(1);
+    expect(balancer.passive.sweeping).toBe(true);
     expect(cluster.backends[0]!.active).toBeGreaterThan(0);
 
     await balancer.stop(false);
@@ -195,6 +197,7 @@ describe("owners: nothing outlives the server", () => {
     await balancer.health.stop();
     expect(balancer.health.pending).toBe(0);
     expect(balancer.passive.pendingTimers).toBe(0);
+    expect(balancer.passive.sweeping).toBe(false);
     const last = balancer.pool.backends.map((b) => b.lastCheck?.at);
     await Bun.sleep(3 * INTERVAL);
     expect(balancer.pool.backends.map((b) => b.lastCheck?.at)).toEqual(last);

@@ -56,6 +56,11 @@ export function runPolicyConformance(name: string, newPolicy: () => SelectionPol
       for (let i = 0; i < 50; i++) expect(pool.pick(undefined, `key-${i}`)).toBe(a!);
       expect(pool.pick(new Set([a!]))).toBe(a!);
       a!.setHealthy(false, "test");
+      // Nothing serving: in panic mode (the default 50%) every backend in service is a
+      // candidate, whatever the policy: a and b, never the drained c.
+      expect(pool.panicking()).toBe(true);
+      for (let i = 0; i < 50; i++) expect([a, b]).toContain(pool.pick(undefined, `key-${i}`));
+      pool.setPanicThreshold(0);
       expect(pool.pick()).toBeUndefined();
     });
 

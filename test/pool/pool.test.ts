@@ -44,8 +44,10 @@ describe("the set", () => {
 });
 
 describe("pick", () => {
-  test("only available backends; undefined when there is none", () => {
+  test("only available backends; undefined when there is none (panic mode off)", () => {
     const pool = three();
+    // Panic mode would balance over a and c once none is available: see "panic mode" below.
+    pool.setPanicThreshold(0);
     pool.get("a")!.setHealthy(false, "probe");
     pool.get("b")!.setEnabled(false);
     expect(pool.availableCount()).toBe(1);
@@ -109,5 +111,127 @@ describe("slow start, for every policy", () => {
     expect(pool.get("a")!.rampFactor()).toBe(1);
     const later = pool.add({ name: "b", url: "http://127.0.0.1:2", slowStart: 60_000 });
     expect(later.rampFactor()).toBeLessThan(0.1);
+  });
+});
+
+describe("panic mode (Envoy's healthy panic threshold), decided in the pool for every policy", () => {
+  const four = () =>
+    new LocalPool(createPolicy("round-robin"), ["a", "b", "c", "d"].map((name, i) => ({ name, url: `http://127.0.0.1:${i + 1}` })));
+  const picked = (pool: LocalPool, n = 8) => new Set(names(Array.from({ length: n }, () => pool.pick())));
+
+  test("at the threshold: normal; below it: every backend in service is a candidate, healthy or not", () => {
+    const pool = four();
+    const [a, b, c] = pool.backends as [Backend, Backend, Backend];
+    a.setHealthy(false, "probe");
+    b.eject(60_000, "5xx");
+    // 2 of 4 serving: 50% is not below the default 50%.
+    expect(pool.panicking()).toBe(false);
+    expect(picked(pool)).toEqual(new Set(["c", "d"]));
+    expect(pool.routableCount()).toBe(2);
+    c.setHealthy(false, "probe");
+    // 1 of 4: panic, and all four share the traffic.
+    expect(pool.panicking()).toBe(true);
+    expect(picked(pool)).toEqual(new Set(["a", "b", "c", "d"]));
+    expect(pool.routableCount()).toBe(4);
+    // /readyz's count stays the honest one.
+    expect(pool.availableCount()).toBe(1);
+  });
+
+  test("every backend down: traffic still goes to all of them rather than none", () => {
+    const pool = four();
+    for (const b of pool.backends) b.setHealthy(false, "probe");
+    expect(picked(pool)).toEqual(new Set(["a", "b", "c", "d"]));
+    // Exclusion (a retry walks on) still applies in panic.
+    const [a, b, c] = pool.backends as [Backend, Backend, Backend];
+    for (let i = 0; i < 4; i++) expect(pool.pick(new Set([a, b, c]))?.name).toBe("d");
+  });
+
+  test("drained and forced-down backends stay out, and do not count toward the share", () => {
+    const pool = four();
+    const [a, b, c, d] = pool.backends as [Backend, Backend, Backend, Backend];
+    a.setEnabled(false);
+    b.force("down", "maintenance");
+    c.setHealthy(false, "probe");
+    // In service: c and d; serving: d. 1 of 2 is 50%: no panic.
+    expect(pool.panicking()).toBe(false);
+    expect(picked(pool)).toEqual(new Set(["d"]));
+    d.setHealthy(false, "probe");
+    expect(pool.panicking()).toBe(true);
+    expect(picked(pool)).toEqual(new Set(["c", "d"]));
+    // A forced-up backend serves whatever its health.
+    c.force("up", "operator");
+    expect(pool.panicking()).toBe(false);
+    expect(picked(pool)).toEqual(new Set(["c"]));
+  });
+
+  test("maxConnections still holds in panic: a full backend is no candidate", () => {
+    const pool = new LocalPool(createPolicy("round-robin"), [
+      { name: "a", url: "http://127.0.0.1:1", maxConnections: 1 },
+      { name: "b", url: "http://127.0.0.1:2" },
+      { name: "c", url: "http://127.0.0.1:3" },
+    ]);
+    for (const b of pool.backends) b.setHealthy(false, "probe");
+    const lease = pool.get("a")!.acquire();
+    expect(picked(pool)).toEqual(new Set(["b", "c"]));
+    lease.release();
+  });
+
+  test("a sticky session's backend is kept in panic even when unhealthy", () => {
+    const pool = four();
+    for (const b of pool.backends) b.setHealthy(false, "probe");
+    const c = pool.get("c")!;
+    for (let i = 0; i < 4; i++) expect(pool.pick(undefined, undefined, c)).toBe(c);
+  });
+
+  test("panicThreshold 0 turns it off; 100 panics as soon as one backend is out", () => {
+    const pool = four();
+    const [a, b, c] = pool.backends as [Backend, Backend, Backend];
+    for (const x of [a, b, c]) x.setHealthy(false, "probe");
+    pool.setPanicThreshold(0);
+    expect(pool.panicking()).toBe(false);
+    expect(picked(pool)).toEqual(new Set(["d"]));
+    for (const x of [a, b, c]) x.setHealthy(true, "probe");
+    pool.setPanicThreshold(100);
+    expect(pool.panicking()).toBe(false);
+    a.setHealthy(false, "probe");
+    expect(pool.panicking()).toBe(true);
+  });
+
+  test("each flip is announced once, when the state change happens, and counted; picks in panic are counted", () => {
+    const pool = four();
+    const seen: string[] = [];
+    pool.onPanicChange((c) => seen.push(`${c.panic ? "panic" : "calm"} ${c.serving}/${c.inService} @${c.threshold}`));
+    const [a, b, c] = pool.backends as [Backend, Backend, Backend];
+    a.setHealthy(false, "probe");
+    b.setHealthy(false, "probe");
+    expect(seen).toEqual([]);
+    c.setHealthy(false, "probe");
+    expect(seen).toEqual(["panic 1/4 @50"]);
+    expect(pool.panic).toEqual({ entered: 1, picks: 0 });
+    for (let i = 0; i < 5; i++) pool.pick();
+    expect(pool.panic.picks).toBe(5);
+    // Other changes while in panic announce nothing.
+    a.setEnabled(false);
+    expect(seen).toHaveLength(1);
+    c.setHealthy(true, "probe");
+    expect(seen).toEqual(["panic 1/4 @50", "calm 2/3 @50"]);
+    pool.pick();
+    expect(pool.panic).toEqual({ entered: 1, picks: 5 });
+    // Removing members and a new threshold are evaluated too.
+    pool.setPanicThreshold(80);
+    expect(seen.at(-1)).toBe("panic 2/3 @80");
+    pool.remove("b");
+    expect(seen.at(-1)).toBe("calm 2/2 @80");
+    expect(pool.panic.entered).toBe(2);
+  });
+
+  test("an ejection that runs out by the clock ends panic at the next pick", () => {
+    const pool = four();
+    const [a, b, c] = pool.backends as [Backend, Backend, Backend];
+    a.setHealthy(false, "probe");
+    b.setHealthy(false, "probe");
+    c.eject(1, "5xx", Date.now() - 10);
+    // Its end time has passed: serving again, so 2 of 4.
+    expect(pool.panicking()).toBe(false);
   });
 });

@@ -65,11 +65,11 @@ describe("Summer", () => {
     const w1 = new LocalPool(createPolicy("round-robin"));
     for (let i = 0; i < 3; i++) w0.retryBudget.admit(none, 0);
     w1.retryBudget.admit(none, 0);
-    summer.update(0, reportOf(new TrafficStats(), [], undefined, w0.retryBudget));
-    summer.update(1, reportOf(new TrafficStats(), [], undefined, w1.retryBudget));
+    summer.update(0, reportOf(new TrafficStats(), [], undefined, 0, w0.retryBudget));
+    summer.update(1, reportOf(new TrafficStats(), [], undefined, 0, w1.retryBudget));
     expect(owner.retryBudget.exhausted).toBe(4);
     summer.retire(1);
-    summer.update(1, reportOf(new TrafficStats(), [], undefined, new LocalPool(createPolicy("round-robin")).retryBudget));
+    summer.update(1, reportOf(new TrafficStats(), [], undefined, 0, new LocalPool(createPolicy("round-robin")).retryBudget));
     expect(owner.retryBudget.exhausted).toBe(4);
   });
 
@@ -87,6 +87,25 @@ describe("Summer", () => {
     summer.retire(0);
     expect(tcpStats.accepted).toBe(6);
     expect(tcpStats.open).toBe(2);
+  });
+
+  test("the proxy's own errors and panic picks are summed; a dead worker's stay counted", () => {
+    const traffic = new TrafficStats();
+    const pool = new LocalPool(createPolicy("round-robin"), [{ name: "a", url: "http://127.0.0.1:1" }]);
+    const summer = new Summer({ traffic, backends: () => pool.backends, setPanicPicks: (n) => pool.setRemotePanicPicks(n) });
+    const w0 = new TrafficStats();
+    w0.localErrors.EMFILE = 2;
+    const w1 = new TrafficStats();
+    w1.localErrors.EMFILE = 1;
+    w1.localErrors.EADDRNOTAVAIL = 4;
+    summer.update(0, reportOf(w0, [], undefined, 7));
+    summer.update(1, reportOf(w1, [], undefined, 5));
+    expect(traffic.localErrors).toMatchObject({ EMFILE: 3, EADDRNOTAVAIL: 4, ENFILE: 0 });
+    expect(pool.panic.picks).toBe(12);
+    summer.retire(1);
+    summer.update(1, reportOf(new TrafficStats(), [], undefined, 0));
+    expect(traffic.localErrors).toMatchObject({ EMFILE: 3, EADDRNOTAVAIL: 4 });
+    expect(pool.panic.picks).toBe(12);
   });
 
   test("the owner's backend drains when the workers report nothing in flight", async () => {

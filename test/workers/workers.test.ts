@@ -137,6 +137,24 @@ describe("workers", () => {
     expect(rig.cluster.backends[1]!.requests).toBe(4);
   });
 
+  for (const engine of ["fetch", "socket"] as const) test(`panic mode reaches every worker (${engine} engine): two of three down, all three answer; panic picks summed`, async () => {
+    rig = await startRig(3, { workers: 2, engine, healthCheck: FAST_CHECK, log: { access: false } });
+    const sup = supervisorOf(rig.balancer);
+    const [a, b] = rig.cluster.backends as [(typeof rig.cluster.backends)[number], (typeof rig.cluster.backends)[number]];
+    a.setHealth("down");
+    b.setHealth("down");
+    await waitFor(() => rig!.balancer.pool.backends.filter((x) => x.state() === "down").length === 2, "two backends marked down");
+    expect(await sup.synced(5000)).toBe(true);
+    expect(rig.balancer.pool.panicking()).toBe(true);
+    const before = rig.cluster.backends.map((x) => x.requests);
+    const res = await load(rig.balancer.url, 60, 4, { fresh: true });
+    expect(res.ok).toBe(60);
+    // Every backend took some: the workers balance over all three, healthy or not.
+    rig.cluster.backends.forEach((x, i) => expect(x.requests).toBeGreaterThan(before[i]!));
+    await sup.pull();
+    expect(rig.balancer.pool.panic.picks).toBeGreaterThanOrEqual(60);
+  });
+
   test("kill -9 of one worker under load costs at most the requests it held, and it comes back", async () => {
     rig = await startRig(2, { workers: 2, engine: "socket", log: { access: false } }, (c) => {
       for (const b of c.backends) b.setLatency({ min: 2, max: 5 });
