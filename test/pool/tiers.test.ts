@@ -75,8 +75,10 @@ describe("the active tier", () => {
     expect(pool.pick()!.name).toBe("a");
   });
 
-  test("no backend available in any tier: nothing is picked", () => {
+  test("no backend available in any tier: nothing is picked (panic mode off)", () => {
     const pool = tiered();
+    // Panic mode would balance over the best tier present: see "tiers and panic mode together".
+    pool.setPanicThreshold(0);
     for (const x of pool.backends) x.setHealthy(false, "probe");
     expect(pool.activePriority()).toBeUndefined();
     expect(pool.pick()).toBeUndefined();
@@ -142,5 +144,45 @@ describe("standby, as the admin side shows it", () => {
     expect(text).toContain('switchyard_backend_priority{backend="d"} 2');
     expect(text).toContain('switchyard_backend_standby{backend="c"} 0');
     expect(text).toContain('switchyard_backend_standby{backend="d"} 1');
+  });
+});
+
+describe("tiers and panic mode together (pool.ts decides both)", () => {
+  /** Primaries p1-p3 (0), standbys s1-s3 (1). */
+  const six = () => new LocalPool(createPolicy("round-robin"), [b("p", 0), b("q", 0), b("r", 0), b("s", 1), b("t", 1), b("u", 1)]);
+
+  test("a primary tier under the threshold with a healthy standby tier: no panic, the primaries' survivor takes it all", () => {
+    const pool = six();
+    const [p, q] = pool.backends as Backend[];
+    p!.setHealthy(false, "probe");
+    q!.setHealthy(false, "probe");
+    // Tier 0: 1 of 3 (33%); tier 1: 3 of 3. RFC 2782 keeps the lowest tier it can reach.
+    expect(pool.panicking()).toBe(false);
+    expect(picks(pool, 10)).toEqual({ r: 10 });
+  });
+
+  test("every tier under the threshold: panic, over the best tier that still has a healthy backend", () => {
+    const pool = six();
+    for (const x of pool.backends.slice(0, 5)) x.setHealthy(false, "probe");
+    // Tier 0: 0 of 3; tier 1: 1 of 3. Panic spreads over tier 1, healthy or not.
+    expect(pool.panicking()).toBe(true);
+    expect(picks(pool, 30)).toEqual({ s: 10, t: 10, u: 10 });
+    expect(pool.panic.picks).toBe(30);
+    // The primaries' first return ends it: tier 0 is back at... 1 of 3, tier 1 at 1 of 3: still
+    // panic, now over tier 0; two primaries back (67%) end it.
+    pool.backends[0]!.setHealthy(true, "probe");
+    expect(pool.panicking()).toBe(true);
+    expect(picks(pool, 30)).toEqual({ p: 10, q: 10, r: 10 });
+    pool.backends[1]!.setHealthy(true, "probe");
+    expect(pool.panicking()).toBe(false);
+    expect(picks(pool, 10)).toEqual({ p: 5, q: 5 });
+  });
+
+  test("nothing healthy anywhere: panic over the best tier present", () => {
+    const pool = six();
+    for (const x of pool.backends) x.setHealthy(false, "probe");
+    expect(pool.panicking()).toBe(true);
+    expect(picks(pool, 30)).toEqual({ p: 10, q: 10, r: 10 });
+    expect(pool.routableCount()).toBe(3);
   });
 });
