@@ -6,27 +6,15 @@
  * second path (RFC 9112 §7.1.2: a trailer section belongs to the chunked message it ends).
  */
 import { afterEach, describe, expect, test } from "bun:test";
-import { startRig, type TestRig } from "../helpers/balancer.ts";
 import { waitFor } from "../helpers/wait.ts";
 import { requirePrograms } from "../helpers/system.ts";
-import { countResponses, rawExchange, startRecordingBackend, type RecordedRequest, type RecordingBackend } from "./wire-helpers.ts";
+import { countResponses, rawExchange, recordingRig, type RecordedRequest } from "./wire-helpers.ts";
 
-let rig: TestRig | undefined;
-let backend: RecordingBackend | undefined;
 const cleanups: (() => unknown)[] = [];
 afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
-  await rig?.stop();
-  rig = undefined;
-  backend?.stop();
-  backend = undefined;
 });
-
-async function start(config: Record<string, unknown> = {}): Promise<{ port: number; backend: RecordingBackend }> {
-  backend = startRecordingBackend();
-  rig = await startRig(0, { engine: "socket", backends: [{ name: "rec", url: backend.url }], ...config });
-  return { port: rig.balancer.port, backend };
-}
+const { start, rig } = recordingRig("socket");
 
 /** Fields the proxy adds or rewrites on the way to the backend (proxy/headers.ts), and framing. */
 const PROXY_FIELDS = new Set(["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-real-ip", "via", "x-request-id", "content-length", "transfer-encoding"]);
@@ -227,7 +215,7 @@ describe("requests: after a refused head, the rest of the read is not parsed int
         expect(res.statuses[0]).toBeLessThan(500);
         expect(res.closed).toBe(true);
         // A try starts at once when its request is parsed, so by the close none may have begun.
-        expect(rig!.balancer.pool.backends[0]!.acquired).toBe(0);
+        expect(rig().balancer.pool.backends[0]!.acquired).toBe(0);
         expect(backend.requests).toEqual([]);
       });
     }

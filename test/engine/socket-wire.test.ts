@@ -2,25 +2,11 @@
  * The socket engine's wire, byte for byte: what a client sends, what it gets back, and what a
  * backend that records every byte actually received (RFC 9112 throughout).
  */
-import { afterEach, describe, expect, test } from "bun:test";
-import { startRig, type TestRig } from "../helpers/balancer.ts";
+import { describe, expect, test } from "bun:test";
 import { waitFor } from "../helpers/wait.ts";
-import { countResponses, rawExchange, startRecordingBackend, type RecordingBackend } from "./wire-helpers.ts";
+import { countResponses, rawExchange, recordingRig } from "./wire-helpers.ts";
 
-let rig: TestRig | undefined;
-let backend: RecordingBackend | undefined;
-afterEach(async () => {
-  await rig?.stop();
-  rig = undefined;
-  backend?.stop();
-  backend = undefined;
-});
-
-async function start(config: Record<string, unknown> = {}): Promise<{ port: number; backend: RecordingBackend }> {
-  backend = startRecordingBackend();
-  rig = await startRig(0, { engine: "socket", backends: [{ name: "rec", url: backend.url }], ...config });
-  return { port: rig.balancer.port, backend };
-}
+const { start, rig } = recordingRig("socket");
 
 const GET = "GET / HTTP/1.1\r\nHost: a.test\r\n\r\n";
 
@@ -88,7 +74,7 @@ describe("requests refused before any byte reaches a backend", () => {
     const res = await rawExchange(port, input);
     expect(res.statuses).toEqual([413]);
     expect(res.closed).toBe(true);
-    const b = rig!.balancer.pool.backends[0]!;
+    const b = rig().balancer.pool.backends[0]!;
     expect(b.state()).toBe("up");
     expect(b.stats.proxyErrors).toBe(0);
   });
@@ -284,7 +270,7 @@ describe("connections", () => {
   test("limits.maxConnections: the connection over the limit gets 503 and is closed", async () => {
     const { port } = await start({ limits: { maxConnections: 2 } });
     const held = await Promise.all([0, 1].map(() => Bun.connect({ hostname: "127.0.0.1", port, socket: { data() {} } })));
-    await waitFor(() => (rig!.balancer as unknown as { port: number }).port > 0, "listener");
+    await waitFor(() => (rig().balancer as unknown as { port: number }).port > 0, "listener");
     const res = await rawExchange(port, GET);
     expect(res.statuses).toEqual([503]);
     expect(res.closed).toBe(true);
@@ -309,7 +295,7 @@ describe("the upstream pool", () => {
     // The pooled connection is reused, the backend resets it, the GET is replayed fresh.
     expect((await rawExchange(port, get, { until: (t) => countResponses(t) === 1 })).statuses).toEqual([200]);
     expect(backend.connections()).toBe(2);
-    expect(rig!.balancer.pool.backends[0]!.state()).toBe("up");
+    expect(rig().balancer.pool.backends[0]!.state()).toBe("up");
     // A POST is not sent twice (RFC 9110 §9.2.2): the reset reaches the client as a 502.
     const post = "POST /one-per-connection HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\nx";
     expect((await rawExchange(port, post, { until: (t) => countResponses(t) === 1 })).statuses).toEqual([502]);
@@ -321,7 +307,7 @@ describe("the upstream pool", () => {
     socket.write("GET /hang HTTP/1.1\r\nHost: a\r\n\r\n");
     await waitFor(() => backend.requests.length === 1, "the request to reach the backend");
     socket.terminate();
-    await waitFor(() => rig!.balancer.pool.backends[0]!.inFlight === 0, "the in-flight slot to be released");
+    await waitFor(() => rig().balancer.pool.backends[0]!.inFlight === 0, "the in-flight slot to be released");
     // The next request does not get the abandoned connection (it would wait on /hang's answer).
     const res = await rawExchange(port, GET, { until: (t) => countResponses(t) === 1 });
     expect(res.statuses).toEqual([200]);

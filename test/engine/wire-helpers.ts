@@ -3,8 +3,10 @@
  * pieces, or dribbled) and reads what comes back, and a backend that records every byte it
  * receives, verbatim, and answers each request it frames.
  */
+import { afterEach } from "bun:test";
 import type { Socket } from "bun";
 import { HTTPParser } from "../../src/engine/socket/llhttp.ts";
+import { startRig, type TestRig } from "../helpers/balancer.ts";
 
 export interface RecordedRequest {
   method: string;
@@ -186,6 +188,35 @@ async function dribbleTo(socket: Socket<unknown>, text: string): Promise<void> {
     socket.write(Buffer.from(text.slice(i, i + 3), "latin1"));
     await Bun.sleep(1);
   }
+}
+
+/**
+ * A test file's balancer in front of one recording backend, on `engine`, started per test by
+ * `start(config)` and stopped after each (an afterEach this registers). `rig()` is the current one.
+ */
+export function recordingRig(engine: "socket" | "fetch"): {
+  start(config?: Record<string, unknown>): Promise<{ port: number; backend: RecordingBackend }>;
+  rig(): TestRig;
+} {
+  let rig: TestRig | undefined;
+  let backend: RecordingBackend | undefined;
+  afterEach(async () => {
+    await rig?.stop();
+    rig = undefined;
+    backend?.stop();
+    backend = undefined;
+  });
+  return {
+    async start(config = {}) {
+      backend = startRecordingBackend();
+      rig = await startRig(0, { engine, backends: [{ name: "rec", url: backend.url }], ...config });
+      return { port: rig.balancer.port, backend };
+    },
+    rig() {
+      if (rig === undefined) throw new Error("no rig: call start() first");
+      return rig;
+    },
+  };
 }
 
 export interface RawExchange {
