@@ -36,9 +36,11 @@ EXPOSE 8000 8081
 # The binary asks its own admin port (http://127.0.0.1:8081/healthz; the environment variable
 # SWITCHYARD_HEALTH_URL changes it): no curl or shell in the image.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 CMD ["/usr/local/bin/switchyard", "health"]
-# Exec form: switchyard is PID 1 and gets SIGTERM itself (docker stop): it stops accepting,
-# lets in-flight requests finish within timeouts.shutdownGrace and exits 0. Being PID 1, its exit
-# ends the container: a new version is a rolling replace (a new container, ready, then the old
-# one stopped), not an in-place `switchyard upgrade` (README, "Upgrading the binary").
+# Exec form: switchyard is PID 1. As PID 1, `serve` becomes the keeper (src/control/keeper.ts):
+# it runs the serving process as its child, passes it SIGTERM (docker stop: it stops accepting,
+# lets in-flight requests finish within timeouts.shutdownGrace and exits 0) and SIGUSR2 (an
+# upgrade in place, `docker kill --signal USR2`), follows each new generation, and stays, so
+# the container does, until the last one exits. A new image is still a rolling replace (README,
+# "Upgrading the binary").
 ENTRYPOINT ["/usr/local/bin/switchyard"]
 CMD ["serve", "--config", "/etc/switchyard/switchyard.yaml"]

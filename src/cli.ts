@@ -18,6 +18,8 @@ import { WORKER_COMMAND } from "./workers/protocol.ts";
 import { runHealthCommand } from "./admin/health-command.ts";
 import { ControlError } from "./control/control.ts";
 import { successorLink, Upgrader, type SuccessorLink } from "./control/upgrade.ts";
+import { keeperWanted, runKeeper } from "./control/keeper.ts";
+import { consoleLogger } from "./log/logger.ts";
 import { PidFile } from "./control/pidfile.ts";
 import { sdNotify } from "./control/sd-notify.ts";
 
@@ -155,6 +157,11 @@ async function check(argv: string[]): Promise<number> {
 }
 
 async function serve(argv: string[]): Promise<number> {
+  // PID 1 (a container's entry point): keep the container alive across upgrades (keeper.ts).
+  if (keeperWanted()) {
+    const logger = consoleLogger();
+    return runKeeper({ command: selfCommand(["serve", ...argv]), log: (line) => logger.info(line) });
+  }
   // Started by `switchyard upgrade`: the process this one replaces waits for its word.
   let successor: SuccessorLink | undefined;
   try {

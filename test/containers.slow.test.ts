@@ -142,7 +142,7 @@ describe.skipIf(tools.skip || cannotRun !== undefined)("container image and comp
     expect(version.trim()).toBe((await Bun.file(join(ROOT, "package.json")).json()).version);
   });
 
-  test("run read-only as non-root: traffic through it, health check passes, SIGTERM lets a request finish and exits 0", async () => {
+  test("run read-only as non-root: traffic through it, health check passes, an upgrade in place loses nothing, SIGTERM lets a request finish and exits 0", async () => {
     let cluster: SimCluster | undefined;
     const dir = mkdtempSync(join(tmpdir(), "switchyard-container-"));
     const name = `${PROJECT}-single`;
@@ -176,6 +176,39 @@ describe.skipIf(tools.skip || cannotRun !== undefined)("container image and comp
       expect(hc.code).toBe(0);
       const top = await must("podman top", podman("top", name, "user", "pid", "args"));
       expect(top).toMatch(/65532\s+1\s+\/usr\/local\/bin\/switchyard serve/);
+
+      // An upgrade in place: SIGUSR2 to PID 1, which is the keeper (src/control/keeper.ts), under
+      // 16 request loops. The new generation takes over, the old one drains and exits, and PID 1,
+      // so the container, stays: no request fails.
+      let answered = 0;
+      let failed = 0;
+      let going = true;
+      const loops = Array.from({ length: 16 }, async () => {
+        while (going) {
+          try {
+            const r = await fetch(`${lb}/`);
+            await r.text();
+            if (r.status === 200) answered++;
+            else failed++;
+          } catch {
+            failed++;
+          }
+        }
+      });
+      await waitFor(() => answered > 200, "traffic through the container");
+      await must("podman kill --signal USR2", podman("kill", "--signal", "USR2", name));
+      const logsText = async () => {
+        const l = await podman("logs", name);
+        return l.out + l.err;
+      };
+      await waitFor(async () => /keeper: pid \d+ exited \(0\); following its successor/.test(await logsText()), "the old generation to drain and exit", 30_000, 200);
+      const before = answered;
+      await waitFor(() => answered > before + 200, "traffic through the new generation");
+      going = false;
+      await Promise.all(loops);
+      expect(failed).toBe(0);
+      expect(await logsText()).toContain("upgrade: serving beside pid");
+      expect(await must("podman top", podman("top", name, "user", "pid", "args"))).toMatch(/65532\s+1\s+\/usr\/local\/bin\/switchyard serve/);
 
       // PID 1 gets the SIGTERM: an in-flight request still completes, then a clean exit.
       const slow = fetch(`${lb}/delay/800`);
