@@ -20,7 +20,7 @@ import { HealthMonitor } from "./health/monitor.ts";
 import { createFetchHandler, startFetchClient } from "./engine/fetch.ts";
 import { bridgeHandlers } from "./engine/websocket.ts";
 import { startSocketEngine, type SocketEngine, type SocketEngineSettings } from "./engine/socket/engine.ts";
-import { cidrMatcher } from "./proxy/cidr.ts";
+import { cidrMatcher } from "./net/cidr.ts";
 import { compileResponseHeaderRules } from "./proxy/headers.ts";
 import { hashKeyExtractor } from "./policy/hash-key.ts";
 import { StickySessions } from "./policy/sticky.ts";

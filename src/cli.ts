@@ -8,7 +8,7 @@ import pkg from "../package.json" with { type: "json" };
 import demoConfig from "../examples/demo.json" with { type: "json" };
 import { ConfigError, loadConfigFile, readConfigFile, validateConfig } from "./config/load.ts";
 import type { Config } from "./config/schema.ts";
-import { POLICY_NAMES } from "./policy/names.ts";
+import { POLICY_NAMES } from "./config/policy-names.ts";
 import { startBalancer, type Balancer, type BalancerOptions } from "./balancer.ts";
 import { runSimCli, simHelp } from "../sim/cli.ts";
 import { RELOAD_HELP, runCtl, UPGRADE_HELP } from "./ctl.ts";

@@ -16,44 +16,10 @@
  * case-insensitively (RFC 9110 §4.2.3), without a trailing dot.
  */
 import { hostname, networkInterfaces } from "node:os";
-import { parseIp } from "../proxy/cidr.ts";
-import { isWildcardHost, listenHostProblem } from "../config/address.ts";
+import { parseIp } from "../net/cidr.ts";
+import { isWildcardHost, parseHostPort } from "../config/address.ts";
 
 export const ADMIN_HOST_FORBIDDEN = "SY_ADMIN_HOST_FORBIDDEN";
-
-interface HostPort {
-  /** A name lower-cased, or an IP literal without brackets. */
-  host: string;
-  port: number | undefined;
-}
-
-/**
- * `value` as a Host field or an allowedHosts entry: uri-host [":" port] (RFC 9110 §7.2), an IPv6
- * literal in brackets. Undefined when malformed.
- */
-export function parseHostPort(value: string): HostPort | undefined {
-  let host: string;
-  let portText: string | undefined;
-  if (value.startsWith("[")) {
-    const close = value.indexOf("]");
-    if (close === -1) return undefined;
-    host = value.slice(1, close);
-    const rest = value.slice(close + 1);
-    if (rest !== "" && !rest.startsWith(":")) return undefined;
-    portText = rest === "" ? undefined : rest.slice(1);
-    if (!host.includes(":") || parseIp(host) === undefined) return undefined;
-  } else {
-    const colon = value.lastIndexOf(":");
-    host = colon === -1 ? value : value.slice(0, colon);
-    portText = colon === -1 ? undefined : value.slice(colon + 1);
-    if (host.includes(":")) return undefined;
-    host = host.toLowerCase().replace(/\.$/, "");
-    if (host === "" || listenHostProblem(host) !== undefined) return undefined;
-  }
-  if (portText === undefined) return { host, port: undefined };
-  if (!/^\d{1,5}$/.test(portText) || Number(portText) > 65535) return undefined;
-  return { host, port: Number(portText) };
-}
 
 /** One key per host: IP literals by their value (v4 as v4-mapped v6), names as written. */
 function key(host: string, port: number): string {

@@ -18,8 +18,34 @@ import type { Sampler } from "./sampler.ts";
 import type { BackendStatsPoller } from "./poller.ts";
 import type { ConfigStatus } from "../control/control.ts";
 import type { Change } from "../control/changes.ts";
-import type { WorkersFigures } from "../workers/supervisor.ts";
 import type { RetryBudgetConfig } from "../proxy/retry.ts";
+
+/**
+ * With `workers`: what /stats shows of them. Declared here, by the view that shows it, and
+ * produced by the supervisor (workers/supervisor.ts), which sits above the admin layer.
+ */
+/** One worker process. */
+export interface WorkerFigures {
+  index: number;
+  pid: number | null;
+  state: "starting" | "serving" | "restarting" | "stopping" | "stopped";
+  restarts: number;
+  /** When the current process started serving, ISO 8601. */
+  since: string | null;
+  /** The last table version it applied. */
+  stateVersion: number;
+  /** From its last report: requests answered (TCP: connections accepted) and work in flight. */
+  requests: number;
+  inFlight: number;
+  lastExit: string | null;
+}
+
+export interface WorkersFigures {
+  count: number;
+  /** The version of the backend table the owner sent last. */
+  stateVersion: number;
+  list: WorkerFigures[];
+}
 
 export interface SnapshotSource {
   readonly config: { readonly mode: Mode; readonly strategy: string; readonly retry?: { readonly budget: RetryBudgetConfig } };

@@ -2,7 +2,7 @@
  * Addresses in the config: backends' and the hosts listeners bind to. Error texts complete
  * "expected ...".
  */
-import { parseIp } from "../proxy/cidr.ts";
+import { parseIp } from "../net/cidr.ts";
 
 /** HTTP mode takes http(s) URLs with a host; TCP mode takes tcp://host:port or host:port. */
 export function parseBackendAddress(text: string, mode: "http" | "tcp"): URL {
@@ -56,4 +56,38 @@ export function listenHostProblem(host: string): string | undefined {
 /** Every address of this family: the wildcard a listener binds to accept on all interfaces. */
 export function isWildcardHost(host: string): boolean {
   return host === "0.0.0.0" || host === "::";
+}
+
+export interface HostPort {
+  /** A name lower-cased, or an IP literal without brackets. */
+  host: string;
+  port: number | undefined;
+}
+
+/**
+ * `value` as a Host field or an allowedHosts entry: uri-host [":" port] (RFC 9110 §7.2), an IPv6
+ * literal in brackets. Undefined when malformed.
+ */
+export function parseHostPort(value: string): HostPort | undefined {
+  let host: string;
+  let portText: string | undefined;
+  if (value.startsWith("[")) {
+    const close = value.indexOf("]");
+    if (close === -1) return undefined;
+    host = value.slice(1, close);
+    const rest = value.slice(close + 1);
+    if (rest !== "" && !rest.startsWith(":")) return undefined;
+    portText = rest === "" ? undefined : rest.slice(1);
+    if (!host.includes(":") || parseIp(host) === undefined) return undefined;
+  } else {
+    const colon = value.lastIndexOf(":");
+    host = colon === -1 ? value : value.slice(0, colon);
+    portText = colon === -1 ? undefined : value.slice(colon + 1);
+    if (host.includes(":")) return undefined;
+    host = host.toLowerCase().replace(/\.$/, "");
+    if (host === "" || listenHostProblem(host) !== undefined) return undefined;
+  }
+  if (portText === undefined) return { host, port: undefined };
+  if (!/^\d{1,5}$/.test(portText) || Number(portText) > 65535) return undefined;
+  return { host, port: Number(portText) };
 }

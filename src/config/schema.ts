@@ -4,11 +4,10 @@
  */
 import * as v from "valibot";
 import { parseDuration, parseSize } from "./units.ts";
-import { POLICY_NAMES } from "../policy/names.ts";
+import { POLICY_NAMES } from "./policy-names.ts";
 import { HOP_BY_HOP } from "../proxy/headers.ts";
-import { parseCidr } from "../proxy/cidr.ts";
-import { listenHostProblem } from "./address.ts";
-import { parseHostPort } from "../admin/hosts.ts";
+import { parseCidr } from "../net/cidr.ts";
+import { listenHostProblem, parseHostPort } from "./address.ts";
 import { HASH_KEY_HINT, HASH_KEY_PATTERN } from "../policy/hash-key.ts";
 
 const DURATION_HINT = 'a duration like "250ms", "5s", "1m" or a number of milliseconds';
@@ -86,7 +85,7 @@ const expectStatus = v.pipe(
 
 /**
  * CIDR like "10.0.0.0/8", "::1/128", or a bare address, checked by the same parser that builds
- * the matchers (proxy/cidr.ts), so that what `check` accepts `serve` can start with.
+ * the matchers (net/cidr.ts), so that what `check` accepts `serve` can start with.
  */
 const cidr = v.pipe(
   v.string('expected a CIDR like "10.0.0.0/8" or an address'),

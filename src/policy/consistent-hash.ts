@@ -1,5 +1,5 @@
 import type { Backend } from "../pool/backend.ts";
-import type { SelectionPolicy } from "./policy.ts";
+import type { SelectionPolicy } from "../pool/selection.ts";
 import { WeightedRoundRobin } from "./weighted-round-robin.ts";
 
 /**

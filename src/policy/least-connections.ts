@@ -1,6 +1,6 @@
 import type { Backend } from "../pool/backend.ts";
 import { load } from "./load.ts";
-import type { SelectionPolicy } from "./policy.ts";
+import type { SelectionPolicy } from "../pool/selection.ts";
 
 /**
  * The backend with the fewest in-flight requests (connections in TCP mode) per unit of weight.

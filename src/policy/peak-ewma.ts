@@ -1,5 +1,5 @@
 import type { Backend } from "../pool/backend.ts";
-import type { SelectionPolicy } from "./policy.ts";
+import type { SelectionPolicy } from "../pool/selection.ts";
 
 /**
  * What choosing a backend with no response time yet costs when it already has requests in

@@ -1,6 +1,6 @@
 import type { Backend } from "../pool/backend.ts";
 import { load } from "./load.ts";
-import type { SelectionPolicy } from "./policy.ts";
+import type { SelectionPolicy } from "../pool/selection.ts";
 
 /**
  * Power of two random choices (Mitzenmacher): draw two distinct backends at random and take the

@@ -1,5 +1,5 @@
 import type { Backend } from "../pool/backend.ts";
-import type { SelectionPolicy } from "./policy.ts";
+import type { SelectionPolicy } from "../pool/selection.ts";
 
 /** Each available backend in turn, ignoring weights and load. */
 export class RoundRobin implements SelectionPolicy {

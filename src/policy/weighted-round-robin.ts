@@ -1,5 +1,5 @@
 import type { Backend } from "../pool/backend.ts";
-import type { SelectionPolicy } from "./policy.ts";
+import type { SelectionPolicy } from "../pool/selection.ts";
 
 /**
  * Smooth weighted round-robin, as nginx does it (ngx_http_upstream_get_peer): every pick adds

@@ -5,7 +5,7 @@
  * process. A multi-process mode can implement the same interface over shared counters.
  */
 import { Backend, type BackendOptions, type StateChange } from "./backend.ts";
-import type { SelectionPolicy } from "../policy/policy.ts";
+import type { SelectionPolicy } from "./selection.ts";
 import { activePriority, activeTier } from "./tiers.ts";
 import { RetryBudget } from "./retry-budget.ts";
 

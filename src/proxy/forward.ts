@@ -12,7 +12,7 @@ import type { PassiveSignals } from "../health/passive.ts";
 import type { AccessLog } from "../log/access.ts";
 import { methodLabel, type TrafficStats } from "../stats/traffic.ts";
 import { classifyNetworkError, describeNetworkError, errorCode, isLocalCode, refinedConnectError, type LocalCode } from "../net/network-error.ts";
-import type { CidrMatcher } from "./cidr.ts";
+import type { CidrMatcher } from "../net/cidr.ts";
 import type { HeaderFields } from "./fields.ts";
 import { toClientHeaders, toUpstreamHeaders, type ResponseHeaderRules } from "./headers.ts";
 import { shouldRetry, type RetryBudgetConfig, type TryFailure } from "./retry.ts";

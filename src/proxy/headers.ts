@@ -2,7 +2,7 @@
  * Header transforms between client and backend, in both directions. Written once against
  * `HeaderFields`, so both HTTP engines apply the same rules (fetch: `Headers`; socket: `FieldList`).
  */
-import type { CidrMatcher } from "./cidr.ts";
+import type { CidrMatcher } from "../net/cidr.ts";
 import { FieldList, type HeaderFields } from "./fields.ts";
 
 /**

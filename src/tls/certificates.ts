@@ -8,9 +8,18 @@
  */
 import { readFileSync } from "node:fs";
 import { X509Certificate, createPrivateKey, constants } from "node:crypto";
-import type { Config } from "../config/schema.ts";
 
-export type ListenTlsConfig = NonNullable<Config["listen"]["tls"]>;
+/**
+ * `listen.tls` as the schema (config/schema.ts) produces it, declared here by the code that uses
+ * it so that TLS does not import the config layer; the balancer passes the parsed value, and the
+ * type checker holds the two shapes together there.
+ */
+export interface ListenTlsConfig {
+  readonly cert: string;
+  readonly key: string;
+  readonly sni: readonly { readonly serverName?: string; readonly cert: string; readonly key: string }[];
+  readonly minVersion: "TLSv1.2" | "TLSv1.3";
+}
 
 export class TlsError extends Error {
   readonly code = "SY_TLS_INVALID";

@@ -25,6 +25,7 @@ import type { Config } from "../config/schema.ts";
 import type { Backend } from "../pool/backend.ts";
 import type { Pool } from "../pool/pool.ts";
 import type { PassiveSignals } from "../health/passive.ts";
+import type { WorkerFigures, WorkersFigures } from "../admin/snapshot.ts";
 import type { Logger } from "../log/logger.ts";
 import type { TrafficStats } from "../stats/traffic.ts";
 import type { TcpStats } from "../tcp/stats.ts";
@@ -61,29 +62,6 @@ export interface SupervisorOptions {
   command?: string[];
   /** How long a worker may take to say it is serving. Default 15 s. */
   startTimeoutMs?: number;
-}
-
-/** What /stats shows per worker. */
-export interface WorkerFigures {
-  index: number;
-  pid: number | null;
-  state: "starting" | "serving" | "restarting" | "stopping" | "stopped";
-  restarts: number;
-  /** When the current process started serving, ISO 8601. */
-  since: string | null;
-  /** The last table version it applied. */
-  stateVersion: number;
-  /** From its last report: requests answered (TCP: connections accepted) and work in flight. */
-  requests: number;
-  inFlight: number;
-  lastExit: string | null;
-}
-
-export interface WorkersFigures {
-  count: number;
-  /** The version of the backend table the owner sent last. */
-  stateVersion: number;
-  list: WorkerFigures[];
 }
 
 const BACKOFF_MIN_MS = 100;

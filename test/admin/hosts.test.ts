@@ -4,7 +4,8 @@
  */
 import { afterEach, describe, expect, test } from "bun:test";
 import { hostname, networkInterfaces } from "node:os";
-import { adminHostChecker, parseHostPort } from "../../src/admin/hosts.ts";
+import { adminHostChecker } from "../../src/admin/hosts.ts";
+import { parseHostPort } from "../../src/config/address.ts";
 import { rawRequest } from "../helpers/raw.ts";
 import { startStack, type Stack } from "./helpers.ts";
 

@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { mkdirSync } from "node:fs";
 import { ConfigError, closest, loadConfigFile, validateConfig } from "../../src/config/load.ts";
-import { cidrMatcher } from "../../src/proxy/cidr.ts";
+import { cidrMatcher } from "../../src/net/cidr.ts";
 import { parseDuration, parseSize } from "../../src/config/units.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "switchyard-config-"));

@@ -4,7 +4,7 @@
 import { describe, expect, test } from "bun:test";
 import { Backend } from "../../src/pool/backend.ts";
 import { LocalPool } from "../../src/pool/pool.ts";
-import type { SelectionPolicy } from "../../src/policy/policy.ts";
+import type { SelectionPolicy } from "../../src/pool/selection.ts";
 
 export function backends(n: number, weights: number[] = []): Backend[] {
   return Array.from({ length: n }, (_, i) => new Backend({ name: `b${i + 1}`, url: `http://127.0.0.1:${5001 + i}`, weight: weights[i] ?? 1 }));

@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import { ConsistentHash, HashRing } from "../../src/policy/consistent-hash.ts";
-import type { SelectionPolicy } from "../../src/policy/policy.ts";
+import type { SelectionPolicy } from "../../src/pool/selection.ts";
 import { LocalPool } from "../../src/pool/pool.ts";
 import type { Backend } from "../../src/pool/backend.ts";
 import { counts } from "./conformance.ts";

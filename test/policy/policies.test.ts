@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import { POLICIES } from "../../src/policy/policy.ts";
-import { POLICY_NAMES } from "../../src/policy/names.ts";
+import { POLICY_NAMES } from "../../src/config/policy-names.ts";
 import { backends, counts, runPolicyConformance } from "./conformance.ts";
 
 for (const name of POLICY_NAMES) runPolicyConformance(name, POLICIES[name]);

@@ -7,7 +7,7 @@
  */
 import { describe, expect, test } from "bun:test";
 import { Backend } from "../../src/pool/backend.ts";
-import type { SelectionPolicy } from "../../src/policy/policy.ts";
+import type { SelectionPolicy } from "../../src/pool/selection.ts";
 import { PeakEwmaPolicy } from "../../src/policy/peak-ewma.ts";
 import { LeastConnections } from "../../src/policy/least-connections.ts";
 

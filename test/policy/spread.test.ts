@@ -3,7 +3,7 @@
  */
 import { afterEach, expect, test } from "bun:test";
 import { startRig, type TestRig } from "../helpers/balancer.ts";
-import { POLICY_NAMES } from "../../src/policy/names.ts";
+import { POLICY_NAMES } from "../../src/config/policy-names.ts";
 import { waitFor } from "../helpers/wait.ts";
 
 let rig: TestRig | undefined;

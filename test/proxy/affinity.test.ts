@@ -5,7 +5,7 @@
  */
 import { afterEach, describe, expect, test } from "bun:test";
 import { startRig, type TestRig } from "../helpers/balancer.ts";
-import { POLICY_NAMES } from "../../src/policy/names.ts";
+import { POLICY_NAMES } from "../../src/config/policy-names.ts";
 
 let rig: TestRig | undefined;
 afterEach(async () => {

@@ -11,7 +11,7 @@ import { createForwarder, type ForwardOptions, type ForwardRequest, type TryRece
 import { LocalPool } from "../../src/pool/pool.ts";
 import { createPolicy } from "../../src/policy/policy.ts";
 import { TrafficStats } from "../../src/stats/traffic.ts";
-import { cidrMatcher } from "../../src/proxy/cidr.ts";
+import { cidrMatcher } from "../../src/net/cidr.ts";
 import { FieldList } from "../../src/proxy/fields.ts";
 import { Cancel } from "../../src/proxy/cancel.ts";
 import { NetworkError } from "../../src/net/network-error.ts";

@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import { compileResponseHeaderRules, stripHopByHop, toClientHeaders, toUpstreamHeaders } from "../../src/proxy/headers.ts";
-import { cidrMatcher, parseIp } from "../../src/proxy/cidr.ts";
+import { cidrMatcher, parseIp } from "../../src/net/cidr.ts";
 import { FieldList } from "../../src/proxy/fields.ts";
 
 const info = { clientIp: "198.51.100.9", proto: "http", requestId: "rid-1" };
