@@ -10,7 +10,7 @@
  * queue is empty, so an idle poller holds no timers and needs no stop to let the process exit.
  */
 import type { Backend } from "../pool/backend.ts";
-import { formatUptime } from "./figures.ts";
+import { formatUptime } from "./tally.ts";
 import { describeNetworkError, errorCode } from "../net/network-error.ts";
 
 export interface PollerOptions {

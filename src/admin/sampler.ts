@@ -13,7 +13,7 @@ import type { Pool } from "../pool/pool.ts";
 import type { TrafficStats } from "../stats/traffic.ts";
 import type { TcpStats } from "../tcp/stats.ts";
 import { SeriesRing } from "../stats/series.ts";
-import { backendTally, frozen, round3, totalTally, windowBetween, type Mode, type Tally, type WindowFigures } from "./figures.ts";
+import { backendTally, frozen, round3, totalTally, windowBetween, type Mode, type Tally, type WindowFigures } from "./tally.ts";
 
 export interface SamplerSource {
   readonly pool: Pool;

@@ -13,7 +13,7 @@ import type { TcpStats } from "../tcp/stats.ts";
 import {
   backendTally, formatUptime, percentiles, responsesByClass, totalTally,
   type ErrorRates, type Mode, type Percentiles, type WindowFigures,
-} from "./figures.ts";
+} from "./tally.ts";
 import type { Sampler } from "./sampler.ts";
 import type { BackendStatsPoller } from "./poller.ts";
 import type { ConfigStatus } from "../control/control.ts";

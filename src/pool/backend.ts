@@ -14,7 +14,7 @@
  */
 import { Histogram } from "../stats/histogram.ts";
 import { emptyByMethod, type MethodLabel } from "../stats/traffic.ts";
-import { DEFAULT_DECAY_MS, PeakEwma } from "../stats/peak-ewma.ts";
+import { DEFAULT_DECAY_MS, PeakEwma } from "../stats/latency-ewma.ts";
 import { upstreamTls, type UpstreamTls, type UpstreamTlsConfig } from "../tls/upstream.ts";
 
 /** What the dashboard shows; derived from the flags below, never stored. */

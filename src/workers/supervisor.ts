@@ -11,7 +11,7 @@
  *   applied, so `synced()` can wait for all of them.
  * - Passive signals from workers are events (see WorkerPassive); each is fed once into the
  *   owner's PassiveHealth, so five failures seen by two workers are five failures, not ten.
- * - Figures: the Summer (figures.ts) adds up the workers' reports into the owner's stats.
+ * - Figures: the Summer (reports.ts) adds up the workers' reports into the owner's stats.
  * - Faults: a worker that exits while the balancer runs is logged and started again after a
  *   backoff (100 ms doubling to 10 s; back to 100 ms once one has served for 10 s). The others
  *   keep serving meanwhile.
@@ -31,7 +31,7 @@ import type { TrafficStats } from "../stats/traffic.ts";
 import type { TcpStats } from "../tcp/stats.ts";
 import { ConfigError } from "../config/load.ts";
 import { ListenError, type ListenerName } from "../listen-error.ts";
-import { Summer } from "./figures.ts";
+import { Summer } from "./reports.ts";
 import { WORKER_COMMAND, type FromWorker, type Table, type ToWorker } from "./protocol.ts";
 
 /** `workers` as configured, made a number: "auto" is the cores this process may use (its CPU affinity). */

@@ -24,7 +24,7 @@ import { createAccessLog, type AccessLog } from "../log/access.ts";
 import type { Logger } from "../log/logger.ts";
 import { buildProxy, proxySettings, serveHttp, serveSockets, socketSettings, stopProxy, type HttpListener, type ProxyContext } from "../balancer.ts";
 import { listenError } from "../listen-error.ts";
-import { activity, reportOf, sameActivity } from "./figures.ts";
+import { activity, reportOf, sameActivity } from "./reports.ts";
 import type { FromWorker, PassiveEvent, Table, ToWorker } from "./protocol.ts";
 
 /** How often figures go to the owner when they moved, ms. Also bounds how late a run of good answers is told. */

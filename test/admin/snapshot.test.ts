@@ -2,7 +2,7 @@ import { describe, expect, test } from "bun:test";
 import { buildSnapshot } from "../../src/admin/snapshot.ts";
 import { Sampler } from "../../src/admin/sampler.ts";
 import { BackendStatsPoller } from "../../src/admin/poller.ts";
-import { formatUptime } from "../../src/admin/figures.ts";
+import { formatUptime } from "../../src/admin/tally.ts";
 import { TcpStats } from "../../src/tcp/stats.ts";
 import { clock, fakeSource, serve } from "./fixtures.ts";
 

@@ -8,7 +8,7 @@ import { TrafficStats } from "../../src/stats/traffic.ts";
 import { TcpStats } from "../../src/tcp/stats.ts";
 import { memoryLogger } from "../../src/log/logger.ts";
 import { validateConfig } from "../../src/config/load.ts";
-import { reportOf, Summer } from "../../src/workers/figures.ts";
+import { reportOf, Summer } from "../../src/workers/reports.ts";
 import { applyTable, WorkerPassive } from "../../src/workers/worker.ts";
 import { resolveWorkers, WorkerSupervisor } from "../../src/workers/supervisor.ts";
 import type { PassiveEvent, Table } from "../../src/workers/protocol.ts";

@@ -5,9 +5,9 @@
  * backend, bad value, missing token, invalid config file on reload).
  */
 import { parseArgs } from "node:util";
-import { TOKEN_ENV } from "./admin/auth.ts";
-import type { BackendReport, DrainReport, ReloadReport, RemoveReport } from "./control/control.ts";
-import type { UpgradeReport } from "./control/upgrade.ts";
+import { TOKEN_ENV } from "../admin/auth.ts";
+import type { BackendReport, DrainReport, ReloadReport, RemoveReport } from "../control/control.ts";
+import type { UpgradeReport } from "../control/upgrade.ts";
 
 export const CTL_HELP = `Usage: switchyard ctl [--admin URL] [--token T] COMMAND
 

@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { PeakEwma } from "../../src/stats/peak-ewma.ts";
+import { PeakEwma } from "../../src/stats/latency-ewma.ts";
 
 describe("PeakEwma", () => {
   test("no sample: unmeasured, estimate 0", () => {

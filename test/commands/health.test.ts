@@ -4,7 +4,7 @@
  */
 import { afterEach, expect, test } from "bun:test";
 import { join } from "node:path";
-import { startStack, type Stack } from "./helpers.ts";
+import { startStack, type Stack } from "../admin/helpers.ts";
 import { waitFor } from "../helpers/wait.ts";
 import { refusedPort } from "../tcp/helpers.ts";
 
