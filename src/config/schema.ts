@@ -317,7 +317,7 @@ export const ConfigSchema = v.strictObject({
               v.pipe(v.string("expected a token string"), v.minLength(16, "expected a token of at least 16 characters"), v.description("Bearer token required for changes through `/api`; at least 16 characters."), doc({ defaultText: "none: `/api` changes are refused unless `tokenFile` or `$SWITCHYARD_ADMIN_TOKEN` gives a token" })),
             ),
             tokenFile: v.optional(
-              v.pipe(v.string("expected a file path"), v.nonEmpty("expected a file path"), v.description("A file of tokens, one a line: `TOKEN` or `NAME TOKEN` (the name is logged with each change); read at start and on every reload.")),
+              v.pipe(v.string("expected a file path"), v.nonEmpty("expected a file path"), doc({ type: "file path" }), v.description("A file of tokens, one a line: `TOKEN` or `NAME TOKEN` (the name is logged with each change); read at start and on every reload.")),
             ),
           }),
         ],
@@ -410,7 +410,7 @@ export const ConfigSchema = v.strictObject({
           false,
         ),
         bufferBody: v.optional(
-          v.pipe(size, v.description("Request bodies up to this size are kept so that they can be sent again; a larger body is streamed and its request is not retried once sending began. With the fetch engine, this much of every body is read before the request goes upstream.")),
+          v.pipe(size, v.description("Request bodies up to this size are kept so that they can be sent again; a larger body is streamed, and its request is not retried. With the fetch engine, this much of every body is read before the request goes upstream.")),
           64 * 1024,
         ),
         /** Finagle's and Linkerd's retry budget; src/proxy/budget.ts. */
