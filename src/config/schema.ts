@@ -243,7 +243,7 @@ const Backend = v.strictObject({
     ),
   ),
   dns: v.optional(
-    v.pipe(host, v.description('Instead of `url`: a DNS name whose records are looked up again and again; every address becomes a backend of its own, named `"<name>#<address>:<port>"`, with its own health.')),
+    v.pipe(host, v.description('Instead of `url`: a DNS name, looked up at start-up and again as `refresh` and the answer\'s TTL say; every address becomes a backend of its own, named `"<name>#<address>:<port>"`, with its own health.')),
   ),
   port: v.optional(v.pipe(port, v.minValue(1, "expected a port from 1 to 65535"), v.description("With `dns` and type A or AAAA: the port of every address (SRV records carry their own)."))),
   type: v.optional(
@@ -432,7 +432,7 @@ export const ConfigSchema = v.strictObject({
               ],
               "expected { percent, minRetriesPerSecond } or false (no budget)",
             ),
-            v.description("The retry budget (HTTP mode): over any 10s, retries are at most `percent` of the requests plus `minRetriesPerSecond` per second. A pool that fails everything then gets about 1 + percent/100 tries per request (1.2 at 20%), not `retry.attempts`; a burst is paid for by the window's credit. Past the budget a request keeps its last failure. `false`: no budget."),
+            v.description("The retry budget (HTTP mode): over any 10s, retries are at most `percent` of the requests plus `minRetriesPerSecond` per second. A pool that fails everything then gets about 1 + percent/100 tries per request (1.2 at 20%), not `retry.attempts`; a burst (a backend dying with requests in flight) is paid for by the window's credit. Past the budget a request keeps its last failure. `false`: no budget."),
           ),
           {},
         ),
