@@ -1,6 +1,7 @@
 /**
- * The one definition of every configuration option, its type and its default.
- * `check` prints the normalized output of this schema; the README's option table follows it.
+ * The one definition of every configuration option: its type, its default and, in
+ * v.description, its meaning. `check` prints the normalized output of this schema, and
+ * docs/configuration.md is generated from it (`bun run docs`; a test fails when it is stale).
  */
 import * as v from "valibot";
 import { parseDuration, parseSize } from "./units.ts";
@@ -13,11 +14,31 @@ import { HASH_KEY_HINT, HASH_KEY_PATTERN } from "../policy/hash-key.ts";
 const DURATION_HINT = 'a duration like "250ms", "5s", "1m" or a number of milliseconds';
 const SIZE_HINT = 'a size like "64KB", "128MB" or a number of bytes';
 
+/**
+ * What the docs generator (docs/generators/configuration.ts) reads beside v.description, where
+ * the schema's structure does not say it by itself. Metadata does nothing at validation.
+ */
+export type OptionDoc = {
+  /** The type in words ("host name or address"), and its plural for a list of them. */
+  type?: string;
+  plural?: string;
+  /** A number in the output that the file may write as a duration ("5s") or a size ("64KB"). */
+  unit?: "duration" | "size";
+  /** A default the schema leaves unset because the code fills it in later; as it would be written. */
+  defaultValue?: unknown;
+  /** The same in words, when no single value says it. */
+  defaultText?: string;
+  /** The fields are those of the option at this path, documented there. */
+  fieldsAt?: string;
+};
+const doc = <TInput>(meta: OptionDoc): v.MetadataAction<TInput, OptionDoc> => v.metadata(meta);
+
 /** A duration in the file; milliseconds after parsing. */
 const duration = v.pipe(
   v.union([v.string(), v.number()], `expected ${DURATION_HINT}`),
   v.check((x) => parseDuration(x) !== undefined, `expected ${DURATION_HINT}`),
   v.transform((x) => parseDuration(x)!),
+  doc({ unit: "duration" }),
 );
 
 /** A size in the file; bytes after parsing. */
@@ -25,6 +46,7 @@ const size = v.pipe(
   v.union([v.string(), v.number()], `expected ${SIZE_HINT}`),
   v.check((x) => parseSize(x) !== undefined, `expected ${SIZE_HINT}`),
   v.transform((x) => parseSize(x)!),
+  doc({ unit: "size" }),
 );
 
 const port = v.pipe(
@@ -34,7 +56,7 @@ const port = v.pipe(
   v.maxValue(65535, "expected a port from 0 to 65535"),
 );
 
-const host = v.pipe(v.string("expected a host name or address"), v.nonEmpty("expected a host name or address"));
+const host = v.pipe(v.string("expected a host name or address"), v.nonEmpty("expected a host name or address"), doc({ type: "host name or address" }));
 
 /** Where a listener binds: checked here so that a typo names the field, not EINVAL from listen(). */
 const listenHost = v.pipe(
@@ -46,6 +68,7 @@ const listenHost = v.pipe(
 const allowedHost = v.pipe(
   v.string("expected a host name"),
   v.check((h) => parseHostPort(h) !== undefined, 'expected a host name or address with an optional port, like "lb.example.com", "lb.example.com:443" or "[2001:db8::1]:8081"'),
+  doc({ type: 'host name or address with an optional ":port"', plural: 'host names or addresses, each with an optional ":port"' }),
 );
 
 /** A duration that must be more than zero: a timeout of 0 would fail every try at once. */
@@ -73,6 +96,7 @@ const status = v.pipe(
   v.integer("expected an HTTP status code"),
   v.minValue(100, "expected an HTTP status code from 100 to 599"),
   v.maxValue(599, "expected an HTTP status code from 100 to 599"),
+  doc({ type: "HTTP status code" }),
 );
 
 const EXPECT_STATUS = /^([1-5]xx|[1-5]\d\d(-[1-5]\d\d)?)$/;
@@ -81,6 +105,7 @@ const expectStatus = v.pipe(
   v.union([v.string(), v.number(), v.array(v.union([v.string(), v.number()]))], 'expected a status class like "2xx", a code, a range "200-399" or a list of these'),
   v.transform((x) => (Array.isArray(x) ? x : [x]).map(String)),
   v.check((list) => list.length > 0 && list.every((s) => EXPECT_STATUS.test(s)), 'expected a status class like "2xx", a code, a range "200-399" or a list of these'),
+  doc({ type: 'status class ("2xx"), code (200), range ("200-399") or a list of these' }),
 );
 
 /**
@@ -90,6 +115,7 @@ const expectStatus = v.pipe(
 const cidr = v.pipe(
   v.string('expected a CIDR like "10.0.0.0/8" or an address'),
   v.check((x) => typeof parseCidr(x) !== "string", (issue) => `expected ${parseCidr(issue.input as string) as string}`),
+  doc({ type: "CIDR or address", plural: "CIDRs or addresses" }),
 );
 
 /** RFC 9110 §5.1: a field name is a token (§5.6.2). */
@@ -104,6 +130,7 @@ const headerName = v.pipe(
   v.string(HEADER_NAME_HINT),
   v.regex(TOKEN, HEADER_NAME_HINT),
   v.check((n) => !MANAGED.has(n.toLowerCase()), `expected a header other than ${[...MANAGED].join(", ")}: the proxy manages framing and hop-by-hop fields itself`),
+  doc({ type: "header name" }),
 );
 /** RFC 9110 §5.5: a field value is visible characters, spaces and tabs; never CR, LF or NUL. */
 const headerValue = v.pipe(
@@ -112,13 +139,14 @@ const headerValue = v.pipe(
 );
 
 /** A PEM file: read when the config is checked and again on every reload (src/tls/). */
-const pemFile = v.pipe(v.string("expected the path of a PEM file"), v.nonEmpty("expected the path of a PEM file"));
+const pemFile = v.pipe(v.string("expected the path of a PEM file"), v.nonEmpty("expected the path of a PEM file"), doc({ type: "path of a PEM file" }));
 
 /** A DNS name a client may ask for (SNI, RFC 6066 §3): letters, digits, "-" and ".", or "*." before one. */
 const SERVER_NAME = /^(\*\.)?[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/i;
 const serverName = v.pipe(
   v.string("expected a DNS name"),
   v.regex(SERVER_NAME, 'expected a DNS name like "api.example.com" (or "*.example.com")'),
+  doc({ type: "DNS name" }),
 );
 
 /**
@@ -126,46 +154,73 @@ const serverName = v.pipe(
  * client asks for (SNI), and the lowest protocol version accepted.
  */
 const ListenTls = v.strictObject({
-  cert: pemFile,
-  key: pemFile,
-  /** More certificates; each answers for its serverName, or for the DNS names in it when none is given. */
+  cert: v.pipe(pemFile, v.description("The certificate chain served by default.")),
+  key: v.pipe(pemFile, v.description("The private key of `cert`.")),
   sni: v.optional(
-    v.array(v.strictObject({ serverName: v.optional(serverName), cert: pemFile, key: pemFile }), "expected a list of { serverName, cert, key }"),
+    v.pipe(
+      v.array(
+        v.strictObject({
+          serverName: v.optional(v.pipe(serverName, v.description("The name (or `*.` wildcard) this certificate answers for."), doc({ defaultText: "the DNS names in the certificate" }))),
+          cert: v.pipe(pemFile, v.description("The certificate chain.")),
+          key: v.pipe(pemFile, v.description("Its private key.")),
+        }),
+        "expected a list of { serverName, cert, key }",
+      ),
+      v.description("More certificates, each chosen when a client asks for its `serverName` (SNI, RFC 6066 §3); the others get `cert`."),
+    ),
     [],
   ),
-  /** TLS 1.0 and 1.1 are never accepted (RFC 8996); "TLSv1.3" refuses 1.2 too. */
-  minVersion: v.optional(v.picklist(["TLSv1.2", "TLSv1.3"], 'expected "TLSv1.2" or "TLSv1.3"'), "TLSv1.2"),
+  /** TLS 1.0 and 1.1 are never accepted (RFC 8996). */
+  minVersion: v.optional(
+    v.pipe(v.picklist(["TLSv1.2", "TLSv1.3"], 'expected "TLSv1.2" or "TLSv1.3"'), v.description('The lowest TLS version accepted; `"TLSv1.3"` refuses 1.2 too. TLS 1.0 and 1.1 are never accepted (RFC 8996).')),
+    "TLSv1.2",
+  ),
 });
 
 /** A backend's TLS (https:// backends): whom to trust, the name to check, or no check at all. */
 const BackendTls = v.strictObject({
-  /** CA certificates (PEM) to trust instead of the system's, e.g. a private CA. */
-  ca: v.optional(pemFile),
-  /** The name sent in SNI and checked against the certificate, when it is not the URL's host. */
-  servername: v.optional(serverName),
-  /** Accept any certificate: expired, self-signed, for another name. For tests only. */
-  insecureSkipVerify: v.optional(v.boolean("expected true or false"), false),
+  ca: v.optional(v.pipe(pemFile, v.description("CA certificates to trust instead of the system's, e.g. a private CA."), doc({ defaultText: "the system's CAs" }))),
+  servername: v.optional(v.pipe(serverName, v.description("The name sent in SNI and checked against the backend's certificate."), doc({ defaultText: "the URL's host" }))),
+  insecureSkipVerify: v.optional(
+    v.pipe(v.boolean("expected true or false"), v.description("Accept any certificate: expired, self-signed, or for another name. For tests only.")),
+    false,
+  ),
 });
 
-/** Fields shared by the global healthCheck and a backend's override. */
+/**
+ * Fields shared by the global healthCheck and a backend's override. They have no schema
+ * defaults, so that a backend's override can tell an unset field (the global one applies) from
+ * a set one; health/check.ts fills the defaults in (CHECK_DEFAULTS, which a docs test compares
+ * with the defaultValues here).
+ */
 const healthCheckFields = {
-  type: v.optional(v.picklist(["http", "tcp"], 'expected "http" or "tcp"')),
-  path: v.optional(v.pipe(v.string(), v.startsWith("/", 'expected a path starting with "/"'))),
-  method: v.optional(v.picklist(["GET", "HEAD", "OPTIONS", "POST"], "expected GET, HEAD, OPTIONS or POST")),
-  headers: v.optional(v.record(v.string(), v.string("expected a header value string"))),
-  host: v.optional(host),
-  port: v.optional(port),
-  interval: v.optional(checkInterval),
-  timeout: v.optional(positiveDuration),
-  rise: v.optional(positiveInt("a whole number of consecutive successes, at least 1")),
-  fall: v.optional(positiveInt("a whole number of consecutive failures, at least 1")),
-  expectStatus: v.optional(expectStatus),
-  expectBody: v.optional(v.string("expected a substring of the body")),
+  type: v.optional(
+    v.pipe(v.picklist(["http", "tcp"], 'expected "http" or "tcp"'), v.description('`"http"`: a request whose answer must match `expectStatus` (and `expectBody`); `"tcp"`: a connection must open.'), doc({ defaultText: '`"http"` when `path` is set, else `"tcp"`' })),
+  ),
+  path: v.optional(v.pipe(v.string(), v.startsWith("/", 'expected a path starting with "/"'), v.description("The HTTP check's request path."), doc({ defaultValue: "/health" }))),
+  method: v.optional(v.pipe(v.picklist(["GET", "HEAD", "OPTIONS", "POST"], "expected GET, HEAD, OPTIONS or POST"), v.description("The HTTP check's request method."), doc({ defaultValue: "GET" }))),
+  headers: v.optional(
+    v.pipe(v.record(v.string(), v.string("expected a header value string")), v.description("Extra request header fields; a backend's own are merged with the global ones by name."), doc({ type: "object of header names and values" })),
+  ),
+  host: v.optional(v.pipe(host, v.description("The Host the HTTP check sends."), doc({ defaultText: "the backend's host" }))),
+  port: v.optional(v.pipe(port, v.description("Probe this port instead of the backend's."), doc({ defaultText: "the backend's port" }))),
+  interval: v.optional(
+    v.pipe(checkInterval, v.description("Time between probes of one backend. Faster probes are a load of their own, and failures in live traffic reach passive health at once anyway."), doc({ defaultValue: 2000 })),
+  ),
+  timeout: v.optional(v.pipe(positiveDuration, v.description("Time one probe may take."), doc({ defaultValue: 1000 }))),
+  rise: v.optional(v.pipe(positiveInt("a whole number of consecutive successes, at least 1"), v.description("Consecutive successes that bring a backend that is down back up."), doc({ defaultValue: 2 }))),
+  fall: v.optional(v.pipe(positiveInt("a whole number of consecutive failures, at least 1"), v.description("Consecutive failures that take a backend that is up down."), doc({ defaultValue: 3 }))),
+  expectStatus: v.optional(v.pipe(expectStatus, v.description("The statuses the HTTP check accepts."), doc({ defaultValue: ["2xx"] }))),
+  expectBody: v.optional(v.pipe(v.string("expected a substring of the body"), v.description("A substring the HTTP check's response body must contain."))),
 };
 
-const HealthCheckOverride = v.union(
-  [v.literal(false), v.strictObject(healthCheckFields)],
-  "expected a health check object or false",
+const HealthCheckOverride = v.pipe(
+  v.union(
+    [v.literal(false), v.strictObject(healthCheckFields)],
+    "expected a health check object or false",
+  ),
+  v.description("This backend's own health check: fields that replace the global `healthCheck`'s (`headers` are merged by name), or `false` for no checks of this backend."),
+  doc({ fieldsAt: "healthCheck", defaultText: "the global `healthCheck`" }),
 );
 
 const PolicyName = v.picklist(POLICY_NAMES, `expected one of ${POLICY_NAMES.join(", ")}`);
@@ -174,342 +229,411 @@ const PolicyName = v.picklist(POLICY_NAMES, `expected one of ${POLICY_NAMES.join
 export const DNS_TYPES = ["A", "AAAA", "SRV"] as const;
 
 const Backend = v.strictObject({
-  name: v.optional(v.pipe(v.string("expected a name"), v.nonEmpty("expected a non-empty name"))),
-  /** The backend's address; an entry gives either url or dns (checked in load.ts). */
-  url: v.optional(v.pipe(v.string("expected a URL"), v.nonEmpty("expected a URL"))),
-  /**
-   * DNS discovery: a name whose records are re-resolved on a timer; each address becomes a
-   * backend named "<name>#<address>:<port>" with its own health (src/discovery/dns.ts).
-   */
-  dns: v.optional(host),
-  /** With dns and type A or AAAA: the port of every address (SRV records carry their own). */
-  port: v.optional(v.pipe(port, v.minValue(1, "expected a port from 1 to 65535"))),
-  /** With dns: "A" (default), "AAAA" or "SRV" (ports, priorities and weights from the records). */
-  type: v.optional(v.picklist(DNS_TYPES, 'expected "A", "AAAA" or "SRV"')),
-  /** With dns: the longest time between lookups (default 10s); a shorter record TTL, down to 1s, wins. */
-  refresh: v.optional(positiveDuration),
-  /** With dns, HTTP mode: "http" (default) or "https" for the discovered addresses. */
-  scheme: v.optional(v.picklist(["http", "https"], 'expected "http" or "https"')),
+  name: v.optional(
+    v.pipe(v.string("expected a name"), v.nonEmpty("expected a non-empty name"), v.description("A unique name, used in logs, stats, metrics and the admin API."), doc({ defaultText: '`"backend-N"` for the N-th entry; with `dns`, the DNS name' })),
+  ),
+  /** An entry gives either url or dns (checked in load.ts). */
+  url: v.optional(
+    v.pipe(
+      v.string("expected a URL"),
+      v.nonEmpty("expected a URL"),
+      v.description("The backend's address: `http://` or `https://` host, optional port and base path in HTTP mode; `tcp://host:port` or `host:port` in TCP mode."),
+      doc({ type: "URL", defaultText: "required, unless `dns` is given" }),
+    ),
+  ),
+  dns: v.optional(
+    v.pipe(host, v.description('Instead of `url`: a DNS name, looked up at start-up and again as `refresh` and the answer\'s TTL say; every address becomes a backend of its own, named `"<name>#<address>:<port>"`, with its own health.')),
+  ),
+  port: v.optional(v.pipe(port, v.minValue(1, "expected a port from 1 to 65535"), v.description("With `dns` and type A or AAAA: the port of every address (SRV records carry their own)."))),
+  type: v.optional(
+    v.pipe(v.picklist(DNS_TYPES, 'expected "A", "AAAA" or "SRV"'), v.description("With `dns`: the record type. SRV records give ports, priorities and weights (RFC 2782)."), doc({ defaultValue: "A" })),
+  ),
+  refresh: v.optional(
+    v.pipe(positiveDuration, v.description("With `dns`: the longest time between lookups; a shorter TTL in the answer, down to 1s, wins."), doc({ defaultValue: 10_000 })),
+  ),
+  scheme: v.optional(
+    v.pipe(v.picklist(["http", "https"], 'expected "http" or "https"'), v.description("With `dns`, in HTTP mode: the scheme of the discovered addresses."), doc({ defaultValue: "http" })),
+  ),
   weight: v.optional(
-    v.pipe(v.number("expected a weight"), v.integer("expected an integer weight"), v.minValue(1, "expected a weight of at least 1"), v.maxValue(1000, "expected a weight of at most 1000")),
+    v.pipe(v.number("expected a weight"), v.integer("expected an integer weight"), v.minValue(1, "expected a weight of at least 1"), v.maxValue(1000, "expected a weight of at most 1000"), v.description("The backend's share of traffic relative to the others; every policy uses it (least-connections compares in-flight ÷ weight).")),
     1,
   ),
-  /**
-   * Failover tier, as an SRV record's priority (RFC 2782): lower is preferred; a backend of a
-   * higher number is a standby that takes traffic only while no backend of the best tier
-   * present is available (src/pool/tiers.ts). Absent means 0. SRV entries take it from the
-   * records.
-   */
+  /** Failover tiers are composed in src/pool/tiers.ts. */
   priority: v.optional(
-    v.pipe(v.number("expected a priority"), v.integer("expected an integer priority"), v.minValue(0, "expected a priority of at least 0"), v.maxValue(65535, "expected a priority of at most 65535")),
+    v.pipe(v.number("expected a priority"), v.integer("expected an integer priority"), v.minValue(0, "expected a priority of at least 0"), v.maxValue(65535, "expected a priority of at most 65535"), v.description("Failover tier, as an SRV record's priority (RFC 2782): lower is preferred, and a backend of a higher number is a standby that takes traffic only while no backend of the best tier present is available. SRV entries take it from the records."), doc({ defaultValue: 0 })),
   ),
-  /** Requests (HTTP) or connections (TCP) in flight at once; 0 means no limit. A full backend is not available. */
-  maxConnections: v.optional(v.pipe(v.number(), v.integer(), v.minValue(0, "expected 0 (no limit) or more")), 0),
-  /** Start drained: takes no new traffic until enabled. */
-  disabled: v.optional(v.boolean("expected true or false"), false),
+  maxConnections: v.optional(
+    v.pipe(v.number(), v.integer(), v.minValue(0, "expected 0 (no limit) or more"), v.description("Requests (HTTP) or connections (TCP) in flight at once; a full backend is not available and is skipped. `0`: no limit.")),
+    0,
+  ),
+  disabled: v.optional(v.pipe(v.boolean("expected true or false"), v.description("Start drained: the backend takes no new traffic until it is enabled (admin API or `ctl enable`).")), false),
   healthCheck: v.optional(HealthCheckOverride),
-  /** Path of the backend's own stats JSON (uptime, memory), polled for the admin /stats page. */
-  statsPath: v.optional(v.pipe(v.string(), v.startsWith("/", 'expected a path starting with "/"'))),
-  /** https:// backends: CA, server name, or no verification (requests, WebSockets and health checks). */
-  tls: v.optional(BackendTls),
+  statsPath: v.optional(
+    v.pipe(v.string(), v.startsWith("/", 'expected a path starting with "/"'), v.description("Path of the backend's own stats JSON (uptime, memory), polled for the admin `/stats` page.")),
+  ),
+  tls: v.optional(
+    v.pipe(BackendTls, v.description("For `https://` backends: whom to trust, the name to check, or no check at all; for requests, WebSockets and health checks alike.")),
+  ),
 });
 
 export const ConfigSchema = v.strictObject({
-  /** "http" (layer 7, default) or "tcp" (layer 4). */
-  mode: v.optional(v.picklist(["http", "tcp"], 'expected "http" or "tcp"'), "http"),
+  mode: v.optional(v.pipe(v.picklist(["http", "tcp"], 'expected "http" or "tcp"'), v.description('`"http"`: a layer-7 proxy of HTTP requests; `"tcp"`: a layer-4 relay of connections.')), "http"),
   listen: v.optional(
-    v.strictObject({
-      host: v.optional(listenHost, "0.0.0.0"),
-      port: v.optional(port, 8000),
-      /** Terminate TLS here (HTTP and TCP mode): certificates re-read on every reload. */
-      tls: v.optional(ListenTls),
-      /** HTTP mode with tls: a plain-HTTP listener that redirects every request to HTTPS (308). */
-      httpRedirect: v.optional(v.strictObject({ host: v.optional(listenHost), port })),
-    }),
-    {},
-  ),
-  admin: v.optional(
-    v.union(
-      [
-        v.literal(false),
-        v.strictObject({
-          host: v.optional(listenHost, "127.0.0.1"),
-          port: v.optional(port, 8081),
-          /**
-           * Host names (or name:port) the admin listener answers besides its own: localhost,
-           * 127.0.0.1, [::1], its configured host, and on a wildcard address the machine's name
-           * and interface addresses. Anything else gets 403 (admin/hosts.ts: DNS rebinding).
-           */
-          allowedHosts: v.optional(v.array(allowedHost, "expected a list of host names"), []),
-          /** Bearer token for changes through /api (see src/admin/auth.ts); at least 16 characters. */
-          token: v.optional(v.pipe(v.string("expected a token string"), v.minLength(16, "expected a token of at least 16 characters"))),
-          /** A file with one token per line, "TOKEN" or "NAME TOKEN"; read at start and on every reload. */
-          tokenFile: v.optional(v.pipe(v.string("expected a file path"), v.nonEmpty("expected a file path"))),
-        }),
-      ],
-      "expected an object with host, port, allowedHosts, token and tokenFile, or false",
+    v.pipe(
+      v.strictObject({
+        host: v.optional(v.pipe(listenHost, v.description("The address the proxy listens on.")), "0.0.0.0"),
+        port: v.optional(v.pipe(port, v.description("The port the proxy listens on; `0` picks a free one.")), 8000),
+        /** Certificates are re-read on every reload (src/tls/). */
+        tls: v.optional(v.pipe(ListenTls, v.description("Terminate TLS on the proxy listener (HTTP and TCP mode). The PEM files are read again on every reload."), doc({ defaultText: "none: plain HTTP or TCP" }))),
+        httpRedirect: v.optional(
+          v.pipe(
+            v.strictObject({
+              host: v.optional(v.pipe(listenHost, v.description("The address of the redirecting listener."), doc({ defaultText: "`listen.host`" }))),
+              port: v.pipe(port, v.description("Its port, e.g. 80.")),
+            }),
+            v.description("HTTP mode with `listen.tls`: a plain-HTTP listener that answers every request with a `308` redirect to the same target over HTTPS."),
+          ),
+        ),
+      }),
+      v.description("Where the proxy listens."),
     ),
     {},
   ),
-  strategy: v.optional(PolicyName, "least-connections"),
-  backends: v.pipe(v.array(Backend, "expected a list of backends"), v.minLength(1, "expected at least one backend")),
-  /**
-   * HTTP mode's data path: "socket" (HTTP/1.1 parsed on Bun's own sockets, pooled upstream
-   * keep-alive) or "fetch" (Bun.serve + fetch). Both share every decision above the wire. The
-   * socket engine is the default: it keeps pipelining, repeated fields, trailers' framing and the
-   * target as the client sent them, where Bun.serve and fetch change them (README, "Engines").
-   */
-  engine: v.optional(v.picklist(["fetch", "socket"], 'expected "fetch" or "socket"'), "socket"),
-  /** consistent-hash only (and required by it): what a request's key is read from. */
-  hash: v.optional(
-    v.strictObject({
-      key: v.pipe(v.string(`expected ${HASH_KEY_HINT}`), v.regex(HASH_KEY_PATTERN, `expected ${HASH_KEY_HINT}`)),
-    }),
-  ),
-  /** Sticky sessions beside any strategy (HTTP mode): a cookie naming the backend that answered. */
-  sticky: v.optional(
-    v.strictObject({
-      cookie: v.pipe(v.string("expected a cookie name"), v.regex(TOKEN, "expected a cookie name (letters, digits and !#$%&'*+-.^_`|~)")),
-      /** The HMAC key that makes cookie values unguessable; see policy/sticky.ts. */
-      secret: v.optional(v.pipe(v.string("expected a secret string"), v.minLength(16, "expected a secret of at least 16 characters"))),
-    }),
-  ),
-  peakEwma: v.optional(
-    v.strictObject({
-      /** τ of the response-time average: how fast a peak is forgotten and an idle backend looks cheap again. */
-      decay: v.optional(positiveDuration, 1000),
-    }),
+  admin: v.optional(
+    v.pipe(
+      v.union(
+        [
+          v.literal(false),
+          v.strictObject({
+            host: v.optional(v.pipe(listenHost, v.description("The address the admin listener binds.")), "127.0.0.1"),
+            port: v.optional(v.pipe(port, v.description("Its port; it may not be the proxy's.")), 8081),
+            /** The check against DNS rebinding is in admin/hosts.ts. */
+            allowedHosts: v.optional(
+              v.pipe(v.array(allowedHost, "expected a list of host names"), v.description("`Host` names the admin listener answers besides its own: localhost, 127.0.0.1, [::1], its configured host and, on a wildcard address, the machine's name and interface addresses. A name without a port means the admin port. Any other `Host` gets `403` (a guard against DNS rebinding).")),
+              [],
+            ),
+            token: v.optional(
+              v.pipe(v.string("expected a token string"), v.minLength(16, "expected a token of at least 16 characters"), v.description("Bearer token required for changes through `/api`; at least 16 characters."), doc({ defaultText: "none: `/api` changes are refused unless `tokenFile` or `$SWITCHYARD_ADMIN_TOKEN` gives a token" })),
+            ),
+            tokenFile: v.optional(
+              v.pipe(v.string("expected a file path"), v.nonEmpty("expected a file path"), doc({ type: "file path" }), v.description("A file of tokens, one a line: `TOKEN` or `NAME TOKEN` (the name is logged with each change); read at start and on every reload.")),
+            ),
+          }),
+        ],
+        "expected an object with host, port, allowedHosts, token and tokenFile, or false",
+      ),
+      v.description("The admin listener: dashboard, `/stats`, `/metrics`, `/events` and the `/api` that changes a running balancer. `false` turns it off."),
+    ),
     {},
   ),
-  /**
-   * Processes that serve the proxy port (src/workers/): a whole number, or "auto" for the cores
-   * this process may use. 1 (default): this process serves alone. More: this process owns the
-   * backends' state, health and the admin port, and that many workers share the proxy port.
-   */
+  strategy: v.optional(v.pipe(PolicyName, v.description("The selection policy that picks a backend for each request (HTTP) or connection (TCP).")), "least-connections"),
+  backends: v.pipe(
+    v.array(Backend, "expected a list of backends"),
+    v.minLength(1, "expected at least one backend"),
+    v.description("The pool: each entry is one backend given by `url`, or a DNS name (`dns`) whose addresses become backends."),
+  ),
+  /** Why the socket engine is the default: README, "Engines". */
+  engine: v.optional(
+    v.pipe(v.picklist(["fetch", "socket"], 'expected "fetch" or "socket"'), v.description('HTTP mode\'s data path: `"socket"` parses HTTP/1.1 on Bun\'s own sockets with pooled upstream keep-alive, and keeps pipelining, repeated fields, trailers and the request target as the client sent them; `"fetch"` uses Bun.serve and fetch, which change those. Every decision above the wire is the same.')),
+    "socket",
+  ),
+  hash: v.optional(
+    v.pipe(
+      v.strictObject({
+        key: v.pipe(
+          v.string(`expected ${HASH_KEY_HINT}`),
+          v.regex(HASH_KEY_PATTERN, `expected ${HASH_KEY_HINT}`),
+          v.description('What a request is hashed on: `"header:NAME"`, `"cookie:NAME"`, `"ip"` (the peer\'s address; the only key in TCP mode) or `"path"` (without the query). A request without the header or cookie is spread evenly.'),
+          doc({ type: '`"header:NAME"`, `"cookie:NAME"`, `"ip"` or `"path"`' }),
+        ),
+      }),
+      v.description("The consistent-hash strategy's key; required by it and refused with any other."),
+    ),
+  ),
+  sticky: v.optional(
+    v.pipe(
+      v.strictObject({
+        cookie: v.pipe(
+          v.string("expected a cookie name"),
+          v.regex(TOKEN, "expected a cookie name (letters, digits and !#$%&'*+-.^_`|~)"),
+          v.description("The name of the cookie that pins a client to the backend that answered it."),
+          doc({ type: "cookie name" }),
+        ),
+        /** Why a built-in secret is the default, and what it allows: policy/sticky.ts. */
+        secret: v.optional(
+          v.pipe(v.string("expected a secret string"), v.minLength(16, "expected a secret of at least 16 characters"), v.description("The HMAC key that makes cookie values unguessable. Without it a fixed built-in key is used: values stay opaque, but whoever knows the backend names could compute them."), doc({ defaultText: "built in" })),
+        ),
+      }),
+      v.description("Sticky sessions beside any strategy (HTTP mode): a cookie names the backend that answered, and later requests carrying it go there while it is available."),
+      doc({ defaultText: "none: off" }),
+    ),
+  ),
+  peakEwma: v.optional(
+    v.pipe(
+      v.strictObject({
+        decay: v.optional(
+          v.pipe(positiveDuration, v.description("τ of the response-time average: how fast a slow response is forgotten, and an avoided backend starts to look cheap again.")),
+          1000,
+        ),
+      }),
+      v.description("The peak-ewma strategy's settings."),
+    ),
+    {},
+  ),
+  /** The supervisor and its workers: src/workers/. */
   workers: v.optional(
-    v.union(
-      [v.literal("auto"), v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(64))],
-      'expected a whole number of workers from 1 to 64, or "auto" (the cores this process may use)',
+    v.pipe(
+      v.union(
+        [v.literal("auto"), v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(64))],
+        'expected a whole number of workers from 1 to 64, or "auto" (the cores this process may use)',
+      ),
+      v.description('Processes that serve the proxy port; `"auto"`: the cores this process may use. With 1 this process serves alone; with more, it keeps the backends\' state, health checks and the admin port, and the workers share the proxy port.'),
     ),
     1,
   ),
   retry: v.optional(
-    v.strictObject({
-      attempts: v.optional(positiveInt("a whole number of tries, at least 1"), 3),
-      perTryTimeout: v.optional(positiveDuration, 5000),
-      timeout: v.optional(positiveDuration, 15000),
-      onStatus: v.optional(v.array(status, "expected a list of status codes"), [502, 503, 504]),
-      /** Retry resets, timeouts and onStatus answers for non-idempotent methods too (RFC 9110 §9.2.2 says don't). */
-      nonIdempotent: v.optional(v.boolean("expected true or false"), false),
-      /** Request bodies up to this size are buffered so that they can be sent again. */
-      bufferBody: v.optional(size, 64 * 1024),
-      /**
-       * On by default: over any 10 s, retries are at most `percent` of the requests, plus
-       * `minRetriesPerSecond` for every second so that a quiet pool can still retry (Finagle's
-       * and Linkerd's retry budget). A pool that fails everything then gets about
-       * 1 + percent/100 tries per client request (1.2 at 20%), not retry.attempts; a burst
-       * (a backend dying with requests in flight) is paid for by the credit of the window.
-       * Past it, a request keeps its last failure. false: no budget.
-       */
-      budget: v.optional(
-        v.union(
-          [
-            v.literal(false),
-            v.strictObject({
-              percent: v.optional(
-                v.pipe(v.number("expected a percentage from 0 to 100"), v.minValue(0, "expected a percentage from 0 to 100"), v.maxValue(100, "expected a percentage from 0 to 100")),
-                20,
-              ),
-              minRetriesPerSecond: v.optional(
-                v.pipe(v.number("expected a number of retries per second, 0 or more"), v.minValue(0, "expected a number of retries per second, 0 or more")),
-                3,
-              ),
-            }),
-          ],
-          "expected { percent, minRetriesPerSecond } or false (no budget)",
+    v.pipe(
+      v.strictObject({
+        attempts: v.optional(v.pipe(positiveInt("a whole number of tries, at least 1"), v.description("Tries in total for one request, each on a different backend while another is available.")), 3),
+        perTryTimeout: v.optional(
+          v.pipe(positiveDuration, v.description("Time one try may wait for its response head; counted from when the request has been sent in full.")),
+          5000,
         ),
-        {},
-      ),
-    }),
+        timeout: v.optional(
+          v.pipe(positiveDuration, v.description("Time all tries together may take to produce a response head, not counting time spent sending a streamed request body.")),
+          15000,
+        ),
+        onStatus: v.optional(v.pipe(v.array(status, "expected a list of status codes"), v.description("Backend answers that count as a failed try, to be retried.")), [502, 503, 504]),
+        nonIdempotent: v.optional(
+          v.pipe(v.boolean("expected true or false"), v.description("Also retry non-idempotent methods (POST, PATCH) after a reset, a timeout or an `onStatus` answer, which RFC 9110 §9.2.2 advises against.")),
+          false,
+        ),
+        bufferBody: v.optional(
+          v.pipe(size, v.description("Request bodies up to this size are kept so that they can be sent again; a larger body is streamed, and its request is not retried. With the fetch engine, this much of every body is read before the request goes upstream.")),
+          64 * 1024,
+        ),
+        /** Finagle's and Linkerd's retry budget; src/proxy/budget.ts. */
+        budget: v.optional(
+          v.pipe(
+            v.union(
+              [
+                v.literal(false),
+                v.strictObject({
+                  percent: v.optional(
+                    v.pipe(v.number("expected a percentage from 0 to 100"), v.minValue(0, "expected a percentage from 0 to 100"), v.maxValue(100, "expected a percentage from 0 to 100"), v.description("Retries allowed over any 10s, as a share of the requests.")),
+                    20,
+                  ),
+                  minRetriesPerSecond: v.optional(
+                    v.pipe(v.number("expected a number of retries per second, 0 or more"), v.minValue(0, "expected a number of retries per second, 0 or more"), v.description("Retries allowed whatever the traffic, per second of the 10s window, so that a quiet pool can still retry.")),
+                    3,
+                  ),
+                }),
+              ],
+              "expected { percent, minRetriesPerSecond } or false (no budget)",
+            ),
+            v.description("The retry budget (HTTP mode): over any 10s, retries are at most `percent` of the requests plus `minRetriesPerSecond` per second. A pool that fails everything then gets about 1 + percent/100 tries per request (1.2 at 20%), not `retry.attempts`; a burst (a backend dying with requests in flight) is paid for by the window's credit. Past the budget a request keeps its last failure. `false`: no budget."),
+          ),
+          {},
+        ),
+      }),
+      v.description("Retries of a failed try on another backend, and the time limits of the tries."),
+    ),
     {},
   ),
   timeouts: v.optional(
-    v.strictObject({
-      /**
-       * Idle time allowed between bytes on a client connection, or either way on a TCP relay.
-       * HTTP mode: at most 255s, Bun.serve's limit (checked in load.ts, as it depends on mode).
-       */
-      idle: v.optional(duration, 60_000),
-      /**
-       * A streamed request body: how long the backend may leave a piece of it untaken (between
-       * two writes, as nginx's proxy_send_timeout; not for the whole body). While a body is
-       * being sent only this applies on the backend side; retry.perTryTimeout and
-       * retry.timeout count from the moment the request is sent in full. 0: no bound.
-       */
-      send: v.optional(duration, 60_000),
-      /** Time to open a backend connection (TCP mode and the socket engine). */
-      connect: v.optional(positiveDuration, 5000),
-      /** Socket engine: a request head must arrive in full within this time, or 408 and close (slow-loris). */
-      header: v.optional(duration, 10_000),
-      /**
-       * Socket engine: an idle kept-alive upstream connection is closed after this long. Keep it
-       * below the backends' own keep-alive timeouts (Node's default is 5s) so that we, not they,
-       * close idle connections and a request never races a backend's close.
-       */
-      upstreamIdle: v.optional(duration, 4000),
-      /** On SIGINT/SIGTERM, in-flight requests get this long to finish. */
-      shutdownGrace: v.optional(duration, 10_000),
-    }),
+    v.pipe(
+      v.strictObject({
+        /** Bun.serve's limit of 255s is checked in load.ts, as it depends on mode. */
+        idle: v.optional(
+          v.pipe(duration, v.description("Idle time allowed between bytes on a client connection, or in either direction on a TCP relay. HTTP mode: at most 255s (Bun.serve's limit).")),
+          60_000,
+        ),
+        send: v.optional(
+          v.pipe(duration, v.description("A streamed request body: how long the backend may leave a piece of it untaken (between two writes, as nginx's `proxy_send_timeout`; not for the whole body). While a body is being sent only this applies on the backend side; `retry.perTryTimeout` and `retry.timeout` count from when it is sent in full. `0`: no bound.")),
+          60_000,
+        ),
+        connect: v.optional(v.pipe(positiveDuration, v.description("Time to open a backend connection (TCP mode and the socket engine).")), 5000),
+        header: v.optional(
+          v.pipe(duration, v.description("Socket engine: a request head must arrive in full within this time, or the client gets `408` and the connection is closed (slow-loris).")),
+          10_000,
+        ),
+        upstreamIdle: v.optional(
+          v.pipe(duration, v.description("Socket engine: an idle kept-alive backend connection is closed after this long. Keep it below the backends' own keep-alive timeout (Node's default is 5s), so that the proxy, not the backend, closes idle connections and a request never races a backend's close.")),
+          4000,
+        ),
+        shutdownGrace: v.optional(
+          v.pipe(duration, v.description("On SIGINT or SIGTERM, how long in-flight requests (and TCP relays) may run on before what is left is closed.")),
+          10_000,
+        ),
+      }),
+      v.description("Time limits on connections, apart from the tries' own (`retry`)."),
+    ),
     {},
   ),
   limits: v.optional(
-    v.strictObject({
-      /** Larger request bodies get 413 (Bun.serve's maxRequestBodySize, chunked bodies too). */
-      maxBodySize: v.optional(size, 128 * 1024 * 1024),
-      /**
-       * Response bodies with a Content-Length up to this size are read whole before being sent
-       * on (nginx's proxy_buffers); larger or unknown-length bodies stream. 0 streams all.
-       * Streamed bodies reach the client chunked: Bun 1.4 drops Content-Length whenever a
-       * response body is a stream (oven-sh/bun#10507).
-       */
-      responseBuffer: v.optional(size, 64 * 1024),
-      /**
-       * Upstream requests in flight at once, over all backends; the rest wait in arrival order
-       * (until retry.timeout). Matches the 64 idle connections Bun's fetch keeps per process,
-       * so that upstream connections are reused rather than churned. 0 means no bound.
-       */
-      upstreamConcurrency: v.optional(v.pipe(v.number("expected a number"), v.integer("expected a whole number"), v.minValue(0, "expected 0 (no bound) or more")), 64),
-      /**
-       * Fetch engine: upstream requests whose body is still streaming from the client (larger
-       * than retry.bufferBody), in flight at once; they take no upstreamConcurrency slot, so
-       * slow uploaders cannot hold the slots other requests need. Together the two stay under
-       * the 256 requests Bun's fetch runs at once (more queue inside fetch, for every request).
-       * 0 means no bound.
-       */
-      uploadConcurrency: v.optional(v.pipe(v.number("expected a number"), v.integer("expected a whole number"), v.minValue(0, "expected 0 (no bound) or more")), 64),
-      /**
-       * Fetch engine: a request still waiting for its response head this long after taking an
-       * upstreamConcurrency slot (a long-poll, a slow backend) gives the slot to the next
-       * request in line, when one waits, and counts against longWaitConcurrency instead: 64
-       * long-polls would otherwise hold every slot (issue 27). Reasons in proxy/gate.ts.
-       */
-      longWaitAfter: v.optional(positiveDuration, 500),
-      /**
-       * Fetch engine: such long waits in flight at once. With upstreamConcurrency and
-       * uploadConcurrency (64 + 64 + 128) it stays within the 256 requests Bun's fetch runs at
-       * once, so a long-poll never queues an ordinary request inside fetch. 0: a long wait
-       * keeps its slot.
-       */
-      longWaitConcurrency: v.optional(v.pipe(v.number("expected a number"), v.integer("expected a whole number"), v.minValue(0, "expected 0 (long waits keep their slot) or more")), 128),
-      /** Socket engine: largest request head (request line and fields); larger gets 431. */
-      maxHeaderSize: v.optional(size, 64 * 1024),
-      /** Socket engine: longest request target; longer gets 414. */
-      maxUriLength: v.optional(size, 8 * 1024),
-      /** Socket engine: client connections open at once; more are answered 503 and closed. */
-      maxConnections: v.optional(positiveInt("a whole number of connections, at least 1"), 10_000),
-      /** Socket engine: idle upstream connections kept per backend. */
-      upstreamKeepalive: v.optional(v.pipe(v.number("expected a number"), v.integer("expected a whole number"), v.minValue(0, "expected 0 (no keep-alive) or more")), 128),
-      /** Socket engine: requests a client may pipeline ahead of the one being answered. */
-      maxPipeline: v.optional(positiveInt("a whole number, at least 1"), 32),
-    }),
+    v.pipe(
+      v.strictObject({
+        maxBodySize: v.optional(v.pipe(size, v.description("Larger request bodies get `413`, chunked ones too.")), 128 * 1024 * 1024),
+        /** Bun 1.4 drops Content-Length whenever a response body is a stream (oven-sh/bun#10507). */
+        responseBuffer: v.optional(
+          v.pipe(size, v.description("Fetch engine: response bodies with a Content-Length up to this size are read whole before being sent on (nginx's `proxy_buffers`); larger or unknown-length bodies stream, and reach the client chunked. `0` streams all.")),
+          64 * 1024,
+        ),
+        /** The figure matches the 64 idle connections Bun's fetch keeps per process. */
+        upstreamConcurrency: v.optional(
+          v.pipe(v.number("expected a number"), v.integer("expected a whole number"), v.minValue(0, "expected 0 (no bound) or more"), v.description("Fetch engine: upstream requests in flight at once over all backends; the rest wait in arrival order (until `retry.timeout`). The default matches the 64 idle connections Bun's fetch keeps, so that upstream connections are reused rather than churned. `0`: no bound.")),
+          64,
+        ),
+        uploadConcurrency: v.optional(
+          v.pipe(v.number("expected a number"), v.integer("expected a whole number"), v.minValue(0, "expected 0 (no bound) or more"), v.description("Fetch engine: upstream requests whose body is still streaming from the client (larger than `retry.bufferBody`) in flight at once. They take no `upstreamConcurrency` slot, so slow uploaders cannot hold the slots other requests need; the rest wait in arrival order. `0`: no bound.")),
+          64,
+        ),
+        /** The reasons are in proxy/gate.ts. */
+        longWaitAfter: v.optional(
+          v.pipe(positiveDuration, v.description("Fetch engine: a request still waiting for its response head this long after taking an `upstreamConcurrency` slot (a long-poll, a slow backend) gives the slot to the next request in line, when one waits, and counts against `longWaitConcurrency` instead, so that long-polls cannot hold every slot.")),
+          500,
+        ),
+        longWaitConcurrency: v.optional(
+          v.pipe(v.number("expected a number"), v.integer("expected a whole number"), v.minValue(0, "expected 0 (long waits keep their slot) or more"), v.description("Fetch engine: such long waits in flight at once. With the two bounds above (64 + 64 + 128) it stays within the 256 requests Bun's fetch runs at once, so a long-poll never queues an ordinary request inside fetch. With this lane full, or at `0`, a long wait keeps its slot.")),
+          128,
+        ),
+        maxHeaderSize: v.optional(
+          v.pipe(size, v.description("Largest request head (request line and fields); larger gets `431`. Socket engine: response heads from a backend too. Fetch engine: Bun keeps one such limit per process, so it applies to every Bun.serve listener of the process, the admin listener's included.")),
+          64 * 1024,
+        ),
+        maxUriLength: v.optional(v.pipe(size, v.description("Socket engine: longest request target; longer gets `414`.")), 8 * 1024),
+        maxConnections: v.optional(
+          v.pipe(positiveInt("a whole number of connections, at least 1"), v.description("Socket engine: client connections open at once; one more is answered `503` and closed.")),
+          10_000,
+        ),
+        upstreamKeepalive: v.optional(
+          v.pipe(v.number("expected a number"), v.integer("expected a whole number"), v.minValue(0, "expected 0 (no keep-alive) or more"), v.description("Socket engine: idle connections kept per backend for reuse; `0`: none.")),
+          128,
+        ),
+        maxPipeline: v.optional(
+          v.pipe(positiveInt("a whole number, at least 1"), v.description("Socket engine: requests a client may pipeline ahead of the one being answered; past it, reading pauses.")),
+          32,
+        ),
+      }),
+      v.description("Size and concurrency limits of the HTTP data path."),
+    ),
     {},
   ),
   log: v.optional(
-    v.strictObject({
-      access: v.optional(v.boolean("expected true or false"), true),
-      format: v.optional(v.picklist(["text", "json"], 'expected "text" or "json"'), "text"),
-    }),
+    v.pipe(
+      v.strictObject({
+        access: v.optional(v.pipe(v.boolean("expected true or false"), v.description("One access-log line per request (HTTP) or connection (TCP) on stdout.")), true),
+        format: v.optional(v.pipe(v.picklist(["text", "json"], 'expected "text" or "json"'), v.description('`"text"` or `"json"` (one JSON object a line).')), "text"),
+      }),
+      v.description("The access log."),
+    ),
     {},
   ),
-  /** Peers whose X-Forwarded-For is kept and appended to; from anyone else it is replaced. */
-  trustedProxies: v.optional(v.array(cidr, "expected a list of CIDRs"), []),
-  /**
-   * Response headers removed or replaced before the client sees them (nginx's
-   * proxy_hide_header, HAProxy's http-response del-header/set-header), e.g. to hide a
-   * backend's Server and X-Powered-By. Applied last, after Via and X-Request-Id are added.
-   */
+  trustedProxies: v.optional(
+    v.pipe(v.array(cidr, "expected a list of CIDRs"), v.description("Peers whose `X-Forwarded-*` and `X-Real-IP` fields are kept (`X-Forwarded-For` appended to). From any other peer they are replaced, and `Forwarded` is removed.")),
+    [],
+  ),
   responseHeaders: v.optional(
     v.pipe(
       v.strictObject({
-        remove: v.optional(v.array(headerName, "expected a list of header names"), []),
-        set: v.optional(v.record(headerName, headerValue, "expected an object of header names and values"), {}),
+        remove: v.optional(v.pipe(v.array(headerName, "expected a list of header names"), v.description('Response fields removed, e.g. `["server", "x-powered-by"]`.')), []),
+        set: v.optional(
+          v.pipe(v.record(headerName, headerValue, "expected an object of header names and values"), v.description('Response fields set, replacing the backend\'s, e.g. `{ "server": "switchyard" }`.'), doc({ type: "object of header names and values" })),
+          {},
+        ),
       }),
       v.check(
         (r) => !Object.keys(r.set).some((n) => r.remove.some((m) => m.toLowerCase() === n.toLowerCase())),
         "expected each header in either remove or set, not both (set already replaces)",
       ),
+      v.description("Response header fields removed or replaced before the client sees them (nginx's `proxy_hide_header`, HAProxy's `http-response del-header`/`set-header`), e.g. to hide a backend's `Server`. Applied last, after `Via` and `X-Request-Id` are added. A name may be in `remove` or `set`, not both."),
     ),
     {},
   ),
-  /** Keep the client's Host header (default) or send the backend's host. */
-  preserveHost: v.optional(v.boolean("expected true or false"), true),
+  preserveHost: v.optional(v.pipe(v.boolean("expected true or false"), v.description("Send the client's `Host` to the backend; `false` sends the backend's own host.")), true),
   healthCheck: v.optional(
-    v.union([v.literal(false), v.strictObject(healthCheckFields)], "expected a health check object or false"),
+    v.pipe(
+      v.union([v.literal(false), v.strictObject(healthCheckFields)], "expected a health check object or false"),
+      v.description("Active health checks of every backend, which a backend's own `healthCheck` may override; the default `{}` is a TCP connect every 2s. `false` turns them off (for the backends without their own)."),
+    ),
     {},
   ),
   passive: v.optional(
-    v.strictObject({
-      /** Consecutive 5xx or gateway failures before a backend is ejected; 0 turns ejection off. */
-      consecutiveFailures: v.optional(v.pipe(v.number(), v.integer(), v.minValue(0)), 5),
-      baseEjectionTime: v.optional(duration, 30_000),
-      maxEjectionTime: v.optional(duration, 300_000),
-      maxEjectedPercent: v.optional(v.pipe(v.number(), v.minValue(0, "expected 0 to 100"), v.maxValue(100, "expected 0 to 100")), 50),
-      /** Without active probes, a backend marked down by a refused connection is re-admitted after this long. */
-      readmitAfter: v.optional(duration, 10_000),
-      /** Time between sweeps of success rate and failure percentage (Envoy's interval). */
-      interval: v.optional(v.pipe(duration, v.minValue(100, "expected at least 100ms between sweeps")), 10_000),
-      /**
-       * Envoy's success-rate outlier detection, on by default with Envoy's defaults: among the
-       * backends with at least requestVolume tries in an interval, when there are at least
-       * minimumHosts of them, eject those whose success rate is below mean − stdev ×
-       * stdevFactor / 1000. false turns it off.
-       */
-      successRate: v.optional(
-        v.union([
-          v.literal(false),
-          v.strictObject({
-            minimumHosts: v.optional(positiveInt("a whole number of backends, at least 1"), 5),
-            requestVolume: v.optional(positiveInt("a whole number of tries, at least 1"), 100),
-            stdevFactor: v.optional(v.pipe(v.number("expected a number"), v.integer("expected thousandths, a whole number"), v.minValue(0, "expected 0 or more (thousandths: 1900 is 1.9 standard deviations)")), 1900),
-          }),
-        ], "expected a success-rate object or false"),
-        {},
-      ),
-      /**
-       * Envoy's failure-percentage outlier detection, off by default as in Envoy: among the
-       * backends with at least requestVolume tries in an interval, when there are at least
-       * minimumHosts of them, eject those whose failures are at least threshold % of their tries.
-       */
-      failurePercentage: v.optional(
-        v.union([
-          v.literal(false),
-          v.strictObject({
-            threshold: v.optional(v.pipe(v.number("expected a percentage"), v.minValue(0, "expected 0 to 100"), v.maxValue(100, "expected 0 to 100")), 85),
-            minimumHosts: v.optional(positiveInt("a whole number of backends, at least 1"), 5),
-            requestVolume: v.optional(positiveInt("a whole number of tries, at least 1"), 50),
-          }),
-        ], "expected a failure-percentage object or false"),
-        false,
-      ),
-    }),
+    v.pipe(
+      v.strictObject({
+        consecutiveFailures: v.optional(
+          v.pipe(v.number(), v.integer(), v.minValue(0), v.description("Consecutive failed tries (a 5xx, a refused or reset connection, a timeout) before a backend is ejected; `0` turns this ejection off.")),
+          5,
+        ),
+        baseEjectionTime: v.optional(
+          v.pipe(duration, v.description("An ejection lasts this × n, where n grows by one with each ejection of the backend and shrinks by one for every such time without one.")),
+          30_000,
+        ),
+        maxEjectionTime: v.optional(v.pipe(duration, v.description("The longest one ejection lasts.")), 300_000),
+        maxEjectedPercent: v.optional(
+          v.pipe(v.number(), v.minValue(0, "expected 0 to 100"), v.maxValue(100, "expected 0 to 100"), v.description("At most this share of the backends is out through passive health (ejected, or down after a refused connection) at once; it never takes the last available one.")),
+          50,
+        ),
+        readmitAfter: v.optional(
+          v.pipe(duration, v.description("Without active checks, a backend marked down by a refused connection is let back in after this long.")),
+          10_000,
+        ),
+        interval: v.optional(
+          v.pipe(duration, v.minValue(100, "expected at least 100ms between sweeps"), v.description("Time between sweeps of `successRate` and `failurePercentage` (Envoy's interval).")),
+          10_000,
+        ),
+        successRate: v.optional(
+          v.pipe(
+            v.union([
+              v.literal(false),
+              v.strictObject({
+                minimumHosts: v.optional(v.pipe(positiveInt("a whole number of backends, at least 1"), v.description("Backends with enough tries needed for a sweep to eject any.")), 5),
+                requestVolume: v.optional(v.pipe(positiveInt("a whole number of tries, at least 1"), v.description("Tries in an interval for a backend to count.")), 100),
+                stdevFactor: v.optional(
+                  v.pipe(v.number("expected a number"), v.integer("expected thousandths, a whole number"), v.minValue(0, "expected 0 or more (thousandths: 1900 is 1.9 standard deviations)"), v.description("How far below the mean a success rate must fall, in thousandths of a standard deviation (1900: 1.9).")),
+                  1900,
+                ),
+              }),
+            ], "expected a success-rate object or false"),
+            v.description("Envoy's success-rate outlier detection, on by default with Envoy's defaults: among the backends with at least `requestVolume` tries in an interval, when there are at least `minimumHosts` of them, those whose success rate is below mean − stdev × `stdevFactor` / 1000 are ejected. `false` turns it off."),
+          ),
+          {},
+        ),
+        failurePercentage: v.optional(
+          v.pipe(
+            v.union([
+              v.literal(false),
+              v.strictObject({
+                threshold: v.optional(v.pipe(v.number("expected a percentage"), v.minValue(0, "expected 0 to 100"), v.maxValue(100, "expected 0 to 100"), v.description("The share of failed tries, in %, at which a backend is ejected.")), 85),
+                minimumHosts: v.optional(v.pipe(positiveInt("a whole number of backends, at least 1"), v.description("Backends with enough tries needed for a sweep to eject any.")), 5),
+                requestVolume: v.optional(v.pipe(positiveInt("a whole number of tries, at least 1"), v.description("Tries in an interval for a backend to count.")), 50),
+              }),
+            ], "expected a failure-percentage object or false"),
+            v.description("Envoy's failure-percentage outlier detection, off by default as in Envoy (`{}` turns it on with its defaults): among the backends with at least `requestVolume` tries in an interval, when there are at least `minimumHosts` of them, those whose failures are at least `threshold` % of their tries are ejected."),
+          ),
+          false,
+        ),
+      }),
+      v.description("Passive health: ejection of backends that fail live traffic, as Envoy's outlier detection. A failed try is a 5xx or no answer (refused, reset, timed out, a body cut short)."),
+    ),
     {},
   ),
-  /**
-   * Envoy's healthy panic threshold, a percentage: when fewer than this share of the backends in
-   * service (not drained, not forced down) are healthy and not ejected, requests are balanced
-   * over all of those in service, healthy or not, rather than refused or piled on the few left.
-   * 0 turns panic mode off.
-   */
-  panicThreshold: v.optional(v.pipe(v.number("expected a percentage"), v.minValue(0, "expected 0 to 100"), v.maxValue(100, "expected 0 to 100")), 50),
-  /** A backend that comes back ramps its share of traffic up linearly over this time; 0 turns it off. */
-  slowStart: v.optional(duration, 0),
-  /** The resolver DNS discovery uses: servers as "host" or "host:port" (default: the system's, /etc/resolv.conf). */
+  panicThreshold: v.optional(
+    v.pipe(v.number("expected a percentage"), v.minValue(0, "expected 0 to 100"), v.maxValue(100, "expected 0 to 100"), v.description("Envoy's healthy panic threshold, in %: when fewer than this share of the backends in service (not drained, not forced down) are healthy and not ejected, requests are balanced over all of those in service, healthy or not, rather than refused or piled on the few left. `0` turns panic mode off.")),
+    50,
+  ),
+  slowStart: v.optional(v.pipe(duration, v.description("A backend that comes back ramps its share of traffic up linearly over this time; `0` turns it off.")), 0),
   dns: v.optional(
-    v.strictObject({
-      servers: v.optional(v.array(v.pipe(v.string("expected a server address"), v.nonEmpty("expected a server address")), "expected a list of DNS servers"), []),
-      /** One lookup's time limit. */
-      timeout: v.optional(positiveDuration, 2000),
-    }),
+    v.pipe(
+      v.strictObject({
+        servers: v.optional(
+          v.pipe(v.array(v.pipe(v.string("expected a server address"), v.nonEmpty("expected a server address")), "expected a list of DNS servers"), v.description('DNS servers, as `"host"` or `"host:port"` (IPv6 in brackets), e.g. `"10.0.0.2"`, `"127.0.0.1:5353"`, `"[::1]:53"`.'), doc({ type: "list of server addresses", defaultText: "`[]`: the system's resolvers (/etc/resolv.conf)" })),
+          [],
+        ),
+        timeout: v.optional(v.pipe(positiveDuration, v.description("Time one lookup may take; a lookup is tried twice.")), 2000),
+      }),
+      v.description("The resolver DNS discovery (`backends[].dns`) uses."),
+    ),
     {},
   ),
 });
