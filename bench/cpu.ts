@@ -81,7 +81,7 @@ try {
 
   console.log(`\nwrk -t1 -c${values.connections} -d${values.duration}s, ${clean.kept.length / targets.length} interleaved rounds kept of the ${rounds} asked, 3 sim backends, ${navigator.hardwareConcurrency} cores shared by all\n`);
   const ref = (r: { round: number }) => results.find((x) => x.round === r.round && x.name === NGINX);
-  console.log("| target | req/s | ÷ nginx, per round | user µs/request | system µs/request | own CPU µs/request | whole machine µs/request | stolen by the host % |");
+  console.log("| target | req/s | ÷ nginx, per round | user µs/request | system µs/request | own CPU µs/request (user+system) | whole machine µs/request | stolen by the host % |");
   console.log("| --- | --- | --- | --- | --- | --- | --- | --- |");
   for (const t of targets) {
     const mine = results.filter((r) => r.name === t.name);

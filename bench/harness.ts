@@ -121,6 +121,9 @@ async function waitOutput(started: Started, re: RegExp | (() => boolean)): Promi
 // ---------------------------------------------------------------------------------------------
 // The references, one function each. Every one resolves once its target answers.
 
+/** Numbers the config files and directories of one bench's references, so that none overwrites another's. */
+let started = 0;
+
 /** The sim's backends (one process), each host:port; `latency` (ms, one per backend) is set through their /_control. */
 export async function sim(procs: Processes, o: { count?: number; latency?: readonly number[] } = {}): Promise<{ backends: string[]; target: Target }> {
   const count = o.count ?? o.latency?.length ?? 3;
@@ -141,7 +144,7 @@ export async function sim(procs: Processes, o: { count?: number; latency?: reado
  * (`config` is merged over those). `admin` is the admin URL when the config asks for one.
  */
 export async function switchyard(procs: Processes, dir: string, name: string, config: Record<string, unknown>): Promise<Target & { started: Started; admin?: string }> {
-  const file = join(dir, `switchyard-${Bun.hash(name).toString(36)}.json`);
+  const file = join(dir, `switchyard-${++started}.json`);
   writeFileSync(file, JSON.stringify({
     listen: { host: "127.0.0.1", port: 0 }, admin: false, log: { access: false }, healthCheck: { type: "tcp", interval: "2s" }, ...config,
   }));
@@ -197,7 +200,7 @@ const SWITCHYARD_FIELDS = `
  * what Switchyard adds (SWITCHYARD_FIELDS).
  */
 export async function nginx(procs: Processes, dir: string, upstreams: readonly NginxUpstream[], o: { workers?: number; accessLog?: boolean; fields?: "minimal" | "switchyard" } = {}): Promise<Target[]> {
-  const home = join(dir, `nginx-${Bun.hash(upstreams.map((u) => u.name).join()).toString(36)}`);
+  const home = join(dir, `nginx-${++started}`);
   mkdirSync(home, { recursive: true });
   const extra = o.fields === "switchyard" ? SWITCHYARD_FIELDS : "";
   const ports = upstreams.map(() => freePort());
@@ -224,7 +227,7 @@ http {
 export async function haproxy(procs: Processes, dir: string, name: string, o: { servers: readonly string[]; threads?: number; mode?: "http" | "tcp" }): Promise<Target> {
   const port = freePort();
   const http = (o.mode ?? "http") === "http";
-  const file = join(dir, `haproxy-${port}.cfg`);
+  const file = join(dir, `haproxy-${++started}.cfg`);
   writeFileSync(file, `
 global
   nbthread ${o.threads ?? 2}
@@ -255,7 +258,7 @@ ${o.servers.map((b, i) => `  server b${i + 1} ${b}${http ? " check" : ""}`).join
  */
 export async function caddy(procs: Processes, dir: string, name: string, o: { servers: readonly string[] }): Promise<Target> {
   const port = freePort();
-  const home = join(dir, `caddy-${port}`);
+  const home = join(dir, `caddy-${++started}`);
   mkdirSync(home, { recursive: true });
   const file = join(home, "Caddyfile");
   writeFileSync(file, `{
