@@ -20,9 +20,6 @@
  * the end.
  */
 import { parseArgs } from "node:util";
-import { mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import type { Socket } from "bun";
 import { Processes, need, sim, switchyard, wrk as runWrk, type Target, type WrkResult } from "./harness.ts";
 
@@ -36,7 +33,6 @@ const { values } = parseArgs({
   },
 });
 const procs = new Processes();
-const dir = mkdtempSync(join(tmpdir(), "switchyard-attack-"));
 need("bench/attack.ts", ["wrk"], "wrk");
 
 const duration = Number(values.duration);
@@ -109,7 +105,7 @@ try {
   const rows: string[] = [];
   for (const engine of values.engines!.split(",")) {
     // Default settings but for the harness's (no admin, no access log, a TCP check every 2 s).
-    const target = await switchyard(procs, dir, `switchyard (${engine})`, { engine, backends: backends.map((b) => ({ url: `http://${b}` })) });
+    const target = await switchyard(procs, `switchyard (${engine})`, { engine, backends: backends.map((b) => ({ url: `http://${b}` })) });
     // Warm-up, discarded.
     await wrk(target);
     // Runs without attack before, between and after the attacked ones: each attacked run is

@@ -25,9 +25,6 @@
  * and every process it starts is stopped by PID at the end.
  */
 import { parseArgs } from "node:util";
-import { mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import {
   Processes, bareForwarder, caddy, cleanRounds, has, haproxy, interleaved, need, nginx, requireKept, setAsideNote, sim, spread, switchyard, wrk, type Target,
 } from "./harness.ts";
@@ -43,7 +40,6 @@ const { values } = parseArgs({
   },
 });
 need("bench/cpu.ts", ["wrk"], "wrk");
-const dir = mkdtempSync(join(tmpdir(), "switchyard-cpu-"));
 const procs = new Processes();
 const NGINX = "nginx (2 workers)";
 
@@ -51,22 +47,22 @@ try {
   const { backends } = await sim(procs);
   const urls = backends.map((b) => ({ url: `http://${b}` }));
   const targets: Target[] = [
-    await switchyard(procs, dir, "switchyard (socket engine)", { engine: "socket", backends: urls }),
-    await switchyard(procs, dir, "switchyard (fetch engine)", { engine: "fetch", backends: urls }),
-    await switchyard(procs, dir, "switchyard (socket engine, 2 workers)", { engine: "socket", workers: 2, backends: urls }),
-    await switchyard(procs, dir, "switchyard (TCP mode)", { mode: "tcp", backends: backends.map((url) => ({ url })) }),
+    await switchyard(procs, "switchyard (socket engine)", { engine: "socket", backends: urls }),
+    await switchyard(procs, "switchyard (fetch engine)", { engine: "fetch", backends: urls }),
+    await switchyard(procs, "switchyard (socket engine, 2 workers)", { engine: "socket", workers: 2, backends: urls }),
+    await switchyard(procs, "switchyard (TCP mode)", { mode: "tcp", backends: backends.map((url) => ({ url })) }),
     await bareForwarder(procs, "bare forwarder", backends),
     // Two processes on one port: the design of 2 workers at its least.
     await bareForwarder(procs, "bare forwarder, 2 processes", backends, 2),
   ];
   if (has("nginx")) {
-    targets.push(...await nginx(procs, dir, [{ name: NGINX, balance: "least_conn;", servers: backends }], { workers: 2 }));
+    targets.push(...await nginx(procs, [{ name: NGINX, balance: "least_conn;", servers: backends }], { workers: 2 }));
     // The same nginx adding the fields Switchyard adds: the backends and wrk then read the same
     // bytes behind either, and the difference left is the proxies' own.
-    targets.push(...await nginx(procs, dir, [{ name: "nginx (2 workers, Switchyard's fields)", balance: "least_conn;", servers: backends }], { workers: 2, fields: "switchyard" }));
+    targets.push(...await nginx(procs, [{ name: "nginx (2 workers, Switchyard's fields)", balance: "least_conn;", servers: backends }], { workers: 2, fields: "switchyard" }));
   }
-  if (has("haproxy")) targets.push(await haproxy(procs, dir, "haproxy (2 threads)", { servers: backends }));
-  if (has("caddy")) targets.push(await caddy(procs, dir, "caddy (least_conn)", { servers: backends }));
+  if (has("haproxy")) targets.push(await haproxy(procs, "haproxy (2 threads)", { servers: backends }));
+  if (has("caddy")) targets.push(await caddy(procs, "caddy (least_conn)", { servers: backends }));
   // --only NAME,NAME: the targets whose names contain one of them, and nginx (the reference).
   const only = values.only?.split(",");
   if (only) targets.splice(0, targets.length, ...targets.filter((t) => t.name === NGINX || only.some((o) => t.name.includes(o))));

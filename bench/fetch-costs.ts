@@ -16,9 +16,6 @@
  * process it starts is stopped by PID at the end.
  */
 import { parseArgs } from "node:util";
-import { mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { Processes, cleanRounds, fetchFloor, interleaved, median, need, requireKept, setAsideNote, sim, spread, switchyard, wrk, type Target } from "./harness.ts";
 
 const { values } = parseArgs({
@@ -31,14 +28,13 @@ const { values } = parseArgs({
   },
 });
 need("bench/fetch-costs.ts", ["wrk"], "wrk");
-const dir = mkdtempSync(join(tmpdir(), "switchyard-fetch-costs-"));
 const procs = new Processes();
 /** FLOOR_ADD of each floor target: none, each call alone, then all of them. */
 const ADDS = ["", "ip", "signal", "abort", "options", "hono", "whole", "fields", "ip,signal,abort,options,hono,whole,fields"];
 
 try {
   const { backends } = await sim(procs);
-  const targets: Target[] = [await switchyard(procs, dir, "switchyard (fetch engine)", { engine: "fetch", backends: backends.map((b) => ({ url: `http://${b}` })) })];
+  const targets: Target[] = [await switchyard(procs, "switchyard (fetch engine)", { engine: "fetch", backends: backends.map((b) => ({ url: `http://${b}` })) })];
   for (const a of ADDS) targets.push(await fetchFloor(procs, a === "" ? "floor" : a.includes(",") ? "floor + all of them" : `floor + ${a}`, backends, a));
 
   const run = (t: Target) => wrk(t, { connections: Number(values.connections), duration: values.duration! });

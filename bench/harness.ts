@@ -16,7 +16,8 @@
  * Linux only (/proc). Loopback only.
  */
 import type { Subprocess } from "bun";
-import { mkdirSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 
 export const root = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
@@ -49,9 +50,11 @@ export interface Started {
   output(): string;
 }
 
-/** The processes one bench started; stop() ends them, each by its own PID. */
+/** The processes one bench started and the directory of their files; stop() ends them, each by its own PID, and removes the directory. */
 export class Processes {
   private readonly procs: Subprocess[] = [];
+  /** Where the references' configs, logs and pid files go. */
+  readonly dir = mkdtempSync(join(tmpdir(), "switchyard-bench-"));
 
   constructor() {
     process.on("SIGINT", () => void this.stop().then(() => process.exit(130)));
@@ -74,6 +77,7 @@ export class Processes {
   async stop(): Promise<void> {
     for (const p of this.procs) if (p.exitCode === null) p.kill("SIGTERM");
     await Promise.all(this.procs.map((p) => p.exited));
+    rmSync(this.dir, { recursive: true, force: true });
   }
 }
 
@@ -122,7 +126,7 @@ async function waitOutput(started: Started, re: RegExp | (() => boolean)): Promi
 // The references, one function each. Every one resolves once its target answers.
 
 /** Numbers the config files and directories of one bench's references, so that none overwrites another's. */
-let started = 0;
+let serial = 0;
 
 /** The sim's backends (one process), each host:port; `latency` (ms, one per backend) is set through their /_control. */
 export async function sim(procs: Processes, o: { count?: number; latency?: readonly number[] } = {}): Promise<{ backends: string[]; target: Target }> {
@@ -143,8 +147,8 @@ export async function sim(procs: Processes, o: { count?: number; latency?: reado
  * listener, no access log and a TCP health check every 2 s unless `config` says otherwise
  * (`config` is merged over those). `admin` is the admin URL when the config asks for one.
  */
-export async function switchyard(procs: Processes, dir: string, name: string, config: Record<string, unknown>): Promise<Target & { started: Started; admin?: string }> {
-  const file = join(dir, `switchyard-${++started}.json`);
+export async function switchyard(procs: Processes, name: string, config: Record<string, unknown>): Promise<Target & { started: Started; admin?: string }> {
+  const file = join(procs.dir, `switchyard-${++serial}.json`);
   writeFileSync(file, JSON.stringify({
     listen: { host: "127.0.0.1", port: 0 }, admin: false, log: { access: false }, healthCheck: { type: "tcp", interval: "2s" }, ...config,
   }));
@@ -199,8 +203,8 @@ const SWITCHYARD_FIELDS = `
  * (default) sends X-Forwarded-For and Host only, as a bare nginx proxy does; "switchyard" adds
  * what Switchyard adds (SWITCHYARD_FIELDS).
  */
-export async function nginx(procs: Processes, dir: string, upstreams: readonly NginxUpstream[], o: { workers?: number; accessLog?: boolean; fields?: "minimal" | "switchyard" } = {}): Promise<Target[]> {
-  const home = join(dir, `nginx-${++started}`);
+export async function nginx(procs: Processes, upstreams: readonly NginxUpstream[], o: { workers?: number; accessLog?: boolean; fields?: "minimal" | "switchyard" } = {}): Promise<Target[]> {
+  const home = join(procs.dir, `nginx-${++serial}`);
   mkdirSync(home, { recursive: true });
   const extra = o.fields === "switchyard" ? SWITCHYARD_FIELDS : "";
   const ports = upstreams.map(() => freePort());
@@ -224,10 +228,10 @@ http {
  * HAProxy with `threads` threads (2 unless told) in front of `servers`: in HTTP mode leastconn,
  * checked, with X-Forwarded-For and keep-alive; in TCP mode (`mode: "tcp"`) round robin, unchecked.
  */
-export async function haproxy(procs: Processes, dir: string, name: string, o: { servers: readonly string[]; threads?: number; mode?: "http" | "tcp" }): Promise<Target> {
+export async function haproxy(procs: Processes, name: string, o: { servers: readonly string[]; threads?: number; mode?: "http" | "tcp" }): Promise<Target> {
   const port = freePort();
   const http = (o.mode ?? "http") === "http";
-  const file = join(dir, `haproxy-${++started}.cfg`);
+  const file = join(procs.dir, `haproxy-${++serial}.cfg`);
   writeFileSync(file, `
 global
   nbthread ${o.threads ?? 2}
@@ -254,11 +258,11 @@ ${o.servers.map((b, i) => `  server b${i + 1} ${b}${http ? " check" : ""}`).join
  * `lb_policy least_conn` and upstream keep-alive (64 idle connections per backend, as nginx's
  * `keepalive 64`). No admin endpoint and no automatic HTTPS (an http:// site address and
  * `auto_https off`), so it never tries to get a certificate; its config and data directories
- * are `dir`'s, so nothing is written to $HOME. It adds X-Forwarded-For/-Proto/-Host itself.
+ * are in the bench's directory, so nothing is written to $HOME. It adds X-Forwarded-For/-Proto/-Host itself.
  */
-export async function caddy(procs: Processes, dir: string, name: string, o: { servers: readonly string[] }): Promise<Target> {
+export async function caddy(procs: Processes, name: string, o: { servers: readonly string[] }): Promise<Target> {
   const port = freePort();
-  const home = join(dir, `caddy-${++started}`);
+  const home = join(procs.dir, `caddy-${++serial}`);
   mkdirSync(home, { recursive: true });
   const file = join(home, "Caddyfile");
   writeFileSync(file, `{
@@ -282,9 +286,9 @@ http://:${port} {
 }
 
 /** A Redis server on an ephemeral port, no persistence. */
-export async function redis(procs: Processes, dir: string): Promise<Target> {
+export async function redis(procs: Processes): Promise<Target> {
   const port = freePort();
-  const s = procs.spawn(["redis-server", "--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir]);
+  const s = procs.spawn(["redis-server", "--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", procs.dir]);
   await waitUp(port, s, { http: false });
   return { name: "direct (redis-server)", port, pids: () => [s.proc.pid] };
 }

@@ -21,9 +21,6 @@
  * ephemeral ports, bounded in time, and every process it starts is stopped by PID at the end.
  */
 import { parseArgs } from "node:util";
-import { mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import {
   Processes, caddy, cleanRounds, fetchFloor, has, haproxy, interleaved, need, nginx, setAsideNote, sim, spread, switchyard, wrk, type Target, type WrkResult,
 } from "./harness.ts";
@@ -42,7 +39,6 @@ const { values } = parseArgs({
   },
 });
 need("bench/http.ts", ["wrk"], "wrk");
-const dir = mkdtempSync(join(tmpdir(), "switchyard-bench-"));
 const procs = new Processes();
 
 const NGINX = "nginx (2 workers)";
@@ -55,20 +51,20 @@ try {
   const targets: Target[] = [direct];
   for (const workers of [1, 2]) {
     for (const engine of ["fetch", "socket"]) {
-      targets.push(await switchyard(procs, dir, workers === 1 ? `switchyard (${engine})` : `switchyard (${engine}, ${workers} workers)`, {
+      targets.push(await switchyard(procs, workers === 1 ? `switchyard (${engine})` : `switchyard (${engine}, ${workers} workers)`, {
         engine, workers, log: { access: accessLog }, backends: backends.map((b) => ({ url: `http://${b}` })),
       }));
     }
   }
   targets.push(await fetchFloor(procs, FLOOR, backends));
   if (has("nginx")) {
-    targets.push(...await nginx(procs, dir, [{ name: NGINX, balance: "least_conn;", servers: backends }], { workers: 2, accessLog }));
+    targets.push(...await nginx(procs, [{ name: NGINX, balance: "least_conn;", servers: backends }], { workers: 2, accessLog }));
     // The same nginx adding the fields Switchyard adds: the backends and wrk then read the same
     // bytes behind either, and the difference left is the proxies' own.
-    targets.push(...await nginx(procs, dir, [{ name: NGINX_FIELDS, balance: "least_conn;", servers: backends }], { workers: 2, accessLog, fields: "switchyard" }));
+    targets.push(...await nginx(procs, [{ name: NGINX_FIELDS, balance: "least_conn;", servers: backends }], { workers: 2, accessLog, fields: "switchyard" }));
   }
-  if (has("haproxy")) targets.push(await haproxy(procs, dir, "haproxy (2 threads)", { servers: backends }));
-  if (has("caddy")) targets.push(await caddy(procs, dir, "caddy (least_conn)", { servers: backends }));
+  if (has("haproxy")) targets.push(await haproxy(procs, "haproxy (2 threads)", { servers: backends }));
+  if (has("caddy")) targets.push(await caddy(procs, "caddy (least_conn)", { servers: backends }));
 
   const only = values.only?.split(",");
   const chosen = only ? targets.filter((t) => t === direct || only.some((o) => t.name.includes(o))) : targets;

@@ -21,9 +21,6 @@
  * process it starts is stopped by PID at the end.
  */
 import { parseArgs } from "node:util";
-import { mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { Processes, caddy, cleanRounds, has, interleaved, median, need, nginx, requireKept, setAsideNote, sim, spread, switchyard, wrk, type Target, type WrkResult } from "./harness.ts";
 
 const { values } = parseArgs({
@@ -43,7 +40,6 @@ need("bench/skewed.ts", ["wrk"], "wrk");
 const connections = Number(values.connections);
 const rounds = Number(values.rounds);
 const engines = values.engines!.split(",");
-const dir = mkdtempSync(join(tmpdir(), "switchyard-skewed-"));
 const procs = new Processes();
 
 /** Latency of each backend, ms: two quick, one slow. */
@@ -66,21 +62,21 @@ try {
     return { ...r, slowShare: total > 0 ? got[2]! / total : 0 };
   };
   const serve = (name: string, strategy: string, engine: string, servers = backends) =>
-    switchyard(procs, dir, name, { strategy, engine, backends: servers.map((b) => ({ url: `http://${b}` })) });
+    switchyard(procs, name, { strategy, engine, backends: servers.map((b) => ({ url: `http://${b}` })) });
 
   const targets: Target[] = [];
   for (const engine of engines) targets.push(await serve(`switchyard peak-ewma (${engine})`, "peak-ewma", engine));
   targets.push(await serve(`switchyard least-connections (${engines[0]})`, "least-connections", engines[0]!));
   if (values.floor) targets.push(await serve(`switchyard, quick backends only (${engines[0]})`, "least-connections", engines[0]!, backends.slice(0, 2)));
   if (has("nginx")) {
-    targets.push(...await nginx(procs, dir, [
+    targets.push(...await nginx(procs, [
       { name: LEAST_CONN, balance: "least_conn;", servers: backends, zone: true },
       { name: "nginx round robin", balance: "", servers: backends, zone: true },
     ], { workers: 2 }));
   } else {
     console.error("nginx is not installed: no nginx reference (apt-get install nginx)");
   }
-  if (has("caddy")) targets.push(await caddy(procs, dir, "caddy least_conn", { servers: backends }));
+  if (has("caddy")) targets.push(await caddy(procs, "caddy least_conn", { servers: backends }));
 
   // Warm-up runs, discarded: pools, JITs and peak-ewma's averages settle.
   if (Number(values.warmup) > 0) {

@@ -12,9 +12,6 @@
  * only, ephemeral ports; every process it starts is stopped by PID at the end.
  */
 import { parseArgs } from "node:util";
-import { mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { Processes, costOf, has, haproxy, need, redis, switchyard, type Cost, type Target } from "./harness.ts";
 
 const { values } = parseArgs({
@@ -22,7 +19,6 @@ const { values } = parseArgs({
   options: { requests: { type: "string", default: "100000" }, clients: { type: "string", default: "50" } },
 });
 need("bench/tcp-redis.ts", ["redis-server", "redis-benchmark"], "redis-server redis-tools");
-const dir = mkdtempSync(join(tmpdir(), "switchyard-tcp-redis-"));
 const procs = new Processes();
 const TESTS = ["SET", "GET"] as const;
 
@@ -40,9 +36,9 @@ async function bench(t: Target, test: (typeof TESTS)[number]): Promise<Cost & { 
 }
 
 try {
-  const direct = await redis(procs, dir);
-  const targets: Target[] = [direct, await switchyard(procs, dir, "switchyard (TCP mode)", { mode: "tcp", backends: [{ url: `127.0.0.1:${direct.port}` }] })];
-  if (has("haproxy")) targets.push(await haproxy(procs, dir, "haproxy (TCP mode, 1 thread)", { servers: [`127.0.0.1:${direct.port}`], threads: 1, mode: "tcp" }));
+  const direct = await redis(procs);
+  const targets: Target[] = [direct, await switchyard(procs, "switchyard (TCP mode)", { mode: "tcp", backends: [{ url: `127.0.0.1:${direct.port}` }] })];
+  if (has("haproxy")) targets.push(await haproxy(procs, "haproxy (TCP mode, 1 thread)", { servers: [`127.0.0.1:${direct.port}`], threads: 1, mode: "tcp" }));
   for (const t of targets.slice(1)) await bench(t, "SET"); // warm-up, discarded
   console.log(`\nredis-benchmark -q -n ${values.requests} -c ${values.clients} -t set, then -t get; ${navigator.hardwareConcurrency} cores shared by all\n`);
   console.log("| test | target | req/s | ratio to direct | own CPU µs/operation (user+system) | whole machine µs/operation | stolen by the host % |");

@@ -18,9 +18,7 @@
  * (the new process of each run by the PID the upgrade reported).
  */
 import { parseArgs } from "node:util";
-import { mkdtempSync, readFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { readFileSync } from "node:fs";
 import { Processes, processCpu, sim, switchyard, withChildren } from "./harness.ts";
 
 const { values } = parseArgs({
@@ -35,7 +33,6 @@ const { values } = parseArgs({
 const seconds = Number(values.duration);
 const LOOPS = 64;
 const TOKEN = "upgrade-churn-bench-token-0123456789";
-const dir = mkdtempSync(join(tmpdir(), "switchyard-upgrade-churn-"));
 const procs = new Processes();
 
 /** One connection, one request, the whole answer: undefined when it was a 200, else what went wrong. */
@@ -63,7 +60,7 @@ function oneRequest(port: number): Promise<string | undefined> {
 }
 
 async function run(i: number, backend: string): Promise<string> {
-  const old = await switchyard(procs, dir, `switchyard ${i}`, {
+  const old = await switchyard(procs, `switchyard ${i}`, {
     admin: { host: "127.0.0.1", port: 0, token: TOKEN },
     engine: values.engine,
     workers: Number(values.workers),
