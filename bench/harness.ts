@@ -110,16 +110,16 @@ export async function waitUp(port: number, started?: Started, o: { http?: boolea
   throw new Error(`nothing answered on port ${port} within 15 s${started ? `:\n${started.output()}` : ""}`);
 }
 
-/** Resolves with the first match of `re` in what `started` writes (or once `re` says yes); throws when it exits first or after 15 s. */
-async function waitOutput(started: Started, re: RegExp | (() => boolean)): Promise<RegExpExecArray> {
+/** Resolves with what `find` finds in what `started` has written (`what`, for the error); throws when it exits first or after 15 s. */
+async function waitOutput<T>(started: Started, what: string, find: (output: string) => T | undefined): Promise<T> {
   const deadline = Date.now() + 15_000;
   while (Date.now() < deadline) {
-    const m = typeof re === "function" ? (re() ? ([] as unknown as RegExpExecArray) : null) : re.exec(started.output());
-    if (m) return m;
-    if (started.proc.exitCode !== null) throw new Error(`exited (${started.proc.exitCode}) before writing ${re}:\n${started.output()}`);
+    const found = find(started.output());
+    if (found !== undefined) return found;
+    if (started.proc.exitCode !== null) throw new Error(`exited (${started.proc.exitCode}) before writing ${what}:\n${started.output()}`);
     await Bun.sleep(20);
   }
-  throw new Error(`wrote nothing matching ${re} within 15 s:\n${started.output()}`);
+  throw new Error(`did not write ${what} within 15 s:\n${started.output()}`);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -132,9 +132,10 @@ let serial = 0;
 export async function sim(procs: Processes, o: { count?: number; latency?: readonly number[] } = {}): Promise<{ backends: string[]; target: Target }> {
   const count = o.count ?? o.latency?.length ?? 3;
   const s = procs.spawn([process.execPath, "sim/main.ts", "--count", String(count), "--base-port", "0"]);
-  const listening = () => [...s.output().matchAll(/listening on http:\/\/(\S+)/g)].map((m) => m[1]!);
-  await waitOutput(s, () => listening().length >= count);
-  const backends = listening();
+  const backends = await waitOutput(s, `${count} "listening on" lines`, (out) => {
+    const listening = [...out.matchAll(/listening on http:\/\/(\S+)/g)].map((m) => m[1]!);
+    return listening.length >= count ? listening : undefined;
+  });
   if (o.latency) {
     await Promise.all(backends.map((b, i) => fetch(`http://${b}/_control`, { method: "POST", body: JSON.stringify({ latency: o.latency![i] }) }).then((r) => r.text())));
   }
@@ -153,8 +154,8 @@ export async function switchyard(procs: Processes, name: string, config: Record<
     listen: { host: "127.0.0.1", port: 0 }, admin: false, log: { access: false }, healthCheck: { type: "tcp", interval: "2s" }, ...config,
   }));
   const s = procs.spawn([process.execPath, "src/cli.ts", "serve", "--config", file]);
-  const port = Number((await waitOutput(s, /proxy listening on \w+:\/\/127\.0\.0\.1:(\d+)/))[1]);
-  const admin = config.admin ? (await waitOutput(s, /admin listening on (\S+)/))[1] : undefined;
+  const port = Number(await waitOutput(s, "its proxy port", (out) => /proxy listening on \w+:\/\/127\.0\.0\.1:(\d+)/.exec(out)?.[1]));
+  const admin = config.admin ? await waitOutput(s, "its admin URL", (out) => /admin listening on (\S+)/.exec(out)?.[1]) : undefined;
   await waitUp(port, s, { http: config.mode !== "tcp" });
   return { name, port, started: s, admin, pids: () => withChildren(s.proc.pid) };
 }
