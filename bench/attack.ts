@@ -13,15 +13,15 @@
  *   bun bench/attack.ts [--duration 10] [--attackers 256] [--connections 64] [--engines fetch,socket]
  *
  * Each attacked run is compared with the mean of the unattacked runs just before and after it.
- * Needs wrk (apt-get install wrk). Loopback only, bounded in time (6 wrk runs of `duration`
- * per engine, plus start-up), and every process it starts is stopped by PID at the end.
+ * Beside each run, the proxy's own CPU (user and system time of its process from /proc) per
+ * request wrk completed: under attack, what the attackers cost it per normal request served.
+ * Needs wrk (apt-get install wrk). Loopback only, ephemeral ports, bounded in time (6 wrk runs
+ * of `duration` per engine, plus start-up), and every process it starts is stopped by PID at
+ * the end.
  */
 import { parseArgs } from "node:util";
-import { mkdtempSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import type { Socket } from "bun";
-import { Processes, has, waitUp, wrk as runWrk, type WrkResult } from "./harness.ts";
+import { Processes, need, sim, switchyard, wrk as runWrk, type Target, type WrkResult } from "./harness.ts";
 
 const { values } = parseArgs({
   args: Bun.argv.slice(2),
@@ -33,23 +33,17 @@ const { values } = parseArgs({
   },
 });
 const procs = new Processes();
-const dir = mkdtempSync(join(tmpdir(), "switchyard-attack-"));
-if (!has("wrk")) {
-  console.error("bench/attack.ts needs wrk: apt-get install wrk");
-  process.exit(2);
-}
+need("bench/attack.ts", ["wrk"], "wrk");
 
-const BACKEND_BASE = 18221; // apart from cpu.ts (18201), so the two can run at once
-const PROXY_PORT = { fetch: 18230, socket: 18231 } as const;
-type Engine = keyof typeof PROXY_PORT;
 const duration = Number(values.duration);
 const attackers = Number(values.attackers);
 
-type Run = Pick<WrkResult, "rps" | "p99" | "errors">;
-
-function wrk(port: number): Promise<Run> {
-  return runWrk("", port, { connections: Number(values.connections), duration, threads: 1 });
+function wrk(t: Target): Promise<WrkResult> {
+  return runWrk(t, { connections: Number(values.connections), duration, threads: 1 });
 }
+
+/** The proxy's own user+system µs per request wrk completed. */
+const cpu = (r: WrkResult) => (r.user + r.sys).toFixed(1);
 
 type Kind = "slow-upload" | "slow-loris";
 
@@ -107,45 +101,36 @@ function attack(port: number, kind: Kind, count: number): { stop(): Promise<void
 }
 
 try {
-  procs.spawn([process.execPath, "sim/main.ts", "--count", "3", "--base-port", String(BACKEND_BASE)]);
-  await waitUp(BACKEND_BASE);
-  const engines = values.engines!.split(",") as Engine[];
+  const { backends } = await sim(procs);
   const rows: string[] = [];
-  for (const engine of engines) {
-    const port = PROXY_PORT[engine];
-    const config = join(dir, `switchyard-${engine}.json`);
-    writeFileSync(config, JSON.stringify({
-      listen: { host: "127.0.0.1", port }, admin: false, engine,
-      log: { access: false }, healthCheck: { type: "tcp", interval: "2s" },
-      backends: [0, 1, 2].map((i) => ({ url: `http://127.0.0.1:${BACKEND_BASE + i}` })),
-    }));
-    const proc = procs.spawn([process.execPath, "src/cli.ts", "serve", "--config", config]);
-    await waitUp(port);
+  for (const engine of values.engines!.split(",")) {
+    // Default settings but for the harness's (no admin, no access log, a TCP check every 2 s).
+    const target = await switchyard(procs, `switchyard (${engine})`, { engine, backends: backends.map((b) => ({ url: `http://${b}` })) });
     // Warm-up, discarded.
-    await wrk(port);
+    await wrk(target);
     // Runs without attack before, between and after the attacked ones: each attacked run is
     // compared with the mean of the two beside it (this machine is shared and noisy).
-    let before = await wrk(port);
-    rows.push(`| ${engine} | none | ${Math.round(before.rps)} | ${before.p99} | ${before.errors} | | |`);
+    let before = await wrk(target);
+    rows.push(`| ${engine} | none | ${Math.round(before.rps)} | ${before.p99} | ${cpu(before)} | ${before.errors} | | |`);
     for (const kind of ["slow-upload", "slow-loris"] as const) {
-      const a = attack(port, kind, attackers);
+      const a = attack(target.port, kind, attackers);
       // Let the attack take hold before measuring.
       await Bun.sleep(1500);
-      const run = await wrk(port);
+      const run = await wrk(target);
       await a.stop();
-      const after = await wrk(port);
+      const after = await wrk(target);
       const base = (before.rps + after.rps) / 2;
       const ratio = base > 0 ? run.rps / base : 0;
-      rows.push(`| ${engine} | ${kind} × ${attackers} | ${Math.round(run.rps)} | ${run.p99} | ${run.errors} | ${ratio.toFixed(2)}${ratio >= 0.5 ? "" : " (below 0.5)"} | ${a.stats.connects} connects, ${a.stats.closedByProxy} closed by the proxy |`);
-      rows.push(`| ${engine} | none | ${Math.round(after.rps)} | ${after.p99} | ${after.errors} | | |`);
+      rows.push(`| ${engine} | ${kind} × ${attackers} | ${Math.round(run.rps)} | ${run.p99} | ${cpu(run)} | ${run.errors} | ${ratio.toFixed(2)}${ratio >= 0.5 ? "" : " (below 0.5)"} | ${a.stats.connects} connects, ${a.stats.closedByProxy} closed by the proxy |`);
+      rows.push(`| ${engine} | none | ${Math.round(after.rps)} | ${after.p99} | ${cpu(after)} | ${after.errors} | | |`);
       before = after;
     }
-    proc.kill("SIGTERM");
-    await proc.exited;
+    target.started.proc.kill("SIGTERM");
+    await target.started.proc.exited;
   }
   console.log(`\nwrk -t1 -c${values.connections} -d${duration}s GET /, 3 sim backends, default settings, ${navigator.hardwareConcurrency} cores shared by all\n`);
-  console.log("| engine | attack | req/s | p99 | errors | ratio to the runs beside it | attackers |");
-  console.log("| --- | --- | --- | --- | --- | --- | --- |");
+  console.log("| engine | attack | req/s | p99 | own CPU µs/request (user+system) | errors | ratio to the runs beside it | attackers |");
+  console.log("| --- | --- | --- | --- | --- | --- | --- | --- |");
   for (const r of rows) console.log(r);
 } finally {
   await procs.stop();

@@ -12,14 +12,11 @@
  * A round in which a virtual machine's host took more than --max-steal % of the CPU during any
  * run is set aside and another run in its place (harness.ts, cleanRounds).
  *
- * Linux only (/proc); needs wrk. Loopback only, bounded in time, and every process it starts
- * is stopped by PID at the end.
+ * Linux only (/proc); needs wrk. Loopback only, ephemeral ports, bounded in time, and every
+ * process it starts is stopped by PID at the end.
  */
 import { parseArgs } from "node:util";
-import { mkdtempSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { Processes, cleanRounds, cpuPerRequest, has, median, requireKept, root, setAsideNote, spread, waitUp, type CpuRun } from "./harness.ts";
+import { Processes, cleanRounds, fetchFloor, interleaved, median, need, requireKept, setAsideNote, sim, spread, switchyard, wrk, type Target } from "./harness.ts";
 
 const { values } = parseArgs({
   args: Bun.argv.slice(2),
@@ -30,48 +27,21 @@ const { values } = parseArgs({
     "max-steal": { type: "string", default: "5" },
   },
 });
-if (!has("wrk")) {
-  console.error("bench/fetch-costs.ts needs wrk: apt-get install wrk");
-  process.exit(2);
-}
-const dir = mkdtempSync(join(tmpdir(), "switchyard-fetch-costs-"));
+need("bench/fetch-costs.ts", ["wrk"], "wrk");
 const procs = new Processes();
-const BASE = 18401;
-const backends = [0, 1, 2].map((i) => `http://127.0.0.1:${BASE + i}`);
-
-interface Target { name: string; port: number; pid: number }
-const targets: Target[] = [];
+/** FLOOR_ADD of each floor target: none, each call alone, then all of them. */
+const ADDS = ["", "ip", "signal", "abort", "options", "hono", "whole", "fields", "ip,signal,abort,options,hono,whole,fields"];
 
 try {
-  procs.spawn([process.execPath, "sim/main.ts", "--count", "3", "--base-port", String(BASE)]);
-  await waitUp(BASE);
-  let port = 18500;
-  const config = join(dir, "fetch.json");
-  writeFileSync(config, JSON.stringify({
-    listen: { host: "127.0.0.1", port }, admin: false, engine: "fetch", log: { access: false },
-    healthCheck: { type: "tcp", interval: "2s" }, backends: backends.map((url) => ({ url })),
-  }));
-  targets.push({ name: "switchyard (fetch engine)", port, pid: procs.spawn([process.execPath, "src/cli.ts", "serve", "--config", config]).pid });
-  const ADDS = ["", "ip", "signal", "abort", "options", "hono", "whole", "fields", "ip,signal,abort,options,hono,whole,fields"];
-  for (const a of ADDS) {
-    port++;
-    const p = Bun.spawn([process.execPath, "bench/fetch-floor.ts", String(port), ...backends], {
-      cwd: root, env: { ...process.env, FLOOR_ADD: a }, stdout: "ignore", stderr: "inherit",
-    });
-    procs.track(p);
-    targets.push({ name: a === "" ? "floor" : a.includes(",") ? "floor + all of them" : `floor + ${a}`, port, pid: p.pid });
-  }
-  for (const t of targets) await waitUp(t.port);
+  const { backends } = await sim(procs);
+  const targets: Target[] = [await switchyard(procs, "switchyard (fetch engine)", { engine: "fetch", backends: backends.map((b) => ({ url: `http://${b}` })) })];
+  for (const a of ADDS) targets.push(await fetchFloor(procs, a === "" ? "floor" : a.includes(",") ? "floor + all of them" : `floor + ${a}`, backends, a));
 
-  const run = (t: Target) => cpuPerRequest(t.name, t.port, [t.pid], { connections: values.connections!, duration: values.duration! });
+  const run = (t: Target) => wrk(t, { connections: Number(values.connections), duration: values.duration! });
   for (const t of targets) await run(t); // warm-up, discarded
   const rounds = Number(values.rounds);
   const maxSteal = Number(values["max-steal"]);
-  const clean = await cleanRounds(rounds, maxSteal, async (r) => {
-    const runs: CpuRun[] = [];
-    for (let i = 0; i < targets.length; i++) runs.push(await run(targets[(i + r) % targets.length]!));
-    return runs;
-  });
+  const clean = await cleanRounds(rounds, maxSteal, interleaved(targets, run));
   requireKept(clean, maxSteal);
   const mineOf = (name: string) => clean.kept.filter((x) => x.name === name);
 

@@ -1,11 +1,24 @@
 /**
- * What the HTTP benches share: starting and stopping the processes they run (by PID, always),
- * waiting for a port to answer, running wrk and reading its report, the CPU a run costs per
- * request (processCpu, machineCpu, cpuPerRequest), rounds a VM's host did not disturb
- * (cleanRounds), and nginx and HAProxy configs for a set of upstreams. Loopback only.
+ * What every bench shares, so that each starts a reference the same way and measures it the
+ * same way:
+ *
+ * - the processes a bench starts (Processes: stopped by PID, always, their output kept for the
+ *   error when one fails to start) and the ports they listen on (ephemeral, so that benches run
+ *   side by side on one machine without clashing);
+ * - one function per reference, each resolving to a Target (name, port and the PIDs whose CPU
+ *   is the target's own) once it answers: sim (the backends), switchyard, nginx, haproxy, caddy,
+ *   fetchFloor (bench/fetch-floor.ts), bareForwarder (bench/bare-forwarder.ts) and redis;
+ * - one load run, wrk(), which reports throughput, latency and errors beside the target's own
+ *   CPU per request (user and system time of its processes from /proc, divided by the requests
+ *   completed), the whole machine's, and the share of the CPU a VM's host took meanwhile;
+ * - rounds that host did not disturb (cleanRounds) and how a spread is written (spread).
+ *
+ * Linux only (/proc). Loopback only.
  */
 import type { Subprocess } from "bun";
-import { readFileSync, readdirSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 
 export const root = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 
@@ -14,30 +27,275 @@ export function has(cmd: string): boolean {
   return Bun.which(cmd, { PATH: `${process.env.PATH}:/usr/sbin:/sbin` }) !== null;
 }
 
-/** The processes one bench started; stop() ends them, each by its own PID. */
+/** Exits with status 2 and the apt-get line when one of `cmds` is missing. */
+export function need(bench: string, cmds: readonly string[], packages: string): void {
+  const missing = cmds.filter((c) => !has(c));
+  if (missing.length > 0) {
+    console.error(`${bench} needs ${missing.join(", ")}: apt-get install ${packages}`);
+    process.exit(2);
+  }
+}
+
+/** What one bench measures: where it listens and which processes' CPU is its own. */
+export interface Target {
+  name: string;
+  port: number;
+  /** Read at each run: a target with workers counts its owner and every worker alive then. */
+  pids(): number[];
+}
+
+/** A process one bench started, and what it has written so far (stdout and stderr, the last 64 KiB). */
+export interface Started {
+  proc: Subprocess;
+  output(): string;
+}
+
+/** The processes one bench started and the directory of their files; stop() ends them, each by its own PID, and removes the directory. */
 export class Processes {
   private readonly procs: Subprocess[] = [];
+  /** Where the references' configs, logs and pid files go. */
+  readonly dir = mkdtempSync(join(tmpdir(), "switchyard-bench-"));
 
   constructor() {
     process.on("SIGINT", () => void this.stop().then(() => process.exit(130)));
   }
 
-  spawn(cmd: string[], opts: { cwd?: string } = {}): Subprocess {
-    const p = Bun.spawn(cmd, { cwd: opts.cwd ?? root, stdout: "ignore", stderr: "pipe" });
+  /** Starts `cmd` (from the repository's root unless told); its output is read all along, so a chatty process never blocks on a full pipe. */
+  spawn(cmd: string[], opts: { cwd?: string; env?: Record<string, string> } = {}): Started {
+    const p = Bun.spawn(cmd, { cwd: opts.cwd ?? root, env: opts.env ? { ...process.env, ...opts.env } : undefined, stdout: "pipe", stderr: "pipe" });
     this.procs.push(p);
-    return p;
-  }
-
-  /** One started otherwise (its own environment, say), to be stopped with the rest. */
-  track(p: Subprocess): void {
-    this.procs.push(p);
+    let out = "";
+    const drain = async (s: ReadableStream<Uint8Array>) => {
+      const text = new TextDecoder();
+      for await (const c of s) out = (out + text.decode(c, { stream: true })).slice(-65536);
+    };
+    void drain(p.stdout);
+    void drain(p.stderr);
+    return { proc: p, output: () => out };
   }
 
   async stop(): Promise<void> {
     for (const p of this.procs) if (p.exitCode === null) p.kill("SIGTERM");
     await Promise.all(this.procs.map((p) => p.exited));
+    rmSync(this.dir, { recursive: true, force: true });
   }
 }
+
+/**
+ * A port nothing listens on now, for a program that cannot be told to take an ephemeral one
+ * (nginx, HAProxy, Caddy, Redis). Another program could take it before ours binds: then ours
+ * exits and waitUp says so with its output.
+ */
+export function freePort(): number {
+  const l = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+  const port = l.port;
+  l.stop(true);
+  return port;
+}
+
+/**
+ * Resolves once 127.0.0.1:port answers: an HTTP GET / (`http`, the default) or a TCP connect.
+ * Throws when `started` exits first, with what it wrote, or after 15 s.
+ */
+export async function waitUp(port: number, started?: Started, o: { http?: boolean } = {}): Promise<void> {
+  const deadline = Date.now() + 15_000;
+  while (Date.now() < deadline) {
+    if (started && started.proc.exitCode !== null) throw new Error(`exited (${started.proc.exitCode}) before answering on port ${port}:\n${started.output()}`);
+    const ok = o.http === false
+      ? await Bun.connect({ hostname: "127.0.0.1", port, socket: { data() {}, open(s) { s.end(); } } }).then(() => true, () => false)
+      : await fetch(`http://127.0.0.1:${port}/`).then((r) => r.arrayBuffer().then(() => true), () => false);
+    if (ok) return;
+    await Bun.sleep(50);
+  }
+  throw new Error(`nothing answered on port ${port} within 15 s${started ? `:\n${started.output()}` : ""}`);
+}
+
+/** Resolves with what `find` finds in what `started` has written (`what`, for the error); throws when it exits first or after 15 s. */
+async function waitOutput<T>(started: Started, what: string, find: (output: string) => T | undefined): Promise<T> {
+  const deadline = Date.now() + 15_000;
+  while (Date.now() < deadline) {
+    const found = find(started.output());
+    if (found !== undefined) return found;
+    if (started.proc.exitCode !== null) throw new Error(`exited (${started.proc.exitCode}) before writing ${what}:\n${started.output()}`);
+    await Bun.sleep(20);
+  }
+  throw new Error(`did not write ${what} within 15 s:\n${started.output()}`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The references, one function each. Every one resolves once its target answers.
+
+/** Numbers the config files and directories of one bench's references, so that none overwrites another's. */
+let serial = 0;
+
+/** The sim's backends (one process), each host:port; `latency` (ms, one per backend) is set through their /_control. */
+export async function sim(procs: Processes, o: { count?: number; latency?: readonly number[] } = {}): Promise<{ backends: string[]; target: Target }> {
+  const count = o.count ?? o.latency?.length ?? 3;
+  const s = procs.spawn([process.execPath, "sim/main.ts", "--count", String(count), "--base-port", "0"]);
+  const backends = await waitOutput(s, `${count} "listening on" lines`, (out) => {
+    const listening = [...out.matchAll(/listening on http:\/\/(\S+)/g)].map((m) => m[1]!);
+    return listening.length >= count ? listening : undefined;
+  });
+  if (o.latency) {
+    await Promise.all(backends.map((b, i) => fetch(`http://${b}/_control`, { method: "POST", body: JSON.stringify({ latency: o.latency![i] }) }).then((r) => r.text())));
+  }
+  const port = Number(backends[0]!.split(":").pop());
+  return { backends, target: { name: "direct (one backend)", port, pids: () => [s.proc.pid] } };
+}
+
+/**
+ * Switchyard (`serve --config`), listening on an ephemeral loopback port, with no admin
+ * listener, no access log and a TCP health check every 2 s unless `config` says otherwise
+ * (`config` is merged over those). `admin` is the admin URL when the config asks for one.
+ */
+export async function switchyard(procs: Processes, name: string, config: Record<string, unknown>): Promise<Target & { started: Started; admin?: string }> {
+  const file = join(procs.dir, `switchyard-${++serial}.json`);
+  writeFileSync(file, JSON.stringify({
+    listen: { host: "127.0.0.1", port: 0 }, admin: false, log: { access: false }, healthCheck: { type: "tcp", interval: "2s" }, ...config,
+  }));
+  const s = procs.spawn([process.execPath, "src/cli.ts", "serve", "--config", file]);
+  const port = Number(await waitOutput(s, "its proxy port", (out) => /proxy listening on \w+:\/\/127\.0\.0\.1:(\d+)/.exec(out)?.[1]));
+  const admin = config.admin ? await waitOutput(s, "its admin URL", (out) => /admin listening on (\S+)/.exec(out)?.[1]) : undefined;
+  await waitUp(port, s, { http: config.mode !== "tcp" });
+  return { name, port, started: s, admin, pids: () => withChildren(s.proc.pid) };
+}
+
+/** bench/fetch-floor.ts: the least a Bun.serve + fetch forwarder does; `add` is its FLOOR_ADD. */
+export async function fetchFloor(procs: Processes, name: string, backends: readonly string[], add = ""): Promise<Target> {
+  const port = freePort();
+  const s = procs.spawn([process.execPath, "bench/fetch-floor.ts", String(port), ...backends.map((b) => `http://${b}`)], { env: { FLOOR_ADD: add } });
+  await waitUp(port, s);
+  return { name, port, pids: () => [s.proc.pid] };
+}
+
+/** bench/bare-forwarder.ts: the least a Bun.listen / Bun.connect forwarder does; `copies` processes share the port. */
+export async function bareForwarder(procs: Processes, name: string, backends: readonly string[], copies = 1): Promise<Target> {
+  const port = freePort();
+  const ss = Array.from({ length: copies }, () => procs.spawn([process.execPath, "bench/bare-forwarder.ts", String(port), ...backends.map((b) => `http://${b}`)]));
+  for (const s of ss) await waitUp(port, s);
+  return { name, port, pids: () => ss.map((s) => s.proc.pid) };
+}
+
+export interface NginxUpstream {
+  name: string;
+  /** "least_conn;", "" (round robin) ... */
+  balance: string;
+  /** host:port of each server. */
+  servers: readonly string[];
+  /** Share the upstream's state (least_conn's counts) between workers: nginx's `zone`. */
+  zone?: boolean;
+}
+
+/**
+ * The fields Switchyard adds (src/proxy/headers.ts), as nginx directives: to the backend
+ * X-Forwarded-For/-Proto/-Host, X-Real-IP, Via and X-Request-Id, to the client Via and
+ * X-Request-Id. With them nginx puts the same bytes on the wire as Switchyard does, so the
+ * backends and wrk do the same work behind either (`fields: "switchyard"`).
+ */
+const SWITCHYARD_FIELDS = `
+      proxy_set_header X-Real-IP $remote_addr; proxy_set_header X-Forwarded-Proto $scheme;
+      proxy_set_header X-Forwarded-Host $host; proxy_set_header Via "1.1 switchyard";
+      proxy_set_header X-Request-Id $request_id;
+      add_header Via "1.1 switchyard"; add_header X-Request-Id $request_id;`;
+
+/**
+ * One nginx (master and `workers` workers, 1 unless told) with upstream keep-alive and one
+ * server block per upstream, each a Target sharing the same processes. `fields`: "minimal"
+ * (default) sends X-Forwarded-For and Host only, as a bare nginx proxy does; "switchyard" adds
+ * what Switchyard adds (SWITCHYARD_FIELDS).
+ */
+export async function nginx(procs: Processes, upstreams: readonly NginxUpstream[], o: { workers?: number; accessLog?: boolean; fields?: "minimal" | "switchyard" } = {}): Promise<Target[]> {
+  const home = join(procs.dir, `nginx-${++serial}`);
+  mkdirSync(home, { recursive: true });
+  const extra = o.fields === "switchyard" ? SWITCHYARD_FIELDS : "";
+  const ports = upstreams.map(() => freePort());
+  const blocks = upstreams.map((u, i) => `
+  upstream pool${i} { ${u.zone ? `zone pool${i} 64k; ` : ""}${u.balance} ${u.servers.map((s) => `server ${s};`).join(" ")} keepalive 64; }
+  server { listen 127.0.0.1:${ports[i]};
+    location / { proxy_pass http://pool${i}; proxy_http_version 1.1; proxy_set_header Connection "";
+      proxy_set_header X-Forwarded-For $remote_addr; proxy_set_header Host $host;${extra} } }`);
+  writeFileSync(join(home, "nginx.conf"), `
+worker_processes ${o.workers ?? 1}; daemon off; pid ${home}/nginx.pid; error_log ${home}/nginx-error.log;
+events { worker_connections 4096; }
+http {
+  access_log ${o.accessLog ? `${home}/nginx-access.log` : "off"};${blocks.join("")}
+}`);
+  const s = procs.spawn(["nginx", "-c", join(home, "nginx.conf"), "-p", home]);
+  for (const p of ports) await waitUp(p, s);
+  return upstreams.map((u, i) => ({ name: u.name, port: ports[i]!, pids: () => withChildren(s.proc.pid) }));
+}
+
+/**
+ * HAProxy with `threads` threads (2 unless told) in front of `servers`: in HTTP mode leastconn,
+ * checked, with X-Forwarded-For and keep-alive; in TCP mode (`mode: "tcp"`) round robin, unchecked.
+ */
+export async function haproxy(procs: Processes, name: string, o: { servers: readonly string[]; threads?: number; mode?: "http" | "tcp" }): Promise<Target> {
+  const port = freePort();
+  const http = (o.mode ?? "http") === "http";
+  const file = join(procs.dir, `haproxy-${++serial}.cfg`);
+  writeFileSync(file, `
+global
+  nbthread ${o.threads ?? 2}
+  maxconn 4096
+defaults
+  mode ${http ? "http" : "tcp"}
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+${http ? "  option forwardfor\n  option http-keep-alive\n" : ""}frontend fe
+  bind 127.0.0.1:${port}
+  default_backend pool
+backend pool
+  balance ${http ? "leastconn" : "roundrobin"}
+${o.servers.map((b, i) => `  server b${i + 1} ${b}${http ? " check" : ""}`).join("\n")}
+`);
+  const s = procs.spawn(["haproxy", "-f", file]);
+  await waitUp(port, s, { http });
+  return { name, port, pids: () => [s.proc.pid] };
+}
+
+/**
+ * Caddy (Debian's caddy 2.6) as a reverse proxy in front of `servers`: `reverse_proxy` with
+ * `lb_policy least_conn` and upstream keep-alive (64 idle connections per backend, as nginx's
+ * `keepalive 64`). No admin endpoint and no automatic HTTPS (an http:// site address and
+ * `auto_https off`), so it never tries to get a certificate; its config and data directories
+ * are in the bench's directory, so nothing is written to $HOME. It adds X-Forwarded-For/-Proto/-Host itself.
+ */
+export async function caddy(procs: Processes, name: string, o: { servers: readonly string[] }): Promise<Target> {
+  const port = freePort();
+  const home = join(procs.dir, `caddy-${++serial}`);
+  mkdirSync(home, { recursive: true });
+  const file = join(home, "Caddyfile");
+  writeFileSync(file, `{
+	admin off
+	auto_https off
+}
+http://:${port} {
+	bind 127.0.0.1
+	reverse_proxy ${o.servers.join(" ")} {
+		lb_policy least_conn
+		transport http {
+			keepalive 60s
+			keepalive_idle_conns_per_host 64
+		}
+	}
+}
+`);
+  const s = procs.spawn(["caddy", "run", "--config", file, "--adapter", "caddyfile"], { env: { XDG_CONFIG_HOME: home, XDG_DATA_HOME: home, HOME: home } });
+  await waitUp(port, s);
+  return { name, port, pids: () => [s.proc.pid] };
+}
+
+/** A Redis server on an ephemeral port, no persistence. */
+export async function redis(procs: Processes): Promise<Target> {
+  const port = freePort();
+  const s = procs.spawn(["redis-server", "--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", procs.dir]);
+  await waitUp(port, s, { http: false });
+  return { name: "direct (redis-server)", port, pids: () => [s.proc.pid] };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Measuring.
 
 /** utime and stime of every process in `pids` (all their threads), in µs. Linux only (/proc). */
 export function processCpu(pids: readonly number[]): [user: number, sys: number] {
@@ -66,89 +324,76 @@ export function machineCpu(): { busy: number; all: number; steal: number } {
   return { busy: busy * tickUs, all: (busy + idle! + iowait! + steal!) * tickUs, steal: steal! * tickUs };
 }
 
-/** Resolves once http://127.0.0.1:port/ answers at all; throws after 10 s. */
-export async function waitUp(port: number): Promise<void> {
-  const deadline = Date.now() + 10_000;
-  while (Date.now() < deadline) {
-    try {
-      await (await fetch(`http://127.0.0.1:${port}/`)).arrayBuffer();
-      return;
-    } catch {
-      await Bun.sleep(50);
-    }
-  }
-  throw new Error(`nothing answered on port ${port}`);
+/** The % of the machine's CPU time between two machineCpu() readings that its host took. */
+export function stealPercent(a: ReturnType<typeof machineCpu>, b: ReturnType<typeof machineCpu>): number {
+  const all = b.all - a.all;
+  return all > 0 ? (100 * (b.steal - a.steal)) / all : 0;
 }
 
-export interface WrkResult {
-  name: string;
-  connections: number;
-  rps: number;
-  /** As wrk prints them ("1.23ms"), and in milliseconds. */
-  p50: string;
-  p90: string;
-  p99: string;
-  p99Ms: number;
-  errors: number;
-  /** % of the machine's CPU time its host gave to others during the run (machineCpu). */
-  steal: number;
-}
-
-/** wrk with --latency against one port (2 threads unless told); the report parsed. */
-export async function wrk(name: string, port: number, o: { connections: number; duration: number | string; path?: string; threads?: number | string }): Promise<WrkResult> {
-  const m0 = machineCpu();
-  const p = Bun.spawn(["wrk", `-t${o.threads ?? 2}`, `-c${o.connections}`, `-d${o.duration}s`, "--latency", `http://127.0.0.1:${port}${o.path ?? "/"}`], { stdout: "pipe" });
-  const out = await new Response(p.stdout).text();
-  await p.exited;
-  const steal = stealPercent(m0, machineCpu());
-  const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? 0);
-  const pct = (n: number) => new RegExp(`^\\s+${n}%\\s+(\\S+)`, "m").exec(out)?.[1] ?? "?";
-  const errors = Number(/Non-2xx or 3xx responses:\s+(\d+)/.exec(out)?.[1] ?? 0) + Number(/Socket errors:.*?(\d+)/.exec(out)?.[1] ?? 0);
-  const p99 = pct(99);
-  return { name, connections: o.connections, rps, p50: pct(50), p90: pct(90), p99, p99Ms: wrkMs(p99), errors, steal };
-}
-
-/** One wrk run (-t1, no latency report) and the CPU it cost per request: processes `pids`, and the whole machine. */
-export interface CpuRun {
-  name: string;
-  rps: number;
-  /** µs per request of `pids`' user and system time. */
+/** What some work cost: the target's own CPU and the whole machine's, per unit of work done. */
+export interface Cost {
+  /** µs of the target's processes' user and system time per unit. */
   user: number;
   sys: number;
-  /** µs per request of the whole machine (machineCpu's busy). */
+  /** µs of the whole machine's CPU per unit (machineCpu's busy): every process, load generator and backends included. */
   machine: number;
   /** % of the machine's CPU its host took meanwhile. */
   steal: number;
 }
 
-/** wrk against `port` for `duration` s, with the CPU of `pids` and of the machine around it. Throws when nothing was answered. */
-export async function cpuPerRequest(name: string, port: number, pids: readonly number[], o: { connections: number | string; duration: number | string }): Promise<CpuRun> {
+/**
+ * Runs `work` and divides what the target's processes (`pids`, read before it starts) and the
+ * machine spent meanwhile by the units it reports done. Throws when it did none.
+ */
+export async function costOf<T>(name: string, pids: readonly number[], work: () => Promise<{ units: number; result: T }>): Promise<Cost & { units: number; result: T }> {
   const [u0, s0] = processCpu(pids);
   const m0 = machineCpu();
-  const p = Bun.spawn(["wrk", "-t1", `-c${o.connections}`, `-d${o.duration}s`, `http://127.0.0.1:${port}/`], { stdout: "pipe" });
-  const out = await new Response(p.stdout).text();
-  await p.exited;
+  const { units, result } = await work();
   const [u1, s1] = processCpu(pids);
   const m1 = machineCpu();
-  const n = Number(/(\d+) requests in/.exec(out)?.[1] ?? 0);
-  if (n === 0) throw new Error(`${name} answered no requests in a run: ${out}`);
-  return { name, rps: n / Number(o.duration), user: (u1 - u0) / n, sys: (s1 - s0) / n, machine: (m1.busy - m0.busy) / n, steal: stealPercent(m0, m1) };
+  if (units === 0) throw new Error(`${name} completed nothing in a run`);
+  return { units, result, user: (u1 - u0) / units, sys: (s1 - s0) / units, machine: (m1.busy - m0.busy) / units, steal: stealPercent(m0, m1) };
 }
 
-/** Median (min-max) of `xs`, to `d` decimals: how every bench reports a spread. */
-export function spread(xs: readonly number[], d = 1): string {
-  return `${median(xs).toFixed(d)} (${Math.min(...xs).toFixed(d)}-${Math.max(...xs).toFixed(d)})`;
+/** One wrk run against one target: its throughput and latency, beside its own CPU per request. */
+export interface WrkResult extends Cost {
+  name: string;
+  connections: number;
+  rps: number;
+  requests: number;
+  /** As wrk prints them ("1.23ms"). */
+  p50: string;
+  p90: string;
+  p99: string;
+  /** p99 in milliseconds. */
+  p99Ms: number;
+  /** Non-2xx/3xx answers and socket errors. */
+  errors: number;
 }
 
-/** Throws when cleanRounds kept nothing: a report of no rounds would be empty medians. */
-export function requireKept(r: { kept: unknown[]; setAside: number; worstSteal: number }, maxSteal: number): void {
-  if (r.kept.length === 0) throw new Error(`no round the host left alone (${setAsideNote(r, maxSteal)}): run it again later, or with a higher --max-steal`);
+/** wrk --latency against `t` (1 thread unless told), with the CPU of `t`'s processes and of the machine around it. */
+export async function wrk(t: Target, o: { connections: number; duration: number | string; path?: string; threads?: number | string }): Promise<WrkResult> {
+  const r = await costOf(t.name, t.pids(), async () => {
+    const p = Bun.spawn(["wrk", `-t${o.threads ?? 1}`, `-c${o.connections}`, `-d${o.duration}s`, "--latency", `http://127.0.0.1:${t.port}${o.path ?? "/"}`], { stdout: "pipe" });
+    const out = await new Response(p.stdout).text();
+    await p.exited;
+    return { units: Number(/(\d+) requests in/.exec(out)?.[1] ?? 0), result: out };
+  });
+  const out = r.result;
+  const pct = (n: number) => new RegExp(`^\\s+${n}%\\s+(\\S+)`, "m").exec(out)?.[1] ?? "?";
+  const errors = Number(/Non-2xx or 3xx responses:\s+(\d+)/.exec(out)?.[1] ?? 0) + Number(/Socket errors:.*?(\d+)/.exec(out)?.[1] ?? 0);
+  const p99 = pct(99);
+  return {
+    name: t.name, connections: o.connections, rps: Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? 0), requests: r.units,
+    p50: pct(50), p90: pct(90), p99, p99Ms: wrkMs(p99), errors, user: r.user, sys: r.sys, machine: r.machine, steal: r.steal,
+  };
 }
 
-/** The % of the machine's CPU time between two machineCpu() readings that its host took. */
-export function stealPercent(a: ReturnType<typeof machineCpu>, b: ReturnType<typeof machineCpu>): number {
-  const all = b.all - a.all;
-  return all > 0 ? (100 * (b.steal - a.steal)) / all : 0;
+/** wrk's "850.00us", "9.20ms", "1.02s", "2.00m" in milliseconds (NaN if unreadable). */
+export function wrkMs(s: string): number {
+  const m = /^([\d.]+)(us|ms|s|m)$/.exec(s);
+  if (!m) return NaN;
+  return Number(m[1]) * { us: 0.001, ms: 1, s: 1000, m: 60_000 }[m[2] as "us" | "ms" | "s" | "m"];
 }
 
 /**
@@ -183,6 +428,20 @@ export async function cleanRounds<T extends { steal: number }>(
   return { kept, setAside, worstSteal };
 }
 
+/** Every target once per round, the order rotated each round so that none always goes first. */
+export function interleaved<T extends { name: string }, R>(targets: readonly T[], run: (t: T) => Promise<R>): (round: number) => Promise<R[]> {
+  return async (round) => {
+    const runs: R[] = [];
+    for (let i = 0; i < targets.length; i++) runs.push(await run(targets[(i + round) % targets.length]!));
+    return runs;
+  };
+}
+
+/** Throws when cleanRounds kept nothing: a report of no rounds would be empty medians. */
+export function requireKept(r: { kept: unknown[]; setAside: number; worstSteal: number }, maxSteal: number): void {
+  if (r.kept.length === 0) throw new Error(`no round the host left alone (${setAsideNote(r, maxSteal)}): run it again later, or with a higher --max-steal`);
+}
+
 /** The line a report adds when rounds were set aside for the host's steal. */
 export function setAsideNote(r: { setAside: number; worstSteal: number }, maxSteal: number): string {
   return r.setAside === 0
@@ -190,76 +449,10 @@ export function setAsideNote(r: { setAside: number; worstSteal: number }, maxSte
     : `${r.setAside} round(s) set aside: the host took up to ${r.worstSteal.toFixed(1)}% of the CPU (limit ${maxSteal}% in any run)`;
 }
 
-/** wrk's "850.00us", "9.20ms", "1.02s", "2.00m" in milliseconds (NaN if unreadable). */
-export function wrkMs(s: string): number {
-  const m = /^([\d.]+)(us|ms|s|m)$/.exec(s);
-  if (!m) return NaN;
-  return Number(m[1]) * { us: 0.001, ms: 1, s: 1000, m: 60_000 }[m[2] as "us" | "ms" | "s" | "m"];
-}
-
-export interface NginxUpstream {
-  /** Share the upstream's state (least_conn's counts) between workers: nginx's `zone`. */
-  zone?: boolean;
-  /** Where nginx listens for this upstream. */
-  port: number;
-  /** "least_conn;", "" (round robin) ... */
-  balance: string;
-  /** host:port of each server. */
-  servers: string[];
-}
-
-/**
- * The fields Switchyard adds (proxy/headers.ts), as nginx directives: to the backend
- * X-Forwarded-For/-Proto/-Host, X-Real-IP, Via and X-Request-Id, to the client Via and
- * X-Request-Id. With them nginx puts the same bytes on the wire as Switchyard does, so the
- * backends and wrk do the same work behind either (`nginxConfig`'s `fields: "switchyard"`).
- */
-const SWITCHYARD_FIELDS = `
-      proxy_set_header X-Real-IP $remote_addr; proxy_set_header X-Forwarded-Proto $scheme;
-      proxy_set_header X-Forwarded-Host $host; proxy_set_header Via "1.1 switchyard";
-      proxy_set_header X-Request-Id $request_id;
-      add_header Via "1.1 switchyard"; add_header X-Request-Id $request_id;`;
-
-/**
- * An nginx.conf (upstream keep-alive) with one server block per upstream. `fields`: "minimal"
- * (default) sends X-Forwarded-For and Host only, as a bare nginx proxy does; "switchyard" adds
- * what Switchyard adds (SWITCHYARD_FIELDS).
- */
-export function nginxConfig(dir: string, upstreams: NginxUpstream[], o: { workers?: number; accessLog?: boolean; fields?: "minimal" | "switchyard" } = {}): string {
-  const extra = o.fields === "switchyard" ? SWITCHYARD_FIELDS : "";
-  const blocks = upstreams.map((u, i) => `
-  upstream pool${i} { ${u.zone ? `zone pool${i} 64k; ` : ""}${u.balance} ${u.servers.map((s) => `server ${s};`).join(" ")} keepalive 64; }
-  server { listen 127.0.0.1:${u.port};
-    location / { proxy_pass http://pool${i}; proxy_http_version 1.1; proxy_set_header Connection "";
-      proxy_set_header X-Forwarded-For $remote_addr; proxy_set_header Host $host;${extra} } }`);
-  return `
-worker_processes ${o.workers ?? 1}; daemon off; pid ${dir}/nginx.pid; error_log ${dir}/nginx-error.log;
-events { worker_connections 4096; }
-http {
-  access_log ${o.accessLog ? `${dir}/nginx-access.log` : "off"};${blocks.join("")}
-}`;
-}
-
-/** HAProxy in HTTP mode with `threads` threads, leastconn over `servers`, checked, with X-Forwarded-For. */
-export function haproxyConfig(port: number, servers: readonly string[], threads = 2): string {
-  return `
-global
-  nbthread ${threads}
-  maxconn 4096
-defaults
-  mode http
-  timeout connect 5s
-  timeout client 60s
-  timeout server 60s
-  option forwardfor
-  option http-keep-alive
-frontend fe
-  bind 127.0.0.1:${port}
-  default_backend pool
-backend pool
-  balance leastconn
-${servers.map((b, i) => `  server b${i + 1} ${b} check`).join("\n")}
-`;
+/** Median (min-max) of `xs`, to `d` decimals: how every bench reports a spread. */
+export function spread(xs: readonly number[], d = 1): string {
+  if (xs.length === 0) return "-";
+  return `${median(xs).toFixed(d)} (${Math.min(...xs).toFixed(d)}-${Math.max(...xs).toFixed(d)})`;
 }
 
 /** `pid` and its children (nginx's master and workers, Switchyard's owner and workers). */

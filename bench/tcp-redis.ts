@@ -1,80 +1,56 @@
 /**
- * Layer 4 throughput, side by side: redis-benchmark straight at one Redis server, through
- * Switchyard's TCP mode and (when installed) through HAProxy in TCP mode, in front of the same
- * server, in one run, with each ratio to the direct run.
+ * Layer 4 throughput, side by side, with each target's own CPU per operation: redis-benchmark
+ * straight at one Redis server, through Switchyard's TCP mode and (when installed) through
+ * HAProxy in TCP mode (1 thread), in front of the same server, in one run, with each ratio to
+ * the direct run. A target's CPU is the user and system time of its own processes (from /proc;
+ * for "direct", redis-server's) during one redis-benchmark test, divided by the operations it
+ * completed; each test (SET, GET) is run on its own so that each has its own figure.
  *
  *   bun bench/tcp-redis.ts [--requests 100000] [--clients 50]
  *
  * Needs redis-server and redis-benchmark (apt-get install redis-server redis-tools). Loopback
- * only; every process it starts is stopped by PID at the end.
+ * only, ephemeral ports; every process it starts is stopped by PID at the end.
  */
 import { parseArgs } from "node:util";
-import { mkdtempSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import type { Subprocess } from "bun";
+import { Processes, costOf, has, haproxy, need, redis, switchyard, type Cost, type Target } from "./harness.ts";
 
 const { values } = parseArgs({
   args: Bun.argv.slice(2),
   options: { requests: { type: "string", default: "100000" }, clients: { type: "string", default: "50" } },
 });
-for (const cmd of ["redis-server", "redis-benchmark"]) {
-  if (!Bun.which(cmd)) {
-    console.error(`bench/tcp-redis.ts needs ${cmd}: apt-get install redis-server redis-tools`);
-    process.exit(2);
-  }
-}
-const root = join(import.meta.dir, "..");
-const REDIS = 18379;
-const PROXY = 18380;
-const HAPROXY = 18381;
-const hasHaproxy = Bun.which("haproxy", { PATH: `${process.env.PATH}:/usr/sbin` }) !== null;
-const procs: Subprocess[] = [];
+need("bench/tcp-redis.ts", ["redis-server", "redis-benchmark"], "redis-server redis-tools");
+const procs = new Processes();
+const TESTS = ["SET", "GET"] as const;
 
-async function waitPort(port: number): Promise<void> {
-  const deadline = Date.now() + 10_000;
-  while (Date.now() < deadline) {
-    const ok = await Bun.connect({ hostname: "127.0.0.1", port, socket: { data() {}, open(s) { s.end(); } } }).then(() => true, () => false);
-    if (ok) return;
-    await Bun.sleep(50);
-  }
-  throw new Error(`nothing listens on ${port}`);
-}
-
-async function bench(port: number): Promise<Record<string, number>> {
-  const p = Bun.spawn(["redis-benchmark", "-h", "127.0.0.1", "-p", String(port), "-q", "-n", values.requests!, "-c", values.clients!, "-t", "set,get"], { stdout: "pipe" });
-  const out = await new Response(p.stdout).text();
-  await p.exited;
-  const result: Record<string, number> = {};
-  // "SET: 52549.66 requests per second, p50=0.487 msec" (the line may hold \r-separated progress)
-  for (const m of out.matchAll(/(SET|GET): ([\d.]+) requests per second/g)) result[m[1]!] = Number(m[2]);
-  return result;
+/** One redis-benchmark test against `t`: its requests per second and `t`'s own CPU per operation. */
+async function bench(t: Target, test: (typeof TESTS)[number]): Promise<Cost & { rps: number }> {
+  const r = await costOf(t.name, t.pids(), async () => {
+    const p = Bun.spawn(["redis-benchmark", "-h", "127.0.0.1", "-p", String(t.port), "-q", "-n", values.requests!, "-c", values.clients!, "-t", test.toLowerCase()], { stdout: "pipe" });
+    const out = await new Response(p.stdout).text();
+    await p.exited;
+    // "SET: 52549.66 requests per second, p50=0.487 msec" (the line may hold \r-separated progress)
+    const rps = Number(new RegExp(`${test}: ([\\d.]+) requests per second`).exec(out)?.[1] ?? 0);
+    return { units: rps > 0 ? Number(values.requests) : 0, result: rps };
+  });
+  return { ...r, rps: r.result };
 }
 
 try {
-  procs.push(Bun.spawn(["redis-server", "--port", String(REDIS), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], { stdout: "ignore" }));
-  await waitPort(REDIS);
-  procs.push(Bun.spawn([process.execPath, "src/cli.ts", "serve", "--mode", "tcp", "--host", "127.0.0.1", "--port", String(PROXY), "--backend", `127.0.0.1:${REDIS}`, "--no-admin"], { cwd: root, stdout: "ignore" }));
-  await waitPort(PROXY);
-  if (hasHaproxy) {
-    const cfg = join(mkdtempSync(join(tmpdir(), "switchyard-bench-")), "haproxy.cfg");
-    writeFileSync(cfg, `global\n  nbthread 1\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\nlisten redis\n  bind 127.0.0.1:${HAPROXY}\n  server r1 127.0.0.1:${REDIS}\n`);
-    procs.push(Bun.spawn(["haproxy", "-f", cfg], { stdout: "ignore" }));
-    await waitPort(HAPROXY);
-  }
-  await bench(PROXY); // warm-up, discarded
-  const direct = await bench(REDIS);
-  const proxied = await bench(PROXY);
-  const haproxy = hasHaproxy ? await bench(HAPROXY) : undefined;
-  const ratio = (x: number | undefined, d: number | undefined) => ((x ?? 0) / (d || 1)).toFixed(2);
-  console.log(`\nredis-benchmark -q -n ${values.requests} -c ${values.clients} -t set,get\n`);
-  console.log("| test | direct req/s | Switchyard TCP req/s | ratio | HAProxy TCP (1 thread) req/s | ratio |");
-  console.log("| --- | --- | --- | --- | --- | --- |");
-  for (const t of ["SET", "GET"]) {
-    const h = haproxy ? `${Math.round(haproxy[t] ?? 0)} | ${ratio(haproxy[t], direct[t])}` : "- | -";
-    console.log(`| ${t} | ${Math.round(direct[t] ?? 0)} | ${Math.round(proxied[t] ?? 0)} | ${ratio(proxied[t], direct[t])} | ${h} |`);
+  const direct = await redis(procs);
+  const targets: Target[] = [direct, await switchyard(procs, "switchyard (TCP mode)", { mode: "tcp", backends: [{ url: `127.0.0.1:${direct.port}` }] })];
+  if (has("haproxy")) targets.push(await haproxy(procs, "haproxy (TCP mode, 1 thread)", { servers: [`127.0.0.1:${direct.port}`], threads: 1, mode: "tcp" }));
+  for (const t of targets.slice(1)) await bench(t, "SET"); // warm-up, discarded
+  console.log(`\nredis-benchmark -q -n ${values.requests} -c ${values.clients} -t set, then -t get; ${navigator.hardwareConcurrency} cores shared by all\n`);
+  console.log("| test | target | req/s | ratio to direct | own CPU µs/operation (user+system) | whole machine µs/operation | stolen by the host % |");
+  console.log("| --- | --- | --- | --- | --- | --- | --- |");
+  for (const test of TESTS) {
+    let base = 0;
+    for (const t of targets) {
+      const r = await bench(t, test);
+      if (t === direct) base = r.rps;
+      console.log(`| ${test} | ${t.name} | ${Math.round(r.rps)} | ${(r.rps / (base || 1)).toFixed(2)} | ${(r.user + r.sys).toFixed(1)} | ${r.machine.toFixed(1)} | ${r.steal.toFixed(1)} |`);
+    }
   }
 } finally {
-  for (const p of procs) p.kill("SIGTERM");
-  await Promise.all(procs.map((p) => p.exited));
+  await procs.stop();
 }

@@ -11,14 +11,15 @@
  *
  * 64 loops each connect, send one `GET /` with `Connection: close`, and read the whole answer;
  * anything but a complete 200 counts as failed, by what happened. The upgrade is sent 1.5 s
- * into each run, through the admin API. Loopback only, bounded in time; every process it
- * starts is stopped by PID (the new process of each run by the PID the upgrade reported).
+ * into each run, through the admin API. Each run also gives Switchyard's own CPU per request
+ * answered 200: the user and system time of the old process (from the load's start to its
+ * exit, its workers included) and of the new one (its start-up included, to the load's end).
+ * Loopback only, ephemeral ports, bounded in time; every process it starts is stopped by PID
+ * (the new process of each run by the PID the upgrade reported).
  */
 import { parseArgs } from "node:util";
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { root, waitUp } from "./harness.ts";
+import { readFileSync } from "node:fs";
+import { Processes, processCpu, sim, switchyard, withChildren } from "./harness.ts";
 
 const { values } = parseArgs({
   args: Bun.argv.slice(2),
@@ -32,6 +33,7 @@ const { values } = parseArgs({
 const seconds = Number(values.duration);
 const LOOPS = 64;
 const TOKEN = "upgrade-churn-bench-token-0123456789";
+const procs = new Processes();
 
 /** One connection, one request, the whole answer: undefined when it was a 200, else what went wrong. */
 function oneRequest(port: number): Promise<string | undefined> {
@@ -57,61 +59,49 @@ function oneRequest(port: number): Promise<string | undefined> {
   });
 }
 
-async function run(i: number): Promise<string> {
-  const backend = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: () => new Response("ok") });
-  const dir = mkdtempSync(join(tmpdir(), "switchyard-upgrade-churn-"));
-  const config = join(dir, "switchyard.json");
-  writeFileSync(config, JSON.stringify({
-    listen: { host: "127.0.0.1", port: 0 },
+async function run(i: number, backend: string): Promise<string> {
+  const old = await switchyard(procs, `switchyard ${i}`, {
     admin: { host: "127.0.0.1", port: 0, token: TOKEN },
     engine: values.engine,
     workers: Number(values.workers),
-    log: { access: false },
-    backends: [{ url: `http://127.0.0.1:${backend.port}` }],
-  }));
-  const old = Bun.spawn([process.execPath, join(root, "src/cli.ts"), "serve", "--config", config], { stdout: "pipe", stderr: "inherit" });
-  let out = "";
-  void (async () => {
-    for await (const c of old.stdout) out += new TextDecoder().decode(c);
-  })();
+    backends: [{ url: `http://${backend}` }],
+  });
   let newPid = 0;
   try {
-    while (!/admin listening on/.test(out)) {
-      if (old.exitCode !== null) throw new Error(`serve exited: ${out}`);
-      await Bun.sleep(20);
-    }
-    const port = Number(/proxy listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(out)![1]);
-    const admin = /admin listening on (\S+)/.exec(out)![1]!;
-    await waitUp(port);
     const failures = new Map<string, number>();
     let ok = 0;
+    const [u0, s0] = processCpu(old.pids());
     const until = performance.now() + seconds * 1000;
     const load = Promise.all(Array.from({ length: LOOPS }, async () => {
       while (performance.now() < until) {
-        const problem = await oneRequest(port);
+        const problem = await oneRequest(old.port);
         if (problem === undefined) ok++;
         else failures.set(problem, (failures.get(problem) ?? 0) + 1);
       }
     }));
     await Bun.sleep(1500);
-    const res = await fetch(`${admin}/api/upgrade`, { method: "POST", headers: { authorization: `Bearer ${TOKEN}` } });
+    const res = await fetch(`${old.admin}/api/upgrade`, { method: "POST", headers: { authorization: `Bearer ${TOKEN}` } });
     const report = (await res.json()) as { newPid?: number; message?: string };
     if (!res.ok) throw new Error(`upgrade refused: ${report.message}`);
     newPid = report.newPid!;
     await load;
+    const [u1, s1] = processCpu(withChildren(newPid));
+    // The old process drains and exits on its own; its usage (with the workers it reaped) is
+    // known once it has.
+    const oldCpu = (await old.started.proc.exited, old.started.proc.resourceUsage()!.cpuTime);
+    const cpu = Number(oldCpu.user + oldCpu.system) - u0 - s0 + u1 + s1;
     const failed = [...failures.values()].reduce((a, b) => a + b, 0);
-    return `run ${i}: ${ok} ok, ${failed} failed${failed ? ` ${JSON.stringify(Object.fromEntries(failures))}` : ""}`;
+    return `run ${i}: ${ok} ok, ${failed} failed${failed ? ` ${JSON.stringify(Object.fromEntries(failures))}` : ""}; own CPU ${ok ? (cpu / ok).toFixed(1) : "-"} µs/request (user+system, old and new process)`;
   } finally {
-    for (const pid of [old.pid, newPid]) {
+    for (const pid of [old.started.proc.pid, newPid]) {
       try {
         if (pid) process.kill(pid, "SIGTERM");
       } catch {
         // Already gone.
       }
     }
-    await old.exited;
+    await old.started.proc.exited;
     while (newPid && isAlive(newPid)) await Bun.sleep(20);
-    backend.stop(true);
   }
 }
 
@@ -131,4 +121,9 @@ try {
   // Not Linux, or a kernel before 5.14.
 }
 console.log(`upgrade under churn: ${values.engine} engine, workers ${values.workers}, ${LOOPS} loops of one request per connection, ${seconds}s, net.ipv4.tcp_migrate_req=${migrate}`);
-for (let i = 1; i <= Number(values.runs); i++) console.log(await run(i));
+try {
+  const { backends } = await sim(procs, { count: 1 });
+  for (let i = 1; i <= Number(values.runs); i++) console.log(await run(i, backends[0]!));
+} finally {
+  await procs.stop();
+}

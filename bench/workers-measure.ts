@@ -6,10 +6,13 @@
  *   bun bench/workers-measure.ts [--seconds 5]
  *
  * Loopback only, bounded; every child and thread it starts is stopped at the end. wrk is used
- * for the throughput rows when installed.
+ * for the throughput rows when installed, with the listeners' own CPU per request beside them
+ * (user and system time from /proc: of the two child processes, or of this process, whose
+ * threads the two Workers are, divided by the requests wrk completed).
  */
 import { parseArgs } from "node:util";
 import type { Subprocess } from "bun";
+import { has, wrk } from "./harness.ts";
 
 declare const self: Worker & { onmessage: ((e: MessageEvent) => void) | null };
 
@@ -46,6 +49,8 @@ if (ROLE === "child-process") {
 }
 
 interface Peer {
+  /** The child process's PID; this process's for a thread. */
+  pid: number;
   send(m: unknown): void;
   next(type: string): Promise<any>;
   stop(): Promise<void>;
@@ -68,11 +73,11 @@ function makePeer(kind: "process" | "thread"): { peer: Peer; started: number } {
   const started = performance.now();
   if (kind === "process") {
     const p: Subprocess = Bun.spawn([process.execPath, import.meta.path, "child-process"], { ipc: (m) => deliver(m), stdio: ["ignore", "inherit", "inherit"], serialization: "advanced" });
-    return { started, peer: { send: (m) => p.send(m), next, stop: async () => { p.kill(); await p.exited; } } };
+    return { started, peer: { pid: p.pid, send: (m) => p.send(m), next, stop: async () => { p.kill(); await p.exited; } } };
   }
   const w = new Worker(import.meta.path);
   w.onmessage = (e) => deliver(e.data);
-  return { started, peer: { send: (m) => w.postMessage(m), next, stop: async () => { w.terminate(); } } };
+  return { started, peer: { pid: process.pid, send: (m) => w.postMessage(m), next, stop: async () => { w.terminate(); } } };
 }
 
 async function main(seconds: number): Promise<void> {
@@ -112,10 +117,12 @@ async function main(seconds: number): Promise<void> {
     }
     const sockets = await Promise.all(Array.from({ length: 200 }, () => Bun.connect({ hostname: "127.0.0.1", port, socket: { data() {} } })));
     let rps = "";
-    if (Bun.which("wrk")) {
-      const w = Bun.spawn(["wrk", "-t1", "-c64", `-d${seconds}s`, `http://127.0.0.1:${httpPort}/`], { stdout: "pipe" });
-      const out = await new Response(w.stdout).text();
-      rps = /Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? "?";
+    let cpu = "";
+    if (has("wrk")) {
+      const pids = [...new Set(peers.map((p) => p.pid))];
+      const r = await wrk({ name: kind, port: httpPort, pids: () => pids }, { connections: 64, duration: seconds });
+      rps = r.rps.toFixed(0);
+      cpu = (r.user + r.sys).toFixed(1);
     }
     await Bun.sleep(100);
     const counts = [];
@@ -130,10 +137,10 @@ async function main(seconds: number): Promise<void> {
       await p.stop();
     }
     rows.push(
-      `| ${kind === "process" ? "child processes (Bun.spawn ipc)" : "Worker threads (postMessage)"} | ${starts.map((s) => s.toFixed(0)).join(", ")} ms | ${rtt.toFixed(1)} us | ${(rttTable).toFixed(0)} us | ${counts.map((c) => c.accepted).join(" / ")} | ${counts.map((c) => c.served).join(" / ")} | ${rps} |`,
+      `| ${kind === "process" ? "child processes (Bun.spawn ipc)" : "Worker threads (postMessage)"} | ${starts.map((s) => s.toFixed(0)).join(", ")} ms | ${rtt.toFixed(1)} us | ${(rttTable).toFixed(0)} us | ${counts.map((c) => c.accepted).join(" / ")} | ${counts.map((c) => c.served).join(" / ")} | ${rps} | ${cpu} |`,
     );
   }
-  console.log(`\n| way | start-up (each) | round trip, small message | round trip, 20-backend table | Bun.listen reusePort: 200 connections split | Bun.serve reusePort: wrk requests split | Bun.serve hello, 2 listeners, wrk -c64 req/s |`);
-  console.log("| --- | --- | --- | --- | --- | --- | --- |");
+  console.log(`\n| way | start-up (each) | round trip, small message | round trip, 20-backend table | Bun.listen reusePort: 200 connections split | Bun.serve reusePort: wrk requests split | Bun.serve hello, 2 listeners, wrk -c64 req/s | their own CPU µs/request (user+system) |`);
+  console.log("| --- | --- | --- | --- | --- | --- | --- | --- |");
   for (const r of rows) console.log(r);
 }
