@@ -19,8 +19,6 @@ import { hostname, networkInterfaces } from "node:os";
 import { parseIp } from "../proxy/cidr.ts";
 import { isWildcardHost, listenHostProblem } from "../config/address.ts";
 
-export const ADMIN_HOST_FORBIDDEN = "SY_ADMIN_HOST_FORBIDDEN";
-
 interface HostPort {
   /** A name lower-cased, or an IP literal without brackets. */
   host: string;

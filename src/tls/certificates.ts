@@ -9,11 +9,12 @@
 import { readFileSync } from "node:fs";
 import { X509Certificate, createPrivateKey, constants } from "node:crypto";
 import type { Config } from "../config/schema.ts";
+import type { ErrorCode } from "../errors.ts";
 
 export type ListenTlsConfig = NonNullable<Config["listen"]["tls"]>;
 
 export class TlsError extends Error {
-  readonly code = "SY_TLS_INVALID";
+  readonly code = "SY_TLS_INVALID" satisfies ErrorCode;
   constructor(readonly problems: string[]) {
     super(problems.join("; "));
   }
