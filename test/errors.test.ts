@@ -3,11 +3,13 @@
  * there, every declared code is used, docs/errors.md is its rendering, and the answer builder
  * keeps the JSON shape every engine and the admin listener send.
  */
-import { describe, expect, test } from "bun:test";
+import { afterEach, describe, expect, test } from "bun:test";
 import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { ClientFault, ERRORS, FRAMING_CODES, ProxyError, errorAnswer, errorResponse, statusFor, type ErrorCode } from "../src/errors.ts";
 import { errorsMarkdown } from "../src/errors-doc.ts";
+import { startRig, testEngine, type TestRig } from "./helpers/balancer.ts";
+import { rawRequest, type RawResponse } from "./helpers/raw.ts";
 
 const ROOT = join(import.meta.dir, "..");
 const SRC = join(ROOT, "src");
@@ -89,5 +91,70 @@ describe("the answer builder (JSON form)", () => {
     expect(res.status).toBe(422);
     expect(res.headers.get("content-type")).toBe("application/json");
     expect(await res.json()).toEqual({ error: "SY_CONFIG_INVALID", status: 422, message: "config: 1 problem", problems: ["weight: got 0"] });
+  });
+});
+
+describe("on the wire", () => {
+  let rig: TestRig | undefined;
+  afterEach(async () => {
+    await rig?.stop();
+    rig = undefined;
+  });
+  const field = (res: RawResponse, name: string) => res.headers.find(([k]) => k === name)?.[1];
+  const engine = testEngine().engine ?? "socket";
+
+  test(`${engine} engine: the proxy's answer carries the code, the status and the request's id`, async () => {
+    rig = await startRig(1);
+    for (const b of rig.balancer.pool.backends) b.setEnabled(false);
+    const res = await rawRequest(rig.balancer.port, "GET /x HTTP/1.1\r\nHost: a", { lowerCase: true });
+    expect(res.status).toBe(503);
+    const body = JSON.parse(res.body);
+    expect(body).toEqual({ error: "SY_NO_BACKEND", status: 503, message: "no backend is available to serve this request", requestId: field(res, "x-request-id") });
+    expect([field(res, "content-type"), field(res, "cache-control"), field(res, "retry-after")]).toEqual(["application/json", "no-store", "1"]);
+  });
+
+  test(`${engine} engine: a refused method gets 405 with Allow and the same body shape`, async () => {
+    rig = await startRig(1);
+    const res = await rawRequest(rig.balancer.port, "TRACE / HTTP/1.1\r\nHost: a", { lowerCase: true });
+    expect(res.status).toBe(405);
+    expect(JSON.parse(res.body)).toMatchObject({ error: "SY_METHOD_NOT_ALLOWED", status: 405 });
+    expect(field(res, "allow")).toBe("GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH");
+  });
+
+  test("socket engine: each framing status has its own code, the code's status", async () => {
+    rig = await startRig(1, { engine: "socket", limits: { maxUriLength: 100 } });
+    const port = rig.balancer.port;
+    const long = await rawRequest(port, `GET /${"a".repeat(200)} HTTP/1.1\r\nHost: a`);
+    expect([long.status, JSON.parse(long.body).error]).toEqual([414, "SY_URI_TOO_LONG"]);
+    const version = await rawRequest(port, "GET / HTTP/2.0\r\nHost: a");
+    expect([version.status, JSON.parse(version.body).error]).toEqual([505, "SY_VERSION_NOT_SUPPORTED"]);
+    const coding = await rawRequest(port, "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked");
+    expect([coding.status, JSON.parse(coding.body).error]).toEqual([501, "SY_NOT_IMPLEMENTED"]);
+  });
+
+  test("socket engine: a connection over limits.maxConnections gets SY_TOO_MANY_CONNECTIONS", async () => {
+    rig = await startRig(1, { engine: "socket", limits: { maxConnections: 1 } });
+    const port = rig.balancer.port;
+    const held = await Bun.connect({ hostname: "127.0.0.1", port, socket: { data() {} } });
+    try {
+      const res = await rawRequest(port, "GET / HTTP/1.1\r\nHost: a", { lowerCase: true });
+      expect(res.status).toBe(503);
+      expect(JSON.parse(res.body)).toEqual({ error: "SY_TOO_MANY_CONNECTIONS", status: 503, message: "too many connections; try again" });
+      expect([field(res, "retry-after"), field(res, "connection")]).toEqual(["1", "close"]);
+    } finally {
+      held.end();
+    }
+  });
+
+  test("the admin listener and its API: the same body shape, statuses from the table", async () => {
+    rig = await startRig(1, { admin: { host: "127.0.0.1", port: 0 } });
+    const admin = rig.balancer.adminUrl!;
+    const page = await fetch(`${admin}/nope`);
+    expect(page.headers.get("cache-control")).toBe("no-store");
+    expect(await page.json()).toMatchObject({ error: "SY_NOT_FOUND", status: 404, message: "no such endpoint: GET /nope" });
+    const api = await fetch(`${admin}/api/backends/nobody`);
+    expect(await api.json()).toMatchObject({ error: "SY_UNKNOWN_BACKEND", status: 404 });
+    const change = await fetch(`${admin}/api/reload`, { method: "POST" });
+    expect([change.status, ((await change.json()) as { error: string }).error]).toEqual([403, "SY_API_READ_ONLY"]);
   });
 });
