@@ -2,7 +2,7 @@
  * docs/errors.md, rendered from the one table of codes (src/errors.ts). `bun run docs:errors`
  * writes it; test/errors.test.ts fails when the file and this rendering differ.
  */
-import { ERRORS, type ErrorCode, type ErrorSource } from "./errors.ts";
+import { ERRORS, type ErrorCode, type ErrorSource, type ErrorSpec } from "./errors.ts";
 
 /** Each source's section: its title and what its codes have in common. */
 const SECTIONS: Record<ErrorSource, { title: string; about: string }> = {
@@ -64,7 +64,7 @@ export function errorsMarkdown(): string {
     const section = SECTIONS[source];
     out.push(`## ${section.title}`, "", section.about, "", "| Code | Status | Outside HTTP | Meaning |", "| --- | --- | --- | --- |");
     for (const code of codes) {
-      const spec: { status: number | null; from: ErrorSource; meaning: string; otherwise?: string } = ERRORS[code];
+      const spec: ErrorSpec = ERRORS[code];
       if (spec.from !== source) continue;
       out.push(`| \`${code}\` | ${spec.status ?? "none"} | ${cell(spec.otherwise ?? "")} | ${cell(spec.meaning)} |`);
     }

@@ -30,7 +30,7 @@ export type ErrorSource =
   /** Invariants of the runtime state: seen only when there is a bug. */
   | "invariant";
 
-interface ErrorSpec {
+export interface ErrorSpec {
   /** The status of the HTTP answer that carries the code; null when it never reaches HTTP. */
   readonly status: number | null;
   readonly from: ErrorSource;
@@ -96,7 +96,7 @@ export const ERRORS = {
   // Refused by an engine before forwarding (RFC 9112 framing, RFC 9110 methods), or by a listener.
   SY_BAD_REQUEST: {
     status: 400, from: "engine",
-    meaning: "The request cannot be framed or forwarded: no or two Host fields, a bad Content-Length or Transfer-Encoding, a malformed target (RFC 9112 §3.2, §6.3).",
+    meaning: "The request cannot be framed or forwarded: no or two Host fields, a bad Content-Length or Transfer-Encoding, a malformed target (RFC 9112 §3.2, §6.3); with the fetch engine also a GET or HEAD with a body.",
   },
   SY_METHOD_NOT_ALLOWED: {
     status: 405, from: "engine",
@@ -186,7 +186,7 @@ export function statusFor(code: AnswerCode): number {
 }
 
 /** The message of `code`, with what the raiser knows after it. */
-export function describe(code: ErrorCode, detail?: string): string {
+export function messageFor(code: ErrorCode, detail?: string): string {
   const spec: ErrorSpec = ERRORS[code];
   const base = spec.message ?? spec.meaning;
   return detail ? `${base}: ${detail}` : base;
@@ -198,7 +198,7 @@ export class ProxyError extends Error {
     readonly code: ProxyErrorCode,
     detail?: string,
   ) {
-    super(describe(code, detail));
+    super(messageFor(code, detail));
   }
   get status(): number | null {
     return ERRORS[this.code].status;
@@ -247,8 +247,9 @@ export interface ErrorAnswer {
 /**
  * The forms an error answer can take, chosen from the request (its content-type). JSON is the
  * only one today. A gRPC client (content-type application/grpc) will need its own: HTTP 200
- * with `grpc-status` and `grpc-message` trailers (gRPC's PROTOCOL-HTTP2.md), a `grpc` entry in
- * FORMS beside `json`; the engines then pass `format` from the request.
+ * with `grpc-status` and `grpc-message` trailers (gRPC's PROTOCOL-HTTP2.md): a `grpc` entry in
+ * FORMS beside `json`, a gRPC status per code in ERRORS (UNAVAILABLE for a 503...), and the
+ * engines pass `format` from the request.
  */
 export type AnswerFormat = "json";
 
