@@ -3,13 +3,15 @@
  * naming each document that differs from what the code says.
  *
  * A generated document is rendered from the module that owns its facts, so that the text cannot
- * drift from the code: docs/configuration.md from the config schema. To add one, write
+ * drift from the code: docs/configuration.md from the config schema, docs/errors.md from the
+ * errors module. To add one, write
  * docs/generators/<name>.ts exporting a render function that returns the whole text, and add
  * an entry to DOCUMENTS; test/config/docs.test.ts then fails whenever it is stale, as it does
  * for every entry here.
  */
 import { join } from "node:path";
 import { renderConfiguration } from "./generators/configuration.ts";
+import { errorsMarkdown } from "./generators/errors.ts";
 
 export interface GeneratedDocument {
   /** Path from the repository's root. */
@@ -21,7 +23,7 @@ export interface GeneratedDocument {
 
 export const DOCUMENTS: readonly GeneratedDocument[] = [
   { file: "docs/configuration.md", source: "src/config/schema.ts", render: renderConfiguration },
-  // { file: "docs/errors.md", source: "src/errors.ts", render: renderErrors },
+  { file: "docs/errors.md", source: "src/errors.ts", render: errorsMarkdown },
 ];
 
 const ROOT = join(import.meta.dir, "..");

@@ -42,6 +42,7 @@ import { resolveWorkers, WorkerSupervisor } from "./workers/supervisor.ts";
 import { TlsTermination } from "./tls/termination.ts";
 import { readTlsMaterial, serveTls, type TlsMaterial } from "./tls/certificates.ts";
 import { serveRedirect } from "./tls/redirect.ts";
+import { errorResponse } from "./errors.ts";
 
 export interface BalancerOptions {
   logger?: Logger;
@@ -557,9 +558,7 @@ export function buildProxy(config: Config, ctx: ProxyContext, accessLog: AccessL
   app.onError((err) => {
     // A bug, not a backend failure (those are answered by the handler): log it, answer 500.
     logger.error(`proxy: ${err.stack ?? err}`);
-    return new Response(JSON.stringify({ error: "SY_INTERNAL", status: 500, message: "internal error" }), {
-      status: 500, headers: { "content-type": "application/json" },
-    });
+    return errorResponse("SY_INTERNAL", "internal error");
   });
   return (req, server) => app.fetch(req, { server });
 }

@@ -3,6 +3,7 @@
  * and why in words. Bun's own errors say "EINVAL: invalid argument, listen" or "Is port 8000 in
  * use?" without saying which of our listeners it was.
  */
+import type { ErrorCode } from "./errors.ts";
 
 export type ListenerName = "proxy" | "admin" | "redirect";
 
@@ -15,7 +16,7 @@ const REASONS: Record<string, string> = {
 };
 
 export class ListenError extends Error {
-  readonly code = "SY_LISTEN_FAILED";
+  readonly code = "SY_LISTEN_FAILED" satisfies ErrorCode;
   constructor(
     readonly listener: ListenerName,
     /** host:port as configured ([v6]:port). */

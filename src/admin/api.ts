@@ -28,7 +28,8 @@ import { parseDuration } from "../config/units.ts";
 import type { AdminAuth } from "./auth.ts";
 import type { ChangeLog } from "../control/changes.ts";
 import type { UpgradeReport } from "../control/upgrade.ts";
-import { ControlError, DEFAULT_REMOVE_DEADLINE_MS, MAX_WAIT_MS, type Actor, type Control, type ControlErrorCode } from "../control/control.ts";
+import { ControlError, DEFAULT_REMOVE_DEADLINE_MS, MAX_WAIT_MS, type Actor, type Control } from "../control/control.ts";
+import { errorResponse } from "../errors.ts";
 
 export interface ApiContext {
   readonly control: Control;
@@ -43,19 +44,6 @@ type Env = { Bindings: { server?: Server<unknown> }; Variables: { actor: Actor }
 
 /** Request bodies are small JSON documents; anything larger is refused unread. */
 const MAX_BODY_BYTES = 64 * 1024;
-
-const STATUS: Record<ControlErrorCode, 400 | 404 | 409 | 422 | 500 | 503> = {
-  SY_UNKNOWN_BACKEND: 404,
-  SY_BACKEND_EXISTS: 409,
-  SY_INVALID_REQUEST: 400,
-  SY_CONFIG_INVALID: 422,
-  SY_NO_CONFIG_FILE: 409,
-  SY_LAST_BACKEND: 409,
-  SY_STOPPING: 503,
-  SY_UPGRADE_IN_PROGRESS: 409,
-  SY_UPGRADE_FAILED: 500,
-  SY_UPGRADE_UNAVAILABLE: 409,
-};
 
 export const API_ENDPOINTS = [
   "GET /api/backends",
@@ -80,7 +68,7 @@ export function createApi(ctx: ApiContext): Hono<Env> {
     // A page elsewhere has no business here, and a token typed into our own page is ours alone.
     const origin = c.req.header("origin");
     if (origin !== undefined && origin !== `http://${c.req.header("host") ?? ""}`) {
-      return c.json({ error: "SY_BAD_ORIGIN", message: `requests from ${origin} are refused: the admin API answers pages of its own origin only` }, 403);
+      return errorResponse("SY_BAD_ORIGIN", `requests from ${origin} are refused: the admin API answers pages of its own origin only`);
     }
     const safe = c.req.method === "GET" || c.req.method === "HEAD";
     const client = clientAddress(c);
@@ -91,8 +79,8 @@ export function createApi(ctx: ApiContext): Hono<Env> {
     const auth = ctx.auth.verify(c.req.header("authorization"));
     if (!auth.ok) {
       // RFC 6750 §3: a 401 says which scheme would do.
-      const headers: Record<string, string> = auth.status === 401 ? { "www-authenticate": 'Bearer realm="switchyard admin"' } : {};
-      return c.json({ error: auth.status === 401 ? "SY_UNAUTHORIZED" : "SY_API_READ_ONLY", message: auth.message }, auth.status, headers);
+      if (auth.status === 401) return errorResponse("SY_UNAUTHORIZED", auth.message, { headers: { "www-authenticate": 'Bearer realm="switchyard admin"' } });
+      return errorResponse("SY_API_READ_ONLY", auth.message);
     }
     c.set("actor", { by: auth.name, from: client });
     return next();
@@ -152,12 +140,10 @@ export function createApi(ctx: ApiContext): Hono<Env> {
 
   api.get("/changes", (c) => c.json({ changes: ctx.changes.recent() }));
 
-  api.notFound((c) => c.json({ error: "SY_NOT_FOUND", message: `no such endpoint: ${c.req.method} ${new URL(c.req.url).pathname}`, endpoints: API_ENDPOINTS }, 404));
+  api.notFound((c) => errorResponse("SY_NOT_FOUND", `no such endpoint: ${c.req.method} ${new URL(c.req.url).pathname}`, { extra: { endpoints: API_ENDPOINTS } }));
 
-  api.onError((err, c) => {
-    if (err instanceof ControlError) {
-      return c.json({ error: err.code, message: err.message, ...(err.problems.length ? { problems: err.problems } : {}) }, STATUS[err.code]);
-    }
+  api.onError((err) => {
+    if (err instanceof ControlError) return errorResponse(err.code, err.message, err.problems.length ? { extra: { problems: err.problems } } : undefined);
     throw err;
   });
 

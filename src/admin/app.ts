@@ -22,7 +22,8 @@ import { BackendStatsPoller, type PollerOptions } from "./poller.ts";
 import { buildSnapshot, type SnapshotSource, type StatsDocument } from "./snapshot.ts";
 import { METRICS_CONTENT_TYPE, renderMetrics } from "./metrics.ts";
 import { EventHub, type EventHubOptions } from "./events.ts";
-import { ADMIN_HOST_FORBIDDEN, adminHostChecker } from "./hosts.ts";
+import { errorResponse } from "../errors.ts";
+import { adminHostChecker } from "./hosts.ts";
 import { createApi, type ApiContext } from "./api.ts";
 
 /**
@@ -97,15 +98,7 @@ export function createAdminApp(ctx: AdminContext, opts: AdminOptions = {}): Admi
     const host = c.req.header("host") ?? null;
     // Without the server there is no address to check against: refuse rather than guess.
     if (!allowed || !allowed(host)) {
-      return c.json(
-        {
-          error: ADMIN_HOST_FORBIDDEN,
-          status: 403,
-          message: `Host ${JSON.stringify(host)} is not a name of this admin listener; add it to admin.allowedHosts to allow it`,
-        },
-        403,
-        NO_STORE,
-      );
+      return errorResponse("SY_ADMIN_HOST_FORBIDDEN", `Host ${JSON.stringify(host)} is not a name of this admin listener; add it to admin.allowedHosts to allow it`);
     }
     await next();
   });
@@ -153,11 +146,13 @@ export function createAdminApp(ctx: AdminContext, opts: AdminOptions = {}): Admi
   }
 
   app.notFound((c) =>
-    c.json({ error: "not found", endpoints: ["/", "/events", "/stats", "/metrics", "/healthz", "/readyz", ...(ctx.control ? ["/api"] : [])] }, 404),
+    errorResponse("SY_NOT_FOUND", `no such endpoint: ${c.req.method} ${new URL(c.req.url).pathname}`, {
+      extra: { endpoints: ["/", "/events", "/stats", "/metrics", "/healthz", "/readyz", ...(ctx.control ? ["/api"] : [])] },
+    }),
   );
-  app.onError((err, c) => {
+  app.onError((err) => {
     ctx.logger?.error(`admin: ${err.stack ?? err}`);
-    return c.json({ error: "internal error" }, 500);
+    return errorResponse("SY_INTERNAL", "internal error");
   });
 
   let stopped = false;

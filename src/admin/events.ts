@@ -9,6 +9,7 @@
  * once and releases its hold on the sampler; a client that reads too slowly misses ticks rather
  * than growing a queue.
  */
+import { errorResponse } from "../errors.ts";
 import type { Sampler, SeriesPoint } from "./sampler.ts";
 import type { StatsDocument } from "./snapshot.ts";
 
@@ -50,7 +51,7 @@ export class EventHub {
   /** The response for one GET /events. `signal` is the request's: it fires when the client goes. */
   open(signal: AbortSignal): Response {
     if (this.clients.size >= this.maxClients) {
-      return Response.json({ error: "too many event streams open", max: this.maxClients }, { status: 503, headers: { "retry-after": "5" } });
+      return errorResponse("SY_TOO_MANY_STREAMS", `too many event streams open (at most ${this.maxClients})`, { retryAfter: 5, extra: { max: this.maxClients } });
     }
     let client: Client | undefined;
     let release: (() => void) | undefined;

@@ -19,7 +19,6 @@ import { hostname, networkInterfaces } from "node:os";
 import { parseIp } from "../net/cidr.ts";
 import { isWildcardHost, parseHostPort } from "../config/address.ts";
 
-export const ADMIN_HOST_FORBIDDEN = "SY_ADMIN_HOST_FORBIDDEN";
 
 /** One key per host: IP literals by their value (v4 as v4-mapped v6), names as written. */
 function key(host: string, port: number): string {

@@ -10,7 +10,7 @@
 import type { Backend, BackendState } from "../pool/backend.ts";
 import type { Histogram } from "../stats/histogram.ts";
 import { METHOD_LABELS } from "../stats/traffic.ts";
-import type { ProxyErrorCode } from "../proxy/errors.ts";
+import type { ProxyErrorCode } from "../errors.ts";
 import { backendTally, type Mode } from "./tally.ts";
 import { isStandby } from "../pool/tiers.ts";
 import type { SnapshotSource } from "./snapshot.ts";

@@ -7,7 +7,7 @@ import type { Backend, BackendState } from "../pool/backend.ts";
 import type { Pool } from "../pool/pool.ts";
 import { isStandby } from "../pool/tiers.ts";
 import type { TrafficStats } from "../stats/traffic.ts";
-import type { ProxyErrorCode } from "../proxy/errors.ts";
+import type { ProxyErrorCode } from "../errors.ts";
 import type { LocalCode } from "../net/network-error.ts";
 import type { TcpStats } from "../tcp/stats.ts";
 import {

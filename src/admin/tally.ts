@@ -18,7 +18,7 @@
 import type { Backend } from "../pool/backend.ts";
 import { Histogram } from "../stats/histogram.ts";
 import type { TrafficStats } from "../stats/traffic.ts";
-import { statusFor, type ProxyErrorCode } from "../proxy/errors.ts";
+import { statusFor, type ProxyAnswerCode } from "../errors.ts";
 import type { TcpStats } from "../tcp/stats.ts";
 
 export type Mode = "http" | "tcp";
@@ -34,7 +34,7 @@ export interface Tally {
 }
 
 /** The balancer's own answers that count as proxy errors. A client that left is not an error. */
-const OWN_ANSWERS: readonly ProxyErrorCode[] = ["SY_NO_BACKEND", "SY_UPSTREAM_FAILED", "SY_LOCAL_RESOURCES", "SY_UPSTREAM_TIMEOUT", "SY_QUEUE_TIMEOUT", "SY_BODY_TOO_LARGE", "SY_CLIENT_TIMEOUT"];
+const OWN_ANSWERS: readonly ProxyAnswerCode[] = ["SY_NO_BACKEND", "SY_UPSTREAM_FAILED", "SY_LOCAL_RESOURCES", "SY_UPSTREAM_TIMEOUT", "SY_QUEUE_TIMEOUT", "SY_BODY_TOO_LARGE", "SY_CLIENT_TIMEOUT"];
 
 /** Responses sent to clients by status class (index 1..5), summed over methods. */
 export function responsesByClass(traffic: TrafficStats): number[] {

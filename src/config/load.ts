@@ -12,9 +12,10 @@ import { ConfigSchema, type Config, type ConfigInput } from "./schema.ts";
 import { isWildcardHost, parseBackendAddress } from "./address.ts";
 import { HASH_KEY_HINT } from "../policy/hash-key.ts";
 import { readPem, tlsProblems } from "../tls/certificates.ts";
+import type { ErrorCode } from "../errors.ts";
 
 export class ConfigError extends Error {
-  readonly code = "SY_CONFIG_INVALID";
+  readonly code = "SY_CONFIG_INVALID" satisfies ErrorCode;
   constructor(
     readonly problems: string[],
     readonly source = "config",

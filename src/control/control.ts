@@ -16,6 +16,7 @@ import type { Backend } from "../pool/backend.ts";
 import type { Pool } from "../pool/pool.ts";
 import { formatDuration } from "../config/units.ts";
 import type { ChangeLog } from "./changes.ts";
+import type { CodeFrom } from "../errors.ts";
 import type { Reconciler } from "./reconcile.ts";
 
 /** Who asked for a change, for the record. */
@@ -26,20 +27,8 @@ export interface Actor {
   from: string;
 }
 
-export type ControlErrorCode =
-  | "SY_UNKNOWN_BACKEND"
-  | "SY_BACKEND_EXISTS"
-  | "SY_INVALID_REQUEST"
-  | "SY_CONFIG_INVALID"
-  | "SY_NO_CONFIG_FILE"
-  | "SY_LAST_BACKEND"
-  | "SY_STOPPING"
-  /** switchyard upgrade (src/control/upgrade.ts): one is already starting a new process. */
-  | "SY_UPGRADE_IN_PROGRESS"
-  /** The new process could not start; the running one serves on. */
-  | "SY_UPGRADE_FAILED"
-  /** This balancer cannot be replaced (not started by `switchyard serve`). */
-  | "SY_UPGRADE_UNAVAILABLE";
+/** The codes of refused changes (src/errors.ts), and a reload's invalid config. */
+export type ControlErrorCode = CodeFrom<"control"> | "SY_CONFIG_INVALID";
 
 /** A refused operation, with a stable code; the admin API maps it to an HTTP status. */
 export class ControlError extends Error {

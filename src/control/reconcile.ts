@@ -28,6 +28,7 @@ import type { HealthMonitor } from "../health/monitor.ts";
 import type { PassiveHealth } from "../health/passive.ts";
 import { resolveCheck, type ResolvedCheck } from "../health/check.ts";
 import type { BackendConfig, Config } from "../config/schema.ts";
+import type { ErrorCode } from "../errors.ts";
 
 /**
  * One backend as a source describes it: a config entry with its name filled in and a fixed
@@ -54,7 +55,7 @@ export interface ReconcileResult {
 }
 
 export class ReconcileError extends Error {
-  readonly code = "SY_RECONCILE_INVALID";
+  readonly code = "SY_RECONCILE_INVALID" satisfies ErrorCode;
 }
 
 export interface ReconcileTargets {

@@ -15,7 +15,7 @@ import type { Backend } from "../pool/backend.ts";
 import { createForwarder, type BodyEnd, type ForwardOptions, type ForwardRequest, type SendProgress, type UpstreamResponse, type Wire } from "../proxy/forward.ts";
 import { prepareBody, type PreparedBody, type StreamedBody } from "../proxy/body.ts";
 import { Cancel } from "../proxy/cancel.ts";
-import { ClientFault, refusalAnswer } from "../proxy/errors.ts";
+import { ClientFault, errorResponse } from "../errors.ts";
 import { checkRequest } from "./fetch-checks.ts";
 import { foldedByFetch, sendRawTarget } from "./fetch-raw-target.ts";
 import { isWebSocketUpgrade } from "../proxy/upgrade.ts";
@@ -197,10 +197,7 @@ export function createFetchHandler(opts: FetchEngineOptions): FetchHandler {
     const target = slash === -1 ? "/" : url.slice(slash);
     const clientIp = normalizeIp(server.requestIP(request)?.address ?? "");
     const refusal = checkRequest(request.method, request.headers);
-    if (refusal !== undefined) {
-      const a = refusalAnswer(refusal);
-      return new Response(a.body, { status: a.status, headers: a.headers });
-    }
+    if (refusal !== undefined) return errorResponse(refusal.code, refusal.detail, { headers: { connection: "close", ...refusal.headers } });
     if (raiseIdle) server.timeout(request, waitTimeout);
     const upgrade = isWebSocketUpgrade(request.method, request.headers);
     const cancel = new Cancel();

@@ -24,6 +24,7 @@ import type { Backend } from "../pool/backend.ts";
 import type { BodyEnd, UpstreamResponse } from "../proxy/forward.ts";
 import type { Cancel, CancelListener } from "../proxy/cancel.ts";
 import { NetworkError } from "../net/network-error.ts";
+import { errorResponse } from "../errors.ts";
 import { OpenWebSocket } from "../proxy/upgrade.ts";
 import { sendableCode } from "../proxy/ws-frames.ts";
 import type { UpstreamTls } from "../tls/upstream.ts";
@@ -221,7 +222,7 @@ export class WebSocketAnswer implements UpstreamResponse {
     this.headers.forEach((v, k) => (headers[k] = v));
     if (!(server as Server<Bridge>).upgrade(request, { data: bridge, headers })) {
       bridge.abandon(end);
-      return new Response(null, { status: 400 });
+      return errorResponse("SY_BAD_REQUEST", "Bun.serve could not upgrade this request to a WebSocket", { headers: { connection: "close" } });
     }
     // Bun ignores what the handler returns after a successful upgrade.
     return new Response(null);

@@ -16,6 +16,7 @@ import { Histogram } from "../stats/histogram.ts";
 import { emptyByMethod, type MethodLabel } from "../stats/traffic.ts";
 import { DEFAULT_DECAY_MS, PeakEwma } from "../stats/latency-ewma.ts";
 import { upstreamTls, type UpstreamTls, type UpstreamTlsConfig } from "../tls/upstream.ts";
+import type { CodeFrom } from "../errors.ts";
 
 /** What the dashboard shows; derived from the flags below, never stored. */
 export type BackendState = "up" | "down" | "draining" | "ejected" | "slow-starting";
@@ -97,7 +98,7 @@ export interface StateChange {
 
 export class BackendError extends Error {
   constructor(
-    readonly code: "SY_COUNTER_UNDERFLOW" | "SY_BACKEND_IDENTITY",
+    readonly code: Extract<CodeFrom<"invariant">, "SY_COUNTER_UNDERFLOW" | "SY_BACKEND_IDENTITY">,
     message: string,
   ) {
     super(message);

@@ -16,7 +16,7 @@ import type { CidrMatcher } from "../net/cidr.ts";
 import type { HeaderFields } from "./fields.ts";
 import { toClientHeaders, toUpstreamHeaders, type ResponseHeaderRules } from "./headers.ts";
 import { shouldRetry, type RetryBudgetConfig, type TryFailure } from "./retry.ts";
-import { ClientFault, ProxyError, errorAnswer, type ErrorAnswer, type ProxyErrorCode } from "./errors.ts";
+import { ClientFault, ProxyError, errorAnswer, type ErrorAnswer, type ProxyAnswerCode, type ProxyErrorCode } from "../errors.ts";
 import { AdmissionGate, Lane, type GateSlot } from "./gate.ts";
 import { Cancel, type CancelListener } from "./cancel.ts";
 import { TimerList, type TimerEntry } from "./timer-list.ts";
@@ -327,10 +327,10 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
     });
   }
 
-  private fail(code: ProxyErrorCode, detail?: string): Out {
+  private fail(code: ProxyAnswerCode, detail?: string): Out {
     const traffic = this.s.opts.traffic;
     traffic.proxyErrors[code]++;
-    const a = errorAnswer(new ProxyError(code, detail), this.requestId);
+    const a = errorAnswer(code, new ProxyError(code, detail).message, { requestId: this.requestId });
     traffic.record(this.req.method, a.status, performance.now() - this.started);
     this.log(a.status, 0, code);
     return this.s.wire.answer(this.req, a);

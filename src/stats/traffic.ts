@@ -3,7 +3,7 @@
  * and one histogram, so memory stays flat however many requests pass.
  */
 import { Histogram } from "./histogram.ts";
-import type { ProxyErrorCode } from "../proxy/errors.ts";
+import type { ProxyErrorCode } from "../errors.ts";
 import { LOCAL_CODES, type LocalCode } from "../net/network-error.ts";
 
 export function emptyLocalErrors(): Record<LocalCode, number> {

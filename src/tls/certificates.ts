@@ -8,6 +8,7 @@
  */
 import { readFileSync } from "node:fs";
 import { X509Certificate, createPrivateKey, constants } from "node:crypto";
+import type { ErrorCode } from "../errors.ts";
 
 /**
  * `listen.tls` as the schema (config/schema.ts) produces it, declared here by the code that uses
@@ -22,7 +23,7 @@ export interface ListenTlsConfig {
 }
 
 export class TlsError extends Error {
-  readonly code = "SY_TLS_INVALID";
+  readonly code = "SY_TLS_INVALID" satisfies ErrorCode;
   constructor(readonly problems: string[]) {
     super(problems.join("; "));
   }

@@ -5,6 +5,7 @@
  * listener's, left out when it is 443 (RFC 9110 §4.2.2).
  */
 import type { Server } from "bun";
+import { errorResponse } from "../errors.ts";
 
 export function redirectTarget(req: Request, httpsPort: number): string | undefined {
   const host = req.headers.get("host");
@@ -30,9 +31,7 @@ export function serveRedirect(host: string, port: number, httpsPort: () => numbe
     fetch(req) {
       const location = redirectTarget(req, httpsPort());
       if (location === undefined) {
-        return new Response(JSON.stringify({ error: "SY_BAD_REQUEST", status: 400, message: "a request without a usable Host cannot be redirected to HTTPS" }), {
-          status: 400, headers: { "content-type": "application/json", connection: "close" },
-        });
+        return errorResponse("SY_BAD_REQUEST", "a request without a usable Host cannot be redirected to HTTPS", { headers: { connection: "close" } });
       }
       return new Response(null, { status: 308, headers: { location, "content-length": "0" } });
     },

@@ -13,7 +13,7 @@ import type { UpstreamTlsConfig } from "../tls/upstream.ts";
 import type { Config } from "../config/schema.ts";
 import type { BackendOptions, MirrorState } from "../pool/backend.ts";
 import type { PolicyName } from "../config/policy-names.ts";
-import type { ProxyErrorCode } from "../proxy/errors.ts";
+import type { ProxyErrorCode } from "../errors.ts";
 import type { MethodLabel } from "../stats/traffic.ts";
 import type { LocalCode } from "../net/network-error.ts";
 

@@ -31,6 +31,7 @@ import type { TrafficStats } from "../stats/traffic.ts";
 import type { TcpStats } from "../tcp/stats.ts";
 import { ConfigError } from "../config/load.ts";
 import { ListenError, type ListenerName } from "../listen-error.ts";
+import type { CodeFrom } from "../errors.ts";
 import { Summer } from "./reports.ts";
 import { WORKER_COMMAND, type FromWorker, type Table, type ToWorker } from "./protocol.ts";
 
@@ -42,7 +43,7 @@ export function resolveWorkers(w: number | "auto"): number {
 /** A stable code for failures of the workers themselves (a listen error keeps its own). */
 export class WorkerError extends Error {
   constructor(
-    readonly code: "SY_WORKER_FAILED" | "SY_WORKER_START_TIMEOUT",
+    readonly code: Extract<CodeFrom<"start">, "SY_WORKER_FAILED" | "SY_WORKER_START_TIMEOUT">,
     message: string,
   ) {
     super(message);

@@ -16,7 +16,7 @@ import { FieldList } from "../../src/proxy/fields.ts";
 import { Cancel } from "../../src/proxy/cancel.ts";
 import { NetworkError } from "../../src/net/network-error.ts";
 import type { Backend } from "../../src/pool/backend.ts";
-import type { ErrorAnswer } from "../../src/proxy/errors.ts";
+import type { ErrorAnswer } from "../../src/errors.ts";
 import type { RetryBudgetConfig } from "../../src/proxy/retry.ts";
 
 type Out = { kind: "answered" | "answer" | "gone" | "internal"; status: number };

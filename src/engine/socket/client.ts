@@ -15,7 +15,7 @@
 import type { Socket } from "bun";
 import type { Forwarder, ForwardRequest, BodyEnd } from "../../proxy/forward.ts";
 import { FieldList } from "../../proxy/fields.ts";
-import { ClientFault, type ErrorAnswer } from "../../proxy/errors.ts";
+import { ClientFault, FRAMING_CODES, errorAnswer, type ErrorAnswer, type FramingStatus } from "../../errors.ts";
 import { Cancel } from "../../proxy/cancel.ts";
 import { stripHopByHop } from "../../proxy/headers.ts";
 import type { Logger } from "../../log/logger.ts";
@@ -100,7 +100,7 @@ export class Exchange implements ResponseSink, InterimSink, ForwardRequest<Excha
   closeAfter: boolean;
   expectContinue = false;
   /** A framing fault found while parsing: answered in turn, then the connection closes. */
-  fault: { status: number; detail: string } | undefined;
+  fault: { status: FramingStatus; detail: string } | undefined;
   /** A WebSocket handshake (proxy/upgrade.ts): a 101 from the backend makes the connection a tunnel. */
   upgrade: string | undefined;
   private chunkedOut = false;
@@ -680,7 +680,7 @@ export class ClientConnection implements ParserHost {
  * Head checks llhttp leaves to us (it already refuses Content-Length with Transfer-Encoding,
  * bad or differing Content-Length, obs-fold, whitespace before a colon and control characters).
  */
-function checkHead(ex: Exchange, major: number, minor: number, url: string, upgrade: boolean, limits: ClientLimits): { status: number; detail: string } | undefined {
+function checkHead(ex: Exchange, major: number, minor: number, url: string, upgrade: boolean, limits: ClientLimits): { status: FramingStatus; detail: string } | undefined {
   if (major !== 1 || minor > 1) return { status: 505, detail: `HTTP/${major}.${minor} is not supported` };
   // CONNECT (not a forward proxy) and TRACE (it would reflect credentials): proxy/methods.ts.
   const refused = refusedMethod(ex.method);
@@ -733,10 +733,7 @@ function checkHead(ex: Exchange, major: number, minor: number, url: string, upgr
   return undefined;
 }
 
-function plainAnswer(status: number, detail: string): { status: number; headers: Record<string, string>; body: string } {
-  const code = status === 408 ? "SY_CLIENT_TIMEOUT" : status === 413 ? "SY_BODY_TOO_LARGE" : status === 405 ? "SY_METHOD_NOT_ALLOWED" : "SY_BAD_REQUEST";
-  const headers: Record<string, string> = { "content-type": "application/json", "cache-control": "no-store" };
+function plainAnswer(status: FramingStatus, detail: string): ErrorAnswer {
   // A 405 must say what is allowed (RFC 9110 §15.5.6).
-  if (status === 405) headers.allow = ALLOW;
-  return { status, headers, body: JSON.stringify({ error: code, status, message: detail }) };
+  return errorAnswer(FRAMING_CODES[status], detail, status === 405 ? { headers: { allow: ALLOW } } : undefined);
 }

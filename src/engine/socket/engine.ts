@@ -9,6 +9,7 @@ import type { Backend } from "../../pool/backend.ts";
 import type { Logger } from "../../log/logger.ts";
 import { createForwarder, type ForwardOptions, type ForwardRequest, type TryReceiver, type Wire } from "../../proxy/forward.ts";
 import type { Cancel } from "../../proxy/cancel.ts";
+import { errorAnswer } from "../../errors.ts";
 import { isIdempotent } from "../../proxy/retry.ts";
 import { ClientConnection, Exchange, type ClientEnv, type ClientLimits } from "./client.ts";
 import { headWriter } from "./bytes.ts";
@@ -78,10 +79,10 @@ const clientHandlers: SocketHandler<ClientConnection> = {
   },
 };
 
-const BUSY_BODY = JSON.stringify({ error: "SY_TOO_MANY_CONNECTIONS", status: 503, message: "too many connections; try again" });
+const BUSY_ANSWER = errorAnswer("SY_TOO_MANY_CONNECTIONS", "too many connections; try again", { headers: { connection: "close" } });
 /** The answer to a connection over limits.maxConnections, written before it is closed. */
 const BUSY = Buffer.from(
-  `HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: ${BUSY_BODY.length}\r\n\r\n${BUSY_BODY}`,
+  `HTTP/1.1 503 Service Unavailable\r\n${Object.entries(BUSY_ANSWER.headers).map(([k, v]) => `${k}: ${v}\r\n`).join("")}content-length: ${BUSY_ANSWER.body.length}\r\n\r\n${BUSY_ANSWER.body}`,
   "latin1",
 );
 
