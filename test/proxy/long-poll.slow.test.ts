@@ -11,6 +11,7 @@
 import { afterEach, describe, expect, test } from "bun:test";
 import { connect, type Socket } from "node:net";
 import { startRig, type TestRig } from "../helpers/balancer.ts";
+import { rawRequest } from "../helpers/raw.ts";
 import { waitFor } from "../helpers/wait.ts";
 
 const HOLD_MS = 20_000;
@@ -112,14 +113,8 @@ async function ordinaryTraffic(port: number, ms: number): Promise<{ rate: number
 }
 
 /** A long-poll over its own connection: resolves with the status once the backend answers. */
-function longPoll(port: number): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    const socket = connect(port, "127.0.0.1", () => socket.write(`GET /delay/${HOLD_MS} HTTP/1.1\r\nHost: poll.test\r\nConnection: close\r\n\r\n`));
-    socket.on("data", (c: Buffer) => chunks.push(c));
-    socket.on("error", reject);
-    socket.on("close", () => resolve(Number(Buffer.concat(chunks).toString("latin1").slice(9, 12))));
-  });
+async function longPoll(port: number): Promise<number> {
+  return (await rawRequest(port, `GET /delay/${HOLD_MS} HTTP/1.1\r\nHost: poll.test`, { timeoutMs: HOLD_MS + 20_000 })).status;
 }
 
 describe.each(ENGINES)("%s engine", (engine) => {
