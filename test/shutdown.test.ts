@@ -6,17 +6,12 @@
  * requests, open connections keep flowing through the grace period.
  */
 import { afterEach, describe, expect, test } from "bun:test";
-import { mkdtempSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { connect, type Socket } from "node:net";
-import type { Subprocess } from "bun";
 import { startCluster, type SimCluster } from "../sim/cluster.ts";
+import { serveProcess, type Serving } from "./helpers/balancer.ts";
 import { waitFor } from "./helpers/wait.ts";
 
-const CLI = join(import.meta.dir, "../src/cli.ts");
-const dir = mkdtempSync(join(tmpdir(), "switchyard-shutdown-"));
-let proc: Subprocess<"ignore", "pipe", "pipe"> | undefined;
+let proc: Serving["proc"] | undefined;
 let cluster: SimCluster | undefined;
 const sockets: Socket[] = [];
 afterEach(async () => {
@@ -27,26 +22,11 @@ afterEach(async () => {
   cluster = undefined;
 });
 
-/** Start the balancer from `config` and return its proxy port once it listens. */
+/** Start the balancer from `config` (over the rig's defaults) and return its proxy port once it listens. */
 async function serve(config: Record<string, unknown>): Promise<number> {
-  const file = join(dir, `${crypto.randomUUID()}.json`);
-  writeFileSync(file, JSON.stringify({ listen: { host: "127.0.0.1", port: 0 }, admin: false, healthCheck: false, log: { access: false }, ...config }));
-  proc = Bun.spawn([process.execPath, CLI, "serve", "--config", file], { stdout: "pipe", stderr: "pipe" });
-  const reader = proc.stdout.getReader();
-  let out = "";
-  for (;;) {
-    const m = out.match(/proxy listening on \w+:\/\/[\d.]+:(\d+)/);
-    if (m) {
-      // Keep draining stdout so that the child never blocks on a full pipe.
-      void (async () => {
-        while (!(await reader.read()).done);
-      })();
-      return Number(m[1]);
-    }
-    const { done, value } = await reader.read();
-    if (done) throw new Error(`exited before listening: ${out}${await new Response(proc.stderr).text()}`);
-    out += new TextDecoder().decode(value);
-  }
+  const serving = serveProcess({ config });
+  proc = serving.proc;
+  return serving.proxyPort();
 }
 
 interface KeepAlive {
