@@ -7,7 +7,11 @@
  * ({ host: "127.0.0.1", port: 0 } turns it on), `workers`, checks, limits; backends are the sims
  * the rig starts (`count`) or the test's own (`backends`, with count 0). BalancerOptions (the
  * fourth argument of startRig) add a config file to follow (`file`, `watch`, `load`), `env`, a
- * `predecessor`.
+ * `predecessor`. Two suites name a preset over startRig: test/admin/helpers.ts (startStack:
+ * admin on, fast checks, the sims' /stats) and test/health/helpers.ts (startHealthRig: fast
+ * checks and a recorder of state changes).
+ *
+ * Raw bytes to and from it go through test/helpers/raw.ts.
  */
 import { afterEach } from "bun:test";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";

@@ -4,7 +4,8 @@
  * closes, slow or vanishing clients), in TCP mode and HTTP mode alike.
  *
  * - rawClient: an open connection the test drives (write, wait for bytes or a condition, half
- *   close, end, reset).
+ *   close, end, reset), with hooks for clients that react as bytes come (pacing, keep-alive
+ *   loops, uploads with backpressure).
  * - rawExchange: write exact bytes (at once, in pieces, or dribbled), read until a condition or
  *   a close, and give back the text and the status codes.
  * - rawRequest: one request head with Connection: close, the response parsed.
@@ -54,6 +55,16 @@ export interface RawClient {
 export interface RawClientOptions {
   /** Keep reading after the peer's FIN, and allow shutdown() (TCP half-close tests). */
   halfOpen?: boolean;
+  /** Keep what arrives for text() (default); false only counts it (long downloads). */
+  keep?: boolean;
+  /** Each chunk as it arrives, after it is counted: for clients that pace their reading or answer as they go. */
+  onData?(chunk: Uint8Array, socket: Socket<undefined>): void;
+  /** The socket takes writes again after a short write (an upload with backpressure). */
+  onDrain?(socket: Socket<undefined>): void;
+  /** The connection closed; `error` when it ended in one (a reset). */
+  onClose?(error?: Error): void;
+  /** An error on the connection (a reset, a broken pipe), before its close. */
+  onError?(error: Error): void;
 }
 
 /** Connect to 127.0.0.1:`port` and hand the connection to the test. */
@@ -64,16 +75,21 @@ export async function rawClient(port: number, opts: RawClientOptions = {}): Prom
   const state = { ended: false, closed: false };
   let wake: () => void = () => {};
   const halfOpen = opts.halfOpen ?? false;
+  const keep = opts.keep ?? true;
   const socket = await Bun.connect({
     hostname: "127.0.0.1",
     port,
     allowHalfOpen: halfOpen,
     socket: {
-      data(_s, chunk) {
-        chunks.push(new Uint8Array(chunk));
+      data(s, chunk) {
+        if (keep) chunks.push(new Uint8Array(chunk));
         total += chunk.length;
         cached = undefined;
+        opts.onData?.(chunk, s);
         wake();
+      },
+      drain(s) {
+        opts.onDrain?.(s);
       },
       // Without half-open, Bun closes on the peer's FIN by itself (an end handler would delay
       // the close a test checks for).
@@ -85,11 +101,14 @@ export async function rawClient(port: number, opts: RawClientOptions = {}): Prom
             },
           }
         : {}),
-      close() {
+      close(_s, error) {
         state.closed = true;
+        opts.onClose?.(error);
         wake();
       },
-      error() {},
+      error(_s, error) {
+        opts.onError?.(error);
+      },
     },
   });
   const text = () => (cached ??= Buffer.concat(chunks).toString("latin1"));

@@ -6,6 +6,7 @@
  */
 import type { Socket, TCPSocketListener } from "bun";
 import { dlopen, FFIType, ptr } from "bun:ffi";
+import { rawClient } from "../helpers/raw.ts";
 
 
 /** Writes with Bun's unbuffered write(): keeps the rest and sends it from drain. */
@@ -331,7 +332,7 @@ export async function startBlackhole(): Promise<{ port: number; close(): void }>
   }
   const port = view.getUint16(2, false);
   // Fill the accept queue (one entry with backlog 0) so that later SYNs are dropped.
-  const filler = await Bun.connect({ hostname: "127.0.0.1", port, socket: { data() {} } });
+  const filler = await rawClient(port);
   return {
     port,
     close() {
