@@ -18,7 +18,7 @@ import { ConfigError, validateConfig } from "../../src/config/load.ts";
 import { startSimBackend, type SimBackend } from "../../sim/backend.ts";
 import { requirePrograms } from "../helpers/system.ts";
 import { waitFor } from "../helpers/wait.ts";
-import { RIG_DEFAULTS, startRig } from "../helpers/balancer.ts";
+import { rigDefaults, startRig } from "../helpers/balancer.ts";
 import { srvWeights } from "../../src/discovery/dns.ts";
 import { refusedPort } from "../tcp/helpers.ts";
 
@@ -276,7 +276,7 @@ describe.skipIf(dnsmasq.skip)("DNS discovery with dnsmasq", () => {
     const dns = await startDns(["127.0.0.2 api.test", "127.0.0.3 api.test"]);
     const staticSim = await startSimBackend({ name: "static", port: 0 });
     cleanups.push(() => staticSim.stop());
-    const base = { ...RIG_DEFAULTS(), dns: { servers: [`127.0.0.1:${dns.port}`] } };
+    const base = { ...rigDefaults(), dns: { servers: [`127.0.0.1:${dns.port}`] } };
     let next: Record<string, unknown> = { ...base, backends: [{ name: "static", url: staticSim.url }] };
     const rig = await startRig(0, () => next, undefined, { load: async () => validateConfig(next), file: "test.json" });
     cleanups.push(() => rig.stop());

@@ -22,7 +22,7 @@ afterEach(async () => {
   backend = undefined;
 });
 
-/** The rig in front of one recording backend (wire-helpers.ts), fetch engine. */
+/** The rig in front of one recording backend (helpers/recording-backend.ts), fetch engine. */
 async function startRecording(config: Record<string, unknown> = {}): Promise<{ port: number; backend: RecordingBackend }> {
   backend = startRecordingBackend();
   rig = await startRig(0, { engine: "fetch", backends: [{ name: "rec", url: backend.url }], ...config });

@@ -64,7 +64,7 @@ export async function startRig(
       validateConfig({
         // SWITCHYARD_TEST_ENGINE=fetch runs every rig-based suite on the fetch engine
         // (`bun run test:fetch`); a test that names its engine keeps it.
-        ...RIG_DEFAULTS(),
+        ...rigDefaults(),
         log: { access: true },
         backends: cluster.backends.map((b) => ({ name: b.name, url: b.url })),
         ...rigConfig(config, cluster),
@@ -88,7 +88,7 @@ export async function startRig(
  * What every rig starts from: the engine SWITCHYARD_TEST_ENGINE names, loopback on an ephemeral
  * port, no admin port, no active checks, no access log (startRig keeps it, in memory).
  */
-export function RIG_DEFAULTS(): Record<string, unknown> {
+export function rigDefaults(): Record<string, unknown> {
   return { ...testEngine(), listen: { host: "127.0.0.1", port: 0 }, admin: false, healthCheck: false, log: { access: false } };
 }
 
@@ -159,7 +159,7 @@ export interface BalancerProcess {
  * process is killed and the sampler stopped when the test ends.
  */
 export async function spawnBalancer(config: Record<string, unknown>, cleanups: (() => unknown)[]): Promise<BalancerProcess> {
-  const proc = Bun.spawn([process.execPath, `${import.meta.dir}/fixtures/balancer-process.ts`, JSON.stringify({ ...RIG_DEFAULTS(), ...config })], {
+  const proc = Bun.spawn([process.execPath, `${import.meta.dir}/fixtures/balancer-process.ts`, JSON.stringify({ ...rigDefaults(), ...config })], {
     stdin: "pipe", stdout: "pipe", stderr: "inherit",
   });
   cleanups.push(async () => {
@@ -226,7 +226,7 @@ export function serveProcess(opts: ServeOptions, cleanups?: (() => unknown)[]): 
   if (file === undefined) {
     dir = mkdtempSync(join(tmpdir(), "switchyard-rig-"));
     file = join(dir, "switchyard.json");
-    writeFileSync(file, JSON.stringify({ ...RIG_DEFAULTS(), ...opts.config }));
+    writeFileSync(file, JSON.stringify({ ...rigDefaults(), ...opts.config }));
   }
   const argv = [process.execPath, CLI, "serve", "--config", file, ...(opts.args ?? [])];
   const proc = Bun.spawn(opts.wrap ? opts.wrap(argv) : argv, {
