@@ -61,6 +61,8 @@ export interface RawClientOptions {
   onData?(chunk: Uint8Array, socket: Socket<undefined>): void;
   /** The socket takes writes again after a short write (an upload with backpressure). */
   onDrain?(socket: Socket<undefined>): void;
+  /** The peer's FIN (half-open clients only). */
+  onEnd?(): void;
   /** The connection closed; `error` when it ended in one (a reset). */
   onClose?(error?: Error): void;
   /** An error on the connection (a reset, a broken pipe), before its close. */
@@ -97,6 +99,7 @@ export async function rawClient(port: number, opts: RawClientOptions = {}): Prom
         ? {
             end() {
               state.ended = true;
+              opts.onEnd?.();
               wake();
             },
           }

@@ -195,8 +195,9 @@ export interface StreamOptions {
 }
 
 /**
- * Connects to port, streams `total` bytes of payload() with backpressure, hashes both what it
- * sent and what it got back, and resolves once `expect` bytes came back (or the peer closed).
+ * Connects to port (the raw client, half-open), streams `total` bytes of payload() with
+ * backpressure, hashes both what it sent and what it got back, and resolves once `expect` bytes
+ * came back (or the peer closed).
  */
 export function streamThrough(port: number, total: number, opts: StreamOptions = {}): Promise<StreamResult> {
   const expect = opts.expect ?? total;
@@ -248,42 +249,35 @@ export function streamThrough(port: number, total: number, opts: StreamOptions =
         if (!writer.write(next.value)) return;
       }
     };
-    Bun.connect({
-      hostname: "127.0.0.1",
-      port,
-      allowHalfOpen: true,
-      socket: {
-        open(s) {
-          socket = s;
-          writer = new Writer(s);
-          pump();
-        },
-        drain() {
-          pump();
-        },
-        data(s, chunk) {
-          received += chunk.length;
-          got.update(chunk);
-          if (opts.readBudgetPer10ms) {
-            windowUsed += chunk.length;
-            if (windowUsed >= opts.readBudgetPer10ms && !paused) {
-              paused = true;
-              s.pause();
-            }
-          }
-          if (received >= expect && !opts.halfClose) done();
-        },
-        end() {
-          done(undefined, true);
-        },
-        close(_s, err) {
-          if (err) done(err);
-          else done(undefined, true);
-        },
-        connectError(_s, err) {
-          done(err);
-        },
+    rawClient(port, {
+      halfOpen: true,
+      keep: false,
+      onDrain() {
+        pump();
       },
+      onData(chunk, s) {
+        received += chunk.length;
+        got.update(chunk);
+        if (opts.readBudgetPer10ms) {
+          windowUsed += chunk.length;
+          if (windowUsed >= opts.readBudgetPer10ms && !paused) {
+            paused = true;
+            s.pause();
+          }
+        }
+        if (received >= expect && !opts.halfClose) done();
+      },
+      onEnd() {
+        done(undefined, true);
+      },
+      onClose(err) {
+        if (err) done(err);
+        else done(undefined, true);
+      },
+    }).then((client) => {
+      socket = client.socket;
+      writer = new Writer(client.socket);
+      pump();
     }).catch((e) => done(e as Error));
   });
 }
