@@ -6,47 +6,27 @@
  * requests, open connections keep flowing through the grace period.
  */
 import { afterEach, describe, expect, test } from "bun:test";
-import { mkdtempSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { connect, type Socket } from "node:net";
-import type { Subprocess } from "bun";
 import { startCluster, type SimCluster } from "../sim/cluster.ts";
+import { serveProcess, type Serving } from "./helpers/balancer.ts";
+import { rawClient, type RawClient } from "./helpers/raw.ts";
 import { waitFor } from "./helpers/wait.ts";
 
-const CLI = join(import.meta.dir, "../src/cli.ts");
-const dir = mkdtempSync(join(tmpdir(), "switchyard-shutdown-"));
-let proc: Subprocess<"ignore", "pipe", "pipe"> | undefined;
+let proc: Serving["proc"] | undefined;
 let cluster: SimCluster | undefined;
-const sockets: Socket[] = [];
+const sockets: RawClient[] = [];
 afterEach(async () => {
-  for (const s of sockets.splice(0)) s.destroy();
+  for (const s of sockets.splice(0)) s.terminate();
   if (proc && proc.exitCode === null) proc.kill("SIGKILL");
   proc = undefined;
   await cluster?.stop();
   cluster = undefined;
 });
 
-/** Start the balancer from `config` and return its proxy port once it listens. */
+/** Start the balancer from `config` (over the rig's defaults) and return its proxy port once it listens. */
 async function serve(config: Record<string, unknown>): Promise<number> {
-  const file = join(dir, `${crypto.randomUUID()}.json`);
-  writeFileSync(file, JSON.stringify({ listen: { host: "127.0.0.1", port: 0 }, admin: false, healthCheck: false, log: { access: false }, ...config }));
-  proc = Bun.spawn([process.execPath, CLI, "serve", "--config", file], { stdout: "pipe", stderr: "pipe" });
-  const reader = proc.stdout.getReader();
-  let out = "";
-  for (;;) {
-    const m = out.match(/proxy listening on \w+:\/\/[\d.]+:(\d+)/);
-    if (m) {
-      // Keep draining stdout so that the child never blocks on a full pipe.
-      void (async () => {
-        while (!(await reader.read()).done);
-      })();
-      return Number(m[1]);
-    }
-    const { done, value } = await reader.read();
-    if (done) throw new Error(`exited before listening: ${out}${await new Response(proc.stderr).text()}`);
-    out += new TextDecoder().decode(value);
-  }
+  const serving = serveProcess({ config });
+  proc = serving.proc;
+  return serving.proxyPort();
 }
 
 interface KeepAlive {
@@ -68,19 +48,21 @@ interface KeepAlive {
  * answer says Connection: close (then it closes its side) or the connection closes. `once`:
  * one request, then stay idle.
  */
-function keepAlive(port: number, path: string, signalled: () => boolean, once = false): KeepAlive {
+async function keepAlive(port: number, path: string, signalled: () => boolean, once = false): Promise<KeepAlive> {
   const r: KeepAlive = { answered: 0, answeredAfterSignal: 0, toldToClose: false, lost: false, error: undefined, closed: false };
-  const s = connect(port, "127.0.0.1");
-  sockets.push(s);
   let outstanding = false;
   let buf = "";
   const send = () => {
     outstanding = true;
-    s.write(`GET ${path} HTTP/1.1\r\nHost: shutdown.test\r\n\r\n`);
+    s.send(`GET ${path} HTTP/1.1\r\nHost: shutdown.test\r\n\r\n`);
   };
-  s.on("connect", send);
-  s.on("data", (d: Buffer) => {
-    buf += d.toString("latin1");
+  const s: RawClient = await rawClient(port, { keep: false, onData, onError, onClose });
+  sockets.push(s);
+  send();
+  return r;
+
+  function onData(d: Uint8Array): void {
+    buf += Buffer.from(d).toString("latin1");
     for (;;) {
       const end = buf.indexOf("\r\n\r\n");
       if (end === -1) return;
@@ -98,13 +80,15 @@ function keepAlive(port: number, path: string, signalled: () => boolean, once = 
       }
       if (!once) send();
     }
-  });
-  s.on("error", (e: NodeJS.ErrnoException) => (r.error = e.code ?? e.message));
-  s.on("close", () => {
+  }
+  function onError(e: Error): void {
+    r.error = (e as NodeJS.ErrnoException).code ?? e.message;
+  }
+  function onClose(e?: Error): void {
+    if (e) onError(e);
     if (outstanding) r.lost = true;
     r.closed = true;
-  });
-  return r;
+  }
 }
 
 // With workers, SIGTERM reaches the owner, which drains every worker the same way.
@@ -113,8 +97,8 @@ describe.each([["fetch", 1], ["socket", 1], ["fetch", 2], ["socket", 2]] as cons
     cluster = await startCluster({ count: 2, basePort: 0, latency: { min: 2, max: 20 } });
     const port = await serve({ engine, workers, timeouts: { shutdownGrace: "20s" }, backends: cluster.backends.map((b) => ({ url: b.url })) });
     let signalled = false;
-    const idle = keepAlive(port, "/", () => signalled, true);
-    const clients = Array.from({ length: 16 }, () => keepAlive(port, "/delay/10", () => signalled));
+    const idle = await keepAlive(port, "/", () => signalled, true);
+    const clients = await Promise.all(Array.from({ length: 16 }, () => keepAlive(port, "/delay/10", () => signalled)));
     await waitFor(() => idle.answered === 1 && clients.every((c) => c.answered >= 3), "every client to be answered a few times");
 
     proc!.kill("SIGTERM");
@@ -140,7 +124,7 @@ describe.each([1, 2])("SIGTERM in TCP mode, workers %d", (workers) => {
       backends: cluster.backends.map((b) => ({ url: b.url.replace("http://", "tcp://") })),
     });
     let signalled = false;
-    const clients = Array.from({ length: 16 }, () => keepAlive(port, "/delay/5", () => signalled));
+    const clients = await Promise.all(Array.from({ length: 16 }, () => keepAlive(port, "/delay/5", () => signalled)));
     await waitFor(() => clients.every((c) => c.answered >= 2), "every client to be answered");
 
     proc!.kill("SIGTERM");
@@ -148,11 +132,13 @@ describe.each([1, 2])("SIGTERM in TCP mode, workers %d", (workers) => {
     // A layer-4 proxy cannot tell requests apart: each connection keeps working until the grace
     // period ends, and only then is closed.
     await waitFor(() => clients.every((c) => c.answeredAfterSignal >= 3), "answers after SIGTERM on every open connection");
-    const refused = await new Promise<string>((resolve) => {
-      const s = connect(port, "127.0.0.1", () => resolve("accepted"));
-      sockets.push(s);
-      s.on("error", (e: NodeJS.ErrnoException) => resolve(e.code ?? "error"));
-    });
+    const refused = await rawClient(port).then(
+      (s) => {
+        sockets.push(s);
+        return "accepted";
+      },
+      (e: NodeJS.ErrnoException) => e.code ?? "error",
+    );
     expect(refused).toBe("ECONNREFUSED");
     expect(await proc!.exited).toBe(0);
     await waitFor(() => clients.every((c) => c.closed), "the connections to be closed at the end of the grace period");

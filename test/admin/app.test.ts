@@ -3,9 +3,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { readdirSync, readFileSync, readlinkSync } from "node:fs";
 import { createAdminApp } from "../../src/admin/app.ts";
 import type { StatsDocument } from "../../src/admin/snapshot.ts";
-import { startBalancer } from "../../src/balancer.ts";
-import { validateConfig } from "../../src/config/load.ts";
-import { silentLogger } from "../../src/log/logger.ts";
+import { startRig } from "../helpers/balancer.ts";
 import { fakeSource, serve } from "./fixtures.ts";
 import { parseExposition, sampleOf, sseConnect, startStack, traffic, type Stack } from "./helpers.ts";
 import { waitFor } from "../helpers/wait.ts";
@@ -220,16 +218,18 @@ describe("admin lifecycle", () => {
     const config = { listen: { host: "127.0.0.1", port: 0 }, log: { access: false }, healthCheck: false, backends: [{ url: "http://127.0.0.1:9" }] };
     // The control: with an admin port, two new listening ports, and the second one answers.
     const before = listeningPorts();
-    const on = await startBalancer(validateConfig({ ...config, admin: { host: "127.0.0.1", port: 0 } }), { logger: silentLogger });
+    const onRig = await startRig(0, { ...config, admin: { host: "127.0.0.1", port: 0 } });
+    const on = onRig.balancer;
     try {
       const opened = [...listeningPorts()].filter((p) => !before.has(p)).sort();
       const adminPort = Number(new URL(on.adminUrl!).port);
       expect(opened).toEqual([on.port, adminPort].sort());
       expect((await fetch(`${on.adminUrl}/healthz`)).status).toBe(200);
     } finally {
-      await on.stop(false);
+      await onRig.stop();
     }
-    const off = await startBalancer(validateConfig({ ...config, admin: false }), { logger: silentLogger });
+    const offRig = await startRig(0, { ...config, admin: false });
+    const off = offRig.balancer;
     try {
       expect(off.adminUrl).toBeUndefined();
       expect([...listeningPorts()].filter((p) => !before.has(p))).toEqual([off.port]);
@@ -238,7 +238,7 @@ describe("admin lifecycle", () => {
       expect(res.status).toBe(502);
       expect(((await res.json()) as { error: string }).error).toBe("SY_UPSTREAM_FAILED");
     } finally {
-      await off.stop(false);
+      await offRig.stop();
     }
   });
 

@@ -7,14 +7,12 @@
  * network is the host's, so the test reaches the ports as any client would.
  */
 import { afterEach, describe, expect, test } from "bun:test";
-import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { readdirSync, readFileSync } from "node:fs";
 import type { Server } from "bun";
+import { serveProcess } from "../helpers/balancer.ts";
 import { IN_CI, requirePrograms } from "../helpers/system.ts";
 import { waitFor } from "../helpers/wait.ts";
 
-const CLI = join(import.meta.dir, "../../src/cli.ts");
 const programs = requirePrograms("the PID 1 keeper tests", { unshare: "util-linux", wrk: "wrk" });
 
 /** Whether this machine lets an unprivileged process make a PID namespace (some forbid user namespaces). */
@@ -81,19 +79,16 @@ describe.skipIf(SKIP)("serve as PID 1: the keeper", () => {
     test(`two upgrades by SIGUSR2 to PID 1 under wrk -c64 (${workers === 1 ? "one process" : `${workers} workers`}): 0 failed requests, PID 1 stays, SIGTERM ends every generation with 0`, async () => {
       programs.assertPresent();
       const backend = startBackend();
-      const dir = mkdtempSync(join(tmpdir(), "switchyard-keeper-"));
-      const config = join(dir, "switchyard.json");
-      writeFileSync(config, JSON.stringify({
-        listen: { host: "127.0.0.1", port: 0 },
-        admin: false,
-        workers,
-        log: { access: false },
-        timeouts: { shutdownGrace: "20s" },
-        backends: [{ name: "b1", url: `http://127.0.0.1:${backend.port}` }],
-      }));
-      const ns = Bun.spawn([programs.path("unshare"), "--user", "--map-root-user", "--pid", "--fork", "--mount-proc", process.execPath, CLI, "serve", "--config", config], {
-        stdin: "ignore", stdout: "pipe", stderr: "inherit",
+      const serving = serveProcess({
+        config: {
+          workers,
+          timeouts: { shutdownGrace: "20s" },
+          backends: [{ name: "b1", url: `http://127.0.0.1:${backend.port}` }],
+        },
+        wrap: (argv) => [programs.path("unshare"), "--user", "--map-root-user", "--pid", "--fork", "--mount-proc", ...argv],
+        stderr: "inherit",
       });
+      const ns = serving.proc;
       cleanups.push(async () => {
         // The namespace's PID 1 and everything in it end with unshare's child.
         for (const pid of childrenOf(ns.pid)) {
@@ -104,28 +99,25 @@ describe.skipIf(SKIP)("serve as PID 1: the keeper", () => {
         ns.kill("SIGKILL");
         await ns.exited;
       });
-      let out = "";
-      void (async () => {
-        for await (const chunk of ns.stdout) out += new TextDecoder().decode(chunk);
-      })();
-      await waitFor(() => /proxy listening on http:\/\/\S+/.test(out), "the proxy to listen", 20_000);
-      const url = /proxy listening on (http:\/\/\S+)/.exec(out)![1]!;
-      expect(out).toMatch(/keeper: PID 1 runs serve as pid \d+, and stays across upgrades/);
+      const out = serving.output;
+      await waitFor(() => /proxy listening on http:\/\/\S+/.test(out()), "the proxy to listen", 20_000);
+      const url = /proxy listening on (http:\/\/\S+)/.exec(out())![1]!;
+      expect(out()).toMatch(/keeper: PID 1 runs serve as pid \d+, and stays across upgrades/);
       const [pid1] = childrenOf(ns.pid);
       expect(pid1).toBeDefined();
 
       const load = wrk(`${url}/`, 7);
       await Bun.sleep(1500);
       process.kill(pid1!, "SIGUSR2");
-      await waitFor(() => (out.match(/upgrade: serving beside pid/g) ?? []).length === 1, "the first successor to serve", 15_000);
-      await waitFor(() => (out.match(/keeper: pid \d+ exited \(0\); following its successor/g) ?? []).length === 1, "the keeper to follow the first successor", 15_000);
+      await waitFor(() => (out().match(/upgrade: serving beside pid/g) ?? []).length === 1, "the first successor to serve", 15_000);
+      await waitFor(() => (out().match(/keeper: pid \d+ exited \(0\); following its successor/g) ?? []).length === 1, "the keeper to follow the first successor", 15_000);
       // The second goes to the newest generation, which is no child of PID 1's first.
       process.kill(pid1!, "SIGUSR2");
-      await waitFor(() => (out.match(/upgrade: serving beside pid/g) ?? []).length === 2, "the second successor to serve", 15_000);
+      await waitFor(() => (out().match(/upgrade: serving beside pid/g) ?? []).length === 2, "the second successor to serve", 15_000);
       const result = await load;
       expect(result.requests).toBeGreaterThan(0);
       expect({ errors: result.errors, non2xx: result.non2xx }).toEqual({ errors: 0, non2xx: 0 });
-      await waitFor(() => (out.match(/following its successor/g) ?? []).length === 2, "the keeper to follow the second successor", 20_000);
+      await waitFor(() => (out().match(/following its successor/g) ?? []).length === 2, "the keeper to follow the second successor", 20_000);
       console.log(`keeper (workers ${workers}): wrk -t2 -c64 7s across two upgrades: ${result.requests} requests, 0 errors`);
       // PID 1 is still the keeper, it has collected the generations that exited, and the port still answers.
       expect(childrenOf(ns.pid)).toEqual([pid1!]);

@@ -7,14 +7,14 @@
  * and READY=1 before the old one exits, and the pid file follows it.
  */
 import { afterEach, expect, test } from "bun:test";
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { sdNotify } from "../../src/control/sd-notify.ts";
 import { requirePrograms } from "../helpers/system.ts";
+import { serveProcess } from "../helpers/balancer.ts";
 import { waitFor } from "../helpers/wait.ts";
 
-const CLI = join(import.meta.dir, "../../src/cli.ts");
 const programs = requirePrograms("the sd_notify tests", { python3: "python3" });
 
 /** Prints one JSON line per datagram: {"pid": sender, "msg": text}. */
@@ -90,24 +90,15 @@ test.skipIf(programs.skip)("serve says READY=1 once bound; on SIGUSR2 its succes
   const notices = await receiver(notify);
   const backend = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: () => new Response("ok") });
   cleanups.push(() => backend.stop(true));
-  const config = join(dir, "switchyard.json");
-  writeFileSync(config, JSON.stringify({
-    listen: { host: "127.0.0.1", port: 0 },
-    admin: false,
-    log: { access: false },
-    engine: process.env.SWITCHYARD_TEST_ENGINE ?? "socket",
-    backends: [{ url: `http://127.0.0.1:${backend.port}` }],
-  }));
   const pidFile = join(dir, "switchyard.pid");
-  const old = Bun.spawn([process.execPath, CLI, "serve", "--config", config, "--pid-file", pidFile], {
-    env: { ...process.env, NOTIFY_SOCKET: notify }, stdout: "pipe", stderr: "inherit",
+  // The successor writes to the same pipe: serveProcess reads it as it comes.
+  const serving = serveProcess({
+    config: { backends: [{ url: `http://127.0.0.1:${backend.port}` }] },
+    args: ["--pid-file", pidFile],
+    env: { NOTIFY_SOCKET: notify },
+    stderr: "inherit",
   });
-  // The successor writes to the same pipe: read as it comes (its end is the successor's exit).
-  let out = "";
-  void (async () => {
-    const decoder = new TextDecoder();
-    for await (const chunk of old.stdout) out += decoder.decode(chunk);
-  })();
+  const old = serving.proc;
   const pids = [old.pid];
   cleanups.push(async () => {
     for (const pid of pids) if (alive(pid)) process.kill(pid, "SIGKILL");
@@ -127,7 +118,7 @@ test.skipIf(programs.skip)("serve says READY=1 once bound; on SIGUSR2 its succes
   expect(await old.exited).toBe(0);
   expect(Number(readFileSync(pidFile, "utf8"))).toBe(successor.pid);
   expect(alive(successor.pid)).toBe(true);
-  const port = /proxy listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(out)?.[1];
+  const port = /proxy listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(serving.output())?.[1];
   expect((await fetch(`http://127.0.0.1:${port}/`)).status).toBe(200);
   process.kill(successor.pid, "SIGTERM");
   await waitFor(() => !alive(successor.pid), "the successor to stop on SIGTERM", 15_000);

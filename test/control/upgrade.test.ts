@@ -14,12 +14,12 @@ import { afterEach, describe, expect, test } from "bun:test";
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { Server, Subprocess } from "bun";
-import { validateConfig } from "../../src/config/load.ts";
-import { startBalancer, type Balancer } from "../../src/balancer.ts";
-import { memoryLogger, silentLogger } from "../../src/log/logger.ts";
+import type { Server } from "bun";
+import type { Balancer } from "../../src/balancer.ts";
+import { memoryLogger } from "../../src/log/logger.ts";
 import { Upgrader, UPGRADE_FROM_ENV, type UpgradeReport } from "../../src/control/upgrade.ts";
 import { requirePrograms } from "../helpers/system.ts";
+import { serveProcess, startRig, type Serving } from "../helpers/balancer.ts";
 import { waitFor } from "../helpers/wait.ts";
 
 const CLI = join(import.meta.dir, "../../src/cli.ts");
@@ -52,31 +52,9 @@ function startBackend(): Server<unknown> {
   return server;
 }
 
-/** A `switchyard serve` process and everything it (and its successors, which share its stdout) wrote. */
-interface Serving {
-  proc: Subprocess<"ignore", "pipe", "inherit">;
-  output(): string;
-  /** The first capture of `re` in the output, once it appears. */
-  waitForLine(re: RegExp, what: string, timeoutMs?: number): Promise<string>;
-}
-
-function serveProcess(config: string, pidFile: string): Serving {
-  const proc = Bun.spawn([process.execPath, CLI, "serve", "--config", config, "--pid-file", pidFile], {
-    stdin: "ignore", stdout: "pipe", stderr: "inherit",
-  });
-  let out = "";
-  void (async () => {
-    const decoder = new TextDecoder();
-    for await (const chunk of proc.stdout) out += decoder.decode(chunk);
-  })();
-  return {
-    proc,
-    output: () => out,
-    async waitForLine(re, what, timeoutMs = 15_000) {
-      await waitFor(() => re.test(out), what, timeoutMs, 20);
-      return re.exec(out)![1]!;
-    },
-  };
+/** `switchyard serve --config <file> --pid-file <pidFile>`; its successors share its stdout. */
+function serveWithPidFile(file: string, pidFile: string): Serving {
+  return serveProcess({ file, args: ["--pid-file", pidFile], stderr: "inherit" });
 }
 
 /** End a process this test started (the old one and its successor), and wait for it. */
@@ -176,7 +154,7 @@ describe.skipIf(programs.skip)("switchyard upgrade under wrk", () => {
         const dir = mkdtempSync(join(tmpdir(), "switchyard-upgrade-"));
         const backend = startBackend();
         const pidFile = join(dir, "switchyard.pid");
-        const old = serveProcess(configFile(backend, engine, workers, dir), pidFile);
+        const old = serveWithPidFile(configFile(backend, engine, workers, dir), pidFile);
         ends(old.proc.pid);
         const proxyUrl = await old.waitForLine(/proxy listening on (http:\/\/\S+)/, "the proxy to listen");
         const adminUrl = await old.waitForLine(/admin listening on (http:\/\/\S+)/, "the admin port to listen");
@@ -246,7 +224,7 @@ test("a new process that cannot start leaves the old one serving; the command sa
   const backend = startBackend();
   const pidFile = join(dir, "switchyard.pid");
   const file = configFile(backend, process.env.SWITCHYARD_TEST_ENGINE ?? "socket", 1, dir);
-  const old = serveProcess(file, pidFile);
+  const old = serveWithPidFile(file, pidFile);
   ends(old.proc.pid);
   const proxyUrl = await old.waitForLine(/proxy listening on (http:\/\/\S+)/, "the proxy to listen");
   const adminUrl = await old.waitForLine(/admin listening on (http:\/\/\S+)/, "the admin port to listen");
@@ -273,25 +251,25 @@ describe("every listener binds with SO_REUSEPORT, yet a second balancer is refus
     const name = mode === "tcp" ? "TCP mode" : `${engine} engine`;
     test(`${name}: a fresh start on a running balancer's proxy or admin port fails; its successor binds beside it`, async () => {
       const backend = startBackend();
-      const config = (proxy: number, admin: number) =>
-        validateConfig({
-          mode, engine,
-          listen: { host: "127.0.0.1", port: proxy },
-          admin: { host: "127.0.0.1", port: admin },
-          log: { access: false },
-          backends: [{ url: mode === "tcp" ? `127.0.0.1:${backend.port}` : `http://127.0.0.1:${backend.port}` }],
-        });
-      const first = await startBalancer(config(0, 0), { logger: silentLogger });
-      cleanups.push(() => first.stop(false));
-      await expect(startBalancer(config(first.port, 0), { logger: silentLogger })).rejects.toThrow(
+      const config = (proxy: number, admin: number) => ({
+        mode, engine,
+        listen: { host: "127.0.0.1", port: proxy },
+        admin: { host: "127.0.0.1", port: admin },
+        backends: [{ url: mode === "tcp" ? `127.0.0.1:${backend.port}` : `http://127.0.0.1:${backend.port}` }],
+      });
+      const firstRig = await startRig(0, config(0, 0));
+      cleanups.push(() => firstRig.stop());
+      const first = firstRig.balancer;
+      await expect(startRig(0, config(first.port, 0))).rejects.toThrow(
         `proxy listener on 127.0.0.1:${first.port}: address already in use`,
       );
-      await expect(startBalancer(config(0, first.ports.admin!), { logger: silentLogger })).rejects.toThrow(
+      await expect(startRig(0, config(0, first.ports.admin!))).rejects.toThrow(
         `admin listener on 127.0.0.1:${first.ports.admin}: address already in use`,
       );
       // As a successor (port 0 stands for the predecessor's port): the same ports, beside it.
-      const second: Balancer = await startBalancer(config(0, 0), { logger: silentLogger, predecessor: { pid: process.pid, ports: first.ports } });
-      cleanups.push(() => second.stop(false));
+      const secondRig = await startRig(0, config(0, 0), undefined, { predecessor: { pid: process.pid, ports: first.ports } });
+      cleanups.push(() => secondRig.stop());
+      const second: Balancer = secondRig.balancer;
       expect(second.ports).toEqual(first.ports);
       // The first one stops as in a handover: what arrives now is answered by the second.
       await first.stop(true, true);

@@ -12,8 +12,7 @@ import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import pkg from "../../package.json" with { type: "json" };
 import { parseConfigText, validateConfig } from "../../src/config/load.ts";
-import { startBalancer } from "../../src/balancer.ts";
-import { silentLogger } from "../../src/log/logger.ts";
+import { startRig } from "../helpers/balancer.ts";
 import { refusedPort } from "../tcp/helpers.ts";
 
 const DIR = join(import.meta.dir, "../../deploy/kubernetes");
@@ -101,21 +100,19 @@ describe("deploy/kubernetes", () => {
     // The same config on loopback ports of its own. Its DNS name exists only inside the cluster:
     // asked of a server that is not there, it finds no backend, so readiness says 503 (not ready,
     // as a pod with no backend should be) and liveness 200.
-    const lb = await startBalancer(
-      validateConfig({
-        ...(parseConfigText(configMap.data[configKey], configKey) as object),
-        listen: { host: "127.0.0.1", port: 0 }, admin: { host: "127.0.0.1", port: 0 }, log: { access: false },
-        dns: { servers: [`127.0.0.1:${refusedPort()}`], timeout: "100ms" },
-      }),
-      { logger: silentLogger },
-    );
+    const rig = await startRig(0, {
+      ...(parseConfigText(configMap.data[configKey], configKey) as object),
+      listen: { host: "127.0.0.1", port: 0 }, admin: { host: "127.0.0.1", port: 0 }, log: { access: false },
+      dns: { servers: [`127.0.0.1:${refusedPort()}`], timeout: "100ms" },
+    });
+    const lb = rig.balancer;
     try {
       expect(lb.pool.backends.length).toBe(0);
       expect((await fetch(`${lb.adminUrl}${container.readinessProbe.httpGet.path}`)).status).toBe(503);
       expect((await fetch(`${lb.adminUrl}${container.livenessProbe.httpGet.path}`)).status).toBe(200);
       expect((await fetch(`${lb.adminUrl}/no-such-endpoint`)).status).toBe(404);
     } finally {
-      await lb.stop(false);
+      await rig.stop();
     }
   });
 

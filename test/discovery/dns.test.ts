@@ -13,13 +13,12 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Resolver } from "node:dns/promises";
-import { startBalancer, type Balancer } from "../../src/balancer.ts";
+import type { Balancer } from "../../src/balancer.ts";
 import { ConfigError, validateConfig } from "../../src/config/load.ts";
-import { memoryLogger } from "../../src/log/logger.ts";
 import { startSimBackend, type SimBackend } from "../../sim/backend.ts";
 import { requirePrograms } from "../helpers/system.ts";
 import { waitFor } from "../helpers/wait.ts";
-import { testEngine } from "../helpers/balancer.ts";
+import { rigDefaults, startRig } from "../helpers/balancer.ts";
 import { srvWeights } from "../../src/discovery/dns.ts";
 import { refusedPort } from "../tcp/helpers.ts";
 
@@ -105,21 +104,14 @@ async function startSims(addresses: string[]): Promise<{ port: number; at: Map<s
 }
 
 async function balancerFor(config: Record<string, unknown>): Promise<{ lb: Balancer; lines: string[] }> {
-  const logger = memoryLogger();
-  const lb = await startBalancer(
-    validateConfig({
-      listen: { host: "127.0.0.1", port: 0 },
-      // SWITCHYARD_TEST_ENGINE selects the engine, as for the rig's suites; a test may name its own.
-      ...testEngine(),
-      admin: false,
-      log: { access: false },
-      healthCheck: { path: "/health", interval: "200ms", timeout: "500ms", rise: 1, fall: 1 },
-      ...config,
-    }),
-    { logger },
-  );
-  cleanups.push(() => lb.stop(false));
-  return { lb, lines: logger.lines };
+  // The rig: SWITCHYARD_TEST_ENGINE selects the engine, as for every rig suite; a test may name its own.
+  const rig = await startRig(0, {
+    log: { access: false },
+    healthCheck: { path: "/health", interval: "200ms", timeout: "500ms", rise: 1, fall: 1 },
+    ...config,
+  });
+  cleanups.push(() => rig.stop());
+  return { lb: rig.balancer, lines: rig.logLines };
 }
 
 /** Requests from `concurrency` loops until stopped; every answer that is not a 200 is kept. */
@@ -284,11 +276,11 @@ describe.skipIf(dnsmasq.skip)("DNS discovery with dnsmasq", () => {
     const dns = await startDns(["127.0.0.2 api.test", "127.0.0.3 api.test"]);
     const staticSim = await startSimBackend({ name: "static", port: 0 });
     cleanups.push(() => staticSim.stop());
-    const base = { dns: { servers: [`127.0.0.1:${dns.port}`] }, healthCheck: false, log: { access: false }, admin: false, listen: { host: "127.0.0.1", port: 0 } };
+    const base = { ...rigDefaults(), dns: { servers: [`127.0.0.1:${dns.port}`] } };
     let next: Record<string, unknown> = { ...base, backends: [{ name: "static", url: staticSim.url }] };
-    const logger = memoryLogger();
-    const lb = await startBalancer(validateConfig(next), { logger, load: async () => validateConfig(next), file: "test.json" });
-    cleanups.push(() => lb.stop(false));
+    const rig = await startRig(0, () => next, undefined, { load: async () => validateConfig(next), file: "test.json" });
+    cleanups.push(() => rig.stop());
+    const lb = rig.balancer;
     const stat = lb.pool.get("static")!;
     next = { ...base, backends: [{ name: "static", url: staticSim.url }, { dns: "api.test", port: sims.port }] };
     await lb.control.reload({ by: "test", from: "local" });

@@ -7,7 +7,8 @@ import { afterEach, describe, expect, test } from "bun:test";
 import type { Socket, TCPSocketListener } from "bun";
 import { startRig, type TestRig } from "../helpers/balancer.ts";
 import { waitFor } from "../helpers/wait.ts";
-import { rawExchange, startRecordingBackend, type RecordingBackend } from "./wire-helpers.ts";
+import { rawClient, rawExchange, type RawClient } from "../helpers/raw.ts";
+import { startRecordingBackend, type RecordingBackend } from "../helpers/recording-backend.ts";
 import type { EchoResponse } from "../../sim/backend.ts";
 
 let rig: TestRig | undefined;
@@ -21,47 +22,18 @@ afterEach(async () => {
   backend = undefined;
 });
 
-/** The rig in front of one recording backend (wire-helpers.ts), fetch engine. */
+/** The rig in front of one recording backend (helpers/recording-backend.ts), fetch engine. */
 async function startRecording(config: Record<string, unknown> = {}): Promise<{ port: number; backend: RecordingBackend }> {
   backend = startRecordingBackend();
   rig = await startRig(0, { engine: "fetch", backends: [{ name: "rec", url: backend.url }], ...config });
   return { port: rig.balancer.port, backend };
 }
 
-/** A client connection whose writes the test controls, and what came back on it. */
-interface RawClient {
-  write(s: string | Uint8Array): void;
-  readonly text: string;
-  readonly closed: boolean;
-  end(): void;
-}
-
+/** A raw client connection whose writes the test controls, closed after the test. */
 async function openClient(port: number): Promise<RawClient> {
-  const state = { text: "", closed: false };
-  const socket = await Bun.connect({
-    hostname: "127.0.0.1",
-    port,
-    socket: {
-      data(_s, chunk) {
-        state.text += Buffer.from(chunk).toString("latin1");
-      },
-      close() {
-        state.closed = true;
-      },
-      error() {},
-    },
-  });
-  cleanups.push(() => socket.terminate());
-  return {
-    write: (s) => void socket.write(typeof s === "string" ? Buffer.from(s, "latin1") : s),
-    get text() {
-      return state.text;
-    },
-    get closed() {
-      return state.closed;
-    },
-    end: () => socket.end(),
-  };
+  const client = await rawClient(port);
+  cleanups.push(() => client.terminate());
+  return client;
 }
 
 const status = (text: string) => Number(text.match(/^HTTP\/1\.1 (\d{3})/)?.[1] ?? 0);
@@ -116,12 +88,12 @@ describe("a chunked body over limits.maxBodySize (fetch engine)", () => {
     client.write("POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n");
     const piece = chunk("x".repeat(8192));
     // 16 pieces of 8 KB: twice the limit, sent while the answer has not come.
-    for (let i = 0; i < 16 && !client.closed && client.text === ""; i++) {
+    for (let i = 0; i < 16 && !client.closed && client.text() === ""; i++) {
       client.write(piece);
       await Bun.sleep(5);
     }
     await waitFor(() => client.closed, "the proxy to close the connection");
-    expect(status(client.text)).toBe(413);
+    expect(status(client.text())).toBe(413);
     // The backend had a body cut off at the limit at most, and its connection was closed.
     await waitFor(() => rig!.access.length === 1, "the access-log line");
     const got = backend.raw.join("");
@@ -233,7 +205,7 @@ describe("uploads and the admission gate (fetch engine)", () => {
     const gets = await Promise.all(Array.from({ length: 20 }, () => fetch(`${rig!.balancer.url}/`).then((r) => r.status)));
     expect(gets).toEqual(Array(20).fill(200));
     // The uploads beyond uploadConcurrency wait for their own slots; none has been answered.
-    expect(uploaders.every((u) => u.text === "")).toBe(true);
+    expect(uploaders.every((u) => u.text() === "")).toBe(true);
   });
 
   test("a client dribbling its body from the start holds no upload slot", async () => {
@@ -266,8 +238,8 @@ describe.each(["fetch", "socket"] as const)("sending a request body on the %s en
     rig = await startRig(1, { engine, retry: { perTryTimeout: "300ms", timeout: "600ms", bufferBody: "4KB" } });
     // 256 KB over about 1.6 s: well past both timeouts, steadily flowing.
     const c = await paced(rig.balancer.port, 256 * 1024, 16 * 1024, 100);
-    expect(status(c.text)).toBe(200);
-    const echo = JSON.parse(c.text.slice(c.text.indexOf("\r\n\r\n") + 4)) as EchoResponse;
+    expect(status(c.text())).toBe(200);
+    const echo = JSON.parse(c.text().slice(c.text().indexOf("\r\n\r\n") + 4)) as EchoResponse;
     expect(echo.bodyLength).toBe(256 * 1024);
     expect(blamed()).toBe(0);
   });
@@ -281,7 +253,7 @@ describe.each(["fetch", "socket"] as const)("sending a request body on the %s en
     // Without a per-try timer started once the body was sent, only the 60 s deadline would
     // end this, long after the test's own timeout.
     const c = await paced(rig.balancer.port, 64 * 1024, 16 * 1024, 150);
-    expect(status(c.text)).toBe(504);
+    expect(status(c.text())).toBe(504);
     expect(received).toBeGreaterThan(64 * 1024);
     expect(accessErrors()).toEqual(["SY_UPSTREAM_TIMEOUT"]);
   });
@@ -312,12 +284,12 @@ describe.each(["fetch", "socket"] as const)("sending a request body on the %s en
     c.write(`POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: ${total}\r\n\r\n`);
     const piece = new Uint8Array(256 * 1024);
     // Keep the body coming (so the client is never the one who stalls) until the answer.
-    for (let sent = 0; sent < total && c.text === "" && !c.closed; sent += piece.length) {
+    for (let sent = 0; sent < total && c.text() === "" && !c.closed; sent += piece.length) {
       c.write(piece);
       await Bun.sleep(5);
     }
-    await waitFor(() => c.text !== "", "the answer", 10_000);
-    expect(status(c.text)).toBe(504);
+    await waitFor(() => c.text() !== "", "the answer", 10_000);
+    expect(status(c.text())).toBe(504);
     await waitFor(() => rig!.access.length === 1, "the access-log line");
     expect(accessErrors()).toEqual(["SY_UPSTREAM_TIMEOUT"]);
     expect(blamed()).toBe(1);

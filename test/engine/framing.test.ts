@@ -8,7 +8,9 @@
 import { afterEach, describe, expect, test } from "bun:test";
 import { waitFor } from "../helpers/wait.ts";
 import { requirePrograms } from "../helpers/system.ts";
-import { countResponses, rawExchange, recordingRig, type RecordedRequest } from "./wire-helpers.ts";
+import { countResponses, rawExchange } from "../helpers/raw.ts";
+import { recordingRig } from "../helpers/balancer.ts";
+import type { RecordedRequest } from "../helpers/recording-backend.ts";
 
 const cleanups: (() => unknown)[] = [];
 afterEach(async () => {

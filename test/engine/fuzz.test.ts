@@ -18,7 +18,8 @@
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { startRig, type TestRig } from "../helpers/balancer.ts";
-import { startRecordingBackend, type RecordedRequest, type RecordingBackend } from "./wire-helpers.ts";
+import { rawExchange, statusesOf, type RawExchange } from "../helpers/raw.ts";
+import { startRecordingBackend, type RecordedRequest, type RecordingBackend } from "../helpers/recording-backend.ts";
 import { HTTPParser, METHODS as LLHTTP_METHODS } from "../../src/engine/socket/llhttp.ts";
 
 const SEED = Number(process.env.FUZZ_SEED ?? Math.floor(Math.random() * 2 ** 31));
@@ -189,50 +190,20 @@ function reference(bytes: Buffer): { msgs: Omit<Msg, "framing">[]; error: boolea
   return { msgs, error: typeof r !== "number" };
 }
 
-interface Outcome {
-  text: string;
-  closed: boolean;
-}
-
 /** Write `bytes` in 1 to 6 pieces cut at random points, a millisecond apart; read until `done` or a close. */
-async function send(port: number, bytes: Buffer, done: (text: string) => boolean): Promise<Outcome> {
-  let text = "";
-  let closed = false;
-  let wake = () => {};
-  const socket = await Bun.connect({
-    hostname: "127.0.0.1",
-    port,
-    socket: {
-      data(_s, c) {
-        text += Buffer.from(c).toString("latin1");
-        wake();
-      },
-      close() {
-        closed = true;
-        wake();
-      },
-    },
-  });
+async function send(port: number, bytes: Buffer, done: (text: string) => boolean): Promise<RawExchange> {
   const cuts = [...new Set(Array.from({ length: int(6) }, () => int(bytes.length)))].sort((a, b) => a - b);
+  const pieces: Uint8Array[] = [];
   let off = 0;
   for (const cut of [...cuts, bytes.length]) {
     if (cut <= off) continue;
-    socket.write(bytes.subarray(off, cut));
+    pieces.push(bytes.subarray(off, cut));
     off = cut;
-    if (off < bytes.length) await Bun.sleep(1);
   }
-  const deadline = performance.now() + 5000;
-  while (!closed && !done(text) && performance.now() < deadline) {
-    await new Promise<void>((r) => {
-      wake = r;
-      setTimeout(r, 50);
-    });
-  }
-  if (!closed) socket.end();
-  return { text, closed };
+  return rawExchange(port, pieces, { pauseMs: 1, until: done, timeoutMs: 5000, pollMs: 50 });
 }
 
-const statuses = (t: string) => [...t.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((m) => Number(m[1]));
+const statuses = statusesOf;
 
 let rig: TestRig;
 let backend: RecordingBackend;
@@ -264,7 +235,8 @@ test(`${CASES} mutated connections: each request arrives exactly, or is refused 
     if (breakAt < 0) expect({ refContext, error: ref.error, n: ref.msgs.length }).toEqual({ refContext, error: false, n: msgs.length });
     const before = backend.requests.length;
     const triesBefore = rig.balancer.pool.backends[0]!.acquired;
-    const out = await send(rig.balancer.port, bytes, (t) => statuses(t).length >= msgs.length);
+    // A broken request's connection is read until the proxy closes it (the close is checked).
+    const out = await send(rig.balancer.port, bytes, (t) => breakAt < 0 && statuses(t).length >= msgs.length);
     const got = backend.requests.slice(before);
     const context = `case ${i} (seed ${SEED})${breaker ? `, request ${breakAt + 1} of ${msgs.length} broken by ${breaker}` : `, ${msgs.length} valid requests`}:\n${JSON.stringify(bytes.toString("latin1"))}`;
     const st = statuses(out.text);

@@ -5,9 +5,9 @@
  * would hold most of the 200 MB within the first second, long before the slow side caught up.
  */
 import { afterEach, expect, test } from "bun:test";
-import type { Socket } from "bun";
 import { startCluster } from "../../sim/cluster.ts";
-import { spawnBalancer } from "../helpers/subprocess.ts";
+import { spawnBalancer } from "../helpers/balancer.ts";
+import { rawClient } from "../helpers/raw.ts";
 
 const cleanups: (() => unknown)[] = [];
 afterEach(async () => {
@@ -36,24 +36,23 @@ test("a 200 MB download to a client reading at 1 MB/s keeps the proxy under 150 
   let done!: () => void;
   const finished = new Promise<void>((r) => (done = r));
   // Reads 100 KB every 100 ms (1 MB/s) for the first 3 s, then as fast as it can, to finish.
-  const socket = await Bun.connect({
-    hostname: "127.0.0.1", port: b.port,
-    socket: {
-      data(s: Socket<undefined>, chunk) {
-        if (headEnd === -1) {
-          const text = Buffer.from(chunk).toString("latin1");
-          headEnd = text.indexOf("\r\n\r\n");
-          received += chunk.length - headEnd - 4;
-        } else received += chunk.length;
-        if (!fast) {
-          s.pause();
-          setTimeout(() => s.resume(), (chunk.length / (100 * 1024)) * 100);
-        }
-      },
-      close: () => done(),
+  const client = await rawClient(b.port, {
+    keep: false,
+    onData(chunk, s) {
+      if (headEnd === -1) {
+        const text = Buffer.from(chunk).toString("latin1");
+        headEnd = text.indexOf("\r\n\r\n");
+        received += chunk.length - headEnd - 4;
+      } else received += chunk.length;
+      if (!fast) {
+        s.pause();
+        setTimeout(() => s.resume(), (chunk.length / (100 * 1024)) * 100);
+      }
     },
+    onClose: () => done(),
   });
-  socket.write(`GET /bytes/${SIZE} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n`);
+  const socket = client.socket;
+  client.send(`GET /bytes/${SIZE} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n`);
   await Bun.sleep(3000);
   const slowPeak = await b.peak();
   fast = true;
@@ -94,13 +93,11 @@ test("a 200 MB upload to a backend reading at 1 MB/s keeps the proxy under 150 M
   let drained!: () => void;
   let closed!: () => void;
   const gone = new Promise<void>((r) => (closed = r));
-  const client = await Bun.connect({
-    hostname: "127.0.0.1", port: b.port,
-    socket: {
-      data: (_s, c) => void (answer += Buffer.from(c).toString()),
-      drain: () => drained?.(),
-      close: () => closed(),
-    },
+  const client = await rawClient(b.port, {
+    keep: false,
+    onData: (c) => void (answer += Buffer.from(c).toString()),
+    onDrain: () => drained?.(),
+    onClose: () => closed(),
   });
   client.write(`POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: ${SIZE}\r\nConnection: close\r\n\r\n`);
   const piece = new Uint8Array(MB).fill(7);

@@ -4,7 +4,8 @@
  */
 import { describe, expect, test } from "bun:test";
 import { waitFor } from "../helpers/wait.ts";
-import { countResponses, rawExchange, recordingRig } from "./wire-helpers.ts";
+import { countResponses, rawClient, rawExchange } from "../helpers/raw.ts";
+import { recordingRig } from "../helpers/balancer.ts";
 
 const { start, rig } = recordingRig("socket");
 
@@ -223,13 +224,11 @@ describe("connections", () => {
 
   test("a client half-close after its request still gets the answer", async () => {
     const { port } = await start();
-    const socket = await Bun.connect({ hostname: "127.0.0.1", port, allowHalfOpen: true, socket: { data() {} } });
-    let text = "";
-    socket.reload({ socket: { data: (_s, c) => void (text += Buffer.from(c).toString()) } });
-    socket.write(GET);
-    socket.shutdown();
-    await waitFor(() => text.includes("ok 1"), "the answer after the client's FIN");
-    socket.end();
+    const client = await rawClient(port, { halfOpen: true });
+    client.send(GET);
+    client.shutdown();
+    await client.waitFor((text) => text.includes("ok 1"), "the answer after the client's FIN");
+    client.end();
   });
 
   test("interim 103 is passed on before the final answer; several Set-Cookie stay apart", async () => {
@@ -269,7 +268,7 @@ describe("connections", () => {
 
   test("limits.maxConnections: the connection over the limit gets 503 and is closed", async () => {
     const { port } = await start({ limits: { maxConnections: 2 } });
-    const held = await Promise.all([0, 1].map(() => Bun.connect({ hostname: "127.0.0.1", port, socket: { data() {} } })));
+    const held = await Promise.all([0, 1].map(() => rawClient(port)));
     await waitFor(() => (rig().balancer as unknown as { port: number }).port > 0, "listener");
     const res = await rawExchange(port, GET);
     expect(res.statuses).toEqual([503]);
@@ -303,10 +302,10 @@ describe("the upstream pool", () => {
 
   test("a client that leaves mid-request destroys its upstream connection; nothing leaks", async () => {
     const { port, backend } = await start();
-    const socket = await Bun.connect({ hostname: "127.0.0.1", port, socket: { data() {} } });
-    socket.write("GET /hang HTTP/1.1\r\nHost: a\r\n\r\n");
+    const client = await rawClient(port);
+    client.send("GET /hang HTTP/1.1\r\nHost: a\r\n\r\n");
     await waitFor(() => backend.requests.length === 1, "the request to reach the backend");
-    socket.terminate();
+    client.terminate();
     await waitFor(() => rig().balancer.pool.backends[0]!.inFlight === 0, "the in-flight slot to be released");
     // The next request does not get the abandoned connection (it would wait on /hang's answer).
     const res = await rawExchange(port, GET, { until: (t) => countResponses(t) === 1 });

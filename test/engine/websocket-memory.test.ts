@@ -15,7 +15,7 @@
  */
 import { afterEach, expect, test } from "bun:test";
 import { startCluster } from "../../sim/cluster.ts";
-import { spawnBalancer } from "../helpers/subprocess.ts";
+import { spawnBalancer } from "../helpers/balancer.ts";
 
 const cleanups: (() => unknown)[] = [];
 afterEach(async () => {

@@ -4,8 +4,7 @@
 import { afterEach, describe, expect, test } from "bun:test";
 import { gunzipSync } from "node:zlib";
 import { startRig, type TestRig } from "../helpers/balancer.ts";
-import { rawRequest as rawRequestCased, startResettingServer } from "../helpers/raw.ts";
-import { countResponses, rawExchange } from "../engine/wire-helpers.ts";
+import { countResponses, rawClient, rawExchange, rawRequest as rawRequestCased, startResettingServer } from "../helpers/raw.ts";
 
 const rawRequest = (port: number, head: string) => rawRequestCased(port, head, { lowerCase: true });
 import type { EchoResponse } from "../../sim/backend.ts";
@@ -361,20 +360,16 @@ describe.each(ENGINES)("%s engine", (engine) => {
 
     test("a client that disconnects mid-upload costs nothing: no error, no slot held", async () => {
       rig = await start(1);
-      const { connect } = await import("node:net");
       for (const head of [
         "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nonly ten b", // buffered body
         "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 9000000\r\n\r\npartial", // streamed body
         "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n", // chunked
       ]) {
-        await new Promise<void>((resolve) => {
-          const socket = connect(rig!.balancer.port, "127.0.0.1", () => {
-            socket.write(head);
-            setTimeout(() => socket.destroy(), 100);
-          });
-          socket.on("close", () => resolve());
-          socket.on("error", () => resolve());
-        });
+        const client = await rawClient(rig!.balancer.port);
+        client.send(head);
+        await Bun.sleep(100);
+        client.terminate();
+        await client.waitClosed();
       }
       await waitFor(() => rig!.balancer.pool.backends[0]!.inFlight === 0, "the in-flight slot to be released");
       expect(rig.logLines.filter((l) => l.startsWith("error"))).toEqual([]);

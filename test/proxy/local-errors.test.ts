@@ -17,11 +17,11 @@
 import { afterEach, describe, expect, test } from "bun:test";
 import { startCluster, type SimCluster } from "../../sim/cluster.ts";
 import { IN_CI, requirePrograms } from "../helpers/system.ts";
-import { waitFor } from "../helpers/wait.ts";
+import { serveProcess } from "../helpers/balancer.ts";
+import { rawExchange } from "../helpers/raw.ts";
 
 const programs = requirePrograms("the descriptor-exhaustion tests", { sh: "dash" });
 const netns = requirePrograms("the port-exhaustion tests", { sh: "dash", unshare: "util-linux", ip: "iproute2" });
-const CLI = `${import.meta.dir}/../../src/cli.ts`;
 const LIMIT = 128;
 const CLIENTS = 200;
 
@@ -39,59 +39,26 @@ interface Child {
 
 /** `switchyard serve` in front of `cluster`, under `ulimit -n LIMIT`. */
 async function serveLimited(engine: string, cluster: SimCluster): Promise<Child> {
-  const file = `${process.env.TMPDIR ?? "/tmp"}/switchyard-local-errors-${process.pid}-${engine}.json`;
-  await Bun.write(file, JSON.stringify({
-    engine, listen: { host: "127.0.0.1", port: 0 }, admin: { host: "127.0.0.1", port: 0 }, log: { access: false },
-    healthCheck: { type: "tcp", interval: "100ms", timeout: "100ms" },
-    backends: cluster.backends.map((b) => ({ name: b.name, url: b.url })),
-  }));
-  const proc = Bun.spawn([programs.path("sh"), "-c", `ulimit -n ${LIMIT} && exec "$0" "$1" serve --config "$2"`, process.execPath, CLI, file], {
-    stdout: "pipe", stderr: "pipe",
-  });
-  cleanups.push(async () => {
-    proc.kill();
-    await proc.exited;
-    await Bun.file(file).delete();
-  });
-  let out = "";
-  let err = "";
-  void (async () => {
-    for await (const c of proc.stdout) out += new TextDecoder().decode(c);
-  })();
-  void (async () => {
-    for await (const c of proc.stderr) err += new TextDecoder().decode(c);
-  })();
-  await waitFor(() => /admin listening on \S+/.test(out) || proc.exitCode !== null, "the balancer to start", 10_000);
-  if (proc.exitCode !== null) throw new Error(`switchyard serve exited ${proc.exitCode}: ${out}${err}`);
-  return {
-    proxyPort: Number(/proxy listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(out)![1]),
-    adminUrl: /admin listening on (\S+)/.exec(out)![1]!,
-    output: () => out + err,
-  };
+  const child = serveProcess({
+    config: {
+      engine, admin: { host: "127.0.0.1", port: 0 },
+      healthCheck: { type: "tcp", interval: "100ms", timeout: "100ms" },
+      backends: cluster.backends.map((b) => ({ name: b.name, url: b.url })),
+    },
+    wrap: (argv) => [programs.path("sh"), "-c", `ulimit -n ${LIMIT} && exec "$0" "$@"`, ...argv],
+  }, cleanups);
+  const adminUrl = await child.adminUrl(10_000);
+  return { proxyPort: await child.proxyPort(), adminUrl, output: child.output };
 }
 
 /** One GET on its own connection; its status line ("" if the connection closed without one). */
-function request(port: number): Promise<string> {
-  return new Promise((resolve) => {
-    let head = "";
-    Bun.connect({
-      hostname: "127.0.0.1", port,
-      socket: {
-        open(s) {
-          s.write("GET / HTTP/1.1\r\nhost: lb\r\nconnection: close\r\n\r\n");
-        },
-        data(_s, d) {
-          head += d.toString("latin1");
-        },
-        close() {
-          resolve(head.split("\r\n")[0] ?? "");
-        },
-        connectError() {
-          resolve("");
-        },
-      },
-    }).catch(() => resolve(""));
-  });
+async function request(port: number): Promise<string> {
+  try {
+    const { text } = await rawExchange(port, "GET / HTTP/1.1\r\nhost: lb\r\nconnection: close\r\n\r\n", { timeoutMs: 20_000 });
+    return text.split("\r\n")[0] ?? "";
+  } catch {
+    return "";
+  }
 }
 
 for (const engine of ["fetch", "socket"] as const) {

@@ -9,8 +9,8 @@
  * engines itself: both, or only SWITCHYARD_TEST_ENGINE's when that is set (CI's second pass).
  */
 import { afterEach, describe, expect, test } from "bun:test";
-import { connect, type Socket } from "node:net";
 import { startRig, type TestRig } from "../helpers/balancer.ts";
+import { rawClient, rawRequest, type RawClient } from "../helpers/raw.ts";
 import { waitFor } from "../helpers/wait.ts";
 
 const HOLD_MS = 20_000;
@@ -31,25 +31,33 @@ afterEach(async () => {
 
 /** One keep-alive HTTP/1.1 connection sending GETs back to back, counting statuses. */
 class KeepAliveClient {
-  private socket: Socket;
+  private socket!: RawClient;
   private buf: Buffer = Buffer.alloc(0);
   private stopped = false;
   private onIdle: (() => void) | undefined;
   statuses = new Map<number, number>();
   failure: Error | undefined;
 
-  constructor(port: number, private readonly path: string) {
-    this.socket = connect(port, "127.0.0.1", () => this.send());
-    this.socket.on("data", (c: Buffer) => this.read(c));
-    this.socket.on("error", (e) => this.fail(e));
-    this.socket.on("close", () => {
-      if (!this.stopped) this.fail(new Error("the proxy closed a keep-alive connection"));
+  /** Connected (the raw client), and its first GET sent. */
+  static async open(port: number, path: string): Promise<KeepAliveClient> {
+    const c = new KeepAliveClient(path);
+    c.socket = await rawClient(port, {
+      keep: false,
+      onData: (chunk) => c.read(Buffer.from(chunk)),
+      onError: (e) => c.fail(e),
+      onClose: () => {
+        if (!c.stopped) c.fail(new Error("the proxy closed a keep-alive connection"));
+      },
     });
+    c.send();
+    return c;
   }
+
+  private constructor(private readonly path: string) {}
 
   private send(): void {
     if (this.stopped) return this.onIdle?.();
-    this.socket.write(`GET ${this.path} HTTP/1.1\r\nHost: ordinary.test\r\n\r\n`);
+    this.socket.send(`GET ${this.path} HTTP/1.1\r\nHost: ordinary.test\r\n\r\n`);
   }
 
   private read(chunk: Buffer): void {
@@ -87,7 +95,7 @@ class KeepAliveClient {
     this.stopped = true;
     return new Promise((resolve) => {
       this.onIdle = () => {
-        this.socket.destroy();
+        this.socket.terminate();
         resolve();
       };
       if (this.failure !== undefined) this.onIdle();
@@ -97,7 +105,7 @@ class KeepAliveClient {
 
 /** CLIENTS keep-alive connections for `ms`: responses per second and statuses. */
 async function ordinaryTraffic(port: number, ms: number): Promise<{ rate: number; statuses: Map<number, number> }> {
-  const clients = Array.from({ length: CLIENTS }, () => new KeepAliveClient(port, "/"));
+  const clients = await Promise.all(Array.from({ length: CLIENTS }, () => KeepAliveClient.open(port, "/")));
   const started = performance.now();
   await Bun.sleep(ms);
   await Promise.all(clients.map((c) => c.stop()));
@@ -112,14 +120,8 @@ async function ordinaryTraffic(port: number, ms: number): Promise<{ rate: number
 }
 
 /** A long-poll over its own connection: resolves with the status once the backend answers. */
-function longPoll(port: number): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    const socket = connect(port, "127.0.0.1", () => socket.write(`GET /delay/${HOLD_MS} HTTP/1.1\r\nHost: poll.test\r\nConnection: close\r\n\r\n`));
-    socket.on("data", (c: Buffer) => chunks.push(c));
-    socket.on("error", reject);
-    socket.on("close", () => resolve(Number(Buffer.concat(chunks).toString("latin1").slice(9, 12))));
-  });
+async function longPoll(port: number): Promise<number> {
+  return (await rawRequest(port, `GET /delay/${HOLD_MS} HTTP/1.1\r\nHost: poll.test`, { timeoutMs: HOLD_MS + 20_000 })).status;
 }
 
 describe.each(ENGINES)("%s engine", (engine) => {

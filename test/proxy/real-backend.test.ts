@@ -9,9 +9,9 @@
 import http from "node:http";
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
 import { startRig, type TestRig } from "../helpers/balancer.ts";
-import { rawRequest } from "../helpers/raw.ts";
+import { countResponses, rawExchange, rawRequest } from "../helpers/raw.ts";
 import { requireHttpbin, startHttpbin, type Httpbin } from "../helpers/httpbin.ts";
-import { countResponses, rawExchange, startRecordingBackend, type RecordingBackend } from "../engine/wire-helpers.ts";
+import { startRecordingBackend, type RecordingBackend } from "../helpers/recording-backend.ts";
 
 const ENGINES = ["fetch", "socket"] as const;
 const available = requireHttpbin("the real-backend (httpbin) tests");

@@ -1,7 +1,8 @@
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
 import { startSimBackend, type ControlState, type EchoResponse, type SimBackend } from "../../sim/backend.ts";
 import { NO_LATENCY } from "../../sim/latency.ts";
-import { fetchErrorCode, patternSha256, rawRequest, REFUSED } from "./helpers.ts";
+import { fetchErrorCode, patternSha256, REFUSED } from "./helpers.ts";
+import { rawRequest } from "../helpers/raw.ts";
 import { waitFor } from "../helpers/wait.ts";
 
 // One backend for the endpoint tests, reset after each test.

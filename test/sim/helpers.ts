@@ -1,6 +1,4 @@
-/** Helpers shared by the sim tests. */
-
-export { rawRequest, type RawResponse } from "../helpers/raw.ts";
+/** Helpers shared by the sim tests (raw requests go through test/helpers/raw.ts). */
 
 /** The error code of a fetch that must fail (ECONNREFUSED; Bun 1.3 said ConnectionRefused). */
 export async function fetchErrorCode(url: string, init?: RequestInit): Promise<string> {

@@ -1,12 +1,13 @@
 /**
  * Real TCP servers and clients for the layer-4 tests: echo, sink-then-reply and half-closing
- * backends, a client that streams a deterministic payload and hashes what comes back, a
- * loopback blackhole.
+ * backends, a client that streams a deterministic payload with backpressure and hashes what
+ * comes back, a loopback blackhole. Short interactive exchanges use the raw client
+ * (test/helpers/raw.ts, rawClient with halfOpen).
  */
 import type { Socket, TCPSocketListener } from "bun";
 import { dlopen, FFIType, ptr } from "bun:ffi";
+import { rawClient } from "../helpers/raw.ts";
 
-import { waitFor } from "../helpers/wait.ts";
 
 /** Writes with Bun's unbuffered write(): keeps the rest and sends it from drain. */
 class Writer {
@@ -194,8 +195,9 @@ export interface StreamOptions {
 }
 
 /**
- * Connects to port, streams `total` bytes of payload() with backpressure, hashes both what it
- * sent and what it got back, and resolves once `expect` bytes came back (or the peer closed).
+ * Connects to port (the raw client, half-open), streams `total` bytes of payload() with
+ * backpressure, hashes both what it sent and what it got back, and resolves once `expect` bytes
+ * came back (or the peer closed).
  */
 export function streamThrough(port: number, total: number, opts: StreamOptions = {}): Promise<StreamResult> {
   const expect = opts.expect ?? total;
@@ -247,42 +249,35 @@ export function streamThrough(port: number, total: number, opts: StreamOptions =
         if (!writer.write(next.value)) return;
       }
     };
-    Bun.connect({
-      hostname: "127.0.0.1",
-      port,
-      allowHalfOpen: true,
-      socket: {
-        open(s) {
-          socket = s;
-          writer = new Writer(s);
-          pump();
-        },
-        drain() {
-          pump();
-        },
-        data(s, chunk) {
-          received += chunk.length;
-          got.update(chunk);
-          if (opts.readBudgetPer10ms) {
-            windowUsed += chunk.length;
-            if (windowUsed >= opts.readBudgetPer10ms && !paused) {
-              paused = true;
-              s.pause();
-            }
-          }
-          if (received >= expect && !opts.halfClose) done();
-        },
-        end() {
-          done(undefined, true);
-        },
-        close(_s, err) {
-          if (err) done(err);
-          else done(undefined, true);
-        },
-        connectError(_s, err) {
-          done(err);
-        },
+    rawClient(port, {
+      halfOpen: true,
+      keep: false,
+      onDrain() {
+        pump();
       },
+      onData(chunk, s) {
+        received += chunk.length;
+        got.update(chunk);
+        if (opts.readBudgetPer10ms) {
+          windowUsed += chunk.length;
+          if (windowUsed >= opts.readBudgetPer10ms && !paused) {
+            paused = true;
+            s.pause();
+          }
+        }
+        if (received >= expect && !opts.halfClose) done();
+      },
+      onEnd() {
+        done(undefined, true);
+      },
+      onClose(err) {
+        if (err) done(err);
+        else done(undefined, true);
+      },
+    }).then((client) => {
+      socket = client.socket;
+      writer = new Writer(client.socket);
+      pump();
     }).catch((e) => done(e as Error));
   });
 }
@@ -292,66 +287,6 @@ export function payloadHash(total: number): string {
   const h = new Bun.CryptoHasher("sha256");
   for (const c of payload(total)) h.update(c);
   return h.digest("hex");
-}
-
-export interface Client {
-  readonly socket: Socket<undefined>;
-  /** Everything received so far, as latin1 text. */
-  text(): string;
-  received(): number;
-  /** The peer sent FIN. */
-  readonly ended: boolean;
-  readonly closed: boolean;
-  send(data: string | Uint8Array): void;
-  /** Resolves when `n` bytes in total have arrived. */
-  waitBytes(n: number, timeoutMs?: number): Promise<void>;
-  /** Resolves when the socket has closed (reset, or both FINs passed). */
-  waitClosed(timeoutMs?: number): Promise<void>;
-  /** Resolves when the peer is done: its FIN came, or the socket closed. */
-  waitEof(timeoutMs?: number): Promise<void>;
-}
-
-/** A small interactive client for short exchanges (writes are tiny: write() takes them whole). */
-export async function connectClient(port: number): Promise<Client> {
-  const chunks: Uint8Array[] = [];
-  let total = 0;
-  const state = { ended: false, closed: false };
-  const socket = await Bun.connect({
-    hostname: "127.0.0.1",
-    port,
-    allowHalfOpen: true,
-    socket: {
-      data(_s, chunk) {
-        chunks.push(chunk);
-        total += chunk.length;
-      },
-      end() {
-        state.ended = true;
-      },
-      close() {
-        state.closed = true;
-      },
-    },
-  });
-  return {
-    socket,
-    text: () => Buffer.concat(chunks).toString("latin1"),
-    received: () => total,
-    get ended() {
-      return state.ended;
-    },
-    get closed() {
-      return state.closed;
-    },
-    send(data) {
-      const n = socket.write(data);
-      const len = typeof data === "string" ? Buffer.byteLength(data) : data.length;
-      if (n !== len) throw new Error(`short write (${n} of ${len}) in a test meant for small writes`);
-    },
-    waitBytes: (n, timeoutMs) => waitFor(() => total >= n, `${n} bytes (have ${total})`, timeoutMs),
-    waitClosed: (timeoutMs) => waitFor(() => state.closed, "the connection to close", timeoutMs),
-    waitEof: (timeoutMs) => waitFor(() => state.ended || state.closed, "the peer to end the connection", timeoutMs),
-  };
 }
 
 /** A loopback port with nothing listening on it (bound and released; racy in theory only). */
@@ -391,7 +326,7 @@ export async function startBlackhole(): Promise<{ port: number; close(): void }>
   }
   const port = view.getUint16(2, false);
   // Fill the accept queue (one entry with backlog 0) so that later SYNs are dropped.
-  const filler = await Bun.connect({ hostname: "127.0.0.1", port, socket: { data() {} } });
+  const filler = await rawClient(port);
   return {
     port,
     close() {

@@ -3,9 +3,7 @@
  * the client's and the backend's business and one client connection is one backend connection.
  */
 import { afterEach, expect, test } from "bun:test";
-import { startBalancer } from "../../src/balancer.ts";
-import { validateConfig } from "../../src/config/load.ts";
-import { silentLogger } from "../../src/log/logger.ts";
+import { startRig } from "../helpers/balancer.ts";
 import { waitFor } from "../helpers/wait.ts";
 import { requirePrograms } from "../helpers/system.ts";
 
@@ -28,18 +26,14 @@ test.skipIf(curl.skip)("curl: two URLs in one invocation reuse one connection th
     cleanups.push(() => server.stop(true));
     return server;
   });
-  const lb = await startBalancer(
-    validateConfig({
-      mode: "tcp",
-      listen: { host: "127.0.0.1", port: 0 },
-      admin: false,
-      healthCheck: { type: "tcp", interval: "1s" },
-      strategy: "round-robin",
-      backends: backends.map((s) => ({ url: `127.0.0.1:${s.port}` })),
-    }),
-    { logger: silentLogger },
-  );
-  cleanups.push(() => lb.stop(false));
+  const rig = await startRig(0, {
+    mode: "tcp",
+    healthCheck: { type: "tcp", interval: "1s" },
+    strategy: "round-robin",
+    backends: backends.map((s) => ({ url: `127.0.0.1:${s.port}` })),
+  });
+  cleanups.push(() => rig.stop());
+  const lb = rig.balancer;
 
   const base = `http://127.0.0.1:${lb.port}`;
   const proc = Bun.spawn(["curl", "-sv", `${base}/one`, `${base}/two`], { stdout: "pipe", stderr: "pipe" });

@@ -5,7 +5,7 @@
  */
 import { afterEach, expect, test } from "bun:test";
 import { startEchoServer, streamThrough } from "./helpers.ts";
-import { spawnBalancer } from "../helpers/subprocess.ts";
+import { spawnBalancer } from "../helpers/balancer.ts";
 
 const cleanups: (() => unknown)[] = [];
 afterEach(async () => {

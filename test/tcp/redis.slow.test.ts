@@ -5,10 +5,9 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import type { Subprocess } from "bun";
-import { startBalancer, type Balancer } from "../../src/balancer.ts";
+import type { Balancer } from "../../src/balancer.ts";
 import type { Backend } from "../../src/pool/backend.ts";
-import { validateConfig } from "../../src/config/load.ts";
-import { silentLogger } from "../../src/log/logger.ts";
+import { startRig, type TestRig } from "../helpers/balancer.ts";
 import { refusedPort } from "./helpers.ts";
 import { waitFor } from "../helpers/wait.ts";
 import { requirePrograms } from "../helpers/system.ts";
@@ -16,6 +15,7 @@ import { requirePrograms } from "../helpers/system.ts";
 const redis = requirePrograms("the Redis tests", { "redis-server": "redis-server", "redis-cli": "redis-tools", "redis-benchmark": "redis-tools" });
 
 const servers: { port: number; proc: Subprocess }[] = [];
+let rig: TestRig | undefined;
 let lb: Balancer | undefined;
 
 /** A Redis server on a free loopback port, with no persistence; stopped by PID in afterAll. */
@@ -38,21 +38,17 @@ describe.skipIf(redis.skip)("Redis through TCP mode", () => {
   beforeAll(async () => {
     redis.assertPresent();
     const [a, b] = [await startRedis(), await startRedis()];
-    lb = await startBalancer(
-      validateConfig({
-        mode: "tcp",
-        listen: { host: "127.0.0.1", port: 0 },
-        admin: false,
-        strategy: "least-connections",
-        healthCheck: { type: "tcp", interval: "1s", timeout: "500ms" },
-        backends: [{ name: "redis-a", url: `127.0.0.1:${a.port}` }, { name: "redis-b", url: `tcp://127.0.0.1:${b.port}` }],
-      }),
-      { logger: silentLogger },
-    );
+    rig = await startRig(0, {
+      mode: "tcp",
+      strategy: "least-connections",
+      healthCheck: { type: "tcp", interval: "1s", timeout: "500ms" },
+      backends: [{ name: "redis-a", url: `127.0.0.1:${a.port}` }, { name: "redis-b", url: `tcp://127.0.0.1:${b.port}` }],
+    });
+    lb = rig.balancer;
   });
 
   afterAll(async () => {
-    await lb?.stop(false);
+    await rig?.stop();
     for (const s of servers) {
       s.proc.kill();
       await s.proc.exited;

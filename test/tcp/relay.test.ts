@@ -1,18 +1,21 @@
 /**
- * TCP mode end to end: a real balancer (startBalancer with mode "tcp") in front of real
+ * TCP mode end to end: a real balancer (the rig with mode "tcp") in front of real
  * Bun.listen backends on loopback.
  */
 import { afterEach, describe, expect, test } from "bun:test";
-import { startBalancer, type Balancer } from "../../src/balancer.ts";
-import { validateConfig } from "../../src/config/load.ts";
-import { silentLogger } from "../../src/log/logger.ts";
+import type { Balancer } from "../../src/balancer.ts";
 import { startTcpProxy } from "../../src/tcp/proxy.ts";
 import type { Backend } from "../../src/pool/backend.ts";
 import {
-  connectClient, payloadHash, refusedPort, startBlackhole, startEarlyFinServer, startEchoServer,
-  startSummaryServer, streamThrough, type Client,
+  payloadHash, refusedPort, startBlackhole, startEarlyFinServer, startEchoServer,
+  startSummaryServer, streamThrough,
 } from "./helpers.ts";
 import { waitFor } from "../helpers/wait.ts";
+import { startRig } from "../helpers/balancer.ts";
+import { rawClient, type RawClient } from "../helpers/raw.ts";
+
+/** The raw client, half-open: a FIN from either side leaves the other direction flowing. */
+const connectClient = (port: number) => rawClient(port, { halfOpen: true });
 
 const cleanups: (() => unknown)[] = [];
 afterEach(async () => {
@@ -25,20 +28,9 @@ function track<T extends { stop(): unknown }>(x: T): T {
 }
 
 async function tcpBalancer(backends: { url: string; disabled?: boolean }[], extra: Record<string, unknown> = {}): Promise<Balancer> {
-  const lb = await startBalancer(
-    validateConfig({
-      mode: "tcp",
-      listen: { host: "127.0.0.1", port: 0 },
-      admin: false,
-      healthCheck: false,
-      strategy: "round-robin",
-      ...extra,
-      backends,
-    }),
-    { logger: silentLogger },
-  );
-  cleanups.push(() => lb.stop(false));
-  return lb;
+  const rig = await startRig(0, { mode: "tcp", strategy: "round-robin", ...extra, backends });
+  cleanups.push(() => rig.stop());
+  return rig.balancer;
 }
 
 describe("relay", () => {
@@ -198,7 +190,7 @@ describe("choosing backends", () => {
       { strategy: "least-connections" },
     );
     const [ba, bb] = lb.pool.backends as [Backend, Backend];
-    const held: Client[] = [];
+    const held: RawClient[] = [];
     const open = async () => {
       const c = await connectClient(lb.port);
       cleanups.push(() => c.socket.terminate());

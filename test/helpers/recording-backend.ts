@@ -1,12 +1,10 @@
 /**
- * Raw bytes on both sides of the socket engine: a client that writes exact bytes (at once, in
- * pieces, or dribbled) and reads what comes back, and a backend that records every byte it
- * receives, verbatim, and answers each request it frames.
+ * A backend that records every byte it receives, verbatim, and answers each request it frames
+ * (the other side of the raw client, test/helpers/raw.ts): the wire tests put the rig in front
+ * of it with recordingRig (test/helpers/balancer.ts).
  */
-import { afterEach } from "bun:test";
 import type { Socket } from "bun";
 import { HTTPParser } from "../../src/engine/socket/llhttp.ts";
-import { startRig, type TestRig } from "../helpers/balancer.ts";
 
 export interface RecordedRequest {
   method: string;
@@ -188,99 +186,4 @@ async function dribbleTo(socket: Socket<unknown>, text: string): Promise<void> {
     socket.write(Buffer.from(text.slice(i, i + 3), "latin1"));
     await Bun.sleep(1);
   }
-}
-
-/**
- * A test file's balancer in front of one recording backend, on `engine`, started per test by
- * `start(config)` and stopped after each (an afterEach this registers). `rig()` is the current one.
- */
-export function recordingRig(engine: "socket" | "fetch"): {
-  start(config?: Record<string, unknown>): Promise<{ port: number; backend: RecordingBackend }>;
-  rig(): TestRig;
-} {
-  let rig: TestRig | undefined;
-  let backend: RecordingBackend | undefined;
-  afterEach(async () => {
-    await rig?.stop();
-    rig = undefined;
-    backend?.stop();
-    backend = undefined;
-  });
-  return {
-    async start(config = {}) {
-      backend = startRecordingBackend();
-      rig = await startRig(0, { engine, backends: [{ name: "rec", url: backend.url }], ...config });
-      return { port: rig.balancer.port, backend };
-    },
-    rig() {
-      if (rig === undefined) throw new Error("no rig: call start() first");
-      return rig;
-    },
-  };
-}
-
-export interface RawExchange {
-  /** Everything the proxy wrote, as latin1 text. */
-  text: string;
-  /** Status codes of the responses in order (interim ones included). */
-  statuses: number[];
-  /** The proxy closed the connection. */
-  closed: boolean;
-}
-
-/**
- * Write `input` to the proxy (all at once, or in pieces of `dribble` bytes with a short pause
- * between), then read until the proxy closes the connection, `until` holds for what was read,
- * or `timeoutMs` passes.
- */
-export async function rawExchange(
-  port: number,
-  input: string | string[],
-  opts: { dribble?: number; until?: (text: string) => boolean; timeoutMs?: number } = {},
-): Promise<RawExchange> {
-  let text = "";
-  let closed = false;
-  let wake: () => void = () => {};
-  const socket = await Bun.connect({
-    hostname: "127.0.0.1",
-    port,
-    socket: {
-      data(_s, chunk) {
-        text += Buffer.from(chunk).toString("latin1");
-        wake();
-      },
-      close() {
-        closed = true;
-        wake();
-      },
-    },
-  });
-  const pieces = Array.isArray(input) ? input : [input];
-  for (const piece of pieces) {
-    if (opts.dribble) {
-      for (let i = 0; i < piece.length; i += opts.dribble) {
-        socket.write(Buffer.from(piece.slice(i, i + opts.dribble), "latin1"));
-        await Bun.sleep(1);
-      }
-    } else {
-      socket.write(Buffer.from(piece, "latin1"));
-      if (pieces.length > 1) await Bun.sleep(20);
-    }
-  }
-  const deadline = performance.now() + (opts.timeoutMs ?? 3000);
-  while (!closed && !(opts.until?.(text) ?? false) && performance.now() < deadline) {
-    await new Promise<void>((r) => {
-      wake = r;
-      setTimeout(r, 20);
-    });
-  }
-  const closedByProxy = closed;
-  if (!closed) socket.end();
-  const statuses = [...text.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((m) => Number(m[1]));
-  return { text, statuses, closed: closedByProxy };
-}
-
-/** Complete responses in `text`: a crude count for "n answers arrived" conditions. */
-export function countResponses(text: string): number {
-  return (text.match(/HTTP\/1\.1 [2-5]\d\d /g) ?? []).length;
 }
