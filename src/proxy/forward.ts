@@ -406,7 +406,7 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
     if (backend === undefined) return this.leaveWith(this.fail("SY_NO_BACKEND"));
     if (this.tried.length > 0) {
       traffic.retries++;
-      backend.stats.retries++;
+      backend.stats.countRetry();
       this.retryAdmitted = false;
     } else {
       // Each request earns its pool a share of a retry (retry.budget).
@@ -528,7 +528,7 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
   private attempt(backend: Backend): void {
     const req = this.req;
     this.lease = backend.acquire();
-    backend.stats.requests++;
+    backend.stats.countRequest();
     this.backend = backend;
     this.ended = false;
     this.why = Why.None;
@@ -575,7 +575,7 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
     // whole (bodyEnded): otherwise a backend that breaks off every body would clear its own
     // failure count with each head and never be ejected.
     if (status >= 500) opts.passive.succeeded(backend, status);
-    backend.stats.recordResponse(methodLabel(req.method), status, performance.now() - this.tryStarted);
+    backend.stats.countResponse(methodLabel(req.method), status, performance.now() - this.tryStarted);
 
     // Refused by the budget, the backend's own answer goes to the client: the last failure.
     if (retryOn.has(status) && this.mayRetry({ kind: "status", status }) && this.admitRetry()) {
@@ -679,7 +679,7 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
       (why === Why.Send
         ? `the backend took no request body for ${this.s.opts.sendTimeout}ms`
         : timedOut ? "timed out waiting for the response head" : describeTry(failure.kind, e)) + stage;
-    backend.stats.proxyErrors++;
+    backend.stats.countProxyError();
     if (failure.kind === "connect") passive.connectFailed(backend, this.detail);
     else passive.failed(backend, this.detail);
     return Outcome.Failed;
@@ -695,7 +695,7 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
       // The head went out with the backend's status, but the body did not arrive whole:
       // the backend's fault, and it counts against its health (never a client's abort).
       const backend = this.backend!;
-      backend.stats.proxyErrors++;
+      backend.stats.countProxyError();
       this.s.opts.traffic.proxyErrors.SY_UPSTREAM_TRUNCATED++;
       this.s.opts.passive.failed(backend, `${failure.detail} in the response body`);
       this.log(this.status, bytes, "SY_UPSTREAM_TRUNCATED");

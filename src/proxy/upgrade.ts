@@ -50,13 +50,12 @@ export class OpenWebSocket {
   private closed = false;
 
   constructor(readonly backend: Backend) {
-    backend.stats.webSockets++;
-    backend.stats.webSocketsTotal++;
+    backend.stats.webSocketOpened();
   }
 
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    this.backend.stats.webSockets--;
+    this.backend.stats.webSocketClosed();
   }
 }
