@@ -392,7 +392,8 @@ export const ConfigSchema = v.strictObject({
        * Fetch engine: a request still waiting for its response head this long after taking an
        * upstreamConcurrency slot (a long-poll, a slow backend) gives the slot to the next
        * request in line, when one waits, and counts against longWaitConcurrency instead: 64
-       * long-polls would otherwise hold every slot (issue 27). Reasons in proxy/gate.ts.
+       * long-polls would otherwise hold every slot and push every other request into
+       * SY_QUEUE_TIMEOUT. Reasons in proxy/gate.ts.
        */
       longWaitAfter: v.optional(positiveDuration, 500),
       /**

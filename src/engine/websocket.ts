@@ -10,7 +10,7 @@
  * A backend that refuses the handshake answers like any request (its status reaches the
  * client, or a retry). Messages the backend sends before the client's side is open are queued.
  *
- * Backpressure (field notes): `ServerWebSocket.send` returns -1 when its message had to be
+ * Backpressure (Bun 1.4.5): `ServerWebSocket.send` returns -1 when its message had to be
  * queued; the backend's socket is then paused until the client's `drain`. Bun's client
  * WebSocket has no `drain` event, so while its `bufferedAmount` is over HIGH_WATER the client's
  * socket is paused and a timer owned by the bridge polls it down to LOW_WATER.

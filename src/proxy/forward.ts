@@ -59,7 +59,8 @@ export interface ForwardOptions {
    * Upstream requests whose body still streams from the client (not replayable), in flight at
    * once (0 or absent: no bound). They take no upstreamConcurrency slot: a client that dribbles
    * its body would hold one for as long as it likes, and a few dozen such clients would stop
-   * every other request (issue 13). Bounded apart, they can only crowd out each other.
+   * every other request (the slow-upload attack of bench/attack.ts). Bounded apart, they can
+   * only crowd out each other.
    */
   uploadConcurrency?: number;
   /**
