@@ -12,7 +12,7 @@
 import http from "node:http";
 import type { Server } from "bun";
 import type { Backend } from "../pool/backend.ts";
-import { createForwarder, type BodyEnd, type ForwardOptions, type ForwardRequest, type SendProgress, type UpstreamResponse, type Wire } from "../proxy/forward.ts";
+import { createForwarder, type BodyEnd, type ForwardOptions, type ForwardRequest, type SendProgress, type UpstreamResponse, type UpstreamWire, type DownstreamWire } from "../proxy/forward.ts";
 import { prepareBody, type PreparedBody, type StreamedBody } from "../proxy/body.ts";
 import { Cancel } from "../proxy/cancel.ts";
 import { ClientFault, refusalAnswer } from "../proxy/errors.ts";
@@ -134,14 +134,17 @@ export function createFetchHandler(opts: FetchEngineOptions): FetchHandler {
     };
   }
 
-  const wire: Wire<FetchOwn, Response> = {
+  // The wire's two halves: a try is a fetch() to the backend; the answer is a Response for Bun.serve.
+  const upstream: UpstreamWire<FetchOwn> = {
     send(backend, req, cancel, t) {
       fetchTry(backend, req, cancel, t).then(
         (res) => t.headReceived(res),
         (e) => t.tryFailed(e),
       );
     },
+  };
 
+  const downstream: DownstreamWire<FetchOwn, Response> = {
     async respond(req, up, end) {
       if (up instanceof WebSocketAnswer) return up.respond(req.own.request, req.own.server, end);
       const { res } = up as FetchResponse;
@@ -188,7 +191,7 @@ export function createFetchHandler(opts: FetchEngineOptions): FetchHandler {
     // Nobody reads this: the client has gone.
     gone: () => new Response(null, { status: 499 }),
   };
-  const { forward, abandoned } = createForwarder(opts, wire);
+  const { forward, abandoned } = createForwarder(opts, upstream, downstream);
 
   return async function handle(request, server) {
     const url = request.url;

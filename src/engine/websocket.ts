@@ -5,8 +5,8 @@
  *
  * Order of events, chosen so that the backend is picked and retried like any request until
  * its 101 (the shared loop in proxy/forward.ts does it): the loop's try dials the backend
- * (`dialWebSocket`, the Wire's send), and only when the backend has switched does the client get
- * its 101 (`server.upgrade`, the Wire's respond), carrying the subprotocol the backend chose.
+ * (`dialWebSocket`, the UpstreamWire's send), and only when the backend has switched does the client get
+ * its 101 (`server.upgrade`, the DownstreamWire's respond), carrying the subprotocol the backend chose.
  * A backend that refuses the handshake answers like any request (its status reaches the
  * client, or a retry). Messages the backend sends before the client's side is open are queued.
  *

@@ -3,8 +3,41 @@
  * apply the header rules, send one try through the engine's wire, decide on failure whether to
  * try another, and hand the response to the client. Selection, header rules, the retry
  * decision, passive health, stats and logging each live in their own module; this file only
- * sequences them. What differs between engines (how bytes reach a backend and the client) is
- * the `Wire`, in the manner of Caddy's Transport: the loop never knows which it has.
+ * sequences them. What differs between engines is the wire, in two halves: the UpstreamWire
+ * (how a try reaches a backend, in the manner of Caddy's Transport) and the DownstreamWire
+ * (how the answer reaches the client). The loop never knows which engine it has.
+ *
+ * The path of one request on the socket engine, file by file, in one direction:
+ *
+ * 1. engine/socket/engine.ts: Bun.listen accepts the connection and makes it a ClientConnection;
+ *    the socket's `data` events go to it.
+ * 2. engine/socket/client.ts: ClientConnection reads the head (scan.ts's fast path for a plain
+ *    request, else llhttp.ts), checks it, and makes an Exchange, which is the ForwardRequest
+ *    itself; a body goes into a RequestBody (request-body.ts). When the request is whole (or
+ *    its body past retry.bufferBody) and first in line, it calls the Forwarder's start().
+ * 3. proxy/forward.ts (here): a Trip applies the header rules (headers.ts), waits for a slot
+ *    (gate.ts), asks the pool for a backend (pool/pool.ts and its policy), takes the backend's
+ *    Lease, arms the try's timer (timer-list.ts) and calls the UpstreamWire's send().
+ * 4. engine/socket/upstream-wire.ts: takes an idle connection to that backend from the
+ *    UpstreamPool, or dials one, builds the request head (bytes.ts) and hands it over.
+ * 5. engine/socket/upstream.ts: UpstreamConn writes the head (and the body, whole or as it
+ *    streams) through its Outbox (outbox.ts), reads the response head (scan.ts or llhttp.ts),
+ *    and reports it to the Trip (TryReceiver.headReceived), or a failure (tryFailed). A
+ *    response read whole goes back to the idle stack before the Trip even sees it.
+ * 6. proxy/forward.ts: the Trip counts the response, decides whether the status is retried,
+ *    prepares the client's headers and calls the DownstreamWire's respond(). A failed try is
+ *    retried from step 3 (retry.ts decides) or answered with an error (errors.ts) through
+ *    the DownstreamWire's answer().
+ * 7. engine/socket/client.ts: clientWire.respond has the Exchange write the head, with the
+ *    body when it came whole, to the client; the rest of the body flows from UpstreamConn to
+ *    the Exchange (ResponseSink) directly, the upstream socket paused while the client's is
+ *    congested. When the body ends, the Exchange tells the Trip (BodyEnd.bodyEnded: the Lease
+ *    is released, passive health hears of it, the access log is written) and the
+ *    ClientConnection starts its next request.
+ *
+ * On the fetch engine (engine/fetch.ts) steps 1-2 are Bun.serve and the handler, which reads
+ * the body first (body.ts); steps 4-5 are one fetch() to the backend; step 7 returns a
+ * Response that Bun.serve writes.
  */
 import type { Pool } from "../pool/pool.ts";
 import type { Backend, Lease } from "../pool/backend.ts";
@@ -144,8 +177,12 @@ export interface TryReceiver extends SendProgress {
   tryFailed(e: unknown): void;
 }
 
-/** The half of an engine below the loop: how a try reaches a backend and the answer reaches the client. */
-export interface Wire<Body, Out> {
+/**
+ * The upstream half of an engine's wire: how one try reaches a backend (Caddy's Transport).
+ * It reports back to the try, never to the client: the answer goes to the client through the
+ * DownstreamWire, chosen by the loop.
+ */
+export interface UpstreamWire<Body> {
   /**
    * One try against `backend`: report the response head to `t.headReceived`, or a network
    * error (read by net/network-error.ts) to `t.tryFailed`, exactly once. When `cancel` fires
@@ -153,6 +190,10 @@ export interface Wire<Body, Out> {
    * connection destroyed, and the failure reported. A wire may report before send returns.
    */
   send(backend: Backend, req: ForwardRequest<Body>, cancel: Cancel, t: TryReceiver): void;
+}
+
+/** The downstream half of an engine's wire: how the answer reaches the client. */
+export interface DownstreamWire<Body, Out> {
   /**
    * Answer the client with `res` (its headers already prepared). May reject before anything
    * reached the client (a small body read whole failed): the loop then counts a failed try.
@@ -207,7 +248,9 @@ const enum Outcome {
 /** What every request of one forwarder shares: built once from the config. */
 interface Shared<Body, Out> {
   readonly opts: ForwardOptions;
-  readonly wire: Wire<Body, Out>;
+  /** Where tries go (a backend) and where answers go (the client). */
+  readonly upstream: UpstreamWire<Body>;
+  readonly downstream: DownstreamWire<Body, Out>;
   readonly retryOn: ReadonlySet<number>;
   readonly gate: AdmissionGate;
   /** The gate of requests whose body streams from the client (uploadConcurrency). */
@@ -224,10 +267,10 @@ interface Shared<Body, Out> {
   readonly deadlines: TimerList;
 }
 
-export function createForwarder<Body, Out>(opts: ForwardOptions, wire: Wire<Body, Out>): Forwarder<Body, Out> {
+export function createForwarder<Body, Out>(opts: ForwardOptions, upstream: UpstreamWire<Body>, downstream: DownstreamWire<Body, Out>): Forwarder<Body, Out> {
   // Work done once, not per request.
   const shared: Shared<Body, Out> = {
-    opts, wire, retryOn: new Set(opts.retry.onStatus),
+    opts, upstream, downstream, retryOn: new Set(opts.retry.onStatus),
     gate: new AdmissionGate(opts.upstreamConcurrency, { after: opts.longWaitAfter ?? 0, limit: opts.longWaitConcurrency ?? 0 }),
     uploads: new AdmissionGate(opts.uploadConcurrency ?? 0),
     timers: new TimerList(),
@@ -334,7 +377,7 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
     const a = errorAnswer(new ProxyError(code, detail), this.requestId);
     traffic.record(this.req.method, a.status, performance.now() - this.started);
     this.log(a.status, 0, code);
-    return this.s.wire.answer(this.req, a);
+    return this.s.downstream.answer(this.req, a);
   }
 
   clientGone(): Out {
@@ -345,7 +388,7 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
     traffic.proxyErrors.SY_CLIENT_ABORTED++;
     traffic.record(this.req.method, 499, performance.now() - this.started);
     this.log(499, 0, "SY_CLIENT_ABORTED");
-    return this.s.wire.gone(this.req);
+    return this.s.downstream.gone(this.req);
   }
 
   /** Begin: the loop's first turn. */
@@ -365,15 +408,15 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
 
   /**
    * A fault of ours (a bug, not the backend's or the client's) broke the loop: give back what
-   * the try held, then let the wire answer (Wire.internalError) or reject forward()'s promise.
+   * the try held, then let the client's wire answer (DownstreamWire.internalError) or reject forward()'s promise.
    */
   private crash(e: unknown): void {
     if (this.finished) throw e;
     this.awaiting = false;
     if (this.inTry) this.endTry(false);
     this.leaveGate();
-    const wire = this.s.wire;
-    if (wire.internalError !== undefined) return this.finish(wire.internalError(this.req, e));
+    const downstream = this.s.downstream;
+    if (downstream.internalError !== undefined) return this.finish(downstream.internalError(this.req, e));
     this.finished = true;
     if (this.reject === undefined) throw e;
     this.reject(e);
@@ -542,7 +585,7 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
     req.cancel.on(this);
     if (this.rewriteHost) req.headers.set("host", backend.url.host);
     this.awaiting = true;
-    this.s.wire.send(backend, req, cancel, this);
+    this.s.upstream.send(backend, req, cancel, this);
   }
 
   /** From the wire (TryReceiver): the try failed before a response head. */
@@ -568,7 +611,7 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
   }
 
   private answer(res: UpstreamResponse): void {
-    const { opts, wire, retryOn } = this.s;
+    const { opts, downstream, retryOn } = this.s;
     const req = this.req;
     const backend = this.backend!;
     const status = (this.status = res.status);
@@ -591,7 +634,7 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
     if (opts.sticky !== undefined && backend !== this.pinned) res.headers.append("set-cookie", opts.sticky.setCookie(backend, req.proto === "https"));
     let r: Out | Promise<Out>;
     try {
-      r = wire.respond(req, res, this);
+      r = downstream.respond(req, res, this);
     } catch (e) {
       // Nothing reached the client yet: a failed try like any other.
       return this.tryOver(this.failed(e, " while reading the body"), false);

@@ -13,7 +13,7 @@
  * smuggled (RFC 9112 §11.2).
  */
 import type { Socket } from "bun";
-import type { Forwarder, ForwardRequest, BodyEnd } from "../../proxy/forward.ts";
+import type { Forwarder, ForwardRequest, BodyEnd, DownstreamWire } from "../../proxy/forward.ts";
 import { FieldList } from "../../proxy/fields.ts";
 import { ClientFault, type ErrorAnswer } from "../../proxy/errors.ts";
 import { Cancel } from "../../proxy/cancel.ts";
@@ -261,6 +261,18 @@ export class Exchange implements ResponseSink, InterimSink, ForwardRequest<Excha
     this.cancel.abort(reason);
   }
 }
+
+/**
+ * The socket engine's downstream half of the wire (proxy/forward.ts, DownstreamWire): every
+ * answer to a request is written by its own Exchange, on its client connection. The upstream
+ * half is upstream-wire.ts.
+ */
+export const clientWire: DownstreamWire<Exchange, void> = {
+  respond: (req, res, end) => req.own.respond(res as SocketResponse, end),
+  answer: (req, a) => req.own.answer(a),
+  gone: (req) => req.own.gone(),
+  internalError: (req, e) => req.own.conn.internalError(req.own, e),
+};
 
 export class ClientConnection implements ParserHost {
   readonly outbox: Outbox;
