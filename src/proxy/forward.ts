@@ -238,6 +238,25 @@ const enum Why {
   Send = 4,
 }
 
+/**
+ * Where a request is on its way through the loop (Trip.step). Every try goes Between -> Sent
+ * -> Reported -> Between (endTry), and the request ends Finished; only attempt(), the wire's
+ * two reports, endTry(), finish() and crash() change it.
+ */
+const enum Step {
+  /** No try in flight: waiting for a gate slot, choosing a backend, or deciding after a try. */
+  Between = 0,
+  /** A try is with the upstream wire, which has not reported yet: its report is heard, any other ignored. */
+  Sent = 1,
+  /**
+   * The wire reported (a head being answered with, or a failure being weighed): the try still
+   * holds its in-flight slot, its timers and the client listener until endTry().
+   */
+  Reported = 2,
+  /** The request's way is over: the answer is out (its body may still flow: see Trip.ended). */
+  Finished = 3,
+}
+
 /** How one try ended. */
 const enum Outcome {
   Answered = 0,
@@ -320,24 +339,27 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
   private tryStarted = 0;
   /** The pool's retry budget said yes to the retry about to start (admitRetry). */
   private retryAdmitted = false;
-  /** The wire has the try and has not reported yet: a report at any other time is ignored. */
-  private awaiting = false;
+  /** Where the request is in the loop (Step). */
+  private step = Step.Between;
   // The response-head timer, linked into the forwarder's TimerList (TimerEntry).
   timerAt = 0;
   timerPrev: TimerEntry | undefined = undefined;
   timerNext: TimerEntry | undefined = undefined;
   timerListed = false;
+  /** The head timer is the overall deadline cut short, in the `deadlines` list (armHeadTimer). */
   private perTryShort = false;
   // Sending a streamed body (SendProgress): only between sendWaiting() and requestSent().
-  private inTry = false;
   private sendStarted = 0;
   /** When the backend was last given something it has not taken; 0 when it has taken all. */
   private waitingSince = 0;
   private sendTimer: ReturnType<typeof setTimeout> | undefined;
   private why = Why.None;
   private status = 0;
+  /**
+   * The current response's body has ended (bodyEnded): beside `step`, since it may end before
+   * the loop has finished with the head (a small body) or long after (a stream).
+   */
   private ended = false;
-  private finished = false;
   // How the last try ended, when it did not answer.
   private out: Out | undefined;
   private failure: TryFailure | undefined;
@@ -402,7 +424,7 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
 
   /** The request's way is over: `out` is the wire's answer to it. */
   private finish(out: Out): void {
-    this.finished = true;
+    this.step = Step.Finished;
     this.resolve?.(out);
   }
 
@@ -411,13 +433,12 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
    * the try held, then let the client's wire answer (DownstreamWire.internalError) or reject forward()'s promise.
    */
   private crash(e: unknown): void {
-    if (this.finished) throw e;
-    this.awaiting = false;
-    if (this.inTry) this.endTry(false);
+    if (this.step === Step.Finished) throw e;
+    if (this.step !== Step.Between) this.endTry(false);
     this.leaveGate();
     const downstream = this.s.downstream;
     if (downstream.internalError !== undefined) return this.finish(downstream.internalError(this.req, e));
-    this.finished = true;
+    this.step = Step.Finished;
     if (this.reject === undefined) throw e;
     this.reject(e);
   }
@@ -507,6 +528,11 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
     if (this.timerListed) (this.perTryShort ? this.s.deadlines : this.s.timers).remove(this);
   }
 
+  /** A try is in flight (sent, or reported and not yet over): SendProgress is heard. */
+  private get inTry(): boolean {
+    return this.step === Step.Sent || this.step === Step.Reported;
+  }
+
   sendWaiting(): void {
     if (!this.inTry) return;
     const now = performance.now();
@@ -579,19 +605,18 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
     this.tryStarted = performance.now();
     const cancel = (this.tryCancel = new Cancel());
     this.armHeadTimer(this.tryStarted);
-    this.inTry = true;
+    this.step = Step.Sent;
     this.sendStarted = 0;
     this.waitingSince = 0;
     req.cancel.on(this);
     if (this.rewriteHost) req.headers.set("host", backend.url.host);
-    this.awaiting = true;
     this.s.upstream.send(backend, req, cancel, this);
   }
 
   /** From the wire (TryReceiver): the try failed before a response head. */
   tryFailed(e: unknown): void {
-    if (!this.awaiting) return;
-    this.awaiting = false;
+    if (this.step !== Step.Sent) return;
+    this.step = Step.Reported;
     try {
       this.tryOver(this.failed(e, ""), false);
     } catch (e2) {
@@ -601,8 +626,8 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
 
   /** From the wire (TryReceiver): the response head. */
   headReceived(res: UpstreamResponse): void {
-    if (!this.awaiting) return;
-    this.awaiting = false;
+    if (this.step !== Step.Sent) return;
+    this.step = Step.Reported;
     try {
       this.answer(res);
     } catch (e) {
@@ -685,7 +710,7 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
   private endTry(handedOff: boolean): void {
     // From here only idle timeouts apply to the body: a long download or an event stream
     // is never cut by the retry timeouts.
-    this.inTry = false;
+    this.step = Step.Between;
     this.disarmHeadTimer();
     if (this.sendTimer !== undefined) {
       clearTimeout(this.sendTimer);
