@@ -1,6 +1,7 @@
 /**
  * Normal clients' throughput during attacks, as a ratio of the same run without the attack
- * (issue 13; target: at least 0.5), for both HTTP engines with default settings:
+ * (target: at least 0.5, so that an attack costs normal clients at most half), for both HTTP
+ * engines with default settings:
  *
  * - slow-upload: connections that each declare a 1 MB body, send the first 64 KiB + 1 bytes at
  *   once (past retry.bufferBody, so the proxy must start streaming it to a backend) and then one

@@ -82,7 +82,7 @@ function send(client: Socket<unknown>, head: string): void {
 }
 
 Bun.listen({
-  // Two copies may share the port (bench/cpu.ts runs it so, as the prototype ran).
+  // Two copies may share the port (bench/cpu.ts runs it so: one per core).
   hostname: "127.0.0.1", port, reusePort: true,
   socket: {
     data(s, data) {

@@ -92,7 +92,7 @@ describe("check", () => {
   });
 });
 
-/** Issue 13 item 9: check and serve validate alike, and start-up failures say which listener. */
+/** check and serve validate alike, and start-up failures say which listener. */
 describe("config faults, as a user meets them", () => {
   test("check and serve refuse the same bad trustedProxies with the same words (exit 2)", async () => {
     const file = join(dir, "trusted.json");

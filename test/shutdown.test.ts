@@ -1,5 +1,5 @@
 /**
- * Graceful shutdown as a user meets it (issue 13 item 7): the CLI in a subprocess, keep-alive
+ * Graceful shutdown as a user meets it: the CLI in a subprocess, keep-alive
  * clients sending request after request, and SIGTERM in the middle. In HTTP mode no request a
  * client sent may go unanswered: answers during the grace period carry Connection: close, and
  * idle keep-alive connections are closed between requests. In TCP mode, which sees no

@@ -99,7 +99,8 @@ export function createApi(ctx: ApiContext): Hono<Env> {
 
   api.delete("/backends/:name", async (c) => {
     const deadline = durationParam(c, "deadline", DEFAULT_REMOVE_DEADLINE_MS);
-    // The wait may outlast the listener's idle timeout (field notes): lift it for this request.
+    // The wait may outlast the listener's idle timeout, and Bun.serve's idle timer runs while a
+    // handler awaits (Bun 1.4.5: a 12 s wait reset the client at the default 10 s): lift it here.
     c.env?.server?.timeout(c.req.raw, 0);
     return c.json(await ctx.control.remove(c.req.param("name"), c.get("actor"), deadline));
   });

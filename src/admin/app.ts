@@ -108,7 +108,8 @@ export function createAdminApp(ctx: AdminContext, opts: AdminOptions = {}): Admi
   app.get("/events", (c) => {
     // Hono answers HEAD with the GET handler's headers: open no stream that nobody will read.
     if (c.req.method === "HEAD") return new Response(null, { headers: { "content-type": "text/event-stream; charset=utf-8", ...NO_STORE } });
-    // The stream outlives Bun.serve's idleTimeout by design (field notes): no timeout for it.
+    // The stream outlives Bun.serve's idleTimeout by design, and that timer counts while a
+    // response is open (Bun 1.4.5: it reset a 12 s response at the default 10 s): none for it.
     c.env?.server?.timeout(c.req.raw, 0);
     return events.open(c.req.raw.signal);
   });

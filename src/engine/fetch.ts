@@ -12,7 +12,7 @@
 import http from "node:http";
 import type { Server } from "bun";
 import type { Backend } from "../pool/backend.ts";
-import { createForwarder, type BodyEnd, type ForwardOptions, type ForwardRequest, type SendProgress, type UpstreamResponse, type Wire } from "../proxy/forward.ts";
+import { createForwarder, type BodyEnd, type ForwardOptions, type ForwardRequest, type SendProgress, type UpstreamResponse, type UpstreamWire, type DownstreamWire } from "../proxy/forward.ts";
 import { prepareBody, type PreparedBody, type StreamedBody } from "../proxy/body.ts";
 import { Cancel } from "../proxy/cancel.ts";
 import { ClientFault, errorResponse } from "../errors.ts";
@@ -86,7 +86,8 @@ function bodiless(method: string, status: number): boolean {
 }
 
 export function createFetchHandler(opts: FetchEngineOptions): FetchHandler {
-  // Bun.serve's idle timer runs while the handler awaits the backend (field notes). Only when a
+  // Bun.serve's idle timer runs while the handler awaits the backend (Bun 1.4.5: a 12 s upstream
+  // answer reset the client at the default idleTimeout of 10 s). Only when a
   // backend may legitimately take longer than the idle timeout must a request's timer be raised.
   const waitSec = Math.ceil(opts.retry.timeout / 1000) + 1;
   const raiseIdle = waitSec > opts.idleTimeoutSec;
@@ -133,14 +134,17 @@ export function createFetchHandler(opts: FetchEngineOptions): FetchHandler {
     };
   }
 
-  const wire: Wire<FetchOwn, Response> = {
+  // The wire's two halves: a try is a fetch() to the backend; the answer is a Response for Bun.serve.
+  const upstream: UpstreamWire<FetchOwn> = {
     send(backend, req, cancel, t) {
       fetchTry(backend, req, cancel, t).then(
         (res) => t.headReceived(res),
         (e) => t.tryFailed(e),
       );
     },
+  };
 
+  const downstream: DownstreamWire<FetchOwn, Response> = {
     async respond(req, up, end) {
       if (up instanceof WebSocketAnswer) return up.respond(req.own.request, req.own.server, end);
       const { res } = up as FetchResponse;
@@ -187,7 +191,7 @@ export function createFetchHandler(opts: FetchEngineOptions): FetchHandler {
     // Nobody reads this: the client has gone.
     gone: () => new Response(null, { status: 499 }),
   };
-  const { forward, abandoned } = createForwarder(opts, wire);
+  const { forward, abandoned } = createForwarder(opts, upstream, downstream);
 
   return async function handle(request, server) {
     const url = request.url;

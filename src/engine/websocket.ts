@@ -5,12 +5,12 @@
  *
  * Order of events, chosen so that the backend is picked and retried like any request until
  * its 101 (the shared loop in proxy/forward.ts does it): the loop's try dials the backend
- * (`dialWebSocket`, the Wire's send), and only when the backend has switched does the client get
- * its 101 (`server.upgrade`, the Wire's respond), carrying the subprotocol the backend chose.
+ * (`dialWebSocket`, the UpstreamWire's send), and only when the backend has switched does the client get
+ * its 101 (`server.upgrade`, the DownstreamWire's respond), carrying the subprotocol the backend chose.
  * A backend that refuses the handshake answers like any request (its status reaches the
  * client, or a retry). Messages the backend sends before the client's side is open are queued.
  *
- * Backpressure (field notes): `ServerWebSocket.send` returns -1 when its message had to be
+ * Backpressure (Bun 1.4.5): `ServerWebSocket.send` returns -1 when its message had to be
  * queued; the backend's socket is then paused until the client's `drain`. Bun's client
  * WebSocket has no `drain` event, so while its `bufferedAmount` is over HIGH_WATER the client's
  * socket is paused and a timer owned by the bridge polls it down to LOW_WATER.

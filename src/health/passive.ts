@@ -130,7 +130,7 @@ export class PassiveHealth implements PassiveSignals {
   ) {}
 
   connectFailed(backend: Backend, detail: string): void {
-    backend.stats.connectFailures++;
+    backend.stats.countConnectFailure();
     if (!backend.isHealthy) return;
     const now = Date.now();
     // Over the limits (the last backend serving, or too many out already): a refusal is a

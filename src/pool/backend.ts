@@ -105,24 +105,37 @@ export class BackendError extends Error {
   }
 }
 
-/** Figures kept per backend for /stats, /metrics and the dashboard. Bounded in size. */
+/** What the owner process takes from its workers' reports for one backend (workers/figures.ts). */
+export interface WorkerSums {
+  requests: number;
+  byClass: readonly number[];
+  byMethod: Readonly<Record<MethodLabel, readonly number[]>>;
+  proxyErrors: number;
+  retries: number;
+  bytesIn: number;
+  bytesOut: number;
+}
+
+/**
+ * Figures kept per backend for /stats, /metrics and the dashboard. Bounded in size. Every
+ * counter is private and changes only through a method named for what happened (as Caddy's
+ * hosts.go has countRequest and countFail), so that nothing else can move one: readers get
+ * getters and read-only views.
+ */
 export class BackendStats {
-  requests = 0;
+  private requestCount = 0;
   /** Responses by status class: index 1..5 for 1xx..5xx. */
-  readonly byClass = [0, 0, 0, 0, 0, 0];
-  /** The same by request method: byMethod[method][class]. */
-  readonly byMethod = emptyByMethod();
-  /** Tries that got no response: refused, reset, timed out. */
-  proxyErrors = 0;
-  retries = 0;
-  ejections = 0;
-  connectFailures = 0;
-  /** TCP mode. */
-  bytesIn = 0;
-  bytesOut = 0;
-  /** WebSockets open now through this backend, and all time (proxy/upgrade.ts counts them in pairs). */
-  webSockets = 0;
-  webSocketsTotal = 0;
+  private readonly classCounts = [0, 0, 0, 0, 0, 0];
+  /** The same by request method: methodCounts[method][class]. */
+  private readonly methodCounts = emptyByMethod();
+  private proxyErrorCount = 0;
+  private retryCount = 0;
+  private ejectionCount = 0;
+  private connectFailureCount = 0;
+  private bytesInCount = 0;
+  private bytesOutCount = 0;
+  private openWebSockets = 0;
+  private webSocketCount = 0;
   readonly latency = new Histogram();
   /**
    * The response-time average the peak-ewma policy compares. Fed here, where every response
@@ -135,13 +148,125 @@ export class BackendStats {
     this.ewma = new PeakEwma(latencyDecayMs);
   }
 
+  /** Tries sent to this backend (HTTP), whatever came of them. */
+  get requests(): number {
+    return this.requestCount;
+  }
+  /** Responses by status class: index 1..5 for 1xx..5xx. */
+  get byClass(): readonly number[] {
+    return this.classCounts;
+  }
+  /** The same by request method: byMethod[method][class]. */
+  get byMethod(): Readonly<Record<MethodLabel, readonly number[]>> {
+    return this.methodCounts;
+  }
+  /** Tries that got no response (refused, reset, timed out), and bodies cut short by the backend. */
+  get proxyErrors(): number {
+    return this.proxyErrorCount;
+  }
+  /** Tries on this backend that were retries of a try on another. */
+  get retries(): number {
+    return this.retryCount;
+  }
+  get ejections(): number {
+    return this.ejectionCount;
+  }
+  /** Connections that could not be made (refused, or timed out in TCP mode). */
+  get connectFailures(): number {
+    return this.connectFailureCount;
+  }
+  /** Bytes relayed to the backend (TCP mode, WebSocket tunnels). */
+  get bytesIn(): number {
+    return this.bytesInCount;
+  }
+  /** Bytes relayed from the backend (TCP mode). */
+  get bytesOut(): number {
+    return this.bytesOutCount;
+  }
+  /** WebSockets open now through this backend (proxy/upgrade.ts counts them in pairs). */
+  get webSockets(): number {
+    return this.openWebSockets;
+  }
+  /** WebSockets opened through this backend, all time. */
+  get webSocketsTotal(): number {
+    return this.webSocketCount;
+  }
+
+  /** One try is sent to this backend. */
+  countRequest(): void {
+    this.requestCount++;
+  }
+
+  /** The try (HTTP) or connection (TCP) about to start on this backend retries one that failed elsewhere. */
+  countRetry(): void {
+    this.retryCount++;
+  }
+
   /** A response head from this backend: its class, by method, and the try's time to it. */
-  recordResponse(method: MethodLabel, status: number, latencyMs: number): void {
+  countResponse(method: MethodLabel, status: number, latencyMs: number): void {
     const cls = Math.floor(status / 100);
-    this.byClass[cls]! += 1;
-    this.byMethod[method]![cls]! += 1;
+    this.classCounts[cls]! += 1;
+    this.methodCounts[method]![cls]! += 1;
     this.latency.record(latencyMs);
     this.ewma.observe(latencyMs);
+  }
+
+  /** TCP mode: a connection to this backend is open, `latencyMs` after the dial began. */
+  countConnected(latencyMs: number): void {
+    this.latency.record(latencyMs);
+  }
+
+  /** A try or connection got no answer (refused, reset, timed out), or a body was cut short. */
+  countProxyError(): void {
+    this.proxyErrorCount++;
+  }
+
+  /** A connection to this backend could not be made. */
+  countConnectFailure(): void {
+    this.connectFailureCount++;
+  }
+
+  /** Only Backend.eject calls this. */
+  countEjection(): void {
+    this.ejectionCount++;
+  }
+
+  /** Bytes relayed to the backend (`inBytes`) and from it (`outBytes`). */
+  countBytes(inBytes: number, outBytes: number): void {
+    this.bytesInCount += inBytes;
+    this.bytesOutCount += outBytes;
+  }
+
+  /** A WebSocket opened through this backend; webSocketClosed() follows exactly once (OpenWebSocket). */
+  webSocketOpened(): void {
+    this.openWebSockets++;
+    this.webSocketCount++;
+  }
+
+  webSocketClosed(): void {
+    if (this.openWebSockets <= 0) throw new BackendError("SY_COUNTER_UNDERFLOW", "open WebSocket count would go below zero");
+    this.openWebSockets--;
+  }
+
+  /**
+   * Multi-process mode, in the owner: the workers' counters for this backend, summed
+   * (workers/figures.ts). They replace the owner's own, which counts no HTTP traffic; connect
+   * failures are added instead, since the owner counts refused connects itself (`addedConnectFailures`:
+   * what the workers report beyond what was added before).
+   */
+  takeWorkerSums(sums: WorkerSums, addedConnectFailures: number): void {
+    this.requestCount = sums.requests;
+    for (let i = 0; i < 6; i++) this.classCounts[i] = sums.byClass[i]!;
+    for (const k in this.methodCounts) {
+      const into = this.methodCounts[k as MethodLabel]!;
+      const from = sums.byMethod[k as MethodLabel]!;
+      for (let i = 0; i < 6; i++) into[i] = from[i]!;
+    }
+    this.proxyErrorCount = sums.proxyErrors;
+    this.retryCount = sums.retries;
+    this.connectFailureCount += addedConnectFailures;
+    this.bytesInCount = sums.bytesIn;
+    this.bytesOutCount = sums.bytesOut;
   }
 }
 
@@ -471,7 +596,7 @@ export class Backend {
 
   eject(durationMs: number, reason: string, now = Date.now()): void {
     this.ejections++;
-    this.stats.ejections++;
+    this.stats.countEjection();
     this.change(() => (this.ejectedUntil = now + durationMs), reason, now);
   }
 

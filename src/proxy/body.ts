@@ -6,7 +6,7 @@
  * ends within them is kept whole and is replayable. A longer one streams: what was read goes
  * first and the rest follows as it arrives; it can be sent only once. Reading the first bytes
  * before asking for an upstream slot means a client that dribbles its body from the start
- * holds nothing upstream (issue 13: "wait until the body is flowing").
+ * holds nothing upstream: no backend connection or slot waits on a client until its body flows.
  */
 import type { SendProgress } from "./forward.ts";
 

@@ -3,8 +3,41 @@
  * apply the header rules, send one try through the engine's wire, decide on failure whether to
  * try another, and hand the response to the client. Selection, header rules, the retry
  * decision, passive health, stats and logging each live in their own module; this file only
- * sequences them. What differs between engines (how bytes reach a backend and the client) is
- * the `Wire`, in the manner of Caddy's Transport: the loop never knows which it has.
+ * sequences them. What differs between engines is the wire, in two halves: the UpstreamWire
+ * (how a try reaches a backend, in the manner of Caddy's Transport) and the DownstreamWire
+ * (how the answer reaches the client). The loop never knows which engine it has.
+ *
+ * The path of one request on the socket engine, file by file, in one direction:
+ *
+ * 1. engine/socket/engine.ts: Bun.listen accepts the connection and makes it a ClientConnection;
+ *    the socket's `data` events go to it.
+ * 2. engine/socket/client.ts: ClientConnection reads the head (scan.ts's fast path for a plain
+ *    request, else llhttp.ts), checks it, and makes an Exchange, which is the ForwardRequest
+ *    itself; a body goes into a RequestBody (request-body.ts). When the request is whole (or
+ *    its body past retry.bufferBody) and first in line, it calls the Forwarder's start().
+ * 3. proxy/forward.ts (here): a Trip applies the header rules (headers.ts), waits for a slot
+ *    (gate.ts), asks the pool for a backend (pool/pool.ts and its policy), takes the backend's
+ *    Lease, arms the try's timer (timer-list.ts) and calls the UpstreamWire's send().
+ * 4. engine/socket/upstream-wire.ts: takes an idle connection to that backend from the
+ *    UpstreamPool, or dials one, builds the request head (bytes.ts) and hands it over.
+ * 5. engine/socket/upstream.ts: UpstreamConn writes the head (and the body, whole or as it
+ *    streams) through its Outbox (outbox.ts), reads the response head (scan.ts or llhttp.ts),
+ *    and reports it to the Trip (TryReceiver.headReceived), or a failure (tryFailed). A
+ *    response read whole goes back to the idle stack before the Trip even sees it.
+ * 6. proxy/forward.ts: the Trip counts the response, decides whether the status is retried,
+ *    prepares the client's headers and calls the DownstreamWire's respond(). A failed try is
+ *    retried from step 3 (retry.ts decides) or answered with an error (errors.ts) through
+ *    the DownstreamWire's answer().
+ * 7. engine/socket/client.ts: clientWire.respond has the Exchange write the head, with the
+ *    body when it came whole, to the client; the rest of the body flows from UpstreamConn to
+ *    the Exchange (ResponseSink) directly, the upstream socket paused while the client's is
+ *    congested. When the body ends, the Exchange tells the Trip (BodyEnd.bodyEnded: the Lease
+ *    is released, passive health hears of it, the access log is written) and the
+ *    ClientConnection starts its next request.
+ *
+ * On the fetch engine (engine/fetch.ts) steps 1-2 are Bun.serve and the handler, which reads
+ * the body first (body.ts); steps 4-5 are one fetch() to the backend; step 7 returns a
+ * Response that Bun.serve writes.
  */
 import type { Pool } from "../pool/pool.ts";
 import type { Backend, Lease } from "../pool/backend.ts";
@@ -59,7 +92,8 @@ export interface ForwardOptions {
    * Upstream requests whose body still streams from the client (not replayable), in flight at
    * once (0 or absent: no bound). They take no upstreamConcurrency slot: a client that dribbles
    * its body would hold one for as long as it likes, and a few dozen such clients would stop
-   * every other request (issue 13). Bounded apart, they can only crowd out each other.
+   * every other request (the slow-upload attack of bench/attack.ts). Bounded apart, they can
+   * only crowd out each other.
    */
   uploadConcurrency?: number;
   /**
@@ -143,8 +177,12 @@ export interface TryReceiver extends SendProgress {
   tryFailed(e: unknown): void;
 }
 
-/** The half of an engine below the loop: how a try reaches a backend and the answer reaches the client. */
-export interface Wire<Body, Out> {
+/**
+ * The upstream half of an engine's wire: how one try reaches a backend (Caddy's Transport).
+ * It reports back to the try, never to the client: the answer goes to the client through the
+ * DownstreamWire, chosen by the loop.
+ */
+export interface UpstreamWire<Body> {
   /**
    * One try against `backend`: report the response head to `t.headReceived`, or a network
    * error (read by net/network-error.ts) to `t.tryFailed`, exactly once. When `cancel` fires
@@ -152,6 +190,10 @@ export interface Wire<Body, Out> {
    * connection destroyed, and the failure reported. A wire may report before send returns.
    */
   send(backend: Backend, req: ForwardRequest<Body>, cancel: Cancel, t: TryReceiver): void;
+}
+
+/** The downstream half of an engine's wire: how the answer reaches the client. */
+export interface DownstreamWire<Body, Out> {
   /**
    * Answer the client with `res` (its headers already prepared). May reject before anything
    * reached the client (a small body read whole failed): the loop then counts a failed try.
@@ -196,6 +238,25 @@ const enum Why {
   Send = 4,
 }
 
+/**
+ * Where a request is on its way through the loop (Trip.step). Every try goes Between -> Sent
+ * -> Reported -> Between (endTry), and the request ends Finished; only attempt(), the wire's
+ * two reports, endTry(), finish() and crash() change it.
+ */
+const enum Step {
+  /** No try in flight: waiting for a gate slot, choosing a backend, or deciding after a try. */
+  Between = 0,
+  /** A try is with the upstream wire, which has not reported yet: its report is heard, any other ignored. */
+  Sent = 1,
+  /**
+   * The wire reported (a head being answered with, or a failure being weighed): the try still
+   * holds its in-flight slot, its timers and the client listener until endTry().
+   */
+  Reported = 2,
+  /** The request's way is over: the answer is out (its body may still flow: see Trip.ended). */
+  Finished = 3,
+}
+
 /** How one try ended. */
 const enum Outcome {
   Answered = 0,
@@ -206,7 +267,9 @@ const enum Outcome {
 /** What every request of one forwarder shares: built once from the config. */
 interface Shared<Body, Out> {
   readonly opts: ForwardOptions;
-  readonly wire: Wire<Body, Out>;
+  /** Where tries go (a backend) and where answers go (the client). */
+  readonly upstream: UpstreamWire<Body>;
+  readonly downstream: DownstreamWire<Body, Out>;
   readonly retryOn: ReadonlySet<number>;
   readonly gate: AdmissionGate;
   /** The gate of requests whose body streams from the client (uploadConcurrency). */
@@ -223,10 +286,10 @@ interface Shared<Body, Out> {
   readonly deadlines: TimerList;
 }
 
-export function createForwarder<Body, Out>(opts: ForwardOptions, wire: Wire<Body, Out>): Forwarder<Body, Out> {
+export function createForwarder<Body, Out>(opts: ForwardOptions, upstream: UpstreamWire<Body>, downstream: DownstreamWire<Body, Out>): Forwarder<Body, Out> {
   // Work done once, not per request.
   const shared: Shared<Body, Out> = {
-    opts, wire, retryOn: new Set(opts.retry.onStatus),
+    opts, upstream, downstream, retryOn: new Set(opts.retry.onStatus),
     gate: new AdmissionGate(opts.upstreamConcurrency, { after: opts.longWaitAfter ?? 0, limit: opts.longWaitConcurrency ?? 0 }),
     uploads: new AdmissionGate(opts.uploadConcurrency ?? 0),
     timers: new TimerList(),
@@ -276,24 +339,27 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
   private tryStarted = 0;
   /** The pool's retry budget said yes to the retry about to start (admitRetry). */
   private retryAdmitted = false;
-  /** The wire has the try and has not reported yet: a report at any other time is ignored. */
-  private awaiting = false;
+  /** Where the request is in the loop (Step). */
+  private step = Step.Between;
   // The response-head timer, linked into the forwarder's TimerList (TimerEntry).
   timerAt = 0;
   timerPrev: TimerEntry | undefined = undefined;
   timerNext: TimerEntry | undefined = undefined;
   timerListed = false;
+  /** The head timer is the overall deadline cut short, in the `deadlines` list (armHeadTimer). */
   private perTryShort = false;
   // Sending a streamed body (SendProgress): only between sendWaiting() and requestSent().
-  private inTry = false;
   private sendStarted = 0;
   /** When the backend was last given something it has not taken; 0 when it has taken all. */
   private waitingSince = 0;
   private sendTimer: ReturnType<typeof setTimeout> | undefined;
   private why = Why.None;
   private status = 0;
+  /**
+   * The current response's body has ended (bodyEnded): beside `step`, since it may end before
+   * the loop has finished with the head (a small body) or long after (a stream).
+   */
   private ended = false;
-  private finished = false;
   // How the last try ended, when it did not answer.
   private out: Out | undefined;
   private failure: TryFailure | undefined;
@@ -333,7 +399,7 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
     const a = errorAnswer(code, new ProxyError(code, detail).message, { requestId: this.requestId });
     traffic.record(this.req.method, a.status, performance.now() - this.started);
     this.log(a.status, 0, code);
-    return this.s.wire.answer(this.req, a);
+    return this.s.downstream.answer(this.req, a);
   }
 
   clientGone(): Out {
@@ -344,7 +410,7 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
     traffic.proxyErrors.SY_CLIENT_ABORTED++;
     traffic.record(this.req.method, 499, performance.now() - this.started);
     this.log(499, 0, "SY_CLIENT_ABORTED");
-    return this.s.wire.gone(this.req);
+    return this.s.downstream.gone(this.req);
   }
 
   /** Begin: the loop's first turn. */
@@ -358,22 +424,21 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
 
   /** The request's way is over: `out` is the wire's answer to it. */
   private finish(out: Out): void {
-    this.finished = true;
+    this.step = Step.Finished;
     this.resolve?.(out);
   }
 
   /**
    * A fault of ours (a bug, not the backend's or the client's) broke the loop: give back what
-   * the try held, then let the wire answer (Wire.internalError) or reject forward()'s promise.
+   * the try held, then let the client's wire answer (DownstreamWire.internalError) or reject forward()'s promise.
    */
   private crash(e: unknown): void {
-    if (this.finished) throw e;
-    this.awaiting = false;
-    if (this.inTry) this.endTry(false);
+    if (this.step === Step.Finished) throw e;
+    if (this.step !== Step.Between) this.endTry(false);
     this.leaveGate();
-    const wire = this.s.wire;
-    if (wire.internalError !== undefined) return this.finish(wire.internalError(this.req, e));
-    this.finished = true;
+    const downstream = this.s.downstream;
+    if (downstream.internalError !== undefined) return this.finish(downstream.internalError(this.req, e));
+    this.step = Step.Finished;
     if (this.reject === undefined) throw e;
     this.reject(e);
   }
@@ -406,7 +471,7 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
     if (backend === undefined) return this.leaveWith(this.fail("SY_NO_BACKEND"));
     if (this.tried.length > 0) {
       traffic.retries++;
-      backend.stats.retries++;
+      backend.stats.countRetry();
       this.retryAdmitted = false;
     } else {
       // Each request earns its pool a share of a retry (retry.budget).
@@ -461,6 +526,11 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
   /** Take the response-head timer out of whichever list holds it (nothing if none does). */
   private disarmHeadTimer(): void {
     if (this.timerListed) (this.perTryShort ? this.s.deadlines : this.s.timers).remove(this);
+  }
+
+  /** A try is in flight (sent, or reported and not yet over): SendProgress is heard. */
+  private get inTry(): boolean {
+    return this.step === Step.Sent || this.step === Step.Reported;
   }
 
   sendWaiting(): void {
@@ -528,26 +598,25 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
   private attempt(backend: Backend): void {
     const req = this.req;
     this.lease = backend.acquire();
-    backend.stats.requests++;
+    backend.stats.countRequest();
     this.backend = backend;
     this.ended = false;
     this.why = Why.None;
     this.tryStarted = performance.now();
     const cancel = (this.tryCancel = new Cancel());
     this.armHeadTimer(this.tryStarted);
-    this.inTry = true;
+    this.step = Step.Sent;
     this.sendStarted = 0;
     this.waitingSince = 0;
     req.cancel.on(this);
     if (this.rewriteHost) req.headers.set("host", backend.url.host);
-    this.awaiting = true;
-    this.s.wire.send(backend, req, cancel, this);
+    this.s.upstream.send(backend, req, cancel, this);
   }
 
   /** From the wire (TryReceiver): the try failed before a response head. */
   tryFailed(e: unknown): void {
-    if (!this.awaiting) return;
-    this.awaiting = false;
+    if (this.step !== Step.Sent) return;
+    this.step = Step.Reported;
     try {
       this.tryOver(this.failed(e, ""), false);
     } catch (e2) {
@@ -557,8 +626,8 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
 
   /** From the wire (TryReceiver): the response head. */
   headReceived(res: UpstreamResponse): void {
-    if (!this.awaiting) return;
-    this.awaiting = false;
+    if (this.step !== Step.Sent) return;
+    this.step = Step.Reported;
     try {
       this.answer(res);
     } catch (e) {
@@ -567,7 +636,7 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
   }
 
   private answer(res: UpstreamResponse): void {
-    const { opts, wire, retryOn } = this.s;
+    const { opts, downstream, retryOn } = this.s;
     const req = this.req;
     const backend = this.backend!;
     const status = (this.status = res.status);
@@ -575,7 +644,7 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
     // whole (bodyEnded): otherwise a backend that breaks off every body would clear its own
     // failure count with each head and never be ejected.
     if (status >= 500) opts.passive.succeeded(backend, status);
-    backend.stats.recordResponse(methodLabel(req.method), status, performance.now() - this.tryStarted);
+    backend.stats.countResponse(methodLabel(req.method), status, performance.now() - this.tryStarted);
 
     // Refused by the budget, the backend's own answer goes to the client: the last failure.
     if (retryOn.has(status) && this.mayRetry({ kind: "status", status }) && this.admitRetry()) {
@@ -590,7 +659,7 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
     if (opts.sticky !== undefined && backend !== this.pinned) res.headers.append("set-cookie", opts.sticky.setCookie(backend, req.proto === "https"));
     let r: Out | Promise<Out>;
     try {
-      r = wire.respond(req, res, this);
+      r = downstream.respond(req, res, this);
     } catch (e) {
       // Nothing reached the client yet: a failed try like any other.
       return this.tryOver(this.failed(e, " while reading the body"), false);
@@ -641,7 +710,7 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
   private endTry(handedOff: boolean): void {
     // From here only idle timeouts apply to the body: a long download or an event stream
     // is never cut by the retry timeouts.
-    this.inTry = false;
+    this.step = Step.Between;
     this.disarmHeadTimer();
     if (this.sendTimer !== undefined) {
       clearTimeout(this.sendTimer);
@@ -679,7 +748,7 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
       (why === Why.Send
         ? `the backend took no request body for ${this.s.opts.sendTimeout}ms`
         : timedOut ? "timed out waiting for the response head" : describeTry(failure.kind, e)) + stage;
-    backend.stats.proxyErrors++;
+    backend.stats.countProxyError();
     if (failure.kind === "connect") passive.connectFailed(backend, this.detail);
     else passive.failed(backend, this.detail);
     return Outcome.Failed;
@@ -695,7 +764,7 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
       // The head went out with the backend's status, but the body did not arrive whole:
       // the backend's fault, and it counts against its health (never a client's abort).
       const backend = this.backend!;
-      backend.stats.proxyErrors++;
+      backend.stats.countProxyError();
       this.s.opts.traffic.proxyErrors.SY_UPSTREAM_TRUNCATED++;
       this.s.opts.passive.failed(backend, `${failure.detail} in the response body`);
       this.log(this.status, bytes, "SY_UPSTREAM_TRUNCATED");

@@ -9,7 +9,7 @@
  * bare forwarder from 14k to 25k req/s on the 2-core reference machine (bench/http.ts).
  * Requests wait in arrival order, and no longer than their own deadline.
  *
- * Why a second lane (issue 27, section 5). The bound is there for the connection churn of
+ * Why a second lane. The bound is there for the connection churn of
  * many quick requests; a request that has waited `longWait.after` for its response head is not
  * one of those, and holding a shared slot for the rest of its wait (a long-poll: 20 s, 60 s)
  * is what let 64 of them push every other request into SY_QUEUE_TIMEOUT. Such a request gives
@@ -19,7 +19,7 @@
  * together (with limits.uploadConcurrency) stay within the 256 requests Bun's fetch runs at
  * once (BUN_CONFIG_MAX_HTTP_REQUESTS): past that, requests would queue inside fetch, behind
  * the long waits, where no deadline of ours reaches them. With the long-wait lane full, a long
- * wait keeps its shared slot, as before.
+ * wait keeps its shared slot, as it would with no lane.
  *
  * Nothing moves while nobody waits: a holder is moved only when a request is queued for a
  * slot, the oldest holder first (holders are kept in the order they entered, so the oldest is

@@ -7,7 +7,7 @@
  * upgrade itself, on its own connection (RFC 9110 §7.8: "Upgrade ... applies only to the
  * immediate connection"). The only protocol passed through is WebSocket (RFC 6455 §4.1: a GET,
  * HTTP/1.1, Upgrade: websocket, Connection: Upgrade, Sec-WebSocket-Key and -Version). Any other
- * Upgrade is ignored and the request is forwarded as plain HTTP, as before.
+ * Upgrade is ignored and the request is forwarded as plain HTTP, without it.
  */
 import type { Backend } from "../pool/backend.ts";
 import type { HeaderFields } from "./fields.ts";
@@ -50,13 +50,12 @@ export class OpenWebSocket {
   private closed = false;
 
   constructor(readonly backend: Backend) {
-    backend.stats.webSockets++;
-    backend.stats.webSocketsTotal++;
+    backend.stats.webSocketOpened();
   }
 
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    this.backend.stats.webSockets--;
+    this.backend.stats.webSocketClosed();
   }
 }

@@ -113,7 +113,7 @@ export class Relay {
     }
     if (this.tried.size > 0) {
       stats.retries++;
-      backend.stats.retries++;
+      backend.stats.countRetry();
     }
     this.tried.add(backend);
     const a: Attempt = { relay: this, backend, lease: backend.acquire(), startedAt: performance.now(), timer: undefined, abandoned: false };
@@ -141,12 +141,12 @@ export class Relay {
     this.abandon(a);
     const { passive, stats } = this.env;
     stats.connectFailures++;
-    a.backend.stats.proxyErrors++;
+    a.backend.stats.countProxyError();
     if (timedOut) {
       stats.connectTimeouts++;
       // Like HTTP mode: only a connection that could not be made at all marks a backend down
       // at once; a slow one counts toward outlier ejection.
-      a.backend.stats.connectFailures++;
+      a.backend.stats.countConnectFailure();
       passive.failed(a.backend, detail);
     } else {
       passive.connectFailed(a.backend, detail);
@@ -187,7 +187,7 @@ export class Relay {
     this.backendSocket = socket;
     this.backend = a.backend;
     socket.setNoDelay(true);
-    a.backend.stats.latency.record(performance.now() - a.startedAt);
+    a.backend.stats.countConnected(performance.now() - a.startedAt);
     this.env.passive.succeeded(a.backend, 0);
     this.touch();
     // What the client sent while we dialled; then its FIN, if it came.
@@ -258,7 +258,7 @@ export class Relay {
     a.lease.release();
     if (error !== undefined && this.phase !== "closed") {
       this.env.stats.resets++;
-      a.backend.stats.proxyErrors++;
+      a.backend.stats.countProxyError();
     }
     this.down.ended = true;
     this.up.kill();
@@ -275,12 +275,12 @@ export class Relay {
 
   private readonly countIn = (n: number): void => {
     this.env.stats.bytesIn += n;
-    this.backend!.stats.bytesIn += n;
+    this.backend!.stats.countBytes(n, 0);
   };
 
   private readonly countOut = (n: number): void => {
     this.env.stats.bytesOut += n;
-    this.backend!.stats.bytesOut += n;
+    this.backend!.stats.countBytes(0, n);
   };
 
   private flushUp(): void {

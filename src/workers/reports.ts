@@ -21,7 +21,7 @@ function histogramOf(h: Histogram): HistogramFigures {
   return { counts: Array.from(h.counts), count: h.count, sum: h.sum };
 }
 
-function byMethodOf(m: Record<string, number[]>): Record<string, number[]> {
+function byMethodOf(m: Readonly<Record<string, readonly number[]>>): Record<string, number[]> {
   const out: Record<string, number[]> = {};
   for (const k of METHOD_LABELS) out[k] = [...m[k]!];
   return out;
@@ -211,17 +211,11 @@ export class Summer {
         inFlight += f.inFlight;
       }
       const s = b.stats;
-      s.requests = sums.requests;
-      for (let i = 0; i < 6; i++) s.byClass[i] = sums.byClass[i]!;
-      for (const k of METHOD_LABELS) for (let i = 0; i < 6; i++) s.byMethod[k]![i] = sums.byMethod[k][i]!;
-      s.proxyErrors = sums.proxyErrors;
-      s.retries = sums.retries;
-      // Added to what the owner counts itself (refused connects, from the workers' events).
+      // Connect failures are added to what the owner counts itself (refused connects, from the
+      // workers' events); the rest replace the owner's figures.
       const before = this.addedConnectFailures.get(b) ?? 0;
-      s.connectFailures += sums.connectFailures - before;
+      s.takeWorkerSums(sums, sums.connectFailures - before);
       this.addedConnectFailures.set(b, sums.connectFailures);
-      s.bytesIn = sums.bytesIn;
-      s.bytesOut = sums.bytesOut;
       setHistogram(s.latency, sums.latency);
       b.setRemoteLoad(inFlight, sums.acquired);
     }

@@ -25,8 +25,8 @@ export function fakeSource(backends: BackendOptions[], mode: "http" | "tcp" = "h
 /** What the proxy handler records for one request answered by `backend` (one try). */
 export function serve(src: FakeSource, backendName: string, status: number, latencyMs: number, method = "GET"): void {
   const b = src.pool.get(backendName)!;
-  b.stats.requests++;
-  b.stats.recordResponse(methodLabel(method), status, latencyMs);
+  b.stats.countRequest();
+  b.stats.countResponse(methodLabel(method), status, latencyMs);
   src.traffic.record(method, status, latencyMs);
 }
 

@@ -1,5 +1,6 @@
 /**
- * The admin listener's Host check (issue 13 item 8: DNS rebinding), unit by unit and through a
+ * The admin listener's Host check (against DNS rebinding: a page on another site whose name
+ * resolves to 127.0.0.1 must not reach the admin API), unit by unit and through a
  * real admin listener in front of real sim backends.
  */
 import { afterEach, describe, expect, test } from "bun:test";

@@ -99,7 +99,7 @@ describe("/metrics exposition", () => {
   test("TCP figures appear in TCP mode, and per-backend bytes whenever any were counted", () => {
     const http = source();
     expect(renderMetrics(http)).not.toContain("switchyard_backend_bytes_total");
-    http.pool.get("a")!.stats.bytesIn = 10;
+    http.pool.get("a")!.stats.countBytes(10, 0);
     expect(sampleOf(parseExposition(renderMetrics(http)), "switchyard_backend_bytes_total", { backend: "a", direction: "in" }).value).toBe(10);
 
     const tcp = fakeSource([{ name: "t1", url: "http://127.0.0.1:4" }], "tcp");

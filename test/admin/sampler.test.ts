@@ -128,9 +128,8 @@ describe("sampler", () => {
     const run = (requests: number) => {
       for (let i = 0; i < requests; i++) {
         const ms = (i % 997) * 0.37;
-        a.stats.requests++;
-        a.stats.byClass[2]!++;
-        a.stats.latency.record(ms);
+        a.stats.countRequest();
+        a.stats.countResponse("GET", 200, ms);
         src.traffic.record("GET", 200, ms);
         if (i % 2000 === 0) {
           c.advance(1000);

@@ -68,9 +68,8 @@ describe("/stats document", () => {
     src.tcpStats = Object.assign(new TcpStats(), { accepted: 5, open: 1, rejected: 1, bytesIn: 10, bytesOut: 20 });
     const t = src.pool.get("t")!;
     t.acquire();
-    t.stats.bytesIn = 10;
-    t.stats.bytesOut = 20;
-    t.stats.latency.record(0.5);
+    t.stats.countBytes(10, 20);
+    t.stats.countConnected(0.5);
     const s = buildSnapshot(src, new Sampler(src), new BackendStatsPoller());
     expect(s.totals).toMatchObject({ requests: 5, inFlight: 1, bytesIn: 10, bytesOut: 20, connections: 1 });
     expect(s.totals.errors.proxy).toBe(1);

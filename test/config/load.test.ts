@@ -52,7 +52,7 @@ describe("defaults and normalization", () => {
     expect(c.backends[0]).toMatchObject({ name: "backend-1", url: "http://127.0.0.1:5001/", weight: 1 });
   });
 
-  test("the issue's example config loads as written", () => {
+  test("the full example config loads as written", () => {
     const c = validateConfig({
       listen: { host: "0.0.0.0", port: 8000 },
       admin: { host: "127.0.0.1", port: 8081 },
@@ -229,7 +229,7 @@ describe("errors", () => {
   });
 });
 
-/** Issue 13 item 9: what `check` accepts, `serve` can start with; zero timeouts and clashes refused. */
+/** What `check` accepts, `serve` can start with (one validation for both); zero timeouts and clashes refused. */
 describe("one validation for check and serve", () => {
   const withBackend = (extra: Record<string, unknown>) => ({ backends: [{ url: "http://127.0.0.1:5001" }], ...extra });
 

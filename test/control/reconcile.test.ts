@@ -66,7 +66,7 @@ describe("reconcile", () => {
     const r = await rig([{ name: "a", url: a.url }, { name: "b", url: b.url }]);
     const ba = r.pool.get("a")!;
     const lease = ba.acquire();
-    ba.stats.requests += 7;
+    for (let i = 0; i < 7; i++) ba.stats.countRequest();
     ba.setEnabled(false, "drained by an operator");
 
     const next = r.desired([{ name: "a", url: a.url, weight: 3, maxConnections: 10 }, { name: "c", url: c.url }]);
@@ -181,7 +181,7 @@ describe("reconcile", () => {
     const [a, b, b2] = [await sim("a"), await sim("b"), await sim("b2")];
     const r = await rig([{ name: "a", url: a.url }, { name: "b", url: b.url }]);
     const old = r.pool.get("b")!;
-    old.stats.requests = 5;
+    for (let i = 0; i < 5; i++) old.stats.countRequest();
     const aa = r.pool.get("a")!;
 
     let next = r.desired([{ name: "a", url: a.url, disabled: true }, { name: "b", url: b2.url }]);

@@ -1,5 +1,5 @@
 /**
- * The fetch engine against hostile clients and broken backends (issue 13 items 1-5): raw
+ * The fetch engine against hostile clients and broken backends: raw
  * bytes from the client side, backends that record, stall, dribble or reset, and what reaches
  * passive health. Every failure is the client's or a backend's, and only a backend's counts.
  */

@@ -29,9 +29,9 @@ function setup(n: number, opts: Partial<PassiveOptions> = {}, probed = true) {
 
 /** `ok` answered tries and `failed` failed ones on `b`, as the forwarding loop records them. */
 function traffic(b: Backend, ok: number, fivexx: number, noAnswer = 0): void {
-  for (let i = 0; i < ok; i++) b.stats.recordResponse("GET", 200, 1);
-  for (let i = 0; i < fivexx; i++) b.stats.recordResponse("GET", 503, 1);
-  b.stats.proxyErrors += noAnswer;
+  for (let i = 0; i < ok; i++) b.stats.countResponse("GET", 200, 1);
+  for (let i = 0; i < fivexx; i++) b.stats.countResponse("GET", 503, 1);
+  for (let i = 0; i < noAnswer; i++) b.stats.countProxyError();
 }
 
 describe("a refused connection within the ejection limits", () => {

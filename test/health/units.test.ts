@@ -68,7 +68,7 @@ describe("resolveCheck: global merged with a backend's own", () => {
     expect(c).toMatchObject({ type: "tcp", interval: 2000, timeout: 1000, rise: 2, fall: 3, expectStatus: ["2xx"] });
   });
 
-  test("the issue's example config", () => {
+  test("a full example config", () => {
     const [c] = resolve({
       healthCheck: { type: "http", path: "/health", interval: "2s", timeout: "1s", rise: 2, fall: 3, expectStatus: "2xx" },
       backends: [{ url: "http://127.0.0.1:9001" }],

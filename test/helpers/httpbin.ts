@@ -1,6 +1,7 @@
 /**
  * httpbin (Debian's python3-httpbin) served by gunicorn on an ephemeral loopback port: a real
- * backend, not ours, for tests of what a proxy changes on the way (issue 27).
+ * backend, not ours, for tests of what a proxy changes on the way: a backend we wrote would
+ * share our own reading of the RFCs.
  *
  * Found through test/helpers/system.ts: gunicorn is the program; the httpbin module must be
  * importable by gunicorn's own Python (its #! line, /usr/bin/python3 on Debian, which need not

@@ -1,13 +1,13 @@
 /**
  * The forwarding loop's contract with a wire (proxy/forward.ts), with a scripted wire and no
  * sockets: a wire reports each try by callback (TryReceiver), exactly once, possibly before
- * send() returns; a fault of ours goes to Wire.internalError or rejects forward()'s promise,
+ * send() returns; a fault of ours goes to DownstreamWire.internalError or rejects forward()'s promise,
  * and either way the try's in-flight slot and the admission gate's slot are given back.
  * The engines' own tests (engine/, proxy/forwarding) cover the same loop over real sockets.
  */
 import { describe, expect, test } from "bun:test";
 import { waitFor } from "../helpers/wait.ts";
-import { createForwarder, type ForwardOptions, type ForwardRequest, type TryReceiver, type UpstreamResponse, type Wire } from "../../src/proxy/forward.ts";
+import { createForwarder, type ForwardOptions, type ForwardRequest, type TryReceiver, type UpstreamResponse, type UpstreamWire, type DownstreamWire } from "../../src/proxy/forward.ts";
 import { LocalPool } from "../../src/pool/pool.ts";
 import { createPolicy } from "../../src/policy/policy.ts";
 import { TrafficStats } from "../../src/stats/traffic.ts";
@@ -34,10 +34,12 @@ function setup(script: Script, opts: { internalError?: boolean; attempts?: numbe
   const answers: ErrorAnswer[] = [];
   let tries = 0;
   let responds = 0;
-  const wire: Wire<null, Out> = {
+  const upstream: UpstreamWire<null> = {
     send(backend, _req, cancel, t) {
       script(tries++, backend, t, cancel);
     },
+  };
+  const wire: DownstreamWire<null, Out> = {
     respond(_req, res, end) {
       responds++;
       if (opts.respondThrows) throw new Error("a bug in respond");
@@ -62,7 +64,7 @@ function setup(script: Script, opts: { internalError?: boolean; attempts?: numbe
       budget: opts.budget ?? { percent: 20, minRetriesPerSecond: 3 } },
     upstreamConcurrency: opts.concurrency ?? 0,
   };
-  const forwarder = createForwarder(fo, wire);
+  const forwarder = createForwarder(fo, upstream, wire);
   const request = (): ForwardRequest<null> => ({
     method: "GET", target: "/", headers: new FieldList(["Host", "example"]), clientIp: "127.0.0.1", proto: "http",
     own: null, replayable: true, cancel: new Cancel(),

@@ -1,5 +1,5 @@
 /**
- * End-to-end hardening against hostile clients and leaky backends (issue 13): the real proxy in
+ * End-to-end hardening against hostile clients and leaky backends: the real proxy in
  * front of real sim backends on ephemeral ports, requests sent as raw bytes where fetch would
  * normalize them.
  */

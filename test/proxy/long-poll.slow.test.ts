@@ -1,11 +1,11 @@
 /**
- * Long-poll requests alongside ordinary traffic (issue 27, section 5): 100 requests whose
+ * Long-poll requests alongside ordinary traffic (the long-wait lane, proxy/gate.ts): 100 requests whose
  * backend holds them for 20 s must not take the upstream slots ordinary requests need. The
  * ordinary traffic's throughput while they hold is compared with its own throughput without
  * them, measured in the same run (before and after the hold, so that drift of a shared machine
  * falls on both sides); it must keep at least 90% of it and get no 503.
  *
- * Slow by nature (the 20 s hold is the issue's), hence a *.slow.test.ts file. It names its
+ * Slow by nature (the 20 s hold is the case under test), hence a *.slow.test.ts file. It names its
  * engines itself: both, or only SWITCHYARD_TEST_ENGINE's when that is set (CI's second pass).
  */
 import { afterEach, describe, expect, test } from "bun:test";

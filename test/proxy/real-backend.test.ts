@@ -1,5 +1,5 @@
 /**
- * What each engine changes on the way, tried against a real backend (issue 27, section 2b):
+ * What each engine changes on the way, tried against a real backend:
  * httpbin (Debian's python3-httpbin under gunicorn), and where httpbin cannot show a case (it
  * folds a leading "//" itself, and labels every answer with a Content-Type) a backend that
  * records the bytes it receives. Every case runs on both engines. What only Bun can fix is

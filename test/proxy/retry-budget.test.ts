@@ -1,5 +1,5 @@
 /**
- * The retry storm (issue 27, "Retry budgets, on by default"): a backend answering 503 to
+ * The retry storm that retry.budget (on by default) exists for: a backend answering 503 to
  * everything under 64 connections. Without a budget every request is tried retry.attempts (3)
  * times: its backends get 3x the requests. With the default budget (over 10 s, retries at most
  * 20% of the requests plus 3 a second) they get at most 1.25x, and clients see no more errors

@@ -19,8 +19,8 @@ function workerFigures(requests: number[], latencies: number[]) {
   const b = new Backend({ name: "a", url: "http://127.0.0.1:1" });
   for (const ms of latencies) traffic.record("GET", 200, ms);
   for (const status of requests) {
-    b.stats.requests++;
-    b.stats.recordResponse("GET", status, 1);
+    b.stats.countRequest();
+    b.stats.countResponse("GET", status, 1);
   }
   return { traffic, backend: b };
 }

@@ -13,7 +13,7 @@
  * smuggled (RFC 9112 §11.2).
  */
 import type { Socket } from "bun";
-import type { Forwarder, ForwardRequest, BodyEnd } from "../../proxy/forward.ts";
+import type { Forwarder, ForwardRequest, BodyEnd, DownstreamWire } from "../../proxy/forward.ts";
 import { FieldList } from "../../proxy/fields.ts";
 import { ClientFault, FRAMING_CODES, errorAnswer, type ErrorAnswer, type FramingStatus } from "../../errors.ts";
 import { Cancel } from "../../proxy/cancel.ts";
@@ -78,6 +78,25 @@ const REASONS: Record<number, string> = {
   504: "Gateway Timeout", 505: "HTTP Version Not Supported",
 };
 
+/**
+ * Where the answer to one request is (Exchange.answering). Waiting -> Started -> Writing ->
+ * Done, or Started -> Done (an answer of ours) or Gone; changed only by Exchange's methods.
+ * Reading the request is apart from this (Exchange.parsed): a backend may answer before the
+ * request's body is all in.
+ */
+const enum Answering {
+  /** Not begun: waiting for its turn in the pipeline, or for enough of its body. */
+  Waiting = 0,
+  /** Forwarding has begun, or a fault of the request is being answered: nothing written yet. */
+  Started = 1,
+  /** The answer's head is written (or a 101 made the connection a tunnel); its body is going out. */
+  Writing = 2,
+  /** The answer is complete, or broken off after its head: nothing more is written for it. */
+  Done = 3,
+  /** The client went away before anything was written: nothing ever is. */
+  Gone = 4,
+}
+
 /** One request and its answer on a client connection. */
 export class Exchange implements ResponseSink, InterimSink, ForwardRequest<Exchange> {
   /** Aborted when the client goes away, or with a ClientFault when it breaks a rule. */
@@ -89,23 +108,44 @@ export class Exchange implements ResponseSink, InterimSink, ForwardRequest<Excha
   /** Set when forwarding starts (request()). */
   replayable = true;
   body: RequestBody | undefined;
-  /** The whole request has been parsed. */
+  /** The whole request has been parsed (apart from `answering`: an answer may come first). */
   parsed = false;
-  /** Forwarding has begun. */
-  started = false;
-  /** Something was written for the answer. */
-  responded = false;
-  done = false;
+  private answering = Answering.Waiting;
   /** Close the connection after this answer. */
   closeAfter: boolean;
+  /** The client asked for 100 Continue, not yet sent (ClientConnection.start sends it). */
   expectContinue = false;
   /** A framing fault found while parsing: answered in turn, then the connection closes. */
   fault: { status: FramingStatus; detail: string } | undefined;
   /** A WebSocket handshake (proxy/upgrade.ts): a 101 from the backend makes the connection a tunnel. */
   upgrade: string | undefined;
+  /** The body goes to the client chunked (its length unknown). */
   private chunkedOut = false;
   private bytesOut = 0;
   private bodyEnd: BodyEnd | undefined;
+
+  /** Forwarding (or answering a fault) has begun. */
+  get started(): boolean {
+    return this.answering !== Answering.Waiting;
+  }
+  /** Something was written for the answer. */
+  get responded(): boolean {
+    return this.answering === Answering.Writing || this.answering === Answering.Done;
+  }
+  /** Nothing more is written for this answer. */
+  get done(): boolean {
+    return this.answering >= Answering.Done;
+  }
+
+  /** Its turn has come: forwarding, or the answer to its fault, begins. */
+  begin(): void {
+    this.answering = Answering.Started;
+  }
+
+  /** A 101 from the backend: the connection is a tunnel now (ClientConnection.startTunnel). */
+  tunnelled(): void {
+    this.answering = Answering.Writing;
+  }
 
   constructor(
     readonly conn: ClientConnection,
@@ -136,7 +176,7 @@ export class Exchange implements ResponseSink, InterimSink, ForwardRequest<Excha
     }
     if (res.framing === "tunnel") return this.conn.startTunnel(this, res, end);
     this.bodyEnd = end;
-    this.responded = true;
+    this.answering = Answering.Writing;
     const h = res.headers;
     const env = this.conn.env;
     if (env.draining) this.closeAfter = true;
@@ -226,14 +266,13 @@ export class Exchange implements ResponseSink, InterimSink, ForwardRequest<Excha
   private settle(failure?: { by: "client" | "backend"; detail: string }): void {
     const end = this.bodyEnd;
     this.bodyEnd = undefined;
-    this.done = true;
+    this.answering = Answering.Done;
     end?.bodyEnded(this.bytesOut, failure);
   }
 
   /** An answer the proxy makes itself. */
   answer(a: ErrorAnswer | { status: number; headers: Record<string, string>; body: string }): void {
-    this.responded = true;
-    this.done = true;
+    this.answering = Answering.Done;
     // After a framing fault the rest of the connection cannot be trusted (RFC 9112 §11.2); a
     // request whose body is still arriving leaves the same doubt.
     if (this.conn.env.draining || this.fault !== undefined || !this.parsed || a.status === 408 || a.status === 413) this.closeAfter = true;
@@ -247,7 +286,7 @@ export class Exchange implements ResponseSink, InterimSink, ForwardRequest<Excha
 
   /** The client went away: nothing to write. */
   gone(): void {
-    this.done = true;
+    this.answering = this.responded ? Answering.Done : Answering.Gone;
   }
 
   /** As a ForwardRequest for the shared loop: the exchange is one itself (no object per request). */
@@ -261,6 +300,18 @@ export class Exchange implements ResponseSink, InterimSink, ForwardRequest<Excha
     this.cancel.abort(reason);
   }
 }
+
+/**
+ * The socket engine's downstream half of the wire (proxy/forward.ts, DownstreamWire): every
+ * answer to a request is written by its own Exchange, on its client connection. The upstream
+ * half is upstream-wire.ts.
+ */
+export const clientWire: DownstreamWire<Exchange, void> = {
+  respond: (req, res, end) => req.own.respond(res as SocketResponse, end),
+  answer: (req, a) => req.own.answer(a),
+  gone: (req) => req.own.gone(),
+  internalError: (req, e) => req.own.conn.internalError(req.own, e),
+};
 
 export class ClientConnection implements ParserHost {
   readonly outbox: Outbox;
@@ -370,7 +421,7 @@ export class ClientConnection implements ParserHost {
    * only then is the backend's in-flight unit released.
    */
   startTunnel(ex: Exchange, res: SocketResponse, end: BodyEnd): void {
-    ex.responded = true;
+    ex.tunnelled();
     const upstream = res.conn;
     const h = res.headers;
     // The header rules removed the hop-by-hop fields; this hop switches too (RFC 9110 §7.8).
@@ -536,7 +587,7 @@ export class ClientConnection implements ParserHost {
   /** queue[0] is up: answer a fault, or forward it once its body allows. */
   private start(ex: Exchange): void {
     if (ex.fault !== undefined) {
-      ex.started = true;
+      ex.begin();
       ex.answer(plainAnswer(ex.fault.status, ex.fault.detail));
       return;
     }
@@ -551,7 +602,7 @@ export class ClientConnection implements ParserHost {
   }
 
   private forward(ex: Exchange, whole: boolean): void {
-    ex.started = true;
+    ex.begin();
     this.resume();
     // No promise: the answer is written by the wire, and a fault of ours comes back through
     // its internalError (below).

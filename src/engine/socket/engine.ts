@@ -7,14 +7,11 @@
 import type { Socket, SocketHandler, TCPSocketListener } from "bun";
 import type { Backend } from "../../pool/backend.ts";
 import type { Logger } from "../../log/logger.ts";
-import { createForwarder, type ForwardOptions, type ForwardRequest, type TryReceiver, type Wire } from "../../proxy/forward.ts";
-import type { Cancel } from "../../proxy/cancel.ts";
+import { createForwarder, type ForwardOptions } from "../../proxy/forward.ts";
+import { ClientConnection, clientWire, type ClientEnv, type ClientLimits } from "./client.ts";
+import { UpstreamPool, type UpstreamPoolOptions } from "./upstream.ts";
+import { upstreamWire } from "./upstream-wire.ts";
 import { errorAnswer } from "../../errors.ts";
-import { isIdempotent } from "../../proxy/retry.ts";
-import { ClientConnection, Exchange, type ClientEnv, type ClientLimits } from "./client.ts";
-import { headWriter } from "./bytes.ts";
-import { UpstreamPool, type UpstreamConn, type SocketResponse, type UpstreamPoolOptions } from "./upstream.ts";
-import { requestUpgrade } from "../../proxy/upgrade.ts";
 import type { TlsMaterial } from "../../tls/certificates.ts";
 import { addServerNames, listenTls } from "../../tls/sni.ts";
 
@@ -89,27 +86,15 @@ const BUSY = Buffer.from(
 export function startSocketEngine(opts: SocketEngineOptions): SocketEngine {
   const pool = new UpstreamPool(opts.upstream, (e) => opts.logger.error(`socket engine upstream: ${(e as Error)?.stack ?? e}`));
 
-  const wire: Wire<Exchange, void> = {
-    send(backend, req, cancel, t) {
-      // A streamed body reports its sending (timeouts.send), so a slow client's upload never
-      // runs the backend's head timers; a whole one goes in one write and needs none.
-      const streamed = req.own.body !== undefined && !req.replayable;
-      if (streamed) t.sendWaiting();
-      const idle = pool.take(backend);
-      if (idle !== undefined) return issue(idle, backend, req, cancel, t, streamed, true);
-      pool.dialFor(backend, cancel, t, (c) => issue(c, backend, req, cancel, t, streamed, false));
-    },
-    respond: (req, res, end) => req.own.respond(res as SocketResponse, end),
-    answer: (req, a) => req.own.answer(a),
-    gone: (req) => req.own.gone(),
-    internalError: (req, e) => req.own.conn.internalError(req.own, e),
-  };
+  // The wire's two halves: tries go out on pooled upstream connections (upstream-wire.ts),
+  // answers to the client are written by the request's own Exchange (client.ts).
+  const upstream = upstreamWire(pool);
 
   const connections = new Set<ClientConnection>();
   let maxConnections = opts.limits.maxConnections;
   let onIdle: (() => void) | undefined;
   const env: ClientEnv = {
-    forwarder: createForwarder(opts, wire),
+    forwarder: createForwarder(opts, upstream, clientWire),
     limits: opts.limits,
     headerTimeout: opts.headerTimeout,
     idleTimeout: opts.idleTimeout,
@@ -177,7 +162,7 @@ export function startSocketEngine(opts: SocketEngineOptions): SocketEngine {
     },
     closeListener,
     reconfigure(next) {
-      env.forwarder = createForwarder(next, wire);
+      env.forwarder = createForwarder(next, upstream, clientWire);
       env.limits = next.limits;
       env.headerTimeout = next.headerTimeout;
       env.idleTimeout = next.idleTimeout;
@@ -212,46 +197,4 @@ export function startSocketEngine(opts: SocketEngineOptions): SocketEngine {
       return stopped;
     },
   };
-}
-
-/**
- * One try's request on connection `c`: the head is built now, in the shared head buffer
- * (bytes.ts), and written at once. The connection reports the response to `t`.
- */
-function issue(c: UpstreamConn, backend: Backend, req: ForwardRequest<Exchange>, cancel: Cancel, t: TryReceiver, streamed: boolean, reused: boolean): void {
-  const ex = req.own;
-  const stream = streamed ? ex.body : undefined;
-  const head = requestHead(backend, req, stream !== undefined);
-  if (stream !== undefined) return c.request(head, stream, req.method, cancel, ex, t, false, t);
-  // On a reused connection the backend may have closed as we sent: such a request goes
-  // once more on a fresh one when that cannot repeat an action (idempotent, body held).
-  c.request(head, undefined, req.method, cancel, ex, t, reused && req.replayable && isIdempotent(req.method));
-}
-
-/**
- * The request head for one try: request line, the fields after the header rules, and the
- * framing for this hop. A body read whole goes in the same write with a Content-Length; a
- * streamed one keeps its Content-Length or goes chunked. The bytes are the shared head
- * buffer's: valid until the next head is built.
- */
-function requestHead(backend: Backend, req: ForwardRequest<Exchange>, streamed: boolean): Uint8Array {
-  const ex = req.own;
-  const h = ex.headers;
-  const body = ex.body;
-  let whole: Uint8Array | undefined;
-  let chunked = false;
-  if (body !== undefined) {
-    if (!streamed) {
-      whole = body.bytes();
-      h.set("content-length", String(whole.length));
-    } else if (body.chunked) {
-      chunked = true;
-      h.set("transfer-encoding", "chunked");
-    }
-  }
-  // A WebSocket handshake asks this backend for the upgrade on this hop (proxy/upgrade.ts).
-  if (ex.upgrade !== undefined) requestUpgrade(h);
-  const w = headWriter.begin().text(req.method).text(" ").text(backend.basePath).text(ex.target).text(" HTTP/1.1\r\n").fields(h);
-  if (chunked) h.delete("transfer-encoding");
-  return w.done(whole);
 }

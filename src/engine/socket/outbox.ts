@@ -1,6 +1,6 @@
 /**
  * Bytes waiting to be written to one socket. Bun's `socket.write()` does not buffer: it takes
- * what the kernel accepts and returns that count (field notes), so the rest is kept here and
+ * what the kernel accepts and returns that count (Bun 1.4.5), so the rest is kept here and
  * written from `drain`. `pending` is what the other side's backpressure looks at: past a high
  * mark the reader feeding this socket is paused, and `onDrained` resumes it.
  */

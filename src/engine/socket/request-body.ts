@@ -3,7 +3,8 @@
  * parser decoded; an upstream connection attaches as the sink and writes it on, re-framed:
  * a body read whole goes with Content-Length, a streamed one keeps its Content-Length or is
  * sent chunked (without trailers: RFC 9110 §6.5.1 lets a proxy drop them, and Bun.serve
- * backends read trailer lines as a next request, field notes).
+ * backends end a chunked body at `0\r\n` and read the trailer lines as the next request:
+ * forwarding them to such a backend smuggles a request; measured on Bun 1.4.5).
  */
 
 /** Where a streamed body goes: an upstream connection. */

@@ -37,7 +37,7 @@ export class Tunnel {
   private readonly open: OpenWebSocket;
 
   private readonly countIn = (n: number): void => {
-    this.backend.stats.bytesIn += n;
+    this.backend.stats.countBytes(n, 0);
   };
   private readonly countOut = (n: number): void => {
     this.bytesOut += n;

@@ -102,6 +102,50 @@ export interface TunnelSide {
 /** Up to this size a replayable head is copied into a buffer the connection keeps. */
 const REPLAY_KEEP = 4096;
 
+/**
+ * Where an upstream connection is in its life, and in its current exchange (one at a time):
+ * Dialling, then Idle; each request goes Sent, Reading, Head, Complete (or Poisoned), then
+ * Idle again or Closed; a 101 to a WebSocket handshake makes it Upgraded. Every change is made
+ * by a method of UpstreamConn. The request body's sending (Send) runs beside this: a backend
+ * may answer before the body is all sent.
+ */
+const enum Conn {
+  /** Bun.connect, and for a TLS backend its handshake, is under way. */
+  Dialling = 0,
+  /** Open with no exchange: in the pool's idle stack, or just dialled for a try. Bytes now are unsolicited. */
+  Idle = 1,
+  /**
+   * A request is written (a streamed body may still be going); no response byte yet. A failure
+   * now, on a reused connection, may be the backend closing a stale keep-alive: see fail().
+   */
+  Sent = 2,
+  /** Response bytes arrived, but no final head yet (an interim response, or a head in pieces). */
+  Reading = 3,
+  /** The final head is in; its body is still arriving. */
+  Head = 4,
+  /** The final response is complete; the exchange ends once the request body is sent too. */
+  Complete = 5,
+  /**
+   * A second response came in the bytes after ours: read past, never delivered, and the
+   * connection closes when the exchange ends (it can never be reused).
+   */
+  Poisoned = 6,
+  /** A 101 to a WebSocket handshake came: the connection is a tunnel's (tunnel.ts), never the pool's again. */
+  Upgraded = 7,
+  /** Closed, or given up on before it opened. */
+  Closed = 8,
+}
+
+/** How the current request's body is being sent, beside the Conn state. */
+const enum Send {
+  /** Nothing left to send: no body, or one read whole and written with the head. */
+  Whole = 0,
+  /** A streamed body is being written as it comes from the client. */
+  Streaming = 1,
+  /** The streamed body's last byte is in the outbox. */
+  Written = 2,
+}
+
 const upstreamHandlers: SocketHandler<UpstreamConn> = {
   data: (s, chunk) => s.data.onData(chunk),
   drain: (s) => s.data.onDrain(),
@@ -117,10 +161,9 @@ export class UpstreamConn implements BodySink, CancelListener, ParserHost {
   outbox!: Outbox;
   /** Served a request before: a failure before any response byte may be a stale keep-alive. */
   reused = false;
-  closed = false;
   idleSince = 0;
-  /** TLS: the handshake is over and acceptable (it may end before Bun.connect's promise settles). */
-  tlsReady = false;
+  private state = Conn.Dialling;
+  private send = Send.Whole;
 
   private readonly parser: LlhttpParser;
   /** The try waiting for this request's response head. */
@@ -133,21 +176,13 @@ export class UpstreamConn implements BodySink, CancelListener, ParserHost {
    */
   private unsent: SocketResponse | undefined;
   private interim: InterimSink | undefined;
+  /** The current request is a HEAD: its response has no body, whatever its fields say. */
   private skipBody = false;
-  /** Any response byte for the current request. */
-  private gotBytes = false;
-  /** The current request's body is still being written. */
-  private sendingBody = false;
   private body: RequestBody | undefined;
   /** Chunked framing upstream for the current streamed body. */
   private chunked = false;
-  private messageDone = false;
   /** How a streamed body's sending goes, for the loop's timeouts.send. */
   private progress: SendProgress | undefined;
-  /** The streamed body's last byte is in the outbox. */
-  private bodyWritten = false;
-  /** Bytes that cannot be ours arrived: never reuse. */
-  private poisoned = false;
   /** llhttp holds no partial message: the next read may take the fast path (ParserHost). */
   atStart = true;
   private cancel: Cancel | undefined;
@@ -159,10 +194,6 @@ export class UpstreamConn implements BodySink, CancelListener, ParserHost {
   private head: Uint8Array | undefined;
   private replayBuf: Uint8Array | undefined;
   private method = "GET";
-  /** Set while this connection is in an exchange; the pool takes it back when done. */
-  private inUse = false;
-  /** A 101 to a WebSocket handshake came: the connection belongs to a tunnel, never to the pool again. */
-  private upgraded = false;
   private tunnel: TunnelSide | undefined;
 
   constructor(
@@ -174,6 +205,37 @@ export class UpstreamConn implements BodySink, CancelListener, ParserHost {
 
   /** Whether the backend said it keeps the connection, for the last response. */
   private keepAlive = false;
+
+  /** Closed, or given up on before it opened: never to be used. */
+  get closed(): boolean {
+    return this.state === Conn.Closed;
+  }
+
+  /** Open and free for a request: dialled (TLS: handshake done) or back in the idle stack. */
+  get ready(): boolean {
+    return this.state === Conn.Idle;
+  }
+
+  /** The dial is done (for a TLS backend, its handshake too): ready for a request. */
+  opened(): void {
+    if (this.state === Conn.Dialling) this.state = Conn.Idle;
+  }
+
+  /** The pool gave up on this dial (its timeout, or the try was abandoned) before it opened. */
+  giveUp(): void {
+    this.state = Conn.Closed;
+  }
+
+  /** In an exchange: a request sent and its exchange not yet over on the wire. */
+  private get exchanging(): boolean {
+    const s = this.state;
+    return s >= Conn.Sent && s <= Conn.Poisoned;
+  }
+
+  /** Our response is complete (any later byte is not ours). */
+  private get responded(): boolean {
+    return this.state === Conn.Complete || this.state === Conn.Poisoned;
+  }
 
   /**
    * Send one request: the head (and a body read whole) in one write, a streamed body as it
@@ -189,12 +251,11 @@ export class UpstreamConn implements BodySink, CancelListener, ParserHost {
     t: TryReceiver, replayStale = false, progress?: SendProgress,
   ): void {
     this.progress = progress;
-    this.bodyWritten = false;
     this.head = replayStale ? this.keepForReplay(head) : undefined;
     this.method = method;
-    this.inUse = true;
-    this.gotBytes = false;
-    this.messageDone = false;
+    // Closed stays closed (a dial that died before its first request): its try hears of it
+    // from its cancel, as before it was given the request.
+    if (this.state !== Conn.Closed) this.state = Conn.Sent;
     this.res = undefined;
     this.skipBody = method === "HEAD";
     this.interim = interim;
@@ -202,11 +263,11 @@ export class UpstreamConn implements BodySink, CancelListener, ParserHost {
     cancel.on(this);
     this.waiting = t;
     if (body === undefined) {
-      this.sendingBody = false;
+      this.send = Send.Whole;
       this.outbox.write(head, true);
     } else {
       this.outbox.write(head, true);
-      this.sendingBody = true;
+      this.send = Send.Streaming;
       this.body = body;
       this.chunked = body.chunked;
       body.attach(this);
@@ -239,11 +300,10 @@ export class UpstreamConn implements BodySink, CancelListener, ParserHost {
   bodyEnd(): void {
     if (this.closed) return;
     if (this.chunked) this.outbox.write(LAST_CHUNK);
-    this.sendingBody = false;
+    this.send = Send.Written;
     this.body = undefined;
-    this.bodyWritten = true;
     this.reportSending();
-    if (this.messageDone) this.finishExchange();
+    if (this.responded) this.finishExchange();
   }
 
   /**
@@ -255,7 +315,7 @@ export class UpstreamConn implements BodySink, CancelListener, ParserHost {
     if (progress === undefined) return;
     if (this.outbox.pending > 0) return progress.sendWaiting();
     progress.sendTaken();
-    if (this.bodyWritten) {
+    if (this.send === Send.Written) {
       this.progress = undefined;
       progress.requestSent();
     }
@@ -276,13 +336,14 @@ export class UpstreamConn implements BodySink, CancelListener, ParserHost {
   }
 
   onData(chunk: Uint8Array): void {
-    if (this.upgraded) return this.tunnelData(chunk);
-    if (!this.inUse || this.messageDone) {
+    const state = this.state;
+    if (state === Conn.Upgraded) return this.tunnelData(chunk);
+    if (state < Conn.Sent || state >= Conn.Complete) {
       // Unsolicited bytes: nothing of ours is waiting for them.
       this.destroy("backend", "unsolicited bytes from the backend");
       return;
     }
-    this.gotBytes = true;
+    if (state === Conn.Sent) this.state = Conn.Reading;
     if (this.atStart) {
       // The fast path: a whole plain response in this read, scanned without llhttp (scan.ts).
       const r = scanResponse(chunk, 0, this.pool.opts.maxHeaderSize, this.skipBody);
@@ -297,7 +358,7 @@ export class UpstreamConn implements BodySink, CancelListener, ParserHost {
         }
         this.onMessageComplete();
         // Back to the pool before the try sees the head: the response is all here.
-        if (!this.sendingBody) this.finishExchange();
+        if (this.send !== Send.Streaming) this.finishExchange();
         return this.deliver();
       }
     }
@@ -306,16 +367,17 @@ export class UpstreamConn implements BodySink, CancelListener, ParserHost {
       this.destroy("backend", `invalid response (${r.code})`);
       return;
     }
-    if (this.upgraded) {
+    if (this.state === Conn.Upgraded) {
       // llhttp stops after the 101's head: the rest of this read is already the new protocol.
       if (r < chunk.length) this.tunnelData(chunk.subarray(r));
       return this.deliver();
     }
-    if (this.messageDone && r !== chunk.length) {
+    const done = this.responded;
+    if (done && r !== chunk.length) {
       // Bytes after a complete response: never reuse this connection.
       this.keepAlive = false;
     }
-    if (this.messageDone && !this.sendingBody) this.finishExchange();
+    if (done && this.send !== Send.Streaming) this.finishExchange();
     this.deliver();
   }
 
@@ -336,10 +398,10 @@ export class UpstreamConn implements BodySink, CancelListener, ParserHost {
   ): number {
     const status = statusCode ?? 0;
     const statusText = text ?? "";
-    if (this.messageDone || this.waiting === undefined || this.res !== undefined) {
+    if (this.responded || this.waiting === undefined || this.res !== undefined) {
       // A second response in the bytes after ours: nobody asked for it. It is read past, never
       // delivered, and the connection is closed once this exchange ends.
-      this.poisoned = true;
+      if (this.state !== Conn.Closed) this.state = Conn.Poisoned;
       this.keepAlive = false;
       return SKIP_BODY;
     }
@@ -349,9 +411,9 @@ export class UpstreamConn implements BodySink, CancelListener, ParserHost {
       // it must name websocket in Upgrade); otherwise no Upgrade was forwarded, so a backend
       // has no business sending it: a protocol error.
       if (status === 101 && upgrade && this.interim?.upgrade === WEBSOCKET && hasToken(headers.get("upgrade"), WEBSOCKET)) {
-        this.upgraded = true;
         this.keepAlive = false;
         this.finalHead(headers, status, statusText, "tunnel");
+        this.state = Conn.Upgraded;
         return 0;
       }
       if (status === 101) {
@@ -376,15 +438,16 @@ export class UpstreamConn implements BodySink, CancelListener, ParserHost {
     const res = new SocketResponse(this, status, statusText, headers, framing);
     this.res = res;
     this.unsent = res;
+    this.state = Conn.Head;
     return res;
   }
 
   onBody(chunk: Uint8Array): void {
     const res = this.res;
-    if (res === undefined || this.poisoned) return;
+    if (res === undefined || this.state === Conn.Poisoned) return;
     if (res.sink !== undefined) {
       res.sink.chunk(chunk);
-      if (res.sink.congested() && !this.closed) {
+      if (res.sink.congested() && this.state !== Conn.Closed) {
         this.socket.pause();
         res.sink.onDecongested(() => {
           if (!this.closed) this.socket.resume();
@@ -397,26 +460,27 @@ export class UpstreamConn implements BodySink, CancelListener, ParserHost {
 
   onMessageComplete(): void {
     // The end of a 101's head: what follows is the tunnel's, not another message.
-    if (this.upgraded) return;
+    if (this.state === Conn.Upgraded) return;
     const res = this.res;
     // The end of an interim response (the final one is still to come), or of a poisoned one.
-    if (res === undefined || this.poisoned) return;
-    this.messageDone = true;
+    if (res === undefined || this.state === Conn.Poisoned) return;
+    // (Closed: a close-delimited body ended by the close, onClose; it stays closed.)
+    if (this.state === Conn.Head) this.state = Conn.Complete;
     res.complete = true;
     res.sink?.end();
   }
 
   /** The exchange is over on the wire: back to the pool, or closed. */
   private finishExchange(): void {
-    if (!this.inUse) return;
-    this.inUse = false;
+    if (!this.exchanging) return;
     this.cancel?.off(this);
     this.cancel = undefined;
     this.interim = undefined;
     this.progress = undefined;
     this.res = undefined;
-    if (this.keepAlive && !this.closed) {
+    if (this.keepAlive) {
       this.reused = true;
+      this.state = Conn.Idle;
       this.pool.put(this);
     } else {
       this.close();
@@ -458,16 +522,17 @@ export class UpstreamConn implements BodySink, CancelListener, ParserHost {
 
   onClose(err?: Error): void {
     if (this.tunnel !== undefined) {
-      this.closed = true;
+      this.state = Conn.Closed;
       this.pool.forget(this);
       this.tunnel.backendClose(err);
       return;
     }
-    if (this.closed) {
+    const was = this.state;
+    if (was === Conn.Closed) {
       this.pool.forget(this);
       return;
     }
-    this.closed = true;
+    this.state = Conn.Closed;
     this.pool.forget(this);
     const res = this.res;
     if (res !== undefined && !res.complete && res.framing === "close") {
@@ -475,12 +540,12 @@ export class UpstreamConn implements BodySink, CancelListener, ParserHost {
       const r = this.parser.finish();
       if (!isParseError(r) && res.complete) return this.cleanup();
     }
-    this.fail("backend", err ? `connection reset (${(err as { code?: string }).code ?? err.message})` : "connection closed", err);
+    this.fail("backend", err ? `connection reset (${(err as { code?: string }).code ?? err.message})` : "connection closed", was === Conn.Sent, err);
     this.cleanup();
   }
 
   onConnectError(err: Error): void {
-    this.closed = true;
+    this.state = Conn.Closed;
     this.pool.connectFailed(this, err);
   }
 
@@ -493,11 +558,11 @@ export class UpstreamConn implements BodySink, CancelListener, ParserHost {
   onHandshake(ok: boolean, err: Error | null): void {
     const verify = this.backend.tls?.rejectUnauthorized ?? true;
     if (ok || !verify) {
-      this.tlsReady = true;
+      this.opened();
       this.pool.handshakeDone(this);
     }
     else {
-      this.closed = true;
+      this.state = Conn.Closed;
       this.pool.connectFailed(this, err ?? new NetworkError("ERR_TLS_HANDSHAKE", "TLS handshake failed"));
       this.socket?.terminate();
     }
@@ -510,10 +575,11 @@ export class UpstreamConn implements BodySink, CancelListener, ParserHost {
 
   /** Close now, failing whatever is in flight. */
   destroy(by: "client" | "backend", detail: string): void {
-    if (this.closed) return;
-    this.closed = true;
+    const was = this.state;
+    if (was === Conn.Closed) return;
+    this.state = Conn.Closed;
     this.pool.forget(this);
-    this.fail(by, detail);
+    this.fail(by, detail, was === Conn.Sent);
     this.socket?.terminate();
     this.cleanup();
   }
@@ -521,8 +587,9 @@ export class UpstreamConn implements BodySink, CancelListener, ParserHost {
   /**
    * What was in flight fails. The waiting try hears of it in a microtask, never from inside
    * the close, cancel or parse that caused it: it may start its next try at once.
+   * `unanswered`: no byte of the response had come (the state was Sent).
    */
-  private fail(by: "client" | "backend", detail: string, err?: Error): void {
+  private fail(by: "client" | "backend", detail: string, unanswered: boolean, err?: Error): void {
     const t = this.waiting;
     const unsent = this.unsent;
     this.waiting = undefined;
@@ -538,7 +605,7 @@ export class UpstreamConn implements BodySink, CancelListener, ParserHost {
     if (unsent !== undefined) return queueMicrotask(() => t.headReceived(unsent));
     const head = this.head;
     const cancel = this.cancel;
-    if (head !== undefined && this.reused && !this.gotBytes && by === "backend" && cancel !== undefined && !cancel.aborted) {
+    if (head !== undefined && this.reused && unanswered && by === "backend" && cancel !== undefined && !cancel.aborted) {
       const { method, interim } = this;
       return this.pool.dialFor(this.backend, cancel, t, (fresh) => fresh.request(head, undefined, method, cancel, interim!, t));
     }
@@ -547,7 +614,6 @@ export class UpstreamConn implements BodySink, CancelListener, ParserHost {
   }
 
   private cleanup(): void {
-    this.inUse = false;
     this.progress = undefined;
     this.body?.detach();
     this.body = undefined;
@@ -558,8 +624,8 @@ export class UpstreamConn implements BodySink, CancelListener, ParserHost {
 
   /** Close an idle connection (pool trimming, shutdown). */
   close(): void {
-    if (this.closed) return;
-    this.closed = true;
+    if (this.state === Conn.Closed) return;
+    this.state = Conn.Closed;
     this.pool.forget(this);
     this.socket?.end();
     this.cleanup();
@@ -605,12 +671,12 @@ export class UpstreamPool {
       };
       const onAbort: CancelListener = {
         onCancel: () => {
-          conn.closed = true;
+          conn.giveUp();
           done(new NetworkError("ABORT_ERR", "request abandoned"));
         },
       };
       const timer = setTimeout(() => {
-        conn.closed = true;
+        conn.giveUp();
         done(new NetworkError("ETIMEDOUT_CONNECT", `connect timed out after ${this.opts.connectTimeoutMs}ms`));
       }, this.opts.connectTimeoutMs);
       if (cancel.aborted) return onAbort.onCancel();
@@ -636,7 +702,8 @@ export class UpstreamPool {
           conn.socket = socket;
           conn.outbox = new Outbox(socket as Socket<unknown>);
           // TLS: ready once the handshake is over (onHandshake), not when the socket opens.
-          if (tls === undefined || conn.tlsReady) done(undefined, conn);
+          if (tls === undefined) conn.opened();
+          if (conn.ready) done(undefined, conn);
           else this.handshaking.set(conn, () => done(undefined, conn));
         },
         (e) => done(e),
