@@ -25,7 +25,7 @@ import type { BodyEnd, UpstreamResponse } from "../proxy/forward.ts";
 import type { Cancel, CancelListener } from "../proxy/cancel.ts";
 import { NetworkError } from "../net/network-error.ts";
 import { errorResponse } from "../errors.ts";
-import { OpenWebSocket } from "../proxy/upgrade.ts";
+import { OpenWebSocket } from "../pool/backend.ts";
 import { sendableCode } from "../proxy/ws-frames.ts";
 import type { UpstreamTls } from "../tls/upstream.ts";
 

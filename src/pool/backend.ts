@@ -641,3 +641,22 @@ export class Lease {
     this.backend._release();
   }
 }
+
+/**
+ * One open WebSocket on a backend, counted for /stats in a pair: opened once, closed once
+ * (idempotent), on every path. The backend's in-flight unit (its Lease) is held apart, by the
+ * forwarding loop, until the WebSocket closes.
+ */
+export class OpenWebSocket {
+  private closed = false;
+
+  constructor(readonly backend: Backend) {
+    backend.stats.webSocketOpened();
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.backend.stats.webSocketClosed();
+  }
+}

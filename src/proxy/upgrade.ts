@@ -1,6 +1,7 @@
 /**
  * Protocol upgrades through the proxy: which requests may switch protocols, the fields that
- * must go on to the backend for it, and the count of open WebSockets per backend.
+ * must go on to the backend for it. (The count of open WebSockets per backend is the Backend's:
+ * OpenWebSocket in pool/backend.ts.)
  *
  * Upgrade and Connection are hop-by-hop (RFC 9110 §7.6.1) and are removed from every request
  * by the header rules; for a WebSocket handshake the proxy then asks the backend for the same
@@ -9,7 +10,6 @@
  * HTTP/1.1, Upgrade: websocket, Connection: Upgrade, Sec-WebSocket-Key and -Version). Any other
  * Upgrade is ignored and the request is forwarded as plain HTTP, without it.
  */
-import type { Backend } from "../pool/backend.ts";
 import type { HeaderFields } from "./fields.ts";
 
 /** The one upgrade token the proxy passes through. */
@@ -39,23 +39,4 @@ export function isWebSocketUpgrade(method: string, headers: HeaderFields, http10
 export function requestUpgrade(headers: HeaderFields): void {
   headers.set("connection", "upgrade");
   headers.set("upgrade", WEBSOCKET);
-}
-
-/**
- * One open WebSocket on a backend, counted for /stats in a pair: opened once, closed once
- * (idempotent), on every path. The backend's in-flight unit (its Lease) is held apart, by the
- * forwarding loop, until the WebSocket closes.
- */
-export class OpenWebSocket {
-  private closed = false;
-
-  constructor(readonly backend: Backend) {
-    backend.stats.webSocketOpened();
-  }
-
-  close(): void {
-    if (this.closed) return;
-    this.closed = true;
-    this.backend.stats.webSocketClosed();
-  }
 }

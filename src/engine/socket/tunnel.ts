@@ -18,7 +18,7 @@
 import type { Socket } from "bun";
 import type { Backend } from "../../pool/backend.ts";
 import type { BodyEnd, BodyFailure } from "../../proxy/forward.ts";
-import { OpenWebSocket } from "../../proxy/upgrade.ts";
+import { OpenWebSocket } from "../../pool/backend.ts";
 import { FrameTracker, closeFrame } from "../../proxy/ws-frames.ts";
 import { Flow } from "../../net/flow.ts";
 
