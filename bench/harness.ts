@@ -187,7 +187,7 @@ export interface NginxUpstream {
 }
 
 /**
- * The fields Switchyard adds (src/proxy/headers.ts), as nginx directives: to the backend
+ * The fields Switchyard adds (src/http/headers.ts), as nginx directives: to the backend
  * X-Forwarded-For/-Proto/-Host, X-Real-IP, Via and X-Request-Id, to the client Via and
  * X-Request-Id. With them nginx puts the same bytes on the wire as Switchyard does, so the
  * backends and wrk do the same work behind either (`fields: "switchyard"`).

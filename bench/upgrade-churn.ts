@@ -1,5 +1,5 @@
 /**
- * Linux's SO_REUSEPORT caveat during `switchyard upgrade` (README, "Upgrading the binary"):
+ * Linux's SO_REUSEPORT caveat during `switchyard upgrade` (docs/operations.md, "Upgrading the binary"):
  * clients that open a new connection for every request, across one upgrade. A connection still
  * in the old process's accept queue when its listener closes is reset, unless
  * net.ipv4.tcp_migrate_req is 1. Keep-alive clients (wrk's default) are the test's business

@@ -1,5 +1,5 @@
 /**
- * The measurement behind `workers` (README, "Workers"): what child processes of the same binary
+ * The measurement behind `workers` (docs/operations.md, "Workers"): what child processes of the same binary
  * (IPC) and Worker threads (postMessage) cost in Bun, and whether `reusePort` spreads
  * connections across listeners of one process (threads) as it does across processes.
  *

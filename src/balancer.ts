@@ -17,11 +17,11 @@ import { LocalPool, type Pool } from "./pool/pool.ts";
 import { createPolicy } from "./policy/policy.ts";
 import { PassiveHealth, type PassiveSignals } from "./health/passive.ts";
 import { HealthMonitor } from "./health/monitor.ts";
-import { createFetchHandler, startFetchClient } from "./engine/fetch.ts";
-import { bridgeHandlers } from "./engine/websocket.ts";
+import { createFetchHandler, startFetchClient } from "./engine/fetch/engine.ts";
+import { bridgeHandlers } from "./engine/fetch/websocket.ts";
 import { startSocketEngine, type SocketEngine, type SocketEngineSettings } from "./engine/socket/engine.ts";
 import { cidrMatcher } from "./net/cidr.ts";
-import { compileResponseHeaderRules } from "./proxy/headers.ts";
+import { compileResponseHeaderRules } from "./http/headers.ts";
 import { hashKeyExtractor } from "./policy/hash-key.ts";
 import { StickySessions } from "./policy/sticky.ts";
 import { TrafficStats } from "./stats/traffic.ts";
@@ -599,7 +599,7 @@ export function serveHttp(config: Config, proxy: ProxyFetch, at?: ListenAt, tls 
     idleTimeout: Math.ceil(config.timeouts.idle / 1000),
     maxRequestBodySize: config.limits.maxBodySize,
     fetch: (req, server) => current(req, server),
-    // WebSockets (engine/websocket.ts); a forced stop closes them with 1001.
+    // WebSockets (engine/fetch/websocket.ts); a forced stop closes them with 1001.
     websocket: bridgeHandlers as import("bun").WebSocketHandler<unknown>,
   }));
   let server = open(at?.port ?? config.listen.port, tls);

@@ -43,7 +43,7 @@ export interface ErrorSpec {
 }
 
 export const ERRORS = {
-  // The forwarding loop (proxy/forward.ts): statuses per RFC 9110 §15.6 and §15.5.
+  // The forwarding loop (forward/forward.ts): statuses per RFC 9110 §15.6 and §15.5.
   SY_NO_BACKEND: {
     status: 503, from: "proxy",
     meaning: "No backend is available: every one is down, draining, ejected or at its maxConnections.",

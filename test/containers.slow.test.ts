@@ -2,7 +2,7 @@
  * The Dockerfile and compose.yaml, for real, with podman from Debian: the image is built from
  * source (its build stage compiles the binary), run read-only as non-root with traffic through
  * it and stopped with SIGTERM; then compose brings up the balancer and three sim backends, one
- * backend is stopped and started again (the README's walk-through), and it all comes down.
+ * backend is stopped and started again (the walk-through in docs/operations.md), and it all comes down.
  *
  * No image registry is reachable here, so both images the Dockerfile starts from are made from
  * this host: the Bun runtime's libraries (per ldd) in an otherwise empty root filesystem, plus
@@ -239,13 +239,13 @@ describe.skipIf(tools.skip || cannotRun !== undefined)("container image and comp
       return r.out + r.err;
     };
     // The admin port answers only Hosts that name it (against DNS rebinding): the port it is
-    // published on here is not 8081, so send what a browser at the README's localhost:8081 sends.
+    // published on here is not 8081, so send what a browser at localhost:8081 as the docs publish it sends.
     const admin = (path: string) => fetch(`http://127.0.0.1:${adminPort}${path}`, { headers: { host: "localhost:8081" } });
     const backendStates = async () => {
       const stats = (await (await admin("/stats")).json()) as { backends: { name: string; state: string }[] };
       return Object.fromEntries(stats.backends.map((b) => [b.name, b.state]));
     };
-    // up --build, as the README says: compose builds the image itself from compose.yaml's build section.
+    // up --build, as docs/operations.md says: compose builds the image itself from compose.yaml's build section.
     const built = await must("podman-compose up --build", compose(
       "--podman-build-args", ["--format", "docker", "--network", "host", "--layers=false", ...RUNTIME()].join(" "),
       "--podman-run-args", RUNTIME().join(" "),
@@ -261,7 +261,7 @@ describe.skipIf(tools.skip || cannotRun !== undefined)("container image and comp
       // The dashboard is published.
       expect(await (await admin("/")).text()).toContain("<html");
 
-      // Traffic all along, as in the README's walk-through: not one request may fail.
+      // Traffic all along, as in the walk-through in docs/operations.md: not one request may fail.
       const answers: string[] = [];
       let running = true;
       const load = (async () => {

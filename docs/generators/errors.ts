@@ -8,7 +8,7 @@ import { ERRORS, type ErrorCode, type ErrorSource, type ErrorSpec } from "../../
 const SECTIONS: Record<ErrorSource, { title: string; about: string }> = {
   proxy: {
     title: "Answers of the proxy",
-    about: "The forwarding loop's own answers (src/proxy/forward.ts). Each is counted by code in `/stats` (`proxyErrors`) and `/metrics` (`switchyard_proxy_errors_total`), and named in the access log (`error=`).",
+    about: "The forwarding loop's own answers (src/forward/forward.ts). Each is counted by code in `/stats` (`proxyErrors`) and `/metrics` (`switchyard_proxy_errors_total`), and named in the access log (`error=`).",
   },
   engine: {
     title: "Requests refused before forwarding",

@@ -18,7 +18,7 @@ import type { Sampler } from "./sampler.ts";
 import type { BackendStatsPoller } from "./poller.ts";
 import type { ConfigStatus } from "../control/control.ts";
 import type { Change } from "../control/changes.ts";
-import type { RetryBudgetConfig } from "../proxy/retry.ts";
+import type { RetryBudgetConfig } from "../forward/retry.ts";
 
 /**
  * With `workers`: what /stats shows of them. Declared here, by the view that shows it, and

@@ -6,7 +6,7 @@
 import * as v from "valibot";
 import { parseDuration, parseSize } from "./units.ts";
 import { POLICY_NAMES } from "./policy-names.ts";
-import { HOP_BY_HOP } from "../proxy/headers.ts";
+import { HOP_BY_HOP } from "../http/headers.ts";
 import { parseCidr } from "../net/cidr.ts";
 import { listenHostProblem, parseHostPort } from "./address.ts";
 import { HASH_KEY_HINT, HASH_KEY_PATTERN } from "../policy/hash-key.ts";
@@ -332,7 +332,7 @@ export const ConfigSchema = v.strictObject({
     v.minLength(1, "expected at least one backend"),
     v.description("The pool: each entry is one backend given by `url`, or a DNS name (`dns`) whose addresses become backends."),
   ),
-  /** Why the socket engine is the default: README, "Engines". */
+  /** Why the socket engine is the default: docs/forwarding.md, "Engines". */
   engine: v.optional(
     v.pipe(v.picklist(["fetch", "socket"], 'expected "fetch" or "socket"'), v.description('HTTP mode\'s data path: `"socket"` parses HTTP/1.1 on Bun\'s own sockets with pooled upstream keep-alive, and keeps pipelining, repeated fields, trailers and the request target as the client sent them; `"fetch"` uses Bun.serve and fetch, which change those. Every decision above the wire is the same.')),
     "socket",
@@ -488,7 +488,7 @@ export const ConfigSchema = v.strictObject({
           v.pipe(v.number("expected a number"), v.integer("expected a whole number"), v.minValue(0, "expected 0 (no bound) or more"), v.description("Fetch engine: upstream requests whose body is still streaming from the client (larger than `retry.bufferBody`) in flight at once. They take no `upstreamConcurrency` slot, so slow uploaders cannot hold the slots other requests need; the rest wait in arrival order. `0`: no bound.")),
           64,
         ),
-        /** The reasons are in proxy/gate.ts. */
+        /** The reasons are in forward/gate.ts. */
         longWaitAfter: v.optional(
           v.pipe(positiveDuration, v.description("Fetch engine: a request still waiting for its response head this long after taking an `upstreamConcurrency` slot (a long-poll, a slow backend) gives the slot to the next request in line, when one waits, and counts against `longWaitConcurrency` instead, so that long-polls cannot hold every slot.")),
           500,

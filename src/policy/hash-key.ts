@@ -7,8 +7,8 @@
  * The extractor is built once from the config; per request it reads one value. An absent or
  * empty header or cookie gives no key, and the policy spreads such requests evenly instead.
  */
-import { cookieValue } from "../proxy/cookie.ts";
-import type { HeaderFields } from "../proxy/fields.ts";
+import { cookieValue } from "../http/cookie.ts";
+import type { HeaderFields } from "../http/fields.ts";
 
 /** Header and cookie names: an RFC 9110 §5.6.2 token. */
 const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;

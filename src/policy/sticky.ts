@@ -17,8 +17,8 @@
  */
 import type { Backend } from "../pool/backend.ts";
 import type { Pool } from "../pool/pool.ts";
-import { cookieValue } from "../proxy/cookie.ts";
-import type { HeaderFields } from "../proxy/fields.ts";
+import { cookieValue } from "../http/cookie.ts";
+import type { HeaderFields } from "../http/fields.ts";
 
 /** Used when the config gives no secret; see above for what that means. */
 const BUILT_IN_SECRET = "switchyard sticky sessions";

@@ -183,7 +183,7 @@ export class BackendStats {
   get bytesOut(): number {
     return this.bytesOutCount;
   }
-  /** WebSockets open now through this backend (proxy/upgrade.ts counts them in pairs). */
+  /** WebSockets open now through this backend (http/upgrade.ts counts them in pairs). */
   get webSockets(): number {
     return this.openWebSockets;
   }

@@ -2,10 +2,10 @@
  * A pool's retry budget at run time: the requests and retries of the last
  * RETRY_BUDGET_WINDOW_S seconds, one slot per second in a ring (so counting costs O(1) and
  * needs no timer), and how many retries the budget refused. The decision itself is the pure
- * retryBudgetLeft (proxy/retry.ts). One per pool, kept across reloads like the pool; its
+ * retryBudgetLeft (forward/retry.ts). One per pool, kept across reloads like the pool; its
  * counters change only through its own methods.
  */
-import { RETRY_BUDGET_WINDOW_S, retryBudgetLeft, type RetryBudgetConfig } from "../proxy/retry.ts";
+import { RETRY_BUDGET_WINDOW_S, retryBudgetLeft, type RetryBudgetConfig } from "../forward/retry.ts";
 
 export class RetryBudget {
   /** Per second of the window, at index (second % window): first tries sent, and retries. */

@@ -1,5 +1,5 @@
 /**
- * The owner's side of `workers` (README, "Workers"): starts N worker processes of this same
+ * The owner's side of `workers` (docs/operations.md, "Workers"): starts N worker processes of this same
  * binary, keeps them told of the backends, takes in what they report, restarts one that dies,
  * and stops them all.
  *

@@ -19,7 +19,7 @@ import { TrafficStats } from "../stats/traffic.ts";
 import { TcpStats } from "../tcp/stats.ts";
 import { startTcpProxy, type TcpProxy } from "../tcp/proxy.ts";
 import type { SocketEngine } from "../engine/socket/engine.ts";
-import { startFetchClient } from "../engine/fetch.ts";
+import { startFetchClient } from "../engine/fetch/engine.ts";
 import { createAccessLog, type AccessLog } from "../log/access.ts";
 import type { Logger } from "../log/logger.ts";
 import { buildProxy, proxySettings, serveHttp, serveSockets, socketSettings, stopProxy, type HttpListener, type ProxyContext } from "../balancer.ts";

@@ -70,7 +70,7 @@ describe("deploy/systemd/switchyard.service", () => {
     const defaults = validateConfig({ backends: [{ url: "http://127.0.0.1:5001" }] });
     expect(service.KillSignal).toBe("SIGTERM");
     expect(Number(service.TimeoutStopSec) * 1000).toBeGreaterThan(defaults.timeouts.shutdownGrace);
-    // Exit code 2 is the CLI's "bad command line or config" (README, Command line).
+    // Exit code 2 is the CLI's "bad command line or config" (docs/operations.md, "Command line").
     expect(service.RestartPreventExitStatus).toBe("2");
     expect(service.ExecReload).toBe("/bin/kill -HUP $MAINPID");
     expect(service.Restart).toBe("on-failure");

@@ -8,8 +8,8 @@ import type { Socket } from "bun";
 import { headWriter, latin1Bytes } from "../../src/engine/socket/bytes.ts";
 import { Outbox } from "../../src/engine/socket/outbox.ts";
 import { scanResponse } from "../../src/engine/socket/scan.ts";
-import { FieldList } from "../../src/proxy/fields.ts";
-import { toClientHeaders } from "../../src/proxy/headers.ts";
+import { FieldList } from "../../src/http/fields.ts";
+import { toClientHeaders } from "../../src/http/headers.ts";
 
 const text = (b: Uint8Array) => Buffer.from(b).toString("latin1");
 

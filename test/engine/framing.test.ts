@@ -18,7 +18,7 @@ afterEach(async () => {
 });
 const { start, rig } = recordingRig("socket");
 
-/** Fields the proxy adds or rewrites on the way to the backend (proxy/headers.ts), and framing. */
+/** Fields the proxy adds or rewrites on the way to the backend (http/headers.ts), and framing. */
 const PROXY_FIELDS = new Set(["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-real-ip", "via", "x-request-id", "content-length", "transfer-encoding"]);
 
 /** What the client framed: a request's method, target, its own fields (in order) and body. */

@@ -53,7 +53,7 @@ interface Msg {
 
 const METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"];
 const TARGETS = ["/", "/a", "/a/b/c", "/q?x=1&y=2", "/%2F%20x", "//double//slash", "/a;p=1", "/~user/./x/../y", "/e?q=%E2%82%AC"];
-// Not hop-by-hop, not framing, not a field the proxy sets (proxy/headers.ts).
+// Not hop-by-hop, not framing, not a field the proxy sets (http/headers.ts).
 const NAMES = ["Accept", "User-Agent", "X-A", "X-Custom-Field", "Cookie", "Authorization", "Content-Type", "X-Dup", "Cache-Control", "If-None-Match", "Referer"];
 const VALUE_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.~!#$%&'*+^`|=/;:,?@()[]{}<>\"\\";
 

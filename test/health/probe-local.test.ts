@@ -16,13 +16,13 @@ describe.skipIf(programs.skip)("probes out of descriptors", () => {
       import { openSync, closeSync } from "node:fs";
       import { createProbe } from ${JSON.stringify(`${SRC}/health/probe.ts`)};
       import { Backend } from ${JSON.stringify(`${SRC}/pool/backend.ts`)};
-      import { startFetchClient } from ${JSON.stringify(`${SRC}/engine/fetch.ts`)};
+      import { startFetchClient } from ${JSON.stringify(`${SRC}/engine/fetch/engine.ts`)};
       const server = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: () => new Response("ok", { headers: { connection: "close" } }) });
       const b = new Backend({ name: "b", url: "http://127.0.0.1:" + server.port });
       const base = { method: "GET", headers: {}, host: undefined, port: undefined, interval: 1000, timeout: 1000, rise: 1, fall: 1, expectStatus: ["2xx"], expectBody: undefined };
       const tcp = createProbe(b, { ...base, type: "tcp", path: "/" });
       const http = createProbe(b, { ...base, type: "http", path: "/" });
-      // As the balancer does before it listens (engine/fetch.ts): Bun's HTTP client started.
+      // As the balancer does before it listens (engine/fetch/engine.ts): Bun's HTTP client started.
       // The backend closes every connection, so the HTTP probe needs a new one each time.
       await startFetchClient();
       const before = [await tcp.run(new AbortController().signal), await http.run(new AbortController().signal)];

@@ -21,7 +21,7 @@ const entry: AccessEntry = {
 };
 
 describe("text", () => {
-  test("one line with every field, as the README shows it", () => {
+  test("one line with every field, as docs/forwarding.md shows it", () => {
     expect(formatText(entry)).toBe('2026-11-21T07:55:03.983Z 127.0.0.1 "GET /search?q=a%20b" 200 10 24.0ms backend=backend-1 attempts=1 id=c3d104e3\n');
   });
 

@@ -21,7 +21,7 @@ afterEach(async () => {
   for (const c of cleanups.splice(0)) await c();
 });
 
-/** Both HTTP engines run every forwarding test from this one table (README, "Engines"). */
+/** Both HTTP engines run every forwarding test from this one table (docs/forwarding.md, "Engines"). */
 export const ENGINES = ["fetch", "socket"] as const;
 export type Engine = (typeof ENGINES)[number];
 
@@ -402,7 +402,7 @@ describe.each(ENGINES)("%s engine", (engine) => {
   /**
    * Defects of Bun 1.4.5's Bun.serve and fetch that the fetch engine cannot hide: the same
    * tests pass on the socket engine and are expected to fail on the fetch engine, with the
-   * upstream reference (README, "Known limits").
+   * upstream reference (docs/forwarding.md, "What the fetch engine changes").
    */
   describe("what only the socket engine gets right (Bun 1.4.5 defects)", () => {
     const fetchFails = engine === "fetch" ? test.failing : test;

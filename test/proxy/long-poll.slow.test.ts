@@ -1,5 +1,5 @@
 /**
- * Long-poll requests alongside ordinary traffic (the long-wait lane, proxy/gate.ts): 100 requests whose
+ * Long-poll requests alongside ordinary traffic (the long-wait lane, forward/gate.ts): 100 requests whose
  * backend holds them for 20 s must not take the upstream slots ordinary requests need. The
  * ordinary traffic's throughput while they hold is compared with its own throughput without
  * them, measured in the same run (before and after the hold, so that drift of a shared machine

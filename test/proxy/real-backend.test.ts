@@ -4,7 +4,7 @@
  * folds a leading "//" itself, and labels every answer with a Content-Type) a backend that
  * records the bytes it receives. Every case runs on both engines. What only Bun can fix is
  * recorded as it is: expected to fail on the fetch engine, with the behaviour it has instead
- * asserted beside it (README, "Known limits").
+ * asserted beside it (docs/forwarding.md, "What the fetch engine changes").
  */
 import http from "node:http";
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
@@ -47,7 +47,7 @@ describe.skipIf(available.skip).each(ENGINES)("%s engine", (engine) => {
   };
 
   // Bun's fetch sends "http://b//evil.example/x" as "GET /evil.example/x": the fetch engine
-  // sends such targets through node:http (src/engine/fetch-raw-target.ts).
+  // sends such targets through node:http (src/engine/fetch/raw-target.ts).
   test("a target beginning with // reaches the backend as sent", async () => {
     rig = await toRecorder();
     const res = await rawRequest(rig.balancer.port, "GET //evil.example/x?y=1 HTTP/1.1\r\nHost: a");

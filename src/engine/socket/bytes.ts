@@ -10,7 +10,7 @@
  * valid only until the next head is begun, so it is written at once (`Outbox.write(..,
  * transient)` copies whatever the kernel did not take) or copied by whoever keeps it.
  */
-import { STRIDE, type FieldList } from "../../proxy/fields.ts";
+import { STRIDE, type FieldList } from "../../http/fields.ts";
 
 const encoder = new TextEncoder();
 const NON_ASCII = /[^\x00-\x7f]/;

@@ -13,20 +13,20 @@
  * smuggled (RFC 9112 §11.2).
  */
 import type { Socket } from "bun";
-import type { Forwarder, ForwardRequest, BodyEnd, DownstreamWire } from "../../proxy/forward.ts";
-import { FieldList } from "../../proxy/fields.ts";
+import type { Forwarder, ForwardRequest, BodyEnd, DownstreamWire } from "../../forward/forward.ts";
+import { FieldList } from "../../http/fields.ts";
 import { ClientFault, FRAMING_CODES, errorAnswer, type ErrorAnswer, type FramingStatus } from "../../errors.ts";
-import { Cancel } from "../../proxy/cancel.ts";
-import { stripHopByHop } from "../../proxy/headers.ts";
+import { Cancel } from "../../forward/cancel.ts";
+import { stripHopByHop } from "../../http/headers.ts";
 import type { Logger } from "../../log/logger.ts";
 import { HTTPParser, METHODS, createParser, isParseError, type LlhttpParser, type ParseError, type ParserHost } from "./llhttp.ts";
 import { Outbox, HIGH_WATER } from "./outbox.ts";
 import { scanRequest } from "./scan.ts";
-import { ALLOW, refusedMethod } from "../../proxy/methods.ts";
+import { ALLOW, refusedMethod } from "../../http/methods.ts";
 import { headWriter, latin1Bytes, type HeadWriter } from "./bytes.ts";
 import { RequestBody, chunkHead, CRLF, LAST_CHUNK } from "./request-body.ts";
 import type { InterimSink, ResponseSink, SocketResponse } from "./upstream.ts";
-import { isWebSocketUpgrade, WEBSOCKET } from "../../proxy/upgrade.ts";
+import { isWebSocketUpgrade, WEBSOCKET } from "../../http/upgrade.ts";
 import { Tunnel } from "./tunnel.ts";
 
 export interface ClientLimits {
@@ -117,7 +117,7 @@ export class Exchange implements ResponseSink, InterimSink, ForwardRequest<Excha
   expectContinue = false;
   /** A framing fault found while parsing: answered in turn, then the connection closes. */
   fault: { status: FramingStatus; detail: string } | undefined;
-  /** A WebSocket handshake (proxy/upgrade.ts): a 101 from the backend makes the connection a tunnel. */
+  /** A WebSocket handshake (http/upgrade.ts): a 101 from the backend makes the connection a tunnel. */
   upgrade: string | undefined;
   /** The body goes to the client chunked (its length unknown). */
   private chunkedOut = false;
@@ -302,7 +302,7 @@ export class Exchange implements ResponseSink, InterimSink, ForwardRequest<Excha
 }
 
 /**
- * The socket engine's downstream half of the wire (proxy/forward.ts, DownstreamWire): every
+ * The socket engine's downstream half of the wire (forward/forward.ts, DownstreamWire): every
  * answer to a request is written by its own Exchange, on its client connection. The upstream
  * half is upstream-wire.ts.
  */
@@ -733,7 +733,7 @@ export class ClientConnection implements ParserHost {
  */
 function checkHead(ex: Exchange, major: number, minor: number, url: string, upgrade: boolean, limits: ClientLimits): { status: FramingStatus; detail: string } | undefined {
   if (major !== 1 || minor > 1) return { status: 505, detail: `HTTP/${major}.${minor} is not supported` };
-  // CONNECT (not a forward proxy) and TRACE (it would reflect credentials): proxy/methods.ts.
+  // CONNECT (not a forward proxy) and TRACE (it would reflect credentials): http/methods.ts.
   const refused = refusedMethod(ex.method);
   if (refused !== undefined) return { status: 405, detail: refused };
   if (url.length > limits.maxUriLength) return { status: 414, detail: `request target over ${limits.maxUriLength} bytes` };
@@ -776,7 +776,7 @@ function checkHead(ex: Exchange, major: number, minor: number, url: string, upgr
   if (expect !== null && expect.toLowerCase() !== "100-continue") return { status: 417, detail: `Expect "${expect}" is not supported` };
   if (upgrade && ex.headers.has("upgrade")) {
     // llhttp has stopped at the head, so after an answer other than 101 the connection closes.
-    // A WebSocket handshake asks the backend for the same upgrade (proxy/upgrade.ts); any
+    // A WebSocket handshake asks the backend for the same upgrade (http/upgrade.ts); any
     // other protocol goes on as a plain request (Upgrade is hop-by-hop).
     ex.closeAfter = true;
     if (isWebSocketUpgrade(ex.method, ex.headers, ex.http10)) ex.upgrade = WEBSOCKET;

@@ -1,13 +1,13 @@
 /**
  * The socket engine: HTTP/1.1 on Bun.listen and pooled Bun.connect, for the throughput the
- * fetch path cannot reach (README, "Performance"). Only the wire lives here and in its
+ * fetch path cannot reach (docs/performance.md). Only the wire lives here and in its
  * neighbours; every decision above it (selection, header rules, retries, timeouts, passive
- * health, stats, logging) is the shared loop in proxy/forward.ts.
+ * health, stats, logging) is the shared loop in forward/forward.ts.
  */
 import type { Socket, SocketHandler, TCPSocketListener } from "bun";
 import type { Backend } from "../../pool/backend.ts";
 import type { Logger } from "../../log/logger.ts";
-import { createForwarder, type ForwardOptions } from "../../proxy/forward.ts";
+import { createForwarder, type ForwardOptions } from "../../forward/forward.ts";
 import { ClientConnection, clientWire, type ClientEnv, type ClientLimits } from "./client.ts";
 import { UpstreamPool, type UpstreamPoolOptions } from "./upstream.ts";
 import { upstreamWire } from "./upstream-wire.ts";

@@ -5,8 +5,7 @@
  * about 1 µs per request head here. It is an internal interface, so its behaviour is pinned by
  * test/engine/llhttp.test.ts: re-run that on every Bun upgrade.
  *
- * Chosen over a hand-written scanner after measuring both on the whole path (README,
- * "Performance"): see the note there.
+ * Chosen over a hand-written scanner after measuring both on the whole path (docs/performance.md): see the note there.
  */
 
 /** The callback interface, as Node's _http_common uses it. */

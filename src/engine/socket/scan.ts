@@ -12,10 +12,10 @@
  *
  * Why: llhttp costs about 1 µs per head plus the marshalling of its callbacks, twice per
  * request (request and response); the scan builds the field list directly. Measured on the
- * whole path in README "Performance".
+ * whole path in docs/performance.md.
  */
 
-import { COMMON_NAMES, canonicalName, lowerName } from "../../proxy/fields.ts";
+import { COMMON_NAMES, canonicalName, lowerName } from "../../http/fields.ts";
 
 /** tchar (RFC 9110 §5.6.2): the bytes a field name or method may hold. */
 const TCHAR = new Uint8Array(256);

@@ -3,7 +3,7 @@
  * become one byte tunnel (RFC 9110 §7.8: after the 101 the connection speaks the new protocol,
  * here WebSocket, RFC 6455), relayed both ways with TCP mode's backpressure (net/flow.ts).
  *
- * The bytes are not decoded; only frame headers are followed (proxy/ws-frames.ts), so that the
+ * The bytes are not decoded; only frame headers are followed (http/ws-frames.ts), so that the
  * proxy can speak one Close frame of its own where it must, between two frames:
  * - the backend's connection drops without a Close frame: the client gets 1011 (RFC 6455
  *   §7.4.1, an unexpected condition), or, when the drop came in the middle of a frame, just a
@@ -17,9 +17,9 @@
  */
 import type { Socket } from "bun";
 import type { Backend } from "../../pool/backend.ts";
-import type { BodyEnd, BodyFailure } from "../../proxy/forward.ts";
+import type { BodyEnd, BodyFailure } from "../../forward/forward.ts";
 import { OpenWebSocket } from "../../pool/backend.ts";
-import { FrameTracker, closeFrame } from "../../proxy/ws-frames.ts";
+import { FrameTracker, closeFrame } from "../../http/ws-frames.ts";
 import { Flow } from "../../net/flow.ts";
 
 export class Tunnel {

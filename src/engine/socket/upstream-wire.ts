@@ -1,14 +1,14 @@
 /**
- * The socket engine's upstream half of the wire (proxy/forward.ts, UpstreamWire): one try's
+ * The socket engine's upstream half of the wire (forward/forward.ts, UpstreamWire): one try's
  * request, built from the client's Exchange and written on a pooled upstream connection
  * (upstream.ts), which reports the response head or the failure straight to the try. Nothing
  * here writes to the client: answers go through the downstream half, in client.ts.
  */
 import type { Backend } from "../../pool/backend.ts";
-import type { ForwardRequest, TryReceiver, UpstreamWire } from "../../proxy/forward.ts";
-import type { Cancel } from "../../proxy/cancel.ts";
-import { isIdempotent } from "../../proxy/retry.ts";
-import { requestUpgrade } from "../../proxy/upgrade.ts";
+import type { ForwardRequest, TryReceiver, UpstreamWire } from "../../forward/forward.ts";
+import type { Cancel } from "../../forward/cancel.ts";
+import { isIdempotent } from "../../forward/retry.ts";
+import { requestUpgrade } from "../../http/upgrade.ts";
 import type { Exchange } from "./client.ts";
 import { headWriter } from "./bytes.ts";
 import type { UpstreamConn, UpstreamPool } from "./upstream.ts";
@@ -63,7 +63,7 @@ function requestHead(backend: Backend, req: ForwardRequest<Exchange>, streamed: 
       h.set("transfer-encoding", "chunked");
     }
   }
-  // A WebSocket handshake asks this backend for the upgrade on this hop (proxy/upgrade.ts).
+  // A WebSocket handshake asks this backend for the upgrade on this hop (http/upgrade.ts).
   if (ex.upgrade !== undefined) requestUpgrade(h);
   const w = headWriter.begin().text(req.method).text(" ").text(backend.basePath).text(ex.target).text(" HTTP/1.1\r\n").fields(h);
   if (chunked) h.delete("transfer-encoding");

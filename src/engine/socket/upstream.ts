@@ -12,14 +12,14 @@
 import type { Socket, SocketHandler } from "bun";
 import type { Backend } from "../../pool/backend.ts";
 import { NetworkError } from "../../net/network-error.ts";
-import { FieldList } from "../../proxy/fields.ts";
-import type { SendProgress, TryReceiver, UpstreamResponse } from "../../proxy/forward.ts";
-import type { Cancel, CancelListener } from "../../proxy/cancel.ts";
+import { FieldList } from "../../http/fields.ts";
+import type { SendProgress, TryReceiver, UpstreamResponse } from "../../forward/forward.ts";
+import type { Cancel, CancelListener } from "../../forward/cancel.ts";
 import { HTTPParser, SKIP_BODY, createParser, isParseError, type LlhttpParser, type ParserHost } from "./llhttp.ts";
 import { Outbox } from "./outbox.ts";
 import { scanResponse } from "./scan.ts";
 import { CRLF, LAST_CHUNK, chunkHead, type BodySink, type RequestBody } from "./request-body.ts";
-import { hasToken, WEBSOCKET } from "../../proxy/upgrade.ts";
+import { hasToken, WEBSOCKET } from "../../http/upgrade.ts";
 
 export interface UpstreamPoolOptions {
   /** Idle connections kept per backend; more are closed when they come back. */
@@ -88,7 +88,7 @@ export class SocketResponse implements UpstreamResponse {
 /** Interim (1xx) responses are passed to the client as they come (RFC 9110 §15.2). */
 export interface InterimSink {
   interim(status: number, statusText: string, headers: FieldList): void;
-  /** The request asked to switch to this protocol (proxy/upgrade.ts): a 101 for it is final. */
+  /** The request asked to switch to this protocol (http/upgrade.ts): a 101 for it is final. */
   readonly upgrade?: string | undefined;
 }
 

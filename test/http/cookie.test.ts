@@ -1,5 +1,5 @@
 import { expect, test } from "bun:test";
-import { cookieValue } from "../../src/proxy/cookie.ts";
+import { cookieValue } from "../../src/http/cookie.ts";
 
 test.each([
   ["sid=abc", "sid", "abc"],

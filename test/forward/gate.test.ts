@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, test } from "bun:test";
-import { AdmissionGate, Lane, newSlot } from "../../src/proxy/gate.ts";
+import { AdmissionGate, Lane, newSlot } from "../../src/forward/gate.ts";
 import { startRig, type TestRig } from "../helpers/balancer.ts";
 import { waitFor } from "../helpers/wait.ts";
 

@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { RETRY_BUDGET_WINDOW_S, retryBudgetLeft, shouldRetry, type RetryBudgetConfig, type RetryContext, type TryFailure } from "../../src/proxy/retry.ts";
+import { RETRY_BUDGET_WINDOW_S, retryBudgetLeft, shouldRetry, type RetryBudgetConfig, type RetryContext, type TryFailure } from "../../src/forward/retry.ts";
 
 const base: Omit<RetryContext, "failure" | "method"> = { tries: 1, maxTries: 3, replayableBody: true, retryNonIdempotent: false, timeLeft: 1000 };
 const connect: TryFailure = { kind: "connect" };

@@ -5,12 +5,12 @@
  * Bun.serve joins repeated request fields into one comma-separated value (the Fetch Headers
  * model), so a repeated Host or Content-Length shows up here as a value with a comma in it.
  */
-import type { AnswerCode } from "../errors.ts";
-import { ALLOW, refusedMethod } from "../proxy/methods.ts";
+import type { AnswerCode } from "../../errors.ts";
+import { ALLOW, refusedMethod } from "../../http/methods.ts";
 
 /**
  * A request refused for how its client framed it or what it asks for: 400 (RFC 9112 §3.2 Host,
- * §6.3 Content-Length) and 405 (proxy/methods.ts). The engine answers it itself and closes the
+ * §6.3 Content-Length) and 405 (http/methods.ts). The engine answers it itself and closes the
  * connection: after a framing fault nothing more read from it can be trusted (RFC 9112 §6.3
  * item 5 requires the close for a bad length).
  */

@@ -15,7 +15,7 @@
  *    request, else llhttp.ts), checks it, and makes an Exchange, which is the ForwardRequest
  *    itself; a body goes into a RequestBody (request-body.ts). When the request is whole (or
  *    its body past retry.bufferBody) and first in line, it calls the Forwarder's start().
- * 3. proxy/forward.ts (here): a Trip applies the header rules (headers.ts), waits for a slot
+ * 3. forward/forward.ts (here): a Trip applies the header rules (headers.ts), waits for a slot
  *    (gate.ts), asks the pool for a backend (pool/pool.ts and its policy), takes the backend's
  *    Lease, arms the try's timer (timer-list.ts) and calls the UpstreamWire's send().
  * 4. engine/socket/upstream-wire.ts: takes an idle connection to that backend from the
@@ -24,7 +24,7 @@
  *    streams) through its Outbox (outbox.ts), reads the response head (scan.ts or llhttp.ts),
  *    and reports it to the Trip (TryReceiver.headReceived), or a failure (tryFailed). A
  *    response read whole goes back to the idle stack before the Trip even sees it.
- * 6. proxy/forward.ts: the Trip counts the response, decides whether the status is retried,
+ * 6. forward/forward.ts: the Trip counts the response, decides whether the status is retried,
  *    prepares the client's headers and calls the DownstreamWire's respond(). A failed try is
  *    retried from step 3 (retry.ts decides) or answered with an error (errors.ts) through
  *    the DownstreamWire's answer().
@@ -35,7 +35,7 @@
  *    is released, passive health hears of it, the access log is written) and the
  *    ClientConnection starts its next request.
  *
- * On the fetch engine (engine/fetch.ts) steps 1-2 are Bun.serve and the handler, which reads
+ * On the fetch engine (engine/fetch/engine.ts) steps 1-2 are Bun.serve and the handler, which reads
  * the body first (body.ts); steps 4-5 are one fetch() to the backend; step 7 returns a
  * Response that Bun.serve writes.
  */
@@ -46,8 +46,8 @@ import type { AccessLog } from "../log/access.ts";
 import { methodLabel, type TrafficStats } from "../stats/traffic.ts";
 import { classifyNetworkError, describeNetworkError, errorCode, isLocalCode, refinedConnectError, type LocalCode } from "../net/network-error.ts";
 import type { CidrMatcher } from "../net/cidr.ts";
-import type { HeaderFields } from "./fields.ts";
-import { toClientHeaders, toUpstreamHeaders, type ResponseHeaderRules } from "./headers.ts";
+import type { HeaderFields } from "../http/fields.ts";
+import { toClientHeaders, toUpstreamHeaders, type ResponseHeaderRules } from "../http/headers.ts";
 import { shouldRetry, type RetryBudgetConfig, type TryFailure } from "./retry.ts";
 import { ClientFault, ProxyError, errorAnswer, type ErrorAnswer, type ProxyAnswerCode, type ProxyErrorCode } from "../errors.ts";
 import { AdmissionGate, Lane, type GateSlot } from "./gate.ts";
@@ -168,7 +168,7 @@ export interface SendProgress {
 /**
  * What a wire tells the try it was given. Callbacks, not a promise: a try then costs no
  * promise, no resolving functions and no microtask hop, and the socket engine hands over a
- * response head in the same turn as the read that completed it (README, "Performance").
+ * response head in the same turn as the read that completed it (docs/performance.md).
  */
 export interface TryReceiver extends SendProgress {
   /** The final response head arrived (its body may still be coming). */

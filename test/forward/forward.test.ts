@@ -1,5 +1,5 @@
 /**
- * The forwarding loop's contract with a wire (proxy/forward.ts), with a scripted wire and no
+ * The forwarding loop's contract with a wire (forward/forward.ts), with a scripted wire and no
  * sockets: a wire reports each try by callback (TryReceiver), exactly once, possibly before
  * send() returns; a fault of ours goes to DownstreamWire.internalError or rejects forward()'s promise,
  * and either way the try's in-flight slot and the admission gate's slot are given back.
@@ -7,17 +7,17 @@
  */
 import { describe, expect, test } from "bun:test";
 import { waitFor } from "../helpers/wait.ts";
-import { createForwarder, type ForwardOptions, type ForwardRequest, type TryReceiver, type UpstreamResponse, type UpstreamWire, type DownstreamWire } from "../../src/proxy/forward.ts";
+import { createForwarder, type ForwardOptions, type ForwardRequest, type TryReceiver, type UpstreamResponse, type UpstreamWire, type DownstreamWire } from "../../src/forward/forward.ts";
 import { LocalPool } from "../../src/pool/pool.ts";
 import { createPolicy } from "../../src/policy/policy.ts";
 import { TrafficStats } from "../../src/stats/traffic.ts";
 import { cidrMatcher } from "../../src/net/cidr.ts";
-import { FieldList } from "../../src/proxy/fields.ts";
-import { Cancel } from "../../src/proxy/cancel.ts";
+import { FieldList } from "../../src/http/fields.ts";
+import { Cancel } from "../../src/forward/cancel.ts";
 import { NetworkError } from "../../src/net/network-error.ts";
 import type { Backend } from "../../src/pool/backend.ts";
 import type { ErrorAnswer } from "../../src/errors.ts";
-import type { RetryBudgetConfig } from "../../src/proxy/retry.ts";
+import type { RetryBudgetConfig } from "../../src/forward/retry.ts";
 
 type Out = { kind: "answered" | "answer" | "gone" | "internal"; status: number };
 /** What the scripted wire does with try number n (0-based): report now, later, or twice. */

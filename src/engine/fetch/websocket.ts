@@ -4,7 +4,7 @@
  * backpressure both ways and close codes passed on.
  *
  * Order of events, chosen so that the backend is picked and retried like any request until
- * its 101 (the shared loop in proxy/forward.ts does it): the loop's try dials the backend
+ * its 101 (the shared loop in forward/forward.ts does it): the loop's try dials the backend
  * (`dialWebSocket`, the UpstreamWire's send), and only when the backend has switched does the client get
  * its 101 (`server.upgrade`, the DownstreamWire's respond), carrying the subprotocol the backend chose.
  * A backend that refuses the handshake answers like any request (its status reaches the
@@ -20,14 +20,14 @@
  * with 1011; a client gone without one has its backend connection cut (the backend sees 1006).
  */
 import type { Server, ServerWebSocket, WebSocket as BunWebSocket, WebSocketHandler } from "bun";
-import type { Backend } from "../pool/backend.ts";
-import type { BodyEnd, UpstreamResponse } from "../proxy/forward.ts";
-import type { Cancel, CancelListener } from "../proxy/cancel.ts";
-import { NetworkError } from "../net/network-error.ts";
-import { errorResponse } from "../errors.ts";
-import { OpenWebSocket } from "../pool/backend.ts";
-import { sendableCode } from "../proxy/ws-frames.ts";
-import type { UpstreamTls } from "../tls/upstream.ts";
+import type { Backend } from "../../pool/backend.ts";
+import type { BodyEnd, UpstreamResponse } from "../../forward/forward.ts";
+import type { Cancel, CancelListener } from "../../forward/cancel.ts";
+import { NetworkError } from "../../net/network-error.ts";
+import { errorResponse } from "../../errors.ts";
+import { OpenWebSocket } from "../../pool/backend.ts";
+import { sendableCode } from "../../http/ws-frames.ts";
+import type { UpstreamTls } from "../../tls/upstream.ts";
 
 /** Past this many bytes unsent to the backend the client is paused; resumed below LOW_WATER. */
 const HIGH_WATER = 1024 * 1024;

@@ -12,7 +12,7 @@
 import http from "node:http";
 import https from "node:https";
 import { Readable } from "node:stream";
-import type { UpstreamTls } from "../tls/upstream.ts";
+import type { UpstreamTls } from "../../tls/upstream.ts";
 
 /** True for a path fetch would change: one that begins with "//". */
 export function foldedByFetch(path: string): boolean {

@@ -1,7 +1,7 @@
 import { describe, expect, test } from "bun:test";
-import { compileResponseHeaderRules, stripHopByHop, toClientHeaders, toUpstreamHeaders } from "../../src/proxy/headers.ts";
+import { compileResponseHeaderRules, stripHopByHop, toClientHeaders, toUpstreamHeaders } from "../../src/http/headers.ts";
 import { cidrMatcher, parseIp } from "../../src/net/cidr.ts";
-import { FieldList } from "../../src/proxy/fields.ts";
+import { FieldList } from "../../src/http/fields.ts";
 
 const info = { clientIp: "198.51.100.9", proto: "http", requestId: "rid-1" };
 const untrusted = { trusted: cidrMatcher([]), preserveHost: true };

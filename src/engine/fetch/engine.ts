@@ -1,24 +1,24 @@
 /**
  * The fetch engine: Bun.serve (behind a Hono catch-all) reads the request, Bun's fetch sends it
  * upstream, and a Response carries the answer back. Only the wire lives here; every decision
- * above it is the shared loop in proxy/forward.ts.
+ * above it is the shared loop in forward/forward.ts.
  *
- * Defects of Bun 1.4.5 this engine cannot hide (README, "Known limits"): a pipelining client
+ * Defects of Bun 1.4.5 this engine cannot hide (docs/forwarding.md, "What the fetch engine changes"): a pipelining client
  * loses its connection (oven-sh/bun PR #38128), fetch adds `User-Agent` and `Accept` to requests
  * that had none, Bun.serve answers 400 to a chunked body with trailers, joins repeated response
- * fields into one line and discards the body of a GET (refused here: fetch-checks.ts). fetch
- * folds a target's leading `//`: such targets go through fetch-raw-target.ts.
+ * fields into one line and discards the body of a GET (refused here: engine/fetch/checks.ts). fetch
+ * folds a target's leading `//`: such targets go through engine/fetch/raw-target.ts.
  */
 import http from "node:http";
 import type { Server } from "bun";
-import type { Backend } from "../pool/backend.ts";
-import { createForwarder, type BodyEnd, type ForwardOptions, type ForwardRequest, type SendProgress, type UpstreamResponse, type UpstreamWire, type DownstreamWire } from "../proxy/forward.ts";
-import { prepareBody, type PreparedBody, type StreamedBody } from "../proxy/body.ts";
-import { Cancel } from "../proxy/cancel.ts";
-import { ClientFault, errorResponse } from "../errors.ts";
-import { checkRequest } from "./fetch-checks.ts";
-import { foldedByFetch, sendRawTarget } from "./fetch-raw-target.ts";
-import { isWebSocketUpgrade } from "../proxy/upgrade.ts";
+import type { Backend } from "../../pool/backend.ts";
+import { createForwarder, type BodyEnd, type ForwardOptions, type ForwardRequest, type SendProgress, type UpstreamResponse, type UpstreamWire, type DownstreamWire } from "../../forward/forward.ts";
+import { prepareBody, type PreparedBody, type StreamedBody } from "./body.ts";
+import { Cancel } from "../../forward/cancel.ts";
+import { ClientFault, errorResponse } from "../../errors.ts";
+import { checkRequest } from "./checks.ts";
+import { foldedByFetch, sendRawTarget } from "./raw-target.ts";
+import { isWebSocketUpgrade } from "../../http/upgrade.ts";
 import { dialWebSocket, WebSocketAnswer } from "./websocket.ts";
 
 export interface FetchEngineOptions extends ForwardOptions {
@@ -71,7 +71,7 @@ interface FetchOwn {
   bytes: PreparedBody["bytes"];
   /** A body that streams from the client: sent once. */
   stream: StreamedBody | undefined;
-  /** A WebSocket handshake (proxy/upgrade.ts): dialled and answered by websocket.ts. */
+  /** A WebSocket handshake (http/upgrade.ts): dialled and answered by websocket.ts. */
   upgrade: boolean;
 }
 

@@ -1,10 +1,10 @@
 /**
- * The forwarder's one-timer list of response-head timers (src/proxy/timer-list.ts): entries
+ * The forwarder's one-timer list of response-head timers (src/forward/timer-list.ts): entries
  * fire in deadline order whatever order they were armed in, a removed entry never fires, an
  * entry armed while others fire is kept, and the list ends empty.
  */
 import { expect, test } from "bun:test";
-import { TimerList, type TimerEntry } from "../../src/proxy/timer-list.ts";
+import { TimerList, type TimerEntry } from "../../src/forward/timer-list.ts";
 
 class Entry implements TimerEntry {
   timerAt = 0;

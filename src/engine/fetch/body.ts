@@ -8,7 +8,7 @@
  * before asking for an upstream slot means a client that dribbles its body from the start
  * holds nothing upstream: no backend connection or slot waits on a client until its body flows.
  */
-import type { SendProgress } from "./forward.ts";
+import type { SendProgress } from "../../forward/forward.ts";
 
 export interface PreparedBody {
   /** The whole body, when it ended within the limit (or there is none): replayable. */
