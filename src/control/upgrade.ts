@@ -180,7 +180,7 @@ function acceptQueueNote(): string | undefined {
     return undefined;
   }
   if (value !== "0") return undefined;
-  return "upgrade: net.ipv4.tcp_migrate_req is 0: a connection still in this process's accept queue when its listener closes is reset by the kernel; set it to 1 to hand such connections to the new process (docs/operations.md, "Upgrading the binary")";
+  return "upgrade: net.ipv4.tcp_migrate_req is 0: a connection still in this process's accept queue when its listener closes is reset by the kernel; set it to 1 to hand such connections to the new process (docs/operations.md, Upgrading the binary)";
 }
 
 /** The new process's side: its predecessor, from the environment, and the channel to it. */
