@@ -13,7 +13,7 @@ import { join } from "node:path";
 import { sdNotify } from "../../src/control/sd-notify.ts";
 import { requirePrograms } from "../helpers/system.ts";
 import { serveProcess } from "../helpers/balancer.ts";
-import { waitFor } from "../helpers/wait.ts";
+import { processAlive, waitFor } from "../helpers/wait.ts";
 
 const programs = requirePrograms("the sd_notify tests", { python3: "python3" });
 
@@ -58,14 +58,6 @@ async function receiver(path: string): Promise<() => Notice[]> {
   return () => out.split("\n").filter((l) => l.includes('"msg"')).map((l) => JSON.parse(l) as Notice);
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 test.skipIf(programs.skip)("sdNotify sends one datagram to a path or an abstract name; nothing without NOTIFY_SOCKET", async () => {
   programs.assertPresent();
@@ -101,8 +93,8 @@ test.skipIf(programs.skip)("serve says READY=1 once bound; on SIGUSR2 its succes
   const old = serving.proc;
   const pids = [old.pid];
   cleanups.push(async () => {
-    for (const pid of pids) if (alive(pid)) process.kill(pid, "SIGKILL");
-    await waitFor(() => pids.every((p) => !alive(p)), "the balancer processes to end");
+    for (const pid of pids) if (processAlive(pid)) process.kill(pid, "SIGKILL");
+    await waitFor(() => pids.every((p) => !processAlive(p)), "the balancer processes to end");
   });
   await waitFor(() => notices().length === 1, "READY=1 from the balancer", 15_000);
   expect(notices()[0]).toEqual({ pid: old.pid, msg: "READY=1" });
@@ -117,11 +109,11 @@ test.skipIf(programs.skip)("serve says READY=1 once bound; on SIGUSR2 its succes
   // Nothing in flight: the old process drains at once and exits 0; the new one serves.
   expect(await old.exited).toBe(0);
   expect(Number(readFileSync(pidFile, "utf8"))).toBe(successor.pid);
-  expect(alive(successor.pid)).toBe(true);
+  expect(processAlive(successor.pid)).toBe(true);
   const port = /proxy listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(serving.output())?.[1];
   expect((await fetch(`http://127.0.0.1:${port}/`)).status).toBe(200);
   process.kill(successor.pid, "SIGTERM");
-  await waitFor(() => !alive(successor.pid), "the successor to stop on SIGTERM", 15_000);
+  await waitFor(() => !processAlive(successor.pid), "the successor to stop on SIGTERM", 15_000);
   // It stopped cleanly: the pid file that named it is gone.
   expect(() => readFileSync(pidFile)).toThrow();
 }, 40_000);

@@ -20,7 +20,7 @@ import { memoryLogger } from "../../src/log/logger.ts";
 import { Upgrader, UPGRADE_FROM_ENV, type UpgradeReport } from "../../src/control/upgrade.ts";
 import { requirePrograms } from "../helpers/system.ts";
 import { serveProcess, startRig, type Serving } from "../helpers/balancer.ts";
-import { waitFor } from "../helpers/wait.ts";
+import { processAlive, waitFor } from "../helpers/wait.ts";
 
 const CLI = join(import.meta.dir, "../../src/cli.ts");
 const TOKEN = "upgrade-test-token-0123456789abcdef";
@@ -65,18 +65,10 @@ function ends(pid: number): void {
     } catch {
       return; // Already gone.
     }
-    await waitFor(() => !alive(pid), `pid ${pid} to end`, 5000);
+    await waitFor(() => !processAlive(pid), `pid ${pid} to end`, 5000);
   });
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 interface WrkResult {
   requests: number;
@@ -175,7 +167,7 @@ describe.skipIf(programs.skip)("switchyard upgrade under wrk", () => {
         const newPid = Number(/upgraded: pid (\d+) serves/.exec(up.out)?.[1]);
         ends(newPid);
         expect(newPid).not.toBe(old.proc.pid);
-        expect(alive(newPid)).toBe(true);
+        expect(processAlive(newPid)).toBe(true);
         expect(Number(readFileSync(pidFile, "utf8"))).toBe(newPid);
 
         // The old process holds the WebSocket, so it is still draining; the socket works on.
@@ -213,7 +205,7 @@ describe.skipIf(programs.skip)("switchyard upgrade under wrk", () => {
         await again.echo("on the new process");
         again.ws.close();
         process.kill(newPid, "SIGTERM");
-        await waitFor(() => !alive(newPid), "the new process to stop on SIGTERM", 15_000);
+        await waitFor(() => !processAlive(newPid), "the new process to stop on SIGTERM", 15_000);
       }, 60_000);
     }
   }
@@ -309,7 +301,7 @@ describe("Upgrader: the old process's side of the handshake", () => {
     ends(report.newPid);
     expect(report.oldPid).toBe(process.pid);
     expect(report.drainWithinMs).toBe(10_000);
-    expect(alive(report.newPid)).toBe(true);
+    expect(processAlive(report.newPid)).toBe(true);
     expect(handovers).toEqual([report]);
     expect(JSON.parse(readFileSync(seen, "utf8"))).toEqual({ pid: process.pid, ports: { proxy: 8123, admin: 8124 } });
     await expect(u.upgrade(actor)).rejects.toThrow(`already upgraded: pid ${report.newPid} serves`);
@@ -334,7 +326,7 @@ describe("Upgrader: the old process's side of the handshake", () => {
     const stuck = upgrader(`require("fs").writeFileSync(${JSON.stringify(pidOf)}, String(process.pid)); setTimeout(() => {}, 60000);`, 1000);
     await expect(stuck.u.upgrade(actor)).rejects.toThrow("was not ready within 1000ms");
     const pid = Number(readFileSync(pidOf, "utf8"));
-    await waitFor(() => !alive(pid), "the stuck new process to be ended");
+    await waitFor(() => !processAlive(pid), "the stuck new process to be ended");
     expect(stuck.handovers).toEqual([]);
   });
 
@@ -348,7 +340,7 @@ describe("Upgrader: the old process's side of the handshake", () => {
     u.stop();
     expect(await first).toMatchObject({ code: "SY_STOPPING" });
     const pid = Number(readFileSync(pidOf, "utf8"));
-    await waitFor(() => !alive(pid), "the abandoned new process to be ended");
+    await waitFor(() => !processAlive(pid), "the abandoned new process to be ended");
     await expect(u.upgrade(actor)).rejects.toMatchObject({ code: "SY_STOPPING" });
   });
 });

@@ -25,6 +25,30 @@ async function metric(name: string): Promise<number> {
   return Number(line.split(" ")[1]);
 }
 
+/** `n` GETs, 8 at a time. */
+async function load(url: string, n: number): Promise<void> {
+  let left = n;
+  await Promise.all(
+    Array.from({ length: 8 }, async () => {
+      while (left-- > 0) await (await fetch(url)).arrayBuffer();
+    }),
+  );
+}
+
+/** `until`, with batches of 100 requests sent to `url` while it is pending. */
+async function drivenUntil<T>(url: string, until: Promise<T>): Promise<T> {
+  let done = false;
+  const driving = (async () => {
+    while (!done) await load(url, 100);
+  })();
+  try {
+    return await until;
+  } finally {
+    done = true;
+    await driving;
+  }
+}
+
 describe("panic mode", () => {
   test("two of three backends failing their checks: traffic goes to all three; logged, counted and shown; over when they return", async () => {
     rig = await startHealthRig(3, { ...ADMIN, strategy: "round-robin" });
@@ -93,15 +117,7 @@ describe("panic mode", () => {
 });
 
 describe("success rate and failure percentage, under real traffic", () => {
-  /** `n` GETs, 8 at a time. */
-  async function load(url: string, n: number): Promise<void> {
-    let left = n;
-    await Promise.all(
-      Array.from({ length: 8 }, async () => {
-        while (left-- > 0) await (await fetch(url)).arrayBuffer();
-      }),
-    );
-  }
+
 
   test("success rate: the backend answering 500s is ejected by the sweep, the others are not", async () => {
     rig = await startHealthRig(5, {
@@ -114,13 +130,7 @@ describe("success rate and failure percentage, under real traffic", () => {
     bad.setFailRate(1);
     const ejected = changes.next(bad.name, "ejected", 15_000);
     // Enough for every backend to pass requestVolume within one interval or a few.
-    let done = false;
-    const driving = (async () => {
-      while (!done) await load(balancer.url, 100);
-    })();
-    const c = await ejected;
-    done = true;
-    await driving;
+    const c = await drivenUntil(balancer.url, ejected);
     expect(c.reason).toMatch(/^ejected for 30s after a success rate of 0% in the last interval, below /);
     expect(balancer.pool.backends.filter((x) => x.state() === "ejected").map((x) => x.name)).toEqual([bad.name]);
     expect((await stats()).backends.find((x: { name: string }) => x.name === bad.name).ejections).toBe(1);
@@ -135,13 +145,7 @@ describe("success rate and failure percentage, under real traffic", () => {
     const bad = cluster.backends[0]!;
     bad.setFailRate(0.9);
     const ejected = changes.next(bad.name, "ejected", 15_000);
-    let done = false;
-    const driving = (async () => {
-      while (!done) await load(balancer.url, 100);
-    })();
-    const c = await ejected;
-    done = true;
-    await driving;
+    const c = await drivenUntil(balancer.url, ejected);
     expect(c.reason).toContain("tries failed in the last interval (threshold 85%)");
     expect(balancer.pool.backends.filter((x) => x.state() === "ejected").map((x) => x.name)).toEqual([bad.name]);
   });

@@ -16,3 +16,13 @@ export async function waitFor(
     await Bun.sleep(everyMs);
   }
 }
+
+/** Whether process `pid` exists (signal 0 checks without sending anything). */
+export function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
