@@ -60,6 +60,25 @@ async function openPage(): Promise<{ page: Page; errors: string[] }> {
   return { page, errors };
 }
 
+/**
+ * The dashboard of an admin app over `src` (a fake source the test changes as it goes), open
+ * in a page: `body` runs with the page loaded, then the page must have logged no error.
+ */
+async function onFakeDashboard(src: Parameters<typeof createAdminApp>[0], body: (page: Page) => Promise<void>): Promise<void> {
+  const admin = createAdminApp(src);
+  const server = Bun.serve({ hostname: "127.0.0.1", port: 0, reusePort: false, fetch: (req, srv) => admin.fetch(req, { server: srv }) });
+  const { page, errors } = await openPage();
+  try {
+    await page.goto(`http://127.0.0.1:${server.port}/`);
+    await body(page);
+    expect(errors).toEqual([]);
+  } finally {
+    await page.close();
+    await admin.stop();
+    await server.stop(true);
+  }
+}
+
 const number = (text: string | null) => Number((text ?? "").replace(/[^\d.]/g, ""));
 
 describe.skipIf(SKIP)("dashboard in Chromium", () => {
@@ -204,11 +223,7 @@ describe.skipIf(SKIP)("dashboard in Chromium", () => {
   test("the Retries card: retries, and the retry budget's refusals, amber once there is one", async () => {
     const src = { ...fakeSource([{ name: "a", url: "http://127.0.0.1:9" }]), config: { mode: "http" as const, strategy: "round-robin", retry: { budget: { percent: 20, minRetriesPerSecond: 3 } } } };
     src.traffic.retries = 1234;
-    const admin = createAdminApp(src);
-    const server = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: (req, s) => admin.fetch(req, { server: s }) });
-    const { page, errors } = await openPage();
-    try {
-      await page.goto(`http://127.0.0.1:${server.port}/`);
+    await onFakeDashboard(src, async (page) => {
       await page.waitForFunction(() => document.getElementById("total-retry-count")?.textContent === "1,234", undefined, { timeout: 5000 });
       expect(await page.textContent("#retry-budget")).toBe("0 over budget");
       expect(await page.getAttribute("#retry-budget", "class")).toBe("s ");
@@ -217,12 +232,7 @@ describe.skipIf(SKIP)("dashboard in Chromium", () => {
       for (let i = 0; i < 2; i++) src.pool.retryBudget.admit({ percent: 0, minRetriesPerSecond: 0 }, performance.now());
       await page.waitForFunction(() => document.getElementById("retry-budget")?.textContent === "2 over budget", undefined, { timeout: 5000 });
       expect(await page.getAttribute("#retry-budget", "class")).toBe("s warn");
-      expect(errors).toEqual([]);
-    } finally {
-      await page.close();
-      await admin.stop();
-      await server.stop(true);
-    }
+    });
   }, 20_000);
 
   test("panic mode shows as a banner and in the backends card, and goes when the backends return", async () => {
@@ -259,21 +269,12 @@ describe.skipIf(SKIP)("dashboard in Chromium", () => {
     // produces real ones; here the page's rendering of them is what is checked).
     src.traffic.localErrors.EMFILE = 3;
     src.traffic.localErrors.EADDRNOTAVAIL = 1;
-    const admin = createAdminApp(src);
-    const server = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: (req, srv) => admin.fetch(req, { server: srv }) });
-    const { page, errors } = await openPage();
-    try {
-      await page.goto(`http://127.0.0.1:${server.port}/`);
+    await onFakeDashboard(src, async (page) => {
       await page.waitForSelector('#live[data-state="live"]', { timeout: 5000 });
       await page.waitForFunction(() => document.querySelector("#local-errors")?.textContent?.startsWith("local 4"), undefined, { timeout: 5000 });
       expect(await page.textContent("#local-errors")).toBe("local 4 (EMFILE 3, EADDRNOTAVAIL 1)");
       expect(await page.getAttribute("#local-errors", "class")).toBe("s warn");
-      expect(errors).toEqual([]);
-    } finally {
-      await page.close();
-      await admin.stop();
-      await server.stop(true);
-    }
+    });
   }, 20_000);
 
   test("the live indicator shows a lost stream, and the page reconnects by itself", async () => {
@@ -307,12 +308,8 @@ describe.skipIf(SKIP)("dashboard in Chromium", () => {
       { name: "a", url: "http://127.0.0.1:9" },
       { name: "s", url: "http://127.0.0.1:10", priority: 1 },
     ]);
-    const admin = createAdminApp(src);
-    const server = Bun.serve({ hostname: "127.0.0.1", port: 0, reusePort: false, fetch: (req, srv) => admin.fetch(req, { server: srv }) });
-    const { page, errors } = await openPage();
-    const tier = (name: string) => page.$eval(`#backends tr[data-backend="${name}"] .tier`, (e) => ({ text: e.textContent, standby: e.classList.contains("standby"), shown: !(e as HTMLElement).hidden }));
-    try {
-      await page.goto(`http://127.0.0.1:${server.port}/`);
+    await onFakeDashboard(src, async (page) => {
+      const tier = (name: string) => page.$eval(`#backends tr[data-backend="${name}"] .tier`, (e) => ({ text: e.textContent, standby: e.classList.contains("standby"), shown: !(e as HTMLElement).hidden }));
       await page.waitForSelector('#backends tr[data-backend="s"] .tier.standby', { timeout: 5000 });
       expect(await tier("a")).toEqual({ text: "priority 0", standby: false, shown: true });
       expect(await tier("s")).toEqual({ text: "standby · priority 1", standby: true, shown: true });
@@ -322,11 +319,6 @@ describe.skipIf(SKIP)("dashboard in Chromium", () => {
       src.pool.get("a")!.setHealthy(false, "probe");
       await page.waitForFunction(() => !document.querySelector('#backends tr[data-backend="s"] .tier')!.classList.contains("standby"), undefined, { timeout: 5000 });
       expect(await tier("s")).toEqual({ text: "priority 1", standby: false, shown: true });
-      expect(errors).toEqual([]);
-    } finally {
-      await page.close();
-      await admin.stop();
-      await server.stop(true);
-    }
+    });
   }, 20_000);
 });
