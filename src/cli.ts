@@ -237,14 +237,6 @@ async function serveAs(argv: string[], successor: SuccessorLink | undefined): Pr
     await started.stop(false);
     return 1;
   }
-  // Type=notify (deploy/systemd): ready; as a successor, also "the main process is now me".
-  try {
-    sdNotify(successor ? `MAINPID=${process.pid}\nREADY=1` : "READY=1");
-  } catch (e) {
-    started.logger.warn(`systemd notification: ${(e as Error).message}`);
-  }
-  if (successor) started.logger.info(`upgrade: serving beside pid ${successor.predecessor.pid}, which drains now`);
-  successor?.ready();
   const balancer = started;
   upgrader = new Upgrader({
     command: selfCommand(["serve", ...argv]),
@@ -254,7 +246,7 @@ async function serveAs(argv: string[], successor: SuccessorLink | undefined): Pr
     onHandover: () => handOver?.(),
   });
   let handOver: (() => void) | undefined;
-  return runUntilSignal(balancer, undefined, {
+  const running = runUntilSignal(balancer, undefined, {
     upgrader,
     onHandover: (f) => (handOver = f),
     atExit: () => {
@@ -262,6 +254,18 @@ async function serveAs(argv: string[], successor: SuccessorLink | undefined): Pr
       pidFile?.release();
     },
   });
+  // Ready only now that every signal handler is in place: a SIGHUP or SIGUSR2 sent the moment
+  // READY=1 arrives (systemctl reload, an upgrade) would otherwise meet the default action,
+  // which ends the process. Type=notify (deploy/systemd): as a successor, also "the main
+  // process is now me".
+  try {
+    sdNotify(successor ? `MAINPID=${process.pid}\nREADY=1` : "READY=1");
+  } catch (e) {
+    balancer.logger.warn(`systemd notification: ${(e as Error).message}`);
+  }
+  if (successor) balancer.logger.info(`upgrade: serving beside pid ${successor.predecessor.pid}, which drains now`);
+  successor?.ready();
+  return running;
 }
 
 /** This binary with `args`: the compiled executable runs itself, a checkout runs bun on this file. */
