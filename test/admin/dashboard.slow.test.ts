@@ -15,7 +15,7 @@ import { join } from "node:path";
 import { chromium, type BrowserContext, type Page } from "playwright-core";
 import { createAdminApp } from "../../src/admin/app.ts";
 import { fakeSource } from "./fixtures.ts";
-import { startStack, traffic } from "./helpers.ts";
+import { startStack, traffic, type Stack } from "./helpers.ts";
 import { waitFor } from "../helpers/wait.ts";
 import { requirePrograms } from "../helpers/system.ts";
 
@@ -61,6 +61,24 @@ async function openPage(): Promise<{ page: Page; errors: string[] }> {
 }
 
 /**
+ * A running stack's dashboard under `loops` request loops, open in a page: `body` runs with the
+ * page loaded; then the page must have logged no error. The stack is stopped at the end.
+ */
+async function onLiveDashboard(stack: Stack, loops: number, body: (page: Page) => Promise<void>): Promise<void> {
+  const load = traffic(`${stack.balancer.url}/`, loops);
+  const { page, errors } = await openPage();
+  try {
+    await page.goto(`${stack.adminUrl}/`);
+    await body(page);
+    expect(errors).toEqual([]);
+  } finally {
+    await page.close();
+    await load.stop();
+    await stack.stop();
+  }
+}
+
+/**
  * The dashboard of an admin app over `src` (a fake source the test changes as it goes), open
  * in a page: `body` runs with the page loaded, then the page must have logged no error.
  */
@@ -84,10 +102,7 @@ const number = (text: string | null) => Number((text ?? "").replace(/[^\d.]/g, "
 describe.skipIf(SKIP)("dashboard in Chromium", () => {
   test("three backends up, counters rising, one taken down shows down without a reload", async () => {
     const stack = await startStack(3);
-    const load = traffic(`${stack.balancer.url}/`, 3);
-    const { page, errors } = await openPage();
-    try {
-      await page.goto(`${stack.adminUrl}/`);
+    await onLiveDashboard(stack, 3, async (page) => {
       await page.waitForSelector('#live[data-state="live"]', { timeout: 5000 });
       // Proof that nothing reloads the page later: this marker would be gone.
       await page.evaluate(() => ((window as unknown as { marker: number }).marker = 42));
@@ -132,22 +147,14 @@ describe.skipIf(SKIP)("dashboard in Chromium", () => {
       mkdirSync(join(ARTIFACT, ".."), { recursive: true });
       await page.screenshot({ path: ARTIFACT, fullPage: true });
       expect(existsSync(ARTIFACT)).toBe(true);
-      expect(errors).toEqual([]);
-    } finally {
-      await page.close();
-      await load.stop();
-      await stack.stop();
-    }
+    });
   }, 30_000);
 
   test("with a token entered on the page, draining a backend from its row stops its traffic", async () => {
     const TOKEN = "browser-test-token-0123456789";
     const stack = await startStack(3, { admin: { host: "127.0.0.1", port: 0, token: TOKEN } });
-    const load = traffic(`${stack.balancer.url}/`, 3);
-    const { page, errors } = await openPage();
     const b2 = stack.balancer.pool.get("backend-2")!;
-    try {
-      await page.goto(`${stack.adminUrl}/`);
+    await onLiveDashboard(stack, 3, async (page) => {
       await page.waitForSelector('#live[data-state="live"]', { timeout: 5000 });
       await page.waitForFunction(() => document.querySelectorAll('#backends tbody tr[data-state="up"]').length === 3, undefined, { timeout: 5000 });
       expect(await page.textContent("#config-version")).toBe("v1");
@@ -191,20 +198,12 @@ describe.skipIf(SKIP)("dashboard in Chromium", () => {
       // And back: enable from the page.
       await page.click('#backends tr[data-backend="backend-2"] button.toggle');
       await waitFor(() => b2.stats.requests > b2Requests, "backend-2 to take traffic again");
-      expect(errors).toEqual([]);
-    } finally {
-      await page.close();
-      await load.stop();
-      await stack.stop();
-    }
+    });
   }, 30_000);
 
   test("with workers, the page shows the whole balancer: how many serve, and every worker's traffic in the totals", async () => {
     const stack = await startStack(2, { workers: 2 });
-    const load = traffic(`${stack.balancer.url}/`, 4);
-    const { page, errors } = await openPage();
-    try {
-      await page.goto(`${stack.adminUrl}/`);
+    await onLiveDashboard(stack, 4, async (page) => {
       await page.waitForSelector('#live[data-state="live"]', { timeout: 5000 });
       await page.waitForFunction(() => document.querySelector("#workers")?.textContent === "2 of 2 serving", undefined, { timeout: 5000 });
       const first = number(await page.textContent("#total-requests"));
@@ -212,12 +211,7 @@ describe.skipIf(SKIP)("dashboard in Chromium", () => {
       const title = await page.getAttribute("#workers", "title");
       expect(title).toContain("worker 0: serving (pid ");
       expect(title).toContain("worker 1: serving (pid ");
-      expect(errors).toEqual([]);
-    } finally {
-      await page.close();
-      await load.stop();
-      await stack.stop();
-    }
+    });
   });
 
   test("the Retries card: retries, and the retry budget's refusals, amber once there is one", async () => {
@@ -237,10 +231,7 @@ describe.skipIf(SKIP)("dashboard in Chromium", () => {
 
   test("panic mode shows as a banner and in the backends card, and goes when the backends return", async () => {
     const stack = await startStack(3);
-    const load = traffic(`${stack.balancer.url}/`, 2);
-    const { page, errors } = await openPage();
-    try {
-      await page.goto(`${stack.adminUrl}/`);
+    await onLiveDashboard(stack, 2, async (page) => {
       await page.waitForSelector('#live[data-state="live"]', { timeout: 5000 });
       await page.waitForFunction(() => document.querySelectorAll('#backends tbody tr[data-state="up"]').length === 3, undefined, { timeout: 5000 });
       expect(await page.isVisible("#panic")).toBe(false);
@@ -255,12 +246,7 @@ describe.skipIf(SKIP)("dashboard in Chromium", () => {
       stack.cluster.backends[1]!.setHealth("up");
       await page.waitForSelector("#panic", { state: "hidden", timeout: 5000 });
       expect(await page.textContent("#backends-states")).not.toContain("PANIC");
-      expect(errors).toEqual([]);
-    } finally {
-      await page.close();
-      await load.stop();
-      await stack.stop();
-    }
+    });
   }, 30_000);
 
   test("the proxy's own errors show in the errors card, by code", async () => {
