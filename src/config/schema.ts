@@ -91,6 +91,10 @@ const checkInterval = v.pipe(
 const positiveInt = (what: string) =>
   v.pipe(v.number(`expected ${what}`), v.integer(`expected ${what}`), v.minValue(1, `expected ${what}`));
 
+/** A whole number, 0 or more; `zero` says what 0 means ("no bound"). */
+const wholeOrZero = (zero: string) =>
+  v.pipe(v.number("expected a number"), v.integer("expected a whole number"), v.minValue(0, `expected 0 (${zero}) or more`));
+
 const status = v.pipe(
   v.number("expected an HTTP status code"),
   v.integer("expected an HTTP status code"),
@@ -481,11 +485,11 @@ export const ConfigSchema = v.strictObject({
         ),
         /** The figure matches the 64 idle connections Bun's fetch keeps per process. */
         upstreamConcurrency: v.optional(
-          v.pipe(v.number("expected a number"), v.integer("expected a whole number"), v.minValue(0, "expected 0 (no bound) or more"), v.description("Fetch engine: upstream requests in flight at once over all backends; the rest wait in arrival order (until `retry.timeout`). The default matches the 64 idle connections Bun's fetch keeps, so that upstream connections are reused rather than churned. `0`: no bound.")),
+          v.pipe(wholeOrZero("no bound"), v.description("Fetch engine: upstream requests in flight at once over all backends; the rest wait in arrival order (until `retry.timeout`). The default matches the 64 idle connections Bun's fetch keeps, so that upstream connections are reused rather than churned. `0`: no bound.")),
           64,
         ),
         uploadConcurrency: v.optional(
-          v.pipe(v.number("expected a number"), v.integer("expected a whole number"), v.minValue(0, "expected 0 (no bound) or more"), v.description("Fetch engine: upstream requests whose body is still streaming from the client (larger than `retry.bufferBody`) in flight at once. They take no `upstreamConcurrency` slot, so slow uploaders cannot hold the slots other requests need; the rest wait in arrival order. `0`: no bound.")),
+          v.pipe(wholeOrZero("no bound"), v.description("Fetch engine: upstream requests whose body is still streaming from the client (larger than `retry.bufferBody`) in flight at once. They take no `upstreamConcurrency` slot, so slow uploaders cannot hold the slots other requests need; the rest wait in arrival order. `0`: no bound.")),
           64,
         ),
         /** The reasons are in forward/gate.ts. */
@@ -494,7 +498,7 @@ export const ConfigSchema = v.strictObject({
           500,
         ),
         longWaitConcurrency: v.optional(
-          v.pipe(v.number("expected a number"), v.integer("expected a whole number"), v.minValue(0, "expected 0 (long waits keep their slot) or more"), v.description("Fetch engine: such long waits in flight at once. With the two bounds above (64 + 64 + 128) it stays within the 256 requests Bun's fetch runs at once, so a long-poll never queues an ordinary request inside fetch. With this lane full, or at `0`, a long wait keeps its slot.")),
+          v.pipe(wholeOrZero("long waits keep their slot"), v.description("Fetch engine: such long waits in flight at once. With the two bounds above (64 + 64 + 128) it stays within the 256 requests Bun's fetch runs at once, so a long-poll never queues an ordinary request inside fetch. With this lane full, or at `0`, a long wait keeps its slot.")),
           128,
         ),
         maxHeaderSize: v.optional(
@@ -507,7 +511,7 @@ export const ConfigSchema = v.strictObject({
           10_000,
         ),
         upstreamKeepalive: v.optional(
-          v.pipe(v.number("expected a number"), v.integer("expected a whole number"), v.minValue(0, "expected 0 (no keep-alive) or more"), v.description("Socket engine: idle connections kept per backend for reuse; `0`: none.")),
+          v.pipe(wholeOrZero("no keep-alive"), v.description("Socket engine: idle connections kept per backend for reuse; `0`: none.")),
           128,
         ),
         maxPipeline: v.optional(
