@@ -29,8 +29,9 @@ export interface Pool {
   /** Backends available by health, drain, ejection and room: what /readyz reports. */
   availableCount(now?: number): number;
   /**
-   * The priority of the tier that takes new traffic now (see tiers.ts): every pick chooses
-   * among available backends of this priority only. Undefined when no backend is available.
+   * The priority of the tier that takes new traffic now: out of panic mode the tiers rule's
+   * (tiers.ts), in panic mode the tier panic balances over. Undefined when pick() would find
+   * nothing.
    */
   activePriority(now?: number): number | undefined;
   /** The requests and retries retry.budget counts, and its refusals: runtime state, carried by reloads. */
@@ -197,7 +198,8 @@ export class LocalPool implements Pool {
   }
 
   activePriority(now = Date.now()): number | undefined {
-    return activePriority(this.list, now);
+    // In panic the tier is panic mode's (pick() takes no other); otherwise the tiers rule's.
+    return this.panicTier(now) ?? activePriority(this.list, now);
   }
 
   routableCount(now = Date.now()): number {
@@ -245,11 +247,16 @@ export class LocalPool implements Pool {
   /**
    * The tier panic mode balances over at `now`, or undefined when the pool is not in panic
    * (no tier has at least the threshold's share of its backends in service serving): the best
-   * tier with a backend serving, or the best tier present when none has. Strictly fewer than the threshold, as Envoy: 2
-   * backends at 50% with one serving is no panic. One pass with one tier; with several, one
-   * more per tier (tiers are few, and this runs only when the whole-pool share is low).
+   * tier with a backend serving, or the best tier present when none has. Strictly fewer than the
+   * threshold, as Envoy: 2 backends at 50% with one serving is no panic. No pass at all with
+   * panic mode off; one with one tier; with several, two more per tier (tiers are few, and those
+   * run only when the whole pool's share is under the threshold).
    */
   private panicTier(now: number): number | undefined {
+    if (this.threshold <= 0) {
+      this.observePanic(false, 0, 0);
+      return undefined;
+    }
     let inService = 0;
     let serving = 0;
     let best = Infinity;

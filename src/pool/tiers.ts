@@ -11,26 +11,25 @@
  * when one of a better tier is available again (its health check passed), traffic goes back.
  * Weights then share traffic within the tier, as every policy already does.
  *
- * This is decided here and only here (activeTier): the pool's pick() runs it per request, so
- * every policy sees one tier, and what /stats, the dashboard and /metrics call standby is read
- * from the same rule (activePriority, isStandby).
+ * This is decided here and only here (activeTier): the pool's pick() runs it per request out of
+ * panic mode, so every policy sees one tier, and what /stats, the dashboard and /metrics call
+ * standby is read from the same rule (the pool's activePriority, isStandby).
  *
  * A retry walks on: a backend already tried for this request is not reachable for it, so when
  * every available backend of a tier has been tried, the retry goes to the next tier (the
  * RFC's "it can reach") before a backend is tried twice.
  *
- * Where another availability rule (a panic threshold) is added, it applies after this, within
- * the tier chosen here (Envoy picks the priority level first, then load-balances, and panics,
- * within it).
+ * Panic mode, which ignores health, is decided by the pool before this rule and picks a tier of
+ * its own: see LocalPool's class comment (pool.ts) for how the two combine.
  */
 import type { Backend } from "./backend.ts";
 
 /**
- * The priority of the tier that takes new traffic now: the lowest among available backends not
- * in `exclude`. Undefined when none is available.
+ * The priority of the tier that takes new traffic now out of panic mode: the lowest among
+ * available backends. Undefined when none is available.
  */
-export function activePriority(backends: readonly Backend[], now: number, exclude?: ReadonlySet<Backend>): number | undefined {
-  return activeTier(backends, now, exclude, undefined);
+export function activePriority(backends: readonly Backend[], now: number): number | undefined {
+  return activeTier(backends, now, undefined, undefined);
 }
 
 /**

@@ -114,8 +114,10 @@ describe("weights within a tier", () => {
 });
 
 describe("standby, as the admin side shows it", () => {
-  test("isStandby: a worse tier than the active one; nobody is a standby when no tier is available", () => {
+  test("isStandby: a worse tier than the active one; nobody is a standby when no tier is available (panic mode off)", () => {
     const pool = tiered();
+    // With panic mode on, nothing available means panic over the best tier: see "tiers and panic mode together".
+    pool.setPanicThreshold(0);
     const [a, bb, c, d] = pool.backends as Backend[];
     const now = Date.now();
     expect(pool.backends.map((x) => isStandby(x, activePriority(pool.backends, now)))).toEqual([false, false, true, true]);
@@ -166,6 +168,7 @@ describe("tiers and panic mode together (pool.ts decides both)", () => {
     for (const x of pool.backends.slice(0, 5)) x.setHealthy(false, "probe");
     // Tier 0: 0 of 3; tier 1: 1 of 3. Panic spreads over tier 1, healthy or not.
     expect(pool.panicking()).toBe(true);
+    expect(pool.activePriority()).toBe(1);
     expect(picks(pool, 30)).toEqual({ s: 10, t: 10, u: 10 });
     expect(pool.panic.picks).toBe(30);
     // The primaries' first return ends it: tier 0 is back at... 1 of 3, tier 1 at 1 of 3: still
@@ -182,6 +185,8 @@ describe("tiers and panic mode together (pool.ts decides both)", () => {
     const pool = six();
     for (const x of pool.backends) x.setHealthy(false, "probe");
     expect(pool.panicking()).toBe(true);
+    // /stats and /metrics read the same tier: the standbys are the ones panic leaves out.
+    expect(pool.activePriority()).toBe(0);
     expect(picks(pool, 30)).toEqual({ p: 10, q: 10, r: 10 });
     expect(pool.routableCount()).toBe(3);
   });
