@@ -34,7 +34,7 @@ import { AdminAuth, resolveTokens, TOKEN_ENV } from "./admin/auth.ts";
 import { Reconciler, type BackendDefaults } from "./control/reconcile.ts";
 import { DnsDiscovery } from "./discovery/dns.ts";
 import { Control, type Actor, type ApplyReport, type ReloadReport } from "./control/control.ts";
-import type { UpgradeReport } from "./control/upgrade.ts";
+import type { Predecessor, UpgradeReport } from "./control/upgrade.ts";
 import { ChangeLog } from "./control/changes.ts";
 import { ConfigWatcher } from "./control/watch.ts";
 import { diffPaths, inForce, restartNeeded } from "./control/diff.ts";
@@ -61,7 +61,7 @@ export interface BalancerOptions {
    * ports are held by that process, so they are bound beside it (SO_REUSEPORT) instead of
    * claimed exclusively first, and a port configured as 0 is the one the predecessor bound.
    */
-  predecessor?: { pid: number; ports: ListenPorts };
+  predecessor?: Predecessor;
   /** Run `switchyard upgrade` (POST /api/upgrade); absent where the process cannot be replaced. */
   upgrade?: (actor: Actor) => Promise<UpgradeReport>;
 }

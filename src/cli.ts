@@ -176,6 +176,12 @@ async function serve(argv: string[]): Promise<number> {
 }
 
 async function serveAs(argv: string[], successor: SuccessorLink | undefined): Promise<number> {
+  // Until runUntilSignal takes them over, SIGHUP (reload) and SIGUSR2 (upgrade) are ignored:
+  // their default action would end a process still loading its config or probing (a keeper
+  // passes them to the newest generation, which may be one still starting).
+  const ignore = () => {};
+  process.on("SIGHUP", ignore);
+  process.on("SIGUSR2", ignore);
   const flags = parse(
     argv,
     {
@@ -353,9 +359,13 @@ function runUntilSignal(balancer: Balancer | undefined | "config", also?: () => 
   return new Promise((resolve) => {
     let signalled = false;
     const onSignal = async (sig: string) => {
+      // An upgrade still starting is abandoned first: a successor that said "ready" during the
+      // drain would otherwise take over from a process told to stop.
+      hooks?.upgrader.stop();
       if (signalled) {
         // A second Ctrl-C means now.
         await balancer.stop(false);
+        hooks?.atExit();
         return resolve(0);
       }
       signalled = true;

@@ -27,8 +27,6 @@ import { readdirSync, readFileSync } from "node:fs";
 import { dlopen, FFIType, ptr } from "bun:ffi";
 import { UPGRADE_FROM_ENV } from "./upgrade.ts";
 
-/** Set for the keeper's child, so that it serves even though its parent is PID 1's keeper. */
-export const KEPT_ENV = "SWITCHYARD_KEPT";
 /** Set (to anything) to run `serve` as PID 1 itself, without a keeper. */
 export const NO_KEEPER_ENV = "SWITCHYARD_NO_KEEPER";
 
@@ -37,7 +35,8 @@ const WNOHANG = 1;
 
 /** Whether this `serve` should become the keeper: it is PID 1, not already kept, not told otherwise. */
 export function keeperWanted(pid = process.pid, env: Record<string, string | undefined> = process.env): boolean {
-  return pid === 1 && env[KEPT_ENV] === undefined && env[NO_KEEPER_ENV] === undefined;
+  // The keeper's own child is never PID 1, so it serves.
+  return pid === 1 && env[NO_KEEPER_ENV] === undefined;
 }
 
 /** What a process is, as far as the keeper cares, from /proc/PID/stat. */
@@ -119,9 +118,9 @@ export interface KeeperOptions {
 
 /** Run the keeper until the last serving generation exits; resolves with its exit code. */
 export function runKeeper(o: KeeperOptions): Promise<number> {
-  const first = Bun.spawn(o.command, { env: { ...process.env, [KEPT_ENV]: "1" }, stdio: ["inherit", "inherit", "inherit"] });
+  const first = Bun.spawn(o.command, { stdio: ["inherit", "inherit", "inherit"] });
   let firstExit: number | undefined;
-  first.exited.then((code) => (firstExit = code ?? 128 + 9));
+  first.exited.then((code) => (firstExit = code));
   /** The generation followed: the oldest one still serving or draining. */
   let followed = first.pid;
   o.log(`keeper: PID 1 runs serve as pid ${followed}, and stays across upgrades`);
@@ -157,7 +156,8 @@ export function runKeeper(o: KeeperOptions): Promise<number> {
       for (const d of readdirSync("/proc")) {
         if (!/^\d+$/.test(d)) continue;
         const p = Number(d);
-        if (p === first.pid) continue;
+        // Bun collects its own child; once it has, the PID may be another process's.
+        if (p === first.pid && firstExit === undefined) continue;
         const s = procState(p);
         if (s?.state === "Z" && s.ppid === process.pid) {
           exited.set(p, exitCodeOf(s.exitStatus));

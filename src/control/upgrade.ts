@@ -75,7 +75,6 @@ export interface UpgraderOptions {
   logger: Logger;
   /** The new process serves: drain this one and exit. Called once. */
   onHandover: (report: UpgradeReport) => void;
-  env?: Record<string, string | undefined>;
   startTimeoutMs?: number;
 }
 
@@ -102,7 +101,7 @@ export class Upgrader {
     let decide = () => {};
     try {
       proc = Bun.spawn(this.o.command, {
-        env: { ...(this.o.env ?? process.env), [UPGRADE_FROM_ENV]: JSON.stringify({ pid: process.pid, ports: this.o.ports() } satisfies Predecessor) },
+        env: { ...process.env, [UPGRADE_FROM_ENV]: JSON.stringify({ pid: process.pid, ports: this.o.ports() } satisfies Predecessor) },
         // Its logs go where this process's go (the journal, the container's output).
         stdio: ["ignore", "inherit", "inherit"],
         ipc: (m) => {

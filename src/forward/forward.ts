@@ -49,7 +49,7 @@ import type { CidrMatcher } from "../net/cidr.ts";
 import type { HeaderFields } from "../http/fields.ts";
 import { toClientHeaders, toUpstreamHeaders, type ResponseHeaderRules } from "../http/headers.ts";
 import { shouldRetry, type RetryBudgetConfig, type TryFailure } from "./retry.ts";
-import { ClientFault, ProxyError, errorAnswer, type ErrorAnswer, type ProxyAnswerCode, type ProxyErrorCode } from "../errors.ts";
+import { ClientFault, errorAnswer, messageFor, type ErrorAnswer, type ProxyAnswerCode, type ProxyErrorCode } from "../errors.ts";
 import { AdmissionGate, Lane, type GateSlot } from "./gate.ts";
 import { Cancel, type CancelListener } from "./cancel.ts";
 import { TimerList, type TimerEntry } from "./timer-list.ts";
@@ -396,7 +396,7 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
   private fail(code: ProxyAnswerCode, detail?: string): Out {
     const traffic = this.s.opts.traffic;
     traffic.proxyErrors[code]++;
-    const a = errorAnswer(code, new ProxyError(code, detail).message, { requestId: this.requestId });
+    const a = errorAnswer(code, messageFor(code, detail), { requestId: this.requestId });
     traffic.record(this.req.method, a.status, performance.now() - this.started);
     this.log(a.status, 0, code);
     return this.s.downstream.answer(this.req, a);
@@ -647,7 +647,9 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
     backend.stats.countResponse(methodLabel(req.method), status, performance.now() - this.tryStarted);
 
     // Refused by the budget, the backend's own answer goes to the client: the last failure.
-    if (retryOn.has(status) && this.mayRetry({ kind: "status", status }) && this.admitRetry()) {
+    // A retry needs somewhere to go (else the backend's own answer is the better one to give),
+    // and the budget is asked last, so that it counts only retries that will be tried.
+    if (retryOn.has(status) && this.mayRetry({ kind: "status", status }) && this.s.opts.pool.routableCount() > 0 && this.admitRetry()) {
       res.discard();
       this.failure = { kind: "status", status };
       this.local = undefined;
@@ -702,7 +704,8 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
     const opts = this.s.opts;
     if (this.why === Why.Deadline) return this.finish(this.fail("SY_UPSTREAM_TIMEOUT", `no response head within ${opts.retry.timeout}ms`));
     const failure = this.failure!;
-    // The budget is asked last, so that only a retry that would really go is counted.
+    // The budget is asked last, so that it counts only retries about to be tried (one may still
+    // end waiting at the gate or finding no backend: it counts, as it was a retry wanted).
     if (this.mayRetry(failure) && opts.pool.routableCount() > 0 && this.admitRetry()) return this.next();
     this.finish(this.fail(this.local !== undefined ? "SY_LOCAL_RESOURCES" : failure.kind === "timeout" ? "SY_UPSTREAM_TIMEOUT" : "SY_UPSTREAM_FAILED", this.detail));
   }

@@ -99,10 +99,10 @@ const enum Phase {
  * No state here outlives its message. Node's binding hands field lines over through kOnHeaders
  * in two cases: a head of more than 32 lines (flushed early, the rest at kOnHeadersComplete,
  * which then gets undefined for fields and target) and a trailer section, flushed just before
- * kOnMessageComplete together with the target of the message it ends. Kept for "the next head",
- * trailer lines and that target became part of the next request or response on the connection:
- * one client's fields in another's request behind a pooling front proxy. So the early lines are
- * collected here, reset at every message's start, and taken only while the head is being read.
+ * kOnMessageComplete together with the target of the message it ends. Lines handed over outside
+ * a head must never join the next head: that would put one message's fields (one client's, behind
+ * a pooling front proxy) into the next request or response on the connection. So the early lines
+ * are collected here, reset at every message's start, and taken only while a head is being read.
  *
  * A trailer section is dropped: an intermediary may discard trailer fields (RFC 9110 §6.5.1),
  * and forwarding them to a backend that misreads them (Bun.serve reads them as a next request)

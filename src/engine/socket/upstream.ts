@@ -221,9 +221,14 @@ export class UpstreamConn implements BodySink, CancelListener, ParserHost {
     if (this.state === Conn.Dialling) this.state = Conn.Idle;
   }
 
-  /** The pool gave up on this dial (its timeout, or the try was abandoned) before it opened. */
+  /**
+   * The pool gave up on this dial (its timeout, or the try was abandoned) before it opened. A
+   * TLS dial may have its socket already, mid-handshake: that socket is closed too, or it would
+   * stay open outside the pool until the backend closed it.
+   */
   giveUp(): void {
     this.state = Conn.Closed;
+    this.socket?.terminate();
   }
 
   /** In an exchange: a request sent and its exchange not yet over on the wire. */
@@ -253,9 +258,13 @@ export class UpstreamConn implements BodySink, CancelListener, ParserHost {
     this.progress = progress;
     this.head = replayStale ? this.keepForReplay(head) : undefined;
     this.method = method;
-    // Closed stays closed (a dial that died before its first request): its try hears of it
-    // from its cancel, as before it was given the request.
-    if (this.state !== Conn.Closed) this.state = Conn.Sent;
+    if (this.state === Conn.Closed) {
+      // A connection that died before its first request: nothing reads from it now, so the try
+      // is told here (in a microtask, never inside the caller's own call).
+      queueMicrotask(() => t.tryFailed(new NetworkError("ECONNRESET", "the connection closed before the request was sent")));
+      return;
+    }
+    this.state = Conn.Sent;
     this.res = undefined;
     this.skipBody = method === "HEAD";
     this.interim = interim;
@@ -556,6 +565,8 @@ export class UpstreamConn implements BodySink, CancelListener, ParserHost {
    * bytes written before it were not delivered on Bun 1.4.5 once a handshake handler is set.
    */
   onHandshake(ok: boolean, err: Error | null): void {
+    // Given up on (giveUp) while the handshake ran.
+    if (this.closed) return void this.socket?.terminate();
     const verify = this.backend.tls?.rejectUnauthorized ?? true;
     if (ok || !verify) {
       this.opened();
@@ -672,11 +683,13 @@ export class UpstreamPool {
       const onAbort: CancelListener = {
         onCancel: () => {
           conn.giveUp();
+          this.handshaking.delete(conn);
           done(new NetworkError("ABORT_ERR", "request abandoned"));
         },
       };
       const timer = setTimeout(() => {
         conn.giveUp();
+        this.handshaking.delete(conn);
         done(new NetworkError("ETIMEDOUT_CONNECT", `connect timed out after ${this.opts.connectTimeoutMs}ms`));
       }, this.opts.connectTimeoutMs);
       if (cancel.aborted) return onAbort.onCancel();
