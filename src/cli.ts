@@ -59,7 +59,7 @@ Options (flags override the file's values):
   --strategy NAME      ${POLICY_NAMES.join(" | ")}
   --hash-key KEY       consistent-hash's key (hash.key): header:NAME | cookie:NAME | ip | path
   --mode MODE          http (default) or tcp
-  --engine ENGINE      HTTP mode's data path: fetch (default) or socket
+  --engine ENGINE      HTTP mode's data path: socket (default) or fetch
   --workers N|auto     processes serving the proxy port (workers, default 1; auto: one per core)
   --admin-port PORT    admin port (admin.port, default 8081)
   --no-admin           no admin listener

@@ -134,6 +134,9 @@ export function createApi(ctx: ApiContext): Hono<Env> {
   // Answers once the new process serves (this one then drains and exits), or with why it failed.
   api.post("/upgrade", async (c) => {
     if (ctx.upgrade === undefined) throw new ControlError("SY_UPGRADE_UNAVAILABLE", "this balancer cannot be upgraded in place: it was not started by `switchyard serve`");
+    // The new process may take up to its start timeout (30 s), the admin listener's idle
+    // timeout too: lift it, as for the other waits, so the answer says why rather than a reset.
+    c.env?.server?.timeout(c.req.raw, 0);
     return c.json(await ctx.upgrade(c.get("actor")));
   });
 

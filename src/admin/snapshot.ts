@@ -21,10 +21,10 @@ import type { Change } from "../control/changes.ts";
 import type { RetryBudgetConfig } from "../forward/retry.ts";
 
 /**
- * With `workers`: what /stats shows of them. Declared here, by the view that shows it, and
- * produced by the supervisor (workers/supervisor.ts), which sits above the admin layer.
+ * With `workers`, what /stats shows of one worker process. Declared here, by the view that
+ * shows it (with WorkersFigures), and produced by the supervisor (workers/supervisor.ts), which
+ * sits above the admin layer.
  */
-/** One worker process. */
 export interface WorkerFigures {
   index: number;
   pid: number | null;

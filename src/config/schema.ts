@@ -416,7 +416,7 @@ export const ConfigSchema = v.strictObject({
           v.pipe(size, v.description("Request bodies up to this size are kept so that they can be sent again; a larger body is streamed, and its request is not retried. With the fetch engine, this much of every body is read before the request goes upstream.")),
           64 * 1024,
         ),
-        /** Finagle's and Linkerd's retry budget; src/proxy/budget.ts. */
+        /** Finagle's and Linkerd's retry budget: the rule in forward/retry.ts, the counts in pool/retry-budget.ts. */
         budget: v.optional(
           v.pipe(
             v.union(

@@ -35,7 +35,7 @@ export function checkRequest(method: string, headers: Headers): Refusal | undefi
   // it; fetch would refuse the joined value when sending it on (counted against the backend),
   // so it is rejected here, as the socket engine's parser does.
   const length = headers.get("content-length");
-  if (length !== null && !DIGITS.test(length)) return { code: "SY_BAD_REQUEST", detail: `invalid Content-Length "${length}"` };
+  if (length !== null && !DIGITS.test(length)) return { code: "SY_BAD_REQUEST", detail: `invalid Content-Length "${length.slice(0, 40)}${length.length > 40 ? "..." : ""}"` };
   // Bun.serve reads and discards the body of a GET or HEAD (req.body is null), so forwarding
   // the request would drop it without a word: a search with its query in the body would reach
   // the backend as a search without one. RFC 9110 §9.3.1 and §9.3.2 allow rejecting such a

@@ -202,7 +202,6 @@ export function createFetchHandler(opts: FetchEngineOptions): FetchHandler {
     const clientIp = normalizeIp(server.requestIP(request)?.address ?? "");
     const refusal = checkRequest(request.method, request.headers);
     if (refusal !== undefined) return errorResponse(refusal.code, refusal.detail, { headers: { connection: "close", ...refusal.headers } });
-    if (raiseIdle) server.timeout(request, waitTimeout);
     const upgrade = isWebSocketUpgrade(request.method, request.headers);
     const cancel = new Cancel();
     let prepared: PreparedBody | undefined;
@@ -212,6 +211,9 @@ export function createFetchHandler(opts: FetchEngineOptions): FetchHandler {
       // The client went away, or broke a rule, while sending its body.
       cancel.abort(bodyFault(e, opts.maxBodySize));
     }
+    // Raised for the wait on the backend only: while the client sends what is read before the
+    // first try, the listener's own idle timeout bounds a client that dribbles it.
+    if (raiseIdle) server.timeout(request, waitTimeout);
     const signal = request.signal;
     if (signal.aborted) cancel.abort();
     else if (!cancel.aborted) signal.addEventListener("abort", () => cancel.abort(), { once: true });
