@@ -50,7 +50,7 @@ import type { HeaderFields } from "../http/fields.ts";
 import { toClientHeaders, toUpstreamHeaders, type ResponseHeaderRules } from "../http/headers.ts";
 import { shouldRetry, type RetryBudgetConfig, type TryFailure } from "./retry.ts";
 import { ClientFault, errorAnswer, messageFor, type ErrorAnswer, type ProxyAnswerCode, type ProxyErrorCode } from "../errors.ts";
-import { AdmissionGate, Lane, type GateSlot } from "./gate.ts";
+import { AdmissionGate, Lane, type GateSlot, type Waiter } from "./gate.ts";
 import { Cancel, type CancelListener } from "./cancel.ts";
 import { TimerList, type TimerEntry } from "./timer-list.ts";
 import type { KeyExtractor } from "../policy/hash-key.ts";
@@ -332,6 +332,7 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
   slotAt = 0;
   slotPrev: GateSlot | undefined = undefined;
   slotNext: GateSlot | undefined = undefined;
+  slotWaiter: Waiter | undefined = undefined;
   // The current try.
   private backend: Backend | undefined;
   private lease: Lease | undefined;
@@ -451,9 +452,15 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
   private next(): void {
     const entered = this.gate.enter(this.deadline - performance.now(), this);
     if (entered === true) return this.entered();
+    // A client that leaves while its request waits takes it out of the queue at once.
+    const cancel = this.req.cancel;
+    const withdraw: CancelListener = { onCancel: () => this.gate.withdraw(this) };
+    cancel.on(withdraw);
     entered.then((ok) => {
+      cancel.off(withdraw);
       try {
         if (ok) this.entered();
+        else if (cancel.aborted) this.finish(this.clientGone());
         else this.finish(this.fail("SY_QUEUE_TIMEOUT", `no upstream slot within ${this.s.opts.retry.timeout}ms`));
       } catch (e) {
         this.crash(e);

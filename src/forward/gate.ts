@@ -41,10 +41,12 @@ export interface GateSlot {
   slotAt: number;
   slotPrev: GateSlot | undefined;
   slotNext: GateSlot | undefined;
+  /** Its place in the queue while it waits for a slot (withdraw() ends it). */
+  slotWaiter: Waiter | undefined;
 }
 
 export function newSlot(): GateSlot {
-  return { slotLane: Lane.None, slotAt: 0, slotPrev: undefined, slotNext: undefined };
+  return { slotLane: Lane.None, slotAt: 0, slotPrev: undefined, slotNext: undefined, slotWaiter: undefined };
 }
 
 export interface LongWait {
@@ -54,7 +56,7 @@ export interface LongWait {
   limit: number;
 }
 
-interface Waiter {
+export interface Waiter {
   done: boolean;
   slot: GateSlot;
   resolve: (ok: boolean) => void;
@@ -66,6 +68,8 @@ export class AdmissionGate {
   private long = 0;
   private readonly queue: Waiter[] = [];
   private head = 0;
+  /** Waiters still waiting: the queue also holds, until handOver() passes them, ones that are done. */
+  private waiters = 0;
   /** Shared-slot holders, oldest first (only while `limit` > 0). */
   private first: GateSlot | undefined;
   private last: GateSlot | undefined;
@@ -96,9 +100,7 @@ export class AdmissionGate {
 
   /** Requests waiting for a slot now. */
   get waiting(): number {
-    let n = 0;
-    for (let i = this.head; i < this.queue.length; i++) if (!this.queue[i]!.done) n++;
-    return n;
+    return this.waiters;
   }
 
   /**
@@ -122,15 +124,32 @@ export class AdmissionGate {
         done: false,
         slot,
         resolve,
-        timer: setTimeout(() => {
-          waiter.done = true;
-          resolve(false);
-        }, maxWaitMs),
+        timer: setTimeout(() => this.give(waiter, false), maxWaitMs),
       };
+      slot.slotWaiter = waiter;
       this.queue.push(waiter);
+      this.waiters++;
     });
     this.moveLongWaits();
     return promise;
+  }
+
+  /**
+   * A waiter's client has gone: it stops waiting now (enter() resolves false), rather than
+   * holding its place, its timer and its request until a slot or its deadline comes.
+   */
+  withdraw(slot: GateSlot): void {
+    const w = slot.slotWaiter;
+    if (w !== undefined && !w.done) this.give(w, false);
+  }
+
+  /** End a wait, once: with a slot (`ok`) or without. */
+  private give(w: Waiter, ok: boolean): void {
+    w.done = true;
+    w.slot.slotWaiter = undefined;
+    this.waiters--;
+    clearTimeout(w.timer);
+    w.resolve(ok);
   }
 
   /** Give a slot back: to the longest-waiting request, or to the pool of free slots. */
@@ -140,7 +159,7 @@ export class AdmissionGate {
     if (lane === Lane.Long) {
       this.long--;
       // Room in the long-wait lane: a holder that has waited long enough may move now.
-      if (this.head < this.queue.length) this.moveLongWaits();
+      if (this.waiters > 0) this.moveLongWaits();
       return;
     }
     if (lane !== Lane.Shared) throw new Error("AdmissionGate.leave() without a matching enter()");
@@ -157,12 +176,10 @@ export class AdmissionGate {
     while (this.head < this.queue.length) {
       const next = this.queue[this.head++]!;
       if (next.done) continue;
-      next.done = true;
-      clearTimeout(next.timer);
       this.compact();
       // The slot passes straight to the waiter: `active` does not change.
       this.link(next.slot);
-      next.resolve(true);
+      this.give(next, true);
       return true;
     }
     this.compact();
@@ -178,7 +195,7 @@ export class AdmissionGate {
     if (this.longLimit === 0) return;
     const now = performance.now();
     let oldest = this.first;
-    while (oldest !== undefined && this.long < this.longLimit && this.head < this.queue.length && now - oldest.slotAt >= this.longAfter) {
+    while (oldest !== undefined && this.long < this.longLimit && this.waiters > 0 && now - oldest.slotAt >= this.longAfter) {
       const slot = oldest;
       oldest = slot.slotNext;
       this.unlink(slot);
@@ -186,7 +203,7 @@ export class AdmissionGate {
       this.long++;
       if (!this.handOver()) this.active--;
     }
-    if (oldest === undefined || this.long >= this.longLimit || this.head >= this.queue.length) return;
+    if (oldest === undefined || this.long >= this.longLimit || this.waiters === 0) return;
     const at = oldest.slotAt + this.longAfter;
     if (this.timer !== undefined) {
       if (this.timerAt <= at) return;

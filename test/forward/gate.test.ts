@@ -25,6 +25,24 @@ describe("AdmissionGate", () => {
     expect(() => gate.leave(a)).toThrow();
   });
 
+  test("a waiter whose client left is withdrawn at once: it holds no place, and the next slot goes to the one behind it", async () => {
+    const gate = new AdmissionGate(1);
+    const [a, b, c] = [newSlot(), newSlot(), newSlot()];
+    expect(gate.enter(1000, a)).toBe(true);
+    const second = gate.enter(60_000, b) as Promise<boolean>;
+    const third = gate.enter(60_000, c) as Promise<boolean>;
+    expect(gate.waiting).toBe(2);
+    gate.withdraw(b);
+    expect(await second).toBe(false);
+    expect(gate.waiting).toBe(1);
+    gate.withdraw(b); // once only
+    gate.leave(a);
+    expect(await third).toBe(true);
+    expect(gate.inFlight).toBe(1);
+    gate.leave(c);
+    expect(gate.inFlight).toBe(0);
+  });
+
   test("a waiter gives up after its own wait, and holds no slot", async () => {
     const gate = new AdmissionGate(1);
     const a = newSlot();
