@@ -65,15 +65,19 @@ async function openPage(): Promise<{ page: Page; errors: string[] }> {
  * page loaded; then the page must have logged no error. The stack is stopped at the end.
  */
 async function onLiveDashboard(stack: Stack, loops: number, body: (page: Page) => Promise<void>): Promise<void> {
-  const load = traffic(`${stack.balancer.url}/`, loops);
-  const { page, errors } = await openPage();
+  let load: ReturnType<typeof traffic> | undefined;
+  let page: Page | undefined;
   try {
+    load = traffic(`${stack.balancer.url}/`, loops);
+    const opened = await openPage();
+    page = opened.page;
     await page.goto(`${stack.adminUrl}/`);
     await body(page);
-    expect(errors).toEqual([]);
+    expect(opened.errors).toEqual([]);
   } finally {
-    await page.close();
-    await load.stop();
+    // Whatever failed above, the traffic and the stack stop.
+    await page?.close().catch(() => {});
+    await load?.stop();
     await stack.stop();
   }
 }

@@ -86,11 +86,12 @@ async function startDns(hosts: string[], srvRecords: string[] = []): Promise<Dns
       }
     },
   };
-  await dns.start();
+  // Registered before the start: a dnsmasq that starts but never answers is stopped too.
   cleanups.push(async () => {
     await dns.stop();
     rmSync(dir, { recursive: true, force: true });
   });
+  await dns.start();
   return dns;
 }
 

@@ -149,15 +149,19 @@ describe("upstream concurrency through the proxy", () => {
     // first request cannot move out of its slot while the bound is being checked.
     rig = await startRig(2, { engine: "fetch", limits: { upstreamConcurrency: 1, longWaitConcurrency: 0 } });
     let most = 0;
+    const balancer = rig.balancer;
     const sampler = setInterval(() => {
-      most = Math.max(most, rig!.balancer.pool.backends.reduce((n, b) => n + b.inFlight, 0));
+      most = Math.max(most, balancer.pool.backends.reduce((n, b) => n + b.inFlight, 0));
     }, 5);
     const done: string[] = [];
-    const first = fetch(`${rig.balancer.url}/delay/300`).then(async (r) => done.push(`first ${r.status}`));
-    await waitFor(() => rig!.cluster.backends.some((b) => b.active === 1), "the first request to reach a backend");
-    const second = fetch(`${rig.balancer.url}/`).then(async (r) => done.push(`second ${r.status}`));
-    await Promise.all([first, second]);
-    clearInterval(sampler);
+    try {
+      const first = fetch(`${rig.balancer.url}/delay/300`).then(async (r) => done.push(`first ${r.status}`));
+      await waitFor(() => rig!.cluster.backends.some((b) => b.active === 1), "the first request to reach a backend");
+      const second = fetch(`${rig.balancer.url}/`).then(async (r) => done.push(`second ${r.status}`));
+      await Promise.all([first, second]);
+    } finally {
+      clearInterval(sampler);
+    }
     // The second request, to an idle backend, still waited for the first one's slot.
     expect(done).toEqual(["first 200", "second 200"]);
     expect(most).toBe(1);

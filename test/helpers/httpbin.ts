@@ -84,7 +84,10 @@ export async function startHttpbin(): Promise<Httpbin> {
           url: `http://127.0.0.1:${port}`,
           async stop() {
             proc.kill("SIGTERM");
+            // gunicorn's graceful stop can take its 30 s timeout: not a test's.
+            const forced = setTimeout(() => proc.kill("SIGKILL"), 2000);
             await proc.exited;
+            clearTimeout(forced);
           },
         };
       }
