@@ -10,6 +10,10 @@
  *   up to retry.attempts backends, while no client byte has been sent; a dial that outlasts
  *   timeouts.connect counts toward outlier ejection (passive.failed) and is also retried.
  * - timeouts.idle closes a relay through which no byte has moved either way for that long.
+ * - With `sni` (SniRouting), the pool is chosen per connection by the server name of the
+ *   client's TLS ClientHello, read but not terminated (client-hello.ts); a client with no
+ *   complete ClientHello in time, a malformed one, plain text or a name no route takes is
+ *   closed and counted (stats sni*). Without it nothing of this runs.
  *
  * One listener per call: a config with several listeners, each with its own mode, can start
  * one of these per TCP listener on the same context.
@@ -19,12 +23,14 @@ import type { Pool } from "../pool/pool.ts";
 import type { PassiveSignals } from "../health/passive.ts";
 import type { Logger } from "../log/logger.ts";
 import type { Config } from "../config/schema.ts";
-import { clientHandlers, Relay, type RelayEnv } from "./relay.ts";
+import { clientHandlers, Relay, type RelayEnv, type SniRouting } from "./relay.ts";
 import { TcpStats } from "./stats.ts";
 import { readTlsMaterial, type TlsMaterial } from "../tls/certificates.ts";
 import { addServerNames, listenTls } from "../tls/sni.ts";
 
-export { TcpStats } from "./stats.ts";
+export { TcpStats, type SniRefusal } from "./stats.ts";
+export type { RelayTarget, SniRouting } from "./relay.ts";
+export { CLIENT_HELLO_MAX_BYTES } from "./client-hello.ts";
 
 export interface TcpProxy {
   readonly port: number;
@@ -32,8 +38,12 @@ export interface TcpProxy {
   readonly stats: TcpStats;
   /** Client connections open now. */
   readonly connections: number;
-  /** New timeouts, tries and hash key (a reload): they apply to connections accepted from now on. */
-  configure(config: TcpSettings): void;
+  /**
+   * New timeouts, tries and hash key (a reload): they apply to connections accepted from now on.
+   * `routing` given swaps the SNI chooser too (`{ sni: undefined }` turns SNI routing off);
+   * omitted, the current one stays.
+   */
+  configure(config: TcpSettings, routing?: { readonly sni: SniRouting | undefined }): void;
   /** Renewed certificates (a reload re-read them): new handshakes use them, by server name. */
   renewTls(m: TlsMaterial): void;
   /**
@@ -57,6 +67,11 @@ export interface TcpListenOptions {
   stats?: TcpStats;
   /** Terminate TLS with these certificates (src/tls/): the backends get the plain bytes. */
   tls?: TlsMaterial;
+  /**
+   * Choose the pool by the TLS server name the client sends, without terminating TLS (not
+   * with `tls`: a terminated connection has no ClientHello left to pass on).
+   */
+  sni?: SniRouting;
 }
 
 /** What a TCP listener reads of its balancer (a worker process has these too). */
@@ -72,6 +87,7 @@ export async function startTcpProxy(ctx: TcpContext, opts: TcpListenOptions = {}
   const stats = opts.stats ?? new TcpStats();
   // A worker process starts its listener without them: it reads the certificates itself.
   const tls = opts.tls ?? (config.listen.tls !== undefined ? readTlsMaterial(config.listen.tls) : undefined);
+  if (tls !== undefined && opts.sni !== undefined) throw new Error("a TCP listener either terminates TLS (tls) or routes by the server name it passes through (sni), not both");
   const relays = new Set<Relay>();
   let stopping = false;
   let drained: (() => void) | undefined;
@@ -82,6 +98,7 @@ export async function startTcpProxy(ctx: TcpContext, opts: TcpListenOptions = {}
     stats.open--;
     if (stopping && relays.size === 0) drained?.();
   };
+  let sni = opts.sni;
   const envFor = (c: TcpSettings): RelayEnv => ({
     pool: ctx.pool,
     passive: ctx.passive,
@@ -92,6 +109,7 @@ export async function startTcpProxy(ctx: TcpContext, opts: TcpListenOptions = {}
     maxTries: c.retry.attempts,
     // The only key a TCP connection has (load.ts refuses any other in TCP mode).
     hashByClientIp: c.hash?.key === "ip",
+    ...(sni !== undefined ? { sni } : {}),
     onFinished,
   });
   // Each relay keeps the settings it started with; configure() swaps them for new connections.
@@ -126,7 +144,11 @@ export async function startTcpProxy(ctx: TcpContext, opts: TcpListenOptions = {}
   return {
     port: listener.port,
     stats,
-    configure(c) {
+    configure(c, routing) {
+      if (routing !== undefined) {
+        if (tls !== undefined && routing.sni !== undefined) throw new Error("a TCP listener that terminates TLS cannot route by server name");
+        sni = routing.sni;
+      }
       env = envFor(c);
     },
     renewTls(m) {

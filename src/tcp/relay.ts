@@ -31,6 +31,8 @@ import { formatDuration } from "../config/units.ts";
 import type { TcpStats } from "./stats.ts";
 import { describeNetworkError, errorCode, isLocalCode, refinedConnectError, type LocalCode } from "../net/network-error.ts";
 import { Flow } from "../net/flow.ts";
+import { ClientHelloReader } from "./client-hello.ts";
+import { countSniRefusal, type SniRefusal } from "./stats.ts";
 
 /**
  * Client bytes kept while the backend connection is being made. Past this the client is
@@ -38,10 +40,31 @@ import { Flow } from "../net/flow.ts";
  */
 export const CONNECT_BUFFER_BYTES = 64 * 1024;
 
-/** What every relay of one listener shares. */
-export interface RelayEnv {
+/** Where a client connection goes: a pool and the passive health signals of that pool. */
+export interface RelayTarget {
   readonly pool: Pool;
   readonly passive: PassiveSignals;
+}
+
+/**
+ * A listener that chooses its pool by the TLS server name (HAProxy's `req.ssl_sni`), without
+ * terminating TLS: the relay reads the client's ClientHello first (client-hello.ts), asks
+ * `choose`, then dials a backend of that pool and passes every byte on untouched.
+ */
+export interface SniRouting {
+  /**
+   * The pool for a server name (lower-case, no trailing dot; undefined when the ClientHello
+   * named none); undefined closes the connection. Called once per connection: keep it a lookup.
+   */
+  choose(serverName: string | undefined): RelayTarget | undefined;
+  /** ms from accept for a whole ClientHello to arrive, else the client is closed; 0 = no limit of our own. */
+  readonly timeoutMs: number;
+  /** Most bytes read to find the ClientHello's end (CLIENT_HELLO_MAX_BYTES is the usual value). */
+  readonly maxBytes: number;
+}
+
+/** What every relay of one listener shares. */
+export interface RelayEnv extends RelayTarget {
   readonly logger: Logger;
   readonly stats: TcpStats;
   /** ms per backend connect; 0 = no limit of our own. */
@@ -52,6 +75,8 @@ export interface RelayEnv {
   readonly maxTries: number;
   /** consistent-hash with `hash.key: "ip"`: the client's address is the pick's key. */
   readonly hashByClientIp: boolean;
+  /** Choose the pool by TLS server name first; without it every connection goes to `pool`. */
+  readonly sni?: SniRouting;
   /** Called once per relay, when both of its sockets are closed. */
   onFinished(relay: Relay): void;
 }
@@ -67,10 +92,16 @@ interface Attempt {
   abandoned: boolean;
 }
 
-type Phase = "connecting" | "open" | "closed";
+/** hello: reading the ClientHello (SNI routing only); connecting: dialling backends. */
+type Phase = "hello" | "connecting" | "open" | "closed";
 
 export class Relay {
   private phase: Phase = "connecting";
+  /** The pool dialled: the listener's, or the one the server name chose. */
+  private target: RelayTarget;
+  /** SNI routing: the ClientHello read so far, and the time it has to arrive. */
+  private hello: ClientHelloReader | undefined;
+  private helloTimer: ReturnType<typeof setTimeout> | undefined;
   /** client -> backend */
   private readonly up = new Flow();
   /** backend -> client */
@@ -88,19 +119,78 @@ export class Relay {
   constructor(
     private readonly env: RelayEnv,
     private readonly client: Socket<Relay>,
-  ) {}
+  ) {
+    this.target = env;
+  }
 
-  /** Choose a backend and dial it; closes the client at once when none is available. */
+  /**
+   * Choose a backend and dial it; closes the client at once when none is available. With SNI
+   * routing, the pool is chosen first, once the client's ClientHello has come.
+   */
   start(): void {
     this.client.setNoDelay(true);
     this.armIdle();
-    this.dial();
+    const sni = this.env.sni;
+    if (sni === undefined) {
+      this.dial();
+      return;
+    }
+    this.phase = "hello";
+    this.hello = new ClientHelloReader(sni.maxBytes);
+    if (sni.timeoutMs > 0) {
+      this.helloTimer = setTimeout(() => {
+        if (this.phase === "hello") this.refuse("timeout", `no complete ClientHello within ${formatDuration(sni.timeoutMs)}`);
+      }, sni.timeoutMs);
+    }
+  }
+
+  // ---- SNI routing ----------------------------------------------------------------------
+
+  /** A chunk of the ClientHello (already kept in `up`, to be passed on as it came). */
+  private readHello(chunk: Uint8Array): void {
+    const r = this.hello!.push(chunk);
+    switch (r.state) {
+      case "need-more":
+        return;
+      case "not-tls":
+        this.refuse("not-tls", "the first bytes are not a TLS handshake record");
+        return;
+      case "invalid":
+        this.refuse("invalid", r.reason);
+        return;
+      case "done": {
+        this.hello = undefined;
+        clearTimeout(this.helloTimer);
+        const target = this.env.sni!.choose(r.serverName);
+        if (target === undefined) {
+          this.refuse("no-route", `no route for server name ${r.serverName === undefined ? "(none sent)" : JSON.stringify(r.serverName)}`);
+          return;
+        }
+        this.target = target;
+        this.phase = "connecting";
+        // Past the ClientHello the usual bound on what is kept while dialling applies.
+        if (this.up.queued > CONNECT_BUFFER_BYTES) this.up.pause(this.client);
+        this.dial();
+      }
+    }
+  }
+
+  /**
+   * Close a client the SNI step turned away. Counted by reason; only the first of each reason
+   * is logged (a scanner must not flood the log), the rest are in the listener's stats.
+   */
+  private refuse(reason: SniRefusal, detail: string): void {
+    if (countSniRefusal(this.env.stats, reason) === 1) {
+      this.env.logger.info(`tcp listener: closed a client from ${this.client.remoteAddress} before dialling (${reason}: ${detail}); further ones are only counted (tcp stats sni*)`);
+    }
+    this.closeBoth();
   }
 
   // ---- dialling -------------------------------------------------------------------------
 
   private dial(): void {
-    const { pool, stats, maxTries } = this.env;
+    const { stats, maxTries } = this.env;
+    const { pool } = this.target;
     const key = this.env.hashByClientIp ? this.client.remoteAddress : undefined;
     const backend = this.tried.size < maxTries ? pool.pick(this.tried, key) : undefined;
     // pick() falls back to an excluded backend when nothing else is left: a TCP dial is not
@@ -139,7 +229,8 @@ export class Relay {
   connectFailed(a: Attempt, detail: string, timedOut: boolean): void {
     if (a.abandoned) return;
     this.abandon(a);
-    const { passive, stats } = this.env;
+    const { stats } = this.env;
+    const { passive } = this.target;
     stats.connectFailures++;
     a.backend.stats.countProxyError();
     if (timedOut) {
@@ -188,7 +279,7 @@ export class Relay {
     this.backend = a.backend;
     socket.setNoDelay(true);
     a.backend.stats.countConnected(performance.now() - a.startedAt);
-    this.env.passive.succeeded(a.backend, 0);
+    this.target.passive.succeeded(a.backend, 0);
     this.touch();
     // What the client sent while we dialled; then its FIN, if it came.
     this.flushUp();
@@ -203,7 +294,8 @@ export class Relay {
     if (flow.dead || this.phase === "closed") return;
     if (this.backendSocket === undefined) {
       flow.push(chunk);
-      if (flow.queued > CONNECT_BUFFER_BYTES) flow.pause(this.client);
+      if (this.phase === "hello") this.readHello(chunk);
+      else if (flow.queued > CONNECT_BUFFER_BYTES) flow.pause(this.client);
       return;
     }
     flow.pass(this.client, this.backendSocket, chunk, this.countIn);
@@ -212,6 +304,13 @@ export class Relay {
   /** @internal client handlers: the client sent its FIN. */
   clientEnded(): void {
     this.up.ended = true;
+    if (this.phase === "hello") {
+      // No more is coming, so the ClientHello never will: a client that sent nothing at all
+      // (a port check) is just closed; one that stopped halfway is counted.
+      if (this.hello!.consumed === 0) this.closeBoth();
+      else this.refuse("invalid", "the client ended its side before a complete ClientHello");
+      return;
+    }
     this.flushUp();
   }
 
@@ -222,7 +321,7 @@ export class Relay {
     if (error !== undefined && this.phase !== "closed") this.env.stats.resets++;
     this.up.ended = true;
     this.down.kill();
-    if (this.phase === "connecting") {
+    if (this.phase === "connecting" || this.phase === "hello") {
       if (this.attempt) this.abandon(this.attempt);
       this.finish();
       return;
@@ -368,6 +467,8 @@ export class Relay {
     if (this.phase === "closed") return;
     this.phase = "closed";
     clearTimeout(this.idleTimer);
+    if (this.helloTimer !== undefined) clearTimeout(this.helloTimer);
+    this.hello = undefined;
     // The backend's close handler releases the lease; this covers a close that never fired.
     if (this.backendSocket) this.backendSocket.data.lease.release();
     this.env.onFinished(this);

@@ -9,6 +9,9 @@
  * "Handed to" means taken by socket.write(), i.e. in the kernel's send buffer: bytes that were
  * read but dropped because the other side had gone away are not counted.
  */
+/** Why an SNI-routing listener closed a client before dialling (relay.ts SniRouting). */
+export type SniRefusal = "timeout" | "invalid" | "not-tls" | "no-route";
+
 export class TcpStats {
   /** Client connections accepted. */
   accepted = 0;
@@ -33,6 +36,32 @@ export class TcpStats {
   idleTimeouts = 0;
   /** Relays cut short by a reset or an error on either side. */
   resets = 0;
+  /** SNI routing: clients that sent no complete ClientHello within its time limit. */
+  sniTimeouts = 0;
+  /** SNI routing: clients whose ClientHello was malformed, too large, or cut short by their FIN. */
+  sniInvalid = 0;
+  /** SNI routing: clients whose first bytes were not a TLS handshake record. */
+  sniNotTls = 0;
+  /** SNI routing: clients whose server name (or lack of one) no route takes. */
+  sniNoRoute = 0;
   bytesIn = 0;
   bytesOut = 0;
+}
+
+/**
+ * Count a client closed at the SNI step; returns that reason's count, now. A function beside the
+ * class rather than a method: TcpStats is also read and summed as a plain record of numbers
+ * (admin snapshot, worker reports).
+ */
+export function countSniRefusal(stats: TcpStats, reason: SniRefusal): number {
+  switch (reason) {
+    case "timeout":
+      return ++stats.sniTimeouts;
+    case "invalid":
+      return ++stats.sniInvalid;
+    case "not-tls":
+      return ++stats.sniNotTls;
+    case "no-route":
+      return ++stats.sniNoRoute;
+  }
 }
