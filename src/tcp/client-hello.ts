@@ -77,28 +77,32 @@ export class ClientHelloReader {
   push(chunk: Uint8Array): ClientHelloResult {
     let at = 0;
     while (this.phase !== "final" && at < chunk.length) {
+      const room = Math.min(chunk.length - at, this.maxBytes - this.total);
+      // A byte more is coming and the cap is reached: the ClientHello cannot end within it.
+      if (room === 0) {
+        this.total++;
+        return this.fail(`no complete ClientHello within ${this.maxBytes} bytes`);
+      }
       if (this.phase === "record-header") {
-        const n = Math.min(RECORD_HEADER - this.headerFill, chunk.length - at);
+        const n = Math.min(RECORD_HEADER - this.headerFill, room);
         this.header.set(chunk.subarray(at, at + n), this.headerFill);
         this.headerFill += n;
         at += n;
         this.total += n;
         // Judged byte by byte so that a plain-text client is told apart from its first byte.
         if (this.records === 0 && !this.looksLikeTls()) return this.finish(NOT_TLS);
-        if (this.headerFill < RECORD_HEADER) break;
+        if (this.headerFill < RECORD_HEADER) continue;
         const bad = this.checkRecordHeader();
         if (bad !== undefined) return this.fail(bad);
       } else {
-        const n = Math.min(this.recordLeft, chunk.length - at);
+        const n = Math.min(this.recordLeft, room);
         this.total += n;
-        if (this.total > this.maxBytes) return this.fail(`no complete ClientHello within ${this.maxBytes} bytes`);
         const r = this.takeHandshake(chunk.subarray(at, at + n));
         at += n;
         this.recordLeft -= n;
         if (r !== undefined) return this.finish(r);
         if (this.recordLeft === 0) this.phase = "record-header";
       }
-      if (this.total > this.maxBytes) return this.fail(`no complete ClientHello within ${this.maxBytes} bytes`);
     }
     return this.result;
   }
