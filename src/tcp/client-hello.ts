@@ -13,6 +13,9 @@
 /** Most bytes (record headers included) read to find a ClientHello's end, unless told otherwise. */
 export const CLIENT_HELLO_MAX_BYTES = 16 * 1024;
 
+/** Time a client has, from accept, to send its whole ClientHello, unless told otherwise (as `timeouts.header`). */
+export const CLIENT_HELLO_TIMEOUT_MS = 10_000;
+
 /** What the reader knows after the bytes pushed so far; every state but need-more is final. */
 export type ClientHelloResult =
   | { readonly state: "need-more" }

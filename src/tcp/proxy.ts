@@ -30,7 +30,7 @@ import { addServerNames, listenTls } from "../tls/sni.ts";
 
 export { TcpStats, type SniRefusal } from "./stats.ts";
 export type { RelayTarget, SniRouting } from "./relay.ts";
-export { CLIENT_HELLO_MAX_BYTES } from "./client-hello.ts";
+export { CLIENT_HELLO_MAX_BYTES, CLIENT_HELLO_TIMEOUT_MS } from "./client-hello.ts";
 
 export interface TcpProxy {
   readonly port: number;

@@ -1,7 +1,10 @@
 /**
  * One client connection paired with one backend connection: the backend is chosen by the pool,
  * dialled with a timeout (and the next backend tried while no byte has been sent), then bytes
- * are relayed both ways with backpressure, half-closes passed on, and an idle timer.
+ * are relayed both ways with backpressure, half-closes passed on, and an idle timer. With SNI
+ * routing (RelayEnv.sni) the pool is chosen first by the server name of the client's TLS
+ * ClientHello, read within a time and byte limit and then passed on untouched with whatever
+ * followed it.
  *
  * What Bun 1.4.5 does, checked by hand and by test/tcp (re-check on upgrade):
  * - `socket.write()` does not buffer: it returns how many bytes the kernel took (-1 once the
@@ -57,7 +60,11 @@ export interface SniRouting {
    * named none); undefined closes the connection. Called once per connection: keep it a lookup.
    */
   choose(serverName: string | undefined): RelayTarget | undefined;
-  /** ms from accept for a whole ClientHello to arrive, else the client is closed; 0 = no limit of our own. */
+  /**
+   * ms from accept for a whole ClientHello to arrive, else the client is closed (usually
+   * `timeouts.header`, CLIENT_HELLO_TIMEOUT_MS by default); 0 = no limit of our own, though
+   * `timeouts.idle` still runs.
+   */
   readonly timeoutMs: number;
   /** Most bytes read to find the ClientHello's end (CLIENT_HELLO_MAX_BYTES is the usual value). */
   readonly maxBytes: number;

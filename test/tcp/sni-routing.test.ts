@@ -321,7 +321,7 @@ describe("routing by server name", () => {
     expect(s.a.open + s.b.open).toBe(0);
   });
 
-  test("a malformed ClientHello, or a FIN halfway through one, is counted invalid; a bare FIN is not", async () => {
+  test("a malformed or oversized ClientHello, or a FIN halfway through one, is counted invalid; a bare FIN is not", async () => {
     const s = await setup();
     const bad = await rawClient(s.proxy.port);
     cleanups.push(() => bad.terminate());
@@ -332,12 +332,17 @@ describe("routing by server name", () => {
     halfway.send(new Uint8Array([22, 3, 1, 0, 200, 1]));
     halfway.shutdown();
     await halfway.waitClosed();
+    // A ClientHello that says it is 1 MiB long: refused from its first 9 bytes, nothing buffered for it.
+    const huge = await rawClient(s.proxy.port);
+    cleanups.push(() => huge.terminate());
+    huge.send(new Uint8Array([22, 3, 1, 0x40, 0x00, 1, 0x10, 0x00, 0x00]));
+    await huge.waitClosed();
     const bare = await rawClient(s.proxy.port, { halfOpen: true });
     cleanups.push(() => bare.terminate());
     bare.shutdown();
     await bare.waitClosed();
     await waitFor(() => s.proxy.connections === 0, "every relay to end");
-    expect(s.proxy.stats).toMatchObject({ accepted: 3, open: 0, sniInvalid: 2, sniTimeouts: 0, sniNotTls: 0, sniNoRoute: 0 });
+    expect(s.proxy.stats).toMatchObject({ accepted: 4, open: 0, sniInvalid: 3, sniTimeouts: 0, sniNotTls: 0, sniNoRoute: 0 });
     expect(s.logLines.filter((l) => l.includes("(invalid:"))).toHaveLength(1);
   });
 
