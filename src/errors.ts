@@ -85,6 +85,16 @@ export const ERRORS = {
     meaning: "The client stopped sending its request (head or body) for longer than timeouts.idle.",
     message: "the request body stopped arriving",
   },
+  SY_NO_ROUTE: {
+    status: 404, from: "proxy",
+    meaning: "No route takes the request: no route's match holds for its host, path, method, headers, query and address.",
+    message: "no route serves this request",
+  },
+  SY_BAD_PATH: {
+    status: 400, from: "proxy",
+    meaning: "The request path cannot be routed safely: an encoded \"/\", \"\\\" or NUL, or dot segments that climb above the root (RFC 3986 §6.2.2); routing and the backend could read it apart.",
+    message: "the request path cannot be routed",
+  },
   SY_CLIENT_ABORTED: {
     status: null, from: "proxy",
     meaning: "The client went away before its answer; nothing is sent.",

@@ -5,7 +5,8 @@
  */
 import type { ErrorCode } from "./errors.ts";
 
-export type ListenerName = "proxy" | "admin" | "redirect";
+/** "proxy", "admin", "redirect", or a named listener's `proxy "web"` and `redirect "web"`. */
+export type ListenerName = string;
 
 /** Why a bind fails, by the errno code Bun reports (Bun.listen gives none for a bad name). */
 const REASONS: Record<string, string> = {

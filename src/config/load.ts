@@ -8,7 +8,8 @@ import { stat } from "node:fs/promises";
 import { extname } from "node:path";
 import { duplicateKeys } from "./duplicates.ts";
 import * as v from "valibot";
-import { ConfigSchema, type Config, type ConfigInput } from "./schema.ts";
+import { ConfigSchema, ListenTlsSchema, type Config, type ConfigInput, type ParsedConfig } from "./schema.ts";
+import { expandConfig, listenerPath, poolModes, rawListeners, rawPools, shapeProblems } from "./expand.ts";
 import { isWildcardHost, parseBackendAddress } from "./address.ts";
 import { HASH_KEY_HINT } from "../policy/hash-key.ts";
 import { readPem, tlsProblems } from "../tls/certificates.ts";
@@ -111,63 +112,42 @@ export function validateConfig(raw: unknown, source = "config"): Config {
   problems.push(...crossFieldProblems(input));
   if (problems.length > 0) throw new ConfigError(problems, source);
 
-  const config = result.output as Config;
-  config.backends.forEach((b, i) => {
-    if (b.dns !== undefined) {
-      // Discovered backends are named "<name>#<address>:<port>" after this (src/discovery/dns.ts).
-      b.name ??= b.dns;
-      b.type ??= "A";
-      b.refresh ??= DEFAULT_DNS_REFRESH_MS;
-      return;
-    }
-    b.name ??= `backend-${i + 1}`;
-    b.url = parseBackendAddress(b.url!, config.mode).href;
-  });
+  const config = expandConfig(result.output as ParsedConfig, input);
+  for (const pool of Object.values(config.pools)) {
+    pool.backends.forEach((b, i) => {
+      if (b.dns !== undefined) {
+        // Discovered backends are named "<name>#<address>:<port>" after this (src/discovery/dns.ts).
+        b.name ??= b.dns;
+        b.type ??= "A";
+        b.refresh ??= DEFAULT_DNS_REFRESH_MS;
+        return;
+      }
+      b.name ??= `backend-${i + 1}`;
+      b.url = parseBackendAddress(b.url!, pool.mode).href;
+    });
+  }
   return config;
 }
 
 function crossFieldProblems(input: Record<string, unknown>): string[] {
-  const problems: string[] = [];
-  const mode = input.mode === "tcp" ? "tcp" : "http";
-  const backends = Array.isArray(input.backends) ? input.backends : [];
-  const names = new Map<string, number>();
-  backends.forEach((b, i) => {
-    if (!isPlainObject(b)) return;
-    problems.push(...dnsEntryProblems(b, `backends[${i}]`));
-    if (typeof b.url === "string" && b.url !== "") {
-      try {
-        parseBackendAddress(b.url, mode);
-      } catch (e) {
-        problems.push(`backends[${i}].url: got ${show(b.url)}, expected ${(e as Error).message}`);
-      }
-    }
-    problems.push(...backendTlsProblems(b, i, mode));
-    const name = typeof b.name === "string" ? b.name : typeof b.dns === "string" ? b.dns : `backend-${i + 1}`;
-    const first = names.get(name);
-    if (first !== undefined) problems.push(`backends[${i}].name: got ${show(name)}, expected a unique name (backends[${first}] has it)`);
-    else names.set(name, i);
-  });
+  const problems: string[] = shapeProblems(input);
+  const modes = poolModes(input);
+  for (const [name, pool, at] of rawPools(input)) {
+    const mode = modes.get(name) ?? "http";
+    const backends = Array.isArray(pool.backends) ? pool.backends : [];
+    const where = at === "backends" ? "backends" : `${at}.backends`;
+    problems.push(...backendListProblems(backends, where, mode));
+    problems.push(...poolOptionProblems(at === "backends" ? "" : `${at}.`, { ...input, ...pool }, mode));
+  }
+  const listeners = rawListeners(input);
+  const mode = listeners.some((l) => l.mode !== "tcp") ? "http" : "tcp";
   const timeouts = isPlainObject(input.timeouts) ? input.timeouts : {};
   const idle = v.safeParse(ConfigSchema.entries.timeouts, timeouts);
   if (mode === "http" && idle.success && idle.output.idle > 255_000) {
     problems.push(`timeouts.idle: got ${show(timeouts.idle)}, expected at most 255s in HTTP mode (Bun.serve's limit)`);
   }
-  problems.push(...listenerClash(input));
-  problems.push(...listenTlsProblems(input, mode));
-  const strategy = input.strategy ?? "least-connections";
-  if (strategy === "consistent-hash" && input.hash === undefined) {
-    problems.push(`hash: missing; "strategy": "consistent-hash" needs "hash": { "key": ${HASH_KEY_HINT} }`);
-  }
-  if (input.hash !== undefined && strategy !== "consistent-hash") {
-    problems.push(`hash: set, but strategy is ${show(strategy)}; expected "strategy": "consistent-hash" (hash is used by no other strategy)`);
-  }
-  if (mode === "tcp") {
-    const key = isPlainObject(input.hash) ? input.hash.key : undefined;
-    if (typeof key === "string" && key !== "ip") {
-      problems.push(`hash.key: got ${show(key)}, expected "ip" in TCP mode (a TCP connection has no headers, cookies or path)`);
-    }
-    if (input.sticky !== undefined) problems.push(`sticky: set in TCP mode; expected it only in HTTP mode (it works by cookie)`);
-  }
+  problems.push(...listenerClash(input, listeners));
+  listeners.forEach((l, i) => problems.push(...listenTlsProblems(l, listenerPath(input, i))));
   if (isPlainObject(input.dns) && Array.isArray(input.dns.servers)) {
     input.dns.servers.forEach((server, i) => {
       if (typeof server !== "string" || server === "") return;
@@ -183,6 +163,52 @@ function crossFieldProblems(input: Record<string, unknown>): string[] {
   const per = v.safeParse(ConfigSchema.entries.retry, retry);
   if (per.success && per.output.perTryTimeout > per.output.timeout) {
     problems.push(`retry.perTryTimeout: got ${show(retry.perTryTimeout)}, expected at most retry.timeout (${show(retry.timeout ?? "15s")})`);
+  }
+  return problems;
+}
+
+/** One pool's backends: each a url or a dns entry, addresses of the pool's kind, names unique in the pool. */
+function backendListProblems(backends: unknown[], at: string, mode: "http" | "tcp"): string[] {
+  const problems: string[] = [];
+  const names = new Map<string, number>();
+  backends.forEach((b, i) => {
+    if (!isPlainObject(b)) return;
+    problems.push(...dnsEntryProblems(b, `${at}[${i}]`));
+    if (typeof b.url === "string" && b.url !== "") {
+      try {
+        parseBackendAddress(b.url, mode);
+      } catch (e) {
+        problems.push(`${at}[${i}].url: got ${show(b.url)}, expected ${(e as Error).message}`);
+      }
+    }
+    problems.push(...backendTlsProblems(b, `${at}[${i}]`, mode));
+    const name = typeof b.name === "string" ? b.name : typeof b.dns === "string" ? b.dns : `backend-${i + 1}`;
+    const first = names.get(name);
+    if (first !== undefined) problems.push(`${at}[${i}].name: got ${show(name)}, expected a unique name (${at}[${first}] has it)`);
+    else names.set(name, i);
+  });
+  return problems;
+}
+
+/**
+ * The options of one pool that depend on each other or on its kind; `input` is the pool's
+ * options over the top-level ones, as written, and `at` the prefix its own are named by.
+ */
+function poolOptionProblems(at: string, input: Record<string, unknown>, mode: "http" | "tcp"): string[] {
+  const problems: string[] = [];
+  const strategy = input.strategy ?? "least-connections";
+  if (strategy === "consistent-hash" && input.hash === undefined) {
+    problems.push(`${at}hash: missing; "strategy": "consistent-hash" needs "hash": { "key": ${HASH_KEY_HINT} }`);
+  }
+  if (input.hash !== undefined && strategy !== "consistent-hash") {
+    problems.push(`${at}hash: set, but strategy is ${show(strategy)}; expected "strategy": "consistent-hash" (hash is used by no other strategy)`);
+  }
+  if (mode === "tcp") {
+    const key = isPlainObject(input.hash) ? input.hash.key : undefined;
+    if (typeof key === "string" && key !== "ip") {
+      problems.push(`${at}hash.key: got ${show(key)}, expected "ip" in TCP mode (a TCP connection has no headers, cookies or path)`);
+    }
+    if (input.sticky !== undefined) problems.push(`${at}sticky: set in TCP mode; expected it only in HTTP mode (it works by cookie)`);
   }
   return problems;
 }
@@ -206,27 +232,25 @@ function dnsEntryProblems(b: Record<string, unknown>, at: string): string[] {
 }
 
 /**
- * listen.tls: every certificate and key file readable, each key the certificate's (read now, so
- * that `check` finds what `serve` would). httpRedirect needs HTTPS to redirect to, and a port
- * of its own.
+ * A listener's tls: every certificate and key file readable, each key the certificate's (read
+ * now, so that `check` finds what `serve` would). httpRedirect needs HTTPS to redirect to, and
+ * a port of its own. `at`: how the listener is named ("listen" or "listeners[i]").
  */
-function listenTlsProblems(input: Record<string, unknown>, mode: "http" | "tcp"): string[] {
-  const listen = v.safeParse(ConfigSchema.entries.listen, input.listen);
-  if (!listen.success) return [];
-  const { tls, httpRedirect, port } = listen.output;
-  const problems = tls !== undefined ? tlsProblems(tls) : [];
-  if (httpRedirect !== undefined) {
-    if (mode === "tcp") problems.push(`listen.httpRedirect: set in TCP mode; expected it only in HTTP mode (it answers HTTP requests)`);
-    else if (tls === undefined) problems.push(`listen.httpRedirect: set without listen.tls; expected it only when the proxy listens over HTTPS`);
-    if (httpRedirect.port !== 0 && httpRedirect.port === port) problems.push(`listen.httpRedirect.port: got ${httpRedirect.port}, expected a port other than listen.port`);
+function listenTlsProblems(l: Record<string, unknown>, at: string): string[] {
+  const tlsIn = v.safeParse(ListenTlsSchema, l.tls);
+  const problems = l.tls !== undefined && tlsIn.success && tlsIn.output !== undefined ? tlsProblems(tlsIn.output).map((p) => p.replace(/^listen\.tls/, `${at}.tls`)) : [];
+  const redirect = l.httpRedirect;
+  if (isPlainObject(redirect)) {
+    if (l.mode !== "tcp" && l.tls === undefined) problems.push(`${at}.httpRedirect: set without ${at}.tls; expected it only when the listener serves HTTPS`);
+    if (typeof redirect.port === "number" && redirect.port !== 0 && redirect.port === l.port) problems.push(`${at}.httpRedirect.port: got ${redirect.port}, expected a port other than ${at}.port`);
   }
   return problems;
 }
 
 /** backends[i].tls: only for https:// backends in HTTP mode, and its CA file readable. */
-function backendTlsProblems(b: Record<string, unknown>, i: number, mode: "http" | "tcp"): string[] {
+function backendTlsProblems(b: Record<string, unknown>, at: string, mode: "http" | "tcp"): string[] {
   if (!isPlainObject(b.tls)) return [];
-  const where = `backends[${i}].tls`;
+  const where = `${at}.tls`;
   if (mode === "tcp") return [`${where}: set in TCP mode; expected it only for https:// backends in HTTP mode`];
   if (typeof b.url === "string" && !/^https:\/\//i.test(b.url)) return [`${where}: set for ${show(b.url)}; expected an https:// URL (tls applies to HTTPS backends)`];
   const problems: string[] = [];
@@ -235,24 +259,34 @@ function backendTlsProblems(b: Record<string, unknown>, i: number, mode: "http" 
 }
 
 /**
- * The admin listener on the proxy's port would fail to bind ("address already in use") at
- * start; say so now, naming both fields. Port 0 asks for an ephemeral port and never clashes.
- * A wildcard ("0.0.0.0", "::") clashes with any host of its family; "::" is dual-stack on
- * Linux, so it clashes with IPv4 hosts too.
+ * Two listeners on one port would fail to bind ("address already in use") at start; say so
+ * now, naming both fields. Port 0 asks for an ephemeral port and never clashes. A wildcard
+ * ("0.0.0.0", "::") clashes with any host of its family; "::" is dual-stack on Linux, so it
+ * clashes with IPv4 hosts too.
  */
-function listenerClash(input: Record<string, unknown>): string[] {
-  const listen = v.safeParse(ConfigSchema.entries.listen, input.listen);
+function listenerClash(input: Record<string, unknown>, listeners: Record<string, unknown>[]): string[] {
   const admin = v.safeParse(ConfigSchema.entries.admin, input.admin);
-  if (!listen.success || !admin.success || admin.output === false) return [];
-  const [p, a] = [listen.output, admin.output];
-  if (p.port === 0 || p.port !== a.port) return [];
+  const bound: { at: string; host: string; port: number }[] = [];
+  const hostOf = (x: unknown) => (typeof x === "string" ? x : "0.0.0.0");
+  listeners.forEach((l, i) => {
+    const at = listenerPath(input, i);
+    const port = typeof l.port === "number" ? l.port : at === "listen" ? 8000 : 0;
+    bound.push({ at: `${at}.port`, host: hostOf(l.host), port });
+    if (isPlainObject(l.httpRedirect) && typeof l.httpRedirect.port === "number") {
+      bound.push({ at: `${at}.httpRedirect.port`, host: hostOf(l.httpRedirect.host ?? l.host), port: l.httpRedirect.port });
+    }
+  });
+  if (admin.success && admin.output !== false) bound.push({ at: "admin.port", host: admin.output.host, port: admin.output.port });
   const v6 = (h: string) => h.includes(":");
-  const clash =
-    p.host === a.host ||
-    p.host === "::" || a.host === "::" ||
-    (isWildcardHost(p.host) && !v6(a.host)) || (isWildcardHost(a.host) && !v6(p.host));
-  if (!clash) return [];
-  return [`admin.port: got ${a.port}, expected a port other than listen.port (${p.port}, on ${show(p.host)}): the admin listener on ${show(a.host)} cannot share it`];
+  const clash = (a: string, b: string) => a === b || a === "::" || b === "::" || (isWildcardHost(a) && !v6(b)) || (isWildcardHost(b) && !v6(a));
+  const problems: string[] = [];
+  for (let j = 1; j < bound.length; j++) {
+    const b = bound[j]!;
+    if (b.port === 0) continue;
+    const first = bound.slice(0, j).find((a) => a.port === b.port && clash(a.host, b.host));
+    if (first) problems.push(`${b.at}: got ${b.port}, expected a port other than ${first.at} (${first.port}, on ${show(first.host)}): a listener on ${show(b.host)} cannot share it`);
+  }
+  return problems;
 }
 
 /** `prefix`: the path of the union this issue came from (a union's sub-issues are relative to it). */

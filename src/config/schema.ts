@@ -10,6 +10,7 @@ import { HOP_BY_HOP } from "../http/headers.ts";
 import { parseCidr } from "../net/cidr.ts";
 import { listenHostProblem, parseHostPort } from "./address.ts";
 import { HASH_KEY_HINT, HASH_KEY_PATTERN } from "../policy/hash-key.ts";
+import { RouteSchema, type RouteConfig } from "../route/schema.ts";
 
 const DURATION_HINT = 'a duration like "250ms", "5s", "1m" or a number of milliseconds';
 const SIZE_HINT = 'a size like "64KB", "128MB" or a number of bytes';
@@ -157,6 +158,7 @@ const serverName = v.pipe(
  * TLS termination on the proxy listener: a default certificate, more chosen by the name the
  * client asks for (SNI), and the lowest protocol version accepted.
  */
+export const ListenTlsSchema = v.optional(v.lazy(() => ListenTls));
 const ListenTls = v.strictObject({
   cert: v.pipe(pemFile, v.description("The certificate chain served by default.")),
   key: v.pipe(pemFile, v.description("The private key of `cert`.")),
@@ -280,7 +282,10 @@ const Backend = v.strictObject({
   ),
 });
 
-export const ConfigSchema = v.strictObject({
+const BackendList = v.pipe(v.array(Backend, "expected a list of backends"), v.minLength(1, "expected at least one backend"));
+
+/** Every option but pools, listeners and routes: those are added below, built from these. */
+const BaseSchema = v.strictObject({
   mode: v.optional(v.pipe(v.picklist(["http", "tcp"], 'expected "http" or "tcp"'), v.description('`"http"`: a layer-7 proxy of HTTP requests; `"tcp"`: a layer-4 relay of connections.')), "http"),
   listen: v.optional(
     v.pipe(
@@ -331,10 +336,12 @@ export const ConfigSchema = v.strictObject({
     {},
   ),
   strategy: v.optional(v.pipe(PolicyName, v.description("The selection policy that picks a backend for each request (HTTP) or connection (TCP).")), "least-connections"),
-  backends: v.pipe(
-    v.array(Backend, "expected a list of backends"),
-    v.minLength(1, "expected at least one backend"),
-    v.description("The pool: each entry is one backend given by `url`, or a DNS name (`dns`) whose addresses become backends."),
+  backends: v.optional(
+    v.pipe(
+      BackendList,
+      v.description("The backends of the pool named `default` (the single-pool form; with `pools`, each pool lists its own): each entry is one backend given by `url`, or a DNS name (`dns`) whose addresses become backends."),
+      doc({ defaultText: "required, unless `pools` is given" }),
+    ),
   ),
   /** Why the socket engine is the default: docs/forwarding.md, "Engines". */
   engine: v.optional(
@@ -642,7 +649,151 @@ export const ConfigSchema = v.strictObject({
   ),
 });
 
+/** A pool's, a listener's or a route's name: it appears in logs, metrics labels and `pool/backend`. */
+const NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
+const NAME_HINT = 'a name of letters, digits, "_", "." and "-" (up to 63, starting with a letter or digit)';
+export const entityName = (what: string) =>
+  v.pipe(v.string(`expected ${what}: ${NAME_HINT}`), v.regex(NAME, `expected ${what}: ${NAME_HINT}`), doc({ type: `${what}` }));
+
+const B = BaseSchema.entries;
+
+/**
+ * A pool's own value of a top-level option: the same schema without its default, so that load.ts
+ * can tell an option the pool leaves unset (the top-level value applies) from one it sets.
+ */
+function inPool<T extends v.GenericSchema>(key: string, entry: v.OptionalSchema<T, unknown>, nested: boolean) {
+  return v.optional(
+    v.pipe(
+      entry.wrapped,
+      v.description(`This pool's \`${key}\`${nested ? ", field by field over the top-level one" : ""}.`),
+      doc({ ...(nested ? { fieldsAt: key } : {}), defaultText: `the top-level \`${key}\`` }),
+    ),
+  );
+}
+
+const TimeoutEntries = B.timeouts.wrapped.entries;
+const LimitEntries = B.limits.wrapped.entries;
+
+/** The options that belong to a group of backends (issue: "everything that belongs to a group"). */
+const PoolSchema = v.strictObject({
+  backends: v.pipe(BackendList, v.description("The pool's backends, as the top-level `backends`."), doc({ fieldsAt: "backends" })),
+  strategy: inPool("strategy", B.strategy, false),
+  hash: inPool("hash", B.hash as unknown as v.OptionalSchema<v.GenericSchema, unknown>, true),
+  sticky: inPool("sticky", B.sticky as unknown as v.OptionalSchema<v.GenericSchema, unknown>, true),
+  peakEwma: inPool("peakEwma", B.peakEwma, true),
+  retry: inPool("retry", B.retry, true),
+  healthCheck: inPool("healthCheck", B.healthCheck, true),
+  passive: inPool("passive", B.passive, true),
+  panicThreshold: inPool("panicThreshold", B.panicThreshold, false),
+  slowStart: inPool("slowStart", B.slowStart, false),
+  timeouts: v.optional(
+    v.pipe(
+      v.strictObject({
+        connect: v.optional(TimeoutEntries.connect.wrapped),
+        upstreamIdle: v.optional(TimeoutEntries.upstreamIdle.wrapped),
+        send: v.optional(TimeoutEntries.send.wrapped),
+      }),
+      v.description("This pool's backend-side time limits (`connect`, `upstreamIdle`, `send`), each as the top-level `timeouts` field of that name, which applies where one is not given."),
+    ),
+  ),
+  limits: v.optional(
+    v.pipe(
+      v.strictObject({ upstreamKeepalive: v.optional(LimitEntries.upstreamKeepalive.wrapped) }),
+      v.description("This pool's `upstreamKeepalive`, as the top-level `limits.upstreamKeepalive`, which applies where it is not given."),
+    ),
+  ),
+});
+
+/** The pool options a pool may set for itself; the top-level ones are their defaults. */
+export const POOL_OPTIONS = ["strategy", "hash", "sticky", "peakEwma", "retry", "healthCheck", "passive", "panicThreshold", "slowStart"] as const;
+
+const ListenerSchema = v.strictObject({
+  name: v.pipe(entityName("a listener name"), v.description("A unique name, used in logs, metrics and the admin API.")),
+  host: v.optional(v.pipe(listenHost, v.description("The address it listens on.")), "0.0.0.0"),
+  port: v.pipe(port, v.description("Its port; `0` picks a free one.")),
+  mode: v.optional(v.pipe(v.picklist(["http", "tcp"], 'expected "http" or "tcp"'), v.description('`"http"`: requests go through `routes`; `"tcp"`: connections are relayed to `pool`, or to the pool of the route whose `match.sni` names the server the client asks for.')), "http"),
+  tls: v.optional(v.pipe(ListenTls, v.description("Terminate TLS on this listener, as `listen.tls`."), doc({ fieldsAt: "listen.tls", defaultText: "none" }))),
+  httpRedirect: v.optional(
+    v.pipe(
+      v.strictObject({
+        host: v.optional(v.pipe(listenHost, v.description("The address of the redirecting listener."), doc({ defaultText: "this listener's `host`" }))),
+        port: v.pipe(port, v.description("Its port, e.g. 80.")),
+      }),
+      v.description("With `tls`, in HTTP mode: a plain-HTTP listener that answers every request with a `308` redirect to this one."),
+    ),
+  ),
+  routes: v.optional(
+    v.pipe(
+      v.array(entityName("a route name"), "expected a list of route names"),
+      v.minLength(1, "expected at least one route name"),
+      v.description("HTTP: only these routes serve this listener, in the order of `routes`. TCP: the SNI routes (`match.sni`) it chooses among."),
+      doc({ defaultText: "HTTP: every route without `match.sni`; TCP: every route with it, unless `pool` is given" }),
+    ),
+  ),
+  pool: v.optional(v.pipe(entityName("a pool name"), v.description("TCP: the pool every connection goes to (or the one for a client whose server name no SNI route takes)."))),
+});
+
+export const ConfigSchema = v.strictObject({
+  ...BaseSchema.entries,
+  pools: v.optional(
+    v.pipe(
+      v.record(entityName("a pool name"), PoolSchema, "expected an object of pool names and pools"),
+      v.description("Named groups of backends, each with its own policy, health checks, retries and time limits; the top-level values of those options are every pool's defaults. Routes and TCP listeners name the pool they send to. The single-pool form (top-level `backends`) is the pool `default`."),
+      doc({ type: "object of pool names and pools", defaultText: "`{ default: ... }` from the top-level `backends`" }),
+    ),
+  ),
+  listeners: v.optional(
+    v.pipe(
+      v.array(ListenerSchema, "expected a list of listeners"),
+      v.minLength(1, "expected at least one listener"),
+      v.description("Where the proxy listens: each listener its own address, port, mode and certificates. Without it, `listen` and `mode` make the one listener `default`."),
+      doc({ defaultText: "one listener `default` from `listen` and `mode`" }),
+    ),
+  ),
+  routes: v.optional(
+    v.pipe(
+      v.array(RouteSchema, "expected a list of routes"),
+      v.description("HTTP: the ordered list of routes; the first whose `match` holds takes the request, and a request no route takes gets `404` (`SY_NO_ROUTE`). TCP listeners use the routes with `match.sni`."),
+      doc({ defaultText: "one route `default` to the only pool" }),
+    ),
+  ),
+});
+
 export type ConfigInput = v.InferInput<typeof ConfigSchema>;
-export type Config = v.InferOutput<typeof ConfigSchema>;
-export type BackendConfig = Config["backends"][number];
+export type ParsedConfig = v.InferOutput<typeof ConfigSchema>;
+type Parsed = ParsedConfig;
+export type BackendConfig = NonNullable<Parsed["backends"]>[number];
+export type HealthCheckConfig = Parsed["healthCheck"];
+
+/** One pool after load.ts filled the top-level defaults in: nothing left unset. */
+export interface PoolConfig {
+  readonly name: string;
+  /** Which listeners it serves: "tcp" when a TCP listener sends to it (its backends are tcp://). */
+  readonly mode: "http" | "tcp";
+  backends: BackendConfig[];
+  strategy: Parsed["strategy"];
+  hash: Parsed["hash"];
+  sticky: Parsed["sticky"];
+  peakEwma: Parsed["peakEwma"];
+  retry: Parsed["retry"];
+  healthCheck: Parsed["healthCheck"];
+  passive: Parsed["passive"];
+  panicThreshold: number;
+  slowStart: number;
+  timeouts: Pick<Parsed["timeouts"], "connect" | "upstreamIdle" | "send">;
+  limits: Pick<Parsed["limits"], "upstreamKeepalive">;
+}
+
+export type ListenerConfig = v.InferOutput<typeof ListenerSchema>;
+
+/**
+ * A config as the rest of the program reads it: `pools`, `listeners` and `routes` always set
+ * (load.ts expands the single-pool form), and no top-level `backends` left.
+ */
+export type Config = Omit<Parsed, "pools" | "listeners" | "routes" | "backends"> & {
+  pools: Record<string, PoolConfig>;
+  listeners: ListenerConfig[];
+  routes: RouteConfig[];
+};
+
 export type HealthCheckFields = v.InferOutput<v.ObjectSchema<typeof healthCheckFields, undefined>>;

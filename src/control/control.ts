@@ -13,11 +13,10 @@
 import type { BackendConfig, Config } from "../config/schema.ts";
 import { ConfigError, validateConfig } from "../config/load.ts";
 import type { Backend } from "../pool/backend.ts";
-import type { Pool } from "../pool/pool.ts";
+import type { PoolRuntime, PoolSet } from "../pool/pool-set.ts";
 import { formatDuration } from "../config/units.ts";
 import type { ChangeLog } from "./changes.ts";
 import type { CodeFrom } from "../errors.ts";
-import type { Reconciler } from "./reconcile.ts";
 
 /** Who asked for a change, for the record. */
 export interface Actor {
@@ -63,8 +62,8 @@ export interface ConfigStatus {
 }
 
 export interface ControlTargets {
-  pool: Pool;
-  reconciler: Reconciler;
+  /** The balancer's pools: a backend is named "pool/backend", or by its name alone where that is one backend of all. */
+  pools: PoolSet;
   changes: ChangeLog;
   /** The running config. */
   config(): Config;
@@ -77,6 +76,8 @@ export interface ControlTargets {
 
 export interface BackendReport {
   name: string;
+  /** The pool it is in. */
+  pool: string;
   url: string;
   state: string;
   /** Why it is in that state (the last change's reason). */
@@ -144,11 +145,16 @@ export class Control {
   }
 
   backends(): BackendReport[] {
-    return this.t.pool.backends.map(report);
+    return this.t.pools.all.flatMap((p) => p.pool.backends.map((b) => report(b, p.name)));
   }
 
   backend(name: string): BackendReport {
-    return report(this.find(name));
+    return this.reportOf(name);
+  }
+
+  private reportOf(name: string): BackendReport {
+    const { runtime, backend } = this.locate(name);
+    return report(backend, runtime.name);
   }
 
   /**
@@ -206,7 +212,7 @@ export class Control {
     });
     const started = performance.now();
     const drained = await this.waitIdle(b, waitMs);
-    return { ...report(b), drained, waitedMs: Math.round(performance.now() - started) };
+    return { ...this.reportOf(name), drained, waitedMs: Math.round(performance.now() - started) };
   }
 
   enable(name: string, actor: Actor): Promise<BackendReport> {
@@ -215,7 +221,7 @@ export class Control {
       const was = b.isEnabled;
       b.setEnabled(true, `enabled by ${actor.by}`);
       this.t.changes.record({ what: `enable ${name}`, ...actor, ok: true, detail: [was ? "already enabled" : "takes new requests"] });
-      return report(b);
+      return report(b, this.locate(name).runtime.name);
     });
   }
 
@@ -225,30 +231,46 @@ export class Control {
       const b = this.find(name);
       b.force(health === "auto" ? undefined : health, health === "auto" ? `health checks decide again (${actor.by})` : `forced ${health} by ${actor.by}`);
       this.t.changes.record({ what: `force ${name} ${health}`, ...actor, ok: true, detail: [`state ${b.state()}`] });
-      return report(b);
+      return report(b, this.locate(name).runtime.name);
     });
   }
 
   setWeight(name: string, weight: unknown, actor: Actor): Promise<BackendReport> {
     const discovered = this.discoveredError(name);
     if (discovered) return Promise.reject(discovered);
-    return this.changeBackends(`weight ${name} ${String(weight)}`, name, actor, (list) => {
-      const i = list.findIndex((d) => d.name === name);
+    let located: Located;
+    try {
+      located = this.locate(name);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    const local = located.backend.name;
+    return this.changeBackends(located.runtime, `weight ${name} ${String(weight)}`, local, actor, (list) => {
+      const i = list.findIndex((d) => d.name === local);
       if (i === -1) throw this.unknown(name);
       return list.map((d, j) => (j === i ? { ...d, weight: weight as number } : d));
-    }).then(() => report(this.find(name)));
+    }).then(() => this.reportOf(name));
   }
 
   /** Add a backend: `entry` is a backends[] entry of the config (name required), validated as one. */
   add(entry: unknown, actor: Actor): Promise<BackendReport> {
-    const name = typeof entry === "object" && entry !== null ? (entry as { name?: unknown }).name : undefined;
+    const given = typeof entry === "object" && entry !== null ? (entry as { name?: unknown; pool?: unknown }) : {};
+    const name = given.name;
     if (typeof name !== "string" || name === "") {
       return Promise.reject(new ControlError("SY_INVALID_REQUEST", 'name: missing; a backend added at run time needs a name, e.g. {"name": "backend-4", "url": "http://10.0.0.4:8080"}'));
     }
-    return this.changeBackends(`add ${name}`, name, actor, (list) => {
+    // Which pool: `pool` in the entry, else the only one there is.
+    const pools = this.t.pools.all;
+    const poolName = typeof given.pool === "string" ? given.pool : pools.length === 1 ? pools[0]!.name : undefined;
+    const runtime = poolName !== undefined ? this.t.pools.get(poolName) : undefined;
+    if (runtime === undefined) {
+      return Promise.reject(new ControlError("SY_INVALID_REQUEST", `pool: ${poolName === undefined ? "missing" : `got "${poolName}"`}; expected the name of a pool (${pools.map((p) => p.name).join(", ")})`));
+    }
+    const { pool: _pool, ...backend } = given as Record<string, unknown>;
+    return this.changeBackends(runtime, `add ${name}`, name, actor, (list) => {
       if (list.some((d) => d.name === name)) throw new ControlError("SY_BACKEND_EXISTS", `a backend named "${name}" already exists`);
-      return [...list, entry as BackendConfig];
-    }).then(() => report(this.find(name)));
+      return [...list, backend as BackendConfig];
+    }).then(() => this.reportOf(`${runtime.name}/${name}`));
   }
 
   /**
@@ -256,21 +278,21 @@ export class Control {
    * out of the pool. Requests still in flight at the deadline finish on their own.
    */
   async remove(name: string, actor: Actor, deadlineMs = DEFAULT_REMOVE_DEADLINE_MS): Promise<RemoveReport> {
-    const b = await this.serial(async () => {
-      const b = this.find(name);
+    const { b, runtime } = await this.serial(async () => {
+      const { backend: b, runtime } = this.locate(name);
       const discovered = this.discoveredError(name);
       if (discovered) throw discovered;
-      if (this.t.reconciler.desired.length <= 1) throw new ControlError("SY_LAST_BACKEND", `${name} is the last backend: add another before removing it`);
+      if (runtime.reconciler.desired.length <= 1) throw new ControlError("SY_LAST_BACKEND", `${name} is the last backend${runtime.label ? ` of pool ${runtime.name}` : ""}: add another before removing it`);
       b.setEnabled(false, `draining for removal by ${actor.by}`);
-      return b;
+      return { b, runtime };
     });
     const started = performance.now();
     const drained = await this.waitIdle(b, deadlineMs);
     const waitedMs = Math.round(performance.now() - started);
     const inFlight = b.inFlight;
-    await this.changeBackends(`remove ${name}`, name, actor, (list) => {
-      if (!list.some((d) => d.name === name)) throw this.unknown(name);
-      return list.filter((d) => d.name !== name);
+    await this.changeBackends(runtime, `remove ${name}`, b.name, actor, (list) => {
+      if (!list.some((d) => d.name === b.name)) throw this.unknown(name);
+      return list.filter((d) => d.name !== b.name);
     }, [drained ? `drained in ${formatDuration(waitedMs)}` : `deadline of ${formatDuration(deadlineMs)} reached with ${inFlight} in flight; they finish on their own`]);
     return { name, inFlightAtRemoval: inFlight, waitedMs, deadlineReached: !drained };
   }
@@ -282,16 +304,17 @@ export class Control {
   }
 
   /** Validate the new list as the config's backends, reconcile, record, bump the version. */
-  private changeBackends(what: string, subject: string, actor: Actor, edit: (list: readonly BackendConfig[]) => BackendConfig[], extra: string[] = []): Promise<void> {
+  private changeBackends(runtime: PoolRuntime, what: string, subject: string, actor: Actor, edit: (list: readonly BackendConfig[]) => BackendConfig[], extra: string[] = []): Promise<void> {
     return this.serial(async () => {
       const config = this.t.config();
+      const pc = config.pools[runtime.name]!;
       // The config's entries, not the pool's: a DNS entry stays one entry (its discovered
       // backends are drained or forced one by one, but configured through the entry).
-      const edited = edit(config.backends);
+      const edited = edit(pc.backends);
       let desired: BackendConfig[];
       try {
         // The same schema and checks as the file: a bad weight or URL reads as in a config error.
-        desired = validateConfig({ mode: config.mode, backends: edited }, "request").backends;
+        desired = validateConfig({ mode: pc.mode, backends: edited }, "request").pools.default!.backends;
       } catch (e) {
         if (!(e instanceof ConfigError)) throw e;
         // Problems of the entry this request wrote read as fields of the request: "weight: got 0...".
@@ -300,7 +323,7 @@ export class Control {
         throw new ControlError("SY_INVALID_REQUEST", problems.join("; "), problems);
       }
       // The running config with a new list of backends, applied as a reload applies a file.
-      const applied = await this.t.apply({ ...config, backends: desired });
+      const applied = await this.t.apply({ ...config, pools: { ...config.pools, [runtime.name]: { ...pc, backends: desired } } });
       this.bump("api");
       this.t.changes.record({ what, ...actor, ok: true, detail: [...applied.lines, ...extra] });
     });
@@ -315,7 +338,7 @@ export class Control {
   private reportWhenIdle(b: Backend, actor: Actor): void {
     void b.whenIdle().then(() => {
       // Re-enabled or removed meanwhile: nothing to report.
-      if (this.stopped || b.isEnabled || this.t.pool.get(b.name) !== b) return;
+      if (this.stopped || b.isEnabled || this.t.pools.poolOf(b) === undefined) return;
       this.t.changes.record({ what: `drain ${b.name} complete`, ...actor, ok: true, detail: ["0 in flight"] });
     });
   }
@@ -346,9 +369,29 @@ export class Control {
   }
 
   private find(name: string): Backend {
-    const b = this.t.pool.get(name);
-    if (!b) throw this.unknown(name);
-    return b;
+    return this.locate(name).backend;
+  }
+
+  /**
+   * The backend `name` names: "pool/backend", or a backend's name alone when one backend of
+   * all the pools has it (always so with a single pool).
+   */
+  private locate(name: string): Located {
+    const slash = name.indexOf("/");
+    if (slash > 0) {
+      const runtime = this.t.pools.get(name.slice(0, slash));
+      const backend = runtime?.pool.get(name.slice(slash + 1));
+      if (runtime !== undefined && backend !== undefined) return { runtime, backend };
+    }
+    const found = this.t.pools.all.flatMap((runtime) => {
+      const backend = runtime.pool.get(name);
+      return backend !== undefined ? [{ runtime, backend }] : [];
+    });
+    if (found.length === 1) return found[0]!;
+    if (found.length > 1) {
+      throw new ControlError("SY_UNKNOWN_BACKEND", `"${name}" is a backend of ${found.length} pools (${found.map((f) => f.runtime.name).join(", ")}): name it as pool/backend, e.g. "${found[0]!.runtime.name}/${name}"`);
+    }
+    throw this.unknown(name);
   }
 
   /**
@@ -356,8 +399,16 @@ export class Control {
    * its DNS entry, changed in the file. Drain, enable and forced health work on it as on any.
    */
   private discoveredError(name: string): ControlError | undefined {
-    if (this.t.config().backends.some((d) => d.name === name) || !this.t.pool.get(name)) return undefined;
-    const entry = this.t.config().backends.find((d) => d.dns !== undefined && name.startsWith(`${d.name}#`));
+    let located: Located;
+    try {
+      located = this.locate(name);
+    } catch {
+      return undefined;
+    }
+    const local = located.backend.name;
+    const entries = this.t.config().pools[located.runtime.name]?.backends ?? [];
+    if (entries.some((d) => d.name === local)) return undefined;
+    const entry = entries.find((d) => d.dns !== undefined && local.startsWith(`${d.name}#`));
     if (!entry) return undefined;
     return new ControlError(
       "SY_INVALID_REQUEST",
@@ -366,14 +417,20 @@ export class Control {
   }
 
   private unknown(name: string): ControlError {
-    const names = this.t.pool.backends.map((b) => b.name);
+    const names = this.t.pools.all.flatMap((p) => p.pool.backends.map((b) => p.label + b.name));
     return new ControlError("SY_UNKNOWN_BACKEND", `no backend named "${name}" (backends: ${names.join(", ") || "none"})`);
   }
 }
 
-function report(b: Backend): BackendReport {
+/** A backend and the pool it is in. */
+interface Located {
+  runtime: PoolRuntime;
+  backend: Backend;
+}
+
+function report(b: Backend, pool: string): BackendReport {
   return {
-    name: b.name, url: b.url.href, state: b.state(), reason: b.lastChangeReason, healthy: b.isHealthy, enabled: b.isEnabled,
+    name: b.name, pool, url: b.url.href, state: b.state(), reason: b.lastChangeReason, healthy: b.isHealthy, enabled: b.isEnabled,
     forced: b.forcedHealth ?? null, weight: b.weight, priority: b.priority, maxConnections: b.maxConnections, inFlight: b.inFlight,
     requests: b.stats.requests > 0 ? b.stats.requests : b.acquired,
   };

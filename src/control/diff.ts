@@ -10,8 +10,14 @@
  */
 import type { Config } from "../config/schema.ts";
 
-/** Top-level keys fixed when the listeners open. */
-const LISTENER_KEYS = ["mode", "engine", "listen", "workers"] as const;
+/**
+ * Top-level keys fixed when the listeners open. One process binds, moves and drops listeners
+ * on a reload (src/listener/listener-set.ts); worker processes are told their one port at
+ * start, so with workers the listeners are fixed too.
+ */
+function listenerKeys(c: Config): readonly string[] {
+  return c.workers === 1 ? ["engine", "workers"] : ["mode", "engine", "listen", "listeners", "workers"];
+}
 
 /** Leaf paths whose values differ, as "path old -> new". Secrets are named, never shown. */
 export function diffPaths(a: unknown, b: unknown, prefix = ""): string[] {
@@ -29,9 +35,9 @@ export function restartNeeded(running: Config, next: Config): string[] {
   const out: string[] = [];
   const r = running as Record<string, unknown>;
   const n = next as Record<string, unknown>;
-  for (const k of LISTENER_KEYS) out.push(...diffPaths(withoutTls(r[k], n[k]), withoutTls(n[k], r[k]), k));
+  for (const k of listenerKeys(running)) out.push(...diffPaths(withoutTls(r[k], n[k]), withoutTls(n[k], r[k]), k));
   out.push(...diffPaths(adminAddress(running), adminAddress(next), "admin"));
-  if (running.mode === "http" && running.engine === "fetch") {
+  if (running.engine === "fetch" && running.workers !== 1 && running.listeners.some((l) => l.mode === "http")) {
     out.push(...diffPaths(running.timeouts.idle, next.timeouts.idle, "timeouts.idle"));
     out.push(...diffPaths(running.limits.maxBodySize, next.limits.maxBodySize, "limits.maxBodySize"));
   }
@@ -42,16 +48,21 @@ export function restartNeeded(running: Config, next: Config): string[] {
 export function inForce(running: Config, next: Config): Config {
   const out = { ...next } as Record<string, unknown>;
   const r = running as Record<string, unknown>;
-  for (const k of LISTENER_KEYS) {
+  for (const k of listenerKeys(running)) {
     if (k in r) out[k] = r[k];
     else delete out[k];
   }
   // Certificates are re-read on a reload (src/tls/termination.ts): only TLS on or off waits.
-  if (running.listen.tls !== undefined && next.listen.tls !== undefined) out.listen = { ...running.listen, tls: next.listen.tls };
+  if (running.workers !== 1) {
+    out.listeners = running.listeners.map((l) => {
+      const tls = next.listeners.find((x) => x.name === l.name)?.tls;
+      return l.tls !== undefined && tls !== undefined ? { ...l, tls } : l;
+    });
+  }
   out.admin = running.admin === false || next.admin === false
     ? running.admin
     : { ...next.admin, host: running.admin.host, port: running.admin.port, allowedHosts: running.admin.allowedHosts };
-  if (running.mode === "http" && running.engine === "fetch") {
+  if (running.engine === "fetch" && running.workers !== 1 && running.listeners.some((l) => l.mode === "http")) {
     out.timeouts = { ...next.timeouts, idle: running.timeouts.idle };
     out.limits = { ...next.limits, maxBodySize: running.limits.maxBodySize };
   }

@@ -80,18 +80,18 @@ export class DnsDiscovery {
   constructor(private readonly opts: DnsDiscoveryOptions) {}
 
   /**
-   * Follow the DNS entries of `config`: new ones are looked up now (resolves when they have
+   * Follow the DNS entries among one pool's `backends`: new ones are looked up now (resolves when they have
    * answered or failed), dropped ones stop, and a changed `dns` section takes effect.
    */
-  async configure(config: Config): Promise<void> {
-    const settings = JSON.stringify(config.dns);
+  async configure(backends: readonly BackendConfig[], dns: Config["dns"]): Promise<void> {
+    const settings = JSON.stringify(dns);
     if (settings !== this.settings) {
       this.settings = settings;
-      this.resolver = new Resolver({ timeout: config.dns.timeout, tries: 2 });
-      if (config.dns.servers.length > 0) this.resolver.setServers(config.dns.servers);
+      this.resolver = new Resolver({ timeout: dns.timeout, tries: 2 });
+      if (dns.servers.length > 0) this.resolver.setServers(dns.servers);
     }
     const wanted = new Map<string, DnsEntry>();
-    for (const b of config.backends) if (b.dns !== undefined) wanted.set(keyOf(b as DnsEntry), b as DnsEntry);
+    for (const b of backends) if (b.dns !== undefined) wanted.set(keyOf(b as DnsEntry), b as DnsEntry);
     for (const [key, state] of this.entries) {
       if (!wanted.has(key)) {
         clearTimeout(state.timer);
@@ -114,12 +114,12 @@ export class DnsDiscovery {
   }
 
   /**
-   * The config's backends as reconcile takes them: url entries as they are, each DNS entry
+   * A pool's backends as reconcile takes them: url entries as they are, each DNS entry
    * replaced by one backend per address it last resolved to, in the config's order.
    */
-  expand(config: Config): DesiredBackend[] {
+  expand(backends: readonly BackendConfig[], mode: "http" | "tcp"): DesiredBackend[] {
     const out: DesiredBackend[] = [];
-    for (const b of config.backends) {
+    for (const b of backends) {
       if (b.dns === undefined) {
         out.push(b as DesiredBackend);
         continue;
@@ -129,7 +129,7 @@ export class DnsDiscovery {
       const { dns: _dns, port: _port, type: _type, refresh: _refresh, scheme, ...rest } = entry;
       for (const t of targets) {
         const hostPort = `${isIP(t.address) === 6 ? `[${t.address}]` : t.address}:${t.port}`;
-        const url = parseBackendAddress(config.mode === "tcp" ? `tcp://${hostPort}` : `${scheme ?? "http"}://${hostPort}`, config.mode).href;
+        const url = parseBackendAddress(mode === "tcp" ? `tcp://${hostPort}` : `${scheme ?? "http"}://${hostPort}`, mode).href;
         out.push({ ...rest, name: `${entry.name}#${hostPort}`, url, weight: t.weight ?? entry.weight, priority: t.priority ?? entry.priority });
       }
     }

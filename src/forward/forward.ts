@@ -39,41 +39,30 @@
  * the body first (body.ts); steps 4-5 are one fetch() to the backend; step 7 returns a
  * Response that Bun.serve writes.
  */
-import type { Pool } from "../pool/pool.ts";
 import type { Backend, Lease } from "../pool/backend.ts";
-import type { PassiveSignals } from "../health/passive.ts";
 import type { AccessLog } from "../log/access.ts";
 import { methodLabel, type TrafficStats } from "../stats/traffic.ts";
 import { classifyNetworkError, describeNetworkError, errorCode, isLocalCode, refinedConnectError, type LocalCode } from "../net/network-error.ts";
 import type { CidrMatcher } from "../net/cidr.ts";
 import type { HeaderFields } from "../http/fields.ts";
-import { toClientHeaders, toUpstreamHeaders, type ResponseHeaderRules } from "../http/headers.ts";
-import { shouldRetry, type RetryBudgetConfig, type TryFailure } from "./retry.ts";
+import { toClientHeaders, toUpstreamHeaders } from "../http/headers.ts";
+import { shouldRetry, type TryFailure } from "./retry.ts";
+import { RoutedKind, upstreamTargetOf, type MirrorSink, type Destination, type HeaderVars, type RoutedAnswer, type RoutedForward, type Routed, type Router } from "./router.ts";
+import type { RouteRequest } from "../route/table.ts";
 import { ClientFault, errorAnswer, messageFor, type ErrorAnswer, type ProxyAnswerCode, type ProxyErrorCode } from "../errors.ts";
 import { AdmissionGate, Lane, type GateSlot, type Waiter } from "./gate.ts";
 import { Cancel, type CancelListener } from "./cancel.ts";
 import { TimerList, type TimerEntry } from "./timer-list.ts";
-import type { KeyExtractor } from "../policy/hash-key.ts";
-import type { StickySessions } from "../policy/sticky.ts";
 
+/** What every request of one listener's forwarder shares; the per-route part is each request's Destination (router.ts). */
 export interface ForwardOptions {
-  pool: Pool;
-  passive: PassiveSignals;
+  /** Where each request goes: built once per config (router.ts). */
+  router: Router;
+  /** The listener's figures (every route's requests together). */
   traffic: TrafficStats;
   accessLog?: AccessLog;
   trusted: CidrMatcher;
   preserveHost: boolean;
-  /** The operator's response header rules, compiled once (headers.ts). */
-  responseHeaders?: ResponseHeaderRules;
-  retry: {
-    attempts: number;
-    perTryTimeout: number;
-    timeout: number;
-    onStatus: number[];
-    nonIdempotent: boolean;
-    /** retry.budget: retries at most a share of the pool's requests (pool/retry-budget.ts). */
-    budget: RetryBudgetConfig;
-  };
   /** Upstream requests in flight at once, over all backends (0: no bound). */
   upstreamConcurrency: number;
   /**
@@ -84,10 +73,6 @@ export interface ForwardOptions {
   longWaitAfter?: number;
   /** Such long waits in flight at once (0 or absent: they keep their slot). */
   longWaitConcurrency?: number;
-  /** consistent-hash: reads the request's key (hash.key), built once from the config. */
-  hashKey?: KeyExtractor;
-  /** Sticky sessions: the backend a request's cookie names, and the cookie for a new one. */
-  sticky?: StickySessions;
   /**
    * Upstream requests whose body still streams from the client (not replayable), in flight at
    * once (0 or absent: no bound). They take no upstreamConcurrency slot: a client that dribbles
@@ -96,12 +81,6 @@ export interface ForwardOptions {
    * only crowd out each other.
    */
   uploadConcurrency?: number;
-  /**
-   * timeouts.send: how long the backend may leave a piece of a streamed request body untaken
-   * (nginx's proxy_send_timeout: between two writes, not for the whole body). Used only while
-   * a wire reports SendProgress; 0 or absent: no bound.
-   */
-  sendTimeout?: number;
 }
 
 /** One client request as an engine hands it to the loop. */
@@ -109,6 +88,8 @@ export interface ForwardRequest<Body> {
   readonly method: string;
   /** The request target exactly as received (origin-form): no decoding, no "//" folding. */
   readonly target: string;
+  /** Where it goes, decided from the head (Forwarder.route): the target upstream is routed.upstreamTarget. */
+  readonly routed: Routed;
   /** Changed in place by the header rules. */
   readonly headers: HeaderFields;
   readonly clientIp: string;
@@ -190,6 +171,8 @@ export interface UpstreamWire<Body> {
    * connection destroyed, and the failure reported. A wire may report before send returns.
    */
   send(backend: Backend, req: ForwardRequest<Body>, cancel: Cancel, t: TryReceiver): void;
+  /** The request's body when it was read whole (null: it has none); undefined while it streams. For route mirrors. */
+  wholeBody(req: ForwardRequest<Body>): Uint8Array | ArrayBuffer | null | undefined;
 }
 
 /** The downstream half of an engine's wire: how the answer reaches the client. */
@@ -214,6 +197,8 @@ export interface DownstreamWire<Body, Out> {
 }
 
 export interface Forwarder<Body, Out> {
+  /** Where a request goes, from its head: engines call it before reading the body (router.ts). */
+  route(req: RouteRequest): Routed;
   /** Forward `req`: the promise settles with the wire's Out for it. */
   forward(req: ForwardRequest<Body>): Promise<Out>;
   /**
@@ -270,7 +255,6 @@ interface Shared<Body, Out> {
   /** Where tries go (a backend) and where answers go (the client). */
   readonly upstream: UpstreamWire<Body>;
   readonly downstream: DownstreamWire<Body, Out>;
-  readonly retryOn: ReadonlySet<number>;
   readonly gate: AdmissionGate;
   /** The gate of requests whose body streams from the client (uploadConcurrency). */
   readonly uploads: AdmissionGate;
@@ -289,13 +273,15 @@ interface Shared<Body, Out> {
 export function createForwarder<Body, Out>(opts: ForwardOptions, upstream: UpstreamWire<Body>, downstream: DownstreamWire<Body, Out>): Forwarder<Body, Out> {
   // Work done once, not per request.
   const shared: Shared<Body, Out> = {
-    opts, upstream, downstream, retryOn: new Set(opts.retry.onStatus),
+    opts, upstream, downstream,
     gate: new AdmissionGate(opts.upstreamConcurrency, { after: opts.longWaitAfter ?? 0, limit: opts.longWaitConcurrency ?? 0 }),
     uploads: new AdmissionGate(opts.uploadConcurrency ?? 0),
     timers: new TimerList(),
     deadlines: new TimerList(),
   };
+  const router = opts.router;
   return {
+    route: (req) => router.route(req),
     forward: (req) => new Promise<Out>((resolve, reject) => new Trip(shared, req, resolve, reject).start()),
     start: (req) => new Trip(shared, req).start(),
     abandoned: (req) => new Trip(shared, req).clientGone(),
@@ -317,6 +303,8 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
   private readonly started = performance.now();
   private readonly time = Date.now();
   private readonly requestId: string;
+  /** Where the request goes (router.ts); undefined when the proxy answers it itself. */
+  private readonly dest: Destination | undefined;
   private readonly tried: Backend[] = [];
   private exclude: Set<Backend> | undefined;
   /** Moved later by the time a streamed body took to send (SendProgress). */
@@ -377,28 +365,57 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
   ) {
     const headers = req.headers;
     this.requestId = headers.get("x-request-id") ?? crypto.randomUUID();
-    this.deadline = this.started + s.opts.retry.timeout;
     this.gate = req.replayable ? s.gate : s.uploads;
+    const routed = req.routed;
+    if (routed.kind !== RoutedKind.Forward) {
+      // Answered by the proxy itself (answerLocally): no backend, no header rules.
+      this.dest = undefined;
+      this.deadline = this.started;
+      this.key = undefined;
+      this.pinned = undefined;
+      this.rewriteHost = false;
+      return;
+    }
+    const dest = (this.dest = routed.dest);
+    const target = dest.target;
+    this.deadline = this.started + dest.retry.timeout;
     // Affinity is read from the request as the client sent it, before the header rules run.
-    this.key = s.opts.hashKey?.(headers, req.target, req.clientIp);
-    this.pinned = s.opts.sticky?.pinned(headers);
+    this.key = target.hashKey?.(headers, req.target, req.clientIp);
+    this.pinned = target.sticky?.pinned(headers);
     this.rewriteHost = toUpstreamHeaders(headers, { clientIp: req.clientIp, proto: req.proto, requestId: this.requestId }, s.opts);
+    dest.requestHeaders?.apply(headers, this.vars(dest));
+  }
+
+  /** What a route's header rules put in their placeholders. */
+  private vars(dest: Destination): HeaderVars {
+    const req = this.req;
+    return { clientIp: req.clientIp, host: hostOnly(req.headers.get("host")), requestId: this.requestId, route: dest.route };
   }
 
   log(status: number, bytes: number, error?: ProxyErrorCode): void {
     const req = this.req;
+    const routed = req.routed;
     this.s.opts.accessLog?.write({
       time: this.time, client: req.clientIp, method: req.method, path: req.target, status, bytes,
       durationMs: performance.now() - this.started,
       backends: this.tried.map((b) => b.name), attempts: this.tried.length, requestId: this.requestId, error,
+      route: routed.kind === RoutedKind.Forward ? routed.dest.route : routed.route,
+      pool: this.dest?.target.name,
     });
   }
 
+  /** Count an answer in the listener's figures and the route's. */
+  private record(status: number): void {
+    const ms = performance.now() - this.started;
+    this.s.opts.traffic.record(this.req.method, status, ms);
+    const routed = this.req.routed;
+    (routed.kind === RoutedKind.Forward ? routed.dest.traffic : routed.traffic)?.record(this.req.method, status, ms);
+  }
+
   private fail(code: ProxyAnswerCode, detail?: string): Out {
-    const traffic = this.s.opts.traffic;
-    traffic.proxyErrors[code]++;
+    this.s.opts.traffic.proxyErrors[code]++;
     const a = errorAnswer(code, messageFor(code, detail), { requestId: this.requestId });
-    traffic.record(this.req.method, a.status, performance.now() - this.started);
+    this.record(a.status);
     this.log(a.status, 0, code);
     return this.s.downstream.answer(this.req, a);
   }
@@ -407,9 +424,8 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
     // The client broke a rule (a body too large, too slow): answered, but never a backend's fault.
     const reason = this.req.cancel.reason;
     if (reason instanceof ClientFault) return this.fail(reason.code, reason.message);
-    const traffic = this.s.opts.traffic;
-    traffic.proxyErrors.SY_CLIENT_ABORTED++;
-    traffic.record(this.req.method, 499, performance.now() - this.started);
+    this.s.opts.traffic.proxyErrors.SY_CLIENT_ABORTED++;
+    this.record(499);
     this.log(499, 0, "SY_CLIENT_ABORTED");
     return this.s.downstream.gone(this.req);
   }
@@ -417,10 +433,23 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
   /** Begin: the loop's first turn. */
   start(): void {
     try {
+      const routed = this.req.routed;
+      if (routed.kind === RoutedKind.Answer) return this.finish(this.answerLocally(routed));
       this.next();
     } catch (e) {
       this.crash(e);
     }
+  }
+
+  /** A route's redirect or fixed response, or the proxy's own error (no route, a path refused). */
+  private answerLocally(routed: RoutedAnswer): Out {
+    if (this.req.cancel.aborted) return this.clientGone();
+    if (routed.code !== undefined) return this.fail(routed.code, routed.detail);
+    const a = routed.answer!;
+    const answer: ErrorAnswer = { status: a.status, headers: { ...a.headers, "x-request-id": this.requestId }, body: a.body };
+    this.record(answer.status);
+    this.log(answer.status, answer.body.length);
+    return this.s.downstream.answer(this.req, answer);
   }
 
   /** The request's way is over: `out` is the wire's answer to it. */
@@ -461,7 +490,7 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
       try {
         if (ok) this.entered();
         else if (cancel.aborted) this.finish(this.clientGone());
-        else this.finish(this.fail("SY_QUEUE_TIMEOUT", `no upstream slot within ${this.s.opts.retry.timeout}ms`));
+        else this.finish(this.fail("SY_QUEUE_TIMEOUT", `no upstream slot within ${this.dest!.retry.timeout}ms`));
       } catch (e) {
         this.crash(e);
       }
@@ -470,7 +499,8 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
 
   /** Holding a slot: choose a backend and try it. */
   private entered(): void {
-    const { pool, traffic } = this.s.opts;
+    const traffic = this.s.opts.traffic;
+    const pool = this.dest!.target.pool;
     if (this.req.cancel.aborted) return this.leaveWith(this.clientGone());
     // Only a retry needs the set of backends already tried (a first try allocates none).
     if (this.tried.length > 0) this.exclude ??= new Set(this.tried);
@@ -483,10 +513,20 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
     } else {
       // Each request earns its pool a share of a retry (retry.budget).
       pool.retryBudget.request(this.started);
+      const mirror = this.dest!.mirror;
+      if (mirror !== undefined) this.mirror(mirror);
     }
     this.tried.push(backend);
     this.exclude?.add(backend);
     this.attempt(backend);
+  }
+
+  /** Route `mirror`: a copy goes to the mirror's pool (forward/mirror.ts); never with a body that streams. */
+  private mirror(sink: MirrorSink): void {
+    const req = this.req;
+    const body = this.s.upstream.wholeBody(req);
+    if (body === undefined) return;
+    sink.send({ method: req.method, target: upstreamTargetOf(req), headers: req.headers, body: body instanceof ArrayBuffer ? new Uint8Array(body) : body, clientIp: req.clientIp });
   }
 
   private leaveWith(out: Out): void {
@@ -495,7 +535,7 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
   }
 
   private mayRetry(failure: TryFailure): boolean {
-    const retry = this.s.opts.retry;
+    const retry = this.dest!.retry;
     return shouldRetry({
       failure, method: this.req.method, tries: this.tried.length, maxTries: retry.attempts,
       // A streamed body may be partly read by the failed try, even on a connect failure:
@@ -514,8 +554,8 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
    */
   private admitRetry(): boolean {
     if (this.retryAdmitted) return true;
-    const { pool, retry } = this.s.opts;
-    this.retryAdmitted = pool.retryBudget.admit(retry.budget, performance.now());
+    const { target, retry } = this.dest!;
+    this.retryAdmitted = target.pool.retryBudget.admit(retry.budget, performance.now());
     // Said in the answer and the log when the failure is ours to answer (a status passes through).
     if (!this.retryAdmitted) this.detail += "; not retried: the pool's retry budget is spent";
     return this.retryAdmitted;
@@ -523,7 +563,7 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
 
   /** The response-head timer: the per-try timeout, or what is left of the deadline if less. */
   private armHeadTimer(now: number): void {
-    const perTryTimeout = this.s.opts.retry.perTryTimeout;
+    const perTryTimeout = this.dest!.retry.perTryTimeout;
     const perTry = Math.min(perTryTimeout, this.deadline - now);
     this.disarmHeadTimer();
     this.perTryShort = perTry < perTryTimeout;
@@ -549,7 +589,7 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
       this.disarmHeadTimer();
     }
     this.waitingSince = now;
-    const limit = this.s.opts.sendTimeout ?? 0;
+    const limit = this.dest!.sendTimeout;
     if (limit > 0 && this.sendTimer === undefined) this.sendTimer = setTimeout(onSendTimer, limit, this);
   }
 
@@ -576,7 +616,7 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
   sendTimerFired(): void {
     this.sendTimer = undefined;
     if (!this.inTry || this.waitingSince === 0) return;
-    const left = this.waitingSince + this.s.opts.sendTimeout! - performance.now();
+    const left = this.waitingSince + this.dest!.sendTimeout - performance.now();
     if (left > 0) {
       this.sendTimer = setTimeout(onSendTimer, left, this);
       return;
@@ -643,29 +683,35 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
   }
 
   private answer(res: UpstreamResponse): void {
-    const { opts, downstream, retryOn } = this.s;
+    const downstream = this.s.downstream;
+    const dest = this.dest!;
+    const { passive, sticky, pool } = dest.target;
     const req = this.req;
     const backend = this.backend!;
     const status = (this.status = res.status);
     // A 5xx counts against the backend at once; a success only once its body has arrived
     // whole (bodyEnded): otherwise a backend that breaks off every body would clear its own
     // failure count with each head and never be ejected.
-    if (status >= 500) opts.passive.succeeded(backend, status);
+    if (status >= 500) passive.succeeded(backend, status);
     backend.stats.countResponse(methodLabel(req.method), status, performance.now() - this.tryStarted);
 
     // Refused by the budget, the backend's own answer goes to the client: the last failure.
     // A retry needs somewhere to go (else the backend's own answer is the better one to give),
     // and the budget is asked last, so that it counts only retries that will be tried.
-    if (retryOn.has(status) && this.mayRetry({ kind: "status", status }) && this.s.opts.pool.routableCount() > 0 && this.admitRetry()) {
+    if (dest.retryOn.has(status) && this.mayRetry({ kind: "status", status }) && pool.routableCount() > 0 && this.admitRetry()) {
       res.discard();
       this.failure = { kind: "status", status };
       this.local = undefined;
       this.detail = `status ${status}`;
       return this.tryOver(Outcome.Failed, false);
     }
-    toClientHeaders(res.headers, this.requestId, opts);
+    toClientHeaders(res.headers, this.requestId, dest);
+    dest.routeResponseHeaders?.apply(res.headers, this.vars(dest));
     // A session that is new, or whose backend could not take it, is pinned to this one.
-    if (opts.sticky !== undefined && backend !== this.pinned) res.headers.append("set-cookie", opts.sticky.setCookie(backend, req.proto === "https"));
+    if (sticky !== undefined && backend !== this.pinned) res.headers.append("set-cookie", sticky.setCookie(backend, req.proto === "https"));
+    // A split that chose a side for a new client keeps it there (route splitBy.cookie).
+    const routed = req.routed as RoutedForward;
+    if (routed.setCookie !== undefined) res.headers.append("set-cookie", routed.setCookie);
     let r: Out | Promise<Out>;
     try {
       r = downstream.respond(req, res, this);
@@ -695,7 +741,7 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
   /** The client has its answer (the body may still be flowing: then bodyEnded releases the try). */
   private answered(out: Out): void {
     const handedOff = !this.ended;
-    this.s.opts.traffic.record(this.req.method, this.status, performance.now() - this.started);
+    this.record(this.status);
     this.out = out;
     this.tryOver(Outcome.Answered, handedOff);
   }
@@ -708,12 +754,12 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
     this.leaveGate();
     if (outcome === Outcome.Answered) return this.finish(this.out!);
     if (outcome === Outcome.ClientGone) return this.finish(this.clientGone());
-    const opts = this.s.opts;
-    if (this.why === Why.Deadline) return this.finish(this.fail("SY_UPSTREAM_TIMEOUT", `no response head within ${opts.retry.timeout}ms`));
+    const dest = this.dest!;
+    if (this.why === Why.Deadline) return this.finish(this.fail("SY_UPSTREAM_TIMEOUT", `no response head within ${dest.retry.timeout}ms`));
     const failure = this.failure!;
     // The budget is asked last, so that it counts only retries about to be tried (one may still
     // end waiting at the gate or finding no backend: it counts, as it was a retry wanted).
-    if (this.mayRetry(failure) && opts.pool.routableCount() > 0 && this.admitRetry()) return this.next();
+    if (this.mayRetry(failure) && dest.target.pool.routableCount() > 0 && this.admitRetry()) return this.next();
     this.finish(this.fail(this.local !== undefined ? "SY_LOCAL_RESOURCES" : failure.kind === "timeout" ? "SY_UPSTREAM_TIMEOUT" : "SY_UPSTREAM_FAILED", this.detail));
   }
 
@@ -736,7 +782,7 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
     const why = this.why;
     if (why === Why.Client || this.req.cancel.aborted) return Outcome.ClientGone;
     const backend = this.backend!;
-    const passive = this.s.opts.passive;
+    const passive = this.dest!.target.passive;
     const timedOut = why === Why.PerTry || why === Why.Deadline || why === Why.Send;
     if (!timedOut) {
       const err = refinedConnectError(e);
@@ -756,7 +802,7 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
     this.local = undefined;
     this.detail =
       (why === Why.Send
-        ? `the backend took no request body for ${this.s.opts.sendTimeout}ms`
+        ? `the backend took no request body for ${this.dest!.sendTimeout}ms`
         : timedOut ? "timed out waiting for the response head" : describeTry(failure.kind, e)) + stage;
     backend.stats.countProxyError();
     if (failure.kind === "connect") passive.connectFailed(backend, this.detail);
@@ -776,12 +822,12 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
       const backend = this.backend!;
       backend.stats.countProxyError();
       this.s.opts.traffic.proxyErrors.SY_UPSTREAM_TRUNCATED++;
-      this.s.opts.passive.failed(backend, `${failure.detail} in the response body`);
+      this.dest!.target.passive.failed(backend, `${failure.detail} in the response body`);
       this.log(this.status, bytes, "SY_UPSTREAM_TRUNCATED");
     } else if (failure?.by === "client") {
       this.log(this.status, bytes, "SY_CLIENT_ABORTED");
     } else {
-      if (this.status < 500) this.s.opts.passive.succeeded(this.backend!, this.status);
+      if (this.status < 500) this.dest!.target.passive.succeeded(this.backend!, this.status);
       this.log(this.status, bytes);
     }
   }
@@ -790,4 +836,11 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
 /** The log's words for a failed try: "connection failed (ECONNREFUSED)", "connection reset (ECONNRESET)". */
 function describeTry(kind: TryFailure["kind"], e: unknown): string {
   return kind === "connect" ? `connection failed (${errorCode(e) ?? "refused"})` : `connection reset (${errorCode(e) ?? "closed"})`;
+}
+
+/** The Host field's host, without its port (IPv6 literals keep their brackets). */
+function hostOnly(host: string | null): string {
+  if (host === null) return "";
+  const colon = host.lastIndexOf(":");
+  return colon > host.lastIndexOf("]") ? host.slice(0, colon) : host;
 }

@@ -12,6 +12,8 @@ export interface HeaderFields {
   delete(name: string): void;
   /** Add a line without touching others of the same name (a Set-Cookie beside the backend's). */
   append(name: string, value: string): void;
+  /** Every line, in order. */
+  forEach(fn: (value: string, name: string) => void): void;
 }
 
 /**
@@ -143,6 +145,12 @@ export class FieldList implements HeaderFields {
       w += STRIDE;
     }
     f.length = w;
+  }
+
+  /** Each line's value and name as received, in order (as Headers.forEach): for a copy of the fields. */
+  forEach(fn: (value: string, name: string) => void): void {
+    const f = this.f;
+    for (let i = 0; i < f.length; i += STRIDE) fn(f[i + 2] as string, f[i] as string);
   }
 
   /** The lines as [name, lowerName, value, start, end] (STRIDE), for a writer that encodes them itself. */

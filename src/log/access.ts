@@ -18,6 +18,9 @@ export interface AccessEntry {
   requestId: string;
   /** Stable error code when the balancer answered itself. */
   error?: string;
+  /** The route that took the request and the pool it went to (names from the config). */
+  route?: string;
+  pool?: string;
 }
 
 export interface AccessLog {
@@ -34,7 +37,9 @@ export interface LineSink {
 export function formatText(e: AccessEntry): string {
   const backends = e.backends.length > 0 ? e.backends.join(",") : "-";
   const error = e.error ? ` error=${e.error}` : "";
-  return `${new Date(e.time).toISOString()} ${e.client} "${e.method} ${e.path}" ${e.status} ${e.bytes} ${e.durationMs.toFixed(1)}ms backend=${backends} attempts=${e.attempts} id=${e.requestId}${error}\n`;
+  const route = e.route !== undefined ? ` route=${e.route}` : "";
+  const pool = e.pool !== undefined ? ` pool=${e.pool}` : "";
+  return `${new Date(e.time).toISOString()} ${e.client} "${e.method} ${e.path}" ${e.status} ${e.bytes} ${e.durationMs.toFixed(1)}ms backend=${backends} attempts=${e.attempts} id=${e.requestId}${route}${pool}${error}\n`;
 }
 
 export function formatJson(e: AccessEntry): string {

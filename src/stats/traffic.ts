@@ -39,6 +39,8 @@ export class TrafficStats {
     SY_BODY_TOO_LARGE: 0,
     SY_CLIENT_TIMEOUT: 0,
     SY_CLIENT_ABORTED: 0,
+    SY_NO_ROUTE: 0,
+    SY_BAD_PATH: 0,
   };
   /**
    * Tries that failed for want of the proxy's own resources, by code (net/network-error.ts):

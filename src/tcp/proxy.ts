@@ -22,10 +22,9 @@ import type { TCPSocketListener } from "bun";
 import type { Pool } from "../pool/pool.ts";
 import type { PassiveSignals } from "../health/passive.ts";
 import type { Logger } from "../log/logger.ts";
-import type { Config } from "../config/schema.ts";
 import { clientHandlers, Relay, type RelayEnv, type SniRouting } from "./relay.ts";
 import { TcpStats } from "./stats.ts";
-import { readTlsMaterial, type TlsMaterial } from "../tls/certificates.ts";
+import type { TlsMaterial } from "../tls/certificates.ts";
 import { addServerNames, listenTls } from "../tls/sni.ts";
 
 export { TcpStats, type SniRefusal } from "./stats.ts";
@@ -54,13 +53,17 @@ export interface TcpProxy {
   stop(force?: boolean): Promise<void>;
 }
 
-/** The settings a TCP listener takes from the config. */
-export type TcpSettings = Pick<Config, "timeouts" | "retry" | "hash">;
+/** The settings a TCP listener takes from the config: its pool's tries, connect timeout and hash key, the idle timeout. */
+export interface TcpSettings {
+  timeouts: { connect: number; idle: number };
+  retry: { attempts: number };
+  hash: { key: string } | undefined;
+}
 
 export interface TcpListenOptions {
-  /** Where to listen; ctx.config.listen by default. */
-  host?: string;
-  port?: number;
+  /** Where to listen. */
+  host: string;
+  port: number;
   /** Share the port with the other worker processes (SO_REUSEPORT). */
   reusePort?: boolean;
   /** Totals to count into, e.g. created by the balancer beforehand so that the admin app can show them. */
@@ -74,19 +77,20 @@ export interface TcpListenOptions {
   sni?: SniRouting;
 }
 
-/** What a TCP listener reads of its balancer (a worker process has these too). */
+/**
+ * What a TCP listener reads of its balancer (a worker process has these too). `pool`: where
+ * connections go; with `sni`, where a server name no route takes goes, when the chooser says so.
+ */
 export interface TcpContext {
-  readonly config: Config;
+  readonly settings: TcpSettings;
   readonly pool: Pool;
   readonly passive: PassiveSignals;
   readonly logger: Logger;
 }
 
-export async function startTcpProxy(ctx: TcpContext, opts: TcpListenOptions = {}): Promise<TcpProxy> {
-  const { config } = ctx;
+export async function startTcpProxy(ctx: TcpContext, opts: TcpListenOptions): Promise<TcpProxy> {
   const stats = opts.stats ?? new TcpStats();
-  // A worker process starts its listener without them: it reads the certificates itself.
-  const tls = opts.tls ?? (config.listen.tls !== undefined ? readTlsMaterial(config.listen.tls) : undefined);
+  const tls = opts.tls;
   if (tls !== undefined && opts.sni !== undefined) throw new Error("a TCP listener either terminates TLS (tls) or routes by the server name it passes through (sni), not both");
   const relays = new Set<Relay>();
   let stopping = false;
@@ -113,11 +117,11 @@ export async function startTcpProxy(ctx: TcpContext, opts: TcpListenOptions = {}
     onFinished,
   });
   // Each relay keeps the settings it started with; configure() swaps them for new connections.
-  let env = envFor(config);
+  let env = envFor(ctx.settings);
 
   const listener: TCPSocketListener<Relay> = Bun.listen<Relay>({
-    hostname: opts.host ?? config.listen.host,
-    port: opts.port ?? config.listen.port,
+    hostname: opts.host,
+    port: opts.port,
     reusePort: opts.reusePort === true,
     // Half-closes are relayed, not turned into full closes (see relay.ts).
     allowHalfOpen: true,

@@ -17,13 +17,11 @@ import { createPolicy } from "../policy/policy.ts";
 import type { PassiveSignals } from "../health/passive.ts";
 import { TrafficStats } from "../stats/traffic.ts";
 import { TcpStats } from "../tcp/stats.ts";
-import { startTcpProxy, type TcpProxy } from "../tcp/proxy.ts";
-import type { SocketEngine } from "../engine/socket/engine.ts";
-import { startFetchClient } from "../engine/fetch/engine.ts";
 import { createAccessLog, type AccessLog } from "../log/access.ts";
 import type { Logger } from "../log/logger.ts";
-import { buildProxy, proxySettings, serveHttp, serveSockets, socketSettings, stopProxy, type HttpListener, type ProxyContext } from "../balancer.ts";
-import { listenError } from "../listen-error.ts";
+import { ListenerSet } from "../listener/listener-set.ts";
+import { RouteTraffic, type PoolSource } from "../listener/routing.ts";
+import { MirrorFactory } from "../listener/route-modifiers.ts";
 import { activity, reportOf, sameActivity } from "./reports.ts";
 import type { FromWorker, PassiveEvent, Table, ToWorker } from "./protocol.ts";
 
@@ -124,13 +122,14 @@ export function runWorker(): Promise<number> {
   const passive = new WorkerPassive((events) => send({ t: "passive", events }));
   let tcpStats: TcpStats | undefined;
   let running: Config | undefined;
-  let http: HttpListener | undefined;
-  let socketEngine: SocketEngine | undefined;
-  let tcp: TcpProxy | undefined;
+  let listeners: ListenerSet | undefined;
   const accessLogs = new Map<string, AccessLog>();
   let reportTimer: ReturnType<typeof setInterval> | undefined;
   let lastActivity: number[] = [];
-  const ctx: ProxyContext = { pool, passive, traffic, logger };
+  const routes = new RouteTraffic();
+  const pools: PoolSource = { handle: () => ({ pool, passive }) };
+  /** Every listener binds the port the supervisor claimed (SO_REUSEPORT). */
+  let port = 0;
   /** Set when this worker starts to stop (see buildProxy). */
   const lifecycle = { draining: false };
 
@@ -151,8 +150,8 @@ export function runWorker(): Promise<number> {
     const stop = (force: boolean, graceMs: number, handover = false): Promise<void> => {
       // Every fetch-engine answer from now on carries Connection: close (the socket engine does so in its drain).
       lifecycle.draining = true;
-      if (force) return stopProxy({ http, socketEngine, tcp }, false, 0, logger);
-      stopping ??= stopProxy({ http, socketEngine, tcp }, true, graceMs, logger, handover);
+      if (force) return listeners?.stop(false, 0, false) ?? Promise.resolve();
+      stopping ??= listeners?.stop(true, graceMs, handover) ?? Promise.resolve();
       return stopping;
     };
     const finish = async (force: boolean, graceMs: number, handover = false) => {
@@ -174,57 +173,29 @@ export function runWorker(): Promise<number> {
       switch (m.t) {
         case "start": {
           running = m.config;
-          pool.setPanicThreshold(m.config.panicThreshold);
+          pool.setPanicThreshold(Object.values(m.config.pools)[0]!.panicThreshold);
           applyTable(pool, m.table, () => {});
           send({ t: "applied", version: m.table.version });
-          try {
-            const at = { port: m.port, reusePort: true };
-            if (m.config.mode === "tcp") {
-              tcpStats = new TcpStats();
-              void startTcpProxy({ ...ctx, config: m.config }, { ...at, stats: tcpStats }).then(
-                (t) => {
-                  tcp = t;
-                  ready();
-                },
-                (e: unknown) => failed(listenError("proxy", m.config.listen.host, m.port, e)),
-              );
-              return;
-            }
-            if (m.config.engine === "socket") {
-              socketEngine = serveSockets(m.config, ctx, accessLogFor(m.config), at);
-              ready();
-              return;
-            }
-            // Bun's HTTP client started before the port opens (see startFetchClient).
-            const config = m.config;
-            void startFetchClient().then(() => {
-              try {
-                http = serveHttp(config, buildProxy(config, ctx, accessLogFor(config), lifecycle), at);
-                ready();
-              } catch (e) {
-                failed(e);
-              }
-            });
-          } catch (e) {
-            failed(e);
-          }
+          port = m.port;
+          if (m.config.listeners.some((l) => l.mode === "tcp")) tcpStats = new TcpStats();
+          listeners = new ListenerSet({
+            pools, traffic, routes, mirrors: new MirrorFactory(() => running?.retry.timeout ?? 15_000), tcpStats: tcpStats ?? new TcpStats(), logger,
+            accessLog: accessLogFor, lifecycle, portFor: () => port, reusePort: true,
+          });
+          listeners.apply(m.config).then(ready, (e: unknown) => failed(e));
           return;
         }
         case "table":
-          applyTable(pool, m.table, (b) => socketEngine?.closeIdle(b));
+          applyTable(pool, m.table, (b) => listeners?.closeIdle(b));
           send({ t: "applied", version: m.table.version });
           return;
         case "config": {
           const prev = running;
           running = m.config;
-          pool.setPanicThreshold(m.config.panicThreshold);
-          // Proxy settings change in place, as in one process: a new fetch handler, the socket
-          // engine reconfigured for new requests, TCP's timeouts for new connections.
-          if (prev && proxySettings(prev) !== proxySettings(m.config)) {
-            http?.setProxy(buildProxy(m.config, ctx, accessLogFor(m.config), lifecycle));
-            socketEngine?.reconfigure(socketSettings(m.config, ctx, accessLogFor(m.config)));
-            tcp?.configure(m.config);
-          }
+          pool.setPanicThreshold(Object.values(m.config.pools)[0]!.panicThreshold);
+          // Changed in place, as in one process: new routers for new requests, TCP's settings
+          // for new connections.
+          void listeners?.apply(m.config, prev).catch((e: unknown) => logger.error(`worker: ${(e as Error).message}`));
           return;
         }
         case "pull":
@@ -233,7 +204,7 @@ export function runWorker(): Promise<number> {
         case "unlisten":
           // The fetch engine cannot stop accepting apart from its connections (Bun.serve): it
           // stops as it always does, with `stop`. TCP mode's stop closes its listener first anyway.
-          socketEngine?.closeListener();
+          listeners?.closeListeners();
           send({ t: "unlistened" });
           return;
         case "stop":

@@ -19,7 +19,19 @@ export interface PreparedBody {
 
 const NO_BODY: PreparedBody = { bytes: null, stream: undefined };
 
-export async function prepareBody(req: Request, limit: number): Promise<PreparedBody> {
+/**
+ * A body over the route's limits.maxBodySize, found while reading it (a chunked body; a declared
+ * length over it was refused before). Its message names maxRequestBodySize as Bun.serve's own
+ * does, so that the engine reads both the same way (bodyFault).
+ */
+export class BodyOverLimit extends Error {
+  constructor(max: number) {
+    super(`body over maxRequestBodySize (${max} bytes)`);
+  }
+}
+
+/** `max`: the route's limits.maxBodySize, when below the listener's (which Bun.serve enforces itself). */
+export async function prepareBody(req: Request, limit: number, max = Infinity): Promise<PreparedBody> {
   const stream = req.body;
   if (stream === null) return NO_BODY;
   const declared = req.headers.get("content-length");
@@ -28,10 +40,10 @@ export async function prepareBody(req: Request, limit: number): Promise<Prepared
     if (length === 0) return NO_BODY;
     if (length <= limit) return { bytes: await req.arrayBuffer(), stream: undefined };
   }
-  return readUpTo(stream, limit);
+  return readUpTo(stream, limit, max);
 }
 
-async function readUpTo(stream: ReadableStream<Uint8Array>, limit: number): Promise<PreparedBody> {
+async function readUpTo(stream: ReadableStream<Uint8Array>, limit: number, max: number): Promise<PreparedBody> {
   const reader = stream.getReader();
   const chunks: Uint8Array[] = [];
   let size = 0;
@@ -40,8 +52,12 @@ async function readUpTo(stream: ReadableStream<Uint8Array>, limit: number): Prom
     if (done) return { bytes: concat(chunks, size), stream: undefined };
     chunks.push(value);
     size += value.byteLength;
+    if (size > max) {
+      void reader.cancel().catch(() => {});
+      throw new BodyOverLimit(max);
+    }
   }
-  return { bytes: null, stream: new StreamedBody(chunks, reader) };
+  return { bytes: null, stream: new StreamedBody(chunks, reader, size, max) };
 }
 
 /** What a streamed body reports besides the bytes. */
@@ -60,6 +76,9 @@ export class StreamedBody {
   constructor(
     private readonly head: Uint8Array[],
     private readonly reader: ReadableStreamDefaultReader<Uint8Array>,
+    /** Bytes read so far, and the most the route takes (limits.maxBodySize). */
+    private received = 0,
+    private readonly max = Infinity,
   ) {}
 
   /**
@@ -69,6 +88,7 @@ export class StreamedBody {
    */
   toStream(hooks: UploadHooks): ReadableStream<Uint8Array> {
     const { reader, head } = this;
+    const body = this;
     const progress = hooks.progress;
     let i = 0;
     // Connecting and sending the head are a wait on the backend too.
@@ -87,6 +107,13 @@ export class StreamedBody {
           try {
             chunk = await reader.read();
           } catch (e) {
+            hooks.clientFailed(e);
+            controller.error(e);
+            return;
+          }
+          if (!chunk.done && (body.received += chunk.value.byteLength) > body.max) {
+            const e = new BodyOverLimit(body.max);
+            void reader.cancel(e).catch(() => {});
             hooks.clientFailed(e);
             controller.error(e);
             return;

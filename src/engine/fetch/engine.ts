@@ -15,20 +15,18 @@ import type { Backend } from "../../pool/backend.ts";
 import { createForwarder, type BodyEnd, type ForwardOptions, type ForwardRequest, type SendProgress, type UpstreamResponse, type UpstreamWire, type DownstreamWire } from "../../forward/forward.ts";
 import { prepareBody, type PreparedBody, type StreamedBody } from "./body.ts";
 import { Cancel } from "../../forward/cancel.ts";
-import { ClientFault, errorResponse } from "../../errors.ts";
+import { ClientFault, errorResponse, messageFor } from "../../errors.ts";
+import { RoutedKind, upstreamTargetOf } from "../../forward/router.ts";
 import { checkRequest } from "./checks.ts";
 import { foldedByFetch, sendRawTarget } from "./raw-target.ts";
 import { isWebSocketUpgrade } from "../../http/upgrade.ts";
 import { dialWebSocket, WebSocketAnswer } from "./websocket.ts";
 
 export interface FetchEngineOptions extends ForwardOptions {
-  retry: ForwardOptions["retry"] & { bufferBody: number };
   /** Response bodies of known length up to this many bytes are read whole (0: always stream). */
   responseBuffer: number;
   /** Client idle timeout in seconds (Bun.serve's idleTimeout). */
   idleTimeoutSec: number;
-  /** limits.maxBodySize, which Bun.serve enforces (named in the 413's detail). */
-  maxBodySize: number;
   /**
    * Read on every answer: once the listener is shutting down, answers carry Connection: close
    * so that keep-alive clients send nothing more on a connection about to close.
@@ -73,6 +71,8 @@ interface FetchOwn {
   stream: StreamedBody | undefined;
   /** A WebSocket handshake (http/upgrade.ts): dialled and answered by websocket.ts. */
   upgrade: boolean;
+  /** Its idle timeout was raised for the wait on the backend: put back once the head is out. */
+  raisedIdle: boolean;
 }
 
 interface FetchResponse extends UpstreamResponse {
@@ -89,26 +89,26 @@ export function createFetchHandler(opts: FetchEngineOptions): FetchHandler {
   // Bun.serve's idle timer runs while the handler awaits the backend (Bun 1.4.5: a 12 s upstream
   // answer reset the client at the default idleTimeout of 10 s). Only when a
   // backend may legitimately take longer than the idle timeout must a request's timer be raised.
-  const waitSec = Math.ceil(opts.retry.timeout / 1000) + 1;
-  const raiseIdle = waitSec > opts.idleTimeoutSec;
-  const waitTimeout = waitSec > 255 ? 0 : waitSec;
+  // The route's retry.timeout decides, per request (forward/router.ts).
+  const idleTimeoutSec = opts.idleTimeoutSec;
   const lifecycle = opts.lifecycle ?? { draining: false };
   // Settable in Bun though typed read-only (node's own is fixed at start-up by a flag).
   if (opts.maxHeaderSize !== undefined) (http as { maxHeaderSize: number }).maxHeaderSize = opts.maxHeaderSize;
 
   /** Reading the client's body failed: tell the loop whose fault it is before fetch fails. */
-  const bodyFailed = (req: ForwardRequest<FetchOwn>, e: unknown) => req.cancel.abort(bodyFault(e, opts.maxBodySize));
+  const bodyFailed = (req: ForwardRequest<FetchOwn>, e: unknown) => req.cancel.abort(bodyFault(e, req.routed.maxBodySize));
 
   const proto = opts.proto ?? "http";
   /** One try: the response head, or a rejection the loop reads as a network error. */
   async function fetchTry(backend: Backend, req: ForwardRequest<FetchOwn>, cancel: Cancel, progress: SendProgress): Promise<FetchResponse | WebSocketAnswer> {
-    if (req.own.upgrade) return dialWebSocket(backend, req.target, req.headers as Headers, cancel, backend.tls);
+    const target = upstreamTargetOf(req);
+    if (req.own.upgrade) return dialWebSocket(backend, target, req.headers as Headers, cancel, backend.tls);
     // fetch takes an AbortSignal: bridge the try's cancel to one (this engine's cost, not the loop's).
     const controller = new AbortController();
     const signal = controller.signal;
     if (cancel.aborted) controller.abort();
     else cancel.on({ onCancel: () => controller.abort() });
-    const path = backend.basePath + req.target;
+    const path = backend.basePath + target;
     const body = req.own.stream?.toStream({ clientFailed: (e) => bodyFailed(req, e), progress }) ?? req.own.bytes;
     const res = foldedByFetch(path)
       ? await sendRawTarget(backend.origin, path, { method: req.method, headers: req.headers as Headers, body, signal, tls: backend.tls })
@@ -142,6 +142,7 @@ export function createFetchHandler(opts: FetchEngineOptions): FetchHandler {
         (e) => t.tryFailed(e),
       );
     },
+    wholeBody: (req) => (req.replayable ? req.own.bytes : undefined),
   };
 
   const downstream: DownstreamWire<FetchOwn, Response> = {
@@ -176,7 +177,7 @@ export function createFetchHandler(opts: FetchEngineOptions): FetchHandler {
         // Content-Length.
         return new Response(res.headers.has("content-type") ? body : finished(body), init);
       }
-      if (raiseIdle) req.own.server.timeout(req.own.request, opts.idleTimeoutSec);
+      if (req.own.raisedIdle) req.own.server.timeout(req.own.request, idleTimeoutSec);
       return new Response(track(res.body, end), init);
     },
 
@@ -191,7 +192,7 @@ export function createFetchHandler(opts: FetchEngineOptions): FetchHandler {
     // Nobody reads this: the client has gone.
     gone: () => new Response(null, { status: 499 }),
   };
-  const { forward, abandoned } = createForwarder(opts, upstream, downstream);
+  const { forward, abandoned, route } = createForwarder(opts, upstream, downstream);
 
   return async function handle(request, server) {
     const url = request.url;
@@ -203,25 +204,37 @@ export function createFetchHandler(opts: FetchEngineOptions): FetchHandler {
     const refusal = checkRequest(request.method, request.headers);
     if (refusal !== undefined) return errorResponse(refusal.code, refusal.detail, { headers: { connection: "close", ...refusal.headers } });
     const upgrade = isWebSocketUpgrade(request.method, request.headers);
+    const headers = request.headers;
+    // Routed before the body is read: its route may have its own limits (forward/router.ts).
+    const routed = route({ method: request.method, target, host: headers.get("host") ?? undefined, headers, clientIp });
+    const declared = headers.get("content-length");
+    if (declared !== null && Number(declared) > routed.maxBodySize) {
+      const detail = `Content-Length ${declared} over ${routed.maxBodySize}`;
+      return errorResponse("SY_BODY_TOO_LARGE", messageFor("SY_BODY_TOO_LARGE", detail), { headers: { connection: "close" } });
+    }
     const cancel = new Cancel();
     let prepared: PreparedBody | undefined;
     try {
-      prepared = await prepareBody(request, opts.retry.bufferBody);
+      prepared = await prepareBody(request, routed.bufferBody, routed.maxBodySize);
     } catch (e) {
       // The client went away, or broke a rule, while sending its body.
-      cancel.abort(bodyFault(e, opts.maxBodySize));
+      cancel.abort(bodyFault(e, routed.maxBodySize));
     }
     // Raised for the wait on the backend only: while the client sends what is read before the
-    // first try, the listener's own idle timeout bounds a client that dribbles it.
-    if (raiseIdle) server.timeout(request, waitTimeout);
+    // first try, the listener's own idle timeout bounds a client that dribbles it. Bun.serve's
+    // idle timer runs while the handler awaits the backend (Bun 1.4.5: a 12 s upstream answer
+    // reset the client at the default idleTimeout of 10 s).
+    const waitSec = routed.kind === RoutedKind.Forward ? Math.ceil(routed.dest.retry.timeout / 1000) + 1 : 0;
+    const raisedIdle = waitSec > idleTimeoutSec;
+    if (raisedIdle) server.timeout(request, waitSec > 255 ? 0 : waitSec);
     const signal = request.signal;
     if (signal.aborted) cancel.abort();
     else if (!cancel.aborted) signal.addEventListener("abort", () => cancel.abort(), { once: true });
     const req: ForwardRequest<FetchOwn> = {
       // A WebSocket handshake's fields go through the header rules as a copy: server.upgrade
       // reads the request's own Upgrade and Connection fields when the backend has switched.
-      method: request.method, target, headers: upgrade ? new Headers(request.headers) : request.headers, clientIp, proto,
-      own: { request, server, bytes: prepared?.bytes ?? null, stream: prepared?.stream, upgrade },
+      method: request.method, target, routed, headers: upgrade ? new Headers(request.headers) : request.headers, clientIp, proto,
+      own: { request, server, bytes: prepared?.bytes ?? null, stream: prepared?.stream, upgrade, raisedIdle },
       replayable: prepared?.stream === undefined,
       cancel,
     };

@@ -14,6 +14,7 @@
  */
 import type { Socket } from "bun";
 import type { Forwarder, ForwardRequest, BodyEnd, DownstreamWire } from "../../forward/forward.ts";
+import type { Routed } from "../../forward/router.ts";
 import { FieldList } from "../../http/fields.ts";
 import { ClientFault, FRAMING_CODES, errorAnswer, type ErrorAnswer, type FramingStatus } from "../../errors.ts";
 import { Cancel } from "../../forward/cancel.ts";
@@ -32,9 +33,6 @@ import { Tunnel } from "./tunnel.ts";
 export interface ClientLimits {
   maxHeaderSize: number;
   maxUriLength: number;
-  maxBodySize: number;
-  /** Request bodies up to this size are read whole before the first try, so a retry can resend them. */
-  bufferBody: number;
   /** Requests parsed ahead of the one being answered. */
   maxPipeline: number;
 }
@@ -107,6 +105,8 @@ export class Exchange implements ResponseSink, InterimSink, ForwardRequest<Excha
   readonly proto: "http" | "https";
   /** Set when forwarding starts (request()). */
   replayable = true;
+  /** Where it goes (forward/router.ts): decided once its head passed the checks, before its body is read. */
+  routed!: Routed;
   body: RequestBody | undefined;
   /** The whole request has been parsed (apart from `answering`: an answer may come first). */
   parsed = false;
@@ -289,6 +289,11 @@ export class Exchange implements ResponseSink, InterimSink, ForwardRequest<Excha
     this.answering = this.responded ? Answering.Done : Answering.Gone;
   }
 
+  /** The Host field as sent, for the route table (RouteRequest). */
+  get host(): string | undefined {
+    return this.headers.get("host") ?? undefined;
+  }
+
   /** As a ForwardRequest for the shared loop: the exchange is one itself (no object per request). */
   request(replayable: boolean): ForwardRequest<Exchange> {
     this.replayable = replayable;
@@ -452,7 +457,7 @@ export class ClientConnection implements ParserHost {
     const cur = this.parsing;
     const tooMany = this.queue.length > this.env.limits.maxPipeline;
     const body = cur?.body;
-    const heldTooMuch = body !== undefined && !cur!.started && body.held > Math.max(HIGH_WATER, this.env.limits.bufferBody);
+    const heldTooMuch = body !== undefined && !cur!.started && body.held > Math.max(HIGH_WATER, cur!.routed.bufferBody);
     const congested = body !== undefined && body.congested;
     if (!tooMany && !heldTooMuch && !congested) return;
     this.paused = true;
@@ -497,8 +502,20 @@ export class ClientConnection implements ParserHost {
       if (this.queue[0] === ex) this.start(ex);
       return;
     }
+    // Routed before the body is read: its route may have its own limits.maxBodySize.
+    const routed = (ex.routed = this.env.forwarder.route(ex));
     const te = headers.has("transfer-encoding");
     const cl = te ? 0 : Number(headers.get("content-length") ?? 0);
+    if (cl > routed.maxBodySize) {
+      ex.fault = { status: 413, detail: `Content-Length ${cl} over ${routed.maxBodySize}` };
+      ex.parsed = true;
+      this.broken = true;
+      this.parsing = undefined;
+      this.socket.pause();
+      this.paused = true;
+      if (this.queue[0] === ex) this.start(ex);
+      return;
+    }
     if (te || cl > 0) ex.body = new RequestBody(te ? -1 : cl);
     const expect = headers.get("expect");
     if (expect !== null) {
@@ -521,21 +538,21 @@ export class ClientConnection implements ParserHost {
     const ex = this.parsing;
     if (ex === undefined || ex.body === undefined) return;
     const body = ex.body;
-    if (body.received + chunk.length > this.env.limits.maxBodySize) {
+    if (body.received + chunk.length > ex.routed.maxBodySize) {
       // Only a chunked body can get here: a declared length over the limit was refused at the head.
       this.bodyTooLarge(ex);
       return;
     }
     body.push(chunk);
     // A chunked body past the retry buffer streams from here on.
-    if (ex === this.queue[0] && !ex.started && body.held > this.env.limits.bufferBody) this.forward(ex, false);
+    if (ex === this.queue[0] && !ex.started && body.held > ex.routed.bufferBody) this.forward(ex, false);
   }
 
   private bodyTooLarge(ex: Exchange): void {
     this.broken = true;
     this.parsing = undefined;
     ex.parsed = true;
-    const detail = `body over ${this.env.limits.maxBodySize} bytes`;
+    const detail = `body over ${ex.routed.maxBodySize} bytes`;
     if (ex.started) {
       // A try is in flight: stop it as the client's fault; the loop answers 413.
       ex.body?.detach();
@@ -770,8 +787,6 @@ function checkHead(ex: Exchange, major: number, minor: number, url: string, upgr
     }
     if (ex.http10) return { status: 400, detail: "Transfer-Encoding in an HTTP/1.0 request" };
   }
-  const cl = ex.headers.get("content-length");
-  if (cl !== null && Number(cl) > limits.maxBodySize) return { status: 413, detail: `Content-Length ${cl} over ${limits.maxBodySize}` };
   const expect = ex.headers.get("expect");
   if (expect !== null && expect.toLowerCase() !== "100-continue") return { status: 417, detail: `Expect "${expect}" is not supported` };
   if (upgrade && ex.headers.has("upgrade")) {

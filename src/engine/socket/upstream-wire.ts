@@ -10,6 +10,7 @@ import type { Cancel } from "../../forward/cancel.ts";
 import { isIdempotent } from "../../forward/retry.ts";
 import { requestUpgrade } from "../../http/upgrade.ts";
 import type { Exchange } from "./client.ts";
+import { upstreamTargetOf } from "../../forward/router.ts";
 import { headWriter } from "./bytes.ts";
 import type { UpstreamConn, UpstreamPool } from "./upstream.ts";
 
@@ -24,6 +25,11 @@ export function upstreamWire(pool: UpstreamPool): UpstreamWire<Exchange> {
       const idle = pool.take(backend);
       if (idle !== undefined) return issue(idle, backend, req, cancel, t, streamed, true);
       pool.dialFor(backend, cancel, t, (c) => issue(c, backend, req, cancel, t, streamed, false));
+    },
+    wholeBody(req) {
+      const body = req.own.body;
+      if (body === undefined) return null;
+      return req.replayable ? body.bytes() : undefined;
     },
   };
 }
@@ -65,7 +71,7 @@ function requestHead(backend: Backend, req: ForwardRequest<Exchange>, streamed: 
   }
   // A WebSocket handshake asks this backend for the upgrade on this hop (http/upgrade.ts).
   if (ex.upgrade !== undefined) requestUpgrade(h);
-  const w = headWriter.begin().text(req.method).text(" ").text(backend.basePath).text(ex.target).text(" HTTP/1.1\r\n").fields(h);
+  const w = headWriter.begin().text(req.method).text(" ").text(backend.basePath).text(upstreamTargetOf(ex)).text(" HTTP/1.1\r\n").fields(h);
   if (chunked) h.delete("transfer-encoding");
   return w.done(whole);
 }

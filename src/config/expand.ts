@@ -1,0 +1,214 @@
+/**
+ * From the config as written to the one the program runs: named pools with every option filled
+ * in, listeners, routes. The single-pool form (top-level `listen`, `mode` and `backends`, and the
+ * seed format) becomes one listener `default`, one pool `default` and one route `default` to it,
+ * so that nothing past this file knows there ever was another form.
+ *
+ * A pool's options fall back to the top-level ones field by field: `pools.api.retry.attempts`
+ * replaces `retry.attempts` for that pool and leaves the other retry fields as the top level
+ * has them. That merge is done on the options as written (raw), and then the option's own
+ * schema fills in its defaults, so that "not given in the pool" and "given as the default" stay
+ * apart.
+ */
+import * as v from "valibot";
+import { ConfigSchema, POOL_OPTIONS, type Config, type ListenerConfig, type PoolConfig } from "./schema.ts";
+import type { RouteConfig } from "../route/schema.ts";
+
+type Raw = Record<string, unknown>;
+
+/** The name of the pool, listener and route the single-pool form becomes. */
+export const DEFAULT_NAME = "default";
+
+/**
+ * Which kind of traffic each pool serves, from the config as written: "tcp" when a TCP
+ * listener sends to it (its `pool`, or an SNI route it chooses among), else "http". A pool both
+ * kinds use is reported by poolModeProblems. Read before validation, so that backend addresses
+ * are checked for the right kind together with every other problem.
+ */
+export function poolModes(raw: Raw): Map<string, "http" | "tcp"> {
+  const modes = new Map<string, "http" | "tcp">();
+  for (const name of rawPoolNames(raw)) modes.set(name, "http");
+  for (const l of rawListeners(raw)) {
+    if (l.mode !== "tcp") continue;
+    if (typeof l.pool === "string") modes.set(l.pool, "tcp");
+    for (const r of sniRoutesOf(raw, l)) if (typeof r.pool === "string") modes.set(r.pool, "tcp");
+  }
+  return modes;
+}
+
+/** The pools as written: top-level `backends` is the pool `default`. */
+export function rawPools(raw: Raw): [name: string, pool: Raw, at: string][] {
+  const out: [string, Raw, string][] = [];
+  if (raw.backends !== undefined) out.push([DEFAULT_NAME, { backends: raw.backends }, "backends"]);
+  if (isObject(raw.pools)) for (const [name, p] of Object.entries(raw.pools)) if (isObject(p)) out.push([name, p, `pools.${name}`]);
+  return out;
+}
+
+function rawPoolNames(raw: Raw): string[] {
+  return rawPools(raw).map(([n]) => n);
+}
+
+/** The listeners as written: `listen` and `mode` are the listener `default`. */
+export function rawListeners(raw: Raw): Raw[] {
+  if (Array.isArray(raw.listeners)) return raw.listeners.filter(isObject);
+  const listen = isObject(raw.listen) ? raw.listen : {};
+  const mode = raw.mode === "tcp" ? "tcp" : "http";
+  return [{ ...listen, name: DEFAULT_NAME, mode, ...(mode === "tcp" && raw.routes === undefined ? { pool: onlyPool(raw) } : {}) }];
+}
+
+function onlyPool(raw: Raw): string | undefined {
+  const names = rawPoolNames(raw);
+  return names.length === 1 ? names[0] : undefined;
+}
+
+function isSniRoute(r: Raw): boolean {
+  return isObject(r.match) && r.match.sni !== undefined;
+}
+
+/** The SNI routes a TCP listener chooses among: those it names, else every SNI route. */
+function sniRoutesOf(raw: Raw, l: Raw): Raw[] {
+  const routes = Array.isArray(raw.routes) ? raw.routes.filter(isObject) : [];
+  const named = Array.isArray(l.routes) ? new Set(l.routes) : undefined;
+  return routes.filter((r) => isSniRoute(r) && (named === undefined || named.has(r.name)));
+}
+
+/**
+ * Problems of the whole shape, found on the raw input so that they are reported with the
+ * schema's: a pool, a listener or a route named twice or not at all, the two forms mixed, a
+ * pool that both a TCP listener and HTTP routes use.
+ */
+export function shapeProblems(raw: Raw): string[] {
+  const problems: string[] = [];
+  const hasPools = isObject(raw.pools);
+  if (raw.backends === undefined && !hasPools) problems.push(`backends: missing; give the backends (one pool), or pools`);
+  if (raw.backends !== undefined && hasPools && DEFAULT_NAME in (raw.pools as Raw)) {
+    problems.push(`pools.${DEFAULT_NAME}: the top-level backends are the pool "${DEFAULT_NAME}" already; give its backends in one place`);
+  }
+  if (raw.listeners !== undefined) {
+    if (raw.listen !== undefined) problems.push(`listen: set beside listeners; expected one of them: give this listener in listeners`);
+    if (raw.mode !== undefined) problems.push(`mode: set beside listeners; expected the mode of each listener (listeners[].mode)`);
+  }
+  const pools = new Set(rawPoolNames(raw));
+  const listeners = rawListeners(raw);
+  const routes = Array.isArray(raw.routes) ? raw.routes.filter(isObject) : [];
+  const routeNames = new Set(routes.map((r) => r.name));
+  const seen = new Map<unknown, number>();
+  listeners.forEach((l, i) => {
+    const at = listenerPath(raw, i);
+    if (seen.has(l.name)) problems.push(`${at}.name: got ${show(l.name)}, expected a unique name (listeners[${seen.get(l.name)}] has it)`);
+    else seen.set(l.name, i);
+    if (typeof l.pool === "string" && !pools.has(l.pool)) problems.push(`${at}.pool: got ${show(l.pool)}, expected the name of a pool (${[...pools].join(", ") || "none defined"})`);
+    if (l.mode !== "tcp" && l.pool !== undefined) problems.push(`${at}.pool: set on an HTTP listener; expected it only with mode "tcp" (HTTP listeners send by routes)`);
+    if (Array.isArray(l.routes)) {
+      l.routes.forEach((n, j) => {
+        if (typeof n === "string" && !routeNames.has(n)) problems.push(`${at}.routes[${j}]: got ${show(n)}, expected the name of a route`);
+        const r = routes.find((x) => x.name === n);
+        if (r && (l.mode === "tcp") !== isSniRoute(r)) {
+          problems.push(`${at}.routes[${j}]: ${show(n)} ${isSniRoute(r) ? "matches on sni and serves TCP listeners only" : "serves HTTP listeners only (it has no match.sni)"}`);
+        }
+      });
+    }
+    if (l.mode === "tcp" && l.pool === undefined && sniRoutesOf(raw, l).length === 0) {
+      problems.push(`${at}: a TCP listener needs a pool, or routes with match.sni to choose one`);
+    }
+    if (l.mode === "tcp" && l.httpRedirect !== undefined) problems.push(`${at}.httpRedirect: set in TCP mode; expected it only on HTTP listeners (it answers HTTP requests)`);
+  });
+  const http = listeners.some((l) => l.mode !== "tcp");
+  // The workers are told one port and keep one copy of one pool (src/workers/).
+  if (raw.workers !== undefined && raw.workers !== 1 && (listeners.length > 1 || pools.size > 1)) {
+    problems.push(`workers: got ${show(raw.workers)}, expected 1 with ${listeners.length > 1 ? `${listeners.length} listeners` : `${pools.size} pools`}: worker processes serve one listener and one pool for now`);
+  }
+  if (raw.routes === undefined && http && pools.size > 1) {
+    problems.push(`routes: missing; with ${pools.size} pools (${[...pools].join(", ")}), routes say which requests go to which`);
+  }
+  // A pool is one kind: TCP backends are tcp:// addresses, HTTP ones http(s):// URLs.
+  const tcpPools = new Set([...poolModes(raw)].filter(([, m]) => m === "tcp").map(([n]) => n));
+  routes.forEach((r, i) => {
+    if (isSniRoute(r)) return;
+    for (const p of routePools(r)) if (tcpPools.has(p)) problems.push(`routes[${i}]: sends HTTP requests to pool ${show(p)}, which a TCP listener uses; expected a pool of one kind`);
+  });
+  return problems;
+}
+
+/** How a listener is named in messages: `listen` in the single-pool form, else `listeners[i]`. */
+export function listenerPath(raw: Raw, i: number): string {
+  return raw.listeners === undefined ? "listen" : `listeners[${i}]`;
+}
+
+/** Every pool a route sends to: its pool, its split's, its mirror's. */
+export function routePools(r: Raw): string[] {
+  const out: string[] = [];
+  if (typeof r.pool === "string") out.push(r.pool);
+  if (Array.isArray(r.split)) for (const s of r.split) if (isObject(s) && typeof s.pool === "string") out.push(s.pool);
+  if (isObject(r.mirror) && typeof r.mirror.pool === "string") out.push(r.mirror.pool);
+  return out;
+}
+
+type Parsed = v.InferOutput<typeof ConfigSchema>;
+
+/** The config as the program runs it. Call only once the schema and shapeProblems passed. */
+export function expandConfig(parsed: Parsed, raw: Raw): Config {
+  const modes = poolModes(raw);
+  const pools: Record<string, PoolConfig> = {};
+  for (const [name, rawPool] of rawPools(raw)) {
+    const own = name === DEFAULT_NAME && raw.backends !== undefined ? { backends: parsed.backends! } : parsed.pools![name]!;
+    pools[name] = resolvePool(name, modes.get(name) ?? "http", own.backends, raw, rawPool);
+  }
+  const listeners: ListenerConfig[] =
+    parsed.listeners ??
+    [{
+      name: DEFAULT_NAME,
+      host: parsed.listen.host,
+      port: parsed.listen.port,
+      mode: parsed.mode,
+      ...(parsed.listen.tls !== undefined ? { tls: parsed.listen.tls } : {}),
+      ...(parsed.listen.httpRedirect !== undefined ? { httpRedirect: parsed.listen.httpRedirect } : {}),
+      ...(parsed.mode === "tcp" && parsed.routes === undefined ? { pool: Object.keys(pools)[0]! } : {}),
+    }];
+  const httpPools = Object.values(pools).filter((p) => p.mode === "http");
+  const routes: RouteConfig[] =
+    parsed.routes ?? (listeners.some((l) => l.mode === "http") && httpPools.length === 1 ? [{ name: DEFAULT_NAME, match: {}, pool: httpPools[0]!.name } as RouteConfig] : []);
+  const { backends: _b, pools: _p, listeners: _l, routes: _r, ...rest } = parsed;
+  return { ...rest, pools, listeners, routes };
+}
+
+/** Options written as objects merge field by field; the others are replaced whole. */
+const MERGED = new Set<string>(["peakEwma", "retry", "healthCheck", "passive"]);
+
+function resolvePool(name: string, mode: "http" | "tcp", backends: PoolConfig["backends"], raw: Raw, own: Raw): PoolConfig {
+  const entries = ConfigSchema.entries;
+  const opt = <K extends (typeof POOL_OPTIONS)[number]>(key: K): Parsed[K] => {
+    const top = raw[key];
+    const mine = own[key];
+    let value = mine === undefined ? top : mine;
+    if (MERGED.has(key) && isObject(top) && isObject(mine)) value = { ...top, ...mine };
+    return v.parse(entries[key] as v.GenericSchema, value) as Parsed[K];
+  };
+  const topTimeouts = v.parse(entries.timeouts, raw.timeouts);
+  const topLimits = v.parse(entries.limits, raw.limits);
+  const t = isObject(own.timeouts) ? v.parse(entries.timeouts, { ...(isObject(raw.timeouts) ? raw.timeouts : {}), ...own.timeouts }) : topTimeouts;
+  const l = isObject(own.limits) ? v.parse(entries.limits, { ...(isObject(raw.limits) ? raw.limits : {}), ...own.limits }) : topLimits;
+  return {
+    name, mode, backends,
+    strategy: opt("strategy"), hash: opt("hash"), sticky: opt("sticky"), peakEwma: opt("peakEwma"), retry: opt("retry"),
+    healthCheck: opt("healthCheck"), passive: opt("passive"), panicThreshold: opt("panicThreshold"), slowStart: opt("slowStart"),
+    timeouts: { connect: t.connect, upstreamIdle: t.upstreamIdle, send: t.send },
+    limits: { upstreamKeepalive: l.upstreamKeepalive },
+  };
+}
+
+/** The pool a config's HTTP routes or TCP listener reach, by name: for code that must have one. */
+export function poolOf(config: Config, name: string): PoolConfig {
+  const p = config.pools[name];
+  if (p === undefined) throw new Error(`no pool ${JSON.stringify(name)}`);
+  return p;
+}
+
+function isObject(x: unknown): x is Raw {
+  return typeof x === "object" && x !== null && !Array.isArray(x);
+}
+
+function show(x: unknown): string {
+  const s = JSON.stringify(x);
+  return s === undefined ? String(x) : s.length > 60 ? `${s.slice(0, 57)}...` : s;
+}

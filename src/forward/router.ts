@@ -1,0 +1,186 @@
+/**
+ * Where a request goes, decided once per request from its head, before its body is read: the
+ * route table (src/route/, which knows nothing of pools or engines) says which route takes it,
+ * and this module turns that into what the forwarding loop needs, all of it built once per
+ * config (Destination): the pool and its passive health, the route's retry rules and time
+ * limits, its header rules. An answer the proxy makes itself (a redirect, a fixed response, no
+ * route, a path that cannot be routed) is a Routed too, so that both engines count, log and
+ * answer it through the one loop.
+ *
+ * Both engines call route() at head time: limits.maxBodySize and retry.bufferBody may differ
+ * per route, and the socket engine refuses a body over the limit before reading it.
+ */
+import type { Pool } from "../pool/pool.ts";
+import type { PassiveSignals } from "../health/passive.ts";
+import type { KeyExtractor } from "../policy/hash-key.ts";
+import type { StickySessions } from "../policy/sticky.ts";
+import type { RetryBudgetConfig } from "./retry.ts";
+import type { ResponseHeaderRules } from "../http/headers.ts";
+import type { HeaderFields } from "../http/fields.ts";
+import type { RouteRequest, RouteTable } from "../route/table.ts";
+import type { TrafficStats } from "../stats/traffic.ts";
+import type { ErrorAnswer, ProxyAnswerCode } from "../errors.ts";
+
+/** One pool as the loop uses it: built once per config by the composition root. */
+export interface PoolTarget {
+  readonly name: string;
+  readonly pool: Pool;
+  readonly passive: PassiveSignals;
+  /** consistent-hash: reads the request's key (hash.key). */
+  readonly hashKey?: KeyExtractor;
+  /** Sticky sessions: the backend a request's cookie names, and the cookie for a new one. */
+  readonly sticky?: StickySessions;
+}
+
+export interface RetryOptions {
+  attempts: number;
+  perTryTimeout: number;
+  timeout: number;
+  onStatus: number[];
+  nonIdempotent: boolean;
+  /** retry.budget: retries at most a share of the pool's requests (pool/retry-budget.ts). */
+  budget: RetryBudgetConfig;
+}
+
+/** The rules of a route's request or response header modifiers, applied with the request's values. */
+export interface HeaderModifier {
+  apply(headers: HeaderFields, vars: HeaderVars): void;
+}
+
+/** The values a header rule's placeholders read. */
+export interface HeaderVars {
+  readonly clientIp: string;
+  readonly host: string;
+  readonly requestId: string;
+  readonly route: string;
+}
+
+/** A copy of each request, thrown away once answered (route `mirror`): see forward/mirror.ts. */
+export interface MirrorSink {
+  /** A share of requests, decided per request. */
+  readonly percent: number;
+  send(req: MirrorRequest): void;
+}
+
+export interface MirrorRequest {
+  readonly method: string;
+  readonly target: string;
+  readonly headers: HeaderFields;
+  readonly body: Uint8Array | null;
+  readonly clientIp: string;
+}
+
+/** What the loop needs for one pool of one route: built once per config. */
+export interface Destination {
+  /** The route's name: logs, metrics labels (from the config, never from the request). */
+  readonly route: string;
+  readonly target: PoolTarget;
+  readonly retry: RetryOptions;
+  readonly retryOn: ReadonlySet<number>;
+  /** retry.bufferBody: bodies up to this size are read whole before the first try, so a retry can resend them. */
+  readonly bufferBody: number;
+  /** timeouts.send, ms (0: no bound). */
+  readonly sendTimeout: number;
+  readonly requestHeaders?: HeaderModifier;
+  /** The top-level responseHeaders and the route's, compiled. */
+  readonly responseHeaders?: ResponseHeaderRules;
+  readonly routeResponseHeaders?: HeaderModifier;
+  readonly mirror?: MirrorSink;
+  /** The route's own figures (requests, status classes, latency). */
+  readonly traffic: TrafficStats;
+}
+
+export const enum RoutedKind {
+  /** To a pool. */
+  Forward = 0,
+  /** Answered by the proxy: a redirect, a fixed response, no route, a path refused. */
+  Answer = 1,
+}
+
+export type Routed = RoutedForward | RoutedAnswer;
+
+export interface RoutedForward {
+  readonly kind: RoutedKind.Forward;
+  readonly dest: Destination;
+  /** Path and query to send upstream: normalized, then rewritten; the request's own target when neither changed it. */
+  readonly upstreamTarget: string;
+  /** A split that chose a side for a new client (splitBy.cookie): added to the answer. */
+  readonly setCookie: string | undefined;
+  readonly maxBodySize: number;
+  readonly bufferBody: number;
+}
+
+export interface RoutedAnswer {
+  readonly kind: RoutedKind.Answer;
+  /** A route's own answer (redirect, respond); its headers are copied per request. */
+  readonly answer: ErrorAnswer | undefined;
+  /** Else the proxy's error answer (no route, a path refused), counted by code, and what it adds. */
+  readonly code: ProxyAnswerCode | undefined;
+  readonly detail: string | undefined;
+  /** The route's name and figures; undefined when no route took the request. */
+  readonly route: string | undefined;
+  readonly traffic: TrafficStats | undefined;
+  readonly maxBodySize: number;
+  readonly bufferBody: number;
+}
+
+/** What a route adds to the table's match: built once per config, per route. */
+export interface RouteRuntime {
+  readonly name: string;
+  readonly maxBodySize: number;
+  readonly bufferBody: number;
+  readonly traffic: TrafficStats;
+  /** Per pool the route may send to (its pool, or each side of its split). */
+  destination(pool: PoolTarget): Destination;
+}
+
+export interface RouterLimits {
+  maxBodySize: number;
+  bufferBody: number;
+}
+
+/** The router of one listener's config: the table, each route's runtime, the listener's defaults. */
+export class Router {
+  private readonly noRoute: RoutedAnswer;
+
+  constructor(
+    private readonly table: RouteTable<PoolTarget>,
+    /** By the route's index in the table. */
+    private readonly routes: readonly RouteRuntime[],
+    limits: RouterLimits,
+  ) {
+    this.noRoute = proxyAnswer("SY_NO_ROUTE", undefined, limits);
+    this.limits = limits;
+  }
+  private readonly limits: RouterLimits;
+
+  route(req: RouteRequest): Routed {
+    const m = this.table.match(req);
+    if (m === undefined) return this.noRoute;
+    if ("refused" in m) return proxyAnswer("SY_BAD_PATH", m.refused, this.limits);
+    const rt = this.routes[m.route.index]!;
+    const a = m.action;
+    if (a.kind === "forward") {
+      const dest = rt.destination(a.pool);
+      return { kind: RoutedKind.Forward, dest, upstreamTarget: m.target, setCookie: m.setCookie, maxBodySize: rt.maxBodySize, bufferBody: dest.bufferBody };
+    }
+    const answer: ErrorAnswer =
+      a.kind === "redirect"
+        ? { status: a.status, headers: { location: a.location, "content-type": "text/plain; charset=utf-8" }, body: `Redirecting to ${a.location}\n` }
+        : { status: a.status, headers: a.headers, body: a.body };
+    return { kind: RoutedKind.Answer, answer, code: undefined, detail: undefined, route: rt.name, traffic: rt.traffic, maxBodySize: rt.maxBodySize, bufferBody: rt.bufferBody };
+  }
+}
+
+function proxyAnswer(code: ProxyAnswerCode, detail: string | undefined, limits: RouterLimits): RoutedAnswer {
+  return {
+    kind: RoutedKind.Answer, answer: undefined, code, detail, route: undefined, traffic: undefined,
+    maxBodySize: limits.maxBodySize, bufferBody: limits.bufferBody,
+  };
+}
+
+/** The path and query a request is sent upstream with (its own target when it is answered locally). */
+export function upstreamTargetOf(req: { readonly target: string; readonly routed: Routed }): string {
+  const r = req.routed;
+  return r.kind === RoutedKind.Forward ? r.upstreamTarget : req.target;
+}

@@ -1,0 +1,285 @@
+/**
+ * The layer-7 listener, on either engine: the socket engine (Bun.listen, HTTP/1.1 parsed by
+ * llhttp, pooled upstream keep-alive) or the fetch engine (Bun.serve behind a Hono catch-all,
+ * Bun's fetch upstream). Both run the one forwarding loop (src/forward/) with a Router built
+ * from the listener's routes; a reconfigure builds a new one and swaps it in, and what is in
+ * flight finishes on the one it started with.
+ */
+import type { Server } from "bun";
+import { Hono } from "hono";
+import type { Config, ListenerConfig } from "../config/schema.ts";
+import type { Backend } from "../pool/backend.ts";
+import type { AccessLog } from "../log/access.ts";
+import type { Logger } from "../log/logger.ts";
+import { createFetchHandler, startFetchClient } from "../engine/fetch/engine.ts";
+import { bridgeHandlers } from "../engine/fetch/websocket.ts";
+import { startSocketEngine, type SocketEngine, type SocketEngineSettings } from "../engine/socket/engine.ts";
+import { cidrMatcher } from "../net/cidr.ts";
+import { bindListener, listenError } from "../listen-error.ts";
+import { readTlsMaterial, serveTls, type TlsMaterial } from "../tls/certificates.ts";
+import { errorResponse } from "../errors.ts";
+import type { ForwardOptions } from "../forward/forward.ts";
+import { buildRouter } from "./routing.ts";
+import { hostForUrl, listenerLabel, portKey, type Listener, type ListenerContext } from "./listener.ts";
+
+/** What a Bun.serve fetch handler is: the fetch-engine listener calls the current one of these. */
+type ProxyFetch = (req: Request, server: Server<unknown>) => Response | Promise<Response>;
+
+/**
+ * How long a stopping fetch-engine listener goes on answering, every answer with Connection:
+ * close, before Bun.serve's stop() closes the connections idle at that moment. A keep-alive
+ * client sends its next request within moments of an answer; a connection closed in that gap
+ * loses the request already on its way (1 in 14 runs of test/shutdown.test.ts lost one).
+ * Given a moment, a busy client is told to close by its next answer, and only connections
+ * really idle are closed. HAProxy's `grace` keeps a stopping listener open for the same reason.
+ */
+export const DRAIN_NOTICE_MS = 250;
+
+/** "https" when the listener terminates TLS: X-Forwarded-Proto, the sticky cookie's Secure. */
+function protoOf(listener: ListenerConfig): "http" | "https" {
+  return listener.tls !== undefined ? "https" : "http";
+}
+
+/** What both engines' forwarding loops are built from, for one listener. */
+function forwardOptions(config: Config, listener: ListenerConfig, ctx: ListenerContext, accessLog: AccessLog | undefined): ForwardOptions {
+  return {
+    router: buildRouter(config, listener, ctx.pools, ctx.routes, ctx.mirrors),
+    traffic: ctx.traffic,
+    accessLog,
+    trusted: cidrMatcher(config.trustedProxies),
+    preserveHost: config.preserveHost,
+    // The socket engine keeps its own pool per backend and needs no gate; the fetch engine
+    // sets its own (below).
+    upstreamConcurrency: 0,
+  };
+}
+
+/** Everything of the socket engine a reconfigure may change. */
+export function socketSettings(config: Config, listener: ListenerConfig, ctx: ListenerContext): SocketEngineSettings {
+  const { limits, timeouts } = config;
+  return {
+    ...forwardOptions(config, listener, ctx, ctx.accessLog(config)),
+    limits: { maxHeaderSize: limits.maxHeaderSize, maxUriLength: limits.maxUriLength, maxPipeline: limits.maxPipeline, maxConnections: limits.maxConnections },
+    upstream: {
+      maxIdlePerBackend: limits.upstreamKeepalive, idleTimeoutMs: timeouts.upstreamIdle,
+      connectTimeoutMs: timeouts.connect, maxHeaderSize: limits.maxHeaderSize,
+    },
+    headerTimeout: timeouts.header,
+    idleTimeout: timeouts.idle,
+    logger: ctx.logger,
+  };
+}
+
+/**
+ * The fetch engine's request handler for one config: a Hono app whose catch-all route is the
+ * forwarder. The listener calls whichever is current, so the per-request path reads no
+ * mutable config.
+ */
+function buildProxy(config: Config, listener: ListenerConfig, ctx: ListenerContext): ProxyFetch {
+  const { logger } = ctx;
+  const handler = createFetchHandler({
+    ...forwardOptions(config, listener, ctx, ctx.accessLog(config)),
+    responseBuffer: config.limits.responseBuffer,
+    upstreamConcurrency: config.limits.upstreamConcurrency,
+    uploadConcurrency: config.limits.uploadConcurrency,
+    longWaitAfter: config.limits.longWaitAfter,
+    longWaitConcurrency: config.limits.longWaitConcurrency,
+    idleTimeoutSec: Math.ceil(config.timeouts.idle / 1000),
+    maxHeaderSize: config.limits.maxHeaderSize,
+    lifecycle: ctx.lifecycle,
+    proto: protoOf(listener),
+  });
+  const app = new Hono<{ Bindings: { server: Server<unknown> } }>();
+  app.all("*", (c) => handler(c.req.raw, c.env.server));
+  app.onError((err) => {
+    // A bug, not a backend failure (those are answered by the handler): log it, answer 500.
+    logger.error(`proxy: ${err.stack ?? err}`);
+    return errorResponse("SY_INTERNAL", "internal error");
+  });
+  return (req, server) => app.fetch(req, { server });
+}
+
+/** The largest body any route of the config takes: Bun.serve's own limit (a route's smaller one is the handler's). */
+function largestBody(config: Config): number {
+  let max = config.limits.maxBodySize;
+  for (const r of config.routes) {
+    const own = (r as { limits?: { maxBodySize?: number } }).limits?.maxBodySize;
+    if (own !== undefined && own > max) max = own;
+  }
+  return max;
+}
+
+/** The fetch engine's listener: Bun.serve, renewed (not reloaded) for new certificates. */
+class FetchListener {
+  private current: ProxyFetch;
+  private server: Server<unknown>;
+  /** Servers that stopped accepting on a renewal and still finish what they hold. */
+  private readonly retiring = new Set<Server<unknown>>();
+
+  constructor(
+    private readonly config: Config,
+    private readonly listener: ListenerConfig,
+    proxy: ProxyFetch,
+    port: number,
+    reusePort: boolean,
+    tls: TlsMaterial | undefined,
+  ) {
+    this.current = proxy;
+    this.reusePort = reusePort;
+    this.server = this.open(port, tls);
+  }
+  private readonly reusePort: boolean;
+
+  get port(): number {
+    return this.server.port!;
+  }
+
+  private open(port: number, m: TlsMaterial | undefined): Server<unknown> {
+    const { config, listener } = this;
+    return bindListener(listenerLabel(listener), listener.host, port, () => Bun.serve({
+      hostname: listener.host,
+      port,
+      ...(m !== undefined ? { tls: serveTls(m) } : {}),
+      // A second balancer must not silently share the port (Bun turns SO_REUSEPORT on when
+      // development is false): a balancer claims it exclusively first (claimPort), then binds it
+      // with SO_REUSEPORT to share it with its workers or its successor (`switchyard upgrade`).
+      reusePort: this.reusePort,
+      development: false,
+      idleTimeout: Math.ceil(config.timeouts.idle / 1000),
+      maxRequestBodySize: largestBody(config),
+      fetch: (req, server) => this.current(req, server),
+      // WebSockets (engine/fetch/websocket.ts); a forced stop closes them with 1001.
+      websocket: bridgeHandlers as import("bun").WebSocketHandler<unknown>,
+    }));
+  }
+
+  setProxy(next: ProxyFetch): void {
+    this.current = next;
+  }
+
+  /**
+   * Renewed certificates. Bun.serve cannot change its own (server.reload() swaps handlers only,
+   * checked on 1.4.5): the running server stops accepting (what it holds finishes on it, in-flight
+   * requests and WebSockets alike) and a new one with the new certificates opens on the same port
+   * at once. A connection attempt in between, a few microseconds, would be refused.
+   */
+  renewTls(m: TlsMaterial): void {
+    const old = this.server;
+    // Read before the stop: a stopped server reports no port.
+    const port = old.port!;
+    this.retiring.add(old);
+    void old.stop().then(() => this.retiring.delete(old));
+    this.server = this.open(port, m);
+  }
+
+  async stop(graceful: boolean, notice: number): Promise<void> {
+    const server = this.server;
+    await Promise.all([
+      graceful ? Bun.sleep(notice).then(() => server.stop(false)) : server.stop(true),
+      ...[...this.retiring].map((s) => s.stop(!graceful)),
+    ]);
+  }
+
+  async cut(): Promise<void> {
+    await Promise.all([this.server.stop(true), ...[...this.retiring].map((s) => s.stop(true))]);
+  }
+}
+
+export class HttpListener implements Listener {
+  readonly name: string;
+  private socket: SocketEngine | undefined;
+  private fetch: FetchListener | undefined;
+  private cfg: ListenerConfig;
+  private scheme: string;
+
+  private constructor(listener: ListenerConfig) {
+    this.name = listener.name;
+    this.cfg = listener;
+    this.scheme = protoOf(listener);
+  }
+
+  /** Bind and serve `listener` of `config`. */
+  static async start(config: Config, listener: ListenerConfig, ctx: ListenerContext, tls: TlsMaterial | undefined): Promise<HttpListener> {
+    const l = new HttpListener(listener);
+    const label = listenerLabel(listener);
+    const port = ctx.portFor(portKey(listener, "proxy"), listener.host, listener.port);
+    const material = tls ?? (listener.tls !== undefined ? readTlsMaterial(listener.tls, `listeners.${listener.name}.tls`) : undefined);
+    if (config.engine === "socket") {
+      l.socket = bindListener(label, listener.host, port, () =>
+        startSocketEngine({ ...socketSettings(config, listener, ctx), host: listener.host, port, reusePort: true, tls: material }),
+      );
+    } else {
+      await startFetchClient().catch((e: unknown) => {
+        throw listenError(label, listener.host, port, e);
+      });
+      l.fetch = new FetchListener(config, listener, buildProxy(config, listener, ctx), port, true, material);
+    }
+    l.ctx = ctx;
+    return l;
+  }
+  private ctx!: ListenerContext;
+
+  get config(): ListenerConfig {
+    return this.cfg;
+  }
+
+  get port(): number {
+    return this.socket?.port ?? this.fetch!.port;
+  }
+
+  get url(): string {
+    return `${this.scheme}://${hostForUrl(this.cfg.host)}:${this.port}`;
+  }
+
+  /** Client connections open now (socket engine), for the admin's figures. */
+  get engine(): "socket" | "fetch" {
+    return this.socket !== undefined ? "socket" : "fetch";
+  }
+
+  reconfigure(config: Config, listener: ListenerConfig): void {
+    this.cfg = listener;
+    if (this.socket !== undefined) this.socket.reconfigure(socketSettings(config, listener, this.ctx));
+    else this.fetch!.setProxy(buildProxy(config, listener, this.ctx));
+  }
+
+  renewTls(m: TlsMaterial): void {
+    this.socket?.renewTls(m);
+    this.fetch?.renewTls(m);
+  }
+
+  closeIdle(backend: Backend): void {
+    this.socket?.closeIdle(backend);
+  }
+
+  closeListener(): void {
+    // The fetch engine cannot stop accepting apart from its connections (Bun.serve): it stops
+    // as it always does, in stop().
+    this.socket?.closeListener();
+  }
+
+  async stop(graceful: boolean, grace: number, handover: boolean): Promise<void> {
+    const notice = Math.min(DRAIN_NOTICE_MS, grace);
+    const stopped = Promise.all([this.socket?.stop(!graceful, notice, handover), this.fetch?.stop(graceful, notice)]);
+    if (!graceful) {
+      await stopped;
+      return;
+    }
+    await withGrace(stopped, grace, this.ctx.logger, `${listenerLabel(this.cfg)} listener`, async () => {
+      await Promise.all([this.socket?.stop(true), this.fetch?.cut()]);
+    });
+  }
+}
+
+/**
+ * Wait for `work` within `grace` ms; past it, say so and run `cut`. Shared by every listener
+ * (and the workers), so that one process stops the same way whatever it serves.
+ */
+export async function withGrace(work: Promise<unknown>, grace: number, logger: Logger, what: string, cut: () => Promise<void>): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<"late">((r) => (timer = setTimeout(() => r("late"), grace)));
+  if ((await Promise.race([work, late])) === "late") {
+    logger.warn(`shutdown: in-flight work still running after ${grace}ms; closing it (${what})`);
+    await cut();
+  }
+  clearTimeout(timer);
+}

@@ -1,0 +1,118 @@
+/**
+ * Builds one HTTP listener's Router from a config (forward/router.ts): the route table of the
+ * routes the listener serves, compiled once, and for each route and each pool it may send to
+ * the Destination the forwarding loop reads. Everything here runs at start-up and on a config
+ * change, never per request.
+ *
+ * Pools are reached through `PoolSource`: in one process the balancer's own pools, in a worker
+ * process its copies of them (src/workers/). Route figures come from `RouteTraffic`, which
+ * keeps a route's counts across reloads while its name stays.
+ */
+import type { Config, ListenerConfig, PoolConfig } from "../config/schema.ts";
+import type { Pool } from "../pool/pool.ts";
+import type { PassiveSignals } from "../health/passive.ts";
+import { RouteTable } from "../route/table.ts";
+import type { RouteConfig } from "../route/schema.ts";
+import { Router, type Destination, type PoolTarget, type RetryOptions, type RouteRuntime } from "../forward/router.ts";
+import { hashKeyExtractor } from "../policy/hash-key.ts";
+import { StickySessions } from "../policy/sticky.ts";
+import { compileResponseHeaderRules } from "../http/headers.ts";
+import { TrafficStats } from "../stats/traffic.ts";
+import { routeModifiers, type MirrorFactory } from "./route-modifiers.ts";
+
+/** A pool as a listener reaches it: its backends and where traffic reports about them. */
+export interface PoolHandle {
+  readonly pool: Pool;
+  readonly passive: PassiveSignals;
+}
+
+export interface PoolSource {
+  handle(name: string): PoolHandle;
+}
+
+/** Each route's figures by name, kept across reloads while the name stays. */
+export class RouteTraffic {
+  private readonly byName = new Map<string, TrafficStats>();
+
+  of(name: string): TrafficStats {
+    let t = this.byName.get(name);
+    if (t === undefined) this.byName.set(name, (t = new TrafficStats()));
+    return t;
+  }
+
+  /** Forget the routes a config no longer has. */
+  keep(names: Iterable<string>): void {
+    const keep = new Set(names);
+    for (const n of this.byName.keys()) if (!keep.has(n)) this.byName.delete(n);
+  }
+
+  entries(): IterableIterator<[string, TrafficStats]> {
+    return this.byName.entries();
+  }
+}
+
+/** The HTTP routes a listener serves: the ones it names, else every route without match.sni. */
+export function routesOf(config: Config, listener: ListenerConfig): RouteConfig[] {
+  const http = config.routes.filter((r) => r.match?.sni === undefined);
+  if (listener.routes === undefined) return http;
+  const named = new Set(listener.routes);
+  return http.filter((r) => named.has(r.name));
+}
+
+/** Each pool's target, built once per config: its hash key and sticky sessions are the pool's. */
+export function poolTargets(config: Config, pools: PoolSource): (name: string) => PoolTarget {
+  const targets = new Map<string, PoolTarget>();
+  return (name) => {
+    let t = targets.get(name);
+    if (t !== undefined) return t;
+    const pc: PoolConfig = config.pools[name]!;
+    const { pool, passive } = pools.handle(name);
+    t = {
+      name, pool, passive,
+      hashKey: pc.hash ? hashKeyExtractor(pc.hash.key) : undefined,
+      sticky: pc.sticky ? new StickySessions(pool, pc.sticky) : undefined,
+    };
+    targets.set(name, t);
+    return t;
+  };
+}
+
+export function buildRouter(config: Config, listener: ListenerConfig, pools: PoolSource, traffic: RouteTraffic, mirrors: MirrorFactory): Router {
+  const routes = routesOf(config, listener);
+  const target = poolTargets(config, pools);
+  const table = RouteTable.compile(routes, target);
+  const global = compileResponseHeaderRules(config.responseHeaders);
+  const runtimes: RouteRuntime[] = routes.map((r) => {
+    const stats = traffic.of(r.name);
+    const mods = routeModifiers(r, target, mirrors);
+    const dests = new Map<PoolTarget, Destination>();
+    const overrides = (r as { retry?: Partial<RetryOptions> & { bufferBody?: number } }).retry ?? {};
+    const sendOverride = (r as { timeouts?: { send?: number } }).timeouts?.send;
+    const maxBodySize = (r as { limits?: { maxBodySize?: number } }).limits?.maxBodySize ?? config.limits.maxBodySize;
+    return {
+      name: r.name,
+      maxBodySize,
+      bufferBody: overrides.bufferBody ?? config.retry.bufferBody,
+      traffic: stats,
+      destination(pool: PoolTarget): Destination {
+        let d = dests.get(pool);
+        if (d !== undefined) return d;
+        const pc = config.pools[pool.name]!;
+        const { bufferBody, ...retry } = { ...pc.retry, ...definedOnly(overrides) };
+        d = {
+          route: r.name, target: pool, retry, retryOn: new Set(retry.onStatus), bufferBody,
+          sendTimeout: sendOverride ?? pc.timeouts.send,
+          requestHeaders: mods.requestHeaders, responseHeaders: global, routeResponseHeaders: mods.responseHeaders,
+          mirror: mods.mirror, traffic: stats,
+        };
+        dests.set(pool, d);
+        return d;
+      },
+    };
+  });
+  return new Router(table, runtimes, { maxBodySize: config.limits.maxBodySize, bufferBody: config.retry.bufferBody });
+}
+
+function definedOnly<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+}

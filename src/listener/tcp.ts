@@ -1,0 +1,135 @@
+/**
+ * The layer-4 listener: connections relayed to the listener's pool (src/tcp/), with the pool's
+ * policy, health, connect timeout and tries. A reconfigure applies to connections accepted from
+ * then on; relays already running keep what they started with.
+ */
+import type { Config, ListenerConfig } from "../config/schema.ts";
+import type { Backend } from "../pool/backend.ts";
+import { CLIENT_HELLO_MAX_BYTES, startTcpProxy, type RelayTarget, type SniRouting, type TcpProxy, type TcpSettings } from "../tcp/proxy.ts";
+import { listenError } from "../listen-error.ts";
+import type { TlsMaterial } from "../tls/certificates.ts";
+import { withGrace } from "./http.ts";
+import { hostForUrl, listenerLabel, portKey, type Listener, type ListenerContext } from "./listener.ts";
+
+/** The settings of a TCP listener's relays: its pool's tries, connect timeout and hash key, the idle timeout. */
+function tcpSettings(config: Config, listener: ListenerConfig): TcpSettings {
+  const pool = config.pools[fallbackPool(config, listener)]!;
+  return { timeouts: { connect: pool.timeouts.connect, idle: config.timeouts.idle }, retry: pool.retry, hash: pool.hash };
+}
+
+/** The SNI routes a TCP listener chooses among: those it names, else every route with match.sni. */
+function sniRoutes(config: Config, listener: ListenerConfig) {
+  const named = listener.routes === undefined ? undefined : new Set(listener.routes);
+  return config.routes.filter((r) => r.match?.sni !== undefined && (named === undefined || named.has(r.name)));
+}
+
+/**
+ * The pool whose settings a listener's relays take, and where a connection goes without SNI
+ * routes: the listener's `pool`, else its first SNI route's.
+ */
+function fallbackPool(config: Config, listener: ListenerConfig): string {
+  return listener.pool ?? sniRoutes(config, listener)[0]!.pool!;
+}
+
+/**
+ * Choose by server name (HAProxy's req.ssl_sni): exact names through a map, `*.` wildcards by
+ * the name's suffixes, first route in config order among equals; no match goes to the
+ * listener's `pool`, or is closed. Built once per config.
+ */
+function sniRouting(config: Config, listener: ListenerConfig, ctx: ListenerContext): SniRouting | undefined {
+  const routes = sniRoutes(config, listener);
+  if (routes.length === 0) return undefined;
+  const exact = new Map<string, RelayTarget>();
+  const wildcard = new Map<string, RelayTarget>();
+  for (const r of routes) {
+    const target = ctx.pools.handle(r.pool!);
+    for (const name of [r.match!.sni!].flat()) {
+      const n = name.toLowerCase();
+      const map = n.startsWith("*.") ? wildcard : exact;
+      const key = n.startsWith("*.") ? n.slice(2) : n;
+      if (!map.has(key)) map.set(key, target);
+    }
+  }
+  const fallback = listener.pool !== undefined ? ctx.pools.handle(listener.pool) : undefined;
+  return {
+    choose(serverName) {
+      if (serverName === undefined) return fallback;
+      const hit = exact.get(serverName);
+      if (hit !== undefined) return hit;
+      // *.example.com takes a.example.com and a.b.example.com, never example.com itself.
+      for (let dot = serverName.indexOf("."); dot !== -1; dot = serverName.indexOf(".", dot + 1)) {
+        const w = wildcard.get(serverName.slice(dot + 1));
+        if (w !== undefined) return w;
+      }
+      return fallback;
+    },
+    timeoutMs: config.timeouts.header,
+    maxBytes: CLIENT_HELLO_MAX_BYTES,
+  };
+}
+
+export class TcpListener implements Listener {
+  readonly name: string;
+  private cfg: ListenerConfig;
+
+  private constructor(
+    listener: ListenerConfig,
+    private readonly proxy: TcpProxy,
+    private readonly ctx: ListenerContext,
+  ) {
+    this.name = listener.name;
+    this.cfg = listener;
+  }
+
+  static async start(config: Config, listener: ListenerConfig, ctx: ListenerContext, tls: TlsMaterial | undefined): Promise<TcpListener> {
+    const port = ctx.portFor(portKey(listener, "proxy"), listener.host, listener.port);
+    const { pool, passive } = ctx.pools.handle(fallbackPool(config, listener));
+    const sni = sniRouting(config, listener, ctx);
+    const proxy = await startTcpProxy(
+      { settings: tcpSettings(config, listener), pool, passive, logger: ctx.logger },
+      { host: listener.host, port, reusePort: true, stats: ctx.tcpStats, ...(tls !== undefined ? { tls } : {}), ...(sni !== undefined ? { sni } : {}) },
+    ).catch((e: unknown) => {
+      throw listenError(listenerLabel(listener), listener.host, port, e);
+    });
+    return new TcpListener(listener, proxy, ctx);
+  }
+
+  get config(): ListenerConfig {
+    return this.cfg;
+  }
+
+  get port(): number {
+    return this.proxy.port;
+  }
+
+  get url(): string {
+    return `${this.cfg.tls !== undefined ? "tls" : "tcp"}://${hostForUrl(this.cfg.host)}:${this.port}`;
+  }
+
+  /** Client connections open now. */
+  get connections(): number {
+    return this.proxy.connections;
+  }
+
+  reconfigure(config: Config, listener: ListenerConfig): void {
+    this.cfg = listener;
+    this.proxy.configure(tcpSettings(config, listener), { sni: sniRouting(config, listener, this.ctx) });
+  }
+
+  renewTls(m: TlsMaterial): void {
+    this.proxy.renewTls(m);
+  }
+
+  closeIdle(_backend: Backend): void {
+    // A relay holds its backend connection for the client's; nothing idles.
+  }
+
+  closeListener(): void {
+    // TCP's stop closes its listener first anyway.
+  }
+
+  async stop(graceful: boolean, grace: number): Promise<void> {
+    if (!graceful) return this.proxy.stop(true);
+    await withGrace(this.proxy.stop(false), grace, this.ctx.logger, `${listenerLabel(this.cfg)} listener`, () => this.proxy.stop(true));
+  }
+}
