@@ -116,13 +116,14 @@ const cidr = v.pipe(
 );
 
 const DURATION_HINT = 'a duration like "250ms", "5s", "1m" or a number of milliseconds';
-const duration = v.pipe(
+const anyDuration = v.pipe(
   v.union([v.string(), v.number()], `expected ${DURATION_HINT}`),
   v.check((x) => parseDuration(x) !== undefined, `expected ${DURATION_HINT}`),
   v.transform((x) => parseDuration(x)!),
-  v.minValue(1, "expected a duration of more than 0"),
   doc({ unit: "duration" }),
 );
+/** A timeout of 0 would fail every try at once. */
+const duration = v.pipe(anyDuration, v.minValue(1, "expected a duration of more than 0"));
 const SIZE_HINT = 'a size like "64KB", "128MB" or a number of bytes';
 const size = v.pipe(
   v.union([v.string(), v.number()], `expected ${SIZE_HINT}`),
@@ -221,7 +222,7 @@ const RouteObject = v.strictObject({
         "expected { cookie: NAME } or { key: KEY }",
       ),
       v.description("With `split`: keep one client on one side, by a cookie or by a hash of a key."),
-      doc({ defaultText: "none: each request by weight" }),
+      doc({ type: "`{ cookie }` or `{ key }`", defaultText: "none: each request by weight" }),
     ),
   ),
   redirect: v.optional(
@@ -271,6 +272,7 @@ const RouteObject = v.strictObject({
       v.check((r) => !("regex" in r) || highestGroupRef(r.replace) <= (compileRegex(r.regex) as { groups: number }).groups, "expected rewrite.replace to refer only to groups rewrite.regex has"),
       v.check((r) => "regex" in r || r.stripPrefix !== undefined || r.addPrefix !== undefined, "expected stripPrefix, addPrefix, or regex and replace"),
       v.description("Change the path sent to the backend (the query is kept)."),
+      doc({ type: "`{ stripPrefix, addPrefix }` or `{ regex, replace }`" }),
     ),
   ),
   requestHeaders: v.optional(HeaderRulesSchema("Request")),
@@ -300,7 +302,7 @@ const RouteObject = v.strictObject({
   ),
   timeouts: v.optional(
     v.pipe(
-      v.strictObject({ send: v.optional(v.pipe(duration, v.description("As `timeouts.send`."))) }),
+      v.strictObject({ send: v.optional(v.pipe(anyDuration, v.description("As `timeouts.send` (`0`: no bound)."))) }),
       v.description("This route's own timeouts, replacing its pool's (the tries' own are in `retry`)."),
       doc({ defaultText: "the pool's" }),
     ),
