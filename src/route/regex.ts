@@ -8,7 +8,17 @@
  * constructs that need backtracking (lookaround, backreferences): those are refused at load,
  * saying why. Envoy, Traefik and Caddy route with RE2 (or Go's regexp) for the same reason.
  */
-import { RE2JS } from "re2js";
+import type { RE2JS } from "re2js";
+
+/**
+ * re2js is loaded on the first pattern, not at start-up: loading it costs 5-15 ms and about
+ * 6 MB of memory, which a config without patterns (most of them) should not pay. `require` is
+ * synchronous, as schema checks are, and `bun build --compile` bundles it like an import.
+ */
+let engine: typeof RE2JS | undefined;
+function re2(): typeof RE2JS {
+  return (engine ??= (require("re2js") as typeof import("re2js")).RE2JS);
+}
 
 /** A compiled pattern: search semantics, as RegExp.test (anchor with ^ and $ for the whole string). */
 export interface SafeRegex {
@@ -35,7 +45,7 @@ export function compileRegex(pattern: string): SafeRegex | string {
   if (pattern.length > MAX_PATTERN) return `a pattern of at most ${MAX_PATTERN} characters`;
   let re: RE2JS;
   try {
-    re = RE2JS.compile(pattern);
+    re = re2().compile(pattern);
   } catch (e) {
     for (const [probe, what] of BACKTRACKING) {
       if (probe.test(pattern)) {

@@ -66,6 +66,8 @@ export interface RouteMatch<P> {
   readonly host: string | undefined;
   /** A split with splitBy.cookie that had to choose: the Set-Cookie value to add to the answer. */
   readonly setCookie?: string;
+  /** The pool this request is to be copied to (route.mirror, its percent already drawn), if any. */
+  readonly mirror?: P;
 }
 
 export interface ExplainStep {
@@ -147,6 +149,11 @@ export class RouteTable<P> {
   private readonly exactHosts = new Map<string, Bucket<P>>();
   /** Keyed by the suffix with its dot: "*.example.com" → ".example.com". */
   private readonly wildcardHosts = new Map<string, Bucket<P>>();
+  /**
+   * The lengths of those suffixes: a host's suffix is looked up only when some wildcard has its
+   * length, so that a request pays a slice and a Map lookup only for suffixes that could match.
+   */
+  private readonly wildcardLengths = new Set<number>();
   private readonly anyHost: Bucket<P> = newBucket();
   private readonly sniExact = new Map<string, Entry<P>>();
   private readonly sniWildcard = new Map<string, Entry<P>>();
@@ -155,7 +162,7 @@ export class RouteTable<P> {
   private readonly lists: Entry<P>[][] = [];
   private readonly heads: number[] = [];
 
-  private constructor(routes: readonly RouteConfig[], pool: (name: string) => P, random: () => number) {
+  private constructor(routes: readonly RouteConfig[], pool: (name: string) => P, private readonly random: () => number) {
     const compiled: CompiledRoute<P>[] = [];
     routes.forEach((config, index) => {
       const entry = compileEntry(config, index, pool, random);
@@ -189,6 +196,7 @@ export class RouteTable<P> {
     const wildcard = host.startsWith("*.");
     const map = wildcard ? this.wildcardHosts : this.exactHosts;
     const key = wildcard ? host.slice(1) : host;
+    if (wildcard) this.wildcardLengths.add(key.length);
     let b = map.get(key);
     if (b === undefined) map.set(key, (b = newBucket()));
     return b;
@@ -217,7 +225,9 @@ export class RouteTable<P> {
       const exact = this.exactHosts.get(host);
       if (exact !== undefined) collect(exact, path, lists);
       if (this.wildcardHosts.size > 0) {
+        const lengths = this.wildcardLengths;
         for (let dot = host.indexOf(".", 1); dot !== -1; dot = host.indexOf(".", dot + 1)) {
+          if (!lengths.has(host.length - dot)) continue;
           const b = this.wildcardHosts.get(host.slice(dot));
           if (b !== undefined) collect(b, path, lists);
         }
@@ -238,7 +248,10 @@ export class RouteTable<P> {
       sent = r;
     }
     const target = sent === raw ? req.target : q === -1 ? sent : sent + req.target.slice(q);
-    return setCookie === undefined ? { route: entry.route, action, target, path, host } : { route: entry.route, action, target, path, host, setCookie };
+    const mirror = entry.route.mirror;
+    const copy = mirror !== undefined && (mirror.percent >= 100 || this.random() * 100 < mirror.percent) ? mirror.pool : undefined;
+    if (setCookie === undefined && copy === undefined) return { route: entry.route, action, target, path, host };
+    return { route: entry.route, action, target, path, host, setCookie, mirror: copy };
   }
 
   /** The candidate lists merged in config order; the first entry whose other conditions hold. */

@@ -39,6 +39,23 @@ describe("forward", () => {
   });
 });
 
+describe("mirror", () => {
+  test("the percent is drawn per request; 100 always, 0 never", () => {
+    const t = (percent: number) => table([{ name: "m", pool: "p", mirror: { pool: "shadow", percent } }], { random: seeded(9) });
+    const all = t(100);
+    const none = t(0);
+    const some = t(25);
+    let copied = 0;
+    for (let i = 0; i < 2000; i++) {
+      expect(matched(all, { target: "/" }).mirror).toBe("pool:shadow");
+      expect(matched(none, { target: "/" }).mirror).toBeUndefined();
+      if (matched(some, { target: "/" }).mirror === "pool:shadow") copied++;
+    }
+    expect(Math.abs(copied / 2000 - 0.25)).toBeLessThanOrEqual(0.03);
+    expect(matched(table([{ name: "a", pool: "p" }]), { target: "/" }).mirror).toBeUndefined();
+  });
+});
+
 describe("split", () => {
   test("90/10 by weight: within ±3 points over 2,000 requests (seeded)", () => {
     for (const seed of [1, 2, 3]) {

@@ -129,3 +129,17 @@ describe("routeWarnings: only provable shadowing, and unused pools", () => {
     expect(warn([{ name: "a", pool: "api", mirror: { pool: "shadow" } }], ["api", "shadow", "tcp", "idle"], ["tcp"])).toEqual(["pools.idle: no route, mirror or listener uses this pool"]);
   });
 });
+
+describe("the regex engine is loaded only for a config that has a pattern", () => {
+  test("no pattern: re2js is never loaded; a pattern: it is", () => {
+    const script = (withRegex: boolean) => `
+      import { table } from ${JSON.stringify(`${import.meta.dir}/helpers.ts`)};
+      table([{ name: "a", match: { host: "a.example.com", path: "/x", headers: { "x-a": "1" } }, pool: "p" }]);
+      ${withRegex ? 'table([{ name: "b", match: { pathRegex: "^/x" }, pool: "p" }]);' : ""}
+      console.log(JSON.stringify(Object.keys(require.cache).some((k) => k.includes("re2js"))));`;
+    for (const withRegex of [false, true]) {
+      const run = Bun.spawnSync([process.execPath, "-e", script(withRegex)], { stdout: "pipe", stderr: "pipe" });
+      expect({ withRegex, out: run.stdout.toString().trim(), err: run.stderr.toString() }).toEqual({ withRegex, out: String(withRegex), err: "" });
+    }
+  });
+});
