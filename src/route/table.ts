@@ -219,6 +219,7 @@ export class RouteTable<P> {
       path = n;
     }
     const host = normalizeHost(req.host);
+    if (typeof host === "object") return host;
     const lists = this.lists;
     lists.length = 0;
     if (host !== undefined) {
@@ -324,6 +325,7 @@ export class RouteTable<P> {
     const n = raw === "*" ? raw : normalizePath(raw);
     if (typeof n !== "string") return { steps: [], result: n };
     const host = normalizeHost(req.host);
+    if (typeof host === "object") return { steps: [], result: host };
     const ctx: Ctx = { query: undefined, target, q };
     const steps: ExplainStep[] = [];
     let matchedEntry: Entry<P> | undefined;
@@ -396,20 +398,59 @@ function collect<P>(b: Bucket<P>, path: string, lists: Entry<P>[][]): void {
   }
 }
 
-/** Host without port, lower-cased, without a trailing dot; IPv6 literals keep their brackets. */
-export function normalizeHost(h: string | undefined): string | undefined {
+/**
+ * Characters of a Host's uri-host (RFC 3986 §3.2.2): reg-name is unreserved, pct-encoded and
+ * sub-delims; an IP-literal adds "[", "]" and ":". A Host with anything else ("/", "@", a space)
+ * is invalid, and RFC 9112 §3.2 has the server answer 400: it is refused here too, so that
+ * `{host}` in a redirect or a header rule can never carry a path or another authority.
+ */
+const HOST_CHAR = new Uint8Array(128);
+for (const c of "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~%!$&'()*+,;=") HOST_CHAR[c.charCodeAt(0)] = 1;
+const BAD_HOST: PathRefusal = { refused: "a Host field that is not a host name or address with an optional port (RFC 9112 §3.2)" };
+
+/**
+ * Host without port, lower-cased, without a trailing dot; IPv6 literals keep their brackets.
+ * undefined when absent or empty; BAD_HOST when it is not a valid Host value.
+ */
+export function normalizeHost(h: string | undefined): string | undefined | PathRefusal {
   if (h === undefined || h === "") return undefined;
-  let end = h.length;
+  const n = h.length;
+  let end: number;
+  let upper = false;
   if (h.charCodeAt(0) === 91) {
-    const close = h.indexOf("]");
-    if (close !== -1) end = close + 1;
+    // IP-literal: "[" hex digits, ":" and "." (and "v" for IPvFuture) "]".
+    end = h.indexOf("]");
+    if (end === -1) return BAD_HOST;
+    for (let i = 1; i < end; i++) {
+      const c = h.charCodeAt(i);
+      if (!((c >= 48 && c <= 58) || (c >= 97 && c <= 102) || (c >= 65 && c <= 70) || c === 46 || c === 118 || c === 86)) return BAD_HOST;
+      if (c >= 65 && c <= 90) upper = true;
+    }
+    end++;
   } else {
-    const colon = h.indexOf(":");
-    if (colon !== -1) end = colon;
+    end = n;
+    for (let i = 0; i < n; i++) {
+      const c = h.charCodeAt(i);
+      if (c === 58) {
+        end = i;
+        break;
+      }
+      if (c >= 128 || HOST_CHAR[c] === 0) return BAD_HOST;
+      if (c >= 65 && c <= 90) upper = true;
+    }
+  }
+  // The port: ":" and digits, or nothing (RFC 3986 §3.2.3 allows an empty port).
+  if (end < n) {
+    if (h.charCodeAt(end) !== 58) return BAD_HOST;
+    for (let i = end + 1; i < n; i++) {
+      const c = h.charCodeAt(i);
+      if (c < 48 || c > 57) return BAD_HOST;
+    }
   }
   if (end > 0 && h.charCodeAt(end - 1) === 46) end--;
-  const s = end === h.length ? h : h.slice(0, end);
-  return lowerHost(s) || undefined;
+  if (end === 0) return BAD_HOST;
+  const s = end === n ? h : h.slice(0, end);
+  return upper ? s.toLowerCase() : s;
 }
 
 function lowerHost(s: string): string {

@@ -30,6 +30,26 @@ const cases: Case[] = [
     ],
   },
   {
+    name: "hosts: an invalid Host is refused (RFC 9112 §3.2), so {host} never carries a path",
+    routes: [p("any")],
+    expect: [
+      [{ target: "/", host: "a.example.com/x" }, "400"],
+      [{ target: "/", host: "user@a.example.com" }, "400"],
+      [{ target: "/", host: "a b" }, "400"],
+      [{ target: "/", host: "a.example.com:80x" }, "400"],
+      [{ target: "/", host: "a.example.com:80:81" }, "400"],
+      [{ target: "/", host: "[::1" }, "400"],
+      [{ target: "/", host: "[::g]" }, "400"],
+      [{ target: "/", host: "[::1]x" }, "400"],
+      [{ target: "/", host: ":80" }, "400"],
+      [{ target: "/", host: "é.example" }, "400"],
+      [{ target: "/", host: "a.example.com:" }, "any"],
+      [{ target: "/", host: "xn--e1afmkfd.example" }, "any"],
+      [{ target: "/", host: "[2001:DB8::1]:443" }, "any"],
+      [{ target: "/", host: "" }, "any"],
+    ],
+  },
+  {
     name: "hosts: wildcards match any depth below, never the name itself",
     routes: [p("deep", { host: "*.apps.example.com" }), p("wide", { host: "*.example.com" })],
     expect: [
