@@ -407,6 +407,10 @@ export function routeProblems(routes: readonly RouteConfig[], poolNames: Iterabl
  * (hosts covered name by name or by a wildcard, a path prefix the later prefix or exact path
  * lies under, methods including the later's). Anything else (headers, regex, query, client
  * address) could hold for some requests and not others, so it is never claimed.
+ *
+ * Shadowing is judged within the list given: where listeners serve different subsets of the
+ * routes, call it once per listener with that listener's routes (a catch-all that only one
+ * listener serves hides nothing from the others).
  */
 export function routeWarnings(routes: readonly RouteConfig[], poolNames: Iterable<string>, alsoUsed: Iterable<string> = []): string[] {
   const warnings: string[] = [];

@@ -279,6 +279,14 @@ describe("scaling: the index chooses candidates, not a scan", () => {
     expect(visits({ target: "/nothing", host: "nobody.org" })).toEqual({ route: "fallback", visited: 1 });
   });
 
+  test("a route reached through two host buckets is checked once", () => {
+    const t2 = table([p("both", { host: ["a.example.com", "*.example.com"], headers: { "x-y": "1" } }), p("next", { host: "*.example.com" })]);
+    const before = t2.candidatesChecked;
+    const m = t2.match(req({ target: "/", host: "a.example.com" }));
+    expect(m && "route" in m ? m.route.name : m).toBe("next");
+    expect(t2.candidatesChecked - before).toBe(2);
+  });
+
   test("a miss with methods and headers checks only the candidates of its host and path", () => {
     const t2 = table([...routes.slice(0, 1000).map((r) => ({ ...r, match: { ...r.match, method: "POST" } })), p("last", { headers: { "x-n": "1" } })]);
     const before = t2.candidatesChecked;
