@@ -74,17 +74,20 @@ export function normalizePath(path: string): string | PathRefusal {
   return path;
 }
 
+/**
+ * A path with a "%", a backslash or what may be a dot segment. Escapes that are already normal (an
+ * upper-case escape of a reserved or non-ASCII byte, "%C3%A9") change nothing, so such a path
+ * still comes back as the same string; only what changes is copied, a run at a time.
+ */
 function slowNormalize(path: string): string | PathRefusal {
   // 1. Percent-encoding (§6.2.2.1, §6.2.2.2).
-  let decoded = "";
   const n = path.length;
+  let out = "";
+  let from = 0;
   for (let i = 0; i < n; i++) {
     const c = path.charCodeAt(i);
     if (c === 92) return refusals.backslash;
-    if (c !== 37) {
-      decoded += path[i];
-      continue;
-    }
+    if (c !== 37) continue;
     const hi = i + 2 < n ? hexValue(path.charCodeAt(i + 1)) : -1;
     const lo = hi === -1 ? -1 : hexValue(path.charCodeAt(i + 2));
     if (lo === -1) return refusals.escape;
@@ -92,31 +95,50 @@ function slowNormalize(path: string): string | PathRefusal {
     if (byte === 0x2f) return refusals.slash;
     if (byte === 0x5c) return refusals.backslash;
     if (byte === 0) return refusals.nul;
-    decoded += isUnreserved(byte) ? String.fromCharCode(byte) : `%${HEX[hi]}${HEX[lo]}`;
+    if (isUnreserved(byte)) {
+      out += path.slice(from, i) + String.fromCharCode(byte);
+      from = i + 3;
+    } else if (path.charCodeAt(i + 1) >= 97 || path.charCodeAt(i + 2) >= 97) {
+      // Lower-case hex digits: upper-cased (§6.2.2.1).
+      out += path.slice(from, i) + "%" + HEX[hi] + HEX[lo];
+      from = i + 3;
+    }
     i += 2;
   }
-  // 2. Dot segments (§5.2.4), segment by segment; the input starts with "/".
+  const decoded = from === 0 ? path : out + path.slice(from);
+  // 2. Dot segments (§5.2.4), only when there is one.
+  if (!hasDotSegment(decoded)) return decoded;
   const segments = decoded.split("/");
-  const out: string[] = [];
+  const kept: string[] = [];
   // segments[0] is "" (before the leading "/").
   for (let i = 1; i < segments.length; i++) {
-    const s = segments[i]!;
+    const seg = segments[i]!;
     const last = i === segments.length - 1;
-    if (s === ".") {
+    if (seg === ".") {
       // "/a/." is "/a/": the directory itself.
-      if (last) out.push("");
+      if (last) kept.push("");
       continue;
     }
-    if (s === "..") {
-      if (out.length === 0) return refusals.climb;
-      out.pop();
-      if (last) out.push("");
+    if (seg === "..") {
+      if (kept.length === 0) return refusals.climb;
+      kept.pop();
+      if (last) kept.push("");
       continue;
     }
-    out.push(s);
+    kept.push(seg);
   }
-  const result = "/" + out.join("/");
-  return result === path ? path : result;
+  return "/" + kept.join("/");
+}
+
+/** Whether a "." or ".." segment is in `path` (which starts with "/"). */
+function hasDotSegment(path: string): boolean {
+  const n = path.length;
+  for (let i = path.indexOf("/."); i !== -1; i = path.indexOf("/.", i + 1)) {
+    const d = i + 2 < n ? path.charCodeAt(i + 2) : 47;
+    if (d === 47) return true;
+    if (d === 46 && (i + 3 >= n || path.charCodeAt(i + 3) === 47)) return true;
+  }
+  return false;
 }
 
 /** Whether `value` is a refusal rather than a path. */

@@ -29,6 +29,9 @@ describe("normalizePath (RFC 3986 §6.2.2)", () => {
     ["/a/.%2e/b", "/b"],
     ["/a//../b", "/a/b"],
     ["/a/b/./../c/", "/a/c/"],
+    ["/a%2a", "/a%2A"],
+    ["/%7e%C3%a9/%41", "/~%C3%A9/A"],
+    ["/x/%2e%2E/y%20z/./", "/y%20z/"],
   ];
   for (const [input, want] of table) {
     test(`${input} → ${want}`, () => {
