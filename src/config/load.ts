@@ -9,6 +9,7 @@ import { extname } from "node:path";
 import { duplicateKeys } from "./duplicates.ts";
 import * as v from "valibot";
 import { ConfigSchema, ListenTlsSchema, type Config, type ConfigInput, type ParsedConfig } from "./schema.ts";
+import { routeProblems } from "../route/schema.ts";
 import { expandConfig, listenerPath, poolModes, rawListeners, rawPools, shapeProblems } from "./expand.ts";
 import { isWildcardHost, parseBackendAddress } from "./address.ts";
 import { HASH_KEY_HINT } from "../policy/hash-key.ts";
@@ -104,6 +105,11 @@ export function validateConfig(raw: unknown, source = "config"): Config {
   const result = v.safeParse(ConfigSchema, input);
   if (!result.success) {
     for (const issue of result.issues) problems.push(...describeIssue(issue, input, []));
+  }
+  if (result.success) {
+    const out = result.output as ParsedConfig;
+    const pools = rawPools(input).map(([n]) => n);
+    problems.push(...routeProblems(out.routes ?? [], pools));
   }
   // valibot's strictObject reports only the first unknown key of an object; report them all.
   problems.push(...unknownKeys(input, [ConfigSchema], []));
@@ -284,7 +290,8 @@ function listenerClash(input: Record<string, unknown>, listeners: Record<string,
     const b = bound[j]!;
     if (b.port === 0) continue;
     const first = bound.slice(0, j).find((a) => a.port === b.port && clash(a.host, b.host));
-    if (first) problems.push(`${b.at}: got ${b.port}, expected a port other than ${first.at} (${first.port}, on ${show(first.host)}): a listener on ${show(b.host)} cannot share it`);
+    const which = b.at === "admin.port" ? "the admin listener" : "a listener";
+    if (first) problems.push(`${b.at}: got ${b.port}, expected a port other than ${first.at} (${first.port}, on ${show(first.host)}): ${which} on ${show(b.host)} cannot share it`);
   }
   return problems;
 }

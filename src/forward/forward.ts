@@ -47,7 +47,8 @@ import type { CidrMatcher } from "../net/cidr.ts";
 import type { HeaderFields } from "../http/fields.ts";
 import { toClientHeaders, toUpstreamHeaders } from "../http/headers.ts";
 import { shouldRetry, type TryFailure } from "./retry.ts";
-import { RoutedKind, upstreamTargetOf, type MirrorSink, type Destination, type HeaderVars, type RoutedAnswer, type RoutedForward, type Routed, type Router } from "./router.ts";
+import type { HeaderVars } from "../route/header-rules.ts";
+import { RoutedKind, upstreamTargetOf, type MirrorSink, type Destination, type RoutedAnswer, type RoutedForward, type Routed, type Router } from "./router.ts";
 import type { RouteRequest } from "../route/table.ts";
 import { ClientFault, errorAnswer, messageFor, type ErrorAnswer, type ProxyAnswerCode, type ProxyErrorCode } from "../errors.ts";
 import { AdmissionGate, Lane, type GateSlot, type Waiter } from "./gate.ts";
@@ -389,7 +390,7 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
   /** What a route's header rules put in their placeholders. */
   private vars(dest: Destination): HeaderVars {
     const req = this.req;
-    return { clientIp: req.clientIp, host: hostOnly(req.headers.get("host")), requestId: this.requestId, route: dest.route };
+    return { client_ip: req.clientIp, host: hostOnly(req.headers.get("host")), request_id: this.requestId, route: dest.route };
   }
 
   log(status: number, bytes: number, error?: ProxyErrorCode): void {
@@ -513,7 +514,7 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
     } else {
       // Each request earns its pool a share of a retry (retry.budget).
       pool.retryBudget.request(this.started);
-      const mirror = this.dest!.mirror;
+      const mirror = (this.req.routed as RoutedForward).mirror;
       if (mirror !== undefined) this.mirror(mirror);
     }
     this.tried.push(backend);

@@ -28,14 +28,17 @@ export class Mirror implements MirrorSink {
   sent = 0;
 
   constructor(
-    readonly percent: number,
-    private readonly target: PoolTarget,
+    private target: PoolTarget,
     private readonly timeoutMs: number,
-    private readonly random: () => number = Math.random,
   ) {}
 
+  /** A reload rebuilt the pool's target (its sticky and hash settings): copies go through the new one. */
+  retarget(target: PoolTarget): void {
+    this.target = target;
+  }
+
+  /** Send a copy of `req` (the route table has drawn route.mirror.percent for it). */
   send(req: MirrorRequest): void {
-    if (this.percent < 100 && this.random() * 100 >= this.percent) return;
     if (this.inFlight >= MAX_IN_FLIGHT) {
       this.dropped++;
       return;

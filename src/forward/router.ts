@@ -18,6 +18,7 @@ import type { RetryBudgetConfig } from "./retry.ts";
 import type { ResponseHeaderRules } from "../http/headers.ts";
 import type { HeaderFields } from "../http/fields.ts";
 import type { RouteRequest, RouteTable } from "../route/table.ts";
+import type { HeaderRules } from "../route/header-rules.ts";
 import type { TrafficStats } from "../stats/traffic.ts";
 import type { ErrorAnswer, ProxyAnswerCode } from "../errors.ts";
 
@@ -42,23 +43,8 @@ export interface RetryOptions {
   budget: RetryBudgetConfig;
 }
 
-/** The rules of a route's request or response header modifiers, applied with the request's values. */
-export interface HeaderModifier {
-  apply(headers: HeaderFields, vars: HeaderVars): void;
-}
-
-/** The values a header rule's placeholders read. */
-export interface HeaderVars {
-  readonly clientIp: string;
-  readonly host: string;
-  readonly requestId: string;
-  readonly route: string;
-}
-
-/** A copy of each request, thrown away once answered (route `mirror`): see forward/mirror.ts. */
+/** A copy of a request, thrown away once answered (route `mirror`): see forward/mirror.ts. */
 export interface MirrorSink {
-  /** A share of requests, decided per request. */
-  readonly percent: number;
   send(req: MirrorRequest): void;
 }
 
@@ -81,10 +67,13 @@ export interface Destination {
   readonly bufferBody: number;
   /** timeouts.send, ms (0: no bound). */
   readonly sendTimeout: number;
-  readonly requestHeaders?: HeaderModifier;
-  /** The top-level responseHeaders and the route's, compiled. */
+  /** The route's request header rules (route/header-rules.ts). */
+  readonly requestHeaders?: HeaderRules;
+  /** The top-level responseHeaders, compiled. */
   readonly responseHeaders?: ResponseHeaderRules;
-  readonly routeResponseHeaders?: HeaderModifier;
+  /** The route's own response header rules, applied after the top-level ones. */
+  readonly routeResponseHeaders?: HeaderRules;
+  /** Where a request this route copies goes (the table draws route.mirror.percent per request). */
   readonly mirror?: MirrorSink;
   /** The route's own figures (requests, status classes, latency). */
   readonly traffic: TrafficStats;
@@ -106,6 +95,8 @@ export interface RoutedForward {
   readonly upstreamTarget: string;
   /** A split that chose a side for a new client (splitBy.cookie): added to the answer. */
   readonly setCookie: string | undefined;
+  /** Copy this request (the route's mirror, drawn for this request). */
+  readonly mirror: MirrorSink | undefined;
   readonly maxBodySize: number;
   readonly bufferBody: number;
 }
@@ -162,7 +153,10 @@ export class Router {
     const a = m.action;
     if (a.kind === "forward") {
       const dest = rt.destination(a.pool);
-      return { kind: RoutedKind.Forward, dest, upstreamTarget: m.target, setCookie: m.setCookie, maxBodySize: rt.maxBodySize, bufferBody: dest.bufferBody };
+      return {
+        kind: RoutedKind.Forward, dest, upstreamTarget: m.target, setCookie: m.setCookie, mirror: m.mirror !== undefined ? dest.mirror : undefined,
+        maxBodySize: rt.maxBodySize, bufferBody: dest.bufferBody,
+      };
     }
     const answer: ErrorAnswer =
       a.kind === "redirect"

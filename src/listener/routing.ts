@@ -18,7 +18,7 @@ import { hashKeyExtractor } from "../policy/hash-key.ts";
 import { StickySessions } from "../policy/sticky.ts";
 import { compileResponseHeaderRules } from "../http/headers.ts";
 import { TrafficStats } from "../stats/traffic.ts";
-import { routeModifiers, type MirrorFactory } from "./route-modifiers.ts";
+import type { MirrorFactory } from "./route-modifiers.ts";
 
 /** A pool as a listener reaches it: its backends and where traffic reports about them. */
 export interface PoolHandle {
@@ -82,13 +82,17 @@ export function buildRouter(config: Config, listener: ListenerConfig, pools: Poo
   const target = poolTargets(config, pools);
   const table = RouteTable.compile(routes, target);
   const global = compileResponseHeaderRules(config.responseHeaders);
-  const runtimes: RouteRuntime[] = routes.map((r) => {
+  // By each route's index in the table: the table compiled this listener's routes in order.
+  const runtimes: RouteRuntime[] = table.routes.map((compiled) => {
+    const r = compiled.config;
     const stats = traffic.of(r.name);
-    const mods = routeModifiers(r, target, mirrors);
+    const mirror = compiled.mirror !== undefined ? mirrors.for(r.name, compiled.mirror.pool) : undefined;
     const dests = new Map<PoolTarget, Destination>();
-    const overrides = (r as { retry?: Partial<RetryOptions> & { bufferBody?: number } }).retry ?? {};
-    const sendOverride = (r as { timeouts?: { send?: number } }).timeouts?.send;
-    const maxBodySize = (r as { limits?: { maxBodySize?: number } }).limits?.maxBodySize ?? config.limits.maxBodySize;
+    const overrides: Partial<RetryOptions> & { bufferBody?: number } = compiled.retry ?? {};
+    const sendOverride = compiled.timeouts?.send;
+    const maxBodySize = compiled.limits?.maxBodySize ?? config.limits.maxBodySize;
+    const requestHeaders = compiled.requestHeaders?.empty === false ? compiled.requestHeaders : undefined;
+    const responseHeaders = compiled.responseHeaders?.empty === false ? compiled.responseHeaders : undefined;
     return {
       name: r.name,
       maxBodySize,
@@ -102,8 +106,8 @@ export function buildRouter(config: Config, listener: ListenerConfig, pools: Poo
         d = {
           route: r.name, target: pool, retry, retryOn: new Set(retry.onStatus), bufferBody,
           sendTimeout: sendOverride ?? pc.timeouts.send,
-          requestHeaders: mods.requestHeaders, responseHeaders: global, routeResponseHeaders: mods.responseHeaders,
-          mirror: mods.mirror, traffic: stats,
+          requestHeaders, responseHeaders: global, routeResponseHeaders: responseHeaders,
+          mirror, traffic: stats,
         };
         dests.set(pool, d);
         return d;

@@ -48,7 +48,7 @@ describe("docs/configuration.md", () => {
     expect(byPath.get("retry.budget.percent")).toMatchObject({ type: "number from 0 to 100", default: "`20`", section: "retry" });
     expect(byPath.get("retry.budget")).toMatchObject({ type: "object or `false`", default: "`{}` (on)" });
     expect(byPath.get("passive.failurePercentage")).toMatchObject({ type: "object or `false`", default: "`false` (off)" });
-    expect(byPath.get("backends")).toMatchObject({ type: "list of objects, at least 1", default: "required" });
+    expect(byPath.get("backends")).toMatchObject({ type: "list of objects, at least 1", default: "required, unless `pools` is given" });
     expect(byPath.get("backends[].weight")).toMatchObject({ type: "whole number from 1 to 1000", default: "`1`" });
     expect(byPath.get("retry.perTryTimeout")).toMatchObject({ type: "duration, more than 0", default: '`"5s"`' });
     expect(byPath.get("limits.maxBodySize")).toMatchObject({ type: "size", default: '`"128MB"`' });
@@ -63,7 +63,7 @@ describe("docs/configuration.md", () => {
     const defaults = new Map(configOptions().map((o) => [o.path, o.defaultValue]));
     for (const [field, value] of Object.entries(CHECK_DEFAULTS)) expect([field, defaults.get(`healthCheck.${field}`)]).toEqual([field, value]);
     expect(defaults.get("backends[].refresh")).toBe(DEFAULT_DNS_REFRESH_MS);
-    const resolved = validateConfig({ backends: [{ dns: "api.internal", port: 80 }] }).backends[0]!;
+    const resolved = validateConfig({ backends: [{ dns: "api.internal", port: 80 }] }).pools.default!.backends[0]!;
     expect([resolved.type, resolved.refresh]).toEqual([defaults.get("backends[].type") as "A", defaults.get("backends[].refresh") as number]);
   });
 
@@ -72,6 +72,6 @@ describe("docs/configuration.md", () => {
     for (const c of configs.slice(1)) expect(c).toEqual(configs[0]!);
     const seed = validateConfig(parseConfigText(SEED_EXAMPLE, "seed.json"), "seed.json");
     expect(seed.listen.port).toBe(8000);
-    expect(seed.backends.map((b) => b.name)).toEqual(["backend-1", "backend-2"]);
+    expect(seed.pools.default!.backends.map((b) => b.name)).toEqual(["backend-1", "backend-2"]);
   });
 });

@@ -49,7 +49,7 @@ describe("defaults and normalization", () => {
     expect(c.limits.maxBodySize).toBe(128 * 1024 * 1024);
     expect(c.limits.uploadConcurrency).toBe(64);
     expect(c.log).toEqual({ access: true, format: "text" });
-    expect(c.backends[0]).toMatchObject({ name: "backend-1", url: "http://127.0.0.1:5001/", weight: 1 });
+    expect(c.pools.default!.backends[0]).toMatchObject({ name: "backend-1", url: "http://127.0.0.1:5001/", weight: 1 });
   });
 
   test("the full example config loads as written", () => {
@@ -72,8 +72,8 @@ describe("defaults and normalization", () => {
     const text = json || `{"lb_port": 8000, "backends": [{"name": "backend-1", "url": "http://localhost:5001"}]}`;
     const c = validateConfig(JSON.parse(text));
     expect(c.listen.port).toBe(8000);
-    expect(c.backends[0]!.name).toBe("backend-1");
-    expect(c.backends[0]!.url).toBe("http://localhost:5001/");
+    expect(c.pools.default!.backends[0]!.name).toBe("backend-1");
+    expect(c.pools.default!.backends[0]!.url).toBe("http://localhost:5001/");
   });
 
   test("YAML and TOML files load by extension; the same config in each", async () => {
@@ -88,7 +88,7 @@ describe("defaults and normalization", () => {
 
   test("tcp mode accepts host:port and tcp:// backends", () => {
     const c = validateConfig({ mode: "tcp", backends: [{ url: "127.0.0.1:6379" }, { url: "tcp://localhost:6380" }] });
-    expect(c.backends.map((b) => b.url)).toEqual(["tcp://127.0.0.1:6379", "tcp://localhost:6380"]);
+    expect(c.pools.default!.backends.map((b) => b.url)).toEqual(["tcp://127.0.0.1:6379", "tcp://localhost:6380"]);
   });
 });
 
@@ -146,7 +146,7 @@ describe("errors", () => {
     ]);
     expect(problems({ backends: [{ url: "http://" }] })[0]).toStartWith('backends[0].url: got "http://"');
     expect(problems({ backends: [] })).toEqual(["backends: got [], expected at least one backend"]);
-    expect(problems({})).toEqual(["backends: missing; this option is required"]);
+    expect(problems({})).toEqual(["backends: missing; give the backends (one pool), or pools"]);
     expect(problems({ mode: "tcp", backends: [{ url: "127.0.0.1" }] })[0]).toContain("with a port");
   });
 
@@ -364,7 +364,7 @@ describe("reading config files", () => {
       '"strategy": round-robin',
     ].join("\n");
     const c = await loadConfigFile(write("merge.yaml", yaml));
-    expect(c.backends[1]!.healthCheck).toMatchObject({ path: "/ready", expectBody: "ok: 1\nok: 1\n" });
+    expect(c.pools.default!.backends[1]!.healthCheck).toMatchObject({ path: "/ready", expectBody: "ok: 1\nok: 1\n" });
     expect(c.strategy).toBe("round-robin");
     const quoted = write("quoted.yaml", "backends:\n  - url: http://127.0.0.1:5001\nstrategy: random\n'strategy': round-robin\n");
     await expect(loadConfigFile(quoted)).rejects.toThrow(/strategy: duplicate key \(lines 3 and 4\)/);

@@ -48,7 +48,7 @@ async function rig(initial: Record<string, unknown>[], healthCheck: unknown = fa
   const passive = new PassiveHealth(pool, { consecutiveFailures: 1, baseEjectionTime: 60_000, maxEjectionTime: 60_000, maxEjectedPercent: 100, readmitAfter: 60_000 }, (b) => health.probes(b));
   const desired = (backends: Record<string, unknown>[], hc: unknown = healthCheck) => {
     const c = validateConfig({ backends, healthCheck: hc });
-    return { backends: c.backends as DesiredBackend[], defaults: { healthCheck: c.healthCheck, slowStart: c.slowStart } };
+    return { backends: c.pools.default!.backends as DesiredBackend[], defaults: { healthCheck: c.pools.default!.healthCheck, slowStart: c.pools.default!.slowStart } };
   };
   const first = desired(initial);
   const reconciler = new Reconciler({ pool, health, passive }, first.defaults);

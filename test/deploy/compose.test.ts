@@ -26,8 +26,8 @@ test("compose.yaml: the balancer's config validates and its ports are the ones p
 
 test("compose.yaml: each backend in the config is a service running a sim of that name and port", async () => {
   const config = await loadConfigFile(join(ROOT, compose.services.switchyard.volumes[0].split(":")[0]));
-  expect(config.backends.length).toBe(3);
-  for (const b of config.backends) {
+  expect(config.pools.default!.backends.length).toBe(3);
+  for (const b of config.pools.default!.backends) {
     const url = new URL(b.url!);
     const service = compose.services[url.hostname];
     expect(service).toBeDefined();

@@ -123,8 +123,8 @@ describe("deploy/kubernetes", () => {
     const simPort = pods.spec.template.spec.containers[0].ports.find((p: Manifest) => p.name === "http").containerPort;
     expect(headless.spec.ports[0].targetPort).toBe("http");
     const namespace = manifests.find((m) => m.doc.kind === "Kustomization")!.doc.namespace;
-    expect(config.backends).toHaveLength(1);
-    expect(config.backends[0]).toMatchObject({ dns: `${headless.metadata.name}.${namespace}.svc.cluster.local`, type: "A", port: simPort });
+    expect(config.pools.default!.backends).toHaveLength(1);
+    expect(config.pools.default!.backends[0]).toMatchObject({ dns: `${headless.metadata.name}.${namespace}.svc.cluster.local`, type: "A", port: simPort });
     // The sims answer their /health, which is what the config's check asks.
     expect(config.healthCheck && config.healthCheck.path).toBe("/health");
     expect(pods.spec.template.spec.containers[0].readinessProbe.httpGet.path).toBe("/health");

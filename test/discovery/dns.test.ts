@@ -295,7 +295,7 @@ describe.skipIf(dnsmasq.skip)("DNS discovery with dnsmasq", () => {
     await lb.control.reload({ by: "test", from: "local" });
     await lb.control.add({ name: "extra", url: staticSim.url.replace("127.0.0.1", "localhost") }, { by: "test", from: "local" });
     expect(names(lb)).toEqual(["static", `api.test#127.0.0.2:${sims.port}`, `api.test#127.0.0.3:${sims.port}`, "extra"]);
-    expect(lb.config.backends.map((b) => b.dns ?? b.url)).toEqual([`${staticSim.url}/`, "api.test", `${staticSim.url.replace("127.0.0.1", "localhost")}/`]);
+    expect(lb.config.pools.default!.backends.map((b) => b.dns ?? b.url)).toEqual([`${staticSim.url}/`, "api.test", `${staticSim.url.replace("127.0.0.1", "localhost")}/`]);
     // A discovered backend can be drained like any, but its weight and presence are its entry's.
     const one = `api.test#127.0.0.2:${sims.port}`;
     const actor = { by: "test", from: "local" };
@@ -447,8 +447,8 @@ describe("config", () => {
 
   test("a dns entry gets its name, type A and a 10s refresh; a url entry none of those", () => {
     const c = validateConfig({ backends: [{ dns: "api.internal", port: 8080 }, { url: "http://10.0.0.1:80" }] });
-    expect(c.backends[0]).toMatchObject({ name: "api.internal", dns: "api.internal", port: 8080, type: "A", refresh: 10_000 });
-    expect(c.backends[1]).toEqual({ name: "backend-2", url: "http://10.0.0.1/", weight: 1, maxConnections: 0, disabled: false });
+    expect(c.pools.default!.backends[0]).toMatchObject({ name: "api.internal", dns: "api.internal", port: 8080, type: "A", refresh: 10_000 });
+    expect(c.pools.default!.backends[1]).toEqual({ name: "backend-2", url: "http://10.0.0.1/", weight: 1, maxConnections: 0, disabled: false });
     expect(c.dns).toEqual({ servers: [], timeout: 2000 });
   });
 
@@ -473,7 +473,7 @@ describe("config", () => {
 
   test("priority: on a url entry and on an A/AAAA entry (every address gets it); absent means 0", () => {
     const c = validateConfig({ backends: [{ url: "http://10.0.0.1", priority: 2 }, { dns: "a.test", port: 80, priority: 1 }, { url: "http://10.0.0.2" }] });
-    expect(c.backends.map((b) => b.priority)).toEqual([2, 1, undefined]);
+    expect(c.pools.default!.backends.map((b) => b.priority)).toEqual([2, 1, undefined]);
   });
 
   test("dns.servers must be addresses the resolver takes", () => {

@@ -8,6 +8,10 @@
 import { describe, expect, test } from "bun:test";
 import { waitFor } from "../helpers/wait.ts";
 import { createForwarder, type ForwardOptions, type ForwardRequest, type TryReceiver, type UpstreamResponse, type UpstreamWire, type DownstreamWire } from "../../src/forward/forward.ts";
+import { Router, type Destination, type PoolTarget } from "../../src/forward/router.ts";
+import { RouteTable } from "../../src/route/table.ts";
+import { RouteSchema } from "../../src/route/schema.ts";
+import * as v from "valibot";
 import { LocalPool } from "../../src/pool/pool.ts";
 import { createPolicy } from "../../src/policy/policy.ts";
 import { TrafficStats } from "../../src/stats/traffic.ts";
@@ -38,6 +42,7 @@ function setup(script: Script, opts: { internalError?: boolean; attempts?: numbe
     send(backend, _req, cancel, t) {
       script(tries++, backend, t, cancel);
     },
+    wholeBody: () => null,
   };
   const wire: DownstreamWire<null, Out> = {
     respond(_req, res, end) {
@@ -58,17 +63,24 @@ function setup(script: Script, opts: { internalError?: boolean; attempts?: numbe
       return { kind: "internal", status: 500 };
     };
   }
+  const retry = { attempts: opts.attempts ?? 2, perTryTimeout: opts.perTryTimeout ?? 1000, timeout: opts.timeout ?? 5000, onStatus: [503], nonIdempotent: false,
+    budget: opts.budget ?? { percent: 20, minRetriesPerSecond: 3 } };
+  // One route to one pool, as the single-pool form expands to.
+  const target: PoolTarget = { name: "default", pool, passive };
+  const routeTraffic = new TrafficStats();
+  const dest: Destination = { route: "default", target, retry, retryOn: new Set(retry.onStatus), bufferBody: 65536, sendTimeout: 0, traffic: routeTraffic };
+  const table = RouteTable.compile([v.parse(RouteSchema, { name: "default", pool: "default" })], () => target);
+  const router = new Router(table, [{ name: "default", maxBodySize: 1 << 20, bufferBody: 65536, traffic: routeTraffic, destination: () => dest }], { maxBodySize: 1 << 20, bufferBody: 65536 });
   const fo: ForwardOptions = {
-    pool, passive, traffic, trusted: cidrMatcher([]), preserveHost: true,
-    retry: { attempts: opts.attempts ?? 2, perTryTimeout: opts.perTryTimeout ?? 1000, timeout: opts.timeout ?? 5000, onStatus: [503], nonIdempotent: false,
-      budget: opts.budget ?? { percent: 20, minRetriesPerSecond: 3 } },
+    router, traffic, trusted: cidrMatcher([]), preserveHost: true,
     upstreamConcurrency: opts.concurrency ?? 0,
   };
   const forwarder = createForwarder(fo, upstream, wire);
-  const request = (): ForwardRequest<null> => ({
-    method: "GET", target: "/", headers: new FieldList(["Host", "example"]), clientIp: "127.0.0.1", proto: "http",
-    own: null, replayable: true, cancel: new Cancel(),
-  });
+  const request = (): ForwardRequest<null> => {
+    const headers = new FieldList(["Host", "example"]);
+    const routed = forwarder.route({ method: "GET", target: "/", host: "example", headers, clientIp: "127.0.0.1" });
+    return { method: "GET", target: "/", routed, headers, clientIp: "127.0.0.1", proto: "http", own: null, replayable: true, cancel: new Cancel() };
+  };
   const inFlight = () => pool.backends.reduce((n, b) => n + b.inFlight, 0);
   return { forwarder, request, errors, answers, inFlight, pool, traffic, tries: () => tries, responds: () => responds };
 }

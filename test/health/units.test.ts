@@ -60,7 +60,7 @@ describe("statusMatcher", () => {
 describe("resolveCheck: global merged with a backend's own", () => {
   const resolve = (raw: Record<string, unknown>) => {
     const config = validateConfig({ admin: false, ...raw });
-    return config.backends.map((b) => resolveCheck(config.healthCheck, b));
+    return config.pools.default!.backends.map((b) => resolveCheck(config.healthCheck, b));
   };
 
   test("defaults: a TCP connect every 2s, timeout 1s, rise 2, fall 3", () => {

@@ -263,7 +263,7 @@ describe("figures", () => {
     const echo = track(startEchoServer());
     const lb = await tcpBalancer([{ url: `127.0.0.1:${refusedPort()}` }, { url: `127.0.0.1:${echo.port}` }]);
     // The balancer is a BalancerContext: a second TCP listener shares its pool and health.
-    const second = await startTcpProxy(lb, { host: "127.0.0.1", port: 0 });
+    const second = await startTcpProxy({ settings: { timeouts: lb.config.timeouts, retry: lb.config.retry, hash: lb.config.hash }, pool: lb.pool, passive: lb.passive, logger: lb.logger }, { host: "127.0.0.1", port: 0, stats: lb.tcpStats });
     cleanups.push(() => second.stop(true));
     const [refused, ok] = lb.pool.backends as [Backend, Backend];
     const a = await streamThrough(second.port, 1000);

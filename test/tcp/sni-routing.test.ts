@@ -15,7 +15,7 @@ import { LocalPool } from "../../src/pool/pool.ts";
 import { createPolicy } from "../../src/policy/policy.ts";
 import { PassiveHealth } from "../../src/health/passive.ts";
 import { memoryLogger } from "../../src/log/logger.ts";
-import { CLIENT_HELLO_MAX_BYTES, startTcpProxy, type RelayTarget, type SniRouting, type TcpProxy } from "../../src/tcp/proxy.ts";
+import { CLIENT_HELLO_MAX_BYTES, startTcpProxy, type RelayTarget, type SniRouting, type TcpProxy, type TcpSettings } from "../../src/tcp/proxy.ts";
 import { makePki, type Issued, type Pki } from "../helpers/pki.ts";
 import { rawClient } from "../helpers/raw.ts";
 import { waitFor } from "../helpers/wait.ts";
@@ -122,7 +122,7 @@ async function setup(opts: { timeoutMs?: number; extraA?: number[] } = {}): Prom
     maxBytes: CLIENT_HELLO_MAX_BYTES,
   };
   const logger = memoryLogger();
-  const proxy = await startTcpProxy({ config, pool: poolA, passive: targetA.passive, logger }, { host: "127.0.0.1", port: 0, sni: routing });
+  const proxy = await startTcpProxy({ settings: settingsOf(config), pool: poolA, passive: targetA.passive, logger }, { host: "127.0.0.1", port: 0, sni: routing });
   cleanups.push(() => proxy.stop(true));
   return { proxy, config, a, b, poolA, poolB, targetA, targetB, routing, logLines: logger.lines };
 }
@@ -362,15 +362,15 @@ describe("routing by server name", () => {
     const held = await rawClient(s.proxy.port);
     cleanups.push(() => held.terminate());
     // Every name to pool B now; the connection already open keeps the chooser it started with.
-    s.proxy.configure(s.config, { sni: { ...s.routing, choose: () => s.targetB } });
+    s.proxy.configure(settingsOf(s.config), { sni: { ...s.routing, choose: () => s.targetB } });
     const r = await tlsExchange(s.proxy.port, "a.example.com", "swapped", { verify: false, expect: "B:swapped" });
     expect(r).toMatchObject({ secure: true, answer: "B:swapped", cn: "b.example.com" });
     // Off: no ClientHello is read, every connection goes to the listener's own pool (A).
-    s.proxy.configure(s.config, { sni: undefined });
+    s.proxy.configure(settingsOf(s.config), { sni: undefined });
     const plain = await tlsExchange(s.proxy.port, "b.example.com", "plain", { verify: false, expect: "A:plain" });
     expect(plain).toMatchObject({ secure: true, answer: "A:plain", cn: "a.example.com" });
     // Omitted: the current setting (off) stays.
-    s.proxy.configure(s.config);
+    s.proxy.configure(settingsOf(s.config));
     const still = await tlsExchange(s.proxy.port, "c.example.com", "still", { verify: false, expect: "A:still" });
     expect(still.answer).toBe("A:still");
     expect(s.proxy.stats.sniNoRoute).toBe(0);
@@ -380,8 +380,13 @@ describe("routing by server name", () => {
     const s = await setup();
     const { readTlsMaterial } = await import("../../src/tls/certificates.ts");
     const material = readTlsMaterial({ cert: certA.cert, key: certA.key, sni: [] } as unknown as Parameters<typeof readTlsMaterial>[0]);
-    await expect(startTcpProxy({ config: s.config, pool: s.poolA, passive: s.targetA.passive, logger: memoryLogger() }, { host: "127.0.0.1", port: 0, tls: material, sni: s.routing })).rejects.toThrow(
+    await expect(startTcpProxy({ settings: settingsOf(s.config), pool: s.poolA, passive: s.targetA.passive, logger: memoryLogger() }, { host: "127.0.0.1", port: 0, tls: material, sni: s.routing })).rejects.toThrow(
       /either terminates TLS \(tls\) or routes by the server name/,
     );
   });
 });
+
+/** A TCP listener's settings as the listener builds them from a config (src/listener/tcp.ts). */
+function settingsOf(c: Config): TcpSettings {
+  return { timeouts: { connect: c.timeouts.connect, idle: c.timeouts.idle }, retry: c.retry, hash: c.hash };
+}
