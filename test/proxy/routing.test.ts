@@ -1,0 +1,120 @@
+/**
+ * Routes end to end, on both engines: pools chosen by host and path, rewrite and header rules
+ * as the backend sees them, redirect and respond answered by the proxy, no route a 404, a 90/10
+ * split, and a mirror whose pool is down while the client sees nothing of it.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { startBalancer, type Balancer } from "../../src/balancer.ts";
+import { validateConfig } from "../../src/config/load.ts";
+import { memoryLogger } from "../../src/log/logger.ts";
+import { startRecordingBackend, type RecordingBackend } from "../helpers/recording-backend.ts";
+
+/** A port nothing listens on: taken and released. */
+function closedPort(): number {
+  const s = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+  const port = s.port;
+  s.stop(true);
+  return port;
+}
+
+for (const engine of ["socket", "fetch"] as const) {
+  describe(`${engine} engine`, () => {
+    let api: RecordingBackend;
+    let web: RecordingBackend;
+    let canary: RecordingBackend;
+    let lb: Balancer;
+    let base: string;
+
+    beforeAll(async () => {
+      [api, web, canary] = [startRecordingBackend(), startRecordingBackend(), startRecordingBackend()];
+      lb = await startBalancer(
+        validateConfig({
+          engine, admin: false, healthCheck: false, log: { access: false },
+          listeners: [{ name: "web", host: "127.0.0.1", port: 0 }],
+          pools: {
+            api: { backends: [{ url: api.url }] },
+            web: { backends: [{ url: web.url }] },
+            canary: { backends: [{ url: canary.url }] },
+            shadow: { backends: [{ url: `http://127.0.0.1:${closedPort()}` }] },
+          },
+          routes: [
+            { name: "api", match: { host: "api.example.com", path: "/v1" }, pool: "api", rewrite: { stripPrefix: "/v1" }, requestHeaders: { set: { "x-route": "{route}" } } },
+            { name: "old", match: { path: "/old" }, redirect: { to: "https://example.com/new{query}", status: 308 } },
+            { name: "maint", match: { pathExact: "/maint" }, respond: { status: 503, body: "down for maintenance", headers: { "retry-after": "60" } } },
+            { name: "split", match: { host: "*.apps.example.com" }, split: [{ pool: "web", weight: 90 }, { pool: "canary", weight: 10 }] },
+            { name: "beta", match: { headers: { "x-canary": "1" } }, pool: "canary", mirror: { pool: "shadow", percent: 100 } },
+            { name: "site", match: { host: "www.example.com" }, pool: "web", responseHeaders: { set: { "x-served-by": "{route}" } } },
+          ],
+        }),
+        { env: {}, logger: memoryLogger() },
+      );
+      base = lb.url;
+    });
+
+    afterAll(async () => {
+      await lb?.stop(false);
+      for (const b of [api, web, canary]) b?.stop();
+    });
+
+    const get = (path: string, headers: Record<string, string>) => fetch(base + path, { headers, redirect: "manual" });
+
+    test("host and path choose the pool; the prefix is stripped and the route's header set", async () => {
+      const before = api.requests.length;
+      const r = await get("/v1/users?id=7", { host: "API.example.com:8443" });
+      expect(r.status).toBe(200);
+      await r.text();
+      const seen = api.requests[before]!;
+      expect(seen.url).toBe("/users?id=7");
+      expect(seen.headers.find(([k]) => k.toLowerCase() === "x-route")?.[1]).toBe("api");
+      // "/v1x" is not under "/v1": segment boundaries.
+      const other = await get("/v1x", { host: "api.example.com" });
+      expect(other.status).toBe(404);
+      expect(((await other.json()) as { error: string }).error).toBe("SY_NO_ROUTE");
+    });
+
+    test("a request no route takes gets 404 SY_NO_ROUTE", async () => {
+      const r = await get("/", { host: "nobody.example.org" });
+      expect(r.status).toBe(404);
+      expect(await r.json()).toMatchObject({ error: "SY_NO_ROUTE" });
+    });
+
+    test("redirect and respond are answered by the proxy", async () => {
+      const r = await get("/old/x?a=1", { host: "x" });
+      expect(r.status).toBe(308);
+      expect(r.headers.get("location")).toBe("https://example.com/new?a=1");
+      await r.text();
+      const m = await get("/maint", { host: "x" });
+      expect(m.status).toBe(503);
+      expect(m.headers.get("retry-after")).toBe("60");
+      expect(await m.text()).toBe("down for maintenance");
+    });
+
+    test("response header rules of a route reach the client", async () => {
+      const r = await get("/", { host: "www.example.com" });
+      expect(r.status).toBe(200);
+      expect(r.headers.get("x-served-by")).toBe("site");
+      await r.text();
+    });
+
+    test("a 90/10 split lands within 3 points over 2,000 requests", async () => {
+      const [w0, c0] = [web.requests.length, canary.requests.length];
+      const N = 2000;
+      for (let i = 0; i < N; i += 50) {
+        await Promise.all(Array.from({ length: 50 }, () => get("/", { host: "a.apps.example.com" }).then((r) => r.text())));
+      }
+      const toCanary = canary.requests.length - c0;
+      expect(web.requests.length - w0 + toCanary).toBe(N);
+      expect(Math.abs((toCanary / N) * 100 - 10)).toBeLessThanOrEqual(3);
+    });
+
+    test("a mirror whose pool is down changes nothing for the client", async () => {
+      const before = canary.requests.length;
+      for (let i = 0; i < 20; i++) {
+        const r = await get("/beta", { host: "x", "x-canary": "1" });
+        expect(r.status).toBe(200);
+        await r.text();
+      }
+      expect(canary.requests.length - before).toBe(20);
+    });
+  });
+}
