@@ -182,7 +182,20 @@ export class RouteTable<P> {
       for (const b of new Set(buckets)) insert(b, entry);
     });
     this.routes = compiled;
+    const http = routes.filter((r) => r.match.sni === undefined);
+    const placeholder = (r: RouteConfig, name: string) => r.redirect?.to.includes(`{${name}}`) === true;
+    this.usesPath = http.some((r) => r.match.path !== undefined || r.match.pathExact !== undefined || r.match.pathRegex !== undefined || r.rewrite !== undefined || placeholder(r, "path") || (r.splitBy !== undefined && "key" in r.splitBy && r.splitBy.key === "path"));
+    this.usesHost = http.some((r) => r.match.host !== undefined || placeholder(r, "host"));
   }
+
+  /**
+   * Whether any route reads the path (a path condition, a rewrite, `{path}`, a split keyed on
+   * it) or the host. A table none of whose routes reads the path (the single-pool form's one
+   * route) leaves it as sent: there is nothing routing and the backend could read apart, and
+   * the target goes upstream byte for byte, as it always has. Likewise the Host.
+   */
+  private readonly usesPath: boolean;
+  private readonly usesHost: boolean;
 
   /**
    * Compile validated routes (RouteSchema's output, in config order). `pool` resolves a pool
@@ -212,13 +225,13 @@ export class RouteTable<P> {
     const q = target.indexOf("?");
     const raw = q === -1 ? target : target.slice(0, q);
     let path: string;
-    if (raw === "*") path = raw;
+    if (raw === "*" || !this.usesPath) path = raw;
     else {
       const n = normalizePath(raw);
       if (typeof n !== "string") return n;
       path = n;
     }
-    const host = normalizeHost(req.host);
+    const host = this.usesHost ? normalizeHost(req.host) : undefined;
     if (typeof host === "object") return host;
     const lists = this.lists;
     lists.length = 0;
