@@ -132,6 +132,8 @@ export const ERRORS = {
   SY_UNAUTHORIZED: { status: 401, from: "admin", meaning: "A change without a valid admin token (RFC 6750 §3)." },
   SY_API_READ_ONLY: { status: 403, from: "admin", meaning: "A change while no admin token is configured: the API is read-only." },
   SY_NOT_FOUND: { status: 404, from: "admin", meaning: "No such endpoint; the answer lists them." },
+  SY_UNKNOWN_POOL: { status: 404, from: "admin", meaning: "No pool has that name (in the admin API's path, or /readyz?pool=); the answer lists them." },
+  SY_UNKNOWN_ROUTE: { status: 404, from: "admin", meaning: "No route has that name; the answer lists them." },
   SY_TOO_MANY_STREAMS: { status: 503, from: "admin", meaning: "Too many /events streams are open at once." },
 
   // Changes refused by Control (control/control.ts, control/upgrade.ts); the admin API answers with the status.

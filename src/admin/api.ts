@@ -5,7 +5,11 @@
  * client's address.
  *
  *   GET    /api                              this list
- *   GET    /api/backends                     every backend: state, weight, in flight...
+ *   GET    /api/pools                        every pool: strategy, panic mode, retry budget, who sends to it, its backends
+ *   GET    /api/pools/:pool                  one pool
+ *   GET    /api/routes                       every route, in order: match, action, pools, listeners, figures
+ *   GET    /api/routes/:route                one route
+ *   GET    /api/backends                     every backend of every pool: pool, state, weight, in flight...
  *   GET    /api/backends/:name               one backend
  *   POST   /api/backends                     add one: a backends[] entry of the config, name required
  *   DELETE /api/backends/:name?deadline=30s  drain, wait for in-flight work (up to the deadline), remove
@@ -17,6 +21,14 @@
  *   POST   /api/upgrade                      replace the process by a new one of the binary on disk (src/control/upgrade.ts)
  *   GET    /api/config                       the config in force (tokens hidden) and its version
  *   GET    /api/changes                      the last changes made
+ *
+ * A backend is named "pool/backend", or by its name alone where one backend of all has it (always
+ * so with a single pool; Control resolves both). In a path, the name is one segment: encode it
+ * (encodeURIComponent: "api/b1" is /api/backends/api%2Fb1/drain), or use the pool's own routes,
+ * /api/pools/:pool/backends/:name[/drain|/enable|/weight|/health], which take the same methods
+ * and bodies as /api/backends/:name... and name the pool apart (a backend name with "/" in it
+ * is encoded there too). POST /api/pools/:pool/backends adds a backend to that pool; POST
+ * /api/backends takes the pool in the body's `pool` (optional with a single pool).
  *
  * A browser request whose Origin is not this listener's own is refused (cross-site request
  * forgery; Caddy's admin endpoint does the same), whatever its method.
@@ -30,12 +42,19 @@ import type { ChangeLog } from "../control/changes.ts";
 import type { UpgradeReport } from "../control/upgrade.ts";
 import { ControlError, DEFAULT_REMOVE_DEADLINE_MS, MAX_WAIT_MS, type Actor, type Control } from "../control/control.ts";
 import { errorResponse } from "../errors.ts";
+import type { BackendReport } from "../control/control.ts";
+import { poolFigures, routeFigures, type PoolFigures, type RouteFigures } from "./snapshot.ts";
+import type { PoolList, RouteStatsSource } from "./topology.ts";
 
 export interface ApiContext {
   readonly control: Control;
   readonly changes: ChangeLog;
   readonly auth: AdminAuth;
   readonly config: Config;
+  /** The balancer's pools (a PoolSet). */
+  readonly pools: PoolList;
+  /** Each route's figures (a RouteTraffic); absent: routes are listed without figures. */
+  readonly routes?: RouteStatsSource;
   /** Present when this process can be replaced (started by `switchyard serve`). */
   readonly upgrade?: (actor: Actor) => Promise<UpgradeReport>;
 }
@@ -45,7 +64,21 @@ type Env = { Bindings: { server?: Server<unknown> }; Variables: { actor: Actor }
 /** Request bodies are small JSON documents; anything larger is refused unread. */
 const MAX_BODY_BYTES = 64 * 1024;
 
+/** A pool as GET /api/pools shows it: its figures (snapshot.ts PoolFigures), with each backend's report. */
+export type PoolReport = Omit<PoolFigures, "backends" | "members"> & {
+  /** Backends in each state, available and standby, and in all. */
+  states: PoolFigures["backends"];
+  backends: BackendReport[];
+};
+
+/** A route as GET /api/routes shows it: as configured, and its figures since start (rates and windows are in /stats). */
+export type RouteReport = RouteFigures;
+
 export const API_ENDPOINTS = [
+  "GET /api/pools",
+  "GET /api/pools/:pool",
+  "GET /api/routes",
+  "GET /api/routes/:route",
   "GET /api/backends",
   "GET /api/backends/:name",
   "POST /api/backends",
@@ -54,6 +87,8 @@ export const API_ENDPOINTS = [
   "POST /api/backends/:name/enable",
   "PUT /api/backends/:name/weight",
   "POST /api/backends/:name/health",
+  "POST /api/pools/:pool/backends",
+  "GET /api/pools/:pool/backends/:name (and DELETE, POST .../drain, .../enable, .../health, PUT .../weight)",
   "POST /api/reload",
   "POST /api/upgrade",
   "GET /api/config",
@@ -88,45 +123,103 @@ export function createApi(ctx: ApiContext): Hono<Env> {
 
   api.get("/", (c) => c.json({ endpoints: API_ENDPOINTS, changesAllowed: ctx.auth.configured }));
 
-  api.get("/backends", (c) => c.json({ backends: ctx.control.backends() }));
+  // Pools and routes, read from the pools and the config in force.
+  const pools = (): PoolReport[] => {
+    const reports = ctx.control.backends();
+    return poolFigures({ pools: ctx.pools, config: ctx.config }).map(({ backends: states, members: _, ...f }) => ({
+      ...f, states, backends: reports.filter((b) => b.pool === f.name),
+    }));
+  };
+  const poolNamed = (name: string): PoolReport => {
+    const all = pools();
+    const p = all.find((x) => x.name === name);
+    if (p === undefined) throw new UnknownName("SY_UNKNOWN_POOL", `no pool named ${JSON.stringify(name)} (pools: ${all.map((x) => x.name).join(", ") || "none"})`);
+    return p;
+  };
+  const routes = (): RouteReport[] => routeFigures({ config: ctx.config, routes: ctx.routes });
 
-  api.get("/backends/:name", (c) => c.json(ctx.control.backend(c.req.param("name"))));
+  api.get("/pools", (c) => c.json({ pools: pools() }));
+  api.get("/pools/:pool", (c) => c.json(poolNamed(c.req.param("pool"))));
+  api.get("/routes", (c) => c.json({ routes: routes() }));
+  api.get("/routes/:route", (c) => {
+    const name = c.req.param("route");
+    const all = routes();
+    const r = all.find((x) => x.name === name);
+    if (r === undefined) throw new UnknownName("SY_UNKNOWN_ROUTE", `no route named ${JSON.stringify(name)} (routes: ${all.map((x) => x.name).join(", ") || "none"})`);
+    return c.json(r);
+  });
+
+  /**
+   * The backend a path names: /backends/:name ("pool/backend" encoded as one segment, or a bare
+   * name), or /pools/:pool/backends/:name, which must be a backend of that pool.
+   */
+  const named = (c: Context<Env>): string => {
+    const name = c.req.param("name")!;
+    const pool = c.req.param("pool");
+    if (pool === undefined) return name;
+    const p = ctx.pools.all.find((x) => x.name === pool);
+    if (p === undefined) throw new UnknownName("SY_UNKNOWN_POOL", `no pool named ${JSON.stringify(pool)} (pools: ${ctx.pools.all.map((x) => x.name).join(", ") || "none"})`);
+    if (p.pool.backends.every((b) => b.name !== name)) {
+      throw new ControlError("SY_UNKNOWN_BACKEND", `pool ${pool} has no backend named ${JSON.stringify(name)} (its backends: ${p.pool.backends.map((b) => b.name).join(", ") || "none"})`);
+    }
+    return `${pool}/${name}`;
+  };
+
+  api.get("/backends", (c) => c.json({ backends: ctx.control.backends() }));
+  api.get("/pools/:pool/backends", (c) => c.json({ backends: poolNamed(c.req.param("pool")).backends }));
+
+  for (const base of ["/backends/:name", "/pools/:pool/backends/:name"]) {
+    api.get(base, (c) => c.json(ctx.control.backend(named(c))));
+
+    api.delete(base, async (c) => {
+      const name = named(c);
+      const deadline = durationParam(c, "deadline", DEFAULT_REMOVE_DEADLINE_MS);
+      // The wait may outlast the listener's idle timeout, and Bun.serve's idle timer runs while a
+      // handler awaits (Bun 1.4.5: a 12 s wait reset the client at the default 10 s): lift it here.
+      c.env?.server?.timeout(c.req.raw, 0);
+      return c.json(await ctx.control.remove(name, c.get("actor"), deadline));
+    });
+
+    api.post(`${base}/drain`, async (c) => {
+      const name = named(c);
+      const wait = durationParam(c, "wait", 0);
+      if (wait > 0) c.env?.server?.timeout(c.req.raw, 0);
+      return c.json(await ctx.control.drain(name, c.get("actor"), wait));
+    });
+
+    api.post(`${base}/enable`, async (c) => c.json(await ctx.control.enable(named(c), c.get("actor"))));
+
+    api.put(`${base}/weight`, async (c) => {
+      const name = named(c);
+      const body = await jsonBody(c);
+      const weight = typeof body === "object" && body !== null ? (body as { weight?: unknown }).weight : undefined;
+      if (weight === undefined) throw new ControlError("SY_INVALID_REQUEST", 'weight: missing; send {"weight": N} with N from 1 to 1000');
+      return c.json(await ctx.control.setWeight(name, weight, c.get("actor")));
+    });
+
+    api.post(`${base}/health`, async (c) => {
+      const name = named(c);
+      const body = await jsonBody(c);
+      const health = typeof body === "object" && body !== null ? (body as { health?: unknown }).health : undefined;
+      if (health !== "up" && health !== "down" && health !== "auto") {
+        throw new ControlError("SY_INVALID_REQUEST", `health: got ${JSON.stringify(health) ?? "nothing"}, expected "down", "up" or "auto" (checks decide)`);
+      }
+      return c.json(await ctx.control.force(name, health, c.get("actor")));
+    });
+  }
 
   api.post("/backends", async (c) => {
     const body = await jsonBody(c);
     return c.json(await ctx.control.add(body, c.get("actor")), 201);
   });
 
-  api.delete("/backends/:name", async (c) => {
-    const deadline = durationParam(c, "deadline", DEFAULT_REMOVE_DEADLINE_MS);
-    // The wait may outlast the listener's idle timeout, and Bun.serve's idle timer runs while a
-    // handler awaits (Bun 1.4.5: a 12 s wait reset the client at the default 10 s): lift it here.
-    c.env?.server?.timeout(c.req.raw, 0);
-    return c.json(await ctx.control.remove(c.req.param("name"), c.get("actor"), deadline));
-  });
-
-  api.post("/backends/:name/drain", async (c) => {
-    const wait = durationParam(c, "wait", 0);
-    if (wait > 0) c.env?.server?.timeout(c.req.raw, 0);
-    return c.json(await ctx.control.drain(c.req.param("name"), c.get("actor"), wait));
-  });
-
-  api.post("/backends/:name/enable", async (c) => c.json(await ctx.control.enable(c.req.param("name"), c.get("actor"))));
-
-  api.put("/backends/:name/weight", async (c) => {
+  api.post("/pools/:pool/backends", async (c) => {
+    const pool = poolNamed(c.req.param("pool")).name;
     const body = await jsonBody(c);
-    const weight = typeof body === "object" && body !== null ? (body as { weight?: unknown }).weight : undefined;
-    if (weight === undefined) throw new ControlError("SY_INVALID_REQUEST", 'weight: missing; send {"weight": N} with N from 1 to 1000');
-    return c.json(await ctx.control.setWeight(c.req.param("name"), weight, c.get("actor")));
-  });
-
-  api.post("/backends/:name/health", async (c) => {
-    const body = await jsonBody(c);
-    const health = typeof body === "object" && body !== null ? (body as { health?: unknown }).health : undefined;
-    if (health !== "up" && health !== "down" && health !== "auto") {
-      throw new ControlError("SY_INVALID_REQUEST", `health: got ${JSON.stringify(health) ?? "nothing"}, expected "down", "up" or "auto" (checks decide)`);
-    }
-    return c.json(await ctx.control.force(c.req.param("name"), health, c.get("actor")));
+    if (typeof body !== "object" || body === null || Array.isArray(body)) throw new ControlError("SY_INVALID_REQUEST", 'expected a backends[] entry as a JSON object, e.g. {"name": "b4", "url": "http://10.0.0.4:8080"}');
+    const given = (body as { pool?: unknown }).pool;
+    if (given !== undefined && given !== pool) throw new ControlError("SY_INVALID_REQUEST", `pool: got ${JSON.stringify(given)} in the body and "${pool}" in the path; leave it out of the body`);
+    return c.json(await ctx.control.add({ ...body, pool }, c.get("actor")), 201);
   });
 
   api.post("/reload", async (c) => c.json(await ctx.control.reload(c.get("actor"))));
@@ -148,10 +241,21 @@ export function createApi(ctx: ApiContext): Hono<Env> {
 
   api.onError((err) => {
     if (err instanceof ControlError) return errorResponse(err.code, err.message, err.problems.length ? { extra: { problems: err.problems } } : undefined);
+    if (err instanceof UnknownName) return errorResponse(err.code, err.message);
     throw err;
   });
 
   return api;
+}
+
+/** A pool or route the path names that does not exist. */
+class UnknownName extends Error {
+  constructor(
+    readonly code: "SY_UNKNOWN_POOL" | "SY_UNKNOWN_ROUTE",
+    message: string,
+  ) {
+    super(message);
+  }
 }
 
 async function jsonBody(c: Context<Env>): Promise<unknown> {

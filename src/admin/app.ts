@@ -6,7 +6,8 @@
  *   GET /stats    the same figures as JSON, with what each backend reports at its statsPath
  *   GET /metrics  Prometheus text exposition format
  *   GET /healthz  the balancer is alive
- *   GET /readyz   at least one backend is available (503 otherwise)
+ *   GET /readyz   a pool that takes traffic has an available backend (503 otherwise; readiness.ts);
+ *                 ?pool=NAME (repeatable): each pool named has one
  *   /api/...      the admin API (api.ts): reads open, changes with the bearer token
  *
  * Requests whose Host is not one of the listener's own names get 403 (hosts.ts: against DNS
@@ -25,6 +26,8 @@ import { EventHub, type EventHubOptions } from "./events.ts";
 import { errorResponse } from "../errors.ts";
 import { adminHostChecker } from "./hosts.ts";
 import { createApi, type ApiContext } from "./api.ts";
+import { poolsOf } from "./topology.ts";
+import { readiness } from "./readiness.ts";
 
 /**
  * What the admin app reads: a BalancerContext fits, plus, in TCP mode, the listener's totals
@@ -76,7 +79,7 @@ export function createAdminApp(ctx: AdminContext, opts: AdminOptions = {}): Admi
   const snapshot = (): StatsDocument => buildSnapshot(ctx, sampler, poller);
   const events = new EventHub(sampler, snapshot, opts.events);
   const pollEvery = opts.pollEverySamples ?? 2;
-  const polled = () => ctx.pool.backends.filter((b) => b.statsPath !== undefined);
+  const polled = () => poolsOf(ctx).flatMap((p) => p.pool.backends.filter((b) => b.statsPath !== undefined));
 
   let samples = 0;
   const unlisten = sampler.onSample(() => {
@@ -133,9 +136,11 @@ export function createAdminApp(ctx: AdminContext, opts: AdminOptions = {}): Admi
   app.get("/healthz", (c) => c.json({ status: "ok", uptimeSeconds: Math.floor((Date.now() - ctx.startedAt) / 1000) }, 200, NO_STORE));
 
   app.get("/readyz", (c) => {
-    const available = ctx.pool.availableCount();
-    const ready = available > 0;
-    return c.json({ ready, available, total: ctx.pool.backends.length }, ready ? 200 : 503, NO_STORE);
+    const r = readiness(ctx, c.req.queries("pool") ?? []);
+    if (!r.ok) {
+      return errorResponse("SY_UNKNOWN_POOL", `no pool named ${r.unknown.map((n) => JSON.stringify(n)).join(", ")} (pools: ${r.known.join(", ") || "none"})`, { extra: { pools: r.known } });
+    }
+    return c.json(r.report, r.report.ready ? 200 : 503, NO_STORE);
   });
 
   // Changes made while running reach open dashboards at once, not at the next tick.

@@ -11,7 +11,9 @@ import type { Backend, BackendState } from "../pool/backend.ts";
 import type { Histogram } from "../stats/histogram.ts";
 import { METHOD_LABELS } from "../stats/traffic.ts";
 import type { ProxyErrorCode } from "../errors.ts";
-import { backendTally, type Mode } from "./tally.ts";
+import { backendTally, responsesByClass, type Mode } from "./tally.ts";
+import type { TrafficStats } from "../stats/traffic.ts";
+import { poolsOf, routeStatsOf, type PoolView } from "./topology.ts";
 import { isStandby } from "../pool/tiers.ts";
 import type { SnapshotSource } from "./snapshot.ts";
 import type { BackendStatsPoller, PollResult } from "./poller.ts";
@@ -115,15 +117,30 @@ class Writer {
 }
 
 export function renderMetrics(src: SnapshotSource, poller?: BackendStatsPoller, now = Date.now()): string {
-  const { pool, traffic, config } = src;
+  const { traffic, config } = src;
   const mode: Mode = config.mode;
   const w = new Writer();
-  const backends = pool.backends;
-  // Each backend's label is escaped once per scrape.
-  const label = new Map<Backend, string>(backends.map((b) => [b, `backend="${escapeLabelValue(b.name)}"`]));
+  const pools = poolsOf(src);
+  // Each pool's label and each backend's labels are escaped once per scrape. Their values are
+  // pool and backend names of the configuration (or DNS answers it asked for), never a request's.
+  const poolLabel = new Map<PoolView, string>(pools.map((p) => [p, `pool="${escapeLabelValue(p.name)}"`]));
+  const backends: Backend[] = [];
+  const label = new Map<Backend, string>();
+  const modeOf = new Map<Backend, Mode>();
+  for (const p of pools) {
+    for (const b of p.pool.backends) {
+      backends.push(b);
+      label.set(b, `${poolLabel.get(p)!},backend="${escapeLabelValue(b.name)}"`);
+      modeOf.set(b, p.config.mode);
+    }
+  }
   const each = (name: string, value: (b: Backend) => number) => {
     for (const b of backends) w.sample(name, label.get(b)!, value(b));
   };
+  const perPool = (name: string, value: (p: PoolView) => number, which: readonly PoolView[] = pools) => {
+    for (const p of which) w.sample(name, poolLabel.get(p)!, value(p));
+  };
+  const httpPools = pools.filter((p) => p.config.mode === "http");
 
   w.single("switchyard_start_time_seconds", "gauge", "When the balancer started, seconds since the Unix epoch.", src.startedAt / 1000);
 
@@ -140,39 +157,48 @@ export function renderMetrics(src: SnapshotSource, poller?: BackendStatsPoller, 
   }
 
   w.single("switchyard_retries_total", "counter", "Tries after the first, over all requests.", traffic.retries);
-  if (mode === "http") {
-    w.single("switchyard_retry_budget_exhausted_total", "counter", "Retries refused because retry.budget was spent: the request got its last failure instead.", pool.retryBudget.exhausted);
+  if (httpPools.length > 0 && mode === "http") {
+    w.family("switchyard_retry_budget_exhausted_total", "counter", "Retries refused because the pool's retry.budget was spent: the request got its last failure instead.");
+    perPool("switchyard_retry_budget_exhausted_total", (p) => p.pool.retryBudget.exhausted, httpPools);
   }
 
   w.family("switchyard_local_errors_total", "counter", "Tries that failed for want of the proxy's own resources (file descriptors, local ports, its resolver), by error code; never counted against a backend.");
   for (const [code, n] of Object.entries(traffic.localErrors)) w.sample("switchyard_local_errors_total", `code="${code}"`, n);
-  w.single("switchyard_panic", "gauge", "1 while the pool is in panic mode (fewer than panicThreshold % of its backends in service healthy: traffic goes to all of them), else 0.", pool.panicking(now) ? 1 : 0);
-  const panic = pool.panic;
-  w.single("switchyard_panic_entered_total", "counter", "Times the pool entered panic mode.", panic.entered);
-  w.single("switchyard_panic_picks_total", "counter", "Requests (TCP: connections) balanced in panic mode, over unhealthy backends too.", panic.picks);
+  w.family("switchyard_panic", "gauge", "1 while the pool is in panic mode (fewer than panicThreshold % of its backends in service healthy: traffic goes to all of them), else 0.");
+  perPool("switchyard_panic", (p) => (p.pool.panicking(now) ? 1 : 0));
+  w.family("switchyard_panic_entered_total", "counter", "Times the pool entered panic mode.");
+  perPool("switchyard_panic_entered_total", (p) => p.pool.panic.entered);
+  w.family("switchyard_panic_picks_total", "counter", "Requests (TCP: connections) balanced in panic mode, over unhealthy backends too.");
+  perPool("switchyard_panic_picks_total", (p) => p.pool.panic.picks);
 
   w.family("switchyard_request_duration_seconds", "histogram", "Time from a request's arrival to its response head, seconds.");
   w.histogram("switchyard_request_duration_seconds", "", traffic.latency);
+
+  renderRoutes(w, src);
 
   let inFlight = 0;
   for (const b of backends) inFlight += b.inFlight;
   w.single("switchyard_in_flight_requests", "gauge", mode === "tcp" ? "Connections open to backends now." : "Requests in flight to backends now.", inFlight);
 
-  const byState: Record<BackendState, number> = { up: 0, down: 0, draining: 0, ejected: 0, "slow-starting": 0 };
-  let available = 0;
   const stateOf = new Map<Backend, BackendState>();
-  for (const b of backends) {
-    const s = b.state(now);
-    stateOf.set(b, s);
-    byState[s]++;
-    if (b.available(now)) available++;
-  }
-  w.family("switchyard_backends", "gauge", "Backends in each state.");
-  for (const s of STATES) w.sample("switchyard_backends", `state="${s}"`, byState[s]);
-  w.single("switchyard_backends_available", "gauge", "Backends that would take new traffic now.", available);
+  const byPool = pools.map((p) => {
+    const byState: Record<BackendState, number> = { up: 0, down: 0, draining: 0, ejected: 0, "slow-starting": 0 };
+    let available = 0;
+    for (const b of p.pool.backends) {
+      const s = b.state(now);
+      stateOf.set(b, s);
+      byState[s]++;
+      if (b.available(now)) available++;
+    }
+    return { p, byState, available };
+  });
+  w.family("switchyard_backends", "gauge", "Backends of the pool in each state.");
+  for (const { p, byState } of byPool) for (const s of STATES) w.sample("switchyard_backends", `${poolLabel.get(p)!},state="${s}"`, byState[s]);
+  w.family("switchyard_backends_available", "gauge", "Backends of the pool that would take new traffic now.");
+  for (const { p, available } of byPool) w.sample("switchyard_backends_available", poolLabel.get(p)!, available);
 
   w.family("switchyard_backend_requests_total", "counter", mode === "tcp" ? "Connections made to the backend." : "Tries sent to the backend (a retry counts on the backend it went to).");
-  each("switchyard_backend_requests_total", (b) => backendTally(b, mode).units);
+  each("switchyard_backend_requests_total", (b) => backendTally(b, modeOf.get(b)!).units);
 
   w.family("switchyard_backend_responses_total", "counter", "Responses from the backend, by request method and status class.");
   for (const b of backends) {
@@ -196,9 +222,9 @@ export function renderMetrics(src: SnapshotSource, poller?: BackendStatsPoller, 
 
   w.family("switchyard_backend_in_flight", "gauge", mode === "tcp" ? "Connections open to the backend now." : "Requests in flight to the backend now.");
   each("switchyard_backend_in_flight", (b) => b.inFlight);
-  if (mode === "http") {
+  if (httpPools.length > 0) {
     w.family("switchyard_backend_websockets", "gauge", "WebSockets open through the backend now (each is also one request in flight).");
-    each("switchyard_backend_websockets", (b) => b.stats.webSockets);
+    for (const b of backends) if (modeOf.get(b) === "http") w.sample("switchyard_backend_websockets", label.get(b)!, b.stats.webSockets);
   }
   w.family("switchyard_backend_up", "gauge", "1 when the backend is healthy (active checks and passive detection), else 0.");
   each("switchyard_backend_up", (b) => (b.isHealthy ? 1 : 0));
@@ -214,9 +240,11 @@ export function renderMetrics(src: SnapshotSource, poller?: BackendStatsPoller, 
   each("switchyard_backend_weight", (b) => b.weight);
   w.family("switchyard_backend_priority", "gauge", "The backend's failover tier (an SRV record's priority); lower is preferred.");
   each("switchyard_backend_priority", (b) => b.priority);
-  const active = pool.activePriority(now);
-  w.family("switchyard_backend_standby", "gauge", "1 when the backend is in a tier worse than the one taking traffic (a standby), else 0.");
-  each("switchyard_backend_standby", (b) => (isStandby(b, active) ? 1 : 0));
+  w.family("switchyard_backend_standby", "gauge", "1 when the backend is in a tier worse than the one taking traffic in its pool (a standby), else 0.");
+  for (const p of pools) {
+    const active = p.pool.activePriority(now);
+    for (const b of p.pool.backends) w.sample("switchyard_backend_standby", label.get(b)!, isStandby(b, active) ? 1 : 0);
+  }
   w.family("switchyard_backend_last_state_change_timestamp_seconds", "gauge", "When the backend last changed state, seconds since the Unix epoch.");
   each("switchyard_backend_last_state_change_timestamp_seconds", (b) => b.lastChange / 1000);
 
@@ -231,7 +259,7 @@ export function renderMetrics(src: SnapshotSource, poller?: BackendStatsPoller, 
   w.family("switchyard_backend_response_latency_seconds", "histogram", "Time from a request's arrival to the backend's response head, per try, seconds.");
   for (const b of backends) w.histogram("switchyard_backend_response_latency_seconds", label.get(b)!, b.stats.latency);
 
-  if (mode === "tcp" || backends.some((b) => b.stats.bytesIn > 0 || b.stats.bytesOut > 0)) {
+  if (pools.some((p) => p.config.mode === "tcp") || backends.some((b) => b.stats.bytesIn > 0 || b.stats.bytesOut > 0)) {
     w.family("switchyard_backend_connections_total", "counter", "Connections handed to the backend.");
     each("switchyard_backend_connections_total", (b) => b.acquired);
     w.family("switchyard_backend_bytes_total", "counter", "Bytes relayed through the backend's connections, by direction (in: client to backend, out: backend to client).");
@@ -246,9 +274,16 @@ export function renderMetrics(src: SnapshotSource, poller?: BackendStatsPoller, 
   if (tcp) {
     w.single("switchyard_tcp_connections_total", "counter", "Client connections accepted by the TCP listener.", tcp.accepted);
     w.single("switchyard_tcp_open_connections", "gauge", "Client connections open now (connecting or relaying).", tcp.open);
-    w.family("switchyard_tcp_closed_unserved_total", "counter", "Client connections closed without a backend, by reason (no_backend: none available; unreachable: every try failed).");
+    w.family(
+      "switchyard_tcp_closed_unserved_total", "counter",
+      "Client connections closed without a backend, by reason (no_backend: none available; unreachable: every try failed; SNI routing: sni_timeout: no complete ClientHello in time, sni_invalid: a malformed, too large or cut-short ClientHello, not_tls: not a TLS handshake, no_route: no route takes its server name).",
+    );
     w.sample("switchyard_tcp_closed_unserved_total", `reason="no_backend"`, tcp.rejected);
     w.sample("switchyard_tcp_closed_unserved_total", `reason="unreachable"`, tcp.unreachable);
+    w.sample("switchyard_tcp_closed_unserved_total", `reason="sni_timeout"`, tcp.sniTimeouts);
+    w.sample("switchyard_tcp_closed_unserved_total", `reason="sni_invalid"`, tcp.sniInvalid);
+    w.sample("switchyard_tcp_closed_unserved_total", `reason="not_tls"`, tcp.sniNotTls);
+    w.sample("switchyard_tcp_closed_unserved_total", `reason="no_route"`, tcp.sniNoRoute);
     w.single("switchyard_tcp_connect_failures_total", "counter", "Backend connects that failed or timed out.", tcp.connectFailures);
     w.single("switchyard_tcp_connect_timeouts_total", "counter", "Backend connects that ran out of timeouts.connect.", tcp.connectTimeouts);
     w.single("switchyard_tcp_local_errors_total", "counter", "Backend connects that failed for want of the proxy's own resources (file descriptors, local ports); never counted against a backend.", tcp.localErrors);
@@ -287,4 +322,32 @@ export function renderMetrics(src: SnapshotSource, poller?: BackendStatsPoller, 
   }
 
   return w.text();
+}
+
+/**
+ * Per route: responses by status class and the latency histogram, labelled with the route's
+ * name from the config (bounded by the config, never by requests). HTTP routes this process
+ * counts only: SNI routes' connections are in switchyard_tcp_*, and with workers the routes are
+ * counted in the worker processes.
+ */
+function renderRoutes(w: Writer, src: SnapshotSource): void {
+  const stats = routeStatsOf(src);
+  const routes: [string, TrafficStats][] = [];
+  for (const r of src.config.routes ?? []) {
+    const t = r.match?.sni === undefined ? stats.get(r.name) : undefined;
+    if (t !== undefined) routes.push([`route="${escapeLabelValue(r.name)}"`, t]);
+  }
+  if (routes.length === 0) return;
+  w.family("switchyard_route_requests_total", "counter", "Responses sent to clients for the route's requests, by status class (including the balancer's own error answers and the route's redirect or respond).");
+  for (const [l, t] of routes) {
+    const cls = responsesByClass(t);
+    for (let k = 1; k <= 5; k++) w.sample("switchyard_route_requests_total", `${l},code_class="${CLASSES[k - 1]}"`, cls[k] ?? 0);
+  }
+  const errors = routes.flatMap(([l, t]) => Object.entries(t.proxyErrors).filter(([, n]) => n > 0).map(([code, n]) => [`${l},code="${code}"`, n] as const));
+  if (errors.length > 0) {
+    w.family("switchyard_route_proxy_errors_total", "counter", "The route's requests the balancer answered itself (or that the client abandoned), by error code; a code appears with its first count.");
+    for (const [l, n] of errors) w.sample("switchyard_route_proxy_errors_total", l, n);
+  }
+  w.family("switchyard_route_request_duration_seconds", "histogram", "Time from a request's arrival to its response head, for the route's requests, seconds.");
+  for (const [l, t] of routes) w.histogram("switchyard_route_request_duration_seconds", l, t.latency);
 }

@@ -9,18 +9,18 @@
  * keeps the process alive. Memory is fixed by the options, whatever the traffic.
  */
 import type { Backend } from "../pool/backend.ts";
-import type { Pool } from "../pool/pool.ts";
 import type { TrafficStats } from "../stats/traffic.ts";
 import type { TcpStats } from "../tcp/stats.ts";
 import { SeriesRing } from "../stats/series.ts";
-import { backendTally, frozen, round3, totalTally, windowBetween, type Mode, type Tally, type WindowFigures } from "./tally.ts";
+import { backendTally, frozen, round3, totalTally, windowBetween, type Tally, type WindowFigures } from "./tally.ts";
+import { backendId, poolsOf, type PoolsSource, type RouteStatsSource } from "./topology.ts";
 
-export interface SamplerSource {
-  readonly pool: Pool;
+export interface SamplerSource extends PoolsSource {
   readonly traffic: TrafficStats;
-  readonly config: { readonly mode: Mode };
   /** TCP mode's listener totals, when the balancer hands them over. */
   readonly tcpStats?: TcpStats;
+  /** Each route's figures, for its rates and latency over the window. */
+  readonly routes?: RouteStatsSource;
 }
 
 export interface SamplerOptions {
@@ -43,6 +43,7 @@ export type PointFigures = Record<SeriesColumn, number | null>;
 export interface SeriesPoint {
   t: number;
   total: PointFigures;
+  /** By the backend's id: "pool/backend", or its bare name in the pool `default` (topology.ts backendId). */
   backends: Record<string, PointFigures>;
 }
 
@@ -58,6 +59,7 @@ interface Reading {
   t: number;
   total: Tally;
   backends: Map<Backend, Tally>;
+  routes: Map<string, Tally>;
 }
 
 export type SampleListener = (point: SeriesPoint | undefined) => void;
@@ -72,6 +74,8 @@ export class Sampler {
   private readonly times: SeriesRing<"t">;
   private readonly totalSeries: SeriesRing<SeriesColumn>;
   private readonly backendSeries = new Map<Backend, SeriesRing<SeriesColumn>>();
+  /** Each backend's id (pool and name), as of the last reading. */
+  private readonly ids = new Map<Backend, string>();
   private readonly listeners = new Set<SampleListener>();
   private timer: ReturnType<typeof setTimeout> | undefined;
   private holds = 0;
@@ -132,10 +136,18 @@ export class Sampler {
    * Returns the chart point made from the previous reading to this one.
    */
   sample(): SeriesPoint | undefined {
-    const { pool, traffic, config } = this.source;
+    const { traffic, config } = this.source;
     const t = this.now();
-    const reading: Reading = { t, total: frozen(totalTally(traffic, config.mode, this.source.tcpStats, pool.backends)), backends: new Map() };
-    for (const b of pool.backends) reading.backends.set(b, frozen(backendTally(b, config.mode)));
+    const pools = poolsOf(this.source);
+    const all = pools.flatMap((p) => p.pool.backends);
+    const reading: Reading = { t, total: frozen(totalTally(traffic, config.mode, this.source.tcpStats, all)), backends: new Map(), routes: new Map() };
+    for (const p of pools) {
+      for (const b of p.pool.backends) {
+        reading.backends.set(b, frozen(backendTally(b, p.config.mode)));
+        this.ids.set(b, backendId(p.name, b));
+      }
+    }
+    for (const [name, stats] of this.source.routes?.entries() ?? []) reading.routes.set(name, frozen(totalTally(stats, "http")));
     const prev = this.readings[this.readings.length - 1];
     this.readings.push(reading);
     if (this.readings.length > this.windowSize + 1) this.readings.shift();
@@ -149,7 +161,7 @@ export class Sampler {
       inFlight += b.inFlight;
       const before = prev.backends.get(b);
       const fig = before ? pointFigures(windowBetween(before, tally, seconds), b.inFlight) : emptyPoint(b.inFlight);
-      backends[b.name] = fig;
+      backends[this.ids.get(b)!] = fig;
       let ring = this.backendSeries.get(b);
       if (ring === undefined) {
         ring = new SeriesRing(this.times.capacity, SERIES_COLUMNS);
@@ -160,6 +172,7 @@ export class Sampler {
     }
     // Backends removed from the pool take their history with them.
     for (const b of this.backendSeries.keys()) if (!reading.backends.has(b)) this.backendSeries.delete(b);
+    for (const b of this.ids.keys()) if (!reading.backends.has(b)) this.ids.delete(b);
     const total = pointFigures(windowBetween(prev.total, reading.total, seconds), inFlight);
     this.totalSeries.push(numeric(total));
     this.times.push({ t });
@@ -167,7 +180,7 @@ export class Sampler {
   }
 
   /** Figures over the last windowSize samples (fewer just after a start); undefined before two readings. */
-  window(): { seconds: number; total: WindowFigures; backends: Map<Backend, WindowFigures> } | undefined {
+  window(): { seconds: number; total: WindowFigures; backends: Map<Backend, WindowFigures>; routes: Map<string, WindowFigures> } | undefined {
     const first = this.readings[0];
     const last = this.readings[this.readings.length - 1];
     if (first === undefined || last === undefined || first === last) return undefined;
@@ -178,8 +191,15 @@ export class Sampler {
       if (from === undefined || from === last) continue;
       backends.set(b, windowBetween(from.backends.get(b)!, tally, (last.t - from.t) / 1000));
     }
+    const routes = new Map<string, WindowFigures>();
+    for (const [name, tally] of last.routes) {
+      // A route added inside the window (a reload) is measured from its first reading.
+      const from = this.readings.find((r) => r.routes.has(name));
+      if (from === undefined || from === last) continue;
+      routes.set(name, windowBetween(from.routes.get(name)!, tally, (last.t - from.t) / 1000));
+    }
     const seconds = (last.t - first.t) / 1000;
-    return { seconds, total: windowBetween(first.total, last.total, seconds), backends };
+    return { seconds, total: windowBetween(first.total, last.total, seconds), backends, routes };
   }
 
   history(): History {
@@ -190,7 +210,7 @@ export class Sampler {
       total: columns(this.totalSeries, n),
       backends: {},
     };
-    for (const [b, ring] of this.backendSeries) out.backends[b.name] = columns(ring, n);
+    for (const [b, ring] of this.backendSeries) out.backends[this.ids.get(b) ?? b.name] = columns(ring, n);
     return out;
   }
 

@@ -4,7 +4,6 @@
  * page, the event stream and /stats always agree.
  */
 import type { Backend, BackendState } from "../pool/backend.ts";
-import type { Pool } from "../pool/pool.ts";
 import { isStandby } from "../pool/tiers.ts";
 import type { TrafficStats } from "../stats/traffic.ts";
 import type { ProxyErrorCode } from "../errors.ts";
@@ -19,6 +18,10 @@ import type { BackendStatsPoller } from "./poller.ts";
 import type { ConfigStatus } from "../control/control.ts";
 import type { Change } from "../control/changes.ts";
 import type { RetryBudgetConfig } from "../forward/retry.ts";
+import {
+  backendId, poolsOf, routeStatsOf, routeSummaries, usersOfPools,
+  type PoolsSource, type PoolView, type RouteStatsSource, type RouteSummary, type TopologyConfig,
+} from "./topology.ts";
 
 /**
  * With `workers`, what /stats shows of one worker process. Declared here, by the view that
@@ -47,10 +50,16 @@ export interface WorkersFigures {
   list: WorkerFigures[];
 }
 
-export interface SnapshotSource {
-  readonly config: { readonly mode: Mode; readonly strategy: string; readonly retry?: { readonly budget: RetryBudgetConfig } };
-  readonly pool: Pool;
+/**
+ * What the admin views read. A BalancerContext fits: its `pools` (every named pool) and
+ * `routes` (each route's figures). A source of one pool may give `pool` alone (topology.ts
+ * poolsOf): it reads as the pool `default`.
+ */
+export interface SnapshotSource extends PoolsSource {
+  readonly config: TopologyConfig;
   readonly traffic: TrafficStats;
+  /** Each route's figures, by name (src/listener/routing.ts RouteTraffic). */
+  readonly routes?: RouteStatsSource;
   readonly startedAt: number;
   /** TCP mode's listener totals, when the balancer hands them over. */
   readonly tcpStats?: TcpStats;
@@ -80,6 +89,10 @@ export interface CheckFigures {
 
 export interface BackendFigures {
   name: string;
+  /** The pool it is in. */
+  pool: string;
+  /** What the admin API, `switchyard ctl` and the charts call it: "pool/backend", or the bare name in the pool `default`. */
+  id: string;
   url: string;
   state: BackendState;
   /** Healthy as far as probes and passive detection know (seed 001's "alive"). */
@@ -133,6 +146,50 @@ export interface BackendFigures {
   bytesOut?: number;
 }
 
+/** One pool: its state as a whole; its backends are the entries of `backends` with this `pool`. */
+export interface PoolFigures {
+  name: string;
+  mode: Mode;
+  strategy: string;
+  /** The ids of its backends, in order. */
+  members: string[];
+  backends: { total: number; available: number; standby: number } & Record<BackendState, number>;
+  activePriority: number | null;
+  panic: { active: boolean; threshold: number; entered: number; picks: number };
+  /** HTTP pools: retries the pool's retry budget refused, all time, and the budget configured. */
+  retryBudget?: { exhausted: number; budget: RetryBudgetConfig | null };
+  inFlight: number;
+  /** Tries (TCP: connections) sent to its backends, all time. */
+  requests: number;
+  /** The routes that forward to it, and the TCP listeners whose own pool it is. */
+  routes: string[];
+  listeners: string[];
+}
+
+/** A route's traffic: responses it sent, all time and over the window. */
+export interface RouteTrafficFigures {
+  /** Requests it answered or that the client abandoned. */
+  requests: number;
+  rps: number | null;
+  responses: ClassCounts;
+  /** 4xx/5xx answered by backends (or by the route's respond), and the balancer's own error answers. */
+  errors: ErrorRates & { total: number };
+  errorRate: ErrorRates | null;
+  /** Its requests the balancer answered itself, by code (only codes with a count). */
+  proxyErrors: Partial<Record<ProxyErrorCode, number>>;
+  latencyMs: Percentiles | null;
+  latencyMsAllTime: Percentiles | null;
+}
+
+/** One route: as configured (topology.ts), and its traffic. */
+export interface RouteFigures extends RouteSummary {
+  /**
+   * Null where this process does not count the route: an SNI route (its connections are in
+   * totals.tcp and its pool's backends), or with `workers` (the workers route the requests).
+   */
+  traffic: RouteTrafficFigures | null;
+}
+
 export interface StatsDocument {
   balancer: {
     mode: Mode;
@@ -145,12 +202,16 @@ export interface StatsDocument {
     windowSeconds: number;
     /** `standby`: backends in a tier worse than the active one (see activePriority). */
     backends: { total: number; available: number; standby: number } & Record<BackendState, number>;
-    /** The priority of the tier taking new traffic (pool/tiers.ts); null when no backend is available. */
+    /**
+     * The priority of the tier taking new traffic (pool/tiers.ts); null when no backend is
+     * available. With several pools, the first pool's (each pool's own is in `pools`).
+     */
     activePriority: number | null;
     /**
      * Panic mode (Envoy's healthy panic threshold, pool.ts): whether the pool balances over
      * every backend in service now, its threshold (%), how often it began, and the picks
-     * (requests; TCP: connections) made in it, all time.
+     * (requests; TCP: connections) made in it, all time. With several pools: active when any
+     * pool is, the first pool's threshold, counts summed (each pool's own is in `pools`).
      */
     panic: { active: boolean; threshold: number; entered: number; picks: number };
   };
@@ -172,8 +233,9 @@ export interface StatsDocument {
     localErrors: Record<LocalCode, number>;
     retries: number;
     /**
-     * HTTP mode: the pool's retry budget. Retries it refused (each request got its last
-     * failure), all time; the budget as configured (false: off; null: the source does not say).
+     * HTTP mode: the pools' retry budgets. Retries they refused (each request got its last
+     * failure), all time, summed over the pools; the top-level budget as configured (false:
+     * off; null: the source does not say). Each pool's own is in `pools`.
      */
     retryBudget?: { exhausted: number; budget: RetryBudgetConfig | null };
     latencyMs: Percentiles | null;
@@ -184,7 +246,12 @@ export interface StatsDocument {
     /** TCP mode: the listener's own counters (see src/tcp/stats.ts). */
     tcp?: TcpStats;
   };
+  /** Every backend of every pool, pool by pool; `pool` says which. */
   backends: BackendFigures[];
+  /** Each pool: its backends' states, panic mode, retry budget, and who sends to it. */
+  pools: PoolFigures[];
+  /** Each route of the config in force, in order: what it matches and does, and its traffic. */
+  routes: RouteFigures[];
   /** Config version, when it was loaded, the last reload's outcome (absent without a control plane). */
   config?: ConfigStatus;
   /** The last changes made while running, oldest first. */
@@ -194,32 +261,50 @@ export interface StatsDocument {
 }
 
 export function buildSnapshot(src: SnapshotSource, sampler: Sampler, poller: BackendStatsPoller, now = Date.now()): StatsDocument {
-  const { pool, traffic, config } = src;
+  const { traffic, config } = src;
   const win = sampler.window();
-  const states: Record<BackendState, number> = { up: 0, down: 0, draining: 0, ejected: 0, "slow-starting": 0 };
+  const pools = poolsOf(src);
+  const users = usersOfPools(config);
+  const states: Record<BackendState, number> = emptyStates();
   let available = 0;
   let standby = 0;
-  const active = pool.activePriority(now);
   let inFlight = 0;
   let webSockets = 0;
   let bytesIn = 0;
   let bytesOut = 0;
   let connections = 0;
-  const backends = pool.backends.map((b) => {
-    const fig = backendFigures(b, config.mode, win?.backends.get(b), poller, now, active);
-    states[fig.state]++;
-    if (fig.available) available++;
-    if (fig.standby) standby++;
-    inFlight += b.inFlight;
-    webSockets += b.stats.webSockets;
-    bytesIn += b.stats.bytesIn;
-    bytesOut += b.stats.bytesOut;
-    connections += b.acquired;
-    return fig;
-  });
-  const total = totalTally(traffic, config.mode, src.tcpStats, pool.backends);
+  const backends: BackendFigures[] = [];
+  const poolFigures: PoolFigures[] = [];
+  for (const p of pools) {
+    const pf = poolFiguresOf(p, users.get(p.name), now);
+    poolFigures.push(pf);
+    const active = pf.activePriority ?? undefined;
+    for (const b of p.pool.backends) {
+      const fig = backendFigures(b, p, win?.backends.get(b), poller, now, active);
+      backends.push(fig);
+      pf.members.push(fig.id);
+      pf.backends[fig.state]++;
+      pf.backends.total++;
+      pf.inFlight += b.inFlight;
+      pf.requests += fig.requests;
+      if (fig.available) pf.backends.available++;
+      if (fig.standby) pf.backends.standby++;
+      states[fig.state]++;
+      if (fig.available) available++;
+      if (fig.standby) standby++;
+      inFlight += b.inFlight;
+      webSockets += b.stats.webSockets;
+      bytesIn += b.stats.bytesIn;
+      bytesOut += b.stats.bytesOut;
+      connections += b.acquired;
+    }
+  }
+  const all = pools.flatMap((p) => p.pool.backends);
+  const total = totalTally(traffic, config.mode, src.tcpStats, all);
   const tcp = config.mode === "tcp" || bytesIn > 0 || bytesOut > 0;
   const uptimeSeconds = Math.floor((now - src.startedAt) / 1000);
+  const first = poolFigures[0];
+  const http = pools.filter((p) => p.config.mode === "http");
   return {
     balancer: {
       mode: config.mode,
@@ -230,8 +315,13 @@ export function buildSnapshot(src: SnapshotSource, sampler: Sampler, poller: Bac
       now: new Date(now).toISOString(),
       windowSeconds: win?.seconds ?? 0,
       backends: { total: backends.length, available, standby, ...states },
-      activePriority: active ?? null,
-      panic: { active: pool.panicking(now), threshold: pool.panicThreshold, ...pool.panic },
+      activePriority: first?.activePriority ?? null,
+      panic: {
+        active: poolFigures.some((p) => p.panic.active),
+        threshold: first?.panic.threshold ?? 0,
+        entered: sum(poolFigures, (p) => p.panic.entered),
+        picks: sum(poolFigures, (p) => p.panic.picks),
+      },
     },
     totals: {
       requests: total.units,
@@ -245,7 +335,7 @@ export function buildSnapshot(src: SnapshotSource, sampler: Sampler, poller: Bac
       localErrors: { ...traffic.localErrors },
       retries: config.mode === "tcp" && src.tcpStats ? src.tcpStats.retries : traffic.retries,
       ...(config.mode === "http"
-        ? { retryBudget: { exhausted: pool.retryBudget.exhausted, budget: config.retry ? budgetOf(config.retry.budget) : null } }
+        ? { retryBudget: { exhausted: sum(http, (p) => p.pool.retryBudget.exhausted), budget: config.retry ? budgetOf(config.retry.budget) : null } }
         : {}),
       latencyMs: win?.total.latencyMs ?? null,
       latencyMsAllTime: percentiles(total.latency),
@@ -253,19 +343,99 @@ export function buildSnapshot(src: SnapshotSource, sampler: Sampler, poller: Bac
       ...(src.tcpStats ? { tcp: { ...src.tcpStats } } : {}),
     },
     backends,
+    pools: poolFigures,
+    routes: routeFigures(src, win?.routes),
     ...(src.control ? { config: src.control.status() } : {}),
     ...(src.changes ? { changes: src.changes.recent(RECENT_CHANGES) } : {}),
     ...(src.workers ? { workers: src.workers.figures() } : {}),
   };
 }
 
-function backendFigures(b: Backend, mode: Mode, w: WindowFigures | undefined, poller: BackendStatsPoller, now: number, active: number | undefined): BackendFigures {
+function emptyStates(): Record<BackendState, number> {
+  return { up: 0, down: 0, draining: 0, ejected: 0, "slow-starting": 0 };
+}
+
+function sum<T>(xs: readonly T[], f: (x: T) => number): number {
+  let n = 0;
+  for (const x of xs) n += f(x);
+  return n;
+}
+
+/** A pool's own figures; `members` and the backend counts are filled in by the caller, backend by backend. */
+function poolFiguresOf(p: PoolView, users: { routes: string[]; listeners: string[] } | undefined, now: number): PoolFigures {
+  const { pool, config } = p;
+  return {
+    name: p.name,
+    mode: config.mode,
+    strategy: config.strategy,
+    members: [],
+    backends: { total: 0, available: 0, standby: 0, ...emptyStates() },
+    activePriority: pool.activePriority(now) ?? null,
+    panic: { active: pool.panicking(now), threshold: pool.panicThreshold, ...pool.panic },
+    ...(config.mode === "http" ? { retryBudget: { exhausted: pool.retryBudget.exhausted, budget: config.retry ? budgetOf(config.retry.budget) : null } } : {}),
+    inFlight: 0,
+    requests: 0,
+    routes: users?.routes ?? [],
+    listeners: users?.listeners ?? [],
+  };
+}
+
+/** Each pool's figures, backend counts included (the admin API's pool list). */
+export function poolFigures(src: PoolsSource, now = Date.now()): PoolFigures[] {
+  const users = usersOfPools(src.config);
+  return poolsOf(src).map((p) => {
+    const f = poolFiguresOf(p, users.get(p.name), now);
+    const active = f.activePriority ?? undefined;
+    for (const b of p.pool.backends) {
+      const state = b.state(now);
+      f.members.push(backendId(p.name, b));
+      f.backends.total++;
+      f.backends[state]++;
+      if (b.available(now)) f.backends.available++;
+      if (isStandby(b, active)) f.backends.standby++;
+      f.inFlight += b.inFlight;
+      f.requests += backendTally(b, p.config.mode).units;
+    }
+    return f;
+  });
+}
+
+/** Each route of the config, with its traffic where this process counts it. */
+export function routeFigures(src: { readonly config: TopologyConfig; readonly routes?: RouteStatsSource }, windows?: Map<string, WindowFigures>): RouteFigures[] {
+  const stats = routeStatsOf(src);
+  return routeSummaries(src.config).map((r) => {
+    const t = r.sni ? undefined : stats.get(r.name);
+    return { ...r, traffic: t === undefined ? null : routeTraffic(t, windows?.get(r.name)) };
+  });
+}
+
+/** A route's figures from its TrafficStats (all time) and the sampler's window. */
+export function routeTraffic(t: TrafficStats, w?: WindowFigures): RouteTrafficFigures {
+  const tally = totalTally(t, "http");
+  const proxyErrors: Partial<Record<ProxyErrorCode, number>> = {};
+  for (const [code, n] of Object.entries(t.proxyErrors) as [ProxyErrorCode, number][]) if (n > 0) proxyErrors[code] = n;
+  return {
+    requests: tally.units,
+    rps: w?.rate ?? null,
+    responses: classCounts(responsesByClass(t)),
+    errors: { "4xx": tally.c4, "5xx": tally.c5, proxy: tally.proxy, total: tally.c4 + tally.c5 + tally.proxy },
+    errorRate: w?.errorRate ?? null,
+    proxyErrors,
+    latencyMs: w?.latencyMs ?? null,
+    latencyMsAllTime: percentiles(tally.latency),
+  };
+}
+
+function backendFigures(b: Backend, p: PoolView, w: WindowFigures | undefined, poller: BackendStatsPoller, now: number, active: number | undefined): BackendFigures {
+  const mode = p.config.mode;
   const s = b.stats;
   const t = backendTally(b, mode);
   const reported = poller.get(b);
   const check = b.lastCheck;
   const fig: BackendFigures = {
     name: b.name,
+    pool: p.name,
+    id: backendId(p.name, b),
     url: b.url.href,
     state: b.state(now),
     alive: b.isHealthy,
