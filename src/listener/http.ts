@@ -100,7 +100,7 @@ function buildProxy(config: Config, listener: ListenerConfig, ctx: ListenerConte
 }
 
 /** The largest body any route of the config takes: Bun.serve's own limit (a route's smaller one is the handler's). */
-function largestBody(config: Config): number {
+export function largestBody(config: Config): number {
   let max = config.limits.maxBodySize;
   for (const r of config.routes) {
     const own = (r as { limits?: { maxBodySize?: number } }).limits?.maxBodySize;
