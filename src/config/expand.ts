@@ -12,7 +12,7 @@
  */
 import * as v from "valibot";
 import { ConfigSchema, POOL_OPTIONS, type Config, type ListenerConfig, type PoolConfig } from "./schema.ts";
-import type { RouteConfig } from "../route/schema.ts";
+import { routeWarnings, type RouteConfig } from "../route/schema.ts";
 
 type Raw = Record<string, unknown>;
 
@@ -211,4 +211,20 @@ function isObject(x: unknown): x is Raw {
 function show(x: unknown): string {
   const s = JSON.stringify(x);
   return s === undefined ? String(x) : s.length > 60 ? `${s.slice(0, 57)}...` : s;
+}
+
+/**
+ * The config as `switchyard check` prints it: the expanded form (listeners, pools, routes and
+ * the global options), without the single-pool form's `listen` and `mode`, which the listener
+ * `default` now says.
+ */
+export function expandedView(config: Config): Record<string, unknown> {
+  const { listen: _listen, mode: _mode, ...rest } = config;
+  return rest;
+}
+
+/** What `check` warns about: routes an earlier one hides entirely, pools nothing uses. */
+export function configWarnings(config: Config): string[] {
+  const tcpPools = config.listeners.flatMap((l) => (l.pool !== undefined ? [l.pool] : []));
+  return routeWarnings(config.routes, Object.keys(config.pools), tcpPools);
 }
