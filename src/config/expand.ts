@@ -27,7 +27,13 @@ export const DEFAULT_NAME = "default";
  */
 export function poolModes(raw: Raw): Map<string, "http" | "tcp"> {
   const modes = new Map<string, "http" | "tcp">();
-  for (const name of rawPoolNames(raw)) modes.set(name, "http");
+  // A pool nothing sends to (yet) is of the kind its addresses say: tcp:// or http(s)://.
+  for (const [name] of rawPools(raw)) modes.set(name, "http");
+  const used = new Set(routesOfRaw(raw).flatMap(routePools));
+  for (const [name, pool] of rawPools(raw)) {
+    const urls = Array.isArray(pool.backends) ? pool.backends.map((b) => (isObject(b) ? b.url : undefined)) : [];
+    if (!used.has(name) && urls.length > 0 && urls.every((u) => typeof u === "string" && /^tcp:\/\//i.test(u))) modes.set(name, "tcp");
+  }
   for (const l of rawListeners(raw)) {
     if (l.mode !== "tcp") continue;
     if (typeof l.pool === "string") modes.set(l.pool, "tcp");
@@ -133,6 +139,10 @@ export function shapeProblems(raw: Raw): string[] {
 /** How a listener is named in messages: `listen` in the single-pool form, else `listeners[i]`. */
 export function listenerPath(raw: Raw, i: number): string {
   return raw.listeners === undefined ? "listen" : `listeners[${i}]`;
+}
+
+function routesOfRaw(raw: Raw): Raw[] {
+  return Array.isArray(raw.routes) ? raw.routes.filter(isObject) : [];
 }
 
 /** Every pool a route sends to: its pool, its split's, its mirror's. */

@@ -54,7 +54,7 @@ export class ListenerSet {
     for (const lc of config.listeners) {
       const known = this.entries.get(lc.name);
       if (known !== undefined && prev !== undefined && bindingOf(known.listener.config, prev) === bindingOf(lc, config)) {
-        if (known.tls !== undefined && lc.tls !== undefined) lines.push(...known.tls.reload(lc.tls).map((l) => l.replace(/^listen\.tls/, `listeners.${lc.name}.tls`)));
+        if (known.tls !== undefined && lc.tls !== undefined) lines.push(...known.tls.reload(lc.tls).map((l) => (lc.name === "default" ? l : l.replace(/^listen\.tls/, `listeners.${lc.name}.tls`))));
         known.listener.reconfigure(config, lc);
         continue;
       }
