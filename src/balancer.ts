@@ -253,7 +253,7 @@ export class Balancer implements BalancerContext {
     return {
       pools, traffic: this.traffic, routes: this.routes, mirrors: this.mirrors, tcpStats: this.tcpStats ?? new TcpStats(), logger: this.logger,
       accessLog: (c) => this.accessLogFor(c), lifecycle: this.lifecycle,
-      portFor: (key, host, port) => this.portFor(key, host, port), reusePort: true,
+      portFor: (key, host, port) => this.portFor(key, host, port),
     };
   }
 

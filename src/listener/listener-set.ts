@@ -7,7 +7,7 @@
  */
 import type { Config, ListenerConfig } from "../config/schema.ts";
 import type { Backend } from "../pool/backend.ts";
-import { readTlsMaterial, type TlsMaterial } from "../tls/certificates.ts";
+import type { TlsMaterial } from "../tls/certificates.ts";
 import { TlsTermination } from "../tls/termination.ts";
 import { HttpListener, largestBody } from "./http.ts";
 import { TcpListener } from "./tcp.ts";
@@ -98,9 +98,4 @@ export class ListenerSet {
   async stop(graceful: boolean, grace: number, handover: boolean): Promise<void> {
     await Promise.all([...this.entries.values()].map((e) => e.listener.stop(graceful, grace, handover)));
   }
-}
-
-/** A listener's certificates, read as a worker reads them (it has no TlsTermination to follow). */
-export function tlsOf(lc: ListenerConfig): TlsMaterial | undefined {
-  return lc.tls !== undefined ? readTlsMaterial(lc.tls) : undefined;
 }
