@@ -29,7 +29,7 @@ import { Control, type Actor, type ApplyReport, type ReloadReport } from "./cont
 import type { Predecessor, UpgradeReport } from "./control/upgrade.ts";
 import { ChangeLog } from "./control/changes.ts";
 import { ConfigWatcher } from "./control/watch.ts";
-import { diffPaths, inForce, restartNeeded } from "./control/diff.ts";
+import { diffPaths, forDiff, inForce, restartNeeded } from "./control/diff.ts";
 import { resolveWorkers, WorkerSupervisor } from "./workers/supervisor.ts";
 import { serveRedirect } from "./tls/redirect.ts";
 import { ListenerSet } from "./listener/listener-set.ts";
@@ -229,7 +229,7 @@ export class Balancer implements BalancerContext {
     const prev = this.running;
     const later = restartNeeded(prev, next);
     const target = inForce(prev, next);
-    const lines = diffPaths(withoutBackends(prev), withoutBackends(target));
+    const lines = diffPaths(forDiff(prev), forDiff(target));
     lines.push(...(await this.pools.apply(target)));
     this.routes.keep(target.routes.map((r) => r.name));
     if (this.listeners !== undefined) lines.push(...(await this.listeners.apply(target, prev)));
@@ -253,7 +253,7 @@ export class Balancer implements BalancerContext {
     return {
       pools, traffic: this.traffic, routes: this.routes, mirrors: this.mirrors, tcpStats: this.tcpStats ?? new TcpStats(), logger: this.logger,
       accessLog: (c) => this.accessLogFor(c), lifecycle: this.lifecycle,
-      portFor: (key, host, port) => this.portFor(key, host, port), reusePort: true,
+      portFor: (key, host, port) => this.portFor(key, host, port),
     };
   }
 
@@ -422,10 +422,6 @@ export function startBalancer(initial: Config, opts: BalancerOptions = {}): Prom
   return Balancer.start(initial, opts);
 }
 
-function withoutBackends(c: Config): Record<string, unknown> {
-  const { pools, ...rest } = c;
-  return { ...rest, pools: Object.fromEntries(Object.entries(pools).map(([n, { backends: _, ...p }]) => [n, p])) };
-}
 
 /** The admin listener, apart from the proxy port so that it is never reachable through it. */
 function serveAdmin(host: string, port: number, app: AdminApp): Server<unknown> {

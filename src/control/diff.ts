@@ -25,6 +25,10 @@ export function diffPaths(a: unknown, b: unknown, prefix = ""): string[] {
     const keys = [...new Set([...Object.keys(a), ...Object.keys(b)])];
     return keys.flatMap((k) => diffPaths(a[k], b[k], prefix ? `${prefix}.${k}` : k));
   }
+  // Lists of objects of one length (listeners, routes) by position: "listeners[0].port 8000 -> 9000".
+  if (Array.isArray(a) && Array.isArray(b) && a.length === b.length && a.every(isObject) && b.every(isObject)) {
+    return a.flatMap((x, i) => diffPaths(x, b[i], `${prefix}[${i}]`));
+  }
   if (JSON.stringify(a) === JSON.stringify(b)) return [];
   if (/(^|\.)token$/.test(prefix)) return [`${prefix} changed`];
   return [`${prefix} ${show(a)} -> ${show(b)}`];
@@ -37,7 +41,9 @@ export function restartNeeded(running: Config, next: Config): string[] {
   const n = next as Record<string, unknown>;
   for (const k of listenerKeys(running)) out.push(...diffPaths(withoutTls(r[k], n[k]), withoutTls(n[k], r[k]), k));
   out.push(...diffPaths(adminAddress(running), adminAddress(next), "admin"));
-  if (running.engine === "fetch" && running.workers !== 1 && running.listeners.some((l) => l.mode === "http")) {
+  // With workers, the fetch engine's Bun.serve options are fixed when the workers bind; one
+  // process binds such a listener anew instead (src/listener/listener-set.ts).
+  if (fetchFixed(running)) {
     out.push(...diffPaths(running.timeouts.idle, next.timeouts.idle, "timeouts.idle"));
     out.push(...diffPaths(running.limits.maxBodySize, next.limits.maxBodySize, "limits.maxBodySize"));
   }
@@ -62,11 +68,41 @@ export function inForce(running: Config, next: Config): Config {
   out.admin = running.admin === false || next.admin === false
     ? running.admin
     : { ...next.admin, host: running.admin.host, port: running.admin.port, allowedHosts: running.admin.allowedHosts };
-  if (running.engine === "fetch" && running.workers !== 1 && running.listeners.some((l) => l.mode === "http")) {
+  if (fetchFixed(running)) {
     out.timeouts = { ...next.timeouts, idle: running.timeouts.idle };
     out.limits = { ...next.limits, maxBodySize: running.limits.maxBodySize };
   }
   return out as Config;
+}
+
+function fetchFixed(c: Config): boolean {
+  return c.engine === "fetch" && c.workers !== 1 && c.listeners.some((l) => l.mode === "http");
+}
+
+/**
+ * A config for diffPaths: each pool with only what it sets apart from the top level (in the
+ * single-pool form, nothing), so that a change to a top-level option is said once, not once
+ * more for every pool that inherits it. Backends are left to reconcile's own lines.
+ */
+export function forDiff(c: Config): Record<string, unknown> {
+  const top = c as unknown as Record<string, unknown>;
+  const pools = Object.fromEntries(
+    Object.entries(c.pools).map(([name, p]) => {
+      const own: Record<string, unknown> = {};
+      for (const [k, v] of Object.entries(p)) {
+        if (k === "backends" || k === "name") continue;
+        const inherited = k === "timeouts" || k === "limits" ? pick(top[k], Object.keys(v as object)) : top[k];
+        if (JSON.stringify(v) !== JSON.stringify(inherited)) own[k] = v;
+      }
+      return [name, own];
+    }),
+  );
+  return { ...c, pools };
+}
+
+function pick(o: unknown, keys: string[]): unknown {
+  if (!isObject(o)) return o;
+  return Object.fromEntries(keys.map((k) => [k, o[k]]));
 }
 
 /** What the admin listener is given when it opens: its address and the Host names it answers. */

@@ -180,7 +180,7 @@ export function runWorker(): Promise<number> {
           if (m.config.listeners.some((l) => l.mode === "tcp")) tcpStats = new TcpStats();
           listeners = new ListenerSet({
             pools, traffic, routes, mirrors: new MirrorFactory(() => running?.retry.timeout ?? 15_000), tcpStats: tcpStats ?? new TcpStats(), logger,
-            accessLog: accessLogFor, lifecycle, portFor: () => port, reusePort: true,
+            accessLog: accessLogFor, lifecycle, portFor: () => port,
           });
           listeners.apply(m.config).then(ready, (e: unknown) => failed(e));
           return;
