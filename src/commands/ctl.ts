@@ -8,19 +8,27 @@ import { parseArgs } from "node:util";
 import { TOKEN_ENV } from "../admin/auth.ts";
 import type { BackendReport, DrainReport, ReloadReport, RemoveReport } from "../control/control.ts";
 import type { UpgradeReport } from "../control/upgrade.ts";
+import type { PoolReport, RouteReport } from "../admin/api.ts";
 
 export const CTL_HELP = `Usage: switchyard ctl [--admin URL] [--token T] COMMAND
 
 Talks to a running balancer's admin API.
 
 Commands:
+  pools [POOL]                 list the pools: mode, strategy, backends available, panic mode,
+                               retries over budget, routes; with POOL, that pool and its backends
+  routes                       list the routes in order: match, action, listeners, requests by class
   backends                     list the backends: state, weight, in flight
   drain NAME [--wait DURATION] no new requests for NAME; with --wait, wait for in-flight work to end
   enable NAME                  NAME takes new requests again
   weight NAME N                set NAME's weight (1 to 1000)
-  add NAME URL [--weight N]    add a backend
+  add NAME URL [--weight N] [--pool P]
+                               add a backend (to pool P, or the pool NAME names as POOL/NAME;
+                               with a single pool, to it)
   remove NAME [--deadline D]   drain NAME, wait for in-flight work (up to D, default 30s), remove it
   health NAME down|up|auto     hold NAME down or up for maintenance; auto hands it back to health checks
+
+A backend NAME is POOL/BACKEND, or the backend's name alone where no other pool has one so named.
   reload                       read the balancer's config file again and apply it
   upgrade                      replace the balancer's process by a new one of the binary on disk
 
@@ -74,6 +82,7 @@ export async function runCtl(argv: string[], env: Record<string, string | undefi
         wait: { type: "string" },
         deadline: { type: "string" },
         weight: { type: "string" },
+        pool: { type: "string" },
         help: { type: "boolean" },
       },
       allowPositionals: true,
@@ -133,12 +142,18 @@ export async function runCtl(argv: string[], env: Record<string, string | undefi
 }
 
 /** The API request for a command line, or what is wrong with it. */
-function request(args: string[], flags: { wait?: string; deadline?: string; weight?: string }): Request | string {
+function request(args: string[], flags: { wait?: string; deadline?: string; weight?: string; pool?: string }): Request | string {
   const [cmd, ...rest] = args;
   const need = (n: number, usage: string): string | undefined =>
     rest.length === n ? undefined : `${cmd}: expected ${usage}, got ${rest.length === 0 ? "nothing" : JSON.stringify(rest.join(" "))}`;
   const name = encodeURIComponent(rest[0] ?? "");
   switch (cmd) {
+    case "pools":
+      if (rest.length > 1) return `pools: expected nothing or POOL, got ${JSON.stringify(rest.join(" "))}`;
+      if (rest.length === 1) return { method: "GET", path: `/api/pools/${name}`, print: (a) => poolDetail(a as PoolReport) };
+      return { method: "GET", path: "/api/pools", print: (a) => poolTable((a as { pools: PoolReport[] }).pools) };
+    case "routes":
+      return need(0, "no arguments") ?? { method: "GET", path: "/api/routes", print: (a) => routeTable((a as { routes: RouteReport[] }).routes) };
     case "backends":
       return need(0, "no arguments") ?? { method: "GET", path: "/api/backends", print: (a) => table((a as { backends: BackendReport[] }).backends) };
     case "drain": {
@@ -147,7 +162,7 @@ function request(args: string[], flags: { wait?: string; deadline?: string; weig
         method: "POST", path: `/api/backends/${name}/drain${wait}`,
         print: (a) => {
           const r = a as DrainReport;
-          return `${r.name}: ${r.state}, ${r.inFlight} in flight${flags.wait ? (r.drained ? ` (drained in ${r.waitedMs}ms)` : ` (still busy after ${r.waitedMs}ms)`) : ""}`;
+          return `${idOf(r)}: ${r.state}, ${r.inFlight} in flight${flags.wait ? (r.drained ? ` (drained in ${r.waitedMs}ms)` : ` (still busy after ${r.waitedMs}ms)`) : ""}`;
         },
       };
     }
@@ -163,7 +178,12 @@ function request(args: string[], flags: { wait?: string; deadline?: string; weig
     case "add": {
       const bad = need(2, "NAME URL");
       if (bad) return bad;
-      const body: Record<string, unknown> = { name: rest[0], url: rest[1] };
+      // POOL/NAME names the pool, unless --pool does (then NAME is the backend's whole name).
+      const slash = rest[0]!.indexOf("/");
+      const pool = flags.pool ?? (slash > 0 ? rest[0]!.slice(0, slash) : undefined);
+      const backend = flags.pool === undefined && slash > 0 ? rest[0]!.slice(slash + 1) : rest[0]!;
+      const body: Record<string, unknown> = { name: backend, url: rest[1] };
+      if (pool !== undefined) body.pool = pool;
       if (flags.weight !== undefined) {
         if (!/^\d+$/.test(flags.weight)) return `--weight: got ${JSON.stringify(flags.weight)}, expected a whole number from 1 to 1000`;
         body.weight = Number(flags.weight);
@@ -212,14 +232,60 @@ function request(args: string[], flags: { wait?: string; deadline?: string; weig
   }
 }
 
-function line(b: BackendReport): string {
-  return `${b.name}: ${b.state}${b.forced ? ` (forced ${b.forced})` : ""}, weight ${b.weight}, ${b.inFlight} in flight`;
+/** What ctl and the API call a backend: "pool/backend", the bare name in the pool `default`. */
+function idOf(b: BackendReport): string {
+  return b.pool === undefined || b.pool === "default" ? b.name : `${b.pool}/${b.name}`;
 }
 
-/** Columns padded to their widest cell. */
+function line(b: BackendReport): string {
+  return `${idOf(b)}: ${b.state}${b.forced ? ` (forced ${b.forced})` : ""}, weight ${b.weight}, ${b.inFlight} in flight`;
+}
+
 function table(rows: BackendReport[]): string {
   const head = ["NAME", "STATE", "WEIGHT", "IN FLIGHT", "REQUESTS", "URL", "REASON"];
-  const cells = rows.map((b) => [b.name, b.forced ? `${b.state} (forced)` : b.state, String(b.weight), String(b.inFlight), String(b.requests), b.url, b.reason]);
+  return columns(head, rows.map((b) => [idOf(b), b.forced ? `${b.state} (forced)` : b.state, String(b.weight), String(b.inFlight), String(b.requests), b.url, b.reason]));
+}
+
+function panicOf(p: PoolReport): string {
+  return p.panic.active ? `PANIC (<${p.panic.threshold}%)` : "no";
+}
+
+function poolTable(pools: PoolReport[]): string {
+  const head = ["POOL", "MODE", "STRATEGY", "AVAILABLE", "PANIC", "OVER BUDGET", "IN FLIGHT", "REQUESTS", "USED BY"];
+  return columns(head, pools.map((p) => [
+    p.name, p.mode, p.strategy, `${p.states.available}/${p.states.total}`, panicOf(p), p.retryBudget ? String(p.retryBudget.exhausted) : "-",
+    String(p.inFlight), String(p.requests), usedBy(p),
+  ]));
+}
+
+function usedBy(p: PoolReport): string {
+  return [...p.routes.map((r) => `route ${r}`), ...p.listeners.map((l) => `listener ${l}`)].join(", ") || "-";
+}
+
+function poolDetail(p: PoolReport): string {
+  const budget = p.retryBudget ? `, ${p.retryBudget.exhausted} retries over budget` : "";
+  const head = `pool ${p.name}: ${p.mode}, ${p.strategy}, ${p.states.available}/${p.states.total} available, panic ${panicOf(p)}${budget}; used by ${usedBy(p)}`;
+  return `${head}\n${table(p.backends)}`;
+}
+
+function routeTable(routes: RouteReport[]): string {
+  const head = ["ROUTE", "MATCH", "ACTION", "LISTENERS", "REQUESTS", "2XX", "3XX", "4XX", "5XX", "P50 MS", "P99 MS"];
+  const n = (x: number | undefined) => (x === undefined ? "-" : String(x));
+  return columns(head, routes.map((r) => {
+    const t = r.traffic;
+    const action = r.action === "split" ? `split ${r.split!.map((s) => `${s.pool}:${s.weight}`).join(",")}`
+      : r.action === "pool" ? `pool ${r.pools.join(",")}` : `${r.action} ${r.target ?? ""}`.trim();
+    const lat = t?.latencyMsAllTime;
+    return [
+      r.name, r.match, action + (r.mirror ? ` (mirror ${r.mirror.pool} ${r.mirror.percent}%)` : ""), r.listeners.join(",") || "-",
+      n(t?.requests), n(t?.responses["2xx"]), n(t?.responses["3xx"]), n(t?.responses["4xx"]), n(t?.responses["5xx"]),
+      lat ? String(lat.p50) : "-", lat ? String(lat.p99) : "-",
+    ];
+  }));
+}
+
+/** Columns padded to their widest cell; the last one is not padded. */
+function columns(head: string[], cells: string[][]): string {
   const widths = head.map((h, i) => Math.max(h.length, ...cells.map((r) => r[i]!.length)));
   const fmt = (r: string[]) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join("  ");
   return [fmt(head), ...cells.map(fmt)].join("\n");
