@@ -18,6 +18,11 @@ import { fakeSource } from "./fixtures.ts";
 import { startStack, traffic, type Stack } from "./helpers.ts";
 import { waitFor } from "../helpers/wait.ts";
 import { requirePrograms } from "../helpers/system.ts";
+import { startBalancer } from "../../src/balancer.ts";
+import { validateConfig } from "../../src/config/load.ts";
+import { memoryLogger } from "../../src/log/logger.ts";
+import { startCluster } from "../../sim/cluster.ts";
+import { testEngine } from "../helpers/balancer.ts";
 
 const browser = requirePrograms("the dashboard browser tests", { chromium: "chromium" });
 const SKIP = browser.skip;
@@ -203,6 +208,72 @@ describe.skipIf(SKIP)("dashboard in Chromium", () => {
       await page.click('#backends tr[data-backend="backend-2"] button.toggle');
       await waitFor(() => b2.stats.requests > b2Requests, "backend-2 to take traffic again");
     });
+  }, 30_000);
+
+  test("several pools: backends grouped under their pool, each route's figures, a drain from a row names pool/backend", async () => {
+    const TOKEN = "browser-test-token-0123456789";
+    const sims = await startCluster({ count: 3, basePort: 0 });
+    const lb = await startBalancer(
+      validateConfig({
+        ...testEngine(),
+        admin: { host: "127.0.0.1", port: 0, token: TOKEN },
+        log: { access: false },
+        healthCheck: { path: "/health", interval: "150ms", timeout: "500ms", fall: 1, rise: 1 },
+        listeners: [{ name: "main", host: "127.0.0.1", port: 0 }],
+        pools: {
+          api: { backends: [{ name: "b1", url: sims.backends[0]!.url }, { name: "b2", url: sims.backends[1]!.url }] },
+          web: { strategy: "round-robin", backends: [{ name: "b1", url: sims.backends[2]!.url }] },
+        },
+        routes: [
+          { name: "api", match: { path: "/api" }, pool: "api" },
+          { name: "site", pool: "web" },
+        ],
+      }),
+      { env: {}, logger: memoryLogger() },
+    );
+    let running = true;
+    const loops = ["/api/x", "/"].map(async (path) => {
+      while (running) await (await fetch(`${lb.url}${path}`)).arrayBuffer().catch(() => {});
+    });
+    const { page, errors } = await openPage();
+    try {
+      await page.goto(`${lb.adminUrl}/`);
+      await page.waitForSelector('#live[data-state="live"]', { timeout: 5000 });
+      await page.waitForFunction(() => document.querySelectorAll('#backends tbody tr[data-state="up"]').length === 3, undefined, { timeout: 5000 });
+      // Each pool's header row, then its backends, named pool/backend.
+      const rows = await page.$$eval("#backends tbody tr", (trs) => trs.map((tr) => ((tr as HTMLElement).classList.contains("poolrow") ? `pool:${(tr as HTMLElement).dataset.pool}` : (tr as HTMLElement).dataset.backend)));
+      expect(rows).toEqual(["pool:api", "api/b1", "api/b2", "pool:web", "web/b1"]);
+      expect(await page.textContent('#backends tr.poolrow[data-pool="web"]')).toContain("pool web · round-robin · 1 / 1 available · routes site");
+      expect(await page.textContent('#backends tr[data-backend="web/b1"] .name')).toBe("b1");
+      expect(await page.textContent("#strategy")).toBe("per pool");
+
+      // The routes, in order, with their traffic.
+      await page.waitForSelector("#routes-panel", { state: "visible", timeout: 3000 });
+      expect(await page.$$eval("#routes tbody tr", (trs) => trs.map((tr) => (tr as HTMLElement).dataset.route))).toEqual(["api", "site"]);
+      expect(await page.textContent('#routes tr[data-route="api"] td[data-col="match"]')).toBe("path /api");
+      expect(await page.textContent('#routes tr[data-route="site"] td[data-col="action"]')).toBe("→ web");
+      await page.waitForFunction(() => Number(document.querySelector('#routes tr[data-route="api"] td[data-col="requests"]')?.textContent?.replace(/[^\d]/g, "")) > 20, undefined, { timeout: 5000 });
+      await page.waitForFunction(() => document.querySelector('#routes tr[data-route="site"] td[data-col="latency"]')?.textContent !== "–", undefined, { timeout: 5000 });
+      // The 404s of "/api/x" at the sims count as the api route's 4xx.
+      await page.waitForFunction(() => Number(document.querySelector('#routes tr[data-route="api"] td[data-col="c4"]')?.textContent?.replace(/[^\d]/g, "")) > 0, undefined, { timeout: 5000 });
+
+      // Drain api/b1 from its row: web/b1, of the same name, keeps its traffic.
+      await page.fill("#token", TOKEN);
+      await page.click("#token-use");
+      await page.click('#backends tr[data-backend="api/b1"] button.toggle');
+      await page.waitForFunction(() => (document.querySelector('#backends tr[data-backend="api/b1"]') as HTMLElement | null)?.dataset.state === "draining", undefined, { timeout: 5000 });
+      expect(lb.pools.get("api")!.pool.get("b1")!.isEnabled).toBe(false);
+      expect(lb.pools.get("web")!.pool.get("b1")!.isEnabled).toBe(true);
+      await page.waitForSelector("#changes li .what >> text=drain api/b1", { timeout: 3000 });
+      await page.screenshot({ path: join(ARTIFACT, "../dashboard-pools.png"), fullPage: true });
+      expect(errors).toEqual([]);
+    } finally {
+      running = false;
+      await Promise.all(loops);
+      await page.close();
+      await lb.stop(false);
+      await sims.stop();
+    }
   }, 30_000);
 
   test("with workers, the page shows the whole balancer: how many serve, and every worker's traffic in the totals", async () => {

@@ -3,7 +3,12 @@
  * traffic loop, a server-sent-events client, and a strict parser of the Prometheus text
  * exposition format.
  */
-import { startRig, type TestRig } from "../helpers/balancer.ts";
+import { startRig, testEngine, type TestRig } from "../helpers/balancer.ts";
+import { startBalancer, type Balancer } from "../../src/balancer.ts";
+import { validateConfig } from "../../src/config/load.ts";
+import { memoryLogger } from "../../src/log/logger.ts";
+import { startCluster, type SimCluster } from "../../sim/cluster.ts";
+import { waitFor } from "../helpers/wait.ts";
 
 export interface Stack extends TestRig {
   adminUrl: string;
@@ -26,6 +31,64 @@ export async function startStack(count = 3, config: Record<string, unknown> = {}
     throw new Error("the admin port did not start");
   }
   return { ...rig, adminUrl: rig.balancer.adminUrl };
+}
+
+export interface PoolsStack {
+  lb: Balancer;
+  /** Sims behind the pool api (2) and the pool web (3; the third is for tests that add one). */
+  api: SimCluster;
+  web: SimCluster;
+  adminUrl: string;
+  stop(): Promise<void>;
+}
+
+export const POOLS_TOKEN = "pools-test-token-0123456789";
+
+/**
+ * Three pools and three routes in front of real sims, with the admin port and a token: pools
+ * api (b1, b2; round-robin), web (b1, "edge/1": a name shared with api, and one with "/" in it)
+ * and shadow (one backend on a closed port, a mirror's only pool, down once probed); routes
+ * api (host api.example.com, path /v1, stripped), maint (pathExact /maint, respond 503) and
+ * site (everything else to web, mirrored to shadow). Resolves once shadow's backend is down.
+ */
+export async function startPoolsStack(): Promise<PoolsStack> {
+  const api = await startCluster({ count: 2, basePort: 0, namePrefix: "api-" });
+  const web = await startCluster({ count: 3, basePort: 0, namePrefix: "web-" });
+  const probe = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+  const closed = probe.port;
+  probe.stop(true);
+  const lb = await startBalancer(
+    validateConfig({
+      ...testEngine(),
+      admin: { host: "127.0.0.1", port: 0, token: POOLS_TOKEN },
+      log: { access: false },
+      healthCheck: { path: "/health", interval: "150ms", timeout: "500ms", fall: 1, rise: 1 },
+      listeners: [{ name: "main", host: "127.0.0.1", port: 0 }],
+      pools: {
+        api: { strategy: "round-robin", backends: [{ name: "b1", url: api.backends[0]!.url }, { name: "b2", url: api.backends[1]!.url }] },
+        web: { backends: [{ name: "b1", url: web.backends[0]!.url }, { name: "edge/1", url: web.backends[1]!.url }] },
+        shadow: { backends: [{ name: "s1", url: `http://127.0.0.1:${closed}` }] },
+      },
+      routes: [
+        { name: "api", match: { host: "api.example.com", path: "/v1" }, pool: "api", rewrite: { stripPrefix: "/v1" } },
+        { name: "maint", match: { pathExact: "/maint" }, respond: { status: 503, body: "down for maintenance" } },
+        { name: "site", pool: "web", mirror: { pool: "shadow", percent: 100 } },
+      ],
+    }),
+    { env: {}, logger: memoryLogger() },
+  );
+  const stop = async () => {
+    await lb.stop(false);
+    await api.stop();
+    await web.stop();
+  };
+  try {
+    await waitFor(() => lb.pools.get("shadow")!.pool.availableCount() === 0, "the shadow pool's backend to be down", 3000);
+  } catch (e) {
+    await stop();
+    throw e;
+  }
+  return { lb, api, web, adminUrl: lb.adminUrl!, stop };
 }
 
 /** Sends requests through `url` from `concurrency` loops until stopped; counts what came back. */

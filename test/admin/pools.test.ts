@@ -1,33 +1,23 @@
 /**
  * The operator's view of many pools and routes, end to end: a balancer with three pools (two
  * of which have a backend named "b1", and one backend whose name has a "/" in it) and three
- * routes in front of real sim backends, read and changed through /api/pools, /api/routes, the
- * pool/backend names of the API and of `switchyard ctl`, /stats, /metrics and /readyz. Runs on
- * the engine SWITCHYARD_TEST_ENGINE names.
+ * routes in front of real sim backends (helpers.ts startPoolsStack), read and changed through
+ * /api/pools, /api/routes, the pool/backend names of the API, /stats, /metrics and /readyz
+ * (`switchyard ctl` on the same stack: test/commands/ctl.test.ts). Runs on the engine
+ * SWITCHYARD_TEST_ENGINE names.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import parsePrometheusTextFormat from "parse-prometheus-text-format";
-import { startBalancer, type Balancer } from "../../src/balancer.ts";
-import { validateConfig } from "../../src/config/load.ts";
-import { memoryLogger } from "../../src/log/logger.ts";
+import type { Balancer } from "../../src/balancer.ts";
 import type { StatsDocument } from "../../src/admin/snapshot.ts";
 import type { PoolReport, RouteReport } from "../../src/admin/api.ts";
-import { runCtl } from "../../src/commands/ctl.ts";
-import { startCluster, type SimCluster } from "../../sim/cluster.ts";
-import { testEngine } from "../helpers/balancer.ts";
+import type { SimCluster } from "../../sim/cluster.ts";
 import { waitFor } from "../helpers/wait.ts";
-import { parseExposition, sampleOf } from "./helpers.ts";
+import { parseExposition, POOLS_TOKEN, sampleOf, startPoolsStack, type PoolsStack } from "./helpers.ts";
 
-const TOKEN = "pools-test-token-0123456789";
+const TOKEN = POOLS_TOKEN;
 
-/** A port nothing listens on: taken and released. */
-function closedPort(): number {
-  const s = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
-  const port = s.port;
-  s.stop(true);
-  return port;
-}
-
+let stack: PoolsStack;
 let api: SimCluster;
 let web: SimCluster;
 let lb: Balancer;
@@ -35,38 +25,13 @@ let admin: string;
 let proxy: string;
 
 beforeAll(async () => {
-  api = await startCluster({ count: 2, basePort: 0, namePrefix: "api-" });
-  web = await startCluster({ count: 3, basePort: 0, namePrefix: "web-" });
-  lb = await startBalancer(
-    validateConfig({
-      ...testEngine(),
-      admin: { host: "127.0.0.1", port: 0, token: TOKEN },
-      log: { access: false },
-      healthCheck: { path: "/health", interval: "150ms", timeout: "500ms", fall: 1, rise: 1 },
-      listeners: [{ name: "main", host: "127.0.0.1", port: 0 }],
-      pools: {
-        api: { strategy: "round-robin", backends: [{ name: "b1", url: api.backends[0]!.url }, { name: "b2", url: api.backends[1]!.url }] },
-        web: { backends: [{ name: "b1", url: web.backends[0]!.url }, { name: "edge/1", url: web.backends[1]!.url }] },
-        shadow: { backends: [{ name: "s1", url: `http://127.0.0.1:${closedPort()}` }] },
-      },
-      routes: [
-        { name: "api", match: { host: "api.example.com", path: "/v1" }, pool: "api", rewrite: { stripPrefix: "/v1" } },
-        { name: "maint", match: { pathExact: "/maint" }, respond: { status: 503, body: "down for maintenance" } },
-        { name: "site", pool: "web", mirror: { pool: "shadow", percent: 100 } },
-      ],
-    }),
-    { env: {}, logger: memoryLogger() },
-  );
-  admin = lb.adminUrl!;
+  stack = await startPoolsStack();
+  ({ lb, api, web, adminUrl: admin } = stack);
   proxy = lb.url;
-  // The shadow pool's one backend is on a closed port: its first probe fails.
-  await waitFor(() => lb.pools.get("shadow")!.pool.availableCount() === 0, "the shadow pool's backend to be down", 3000);
 });
 
 afterAll(async () => {
-  await lb?.stop(false);
-  await api?.stop();
-  await web?.stop();
+  await stack?.stop();
 });
 
 function call(method: string, path: string, body?: unknown): Promise<Response> {
@@ -80,14 +45,6 @@ async function json<T = any>(res: Response): Promise<T> {
 }
 
 const stats = async (): Promise<StatsDocument> => json<StatsDocument>(await fetch(`${admin}/stats`));
-
-/** `switchyard ctl` in this process, against the admin port: exit code and what it printed. */
-async function ctl(...args: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = "";
-  let err = "";
-  const code = await runCtl(["--admin", admin, "--token", TOKEN, ...args], {}, { out: (s) => void (out += `${s}\n`), err: (s) => void (err += `${s}\n`) });
-  return { code, out, err };
-}
 
 async function send(path: string, host: string, n: number): Promise<void> {
   for (let i = 0; i < n; i++) await (await fetch(`${proxy}${path}`, { headers: { host } })).arrayBuffer();
@@ -217,66 +174,6 @@ describe("many pools and routes: the admin API", () => {
     expect(await json(res)).toMatchObject({ name: "web/b3", deadlineReached: false });
     expect(lb.pools.get("web")!.pool.get("b3")).toBeUndefined();
     expect(lb.config.pools.web!.backends.map((b) => b.name)).toEqual(["b1", "edge/1"]);
-  });
-});
-
-describe("many pools and routes: switchyard ctl", () => {
-  test("pools, pools POOL and routes print tables; drain, enable, add and remove take pool/backend", async () => {
-    let r = await ctl("pools");
-    expect(r.code).toBe(0);
-    const lines = r.out.trimEnd().split("\n");
-    expect(lines[0]).toMatch(/^POOL\s+MODE\s+STRATEGY\s+AVAILABLE\s+PANIC\s+OVER BUDGET\s+IN FLIGHT\s+REQUESTS\s+USED BY$/);
-    expect(lines[1]).toMatch(/^api\s+http\s+round-robin\s+2\/2\s+no\s+0\s+0\s+\d+\s+route api$/);
-    expect(lines[3]).toMatch(/^shadow\s+http\s+least-connections\s+0\/1\s+PANIC \(<50%\)\s+0\s+0\s+0\s+-$/);
-
-    r = await ctl("pools", "web");
-    expect(r.code).toBe(0);
-    expect(r.out).toMatch(/^pool web: http, least-connections, 2\/2 available, panic no, 0 retries over budget; used by route site\nNAME\s+STATE/);
-    expect(r.out).toMatch(/\nweb\/b1\s+up\s+1\s+0\s+\d+\s+http:/);
-    expect(r.out).toMatch(/\nweb\/edge\/1\s+up\s+/);
-
-    r = await ctl("routes");
-    expect(r.code).toBe(0);
-    const routes = r.out.trimEnd().split("\n");
-    expect(routes[0]).toMatch(/^ROUTE\s+MATCH\s+ACTION\s+LISTENERS\s+REQUESTS\s+2XX\s+3XX\s+4XX\s+5XX\s+P50 MS\s+P99 MS$/);
-    expect(routes[1]).toMatch(/^api\s+host api\.example\.com · path \/v1\s+pool api\s+main\s+\d+/);
-    expect(routes[2]).toMatch(/^maint\s+pathExact \/maint\s+respond 503\s+main\s+/);
-    expect(routes[3]).toMatch(/^site\s+every request\s+pool web \(mirror shadow 100%\)\s+main\s+/);
-
-    r = await ctl("backends");
-    expect(r.out).toMatch(/\napi\/b2\s+up\s+/);
-    expect(r.out).toMatch(/\nshadow\/s1\s+down\s+/);
-
-    r = await ctl("drain", "b1");
-    expect(r.code).toBe(2);
-    expect(r.err).toContain('"b1" is a backend of 2 pools (api, web)');
-    r = await ctl("drain", "web/b1");
-    expect(r).toMatchObject({ code: 0, out: "web/b1: draining, 0 in flight\n" });
-    expect(lb.pools.get("web")!.pool.get("b1")!.isEnabled).toBe(false);
-    expect(lb.pools.get("api")!.pool.get("b1")!.isEnabled).toBe(true);
-    r = await ctl("enable", "web/b1");
-    expect(r.out).toBe("web/b1: up, weight 1, 0 in flight\n");
-    r = await ctl("weight", "web/edge/1", "3");
-    expect(r.out).toBe("web/edge/1: up, weight 3, 0 in flight\n");
-    await ctl("weight", "web/edge/1", "1");
-
-    // add: POOL/NAME, or --pool with the whole name.
-    r = await ctl("add", "web/b4", web.backends[2]!.url);
-    expect(r).toMatchObject({ code: 0, out: "added web/b4: up, weight 1, 0 in flight\n" });
-    r = await ctl("add", "x/5", web.backends[2]!.url, "--pool", "web");
-    expect(r.out).toBe("added web/x/5: up, weight 1, 0 in flight\n");
-    expect(lb.pools.get("web")!.pool.get("x/5")).toBeDefined();
-    r = await ctl("add", "b6", web.backends[2]!.url);
-    expect(r.code).toBe(2);
-    expect(r.err).toContain("pool: missing");
-    r = await ctl("remove", "web/b4");
-    expect(r.out).toMatch(/^removed web\/b4 \(drained in \d+ms\)\n$/);
-    r = await ctl("remove", "web/x/5");
-    expect(r.code).toBe(0);
-    expect(lb.pools.get("web")!.pool.backends.map((b) => b.name)).toEqual(["b1", "edge/1"]);
-    r = await ctl("pools", "nope");
-    expect(r.code).toBe(2);
-    expect(r.err).toContain('no pool named "nope"');
   });
 });
 
