@@ -13,7 +13,7 @@ import { METHOD_LABELS } from "../stats/traffic.ts";
 import type { ProxyErrorCode } from "../errors.ts";
 import { backendTally, responsesByClass, type Mode } from "./tally.ts";
 import type { TrafficStats } from "../stats/traffic.ts";
-import { poolsOf, routeStatsOf, type PoolView } from "./topology.ts";
+import { balancerMode, poolsOf, routeStatsOf, type PoolView } from "./topology.ts";
 import { isStandby } from "../pool/tiers.ts";
 import type { SnapshotSource } from "./snapshot.ts";
 import type { BackendStatsPoller, PollResult } from "./poller.ts";
@@ -118,7 +118,7 @@ class Writer {
 
 export function renderMetrics(src: SnapshotSource, poller?: BackendStatsPoller, now = Date.now()): string {
   const { traffic, config } = src;
-  const mode: Mode = config.mode;
+  const mode: Mode = balancerMode(config);
   const w = new Writer();
   const pools = poolsOf(src);
   // Each pool's label and each backend's labels are escaped once per scrape. Their values are

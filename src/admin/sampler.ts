@@ -13,7 +13,7 @@ import type { TrafficStats } from "../stats/traffic.ts";
 import type { TcpStats } from "../tcp/stats.ts";
 import { SeriesRing } from "../stats/series.ts";
 import { backendTally, frozen, round3, totalTally, windowBetween, type Tally, type WindowFigures } from "./tally.ts";
-import { backendId, poolsOf, type PoolsSource, type RouteStatsSource } from "./topology.ts";
+import { backendId, balancerMode, poolsOf, type PoolsSource, type RouteStatsSource } from "./topology.ts";
 
 export interface SamplerSource extends PoolsSource {
   readonly traffic: TrafficStats;
@@ -140,7 +140,7 @@ export class Sampler {
     const t = this.now();
     const pools = poolsOf(this.source);
     const all = pools.flatMap((p) => p.pool.backends);
-    const reading: Reading = { t, total: frozen(totalTally(traffic, config.mode, this.source.tcpStats, all)), backends: new Map(), routes: new Map() };
+    const reading: Reading = { t, total: frozen(totalTally(traffic, balancerMode(config), this.source.tcpStats, all)), backends: new Map(), routes: new Map() };
     for (const p of pools) {
       for (const b of p.pool.backends) {
         reading.backends.set(b, frozen(backendTally(b, p.config.mode)));

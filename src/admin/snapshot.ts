@@ -19,7 +19,7 @@ import type { ConfigStatus } from "../control/control.ts";
 import type { Change } from "../control/changes.ts";
 import type { RetryBudgetConfig } from "../forward/retry.ts";
 import {
-  backendId, poolsOf, routeStatsOf, routeSummaries, usersOfPools,
+  backendId, balancerMode, poolsOf, routeStatsOf, routeSummaries, usersOfPools,
   type PoolsSource, type PoolView, type RouteStatsSource, type RouteSummary, type TopologyConfig,
 } from "./topology.ts";
 
@@ -300,14 +300,15 @@ export function buildSnapshot(src: SnapshotSource, sampler: Sampler, poller: Bac
     }
   }
   const all = pools.flatMap((p) => p.pool.backends);
-  const total = totalTally(traffic, config.mode, src.tcpStats, all);
-  const tcp = config.mode === "tcp" || bytesIn > 0 || bytesOut > 0;
+  const mode = balancerMode(config);
+  const total = totalTally(traffic, mode, src.tcpStats, all);
+  const tcp = mode === "tcp" || bytesIn > 0 || bytesOut > 0;
   const uptimeSeconds = Math.floor((now - src.startedAt) / 1000);
   const first = poolFigures[0];
   const http = pools.filter((p) => p.config.mode === "http");
   return {
     balancer: {
-      mode: config.mode,
+      mode,
       strategy: config.strategy,
       startedAt: new Date(src.startedAt).toISOString(),
       uptimeSeconds,
@@ -333,8 +334,8 @@ export function buildSnapshot(src: SnapshotSource, sampler: Sampler, poller: Bac
       errorRate: win?.total.errorRate ?? null,
       proxyErrors: { ...traffic.proxyErrors },
       localErrors: { ...traffic.localErrors },
-      retries: config.mode === "tcp" && src.tcpStats ? src.tcpStats.retries : traffic.retries,
-      ...(config.mode === "http"
+      retries: mode === "tcp" && src.tcpStats ? src.tcpStats.retries : traffic.retries,
+      ...(mode === "http"
         ? { retryBudget: { exhausted: sum(http, (p) => p.pool.retryBudget.exhausted), budget: config.retry ? budgetOf(config.retry.budget) : null } }
         : {}),
       latencyMs: win?.total.latencyMs ?? null,

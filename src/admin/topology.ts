@@ -41,6 +41,16 @@ export interface TopologyConfig {
 }
 
 /**
+ * The balancer's mode as the views count it: "tcp" when every listener relays TCP (totals are
+ * then connections), else the config's `mode` ("http" whenever `listeners` is given: a mixed
+ * balancer counts requests in its totals, and its TCP listeners' connections in totals.tcp).
+ */
+export function balancerMode(config: TopologyConfig): Mode {
+  const ls = config.listeners;
+  return ls !== undefined && ls.length > 0 && ls.every((l) => l.mode === "tcp") ? "tcp" : config.mode;
+}
+
+/**
  * What a view needs to find the pools: the balancer's PoolSet, or for a source of one pool (a
  * unit test's, a tool's) that pool alone, which reads as the pool `default` with the top-level
  * mode, strategy and retry budget.

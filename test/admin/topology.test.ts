@@ -12,7 +12,7 @@ import { BackendStatsPoller } from "../../src/admin/poller.ts";
 import { buildSnapshot } from "../../src/admin/snapshot.ts";
 import { renderMetrics } from "../../src/admin/metrics.ts";
 import { readiness } from "../../src/admin/readiness.ts";
-import { backendId, matchSummary, routeSummaries, servedPools } from "../../src/admin/topology.ts";
+import { backendId, balancerMode, matchSummary, routeSummaries, servedPools } from "../../src/admin/topology.ts";
 import { validateConfig } from "../../src/config/load.ts";
 import { clock } from "./fixtures.ts";
 import { parseExposition, sampleOf } from "./helpers.ts";
@@ -83,6 +83,13 @@ describe("several pools in the admin views", () => {
     expect(sampleOf(m, "switchyard_route_request_duration_seconds", { route: "one" }, "switchyard_route_request_duration_seconds_count").value).toBe(3);
     // A route with no figures here (a redirect counted nowhere yet: not in the map) has no series.
     expect(m.get("switchyard_route_requests_total")!.samples.some((x) => x.labels.route === "three")).toBe(false);
+  });
+
+  test("the balancer's mode: tcp when every listener relays TCP (totals count connections), else http", () => {
+    const tcpOnly = validateConfig({ listeners: [{ name: "t", port: 0, mode: "tcp", pool: "p" }], pools: { p: { backends: [{ url: "tcp://127.0.0.1:1" }] } } });
+    expect(balancerMode(tcpOnly)).toBe("tcp");
+    expect(balancerMode(config)).toBe("http");
+    expect(balancerMode(validateConfig({ mode: "tcp", backends: [{ url: "tcp://127.0.0.1:1" }] }))).toBe("tcp");
   });
 
   test("backendId: bare in the pool default, pool/backend elsewhere", () => {
