@@ -7,6 +7,8 @@
  *   GET    /api                              this list
  *   GET    /api/pools                        every pool: strategy, panic mode, retry budget, who sends to it, its backends
  *   GET    /api/pools/:pool                  one pool
+ *   GET    /api/pools/:pool/backends         its backends
+ *   POST   /api/pools/:pool/backends         add one to it
  *   GET    /api/routes                       every route, in order: match, action, pools, listeners, figures
  *   GET    /api/routes/:route                one route
  *   GET    /api/backends                     every backend of every pool: pool, state, weight, in flight...
@@ -40,9 +42,8 @@ import { parseDuration } from "../config/units.ts";
 import type { AdminAuth } from "./auth.ts";
 import type { ChangeLog } from "../control/changes.ts";
 import type { UpgradeReport } from "../control/upgrade.ts";
-import { ControlError, DEFAULT_REMOVE_DEADLINE_MS, MAX_WAIT_MS, type Actor, type Control } from "../control/control.ts";
+import { ControlError, DEFAULT_REMOVE_DEADLINE_MS, MAX_WAIT_MS, type Actor, type BackendReport, type Control } from "../control/control.ts";
 import { errorResponse } from "../errors.ts";
-import type { BackendReport } from "../control/control.ts";
 import { poolFigures, routeFigures, type PoolFigures, type RouteFigures } from "./snapshot.ts";
 import type { PoolList, RouteStatsSource } from "./topology.ts";
 
