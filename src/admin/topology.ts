@@ -153,7 +153,26 @@ function listenersByRoute(config: TopologyConfig): Map<string, string[]> {
   return out;
 }
 
-export function routeSummaries(config: TopologyConfig): RouteSummary[] {
+/**
+ * Summaries by the config's routes and listeners: a config is replaced on a change, never
+ * changed in place, so the summaries of one are made once, not on every tick of the dashboard.
+ */
+const summaries = new WeakMap<readonly RouteConfig[], WeakMap<readonly ListenerConfig[], RouteSummary[]>>();
+const NO_LISTENERS: readonly ListenerConfig[] = [];
+
+/** The routes of the config, in order, summed up (the result is shared: copy before changing it). */
+export function routeSummaries(config: TopologyConfig): readonly RouteSummary[] {
+  const routes = config.routes;
+  if (routes === undefined) return [];
+  const listeners = config.listeners ?? NO_LISTENERS;
+  let byListeners = summaries.get(routes);
+  if (byListeners === undefined) summaries.set(routes, (byListeners = new WeakMap()));
+  let out = byListeners.get(listeners);
+  if (out === undefined) byListeners.set(listeners, (out = summarize(config)));
+  return out;
+}
+
+function summarize(config: TopologyConfig): RouteSummary[] {
   const byRoute = listenersByRoute(config);
   return (config.routes ?? []).map((r) => {
     const action = routeAction(r);
