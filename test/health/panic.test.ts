@@ -79,9 +79,9 @@ describe("panic mode", () => {
     const s = await stats();
     expect(s.balancer.panic).toEqual({ active: true, threshold: 50, entered: 1, picks: expect.any(Number) });
     expect(s.balancer.panic.picks).toBeGreaterThanOrEqual(9);
-    expect(await metric("switchyard_panic")).toBe(1);
-    expect(await metric("switchyard_panic_entered_total")).toBe(1);
-    expect(await metric("switchyard_panic_picks_total")).toBeGreaterThanOrEqual(9);
+    expect(await metric(`switchyard_panic{pool="default"}`)).toBe(1);
+    expect(await metric(`switchyard_panic_entered_total{pool="default"}`)).toBe(1);
+    expect(await metric(`switchyard_panic_picks_total{pool="default"}`)).toBeGreaterThanOrEqual(9);
 
     const upB = changes.next(b.name, "up");
     b.setHealth("up");
@@ -89,7 +89,7 @@ describe("panic mode", () => {
     expect(balancer.pool.panicking()).toBe(false);
     expect(rig.logLines).toContainEqual(expect.stringContaining("pool out of panic mode (2 of 3 backends in service healthy, threshold 50%)"));
     expect((await stats()).balancer.panic.active).toBe(false);
-    expect(await metric("switchyard_panic")).toBe(0);
+    expect(await metric(`switchyard_panic{pool="default"}`)).toBe(0);
     for (let i = 0; i < 6; i++) expect((await whoAnswers(balancer.url)).name).not.toBe(a.name);
   });
 

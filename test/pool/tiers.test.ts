@@ -143,9 +143,9 @@ describe("standby, as the admin side shows it", () => {
     expect(failed.backends.map((x) => x.standby)).toEqual([false, false, false, true]);
     expect(failed.balancer.activePriority).toBe(1);
     const text = renderMetrics(source, poller);
-    expect(text).toContain('switchyard_backend_priority{backend="d"} 2');
-    expect(text).toContain('switchyard_backend_standby{backend="c"} 0');
-    expect(text).toContain('switchyard_backend_standby{backend="d"} 1');
+    expect(text).toContain('switchyard_backend_priority{pool="default",backend="d"} 2');
+    expect(text).toContain('switchyard_backend_standby{pool="default",backend="c"} 0');
+    expect(text).toContain('switchyard_backend_standby{pool="default",backend="d"} 1');
   });
 });
 

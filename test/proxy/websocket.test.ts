@@ -120,7 +120,7 @@ for (const engine of ["fetch", "socket"]) {
       expect(stats.totals.webSockets).toBe(2);
       expect(stats.backends.map((x) => x.webSockets)).toEqual([1, 1]);
       const metrics = await (await fetch(`${r.balancer.adminUrl}/metrics`)).text();
-      expect(metrics).toContain(`switchyard_backend_websockets{backend="${first}"} 1`);
+      expect(metrics).toContain(`switchyard_backend_websockets{pool="default",backend="${first}"} 1`);
       a.ws.close();
       b.ws.close();
       await waitFor(() => openSockets(r) === 0 && r.balancer.pool.backends.every((x) => x.inFlight === 0), "both to close");
