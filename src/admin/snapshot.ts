@@ -20,7 +20,7 @@ import type { Change } from "../control/changes.ts";
 import type { RetryBudgetConfig } from "../forward/retry.ts";
 import {
   backendId, balancerMode, poolsOf, routeStatsOf, routeSummaries, usersOfPools,
-  type PoolsSource, type PoolView, type RouteStatsSource, type RouteSummary, type TopologyConfig,
+  type PoolsSource, type PoolUsers, type PoolView, type RouteStatsSource, type RouteSummary, type TopologyConfig,
 } from "./topology.ts";
 
 /**
@@ -161,9 +161,10 @@ export interface PoolFigures {
   inFlight: number;
   /** Tries (TCP: connections) sent to its backends, all time. */
   requests: number;
-  /** The routes that forward to it, and the TCP listeners whose own pool it is. */
+  /** The routes that forward to it, the TCP listeners whose own pool it is, and the routes that mirror to it. */
   routes: string[];
   listeners: string[];
+  mirroredBy: string[];
 }
 
 /** A route's traffic: responses it sent, all time and over the window. */
@@ -363,7 +364,7 @@ function sum<T>(xs: readonly T[], f: (x: T) => number): number {
 }
 
 /** A pool's own figures; `members` and the backend counts are filled in by the caller, backend by backend. */
-function poolFiguresOf(p: PoolView, users: { routes: string[]; listeners: string[] } | undefined, now: number): PoolFigures {
+function poolFiguresOf(p: PoolView, users: PoolUsers | undefined, now: number): PoolFigures {
   const { pool, config } = p;
   return {
     name: p.name,
@@ -378,6 +379,7 @@ function poolFiguresOf(p: PoolView, users: { routes: string[]; listeners: string
     requests: 0,
     routes: users?.routes ?? [],
     listeners: users?.listeners ?? [],
+    mirroredBy: users?.mirroredBy ?? [],
   };
 }
 

@@ -205,15 +205,25 @@ export function servedPools(config: TopologyConfig, pools: readonly PoolView[]):
   return served;
 }
 
-/** Pool name -> the routes that forward to it, and the TCP listeners whose own pool it is. */
-export function usersOfPools(config: TopologyConfig): Map<string, { routes: string[]; listeners: string[] }> {
-  const out = new Map<string, { routes: string[]; listeners: string[] }>();
+/** Who sends to a pool: the routes that forward to it, the TCP listeners whose own pool it is, the routes that mirror to it. */
+export interface PoolUsers {
+  routes: string[];
+  listeners: string[];
+  mirroredBy: string[];
+}
+
+/** Pool name -> who sends to it. */
+export function usersOfPools(config: TopologyConfig): Map<string, PoolUsers> {
+  const out = new Map<string, PoolUsers>();
   const of = (p: string) => {
     let u = out.get(p);
-    if (u === undefined) out.set(p, (u = { routes: [], listeners: [] }));
+    if (u === undefined) out.set(p, (u = { routes: [], listeners: [], mirroredBy: [] }));
     return u;
   };
-  for (const r of config.routes ?? []) for (const p of routePools(r)) of(p).routes.push(r.name);
+  for (const r of config.routes ?? []) {
+    for (const p of routePools(r)) of(p).routes.push(r.name);
+    if (r.mirror !== undefined) of(r.mirror.pool).mirroredBy.push(r.name);
+  }
   for (const l of config.listeners ?? []) if (l.mode === "tcp" && l.pool !== undefined) of(l.pool).listeners.push(l.name);
   return out;
 }

@@ -259,7 +259,7 @@ function poolTable(pools: PoolReport[]): string {
 }
 
 function usedBy(p: PoolReport): string {
-  return [...p.routes.map((r) => `route ${r}`), ...p.listeners.map((l) => `listener ${l}`)].join(", ") || "-";
+  return [...p.routes.map((r) => `route ${r}`), ...p.listeners.map((l) => `listener ${l}`), ...p.mirroredBy.map((r) => `mirror of route ${r}`)].join(", ") || "-";
 }
 
 function poolDetail(p: PoolReport): string {

@@ -65,8 +65,8 @@ describe("many pools and routes: the admin API", () => {
     expect(w.strategy).toBe("least-connections");
     expect(w.backends.map((b) => b.name)).toEqual(["b1", "edge/1"]);
     expect(w.routes).toEqual(["site"]);
-    // A mirror's pool takes no route's traffic: no route forwards to it.
-    expect(s).toMatchObject({ routes: [], states: { total: 1, available: 0, down: 1 }, panic: { active: true } });
+    // A mirror's pool takes no route's traffic: no route forwards to it, one copies to it.
+    expect(s).toMatchObject({ routes: [], mirroredBy: ["site"], states: { total: 1, available: 0, down: 1 }, panic: { active: true } });
 
     const one = await fetch(`${admin}/api/pools/web`);
     expect((await json<PoolReport>(one)).backends.map((b) => b.url)).toEqual([`${web.backends[0]!.url}/`, `${web.backends[1]!.url}/`]);

@@ -32,7 +32,7 @@ describe("many pools and routes: switchyard ctl", () => {
     const lines = r.out.trimEnd().split("\n");
     expect(lines[0]).toMatch(/^POOL\s+MODE\s+STRATEGY\s+AVAILABLE\s+PANIC\s+OVER BUDGET\s+IN FLIGHT\s+REQUESTS\s+USED BY$/);
     expect(lines[1]).toMatch(/^api\s+http\s+round-robin\s+2\/2\s+no\s+0\s+0\s+\d+\s+route api$/);
-    expect(lines[3]).toMatch(/^shadow\s+http\s+least-connections\s+0\/1\s+PANIC \(<50%\)\s+0\s+0\s+0\s+-$/);
+    expect(lines[3]).toMatch(/^shadow\s+http\s+least-connections\s+0\/1\s+PANIC \(<50%\)\s+0\s+0\s+0\s+mirror of route site$/);
 
     r = await ctl("pools", "web");
     expect(r.code).toBe(0);
