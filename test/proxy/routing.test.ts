@@ -8,6 +8,7 @@ import { startBalancer, type Balancer } from "../../src/balancer.ts";
 import { validateConfig } from "../../src/config/load.ts";
 import { memoryLogger } from "../../src/log/logger.ts";
 import { startRecordingBackend, type RecordingBackend } from "../helpers/recording-backend.ts";
+import { rawClient } from "../helpers/raw.ts";
 
 /** A port nothing listens on: taken and released. */
 function closedPort(): number {
@@ -153,6 +154,42 @@ describe("a pool's own backend-side limits (socket engine)", () => {
       await lb.stop(false);
       kept.stop();
       fresh.stop();
+    }
+  });
+});
+
+describe("answers the proxy makes itself keep the connection (socket engine)", () => {
+  test("a redirect, a fixed response and a 404 on one pipelined keep-alive connection, then a forwarded request", async () => {
+    const web = startRecordingBackend();
+    const lb = await startBalancer(
+      validateConfig({
+        engine: "socket", admin: false, healthCheck: false, log: { access: false },
+        listeners: [{ name: "web", host: "127.0.0.1", port: 0 }],
+        pools: { web: { backends: [{ url: web.url }] } },
+        routes: [
+          { name: "old", match: { path: "/old" }, redirect: { to: "/new", status: 308 } },
+          { name: "maint", match: { pathExact: "/maint" }, respond: { status: 503, body: "later" } },
+          { name: "site", match: { host: "www.example.com" }, pool: "web" },
+        ],
+      }),
+      { env: {}, logger: memoryLogger() },
+    );
+    try {
+      const c = await rawClient(lb.port);
+      c.send("GET /old HTTP/1.1\r\nHost: x\r\n\r\nHEAD /maint HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: nobody\r\n\r\nGET / HTTP/1.1\r\nHost: www.example.com\r\n\r\n");
+      await c.waitFor((t) => (t.match(/HTTP\/1\.1 /g) ?? []).length >= 4 && t.endsWith("ok 1"), "four answers");
+      const text = c.text();
+      const heads = [...text.matchAll(/HTTP\/1\.1 (\d{3}) ([^\r]*)/g)].map((m) => `${m[1]} ${m[2]}`);
+      expect(heads).toEqual(["308 Permanent Redirect", "503 Service Unavailable", "404 Not Found", "200 OK"]);
+      expect(text).not.toContain("connection: close");
+      // HEAD: the fields GET would get, no body (RFC 9110 §9.3.2).
+      expect(text).toContain("content-length: 5\r\n");
+      expect(text).not.toContain("later");
+      expect(c.closed).toBe(false);
+      c.terminate();
+    } finally {
+      await lb.stop(false);
+      web.stop();
     }
   });
 });
