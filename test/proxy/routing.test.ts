@@ -9,6 +9,7 @@ import { validateConfig } from "../../src/config/load.ts";
 import { memoryLogger } from "../../src/log/logger.ts";
 import { startRecordingBackend, type RecordingBackend } from "../helpers/recording-backend.ts";
 import { rawClient } from "../helpers/raw.ts";
+import { waitFor } from "../helpers/wait.ts";
 
 /** A port nothing listens on: taken and released. */
 function closedPort(): number {
@@ -192,4 +193,56 @@ describe("answers the proxy makes itself keep the connection (socket engine)", (
       web.stop();
     }
   });
+});
+
+describe("a mirror whose pool never answers", () => {
+  for (const engine of ["socket", "fetch"] as const) {
+    test(`${engine} engine: the client's answers do not wait, and copies in flight stay bounded`, async () => {
+      const web = startRecordingBackend();
+      // The shadow pool's backend takes connections and never answers: every copy waits.
+      let open = 0;
+      let most = 0;
+      const shadow = Bun.listen({
+        hostname: "127.0.0.1", port: 0,
+        socket: {
+          open() {
+            most = Math.max(most, ++open);
+          },
+          data() {},
+          close() {
+            open--;
+          },
+        },
+      });
+      const lb = await startBalancer(
+        validateConfig({
+          engine, admin: false, healthCheck: false, log: { access: false }, retry: { timeout: "3s", perTryTimeout: "3s" },
+          listeners: [{ name: "web", host: "127.0.0.1", port: 0 }],
+          pools: { web: { backends: [{ url: web.url }] }, shadow: { backends: [{ url: `http://127.0.0.1:${shadow.port}` }] } },
+          routes: [{ name: "main", pool: "web", mirror: { pool: "shadow" } }],
+        }),
+        { env: {}, logger: memoryLogger() },
+      );
+      try {
+        for (let i = 0; i < 4; i++) {
+          const batch = await Promise.all(Array.from({ length: 25 }, () => fetch(`${lb.url}/x`, { method: "POST", body: "copy me" })));
+          for (const r of batch) {
+            expect(r.status).toBe(200);
+            await r.text();
+          }
+        }
+        // Every answer is in while the copies still hang (they wait out their 3 s timeout):
+        // no answer waited for its copy.
+        expect(web.requests.length).toBe(100);
+        await waitFor(() => most > 0, "copies to reach the shadow");
+        expect(open).toBeGreaterThan(0);
+        // At most 64 copies in flight per route (forward/mirror.ts); the rest were dropped.
+        expect(most).toBeLessThanOrEqual(64);
+      } finally {
+        await lb.stop(false);
+        web.stop();
+        shadow.stop(true);
+      }
+    }, 30_000);
+  }
 });
