@@ -69,7 +69,7 @@ export class TcpListener implements Listener {
     const sni = sniRouting(config, listener, ctx);
     const proxy = await startTcpProxy(
       { settings: tcpSettings(config, listener), pool, passive, logger: ctx.logger },
-      { host: listener.host, port, reusePort: true, stats: ctx.tcpStats, ...(tls !== undefined ? { tls } : {}), ...(sni !== undefined ? { sni } : {}) },
+      { host: listener.host, port, reusePort: true, stats: ctx.tcpTotals(), ...(tls !== undefined ? { tls } : {}), ...(sni !== undefined ? { sni } : {}) },
     ).catch((e: unknown) => {
       throw listenError(listenerLabel(listener), listener.host, port, e);
     });
