@@ -112,7 +112,8 @@ export class Balancer implements BalancerContext {
   readonly changes: ChangeLog;
   readonly pools: PoolSet;
   readonly control: Control;
-  readonly tcpStats: TcpStats | undefined;
+  /** TCP listeners' totals: made with the first TCP listener, at start or by a reload, and kept. */
+  private tcp: TcpStats | undefined;
   readonly logger: Logger;
   readonly upgrade: ((actor: Actor) => Promise<UpgradeReport>) | undefined;
   /** The ports bound, for a successor (port 0 in the config is a chosen port here). */
@@ -141,7 +142,7 @@ export class Balancer implements BalancerContext {
     this.env = opts.env ?? process.env;
     this.upgrade = opts.upgrade;
     this.changes = new ChangeLog(this.logger);
-    this.tcpStats = initial.listeners.some((l) => l.mode === "tcp") ? new TcpStats() : undefined;
+    if (initial.listeners.some((l) => l.mode === "tcp")) this.tcp = new TcpStats();
     this.mirrors = new MirrorFactory(() => this.running.retry.timeout);
     // A removed backend's idle upstream connections (socket engine) are closed with it; busy
     // ones finish their exchange and are closed by the engine's idle sweep (timeouts.upstreamIdle).
@@ -173,6 +174,10 @@ export class Balancer implements BalancerContext {
 
   get config(): Config {
     return this.running;
+  }
+
+  get tcpStats(): TcpStats | undefined {
+    return this.tcp;
   }
 
   get pool(): Pool {
@@ -251,7 +256,8 @@ export class Balancer implements BalancerContext {
       },
     };
     return {
-      pools, traffic: this.traffic, routes: this.routes, mirrors: this.mirrors, tcpStats: this.tcpStats ?? new TcpStats(), logger: this.logger,
+      pools, traffic: this.traffic, routes: this.routes, mirrors: this.mirrors, logger: this.logger,
+      tcpTotals: () => (this.tcp ??= new TcpStats()),
       accessLog: (c) => this.accessLogFor(c), lifecycle: this.lifecycle,
       portFor: (key, host, port) => this.portFor(key, host, port),
     };

@@ -117,6 +117,10 @@ export function shapeProblems(raw: Raw): string[] {
     if (l.mode === "tcp" && l.pool === undefined && sniRoutesOf(raw, l).length === 0) {
       problems.push(`${at}: a TCP listener needs a pool, or routes with match.sni to choose one`);
     }
+    // A terminated connection has no ClientHello left to pass on (src/tcp/relay.ts).
+    if (l.mode === "tcp" && l.tls !== undefined && sniRoutesOf(raw, l).length > 0) {
+      problems.push(`${at}.tls: set on a TCP listener that routes by SNI; expected one of them: it either terminates TLS or passes the client's TLS through to the backend chosen by server name`);
+    }
     if (l.mode === "tcp" && l.httpRedirect !== undefined) problems.push(`${at}.httpRedirect: set in TCP mode; expected it only on HTTP listeners (it answers HTTP requests)`);
   });
   const http = listeners.some((l) => l.mode !== "tcp");

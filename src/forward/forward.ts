@@ -842,6 +842,7 @@ function describeTry(kind: TryFailure["kind"], e: unknown): string {
 /** The Host field's host, without its port (IPv6 literals keep their brackets). */
 function hostOnly(host: string | null): string {
   if (host === null) return "";
+  // Host names are case-insensitive (RFC 9110 §4.2.3): lower-cased, as the route table reads them.
   const colon = host.lastIndexOf(":");
-  return colon > host.lastIndexOf("]") ? host.slice(0, colon) : host;
+  return (colon > host.lastIndexOf("]") ? host.slice(0, colon) : host).toLowerCase();
 }

@@ -43,8 +43,8 @@ export interface ListenerContext {
   readonly traffic: TrafficStats;
   readonly routes: RouteTraffic;
   readonly mirrors: MirrorFactory;
-  /** TCP listeners' totals (connections, bytes), all TCP listeners together. */
-  readonly tcpStats: TcpStats;
+  /** TCP listeners' totals (connections, bytes), all TCP listeners together: made by the first that asks. */
+  tcpTotals(): TcpStats;
   readonly logger: Logger;
   /** The access log of a config (one per format, kept to the end), or none when it is off. */
   accessLog(config: Config): AccessLog | undefined;

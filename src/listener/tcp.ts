@@ -5,7 +5,8 @@
  */
 import type { Config, ListenerConfig } from "../config/schema.ts";
 import type { Backend } from "../pool/backend.ts";
-import { CLIENT_HELLO_MAX_BYTES, startTcpProxy, type RelayTarget, type SniRouting, type TcpProxy, type TcpSettings } from "../tcp/proxy.ts";
+import { CLIENT_HELLO_MAX_BYTES, startTcpProxy, type SniRouting, type TcpProxy, type TcpSettings } from "../tcp/proxy.ts";
+import { RouteTable } from "../route/table.ts";
 import { listenError } from "../listen-error.ts";
 import type { TlsMaterial } from "../tls/certificates.ts";
 import { withGrace } from "./http.ts";
@@ -32,37 +33,18 @@ function fallbackPool(config: Config, listener: ListenerConfig): string {
 }
 
 /**
- * Choose by server name (HAProxy's req.ssl_sni): exact names through a map, `*.` wildcards by
- * the name's suffixes, first route in config order among equals; no match goes to the
- * listener's `pool`, or is closed. Built once per config.
+ * Choose by server name (HAProxy's req.ssl_sni) through the route table's SNI index (exact
+ * names in a map, `*.` wildcards by the name's suffixes), first route in config order among
+ * those that match, as for HTTP routes; no match goes to the listener's `pool`, or is closed.
+ * Built once per config.
  */
 function sniRouting(config: Config, listener: ListenerConfig, ctx: ListenerContext): SniRouting | undefined {
   const routes = sniRoutes(config, listener);
   if (routes.length === 0) return undefined;
-  const exact = new Map<string, RelayTarget>();
-  const wildcard = new Map<string, RelayTarget>();
-  for (const r of routes) {
-    const target = ctx.pools.handle(r.pool!);
-    for (const name of [r.match!.sni!].flat()) {
-      const n = name.toLowerCase();
-      const map = n.startsWith("*.") ? wildcard : exact;
-      const key = n.startsWith("*.") ? n.slice(2) : n;
-      if (!map.has(key)) map.set(key, target);
-    }
-  }
+  const table = RouteTable.compile(routes, (name) => ctx.pools.handle(name));
   const fallback = listener.pool !== undefined ? ctx.pools.handle(listener.pool) : undefined;
   return {
-    choose(serverName) {
-      if (serverName === undefined) return fallback;
-      const hit = exact.get(serverName);
-      if (hit !== undefined) return hit;
-      // *.example.com takes a.example.com and a.b.example.com, never example.com itself.
-      for (let dot = serverName.indexOf("."); dot !== -1; dot = serverName.indexOf(".", dot + 1)) {
-        const w = wildcard.get(serverName.slice(dot + 1));
-        if (w !== undefined) return w;
-      }
-      return fallback;
-    },
+    choose: (serverName) => table.matchSni(serverName)?.pool ?? fallback,
     timeoutMs: config.timeouts.header,
     maxBytes: CLIENT_HELLO_MAX_BYTES,
   };
@@ -87,7 +69,7 @@ export class TcpListener implements Listener {
     const sni = sniRouting(config, listener, ctx);
     const proxy = await startTcpProxy(
       { settings: tcpSettings(config, listener), pool, passive, logger: ctx.logger },
-      { host: listener.host, port, reusePort: true, stats: ctx.tcpStats, ...(tls !== undefined ? { tls } : {}), ...(sni !== undefined ? { sni } : {}) },
+      { host: listener.host, port, reusePort: true, stats: ctx.tcpTotals(), ...(tls !== undefined ? { tls } : {}), ...(sni !== undefined ? { sni } : {}) },
     ).catch((e: unknown) => {
       throw listenError(listenerLabel(listener), listener.host, port, e);
     });

@@ -177,9 +177,8 @@ export function runWorker(): Promise<number> {
           applyTable(pool, m.table, () => {});
           send({ t: "applied", version: m.table.version });
           port = m.port;
-          if (m.config.listeners.some((l) => l.mode === "tcp")) tcpStats = new TcpStats();
           listeners = new ListenerSet({
-            pools, traffic, routes, mirrors: new MirrorFactory(() => running?.retry.timeout ?? 15_000), tcpStats: tcpStats ?? new TcpStats(), logger,
+            pools, traffic, routes, mirrors: new MirrorFactory(() => running?.retry.timeout ?? 15_000), tcpTotals: () => (tcpStats ??= new TcpStats()), logger,
             accessLog: accessLogFor, lifecycle, portFor: () => port,
           });
           listeners.apply(m.config).then(ready, (e: unknown) => failed(e));

@@ -84,3 +84,13 @@ describe("switchyard check on routes", () => {
     expect(() => validateConfig({ ...CONFIG, listen: { port: 1 } })).toThrow(/listen: set beside listeners/);
   });
 });
+
+test("a TCP listener that routes by SNI cannot also terminate TLS: refused at load, naming the field", () => {
+  expect(() =>
+    validateConfig({
+      listeners: [{ name: "edge", mode: "tcp", port: 8443, tls: { cert: "/nonexistent.pem", key: "/nonexistent.pem" } }],
+      pools: { a: { backends: [{ url: "tcp://127.0.0.1:1" }] } },
+      routes: [{ name: "sni-a", match: { sni: "a.example.com" }, pool: "a" }],
+    }),
+  ).toThrow(/listeners\[0\]\.tls: set on a TCP listener that routes by SNI/);
+});

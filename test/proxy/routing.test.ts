@@ -8,6 +8,8 @@ import { startBalancer, type Balancer } from "../../src/balancer.ts";
 import { validateConfig } from "../../src/config/load.ts";
 import { memoryLogger } from "../../src/log/logger.ts";
 import { startRecordingBackend, type RecordingBackend } from "../helpers/recording-backend.ts";
+import { rawClient } from "../helpers/raw.ts";
+import { waitFor } from "../helpers/wait.ts";
 
 /** A port nothing listens on: taken and released. */
 function closedPort(): number {
@@ -155,4 +157,92 @@ describe("a pool's own backend-side limits (socket engine)", () => {
       fresh.stop();
     }
   });
+});
+
+describe("answers the proxy makes itself keep the connection (socket engine)", () => {
+  test("a redirect, a fixed response and a 404 on one pipelined keep-alive connection, then a forwarded request", async () => {
+    const web = startRecordingBackend();
+    const lb = await startBalancer(
+      validateConfig({
+        engine: "socket", admin: false, healthCheck: false, log: { access: false },
+        listeners: [{ name: "web", host: "127.0.0.1", port: 0 }],
+        pools: { web: { backends: [{ url: web.url }] } },
+        routes: [
+          { name: "old", match: { path: "/old" }, redirect: { to: "/new", status: 308 } },
+          { name: "maint", match: { pathExact: "/maint" }, respond: { status: 503, body: "later" } },
+          { name: "site", match: { host: "www.example.com" }, pool: "web" },
+        ],
+      }),
+      { env: {}, logger: memoryLogger() },
+    );
+    try {
+      const c = await rawClient(lb.port);
+      c.send("GET /old HTTP/1.1\r\nHost: x\r\n\r\nHEAD /maint HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: nobody\r\n\r\nGET / HTTP/1.1\r\nHost: www.example.com\r\n\r\n");
+      await c.waitFor((t) => (t.match(/HTTP\/1\.1 /g) ?? []).length >= 4 && t.endsWith("ok 1"), "four answers");
+      const text = c.text();
+      const heads = [...text.matchAll(/HTTP\/1\.1 (\d{3}) ([^\r]*)/g)].map((m) => `${m[1]} ${m[2]}`);
+      expect(heads).toEqual(["308 Permanent Redirect", "503 Service Unavailable", "404 Not Found", "200 OK"]);
+      expect(text).not.toContain("connection: close");
+      // HEAD: the fields GET would get, no body (RFC 9110 §9.3.2).
+      expect(text).toContain("content-length: 5\r\n");
+      expect(text).not.toContain("later");
+      expect(c.closed).toBe(false);
+      c.terminate();
+    } finally {
+      await lb.stop(false);
+      web.stop();
+    }
+  });
+});
+
+describe("a mirror whose pool never answers", () => {
+  for (const engine of ["socket", "fetch"] as const) {
+    test(`${engine} engine: the client's answers do not wait, and copies in flight stay bounded`, async () => {
+      const web = startRecordingBackend();
+      // The shadow pool's backend takes connections and never answers: every copy waits.
+      let open = 0;
+      let most = 0;
+      const shadow = Bun.listen({
+        hostname: "127.0.0.1", port: 0,
+        socket: {
+          open() {
+            most = Math.max(most, ++open);
+          },
+          data() {},
+          close() {
+            open--;
+          },
+        },
+      });
+      const lb = await startBalancer(
+        validateConfig({
+          engine, admin: false, healthCheck: false, log: { access: false }, retry: { timeout: "3s", perTryTimeout: "3s" },
+          listeners: [{ name: "web", host: "127.0.0.1", port: 0 }],
+          pools: { web: { backends: [{ url: web.url }] }, shadow: { backends: [{ url: `http://127.0.0.1:${shadow.port}` }] } },
+          routes: [{ name: "main", pool: "web", mirror: { pool: "shadow" } }],
+        }),
+        { env: {}, logger: memoryLogger() },
+      );
+      try {
+        for (let i = 0; i < 4; i++) {
+          const batch = await Promise.all(Array.from({ length: 25 }, () => fetch(`${lb.url}/x`, { method: "POST", body: "copy me" })));
+          for (const r of batch) {
+            expect(r.status).toBe(200);
+            await r.text();
+          }
+        }
+        // Every answer is in while the copies still hang (they wait out their 3 s timeout):
+        // no answer waited for its copy.
+        expect(web.requests.length).toBe(100);
+        await waitFor(() => most > 0, "copies to reach the shadow");
+        expect(open).toBeGreaterThan(0);
+        // At most 64 copies in flight per route (forward/mirror.ts); the rest were dropped.
+        expect(most).toBeLessThanOrEqual(64);
+      } finally {
+        await lb.stop(false);
+        web.stop();
+        shadow.stop(true);
+      }
+    }, 30_000);
+  }
 });

@@ -68,8 +68,15 @@ const enum Wait {
 
 const CONTINUE = Buffer.from("HTTP/1.1 100 Continue\r\n\r\n");
 
-/** Reason phrases for the answers the engine makes itself. */
+/**
+ * Reason phrases for the answers the proxy makes itself (RFC 9110 §15): its errors, and a
+ * route's redirect or fixed response (any status; one not named here gets an empty phrase,
+ * which RFC 9112 §4 allows).
+ */
 const REASONS: Record<number, string> = {
+  200: "OK", 201: "Created", 202: "Accepted", 204: "No Content",
+  301: "Moved Permanently", 302: "Found", 303: "See Other", 307: "Temporary Redirect", 308: "Permanent Redirect",
+  401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 410: "Gone", 429: "Too Many Requests",
   400: "Bad Request", 405: "Method Not Allowed", 408: "Request Timeout", 413: "Content Too Large",
   414: "URI Too Long", 417: "Expectation Failed", 431: "Request Header Fields Too Large",
   500: "Internal Server Error", 501: "Not Implemented", 502: "Bad Gateway", 503: "Service Unavailable",
@@ -274,13 +281,17 @@ export class Exchange implements ResponseSink, InterimSink, ForwardRequest<Excha
   answer(a: ErrorAnswer | { status: number; headers: Record<string, string>; body: string }): void {
     this.answering = Answering.Done;
     // After a framing fault the rest of the connection cannot be trusted (RFC 9112 §11.2); a
-    // request whose body is still arriving leaves the same doubt.
-    if (this.conn.env.draining || this.fault !== undefined || !this.parsed || a.status === 408 || a.status === 413) this.closeAfter = true;
-    let head = `HTTP/1.1 ${a.status} ${REASONS[a.status] ?? "Error"}\r\n`;
+    // request whose body is still arriving leaves the same doubt. A request without a body is
+    // whole once its head is: an answer made at once (a route's redirect, no route) keeps the
+    // connection.
+    const bodyPending = this.body !== undefined && !this.parsed;
+    if (this.conn.env.draining || this.fault !== undefined || bodyPending || a.status === 408 || a.status === 413) this.closeAfter = true;
+    let head = `HTTP/1.1 ${a.status} ${REASONS[a.status] ?? ""}\r\n`;
     for (const k in a.headers) head += `${k}: ${a.headers[k]}\r\n`;
     head += `content-length: ${Buffer.byteLength(a.body)}\r\n`;
     if (this.closeAfter) head += "connection: close\r\n";
-    this.conn.write(latin1Bytes(`${head}\r\n${a.body}`));
+    // The answer to HEAD has the fields GET's would, and no body (RFC 9110 §9.3.2).
+    this.conn.write(latin1Bytes(`${head}\r\n${this.method === "HEAD" ? "" : a.body}`));
     this.conn.exchangeDone(this);
   }
 
