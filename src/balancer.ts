@@ -148,9 +148,9 @@ export class Balancer implements BalancerContext {
     // With workers, each closes its own when the next table drops the backend.
     this.pools = new PoolSet({
       health: this.health, logger: this.logger, changes: this.changes,
-      onRemove: (b) => {
+      onRemove: (b, pool) => {
         this.listeners?.closeIdle(b);
-        this.supervisor?.forget(b);
+        this.supervisor?.forget(pool, b);
       },
     });
     this.control = new Control({
@@ -193,10 +193,11 @@ export class Balancer implements BalancerContext {
 
   /** The first listener's URL (http://host:port, https://, tcp:// or tls://). */
   get url(): string {
-    if (this.supervisor !== undefined) return this.workersUrl;
+    if (this.supervisor !== undefined) return Object.values(this.workersUrls)[0]!;
     return this.listeners!.all[0]!.url;
   }
-  private workersUrl = "";
+  /** With workers: each listener's URL, on the port claimed for it. */
+  private workersUrls: Record<string, string> = {};
 
   /** The first listener's port. */
   get port(): number {
@@ -205,7 +206,7 @@ export class Balancer implements BalancerContext {
 
   /** Every proxy listener's URL, by name. */
   get urls(): Record<string, string> {
-    if (this.listeners === undefined) return { [this.running.listeners[0]!.name]: this.workersUrl };
+    if (this.listeners === undefined) return { ...this.workersUrls };
     return Object.fromEntries(this.listeners.all.map((l) => [l.name, l.url]));
   }
 
@@ -321,20 +322,31 @@ export class Balancer implements BalancerContext {
     }
   }
 
-  /** This process owns the backends and the admin port; the workers serve the proxy port, claimed here and handed to them. */
+  /**
+   * This process owns the backends and the admin port; the workers serve every proxy listener,
+   * each on the port claimed here (exclusively first, so that a port in use fails the start and
+   * a configured 0 becomes one port for every worker) and handed to them.
+   */
   private async startWorkers(count: number): Promise<void> {
     const initial = this.running;
-    const listener = initial.listeners[0]!;
-    const port = this.portFor(portKey(listener, "proxy"), listener.host, listener.port);
-    const only = this.pools.all[0]!;
-    const workers = (this.supervisor = new WorkerSupervisor({ count, pool: only.pool, passive: only.passive, traffic: this.traffic, tcpStats: this.tcpStats, logger: this.logger, config: () => this.running }));
+    const ports: Record<string, number> = {};
+    const urls: Record<string, string> = {};
+    for (const l of initial.listeners) {
+      const key = portKey(l, "proxy");
+      const port = (ports[key] = this.portFor(key, l.host, l.port));
+      const tls = l.tls !== undefined;
+      urls[l.name] = `${l.mode === "tcp" ? (tls ? "tls" : "tcp") : tls ? "https" : "http"}://${hostForUrl(l.host)}:${port}`;
+    }
+    const workers = (this.supervisor = new WorkerSupervisor({
+      count, pools: this.pools, traffic: this.traffic, routes: this.routes, tcpStats: this.tcpStats, logger: this.logger, config: () => this.running,
+    }));
     // Besides state changes (which the supervisor follows itself), every operation recorded
-    // here (a forced health that leaves the state as it was, say) sends the table if it moved.
+    // here (a forced health that leaves the state as it was, say) sends the tables if they moved.
     this.unlistenWorkers = this.changes.onChange(() => workers.publish());
-    await workers.start(port);
-    this.ports.proxy = port;
-    const tls = listener.tls !== undefined;
-    this.workersUrl = `${listener.mode === "tcp" ? (tls ? "tls" : "tcp") : tls ? "https" : "http"}://${hostForUrl(listener.host)}:${port}`;
+    await workers.start(ports);
+    // The first listener's port is "the" proxy port (as one process reports it).
+    this.ports.proxy = ports[portKey(initial.listeners[0]!, "proxy")]!;
+    this.workersUrls = urls;
   }
 
   /** Each HTTPS listener's httpRedirect: a plain-HTTP listener that redirects to it. */
