@@ -32,7 +32,7 @@ import { ConfigWatcher } from "./control/watch.ts";
 import { diffPaths, inForce, restartNeeded } from "./control/diff.ts";
 import { resolveWorkers, WorkerSupervisor } from "./workers/supervisor.ts";
 import { serveRedirect } from "./tls/redirect.ts";
-import { ListenerSet } from "./listener/listener-set.ts";
+import { ListenerSet, sameBinding } from "./listener/listener-set.ts";
 import { RouteTraffic, type PoolSource } from "./listener/routing.ts";
 import { MirrorFactory } from "./listener/route-modifiers.ts";
 import { hostForUrl, portKey, type ListenerContext } from "./listener/listener.ts";
@@ -230,16 +230,49 @@ export class Balancer implements BalancerContext {
     const prev = this.running;
     const later = restartNeeded(prev, next);
     const target = inForce(prev, next);
+    // With workers, the ports of listeners added or moved are claimed here first: a port in use
+    // refuses the change before anything else has changed.
+    const ports = this.supervisor !== undefined ? this.claimWorkerPorts(target, prev) : undefined;
     const lines = diffPaths(withoutBackends(prev), withoutBackends(target));
     lines.push(...(await this.pools.apply(target)));
     this.routes.keep(target.routes.map((r) => r.name));
     if (this.listeners !== undefined) lines.push(...(await this.listeners.apply(target, prev)));
     this.auth.set(tokens);
     this.running = target;
-    // The workers take the same config in place, and the new backend table (weights, limits).
-    this.supervisor?.configure(target);
+    // The workers take the same config in place, with the tables of its pools and the ports of
+    // its listeners; the pools it drops drain once the workers route by it.
+    if (this.supervisor !== undefined && ports !== undefined) {
+      lines.push(...(await this.supervisor.configure(target, ports)));
+      this.forgetPorts(target, prev);
+    }
     await this.pools.retire();
     return { lines, restartNeeded: later };
+  }
+
+  /**
+   * With workers: the port of every listener of `target`, by key. A listener bound the same way
+   * as in `prev` keeps its port; one added or moved gets one claimed now (portFor), which the
+   * workers then bind. Also sets each listener's URL.
+   */
+  private claimWorkerPorts(target: Config, prev: Config | undefined): Record<string, number> {
+    const ports: Record<string, number> = {};
+    const urls: Record<string, string> = {};
+    for (const l of target.listeners) {
+      const key = portKey(l, "proxy");
+      const was = prev?.listeners.find((x) => x.name === l.name);
+      const kept = was !== undefined && sameBinding(was, l) ? this.ports[key] : undefined;
+      const port = (ports[key] = kept ?? this.portFor(key, l.host, l.port));
+      const tls = l.tls !== undefined;
+      urls[l.name] = `${l.mode === "tcp" ? (tls ? "tls" : "tcp") : tls ? "https" : "http"}://${hostForUrl(l.host)}:${port}`;
+    }
+    this.workersUrls = urls;
+    return ports;
+  }
+
+  /** The ports of listeners `target` no longer has are no longer this balancer's. */
+  private forgetPorts(target: Config, prev: Config): void {
+    const keys = new Set(target.listeners.map((l) => portKey(l, "proxy")));
+    for (const l of prev.listeners) if (!keys.has(portKey(l, "proxy"))) delete this.ports[portKey(l, "proxy")];
   }
 
   /** The listener context: what every proxy listener of this process reads. */
@@ -329,14 +362,7 @@ export class Balancer implements BalancerContext {
    */
   private async startWorkers(count: number): Promise<void> {
     const initial = this.running;
-    const ports: Record<string, number> = {};
-    const urls: Record<string, string> = {};
-    for (const l of initial.listeners) {
-      const key = portKey(l, "proxy");
-      const port = (ports[key] = this.portFor(key, l.host, l.port));
-      const tls = l.tls !== undefined;
-      urls[l.name] = `${l.mode === "tcp" ? (tls ? "tls" : "tcp") : tls ? "https" : "http"}://${hostForUrl(l.host)}:${port}`;
-    }
+    const ports = this.claimWorkerPorts(initial, undefined);
     const workers = (this.supervisor = new WorkerSupervisor({
       count, pools: this.pools, traffic: this.traffic, routes: this.routes, tcpStats: this.tcpStats, logger: this.logger, config: () => this.running,
     }));
@@ -346,7 +372,6 @@ export class Balancer implements BalancerContext {
     await workers.start(ports);
     // The first listener's port is "the" proxy port (as one process reports it).
     this.ports.proxy = ports[portKey(initial.listeners[0]!, "proxy")]!;
-    this.workersUrls = urls;
   }
 
   /** Each HTTPS listener's httpRedirect: a plain-HTTP listener that redirects to it. */

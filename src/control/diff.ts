@@ -2,21 +2,22 @@
  * What differs between the running config and a new one, in words for the log ("retry.attempts
  * 3 -> 2"), and which of those differences wait for a restart.
  *
- * A restart is needed for what is fixed when a listener opens: its address, the mode, the
- * engine, the number of workers, the admin listener's address and allowed Host names; and, with the fetch engine, the two settings Bun.serve takes at
- * listen time and cannot change on a running server (`server.reload()` swaps handlers only,
- * checked on Bun 1.4.5): the client idle timeout and the request body limit. Until then the
- * running values stay in force and the running config says so.
+ * A restart is needed for the engine, the number of workers, the admin listener's address and
+ * allowed Host names (a listener's address and mode are not: it is bound anew); and, with the
+ * fetch engine and workers, the two settings Bun.serve takes at listen time and cannot change
+ * on a running server (`server.reload()` swaps handlers only, checked on Bun 1.4.5): the client
+ * idle timeout and the request body limit. Until then the running values stay in force and the
+ * running config says so.
  */
 import type { Config } from "../config/schema.ts";
 
 /**
- * Top-level keys fixed when the listeners open. One process binds, moves and drops listeners
- * on a reload (src/listener/listener-set.ts); worker processes are told their one port at
- * start, so with workers the listeners are fixed too.
+ * Top-level keys fixed when the listeners open. A reload binds, moves and drops listeners
+ * (src/listener/listener-set.ts), in one process and, with workers, in each worker on the
+ * ports the owner claims for them (src/balancer.ts).
  */
-function listenerKeys(c: Config): readonly string[] {
-  return c.workers === 1 ? ["engine", "workers"] : ["mode", "engine", "listen", "listeners", "workers"];
+function listenerKeys(_c: Config): readonly string[] {
+  return ["engine", "workers"];
 }
 
 /** Leaf paths whose values differ, as "path old -> new". Secrets are named, never shown. */
@@ -51,13 +52,6 @@ export function inForce(running: Config, next: Config): Config {
   for (const k of listenerKeys(running)) {
     if (k in r) out[k] = r[k];
     else delete out[k];
-  }
-  // Certificates are re-read on a reload (src/tls/termination.ts): only TLS on or off waits.
-  if (running.workers !== 1) {
-    out.listeners = running.listeners.map((l) => {
-      const tls = next.listeners.find((x) => x.name === l.name)?.tls;
-      return l.tls !== undefined && tls !== undefined ? { ...l, tls } : l;
-    });
   }
   out.admin = running.admin === false || next.admin === false
     ? running.admin

@@ -24,6 +24,11 @@ function bindingOf(l: ListenerConfig): string {
   return JSON.stringify([l.host, l.port, l.mode, l.tls !== undefined]);
 }
 
+/** Whether `a` and `b` bind the same way (a listener changed only in what it serves keeps its socket). */
+export function sameBinding(a: ListenerConfig, b: ListenerConfig): boolean {
+  return bindingOf(a) === bindingOf(b);
+}
+
 export class ListenerSet {
   private readonly entries = new Map<string, Entry>();
 

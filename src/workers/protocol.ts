@@ -5,11 +5,13 @@
  * Owner -> worker: `start` once (the config, every pool's table, and the port the owner claimed
  * for each listener), then `tables` on every change of the backends (state or config), `config`
  * on every change of the running config (with the tables of that config's pools, so that a
- * route never names a pool the worker does not hold yet), `pull` when the admin port needs
+ * route never names a pool the worker does not hold yet, and the ports of its listeners, so
+ * that one added or moved binds the port the owner claimed), `pull` when the admin port needs
  * figures now, `unlisten` (a handover's first step) and `stop` to drain and exit. Worker ->
- * owner: `ready` or `failed` once, `unlistened`, `applied` after each tables, `report`
- * (figures, in-flight) on a short timer and on each pull, `passive` (what live traffic said
- * about backends), `log`, and `stopped` before it exits.
+ * owner: `ready` or `failed` once, `unlistened`, `applied` after each tables, `configured` once
+ * a config is in force (its listeners bound, stopped or changed), `report` (figures, in-flight)
+ * on a short timer and on each pull, `passive` (what live traffic said about backends), `log`,
+ * and `stopped` before it exits.
  *
  * Backends are named per pool (two pools may each have a `backend-1`): everything about a
  * backend travels with its pool's name.
@@ -51,7 +53,8 @@ export type Ports = Record<string, number>;
 export type ToWorker =
   | { t: "start"; index: number; count: number; ports: Ports; config: Config; tables: Tables }
   | { t: "tables"; tables: Tables }
-  | { t: "config"; config: Config; tables: Tables }
+  /** `id`: answered by `configured` with the same id. */
+  | { t: "config"; id: number; config: Config; tables: Tables; ports: Ports }
   | { t: "pull"; id: number }
   /** A handover's first step: stop accepting, change nothing else; answered with `unlistened`. */
   | { t: "unlisten" }
@@ -117,6 +120,8 @@ export type FromWorker =
   | { t: "ready"; pid: number }
   | { t: "failed"; error: { name: string; code?: string; message: string; problems?: string[]; listener?: string; address?: string; reason?: string } }
   | { t: "applied"; version: number }
+  /** A config's listeners applied: what changed (ListenerSet.apply's lines), or why it could not. */
+  | { t: "configured"; id: number; lines: string[]; error?: string }
   | { t: "report"; report: Report; id?: number }
   | { t: "passive"; events: PassiveEvent[] }
   | { t: "log"; level: "info" | "warn" | "error"; msg: string }

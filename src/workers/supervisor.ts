@@ -118,6 +118,9 @@ export class WorkerSupervisor {
   private stopping = false;
   private pullSeq = 0;
   private readonly pulls = new Map<number, { waiting: Set<number>; done: () => void }>();
+  private configSeq = 0;
+  /** Configs sent and not yet answered by every worker that was serving: see configure(). */
+  private readonly configuring = new Map<number, { waiting: Set<number>; lines: string[] | undefined; errors: string[]; done: () => void }>();
   private syncWaiters: (() => void)[] = [];
   /** Told of each worker's `unlistened` while unlisten() waits. */
   private unlistenWaiter: ((index: number) => void) | undefined;
@@ -187,13 +190,46 @@ export class WorkerSupervisor {
   /**
    * A new running config: proxy settings change in place in every worker (as in one process).
    * The tables go with it, so that a pool the config adds is in every worker before a route
-   * sends to it; the pools it drops leave the workers with it.
+   * sends to it; the pools it drops leave the workers with it. `ports`: every listener's port
+   * (the owner claimed those of listeners added or moved); workers that start later get the
+   * same. Resolves, with what changed in the listeners (one worker's lines, every worker's
+   * errors), once every serving worker has applied it, or after `timeoutMs`.
    */
-  configure(config: Config): void {
-    if (this.stopping) return;
+  configure(config: Config, ports: Ports, timeoutMs = 10_000): Promise<string[]> {
+    if (this.stopping) return Promise.resolve([]);
+    this.ports = ports;
     this.follow();
     this.buildTables();
-    for (const s of this.slots) if (s.proc) this.send(s, { t: "config", config, tables: this.tables! });
+    const id = ++this.configSeq;
+    const serving = this.slots.filter((s) => s.state === "serving" && s.proc !== undefined);
+    const result = new Promise<string[]>((resolve) => {
+      const entry = { waiting: new Set(serving.map((s) => s.index)), lines: undefined as string[] | undefined, errors: [] as string[], done: () => {} };
+      const timer = setTimeout(() => {
+        entry.errors.push(...[...entry.waiting].map((i) => `worker ${i}: did not apply the config within ${timeoutMs}ms`));
+        entry.done();
+      }, timeoutMs);
+      entry.done = () => {
+        clearTimeout(timer);
+        this.configuring.delete(id);
+        resolve([...(entry.lines ?? []), ...entry.errors]);
+      };
+      this.configuring.set(id, entry);
+      if (entry.waiting.size === 0) entry.done();
+    });
+    for (const s of this.slots) if (s.proc) this.send(s, { t: "config", id, config, tables: this.tables!, ports });
+    return result;
+  }
+
+  /** Worker `index` has answered config `id` (or is gone). */
+  private configured(index: number, id: number, lines: string[], error?: string): void {
+    const c = this.configuring.get(id);
+    if (!c || !c.waiting.delete(index)) return;
+    c.lines ??= lines;
+    if (error !== undefined) {
+      this.o.logger.error(`worker ${index}: ${error}`);
+      c.errors.push(`worker ${index}: ${error}`);
+    }
+    if (c.waiting.size === 0) c.done();
   }
 
   /** Backend `b` left pool `pool`: the figures of a later one of the same name start from zero. */
@@ -306,6 +342,7 @@ export class WorkerSupervisor {
     }
     clearTimeout(timer);
     for (const p of this.pulls.values()) p.done();
+    for (const c of [...this.configuring.values()]) c.done();
     for (const w of this.syncWaiters) w();
   }
 
@@ -432,6 +469,9 @@ export class WorkerSupervisor {
       case "unlistened":
         this.unlistenWaiter?.(s.index);
         return;
+      case "configured":
+        this.configured(s.index, m.id, m.lines, m.error);
+        return;
       case "stopped":
         return;
     }
@@ -446,6 +486,8 @@ export class WorkerSupervisor {
     this.summer.retire(s.index);
     s.started?.(new WorkerError("SY_WORKER_FAILED", `worker ${s.index} exited (${how}) before it served`));
     for (const p of this.pulls.values()) if (p.waiting.delete(s.index) && p.waiting.size === 0) p.done();
+    // A new process of this slot starts with the running config and ports.
+    for (const c of [...this.configuring.values()]) if (c.waiting.delete(s.index) && c.waiting.size === 0) c.done();
     if (this.stopping) {
       s.state = "stopped";
       return;

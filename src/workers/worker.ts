@@ -234,7 +234,7 @@ export function runWorker(): Promise<number> {
           listeners = new ListenerSet({
             pools, traffic, routes, mirrors: new MirrorFactory(() => running?.retry.timeout ?? 15_000), tcpStats: tcpStats ?? new TcpStats(), logger,
             accessLog: accessLogFor, lifecycle, reusePort: true,
-            // Listeners are fixed while workers run (control/diff.ts): every one has its port here.
+            // The owner claimed every listener's port (and sends the new ones with a config).
             portFor: (key, _host, port) => ports[key] ?? port,
           });
           listeners.apply(m.config).then(ready, (e: unknown) => failed(e));
@@ -249,11 +249,18 @@ export function runWorker(): Promise<number> {
           running = m.config;
           // The pools first, so that every pool the new routes name is held.
           pools.apply(m.tables, (b) => listeners?.closeIdle(b));
-          routes.keep(m.config.routes.map((r) => r.name));
-          // Changed in place, as in one process: new routers for new requests, TCP's settings
-          // for new connections.
-          void listeners?.apply(m.config, prev).catch((e: unknown) => logger.error(`worker: ${(e as Error).message}`));
           send({ t: "applied", version: m.tables.version });
+          routes.keep(m.config.routes.map((r) => r.name));
+          // Listeners added or moved bind the ports the owner claimed for them.
+          ports = m.ports;
+          // Changed in place, as in one process: new routers for new requests, TCP's settings
+          // for new connections, listeners added, moved (bound anew before the old one closes)
+          // or removed (what they hold finishes).
+          const applied = listeners?.apply(m.config, prev) ?? Promise.resolve([]);
+          applied.then(
+            (lines) => send({ t: "configured", id: m.id, lines }),
+            (e: unknown) => send({ t: "configured", id: m.id, lines: [], error: (e as Error).message }),
+          );
           return;
         }
         case "pull":

@@ -12,14 +12,14 @@ export interface LoadResult {
  * `total` GETs of `path` from `concurrency` loops. `fresh`: each on a new connection (the
  * kernel then spreads them over the workers' listeners); else on kept-alive connections.
  */
-export async function load(url: string, total: number, concurrency: number, opts: { fresh?: boolean; path?: string; stop?: () => boolean } = {}): Promise<LoadResult> {
+export async function load(url: string, total: number, concurrency: number, opts: { fresh?: boolean; path?: string; stop?: () => boolean; headers?: Record<string, string> } = {}): Promise<LoadResult> {
   const result: LoadResult = { ok: 0, failed: 0, statuses: new Map() };
   let sent = 0;
   const one = async () => {
     while (sent < total && !(opts.stop?.() ?? false)) {
       sent++;
       try {
-        const res = await fetch(url + (opts.path ?? "/"), opts.fresh ? { headers: { connection: "close" }, keepalive: false } : {});
+        const res = await fetch(url + (opts.path ?? "/"), opts.fresh ? { headers: { ...opts.headers, connection: "close" }, keepalive: false } : { headers: { ...opts.headers } });
         await res.arrayBuffer();
         result.statuses.set(res.status, (result.statuses.get(res.status) ?? 0) + 1);
         if (res.status === 200) result.ok++;
