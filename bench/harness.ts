@@ -150,11 +150,14 @@ export async function sim(procs: Processes, o: { count?: number; latency?: reado
  */
 export async function switchyard(procs: Processes, name: string, config: Record<string, unknown>): Promise<Target & { started: Started; admin?: string }> {
   const file = join(procs.dir, `switchyard-${++serial}.json`);
+  // A config with `listeners` names its own (the first one is measured); `listen` beside them is refused.
+  const listen = config.listeners === undefined ? { listen: { host: "127.0.0.1", port: 0 } } : {};
   writeFileSync(file, JSON.stringify({
-    listen: { host: "127.0.0.1", port: 0 }, admin: false, log: { access: false }, healthCheck: { type: "tcp", interval: "2s" }, ...config,
+    ...listen, admin: false, log: { access: false }, healthCheck: { type: "tcp", interval: "2s" }, ...config,
   }));
   const s = procs.spawn([process.execPath, "src/cli.ts", "serve", "--config", file]);
-  const port = Number(await waitOutput(s, "its proxy port", (out) => /proxy listening on \w+:\/\/127\.0\.0\.1:(\d+)/.exec(out)?.[1]));
+  // "http proxy listening on ..." (the single-listener form) or "http proxy \"web\" listening on ...".
+  const port = Number(await waitOutput(s, "its proxy port", (out) => /proxy (?:"[^"]*" )?listening on \w+:\/\/127\.0\.0\.1:(\d+)/.exec(out)?.[1]));
   const admin = config.admin ? await waitOutput(s, "its admin URL", (out) => /admin listening on (\S+)/.exec(out)?.[1]) : undefined;
   await waitUp(port, s, { http: config.mode !== "tcp" });
   return { name, port, started: s, admin, pids: () => withChildren(s.proc.pid) };
@@ -198,6 +201,31 @@ const SWITCHYARD_FIELDS = `
       proxy_set_header X-Request-Id $request_id;
       add_header Via "1.1 switchyard"; add_header X-Request-Id $request_id;`;
 
+/** The directives of a `location` that proxies to `upstream` with upstream keep-alive and the fields `fields` asks for. */
+export function nginxProxyPass(upstream: string, fields: "minimal" | "switchyard" = "minimal"): string {
+  return `proxy_pass http://${upstream}; proxy_http_version 1.1; proxy_set_header Connection "";
+      proxy_set_header X-Forwarded-For $remote_addr; proxy_set_header Host $host;${fields === "switchyard" ? SWITCHYARD_FIELDS : ""}`;
+}
+
+/**
+ * One nginx (master and `workers` workers, 1 unless told) whose `http` block holds `http` (its
+ * upstreams and servers, written by the caller); resolves once every port of `ports` answers.
+ * Its PIDs are the master's and its workers'.
+ */
+export async function nginxWith(procs: Processes, http: string, ports: readonly number[], o: { workers?: number; accessLog?: boolean } = {}): Promise<{ pids(): number[] }> {
+  const home = join(procs.dir, `nginx-${++serial}`);
+  mkdirSync(home, { recursive: true });
+  writeFileSync(join(home, "nginx.conf"), `
+worker_processes ${o.workers ?? 1}; daemon off; pid ${home}/nginx.pid; error_log ${home}/nginx-error.log;
+events { worker_connections 4096; }
+http {
+  access_log ${o.accessLog ? `${home}/nginx-access.log` : "off"};${http}
+}`);
+  const s = procs.spawn(["nginx", "-c", join(home, "nginx.conf"), "-p", home]);
+  for (const p of ports) await waitUp(p, s);
+  return { pids: () => withChildren(s.proc.pid) };
+}
+
 /**
  * One nginx (master and `workers` workers, 1 unless told) with upstream keep-alive and one
  * server block per upstream, each a Target sharing the same processes. `fields`: "minimal"
@@ -205,24 +233,13 @@ const SWITCHYARD_FIELDS = `
  * what Switchyard adds (SWITCHYARD_FIELDS).
  */
 export async function nginx(procs: Processes, upstreams: readonly NginxUpstream[], o: { workers?: number; accessLog?: boolean; fields?: "minimal" | "switchyard" } = {}): Promise<Target[]> {
-  const home = join(procs.dir, `nginx-${++serial}`);
-  mkdirSync(home, { recursive: true });
-  const extra = o.fields === "switchyard" ? SWITCHYARD_FIELDS : "";
   const ports = upstreams.map(() => freePort());
   const blocks = upstreams.map((u, i) => `
   upstream pool${i} { ${u.zone ? `zone pool${i} 64k; ` : ""}${u.balance} ${u.servers.map((s) => `server ${s};`).join(" ")} keepalive 64; }
   server { listen 127.0.0.1:${ports[i]};
-    location / { proxy_pass http://pool${i}; proxy_http_version 1.1; proxy_set_header Connection "";
-      proxy_set_header X-Forwarded-For $remote_addr; proxy_set_header Host $host;${extra} } }`);
-  writeFileSync(join(home, "nginx.conf"), `
-worker_processes ${o.workers ?? 1}; daemon off; pid ${home}/nginx.pid; error_log ${home}/nginx-error.log;
-events { worker_connections 4096; }
-http {
-  access_log ${o.accessLog ? `${home}/nginx-access.log` : "off"};${blocks.join("")}
-}`);
-  const s = procs.spawn(["nginx", "-c", join(home, "nginx.conf"), "-p", home]);
-  for (const p of ports) await waitUp(p, s);
-  return upstreams.map((u, i) => ({ name: u.name, port: ports[i]!, pids: () => withChildren(s.proc.pid) }));
+    location / { ${nginxProxyPass(`pool${i}`, o.fields)} } }`);
+  const n = await nginxWith(procs, blocks.join(""), ports, o);
+  return upstreams.map((u, i) => ({ name: u.name, port: ports[i]!, pids: n.pids }));
 }
 
 /**
@@ -371,10 +388,12 @@ export interface WrkResult extends Cost {
   errors: number;
 }
 
-/** wrk --latency against `t` (1 thread unless told), with the CPU of `t`'s processes and of the machine around it. */
-export async function wrk(t: Target, o: { connections: number; duration: number | string; path?: string; threads?: number | string }): Promise<WrkResult> {
+/** wrk --latency against `t` (1 thread unless told; `headers` sent with every request), with the CPU of `t`'s processes and of the machine around it. */
+export async function wrk(t: Target, o: { connections: number; duration: number | string; path?: string; threads?: number | string; headers?: Readonly<Record<string, string>> }): Promise<WrkResult> {
+  // -H "Host: ..." replaces the Host wrk would send (the target's address).
+  const headers = Object.entries(o.headers ?? {}).flatMap(([k, v]) => ["-H", `${k}: ${v}`]);
   const r = await costOf(t.name, t.pids(), async () => {
-    const p = Bun.spawn(["wrk", `-t${o.threads ?? 1}`, `-c${o.connections}`, `-d${o.duration}s`, "--latency", `http://127.0.0.1:${t.port}${o.path ?? "/"}`], { stdout: "pipe" });
+    const p = Bun.spawn(["wrk", `-t${o.threads ?? 1}`, `-c${o.connections}`, `-d${o.duration}s`, "--latency", ...headers, `http://127.0.0.1:${t.port}${o.path ?? "/"}`], { stdout: "pipe" });
     const out = await new Response(p.stdout).text();
     await p.exited;
     return { units: Number(/(\d+) requests in/.exec(out)?.[1] ?? 0), result: out };

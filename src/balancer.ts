@@ -29,10 +29,10 @@ import { Control, type Actor, type ApplyReport, type ReloadReport } from "./cont
 import type { Predecessor, UpgradeReport } from "./control/upgrade.ts";
 import { ChangeLog } from "./control/changes.ts";
 import { ConfigWatcher } from "./control/watch.ts";
-import { diffPaths, inForce, restartNeeded } from "./control/diff.ts";
+import { diffPaths, forDiff, inForce, restartNeeded } from "./control/diff.ts";
 import { resolveWorkers, WorkerSupervisor } from "./workers/supervisor.ts";
 import { serveRedirect } from "./tls/redirect.ts";
-import { ListenerSet, sameBinding } from "./listener/listener-set.ts";
+import { ListenerSet } from "./listener/listener-set.ts";
 import { RouteTraffic, type PoolSource } from "./listener/routing.ts";
 import { MirrorFactory } from "./listener/route-modifiers.ts";
 import { hostForUrl, portKey, type ListenerContext } from "./listener/listener.ts";
@@ -233,7 +233,7 @@ export class Balancer implements BalancerContext {
     // With workers, the ports of listeners added or moved are claimed here first: a port in use
     // refuses the change before anything else has changed.
     const ports = this.supervisor !== undefined ? this.claimWorkerPorts(target, prev) : undefined;
-    const lines = diffPaths(withoutBackends(prev), withoutBackends(target));
+    const lines = diffPaths(forDiff(prev), forDiff(target));
     lines.push(...(await this.pools.apply(target)));
     this.routes.keep(target.routes.map((r) => r.name));
     if (this.listeners !== undefined) lines.push(...(await this.listeners.apply(target, prev)));
@@ -250,9 +250,10 @@ export class Balancer implements BalancerContext {
   }
 
   /**
-   * With workers: the port of every listener of `target`, by key. A listener bound the same way
-   * as in `prev` keeps its port; one added or moved gets one claimed now (portFor), which the
-   * workers then bind. Also sets each listener's URL.
+   * With workers: the port of every listener of `target`, by key. A listener at the same address
+   * as in `prev` keeps its port (bound anew for a new mode, the workers bind beside the old
+   * socket, as ListenerSet does in one process); one added or moved gets one claimed now
+   * (portFor), which the workers then bind. Also sets each listener's URL.
    */
   private claimWorkerPorts(target: Config, prev: Config | undefined): Record<string, number> {
     const ports: Record<string, number> = {};
@@ -260,7 +261,7 @@ export class Balancer implements BalancerContext {
     for (const l of target.listeners) {
       const key = portKey(l, "proxy");
       const was = prev?.listeners.find((x) => x.name === l.name);
-      const kept = was !== undefined && sameBinding(was, l) ? this.ports[key] : undefined;
+      const kept = was !== undefined && was.host === l.host && was.port === l.port ? this.ports[key] : undefined;
       const port = (ports[key] = kept ?? this.portFor(key, l.host, l.port));
       const tls = l.tls !== undefined;
       urls[l.name] = `${l.mode === "tcp" ? (tls ? "tls" : "tcp") : tls ? "https" : "http"}://${hostForUrl(l.host)}:${port}`;
@@ -287,7 +288,7 @@ export class Balancer implements BalancerContext {
     return {
       pools, traffic: this.traffic, routes: this.routes, mirrors: this.mirrors, tcpStats: this.tcpStats ?? new TcpStats(), logger: this.logger,
       accessLog: (c) => this.accessLogFor(c), lifecycle: this.lifecycle,
-      portFor: (key, host, port) => this.portFor(key, host, port), reusePort: true,
+      portFor: (key, host, port) => this.portFor(key, host, port),
     };
   }
 
@@ -459,10 +460,6 @@ export function startBalancer(initial: Config, opts: BalancerOptions = {}): Prom
   return Balancer.start(initial, opts);
 }
 
-function withoutBackends(c: Config): Record<string, unknown> {
-  const { pools, ...rest } = c;
-  return { ...rest, pools: Object.fromEntries(Object.entries(pools).map(([n, { backends: _, ...p }]) => [n, p])) };
-}
 
 /** The admin listener, apart from the proxy port so that it is never reachable through it. */
 function serveAdmin(host: string, port: number, app: AdminApp): Server<unknown> {

@@ -8,6 +8,7 @@ import pkg from "../package.json" with { type: "json" };
 import demoConfig from "../examples/demo.json" with { type: "json" };
 import { ConfigError, loadConfigFile, readConfigFile, validateConfig } from "./config/load.ts";
 import type { Config } from "./config/schema.ts";
+import { configWarnings, expandedView } from "./config/expand.ts";
 import { POLICY_NAMES } from "./config/policy-names.ts";
 import { startBalancer, type Balancer, type BalancerOptions } from "./balancer.ts";
 import { runSimCli, simHelp } from "../sim/cli.ts";
@@ -16,6 +17,7 @@ import { startCluster } from "../sim/cluster.ts";
 import { runWorker } from "./workers/worker.ts";
 import { WORKER_COMMAND } from "./workers/protocol.ts";
 import { runHealthCommand } from "./commands/health.ts";
+import { runRouteCommand } from "./commands/route.ts";
 import { ControlError } from "./control/control.ts";
 import { successorLink, Upgrader, type SuccessorLink } from "./control/upgrade.ts";
 import { keeperWanted, runKeeper } from "./control/keeper.ts";
@@ -31,7 +33,8 @@ Commands:
   serve    run the load balancer
   sim      run a simulated backend cluster
   demo     run a 3-backend sim and the balancer in front of it
-  check    validate a config file and print it normalized
+  check    validate a config file and print it expanded (listeners, pools, routes)
+  route    show which route takes a request, and what the backend would get
   ctl      change a running balancer through its admin API (backends, drain, weight...)
   reload   make a running balancer read its config file again
   upgrade  replace a running balancer by a new process of the binary on disk, with no gap
@@ -68,8 +71,10 @@ Options (flags override the file's values):
 
 const CHECK_HELP = `Usage: switchyard check --config FILE
 
-Validates FILE, prints the normalized config (every default filled in, durations in ms,
-sizes in bytes) and exits 0; or prints every problem and exits 2.`;
+Validates FILE, prints the expanded config (listeners, pools and routes; the single-pool form
+becomes one of each named "default"; every default filled in, durations in ms, sizes in bytes)
+and exits 0, with a warning for a route an earlier one hides and a pool nothing uses; or prints
+every problem and exits 2.`;
 
 const DEMO_HELP = `Usage: switchyard demo [--tcp]
 
@@ -90,6 +95,8 @@ export async function main(argv: string[]): Promise<number> {
       return demo(rest);
     case "check":
       return check(rest);
+    case "route":
+      return runRouteCommand(rest);
     case "ctl":
       return runCtl(rest);
     case "reload":
@@ -148,8 +155,10 @@ async function check(argv: string[]): Promise<number> {
   }
   try {
     const config = await loadConfigFile(flags.config);
-    console.log(JSON.stringify(config, null, 2));
-    console.error(`${flags.config}: ok`);
+    console.log(JSON.stringify(expandedView(config), null, 2));
+    const warnings = configWarnings(config);
+    for (const w of warnings) console.error(`${flags.config}: warning: ${w}`);
+    console.error(`${flags.config}: ok${warnings.length > 0 ? ` (${warnings.length} warning${warnings.length === 1 ? "" : "s"})` : ""}`);
     return 0;
   } catch (e) {
     return reportConfigError(e);

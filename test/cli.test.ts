@@ -78,7 +78,9 @@ describe("check", () => {
     expect(r.code).toBe(0);
     const config = JSON.parse(r.stdout);
     expect(config.retry.timeout).toBe(20_000);
-    expect(config.backends[0].name).toBe("backend-1");
+    expect(config.pools.default.backends[0].name).toBe("backend-1");
+    expect(config.listeners).toEqual([{ name: "default", host: "0.0.0.0", port: 8000, mode: "http" }]);
+    expect(config.routes).toEqual([{ name: "default", match: {}, pool: "default" }]);
   });
   test("an invalid file prints every problem and exits 2", async () => {
     const file = join(dir, "bad.json");

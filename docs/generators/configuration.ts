@@ -279,9 +279,11 @@ export function renderConfiguration(): string {
     "     meaning is its v.description. Edit the schema, not this file: a test fails when they differ. -->",
     "",
     "Switchyard reads one config file: JSON (`.json`), YAML (`.yaml`, `.yml`) or TOML (`.toml`), told",
-    "apart by the file's extension. A file describes one proxy listener in front of one pool of",
-    "backends, in HTTP mode (layer 7) or TCP mode (layer 4). Only `backends` is required; every other",
-    "option has a default. The same smallest config in each format:",
+    "apart by the file's extension. A file describes listeners (each HTTP, layer 7, or TCP, layer 4),",
+    "named pools of backends, and routes that take each request to a pool ([routing.md](routing.md)).",
+    "Its smallest form is one list of `backends`: one listener, one pool and one route, each named",
+    "`default`; `switchyard check` prints any file in that expanded form. Only `backends` (or",
+    "`pools`) is required; every other option has a default. The same smallest config in each format:",
     "",
   ];
   for (const e of EXAMPLES) lines.push(`${e.file}:`, "", "```" + e.format, e.text.trimEnd(), "```", "");

@@ -12,7 +12,7 @@
  */
 import * as v from "valibot";
 import { ConfigSchema, POOL_OPTIONS, type Config, type ListenerConfig, type PoolConfig } from "./schema.ts";
-import type { RouteConfig } from "../route/schema.ts";
+import { routeWarnings, type RouteConfig } from "../route/schema.ts";
 
 type Raw = Record<string, unknown>;
 
@@ -27,7 +27,13 @@ export const DEFAULT_NAME = "default";
  */
 export function poolModes(raw: Raw): Map<string, "http" | "tcp"> {
   const modes = new Map<string, "http" | "tcp">();
-  for (const name of rawPoolNames(raw)) modes.set(name, "http");
+  // A pool nothing sends to (yet) is of the kind its addresses say: tcp:// or http(s)://.
+  for (const [name] of rawPools(raw)) modes.set(name, "http");
+  const used = new Set(routesOfRaw(raw).flatMap(routePools));
+  for (const [name, pool] of rawPools(raw)) {
+    const urls = Array.isArray(pool.backends) ? pool.backends.map((b) => (isObject(b) ? b.url : undefined)) : [];
+    if (!used.has(name) && urls.length > 0 && urls.every((u) => typeof u === "string" && /^tcp:\/\//i.test(u))) modes.set(name, "tcp");
+  }
   for (const l of rawListeners(raw)) {
     if (l.mode !== "tcp") continue;
     if (typeof l.pool === "string") modes.set(l.pool, "tcp");
@@ -131,6 +137,10 @@ export function listenerPath(raw: Raw, i: number): string {
   return raw.listeners === undefined ? "listen" : `listeners[${i}]`;
 }
 
+function routesOfRaw(raw: Raw): Raw[] {
+  return Array.isArray(raw.routes) ? raw.routes.filter(isObject) : [];
+}
+
 /** Every pool a route sends to: its pool, its split's, its mirror's. */
 export function routePools(r: Raw): string[] {
   const out: string[] = [];
@@ -207,4 +217,20 @@ function isObject(x: unknown): x is Raw {
 function show(x: unknown): string {
   const s = JSON.stringify(x);
   return s === undefined ? String(x) : s.length > 60 ? `${s.slice(0, 57)}...` : s;
+}
+
+/**
+ * The config as `switchyard check` prints it: the expanded form (listeners, pools, routes and
+ * the global options), without the single-pool form's `listen` and `mode`, which the listener
+ * `default` now says.
+ */
+export function expandedView(config: Config): Record<string, unknown> {
+  const { listen: _listen, mode: _mode, ...rest } = config;
+  return rest;
+}
+
+/** What `check` warns about: routes an earlier one hides entirely, pools nothing uses. */
+export function configWarnings(config: Config): string[] {
+  const tcpPools = config.listeners.flatMap((l) => (l.pool !== undefined ? [l.pool] : []));
+  return routeWarnings(config.routes, Object.keys(config.pools), tcpPools);
 }

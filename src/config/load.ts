@@ -247,7 +247,7 @@ function listenTlsProblems(l: Record<string, unknown>, at: string): string[] {
   const problems = l.tls !== undefined && tlsIn.success && tlsIn.output !== undefined ? tlsProblems(tlsIn.output).map((p) => p.replace(/^listen\.tls/, `${at}.tls`)) : [];
   const redirect = l.httpRedirect;
   if (isPlainObject(redirect)) {
-    if (l.mode !== "tcp" && l.tls === undefined) problems.push(`${at}.httpRedirect: set without ${at}.tls; expected it only when the listener serves HTTPS`);
+    if (l.mode !== "tcp" && l.tls === undefined) problems.push(`${at}.httpRedirect: set without ${at}.tls; expected it only when the proxy listens over HTTPS`);
     if (typeof redirect.port === "number" && redirect.port !== 0 && redirect.port === l.port) problems.push(`${at}.httpRedirect.port: got ${redirect.port}, expected a port other than ${at}.port`);
   }
   return problems;

@@ -712,7 +712,7 @@ const ListenerSchema = v.strictObject({
   host: v.optional(v.pipe(listenHost, v.description("The address it listens on.")), "0.0.0.0"),
   port: v.pipe(port, v.description("Its port; `0` picks a free one.")),
   mode: v.optional(v.pipe(v.picklist(["http", "tcp"], 'expected "http" or "tcp"'), v.description('`"http"`: requests go through `routes`; `"tcp"`: connections are relayed to `pool`, or to the pool of the route whose `match.sni` names the server the client asks for.')), "http"),
-  tls: v.optional(v.pipe(ListenTls, v.description("Terminate TLS on this listener, as `listen.tls`."), doc({ fieldsAt: "listen.tls", defaultText: "none" }))),
+  tls: v.optional(v.pipe(ListenTls, v.description("Terminate TLS on this listener, as `listen.tls`."), doc({ defaultText: "none" }))),
   httpRedirect: v.optional(
     v.pipe(
       v.strictObject({

@@ -22,7 +22,7 @@
  *
  * Calls are serialized: a reconcile waits for the one before it.
  */
-import { Backend, backendSpec, type BackendSpec } from "../pool/backend.ts";
+import { Backend, backendSpec, type BackendSpec, type UpstreamSettings } from "../pool/backend.ts";
 import type { Pool } from "../pool/pool.ts";
 import type { HealthMonitor } from "../health/monitor.ts";
 import type { PassiveHealth } from "../health/passive.ts";
@@ -43,6 +43,8 @@ export interface BackendDefaults {
   slowStart: number;
   /** τ of peak-ewma's response-time average, ms (peakEwma.decay); its default when absent. */
   latencyDecay?: number;
+  /** The pool's backend-side limits (connect and idle timeouts, keep-alive), carried by each backend. */
+  upstream?: UpstreamSettings;
 }
 
 export interface ReconcileResult {
@@ -175,7 +177,7 @@ export class Reconciler {
   private options(d: DesiredBackend, defaults: BackendDefaults) {
     return {
       name: d.name, url: d.url, weight: d.weight, priority: d.priority, maxConnections: d.maxConnections, statsPath: d.statsPath,
-      slowStart: defaults.slowStart, latencyDecay: defaults.latencyDecay, tls: d.tls,
+      slowStart: defaults.slowStart, latencyDecay: defaults.latencyDecay, tls: d.tls, upstream: defaults.upstream,
     };
   }
 

@@ -132,18 +132,18 @@ export interface RouterLimits {
 
 /** The router of one listener's config: the table, each route's runtime, the listener's defaults. */
 export class Router {
+  /** The one answer to every request no route takes: made once. */
   private readonly noRoute: RoutedAnswer;
 
   constructor(
     private readonly table: RouteTable<PoolTarget>,
     /** By the route's index in the table. */
     private readonly routes: readonly RouteRuntime[],
-    limits: RouterLimits,
+    /** The listener's own limits, for requests no route takes. */
+    private readonly limits: RouterLimits,
   ) {
     this.noRoute = proxyAnswer("SY_NO_ROUTE", undefined, limits);
-    this.limits = limits;
   }
-  private readonly limits: RouterLimits;
 
   route(req: RouteRequest): Routed {
     const m = this.table.match(req);

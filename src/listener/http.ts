@@ -100,7 +100,7 @@ function buildProxy(config: Config, listener: ListenerConfig, ctx: ListenerConte
 }
 
 /** The largest body any route of the config takes: Bun.serve's own limit (a route's smaller one is the handler's). */
-function largestBody(config: Config): number {
+export function largestBody(config: Config): number {
   let max = config.limits.maxBodySize;
   for (const r of config.routes) {
     const own = (r as { limits?: { maxBodySize?: number } }).limits?.maxBodySize;
@@ -121,14 +121,11 @@ class FetchListener {
     private readonly listener: ListenerConfig,
     proxy: ProxyFetch,
     port: number,
-    reusePort: boolean,
     tls: TlsMaterial | undefined,
   ) {
     this.current = proxy;
-    this.reusePort = reusePort;
     this.server = this.open(port, tls);
   }
-  private readonly reusePort: boolean;
 
   get port(): number {
     return this.server.port!;
@@ -142,8 +139,9 @@ class FetchListener {
       ...(m !== undefined ? { tls: serveTls(m) } : {}),
       // A second balancer must not silently share the port (Bun turns SO_REUSEPORT on when
       // development is false): a balancer claims it exclusively first (claimPort), then binds it
-      // with SO_REUSEPORT to share it with its workers or its successor (`switchyard upgrade`).
-      reusePort: this.reusePort,
+      // with SO_REUSEPORT to share it with its workers, its successor (`switchyard upgrade`) or
+      // the listener that replaces this one on a reload.
+      reusePort: true,
       development: false,
       idleTimeout: Math.ceil(config.timeouts.idle / 1000),
       maxRequestBodySize: largestBody(config),
@@ -190,9 +188,12 @@ export class HttpListener implements Listener {
   private socket: SocketEngine | undefined;
   private fetch: FetchListener | undefined;
   private cfg: ListenerConfig;
-  private scheme: string;
+  private readonly scheme: string;
 
-  private constructor(listener: ListenerConfig) {
+  private constructor(
+    listener: ListenerConfig,
+    private readonly ctx: ListenerContext,
+  ) {
     this.name = listener.name;
     this.cfg = listener;
     this.scheme = protoOf(listener);
@@ -200,7 +201,7 @@ export class HttpListener implements Listener {
 
   /** Bind and serve `listener` of `config`. */
   static async start(config: Config, listener: ListenerConfig, ctx: ListenerContext, tls: TlsMaterial | undefined): Promise<HttpListener> {
-    const l = new HttpListener(listener);
+    const l = new HttpListener(listener, ctx);
     const label = listenerLabel(listener);
     const port = ctx.portFor(portKey(listener, "proxy"), listener.host, listener.port);
     const material = tls ?? (listener.tls !== undefined ? readTlsMaterial(listener.tls, `listeners.${listener.name}.tls`) : undefined);
@@ -212,12 +213,10 @@ export class HttpListener implements Listener {
       await startFetchClient().catch((e: unknown) => {
         throw listenError(label, listener.host, port, e);
       });
-      l.fetch = new FetchListener(config, listener, buildProxy(config, listener, ctx), port, true, material);
+      l.fetch = new FetchListener(config, listener, buildProxy(config, listener, ctx), port, material);
     }
-    l.ctx = ctx;
     return l;
   }
-  private ctx!: ListenerContext;
 
   get config(): ListenerConfig {
     return this.cfg;
@@ -231,7 +230,7 @@ export class HttpListener implements Listener {
     return `${this.scheme}://${hostForUrl(this.cfg.host)}:${this.port}`;
   }
 
-  /** Client connections open now (socket engine), for the admin's figures. */
+  /** The engine that moves its bytes. */
   get engine(): "socket" | "fetch" {
     return this.socket !== undefined ? "socket" : "fetch";
   }

@@ -7,9 +7,9 @@
  */
 import type { Config, ListenerConfig } from "../config/schema.ts";
 import type { Backend } from "../pool/backend.ts";
-import { readTlsMaterial, type TlsMaterial } from "../tls/certificates.ts";
+import type { TlsMaterial } from "../tls/certificates.ts";
 import { TlsTermination } from "../tls/termination.ts";
-import { HttpListener } from "./http.ts";
+import { HttpListener, largestBody } from "./http.ts";
 import { TcpListener } from "./tcp.ts";
 import type { Listener, ListenerContext } from "./listener.ts";
 
@@ -19,24 +19,21 @@ interface Entry {
   tls: TlsTermination | undefined;
 }
 
-/** The fields that, changed, need a new bind: the address, the mode, TLS on or off. */
-function bindingOf(l: ListenerConfig): string {
-  return JSON.stringify([l.host, l.port, l.mode, l.tls !== undefined]);
-}
-
-/** Whether `a` and `b` bind the same way (a listener changed only in what it serves keeps its socket). */
-export function sameBinding(a: ListenerConfig, b: ListenerConfig): boolean {
-  return bindingOf(a) === bindingOf(b);
+/**
+ * The fields that, changed, need a new bind: the address, the mode, TLS on or off, and on the
+ * fetch engine the options Bun.serve takes only when it listens (its idle timeout, the largest
+ * body). A new bind on the same port goes beside the old listener (SO_REUSEPORT), which then
+ * stops accepting and finishes what it holds.
+ */
+function bindingOf(l: ListenerConfig, c: Config): string {
+  const fetchFixed = c.engine === "fetch" && l.mode === "http" ? [c.timeouts.idle, largestBody(c)] : [];
+  return JSON.stringify([l.host, l.port, l.mode, l.tls !== undefined, c.engine, ...fetchFixed]);
 }
 
 export class ListenerSet {
   private readonly entries = new Map<string, Entry>();
 
-  constructor(
-    private readonly ctx: ListenerContext,
-    /** Read certificates here (one process) or take them as the config says (a worker reads its own the same way). */
-    private readonly engineOf: (config: Config) => Config["engine"] = (c) => c.engine,
-  ) {}
+  constructor(private readonly ctx: ListenerContext) {}
 
   get all(): readonly Listener[] {
     return [...this.entries.values()].map((e) => e.listener);
@@ -56,18 +53,20 @@ export class ListenerSet {
     const retired: Listener[] = [];
     for (const lc of config.listeners) {
       const known = this.entries.get(lc.name);
-      if (known !== undefined && bindingOf(known.listener.config) === bindingOf(lc) && (prev === undefined || this.engineOf(prev) === this.engineOf(config))) {
-        if (known.tls !== undefined && lc.tls !== undefined) lines.push(...known.tls.reload(lc.tls).map((l) => l.replace(/^listen\.tls/, `listeners.${lc.name}.tls`)));
+      if (known !== undefined && prev !== undefined && bindingOf(known.listener.config, prev) === bindingOf(lc, config)) {
+        if (known.tls !== undefined && lc.tls !== undefined) lines.push(...known.tls.reload(lc.tls).map((l) => (lc.name === "default" ? l : l.replace(/^listen\.tls/, `listeners.${lc.name}.tls`))));
         known.listener.reconfigure(config, lc);
         continue;
       }
       const tls = lc.tls !== undefined ? new TlsTermination(lc.tls) : undefined;
-      const listener = await this.start(config, lc, tls?.material);
+      // The same address: bound anew beside the old one, on the port it holds (a configured 0 stays that port).
+      const sameAddress = known !== undefined && known.listener.config.host === lc.host && known.listener.config.port === lc.port;
+      const listener = await this.start(config, sameAddress ? { ...lc, port: known!.listener.port } : lc, tls?.material);
       tls?.onRenew((m) => listener.renewTls(m));
       this.entries.set(lc.name, { listener, tls });
       if (known !== undefined) {
         retired.push(known.listener);
-        lines.push(`listener ${lc.name}: moved to ${listener.url}`);
+        lines.push(sameAddress ? `listener ${lc.name}: bound anew on ${listener.url}` : `listener ${lc.name}: moved to ${listener.url}`);
       } else if (prev !== undefined) {
         lines.push(`listener ${lc.name}: added on ${listener.url}`);
       }
@@ -99,9 +98,4 @@ export class ListenerSet {
   async stop(graceful: boolean, grace: number, handover: boolean): Promise<void> {
     await Promise.all([...this.entries.values()].map((e) => e.listener.stop(graceful, grace, handover)));
   }
-}
-
-/** A listener's certificates, read as a worker reads them (it has no TlsTermination to follow). */
-export function tlsOf(lc: ListenerConfig): TlsMaterial | undefined {
-  return lc.tls !== undefined ? readTlsMaterial(lc.tls) : undefined;
 }

@@ -56,8 +56,6 @@ export interface ListenerContext {
    * `default` (the single-listener form), else `listener:<name>`; "redirect" likewise.
    */
   portFor(key: string, host: string, port: number): number;
-  /** Workers: the ports are shared with the other worker processes. */
-  readonly reusePort: boolean;
 }
 
 /** The key a listener's port is known by among a process's ports (ListenerContext.portFor). */

@@ -43,6 +43,16 @@ export interface BackendOptions {
   latencyDecay?: number;
   /** https:// backends: CA, server name, verification (its CA file is read here). */
   tls?: UpstreamTlsConfig;
+  /** Its pool's backend-side limits (timeouts.connect, timeouts.upstreamIdle, limits.upstreamKeepalive). */
+  upstream?: UpstreamSettings;
+}
+
+/** A pool's backend-side limits, as each of its backends carries them for the engines. */
+export interface UpstreamSettings {
+  readonly connectTimeoutMs: number;
+  readonly idleTimeoutMs: number;
+  /** Idle connections kept for reuse (socket engine); 0: none. */
+  readonly keepalive: number;
 }
 
 /** What the config says about a backend, resolved once: rebuilt on a reload, never mutated. */
@@ -66,6 +76,8 @@ export interface BackendSpec {
   readonly tls: UpstreamTls | undefined;
   /** The same as the config wrote it (file paths): what a worker process is sent to read itself. */
   readonly tlsConfig: UpstreamTlsConfig | undefined;
+  /** Its pool's backend-side limits; undefined: the engine's own settings apply. */
+  readonly upstream: UpstreamSettings | undefined;
 }
 
 export function backendSpec(opts: BackendOptions): BackendSpec {
@@ -83,6 +95,7 @@ export function backendSpec(opts: BackendOptions): BackendSpec {
     latencyDecayMs: opts.latencyDecay ?? DEFAULT_DECAY_MS,
     tls: upstreamTls(url, opts.tls),
     tlsConfig: opts.tls,
+    upstream: opts.upstream,
   };
 }
 
@@ -363,6 +376,11 @@ export class Backend {
   get maxConnections(): number {
     return this.spec.maxConnections;
   }
+  /** Its pool's backend-side limits, read by the engines per connection; undefined: theirs. */
+  get upstream(): UpstreamSettings | undefined {
+    return this.spec.upstream;
+  }
+
   get slowStartMs(): number {
     return this.spec.slowStartMs;
   }

@@ -335,9 +335,10 @@ export class RouteTable<P> {
     const target = req.target;
     const q = target.indexOf("?");
     const raw = q === -1 ? target : target.slice(0, q);
-    const n = raw === "*" ? raw : normalizePath(raw);
+    // As match() reads them: a table that never reads the path or the host leaves them as sent.
+    const n = raw === "*" || !this.usesPath ? raw : normalizePath(raw);
     if (typeof n !== "string") return { steps: [], result: n };
-    const host = normalizeHost(req.host);
+    const host = this.usesHost ? normalizeHost(req.host) : undefined;
     if (typeof host === "object") return { steps: [], result: host };
     const ctx: Ctx = { query: undefined, target, q };
     const steps: ExplainStep[] = [];

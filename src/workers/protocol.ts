@@ -18,7 +18,7 @@
  */
 import type { UpstreamTlsConfig } from "../tls/upstream.ts";
 import type { Config } from "../config/schema.ts";
-import type { BackendOptions, MirrorState } from "../pool/backend.ts";
+import type { UpstreamSettings, BackendOptions, MirrorState } from "../pool/backend.ts";
 import type { PolicyName } from "../config/policy-names.ts";
 import type { ProxyErrorCode } from "../errors.ts";
 import type { MethodLabel } from "../stats/traffic.ts";
@@ -26,7 +26,7 @@ import type { LocalCode } from "../net/network-error.ts";
 
 /** One backend as the owner describes it to its workers: its config, then its runtime state. */
 export interface TableEntry {
-  spec: Required<Pick<BackendOptions, "name" | "url" | "weight" | "maxConnections" | "slowStart" | "latencyDecay">> & { priority?: number; statsPath?: string; tls?: UpstreamTlsConfig };
+  spec: Required<Pick<BackendOptions, "name" | "url" | "weight" | "maxConnections" | "slowStart" | "latencyDecay">> & { priority?: number; statsPath?: string; tls?: UpstreamTlsConfig; upstream?: UpstreamSettings };
   state: MirrorState;
 }
 

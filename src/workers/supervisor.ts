@@ -371,6 +371,7 @@ export class WorkerSupervisor {
         slowStart: b.slowStartMs, latencyDecay: b.latencyDecayMs, ...(b.statsPath !== undefined ? { statsPath: b.statsPath } : {}),
         // https:// backends: the worker reads the CA file itself (tls/upstream.ts).
         ...(b.tlsConfig !== undefined ? { tls: b.tlsConfig } : {}),
+        ...(b.upstream !== undefined ? { upstream: b.upstream } : {}),
       },
       state: b.mirrorState(),
     }));

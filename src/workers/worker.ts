@@ -233,7 +233,7 @@ export function runWorker(): Promise<number> {
           if (m.config.listeners.some((l) => l.mode === "tcp")) tcpStats = new TcpStats();
           listeners = new ListenerSet({
             pools, traffic, routes, mirrors: new MirrorFactory(() => running?.retry.timeout ?? 15_000), tcpStats: tcpStats ?? new TcpStats(), logger,
-            accessLog: accessLogFor, lifecycle, reusePort: true,
+            accessLog: accessLogFor, lifecycle,
             // The owner claimed every listener's port (and sends the new ones with a config).
             portFor: (key, _host, port) => ports[key] ?? port,
           });

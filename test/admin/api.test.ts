@@ -140,7 +140,7 @@ describe("admin API", () => {
     res = await call(admin, "GET", "/api/config", { token: null });
     const cfg = await json(res);
     expect(cfg.status).toMatchObject({ version: 3, source: "api", file: null });
-    expect(cfg.config.backends.map((b: { name: string }) => b.name)).toEqual(["backend-1", "backend-2", "backend-3", "extra"]);
+    expect(cfg.config.pools.default.backends.map((b: { name: string }) => b.name)).toEqual(["backend-1", "backend-2", "backend-3", "extra"]);
     expect(cfg.config.admin.token).toBe("(set)");
     expect(JSON.stringify(cfg)).not.toContain(TOKEN);
 

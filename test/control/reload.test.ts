@@ -8,7 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { loadConfigFile } from "../../src/config/load.ts";
 import { ControlError } from "../../src/control/control.ts";
-import { diffPaths, inForce, restartNeeded } from "../../src/control/diff.ts";
+import { diffPaths, forDiff, inForce, restartNeeded } from "../../src/control/diff.ts";
 import { validateConfig } from "../../src/config/load.ts";
 import { startRig, testEngine, type TestRig } from "../helpers/balancer.ts";
 import { waitFor } from "../helpers/wait.ts";
@@ -156,19 +156,25 @@ describe("reload from file", () => {
     expect(after.status).toMatchObject({ version: 2, source: "reload", lastReload: { ok: true, error: null, problems: [] } });
   });
 
-  test("a changed listen address, mode or body limit is reported as needing a restart and left as it runs", async () => {
-    // The fetch engine's body limit is Bun.serve's, fixed when the port opens.
+  test("a changed listen address and body limit apply at once: the listener is bound anew, the old one closes", async () => {
+    // The fetch engine's body limit is Bun.serve's, given when it listens: a new one is bound.
     const { rig: r, write, urls, base } = await startFromFile(1, (u) => ({ engine: "fetch", backends: [{ name: "a", url: u[0] }] }));
-    const port = r.balancer.port;
-    write(base({ engine: "fetch", listen: { host: "127.0.0.1", port: port + 1 }, limits: { maxBodySize: "1KB", responseBuffer: "1KB" }, backends: [{ name: "a", url: urls[0] }] }));
+    const oldUrl = r.balancer.url;
+    const free = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+    const port = free.port;
+    free.stop(true);
+    write(base({ engine: "fetch", listen: { host: "127.0.0.1", port }, limits: { maxBodySize: "1KB", responseBuffer: "1KB" }, backends: [{ name: "a", url: urls[0] }] }));
     const report = await r.balancer.reload();
-    expect(report.restartNeeded).toEqual([`listen.port 0 -> ${port + 1}`, "limits.maxBodySize 134217728 -> 1024"]);
-    expect(report.lines).toEqual(["limits.responseBuffer 65536 -> 1024"]);
-    expect(r.balancer.config.listen.port).toBe(0);
-    expect(r.balancer.config.limits).toMatchObject({ maxBodySize: 134217728, responseBuffer: 1024 });
+    expect(report.restartNeeded).toEqual([]);
+    expect(report.lines).toContain(`listener default: moved to http://127.0.0.1:${port}`);
+    expect(r.balancer.config.limits).toMatchObject({ maxBodySize: 1024, responseBuffer: 1024 });
+    expect(r.balancer.url).toBe(`http://127.0.0.1:${port}`);
     expect((await fetch(`${r.balancer.url}/`)).status).toBe(200);
+    expect((await fetch(`${r.balancer.url}/`, { method: "POST", body: "x".repeat(2048) })).status).toBe(413);
+    // The old listener stops accepting once what it held has finished.
+    await waitFor(async () => (await fetch(`${oldUrl}/`).then(() => false, () => true)), "the old listener to close");
     const stats = await (await fetch(`${r.balancer.adminUrl}/stats`)).json();
-    expect(stats.config.restartNeeded).toEqual(report.restartNeeded);
+    expect(stats.config.restartNeeded).toEqual([]);
   });
 
   test("--watch follows the file through saves by rename, and a bad save is refused", async () => {
@@ -244,7 +250,8 @@ describe("config diff", () => {
   const c = (more: Record<string, unknown>) => validateConfig({ backends: [{ url: "http://127.0.0.1:1" }], ...more });
 
   test("leaf paths in words; token values never shown", () => {
-    expect(diffPaths(c({ retry: { attempts: 3 } }), c({ retry: { attempts: 2 } }))).toEqual(["retry.attempts 3 -> 2"]);
+    // A top-level option every pool inherits is said once (forDiff), not once more per pool.
+    expect(diffPaths(forDiff(c({ retry: { attempts: 3 } })), forDiff(c({ retry: { attempts: 2 } })))).toEqual(["retry.attempts 3 -> 2"]);
     expect(diffPaths(c({ admin: { token: "a".repeat(16) } }), c({ admin: { token: "b".repeat(16) } }))).toEqual(["admin.token changed"]);
   });
 
@@ -252,12 +259,21 @@ describe("config diff", () => {
     // The fetch engine gives Bun.serve its idle timeout and body limit when it listens.
     const running = c({ engine: "fetch", listen: { port: 8000 }, timeouts: { idle: "60s" } });
     const next = c({ mode: "tcp", engine: "fetch", backends: [{ url: "127.0.0.1:1" }], listen: { port: 9000 }, admin: { port: 9091, token: "t".repeat(16) }, timeouts: { idle: "30s", connect: "1s" } });
-    expect(restartNeeded(running, next)).toEqual(['mode "http" -> "tcp"', "listen.port 8000 -> 9000", "admin.port 8081 -> 9091", "timeouts.idle 60000 -> 30000"]);
+    // One process binds listeners anew on a reload; the admin listener's address waits.
+    expect(restartNeeded(running, next)).toEqual(["admin.port 8081 -> 9091"]);
     const f = inForce(running, next);
-    expect(f.mode).toBe("http");
-    expect(f.listen.port).toBe(8000);
+    expect(f.listeners[0]).toMatchObject({ mode: "tcp", port: 9000 });
     expect(f.admin).toEqual({ host: "127.0.0.1", port: 8081, allowedHosts: [], token: "t".repeat(16) });
-    expect(f.timeouts).toMatchObject({ idle: 60_000, connect: 1000, shutdownGrace: 10_000 });
+    expect(f.timeouts).toMatchObject({ idle: 30_000, connect: 1000, shutdownGrace: 10_000 });
+    // With workers alike: the owner claims the new port and every worker binds the listener
+    // anew there (test/workers/pools.test.ts); only the number of workers waits.
+    const w = (more: Record<string, unknown>) => c({ workers: 2, engine: "fetch", ...more });
+    const [wr, wn] = [w({ listen: { port: 8000 }, timeouts: { idle: "60s" } }), w({ workers: 3, listen: { port: 9000 }, timeouts: { idle: "30s" } })];
+    expect(restartNeeded(wr, wn)).toEqual(["workers 2 -> 3"]);
+    const wf = inForce(wr, wn);
+    expect(wf.workers).toBe(2);
+    expect(wf.listeners[0]).toMatchObject({ port: 9000 });
+    expect(wf.timeouts.idle).toBe(30_000);
   });
 
   test("on the socket engine (the default) the idle timeout and body limit apply at once", () => {

@@ -149,3 +149,66 @@ test(`${RELOADS} reloads under load at ${CONNECTIONS} connections: 0 non-2xx, 0 
   expect(other).toBe(0);
   expect(Object.values(ownErrors).every((n) => n === 0)).toBe(true);
 }, 60_000);
+
+test(`${RELOADS} reloads that add and remove routes and pools under load: 0 non-2xx, 0 socket errors`, async () => {
+  const file = join(mkdtempSync(join(tmpdir(), "switchyard-zero-drop-routes-")), "switchyard.json");
+  let urls: string[] = [];
+  // Four shapes in turn, every one with a route that takes "/": one pool; a second pool and a
+  // split over both, with a header route before it; the first pool removed (it drains); a new
+  // pool under a new route name, the first back with a path route of its own.
+  const configFor = (i: number) => {
+    const [b1, b2, b3, b4] = urls;
+    const shapes = [
+      { pools: { p1: { backends: [{ name: "b1", url: b1 }, { name: "b2", url: b2 }] } }, routes: [{ name: "main", pool: "p1" }] },
+      {
+        pools: { p1: { backends: [{ name: "b1", url: b1 }, { name: "b2", url: b2 }] }, p2: { strategy: "round-robin", backends: [{ name: "b3", url: b3 }, { name: "b4", url: b4 }] } },
+        routes: [{ name: "canary", match: { headers: { "x-canary": true } }, pool: "p2" }, { name: "main", split: [{ pool: "p1", weight: 50 }, { pool: "p2", weight: 50 }] }],
+      },
+      { pools: { p2: { backends: [{ name: "b3", url: b3 }, { name: "b4", url: b4 }] } }, routes: [{ name: "other", pool: "p2" }] },
+      {
+        pools: { p1: { backends: [{ name: "b1", url: b1 }] }, p3: { backends: [{ name: "b2", url: b2 }, { name: "b4", url: b4 }] } },
+        routes: [{ name: "only-x", match: { path: "/x" }, pool: "p1" }, { name: "main", pool: "p3" }],
+      },
+    ];
+    return { listen: { host: "127.0.0.1", port: 0 }, admin: false, log: { access: false }, healthCheck: false, ...shapes[i % 4]! };
+  };
+  const write = (config: unknown) => {
+    writeFileSync(`${file}.tmp`, JSON.stringify(config));
+    renameSync(`${file}.tmp`, file);
+  };
+  rig = await startRig(
+    4,
+    (cluster) => {
+      urls = cluster.backends.map((b) => b.url);
+      const c = configFor(0);
+      writeFileSync(file, JSON.stringify(c));
+      // The rig's own `backends` would be a pool "default" beside these: none here.
+      return { ...c, backends: undefined };
+    },
+    undefined,
+    { load: () => loadConfigFile(file), file },
+  );
+  const r = rig;
+  const seconds = 6;
+  const load = (WRK ? wrkLoad : fetchLoad)(`${r.balancer.url}/`, seconds);
+  await Bun.sleep(500);
+  for (let i = 1; i <= RELOADS; i++) {
+    write(configFor(i));
+    const report = await r.balancer.reload({ by: "zero-drop test", from: "local" });
+    expect(report.restartNeeded).toEqual([]);
+    await Bun.sleep(200);
+  }
+  const result = await load;
+  expect(r.balancer.pools.all.map((p) => p.name).sort()).toEqual(Object.keys(configFor(RELOADS).pools).sort());
+  const t = r.balancer.traffic;
+  const byClass = [0, 0, 0, 0, 0, 0];
+  for (const counts of Object.values(t.byMethod)) for (let k = 1; k <= 5; k++) byClass[k]! += counts[k]!;
+  const { SY_CLIENT_ABORTED: leftAtTheEnd, ...ownErrors } = t.proxyErrors;
+  const other = byClass[1]! + byClass[3]! + byClass[4]! + byClass[5]! - leftAtTheEnd;
+  console.log(`zero-drop (routes and pools): ${result.tool}, ${seconds}s, ${RELOADS} reloads: ${result.requests} requests, ${result.non2xx} non-2xx, ${result.socketErrors} socket errors; own errors ${JSON.stringify(ownErrors)}`);
+  expect(result.requests).toBeGreaterThan(0);
+  expect(result.non2xx).toBe(0);
+  expect(result.socketErrors).toBe(0);
+  expect(other).toBe(0);
+  expect(Object.values(ownErrors).every((n) => n === 0)).toBe(true);
+}, 60_000);

@@ -118,3 +118,41 @@ for (const engine of ["socket", "fetch"] as const) {
     });
   });
 }
+
+describe("a pool's own backend-side limits (socket engine)", () => {
+  test("limits.upstreamKeepalive per pool: one pool reuses its connections, the other keeps none", async () => {
+    const [kept, fresh] = [startRecordingBackend(), startRecordingBackend()];
+    const lb = await startBalancer(
+      validateConfig({
+        engine: "socket", admin: false, healthCheck: false, log: { access: false },
+        listeners: [{ name: "web", host: "127.0.0.1", port: 0 }],
+        limits: { upstreamKeepalive: 8 },
+        pools: {
+          kept: { backends: [{ url: kept.url }] },
+          fresh: { backends: [{ url: fresh.url }], limits: { upstreamKeepalive: 0 }, timeouts: { connect: "2s" } },
+        },
+        routes: [
+          { name: "fresh", match: { path: "/fresh" }, pool: "fresh" },
+          { name: "kept", pool: "kept" },
+        ],
+      }),
+      { env: {}, logger: memoryLogger() },
+    );
+    try {
+      expect(lb.config.pools.fresh!).toMatchObject({ limits: { upstreamKeepalive: 0 }, timeouts: { connect: 2000, upstreamIdle: 4000 } });
+      expect(lb.config.pools.kept!.limits.upstreamKeepalive).toBe(8);
+      for (let i = 0; i < 5; i++) {
+        expect((await fetch(`${lb.url}/fresh`)).status).toBe(200);
+        expect((await fetch(`${lb.url}/kept`)).status).toBe(200);
+      }
+      expect(fresh.requests.length).toBe(5);
+      expect(fresh.connections()).toBe(5);
+      expect(kept.requests.length).toBe(5);
+      expect(kept.connections()).toBe(1);
+    } finally {
+      await lb.stop(false);
+      kept.stop();
+      fresh.stop();
+    }
+  });
+});

@@ -669,6 +669,8 @@ export class UpstreamPool {
   connect(backend: Backend, cancel: Cancel): Promise<UpstreamConn> {
     const conn = new UpstreamConn(backend, this);
     const url = backend.url;
+    // Its pool's timeouts.connect.
+    const connectMs = backend.upstream?.connectTimeoutMs ?? this.opts.connectTimeoutMs;
     return new Promise<UpstreamConn>((resolve, reject) => {
       let settled = false;
       const done = (e: unknown, c?: UpstreamConn) => {
@@ -690,8 +692,8 @@ export class UpstreamPool {
       const timer = setTimeout(() => {
         conn.giveUp();
         this.handshaking.delete(conn);
-        done(new NetworkError("ETIMEDOUT_CONNECT", `connect timed out after ${this.opts.connectTimeoutMs}ms`));
-      }, this.opts.connectTimeoutMs);
+        done(new NetworkError("ETIMEDOUT_CONNECT", `connect timed out after ${connectMs}ms`));
+      }, connectMs);
       if (cancel.aborted) return onAbort.onCancel();
       cancel.on(onAbort);
       this.dialling.set(conn, { resolve: (c) => done(undefined, c), reject: (e) => done(e) });
@@ -758,7 +760,7 @@ export class UpstreamPool {
   put(conn: UpstreamConn): void {
     let stack = this.idle.get(conn.backend);
     if (stack === undefined) this.idle.set(conn.backend, (stack = []));
-    if (stack.length >= this.opts.maxIdlePerBackend) {
+    if (stack.length >= (conn.backend.upstream?.keepalive ?? this.opts.maxIdlePerBackend)) {
       conn.close();
       return;
     }
@@ -776,9 +778,10 @@ export class UpstreamPool {
 
   /** Close idle connections older than the idle timeout. */
   sweep(now: number): void {
-    for (const stack of this.idle.values()) {
-      // Oldest at the bottom: trim from there.
-      while (stack.length > 0 && now - stack[0]!.idleSince >= this.opts.idleTimeoutMs) stack[0]!.close();
+    for (const [backend, stack] of this.idle) {
+      // Its pool's idle timeout (timeouts.upstreamIdle). Oldest at the bottom: trim from there.
+      const idleMs = backend.upstream?.idleTimeoutMs ?? this.opts.idleTimeoutMs;
+      while (stack.length > 0 && now - stack[0]!.idleSince >= idleMs) stack[0]!.close();
     }
   }
 
