@@ -253,4 +253,36 @@ describe("workers with several pools and listeners", () => {
     await waitFor(() => refused(old.internal!), "the old internal port closed in every worker");
     await waitFor(() => refused(old.raw!.replace(/^tcp:/, "http:")), "the raw listener closed in every worker");
   });
+
+  test("fetch engine: a new body limit, which Bun.serve takes only when it listens, binds every worker's listener anew on the same port", async () => {
+    let limit = "128MB";
+    const { balancer } = await start("fetch", 5, async (c) => ({ ...config("fetch", c), limits: { maxBodySize: limit } }));
+    const sup = supervisorOf(balancer);
+    const before = balancer.urls;
+    const post = (url: string) => fetch(url + "/", { method: "POST", body: "x".repeat(4096), headers: { host: "api.test", connection: "close" }, keepalive: false });
+    const big = await post(before.public!);
+    expect(big.status).toBe(200);
+    await big.arrayBuffer();
+    limit = "1KB";
+    const report = await balancer.reload();
+    expect(report.restartNeeded).toEqual([]);
+    expect(report.lines).toContain(`listener public: bound anew on ${before.public}`);
+    expect(balancer.urls).toEqual(before);
+    /** The statuses of `n` POSTs, each on a fresh connection (the kernel spreads them over every socket on the port). */
+    const burst = async (n: number) => {
+      const statuses = new Set<number>();
+      for (let i = 0; i < n; i++) {
+        const res = await post(before.public!);
+        await res.arrayBuffer();
+        statuses.add(res.status);
+      }
+      return [...statuses];
+    };
+    // The old sockets answer on through their drain notice (listener/http.ts DRAIN_NOTICE_MS), then close.
+    await waitFor(async () => (await burst(10)).join() === "413", "only the new listeners to take connections");
+    // From then on, every worker refuses the body.
+    expect(await burst(20)).toEqual([413]);
+    await sup.pull();
+    for (const w of sup.figures().list) expect(w.requests).toBeGreaterThan(0);
+  });
 });
