@@ -258,13 +258,21 @@ export class Balancer implements BalancerContext {
   private claimWorkerPorts(target: Config, prev: Config | undefined): Record<string, number> {
     const ports: Record<string, number> = {};
     const urls: Record<string, string> = {};
-    for (const l of target.listeners) {
-      const key = portKey(l, "proxy");
-      const was = prev?.listeners.find((x) => x.name === l.name);
-      const kept = was !== undefined && was.host === l.host && was.port === l.port ? this.ports[key] : undefined;
-      const port = (ports[key] = kept ?? this.portFor(key, l.host, l.port));
-      const tls = l.tls !== undefined;
-      urls[l.name] = `${l.mode === "tcp" ? (tls ? "tls" : "tcp") : tls ? "https" : "http"}://${hostForUrl(l.host)}:${port}`;
+    // A claim that fails leaves the ports as they were: nothing has moved.
+    const before = { ...this.ports };
+    try {
+      for (const l of target.listeners) {
+        const key = portKey(l, "proxy");
+        const was = prev?.listeners.find((x) => x.name === l.name);
+        const kept = was !== undefined && was.host === l.host && was.port === l.port ? this.ports[key] : undefined;
+        const port = (ports[key] = kept ?? this.portFor(key, l.host, l.port));
+        const tls = l.tls !== undefined;
+        urls[l.name] = `${l.mode === "tcp" ? (tls ? "tls" : "tcp") : tls ? "https" : "http"}://${hostForUrl(l.host)}:${port}`;
+      }
+    } catch (e) {
+      for (const k of Object.keys(this.ports)) if (!(k in before)) delete this.ports[k];
+      Object.assign(this.ports, before);
+      throw e;
     }
     this.workersUrls = urls;
     return ports;

@@ -136,7 +136,8 @@ export class WorkerSupervisor {
     this.summer = new Summer({
       traffic: o.traffic, tcpStats: o.tcpStats,
       pools: () => o.pools.all.map((p) => [p.name, p.pool] as const),
-      ...(routes !== undefined ? { routes: { names: () => o.config().routes.map((r) => r.name), of: (name: string) => routes.of(name) } } : {}),
+      // The HTTP routes (SNI routes choose a TCP listener's pool and count no requests), as one process shows them.
+      ...(routes !== undefined ? { routes: { names: () => o.config().routes.filter((r) => r.match?.sni === undefined).map((r) => r.name), of: (name: string) => routes.of(name) } } : {}),
     });
     this.follow();
   }

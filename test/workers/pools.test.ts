@@ -285,4 +285,40 @@ describe("workers with several pools and listeners", () => {
     await sup.pull();
     for (const w of sup.figures().list) expect(w.requests).toBeGreaterThan(0);
   });
+
+  test("a reload that moves a listener to a port in use is refused before anything changes", async () => {
+    const taken = Bun.listen({ hostname: LOCAL, port: 0, socket: { data() {} } });
+    try {
+      let move = false;
+      const { balancer, cluster } = await start("socket", 5, async (c) => {
+        const base = config("socket", c);
+        if (!move) return base;
+        const [pub, internal, raw] = base.listeners as Record<string, unknown>[];
+        // A new pool too: it must not appear when the listener's port is refused.
+        return {
+          ...base, listeners: [pub, { ...internal, port: taken.port }, raw],
+          pools: { ...(base.pools as object), spare: { backends: [{ url: c.backends[0]!.url }] } },
+        };
+      });
+      const sup = supervisorOf(balancer);
+      const before = { urls: balancer.urls, ports: { ...balancer.ports } };
+      move = true;
+      const err = (await balancer.reload().catch((e: unknown) => e)) as { code?: string; message: string };
+      expect(err.code).toBe("SY_LISTEN_FAILED");
+      expect(err.message).toContain("address already in use");
+      expect(balancer.urls).toEqual(before.urls);
+      expect({ ...balancer.ports }).toEqual(before.ports);
+      expect(balancer.pools.get("spare")).toBeUndefined();
+      // Every worker serves on as before.
+      expect((await load(before.urls.internal!, 20, 4, { fresh: true, headers: { host: "x.test" } })).ok).toBe(20);
+      await sup.pull();
+      for (const w of sup.figures().list) expect(w.requests).toBeGreaterThan(0);
+      expect(cluster.backends[2]!.requests + cluster.backends[3]!.requests).toBe(20);
+      // The same config without the move applies.
+      move = false;
+      expect((await balancer.reload()).restartNeeded).toEqual([]);
+    } finally {
+      taken.stop(true);
+    }
+  });
 });
