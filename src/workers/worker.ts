@@ -175,7 +175,8 @@ export function runWorker(): Promise<number> {
   const traffic = new TrafficStats();
   const passive = new WorkerPassive((events) => send({ t: "passive", events }));
   const pools = new WorkerPools(passive);
-  let tcpStats: TcpStats | undefined;
+  /** TCP listeners' totals, all of them together (a reload may add the first). */
+  const tcpStats = new TcpStats();
   let running: Config | undefined;
   let listeners: ListenerSet | undefined;
   const accessLogs = new Map<string, AccessLog>();
@@ -230,9 +231,8 @@ export function runWorker(): Promise<number> {
           pools.apply(m.tables, () => {});
           send({ t: "applied", version: m.tables.version });
           ports = m.ports;
-          if (m.config.listeners.some((l) => l.mode === "tcp")) tcpStats = new TcpStats();
           listeners = new ListenerSet({
-            pools, traffic, routes, mirrors: new MirrorFactory(() => running?.retry.timeout ?? 15_000), tcpStats: tcpStats ?? new TcpStats(), logger,
+            pools, traffic, routes, mirrors: new MirrorFactory(() => running?.retry.timeout ?? 15_000), tcpStats, logger,
             accessLog: accessLogFor, lifecycle,
             // The owner claimed every listener's port (and sends the new ones with a config).
             portFor: (key, _host, port) => ports[key] ?? port,
