@@ -185,6 +185,8 @@ export function runWorker(): Promise<number> {
   const routes = new RouteTraffic();
   /** Every listener binds the port the owner claimed for it (SO_REUSEPORT), by its key (listener.ts portKey). */
   let ports: Ports = {};
+  /** The listeners' last apply, settled: the next waits for it. */
+  let applying: Promise<unknown> = Promise.resolve();
   /** Set when this worker starts to stop (see buildProxy). */
   const lifecycle = { draining: false };
 
@@ -237,7 +239,9 @@ export function runWorker(): Promise<number> {
             // The owner claimed every listener's port (and sends the new ones with a config).
             portFor: (key, _host, port) => ports[key] ?? port,
           });
-          listeners.apply(m.config).then(ready, (e: unknown) => failed(e));
+          const started = listeners.apply(m.config);
+          applying = started.catch(() => {});
+          started.then(ready, (e: unknown) => failed(e));
           return;
         }
         case "tables":
@@ -251,12 +255,16 @@ export function runWorker(): Promise<number> {
           pools.apply(m.tables, (b) => listeners?.closeIdle(b));
           send({ t: "applied", version: m.tables.version });
           routes.keep(m.config.routes.map((r) => r.name));
-          // Listeners added or moved bind the ports the owner claimed for them.
-          ports = m.ports;
           // Changed in place, as in one process: new routers for new requests, TCP's settings
-          // for new connections, listeners added, moved (bound anew before the old one closes)
-          // or removed (what they hold finishes).
-          const applied = listeners?.apply(m.config, prev) ?? Promise.resolve([]);
+          // for new connections, listeners added or moved (bound anew, on the port the owner
+          // claimed, before the old one closes) or removed (what they hold finishes). After the
+          // apply before it (the start's included): two must never bind at once.
+          const set = listeners;
+          const applied = set === undefined ? Promise.resolve([]) : applying.then(() => {
+            ports = m.ports;
+            return set.apply(m.config, prev);
+          });
+          applying = applied.catch(() => {});
           applied.then(
             (lines) => send({ t: "configured", id: m.id, lines }),
             (e: unknown) => send({ t: "configured", id: m.id, lines: [], error: (e as Error).message }),
