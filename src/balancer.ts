@@ -149,9 +149,9 @@ export class Balancer implements BalancerContext {
     // With workers, each closes its own when the next table drops the backend.
     this.pools = new PoolSet({
       health: this.health, logger: this.logger, changes: this.changes,
-      onRemove: (b) => {
+      onRemove: (b, pool) => {
         this.listeners?.closeIdle(b);
-        this.supervisor?.forget(b);
+        this.supervisor?.forget(pool, b);
       },
     });
     this.control = new Control({
@@ -198,10 +198,11 @@ export class Balancer implements BalancerContext {
 
   /** The first listener's URL (http://host:port, https://, tcp:// or tls://). */
   get url(): string {
-    if (this.supervisor !== undefined) return this.workersUrl;
+    if (this.supervisor !== undefined) return Object.values(this.workersUrls)[0]!;
     return this.listeners!.all[0]!.url;
   }
-  private workersUrl = "";
+  /** With workers: each listener's URL, on the port claimed for it. */
+  private workersUrls: Record<string, string> = {};
 
   /** The first listener's port. */
   get port(): number {
@@ -210,7 +211,7 @@ export class Balancer implements BalancerContext {
 
   /** Every proxy listener's URL, by name. */
   get urls(): Record<string, string> {
-    if (this.listeners === undefined) return { [this.running.listeners[0]!.name]: this.workersUrl };
+    if (this.listeners === undefined) return { ...this.workersUrls };
     return Object.fromEntries(this.listeners.all.map((l) => [l.name, l.url]));
   }
 
@@ -234,16 +235,58 @@ export class Balancer implements BalancerContext {
     const prev = this.running;
     const later = restartNeeded(prev, next);
     const target = inForce(prev, next);
+    // With workers, the ports of listeners added or moved are claimed here first: a port in use
+    // refuses the change before anything else has changed.
+    const ports = this.supervisor !== undefined ? this.claimWorkerPorts(target, prev) : undefined;
     const lines = diffPaths(forDiff(prev), forDiff(target));
     lines.push(...(await this.pools.apply(target)));
     this.routes.keep(target.routes.map((r) => r.name));
     if (this.listeners !== undefined) lines.push(...(await this.listeners.apply(target, prev)));
     this.auth.set(tokens);
     this.running = target;
-    // The workers take the same config in place, and the new backend table (weights, limits).
-    this.supervisor?.configure(target);
+    // The workers take the same config in place, with the tables of its pools and the ports of
+    // its listeners; the pools it drops drain once the workers route by it.
+    if (this.supervisor !== undefined && ports !== undefined) {
+      lines.push(...(await this.supervisor.configure(target, ports)));
+      this.forgetPorts(target, prev);
+    }
     await this.pools.retire();
     return { lines, restartNeeded: later };
+  }
+
+  /**
+   * With workers: the port of every listener of `target`, by key. A listener at the same address
+   * as in `prev` keeps its port (bound anew for a new mode, the workers bind beside the old
+   * socket, as ListenerSet does in one process); one added or moved gets one claimed now
+   * (portFor), which the workers then bind. Also sets each listener's URL.
+   */
+  private claimWorkerPorts(target: Config, prev: Config | undefined): Record<string, number> {
+    const ports: Record<string, number> = {};
+    const urls: Record<string, string> = {};
+    // A claim that fails leaves the ports as they were: nothing has moved.
+    const before = { ...this.ports };
+    try {
+      for (const l of target.listeners) {
+        const key = portKey(l, "proxy");
+        const was = prev?.listeners.find((x) => x.name === l.name);
+        const kept = was !== undefined && was.host === l.host && was.port === l.port ? this.ports[key] : undefined;
+        const port = (ports[key] = kept ?? this.portFor(key, l.host, l.port));
+        const tls = l.tls !== undefined;
+        urls[l.name] = `${l.mode === "tcp" ? (tls ? "tls" : "tcp") : tls ? "https" : "http"}://${hostForUrl(l.host)}:${port}`;
+      }
+    } catch (e) {
+      for (const k of Object.keys(this.ports)) if (!(k in before)) delete this.ports[k];
+      Object.assign(this.ports, before);
+      throw e;
+    }
+    this.workersUrls = urls;
+    return ports;
+  }
+
+  /** The ports of listeners `target` no longer has are no longer this balancer's. */
+  private forgetPorts(target: Config, prev: Config): void {
+    const keys = new Set(target.listeners.map((l) => portKey(l, "proxy")));
+    for (const l of prev.listeners) if (!keys.has(portKey(l, "proxy"))) delete this.ports[portKey(l, "proxy")];
   }
 
   /** The listener context: what every proxy listener of this process reads. */
@@ -327,20 +370,23 @@ export class Balancer implements BalancerContext {
     }
   }
 
-  /** This process owns the backends and the admin port; the workers serve the proxy port, claimed here and handed to them. */
+  /**
+   * This process owns the backends and the admin port; the workers serve every proxy listener,
+   * each on the port claimed here (exclusively first, so that a port in use fails the start and
+   * a configured 0 becomes one port for every worker) and handed to them.
+   */
   private async startWorkers(count: number): Promise<void> {
     const initial = this.running;
-    const listener = initial.listeners[0]!;
-    const port = this.portFor(portKey(listener, "proxy"), listener.host, listener.port);
-    const only = this.pools.all[0]!;
-    const workers = (this.supervisor = new WorkerSupervisor({ count, pool: only.pool, passive: only.passive, traffic: this.traffic, tcpStats: this.tcpStats, logger: this.logger, config: () => this.running }));
+    const ports = this.claimWorkerPorts(initial, undefined);
+    const workers = (this.supervisor = new WorkerSupervisor({
+      count, pools: this.pools, traffic: this.traffic, routes: this.routes, tcpStats: this.tcpStats, logger: this.logger, config: () => this.running,
+    }));
     // Besides state changes (which the supervisor follows itself), every operation recorded
-    // here (a forced health that leaves the state as it was, say) sends the table if it moved.
+    // here (a forced health that leaves the state as it was, say) sends the tables if they moved.
     this.unlistenWorkers = this.changes.onChange(() => workers.publish());
-    await workers.start(port);
-    this.ports.proxy = port;
-    const tls = listener.tls !== undefined;
-    this.workersUrl = `${listener.mode === "tcp" ? (tls ? "tls" : "tcp") : tls ? "https" : "http"}://${hostForUrl(listener.host)}:${port}`;
+    await workers.start(ports);
+    // The first listener's port is "the" proxy port (as one process reports it).
+    this.ports.proxy = ports[portKey(initial.listeners[0]!, "proxy")]!;
   }
 
   /** Each HTTPS listener's httpRedirect: a plain-HTTP listener that redirects to it. */

@@ -124,10 +124,6 @@ export function shapeProblems(raw: Raw): string[] {
     if (l.mode === "tcp" && l.httpRedirect !== undefined) problems.push(`${at}.httpRedirect: set in TCP mode; expected it only on HTTP listeners (it answers HTTP requests)`);
   });
   const http = listeners.some((l) => l.mode !== "tcp");
-  // The workers are told one port and keep one copy of one pool (src/workers/).
-  if (raw.workers !== undefined && raw.workers !== 1 && (listeners.length > 1 || pools.size > 1)) {
-    problems.push(`workers: got ${show(raw.workers)}, expected 1 with ${listeners.length > 1 ? `${listeners.length} listeners` : `${pools.size} pools`}: worker processes serve one listener and one pool for now`);
-  }
   if (raw.routes === undefined && http && pools.size > 1) {
     problems.push(`routes: missing; with ${pools.size} pools (${[...pools].join(", ")}), routes say which requests go to which`);
   }

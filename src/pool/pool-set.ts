@@ -26,8 +26,8 @@ export interface PoolSetDeps {
   readonly health: HealthMonitor;
   readonly logger: Logger;
   readonly changes: ChangeLog;
-  /** Anything else that holds per-backend resources (the socket engine's idle connections, the workers' tables). */
-  onRemove(backend: Backend): void;
+  /** Anything else that holds per-backend resources (the socket engine's idle connections, the workers' figures), told the pool's name too (backend names are unique per pool only). */
+  onRemove(backend: Backend, pool: string): void;
 }
 
 /** One named pool at run time. */
@@ -53,7 +53,7 @@ export class PoolRuntime {
     this.pool = new LocalPool(createPolicy(config.strategy));
     this.pool.setPanicThreshold(config.panicThreshold);
     this.passive = new PassiveHealth(this.pool, config.passive, (b) => health.probes(b));
-    this.reconciler = new Reconciler({ pool: this.pool, health, passive: this.passive, onRemove: (b) => deps.onRemove(b) }, backendDefaults(config));
+    this.reconciler = new Reconciler({ pool: this.pool, health, passive: this.passive, onRemove: (b) => deps.onRemove(b, name) }, backendDefaults(config));
     // DNS entries are looked up once before the first reconcile, then on their own timers; a
     // change in their addresses goes through reconcile like a reload.
     this.discovery = new DnsDiscovery({

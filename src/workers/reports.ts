@@ -1,21 +1,26 @@
 /**
  * The figures of several workers as one balancer's: each worker reports its cumulative counters
  * (reportOf), and the owner sums the latest report of every worker, plus what workers that died
- * had reported last, into its own TrafficStats, TcpStats and each Backend's stats (Summer). The
- * admin port reads those objects as in a single process: /stats, /metrics (histograms merged
- * bucket by bucket), /events and the dashboard need no change.
+ * had reported last, into its own TrafficStats, TcpStats, each route's TrafficStats and each
+ * Backend's stats (Summer). The admin port reads those objects as in a single process: /stats,
+ * /metrics (histograms merged bucket by bucket), /events and the dashboard need no change.
+ *
+ * Backends are summed by pool and name (two pools may each have a `backend-1`), routes by name.
  *
  * What the owner counts itself, never summed: ejections, and connect failures as passive health
  * hears of them (once per reported event); a worker's own count of connect failures (a TCP
  * connect that timed out) is added to the latter.
  */
 import type { Backend } from "../pool/backend.ts";
-import type { RetryBudget } from "../pool/retry-budget.ts";
+import type { Pool } from "../pool/pool.ts";
 import type { Histogram } from "../stats/histogram.ts";
 import { emptyLocalErrors, METHOD_LABELS, type TrafficStats } from "../stats/traffic.ts";
 import { LOCAL_CODES } from "../net/network-error.ts";
 import type { TcpStats } from "../tcp/stats.ts";
-import type { BackendFigures, HistogramFigures, Report, TrafficFigures } from "./protocol.ts";
+import type { BackendFigures, HistogramFigures, PoolFigures, Report, TrafficFigures } from "./protocol.ts";
+
+/** Pools by name, as a worker holds its copies and the owner its PoolSet. */
+export type NamedPools = Iterable<readonly [string, Pool]>;
 
 function histogramOf(h: Histogram): HistogramFigures {
   return { counts: Array.from(h.counts), count: h.count, sum: h.sum };
@@ -27,26 +32,32 @@ function byMethodOf(m: Readonly<Record<string, readonly number[]>>): Record<stri
   return out;
 }
 
-/** A worker's figures now; `panicPicks`, its pool's (pool.panic.picks); `budget`, its pool's retry budget. */
-export function reportOf(traffic: TrafficStats, backends: readonly Backend[], tcp?: TcpStats, panicPicks = 0, budget?: RetryBudget): Report {
-  const out: Report = {
-    traffic: {
-      requests: traffic.requests, byMethod: byMethodOf(traffic.byMethod) as TrafficFigures["byMethod"],
-      proxyErrors: { ...traffic.proxyErrors }, localErrors: { ...traffic.localErrors }, panicPicks,
-      retries: traffic.retries, latency: histogramOf(traffic.latency),
-    },
-    backends: {},
+function trafficOf(t: TrafficStats): TrafficFigures {
+  return {
+    requests: t.requests, byMethod: byMethodOf(t.byMethod) as TrafficFigures["byMethod"],
+    proxyErrors: { ...t.proxyErrors }, localErrors: { ...t.localErrors }, retries: t.retries, latency: histogramOf(t.latency),
   };
+}
+
+function backendOf(b: Backend): BackendFigures {
+  const s = b.stats;
+  return {
+    inFlight: b.inFlight, acquired: b.acquired, requests: s.requests, byClass: [...s.byClass],
+    byMethod: byMethodOf(s.byMethod) as BackendFigures["byMethod"], proxyErrors: s.proxyErrors, retries: s.retries,
+    connectFailures: s.connectFailures, bytesIn: s.bytesIn, bytesOut: s.bytesOut, latency: histogramOf(s.latency),
+  };
+}
+
+/** A worker's figures now: its totals, each pool's (backends, panic picks, retry budget), each route's, TCP's. */
+export function reportOf(traffic: TrafficStats, pools: NamedPools, routes: Iterable<readonly [string, TrafficStats]> = [], tcp?: TcpStats): Report {
+  const out: Report = { traffic: trafficOf(traffic), pools: {}, routes: {} };
   if (tcp) out.tcp = { ...tcp } as unknown as Record<string, number>;
-  if (budget) out.retryBudget = { exhausted: budget.exhausted };
-  for (const b of backends) {
-    const s = b.stats;
-    out.backends[b.name] = {
-      inFlight: b.inFlight, acquired: b.acquired, requests: s.requests, byClass: [...s.byClass],
-      byMethod: byMethodOf(s.byMethod) as BackendFigures["byMethod"], proxyErrors: s.proxyErrors, retries: s.retries,
-      connectFailures: s.connectFailures, bytesIn: s.bytesIn, bytesOut: s.bytesOut, latency: histogramOf(s.latency),
-    };
+  for (const [name, pool] of pools) {
+    const f: PoolFigures = { backends: {}, panicPicks: pool.panic.picks, retryBudgetExhausted: pool.retryBudget.exhausted };
+    for (const b of pool.backends) f.backends[b.name] = backendOf(b);
+    out.pools[name] = f;
   }
+  for (const [name, t] of routes) out.routes[name] = trafficOf(t);
   return out;
 }
 
@@ -54,9 +65,12 @@ export function reportOf(traffic: TrafficStats, backends: readonly Backend[], tc
  * The counters a report is sent for when any of them moved (every other figure moves with one
  * of these): answers, retries, and per backend tries, connections and work in flight.
  */
-export function activity(traffic: TrafficStats, backends: readonly Backend[], tcp?: TcpStats): number[] {
-  const out = [traffic.requests, traffic.retries, backends.length];
-  for (const b of backends) out.push(b.acquired, b.inFlight, b.stats.requests, b.stats.proxyErrors, b.stats.bytesIn, b.stats.bytesOut);
+export function activity(traffic: TrafficStats, pools: NamedPools, tcp?: TcpStats): number[] {
+  const out = [traffic.requests, traffic.retries];
+  for (const [, pool] of pools) {
+    out.push(pool.backends.length);
+    for (const b of pool.backends) out.push(b.acquired, b.inFlight, b.stats.requests, b.stats.proxyErrors, b.stats.bytesIn, b.stats.bytesOut);
+  }
   if (tcp) out.push(tcp.accepted, tcp.open, tcp.bytesIn, tcp.bytesOut, tcp.rejected, tcp.unreachable);
   return out;
 }
@@ -99,7 +113,7 @@ function emptyTraffic(): TrafficFigures {
   const byMethod = {} as TrafficFigures["byMethod"];
   for (const k of METHOD_LABELS) byMethod[k] = [0, 0, 0, 0, 0, 0];
   return {
-    requests: 0, byMethod, proxyErrors: {} as TrafficFigures["proxyErrors"], localErrors: emptyLocalErrors(), panicPicks: 0,
+    requests: 0, byMethod, proxyErrors: {} as TrafficFigures["proxyErrors"], localErrors: emptyLocalErrors(),
     retries: 0, latency: { counts: [], count: 0, sum: 0 },
   };
 }
@@ -109,7 +123,6 @@ function addTraffic(into: TrafficFigures, t: TrafficFigures): void {
   for (const k of METHOD_LABELS) for (let i = 0; i < 6; i++) into.byMethod[k][i]! += t.byMethod[k]?.[i] ?? 0;
   for (const [code, n] of Object.entries(t.proxyErrors) as [keyof TrafficFigures["proxyErrors"], number][]) into.proxyErrors[code] = (into.proxyErrors[code] ?? 0) + n;
   for (const code of LOCAL_CODES) into.localErrors[code] += t.localErrors?.[code] ?? 0;
-  into.panicPicks += t.panicPicks ?? 0;
   into.retries += t.retries;
   addHistogram(into.latency, t.latency);
 }
@@ -121,28 +134,44 @@ function setHistogram(h: Histogram, f: HistogramFigures): void {
   h.sum = f.sum;
 }
 
+/** Write summed figures into a TrafficStats (the owner's totals, or a route's). */
+function setTraffic(traffic: TrafficStats, t: TrafficFigures): void {
+  traffic.requests = t.requests;
+  for (const k of METHOD_LABELS) for (let i = 0; i < 6; i++) traffic.byMethod[k]![i] = t.byMethod[k][i]!;
+  for (const code of Object.keys(traffic.proxyErrors) as (keyof typeof traffic.proxyErrors)[]) traffic.proxyErrors[code] = t.proxyErrors[code] ?? 0;
+  for (const code of LOCAL_CODES) traffic.localErrors[code] = t.localErrors[code];
+  traffic.retries = t.retries;
+  setHistogram(traffic.latency, t.latency);
+}
+
+/** What dead workers left of one pool. */
+interface RetiredPool {
+  readonly backends: Map<string, Sums>;
+  panicPicks: number;
+  exhausted: number;
+}
+
+/** Where the sums go: the owner's objects. */
+export interface SummerTarget {
+  readonly traffic: TrafficStats;
+  readonly tcpStats?: TcpStats;
+  /** The owner's pools now, by name: each backend's stats, panic picks and retry budget show the workers' sums. */
+  readonly pools: () => NamedPools;
+  /** The owner's route figures, for the routes of the running config. */
+  readonly routes?: { readonly names: () => Iterable<string>; of(name: string): TrafficStats };
+}
+
 /** The owner's side: the latest report of each live worker, and the remains of dead ones. */
 export class Summer {
   private readonly live = new Map<number, Report>();
   private readonly retiredTraffic = emptyTraffic();
   private readonly retiredTcp: Record<string, number> = {};
-  private readonly retiredBackends = new Map<string, Sums>();
-  /** Retries the budgets of dead workers refused. */
-  private retiredExhausted = 0;
+  private readonly retiredPools = new Map<string, RetiredPool>();
+  private readonly retiredRoutes = new Map<string, TrafficFigures>();
   /** Per backend, the workers' own connect failures last added to the owner's count. */
   private readonly addedConnectFailures = new WeakMap<Backend, number>();
 
-  constructor(
-    private readonly target: {
-      readonly traffic: TrafficStats;
-      readonly tcpStats?: TcpStats;
-      readonly backends: () => readonly Backend[];
-      /** The owner pool's retry budget, which shows the workers' sums. */
-      readonly retryBudget?: RetryBudget;
-      /** The workers' panic picks, summed, for the owner's pool. */
-      readonly setPanicPicks?: (n: number) => void;
-    },
-  ) {}
+  constructor(private readonly target: SummerTarget) {}
 
   /** Worker `slot`'s newest figures (cumulative since that worker started). */
   update(slot: number, report: Report): void {
@@ -159,25 +188,35 @@ export class Summer {
     this.live.delete(slot);
     if (r) {
       addTraffic(this.retiredTraffic, r.traffic);
-      this.retiredExhausted += r.retryBudget?.exhausted ?? 0;
       for (const [k, n] of Object.entries(r.tcp ?? {})) if (k !== "open") this.retiredTcp[k] = (this.retiredTcp[k] ?? 0) + n;
-      for (const [name, f] of Object.entries(r.backends)) {
-        let s = this.retiredBackends.get(name);
-        if (!s) this.retiredBackends.set(name, (s = emptySums()));
-        addBackend(s, f);
+      for (const [poolName, pf] of Object.entries(r.pools)) {
+        let rp = this.retiredPools.get(poolName);
+        if (!rp) this.retiredPools.set(poolName, (rp = { backends: new Map(), panicPicks: 0, exhausted: 0 }));
+        rp.panicPicks += pf.panicPicks;
+        rp.exhausted += pf.retryBudgetExhausted;
+        for (const [name, f] of Object.entries(pf.backends)) {
+          let s = rp.backends.get(name);
+          if (!s) rp.backends.set(name, (s = emptySums()));
+          addBackend(s, f);
+        }
+      }
+      for (const [name, t] of Object.entries(r.routes)) {
+        let into = this.retiredRoutes.get(name);
+        if (!into) this.retiredRoutes.set(name, (into = emptyTraffic()));
+        addTraffic(into, t);
       }
     }
     this.apply();
   }
 
-  /** A backend left the pool: a new one of the same name starts from zero. */
-  forget(name: string): void {
-    this.retiredBackends.delete(name);
+  /** Backend `name` left pool `pool`: a new one of the same name starts from zero. */
+  forget(pool: string, name: string): void {
+    this.retiredPools.get(pool)?.backends.delete(name);
   }
 
   /** Write the sums into the owner's objects. */
   private apply(): void {
-    const { traffic, tcpStats } = this.target;
+    const { traffic, tcpStats, routes } = this.target;
     const t = emptyTraffic();
     addTraffic(t, this.retiredTraffic);
     const tcp: Record<string, number> = { ...this.retiredTcp };
@@ -185,27 +224,52 @@ export class Summer {
       addTraffic(t, r.traffic);
       for (const [k, n] of Object.entries(r.tcp ?? {})) tcp[k] = (tcp[k] ?? 0) + n;
     }
-    traffic.requests = t.requests;
-    for (const k of METHOD_LABELS) for (let i = 0; i < 6; i++) traffic.byMethod[k]![i] = t.byMethod[k][i]!;
-    for (const code of Object.keys(traffic.proxyErrors) as (keyof typeof traffic.proxyErrors)[]) traffic.proxyErrors[code] = t.proxyErrors[code] ?? 0;
-    for (const code of LOCAL_CODES) traffic.localErrors[code] = t.localErrors[code];
-    this.target.setPanicPicks?.(t.panicPicks);
-    traffic.retries = t.retries;
-    setHistogram(traffic.latency, t.latency);
+    setTraffic(traffic, t);
     if (tcpStats) for (const k of Object.keys(tcpStats) as (keyof TcpStats)[]) tcpStats[k] = tcp[k] ?? 0;
-    if (this.target.retryBudget) {
-      let exhausted = this.retiredExhausted;
-      for (const r of this.live.values()) exhausted += r.retryBudget?.exhausted ?? 0;
-      this.target.retryBudget.setRemote(exhausted);
-    }
 
-    for (const b of this.target.backends()) {
+    const present = new Set<string>();
+    for (const [poolName, pool] of this.target.pools()) {
+      present.add(poolName);
+      this.applyPool(poolName, pool);
+    }
+    // A pool the owner no longer has: what dead workers left of it is not news of a later pool of that name.
+    for (const name of this.retiredPools.keys()) if (!present.has(name)) this.retiredPools.delete(name);
+
+    if (routes) {
+      const names = new Set(routes.names());
+      for (const name of names) {
+        const sum = emptyTraffic();
+        const retired = this.retiredRoutes.get(name);
+        if (retired) addTraffic(sum, retired);
+        for (const r of this.live.values()) {
+          const f = r.routes[name];
+          if (f) addTraffic(sum, f);
+        }
+        setTraffic(routes.of(name), sum);
+      }
+      for (const name of this.retiredRoutes.keys()) if (!names.has(name)) this.retiredRoutes.delete(name);
+    }
+  }
+
+  private applyPool(poolName: string, pool: Pool): void {
+    const retired = this.retiredPools.get(poolName);
+    let panicPicks = retired?.panicPicks ?? 0;
+    let exhausted = retired?.exhausted ?? 0;
+    for (const r of this.live.values()) {
+      const pf = r.pools[poolName];
+      if (!pf) continue;
+      panicPicks += pf.panicPicks;
+      exhausted += pf.retryBudgetExhausted;
+    }
+    pool.setRemotePanicPicks(panicPicks);
+    pool.retryBudget.setRemote(exhausted);
+    for (const b of pool.backends) {
       const sums = emptySums();
-      const retired = this.retiredBackends.get(b.name);
-      if (retired) addBackend(sums, retired);
+      const gone = retired?.backends.get(b.name);
+      if (gone) addBackend(sums, gone);
       let inFlight = 0;
       for (const r of this.live.values()) {
-        const f = r.backends[b.name];
+        const f = r.pools[poolName]?.backends[b.name];
         if (!f) continue;
         addBackend(sums, f);
         inFlight += f.inFlight;
@@ -226,8 +290,9 @@ export class Summer {
     const r = this.live.get(slot);
     if (!r) return undefined;
     let inFlight = 0;
-    for (const f of Object.values(r.backends)) inFlight += f.inFlight;
-    const requests = r.tcp ? (r.tcp.accepted ?? 0) : r.traffic.requests;
+    for (const pf of Object.values(r.pools)) for (const f of Object.values(pf.backends)) inFlight += f.inFlight;
+    // Connections for TCP listeners, answers for HTTP ones.
+    const requests = r.traffic.requests + (r.tcp?.accepted ?? 0);
     return { requests, inFlight };
   }
 }

@@ -3,15 +3,19 @@
  * binary, keeps them told of the backends, takes in what they report, restarts one that dies,
  * and stops them all.
  *
- * - One owner of backend state. The owner's pool, health monitor, passive health and control
+ * - One owner of backend state. The owner's pools, health monitor, passive health and control
  *   stay the only place anything about a backend is decided. Every change (a flip, a drain, an
- *   ejection or its end, a reload's new weights) goes to every worker as a whole table, at the
- *   end of the turn in which it happened: well within 50 ms on one machine (the IPC round trip
- *   of a 20-backend table measured about 0.1 ms). Each worker answers with the version it
- *   applied, so `synced()` can wait for all of them.
- * - Passive signals from workers are events (see WorkerPassive); each is fed once into the
- *   owner's PassiveHealth, so five failures seen by two workers are five failures, not ten.
- * - Figures: the Summer (reports.ts) adds up the workers' reports into the owner's stats.
+ *   ejection or its end, a reload's new weights, a pool added or removed) goes to every worker
+ *   as a whole set of tables, one per pool, at the end of the turn in which it happened: well
+ *   within 50 ms on one machine (the IPC round trip of a 20-backend table measured about
+ *   0.1 ms). Each worker answers with the version it applied, so `synced()` can wait for all.
+ * - Ports: the owner claims every listener's port (Balancer.portFor) and hands the map to the
+ *   workers, which bind each listener on its port beside one another (SO_REUSEPORT).
+ * - Passive signals from workers are events naming pool and backend (see WorkerPassive); each
+ *   is fed once into that pool's PassiveHealth, so five failures seen by two workers are five
+ *   failures, not ten.
+ * - Figures: the Summer (reports.ts) adds up the workers' reports into the owner's stats:
+ *   totals, each backend of each pool, each route.
  * - Faults: a worker that exits while the balancer runs is logged and started again after a
  *   backoff (100 ms doubling to 10 s; back to 100 ms once one has served for 10 s). The others
  *   keep serving meanwhile.
@@ -24,6 +28,7 @@ import type { Subprocess } from "bun";
 import type { Config } from "../config/schema.ts";
 import type { Backend } from "../pool/backend.ts";
 import type { Pool } from "../pool/pool.ts";
+import type { RouteTraffic } from "../listener/routing.ts";
 import type { PassiveSignals } from "../health/passive.ts";
 import type { WorkerFigures, WorkersFigures } from "../admin/snapshot.ts";
 import type { Logger } from "../log/logger.ts";
@@ -33,7 +38,7 @@ import { ConfigError } from "../config/load.ts";
 import { ListenError, type ListenerName } from "../listen-error.ts";
 import type { CodeFrom } from "../errors.ts";
 import { Summer } from "./reports.ts";
-import { WORKER_COMMAND, type FromWorker, type Table, type ToWorker } from "./protocol.ts";
+import { WORKER_COMMAND, type FromWorker, type Ports, type Table, type Tables, type ToWorker } from "./protocol.ts";
 
 /** `workers` as configured, made a number: "auto" is the cores this process may use (its CPU affinity). */
 export function resolveWorkers(w: number | "auto"): number {
@@ -50,11 +55,25 @@ export class WorkerError extends Error {
   }
 }
 
+/** One of the owner's pools, as the supervisor follows it (PoolRuntime is one). */
+export interface OwnedPool {
+  readonly name: string;
+  readonly pool: Pool;
+  readonly passive: PassiveSignals;
+}
+
+/** The owner's pools now (PoolSet is one): pools come and go with reloads. */
+export interface OwnedPools {
+  readonly all: readonly OwnedPool[];
+  get(name: string): OwnedPool | undefined;
+}
+
 export interface SupervisorOptions {
   count: number;
-  pool: Pool;
-  passive: PassiveSignals;
+  pools: OwnedPools;
   traffic: TrafficStats;
+  /** The owner's per-route figures: the workers' are summed into them, for the running config's routes. */
+  routes?: RouteTraffic;
   tcpStats?: TcpStats;
   logger: Logger;
   /** The running config (in force), sent to every worker that starts. */
@@ -90,14 +109,18 @@ export class WorkerSupervisor {
   private readonly slots: Slot[];
   private readonly summer: Summer;
   private version = 0;
-  private lastTable = "";
-  private table: Table | undefined;
+  private lastTables = "";
+  private tables: Tables | undefined;
   private publishQueued = false;
-  private port = 0;
+  private ports: Ports = {};
+  /** Each owner pool followed for state changes, by object (a pool removed and added again is a new one). */
+  private readonly following = new Map<Pool, () => void>();
   private stopping = false;
   private pullSeq = 0;
   private readonly pulls = new Map<number, { waiting: Set<number>; done: () => void }>();
-  private readonly unsubscribe: () => void;
+  private configSeq = 0;
+  /** Configs sent and not yet answered by every worker that was serving: see configure(). */
+  private readonly configuring = new Map<number, { waiting: Set<number>; lines: string[] | undefined; errors: string[]; done: () => void }>();
   private syncWaiters: (() => void)[] = [];
   /** Told of each worker's `unlistened` while unlisten() waits. */
   private unlistenWaiter: ((index: number) => void) | undefined;
@@ -109,22 +132,40 @@ export class WorkerSupervisor {
       index, proc: undefined, state: "starting", restarts: 0, servingSince: 0, applied: 0, backoff: BACKOFF_MIN_MS,
       restartTimer: undefined, lastExit: null, started: undefined, exited: undefined,
     }));
+    const routes = o.routes;
     this.summer = new Summer({
-      traffic: o.traffic, tcpStats: o.tcpStats, backends: () => o.pool.backends,
-      retryBudget: o.pool.retryBudget, setPanicPicks: (n) => o.pool.setRemotePanicPicks(n),
+      traffic: o.traffic, tcpStats: o.tcpStats,
+      pools: () => o.pools.all.map((p) => [p.name, p.pool] as const),
+      // The HTTP routes (SNI routes choose a TCP listener's pool and count no requests), as one process shows them.
+      ...(routes !== undefined ? { routes: { names: () => o.config().routes.filter((r) => r.match?.sni === undefined).map((r) => r.name), of: (name: string) => routes.of(name) } } : {}),
     });
-    // Flips, drains, ejections and their ends: told at the end of this turn.
-    this.unsubscribe = o.pool.onStateChange(() => this.publish());
+    this.follow();
+  }
+
+  /** Follow every pool the owner has now (flips, drains, ejections and their ends: told at the end of this turn), and no other. */
+  private follow(): void {
+    const now = new Set(this.o.pools.all.map((p) => p.pool));
+    for (const [pool, off] of this.following) {
+      if (now.has(pool)) continue;
+      off();
+      this.following.delete(pool);
+    }
+    for (const pool of now) if (!this.following.has(pool)) this.following.set(pool, pool.onStateChange(() => this.publish()));
+  }
+
+  private unfollow(): void {
+    for (const off of this.following.values()) off();
+    this.following.clear();
   }
 
   get count(): number {
     return this.slots.length;
   }
 
-  /** Start every worker on `port` (already checked free); rejects with the first worker's error. */
-  async start(port: number): Promise<void> {
-    this.port = port;
-    this.buildTable();
+  /** Start every worker, each listener on its port in `ports` (claimed by the owner); rejects with the first worker's error. */
+  async start(ports: Ports): Promise<void> {
+    this.ports = ports;
+    this.buildTables();
     try {
       await Promise.all(this.slots.map((s) => this.spawn(s)));
     } catch (e) {
@@ -142,20 +183,59 @@ export class WorkerSupervisor {
     this.publishQueued = true;
     queueMicrotask(() => {
       this.publishQueued = false;
-      if (!this.buildTable()) return;
-      for (const s of this.slots) if (s.state === "serving" || s.state === "starting") this.send(s, { t: "table", table: this.table! });
+      if (!this.buildTables()) return;
+      for (const s of this.slots) if (s.state === "serving" || s.state === "starting") this.send(s, { t: "tables", tables: this.tables! });
     });
   }
 
-  /** A new running config: proxy settings change in place in every worker (as in one process). */
-  configure(config: Config): void {
-    for (const s of this.slots) if (s.proc) this.send(s, { t: "config", config });
-    this.publish();
+  /**
+   * A new running config: proxy settings change in place in every worker (as in one process).
+   * The tables go with it, so that a pool the config adds is in every worker before a route
+   * sends to it; the pools it drops leave the workers with it. `ports`: every listener's port
+   * (the owner claimed those of listeners added or moved); workers that start later get the
+   * same. Resolves, with what changed in the listeners (one worker's lines, every worker's
+   * errors), once every serving worker has applied it, or after `timeoutMs`.
+   */
+  configure(config: Config, ports: Ports, timeoutMs = 10_000): Promise<string[]> {
+    if (this.stopping) return Promise.resolve([]);
+    this.ports = ports;
+    this.follow();
+    this.buildTables();
+    const id = ++this.configSeq;
+    const serving = this.slots.filter((s) => s.state === "serving" && s.proc !== undefined);
+    const result = new Promise<string[]>((resolve) => {
+      const entry = { waiting: new Set(serving.map((s) => s.index)), lines: undefined as string[] | undefined, errors: [] as string[], done: () => {} };
+      const timer = setTimeout(() => {
+        entry.errors.push(...[...entry.waiting].map((i) => `worker ${i}: did not apply the config within ${timeoutMs}ms`));
+        entry.done();
+      }, timeoutMs);
+      entry.done = () => {
+        clearTimeout(timer);
+        this.configuring.delete(id);
+        resolve([...(entry.lines ?? []), ...entry.errors]);
+      };
+      this.configuring.set(id, entry);
+      if (entry.waiting.size === 0) entry.done();
+    });
+    for (const s of this.slots) if (s.proc) this.send(s, { t: "config", id, config, tables: this.tables!, ports });
+    return result;
   }
 
-  /** A backend left the pool: the figures of a later one of the same name start from zero. */
-  forget(b: Backend): void {
-    this.summer.forget(b.name);
+  /** Worker `index` has answered config `id` (or is gone). */
+  private configured(index: number, id: number, lines: string[], error?: string): void {
+    const c = this.configuring.get(id);
+    if (!c || !c.waiting.delete(index)) return;
+    c.lines ??= lines;
+    if (error !== undefined) {
+      this.o.logger.error(`worker ${index}: ${error}`);
+      c.errors.push(`worker ${index}: ${error}`);
+    }
+    if (c.waiting.size === 0) c.done();
+  }
+
+  /** Backend `b` left pool `pool`: the figures of a later one of the same name start from zero. */
+  forget(pool: string, b: Backend): void {
+    this.summer.forget(pool, b.name);
   }
 
   /** Resolves when every serving worker has applied the latest table (or after `timeoutMs`). */
@@ -243,7 +323,7 @@ export class WorkerSupervisor {
    */
   async stop(force: boolean, graceMs: number, handover = false): Promise<void> {
     this.stopping = true;
-    this.unsubscribe();
+    this.unfollow();
     for (const s of this.slots) {
       clearTimeout(s.restartTimer);
       s.restartTimer = undefined;
@@ -263,12 +343,24 @@ export class WorkerSupervisor {
     }
     clearTimeout(timer);
     for (const p of this.pulls.values()) p.done();
+    for (const c of [...this.configuring.values()]) c.done();
     for (const w of this.syncWaiters) w();
   }
 
-  /** The table of the pool as it is now; true when it differs from the last one sent. */
-  private buildTable(): boolean {
-    const { pool, count } = this.o;
+  /** The tables of the pools as they are now; true when they differ from the last ones sent. */
+  private buildTables(): boolean {
+    const pools: Record<string, Table> = {};
+    for (const p of this.o.pools.all) pools[p.name] = this.tableOf(p.pool);
+    const key = JSON.stringify(pools);
+    if (key === this.lastTables && this.tables) return false;
+    this.lastTables = key;
+    this.tables = { version: ++this.version, pools };
+    return true;
+  }
+
+  /** One pool's table: its backends' config and state, in order, its strategy and panic threshold. */
+  private tableOf(pool: Pool): Table {
+    const { count } = this.o;
     const backends = pool.backends.map((b) => ({
       spec: {
         // The priority too: each worker's pool decides the tier itself (pool/tiers.ts), from
@@ -284,11 +376,7 @@ export class WorkerSupervisor {
       },
       state: b.mirrorState(),
     }));
-    const key = JSON.stringify([pool.policy.name, backends]);
-    if (key === this.lastTable && this.table) return false;
-    this.lastTable = key;
-    this.table = { version: ++this.version, strategy: pool.policy.name, backends };
-    return true;
+    return { strategy: pool.policy.name, panicThreshold: pool.panicThreshold, backends };
   }
 
   private command(): string[] {
@@ -337,7 +425,7 @@ export class WorkerSupervisor {
       s.started = settle;
     });
     s.exited = proc.exited.then(() => this.onExit(s, proc, performance.now() - startedAt));
-    this.send(s, { t: "start", index: s.index, count: this.slots.length, port: this.port, config: this.o.config(), table: this.table! });
+    this.send(s, { t: "start", index: s.index, count: this.slots.length, ports: this.ports, config: this.o.config(), tables: this.tables! });
     return result;
   }
 
@@ -348,8 +436,8 @@ export class WorkerSupervisor {
         s.servingSince = Date.now();
         if (s.restarts > 0) this.o.logger.info(`worker ${s.index} (pid ${m.pid}) serving again`);
         s.started?.();
-        // A table may have changed while it started: send the current one.
-        if (s.applied < this.version) this.send(s, { t: "table", table: this.table! });
+        // The tables may have changed while it started: send the current ones.
+        if (s.applied < this.version) this.send(s, { t: "tables", tables: this.tables! });
         return;
       case "failed":
         s.started?.(rebuildError(m.error));
@@ -368,11 +456,13 @@ export class WorkerSupervisor {
       }
       case "passive":
         for (const e of m.events) {
-          const b = this.o.pool.get(e.b);
-          if (!b) continue;
-          if (e.k === "ok") this.o.passive.succeeded(b, 200);
-          else if (e.k === "connect") this.o.passive.connectFailed(b, e.d);
-          else this.o.passive.failed(b, e.d);
+          // A pool or backend gone meanwhile (a reload): nothing left to tell.
+          const owned = this.o.pools.get(e.p);
+          const b = owned?.pool.get(e.b);
+          if (!owned || !b) continue;
+          if (e.k === "ok") owned.passive.succeeded(b, 200);
+          else if (e.k === "connect") owned.passive.connectFailed(b, e.d);
+          else owned.passive.failed(b, e.d);
         }
         return;
       case "log":
@@ -380,6 +470,9 @@ export class WorkerSupervisor {
         return;
       case "unlistened":
         this.unlistenWaiter?.(s.index);
+        return;
+      case "configured":
+        this.configured(s.index, m.id, m.lines, m.error);
         return;
       case "stopped":
         return;
@@ -395,6 +488,8 @@ export class WorkerSupervisor {
     this.summer.retire(s.index);
     s.started?.(new WorkerError("SY_WORKER_FAILED", `worker ${s.index} exited (${how}) before it served`));
     for (const p of this.pulls.values()) if (p.waiting.delete(s.index) && p.waiting.size === 0) p.done();
+    // A new process of this slot starts with the running config and ports.
+    for (const c of [...this.configuring.values()]) if (c.waiting.delete(s.index) && c.waiting.size === 0) c.done();
     if (this.stopping) {
       s.state = "stopped";
       return;

@@ -1,10 +1,11 @@
 /**
- * One worker process: serves the proxy port (shared with the other workers through
- * SO_REUSEPORT) with the engine the config names, and nothing else. It never probes, never
- * decides health, drain or ejection: its pool is a copy of the owner's, replaced by every table
- * the owner sends (Backend.mirror), and what live traffic says about a backend goes to the owner
- * as events (WorkerPassive), where passive health counts it once. Its figures go to the owner
- * on a short timer and on request.
+ * One worker process: serves every proxy listener of the config, each on the port the owner
+ * claimed for it (shared with the other workers through SO_REUSEPORT), with the engine the
+ * config names, and nothing else. It never probes, never decides health, drain or ejection: it
+ * holds a copy of each of the owner's pools (WorkerPools), made to match every table the owner
+ * sends (Backend.mirror), and what live traffic says about a backend goes to the owner as events
+ * naming pool and backend (WorkerPassive), where passive health counts it once. Its figures
+ * (totals, per pool and backend, per route) go to the owner on a short timer and on request.
  *
  * Signals: the owner orchestrates shutdown, so SIGINT/SIGTERM/SIGHUP/SIGUSR2 (a Ctrl-C reaches the whole
  * process group) are ignored here. If the owner goes away (the IPC channel closes) the worker
@@ -20,42 +21,46 @@ import { TcpStats } from "../tcp/stats.ts";
 import { createAccessLog, type AccessLog } from "../log/access.ts";
 import type { Logger } from "../log/logger.ts";
 import { ListenerSet } from "../listener/listener-set.ts";
-import { RouteTraffic, type PoolSource } from "../listener/routing.ts";
+import { RouteTraffic, type PoolHandle, type PoolSource } from "../listener/routing.ts";
 import { MirrorFactory } from "../listener/route-modifiers.ts";
 import { activity, reportOf, sameActivity } from "./reports.ts";
-import type { FromWorker, PassiveEvent, Table, ToWorker } from "./protocol.ts";
+import type { FromWorker, PassiveEvent, Ports, Table, Tables, ToWorker } from "./protocol.ts";
 
 /** How often figures go to the owner when they moved, ms. Also bounds how late a run of good answers is told. */
 export const REPORT_MS = 100;
 
 /**
- * Passive signals as events for the owner. A failure is sent at the next turn of the event
- * loop; good answers only matter as the end of a run of failures, so a run of them is one "ok",
- * sent before the next failure of that backend or with the next report.
+ * Passive signals as events for the owner, each naming its pool and backend. A failure is sent
+ * at the next turn of the event loop; good answers only matter as the end of a run of failures,
+ * so a run of them is one "ok", sent before the next failure of that backend or with the next
+ * report. One outbox per worker; `of(pool)` is what that pool's copy reports through.
  */
-export class WorkerPassive implements PassiveSignals {
+export class WorkerPassive {
   private events: PassiveEvent[] = [];
-  private readonly okSince = new Set<string>();
+  /** Per pool, the backends with a run of good answers not yet told. */
+  private readonly okSince = new Map<string, Set<string>>();
   private scheduled = false;
 
   constructor(private readonly send: (events: PassiveEvent[]) => void) {}
 
-  connectFailed(backend: Backend, detail: string): void {
-    this.push({ b: backend.name, k: "connect", d: detail });
+  /** The signals of pool `pool`'s copy. */
+  of(pool: string): PassiveSignals {
+    let ok = this.okSince.get(pool);
+    if (ok === undefined) this.okSince.set(pool, (ok = new Set()));
+    const okSince = ok;
+    return {
+      connectFailed: (backend: Backend, detail: string) => this.push(okSince, { p: pool, b: backend.name, k: "connect", d: detail }),
+      // As PassiveHealth.succeeded: a 5xx answer is a failure.
+      succeeded: (backend: Backend, status: number) => {
+        if (status >= 500) this.push(okSince, { p: pool, b: backend.name, k: "fail", d: `status ${status}` });
+        else okSince.add(backend.name);
+      },
+      failed: (backend: Backend, detail: string) => this.push(okSince, { p: pool, b: backend.name, k: "fail", d: detail }),
+    };
   }
 
-  succeeded(backend: Backend, status: number): void {
-    // As PassiveHealth.succeeded: a 5xx answer is a failure.
-    if (status >= 500) this.push({ b: backend.name, k: "fail", d: `status ${status}` });
-    else this.okSince.add(backend.name);
-  }
-
-  failed(backend: Backend, detail: string): void {
-    this.push({ b: backend.name, k: "fail", d: detail });
-  }
-
-  private push(e: PassiveEvent): void {
-    if (this.okSince.delete(e.b)) this.events.push({ b: e.b, k: "ok" });
+  private push(okSince: Set<string>, e: PassiveEvent): void {
+    if (okSince.delete(e.b)) this.events.push({ p: e.p, b: e.b, k: "ok" });
     this.events.push(e);
     if (!this.scheduled) {
       this.scheduled = true;
@@ -66,8 +71,10 @@ export class WorkerPassive implements PassiveSignals {
   /** Send what is queued, runs of good answers included. */
   flush(): void {
     this.scheduled = false;
-    for (const b of this.okSince) this.events.push({ b, k: "ok" });
-    this.okSince.clear();
+    for (const [p, okSince] of this.okSince) {
+      for (const b of okSince) this.events.push({ p, b, k: "ok" });
+      okSince.clear();
+    }
     if (this.events.length === 0) return;
     const events = this.events;
     this.events = [];
@@ -78,6 +85,7 @@ export class WorkerPassive implements PassiveSignals {
 /** The backends a worker's pool holds, made to match a table from the owner. */
 export function applyTable(pool: LocalPool, table: Table, onRemove: (b: Backend) => void): void {
   if (pool.policy.name !== table.strategy) pool.setPolicy(createPolicy(table.strategy));
+  pool.setPanicThreshold(table.panicThreshold);
   const names = new Set(table.backends.map((e) => e.spec.name));
   for (const b of [...pool.backends]) {
     const entry = table.backends.find((e) => e.spec.name === b.name);
@@ -94,6 +102,53 @@ export function applyTable(pool: LocalPool, table: Table, onRemove: (b: Backend)
     b.mirror(e.state);
   }
   pool.order(table.backends.map((e) => e.spec.name));
+}
+
+/** One pool's copy in a worker: its backends, and where what traffic says of them goes. */
+interface PoolCopy {
+  readonly pool: LocalPool;
+  readonly passive: PassiveSignals;
+}
+
+/**
+ * A worker's copies of the owner's pools, by name, each made to match its table. It is the
+ * PoolSource this worker's listeners resolve pool names through. A pool the tables drop leaves
+ * the map (requests in flight finish on the objects they hold, and its idle upstream
+ * connections close); routers built for an older config keep the copy they were given.
+ */
+export class WorkerPools implements PoolSource {
+  private readonly copies = new Map<string, PoolCopy>();
+
+  constructor(private readonly passive: WorkerPassive) {}
+
+  /** Never refused: a name the tables do not hold yet (a config that came first) gets an empty copy, which the next tables fill or drop. */
+  handle(name: string): PoolHandle {
+    return this.copy(name);
+  }
+
+  *entries(): Generator<[string, LocalPool]> {
+    for (const [name, c] of this.copies) yield [name, c.pool];
+  }
+
+  get(name: string): LocalPool | undefined {
+    return this.copies.get(name)?.pool;
+  }
+
+  /** Make every copy match `tables`: new pools added, known ones updated, the rest dropped. */
+  apply(tables: Tables, onRemove: (b: Backend) => void): void {
+    for (const [name, table] of Object.entries(tables.pools)) applyTable(this.copy(name).pool, table, onRemove);
+    for (const [name, c] of this.copies) {
+      if (name in tables.pools) continue;
+      this.copies.delete(name);
+      for (const b of c.pool.backends) onRemove(b);
+    }
+  }
+
+  private copy(name: string): PoolCopy {
+    let c = this.copies.get(name);
+    if (c === undefined) this.copies.set(name, (c = { pool: new LocalPool(createPolicy("round-robin")), passive: this.passive.of(name) }));
+    return c;
+  }
 }
 
 /** Run as a worker until told to stop (or the owner goes away). Returns the exit code. */
@@ -117,19 +172,21 @@ export function runWorker(): Promise<number> {
     warn: (msg) => send({ t: "log", level: "warn", msg }),
     error: (msg) => send({ t: "log", level: "error", msg }),
   };
-  const pool = new LocalPool(createPolicy("round-robin"));
   const traffic = new TrafficStats();
   const passive = new WorkerPassive((events) => send({ t: "passive", events }));
-  let tcpStats: TcpStats | undefined;
+  const pools = new WorkerPools(passive);
+  /** TCP listeners' totals, all of them together (a reload may add the first). */
+  const tcpStats = new TcpStats();
   let running: Config | undefined;
   let listeners: ListenerSet | undefined;
   const accessLogs = new Map<string, AccessLog>();
   let reportTimer: ReturnType<typeof setInterval> | undefined;
   let lastActivity: number[] = [];
   const routes = new RouteTraffic();
-  const pools: PoolSource = { handle: () => ({ pool, passive }) };
-  /** Every listener binds the port the supervisor claimed (SO_REUSEPORT). */
-  let port = 0;
+  /** Every listener binds the port the owner claimed for it (SO_REUSEPORT), by its key (listener.ts portKey). */
+  let ports: Ports = {};
+  /** The listeners' last apply, settled: the next waits for it. */
+  let applying: Promise<unknown> = Promise.resolve();
   /** Set when this worker starts to stop (see buildProxy). */
   const lifecycle = { draining: false };
 
@@ -141,7 +198,7 @@ export function runWorker(): Promise<number> {
   };
   const report = (id?: number) => {
     passive.flush();
-    send({ t: "report", report: reportOf(traffic, pool.backends, tcpStats, pool.panic.picks, pool.retryBudget), ...(id !== undefined ? { id } : {}) });
+    send({ t: "report", report: reportOf(traffic, pools.entries(), routes.entries(), tcpStats), ...(id !== undefined ? { id } : {}) });
   };
 
   return new Promise<number>((resolve) => {
@@ -173,28 +230,45 @@ export function runWorker(): Promise<number> {
       switch (m.t) {
         case "start": {
           running = m.config;
-          pool.setPanicThreshold(Object.values(m.config.pools)[0]!.panicThreshold);
-          applyTable(pool, m.table, () => {});
-          send({ t: "applied", version: m.table.version });
-          port = m.port;
+          pools.apply(m.tables, () => {});
+          send({ t: "applied", version: m.tables.version });
+          ports = m.ports;
           listeners = new ListenerSet({
-            pools, traffic, routes, mirrors: new MirrorFactory(() => running?.retry.timeout ?? 15_000), tcpTotals: () => (tcpStats ??= new TcpStats()), logger,
-            accessLog: accessLogFor, lifecycle, portFor: () => port,
+            pools, traffic, routes, mirrors: new MirrorFactory(() => running?.retry.timeout ?? 15_000), tcpTotals: () => tcpStats, logger,
+            accessLog: accessLogFor, lifecycle,
+            // The owner claimed every listener's port (and sends the new ones with a config).
+            portFor: (key, _host, port) => ports[key] ?? port,
           });
-          listeners.apply(m.config).then(ready, (e: unknown) => failed(e));
+          const started = listeners.apply(m.config);
+          applying = started.catch(() => {});
+          started.then(ready, (e: unknown) => failed(e));
           return;
         }
-        case "table":
-          applyTable(pool, m.table, (b) => listeners?.closeIdle(b));
-          send({ t: "applied", version: m.table.version });
+        case "tables":
+          pools.apply(m.tables, (b) => listeners?.closeIdle(b));
+          send({ t: "applied", version: m.tables.version });
           return;
         case "config": {
           const prev = running;
           running = m.config;
-          pool.setPanicThreshold(Object.values(m.config.pools)[0]!.panicThreshold);
+          // The pools first, so that every pool the new routes name is held.
+          pools.apply(m.tables, (b) => listeners?.closeIdle(b));
+          send({ t: "applied", version: m.tables.version });
+          routes.keep(m.config.routes.map((r) => r.name));
           // Changed in place, as in one process: new routers for new requests, TCP's settings
-          // for new connections.
-          void listeners?.apply(m.config, prev).catch((e: unknown) => logger.error(`worker: ${(e as Error).message}`));
+          // for new connections, listeners added or moved (bound anew, on the port the owner
+          // claimed, before the old one closes) or removed (what they hold finishes). After the
+          // apply before it (the start's included): two must never bind at once.
+          const set = listeners;
+          const applied = set === undefined ? Promise.resolve([]) : applying.then(() => {
+            ports = m.ports;
+            return set.apply(m.config, prev);
+          });
+          applying = applied.catch(() => {});
+          applied.then(
+            (lines) => send({ t: "configured", id: m.id, lines }),
+            (e: unknown) => send({ t: "configured", id: m.id, lines: [], error: (e as Error).message }),
+          );
           return;
         }
         case "pull":
@@ -214,7 +288,7 @@ export function runWorker(): Promise<number> {
 
     function ready(): void {
       reportTimer = setInterval(() => {
-        const now = activity(traffic, pool.backends, tcpStats);
+        const now = activity(traffic, pools.entries(), tcpStats);
         passive.flush();
         if (sameActivity(now, lastActivity)) return;
         lastActivity = now;
