@@ -13,7 +13,7 @@ import { mkdtempSync, renameSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { loadConfigFile } from "../../src/config/load.ts";
-import { startRig, type TestRig } from "../helpers/balancer.ts";
+import { startRig, testEngine, type TestRig } from "../helpers/balancer.ts";
 
 const RELOADS = 20;
 const CONNECTIONS = 64;
@@ -170,7 +170,7 @@ test(`${RELOADS} reloads that add and remove routes and pools under load: 0 non-
         routes: [{ name: "only-x", match: { path: "/x" }, pool: "p1" }, { name: "main", pool: "p3" }],
       },
     ];
-    return { listen: { host: "127.0.0.1", port: 0 }, admin: false, log: { access: false }, healthCheck: false, ...shapes[i % 4]! };
+    return { ...testEngine(), listen: { host: "127.0.0.1", port: 0 }, admin: false, log: { access: false }, healthCheck: false, ...shapes[i % 4]! };
   };
   const write = (config: unknown) => {
     writeFileSync(`${file}.tmp`, JSON.stringify(config));
