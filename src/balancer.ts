@@ -125,7 +125,8 @@ export class Balancer implements BalancerContext {
   private readonly mirrors: MirrorFactory;
   private listeners: ListenerSet | undefined;
   private supervisor: WorkerSupervisor | undefined;
-  private redirects: Server<unknown>[] = [];
+  /** Each HTTPS listener's httpRedirect listener, by the HTTPS listener's name. */
+  private readonly redirects = new Map<string, { host: string; port: number; server: Server<unknown> }>();
   private admin: { app: AdminApp; server: Server<unknown> } | undefined;
   private watcher: ConfigWatcher | undefined;
   private unlistenWorkers = () => {};
@@ -244,6 +245,7 @@ export class Balancer implements BalancerContext {
     if (this.listeners !== undefined) lines.push(...(await this.listeners.apply(target, prev)));
     this.auth.set(tokens);
     this.running = target;
+    lines.push(...this.syncRedirects(prev));
     // The workers take the same config in place, with the tables of its pools and the ports of
     // its listeners; the pools it drops drain once the workers route by it.
     if (this.supervisor !== undefined && ports !== undefined) {
@@ -354,7 +356,7 @@ export class Balancer implements BalancerContext {
         await this.listeners.apply(initial);
         this.ports.proxy = this.listeners.all[0]!.port;
       }
-      this.startRedirects();
+      this.syncRedirects();
       for (const l of initial.listeners) {
         const engine = l.mode === "http" ? ` on the ${initial.engine} engine` : "";
         const served = this.supervisor ? `, ${this.supervisor.count} worker processes` : "";
@@ -389,21 +391,40 @@ export class Balancer implements BalancerContext {
     this.ports.proxy = ports[portKey(initial.listeners[0]!, "proxy")]!;
   }
 
-  /** Each HTTPS listener's httpRedirect: a plain-HTTP listener that redirects to it. */
-  private startRedirects(): void {
+  /**
+   * Each HTTPS listener's httpRedirect: a plain-HTTP listener that redirects to it, kept while
+   * its address stays (it reads the HTTPS port it points to per request, so a moved HTTPS
+   * listener is followed), started for a listener that gains one, stopped for one that loses it.
+   * Returns one line per change on a reload (`prev` given).
+   */
+  private syncRedirects(prev?: Config): string[] {
+    const lines: string[] = [];
+    const wanted = new Set<string>();
     for (const l of this.running.listeners) {
       const from = l.httpRedirect;
       if (from === undefined || l.tls === undefined) continue;
       const host = from.host ?? l.host;
-      const httpsPort = l.name === this.running.listeners[0]!.name ? this.ports.proxy : (this.ports[portKey(l, "proxy")] ?? 0);
+      const known = this.redirects.get(l.name);
+      wanted.add(l.name);
+      if (known !== undefined && known.host === host && known.port === from.port) continue;
       const key = portKey(l, "redirect");
       const port = this.portFor(key, host, from.port);
       const label = key.replace(/:(.*)$/, ' "$1"');
-      const server = bindListener(label, host, port, () => serveRedirect(host, port, () => httpsPort));
+      const httpsKey = portKey(l, "proxy");
+      const server = bindListener(label, host, port, () => serveRedirect(host, port, () => this.ports[httpsKey] ?? 0));
       this.ports[key] = server.port;
-      this.redirects.push(server);
+      if (known !== undefined) void known.server.stop(false);
+      this.redirects.set(l.name, { host, port: from.port, server });
       this.logger.info(`redirecting http://${hostForUrl(host)}:${server.port} to HTTPS`);
+      if (prev !== undefined) lines.push(`listener ${l.name}: redirecting http://${hostForUrl(host)}:${server.port} to HTTPS`);
     }
+    for (const [name, r] of this.redirects) {
+      if (wanted.has(name)) continue;
+      this.redirects.delete(name);
+      void r.server.stop(false);
+      lines.push(`listener ${name}: no longer redirecting plain HTTP`);
+    }
+    return lines;
   }
 
   private startAdmin(): void {
@@ -453,7 +474,7 @@ export class Balancer implements BalancerContext {
       const healthStopped = this.health.stop();
       const poolsStopped = this.pools.stop();
       this.unlistenWorkers();
-      for (const r of this.redirects) void r.stop(!handover);
+      for (const r of this.redirects.values()) void r.server.stop(!handover);
       // Requests in flight on it (POST /api/upgrade's answer) finish; new ones go to the successor.
       if (handover) void this.admin?.server.stop(false);
       const grace = this.running.timeouts.shutdownGrace;

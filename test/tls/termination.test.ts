@@ -7,6 +7,7 @@
  */
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
 import { copyFile } from "node:fs/promises";
+import { waitFor } from "../helpers/wait.ts";
 import { startRig, type RigConfig, type TestRig } from "../helpers/balancer.ts";
 import { curl, makePki, type Issued, type Pki } from "../helpers/pki.ts";
 import { ConfigError, validateConfig } from "../../src/config/load.ts";
@@ -111,6 +112,24 @@ test("httpRedirect answers plain HTTP with a 308 to the same target over HTTPS",
   // Followed, it reaches the backend over HTTPS.
   const followed = await curl(["--cacert", pki.ca, "-L", "--resolve", `a.test:${port(r)}:127.0.0.1`, "--resolve", `a.test:${redirectPort}:127.0.0.1`, `http://a.test:${redirectPort}/`]);
   expect(followed.body.trim()).toBe(r.cluster.backends[0]!.name);
+});
+
+test("a reload that adds httpRedirect starts the redirecting listener; one that drops it stops it", async () => {
+  const base = { listen: { host: "127.0.0.1", port: 0, tls: { cert: a.cert, key: a.key } } };
+  const r = await startRig(1, base, undefined, { load: async () => next });
+  rigs.push(r);
+  let next = r.balancer.config;
+  const { listeners, ...rest } = r.balancer.config;
+  next = { ...rest, listeners: [{ ...listeners[0]!, httpRedirect: { port: 0 } }] };
+  const report = await r.balancer.reload();
+  const line = report.lines.find((l) => l.includes("redirecting http://"))!;
+  const redirectPort = Number(/:(\d+) to HTTPS/.exec(line)![1]);
+  const res = await fetch(`http://127.0.0.1:${redirectPort}/p`, { redirect: "manual", headers: { host: `a.test:${redirectPort}` } });
+  expect(res.status).toBe(308);
+  expect(res.headers.get("location")).toBe(`https://a.test:${port(r)}/p`);
+  next = { ...rest, listeners };
+  expect((await r.balancer.reload()).lines).toContain("listener default: no longer redirecting plain HTTP");
+  await waitFor(async () => fetch(`http://127.0.0.1:${redirectPort}/p`, { redirect: "manual" }).then(() => false, () => true), "the redirecting listener to close");
 });
 
 test("TCP mode terminates TLS and relays the plain bytes", async () => {
