@@ -185,7 +185,9 @@ export class RouteTable<P> {
     const http = routes.filter((r) => r.match.sni === undefined);
     const placeholder = (r: RouteConfig, name: string) => r.redirect?.to.includes(`{${name}}`) === true;
     this.usesPath = http.some((r) => r.match.path !== undefined || r.match.pathExact !== undefined || r.match.pathRegex !== undefined || r.rewrite !== undefined || placeholder(r, "path") || (r.splitBy !== undefined && "key" in r.splitBy && r.splitBy.key === "path"));
-    this.usesHost = http.some((r) => r.match.host !== undefined || placeholder(r, "host"));
+    const hostInRules = (r: RouteConfig) =>
+      [r.requestHeaders, r.responseHeaders].some((rules) => rules !== undefined && [...Object.values(rules.set ?? {}), ...Object.values(rules.add ?? {})].some((v) => v.includes("{host}")));
+    this.usesHost = http.some((r) => r.match.host !== undefined || placeholder(r, "host") || hostInRules(r));
   }
 
   /**

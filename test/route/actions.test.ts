@@ -24,8 +24,14 @@ describe("forward", () => {
   });
 
   test("a normalized path is what goes upstream, with the query as sent", () => {
-    const t = table([{ name: "a", pool: "api" }]);
+    const t = table([{ name: "a", match: { path: "/" }, pool: "api" }]);
     expect(matched(t, { target: "/a/../%62?x=%2F" }).target).toBe("/b?x=%2F");
+  });
+
+  test("a table that reads neither path nor host leaves both as sent (the single-pool form)", () => {
+    const t = table([{ name: "a", pool: "api" }]);
+    const m = matched(t, { target: "/a/../%62/%2F?x=%2F", host: "not a host" });
+    expect(m.target).toBe("/a/../%62/%2F?x=%2F");
   });
 
   test("the compiled route carries modifiers and overrides", () => {

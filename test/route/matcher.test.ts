@@ -30,8 +30,10 @@ const cases: Case[] = [
     ],
   },
   {
+    // A table that reads the host (here: a host route) refuses one it cannot read; one that
+    // never reads it leaves it alone (see "a table that reads neither path nor host" below).
     name: "hosts: an invalid Host is refused (RFC 9112 §3.2), so {host} never carries a path",
-    routes: [p("any")],
+    routes: [p("named", { host: "named.example.com" }), p("any")],
     expect: [
       [{ target: "/", host: "a.example.com/x" }, "400"],
       [{ target: "/", host: "user@a.example.com" }, "400"],
