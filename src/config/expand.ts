@@ -161,8 +161,10 @@ export function expandConfig(parsed: Parsed, raw: Raw): Config {
   const modes = poolModes(raw);
   const pools: Record<string, PoolConfig> = {};
   for (const [name, rawPool] of rawPools(raw)) {
-    const own = name === DEFAULT_NAME && raw.backends !== undefined ? { backends: parsed.backends! } : parsed.pools![name]!;
-    pools[name] = resolvePool(name, modes.get(name) ?? "http", own.backends, raw, rawPool);
+    const own = name === DEFAULT_NAME && raw.backends !== undefined ? { backends: parsed.backends!, tls: undefined } : parsed.pools![name]!;
+    // The pool's tls is the default of its https:// backends that give none of their own.
+    const backends = own.tls === undefined ? own.backends : own.backends.map((b) => (b.tls === undefined && /^https:\/\//i.test(b.url ?? "") ? { ...b, tls: own.tls } : b));
+    pools[name] = { ...resolvePool(name, modes.get(name) ?? "http", backends, raw, rawPool), ...(own.tls !== undefined ? { tls: own.tls } : {}) };
   }
   const listeners: ListenerConfig[] =
     parsed.listeners ??

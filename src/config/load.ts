@@ -143,6 +143,7 @@ function crossFieldProblems(input: Record<string, unknown>): string[] {
     const backends = Array.isArray(pool.backends) ? pool.backends : [];
     const where = at === "backends" ? "backends" : `${at}.backends`;
     problems.push(...backendListProblems(backends, where, mode));
+    if (isPlainObject(pool.tls)) problems.push(...backendTlsProblems({ url: "https://pool", tls: pool.tls }, at, mode));
     problems.push(...poolOptionProblems(at === "backends" ? "" : `${at}.`, { ...input, ...pool }, mode));
   }
   const listeners = rawListeners(input);

@@ -702,6 +702,13 @@ const PoolSchema = v.strictObject({
       v.description("This pool's `upstreamKeepalive`, as the top-level `limits.upstreamKeepalive`, which applies where it is not given."),
     ),
   ),
+  tls: v.optional(
+    v.pipe(
+      BackendTls,
+      v.description("TLS for this pool's `https://` backends (whom to trust, the name to check), as a backend's own `tls`, for each backend that gives none."),
+      doc({ defaultText: "none: each backend's own, or the system's CAs" }),
+    ),
+  ),
 });
 
 /** The pool options a pool may set for itself; the top-level ones are their defaults. */
@@ -782,6 +789,8 @@ export interface PoolConfig {
   slowStart: number;
   timeouts: Pick<Parsed["timeouts"], "connect" | "upstreamIdle" | "send">;
   limits: Pick<Parsed["limits"], "upstreamKeepalive">;
+  /** The pool's default backend TLS (already given to each https:// backend without its own). */
+  tls?: BackendConfig["tls"];
 }
 
 export type ListenerConfig = v.InferOutput<typeof ListenerSchema>;

@@ -52,6 +52,27 @@ async function through(engine: string, backend: Record<string, unknown>, extra: 
 
 for (const engine of ["fetch", "socket"]) {
   describe(`${engine} engine`, () => {
+    test("a pool's tls is the default of its https:// backends; a backend's own replaces it", async () => {
+      const r = await startRig(0, {
+        engine, retry: { attempts: 1 }, backends: undefined,
+        pools: {
+          trusted: { tls: { ca: pki.ca }, backends: [{ url: servers.good.url }] },
+          own: { tls: { ca: pki.ca }, backends: [{ url: servers.expired.url, tls: { insecureSkipVerify: true } }] },
+          untrusted: { backends: [{ url: servers.good.url }] },
+        },
+        routes: [
+          { name: "own", match: { path: "/own" }, pool: "own" },
+          { name: "untrusted", match: { path: "/untrusted" }, pool: "untrusted" },
+          { name: "trusted", pool: "trusted" },
+        ],
+      });
+      rigs.push(r);
+      expect(r.balancer.config.pools.trusted!.backends[0]!.tls).toMatchObject({ ca: pki.ca });
+      expect(await (await fetch(r.balancer.url + "/")).text()).toBe("good");
+      expect(await (await fetch(r.balancer.url + "/own")).text()).toBe("expired");
+      expect((await fetch(r.balancer.url + "/untrusted")).status).toBe(502);
+    });
+
     test("a certificate from the configured CA is trusted", async () => {
       const r = await through(engine, { url: servers.good.url, tls: { ca: pki.ca } });
       const res = await fetch(r.balancer.url + "/");
