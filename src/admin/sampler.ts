@@ -144,7 +144,7 @@ export class Sampler {
     for (const p of pools) {
       for (const b of p.pool.backends) {
         reading.backends.set(b, frozen(backendTally(b, p.config.mode)));
-        this.ids.set(b, backendId(p.name, b));
+        this.ids.set(b, backendId(p.name, b, pools.length));
       }
     }
     for (const [name, stats] of this.source.routes?.entries() ?? []) reading.routes.set(name, frozen(totalTally(stats, "http")));

@@ -281,7 +281,7 @@ export function buildSnapshot(src: SnapshotSource, sampler: Sampler, poller: Bac
     poolFigures.push(pf);
     const active = pf.activePriority ?? undefined;
     for (const b of p.pool.backends) {
-      const fig = backendFigures(b, p, win?.backends.get(b), poller, now, active);
+      const fig = backendFigures(b, p, pools.length, win?.backends.get(b), poller, now, active);
       backends.push(fig);
       pf.members.push(fig.id);
       pf.backends[fig.state]++;
@@ -386,12 +386,13 @@ function poolFiguresOf(p: PoolView, users: PoolUsers | undefined, now: number): 
 /** Each pool's figures, backend counts included (the admin API's pool list). */
 export function poolFigures(src: PoolsSource, now = Date.now()): PoolFigures[] {
   const users = usersOfPools(src.config);
-  return poolsOf(src).map((p) => {
+  const pools = poolsOf(src);
+  return pools.map((p) => {
     const f = poolFiguresOf(p, users.get(p.name), now);
     const active = f.activePriority ?? undefined;
     for (const b of p.pool.backends) {
       const state = b.state(now);
-      f.members.push(backendId(p.name, b));
+      f.members.push(backendId(p.name, b, pools.length));
       f.backends.total++;
       f.backends[state]++;
       if (b.available(now)) f.backends.available++;
@@ -429,7 +430,7 @@ export function routeTraffic(t: TrafficStats, w?: WindowFigures): RouteTrafficFi
   };
 }
 
-function backendFigures(b: Backend, p: PoolView, w: WindowFigures | undefined, poller: BackendStatsPoller, now: number, active: number | undefined): BackendFigures {
+function backendFigures(b: Backend, p: PoolView, poolCount: number, w: WindowFigures | undefined, poller: BackendStatsPoller, now: number, active: number | undefined): BackendFigures {
   const mode = p.config.mode;
   const s = b.stats;
   const t = backendTally(b, mode);
@@ -438,7 +439,7 @@ function backendFigures(b: Backend, p: PoolView, w: WindowFigures | undefined, p
   const fig: BackendFigures = {
     name: b.name,
     pool: p.name,
-    id: backendId(p.name, b),
+    id: backendId(p.name, b, poolCount),
     url: b.url.href,
     state: b.state(now),
     alive: b.isHealthy,

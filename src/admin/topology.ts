@@ -11,7 +11,7 @@ import type { ListenerConfig } from "../config/schema.ts";
 import type { RouteConfig } from "../route/schema.ts";
 import type { TrafficStats } from "../stats/traffic.ts";
 import type { RetryBudgetConfig } from "../forward/retry.ts";
-import { routesOf } from "../listener/routing.ts";
+import { routesServed as routesOf } from "../config/expand.ts";
 import type { Mode } from "./tally.ts";
 
 /** One pool as the admin views read it: a PoolRuntime (src/pool/pool-set.ts) fits. */
@@ -72,9 +72,10 @@ export function poolsOf(src: PoolsSource): readonly PoolView[] {
  * "pool/backend", or the bare name in the pool `default` (the single-pool form, where it is
  * what it always was). Control (src/control/control.ts) resolves both forms.
  */
-export function backendId(pool: string, backend: Backend | string): string {
+export function backendId(pool: string, backend: Backend | string, pools: number): string {
   const name = typeof backend === "string" ? backend : backend.name;
-  return pool === "default" ? name : `${pool}/${name}`;
+  // A bare name is unambiguous only with one pool (Control refuses an ambiguous one).
+  return pools === 1 ? name : `${pool}/${name}`;
 }
 
 export type RouteAction = "pool" | "split" | "redirect" | "respond";

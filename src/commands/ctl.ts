@@ -234,7 +234,7 @@ function request(args: string[], flags: { wait?: string; deadline?: string; weig
 
 /** What ctl and the API call a backend: "pool/backend", the bare name in the pool `default`. */
 function idOf(b: BackendReport): string {
-  return b.pool === undefined || b.pool === "default" ? b.name : `${b.pool}/${b.name}`;
+  return b.id ?? b.name;
 }
 
 function line(b: BackendReport): string {

@@ -8,7 +8,7 @@ import { parseArgs } from "node:util";
 import { ConfigError, loadConfigFile } from "../config/load.ts";
 import type { Config, ListenerConfig } from "../config/schema.ts";
 import { RouteTable } from "../route/table.ts";
-import { routesOf } from "../listener/routing.ts";
+import { routesServed } from "../config/expand.ts";
 import { FieldList } from "../http/fields.ts";
 import { toUpstreamHeaders } from "../http/headers.ts";
 import { cidrMatcher } from "../net/cidr.ts";
@@ -81,7 +81,7 @@ export async function runRouteCommand(argv: string[], out: (line: string) => voi
   }
   const fields = new FieldList(headers);
   const clientIp = values["client-ip"] ?? "127.0.0.1";
-  const table = RouteTable.compile(routesOf(config, listener), (name) => name);
+  const table = RouteTable.compile(routesServed(config, listener), (name) => name);
   const { steps, result } = table.explain({ method: method.toUpperCase(), target, host: fields.get("host") ?? undefined, headers: fields, clientIp });
   for (const s of steps) {
     if (!s.matched) out(`  skip   ${s.route}: ${s.why}`);

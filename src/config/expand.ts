@@ -12,7 +12,7 @@
  */
 import * as v from "valibot";
 import { ConfigSchema, POOL_OPTIONS, type Config, type ListenerConfig, type PoolConfig } from "./schema.ts";
-import { routeWarnings, type RouteConfig } from "../route/schema.ts";
+import { poolsOf, routeWarnings, type RouteConfig } from "../route/schema.ts";
 
 type Raw = Record<string, unknown>;
 
@@ -30,7 +30,9 @@ export function poolModes(raw: Raw): Map<string, "http" | "tcp"> {
   // A pool nothing sends to (yet) is of the kind its addresses say: tcp:// or http(s)://.
   for (const [name] of rawPools(raw)) modes.set(name, "http");
   const used = new Set(routesOfRaw(raw).flatMap(routePools));
-  for (const [name, pool] of rawPools(raw)) {
+  for (const [name, pool, at] of rawPools(raw)) {
+    // The single-pool form's pool is of the kind `mode` says, as it always was.
+    if (at === "backends") continue;
     const urls = Array.isArray(pool.backends) ? pool.backends.map((b) => (isObject(b) ? b.url : undefined)) : [];
     if (!used.has(name) && urls.length > 0 && urls.every((u) => typeof u === "string" && /^tcp:\/\//i.test(u))) modes.set(name, "tcp");
   }
@@ -87,6 +89,7 @@ export function shapeProblems(raw: Raw): string[] {
   const problems: string[] = [];
   const hasPools = isObject(raw.pools);
   if (raw.backends === undefined && !hasPools) problems.push(`backends: missing; give the backends (one pool), or pools`);
+  if (hasPools && raw.backends === undefined && Object.keys(raw.pools as Raw).length === 0) problems.push(`pools: got {}, expected at least one pool`);
   if (raw.backends !== undefined && hasPools && DEFAULT_NAME in (raw.pools as Raw)) {
     problems.push(`pools.${DEFAULT_NAME}: the top-level backends are the pool "${DEFAULT_NAME}" already; give its backends in one place`);
   }
@@ -209,12 +212,6 @@ function resolvePool(name: string, mode: "http" | "tcp", backends: PoolConfig["b
   };
 }
 
-/** The pool a config's HTTP routes or TCP listener reach, by name: for code that must have one. */
-export function poolOf(config: Config, name: string): PoolConfig {
-  const p = config.pools[name];
-  if (p === undefined) throw new Error(`no pool ${JSON.stringify(name)}`);
-  return p;
-}
 
 function isObject(x: unknown): x is Raw {
   return typeof x === "object" && x !== null && !Array.isArray(x);
@@ -237,6 +234,21 @@ export function expandedView(config: Config): Record<string, unknown> {
 
 /** What `check` warns about: routes an earlier one hides entirely, pools nothing uses. */
 export function configWarnings(config: Config): string[] {
-  const tcpPools = config.listeners.flatMap((l) => (l.pool !== undefined ? [l.pool] : []));
-  return routeWarnings(config.routes, Object.keys(config.pools), tcpPools);
+  // Shadowing is per listener: a route hides another only among the routes one listener serves.
+  const out = new Set<string>();
+  for (const l of config.listeners) {
+    const served = l.mode === "http" ? routesServed(config, l) : config.routes.filter((r) => r.match?.sni !== undefined && (l.routes === undefined || l.routes.includes(r.name)));
+    for (const w of routeWarnings(served, [], [], (r) => config.routes.indexOf(r))) out.add(w);
+  }
+  const used = [...config.listeners.flatMap((l) => (l.pool !== undefined ? [l.pool] : []))];
+  for (const w of routeWarnings([], Object.keys(config.pools), [...used, ...config.routes.flatMap(poolsOf)])) out.add(w);
+  return [...out];
+}
+
+/** The HTTP routes a listener serves: those it names, else every route without match.sni. */
+export function routesServed(config: Config, listener: ListenerConfig): RouteConfig[] {
+  const http = config.routes.filter((r) => r.match?.sni === undefined);
+  if (listener.routes === undefined) return http;
+  const named = new Set(listener.routes);
+  return http.filter((r) => named.has(r.name));
 }

@@ -144,6 +144,15 @@ function crossFieldProblems(input: Record<string, unknown>): string[] {
     const where = at === "backends" ? "backends" : `${at}.backends`;
     problems.push(...backendListProblems(backends, where, mode));
     if (isPlainObject(pool.tls)) problems.push(...backendTlsProblems({ url: "https://pool", tls: pool.tls }, at, mode));
+    // A pool's retry falls back to the top-level one field by field (config/expand.ts): the
+    // per-try bound is checked on what the pool will run with.
+    if (at !== "backends" && isPlainObject(pool.retry)) {
+      const retry = { ...(isPlainObject(input.retry) ? input.retry : {}), ...pool.retry };
+      const merged = v.safeParse(ConfigSchema.entries.retry, retry);
+      if (merged.success && merged.output.perTryTimeout > merged.output.timeout) {
+        problems.push(`${at}.retry.perTryTimeout: got ${show(retry.perTryTimeout ?? "5s")}, expected at most the pool's retry.timeout (${show(retry.timeout ?? "15s")})`);
+      }
+    }
     problems.push(...poolOptionProblems(at === "backends" ? "" : `${at}.`, { ...input, ...pool }, mode));
   }
   const listeners = rawListeners(input);
@@ -311,7 +320,9 @@ function describeIssue(issue: v.BaseIssue<unknown>, input: unknown, prefix: (str
   if (issue.type === "strict_object" && issue.received === "undefined") {
     return [`${where}: missing; this option is required`];
   }
-  const raw = valueAt(input, keys);
+  // A record's key that is refused (a pool's name) is shown, not the value under it.
+  const last = issue.path?.at(-1);
+  const raw = last?.origin === "key" ? last.key : valueAt(input, keys);
   const got = raw === undefined ? "nothing" : show(raw);
   const message = issue.message.startsWith("Invalid") ? `expected ${issue.expected}` : issue.message;
   return [`${where}: got ${got}, ${message}`];

@@ -674,7 +674,7 @@ function inPool<T extends v.GenericSchema>(key: string, entry: v.OptionalSchema<
 const TimeoutEntries = B.timeouts.wrapped.entries;
 const LimitEntries = B.limits.wrapped.entries;
 
-/** The options that belong to a group of backends (issue: "everything that belongs to a group"). */
+/** The options that belong to a group of backends: everything a pool may set for itself. */
 const PoolSchema = v.strictObject({
   backends: v.pipe(BackendList, v.description("The pool's backends, as the top-level `backends`."), doc({ fieldsAt: "backends" })),
   strategy: inPool("strategy", B.strategy, false),
@@ -709,7 +709,7 @@ const PoolSchema = v.strictObject({
       doc({ defaultText: "none: each backend's own, or the system's CAs" }),
     ),
   ),
-});
+}, "expected a pool: an object with backends and the pool's own options");
 
 /** The pool options a pool may set for itself; the top-level ones are their defaults. */
 export const POOL_OPTIONS = ["strategy", "hash", "sticky", "peakEwma", "retry", "healthCheck", "passive", "panicThreshold", "slowStart"] as const;

@@ -78,6 +78,8 @@ export interface BackendReport {
   name: string;
   /** The pool it is in. */
   pool: string;
+  /** How to name it to ctl and the API: its name alone with one pool, else "pool/backend". */
+  id: string;
   url: string;
   state: string;
   /** Why it is in that state (the last change's reason). */
@@ -145,7 +147,7 @@ export class Control {
   }
 
   backends(): BackendReport[] {
-    return this.t.pools.all.flatMap((p) => p.pool.backends.map((b) => report(b, p.name)));
+    return this.t.pools.all.flatMap((p) => p.pool.backends.map((b) => report(b, p.name, this.t.pools.size)));
   }
 
   backend(name: string): BackendReport {
@@ -154,7 +156,7 @@ export class Control {
 
   private reportOf(name: string): BackendReport {
     const { runtime, backend } = this.locate(name);
-    return report(backend, runtime.name);
+    return report(backend, runtime.name, this.t.pools.size);
   }
 
   /**
@@ -221,7 +223,7 @@ export class Control {
       const was = b.isEnabled;
       b.setEnabled(true, `enabled by ${actor.by}`);
       this.t.changes.record({ what: `enable ${name}`, ...actor, ok: true, detail: [was ? "already enabled" : "takes new requests"] });
-      return report(b, this.locate(name).runtime.name);
+      return report(b, this.locate(name).runtime.name, this.t.pools.size);
     });
   }
 
@@ -231,7 +233,7 @@ export class Control {
       const b = this.find(name);
       b.force(health === "auto" ? undefined : health, health === "auto" ? `health checks decide again (${actor.by})` : `forced ${health} by ${actor.by}`);
       this.t.changes.record({ what: `force ${name} ${health}`, ...actor, ok: true, detail: [`state ${b.state()}`] });
-      return report(b, this.locate(name).runtime.name);
+      return report(b, this.locate(name).runtime.name, this.t.pools.size);
     });
   }
 
@@ -260,6 +262,9 @@ export class Control {
       return Promise.reject(new ControlError("SY_INVALID_REQUEST", 'name: missing; a backend added at run time needs a name, e.g. {"name": "backend-4", "url": "http://10.0.0.4:8080"}'));
     }
     // Which pool: `pool` in the entry, else the only one there is.
+    if (given.pool !== undefined && typeof given.pool !== "string") {
+      return Promise.reject(new ControlError("SY_INVALID_REQUEST", `pool: got ${JSON.stringify(given.pool)}, expected the name of a pool`));
+    }
     const pools = this.t.pools.all;
     const poolName = typeof given.pool === "string" ? given.pool : pools.length === 1 ? pools[0]!.name : undefined;
     const runtime = poolName !== undefined ? this.t.pools.get(poolName) : undefined;
@@ -315,6 +320,8 @@ export class Control {
       try {
         // The same schema and checks as the file: a bad weight or URL reads as in a config error.
         desired = validateConfig({ mode: pc.mode, backends: edited }, "request").pools.default!.backends;
+        // The pool's tls is the default of its https:// backends, as at load (config/expand.ts).
+        if (pc.tls !== undefined) desired = desired.map((b) => (b.tls === undefined && /^https:\/\//i.test(b.url ?? "") ? { ...b, tls: pc.tls } : b));
       } catch (e) {
         if (!(e instanceof ConfigError)) throw e;
         // Problems of the entry this request wrote read as fields of the request: "weight: got 0...".
@@ -428,9 +435,9 @@ interface Located {
   backend: Backend;
 }
 
-function report(b: Backend, pool: string): BackendReport {
+function report(b: Backend, pool: string, pools: number): BackendReport {
   return {
-    name: b.name, pool, url: b.url.href, state: b.state(), reason: b.lastChangeReason, healthy: b.isHealthy, enabled: b.isEnabled,
+    name: b.name, pool, id: pools === 1 ? b.name : `${pool}/${b.name}`, url: b.url.href, state: b.state(), reason: b.lastChangeReason, healthy: b.isHealthy, enabled: b.isEnabled,
     forced: b.forcedHealth ?? null, weight: b.weight, priority: b.priority, maxConnections: b.maxConnections, inFlight: b.inFlight,
     requests: b.stats.requests > 0 ? b.stats.requests : b.acquired,
   };

@@ -12,7 +12,7 @@ import type { Config, ListenerConfig, PoolConfig } from "../config/schema.ts";
 import type { Pool } from "../pool/pool.ts";
 import type { PassiveSignals } from "../health/passive.ts";
 import { RouteTable } from "../route/table.ts";
-import type { RouteConfig } from "../route/schema.ts";
+import { routesServed } from "../config/expand.ts";
 import { Router, type Destination, type PoolTarget, type RetryOptions, type RouteRuntime } from "../forward/router.ts";
 import { hashKeyExtractor } from "../policy/hash-key.ts";
 import { StickySessions } from "../policy/sticky.ts";
@@ -51,13 +51,6 @@ export class RouteTraffic {
   }
 }
 
-/** The HTTP routes a listener serves: the ones it names, else every route without match.sni. */
-export function routesOf(config: Config, listener: ListenerConfig): RouteConfig[] {
-  const http = config.routes.filter((r) => r.match?.sni === undefined);
-  if (listener.routes === undefined) return http;
-  const named = new Set(listener.routes);
-  return http.filter((r) => named.has(r.name));
-}
 
 /** Each pool's target, built once per config: its hash key and sticky sessions are the pool's. */
 export function poolTargets(config: Config, pools: PoolSource): (name: string) => PoolTarget {
@@ -78,7 +71,7 @@ export function poolTargets(config: Config, pools: PoolSource): (name: string) =
 }
 
 export function buildRouter(config: Config, listener: ListenerConfig, pools: PoolSource, traffic: RouteTraffic, mirrors: MirrorFactory): Router {
-  const routes = routesOf(config, listener);
+  const routes = routesServed(config, listener);
   const target = poolTargets(config, pools);
   const table = RouteTable.compile(routes, target);
   const global = compileResponseHeaderRules(config.responseHeaders);

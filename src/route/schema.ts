@@ -412,12 +412,18 @@ export function routeProblems(routes: readonly RouteConfig[], poolNames: Iterabl
  * routes, call it once per listener with that listener's routes (a catch-all that only one
  * listener serves hides nothing from the others).
  */
-export function routeWarnings(routes: readonly RouteConfig[], poolNames: Iterable<string>, alsoUsed: Iterable<string> = []): string[] {
+export function routeWarnings(
+  routes: readonly RouteConfig[],
+  poolNames: Iterable<string>,
+  alsoUsed: Iterable<string> = [],
+  /** A route's place in the config's list, when `routes` is one listener's share of it. */
+  indexOf: (r: RouteConfig, i: number) => number = (_r, i) => i,
+): string[] {
   const warnings: string[] = [];
   for (let j = 0; j < routes.length; j++) {
     for (let i = 0; i < j; i++) {
       if (shadows(routes[i]!, routes[j]!)) {
-        warnings.push(`routes[${j}] (${routes[j]!.name}) never matches: routes[${i}] (${routes[i]!.name}) comes first and takes every request it would`);
+        warnings.push(`routes[${indexOf(routes[j]!, j)}] (${routes[j]!.name}) never matches: routes[${indexOf(routes[i]!, i)}] (${routes[i]!.name}) comes first and takes every request it would`);
         break;
       }
     }

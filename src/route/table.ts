@@ -649,8 +649,9 @@ function splitAct<P>(sides: readonly Side<P>[], by: RouteConfig["splitBy"], rand
     };
   }
   const key: KeyExtractor = hashKeyExtractor(by.key);
-  return (req) => {
-    const k = key(req.headers, req.target, req.clientIp);
+  // The path as routed (normalized): "/%61pi" and "/api" are one path, so one side.
+  return (req, path) => {
+    const k = key(req.headers, path, req.clientIp);
     return results[k === undefined ? byWeight() : at(fnv1a(k) % total)]!;
   };
 }

@@ -71,7 +71,7 @@ describe("a TCP listener routing by SNI, as the admin port shows it", () => {
     expect(s.totals.requests).toBe(2);
     expect(s.totals.tcp).toMatchObject({ accepted: 2, sniNotTls: 1, sniNoRoute: 1 });
     expect(s.routes).toEqual([expect.objectContaining({ name: "sni-a", match: "sni a.example.com", action: "pool", pools: ["a"], listeners: ["edge"], sni: true, traffic: null })]);
-    expect(s.pools).toEqual([expect.objectContaining({ name: "a", mode: "tcp", routes: ["sni-a"], members: ["a/a1"] })]);
+    expect(s.pools).toEqual([expect.objectContaining({ name: "a", mode: "tcp", routes: ["sni-a"], members: ["a1"] })]);
     expect(s.pools[0]!.retryBudget).toBeUndefined();
 
     const { pools } = (await (await fetch(`${lb.adminUrl}/api/pools`)).json()) as { pools: PoolReport[] };

@@ -92,10 +92,11 @@ describe("several pools in the admin views", () => {
     expect(balancerMode(validateConfig({ mode: "tcp", backends: [{ url: "tcp://127.0.0.1:1" }] }))).toBe("tcp");
   });
 
-  test("backendId: bare in the pool default, pool/backend elsewhere", () => {
-    expect(backendId("default", "b1")).toBe("b1");
-    expect(backendId("api", "b1")).toBe("api/b1");
-    expect(backendId("api", "a/b")).toBe("api/a/b");
+  test("backendId: bare with one pool, pool/backend with several (the pool default included)", () => {
+    expect(backendId("default", "b1", 1)).toBe("b1");
+    expect(backendId("default", "b1", 2)).toBe("default/b1");
+    expect(backendId("api", "b1", 2)).toBe("api/b1");
+    expect(backendId("api", "a/b", 2)).toBe("api/a/b");
   });
 
   test("route summaries: the match in the config's words, the action, the pools, the listeners", () => {
