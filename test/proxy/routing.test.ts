@@ -246,3 +246,29 @@ describe("a mirror whose pool never answers", () => {
     }, 30_000);
   }
 });
+
+describe("a connection answered by a route keeps its idle deadline (socket engine)", () => {
+  test("a keep-alive client that asked a fixed-answer route and then says nothing is closed after timeouts.idle", async () => {
+    const lb = await startBalancer(
+      validateConfig({
+        engine: "socket", admin: false, healthCheck: false, log: { access: false }, timeouts: { idle: "300ms" },
+        listeners: [{ name: "web", host: "127.0.0.1", port: 0 }],
+        pools: { web: { backends: [{ url: "http://127.0.0.1:1" }] } },
+        routes: [{ name: "maint", match: { pathExact: "/maint" }, respond: { status: 503, body: "later" } }, { name: "web", pool: "web" }],
+      }),
+      { env: {}, logger: memoryLogger() },
+    );
+    try {
+      for (const path of ["/maint", "/nothing-routes-this"]) {
+        const c = await rawClient(lb.port);
+        c.send(`GET ${path} HTTP/1.1\r\nHost: ${path === "/maint" ? "x" : "x"}\r\n\r\n`);
+        await c.waitFor((t) => t.includes("\r\n\r\n"), "the answer");
+        // Idle after its answer: closed by the idle timeout, not left open.
+        await c.waitClosed(3000);
+        expect(c.closed).toBe(true);
+      }
+    } finally {
+      await lb.stop(false);
+    }
+  });
+});

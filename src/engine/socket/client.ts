@@ -583,8 +583,13 @@ export class ClientConnection implements ParserHost {
     if (ex === this.queue[0]) {
       if (!ex.started) this.start(ex);
       this.expect(Wait.None, 0);
-    } else {
+    } else if (this.queue.length > 0) {
       this.expect(Wait.None, 0);
+    } else {
+      // Answered at once, before this (a route's redirect or fixed answer, no route), and
+      // nothing queued: the connection is between requests, and keeps that deadline, or a
+      // client could hold it with none at all.
+      this.expect(Wait.Idle, this.env.idleTimeout);
     }
   }
 
