@@ -144,7 +144,7 @@ export class Balancer implements BalancerContext {
     this.upgrade = opts.upgrade;
     this.changes = new ChangeLog(this.logger);
     if (initial.listeners.some((l) => l.mode === "tcp")) this.tcp = new TcpStats();
-    this.mirrors = new MirrorFactory(() => this.running.retry.timeout);
+    this.mirrors = new MirrorFactory();
     // A removed backend's idle upstream connections (socket engine) are closed with it; busy
     // ones finish their exchange and are closed by the engine's idle sweep (timeouts.upstreamIdle).
     // With workers, each closes its own when the next table drops the backend.
@@ -242,6 +242,7 @@ export class Balancer implements BalancerContext {
     const lines = diffPaths(forDiff(prev), forDiff(target));
     lines.push(...(await this.pools.apply(target)));
     this.routes.keep(target.routes.map((r) => r.name));
+    this.mirrors.keep(target.routes.map((r) => r.name));
     if (this.listeners !== undefined) lines.push(...(await this.listeners.apply(target, prev)));
     this.auth.set(tokens);
     this.running = target;

@@ -48,7 +48,8 @@ import type { HeaderFields } from "../http/fields.ts";
 import { toClientHeaders, toUpstreamHeaders } from "../http/headers.ts";
 import { shouldRetry, type TryFailure } from "./retry.ts";
 import type { HeaderVars } from "../route/header-rules.ts";
-import { RoutedKind, upstreamTargetOf, type MirrorSink, type Destination, type RoutedAnswer, type RoutedForward, type Routed, type Router } from "./router.ts";
+import { mirrorFields } from "./mirror.ts";
+import { RoutedKind, upstreamTargetOf, type MirrorRequest, type MirrorSink, type Destination, type RoutedAnswer, type RoutedForward, type Routed, type Router } from "./router.ts";
 import type { RouteRequest } from "../route/table.ts";
 import { ClientFault, errorAnswer, messageFor, type ErrorAnswer, type ProxyAnswerCode, type ProxyErrorCode } from "../errors.ts";
 import { AdmissionGate, Lane, type GateSlot, type Waiter } from "./gate.ts";
@@ -507,6 +508,8 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
     if (this.tried.length > 0) this.exclude ??= new Set(this.tried);
     const backend = pool.pick(this.exclude, this.key, this.pinned);
     if (backend === undefined) return this.leaveWith(this.fail("SY_NO_BACKEND"));
+    let mirror: MirrorSink | undefined;
+    let copy: MirrorRequest | undefined;
     if (this.tried.length > 0) {
       traffic.retries++;
       backend.stats.countRetry();
@@ -514,20 +517,26 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
     } else {
       // Each request earns its pool a share of a retry (retry.budget).
       pool.retryBudget.request(this.started);
-      const mirror = (this.req.routed as RoutedForward).mirror;
-      if (mirror !== undefined) this.mirror(mirror);
+      // Route `mirror`: the copy's fields are taken before the try sets a Host of its own; it
+      // goes out once the client's own try is under way, so that it never delays it.
+      mirror = (this.req.routed as RoutedForward).mirror;
+      if (mirror !== undefined) copy = this.mirrorCopy();
     }
     this.tried.push(backend);
     this.exclude?.add(backend);
     this.attempt(backend);
+    if (copy !== undefined) mirror!.send(copy);
   }
 
-  /** Route `mirror`: a copy goes to the mirror's pool (forward/mirror.ts); never with a body that streams. */
-  private mirror(sink: MirrorSink): void {
+  /** Route `mirror`: the copy for the mirror's pool (forward/mirror.ts); none of a request whose body streams. */
+  private mirrorCopy(): MirrorRequest | undefined {
     const req = this.req;
     const body = this.s.upstream.wholeBody(req);
-    if (body === undefined) return;
-    sink.send({ method: req.method, target: upstreamTargetOf(req), headers: req.headers, body: body instanceof ArrayBuffer ? new Uint8Array(body) : body, clientIp: req.clientIp });
+    if (body === undefined) return undefined;
+    return {
+      method: req.method, target: upstreamTargetOf(req), headers: mirrorFields(req.headers, this.rewriteHost),
+      body: body instanceof ArrayBuffer ? new Uint8Array(body) : body, clientIp: req.clientIp,
+    };
   }
 
   private leaveWith(out: Out): void {

@@ -2,14 +2,14 @@
  * Route `mirror`: a copy of a share of a route's requests goes to another pool, and its answer
  * is thrown away (Envoy's request mirroring, nginx's `mirror`). The copy must never delay or
  * fail the client's request, so:
- * - it is sent after the client's request has its first try under way, from the same head,
- *   with the body only when the request's body was read whole (retry.bufferBody); a streamed
- *   body is never held back for a copy, and such requests are mirrored without their body
- *   only when they have none;
+ * - its fields are copied as the header rules left them, and it is sent once the client's own
+ *   first try is under way; its body goes only when the request's body was read whole
+ *   (retry.bufferBody), never held back from a streamed one, and never with GET or HEAD;
  * - copies in flight per route are bounded (`MAX_IN_FLIGHT`); past it a copy is dropped and
  *   counted, never queued;
- * - each copy has its own timeout, and its failures count against the mirror pool's backend
- *   (its passive health), never against the client's request.
+ * - each copy has the mirror pool's retry.timeout, and only what its backend did (an answer,
+ *   a refused or reset connection, no answer in time) reaches that backend's passive health;
+ *   a copy refused on this side is counted as dropped and blames nobody.
  *
  * Copies go out with Bun's fetch whichever engine serves the client: the copy is the shadow
  * pool's only traffic, off the client's path, and needs no connection pool of its own.
@@ -17,24 +17,26 @@
 import type { HeaderFields } from "../http/fields.ts";
 import type { MirrorRequest, MirrorSink, PoolTarget } from "./router.ts";
 import { methodLabel } from "../stats/traffic.ts";
+import { errorCode } from "../net/network-error.ts";
 
 /** Copies in flight at once, per mirroring route. */
 export const MAX_IN_FLIGHT = 64;
 
 export class Mirror implements MirrorSink {
   private inFlight = 0;
-  /** Copies not sent: the bound was reached, or the mirror pool had no backend. */
+  /** Copies not sent or refused on this side: the bound was reached, the pool had no backend, fetch refused it. */
   dropped = 0;
   sent = 0;
 
   constructor(
     private target: PoolTarget,
-    private readonly timeoutMs: number,
+    private timeoutMs: number,
   ) {}
 
-  /** A reload rebuilt the pool's target (its sticky and hash settings): copies go through the new one. */
-  retarget(target: PoolTarget): void {
+  /** A reload rebuilt the pool's target, or changed its retry.timeout: copies from now on use them. */
+  retarget(target: PoolTarget, timeoutMs: number): void {
     this.target = target;
+    this.timeoutMs = timeoutMs;
   }
 
   /** Send a copy of `req` (the route table has drawn route.mirror.percent for it). */
@@ -54,10 +56,10 @@ export class Mirror implements MirrorSink {
     this.inFlight++;
     this.sent++;
     const started = performance.now();
-    const headers = copyHeaders(req.headers);
-    // The copy is not the client's request: its backend sees its own Host unless the client's is kept.
+    // GET and HEAD go without a body (fetch refuses one, and RFC 9110 §9.3.1 gives it no meaning).
+    const body = req.method === "GET" || req.method === "HEAD" ? null : (req.body as Uint8Array<ArrayBuffer> | null);
     fetch(backend.origin + backend.basePath + req.target, {
-      method: req.method, headers, body: req.body as Uint8Array<ArrayBuffer> | null, redirect: "manual",
+      method: req.method, headers: req.headers, body, redirect: "manual",
       signal: AbortSignal.timeout(this.timeoutMs),
       ...(backend.tls !== undefined ? { tls: backend.tls } : {}),
     }).then(
@@ -68,8 +70,13 @@ export class Mirror implements MirrorSink {
         else passive.succeeded(backend, res.status);
       },
       (e: Error) => {
+        // No code: fetch refused the copy here (nothing reached the backend).
+        if (e.name !== "TimeoutError" && errorCode(e) === undefined) {
+          this.dropped++;
+          return;
+        }
         backend.stats.countProxyError();
-        passive.failed(backend, `mirror: ${e.name === "TimeoutError" ? "timed out" : e.message}`);
+        passive.failed(backend, `mirror: ${e.name === "TimeoutError" ? `no answer within ${this.timeoutMs}ms` : `${errorCode(e)}`}`);
       },
     ).finally(() => {
       lease.release();
@@ -82,8 +89,14 @@ export class Mirror implements MirrorSink {
   }
 }
 
-function copyHeaders(h: HeaderFields): Headers {
+/**
+ * The request's fields as the copy sends them: as the header rules left them, taken before the
+ * client's try sets a Host of its own; without Host when the backend's is sent (preserveHost
+ * false, or the client sent none), which fetch then sets from the mirror backend's URL.
+ */
+export function mirrorFields(h: HeaderFields, backendHost: boolean): Headers {
   const out = new Headers();
   h.forEach((value, name) => out.append(name, value));
+  if (backendHost) out.delete("host");
   return out;
 }

@@ -16,7 +16,6 @@ import type { KeyExtractor } from "../policy/hash-key.ts";
 import type { StickySessions } from "../policy/sticky.ts";
 import type { RetryBudgetConfig } from "./retry.ts";
 import type { ResponseHeaderRules } from "../http/headers.ts";
-import type { HeaderFields } from "../http/fields.ts";
 import type { RouteRequest, RouteTable } from "../route/table.ts";
 import type { HeaderRules } from "../route/header-rules.ts";
 import type { TrafficStats } from "../stats/traffic.ts";
@@ -51,7 +50,8 @@ export interface MirrorSink {
 export interface MirrorRequest {
   readonly method: string;
   readonly target: string;
-  readonly headers: HeaderFields;
+  /** A copy of the request's fields (forward/mirror.ts mirrorFields). */
+  readonly headers: Headers;
   readonly body: Uint8Array | null;
   readonly clientIp: string;
 }

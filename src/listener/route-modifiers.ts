@@ -6,19 +6,24 @@ import type { PoolTarget } from "../forward/router.ts";
 import { Mirror } from "../forward/mirror.ts";
 
 export class MirrorFactory {
-  private readonly byRoute = new Map<string, { pool: PoolTarget; mirror: Mirror }>();
+  private readonly byRoute = new Map<string, { pool: string; mirror: Mirror }>();
 
-  constructor(private readonly timeoutMs: () => number) {}
-
-  for(route: string, target: PoolTarget): Mirror {
+  /** The mirror of `route` to `target`, each copy within `timeoutMs` (the mirror pool's retry.timeout). */
+  for(route: string, target: PoolTarget, timeoutMs: number): Mirror {
     const known = this.byRoute.get(route);
-    if (known !== undefined && known.pool.name === target.name) {
-      known.mirror.retarget(target);
+    if (known !== undefined && known.pool === target.name) {
+      known.mirror.retarget(target, timeoutMs);
       return known.mirror;
     }
-    const mirror = new Mirror(target, this.timeoutMs());
-    this.byRoute.set(route, { pool: target, mirror });
+    const mirror = new Mirror(target, timeoutMs);
+    this.byRoute.set(route, { pool: target.name, mirror });
     return mirror;
+  }
+
+  /** Forget the mirrors of routes a config no longer has (copies in flight finish). */
+  keep(routes: Iterable<string>): void {
+    const keep = new Set(routes);
+    for (const name of this.byRoute.keys()) if (!keep.has(name)) this.byRoute.delete(name);
   }
 
   get all(): ReadonlyMap<string, { mirror: Mirror }> {

@@ -79,7 +79,7 @@ export function buildRouter(config: Config, listener: ListenerConfig, pools: Poo
   const runtimes: RouteRuntime[] = table.routes.map((compiled) => {
     const r = compiled.config;
     const stats = traffic.of(r.name);
-    const mirror = compiled.mirror !== undefined ? mirrors.for(r.name, compiled.mirror.pool) : undefined;
+    const mirror = compiled.mirror !== undefined ? mirrors.for(r.name, compiled.mirror.pool, config.pools[compiled.mirror.pool.name]!.retry.timeout) : undefined;
     const dests = new Map<PoolTarget, Destination>();
     const overrides: Partial<RetryOptions> & { bufferBody?: number } = compiled.retry ?? {};
     const sendOverride = compiled.timeouts?.send;

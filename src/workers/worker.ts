@@ -183,6 +183,7 @@ export function runWorker(): Promise<number> {
   let reportTimer: ReturnType<typeof setInterval> | undefined;
   let lastActivity: number[] = [];
   const routes = new RouteTraffic();
+  const mirrors = new MirrorFactory();
   /** Every listener binds the port the owner claimed for it (SO_REUSEPORT), by its key (listener.ts portKey). */
   let ports: Ports = {};
   /** The listeners' last apply, settled: the next waits for it. */
@@ -234,7 +235,7 @@ export function runWorker(): Promise<number> {
           send({ t: "applied", version: m.tables.version });
           ports = m.ports;
           listeners = new ListenerSet({
-            pools, traffic, routes, mirrors: new MirrorFactory(() => running?.retry.timeout ?? 15_000), tcpTotals: () => tcpStats, logger,
+            pools, traffic, routes, mirrors, tcpTotals: () => tcpStats, logger,
             accessLog: accessLogFor, lifecycle,
             // The owner claimed every listener's port (and sends the new ones with a config).
             portFor: (key, _host, port) => ports[key] ?? port,
@@ -255,6 +256,7 @@ export function runWorker(): Promise<number> {
           pools.apply(m.tables, (b) => listeners?.closeIdle(b));
           send({ t: "applied", version: m.tables.version });
           routes.keep(m.config.routes.map((r) => r.name));
+          mirrors.keep(m.config.routes.map((r) => r.name));
           // Changed in place, as in one process: new routers for new requests, TCP's settings
           // for new connections, listeners added or moved (bound anew, on the port the owner
           // claimed, before the old one closes) or removed (what they hold finishes). After the

@@ -272,3 +272,31 @@ describe("a connection answered by a route keeps its idle deadline (socket engin
     }
   });
 });
+
+test("a GET with a body on a mirrored route: the copy goes without it, and the shadow's backend is not blamed (socket engine)", async () => {
+  const [web, shadow] = [startRecordingBackend(), startRecordingBackend()];
+  const lb = await startBalancer(
+    validateConfig({
+      engine: "socket", admin: false, healthCheck: false, log: { access: false },
+      listeners: [{ name: "web", host: "127.0.0.1", port: 0 }],
+      pools: { web: { backends: [{ url: web.url }] }, shadow: { backends: [{ url: shadow.url }] } },
+      routes: [{ name: "main", pool: "web", mirror: { pool: "shadow" } }],
+    }),
+    { env: {}, logger: memoryLogger() },
+  );
+  try {
+    for (let i = 0; i < 12; i++) {
+      const c = await rawClient(lb.port);
+      c.send("GET /g HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nz");
+      await c.waitFor((t) => t.includes("ok"), "the answer");
+      c.terminate();
+    }
+    await waitFor(() => shadow.requests.length === 12, "the 12 copies");
+    expect(shadow.requests.every((r) => r.method === "GET" && r.body === "")).toBe(true);
+    expect(lb.pools.get("shadow")!.pool.backends[0]!.state()).toBe("up");
+  } finally {
+    await lb.stop(false);
+    web.stop();
+    shadow.stop();
+  }
+});
