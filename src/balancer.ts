@@ -15,7 +15,7 @@
 import type { Server } from "bun";
 import type { Config } from "./config/schema.ts";
 import type { Pool } from "./pool/pool.ts";
-import { PoolSet } from "./pool/pool-set.ts";
+import { PoolSet, type PoolRuntime } from "./pool/pool-set.ts";
 import type { PassiveHealth } from "./health/passive.ts";
 import { HealthMonitor } from "./health/monitor.ts";
 import { TrafficStats } from "./stats/traffic.ts";
@@ -125,6 +125,8 @@ export class Balancer implements BalancerContext {
   private readonly mirrors: MirrorFactory;
   private listeners: ListenerSet | undefined;
   private supervisor: WorkerSupervisor | undefined;
+  /** Timers that drain pools a reload dropped (retireLater); cleared by stop(), which stops those pools. */
+  private readonly retiring = new Set<ReturnType<typeof setTimeout>>();
   /** Each HTTPS listener's httpRedirect listener, by the HTTPS listener's name. */
   private readonly redirects = new Map<string, { host: string; port: number; server: Server<unknown> }>();
   private admin: { app: AdminApp; server: Server<unknown> } | undefined;
@@ -243,17 +245,19 @@ export class Balancer implements BalancerContext {
     lines.push(...(await this.pools.apply(target)));
     this.routes.keep(target.routes.map((r) => r.name));
     this.mirrors.keep(target.routes.map((r) => r.name));
-    if (this.listeners !== undefined) lines.push(...(await this.listeners.apply(target, prev)));
-    this.auth.set(tokens);
-    this.running = target;
-    lines.push(...this.syncRedirects(prev));
-    // The workers take the same config in place, with the tables of its pools and the ports of
-    // its listeners; the pools it drops drain once the workers route by it.
-    if (this.supervisor !== undefined && ports !== undefined) {
-      lines.push(...(await this.supervisor.configure(target, ports)));
+    const dropped = this.pools.lastDropped;
+    try {
+      if (this.listeners !== undefined) lines.push(...(await this.listeners.apply(target, prev)));
+      lines.push(...this.syncRedirects(target, prev));
+      this.auth.set(tokens);
+      this.running = target;
+      // The workers take the same config in place, with the tables of its pools and the ports
+      // of its listeners.
+      if (this.supervisor !== undefined && ports !== undefined) lines.push(...(await this.supervisor.configure(target, ports)));
       this.forgetPorts(target, prev);
+    } finally {
+      this.retireLater(dropped, target.timeouts.shutdownGrace);
     }
-    await this.pools.retire();
     return { lines, restartNeeded: later };
   }
 
@@ -286,10 +290,32 @@ export class Balancer implements BalancerContext {
     return ports;
   }
 
-  /** The ports of listeners `target` no longer has are no longer this balancer's. */
+  /**
+   * The port keys of listeners (and their redirects) `target` no longer has: one added later
+   * under the same name is claimed afresh (portFor), not taken for this balancer's own.
+   */
   private forgetPorts(target: Config, prev: Config): void {
-    const keys = new Set(target.listeners.map((l) => portKey(l, "proxy")));
-    for (const l of prev.listeners) if (!keys.has(portKey(l, "proxy"))) delete this.ports[portKey(l, "proxy")];
+    const proxies = new Set(target.listeners.map((l) => portKey(l, "proxy")));
+    const redirects = new Set(target.listeners.filter((l) => l.httpRedirect !== undefined && l.tls !== undefined).map((l) => portKey(l, "redirect")));
+    for (const l of prev.listeners) {
+      if (!proxies.has(portKey(l, "proxy"))) delete this.ports[portKey(l, "proxy")];
+      if (!redirects.has(portKey(l, "redirect"))) delete this.ports[portKey(l, "redirect")];
+    }
+  }
+
+  /**
+   * Pools a reload dropped are drained once nothing routes to them: after `graceMs`
+   * (timeouts.shutdownGrace), as the listeners a reload replaces finish what they hold. A
+   * request routed to one before the change (reading its body, about to retry) still finds
+   * its backends.
+   */
+  private retireLater(pools: readonly PoolRuntime[], graceMs: number): void {
+    if (pools.length === 0) return;
+    const timer = setTimeout(() => {
+      this.retiring.delete(timer);
+      void this.pools.retire(pools);
+    }, graceMs);
+    this.retiring.add(timer);
   }
 
   /** The listener context: what every proxy listener of this process reads. */
@@ -357,7 +383,7 @@ export class Balancer implements BalancerContext {
         await this.listeners.apply(initial);
         this.ports.proxy = this.listeners.all[0]!.port;
       }
-      this.syncRedirects();
+      this.syncRedirects(initial);
       for (const l of initial.listeners) {
         const engine = l.mode === "http" ? ` on the ${initial.engine} engine` : "";
         const served = this.supervisor ? `, ${this.supervisor.count} worker processes` : "";
@@ -398,10 +424,10 @@ export class Balancer implements BalancerContext {
    * listener is followed), started for a listener that gains one, stopped for one that loses it.
    * Returns one line per change on a reload (`prev` given).
    */
-  private syncRedirects(prev?: Config): string[] {
+  private syncRedirects(config: Config, prev?: Config): string[] {
     const lines: string[] = [];
     const wanted = new Set<string>();
-    for (const l of this.running.listeners) {
+    for (const l of config.listeners) {
       const from = l.httpRedirect;
       if (from === undefined || l.tls === undefined) continue;
       const host = from.host ?? l.host;
@@ -470,6 +496,8 @@ export class Balancer implements BalancerContext {
       // connection that is about to close.
       this.lifecycle.draining = true;
       this.watcher?.stop();
+      for (const t of this.retiring) clearTimeout(t);
+      this.retiring.clear();
       this.control.stop();
       // Aborted probes settle asynchronously; awaited below so that nothing outlives stop().
       const healthStopped = this.health.stop();

@@ -22,12 +22,14 @@ interface Entry {
 /**
  * The fields that, changed, need a new bind: the address, the mode, TLS on or off, and on the
  * fetch engine the options Bun.serve takes only when it listens (its idle timeout, the largest
- * body). A new bind on the same port goes beside the old listener (SO_REUSEPORT), which then
+ * body); for TCP, its pool. A new bind on the same port goes beside the old listener (SO_REUSEPORT), which then
  * stops accepting and finishes what it holds.
  */
 function bindingOf(l: ListenerConfig, c: Config): string {
   const fetchFixed = c.engine === "fetch" && l.mode === "http" ? [c.timeouts.idle, largestBody(c)] : [];
-  return JSON.stringify([l.host, l.port, l.mode, l.tls !== undefined, c.engine, ...fetchFixed]);
+  // A TCP listener's relays take its pool when they start (tcp/proxy.ts): a new pool, a new bind.
+  const tcpPool = l.mode === "tcp" ? [l.pool ?? null] : [];
+  return JSON.stringify([l.host, l.port, l.mode, l.tls !== undefined, c.engine, ...fetchFixed, ...tcpPool]);
 }
 
 export class ListenerSet {
@@ -51,6 +53,18 @@ export class ListenerSet {
   async apply(config: Config, prev?: Config): Promise<string[]> {
     const lines: string[] = [];
     const retired: Listener[] = [];
+    try {
+      lines.push(...(await this.match(config, prev, retired)));
+    } finally {
+      // Replaced or dropped listeners stop in the background (each finishes what it holds within
+      // the grace), also when a later listener could not bind and the call fails.
+      for (const l of retired) void l.stop(true, config.timeouts.shutdownGrace, false);
+    }
+    return lines;
+  }
+
+  private async match(config: Config, prev: Config | undefined, retired: Listener[]): Promise<string[]> {
+    const lines: string[] = [];
     for (const lc of config.listeners) {
       const known = this.entries.get(lc.name);
       if (known !== undefined && prev !== undefined && bindingOf(known.listener.config, prev) === bindingOf(lc, config)) {
@@ -78,8 +92,6 @@ export class ListenerSet {
       retired.push(e.listener);
       lines.push(`listener ${name}: removed (its connections finish)`);
     }
-    // Stopped in the background: each finishes what it holds within the grace.
-    for (const l of retired) void l.stop(true, config.timeouts.shutdownGrace, false);
     return lines;
   }
 

@@ -6,9 +6,10 @@
  * Config apart from runtime state (Caddy's `hosts.go` model): a pool lives across reloads while
  * its name stays, and with it every backend whose name and address stay: health, counters,
  * ejection, slow start. apply() adds the pools a config adds and reconfigures the others; the
- * pools it drops are retired only after the listeners have stopped sending to them
- * (retire()): their backends leave the pool, so no new request reaches them, and the requests
- * in flight finish on the Backend objects they hold.
+ * pools it drops are retired only once nothing routes to them any more, a grace after the
+ * listeners took the new config (retire(), called by the balancer): requests routed before the
+ * change, still reading their body or about to retry, find their pool's backends there. Retired,
+ * their backends leave the pool and the requests in flight finish on the Backend objects they hold.
  */
 import type { BackendConfig, Config, PoolConfig } from "../config/schema.ts";
 import { LocalPool } from "./pool.ts";
@@ -129,8 +130,10 @@ export class PoolRuntime {
 
 export class PoolSet {
   private readonly pools = new Map<string, PoolRuntime>();
-  /** Pools the last apply() dropped, until retire(). */
-  private dropped: PoolRuntime[] = [];
+  /** Pools apply() dropped, until retire(). */
+  private readonly dropped = new Set<PoolRuntime>();
+  /** The pools the last apply() dropped: the balancer retires these once nothing routes to them. */
+  lastDropped: readonly PoolRuntime[] = [];
 
   constructor(private readonly deps: PoolSetDeps) {}
 
@@ -158,6 +161,7 @@ export class PoolSet {
    */
   async apply(config: Config): Promise<string[]> {
     const lines: string[] = [];
+    const dropped: PoolRuntime[] = [];
     for (const [name, pc] of Object.entries(config.pools)) {
       let p = this.pools.get(name);
       const added = p === undefined;
@@ -172,19 +176,19 @@ export class PoolSet {
     for (const [name, p] of this.pools) {
       if (name in config.pools) continue;
       this.pools.delete(name);
-      this.dropped.push(p);
+      this.dropped.add(p);
+      dropped.push(p);
       lines.push(`pool ${name}: removed (its requests in flight finish)`);
     }
+    this.lastDropped = dropped;
     return lines;
   }
   /** startSweeps() was called: pools added from now on start theirs at once. */
   private sweeping = false;
 
-  /** Drain and stop the pools the last apply() dropped: call once nothing routes to them. */
-  async retire(): Promise<void> {
-    const dropped = this.dropped;
-    this.dropped = [];
-    await Promise.all(dropped.map((p) => p.stop(true)));
+  /** Drain and stop `pools` (dropped by an apply): call once nothing routes to them. */
+  async retire(pools: readonly PoolRuntime[]): Promise<void> {
+    await Promise.all(pools.filter((p) => this.dropped.delete(p)).map((p) => p.stop(true)));
   }
 
   /** Start every pool's sweeps (outlier detection): after the first apply(). */

@@ -99,3 +99,13 @@ describe("TCP listener routing by SNI", () => {
     expect((await exchange(lb.port, "a.example.com", "again")).answer).toBe("B:again");
   });
 });
+
+test("a reload that points the TCP listener at another pool takes effect for new connections", async () => {
+  const routes = [{ name: "sni-b", match: { sni: "*.b.example.com" }, pool: "b" }];
+  const listeners = [{ ...(config.listeners as Record<string, unknown>[])[0]!, pool: "a" }];
+  writeFileSync(file, JSON.stringify({ ...config, listeners, routes, pools: { ...(config.pools as object) } }));
+  const report = await lb.reload();
+  expect(report.restartNeeded).toEqual([]);
+  expect((await exchange(lb.port, "other.example.org", "now")).answer).toBe("A:now");
+  expect((await exchange(lb.port, "x.b.example.com", "still")).answer).toBe("B:still");
+});
