@@ -307,6 +307,8 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
   private readonly requestId: string;
   /** Where the request goes (router.ts); undefined when the proxy answers it itself. */
   private readonly dest: Destination | undefined;
+  /** The route's header-rule placeholders, made when first needed (vars()). */
+  private placeholders: HeaderVars | undefined = undefined;
   private readonly tried: Backend[] = [];
   private exclude: Set<Backend> | undefined;
   /** Moved later by the time a streamed body took to send (SendProgress). */
@@ -388,10 +390,13 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
     dest.requestHeaders?.apply(headers, this.vars(dest));
   }
 
-  /** What a route's header rules put in their placeholders. */
+  /**
+   * What a route's header rules put in their placeholders: made when a rule first needs them,
+   * once per request. `{host}` is the table's reading of Host (it reads it whenever a rule uses it).
+   */
   private vars(dest: Destination): HeaderVars {
     const req = this.req;
-    return { client_ip: req.clientIp, host: hostOnly(req.headers.get("host")), request_id: this.requestId, route: dest.route };
+    return (this.placeholders ??= { client_ip: req.clientIp, host: (req.routed as RoutedForward).host ?? "", request_id: this.requestId, route: dest.route });
   }
 
   log(status: number, bytes: number, error?: ProxyErrorCode): void {
@@ -846,12 +851,4 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
 /** The log's words for a failed try: "connection failed (ECONNREFUSED)", "connection reset (ECONNRESET)". */
 function describeTry(kind: TryFailure["kind"], e: unknown): string {
   return kind === "connect" ? `connection failed (${errorCode(e) ?? "refused"})` : `connection reset (${errorCode(e) ?? "closed"})`;
-}
-
-/** The Host field's host, without its port (IPv6 literals keep their brackets). */
-function hostOnly(host: string | null): string {
-  if (host === null) return "";
-  // Host names are case-insensitive (RFC 9110 §4.2.3): lower-cased, as the route table reads them.
-  const colon = host.lastIndexOf(":");
-  return (colon > host.lastIndexOf("]") ? host.slice(0, colon) : host).toLowerCase();
 }

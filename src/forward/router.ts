@@ -97,6 +97,8 @@ export interface RoutedForward {
   readonly setCookie: string | undefined;
   /** Copy this request (the route's mirror, drawn for this request). */
   readonly mirror: MirrorSink | undefined;
+  /** The Host as the table read it (lower case, no port), when some route reads it: `{host}`. */
+  readonly host: string | undefined;
   readonly maxBodySize: number;
   readonly bufferBody: number;
 }
@@ -154,7 +156,7 @@ export class Router {
     if (a.kind === "forward") {
       const dest = rt.destination(a.pool);
       return {
-        kind: RoutedKind.Forward, dest, upstreamTarget: m.target, setCookie: m.setCookie, mirror: m.mirror !== undefined ? dest.mirror : undefined,
+        kind: RoutedKind.Forward, dest, upstreamTarget: m.target, setCookie: m.setCookie, mirror: m.mirror !== undefined ? dest.mirror : undefined, host: m.host,
         maxBodySize: rt.maxBodySize, bufferBody: dest.bufferBody,
       };
     }
