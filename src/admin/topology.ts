@@ -134,17 +134,13 @@ export function matchSummary(r: RouteConfig): string {
 }
 
 /** The SNI routes a TCP listener chooses among: those it names, else every route with match.sni (as src/listener/tcp.ts). */
-function sniRoutesOf(routes: readonly RouteConfig[], l: ListenerConfig): RouteConfig[] {
-  const named = l.routes === undefined ? undefined : new Set(l.routes);
-  return routes.filter((r) => r.match?.sni !== undefined && (named === undefined || named.has(r.name)));
-}
 
 /** Route name -> the listeners that serve it. */
 function listenersByRoute(config: TopologyConfig): Map<string, string[]> {
   const out = new Map<string, string[]>();
   const routes = config.routes ?? [];
   for (const l of config.listeners ?? []) {
-    const served = l.mode === "tcp" ? sniRoutesOf(routes, l) : routesOf({ routes: [...routes] } as Parameters<typeof routesOf>[0], l);
+    const served = routesOf({ routes: [...routes] }, l);
     for (const r of served) {
       const names = out.get(r.name) ?? [];
       names.push(l.name);

@@ -237,18 +237,19 @@ export function configWarnings(config: Config): string[] {
   // Shadowing is per listener: a route hides another only among the routes one listener serves.
   const out = new Set<string>();
   for (const l of config.listeners) {
-    const served = l.mode === "http" ? routesServed(config, l) : config.routes.filter((r) => r.match?.sni !== undefined && (l.routes === undefined || l.routes.includes(r.name)));
-    for (const w of routeWarnings(served, [], [], (r) => config.routes.indexOf(r))) out.add(w);
+    for (const w of routeWarnings(routesServed(config, l), [], [], (r) => config.routes.indexOf(r))) out.add(w);
   }
   const used = [...config.listeners.flatMap((l) => (l.pool !== undefined ? [l.pool] : []))];
   for (const w of routeWarnings([], Object.keys(config.pools), [...used, ...config.routes.flatMap(poolsOf)])) out.add(w);
   return [...out];
 }
 
-/** The HTTP routes a listener serves: those it names, else every route without match.sni. */
-export function routesServed(config: Config, listener: ListenerConfig): RouteConfig[] {
-  const http = config.routes.filter((r) => r.match?.sni === undefined);
-  if (listener.routes === undefined) return http;
-  const named = new Set(listener.routes);
-  return http.filter((r) => named.has(r.name));
+/**
+ * The routes a listener serves, in config order: those it names, else every route of its kind
+ * (an HTTP listener: every route without match.sni; a TCP one: every route with it).
+ */
+export function routesServed(config: Pick<Config, "routes">, listener: ListenerConfig): RouteConfig[] {
+  const sni = listener.mode === "tcp";
+  const named = listener.routes === undefined ? undefined : new Set(listener.routes);
+  return config.routes.filter((r) => (r.match?.sni !== undefined) === sni && (named === undefined || named.has(r.name)));
 }

@@ -7,6 +7,7 @@ import type { Config, ListenerConfig } from "../config/schema.ts";
 import type { Backend } from "../pool/backend.ts";
 import { CLIENT_HELLO_MAX_BYTES, startTcpProxy, type SniRouting, type TcpProxy, type TcpSettings } from "../tcp/proxy.ts";
 import { RouteTable } from "../route/table.ts";
+import { routesServed } from "../config/expand.ts";
 import { listenError } from "../listen-error.ts";
 import type { TlsMaterial } from "../tls/certificates.ts";
 import { withGrace } from "./http.ts";
@@ -18,18 +19,13 @@ function tcpSettings(config: Config, listener: ListenerConfig): TcpSettings {
   return { timeouts: { connect: pool.timeouts.connect, idle: config.timeouts.idle }, retry: pool.retry, hash: pool.hash };
 }
 
-/** The SNI routes a TCP listener chooses among: those it names, else every route with match.sni. */
-function sniRoutes(config: Config, listener: ListenerConfig) {
-  const named = listener.routes === undefined ? undefined : new Set(listener.routes);
-  return config.routes.filter((r) => r.match?.sni !== undefined && (named === undefined || named.has(r.name)));
-}
 
 /**
  * The pool whose settings a listener's relays take, and where a connection goes without SNI
  * routes: the listener's `pool`, else its first SNI route's.
  */
 function fallbackPool(config: Config, listener: ListenerConfig): string {
-  return listener.pool ?? sniRoutes(config, listener)[0]!.pool!;
+  return listener.pool ?? routesServed(config, listener)[0]!.pool!;
 }
 
 /**
@@ -39,7 +35,7 @@ function fallbackPool(config: Config, listener: ListenerConfig): string {
  * Built once per config.
  */
 function sniRouting(config: Config, listener: ListenerConfig, ctx: ListenerContext): SniRouting | undefined {
-  const routes = sniRoutes(config, listener);
+  const routes = routesServed(config, listener);
   if (routes.length === 0) return undefined;
   const table = RouteTable.compile(routes, (name) => ctx.pools.handle(name));
   const fallback = listener.pool !== undefined ? ctx.pools.handle(listener.pool) : undefined;
