@@ -35,6 +35,7 @@ import { serveRedirect } from "./tls/redirect.ts";
 import { ListenerSet } from "./listener/listener-set.ts";
 import { RouteTraffic, type PoolSource } from "./listener/routing.ts";
 import { MirrorFactory } from "./listener/route-modifiers.ts";
+import { GuardState } from "./guard/build.ts";
 import { hostForUrl, portKey, type ListenerContext } from "./listener/listener.ts";
 
 export interface BalancerOptions {
@@ -123,6 +124,8 @@ export class Balancer implements BalancerContext {
   private readonly lifecycle = { draining: false };
   private readonly accessLogs = new Map<string, AccessLog>();
   private readonly mirrors: MirrorFactory;
+  /** What the routes' guards keep across reloads; stopped by stop(). */
+  private readonly guards = new GuardState();
   private listeners: ListenerSet | undefined;
   private supervisor: WorkerSupervisor | undefined;
   /** Timers that drain pools a reload dropped (retireLater); cleared by stop(), which stops those pools. */
@@ -328,7 +331,7 @@ export class Balancer implements BalancerContext {
       },
     };
     return {
-      pools, traffic: this.traffic, routes: this.routes, mirrors: this.mirrors, logger: this.logger,
+      pools, traffic: this.traffic, routes: this.routes, mirrors: this.mirrors, guards: this.guards, logger: this.logger,
       tcpTotals: () => (this.tcp ??= new TcpStats()),
       accessLog: (c) => this.accessLogFor(c), lifecycle: this.lifecycle,
       portFor: (key, host, port) => this.portFor(key, host, port),
@@ -513,6 +516,7 @@ export class Balancer implements BalancerContext {
       await this.admin?.app.stop();
       await this.admin?.server.stop(true);
       for (const log of this.accessLogs.values()) await log.close();
+      await this.guards.stop();
       await Promise.all([healthStopped, poolsStopped]);
     })();
     return this.stopping;

@@ -17,6 +17,8 @@
 export type ErrorSource =
   /** The forwarding loop's own answers, counted by code in /stats `proxyErrors`. */
   | "proxy"
+  /** A route's guards (src/guard/): rate limits, access control; counted with the loop's. */
+  | "guard"
   /** A request refused by an engine or a listener before any backend is asked. */
   | "engine"
   /** The admin listener: its guards and endpoints. */
@@ -94,6 +96,27 @@ export const ERRORS = {
     status: 400, from: "proxy",
     meaning: "The request path cannot be routed safely: an encoded \"/\", \"\\\" or NUL, or dot segments that climb above the root (RFC 3986 §6.2.2); routing and the backend could read it apart.",
     message: "the request path cannot be routed",
+  },
+  // Refused by a route's guards (src/guard/): counted by code like the loop's own answers.
+  SY_FORBIDDEN: {
+    status: 403, from: "guard",
+    meaning: "A route's access control refused the client: its address is denied, or not allowed.",
+    message: "access to this resource is not allowed from this address",
+  },
+  SY_AUTH_REQUIRED: {
+    status: 401, from: "guard",
+    meaning: "A route's authentication refused the request: no credentials, or wrong ones; the answer says how to authenticate (WWW-Authenticate).",
+    message: "authentication is required",
+  },
+  SY_RATE_LIMITED: {
+    status: 429, from: "guard",
+    meaning: "A route's rate limit refused the request (RFC 6585 §4); Retry-After and the RateLimit fields say when to try again.",
+    message: "too many requests",
+  },
+  SY_AUTH_UNAVAILABLE: {
+    status: 503, from: "guard",
+    meaning: "A guard could not decide: the auth service, the key set or the rate-limit store did not answer (a failure never lets a request through unless the config says so).",
+    message: "the request cannot be authorized now",
   },
   SY_CLIENT_ABORTED: {
     status: null, from: "proxy",
@@ -186,8 +209,11 @@ export type CodeFrom<S extends ErrorSource> = { [C in ErrorCode]: (typeof ERRORS
 /** The codes an HTTP answer can carry. */
 export type AnswerCode = { [C in ErrorCode]: (typeof ERRORS)[C]["status"] extends number ? C : never }[ErrorCode];
 
-/** The forwarding loop's codes: counted by code in /stats, /metrics and the workers' figures. */
-export type ProxyErrorCode = CodeFrom<"proxy">;
+/** The forwarding loop's codes and the guards': counted by code in /stats, /metrics and the workers' figures. */
+export type ProxyErrorCode = CodeFrom<"proxy" | "guard">;
+
+/** The codes a guard refuses with. */
+export type GuardCode = CodeFrom<"guard">;
 
 /** The forwarding loop's codes that it answers with (the others are only logged and counted). */
 export type ProxyAnswerCode = ProxyErrorCode & AnswerCode;

@@ -10,6 +10,10 @@ const SECTIONS: Record<ErrorSource, { title: string; about: string }> = {
     title: "Answers of the proxy",
     about: "The forwarding loop's own answers (src/forward/forward.ts). Each is counted by code in `/stats` (`proxyErrors`) and `/metrics` (`switchyard_proxy_errors_total`), and named in the access log (`error=`).",
   },
+  guard: {
+    title: "Refused by a route's guards",
+    about: "A route's rate limits and access control (src/guard/), deciding before the request goes to a pool. Counted by code with the proxy's own answers (`proxyErrors`, `switchyard_proxy_errors_total`) and named in the access log; never held against a backend.",
+  },
   engine: {
     title: "Requests refused before forwarding",
     about: "Answered by an engine or a listener before any backend is asked; a framing fault closes the connection (RFC 9112 §11.2).",

@@ -49,8 +49,8 @@ import { toClientHeaders, toUpstreamHeaders } from "../http/headers.ts";
 import { shouldRetry, type TryFailure } from "./retry.ts";
 import type { HeaderVars } from "../route/header-rules.ts";
 import { mirrorFields } from "./mirror.ts";
-import { RoutedKind, upstreamTargetOf, type MirrorRequest, type MirrorSink, type Destination, type RoutedAnswer, type RoutedForward, type Routed, type Router } from "./router.ts";
-import type { RouteRequest } from "../route/table.ts";
+import { RoutedKind, refused, upstreamTargetOf, type MirrorRequest, type MirrorSink, type Destination, type RoutedAnswer, type RoutedForward, type Routed, type Router } from "./router.ts";
+import type { RoutedRequest } from "./router.ts";
 import { ClientFault, errorAnswer, messageFor, type ErrorAnswer, type ProxyAnswerCode, type ProxyErrorCode } from "../errors.ts";
 import { AdmissionGate, Lane, type GateSlot, type Waiter } from "./gate.ts";
 import { Cancel, type CancelListener } from "./cancel.ts";
@@ -200,7 +200,7 @@ export interface DownstreamWire<Body, Out> {
 
 export interface Forwarder<Body, Out> {
   /** Where a request goes, from its head: engines call it before reading the body (router.ts). */
-  route(req: RouteRequest): Routed;
+  route(req: RoutedRequest): Routed;
   /** Forward `req`: the promise settles with the wire's Out for it. */
   forward(req: ForwardRequest<Body>): Promise<Out>;
   /**
@@ -442,21 +442,55 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
     try {
       const routed = this.req.routed;
       if (routed.kind === RoutedKind.Answer) return this.finish(this.answerLocally(routed));
+      // The route's late guards (src/guard/guard.ts) decide before the first try.
+      if (routed.dest.guards.late.length > 0) return this.guard(0);
       this.next();
     } catch (e) {
       this.crash(e);
     }
   }
 
-  /** A route's redirect or fixed response, or the proxy's own error (no route, a path refused). */
+  /** A route's redirect or fixed response, a guard's refusal, or the proxy's own error (no route, a path refused). */
   private answerLocally(routed: RoutedAnswer): Out {
     if (this.req.cancel.aborted) return this.clientGone();
-    if (routed.code !== undefined) return this.fail(routed.code, routed.detail);
-    const a = routed.answer!;
+    const a = routed.answer;
+    if (a === undefined) return this.fail(routed.code!, routed.detail);
+    if (routed.code !== undefined) this.s.opts.traffic.proxyErrors[routed.code]++;
     const answer: ErrorAnswer = { status: a.status, headers: { ...a.headers, "x-request-id": this.requestId }, body: a.body };
     this.record(answer.status);
-    this.log(answer.status, answer.body.length);
+    this.log(answer.status, answer.body.length, routed.code);
     return this.s.downstream.answer(this.req, answer);
+  }
+
+  /**
+   * Run the route's late guards from `i` on, then the first turn of the loop; a refusal is
+   * answered for the route. A guard that waits (an auth service, a shared limit) resumes this
+   * when it has decided; a client gone meanwhile is counted as gone.
+   */
+  private guard(i: number): void {
+    const dest = this.dest!;
+    const late = dest.guards.late;
+    for (; i < late.length; i++) {
+      const verdict = late[i]!.check(this.req);
+      if (verdict instanceof Promise) {
+        const next = i + 1;
+        verdict.then(
+          (r) => {
+            try {
+              if (this.req.cancel.aborted) return this.finish(this.clientGone());
+              if (r !== undefined) return this.finish(this.answerLocally(refused(r, { name: dest.route, traffic: dest.traffic, maxBodySize: 0, bufferBody: 0 })));
+              this.guard(next);
+            } catch (e) {
+              this.crash(e);
+            }
+          },
+          (e: unknown) => this.crash(e),
+        );
+        return;
+      }
+      if (verdict !== undefined) return this.finish(this.answerLocally(refused(verdict, { name: dest.route, traffic: dest.traffic, maxBodySize: 0, bufferBody: 0 })));
+    }
+    this.next();
   }
 
   /** The request's way is over: `out` is the wire's answer to it. */

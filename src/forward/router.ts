@@ -17,6 +17,10 @@ import type { StickySessions } from "../policy/sticky.ts";
 import type { RetryBudgetConfig } from "./retry.ts";
 import type { ResponseHeaderRules } from "../http/headers.ts";
 import type { RouteRequest, RouteTable } from "../route/table.ts";
+import type { GuardRequest, Guards, Refusal } from "../guard/guard.ts";
+
+/** What the router reads of a request: what the route table reads, and what guards read. */
+export type RoutedRequest = RouteRequest & GuardRequest;
 import type { HeaderRules } from "../route/header-rules.ts";
 import type { TrafficStats } from "../stats/traffic.ts";
 import type { ErrorAnswer, ProxyAnswerCode } from "../errors.ts";
@@ -77,6 +81,8 @@ export interface Destination {
   readonly mirror?: MirrorSink;
   /** The route's own figures (requests, status classes, latency). */
   readonly traffic: TrafficStats;
+  /** What the route checks before a request may go on (src/guard/): head guards here, late ones in the loop. */
+  readonly guards: Guards;
 }
 
 export const enum RoutedKind {
@@ -105,9 +111,12 @@ export interface RoutedForward {
 
 export interface RoutedAnswer {
   readonly kind: RoutedKind.Answer;
-  /** A route's own answer (redirect, respond); its headers are copied per request. */
+  /** A route's own answer (redirect, respond) or a guard's; its headers are copied per request. */
   readonly answer: ErrorAnswer | undefined;
-  /** Else the proxy's error answer (no route, a path refused), counted by code, and what it adds. */
+  /**
+   * The code it is counted by: with `answer`, a guard's refusal; without, the proxy's own error
+   * answer (no route, a path refused), made with `detail`.
+   */
   readonly code: ProxyAnswerCode | undefined;
   readonly detail: string | undefined;
   /** The route's name and figures; undefined when no route took the request. */
@@ -147,7 +156,7 @@ export class Router {
     this.noRoute = proxyAnswer("SY_NO_ROUTE", undefined, limits);
   }
 
-  route(req: RouteRequest): Routed {
+  route(req: RoutedRequest): Routed {
     const m = this.table.match(req);
     if (m === undefined) return this.noRoute;
     if ("refused" in m) return proxyAnswer("SY_BAD_PATH", m.refused, this.limits);
@@ -155,6 +164,12 @@ export class Router {
     const a = m.action;
     if (a.kind === "forward") {
       const dest = rt.destination(a.pool);
+      // The route's head guards decide now, before the body is read (src/guard/guard.ts).
+      const head = dest.guards.head;
+      for (let i = 0; i < head.length; i++) {
+        const refusal = head[i]!.check(req);
+        if (refusal !== undefined) return refused(refusal, rt);
+      }
       return {
         kind: RoutedKind.Forward, dest, upstreamTarget: m.target, setCookie: m.setCookie, mirror: m.mirror !== undefined ? dest.mirror : undefined, host: m.host,
         maxBodySize: rt.maxBodySize, bufferBody: dest.bufferBody,
@@ -166,6 +181,11 @@ export class Router {
         : { status: a.status, headers: a.headers, body: a.body };
     return { kind: RoutedKind.Answer, answer, code: undefined, detail: undefined, route: rt.name, traffic: rt.traffic, maxBodySize: rt.maxBodySize, bufferBody: rt.bufferBody };
   }
+}
+
+/** A guard's refusal, answered for the route. */
+export function refused(r: Refusal, rt: Pick<RouteRuntime, "name" | "traffic" | "maxBodySize" | "bufferBody">): RoutedAnswer {
+  return { kind: RoutedKind.Answer, answer: r.answer, code: r.code, detail: undefined, route: rt.name, traffic: rt.traffic, maxBodySize: rt.maxBodySize, bufferBody: rt.bufferBody };
 }
 
 function proxyAnswer(code: ProxyAnswerCode, detail: string | undefined, limits: RouterLimits): RoutedAnswer {

@@ -43,7 +43,7 @@ function protoOf(listener: ListenerConfig): "http" | "https" {
 /** What both engines' forwarding loops are built from, for one listener. */
 function forwardOptions(config: Config, listener: ListenerConfig, ctx: ListenerContext, accessLog: AccessLog | undefined): ForwardOptions {
   return {
-    router: buildRouter(config, listener, ctx.pools, ctx.routes, ctx.mirrors),
+    router: buildRouter(config, listener, ctx.pools, ctx.routes, ctx.mirrors, ctx.guards, ctx.logger),
     traffic: ctx.traffic,
     accessLog,
     trusted: cidrMatcher(config.trustedProxies),

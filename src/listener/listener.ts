@@ -13,6 +13,7 @@ import type { AccessLog } from "../log/access.ts";
 import type { TcpStats } from "../tcp/stats.ts";
 import type { PoolSource, RouteTraffic } from "./routing.ts";
 import type { MirrorFactory } from "./route-modifiers.ts";
+import type { GuardState } from "../guard/build.ts";
 
 export interface Listener {
   readonly name: string;
@@ -43,6 +44,8 @@ export interface ListenerContext {
   readonly traffic: TrafficStats;
   readonly routes: RouteTraffic;
   readonly mirrors: MirrorFactory;
+  /** What the routes' guards keep across reloads (rate-limit budgets, stores, key caches). */
+  readonly guards: GuardState;
   /** TCP listeners' totals (connections, bytes), all TCP listeners together: made by the first that asks. */
   tcpTotals(): TcpStats;
   readonly logger: Logger;

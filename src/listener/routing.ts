@@ -19,6 +19,8 @@ import { StickySessions } from "../policy/sticky.ts";
 import { compileResponseHeaderRules } from "../http/headers.ts";
 import { TrafficStats } from "../stats/traffic.ts";
 import type { MirrorFactory } from "./route-modifiers.ts";
+import { buildGuards, type GuardState } from "../guard/build.ts";
+import type { Logger } from "../log/logger.ts";
 
 /** A pool as a listener reaches it: its backends and where traffic reports about them. */
 export interface PoolHandle {
@@ -70,7 +72,7 @@ export function poolTargets(config: Config, pools: PoolSource): (name: string) =
   };
 }
 
-export function buildRouter(config: Config, listener: ListenerConfig, pools: PoolSource, traffic: RouteTraffic, mirrors: MirrorFactory): Router {
+export function buildRouter(config: Config, listener: ListenerConfig, pools: PoolSource, traffic: RouteTraffic, mirrors: MirrorFactory, guardState: GuardState, logger: Logger): Router {
   const routes = routesServed(config, listener);
   const target = poolTargets(config, pools);
   const table = RouteTable.compile(routes, target);
@@ -86,6 +88,7 @@ export function buildRouter(config: Config, listener: ListenerConfig, pools: Poo
     const maxBodySize = compiled.limits?.maxBodySize ?? config.limits.maxBodySize;
     const requestHeaders = compiled.requestHeaders?.empty === false ? compiled.requestHeaders : undefined;
     const responseHeaders = compiled.responseHeaders?.empty === false ? compiled.responseHeaders : undefined;
+    const guards = buildGuards(r, { config, logger, state: guardState });
     return {
       name: r.name,
       maxBodySize,
@@ -100,7 +103,7 @@ export function buildRouter(config: Config, listener: ListenerConfig, pools: Poo
           route: r.name, target: pool, retry, retryOn: new Set(retry.onStatus), bufferBody,
           sendTimeout: sendOverride ?? pc.timeouts.send,
           requestHeaders, responseHeaders: global, routeResponseHeaders: responseHeaders,
-          mirror, traffic: stats,
+          mirror, traffic: stats, guards,
         };
         dests.set(pool, d);
         return d;

@@ -41,6 +41,10 @@ export class TrafficStats {
     SY_CLIENT_ABORTED: 0,
     SY_NO_ROUTE: 0,
     SY_BAD_PATH: 0,
+    SY_FORBIDDEN: 0,
+    SY_AUTH_REQUIRED: 0,
+    SY_RATE_LIMITED: 0,
+    SY_AUTH_UNAVAILABLE: 0,
   };
   /**
    * Tries that failed for want of the proxy's own resources, by code (net/network-error.ts):

@@ -23,6 +23,7 @@ import type { Logger } from "../log/logger.ts";
 import { ListenerSet } from "../listener/listener-set.ts";
 import { RouteTraffic, type PoolHandle, type PoolSource } from "../listener/routing.ts";
 import { MirrorFactory } from "../listener/route-modifiers.ts";
+import { GuardState } from "../guard/build.ts";
 import { activity, reportOf, sameActivity } from "./reports.ts";
 import type { FromWorker, PassiveEvent, Ports, Table, Tables, ToWorker } from "./protocol.ts";
 
@@ -184,6 +185,7 @@ export function runWorker(): Promise<number> {
   let lastActivity: number[] = [];
   const routes = new RouteTraffic();
   const mirrors = new MirrorFactory();
+  const guards = new GuardState();
   /** Every listener binds the port the owner claimed for it (SO_REUSEPORT), by its key (listener.ts portKey). */
   let ports: Ports = {};
   /** The listeners' last apply, settled: the next waits for it. */
@@ -216,6 +218,7 @@ export function runWorker(): Promise<number> {
       await stop(force, graceMs, handover);
       clearInterval(reportTimer);
       for (const log of accessLogs.values()) await log.close();
+      await guards.stop();
       report();
       send({ t: "stopped" });
       resolve(0);
@@ -235,7 +238,7 @@ export function runWorker(): Promise<number> {
           send({ t: "applied", version: m.tables.version });
           ports = m.ports;
           listeners = new ListenerSet({
-            pools, traffic, routes, mirrors, tcpTotals: () => tcpStats, logger,
+            pools, traffic, routes, mirrors, guards, tcpTotals: () => tcpStats, logger,
             accessLog: accessLogFor, lifecycle,
             // The owner claimed every listener's port (and sends the new ones with a config).
             portFor: (key, _host, port) => ports[key] ?? port,

@@ -10,6 +10,7 @@ import { waitFor } from "../helpers/wait.ts";
 import { createForwarder, type ForwardOptions, type ForwardRequest, type TryReceiver, type UpstreamResponse, type UpstreamWire, type DownstreamWire } from "../../src/forward/forward.ts";
 import { Router, type Destination, type PoolTarget } from "../../src/forward/router.ts";
 import { RouteTable } from "../../src/route/table.ts";
+import { NO_GUARDS } from "../../src/guard/guard.ts";
 import { RouteSchema } from "../../src/route/schema.ts";
 import * as v from "valibot";
 import { LocalPool } from "../../src/pool/pool.ts";
@@ -68,7 +69,7 @@ function setup(script: Script, opts: { internalError?: boolean; attempts?: numbe
   // One route to one pool, as the single-pool form expands to.
   const target: PoolTarget = { name: "default", pool, passive };
   const routeTraffic = new TrafficStats();
-  const dest: Destination = { route: "default", target, retry, retryOn: new Set(retry.onStatus), bufferBody: 65536, sendTimeout: 0, traffic: routeTraffic };
+  const dest: Destination = { route: "default", target, retry, retryOn: new Set(retry.onStatus), bufferBody: 65536, sendTimeout: 0, traffic: routeTraffic, guards: NO_GUARDS };
   const table = RouteTable.compile([v.parse(RouteSchema, { name: "default", pool: "default" })], () => target);
   const router = new Router(table, [{ name: "default", maxBodySize: 1 << 20, bufferBody: 65536, traffic: routeTraffic, destination: () => dest }], { maxBodySize: 1 << 20, bufferBody: 65536 });
   const fo: ForwardOptions = {
