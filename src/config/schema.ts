@@ -702,6 +702,15 @@ const PoolSchema = v.strictObject({
       v.description("This pool's `upstreamKeepalive`, as the top-level `limits.upstreamKeepalive`, which applies where it is not given."),
     ),
   ),
+  proxyProtocol: v.optional(
+    v.pipe(
+      v.picklist(["v1", "v2"], 'expected "v1" or "v2"'),
+      v.description(
+        "Send a PROXY protocol header of this version (HAProxy's `send-proxy` / `send-proxy-v2`) as the first bytes of every new connection to this pool's backends, naming the client's address and the address it connected to, for backends that accept it (HAProxy `accept-proxy`, nginx `proxy_protocol`). TCP listeners, and HTTP on the socket engine, where an upstream connection then carries one client's requests only (it is reused only for requests from the same client address). Not with `engine: \"fetch\"` (Bun's fetch writes the connection's first bytes itself).",
+      ),
+      doc({ defaultText: "none" }),
+    ),
+  ),
   tls: v.optional(
     v.pipe(
       BackendTls,
@@ -738,6 +747,15 @@ const ListenerSchema = v.strictObject({
     ),
   ),
   pool: v.optional(v.pipe(entityName("a pool name"), v.description("TCP: the pool every connection goes to (or the one for a client whose server name no SNI route takes)."))),
+  proxyProtocol: v.optional(
+    v.pipe(
+      v.boolean("expected true or false"),
+      v.description(
+        "Every connection starts with a PROXY protocol header (v1 or v2, HAProxy's `accept-proxy`), as an L4 balancer in front (HAProxy `send-proxy`, AWS NLB, ...) sends it; from then on the client's address is the one the header names: in logs, `X-Forwarded-For`, `hash.key: ip` and route matches on `clientIp`. Accepted only from peers in `trustedProxies` (a connection from any other peer is closed at once, before a byte is read), and it must arrive whole within `timeouts.header` and 4 KiB (v1: 107 bytes), else the connection is closed. A v2 `LOCAL` header (the proxy's own health check) keeps the peer's address. Socket engine and TCP listeners only: Bun.serve (`engine: \"fetch\"`) gives no access to a connection's bytes before HTTP.",
+      ),
+    ),
+    false,
+  ),
 });
 
 export const ConfigSchema = v.strictObject({
@@ -791,6 +809,8 @@ export interface PoolConfig {
   limits: Pick<Parsed["limits"], "upstreamKeepalive">;
   /** The pool's default backend TLS (already given to each https:// backend without its own). */
   tls?: BackendConfig["tls"];
+  /** The PROXY protocol header sent first on every new backend connection; none when absent. */
+  proxyProtocol?: "v1" | "v2";
 }
 
 export type ListenerConfig = v.InferOutput<typeof ListenerSchema>;

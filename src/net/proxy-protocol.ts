@@ -271,3 +271,21 @@ function v2Header(verCmd: number, fam: number, body: Uint8Array): Uint8Array {
   out.set(body, 16);
   return out;
 }
+
+// ---- accepting --------------------------------------------------------------------------
+
+/** Time a header has from accept when `timeouts.header` is 0 (no limit of its own): never unbounded. */
+export const PROXY_HEADER_TIMEOUT_MS = 10_000;
+
+/** A listener with `proxyProtocol: true`: whom to take the header from, and how long it has. */
+export interface ProxyAccept {
+  /** trustedProxies: a peer outside it is closed before a byte is read. */
+  readonly trusted: (address: string) => boolean;
+  /** ms from accept for the whole header. */
+  readonly timeoutMs: number;
+}
+
+/** The ProxyAccept of a listener, or undefined when it takes no header. Made once per config. */
+export function proxyAccept(enabled: boolean, trusted: (address: string) => boolean, headerTimeoutMs: number): ProxyAccept | undefined {
+  return enabled ? { trusted, timeoutMs: headerTimeoutMs > 0 ? headerTimeoutMs : PROXY_HEADER_TIMEOUT_MS } : undefined;
+}
