@@ -541,7 +541,7 @@ const BaseSchema = v.strictObject({
     {},
   ),
   trustedProxies: v.optional(
-    v.pipe(v.array(cidr, "expected a list of CIDRs"), v.description("Peers whose `X-Forwarded-*` and `X-Real-IP` fields are kept (`X-Forwarded-For` appended to). From any other peer they are replaced, and `Forwarded` is removed.")),
+    v.pipe(v.array(cidr, "expected a list of CIDRs"), v.description("Peers whose `X-Forwarded-*` and `X-Real-IP` fields are kept (`X-Forwarded-For` appended to). From any other peer they are replaced, and `Forwarded` is removed. Also the only peers a listener with `proxyProtocol: true` takes a PROXY header from.")),
     [],
   ),
   responseHeaders: v.optional(
@@ -763,7 +763,7 @@ export const ConfigSchema = v.strictObject({
   pools: v.optional(
     v.pipe(
       v.record(entityName("a pool name"), PoolSchema, "expected an object of pool names and pools"),
-      v.description("Named groups of backends, each with its own policy, health checks, retries and time limits; the top-level values of those options are every pool's defaults. Routes and TCP listeners name the pool they send to. The single-pool form (top-level `backends`) is the pool `default`."),
+      v.description("Named groups of backends, each with its own policy, health checks, retries and time limits; the top-level values of those options are every pool's defaults. Routes and TCP listeners name the pool they send to. The single-pool form (top-level `backends`) is the pool `default`. A pool's `proxyProtocol: \"v1\" | \"v2\"` (default none) sends a PROXY protocol header to its backends first on every new connection (HAProxy's `send-proxy` / `send-proxy-v2`), naming the client: TCP listeners, and HTTP on the socket engine (an upstream connection then serves one client only; refused with `engine: \"fetch\"`)."),
       doc({ type: "object of pool names and pools", defaultText: "`{ default: ... }` from the top-level `backends`" }),
     ),
   ),

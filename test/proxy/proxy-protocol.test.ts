@@ -1,0 +1,304 @@
+/**
+ * PROXY protocol with a real peer on both sides (Debian's HAProxy):
+ * - HAProxy `send-proxy` / `send-proxy-v2` in front of a listener with `proxyProtocol: true`:
+ *   the client HAProxy saw (a connection from 127.0.0.2) is the client everywhere after it
+ *   (X-Forwarded-For at the backend, the access log, the PROXY header a TCP relay sends on);
+ * - HAProxy `accept-proxy` as a backend behind a pool with `proxyProtocol: v1 | v2`: HAProxy's
+ *   `%[src]` is the client's address, per client even over kept-alive upstream connections;
+ * - peers not in trustedProxies, garbage, oversized and slow headers are closed.
+ * The listener side needs the socket engine (the fetch engine is refused at load, tested here).
+ */
+import { afterEach, describe, expect, test } from "bun:test";
+import net from "node:net";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { startRig, type TestRig } from "../helpers/balancer.ts";
+import { startRecordingBackend, type RecordingBackend } from "../helpers/recording-backend.ts";
+import { requirePrograms } from "../helpers/system.ts";
+import { waitFor } from "../helpers/wait.ts";
+import { validateConfig } from "../../src/config/load.ts";
+import { encodeProxyHeader } from "../../src/net/proxy-protocol.ts";
+
+const programs = requirePrograms("the PROXY protocol tests with HAProxy", { haproxy: "haproxy" });
+const cleanups: (() => unknown)[] = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+async function freePort(): Promise<number> {
+  const s = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+  const port = s.port;
+  s.stop(true);
+  return port;
+}
+
+/** HAProxy with this config body (after global/defaults), stopped after the test; resolves once `port` accepts. */
+async function haproxy(body: string, port: number): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), "switchyard-pp-haproxy-"));
+  const cfg = join(dir, "haproxy.cfg");
+  await Bun.write(cfg, `global\n  maxconn 256\ndefaults\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n${body}\n`);
+  const proc = Bun.spawn([programs.path("haproxy"), "-db", "-f", cfg], { stdout: "ignore", stderr: "pipe" });
+  cleanups.push(async () => {
+    proc.kill();
+    await proc.exited;
+    rmSync(dir, { recursive: true, force: true });
+  });
+  await waitFor(() => connects(port), "HAProxy to listen");
+}
+
+function connects(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.connect({ host: "127.0.0.1", port });
+    s.once("connect", () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once("error", () => resolve(false));
+  });
+}
+
+interface Talk {
+  /** Everything received until the peer closed (or the timeout). */
+  text: string;
+  /** The peer closed the connection (FIN or reset) before the timeout. */
+  closed: boolean;
+}
+
+/**
+ * A client from `from` (a loopback address of its own: 127.0.0.2 is not the proxies' 127.0.0.1)
+ * that writes `parts` (with `gapMs` between them) and reads until the peer closes, or `until`
+ * holds, or timeoutMs.
+ */
+function talk(port: number, parts: (string | Uint8Array)[], o: { from?: string; until?: (t: string) => boolean; timeoutMs?: number; gapMs?: number } = {}): Promise<Talk> {
+  return new Promise((resolve) => {
+    let text = "";
+    let done = false;
+    const s = net.connect({ host: "127.0.0.1", port, localAddress: o.from ?? "127.0.0.1" });
+    const finish = (closed: boolean) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      s.destroy();
+      resolve({ text, closed });
+    };
+    const timer = setTimeout(() => finish(false), o.timeoutMs ?? 5000);
+    s.on("data", (d) => {
+      text += d.toString("latin1");
+      if (o.until?.(text)) finish(false);
+    });
+    s.on("close", () => finish(true));
+    s.on("error", () => finish(true));
+    s.once("connect", async () => {
+      for (const p of parts) {
+        if (done) return;
+        s.write(p);
+        if (o.gapMs) await Bun.sleep(o.gapMs);
+      }
+    });
+  });
+}
+
+const answered = (t: string) => /\r\n\r\n[\s\S]*ok \d+/.test(t) || /^HTTP\/1\.1 [45]\d\d/.test(t) && t.includes("\r\n\r\n");
+const GET = (path: string) => `GET ${path} HTTP/1.1\r\nHost: example.test\r\n\r\n`;
+
+/** A rig (socket engine) with one HTTP listener that takes PROXY headers from 127.0.0.1. */
+async function acceptingRig(backend: RecordingBackend, extra: Record<string, unknown> = {}): Promise<TestRig> {
+  const rig = await startRig(0, {
+    engine: "socket",
+    listen: undefined,
+    listeners: [{ name: "web", host: "127.0.0.1", port: 0, proxyProtocol: true }],
+    trustedProxies: ["127.0.0.1"],
+    backends: [{ name: "rec", url: backend.url }],
+    ...extra,
+  });
+  cleanups.push(() => rig.stop());
+  return rig;
+}
+
+function header(name: string, req: { headers: [string, string][] } | undefined): string | undefined {
+  return req?.headers.find(([k]) => k.toLowerCase() === name)?.[1];
+}
+
+describe("accepting: HAProxy send-proxy in front of a proxyProtocol listener", () => {
+  for (const send of ["send-proxy", "send-proxy-v2"]) {
+    test.skipIf(programs.skip)(`${send}: the backend and the access log see the client HAProxy saw`, async () => {
+      programs.assertPresent();
+      const backend = startRecordingBackend();
+      cleanups.push(() => backend.stop());
+      const rig = await acceptingRig(backend);
+      const front = await freePort();
+      await haproxy(`frontend fe\n  mode tcp\n  bind 127.0.0.1:${front}\n  default_backend sy\nbackend sy\n  mode tcp\n  server s1 127.0.0.1:${rig.balancer.port} ${send}\n`, front);
+      const r = await talk(front, [GET("/who")], { from: "127.0.0.2", until: answered });
+      expect(r.text).toStartWith("HTTP/1.1 200");
+      const seen = backend.requests.find((q) => q.url === "/who");
+      expect(header("x-forwarded-for", seen)).toBe("127.0.0.2");
+      await waitFor(() => rig.access.some((l) => l.includes("/who")), "the access log line");
+      expect(rig.access.find((l) => l.includes("/who"))).toContain(" 127.0.0.2 ");
+    });
+  }
+
+  test.skipIf(programs.skip)("a TCP listener relays as from the named client, and passes it on in its own PROXY header", async () => {
+    programs.assertPresent();
+    // The TCP backend records what each connection gets: the relay's v1 header, then the data
+    // (HAProxy's readiness probe, relayed too, is a connection of its own without data).
+    const got: string[] = [];
+    const tcpBackend = Bun.listen<{ i: number }>({
+      hostname: "127.0.0.1", port: 0,
+      socket: {
+        open(s) { s.data = { i: got.push("") - 1 }; },
+        data(s, d) {
+          got[s.data.i] += Buffer.from(d).toString("latin1");
+          if (got[s.data.i]!.includes("ping")) s.write("pong");
+        },
+      },
+    });
+    cleanups.push(() => tcpBackend.stop(true));
+    const rig = await startRig(0, {
+      listen: undefined,
+      listeners: [{ name: "l4", host: "127.0.0.1", port: 0, mode: "tcp", pool: "raw", proxyProtocol: true }],
+      trustedProxies: ["127.0.0.1/32"],
+      backends: undefined,
+      pools: { raw: { proxyProtocol: "v1", backends: [{ url: `tcp://127.0.0.1:${tcpBackend.port}` }] } },
+    });
+    cleanups.push(() => rig.stop());
+    const front = await freePort();
+    await haproxy(`frontend fe\n  mode tcp\n  bind 127.0.0.1:${front}\n  default_backend sy\nbackend sy\n  mode tcp\n  server s1 127.0.0.1:${rig.balancer.port} send-proxy-v2\n`, front);
+    const r = await talk(front, ["ping"], { from: "127.0.0.2", until: (t) => t.includes("pong") });
+    expect(r.text).toBe("pong");
+    // 127.0.0.2 as HAProxy saw it, to HAProxy's frontend port; then the client's bytes, untouched.
+    expect(got.find((g) => g.includes("ping"))).toMatch(new RegExp(`^PROXY TCP4 127\\.0\\.0\\.2 127\\.0\\.0\\.1 \\d+ ${front}\\r\\nping$`));
+  });
+});
+
+describe("accepting: who and what is closed", () => {
+  test("a peer not in trustedProxies is closed before anything is read (HTTP and TCP listeners)", async () => {
+    const backend = startRecordingBackend();
+    cleanups.push(() => backend.stop());
+    const rig = await acceptingRig(backend, { trustedProxies: ["10.0.0.0/8"] });
+    const valid = encodeProxyHeader(2, { address: "192.0.2.1", port: 1234 }, { address: "127.0.0.1", port: 80 });
+    const r = await talk(rig.balancer.port, [valid, GET("/untrusted")]);
+    expect(r).toEqual({ text: "", closed: true });
+    expect(backend.requests.length).toBe(0);
+    expect(rig.logLines.some((l) => l.includes("not in trustedProxies"))).toBe(true);
+
+    const tcpBackend = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+    cleanups.push(() => tcpBackend.stop(true));
+    const tcp = await startRig(0, {
+      listen: undefined,
+      listeners: [{ name: "l4", host: "127.0.0.1", port: 0, mode: "tcp", pool: "raw", proxyProtocol: true }],
+      trustedProxies: ["10.0.0.0/8"],
+      backends: undefined,
+      pools: { raw: { backends: [{ url: `tcp://127.0.0.1:${tcpBackend.port}` }] } },
+    });
+    cleanups.push(() => tcp.stop());
+    expect(await talk(tcp.balancer.port, [valid, "hello"])).toEqual({ text: "", closed: true });
+    expect(tcp.balancer.tcpStats?.proxyRefused).toBe(1);
+  });
+
+  test("no header, a garbage one, an oversized one, or one too slow: closed without an answer", async () => {
+    const backend = startRecordingBackend();
+    cleanups.push(() => backend.stop());
+    const rig = await acceptingRig(backend, { timeouts: { header: "300ms" } });
+    const port = rig.balancer.port;
+    expect(await talk(port, [GET("/plain")])).toEqual({ text: "", closed: true });
+    expect(await talk(port, ["PROXY TCP4 1.2.3.4 5.6.7.8 1 2 3\r\n", GET("/garbage")])).toEqual({ text: "", closed: true });
+    expect(await talk(port, [`PROXY UNKNOWN ${"x".repeat(200)}`])).toEqual({ text: "", closed: true });
+    const v2 = Buffer.from(encodeProxyHeader(2, { address: "192.0.2.1", port: 1 }, { address: "127.0.0.1", port: 2 }));
+    v2.writeUInt16BE(0xf000, 14); // a v2 length past the bound
+    expect(await talk(port, [v2])).toEqual({ text: "", closed: true });
+    // Slow: half a header, then nothing; the header deadline closes it (no 408: HTTP never began).
+    expect(await talk(port, ["PROXY TCP4 192.0.2.1"], { timeoutMs: 10_000 })).toEqual({ text: "", closed: true });
+    expect(backend.requests.length).toBe(0);
+    // A valid header dribbled a few bytes at a time, then the request, goes through.
+    const h = "PROXY TCP4 192.0.2.9 127.0.0.1 4444 80\r\n";
+    const pieces = h.match(/.{1,5}/gs)!;
+    const ok = await talk(port, [...pieces, GET("/dribbled")], { gapMs: 5, until: answered });
+    expect(ok.text).toStartWith("HTTP/1.1 200");
+    expect(header("x-forwarded-for", backend.requests.find((q) => q.url === "/dribbled"))).toBe("192.0.2.9");
+    // A v2 LOCAL header (a health check of the proxy's own) keeps the peer's address.
+    const local = Uint8Array.from([0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a, 0x20, 0x00, 0x00, 0x00]);
+    const l = await talk(port, [local, GET("/local")], { until: answered });
+    expect(l.text).toStartWith("HTTP/1.1 200");
+    expect(header("x-forwarded-for", backend.requests.find((q) => q.url === "/local"))).toBe("127.0.0.1");
+  });
+});
+
+describe("sending: HAProxy accept-proxy as a backend behind a pool with proxyProtocol", () => {
+  for (const version of ["v1", "v2"]) {
+    test.skipIf(programs.skip)(`${version}: HAProxy's %[src] is each client's address, kept-alive connections included`, async () => {
+      programs.assertPresent();
+      const backend = startRecordingBackend();
+      cleanups.push(() => backend.stop());
+      const hap = await freePort();
+      await haproxy(
+        `frontend fe\n  mode http\n  bind 127.0.0.1:${hap} accept-proxy\n  http-request set-header X-Src %[src]\n  http-request set-header X-Src-Port %[src_port]\n  default_backend rec\nbackend rec\n  mode http\n  server r 127.0.0.1:${backend.port}\n`,
+        hap,
+      );
+      const rig = await startRig(0, {
+        engine: "socket",
+        backends: undefined,
+        pools: { behind: { proxyProtocol: version, backends: [{ url: `http://127.0.0.1:${hap}` }] } },
+      });
+      cleanups.push(() => rig.stop());
+      const port = rig.balancer.port;
+      // Two clients from two addresses, one after the other, each with two requests on its own
+      // kept-alive connection: each request reaches HAProxy as from its own client.
+      for (const from of ["127.0.0.2", "127.0.0.3"]) {
+        const r = await talk(port, [GET(`/a-${from}`), GET(`/b-${from}`)], { from, until: (t) => (t.match(/ok \d+/g) ?? []).length === 2, gapMs: 50 });
+        expect(r.text).toStartWith("HTTP/1.1 200");
+      }
+      for (const from of ["127.0.0.2", "127.0.0.3"]) {
+        for (const p of ["a", "b"]) expect(header("x-src", backend.requests.find((q) => q.url === `/${p}-${from}`))).toBe(from);
+      }
+      // The port is the client's too: one client connection, one source port.
+      const ports = ["a", "b"].map((p) => header("x-src-port", backend.requests.find((q) => q.url === `/${p}-127.0.0.2`)));
+      expect(ports[0]).toBe(ports[1]);
+    });
+  }
+
+  test.skipIf(programs.skip)("a TCP listener sends the header to HAProxy accept-proxy in TCP mode", async () => {
+    programs.assertPresent();
+    const backend = startRecordingBackend();
+    cleanups.push(() => backend.stop());
+    const hap = await freePort();
+    await haproxy(
+      `frontend fe\n  mode http\n  bind 127.0.0.1:${hap} accept-proxy\n  http-request set-header X-Src %[src]\n  default_backend rec\nbackend rec\n  mode http\n  server r 127.0.0.1:${backend.port}\n`,
+      hap,
+    );
+    const rig = await startRig(0, {
+      listen: undefined,
+      listeners: [{ name: "l4", host: "127.0.0.1", port: 0, mode: "tcp", pool: "hap" }],
+      backends: undefined,
+      pools: { hap: { proxyProtocol: "v2", backends: [{ url: `tcp://127.0.0.1:${hap}` }] } },
+    });
+    cleanups.push(() => rig.stop());
+    const r = await talk(rig.balancer.port, [GET("/l4")], { from: "127.0.0.2", until: answered });
+    expect(r.text).toStartWith("HTTP/1.1 200");
+    expect(header("x-src", backend.requests.find((q) => q.url === "/l4"))).toBe("127.0.0.2");
+  });
+});
+
+describe("config", () => {
+  const base = { listen: undefined, listeners: [{ name: "web", port: 8080, proxyProtocol: true }], trustedProxies: ["10.0.0.0/8"], backends: [{ url: "http://127.0.0.1:9000" }] };
+
+  test("the fetch engine refuses what it cannot do, saying why", () => {
+    expect(() => validateConfig({ ...base, engine: "fetch" })).toThrow(/listeners\[0\]\.proxyProtocol: true on an HTTP listener with engine "fetch"; expected engine "socket" \(Bun\.serve gives no access/);
+    expect(() =>
+      validateConfig({ engine: "fetch", pools: { api: { proxyProtocol: "v2", backends: [{ url: "http://127.0.0.1:9000" }] } }, routes: [{ name: "r", match: {}, pool: "api" }] }),
+    ).toThrow(/pools\.api\.proxyProtocol: "v2" on a pool HTTP routes use with engine "fetch"; expected engine "socket"/);
+    // A TCP listener on the fetch engine is fine: the relay reads and writes raw bytes.
+    expect(() =>
+      validateConfig({ engine: "fetch", trustedProxies: ["10.0.0.0/8"], listeners: [{ name: "l4", port: 9, mode: "tcp", pool: "t", proxyProtocol: true }], pools: { t: { proxyProtocol: "v1", backends: [{ url: "tcp://127.0.0.1:9000" }] } } }),
+    ).not.toThrow();
+  });
+
+  test("accepting needs trustedProxies; a bad version names the field", () => {
+    expect(() => validateConfig({ ...base, trustedProxies: [] })).toThrow(/listeners\[0\]\.proxyProtocol: true, but trustedProxies is empty/);
+    expect(() => validateConfig({ pools: { api: { proxyProtocol: "v3", backends: [{ url: "http://127.0.0.1:9000" }] } } })).toThrow(/pools\.api\.proxyProtocol.*expected "v1" or "v2"/);
+    const c = validateConfig({ ...base, engine: "socket" });
+    expect(c.listeners[0]!.proxyProtocol).toBe(true);
+    expect(validateConfig({ backends: [{ url: "http://127.0.0.1:9000" }] }).listeners[0]!.proxyProtocol).toBe(false);
+    expect(validateConfig({ pools: { api: { proxyProtocol: "v1", backends: [{ url: "http://127.0.0.1:9000" }] } } }).pools.api!.proxyProtocol).toBe("v1");
+  });
+});
