@@ -159,6 +159,14 @@ function proxyProtocolProblems(raw: Raw, listeners: Raw[]): string[] {
       problems.push(`${at}: true, but trustedProxies is empty; expected trustedProxies to name the proxies that send the header (a connection from any other peer is closed)`);
     }
   });
+  // Mirror copies go out through Bun's fetch on either engine (forward/mirror.ts).
+  const withHeader = new Map(rawPools(raw).filter(([, p]) => p.proxyProtocol !== undefined).map(([n, , at]) => [n, at]));
+  routesOfRaw(raw).forEach((r, i) => {
+    const mirror = isObject(r.mirror) ? r.mirror.pool : undefined;
+    if (typeof mirror === "string" && withHeader.has(mirror)) {
+      problems.push(`routes[${i}].mirror.pool: ${show(mirror)} sends a PROXY header (${withHeader.get(mirror)}.proxyProtocol); expected a pool without one (mirror copies go through Bun's fetch, which writes a connection's first bytes itself)`);
+    }
+  });
   if (fetchEngine) {
     const httpUsed = new Set(routesOfRaw(raw).filter((r) => !isSniRoute(r)).flatMap(routePools));
     const single = raw.routes === undefined && listeners.some((l) => l.mode !== "tcp");

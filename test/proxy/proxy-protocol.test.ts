@@ -257,6 +257,31 @@ describe("sending: HAProxy accept-proxy as a backend behind a pool with proxyPro
     });
   }
 
+  test.skipIf(programs.skip)("HTTP health checks reach an accept-proxy backend with a LOCAL header", async () => {
+    programs.assertPresent();
+    const backend = startRecordingBackend();
+    cleanups.push(() => backend.stop());
+    const hap = await freePort();
+    await haproxy(
+      `frontend fe\n  mode http\n  bind 127.0.0.1:${hap} accept-proxy\n  http-request set-header X-Src %[src]\n  default_backend rec\nbackend rec\n  mode http\n  server r 127.0.0.1:${backend.port}\n`,
+      hap,
+    );
+    const rig = await startRig(0, {
+      engine: "socket",
+      backends: undefined,
+      healthCheck: { path: "/health", interval: "100ms", timeout: "1s", rise: 1, fall: 1 },
+      pools: { behind: { proxyProtocol: "v2", backends: [{ name: "hap", url: `http://127.0.0.1:${hap}` }] } },
+    });
+    cleanups.push(() => rig.stop());
+    const b = rig.balancer.pools.get("behind")!.pool.backends[0]!;
+    await waitFor(() => backend.requests.filter((q) => q.url === "/health").length >= 2, "two health checks through HAProxy");
+    expect(b.lastCheck).toMatchObject({ ok: true });
+    const probe = backend.requests.find((q) => q.url === "/health")!;
+    expect(header("user-agent", probe)).toBe("switchyard-health-check");
+    // LOCAL: HAProxy takes the connection's own source, the proxy's.
+    expect(header("x-src", probe)).toBe("127.0.0.1");
+  });
+
   test.skipIf(programs.skip)("a TCP listener sends the header to HAProxy accept-proxy in TCP mode", async () => {
     programs.assertPresent();
     const backend = startRecordingBackend();
@@ -291,6 +316,15 @@ describe("config", () => {
     expect(() =>
       validateConfig({ engine: "fetch", trustedProxies: ["10.0.0.0/8"], listeners: [{ name: "l4", port: 9, mode: "tcp", pool: "t", proxyProtocol: true }], pools: { t: { proxyProtocol: "v1", backends: [{ url: "tcp://127.0.0.1:9000" }] } } }),
     ).not.toThrow();
+  });
+
+  test("a mirror pool cannot send a PROXY header (mirror copies go through fetch)", () => {
+    expect(() =>
+      validateConfig({
+        pools: { main: { backends: [{ url: "http://127.0.0.1:9000" }] }, shadow: { proxyProtocol: "v1", backends: [{ url: "http://127.0.0.1:9001" }] } },
+        routes: [{ name: "r", match: {}, pool: "main", mirror: { pool: "shadow" } }],
+      }),
+    ).toThrow(/routes\[0\]\.mirror\.pool: "shadow" sends a PROXY header \(pools\.shadow\.proxyProtocol\); expected a pool without one/);
   });
 
   test("accepting needs trustedProxies; a bad version names the field", () => {
