@@ -751,7 +751,7 @@ const ListenerSchema = v.strictObject({
     v.pipe(
       v.boolean("expected true or false"),
       v.description(
-        "Every connection starts with a PROXY protocol header (v1 or v2, HAProxy's `accept-proxy`), as an L4 balancer in front (HAProxy `send-proxy`, AWS NLB, ...) sends it; from then on the client's address is the one the header names: in logs, `X-Forwarded-For`, `hash.key: ip` and route matches on `clientIp`. Accepted only from peers in `trustedProxies` (a connection from any other peer is closed at once, before a byte is read), and it must arrive whole within `timeouts.header` and 4 KiB (v1: 107 bytes), else the connection is closed. A v2 `LOCAL` header (the proxy's own health check) keeps the peer's address. Socket engine and TCP listeners only: Bun.serve (`engine: \"fetch\"`) gives no access to a connection's bytes before HTTP.",
+        "Every connection starts with a PROXY protocol header (v1 or v2, HAProxy's `accept-proxy`), as an L4 balancer in front (HAProxy `send-proxy`, AWS NLB, ...) sends it; from then on the client's address is the one the header names: in logs, `X-Forwarded-For`, `hash.key: ip` and route matches on `clientIp`. Accepted only from peers in `trustedProxies` (a connection from any other peer is closed at once, before a byte is read), and it must arrive whole within `timeouts.header` and 4 KiB (v1: 107 bytes), else the connection is closed. A v2 `LOCAL` header (the proxy's own health check) keeps the peer's address. Socket engine and TCP listeners only: Bun.serve (`engine: \"fetch\"`) gives no access to a connection's bytes before HTTP. Not with `tls` (the header comes before the handshake); a TCP listener that passes TLS through by SNI takes it.",
       ),
     ),
     false,

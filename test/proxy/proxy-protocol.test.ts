@@ -19,6 +19,8 @@ import { requirePrograms } from "../helpers/system.ts";
 import { waitFor } from "../helpers/wait.ts";
 import { validateConfig } from "../../src/config/load.ts";
 import { encodeProxyHeader } from "../../src/net/proxy-protocol.ts";
+import { startBalancer } from "../../src/balancer.ts";
+import { memoryLogger } from "../../src/log/logger.ts";
 
 const programs = requirePrograms("the PROXY protocol tests with HAProxy", { haproxy: "haproxy" });
 const cleanups: (() => unknown)[] = [];
@@ -304,6 +306,46 @@ describe("sending: HAProxy accept-proxy as a backend behind a pool with proxyPro
   });
 });
 
+describe("with workers", () => {
+  test("each worker reads the header on its listener and sends the pool's on its upstream connections", async () => {
+    // A backend that records each connection's bytes and answers every request it sees.
+    const got: string[] = [];
+    const rec = Bun.listen<{ i: number }>({
+      hostname: "127.0.0.1", port: 0,
+      socket: {
+        open(s) { s.data = { i: got.push("") - 1 }; },
+        data(s, d) {
+          got[s.data.i] += Buffer.from(d).toString("latin1");
+          if (got[s.data.i]!.endsWith("\r\n\r\n")) s.write("HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nok 1");
+        },
+      },
+    });
+    cleanups.push(() => rec.stop(true));
+    const balancer = await startBalancer(
+      validateConfig({
+        engine: "socket", workers: 2, admin: false, healthCheck: false, log: { access: false },
+        trustedProxies: ["127.0.0.1"],
+        listeners: [{ name: "web", host: "127.0.0.1", port: 0, proxyProtocol: true }],
+        pools: { behind: { proxyProtocol: "v1", backends: [{ name: "rec", url: `http://127.0.0.1:${rec.port}` }] } },
+      }),
+      { env: {}, logger: memoryLogger() },
+    );
+    cleanups.push(() => balancer.stop(false));
+    const port = Number(new URL(balancer.urls.web!).port);
+    // Several connections, so that both workers are likely to take some; each names its own client.
+    for (let i = 1; i <= 4; i++) {
+      const h = encodeProxyHeader(i % 2 === 0 ? 2 : 1, { address: `192.0.2.${i}`, port: 1000 + i }, { address: "198.51.100.1", port: 443 });
+      const r = await talk(port, [h, GET(`/w${i}`)], { until: answered });
+      expect(r.text).toStartWith("HTTP/1.1 200");
+    }
+    for (let i = 1; i <= 4; i++) {
+      const conn = got.find((g) => g.includes(`GET /w${i} `));
+      expect(conn).toStartWith(`PROXY TCP4 192.0.2.${i} 198.51.100.1 ${1000 + i} 443\r\nGET /w${i} `);
+      expect(conn!.toLowerCase()).toContain(`x-forwarded-for: 192.0.2.${i}\r\n`);
+    }
+  });
+});
+
 describe("config", () => {
   const base = { listen: undefined, listeners: [{ name: "web", port: 8080, proxyProtocol: true }], trustedProxies: ["10.0.0.0/8"], backends: [{ url: "http://127.0.0.1:9000" }] };
 
@@ -325,6 +367,13 @@ describe("config", () => {
         routes: [{ name: "r", match: {}, pool: "main", mirror: { pool: "shadow" } }],
       }),
     ).toThrow(/routes\[0\]\.mirror\.pool: "shadow" sends a PROXY header \(pools\.shadow\.proxyProtocol\); expected a pool without one/);
+  });
+
+  test("not with a listener's own tls: the header comes before the handshake", () => {
+    const tls = { cert: "/nonexistent/cert.pem", key: "/nonexistent/key.pem" };
+    expect(() => validateConfig({ ...base, engine: "socket", listeners: [{ name: "web", port: 8443, proxyProtocol: true, tls }] })).toThrow(
+      /listeners\[0\]\.proxyProtocol: true on a listener with tls; expected one of them/,
+    );
   });
 
   test("accepting needs trustedProxies; a bad version names the field", () => {
