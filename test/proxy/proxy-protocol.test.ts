@@ -10,6 +10,7 @@
  */
 import { afterEach, describe, expect, test } from "bun:test";
 import net from "node:net";
+import tls from "node:tls";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -170,6 +171,43 @@ describe("accepting: HAProxy send-proxy in front of a proxyProtocol listener", (
     expect(r.text).toBe("pong");
     // 127.0.0.2 as HAProxy saw it, to HAProxy's frontend port; then the client's bytes, untouched.
     expect(got.find((g) => g.includes("ping"))).toMatch(new RegExp(`^PROXY TCP4 127\\.0\\.0\\.2 127\\.0\\.0\\.1 \\d+ ${front}\\r\\nping$`));
+  });
+});
+
+describe("accepting before SNI routing", () => {
+  test("a TCP listener reads the header, then routes by the ClientHello after it, and passes the client on", async () => {
+    // Two TCP backends recording their connections' bytes (TLS is not answered: the ClientHello is enough).
+    const seen: Record<string, Buffer> = { a: Buffer.alloc(0), b: Buffer.alloc(0) };
+    const backends = (["a", "b"] as const).map((n) =>
+      Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data(_s, d) { seen[n] = Buffer.concat([seen[n]!, Buffer.from(d)]); } } }),
+    );
+    cleanups.push(() => backends.forEach((b) => b.stop(true)));
+    const rig = await startRig(0, {
+      listen: undefined,
+      listeners: [{ name: "sni", host: "127.0.0.1", port: 0, mode: "tcp", proxyProtocol: true }],
+      trustedProxies: ["127.0.0.1"],
+      backends: undefined,
+      pools: {
+        a: { proxyProtocol: "v2", backends: [{ url: `tcp://127.0.0.1:${backends[0]!.port}` }] },
+        b: { backends: [{ url: `tcp://127.0.0.1:${backends[1]!.port}` }] },
+      },
+      routes: [
+        { name: "ra", match: { sni: "a.test" }, pool: "a" },
+        { name: "rb", match: { sni: "b.test" }, pool: "b" },
+      ],
+    });
+    cleanups.push(() => rig.stop());
+    const raw = net.connect({ host: "127.0.0.1", port: rig.balancer.port });
+    await new Promise((r) => raw.once("connect", r));
+    raw.write(encodeProxyHeader(1, { address: "203.0.113.9", port: 5555 }, { address: "198.51.100.2", port: 443 }));
+    const t = tls.connect({ socket: raw, servername: "a.test", rejectUnauthorized: false });
+    t.on("error", () => {});
+    cleanups.push(() => t.destroy());
+    await waitFor(() => seen.a!.length > 28 + 5, "pool a's backend to get the header and the ClientHello");
+    // Pool a's own v2 header names the client from the incoming header, then the TLS record.
+    expect(seen.a!.subarray(0, 28)).toEqual(Buffer.from(encodeProxyHeader(2, { address: "203.0.113.9", port: 5555 }, { address: "198.51.100.2", port: 443 })));
+    expect(seen.a![28]).toBe(0x16);
+    expect(seen.b!.length).toBe(0);
   });
 });
 
