@@ -134,22 +134,19 @@ export class Relay {
   /** The PROXY header read so far, and the time it has to arrive (acceptProxy only). */
   private proxyReader: ProxyHeaderReader | undefined;
   private proxyTimer: ReturnType<typeof setTimeout> | undefined;
-  /** The client: the peer, or whom its PROXY header names. */
-  private clientAt: ProxyEndpoint;
-  /** The address the client connected to: ours, or the one its PROXY header names. */
-  private localAt: ProxyEndpoint | undefined;
+  /** What a PROXY header named (acceptProxy): the client, and the address it connected to. */
+  private named: { readonly source: ProxyEndpoint; readonly destination: ProxyEndpoint } | undefined;
 
   constructor(
     private readonly env: RelayEnv,
     private readonly client: Socket<Relay>,
   ) {
     this.target = env;
-    this.clientAt = { address: client.remoteAddress, port: client.remotePort };
   }
 
-  /** The client's address: the peer's, or the one its PROXY header named. */
-  get clientAddress(): string {
-    return this.clientAt.address;
+  /** The client's address: the one its PROXY header named, else the peer's. */
+  private get clientAddress(): string {
+    return this.named?.source.address ?? this.client.remoteAddress;
   }
 
   /**
@@ -194,10 +191,7 @@ export class Relay {
     const r = reader.push(chunk);
     if (r.state === "need-more") return;
     if (r.state === "invalid") return this.refuseProxy(r.reason);
-    if (r.state === "done") {
-      this.clientAt = r.source;
-      this.localAt = r.destination;
-    }
+    if (r.state === "done") this.named = { source: r.source, destination: r.destination };
     clearTimeout(this.proxyTimer);
     this.proxyTimer = undefined;
     this.proxyReader = undefined;
@@ -253,7 +247,7 @@ export class Relay {
    */
   private refuse(reason: SniRefusal, detail: string): void {
     if (countSniRefusal(this.env.stats, reason) === 1) {
-      this.env.logger.info(`tcp listener: closed a client from ${this.clientAt.address} before dialling (${reason}: ${detail}); further ones are only counted (tcp stats sni*)`);
+      this.env.logger.info(`tcp listener: closed a client from ${this.clientAddress} before dialling (${reason}: ${detail}); further ones are only counted (tcp stats sni*)`);
     }
     this.closeBoth();
   }
@@ -263,7 +257,7 @@ export class Relay {
   private dial(): void {
     const { stats, maxTries } = this.env;
     const { pool } = this.target;
-    const key = this.env.hashByClientIp ? this.clientAt.address : undefined;
+    const key = this.env.hashByClientIp ? this.clientAddress : undefined;
     const backend = this.tried.size < maxTries ? pool.pick(this.tried, key) : undefined;
     // pick() falls back to an excluded backend when nothing else is left: a TCP dial is not
     // repeated on a backend that has just failed.
@@ -365,8 +359,10 @@ export class Relay {
    * counted as client bytes.
    */
   private sendProxyHeader(socket: Socket<Attempt>, version: 1 | 2): void {
-    const local = this.localAt ?? { address: this.client.localAddress, port: this.client.localPort };
-    const header = encodeProxyHeader(version, this.clientAt, local);
+    const named = this.named;
+    const source = named?.source ?? { address: this.client.remoteAddress, port: this.client.remotePort };
+    const destination = named?.destination ?? { address: this.client.localAddress, port: this.client.localPort };
+    const header = encodeProxyHeader(version, source, destination);
     const n = socket.write(header);
     // A fresh socket takes a few dozen bytes at once; should it not, the rest goes first from drain.
     if (n >= 0 && n < header.length) this.up.unshift(header.subarray(n));
