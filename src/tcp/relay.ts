@@ -388,7 +388,11 @@ export class Relay {
   /** @internal client handlers: the client sent its FIN. */
   clientEnded(): void {
     this.up.ended = true;
-    if (this.phase === "proxy") return this.refuseProxy("the client ended its side before a complete PROXY header");
+    if (this.phase === "proxy") {
+      // A peer that sent nothing at all (a port check) is just closed; one that stopped halfway is counted.
+      if (this.proxyReader!.held === 0) return this.closeBoth();
+      return this.refuseProxy("the client ended its side before a complete PROXY header");
+    }
     if (this.phase === "hello") {
       // No more is coming, so the ClientHello never will: a client that sent nothing at all
       // (a port check) is just closed; one that stopped halfway is counted.

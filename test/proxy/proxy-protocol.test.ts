@@ -264,6 +264,33 @@ describe("accepting: who and what is closed", () => {
   });
 });
 
+describe("accepting on a TCP listener: what is closed", () => {
+  test("garbage, oversized and slow headers are closed before dialling and counted; a bare port check is not", async () => {
+    let dialled = 0;
+    const tcpBackend = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { open() { dialled++; }, data() {} } });
+    cleanups.push(() => tcpBackend.stop(true));
+    const rig = await startRig(0, {
+      listen: undefined,
+      listeners: [{ name: "l4", host: "127.0.0.1", port: 0, mode: "tcp", pool: "raw", proxyProtocol: true }],
+      trustedProxies: ["127.0.0.1"],
+      timeouts: { header: "300ms" },
+      backends: undefined,
+      pools: { raw: { backends: [{ url: `tcp://127.0.0.1:${tcpBackend.port}` }] } },
+    });
+    cleanups.push(() => rig.stop());
+    const port = rig.balancer.port;
+    expect(await talk(port, ["SSH-2.0-OpenSSH_9.2\r\n"])).toEqual({ text: "", closed: true });
+    expect(await talk(port, [`PROXY TCP4 ${"9".repeat(150)}`])).toEqual({ text: "", closed: true });
+    expect(await talk(port, ["PROXY TCP4 192.0.2.1"], { timeoutMs: 10_000 })).toEqual({ text: "", closed: true });
+    expect(rig.balancer.tcpStats?.proxyRefused).toBe(3);
+    // Connect and close at once (a port check): closed, not counted.
+    await new Promise<void>((resolve) => net.connect({ host: "127.0.0.1", port }).once("connect", function (this: net.Socket) { this.end(); resolve(); }));
+    await waitFor(() => rig.balancer.tcpStats?.open === 0, "the port check's relay to end");
+    expect(rig.balancer.tcpStats?.proxyRefused).toBe(3);
+    expect(dialled).toBe(0);
+  });
+});
+
 describe("sending: HAProxy accept-proxy as a backend behind a pool with proxyProtocol", () => {
   for (const version of ["v1", "v2"]) {
     test.skipIf(programs.skip)(`${version}: HAProxy's %[src] is each client's address, kept-alive connections included`, async () => {
