@@ -164,6 +164,16 @@ function proxyProtocolProblems(raw: Raw, listeners: Raw[]): string[] {
       problems.push(`${at}: true, but trustedProxies is empty; expected trustedProxies to name the proxies that send the header (a connection from any other peer is closed)`);
     }
   });
+  // The header goes on the connection before the TLS handshake (HAProxy: send-proxy with ssl),
+  // and Bun's TLS client starts its handshake as it connects: no bytes can go before it.
+  for (const [, pool, at] of rawPools(raw)) {
+    if (pool.proxyProtocol === undefined || !Array.isArray(pool.backends)) continue;
+    pool.backends.forEach((b, j) => {
+      if (!isObject(b)) return;
+      const https = (typeof b.url === "string" && /^https:\/\//i.test(b.url)) || b.scheme === "https";
+      if (https) problems.push(`${at}.backends[${j}]: an https:// backend in a pool with proxyProtocol; expected http:// backends (the PROXY header goes before the TLS handshake, which Bun's TLS client starts as it connects)`);
+    });
+  }
   // Mirror copies go out through Bun's fetch on either engine (forward/mirror.ts).
   const withHeader = new Map(rawPools(raw).filter(([, p]) => p.proxyProtocol !== undefined).map(([n, , at]) => [n, at]));
   routesOfRaw(raw).forEach((r, i) => {

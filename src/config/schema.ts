@@ -706,7 +706,7 @@ const PoolSchema = v.strictObject({
     v.pipe(
       v.picklist(["v1", "v2"], 'expected "v1" or "v2"'),
       v.description(
-        "Send a PROXY protocol header of this version (HAProxy's `send-proxy` / `send-proxy-v2`) as the first bytes of every new connection to this pool's backends, naming the client's address and the address it connected to, for backends that accept it (HAProxy `accept-proxy`, nginx `proxy_protocol`). TCP listeners, and HTTP on the socket engine, where an upstream connection then carries one client's requests only (it is reused only for requests from the same client address). Not with `engine: \"fetch\"` (Bun's fetch writes the connection's first bytes itself).",
+        "Send a PROXY protocol header of this version (HAProxy's `send-proxy` / `send-proxy-v2`) as the first bytes of every new connection to this pool's backends, naming the client's address and the address it connected to, for backends that accept it (HAProxy `accept-proxy`, nginx `proxy_protocol`); `http://` and `tcp://` backends only (the header would have to precede a TLS handshake). HTTP health checks of the pool send a `LOCAL` header. TCP listeners, and HTTP on the socket engine, where an upstream connection then carries one client's requests only (it is reused only for requests from the same client address). Not with `engine: \"fetch\"` (Bun's fetch writes the connection's first bytes itself).",
       ),
       doc({ defaultText: "none" }),
     ),

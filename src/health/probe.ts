@@ -191,13 +191,13 @@ export class ProxiedHttpProbe implements Probe {
   private readonly matches: (status: number) => boolean;
 
   constructor(
-    private readonly backend: Backend,
+    backend: Backend,
     private readonly check: ResolvedCheck,
     version: "v1" | "v2",
   ) {
     const u = backend.url;
     this.hostname = u.hostname.replace(/^\[|\]$/g, "");
-    this.port = check.port ?? (Number(u.port) || (u.protocol === "https:" ? 443 : 80));
+    this.port = check.port ?? (Number(u.port) || 80);
     const fields: Record<string, string> = {};
     for (const [k, v] of Object.entries(check.headers)) fields[k.toLowerCase()] = v;
     fields.host = check.host ?? (check.port !== undefined ? `${u.hostname}:${check.port}` : u.host);
@@ -254,11 +254,10 @@ export class ProxiedHttpProbe implements Probe {
         const n = s.write(unsent);
         if (n > 0) unsent = unsent.subarray(n);
       };
-      const tls = this.backend.tls;
+      // Plain TCP: a pool with proxyProtocol has no https:// backends (refused at load).
       Bun.connect({
         hostname: this.hostname,
         port: this.port,
-        ...(tls !== undefined ? { tls: { ...tls, serverName: tls.serverName ?? this.hostname } } : {}),
         socket: {
           open: (s) => write(s),
           drain: (s) => {

@@ -425,6 +425,12 @@ describe("config", () => {
     ).not.toThrow();
   });
 
+  test("not to https:// backends: the header goes before the TLS handshake", () => {
+    expect(() => validateConfig({ pools: { api: { proxyProtocol: "v2", backends: [{ url: "http://127.0.0.1:9000" }, { url: "https://127.0.0.1:9443" }] } } })).toThrow(
+      /pools\.api\.backends\[1\]: an https:\/\/ backend in a pool with proxyProtocol; expected http:\/\/ backends/,
+    );
+  });
+
   test("a mirror pool cannot send a PROXY header (mirror copies go through fetch)", () => {
     expect(() =>
       validateConfig({
