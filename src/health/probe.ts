@@ -25,8 +25,18 @@ export interface Probe {
 
 export function createProbe(backend: Backend, check: ResolvedCheck): Probe {
   if (check.type === "tcp") return new TcpProbe(backend, check);
-  const version = backend.upstream?.proxyProtocol;
-  return version !== undefined ? new ProxiedHttpProbe(backend, check, version) : new HttpProbe(backend, check);
+  // Asked at each run: a reload may turn the pool's proxyProtocol on or off without changing
+  // the check (the backend's spec changes, the watch stays).
+  const plain = new HttpProbe(backend, check);
+  let proxied: { version: "v1" | "v2"; probe: ProxiedHttpProbe } | undefined;
+  return {
+    run(signal) {
+      const version = backend.upstream?.proxyProtocol;
+      if (version === undefined) return plain.run(signal);
+      if (proxied?.version !== version) proxied = { version, probe: new ProxiedHttpProbe(backend, check, version) };
+      return proxied.probe.run(signal);
+    },
+  };
 }
 
 /** "2xx" / "200" / "200-399" entries compiled into one predicate, once. */

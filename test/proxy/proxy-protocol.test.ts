@@ -22,6 +22,7 @@ import { validateConfig } from "../../src/config/load.ts";
 import { encodeProxyHeader } from "../../src/net/proxy-protocol.ts";
 import { startBalancer } from "../../src/balancer.ts";
 import { memoryLogger } from "../../src/log/logger.ts";
+import { rawClient } from "../helpers/raw.ts";
 
 const programs = requirePrograms("the PROXY protocol tests with HAProxy", { haproxy: "haproxy" });
 const cleanups: (() => unknown)[] = [];
@@ -368,6 +369,49 @@ describe("sending: HAProxy accept-proxy as a backend behind a pool with proxyPro
     const r = await talk(rig.balancer.port, [GET("/l4")], { from: "127.0.0.2", until: answered });
     expect(r.text).toStartWith("HTTP/1.1 200");
     expect(header("x-src", backend.requests.find((q) => q.url === "/l4"))).toBe("127.0.0.2");
+  });
+});
+
+describe("a reload turns sending on and off (socket engine)", () => {
+  test("kept-alive connections made without the header are not used for it, and those with it are closed when it is off", async () => {
+    const got: string[] = [];
+    const rec = Bun.listen<{ i: number }>({
+      hostname: "127.0.0.1", port: 0,
+      socket: {
+        open(s) { s.data = { i: got.push("") - 1 }; },
+        data(s, d) {
+          got[s.data.i] += Buffer.from(d).toString("latin1");
+          if (got[s.data.i]!.endsWith("\r\n\r\n")) s.write("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+        },
+      },
+    });
+    cleanups.push(() => rec.stop(true));
+    const config = (proxyProtocol?: string) =>
+      validateConfig({
+        engine: "socket", listen: { host: "127.0.0.1", port: 0 }, admin: false, healthCheck: false, log: { access: false },
+        pools: { p: { ...(proxyProtocol !== undefined ? { proxyProtocol } : {}), backends: [{ name: "rec", url: `http://127.0.0.1:${rec.port}` }] } },
+      });
+    const balancer = await startBalancer(config(), { env: {}, logger: memoryLogger() });
+    cleanups.push(() => balancer.stop(false));
+    const c = await rawClient(balancer.port);
+    cleanups.push(() => c.terminate());
+    const ask = async (n: number) => {
+      c.send(GET(`/r${n}`));
+      await c.waitFor((t) => (t.match(/\r\n\r\nok/g) ?? []).length === n, `answer ${n}`);
+    };
+    const connOf = (n: number) => got.findIndex((g) => g.includes(`GET /r${n} `));
+    await ask(1);
+    await balancer.apply(config("v1"));
+    await ask(2);
+    expect(connOf(2)).not.toBe(connOf(1));
+    expect(got[connOf(2)]).toStartWith("PROXY TCP4 127.0.0.1 127.0.0.1 ");
+    await ask(3);
+    expect(connOf(3)).toBe(connOf(2)); // the same client: its own connection, reused
+    await balancer.apply(config());
+    await ask(4);
+    // Off again: the connection that named a client is not reused; the plain one is.
+    expect(connOf(4)).toBe(connOf(1));
+    expect(got[connOf(1)]).toStartWith("GET /r1 ");
   });
 });
 
