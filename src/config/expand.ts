@@ -126,6 +126,7 @@ export function shapeProblems(raw: Raw): string[] {
     }
     if (l.mode === "tcp" && l.httpRedirect !== undefined) problems.push(`${at}.httpRedirect: set in TCP mode; expected it only on HTTP listeners (it answers HTTP requests)`);
   });
+  problems.push(...proxyProtocolProblems(raw, listeners));
   const http = listeners.some((l) => l.mode !== "tcp");
   if (raw.routes === undefined && http && pools.size > 1) {
     problems.push(`routes: missing; with ${pools.size} pools (${[...pools].join(", ")}), routes say which requests go to which`);
@@ -136,6 +137,59 @@ export function shapeProblems(raw: Raw): string[] {
     if (isSniRoute(r)) return;
     for (const p of routePools(r)) if (tcpPools.has(p)) problems.push(`routes[${i}]: sends HTTP requests to pool ${show(p)}, which a TCP listener uses; expected a pool of one kind`);
   });
+  return problems;
+}
+
+/**
+ * PROXY protocol (src/net/proxy-protocol.ts) where it cannot work: the fetch engine's Bun.serve
+ * hands over parsed requests, never a connection's first bytes, and Bun's fetch opens upstream
+ * connections whose first bytes it writes itself; a listener that accepts the header from no
+ * trusted peer would close every connection.
+ */
+function proxyProtocolProblems(raw: Raw, listeners: Raw[]): string[] {
+  const problems: string[] = [];
+  const fetchEngine = raw.engine === "fetch";
+  listeners.forEach((l, i) => {
+    if (l.proxyProtocol !== true) return;
+    const at = `${listenerPath(raw, i)}.proxyProtocol`;
+    if (fetchEngine && l.mode !== "tcp") {
+      problems.push(`${at}: true on an HTTP listener with engine "fetch"; expected engine "socket" (Bun.serve gives no access to the bytes before the HTTP request, where the PROXY header is)`);
+    }
+    // The header comes before the TLS handshake, and a TLS listener (Bun.listen's tls) hands
+    // every byte it receives to the handshake.
+    if (l.tls !== undefined) {
+      problems.push(`${at}: true on a listener with tls; expected one of them (the PROXY header comes before the TLS handshake, and Bun's TLS listener reads every byte as TLS): terminate TLS in front, or pass it through a TCP listener without tls`);
+    }
+    if (!Array.isArray(raw.trustedProxies) || raw.trustedProxies.length === 0) {
+      problems.push(`${at}: true, but trustedProxies is empty; expected trustedProxies to name the proxies that send the header (a connection from any other peer is closed)`);
+    }
+  });
+  // The header goes on the connection before the TLS handshake (HAProxy: send-proxy with ssl),
+  // and Bun's TLS client starts its handshake as it connects: no bytes can go before it.
+  for (const [, pool, at] of rawPools(raw)) {
+    if (pool.proxyProtocol === undefined || !Array.isArray(pool.backends)) continue;
+    pool.backends.forEach((b, j) => {
+      if (!isObject(b)) return;
+      const https = (typeof b.url === "string" && /^https:\/\//i.test(b.url)) || b.scheme === "https";
+      if (https) problems.push(`${at}.backends[${j}]: an https:// backend in a pool with proxyProtocol; expected http:// backends (the PROXY header goes before the TLS handshake, which Bun's TLS client starts as it connects)`);
+    });
+  }
+  // Mirror copies go out through Bun's fetch on either engine (forward/mirror.ts).
+  const withHeader = new Map(rawPools(raw).filter(([, p]) => p.proxyProtocol !== undefined).map(([n, , at]) => [n, at]));
+  routesOfRaw(raw).forEach((r, i) => {
+    const mirror = isObject(r.mirror) ? r.mirror.pool : undefined;
+    if (typeof mirror === "string" && withHeader.has(mirror)) {
+      problems.push(`routes[${i}].mirror.pool: ${show(mirror)} sends a PROXY header (${withHeader.get(mirror)}.proxyProtocol); expected a pool without one (mirror copies go through Bun's fetch, which writes a connection's first bytes itself)`);
+    }
+  });
+  if (fetchEngine) {
+    const httpUsed = new Set(routesOfRaw(raw).filter((r) => !isSniRoute(r)).flatMap(routePools));
+    const single = raw.routes === undefined && listeners.some((l) => l.mode !== "tcp");
+    for (const [name, pool, at] of rawPools(raw)) {
+      if (pool.proxyProtocol === undefined || !(httpUsed.has(name) || single)) continue;
+      problems.push(`${at}.proxyProtocol: ${show(pool.proxyProtocol)} on a pool HTTP routes use with engine "fetch"; expected engine "socket" (Bun's fetch opens its upstream connections and writes their first bytes itself, so no PROXY header can go before them)`);
+    }
+  }
   return problems;
 }
 
@@ -167,7 +221,12 @@ export function expandConfig(parsed: Parsed, raw: Raw): Config {
     const own = name === DEFAULT_NAME && raw.backends !== undefined ? { backends: parsed.backends!, tls: undefined } : parsed.pools![name]!;
     // The pool's tls is the default of its https:// backends that give none of their own.
     const backends = own.tls === undefined ? own.backends : own.backends.map((b) => (b.tls === undefined && /^https:\/\//i.test(b.url ?? "") ? { ...b, tls: own.tls } : b));
-    pools[name] = { ...resolvePool(name, modes.get(name) ?? "http", backends, raw, rawPool), ...(own.tls !== undefined ? { tls: own.tls } : {}) };
+    const proxyProtocol = "proxyProtocol" in own ? own.proxyProtocol : undefined;
+    pools[name] = {
+      ...resolvePool(name, modes.get(name) ?? "http", backends, raw, rawPool),
+      ...(own.tls !== undefined ? { tls: own.tls } : {}),
+      ...(proxyProtocol !== undefined ? { proxyProtocol } : {}),
+    };
   }
   const listeners: ListenerConfig[] =
     parsed.listeners ??
@@ -176,6 +235,7 @@ export function expandConfig(parsed: Parsed, raw: Raw): Config {
       host: parsed.listen.host,
       port: parsed.listen.port,
       mode: parsed.mode,
+      proxyProtocol: false,
       ...(parsed.listen.tls !== undefined ? { tls: parsed.listen.tls } : {}),
       ...(parsed.listen.httpRedirect !== undefined ? { httpRedirect: parsed.listen.httpRedirect } : {}),
       ...(parsed.mode === "tcp" && parsed.routes === undefined ? { pool: Object.keys(pools)[0]! } : {}),

@@ -541,7 +541,7 @@ const BaseSchema = v.strictObject({
     {},
   ),
   trustedProxies: v.optional(
-    v.pipe(v.array(cidr, "expected a list of CIDRs"), v.description("Peers whose `X-Forwarded-*` and `X-Real-IP` fields are kept (`X-Forwarded-For` appended to). From any other peer they are replaced, and `Forwarded` is removed.")),
+    v.pipe(v.array(cidr, "expected a list of CIDRs"), v.description("Peers whose `X-Forwarded-*` and `X-Real-IP` fields are kept (`X-Forwarded-For` appended to). From any other peer they are replaced, and `Forwarded` is removed. Also the only peers a listener with `proxyProtocol: true` takes a PROXY header from.")),
     [],
   ),
   responseHeaders: v.optional(
@@ -702,6 +702,15 @@ const PoolSchema = v.strictObject({
       v.description("This pool's `upstreamKeepalive`, as the top-level `limits.upstreamKeepalive`, which applies where it is not given."),
     ),
   ),
+  proxyProtocol: v.optional(
+    v.pipe(
+      v.picklist(["v1", "v2"], 'expected "v1" or "v2"'),
+      v.description(
+        "Send a PROXY protocol header of this version (HAProxy's `send-proxy` / `send-proxy-v2`) as the first bytes of every new connection to this pool's backends, naming the client's address and the address it connected to, for backends that accept it (HAProxy `accept-proxy`, nginx `proxy_protocol`); `http://` and `tcp://` backends only (the header would have to precede a TLS handshake). HTTP health checks of the pool send a `LOCAL` header. TCP listeners, and HTTP on the socket engine, where an upstream connection then carries one client's requests only (it is reused only for requests from the same client address). Not with `engine: \"fetch\"` (Bun's fetch writes the connection's first bytes itself).",
+      ),
+      doc({ defaultText: "none" }),
+    ),
+  ),
   tls: v.optional(
     v.pipe(
       BackendTls,
@@ -738,6 +747,15 @@ const ListenerSchema = v.strictObject({
     ),
   ),
   pool: v.optional(v.pipe(entityName("a pool name"), v.description("TCP: the pool every connection goes to (or the one for a client whose server name no SNI route takes)."))),
+  proxyProtocol: v.optional(
+    v.pipe(
+      v.boolean("expected true or false"),
+      v.description(
+        "Every connection starts with a PROXY protocol header (v1 or v2, HAProxy's `accept-proxy`), as an L4 balancer in front (HAProxy `send-proxy`, AWS NLB, ...) sends it; from then on the client's address is the one the header names: in logs, `X-Forwarded-For`, `hash.key: ip` and route matches on `clientIp`. Accepted only from peers in `trustedProxies` (a connection from any other peer is closed at once, before a byte is read), and it must arrive whole within `timeouts.header` and 4 KiB (v1: 107 bytes), else the connection is closed. A v2 `LOCAL` header (the proxy's own health check) keeps the peer's address. Socket engine and TCP listeners only: Bun.serve (`engine: \"fetch\"`) gives no access to a connection's bytes before HTTP. Not with `tls` (the header comes before the handshake); a TCP listener that passes TLS through by SNI takes it.",
+      ),
+    ),
+    false,
+  ),
 });
 
 export const ConfigSchema = v.strictObject({
@@ -745,7 +763,7 @@ export const ConfigSchema = v.strictObject({
   pools: v.optional(
     v.pipe(
       v.record(entityName("a pool name"), PoolSchema, "expected an object of pool names and pools"),
-      v.description("Named groups of backends, each with its own policy, health checks, retries and time limits; the top-level values of those options are every pool's defaults. Routes and TCP listeners name the pool they send to. The single-pool form (top-level `backends`) is the pool `default`."),
+      v.description("Named groups of backends, each with its own policy, health checks, retries and time limits; the top-level values of those options are every pool's defaults. Routes and TCP listeners name the pool they send to. The single-pool form (top-level `backends`) is the pool `default`. A pool's `proxyProtocol: \"v1\" | \"v2\"` (default none) sends a PROXY protocol header to its backends first on every new connection (HAProxy's `send-proxy` / `send-proxy-v2`), naming the client: TCP listeners, and HTTP on the socket engine (an upstream connection then serves one client only; refused with `engine: \"fetch\"`)."),
       doc({ type: "object of pool names and pools", defaultText: "`{ default: ... }` from the top-level `backends`" }),
     ),
   ),
@@ -791,6 +809,8 @@ export interface PoolConfig {
   limits: Pick<Parsed["limits"], "upstreamKeepalive">;
   /** The pool's default backend TLS (already given to each https:// backend without its own). */
   tls?: BackendConfig["tls"];
+  /** The PROXY protocol header sent first on every new backend connection; none when absent. */
+  proxyProtocol?: "v1" | "v2";
 }
 
 export type ListenerConfig = v.InferOutput<typeof ListenerSchema>;

@@ -6,6 +6,7 @@ import type { Backend } from "../pool/backend.ts";
 import type { ResolvedCheck } from "./check.ts";
 import { formatDuration } from "../config/units.ts";
 import { describeNetworkError, errorCode, isLocalCode, refinedConnectError } from "../net/network-error.ts";
+import { encodeProxyHeader } from "../net/proxy-protocol.ts";
 
 export interface ProbeResult {
   ok: boolean;
@@ -23,7 +24,19 @@ export interface Probe {
 }
 
 export function createProbe(backend: Backend, check: ResolvedCheck): Probe {
-  return check.type === "tcp" ? new TcpProbe(backend, check) : new HttpProbe(backend, check);
+  if (check.type === "tcp") return new TcpProbe(backend, check);
+  // Asked at each run: a reload may turn the pool's proxyProtocol on or off without changing
+  // the check (the backend's spec changes, the watch stays).
+  const plain = new HttpProbe(backend, check);
+  let proxied: { version: "v1" | "v2"; probe: ProxiedHttpProbe } | undefined;
+  return {
+    run(signal) {
+      const version = backend.upstream?.proxyProtocol;
+      if (version === undefined) return plain.run(signal);
+      if (proxied?.version !== version) proxied = { version, probe: new ProxiedHttpProbe(backend, check, version) };
+      return proxied.probe.run(signal);
+    },
+  };
 }
 
 /** "2xx" / "200" / "200-399" entries compiled into one predicate, once. */
@@ -166,6 +179,113 @@ export class TcpProbe implements Probe {
         (socket) => {
           // Connected only after the timeout fired: nobody waits for this socket any more.
           if (settled && signal.aborted) socket.terminate();
+        },
+        (e) => settle(failure(e, 0, signal)),
+      );
+    });
+  }
+}
+
+/**
+ * An HTTP check of a backend whose pool sends PROXY headers (pools.*.proxyProtocol): such a
+ * backend (HAProxy `accept-proxy`, nginx `proxy_protocol`) wants the header first on every
+ * connection, so the check cannot go through fetch. It sends a v2 LOCAL (v1 UNKNOWN) header,
+ * which says the connection is the proxy's own and names no client (doc/proxy-protocol.txt
+ * §2.2; HAProxy sends its checks to `send-proxy` servers with a header too), then one request
+ * with Connection: close, and reads the status line, and the body for `expectBody`.
+ */
+export class ProxiedHttpProbe implements Probe {
+  private readonly hostname: string;
+  private readonly port: number;
+  private readonly request: Uint8Array;
+  private readonly matches: (status: number) => boolean;
+
+  constructor(
+    backend: Backend,
+    private readonly check: ResolvedCheck,
+    version: "v1" | "v2",
+  ) {
+    const u = backend.url;
+    this.hostname = u.hostname.replace(/^\[|\]$/g, "");
+    this.port = check.port ?? (Number(u.port) || 80);
+    const fields: Record<string, string> = {};
+    for (const [k, v] of Object.entries(check.headers)) fields[k.toLowerCase()] = v;
+    fields.host = check.host ?? (check.port !== undefined ? `${u.hostname}:${check.port}` : u.host);
+    fields["user-agent"] = "switchyard-health-check";
+    fields.connection = "close";
+    const head = `${check.method} ${check.path} HTTP/1.1\r\n${Object.entries(fields).map(([k, v]) => `${k}: ${v}\r\n`).join("")}\r\n`;
+    // A non-IP source gives the LOCAL / UNKNOWN form: "the proxy's own connection".
+    const header = encodeProxyHeader(version === "v1" ? 1 : 2, { address: "", port: 0 }, { address: "", port: 0 });
+    this.request = Buffer.concat([header, Buffer.from(head, "latin1")]);
+    this.matches = statusMatcher(check.expectStatus);
+  }
+
+  run(signal: AbortSignal): Promise<ProbeResult> {
+    const { check } = this;
+    const timedOut: ProbeResult = { ok: false, detail: `timeout after ${formatDuration(check.timeout)}` };
+    if (signal.aborted) return Promise.resolve(timedOut);
+    return new Promise((resolve) => {
+      let settled = false;
+      let socket: { terminate(): void } | undefined;
+      let text = "";
+      let unsent = this.request;
+      const settle = (r: ProbeResult) => {
+        if (settled) return;
+        settled = true;
+        signal.removeEventListener("abort", onAbort);
+        socket?.terminate();
+        resolve(r);
+      };
+      const onAbort = () => settle(timedOut);
+      signal.addEventListener("abort", onAbort, { once: true });
+      // What has come so far decides, or not yet; `final`: nothing more will come.
+      const evaluate = (final: boolean): void => {
+        const headEnd = text.indexOf("\r\n\r\n");
+        if (headEnd === -1) {
+          if (final) settle({ ok: false, detail: "connection closed before a response head" });
+          return;
+        }
+        const m = /^HTTP\/1\.[01] (\d{3})/.exec(text);
+        if (m === null) return settle({ ok: false, detail: "not an HTTP/1.1 response" });
+        const status = Number(m[1]);
+        if (status < 200) {
+          // An interim response (100, 103): the final one follows.
+          text = text.slice(headEnd + 4);
+          return evaluate(final);
+        }
+        if (!this.matches(status)) return settle({ ok: false, detail: `status ${status}` });
+        const expectBody = check.expectBody;
+        if (expectBody === undefined) return settle({ ok: true, detail: `status ${status}` });
+        const body = text.slice(headEnd + 4);
+        if (body.includes(expectBody)) return settle({ ok: true, detail: `status ${status}` });
+        if (final || body.length >= EXPECT_BODY_LIMIT) settle({ ok: false, detail: `status ${status}, body lacks "${expectBody}"` });
+      };
+      const write = (s: { write(b: Uint8Array): number }) => {
+        const n = s.write(unsent);
+        if (n > 0) unsent = unsent.subarray(n);
+      };
+      // Plain TCP: a pool with proxyProtocol has no https:// backends (refused at load).
+      Bun.connect({
+        hostname: this.hostname,
+        port: this.port,
+        socket: {
+          open: (s) => write(s),
+          drain: (s) => {
+            if (unsent.length > 0) write(s);
+          },
+          data: (_s, d) => {
+            text += Buffer.from(d).toString("latin1");
+            // Bounded: a head and EXPECT_BODY_LIMIT of body decide; more is not read.
+            evaluate(text.length > 2 * EXPECT_BODY_LIMIT);
+          },
+          close: () => evaluate(true),
+          error: (_s, e) => settle(failure(e, 0, signal)),
+          connectError: (_s, e) => settle(failure(e, 0, signal)),
+        },
+      }).then(
+        (s) => {
+          socket = s;
+          if (settled) s.terminate();
         },
         (e) => settle(failure(e, 0, signal)),
       );

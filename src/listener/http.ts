@@ -15,6 +15,7 @@ import { createFetchHandler, startFetchClient } from "../engine/fetch/engine.ts"
 import { bridgeHandlers } from "../engine/fetch/websocket.ts";
 import { startSocketEngine, type SocketEngine, type SocketEngineSettings } from "../engine/socket/engine.ts";
 import { cidrMatcher } from "../net/cidr.ts";
+import { proxyAccept } from "../net/proxy-protocol.ts";
 import { bindListener, listenError } from "../listen-error.ts";
 import { readTlsMaterial, serveTls, type TlsMaterial } from "../tls/certificates.ts";
 import { errorResponse } from "../errors.ts";
@@ -67,6 +68,7 @@ export function socketSettings(config: Config, listener: ListenerConfig, ctx: Li
     headerTimeout: timeouts.header,
     idleTimeout: timeouts.idle,
     logger: ctx.logger,
+    acceptProxy: proxyAccept(listener.proxyProtocol, cidrMatcher(config.trustedProxies), timeouts.header),
   };
 }
 

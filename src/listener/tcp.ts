@@ -9,14 +9,17 @@ import { CLIENT_HELLO_MAX_BYTES, startTcpProxy, type SniRouting, type TcpProxy, 
 import { RouteTable } from "../route/table.ts";
 import { routesServed } from "../config/expand.ts";
 import { listenError } from "../listen-error.ts";
+import { cidrMatcher } from "../net/cidr.ts";
+import { proxyAccept } from "../net/proxy-protocol.ts";
 import type { TlsMaterial } from "../tls/certificates.ts";
 import { withGrace } from "./http.ts";
 import { hostForUrl, listenerLabel, portKey, type Listener, type ListenerContext } from "./listener.ts";
 
-/** The settings of a TCP listener's relays: its pool's tries, connect timeout and hash key, the idle timeout. */
+/** The settings of a TCP listener's relays: its pool's tries, connect timeout and hash key, the idle timeout, PROXY header reading. */
 function tcpSettings(config: Config, listener: ListenerConfig): TcpSettings {
   const pool = config.pools[fallbackPool(config, listener)]!;
-  return { timeouts: { connect: pool.timeouts.connect, idle: config.timeouts.idle }, retry: pool.retry, hash: pool.hash };
+  const acceptProxy = proxyAccept(listener.proxyProtocol, cidrMatcher(config.trustedProxies), config.timeouts.header);
+  return { timeouts: { connect: pool.timeouts.connect, idle: config.timeouts.idle }, retry: pool.retry, hash: pool.hash, ...(acceptProxy !== undefined ? { acceptProxy } : {}) };
 }
 
 

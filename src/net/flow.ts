@@ -28,6 +28,12 @@ export class Flow {
   /** This flow paused its source and must resume it once drained. */
   pausedSource = false;
 
+  /** Put bytes before everything queued (a PROXY header that did not go at once). */
+  unshift(chunk: Uint8Array): void {
+    this.chunks.unshift(chunk);
+    this.queued += chunk.length;
+  }
+
   push(chunk: Uint8Array): void {
     this.chunks.push(chunk);
     this.queued += chunk.length;

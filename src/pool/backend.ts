@@ -43,7 +43,7 @@ export interface BackendOptions {
   latencyDecay?: number;
   /** https:// backends: CA, server name, verification (its CA file is read here). */
   tls?: UpstreamTlsConfig;
-  /** Its pool's backend-side limits (timeouts.connect, timeouts.upstreamIdle, limits.upstreamKeepalive). */
+  /** Its pool's backend-side settings (timeouts.connect, timeouts.upstreamIdle, limits.upstreamKeepalive, proxyProtocol). */
   upstream?: UpstreamSettings;
 }
 
@@ -53,6 +53,8 @@ export interface UpstreamSettings {
   readonly idleTimeoutMs: number;
   /** Idle connections kept for reuse (socket engine); 0: none. */
   readonly keepalive: number;
+  /** A PROXY protocol header (net/proxy-protocol.ts) first on every new connection (pools.*.proxyProtocol). */
+  readonly proxyProtocol?: "v1" | "v2";
 }
 
 /** What the config says about a backend, resolved once: rebuilt on a reload, never mutated. */

@@ -206,6 +206,9 @@ export class PoolSet {
 export function backendDefaults(c: PoolConfig): BackendDefaults {
   return {
     healthCheck: c.healthCheck, slowStart: c.slowStart, latencyDecay: c.peakEwma.decay,
-    upstream: { connectTimeoutMs: c.timeouts.connect, idleTimeoutMs: c.timeouts.upstreamIdle, keepalive: c.limits.upstreamKeepalive },
+    upstream: {
+      connectTimeoutMs: c.timeouts.connect, idleTimeoutMs: c.timeouts.upstreamIdle, keepalive: c.limits.upstreamKeepalive,
+      ...(c.proxyProtocol !== undefined ? { proxyProtocol: c.proxyProtocol } : {}),
+    },
   };
 }

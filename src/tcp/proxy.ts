@@ -26,6 +26,7 @@ import { clientHandlers, Relay, type RelayEnv, type SniRouting } from "./relay.t
 import { TcpStats } from "./stats.ts";
 import type { TlsMaterial } from "../tls/certificates.ts";
 import { addServerNames, listenTls } from "../tls/sni.ts";
+import type { ProxyAccept } from "../net/proxy-protocol.ts";
 
 export { TcpStats, type SniRefusal } from "./stats.ts";
 export type { RelayTarget, SniRouting } from "./relay.ts";
@@ -58,6 +59,8 @@ export interface TcpSettings {
   timeouts: { connect: number; idle: number };
   retry: { attempts: number };
   hash: { key: string } | undefined;
+  /** listeners[].proxyProtocol: read a PROXY header from trusted peers first (net/proxy-protocol.ts). */
+  acceptProxy?: ProxyAccept;
 }
 
 export interface TcpListenOptions {
@@ -114,6 +117,7 @@ export async function startTcpProxy(ctx: TcpContext, opts: TcpListenOptions): Pr
     // The only key a TCP connection has (load.ts refuses any other in TCP mode).
     hashByClientIp: c.hash?.key === "ip",
     ...(sni !== undefined ? { sni } : {}),
+    ...(c.acceptProxy !== undefined ? { acceptProxy: c.acceptProxy } : {}),
     onFinished,
   });
   // Each relay keeps the settings it started with; configure() swaps them for new connections.

@@ -36,6 +36,7 @@ import { describeNetworkError, errorCode, isLocalCode, refinedConnectError, type
 import { Flow } from "../net/flow.ts";
 import { ClientHelloReader } from "./client-hello.ts";
 import { countSniRefusal, type SniRefusal } from "./stats.ts";
+import { encodeProxyHeader, ProxyHeaderReader, type ProxyAccept, type ProxyEndpoint } from "../net/proxy-protocol.ts";
 
 /**
  * Client bytes kept while the backend connection is being made. Past this the client is
@@ -84,6 +85,11 @@ export interface RelayEnv extends RelayTarget {
   readonly hashByClientIp: boolean;
   /** Choose the pool by TLS server name first; without it every connection goes to `pool`. */
   readonly sni?: SniRouting;
+  /**
+   * listeners[].proxyProtocol: every connection starts with a PROXY header from a trusted peer,
+   * read before anything else (SNI included); the client is the one it names.
+   */
+  readonly acceptProxy?: ProxyAccept;
   /** Called once per relay, when both of its sockets are closed. */
   onFinished(relay: Relay): void;
 }
@@ -99,8 +105,11 @@ interface Attempt {
   abandoned: boolean;
 }
 
-/** hello: reading the ClientHello (SNI routing only); connecting: dialling backends. */
-type Phase = "hello" | "connecting" | "open" | "closed";
+/**
+ * proxy: reading the PROXY header (listeners[].proxyProtocol); hello: reading the ClientHello
+ * (SNI routing only); connecting: dialling backends.
+ */
+type Phase = "proxy" | "hello" | "connecting" | "open" | "closed";
 
 export class Relay {
   private phase: Phase = "connecting";
@@ -122,12 +131,22 @@ export class Relay {
   private backendClosed = false;
   private lastActivity = performance.now();
   private idleTimer: ReturnType<typeof setTimeout> | undefined;
+  /** The PROXY header read so far, and the time it has to arrive (acceptProxy only). */
+  private proxyReader: ProxyHeaderReader | undefined;
+  private proxyTimer: ReturnType<typeof setTimeout> | undefined;
+  /** What a PROXY header named (acceptProxy): the client, and the address it connected to. */
+  private named: { readonly source: ProxyEndpoint; readonly destination: ProxyEndpoint } | undefined;
 
   constructor(
     private readonly env: RelayEnv,
     private readonly client: Socket<Relay>,
   ) {
     this.target = env;
+  }
+
+  /** The client's address: the one its PROXY header named, else the peer's. */
+  private get clientAddress(): string {
+    return this.named?.source.address ?? this.client.remoteAddress;
   }
 
   /**
@@ -137,6 +156,20 @@ export class Relay {
   start(): void {
     this.client.setNoDelay(true);
     this.armIdle();
+    const accept = this.env.acceptProxy;
+    if (accept === undefined) return this.begin();
+    // HAProxy's accept-proxy on a listener that requires it: a peer not trusted to speak for a
+    // client is closed before anything it sends is read.
+    if (!accept.trusted(this.client.remoteAddress)) return this.refuseProxy("the peer is not in trustedProxies");
+    this.phase = "proxy";
+    this.proxyReader = new ProxyHeaderReader();
+    this.proxyTimer = setTimeout(() => {
+      if (this.phase === "proxy") this.refuseProxy(`no complete PROXY header within ${formatDuration(accept.timeoutMs)}`);
+    }, accept.timeoutMs);
+  }
+
+  /** The client is known (after its PROXY header, if any): read its ClientHello or dial. */
+  private begin(): void {
     const sni = this.env.sni;
     if (sni === undefined) {
       this.dial();
@@ -149,6 +182,32 @@ export class Relay {
         if (this.phase === "hello") this.refuse("timeout", `no complete ClientHello within ${formatDuration(sni.timeoutMs)}`);
       }, sni.timeoutMs);
     }
+  }
+
+  // ---- PROXY header -----------------------------------------------------------------------
+
+  private readProxy(chunk: Uint8Array): void {
+    const reader = this.proxyReader!;
+    const r = reader.push(chunk);
+    if (r.state === "need-more") return;
+    if (r.state === "invalid") return this.refuseProxy(r.reason);
+    if (r.state === "done") this.named = { source: r.source, destination: r.destination };
+    clearTimeout(this.proxyTimer);
+    this.proxyTimer = undefined;
+    this.proxyReader = undefined;
+    const rest = reader.rest();
+    this.phase = "connecting";
+    this.begin();
+    // What came after the header is the client's own first bytes.
+    if (rest.length > 0) this.clientData(rest.slice());
+  }
+
+  /** Close a client the PROXY step turned away; the first is logged, all are counted (tcp stats proxyRefused). */
+  private refuseProxy(detail: string): void {
+    if (++this.env.stats.proxyRefused === 1) {
+      this.env.logger.info(`tcp listener: closed a client from ${this.client.remoteAddress} before dialling (PROXY protocol: ${detail}); further ones are only counted (tcp stats proxyRefused)`);
+    }
+    this.closeBoth();
   }
 
   // ---- SNI routing ----------------------------------------------------------------------
@@ -188,7 +247,7 @@ export class Relay {
    */
   private refuse(reason: SniRefusal, detail: string): void {
     if (countSniRefusal(this.env.stats, reason) === 1) {
-      this.env.logger.info(`tcp listener: closed a client from ${this.client.remoteAddress} before dialling (${reason}: ${detail}); further ones are only counted (tcp stats sni*)`);
+      this.env.logger.info(`tcp listener: closed a client from ${this.clientAddress} before dialling (${reason}: ${detail}); further ones are only counted (tcp stats sni*)`);
     }
     this.closeBoth();
   }
@@ -198,7 +257,7 @@ export class Relay {
   private dial(): void {
     const { stats, maxTries } = this.env;
     const { pool } = this.target;
-    const key = this.env.hashByClientIp ? this.client.remoteAddress : undefined;
+    const key = this.env.hashByClientIp ? this.clientAddress : undefined;
     const backend = this.tried.size < maxTries ? pool.pick(this.tried, key) : undefined;
     // pick() falls back to an excluded backend when nothing else is left: a TCP dial is not
     // repeated on a backend that has just failed.
@@ -288,8 +347,25 @@ export class Relay {
     a.backend.stats.countConnected(performance.now() - a.startedAt);
     this.target.passive.succeeded(a.backend, 0);
     this.touch();
+    const version = a.backend.upstream?.proxyProtocol;
+    if (version !== undefined) this.sendProxyHeader(socket, version === "v1" ? 1 : 2);
     // What the client sent while we dialled; then its FIN, if it came.
     this.flushUp();
+  }
+
+  /**
+   * pools.*.proxyProtocol: the header goes before any client byte, naming the client and the
+   * address it connected to (as its own PROXY header said, when it came with one). It is not
+   * counted as client bytes.
+   */
+  private sendProxyHeader(socket: Socket<Attempt>, version: 1 | 2): void {
+    const named = this.named;
+    const source = named?.source ?? { address: this.client.remoteAddress, port: this.client.remotePort };
+    const destination = named?.destination ?? { address: this.client.localAddress, port: this.client.localPort };
+    const header = encodeProxyHeader(version, source, destination);
+    const n = socket.write(header);
+    // A fresh socket takes a few dozen bytes at once; should it not, the rest goes first from drain.
+    if (n >= 0 && n < header.length) this.up.unshift(header.subarray(n));
   }
 
   // ---- client side ----------------------------------------------------------------------
@@ -299,6 +375,7 @@ export class Relay {
     this.touch();
     const flow = this.up;
     if (flow.dead || this.phase === "closed") return;
+    if (this.phase === "proxy") return this.readProxy(chunk);
     if (this.backendSocket === undefined) {
       flow.push(chunk);
       if (this.phase === "hello") this.readHello(chunk);
@@ -311,6 +388,11 @@ export class Relay {
   /** @internal client handlers: the client sent its FIN. */
   clientEnded(): void {
     this.up.ended = true;
+    if (this.phase === "proxy") {
+      // A peer that sent nothing at all (a port check) is just closed; one that stopped halfway is counted.
+      if (this.proxyReader!.held === 0) return this.closeBoth();
+      return this.refuseProxy("the client ended its side before a complete PROXY header");
+    }
     if (this.phase === "hello") {
       // No more is coming, so the ClientHello never will: a client that sent nothing at all
       // (a port check) is just closed; one that stopped halfway is counted.
@@ -328,7 +410,7 @@ export class Relay {
     if (error !== undefined && this.phase !== "closed") this.env.stats.resets++;
     this.up.ended = true;
     this.down.kill();
-    if (this.phase === "connecting" || this.phase === "hello") {
+    if (this.phase === "connecting" || this.phase === "hello" || this.phase === "proxy") {
       if (this.attempt) this.abandon(this.attempt);
       this.finish();
       return;
@@ -475,7 +557,9 @@ export class Relay {
     this.phase = "closed";
     clearTimeout(this.idleTimer);
     if (this.helloTimer !== undefined) clearTimeout(this.helloTimer);
+    if (this.proxyTimer !== undefined) clearTimeout(this.proxyTimer);
     this.hello = undefined;
+    this.proxyReader = undefined;
     // The backend's close handler releases the lease; this covers a close that never fired.
     if (this.backendSocket) this.backendSocket.data.lease.release();
     this.env.onFinished(this);

@@ -44,6 +44,8 @@ export class TcpStats {
   sniNotTls = 0;
   /** SNI routing: clients whose server name (or lack of one) no route takes. */
   sniNoRoute = 0;
+  /** listeners[].proxyProtocol: clients closed for an untrusted peer, or no valid PROXY header in time. */
+  proxyRefused = 0;
   bytesIn = 0;
   bytesOut = 0;
 }

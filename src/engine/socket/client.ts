@@ -29,6 +29,7 @@ import { RequestBody, chunkHead, CRLF, LAST_CHUNK } from "./request-body.ts";
 import type { InterimSink, ResponseSink, SocketResponse } from "./upstream.ts";
 import { isWebSocketUpgrade, WEBSOCKET } from "../../http/upgrade.ts";
 import { Tunnel } from "./tunnel.ts";
+import { plainAddress, ProxyHeaderReader, type ProxyAccept, type ProxyEndpoint } from "../../net/proxy-protocol.ts";
 
 export interface ClientLimits {
   maxHeaderSize: number;
@@ -53,6 +54,21 @@ export interface ClientEnv {
   readonly proto: "http" | "https";
   /** Called when a connection closes (graceful stop waits for the last). */
   onClosed(c: ClientConnection): void;
+  /** listeners[].proxyProtocol: each connection starts with a PROXY header from a trusted peer. */
+  acceptProxy: ProxyAccept | undefined;
+  /** Connections closed for an untrusted peer or no valid PROXY header in time (the first is logged). */
+  proxyRefused: number;
+}
+
+/**
+ * The client of a connection as a PROXY header for a backend names it (pools.*.proxyProtocol),
+ * made once per client connection when first asked. `key`: upstream connections that carried
+ * this header are reused only for the same key (upstream.ts).
+ */
+export interface ProxiedClient {
+  readonly key: string;
+  readonly source: ProxyEndpoint;
+  readonly destination: ProxyEndpoint;
 }
 
 /** What the sweeper checks a connection for. */
@@ -331,7 +347,13 @@ export const clientWire: DownstreamWire<Exchange, void> = {
 
 export class ClientConnection implements ParserHost {
   readonly outbox: Outbox;
-  readonly clientIp: string;
+  /** The peer's address, or, after a PROXY header (acceptProxy), the client's it names. */
+  clientIp: string;
+  /** The PROXY header being read: nothing else is read until it is whole (acceptProxy only). */
+  private proxyReader: ProxyHeaderReader | undefined;
+  /** What a PROXY header named: the client's port and the address it connected to. */
+  private named: { source: ProxyEndpoint; destination: ProxyEndpoint } | undefined;
+  private proxiedClient: ProxiedClient | undefined;
   private readonly parser: LlhttpParser;
   /** queue[0] is being answered; the last may still be parsing. */
   private readonly queue: Exchange[] = [];
@@ -362,7 +384,50 @@ export class ClientConnection implements ParserHost {
     const ip = socket.remoteAddress;
     this.clientIp = ip.startsWith("::ffff:") && ip.includes(".") ? ip.slice(7) : ip;
     this.parser = createParser(HTTPParser.REQUEST, env.limits.maxHeaderSize, this);
-    this.expect(Wait.Head, env.headerTimeout);
+    if (env.acceptProxy !== undefined) {
+      // The head deadline runs for the PROXY header first (timedOut closes rather than answer 408).
+      this.proxyReader = new ProxyHeaderReader();
+      this.expect(Wait.Head, env.acceptProxy.timeoutMs);
+    } else {
+      this.expect(Wait.Head, env.headerTimeout);
+    }
+  }
+
+  /** This connection's client for a PROXY header to a backend (pools.*.proxyProtocol). */
+  proxied(): ProxiedClient {
+    if (this.proxiedClient !== undefined) return this.proxiedClient;
+    const n = this.named;
+    const source = n?.source ?? { address: this.clientIp, port: this.socket.remotePort };
+    const destination = n?.destination ?? { address: this.socket.localAddress, port: this.socket.localPort };
+    return (this.proxiedClient = { key: `${source.address} ${source.port} ${destination.address} ${destination.port}`, source, destination });
+  }
+
+  /**
+   * Bytes while the PROXY header is being read: what follows it, once it is whole (maybe
+   * empty); undefined while more is needed or when the connection was closed for a bad one.
+   */
+  private readProxy(chunk: Uint8Array): Uint8Array | undefined {
+    const reader = this.proxyReader!;
+    const r = reader.push(chunk);
+    if (r.state === "need-more") return undefined;
+    if (r.state === "invalid") {
+      this.refuseProxy(r.reason);
+      return undefined;
+    }
+    if (r.state === "done") {
+      this.clientIp = plainAddress(r.source.address);
+      this.named = { source: r.source, destination: r.destination };
+    }
+    this.proxyReader = undefined;
+    this.expect(Wait.Head, this.env.headerTimeout);
+    return reader.rest().slice();
+  }
+
+  private refuseProxy(detail: string): void {
+    if (++this.env.proxyRefused === 1) {
+      this.env.logger.info(`socket engine: closed a client from ${this.socket.remoteAddress} (PROXY protocol: ${detail}); further ones are not logged`);
+    }
+    this.destroy();
   }
 
   private expect(wait: Wait, ms: number): void {
@@ -385,6 +450,12 @@ export class ClientConnection implements ParserHost {
   }
 
   onData(chunk: Uint8Array): void {
+    if (this.proxyReader !== undefined) {
+      if (this.closed) return;
+      const rest = this.readProxy(chunk);
+      if (rest === undefined || rest.length === 0) return;
+      chunk = rest;
+    }
     if (this.tunnel !== undefined) return this.tunnel.clientData(chunk);
     if (this.upgrading !== undefined) return this.holdEarly(chunk);
     if (this.broken || this.closed) return;
@@ -730,6 +801,8 @@ export class ClientConnection implements ParserHost {
   timedOut(now: number): void {
     if (this.writeDeadline !== 0 && now >= this.writeDeadline) return this.destroy();
     if (this.deadline === 0 || now < this.deadline) return;
+    // No whole PROXY header in time: closed, not answered (nothing HTTP has begun).
+    if (this.proxyReader !== undefined) return this.refuseProxy("no complete PROXY header in time");
     const wait = this.wait;
     this.expect(Wait.None, 0);
     switch (wait) {

@@ -14,6 +14,7 @@ import { upstreamWire } from "./upstream-wire.ts";
 import { errorAnswer } from "../../errors.ts";
 import type { TlsMaterial } from "../../tls/certificates.ts";
 import { addServerNames, listenTls } from "../../tls/sni.ts";
+import type { ProxyAccept } from "../../net/proxy-protocol.ts";
 
 /** What a reload may change while the engine runs (everything but its address). */
 export interface SocketEngineSettings extends ForwardOptions {
@@ -22,6 +23,8 @@ export interface SocketEngineSettings extends ForwardOptions {
   headerTimeout: number;
   idleTimeout: number;
   logger: Logger;
+  /** listeners[].proxyProtocol: read a PROXY header from trusted peers first (net/proxy-protocol.ts). */
+  acceptProxy?: ProxyAccept;
 }
 
 export interface SocketEngineOptions extends SocketEngineSettings {
@@ -105,6 +108,8 @@ export function startSocketEngine(opts: SocketEngineOptions): SocketEngine {
     onClosed: () => {
       if (connections.size === 0) onIdle?.();
     },
+    acceptProxy: opts.acceptProxy,
+    proxyRefused: 0,
   };
 
   const listener: TCPSocketListener<ClientConnection> = Bun.listen<ClientConnection>({
@@ -120,6 +125,14 @@ export function startSocketEngine(opts: SocketEngineOptions): SocketEngine {
     socket: {
       ...clientHandlers,
       open(socket) {
+        // HAProxy's accept-proxy on a listener that requires it: a peer not trusted to speak
+        // for a client is closed before anything it sends is read.
+        const accept = env.acceptProxy;
+        if (accept !== undefined && !accept.trusted(socket.remoteAddress)) {
+          if (++env.proxyRefused === 1) env.logger.info(`socket engine: closed a client from ${socket.remoteAddress} (PROXY protocol: the peer is not in trustedProxies); further ones are not logged`);
+          socket.end();
+          return;
+        }
         if (connections.size >= maxConnections) {
           socket.write(BUSY);
           socket.end();
@@ -166,6 +179,7 @@ export function startSocketEngine(opts: SocketEngineOptions): SocketEngine {
       env.limits = next.limits;
       env.headerTimeout = next.headerTimeout;
       env.idleTimeout = next.idleTimeout;
+      env.acceptProxy = next.acceptProxy;
       maxConnections = next.limits.maxConnections;
       pool.opts = next.upstream;
     },

@@ -22,9 +22,11 @@ export function upstreamWire(pool: UpstreamPool): UpstreamWire<Exchange> {
       // runs the backend's head timers; a whole one goes in one write and needs none.
       const streamed = req.own.body !== undefined && !req.replayable;
       if (streamed) t.sendWaiting();
-      const idle = pool.take(backend);
+      // pools.*.proxyProtocol: a connection is this client's alone (UpstreamPool.take).
+      const proxied = backend.upstream?.proxyProtocol !== undefined ? req.own.conn.proxied() : undefined;
+      const idle = pool.take(backend, proxied?.key);
       if (idle !== undefined) return issue(idle, backend, req, cancel, t, streamed, true);
-      pool.dialFor(backend, cancel, t, (c) => issue(c, backend, req, cancel, t, streamed, false));
+      pool.dialFor(backend, cancel, t, (c) => issue(c, backend, req, cancel, t, streamed, false), proxied);
     },
     wholeBody(req) {
       const body = req.own.body;

@@ -20,6 +20,8 @@ import { Outbox } from "./outbox.ts";
 import { scanResponse } from "./scan.ts";
 import { CRLF, LAST_CHUNK, chunkHead, type BodySink, type RequestBody } from "./request-body.ts";
 import { hasToken, WEBSOCKET } from "../../http/upgrade.ts";
+import { encodeProxyHeader } from "../../net/proxy-protocol.ts";
+import type { ProxiedClient } from "./client.ts";
 
 export interface UpstreamPoolOptions {
   /** Idle connections kept per backend; more are closed when they come back. */
@@ -195,11 +197,17 @@ export class UpstreamConn implements BodySink, CancelListener, ParserHost {
   private replayBuf: Uint8Array | undefined;
   private method = "GET";
   private tunnel: TunnelSide | undefined;
+  /** pools.*.proxyProtocol: the PROXY header still to go before the first request. */
+  private proxyHeader: Uint8Array | undefined;
 
   constructor(
     readonly backend: Backend,
     private readonly pool: UpstreamPool,
+    /** The client this connection's PROXY header named: it serves that client only. */
+    readonly proxied: ProxiedClient | undefined,
   ) {
+    const version = backend.upstream?.proxyProtocol;
+    if (proxied !== undefined && version !== undefined) this.proxyHeader = encodeProxyHeader(version === "v1" ? 1 : 2, proxied.source, proxied.destination);
     this.parser = createParser(HTTPParser.RESPONSE, pool.opts.maxHeaderSize, this);
   }
 
@@ -271,6 +279,12 @@ export class UpstreamConn implements BodySink, CancelListener, ParserHost {
     this.cancel = cancel;
     cancel.on(this);
     this.waiting = t;
+    const proxyHeader = this.proxyHeader;
+    if (proxyHeader !== undefined) {
+      // The connection's first bytes (HAProxy's send-proxy): once, before its first request.
+      this.proxyHeader = undefined;
+      this.outbox.write(proxyHeader);
+    }
     if (body === undefined) {
       this.send = Send.Whole;
       this.outbox.write(head, true);
@@ -618,7 +632,7 @@ export class UpstreamConn implements BodySink, CancelListener, ParserHost {
     const cancel = this.cancel;
     if (head !== undefined && this.reused && unanswered && by === "backend" && cancel !== undefined && !cancel.aborted) {
       const { method, interim } = this;
-      return this.pool.dialFor(this.backend, cancel, t, (fresh) => fresh.request(head, undefined, method, cancel, interim!, t));
+      return this.pool.dialFor(this.backend, cancel, t, (fresh) => fresh.request(head, undefined, method, cancel, interim!, t), this.proxied);
     }
     const e = new NetworkError((err as { code?: string } | undefined)?.code ?? "ECONNRESET", detail);
     queueMicrotask(() => t.tryFailed(e));
@@ -655,19 +669,42 @@ export class UpstreamPool {
     readonly logError: (e: unknown) => void,
   ) {}
 
-  /** An idle connection to `backend`, most recently used first (its socket is warmest). */
-  take(backend: Backend): UpstreamConn | undefined {
+  /**
+   * An idle connection to `backend`, most recently used first (its socket is warmest).
+   * `proxiedKey` (pools.*.proxyProtocol): only a connection whose PROXY header named this very
+   * client (ProxiedClient.key), since the backend takes every request on a connection as from
+   * the client its header named (HAProxy likewise keeps such connections private to their
+   * client's session). Without it, a connection that carried a header is never handed out.
+   */
+  take(backend: Backend, proxiedKey?: string): UpstreamConn | undefined {
     const stack = this.idle.get(backend);
-    while (stack !== undefined && stack.length > 0) {
-      const c = stack.pop()!;
-      if (!c.closed) return c;
+    if (stack === undefined) return undefined;
+    if (proxiedKey === undefined) {
+      while (stack.length > 0) {
+        const c = stack.pop()!;
+        if (c.closed) continue;
+        if (c.proxied === undefined) return c;
+        // The pool no longer sends PROXY headers (a reload): this one named a client; gone.
+        c.close();
+      }
+      return undefined;
+    }
+    for (let i = stack.length - 1; i >= 0; i--) {
+      const c = stack[i]!;
+      if (c.closed) {
+        stack.splice(i, 1);
+        continue;
+      }
+      if (c.proxied?.key !== proxiedKey) continue;
+      stack.splice(i, 1);
+      return c;
     }
     return undefined;
   }
 
   /** Open a new connection; given up when `cancel` fires, bounded by the connect timeout. */
-  connect(backend: Backend, cancel: Cancel): Promise<UpstreamConn> {
-    const conn = new UpstreamConn(backend, this);
+  connect(backend: Backend, cancel: Cancel, proxied?: ProxiedClient): Promise<UpstreamConn> {
+    const conn = new UpstreamConn(backend, this, proxied);
     const url = backend.url;
     // Its pool's timeouts.connect.
     const connectMs = backend.upstream?.connectTimeoutMs ?? this.opts.connectTimeoutMs;
@@ -730,8 +767,8 @@ export class UpstreamPool {
    * A fresh connection for try `t`, then `send` on it. A failed dial, or a throw from `send`,
    * is reported to `t`: never left unreported, or the try would wait for an answer nobody gives.
    */
-  dialFor(backend: Backend, cancel: Cancel, t: TryReceiver, send: (c: UpstreamConn) => void): void {
-    this.connect(backend, cancel).then(
+  dialFor(backend: Backend, cancel: Cancel, t: TryReceiver, send: (c: UpstreamConn) => void, proxied?: ProxiedClient): void {
+    this.connect(backend, cancel, proxied).then(
       (c) => {
         try {
           send(c);
@@ -760,9 +797,14 @@ export class UpstreamPool {
   put(conn: UpstreamConn): void {
     let stack = this.idle.get(conn.backend);
     if (stack === undefined) this.idle.set(conn.backend, (stack = []));
-    if (stack.length >= (conn.backend.upstream?.keepalive ?? this.opts.maxIdlePerBackend)) {
-      conn.close();
-      return;
+    const max = conn.backend.upstream?.keepalive ?? this.opts.maxIdlePerBackend;
+    if (stack.length >= max) {
+      // Connections kept per client (proxyProtocol): the oldest, likely of a client gone, makes room.
+      if (conn.proxied === undefined || max === 0) {
+        conn.close();
+        return;
+      }
+      stack[0]!.close();
     }
     conn.idleSince = performance.now();
     stack.push(conn);
