@@ -7,6 +7,7 @@ import type { Config } from "../config/schema.ts";
 import type { RouteConfig } from "../route/schema.ts";
 import type { Logger } from "../log/logger.ts";
 import { NO_GUARDS, type Guard, type Guards, type HeadGuard } from "./guard.ts";
+import { AddressListGuard } from "./address-list.ts";
 
 /**
  * What lives across reloads for the guards of one process: state kept by route name (rate-limit
@@ -26,7 +27,8 @@ export interface GuardContext {
 export function buildGuards(route: RouteConfig, ctx: GuardContext): Guards {
   const head: HeadGuard[] = [];
   const late: Guard[] = [];
-  void route;
   void ctx;
+  // Who may ask: the client's address.
+  if (AddressListGuard.wanted(route)) head.push(new AddressListGuard(route));
   return head.length === 0 && late.length === 0 ? NO_GUARDS : { head, late };
 }

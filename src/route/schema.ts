@@ -194,7 +194,7 @@ const REDIRECT_STATUSES = [301, 302, 307, 308] as const;
 /** The actions; exactly one per route (checked below, naming the route). */
 const ACTIONS = ["pool", "split", "redirect", "respond"] as const;
 /** Modifiers of a forwarded request: only with pool or split. */
-const MODIFIERS = ["splitBy", "rewrite", "requestHeaders", "responseHeaders", "mirror", "retry", "timeouts", "limits"] as const;
+const MODIFIERS = ["splitBy", "rewrite", "requestHeaders", "responseHeaders", "mirror", "retry", "timeouts", "limits", "allow", "deny"] as const;
 
 const RouteObject = v.strictObject({
   name: v.pipe(name("a route name"), v.description("A unique name: in logs, metrics labels, `{route}` and `switchyard route`.")),
@@ -305,6 +305,20 @@ const RouteObject = v.strictObject({
       v.strictObject({ send: v.optional(v.pipe(anyDuration, v.description("As `timeouts.send` (`0`: no bound)."))) }),
       v.description("This route's own timeouts, replacing its pool's (the tries' own are in `retry`)."),
       doc({ defaultText: "the pool's" }),
+    ),
+  ),
+  allow: v.optional(
+    v.pipe(
+      v.array(cidr, "expected a list of CIDRs or addresses"),
+      v.description('Client addresses this route serves (CIDRs or addresses, IPv4 or IPv6): any other is refused with 403 `SY_FORBIDDEN`, before the body is read. Matched against the client\'s address as the request carries it (the peer\'s, or a PROXY protocol header\'s from a trusted proxy), never against `X-Forwarded-For`. `[]` refuses every address.'),
+      doc({ type: "list of CIDRs or addresses", defaultText: "every address" }),
+    ),
+  ),
+  deny: v.optional(
+    v.pipe(
+      v.array(cidr, "expected a list of CIDRs or addresses"),
+      v.description("Client addresses refused with 403 `SY_FORBIDDEN`, before the body is read. Deny wins over allow: an address in both lists is refused."),
+      doc({ type: "list of CIDRs or addresses", defaultText: "none" }),
     ),
   ),
   limits: v.optional(
