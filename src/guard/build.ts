@@ -8,6 +8,8 @@ import type { RouteConfig } from "../route/schema.ts";
 import type { Logger } from "../log/logger.ts";
 import { NO_GUARDS, type Guard, type Guards, type HeadGuard } from "./guard.ts";
 import { AddressListGuard } from "./address-list.ts";
+import { BasicAuthGuard } from "./basic-auth.ts";
+import { readUsersFile } from "./users-file.ts";
 
 /**
  * What lives across reloads for the guards of one process: state kept by route name (rate-limit
@@ -30,5 +32,13 @@ export function buildGuards(route: RouteConfig, ctx: GuardContext): Guards {
   void ctx;
   // Who may ask: the client's address.
   if (AddressListGuard.wanted(route)) head.push(new AddressListGuard(route));
+  // How often: the rate limits (their own line goes here).
+  // Who they are: authentication.
+  if (route.basicAuth !== undefined) {
+    // Read again on every build (load and reload): validation read it too, and named its lines.
+    const { users, problems } = readUsersFile(route.basicAuth.usersFile);
+    if (problems.length > 0) throw new Error(`route "${route.name}": basicAuth.usersFile: ${problems.join("; ")}`);
+    late.push(new BasicAuthGuard({ users, realm: route.basicAuth.realm }));
+  }
   return head.length === 0 && late.length === 0 ? NO_GUARDS : { head, late };
 }

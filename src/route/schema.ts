@@ -17,6 +17,7 @@ import { headerTemplateProblem } from "./header-rules.ts";
 import { isRefusal, normalizePath } from "./normalize.ts";
 import { compileRegex, highestGroupRef } from "./regex.ts";
 import { parseTemplate, REDIRECT_PLACEHOLDERS } from "./template.ts";
+import { readUsersFile } from "../guard/users-file.ts";
 
 const doc = <TInput>(meta: OptionDoc): v.MetadataAction<TInput, OptionDoc> => v.metadata(meta);
 
@@ -194,7 +195,7 @@ const REDIRECT_STATUSES = [301, 302, 307, 308] as const;
 /** The actions; exactly one per route (checked below, naming the route). */
 const ACTIONS = ["pool", "split", "redirect", "respond"] as const;
 /** Modifiers of a forwarded request: only with pool or split. */
-const MODIFIERS = ["splitBy", "rewrite", "requestHeaders", "responseHeaders", "mirror", "retry", "timeouts", "limits", "allow", "deny"] as const;
+const MODIFIERS = ["splitBy", "rewrite", "requestHeaders", "responseHeaders", "mirror", "retry", "timeouts", "limits", "allow", "deny", "basicAuth"] as const;
 
 const RouteObject = v.strictObject({
   name: v.pipe(name("a route name"), v.description("A unique name: in logs, metrics labels, `{route}` and `switchyard route`.")),
@@ -310,15 +311,37 @@ const RouteObject = v.strictObject({
   allow: v.optional(
     v.pipe(
       v.array(cidr, "expected a list of CIDRs or addresses"),
-      v.description('Client addresses this route serves (CIDRs or addresses, IPv4 or IPv6): any other is refused with 403 `SY_FORBIDDEN`, before the body is read. Matched against the client\'s address as the request carries it (the peer\'s, or a PROXY protocol header\'s from a trusted proxy), never against `X-Forwarded-For`. `[]` refuses every address.'),
+      v.description('Client addresses this route serves (CIDRs or addresses, IPv4 or IPv6): any other is refused with 403 `SY_FORBIDDEN`, decided from the request\'s head before any other guard (no rate-limit budget or password check is spent on it). Matched against the client\'s address as the request carries it (the peer\'s, or a PROXY protocol header\'s from a trusted proxy), never against `X-Forwarded-For`. `[]` refuses every address.'),
       doc({ type: "list of CIDRs or addresses", defaultText: "every address" }),
     ),
   ),
   deny: v.optional(
     v.pipe(
       v.array(cidr, "expected a list of CIDRs or addresses"),
-      v.description("Client addresses refused with 403 `SY_FORBIDDEN`, before the body is read. Deny wins over allow: an address in both lists is refused."),
+      v.description("Client addresses refused with 403 `SY_FORBIDDEN`. Deny wins over allow: an address in both lists is refused."),
       doc({ type: "list of CIDRs or addresses", defaultText: "none" }),
+    ),
+  ),
+  basicAuth: v.optional(
+    v.pipe(
+      v.strictObject({
+        usersFile: v.pipe(
+          v.string("expected the path of a users file"),
+          v.nonEmpty("expected the path of a users file"),
+          v.description('An htpasswd file of `name:hash` lines, the hash bcrypt (`$2y$`, `$2b$`, `$2a$`) or argon2 (`$argon2id$`); `#` starts a comment line. `switchyard hash-password NAME` writes a line. Read at load and on every reload; a line Switchyard cannot read is a config problem naming the file and line.'),
+          doc({ type: "path" }),
+        ),
+        realm: v.optional(
+          v.pipe(
+            v.string("expected a realm"),
+            v.regex(/^[\x20-\x7e]*$/, "expected a realm of printable ASCII"),
+            v.check((r) => !r.includes('"') && !r.includes("\\"), 'expected a realm without " or \\'),
+            v.description("The protection space named in `WWW-Authenticate` (RFC 7617 §2)."),
+          ),
+          "switchyard",
+        ),
+      }),
+      v.description('Ask for a name and password (HTTP Basic, RFC 7617): a request without valid credentials gets 401 `SY_AUTH_REQUIRED` with `WWW-Authenticate: Basic realm="...", charset="UTF-8"`. Checked with `Bun.password.verify` off the event loop; a success is remembered for a minute (by a SHA-256 of the credentials, at most 1024 of them, forgotten on reload), so a client costs one hash a minute. Use it over TLS only: the password travels in clear otherwise.'),
     ),
   ),
   limits: v.optional(
@@ -405,6 +428,9 @@ export function routeProblems(routes: readonly RouteConfig[], poolNames: Iterabl
       if (!pools.has(s.pool)) problems.push(`routes[${i}].split[${j}].pool: got "${s.pool}", expected ${known}`);
     });
     if (r.mirror !== undefined && !pools.has(r.mirror.pool)) problems.push(`routes[${i}].mirror.pool: got "${r.mirror.pool}", expected ${known}`);
+    if (r.basicAuth !== undefined) {
+      for (const p of readUsersFile(r.basicAuth.usersFile).problems) problems.push(`routes[${i}].basicAuth.usersFile: ${p}`);
+    }
     if (r.mirror !== undefined && (r.mirror.pool === r.pool || r.split?.some((s) => s.pool === r.mirror!.pool))) {
       problems.push(`routes[${i}].mirror.pool: got "${r.mirror.pool}", expected a pool other than the one the route forwards to`);
     }

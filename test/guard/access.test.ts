@@ -7,6 +7,14 @@ import { startBalancer, type Balancer } from "../../src/balancer.ts";
 import { validateConfig } from "../../src/config/load.ts";
 import { memoryLogger } from "../../src/log/logger.ts";
 import { startRecordingBackend, type RecordingBackend } from "../helpers/recording-backend.ts";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+
+const dir = mkdtempSync(join(tmpdir(), "switchyard-access-"));
+const usersFile = join(dir, "users");
+const hash = (pw: string) => Bun.password.hash(pw, { algorithm: "bcrypt", cost: 4 });
+const basic = (user: string, pass: string) => `Basic ${Buffer.from(`${user}:${pass}`).toString("base64")}`;
 
 for (const engine of ["socket", "fetch"] as const) {
   describe(`${engine} engine`, () => {
@@ -14,22 +22,24 @@ for (const engine of ["socket", "fetch"] as const) {
     let lb: Balancer;
     let base: string;
 
+    const config = () =>
+      validateConfig({
+        engine, admin: false, healthCheck: false, log: { access: false },
+        listeners: [{ name: "web", host: "127.0.0.1", port: 0 }],
+        pools: { api: { backends: [{ url: api.url }] } },
+        routes: [
+          { name: "allowed", match: { path: "/allowed" }, pool: "api", allow: ["127.0.0.0/8", "::1"] },
+          { name: "elsewhere", match: { path: "/elsewhere" }, pool: "api", allow: ["10.0.0.0/8"] },
+          { name: "both", match: { path: "/both" }, pool: "api", allow: ["127.0.0.0/8"], deny: ["127.0.0.1"] },
+          { name: "private", match: { path: "/private" }, pool: "api", deny: ["0.0.0.0/0", "::/0"] },
+          { name: "admin", match: { path: "/admin" }, pool: "api", basicAuth: { usersFile, realm: "staff area" } },
+        ],
+        });
+
     beforeAll(async () => {
+      writeFileSync(usersFile, `# test users\nalice:${(await hash("wonderland")).replace(/^\$2b\$/, "$2y$")}\n`);
       api = startRecordingBackend();
-      lb = await startBalancer(
-        validateConfig({
-          engine, admin: false, healthCheck: false, log: { access: false },
-          listeners: [{ name: "web", host: "127.0.0.1", port: 0 }],
-          pools: { api: { backends: [{ url: api.url }] } },
-          routes: [
-            { name: "allowed", match: { path: "/allowed" }, pool: "api", allow: ["127.0.0.0/8", "::1"] },
-            { name: "elsewhere", match: { path: "/elsewhere" }, pool: "api", allow: ["10.0.0.0/8"] },
-            { name: "both", match: { path: "/both" }, pool: "api", allow: ["127.0.0.0/8"], deny: ["127.0.0.1"] },
-            { name: "private", match: { path: "/private" }, pool: "api", deny: ["0.0.0.0/0", "::/0"] },
-          ],
-        }),
-        { env: {}, logger: memoryLogger() },
-      );
+      lb = await startBalancer(config(), { env: {}, logger: memoryLogger() });
       base = lb.url;
     });
 
@@ -50,6 +60,46 @@ for (const engine of ["socket", "fetch"] as const) {
         expect(await r.json()).toMatchObject({ error: "SY_FORBIDDEN" });
       }
       expect(api.requests.length).toBe(before + 1);
+    });
+
+    test("basic auth: 401 with the challenge until the right password; a reload reads the users file again", async () => {
+      const before = api.requests.length;
+      const none = await fetch(`${base}/admin`);
+      expect(none.status).toBe(401);
+      expect(none.headers.get("www-authenticate")).toBe('Basic realm="staff area", charset="UTF-8"');
+      expect(await none.json()).toMatchObject({ error: "SY_AUTH_REQUIRED" });
+      const wrong = await fetch(`${base}/admin`, { headers: { authorization: basic("alice", "nope") } });
+      expect(wrong.status).toBe(401);
+      await wrong.text();
+      expect(api.requests.length).toBe(before);
+      for (let i = 0; i < 2; i++) {
+        const ok = await fetch(`${base}/admin`, { headers: { authorization: basic("alice", "wonderland") } });
+        expect(ok.status).toBe(200);
+        await ok.text();
+      }
+      expect(api.requests.length).toBe(before + 2);
+
+      // A new password in the file: the reload forgets the old one (and its remembered success).
+      writeFileSync(usersFile, `alice:${await hash("looking-glass")}\n`);
+      await lb.apply(config());
+      const old = await fetch(`${base}/admin`, { headers: { authorization: basic("alice", "wonderland") } });
+      expect(old.status).toBe(401);
+      await old.text();
+      const renewed = await fetch(`${base}/admin`, { headers: { authorization: basic("alice", "looking-glass") } });
+      expect(renewed.status).toBe(200);
+      await renewed.text();
+    });
+
+    test("a users file with a line it cannot read is a config problem naming the file and line", () => {
+      const bad = join(dir, `bad-${engine}`);
+      writeFileSync(bad, "alice:$apr1$x$y\n");
+      const route = { name: "admin", pool: "api", basicAuth: { usersFile: bad } };
+      expect(() => validateConfig({ pools: { api: { backends: [{ url: api.url }] } }, routes: [route] })).toThrow(
+        `routes[0].basicAuth.usersFile: ${JSON.stringify(bad)} line 1: user "alice": expected a bcrypt`,
+      );
+      expect(() => validateConfig({ pools: { api: { backends: [{ url: api.url }] } }, routes: [{ ...route, basicAuth: { usersFile: join(dir, "missing") } }] })).toThrow("file not found");
+      // Guards only make sense where a request goes on to a pool.
+      expect(() => validateConfig({ pools: { api: { backends: [{ url: api.url }] } }, routes: [{ name: "r", redirect: { to: "/x" }, allow: ["10.0.0.0/8"] }] })).toThrow("expected allow only on a route that forwards");
     });
   });
 }
