@@ -10,6 +10,7 @@ import { NO_GUARDS, type Guard, type Guards, type HeadGuard } from "./guard.ts";
 import { AddressListGuard } from "./address-list.ts";
 import { BasicAuthGuard } from "./basic-auth.ts";
 import { readUsersFile } from "./users-file.ts";
+import { ForwardAuthGuard } from "./forward-auth.ts";
 
 /**
  * What lives across reloads for the guards of one process: state kept by route name (rate-limit
@@ -40,5 +41,7 @@ export function buildGuards(route: RouteConfig, ctx: GuardContext): Guards {
     if (problems.length > 0) throw new Error(`route "${route.name}": basicAuth.usersFile: ${problems.join("; ")}`);
     late.push(new BasicAuthGuard({ users, realm: route.basicAuth.realm }));
   }
+  const fa = route.forwardAuth;
+  if (fa !== undefined) late.push(new ForwardAuthGuard({ url: fa.url, copyHeaders: fa.copyHeaders, headers: fa.headers, timeoutMs: fa.timeout }));
   return head.length === 0 && late.length === 0 ? NO_GUARDS : { head, late };
 }

@@ -195,7 +195,7 @@ const REDIRECT_STATUSES = [301, 302, 307, 308] as const;
 /** The actions; exactly one per route (checked below, naming the route). */
 const ACTIONS = ["pool", "split", "redirect", "respond"] as const;
 /** Modifiers of a forwarded request: only with pool or split. */
-const MODIFIERS = ["splitBy", "rewrite", "requestHeaders", "responseHeaders", "mirror", "retry", "timeouts", "limits", "allow", "deny", "basicAuth"] as const;
+const MODIFIERS = ["splitBy", "rewrite", "requestHeaders", "responseHeaders", "mirror", "retry", "timeouts", "limits", "allow", "deny", "basicAuth", "forwardAuth"] as const;
 
 const RouteObject = v.strictObject({
   name: v.pipe(name("a route name"), v.description("A unique name: in logs, metrics labels, `{route}` and `switchyard route`.")),
@@ -342,6 +342,37 @@ const RouteObject = v.strictObject({
         ),
       }),
       v.description('Ask for a name and password (HTTP Basic, RFC 7617): a request without valid credentials gets 401 `SY_AUTH_REQUIRED` with `WWW-Authenticate: Basic realm="...", charset="UTF-8"`. Checked with `Bun.password.verify` off the event loop; a success is remembered for a minute (by a SHA-256 of the credentials, at most 1024 of them, forgotten on reload), so a client costs one hash a minute. Use it over TLS only: the password travels in clear otherwise.'),
+    ),
+  ),
+  forwardAuth: v.optional(
+    v.pipe(
+      v.strictObject({
+        url: v.pipe(
+          v.string("expected an http:// or https:// URL"),
+          v.check((u) => URL.canParse(u) && /^https?:$/.test(new URL(u).protocol), "expected an http:// or https:// URL"),
+          v.description("The auth service, asked with a GET before each request."),
+          doc({ type: "URL" }),
+        ),
+        copyHeaders: v.optional(
+          v.pipe(
+            v.array(headerName, "expected a list of header names"),
+            v.transform((l) => l.map((n) => n.toLowerCase())),
+            v.description("Fields of the service's 2xx answer set on the request (e.g. `x-user`); one the answer lacks is removed from the request, so a client cannot pass its own."),
+          ),
+          [],
+        ),
+        headers: v.optional(
+          v.pipe(
+            v.array(matchHeaderName, "expected a list of header names"),
+            v.transform((l) => l.map((n) => n.toLowerCase())),
+            v.description("Fields of the request sent to the service, beside `X-Forwarded-Method`, `-Uri`, `-Host`, `-Proto`, `-For` and `X-Request-Id`, which always are."),
+            doc({ defaultText: "`[authorization, cookie]`" }),
+          ),
+          ["authorization", "cookie"],
+        ),
+        timeout: v.optional(v.pipe(duration, v.description("How long the service has to answer; then 503 `SY_AUTH_UNAVAILABLE`.")), 5000),
+      }),
+      v.description("Ask an auth service first (nginx `auth_request`, Traefik ForwardAuth): a 2xx lets the request through; any other answer goes to the client as it is (its body up to 64 KiB); no answer, an error or a longer body is 503 `SY_AUTH_UNAVAILABLE`, never a pass."),
     ),
   ),
   limits: v.optional(

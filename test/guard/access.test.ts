@@ -10,6 +10,15 @@ import { startRecordingBackend, type RecordingBackend } from "../helpers/recordi
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { startAuthService, type AuthService } from "./auth-service.ts";
+
+/** A port nothing listens on: taken and released. */
+function closedPort(): number {
+  const s = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+  const port = s.port;
+  s.stop(true);
+  return port;
+}
 
 const dir = mkdtempSync(join(tmpdir(), "switchyard-access-"));
 const usersFile = join(dir, "users");
@@ -19,6 +28,8 @@ const basic = (user: string, pass: string) => `Basic ${Buffer.from(`${user}:${pa
 for (const engine of ["socket", "fetch"] as const) {
   describe(`${engine} engine`, () => {
     let api: RecordingBackend;
+    let auth: AuthService;
+    const deadAuth = `http://127.0.0.1:${closedPort()}/check`;
     let lb: Balancer;
     let base: string;
 
@@ -33,12 +44,15 @@ for (const engine of ["socket", "fetch"] as const) {
           { name: "both", match: { path: "/both" }, pool: "api", allow: ["127.0.0.0/8"], deny: ["127.0.0.1"] },
           { name: "private", match: { path: "/private" }, pool: "api", deny: ["0.0.0.0/0", "::/0"] },
           { name: "admin", match: { path: "/admin" }, pool: "api", basicAuth: { usersFile, realm: "staff area" } },
+          { name: "app", match: { path: "/app" }, pool: "api", forwardAuth: { url: auth.url, copyHeaders: ["X-User"], timeout: "300ms" } },
+          { name: "app-down", match: { path: "/app-down" }, pool: "api", forwardAuth: { url: deadAuth } },
         ],
         });
 
     beforeAll(async () => {
       writeFileSync(usersFile, `# test users\nalice:${(await hash("wonderland")).replace(/^\$2b\$/, "$2y$")}\n`);
       api = startRecordingBackend();
+      auth = startAuthService();
       lb = await startBalancer(config(), { env: {}, logger: memoryLogger() });
       base = lb.url;
     });
@@ -46,6 +60,7 @@ for (const engine of ["socket", "fetch"] as const) {
     afterAll(async () => {
       await lb?.stop(false);
       api?.stop();
+      auth?.stop();
     });
 
     test("allow and deny: deny wins, allow refuses the rest, with 403 SY_FORBIDDEN", async () => {
@@ -88,6 +103,37 @@ for (const engine of ["socket", "fetch"] as const) {
       const renewed = await fetch(`${base}/admin`, { headers: { authorization: basic("alice", "looking-glass") } });
       expect(renewed.status).toBe(200);
       await renewed.text();
+    });
+
+    test("forward auth: a 2xx passes with the named field copied; any other answer is relayed; no service is 503", async () => {
+      const before = api.requests.length;
+      const ok = await fetch(`${base}/app/page?q=1`, { method: "POST", body: "payload", headers: { authorization: "Bearer alice", "x-user": "mallory" } });
+      expect(ok.status).toBe(200);
+      await ok.text();
+      const seen = api.requests[before]!;
+      expect(seen.headers.filter(([k]) => k.toLowerCase() === "x-user")).toEqual([[expect.any(String), "alice"]]);
+      expect(seen.body).toBe("payload");
+      const asked = auth.seen.at(-1)!;
+      expect([asked.get("x-forwarded-method"), asked.get("x-forwarded-uri"), asked.get("x-forwarded-for")]).toEqual(["POST", "/app/page?q=1", "127.0.0.1"]);
+
+      const login = await fetch(`${base}/app`, { headers: { authorization: "Bearer login" }, redirect: "manual" });
+      expect(login.status).toBe(302);
+      expect(login.headers.get("location")).toBe("/login");
+      expect(login.headers.get("x-request-id")).not.toBeNull();
+      expect(await login.text()).toBe("<a href=/login>log in</a>");
+      const who = await fetch(`${base}/app`);
+      expect(who.status).toBe(401);
+      expect(who.headers.get("www-authenticate")).toBe('Custom realm="svc"');
+      expect(await who.text()).toBe("who are you?");
+
+      for (const [path, authorization, why] of [["/app", "Bearer slow", "did not answer within 300 ms"], ["/app-down", "Bearer alice", "cannot be reached"]] as const) {
+        const r = await fetch(base + path, { headers: { authorization } });
+        expect(r.status).toBe(503);
+        const body = (await r.json()) as { error: string; message: string };
+        expect(body.error).toBe("SY_AUTH_UNAVAILABLE");
+        expect(body.message).toContain(why);
+      }
+      expect(api.requests.length).toBe(before + 1);
     });
 
     test("a users file with a line it cannot read is a config problem naming the file and line", () => {
