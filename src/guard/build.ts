@@ -11,6 +11,9 @@ import { AddressListGuard } from "./address-list.ts";
 import { BasicAuthGuard } from "./basic-auth.ts";
 import { readUsersFile } from "./users-file.ts";
 import { ForwardAuthGuard } from "./forward-auth.ts";
+import { JwtGuard } from "./jwt.ts";
+import { KeySets } from "./key-sets.ts";
+import { JWT_ASYMMETRIC, JWT_HMAC } from "../route/schema.ts";
 
 /**
  * What lives across reloads for the guards of one process: state kept by route name (rate-limit
@@ -18,6 +21,9 @@ import { ForwardAuthGuard } from "./forward-auth.ts";
  * worker), which stops it.
  */
 export class GuardState {
+  /** JWKS key sets by URL (jwt routes), so that a reload keeps the keys and the refetch bound. */
+  readonly keySets = new KeySets();
+
   async stop(): Promise<void> {}
 }
 
@@ -30,7 +36,6 @@ export interface GuardContext {
 export function buildGuards(route: RouteConfig, ctx: GuardContext): Guards {
   const head: HeadGuard[] = [];
   const late: Guard[] = [];
-  void ctx;
   // Who may ask: the client's address.
   if (AddressListGuard.wanted(route)) head.push(new AddressListGuard(route));
   // How often: the rate limits (their own line goes here).
@@ -43,5 +48,12 @@ export function buildGuards(route: RouteConfig, ctx: GuardContext): Guards {
   }
   const fa = route.forwardAuth;
   if (fa !== undefined) late.push(new ForwardAuthGuard({ url: fa.url, copyHeaders: fa.copyHeaders, headers: fa.headers, timeoutMs: fa.timeout }));
+  const jwt = route.jwt;
+  if (jwt !== undefined) {
+    const key = jwt.secret !== undefined ? new TextEncoder().encode(jwt.secret) : ctx.state.keySets.get(jwt.jwks!);
+    const algorithms = jwt.algorithms ?? [...(jwt.secret !== undefined ? JWT_HMAC : JWT_ASYMMETRIC)];
+    const claimsToHeaders = Object.fromEntries(Object.entries(jwt.claimsToHeaders).map(([c, f]) => [c, f.toLowerCase()]));
+    late.push(new JwtGuard({ key, issuer: jwt.issuer, audience: jwt.audience, algorithms, leewayMs: jwt.leeway, claimsToHeaders, realm: route.name }));
+  }
   return head.length === 0 && late.length === 0 ? NO_GUARDS : { head, late };
 }

@@ -190,12 +190,17 @@ const HeaderRulesSchema = (direction: string) =>
     v.description(`${direction} header fields changed by this route: \`remove\`, then \`set\`, then \`add\`. Values may use \`{client_ip}\`, \`{host}\` (without port), \`{request_id}\` and \`{route}\`.`),
   );
 
+/** JWS algorithms a jwt route may accept (RFC 7518 §3.1, RFC 8037); "none" is not one. */
+export const JWT_ASYMMETRIC = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA", "Ed25519"] as const;
+export const JWT_HMAC = ["HS256", "HS384", "HS512"] as const;
+const JWT_ALGORITHMS = [...JWT_ASYMMETRIC, ...JWT_HMAC] as const;
+
 const REDIRECT_STATUSES = [301, 302, 307, 308] as const;
 
 /** The actions; exactly one per route (checked below, naming the route). */
 const ACTIONS = ["pool", "split", "redirect", "respond"] as const;
 /** Modifiers of a forwarded request: only with pool or split. */
-const MODIFIERS = ["splitBy", "rewrite", "requestHeaders", "responseHeaders", "mirror", "retry", "timeouts", "limits", "allow", "deny", "basicAuth", "forwardAuth"] as const;
+const MODIFIERS = ["splitBy", "rewrite", "requestHeaders", "responseHeaders", "mirror", "retry", "timeouts", "limits", "allow", "deny", "basicAuth", "forwardAuth", "jwt"] as const;
 
 const RouteObject = v.strictObject({
   name: v.pipe(name("a route name"), v.description("A unique name: in logs, metrics labels, `{route}` and `switchyard route`.")),
@@ -373,6 +378,49 @@ const RouteObject = v.strictObject({
         timeout: v.optional(v.pipe(duration, v.description("How long the service has to answer; then 503 `SY_AUTH_UNAVAILABLE`.")), 5000),
       }),
       v.description("Ask an auth service first (nginx `auth_request`, Traefik ForwardAuth): a 2xx lets the request through; any other answer goes to the client as it is (its body up to 64 KiB); no answer, an error or a longer body is 503 `SY_AUTH_UNAVAILABLE`, never a pass."),
+    ),
+  ),
+  jwt: v.optional(
+    v.pipe(
+      v.strictObject({
+        jwks: v.optional(
+          v.pipe(
+            v.string("expected an http:// or https:// URL"),
+            v.check((u) => URL.canParse(u) && /^https?:$/.test(new URL(u).protocol), "expected an http:// or https:// URL"),
+            v.description("The issuer's key set (JWKS, RFC 7517 §5): fetched on first use, kept 10 minutes (across reloads), fetched again for a token naming an unknown `kid` at most every 30 s. Unreachable: 503 `SY_AUTH_UNAVAILABLE`."),
+            doc({ type: "URL" }),
+          ),
+        ),
+        secret: v.optional(
+          v.pipe(
+            v.string("expected a secret"),
+            v.minLength(32, "expected a secret of at least 32 bytes (RFC 7518 §3.2: an HMAC key at least as long as its hash)"),
+            v.description("An HMAC secret (HS256/384/512), instead of `jwks`."),
+          ),
+        ),
+        issuer: v.pipe(oneOrMany(v.pipe(v.string("expected an issuer"), v.nonEmpty("expected an issuer")), "an issuer", "issuers"), v.description("The `iss` the token must carry (one or a list)."), doc({ type: "string or list of strings" })),
+        audience: v.pipe(oneOrMany(v.pipe(v.string("expected an audience"), v.nonEmpty("expected an audience")), "an audience", "audiences"), v.description("An `aud` the token must carry (one or a list)."), doc({ type: "string or list of strings" })),
+        algorithms: v.optional(
+          v.pipe(
+            v.array(v.picklist(JWT_ALGORITHMS, `expected one of ${JWT_ALGORITHMS.join(", ")} ("none" never passes)`), "expected a list of algorithms"),
+            v.minLength(1, "expected at least one algorithm"),
+            v.description("The signature algorithms accepted (`alg`); `none` never is."),
+            doc({ defaultText: "with `jwks` every asymmetric one (RS*, PS*, ES*, EdDSA); with `secret` HS256, HS384, HS512" }),
+          ),
+        ),
+        leeway: v.optional(v.pipe(anyDuration, v.description("Clock skew allowed on `exp` and `nbf`.")), 30_000),
+        claimsToHeaders: v.optional(
+          v.pipe(
+            v.record(v.pipe(v.string(), v.nonEmpty("expected a claim name")), headerName, "expected an object of claim names and header names"),
+            v.description("Claims copied into request fields, e.g. `{ sub: x-user }`: strings as they are, others as JSON, control characters dropped, non-ASCII percent-encoded. A field named here that the client sent is removed first."),
+            doc({ type: "object of claim names and header names" }),
+          ),
+          {},
+        ),
+      }),
+      v.check((j) => (j.jwks === undefined) !== (j.secret === undefined), "expected exactly one of jwks and secret"),
+      v.check((j) => j.algorithms === undefined || j.algorithms.every((a) => a.startsWith("HS") === (j.secret !== undefined)), "expected HS* algorithms with secret only, and asymmetric ones with jwks only"),
+      v.description('Require a bearer token (RFC 6750) signed by the issuer: checked with `jose` for signature, algorithm, `iss`, `aud`, `exp` (required) and `nbf`. No token or a bad one: 401 `SY_AUTH_REQUIRED` with `WWW-Authenticate: Bearer` (`error="invalid_token"` when one was sent).'),
     ),
   ),
   limits: v.optional(

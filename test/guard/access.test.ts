@@ -11,6 +11,7 @@ import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { startAuthService, type AuthService } from "./auth-service.ts";
+import { startJwksServer, type JwksServer } from "./jwks-server.ts";
 
 /** A port nothing listens on: taken and released. */
 function closedPort(): number {
@@ -29,6 +30,7 @@ for (const engine of ["socket", "fetch"] as const) {
   describe(`${engine} engine`, () => {
     let api: RecordingBackend;
     let auth: AuthService;
+    let jwks: JwksServer;
     const deadAuth = `http://127.0.0.1:${closedPort()}/check`;
     let lb: Balancer;
     let base: string;
@@ -46,6 +48,8 @@ for (const engine of ["socket", "fetch"] as const) {
           { name: "admin", match: { path: "/admin" }, pool: "api", basicAuth: { usersFile, realm: "staff area" } },
           { name: "app", match: { path: "/app" }, pool: "api", forwardAuth: { url: auth.url, copyHeaders: ["X-User"], timeout: "300ms" } },
           { name: "app-down", match: { path: "/app-down" }, pool: "api", forwardAuth: { url: deadAuth } },
+          { name: "jwt", match: { path: "/jwt" }, pool: "api", jwt: { jwks: jwks.url, issuer: jwks.issuer, audience: "api", claimsToHeaders: { sub: "x-user" } } },
+          { name: "jwt-down", match: { path: "/jwt-down" }, pool: "api", jwt: { jwks: deadAuth, issuer: jwks.issuer, audience: "api" } },
         ],
         });
 
@@ -53,6 +57,8 @@ for (const engine of ["socket", "fetch"] as const) {
       writeFileSync(usersFile, `# test users\nalice:${(await hash("wonderland")).replace(/^\$2b\$/, "$2y$")}\n`);
       api = startRecordingBackend();
       auth = startAuthService();
+      jwks = await startJwksServer();
+      await jwks.addKey("k1");
       lb = await startBalancer(config(), { env: {}, logger: memoryLogger() });
       base = lb.url;
     });
@@ -61,6 +67,7 @@ for (const engine of ["socket", "fetch"] as const) {
       await lb?.stop(false);
       api?.stop();
       auth?.stop();
+      jwks?.stop();
     });
 
     test("allow and deny: deny wins, allow refuses the rest, with 403 SY_FORBIDDEN", async () => {
@@ -134,6 +141,45 @@ for (const engine of ["socket", "fetch"] as const) {
         expect(body.message).toContain(why);
       }
       expect(api.requests.length).toBe(before + 1);
+    });
+
+    test("jwt: a good token passes with its claim as a field; none or a bad one is 401; no key set is 503; a reload keeps the keys", async () => {
+      const before = api.requests.length;
+      const token = await jwks.sign("k1", { sub: "alice" });
+      const ok = await fetch(`${base}/jwt`, { headers: { authorization: `Bearer ${token}`, "x-user": "mallory" } });
+      expect(ok.status).toBe(200);
+      await ok.text();
+      expect(api.requests[before]!.headers.filter(([k]) => k.toLowerCase() === "x-user").map(([, v]) => v)).toEqual(["alice"]);
+      const none = await fetch(`${base}/jwt`);
+      expect(none.status).toBe(401);
+      expect(none.headers.get("www-authenticate")).toBe('Bearer realm="jwt"');
+      await none.text();
+      const bad = await fetch(`${base}/jwt`, { headers: { authorization: `Bearer ${await jwks.sign("k1", { sub: "a" }, { audience: "other" })}` } });
+      expect(bad.status).toBe(401);
+      expect(bad.headers.get("www-authenticate")).toContain('error="invalid_token"');
+      expect(await bad.json()).toMatchObject({ error: "SY_AUTH_REQUIRED" });
+      const down = await fetch(`${base}/jwt-down`, { headers: { authorization: `Bearer ${token}` } });
+      expect(down.status).toBe(503);
+      expect(await down.json()).toMatchObject({ error: "SY_AUTH_UNAVAILABLE" });
+      expect(api.requests.length).toBe(before + 1);
+
+      const fetched = jwks.fetches();
+      await lb.apply(config());
+      const again = await fetch(`${base}/jwt`, { headers: { authorization: `Bearer ${token}` } });
+      expect(again.status).toBe(200);
+      await again.text();
+      expect(jwks.fetches()).toBe(fetched);
+    });
+
+    test("jwt config: one of jwks and secret, a long enough secret, never none", () => {
+      const pools = { api: { backends: [{ url: api.url }] } };
+      const route = (jwt: object) => ({ pools, routes: [{ name: "j", pool: "api", jwt: { issuer: "i", audience: "a", ...jwt } }] });
+      expect(() => validateConfig(route({ jwks: jwks.url, secret: "s".repeat(32) }))).toThrow("expected exactly one of jwks and secret");
+      expect(() => validateConfig(route({}))).toThrow("expected exactly one of jwks and secret");
+      expect(() => validateConfig(route({ secret: "short" }))).toThrow("at least 32 bytes");
+      expect(() => validateConfig(route({ jwks: jwks.url, algorithms: ["none"] }))).toThrow('"none" never passes');
+      expect(() => validateConfig(route({ jwks: jwks.url, algorithms: ["HS256"] }))).toThrow("HS* algorithms with secret only");
+      expect(validateConfig(route({ secret: "s".repeat(32), algorithms: ["HS256"], leeway: "5s" })).routes[0]!.jwt!.leeway).toBe(5000);
     });
 
     test("a users file with a line it cannot read is a config problem naming the file and line", () => {
