@@ -7,7 +7,7 @@
  * of its entries is refused; with only `deny`, every other address passes. Decided from the
  * head alone, so it is a HeadGuard: the socket engine refuses before reading the body.
  */
-import { cidrMatcher, type CidrMatcher } from "../net/cidr.ts";
+import { parseCidr, parseIp } from "../net/cidr.ts";
 import { errorAnswer, messageFor } from "../errors.ts";
 import type { GuardRequest, HeadGuard, Refusal } from "./guard.ts";
 
@@ -19,13 +19,29 @@ export interface AddressListConfig {
 /** The one answer, made once per config; the loop copies its headers per request. */
 const FORBIDDEN: Refusal = { code: "SY_FORBIDDEN", answer: errorAnswer("SY_FORBIDDEN", messageFor("SY_FORBIDDEN")) };
 
+type Range = { net: bigint; mask: bigint };
+
+/** The ranges of a list (the schema has checked every entry; a bad one throws). */
+function rangesOf(list: readonly string[]): Range[] {
+  return list.map((entry) => {
+    const r = parseCidr(entry);
+    if (typeof r === "string") throw new Error(`bad CIDR "${entry}": expected ${r}`);
+    return r;
+  });
+}
+
+const inAny = (ip: bigint, ranges: readonly Range[]) => {
+  for (let i = 0; i < ranges.length; i++) if ((ip & ranges[i]!.mask) === ranges[i]!.net) return true;
+  return false;
+};
+
 export class AddressListGuard implements HeadGuard {
-  private readonly allowed: CidrMatcher | undefined;
-  private readonly denied: CidrMatcher | undefined;
+  private readonly allowed: Range[] | undefined;
+  private readonly denied: Range[];
 
   constructor(c: AddressListConfig) {
-    this.allowed = c.allow !== undefined ? cidrMatcher(c.allow) : undefined;
-    this.denied = c.deny !== undefined && c.deny.length > 0 ? cidrMatcher(c.deny) : undefined;
+    this.allowed = c.allow !== undefined ? rangesOf(c.allow) : undefined;
+    this.denied = rangesOf(c.deny ?? []);
   }
 
   /** Whether the route has a list at all (no guard is built otherwise). */
@@ -34,9 +50,12 @@ export class AddressListGuard implements HeadGuard {
   }
 
   check(req: GuardRequest): Refusal | undefined {
-    const ip = req.clientIp;
-    if (this.denied !== undefined && this.denied(ip)) return FORBIDDEN;
-    if (this.allowed !== undefined && !this.allowed(ip)) return FORBIDDEN;
+    // Parsed once for both lists (the net/cidr.ts form: IPv4 as IPv4-mapped IPv6). An address
+    // that does not parse cannot be shown to be outside `deny`: refused (fail closed).
+    const ip = parseIp(req.clientIp);
+    if (ip === undefined) return FORBIDDEN;
+    if (inAny(ip, this.denied)) return FORBIDDEN;
+    if (this.allowed !== undefined && !inAny(ip, this.allowed)) return FORBIDDEN;
     return undefined;
   }
 }

@@ -29,9 +29,10 @@ describe("AddressListGuard", () => {
     expect(verdict(g, "8.8.8.8")).toBeUndefined();
   });
 
-  test("an empty allow list refuses everyone; an address that does not parse is never allowed", () => {
+  test("an empty allow list refuses everyone; an address that does not parse is refused (fail closed)", () => {
     expect(verdict(new AddressListGuard({ allow: [] }), "127.0.0.1")).toBe("SY_FORBIDDEN");
     expect(verdict(new AddressListGuard({ allow: ["0.0.0.0/0"] }), "not-an-ip")).toBe("SY_FORBIDDEN");
+    expect(verdict(new AddressListGuard({ deny: ["10.0.0.0/8"] }), "")).toBe("SY_FORBIDDEN");
   });
 
   test("wanted: no guard without a list", () => {
