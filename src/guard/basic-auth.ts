@@ -43,6 +43,12 @@ export class BasicAuthGuard implements Guard {
   private readonly dummy: string;
   private readonly challenge: Refusal;
   private readonly cache: VerdictCache<true>;
+  /**
+   * Checks under way by credential key: a browser opening six connections at once with the same
+   * credentials costs one hash, not six. Bounded by the requests in flight; each entry leaves
+   * when its check ends.
+   */
+  private readonly pending = new Map<string, Promise<boolean>>();
 
   constructor(o: BasicAuthOptions) {
     this.names = o.users.map((u) => sha256(u.name));
@@ -70,15 +76,23 @@ export class BasicAuthGuard implements Guard {
     let found = -1;
     for (let i = 0; i < this.names.length; i++) if (timingSafeEqual(name, this.names[i]!)) found = i;
     const hash = found >= 0 ? this.hashes[found]! : this.dummy;
-    return Bun.password.verify(password, hash).then(
-      (ok) => {
-        if (!ok || found < 0) return this.failed(req);
-        this.cache.set(key, true, performance.now());
-        return undefined;
-      },
-      // A hash Bun cannot read was refused when the file was read; this is only a safety net.
-      () => this.failed(req),
-    );
+    let verdict = this.pending.get(key);
+    if (verdict === undefined) {
+      verdict = Bun.password.verify(password, hash).then(
+        (ok) => {
+          this.pending.delete(key);
+          if (ok && found >= 0) this.cache.set(key, true, performance.now());
+          return ok && found >= 0;
+        },
+        // A hash Bun cannot read was refused when the file was read; this is only a safety net.
+        () => {
+          this.pending.delete(key);
+          return false;
+        },
+      );
+      this.pending.set(key, verdict);
+    }
+    return verdict.then((ok) => (ok ? undefined : this.failed(req)));
   }
 
   /**

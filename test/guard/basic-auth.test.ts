@@ -1,5 +1,5 @@
 /** BasicAuthGuard: RFC 7617 credentials against bcrypt and argon2 hashes, off the event loop, with a bounded cache of successes. */
-import { describe, expect, test } from "bun:test";
+import { describe, expect, spyOn, test } from "bun:test";
 import { BasicAuthGuard } from "../../src/guard/basic-auth.ts";
 import type { GuardRequest, Refusal } from "../../src/guard/guard.ts";
 import { VerdictCache } from "../../src/guard/verdict-cache.ts";
@@ -47,6 +47,21 @@ describe("BasicAuthGuard", () => {
     await fresh.check(req(basic("alice", "bad")));
     expect(fresh.check(req(basic("alice", "bad")))).toBeInstanceOf(Promise);
     expect(fresh.cached).toBe(1);
+  });
+
+  test("simultaneous checks of the same credentials share one hash", async () => {
+    const fresh = new BasicAuthGuard({ users, realm: "r" });
+    const verify = spyOn(Bun.password, "verify");
+    try {
+      const verdicts = Array.from({ length: 6 }, () => fresh.check(req(basic("alice", "wonderland"))));
+      expect(verdicts.every((v) => v instanceof Promise)).toBe(true);
+      expect(await Promise.all(verdicts)).toEqual(Array(6).fill(undefined));
+      expect(verify).toHaveBeenCalledTimes(1);
+    } finally {
+      verify.mockRestore();
+    }
+    const wrong = Array.from({ length: 3 }, () => fresh.check(req(basic("alice", "x"))));
+    expect((await Promise.all(wrong)).map((r) => r?.code)).toEqual(Array(3).fill("SY_AUTH_REQUIRED"));
   });
 
   test("an empty users file refuses everyone, still at the cost of a hash", async () => {
