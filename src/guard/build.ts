@@ -9,7 +9,7 @@ import type { Logger } from "../log/logger.ts";
 import { NO_GUARDS, type Guard, type Guards, type HeadGuard } from "./guard.ts";
 import { AddressListGuard } from "./address-list.ts";
 import { BasicAuthGuard } from "./basic-auth.ts";
-import { readUsersFile } from "./users-file.ts";
+import { readSecretFile, readUsersFile } from "./users-file.ts";
 import { ForwardAuthGuard } from "./forward-auth.ts";
 import { JwtGuard } from "./jwt.ts";
 import { KeySets } from "./key-sets.ts";
@@ -50,10 +50,17 @@ export function buildGuards(route: RouteConfig, ctx: GuardContext): Guards {
   if (fa !== undefined) late.push(new ForwardAuthGuard({ url: fa.url, copyHeaders: fa.copyHeaders, headers: fa.headers, timeoutMs: fa.timeout }));
   const jwt = route.jwt;
   if (jwt !== undefined) {
-    const key = jwt.secret !== undefined ? new TextEncoder().encode(jwt.secret) : ctx.state.keySets.get(jwt.jwks!);
-    const algorithms = jwt.algorithms ?? [...(jwt.secret !== undefined ? JWT_HMAC : JWT_ASYMMETRIC)];
+    const key = jwt.jwks !== undefined ? ctx.state.keySets.get(jwt.jwks) : jwt.secret !== undefined ? new TextEncoder().encode(jwt.secret) : secretFrom(route.name, jwt.secretFile!);
+    const algorithms = jwt.algorithms ?? [...(jwt.jwks === undefined ? JWT_HMAC : JWT_ASYMMETRIC)];
     const claimsToHeaders = Object.fromEntries(Object.entries(jwt.claimsToHeaders).map(([c, f]) => [c, f.toLowerCase()]));
     late.push(new JwtGuard({ key, issuer: jwt.issuer, audience: jwt.audience, algorithms, leewayMs: jwt.leeway, claimsToHeaders, realm: route.name }));
   }
   return head.length === 0 && late.length === 0 ? NO_GUARDS : { head, late };
+}
+
+/** A jwt route's secretFile, read again on every build (validation read it too). */
+function secretFrom(route: string, path: string): Uint8Array {
+  const { secret, problem } = readSecretFile(path);
+  if (secret === undefined) throw new Error(`route "${route}": jwt.secretFile: ${problem}`);
+  return secret;
 }

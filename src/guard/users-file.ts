@@ -1,4 +1,6 @@
 /**
+ * Files a route's guards read: a basic-auth users file, a jwt secret.
+ *
  * A basic-auth users file: htpasswd lines "name:hash", one user a line, with a bcrypt
  * ($2y$, $2b$, $2a$) or argon2 ($argon2id$, $argon2i$, $argon2d$) hash, which is what
  * `Bun.password.verify` checks (it reads all of these as they are: no "$2y$" → "$2b$" mapping
@@ -64,16 +66,33 @@ export function parseUsers(text: string): { users: UserEntry[]; problems: string
   return { users, problems };
 }
 
-/** Read and parse a users file; problems start with the file's name. */
-export function readUsersFile(path: string): { users: UserEntry[]; problems: string[] } {
-  let text: string;
+function readText(path: string): { text?: string; problem?: string } {
   try {
-    text = readFileSync(path, "utf8");
+    return { text: readFileSync(path, "utf8") };
   } catch (e) {
     const code = (e as { code?: string }).code;
     const why = code === "ENOENT" ? "file not found" : code === "EACCES" ? "permission denied" : code === "EISDIR" ? "is a directory" : (e as Error).message;
-    return { users: [], problems: [`cannot read ${JSON.stringify(path)}: ${why}`] };
+    return { problem: `cannot read ${JSON.stringify(path)}: ${why}` };
   }
+}
+
+/**
+ * A secret kept in a file (a jwt route's secretFile), so that it is not in the config, which
+ * `switchyard check` prints: its first line, at least 32 bytes (RFC 7518 §3.2).
+ */
+export function readSecretFile(path: string): { secret?: Uint8Array; problem?: string } {
+  const { text, problem } = readText(path);
+  if (text === undefined) return { problem };
+  const line = text.split("\n")[0]!.replace(/\r$/, "");
+  const secret = new TextEncoder().encode(line);
+  if (secret.length < 32) return { problem: `${JSON.stringify(path)}: expected a secret of at least 32 bytes on its first line (RFC 7518 §3.2), got ${secret.length}` };
+  return { secret };
+}
+
+/** Read and parse a users file; problems start with the file's name. */
+export function readUsersFile(path: string): { users: UserEntry[]; problems: string[] } {
+  const { text, problem } = readText(path);
+  if (text === undefined) return { users: [], problems: [problem!] };
   const { users, problems } = parseUsers(text);
   return { users, problems: problems.map((p) => `${JSON.stringify(path)} ${p}`) };
 }

@@ -17,7 +17,7 @@ import { headerTemplateProblem } from "./header-rules.ts";
 import { isRefusal, normalizePath } from "./normalize.ts";
 import { compileRegex, highestGroupRef } from "./regex.ts";
 import { parseTemplate, REDIRECT_PLACEHOLDERS } from "./template.ts";
-import { readUsersFile } from "../guard/users-file.ts";
+import { readSecretFile, readUsersFile } from "../guard/users-file.ts";
 
 const doc = <TInput>(meta: OptionDoc): v.MetadataAction<TInput, OptionDoc> => v.metadata(meta);
 
@@ -395,7 +395,15 @@ const RouteObject = v.strictObject({
           v.pipe(
             v.string("expected a secret"),
             v.minLength(32, "expected a secret of at least 32 bytes (RFC 7518 §3.2: an HMAC key at least as long as its hash)"),
-            v.description("An HMAC secret (HS256/384/512), instead of `jwks`."),
+            v.description("An HMAC secret (HS256/384/512), instead of `jwks`. It shows in `switchyard check` and the admin `/config`: prefer `secretFile`."),
+          ),
+        ),
+        secretFile: v.optional(
+          v.pipe(
+            v.string("expected the path of a file"),
+            v.nonEmpty("expected the path of a file"),
+            v.description("A file holding the HMAC secret (its first line, at least 32 bytes), instead of `jwks` or `secret`; read at load and on every reload."),
+            doc({ type: "path" }),
           ),
         ),
         issuer: v.pipe(oneOrMany(v.pipe(v.string("expected an issuer"), v.nonEmpty("expected an issuer")), "an issuer", "issuers"), v.description("The `iss` the token must carry (one or a list)."), doc({ type: "string or list of strings" })),
@@ -418,8 +426,8 @@ const RouteObject = v.strictObject({
           {},
         ),
       }),
-      v.check((j) => (j.jwks === undefined) !== (j.secret === undefined), "expected exactly one of jwks and secret"),
-      v.check((j) => j.algorithms === undefined || j.algorithms.every((a) => a.startsWith("HS") === (j.secret !== undefined)), "expected HS* algorithms with secret only, and asymmetric ones with jwks only"),
+      v.check((j) => [j.jwks, j.secret, j.secretFile].filter((x) => x !== undefined).length === 1, "expected exactly one of jwks, secret and secretFile"),
+      v.check((j) => j.algorithms === undefined || j.algorithms.every((a) => a.startsWith("HS") === (j.jwks === undefined)), "expected HS* algorithms with secret or secretFile only, and asymmetric ones with jwks only"),
       v.description('Require a bearer token (RFC 6750) signed by the issuer: checked with `jose` for signature, algorithm, `iss`, `aud`, `exp` (required) and `nbf`. No token or a bad one: 401 `SY_AUTH_REQUIRED` with `WWW-Authenticate: Bearer` (`error="invalid_token"` when one was sent).'),
     ),
   ),
@@ -507,6 +515,10 @@ export function routeProblems(routes: readonly RouteConfig[], poolNames: Iterabl
       if (!pools.has(s.pool)) problems.push(`routes[${i}].split[${j}].pool: got "${s.pool}", expected ${known}`);
     });
     if (r.mirror !== undefined && !pools.has(r.mirror.pool)) problems.push(`routes[${i}].mirror.pool: got "${r.mirror.pool}", expected ${known}`);
+    if (r.jwt?.secretFile !== undefined) {
+      const problem = readSecretFile(r.jwt.secretFile).problem;
+      if (problem !== undefined) problems.push(`routes[${i}].jwt.secretFile: ${problem}`);
+    }
     if (r.basicAuth !== undefined) {
       for (const p of readUsersFile(r.basicAuth.usersFile).problems) problems.push(`routes[${i}].basicAuth.usersFile: ${p}`);
     }

@@ -11,6 +11,7 @@ import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { startAuthService, type AuthService } from "./auth-service.ts";
+import { SignJWT } from "jose";
 import { startJwksServer, type JwksServer } from "./jwks-server.ts";
 
 /** A port nothing listens on: taken and released. */
@@ -23,6 +24,9 @@ function closedPort(): number {
 
 const dir = mkdtempSync(join(tmpdir(), "switchyard-access-"));
 const usersFile = join(dir, "users");
+const secretFile = join(dir, "jwt-secret");
+const SECRET = "a-secret-of-more-than-thirty-two-bytes";
+writeFileSync(secretFile, `${SECRET}\n`);
 const hash = (pw: string) => Bun.password.hash(pw, { algorithm: "bcrypt", cost: 4 });
 const basic = (user: string, pass: string) => `Basic ${Buffer.from(`${user}:${pass}`).toString("base64")}`;
 
@@ -49,6 +53,7 @@ for (const engine of ["socket", "fetch"] as const) {
           { name: "app", match: { path: "/app" }, pool: "api", forwardAuth: { url: auth.url, copyHeaders: ["X-User"], timeout: "300ms" } },
           { name: "app-down", match: { path: "/app-down" }, pool: "api", forwardAuth: { url: deadAuth } },
           { name: "jwt", match: { path: "/jwt" }, pool: "api", jwt: { jwks: jwks.url, issuer: jwks.issuer, audience: "api", claimsToHeaders: { sub: "x-user" } } },
+          { name: "jwt-hs", match: { path: "/jwt-hs" }, pool: "api", jwt: { secretFile, issuer: "me", audience: "api", claimsToHeaders: { sub: "x-user" } } },
           { name: "jwt-down", match: { path: "/jwt-down" }, pool: "api", jwt: { jwks: deadAuth, issuer: jwks.issuer, audience: "api" } },
         ],
         });
@@ -163,6 +168,16 @@ for (const engine of ["socket", "fetch"] as const) {
       expect(await down.json()).toMatchObject({ error: "SY_AUTH_UNAVAILABLE" });
       expect(api.requests.length).toBe(before + 1);
 
+      const hs = await new SignJWT({ sub: "svc" }).setProtectedHeader({ alg: "HS256" }).setIssuer("me").setAudience("api").setExpirationTime("5m").sign(new TextEncoder().encode(SECRET));
+      const withSecret = await fetch(`${base}/jwt-hs`, { headers: { authorization: `Bearer ${hs}` } });
+      expect(withSecret.status).toBe(200);
+      await withSecret.text();
+      expect(api.requests.at(-1)!.headers.find(([k]) => k.toLowerCase() === "x-user")?.[1]).toBe("svc");
+      // A token signed with the secret's key but sent to the JWKS route: refused (no HS* with jwks).
+      const confused = await fetch(`${base}/jwt`, { headers: { authorization: `Bearer ${hs}` } });
+      expect(confused.status).toBe(401);
+      await confused.text();
+
       const fetched = jwks.fetches();
       await lb.apply(config());
       const again = await fetch(`${base}/jwt`, { headers: { authorization: `Bearer ${token}` } });
@@ -174,11 +189,14 @@ for (const engine of ["socket", "fetch"] as const) {
     test("jwt config: one of jwks and secret, a long enough secret, never none", () => {
       const pools = { api: { backends: [{ url: api.url }] } };
       const route = (jwt: object) => ({ pools, routes: [{ name: "j", pool: "api", jwt: { issuer: "i", audience: "a", ...jwt } }] });
-      expect(() => validateConfig(route({ jwks: jwks.url, secret: "s".repeat(32) }))).toThrow("expected exactly one of jwks and secret");
-      expect(() => validateConfig(route({}))).toThrow("expected exactly one of jwks and secret");
+      expect(() => validateConfig(route({ jwks: jwks.url, secret: "s".repeat(32) }))).toThrow("expected exactly one of jwks, secret and secretFile");
+      expect(() => validateConfig(route({}))).toThrow("expected exactly one of jwks, secret and secretFile");
+      const short = join(dir, `short-${engine}`);
+      writeFileSync(short, "tooshort\n");
+      expect(() => validateConfig(route({ secretFile: short }))).toThrow(`routes[0].jwt.secretFile: ${JSON.stringify(short)}: expected a secret of at least 32 bytes`);
       expect(() => validateConfig(route({ secret: "short" }))).toThrow("at least 32 bytes");
       expect(() => validateConfig(route({ jwks: jwks.url, algorithms: ["none"] }))).toThrow('"none" never passes');
-      expect(() => validateConfig(route({ jwks: jwks.url, algorithms: ["HS256"] }))).toThrow("HS* algorithms with secret only");
+      expect(() => validateConfig(route({ jwks: jwks.url, algorithms: ["HS256"] }))).toThrow("HS* algorithms with secret or secretFile only");
       expect(validateConfig(route({ secret: "s".repeat(32), algorithms: ["HS256"], leeway: "5s" })).routes[0]!.jwt!.leeway).toBe(5000);
     });
 
