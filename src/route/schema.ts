@@ -559,6 +559,12 @@ export function routeWarnings(
       }
     }
   }
+  routes.forEach((r, i) => {
+    // "0.0.0.0/0" is every IPv4 address and no IPv6 one: an IPv6 client would pass a deny-all.
+    if (r.deny?.includes("0.0.0.0/0") && !r.deny.includes("::/0")) {
+      warnings.push(`routes[${indexOf(r, i)}].deny: "0.0.0.0/0" denies every IPv4 client but no IPv6 one; add "::/0" to deny every client`);
+    }
+  });
   const used = new Set([...routes.flatMap(poolsOf), ...alsoUsed]);
   for (const p of poolNames) if (!used.has(p)) warnings.push(`pools.${p}: no route, mirror or listener uses this pool`);
   return warnings;
