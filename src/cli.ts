@@ -18,6 +18,7 @@ import { runWorker } from "./workers/worker.ts";
 import { WORKER_COMMAND } from "./workers/protocol.ts";
 import { runHealthCommand } from "./commands/health.ts";
 import { runRouteCommand } from "./commands/route.ts";
+import { runHashPasswordCommand } from "./commands/hash-password.ts";
 import { ControlError } from "./control/control.ts";
 import { successorLink, Upgrader, type SuccessorLink } from "./control/upgrade.ts";
 import { keeperWanted, runKeeper } from "./control/keeper.ts";
@@ -39,6 +40,7 @@ Commands:
   reload   make a running balancer read its config file again
   upgrade  replace a running balancer by a new process of the binary on disk, with no gap
   health   ask a running balancer's admin /healthz (exit 0 healthy, 1 not)
+  hash-password  print a basicAuth users file line for a password read from stdin
 
 Run "switchyard <command> --help" for a command's options.
   --version   print the version
@@ -108,6 +110,8 @@ export async function main(argv: string[]): Promise<number> {
       return runWorker();
     case "health":
       return runHealthCommand(rest);
+    case "hash-password":
+      return runHashPasswordCommand(rest);
     case "--version":
     case "-v":
     case "version":

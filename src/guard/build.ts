@@ -7,6 +7,13 @@ import type { Config } from "../config/schema.ts";
 import type { RouteConfig } from "../route/schema.ts";
 import type { Logger } from "../log/logger.ts";
 import { NO_GUARDS, type Guard, type Guards, type HeadGuard } from "./guard.ts";
+import { AddressListGuard } from "./address-list.ts";
+import { BasicAuthGuard } from "./basic-auth.ts";
+import { readSecretFile, readUsersFile } from "./users-file.ts";
+import { ForwardAuthGuard } from "./forward-auth.ts";
+import { JwtGuard } from "./jwt.ts";
+import { KeySets } from "./key-sets.ts";
+import { JWT_ASYMMETRIC, JWT_HMAC } from "../route/schema.ts";
 
 /**
  * What lives across reloads for the guards of one process: state kept by route name (rate-limit
@@ -14,6 +21,9 @@ import { NO_GUARDS, type Guard, type Guards, type HeadGuard } from "./guard.ts";
  * worker), which stops it.
  */
 export class GuardState {
+  /** JWKS key sets by URL (jwt routes), so that a reload keeps the keys and the refetch bound. */
+  readonly keySets = new KeySets();
+
   async stop(): Promise<void> {}
 }
 
@@ -26,7 +36,31 @@ export interface GuardContext {
 export function buildGuards(route: RouteConfig, ctx: GuardContext): Guards {
   const head: HeadGuard[] = [];
   const late: Guard[] = [];
-  void route;
-  void ctx;
+  // Who may ask: the client's address.
+  if (AddressListGuard.wanted(route)) head.push(new AddressListGuard(route));
+  // How often: the rate limits (their own line goes here).
+  // Who they are: authentication.
+  if (route.basicAuth !== undefined) {
+    // Read again on every build (load and reload): validation read it too, and named its lines.
+    const { users, problems } = readUsersFile(route.basicAuth.usersFile);
+    if (problems.length > 0) throw new Error(`route "${route.name}": basicAuth.usersFile: ${problems.join("; ")}`);
+    late.push(new BasicAuthGuard({ users, realm: route.basicAuth.realm }));
+  }
+  const fa = route.forwardAuth;
+  if (fa !== undefined) late.push(new ForwardAuthGuard({ url: fa.url, copyHeaders: fa.copyHeaders, headers: fa.headers, timeoutMs: fa.timeout }));
+  const jwt = route.jwt;
+  if (jwt !== undefined) {
+    const key = jwt.jwks !== undefined ? ctx.state.keySets.get(jwt.jwks) : jwt.secret !== undefined ? new TextEncoder().encode(jwt.secret) : secretFrom(route.name, jwt.secretFile!);
+    const algorithms = jwt.algorithms ?? [...(jwt.jwks === undefined ? JWT_HMAC : JWT_ASYMMETRIC)];
+    const claimsToHeaders = Object.fromEntries(Object.entries(jwt.claimsToHeaders).map(([c, f]) => [c, f.toLowerCase()]));
+    late.push(new JwtGuard({ key, issuer: jwt.issuer, audience: jwt.audience, algorithms, leewayMs: jwt.leeway, claimsToHeaders, realm: route.name }));
+  }
   return head.length === 0 && late.length === 0 ? NO_GUARDS : { head, late };
+}
+
+/** A jwt route's secretFile, read again on every build (validation read it too). */
+function secretFrom(route: string, path: string): Uint8Array {
+  const { secret, problem } = readSecretFile(path);
+  if (secret === undefined) throw new Error(`route "${route}": jwt.secretFile: ${problem}`);
+  return secret;
 }

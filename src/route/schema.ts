@@ -17,6 +17,7 @@ import { headerTemplateProblem } from "./header-rules.ts";
 import { isRefusal, normalizePath } from "./normalize.ts";
 import { compileRegex, highestGroupRef } from "./regex.ts";
 import { parseTemplate, REDIRECT_PLACEHOLDERS } from "./template.ts";
+import { readSecretFile, readUsersFile } from "../guard/users-file.ts";
 
 const doc = <TInput>(meta: OptionDoc): v.MetadataAction<TInput, OptionDoc> => v.metadata(meta);
 
@@ -189,12 +190,17 @@ const HeaderRulesSchema = (direction: string) =>
     v.description(`${direction} header fields changed by this route: \`remove\`, then \`set\`, then \`add\`. Values may use \`{client_ip}\`, \`{host}\` (without port), \`{request_id}\` and \`{route}\`.`),
   );
 
+/** JWS algorithms a jwt route may accept (RFC 7518 §3.1, RFC 8037); "none" is not one. */
+export const JWT_ASYMMETRIC = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA", "Ed25519"] as const;
+export const JWT_HMAC = ["HS256", "HS384", "HS512"] as const;
+const JWT_ALGORITHMS = [...JWT_ASYMMETRIC, ...JWT_HMAC] as const;
+
 const REDIRECT_STATUSES = [301, 302, 307, 308] as const;
 
 /** The actions; exactly one per route (checked below, naming the route). */
 const ACTIONS = ["pool", "split", "redirect", "respond"] as const;
 /** Modifiers of a forwarded request: only with pool or split. */
-const MODIFIERS = ["splitBy", "rewrite", "requestHeaders", "responseHeaders", "mirror", "retry", "timeouts", "limits"] as const;
+const MODIFIERS = ["splitBy", "rewrite", "requestHeaders", "responseHeaders", "mirror", "retry", "timeouts", "limits", "allow", "deny", "basicAuth", "forwardAuth", "jwt"] as const;
 
 const RouteObject = v.strictObject({
   name: v.pipe(name("a route name"), v.description("A unique name: in logs, metrics labels, `{route}` and `switchyard route`.")),
@@ -307,6 +313,124 @@ const RouteObject = v.strictObject({
       doc({ defaultText: "the pool's" }),
     ),
   ),
+  allow: v.optional(
+    v.pipe(
+      v.array(cidr, "expected a list of CIDRs or addresses"),
+      v.description('Client addresses this route serves (CIDRs or addresses, IPv4 or IPv6): any other is refused with 403 `SY_FORBIDDEN`, decided from the request\'s head before any other guard (no rate-limit budget or password check is spent on it). Matched against the client\'s address as the request carries it (the peer\'s, or a PROXY protocol header\'s from a trusted proxy), never against `X-Forwarded-For`. `[]` refuses every address.'),
+      doc({ type: "list of CIDRs or addresses", defaultText: "every address" }),
+    ),
+  ),
+  deny: v.optional(
+    v.pipe(
+      v.array(cidr, "expected a list of CIDRs or addresses"),
+      v.description("Client addresses refused with 403 `SY_FORBIDDEN`. Deny wins over allow: an address in both lists is refused."),
+      doc({ type: "list of CIDRs or addresses", defaultText: "none" }),
+    ),
+  ),
+  basicAuth: v.optional(
+    v.pipe(
+      v.strictObject({
+        usersFile: v.pipe(
+          v.string("expected the path of a users file"),
+          v.nonEmpty("expected the path of a users file"),
+          v.description('An htpasswd file of `name:hash` lines, the hash bcrypt (`$2y$`, `$2b$`, `$2a$`) or argon2 (`$argon2id$`); `#` starts a comment line. `switchyard hash-password NAME` writes a line. Read at load and on every reload; a line Switchyard cannot read is a config problem naming the file and line.'),
+          doc({ type: "path" }),
+        ),
+        realm: v.optional(
+          v.pipe(
+            v.string("expected a realm"),
+            v.regex(/^[\x20-\x7e]*$/, "expected a realm of printable ASCII"),
+            v.check((r) => !r.includes('"') && !r.includes("\\"), 'expected a realm without " or \\'),
+            v.description("The protection space named in `WWW-Authenticate` (RFC 7617 §2)."),
+          ),
+          "switchyard",
+        ),
+      }),
+      v.description('Ask for a name and password (HTTP Basic, RFC 7617): a request without valid credentials gets 401 `SY_AUTH_REQUIRED` with `WWW-Authenticate: Basic realm="...", charset="UTF-8"`. Checked with `Bun.password.verify` off the event loop; a success is remembered for a minute (by a SHA-256 of the credentials, at most 1024 of them, forgotten on reload), so a client costs one hash a minute. Use it over TLS only: the password travels in clear otherwise.'),
+    ),
+  ),
+  forwardAuth: v.optional(
+    v.pipe(
+      v.strictObject({
+        url: v.pipe(
+          v.string("expected an http:// or https:// URL"),
+          v.check((u) => URL.canParse(u) && /^https?:$/.test(new URL(u).protocol), "expected an http:// or https:// URL"),
+          v.description("The auth service, asked with a GET before each request."),
+          doc({ type: "URL" }),
+        ),
+        copyHeaders: v.optional(
+          v.pipe(
+            v.array(headerName, "expected a list of header names"),
+            v.transform((l) => l.map((n) => n.toLowerCase())),
+            v.description("Fields of the service's 2xx answer set on the request (e.g. `x-user`); one the answer lacks is removed from the request, so a client cannot pass its own."),
+          ),
+          [],
+        ),
+        headers: v.optional(
+          v.pipe(
+            v.array(matchHeaderName, "expected a list of header names"),
+            v.transform((l) => l.map((n) => n.toLowerCase())),
+            v.description("Fields of the request sent to the service, beside `X-Forwarded-Method`, `-Uri`, `-Host`, `-Proto`, `-For` and `X-Request-Id`, which always are."),
+            doc({ defaultText: "`[authorization, cookie]`" }),
+          ),
+          ["authorization", "cookie"],
+        ),
+        timeout: v.optional(v.pipe(duration, v.description("How long the service has to answer; then 503 `SY_AUTH_UNAVAILABLE`.")), 5000),
+      }),
+      v.description("Ask an auth service first (nginx `auth_request`, Traefik ForwardAuth): a 2xx lets the request through; any other answer goes to the client as it is (its body up to 64 KiB); no answer, an error or a longer body is 503 `SY_AUTH_UNAVAILABLE`, never a pass."),
+    ),
+  ),
+  jwt: v.optional(
+    v.pipe(
+      v.strictObject({
+        jwks: v.optional(
+          v.pipe(
+            v.string("expected an http:// or https:// URL"),
+            v.check((u) => URL.canParse(u) && /^https?:$/.test(new URL(u).protocol), "expected an http:// or https:// URL"),
+            v.description("The issuer's key set (JWKS, RFC 7517 §5): fetched on first use, kept 10 minutes (across reloads), fetched again for a token naming an unknown `kid` at most every 30 s. Unreachable: 503 `SY_AUTH_UNAVAILABLE`."),
+            doc({ type: "URL" }),
+          ),
+        ),
+        secret: v.optional(
+          v.pipe(
+            v.string("expected a secret"),
+            v.minLength(32, "expected a secret of at least 32 bytes (RFC 7518 §3.2: an HMAC key at least as long as its hash)"),
+            v.description("An HMAC secret (HS256/384/512), instead of `jwks`. It shows in `switchyard check` and the admin `/config`: prefer `secretFile`."),
+          ),
+        ),
+        secretFile: v.optional(
+          v.pipe(
+            v.string("expected the path of a file"),
+            v.nonEmpty("expected the path of a file"),
+            v.description("A file holding the HMAC secret (its first line, at least 32 bytes), instead of `jwks` or `secret`; read at load and on every reload."),
+            doc({ type: "path" }),
+          ),
+        ),
+        issuer: v.pipe(oneOrMany(v.pipe(v.string("expected an issuer"), v.nonEmpty("expected an issuer")), "an issuer", "issuers"), v.description("The `iss` the token must carry (one or a list)."), doc({ type: "string or list of strings" })),
+        audience: v.pipe(oneOrMany(v.pipe(v.string("expected an audience"), v.nonEmpty("expected an audience")), "an audience", "audiences"), v.description("An `aud` the token must carry (one or a list)."), doc({ type: "string or list of strings" })),
+        algorithms: v.optional(
+          v.pipe(
+            v.array(v.picklist(JWT_ALGORITHMS, `expected one of ${JWT_ALGORITHMS.join(", ")} ("none" never passes)`), "expected a list of algorithms"),
+            v.minLength(1, "expected at least one algorithm"),
+            v.description("The signature algorithms accepted (`alg`); `none` never is."),
+            doc({ defaultText: "with `jwks` every asymmetric one (RS*, PS*, ES*, EdDSA); with `secret` HS256, HS384, HS512" }),
+          ),
+        ),
+        leeway: v.optional(v.pipe(anyDuration, v.description("Clock skew allowed on `exp` and `nbf`.")), 30_000),
+        claimsToHeaders: v.optional(
+          v.pipe(
+            v.record(v.pipe(v.string(), v.nonEmpty("expected a claim name")), headerName, "expected an object of claim names and header names"),
+            v.description("Claims copied into request fields, e.g. `{ sub: x-user }`: strings as they are, others as JSON, control characters dropped, non-ASCII percent-encoded. A field named here that the client sent is removed first."),
+            doc({ type: "object of claim names and header names" }),
+          ),
+          {},
+        ),
+      }),
+      v.check((j) => [j.jwks, j.secret, j.secretFile].filter((x) => x !== undefined).length === 1, "expected exactly one of jwks, secret and secretFile"),
+      v.check((j) => j.algorithms === undefined || j.algorithms.every((a) => a.startsWith("HS") === (j.jwks === undefined)), "expected HS* algorithms with secret or secretFile only, and asymmetric ones with jwks only"),
+      v.description('Require a bearer token (RFC 6750) signed by the issuer: checked with `jose` for signature, algorithm, `iss`, `aud`, `exp` (required) and `nbf`. No token or a bad one: 401 `SY_AUTH_REQUIRED` with `WWW-Authenticate: Bearer` (`error="invalid_token"` when one was sent).'),
+    ),
+  ),
   limits: v.optional(
     v.pipe(
       v.strictObject({ maxBodySize: v.optional(v.pipe(size, v.description("As `limits.maxBodySize`."))) }),
@@ -391,6 +515,13 @@ export function routeProblems(routes: readonly RouteConfig[], poolNames: Iterabl
       if (!pools.has(s.pool)) problems.push(`routes[${i}].split[${j}].pool: got "${s.pool}", expected ${known}`);
     });
     if (r.mirror !== undefined && !pools.has(r.mirror.pool)) problems.push(`routes[${i}].mirror.pool: got "${r.mirror.pool}", expected ${known}`);
+    if (r.jwt?.secretFile !== undefined) {
+      const problem = readSecretFile(r.jwt.secretFile).problem;
+      if (problem !== undefined) problems.push(`routes[${i}].jwt.secretFile: ${problem}`);
+    }
+    if (r.basicAuth !== undefined) {
+      for (const p of readUsersFile(r.basicAuth.usersFile).problems) problems.push(`routes[${i}].basicAuth.usersFile: ${p}`);
+    }
     if (r.mirror !== undefined && (r.mirror.pool === r.pool || r.split?.some((s) => s.pool === r.mirror!.pool))) {
       problems.push(`routes[${i}].mirror.pool: got "${r.mirror.pool}", expected a pool other than the one the route forwards to`);
     }
@@ -428,6 +559,12 @@ export function routeWarnings(
       }
     }
   }
+  routes.forEach((r, i) => {
+    // "0.0.0.0/0" is every IPv4 address and no IPv6 one: an IPv6 client would pass a deny-all.
+    if (r.deny?.includes("0.0.0.0/0") && !r.deny.includes("::/0")) {
+      warnings.push(`routes[${indexOf(r, i)}].deny: "0.0.0.0/0" denies every IPv4 client but no IPv6 one; add "::/0" to deny every client`);
+    }
+  });
   const used = new Set([...routes.flatMap(poolsOf), ...alsoUsed]);
   for (const p of poolNames) if (!used.has(p)) warnings.push(`pools.${p}: no route, mirror or listener uses this pool`);
   return warnings;
