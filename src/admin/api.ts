@@ -287,8 +287,10 @@ function clientAddress(c: Context<Env>): string {
 }
 
 /** The config without secrets: token values never leave the process. */
+/** The config as /api/config shows it: secrets named, never shown (the admin token, a route's JWT secret). */
 function redact(config: Config): unknown {
-  if (config.admin === false) return config;
+  const routes = config.routes.map((r) => (r.jwt?.secret !== undefined ? { ...r, jwt: { ...r.jwt, secret: "(set)" } } : r));
+  if (config.admin === false) return { ...config, routes };
   const { token, ...admin } = config.admin;
-  return { ...config, admin: token === undefined ? admin : { ...admin, token: "(set)" } };
+  return { ...config, routes, admin: token === undefined ? admin : { ...admin, token: "(set)" } };
 }

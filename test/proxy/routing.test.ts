@@ -300,3 +300,28 @@ test("a GET with a body on a mirrored route: the copy goes without it, and the s
     shadow.stop();
   }
 });
+
+test("a guard's refusal is answered at once, before the body, with no 100 Continue; then the connection closes (socket engine)", async () => {
+  const web = startRecordingBackend();
+  const lb = await startBalancer(
+    validateConfig({
+      engine: "socket", admin: false, healthCheck: false, log: { access: false },
+      listeners: [{ name: "web", host: "127.0.0.1", port: 0 }],
+      pools: { web: { backends: [{ url: web.url }] } },
+      routes: [{ name: "private", match: { path: "/private" }, pool: "web", deny: ["0.0.0.0/0", "::/0"] }, { name: "web", pool: "web" }],
+    }),
+    { env: {}, logger: memoryLogger() },
+  );
+  try {
+    const c = await rawClient(lb.port);
+    c.send("POST /private HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\nExpect: 100-continue\r\n\r\n");
+    await c.waitFor((t) => t.includes("\r\n\r\n"), "the refusal");
+    expect(c.text()).toStartWith("HTTP/1.1 403 Forbidden\r\n");
+    expect(c.text()).not.toContain("100 Continue");
+    await c.waitClosed(3000);
+    expect(web.requests.length).toBe(0);
+  } finally {
+    await lb.stop(false);
+    web.stop();
+  }
+});

@@ -61,6 +61,9 @@ export async function startFetchClient(): Promise<void> {
 
 export type FetchHandler = (req: Request, server: Server<unknown>) => Promise<Response>;
 
+/** A request the proxy answers itself: its body, if any, is not read. */
+const NO_BODY_READ: PreparedBody = { bytes: null, stream: undefined };
+
 /** The fetch engine's own part of a request. */
 interface FetchOwn {
   request: Request;
@@ -183,9 +186,10 @@ export function createFetchHandler(opts: FetchEngineOptions): FetchHandler {
 
     answer(req, a) {
       const res = new Response(a.body, { status: a.status, headers: a.headers });
-      // A body left unread (a client fault) leaves nothing on the connection to trust; and a
-      // listener shutting down takes no more requests on it.
-      if (lifecycle.draining || req.cancel.reason instanceof ClientFault) res.headers.set("connection", "close");
+      // A body left unread (a client fault, or an answer made without reading it) leaves
+      // nothing on the connection to trust; and a listener shutting down takes no more requests on it.
+      const unread = req.routed.kind === RoutedKind.Answer && req.own.request.body !== null;
+      if (lifecycle.draining || unread || req.cancel.reason instanceof ClientFault) res.headers.set("connection", "close");
       req.own.stream?.discard();
       return res;
     },
@@ -214,11 +218,17 @@ export function createFetchHandler(opts: FetchEngineOptions): FetchHandler {
     }
     const cancel = new Cancel();
     let prepared: PreparedBody | undefined;
-    try {
-      prepared = await prepareBody(request, routed.bufferBody, routed.maxBodySize);
-    } catch (e) {
-      // The client went away, or broke a rule, while sending its body.
-      cancel.abort(bodyFault(e, routed.maxBodySize));
+    if (routed.kind === RoutedKind.Answer) {
+      // Answered by the proxy (a guard's refusal, a redirect, a fixed answer, no route): at once,
+      // without reading a body; downstream.answer closes the connection when one was coming.
+      prepared = NO_BODY_READ;
+    } else {
+      try {
+        prepared = await prepareBody(request, routed.bufferBody, routed.maxBodySize);
+      } catch (e) {
+        // The client went away, or broke a rule, while sending its body.
+        cancel.abort(bodyFault(e, routed.maxBodySize));
+      }
     }
     // Raised for the wait on the backend only: while the client sends what is read before the
     // first try, the listener's own idle timeout bounds a client that dribbles it. Bun.serve's

@@ -14,7 +14,7 @@
  */
 import type { Socket } from "bun";
 import type { Forwarder, ForwardRequest, BodyEnd, DownstreamWire } from "../../forward/forward.ts";
-import type { Routed } from "../../forward/router.ts";
+import { RoutedKind, type Routed } from "../../forward/router.ts";
 import { FieldList } from "../../http/fields.ts";
 import { ClientFault, FRAMING_CODES, errorAnswer, type ErrorAnswer, type FramingStatus } from "../../errors.ts";
 import { Cancel } from "../../forward/cancel.ts";
@@ -306,8 +306,10 @@ export class Exchange implements ResponseSink, InterimSink, ForwardRequest<Excha
     for (const k in a.headers) head += `${k}: ${a.headers[k]}\r\n`;
     head += `content-length: ${Buffer.byteLength(a.body)}\r\n`;
     if (this.closeAfter) head += "connection: close\r\n";
-    // The answer to HEAD has the fields GET's would, and no body (RFC 9110 §9.3.2).
-    this.conn.write(latin1Bytes(`${head}\r\n${this.method === "HEAD" ? "" : a.body}`));
+    // The answer to HEAD has the fields GET's would, and no body (RFC 9110 §9.3.2). The head is
+    // Latin-1 (field values are checked to be); the body is UTF-8, as its length counts it.
+    const headBytes = latin1Bytes(`${head}\r\n`);
+    this.conn.write(this.method === "HEAD" || a.body === "" ? headBytes : Buffer.concat([headBytes, Buffer.from(a.body, "utf8")]));
     this.conn.exchangeDone(this);
   }
 
@@ -696,7 +698,10 @@ export class ClientConnection implements ParserHost {
       return;
     }
     const body = ex.body;
-    if (body === undefined || ex.parsed) return this.forward(ex, true);
+    // Answered by the proxy (a guard's refusal, a redirect, a fixed answer, no route): at once,
+    // with no 100 Continue and without reading a body; the connection closes after it when a
+    // body was coming (Exchange.answer), since the rest of it cannot be told from a next request.
+    if (body === undefined || ex.parsed || ex.routed.kind === RoutedKind.Answer) return this.forward(ex, true);
     if (ex.expectContinue) {
       ex.expectContinue = false;
       this.write(CONTINUE);
