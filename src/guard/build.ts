@@ -6,6 +6,7 @@
 import type { Config } from "../config/schema.ts";
 import type { RouteConfig } from "../route/schema.ts";
 import type { Logger } from "../log/logger.ts";
+import { RateLimitState } from "./rate-limit-state.ts";
 import { NO_GUARDS, type Guard, type Guards, type HeadGuard } from "./guard.ts";
 
 /**
@@ -14,7 +15,12 @@ import { NO_GUARDS, type Guard, type Guards, type HeadGuard } from "./guard.ts";
  * worker), which stops it.
  */
 export class GuardState {
-  async stop(): Promise<void> {}
+  /** Rate-limit budgets by route name, and the shared store's connection (src/guard/rate-limit-state.ts). */
+  readonly rateLimits = new RateLimitState();
+
+  async stop(): Promise<void> {
+    await this.rateLimits.stop();
+  }
 }
 
 export interface GuardContext {
@@ -26,7 +32,6 @@ export interface GuardContext {
 export function buildGuards(route: RouteConfig, ctx: GuardContext): Guards {
   const head: HeadGuard[] = [];
   const late: Guard[] = [];
-  void route;
-  void ctx;
+  if (route.rateLimit !== undefined) ctx.state.rateLimits.add(route.name, route.rateLimit, ctx, head, late);
   return head.length === 0 && late.length === 0 ? NO_GUARDS : { head, late };
 }

@@ -14,7 +14,7 @@
  */
 import type { Socket } from "bun";
 import type { Forwarder, ForwardRequest, BodyEnd, DownstreamWire } from "../../forward/forward.ts";
-import type { Routed } from "../../forward/router.ts";
+import { RoutedKind, type Routed } from "../../forward/router.ts";
 import { FieldList } from "../../http/fields.ts";
 import { ClientFault, FRAMING_CODES, errorAnswer, type ErrorAnswer, type FramingStatus } from "../../errors.ts";
 import { Cancel } from "../../forward/cancel.ts";
@@ -625,7 +625,9 @@ export class ClientConnection implements ParserHost {
       return;
     }
     const body = ex.body;
-    if (body === undefined || ex.parsed) return this.forward(ex, true);
+    // A request the router answered itself (a guard's refusal, a redirect, no route) is answered
+    // now, its body unread: answer() closes the connection after it, as the body is still due.
+    if (body === undefined || ex.parsed || ex.routed.kind === RoutedKind.Answer) return this.forward(ex, true);
     if (ex.expectContinue) {
       ex.expectContinue = false;
       this.write(CONTINUE);
