@@ -5,6 +5,7 @@
  */
 import * as v from "valibot";
 import type { OptionDoc } from "../config/schema.ts";
+import { parseDuration } from "../config/units.ts";
 
 const doc = <TInput>(meta: OptionDoc): v.MetadataAction<TInput, OptionDoc> => v.metadata(meta);
 
@@ -66,7 +67,7 @@ export const RouteRateLimitSchema = v.pipe(
         v.number("expected a whole number of keys, at least 1"),
         v.integer("expected a whole number of keys, at least 1"),
         v.minValue(1, "expected a whole number of keys, at least 1"),
-        v.description("The most keys kept in memory for this route (local store). Keys whose budget is full again are dropped as they are met; past the cap the least recently seen key is dropped (its client starts again with a full budget), so a flood of distinct addresses cannot grow memory."),
+        v.description("The most keys kept in memory for this route (local store), so that a flood of distinct addresses cannot grow memory. Keys are kept in two generations: keys idle for longer than a full budget takes to come back are dropped in bulk (losing nothing), and past the cap the older generation (keys not let through in the last maxKeys / 2 new keys) is dropped, its clients starting again with a full budget."),
         doc({ defaultValue: DEFAULT_MAX_KEYS }),
       ),
       DEFAULT_MAX_KEYS,
@@ -76,6 +77,8 @@ export const RouteRateLimitSchema = v.pipe(
 );
 
 export type RouteRateLimit = v.InferOutput<typeof RouteRateLimitSchema>;
+
+const DURATION_HINT = 'a duration like "250ms", "1s" or a number of milliseconds';
 
 const redisUrl = v.pipe(
   v.string('expected a Redis URL like "redis://127.0.0.1:6379"'),
@@ -97,7 +100,14 @@ export const RateLimitSettingsSchema = v.pipe(
           redis: v.pipe(redisUrl, v.description("The Redis every replica uses: one atomic script per decision, over one reused connection."), doc({ type: "URL" })),
           prefix: v.optional(v.pipe(v.string("expected a key prefix string"), v.description("Put before every key written to Redis."), doc({ defaultValue: "sy:rl:" })), "sy:rl:"),
           timeout: v.optional(
-            v.pipe(v.number("expected milliseconds, at least 1"), v.integer("expected milliseconds, at least 1"), v.minValue(1, "expected milliseconds, at least 1"), v.description("How long a decision may wait for Redis before it counts as unreachable (ms)."), doc({ defaultValue: 250 })),
+            v.pipe(
+              v.union([v.string(), v.number()], `expected ${DURATION_HINT}`),
+              v.check((x) => parseDuration(x) !== undefined, `expected ${DURATION_HINT}`),
+              v.transform((x) => parseDuration(x)!),
+              v.minValue(1, "expected a duration of more than 0"),
+              v.description("How long a decision may wait for Redis before it counts as unreachable (then `failOpen` decides)."),
+              doc({ unit: "duration", defaultValue: 250 }),
+            ),
             250,
           ),
         }),
