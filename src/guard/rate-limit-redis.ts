@@ -34,9 +34,12 @@ export const enum StoreState {
 export const UNAVAILABLE = -1;
 
 // GCRA as in LocalBuckets.take, in ms. KEYS[1]: the key; ARGV[1]: the interval T; ARGV[2]: burst × T.
+// Time is counted from 2023-11-14 (1,700,000,000 s), not 1970: a double near 1e10 ms resolves
+// 2e-6 ms where one near 1.7e12 resolves only 2.4e-4 ms, and a TAT must take intervals of 0.01 ms
+// (100,000/s) without rounding them away. The PX is at least 1 ms (SET refuses 0).
 const SCRIPT = `
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local now = (tonumber(t[1]) - 1700000000) * 1000 + tonumber(t[2]) / 1000
 local interval = tonumber(ARGV[1])
 local limit = tonumber(ARGV[2])
 local tat = tonumber(redis.call('GET', KEYS[1]))
@@ -44,7 +47,7 @@ if tat == nil or tat < now then tat = now end
 local nxt = tat + interval
 local ahead = nxt - now
 if ahead > limit + 0.000001 then return math.ceil(ahead - limit) end
-redis.call('SET', KEYS[1], string.format('%.3f', nxt), 'PX', math.ceil(ahead))
+redis.call('SET', KEYS[1], string.format('%.6f', nxt), 'PX', math.max(1, math.ceil(ahead)))
 return 0
 `;
 const SHA = new Bun.CryptoHasher("sha1").update(SCRIPT).digest("hex");

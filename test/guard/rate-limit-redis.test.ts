@@ -8,7 +8,7 @@ import type { Subprocess } from "bun";
 import { startBalancer, type Balancer } from "../../src/balancer.ts";
 import { validateConfig } from "../../src/config/load.ts";
 import { memoryLogger } from "../../src/log/logger.ts";
-import { StoreState } from "../../src/guard/rate-limit-redis.ts";
+import { RedisStore, StoreState } from "../../src/guard/rate-limit-redis.ts";
 import { rigDefaults } from "../helpers/balancer.ts";
 import { requirePrograms } from "../helpers/system.ts";
 import { waitFor } from "../helpers/wait.ts";
@@ -110,6 +110,27 @@ for (const engine of ["socket", "fetch"]) {
     });
   });
 }
+
+describe.skipIf(redis.skip)("the store's script", () => {
+  test("a rate far above any load never refuses; a burst of 50 at 100/s lets 50 through at once", async () => {
+    const store = new RedisStore(`redis://127.0.0.1:${server!.port}`, 1000, memoryLogger());
+    try {
+      await waitFor(() => store.current === StoreState.Up, "the store to connect", 5000);
+      const id = Math.random();
+      // An interval of 1e-6 ms: below what a Unix-epoch double in ms can add (the script counts from 2023).
+      const tiny = await Promise.all(Array.from({ length: 200 }, () => store.take(`tiny-${id}`, String(1000 / 999_999_999), String(1000))));
+      expect(tiny.every((r) => r === 0)).toBe(true);
+      const burst = await Promise.all(Array.from({ length: 60 }, () => store.take(`burst-${id}`, "10", "500")));
+      const allowed = burst.filter((r) => r === 0).length;
+      // Pipelined in one tick: 50, and one more for each 10 ms the 60 took inside Redis.
+      expect(allowed).toBeGreaterThanOrEqual(50);
+      expect(allowed).toBeLessThanOrEqual(51);
+      expect(burst.filter((r) => r > 0).every((r) => r <= 10)).toBe(true);
+    } finally {
+      store.stop();
+    }
+  });
+});
 
 describe.skipIf(redis.skip)("Redis stopped under load and started again", () => {
   for (const failOpen of [true, false]) {
