@@ -111,6 +111,33 @@ for (const engine of ["socket", "fetch"]) {
   });
 }
 
+describe.skipIf(redis.skip)("workers", () => {
+  test("with workers: 2 and the store, the workers spend one budget", async () => {
+    const b = await startBalancer(
+      validateConfig({
+        ...rigDefaults(),
+        workers: 2,
+        rateLimit: { store: { redis: `redis://127.0.0.1:${server!.port}` }, failOpen: false },
+        backends: [{ name: "b", url: `http://127.0.0.1:${backend!.port}` }],
+        routes: [{ name: "api", pool: "default", rateLimit: { rate: "1/m", burst: 10, key: ["route", "header:x-k"] } }],
+      }),
+      { env: {}, logger: memoryLogger() },
+    );
+    balancers.push(b);
+    // Each request on a connection of its own, so that the kernel spreads them over both workers.
+    const once = async (k: string) => {
+      const r = await fetch(`${b.url}/`, { headers: { "x-k": k, connection: "close" }, keepalive: false });
+      await r.arrayBuffer();
+      return r.status;
+    };
+    // Both workers answer from Redis (failOpen false: 503 until a worker is connected).
+    await waitFor(async () => (await Promise.all(Array.from({ length: 12 }, () => once(`probe-${Math.random()}`)))).every((s) => s === 200), "both workers to reach Redis", 10_000);
+    const got = await Promise.all(Array.from({ length: 30 }, () => once("load")));
+    expect(got.filter((s) => s === 200).length).toBe(10);
+    expect(got.filter((s) => s === 429).length).toBe(20);
+  }, 30_000);
+});
+
 describe.skipIf(redis.skip)("the store's script", () => {
   test("a rate far above any load never refuses; a burst of 50 at 100/s lets 50 through at once", async () => {
     const store = new RedisStore(`redis://127.0.0.1:${server!.port}`, 1000, memoryLogger());
