@@ -50,7 +50,7 @@ export class RateLimitState {
     const settings = ctx.config.rateLimit;
     const store = this.storeFor(settings, ctx);
     if (store === undefined || settings?.store === undefined) {
-      head.push(this.local.guard(route, c));
+      head.push(this.local.guard(route, c, ctx.config));
       return;
     }
     const rate = rateOf(c);

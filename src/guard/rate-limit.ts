@@ -176,22 +176,38 @@ export function burstOf(c: RouteRateLimit): number {
 }
 
 /**
- * The routes' local budgets, by route name, across reloads (owned by GuardState). A route the
- * new config drops keeps its entry until a later config reuses the name: a few bytes once idle.
+ * The routes' local budgets, by route name, across reloads (owned by GuardState). Each entry
+ * notes the last config that used it; when a new config is built, the entries the previous
+ * config did not use are dropped, so a route removed for a whole reload takes its keys with it.
  */
 export class LocalRateLimits {
-  private readonly byRoute = new Map<string, { spec: string; buckets: LocalBuckets }>();
+  private readonly byRoute = new Map<string, { spec: string; buckets: LocalBuckets; generation: number }>();
+  private config: unknown;
+  private generation = 0;
 
-  bucketsFor(route: string, c: RouteRateLimit): LocalBuckets {
+  bucketsFor(route: string, c: RouteRateLimit, config?: unknown): LocalBuckets {
+    if (config !== undefined && config !== this.config) {
+      this.config = config;
+      this.generation++;
+      for (const [name, e] of this.byRoute) if (e.generation < this.generation - 1) this.byRoute.delete(name);
+    }
     const spec = specOf(c);
     const held = this.byRoute.get(route);
-    if (held !== undefined && held.spec === spec) return held.buckets;
+    if (held !== undefined && held.spec === spec) {
+      held.generation = this.generation;
+      return held.buckets;
+    }
     const buckets = new LocalBuckets(rateOf(c), burstOf(c), c.maxKeys);
-    this.byRoute.set(route, { spec, buckets });
+    this.byRoute.set(route, { spec, buckets, generation: this.generation });
     return buckets;
   }
 
-  guard(route: string, c: RouteRateLimit): LocalRateLimit {
-    return new LocalRateLimit(this.bucketsFor(route, c), rateKey(c.key), rateAnswer(route, rateOf(c)));
+  guard(route: string, c: RouteRateLimit, config?: unknown): LocalRateLimit {
+    return new LocalRateLimit(this.bucketsFor(route, c, config), rateKey(c.key), rateAnswer(route, rateOf(c)));
+  }
+
+  /** The routes whose budgets are held (for tests). */
+  get routes(): string[] {
+    return [...this.byRoute.keys()];
   }
 }

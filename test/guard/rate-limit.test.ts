@@ -121,6 +121,19 @@ describe("across reloads", () => {
     expect(state.guard("api", conf({ rate: "1/m", burst: 2 })).check(req())).toBeUndefined();
     expect(state.guard("api", conf({ rate: "2/m", burst: 2 })).check(req())).toBeUndefined();
   });
+
+  test("a route the configs stop using has its budgets dropped one config later", () => {
+    const state = new LocalRateLimits();
+    const c = conf({ rate: "1/m", burst: 1 });
+    const [one, two, three] = [{}, {}, {}];
+    state.guard("a", c, one);
+    state.guard("b", c, one);
+    expect(state.guard("a", c, two).check(req())).toBeUndefined();
+    expect(state.routes.sort()).toEqual(["a", "b"]);
+    // Config three: "b" was not in config two, so it goes; "a" keeps its spent budget.
+    expect(state.guard("a", c, three).check(req())?.code).toBe("SY_RATE_LIMITED");
+    expect(state.routes).toEqual(["a"]);
+  });
 });
 
 describe("workers", () => {
