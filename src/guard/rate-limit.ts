@@ -7,8 +7,9 @@
  * key gets at most burst + t / T requests, with no timers and no refill loop.
  *
  * A key whose TAT is in the past has its whole budget back, exactly as a key never seen: it can
- * be dropped without changing any decision. That is what keeps memory bounded: idle keys are
- * dropped as new keys come in, and past `maxKeys` the least recently let-through key goes too.
+ * be dropped without changing any decision. That is what keeps memory bounded: keys idle for a
+ * whole generation are dropped in bulk as new keys come in, and past `maxKeys` the older
+ * generation goes too (LocalBuckets).
  *
  * Budgets live in RateLimitState (owned by GuardState, kept across reloads) by route name; a
  * reload that changes the route's rate, burst, key or cap starts it afresh.
