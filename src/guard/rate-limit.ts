@@ -126,26 +126,34 @@ export class LocalBuckets {
   }
 }
 
-/** The answer's fields that do not change per request. */
+/** The answer's fields that do not change per request, and the refusals made, by their wait in seconds. */
 export interface RateAnswer {
   readonly policy: string;
   readonly name: string;
+  /** A flood of refused requests reuses a few answers (the router copies their fields per request). */
+  readonly refusals: Map<string, Refusal>;
 }
 
 export function rateAnswer(route: string, rate: Rate): RateAnswer {
   // A policy item is an sf-string naming the policy (route names are tokens: no escaping needed).
-  return { name: route, policy: `"${route}";q=${rate.count};w=${Math.max(1, Math.round(rate.periodMs / 1000))}` };
+  return { name: route, policy: `"${route}";q=${rate.count};w=${Math.max(1, Math.round(rate.periodMs / 1000))}`, refusals: new Map() };
 }
 
 /** The refusal for a wait of `waitMs`. */
 export function rateLimited(a: RateAnswer, waitMs: number): Refusal {
   const s = String(Math.max(1, Math.ceil(waitMs / 1000)));
-  return {
+  let r = a.refusals.get(s);
+  if (r !== undefined) return r;
+  r = {
     code: "SY_RATE_LIMITED",
     answer: errorAnswer("SY_RATE_LIMITED", "too many requests: try again later", {
       headers: { "retry-after": s, "ratelimit-policy": a.policy, ratelimit: `"${a.name}";r=0;t=${s}` },
     }),
   };
+  // Waits of a long period (1/h) could take up to 3,600 values: keep a few.
+  if (a.refusals.size >= 64) a.refusals.clear();
+  a.refusals.set(s, r);
+  return r;
 }
 
 /** The local limit as a head guard: decided in the router, before the body is read. */
