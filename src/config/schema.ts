@@ -11,6 +11,7 @@ import { parseCidr } from "../net/cidr.ts";
 import { listenHostProblem, parseHostPort } from "./address.ts";
 import { HASH_KEY_HINT, HASH_KEY_PATTERN } from "../policy/hash-key.ts";
 import { RouteSchema, type RouteConfig } from "../route/schema.ts";
+import { RateLimitSettingsSchema } from "../guard/rate-limit-config.ts";
 
 const DURATION_HINT = 'a duration like "250ms", "5s", "1m" or a number of milliseconds';
 const SIZE_HINT = 'a size like "64KB", "128MB" or a number of bytes';
@@ -481,6 +482,7 @@ const BaseSchema = v.strictObject({
     ),
     {},
   ),
+  rateLimit: v.optional(RateLimitSettingsSchema),
   limits: v.optional(
     v.pipe(
       v.strictObject({

@@ -6,6 +6,7 @@
 import type { Config } from "../config/schema.ts";
 import type { RouteConfig } from "../route/schema.ts";
 import type { Logger } from "../log/logger.ts";
+import { RateLimitState } from "./rate-limit-state.ts";
 import { NO_GUARDS, type Guard, type Guards, type HeadGuard } from "./guard.ts";
 import { AddressListGuard } from "./address-list.ts";
 import { BasicAuthGuard } from "./basic-auth.ts";
@@ -23,8 +24,12 @@ import { JWT_ASYMMETRIC, JWT_HMAC } from "../route/schema.ts";
 export class GuardState {
   /** JWKS key sets by URL (jwt routes), so that a reload keeps the keys and the refetch bound. */
   readonly keySets = new KeySets();
+  /** Rate-limit budgets by route name, and the shared store's connection (src/guard/rate-limit-state.ts). */
+  readonly rateLimits = new RateLimitState();
 
-  async stop(): Promise<void> {}
+  async stop(): Promise<void> {
+    await this.rateLimits.stop();
+  }
 }
 
 export interface GuardContext {
@@ -38,7 +43,8 @@ export function buildGuards(route: RouteConfig, ctx: GuardContext): Guards {
   const late: Guard[] = [];
   // Who may ask: the client's address.
   if (AddressListGuard.wanted(route)) head.push(new AddressListGuard(route));
-  // How often: the rate limits (their own line goes here).
+  // How often: the rate limits.
+  if (route.rateLimit !== undefined) ctx.state.rateLimits.add(route.name, route.rateLimit, ctx, head, late);
   // Who they are: authentication.
   if (route.basicAuth !== undefined) {
     // Read again on every build (load and reload): validation read it too, and named its lines.

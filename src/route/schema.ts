@@ -11,6 +11,7 @@ import * as v from "valibot";
 import type { OptionDoc } from "../config/schema.ts";
 import { parseDuration, parseSize } from "../config/units.ts";
 import { HOP_BY_HOP } from "../http/headers.ts";
+import { RouteRateLimitSchema } from "../guard/rate-limit-config.ts";
 import { parseCidr } from "../net/cidr.ts";
 import { HASH_KEY_HINT, HASH_KEY_PATTERN } from "../policy/hash-key.ts";
 import { headerTemplateProblem } from "./header-rules.ts";
@@ -200,7 +201,7 @@ const REDIRECT_STATUSES = [301, 302, 307, 308] as const;
 /** The actions; exactly one per route (checked below, naming the route). */
 const ACTIONS = ["pool", "split", "redirect", "respond"] as const;
 /** Modifiers of a forwarded request: only with pool or split. */
-const MODIFIERS = ["splitBy", "rewrite", "requestHeaders", "responseHeaders", "mirror", "retry", "timeouts", "limits", "allow", "deny", "basicAuth", "forwardAuth", "jwt"] as const;
+const MODIFIERS = ["splitBy", "rewrite", "requestHeaders", "responseHeaders", "mirror", "retry", "timeouts", "limits", "rateLimit", "allow", "deny", "basicAuth", "forwardAuth", "jwt"] as const;
 
 const RouteObject = v.strictObject({
   name: v.pipe(name("a route name"), v.description("A unique name: in logs, metrics labels, `{route}` and `switchyard route`.")),
@@ -281,6 +282,7 @@ const RouteObject = v.strictObject({
       doc({ type: "`{ stripPrefix, addPrefix }` or `{ regex, replace }`" }),
     ),
   ),
+  rateLimit: v.optional(RouteRateLimitSchema),
   requestHeaders: v.optional(HeaderRulesSchema("Request")),
   responseHeaders: v.optional(HeaderRulesSchema("Response")),
   mirror: v.optional(
