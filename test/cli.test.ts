@@ -79,7 +79,7 @@ describe("check", () => {
     const config = JSON.parse(r.stdout);
     expect(config.retry.timeout).toBe(20_000);
     expect(config.pools.default.backends[0].name).toBe("backend-1");
-    expect(config.listeners).toEqual([{ name: "default", host: "0.0.0.0", port: 8000, mode: "http" }]);
+    expect(config.listeners).toEqual([{ name: "default", host: "0.0.0.0", port: 8000, mode: "http", proxyProtocol: false }]);
     expect(config.routes).toEqual([{ name: "default", match: {}, pool: "default" }]);
   });
   test("an invalid file prints every problem and exits 2", async () => {
