@@ -48,6 +48,7 @@ import type { HeaderFields } from "../http/fields.ts";
 import { toClientHeaders, toUpstreamHeaders } from "../http/headers.ts";
 import { shouldRetry, type TryFailure } from "./retry.ts";
 import type { HeaderVars } from "../route/header-rules.ts";
+import type { InFlightLimit } from "../guard/in-flight.ts";
 import { mirrorFields } from "./mirror.ts";
 import { RoutedKind, refused, upstreamTargetOf, type MirrorRequest, type MirrorSink, type Destination, type RoutedAnswer, type RoutedForward, type Routed, type Router } from "./router.ts";
 import type { RoutedRequest } from "./router.ts";
@@ -307,6 +308,8 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
   private readonly requestId: string;
   /** Where the request goes (router.ts); undefined when the proxy answers it itself. */
   private readonly dest: Destination | undefined;
+  /** The route's in-flight bound this request holds a slot of, until it is over (releaseSlot). */
+  private holding: InFlightLimit | undefined = undefined;
   /** The route's header-rule placeholders, made when first needed (vars()). */
   private placeholders: HeaderVars | undefined = undefined;
   private readonly tried: Backend[] = [];
@@ -400,6 +403,8 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
   }
 
   log(status: number, bytes: number, error?: ProxyErrorCode): void {
+    // Logged once, when the request is over: its in-flight slot is given back.
+    this.releaseSlot();
     const req = this.req;
     const routed = req.routed;
     this.s.opts.accessLog?.write({
@@ -442,7 +447,13 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
     try {
       const routed = this.req.routed;
       if (routed.kind === RoutedKind.Answer) return this.finish(this.answerLocally(routed));
-      // The route's late guards (src/guard/guard.ts) decide before the first try.
+      // The route's bound of requests in flight per client, then its late guards (src/guard/).
+      const inFlight = routed.dest.guards.inFlight;
+      if (inFlight !== undefined) {
+        const refusal = inFlight.admit(this.req.clientIp);
+        if (refusal !== undefined) return this.finish(this.answerLocally(refused(refusal, routedRuntime(routed.dest))));
+        this.holding = inFlight;
+      }
       if (routed.dest.guards.late.length > 0) return this.guard(0);
       this.next();
     } catch (e) {
@@ -478,7 +489,7 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
           (r) => {
             try {
               if (this.req.cancel.aborted) return this.finish(this.clientGone());
-              if (r !== undefined) return this.finish(this.answerLocally(refused(r, { name: dest.route, traffic: dest.traffic, maxBodySize: 0, bufferBody: 0 })));
+              if (r !== undefined) return this.finish(this.answerLocally(refused(r, routedRuntime(dest))));
               this.guard(next);
             } catch (e) {
               this.crash(e);
@@ -488,7 +499,7 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
         );
         return;
       }
-      if (verdict !== undefined) return this.finish(this.answerLocally(refused(verdict, { name: dest.route, traffic: dest.traffic, maxBodySize: 0, bufferBody: 0 })));
+      if (verdict !== undefined) return this.finish(this.answerLocally(refused(verdict, routedRuntime(dest))));
     }
     this.next();
   }
@@ -503,7 +514,16 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
    * A fault of ours (a bug, not the backend's or the client's) broke the loop: give back what
    * the try held, then let the client's wire answer (DownstreamWire.internalError) or reject forward()'s promise.
    */
+  /** Give back the request's slot of its route's in-flight bound (limits.maxInFlightPerClient), once. */
+  private releaseSlot(): void {
+    const held = this.holding;
+    if (held === undefined) return;
+    this.holding = undefined;
+    held.release(this.req.clientIp);
+  }
+
   private crash(e: unknown): void {
+    this.releaseSlot();
     if (this.step === Step.Finished) throw e;
     if (this.step !== Step.Between) this.endTry(false);
     this.leaveGate();
@@ -885,4 +905,9 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
 /** The log's words for a failed try: "connection failed (ECONNREFUSED)", "connection reset (ECONNRESET)". */
 function describeTry(kind: TryFailure["kind"], e: unknown): string {
   return kind === "connect" ? `connection failed (${errorCode(e) ?? "refused"})` : `connection reset (${errorCode(e) ?? "closed"})`;
+}
+
+/** What a refusal in the loop is answered for: the route (its body limits no longer matter). */
+function routedRuntime(dest: Destination): { name: string; traffic: Destination["traffic"]; maxBodySize: number; bufferBody: number } {
+  return { name: dest.route, traffic: dest.traffic, maxBodySize: 0, bufferBody: 0 };
 }

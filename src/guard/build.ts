@@ -7,6 +7,7 @@ import type { Config } from "../config/schema.ts";
 import type { RouteConfig } from "../route/schema.ts";
 import type { Logger } from "../log/logger.ts";
 import { RateLimitState } from "./rate-limit-state.ts";
+import { InFlightLimit } from "./in-flight.ts";
 import { NO_GUARDS, type Guard, type Guards, type HeadGuard } from "./guard.ts";
 import { AddressListGuard } from "./address-list.ts";
 import { BasicAuthGuard } from "./basic-auth.ts";
@@ -26,6 +27,17 @@ export class GuardState {
   readonly keySets = new KeySets();
   /** Rate-limit budgets by route name, and the shared store's connection (src/guard/rate-limit-state.ts). */
   readonly rateLimits = new RateLimitState();
+  /** Requests in flight per client, by route name (limits.maxInFlightPerClient). */
+  private readonly inFlight = new Map<string, InFlightLimit>();
+
+  /** The in-flight limit of `route`, kept across reloads with its counts; undefined without one. */
+  inFlightLimit(route: string, max: number | undefined): InFlightLimit | undefined {
+    if (max === undefined) return undefined;
+    let l = this.inFlight.get(route);
+    if (l === undefined) this.inFlight.set(route, (l = new InFlightLimit(max)));
+    else l.setMax(max);
+    return l;
+  }
 
   async stop(): Promise<void> {
     await this.rateLimits.stop();
@@ -41,6 +53,7 @@ export interface GuardContext {
 export function buildGuards(route: RouteConfig, ctx: GuardContext): Guards {
   const head: HeadGuard[] = [];
   const late: Guard[] = [];
+  const inFlight = ctx.state.inFlightLimit(route.name, route.limits?.maxInFlightPerClient);
   // Who may ask: the client's address.
   if (AddressListGuard.wanted(route)) head.push(new AddressListGuard(route));
   // How often: the rate limits.
@@ -61,7 +74,7 @@ export function buildGuards(route: RouteConfig, ctx: GuardContext): Guards {
     const claimsToHeaders = Object.fromEntries(Object.entries(jwt.claimsToHeaders).map(([c, f]) => [c, f.toLowerCase()]));
     late.push(new JwtGuard({ key, issuer: jwt.issuer, audience: jwt.audience, algorithms, leewayMs: jwt.leeway, claimsToHeaders, realm: route.name }));
   }
-  return head.length === 0 && late.length === 0 ? NO_GUARDS : { head, late };
+  return head.length === 0 && late.length === 0 && inFlight === undefined ? NO_GUARDS : { head, late, inFlight };
 }
 
 /** A jwt route's secretFile, read again on every build (validation read it too). */

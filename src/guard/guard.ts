@@ -14,6 +14,7 @@
  */
 import type { HeaderFields } from "../http/fields.ts";
 import type { ErrorAnswer, GuardCode } from "../errors.ts";
+import type { InFlightLimit } from "./in-flight.ts";
 
 /** What a guard reads of a request: its head, and the client's address (PROXY protocol's, when the listener takes it). */
 export interface GuardRequest {
@@ -41,10 +42,16 @@ export interface Guard {
   check(req: GuardRequest): Refusal | undefined | Promise<Refusal | undefined>;
 }
 
-/** A route's guards, in the two kinds; `NO_GUARDS` when it has none. */
+/** A route's guards, in the two kinds, and its bound of requests in flight per client; `NO_GUARDS` when it has none. */
 export interface Guards {
   readonly head: readonly HeadGuard[];
   readonly late: readonly Guard[];
+  /**
+   * Counted by the loop when it takes the request (after the head guards, before the late
+   * ones) and released when the request is over, both in forward.ts: a request that never
+   * reaches the loop (its client left first) never holds a slot.
+   */
+  readonly inFlight?: InFlightLimit;
 }
 
 export const NO_GUARDS: Guards = { head: [], late: [] };

@@ -435,7 +435,16 @@ const RouteObject = v.strictObject({
   ),
   limits: v.optional(
     v.pipe(
-      v.strictObject({ maxBodySize: v.optional(v.pipe(size, v.description("As `limits.maxBodySize`."))) }),
+      v.strictObject({
+        maxBodySize: v.optional(v.pipe(size, v.description("As `limits.maxBodySize`."))),
+        maxInFlightPerClient: v.optional(
+          v.pipe(
+            v.number("expected a whole number of requests, at least 1"), v.integer("expected a whole number of requests, at least 1"), v.minValue(1, "expected a whole number of requests, at least 1"),
+            v.description("Requests one client address may have in flight on this route at once (from routing to the end of the answer); one more gets `429`. The address is the real client's (PROXY protocol's when the listener takes it)."),
+            doc({ defaultText: "no bound" }),
+          ),
+        ),
+      }),
       v.description("This route's own limits."),
       doc({ defaultText: "the top-level ones" }),
     ),

@@ -1,0 +1,58 @@
+/**
+ * Requests in flight per client address, per route (`limits.maxInFlightPerClient`): a client
+ * that already has that many requests on a route waiting for their answers gets 429 for the
+ * next, so that one client cannot hold every slot a route's backends have. Counted from
+ * routing to the end of the answer (its body included); a count that reaches zero is removed,
+ * so the map holds only clients with requests in flight: its size is bounded by the requests
+ * in flight themselves.
+ *
+ * One per route name, kept across reloads (GuardState), so that requests admitted before a
+ * reload are released on the same counts.
+ */
+import { errorAnswer, messageFor } from "../errors.ts";
+import type { Refusal } from "./guard.ts";
+
+export class InFlightLimit {
+  private readonly counts = new Map<string, number>();
+  private refusal: Refusal;
+
+  constructor(private max: number) {
+    this.refusal = refusalFor(max);
+  }
+
+  /** A reload's new bound: requests in flight stay counted. */
+  setMax(max: number): void {
+    if (max === this.max) return;
+    this.max = max;
+    this.refusal = refusalFor(max);
+  }
+
+  /** Count a request of `client` in, or refuse it (then nothing is counted). */
+  admit(client: string): Refusal | undefined {
+    const n = this.counts.get(client) ?? 0;
+    if (n >= this.max) return this.refusal;
+    this.counts.set(client, n + 1);
+    return undefined;
+  }
+
+  /** A request admitted for `client` is over (called exactly once per admitted request). */
+  release(client: string): void {
+    const n = this.counts.get(client);
+    if (n === undefined) return;
+    if (n <= 1) this.counts.delete(client);
+    else this.counts.set(client, n - 1);
+  }
+
+  /** Clients with requests in flight now. */
+  get clients(): number {
+    return this.counts.size;
+  }
+}
+
+function refusalFor(max: number): Refusal {
+  // RFC 6585 §4: 429 for too many requests from one client; Retry-After: try again in a second.
+  return {
+    code: "SY_RATE_LIMITED",
+    answer: errorAnswer("SY_RATE_LIMITED", messageFor("SY_RATE_LIMITED", `at most ${max} requests in flight per client on this route`), { headers: { "retry-after": "1" } }),
+  };
+}
