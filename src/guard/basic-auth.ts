@@ -12,6 +12,7 @@
  * fixed one when the file is empty), and names are compared as SHA-256 digests with
  * timingSafeEqual against every entry, so the answer's time does not tell which names exist.
  */
+import { rateLimited, type LocalBuckets, type RateAnswer } from "./rate-limit.ts";
 import { createHash, timingSafeEqual } from "node:crypto";
 import { errorAnswer, messageFor } from "../errors.ts";
 import type { Guard, GuardRequest, Refusal } from "./guard.ts";
@@ -24,6 +25,8 @@ export interface BasicAuthOptions {
   /** How many recent successes are remembered, and for how long. */
   readonly cacheSize?: number;
   readonly cacheTtlMs?: number;
+  /** Failed attempts per client address (basicAuth.failures): the budget, kept across reloads, and its 429. */
+  readonly failures?: { buckets: LocalBuckets; answer: RateAnswer };
 }
 
 /** A bcrypt hash (cost 10, the usual) of a random password nobody knows: what an unknown name is checked against when the file has no user. */
@@ -50,7 +53,11 @@ export class BasicAuthGuard implements Guard {
    */
   private readonly pending = new Map<string, Promise<boolean>>();
 
+  /** Failed attempts per client address (basicAuth.failures), and the 429 they lead to. */
+  private readonly failures: { buckets: LocalBuckets; answer: RateAnswer } | undefined;
+
   constructor(o: BasicAuthOptions) {
+    this.failures = o.failures;
     this.names = o.users.map((u) => sha256(u.name));
     this.hashes = o.users.map((u) => u.hash);
     // A real hash of the file: an unknown name costs what a known one does.
@@ -60,6 +67,12 @@ export class BasicAuthGuard implements Guard {
   }
 
   check(req: GuardRequest): Refusal | undefined | Promise<Refusal | undefined> {
+    // A client out of failed attempts (failures) is refused before anything is checked.
+    const f = this.failures;
+    if (f !== undefined) {
+      const wait = f.buckets.peek(req.clientIp, performance.now());
+      if (wait > 0) return rateLimited(f.answer, wait);
+    }
     const value = req.headers.get("authorization");
     // RFC 7617 §2: the scheme is case-insensitive; one space, then token68.
     if (value === null || value.length < 7 || value.slice(0, 6).toLowerCase() !== "basic ") return this.failed(req);
@@ -95,11 +108,9 @@ export class BasicAuthGuard implements Guard {
     return verdict.then((ok) => (ok ? undefined : this.failed(req)));
   }
 
-  /**
-   * No credentials or wrong ones: the challenge. This is where a per-client failure limit would
-   * count (the rate-limit guards key by `req.clientIp`): a guess costs us a hash.
-   */
-  private failed(_req: GuardRequest): Refusal {
+  /** No credentials or wrong ones: the challenge, and one failed attempt of this client counted (failures). */
+  private failed(req: GuardRequest): Refusal {
+    this.failures?.buckets.take(req.clientIp, performance.now());
     return this.challenge;
   }
 

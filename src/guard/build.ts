@@ -8,6 +8,8 @@ import type { RouteConfig } from "../route/schema.ts";
 import type { Logger } from "../log/logger.ts";
 import { RateLimitState } from "./rate-limit-state.ts";
 import { InFlightLimit } from "./in-flight.ts";
+import { LocalBuckets, rateAnswer, type RateAnswer } from "./rate-limit.ts";
+import { DEFAULT_MAX_KEYS, parseRate } from "./rate-limit-config.ts";
 import { NO_GUARDS, type Guard, type Guards, type HeadGuard } from "./guard.ts";
 import { AddressListGuard } from "./address-list.ts";
 import { BasicAuthGuard } from "./basic-auth.ts";
@@ -27,6 +29,20 @@ export class GuardState {
   readonly keySets = new KeySets();
   /** Rate-limit budgets by route name, and the shared store's connection (src/guard/rate-limit-state.ts). */
   readonly rateLimits = new RateLimitState();
+  /** Failed basic-auth attempts per client, by route name (basicAuth.failures), with the spec they were made for. */
+  private readonly failures = new Map<string, { spec: string; buckets: LocalBuckets; answer: RateAnswer }>();
+
+  /** The failed-attempt budgets of `route`, kept across reloads while its rate and burst stay. */
+  authFailures(route: string, rate: string, burst: number | undefined): { buckets: LocalBuckets; answer: RateAnswer } {
+    const spec = `${rate} ${burst ?? ""}`;
+    const known = this.failures.get(route);
+    if (known !== undefined && known.spec === spec) return known;
+    const r = parseRate(rate)!;
+    const made = { spec, buckets: new LocalBuckets(r, burst ?? r.count, DEFAULT_MAX_KEYS), answer: rateAnswer(`${route}-auth-failures`, r) };
+    this.failures.set(route, made);
+    return made;
+  }
+
   /** Requests in flight per client, by route name (limits.maxInFlightPerClient). */
   private readonly inFlight = new Map<string, InFlightLimit>();
 
@@ -63,7 +79,9 @@ export function buildGuards(route: RouteConfig, ctx: GuardContext): Guards {
     // Read again on every build (load and reload): validation read it too, and named its lines.
     const { users, problems } = readUsersFile(route.basicAuth.usersFile);
     if (problems.length > 0) throw new Error(`route "${route.name}": basicAuth.usersFile: ${problems.join("; ")}`);
-    late.push(new BasicAuthGuard({ users, realm: route.basicAuth.realm }));
+    const f = route.basicAuth.failures;
+    const failures = f === undefined ? undefined : ctx.state.authFailures(route.name, f.rate, f.burst);
+    late.push(new BasicAuthGuard({ users, realm: route.basicAuth.realm, failures }));
   }
   const fa = route.forwardAuth;
   if (fa !== undefined) late.push(new ForwardAuthGuard({ url: fa.url, copyHeaders: fa.copyHeaders, headers: fa.headers, timeoutMs: fa.timeout }));

@@ -113,6 +113,13 @@ export class LocalBuckets {
     return 0;
   }
 
+  /** What take() would say now, without counting anything: 0 if one more would be let through. */
+  peek(key: string, now: number): number {
+    const tat = this.cur.get(key) ?? this.old.get(key);
+    const ahead = (tat === undefined || tat < now ? now : tat) + this.intervalMs - now;
+    return ahead > this.limitMs + 1e-6 ? ahead - this.limitMs : 0;
+  }
+
   /** `old` is dropped: lossless when the time rule calls this (its keys were last let through over idleMs ago). */
   private rotate(now: number): void {
     this.old = this.cur;

@@ -15,6 +15,7 @@ import { RouteRateLimitSchema } from "../guard/rate-limit-config.ts";
 import { parseCidr } from "../net/cidr.ts";
 import { HASH_KEY_HINT, HASH_KEY_PATTERN } from "../policy/hash-key.ts";
 import { headerTemplateProblem } from "./header-rules.ts";
+import { parseRate, RATE_HINT } from "../guard/rate-limit-config.ts";
 import { isRefusal, normalizePath } from "./normalize.ts";
 import { compileRegex, highestGroupRef } from "./regex.ts";
 import { parseTemplate, REDIRECT_PLACEHOLDERS } from "./template.ts";
@@ -346,6 +347,27 @@ const RouteObject = v.strictObject({
             v.description("The protection space named in `WWW-Authenticate` (RFC 7617 §2)."),
           ),
           "switchyard",
+        ),
+        failures: v.optional(
+          v.pipe(
+            v.strictObject({
+              rate: v.pipe(
+                v.string(`expected a rate: ${RATE_HINT}`),
+                v.check((r) => parseRate(r) !== undefined, `expected a rate: ${RATE_HINT}`),
+                v.description('The steady rate of failed attempts one client address may make: `"10/m"`.'),
+                doc({ type: '`"N/s"`, `"N/m"` or `"N/h"`' }),
+              ),
+              burst: v.optional(
+                v.pipe(
+                  v.number("expected a whole number of attempts, at least 1"), v.integer("expected a whole number of attempts, at least 1"), v.minValue(1, "expected a whole number of attempts, at least 1"),
+                  v.description("Failed attempts allowed at once, after a quiet spell."),
+                  doc({ defaultText: "the rate's N" }),
+                ),
+              ),
+            }),
+            v.description("Limit failed attempts per client address (GCRA): past it, the client gets `429` (`SY_RATE_LIMITED`) with `Retry-After`, and its password is not even checked, so guessing costs the guesser time and costs no hashing here. Successes do not count."),
+            doc({ defaultText: "none: no limit" }),
+          ),
         ),
       }),
       v.description('Ask for a name and password (HTTP Basic, RFC 7617): a request without valid credentials gets 401 `SY_AUTH_REQUIRED` with `WWW-Authenticate: Basic realm="...", charset="UTF-8"`. Checked with `Bun.password.verify` off the event loop; a success is remembered for a minute (by a SHA-256 of the credentials, at most 1024 of them, forgotten on reload), so a client costs one hash a minute. Use it over TLS only: the password travels in clear otherwise.'),

@@ -1,5 +1,6 @@
 /** BasicAuthGuard: RFC 7617 credentials against bcrypt and argon2 hashes, off the event loop, with a bounded cache of successes. */
 import { describe, expect, spyOn, test } from "bun:test";
+import { GuardState } from "../../src/guard/build.ts";
 import { BasicAuthGuard } from "../../src/guard/basic-auth.ts";
 import type { GuardRequest, Refusal } from "../../src/guard/guard.ts";
 import { VerdictCache } from "../../src/guard/verdict-cache.ts";
@@ -88,5 +89,26 @@ describe("VerdictCache", () => {
     expect(c.get("a", 999)).toBe(true);
     expect(c.get("a", 1000)).toBeUndefined();
     expect(c.size).toBe(0);
+  });
+});
+
+describe("failed attempts per client (basicAuth.failures)", () => {
+  test("past the budget a client gets 429 without its password being checked; another client is not affected; a success does not count", async () => {
+    const hash = await Bun.password.hash("right", { algorithm: "bcrypt", cost: 4 });
+    const state = new GuardState();
+    const failures = state.authFailures("admin", "2/h", 2);
+    const g = new BasicAuthGuard({ users: [{ name: "ann", hash }], realm: "r", failures });
+    const ask = (ip: string, password: string) =>
+      Promise.resolve(g.check({ method: "GET", target: "/", clientIp: ip, headers: new Headers({ authorization: `Basic ${btoa(`ann:${password}`)}` }) }));
+    expect(await ask("10.0.0.1", "right")).toBeUndefined();
+    expect((await ask("10.0.0.1", "wrong"))?.code).toBe("SY_AUTH_REQUIRED");
+    expect((await ask("10.0.0.1", "wrong"))?.code).toBe("SY_AUTH_REQUIRED");
+    const limited = await ask("10.0.0.1", "right");
+    expect(limited?.code).toBe("SY_RATE_LIMITED");
+    expect(limited?.answer.headers["retry-after"]).toBeDefined();
+    expect(await ask("10.0.0.2", "right")).toBeUndefined();
+    // Kept across a reload while the rate stays; a new rate starts afresh.
+    expect(state.authFailures("admin", "2/h", 2)).toBe(failures);
+    expect(state.authFailures("admin", "3/h", 2)).not.toBe(failures);
   });
 });
