@@ -4,7 +4,7 @@
  * docs/configuration.md is generated from it (`bun run docs`; a test fails when it is stale).
  */
 import * as v from "valibot";
-import { parseDuration, parseSize } from "./units.ts";
+import { doc, duration, positiveDuration, size, statusCode as status, type OptionDoc } from "./option-schemas.ts";
 import { POLICY_NAMES } from "./policy-names.ts";
 import { HOP_BY_HOP } from "../http/headers.ts";
 import { parseCidr } from "../net/cidr.ts";
@@ -13,43 +13,7 @@ import { HASH_KEY_HINT, HASH_KEY_PATTERN } from "../policy/hash-key.ts";
 import { RouteSchema, type RouteConfig } from "../route/schema.ts";
 import { RateLimitSettingsSchema } from "../guard/rate-limit-config.ts";
 
-const DURATION_HINT = 'a duration like "250ms", "5s", "1m" or a number of milliseconds';
-const SIZE_HINT = 'a size like "64KB", "128MB" or a number of bytes';
-
-/**
- * What the docs generator (docs/generators/configuration.ts) reads beside v.description, where
- * the schema's structure does not say it by itself. Metadata does nothing at validation.
- */
-export type OptionDoc = {
-  /** The type in words ("host name or address"), and its plural for a list of them. */
-  type?: string;
-  plural?: string;
-  /** A number in the output that the file may write as a duration ("5s") or a size ("64KB"). */
-  unit?: "duration" | "size";
-  /** A default the schema leaves unset because the code fills it in later; as it would be written. */
-  defaultValue?: unknown;
-  /** The same in words, when no single value says it. */
-  defaultText?: string;
-  /** The fields are those of the option at this path, documented there. */
-  fieldsAt?: string;
-};
-const doc = <TInput>(meta: OptionDoc): v.MetadataAction<TInput, OptionDoc> => v.metadata(meta);
-
-/** A duration in the file; milliseconds after parsing. */
-const duration = v.pipe(
-  v.union([v.string(), v.number()], `expected ${DURATION_HINT}`),
-  v.check((x) => parseDuration(x) !== undefined, `expected ${DURATION_HINT}`),
-  v.transform((x) => parseDuration(x)!),
-  doc({ unit: "duration" }),
-);
-
-/** A size in the file; bytes after parsing. */
-const size = v.pipe(
-  v.union([v.string(), v.number()], `expected ${SIZE_HINT}`),
-  v.check((x) => parseSize(x) !== undefined, `expected ${SIZE_HINT}`),
-  v.transform((x) => parseSize(x)!),
-  doc({ unit: "size" }),
-);
+export type { OptionDoc };
 
 const port = v.pipe(
   v.number("expected a port number"),
@@ -73,12 +37,6 @@ const allowedHost = v.pipe(
   doc({ type: 'host name or address with an optional ":port"', plural: 'host names or addresses, each with an optional ":port"' }),
 );
 
-/** A duration that must be more than zero: a timeout of 0 would fail every try at once. */
-const positiveDuration = v.pipe(
-  duration,
-  v.minValue(1, "expected a duration of more than 0"),
-);
-
 /**
  * At least 100ms between probes of one backend. Below that the probes themselves are a load
  * (0 sent 8,436 probes in 10 s: a busy loop), and faster detection buys nothing: failures in
@@ -96,14 +54,6 @@ const positiveInt = (what: string) =>
 /** A whole number, 0 or more; `zero` says what 0 means ("no bound"). */
 const wholeOrZero = (zero: string) =>
   v.pipe(v.number("expected a number"), v.integer("expected a whole number"), v.minValue(0, `expected 0 (${zero}) or more`));
-
-const status = v.pipe(
-  v.number("expected an HTTP status code"),
-  v.integer("expected an HTTP status code"),
-  v.minValue(100, "expected an HTTP status code from 100 to 599"),
-  v.maxValue(599, "expected an HTTP status code from 100 to 599"),
-  doc({ type: "HTTP status code" }),
-);
 
 const EXPECT_STATUS = /^([1-5]xx|[1-5]\d\d(-[1-5]\d\d)?)$/;
 /** "2xx", "200", "200-399", or a list of those and numbers; normalized to a list of strings. */

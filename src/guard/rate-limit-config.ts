@@ -4,10 +4,8 @@
  * limiter itself is src/guard/rate-limit.ts; the shared store src/guard/rate-limit-redis.ts.
  */
 import * as v from "valibot";
-import type { OptionDoc } from "../config/schema.ts";
-import { parseDuration } from "../config/units.ts";
+import { doc, positiveDuration } from "../config/option-schemas.ts";
 
-const doc = <TInput>(meta: OptionDoc): v.MetadataAction<TInput, OptionDoc> => v.metadata(meta);
 
 const PERIODS = { s: 1000, m: 60_000, h: 3_600_000 } as const;
 const RATE = /^([1-9][0-9]{0,8})\/(s|m|h)$/;
@@ -78,8 +76,6 @@ export const RouteRateLimitSchema = v.pipe(
 
 export type RouteRateLimit = v.InferOutput<typeof RouteRateLimitSchema>;
 
-const DURATION_HINT = 'a duration like "250ms", "1s" or a number of milliseconds';
-
 const redisUrl = v.pipe(
   v.string('expected a Redis URL like "redis://127.0.0.1:6379"'),
   v.check((u) => {
@@ -101,10 +97,7 @@ export const RateLimitSettingsSchema = v.pipe(
           prefix: v.optional(v.pipe(v.string("expected a key prefix string"), v.description("Put before every key written to Redis."), doc({ defaultValue: "sy:rl:" })), "sy:rl:"),
           timeout: v.optional(
             v.pipe(
-              v.union([v.string(), v.number()], `expected ${DURATION_HINT}`),
-              v.check((x) => parseDuration(x) !== undefined, `expected ${DURATION_HINT}`),
-              v.transform((x) => parseDuration(x)!),
-              v.minValue(1, "expected a duration of more than 0"),
+              positiveDuration,
               v.description("How long a decision may wait for Redis before it counts as unreachable (then `failOpen` decides)."),
               doc({ unit: "duration", defaultValue: 250 }),
             ),

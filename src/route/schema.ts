@@ -8,8 +8,7 @@
  * uses) is in `routeWarnings`.
  */
 import * as v from "valibot";
-import type { OptionDoc } from "../config/schema.ts";
-import { parseDuration, parseSize } from "../config/units.ts";
+import { doc, duration as durationSchema, positiveDuration as duration, size, statusCode } from "../config/option-schemas.ts";
 import { HOP_BY_HOP } from "../http/headers.ts";
 import { RouteRateLimitSchema } from "../guard/rate-limit-config.ts";
 import { parseCidr } from "../net/cidr.ts";
@@ -21,7 +20,6 @@ import { compileRegex, highestGroupRef } from "./regex.ts";
 import { parseTemplate, REDIRECT_PLACEHOLDERS } from "./template.ts";
 import { readSecretFile, readUsersFile } from "../guard/users-file.ts";
 
-const doc = <TInput>(meta: OptionDoc): v.MetadataAction<TInput, OptionDoc> => v.metadata(meta);
 
 /** Route and pool names: they appear in metrics labels, logs and cookies, so token-ish. */
 const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
@@ -118,30 +116,8 @@ const cidr = v.pipe(
   doc({ type: "CIDR or address", plural: "CIDRs or addresses" }),
 );
 
-const DURATION_HINT = 'a duration like "250ms", "5s", "1m" or a number of milliseconds';
-const anyDuration = v.pipe(
-  v.union([v.string(), v.number()], `expected ${DURATION_HINT}`),
-  v.check((x) => parseDuration(x) !== undefined, `expected ${DURATION_HINT}`),
-  v.transform((x) => parseDuration(x)!),
-  doc({ unit: "duration" }),
-);
-/** A timeout of 0 would fail every try at once. */
-const duration = v.pipe(anyDuration, v.minValue(1, "expected a duration of more than 0"));
-const SIZE_HINT = 'a size like "64KB", "128MB" or a number of bytes';
-const size = v.pipe(
-  v.union([v.string(), v.number()], `expected ${SIZE_HINT}`),
-  v.check((x) => parseSize(x) !== undefined, `expected ${SIZE_HINT}`),
-  v.transform((x) => parseSize(x)!),
-  doc({ unit: "size" }),
-);
-const statusCode = v.pipe(
-  v.number("expected an HTTP status code"),
-  v.integer("expected an HTTP status code"),
-  v.minValue(100, "expected an HTTP status code from 100 to 599"),
-  v.maxValue(599, "expected an HTTP status code from 100 to 599"),
-  doc({ type: "HTTP status code" }),
-);
-
+/** A duration that may be 0 (timeouts.send: no bound). */
+const anyDuration = durationSchema;
 const Match = v.strictObject({
   host: v.optional(
     v.pipe(oneOrMany(hostPattern, "a host name", "host names"), v.description('The request\'s `Host`, case-insensitive and without its port: an exact name, or `"*.example.com"` for any name below example.com (not example.com itself). One or a list.'), doc({ type: "host name or `*.` wildcard, or a list of them" })),

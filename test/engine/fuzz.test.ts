@@ -18,6 +18,7 @@
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { startRig, type TestRig } from "../helpers/balancer.ts";
+import { seeded } from "../helpers/random.ts";
 import { rawExchange, statusesOf, type RawExchange } from "../helpers/raw.ts";
 import { startRecordingBackend, type RecordedRequest, type RecordingBackend } from "../helpers/recording-backend.ts";
 import { HTTPParser, METHODS as LLHTTP_METHODS } from "../../src/engine/socket/llhttp.ts";
@@ -25,19 +26,7 @@ import { HTTPParser, METHODS as LLHTTP_METHODS } from "../../src/engine/socket/l
 const SEED = Number(process.env.FUZZ_SEED ?? Math.floor(Math.random() * 2 ** 31));
 const CASES = Number(process.env.FUZZ_CASES ?? 400);
 
-/** mulberry32: small, fast, good enough to pick mutations reproducibly. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-let rand = prng(SEED);
+let rand = seeded(SEED);
 const int = (n: number) => Math.floor(rand() * n);
 const pick = <T>(xs: readonly T[]): T => xs[int(xs.length)]!;
 const chance = (p: number) => rand() < p;
@@ -218,7 +207,7 @@ afterAll(async () => {
 
 test(`${CASES} mutated connections: each request arrives exactly, or is refused with a 4xx and a close`, async () => {
   console.log(`fuzz: seed ${SEED} (replay with FUZZ_SEED=${SEED}), ${CASES} connections`);
-  rand = prng(SEED);
+  rand = seeded(SEED);
   let forwarded = 0;
   let refused = 0;
   for (let i = 0; i < CASES; i++) {

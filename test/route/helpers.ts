@@ -35,14 +35,5 @@ export function req(r: Req): RouteRequest {
   return { method: r.method ?? "GET", target: r.target, host: r.host, headers: { get: (n) => headers.get(n) ?? null }, clientIp: r.clientIp ?? "192.0.2.1" };
 }
 
-/** A seeded random in [0, 1) (mulberry32), so distribution tests are deterministic. */
-export function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** A seeded random, so that distribution tests are deterministic. */
+export { seeded } from "../helpers/random.ts";

@@ -576,30 +576,12 @@ export class ClientConnection implements ParserHost {
     this.queue.push(ex);
     this.parsing = ex;
     const fault = checkHead(ex, major, minor, url, upgrade, this.env.limits);
-    if (fault !== undefined) {
-      ex.fault = fault;
-      ex.parsed = true;
-      this.broken = true;
-      this.parsing = undefined;
-      this.socket.pause();
-      this.paused = true;
-      if (this.queue[0] === ex) this.start(ex);
-      return;
-    }
+    if (fault !== undefined) return this.refuseHead(ex, fault);
     // Routed before the body is read: its route may have its own limits.maxBodySize.
     const routed = (ex.routed = this.env.forwarder.route(ex));
     const te = headers.has("transfer-encoding");
     const cl = te ? 0 : Number(headers.get("content-length") ?? 0);
-    if (cl > routed.maxBodySize) {
-      ex.fault = { status: 413, detail: `Content-Length ${cl} over ${routed.maxBodySize}` };
-      ex.parsed = true;
-      this.broken = true;
-      this.parsing = undefined;
-      this.socket.pause();
-      this.paused = true;
-      if (this.queue[0] === ex) this.start(ex);
-      return;
-    }
+    if (cl > routed.maxBodySize) return this.refuseHead(ex, { status: 413, detail: `Content-Length ${cl} over ${routed.maxBodySize}` });
     if (te || cl > 0) ex.body = new RequestBody(te ? -1 : cl);
     const expect = headers.get("expect");
     if (expect !== null) {
@@ -615,6 +597,17 @@ export class ClientConnection implements ParserHost {
       if (ex.upgrade !== undefined) this.upgrading = ex;
     }
     this.expect(ex.body ? Wait.Body : Wait.None, this.env.idleTimeout);
+    if (this.queue[0] === ex) this.start(ex);
+  }
+
+  /** A head refused: answered in its turn, and nothing more is read on this connection. */
+  private refuseHead(ex: Exchange, fault: { status: FramingStatus; detail: string }): void {
+    ex.fault = fault;
+    ex.parsed = true;
+    this.broken = true;
+    this.parsing = undefined;
+    this.socket.pause();
+    this.paused = true;
     if (this.queue[0] === ex) this.start(ex);
   }
 
