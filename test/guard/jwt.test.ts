@@ -117,6 +117,19 @@ describe("JwtGuard", () => {
     }
   });
 
+  test("the key set failing: the issuer is asked at most once per cooldown, whatever the tokens", async () => {
+    jwks.failing(true);
+    try {
+      const g = guard(new KeySets());
+      const before = jwks.fetches();
+      const token = bearer(await jwks.sign("k1", { sub: "a" }));
+      for (let i = 0; i < 10; i++) expect((await verdict(g, req(token)))?.code).toBe("SY_AUTH_UNAVAILABLE");
+      expect(jwks.fetches() - before).toBe(1);
+    } finally {
+      jwks.failing(false);
+    }
+  });
+
   test("the same key set is kept for a URL (a reload keeps keys and the refetch bound)", () => {
     const sets = new KeySets();
     expect(sets.get(jwks.url)).toBe(sets.get(jwks.url));
