@@ -29,6 +29,9 @@ export interface BasicAuthOptions {
   readonly failures?: { buckets: LocalBuckets; answer: RateAnswer };
 }
 
+/** With `failures`: hash checks one client may have under way at once. */
+const MAX_CHECKS_PER_CLIENT = 2;
+
 /** A bcrypt hash (cost 10, the usual) of a random password nobody knows: what an unknown name is checked against when the file has no user. */
 const DUMMY_HASH = "$2b$10$D2ORYI0a9JTdSABi/Zbc6eqfZDuQT51HtFW8k5nQi0vSs.zTqz7zK";
 
@@ -53,6 +56,8 @@ export class BasicAuthGuard implements Guard {
    */
   private readonly pending = new Map<string, Promise<boolean>>();
 
+  /** Hash checks under way per client address, with a failure limit (bounded by the requests in flight). */
+  private readonly checking = new Map<string, number>();
   /** Failed attempts per client address (basicAuth.failures), and the 429 they lead to. */
   private readonly failures: { buckets: LocalBuckets; answer: RateAnswer } | undefined;
 
@@ -91,14 +96,30 @@ export class BasicAuthGuard implements Guard {
     const hash = found >= 0 ? this.hashes[found]! : this.dummy;
     let verdict = this.pending.get(key);
     if (verdict === undefined) {
+      // With a failure limit, a client's guesses are checked at most MAX_CHECKS_PER_CLIENT at
+      // a time: failures are counted as checks end, so without this, guesses sent together
+      // would all be hashed before the first failure counted.
+      if (f !== undefined) {
+        const running = this.checking.get(req.clientIp) ?? 0;
+        if (running >= MAX_CHECKS_PER_CLIENT) return rateLimited(f.answer, f.buckets.intervalMs);
+        this.checking.set(req.clientIp, running + 1);
+      }
+      const done = () => {
+        if (f === undefined) return;
+        const n = this.checking.get(req.clientIp) ?? 1;
+        if (n <= 1) this.checking.delete(req.clientIp);
+        else this.checking.set(req.clientIp, n - 1);
+      };
       verdict = Bun.password.verify(password, hash).then(
         (ok) => {
+          done();
           this.pending.delete(key);
           if (ok && found >= 0) this.cache.set(key, true, performance.now());
           return ok && found >= 0;
         },
         // A hash Bun cannot read was refused when the file was read; this is only a safety net.
         () => {
+          done();
           this.pending.delete(key);
           return false;
         },

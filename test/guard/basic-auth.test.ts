@@ -112,3 +112,20 @@ describe("failed attempts per client (basicAuth.failures)", () => {
     expect(state.authFailures("admin", "3/h", 2)).not.toBe(failures);
   });
 });
+
+test("with a failure limit, guesses sent together are hashed at most two at a time per client", async () => {
+  const hash = await Bun.password.hash("right", { algorithm: "bcrypt", cost: 4 });
+  const g = new BasicAuthGuard({ users: [{ name: "ann", hash }], realm: "r", failures: new GuardState().authFailures("r", "100/h", 100) });
+  const verify = spyOn(Bun.password, "verify");
+  try {
+    const guesses = Array.from({ length: 10 }, (_, i) =>
+      Promise.resolve(g.check({ method: "GET", target: "/", clientIp: "10.0.0.9", headers: new Headers({ authorization: `Basic ${btoa(`ann:guess${i}`)}` }) })),
+    );
+    const codes = (await Promise.all(guesses)).map((r) => r?.code);
+    expect(verify).toHaveBeenCalledTimes(2);
+    expect(codes.filter((c) => c === "SY_RATE_LIMITED")).toHaveLength(8);
+    expect(codes.filter((c) => c === "SY_AUTH_REQUIRED")).toHaveLength(2);
+  } finally {
+    verify.mockRestore();
+  }
+});
