@@ -510,10 +510,6 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
     this.resolve?.(out);
   }
 
-  /**
-   * A fault of ours (a bug, not the backend's or the client's) broke the loop: give back what
-   * the try held, then let the client's wire answer (DownstreamWire.internalError) or reject forward()'s promise.
-   */
   /** Give back the request's slot of its route's in-flight bound (limits.maxInFlightPerClient), once. */
   private releaseSlot(): void {
     const held = this.holding;
@@ -522,6 +518,10 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
     held.release(this.req.clientIp);
   }
 
+  /**
+   * A fault of ours (a bug, not the backend's or the client's) broke the loop: give back what
+   * the try held, then let the client's wire answer (DownstreamWire.internalError) or reject forward()'s promise.
+   */
   private crash(e: unknown): void {
     this.releaseSlot();
     if (this.step === Step.Finished) throw e;

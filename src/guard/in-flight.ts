@@ -1,8 +1,10 @@
 /**
  * Requests in flight per client address, per route (`limits.maxInFlightPerClient`): a client
  * that already has that many requests on a route waiting for their answers gets 429 for the
- * next, so that one client cannot hold every slot a route's backends have. Counted from
- * routing to the end of the answer (its body included); a count that reaches zero is removed,
+ * next, so that one client cannot hold every slot a route's backends have. Counted from when
+ * the loop takes the request (its body read up to retry.bufferBody, or whole) to the end of the
+ * answer (its body included): a client's uploads still arriving are not counted. A count that
+ * reaches zero is removed,
  * so the map holds only clients with requests in flight: its size is bounded by the requests
  * in flight themselves.
  *

@@ -96,3 +96,8 @@ export function cidrMatcher(list: readonly string[]): CidrMatcher {
     return ip !== undefined && ranges.some((r) => (ip & r.mask) === r.net);
   };
 }
+
+/** The address a socket reports, without the IPv4-mapped prefix of a dual-stack socket ("::ffff:127.0.0.1" → "127.0.0.1"). */
+export function plainAddress(address: string): string {
+  return address.startsWith("::ffff:") && address.includes(".") ? address.slice(7) : address;
+}

@@ -4,11 +4,11 @@
  * the address it connected to, so that the next hop sees the client rather than the proxy.
  *
  * ProxyHeaderReader reads it incrementally and strictly: bytes may come one at a time; the
- * first bytes that cannot begin a valid header make it `invalid` at once; it never holds more
- * than PROXY_HEADER_MAX_BYTES. The time bound is the caller's (the listener's header deadline).
+ * first bytes that cannot begin a valid header make it `invalid` at once; it holds at most what
+ * a header may be (PROXY_V2_MAX_BYTES) plus the last chunk read. The time bound is the caller's (the listener's header deadline).
  * encodeProxyHeader writes one, for the sending side (pools.*.proxyProtocol).
  */
-import { parseIp } from "./cidr.ts";
+import { parseIp, plainAddress } from "./cidr.ts";
 
 /** An address and port, as the header names them; IPv4 in dotted form, IPv6 as written. */
 export interface ProxyEndpoint {
@@ -35,8 +35,6 @@ export const PROXY_V1_MAX_BYTES = 107;
  * id, SSL details) are tens to a few hundred bytes, so 4 KiB leaves room and bounds memory.
  */
 export const PROXY_V2_MAX_BYTES = 4096;
-/** The most a reader ever holds. */
-export const PROXY_HEADER_MAX_BYTES = PROXY_V2_MAX_BYTES;
 
 /** §2.2: the 12-byte v2 signature. */
 const V2_SIGNATURE = Uint8Array.of(0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a);
@@ -59,8 +57,8 @@ export class ProxyHeaderReader {
    */
   push(chunk: Uint8Array): ProxyHeaderResult {
     if (this.result.state !== "need-more") return this.result;
-    // Keep at most what a header may be, plus nothing: the rest of a chunk past the header is
-    // kept too (rest()), but only from the chunk that completed it.
+    // Held: the bytes so far (under a header's most) and this chunk, whose rest past the header
+    // is the connection's own data (rest()).
     if (this.len + chunk.length > this.buf.length) {
       const next = new Uint8Array(Math.max(this.buf.length * 2, this.len + chunk.length));
       next.set(this.buf.subarray(0, this.len));
@@ -218,10 +216,6 @@ function hex(n: number): string {
 
 // ---- sending ----------------------------------------------------------------------------
 
-/** The address a socket reports, without the IPv4-mapped prefix of a dual-stack socket. */
-export function plainAddress(address: string): string {
-  return address.startsWith("::ffff:") && address.includes(".") ? address.slice(7) : address;
-}
 
 /**
  * A header naming `source` (the client) and `destination` (the address it connected to) for a

@@ -17,6 +17,7 @@ import { prepareBody, type PreparedBody, type StreamedBody } from "./body.ts";
 import { Cancel } from "../../forward/cancel.ts";
 import { ClientFault, errorResponse, messageFor } from "../../errors.ts";
 import { RoutedKind, upstreamTargetOf } from "../../forward/router.ts";
+import { plainAddress } from "../../net/cidr.ts";
 import { checkRequest } from "./checks.ts";
 import { foldedByFetch, sendRawTarget } from "./raw-target.ts";
 import { isWebSocketUpgrade } from "../../http/upgrade.ts";
@@ -204,7 +205,7 @@ export function createFetchHandler(opts: FetchEngineOptions): FetchHandler {
     // Bun gives an absolute URL, or the bare target when the request had no Host (HTTP/1.0).
     const slash = url.charCodeAt(0) === 47 ? 0 : url.indexOf("/", url.indexOf("//") + 2);
     const target = slash === -1 ? "/" : url.slice(slash);
-    const clientIp = normalizeIp(server.requestIP(request)?.address ?? "");
+    const clientIp = plainAddress(server.requestIP(request)?.address ?? "");
     const refusal = checkRequest(request.method, request.headers);
     if (refusal !== undefined) return errorResponse(refusal.code, refusal.detail, { headers: { connection: "close", ...refusal.headers } });
     const upgrade = isWebSocketUpgrade(request.method, request.headers);
@@ -311,7 +312,4 @@ function finished(body: ArrayBuffer): ReadableStream<Uint8Array> {
   });
 }
 
-/** "::ffff:127.0.0.1" → "127.0.0.1": IPv4 clients on a dual-stack socket. */
-export function normalizeIp(ip: string): string {
-  return ip.startsWith("::ffff:") && ip.includes(".") ? ip.slice(7) : ip;
-}
+

@@ -29,7 +29,8 @@ import { RequestBody, chunkHead, CRLF, LAST_CHUNK } from "./request-body.ts";
 import type { InterimSink, ResponseSink, SocketResponse } from "./upstream.ts";
 import { isWebSocketUpgrade, WEBSOCKET } from "../../http/upgrade.ts";
 import { Tunnel } from "./tunnel.ts";
-import { plainAddress, ProxyHeaderReader, type ProxyAccept, type ProxyEndpoint } from "../../net/proxy-protocol.ts";
+import { plainAddress } from "../../net/cidr.ts";
+import { ProxyHeaderReader, type ProxyAccept, type ProxyEndpoint } from "../../net/proxy-protocol.ts";
 
 export interface ClientLimits {
   maxHeaderSize: number;
@@ -383,8 +384,7 @@ export class ClientConnection implements ParserHost {
     readonly env: ClientEnv,
   ) {
     this.outbox = new Outbox(socket as Socket<unknown>);
-    const ip = socket.remoteAddress;
-    this.clientIp = ip.startsWith("::ffff:") && ip.includes(".") ? ip.slice(7) : ip;
+    this.clientIp = plainAddress(socket.remoteAddress);
     this.parser = createParser(HTTPParser.REQUEST, env.limits.maxHeaderSize, this);
     if (env.acceptProxy !== undefined) {
       // The head deadline runs for the PROXY header first (timedOut closes rather than answer 408).
