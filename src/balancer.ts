@@ -36,6 +36,7 @@ import { ListenerSet } from "./listener/listener-set.ts";
 import { RouteTraffic, type PoolSource } from "./listener/routing.ts";
 import { MirrorFactory } from "./listener/route-modifiers.ts";
 import { GuardState } from "./guard/build.ts";
+import { BudgetFiles } from "./guard/rate-limit-shared.ts";
 import { hostForUrl, portKey, type ListenerContext } from "./listener/listener.ts";
 
 export interface BalancerOptions {
@@ -128,6 +129,8 @@ export class Balancer implements BalancerContext {
   private readonly guards = new GuardState();
   private listeners: ListenerSet | undefined;
   private supervisor: WorkerSupervisor | undefined;
+  /** With workers: the rate-limit budgets they share (src/guard/rate-limit-shared.ts); removed by stop(). */
+  private budgets: BudgetFiles | undefined;
   /** Timers that drain pools a reload dropped (retireLater); cleared by stop(), which stops those pools. */
   private readonly retiring = new Set<ReturnType<typeof setTimeout>>();
   /** Each HTTPS listener's httpRedirect listener, by the HTTPS listener's name. */
@@ -244,6 +247,7 @@ export class Balancer implements BalancerContext {
     // With workers, the ports of listeners added or moved are claimed here first: a port in use
     // refuses the change before anything else has changed.
     const ports = this.supervisor !== undefined ? this.claimWorkerPorts(target, prev) : undefined;
+    this.budgets?.make(target);
     const lines = diffPaths(forDiff(prev), forDiff(target));
     lines.push(...(await this.pools.apply(target)));
     this.routes.keep(target.routes.map((r) => r.name));
@@ -257,6 +261,7 @@ export class Balancer implements BalancerContext {
       // The workers take the same config in place, with the tables of its pools and the ports
       // of its listeners.
       if (this.supervisor !== undefined && ports !== undefined) lines.push(...(await this.supervisor.configure(target, ports)));
+      this.budgets?.prune(target);
       this.forgetPorts(target, prev);
     } finally {
       this.retireLater(dropped, target.timeouts.shutdownGrace);
@@ -410,8 +415,11 @@ export class Balancer implements BalancerContext {
   private async startWorkers(count: number): Promise<void> {
     const initial = this.running;
     const ports = this.claimWorkerPorts(initial, undefined);
+    const budgets = (this.budgets = new BudgetFiles());
+    budgets.make(initial);
     const workers = (this.supervisor = new WorkerSupervisor({
       count, pools: this.pools, traffic: this.traffic, routes: this.routes, tcpStats: this.tcpStats, logger: this.logger, config: () => this.running,
+      budgetDir: budgets.dir,
     }));
     // Besides state changes (which the supervisor follows itself), every operation recorded
     // here (a forced health that leaves the state as it was, say) sends the tables if they moved.
@@ -517,6 +525,7 @@ export class Balancer implements BalancerContext {
       await this.admin?.server.stop(true);
       for (const log of this.accessLogs.values()) await log.close();
       await this.guards.stop();
+      this.budgets?.remove();
       await Promise.all([healthStopped, poolsStopped]);
     })();
     return this.stopping;

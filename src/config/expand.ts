@@ -301,12 +301,6 @@ export function configWarnings(config: Config): string[] {
   }
   const used = [...config.listeners.flatMap((l) => (l.pool !== undefined ? [l.pool] : []))];
   for (const w of routeWarnings([], Object.keys(config.pools), [...used, ...config.routes.flatMap(poolsOf)])) out.add(w);
-  // Local rate-limit budgets live in each worker's memory (src/guard/rate-limit.ts): N budgets.
-  if (config.workers !== undefined && config.workers !== 1 && config.rateLimit?.store === undefined) {
-    config.routes.forEach((r, i) => {
-      if (r.rateLimit !== undefined) out.add(`routes[${i}].rateLimit: with workers (${config.workers}) and no rateLimit.store, each worker keeps its own budgets, so a key may get up to the number of workers times the rate; set rateLimit.store.redis to share one budget`);
-    });
-  }
   return [...out];
 }
 

@@ -65,7 +65,7 @@ export const RouteRateLimitSchema = v.pipe(
         v.number("expected a whole number of keys, at least 1"),
         v.integer("expected a whole number of keys, at least 1"),
         v.minValue(1, "expected a whole number of keys, at least 1"),
-        v.description("The most keys kept in memory for this route (local store), so that a flood of distinct addresses cannot grow memory. Keys are kept in two generations: keys idle for longer than a full budget takes to come back are dropped in bulk (losing nothing), and past the cap the older generation (keys not let through in the last maxKeys / 2 new keys) is dropped, its clients starting again with a full budget."),
+        v.description("The most keys kept in memory for this route (local store), so that a flood of distinct addresses cannot grow memory. Keys are kept in two generations: keys idle for longer than a full budget takes to come back are dropped in bulk (losing nothing), and past the cap the older generation (keys not let through in the last maxKeys / 2 new keys) is dropped, its clients starting again with a full budget. With `workers`, it sizes the table the workers share (two 8-byte slots per key)."),
         doc({ defaultValue: DEFAULT_MAX_KEYS }),
       ),
       DEFAULT_MAX_KEYS,
@@ -104,7 +104,7 @@ export const RateLimitSettingsSchema = v.pipe(
             250,
           ),
         }),
-        v.description("Where budgets are kept, shared by every replica (and every worker) that names the same store. Absent: in each process's memory."),
+        v.description("Where budgets are kept, shared by every replica (and every worker) that names the same store. Absent: in this process's memory, or with `workers` in memory every worker shares (one budget for all of them)."),
         doc({ defaultText: "local (in memory, per process)" }),
       ),
     ),
@@ -117,3 +117,17 @@ export const RateLimitSettingsSchema = v.pipe(
 );
 
 export type RateLimitSettings = v.InferOutput<typeof RateLimitSettingsSchema>;
+
+/** What a route's budgets are kept under: a change of any of these starts them afresh. */
+export function specOf(c: RouteRateLimit): string {
+  return `${c.rate} ${c.burst ?? ""} ${c.key.join(",")} ${c.maxKeys}`;
+}
+
+export function rateOf(c: RouteRateLimit): Rate {
+  return parseRate(c.rate)!;
+}
+
+/** The burst: as configured, or the rate's count. */
+export function burstOf(c: RouteRateLimit): number {
+  return c.burst ?? rateOf(c).count;
+}

@@ -6,8 +6,8 @@
 import { errorAnswer } from "../errors.ts";
 import type { GuardContext } from "./build.ts";
 import type { Guard, GuardRequest, HeadGuard, Refusal } from "./guard.ts";
-import type { RateLimitSettings, RouteRateLimit } from "./rate-limit-config.ts";
-import { burstOf, LocalRateLimits, rateAnswer, rateKey, rateLimited, rateOf, type RateAnswer, type RateKey } from "./rate-limit.ts";
+import { burstOf, rateOf, type RateLimitSettings, type RouteRateLimit } from "./rate-limit-config.ts";
+import { LocalRateLimits, rateAnswer, rateKey, rateLimited, type RateAnswer, type RateKey } from "./rate-limit.ts";
 import { RedisStore, UNAVAILABLE } from "./rate-limit-redis.ts";
 
 /** 503 while the store cannot decide and failOpen is false. */

@@ -21,7 +21,9 @@
 import { errorAnswer } from "../errors.ts";
 import { cookieValue } from "../http/cookie.ts";
 import type { GuardRequest, HeadGuard, Refusal } from "./guard.ts";
-import { parseRate, type Rate, type RouteRateLimit } from "./rate-limit-config.ts";
+import { burstOf, rateOf, specOf, type Rate, type RouteRateLimit } from "./rate-limit-config.ts";
+import { budgetFileName, SharedBuckets } from "./rate-limit-shared.ts";
+import { join } from "node:path";
 
 /** The key of a request: the parts its config names, joined. */
 export type RateKey = (req: GuardRequest) => string;
@@ -57,6 +59,12 @@ function keyPart(spec: string): RateKey {
   throw new Error(`invalid rate-limit key part ${JSON.stringify(spec)}`);
 }
 
+/** A route's budgets, wherever they are kept: in this process (LocalBuckets) or shared by the workers (rate-limit-shared.ts). */
+export interface Budgets {
+  /** 0 if the request is let through (and counted); else the ms until one would be. `now`: performance.now(). */
+  take(key: string, now: number): number;
+}
+
 /**
  * GCRA budgets per key, in this process, in two generations (as hashlru does): keys met lately
  * are in `cur`; `old` holds the generation before. A key found in `old` moves to `cur`. When
@@ -68,7 +76,7 @@ function keyPart(spec: string): RateKey {
  * (A Map in last-use order, trimmed from its front, was measured first: with Bun 1.4's Map the
  * deleted entries at the front make each trim walk them, 15 µs per new key at 100,000 keys.)
  */
-export class LocalBuckets {
+export class LocalBuckets implements Budgets {
   /** Key → TAT (ms on the monotonic clock). */
   private cur = new Map<string, number>();
   private old = new Map<string, number>();
@@ -166,7 +174,7 @@ export function rateLimited(a: RateAnswer, waitMs: number): Refusal {
 /** The local limit as a head guard: decided in the router, before the body is read. */
 export class LocalRateLimit implements HeadGuard {
   constructor(
-    private readonly buckets: LocalBuckets,
+    private readonly buckets: Budgets,
     private readonly key: RateKey,
     private readonly answer: RateAnswer,
   ) {}
@@ -177,31 +185,28 @@ export class LocalRateLimit implements HeadGuard {
   }
 }
 
-/** What a route's budgets are kept under: a change of any of these starts them afresh. */
-export function specOf(c: RouteRateLimit): string {
-  return `${c.rate} ${c.burst ?? ""} ${c.key.join(",")} ${c.maxKeys}`;
-}
-
-export function rateOf(c: RouteRateLimit): Rate {
-  return parseRate(c.rate)!;
-}
-
-/** The burst: as configured, or the rate's count. */
-export function burstOf(c: RouteRateLimit): number {
-  return c.burst ?? rateOf(c).count;
-}
-
 /**
  * The routes' local budgets, by route name, across reloads (owned by GuardState). Each entry
  * notes the last config that used it; when a new config is built, the entries the previous
  * config did not use are dropped, so a route removed for a whole reload takes its keys with it.
+ *
+ * In a worker (`workers`), the budgets are the owner's shared files (sharedIn), so that all the
+ * workers spend one budget; in one process, they are LocalBuckets.
  */
 export class LocalRateLimits {
-  private readonly byRoute = new Map<string, { spec: string; buckets: LocalBuckets; generation: number }>();
+  private readonly byRoute = new Map<string, { spec: string; buckets: Budgets; generation: number }>();
   private config: unknown;
   private generation = 0;
+  /** The owner's directory of budget files (BudgetFiles), in a worker. */
+  private sharedDir: string | undefined;
 
-  bucketsFor(route: string, c: RouteRateLimit, config?: unknown): LocalBuckets {
+  /** Keep budgets in the owner's shared files from now on (a worker's start). */
+  sharedIn(dir: string): void {
+    this.sharedDir = dir;
+    this.byRoute.clear();
+  }
+
+  bucketsFor(route: string, c: RouteRateLimit, config?: unknown): Budgets {
     if (config !== undefined && config !== this.config) {
       this.config = config;
       this.generation++;
@@ -213,7 +218,7 @@ export class LocalRateLimits {
       held.generation = this.generation;
       return held.buckets;
     }
-    const buckets = new LocalBuckets(rateOf(c), burstOf(c), c.maxKeys);
+    const buckets = this.sharedDir !== undefined ? new SharedBuckets(join(this.sharedDir, budgetFileName(route, c)), c) : new LocalBuckets(rateOf(c), burstOf(c), c.maxKeys);
     this.byRoute.set(route, { spec, buckets, generation: this.generation });
     return buckets;
   }

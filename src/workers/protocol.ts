@@ -51,7 +51,8 @@ export interface Tables {
 export type Ports = Record<string, number>;
 
 export type ToWorker =
-  | { t: "start"; index: number; count: number; ports: Ports; config: Config; tables: Tables }
+  /** `budgetDir`: the owner's rate-limit budget files (src/guard/rate-limit-shared.ts), which every worker maps. */
+  | { t: "start"; index: number; count: number; ports: Ports; config: Config; tables: Tables; budgetDir?: string }
   | { t: "tables"; tables: Tables }
   /** `id`: answered by `configured` with the same id. */
   | { t: "config"; id: number; config: Config; tables: Tables; ports: Ports }

@@ -78,6 +78,8 @@ export interface SupervisorOptions {
   logger: Logger;
   /** The running config (in force), sent to every worker that starts. */
   config: () => Config;
+  /** The directory of the shared rate-limit budgets (BudgetFiles), sent to every worker that starts. */
+  budgetDir?: string;
   /** The command that runs one worker; this binary's internal subcommand by default. */
   command?: string[];
   /** How long a worker may take to say it is serving. Default 15 s. */
@@ -425,7 +427,7 @@ export class WorkerSupervisor {
       s.started = settle;
     });
     s.exited = proc.exited.then(() => this.onExit(s, proc, performance.now() - startedAt));
-    this.send(s, { t: "start", index: s.index, count: this.slots.length, ports: this.ports, config: this.o.config(), tables: this.tables! });
+    this.send(s, { t: "start", index: s.index, count: this.slots.length, ports: this.ports, config: this.o.config(), tables: this.tables!, budgetDir: this.o.budgetDir });
     return result;
   }
 

@@ -234,6 +234,8 @@ export function runWorker(): Promise<number> {
       switch (m.t) {
         case "start": {
           running = m.config;
+          // Rate limits spend the budgets every worker shares, not this process's own.
+          if (m.budgetDir !== undefined) guards.rateLimits.local.sharedIn(m.budgetDir);
           pools.apply(m.tables, () => {});
           send({ t: "applied", version: m.tables.version });
           ports = m.ports;

@@ -135,16 +135,3 @@ describe("across reloads", () => {
     expect(state.routes).toEqual(["a"]);
   });
 });
-
-describe("workers", () => {
-  test("check warns that local budgets are per worker, and not with a store or one process", async () => {
-    const { validateConfig } = await import("../../src/config/load.ts");
-    const { configWarnings } = await import("../../src/config/expand.ts");
-    const base = { backends: [{ url: "http://127.0.0.1:9" }], routes: [{ name: "api", pool: "default", rateLimit: { rate: "10/s" } }] };
-    expect(configWarnings(validateConfig({ ...base, workers: 4 }))).toEqual([
-      "routes[0].rateLimit: with workers (4) and no rateLimit.store, each worker keeps its own budgets, so a key may get up to the number of workers times the rate; set rateLimit.store.redis to share one budget",
-    ]);
-    expect(configWarnings(validateConfig({ ...base, workers: 4, rateLimit: { store: { redis: "redis://127.0.0.1:6379" } } }))).toEqual([]);
-    expect(configWarnings(validateConfig(base))).toEqual([]);
-  });
-});
