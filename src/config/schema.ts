@@ -482,6 +482,50 @@ const BaseSchema = v.strictObject({
     ),
     {},
   ),
+  http2: v.optional(
+    v.pipe(
+      v.strictObject({
+        enabled: v.optional(
+          v.pipe(v.boolean("expected true or false"), v.description("Socket engine: take HTTP/2 from clients: by prior knowledge on plain listeners (a connection that opens with the HTTP/2 preface), and by ALPN (`h2`, then `http/1.1`) on TLS listeners. `false`: HTTP/1.1 only (the preface is answered `505`, ALPN offers nothing). Turning it on or off takes a restart for ALPN; a reload changes the limits below for new connections.")),
+          true,
+        ),
+        maxConcurrentStreams: v.optional(
+          v.pipe(positiveInt("a whole number of streams, at least 1"), v.maxValue(2 ** 31 - 1, "expected at most 2147483647 streams"), v.description("Streams a client may have open at once on one connection (SETTINGS_MAX_CONCURRENT_STREAMS, RFC 9113 §5.1.2); one more is refused with `REFUSED_STREAM`.")),
+          100,
+        ),
+        maxHeaderListSize: v.optional(
+          v.pipe(size, v.description("Largest request field list (SETTINGS_MAX_HEADER_LIST_SIZE, RFC 9113 §6.5.2: names and values decoded, plus 32 bytes a field).")),
+        ),
+        initialWindowSize: v.optional(
+          v.pipe(positiveInt("a window size in bytes, at least 1"), v.maxValue(2 ** 31 - 1, "expected at most 2147483647 bytes (RFC 9113 §6.5.2)"), v.description("Flow-control window of each request stream (SETTINGS_INITIAL_WINDOW_SIZE): how much of a request body a client may send before the proxy has passed it on.")),
+          65_535,
+        ),
+        maxHeaderListPairs: v.optional(
+          v.pipe(positiveInt("a whole number of fields, at least 4"), v.minValue(4, "expected at least 4 fields"), v.description("Fields (pseudo-headers included) in one request head; past it the stream is reset.")),
+          128,
+        ),
+        maxOutstandingPings: v.optional(
+          v.pipe(positiveInt("a whole number of pings, at least 1"), v.description("PINGs from a client not yet acknowledged; past it the session ends (a PING flood).")),
+          10,
+        ),
+        maxSettings: v.optional(
+          v.pipe(positiveInt("a whole number of settings, at least 1"), v.description("Settings in one SETTINGS frame from a client.")),
+          32,
+        ),
+        maxSessionRejectedStreams: v.optional(
+          v.pipe(positiveInt("a whole number of streams, at least 1"), v.description("Streams refused on one connection (over `maxConcurrentStreams`) before the session is ended with `ENHANCE_YOUR_CALM`.")),
+          100,
+        ),
+        maxSessionInvalidFrames: v.optional(
+          v.pipe(positiveInt("a whole number of frames, at least 1"), v.description("Invalid frames from a client before its session ends.")),
+          1000,
+        ),
+      }),
+      v.description("HTTP/2 from clients (socket engine; docs/http2.md). Backends are reached as their pool says, whatever the client spoke."),
+      doc({ defaultText: "`{ enabled: true, ... }`; `maxHeaderListSize`: `limits.maxHeaderSize`" }),
+    ),
+    {},
+  ),
   log: v.optional(
     v.pipe(
       v.strictObject({

@@ -14,6 +14,7 @@ import type { Logger } from "../log/logger.ts";
 import { createFetchHandler, startFetchClient } from "../engine/fetch/engine.ts";
 import { bridgeHandlers } from "../engine/fetch/websocket.ts";
 import { startSocketEngine, type SocketEngine, type SocketEngineSettings } from "../engine/socket/engine.ts";
+import type { H2Settings } from "../engine/h2/front.ts";
 import { cidrMatcher } from "../net/cidr.ts";
 import { proxyAccept } from "../net/proxy-protocol.ts";
 import { bindListener, listenError } from "../listen-error.ts";
@@ -69,7 +70,15 @@ export function socketSettings(config: Config, listener: ListenerConfig, ctx: Li
     idleTimeout: timeouts.idle,
     logger: ctx.logger,
     acceptProxy: proxyAccept(listener.proxyProtocol, cidrMatcher(config.trustedProxies), timeouts.header),
+    http2: h2Settings(config),
   };
+}
+
+/** The socket engine's HTTP/2 settings (engine/h2/front.ts), or undefined when `http2.enabled` is false. */
+function h2Settings(config: Config): H2Settings | undefined {
+  const { enabled, maxHeaderListSize, ...rest } = config.http2;
+  if (!enabled) return undefined;
+  return { ...rest, maxHeaderListSize: maxHeaderListSize ?? config.limits.maxHeaderSize };
 }
 
 /**

@@ -13,7 +13,8 @@
  * smuggled (RFC 9112 §11.2).
  */
 import type { Socket } from "bun";
-import type { Forwarder, ForwardRequest, BodyEnd, DownstreamWire } from "../../forward/forward.ts";
+import type { Forwarder, ForwardRequest, BodyEnd } from "../../forward/forward.ts";
+import { socketDownstream, type SocketRequest } from "./request.ts";
 import { RoutedKind, type Routed } from "../../forward/router.ts";
 import { FieldList } from "../../http/fields.ts";
 import { ClientFault, FRAMING_CODES, errorAnswer, type ErrorAnswer, type FramingStatus } from "../../errors.ts";
@@ -26,11 +27,12 @@ import { scanRequest } from "./scan.ts";
 import { ALLOW, refusedMethod } from "../../http/methods.ts";
 import { headWriter, latin1Bytes, type HeadWriter } from "./bytes.ts";
 import { RequestBody, chunkHead, CRLF, LAST_CHUNK } from "./request-body.ts";
-import type { InterimSink, ResponseSink, SocketResponse } from "./upstream.ts";
+import type { ResponseSink, SocketResponse } from "./upstream.ts";
 import { isWebSocketUpgrade, WEBSOCKET } from "../../http/upgrade.ts";
 import { Tunnel } from "./tunnel.ts";
 import { plainAddress } from "../../net/cidr.ts";
 import { ProxyHeaderReader, type ProxyAccept, type ProxyEndpoint } from "../../net/proxy-protocol.ts";
+import { matchPreface, Preface } from "../h2/preface.ts";
 
 export interface ClientLimits {
   maxHeaderSize: number;
@@ -39,9 +41,28 @@ export interface ClientLimits {
   maxPipeline: number;
 }
 
+/**
+ * A protocol that took a connection over from HTTP/1.1 (HTTP/2: engine/h2/connection.ts). The
+ * ClientConnection keeps the socket, its outbox and the engine's bookkeeping, and passes the
+ * socket's events on.
+ */
+export interface TakenOver {
+  data(chunk: Uint8Array): void;
+  /** The outbox is below its high mark again. */
+  writable(): void;
+  /** The client sent its FIN. */
+  ended(): void;
+  /** The socket closed. */
+  closed(): void;
+  /** The deadline set with setDeadline passed. */
+  timedOut(now: number): void;
+  /** Graceful stop. */
+  goAway(): void;
+}
+
 /** What every connection of one listener shares. */
 export interface ClientEnv {
-  forwarder: Forwarder<Exchange, void>;
+  forwarder: Forwarder<SocketRequest, void>;
   limits: ClientLimits;
   /** ms for a request head to arrive in full (slow-loris bound). */
   headerTimeout: number;
@@ -59,6 +80,12 @@ export interface ClientEnv {
   acceptProxy: ProxyAccept | undefined;
   /** Connections closed for an untrusted peer or no valid PROXY header in time (the first is logged). */
   proxyRefused: number;
+  /**
+   * HTTP/2 (`http2.enabled`): takes over a connection that opens with the preface (a plain
+   * listener) or chose `h2` by ALPN (TLS), given the bytes read so far. Undefined: HTTP/1.1
+   * only, and the preface is answered 505.
+   */
+  h2: ((c: ClientConnection, first: Uint8Array) => TakenOver) | undefined;
 }
 
 /**
@@ -120,7 +147,7 @@ const enum Answering {
 }
 
 /** One request and its answer on a client connection. */
-export class Exchange implements ResponseSink, InterimSink, ForwardRequest<Exchange> {
+export class Exchange implements ResponseSink, SocketRequest, ForwardRequest<SocketRequest> {
   /** Aborted when the client goes away, or with a ClientFault when it breaks a rule. */
   readonly cancel = new Cancel();
   // ForwardRequest's fields beside method, target, headers and cancel.
@@ -324,8 +351,16 @@ export class Exchange implements ResponseSink, InterimSink, ForwardRequest<Excha
     return this.headers.get("host") ?? undefined;
   }
 
+  proxied(): ProxiedClient {
+    return this.conn.proxied();
+  }
+
+  internalError(e: unknown): void {
+    this.conn.internalError(this, e);
+  }
+
   /** As a ForwardRequest for the shared loop: the exchange is one itself (no object per request). */
-  request(replayable: boolean): ForwardRequest<Exchange> {
+  request(replayable: boolean): ForwardRequest<SocketRequest> {
     this.replayable = replayable;
     return this;
   }
@@ -338,15 +373,10 @@ export class Exchange implements ResponseSink, InterimSink, ForwardRequest<Excha
 
 /**
  * The socket engine's downstream half of the wire (forward/forward.ts, DownstreamWire): every
- * answer to a request is written by its own Exchange, on its client connection. The upstream
- * half is upstream-wire.ts.
+ * answer to a request is written by its own Exchange, on its client connection (an HTTP/2
+ * stream's by its H2Stream: request.ts dispatches). The upstream half is upstream-wire.ts.
  */
-export const clientWire: DownstreamWire<Exchange, void> = {
-  respond: (req, res, end) => req.own.respond(res as SocketResponse, end),
-  answer: (req, a) => req.own.answer(a),
-  gone: (req) => req.own.gone(),
-  internalError: (req, e) => req.own.conn.internalError(req.own, e),
-};
+export const clientWire = socketDownstream;
 
 export class ClientConnection implements ParserHost {
   readonly outbox: Outbox;
@@ -378,6 +408,14 @@ export class ClientConnection implements ParserHost {
   private earlyBytes = 0;
   /** After a 101: the connection is a byte tunnel (tunnel.ts), and HTTP is over on it. */
   tunnel: Tunnel | undefined;
+  /** HTTP/2 took the connection over (ClientEnv.h2). */
+  h2: TakenOver | undefined;
+  /**
+   * The first bytes are still to tell HTTP/1.1 from HTTP/2 (ClientEnv.h2); a strict prefix of
+   * the preface read so far is kept here.
+   */
+  private sniffing: boolean;
+  private prefix: Uint8Array | undefined;
 
   constructor(
     readonly socket: Socket<ClientConnection>,
@@ -386,6 +424,7 @@ export class ClientConnection implements ParserHost {
     this.outbox = new Outbox(socket as Socket<unknown>);
     this.clientIp = plainAddress(socket.remoteAddress);
     this.parser = createParser(HTTPParser.REQUEST, env.limits.maxHeaderSize, this);
+    this.sniffing = env.h2 !== undefined;
     if (env.acceptProxy !== undefined) {
       // The head deadline runs for the PROXY header first (timedOut closes rather than answer 408).
       this.proxyReader = new ProxyHeaderReader();
@@ -458,6 +497,12 @@ export class ClientConnection implements ParserHost {
       if (rest === undefined || rest.length === 0) return;
       chunk = rest;
     }
+    if (this.h2 !== undefined) return this.h2.data(chunk);
+    if (this.sniffing) {
+      const rest = this.sniff(chunk);
+      if (rest === undefined) return;
+      chunk = rest;
+    }
     if (this.tunnel !== undefined) return this.tunnel.clientData(chunk);
     if (this.upgrading !== undefined) return this.holdEarly(chunk);
     if (this.broken || this.closed) return;
@@ -489,6 +534,38 @@ export class ClientConnection implements ParserHost {
       this.holdEarly(chunk.subarray(r));
     }
     this.applyBackpressure();
+  }
+
+  /**
+   * The connection's first bytes: HTTP/2 takes it over on TLS when ALPN chose `h2` (RFC 7301),
+   * on a plain listener when it opens with the preface (RFC 9113 §3.3, prior knowledge). The
+   * bytes to go on parsing as HTTP/1.1, or undefined when nothing is left to parse.
+   */
+  private sniff(chunk: Uint8Array): Uint8Array | undefined {
+    if (this.closed) return undefined;
+    let bytes = chunk;
+    if (this.env.proto === "https") {
+      this.sniffing = false;
+      if ((this.socket as { alpnProtocol?: string | false | null }).alpnProtocol !== "h2") return chunk;
+    } else {
+      if (this.prefix !== undefined) bytes = Buffer.concat([this.prefix, chunk]);
+      const m = matchPreface(bytes);
+      if (m === Preface.Partial) {
+        this.prefix = bytes.slice();
+        return undefined;
+      }
+      this.sniffing = false;
+      this.prefix = undefined;
+      if (m === Preface.No) return bytes;
+    }
+    this.expect(Wait.None, 0);
+    this.h2 = this.env.h2!(this, bytes);
+    return undefined;
+  }
+
+  /** HTTP/2's time limit (TakenOver.timedOut is called when it passes); 0: none. */
+  setDeadline(ms: number): void {
+    this.deadline = ms <= 0 ? 0 : performance.now() + ms;
   }
 
   /**
@@ -743,6 +820,7 @@ export class ClientConnection implements ParserHost {
   /** The client sent its FIN: answer what was asked, then close. */
   onEnd(): void {
     if (this.tunnel !== undefined) return this.tunnel.clientEnded();
+    if (this.h2 !== undefined) return this.h2.ended();
     this.broken = true;
     // A request still being received can never be completed: the client has left.
     if (this.parsing !== undefined) return this.destroy();
@@ -753,10 +831,12 @@ export class ClientConnection implements ParserHost {
 
   /** Graceful stop: close now if nothing is in flight, otherwise after the current answer. */
   drain(): void {
+    if (this.h2 !== undefined) return this.h2.goAway();
     if (this.queue.length === 0) this.closeAfterFlush();
   }
 
-  private closeAfterFlush(): void {
+  closeAfterFlush(): void {
+    if (this.closed) return;
     this.broken = true;
     this.expect(Wait.None, 0);
     if (this.outbox.pending === 0) this.socket.end();
@@ -779,6 +859,7 @@ export class ClientConnection implements ParserHost {
       this.releaseUpstream = undefined;
       release();
     }
+    if (this.h2 !== undefined && !this.outbox.full) this.h2.writable();
   }
 
   /** Set by a paused upstream: resume it once the client has taken what was queued. */
@@ -788,6 +869,7 @@ export class ClientConnection implements ParserHost {
     if (this.closed) return;
     this.closed = true;
     this.tunnel?.clientClose();
+    this.h2?.closed();
     this.parser.close?.();
     for (const ex of this.queue) ex.abort();
     this.queue.length = 0;
@@ -799,6 +881,7 @@ export class ClientConnection implements ParserHost {
   timedOut(now: number): void {
     if (this.writeDeadline !== 0 && now >= this.writeDeadline) return this.destroy();
     if (this.deadline === 0 || now < this.deadline) return;
+    if (this.h2 !== undefined) return this.h2.timedOut(now);
     // No whole PROXY header in time: closed, not answered (nothing HTTP has begun).
     if (this.proxyReader !== undefined) return this.refuseProxy("no complete PROXY header in time");
     const wait = this.wait;

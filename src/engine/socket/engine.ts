@@ -15,6 +15,7 @@ import { errorAnswer } from "../../errors.ts";
 import type { TlsMaterial } from "../../tls/certificates.ts";
 import { addServerNames, listenTls } from "../../tls/sni.ts";
 import type { ProxyAccept } from "../../net/proxy-protocol.ts";
+import { H2Front, type H2Settings } from "../h2/front.ts";
 
 /** What a reload may change while the engine runs (everything but its address). */
 export interface SocketEngineSettings extends ForwardOptions {
@@ -25,6 +26,8 @@ export interface SocketEngineSettings extends ForwardOptions {
   logger: Logger;
   /** listeners[].proxyProtocol: read a PROXY header from trusted peers first (net/proxy-protocol.ts). */
   acceptProxy?: ProxyAccept;
+  /** HTTP/2 from clients (engine/h2/); undefined: HTTP/1.1 only. */
+  http2?: H2Settings;
 }
 
 export interface SocketEngineOptions extends SocketEngineSettings {
@@ -94,6 +97,10 @@ export function startSocketEngine(opts: SocketEngineOptions): SocketEngine {
   const upstream = upstreamWire(pool);
 
   const connections = new Set<ClientConnection>();
+  // HTTP/2 is offered only when enabled at start (ALPN is fixed with the listener); a reload
+  // may change its limits (for new sessions) or turn it off for new connections.
+  const h2Offered = opts.http2 !== undefined;
+  let h2 = opts.http2 !== undefined ? new H2Front(opts.http2, opts.limits) : undefined;
   let maxConnections = opts.limits.maxConnections;
   let onIdle: (() => void) | undefined;
   const env: ClientEnv = {
@@ -110,6 +117,7 @@ export function startSocketEngine(opts: SocketEngineOptions): SocketEngine {
     },
     acceptProxy: opts.acceptProxy,
     proxyRefused: 0,
+    h2: h2?.takeover,
   };
 
   const listener: TCPSocketListener<ClientConnection> = Bun.listen<ClientConnection>({
@@ -121,7 +129,8 @@ export function startSocketEngine(opts: SocketEngineOptions): SocketEngine {
     reusePort: opts.reusePort === true,
     // A client may send its FIN right after its request and still read the answer (RFC 9112 §9.6).
     allowHalfOpen: true,
-    ...(opts.tls !== undefined ? { tls: listenTls(opts.tls) } : {}),
+    // TLS offers h2 then http/1.1 by ALPN (RFC 7301; RFC 9113 §3.2) when HTTP/2 is enabled.
+    ...(opts.tls !== undefined ? { tls: listenTls(opts.tls, h2Offered) } : {}),
     socket: {
       ...clientHandlers,
       open(socket) {
@@ -180,6 +189,10 @@ export function startSocketEngine(opts: SocketEngineOptions): SocketEngine {
       env.headerTimeout = next.headerTimeout;
       env.idleTimeout = next.idleTimeout;
       env.acceptProxy = next.acceptProxy;
+      if (next.http2 === undefined || !h2Offered) h2 = undefined;
+      else if (h2 === undefined) h2 = new H2Front(next.http2, next.limits);
+      else h2.reconfigure(next.http2, next.limits);
+      env.h2 = h2?.takeover;
       maxConnections = next.limits.maxConnections;
       pool.opts = next.upstream;
     },

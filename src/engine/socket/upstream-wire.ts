@@ -1,6 +1,6 @@
 /**
  * The socket engine's upstream half of the wire (forward/forward.ts, UpstreamWire): one try's
- * request, built from the client's Exchange and written on a pooled upstream connection
+ * request, built from the client's request (an Exchange, or an HTTP/2 stream: request.ts) and written on a pooled upstream connection
  * (upstream.ts), which reports the response head or the failure straight to the try. Nothing
  * here writes to the client: answers go through the downstream half, in client.ts.
  */
@@ -9,13 +9,13 @@ import type { ForwardRequest, TryReceiver, UpstreamWire } from "../../forward/fo
 import type { Cancel } from "../../forward/cancel.ts";
 import { isIdempotent } from "../../forward/retry.ts";
 import { requestUpgrade } from "../../http/upgrade.ts";
-import type { Exchange } from "./client.ts";
+import type { SocketRequest } from "./request.ts";
 import { upstreamTargetOf } from "../../forward/router.ts";
 import { headWriter } from "./bytes.ts";
 import type { UpstreamConn, UpstreamPool } from "./upstream.ts";
 
 /** Tries sent on `pool`'s connections: an idle one if the backend has one, else a new dial. */
-export function upstreamWire(pool: UpstreamPool): UpstreamWire<Exchange> {
+export function upstreamWire(pool: UpstreamPool): UpstreamWire<SocketRequest> {
   return {
     send(backend, req, cancel, t) {
       // A streamed body reports its sending (timeouts.send), so a slow client's upload never
@@ -23,7 +23,7 @@ export function upstreamWire(pool: UpstreamPool): UpstreamWire<Exchange> {
       const streamed = req.own.body !== undefined && !req.replayable;
       if (streamed) t.sendWaiting();
       // pools.*.proxyProtocol: a connection is this client's alone (UpstreamPool.take).
-      const proxied = backend.upstream?.proxyProtocol !== undefined ? req.own.conn.proxied() : undefined;
+      const proxied = backend.upstream?.proxyProtocol !== undefined ? req.own.proxied() : undefined;
       const idle = pool.take(backend, proxied?.key);
       if (idle !== undefined) return issue(idle, backend, req, cancel, t, streamed, true);
       pool.dialFor(backend, cancel, t, (c) => issue(c, backend, req, cancel, t, streamed, false), proxied);
@@ -40,7 +40,7 @@ export function upstreamWire(pool: UpstreamPool): UpstreamWire<Exchange> {
  * One try's request on connection `c`: the head is built now, in the shared head buffer
  * (bytes.ts), and written at once. The connection reports the response to `t`.
  */
-function issue(c: UpstreamConn, backend: Backend, req: ForwardRequest<Exchange>, cancel: Cancel, t: TryReceiver, streamed: boolean, reused: boolean): void {
+function issue(c: UpstreamConn, backend: Backend, req: ForwardRequest<SocketRequest>, cancel: Cancel, t: TryReceiver, streamed: boolean, reused: boolean): void {
   const ex = req.own;
   const stream = streamed ? ex.body : undefined;
   const head = requestHead(backend, req, stream !== undefined);
@@ -56,7 +56,7 @@ function issue(c: UpstreamConn, backend: Backend, req: ForwardRequest<Exchange>,
  * streamed one keeps its Content-Length or goes chunked. The bytes are the shared head
  * buffer's: valid until the next head is built.
  */
-function requestHead(backend: Backend, req: ForwardRequest<Exchange>, streamed: boolean): Uint8Array {
+function requestHead(backend: Backend, req: ForwardRequest<SocketRequest>, streamed: boolean): Uint8Array {
   const ex = req.own;
   const h = ex.headers;
   const body = ex.body;
