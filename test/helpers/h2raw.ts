@@ -61,8 +61,13 @@ export class RawH2 {
 
   private constructor(private readonly socket: Socket<unknown>) {}
 
+  /** As connect(), the preface written in three pieces (to a server that must wait for all of it). */
+  static async connectInPieces(port: number): Promise<RawH2> {
+    return RawH2.connect(port, [3, 10]);
+  }
+
   /** Connect, send the preface and an empty SETTINGS; the server's SETTINGS are acknowledged as they come. */
-  static async connect(port: number): Promise<RawH2> {
+  static async connect(port: number, cuts: number[] = []): Promise<RawH2> {
     let self: RawH2 | undefined;
     const socket = await Bun.connect({
       hostname: "127.0.0.1",
@@ -75,7 +80,14 @@ export class RawH2 {
       },
     });
     self = new RawH2(socket as Socket<unknown>);
-    socket.write(Buffer.concat([PREFACE, frame(FRAME.SETTINGS, 0, 0, Buffer.alloc(0))]));
+    const opening = Buffer.concat([PREFACE, frame(FRAME.SETTINGS, 0, 0, Buffer.alloc(0))]);
+    let at = 0;
+    for (const cut of cuts) {
+      socket.write(opening.subarray(at, cut));
+      at = cut;
+      await Bun.sleep(10);
+    }
+    socket.write(opening.subarray(at));
     return self;
   }
 

@@ -424,7 +424,8 @@ export class ClientConnection implements ParserHost {
     this.outbox = new Outbox(socket as Socket<unknown>);
     this.clientIp = plainAddress(socket.remoteAddress);
     this.parser = createParser(HTTPParser.REQUEST, env.limits.maxHeaderSize, this);
-    this.sniffing = env.h2 !== undefined;
+    // TLS: only ALPN can choose HTTP/2 (none offered when it is off); plain: the preface is looked for either way.
+    this.sniffing = env.h2 !== undefined || env.proto === "http";
     if (env.acceptProxy !== undefined) {
       // The head deadline runs for the PROXY header first (timedOut closes rather than answer 408).
       this.proxyReader = new ProxyHeaderReader();
@@ -557,6 +558,13 @@ export class ClientConnection implements ParserHost {
       this.sniffing = false;
       this.prefix = undefined;
       if (m === Preface.No) return bytes;
+      if (this.env.h2 === undefined) {
+        // http2.enabled false: the version is what is refused (RFC 9110 §15.6.6).
+        const ex = new Exchange(this, "PRI", "*", false, false, new FieldList());
+        this.queue.push(ex);
+        this.refuseHead(ex, { status: 505, detail: "HTTP/2 is not enabled on this listener (http2.enabled)" });
+        return undefined;
+      }
     }
     this.expect(Wait.None, 0);
     this.h2 = this.env.h2!(this, bytes);

@@ -15,6 +15,14 @@ import { RawH2 } from "../../helpers/h2raw.ts";
 import { rawExchange } from "../../helpers/raw.ts";
 import { findProgram } from "../../helpers/system.ts";
 
+let pki: Pki;
+let a: Issued;
+beforeAll(async () => {
+  pki = await makePki();
+  a = await pki.issue("a", ["localhost", "IP:127.0.0.1"]);
+});
+afterAll(() => pki.remove());
+
 const rigs: TestRig[] = [];
 const servers: Server<unknown>[] = [];
 const sessions: http2.ClientHttp2Session[] = [];
@@ -92,7 +100,18 @@ describe("HTTP/2 from clients (socket engine)", () => {
   test("http2.enabled false: the preface is answered 505, as before", async () => {
     const r = await rig(1, { http2: { enabled: false } });
     const res = await rawExchange(r.balancer.port, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
-    expect(res.startsWith("HTTP/1.1 505")).toBe(true);
+    expect(res.statuses).toEqual([505]);
+  });
+
+  test("a preface that arrives in pieces is still HTTP/2; a request that only starts like it is HTTP/1.1", async () => {
+    const r = await rig(1);
+    const h2 = await RawH2.connectInPieces(r.balancer.port);
+    h2.get(1, "/");
+    expect(await h2.outcome(1)).toEqual({ headers: true });
+    h2.close();
+    const res = await rawExchange(r.balancer.port, ["PR", "OPFIND / HTTP/1.1\r\nHost: x\r\n\r\n"], { until: (t) => t.includes("\r\n\r\n") });
+    expect(res.statuses[0]).not.toBe(505);
+    expect(res.statuses.length).toBe(1);
   });
 
   test("many concurrent streams on one connection spread over 3 backends round-robin", async () => {
@@ -124,4 +143,210 @@ describe("HTTP/2 from clients (socket engine)", () => {
     const small = await request(s, "/echo", { method: "POST", body: new TextEncoder().encode("hello") });
     expect((JSON.parse(small.body.toString()) as { bodyLength: number }).bodyLength).toBe(5);
   });
+
+  test("routes, a 404 for no route and a rate limit's 429 reach the client as HTTP/2 answers", async () => {
+    const r = await rig(1, {
+      routes: [
+        { name: "limited", match: { path: "/delay" }, pool: "default", rateLimit: { rate: "1/m", burst: 1 } },
+        { name: "fixed", match: { pathExact: "/fixed" }, respond: { status: 503, body: "later" } },
+        { name: "web", match: { path: "/echo" }, pool: "default" },
+      ],
+    });
+    const s = connect(r.balancer.url);
+    expect((await request(s, "/echo")).status).toBe(200);
+    const none = await request(s, "/elsewhere");
+    expect(none.status).toBe(404);
+    expect((JSON.parse(none.body.toString()) as { error: string }).error).toBe("SY_NO_ROUTE");
+    const fixed = await request(s, "/fixed");
+    expect(fixed.status).toBe(503);
+    expect(fixed.body.toString()).toBe("later");
+    expect((await request(s, "/delay/0")).status).toBe(200);
+    const limited = await request(s, "/delay/0");
+    expect(limited.status).toBe(429);
+    expect(limited.headers["retry-after"]).toBe("60");
+    // A HEAD answer has no body.
+    const head = await request(s, "/elsewhere", { method: "HEAD" });
+    expect(head.status).toBe(404);
+    expect(head.body.length).toBe(0);
+    // The session is still good after all of them.
+    expect((await request(s, "/echo")).status).toBe(200);
+  });
+
+  test("over TLS: ALPN h2 goes to HTTP/2, http/1.1 stays HTTP/1.1", async () => {
+    const r = await rig(1, { listen: { host: "127.0.0.1", port: 0, tls: { cert: a.cert, key: a.key } } });
+    const h2 = await curl(["--cacert", pki.ca, "--http2", "-i", `${r.balancer.url}/echo`]);
+    expect(h2.code).toBe(0);
+    expect(h2.verbose).toContain("ALPN: server accepted h2");
+    expect(h2.body.startsWith("HTTP/2 200")).toBe(true);
+    expect(h2.body).toContain('["x-forwarded-proto","https"]');
+    const h1 = await curl(["--cacert", pki.ca, "--http1.1", "-i", `${r.balancer.url}/`]);
+    expect(h1.verbose).toContain("ALPN: server accepted http/1.1");
+    expect(h1.body.startsWith("HTTP/1.1 200 OK")).toBe(true);
+    // node:http2's client over TLS too.
+    const s = connect(r.balancer.url, { ca: await Bun.file(pki.ca).text() });
+    expect((await request(s, "/")).status).toBe(200);
+  });
+
+  test("http2.enabled false on TLS: ALPN offers no h2", async () => {
+    const r = await rig(1, { listen: { host: "127.0.0.1", port: 0, tls: { cert: a.cert, key: a.key } }, http2: { enabled: false } });
+    const res = await curl(["--cacert", pki.ca, "--http2", "-i", `${r.balancer.url}/`]);
+    expect(res.code).toBe(0);
+    expect(res.verbose).not.toContain("server accepted h2");
+    expect(res.body.startsWith("HTTP/1.1 200")).toBe(true);
+  });
+
+  test("maxConcurrentStreams + 1 streams: the extra one is refused with REFUSED_STREAM", async () => {
+    const r = await rig(1, { http2: { maxConcurrentStreams: 2 } });
+    const h2 = await RawH2.connect(r.balancer.port);
+    // Held open by the backend (a slow answer), so all three are open at once.
+    h2.get(1, "/delay/1000");
+    h2.get(3, "/delay/1000");
+    h2.get(5, "/delay/1000");
+    expect(await h2.outcome(5)).toEqual({ reset: http2.constants.NGHTTP2_REFUSED_STREAM });
+    expect(await h2.outcome(1)).toEqual({ headers: true });
+    expect(await h2.outcome(3)).toEqual({ headers: true });
+    h2.close();
+  });
+
+  test("malformed requests are reset with PROTOCOL_ERROR and never forwarded (RFC 9113 §8.1.1)", async () => {
+    const r = await rig(1);
+    const h2 = await RawH2.connect(r.balancer.port);
+    h2.get(1, "/", [["X-Upper", "1"]]);
+    h2.get(3, "/", [["connection", "keep-alive"]]);
+    h2.get(5, "/", [["transfer-encoding", "chunked"]]);
+    h2.get(7, "/", [["te", "gzip"]]);
+    h2.get(9, "/", [["upgrade", "websocket"]]);
+    // content-length that the DATA does not match, over and under.
+    h2.headers(11, [[":method", "POST"], [":scheme", "http"], [":authority", "x"], [":path", "/echo"], ["content-length", "3"]], false);
+    h2.data(11, new TextEncoder().encode("hello"), true);
+    h2.headers(13, [[":method", "POST"], [":scheme", "http"], [":authority", "x"], [":path", "/echo"], ["content-length", "10"]], false);
+    h2.data(13, new TextEncoder().encode("hello"), true);
+    for (const id of [1, 3, 5, 7, 9, 11, 13]) expect({ id, ...(await h2.outcome(id)) }).toEqual({ id, reset: http2.constants.NGHTTP2_PROTOCOL_ERROR });
+    // te: trailers is allowed; the session goes on.
+    h2.get(15, "/", [["te", "trailers"]]);
+    expect(await h2.outcome(15)).toEqual({ headers: true });
+    h2.close();
+    expect(r.cluster.backends[0]!.requests).toBe(1);
+  });
+
+  test("CONNECT is refused with 405", async () => {
+    const r = await rig(1);
+    const s = connect(r.balancer.url);
+    const a = await new Promise<number>((resolve, reject) => {
+      const req = s.request({ ":method": "CONNECT", ":authority": "example.com:443" });
+      req.on("response", (h) => resolve(Number(h[":status"])));
+      req.on("error", reject);
+    });
+    expect(a).toBe(405);
+  });
+
+  test("a large response to a slow reader: flow control holds the backend, memory stays bounded", async () => {
+    const total = 256 * 1024 * 1024;
+    let pulled = 0;
+    let cancelled = false;
+    const piece = new Uint8Array(64 * 1024).fill(97);
+    const backend = Bun.serve({
+      hostname: "127.0.0.1",
+      port: 0,
+      idleTimeout: 0,
+      fetch: () =>
+        new Response(
+          new ReadableStream({
+            pull(c) {
+              if (pulled >= total) return c.close();
+              pulled += piece.length;
+              c.enqueue(piece);
+            },
+            cancel() {
+              cancelled = true;
+            },
+          }, { highWaterMark: 0 }),
+          { headers: { "content-length": String(total) } },
+        ),
+    });
+    servers.push(backend);
+    const r = await rig(0, { backends: [{ name: "big", url: `http://127.0.0.1:${backend.port}` }] });
+    const s = connect(r.balancer.url);
+    const req = s.request({ ":path": "/big" });
+    let got = 0;
+    let first: () => void;
+    const started = new Promise<void>((res) => (first = res));
+    req.on("data", (c: Buffer) => {
+      got += c.length;
+      first();
+    });
+    await started;
+    req.pause();
+    // The client reads nothing more: what the backend was asked for settles well short of
+    // the whole body (windows and socket buffers), however long we wait.
+    let last = -1;
+    await waitFor(async () => {
+      const now = pulled;
+      const still = now === last;
+      last = now;
+      await Bun.sleep(200);
+      return still;
+    }, "the backend to stop being read", 20_000, 1);
+    console.log(`slow reader: the backend was read ${(pulled / 2 ** 20).toFixed(1)} MiB of ${total / 2 ** 20} MiB, the client had ${(got / 2 ** 20).toFixed(1)} MiB`);
+    expect(pulled).toBeLessThan(64 * 1024 * 1024);
+    // Reading again, the whole body arrives.
+    req.resume();
+    await new Promise<void>((resolve, reject) => {
+      req.on("end", resolve);
+      req.on("error", reject);
+    });
+    expect(got).toBe(total);
+    expect(cancelled).toBe(false);
+  }, 60_000);
+
+  test("a client's RST_STREAM mid-response frees the backend: its connection closed, nothing left in flight", async () => {
+    let cancelled = false;
+    let closedConns = 0;
+    const backend = Bun.serve({
+      hostname: "127.0.0.1",
+      port: 0,
+      idleTimeout: 0,
+      fetch: () =>
+        new Response(
+          new ReadableStream({
+            async pull(c) {
+              c.enqueue(new Uint8Array(16 * 1024).fill(98));
+              await Bun.sleep(5);
+            },
+            cancel() {
+              cancelled = true;
+            },
+          }),
+        ),
+    });
+    servers.push(backend);
+    void closedConns;
+    const r = await rig(0, { backends: [{ name: "endless", url: `http://127.0.0.1:${backend.port}` }] });
+    const s = connect(r.balancer.url);
+    const req = s.request({ ":path": "/endless" });
+    let got = 0;
+    await new Promise<void>((resolve) => req.on("data", (c: Buffer) => {
+      got += c.length;
+      if (got > 100_000) resolve();
+    }));
+    expect(r.balancer.pool.backends[0]!.inFlight).toBe(1);
+    req.close(http2.constants.NGHTTP2_CANCEL);
+    await waitFor(() => r.balancer.pool.backends[0]!.inFlight === 0, "the in-flight slot to be released");
+    await waitFor(() => cancelled, "the backend's response to be abandoned (its connection closed)");
+    await waitFor(() => r.access.length === 1, "the access-log line");
+    expect(r.access[0]).toContain("SY_CLIENT_ABORTED");
+    // The session is still good for the next stream.
+    const again = connect(r.balancer.url);
+    void again;
+  });
+
+  test("h2load smoke: 2000 requests over 4 connections, all succeed", async () => {
+    const h2load = findProgram("h2load");
+    if (h2load === undefined) return void console.warn("h2load not installed (Debian nghttp2-client): skipped");
+    const r = await rig(2);
+    const res = await run([h2load, "-n", "2000", "-c", "4", "-m", "10", `${r.balancer.url}/`]);
+    expect(res.code).toBe(0);
+    expect(res.out).toMatch(/requests: 2000 total, 2000 started, 2000 done, 2000 succeeded, 0 failed, 0 errored/);
+    expect(res.out).toMatch(/status codes: 2000 2xx/);
+  }, 30_000);
 });
