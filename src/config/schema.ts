@@ -486,7 +486,7 @@ const BaseSchema = v.strictObject({
     v.pipe(
       v.strictObject({
         enabled: v.optional(
-          v.pipe(v.boolean("expected true or false"), v.description("Socket engine: take HTTP/2 from clients: by prior knowledge on plain listeners (a connection that opens with the HTTP/2 preface), and by ALPN (`h2`, then `http/1.1`) on TLS listeners. `false`: HTTP/1.1 only (the preface is answered `505`, ALPN offers nothing). Turning it on or off takes a restart for ALPN; a reload changes the limits below for new connections.")),
+          v.pipe(v.boolean("expected true or false"), v.description("Socket engine: take HTTP/2 from clients: by prior knowledge on plain listeners (a connection that opens with the HTTP/2 preface), and by ALPN (`h2`, then `http/1.1`) on TLS listeners. `false`: HTTP/1.1 only (the preface is answered `505`, ALPN offers nothing). A reload changes the limits below for new connections, and turns HTTP/2 on or off on plain listeners; on TLS listeners ALPN's offer is fixed at start.")),
           true,
         ),
         maxConcurrentStreams: v.optional(
@@ -494,7 +494,7 @@ const BaseSchema = v.strictObject({
           100,
         ),
         maxHeaderListSize: v.optional(
-          v.pipe(size, v.description("Largest request field list (SETTINGS_MAX_HEADER_LIST_SIZE, RFC 9113 §6.5.2: names and values decoded, plus 32 bytes a field).")),
+          v.pipe(size, v.description("Largest request field list (SETTINGS_MAX_HEADER_LIST_SIZE, RFC 9113 §6.5.2: names and values decoded, plus 32 bytes a field)."), doc({ defaultText: "`limits.maxHeaderSize`" })),
         ),
         initialWindowSize: v.optional(
           v.pipe(positiveInt("a window size in bytes, at least 1"), v.maxValue(2 ** 31 - 1, "expected at most 2147483647 bytes (RFC 9113 §6.5.2)"), v.description("Flow-control window of each request stream (SETTINGS_INITIAL_WINDOW_SIZE): how much of a request body a client may send before the proxy has passed it on.")),
@@ -522,7 +522,7 @@ const BaseSchema = v.strictObject({
         ),
       }),
       v.description("HTTP/2 from clients (socket engine; docs/http2.md). Backends are reached as their pool says, whatever the client spoke."),
-      doc({ defaultText: "`{ enabled: true, ... }`; `maxHeaderListSize`: `limits.maxHeaderSize`" }),
+      doc({ defaultText: "each field's own default" }),
     ),
     {},
   ),

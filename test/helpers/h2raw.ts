@@ -127,3 +127,10 @@ export class RawH2 {
     this.socket.end();
   }
 }
+
+/** The settings of a SETTINGS frame's payload (RFC 9113 §6.5.1), by identifier. */
+export function settingsOf(payload: Buffer): Map<number, number> {
+  const m = new Map<number, number>();
+  for (let i = 0; i + 6 <= payload.length; i += 6) m.set(payload.readUInt16BE(i), payload.readUInt32BE(i + 2));
+  return m;
+}

@@ -97,8 +97,9 @@ export function startSocketEngine(opts: SocketEngineOptions): SocketEngine {
   const upstream = upstreamWire(pool);
 
   const connections = new Set<ClientConnection>();
-  // HTTP/2 is offered only when enabled at start (ALPN is fixed with the listener); a reload
-  // may change its limits (for new sessions) or turn it off for new connections.
+  // HTTP/2 (engine/h2/). On TLS, ALPN's list is fixed with the listener: whether h2 is offered
+  // there is decided at start, and a reload changes only its limits. On a plain listener a
+  // reload may also turn it on or off, for connections from then on.
   const h2Offered = opts.http2 !== undefined;
   let h2 = opts.http2 !== undefined ? new H2Front(opts.http2, opts.limits) : undefined;
   let maxConnections = opts.limits.maxConnections;
@@ -189,9 +190,13 @@ export function startSocketEngine(opts: SocketEngineOptions): SocketEngine {
       env.headerTimeout = next.headerTimeout;
       env.idleTimeout = next.idleTimeout;
       env.acceptProxy = next.acceptProxy;
-      if (next.http2 === undefined || !h2Offered) h2 = undefined;
-      else if (h2 === undefined) h2 = new H2Front(next.http2, next.limits);
-      else h2.reconfigure(next.http2, next.limits);
+      if (opts.tls === undefined) {
+        if (next.http2 === undefined) h2 = undefined;
+        else if (h2 === undefined) h2 = new H2Front(next.http2, next.limits);
+        else h2.reconfigure(next.http2, next.limits);
+      } else if (h2 !== undefined && next.http2 !== undefined) {
+        h2.reconfigure(next.http2, next.limits);
+      }
       env.h2 = h2?.takeover;
       maxConnections = next.limits.maxConnections;
       pool.opts = next.upstream;
