@@ -21,6 +21,10 @@ import { RequestBody } from "../socket/request-body.ts";
 import { RoutedKind } from "../../forward/router.ts";
 import { readHead } from "./head.ts";
 import { H2Stream } from "./stream.ts";
+import { HIGH_WATER } from "../socket/outbox.ts";
+
+/** Bytes of frames gathered before they go to the socket at once (the outbox's own high mark). */
+const COALESCE_MAX = HIGH_WATER;
 
 /** Where the connection is in its life: changed only by H2Connection's methods. */
 const enum Life {
@@ -45,6 +49,21 @@ export class H2Connection implements TakenOver {
   private life = Life.Opening;
   /** The session's write that waits for the outbox to drain (the Duplex's backpressure). */
   private writeDone: ((e?: Error | null) => void) | undefined;
+  /** Frames written by the session this turn, not yet given to the socket (see `flush`). */
+  private out: Uint8Array[] = [];
+  private outBytes = 0;
+  private flushing = false;
+
+  /** Give the gathered frames to the socket, in one write. */
+  private readonly flush = (): void => {
+    this.flushing = false;
+    const out = this.out;
+    if (out.length === 0) return;
+    const bytes = out.length === 1 ? out[0]! : Buffer.concat(out, this.outBytes);
+    this.out = [];
+    this.outBytes = 0;
+    this.client.write(bytes);
+  };
 
   constructor(
     readonly client: ClientConnection,
@@ -54,17 +73,31 @@ export class H2Connection implements TakenOver {
     this.duplex = new Duplex({
       read() {},
       write: (chunk: Uint8Array, _enc, cb) => {
-        c.write(chunk);
+        // node:http2 writes each frame on its own; they are gathered until the current turn's
+        // work is done and go to the socket in one write (a syscall a frame cost ~15 µs of
+        // system time per request under h2load).
+        this.out.push(chunk);
+        this.outBytes += chunk.length;
+        if (this.outBytes < COALESCE_MAX) {
+          if (!this.flushing) {
+            this.flushing = true;
+            setImmediate(this.flush);
+          }
+          return cb();
+        }
+        this.flush();
         // Held until the socket takes what is queued: node:http2 then stops writing, its
         // streams' write() returns false, and their upstreams are paused (stream.ts).
         if (c.congested) this.writeDone = cb;
         else cb();
       },
       final: (cb) => {
+        this.flush();
         c.closeAfterFlush();
         cb();
       },
       destroy: (err, cb) => {
+        this.flush();
         c.closeAfterFlush();
         cb(err);
       },
