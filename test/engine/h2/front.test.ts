@@ -299,6 +299,52 @@ describe("HTTP/2 from clients (socket engine)", () => {
     expect(cancelled).toBe(false);
   }, 60_000);
 
+  test("an upload to a backend that stops reading: flow control holds the client back", async () => {
+    // A backend that takes the first bytes of a request and then reads nothing more.
+    let backendGot = 0;
+    const backend = Bun.listen({
+      hostname: "127.0.0.1",
+      port: 0,
+      socket: {
+        data(sock, d) {
+          backendGot += d.length;
+          (sock as unknown as { pause(): void }).pause();
+        },
+      },
+    });
+    const r = await rig(0, { backends: [{ name: "stuck", url: `http://127.0.0.1:${backend.port}` }], timeouts: { send: 0 } });
+    try {
+      const s = connect(r.balancer.url);
+      const req = s.request({ ":method": "POST", ":path": "/up" }, { endStream: false });
+      req.on("error", () => {});
+      const piece = Buffer.alloc(256 * 1024, 120);
+      const total = 256 * 1024 * 1024;
+      let flushed = 0;
+      let written = 0;
+      const pump = () => {
+        while (written < total) {
+          written += piece.length;
+          if (!req.write(piece, () => (flushed += piece.length))) return void req.once("drain", pump);
+        }
+      };
+      pump();
+      let last = -1;
+      await waitFor(async () => {
+        const now = flushed;
+        const still = now === last && now > 0;
+        last = now;
+        await Bun.sleep(200);
+        return still;
+      }, "the upload to stop moving", 20_000, 1);
+      console.log(`stuck backend: the client got ${(flushed / 2 ** 20).toFixed(1)} MiB of ${total / 2 ** 20} MiB out, the backend read ${(backendGot / 2 ** 20).toFixed(1)} MiB`);
+      expect(flushed).toBeLessThan(64 * 1024 * 1024);
+      req.close(http2.constants.NGHTTP2_CANCEL);
+      await waitFor(() => r.balancer.pool.backends[0]!.inFlight === 0, "the in-flight slot to be released");
+    } finally {
+      backend.stop(true);
+    }
+  }, 60_000);
+
   test("a client's RST_STREAM mid-response frees the backend: its connection closed, nothing left in flight", async () => {
     let cancelled = false;
     let closedConns = 0;
