@@ -67,7 +67,7 @@ export class RawH2 {
   }
 
   /** Connect, send the preface and an empty SETTINGS; the server's SETTINGS are acknowledged as they come. */
-  static async connect(port: number, cuts: number[] = []): Promise<RawH2> {
+  static async connect(port: number, cuts: number[] = [], before?: Uint8Array): Promise<RawH2> {
     let self: RawH2 | undefined;
     const socket = await Bun.connect({
       hostname: "127.0.0.1",
@@ -80,7 +80,7 @@ export class RawH2 {
       },
     });
     self = new RawH2(socket as Socket<unknown>);
-    const opening = Buffer.concat([PREFACE, frame(FRAME.SETTINGS, 0, 0, Buffer.alloc(0))]);
+    const opening = Buffer.concat([before ?? Buffer.alloc(0), PREFACE, frame(FRAME.SETTINGS, 0, 0, Buffer.alloc(0))]);
     let at = 0;
     for (const cut of cuts) {
       socket.write(opening.subarray(at, cut));
@@ -114,6 +114,11 @@ export class RawH2 {
   /** The GET of `path` with the usual pseudo-headers, and `extra` fields. */
   get(stream: number, path: string, extra: [string, string][] = [], endStream = true): void {
     this.headers(stream, [[":method", "GET"], [":scheme", "http"], [":authority", "localhost"], [":path", path], ...extra], endStream);
+  }
+
+  /** The DATA of `stream` so far, as text (DATA is not compressed: a body can be read without HPACK). */
+  body(stream: number): string {
+    return Buffer.concat(this.frames.filter((f) => f.type === FRAME.DATA && f.stream === stream).map((f) => f.payload)).toString();
   }
 
   /** The error code of the server's RST_STREAM on `stream`, once one comes; undefined if a response HEADERS came first. */

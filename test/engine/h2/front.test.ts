@@ -229,6 +229,33 @@ describe("HTTP/2 from clients (socket engine)", () => {
     expect(r.cluster.backends[0]!.requests).toBe(1);
   });
 
+  test("a header list over maxHeaderListSize or maxHeaderListPairs: the stream is reset, the session goes on", async () => {
+    const r = await rig(1, { http2: { maxHeaderListSize: 1024, maxHeaderListPairs: 8 } });
+    const h2 = await RawH2.connect(r.balancer.port);
+    h2.get(1, "/", [["x-big", "a".repeat(2000)]]);
+    h2.get(3, "/", Array.from({ length: 10 }, (_, i) => [`x-${i}`, "v"] as [string, string]));
+    h2.get(5, "/");
+    expect(await h2.outcome(1)).toEqual({ reset: http2.constants.NGHTTP2_ENHANCE_YOUR_CALM });
+    expect(await h2.outcome(3)).toEqual({ reset: http2.constants.NGHTTP2_ENHANCE_YOUR_CALM });
+    expect(await h2.outcome(5)).toEqual({ headers: true });
+    h2.close();
+    expect(r.cluster.backends[0]!.requests).toBe(1);
+  });
+
+  test("behind a PROXY protocol header, the client it names is the one the backend hears of", async () => {
+    const r = await rig(1, {
+      listen: undefined,
+      listeners: [{ name: "web", host: "127.0.0.1", port: 0, proxyProtocol: true }],
+      trustedProxies: ["127.0.0.1"],
+    });
+    const h2 = await RawH2.connect(r.balancer.port, [], Buffer.from("PROXY TCP4 203.0.113.7 127.0.0.1 51000 80\r\n"));
+    h2.get(1, "/echo");
+    await waitFor(() => h2.frames.some((f) => f.type === 0 && f.stream === 1 && (f.flags & 1) === 1), "the whole answer");
+    const seen = JSON.parse(h2.body(1)) as { headers: [string, string][] };
+    expect(seen.headers).toContainEqual(["x-forwarded-for", "203.0.113.7"]);
+    h2.close();
+  });
+
   test("CONNECT is refused with 405", async () => {
     const r = await rig(1);
     const s = connect(r.balancer.url);
