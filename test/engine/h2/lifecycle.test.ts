@@ -48,6 +48,22 @@ describe("HTTP/2 connection lifecycle (socket engine)", () => {
     await waitFor(() => h.closed, "the connection to close");
   });
 
+  test("a request body that stalls for timeouts.idle is answered 408, never held open", async () => {
+    const r = await rig({ timeouts: { idle: 300 }, retry: { bufferBody: 1024 } });
+    const h = await raw(r.balancer.port);
+    h.headers(1, [[":method", "POST"], [":scheme", "http"], [":authority", "x"], [":path", "/echo"], ["content-length", "100"]], false);
+    h.data(1, new Uint8Array(10), false);
+    await waitFor(() => has(h, FRAME.DATA, 1, FLAG.END_STREAM), "an answer", 5000);
+    expect(JSON.parse(h.body(1)).error).toBe("SY_CLIENT_TIMEOUT");
+    // A stalled body with the try under way (past retry.bufferBody): the try is stopped, 408 too.
+    h.headers(3, [[":method", "POST"], [":scheme", "http"], [":authority", "x"], [":path", "/echo"]], false);
+    h.data(3, new Uint8Array(8192), false);
+    h.data(3, new Uint8Array(8192), false);
+    await waitFor(() => has(h, FRAME.DATA, 3, FLAG.END_STREAM) || has(h, FRAME.RST_STREAM, 3), "an answer", 5000);
+    expect(JSON.parse(h.body(3)).error).toBe("SY_CLIENT_TIMEOUT");
+    await waitFor(() => r.balancer.pool.backends[0]!.inFlight === 0, "nothing left in flight");
+  });
+
   test("graceful stop: GOAWAY, and the stream in flight still gets its whole answer", async () => {
     const r = await rig({ timeouts: { shutdownGrace: 5000 } });
     const h = await raw(r.balancer.port);
