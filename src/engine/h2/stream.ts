@@ -23,29 +23,12 @@ import { ClientFault, FRAMING_CODES, errorAnswer, type ErrorAnswer, type Framing
 import { ALLOW } from "../../http/methods.ts";
 import type { RequestBody } from "../socket/request-body.ts";
 import type { ResponseSink, SocketResponse } from "../socket/upstream.ts";
-import type { SocketRequest } from "../socket/request.ts";
+import { Answering, type SocketRequest } from "../socket/request.ts";
 import type { ProxiedClient } from "../socket/client.ts";
 import { CONNECTION_SPECIFIC } from "./head.ts";
 import type { H2Connection } from "./connection.ts";
 
 const { NGHTTP2_PROTOCOL_ERROR, NGHTTP2_INTERNAL_ERROR, NGHTTP2_CANCEL } = constants;
-
-/**
- * Where the answer to a stream is; changed only by H2Stream's methods. Waiting -> Started ->
- * Writing -> Done, or Started -> Done (an answer of ours), or -> Gone (reset by the client).
- */
-const enum Answering {
-  /** Not begun: its body is still being read up to retry.bufferBody. */
-  Waiting = 0,
-  /** The loop has it; nothing written yet. */
-  Started = 1,
-  /** The response head is sent; its body is going out. */
-  Writing = 2,
-  /** Complete, or broken off after the head. */
-  Done = 3,
-  /** The client reset the stream (or the connection went) before anything was written. */
-  Gone = 4,
-}
 
 export class H2Stream implements SocketRequest, ResponseSink, ForwardRequest<SocketRequest> {
   readonly cancel = new Cancel();

@@ -14,7 +14,7 @@
  */
 import type { Socket } from "bun";
 import type { Forwarder, ForwardRequest, BodyEnd } from "../../forward/forward.ts";
-import { socketDownstream, type SocketRequest } from "./request.ts";
+import { Answering, socketDownstream, type SocketRequest } from "./request.ts";
 import { RoutedKind, type Routed } from "../../forward/router.ts";
 import { FieldList } from "../../http/fields.ts";
 import { ClientFault, FRAMING_CODES, errorAnswer, type ErrorAnswer, type FramingStatus } from "../../errors.ts";
@@ -126,25 +126,6 @@ const REASONS: Record<number, string> = {
   500: "Internal Server Error", 501: "Not Implemented", 502: "Bad Gateway", 503: "Service Unavailable",
   504: "Gateway Timeout", 505: "HTTP Version Not Supported",
 };
-
-/**
- * Where the answer to one request is (Exchange.answering). Waiting -> Started -> Writing ->
- * Done, or Started -> Done (an answer of ours) or Gone; changed only by Exchange's methods.
- * Reading the request is apart from this (Exchange.parsed): a backend may answer before the
- * request's body is all in.
- */
-const enum Answering {
-  /** Not begun: waiting for its turn in the pipeline, or for enough of its body. */
-  Waiting = 0,
-  /** Forwarding has begun, or a fault of the request is being answered: nothing written yet. */
-  Started = 1,
-  /** The answer's head is written (or a 101 made the connection a tunnel); its body is going out. */
-  Writing = 2,
-  /** The answer is complete, or broken off after its head: nothing more is written for it. */
-  Done = 3,
-  /** The client went away before anything was written: nothing ever is. */
-  Gone = 4,
-}
 
 /** One request and its answer on a client connection. */
 export class Exchange implements ResponseSink, SocketRequest, ForwardRequest<SocketRequest> {

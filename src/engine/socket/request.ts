@@ -13,6 +13,25 @@ import type { RequestBody } from "./request-body.ts";
 import type { InterimSink, SocketResponse } from "./upstream.ts";
 import type { ProxiedClient } from "./client.ts";
 
+/**
+ * Where the answer to one request is (an Exchange's or an H2Stream's `answering`). Waiting ->
+ * Started -> Writing -> Done, or Started -> Done (an answer of ours) or Gone; changed only by
+ * the request's own methods. Reading the request is apart from this (its `parsed`): a backend
+ * may answer before the request's body is all in.
+ */
+export const enum Answering {
+  /** Not begun: waiting for its turn (an HTTP/1.1 pipeline), or for enough of its body. */
+  Waiting = 0,
+  /** Forwarding has begun, or a fault of the request is being answered: nothing written yet. */
+  Started = 1,
+  /** The answer's head is written (or a 101 made the connection a tunnel); its body is going out. */
+  Writing = 2,
+  /** The answer is complete, or broken off after its head: nothing more is written for it. */
+  Done = 3,
+  /** The client went away (or reset the stream) before anything was written: nothing ever is. */
+  Gone = 4,
+}
+
 export interface SocketRequest extends InterimSink {
   readonly target: string;
   readonly routed: Routed;

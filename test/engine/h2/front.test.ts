@@ -72,6 +72,20 @@ function request(session: http2.ClientHttp2Session, path: string, opts: { method
   });
 }
 
+/** A backend whose every answer is a body `pull` makes, a piece a call; `cancelled` once a client gave one up. */
+function streamingBackend(pull: (c: ReadableStreamDefaultController<Uint8Array>) => void | Promise<void>, headers: Record<string, string> = {}): { port: number; cancelled: boolean } {
+  const state = { port: 0, cancelled: false };
+  const server = Bun.serve({
+    hostname: "127.0.0.1",
+    port: 0,
+    idleTimeout: 0,
+    fetch: () => new Response(new ReadableStream({ pull, cancel: () => void (state.cancelled = true) }, { highWaterMark: 0 }), { headers }),
+  });
+  servers.push(server);
+  state.port = server.port!;
+  return state;
+}
+
 async function run(args: string[]): Promise<{ code: number; out: string; err: string }> {
   const p = Bun.spawn(args, { stdout: "pipe", stderr: "pipe" });
   const [out, err] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text()]);
@@ -270,28 +284,12 @@ describe("HTTP/2 from clients (socket engine)", () => {
   test("a large response to a slow reader: flow control holds the backend, memory stays bounded", async () => {
     const total = 256 * 1024 * 1024;
     let pulled = 0;
-    let cancelled = false;
     const piece = new Uint8Array(64 * 1024).fill(97);
-    const backend = Bun.serve({
-      hostname: "127.0.0.1",
-      port: 0,
-      idleTimeout: 0,
-      fetch: () =>
-        new Response(
-          new ReadableStream({
-            pull(c) {
-              if (pulled >= total) return c.close();
-              pulled += piece.length;
-              c.enqueue(piece);
-            },
-            cancel() {
-              cancelled = true;
-            },
-          }, { highWaterMark: 0 }),
-          { headers: { "content-length": String(total) } },
-        ),
-    });
-    servers.push(backend);
+    const backend = streamingBackend((c) => {
+      if (pulled >= total) return c.close();
+      pulled += piece.length;
+      c.enqueue(piece);
+    }, { "content-length": String(total) });
     const r = await rig(0, { backends: [{ name: "big", url: `http://127.0.0.1:${backend.port}` }] });
     const s = connect(r.balancer.url);
     const req = s.request({ ":path": "/big" });
@@ -323,7 +321,7 @@ describe("HTTP/2 from clients (socket engine)", () => {
       req.on("error", reject);
     });
     expect(got).toBe(total);
-    expect(cancelled).toBe(false);
+    expect(backend.cancelled).toBe(false);
   }, 60_000);
 
   test("an upload to a backend that stops reading: flow control holds the client back", async () => {
@@ -373,27 +371,10 @@ describe("HTTP/2 from clients (socket engine)", () => {
   }, 60_000);
 
   test("a client's RST_STREAM mid-response frees the backend: its connection closed, nothing left in flight", async () => {
-    let cancelled = false;
-    let closedConns = 0;
-    const backend = Bun.serve({
-      hostname: "127.0.0.1",
-      port: 0,
-      idleTimeout: 0,
-      fetch: () =>
-        new Response(
-          new ReadableStream({
-            async pull(c) {
-              c.enqueue(new Uint8Array(16 * 1024).fill(98));
-              await Bun.sleep(5);
-            },
-            cancel() {
-              cancelled = true;
-            },
-          }),
-        ),
+    const backend = streamingBackend(async (c) => {
+      c.enqueue(new Uint8Array(16 * 1024).fill(98));
+      await Bun.sleep(5);
     });
-    servers.push(backend);
-    void closedConns;
     const r = await rig(0, { backends: [{ name: "endless", url: `http://127.0.0.1:${backend.port}` }] });
     const s = connect(r.balancer.url);
     const req = s.request({ ":path": "/endless" });
@@ -405,7 +386,7 @@ describe("HTTP/2 from clients (socket engine)", () => {
     expect(r.balancer.pool.backends[0]!.inFlight).toBe(1);
     req.close(http2.constants.NGHTTP2_CANCEL);
     await waitFor(() => r.balancer.pool.backends[0]!.inFlight === 0, "the in-flight slot to be released");
-    await waitFor(() => cancelled, "the backend's response to be abandoned (its connection closed)");
+    await waitFor(() => backend.cancelled, "the backend's response to be abandoned (its connection closed)");
     await waitFor(() => r.access.length === 1, "the access-log line");
     expect(r.access[0]).toContain("SY_CLIENT_ABORTED");
     // The session is still good for the next stream.
