@@ -107,12 +107,19 @@ export class H2Stream implements SocketRequest, ResponseSink, ForwardRequest<Soc
       res.discard();
       return;
     }
-    this.bodyEnd = end;
-    this.answering = Answering.Writing;
     const whole = res.whole;
     const held = res.held;
     const empty = res.complete && whole === undefined && held.length === 0;
-    this.stream.respond(responseFields(res.status, res.headers), { endStream: empty || this.method === "HEAD" });
+    try {
+      this.stream.respond(responseFields(res.status, res.headers), { endStream: empty || this.method === "HEAD" });
+    } catch (e) {
+      // A head node:http2 will not send (a field value HTTP/2 cannot carry): nothing reached
+      // the client, so the loop counts a failed try and answers 502; the body is not read.
+      res.discard();
+      throw e;
+    }
+    this.bodyEnd = end;
+    this.answering = Answering.Writing;
     if (this.method === "HEAD" || empty) {
       res.whole = undefined;
       res.held = [];

@@ -186,6 +186,19 @@ describe("HTTP/2 from clients (socket engine)", () => {
     expect((await request(s, "/echo")).status).toBe(200);
   });
 
+  test("answered before its body is all in: the whole answer, then RST_STREAM NO_ERROR (RFC 9113 §8.1)", async () => {
+    const r = await rig(1, { routes: [{ name: "web", match: { path: "/echo" }, pool: "default" }] });
+    const h2 = await RawH2.connect(r.balancer.port);
+    h2.headers(1, [[":method", "POST"], [":scheme", "http"], [":authority", "x"], [":path", "/nowhere"]], false);
+    h2.data(1, new Uint8Array(100), false);
+    expect(await h2.outcome(1)).toEqual({ headers: true });
+    await waitFor(() => h2.frames.some((f) => f.type === 3 && f.stream === 1), "the reset");
+    const rst = h2.frames.find((f) => f.type === 3 && f.stream === 1)!;
+    expect(rst.payload.readUInt32BE(0)).toBe(http2.constants.NGHTTP2_NO_ERROR);
+    expect(JSON.parse(h2.body(1)).error).toBe("SY_NO_ROUTE");
+    h2.close();
+  });
+
   test("over TLS: ALPN h2 goes to HTTP/2, http/1.1 stays HTTP/1.1", async () => {
     const r = await rig(1, { listen: { host: "127.0.0.1", port: 0, tls: { cert: a.cert, key: a.key } } });
     const h2 = await curl(["--cacert", pki.ca, "--http2", "-i", `${r.balancer.url}/echo`]);
