@@ -151,7 +151,7 @@ export const ERRORS = {
   },
   SY_INTERNAL: { status: 500, from: "engine", meaning: "A fault of Switchyard's own (a bug): logged with its stack." },
 
-  // Refused by a listener when a connection opens (src/net/client-connections.ts).
+  // Refused by a listener when a connection opens (src/net/client-counts.ts).
   SY_TOO_MANY_CLIENT_CONNECTIONS: {
     status: 429, from: "listener",
     meaning: "The client's address already holds limits.maxConnectionsPerClient connections to this listener (RFC 6585 §4): answered with Retry-After and closed (socket engine; a TCP listener closes it before dialling, counted in tcp stats clientConnectionsRefused).",

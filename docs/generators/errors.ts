@@ -20,7 +20,7 @@ const SECTIONS: Record<ErrorSource, { title: string; about: string }> = {
   },
   listener: {
     title: "Connections refused",
-    about: "Refused by a listener as a connection opens, before any request is read (src/net/client-connections.ts). Counted by code with the proxy's own answers (`proxyErrors`, `switchyard_proxy_errors_total`); TCP listeners count theirs in their own figures (`tcp.clientConnectionsRefused`).",
+    about: "Refused by a listener as a connection opens, before any request is read (src/net/client-counts.ts). Counted by code with the proxy's own answers (`proxyErrors`, `switchyard_proxy_errors_total`); TCP listeners count theirs in their own figures (`tcp.clientConnectionsRefused`).",
   },
   admin: {
     title: "The admin listener",

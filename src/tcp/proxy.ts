@@ -27,7 +27,7 @@ import { TcpStats } from "./stats.ts";
 import type { TlsMaterial } from "../tls/certificates.ts";
 import { addServerNames, listenTls } from "../tls/sni.ts";
 import type { ProxyAccept } from "../net/proxy-protocol.ts";
-import { ClientConnections } from "../net/client-connections.ts";
+import { ClientCounts } from "../net/client-counts.ts";
 
 export { TcpStats, type SniRefusal } from "./stats.ts";
 export type { RelayTarget, SniRouting } from "./relay.ts";
@@ -110,7 +110,7 @@ export async function startTcpProxy(ctx: TcpContext, opts: TcpListenOptions): Pr
   };
   let sni = opts.sni;
   // The listener's, across reloads: relays started under one config release their counts in it.
-  const clients = new ClientConnections(ctx.settings.maxConnectionsPerClient);
+  const clients = new ClientCounts(ctx.settings.maxConnectionsPerClient);
   const envFor = (c: TcpSettings): RelayEnv => ({
     pool: ctx.pool,
     passive: ctx.passive,

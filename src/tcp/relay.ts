@@ -37,7 +37,7 @@ import { Flow } from "../net/flow.ts";
 import { ClientHelloReader } from "./client-hello.ts";
 import { countSniRefusal, type SniRefusal } from "./stats.ts";
 import { encodeProxyHeader, ProxyHeaderReader, type ProxyAccept, type ProxyEndpoint } from "../net/proxy-protocol.ts";
-import type { ClientConnections } from "../net/client-connections.ts";
+import type { ClientCounts } from "../net/client-counts.ts";
 import { plainAddress } from "../net/cidr.ts";
 
 /**
@@ -93,7 +93,7 @@ export interface RelayEnv extends RelayTarget {
    */
   readonly acceptProxy?: ProxyAccept;
   /** limits.maxConnectionsPerClient: the listener's open connections per client address (kept across reloads). */
-  readonly clients: ClientConnections;
+  readonly clients: ClientCounts;
   /** Called once per relay, when both of its sockets are closed. */
   onFinished(relay: Relay): void;
 }

@@ -31,7 +31,7 @@ import { isWebSocketUpgrade, WEBSOCKET } from "../../http/upgrade.ts";
 import { Tunnel } from "./tunnel.ts";
 import { plainAddress } from "../../net/cidr.ts";
 import { ProxyHeaderReader, type ProxyAccept, type ProxyEndpoint } from "../../net/proxy-protocol.ts";
-import type { ClientConnections } from "../../net/client-connections.ts";
+import type { ClientCounts } from "../../net/client-counts.ts";
 
 export interface ClientLimits {
   maxHeaderSize: number;
@@ -61,7 +61,7 @@ export interface ClientEnv {
   /** Connections closed for an untrusted peer or no valid PROXY header in time (the first is logged). */
   proxyRefused: number;
   /** limits.maxConnectionsPerClient: this listener's open connections per client address, kept across reloads. */
-  readonly clientConnections: ClientConnections;
+  readonly clientConnections: ClientCounts;
   /** The 429 a connection over that bound gets before it is closed (engine.ts makes it when the bound is set). */
   clientRefusal: Buffer;
   /** Count a connection refused for that bound (the first is logged). */

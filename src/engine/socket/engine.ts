@@ -15,7 +15,7 @@ import { errorAnswer, messageFor, type ErrorAnswer } from "../../errors.ts";
 import type { TlsMaterial } from "../../tls/certificates.ts";
 import { addServerNames, listenTls } from "../../tls/sni.ts";
 import type { ProxyAccept } from "../../net/proxy-protocol.ts";
-import { ClientConnections } from "../../net/client-connections.ts";
+import { ClientCounts } from "../../net/client-counts.ts";
 import { plainAddress } from "../../net/cidr.ts";
 
 /** What a reload may change while the engine runs (everything but its address). */
@@ -125,7 +125,7 @@ export function startSocketEngine(opts: SocketEngineOptions): SocketEngine {
     },
     acceptProxy: opts.acceptProxy,
     proxyRefused: 0,
-    clientConnections: new ClientConnections(opts.limits.maxConnectionsPerClient),
+    clientConnections: new ClientCounts(opts.limits.maxConnectionsPerClient),
     clientRefusal: clientRefusal(opts.limits.maxConnectionsPerClient),
     clientRefused(address) {
       // Counted with the loop's own answers (/stats proxyErrors); only the first is logged, so

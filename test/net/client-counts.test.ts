@@ -10,7 +10,7 @@
  */
 import { afterEach, describe, expect, test } from "bun:test";
 import net from "node:net";
-import { ClientConnections } from "../../src/net/client-connections.ts";
+import { ClientCounts } from "../../src/net/client-counts.ts";
 import { validateConfig } from "../../src/config/load.ts";
 import { configWarnings } from "../../src/config/expand.ts";
 import { encodeProxyHeader } from "../../src/net/proxy-protocol.ts";
@@ -23,9 +23,9 @@ afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
 
-describe("ClientConnections", () => {
+describe("ClientCounts", () => {
   test("counts per address, refuses at the bound, forgets an address at zero", () => {
-    const c = new ClientConnections(2);
+    const c = new ClientCounts(2);
     expect(c.admit("a")).toBe(true);
     expect(c.admit("a")).toBe(true);
     expect(c.admit("a")).toBe(false);
@@ -43,7 +43,7 @@ describe("ClientConnections", () => {
   });
 
   test("no bound still counts, so that a bound set later finds the connections open", () => {
-    const c = new ClientConnections(undefined);
+    const c = new ClientCounts(undefined);
     for (let i = 0; i < 5; i++) expect(c.admit("a")).toBe(true);
     c.setMax(3);
     expect(c.admit("a")).toBe(false);
