@@ -14,9 +14,10 @@ import { ClientCounts } from "../../src/net/client-counts.ts";
 import { validateConfig } from "../../src/config/load.ts";
 import { configWarnings } from "../../src/config/expand.ts";
 import { encodeProxyHeader } from "../../src/net/proxy-protocol.ts";
-import { startRig, type TestRig } from "../helpers/balancer.ts";
+import { startRig, testEngine, type TestRig } from "../helpers/balancer.ts";
 import { waitFor } from "../helpers/wait.ts";
 import { startEchoServer } from "../tcp/helpers.ts";
+import { rawClient } from "../helpers/raw.ts";
 
 const cleanups: (() => unknown)[] = [];
 afterEach(async () => {
@@ -201,6 +202,16 @@ describe("HTTP listener (socket engine)", () => {
     await admittedAgain(port, "127.0.0.1");
   });
 
+  test("a client that drops its connection halfway through a request head gives its count back", async () => {
+    const rig = await httpRig({ maxConnectionsPerClient: 1 });
+    const port = rig.balancer.port;
+    const dropping = await rawClient(port);
+    dropping.send("GET / HTTP/1.1\r\nHost: exa");
+    await refused(port, "127.0.0.1");
+    dropping.terminate();
+    await admittedAgain(port, "127.0.0.1");
+  });
+
   test("a reload lowers and raises the bound for new connections; open ones stay counted", async () => {
     const config = (max: number) => validateConfig({
       engine: "socket", listen: { host: "127.0.0.1", port: 0 }, admin: false, healthCheck: false, log: { access: true },
@@ -280,5 +291,63 @@ describe("TCP listener", () => {
     const backend = rig.balancer.pools.get("default")!.pool.backends[0]!;
     expect(backend.state()).toBe("up");
     expect(backend.stats.connectFailures).toBe(0);
+  });
+
+  test("a relay closed by timeouts.idle gives its count back", async () => {
+    const echo = startEchoServer();
+    cleanups.push(() => echo.stop());
+    const rig = await startRig(0, { mode: "tcp", backends: [{ url: `tcp://127.0.0.1:${echo.port}` }], limits: { maxConnectionsPerClient: 1 }, timeouts: { idle: "300ms" } });
+    cleanups.push(() => rig.stop());
+    const port = rig.balancer.port;
+    const idle = await connectFrom(port, "127.0.0.1");
+    idle.send("x");
+    await idle.waitFor((t) => t === "x", "the echo");
+    const third = await connectFrom(port, "127.0.0.1");
+    await third.waitClosed();
+    expect(rig.balancer.tcpStats!.clientConnectionsRefused).toBe(1);
+    await idle.waitClosed();
+    expect(rig.balancer.tcpStats!.idleTimeouts).toBe(1);
+    const again = await connectFrom(port, "127.0.0.1");
+    again.send("y");
+    await again.waitFor((t) => t === "y", "the echo on a connection admitted again");
+  });
+
+  test("a reload raises and lowers the bound; a PROXY-named client is counted, not the peer", async () => {
+    const echo = startEchoServer();
+    cleanups.push(() => echo.stop());
+    const tcp = (max: number) => ({
+      ...testEngine(), admin: false, healthCheck: false, log: { access: true },
+      listeners: [{ name: "t", host: "127.0.0.1", port: 0, mode: "tcp", pool: "echo", proxyProtocol: true }],
+      trustedProxies: ["127.0.0.1"],
+      pools: { echo: { backends: [{ url: `tcp://127.0.0.1:${echo.port}` }] } },
+      limits: { maxConnectionsPerClient: max },
+    });
+    const rig = await startRig(0, { ...tcp(1), listen: undefined, backends: undefined });
+    cleanups.push(() => rig.stop());
+    const port = rig.balancer.port;
+    const named = (address: string) => encodeProxyHeader(2, { address, port: 40000 }, { address: "127.0.0.1", port });
+    const relayed = async (address: string) => {
+      const c = await connectFrom(port, "127.0.0.1");
+      c.send(Buffer.concat([named(address), Buffer.from("hi")]));
+      await c.waitFor((t) => t === "hi", `the echo for ${address}`);
+      return c;
+    };
+    const closedUnserved = async (address: string) => {
+      const c = await connectFrom(port, "127.0.0.1");
+      c.send(named(address));
+      await c.waitClosed();
+      expect(c.text()).toBe("");
+    };
+    // One peer, two named clients: each has its own count.
+    await relayed("203.0.113.7");
+    await relayed("203.0.113.8");
+    await closedUnserved("203.0.113.7");
+    expect((await rig.balancer.apply(validateConfig(tcp(2)))).lines).toEqual(["limits.maxConnectionsPerClient 1 -> 2"]);
+    await relayed("203.0.113.7");
+    await closedUnserved("203.0.113.7");
+    await rig.balancer.apply(validateConfig(tcp(1)));
+    await closedUnserved("203.0.113.8");
+    expect(rig.balancer.tcpStats!.clientConnectionsRefused).toBe(3);
+    expect(echo.accepted).toBe(3);
   });
 });
