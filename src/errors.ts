@@ -21,6 +21,11 @@ export type ErrorSource =
   | "guard"
   /** A request refused by an engine or a listener before any backend is asked. */
   | "engine"
+  /**
+   * A client connection refused by its listener's per-client bound before any request is read;
+   * counted by code with the loop's answers.
+   */
+  | "listener"
   /** The admin listener: its guards and endpoints. */
   | "admin"
   /** A change refused by Control (admin API, `switchyard ctl`, SIGHUP, `switchyard upgrade`). */
@@ -146,6 +151,13 @@ export const ERRORS = {
   },
   SY_INTERNAL: { status: 500, from: "engine", meaning: "A fault of Switchyard's own (a bug): logged with its stack." },
 
+  // Refused by a listener when a connection opens (src/net/client-counts.ts).
+  SY_TOO_MANY_CLIENT_CONNECTIONS: {
+    status: 429, from: "listener",
+    meaning: "The client's address already holds limits.maxConnectionsPerClient connections to this listener (RFC 6585 §4): answered with Retry-After and closed (socket engine; a TCP listener closes it before dialling, counted in tcp stats clientConnectionsRefused).",
+    message: "too many connections from this client",
+  },
+
   // The admin listener (admin/app.ts, admin/api.ts).
   SY_ADMIN_HOST_FORBIDDEN: {
     status: 403, from: "admin",
@@ -209,8 +221,11 @@ export type CodeFrom<S extends ErrorSource> = { [C in ErrorCode]: (typeof ERRORS
 /** The codes an HTTP answer can carry. */
 export type AnswerCode = { [C in ErrorCode]: (typeof ERRORS)[C]["status"] extends number ? C : never }[ErrorCode];
 
-/** The forwarding loop's codes and the guards': counted by code in /stats, /metrics and the workers' figures. */
-export type ProxyErrorCode = CodeFrom<"proxy" | "guard">;
+/**
+ * The forwarding loop's codes, the guards' and the listeners': counted by code in /stats,
+ * /metrics and the workers' figures.
+ */
+export type ProxyErrorCode = CodeFrom<"proxy" | "guard" | "listener">;
 
 /** The codes a guard refuses with. */
 export type GuardCode = CodeFrom<"guard">;
