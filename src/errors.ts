@@ -298,13 +298,63 @@ export interface ErrorAnswer {
 }
 
 /**
- * The forms an error answer can take, chosen from the request (its content-type). JSON is the
- * only one today. A gRPC client (content-type application/grpc) will need its own: HTTP 200
- * with `grpc-status` and `grpc-message` trailers (gRPC's PROTOCOL-HTTP2.md): a `grpc` entry in
- * FORMS beside `json`, a gRPC status per code in ERRORS (UNAVAILABLE for a 503...), and the
- * engines pass `format` from the request.
+ * The forms an error answer can take, chosen from the request: `json` for HTTP clients, `grpc`
+ * for gRPC calls (content-type application/grpc, grpc.ts isGrpcCall), which read no HTTP
+ * status and no body: HTTP 200 with `grpc-status` and `grpc-message` in the head and nothing
+ * after it, gRPC's Trailers-Only response (PROTOCOL-HTTP2.md: on HTTP/2 the head ends the stream).
  */
-export type AnswerFormat = "json";
+export type AnswerFormat = "json" | "grpc";
+
+/**
+ * gRPC status codes (grpc/doc/statuscodes.md) the proxy's own answers take, by the HTTP status
+ * their code carries: gRPC's own HTTP-to-gRPC table (grpc/doc/http-grpc-status-mapping.md),
+ * except where the proxy knows better what happened: a limit a client ran into (429, 413, 431) is
+ * RESOURCE_EXHAUSTED (a per-client quota, not an outage: a client should not retry at once), and
+ * a backend that gave no answer in time (504) is DEADLINE_EXCEEDED, as the call's deadline.
+ */
+export const GRPC_STATUS = {
+  UNKNOWN: 2,
+  DEADLINE_EXCEEDED: 4,
+  PERMISSION_DENIED: 7,
+  RESOURCE_EXHAUSTED: 8,
+  UNIMPLEMENTED: 12,
+  INTERNAL: 13,
+  UNAVAILABLE: 14,
+  UNAUTHENTICATED: 16,
+} as const;
+
+const GRPC_BY_HTTP: Readonly<Record<number, number>> = {
+  400: GRPC_STATUS.INTERNAL,
+  401: GRPC_STATUS.UNAUTHENTICATED,
+  403: GRPC_STATUS.PERMISSION_DENIED,
+  404: GRPC_STATUS.UNIMPLEMENTED,
+  408: GRPC_STATUS.DEADLINE_EXCEEDED,
+  413: GRPC_STATUS.RESOURCE_EXHAUSTED,
+  429: GRPC_STATUS.RESOURCE_EXHAUSTED,
+  431: GRPC_STATUS.RESOURCE_EXHAUSTED,
+  500: GRPC_STATUS.INTERNAL,
+  501: GRPC_STATUS.UNIMPLEMENTED,
+  502: GRPC_STATUS.UNAVAILABLE,
+  503: GRPC_STATUS.UNAVAILABLE,
+  504: GRPC_STATUS.DEADLINE_EXCEEDED,
+};
+
+/** The gRPC status of an answer the proxy makes with HTTP status `status`. */
+export function grpcStatusFor(status: number): number {
+  return GRPC_BY_HTTP[status] ?? GRPC_STATUS.UNKNOWN;
+}
+
+/**
+ * grpc-message is percent-encoded (PROTOCOL-HTTP2.md, "Responses"): every byte outside
+ * printable ASCII, and `%` itself, as %XX of its UTF-8 bytes.
+ */
+export function grpcMessage(message: string): string {
+  let out = "";
+  for (const b of new TextEncoder().encode(message)) {
+    out += b >= 0x20 && b <= 0x7e && b !== 0x25 ? String.fromCharCode(b) : `%${b.toString(16).toUpperCase().padStart(2, "0")}`;
+  }
+  return out;
+}
 
 export interface AnswerOptions {
   /** The request's id: an `x-request-id` field, and `requestId` in the body. */
@@ -330,6 +380,17 @@ const FORMS: Record<AnswerFormat, Form> = {
     if (o.headers !== undefined) Object.assign(headers, o.headers);
     const body = JSON.stringify({ error: code, status, message, ...(o.requestId !== undefined ? { requestId: o.requestId } : {}), ...o.extra });
     return { status, headers, body };
+  },
+  grpc(code, status, message, o) {
+    // The fields the answer needs besides (Connection: close, WWW-Authenticate...) go as they
+    // are; what describes an HTTP body does not, since there is none.
+    const headers: Record<string, string> = {};
+    if (o.headers !== undefined) for (const k in o.headers) if (k !== "content-type" && k !== "content-length" && k !== "cache-control") headers[k] = o.headers[k]!;
+    headers["content-type"] = "application/grpc";
+    headers["grpc-status"] = String(grpcStatusFor(status));
+    headers["grpc-message"] = grpcMessage(`${code}: ${message}`);
+    if (o.requestId !== undefined) headers["x-request-id"] = o.requestId;
+    return { status: 200, headers, body: "" };
   },
 };
 
