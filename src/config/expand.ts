@@ -169,6 +169,9 @@ function proxyProtocolProblems(raw: Raw, listeners: Raw[]): string[] {
   // and Bun's TLS client starts its handshake as it connects: no bytes can go before it.
   for (const [, pool, at] of rawPools(raw)) {
     if (pool.proxyProtocol === undefined || !Array.isArray(pool.backends)) continue;
+    // The grpc check speaks HTTP/2 through node:http2, which writes a connection's first bytes itself.
+    const check = isObject(pool.healthCheck) ? pool.healthCheck : isObject(raw.healthCheck) ? raw.healthCheck : undefined;
+    if (check?.type === "grpc") problems.push(`${at}.proxyProtocol: ${show(pool.proxyProtocol)} with a healthCheck of type "grpc"; expected an "http" or "tcp" check (the gRPC probe cannot send a PROXY header before its HTTP/2 preface)`);
     pool.backends.forEach((b, j) => {
       if (!isObject(b)) return;
       const https = (typeof b.url === "string" && /^https:\/\//i.test(b.url)) || b.scheme === "https";

@@ -152,7 +152,19 @@ const BackendTls = v.strictObject({
  */
 const healthCheckFields = {
   type: v.optional(
-    v.pipe(v.picklist(["http", "tcp"], 'expected "http" or "tcp"'), v.description('`"http"`: a request whose answer must match `expectStatus` (and `expectBody`); `"tcp"`: a connection must open.'), doc({ defaultText: '`"http"` when `path` is set, else `"tcp"`' })),
+    v.pipe(
+      v.picklist(["http", "tcp", "grpc"], 'expected "http", "tcp" or "grpc"'),
+      v.description('`"http"`: a request whose answer must match `expectStatus` (and `expectBody`); `"tcp"`: a connection must open; `"grpc"`: the gRPC health protocol (`grpc.health.v1.Health/Check` for `service`) over HTTP/2, cleartext to `http://` backends and TLS with ALPN `h2` to `https://` ones, healthy when the answer is `SERVING`.'),
+      doc({ defaultText: '`"http"` when `path` is set, else `"tcp"`' }),
+    ),
+  ),
+  service: v.optional(
+    v.pipe(
+      v.string("expected a gRPC service name"),
+      v.maxLength(255, "expected a gRPC service name of at most 255 bytes"),
+      v.description('The `grpc` check\'s service name (e.g. `"helloworld.Greeter"`); `""` asks about the server as a whole.'),
+      doc({ defaultValue: "" }),
+    ),
   ),
   path: v.optional(v.pipe(v.string(), v.startsWith("/", 'expected a path starting with "/"'), v.description("The HTTP check's request path."), doc({ defaultValue: "/health" }))),
   method: v.optional(v.pipe(v.picklist(["GET", "HEAD", "OPTIONS", "POST"], "expected GET, HEAD, OPTIONS or POST"), v.description("The HTTP check's request method."), doc({ defaultValue: "GET" }))),
