@@ -313,15 +313,24 @@ export type AnswerFormat = "json" | "grpc";
  * a backend that gave no answer in time (504) is DEADLINE_EXCEEDED, as the call's deadline.
  */
 export const GRPC_STATUS = {
+  CANCELLED: 1,
   UNKNOWN: 2,
+  INVALID_ARGUMENT: 3,
   DEADLINE_EXCEEDED: 4,
+  NOT_FOUND: 5,
+  ALREADY_EXISTS: 6,
   PERMISSION_DENIED: 7,
   RESOURCE_EXHAUSTED: 8,
+  FAILED_PRECONDITION: 9,
+  ABORTED: 10,
+  OUT_OF_RANGE: 11,
   UNIMPLEMENTED: 12,
   INTERNAL: 13,
   UNAVAILABLE: 14,
+  DATA_LOSS: 15,
   UNAUTHENTICATED: 16,
 } as const;
+export type GrpcStatusName = keyof typeof GRPC_STATUS;
 
 const GRPC_BY_HTTP: Readonly<Record<number, number>> = {
   400: GRPC_STATUS.INTERNAL,

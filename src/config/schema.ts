@@ -4,7 +4,7 @@
  * docs/configuration.md is generated from it (`bun run docs`; a test fails when it is stale).
  */
 import * as v from "valibot";
-import { doc, duration, positiveDuration, size, statusCode as status, type OptionDoc } from "./option-schemas.ts";
+import { doc, duration, grpcStatusList, positiveDuration, size, statusCode as status, type OptionDoc } from "./option-schemas.ts";
 import { POLICY_NAMES } from "./policy-names.ts";
 import { HOP_BY_HOP } from "../http/headers.ts";
 import { parseCidr } from "../net/cidr.ts";
@@ -381,6 +381,10 @@ const BaseSchema = v.strictObject({
         nonIdempotent: v.optional(
           v.pipe(v.boolean("expected true or false"), v.description("Also retry non-idempotent methods (POST, PATCH) after a reset, a timeout or an `onStatus` answer, which RFC 9110 §9.2.2 advises against.")),
           false,
+        ),
+        onGrpcStatus: v.optional(
+          v.pipe(grpcStatusList, v.description("gRPC calls (content-type `application/grpc`) answered with one of these statuses in the response head (a Trailers-Only answer, e.g. `UNAVAILABLE` from a server shutting down) are tried again on another backend. gRPC has no idempotency flag, so naming a status here vouches that its calls may be sent twice: they are retried whatever `nonIdempotent` says. A status that comes in the trailers, after the answer has begun, is passed on."), doc({ defaultText: "none" })),
+          [],
         ),
         bufferBody: v.optional(
           v.pipe(size, v.description("Request bodies up to this size are kept so that they can be sent again; a larger body is streamed, and its request is not retried. With the fetch engine, this much of every body is read before the request goes upstream.")),

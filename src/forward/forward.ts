@@ -217,6 +217,14 @@ export interface Forwarder<Body, Out> {
   abandoned(req: ForwardRequest<Body>): Out;
 }
 
+/** The grpc-status of a gRPC call's Trailers-Only answer, when `retryOn` lists it. */
+function grpcRetryStatus(res: UpstreamResponse, req: ForwardRequest<unknown>, retryOn: ReadonlySet<number>): number | undefined {
+  const v = res.headers.get("grpc-status");
+  if (v === null || !isGrpcCall(req.headers)) return undefined;
+  const n = Number(v);
+  return retryOn.has(n) ? n : undefined;
+}
+
 /** Why a try's cancel fired. */
 const enum Why {
   None = 0,
@@ -795,6 +803,18 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
       this.local = undefined;
       this.detail = `status ${status}`;
       return this.tryOver(Outcome.Failed, false);
+    }
+    // A gRPC call answered Trailers-Only (grpc-status in the head) with a status the route
+    // retries: nothing of the answer has reached the client yet.
+    if (dest.retryOnGrpc.size > 0 && status === 200) {
+      const grpc = grpcRetryStatus(res, req, dest.retryOnGrpc);
+      if (grpc !== undefined && this.mayRetry({ kind: "grpc", status: grpc }) && pool.routableCount() > 0 && this.admitRetry()) {
+        res.discard();
+        this.failure = { kind: "grpc", status: grpc };
+        this.local = undefined;
+        this.detail = `grpc-status ${grpc}`;
+        return this.tryOver(Outcome.Failed, false);
+      }
     }
     toClientHeaders(res.headers, this.requestId, dest);
     dest.routeResponseHeaders?.apply(res.headers, this.vars(dest));

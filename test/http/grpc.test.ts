@@ -104,3 +104,69 @@ describe("through the proxy", () => {
     expect(ok.grpcStatus).toBeNull();
   });
 });
+
+describe("retry.onGrpcStatus", () => {
+  /** Two backends: one that answers every call UNAVAILABLE (Trailers-Only), one that serves it. */
+  async function pair() {
+    const seen = { unavailable: 0, serving: 0 };
+    const down = Bun.serve({
+      hostname: "127.0.0.1", port: 0,
+      fetch: async (req) => {
+        await req.arrayBuffer();
+        seen.unavailable++;
+        return new Response(null, { status: 200, headers: { "content-type": "application/grpc", "grpc-status": "14", "grpc-message": "shutting down" } });
+      },
+    });
+    const up = Bun.serve({
+      hostname: "127.0.0.1", port: 0,
+      fetch: async (req) => {
+        await req.arrayBuffer();
+        seen.serving++;
+        return new Response(new Uint8Array([0, 0, 0, 0, 0]), { status: 200, headers: { "content-type": "application/grpc" } });
+      },
+    });
+    return { seen, down, up, stop: () => (down.stop(true), up.stop(true)) };
+  }
+
+  for (const onGrpcStatus of [["UNAVAILABLE"], []]) {
+    test(onGrpcStatus.length ? "named: an UNAVAILABLE answer is tried again on the other backend, POST or not" : "not named (the default): the UNAVAILABLE answer reaches the client", async () => {
+      const p = await pair();
+      try {
+        rig = await startRig(0, {
+          strategy: "round-robin",
+          backends: [{ name: "down", url: `http://127.0.0.1:${p.down.port}` }, { name: "up", url: `http://127.0.0.1:${p.up.port}` }],
+          ...(onGrpcStatus.length ? { retry: { onGrpcStatus } } : {}),
+        });
+        const got = await Promise.all([0, 1, 2, 3].map(() => call("/svc.Echo/Say")));
+        if (onGrpcStatus.length) {
+          expect(got.map((g) => g.grpcStatus)).toEqual([null, null, null, null]);
+          expect(p.seen.serving).toBe(4);
+        } else {
+          expect(got.filter((g) => g.grpcStatus === "14").length).toBe(2);
+          expect(p.seen.serving).toBe(2);
+        }
+      } finally {
+        p.stop();
+      }
+    });
+  }
+
+  test("a plain HTTP request with a grpc-status field is not a gRPC call: not retried for it", async () => {
+    const p = await pair();
+    try {
+      rig = await startRig(0, { strategy: "round-robin", backends: [{ name: "down", url: `http://127.0.0.1:${p.down.port}` }], retry: { onGrpcStatus: ["UNAVAILABLE"] } });
+      const r = await fetch(`${rig.balancer.url}/x`, { method: "POST", body: "x", headers: { "content-type": "text/plain" } });
+      expect(r.headers.get("grpc-status")).toBe("14");
+      expect(p.seen.unavailable).toBe(1);
+    } finally {
+      p.stop();
+    }
+  });
+
+  test("config: names are checked; a route may set its own", async () => {
+    const { validateConfig } = await import("../../src/config/load.ts");
+    expect(() => validateConfig({ backends: [{ url: "http://127.0.0.1:9" }], retry: { onGrpcStatus: ["UNAVAIL"] } })).toThrow("retry.onGrpcStatus[0]: got \"UNAVAIL\", expected a gRPC status name");
+    const c = validateConfig({ backends: [{ url: "http://127.0.0.1:9" }], routes: [{ name: "r", pool: "default", retry: { onGrpcStatus: ["UNAVAILABLE", "RESOURCE_EXHAUSTED"] } }] });
+    expect(c.routes[0]!.retry?.onGrpcStatus).toEqual(["UNAVAILABLE", "RESOURCE_EXHAUSTED"]);
+  });
+});
