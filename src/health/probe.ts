@@ -7,6 +7,7 @@ import type { ResolvedCheck } from "./check.ts";
 import { formatDuration } from "../config/units.ts";
 import { describeNetworkError, errorCode, isLocalCode, refinedConnectError } from "../net/network-error.ts";
 import { encodeProxyHeader } from "../net/proxy-protocol.ts";
+import { GrpcProbe } from "./grpc-probe.ts";
 
 export interface ProbeResult {
   ok: boolean;
@@ -25,6 +26,7 @@ export interface Probe {
 
 export function createProbe(backend: Backend, check: ResolvedCheck): Probe {
   if (check.type === "tcp") return new TcpProbe(backend, check);
+  if (check.type === "grpc") return new GrpcProbe(backend, check);
   // Asked at each run: a reload may turn the pool's proxyProtocol on or off without changing
   // the check (the backend's spec changes, the watch stays).
   const plain = new HttpProbe(backend, check);
