@@ -11,6 +11,9 @@ import { createForwarder, type ForwardOptions } from "../../forward/forward.ts";
 import { ClientConnection, clientWire, type ClientEnv, type ClientLimits } from "./client.ts";
 import { UpstreamPool, type UpstreamPoolOptions } from "./upstream.ts";
 import { upstreamWire } from "./upstream-wire.ts";
+import { protocolWire } from "./protocol-wire.ts";
+import { H2SessionPool } from "../h2/session-pool.ts";
+import { h2Wire } from "../h2/wire.ts";
 import { errorAnswer } from "../../errors.ts";
 import type { TlsMaterial } from "../../tls/certificates.ts";
 import { addServerNames, listenTls } from "../../tls/sni.ts";
@@ -89,9 +92,13 @@ const BUSY = Buffer.from(
 export function startSocketEngine(opts: SocketEngineOptions): SocketEngine {
   const pool = new UpstreamPool(opts.upstream, (e) => opts.logger.error(`socket engine upstream: ${(e as Error)?.stack ?? e}`));
 
-  // The wire's two halves: tries go out on pooled upstream connections (upstream-wire.ts),
-  // answers to the client are written by the request's own Exchange (client.ts).
-  const upstream = upstreamWire(pool);
+  // HTTP/2 backends (protocol h2, h2c): streams on a few sessions each (engine/h2/).
+  const h2 = new H2SessionPool(opts.upstream);
+
+  // The wire's two halves: tries go out on pooled upstream connections (upstream-wire.ts) or
+  // HTTP/2 streams, by the backend's protocol; answers to the client are written by the
+  // request's own Exchange (client.ts).
+  const upstream = protocolWire(upstreamWire(pool), h2Wire(h2));
 
   const connections = new Set<ClientConnection>();
   let maxConnections = opts.limits.maxConnections;
@@ -156,6 +163,7 @@ export function startSocketEngine(opts: SocketEngineOptions): SocketEngine {
     const now = performance.now();
     for (const c of connections) if (c.deadline !== 0 || c.writeDeadline !== 0) c.timedOut(now);
     pool.sweep(now);
+    h2.sweep(now);
   }, tick);
 
   let stopped: Promise<void> | undefined;
@@ -169,6 +177,7 @@ export function startSocketEngine(opts: SocketEngineOptions): SocketEngine {
     port: listener.port,
     closeIdle(backend) {
       pool.closeIdle(backend);
+      h2.closeIdle(backend);
     },
     renewTls(m) {
       addServerNames(listener, m);
@@ -182,6 +191,7 @@ export function startSocketEngine(opts: SocketEngineOptions): SocketEngine {
       env.acceptProxy = next.acceptProxy;
       maxConnections = next.limits.maxConnections;
       pool.opts = next.upstream;
+      h2.opts = next.upstream;
     },
     stop(force = false, noticeMs = 0, listenerFirst = false) {
       if (force) {
@@ -191,6 +201,7 @@ export function startSocketEngine(opts: SocketEngineOptions): SocketEngine {
         listener.stop(true);
         clearInterval(sweeper);
         pool.closeIdle();
+        h2.closeIdle();
         return Promise.resolve();
       }
       stopped ??= new Promise<void>((resolve) => {
@@ -201,6 +212,7 @@ export function startSocketEngine(opts: SocketEngineOptions): SocketEngine {
           const done = () => {
             clearInterval(sweeper);
             pool.closeIdle();
+            h2.closeIdle();
             resolve();
           };
           if (connections.size === 0) return done();
