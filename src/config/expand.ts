@@ -214,10 +214,11 @@ function protocolProblems(raw: Raw): string[] {
       const own = typeof b.protocol === "string";
       const protocol = own ? (b.protocol as string) : poolProtocol;
       if (protocol !== "h2" && protocol !== "h2c") return;
-      const field = own ? `${at}.backends[${j}].protocol` : at === "backends" || pool.protocol === undefined ? "protocol" : `${at}.protocol`;
+      const field = own ? `${at === "backends" ? "" : `${at}.`}backends[${j}].protocol` : at === "backends" || pool.protocol === undefined ? "protocol" : `${at}.protocol`;
       http2Pools.set(name, field);
       const scheme = typeof b.url === "string" ? /^([a-z][a-z0-9+.-]*):\/\//i.exec(b.url)?.[1]?.toLowerCase() : typeof b.scheme === "string" ? b.scheme : b.dns !== undefined ? "http" : undefined;
-      const where = typeof b.url === "string" ? `${at}.backends[${j}] (${show(b.url)})` : `${at}.backends[${j}]`;
+      const entry = at === "backends" ? `backends[${j}]` : `${at}.backends[${j}]`;
+      const where = typeof b.url === "string" ? `${entry} (${show(b.url)})` : entry;
       if (protocol === "h2" && scheme !== "https") {
         problems.push(`${field}: "h2" for ${where}; expected an https:// backend (h2 is agreed in the TLS handshake by ALPN), or "h2c" for cleartext HTTP/2 to an http:// backend`);
       }

@@ -26,6 +26,12 @@ const enum State {
 const SESSIONS_PER_BACKEND = 4;
 const STREAMS_PER_SESSION = 128;
 
+/** An https:// backend whose TLS handshake selected no h2 (RFC 9113 §3.2): a failed dial. */
+function notNegotiated(alpn: string | false | undefined): NetworkError {
+  const got = typeof alpn === "string" && alpn !== "" ? JSON.stringify(alpn) : "none";
+  return new NetworkError("ERR_H2_NOT_NEGOTIATED", `the backend did not select HTTP/2 in its TLS handshake (ALPN: ${got}); for an HTTP/1.1 backend, use protocol "http1"`);
+}
+
 /** One HTTP/2 connection to a backend. */
 export class H2Session {
   private state = State.Connecting;
@@ -36,6 +42,9 @@ export class H2Session {
   idleSince = performance.now();
   readonly session: ClientHttp2Session;
   private connectTimer: ReturnType<typeof setTimeout> | undefined;
+  /** The connection is up (TCP, TLS), and the peer's SETTINGS came: both before Ready. */
+  private connected = false;
+  private settled = false;
   /** Why it failed to open, for the tries that waited on it. */
   private error: Error | undefined;
 
@@ -61,15 +70,26 @@ export class H2Session {
     this.session = http2.connect(backend.origin, options);
     const s = this.session;
     this.connectTimer = setTimeout(() => this.fail(new NetworkError("ETIMEDOUT_CONNECT", `connect timed out after ${connectMs}ms`)), connectMs);
-    s.on("connect", () => this.opened());
+    // Ready once connected and the peer's first SETTINGS is in (its preface, RFC 9113 §3.4): until
+    // then its SETTINGS_MAX_CONCURRENT_STREAMS is unknown, and a burst over it would be refused.
+    s.on("connect", () => {
+      this.connected = true;
+      if (this.settled) this.opened();
+    });
     s.on("remoteSettings", (settings) => {
       const peer = settings.maxConcurrentStreams;
       this.maxStreams = Math.min(this.cap, peer === undefined ? this.cap : peer);
+      this.settled = true;
+      if (this.connected && this.state === State.Connecting) return this.opened();
       this.pool.serve(this.backend);
     });
     // RFC 9113 §6.8: no new streams on it; node fails those above the last stream id itself.
     s.on("goaway", () => this.drain());
     s.on("error", (e: Error) => {
+      // Bun 1.4.5 reports a handshake without h2 in ALPN as ERR_HTTP2_ERROR "h2 is not supported".
+      if (this.state === State.Connecting && this.backend.tls !== undefined && this.session.alpnProtocol !== "h2" && (e as { code?: string }).code === "ERR_HTTP2_ERROR") {
+        return this.fail(notNegotiated(this.session.alpnProtocol));
+      }
       this.error ??= e;
     });
     s.on("close", () => this.closed());
@@ -80,9 +100,7 @@ export class H2Session {
     this.connectTimer = undefined;
     if (this.state !== State.Connecting) return;
     const alpn = this.session.alpnProtocol;
-    if (this.backend.tls !== undefined && alpn !== "h2") {
-      return this.fail(new NetworkError("ERR_H2_NOT_NEGOTIATED", `the backend did not agree to HTTP/2 in its TLS handshake (ALPN ${alpn === undefined || alpn === "" ? "none" : JSON.stringify(alpn)}); is it an HTTP/2 server? use protocol "http1" for it`));
-    }
+    if (this.backend.tls !== undefined && alpn !== "h2") return this.fail(notNegotiated(alpn));
     this.state = State.Ready;
     this.idleSince = performance.now();
     this.pool.serve(this.backend);

@@ -200,6 +200,9 @@ export class H2Try implements SlotWaiter, CancelListener, BodySink {
   private ended(): void {
     const res = this.res;
     if (res === undefined || res.complete) return;
+    // Bun 1.4.5 ends a stream's readable side when its session dies too, with the stream reset
+    // (CANCEL): only an end with no reset is the backend's END_STREAM (closed() fails the rest).
+    if ((this.stream?.rstCode ?? 0) !== 0) return;
     res.complete = true;
     res.sink?.end();
   }

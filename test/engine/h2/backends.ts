@@ -108,7 +108,7 @@ export async function startRefusing(how: "rst" | "goaway"): Promise<H2Backend> {
     let buf = Buffer.alloc(0);
     let preface = false;
     sock.write(frame(4, 0, 0));
-    sock.on("data", (d) => {
+    sock.on("data", (d: Buffer) => {
       buf = Buffer.concat([buf, d]);
       if (!preface) {
         if (buf.length < 24) return;

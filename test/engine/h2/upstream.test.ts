@@ -5,6 +5,8 @@
  */
 import { afterEach, describe, expect, test } from "bun:test";
 import { startRig, type TestRig } from "../../helpers/balancer.ts";
+import { rawClient } from "../../helpers/raw.ts";
+import { validateConfig } from "../../../src/config/load.ts";
 import { makePki, type Pki } from "../../helpers/pki.ts";
 import { waitFor } from "../../helpers/wait.ts";
 import { echo, startH2c, startH2Tls, startRefusing, type H2Backend } from "./backends.ts";
@@ -54,5 +56,184 @@ describe("h2c backends", () => {
     const bytes = new Uint8Array(await down.arrayBuffer());
     expect(bytes.length).toBe(big.length);
     expect(new Bun.CryptoHasher("sha256").update(bytes).digest("hex")).toBe(sha);
+  });
+});
+
+describe("h2c backends, balancing", () => {
+  test("30 requests on one client keep-alive connection spread round-robin over 3 backends", async () => {
+    const bs = await Promise.all(["a", "b", "c"].map((n) => h2c(n)));
+    const r = await rig(bs.map((b, i) => ({ name: "abc"[i]!, url: b.url })), { strategy: "round-robin" });
+    const c = await rawClient(r.balancer.port);
+    cleanups.push(() => c.terminate());
+    for (let i = 1; i <= 30; i++) {
+      c.send(`GET /n${i} HTTP/1.1\r\nHost: x\r\n\r\n`);
+      // Chunked: the echo gives no length.
+      await c.waitFor((t) => t.split("HTTP/1.1 200").length - 1 === i && t.endsWith("}\r\n0\r\n\r\n"), `response ${i}`);
+    }
+    expect(c.closed).toBe(false);
+    expect(bs.map((b) => b.paths.length)).toEqual([10, 10, 10]);
+    // Each backend's requests went over its own few HTTP/2 connections, not one per request.
+    for (const b of bs) expect(b.accepted()).toBeLessThanOrEqual(4);
+  });
+
+  test("sessions stay within limits.h2SessionsPerBackend, streams within min(peer, h2StreamsPerSession), under 200 concurrent requests", async () => {
+    let open = 0;
+    let peak = 0;
+    const b = await h2c(
+      "a",
+      (stream) => {
+        peak = Math.max(peak, ++open);
+        stream.on("close", () => open--);
+        setTimeout(() => {
+          if (stream.destroyed) return;
+          stream.respond({ ":status": 200 });
+          stream.end("ok");
+        }, 5);
+      },
+      // The peer's own bound is below ours: it wins.
+      { maxConcurrentStreams: 8 },
+    );
+    const r = await rig([{ name: "a", url: b.url }], { limits: { h2SessionsPerBackend: 2, h2StreamsPerSession: 50 }, retry: { timeout: "20s", perTryTimeout: "20s" } });
+    const statuses = await Promise.all(Array.from({ length: 200 }, (_, i) => fetch(`${r.balancer.url}/r${i}`).then(async (res) => (await res.text(), res.status))));
+    expect(statuses.filter((s) => s === 200).length).toBe(200);
+    expect(b.accepted()).toBeLessThanOrEqual(2);
+    expect(peak).toBeLessThanOrEqual(16);
+    expect(b.paths.length).toBe(200);
+  });
+});
+
+describe("refused streams are retried elsewhere, whatever the method", () => {
+  for (const how of ["rst", "goaway"] as const) {
+    test(how === "rst" ? "RST_STREAM REFUSED_STREAM to a POST" : "GOAWAY with last-stream-id 0", async () => {
+      const bad = await startRefusing(how);
+      cleanups.push(() => bad.stop());
+      const good = await h2c("good");
+      const r = await rig([{ name: "bad", url: bad.url }, { name: "good", url: good.url }], { strategy: "round-robin", passive: { consecutiveFailures: 0 } });
+      for (let i = 0; i < 4; i++) {
+        const res = await fetch(`${r.balancer.url}/p${i}`, { method: "POST", body: "payload" });
+        expect(res.status).toBe(200);
+        expect(await res.json()).toMatchObject({ backend: "good", method: "POST", length: 7 });
+      }
+      // Round-robin sent some first tries to the refusing backend: each went on to the other.
+      expect(bad.paths.length).toBeGreaterThan(0);
+      expect(good.paths.length).toBe(4);
+      const badBackend = r.balancer.pool.backends.find((x) => x.name === "bad")!;
+      expect(badBackend.stats.proxyErrors).toBe(bad.paths.length);
+    });
+  }
+
+  test("a POST reset otherwise (CANCEL) is not retried", async () => {
+    const bad = await h2c("bad", (stream) => stream.close(8));
+    const good = await h2c("good");
+    const r = await rig([{ name: "bad", url: bad.url }, { name: "good", url: good.url }], { strategy: "round-robin", passive: { consecutiveFailures: 0 } });
+    const statuses: number[] = [];
+    for (let i = 0; i < 4; i++) statuses.push((await fetch(`${r.balancer.url}/p${i}`, { method: "POST", body: "x" })).status);
+    expect(statuses.filter((s) => s === 502).length).toBe(bad.paths.length);
+    expect(good.paths.length + bad.paths.length).toBe(4);
+  });
+});
+
+describe("a backend that dies mid-response", () => {
+  test("the client's body is cut, and passive health counts it", async () => {
+    const b = await h2c("a", (stream) => {
+      stream.respond({ ":status": 200 });
+      stream.write(Buffer.alloc(64 * 1024, 97));
+    });
+    const r = await rig([{ name: "a", url: b.url }]);
+    const c = await rawClient(r.balancer.port);
+    cleanups.push(() => c.terminate());
+    c.send("GET /stream HTTP/1.1\r\nHost: x\r\n\r\n");
+    await c.waitFor((t) => t.includes("HTTP/1.1 200") && t.length > 32 * 1024, "the head and some of the body");
+    b.kill();
+    await c.waitClosed();
+    // Chunked (no length from the backend): the last chunk never came.
+    expect(c.text()).toContain("Transfer-Encoding: chunked");
+    expect(c.text().endsWith("\r\n0\r\n\r\n")).toBe(false);
+    const backend = r.balancer.pool.backends[0]!;
+    await waitFor(() => backend.stats.proxyErrors === 1, "the backend's proxy error");
+    expect(backend.consecutiveFailures).toBe(1);
+    await waitFor(() => r.access.some((l) => l.includes("SY_UPSTREAM_TRUNCATED")), "the truncation in the access log");
+  });
+});
+
+describe("h2 over TLS", () => {
+  let pki: Pki;
+  test("a request goes over TLS with ALPN h2", async () => {
+    pki = await makePki();
+    cleanups.push(() => pki.remove());
+    const cert = await pki.issue("backend", ["localhost"]);
+    const b = await startH2Tls("tls", cert);
+    cleanups.push(() => b.stop());
+    const r = await rig([{ name: "tls", url: b.url, tls: { ca: pki.ca } } as never], { protocol: "h2" });
+    const res = await fetch(`${r.balancer.url}/secure`);
+    expect(res.status).toBe(200);
+    expect(await res.json()).toMatchObject({ backend: "tls", path: "/secure" });
+  });
+
+  test("a TLS backend that does not select h2 fails the try, saying so", async () => {
+    pki = await makePki();
+    cleanups.push(() => pki.remove());
+    const cert = await pki.issue("backend", ["localhost"]);
+    const server = Bun.serve({ port: 0, hostname: "127.0.0.1", tls: { cert: Bun.file(cert.cert), key: Bun.file(cert.key) }, fetch: () => new Response("http/1.1 only") });
+    cleanups.push(() => server.stop(true));
+    const r = await rig([{ name: "h1", url: `https://localhost:${server.port}`, tls: { ca: pki.ca } } as never], { protocol: "h2" });
+    const res = await fetch(`${r.balancer.url}/x`);
+    expect(res.status).toBe(502);
+    expect(await res.text()).toContain("ERR_H2_NOT_NEGOTIATED");
+  });
+});
+
+describe("health checks speak HTTP/2 to h2c backends", () => {
+  test("an h2c backend is marked down when its check fails and up when it passes", async () => {
+    let healthy = true;
+    const b = await h2c("a", (stream, headers) => {
+      if (headers[":path"] === "/health") {
+        stream.respond({ ":status": healthy ? 200 : 503 });
+        stream.end();
+        return;
+      }
+      echo(stream, headers, "a");
+    });
+    const r = await rig([{ name: "a", url: b.url }], { healthCheck: { type: "http", path: "/health", interval: "100ms", timeout: "500ms", rise: 1, fall: 1 } });
+    const backend = r.balancer.pool.backends[0]!;
+    expect(backend.isHealthy).toBe(true);
+    healthy = false;
+    await waitFor(() => !backend.isHealthy, "the backend marked down", 5000);
+    healthy = true;
+    await waitFor(() => backend.isHealthy, "the backend marked up again", 5000);
+    expect((await fetch(`${r.balancer.url}/`)).status).toBe(200);
+  });
+});
+
+describe("config", () => {
+  const refusal = (config: Record<string, unknown>): string => {
+    try {
+      validateConfig({ listen: { port: 0 }, ...config });
+    } catch (e) {
+      return (e as Error).message;
+    }
+    return "accepted";
+  };
+
+  test("h2 needs https://, h2c needs http://, each named with its field", () => {
+    expect(refusal({ protocol: "h2", backends: [{ url: "http://127.0.0.1:1" }] })).toContain('protocol: "h2" for backends[0] ("http://127.0.0.1:1"); expected an https:// backend');
+    expect(refusal({ pools: { api: { protocol: "h2c", backends: [{ url: "https://127.0.0.1:1" }] } } })).toContain('pools.api.protocol: "h2c" for pools.api.backends[0] ("https://127.0.0.1:1"); expected an http:// backend');
+    expect(refusal({ backends: [{ url: "http://127.0.0.1:1", protocol: "h2" }] })).toContain('backends[0].protocol: "h2"');
+    expect(refusal({ backends: [{ url: "http://127.0.0.1:1", protocol: "h3" }] })).toContain('expected "http1", "h2" or "h2c"');
+  });
+
+  test("a backend's protocol wins over its pool's, the pool's over the top level", () => {
+    const c = validateConfig({ listen: { port: 0 }, protocol: "h2c", pools: { a: { backends: [{ url: "http://127.0.0.1:1" }] }, b: { protocol: "http1", backends: [{ url: "https://127.0.0.1:2", protocol: "h2" }, { url: "http://127.0.0.1:3" }] } }, routes: [{ name: "r", pool: "a" }, { name: "s", pool: "b", match: { path: "/b" } }] });
+    expect(c.pools.a!.protocol).toBe("h2c");
+    expect(c.pools.b!.protocol).toBe("http1");
+    expect(c.pools.b!.backends[0]!.protocol).toBe("h2");
+  });
+
+  test("the fetch engine refuses h2 and h2c, saying why", () => {
+    expect(refusal({ engine: "fetch", protocol: "h2c", backends: [{ url: "http://127.0.0.1:1" }] })).toContain('protocol: "h2c" with engine "fetch"; expected "http1", or engine "socket" (Bun\'s fetch cannot speak cleartext HTTP/2');
+  });
+
+  test("proxyProtocol and mirrors are refused on HTTP/2 pools", () => {
+    expect(refusal({ pools: { a: { protocol: "h2c", proxyProtocol: "v2", backends: [{ url: "http://127.0.0.1:1" }] } } })).toContain("pools.a.proxyProtocol: \"v2\" on a pool with HTTP/2 backends");
   });
 });
