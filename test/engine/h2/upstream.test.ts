@@ -156,6 +156,33 @@ describe("a backend that dies mid-response", () => {
   });
 });
 
+describe("session lifetime", () => {
+  test("an idle session is closed after timeouts.upstreamIdle", async () => {
+    const b = await h2c("a");
+    const r = await rig([{ name: "a", url: b.url }], { timeouts: { upstreamIdle: "200ms" } });
+    expect((await fetch(`${r.balancer.url}/`)).status).toBe(200);
+    expect(b.accepted()).toBe(1);
+    await waitFor(() => b.open() === 0, "the idle session closed", 5000);
+    // The next request opens a new one.
+    expect((await fetch(`${r.balancer.url}/`)).status).toBe(200);
+    expect(b.accepted()).toBe(2);
+  });
+
+  test("a backend a reload removes has its sessions closed", async () => {
+    const a = await h2c("a");
+    const b = await h2c("b");
+    const config = (backends: { name: string; url: string }[]) => validateConfig({ engine: "socket", listen: { host: "127.0.0.1", port: r.balancer.port }, admin: false, healthCheck: false, protocol: "h2c", backends });
+    const r = await rig([{ name: "a", url: a.url }, { name: "b", url: b.url }], { strategy: "round-robin" });
+    for (let i = 0; i < 4; i++) expect((await fetch(`${r.balancer.url}/`)).status).toBe(200);
+    expect(a.open()).toBe(1);
+    expect(b.open()).toBe(1);
+    await r.balancer.apply(config([{ name: "a", url: a.url }]));
+    await waitFor(() => b.open() === 0, "the removed backend's session closed", 5000);
+    expect(a.open()).toBe(1);
+    expect((await fetch(`${r.balancer.url}/`)).status).toBe(200);
+  });
+});
+
 describe("h2 over TLS", () => {
   let pki: Pki;
   test("a request goes over TLS with ALPN h2", async () => {
