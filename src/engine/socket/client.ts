@@ -26,6 +26,7 @@ import { scanRequest } from "./scan.ts";
 import { ALLOW, refusedMethod } from "../../http/methods.ts";
 import { headWriter, latin1Bytes, type HeadWriter } from "./bytes.ts";
 import { RequestBody, chunkHead, CRLF, LAST_CHUNK } from "./request-body.ts";
+import { lastChunkWith, takesTrailers } from "../../http/trailers.ts";
 import type { InterimSink, ResponseSink, SocketResponse } from "./upstream.ts";
 import { isWebSocketUpgrade, WEBSOCKET } from "../../http/upgrade.ts";
 import { Tunnel } from "./tunnel.ts";
@@ -145,6 +146,10 @@ export class Exchange implements ResponseSink, InterimSink, ForwardRequest<Excha
   upgrade: string | undefined;
   /** The body goes to the client chunked (its length unknown). */
   private chunkedOut = false;
+  /** The client sent `TE: trailers`: a chunked answer's last chunk carries the backend's trailers (http/trailers.ts). */
+  private readonly takesTrailers: boolean;
+  /** The backend's response being written, for its trailers at the end of the body. */
+  private res: SocketResponse | undefined;
   private bytesOut = 0;
   private bodyEnd: BodyEnd | undefined;
 
@@ -180,6 +185,7 @@ export class Exchange implements ResponseSink, InterimSink, ForwardRequest<Excha
     readonly headers: FieldList,
   ) {
     this.closeAfter = !keepAlive || http10;
+    this.takesTrailers = headers.has("te") && takesTrailers(headers.get("te"));
     this.clientIp = conn.clientIp;
     this.proto = conn.env.proto;
   }
@@ -200,6 +206,7 @@ export class Exchange implements ResponseSink, InterimSink, ForwardRequest<Excha
     }
     if (res.framing === "tunnel") return this.conn.startTunnel(this, res, end);
     this.bodyEnd = end;
+    this.res = res;
     this.answering = Answering.Writing;
     const h = res.headers;
     const env = this.conn.env;
@@ -243,7 +250,7 @@ export class Exchange implements ResponseSink, InterimSink, ForwardRequest<Excha
     } else {
       const parts: Uint8Array[] = [w.done().slice()];
       for (const c of held) this.frame(parts, c);
-      if (res.complete && this.chunkedOut) parts.push(LAST_CHUNK);
+      if (res.complete && this.chunkedOut) parts.push(this.lastChunk());
       this.conn.write(Buffer.concat(parts));
     }
   }
@@ -262,8 +269,14 @@ export class Exchange implements ResponseSink, InterimSink, ForwardRequest<Excha
     else this.conn.write(c);
   }
   end(): void {
-    if (this.chunkedOut) this.conn.write(LAST_CHUNK);
+    if (this.chunkedOut) this.conn.write(this.lastChunk());
     this.finish();
+  }
+
+  /** The last chunk, with the backend's trailers when it sent some (HTTP/2) and the client takes them. */
+  private lastChunk(): Uint8Array {
+    const trailers = this.res?.trailers;
+    return (trailers !== undefined && this.takesTrailers ? lastChunkWith(trailers) : undefined) ?? LAST_CHUNK;
   }
   fail(by: "client" | "backend", detail: string): void {
     // The head went out: the only honest signal left is to cut the connection, so the

@@ -156,6 +156,26 @@ describe("a backend that dies mid-response", () => {
   });
 });
 
+describe("response trailers", () => {
+  test("reach an HTTP/1.1 client that sent TE: trailers, in the last chunk; others get none", async () => {
+    const b = await h2c("a", (stream) => {
+      stream.respond({ ":status": 200, "content-type": "application/grpc" }, { waitForTrailers: true });
+      stream.on("wantTrailers", () => stream.sendTrailers({ "grpc-status": "0", "grpc-message": "fine", "content-length": "99" }));
+      stream.end("body");
+    });
+    const r = await rig([{ name: "a", url: b.url }]);
+    const c = await rawClient(r.balancer.port);
+    cleanups.push(() => c.terminate());
+    c.send("GET /t HTTP/1.1\r\nHost: x\r\nTE: trailers\r\n\r\n");
+    await c.waitFor((t) => t.endsWith("\r\n\r\n") && t.includes("\r\n0\r\n"), "the last chunk");
+    // Framing fields are never trailers (RFC 9110 §6.5.1): content-length is dropped.
+    expect(c.text().endsWith("\r\n4\r\nbody\r\n0\r\ngrpc-status: 0\r\ngrpc-message: fine\r\n\r\n")).toBe(true);
+    c.send("GET /t HTTP/1.1\r\nHost: x\r\n\r\n");
+    await c.waitFor((t) => t.split("HTTP/1.1 200").length === 3 && t.endsWith("\r\n0\r\n\r\n"), "the second answer");
+    expect(c.text().endsWith("4\r\nbody\r\n0\r\n\r\n")).toBe(true);
+  });
+});
+
 describe("session lifetime", () => {
   test("an idle session is closed after timeouts.upstreamIdle", async () => {
     const b = await h2c("a");
