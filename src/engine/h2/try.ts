@@ -71,6 +71,8 @@ export class H2Try implements SlotWaiter, CancelListener, BodySink {
   private progress: SendProgress | undefined;
   /** We cancelled the stream (the try was given up, or its response discarded): not the backend's fault. */
   private abandoned = false;
+  /** A drain listener is set for timeouts.send's report (reportSending). */
+  private drainHeard = false;
   private error: Error | undefined;
 
   constructor(
@@ -296,7 +298,14 @@ export class H2Try implements SlotWaiter, CancelListener, BodySink {
     if (progress === undefined || stream === undefined) return;
     if (stream.writableNeedDrain) {
       progress.sendWaiting();
-      stream.once("drain", () => this.reportSending(this.body === undefined));
+      // One listener per congestion, however many pieces arrive meanwhile.
+      if (!this.drainHeard) {
+        this.drainHeard = true;
+        stream.once("drain", () => {
+          this.drainHeard = false;
+          this.reportSending(this.body === undefined);
+        });
+      }
       return;
     }
     progress.sendTaken();

@@ -59,6 +59,18 @@ describe("h2c backends", () => {
   });
 });
 
+describe("request bodies under flow control", () => {
+  test("a backend that stops taking the body fails the try after timeouts.send", async () => {
+    // Never reads: the stream's flow-control window closes, and the proxy's buffer fills.
+    const b = await h2c("a", () => {});
+    const r = await rig([{ name: "a", url: b.url }], { timeouts: { send: "300ms" } });
+    const res = await fetch(`${r.balancer.url}/up`, { method: "POST", body: new Uint8Array(8 * 1024 * 1024) });
+    expect(res.status).toBe(504);
+    // The send timer's words, not the per-try timeout's.
+    expect(await res.text()).toContain("took no request body for 300ms");
+  });
+});
+
 describe("h2c backends, balancing", () => {
   test("30 requests on one client keep-alive connection spread round-robin over 3 backends", async () => {
     const bs = await Promise.all(["a", "b", "c"].map((n) => h2c(n)));
