@@ -94,9 +94,11 @@ const u32 = (...n: number[]) => {
 /**
  * A raw HTTP/2 backend that refuses every request: `rst` answers each stream's HEADERS with
  * RST_STREAM REFUSED_STREAM (RFC 9113 §8.7); `goaway` with a GOAWAY whose last stream id is 0
- * (so every stream is above it, §6.8), then closes.
+ * (so every stream is above it, §6.8), then closes; `goaway-after-first` waits for two streams,
+ * sends a GOAWAY whose last stream id is the first's, answers the first (200, body "first":
+ * in flight below the last id, it finishes), and closes.
  */
-export async function startRefusing(how: "rst" | "goaway"): Promise<H2Backend> {
+export async function startRefusing(how: "rst" | "goaway" | "goaway-after-first"): Promise<H2Backend> {
   const paths: string[] = [];
   let accepted = 0;
   const sockets = new Set<net.Socket>();
@@ -107,6 +109,7 @@ export async function startRefusing(how: "rst" | "goaway"): Promise<H2Backend> {
     sock.on("error", () => {});
     let buf = Buffer.alloc(0);
     let preface = false;
+    const streams: number[] = [];
     sock.write(frame(4, 0, 0));
     sock.on("data", (d: Buffer) => {
       buf = Buffer.concat([buf, d]);
@@ -126,7 +129,13 @@ export async function startRefusing(how: "rst" | "goaway"): Promise<H2Backend> {
         if (type !== 1) continue;
         paths.push(`stream ${id}`);
         if (how === "rst") sock.write(frame(3, 0, id, u32(7)));
-        else sock.end(frame(7, 0, 0, u32(0, 0)));
+        else if (how === "goaway") sock.end(frame(7, 0, 0, u32(0, 0)));
+        else if (streams.push(id) === 2) {
+          const first = streams[0]!;
+          // HPACK 0x88 is the static table's ":status: 200" (RFC 7541 Appendix A); END_HEADERS, then DATA with END_STREAM.
+          sock.write(Buffer.concat([frame(7, 0, 0, u32(first, 0)), frame(1, 4, first, Buffer.from([0x88])), frame(0, 1, first, Buffer.from("first"))]));
+          setTimeout(() => sock.end(), 100);
+        }
       }
     });
   });

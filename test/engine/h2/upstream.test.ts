@@ -131,8 +131,24 @@ describe("refused streams are retried elsewhere, whatever the method", () => {
       expect(good.paths.length).toBe(4);
       const badBackend = r.balancer.pool.backends.find((x) => x.name === "bad")!;
       expect(badBackend.stats.proxyErrors).toBe(bad.paths.length);
+      // A session that had a GOAWAY takes no new stream: each later try opened a new one.
+      if (how === "goaway") expect(bad.accepted()).toBe(bad.paths.length);
     });
   }
+
+  test("GOAWAY mid-flight: the stream below its last id finishes, the one above goes elsewhere", async () => {
+    const bad = await startRefusing("goaway-after-first");
+    cleanups.push(() => bad.stop());
+    const good = await h2c("good");
+    // The standby tier takes what the first cannot: both POSTs go to `bad` first, on one session.
+    const r = await rig([{ name: "bad", url: bad.url }, { name: "good", url: good.url, priority: 1 } as never], { passive: { consecutiveFailures: 0 } });
+    const [one, two] = await Promise.all([0, 1].map((i) => fetch(`${r.balancer.url}/p${i}`, { method: "POST", body: "payload" }).then(async (res) => ({ status: res.status, body: await res.text() }))));
+    expect(bad.paths).toEqual(["stream 1", "stream 3"]);
+    expect([one!.status, two!.status]).toEqual([200, 200]);
+    const bodies = [one!.body, two!.body].sort();
+    expect(bodies[0]).toBe("first");
+    expect(JSON.parse(bodies[1]!)).toMatchObject({ backend: "good", method: "POST", length: 7 });
+  });
 
   test("a POST reset otherwise (CANCEL) is not retried", async () => {
     const bad = await h2c("bad", (stream) => stream.close(8));
