@@ -198,6 +198,7 @@ export class H2SessionPool {
     const line = this.waiting.get(backend);
     const i = line?.indexOf(w) ?? -1;
     if (i !== -1) line!.splice(i, 1);
+    if (line?.length === 0) this.waiting.delete(backend);
   }
 
   /** The least busy session of `backend` with a free stream. */
@@ -240,7 +241,9 @@ export class H2SessionPool {
       s.active++;
       w.granted(s);
     }
+    // An empty line goes, so that a backend removed by a reload is not kept by its key.
     if (line.length > 0) this.grow(backend, line.length);
+    else this.waiting.delete(backend);
   }
 
   /** @internal A session closed; `failed`: it never opened, and why. */
