@@ -71,6 +71,28 @@ describe("request bodies under flow control", () => {
   });
 });
 
+describe("timeouts", () => {
+  test("timeouts.connect bounds a backend that accepts and never sends its SETTINGS", async () => {
+    const silent = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+    cleanups.push(() => silent.stop(true));
+    const r = await rig([{ name: "silent", url: `http://127.0.0.1:${silent.port}` }], { timeouts: { connect: "300ms" } });
+    const res = await fetch(`${r.balancer.url}/`);
+    expect(res.status).toBe(502);
+    expect(await res.text()).toContain("ETIMEDOUT_CONNECT");
+  });
+
+  test("retry.perTryTimeout gives up a stream with no answer, and the backend sees it cancelled", async () => {
+    let closed = 0;
+    const b = await h2c("a", (stream) => stream.on("close", () => closed++));
+    const r = await rig([{ name: "a", url: b.url }], { retry: { perTryTimeout: "300ms", attempts: 1 } });
+    const res = await fetch(`${r.balancer.url}/slow`);
+    expect(res.status).toBe(504);
+    await waitFor(() => closed === 1, "the backend's stream closed");
+    // The session stays for the next request.
+    expect(b.open()).toBe(1);
+  });
+});
+
 describe("h2c backends, balancing", () => {
   test("30 requests on one client keep-alive connection spread round-robin over 3 backends", async () => {
     const bs = await Promise.all(["a", "b", "c"].map((n) => h2c(n)));
