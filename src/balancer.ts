@@ -252,6 +252,7 @@ export class Balancer implements BalancerContext {
     lines.push(...(await this.pools.apply(target)));
     this.routes.keep(target.routes.map((r) => r.name));
     this.mirrors.keep(target.routes.map((r) => r.name));
+    this.guards.keep(target.routes.map((r) => r.name));
     const dropped = this.pools.lastDropped;
     try {
       if (this.listeners !== undefined) lines.push(...(await this.listeners.apply(target, prev)));

@@ -21,6 +21,11 @@ export type ErrorSource =
   | "guard"
   /** A request refused by an engine or a listener before any backend is asked. */
   | "engine"
+  /**
+   * A client connection refused by its listener's per-client bound before any request is read;
+   * counted by code with the loop's answers.
+   */
+  | "listener"
   /** The admin listener: its guards and endpoints. */
   | "admin"
   /** A change refused by Control (admin API, `switchyard ctl`, SIGHUP, `switchyard upgrade`). */
@@ -146,6 +151,13 @@ export const ERRORS = {
   },
   SY_INTERNAL: { status: 500, from: "engine", meaning: "A fault of Switchyard's own (a bug): logged with its stack." },
 
+  // Refused by a listener when a connection opens (src/net/client-counts.ts).
+  SY_TOO_MANY_CLIENT_CONNECTIONS: {
+    status: 429, from: "listener",
+    meaning: "The client's address already holds limits.maxConnectionsPerClient connections to this listener (RFC 6585 §4): answered with Retry-After and closed (socket engine; a TCP listener closes it before dialling, counted in tcp stats clientConnectionsRefused).",
+    message: "too many connections from this client",
+  },
+
   // The admin listener (admin/app.ts, admin/api.ts).
   SY_ADMIN_HOST_FORBIDDEN: {
     status: 403, from: "admin",
@@ -209,8 +221,11 @@ export type CodeFrom<S extends ErrorSource> = { [C in ErrorCode]: (typeof ERRORS
 /** The codes an HTTP answer can carry. */
 export type AnswerCode = { [C in ErrorCode]: (typeof ERRORS)[C]["status"] extends number ? C : never }[ErrorCode];
 
-/** The forwarding loop's codes and the guards': counted by code in /stats, /metrics and the workers' figures. */
-export type ProxyErrorCode = CodeFrom<"proxy" | "guard">;
+/**
+ * The forwarding loop's codes, the guards' and the listeners': counted by code in /stats,
+ * /metrics and the workers' figures.
+ */
+export type ProxyErrorCode = CodeFrom<"proxy" | "guard" | "listener">;
 
 /** The codes a guard refuses with. */
 export type GuardCode = CodeFrom<"guard">;
@@ -283,13 +298,72 @@ export interface ErrorAnswer {
 }
 
 /**
- * The forms an error answer can take, chosen from the request (its content-type). JSON is the
- * only one today. A gRPC client (content-type application/grpc) will need its own: HTTP 200
- * with `grpc-status` and `grpc-message` trailers (gRPC's PROTOCOL-HTTP2.md): a `grpc` entry in
- * FORMS beside `json`, a gRPC status per code in ERRORS (UNAVAILABLE for a 503...), and the
- * engines pass `format` from the request.
+ * The forms an error answer can take, chosen from the request: `json` for HTTP clients, `grpc`
+ * for gRPC calls (content-type application/grpc, grpc.ts isGrpcCall), which read no HTTP
+ * status and no body: HTTP 200 with `grpc-status` and `grpc-message` in the head and nothing
+ * after it, gRPC's Trailers-Only response (PROTOCOL-HTTP2.md: on HTTP/2 the head ends the stream).
  */
-export type AnswerFormat = "json";
+export type AnswerFormat = "json" | "grpc";
+
+/**
+ * gRPC status codes (grpc/doc/statuscodes.md) the proxy's own answers take, by the HTTP status
+ * their code carries: gRPC's own HTTP-to-gRPC table (grpc/doc/http-grpc-status-mapping.md),
+ * except where the proxy knows better what happened: a limit a client ran into (429, 413, 431) is
+ * RESOURCE_EXHAUSTED (a per-client quota, not an outage: a client should not retry at once), and
+ * a backend that gave no answer in time (504) is DEADLINE_EXCEEDED, as the call's deadline.
+ */
+export const GRPC_STATUS = {
+  CANCELLED: 1,
+  UNKNOWN: 2,
+  INVALID_ARGUMENT: 3,
+  DEADLINE_EXCEEDED: 4,
+  NOT_FOUND: 5,
+  ALREADY_EXISTS: 6,
+  PERMISSION_DENIED: 7,
+  RESOURCE_EXHAUSTED: 8,
+  FAILED_PRECONDITION: 9,
+  ABORTED: 10,
+  OUT_OF_RANGE: 11,
+  UNIMPLEMENTED: 12,
+  INTERNAL: 13,
+  UNAVAILABLE: 14,
+  DATA_LOSS: 15,
+  UNAUTHENTICATED: 16,
+} as const;
+export type GrpcStatusName = keyof typeof GRPC_STATUS;
+
+const GRPC_BY_HTTP: Readonly<Record<number, number>> = {
+  400: GRPC_STATUS.INTERNAL,
+  401: GRPC_STATUS.UNAUTHENTICATED,
+  403: GRPC_STATUS.PERMISSION_DENIED,
+  404: GRPC_STATUS.UNIMPLEMENTED,
+  408: GRPC_STATUS.DEADLINE_EXCEEDED,
+  413: GRPC_STATUS.RESOURCE_EXHAUSTED,
+  429: GRPC_STATUS.RESOURCE_EXHAUSTED,
+  431: GRPC_STATUS.RESOURCE_EXHAUSTED,
+  500: GRPC_STATUS.INTERNAL,
+  501: GRPC_STATUS.UNIMPLEMENTED,
+  502: GRPC_STATUS.UNAVAILABLE,
+  503: GRPC_STATUS.UNAVAILABLE,
+  504: GRPC_STATUS.DEADLINE_EXCEEDED,
+};
+
+/** The gRPC status of an answer the proxy makes with HTTP status `status`. */
+export function grpcStatusFor(status: number): number {
+  return GRPC_BY_HTTP[status] ?? GRPC_STATUS.UNKNOWN;
+}
+
+/**
+ * grpc-message is percent-encoded (PROTOCOL-HTTP2.md, "Responses"): every byte outside
+ * printable ASCII, and `%` itself, as %XX of its UTF-8 bytes.
+ */
+export function grpcMessage(message: string): string {
+  let out = "";
+  for (const b of new TextEncoder().encode(message)) {
+    out += b >= 0x20 && b <= 0x7e && b !== 0x25 ? String.fromCharCode(b) : `%${b.toString(16).toUpperCase().padStart(2, "0")}`;
+  }
+  return out;
+}
 
 export interface AnswerOptions {
   /** The request's id: an `x-request-id` field, and `requestId` in the body. */
@@ -315,6 +389,17 @@ const FORMS: Record<AnswerFormat, Form> = {
     if (o.headers !== undefined) Object.assign(headers, o.headers);
     const body = JSON.stringify({ error: code, status, message, ...(o.requestId !== undefined ? { requestId: o.requestId } : {}), ...o.extra });
     return { status, headers, body };
+  },
+  grpc(code, status, message, o) {
+    // The fields the answer needs besides (Connection: close, WWW-Authenticate...) go as they
+    // are; what describes an HTTP body does not, since there is none.
+    const headers: Record<string, string> = {};
+    if (o.headers !== undefined) for (const k in o.headers) if (k !== "content-type" && k !== "content-length" && k !== "cache-control") headers[k] = o.headers[k]!;
+    headers["content-type"] = "application/grpc";
+    headers["grpc-status"] = String(grpcStatusFor(status));
+    headers["grpc-message"] = grpcMessage(`${code}: ${message}`);
+    if (o.requestId !== undefined) headers["x-request-id"] = o.requestId;
+    return { status: 200, headers, body: "" };
   },
 };
 

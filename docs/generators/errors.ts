@@ -18,6 +18,10 @@ const SECTIONS: Record<ErrorSource, { title: string; about: string }> = {
     title: "Requests refused before forwarding",
     about: "Answered by an engine or a listener before any backend is asked; a framing fault closes the connection (RFC 9112 §11.2).",
   },
+  listener: {
+    title: "Connections refused",
+    about: "Refused by a listener as a connection opens, before any request is read (src/net/client-counts.ts). Counted by code with the proxy's own answers (`proxyErrors`, `switchyard_proxy_errors_total`); TCP listeners count theirs in their own figures (`tcp.clientConnectionsRefused`).",
+  },
   admin: {
     title: "The admin listener",
     about: "Guards and endpoints of the admin listener (src/admin/).",

@@ -151,7 +151,7 @@ export function renderMetrics(src: SnapshotSource, poller?: BackendStatsPoller, 
     for (let k = 1; k <= 5; k++) w.sample("switchyard_requests_total", `method="${m}",code_class="${CLASSES[k - 1]}"`, counts[k] ?? 0);
   }
 
-  w.family("switchyard_proxy_errors_total", "counter", "Requests the balancer answered itself (or that the client abandoned), by error code.");
+  w.family("switchyard_proxy_errors_total", "counter", "Requests the balancer answered itself (or that the client abandoned), and connections its listeners refused (SY_TOO_MANY_CLIENT_CONNECTIONS), by error code.");
   for (const [code, n] of Object.entries(traffic.proxyErrors) as [ProxyErrorCode, number][]) {
     w.sample("switchyard_proxy_errors_total", `code="${code}"`, n);
   }
@@ -276,7 +276,7 @@ export function renderMetrics(src: SnapshotSource, poller?: BackendStatsPoller, 
     w.single("switchyard_tcp_open_connections", "gauge", "Client connections open now (connecting or relaying).", tcp.open);
     w.family(
       "switchyard_tcp_closed_unserved_total", "counter",
-      "Client connections closed without a backend, by reason (no_backend: none available; unreachable: every try failed; SNI routing: sni_timeout: no complete ClientHello in time, sni_invalid: a malformed, too large or cut-short ClientHello, not_tls: not a TLS handshake, no_route: no route takes its server name; proxy_protocol: no valid PROXY protocol header from a trusted peer in time).",
+      "Client connections closed without a backend, by reason (no_backend: none available; unreachable: every try failed; SNI routing: sni_timeout: no complete ClientHello in time, sni_invalid: a malformed, too large or cut-short ClientHello, not_tls: not a TLS handshake, no_route: no route takes its server name; proxy_protocol: no valid PROXY protocol header from a trusted peer in time; per_client: the client's address held limits.maxConnectionsPerClient connections already).",
     );
     w.sample("switchyard_tcp_closed_unserved_total", `reason="no_backend"`, tcp.rejected);
     w.sample("switchyard_tcp_closed_unserved_total", `reason="unreachable"`, tcp.unreachable);
@@ -285,6 +285,7 @@ export function renderMetrics(src: SnapshotSource, poller?: BackendStatsPoller, 
     w.sample("switchyard_tcp_closed_unserved_total", `reason="not_tls"`, tcp.sniNotTls);
     w.sample("switchyard_tcp_closed_unserved_total", `reason="no_route"`, tcp.sniNoRoute);
     w.sample("switchyard_tcp_closed_unserved_total", `reason="proxy_protocol"`, tcp.proxyRefused);
+    w.sample("switchyard_tcp_closed_unserved_total", `reason="per_client"`, tcp.clientConnectionsRefused);
     w.single("switchyard_tcp_connect_failures_total", "counter", "Backend connects that failed or timed out.", tcp.connectFailures);
     w.single("switchyard_tcp_connect_timeouts_total", "counter", "Backend connects that ran out of timeouts.connect.", tcp.connectTimeouts);
     w.single("switchyard_tcp_local_errors_total", "counter", "Backend connects that failed for want of the proxy's own resources (file descriptors, local ports); never counted against a backend.", tcp.localErrors);

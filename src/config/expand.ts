@@ -128,6 +128,7 @@ export function shapeProblems(raw: Raw): string[] {
   });
   problems.push(...proxyProtocolProblems(raw, listeners));
   problems.push(...protocolProblems(raw));
+  problems.push(...clientConnectionProblems(raw, listeners));
   const http = listeners.some((l) => l.mode !== "tcp");
   if (raw.routes === undefined && http && pools.size > 1) {
     problems.push(`routes: missing; with ${pools.size} pools (${[...pools].join(", ")}), routes say which requests go to which`);
@@ -169,6 +170,9 @@ function proxyProtocolProblems(raw: Raw, listeners: Raw[]): string[] {
   // and Bun's TLS client starts its handshake as it connects: no bytes can go before it.
   for (const [, pool, at] of rawPools(raw)) {
     if (pool.proxyProtocol === undefined || !Array.isArray(pool.backends)) continue;
+    // The grpc check speaks HTTP/2 through node:http2, which writes a connection's first bytes itself.
+    const check = isObject(pool.healthCheck) ? pool.healthCheck : isObject(raw.healthCheck) ? raw.healthCheck : undefined;
+    if (check?.type === "grpc") problems.push(`${at}.proxyProtocol: ${show(pool.proxyProtocol)} with a healthCheck of type "grpc"; expected an "http" or "tcp" check (the gRPC probe cannot send a PROXY header before its HTTP/2 preface)`);
     pool.backends.forEach((b, j) => {
       if (!isObject(b)) return;
       const https = (typeof b.url === "string" && /^https:\/\//i.test(b.url)) || b.scheme === "https";
@@ -240,6 +244,17 @@ function protocolProblems(raw: Raw): string[] {
     }
   });
   return problems;
+}
+
+/**
+ * limits.maxConnectionsPerClient where it cannot work: the fetch engine's Bun.serve says nothing
+ * when a connection opens or closes (it hands over requests), so its connections cannot be
+ * counted per client. TCP listeners count theirs on either engine.
+ */
+function clientConnectionProblems(raw: Raw, listeners: Raw[]): string[] {
+  const max = isObject(raw.limits) ? raw.limits.maxConnectionsPerClient : undefined;
+  if (max === undefined || raw.engine !== "fetch" || !listeners.some((l) => l.mode !== "tcp")) return [];
+  return [`limits.maxConnectionsPerClient: ${show(max)} with engine "fetch" and an HTTP listener; expected engine "socket" (Bun.serve tells the proxy nothing when a connection opens or closes, so it cannot count a client's connections)`];
 }
 
 /** How a listener is named in messages: `listen` in the single-pool form, else `listeners[i]`. */
@@ -351,6 +366,11 @@ export function configWarnings(config: Config): string[] {
   }
   const used = [...config.listeners.flatMap((l) => (l.pool !== undefined ? [l.pool] : []))];
   for (const w of routeWarnings([], Object.keys(config.pools), [...used, ...config.routes.flatMap(poolsOf)])) out.add(w);
+  // SO_REUSEPORT spreads a client's connections over the workers, each counting its own.
+  const perClient = config.limits.maxConnectionsPerClient;
+  if (perClient !== undefined && config.workers !== undefined && config.workers !== 1) {
+    out.add(`limits.maxConnectionsPerClient: with workers (${config.workers}), each worker counts its own connections and the kernel spreads a client's connections over them, so a client may hold up to the number of workers times ${perClient} connections to a listener`);
+  }
   return [...out];
 }
 

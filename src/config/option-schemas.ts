@@ -6,6 +6,7 @@
  */
 import * as v from "valibot";
 import { parseDuration, parseSize } from "./units.ts";
+import { GRPC_STATUS, type GrpcStatusName } from "../errors.ts";
 
 export const DURATION_HINT = 'a duration like "250ms", "5s", "1m" or a number of milliseconds';
 export const SIZE_HINT = 'a size like "64KB", "128MB" or a number of bytes';
@@ -54,4 +55,11 @@ export const statusCode = v.pipe(
   v.minValue(100, "expected an HTTP status code from 100 to 599"),
   v.maxValue(599, "expected an HTTP status code from 100 to 599"),
   doc({ type: "HTTP status code" }),
+);
+
+/** gRPC status names other than OK (grpc/doc/statuscodes.md), for retry.onGrpcStatus. */
+const GRPC_STATUS_NAMES = Object.keys(GRPC_STATUS) as GrpcStatusName[];
+export const grpcStatusList = v.pipe(
+  v.array(v.picklist(GRPC_STATUS_NAMES, `expected a gRPC status name: ${GRPC_STATUS_NAMES.join(", ")}`), "expected a list of gRPC status names"),
+  doc({ type: 'list of gRPC status names ("UNAVAILABLE")' }),
 );

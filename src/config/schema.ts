@@ -4,7 +4,7 @@
  * docs/configuration.md is generated from it (`bun run docs`; a test fails when it is stale).
  */
 import * as v from "valibot";
-import { doc, duration, positiveDuration, size, statusCode as status, type OptionDoc } from "./option-schemas.ts";
+import { doc, duration, grpcStatusList, positiveDuration, size, statusCode as status, type OptionDoc } from "./option-schemas.ts";
 import { POLICY_NAMES } from "./policy-names.ts";
 import { HOP_BY_HOP } from "../http/headers.ts";
 import { parseCidr } from "../net/cidr.ts";
@@ -152,7 +152,19 @@ const BackendTls = v.strictObject({
  */
 const healthCheckFields = {
   type: v.optional(
-    v.pipe(v.picklist(["http", "tcp"], 'expected "http" or "tcp"'), v.description('`"http"`: a request whose answer must match `expectStatus` (and `expectBody`); `"tcp"`: a connection must open.'), doc({ defaultText: '`"http"` when `path` is set, else `"tcp"`' })),
+    v.pipe(
+      v.picklist(["http", "tcp", "grpc"], 'expected "http", "tcp" or "grpc"'),
+      v.description('`"http"`: a request whose answer must match `expectStatus` (and `expectBody`); `"tcp"`: a connection must open; `"grpc"`: the gRPC health protocol (`grpc.health.v1.Health/Check` for `service`) over HTTP/2, cleartext to `http://` backends and TLS with ALPN `h2` to `https://` ones, healthy when the answer is `SERVING`.'),
+      doc({ defaultText: '`"http"` when `path` is set, else `"tcp"`' }),
+    ),
+  ),
+  service: v.optional(
+    v.pipe(
+      v.string("expected a gRPC service name"),
+      v.maxLength(255, "expected a gRPC service name of at most 255 bytes"),
+      v.description('The `grpc` check\'s service name (e.g. `"helloworld.Greeter"`); `""` asks about the server as a whole.'),
+      doc({ defaultValue: "" }),
+    ),
   ),
   path: v.optional(v.pipe(v.string(), v.startsWith("/", 'expected a path starting with "/"'), v.description("The HTTP check's request path."), doc({ defaultValue: "/health" }))),
   method: v.optional(v.pipe(v.picklist(["GET", "HEAD", "OPTIONS", "POST"], "expected GET, HEAD, OPTIONS or POST"), v.description("The HTTP check's request method."), doc({ defaultValue: "GET" }))),
@@ -385,6 +397,10 @@ const BaseSchema = v.strictObject({
           v.pipe(v.boolean("expected true or false"), v.description("Also retry non-idempotent methods (POST, PATCH) after a reset, a timeout or an `onStatus` answer, which RFC 9110 §9.2.2 advises against.")),
           false,
         ),
+        onGrpcStatus: v.optional(
+          v.pipe(grpcStatusList, v.description("gRPC calls (content-type `application/grpc`) answered with one of these statuses in the response head (a Trailers-Only answer, e.g. `UNAVAILABLE` from a server shutting down) are tried again on another backend. gRPC has no idempotency flag, so naming a status here vouches that its calls may be sent twice: they are retried whatever `nonIdempotent` says. A status that comes in the trailers, after the answer has begun, is passed on."), doc({ defaultText: "none" })),
+          [],
+        ),
         bufferBody: v.optional(
           v.pipe(size, v.description("Request bodies up to this size are kept so that they can be sent again; a larger body is streamed, and its request is not retried. With the fetch engine, this much of every body is read before the request goes upstream.")),
           64 * 1024,
@@ -483,6 +499,13 @@ const BaseSchema = v.strictObject({
         maxConnections: v.optional(
           v.pipe(positiveInt("a whole number of connections, at least 1"), v.description("Socket engine: client connections open at once; one more is answered `503` and closed.")),
           10_000,
+        ),
+        maxConnectionsPerClient: v.optional(
+          v.pipe(
+            positiveInt("a whole number of connections, at least 1"),
+            v.description("Client connections one client address may hold open to one listener at once (each listener counts its own; HAProxy's `sc_conn_cur`, nginx's `limit_conn`). The address is the one a PROXY header names on a listener with `proxyProtocol: true`, else the peer's. One more is refused: the socket engine answers `429` (`SY_TOO_MANY_CLIENT_CONNECTIONS`) with `Retry-After: 1` and closes it; a TCP listener closes it before dialling a backend. A reload changes it for new connections; open ones stay counted. With `workers`, each worker counts its own. Socket engine and TCP listeners: refused with `engine: \"fetch\"` for HTTP listeners."),
+            doc({ defaultText: "no bound" }),
+          ),
         ),
         upstreamKeepalive: v.optional(
           v.pipe(wholeOrZero("no keep-alive"), v.description("Socket engine: idle connections kept per backend for reuse; `0`: none.")),

@@ -52,7 +52,8 @@ import type { InFlightLimit } from "../guard/in-flight.ts";
 import { mirrorFields } from "./mirror.ts";
 import { RoutedKind, refused, upstreamTargetOf, type MirrorRequest, type MirrorSink, type Destination, type RoutedAnswer, type RoutedForward, type Routed, type Router } from "./router.ts";
 import type { RoutedRequest } from "./router.ts";
-import { ClientFault, errorAnswer, messageFor, type ErrorAnswer, type ProxyAnswerCode, type ProxyErrorCode } from "../errors.ts";
+import { ClientFault, errorAnswer, messageFor, type AnswerFormat, type ErrorAnswer, type ProxyAnswerCode, type ProxyErrorCode } from "../errors.ts";
+import { grpcTimeoutMs, isGrpcCall } from "../http/grpc.ts";
 import { AdmissionGate, Lane, type GateSlot, type Waiter } from "./gate.ts";
 import { Cancel, type CancelListener } from "./cancel.ts";
 import { TimerList, type TimerEntry } from "./timer-list.ts";
@@ -214,6 +215,14 @@ export interface Forwarder<Body, Out> {
    * answer it when the client broke a rule (`req.cancel` aborted with a ClientFault).
    */
   abandoned(req: ForwardRequest<Body>): Out;
+}
+
+/** The grpc-status of a gRPC call's Trailers-Only answer, when `retryOn` lists it. */
+function grpcRetryStatus(res: UpstreamResponse, req: ForwardRequest<unknown>, retryOn: ReadonlySet<number>): number | undefined {
+  const v = res.headers.get("grpc-status");
+  if (v === null || !isGrpcCall(req.headers)) return undefined;
+  const n = Number(v);
+  return retryOn.has(n) ? n : undefined;
 }
 
 /** Why a try's cancel fired. */
@@ -385,7 +394,7 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
     }
     const dest = (this.dest = routed.dest);
     const target = dest.target;
-    this.deadline = this.started + dest.retry.timeout;
+    this.deadline = this.started + this.timeLimit(dest);
     // Affinity is read from the request as the client sent it, before the header rules run.
     this.key = target.hashKey?.(headers, req.target, req.clientIp);
     this.pinned = target.sticky?.pinned(headers);
@@ -424,9 +433,26 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
     (routed.kind === RoutedKind.Forward ? routed.dest.traffic : routed.traffic)?.record(this.req.method, status, ms);
   }
 
+  /**
+   * How long the request may wait for its answer's head: retry.timeout, or a gRPC call's own
+   * deadline (grpc-timeout) when that is shorter: past it the client has given up, and a try
+   * still running is wasted.
+   */
+  private timeLimit(dest: Destination): number {
+    const limit = dest.retry.timeout;
+    if (!isGrpcCall(this.req.headers)) return limit;
+    const t = grpcTimeoutMs(this.req.headers);
+    return t !== undefined && t < limit ? t : limit;
+  }
+
+  /** How the proxy's own answers to this request are made: gRPC calls get gRPC statuses. */
+  private get format(): AnswerFormat {
+    return isGrpcCall(this.req.headers) ? "grpc" : "json";
+  }
+
   private fail(code: ProxyAnswerCode, detail?: string): Out {
     this.s.opts.traffic.proxyErrors[code]++;
-    const a = errorAnswer(code, messageFor(code, detail), { requestId: this.requestId });
+    const a = errorAnswer(code, messageFor(code, detail), { requestId: this.requestId, format: this.format });
     this.record(a.status);
     this.log(a.status, 0, code);
     return this.s.downstream.answer(this.req, a);
@@ -467,7 +493,11 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
     const a = routed.answer;
     if (a === undefined) return this.fail(routed.code!, routed.detail);
     if (routed.code !== undefined) this.s.opts.traffic.proxyErrors[routed.code]++;
-    const answer: ErrorAnswer = { status: a.status, headers: { ...a.headers, "x-request-id": this.requestId }, body: a.body };
+    // A refusal (not a route's redirect or fixed response) to a gRPC call, in gRPC's terms.
+    const answer: ErrorAnswer =
+      routed.code !== undefined && this.format === "grpc"
+        ? errorAnswer(routed.code, messageFor(routed.code), { requestId: this.requestId, format: "grpc", headers: a.headers })
+        : { status: a.status, headers: { ...a.headers, "x-request-id": this.requestId }, body: a.body };
     this.record(answer.status);
     this.log(answer.status, answer.body.length, routed.code);
     return this.s.downstream.answer(this.req, answer);
@@ -774,6 +804,18 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
       this.detail = `status ${status}`;
       return this.tryOver(Outcome.Failed, false);
     }
+    // A gRPC call answered Trailers-Only (grpc-status in the head) with a status the route
+    // retries: nothing of the answer has reached the client yet.
+    if (dest.retryOnGrpc.size > 0 && status === 200) {
+      const grpc = grpcRetryStatus(res, req, dest.retryOnGrpc);
+      if (grpc !== undefined && this.mayRetry({ kind: "grpc", status: grpc }) && pool.routableCount() > 0 && this.admitRetry()) {
+        res.discard();
+        this.failure = { kind: "grpc", status: grpc };
+        this.local = undefined;
+        this.detail = `grpc-status ${grpc}`;
+        return this.tryOver(Outcome.Failed, false);
+      }
+    }
     toClientHeaders(res.headers, this.requestId, dest);
     dest.routeResponseHeaders?.apply(res.headers, this.vars(dest));
     // A session that is new, or whose backend could not take it, is pinned to this one.
@@ -824,7 +866,7 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
     if (outcome === Outcome.Answered) return this.finish(this.out!);
     if (outcome === Outcome.ClientGone) return this.finish(this.clientGone());
     const dest = this.dest!;
-    if (this.why === Why.Deadline) return this.finish(this.fail("SY_UPSTREAM_TIMEOUT", `no response head within ${dest.retry.timeout}ms`));
+    if (this.why === Why.Deadline) return this.finish(this.fail("SY_UPSTREAM_TIMEOUT", `no response head within ${this.timeLimit(dest)}ms`));
     const failure = this.failure!;
     // The budget is asked last, so that it counts only retries about to be tried (one may still
     // end waiting at the gate or finding no backend: it counts, as it was a retry wanted).

@@ -17,7 +17,9 @@ export type TryFailure =
   /** perTryTimeout ran out before the response head arrived. */
   | { kind: "timeout" }
   /** The backend answered with a status listed in retry.onStatus. */
-  | { kind: "status"; status: number };
+  | { kind: "status"; status: number }
+  /** A gRPC call answered in its head with a grpc-status listed in retry.onGrpcStatus. */
+  | { kind: "grpc"; status: number };
 
 export interface RetryContext {
   failure: TryFailure;
@@ -49,6 +51,9 @@ export function shouldRetry(ctx: RetryContext): boolean {
   // Nothing reached the backend, or it says it acted on nothing (RFC 9113 §8.7): safe to send
   // anywhere else, whatever the method.
   if (ctx.failure.kind === "connect" || ctx.failure.kind === "refused") return true;
+  // gRPC has no idempotency flag (every call is a POST): naming the status in
+  // retry.onGrpcStatus is the operator vouching that such calls may be sent twice.
+  if (ctx.failure.kind === "grpc") return true;
   // The backend may have acted on it: only if doing so twice is harmless (RFC 9110 §9.2.2).
   return isIdempotent(ctx.method) || ctx.retryNonIdempotent;
 }

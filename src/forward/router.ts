@@ -24,6 +24,7 @@ export type RoutedRequest = RouteRequest & GuardRequest;
 import type { HeaderRules } from "../route/header-rules.ts";
 import type { TrafficStats } from "../stats/traffic.ts";
 import type { ErrorAnswer, ProxyAnswerCode } from "../errors.ts";
+import type { GrpcStatusName } from "../errors.ts";
 
 /** One pool as the loop uses it: built once per config by the composition root. */
 export interface PoolTarget {
@@ -42,6 +43,8 @@ export interface RetryOptions {
   timeout: number;
   onStatus: number[];
   nonIdempotent: boolean;
+  /** retry.onGrpcStatus, by name (the Destination holds their numbers). */
+  onGrpcStatus: readonly GrpcStatusName[];
   /** retry.budget: retries at most a share of the pool's requests (pool/retry-budget.ts). */
   budget: RetryBudgetConfig;
 }
@@ -67,6 +70,8 @@ export interface Destination {
   readonly target: PoolTarget;
   readonly retry: RetryOptions;
   readonly retryOn: ReadonlySet<number>;
+  /** retry.onGrpcStatus as numbers: a gRPC call answered with one in its head is tried again (empty: never). */
+  readonly retryOnGrpc: ReadonlySet<number>;
   /** retry.bufferBody: bodies up to this size are read whole before the first try, so a retry can resend them. */
   readonly bufferBody: number;
   /** timeouts.send, ms (0: no bound). */

@@ -55,6 +55,17 @@ export class GuardState {
     return l;
   }
 
+  /**
+   * Forget the per-route state of routes a new config no longer has (a reload), so that routes
+   * renamed or removed over time do not pile up. Requests admitted earlier keep the InFlightLimit
+   * they were counted in, and release on it.
+   */
+  keep(routes: readonly string[]): void {
+    const names = new Set(routes);
+    for (const name of this.failures.keys()) if (!names.has(name)) this.failures.delete(name);
+    for (const name of this.inFlight.keys()) if (!names.has(name)) this.inFlight.delete(name);
+  }
+
   async stop(): Promise<void> {
     await this.rateLimits.stop();
   }

@@ -12,42 +12,38 @@
  * reload are released on the same counts.
  */
 import { errorAnswer, messageFor } from "../errors.ts";
+import { ClientCounts } from "../net/client-counts.ts";
 import type { Refusal } from "./guard.ts";
 
 export class InFlightLimit {
-  private readonly counts = new Map<string, number>();
+  private readonly counts: ClientCounts;
   private refusal: Refusal;
 
-  constructor(private max: number) {
+  constructor(max: number) {
+    this.counts = new ClientCounts(max);
     this.refusal = refusalFor(max);
   }
 
   /** A reload's new bound: requests in flight stay counted. */
   setMax(max: number): void {
-    if (max === this.max) return;
-    this.max = max;
+    if (max === this.counts.max) return;
+    this.counts.setMax(max);
     this.refusal = refusalFor(max);
   }
 
   /** Count a request of `client` in, or refuse it (then nothing is counted). */
   admit(client: string): Refusal | undefined {
-    const n = this.counts.get(client) ?? 0;
-    if (n >= this.max) return this.refusal;
-    this.counts.set(client, n + 1);
-    return undefined;
+    return this.counts.admit(client) ? undefined : this.refusal;
   }
 
   /** A request admitted for `client` is over (called exactly once per admitted request). */
   release(client: string): void {
-    const n = this.counts.get(client);
-    if (n === undefined) return;
-    if (n <= 1) this.counts.delete(client);
-    else this.counts.set(client, n - 1);
+    this.counts.release(client);
   }
 
   /** Clients with requests in flight now. */
   get clients(): number {
-    return this.counts.size;
+    return this.counts.clients;
   }
 }
 

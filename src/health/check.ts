@@ -10,8 +10,10 @@
 import type { Config, BackendConfig, HealthCheckFields } from "../config/schema.ts";
 
 export interface ResolvedCheck {
-  /** "http" when a path is given (or type says so), else "tcp": a TCP connect works for any backend. */
-  type: "http" | "tcp";
+  /** "http" when a path is given (or type says so), else "tcp": a TCP connect works for any backend; "grpc" only when named. */
+  type: "http" | "tcp" | "grpc";
+  /** The grpc check's service name ("" for the whole server). */
+  service: string;
   path: string;
   method: string;
   headers: Record<string, string>;
@@ -34,6 +36,7 @@ export const CHECK_DEFAULTS = {
   rise: 2,
   fall: 3,
   expectStatus: ["2xx"],
+  service: "",
 } as const;
 
 /** Undefined when checks are off for this backend (globally false, or its own false). */
@@ -46,6 +49,7 @@ export function resolveCheck(global: Config["healthCheck"], backend: BackendConf
   const headers = base.headers || own.headers ? { ...base.headers, ...own.headers } : {};
   return {
     type: merged.type ?? (merged.path !== undefined ? "http" : "tcp"),
+    service: merged.service ?? CHECK_DEFAULTS.service,
     path: merged.path ?? CHECK_DEFAULTS.path,
     method: merged.method ?? CHECK_DEFAULTS.method,
     headers,

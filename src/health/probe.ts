@@ -8,6 +8,7 @@ import { formatDuration } from "../config/units.ts";
 import { describeNetworkError, errorCode, isLocalCode, refinedConnectError } from "../net/network-error.ts";
 import { encodeProxyHeader } from "../net/proxy-protocol.ts";
 import { H2Probe } from "./h2-probe.ts";
+import { GrpcProbe } from "./grpc-probe.ts";
 
 export interface ProbeResult {
   ok: boolean;
@@ -26,6 +27,7 @@ export interface Probe {
 
 export function createProbe(backend: Backend, check: ResolvedCheck): Probe {
   if (check.type === "tcp") return new TcpProbe(backend, check);
+  if (check.type === "grpc") return new GrpcProbe(backend, check);
   // Asked at each run: a reload may turn the pool's proxyProtocol on or off without changing
   // the check (the backend's spec changes, the watch stays).
   const plain = new HttpProbe(backend, check);

@@ -60,7 +60,7 @@ export function socketSettings(config: Config, listener: ListenerConfig, ctx: Li
   const { limits, timeouts } = config;
   return {
     ...forwardOptions(config, listener, ctx, ctx.accessLog(config)),
-    limits: { maxHeaderSize: limits.maxHeaderSize, maxUriLength: limits.maxUriLength, maxPipeline: limits.maxPipeline, maxConnections: limits.maxConnections },
+    limits: { maxHeaderSize: limits.maxHeaderSize, maxUriLength: limits.maxUriLength, maxPipeline: limits.maxPipeline, maxConnections: limits.maxConnections, maxConnectionsPerClient: limits.maxConnectionsPerClient },
     upstream: {
       maxIdlePerBackend: limits.upstreamKeepalive, idleTimeoutMs: timeouts.upstreamIdle,
       connectTimeoutMs: timeouts.connect, maxHeaderSize: limits.maxHeaderSize,

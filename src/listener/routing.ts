@@ -21,6 +21,7 @@ import { TrafficStats } from "../stats/traffic.ts";
 import type { MirrorFactory } from "./route-modifiers.ts";
 import { buildGuards, type GuardState } from "../guard/build.ts";
 import type { Logger } from "../log/logger.ts";
+import { GRPC_STATUS } from "../errors.ts";
 
 /** A pool as a listener reaches it: its backends and where traffic reports about them. */
 export interface PoolHandle {
@@ -100,7 +101,7 @@ export function buildRouter(config: Config, listener: ListenerConfig, pools: Poo
         const pc = config.pools[pool.name]!;
         const { bufferBody, ...retry } = { ...pc.retry, ...definedOnly(overrides) };
         d = {
-          route: r.name, target: pool, retry, retryOn: new Set(retry.onStatus), bufferBody,
+          route: r.name, target: pool, retry, retryOn: new Set(retry.onStatus), retryOnGrpc: new Set(retry.onGrpcStatus.map((n) => GRPC_STATUS[n])), bufferBody,
           sendTimeout: sendOverride ?? pc.timeouts.send,
           requestHeaders, responseHeaders: global, routeResponseHeaders: responseHeaders,
           mirror, traffic: stats, guards,

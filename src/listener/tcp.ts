@@ -15,11 +15,16 @@ import type { TlsMaterial } from "../tls/certificates.ts";
 import { withGrace } from "./http.ts";
 import { hostForUrl, listenerLabel, portKey, type Listener, type ListenerContext } from "./listener.ts";
 
-/** The settings of a TCP listener's relays: its pool's tries, connect timeout and hash key, the idle timeout, PROXY header reading. */
+/** The settings of a TCP listener's relays: its pool's tries, connect timeout and hash key, the idle timeout, PROXY header reading, the bound per client. */
 function tcpSettings(config: Config, listener: ListenerConfig): TcpSettings {
   const pool = config.pools[fallbackPool(config, listener)]!;
   const acceptProxy = proxyAccept(listener.proxyProtocol, cidrMatcher(config.trustedProxies), config.timeouts.header);
-  return { timeouts: { connect: pool.timeouts.connect, idle: config.timeouts.idle }, retry: pool.retry, hash: pool.hash, ...(acceptProxy !== undefined ? { acceptProxy } : {}) };
+  const maxConnectionsPerClient = config.limits.maxConnectionsPerClient;
+  return {
+    timeouts: { connect: pool.timeouts.connect, idle: config.timeouts.idle }, retry: pool.retry, hash: pool.hash,
+    ...(acceptProxy !== undefined ? { acceptProxy } : {}),
+    ...(maxConnectionsPerClient !== undefined ? { maxConnectionsPerClient } : {}),
+  };
 }
 
 

@@ -8,7 +8,7 @@
  * uses) is in `routeWarnings`.
  */
 import * as v from "valibot";
-import { doc, duration as durationSchema, positiveDuration as duration, size, statusCode } from "../config/option-schemas.ts";
+import { doc, duration as durationSchema, grpcStatusList, positiveDuration as duration, size, statusCode } from "../config/option-schemas.ts";
 import { HOP_BY_HOP } from "../http/headers.ts";
 import { RouteRateLimitSchema } from "../guard/rate-limit-config.ts";
 import { parseCidr } from "../net/cidr.ts";
@@ -279,6 +279,7 @@ const RouteObject = v.strictObject({
         timeout: v.optional(v.pipe(duration, v.description("As `retry.timeout`."))),
         onStatus: v.optional(v.pipe(v.array(statusCode, "expected a list of status codes"), v.description("As `retry.onStatus`."))),
         nonIdempotent: v.optional(v.pipe(v.boolean("expected true or false"), v.description("As `retry.nonIdempotent`."))),
+        onGrpcStatus: v.optional(v.pipe(grpcStatusList, v.description("As `retry.onGrpcStatus`."))),
         bufferBody: v.optional(v.pipe(size, v.description("As `retry.bufferBody`; also the most of a body a `mirror` copies."))),
       }),
       v.description("This route's own retry settings, each replacing its pool's."),

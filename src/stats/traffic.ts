@@ -28,7 +28,7 @@ export class TrafficStats {
   requests = 0;
   /** Responses sent to clients by method and status class: counts[method][class 1..5]. */
   readonly byMethod = emptyByMethod();
-  /** Answers the balancer made itself, by error code. */
+  /** Answers the balancer made itself, by error code (connections refused per client too: no request was read). */
   readonly proxyErrors: Record<ProxyErrorCode, number> = {
     SY_NO_BACKEND: 0,
     SY_UPSTREAM_FAILED: 0,
@@ -45,6 +45,7 @@ export class TrafficStats {
     SY_AUTH_REQUIRED: 0,
     SY_RATE_LIMITED: 0,
     SY_AUTH_UNAVAILABLE: 0,
+    SY_TOO_MANY_CLIENT_CONNECTIONS: 0,
   };
   /**
    * Tries that failed for want of the proxy's own resources, by code (net/network-error.ts):

@@ -27,6 +27,7 @@ import { TcpStats } from "./stats.ts";
 import type { TlsMaterial } from "../tls/certificates.ts";
 import { addServerNames, listenTls } from "../tls/sni.ts";
 import type { ProxyAccept } from "../net/proxy-protocol.ts";
+import { ClientCounts } from "../net/client-counts.ts";
 
 export { TcpStats, type SniRefusal } from "./stats.ts";
 export type { RelayTarget, SniRouting } from "./relay.ts";
@@ -61,6 +62,8 @@ export interface TcpSettings {
   hash: { key: string } | undefined;
   /** listeners[].proxyProtocol: read a PROXY header from trusted peers first (net/proxy-protocol.ts). */
   acceptProxy?: ProxyAccept;
+  /** limits.maxConnectionsPerClient: connections one client address may hold open to this listener; none when absent. */
+  maxConnectionsPerClient?: number;
 }
 
 export interface TcpListenOptions {
@@ -106,6 +109,8 @@ export async function startTcpProxy(ctx: TcpContext, opts: TcpListenOptions): Pr
     if (stopping && relays.size === 0) drained?.();
   };
   let sni = opts.sni;
+  // The listener's, across reloads: relays started under one config release their counts in it.
+  const clients = new ClientCounts(ctx.settings.maxConnectionsPerClient);
   const envFor = (c: TcpSettings): RelayEnv => ({
     pool: ctx.pool,
     passive: ctx.passive,
@@ -118,6 +123,7 @@ export async function startTcpProxy(ctx: TcpContext, opts: TcpListenOptions): Pr
     hashByClientIp: c.hash?.key === "ip",
     ...(sni !== undefined ? { sni } : {}),
     ...(c.acceptProxy !== undefined ? { acceptProxy: c.acceptProxy } : {}),
+    clients,
     onFinished,
   });
   // Each relay keeps the settings it started with; configure() swaps them for new connections.
@@ -157,6 +163,7 @@ export async function startTcpProxy(ctx: TcpContext, opts: TcpListenOptions): Pr
         if (tls !== undefined && routing.sni !== undefined) throw new Error("a TCP listener that terminates TLS cannot route by server name");
         sni = routing.sni;
       }
+      clients.setMax(c.maxConnectionsPerClient);
       env = envFor(c);
     },
     renewTls(m) {

@@ -37,6 +37,8 @@ import { Flow } from "../net/flow.ts";
 import { ClientHelloReader } from "./client-hello.ts";
 import { countSniRefusal, type SniRefusal } from "./stats.ts";
 import { encodeProxyHeader, ProxyHeaderReader, type ProxyAccept, type ProxyEndpoint } from "../net/proxy-protocol.ts";
+import type { ClientCounts } from "../net/client-counts.ts";
+import { plainAddress } from "../net/cidr.ts";
 
 /**
  * Client bytes kept while the backend connection is being made. Past this the client is
@@ -90,6 +92,8 @@ export interface RelayEnv extends RelayTarget {
    * read before anything else (SNI included); the client is the one it names.
    */
   readonly acceptProxy?: ProxyAccept;
+  /** limits.maxConnectionsPerClient: the listener's open connections per client address (kept across reloads). */
+  readonly clients: ClientCounts;
   /** Called once per relay, when both of its sockets are closed. */
   onFinished(relay: Relay): void;
 }
@@ -136,6 +140,8 @@ export class Relay {
   private proxyTimer: ReturnType<typeof setTimeout> | undefined;
   /** What a PROXY header named (acceptProxy): the client, and the address it connected to. */
   private named: { readonly source: ProxyEndpoint; readonly destination: ProxyEndpoint } | undefined;
+  /** The address this relay is counted under in env.clients, until finish() releases it (once). */
+  private countedAs: string | undefined;
 
   constructor(
     private readonly env: RelayEnv,
@@ -168,8 +174,12 @@ export class Relay {
     }, accept.timeoutMs);
   }
 
-  /** The client is known (after its PROXY header, if any): read its ClientHello or dial. */
+  /** The client is known (after its PROXY header, if any): count it, then read its ClientHello or dial. */
   private begin(): void {
+    // The real client's address (the PROXY header's when there was one), IPv4-mapped IPv6 as IPv4.
+    const client = plainAddress(this.clientAddress);
+    if (!this.env.clients.admit(client)) return this.refuseClient(client);
+    this.countedAs = client;
     const sni = this.env.sni;
     if (sni === undefined) {
       this.dial();
@@ -206,6 +216,18 @@ export class Relay {
   private refuseProxy(detail: string): void {
     if (++this.env.stats.proxyRefused === 1) {
       this.env.logger.info(`tcp listener: closed a client from ${this.client.remoteAddress} before dialling (PROXY protocol: ${detail}); further ones are only counted (tcp stats proxyRefused)`);
+    }
+    this.closeBoth();
+  }
+
+  /**
+   * Close a client whose address holds limits.maxConnectionsPerClient connections already,
+   * before any backend is dialled (no backend hears of it); the first is logged, all are
+   * counted (tcp stats clientConnectionsRefused).
+   */
+  private refuseClient(client: string): void {
+    if (++this.env.stats.clientConnectionsRefused === 1) {
+      this.env.logger.info(`tcp listener: closed a client from ${client} before dialling (limits.maxConnectionsPerClient: it holds ${this.env.clients.max} already); further ones are only counted (tcp stats clientConnectionsRefused)`);
     }
     this.closeBoth();
   }
@@ -560,6 +582,10 @@ export class Relay {
     if (this.proxyTimer !== undefined) clearTimeout(this.proxyTimer);
     this.hello = undefined;
     this.proxyReader = undefined;
+    if (this.countedAs !== undefined) {
+      this.env.clients.release(this.countedAs);
+      this.countedAs = undefined;
+    }
     // The backend's close handler releases the lease; this covers a close that never fired.
     if (this.backendSocket) this.backendSocket.data.lease.release();
     this.env.onFinished(this);

@@ -46,6 +46,8 @@ export class TcpStats {
   sniNoRoute = 0;
   /** listeners[].proxyProtocol: clients closed for an untrusted peer, or no valid PROXY header in time. */
   proxyRefused = 0;
+  /** limits.maxConnectionsPerClient: clients closed before dialling because their address held that many connections already. */
+  clientConnectionsRefused = 0;
   bytesIn = 0;
   bytesOut = 0;
 }

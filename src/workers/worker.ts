@@ -262,6 +262,7 @@ export function runWorker(): Promise<number> {
           send({ t: "applied", version: m.tables.version });
           routes.keep(m.config.routes.map((r) => r.name));
           mirrors.keep(m.config.routes.map((r) => r.name));
+          guards.keep(m.config.routes.map((r) => r.name));
           // Changed in place, as in one process: new routers for new requests, TCP's settings
           // for new connections, listeners added or moved (bound anew, on the port the owner
           // claimed, before the old one closes) or removed (what they hold finishes). After the

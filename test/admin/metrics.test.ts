@@ -114,12 +114,12 @@ describe("/metrics exposition", () => {
     expect(sampleOf(m, "switchyard_backend_in_flight", { backend: "t1" }).value).toBe(1);
   });
 
-  test("SNI routing's and the PROXY protocol's refusals are reasons of switchyard_tcp_closed_unserved_total", () => {
+  test("SNI routing's, the PROXY protocol's and the per-client bound's refusals are reasons of switchyard_tcp_closed_unserved_total", () => {
     const tcp = fakeSource([{ name: "t1", url: "http://127.0.0.1:4" }], "tcp");
-    tcp.tcpStats = Object.assign(new TcpStats(), { rejected: 1, unreachable: 2, sniTimeouts: 3, sniInvalid: 4, sniNotTls: 5, sniNoRoute: 6, proxyRefused: 7 });
+    tcp.tcpStats = Object.assign(new TcpStats(), { rejected: 1, unreachable: 2, sniTimeouts: 3, sniInvalid: 4, sniNotTls: 5, sniNoRoute: 6, proxyRefused: 7, clientConnectionsRefused: 8 });
     const m = parseExposition(renderMetrics(tcp));
     const reasons = Object.fromEntries(m.get("switchyard_tcp_closed_unserved_total")!.samples.map((x) => [x.labels.reason, x.value]));
-    expect(reasons).toEqual({ no_backend: 1, unreachable: 2, sni_timeout: 3, sni_invalid: 4, not_tls: 5, no_route: 6, proxy_protocol: 7 });
+    expect(reasons).toEqual({ no_backend: 1, unreachable: 2, sni_timeout: 3, sni_invalid: 4, not_tls: 5, no_route: 6, proxy_protocol: 7, per_client: 8 });
   });
 
   test("the pool's retry budget: refusals counted beside the retries (HTTP mode only)", () => {

@@ -41,7 +41,7 @@ describe("defaults and normalization", () => {
     expect(c.admin).toEqual({ host: "127.0.0.1", port: 8081, allowedHosts: [] });
     expect(c.strategy).toBe("least-connections");
     expect(c.retry).toEqual({
-      attempts: 3, perTryTimeout: 5000, timeout: 15000, onStatus: [502, 503, 504], nonIdempotent: false, bufferBody: 65536,
+      attempts: 3, perTryTimeout: 5000, timeout: 15000, onStatus: [502, 503, 504], nonIdempotent: false, onGrpcStatus: [], bufferBody: 65536,
       budget: { percent: 20, minRetriesPerSecond: 3 },
     });
     expect(c.timeouts).toEqual({ idle: 60_000, send: 60_000, connect: 5000, header: 10_000, upstreamIdle: 4000, shutdownGrace: 10_000 });

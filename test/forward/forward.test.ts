@@ -64,12 +64,12 @@ function setup(script: Script, opts: { internalError?: boolean; attempts?: numbe
       return { kind: "internal", status: 500 };
     };
   }
-  const retry = { attempts: opts.attempts ?? 2, perTryTimeout: opts.perTryTimeout ?? 1000, timeout: opts.timeout ?? 5000, onStatus: [503], nonIdempotent: false,
+  const retry = { attempts: opts.attempts ?? 2, perTryTimeout: opts.perTryTimeout ?? 1000, timeout: opts.timeout ?? 5000, onStatus: [503], nonIdempotent: false, onGrpcStatus: [],
     budget: opts.budget ?? { percent: 20, minRetriesPerSecond: 3 } };
   // One route to one pool, as the single-pool form expands to.
   const target: PoolTarget = { name: "default", pool, passive };
   const routeTraffic = new TrafficStats();
-  const dest: Destination = { route: "default", target, retry, retryOn: new Set(retry.onStatus), bufferBody: 65536, sendTimeout: 0, traffic: routeTraffic, guards: NO_GUARDS };
+  const dest: Destination = { route: "default", target, retry, retryOn: new Set(retry.onStatus), retryOnGrpc: new Set<number>(), bufferBody: 65536, sendTimeout: 0, traffic: routeTraffic, guards: NO_GUARDS };
   const table = RouteTable.compile([v.parse(RouteSchema, { name: "default", pool: "default" })], () => target);
   const router = new Router(table, [{ name: "default", maxBodySize: 1 << 20, bufferBody: 65536, traffic: routeTraffic, destination: () => dest }], { maxBodySize: 1 << 20, bufferBody: 65536 });
   const fo: ForwardOptions = {

@@ -9,6 +9,7 @@ import { startBalancer } from "../../src/balancer.ts";
 import { validateConfig } from "../../src/config/load.ts";
 import { memoryLogger } from "../../src/log/logger.ts";
 import { InFlightLimit } from "../../src/guard/in-flight.ts";
+import { GuardState } from "../../src/guard/build.ts";
 import { waitFor } from "../helpers/wait.ts";
 
 describe("InFlightLimit", () => {
@@ -24,6 +25,24 @@ describe("InFlightLimit", () => {
     l.release("a");
     l.release("b");
     expect(l.clients).toBe(0);
+  });
+
+  test("kept across reloads by route name; a route a reload removes takes its limit with it", () => {
+    const state = new GuardState();
+    const a = state.inFlightLimit("a", 1)!;
+    expect(a.admit("c")).toBeUndefined();
+    const gone = state.inFlightLimit("gone", 1)!;
+    expect(gone.admit("c")).toBeUndefined();
+    state.keep(["a"]);
+    // The same object, still counting the request admitted before the reload.
+    expect(state.inFlightLimit("a", 1)).toBe(a);
+    expect(a.admit("c")?.code).toBe("SY_RATE_LIMITED");
+    // "gone" comes back empty if a later config names it again.
+    const again = state.inFlightLimit("gone", 1)!;
+    expect(again).not.toBe(gone);
+    expect(again.admit("c")).toBeUndefined();
+    a.release("c");
+    expect(a.clients).toBe(0);
   });
 });
 

@@ -218,7 +218,7 @@ describe("HealthMonitor on its own", () => {
       await monitor.start();
       expect(monitor.pending).toBe(0);
       const b = new Backend({ name: "late", url: sim.url });
-      const check = { type: "http", path: "/health", method: "GET", headers: {}, host: undefined, port: undefined, interval: INTERVAL, timeout: TIMEOUT, rise: RISE, fall: FALL, expectStatus: ["2xx"], expectBody: undefined } as const;
+      const check = { type: "http", service: "", path: "/health", method: "GET", headers: {}, host: undefined, port: undefined, interval: INTERVAL, timeout: TIMEOUT, rise: RISE, fall: FALL, expectStatus: ["2xx"], expectBody: undefined } as const;
       await monitor.watch(b, { ...check, headers: {}, expectStatus: ["2xx"] });
       expect(monitor.probes(b)).toBe(true);
       // Added while running: its first result decides, and says so.

@@ -74,7 +74,7 @@ describe("resolveCheck: global merged with a backend's own", () => {
       backends: [{ url: "http://127.0.0.1:9001" }],
     });
     expect(c).toEqual({
-      type: "http", path: "/health", method: "GET", headers: {}, host: undefined, port: undefined,
+      type: "http", service: "", path: "/health", method: "GET", headers: {}, host: undefined, port: undefined,
       interval: 2000, timeout: 1000, rise: 2, fall: 3, expectStatus: ["2xx"], expectBody: undefined,
     });
   });
@@ -115,7 +115,7 @@ describe("probes against real local servers", () => {
   afterEach(() => sim.setHealth("up"));
 
   const check = (over: Partial<ResolvedCheck> = {}): ResolvedCheck => ({
-    type: "http", path: "/health", method: "GET", headers: {}, host: undefined, port: undefined,
+    type: "http", service: "", path: "/health", method: "GET", headers: {}, host: undefined, port: undefined,
     interval: 100, timeout: 100, rise: 2, fall: 3, expectStatus: ["2xx"], expectBody: undefined, ...over,
   });
   const backendAt = (url: string) => new Backend({ name: "b", url });

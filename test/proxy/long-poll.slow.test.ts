@@ -3,7 +3,16 @@
  * backend holds them for 20 s must not take the upstream slots ordinary requests need. The
  * ordinary traffic's throughput while they hold is compared with its own throughput without
  * them, measured in the same run (before and after the hold, so that drift of a shared machine
- * falls on both sides); it must keep at least 90% of it and get no 503.
+ * falls on both sides).
+ *
+ * What starvation looks like, measured before the long-wait lane (fetch engine): ordinary
+ * traffic fell to 0.0% of its baseline, each ordinary request waiting until the first long-polls
+ * ended at 20 s. So the test holds every ordinary request to an answer within
+ * MAX_ORDINARY_WAIT_MS (the lane lets a holder go after limits.longWaitAfter, 500 ms; the rest
+ * is room for a busy machine), no 503, and at least half of the baseline throughput. A tighter
+ * throughput bar is not a property of the proxy on this machine: with the lane, the ratio
+ * measured 80–146% across runs on the shared 2-core machine, the baseline itself drifting by
+ * up to 25% between before and after.
  *
  * Slow by nature (the 20 s hold is the case under test), hence a *.slow.test.ts file. It names its
  * engines itself: both, or only SWITCHYARD_TEST_ENGINE's when that is set (CI's second pass).
@@ -21,6 +30,8 @@ const CLIENTS = 16;
 const BASELINE_MS = 4_000;
 /** Ordinary traffic first, not counted: the first second of a fresh process runs cold code. */
 const WARM_UP_MS = 1_500;
+/** The longest an ordinary request may take to be answered while the long-polls hold. */
+const MAX_ORDINARY_WAIT_MS = 1_500;
 const ENGINES = process.env.SWITCHYARD_TEST_ENGINE ? [process.env.SWITCHYARD_TEST_ENGINE] : ["fetch", "socket"];
 
 let rig: TestRig | undefined;
@@ -35,6 +46,9 @@ class KeepAliveClient {
   private buf: Buffer = Buffer.alloc(0);
   private stopped = false;
   private onIdle: (() => void) | undefined;
+  private sentAt = 0;
+  /** The longest a request of this client waited for its answer. */
+  slowest = 0;
   statuses = new Map<number, number>();
   failure: Error | undefined;
 
@@ -57,6 +71,7 @@ class KeepAliveClient {
 
   private send(): void {
     if (this.stopped) return this.onIdle?.();
+    this.sentAt = performance.now();
     this.socket.send(`GET ${this.path} HTTP/1.1\r\nHost: ordinary.test\r\n\r\n`);
   }
 
@@ -71,6 +86,7 @@ class KeepAliveClient {
       const total = end + 4 + Number(length[1]);
       if (this.buf.length < total) return;
       const status = Number(head.slice(9, 12));
+      this.slowest = Math.max(this.slowest, performance.now() - this.sentAt);
       this.statuses.set(status, (this.statuses.get(status) ?? 0) + 1);
       this.buf = this.buf.subarray(total);
       this.send();
@@ -104,7 +120,7 @@ class KeepAliveClient {
 }
 
 /** CLIENTS keep-alive connections for `ms`: responses per second and statuses. */
-async function ordinaryTraffic(port: number, ms: number): Promise<{ rate: number; statuses: Map<number, number> }> {
+async function ordinaryTraffic(port: number, ms: number): Promise<{ rate: number; statuses: Map<number, number>; slowest: number }> {
   const clients = await Promise.all(Array.from({ length: CLIENTS }, () => KeepAliveClient.open(port, "/")));
   const started = performance.now();
   await Bun.sleep(ms);
@@ -116,7 +132,7 @@ async function ordinaryTraffic(port: number, ms: number): Promise<{ rate: number
     for (const [s, n] of c.statuses) statuses.set(s, (statuses.get(s) ?? 0) + n);
   }
   const total = clients.reduce((n, c) => n + c.answered, 0);
-  return { rate: (total * 1000) / elapsed, statuses };
+  return { rate: (total * 1000) / elapsed, statuses, slowest: Math.max(...clients.map((c) => c.slowest)) };
 }
 
 /** A long-poll over its own connection: resolves with the status once the backend answers. */
@@ -125,7 +141,7 @@ async function longPoll(port: number): Promise<number> {
 }
 
 describe.each(ENGINES)("%s engine", (engine) => {
-  test(`${LONG_POLLS} requests held ${HOLD_MS / 1000} s leave ordinary traffic at least 90% of its throughput and no 503`, async () => {
+  test(`${LONG_POLLS} requests held ${HOLD_MS / 1000} s: every ordinary request answered within ${MAX_ORDINARY_WAIT_MS / 1000} s, no 503, throughput kept`, async () => {
     rig = await startRig(2, {
       engine,
       // A long-poll deployment: a response head may take longer than the hold.
@@ -150,12 +166,13 @@ describe.each(ENGINES)("%s engine", (engine) => {
     const ratio = during.rate / baseline;
     console.log(
       `long-poll (${engine}): ordinary ${before.rate.toFixed(0)} req/s before, ${during.rate.toFixed(0)} during (${(ratio * 100).toFixed(1)}% of the baseline), ` +
-        `${after.rate.toFixed(0)} after; during: ${JSON.stringify([...during.statuses])}; ${heldAtBackends} long-polls at the backends; held ${(held / 1000).toFixed(1)} s`,
+        `${after.rate.toFixed(0)} after; slowest ordinary answer during ${during.slowest.toFixed(0)} ms; during: ${JSON.stringify([...during.statuses])}; ${heldAtBackends} long-polls at the backends; held ${(held / 1000).toFixed(1)} s`,
     );
     expect(statuses).toEqual(Array(LONG_POLLS).fill(200));
     expect(heldAtBackends).toBe(LONG_POLLS);
     expect([...during.statuses]).toEqual([[200, during.statuses.get(200) ?? 0]]);
-    expect(ratio).toBeGreaterThanOrEqual(0.9);
+    expect(during.slowest).toBeLessThan(MAX_ORDINARY_WAIT_MS);
+    expect(ratio).toBeGreaterThanOrEqual(0.5);
     await waitFor(() => rig!.balancer.pool.backends.every((b) => b.inFlight === 0), "no request left in flight");
   }, 60_000);
 });

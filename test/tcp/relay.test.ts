@@ -273,7 +273,7 @@ describe("figures", () => {
     await waitFor(() => second.connections === 0, "both relays to end");
     expect({ ...second.stats }).toEqual({
       accepted: 2, open: 0, rejected: 0, unreachable: 0, connectFailures: 1, localErrors: 0, connectTimeouts: 0,
-      retries: 1, idleTimeouts: 0, resets: 0, sniTimeouts: 0, sniInvalid: 0, sniNotTls: 0, sniNoRoute: 0, proxyRefused: 0,
+      retries: 1, idleTimeouts: 0, resets: 0, sniTimeouts: 0, sniInvalid: 0, sniNotTls: 0, sniNoRoute: 0, proxyRefused: 0, clientConnectionsRefused: 0,
       bytesIn: 3000, bytesOut: 3000,
     });
     expect([refused.acquired, refused.inFlight, refused.stats.connectFailures]).toEqual([1, 0, 1]);

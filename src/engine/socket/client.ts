@@ -32,6 +32,7 @@ import { isWebSocketUpgrade, WEBSOCKET } from "../../http/upgrade.ts";
 import { Tunnel } from "./tunnel.ts";
 import { plainAddress } from "../../net/cidr.ts";
 import { ProxyHeaderReader, type ProxyAccept, type ProxyEndpoint } from "../../net/proxy-protocol.ts";
+import type { ClientCounts } from "../../net/client-counts.ts";
 
 export interface ClientLimits {
   maxHeaderSize: number;
@@ -60,6 +61,12 @@ export interface ClientEnv {
   acceptProxy: ProxyAccept | undefined;
   /** Connections closed for an untrusted peer or no valid PROXY header in time (the first is logged). */
   proxyRefused: number;
+  /** limits.maxConnectionsPerClient: this listener's open connections per client address, kept across reloads. */
+  readonly clientConnections: ClientCounts;
+  /** The 429 a connection over that bound gets before it is closed (engine.ts makes it when the bound is set). */
+  clientRefusal: Buffer;
+  /** Count a connection refused for that bound (the first is logged). */
+  clientRefused(address: string): void;
 }
 
 /**
@@ -391,13 +398,21 @@ export class ClientConnection implements ParserHost {
   private earlyBytes = 0;
   /** After a 101: the connection is a byte tunnel (tunnel.ts), and HTTP is over on it. */
   tunnel: Tunnel | undefined;
+  /**
+   * The address this connection is counted under in env.clientConnections, until onClose
+   * releases it (cleared then, so it is released once); undefined before its PROXY header.
+   */
+  private countedAs: string | undefined;
 
+  /** `admitted`: the client address the engine already counted it under (no PROXY header to wait for). */
   constructor(
     readonly socket: Socket<ClientConnection>,
     readonly env: ClientEnv,
+    admitted: string | undefined,
   ) {
     this.outbox = new Outbox(socket as Socket<unknown>);
-    this.clientIp = plainAddress(socket.remoteAddress);
+    this.countedAs = admitted;
+    this.clientIp = admitted ?? plainAddress(socket.remoteAddress);
     this.parser = createParser(HTTPParser.REQUEST, env.limits.maxHeaderSize, this);
     if (env.acceptProxy !== undefined) {
       // The head deadline runs for the PROXY header first (timedOut closes rather than answer 408).
@@ -434,6 +449,15 @@ export class ClientConnection implements ParserHost {
       this.named = { source: r.source, destination: r.destination };
     }
     this.proxyReader = undefined;
+    // The client is known only now: counted (or refused) under the address the header named,
+    // never the peer's, which is the proxy in front for every client it carries.
+    if (!this.env.clientConnections.admit(this.clientIp)) {
+      this.env.clientRefused(this.clientIp);
+      this.write(this.env.clientRefusal);
+      this.closeAfterFlush();
+      return undefined;
+    }
+    this.countedAs = this.clientIp;
     this.expect(Wait.Head, this.env.headerTimeout);
     return reader.rest().slice();
   }
@@ -804,6 +828,10 @@ export class ClientConnection implements ParserHost {
     this.parser.close?.();
     for (const ex of this.queue) ex.abort();
     this.queue.length = 0;
+    if (this.countedAs !== undefined) {
+      this.env.clientConnections.release(this.countedAs);
+      this.countedAs = undefined;
+    }
     this.env.connections.delete(this);
     this.env.onClosed(this);
   }

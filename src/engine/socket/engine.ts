@@ -14,14 +14,16 @@ import { upstreamWire } from "./upstream-wire.ts";
 import { protocolWire } from "./protocol-wire.ts";
 import { H2SessionPool } from "../h2/session-pool.ts";
 import { h2Wire } from "../h2/wire.ts";
-import { errorAnswer } from "../../errors.ts";
+import { errorAnswer, messageFor, type ErrorAnswer } from "../../errors.ts";
 import type { TlsMaterial } from "../../tls/certificates.ts";
 import { addServerNames, listenTls } from "../../tls/sni.ts";
 import type { ProxyAccept } from "../../net/proxy-protocol.ts";
+import { ClientCounts } from "../../net/client-counts.ts";
+import { plainAddress } from "../../net/cidr.ts";
 
 /** What a reload may change while the engine runs (everything but its address). */
 export interface SocketEngineSettings extends ForwardOptions {
-  limits: ClientLimits & { maxConnections: number };
+  limits: ClientLimits & { maxConnections: number; maxConnectionsPerClient: number | undefined };
   upstream: UpstreamPoolOptions;
   headerTimeout: number;
   idleTimeout: number;
@@ -82,12 +84,24 @@ const clientHandlers: SocketHandler<ClientConnection> = {
   },
 };
 
-const BUSY_ANSWER = errorAnswer("SY_TOO_MANY_CONNECTIONS", "too many connections; try again", { headers: { connection: "close" } });
+/** An answer written at accept, before any request is read, and followed by the close. */
+function closingAnswer(a: ErrorAnswer, reason: string): Buffer {
+  const fields = Object.entries(a.headers).map(([k, v]) => `${k}: ${v}\r\n`).join("");
+  return Buffer.from(`HTTP/1.1 ${a.status} ${reason}\r\n${fields}content-length: ${a.body.length}\r\n\r\n${a.body}`, "latin1");
+}
+
 /** The answer to a connection over limits.maxConnections, written before it is closed. */
-const BUSY = Buffer.from(
-  `HTTP/1.1 503 Service Unavailable\r\n${Object.entries(BUSY_ANSWER.headers).map(([k, v]) => `${k}: ${v}\r\n`).join("")}content-length: ${BUSY_ANSWER.body.length}\r\n\r\n${BUSY_ANSWER.body}`,
-  "latin1",
-);
+const BUSY = closingAnswer(errorAnswer("SY_TOO_MANY_CONNECTIONS", "too many connections; try again", { headers: { connection: "close" } }), "Service Unavailable");
+
+/**
+ * The answer to a connection over limits.maxConnectionsPerClient: 429 with Retry-After
+ * (RFC 6585 §4), and Connection: close since it is closed after it. Made when the bound is set.
+ */
+function clientRefusal(max: number | undefined): Buffer {
+  const detail = `at most ${max} connections per client to this listener`;
+  const a = errorAnswer("SY_TOO_MANY_CLIENT_CONNECTIONS", messageFor("SY_TOO_MANY_CLIENT_CONNECTIONS", detail), { headers: { "retry-after": "1", connection: "close" } });
+  return closingAnswer(a, "Too Many Requests");
+}
 
 export function startSocketEngine(opts: SocketEngineOptions): SocketEngine {
   const pool = new UpstreamPool(opts.upstream, (e) => opts.logger.error(`socket engine upstream: ${(e as Error)?.stack ?? e}`));
@@ -103,6 +117,7 @@ export function startSocketEngine(opts: SocketEngineOptions): SocketEngine {
   const connections = new Set<ClientConnection>();
   let maxConnections = opts.limits.maxConnections;
   let onIdle: (() => void) | undefined;
+  let traffic = opts.traffic;
   const env: ClientEnv = {
     forwarder: createForwarder(opts, upstream, clientWire),
     limits: opts.limits,
@@ -117,6 +132,15 @@ export function startSocketEngine(opts: SocketEngineOptions): SocketEngine {
     },
     acceptProxy: opts.acceptProxy,
     proxyRefused: 0,
+    clientConnections: new ClientCounts(opts.limits.maxConnectionsPerClient),
+    clientRefusal: clientRefusal(opts.limits.maxConnectionsPerClient),
+    clientRefused(address) {
+      // Counted with the loop's own answers (/stats proxyErrors); only the first is logged, so
+      // that a flood of connections cannot flood the log.
+      if (++traffic.proxyErrors.SY_TOO_MANY_CLIENT_CONNECTIONS === 1) {
+        env.logger.info(`socket engine: refused a connection from ${address} (limits.maxConnectionsPerClient: it holds ${env.clientConnections.max} already); further ones are only counted (proxyErrors SY_TOO_MANY_CLIENT_CONNECTIONS)`);
+      }
+    },
   };
 
   const listener: TCPSocketListener<ClientConnection> = Bun.listen<ClientConnection>({
@@ -145,8 +169,20 @@ export function startSocketEngine(opts: SocketEngineOptions): SocketEngine {
           socket.end();
           return;
         }
+        // Without a PROXY header the client is the peer, known now; with one, the connection
+        // counts once its header names the client (ClientConnection.readProxy).
+        let client: string | undefined;
+        if (accept === undefined) {
+          client = plainAddress(socket.remoteAddress);
+          if (!env.clientConnections.admit(client)) {
+            env.clientRefused(client);
+            socket.write(env.clientRefusal);
+            socket.end();
+            return;
+          }
+        }
         socket.setNoDelay(true);
-        const c = new ClientConnection(socket as Socket<ClientConnection>, env);
+        const c = new ClientConnection(socket as Socket<ClientConnection>, env, client);
         socket.data = c;
         connections.add(c);
       },
@@ -190,6 +226,11 @@ export function startSocketEngine(opts: SocketEngineOptions): SocketEngine {
       env.idleTimeout = next.idleTimeout;
       env.acceptProxy = next.acceptProxy;
       maxConnections = next.limits.maxConnections;
+      if (next.limits.maxConnectionsPerClient !== env.clientConnections.max) {
+        env.clientConnections.setMax(next.limits.maxConnectionsPerClient);
+        env.clientRefusal = clientRefusal(next.limits.maxConnectionsPerClient);
+      }
+      traffic = next.traffic;
       pool.opts = next.upstream;
       h2.opts = next.upstream;
     },
