@@ -302,6 +302,24 @@ describe("health checks speak HTTP/2 to h2c backends", () => {
   });
 });
 
+describe("the admin API", () => {
+  test("a backend added to an h2c pool takes its protocol, and one of the wrong scheme is refused", async () => {
+    const a = await h2c("a");
+    const b = await h2c("b");
+    const token = "h2-api-token-0123456789";
+    const r = await rig([{ name: "a", url: a.url }], { admin: { host: "127.0.0.1", port: 0, token }, strategy: "round-robin" });
+    const add = (body: unknown) => fetch(`${r.balancer.adminUrl}/api/backends`, { method: "POST", headers: { authorization: `Bearer ${token}`, "content-type": "application/json" }, body: JSON.stringify(body) });
+    let res = await add({ name: "tls", url: "https://127.0.0.1:1" });
+    expect(res.status).toBe(400);
+    expect(((await res.json()) as { message: string }).message).toContain('protocol: "h2c" for backends[1] ("https://127.0.0.1:1"); expected an http:// backend');
+    res = await add({ name: "b", url: b.url });
+    expect(res.status).toBe(201);
+    expect(r.balancer.pool.get("b")!.protocol).toBe("h2c");
+    for (let i = 0; i < 4; i++) expect((await fetch(`${r.balancer.url}/`)).status).toBe(200);
+    expect(b.paths.length).toBe(2);
+  });
+});
+
 describe("config", () => {
   const refusal = (config: Record<string, unknown>): string => {
     try {
