@@ -127,6 +127,7 @@ export function shapeProblems(raw: Raw): string[] {
     if (l.mode === "tcp" && l.httpRedirect !== undefined) problems.push(`${at}.httpRedirect: set in TCP mode; expected it only on HTTP listeners (it answers HTTP requests)`);
   });
   problems.push(...proxyProtocolProblems(raw, listeners));
+  problems.push(...protocolProblems(raw));
   problems.push(...clientConnectionProblems(raw, listeners));
   const http = listeners.some((l) => l.mode !== "tcp");
   if (raw.routes === undefined && http && pools.size > 1) {
@@ -194,6 +195,54 @@ function proxyProtocolProblems(raw: Raw, listeners: Raw[]): string[] {
       problems.push(`${at}.proxyProtocol: ${show(pool.proxyProtocol)} on a pool HTTP routes use with engine "fetch"; expected engine "socket" (Bun's fetch opens its upstream connections and writes their first bytes itself, so no PROXY header can go before them)`);
     }
   }
+  return problems;
+}
+
+/**
+ * `protocol` (http1 | h2 | h2c) where it cannot work: h2 is negotiated in the TLS handshake by
+ * ALPN (RFC 9113 §3.2), so it needs an https:// backend; h2c starts with the connection
+ * preface in the clear (prior knowledge, RFC 9113 §3.3), so it needs http://. Bun's fetch
+ * speaks no h2c and the fetch engine has no HTTP/2 wire yet; mirror copies go through fetch on
+ * either engine; a PROXY header names one client, and an HTTP/2 connection carries many.
+ * Each backend's own `protocol` wins over its pool's, which wins over the top-level one.
+ */
+function protocolProblems(raw: Raw): string[] {
+  const problems: string[] = [];
+  const top = typeof raw.protocol === "string" ? raw.protocol : "http1";
+  const http2Pools = new Map<string, string>();
+  for (const [name, pool, at] of rawPools(raw)) {
+    const poolProtocol = at === "backends" ? top : typeof pool.protocol === "string" ? pool.protocol : top;
+    if (!Array.isArray(pool.backends)) continue;
+    pool.backends.forEach((b, j) => {
+      if (!isObject(b)) return;
+      const own = typeof b.protocol === "string";
+      const protocol = own ? (b.protocol as string) : poolProtocol;
+      if (protocol !== "h2" && protocol !== "h2c") return;
+      const field = own ? `${at === "backends" ? "" : `${at}.`}backends[${j}].protocol` : at === "backends" || pool.protocol === undefined ? "protocol" : `${at}.protocol`;
+      http2Pools.set(name, field);
+      const scheme = typeof b.url === "string" ? /^([a-z][a-z0-9+.-]*):\/\//i.exec(b.url)?.[1]?.toLowerCase() : typeof b.scheme === "string" ? b.scheme : b.dns !== undefined ? "http" : undefined;
+      const entry = at === "backends" ? `backends[${j}]` : `${at}.backends[${j}]`;
+      const where = typeof b.url === "string" ? `${entry} (${show(b.url)})` : entry;
+      if (protocol === "h2" && scheme !== "https") {
+        problems.push(`${field}: "h2" for ${where}; expected an https:// backend (h2 is agreed in the TLS handshake by ALPN), or "h2c" for cleartext HTTP/2 to an http:// backend`);
+      }
+      if (protocol === "h2c" && scheme !== "http") {
+        problems.push(`${field}: "h2c" for ${where}; expected an http:// backend (h2c is cleartext HTTP/2 by prior knowledge), or "h2" for HTTP/2 over TLS to an https:// backend`);
+      }
+      if (raw.engine === "fetch") {
+        problems.push(`${field}: ${show(protocol)} with engine "fetch"; expected "http1", or engine "socket" (Bun's fetch cannot speak cleartext HTTP/2, and the fetch engine has no HTTP/2 wire to backends yet)`);
+      }
+    });
+    if (pool.proxyProtocol !== undefined && http2Pools.has(name)) {
+      problems.push(`${at}.proxyProtocol: ${show(pool.proxyProtocol)} on a pool with HTTP/2 backends (${http2Pools.get(name)}); expected "http1" backends (a PROXY header names one client, and an HTTP/2 connection carries the requests of many)`);
+    }
+  }
+  routesOfRaw(raw).forEach((r, i) => {
+    const mirror = isObject(r.mirror) ? r.mirror.pool : undefined;
+    if (typeof mirror === "string" && http2Pools.has(mirror)) {
+      problems.push(`routes[${i}].mirror.pool: ${show(mirror)} has HTTP/2 backends (${http2Pools.get(mirror)}); expected a pool of "http1" backends (mirror copies go through Bun's fetch, which speaks no cleartext HTTP/2)`);
+    }
+  });
   return problems;
 }
 
@@ -282,6 +331,7 @@ function resolvePool(name: string, mode: "http" | "tcp", backends: PoolConfig["b
     name, mode, backends,
     strategy: opt("strategy"), hash: opt("hash"), sticky: opt("sticky"), peakEwma: opt("peakEwma"), retry: opt("retry"),
     healthCheck: opt("healthCheck"), passive: opt("passive"), panicThreshold: opt("panicThreshold"), slowStart: opt("slowStart"),
+    protocol: opt("protocol"),
     timeouts: { connect: t.connect, upstreamIdle: t.upstreamIdle, send: t.send },
     limits: { upstreamKeepalive: l.upstreamKeepalive },
   };

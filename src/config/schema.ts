@@ -197,6 +197,11 @@ const PolicyName = v.picklist(POLICY_NAMES, `expected one of ${POLICY_NAMES.join
 /** DNS record types discovery reads (src/discovery/dns.ts). */
 export const DNS_TYPES = ["A", "AAAA", "SRV"] as const;
 
+/** How the socket engine speaks to a backend (src/engine/h2/ for HTTP/2). */
+export const UPSTREAM_PROTOCOLS = ["http1", "h2", "h2c"] as const;
+export type UpstreamProtocol = (typeof UPSTREAM_PROTOCOLS)[number];
+const UpstreamProtocol = v.picklist(UPSTREAM_PROTOCOLS, 'expected "http1", "h2" or "h2c"');
+
 const Backend = v.strictObject({
   name: v.optional(
     v.pipe(v.string("expected a name"), v.nonEmpty("expected a non-empty name"), v.description("A unique name, used in logs, stats, metrics and the admin API."), doc({ defaultText: '`"backend-N"` for the N-th entry; with `dns`, the DNS name' })),
@@ -242,6 +247,9 @@ const Backend = v.strictObject({
   ),
   tls: v.optional(
     v.pipe(BackendTls, v.description("For `https://` backends: whom to trust, the name to check, or no check at all; for requests, WebSockets and health checks alike.")),
+  ),
+  protocol: v.optional(
+    v.pipe(UpstreamProtocol, v.description("This backend's `protocol`, over its pool's."), doc({ defaultText: "its pool's `protocol`" })),
   ),
 });
 
@@ -305,6 +313,13 @@ const BaseSchema = v.strictObject({
       v.description("The backends of the pool named `default` (the single-pool form; with `pools`, each pool lists its own): each entry is one backend given by `url`, or a DNS name (`dns`) whose addresses become backends."),
       doc({ defaultText: "required, unless `pools` is given" }),
     ),
+  ),
+  protocol: v.optional(
+    v.pipe(
+      UpstreamProtocol,
+      v.description('How requests reach the backends (socket engine): `"http1"`, HTTP/1.1 on pooled keep-alive connections; `"h2"`, HTTP/2 over TLS negotiated by ALPN (`https://` backends only; a backend that does not select `h2` fails the try); `"h2c"`, cleartext HTTP/2 by prior knowledge (`http://` backends only). HTTP/2 backends get `limits.h2SessionsPerBackend` connections each, every one carrying up to `limits.h2StreamsPerSession` requests at once, and each request still picks its backend on its own. Health checks speak the same protocol. Not with `engine: "fetch"` yet.'),
+    ),
+    "http1",
   ),
   /** Why the socket engine is the default: docs/forwarding.md, "Engines". */
   engine: v.optional(
@@ -494,6 +509,14 @@ const BaseSchema = v.strictObject({
         ),
         upstreamKeepalive: v.optional(
           v.pipe(wholeOrZero("no keep-alive"), v.description("Socket engine: idle connections kept per backend for reuse; `0`: none.")),
+          128,
+        ),
+        h2SessionsPerBackend: v.optional(
+          v.pipe(positiveInt("a whole number of connections, at least 1"), v.description("Socket engine, `protocol: \"h2\"` or `\"h2c\"` backends: HTTP/2 connections opened to each backend at most. A request takes the least busy one with a free stream; a new one is opened only when all are full. More than one, so that one connection's flow-control window, its single TCP stream (head-of-line loss) and its GOAWAY do not stall everything, but few, since each stream is multiplexed anyway. Past the cap, a request waits for a free stream until its timeouts run out.")),
+          4,
+        ),
+        h2StreamsPerSession: v.optional(
+          v.pipe(positiveInt("a whole number of streams, at least 1"), v.description("Socket engine, HTTP/2 backends: requests in flight at once on one connection, at most; the backend's own `SETTINGS_MAX_CONCURRENT_STREAMS` lowers it.")),
           128,
         ),
         maxPipeline: v.optional(
@@ -705,6 +728,7 @@ const PoolSchema = v.strictObject({
   passive: inPool("passive", B.passive, true),
   panicThreshold: inPool("panicThreshold", B.panicThreshold, false),
   slowStart: inPool("slowStart", B.slowStart, false),
+  protocol: inPool("protocol", B.protocol, false),
   timeouts: v.optional(
     v.pipe(
       v.strictObject({
@@ -740,7 +764,7 @@ const PoolSchema = v.strictObject({
 }, "expected a pool: an object with backends and the pool's own options");
 
 /** The pool options a pool may set for itself; the top-level ones are their defaults. */
-export const POOL_OPTIONS = ["strategy", "hash", "sticky", "peakEwma", "retry", "healthCheck", "passive", "panicThreshold", "slowStart"] as const;
+export const POOL_OPTIONS = ["strategy", "hash", "sticky", "peakEwma", "retry", "healthCheck", "passive", "panicThreshold", "slowStart", "protocol"] as const;
 
 const ListenerSchema = v.strictObject({
   name: v.pipe(entityName("a listener name"), v.description("A unique name, used in logs, metrics and the admin API.")),
@@ -824,6 +848,8 @@ export interface PoolConfig {
   passive: Parsed["passive"];
   panicThreshold: number;
   slowStart: number;
+  /** How its backends are spoken to, where a backend gives no `protocol` of its own. */
+  protocol: UpstreamProtocol;
   timeouts: Pick<Parsed["timeouts"], "connect" | "upstreamIdle" | "send">;
   limits: Pick<Parsed["limits"], "upstreamKeepalive">;
   /** The pool's default backend TLS (already given to each https:// backend without its own). */

@@ -319,7 +319,8 @@ export class Control {
       let desired: BackendConfig[];
       try {
         // The same schema and checks as the file: a bad weight or URL reads as in a config error.
-        desired = validateConfig({ mode: pc.mode, backends: edited }, "request").pools.default!.backends;
+        // With the pool's protocol, so that an http:// backend is refused in an h2 pool.
+        desired = validateConfig({ mode: pc.mode, protocol: pc.protocol, backends: edited }, "request").pools.default!.backends;
         // The pool's tls is the default of its https:// backends, as at load (config/expand.ts).
         if (pc.tls !== undefined) desired = desired.map((b) => (b.tls === undefined && /^https:\/\//i.test(b.url ?? "") ? { ...b, tls: pc.tls } : b));
       } catch (e) {

@@ -27,7 +27,7 @@ import type { Pool } from "../pool/pool.ts";
 import type { HealthMonitor } from "../health/monitor.ts";
 import type { PassiveHealth } from "../health/passive.ts";
 import { resolveCheck, type ResolvedCheck } from "../health/check.ts";
-import type { BackendConfig, Config } from "../config/schema.ts";
+import type { BackendConfig, Config, UpstreamProtocol } from "../config/schema.ts";
 import type { ErrorCode } from "../errors.ts";
 
 /**
@@ -45,6 +45,8 @@ export interface BackendDefaults {
   latencyDecay?: number;
   /** The pool's backend-side limits (connect and idle timeouts, keep-alive), carried by each backend. */
   upstream?: UpstreamSettings;
+  /** The pool's `protocol`, for backends without their own. */
+  protocol?: UpstreamProtocol;
 }
 
 export interface ReconcileResult {
@@ -178,6 +180,7 @@ export class Reconciler {
     return {
       name: d.name, url: d.url, weight: d.weight, priority: d.priority, maxConnections: d.maxConnections, statsPath: d.statsPath,
       slowStart: defaults.slowStart, latencyDecay: defaults.latencyDecay, tls: d.tls, upstream: defaults.upstream,
+      protocol: d.protocol ?? defaults.protocol,
     };
   }
 
@@ -208,6 +211,7 @@ function describeSpecChange(b: Backend, spec: BackendSpec): string[] {
   if (b.slowStartMs !== spec.slowStartMs) out.push(`slowStart ${b.slowStartMs}ms -> ${spec.slowStartMs}ms`);
   if (b.statsPath !== spec.statsPath) out.push(`statsPath ${b.statsPath ?? "none"} -> ${spec.statsPath ?? "none"}`);
   if (JSON.stringify(b.tls) !== JSON.stringify(spec.tls)) out.push("tls changed (new connections use it)");
+  if (b.protocol !== spec.protocol) out.push(`protocol ${b.protocol} -> ${spec.protocol} (new requests use it)`);
   return out;
 }
 

@@ -908,7 +908,8 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
         return Outcome.Failed;
       }
     }
-    const failure: TryFailure = timedOut ? { kind: "timeout" } : { kind: classifyNetworkError(e) === "connect" ? "connect" : "reset" };
+    const kind = timedOut ? "timeout" : classifyNetworkError(e);
+    const failure: TryFailure = { kind: kind === "timeout" || kind === "connect" || kind === "refused" ? kind : "reset" };
     this.failure = failure;
     this.local = undefined;
     this.detail =
@@ -916,6 +917,8 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
         ? `the backend took no request body for ${this.dest!.sendTimeout}ms`
         : timedOut ? "timed out waiting for the response head" : describeTry(failure.kind, e)) + stage;
     backend.stats.countProxyError();
+    // A refused stream (HTTP/2) came from a live backend, overloaded or going away: it counts
+    // as a failure toward consecutiveFailures, never as a refused connection's ejection at once.
     if (failure.kind === "connect") passive.connectFailed(backend, this.detail);
     else passive.failed(backend, this.detail);
     return Outcome.Failed;
@@ -946,6 +949,7 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
 
 /** The log's words for a failed try: "connection failed (ECONNREFUSED)", "connection reset (ECONNRESET)". */
 function describeTry(kind: TryFailure["kind"], e: unknown): string {
+  if (kind === "refused") return describeNetworkError(e);
   return kind === "connect" ? `connection failed (${errorCode(e) ?? "refused"})` : `connection reset (${errorCode(e) ?? "closed"})`;
 }
 

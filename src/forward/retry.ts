@@ -7,6 +7,11 @@
 export type TryFailure =
   /** The connection was never made (refused, no such host): nothing was sent. */
   | { kind: "connect" }
+  /**
+   * The backend refused the request without processing it (HTTP/2 REFUSED_STREAM, or a stream
+   * above a GOAWAY's last stream id, RFC 9113 §8.7): nothing was acted on.
+   */
+  | { kind: "refused" }
   /** The connection broke after the request may have been sent. */
   | { kind: "reset" }
   /** perTryTimeout ran out before the response head arrived. */
@@ -43,8 +48,9 @@ export function isIdempotent(method: string): boolean {
 export function shouldRetry(ctx: RetryContext): boolean {
   if (ctx.tries >= ctx.maxTries || ctx.timeLeft <= 0) return false;
   if (!ctx.replayableBody) return false;
-  // Nothing reached the backend: safe to send anywhere else, whatever the method.
-  if (ctx.failure.kind === "connect") return true;
+  // Nothing reached the backend, or it says it acted on nothing (RFC 9113 §8.7): safe to send
+  // anywhere else, whatever the method.
+  if (ctx.failure.kind === "connect" || ctx.failure.kind === "refused") return true;
   // gRPC has no idempotency flag (every call is a POST): naming the status in
   // retry.onGrpcStatus is the operator vouching that such calls may be sent twice.
   if (ctx.failure.kind === "grpc") return true;

@@ -7,6 +7,7 @@ import type { ResolvedCheck } from "./check.ts";
 import { formatDuration } from "../config/units.ts";
 import { describeNetworkError, errorCode, isLocalCode, refinedConnectError } from "../net/network-error.ts";
 import { encodeProxyHeader } from "../net/proxy-protocol.ts";
+import { H2Probe } from "./h2-probe.ts";
 import { GrpcProbe } from "./grpc-probe.ts";
 
 export interface ProbeResult {
@@ -30,9 +31,12 @@ export function createProbe(backend: Backend, check: ResolvedCheck): Probe {
   // Asked at each run: a reload may turn the pool's proxyProtocol on or off without changing
   // the check (the backend's spec changes, the watch stays).
   const plain = new HttpProbe(backend, check);
+  // Likewise its protocol: an HTTP/2 backend is checked over HTTP/2 (h2-probe.ts).
+  let h2: H2Probe | undefined;
   let proxied: { version: "v1" | "v2"; probe: ProxiedHttpProbe } | undefined;
   return {
     run(signal) {
+      if (backend.protocol !== "http1") return (h2 ??= new H2Probe(backend, check)).run(signal);
       const version = backend.upstream?.proxyProtocol;
       if (version === undefined) return plain.run(signal);
       if (proxied?.version !== version) proxied = { version, probe: new ProxiedHttpProbe(backend, check, version) };
@@ -58,7 +62,7 @@ export function statusMatcher(expect: readonly string[]): (status: number) => bo
 export const EXPECT_BODY_LIMIT = 64 * 1024;
 
 /** A failed probe, its reason in the words the log uses: "connection refused", "timeout after 1s". */
-function failure(e: unknown, timeoutMs: number, signal: AbortSignal): ProbeResult {
+export function probeFailure(e: unknown, timeoutMs: number, signal: AbortSignal): ProbeResult {
   // The probe's own controller fired: its timer, or stop() (whose result nobody reads).
   if (signal.aborted) return { ok: false, detail: `timeout after ${formatDuration(timeoutMs)}` };
   const err = refinedConnectError(e);
@@ -130,7 +134,7 @@ export class HttpProbe implements Probe {
       }
       return { ok: true, detail: `status ${res.status}` };
     } catch (e) {
-      return failure(e, this.check.timeout, signal);
+      return probeFailure(e, this.check.timeout, signal);
     }
   }
 }
@@ -171,10 +175,10 @@ export class TcpProbe implements Probe {
           },
           data() {},
           error(_s, e) {
-            settle(failure(e, 0, signal));
+            settle(probeFailure(e, 0, signal));
           },
           connectError(_s, e) {
-            settle(failure(e, 0, signal));
+            settle(probeFailure(e, 0, signal));
           },
         },
       }).then(
@@ -182,7 +186,7 @@ export class TcpProbe implements Probe {
           // Connected only after the timeout fired: nobody waits for this socket any more.
           if (settled && signal.aborted) socket.terminate();
         },
-        (e) => settle(failure(e, 0, signal)),
+        (e) => settle(probeFailure(e, 0, signal)),
       );
     });
   }
@@ -281,15 +285,15 @@ export class ProxiedHttpProbe implements Probe {
             evaluate(text.length > 2 * EXPECT_BODY_LIMIT);
           },
           close: () => evaluate(true),
-          error: (_s, e) => settle(failure(e, 0, signal)),
-          connectError: (_s, e) => settle(failure(e, 0, signal)),
+          error: (_s, e) => settle(probeFailure(e, 0, signal)),
+          connectError: (_s, e) => settle(probeFailure(e, 0, signal)),
         },
       }).then(
         (s) => {
           socket = s;
           if (settled) s.terminate();
         },
-        (e) => settle(failure(e, 0, signal)),
+        (e) => settle(probeFailure(e, 0, signal)),
       );
     });
   }

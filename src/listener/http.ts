@@ -65,6 +65,7 @@ export function socketSettings(config: Config, listener: ListenerConfig, ctx: Li
     upstream: {
       maxIdlePerBackend: limits.upstreamKeepalive, idleTimeoutMs: timeouts.upstreamIdle,
       connectTimeoutMs: timeouts.connect, maxHeaderSize: limits.maxHeaderSize,
+      h2SessionsPerBackend: limits.h2SessionsPerBackend, h2StreamsPerSession: limits.h2StreamsPerSession,
     },
     headerTimeout: timeouts.header,
     idleTimeout: timeouts.idle,

@@ -11,16 +11,24 @@ import { closeSync, openSync } from "node:fs";
  * - `connect`: no connection was made (refused, no such host, unreachable): nothing was sent,
  *   so any request may go elsewhere.
  * - `reset`: the connection broke after it was made; the request may have been acted on.
+ * - `refused`: the backend refused the request without processing it: an HTTP/2 stream reset
+ *   with REFUSED_STREAM, or above a GOAWAY's last stream id (RFC 9113 §8.7, §6.8). Nothing was
+ *   acted on, so any request may go elsewhere; the backend answered, though, so it is alive.
  * - `local`: the proxy itself could not try (out of descriptors or local ports, its resolver
  *   unable to answer now): nothing was sent, and the backend is not to blame for it.
  */
-export type NetworkFailure = "connect" | "reset" | "local";
+export type NetworkFailure = "connect" | "refused" | "reset" | "local";
 
 /** Codes that mean the connection was never made. Bun 1.3 and 1.4 spellings both. */
 const CONNECT_CODES = new Set([
   "ECONNREFUSED", "ConnectionRefused", "ENOTFOUND", "EAI_NONAME", "FailedToOpenSocket",
   "EHOSTUNREACH", "ENETUNREACH", "ETIMEDOUT_CONNECT",
+  // An https:// backend whose TLS handshake agreed on no h2 (engine/h2/session-pool.ts): nothing was sent.
+  "ERR_H2_NOT_NEGOTIATED",
 ]);
+
+/** Codes of a request the backend refused unprocessed (engine/h2/try.ts). */
+const REFUSED_CODES = new Set(["ERR_H2_REFUSED_STREAM"]);
 
 /**
  * Failures of the proxy's own resources, never a backend's (Envoy keeps such "local origin"
@@ -82,6 +90,8 @@ const WORDS: Record<string, string> = {
   ENOBUFS: "no kernel buffer space (ENOBUFS)",
   ENOMEM: "out of memory (ENOMEM)",
   EAI_AGAIN: "the resolver could not answer now (EAI_AGAIN)",
+  ERR_H2_REFUSED_STREAM: "refused unprocessed by the backend (HTTP/2 REFUSED_STREAM or GOAWAY)",
+  ERR_H2_NOT_NEGOTIATED: "the backend did not agree to HTTP/2 (ALPN)",
 };
 
 export function errorCode(e: unknown): string | undefined {
@@ -100,6 +110,7 @@ const TLS_CODE = /CERT|^ERR_TLS_|^ERR_SSL_|^UNABLE_TO_/;
 export function classifyNetworkError(e: unknown): NetworkFailure {
   const code = errorCode(e);
   if (isLocalCode(code)) return "local";
+  if (code !== undefined && REFUSED_CODES.has(code)) return "refused";
   return code !== undefined && (CONNECT_CODES.has(code) || TLS_CODE.test(code)) ? "connect" : "reset";
 }
 

@@ -15,6 +15,7 @@
 import { Histogram } from "../stats/histogram.ts";
 import { emptyByMethod, type MethodLabel } from "../stats/traffic.ts";
 import { DEFAULT_DECAY_MS, PeakEwma } from "../stats/latency-ewma.ts";
+import type { UpstreamProtocol } from "../config/schema.ts";
 import { upstreamTls, type UpstreamTls, type UpstreamTlsConfig } from "../tls/upstream.ts";
 import type { CodeFrom } from "../errors.ts";
 
@@ -45,6 +46,8 @@ export interface BackendOptions {
   tls?: UpstreamTlsConfig;
   /** Its pool's backend-side settings (timeouts.connect, timeouts.upstreamIdle, limits.upstreamKeepalive, proxyProtocol). */
   upstream?: UpstreamSettings;
+  /** How the socket engine speaks to it: HTTP/1.1 (default), HTTP/2 over TLS, cleartext HTTP/2. */
+  protocol?: UpstreamProtocol;
 }
 
 /** A pool's backend-side limits, as each of its backends carries them for the engines. */
@@ -80,6 +83,8 @@ export interface BackendSpec {
   readonly tlsConfig: UpstreamTlsConfig | undefined;
   /** Its pool's backend-side limits; undefined: the engine's own settings apply. */
   readonly upstream: UpstreamSettings | undefined;
+  /** The backend's own `protocol`, else its pool's (engine/h2/ for h2 and h2c). */
+  readonly protocol: UpstreamProtocol;
 }
 
 export function backendSpec(opts: BackendOptions): BackendSpec {
@@ -98,6 +103,7 @@ export function backendSpec(opts: BackendOptions): BackendSpec {
     tls: upstreamTls(url, opts.tls),
     tlsConfig: opts.tls,
     upstream: opts.upstream,
+    protocol: opts.protocol ?? "http1",
   };
 }
 
@@ -381,6 +387,11 @@ export class Backend {
   /** Its pool's backend-side limits, read by the engines per connection; undefined: theirs. */
   get upstream(): UpstreamSettings | undefined {
     return this.spec.upstream;
+  }
+
+  /** How the socket engine speaks to it (its upstream wire dispatches on this per try). */
+  get protocol(): UpstreamProtocol {
+    return this.spec.protocol;
   }
 
   get slowStartMs(): number {

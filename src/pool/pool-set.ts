@@ -205,7 +205,7 @@ export class PoolSet {
 /** The settings that shape every backend of a pool; a reload hands the new ones to reconcile. */
 export function backendDefaults(c: PoolConfig): BackendDefaults {
   return {
-    healthCheck: c.healthCheck, slowStart: c.slowStart, latencyDecay: c.peakEwma.decay,
+    healthCheck: c.healthCheck, slowStart: c.slowStart, latencyDecay: c.peakEwma.decay, protocol: c.protocol,
     upstream: {
       connectTimeoutMs: c.timeouts.connect, idleTimeoutMs: c.timeouts.upstreamIdle, keepalive: c.limits.upstreamKeepalive,
       ...(c.proxyProtocol !== undefined ? { proxyProtocol: c.proxyProtocol } : {}),

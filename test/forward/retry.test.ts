@@ -4,6 +4,7 @@ import { RETRY_BUDGET_WINDOW_S, retryBudgetLeft, shouldRetry, type RetryBudgetCo
 const base: Omit<RetryContext, "failure" | "method"> = { tries: 1, maxTries: 3, replayableBody: true, retryNonIdempotent: false, timeLeft: 1000 };
 const connect: TryFailure = { kind: "connect" };
 const reset: TryFailure = { kind: "reset" };
+const refused: TryFailure = { kind: "refused" };
 const timeout: TryFailure = { kind: "timeout" };
 const s503: TryFailure = { kind: "status", status: 503 };
 
@@ -29,6 +30,10 @@ const table: [TryFailure, string, Partial<RetryContext>, boolean][] = [
   [connect, "GET", { timeLeft: 0 }, false], // out of time
   [connect, "POST", { replayableBody: false }, false], // a streamed body is gone once read
   [reset, "PUT", { replayableBody: false }, false],
+  [refused, "POST", {}, true], // HTTP/2 REFUSED_STREAM or past GOAWAY: not processed (RFC 9113 §8.7)
+  [refused, "PATCH", {}, true],
+  [refused, "POST", { replayableBody: false }, false],
+  [refused, "POST", { tries: 3 }, false],
   [s503, "GET", { tries: 2 }, true],
 ];
 

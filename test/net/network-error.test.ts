@@ -26,6 +26,8 @@ describe("classifyNetworkError", () => {
     ["EHOSTUNREACH", "connect"],
     ["ETIMEDOUT_CONNECT", "connect"],
     ["CERT_HAS_EXPIRED", "connect"],
+    ["ERR_H2_NOT_NEGOTIATED", "connect"], // an https:// backend that selected no h2 in ALPN
+    ["ERR_H2_REFUSED_STREAM", "refused"], // HTTP/2: not processed, retried whatever the method
     ["ECONNRESET", "reset"],
     ["EPIPE", "reset"],
   ] as const)("%s is %s", (code, kind) => {

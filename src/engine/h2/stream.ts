@@ -22,7 +22,8 @@ import { Cancel } from "../../forward/cancel.ts";
 import { ClientFault, FRAMING_CODES, errorAnswer, type ErrorAnswer, type FramingStatus } from "../../errors.ts";
 import { ALLOW } from "../../http/methods.ts";
 import type { RequestBody } from "../socket/request-body.ts";
-import type { ResponseSink, SocketResponse } from "../socket/upstream.ts";
+import { SocketResponse, type HeldResponse, type ResponseSink } from "../socket/upstream.ts";
+import { mayTrail } from "../../http/trailers.ts";
 import { Answering, type SocketRequest } from "../socket/request.ts";
 import type { ProxiedClient } from "../socket/client.ts";
 import { CONNECTION_SPECIFIC } from "./head.ts";
@@ -95,7 +96,7 @@ export class H2Stream implements SocketRequest, ResponseSink, ForwardRequest<Soc
     }
   }
 
-  respond(res: SocketResponse, end: BodyEnd): void {
+  respond(res: HeldResponse, end: BodyEnd): void {
     if (res.failure !== undefined && res.failure.by === "backend") {
       // Broke before a byte reached the client: the loop may still try another backend.
       throw Object.assign(new Error(res.failure.detail), { code: "ECONNRESET" });
@@ -109,9 +110,13 @@ export class H2Stream implements SocketRequest, ResponseSink, ForwardRequest<Soc
     }
     const whole = res.whole;
     const held = res.held;
-    const empty = res.complete && whole === undefined && held.length === 0;
+    const empty = res.complete && whole === undefined && held.length === 0 && res.trailers === undefined;
+    const endStream = empty || this.method === "HEAD";
+    // Only an HTTP/2 backend's answer can end with trailers (HTTP/1.1's are dropped by the
+    // parser): such a stream waits for them after its last DATA, and gets an empty end when none came.
+    const trailing = !endStream && !(res instanceof SocketResponse);
     try {
-      this.stream.respond(responseFields(res.status, res.headers), { endStream: empty || this.method === "HEAD" });
+      this.stream.respond(responseFields(res.status, res.headers), { endStream, waitForTrailers: trailing });
     } catch (e) {
       // A head node:http2 will not send (a field value HTTP/2 cannot carry): nothing reached
       // the client, so the loop counts a failed try and answers 502; the body is not read.
@@ -120,6 +125,7 @@ export class H2Stream implements SocketRequest, ResponseSink, ForwardRequest<Soc
     }
     this.bodyEnd = end;
     this.answering = Answering.Writing;
+    if (trailing) this.stream.once("wantTrailers", () => this.sendTrailers(res.trailers));
     if (this.method === "HEAD" || empty) {
       res.whole = undefined;
       res.held = [];
@@ -135,6 +141,24 @@ export class H2Stream implements SocketRequest, ResponseSink, ForwardRequest<Soc
     res.held = [];
     if (res.complete) return this.end();
     res.attach(this);
+  }
+
+  /** The backend's trailers (RFC 9113 §8.1: a HEADERS frame that ends the stream), those that may go on. */
+  private sendTrailers(trailers: FieldList | undefined): void {
+    const out: Record<string, string | string[]> = {};
+    trailers?.forEach((value, name) => {
+      const lower = name.toLowerCase();
+      // §8.1: no pseudo-header fields in trailers; http/trailers.ts: what no trailer may carry.
+      if (lower.charCodeAt(0) === 58 || CONNECTION_SPECIFIC.has(lower) || !mayTrail(lower, value)) return;
+      const had = out[lower];
+      out[lower] = had === undefined ? value : Array.isArray(had) ? [...had, value] : [had, value];
+    });
+    try {
+      this.stream.sendTrailers(out);
+    } catch (e) {
+      this.conn.logError(e);
+      if (!this.stream.destroyed) this.stream.close(NGHTTP2_INTERNAL_ERROR);
+    }
   }
 
   // ResponseSink: the body as the upstream connection reads it.

@@ -27,7 +27,8 @@ import { scanRequest } from "./scan.ts";
 import { ALLOW, refusedMethod } from "../../http/methods.ts";
 import { headWriter, latin1Bytes, type HeadWriter } from "./bytes.ts";
 import { RequestBody, chunkHead, CRLF, LAST_CHUNK } from "./request-body.ts";
-import type { ResponseSink, SocketResponse } from "./upstream.ts";
+import { lastChunkWith, takesTrailers } from "../../http/trailers.ts";
+import type { HeldResponse, ResponseSink, SocketResponse } from "./upstream.ts";
 import { isWebSocketUpgrade, WEBSOCKET } from "../../http/upgrade.ts";
 import { Tunnel } from "./tunnel.ts";
 import { plainAddress } from "../../net/cidr.ts";
@@ -160,6 +161,10 @@ export class Exchange implements ResponseSink, SocketRequest, ForwardRequest<Soc
   upgrade: string | undefined;
   /** The body goes to the client chunked (its length unknown). */
   private chunkedOut = false;
+  /** The client sent `TE: trailers`: a chunked answer's last chunk carries the backend's trailers (http/trailers.ts). */
+  private readonly takesTrailers: boolean;
+  /** The backend's response being written, for its trailers at the end of the body. */
+  private res: HeldResponse | undefined;
   private bytesOut = 0;
   private bodyEnd: BodyEnd | undefined;
 
@@ -195,6 +200,7 @@ export class Exchange implements ResponseSink, SocketRequest, ForwardRequest<Soc
     readonly headers: FieldList,
   ) {
     this.closeAfter = !keepAlive || http10;
+    this.takesTrailers = headers.has("te") && takesTrailers(headers.get("te"));
     this.clientIp = conn.clientIp;
     this.proto = conn.env.proto;
   }
@@ -208,13 +214,15 @@ export class Exchange implements ResponseSink, SocketRequest, ForwardRequest<Soc
   }
 
   /** Write the backend's response head, then its body as it comes. */
-  respond(res: SocketResponse, end: BodyEnd): void {
+  respond(res: HeldResponse, end: BodyEnd): void {
     if (res.failure !== undefined && res.failure.by === "backend") {
       // Broke before a byte reached the client: the loop may still try another backend.
       throw Object.assign(new Error(res.failure.detail), { code: "ECONNRESET" });
     }
-    if (res.framing === "tunnel") return this.conn.startTunnel(this, res, end);
+    // Only an HTTP/1.1 connection answers a WebSocket handshake with 101 (HTTP/2 has no upgrade).
+    if (res.framing === "tunnel") return this.conn.startTunnel(this, res as SocketResponse, end);
     this.bodyEnd = end;
+    this.res = res;
     this.answering = Answering.Writing;
     const h = res.headers;
     const env = this.conn.env;
@@ -246,7 +254,7 @@ export class Exchange implements ResponseSink, SocketRequest, ForwardRequest<Soc
   }
 
   /** The head and the body pieces held so far, in as few writes as they allow. */
-  private headAndHeld(res: SocketResponse, w: HeadWriter): void {
+  private headAndHeld(res: HeldResponse, w: HeadWriter): void {
     const held = res.held;
     if (held.length === 0 && !(res.complete && this.chunkedOut)) {
       this.conn.write(w.done(), true);
@@ -258,7 +266,7 @@ export class Exchange implements ResponseSink, SocketRequest, ForwardRequest<Soc
     } else {
       const parts: Uint8Array[] = [w.done().slice()];
       for (const c of held) this.frame(parts, c);
-      if (res.complete && this.chunkedOut) parts.push(LAST_CHUNK);
+      if (res.complete && this.chunkedOut) parts.push(this.lastChunk());
       this.conn.write(Buffer.concat(parts));
     }
   }
@@ -277,8 +285,14 @@ export class Exchange implements ResponseSink, SocketRequest, ForwardRequest<Soc
     else this.conn.write(c);
   }
   end(): void {
-    if (this.chunkedOut) this.conn.write(LAST_CHUNK);
+    if (this.chunkedOut) this.conn.write(this.lastChunk());
     this.finish();
+  }
+
+  /** The last chunk, with the backend's trailers when it sent some (HTTP/2) and the client takes them. */
+  private lastChunk(): Uint8Array {
+    const trailers = this.res?.trailers;
+    return (trailers !== undefined && this.takesTrailers ? lastChunkWith(trailers) : undefined) ?? LAST_CHUNK;
   }
   fail(by: "client" | "backend", detail: string): void {
     // The head went out: the only honest signal left is to cut the connection, so the

@@ -11,6 +11,9 @@ import { createForwarder, type ForwardOptions } from "../../forward/forward.ts";
 import { ClientConnection, clientWire, type ClientEnv, type ClientLimits } from "./client.ts";
 import { UpstreamPool, type UpstreamPoolOptions } from "./upstream.ts";
 import { upstreamWire } from "./upstream-wire.ts";
+import { protocolWire } from "./protocol-wire.ts";
+import { H2SessionPool } from "../h2/session-pool.ts";
+import { h2Wire } from "../h2/wire.ts";
 import { errorAnswer, messageFor, type ErrorAnswer } from "../../errors.ts";
 import type { TlsMaterial } from "../../tls/certificates.ts";
 import { addServerNames, listenTls } from "../../tls/sni.ts";
@@ -106,16 +109,20 @@ function clientRefusal(max: number | undefined): Buffer {
 export function startSocketEngine(opts: SocketEngineOptions): SocketEngine {
   const pool = new UpstreamPool(opts.upstream, (e) => opts.logger.error(`socket engine upstream: ${(e as Error)?.stack ?? e}`));
 
-  // The wire's two halves: tries go out on pooled upstream connections (upstream-wire.ts),
-  // answers to the client are written by the request's own Exchange (client.ts).
-  const upstream = upstreamWire(pool);
+  // HTTP/2 backends (protocol h2, h2c): streams on a few sessions each (engine/h2/).
+  const h2 = new H2SessionPool(opts.upstream);
+
+  // The wire's two halves: tries go out on pooled upstream connections (upstream-wire.ts) or
+  // HTTP/2 streams, by the backend's protocol; answers to the client are written by the
+  // request's own Exchange (client.ts).
+  const upstream = protocolWire(upstreamWire(pool), h2Wire(h2));
 
   const connections = new Set<ClientConnection>();
   // HTTP/2 (engine/h2/). On TLS, ALPN's list is fixed with the listener: whether h2 is offered
   // there is decided at start, and a reload changes only its limits. On a plain listener a
   // reload may also turn it on or off, for connections from then on.
   const h2Offered = opts.http2 !== undefined;
-  let h2 = opts.http2 !== undefined ? new H2Front(opts.http2, opts.limits) : undefined;
+  let h2Front = opts.http2 !== undefined ? new H2Front(opts.http2, opts.limits) : undefined;
   let maxConnections = opts.limits.maxConnections;
   let onIdle: (() => void) | undefined;
   let traffic = opts.traffic;
@@ -142,7 +149,7 @@ export function startSocketEngine(opts: SocketEngineOptions): SocketEngine {
         env.logger.info(`socket engine: refused a connection from ${address} (limits.maxConnectionsPerClient: it holds ${env.clientConnections.max} already); further ones are only counted (proxyErrors SY_TOO_MANY_CLIENT_CONNECTIONS)`);
       }
     },
-    h2: h2?.takeover,
+    h2: h2Front?.takeover,
   };
 
   const listener: TCPSocketListener<ClientConnection> = Bun.listen<ClientConnection>({
@@ -202,6 +209,7 @@ export function startSocketEngine(opts: SocketEngineOptions): SocketEngine {
     const now = performance.now();
     for (const c of connections) if (c.deadline !== 0 || c.writeDeadline !== 0) c.timedOut(now);
     pool.sweep(now);
+    h2.sweep(now);
   }, tick);
 
   let stopped: Promise<void> | undefined;
@@ -215,6 +223,7 @@ export function startSocketEngine(opts: SocketEngineOptions): SocketEngine {
     port: listener.port,
     closeIdle(backend) {
       pool.closeIdle(backend);
+      h2.closeIdle(backend);
     },
     renewTls(m) {
       addServerNames(listener, m);
@@ -227,13 +236,13 @@ export function startSocketEngine(opts: SocketEngineOptions): SocketEngine {
       env.idleTimeout = next.idleTimeout;
       env.acceptProxy = next.acceptProxy;
       if (opts.tls === undefined) {
-        if (next.http2 === undefined) h2 = undefined;
-        else if (h2 === undefined) h2 = new H2Front(next.http2, next.limits);
-        else h2.reconfigure(next.http2, next.limits);
-      } else if (h2 !== undefined && next.http2 !== undefined) {
-        h2.reconfigure(next.http2, next.limits);
+        if (next.http2 === undefined) h2Front = undefined;
+        else if (h2Front === undefined) h2Front = new H2Front(next.http2, next.limits);
+        else h2Front.reconfigure(next.http2, next.limits);
+      } else if (h2Front !== undefined && next.http2 !== undefined) {
+        h2Front.reconfigure(next.http2, next.limits);
       }
-      env.h2 = h2?.takeover;
+      env.h2 = h2Front?.takeover;
       maxConnections = next.limits.maxConnections;
       if (next.limits.maxConnectionsPerClient !== env.clientConnections.max) {
         env.clientConnections.setMax(next.limits.maxConnectionsPerClient);
@@ -241,6 +250,7 @@ export function startSocketEngine(opts: SocketEngineOptions): SocketEngine {
       }
       traffic = next.traffic;
       pool.opts = next.upstream;
+      h2.opts = next.upstream;
     },
     stop(force = false, noticeMs = 0, listenerFirst = false) {
       if (force) {
@@ -250,6 +260,7 @@ export function startSocketEngine(opts: SocketEngineOptions): SocketEngine {
         listener.stop(true);
         clearInterval(sweeper);
         pool.closeIdle();
+        h2.closeIdle();
         return Promise.resolve();
       }
       stopped ??= new Promise<void>((resolve) => {
@@ -260,6 +271,7 @@ export function startSocketEngine(opts: SocketEngineOptions): SocketEngine {
           const done = () => {
             clearInterval(sweeper);
             pool.closeIdle();
+            h2.closeIdle();
             resolve();
           };
           if (connections.size === 0) return done();

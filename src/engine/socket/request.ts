@@ -10,7 +10,7 @@ import type { Routed } from "../../forward/router.ts";
 import type { ErrorAnswer } from "../../errors.ts";
 import type { FieldList } from "../../http/fields.ts";
 import type { RequestBody } from "./request-body.ts";
-import type { InterimSink, SocketResponse } from "./upstream.ts";
+import type { HeldResponse, InterimSink } from "./upstream.ts";
 import type { ProxiedClient } from "./client.ts";
 
 /**
@@ -43,7 +43,7 @@ export interface SocketRequest extends InterimSink {
   /** The client as a PROXY header to a backend names it (pools.*.proxyProtocol). */
   proxied(): ProxiedClient;
   /** Write the backend's response head, then its body as it comes (DownstreamWire.respond). */
-  respond(res: SocketResponse, end: BodyEnd): void;
+  respond(res: HeldResponse, end: BodyEnd): void;
   /** An answer the proxy makes itself. */
   answer(a: ErrorAnswer): void;
   /** The client went away: nothing to write. */
@@ -54,7 +54,8 @@ export interface SocketRequest extends InterimSink {
 
 /** The socket engine's downstream half of the wire: each request answers through its own client side. */
 export const socketDownstream: DownstreamWire<SocketRequest, void> = {
-  respond: (req, res, end) => req.own.respond(res as SocketResponse, end),
+  // Both upstream wires (HTTP/1.1 and HTTP/2) answer with a HeldResponse (upstream.ts).
+  respond: (req, res, end) => req.own.respond(res as HeldResponse, end),
   answer: (req, a) => req.own.answer(a),
   gone: (req) => req.own.gone(),
   internalError: (req, e) => req.own.internalError(e),

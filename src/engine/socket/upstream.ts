@@ -26,6 +26,10 @@ import type { ProxiedClient } from "./client.ts";
 export interface UpstreamPoolOptions {
   /** Idle connections kept per backend; more are closed when they come back. */
   maxIdlePerBackend: number;
+  /** HTTP/2 backends (engine/h2/): connections per backend at most (limits.h2SessionsPerBackend). */
+  h2SessionsPerBackend?: number;
+  /** HTTP/2 backends: streams in flight per connection at most (limits.h2StreamsPerSession). */
+  h2StreamsPerSession?: number;
   /** An idle connection is closed after this long: below the backends' own keep-alive timeouts. */
   idleTimeoutMs: number;
   /** Time to open a connection. */
@@ -51,8 +55,12 @@ export interface ResponseSink {
  */
 export type Framing = "none" | "length" | "chunked" | "close" | "tunnel";
 
-/** A response head from a backend, its body held until the client side attaches a sink. */
-export class SocketResponse implements UpstreamResponse {
+/**
+ * A response head from a backend, its body held until the client side attaches a sink: what
+ * the client side (client.ts's Exchange) reads, whichever wire read the response (this file's
+ * HTTP/1.1 connections, or engine/h2/'s streams).
+ */
+export abstract class HeldResponse implements UpstreamResponse {
   /** Body pieces that arrived before a sink was attached. */
   held: Uint8Array[] = [];
   /**
@@ -67,9 +75,14 @@ export class SocketResponse implements UpstreamResponse {
   complete = false;
   failure: { by: "client" | "backend"; detail: string } | undefined;
   sink: ResponseSink | undefined;
+  /**
+   * The trailer section that ended the body, when the backend sent one (set before `complete`
+   * and the sink's end()): for a client side that can pass trailers on. HTTP/1.1 backends' are
+   * dropped by the parser (llhttp.ts), so only HTTP/2 responses carry them.
+   */
+  trailers: FieldList | undefined;
 
   constructor(
-    readonly conn: UpstreamConn,
     readonly status: number,
     readonly statusText: string,
     readonly headers: FieldList,
@@ -80,6 +93,21 @@ export class SocketResponse implements UpstreamResponse {
   attach(sink: ResponseSink): void {
     this.sink = sink;
     if (this.failure) sink.fail(this.failure.by, this.failure.detail);
+  }
+
+  abstract discard(): void;
+}
+
+/** A response read on an HTTP/1.1 upstream connection. */
+export class SocketResponse extends HeldResponse {
+  constructor(
+    readonly conn: UpstreamConn,
+    status: number,
+    statusText: string,
+    headers: FieldList,
+    framing: Framing,
+  ) {
+    super(status, statusText, headers, framing);
   }
 
   discard(): void {
