@@ -20,8 +20,13 @@ import { refusedMethod } from "../../http/methods.ts";
 import { RequestBody } from "../socket/request-body.ts";
 import { RoutedKind } from "../../forward/router.ts";
 import { readHead } from "./head.ts";
+import { isGrpcCall } from "../../http/grpc.ts";
 import { H2Stream } from "./stream.ts";
 import { HIGH_WATER } from "../socket/outbox.ts";
+
+function streamIfOpen(s: H2Stream): void {
+  if (!s.started && !s.done && !s.parsed) s.forward(false);
+}
 
 /** Bytes of frames gathered before they go to the socket at once (the outbox's own high mark). */
 const COALESCE_MAX = HIGH_WATER;
@@ -241,6 +246,11 @@ export class H2Connection implements TakenOver {
       body.end();
       if (!s.started) s.forward(true);
     });
+    // A gRPC call's body is a stream of messages, and a client-streaming or bidi call waits for
+    // answers before it sends more: held back until retry.bufferBody, it would never start. What
+    // has come by the end of this turn of the event loop decides: the whole body (a unary
+    // call's HEADERS and DATA come together) goes whole and can be retried; else it streams now.
+    if (isGrpcCall(head.fields)) setImmediate(streamIfOpen, s);
   }
 
   /** No stream open: the idle timeout runs. */

@@ -118,7 +118,7 @@ export class H2Try implements SlotWaiter, CancelListener, BodySink {
       return this.tell(new NetworkError(REFUSED_STREAM, `no new stream on the backend's HTTP/2 connection (${(e as { code?: string }).code ?? (e as Error).message})`));
     }
     this.stream = stream;
-    stream.on("response", (h) => this.head(h));
+    stream.on("response", (h, flags: number) => this.head(h, (flags & constants.NGHTTP2_FLAG_END_STREAM) !== 0));
     stream.on("headers", (h) => this.interim(h));
     stream.on("data", (c: Buffer) => this.data(c));
     stream.on("trailers", (h) => {
@@ -159,7 +159,8 @@ export class H2Try implements SlotWaiter, CancelListener, BodySink {
     this.req.own.interim(status, STATUS_CODES[status] ?? "", responseFields(h));
   }
 
-  private head(h: IncomingHttpHeaders): void {
+  /** The final response head; `ended`: it carried END_STREAM (no body follows: gRPC's Trailers-Only form). */
+  private head(h: IncomingHttpHeaders, ended: boolean): void {
     if (this.stage !== Stage.Sent) return;
     const status = statusOf(h);
     if (status < 200) {
@@ -175,6 +176,9 @@ export class H2Try implements SlotWaiter, CancelListener, BodySink {
     // No declared length: the client side frames it (chunked to HTTP/1.1 clients).
     else framing = "chunked";
     const res = (this.res = new H2Response(this, status, fields, framing));
+    // Complete now, so that a client side can answer in the same form: an HTTP/2 client's head
+    // then ends its stream too (a gRPC client reads grpc-status from such a head only).
+    if (ended) res.complete = true;
     const t = this.t;
     this.t = undefined;
     t?.headReceived(res);
