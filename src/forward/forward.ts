@@ -425,6 +425,14 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
     });
   }
 
+  /** Count one of the proxy's own error codes in the listener's figures and the route's. */
+  private countError(code: ProxyErrorCode): void {
+    this.s.opts.traffic.proxyErrors[code]++;
+    const routed = this.req.routed;
+    const route = routed.kind === RoutedKind.Forward ? routed.dest.traffic : routed.traffic;
+    if (route !== undefined) route.proxyErrors[code]++;
+  }
+
   /** Count an answer in the listener's figures and the route's. */
   private record(status: number): void {
     const ms = performance.now() - this.started;
@@ -451,7 +459,7 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
   }
 
   private fail(code: ProxyAnswerCode, detail?: string): Out {
-    this.s.opts.traffic.proxyErrors[code]++;
+    this.countError(code);
     const a = errorAnswer(code, messageFor(code, detail), { requestId: this.requestId, format: this.format });
     this.record(a.status);
     this.log(a.status, 0, code);
@@ -462,7 +470,7 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
     // The client broke a rule (a body too large, too slow): answered, but never a backend's fault.
     const reason = this.req.cancel.reason;
     if (reason instanceof ClientFault) return this.fail(reason.code, reason.message);
-    this.s.opts.traffic.proxyErrors.SY_CLIENT_ABORTED++;
+    this.countError("SY_CLIENT_ABORTED");
     this.record(499);
     this.log(499, 0, "SY_CLIENT_ABORTED");
     return this.s.downstream.gone(this.req);
@@ -492,7 +500,7 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
     if (this.req.cancel.aborted) return this.clientGone();
     const a = routed.answer;
     if (a === undefined) return this.fail(routed.code!, routed.detail);
-    if (routed.code !== undefined) this.s.opts.traffic.proxyErrors[routed.code]++;
+    if (routed.code !== undefined) this.countError(routed.code);
     // A refusal (not a route's redirect or fixed response) to a gRPC call, in gRPC's terms.
     const answer: ErrorAnswer =
       routed.code !== undefined && this.format === "grpc"
@@ -572,6 +580,7 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
   private next(): void {
     const entered = this.gate.enter(this.deadline - performance.now(), this);
     if (entered === true) return this.entered();
+    this.s.opts.traffic.queued++;
     // A client that leaves while its request waits takes it out of the queue at once.
     const cancel = this.req.cancel;
     const withdraw: CancelListener = { onCancel: () => this.gate.withdraw(this) };
@@ -935,7 +944,7 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
       // the backend's fault, and it counts against its health (never a client's abort).
       const backend = this.backend!;
       backend.stats.countProxyError();
-      this.s.opts.traffic.proxyErrors.SY_UPSTREAM_TRUNCATED++;
+      this.countError("SY_UPSTREAM_TRUNCATED");
       this.dest!.target.passive.failed(backend, `${failure.detail} in the response body`);
       this.log(this.status, bytes, "SY_UPSTREAM_TRUNCATED");
     } else if (failure?.by === "client") {

@@ -53,6 +53,8 @@ export class TrafficStats {
    */
   readonly localErrors: Record<LocalCode, number> = emptyLocalErrors();
   retries = 0;
+  /** Requests that waited in line for an upstream slot (fetch engine: limits.upstreamConcurrency, uploadConcurrency). */
+  queued = 0;
   /** Time from request arrival to the response head being ready, ms. */
   readonly latency = new Histogram();
 

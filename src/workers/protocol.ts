@@ -91,6 +91,8 @@ export interface TrafficFigures {
   proxyErrors: Record<ProxyErrorCode, number>;
   localErrors: Record<LocalCode, number>;
   retries: number;
+  /** Absent from a worker of an older binary (an upgrade in place): 0. */
+  queued?: number;
   latency: HistogramFigures;
 }
 
