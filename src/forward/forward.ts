@@ -57,6 +57,7 @@ import { grpcTimeoutMs, isGrpcCall } from "../http/grpc.ts";
 import { AdmissionGate, Lane, type GateSlot, type Waiter } from "./gate.ts";
 import { Cancel, type CancelListener } from "./cancel.ts";
 import { TimerList, type TimerEntry } from "./timer-list.ts";
+import { RecentFailures } from "../stats/recent-failures.ts";
 
 /** What every request of one listener's forwarder shares; the per-route part is each request's Destination (router.ts). */
 export interface ForwardOptions {
@@ -65,6 +66,8 @@ export interface ForwardOptions {
   /** The listener's figures (every route's requests together). */
   traffic: TrafficStats;
   accessLog?: AccessLog;
+  /** The last failed requests (stats/recent-failures.ts), for the dashboard. */
+  failures?: RecentFailures;
   trusted: CidrMatcher;
   preserveHost: boolean;
   /** Upstream requests in flight at once, over all backends (0: no bound). */
@@ -422,6 +425,22 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
       backends: this.tried.map((b) => b.name), attempts: this.tried.length, requestId: this.requestId, error,
       route: routed.kind === RoutedKind.Forward ? routed.dest.route : routed.route,
       pool: this.dest?.target.name,
+    });
+    if (RecentFailures.isFailure(status, error)) this.recordFailure(status, error);
+  }
+
+  /** A failed request into the recent-failures list: only failures pay for the record. */
+  private recordFailure(status: number, error: ProxyErrorCode | undefined): void {
+    const failures = this.s.opts.failures;
+    if (failures === undefined) return;
+    const routed = this.req.routed;
+    failures.add({
+      time: new Date(this.time).toISOString(), method: this.req.method, target: this.req.target, status,
+      ...(error !== undefined ? { error } : {}),
+      ...(this.detail !== "" ? { reason: this.detail } : {}),
+      route: routed.kind === RoutedKind.Forward ? routed.dest.route : routed.route,
+      ...(this.dest !== undefined ? { pool: this.dest.target.name } : {}),
+      backends: this.tried.map((b) => b.name), tries: this.tried.length, requestId: this.requestId,
     });
   }
 
