@@ -262,6 +262,7 @@ export class Balancer implements BalancerContext {
       lines.push(...this.syncRedirects(target, prev));
       this.auth.set(tokens);
       this.running = target;
+      this.guards.committed();
       // The workers take the same config in place, with the tables of its pools and the ports
       // of its listeners.
       if (this.supervisor !== undefined && ports !== undefined) lines.push(...(await this.supervisor.configure(target, ports)));

@@ -283,7 +283,10 @@ export function runWorker(): Promise<number> {
           });
           applying = applied.catch(() => {});
           applied.then(
-            (lines) => send({ t: "configured", id: m.id, lines }),
+            (lines) => {
+              guards.committed();
+              send({ t: "configured", id: m.id, lines });
+            },
             (e: unknown) => send({ t: "configured", id: m.id, lines: [], error: (e as Error).message }),
           );
           return;
