@@ -157,7 +157,7 @@ export function renderMetrics(src: SnapshotSource, poller?: BackendStatsPoller, 
     for (let k = 1; k <= 5; k++) w.sample("switchyard_requests_total", `method="${m}",code_class="${CLASSES[k - 1]}"`, counts[k] ?? 0);
   }
 
-  w.family("switchyard_proxy_errors_total", "counter", "Requests the balancer answered itself (or that the client abandoned), and connections its listeners refused (SY_TOO_MANY_CLIENT_CONNECTIONS), by error code.");
+  w.family("switchyard_proxy_errors_total", "counter", "Requests the balancer answered itself (or that the client abandoned), and connections its HTTP listeners refused (SY_TOO_MANY_CLIENT_CONNECTIONS, SY_PROXY_PROTOCOL_REFUSED), by error code.");
   for (const [code, n] of Object.entries(traffic.proxyErrors) as [ProxyErrorCode, number][]) {
     w.sample("switchyard_proxy_errors_total", `code="${code}"`, n);
   }

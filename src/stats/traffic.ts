@@ -46,6 +46,7 @@ export class TrafficStats {
     SY_RATE_LIMITED: 0,
     SY_AUTH_UNAVAILABLE: 0,
     SY_TOO_MANY_CLIENT_CONNECTIONS: 0,
+    SY_PROXY_PROTOCOL_REFUSED: 0,
   };
   /**
    * Tries that failed for want of the proxy's own resources, by code (net/network-error.ts):
