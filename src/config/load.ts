@@ -13,7 +13,7 @@ import { routeProblems } from "../route/schema.ts";
 import { expandConfig, listenerPath, poolModes, rawListeners, rawPools, shapeProblems } from "./expand.ts";
 import { isWildcardHost, parseBackendAddress } from "./address.ts";
 import { HASH_KEY_HINT } from "../policy/hash-key.ts";
-import { readPem, tlsProblems } from "../tls/certificates.ts";
+import { readPair, readPem, tlsProblems } from "../tls/certificates.ts";
 import type { ErrorCode } from "../errors.ts";
 
 export class ConfigError extends Error {
@@ -271,6 +271,9 @@ function backendTlsProblems(b: Record<string, unknown>, at: string, mode: "http"
   if (typeof b.url === "string" && !/^https:\/\//i.test(b.url)) return [`${where}: set for ${show(b.url)}; expected an https:// URL (tls applies to HTTPS backends)`];
   const problems: string[] = [];
   if (typeof b.tls.ca === "string" && b.tls.ca !== "") readPem(b.tls.ca, "CA certificate", problems, `${where}.ca`);
+  const { cert, key } = b.tls;
+  if ((cert === undefined) !== (key === undefined)) problems.push(`${where}: ${cert === undefined ? "key" : "cert"} set alone; expected cert and key together (a client certificate and its private key)`);
+  else if (typeof cert === "string" && typeof key === "string" && cert !== "" && key !== "") readPair(cert, key, where, problems);
   return problems;
 }
 

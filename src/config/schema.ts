@@ -137,6 +137,10 @@ const ListenTls = v.strictObject({
 /** A backend's TLS (https:// backends): whom to trust, the name to check, or no check at all. */
 const BackendTls = v.strictObject({
   ca: v.optional(v.pipe(pemFile, v.description("CA certificates to trust instead of the system's, e.g. a private CA."), doc({ defaultText: "the system's CAs" }))),
+  cert: v.optional(
+    v.pipe(pemFile, v.description("A client certificate (chain) to present to the backend, for backends that require mutual TLS; with `key`. Read at start and on every reload."), doc({ defaultText: "none" })),
+  ),
+  key: v.optional(v.pipe(pemFile, v.description("The private key of `cert`."), doc({ defaultText: "none" }))),
   servername: v.optional(v.pipe(serverName, v.description("The name sent in SNI and checked against the backend's certificate."), doc({ defaultText: "the URL's host" }))),
   insecureSkipVerify: v.optional(
     v.pipe(v.boolean("expected true or false"), v.description("Accept any certificate: expired, self-signed, or for another name. For tests only.")),

@@ -77,7 +77,8 @@ export function readPem(path: string, what: "certificate" | "key" | "CA certific
   return text;
 }
 
-function readPair(certPath: string, keyPath: string, field: string, problems: string[]): CertificatePair | undefined {
+/** A certificate chain and its key from their files, checked to belong together; undefined with the problems said. */
+export function readPair(certPath: string, keyPath: string, field: string, problems: string[]): CertificatePair | undefined {
   const cert = readPem(certPath, "certificate", problems, `${field}.cert`);
   const key = readPem(keyPath, "key", problems, `${field}.key`);
   if (cert === undefined || key === undefined) return undefined;
