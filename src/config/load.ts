@@ -164,6 +164,15 @@ function crossFieldProblems(input: Record<string, unknown>): string[] {
   }
   problems.push(...listenerClash(input, listeners));
   listeners.forEach((l, i) => problems.push(...listenTlsProblems(l, listenerPath(input, i))));
+  // Bun.serve verifies a client certificate but shows the handler nothing of it: the fetch
+  // engine could neither pass the certificate on nor strip forged fields for a reason.
+  if (input.engine === "fetch") {
+    listeners.forEach((l, i) => {
+      if (l.mode !== "tcp" && isPlainObject(l.tls) && l.tls.clientAuth !== undefined) {
+        problems.push(`${listenerPath(input, i)}.tls.clientAuth: set with engine "fetch"; expected engine "socket" (Bun.serve verifies a client certificate but does not show it to the handler, so it cannot reach backends)`);
+      }
+    });
+  }
   if (isPlainObject(input.dns) && Array.isArray(input.dns.servers)) {
     input.dns.servers.forEach((server, i) => {
       if (typeof server !== "string" || server === "") return;

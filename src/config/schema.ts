@@ -127,6 +127,25 @@ const ListenTls = v.strictObject({
     ),
     [],
   ),
+  clientAuth: v.optional(
+    v.pipe(
+      v.strictObject({
+        ca: v.pipe(pemFile, v.description("The CA certificates a client's certificate must chain to.")),
+        mode: v.optional(
+          v.pipe(v.picklist(["required", "optional"], 'expected "required" or "optional"'), v.description('`"required"`: a client without a valid certificate fails the handshake; `"optional"`: it is let in, and its requests carry no certificate fields.')),
+          "required",
+        ),
+        subjectHeader: v.optional(
+          v.pipe(headerName, v.description("A request field that carries the verified client certificate's subject to backends (e.g. `x-client-cert-subject`: `CN=alice,O=Example`). Removed from what clients send, so that none can forge it."), doc({ defaultText: "none" })),
+        ),
+        fingerprintHeader: v.optional(
+          v.pipe(headerName, v.description("A request field that carries the verified client certificate's SHA-256 fingerprint (lower-case hex) to backends. Removed from what clients send."), doc({ defaultText: "none" })),
+        ),
+      }),
+      v.description("Mutual TLS: ask clients for a certificate and verify it against `ca` (socket engine and TCP listeners; the fetch engine cannot pass the certificate on, and is refused). With a subject or fingerprint field named, backends learn who the client is."),
+      doc({ defaultText: "none: clients are not asked for a certificate" }),
+    ),
+  ),
   /** TLS 1.0 and 1.1 are never accepted (RFC 8996). */
   minVersion: v.optional(
     v.pipe(v.picklist(["TLSv1.2", "TLSv1.3"], 'expected "TLSv1.2" or "TLSv1.3"'), v.description('The lowest TLS version accepted; `"TLSv1.3"` refuses 1.2 too. TLS 1.0 and 1.1 are never accepted (RFC 8996).')),

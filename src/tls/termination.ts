@@ -78,7 +78,7 @@ export class TlsTermination {
 }
 
 function pathsOf(cfg: ListenTlsConfig): string[] {
-  return [cfg.cert, cfg.key, ...cfg.sni.flatMap((s) => [s.cert, s.key])];
+  return [cfg.cert, cfg.key, ...cfg.sni.flatMap((s) => [s.cert, s.key]), ...(cfg.clientAuth !== undefined ? [cfg.clientAuth.ca] : [])];
 }
 
 function describe(m: TlsMaterial): string {
