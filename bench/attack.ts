@@ -71,15 +71,17 @@ function script(kind: Kind): { first: Uint8Array; tickMs: number; tick?: (step: 
       return { first: Buffer.concat([Buffer.from(`POST /echo HTTP/1.1\r\nHost: attack\r\nContent-Length: ${1024 * 1024}\r\n\r\n`), Buffer.alloc(64 * 1024 + 1, 97)]), tickMs: 1000, tick: () => Buffer.from("a") };
     case "slow-loris":
       return { first: Buffer.from("GET / HTTP/1.1\r\nHost: attack\r\n"), tickMs: 1000, tick: (i) => Buffer.from(`X-Slow-${i}: 1\r\n`) };
-    case "h2-rapid-reset":
+    case "h2-rapid-reset": {
+      const head = h2Get("/");
       return {
         first: H2_OPEN,
         tickMs: 10,
         tick: (i) => Buffer.concat(Array.from({ length: 20 }, (_, k) => {
           const id = 2 * (20 * i + k) + 1;
-          return Buffer.concat([frame(1, 5, id, h2Get("/")), frame(3, 0, id, Buffer.from([0, 0, 0, 8]))]);
+          return Buffer.concat([frame(1, 5, id, head), frame(3, 0, id, Buffer.from([0, 0, 0, 8]))]);
         })),
       };
+    }
     case "h2-continuation": {
       const piece = frame(9, 0, 1, fieldBlock([["x-a", "b".repeat(16_000)]]));
       return { first: Buffer.concat([H2_OPEN, frame(1, 0, 1, h2Get("/"))]), tickMs: 10, tick: () => piece };

@@ -99,6 +99,24 @@ describe("hostile HTTP/2 input is bounded (socket engine)", () => {
     expect(memory() - m0).toBeLessThan(BOUND);
   }, 40_000);
 
+  test("rapid reset, each stream reset only once its try reached the backend: cut after the budget all the same", async () => {
+    const r = await rig({ http2: { maxResetsPerSecond: 20 } });
+    const h = await raw(r.balancer.port);
+    const backend = r.balancer.pool.backends[0]!;
+    let id = 1;
+    for (; id < 2000 && !h.closed; id += 2) {
+      h.get(id, "/delay/5000");
+      await waitFor(() => backend.inFlight > 0 || h.closed, "the try to be under way");
+      h.rst(id);
+      await waitFor(() => backend.inFlight === 0 || h.closed, "the try given up");
+    }
+    await waitFor(() => h.closed, "the attacker to be cut off");
+    console.log(`rapid reset, paced: cut after ${(id - 1) / 2} streams, each a try to the backend; GOAWAY ${h.goAwayCode()}`);
+    expect(h.goAwayCode()).toBe(NGHTTP2_ENHANCE_YOUR_CALM);
+    // The burst (20), and what refills while the streams go one at a time.
+    expect((id - 1) / 2).toBeLessThan(100);
+  }, 40_000);
+
   test("CONTINUATION flood (CVE-2024-27316): a header block past maxHeaderListSize is cut, never buffered", async () => {
     const r = await rig({ http2: { maxHeaderListSize: 16 * 1024 } });
     const normal = normalClient(r.balancer.url);
