@@ -69,6 +69,32 @@ function normalClient(url: string): { stop(): Promise<{ ok: number; failed: stri
 /** Requests the rig's one backend saw that the normal client did not make. */
 const attackRequests = (r: TestRig, n: { ok: number; failed: string[] }) => r.cluster.backends[0]!.requests - n.ok - n.failed.length;
 
+/** A backend whose `/big` is a 256 MiB body made as it is read: how much was read, and whether it was given up. */
+function bigBackend(): { port: number; pulled: number; cancelled: boolean; stop(): void } {
+  const piece = new Uint8Array(64 * 1024).fill(97);
+  const state = { port: 0, pulled: 0, cancelled: false, stop: () => server.stop(true) };
+  const server = Bun.serve({
+    hostname: "127.0.0.1",
+    port: 0,
+    fetch: (req) => {
+      if (new URL(req.url).pathname !== "/big") return new Response("ok");
+      return new Response(new ReadableStream({
+        pull(c) {
+          if (state.pulled >= BIG) return c.close();
+          state.pulled += piece.length;
+          c.enqueue(piece);
+        },
+        cancel() {
+          state.cancelled = true;
+        },
+      }), { headers: { "content-length": String(BIG) } });
+    },
+  });
+  state.port = server.port!;
+  return state;
+}
+const BIG = 256 * MiB;
+
 const get = (path = "/") => fieldBlock(RawH2.getFields(path));
 
 describe("hostile HTTP/2 input is bounded (socket engine)", () => {
@@ -201,29 +227,9 @@ describe("hostile HTTP/2 input is bounded (socket engine)", () => {
   }, 40_000);
 
   test("a zero flow-control window held open: the backend is read a bounded amount, the stream reset after timeouts.idle", async () => {
-    const total = 256 * MiB;
-    let pulled = 0;
-    let cancelled = false;
-    const piece = new Uint8Array(64 * 1024).fill(97);
-    const server = Bun.serve({
-      hostname: "127.0.0.1",
-      port: 0,
-      fetch: (req) => {
-        if (new URL(req.url).pathname !== "/big") return new Response("ok");
-        return new Response(new ReadableStream({
-          pull(c) {
-            if (pulled >= total) return c.close();
-            pulled += piece.length;
-            c.enqueue(piece);
-          },
-          cancel() {
-            cancelled = true;
-          },
-        }), { headers: { "content-length": String(total) } });
-      },
-    });
+    const big = bigBackend();
     try {
-      const r = await rig({ backends: [{ name: "big", url: `http://127.0.0.1:${server.port}` }], timeouts: { idle: 500 } }, 0);
+      const r = await rig({ backends: [{ name: "big", url: `http://127.0.0.1:${big.port}` }], timeouts: { idle: 500 } }, 0);
       const normal = normalClient(r.balancer.url);
       const m0 = memory();
       const h = await raw(r.balancer.port);
@@ -231,13 +237,39 @@ describe("hostile HTTP/2 input is bounded (socket engine)", () => {
       h.settings([[4, 0]]);
       h.get(1, "/big");
       await waitFor(() => h.frames.some((f) => f.type === FRAME.RST_STREAM && f.stream === 1) || h.closed, "the stream reset after timeouts.idle", 10_000);
-      console.log(`zero window: the backend was read ${(pulled / MiB).toFixed(1)} MiB of ${total / MiB} MiB`);
-      expect(pulled).toBeLessThan(BOUND);
-      await waitFor(() => cancelled && r.balancer.pool.backends[0]!.inFlight === 0, "the try given up");
+      console.log(`zero window: the backend was read ${(big.pulled / MiB).toFixed(1)} MiB of ${BIG / MiB} MiB`);
+      expect(big.pulled).toBeLessThan(BOUND);
+      await waitFor(() => big.cancelled && r.balancer.pool.backends[0]!.inFlight === 0, "the try given up");
       expect((await normal.stop()).failed).toEqual([]);
       expect(memory() - m0).toBeLessThan(BOUND);
     } finally {
-      server.stop(true);
+      big.stop();
+    }
+  }, 40_000);
+
+  test("a client that opens its windows wide and never reads its socket: the connection is cut after timeouts.idle", async () => {
+    const big = bigBackend();
+    try {
+      const r = await rig({ backends: [{ name: "big", url: `http://127.0.0.1:${big.port}` }], timeouts: { idle: 500 } }, 0);
+      const normal = normalClient(r.balancer.url);
+      const m0 = memory();
+      const h = await raw(r.balancer.port);
+      // The largest windows there are (RFC 9113 §6.9.1): flow control holds nothing back, only
+      // the socket does.
+      h.settings([[4, 2 ** 31 - 1]]);
+      h.windowUpdate(0, 2 ** 31 - 1 - 65_535);
+      h.get(1, "/big");
+      await waitFor(() => big.pulled > 0, "the answer to start");
+      h.stopReading();
+      // Writes stuck behind a client that does not read (ClientConnection's write deadline).
+      await waitFor(() => h.closed, "the connection to be cut", 10_000);
+      console.log(`not reading: the backend was read ${(big.pulled / MiB).toFixed(1)} MiB of ${BIG / MiB} MiB`);
+      expect(big.pulled).toBeLessThan(BOUND);
+      await waitFor(() => r.balancer.pool.backends[0]!.inFlight === 0, "the try given up");
+      expect((await normal.stop()).failed).toEqual([]);
+      expect(memory() - m0).toBeLessThan(BOUND);
+    } finally {
+      big.stop();
     }
   }, 40_000);
 
