@@ -17,9 +17,11 @@ const BOUND = 64 * MiB;
 
 const rigs: TestRig[] = [];
 const raws: RawH2[] = [];
+const bigs: { stop(): void }[] = [];
 afterEach(async () => {
   for (const h of raws.splice(0)) h.terminate();
   for (const r of rigs.splice(0)) await r.stop();
+  for (const b of bigs.splice(0)) b.stop();
 });
 
 async function rig(config: RigConfig = {}, count = 1): Promise<TestRig> {
@@ -94,6 +96,15 @@ function bigBackend(): { port: number; pulled: number; cancelled: boolean; stop(
   return state;
 }
 const BIG = 256 * MiB;
+
+/** A rig in front of a bigBackend (timeouts.idle 500 ms), a normal client, the memory before, and an attacker's connection. */
+async function bigRig() {
+  const big = bigBackend();
+  bigs.push(big);
+  const r = await rig({ backends: [{ name: "big", url: `http://127.0.0.1:${big.port}` }], timeouts: { idle: 500 } }, 0);
+  const normal = normalClient(r.balancer.url);
+  return { big, r, normal, m0: memory(), h: await raw(r.balancer.port) };
+}
 
 const get = (path = "/") => fieldBlock(RawH2.getFields(path));
 
@@ -227,50 +238,34 @@ describe("hostile HTTP/2 input is bounded (socket engine)", () => {
   }, 40_000);
 
   test("a zero flow-control window held open: the backend is read a bounded amount, the stream reset after timeouts.idle", async () => {
-    const big = bigBackend();
-    try {
-      const r = await rig({ backends: [{ name: "big", url: `http://127.0.0.1:${big.port}` }], timeouts: { idle: 500 } }, 0);
-      const normal = normalClient(r.balancer.url);
-      const m0 = memory();
-      const h = await raw(r.balancer.port);
-      // SETTINGS_INITIAL_WINDOW_SIZE 0 (RFC 9113 §6.5.2): the proxy may send no DATA at all.
-      h.settings([[4, 0]]);
-      h.get(1, "/big");
-      await waitFor(() => h.frames.some((f) => f.type === FRAME.RST_STREAM && f.stream === 1) || h.closed, "the stream reset after timeouts.idle", 10_000);
-      console.log(`zero window: the backend was read ${(big.pulled / MiB).toFixed(1)} MiB of ${BIG / MiB} MiB`);
-      expect(big.pulled).toBeLessThan(BOUND);
-      await waitFor(() => big.cancelled && r.balancer.pool.backends[0]!.inFlight === 0, "the try given up");
-      expect((await normal.stop()).failed).toEqual([]);
-      expect(memory() - m0).toBeLessThan(BOUND);
-    } finally {
-      big.stop();
-    }
+    const { big, r, normal, m0, h } = await bigRig();
+    // SETTINGS_INITIAL_WINDOW_SIZE 0 (RFC 9113 §6.5.2): the proxy may send no DATA at all.
+    h.settings([[4, 0]]);
+    h.get(1, "/big");
+    await waitFor(() => h.frames.some((f) => f.type === FRAME.RST_STREAM && f.stream === 1) || h.closed, "the stream reset after timeouts.idle", 10_000);
+    console.log(`zero window: the backend was read ${(big.pulled / MiB).toFixed(1)} MiB of ${BIG / MiB} MiB`);
+    expect(big.pulled).toBeLessThan(BOUND);
+    await waitFor(() => big.cancelled && r.balancer.pool.backends[0]!.inFlight === 0, "the try given up");
+    expect((await normal.stop()).failed).toEqual([]);
+    expect(memory() - m0).toBeLessThan(BOUND);
   }, 40_000);
 
   test("a client that opens its windows wide and never reads its socket: the connection is cut after timeouts.idle", async () => {
-    const big = bigBackend();
-    try {
-      const r = await rig({ backends: [{ name: "big", url: `http://127.0.0.1:${big.port}` }], timeouts: { idle: 500 } }, 0);
-      const normal = normalClient(r.balancer.url);
-      const m0 = memory();
-      const h = await raw(r.balancer.port);
-      // The largest windows there are (RFC 9113 §6.9.1): flow control holds nothing back, only
-      // the socket does.
-      h.settings([[4, 2 ** 31 - 1]]);
-      h.windowUpdate(0, 2 ** 31 - 1 - 65_535);
-      h.get(1, "/big");
-      await waitFor(() => big.pulled > 0, "the answer to start");
-      h.stopReading();
-      // Writes stuck behind a client that does not read (ClientConnection's write deadline).
-      await waitFor(() => h.closed, "the connection to be cut", 10_000);
-      console.log(`not reading: the backend was read ${(big.pulled / MiB).toFixed(1)} MiB of ${BIG / MiB} MiB`);
-      expect(big.pulled).toBeLessThan(BOUND);
-      await waitFor(() => r.balancer.pool.backends[0]!.inFlight === 0, "the try given up");
-      expect((await normal.stop()).failed).toEqual([]);
-      expect(memory() - m0).toBeLessThan(BOUND);
-    } finally {
-      big.stop();
-    }
+    const { big, r, normal, m0, h } = await bigRig();
+    // The largest windows there are (RFC 9113 §6.9.1): flow control holds nothing back, only
+    // the socket does.
+    h.settings([[4, 2 ** 31 - 1]]);
+    h.windowUpdate(0, 2 ** 31 - 1 - 65_535);
+    h.get(1, "/big");
+    await waitFor(() => big.pulled > 0, "the answer to start");
+    h.stopReading();
+    // Writes stuck behind a client that does not read (ClientConnection's write deadline).
+    await waitFor(() => h.closed, "the connection to be cut", 10_000);
+    console.log(`not reading: the backend was read ${(big.pulled / MiB).toFixed(1)} MiB of ${BIG / MiB} MiB`);
+    expect(big.pulled).toBeLessThan(BOUND);
+    await waitFor(() => r.balancer.pool.backends[0]!.inFlight === 0, "the try given up");
+    expect((await normal.stop()).failed).toEqual([]);
+    expect(memory() - m0).toBeLessThan(BOUND);
   }, 40_000);
 
   test("streams that never end, 10 on each of 20 connections: each answered 408 after timeouts.idle", async () => {
