@@ -589,6 +589,10 @@ const BaseSchema = v.strictObject({
           v.pipe(positiveInt("a whole number of frames, at least 1"), v.description("Invalid frames from a client before its session ends.")),
           1000,
         ),
+        maxResetsPerSecond: v.optional(
+          v.pipe(positiveInt("a whole number of streams, at least 1"), v.description("Streams a client may reset before they were answered, a second on average, in bursts of up to as many (rapid reset, CVE-2023-44487); past it the session ends with `ENHANCE_YOUR_CALM`.")),
+          200,
+        ),
       }),
       v.description("HTTP/2 from clients (docs/http2.md). Backends are reached as their pool says, whatever the client spoke."),
       doc({ defaultText: "each field's own default" }),
