@@ -229,6 +229,8 @@ export class H2Connection implements TakenOver {
       stream.close(constants.NGHTTP2_PROTOCOL_ERROR);
       return this.quiet();
     }
+    // tls.clientAuth: the verified client certificate's fields, never the client's own.
+    if (this.client.env.clientCert !== undefined) this.client.certify(head.fields);
     const s = new H2Stream(this, stream, head.method, head.target, head.fields);
     this.streams.add(s);
     // Other streams' deadlines stand (a new stream must not clear a stalled one's).
