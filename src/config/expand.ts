@@ -13,6 +13,7 @@
 import * as v from "valibot";
 import { ConfigSchema, POOL_OPTIONS, type Config, type ListenerConfig, type PoolConfig } from "./schema.ts";
 import { poolsOf, routeWarnings, type RouteConfig } from "../route/schema.ts";
+import { acmeTls, routeHostNames } from "../acme/paths.ts";
 
 type Raw = Record<string, unknown>;
 
@@ -292,7 +293,7 @@ export function expandConfig(parsed: Parsed, raw: Raw): Config {
       ...(proxyProtocol !== undefined ? { proxyProtocol } : {}),
     };
   }
-  const listeners: ListenerConfig[] =
+  const given =
     parsed.listeners ??
     [{
       name: DEFAULT_NAME,
@@ -306,7 +307,16 @@ export function expandConfig(parsed: Parsed, raw: Raw): Config {
     }];
   const httpPools = Object.values(pools).filter((p) => p.mode === "http");
   const routes: RouteConfig[] =
-    parsed.routes ?? (listeners.some((l) => l.mode === "http") && httpPools.length === 1 ? [{ name: DEFAULT_NAME, match: {}, pool: httpPools[0]!.name } as RouteConfig] : []);
+    parsed.routes ?? (given.some((l) => l.mode === "http") && httpPools.length === 1 ? [{ name: DEFAULT_NAME, match: {}, pool: httpPools[0]!.name } as RouteConfig] : []);
+  // tls.acme: the names, and the files in acme.storage that serve them (src/acme/paths.ts).
+  const listeners: ListenerConfig[] = given.map((l) => {
+    const { tls, ...rest } = l;
+    if (tls === undefined) return rest;
+    // load.ts refused a tls with neither cert and key nor acme.
+    if (tls.acme === undefined) return { ...rest, tls: { ...tls, cert: tls.cert!, key: tls.key! } };
+    const domains = tls.acme.domains ?? routeHostNames(routes, "routes" in l ? l.routes : undefined);
+    return { ...rest, tls: acmeTls({ ...tls, acme: { ...tls.acme, domains } }, parsed.acme!.storage, domains) };
+  });
   const { backends: _b, pools: _p, listeners: _l, routes: _r, ...rest } = parsed;
   return { ...rest, pools, listeners, routes };
 }

@@ -14,6 +14,7 @@ import { expandConfig, listenerPath, poolModes, rawListeners, rawPools, shapePro
 import { isWildcardHost, parseBackendAddress } from "./address.ts";
 import { HASH_KEY_HINT } from "../policy/hash-key.ts";
 import { readPair, readPem, tlsProblems } from "../tls/certificates.ts";
+import { routeHostNames } from "../acme/paths.ts";
 import type { ErrorCode } from "../errors.ts";
 
 export class ConfigError extends Error {
@@ -163,7 +164,8 @@ function crossFieldProblems(input: Record<string, unknown>): string[] {
     problems.push(`timeouts.idle: got ${show(timeouts.idle)}, expected at most 255s in HTTP mode (Bun.serve's limit)`);
   }
   problems.push(...listenerClash(input, listeners));
-  listeners.forEach((l, i) => problems.push(...listenTlsProblems(l, listenerPath(input, i))));
+  listeners.forEach((l, i) => problems.push(...listenTlsProblems(l, listenerPath(input, i), input)));
+  if (isPlainObject(input.acme) && typeof input.acme.directoryCa === "string" && input.acme.directoryCa !== "") readPem(input.acme.directoryCa, "CA certificate", problems, "acme.directoryCa");
   // Bun.serve verifies a client certificate but shows the handler nothing of it: the fetch
   // engine could neither pass the certificate on nor strip forged fields for a reason.
   if (input.engine === "fetch") {
@@ -261,13 +263,43 @@ function dnsEntryProblems(b: Record<string, unknown>, at: string): string[] {
  * now, so that `check` finds what `serve` would). httpRedirect needs HTTPS to redirect to, and
  * a port of its own. `at`: how the listener is named ("listen" or "listeners[i]").
  */
-function listenTlsProblems(l: Record<string, unknown>, at: string): string[] {
+function listenTlsProblems(l: Record<string, unknown>, at: string, input: Record<string, unknown>): string[] {
   const tlsIn = v.safeParse(ListenTlsSchema, l.tls);
-  const problems = l.tls !== undefined && tlsIn.success && tlsIn.output !== undefined ? tlsProblems(tlsIn.output).map((p) => p.replace(/^listen\.tls/, `${at}.tls`)) : [];
+  const tls = l.tls !== undefined && tlsIn.success ? tlsIn.output : undefined;
+  const problems: string[] = [];
+  if (tls !== undefined && tls.acme === undefined && (tls.cert === undefined || tls.key === undefined)) {
+    problems.push(tls.cert === undefined && tls.key === undefined ? `${at}.tls: neither cert and key nor acme; expected cert and key files, or acme to get them from a CA` : `${at}.tls.${tls.cert === undefined ? "cert" : "key"}: missing; expected both cert and key`);
+  } else if (tls !== undefined && tls.acme === undefined) {
+    problems.push(...tlsProblems({ ...tls, cert: tls.cert!, key: tls.key! }).map((p) => p.replace(/^listen\.tls/, `${at}.tls`)));
+  } else if (tls?.acme !== undefined) {
+    problems.push(...acmeProblems(l, tls, at, input));
+  }
   const redirect = l.httpRedirect;
   if (isPlainObject(redirect)) {
     if (l.mode !== "tcp" && l.tls === undefined) problems.push(`${at}.httpRedirect: set without ${at}.tls; expected it only when the proxy listens over HTTPS`);
     if (typeof redirect.port === "number" && redirect.port !== 0 && redirect.port === l.port) problems.push(`${at}.httpRedirect.port: got ${redirect.port}, expected a port other than ${at}.port`);
+  }
+  return problems;
+}
+
+/**
+ * tls.acme: a store to keep the certificates in, names to order, and the files it names besides
+ * readable. The certificates themselves may not exist yet (placeholders serve until then).
+ */
+function acmeProblems(l: Record<string, unknown>, tls: NonNullable<v.InferOutput<typeof ListenTlsSchema>>, at: string, input: Record<string, unknown>): string[] {
+  const problems: string[] = [];
+  if (!isPlainObject(input.acme)) problems.push(`${at}.tls.acme: set without acme.storage; expected a top-level acme: { storage: DIRECTORY } to keep the account and certificates in`);
+  if ((tls.cert === undefined) !== (tls.key === undefined)) problems.push(`${at}.tls.${tls.cert === undefined ? "cert" : "key"}: missing; expected both cert and key, or neither (acme's first name is the default)`);
+  if (tls.cert !== undefined && tls.key !== undefined) readPair(tls.cert, tls.key, `${at}.tls`, problems);
+  tls.sni.forEach((e, i) => readPair(e.cert, e.key, `${at}.tls.sni[${i}]`, problems));
+  if (tls.clientAuth !== undefined) readPem(tls.clientAuth.ca, "CA certificate", problems, `${at}.tls.clientAuth.ca`);
+  if (tls.acme!.domains === undefined) {
+    if (l.mode === "tcp") problems.push(`${at}.tls.acme.domains: missing on a TCP listener; expected the names to get certificates for (a TCP listener has no Host routes to take them from)`);
+    else {
+      const routes = Array.isArray(input.routes) ? input.routes.filter(isPlainObject).map((r) => ({ name: String(r.name), match: isPlainObject(r.match) ? (r.match as { host?: string | string[]; sni?: unknown }) : {} })) : [];
+      const only = Array.isArray(l.routes) ? l.routes.map(String) : undefined;
+      if (routeHostNames(routes, only).length === 0) problems.push(`${at}.tls.acme.domains: missing, and no route of this listener matches an exact host; expected domains: [NAME, ...] or routes with match.host`);
+    }
   }
   return problems;
 }

@@ -111,8 +111,38 @@ const serverName = v.pipe(
  */
 export const ListenTlsSchema = v.optional(v.lazy(() => ListenTls));
 const ListenTls = v.strictObject({
-  cert: v.pipe(pemFile, v.description("The certificate chain served by default.")),
-  key: v.pipe(pemFile, v.description("The private key of `cert`.")),
+  cert: v.optional(v.pipe(pemFile, v.description("The certificate chain served by default. Required unless `acme` is set."), doc({ defaultText: "with `acme`: the certificate of its first name" }))),
+  key: v.optional(v.pipe(pemFile, v.description("The private key of `cert`. Required with `cert`."), doc({ defaultText: "with `acme`: its key" }))),
+  acme: v.optional(
+    v.pipe(
+      v.strictObject({
+        email: v.optional(v.pipe(v.string("expected an email address"), v.email('expected an email address like "ops@example.com"'), v.description("The contact address of the ACME account (RFC 8555 §7.3): the CA writes there about expiry and incidents."), doc({ defaultText: "none" }))),
+        directory: v.optional(
+          v.pipe(v.string("expected an https:// URL"), v.url("expected an https:// URL"), v.startsWith("https://", "expected an https:// URL"), v.description("The ACME directory URL of the CA (RFC 8555 §7.1.1)."), doc({ type: "URL" })),
+          "https://acme-v02.api.letsencrypt.org/directory",
+        ),
+        domains: v.optional(
+          v.pipe(
+            v.array(serverName, "expected a list of DNS names"),
+            v.minLength(1, "expected at least one DNS name"),
+            v.check((d) => d.every((n) => !n.startsWith("*.")), "expected exact names: a wildcard needs the DNS-01 challenge, which is not supported"),
+            v.description("The names to get certificates for, one certificate each; the first is served to clients that send no name (SNI) or one not listed."),
+            doc({ type: "list of DNS names", defaultText: "the exact `match.host` names of this listener's routes (wildcards left out)" }),
+          ),
+        ),
+        challenge: v.optional(
+          v.pipe(v.picklist(["http-01"], 'expected "http-01"'), v.description("How the CA checks that the names are ours: `http-01` (RFC 8555 §8.3), answered on port 80 by this listener's `httpRedirect` listener and every plain-HTTP listener, before routing.")),
+          "http-01",
+        ),
+        keyType: v.optional(
+          v.pipe(v.picklist(["ecdsa-p256", "rsa2048"], 'expected "ecdsa-p256" or "rsa2048"'), v.description("The key type of the certificates (and of a new account key).")),
+          "ecdsa-p256",
+        ),
+      }),
+      v.description("Get this listener's certificates from an ACME CA (RFC 8555: Let's Encrypt, ZeroSSL, a private step-ca...) and renew them by themselves, stored in `acme.storage`. A name with no certificate yet is served a self-signed placeholder until its order completes; a stored one is served at once at start-up. Instead of `cert`/`key` (`sni` may add more)."),
+      doc({ defaultText: "none" }),
+    ),
+  ),
   sni: v.optional(
     v.pipe(
       v.array(
@@ -281,6 +311,22 @@ const BackendList = v.pipe(v.array(Backend, "expected a list of backends"), v.mi
 /** Every option but pools, listeners and routes: those are added below, built from these. */
 const BaseSchema = v.strictObject({
   mode: v.optional(v.pipe(v.picklist(["http", "tcp"], 'expected "http" or "tcp"'), v.description('`"http"`: a layer-7 proxy of HTTP requests; `"tcp"`: a layer-4 relay of connections.')), "http"),
+  acme: v.optional(
+    v.pipe(
+      v.strictObject({
+        storage: v.pipe(
+          v.string("expected a directory path"),
+          v.nonEmpty("expected a directory path"),
+          v.description("The directory that holds the ACME account key and each name's key and certificate (files at mode 0600). Replicas may share it (a network filesystem): a name is ordered by one replica at a time, under a lock file with a lease, and every replica serves what is stored."),
+          doc({ type: "directory path" }),
+        ),
+        directoryCa: v.optional(v.pipe(pemFile, v.description("CA certificates to trust for the ACME directory instead of the system's: a private ACME server (step-ca, pebble)."), doc({ defaultText: "the system's CAs" }))),
+        lockLease: v.optional(v.pipe(positiveDuration, v.description("How long a replica's lock on a name's order holds; a lock older than this (its replica died) is taken over.")), 600_000),
+      }),
+      v.description("Where certificates from ACME (`tls.acme`) are kept, shared by every listener that uses ACME."),
+      doc({ defaultText: "none: required when a listener sets `tls.acme`" }),
+    ),
+  ),
   listen: v.optional(
     v.pipe(
       v.strictObject({
@@ -885,7 +931,10 @@ export interface PoolConfig {
   proxyProtocol?: "v1" | "v2";
 }
 
-export type ListenerConfig = v.InferOutput<typeof ListenerSchema>;
+type ParsedListener = v.InferOutput<typeof ListenerSchema>;
+/** `tls` as the listeners take it: with `acme`, load.ts has filled `cert`, `key` and `sni` in with the files of `acme.storage` (src/acme/paths.ts). */
+export type ListenerTls = Omit<NonNullable<ParsedListener["tls"]>, "cert" | "key"> & { cert: string; key: string };
+export type ListenerConfig = Omit<ParsedListener, "tls"> & { tls?: ListenerTls };
 
 /**
  * A config as the rest of the program reads it: `pools`, `listeners` and `routes` always set
