@@ -32,6 +32,7 @@ import { ConfigWatcher } from "./control/watch.ts";
 import { diffPaths, forDiff, inForce, restartNeeded } from "./control/diff.ts";
 import { resolveWorkers, WorkerSupervisor } from "./workers/supervisor.ts";
 import { serveRedirect } from "./tls/redirect.ts";
+import { AcmeManager } from "./acme/manager.ts";
 import { ListenerSet } from "./listener/listener-set.ts";
 import { RouteTraffic, type PoolSource } from "./listener/routing.ts";
 import { MirrorFactory } from "./listener/route-modifiers.ts";
@@ -139,6 +140,8 @@ export class Balancer implements BalancerContext {
   /** Each HTTPS listener's httpRedirect listener, by the HTTPS listener's name. */
   private readonly redirects = new Map<string, { host: string; port: number; server: Server<unknown> }>();
   private admin: { app: AdminApp; server: Server<unknown> } | undefined;
+  /** Certificates from ACME (tls.acme): ordered and renewed here, served from acme.storage by every listener; stopped by stop(). */
+  readonly acme: AcmeManager;
   private watcher: ConfigWatcher | undefined;
   private unlistenWorkers = () => {};
   private stopping: Promise<void> | undefined;
@@ -154,6 +157,7 @@ export class Balancer implements BalancerContext {
     this.env = opts.env ?? process.env;
     this.upgrade = opts.upgrade;
     this.changes = new ChangeLog(this.logger);
+    this.acme = new AcmeManager(this.logger);
     if (initial.listeners.some((l) => l.mode === "tcp")) this.tcp = new TcpStats();
     this.mirrors = new MirrorFactory();
     // A removed backend's idle upstream connections (socket engine) are closed with it; busy
@@ -258,6 +262,7 @@ export class Balancer implements BalancerContext {
     this.guards.keep(target.routes.map((r) => r.name));
     const dropped = this.pools.lastDropped;
     try {
+      lines.push(...(await this.acme.sync(target)));
       if (this.listeners !== undefined) lines.push(...(await this.listeners.apply(target, prev)));
       lines.push(...this.syncRedirects(target, prev));
       this.auth.set(tokens);
@@ -389,6 +394,8 @@ export class Balancer implements BalancerContext {
     this.pools.startSweeps();
     // A listener that cannot start (a port in use) must not leave probes and timers running.
     try {
+      // Every ACME name has its file (stored or a placeholder) before a listener reads it.
+      await this.acme.sync(initial);
       const workerCount = resolveWorkers(initial.workers);
       if (workerCount > 1) await this.startWorkers(workerCount);
       else {
@@ -454,7 +461,7 @@ export class Balancer implements BalancerContext {
       const port = this.portFor(key, host, from.port);
       const label = key.replace(/:(.*)$/, ' "$1"');
       const httpsKey = portKey(l, "proxy");
-      const server = bindListener(label, host, port, () => serveRedirect(host, port, () => this.ports[httpsKey] ?? 0));
+      const server = bindListener(label, host, port, () => serveRedirect(host, port, () => this.ports[httpsKey] ?? 0, () => this.running.acme?.storage));
       this.ports[key] = server.port;
       if (known !== undefined) void known.server.stop(false);
       this.redirects.set(l.name, { host, port: from.port, server });
@@ -512,6 +519,7 @@ export class Balancer implements BalancerContext {
       // connection that is about to close.
       this.lifecycle.draining = true;
       this.watcher?.stop();
+      this.acme.stop();
       for (const t of this.retiring) clearTimeout(t);
       this.retiring.clear();
       this.control.stop();

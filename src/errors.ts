@@ -202,6 +202,18 @@ export const ERRORS = {
     otherwise: "reported as problems of SY_CONFIG_INVALID",
   },
 
+  // Certificates from ACME (acme/manager.ts): logged, never an answer to a client.
+  SY_ACME_ORDER_FAILED: {
+    status: null, from: "config",
+    meaning: "An ACME order (a new certificate or a renewal) failed: the CA refused, a challenge did not validate, or the CA was unreachable. The certificate in service stays; the order is tried again after a back-off with jitter.",
+    otherwise: "logged",
+  },
+  SY_ACME_STORAGE: {
+    status: null, from: "config",
+    meaning: "acme.storage cannot be created or written (its directories, a placeholder certificate).",
+    otherwise: "serve: exit 1; a reload: refused",
+  },
+
   // Starting the process (listen-error.ts, workers/supervisor.ts).
   SY_LISTEN_FAILED: { status: null, from: "start", meaning: "A listener cannot bind its address: in use, not of this machine, or a privileged port.", otherwise: "exit 1" },
   SY_WORKER_FAILED: { status: null, from: "start", meaning: "A worker process exited or failed before it served.", otherwise: "exit 1" },

@@ -80,11 +80,22 @@ export function readPem(path: string, what: "certificate" | "key" | "CA certific
   return text;
 }
 
+/** The PEM blocks of `text` whose label matches, in order. */
+function pemBlocks(text: string, label: RegExp): string {
+  const out: string[] = [];
+  for (const m of text.matchAll(/-----BEGIN ([A-Z0-9 ]+)-----[\s\S]*?-----END \1-----/g)) if (label.test(m[1]!)) out.push(m[0]);
+  return out.join("\n") + "\n";
+}
+
 /** A certificate chain and its key from their files, checked to belong together; undefined with the problems said. */
 export function readPair(certPath: string, keyPath: string, field: string, problems: string[]): CertificatePair | undefined {
-  const cert = readPem(certPath, "certificate", problems, `${field}.cert`);
-  const key = readPem(keyPath, "key", problems, `${field}.key`);
-  if (cert === undefined || key === undefined) return undefined;
+  const certText = readPem(certPath, "certificate", problems, `${field}.cert`);
+  const keyText = readPem(keyPath, "key", problems, `${field}.key`);
+  if (certText === undefined || keyText === undefined) return undefined;
+  // One file may hold both, key and chain (HAProxy's crt, and how acme.storage keeps a name so
+  // that a renewal replaces both in one rename): each side takes only its own blocks.
+  const cert = certText === keyText ? pemBlocks(certText, /CERTIFICATE/) : certText;
+  const key = certText === keyText ? pemBlocks(keyText, /PRIVATE KEY/) : keyText;
   let x509: X509Certificate;
   try {
     x509 = new X509Certificate(cert);

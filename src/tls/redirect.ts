@@ -6,6 +6,7 @@
  */
 import type { Server } from "bun";
 import { errorResponse } from "../errors.ts";
+import { http01Answer, http01Response } from "../acme/http01.ts";
 
 export function redirectTarget(req: Request, httpsPort: number): string | undefined {
   const host = req.headers.get("host");
@@ -20,8 +21,12 @@ export function redirectTarget(req: Request, httpsPort: number): string | undefi
   return `https://${name}${httpsPort === 443 ? "" : `:${httpsPort}`}${target}`;
 }
 
-/** Start the redirecting listener; `httpsPort()` is read per request (the HTTPS port may be ephemeral). */
-export function serveRedirect(host: string, port: number, httpsPort: () => number): Server<unknown> {
+/**
+ * Start the redirecting listener; `httpsPort()` is read per request (the HTTPS port may be
+ * ephemeral). `acmeStorage()`: where pending ACME HTTP-01 answers are (acme/http01.ts), which
+ * this listener gives before redirecting anything: port 80 is where a CA asks.
+ */
+export function serveRedirect(host: string, port: number, httpsPort: () => number, acmeStorage: () => string | undefined = () => undefined): Server<unknown> {
   return Bun.serve({
     hostname: host,
     port,
@@ -29,6 +34,11 @@ export function serveRedirect(host: string, port: number, httpsPort: () => numbe
     reusePort: true,
     development: false,
     fetch(req) {
+      const storage = acmeStorage();
+      if (storage !== undefined) {
+        const answer = http01Answer(storage, new URL(req.url).pathname);
+        if (answer !== undefined) return http01Response(answer);
+      }
       const location = redirectTarget(req, httpsPort());
       if (location === undefined) {
         return errorResponse("SY_BAD_REQUEST", "a request without a usable Host cannot be redirected to HTTPS", { headers: { connection: "close" } });

@@ -1,0 +1,209 @@
+/**
+ * Certificates from ACME for every listener with `tls.acme`: the one background loop that owns
+ * ordering and renewal, started and stopped by the balancer (the process that owns the config;
+ * with `workers`, the workers only serve).
+ *
+ * How an issued certificate reaches clients: the manager writes it to `acme.storage` (one file
+ * per name, key and chain, renamed into place), and every listener serving that name reads the
+ * same file through its TlsTermination, which watches it (tls/file-watch.ts) and hands the new
+ * pair to new handshakes (socket engine: the name's context replaced; fetch engine: a new
+ * Bun.serve beside the old). So one path serves one process, every worker, and every replica
+ * sharing the store, and a renewal drops no connection.
+ *
+ * Per name: its file is made before any listener reads it (the stored certificate, or a
+ * self-signed placeholder), then the name waits until it is due: at once for a placeholder,
+ * else at two thirds of the certificate's lifetime (Let's Encrypt's advice for 90-day
+ * certificates: renew with 30 days left). Ordering takes the name's lock in the store first, so
+ * that replicas sharing it order a name once; the one that finds the lock held looks again
+ * shortly, and finds the new certificate stored. A failed order keeps the certificate in
+ * service and is tried again after a back-off with jitter (so that replicas, and names, spread).
+ *
+ * ARI (RFC 9773, the CA's renewal window) is not read: the two-thirds rule alone decides.
+ */
+import type { Config } from "../config/schema.ts";
+import type { Logger } from "../log/logger.ts";
+import { readFileSync } from "node:fs";
+import { orderCertificate, trustDirectoryCa, type OrderSettings } from "./order.ts";
+import { placeholderPem } from "./placeholder.ts";
+import { AcmeStore, type StoredCert } from "./store.ts";
+
+/** Renew when this much of the lifetime has passed. */
+export const RENEW_AT = 2 / 3;
+/** A lock held by another replica: look again this often (its order takes seconds). */
+export const LOCK_RETRY_MS = 2_000;
+/** The first back-off after a failure, doubled per failure up to BACKOFF_MAX_MS. */
+export const BACKOFF_MIN_MS = 5_000;
+export const BACKOFF_MAX_MS = 3_600_000;
+/** setTimeout's limit is 2^31-1 ms (24.8 days); a longer wait is taken in steps. */
+const MAX_TIMER_MS = 86_400_000;
+
+/** Where a name is: waiting for its next due time (or a retry), or ordering now. */
+type Phase = "waiting" | "ordering";
+
+interface NameState {
+  settings: OrderSettings;
+  phase: Phase;
+  timer: ReturnType<typeof setTimeout> | undefined;
+  failures: number;
+  /** The listener that asked for it, for the log. */
+  field: string;
+}
+
+/** When a certificate is due for renewal (ms since the epoch); now for none or a placeholder. */
+export function renewalDue(c: StoredCert | undefined, now = Date.now()): number {
+  if (c === undefined || c.placeholder) return now;
+  return c.notBefore + (c.notAfter - c.notBefore) * RENEW_AT;
+}
+
+/** The wait after `failures` failures in a row: exponential, with ±50% jitter. */
+export function backoff(failures: number, random = Math.random): number {
+  const base = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** Math.max(0, failures - 1));
+  return Math.round(base * (0.5 + random()));
+}
+
+export class AcmeError extends Error {
+  readonly code = "SY_ACME_STORAGE";
+}
+
+export class AcmeManager {
+  private store: AcmeStore | undefined;
+  private lease = 600_000;
+  private readonly names = new Map<string, NameState>();
+  private stopped = false;
+  /** Orders this process completed, by name: what the tests and the log count. */
+  readonly issued = new Map<string, number>();
+
+  constructor(private readonly logger: Logger) {}
+
+  /**
+   * Match the names to `config`: the store prepared, a file for every name (the stored
+   * certificate or a placeholder) before any listener reads it, and each name scheduled. Names
+   * no listener asks for any more are dropped (their files stay). Returns one line per change.
+   */
+  async sync(config: Config): Promise<string[]> {
+    const lines: string[] = [];
+    const wanted = new Map<string, { settings: OrderSettings; field: string }>();
+    for (const l of config.listeners) {
+      const a = l.tls?.acme;
+      if (a === undefined) continue;
+      const field = l.name === "default" ? "listen.tls.acme" : `listeners.${l.name}.tls.acme`;
+      for (const name of a.domains ?? []) {
+        if (!wanted.has(name)) wanted.set(name, { field, settings: { directory: a.directory, keyType: a.keyType, ...(a.email !== undefined ? { email: a.email } : {}) } });
+      }
+    }
+    if (wanted.size === 0 || config.acme === undefined) {
+      for (const name of [...this.names.keys()]) this.drop(name);
+      return lines;
+    }
+    if (this.store?.dir !== config.acme.storage) {
+      for (const name of [...this.names.keys()]) this.drop(name);
+      this.store = new AcmeStore(config.acme.storage);
+    }
+    const store = this.store;
+    this.lease = config.acme.lockLease;
+    trustDirectoryCa(config.acme.directoryCa !== undefined ? readFileSync(config.acme.directoryCa, "utf8") : undefined);
+    try {
+      store.prepare();
+      for (const [name, w] of wanted) {
+        const stored = store.readCert(name);
+        if (stored === undefined && store.writePlaceholderIfAbsent(name, await placeholderPem(name))) {
+          this.logger.warn(`${w.field}: ${name} has no certificate yet: serving a self-signed placeholder until its order completes`);
+        } else if (stored !== undefined && !this.names.has(name)) {
+          this.logger.info(`${w.field}: ${name}: ${stored.placeholder ? "a placeholder is stored: ordering" : `stored certificate served, valid to ${new Date(stored.notAfter).toISOString()}`}`);
+        }
+      }
+    } catch (e) {
+      throw new AcmeError(`acme.storage: cannot write ${JSON.stringify(store.dir)}: ${(e as Error).message}`);
+    }
+    for (const name of [...this.names.keys()]) if (!wanted.has(name)) {
+      this.drop(name);
+      lines.push(`acme: ${name} is no longer ordered or renewed`);
+    }
+    for (const [name, w] of wanted) {
+      const known = this.names.get(name);
+      if (known !== undefined) {
+        known.settings = w.settings;
+        known.field = w.field;
+        continue;
+      }
+      this.names.set(name, { settings: w.settings, field: w.field, phase: "waiting", timer: undefined, failures: 0 });
+      lines.push(`acme: ${name} managed`);
+      this.scheduleDue(name);
+    }
+    return lines;
+  }
+
+  /** The key authorization for an HTTP-01 token, when one is pending (read from the store, so any replica answers). */
+  http01(token: string): string | undefined {
+    return this.store?.http01(token);
+  }
+
+  /** Each name's state, for tests and display. */
+  state(name: string): { phase: Phase; failures: number } | undefined {
+    const s = this.names.get(name);
+    return s === undefined ? undefined : { phase: s.phase, failures: s.failures };
+  }
+
+  private drop(name: string): void {
+    const s = this.names.get(name);
+    if (s?.timer !== undefined) clearTimeout(s.timer);
+    this.names.delete(name);
+  }
+
+  private scheduleDue(name: string): void {
+    const now = Date.now();
+    this.schedule(name, renewalDue(this.store!.readCert(name), now) - now);
+  }
+
+  private schedule(name: string, delay: number): void {
+    const s = this.names.get(name);
+    if (s === undefined || this.stopped) return;
+    if (s.timer !== undefined) clearTimeout(s.timer);
+    s.phase = "waiting";
+    const wait = Math.max(0, Math.min(delay, MAX_TIMER_MS));
+    s.timer = setTimeout(() => {
+      s.timer = undefined;
+      void this.run(name, s);
+    }, wait);
+    s.timer.unref?.();
+  }
+
+  private async run(name: string, s: NameState): Promise<void> {
+    const store = this.store!;
+    if (this.stopped || this.names.get(name) !== s) return;
+    if (renewalDue(store.readCert(name)) > Date.now()) return this.scheduleDue(name);
+    const release = store.lock(name, this.lease);
+    // Another replica is ordering it: look again, and find its certificate stored.
+    if (release === undefined) return this.schedule(name, LOCK_RETRY_MS * (0.5 + Math.random()));
+    s.phase = "ordering";
+    try {
+      // It may have been stored between the first look and the lock.
+      const before = store.readCert(name);
+      if (renewalDue(before) <= Date.now()) {
+        const started = performance.now();
+        const issued = await orderCertificate(store, name, s.settings);
+        if (this.stopped || this.names.get(name) !== s) return;
+        store.writeCert(name, issued.key, issued.chain);
+        this.issued.set(name, (this.issued.get(name) ?? 0) + 1);
+        const now = store.readCert(name);
+        s.failures = 0;
+        this.logger.info(`${s.field}: ${name}: certificate ${before === undefined || before.placeholder ? "issued" : "renewed"} in ${Math.round(performance.now() - started)}ms, valid to ${now === undefined ? "?" : new Date(now.notAfter).toISOString()}; new handshakes get it`);
+      }
+    } catch (e) {
+      if (this.stopped) return;
+      s.failures++;
+      const wait = backoff(s.failures);
+      this.logger.error(`${s.field}: ${name}: SY_ACME_ORDER_FAILED: ${(e as Error).message}; the certificate in service stays; trying again in ${Math.round(wait / 1000)}s (failure ${s.failures})`);
+      this.schedule(name, wait);
+      return;
+    } finally {
+      release();
+    }
+    this.scheduleDue(name);
+  }
+
+  stop(): void {
+    this.stopped = true;
+    for (const s of this.names.values()) if (s.timer !== undefined) clearTimeout(s.timer);
+  }
+}

@@ -1,0 +1,239 @@
+/**
+ * `acme.storage`: the account key, each name's key and certificate, the pending HTTP-01 answers,
+ * and the locks that let replicas share one store (paths.ts has the layout).
+ *
+ * A shared directory rather than the Redis of the rate limits: the certificates must be files
+ * anyway (every worker's and every replica's TlsTermination watches them and serves a renewal
+ * by itself, tls/file-watch.ts), a directory needs no server to be up for a restart to serve what
+ * it holds, and a volume shared by replicas (NFS, a Kubernetes ReadWriteMany volume) is the
+ * usual way certificates are shared. The lock is an O_EXCL create, which NFSv3+ and local
+ * filesystems make atomic.
+ *
+ * Every file is written to a temporary name and renamed into place (readers never see half a
+ * file), at mode 0600 in directories at 0700: they hold private keys.
+ */
+import { X509Certificate } from "node:crypto";
+import { closeSync, linkSync, mkdirSync, openSync, readFileSync, renameSync, unlinkSync, writeSync, chmodSync } from "node:fs";
+import { dirname } from "node:path";
+import { hostname } from "node:os";
+import { accountFiles, certFile, http01File, lockFile, TOKEN } from "./paths.ts";
+import { PLACEHOLDER_ORG } from "./placeholder.ts";
+
+/** A name's certificate as the store holds it. */
+export interface StoredCert {
+  readonly pem: string;
+  readonly notBefore: number;
+  readonly notAfter: number;
+  /** A self-signed stand-in (placeholder.ts), not from the CA. */
+  readonly placeholder: boolean;
+  readonly fingerprint: string;
+}
+
+/** A lock's file: who holds it and until when (ms since the epoch). */
+interface LockBody {
+  readonly owner: string;
+  readonly expires: number;
+}
+
+let tmpSeq = 0;
+
+export class AcmeStore {
+  /** Names this process, in its lock files. */
+  readonly owner = `${hostname()}:${process.pid}:${Math.random().toString(36).slice(2, 8)}`;
+
+  constructor(readonly dir: string) {}
+
+  /** Create the directories (0700); throws when the storage cannot be written. */
+  prepare(): void {
+    for (const sub of ["", "accounts", "certs", "locks", "http-01"]) {
+      mkdirSync(`${this.dir}/${sub}`, { recursive: true, mode: 0o700 });
+    }
+    chmodSync(this.dir, 0o700);
+  }
+
+  /** Write `text` at `path` whole, at 0600: a temporary file, then a rename over the old one. */
+  private writeFile(path: string, text: string): void {
+    const tmp = `${path}.${process.pid}.${tmpSeq++}.tmp`;
+    const fd = openSync(tmp, "wx", 0o600);
+    try {
+      writeSync(fd, text);
+    } finally {
+      closeSync(fd);
+    }
+    renameSync(tmp, path);
+  }
+
+  private readText(path: string): string | undefined {
+    try {
+      return readFileSync(path, "utf8");
+    } catch (e) {
+      if ((e as { code?: string }).code === "ENOENT") return undefined;
+      throw e;
+    }
+  }
+
+  /** The name's stored key and certificate; undefined when there is none (or it does not read). */
+  readCert(name: string): StoredCert | undefined {
+    const pem = this.readText(certFile(this.dir, name));
+    if (pem === undefined) return undefined;
+    try {
+      const x = new X509Certificate(pem);
+      return {
+        pem,
+        notBefore: Date.parse(x.validFrom),
+        notAfter: Date.parse(x.validTo),
+        placeholder: x.subject.split("\n").includes(`O=${PLACEHOLDER_ORG}`),
+        fingerprint: x.fingerprint256,
+      };
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Put an issued key and chain in service: one rename, so a watcher reads both or neither. */
+  writeCert(name: string, keyPem: string, chainPem: string): void {
+    this.writeFile(certFile(this.dir, name), `${keyPem.trim()}\n${chainPem.trim()}\n`);
+  }
+
+  /**
+   * Write a placeholder unless the name has a file already: link() refuses to replace, so a
+   * placeholder never lands on a certificate another replica just stored. Whether it wrote.
+   */
+  writePlaceholderIfAbsent(name: string, pem: string): boolean {
+    const path = certFile(this.dir, name);
+    const tmp = `${path}.${process.pid}.${tmpSeq++}.tmp`;
+    this.writeFile(tmp, pem);
+    try {
+      linkSync(tmp, path);
+      return true;
+    } catch (e) {
+      if ((e as { code?: string }).code === "EEXIST") return false;
+      throw e;
+    } finally {
+      unlinkSync(tmp);
+    }
+  }
+
+  /**
+   * Take the lock on ordering `name` for `lease` ms: an O_EXCL create. A lock whose lease ran out
+   * (its holder died mid-order) is taken over: renamed aside, and taken only if what was renamed
+   * is still the stale lock that was read (else another replica took it over first, and it is
+   * put back). Returns the release, or undefined when another replica holds it.
+   */
+  lock(name: string, lease: number): (() => void) | undefined {
+    const path = lockFile(this.dir, name);
+    const body: LockBody = { owner: this.owner, expires: Date.now() + lease };
+    for (let attempt = 0; attempt < 2; attempt++) {
+      try {
+        const fd = openSync(path, "wx", 0o600);
+        try {
+          writeSync(fd, JSON.stringify(body));
+        } finally {
+          closeSync(fd);
+        }
+        return () => this.unlock(path);
+      } catch (e) {
+        if ((e as { code?: string }).code !== "EEXIST") throw e;
+      }
+      const held = this.readText(path);
+      if (held === undefined) continue;
+      let expires = 0;
+      try {
+        expires = (JSON.parse(held) as LockBody).expires;
+      } catch {
+        // Half-written by a holder that died between create and write: stale once old enough.
+        expires = 0;
+      }
+      if (expires > Date.now()) return undefined;
+      const aside = `${path}.${process.pid}.${tmpSeq++}.stale`;
+      try {
+        renameSync(path, aside);
+      } catch {
+        return undefined;
+      }
+      if (this.readText(aside) !== held) {
+        // A fresh lock of another replica: give it back (link fails if a third took the name).
+        try {
+          linkSync(aside, path);
+        } catch {
+          // Someone holds the name either way.
+        }
+        unlinkSync(aside);
+        return undefined;
+      }
+      unlinkSync(aside);
+    }
+    return undefined;
+  }
+
+  private unlock(path: string): void {
+    // Only our own: a lease that ran out may have been taken over.
+    const held = this.readText(path);
+    if (held === undefined) return;
+    try {
+      if ((JSON.parse(held) as LockBody).owner !== this.owner) return;
+    } catch {
+      return;
+    }
+    try {
+      unlinkSync(path);
+    } catch {
+      // Gone already.
+    }
+  }
+
+  /** RFC 8555 §8.3: the key authorization served at /.well-known/acme-challenge/TOKEN. */
+  setHttp01(token: string, keyAuthorization: string): void {
+    if (!TOKEN.test(token)) throw new Error(`the CA sent an HTTP-01 token that is not base64url: ${JSON.stringify(token)}`);
+    this.writeFile(http01File(this.dir, token), keyAuthorization);
+  }
+
+  removeHttp01(token: string): void {
+    if (!TOKEN.test(token)) return;
+    try {
+      unlinkSync(http01File(this.dir, token));
+    } catch {
+      // Gone already.
+    }
+  }
+
+  /** The answer for a token, from the store (so that any worker or replica answers): undefined when none is pending. */
+  http01(token: string): string | undefined {
+    return TOKEN.test(token) ? this.readText(http01File(this.dir, token)) : undefined;
+  }
+
+  /** The account key for a directory (PEM), made by `make` and stored the first time. */
+  async accountKey(directory: string, make: () => Promise<string>): Promise<string> {
+    const { key } = accountFiles(this.dir, directory);
+    const held = this.readText(key);
+    if (held !== undefined) return held;
+    const made = await make();
+    // Two replicas making one at once: the first stored wins, and both use it.
+    const tmp = `${key}.${process.pid}.${tmpSeq++}.tmp`;
+    this.writeFile(tmp, made);
+    try {
+      linkSync(tmp, key);
+    } catch (e) {
+      if ((e as { code?: string }).code !== "EEXIST") throw e;
+    } finally {
+      unlinkSync(tmp);
+    }
+    return this.readText(key)!;
+  }
+
+  accountUrl(directory: string): string | undefined {
+    const text = this.readText(accountFiles(this.dir, directory).url);
+    if (text === undefined) return undefined;
+    try {
+      return (JSON.parse(text) as { url?: string }).url;
+    } catch {
+      return undefined;
+    }
+  }
+
+  saveAccountUrl(directory: string, url: string): void {
+    const path = accountFiles(this.dir, directory).url;
+    mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+    this.writeFile(path, JSON.stringify({ url }));
+  }
+}

