@@ -11,6 +11,7 @@ import { mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { X509Certificate } from "node:crypto";
+import { connect } from "node:tls";
 import { startRig, type TestRig } from "../helpers/balancer.ts";
 import { curl } from "../helpers/pki.ts";
 import { freePort, startPebble, type Pebble } from "../helpers/pebble.ts";
@@ -59,6 +60,30 @@ async function served(r: TestRig, name: string, ca: string): Promise<{ ok: boole
   return { ok: res.code === 0, subject: /subject: (.*)/.exec(res.verbose)?.[1], verbose: res.verbose };
 }
 
+/** The serial of the certificate a new handshake for `name` gets (node:tls, trusting `ca`). */
+function handshakeSerial(r: TestRig, name: string, ca: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const s = connect({ host: "127.0.0.1", port: r.balancer.port, servername: name, ca: readFileSync(ca, "utf8") }, () => {
+      resolve(s.getPeerCertificate().serialNumber.toLowerCase());
+      s.destroy();
+    });
+    s.on("error", reject);
+  });
+}
+
+/** wrk -c64 over TLS for `seconds`: its totals. */
+async function wrk(url: string, seconds: number): Promise<{ requests: number; errors: number; non2xx: number; out: string }> {
+  const proc = Bun.spawn([programs.path("wrk"), "-t2", "-c64", `-d${seconds}s`, "--timeout", "5s", url], { stdout: "pipe", stderr: "pipe" });
+  const [out] = await Promise.all([new Response(proc.stdout).text(), proc.exited]);
+  const sock = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out);
+  return {
+    requests: Number(/(\d+) requests in/.exec(out)?.[1] ?? -1),
+    errors: sock ? sock.slice(1).reduce((n, x) => n + Number(x), 0) : 0,
+    non2xx: Number(/Non-2xx or 3xx responses: (\d+)/.exec(out)?.[1] ?? 0),
+    out,
+  };
+}
+
 function storedSerial(storage: string, name: string): string {
   return new X509Certificate(readFileSync(certFile(storage, name), "utf8")).serialNumber;
 }
@@ -95,6 +120,39 @@ for (const engine of ["socket", "fetch"]) {
       expect(storedSerial(storage, "a.test")).toBe(serial);
       expect(ca.orders()).toBe(2);
       expect(again.balancer.acme.issued.size).toBe(0);
+    }, 60_000);
+
+    test("short-lived certificates renewed at two thirds of their lifetime under wrk -c64: 0 failed requests, new handshakes get the new one", async () => {
+      const httpPort = freePort();
+      // 12 s certificates: renewed about every 8 s.
+      const ca = await pebble({ httpPort, validity: 12 });
+      const storage = join(dir, `renew-${engine}`);
+      const r = await rig(engine, ca, storage, httpPort, ["a.test"]);
+      // Issued, and in service for every new handshake (the fetch engine's old server listens
+      // on for DRAIN_NOTICE_MS after a renewal).
+      const stored = () => storedSerial(storage, "a.test").toLowerCase();
+      const inService = async () => {
+        try {
+          return (await handshakeSerial(r, "a.test", ca.roots)) === stored();
+        } catch {
+          return false;
+        }
+      };
+      /** Five handshakes in a row get the stored certificate. */
+      const everyHandshake = async () => {
+        for (let i = 0; i < 5; i++) if (!(await inService())) return false;
+        return true;
+      };
+      await waitFor(everyHandshake, "a.test issued and in service", 20_000, 50);
+      const first = stored();
+      // wrk sends no SNI to an address: it gets the default, which is a.test's certificate too.
+      const load = wrk(`https://127.0.0.1:${r.balancer.port}/`, 14);
+      await waitFor(() => r.logLines.some((l) => l.includes("a.test: certificate renewed")), "a renewal", 20_000, 50);
+      await waitFor(async () => stored() !== first && (await everyHandshake()), "new handshakes to get the renewed certificate", 5_000, 50);
+      const w = await load;
+      expect(w.requests).toBeGreaterThan(0);
+      expect({ errors: w.errors, non2xx: w.non2xx, out: w.errors > 0 ? w.out : "" }).toEqual({ errors: 0, non2xx: 0, out: "" });
+      expect(r.logLines.filter((l) => l.includes("SY_ACME_ORDER_FAILED"))).toEqual([]);
     }, 60_000);
 
     test("two balancers sharing one store order each name once", async () => {
