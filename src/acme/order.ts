@@ -35,11 +35,41 @@ export function trustDirectoryCa(ca: string | undefined): void {
   acme.axios.defaults.httpsAgent = ca === undefined ? undefined : new Agent({ ca });
 }
 
+/** Registrations under way, by store and directory: names ordered at once share one. */
+const registering = new Map<string, Promise<string>>();
+
+/**
+ * The account's URL (RFC 8555 §7.3): stored, or registered once. Registering a key that is
+ * registered already (a replica sharing the store did it first) answers 200, and acme-client
+ * then sends an update the CA may refuse; looking it up with onlyReturnExisting (§7.3.1) finds it.
+ */
+function accountUrlFor(store: AcmeStore, s: OrderSettings, accountKey: string): Promise<string> {
+  const known = store.accountUrl(s.directory);
+  if (known !== undefined) return Promise.resolve(known);
+  const id = `${store.dir}\0${s.directory}`;
+  let p = registering.get(id);
+  if (p === undefined) {
+    p = (async () => {
+      const client = new acme.Client({ directoryUrl: s.directory, accountKey });
+      try {
+        await client.createAccount({ onlyReturnExisting: true });
+      } catch {
+        await client.createAccount({ termsOfServiceAgreed: true, ...(s.email !== undefined ? { contact: [`mailto:${s.email}`] } : {}) });
+      }
+      const url = client.getAccountUrl();
+      store.saveAccountUrl(s.directory, url);
+      return url;
+    })().finally(() => registering.delete(id));
+    registering.set(id, p);
+  }
+  return p;
+}
+
 /** Order a certificate for `name`; the HTTP-01 answers go through the store, where every listener reads them. */
 export async function orderCertificate(store: AcmeStore, name: string, s: OrderSettings): Promise<Issued> {
   const accountKey = await store.accountKey(s.directory, () => newKey(s.keyType));
-  const accountUrl = store.accountUrl(s.directory);
-  const client = new acme.Client({ directoryUrl: s.directory, accountKey, ...(accountUrl !== undefined ? { accountUrl } : {}) });
+  const accountUrl = await accountUrlFor(store, s, accountKey);
+  const client = new acme.Client({ directoryUrl: s.directory, accountKey, accountUrl });
   const key = await newKey(s.keyType);
   const [, csr] = await acme.crypto.createCsr({ commonName: name, altNames: [name] }, key);
   const chain = await client.auto({
@@ -58,6 +88,5 @@ export async function orderCertificate(store: AcmeStore, name: string, s: OrderS
       store.removeHttp01(challenge.token);
     },
   });
-  if (accountUrl === undefined) store.saveAccountUrl(s.directory, client.getAccountUrl());
   return { key, chain };
 }

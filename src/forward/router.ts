@@ -10,6 +10,7 @@
  * Both engines call route() at head time: limits.maxBodySize and retry.bufferBody may differ
  * per route, and the socket engine refuses a body over the limit before reading it.
  */
+import { HTTP01_PREFIX, http01Answer } from "../acme/http01.ts";
 import type { Pool } from "../pool/pool.ts";
 import type { PassiveSignals } from "../health/passive.ts";
 import type { KeyExtractor } from "../policy/hash-key.ts";
@@ -157,11 +158,22 @@ export class Router {
     private readonly routes: readonly RouteRuntime[],
     /** The listener's own limits, for requests no route takes. */
     private readonly limits: RouterLimits,
+    /** A plain-HTTP listener while some listener gets certificates by ACME: where pending HTTP-01 answers are. */
+    private readonly acmeStorage?: string,
   ) {
     this.noRoute = proxyAnswer("SY_NO_ROUTE", undefined, limits);
   }
 
   route(req: RoutedRequest): Routed {
+    // RFC 8555 §8.3: the CA's HTTP-01 request is answered before any route sees it; a path
+    // with no pending token goes on to the routes as before.
+    if (this.acmeStorage !== undefined && req.target.startsWith(HTTP01_PREFIX)) {
+      const keyAuthorization = http01Answer(this.acmeStorage, req.target);
+      if (keyAuthorization !== undefined) {
+        const answer: ErrorAnswer = { status: 200, headers: { "content-type": "text/plain" }, body: keyAuthorization };
+        return { kind: RoutedKind.Answer, answer, code: undefined, detail: undefined, route: undefined, traffic: undefined, maxBodySize: this.limits.maxBodySize, bufferBody: this.limits.bufferBody };
+      }
+    }
     const m = this.table.match(req);
     if (m === undefined) return this.noRoute;
     if ("refused" in m) return proxyAnswer("SY_BAD_PATH", m.refused, this.limits);

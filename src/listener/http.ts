@@ -20,6 +20,7 @@ import { cidrMatcher } from "../net/cidr.ts";
 import { proxyAccept } from "../net/proxy-protocol.ts";
 import { bindListener, listenError } from "../listen-error.ts";
 import { readTlsMaterial, serveTls, type TlsMaterial } from "../tls/certificates.ts";
+import type { RenewCause } from "../tls/termination.ts";
 import { errorResponse } from "../errors.ts";
 import type { ForwardOptions } from "../forward/forward.ts";
 import { buildRouter } from "./routing.ts";
@@ -197,20 +198,23 @@ class FetchListener {
    * requests and WebSockets alike) and a new one with the new certificates opens on the same port
    * at once. A connection attempt in between, a few microseconds, would be refused.
    */
-  renewTls(m: TlsMaterial): void {
+  renewTls(m: TlsMaterial, cause: RenewCause): void {
     const old = this.server;
     // Read before the stop: a stopped server reports no port.
     const port = old.port!;
     this.retiring.add(old);
     this.server = this.open(port, m);
-    // Bun.serve's stop() closes the connections idle at that instant, and a keep-alive client
-    // that sends its next request just then sees it reset (wrk -c64 counted 130 read errors over
-    // two renewals). So the old server is told first and stopped after DRAIN_NOTICE_MS: until
-    // then each of its answers carries Connection: close, so a busy client closes of its own
-    // accord (RFC 9112 §9.6). New connections still reach it in that window (it is still
-    // listening; Bun.serve cannot stop accepting alone) and get the old certificate.
-    const stop = setTimeout(() => void old.stop().then(() => this.retiring.delete(old)), DRAIN_NOTICE_MS);
-    stop.unref?.();
+    const retire = () => void old.stop().then(() => this.retiring.delete(old));
+    // A reload puts them in service for every new handshake at once. Bun.serve's stop() also
+    // closes the connections idle at that instant, and a keep-alive client that sends its next
+    // request just then sees it reset (wrk -c64 counted 130 read errors over two renewals). A
+    // renewal on disk is not urgent: the old server is told first and stopped after
+    // DRAIN_NOTICE_MS, each of its answers meanwhile carrying Connection: close so that a busy
+    // client closes of its own accord (RFC 9112 §9.6). New connections may still reach it in
+    // that window (Bun.serve cannot stop accepting alone) and get the previous certificate.
+    if (cause === "reload") return retire();
+    const later = setTimeout(retire, DRAIN_NOTICE_MS);
+    later.unref?.();
   }
 
   async stop(graceful: boolean, notice: number): Promise<void> {
@@ -284,9 +288,9 @@ export class HttpListener implements Listener {
     else this.fetch!.setProxy(buildProxy(config, listener, this.ctx));
   }
 
-  renewTls(m: TlsMaterial): void {
+  renewTls(m: TlsMaterial, cause: RenewCause = "reload"): void {
     this.socket?.renewTls(m);
-    this.fetch?.renewTls(m);
+    this.fetch?.renewTls(m, cause);
   }
 
   closeIdle(backend: Backend): void {

@@ -86,7 +86,7 @@ export class ListenerSet {
         tls?.stop();
         throw e;
       }
-      tls?.onRenew((m) => listener.renewTls(m));
+      tls?.onRenew((m, cause) => listener.renewTls(m, cause));
       this.entries.set(lc.name, { listener, tls });
       if (known !== undefined) {
         known.tls?.stop();

@@ -7,6 +7,7 @@
 import type { Config, ListenerConfig } from "../config/schema.ts";
 import type { Backend } from "../pool/backend.ts";
 import type { TlsMaterial } from "../tls/certificates.ts";
+import type { RenewCause } from "../tls/termination.ts";
 import type { Logger } from "../log/logger.ts";
 import type { TrafficStats } from "../stats/traffic.ts";
 import type { AccessLog } from "../log/access.ts";
@@ -26,8 +27,8 @@ export interface Listener {
   readonly url: string;
   /** A new config for the same address: what it serves from now on (routes, limits, timeouts); what is in flight finishes as it began. */
   reconfigure(config: Config, listener: ListenerConfig): void;
-  /** Renewed certificates: new handshakes use them. */
-  renewTls(m: TlsMaterial): void;
+  /** Renewed certificates: new handshakes use them (`cause`: a reload, or their files renewed by themselves). */
+  renewTls(m: TlsMaterial, cause?: RenewCause): void;
   /** A backend left its pool: close its idle upstream connections now (socket engine). */
   closeIdle(backend: Backend): void;
   /** Stop accepting, and nothing else (the first step of a handover with workers). */

@@ -111,7 +111,9 @@ export function buildRouter(config: Config, listener: ListenerConfig, pools: Poo
       },
     };
   });
-  return new Router(table, runtimes, { maxBodySize: config.limits.maxBodySize, bufferBody: config.retry.bufferBody });
+  // A plain-HTTP listener answers ACME's HTTP-01 requests for every listener that uses ACME (port 80 may be any of them).
+  const acme = listener.tls === undefined && config.acme !== undefined && config.listeners.some((l) => l.tls?.acme !== undefined) ? config.acme.storage : undefined;
+  return new Router(table, runtimes, { maxBodySize: config.limits.maxBodySize, bufferBody: config.retry.bufferBody }, acme);
 }
 
 function definedOnly<T extends object>(o: T): Partial<T> {

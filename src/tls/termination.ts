@@ -15,10 +15,16 @@ import { readTlsMaterial, sameMaterial, TlsError } from "./certificates.ts";
 import { FileWatch } from "./file-watch.ts";
 import type { Logger } from "../log/logger.ts";
 
+/**
+ * Why certificates changed: an operator's reload (expected in service at once), or their files
+ * changed by themselves (a renewal: ACME, certbot), which a listener may put in service gently.
+ */
+export type RenewCause = "reload" | "files";
+
 export class TlsTermination {
   private current: TlsMaterial;
   private cfg: ListenTlsConfig;
-  private readonly listeners: ((m: TlsMaterial) => void)[] = [];
+  private readonly listeners: ((m: TlsMaterial, cause: RenewCause) => void)[] = [];
   private readonly files: FileWatch | undefined;
 
   /** `watch`: follow the files on disk, logging what happens to `logger` under `field` ("listen.tls"). */
@@ -40,7 +46,7 @@ export class TlsTermination {
   }
 
   /** Told the new certificates whenever a reload or a change of the files brings different ones. */
-  onRenew(fn: (m: TlsMaterial) => void): void {
+  onRenew(fn: (m: TlsMaterial, cause: RenewCause) => void): void {
     this.listeners.push(fn);
   }
 
@@ -49,7 +55,7 @@ export class TlsTermination {
     const next = readTlsMaterial(cfg);
     this.cfg = cfg;
     this.files?.watch(pathsOf(cfg));
-    return this.take(next) ? [`listen.tls: certificates re-read (${describe(next)})`] : [];
+    return this.take(next, "reload") ? [`listen.tls: certificates re-read (${describe(next)})`] : [];
   }
 
   private filesChanged(logger: Logger, field: string): void {
@@ -61,14 +67,14 @@ export class TlsTermination {
       logger.error(`${field}: the certificate files changed but do not read as a pair; the certificates in service stay: ${e.problems.join("; ")}`);
       return;
     }
-    if (this.take(next)) logger.info(`${field}: certificate files changed: new handshakes get them (${describe(next)})`);
+    if (this.take(next, "files")) logger.info(`${field}: certificate files changed: new handshakes get them (${describe(next)})`);
   }
 
   /** Put `next` in service if it differs; whether it did. */
-  private take(next: TlsMaterial): boolean {
+  private take(next: TlsMaterial, cause: RenewCause): boolean {
     if (sameMaterial(this.current, next)) return false;
     this.current = next;
-    for (const fn of this.listeners) fn(next);
+    for (const fn of this.listeners) fn(next, cause);
     return true;
   }
 

@@ -104,6 +104,7 @@ for (const engine of ["socket", "fetch"]) {
       for (const f of [certFile(storage, "a.test"), certFile(storage, "b.test")]) expect(statSync(f).mode & 0o777).toBe(0o600);
       expect(statSync(storage).mode & 0o777).toBe(0o700);
       expect(r.logLines.some((l) => l.includes("a.test: certificate issued"))).toBe(true);
+      expect(r.logLines.filter((l) => l.includes("SY_ACME_ORDER_FAILED"))).toEqual([]);
       // A request for a token with nothing pending goes on to the redirect as before.
       const other = await fetch(`http://127.0.0.1:${httpPort}/.well-known/acme-challenge/none`, { redirect: "manual" });
       expect(other.status).toBe(308);
@@ -153,6 +154,31 @@ for (const engine of ["socket", "fetch"]) {
       expect(w.requests).toBeGreaterThan(0);
       expect({ errors: w.errors, non2xx: w.non2xx, out: w.errors > 0 ? w.out : "" }).toEqual({ errors: 0, non2xx: 0, out: "" });
       expect(r.logLines.filter((l) => l.includes("SY_ACME_ORDER_FAILED"))).toEqual([]);
+    }, 60_000);
+
+    test("HTTP-01 answered by a plain-HTTP proxy listener before routing; its other requests are proxied as before", async () => {
+      const httpPort = freePort();
+      const ca = await pebble({ httpPort });
+      const storage = join(dir, `plain-${engine}`);
+      const r = await startRig(1, {
+        engine,
+        acme: { storage, directoryCa: ca.apiCa },
+        listen: undefined,
+        listeners: [
+          { name: "web", host: "127.0.0.1", port: 0, tls: { acme: { directory: ca.directory, domains: ["a.test", "b.test"] } } },
+          { name: "plain", host: "127.0.0.1", port: httpPort },
+        ],
+      });
+      cleanups.push(() => r.stop());
+      await waitFor(async () => (await served(r, "a.test", ca.roots)).ok && (await served(r, "b.test", ca.roots)).ok, "both names issued through the plain listener", 20_000, 100);
+      // No email, two names at once: one account registered, no order failed on the way.
+      expect(r.logLines.filter((l) => l.includes("SY_ACME_ORDER_FAILED"))).toEqual([]);
+      expect(ca.orders()).toBe(2);
+      // No token pending: the request goes to the backend, which answers as it would directly.
+      const path = "/.well-known/acme-challenge/none";
+      const [proxied, direct] = await Promise.all([fetch(`http://127.0.0.1:${httpPort}${path}`), fetch(`${r.cluster.backends[0]!.url}${path}`)]);
+      expect([proxied.status, await proxied.text()]).toEqual([direct.status, await direct.text()]);
+      expect(await (await fetch(`http://127.0.0.1:${httpPort}/`)).text()).toContain(r.cluster.backends[0]!.name);
     }, 60_000);
 
     test("two balancers sharing one store order each name once", async () => {
