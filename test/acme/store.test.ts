@@ -1,0 +1,121 @@
+/**
+ * acme.storage and the parts of ACME that need no CA (src/acme/): the lock replicas share
+ * (exclusive, a stale lease taken over, a live one never), files at 0600, a placeholder never
+ * written over a stored certificate, the renewal point and the back-off, and the config's
+ * checks (each names the field and what was expected) and its names taken from routes.
+ */
+import { afterAll, expect, test } from "bun:test";
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { AcmeStore } from "../../src/acme/store.ts";
+import { certFile, lockFile } from "../../src/acme/paths.ts";
+import { placeholderPem } from "../../src/acme/placeholder.ts";
+import { backoff, BACKOFF_MAX_MS, BACKOFF_MIN_MS, renewalDue } from "../../src/acme/manager.ts";
+import { http01Answer } from "../../src/acme/http01.ts";
+import { validateConfig } from "../../src/config/load.ts";
+
+const dir = mkdtempSync(join(tmpdir(), "switchyard-acme-store-"));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+function store(name: string): AcmeStore {
+  const s = new AcmeStore(join(dir, name));
+  s.prepare();
+  return s;
+}
+
+test("the lock: one holder at a time; released only by its holder; a stale lease is taken over, a live one never", () => {
+  const a = store("lock");
+  const b = new AcmeStore(a.dir);
+  const release = a.lock("a.test", 60_000);
+  expect(release).toBeDefined();
+  expect(b.lock("a.test", 60_000)).toBeUndefined();
+  expect(statSync(lockFile(a.dir, "a.test")).mode & 0o777).toBe(0o600);
+  release!();
+  const releaseB = b.lock("a.test", 60_000);
+  expect(releaseB).toBeDefined();
+  // a's release of a lock it no longer holds leaves b's alone.
+  release!();
+  expect(a.lock("a.test", 60_000)).toBeUndefined();
+  releaseB!();
+  // A holder that died: its lease ran out.
+  writeFileSync(lockFile(a.dir, "a.test"), JSON.stringify({ owner: "dead:1", expires: Date.now() - 1 }));
+  const takeover = b.lock("a.test", 60_000);
+  expect(takeover).toBeDefined();
+  expect(JSON.parse(readFileSync(lockFile(a.dir, "a.test"), "utf8")).owner).toBe(b.owner);
+  takeover!();
+});
+
+test("a placeholder is written only where no certificate is, at 0600; the store tells it from an issued one", async () => {
+  const s = store("placeholder");
+  expect(s.writePlaceholderIfAbsent("a.test", await placeholderPem("a.test"))).toBe(true);
+  expect(statSync(certFile(s.dir, "a.test")).mode & 0o777).toBe(0o600);
+  expect(statSync(s.dir).mode & 0o777).toBe(0o700);
+  const first = s.readCert("a.test")!;
+  expect(first.placeholder).toBe(true);
+  expect(s.writePlaceholderIfAbsent("a.test", await placeholderPem("a.test"))).toBe(false);
+  expect(s.readCert("a.test")!.fingerprint).toBe(first.fingerprint);
+  // Due at once: a placeholder, or nothing stored.
+  expect(renewalDue(first, 1000)).toBe(1000);
+  expect(renewalDue(undefined, 1000)).toBe(1000);
+});
+
+test("renewal at two thirds of the lifetime; back-off doubles from BACKOFF_MIN_MS with ±50% jitter, up to BACKOFF_MAX_MS", () => {
+  const c = { pem: "", fingerprint: "", placeholder: false, notBefore: 0, notAfter: 90 * 86_400_000 };
+  expect(renewalDue(c)).toBe(60 * 86_400_000);
+  expect(backoff(1, () => 0)).toBe(BACKOFF_MIN_MS / 2);
+  expect(backoff(1, () => 0.999999)).toBeCloseTo(BACKOFF_MIN_MS * 1.5, -1);
+  expect(backoff(3, () => 0.5)).toBe(BACKOFF_MIN_MS * 4);
+  expect(backoff(40, () => 0.5)).toBe(BACKOFF_MAX_MS);
+});
+
+test("HTTP-01 answers come from the store, for base64url tokens only", () => {
+  const s = store("http01");
+  s.setHttp01("tok_en-1", "tok_en-1.thumb");
+  expect(http01Answer(s.dir, "/.well-known/acme-challenge/tok_en-1")).toBe("tok_en-1.thumb");
+  expect(http01Answer(s.dir, "/.well-known/acme-challenge/other")).toBeUndefined();
+  expect(http01Answer(s.dir, "/.well-known/acme-challenge/../accounts/x.key")).toBeUndefined();
+  expect(http01Answer(undefined, "/.well-known/acme-challenge/tok_en-1")).toBeUndefined();
+  s.removeHttp01("tok_en-1");
+  expect(http01Answer(s.dir, "/.well-known/acme-challenge/tok_en-1")).toBeUndefined();
+});
+
+const backends = [{ url: "http://127.0.0.1:9" }];
+
+test("config: names from the listener's exact route hosts; the store's files serve them by SNI", () => {
+  const storage = join(dir, "cfg");
+  const c = validateConfig({
+    acme: { storage },
+    listen: { port: 0, tls: { acme: { directory: "https://ca.example/dir" } } },
+    backends,
+    routes: [
+      { name: "a", match: { host: ["a.example.com", "*.wild.example.com"] }, pool: "default" },
+      { name: "b", match: { host: "B.example.com" }, pool: "default" },
+      { name: "rest", match: {}, pool: "default" },
+    ],
+  });
+  const tls = c.listeners[0]!.tls!;
+  expect(tls.acme!.domains).toEqual(["a.example.com", "b.example.com"]);
+  expect(tls.cert).toBe(certFile(storage, "a.example.com"));
+  expect(tls.sni.map((s) => s.serverName)).toEqual(["a.example.com", "b.example.com"]);
+  expect(c.acme!.lockLease).toBe(600_000);
+});
+
+test("config: what is wrong is named, with what was expected", () => {
+  const bad = (cfg: Record<string, unknown>) => {
+    try {
+      validateConfig({ backends, ...cfg });
+    } catch (e) {
+      return (e as Error).message;
+    }
+    return "accepted";
+  };
+  expect(bad({ listen: { port: 0, tls: { acme: { domains: ["a.test"] } } } })).toContain("listen.tls.acme: set without acme.storage; expected a top-level acme: { storage: DIRECTORY }");
+  expect(bad({ acme: { storage: dir }, listen: { port: 0, tls: { acme: {} } } })).toContain("listen.tls.acme.domains: missing, and no route of this listener matches an exact host");
+  expect(bad({ acme: { storage: dir }, listen: { port: 0, tls: { acme: { domains: ["*.a.test"] } } } })).toContain("expected exact names: a wildcard needs the DNS-01 challenge");
+  expect(bad({ acme: { storage: dir }, listen: { port: 0, tls: { acme: { domains: ["a.test"], directory: "http://ca.example/dir" } } } })).toContain("expected an https:// URL");
+  expect(bad({ acme: { storage: dir }, listen: { port: 0, tls: { acme: { domains: ["a.test"], keyType: "dsa" } } } })).toContain('expected "ecdsa-p256" or "rsa2048"');
+  expect(bad({ listen: { port: 0, tls: {} } })).toContain("listen.tls: neither cert and key nor acme; expected cert and key files, or acme");
+  expect(bad({ listen: { port: 0, tls: { cert: "/x.pem" } } })).toContain("listen.tls.key: missing; expected both cert and key");
+  expect(bad({ acme: { storage: dir, directoryCa: "/nonexistent/ca.pem" }, listen: { port: 0, tls: { acme: { domains: ["a.test"] } } } })).toContain("acme.directoryCa: cannot read");
+});
