@@ -204,12 +204,12 @@ export const ERRORS = {
 
   // Certificates from ACME (acme/manager.ts): logged, never an answer to a client.
   SY_ACME_ORDER_FAILED: {
-    status: null, from: "config",
+    status: null, from: "control",
     meaning: "An ACME order (a new certificate or a renewal) failed: the CA refused, a challenge did not validate, or the CA was unreachable. The certificate in service stays; the order is tried again after a back-off with jitter.",
     otherwise: "logged",
   },
   SY_ACME_STORAGE: {
-    status: null, from: "config",
+    status: null, from: "control",
     meaning: "acme.storage cannot be created or written (its directories, a placeholder certificate).",
     otherwise: "serve: exit 1; a reload: refused",
   },
