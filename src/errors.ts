@@ -35,7 +35,9 @@ export type ErrorSource =
   /** Starting the process: listeners and workers. */
   | "start"
   /** Invariants of the runtime state: seen only when there is a bug. */
-  | "invariant";
+  | "invariant"
+  /** Certificates from ACME (src/acme/): ordering and the store; logged, never an answer. */
+  | "acme";
 
 export interface ErrorSpec {
   /** The status of the HTTP answer that carries the code; null when it never reaches HTTP. */
@@ -204,12 +206,12 @@ export const ERRORS = {
 
   // Certificates from ACME (acme/manager.ts): logged, never an answer to a client.
   SY_ACME_ORDER_FAILED: {
-    status: null, from: "control",
+    status: null, from: "acme",
     meaning: "An ACME order (a new certificate or a renewal) failed: the CA refused, a challenge did not validate, or the CA was unreachable. The certificate in service stays; the order is tried again after a back-off with jitter.",
     otherwise: "logged",
   },
   SY_ACME_STORAGE: {
-    status: null, from: "control",
+    status: null, from: "acme",
     meaning: "acme.storage cannot be created or written (its directories, a placeholder certificate).",
     otherwise: "serve: exit 1; a reload: refused",
   },

@@ -42,6 +42,10 @@ const SECTIONS: Record<ErrorSource, { title: string; about: string }> = {
     title: "Invariants",
     about: "Checks of the runtime state's own rules: seeing one is a bug worth reporting.",
   },
+  acme: {
+    title: "Certificates from ACME",
+    about: "Ordering and renewing certificates (src/acme/, [acme.md](acme.md)): logged with the listener's field and the name; the certificate in service stays.",
+  },
 };
 
 /** A table cell: no pipe or line break may end it early. */
