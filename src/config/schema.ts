@@ -311,22 +311,6 @@ const BackendList = v.pipe(v.array(Backend, "expected a list of backends"), v.mi
 /** Every option but pools, listeners and routes: those are added below, built from these. */
 const BaseSchema = v.strictObject({
   mode: v.optional(v.pipe(v.picklist(["http", "tcp"], 'expected "http" or "tcp"'), v.description('`"http"`: a layer-7 proxy of HTTP requests; `"tcp"`: a layer-4 relay of connections.')), "http"),
-  acme: v.optional(
-    v.pipe(
-      v.strictObject({
-        storage: v.pipe(
-          v.string("expected a directory path"),
-          v.nonEmpty("expected a directory path"),
-          v.description("The directory that holds the ACME account key and each name's key and certificate (files at mode 0600). Replicas may share it (a network filesystem): a name is ordered by one replica at a time, under a lock file with a lease, and every replica serves what is stored."),
-          doc({ type: "directory path" }),
-        ),
-        directoryCa: v.optional(v.pipe(pemFile, v.description("CA certificates to trust for the ACME directory instead of the system's: a private ACME server (step-ca, pebble)."), doc({ defaultText: "the system's CAs" }))),
-        lockLease: v.optional(v.pipe(positiveDuration, v.description("How long a replica's lock on a name's order holds; a lock older than this (its replica died) is taken over.")), 600_000),
-      }),
-      v.description("Where certificates from ACME (`tls.acme`) are kept, shared by every listener that uses ACME."),
-      doc({ defaultText: "none: required when a listener sets `tls.acme`" }),
-    ),
-  ),
   listen: v.optional(
     v.pipe(
       v.strictObject({
@@ -761,6 +745,22 @@ const BaseSchema = v.strictObject({
       v.description("The resolver DNS discovery (`backends[].dns`) uses."),
     ),
     {},
+  ),
+  acme: v.optional(
+    v.pipe(
+      v.strictObject({
+        storage: v.pipe(
+          v.string("expected a directory path"),
+          v.nonEmpty("expected a directory path"),
+          v.description("The directory that holds the ACME account key and each name's key and certificate (files at mode 0600). Replicas may share it (a network filesystem): a name is ordered by one replica at a time, under a lock file with a lease, and every replica serves what is stored."),
+          doc({ type: "directory path" }),
+        ),
+        directoryCa: v.optional(v.pipe(pemFile, v.description("CA certificates to trust for the ACME directory instead of the system's: a private ACME server (step-ca, pebble)."), doc({ defaultText: "the system's CAs" }))),
+        lockLease: v.optional(v.pipe(positiveDuration, v.description("How long a replica's lock on a name's order holds; a lock older than this (its replica died) is taken over.")), 600_000),
+      }),
+      v.description("Where certificates from ACME (`tls.acme`) are kept, shared by every listener that uses ACME."),
+      doc({ defaultText: "none: required when a listener sets `tls.acme`" }),
+    ),
   ),
 });
 
