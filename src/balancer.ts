@@ -271,6 +271,8 @@ export class Balancer implements BalancerContext {
       // The workers take the same config in place, with the tables of its pools and the ports
       // of its listeners.
       if (this.supervisor !== undefined && ports !== undefined) lines.push(...(await this.supervisor.configure(target, ports)));
+      // Names a reload added are ordered once every listener that answers for them is up.
+      this.acme.start();
       this.budgets?.prune(target);
       this.forgetPorts(target, prev);
     } finally {
@@ -404,6 +406,8 @@ export class Balancer implements BalancerContext {
         this.ports.proxy = this.listeners.all[0]!.port;
       }
       this.syncRedirects(initial);
+      // The CA validates against the listeners: they are up now.
+      this.acme.start();
       for (const l of initial.listeners) {
         const engine = l.mode === "http" ? ` on the ${initial.engine} engine` : "";
         const served = this.supervisor ? `, ${this.supervisor.count} worker processes` : "";

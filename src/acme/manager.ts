@@ -70,6 +70,8 @@ export class AcmeManager {
   private lease = 600_000;
   private readonly names = new Map<string, NameState>();
   private stopped = false;
+  /** Orders wait for start(): the CA validates against listeners that must be up first. */
+  private started = false;
   /** Orders this process completed, by name: what the tests and the log count. */
   readonly issued = new Map<string, number>();
 
@@ -128,9 +130,19 @@ export class AcmeManager {
       }
       this.names.set(name, { settings: w.settings, field: w.field, phase: "waiting", timer: undefined, failures: 0 });
       lines.push(`acme: ${name} managed`);
-      this.scheduleDue(name);
+      if (this.started) this.scheduleDue(name);
     }
     return lines;
+  }
+
+  /**
+   * Start ordering: called once the listeners that answer the challenges are up (at start-up,
+   * and after each reload, which may have added names and listeners). Names already scheduled
+   * or ordering are left as they are.
+   */
+  start(): void {
+    this.started = true;
+    for (const [name, s] of this.names) if (s.phase === "waiting" && s.timer === undefined) this.scheduleDue(name);
   }
 
   /** The key authorization for an HTTP-01 token, when one is pending (read from the store, so any replica answers). */

@@ -12,7 +12,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { X509Certificate } from "node:crypto";
 import { connect } from "node:tls";
-import { startRig, type TestRig } from "../helpers/balancer.ts";
+import { rigDefaults, startRig, type TestRig } from "../helpers/balancer.ts";
+import { validateConfig } from "../../src/config/load.ts";
 import { curl } from "../helpers/pki.ts";
 import { freePort, startPebble, type Pebble } from "../helpers/pebble.ts";
 import { requirePrograms } from "../helpers/system.ts";
@@ -87,6 +88,30 @@ async function wrk(url: string, seconds: number): Promise<{ requests: number; er
 function storedSerial(storage: string, name: string): string {
   return new X509Certificate(readFileSync(certFile(storage, name), "utf8")).serialNumber;
 }
+
+describe.skipIf(programs.skip)("workers", () => {
+  test("with workers: 2 the main process orders, and every worker serves the issued certificate", async () => {
+    const httpPort = freePort();
+    const ca = await pebble({ httpPort });
+    const storage = join(dir, "workers");
+    const r = await startRig(1, {
+      workers: 2,
+      acme: { storage, directoryCa: ca.apiCa },
+      listen: { host: "127.0.0.1", port: 0, tls: { acme: { directory: ca.directory, domains: ["a.test"] } }, httpRedirect: { host: "127.0.0.1", port: httpPort } },
+    });
+    cleanups.push(() => r.stop());
+    // Ten new handshakes in a row, spread over the workers by the kernel, all get pebble's.
+    await waitFor(async () => {
+      for (let i = 0; i < 10; i++) if (!(await served(r, "a.test", ca.roots)).ok) return false;
+      return true;
+    }, "every worker serving a.test's issued certificate", 30_000, 100);
+    expect(ca.orders()).toBe(1);
+    expect(r.balancer.acme.issued.get("a.test")).toBe(1);
+    expect(r.logLines.filter((l) => l.includes("SY_ACME_ORDER_FAILED"))).toEqual([]);
+    // Each worker put it in service itself, from the store's file.
+    expect(r.logLines.filter((l) => /worker \d: listen\.tls: certificate files changed/.test(l)).length).toBe(2);
+  }, 60_000);
+});
 
 for (const engine of ["socket", "fetch"]) {
   describe.skipIf(programs.skip)(`${engine} engine`, () => {
@@ -179,6 +204,25 @@ for (const engine of ["socket", "fetch"]) {
       const [proxied, direct] = await Promise.all([fetch(`http://127.0.0.1:${httpPort}${path}`), fetch(`${r.cluster.backends[0]!.url}${path}`)]);
       expect([proxied.status, await proxied.text()]).toEqual([direct.status, await direct.text()]);
       expect(await (await fetch(`http://127.0.0.1:${httpPort}/`)).text()).toContain(r.cluster.backends[0]!.name);
+    }, 60_000);
+
+    test("a reload that adds a name: a placeholder at once, then its certificate; the other name untouched", async () => {
+      const httpPort = freePort();
+      const ca = await pebble({ httpPort });
+      const storage = join(dir, `reload-${engine}`);
+      const r = await rig(engine, ca, storage, httpPort, ["a.test"]);
+      await waitFor(async () => (await served(r, "a.test", ca.roots)).ok, "a.test issued", 20_000, 100);
+      const report = await r.balancer.apply(validateConfig({
+        ...rigDefaults(), engine, log: { access: true },
+        backends: r.cluster.backends.map((b) => ({ name: b.name, url: b.url })),
+        acme: { storage, directoryCa: ca.apiCa },
+        listen: { host: "127.0.0.1", port: 0, tls: { acme: { directory: ca.directory, domains: ["a.test", "b.test"] } }, httpRedirect: { host: "127.0.0.1", port: httpPort } },
+      }));
+      expect(report.lines).toContain("acme: b.test managed");
+      expect(r.logLines.some((l) => l.includes("b.test has no certificate yet: serving a self-signed placeholder"))).toBe(true);
+      await waitFor(async () => (await served(r, "b.test", ca.roots)).ok, "b.test issued after the reload", 20_000, 100);
+      expect(ca.orders()).toBe(2);
+      expect((await served(r, "a.test", ca.roots)).ok).toBe(true);
     }, 60_000);
 
     test("two balancers sharing one store order each name once", async () => {
