@@ -18,6 +18,7 @@ import { curl } from "../helpers/pki.ts";
 import { freePort, startPebble, type Pebble } from "../helpers/pebble.ts";
 import { requirePrograms } from "../helpers/system.ts";
 import { waitFor } from "../helpers/wait.ts";
+import { wrk } from "../helpers/wrk.ts";
 import { certFile } from "../../src/acme/paths.ts";
 
 const programs = requirePrograms("the ACME tests against pebble", { pebble: "pebble", "pebble-challtestsrv": "pebble", curl: "curl", openssl: "openssl", wrk: "wrk" });
@@ -70,19 +71,6 @@ function handshakeSerial(r: TestRig, name: string, ca: string): Promise<string> 
     });
     s.on("error", reject);
   });
-}
-
-/** wrk -c64 over TLS for `seconds`: its totals. */
-async function wrk(url: string, seconds: number): Promise<{ requests: number; errors: number; non2xx: number; out: string }> {
-  const proc = Bun.spawn([programs.path("wrk"), "-t2", "-c64", `-d${seconds}s`, "--timeout", "5s", url], { stdout: "pipe", stderr: "pipe" });
-  const [out] = await Promise.all([new Response(proc.stdout).text(), proc.exited]);
-  const sock = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out);
-  return {
-    requests: Number(/(\d+) requests in/.exec(out)?.[1] ?? -1),
-    errors: sock ? sock.slice(1).reduce((n, x) => n + Number(x), 0) : 0,
-    non2xx: Number(/Non-2xx or 3xx responses: (\d+)/.exec(out)?.[1] ?? 0),
-    out,
-  };
 }
 
 function storedSerial(storage: string, name: string): string {
@@ -172,7 +160,7 @@ for (const engine of ["socket", "fetch"]) {
       await waitFor(everyHandshake, "a.test issued and in service", 20_000, 50);
       const first = stored();
       // wrk sends no SNI to an address: it gets the default, which is a.test's certificate too.
-      const load = wrk(`https://127.0.0.1:${r.balancer.port}/`, 14);
+      const load = wrk(programs.path("wrk"), `https://127.0.0.1:${r.balancer.port}/`, 14);
       await waitFor(() => r.logLines.some((l) => l.includes("a.test: certificate renewed")), "a renewal", 20_000, 50);
       await waitFor(async () => stored() !== first && (await everyHandshake()), "new handshakes to get the renewed certificate", 5_000, 50);
       const w = await load;

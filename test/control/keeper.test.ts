@@ -12,6 +12,7 @@ import type { Server } from "bun";
 import { serveProcess } from "../helpers/balancer.ts";
 import { IN_CI, requirePrograms } from "../helpers/system.ts";
 import { waitFor } from "../helpers/wait.ts";
+import { wrk as wrkRun } from "../helpers/wrk.ts";
 
 const programs = requirePrograms("the PID 1 keeper tests", { unshare: "util-linux", wrk: "wrk" });
 
@@ -63,15 +64,8 @@ function zombiesOf(pid: number): number[] {
   });
 }
 
-async function wrk(url: string, seconds: number): Promise<{ requests: number; errors: number; non2xx: number }> {
-  const proc = Bun.spawn([programs.path("wrk"), "-t2", "-c64", `-d${seconds}s`, "--timeout", "5s", url], { stdout: "pipe", stderr: "pipe" });
-  const [out] = await Promise.all([new Response(proc.stdout).text(), proc.exited]);
-  const sock = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out);
-  return {
-    requests: Number(/(\d+) requests in/.exec(out)?.[1] ?? -1),
-    errors: sock ? sock.slice(1).reduce((n, x) => n + Number(x), 0) : 0,
-    non2xx: Number(/Non-2xx or 3xx responses: (\d+)/.exec(out)?.[1] ?? 0),
-  };
+function wrk(url: string, seconds: number): ReturnType<typeof wrkRun> {
+  return wrkRun(programs.path("wrk"), url, seconds);
 }
 
 describe.skipIf(SKIP)("serve as PID 1: the keeper", () => {
