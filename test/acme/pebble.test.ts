@@ -10,7 +10,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test
 import { mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { X509Certificate } from "node:crypto";
+import { X509Certificate, createPrivateKey } from "node:crypto";
 import { connect } from "node:tls";
 import { rigDefaults, startRig, type TestRig } from "../helpers/balancer.ts";
 import { validateConfig } from "../../src/config/load.ts";
@@ -100,6 +100,38 @@ describe.skipIf(programs.skip)("workers", () => {
     expect(r.logLines.filter((l) => /worker \d: listen\.tls: certificate files changed/.test(l)).length).toBe(2);
   }, 60_000);
 });
+
+describe.skipIf(programs.skip)("key types", () => {
+  test('keyType "rsa2048": an RSA 2048 certificate key; ECDSA P-256 by default', async () => {
+    const httpPort = freePort();
+    const ca = await pebble({ httpPort });
+    const storage = join(dir, "rsa");
+    const r = await startRig(1, {
+      acme: { storage, directoryCa: ca.apiCa },
+      listen: undefined,
+      listeners: [
+        { name: "rsa", host: "127.0.0.1", port: 0, tls: { acme: { directory: ca.directory, domains: ["rsa.test"], keyType: "rsa2048" } }, httpRedirect: { host: "127.0.0.1", port: httpPort } },
+        { name: "ec", host: "127.0.0.1", port: 0, tls: { acme: { directory: ca.directory, domains: ["ec.test"] } } },
+      ],
+    });
+    cleanups.push(() => r.stop());
+    await waitFor(() => existsIssued(storage, "rsa.test") && existsIssued(storage, "ec.test"), "both issued", 20_000, 50);
+    const key = (name: string) => createPrivateKey(readFileSync(certFile(storage, name), "utf8"));
+    expect([key("rsa.test").asymmetricKeyType, key("rsa.test").asymmetricKeyDetails?.modulusLength]).toEqual(["rsa", 2048]);
+    expect([key("ec.test").asymmetricKeyType, key("ec.test").asymmetricKeyDetails?.namedCurve]).toEqual(["ec", "prime256v1"]);
+    const cert = new X509Certificate(readFileSync(certFile(storage, "rsa.test"), "utf8"));
+    expect(cert.publicKey.asymmetricKeyType).toBe("rsa");
+  }, 60_000);
+});
+
+/** Whether the store holds a certificate from the CA (not a placeholder) for `name`. */
+function existsIssued(storage: string, name: string): boolean {
+  try {
+    return !new X509Certificate(readFileSync(certFile(storage, name), "utf8")).subject.includes("placeholder");
+  } catch {
+    return false;
+  }
+}
 
 for (const engine of ["socket", "fetch"]) {
   describe.skipIf(programs.skip)(`${engine} engine`, () => {
