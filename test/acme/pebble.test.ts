@@ -41,6 +41,13 @@ async function pebble(opts: { httpPort: number; validity?: number }): Promise<Pe
   return p;
 }
 
+/** A pebble validating on a free port (where the test puts its plain-HTTP listener), and a fresh store. */
+async function setup(label: string, validity?: number): Promise<{ httpPort: number; ca: Pebble; storage: string }> {
+  const httpPort = freePort();
+  const ca = await pebble({ httpPort, ...(validity !== undefined ? { validity } : {}) });
+  return { httpPort, ca, storage: join(dir, label) };
+}
+
 async function rig(engine: string, ca: Pebble, storage: string, redirectPort: number | undefined, names = ["a.test", "b.test"]): Promise<TestRig> {
   const r = await startRig(1, {
     engine,
@@ -79,9 +86,7 @@ function storedSerial(storage: string, name: string): string {
 
 describe.skipIf(programs.skip)("workers", () => {
   test("with workers: 2 the main process orders, and every worker serves the issued certificate", async () => {
-    const httpPort = freePort();
-    const ca = await pebble({ httpPort });
-    const storage = join(dir, "workers");
+    const { httpPort, ca, storage } = await setup("workers");
     const r = await startRig(1, {
       workers: 2,
       acme: { storage, directoryCa: ca.apiCa },
@@ -103,9 +108,7 @@ describe.skipIf(programs.skip)("workers", () => {
 
 describe.skipIf(programs.skip)("key types", () => {
   test('keyType "rsa2048": an RSA 2048 certificate key; ECDSA P-256 by default', async () => {
-    const httpPort = freePort();
-    const ca = await pebble({ httpPort });
-    const storage = join(dir, "rsa");
+    const { httpPort, ca, storage } = await setup("rsa");
     const r = await startRig(1, {
       acme: { storage, directoryCa: ca.apiCa },
       listen: undefined,
@@ -136,9 +139,7 @@ function existsIssued(storage: string, name: string): boolean {
 for (const engine of ["socket", "fetch"]) {
   describe.skipIf(programs.skip)(`${engine} engine`, () => {
     test("two names issued over HTTP-01, served, stored at 0600, and served from the store at restart without a new order", async () => {
-      const httpPort = freePort();
-      const ca = await pebble({ httpPort });
-      const storage = join(dir, `issue-${engine}`);
+      const { httpPort, ca, storage } = await setup(`issue-${engine}`);
       const r = await rig(engine, ca, storage, httpPort);
       // Until its order completes a name is served a placeholder, and the log says so.
       expect(r.logLines.filter((l) => l.includes("self-signed placeholder")).length).toBe(2);
@@ -169,10 +170,8 @@ for (const engine of ["socket", "fetch"]) {
     }, 60_000);
 
     test("short-lived certificates renewed at two thirds of their lifetime under wrk -c64: no failed request (socket engine), new handshakes get the new one", async () => {
-      const httpPort = freePort();
       // 12 s certificates: renewed about every 8 s.
-      const ca = await pebble({ httpPort, validity: 12 });
-      const storage = join(dir, `renew-${engine}`);
+      const { httpPort, ca, storage } = await setup(`renew-${engine}`, 12);
       const r = await rig(engine, ca, storage, httpPort, ["a.test"]);
       // Issued, and in service for every new handshake (the fetch engine's old server listens
       // on for DRAIN_NOTICE_MS after a renewal).
@@ -214,9 +213,7 @@ for (const engine of ["socket", "fetch"]) {
     }, 60_000);
 
     test("HTTP-01 answered by a plain-HTTP proxy listener before routing; its other requests are proxied as before", async () => {
-      const httpPort = freePort();
-      const ca = await pebble({ httpPort });
-      const storage = join(dir, `plain-${engine}`);
+      const { httpPort, ca, storage } = await setup(`plain-${engine}`);
       const r = await startRig(1, {
         engine,
         acme: { storage, directoryCa: ca.apiCa },
@@ -239,9 +236,7 @@ for (const engine of ["socket", "fetch"]) {
     }, 60_000);
 
     test("a reload that adds a name: a placeholder at once, then its certificate; the other name untouched", async () => {
-      const httpPort = freePort();
-      const ca = await pebble({ httpPort });
-      const storage = join(dir, `reload-${engine}`);
+      const { httpPort, ca, storage } = await setup(`reload-${engine}`);
       const r = await rig(engine, ca, storage, httpPort, ["a.test"]);
       await waitFor(async () => (await served(r, "a.test", ca.roots)).ok, "a.test issued", 20_000, 100);
       const report = await r.balancer.apply(validateConfig({
@@ -258,9 +253,7 @@ for (const engine of ["socket", "fetch"]) {
     }, 60_000);
 
     test("two balancers sharing one store order each name once", async () => {
-      const httpPort = freePort();
-      const ca = await pebble({ httpPort });
-      const storage = join(dir, `shared-${engine}`);
+      const { httpPort, ca, storage } = await setup(`shared-${engine}`);
       // Started together, racing for the names; only the first has the port pebble validates
       // on, and it answers from the shared store whichever replica ordered.
       const [one, two] = await Promise.all([rig(engine, ca, storage, httpPort), rig(engine, ca, storage, undefined)]);
