@@ -19,7 +19,8 @@ import { PoolSet, type PoolRuntime } from "./pool/pool-set.ts";
 import type { PassiveHealth } from "./health/passive.ts";
 import { HealthMonitor } from "./health/monitor.ts";
 import { TrafficStats } from "./stats/traffic.ts";
-import { createAccessLog, type AccessLog, type LineSink } from "./log/access.ts";
+import type { AccessLog, LineSink } from "./log/access.ts";
+import { AccessLogs } from "./log/access-logs.ts";
 import { consoleLogger, type Logger } from "./log/logger.ts";
 import { createAdminApp, type AdminApp } from "./admin/app.ts";
 import { TcpStats } from "./tcp/proxy.ts";
@@ -123,7 +124,7 @@ export class Balancer implements BalancerContext {
   private running: Config;
   private readonly env: Record<string, string | undefined>;
   private readonly lifecycle = { draining: false };
-  private readonly accessLogs = new Map<string, AccessLog>();
+  private readonly accessLogs: AccessLogs;
   private readonly mirrors: MirrorFactory;
   /** What the routes' guards keep across reloads; stopped by stop(). */
   private readonly guards = new GuardState();
@@ -151,6 +152,11 @@ export class Balancer implements BalancerContext {
     this.env = opts.env ?? process.env;
     this.upgrade = opts.upgrade;
     this.changes = new ChangeLog(this.logger);
+    this.accessLogs = new AccessLogs({
+      sink: opts.accessLogSink,
+      onDrop: (n) => this.traffic.countAccessLogDrop(n),
+      onError: (msg) => this.logger.warn(msg),
+    });
     if (initial.listeners.some((l) => l.mode === "tcp")) this.tcp = new TcpStats();
     this.mirrors = new MirrorFactory();
     // A removed backend's idle upstream connections (socket engine) are closed with it; busy
@@ -344,12 +350,18 @@ export class Balancer implements BalancerContext {
     };
   }
 
-  /** One access log per format, made when first needed and kept to the end (a reload may switch back). */
+  /** The access log a config asks for (log-access-logs.ts keeps one per shape to the end: a reload may switch back). */
   private accessLogFor(config: Config): AccessLog | undefined {
-    if (!config.log.access) return undefined;
-    let log = this.accessLogs.get(config.log.format);
-    if (!log) this.accessLogs.set(config.log.format, (log = createAccessLog(config.log.format, this.opts.accessLogSink)));
-    return log;
+    return this.accessLogs.for(config);
+  }
+
+  /**
+   * SIGUSR1 (logrotate's postrotate): open the access-log files anew, here and in every worker
+   * (each appends to the file itself, so each must reopen it).
+   */
+  async reopenLogs(): Promise<void> {
+    this.supervisor?.signal("SIGUSR1");
+    await this.accessLogs.reopen();
   }
 
   /**
@@ -524,7 +536,7 @@ export class Balancer implements BalancerContext {
       await Promise.all([this.listeners?.stop(graceful, grace, handover), this.supervisor?.stop(!graceful, grace, handover)]);
       await this.admin?.app.stop();
       await this.admin?.server.stop(true);
-      for (const log of this.accessLogs.values()) await log.close();
+      await this.accessLogs.close();
       await this.guards.stop();
       this.budgets?.remove();
       await Promise.all([healthStopped, poolsStopped]);

@@ -157,6 +157,7 @@ export function renderMetrics(src: SnapshotSource, poller?: BackendStatsPoller, 
   }
 
   w.single("switchyard_retries_total", "counter", "Tries after the first, over all requests.", traffic.retries);
+  w.single("switchyard_access_log_dropped_total", "counter", "Access-log lines dropped: the queue waiting for stdout or log.file was full (log.maxBuffer), or a write failed.", traffic.accessLogDropped);
   if (httpPools.length > 0 && mode === "http") {
     w.family("switchyard_retry_budget_exhausted_total", "counter", "Retries refused because the pool's retry.budget was spent: the request got its last failure instead.");
     perPool("switchyard_retry_budget_exhausted_total", (p) => p.pool.retryBudget.exhausted, httpPools);

@@ -233,6 +233,8 @@ export interface StatsDocument {
      */
     localErrors: Record<LocalCode, number>;
     retries: number;
+    /** Access-log lines dropped (log.maxBuffer full, or a write failed), all time; with workers, all of theirs. */
+    accessLogDropped: number;
     /**
      * HTTP mode: the pools' retry budgets. Retries they refused (each request got its last
      * failure), all time, summed over the pools; the top-level budget as configured (false:
@@ -336,6 +338,7 @@ export function buildSnapshot(src: SnapshotSource, sampler: Sampler, poller: Bac
       proxyErrors: { ...traffic.proxyErrors },
       localErrors: { ...traffic.localErrors },
       retries: mode === "tcp" && src.tcpStats ? src.tcpStats.retries : traffic.retries,
+      accessLogDropped: traffic.accessLogDropped,
       ...(mode === "http"
         ? { retryBudget: { exhausted: sum(http, (p) => p.pool.retryBudget.exhausted), budget: config.retry ? budgetOf(config.retry.budget) : null } }
         : {}),

@@ -40,7 +40,7 @@
  * Response that Bun.serve writes.
  */
 import type { Backend, Lease } from "../pool/backend.ts";
-import type { AccessLog } from "../log/access.ts";
+import type { AccessEntry, AccessLog } from "../log/access.ts";
 import { methodLabel, type TrafficStats } from "../stats/traffic.ts";
 import { classifyNetworkError, describeNetworkError, errorCode, isLocalCode, refinedConnectError, type LocalCode } from "../net/network-error.ts";
 import type { CidrMatcher } from "../net/cidr.ts";
@@ -108,6 +108,22 @@ export interface ForwardRequest<Body> {
    * is blamed.
    */
   readonly cancel: Cancel;
+  /**
+   * What the access log may ask of the client's side (common/combined, log.fields): read once,
+   * when the request is logged and a chosen field needs it. Absent: "HTTP/1.1", "-".
+   */
+  details?(): RequestDetails;
+}
+
+/** The client side of a request, as the engine knows it, for the access log. */
+export interface RequestDetails {
+  /** The request line's version: "HTTP/1.1", "HTTP/1.0", "HTTP/2.0". */
+  readonly protocol: string;
+  /** Request body bytes received from the client. */
+  readonly bytesIn: number;
+  /** The client connection's TLS (the listener terminates it), when the engine can tell. */
+  readonly tlsVersion?: string;
+  readonly tlsCipher?: string;
 }
 
 /** A response head from a backend, the body still to come. */
@@ -156,6 +172,12 @@ export interface SendProgress {
  * response head in the same turn as the read that completed it (docs/performance.md).
  */
 export interface TryReceiver extends SendProgress {
+  /**
+   * The try has its connection: `reused` an idle one, else one just dialled (and, for TLS,
+   * handshaken). For the access log's upstream_connect_time; a wire that cannot tell (fetch)
+   * never calls it.
+   */
+  connected?(reused: boolean): void;
   /** The final response head arrived (its body may still be coming). */
   headReceived(res: UpstreamResponse): void;
   /** The try failed before a response head: a network error, or the try was given up. */
@@ -280,6 +302,10 @@ interface Shared<Body, Out> {
    */
   readonly timers: TimerList;
   readonly deadlines: TimerList;
+  /** The access log prints the client's Host, User-Agent or Referer (kept before the header rules run). */
+  readonly clientHeaders: boolean;
+  /** The access log prints the upstream connect time: measured only then. */
+  readonly timings: boolean;
 }
 
 export function createForwarder<Body, Out>(opts: ForwardOptions, upstream: UpstreamWire<Body>, downstream: DownstreamWire<Body, Out>): Forwarder<Body, Out> {
@@ -290,6 +316,8 @@ export function createForwarder<Body, Out>(opts: ForwardOptions, upstream: Upstr
     uploads: new AdmissionGate(opts.uploadConcurrency ?? 0),
     timers: new TimerList(),
     deadlines: new TimerList(),
+    clientHeaders: opts.accessLog?.needs.clientHeaders ?? false,
+    timings: opts.accessLog?.needs.timings ?? false,
   };
   const router = opts.router;
   return {
@@ -342,6 +370,19 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
   private lease: Lease | undefined;
   private tryCancel: Cancel | undefined;
   private tryStarted = 0;
+  /**
+   * The current try's connect and response-head times from its start, ms (-1: not known), for
+   * the access log: connect measured only when the log asks (Shared.timings), the head time is
+   * the one backend.stats counts anyway.
+   */
+  private connectMs = -1;
+  private firstByteMs = -1;
+  /** The request's trace id, set by tracing when it has one (the access log's trace_id). */
+  traceId: string | undefined = undefined;
+  /** Host, User-Agent and Referer as the client sent them, kept only when the access log prints them. */
+  private clientHost: string | undefined = undefined;
+  private userAgent: string | undefined = undefined;
+  private referer: string | undefined = undefined;
   /** The pool's retry budget said yes to the retry about to start (admitRetry). */
   private retryAdmitted = false;
   /** Where the request is in the loop (Step). */
@@ -381,6 +422,12 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
   ) {
     const headers = req.headers;
     this.requestId = headers.get("x-request-id") ?? crypto.randomUUID();
+    if (s.clientHeaders) {
+      // Before the header rules run and before a try sets the backend's Host.
+      this.clientHost = headers.get("host") ?? undefined;
+      this.userAgent = headers.get("user-agent") ?? undefined;
+      this.referer = headers.get("referer") ?? undefined;
+    }
     this.gate = req.replayable ? s.gate : s.uploads;
     const routed = req.routed;
     if (routed.kind !== RoutedKind.Forward) {
@@ -414,15 +461,45 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
   log(status: number, bytes: number, error?: ProxyErrorCode): void {
     // Logged once, when the request is over: its in-flight slot is given back.
     this.releaseSlot();
+    const log = this.s.opts.accessLog;
+    if (log === undefined) return;
+    const now = performance.now();
+    const durationMs = now - this.started;
+    // log.only, before anything is built for the line.
+    if (!log.admits(status, durationMs, error)) return;
     const req = this.req;
     const routed = req.routed;
-    this.s.opts.accessLog?.write({
-      time: this.time, client: req.clientIp, method: req.method, path: req.target, status, bytes,
-      durationMs: performance.now() - this.started,
+    const e: AccessEntry = {
+      time: this.time, client: req.clientIp, method: req.method, path: req.target, status, bytes, durationMs,
       backends: this.tried.map((b) => b.name), attempts: this.tried.length, requestId: this.requestId, error,
       route: routed.kind === RoutedKind.Forward ? routed.dest.route : routed.route,
       pool: this.dest?.target.name,
-    });
+      traceId: this.traceId,
+    };
+    const needs = log.needs;
+    if (needs.clientHeaders) {
+      e.host = this.clientHost;
+      e.userAgent = this.userAgent;
+      e.referer = this.referer;
+    }
+    if (needs.timings) {
+      if (this.connectMs >= 0) e.upstreamConnectMs = this.connectMs;
+      if (this.firstByteMs >= 0) {
+        e.upstreamFirstByteMs = this.firstByteMs;
+        // The answering try, from its start to the end of its body (now).
+        e.upstreamMs = now - this.tryStarted;
+      }
+    }
+    if (needs.connection) {
+      const d = req.details?.();
+      if (d !== undefined) {
+        e.protocol = d.protocol;
+        e.bytesIn = d.bytesIn;
+        e.tlsVersion = d.tlsVersion;
+        e.tlsCipher = d.tlsCipher;
+      }
+    }
+    log.write(e);
   }
 
   /** Count an answer in the listener's figures and the route's. */
@@ -724,6 +801,13 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
     this.tryCancel?.abort();
   }
 
+  /** From the wire (TryReceiver): the try has its connection. */
+  connected(reused: boolean): void {
+    if (this.step !== Step.Sent) return;
+    if (reused) this.connectMs = 0;
+    else if (this.s.timings) this.connectMs = performance.now() - this.tryStarted;
+  }
+
   /** From the try's timer (TimerEntry): the per-try timeout or the overall deadline ran out. */
   timerFired(): void {
     this.why = this.perTryShort ? Why.Deadline : Why.PerTry;
@@ -749,6 +833,8 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
     this.ended = false;
     this.why = Why.None;
     this.tryStarted = performance.now();
+    this.connectMs = -1;
+    this.firstByteMs = -1;
     const cancel = (this.tryCancel = new Cancel());
     this.armHeadTimer(this.tryStarted);
     this.step = Step.Sent;
@@ -792,7 +878,8 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
     // whole (bodyEnded): otherwise a backend that breaks off every body would clear its own
     // failure count with each head and never be ejected.
     if (status >= 500) passive.succeeded(backend, status);
-    backend.stats.countResponse(methodLabel(req.method), status, performance.now() - this.tryStarted);
+    const firstByteMs = (this.firstByteMs = performance.now() - this.tryStarted);
+    backend.stats.countResponse(methodLabel(req.method), status, firstByteMs);
 
     // Refused by the budget, the backend's own answer goes to the client: the last failure.
     // A retry needs somewhere to go (else the backend's own answer is the better one to give),

@@ -53,6 +53,12 @@ export class TrafficStats {
    */
   readonly localErrors: Record<LocalCode, number> = emptyLocalErrors();
   retries = 0;
+  /**
+   * Access-log lines dropped: the queue of lines waiting for stdout or the file was full
+   * (log.maxBuffer), or a write failed (src/log/access-sink.ts). The process's own total, on
+   * the balancer's TrafficStats (each listener's has none).
+   */
+  accessLogDropped = 0;
   /** Time from request arrival to the response head being ready, ms. */
   readonly latency = new Histogram();
 
@@ -60,5 +66,9 @@ export class TrafficStats {
     this.requests++;
     this.byMethod[methodLabel(method)]![Math.floor(status / 100)]! += 1;
     this.latency.record(latencyMs);
+  }
+
+  countAccessLogDrop(lines: number): void {
+    this.accessLogDropped += lines;
   }
 }

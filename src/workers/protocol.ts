@@ -91,6 +91,8 @@ export interface TrafficFigures {
   proxyErrors: Record<ProxyErrorCode, number>;
   localErrors: Record<LocalCode, number>;
   retries: number;
+  /** Access-log lines the worker dropped (TrafficStats.accessLogDropped); absent from routes'. */
+  accessLogDropped?: number;
   latency: HistogramFigures;
 }
 

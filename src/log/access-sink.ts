@@ -1,0 +1,172 @@
+/**
+ * Where access-log lines go: stdout or a file (`log.file`), written off the event loop and
+ * never waited for.
+ *
+ * - **Bounded.** Lines wait in memory up to `maxBuffer` (counted in characters, bytes for the
+ *   ASCII lines common/combined write); a line that would pass it is dropped and counted
+ *   (`onDrop`: /stats and switchyard_access_log_dropped_total). A stalled disk or a stdout
+ *   nobody reads costs at most that memory, and requests never wait for it.
+ * - **Whole lines, atomically.** Each write is a batch of whole lines of at most PIPE_BUF
+ *   (4096) bytes, one write in flight at a time, through libuv's thread pool (node:fs write).
+ *   POSIX makes a pipe write of at most PIPE_BUF bytes atomic, and a file opened O_APPEND
+ *   takes each write whole at its end (Linux holds the inode lock for it): with `workers`,
+ *   where every process writes its own lines to the same stdout or file, lines never
+ *   interleave. A single line longer than 4096 bytes is written alone, in one write: whole on
+ *   a file, but a pipe may then split it.
+ * - **Reopened on SIGUSR1** (`reopen`): the next batch goes to a file opened anew at `path`,
+ *   as logrotate's `postrotate kill -USR1` expects; a write in flight ends in the old file.
+ */
+import { close as closeFd, closeSync, open, openSync, write } from "node:fs";
+import type { LineSink } from "./access.ts";
+
+/** POSIX's PIPE_BUF on Linux: the largest write a pipe takes whole. */
+export const PIPE_BUF = 4096;
+/** `log.maxBuffer`'s default. */
+export const DEFAULT_MAX_BUFFER = 1024 * 1024;
+
+export interface AccessSinkOptions {
+  /** Characters queued at most; past it lines are dropped. */
+  maxBuffer?: number;
+  /** Told of lines dropped (a full queue, or a write that failed). */
+  onDrop?(lines: number): void;
+  /** Told when reopening the file fails (the old one is kept). */
+  onError?(message: string): void;
+}
+
+const enum State {
+  Idle = 0,
+  /** A batch is with the thread pool. */
+  Writing = 1,
+  /** close() wrote out what was queued and closed the file. */
+  Closed = 2,
+}
+
+export class AccessSink implements LineSink {
+  private lines: string[] = [];
+  /** The first line of `lines` not yet taken into a batch. */
+  private head = 0;
+  private queued = 0;
+  private state = State.Idle;
+  private closing = false;
+  private fd: number;
+  /** File descriptors replaced by reopen(), closed once the write in flight is done. */
+  private retired: number[] = [];
+  private waiters: (() => void)[] = [];
+  private readonly maxBuffer: number;
+
+  /** `path` undefined: stdout. Opening a file may throw (a missing directory, no permission): at start-up or reload, never per request. */
+  constructor(readonly path: string | undefined, private readonly o: AccessSinkOptions = {}) {
+    this.maxBuffer = o.maxBuffer ?? DEFAULT_MAX_BUFFER;
+    this.fd = path === undefined ? 1 : openSync(path, "a", 0o644);
+  }
+
+  write(line: string): void {
+    if (this.state === State.Closed || this.queued + line.length > this.maxBuffer) {
+      this.o.onDrop?.(1);
+      return;
+    }
+    this.lines.push(line);
+    this.queued += line.length;
+    if (this.queued >= PIPE_BUF && this.state === State.Idle) this.pump();
+  }
+
+  /** Start writing what is queued; resolves once all of it is written (or dropped). */
+  flush(): Promise<void> | undefined {
+    if (this.state === State.Idle) this.pump();
+    if (this.state === State.Idle || this.state === State.Closed) return undefined;
+    return new Promise((resolve) => this.waiters.push(resolve));
+  }
+
+  /** Open `path` anew (SIGUSR1 after logrotate renamed it); nothing for stdout. */
+  reopen(): Promise<void> {
+    const path = this.path;
+    if (path === undefined || this.state === State.Closed || this.closing) return Promise.resolve();
+    return new Promise((resolve) => {
+      open(path, "a", 0o644, (err, fd) => {
+        if (err) this.o.onError?.(`access log: cannot reopen ${path}: ${err.message}; writing on to the old file`);
+        else if (this.state === State.Closed || this.closing) closeFd(fd, () => {});
+        else {
+          const old = this.fd;
+          this.fd = fd;
+          if (this.state === State.Writing) this.retired.push(old);
+          else closeFd(old, () => {});
+        }
+        resolve();
+      });
+    });
+  }
+
+  /** Write out what is queued, then close the file. Lines written after this are dropped. */
+  async close(): Promise<void> {
+    this.closing = true;
+    await this.flush();
+    if (this.state === State.Closed) return;
+    this.state = State.Closed;
+    if (this.path !== undefined) closeSync(this.fd);
+  }
+
+  /** Lines queued, not yet written (for tests and /stats). */
+  get pending(): number {
+    return this.lines.length - this.head;
+  }
+
+  /** One batch of whole lines, at most PIPE_BUF bytes (or one longer line alone), to the thread pool. */
+  private pump(): void {
+    if (this.head === this.lines.length) return this.settled();
+    let buf = Buffer.allocUnsafe(PIPE_BUF);
+    let len = 0;
+    let taken = 0;
+    const lines = this.lines;
+    while (this.head < lines.length) {
+      const line = lines[this.head]!;
+      const n = Buffer.byteLength(line);
+      if (len + n > PIPE_BUF) {
+        if (len > 0) break;
+        // A line longer than a batch goes alone, in one write.
+        buf = Buffer.from(line);
+        len = n;
+      } else {
+        buf.write(line, len);
+        len += n;
+      }
+      this.queued -= line.length;
+      this.head++;
+      taken++;
+      if (len > PIPE_BUF) break;
+    }
+    if (this.head === lines.length) {
+      this.lines = [];
+      this.head = 0;
+    }
+    this.state = State.Writing;
+    this.send(buf, 0, len, taken);
+  }
+
+  private send(buf: Buffer, from: number, len: number, lines: number): void {
+    write(this.fd, buf, from, len - from, null, (err, written) => {
+      if (err) {
+        if ((err as NodeJS.ErrnoException).code === "EAGAIN") {
+          // A non-blocking stdout that is full: try the same bytes again shortly.
+          setTimeout(() => this.send(buf, from, len, lines), 5);
+          return;
+        }
+        // EPIPE, ENOSPC...: these lines are lost; count them and go on with the next batch.
+        this.o.onDrop?.(lines);
+      } else if (from + written < len) {
+        return this.send(buf, from + written, len, lines);
+      }
+      for (const fd of this.retired) closeFd(fd, () => {});
+      this.retired = [];
+      this.state = State.Idle;
+      this.pump();
+    });
+  }
+
+  /** Nothing queued and nothing in flight: whoever waits for a flush is told. */
+  private settled(): void {
+    this.state = State.Idle;
+    const waiters = this.waiters;
+    this.waiters = [];
+    for (const w of waiters) w();
+  }
+}
