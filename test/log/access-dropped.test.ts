@@ -1,0 +1,42 @@
+/**
+ * Lines the access log could not write are counted where operators look: /stats
+ * (totals.accessLogDropped) and /metrics (switchyard_access_log_dropped_total), summed over the
+ * workers. /dev/full makes every write fail for real (ENOSPC), so every line is dropped.
+ */
+import { describe, expect, test } from "bun:test";
+import { existsSync } from "node:fs";
+import { startBalancer } from "../../src/balancer.ts";
+import { validateConfig } from "../../src/config/load.ts";
+import { silentLogger } from "../../src/log/logger.ts";
+import { startCluster } from "../../sim/cluster.ts";
+import { testEngine } from "../helpers/balancer.ts";
+import { waitFor } from "../helpers/wait.ts";
+
+const engine = testEngine().engine ?? "socket";
+
+describe.skipIf(!existsSync("/dev/full"))(`dropped access-log lines are counted (${engine} engine)`, () => {
+  for (const workers of [1, 2]) {
+    test(`in /stats and /metrics (workers: ${workers})`, async () => {
+      const cluster = await startCluster({ count: 1, basePort: 0 });
+      const balancer = await startBalancer(
+        validateConfig({
+          engine, workers, listen: { host: "127.0.0.1", port: 0 }, admin: { host: "127.0.0.1", port: 0 }, healthCheck: false,
+          backends: [{ name: "b1", url: cluster.backends[0]!.url }], log: { format: "combined", file: "/dev/full" },
+        }),
+        { logger: silentLogger },
+      );
+      try {
+        const n = 25;
+        for (let i = 0; i < n; i++) await (await fetch(`${balancer.url}/?i=${i}`, { headers: { connection: "close" } })).text();
+        const dropped = async () => (await (await fetch(`${balancer.adminUrl}/stats`)).json()).totals.accessLogDropped as number;
+        await waitFor(async () => (await dropped()) === n, `${n} lines dropped in /stats`, 10_000);
+        const metrics = await (await fetch(`${balancer.adminUrl}/metrics`)).text();
+        expect(metrics).toContain("# TYPE switchyard_access_log_dropped_total counter\n");
+        expect(metrics).toContain(`\nswitchyard_access_log_dropped_total ${n}\n`);
+      } finally {
+        await balancer.stop(false);
+        await cluster.stop();
+      }
+    }, 30_000);
+  }
+});
