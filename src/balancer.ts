@@ -250,6 +250,9 @@ export class Balancer implements BalancerContext {
     const prev = this.running;
     const later = restartNeeded(prev, next);
     const target = inForce(prev, next);
+    // log.file opened first (here too with workers, which open it again themselves): a path that
+    // cannot be opened refuses the change before anything else has changed.
+    this.accessLogs.for(target);
     // With workers, the ports of listeners added or moved are claimed here first: a port in use
     // refuses the change before anything else has changed.
     const ports = this.supervisor !== undefined ? this.claimWorkerPorts(target, prev) : undefined;
@@ -383,6 +386,8 @@ export class Balancer implements BalancerContext {
   private async begin(): Promise<void> {
     const initial = this.running;
     const { logger } = this;
+    // log.file opened first: a path that cannot be opened is said as such, before anything starts.
+    this.accessLogs.for(initial);
     // The first apply fills the pools; the probes start below, before any listener opens.
     await this.pools.apply(initial);
     for (const p of this.pools.all) {

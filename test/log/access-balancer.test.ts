@@ -1,7 +1,8 @@
 /**
  * Lines the access log could not write are counted where operators look: /stats
  * (totals.accessLogDropped) and /metrics (switchyard_access_log_dropped_total), summed over the
- * workers. /dev/full makes every write fail for real (ENOSPC), so every line is dropped.
+ * workers. /dev/full makes every write fail for real (ENOSPC), so every line is dropped. And a
+ * log.file that cannot be opened refuses the config that names it.
  */
 import { describe, expect, test } from "bun:test";
 import { existsSync } from "node:fs";
@@ -39,4 +40,21 @@ describe.skipIf(!existsSync("/dev/full"))(`dropped access-log lines are counted 
       }
     }, 30_000);
   }
+});
+
+describe("a log.file that cannot be opened", () => {
+  const config = (file?: string) => validateConfig({
+    engine, listen: { host: "127.0.0.1", port: 0 }, admin: false, healthCheck: false,
+    backends: [{ url: "http://127.0.0.1:9" }], log: file === undefined ? {} : { file },
+  });
+  test("is refused at start-up and on a reload, naming the option and the path; the running config stays", async () => {
+    await expect(startBalancer(config("/nonexistent-switchyard/a.log"), { logger: silentLogger })).rejects.toThrow('log.file: cannot open "/nonexistent-switchyard/a.log" for appending: ENOENT');
+    const balancer = await startBalancer(config(), { logger: silentLogger });
+    try {
+      await expect(balancer.apply(config("/nonexistent-switchyard/b.log"))).rejects.toThrow('log.file: cannot open "/nonexistent-switchyard/b.log"');
+      expect(balancer.config.log.file).toBeUndefined();
+    } finally {
+      await balancer.stop(false);
+    }
+  });
 });
