@@ -23,6 +23,11 @@ import type { LineSink } from "./access.ts";
 export const PIPE_BUF = 4096;
 /** `log.maxBuffer`'s default. */
 export const DEFAULT_MAX_BUFFER = 1024 * 1024;
+/**
+ * close() waits this long at most: a disk or a pipe that takes nothing must not hold a
+ * shutdown forever. What is still queued then is dropped and counted.
+ */
+export const CLOSE_WAIT_MS = 2000;
 
 export interface AccessSinkOptions {
   /** Characters queued at most; past it lines are dropped. */
@@ -31,6 +36,8 @@ export interface AccessSinkOptions {
   onDrop?(lines: number): void;
   /** Told when reopening the file fails (the old one is kept). */
   onError?(message: string): void;
+  /** How long close() waits for the queue to drain before it gives up on it (ms). */
+  closeWaitMs?: number;
 }
 
 const enum State {
@@ -96,13 +103,31 @@ export class AccessSink implements LineSink {
     });
   }
 
-  /** Write out what is queued, then close the file. Lines written after this are dropped. */
+  /**
+   * Write out what is queued (waiting at most closeWaitMs), then close the file. Lines written
+   * after this are dropped and counted.
+   */
   async close(): Promise<void> {
     this.closing = true;
-    await this.flush();
+    const drained = this.flush();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const stuck = drained === undefined ? false : await Promise.race([
+      drained.then(() => false),
+      new Promise<boolean>((r) => (timer = setTimeout(() => r(true), this.o.closeWaitMs ?? CLOSE_WAIT_MS))),
+    ]);
+    clearTimeout(timer);
     if (this.state === State.Closed) return;
+    const writing = this.state === State.Writing;
     this.state = State.Closed;
-    if (this.path !== undefined) closeSync(this.fd);
+    if (stuck) {
+      // The write in flight never returned: its lines and the rest are given up.
+      this.o.onDrop?.(this.pending);
+      this.lines = [];
+      this.head = 0;
+      this.queued = 0;
+    }
+    // A descriptor with a write still blocked on it is left to the process's exit.
+    if (this.path !== undefined && !writing) closeSync(this.fd);
   }
 
   /** Lines queued, not yet written (for tests and /stats). */
@@ -157,6 +182,8 @@ export class AccessSink implements LineSink {
       }
       for (const fd of this.retired) closeFd(fd, () => {});
       this.retired = [];
+      // Given up by close() while this write was blocked: nothing more to do.
+      if (this.state === State.Closed) return;
       this.state = State.Idle;
       this.pump();
     });
