@@ -6,21 +6,27 @@
  *   ASCII lines common/combined write); a line that would pass it is dropped and counted
  *   (`onDrop`: /stats and switchyard_access_log_dropped_total). A stalled disk or a stdout
  *   nobody reads costs at most that memory, and requests never wait for it.
- * - **Whole lines, atomically.** Each write is a batch of whole lines of at most PIPE_BUF
- *   (4096) bytes, one write in flight at a time, through libuv's thread pool (node:fs write).
- *   POSIX makes a pipe write of at most PIPE_BUF bytes atomic, and a file opened O_APPEND
- *   takes each write whole at its end (Linux holds the inode lock for it): with `workers`,
- *   where every process writes its own lines to the same stdout or file, lines never
- *   interleave. A single line longer than 4096 bytes is written alone, in one write: whole on
- *   a file, but a pipe may then split it.
+ * - **Whole lines, atomically.** Each write is a batch of whole lines, one write in flight at a
+ *   time (node:fs write). To stdout (a pipe, maybe shared by workers) a batch is at most
+ *   PIPE_BUF (4096) bytes, which POSIX makes a pipe take whole; to a regular file, opened
+ *   O_APPEND, at most 64 KiB, which Linux appends whole (it holds the inode's lock for the
+ *   write). So with `workers`, where every process writes its own lines to the same stdout or
+ *   file, lines never interleave. A single line longer than a batch is written alone, in one
+ *   write: whole in a file, but a pipe may then split it.
  * - **Reopened on SIGUSR1** (`reopen`): the next batch goes to a file opened anew at `path`,
  *   as logrotate's `postrotate kill -USR1` expects; a write in flight ends in the old file.
  */
-import { close as closeFd, closeSync, open, openSync, write } from "node:fs";
+import { close as closeFd, closeSync, fstatSync, open, openSync, write } from "node:fs";
 import type { LineSink } from "./access.ts";
 
 /** POSIX's PIPE_BUF on Linux: the largest write a pipe takes whole. */
 export const PIPE_BUF = 4096;
+/**
+ * A batch to a regular file: O_APPEND writes of any size land whole (Linux holds the inode's
+ * lock for the write), and a write costs the event loop about as much whatever its size, so
+ * larger batches make fewer of them (docs/performance.md, The access log).
+ */
+export const FILE_BATCH = 64 * 1024;
 /** `log.maxBuffer`'s default. */
 export const DEFAULT_MAX_BUFFER = 1024 * 1024;
 /**
@@ -48,6 +54,14 @@ const enum State {
   Closed = 2,
 }
 
+function batchFor(fd: number): number {
+  try {
+    return fstatSync(fd).isFile() ? FILE_BATCH : PIPE_BUF;
+  } catch {
+    return PIPE_BUF;
+  }
+}
+
 export class AccessSink implements LineSink {
   private lines: string[] = [];
   /** The first line of `lines` not yet taken into a batch. */
@@ -60,11 +74,17 @@ export class AccessSink implements LineSink {
   private retired: number[] = [];
   private waiters: (() => void)[] = [];
   private readonly maxBuffer: number;
+  /** PIPE_BUF for stdout (a pipe or a terminal, maybe shared by workers); FILE_BATCH for a regular file. */
+  private batch: number;
+  /** Queued this much, a write starts at once (else the flush timer starts it): a batch, or half the bound if less. */
+  private kick: number;
 
   /** `path` undefined: stdout. Opening a file may throw (a missing directory, no permission): at start-up or reload, never per request. */
   constructor(readonly path: string | undefined, private readonly o: AccessSinkOptions = {}) {
     this.maxBuffer = o.maxBuffer ?? DEFAULT_MAX_BUFFER;
     this.fd = path === undefined ? 1 : openSync(path, "a", 0o644);
+    this.batch = batchFor(this.fd);
+    this.kick = Math.min(this.batch, this.maxBuffer >> 1);
   }
 
   write(line: string): void {
@@ -74,7 +94,7 @@ export class AccessSink implements LineSink {
     }
     this.lines.push(line);
     this.queued += line.length;
-    if (this.queued >= PIPE_BUF && this.state === State.Idle) this.pump();
+    if (this.queued >= this.kick && this.state === State.Idle) this.pump();
   }
 
   /** Start writing what is queued; resolves once all of it is written (or dropped). */
@@ -95,6 +115,8 @@ export class AccessSink implements LineSink {
         else {
           const old = this.fd;
           this.fd = fd;
+          this.batch = batchFor(fd);
+          this.kick = Math.min(this.batch, this.maxBuffer >> 1);
           if (this.state === State.Writing) this.retired.push(old);
           else closeFd(old, () => {});
         }
@@ -135,17 +157,18 @@ export class AccessSink implements LineSink {
     return this.lines.length - this.head;
   }
 
-  /** One batch of whole lines, at most PIPE_BUF bytes (or one longer line alone), to the thread pool. */
+  /** One batch of whole lines, at most `batch` bytes (or one longer line alone), to the thread pool. */
   private pump(): void {
     if (this.head === this.lines.length) return this.settled();
-    let buf = Buffer.allocUnsafe(PIPE_BUF);
+    const batch = this.batch;
+    let buf = Buffer.allocUnsafe(batch);
     let len = 0;
     let taken = 0;
     const lines = this.lines;
     while (this.head < lines.length) {
       const line = lines[this.head]!;
       const n = Buffer.byteLength(line);
-      if (len + n > PIPE_BUF) {
+      if (len + n > batch) {
         if (len > 0) break;
         // A line longer than a batch goes alone, in one write.
         buf = Buffer.from(line);
@@ -157,7 +180,7 @@ export class AccessSink implements LineSink {
       this.queued -= line.length;
       this.head++;
       taken++;
-      if (len > PIPE_BUF) break;
+      if (len > batch) break;
     }
     if (this.head === lines.length) {
       this.lines = [];

@@ -6,7 +6,7 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, readFileSync, renameSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { AccessSink, PIPE_BUF } from "../../src/log/access-sink.ts";
+import { AccessSink, FILE_BATCH } from "../../src/log/access-sink.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "switchyard-access-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -46,7 +46,7 @@ describe("the file sink", () => {
   test("a line longer than a batch is written whole, alone", async () => {
     const path = join(dir, "long.log");
     const sink = new AccessSink(path);
-    const long = "L".repeat(PIPE_BUF * 3) + "\n";
+    const long = "L".repeat(FILE_BATCH * 3) + "\n";
     sink.write("a\n");
     sink.write(long);
     sink.write("b\n");
