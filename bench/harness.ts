@@ -159,7 +159,9 @@ export async function switchyard(procs: Processes, name: string, config: Record<
   // "http proxy listening on ..." (the single-listener form) or "http proxy \"web\" listening on ...".
   const port = Number(await waitOutput(s, "its proxy port", (out) => /proxy (?:"[^"]*" )?listening on \w+:\/\/127\.0\.0\.1:(\d+)/.exec(out)?.[1]));
   const admin = config.admin ? await waitOutput(s, "its admin URL", (out) => /admin listening on (\S+)/.exec(out)?.[1]) : undefined;
-  await waitUp(port, s, { http: config.mode !== "tcp" });
+  // A TLS listener is up once it accepts (the probe speaks plain HTTP).
+  const tls = (config.listen as { tls?: unknown } | undefined)?.tls !== undefined;
+  await waitUp(port, s, { http: config.mode !== "tcp" && !tls });
   return { name, port, started: s, admin, pids: () => withChildren(s.proc.pid) };
 }
 
@@ -389,11 +391,11 @@ export interface WrkResult extends Cost {
 }
 
 /** wrk --latency against `t` (1 thread unless told; `headers` sent with every request), with the CPU of `t`'s processes and of the machine around it. */
-export async function wrk(t: Target, o: { connections: number; duration: number | string; path?: string; threads?: number | string; headers?: Readonly<Record<string, string>> }): Promise<WrkResult> {
+export async function wrk(t: Target, o: { connections: number; duration: number | string; path?: string; threads?: number | string; headers?: Readonly<Record<string, string>>; scheme?: "http" | "https" }): Promise<WrkResult> {
   // -H "Host: ..." replaces the Host wrk would send (the target's address).
   const headers = Object.entries(o.headers ?? {}).flatMap(([k, v]) => ["-H", `${k}: ${v}`]);
   const r = await costOf(t.name, t.pids(), async () => {
-    const p = Bun.spawn(["wrk", `-t${o.threads ?? 1}`, `-c${o.connections}`, `-d${o.duration}s`, "--latency", ...headers, `http://127.0.0.1:${t.port}${o.path ?? "/"}`], { stdout: "pipe" });
+    const p = Bun.spawn(["wrk", `-t${o.threads ?? 1}`, `-c${o.connections}`, `-d${o.duration}s`, "--latency", ...headers, `${o.scheme ?? "http"}://127.0.0.1:${t.port}${o.path ?? "/"}`], { stdout: "pipe" });
     const out = await new Response(p.stdout).text();
     await p.exited;
     return { units: Number(/(\d+) requests in/.exec(out)?.[1] ?? 0), result: out };

@@ -38,6 +38,7 @@ import { RouteTraffic, type PoolSource } from "./listener/routing.ts";
 import { MirrorFactory } from "./listener/route-modifiers.ts";
 import { GuardState } from "./guard/build.ts";
 import { BudgetFiles } from "./guard/rate-limit-shared.ts";
+import { RecentFailures } from "./stats/recent-failures.ts";
 import { hostForUrl, portKey, type ListenerContext } from "./listener/listener.ts";
 
 export interface BalancerOptions {
@@ -126,6 +127,8 @@ export class Balancer implements BalancerContext {
   private readonly lifecycle = { draining: false };
   private readonly accessLogs: AccessLogs;
   private readonly mirrors: MirrorFactory;
+  /** The last failed requests, every listener's (and every worker's), for /stats and the dashboard. */
+  readonly failures = new RecentFailures();
   /** What the routes' guards keep across reloads; stopped by stop(). */
   private readonly guards = new GuardState();
   private listeners: ListenerSet | undefined;
@@ -268,6 +271,7 @@ export class Balancer implements BalancerContext {
       lines.push(...this.syncRedirects(target, prev));
       this.auth.set(tokens);
       this.running = target;
+      this.guards.committed();
       // The workers take the same config in place, with the tables of its pools and the ports
       // of its listeners.
       if (this.supervisor !== undefined && ports !== undefined) lines.push(...(await this.supervisor.configure(target, ports)));
@@ -346,7 +350,7 @@ export class Balancer implements BalancerContext {
       },
     };
     return {
-      pools, traffic: this.traffic, routes: this.routes, mirrors: this.mirrors, guards: this.guards, logger: this.logger,
+      pools, traffic: this.traffic, routes: this.routes, mirrors: this.mirrors, guards: this.guards, failures: this.failures, logger: this.logger,
       tcpTotals: () => (this.tcp ??= new TcpStats()),
       accessLog: (c) => this.accessLogFor(c), lifecycle: this.lifecycle,
       portFor: (key, host, port) => this.portFor(key, host, port),
@@ -436,7 +440,7 @@ export class Balancer implements BalancerContext {
     const budgets = (this.budgets = new BudgetFiles());
     budgets.make(initial);
     const workers = (this.supervisor = new WorkerSupervisor({
-      count, pools: this.pools, traffic: this.traffic, routes: this.routes, tcpStats: this.tcpStats, logger: this.logger, config: () => this.running,
+      count, pools: this.pools, traffic: this.traffic, routes: this.routes, tcpStats: this.tcpStats, failures: this.failures, logger: this.logger, config: () => this.running,
       budgetDir: budgets.dir,
     }));
     // Besides state changes (which the supervisor follows itself), every operation recorded

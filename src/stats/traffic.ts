@@ -46,6 +46,7 @@ export class TrafficStats {
     SY_RATE_LIMITED: 0,
     SY_AUTH_UNAVAILABLE: 0,
     SY_TOO_MANY_CLIENT_CONNECTIONS: 0,
+    SY_PROXY_PROTOCOL_REFUSED: 0,
   };
   /**
    * Tries that failed for want of the proxy's own resources, by code (net/network-error.ts):
@@ -53,6 +54,8 @@ export class TrafficStats {
    */
   readonly localErrors: Record<LocalCode, number> = emptyLocalErrors();
   retries = 0;
+  /** Requests that waited in line for an upstream slot (fetch engine: limits.upstreamConcurrency, uploadConcurrency). */
+  queued = 0;
   /**
    * Access-log lines dropped: the queue of lines waiting for stdout or the file was full
    * (log.maxBuffer), or a write failed (src/log/access-sink.ts). The process's own total, on

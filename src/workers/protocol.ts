@@ -23,6 +23,7 @@ import type { PolicyName } from "../config/policy-names.ts";
 import type { ProxyErrorCode } from "../errors.ts";
 import type { MethodLabel } from "../stats/traffic.ts";
 import type { LocalCode } from "../net/network-error.ts";
+import type { FailureRecord } from "../stats/recent-failures.ts";
 
 /** One backend as the owner describes it to its workers: its config, then its runtime state. */
 export interface TableEntry {
@@ -91,6 +92,8 @@ export interface TrafficFigures {
   proxyErrors: Record<ProxyErrorCode, number>;
   localErrors: Record<LocalCode, number>;
   retries: number;
+  /** Absent from a worker of an older binary (an upgrade in place): 0. */
+  queued?: number;
   /** Access-log lines the worker dropped (TrafficStats.accessLogDropped); absent from routes'. */
   accessLogDropped?: number;
   latency: HistogramFigures;
@@ -114,6 +117,8 @@ export interface Report {
   pools: Record<string, PoolFigures>;
   /** By route name (listener/routing.ts RouteTraffic). */
   routes: Record<string, TrafficFigures>;
+  /** Failed requests since the worker's last report, oldest first (stats/recent-failures.ts). */
+  failures?: FailureRecord[];
 }
 
 /** What a worker saw of backend `b` of pool `p`, in order; a run of good answers is one "ok". */

@@ -35,7 +35,7 @@ function byMethodOf(m: Readonly<Record<string, readonly number[]>>): Record<stri
 function trafficOf(t: TrafficStats): TrafficFigures {
   return {
     requests: t.requests, byMethod: byMethodOf(t.byMethod) as TrafficFigures["byMethod"],
-    proxyErrors: { ...t.proxyErrors }, localErrors: { ...t.localErrors }, retries: t.retries,
+    proxyErrors: { ...t.proxyErrors }, localErrors: { ...t.localErrors }, retries: t.retries, queued: t.queued,
     accessLogDropped: t.accessLogDropped, latency: histogramOf(t.latency),
   };
 }
@@ -115,7 +115,7 @@ function emptyTraffic(): TrafficFigures {
   for (const k of METHOD_LABELS) byMethod[k] = [0, 0, 0, 0, 0, 0];
   return {
     requests: 0, byMethod, proxyErrors: {} as TrafficFigures["proxyErrors"], localErrors: emptyLocalErrors(),
-    retries: 0, accessLogDropped: 0, latency: { counts: [], count: 0, sum: 0 },
+    retries: 0, queued: 0, accessLogDropped: 0, latency: { counts: [], count: 0, sum: 0 },
   };
 }
 
@@ -125,6 +125,7 @@ function addTraffic(into: TrafficFigures, t: TrafficFigures): void {
   for (const [code, n] of Object.entries(t.proxyErrors) as [keyof TrafficFigures["proxyErrors"], number][]) into.proxyErrors[code] = (into.proxyErrors[code] ?? 0) + n;
   for (const code of LOCAL_CODES) into.localErrors[code] += t.localErrors?.[code] ?? 0;
   into.retries += t.retries;
+  into.queued = (into.queued ?? 0) + (t.queued ?? 0);
   into.accessLogDropped = (into.accessLogDropped ?? 0) + (t.accessLogDropped ?? 0);
   addHistogram(into.latency, t.latency);
 }
@@ -143,6 +144,7 @@ function setTraffic(traffic: TrafficStats, t: TrafficFigures): void {
   for (const code of Object.keys(traffic.proxyErrors) as (keyof typeof traffic.proxyErrors)[]) traffic.proxyErrors[code] = t.proxyErrors[code] ?? 0;
   for (const code of LOCAL_CODES) traffic.localErrors[code] = t.localErrors[code];
   traffic.retries = t.retries;
+  traffic.queued = t.queued ?? 0;
   traffic.accessLogDropped = t.accessLogDropped ?? 0;
   setHistogram(traffic.latency, t.latency);
 }
