@@ -48,6 +48,7 @@ function forwardOptions(config: Config, listener: ListenerConfig, ctx: ListenerC
     router: buildRouter(config, listener, ctx.pools, ctx.routes, ctx.mirrors, ctx.guards, ctx.logger),
     traffic: ctx.traffic,
     accessLog,
+    tracer: ctx.tracer(config),
     trusted: cidrMatcher(config.trustedProxies),
     preserveHost: config.preserveHost,
     // The socket engine keeps its own pool per backend and needs no gate; the fetch engine

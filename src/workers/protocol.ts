@@ -18,6 +18,7 @@
  */
 import type { UpstreamTlsConfig } from "../tls/upstream.ts";
 import type { Config } from "../config/schema.ts";
+import type { TracingFigures } from "../tracing/counts.ts";
 import type { UpstreamSettings, BackendOptions, MirrorState } from "../pool/backend.ts";
 import type { PolicyName } from "../config/policy-names.ts";
 import type { ProxyErrorCode } from "../errors.ts";
@@ -92,6 +93,8 @@ export interface TrafficFigures {
   localErrors: Record<LocalCode, number>;
   retries: number;
   latency: HistogramFigures;
+  /** The worker's span exporter (tracing/counts.ts); absent in a route's figures. */
+  tracing?: TracingFigures;
 }
 
 /** One pool's figures in a worker. */
