@@ -41,7 +41,7 @@ export interface Collector {
   stop(): Promise<void>;
 }
 
-const hex = (b: Uint8Array | undefined): string => (b === undefined ? "" : Buffer.from(b).toString("hex"));
+const hex = (b: Uint8Array | null | undefined): string => (b == null ? "" : Buffer.from(b).toString("hex"));
 
 interface RawKeyValue {
   key: string;
@@ -52,7 +52,9 @@ function attrsOf(list: RawKeyValue[] | undefined): Record<string, string | numbe
   const out: Record<string, string | number> = {};
   for (const kv of list ?? []) {
     const v = kv.value;
-    out[kv.key] = v.stringValue !== undefined ? v.stringValue : v.intValue !== undefined ? Number(v.intValue.toString()) : String(v.boolValue ?? v.doubleValue);
+    // Decoded messages carry defaults on their prototype: only own fields were on the wire.
+    const has = (k: string) => Object.prototype.hasOwnProperty.call(v, k);
+    out[kv.key] = has("stringValue") ? v.stringValue! : has("intValue") ? Number(v.intValue!.toString()) : String(v.boolValue ?? v.doubleValue);
   }
   return out;
 }
