@@ -26,8 +26,9 @@ export interface DecodedSpan {
   attributes: Record<string, string | number>;
   /** 2 ERROR, 0 UNSET. */
   statusCode: number;
-  /** The resource's service.name. */
+  /** The resource's service.name, and service.instance.id (host:pid: one per process). */
   service: string;
+  instance: string;
 }
 
 export interface Collector {
@@ -65,7 +66,9 @@ export function decodeExport(body: Uint8Array): DecodedSpan[] {
   };
   const out: DecodedSpan[] = [];
   for (const rs of msg.resourceSpans) {
-    const service = String(attrsOf(rs.resource?.attributes)["service.name"]);
+    const resource = attrsOf(rs.resource?.attributes);
+    const service = String(resource["service.name"]);
+    const instance = String(resource["service.instance.id"]);
     for (const ss of rs.scopeSpans) {
       for (const s of ss.spans) {
         const time = (t: unknown) => BigInt((t as { toString(): string }).toString());
@@ -73,7 +76,7 @@ export function decodeExport(body: Uint8Array): DecodedSpan[] {
           traceId: hex(s.traceId as Uint8Array), spanId: hex(s.spanId as Uint8Array), parentSpanId: hex(s.parentSpanId as Uint8Array | undefined),
           traceState: (s.traceState as string | undefined) ?? "", name: s.name as string, kind: s.kind as number,
           start: time(s.startTimeUnixNano), end: time(s.endTimeUnixNano), attributes: attrsOf(s.attributes as RawKeyValue[]),
-          statusCode: ((s.status as { code?: number } | undefined)?.code) ?? 0, service,
+          statusCode: ((s.status as { code?: number } | undefined)?.code) ?? 0, service, instance,
         });
       }
     }

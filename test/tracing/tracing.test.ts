@@ -38,7 +38,7 @@ const header = (b: RecordingBackend, i: number, name: string): string | undefine
 const TRACEPARENT = /^00-([0-9a-f]{32})-([0-9a-f]{16})-(0[01])$/;
 
 async function spansOf(c: Collector, n: number): Promise<DecodedSpan[]> {
-  await waitFor(() => c.spans.length >= n, { timeoutMs: 10_000, what: `${n} spans at the collector` });
+  await waitFor(() => c.spans.length >= n, `${n} spans at the collector`, 10_000);
   return c.spans;
 }
 
@@ -131,7 +131,7 @@ describe("tracing", () => {
     const { port, collector } = await start({}, {}, [{ name: "dead", url: deadUrl }, { name: "rec", url: rec.url }]);
     try {
       for (let i = 0; i < 3; i++) expect((await fetch(`http://127.0.0.1:${port}/`)).status).toBe(200);
-      await waitFor(() => collector.spans.filter((s) => s.kind === 2).length >= 3, { timeoutMs: 10_000, what: "3 server spans" });
+      await waitFor(() => collector.spans.filter((s) => s.kind === 2).length >= 3, "3 server spans", 10_000);
       const servers = collector.spans.filter((s) => s.kind === 2);
       const retried = servers.filter((s) => s.attributes["switchyard.tries"] === 2);
       expect(retried.length).toBe(1);
@@ -177,7 +177,7 @@ describe("tracing", () => {
     // p = 0.25, n = 2000: mean 500, sd 19.4; ±5 sd.
     expect(sampled).toBeGreaterThan(403);
     expect(sampled).toBeLessThan(597);
-    await waitFor(() => collector.spans.filter((s) => s.kind === 2).length >= sampled, { timeoutMs: 20_000, what: "every sampled request's server span" });
+    await waitFor(() => collector.spans.filter((s) => s.kind === 2).length >= sampled, "every sampled request's server span", 20_000);
     expect(collector.spans.filter((s) => s.kind === 2).length).toBe(sampled);
   });
 
@@ -214,7 +214,7 @@ describe("tracing", () => {
     void collector;
     for (let i = 0; i < 10; i++) expect((await fetch(`http://127.0.0.1:${port}/`)).status).toBe(200);
     const traffic = rig!.balancer.traffic;
-    await waitFor(() => traffic.tracing.failed + traffic.tracing.dropped === 20, { timeoutMs: 10_000, what: "every span failed or dropped" });
+    await waitFor(() => traffic.tracing.failed + traffic.tracing.dropped === 20, "every span failed or dropped", 10_000);
     expect(traffic.tracing.exported).toBe(0);
     expect(traffic.tracing.exportFailures).toBeGreaterThan(0);
   });
