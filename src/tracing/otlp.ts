@@ -31,6 +31,11 @@ const enum Wire {
 
 const utf8 = new TextEncoder();
 
+/** 0-9, a-f as 0-15. */
+function nibble(c: number): number {
+  return c <= 57 ? c - 48 : c - 87;
+}
+
 /** A growable buffer with protobuf's primitives; a nested message reserves 5 bytes for its length, then closes up. */
 class ProtoWriter {
   buf: Uint8Array<ArrayBuffer> = new Uint8Array(64 * 1024);
@@ -63,27 +68,49 @@ class ProtoWriter {
 
   string(field: number, s: string): void {
     this.tag(field, Wire.Len);
+    const n = s.length;
     // At most 3 bytes per UTF-16 unit.
-    this.room(5 + s.length * 3);
+    this.room(5 + n * 3);
+    if (n < 0x80) {
+      // The common case: ASCII under 128 bytes, its length one byte, copied as is.
+      const buf = this.buf;
+      let p = this.pos + 1;
+      let i = 0;
+      for (; i < n; i++) {
+        const c = s.charCodeAt(i);
+        if (c >= 0x80) break;
+        buf[p++] = c;
+      }
+      if (i === n) {
+        buf[this.pos] = n;
+        this.pos = p;
+        return;
+      }
+    }
     const start = this.begin();
     this.pos += utf8.encodeInto(s, this.buf.subarray(this.pos)).written;
     this.end(start);
   }
 
+  /** Lowercase hex (as validated or made by context.ts) as bytes. */
   hexBytes(field: number, hex: string): void {
     this.tag(field, Wire.Len);
     const n = hex.length >> 1;
     this.varint(n);
     this.room(n);
-    for (let i = 0; i < n; i++) this.buf[this.pos++] = parseInt(hex.slice(2 * i, 2 * i + 2), 16);
+    const buf = this.buf;
+    for (let i = 0; i < n; i++) buf[this.pos++] = (nibble(hex.charCodeAt(2 * i)) << 4) | nibble(hex.charCodeAt(2 * i + 1));
   }
 
-  /** Nanoseconds since the epoch from ms with a fraction; exact to the nanosecond the double holds. */
+  /**
+   * Nanoseconds since the epoch from ms with a fraction, to the microsecond: a double near
+   * 1.7e12 ms holds about 0.24 µs, so finer digits would be noise.
+   */
   fixed64Ns(field: number, ms: number): void {
     this.tag(field, Wire.Fixed64);
     this.room(8);
     const whole = Math.floor(ms);
-    const ns = BigInt(whole) * 1_000_000n + BigInt(Math.round((ms - whole) * 1e6));
+    const ns = BigInt(whole) * 1_000_000n + BigInt(Math.round((ms - whole) * 1000) * 1000);
     this.view.setBigUint64(this.pos, ns, true);
     this.pos += 8;
   }
@@ -126,16 +153,19 @@ class ProtoWriter {
   }
 
   keyValue(field: number, key: string, value: string | number): void {
-    this.message(field, () => {
-      this.string(1, key);
-      this.message(2, () => {
-        if (typeof value === "string") this.string(1, value);
-        else {
-          this.tag(3, Wire.Varint);
-          this.varint(value);
-        }
-      });
-    });
+    // No closures: this runs ~25 times per recorded request.
+    this.tag(field, Wire.Len);
+    const kv = this.begin();
+    this.string(1, key);
+    this.tag(2, Wire.Len);
+    const any = this.begin();
+    if (typeof value === "string") this.string(1, value);
+    else {
+      this.tag(3, Wire.Varint);
+      this.varint(value);
+    }
+    this.end(any);
+    this.end(kv);
   }
 }
 
@@ -164,7 +194,12 @@ export function encodeExport(id: ExportIdentity, spans: readonly SpanRecord[]): 
         w.string(1, id.scopeName);
         w.string(2, id.scopeVersion);
       });
-      for (const s of spans) w.message(2, () => span(w, s));
+      for (const s of spans) {
+        w.tag(2, 2);
+        const start = w.begin();
+        span(w, s);
+        w.end(start);
+      }
     });
   });
   return w.buf.slice(0, w.pos);
