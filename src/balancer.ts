@@ -38,6 +38,7 @@ import { RouteTraffic, type PoolSource } from "./listener/routing.ts";
 import { MirrorFactory } from "./listener/route-modifiers.ts";
 import { GuardState } from "./guard/build.ts";
 import { BudgetFiles } from "./guard/rate-limit-shared.ts";
+import { RecentFailures } from "./stats/recent-failures.ts";
 import { hostForUrl, portKey, type ListenerContext } from "./listener/listener.ts";
 
 export interface BalancerOptions {
@@ -128,6 +129,8 @@ export class Balancer implements BalancerContext {
   /** This process's span exporter, made when a config first turns tracing on; stopped by stop(). */
   private readonly tracing = new Tracing(this.traffic.tracing);
   private readonly mirrors: MirrorFactory;
+  /** The last failed requests, every listener's (and every worker's), for /stats and the dashboard. */
+  readonly failures = new RecentFailures();
   /** What the routes' guards keep across reloads; stopped by stop(). */
   private readonly guards = new GuardState();
   private listeners: ListenerSet | undefined;
@@ -262,6 +265,7 @@ export class Balancer implements BalancerContext {
       lines.push(...this.syncRedirects(target, prev));
       this.auth.set(tokens);
       this.running = target;
+      this.guards.committed();
       // The workers take the same config in place, with the tables of its pools and the ports
       // of its listeners.
       if (this.supervisor !== undefined && ports !== undefined) lines.push(...(await this.supervisor.configure(target, ports)));
@@ -340,7 +344,7 @@ export class Balancer implements BalancerContext {
       },
     };
     return {
-      pools, traffic: this.traffic, routes: this.routes, mirrors: this.mirrors, guards: this.guards, logger: this.logger,
+      pools, traffic: this.traffic, routes: this.routes, mirrors: this.mirrors, guards: this.guards, failures: this.failures, logger: this.logger,
       tcpTotals: () => (this.tcp ??= new TcpStats()),
       accessLog: (c) => this.accessLogFor(c), lifecycle: this.lifecycle,
       tracer: (c) => this.tracing.tracerFor(c),
@@ -423,7 +427,7 @@ export class Balancer implements BalancerContext {
     const budgets = (this.budgets = new BudgetFiles());
     budgets.make(initial);
     const workers = (this.supervisor = new WorkerSupervisor({
-      count, pools: this.pools, traffic: this.traffic, routes: this.routes, tcpStats: this.tcpStats, logger: this.logger, config: () => this.running,
+      count, pools: this.pools, traffic: this.traffic, routes: this.routes, tcpStats: this.tcpStats, failures: this.failures, logger: this.logger, config: () => this.running,
       budgetDir: budgets.dir,
     }));
     // Besides state changes (which the supervisor follows itself), every operation recorded

@@ -19,6 +19,7 @@ import type { BackendStatsPoller } from "./poller.ts";
 import type { ConfigStatus } from "../control/control.ts";
 import type { Change } from "../control/changes.ts";
 import type { RetryBudgetConfig } from "../forward/retry.ts";
+import type { FailureRecord } from "../stats/recent-failures.ts";
 import {
   backendId, balancerMode, poolsOf, routeStatsOf, routeSummaries, usersOfPools,
   type PoolsSource, type PoolUsers, type PoolView, type RouteStatsSource, type RouteSummary, type TopologyConfig,
@@ -70,6 +71,8 @@ export interface SnapshotSource extends PoolsSource {
   readonly changes?: { recent(n?: number): Change[] };
   /** With `workers` above 1: the worker processes (the figures above are already their sum). */
   readonly workers?: { figures(): WorkersFigures };
+  /** The last failed requests (stats/recent-failures.ts). */
+  readonly failures?: { list(): FailureRecord[] };
   /** Bring the figures up to date before they are read whole (the workers' latest counts). */
   refresh?(): Promise<void>;
 }
@@ -262,6 +265,11 @@ export interface StatsDocument {
   changes?: Change[];
   /** With `workers` above 1: each worker process (state, restarts, its share of the traffic). */
   workers?: WorkersFigures;
+  /**
+   * HTTP: the last failed requests, newest first (at most 50: stats/recent-failures.ts): a 5xx
+   * or a cut answer, with why, where it went and how often it was tried.
+   */
+  recentFailures?: FailureRecord[];
 }
 
 export function buildSnapshot(src: SnapshotSource, sampler: Sampler, poller: BackendStatsPoller, now = Date.now()): StatsDocument {
@@ -354,6 +362,7 @@ export function buildSnapshot(src: SnapshotSource, sampler: Sampler, poller: Bac
     ...(src.control ? { config: src.control.status() } : {}),
     ...(src.changes ? { changes: src.changes.recent(RECENT_CHANGES) } : {}),
     ...(src.workers ? { workers: src.workers.figures() } : {}),
+    ...(src.failures ? { recentFailures: src.failures.list() } : {}),
   };
 }
 

@@ -59,6 +59,7 @@ import { grpcTimeoutMs, isGrpcCall } from "../http/grpc.ts";
 import { AdmissionGate, Lane, type GateSlot, type Waiter } from "./gate.ts";
 import { Cancel, type CancelListener } from "./cancel.ts";
 import { TimerList, type TimerEntry } from "./timer-list.ts";
+import { RecentFailures } from "../stats/recent-failures.ts";
 
 /** What every request of one listener's forwarder shares; the per-route part is each request's Destination (router.ts). */
 export interface ForwardOptions {
@@ -69,6 +70,8 @@ export interface ForwardOptions {
   accessLog?: AccessLog;
   /** OpenTelemetry tracing (tracing/), absent when it is off. */
   tracer?: RequestTracer;
+  /** The last failed requests (stats/recent-failures.ts), for the dashboard. */
+  failures?: RecentFailures;
   trusted: CidrMatcher;
   preserveHost: boolean;
   /** Upstream requests in flight at once, over all backends (0: no bound). */
@@ -435,6 +438,31 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
       pool: this.dest?.target.name,
       traceId: this.traceId,
     });
+    if (RecentFailures.isFailure(status, error)) this.recordFailure(status, error);
+  }
+
+  /** A failed request into the recent-failures list: only failures pay for the record. */
+  private recordFailure(status: number, error: ProxyErrorCode | undefined): void {
+    const failures = this.s.opts.failures;
+    if (failures === undefined) return;
+    const routed = this.req.routed;
+    failures.add({
+      time: new Date(this.time).toISOString(), method: this.req.method, target: this.req.target, status,
+      ...(error !== undefined ? { error } : {}),
+      ...(this.detail !== "" ? { reason: this.detail } : {}),
+      route: routed.kind === RoutedKind.Forward ? routed.dest.route : routed.route,
+      ...(this.dest !== undefined ? { pool: this.dest.target.name } : {}),
+      backends: this.tried.map((b) => b.name), tries: this.tried.length, requestId: this.requestId,
+      ...(this.traceId !== undefined ? { traceId: this.traceId } : {}),
+    });
+  }
+
+  /** Count one of the proxy's own error codes in the listener's figures and the route's. */
+  private countError(code: ProxyErrorCode): void {
+    this.s.opts.traffic.proxyErrors[code]++;
+    const routed = this.req.routed;
+    const route = routed.kind === RoutedKind.Forward ? routed.dest.traffic : routed.traffic;
+    if (route !== undefined) route.proxyErrors[code]++;
   }
 
   /** Count an answer in the listener's figures and the route's. */
@@ -463,7 +491,7 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
   }
 
   private fail(code: ProxyAnswerCode, detail?: string): Out {
-    this.s.opts.traffic.proxyErrors[code]++;
+    this.countError(code);
     const a = errorAnswer(code, messageFor(code, detail), { requestId: this.requestId, format: this.format });
     this.record(a.status);
     this.log(a.status, 0, code);
@@ -474,7 +502,7 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
     // The client broke a rule (a body too large, too slow): answered, but never a backend's fault.
     const reason = this.req.cancel.reason;
     if (reason instanceof ClientFault) return this.fail(reason.code, reason.message);
-    this.s.opts.traffic.proxyErrors.SY_CLIENT_ABORTED++;
+    this.countError("SY_CLIENT_ABORTED");
     this.record(499);
     this.log(499, 0, "SY_CLIENT_ABORTED");
     return this.s.downstream.gone(this.req);
@@ -504,7 +532,7 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
     if (this.req.cancel.aborted) return this.clientGone();
     const a = routed.answer;
     if (a === undefined) return this.fail(routed.code!, routed.detail);
-    if (routed.code !== undefined) this.s.opts.traffic.proxyErrors[routed.code]++;
+    if (routed.code !== undefined) this.countError(routed.code);
     // A refusal (not a route's redirect or fixed response) to a gRPC call, in gRPC's terms.
     const answer: ErrorAnswer =
       routed.code !== undefined && this.format === "grpc"
@@ -584,6 +612,7 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
   private next(): void {
     const entered = this.gate.enter(this.deadline - performance.now(), this);
     if (entered === true) return this.entered();
+    this.s.opts.traffic.queued++;
     // A client that leaves while its request waits takes it out of the queue at once.
     const cancel = this.req.cancel;
     const withdraw: CancelListener = { onCancel: () => this.gate.withdraw(this) };
@@ -964,7 +993,7 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
       // the backend's fault, and it counts against its health (never a client's abort).
       const backend = this.backend!;
       backend.stats.countProxyError();
-      this.s.opts.traffic.proxyErrors.SY_UPSTREAM_TRUNCATED++;
+      this.countError("SY_UPSTREAM_TRUNCATED");
       this.dest!.target.passive.failed(backend, `${failure.detail} in the response body`);
       this.log(this.status, bytes, "SY_UPSTREAM_TRUNCATED");
     } else if (failure?.by === "client") {

@@ -49,6 +49,7 @@ function forwardOptions(config: Config, listener: ListenerConfig, ctx: ListenerC
     traffic: ctx.traffic,
     accessLog,
     tracer: ctx.tracer(config),
+    failures: ctx.failures,
     trusted: cidrMatcher(config.trustedProxies),
     preserveHost: config.preserveHost,
     // The socket engine keeps its own pool per backend and needs no gate; the fetch engine

@@ -15,6 +15,7 @@ import type { PoolSource, RouteTraffic } from "./routing.ts";
 import type { MirrorFactory } from "./route-modifiers.ts";
 import type { GuardState } from "../guard/build.ts";
 import type { RequestTracer } from "../tracing/tracer.ts";
+import type { RecentFailures } from "../stats/recent-failures.ts";
 
 export interface Listener {
   readonly name: string;
@@ -47,6 +48,8 @@ export interface ListenerContext {
   readonly mirrors: MirrorFactory;
   /** What the routes' guards keep across reloads (rate-limit budgets, stores, key caches). */
   readonly guards: GuardState;
+  /** The last failed requests of every listener of the process (the dashboard's list). */
+  readonly failures?: RecentFailures;
   /** TCP listeners' totals (connections, bytes), all TCP listeners together: made by the first that asks. */
   tcpTotals(): TcpStats;
   readonly logger: Logger;

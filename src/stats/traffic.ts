@@ -47,6 +47,7 @@ export class TrafficStats {
     SY_RATE_LIMITED: 0,
     SY_AUTH_UNAVAILABLE: 0,
     SY_TOO_MANY_CLIENT_CONNECTIONS: 0,
+    SY_PROXY_PROTOCOL_REFUSED: 0,
   };
   /**
    * Tries that failed for want of the proxy's own resources, by code (net/network-error.ts):
@@ -56,6 +57,8 @@ export class TrafficStats {
   retries = 0;
   /** The span exporter's figures (tracing/exporter.ts): only the listeners' totals count them, never a route's. */
   readonly tracing = new TracingCounts();
+  /** Requests that waited in line for an upstream slot (fetch engine: limits.upstreamConcurrency, uploadConcurrency). */
+  queued = 0;
   /** Time from request arrival to the response head being ready, ms. */
   readonly latency = new Histogram();
 

@@ -38,7 +38,7 @@ function byMethodOf(m: Readonly<Record<string, readonly number[]>>): Record<stri
 function trafficOf(t: TrafficStats): TrafficFigures {
   return {
     requests: t.requests, byMethod: byMethodOf(t.byMethod) as TrafficFigures["byMethod"],
-    proxyErrors: { ...t.proxyErrors }, localErrors: { ...t.localErrors }, retries: t.retries, latency: histogramOf(t.latency),
+    proxyErrors: { ...t.proxyErrors }, localErrors: { ...t.localErrors }, retries: t.retries, queued: t.queued, latency: histogramOf(t.latency),
     tracing: tracingFiguresOf(t.tracing),
   };
 }
@@ -118,7 +118,7 @@ function emptyTraffic(): TrafficFigures {
   for (const k of METHOD_LABELS) byMethod[k] = [0, 0, 0, 0, 0, 0];
   return {
     requests: 0, byMethod, proxyErrors: {} as TrafficFigures["proxyErrors"], localErrors: emptyLocalErrors(),
-    retries: 0, latency: { counts: [], count: 0, sum: 0 }, tracing: tracingFiguresOf(new TracingCounts()),
+    retries: 0, queued: 0, latency: { counts: [], count: 0, sum: 0 }, tracing: tracingFiguresOf(new TracingCounts()),
   };
 }
 
@@ -129,6 +129,7 @@ function addTraffic(into: TrafficFigures, t: TrafficFigures): void {
   for (const code of LOCAL_CODES) into.localErrors[code] += t.localErrors?.[code] ?? 0;
   into.retries += t.retries;
   for (const k of TRACING_KEYS) into.tracing![k] += t.tracing?.[k] ?? 0;
+  into.queued = (into.queued ?? 0) + (t.queued ?? 0);
   addHistogram(into.latency, t.latency);
 }
 
@@ -147,6 +148,7 @@ function setTraffic(traffic: TrafficStats, t: TrafficFigures): void {
   for (const code of LOCAL_CODES) traffic.localErrors[code] = t.localErrors[code];
   traffic.retries = t.retries;
   for (const k of TRACING_KEYS) traffic.tracing[k] = t.tracing?.[k] ?? 0;
+  traffic.queued = t.queued ?? 0;
   setHistogram(traffic.latency, t.latency);
 }
 

@@ -27,6 +27,7 @@ import { MirrorFactory } from "../listener/route-modifiers.ts";
 import { GuardState } from "../guard/build.ts";
 import { activity, reportOf, sameActivity } from "./reports.ts";
 import type { FromWorker, PassiveEvent, Ports, Table, Tables, ToWorker } from "./protocol.ts";
+import { RecentFailures } from "../stats/recent-failures.ts";
 
 /** How often figures go to the owner when they moved, ms. Also bounds how late a run of good answers is told. */
 export const REPORT_MS = 100;
@@ -189,6 +190,9 @@ export function runWorker(): Promise<number> {
   const routes = new RouteTraffic();
   const mirrors = new MirrorFactory();
   const guards = new GuardState();
+  /** This worker's failed requests; each report carries those new since the last (failuresSent). */
+  const failures = new RecentFailures();
+  let failuresSent = 0;
   /** Every listener binds the port the owner claimed for it (SO_REUSEPORT), by its key (listener.ts portKey). */
   let ports: Ports = {};
   /** The listeners' last apply, settled: the next waits for it. */
@@ -204,7 +208,12 @@ export function runWorker(): Promise<number> {
   };
   const report = (id?: number) => {
     passive.flush();
-    send({ t: "report", report: reportOf(traffic, pools.entries(), routes.entries(), tcpStats), ...(id !== undefined ? { id } : {}) });
+    const r = reportOf(traffic, pools.entries(), routes.entries(), tcpStats);
+    if (failures.seq !== failuresSent) {
+      r.failures = failures.since(failuresSent);
+      failuresSent = failures.seq;
+    }
+    send({ t: "report", report: r, ...(id !== undefined ? { id } : {}) });
   };
 
   return new Promise<number>((resolve) => {
@@ -244,7 +253,7 @@ export function runWorker(): Promise<number> {
           send({ t: "applied", version: m.tables.version });
           ports = m.ports;
           listeners = new ListenerSet({
-            pools, traffic, routes, mirrors, guards, tcpTotals: () => tcpStats, logger,
+            pools, traffic, routes, mirrors, guards, failures, tcpTotals: () => tcpStats, logger,
             accessLog: accessLogFor, lifecycle, tracer: (c) => tracing.tracerFor(c),
             // The owner claimed every listener's port (and sends the new ones with a config).
             portFor: (key, _host, port) => ports[key] ?? port,
@@ -278,7 +287,10 @@ export function runWorker(): Promise<number> {
           });
           applying = applied.catch(() => {});
           applied.then(
-            (lines) => send({ t: "configured", id: m.id, lines }),
+            (lines) => {
+              guards.committed();
+              send({ t: "configured", id: m.id, lines });
+            },
             (e: unknown) => send({ t: "configured", id: m.id, lines: [], error: (e as Error).message }),
           );
           return;

@@ -80,8 +80,8 @@ export interface ClientEnv {
   onClosed(c: ClientConnection): void;
   /** listeners[].proxyProtocol: each connection starts with a PROXY header from a trusted peer. */
   acceptProxy: ProxyAccept | undefined;
-  /** Connections closed for an untrusted peer or no valid PROXY header in time (the first is logged). */
-  proxyRefused: number;
+  /** Count a connection closed for an untrusted peer or no valid PROXY header in time (the first is logged). */
+  proxyRefused(peer: string | undefined, detail: string): void;
   /** limits.maxConnectionsPerClient: this listener's open connections per client address, kept across reloads. */
   readonly clientConnections: ClientCounts;
   /** The 429 a connection over that bound gets before it is closed (engine.ts makes it when the bound is set). */
@@ -485,9 +485,7 @@ export class ClientConnection implements ParserHost {
   }
 
   private refuseProxy(detail: string): void {
-    if (++this.env.proxyRefused === 1) {
-      this.env.logger.info(`socket engine: closed a client from ${this.socket.remoteAddress} (PROXY protocol: ${detail}); further ones are not logged`);
-    }
+    this.env.proxyRefused(this.socket.remoteAddress, detail);
     this.destroy();
   }
 

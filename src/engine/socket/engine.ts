@@ -139,7 +139,12 @@ export function startSocketEngine(opts: SocketEngineOptions): SocketEngine {
       if (connections.size === 0) onIdle?.();
     },
     acceptProxy: opts.acceptProxy,
-    proxyRefused: 0,
+    proxyRefused(peer, detail) {
+      // Counted with the loop's own answers (/stats proxyErrors, /metrics), the first logged.
+      if (++traffic.proxyErrors.SY_PROXY_PROTOCOL_REFUSED === 1) {
+        env.logger.info(`socket engine: closed a client from ${peer} (PROXY protocol: ${detail}); further ones are only counted (proxyErrors SY_PROXY_PROTOCOL_REFUSED)`);
+      }
+    },
     clientConnections: new ClientCounts(opts.limits.maxConnectionsPerClient),
     clientRefusal: clientRefusal(opts.limits.maxConnectionsPerClient),
     clientRefused(address) {
@@ -170,7 +175,7 @@ export function startSocketEngine(opts: SocketEngineOptions): SocketEngine {
         // for a client is closed before anything it sends is read.
         const accept = env.acceptProxy;
         if (accept !== undefined && !accept.trusted(socket.remoteAddress)) {
-          if (++env.proxyRefused === 1) env.logger.info(`socket engine: closed a client from ${socket.remoteAddress} (PROXY protocol: the peer is not in trustedProxies); further ones are not logged`);
+          env.proxyRefused(socket.remoteAddress, "the peer is not in trustedProxies");
           socket.end();
           return;
         }
