@@ -393,7 +393,7 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
     const headers = req.headers;
     this.requestId = headers.get("x-request-id") ?? crypto.randomUUID();
     // Read before the route's header rules run: the context as the client sent it.
-    this.trace = s.opts.tracer?.begin(req, this.requestId, this);
+    this.trace = s.opts.tracer?.begin(req, this.requestId, this, req.routed.kind === RoutedKind.Forward ? req.routed.dest.traceThreshold : undefined);
     this.gate = req.replayable ? s.gate : s.uploads;
     const routed = req.routed;
     if (routed.kind !== RoutedKind.Forward) {

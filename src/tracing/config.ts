@@ -59,3 +59,21 @@ export const TracingSchema = v.pipe(
 );
 
 export type TracingConfig = v.InferOutput<typeof TracingSchema>;
+
+/** A route's own share of traces (`routes[].tracing`): a busy or a critical route apart from the rest. */
+export const RouteTracingSchema = v.pipe(
+  v.strictObject({
+    sampleRatio: v.pipe(sampleRatio, v.description("The share of this route's new traces recorded, in place of `tracing.sampleRatio`; a `traceparent` with a decision still decides (parent-based).")),
+  }),
+  v.description("This route's own tracing settings; needs the top-level `tracing` (where spans go)."),
+);
+
+/** A route's tracing settings without the top-level section that says where spans go. */
+export function routeTracingProblems(config: { tracing?: unknown; routes?: readonly { tracing?: unknown }[] }): string[] {
+  if (config.tracing !== undefined) return [];
+  const problems: string[] = [];
+  config.routes?.forEach((r, i) => {
+    if (r.tracing !== undefined) problems.push(`routes[${i}].tracing: expected the top-level tracing section too (tracing.otlp says where spans go)`);
+  });
+  return problems;
+}

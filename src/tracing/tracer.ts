@@ -38,7 +38,7 @@ export class RequestTracer {
    * id; the backend then gets a `traceparent` either way, so that the services behind follow
    * the same decision, and a `tracestate` of the trace we could not read is not passed on.
    */
-  begin(req: TracedRequest, requestId: string, holder: TraceIdHolder): RequestTrace | undefined {
+  begin(req: TracedRequest, requestId: string, holder: TraceIdHolder, threshold = this.threshold): RequestTrace | undefined {
     const headers = req.headers;
     const incoming = headers.get("traceparent");
     if (validTraceparent(incoming)) {
@@ -48,7 +48,7 @@ export class RequestTracer {
     }
     if (incoming !== null || headers.has("tracestate")) headers.delete("tracestate");
     const traceId = (holder.traceId = newTraceId());
-    if (!sampledAt(traceId, this.threshold)) {
+    if (!sampledAt(traceId, threshold)) {
       headers.set("traceparent", formatTraceparent(traceId, newSpanId(), false));
       return undefined;
     }

@@ -181,6 +181,19 @@ describe("tracing", () => {
     expect(collector.spans.filter((s) => s.kind === 2).length).toBe(sampled);
   });
 
+  test("a route's own sampleRatio replaces the top-level one for its requests", async () => {
+    const { port, backend, collector } = await start({ sampleRatio: 0 }, {
+      routes: [{ name: "traced", match: { path: "/traced" }, pool: "default", tracing: { sampleRatio: 1 } }, { name: "rest", match: { path: "/" }, pool: "default" }],
+    });
+    for (const path of ["/other", "/traced/a", "/other", "/traced/b"]) await (await fetch(`http://127.0.0.1:${port}${path}`)).text();
+    await spansOf(collector, 4);
+    const servers = collector.spans.filter((s) => s.kind === 2);
+    expect(servers.map((s) => s.attributes["url.path"]).sort()).toEqual(["/traced/a", "/traced/b"]);
+    expect(servers.every((s) => s.attributes["switchyard.route"] === "traced")).toBe(true);
+    // The rest still pass a decision on: not sampled.
+    expect(backend.requests.map((r) => TRACEPARENT.exec(header(backend, backend.requests.indexOf(r), "traceparent") ?? "")?.[3])).toEqual(["00", "01", "00", "01"]);
+  });
+
   test("export batches hold at most batchSize spans", async () => {
     const { port, collector } = await start({ batchSize: 4, queueSize: 100, batchDelay: 5_000 });
     for (let i = 0; i < 10; i++) await (await fetch(`http://127.0.0.1:${port}/`)).text();
