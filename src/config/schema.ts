@@ -12,6 +12,7 @@ import { listenHostProblem, parseHostPort } from "./address.ts";
 import { HASH_KEY_HINT, HASH_KEY_PATTERN } from "../policy/hash-key.ts";
 import { RouteSchema, type RouteConfig } from "../route/schema.ts";
 import { RateLimitSettingsSchema } from "../guard/rate-limit-config.ts";
+import { TracingSchema } from "../tracing/config.ts";
 
 export type { OptionDoc };
 
@@ -609,6 +610,7 @@ const BaseSchema = v.strictObject({
     ),
     {},
   ),
+  tracing: v.optional(TracingSchema),
   trustedProxies: v.optional(
     v.pipe(v.array(cidr, "expected a list of CIDRs"), v.description("Peers whose `X-Forwarded-*` and `X-Real-IP` fields are kept (`X-Forwarded-For` appended to). From any other peer they are replaced, and `Forwarded` is removed. Also the only peers a listener with `proxyProtocol: true` takes a PROXY header from.")),
     [],
