@@ -21,6 +21,7 @@ import { HealthMonitor } from "./health/monitor.ts";
 import { TrafficStats } from "./stats/traffic.ts";
 import type { AccessLog, LineSink } from "./log/access.ts";
 import { AccessLogs } from "./log/access-logs.ts";
+import { Tracing } from "./tracing/tracer.ts";
 import { consoleLogger, type Logger } from "./log/logger.ts";
 import { createAdminApp, type AdminApp } from "./admin/app.ts";
 import { TcpStats } from "./tcp/proxy.ts";
@@ -126,6 +127,8 @@ export class Balancer implements BalancerContext {
   private readonly env: Record<string, string | undefined>;
   private readonly lifecycle = { draining: false };
   private readonly accessLogs: AccessLogs;
+  /** This process's span exporter, made when a config first turns tracing on; stopped by stop(). */
+  private readonly tracing = new Tracing(this.traffic.tracing);
   private readonly mirrors: MirrorFactory;
   /** The last failed requests, every listener's (and every worker's), for /stats and the dashboard. */
   readonly failures = new RecentFailures();
@@ -353,6 +356,7 @@ export class Balancer implements BalancerContext {
       pools, traffic: this.traffic, routes: this.routes, mirrors: this.mirrors, guards: this.guards, failures: this.failures, logger: this.logger,
       tcpTotals: () => (this.tcp ??= new TcpStats()),
       accessLog: (c) => this.accessLogFor(c), lifecycle: this.lifecycle,
+      tracer: (c) => this.tracing.tracerFor(c),
       portFor: (key, host, port) => this.portFor(key, host, port),
     };
   }
@@ -546,6 +550,7 @@ export class Balancer implements BalancerContext {
       await this.admin?.app.stop();
       await this.admin?.server.stop(true);
       await this.accessLogs.close();
+      await this.tracing.stop();
       await this.guards.stop();
       this.budgets?.remove();
       await Promise.all([healthStopped, poolsStopped]);

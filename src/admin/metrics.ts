@@ -170,6 +170,15 @@ export function renderMetrics(src: SnapshotSource, poller?: BackendStatsPoller, 
     perPool("switchyard_retry_budget_exhausted_total", (p) => p.pool.retryBudget.exhausted, httpPools);
   }
 
+  if (config.tracing !== undefined) {
+    const tracing = traffic.tracing;
+    w.single("switchyard_tracing_spans_exported_total", "counter", "Spans the OTLP collector accepted (tracing).", tracing.exported);
+    w.single("switchyard_tracing_spans_dropped_total", "counter", "Spans dropped because the export queue was full (tracing.queueSize): the collector is slow, down or hanging.", tracing.dropped);
+    w.single("switchyard_tracing_spans_failed_total", "counter", "Spans in exports that failed (an error status, a network error, tracing.otlp.timeout).", tracing.failed);
+    w.single("switchyard_tracing_exports_total", "counter", "Export requests sent to the OTLP collector.", tracing.exports);
+    w.single("switchyard_tracing_export_failures_total", "counter", "Export requests that failed.", tracing.exportFailures);
+  }
+
   w.family("switchyard_local_errors_total", "counter", "Tries that failed for want of the proxy's own resources (file descriptors, local ports, its resolver), by error code; never counted against a backend.");
   for (const [code, n] of Object.entries(traffic.localErrors)) w.sample("switchyard_local_errors_total", `code="${code}"`, n);
   w.family("switchyard_panic", "gauge", "1 while the pool is in panic mode (fewer than panicThreshold % of its backends in service healthy: traffic goes to all of them), else 0.");

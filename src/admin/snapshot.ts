@@ -6,6 +6,7 @@
 import type { Backend, BackendState } from "../pool/backend.ts";
 import { isStandby } from "../pool/tiers.ts";
 import type { TrafficStats } from "../stats/traffic.ts";
+import { tracingFiguresOf, type TracingFigures } from "../tracing/counts.ts";
 import type { ProxyErrorCode } from "../errors.ts";
 import type { LocalCode } from "../net/network-error.ts";
 import type { TcpStats } from "../tcp/stats.ts";
@@ -251,6 +252,8 @@ export interface StatsDocument {
     connections?: number;
     /** TCP mode: the listener's own counters (see src/tcp/stats.ts). */
     tcp?: TcpStats;
+    /** When `tracing` is on: the span exporter's counts, all processes together (tracing/counts.ts). */
+    tracing?: TracingFigures;
   };
   /** Every backend of every pool, pool by pool; `pool` says which. */
   backends: BackendFigures[];
@@ -347,6 +350,7 @@ export function buildSnapshot(src: SnapshotSource, sampler: Sampler, poller: Bac
       localErrors: { ...traffic.localErrors },
       retries: mode === "tcp" && src.tcpStats ? src.tcpStats.retries : traffic.retries,
       accessLogDropped: traffic.accessLogDropped,
+      ...(config.tracing !== undefined ? { tracing: tracingFiguresOf(traffic.tracing) } : {}),
       ...(mode === "http"
         ? { retryBudget: { exhausted: sum(http, (p) => p.pool.retryBudget.exhausted), budget: config.retry ? budgetOf(config.retry.budget) : null } }
         : {}),

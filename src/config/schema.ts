@@ -14,6 +14,7 @@ import { RouteSchema, type RouteConfig } from "../route/schema.ts";
 import { RateLimitSettingsSchema } from "../guard/rate-limit-config.ts";
 import { ACCESS_FIELDS } from "../log/access-fields.ts";
 import { ONLY_HINT, parseOnly } from "../log/access-filter.ts";
+import { TracingSchema } from "../tracing/config.ts";
 
 export type { OptionDoc };
 
@@ -651,6 +652,7 @@ const BaseSchema = v.strictObject({
     ),
     {},
   ),
+  tracing: v.optional(TracingSchema),
   trustedProxies: v.optional(
     v.pipe(v.array(cidr, "expected a list of CIDRs"), v.description("Peers whose `X-Forwarded-*` and `X-Real-IP` fields are kept (`X-Forwarded-For` appended to). From any other peer they are replaced, and `Forwarded` is removed. Also the only peers a listener with `proxyProtocol: true` takes a PROXY header from.")),
     [],

@@ -41,6 +41,8 @@
  */
 import type { Backend, Lease } from "../pool/backend.ts";
 import type { AccessEntry, AccessLog } from "../log/access.ts";
+import type { RequestTrace } from "../tracing/span.ts";
+import type { RequestTracer } from "../tracing/tracer.ts";
 import { methodLabel, type TrafficStats } from "../stats/traffic.ts";
 import { classifyNetworkError, describeNetworkError, errorCode, isLocalCode, refinedConnectError, type LocalCode } from "../net/network-error.ts";
 import type { CidrMatcher } from "../net/cidr.ts";
@@ -66,6 +68,8 @@ export interface ForwardOptions {
   /** The listener's figures (every route's requests together). */
   traffic: TrafficStats;
   accessLog?: AccessLog;
+  /** OpenTelemetry tracing (tracing/), absent when it is off. */
+  tracer?: RequestTracer;
   /** The last failed requests (stats/recent-failures.ts), for the dashboard. */
   failures?: RecentFailures;
   trusted: CidrMatcher;
@@ -380,8 +384,6 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
    */
   private connectMs = -1;
   private firstByteMs = -1;
-  /** The request's trace id, set by tracing when it has one (the access log's trace_id). */
-  traceId: string | undefined = undefined;
   /** Host, User-Agent and Referer as the client sent them, kept only when the access log prints them. */
   private clientHost: string | undefined = undefined;
   private userAgent: string | undefined = undefined;
@@ -415,6 +417,10 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
   /** The last try failed for want of the proxy's own resources (net/network-error.ts). */
   private local: LocalCode | undefined;
   private detail = "";
+  /** The request's trace id when tracing is on (W3C traceparent, read or made: tracing/tracer.ts). */
+  traceId: string | undefined = undefined;
+  /** Its spans when the request is recorded (sampled); undefined otherwise, and then tracing costs nothing more. */
+  private readonly trace: RequestTrace | undefined;
 
   constructor(
     private readonly s: Shared<Body, Out>,
@@ -431,6 +437,8 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
       this.userAgent = headers.get("user-agent") ?? undefined;
       this.referer = headers.get("referer") ?? undefined;
     }
+    // Read before the route's header rules run: the context as the client sent it.
+    this.trace = s.opts.tracer?.begin(req, this.requestId, this, req.routed.kind === RoutedKind.Forward ? req.routed.dest.traceThreshold : undefined);
     this.gate = req.replayable ? s.gate : s.uploads;
     const routed = req.routed;
     if (routed.kind !== RoutedKind.Forward) {
@@ -464,6 +472,10 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
   log(status: number, bytes: number, error?: ProxyErrorCode): void {
     // Logged once, when the request is over: its in-flight slot is given back.
     this.releaseSlot();
+    if (this.trace !== undefined) {
+      const routed = this.req.routed;
+      this.trace.end(status, this.tried.length, routed.kind === RoutedKind.Forward ? routed.dest.route : routed.route, this.dest?.target.name, error);
+    }
     if (RecentFailures.isFailure(status, error)) this.recordFailure(status, error);
     const log = this.s.opts.accessLog;
     if (log === undefined) return;
@@ -518,6 +530,7 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
       route: routed.kind === RoutedKind.Forward ? routed.dest.route : routed.route,
       ...(this.dest !== undefined ? { pool: this.dest.target.name } : {}),
       backends: this.tried.map((b) => b.name), tries: this.tried.length, requestId: this.requestId,
+      ...(this.traceId !== undefined ? { traceId: this.traceId } : {}),
     });
   }
 
@@ -870,6 +883,10 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
     this.waitingSince = 0;
     req.cancel.on(this);
     if (this.rewriteHost) req.headers.set("host", backend.url.host);
+    if (this.trace !== undefined) {
+      const dest = this.dest!;
+      this.trace.tryStarted(backend, this.tried.length, dest.route, dest.target.name, req.method, upstreamTargetOf(req), req.headers);
+    }
     this.s.upstream.send(backend, req, cancel, this);
   }
 
@@ -902,6 +919,7 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
     const req = this.req;
     const backend = this.backend!;
     const status = (this.status = res.status);
+    this.trace?.tryAnswered(status);
     // A 5xx counts against the backend at once; a success only once its body has arrived
     // whole (bodyEnded): otherwise a backend that breaks off every body would clear its own
     // failure count with each head and never be ejected.
@@ -975,6 +993,7 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
   /** A try is over: release what it held and the gate's slot, then answer, retry or give up. */
   private tryOver(outcome: Outcome, handedOff: boolean): void {
     this.endTry(handedOff);
+    if (this.trace !== undefined && outcome !== Outcome.Answered) this.trace.tryFailed(this.tryErrorType(outcome));
     // Held until the head (and a buffered body) is in; a streamed body does not hold it,
     // so long downloads and event streams cannot starve the gate.
     this.leaveGate();
@@ -987,6 +1006,17 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
     // end waiting at the gate or finding no backend: it counts, as it was a retry wanted).
     if (this.mayRetry(failure) && dest.target.pool.routableCount() > 0 && this.admitRetry()) return this.next();
     this.finish(this.fail(this.local !== undefined ? "SY_LOCAL_RESOURCES" : failure.kind === "timeout" ? "SY_UPSTREAM_TIMEOUT" : "SY_UPSTREAM_FAILED", this.detail));
+  }
+
+  /** The span's `error.type` of a try that did not answer: low-cardinality, as the conventions ask. */
+  private tryErrorType(outcome: Outcome): string {
+    if (outcome === Outcome.ClientGone) return "client_aborted";
+    if (this.why === Why.Deadline || this.why === Why.PerTry || this.why === Why.Send) return "timeout";
+    const f = this.failure;
+    if (f === undefined) return "_OTHER";
+    if (f.kind === "status") return String(f.status);
+    if (f.kind === "grpc") return `grpc_status_${f.status}`;
+    return this.local ?? f.kind;
   }
 
   private endTry(handedOff: boolean): void {

@@ -18,12 +18,15 @@ export function formatText(e: AccessEntry): string {
   return `${new Date(e.time).toISOString()} ${e.client} "${e.method} ${e.path}" ${e.status} ${e.bytes} ${e.durationMs.toFixed(1)}ms backend=${backends} attempts=${e.attempts} id=${e.requestId}${route}${pool}${error}\n`;
 }
 
-/** Today's JSON line: these keys in this order, whatever else the entry carries. */
+/**
+ * The default JSON line: these keys in this order, whatever else the entry carries; `traceId`
+ * only when tracing gave the request one (docs/observability.md).
+ */
 export function formatJson(e: AccessEntry): string {
   return JSON.stringify({
     time: new Date(e.time).toISOString(), client: e.client, method: e.method, path: e.path, status: e.status, bytes: e.bytes,
     durationMs: Math.round(e.durationMs * 10) / 10, backends: e.backends, attempts: e.attempts, requestId: e.requestId,
-    error: e.error, route: e.route, pool: e.pool,
+    error: e.error, route: e.route, pool: e.pool, traceId: e.traceId,
   }) + "\n";
 }
 

@@ -5,6 +5,7 @@
 import { Histogram } from "./histogram.ts";
 import type { ProxyErrorCode } from "../errors.ts";
 import { LOCAL_CODES, type LocalCode } from "../net/network-error.ts";
+import { TracingCounts } from "../tracing/counts.ts";
 
 export function emptyLocalErrors(): Record<LocalCode, number> {
   return Object.fromEntries(LOCAL_CODES.map((c) => [c, 0])) as Record<LocalCode, number>;
@@ -54,6 +55,8 @@ export class TrafficStats {
    */
   readonly localErrors: Record<LocalCode, number> = emptyLocalErrors();
   retries = 0;
+  /** The span exporter's figures (tracing/exporter.ts): only the listeners' totals count them, never a route's. */
+  readonly tracing = new TracingCounts();
   /** Requests that waited in line for an upstream slot (fetch engine: limits.upstreamConcurrency, uploadConcurrency). */
   queued = 0;
   /**

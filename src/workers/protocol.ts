@@ -18,6 +18,7 @@
  */
 import type { UpstreamTlsConfig } from "../tls/upstream.ts";
 import type { Config } from "../config/schema.ts";
+import type { TracingFigures } from "../tracing/counts.ts";
 import type { UpstreamSettings, BackendOptions, MirrorState } from "../pool/backend.ts";
 import type { PolicyName } from "../config/policy-names.ts";
 import type { ProxyErrorCode } from "../errors.ts";
@@ -97,6 +98,8 @@ export interface TrafficFigures {
   /** Access-log lines the worker dropped (TrafficStats.accessLogDropped); absent from routes'. */
   accessLogDropped?: number;
   latency: HistogramFigures;
+  /** The worker's span exporter (tracing/counts.ts); absent in a route's figures. */
+  tracing?: TracingFigures;
 }
 
 /** One pool's figures in a worker. */

@@ -21,6 +21,7 @@ import { TrafficStats } from "../stats/traffic.ts";
 import { TcpStats } from "../tcp/stats.ts";
 import type { AccessLog } from "../log/access.ts";
 import { AccessLogs } from "../log/access-logs.ts";
+import { Tracing } from "../tracing/tracer.ts";
 import type { Logger } from "../log/logger.ts";
 import { ListenerSet } from "../listener/listener-set.ts";
 import { RouteTraffic, type PoolHandle, type PoolSource } from "../listener/routing.ts";
@@ -187,6 +188,8 @@ export function runWorker(): Promise<number> {
   // SIGUSR1 (the owner passes on its own, for logrotate): this worker appends to the access-log
   // files itself, so it opens them anew itself.
   process.on("SIGUSR1", () => void accessLogs.reopen());
+  /** Every worker exports its own spans (the owner forwards no request). */
+  const tracing = new Tracing(traffic.tracing);
   let reportTimer: ReturnType<typeof setInterval> | undefined;
   let lastActivity: number[] = [];
   const routes = new RouteTraffic();
@@ -227,6 +230,7 @@ export function runWorker(): Promise<number> {
       await stop(force, graceMs, handover);
       clearInterval(reportTimer);
       await accessLogs.close();
+      await tracing.stop();
       await guards.stop();
       report();
       send({ t: "stopped" });
@@ -250,7 +254,7 @@ export function runWorker(): Promise<number> {
           ports = m.ports;
           listeners = new ListenerSet({
             pools, traffic, routes, mirrors, guards, failures, tcpTotals: () => tcpStats, logger,
-            accessLog: accessLogFor, lifecycle,
+            accessLog: accessLogFor, lifecycle, tracer: (c) => tracing.tracerFor(c),
             // The owner claimed every listener's port (and sends the new ones with a config).
             portFor: (key, _host, port) => ports[key] ?? port,
           });

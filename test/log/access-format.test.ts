@@ -97,6 +97,7 @@ describe("text and json with log.fields", () => {
     expect(formatterFor("json", undefined)).toBe(formatJson);
     // The new entry fields never reach the default JSON line.
     expect(Object.keys(JSON.parse(formatJson(entry)))).toEqual(["time", "client", "method", "path", "status", "bytes", "durationMs", "backends", "attempts", "requestId", "route", "pool"]);
+    expect(JSON.parse(formatJson({ ...entry, traceId: "4bf92f3577b34da6a3ce929d0e0e4736" })).traceId).toBe("4bf92f3577b34da6a3ce929d0e0e4736");
     expect(formatText(entry)).toBe('2026-12-07T03:15:00.250Z 203.0.113.7 "GET /search?q=a%20b" 200 5120 12.3ms backend=b1,b2 attempts=2 id=c3d104e3 route=api pool=default\n');
   });
 });
