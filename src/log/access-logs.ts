@@ -15,6 +15,8 @@ export interface AccessLogsOptions {
   onDrop(lines: number): void;
   /** A file could not be reopened. */
   onError(message: string): void;
+  /** This is a worker: other processes write to the same stdout (AccessSinkOptions.sharedStdout). */
+  sharedStdout?: boolean;
 }
 
 export class AccessLogs {
@@ -41,7 +43,7 @@ export class AccessLogs {
     let sink = this.sinks.get(key);
     if (sink === undefined) {
       try {
-        sink = new AccessSink(file, { maxBuffer, onDrop: this.o.onDrop, onError: this.o.onError });
+        sink = new AccessSink(file, { maxBuffer, onDrop: this.o.onDrop, onError: this.o.onError, sharedStdout: this.o.sharedStdout });
       } catch (e) {
         throw new Error(`log.file: cannot open ${JSON.stringify(file)} for appending: ${(e as Error).message}`);
       }

@@ -184,7 +184,7 @@ export function runWorker(): Promise<number> {
   const tcpStats = new TcpStats();
   let running: Config | undefined;
   let listeners: ListenerSet | undefined;
-  const accessLogs = new AccessLogs({ onDrop: (n) => traffic.countAccessLogDrop(n), onError: (msg) => logger.warn(msg) });
+  const accessLogs = new AccessLogs({ onDrop: (n) => traffic.countAccessLogDrop(n), onError: (msg) => logger.warn(msg), sharedStdout: true });
   // SIGUSR1 (the owner passes on its own, for logrotate): this worker appends to the access-log
   // files itself, so it opens them anew itself.
   process.on("SIGUSR1", () => void accessLogs.reopen());

@@ -1,7 +1,8 @@
 /**
  * The access log of a real `switchyard serve` process writing to log.file: reopened on SIGUSR1
  * after logrotate's rename (one process, and two workers, each of which appends to the file
- * itself), and two workers writing thousands of long lines to one file without breaking one.
+ * itself), and two workers writing thousands of long lines to one file, or to one stdout pipe,
+ * without breaking one.
  */
 import { afterAll, afterEach, describe, expect, test } from "bun:test";
 import { existsSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
@@ -16,6 +17,8 @@ const CLI = join(import.meta.dir, "../../src/cli.ts");
 const engine = testEngine().engine ?? "socket";
 const dir = mkdtempSync(join(tmpdir(), "switchyard-access-process-"));
 let proc: Subprocess | undefined;
+/** What the serve process wrote to stdout so far. */
+let stdout = "";
 let cluster: SimCluster | undefined;
 afterEach(async () => {
   if (proc && proc.exitCode === null) {
@@ -38,13 +41,20 @@ async function serve(name: string, log: Record<string, unknown>, more: Record<st
   }));
   const p = (proc = Bun.spawn([process.execPath, CLI, "serve", "--config", file], { stdout: "pipe", stderr: "pipe" }));
   let out = "";
+  stdout = "";
   const reader = p.stdout.getReader();
   const deadline = Date.now() + 15_000;
   for (;;) {
     const m = /proxy listening on (http:\/\/\S+)/.exec(out);
     if (m) {
+      stdout = out;
       void (async () => {
-        for (;;) if ((await reader.read()).done) break;
+        const text = new TextDecoder();
+        for (;;) {
+          const { done, value } = await reader.read();
+          if (done) break;
+          stdout += text.decode(value, { stream: true });
+        }
       })();
       return m[1]!;
     }
@@ -119,5 +129,24 @@ describe(`log.file on the ${engine} engine`, () => {
       seen.add(i);
     }
     expect(seen.size).toBe(n);
+  }, 60_000);
+
+  test("two workers, thousands of long lines to one stdout pipe: every line whole", async () => {
+    const url = await serve("workers-stdout", { format: "json", fields: ["target", "user_agent", "status"] }, { workers: 2 });
+    const n = 2000;
+    // Each line under 4 KiB (PIPE_BUF), so that a batch of whole lines fits a pipe's atomic write.
+    const agent = (i: number) => "agent-" + "a".repeat((i * 997) % 3700);
+    await load(url, Array.from({ length: n }, (_, i) => `/?i=${i}`), 32, (i) => ({ "user-agent": agent(i) }));
+    const access = () => stdout.split("\n").filter((l) => l.includes('"target"'));
+    await waitFor(() => access().length >= n, `${n} access-log lines on stdout`, 20_000);
+    const seen = new Set<number>();
+    for (const l of access()) {
+      const e = JSON.parse(l) as { target: string; user_agent: string; status: number };
+      const i = Number(/i=(\d+)/.exec(e.target)![1]);
+      expect(e.user_agent).toBe(agent(i));
+      seen.add(i);
+    }
+    expect(seen.size).toBe(n);
+    expect(access().length).toBe(n);
   }, 60_000);
 });
