@@ -111,7 +111,7 @@ export async function waitUp(port: number, started?: Started, o: { http?: boolea
 }
 
 /** Resolves with what `find` finds in what `started` has written (`what`, for the error); throws when it exits first or after 15 s. */
-async function waitOutput<T>(started: Started, what: string, find: (output: string) => T | undefined): Promise<T> {
+export async function waitOutput<T>(started: Started, what: string, find: (output: string) => T | undefined): Promise<T> {
   const deadline = Date.now() + 15_000;
   while (Date.now() < deadline) {
     const found = find(started.output());
@@ -157,9 +157,11 @@ export async function switchyard(procs: Processes, name: string, config: Record<
   }));
   const s = procs.spawn([process.execPath, "src/cli.ts", "serve", "--config", file]);
   // "http proxy listening on ..." (the single-listener form) or "http proxy \"web\" listening on ...".
-  const port = Number(await waitOutput(s, "its proxy port", (out) => /proxy (?:"[^"]*" )?listening on \w+:\/\/127\.0\.0\.1:(\d+)/.exec(out)?.[1]));
+  const [scheme, portText] = await waitOutput(s, "its proxy port", (out) => /proxy (?:"[^"]*" )?listening on (\w+):\/\/127\.0\.0\.1:(\d+)/.exec(out)?.slice(1, 3));
+  const port = Number(portText);
   const admin = config.admin ? await waitOutput(s, "its admin URL", (out) => /admin listening on (\S+)/.exec(out)?.[1]) : undefined;
-  await waitUp(port, s, { http: config.mode !== "tcp" });
+  // A TLS listener (https://) answers no plain GET: a TCP connect says it is up.
+  await waitUp(port, s, { http: config.mode !== "tcp" && scheme === "http" });
   return { name, port, started: s, admin, pids: () => withChildren(s.proc.pid) };
 }
 
@@ -210,9 +212,10 @@ export function nginxProxyPass(upstream: string, fields: "minimal" | "switchyard
 /**
  * One nginx (master and `workers` workers, 1 unless told) whose `http` block holds `http` (its
  * upstreams and servers, written by the caller); resolves once every port of `ports` answers.
- * Its PIDs are the master's and its workers'.
+ * Its PIDs are the master's and its workers'. `tcp`: wait for a TCP connect instead of an
+ * HTTP/1.1 answer, for ports that give none (TLS, or h2c-only `listen ... http2` in nginx 1.22).
  */
-export async function nginxWith(procs: Processes, http: string, ports: readonly number[], o: { workers?: number; accessLog?: boolean } = {}): Promise<{ pids(): number[] }> {
+export async function nginxWith(procs: Processes, http: string, ports: readonly number[], o: { workers?: number; accessLog?: boolean; tcp?: boolean } = {}): Promise<{ pids(): number[] }> {
   const home = join(procs.dir, `nginx-${++serial}`);
   mkdirSync(home, { recursive: true });
   writeFileSync(join(home, "nginx.conf"), `
@@ -222,7 +225,7 @@ http {
   access_log ${o.accessLog ? `${home}/nginx-access.log` : "off"};${http}
 }`);
   const s = procs.spawn(["nginx", "-c", join(home, "nginx.conf"), "-p", home]);
-  for (const p of ports) await waitUp(p, s);
+  for (const p of ports) await waitUp(p, s, { http: !o.tcp });
   return { pids: () => withChildren(s.proc.pid) };
 }
 
@@ -277,19 +280,30 @@ ${o.servers.map((b, i) => `  server b${i + 1} ${b}${http ? " check" : ""}`).join
  * `keepalive 64`). No admin endpoint and no automatic HTTPS (an http:// site address and
  * `auto_https off`), so it never tries to get a certificate; its config and data directories
  * are in the bench's directory, so nothing is written to $HOME. It adds X-Forwarded-For/-Proto/-Host itself.
+ *
+ * For HTTP/2 (bench/h2.ts): `tls` serves HTTPS with that certificate (HTTP/1.1 and h2 by ALPN,
+ * no HTTP/3); `h2c` takes cleartext HTTP/2 by prior knowledge beside HTTP/1.1 (its `servers {
+ * protocols h1 h2 h2c }`); `upstream: "h2c"` speaks cleartext HTTP/2 to the backends
+ * (`reverse_proxy h2c://...`).
  */
-export async function caddy(procs: Processes, name: string, o: { servers: readonly string[] }): Promise<Target> {
+export async function caddy(procs: Processes, name: string, o: { servers: readonly string[]; tls?: { cert: string; key: string }; h2c?: boolean; upstream?: "http1" | "h2c" }): Promise<Target> {
   const port = freePort();
   const home = join(procs.dir, `caddy-${++serial}`);
   mkdirSync(home, { recursive: true });
   const file = join(home, "Caddyfile");
+  const protocols = o.tls ? "h1 h2" : o.h2c ? "h1 h2 h2c" : undefined;
+  const scheme = o.upstream === "h2c" ? "h2c://" : "";
   writeFileSync(file, `{
 	admin off
-	auto_https off
+	auto_https off${protocols ? `
+	servers {
+		protocols ${protocols}
+	}` : ""}
 }
-http://:${port} {
-	bind 127.0.0.1
-	reverse_proxy ${o.servers.join(" ")} {
+${o.tls ? "https" : "http"}://:${port} {
+	bind 127.0.0.1${o.tls ? `
+	tls ${o.tls.cert} ${o.tls.key}` : ""}
+	reverse_proxy ${o.servers.map((s) => scheme + s).join(" ")} {
 		lb_policy least_conn
 		transport http {
 			keepalive 60s
@@ -299,7 +313,7 @@ http://:${port} {
 }
 `);
   const s = procs.spawn(["caddy", "run", "--config", file, "--adapter", "caddyfile"], { env: { XDG_CONFIG_HOME: home, XDG_DATA_HOME: home, HOME: home } });
-  await waitUp(port, s);
+  await waitUp(port, s, { http: !o.tls });
   return { name, port, pids: () => [s.proc.pid] };
 }
 
