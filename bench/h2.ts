@@ -21,6 +21,9 @@
  * gRPC: unary calls of a generic Buffer service (bench/grpc-peers.ts, @grpc/grpc-js), `--grpc-
  * concurrency` calls in flight over `--grpc-channels` channels, through Switchyard (h2c front, h2c
  * pool) and nginx (`grpc_pass grpc://`), to three grpc-js servers, and to one server directly.
+ * The servers run under Node when it is installed (bundled by `bun build`), since nginx's grpc
+ * module fails every call on a reused connection to a Bun node:http2 server (below); the load
+ * client runs under Bun.
  *
  * Latency is per request from h2load's --log-file (p99 and mean of the 2xx answers); CPU is the
  * user and system time of the target's own processes from /proc divided by the requests (calls)
