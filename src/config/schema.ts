@@ -532,7 +532,7 @@ const BaseSchema = v.strictObject({
     v.pipe(
       v.strictObject({
         enabled: v.optional(
-          v.pipe(v.boolean("expected true or false"), v.description("Socket engine: take HTTP/2 from clients: by prior knowledge on plain listeners (a connection that opens with the HTTP/2 preface), and by ALPN (`h2`, then `http/1.1`) on TLS listeners. `false`: HTTP/1.1 only (the preface is answered `505`, ALPN offers nothing). A reload changes the limits below for new connections, and turns HTTP/2 on or off on plain listeners; on TLS listeners ALPN's offer is fixed at start.")),
+          v.pipe(v.boolean("expected true or false"), v.description("Take HTTP/2 from clients: by prior knowledge on plain listeners (a connection that opens with the HTTP/2 preface), and by ALPN (`h2`, then `http/1.1`) on TLS listeners. `false`: HTTP/1.1 only (the preface is answered `505` on the socket engine, ALPN offers nothing). A reload that turns it on or off binds TLS listeners (and the fetch engine's) anew beside the old ones, which finish what they hold; the socket engine's limits below reach new connections. Fetch engine: Bun.serve's own HTTP/2, with Bun's own limits (the options below are the socket engine's), and no gRPC (Bun's fetch cannot read a backend's trailers).")),
           true,
         ),
         maxConcurrentStreams: v.optional(
@@ -567,7 +567,7 @@ const BaseSchema = v.strictObject({
           1000,
         ),
       }),
-      v.description("HTTP/2 from clients (socket engine; docs/http2.md). Backends are reached as their pool says, whatever the client spoke."),
+      v.description("HTTP/2 from clients (docs/http2.md). Backends are reached as their pool says, whatever the client spoke."),
       doc({ defaultText: "each field's own default" }),
     ),
     {},

@@ -157,6 +157,9 @@ class FetchListener {
       development: false,
       idleTimeout: Math.ceil(config.timeouts.idle / 1000),
       maxRequestBodySize: largestBody(config),
+      // HTTP/2 by Bun.serve's own implementation: ALPN h2 on TLS, the preface on plain TCP.
+      // Its limits are Bun's; the `http2` options other than `enabled` are the socket engine's.
+      http2: config.http2.enabled,
       fetch: (req, server) => this.current(req, server),
       // WebSockets (engine/fetch/websocket.ts); a forced stop closes them with 1001.
       websocket: bridgeHandlers as import("bun").WebSocketHandler<unknown>,

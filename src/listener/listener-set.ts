@@ -22,14 +22,16 @@ interface Entry {
 /**
  * The fields that, changed, need a new bind: the address, the mode, TLS on or off, and on the
  * fetch engine the options Bun.serve takes only when it listens (its idle timeout, the largest
- * body); for TCP, its pool. A new bind on the same port goes beside the old listener (SO_REUSEPORT), which then
+ * body, HTTP/2); on a TLS listener, whether ALPN offers h2; for TCP, its pool. A new bind on the same port goes beside the old listener (SO_REUSEPORT), which then
  * stops accepting and finishes what it holds.
  */
 function bindingOf(l: ListenerConfig, c: Config): string {
-  const fetchFixed = c.engine === "fetch" && l.mode === "http" ? [c.timeouts.idle, largestBody(c)] : [];
+  const fetchFixed = c.engine === "fetch" && l.mode === "http" ? [c.timeouts.idle, largestBody(c), c.http2.enabled] : [];
+  // ALPN's offer (h2 or not) is fixed when a TLS listener binds, on either engine.
+  const alpn = l.mode === "http" && l.tls !== undefined && c.engine === "socket" ? [c.http2.enabled] : [];
   // A TCP listener's relays take its pool when they start (tcp/proxy.ts): a new pool, a new bind.
   const tcpPool = l.mode === "tcp" ? [l.pool ?? null] : [];
-  return JSON.stringify([l.host, l.port, l.mode, l.tls !== undefined, c.engine, ...fetchFixed, ...tcpPool]);
+  return JSON.stringify([l.host, l.port, l.mode, l.tls !== undefined, c.engine, ...fetchFixed, ...alpn, ...tcpPool]);
 }
 
 export class ListenerSet {

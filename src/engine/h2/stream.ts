@@ -157,7 +157,7 @@ export class H2Stream implements SocketRequest, ResponseSink, ForwardRequest<Soc
       this.stream.sendTrailers(out);
     } catch (e) {
       this.conn.logError(e);
-      if (!this.stream.destroyed) this.stream.close(NGHTTP2_INTERNAL_ERROR);
+      this.resetAfterHead(NGHTTP2_INTERNAL_ERROR);
     }
   }
 
@@ -178,7 +178,21 @@ export class H2Stream implements SocketRequest, ResponseSink, ForwardRequest<Soc
     if (this.done) return;
     this.settle({ by, detail });
     // The head went out: a reset tells the client the body is incomplete (RFC 9113 §8.1).
-    if (!this.stream.destroyed) this.stream.close(by === "backend" ? NGHTTP2_INTERNAL_ERROR : NGHTTP2_CANCEL);
+    this.resetAfterHead(by === "backend" ? NGHTTP2_INTERNAL_ERROR : NGHTTP2_CANCEL);
+  }
+
+  /**
+   * Reset a stream whose response head went out, so that the client cannot take what it got for
+   * the whole answer. Bun 1.4.5's close(code) on a server stream that has sent its HEADERS ends
+   * the stream cleanly instead (END_STREAM, or RST_STREAM with NO_ERROR: oven-sh/bun#33380;
+   * measured: a node client read a cut body as complete), so the reset goes through destroy(),
+   * which Bun sends as RST_STREAM INTERNAL_ERROR whatever `code` says: CANCEL is what the
+   * client itself asked for, and it is gone either way.
+   */
+  private resetAfterHead(code: number): void {
+    if (this.stream.destroyed) return;
+    if (code === NGHTTP2_CANCEL) this.stream.close(code);
+    else this.stream.destroy(new Error("the answer was cut"));
   }
   congested(): boolean {
     return this.full && !this.stream.destroyed;
@@ -240,7 +254,7 @@ export class H2Stream implements SocketRequest, ResponseSink, ForwardRequest<Soc
     try {
       this.conn.logError(e);
       if (!this.responded) this.answer(plainAnswer(500, "internal error"));
-      else if (!this.stream.destroyed) this.stream.close(NGHTTP2_INTERNAL_ERROR);
+      else this.resetAfterHead(NGHTTP2_INTERNAL_ERROR);
     } catch {
       this.stream.destroy();
     }

@@ -407,6 +407,40 @@ describe("HTTP/2 from clients (socket engine)", () => {
     void again;
   });
 
+  test("a backend that dies mid-body: the client's stream is reset with INTERNAL_ERROR, never ended as if whole", async () => {
+    // An HTTP/1.1 backend that promises 1 MB, sends 1 KiB, and closes a moment later (once that
+    // much has reached the client: the case Bun's close(code) got wrong).
+    const cut = Bun.listen({
+      hostname: "127.0.0.1",
+      port: 0,
+      socket: {
+        data(sock) {
+          sock.write(`HTTP/1.1 200 OK\r\ncontent-length: ${1 << 20}\r\n\r\n`);
+          sock.write(new Uint8Array(1024).fill(99));
+          setTimeout(() => sock.end(), 50);
+        },
+      },
+    });
+    try {
+      const r = await rig(0, { backends: [{ name: "cut", url: `http://127.0.0.1:${cut.port}` }] });
+      const s = connect(r.balancer.url);
+      const req = s.request({ ":path": "/" });
+      let got = 0;
+      let ended = false;
+      req.on("data", (c: Buffer) => (got += c.length));
+      req.on("end", () => (ended = true));
+      req.on("error", () => {});
+      await new Promise<void>((resolve) => req.on("close", () => resolve()));
+      expect(ended).toBe(false);
+      expect(req.rstCode).toBe(http2.constants.NGHTTP2_INTERNAL_ERROR);
+      expect(got).toBeLessThan(1 << 20);
+      await waitFor(() => r.access.length === 1, "the access-log line");
+      expect(r.access[0]).toContain("SY_UPSTREAM_TRUNCATED");
+    } finally {
+      cut.stop(true);
+    }
+  });
+
   test("h2load smoke: 2000 requests over 4 connections, all succeed", async () => {
     const h2load = findProgram("h2load");
     if (h2load === undefined) return void console.warn("h2load not installed (Debian nghttp2-client): skipped");
