@@ -11,7 +11,8 @@
  *     `http2: true` on plain TCP (bench/h2-backends.ts), which serve HTTP/1.1 and h2c on one port:
  *     both backend sides reach literally the same processes. (Measured beside a node:http2
  *     responder, `--kind node`: Bun.serve's is several times cheaper per request; docs/performance.md.)
- * Targets: Switchyard (`protocol: h2c` on the pool for h2c backends); nginx (`listen ... http2`,
+ * Targets: Switchyard's socket engine (`protocol: h2c` on the pool for h2c backends) and, for
+ * HTTP/1.1 backends, its fetch engine (Bun.serve's own `http2`; its fetch has no h2c); nginx (`listen ... http2`,
  * `listen ... ssl http2`, `keepalive_requests` raised so that h2load's connections are not closed
  * after 1,000 requests; nginx proxies HTTP/1.1 only, so in the h2c-backend scenarios the reference
  * is nginx with HTTP/1.1 backends, the best it offers for the same clients, and the table says so);
@@ -145,6 +146,7 @@ function listening(s: Started, count: number): Promise<string[]> {
 }
 
 const SY = "switchyard (socket)";
+const SY_FETCH = "switchyard (fetch)";
 const NGINX = `nginx (${nginxWorkers} worker${nginxWorkers === 1 ? "" : "s"})`;
 const CADDY = "caddy";
 const DIRECT = "direct (one backend)";
@@ -175,6 +177,13 @@ try {
         engine: "socket", listen: { host: "127.0.0.1", port: 0, ...(client.tls ? { tls: { cert, key } } : {}) },
         protocol: backend.protocol, strategy: "least-connections", backends: backends.map((x) => ({ url: `http://${x}` })),
       }));
+      // The fetch engine's HTTP/2 is Bun.serve's own; its upstream is Bun's fetch, HTTP/1.1 only.
+      if (backend.protocol === "http1") {
+        add(await switchyard(procs, SY_FETCH, {
+          engine: "fetch", listen: { host: "127.0.0.1", port: 0, ...(client.tls ? { tls: { cert, key } } : {}) },
+          strategy: "least-connections", backends: backends.map((x) => ({ url: `http://${x}` })),
+        }));
+      }
       if (has("caddy")) add(await caddy(procs, CADDY, { servers: backends, tls: client.tls ? { cert, key } : undefined, h2c: !client.tls, upstream: backend.protocol }));
     }
   }
@@ -234,7 +243,7 @@ try {
   const results = clean.kept;
   const kept = results.length / runs.length;
 
-  console.log(`\nh2load -t1 -c${values.connections} -m${values.streams} -D${duration}; gRPC: ${values["grpc-concurrency"]} unary calls in flight over ${values["grpc-channels"]} grpc-js channels for ${duration} s. ${kept} interleaved round(s) kept of the ${rounds} asked. Switchyard socket engine, one process; ${NGINX}; Caddy ${has("caddy") ? "(GOMAXPROCS unset: all cores)" : "not installed"}; 3 backends; gRPC servers under ${node ? "Node" : `Bun (nginx without upstream keep-alive)`}; ${navigator.hardwareConcurrency} cores shared by all; ${new Date().toISOString()}\n`);
+  console.log(`\nh2load -t1 -c${values.connections} -m${values.streams} -D${duration}; gRPC: ${values["grpc-concurrency"]} unary calls in flight over ${values["grpc-channels"]} grpc-js channels for ${duration} s. ${kept} interleaved round(s) kept of the ${rounds} asked. Switchyard one process per target; ${NGINX}; Caddy ${has("caddy") ? "(GOMAXPROCS unset: all cores)" : "not installed"}; 3 backends; gRPC servers under ${node ? "Node" : `Bun (nginx without upstream keep-alive)`}; ${navigator.hardwareConcurrency} cores shared by all; ${new Date().toISOString()}\n`);
   console.log("Median (min-max) over the rounds. Ratios to nginx per round, then their median; nginx proxies HTTP/1.1 only, so for h2c backends the reference is nginx with HTTP/1.1 backends for the same clients. Issue 24's targets: req/s at least 0.8× nginx's, p99 at or below nginx's.\n");
   console.log("| scenario | target | req/s | p99 ms | mean ms | own CPU µs/request | req/s ÷ nginx | p99 ÷ nginx | targets met | errors |");
   console.log("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
