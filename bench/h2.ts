@@ -46,7 +46,7 @@ import { readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import {
-  Processes, caddy, root, cleanRounds, costOf, freePort, has, interleaved, median, need, nginxProxyPass, nginxWith, requireKept, setAsideNote, spread, switchyard, waitOutput,
+  Processes, caddy, root, cleanRounds, costOf, freePort, has, interleaved, median, need, nginxProxyPass, nginxWith, requireKept, setAsideNote, spread, switchyard, listeningOn,
   type Cost, type Started, type Target,
 } from "./harness.ts";
 
@@ -137,14 +137,6 @@ function percentile(sorted: readonly number[], q: number): number {
   return sorted.length === 0 ? NaN : sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * q))]!;
 }
 
-/** The `listening on http://...` lines of a backends process: its host:port list. */
-function listening(s: Started, count: number): Promise<string[]> {
-  return waitOutput(s, `${count} "listening on" lines`, (out) => {
-    const found = [...out.matchAll(/listening on http:\/\/(\S+)/g)].map((m) => m[1]!);
-    return found.length >= count ? found : undefined;
-  });
-}
-
 const SY = "switchyard (socket)";
 const SY_FETCH = "switchyard (fetch)";
 const NGINX = `nginx (${nginxWorkers} worker${nginxWorkers === 1 ? "" : "s"})`;
@@ -164,7 +156,7 @@ try {
   if (ossl.exitCode !== 0) throw new Error(`openssl could not make a certificate: ${ossl.stderr.toString()}`);
 
   const b = procs.spawn([process.execPath, "bench/h2-backends.ts", "--count", "3"]);
-  const backends = await listening(b, 3);
+  const backends = await listeningOn(b, 3);
   const direct: Target = { name: DIRECT, port: Number(backends[0]!.split(":").pop()), pids: () => [b.proc.pid] };
 
   const runs: Run[] = [];
@@ -220,7 +212,7 @@ try {
   } else {
     g = procs.spawn([process.execPath, "bench/grpc-peers.ts", "servers", "--count", "3"]);
   }
-  const grpcServers = await listening(g, 3);
+  const grpcServers = await listeningOn(g, 3);
   const grpcTargets: Target[] = [
     await switchyard(procs, SY, { engine: "socket", protocol: "h2c", strategy: "least-connections", backends: grpcServers.map((x) => ({ url: `http://${x}` })) }),
     { name: "direct (one grpc-js server)", port: Number(grpcServers[0]!.split(":").pop()), pids: () => [g.proc.pid] },

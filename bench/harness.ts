@@ -111,7 +111,7 @@ export async function waitUp(port: number, started?: Started, o: { http?: boolea
 }
 
 /** Resolves with what `find` finds in what `started` has written (`what`, for the error); throws when it exits first or after 15 s. */
-export async function waitOutput<T>(started: Started, what: string, find: (output: string) => T | undefined): Promise<T> {
+async function waitOutput<T>(started: Started, what: string, find: (output: string) => T | undefined): Promise<T> {
   const deadline = Date.now() + 15_000;
   while (Date.now() < deadline) {
     const found = find(started.output());
@@ -128,14 +128,19 @@ export async function waitOutput<T>(started: Started, what: string, find: (outpu
 /** Numbers the config files and directories of one bench's references, so that none overwrites another's. */
 let serial = 0;
 
+/** The host:port of the first `count` "listening on http://HOST:PORT" lines `started` writes (the sim, bench/h2-backends.ts, bench/grpc-peers.ts). */
+export function listeningOn(started: Started, count: number): Promise<string[]> {
+  return waitOutput(started, `${count} "listening on" lines`, (out) => {
+    const found = [...out.matchAll(/listening on http:\/\/(\S+)/g)].map((m) => m[1]!);
+    return found.length >= count ? found : undefined;
+  });
+}
+
 /** The sim's backends (one process), each host:port; `latency` (ms, one per backend) is set through their /_control. */
 export async function sim(procs: Processes, o: { count?: number; latency?: readonly number[] } = {}): Promise<{ backends: string[]; target: Target }> {
   const count = o.count ?? o.latency?.length ?? 3;
   const s = procs.spawn([process.execPath, "sim/main.ts", "--count", String(count), "--base-port", "0"]);
-  const backends = await waitOutput(s, `${count} "listening on" lines`, (out) => {
-    const listening = [...out.matchAll(/listening on http:\/\/(\S+)/g)].map((m) => m[1]!);
-    return listening.length >= count ? listening : undefined;
-  });
+  const backends = await listeningOn(s, count);
   if (o.latency) {
     await Promise.all(backends.map((b, i) => fetch(`http://${b}/_control`, { method: "POST", body: JSON.stringify({ latency: o.latency![i] }) }).then((r) => r.text())));
   }
