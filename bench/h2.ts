@@ -122,8 +122,8 @@ async function grpcLoad(scenario: string, t: Target): Promise<Result> {
   const r = await costOf(t.name, t.pids(), async () => {
     const p = Bun.spawn([process.execPath, "bench/grpc-peers.ts", "load", "--target", `127.0.0.1:${t.port}`, "--duration", String(duration),
       "--concurrency", values["grpc-concurrency"]!, "--channels", values["grpc-channels"]!], { cwd: root, stdout: "pipe", stderr: "pipe" });
-    const out = await new Response(p.stdout).text();
-    await p.exited;
+    const [out, err] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text()]);
+    if ((await p.exited) !== 0) throw new Error(`the gRPC load client against ${t.name} exited ${p.exitCode}: ${err}`);
     const result = JSON.parse(out.trim().split("\n").pop() || "{}") as { calls?: number; errors?: number; seconds?: number; meanMs?: number; p99Ms?: number };
     return { units: result.calls ?? 0, result };
   });
