@@ -408,11 +408,11 @@ export interface WrkResult extends Cost {
 }
 
 /** wrk --latency against `t` (1 thread unless told; `headers` sent with every request), with the CPU of `t`'s processes and of the machine around it. */
-export async function wrk(t: Target, o: { connections: number; duration: number | string; path?: string; threads?: number | string; headers?: Readonly<Record<string, string>> }): Promise<WrkResult> {
+export async function wrk(t: Target, o: { connections: number; duration: number | string; path?: string; threads?: number | string; headers?: Readonly<Record<string, string>>; scheme?: "http" | "https" }): Promise<WrkResult> {
   // -H "Host: ..." replaces the Host wrk would send (the target's address).
   const headers = Object.entries(o.headers ?? {}).flatMap(([k, v]) => ["-H", `${k}: ${v}`]);
   const r = await costOf(t.name, t.pids(), async () => {
-    const p = Bun.spawn(["wrk", `-t${o.threads ?? 1}`, `-c${o.connections}`, `-d${o.duration}s`, "--latency", ...headers, `http://127.0.0.1:${t.port}${o.path ?? "/"}`], { stdout: "pipe" });
+    const p = Bun.spawn(["wrk", `-t${o.threads ?? 1}`, `-c${o.connections}`, `-d${o.duration}s`, "--latency", ...headers, `${o.scheme ?? "http"}://127.0.0.1:${t.port}${o.path ?? "/"}`], { stdout: "pipe" });
     const out = await new Response(p.stdout).text();
     await p.exited;
     return { units: Number(/(\d+) requests in/.exec(out)?.[1] ?? 0), result: out };

@@ -20,6 +20,7 @@ import type { PassiveHealth } from "./health/passive.ts";
 import { HealthMonitor } from "./health/monitor.ts";
 import { TrafficStats } from "./stats/traffic.ts";
 import { createAccessLog, type AccessLog, type LineSink } from "./log/access.ts";
+import { Tracing } from "./tracing/tracer.ts";
 import { consoleLogger, type Logger } from "./log/logger.ts";
 import { createAdminApp, type AdminApp } from "./admin/app.ts";
 import { TcpStats } from "./tcp/proxy.ts";
@@ -37,6 +38,7 @@ import { RouteTraffic, type PoolSource } from "./listener/routing.ts";
 import { MirrorFactory } from "./listener/route-modifiers.ts";
 import { GuardState } from "./guard/build.ts";
 import { BudgetFiles } from "./guard/rate-limit-shared.ts";
+import { RecentFailures } from "./stats/recent-failures.ts";
 import { hostForUrl, portKey, type ListenerContext } from "./listener/listener.ts";
 
 export interface BalancerOptions {
@@ -124,7 +126,11 @@ export class Balancer implements BalancerContext {
   private readonly env: Record<string, string | undefined>;
   private readonly lifecycle = { draining: false };
   private readonly accessLogs = new Map<string, AccessLog>();
+  /** This process's span exporter, made when a config first turns tracing on; stopped by stop(). */
+  private readonly tracing = new Tracing(this.traffic.tracing);
   private readonly mirrors: MirrorFactory;
+  /** The last failed requests, every listener's (and every worker's), for /stats and the dashboard. */
+  readonly failures = new RecentFailures();
   /** What the routes' guards keep across reloads; stopped by stop(). */
   private readonly guards = new GuardState();
   private listeners: ListenerSet | undefined;
@@ -259,6 +265,7 @@ export class Balancer implements BalancerContext {
       lines.push(...this.syncRedirects(target, prev));
       this.auth.set(tokens);
       this.running = target;
+      this.guards.committed();
       // The workers take the same config in place, with the tables of its pools and the ports
       // of its listeners.
       if (this.supervisor !== undefined && ports !== undefined) lines.push(...(await this.supervisor.configure(target, ports)));
@@ -337,9 +344,10 @@ export class Balancer implements BalancerContext {
       },
     };
     return {
-      pools, traffic: this.traffic, routes: this.routes, mirrors: this.mirrors, guards: this.guards, logger: this.logger,
+      pools, traffic: this.traffic, routes: this.routes, mirrors: this.mirrors, guards: this.guards, failures: this.failures, logger: this.logger,
       tcpTotals: () => (this.tcp ??= new TcpStats()),
       accessLog: (c) => this.accessLogFor(c), lifecycle: this.lifecycle,
+      tracer: (c) => this.tracing.tracerFor(c),
       portFor: (key, host, port) => this.portFor(key, host, port),
     };
   }
@@ -419,7 +427,7 @@ export class Balancer implements BalancerContext {
     const budgets = (this.budgets = new BudgetFiles());
     budgets.make(initial);
     const workers = (this.supervisor = new WorkerSupervisor({
-      count, pools: this.pools, traffic: this.traffic, routes: this.routes, tcpStats: this.tcpStats, logger: this.logger, config: () => this.running,
+      count, pools: this.pools, traffic: this.traffic, routes: this.routes, tcpStats: this.tcpStats, failures: this.failures, logger: this.logger, config: () => this.running,
       budgetDir: budgets.dir,
     }));
     // Besides state changes (which the supervisor follows itself), every operation recorded
@@ -525,6 +533,7 @@ export class Balancer implements BalancerContext {
       await this.admin?.app.stop();
       await this.admin?.server.stop(true);
       for (const log of this.accessLogs.values()) await log.close();
+      await this.tracing.stop();
       await this.guards.stop();
       this.budgets?.remove();
       await Promise.all([healthStopped, poolsStopped]);

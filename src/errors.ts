@@ -157,6 +157,11 @@ export const ERRORS = {
     meaning: "The client's address already holds limits.maxConnectionsPerClient connections to this listener (RFC 6585 §4): answered with Retry-After and closed (socket engine; a TCP listener closes it before dialling, counted in tcp stats clientConnectionsRefused).",
     message: "too many connections from this client",
   },
+  SY_PROXY_PROTOCOL_REFUSED: {
+    status: null, from: "listener",
+    meaning: "A connection to a listener with proxyProtocol: true closed without an answer: its peer is not in trustedProxies, or it sent no valid PROXY protocol header in time (HAProxy's accept-proxy).",
+    otherwise: "closed at once; counted (socket engine: /stats proxyErrors; TCP listeners: tcp stats proxyRefused), the first one logged",
+  },
 
   // The admin listener (admin/app.ts, admin/api.ts).
   SY_ADMIN_HOST_FORBIDDEN: {

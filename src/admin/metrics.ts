@@ -17,6 +17,10 @@ import { balancerMode, poolsOf, routeStatsOf, type PoolView } from "./topology.t
 import { isStandby } from "../pool/tiers.ts";
 import type { SnapshotSource } from "./snapshot.ts";
 import type { BackendStatsPoller, PollResult } from "./poller.ts";
+import pkg from "../../package.json" with { type: "json" };
+
+/** switchyard_build_info's labels: fixed for the process, made once. */
+const BUILD_LABELS = `version="${escapeLabelValue(pkg.version)}",bun_version="${escapeLabelValue(Bun.version)}",bun_revision="${escapeLabelValue(Bun.revision.slice(0, 9))}"`;
 
 export const METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -143,6 +147,8 @@ export function renderMetrics(src: SnapshotSource, poller?: BackendStatsPoller, 
   const httpPools = pools.filter((p) => p.config.mode === "http");
 
   w.single("switchyard_start_time_seconds", "gauge", "When the balancer started, seconds since the Unix epoch.", src.startedAt / 1000);
+  w.family("switchyard_build_info", "gauge", "Always 1: the version of Switchyard and of the Bun runtime it runs on, as labels.");
+  w.sample("switchyard_build_info", BUILD_LABELS, 1);
 
   w.family("switchyard_requests_total", "counter", "Responses sent to clients, by request method and status class (including the balancer's own error answers).");
   for (const m of METHOD_LABELS) {
@@ -151,15 +157,25 @@ export function renderMetrics(src: SnapshotSource, poller?: BackendStatsPoller, 
     for (let k = 1; k <= 5; k++) w.sample("switchyard_requests_total", `method="${m}",code_class="${CLASSES[k - 1]}"`, counts[k] ?? 0);
   }
 
-  w.family("switchyard_proxy_errors_total", "counter", "Requests the balancer answered itself (or that the client abandoned), and connections its listeners refused (SY_TOO_MANY_CLIENT_CONNECTIONS), by error code.");
+  w.family("switchyard_proxy_errors_total", "counter", "Requests the balancer answered itself (or that the client abandoned), and connections its HTTP listeners refused (SY_TOO_MANY_CLIENT_CONNECTIONS, SY_PROXY_PROTOCOL_REFUSED), by error code.");
   for (const [code, n] of Object.entries(traffic.proxyErrors) as [ProxyErrorCode, number][]) {
     w.sample("switchyard_proxy_errors_total", `code="${code}"`, n);
   }
 
   w.single("switchyard_retries_total", "counter", "Tries after the first, over all requests.", traffic.retries);
+  if (mode === "http") w.single("switchyard_queued_requests_total", "counter", "Requests that waited in line for an upstream slot (fetch engine: limits.upstreamConcurrency and uploadConcurrency; the socket engine has no such line). Those that waited too long are proxy errors SY_QUEUE_TIMEOUT.", traffic.queued);
   if (httpPools.length > 0 && mode === "http") {
     w.family("switchyard_retry_budget_exhausted_total", "counter", "Retries refused because the pool's retry.budget was spent: the request got its last failure instead.");
     perPool("switchyard_retry_budget_exhausted_total", (p) => p.pool.retryBudget.exhausted, httpPools);
+  }
+
+  if (config.tracing !== undefined) {
+    const tracing = traffic.tracing;
+    w.single("switchyard_tracing_spans_exported_total", "counter", "Spans the OTLP collector accepted (tracing).", tracing.exported);
+    w.single("switchyard_tracing_spans_dropped_total", "counter", "Spans dropped because the export queue was full (tracing.queueSize): the collector is slow, down or hanging.", tracing.dropped);
+    w.single("switchyard_tracing_spans_failed_total", "counter", "Spans in exports that failed (an error status, a network error, tracing.otlp.timeout).", tracing.failed);
+    w.single("switchyard_tracing_exports_total", "counter", "Export requests sent to the OTLP collector.", tracing.exports);
+    w.single("switchyard_tracing_export_failures_total", "counter", "Export requests that failed.", tracing.exportFailures);
   }
 
   w.family("switchyard_local_errors_total", "counter", "Tries that failed for want of the proxy's own resources (file descriptors, local ports, its resolver), by error code; never counted against a backend.");
@@ -256,7 +272,7 @@ export function renderMetrics(src: SnapshotSource, poller?: BackendStatsPoller, 
     for (const b of checked) w.sample("switchyard_backend_last_check_timestamp_seconds", label.get(b)!, b.lastCheck!.at / 1000);
   }
 
-  w.family("switchyard_backend_response_latency_seconds", "histogram", "Time from a request's arrival to the backend's response head, per try, seconds.");
+  w.family("switchyard_backend_response_latency_seconds", "histogram", "Upstream time: from the start of a try (a connection taken or opened, the request sent) to the backend's response head, seconds; one observation per try that got one.");
   for (const b of backends) w.histogram("switchyard_backend_response_latency_seconds", label.get(b)!, b.stats.latency);
 
   if (pools.some((p) => p.config.mode === "tcp") || backends.some((b) => b.stats.bytesIn > 0 || b.stats.bytesOut > 0)) {

@@ -6,6 +6,7 @@
 import type { Backend, BackendState } from "../pool/backend.ts";
 import { isStandby } from "../pool/tiers.ts";
 import type { TrafficStats } from "../stats/traffic.ts";
+import { tracingFiguresOf, type TracingFigures } from "../tracing/counts.ts";
 import type { ProxyErrorCode } from "../errors.ts";
 import type { LocalCode } from "../net/network-error.ts";
 import type { TcpStats } from "../tcp/stats.ts";
@@ -18,6 +19,7 @@ import type { BackendStatsPoller } from "./poller.ts";
 import type { ConfigStatus } from "../control/control.ts";
 import type { Change } from "../control/changes.ts";
 import type { RetryBudgetConfig } from "../forward/retry.ts";
+import type { FailureRecord } from "../stats/recent-failures.ts";
 import {
   backendId, balancerMode, poolsOf, routeStatsOf, routeSummaries, usersOfPools,
   type PoolsSource, type PoolUsers, type PoolView, type RouteStatsSource, type RouteSummary, type TopologyConfig,
@@ -69,6 +71,8 @@ export interface SnapshotSource extends PoolsSource {
   readonly changes?: { recent(n?: number): Change[] };
   /** With `workers` above 1: the worker processes (the figures above are already their sum). */
   readonly workers?: { figures(): WorkersFigures };
+  /** The last failed requests (stats/recent-failures.ts). */
+  readonly failures?: { list(): FailureRecord[] };
   /** Bring the figures up to date before they are read whole (the workers' latest counts). */
   refresh?(): Promise<void>;
 }
@@ -246,6 +250,8 @@ export interface StatsDocument {
     connections?: number;
     /** TCP mode: the listener's own counters (see src/tcp/stats.ts). */
     tcp?: TcpStats;
+    /** When `tracing` is on: the span exporter's counts, all processes together (tracing/counts.ts). */
+    tracing?: TracingFigures;
   };
   /** Every backend of every pool, pool by pool; `pool` says which. */
   backends: BackendFigures[];
@@ -259,6 +265,11 @@ export interface StatsDocument {
   changes?: Change[];
   /** With `workers` above 1: each worker process (state, restarts, its share of the traffic). */
   workers?: WorkersFigures;
+  /**
+   * HTTP: the last failed requests, newest first (at most 50: stats/recent-failures.ts): a 5xx
+   * or a cut answer, with why, where it went and how often it was tried.
+   */
+  recentFailures?: FailureRecord[];
 }
 
 export function buildSnapshot(src: SnapshotSource, sampler: Sampler, poller: BackendStatsPoller, now = Date.now()): StatsDocument {
@@ -336,6 +347,7 @@ export function buildSnapshot(src: SnapshotSource, sampler: Sampler, poller: Bac
       proxyErrors: { ...traffic.proxyErrors },
       localErrors: { ...traffic.localErrors },
       retries: mode === "tcp" && src.tcpStats ? src.tcpStats.retries : traffic.retries,
+      ...(config.tracing !== undefined ? { tracing: tracingFiguresOf(traffic.tracing) } : {}),
       ...(mode === "http"
         ? { retryBudget: { exhausted: sum(http, (p) => p.pool.retryBudget.exhausted), budget: config.retry ? budgetOf(config.retry.budget) : null } }
         : {}),
@@ -350,6 +362,7 @@ export function buildSnapshot(src: SnapshotSource, sampler: Sampler, poller: Bac
     ...(src.control ? { config: src.control.status() } : {}),
     ...(src.changes ? { changes: src.changes.recent(RECENT_CHANGES) } : {}),
     ...(src.workers ? { workers: src.workers.figures() } : {}),
+    ...(src.failures ? { recentFailures: src.failures.list() } : {}),
   };
 }
 

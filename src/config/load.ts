@@ -13,8 +13,9 @@ import { routeProblems } from "../route/schema.ts";
 import { expandConfig, listenerPath, poolModes, rawListeners, rawPools, shapeProblems } from "./expand.ts";
 import { isWildcardHost, parseBackendAddress } from "./address.ts";
 import { HASH_KEY_HINT } from "../policy/hash-key.ts";
-import { readPem, tlsProblems } from "../tls/certificates.ts";
+import { readPair, readPem, tlsProblems } from "../tls/certificates.ts";
 import type { ErrorCode } from "../errors.ts";
+import { routeTracingProblems } from "../tracing/config.ts";
 
 export class ConfigError extends Error {
   readonly code = "SY_CONFIG_INVALID" satisfies ErrorCode;
@@ -110,6 +111,7 @@ export function validateConfig(raw: unknown, source = "config"): Config {
     const out = result.output as ParsedConfig;
     const pools = rawPools(input).map(([n]) => n);
     problems.push(...routeProblems(out.routes ?? [], pools));
+    problems.push(...routeTracingProblems(out));
   }
   // valibot's strictObject reports only the first unknown key of an object; report them all.
   problems.push(...unknownKeys(input, [ConfigSchema], []));
@@ -164,6 +166,15 @@ function crossFieldProblems(input: Record<string, unknown>): string[] {
   }
   problems.push(...listenerClash(input, listeners));
   listeners.forEach((l, i) => problems.push(...listenTlsProblems(l, listenerPath(input, i))));
+  // Bun.serve verifies a client certificate but shows the handler nothing of it: the fetch
+  // engine could neither pass the certificate on nor strip forged fields for a reason.
+  if (input.engine === "fetch") {
+    listeners.forEach((l, i) => {
+      if (l.mode !== "tcp" && isPlainObject(l.tls) && l.tls.clientAuth !== undefined) {
+        problems.push(`${listenerPath(input, i)}.tls.clientAuth: set with engine "fetch"; expected engine "socket" (Bun.serve verifies a client certificate but does not show it to the handler, so it cannot reach backends)`);
+      }
+    });
+  }
   if (isPlainObject(input.dns) && Array.isArray(input.dns.servers)) {
     input.dns.servers.forEach((server, i) => {
       if (typeof server !== "string" || server === "") return;
@@ -271,6 +282,9 @@ function backendTlsProblems(b: Record<string, unknown>, at: string, mode: "http"
   if (typeof b.url === "string" && !/^https:\/\//i.test(b.url)) return [`${where}: set for ${show(b.url)}; expected an https:// URL (tls applies to HTTPS backends)`];
   const problems: string[] = [];
   if (typeof b.tls.ca === "string" && b.tls.ca !== "") readPem(b.tls.ca, "CA certificate", problems, `${where}.ca`);
+  const { cert, key } = b.tls;
+  if ((cert === undefined) !== (key === undefined)) problems.push(`${where}: ${cert === undefined ? "key" : "cert"} set alone; expected cert and key together (a client certificate and its private key)`);
+  else if (typeof cert === "string" && typeof key === "string" && cert !== "" && key !== "") readPair(cert, key, where, problems);
   return problems;
 }
 

@@ -12,6 +12,7 @@ import { listenHostProblem, parseHostPort } from "./address.ts";
 import { HASH_KEY_HINT, HASH_KEY_PATTERN } from "../policy/hash-key.ts";
 import { RouteSchema, type RouteConfig } from "../route/schema.ts";
 import { RateLimitSettingsSchema } from "../guard/rate-limit-config.ts";
+import { TracingSchema } from "../tracing/config.ts";
 
 export type { OptionDoc };
 
@@ -127,6 +128,25 @@ const ListenTls = v.strictObject({
     ),
     [],
   ),
+  clientAuth: v.optional(
+    v.pipe(
+      v.strictObject({
+        ca: v.pipe(pemFile, v.description("The CA certificates a client's certificate must chain to.")),
+        mode: v.optional(
+          v.pipe(v.picklist(["required", "optional"], 'expected "required" or "optional"'), v.description('`"required"`: a client without a valid certificate fails the handshake; `"optional"`: it is let in, and its requests carry no certificate fields.')),
+          "required",
+        ),
+        subjectHeader: v.optional(
+          v.pipe(headerName, v.description("A request field that carries the verified client certificate's subject to backends (e.g. `x-client-cert-subject`: `CN=alice,O=Example`). Removed from what clients send, so that none can forge it."), doc({ defaultText: "none" })),
+        ),
+        fingerprintHeader: v.optional(
+          v.pipe(headerName, v.description("A request field that carries the verified client certificate's SHA-256 fingerprint (lower-case hex) to backends. Removed from what clients send."), doc({ defaultText: "none" })),
+        ),
+      }),
+      v.description("Mutual TLS: ask clients for a certificate and verify it against `ca` (socket engine and TCP listeners; the fetch engine cannot pass the certificate on, and is refused). With a subject or fingerprint field named, backends learn who the client is."),
+      doc({ defaultText: "none: clients are not asked for a certificate" }),
+    ),
+  ),
   /** TLS 1.0 and 1.1 are never accepted (RFC 8996). */
   minVersion: v.optional(
     v.pipe(v.picklist(["TLSv1.2", "TLSv1.3"], 'expected "TLSv1.2" or "TLSv1.3"'), v.description('The lowest TLS version accepted; `"TLSv1.3"` refuses 1.2 too. TLS 1.0 and 1.1 are never accepted (RFC 8996).')),
@@ -137,6 +157,10 @@ const ListenTls = v.strictObject({
 /** A backend's TLS (https:// backends): whom to trust, the name to check, or no check at all. */
 const BackendTls = v.strictObject({
   ca: v.optional(v.pipe(pemFile, v.description("CA certificates to trust instead of the system's, e.g. a private CA."), doc({ defaultText: "the system's CAs" }))),
+  cert: v.optional(
+    v.pipe(pemFile, v.description("A client certificate (chain) to present to the backend, for backends that require mutual TLS; with `key`. Read at start and on every reload."), doc({ defaultText: "none" })),
+  ),
+  key: v.optional(v.pipe(pemFile, v.description("The private key of `cert`."), doc({ defaultText: "none" }))),
   servername: v.optional(v.pipe(serverName, v.description("The name sent in SNI and checked against the backend's certificate."), doc({ defaultText: "the URL's host" }))),
   insecureSkipVerify: v.optional(
     v.pipe(v.boolean("expected true or false"), v.description("Accept any certificate: expired, self-signed, or for another name. For tests only.")),
@@ -566,6 +590,10 @@ const BaseSchema = v.strictObject({
           v.pipe(positiveInt("a whole number of frames, at least 1"), v.description("Invalid frames from a client before its session ends.")),
           1000,
         ),
+        maxResetsPerSecond: v.optional(
+          v.pipe(positiveInt("a whole number of streams, at least 1"), v.description("Streams a client may reset before they were answered, a second on average, in bursts of up to as many (rapid reset, CVE-2023-44487); past it the session ends with `ENHANCE_YOUR_CALM`.")),
+          200,
+        ),
       }),
       v.description("HTTP/2 from clients (docs/http2.md). Backends are reached as their pool says, whatever the client spoke."),
       doc({ defaultText: "each field's own default" }),
@@ -582,6 +610,7 @@ const BaseSchema = v.strictObject({
     ),
     {},
   ),
+  tracing: v.optional(TracingSchema),
   trustedProxies: v.optional(
     v.pipe(v.array(cidr, "expected a list of CIDRs"), v.description("Peers whose `X-Forwarded-*` and `X-Real-IP` fields are kept (`X-Forwarded-For` appended to). From any other peer they are replaced, and `Forwarded` is removed. Also the only peers a listener with `proxyProtocol: true` takes a PROXY header from.")),
     [],

@@ -41,6 +41,8 @@
  */
 import type { Backend, Lease } from "../pool/backend.ts";
 import type { AccessLog } from "../log/access.ts";
+import type { RequestTrace } from "../tracing/span.ts";
+import type { RequestTracer } from "../tracing/tracer.ts";
 import { methodLabel, type TrafficStats } from "../stats/traffic.ts";
 import { classifyNetworkError, describeNetworkError, errorCode, isLocalCode, refinedConnectError, type LocalCode } from "../net/network-error.ts";
 import type { CidrMatcher } from "../net/cidr.ts";
@@ -57,6 +59,7 @@ import { grpcTimeoutMs, isGrpcCall } from "../http/grpc.ts";
 import { AdmissionGate, Lane, type GateSlot, type Waiter } from "./gate.ts";
 import { Cancel, type CancelListener } from "./cancel.ts";
 import { TimerList, type TimerEntry } from "./timer-list.ts";
+import { RecentFailures } from "../stats/recent-failures.ts";
 
 /** What every request of one listener's forwarder shares; the per-route part is each request's Destination (router.ts). */
 export interface ForwardOptions {
@@ -65,6 +68,10 @@ export interface ForwardOptions {
   /** The listener's figures (every route's requests together). */
   traffic: TrafficStats;
   accessLog?: AccessLog;
+  /** OpenTelemetry tracing (tracing/), absent when it is off. */
+  tracer?: RequestTracer;
+  /** The last failed requests (stats/recent-failures.ts), for the dashboard. */
+  failures?: RecentFailures;
   trusted: CidrMatcher;
   preserveHost: boolean;
   /** Upstream requests in flight at once, over all backends (0: no bound). */
@@ -371,6 +378,10 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
   /** The last try failed for want of the proxy's own resources (net/network-error.ts). */
   private local: LocalCode | undefined;
   private detail = "";
+  /** The request's trace id when tracing is on (W3C traceparent, read or made: tracing/tracer.ts). */
+  traceId: string | undefined = undefined;
+  /** Its spans when the request is recorded (sampled); undefined otherwise, and then tracing costs nothing more. */
+  private readonly trace: RequestTrace | undefined;
 
   constructor(
     private readonly s: Shared<Body, Out>,
@@ -381,6 +392,8 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
   ) {
     const headers = req.headers;
     this.requestId = headers.get("x-request-id") ?? crypto.randomUUID();
+    // Read before the route's header rules run: the context as the client sent it.
+    this.trace = s.opts.tracer?.begin(req, this.requestId, this, req.routed.kind === RoutedKind.Forward ? req.routed.dest.traceThreshold : undefined);
     this.gate = req.replayable ? s.gate : s.uploads;
     const routed = req.routed;
     if (routed.kind !== RoutedKind.Forward) {
@@ -416,13 +429,40 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
     this.releaseSlot();
     const req = this.req;
     const routed = req.routed;
+    if (this.trace !== undefined) this.trace.end(status, this.tried.length, routed.kind === RoutedKind.Forward ? routed.dest.route : routed.route, this.dest?.target.name, error);
     this.s.opts.accessLog?.write({
       time: this.time, client: req.clientIp, method: req.method, path: req.target, status, bytes,
       durationMs: performance.now() - this.started,
       backends: this.tried.map((b) => b.name), attempts: this.tried.length, requestId: this.requestId, error,
       route: routed.kind === RoutedKind.Forward ? routed.dest.route : routed.route,
       pool: this.dest?.target.name,
+      traceId: this.traceId,
     });
+    if (RecentFailures.isFailure(status, error)) this.recordFailure(status, error);
+  }
+
+  /** A failed request into the recent-failures list: only failures pay for the record. */
+  private recordFailure(status: number, error: ProxyErrorCode | undefined): void {
+    const failures = this.s.opts.failures;
+    if (failures === undefined) return;
+    const routed = this.req.routed;
+    failures.add({
+      time: new Date(this.time).toISOString(), method: this.req.method, target: this.req.target, status,
+      ...(error !== undefined ? { error } : {}),
+      ...(this.detail !== "" ? { reason: this.detail } : {}),
+      route: routed.kind === RoutedKind.Forward ? routed.dest.route : routed.route,
+      ...(this.dest !== undefined ? { pool: this.dest.target.name } : {}),
+      backends: this.tried.map((b) => b.name), tries: this.tried.length, requestId: this.requestId,
+      ...(this.traceId !== undefined ? { traceId: this.traceId } : {}),
+    });
+  }
+
+  /** Count one of the proxy's own error codes in the listener's figures and the route's. */
+  private countError(code: ProxyErrorCode): void {
+    this.s.opts.traffic.proxyErrors[code]++;
+    const routed = this.req.routed;
+    const route = routed.kind === RoutedKind.Forward ? routed.dest.traffic : routed.traffic;
+    if (route !== undefined) route.proxyErrors[code]++;
   }
 
   /** Count an answer in the listener's figures and the route's. */
@@ -451,7 +491,7 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
   }
 
   private fail(code: ProxyAnswerCode, detail?: string): Out {
-    this.s.opts.traffic.proxyErrors[code]++;
+    this.countError(code);
     const a = errorAnswer(code, messageFor(code, detail), { requestId: this.requestId, format: this.format });
     this.record(a.status);
     this.log(a.status, 0, code);
@@ -462,7 +502,7 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
     // The client broke a rule (a body too large, too slow): answered, but never a backend's fault.
     const reason = this.req.cancel.reason;
     if (reason instanceof ClientFault) return this.fail(reason.code, reason.message);
-    this.s.opts.traffic.proxyErrors.SY_CLIENT_ABORTED++;
+    this.countError("SY_CLIENT_ABORTED");
     this.record(499);
     this.log(499, 0, "SY_CLIENT_ABORTED");
     return this.s.downstream.gone(this.req);
@@ -492,7 +532,7 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
     if (this.req.cancel.aborted) return this.clientGone();
     const a = routed.answer;
     if (a === undefined) return this.fail(routed.code!, routed.detail);
-    if (routed.code !== undefined) this.s.opts.traffic.proxyErrors[routed.code]++;
+    if (routed.code !== undefined) this.countError(routed.code);
     // A refusal (not a route's redirect or fixed response) to a gRPC call, in gRPC's terms.
     const answer: ErrorAnswer =
       routed.code !== undefined && this.format === "grpc"
@@ -572,6 +612,7 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
   private next(): void {
     const entered = this.gate.enter(this.deadline - performance.now(), this);
     if (entered === true) return this.entered();
+    this.s.opts.traffic.queued++;
     // A client that leaves while its request waits takes it out of the queue at once.
     const cancel = this.req.cancel;
     const withdraw: CancelListener = { onCancel: () => this.gate.withdraw(this) };
@@ -756,6 +797,10 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
     this.waitingSince = 0;
     req.cancel.on(this);
     if (this.rewriteHost) req.headers.set("host", backend.url.host);
+    if (this.trace !== undefined) {
+      const dest = this.dest!;
+      this.trace.tryStarted(backend, this.tried.length, dest.route, dest.target.name, req.method, upstreamTargetOf(req), req.headers);
+    }
     this.s.upstream.send(backend, req, cancel, this);
   }
 
@@ -788,6 +833,7 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
     const req = this.req;
     const backend = this.backend!;
     const status = (this.status = res.status);
+    this.trace?.tryAnswered(status);
     // A 5xx counts against the backend at once; a success only once its body has arrived
     // whole (bodyEnded): otherwise a backend that breaks off every body would clear its own
     // failure count with each head and never be ejected.
@@ -860,6 +906,7 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
   /** A try is over: release what it held and the gate's slot, then answer, retry or give up. */
   private tryOver(outcome: Outcome, handedOff: boolean): void {
     this.endTry(handedOff);
+    if (this.trace !== undefined && outcome !== Outcome.Answered) this.trace.tryFailed(this.tryErrorType(outcome));
     // Held until the head (and a buffered body) is in; a streamed body does not hold it,
     // so long downloads and event streams cannot starve the gate.
     this.leaveGate();
@@ -872,6 +919,17 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
     // end waiting at the gate or finding no backend: it counts, as it was a retry wanted).
     if (this.mayRetry(failure) && dest.target.pool.routableCount() > 0 && this.admitRetry()) return this.next();
     this.finish(this.fail(this.local !== undefined ? "SY_LOCAL_RESOURCES" : failure.kind === "timeout" ? "SY_UPSTREAM_TIMEOUT" : "SY_UPSTREAM_FAILED", this.detail));
+  }
+
+  /** The span's `error.type` of a try that did not answer: low-cardinality, as the conventions ask. */
+  private tryErrorType(outcome: Outcome): string {
+    if (outcome === Outcome.ClientGone) return "client_aborted";
+    if (this.why === Why.Deadline || this.why === Why.PerTry || this.why === Why.Send) return "timeout";
+    const f = this.failure;
+    if (f === undefined) return "_OTHER";
+    if (f.kind === "status") return String(f.status);
+    if (f.kind === "grpc") return `grpc_status_${f.status}`;
+    return this.local ?? f.kind;
   }
 
   private endTry(handedOff: boolean): void {
@@ -935,7 +993,7 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
       // the backend's fault, and it counts against its health (never a client's abort).
       const backend = this.backend!;
       backend.stats.countProxyError();
-      this.s.opts.traffic.proxyErrors.SY_UPSTREAM_TRUNCATED++;
+      this.countError("SY_UPSTREAM_TRUNCATED");
       this.dest!.target.passive.failed(backend, `${failure.detail} in the response body`);
       this.log(this.status, bytes, "SY_UPSTREAM_TRUNCATED");
     } else if (failure?.by === "client") {

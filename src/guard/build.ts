@@ -66,6 +66,11 @@ export class GuardState {
     for (const name of this.inFlight.keys()) if (!names.has(name)) this.inFlight.delete(name);
   }
 
+  /** The config whose guards were built last is in force everywhere in this process. */
+  committed(): void {
+    this.rateLimits.committed();
+  }
+
   async stop(): Promise<void> {
     await this.rateLimits.stop();
   }

@@ -44,6 +44,12 @@ export class SharedRateLimit implements Guard {
 export class RateLimitState {
   readonly local = new LocalRateLimits();
   private shared: RedisStore | undefined;
+  /**
+   * Stores a config being built no longer names, still in use by the config in force until the
+   * new one is (committed): a reload that changes or removes the store must not cut the old
+   * config's requests off from theirs, and a reload that fails keeps them.
+   */
+  private retired: RedisStore[] = [];
 
   /** The route's limit as a guard: local budgets decide in the router; a shared store's in the loop. */
   add(route: string, c: RouteRateLimit, ctx: GuardContext, head: HeadGuard[], late: Guard[]): void {
@@ -64,7 +70,7 @@ export class RateLimitState {
     const want = settings?.store;
     const have = this.shared;
     if (have !== undefined && (want === undefined || have.url !== want.redis || have.timeoutMs !== want.timeout)) {
-      have.stop();
+      this.retired.push(have);
       this.shared = undefined;
     }
     if (want !== undefined && this.shared === undefined) this.shared = new RedisStore(want.redis, want.timeout, ctx.logger);
@@ -76,7 +82,13 @@ export class RateLimitState {
     return this.shared;
   }
 
+  /** The config built last is in force: the stores it replaced are stopped. */
+  committed(): void {
+    for (const s of this.retired.splice(0)) if (s !== this.shared) s.stop();
+  }
+
   async stop(): Promise<void> {
+    this.committed();
     this.shared?.stop();
     this.shared = undefined;
   }

@@ -99,7 +99,7 @@ export class GrpcProbe implements Probe {
     return new Promise<ProbeResult>((resolve) => {
       const tls = this.backend.tls;
       const session = http2.connect(this.authority, {
-        ...(tls !== undefined ? { ca: tls.ca, servername: tls.serverName, rejectUnauthorized: tls.rejectUnauthorized, ALPNProtocols: ["h2"] } : {}),
+        ...(tls !== undefined ? { ca: tls.ca, cert: tls.cert, key: tls.key, servername: tls.serverName, rejectUnauthorized: tls.rejectUnauthorized, ALPNProtocols: ["h2"] } : {}),
       });
       let settled = false;
       const settle = (r: ProbeResult) => {

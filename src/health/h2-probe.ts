@@ -35,7 +35,7 @@ export class H2Probe implements Probe {
     const tls = backend.tls;
     if (tls !== undefined) {
       // As requests reach it: ALPN h2, the same CA, name and verification.
-      this.options = { ALPNProtocols: ["h2"], rejectUnauthorized: tls.rejectUnauthorized, ...(tls.ca !== undefined ? { ca: tls.ca } : {}) };
+      this.options = { ALPNProtocols: ["h2"], rejectUnauthorized: tls.rejectUnauthorized, ...(tls.ca !== undefined ? { ca: tls.ca } : {}), ...(tls.cert !== undefined ? { cert: tls.cert, key: tls.key } : {}) };
       const name = tls.serverName ?? u.hostname.replace(/^\[|\]$/g, "");
       if (!/^[\d.]+$|:/.test(name)) this.options.servername = name;
     }

@@ -14,6 +14,7 @@ import type { Logger } from "../log/logger.ts";
 import { createFetchHandler, startFetchClient } from "../engine/fetch/engine.ts";
 import { bridgeHandlers } from "../engine/fetch/websocket.ts";
 import { startSocketEngine, type SocketEngine, type SocketEngineSettings } from "../engine/socket/engine.ts";
+import type { ClientCertFields } from "../engine/socket/client.ts";
 import type { H2Settings } from "../engine/h2/front.ts";
 import { cidrMatcher } from "../net/cidr.ts";
 import { proxyAccept } from "../net/proxy-protocol.ts";
@@ -48,6 +49,8 @@ function forwardOptions(config: Config, listener: ListenerConfig, ctx: ListenerC
     router: buildRouter(config, listener, ctx.pools, ctx.routes, ctx.mirrors, ctx.guards, ctx.logger),
     traffic: ctx.traffic,
     accessLog,
+    tracer: ctx.tracer(config),
+    failures: ctx.failures,
     trusted: cidrMatcher(config.trustedProxies),
     preserveHost: config.preserveHost,
     // The socket engine keeps its own pool per backend and needs no gate; the fetch engine
@@ -72,7 +75,15 @@ export function socketSettings(config: Config, listener: ListenerConfig, ctx: Li
     logger: ctx.logger,
     acceptProxy: proxyAccept(listener.proxyProtocol, cidrMatcher(config.trustedProxies), timeouts.header),
     http2: h2Settings(config),
+    clientCert: clientCertFields(listener),
   };
+}
+
+/** tls.clientAuth's request fields, lower-cased once; undefined without mutual TLS. */
+function clientCertFields(listener: ListenerConfig): ClientCertFields | undefined {
+  const c = listener.tls?.clientAuth;
+  if (c === undefined) return undefined;
+  return { ...(c.subjectHeader !== undefined ? { subject: c.subjectHeader.toLowerCase() } : {}), ...(c.fingerprintHeader !== undefined ? { fingerprint: c.fingerprintHeader.toLowerCase() } : {}) };
 }
 
 /** The socket engine's HTTP/2 settings (engine/h2/front.ts), or undefined when `http2.enabled` is false. */

@@ -74,13 +74,22 @@ export class ListenerSet {
         known.listener.reconfigure(config, lc);
         continue;
       }
-      const tls = lc.tls !== undefined ? new TlsTermination(lc.tls) : undefined;
+      // Its certificate files are watched from now on: a renewal on disk reaches new handshakes.
+      const field = lc.name === "default" ? "listen.tls" : `listeners.${lc.name}.tls`;
+      const tls = lc.tls !== undefined ? new TlsTermination(lc.tls, { logger: this.ctx.logger, field }) : undefined;
       // The same address: bound anew beside the old one, on the port it holds (a configured 0 stays that port).
       const sameAddress = known !== undefined && known.listener.config.host === lc.host && known.listener.config.port === lc.port;
-      const listener = await this.start(config, sameAddress ? { ...lc, port: known!.listener.port } : lc, tls?.material);
+      let listener: Listener;
+      try {
+        listener = await this.start(config, sameAddress ? { ...lc, port: known!.listener.port } : lc, tls?.material);
+      } catch (e) {
+        tls?.stop();
+        throw e;
+      }
       tls?.onRenew((m) => listener.renewTls(m));
       this.entries.set(lc.name, { listener, tls });
       if (known !== undefined) {
+        known.tls?.stop();
         retired.push(known.listener);
         lines.push(sameAddress ? `listener ${lc.name}: bound anew on ${listener.url}` : `listener ${lc.name}: moved to ${listener.url}`);
       } else if (prev !== undefined) {
@@ -91,6 +100,7 @@ export class ListenerSet {
     for (const [name, e] of this.entries) {
       if (names.has(name)) continue;
       this.entries.delete(name);
+      e.tls?.stop();
       retired.push(e.listener);
       lines.push(`listener ${name}: removed (its connections finish)`);
     }
@@ -110,6 +120,7 @@ export class ListenerSet {
   }
 
   async stop(graceful: boolean, grace: number, handover: boolean): Promise<void> {
+    for (const e of this.entries.values()) e.tls?.stop();
     await Promise.all([...this.entries.values()].map((e) => e.listener.stop(graceful, grace, handover)));
   }
 }

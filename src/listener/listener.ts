@@ -14,6 +14,8 @@ import type { TcpStats } from "../tcp/stats.ts";
 import type { PoolSource, RouteTraffic } from "./routing.ts";
 import type { MirrorFactory } from "./route-modifiers.ts";
 import type { GuardState } from "../guard/build.ts";
+import type { RequestTracer } from "../tracing/tracer.ts";
+import type { RecentFailures } from "../stats/recent-failures.ts";
 
 export interface Listener {
   readonly name: string;
@@ -46,11 +48,15 @@ export interface ListenerContext {
   readonly mirrors: MirrorFactory;
   /** What the routes' guards keep across reloads (rate-limit budgets, stores, key caches). */
   readonly guards: GuardState;
+  /** The last failed requests of every listener of the process (the dashboard's list). */
+  readonly failures?: RecentFailures;
   /** TCP listeners' totals (connections, bytes), all TCP listeners together: made by the first that asks. */
   tcpTotals(): TcpStats;
   readonly logger: Logger;
   /** The access log of a config (one per format, kept to the end), or none when it is off. */
   accessLog(config: Config): AccessLog | undefined;
+  /** The tracer of a config (tracing/tracer.ts), or none when `tracing` is absent. */
+  tracer(config: Config): RequestTracer | undefined;
   /** Set when the process starts to stop: fetch-engine answers carry Connection: close. */
   readonly lifecycle: { readonly draining: boolean };
   /**

@@ -21,6 +21,7 @@ export interface AccessEntry {
   /** The route that took the request and the pool it went to (names from the config). */
   route?: string;
   pool?: string;
+  traceId?: string;
 }
 
 export interface AccessLog {

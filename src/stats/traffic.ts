@@ -5,6 +5,7 @@
 import { Histogram } from "./histogram.ts";
 import type { ProxyErrorCode } from "../errors.ts";
 import { LOCAL_CODES, type LocalCode } from "../net/network-error.ts";
+import { TracingCounts } from "../tracing/counts.ts";
 
 export function emptyLocalErrors(): Record<LocalCode, number> {
   return Object.fromEntries(LOCAL_CODES.map((c) => [c, 0])) as Record<LocalCode, number>;
@@ -46,6 +47,7 @@ export class TrafficStats {
     SY_RATE_LIMITED: 0,
     SY_AUTH_UNAVAILABLE: 0,
     SY_TOO_MANY_CLIENT_CONNECTIONS: 0,
+    SY_PROXY_PROTOCOL_REFUSED: 0,
   };
   /**
    * Tries that failed for want of the proxy's own resources, by code (net/network-error.ts):
@@ -53,6 +55,10 @@ export class TrafficStats {
    */
   readonly localErrors: Record<LocalCode, number> = emptyLocalErrors();
   retries = 0;
+  /** The span exporter's figures (tracing/exporter.ts): only the listeners' totals count them, never a route's. */
+  readonly tracing = new TracingCounts();
+  /** Requests that waited in line for an upstream slot (fetch engine: limits.upstreamConcurrency, uploadConcurrency). */
+  queued = 0;
   /** Time from request arrival to the response head being ready, ms. */
   readonly latency = new Histogram();
 

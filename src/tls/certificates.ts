@@ -20,6 +20,7 @@ export interface ListenTlsConfig {
   readonly key: string;
   readonly sni: readonly { readonly serverName?: string; readonly cert: string; readonly key: string }[];
   readonly minVersion: "TLSv1.2" | "TLSv1.3";
+  readonly clientAuth?: { readonly ca: string; readonly mode: "required" | "optional"; readonly subjectHeader?: string; readonly fingerprintHeader?: string };
 }
 
 export class TlsError extends Error {
@@ -46,6 +47,8 @@ export interface TlsMaterial {
   readonly sni: readonly { readonly serverName: string; readonly pair: CertificatePair }[];
   /** OpenSSL options that refuse versions below minVersion. */
   readonly secureOptions: number;
+  /** Mutual TLS: the CAs (PEM) a client certificate is verified against, and whether one is required. */
+  readonly clientAuth?: { readonly ca: string; readonly required: boolean };
 }
 
 /**
@@ -77,7 +80,8 @@ export function readPem(path: string, what: "certificate" | "key" | "CA certific
   return text;
 }
 
-function readPair(certPath: string, keyPath: string, field: string, problems: string[]): CertificatePair | undefined {
+/** A certificate chain and its key from their files, checked to belong together; undefined with the problems said. */
+export function readPair(certPath: string, keyPath: string, field: string, problems: string[]): CertificatePair | undefined {
   const cert = readPem(certPath, "certificate", problems, `${field}.cert`);
   const key = readPem(keyPath, "key", problems, `${field}.key`);
   if (cert === undefined || key === undefined) return undefined;
@@ -118,8 +122,12 @@ export function readTlsMaterial(cfg: ListenTlsConfig, field = "listen.tls"): Tls
     }
     for (const serverName of names) if (!sni.some((s) => s.serverName === serverName)) sni.push({ serverName, pair });
   });
+  const ca = cfg.clientAuth !== undefined ? readPem(cfg.clientAuth.ca, "CA certificate", problems, `${field}.clientAuth.ca`) : undefined;
   if (problems.length > 0 || def === undefined) throw new TlsError(problems);
-  return { default: def, sni, secureOptions: secureOptionsFor(cfg.minVersion) };
+  return {
+    default: def, sni, secureOptions: secureOptionsFor(cfg.minVersion),
+    ...(ca !== undefined ? { clientAuth: { ca, required: cfg.clientAuth!.mode === "required" } } : {}),
+  };
 }
 
 /** The problems readTlsMaterial would throw, for config validation (empty when fine). */
@@ -146,6 +154,6 @@ export function serveTls(m: TlsMaterial): import("bun").TLSOptions[] {
 
 /** Whether two readings hold the same certificates (a reload with nothing renewed changes nothing). */
 export function sameMaterial(a: TlsMaterial, b: TlsMaterial): boolean {
-  const id = (m: TlsMaterial) => JSON.stringify([m.default.fingerprint, m.secureOptions, m.sni.map((s) => [s.serverName, s.pair.fingerprint, s.pair.key.length])]);
+  const id = (m: TlsMaterial) => JSON.stringify([m.default.fingerprint, m.secureOptions, m.sni.map((s) => [s.serverName, s.pair.fingerprint, s.pair.key.length]), m.clientAuth ?? null]);
   return id(a) === id(b);
 }

@@ -10,6 +10,9 @@ import { readFileSync } from "node:fs";
 export interface UpstreamTlsConfig {
   /** Path of a PEM file of CA certificates to trust instead of the system's. */
   ca?: string;
+  /** Paths of a client certificate and its key, for backends that require mutual TLS. */
+  cert?: string;
+  key?: string;
   servername?: string;
   insecureSkipVerify?: boolean;
 }
@@ -17,6 +20,9 @@ export interface UpstreamTlsConfig {
 /** What Bun's TLS clients take (the TLSOptions subset used). */
 export interface UpstreamTls {
   readonly ca?: string;
+  /** A client certificate (PEM) and its key, presented to the backend. */
+  readonly cert?: string;
+  readonly key?: string;
   /** SNI, and the name the certificate must carry; the URL's host when absent. */
   readonly serverName?: string;
   readonly rejectUnauthorized: boolean;
@@ -27,6 +33,7 @@ export function upstreamTls(url: URL, cfg: UpstreamTlsConfig | undefined): Upstr
   if (url.protocol !== "https:") return undefined;
   return {
     ...(cfg?.ca !== undefined ? { ca: readFileSync(cfg.ca, "utf8") } : {}),
+    ...(cfg?.cert !== undefined && cfg.key !== undefined ? { cert: readFileSync(cfg.cert, "utf8"), key: readFileSync(cfg.key, "utf8") } : {}),
     ...(cfg?.servername !== undefined ? { serverName: cfg.servername } : {}),
     rejectUnauthorized: !(cfg?.insecureSkipVerify ?? false),
   };
@@ -37,6 +44,7 @@ export function describeTls(cfg: UpstreamTlsConfig | undefined): string {
   if (cfg === undefined) return "system CAs";
   const parts = [cfg.ca !== undefined ? `ca ${cfg.ca}` : "system CAs"];
   if (cfg.servername !== undefined) parts.push(`servername ${cfg.servername}`);
+  if (cfg.cert !== undefined) parts.push(`client certificate ${cfg.cert}`);
   if (cfg.insecureSkipVerify) parts.push("insecureSkipVerify");
   return parts.join(", ");
 }

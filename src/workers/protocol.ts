@@ -18,11 +18,13 @@
  */
 import type { UpstreamTlsConfig } from "../tls/upstream.ts";
 import type { Config } from "../config/schema.ts";
+import type { TracingFigures } from "../tracing/counts.ts";
 import type { UpstreamSettings, BackendOptions, MirrorState } from "../pool/backend.ts";
 import type { PolicyName } from "../config/policy-names.ts";
 import type { ProxyErrorCode } from "../errors.ts";
 import type { MethodLabel } from "../stats/traffic.ts";
 import type { LocalCode } from "../net/network-error.ts";
+import type { FailureRecord } from "../stats/recent-failures.ts";
 
 /** One backend as the owner describes it to its workers: its config, then its runtime state. */
 export interface TableEntry {
@@ -91,7 +93,11 @@ export interface TrafficFigures {
   proxyErrors: Record<ProxyErrorCode, number>;
   localErrors: Record<LocalCode, number>;
   retries: number;
+  /** Absent from a worker of an older binary (an upgrade in place): 0. */
+  queued?: number;
   latency: HistogramFigures;
+  /** The worker's span exporter (tracing/counts.ts); absent in a route's figures. */
+  tracing?: TracingFigures;
 }
 
 /** One pool's figures in a worker. */
@@ -112,6 +118,8 @@ export interface Report {
   pools: Record<string, PoolFigures>;
   /** By route name (listener/routing.ts RouteTraffic). */
   routes: Record<string, TrafficFigures>;
+  /** Failed requests since the worker's last report, oldest first (stats/recent-failures.ts). */
+  failures?: FailureRecord[];
 }
 
 /** What a worker saw of backend `b` of pool `p`, in order; a run of good answers is one "ok". */

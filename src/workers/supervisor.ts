@@ -39,6 +39,7 @@ import { ListenError, type ListenerName } from "../listen-error.ts";
 import type { CodeFrom } from "../errors.ts";
 import { Summer } from "./reports.ts";
 import { WORKER_COMMAND, type FromWorker, type Ports, type Table, type Tables, type ToWorker } from "./protocol.ts";
+import type { RecentFailures } from "../stats/recent-failures.ts";
 
 /** `workers` as configured, made a number: "auto" is the cores this process may use (its CPU affinity). */
 export function resolveWorkers(w: number | "auto"): number {
@@ -76,6 +77,8 @@ export interface SupervisorOptions {
   routes?: RouteTraffic;
   tcpStats?: TcpStats;
   logger: Logger;
+  /** The owner's list of recent failures: each worker's new ones go into it with its reports. */
+  failures?: RecentFailures;
   /** The running config (in force), sent to every worker that starts. */
   config: () => Config;
   /** The directory of the shared rate-limit budgets (BudgetFiles), sent to every worker that starts. */
@@ -450,6 +453,7 @@ export class WorkerSupervisor {
         return;
       case "report": {
         this.summer.update(s.index, m.report);
+        if (m.report.failures !== undefined) this.o.failures?.absorb(m.report.failures);
         if (m.id !== undefined) {
           const p = this.pulls.get(m.id);
           if (p && p.waiting.delete(s.index) && p.waiting.size === 0) p.done();

@@ -19,6 +19,7 @@ import type { PassiveSignals } from "../health/passive.ts";
 import { TrafficStats } from "../stats/traffic.ts";
 import { TcpStats } from "../tcp/stats.ts";
 import { createAccessLog, type AccessLog } from "../log/access.ts";
+import { Tracing } from "../tracing/tracer.ts";
 import type { Logger } from "../log/logger.ts";
 import { ListenerSet } from "../listener/listener-set.ts";
 import { RouteTraffic, type PoolHandle, type PoolSource } from "../listener/routing.ts";
@@ -26,6 +27,7 @@ import { MirrorFactory } from "../listener/route-modifiers.ts";
 import { GuardState } from "../guard/build.ts";
 import { activity, reportOf, sameActivity } from "./reports.ts";
 import type { FromWorker, PassiveEvent, Ports, Table, Tables, ToWorker } from "./protocol.ts";
+import { RecentFailures } from "../stats/recent-failures.ts";
 
 /** How often figures go to the owner when they moved, ms. Also bounds how late a run of good answers is told. */
 export const REPORT_MS = 100;
@@ -181,11 +183,16 @@ export function runWorker(): Promise<number> {
   let running: Config | undefined;
   let listeners: ListenerSet | undefined;
   const accessLogs = new Map<string, AccessLog>();
+  /** Every worker exports its own spans (the owner forwards no request). */
+  const tracing = new Tracing(traffic.tracing);
   let reportTimer: ReturnType<typeof setInterval> | undefined;
   let lastActivity: number[] = [];
   const routes = new RouteTraffic();
   const mirrors = new MirrorFactory();
   const guards = new GuardState();
+  /** This worker's failed requests; each report carries those new since the last (failuresSent). */
+  const failures = new RecentFailures();
+  let failuresSent = 0;
   /** Every listener binds the port the owner claimed for it (SO_REUSEPORT), by its key (listener.ts portKey). */
   let ports: Ports = {};
   /** The listeners' last apply, settled: the next waits for it. */
@@ -201,7 +208,12 @@ export function runWorker(): Promise<number> {
   };
   const report = (id?: number) => {
     passive.flush();
-    send({ t: "report", report: reportOf(traffic, pools.entries(), routes.entries(), tcpStats), ...(id !== undefined ? { id } : {}) });
+    const r = reportOf(traffic, pools.entries(), routes.entries(), tcpStats);
+    if (failures.seq !== failuresSent) {
+      r.failures = failures.since(failuresSent);
+      failuresSent = failures.seq;
+    }
+    send({ t: "report", report: r, ...(id !== undefined ? { id } : {}) });
   };
 
   return new Promise<number>((resolve) => {
@@ -218,6 +230,7 @@ export function runWorker(): Promise<number> {
       await stop(force, graceMs, handover);
       clearInterval(reportTimer);
       for (const log of accessLogs.values()) await log.close();
+      await tracing.stop();
       await guards.stop();
       report();
       send({ t: "stopped" });
@@ -240,8 +253,8 @@ export function runWorker(): Promise<number> {
           send({ t: "applied", version: m.tables.version });
           ports = m.ports;
           listeners = new ListenerSet({
-            pools, traffic, routes, mirrors, guards, tcpTotals: () => tcpStats, logger,
-            accessLog: accessLogFor, lifecycle,
+            pools, traffic, routes, mirrors, guards, failures, tcpTotals: () => tcpStats, logger,
+            accessLog: accessLogFor, lifecycle, tracer: (c) => tracing.tracerFor(c),
             // The owner claimed every listener's port (and sends the new ones with a config).
             portFor: (key, _host, port) => ports[key] ?? port,
           });
@@ -274,7 +287,10 @@ export function runWorker(): Promise<number> {
           });
           applying = applied.catch(() => {});
           applied.then(
-            (lines) => send({ t: "configured", id: m.id, lines }),
+            (lines) => {
+              guards.committed();
+              send({ t: "configured", id: m.id, lines });
+            },
             (e: unknown) => send({ t: "configured", id: m.id, lines: [], error: (e as Error).message }),
           );
           return;

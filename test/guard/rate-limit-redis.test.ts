@@ -215,3 +215,39 @@ describe.skipIf(redis.skip)("Redis stopped under load and started again", () => 
     }, 30_000);
   }
 });
+
+describe.skipIf(redis.skip)("a reload that changes the store", () => {
+  test("the old store serves the config in force until the new one is; a reload that fails keeps it", async () => {
+    const other = await startRedis();
+    try {
+      const b = await start("socket", { rate: "1/m", burst: 1, key: "route" });
+      const old = b["guards"].rateLimits.store!;
+      const configWith = (port: number, routeExtra: Record<string, unknown> = {}) =>
+        validateConfig({
+          ...rigDefaults(),
+          rateLimit: { store: { redis: `redis://127.0.0.1:${port}`, timeout: 500 } },
+          backends: [{ name: "b", url: `http://127.0.0.1:${backend!.port}` }],
+          routes: [{ name: "api", pool: "default", rateLimit: { rate: "1/m", burst: 1, key: "route" }, ...routeExtra }],
+        });
+      // Refused while its guards are built (the users file is gone by then): the store it would
+      // have replaced goes on serving the config in force.
+      const users = `/tmp/switchyard-users-${process.pid}-${Math.random()}`;
+      await Bun.write(users, `alice:${await Bun.password.hash("pw", "bcrypt")}\n`);
+      const failing = configWith(other.port, { basicAuth: { usersFile: users } });
+      await Bun.file(users).delete();
+      await expect(b.apply(failing)).rejects.toThrow();
+      expect(old.current).toBe(StoreState.Up);
+      expect(await status(b)).toBe(200);
+      expect(await status(b)).toBe(429);
+      // Applied: the new store is in force, the old one stopped.
+      await b.apply(configWith(other.port));
+      const next = b["guards"].rateLimits.store!;
+      expect(next).not.toBe(old);
+      expect(old.current).toBe(StoreState.Stopped);
+      await waitFor(() => next.current === StoreState.Up, "the new store to connect");
+      expect(await status(b)).toBe(200);
+    } finally {
+      await stopRedis(other);
+    }
+  });
+});

@@ -251,6 +251,8 @@ describe("accepting: who and what is closed", () => {
     // Slow: half a header, then nothing; the header deadline closes it (no 408: HTTP never began).
     expect(await talk(port, ["PROXY TCP4 192.0.2.1"], { timeoutMs: 10_000 })).toEqual({ text: "", closed: true });
     expect(backend.requests.length).toBe(0);
+    // Each counted where the operator looks: /stats proxyErrors and /metrics (socket engine).
+    if (rig.balancer.config.engine === "socket") await waitFor(() => rig.balancer.traffic.proxyErrors.SY_PROXY_PROTOCOL_REFUSED === 5, "five PROXY refusals counted");
     // A valid header dribbled a few bytes at a time, then the request, goes through.
     const h = "PROXY TCP4 192.0.2.9 127.0.0.1 4444 80\r\n";
     const pieces = h.match(/.{1,5}/gs)!;

@@ -145,3 +145,56 @@ test("HTTPS health checks verify as requests do", async () => {
   expect(state("expired").lastCheck!.detail).toMatch(/certificate|CERT/i);
   expect(state("expired-skip").isHealthy).toBe(true);
 });
+
+describe("a client certificate to backends that require mutual TLS (tls.cert, tls.key)", () => {
+  let mtls: Server<unknown>;
+  let client: Issued;
+  let stranger: Issued;
+  let otherPki: Pki;
+  beforeAll(async () => {
+    const serverCert = await pki.issue("mtls-server", ["backend.test", "IP:127.0.0.1"]);
+    client = await pki.issue("mtls-client", ["client.test"], { cn: "switchyard-client" });
+    // The same subject from a CA the backend does not trust.
+    otherPki = await makePki();
+    stranger = await otherPki.issue("stranger", ["client.test"], { cn: "switchyard-client" });
+    mtls = Bun.serve({
+      hostname: "127.0.0.1",
+      port: 0,
+      tls: { cert: Bun.file(serverCert.cert), key: Bun.file(serverCert.key), ca: Bun.file(pki.ca), requestCert: true, rejectUnauthorized: true },
+      fetch: (req) => new Response(new URL(req.url).pathname === "/health" ? "ok" : "mutual"),
+    });
+  });
+  afterAll(async () => {
+    mtls.stop(true);
+    await otherPki.remove();
+  });
+
+  for (const engine of ["socket", "fetch"]) {
+    test(`${engine} engine: with the pool's client certificate the backend answers; without one, or one from another CA, it does not`, async () => {
+      const url = `https://127.0.0.1:${mtls.port}`;
+      const withCert = await startRig(0, { engine, retry: { attempts: 1 }, backends: undefined, pools: { m: { tls: { ca: pki.ca, cert: client.cert, key: client.key }, backends: [{ url }] } }, routes: [{ name: "r", pool: "m" }] });
+      rigs.push(withCert);
+      const good = await fetch(`${withCert.balancer.url}/`);
+      expect(good.status).toBe(200);
+      expect(await good.text()).toBe("mutual");
+      const without = await startRig(0, { engine, retry: { attempts: 1 }, backends: [{ url, tls: { ca: pki.ca } }] });
+      rigs.push(without);
+      expect((await fetch(`${without.balancer.url}/`)).status).toBe(502);
+      const wrongCa = await startRig(0, { engine, retry: { attempts: 1 }, backends: [{ url, tls: { ca: pki.ca, cert: stranger.cert, key: stranger.key } }] });
+      rigs.push(wrongCa);
+      expect((await fetch(`${wrongCa.balancer.url}/`)).status).toBe(502);
+    });
+  }
+
+  test("HTTPS health checks present it too; a cert without its key, or a key that is not its, is refused naming the field", async () => {
+    const { validateConfig } = await import("../../src/config/load.ts");
+    const url = `https://127.0.0.1:${mtls.port}`;
+    const r = await startRig(0, { backends: [{ name: "m", url, tls: { ca: pki.ca, cert: client.cert, key: client.key } }], healthCheck: { path: "/health", interval: "100ms", rise: 1, fall: 1 } });
+    rigs.push(r);
+    const b = r.balancer.pool.backends[0]!;
+    const { waitFor } = await import("../helpers/wait.ts");
+    await waitFor(() => b.lastCheck?.ok === true, "a passing health check over mutual TLS");
+    expect(() => validateConfig({ backends: [{ url, tls: { cert: client.cert } }] })).toThrow("backends[0].tls: cert set alone; expected cert and key together");
+    expect(() => validateConfig({ backends: [{ url, tls: { cert: client.cert, key: stranger.key } }] })).toThrow("is not the key of the certificate");
+  });
+});

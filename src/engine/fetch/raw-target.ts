@@ -44,7 +44,7 @@ export function sendRawTarget(origin: string, path: string, init: RawTargetInit)
       headers,
       agent: false,
       ...(https_ && init.tls !== undefined
-        ? { ca: init.tls.ca, servername: init.tls.serverName ?? url.hostname, rejectUnauthorized: init.tls.rejectUnauthorized }
+        ? { ca: init.tls.ca, cert: init.tls.cert, key: init.tls.key, servername: init.tls.serverName ?? url.hostname, rejectUnauthorized: init.tls.rejectUnauthorized }
         : {}),
     };
     const req = (https_ ? https : http).request(options, (m) => {

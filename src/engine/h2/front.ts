@@ -19,23 +19,26 @@ export interface H2Settings {
   maxSettings: number;
   maxSessionRejectedStreams: number;
   maxSessionInvalidFrames: number;
+  maxResetsPerSecond: number;
 }
 
 export class H2Front {
   private server: http2.Http2Server;
   /** The connection whose session the server is making (its "session" event is synchronous). */
   private adopting: H2Connection | undefined;
+  private resetsPerSecond: number;
 
   constructor(
     settings: H2Settings,
     private limits: H2Limits,
   ) {
     this.server = this.makeServer(settings);
+    this.resetsPerSecond = settings.maxResetsPerSecond;
   }
 
   /** Take `c` over; `first` is what was read of it (the preface at least, on a plain listener). */
   readonly takeover = (c: ClientConnection, first: Uint8Array): TakenOver => {
-    const h = new H2Connection(c, this.limits);
+    const h = new H2Connection(c, this.limits, this.resetsPerSecond);
     this.adopting = h;
     try {
       this.server.emit("connection", h.duplex);
@@ -48,6 +51,7 @@ export class H2Front {
 
   reconfigure(settings: H2Settings, limits: H2Limits): void {
     this.server = this.makeServer(settings);
+    this.resetsPerSecond = settings.maxResetsPerSecond;
     this.limits = limits;
   }
 

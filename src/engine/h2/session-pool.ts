@@ -63,6 +63,8 @@ export class H2Session {
       options.ALPNProtocols = ["h2"];
       options.rejectUnauthorized = tls.rejectUnauthorized;
       if (tls.ca !== undefined) options.ca = tls.ca;
+      // A client certificate for backends that require mutual TLS (tls.cert, tls.key).
+      if (tls.cert !== undefined) Object.assign(options, { cert: tls.cert, key: tls.key });
       const name = tls.serverName ?? url.hostname.replace(/^\[|\]$/g, "");
       // SNI carries host names only (RFC 6066 §3).
       if (!/^[\d.]+$|:/.test(name)) options.servername = name;

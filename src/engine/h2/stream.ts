@@ -50,6 +50,8 @@ export class H2Stream implements SocketRequest, ResponseSink, ForwardRequest<Soc
   lastBodyAt = 0;
   /** The last write found the stream's buffer full: the upstream waits for `drain`. */
   private full = false;
+  /** Since when a response write has waited for the client's window or socket; 0: not waiting. */
+  blockedAt = 0;
 
   constructor(
     readonly conn: H2Connection,
@@ -167,7 +169,14 @@ export class H2Stream implements SocketRequest, ResponseSink, ForwardRequest<Soc
     this.bytesOut += c.length;
     // A HEAD answer has no body on HTTP/2 either (the backend sends none; this is a guard).
     if (this.method === "HEAD") return;
-    if (!this.stream.write(c)) this.full = true;
+    if (!this.stream.write(c) && !this.full) {
+      this.full = true;
+      // A client that holds its window at zero (RFC 9113 §6.9.2) would hold the stream, and its
+      // try to a backend, for ever: the connection's timeouts.idle bounds the wait (timedOut).
+      this.blockedAt = performance.now();
+      this.stream.once("drain", this.unblocked);
+      this.conn.rearm();
+    }
   }
   end(): void {
     if (this.done) return;
@@ -199,10 +208,18 @@ export class H2Stream implements SocketRequest, ResponseSink, ForwardRequest<Soc
   }
   onDecongested(fn: () => void): void {
     if (!this.full || this.stream.destroyed) return fn();
-    this.stream.once("drain", () => {
-      this.full = false;
-      fn();
-    });
+    this.stream.once("drain", fn);
+  }
+
+  private readonly unblocked = (): void => {
+    this.full = false;
+    this.blockedAt = 0;
+  };
+
+  /** Its answer waited timeouts.idle for the client to take more: the try is given up, the stream reset. */
+  stalled(): void {
+    this.closed();
+    if (!this.stream.destroyed) this.stream.close(NGHTTP2_CANCEL);
   }
 
   private finish(): void {

@@ -63,8 +63,16 @@ export interface TakenOver {
 }
 
 /** What every connection of one listener shares. */
+/** tls.clientAuth's request fields, lower-case: who a verified client certificate says the client is. */
+export interface ClientCertFields {
+  readonly subject?: string;
+  readonly fingerprint?: string;
+}
+
 export interface ClientEnv {
   forwarder: Forwarder<SocketRequest, void>;
+  /** tls.clientAuth: fields stripped from every request and set from a verified client certificate. */
+  clientCert: ClientCertFields | undefined;
   limits: ClientLimits;
   /** ms for a request head to arrive in full (slow-loris bound). */
   headerTimeout: number;
@@ -80,8 +88,8 @@ export interface ClientEnv {
   onClosed(c: ClientConnection): void;
   /** listeners[].proxyProtocol: each connection starts with a PROXY header from a trusted peer. */
   acceptProxy: ProxyAccept | undefined;
-  /** Connections closed for an untrusted peer or no valid PROXY header in time (the first is logged). */
-  proxyRefused: number;
+  /** Count a connection closed for an untrusted peer or no valid PROXY header in time (the first is logged). */
+  proxyRefused(peer: string | undefined, detail: string): void;
   /** limits.maxConnectionsPerClient: this listener's open connections per client address, kept across reloads. */
   readonly clientConnections: ClientCounts;
   /** The 429 a connection over that bound gets before it is closed (engine.ts makes it when the bound is set). */
@@ -445,6 +453,23 @@ export class ClientConnection implements ParserHost {
     }
   }
 
+  /** The fields a verified client certificate gives this connection's requests (tls.clientAuth), read once. */
+  private certValues: [name: string, value: string][] | undefined;
+
+  /**
+   * tls.clientAuth: remove the certificate fields a client sent (none may forge them), then
+   * set them from this connection's client certificate when the handshake verified it (an
+   * optional mode lets in clients without one, or with one that did not verify: they get none).
+   * The HTTP/2 front calls it for each stream's head too (engine/h2/connection.ts).
+   */
+  certify(headers: FieldList): void {
+    const f = this.env.clientCert!;
+    if (f.subject !== undefined) headers.delete(f.subject);
+    if (f.fingerprint !== undefined) headers.delete(f.fingerprint);
+    this.certValues ??= certificateFields(this.socket, f);
+    for (const [name, value] of this.certValues) headers.append(name, value);
+  }
+
   /** This connection's client for a PROXY header to a backend (pools.*.proxyProtocol). */
   proxied(): ProxiedClient {
     if (this.proxiedClient !== undefined) return this.proxiedClient;
@@ -485,9 +510,7 @@ export class ClientConnection implements ParserHost {
   }
 
   private refuseProxy(detail: string): void {
-    if (++this.env.proxyRefused === 1) {
-      this.env.logger.info(`socket engine: closed a client from ${this.socket.remoteAddress} (PROXY protocol: ${detail}); further ones are not logged`);
-    }
+    this.env.proxyRefused(this.socket.remoteAddress, detail);
     this.destroy();
   }
 
@@ -676,6 +699,7 @@ export class ClientConnection implements ParserHost {
   /** A request head, from llhttp or the scanner: queue its exchange, check it, start it when its turn comes. */
   private headParsed(method: string, url: string, major: number, minor: number, headers: FieldList, upgrade: boolean, keepAlive: boolean): void {
     const http10 = major === 1 && minor === 0;
+    if (this.env.clientCert !== undefined) this.certify(headers);
     const ex = new Exchange(this, method, url, http10, keepAlive, headers);
     this.queue.push(ex);
     this.parsing = ex;
@@ -1003,4 +1027,26 @@ function checkHead(ex: Exchange, major: number, minor: number, url: string, upgr
 function plainAnswer(status: FramingStatus, detail: string): ErrorAnswer {
   // A 405 must say what is allowed (RFC 9110 §15.5.6).
   return errorAnswer(FRAMING_CODES[status], detail, status === 405 ? { headers: { allow: ALLOW } } : undefined);
+}
+
+/**
+ * The fields of a verified client certificate: its subject as one line (RFC 4514's order is
+ * reversed; this keeps OpenSSL's, joined by commas, with any byte a field value may not hold
+ * (RFC 9110 §5.5) dropped) and its SHA-256 fingerprint in lower-case hex. None when the
+ * handshake did not verify one.
+ */
+function certificateFields(socket: Socket<ClientConnection>, f: ClientCertFields): [string, string][] {
+  const tls = socket as unknown as { authorized?: boolean; getPeerX509Certificate?(): import("node:crypto").X509Certificate | undefined };
+  if (tls.authorized !== true) return [];
+  let x509: import("node:crypto").X509Certificate | undefined;
+  try {
+    x509 = tls.getPeerX509Certificate?.();
+  } catch {
+    return [];
+  }
+  if (x509 === undefined) return [];
+  const out: [string, string][] = [];
+  if (f.subject !== undefined) out.push([f.subject, x509.subject.split("\n").join(",").replace(/[\u0000-\u001f\u007f]/g, "")]);
+  if (f.fingerprint !== undefined) out.push([f.fingerprint, x509.fingerprint256.replace(/:/g, "").toLowerCase()]);
+  return out;
 }

@@ -8,7 +8,7 @@ import type { Socket, SocketHandler, TCPSocketListener } from "bun";
 import type { Backend } from "../../pool/backend.ts";
 import type { Logger } from "../../log/logger.ts";
 import { createForwarder, type ForwardOptions } from "../../forward/forward.ts";
-import { ClientConnection, clientWire, type ClientEnv, type ClientLimits } from "./client.ts";
+import { ClientConnection, clientWire, type ClientCertFields, type ClientEnv, type ClientLimits } from "./client.ts";
 import { UpstreamPool, type UpstreamPoolOptions } from "./upstream.ts";
 import { upstreamWire } from "./upstream-wire.ts";
 import { protocolWire } from "./protocol-wire.ts";
@@ -33,6 +33,8 @@ export interface SocketEngineSettings extends ForwardOptions {
   acceptProxy?: ProxyAccept;
   /** HTTP/2 from clients (engine/h2/); undefined: HTTP/1.1 only. */
   http2?: H2Settings;
+  /** tls.clientAuth: the request fields (lower-case) that carry a verified client certificate to backends. */
+  clientCert?: ClientCertFields;
 }
 
 export interface SocketEngineOptions extends SocketEngineSettings {
@@ -139,7 +141,13 @@ export function startSocketEngine(opts: SocketEngineOptions): SocketEngine {
       if (connections.size === 0) onIdle?.();
     },
     acceptProxy: opts.acceptProxy,
-    proxyRefused: 0,
+    clientCert: opts.clientCert,
+    proxyRefused(peer, detail) {
+      // Counted with the loop's own answers (/stats proxyErrors, /metrics), the first logged.
+      if (++traffic.proxyErrors.SY_PROXY_PROTOCOL_REFUSED === 1) {
+        env.logger.info(`socket engine: closed a client from ${peer} (PROXY protocol: ${detail}); further ones are only counted (proxyErrors SY_PROXY_PROTOCOL_REFUSED)`);
+      }
+    },
     clientConnections: new ClientCounts(opts.limits.maxConnectionsPerClient),
     clientRefusal: clientRefusal(opts.limits.maxConnectionsPerClient),
     clientRefused(address) {
@@ -170,7 +178,7 @@ export function startSocketEngine(opts: SocketEngineOptions): SocketEngine {
         // for a client is closed before anything it sends is read.
         const accept = env.acceptProxy;
         if (accept !== undefined && !accept.trusted(socket.remoteAddress)) {
-          if (++env.proxyRefused === 1) env.logger.info(`socket engine: closed a client from ${socket.remoteAddress} (PROXY protocol: the peer is not in trustedProxies); further ones are not logged`);
+          env.proxyRefused(socket.remoteAddress, "the peer is not in trustedProxies");
           socket.end();
           return;
         }
@@ -235,6 +243,7 @@ export function startSocketEngine(opts: SocketEngineOptions): SocketEngine {
       env.headerTimeout = next.headerTimeout;
       env.idleTimeout = next.idleTimeout;
       env.acceptProxy = next.acceptProxy;
+      env.clientCert = next.clientCert;
       if (opts.tls === undefined) {
         if (next.http2 === undefined) h2Front = undefined;
         else if (h2Front === undefined) h2Front = new H2Front(next.http2, next.limits);
