@@ -128,14 +128,19 @@ async function waitOutput<T>(started: Started, what: string, find: (output: stri
 /** Numbers the config files and directories of one bench's references, so that none overwrites another's. */
 let serial = 0;
 
+/** The host:port of the first `count` "listening on http://HOST:PORT" lines `started` writes (the sim, bench/h2-backends.ts, bench/grpc-peers.ts). */
+export function listeningOn(started: Started, count: number): Promise<string[]> {
+  return waitOutput(started, `${count} "listening on" lines`, (out) => {
+    const found = [...out.matchAll(/listening on http:\/\/(\S+)/g)].map((m) => m[1]!);
+    return found.length >= count ? found : undefined;
+  });
+}
+
 /** The sim's backends (one process), each host:port; `latency` (ms, one per backend) is set through their /_control. */
 export async function sim(procs: Processes, o: { count?: number; latency?: readonly number[] } = {}): Promise<{ backends: string[]; target: Target }> {
   const count = o.count ?? o.latency?.length ?? 3;
   const s = procs.spawn([process.execPath, "sim/main.ts", "--count", String(count), "--base-port", "0"]);
-  const backends = await waitOutput(s, `${count} "listening on" lines`, (out) => {
-    const listening = [...out.matchAll(/listening on http:\/\/(\S+)/g)].map((m) => m[1]!);
-    return listening.length >= count ? listening : undefined;
-  });
+  const backends = await listeningOn(s, count);
   if (o.latency) {
     await Promise.all(backends.map((b, i) => fetch(`http://${b}/_control`, { method: "POST", body: JSON.stringify({ latency: o.latency![i] }) }).then((r) => r.text())));
   }
@@ -157,9 +162,11 @@ export async function switchyard(procs: Processes, name: string, config: Record<
   }));
   const s = procs.spawn([process.execPath, "src/cli.ts", "serve", "--config", file]);
   // "http proxy listening on ..." (the single-listener form) or "http proxy \"web\" listening on ...".
-  const port = Number(await waitOutput(s, "its proxy port", (out) => /proxy (?:"[^"]*" )?listening on \w+:\/\/127\.0\.0\.1:(\d+)/.exec(out)?.[1]));
+  const [scheme, portText] = await waitOutput(s, "its proxy port", (out) => /proxy (?:"[^"]*" )?listening on (\w+):\/\/127\.0\.0\.1:(\d+)/.exec(out)?.slice(1, 3));
+  const port = Number(portText);
   const admin = config.admin ? await waitOutput(s, "its admin URL", (out) => /admin listening on (\S+)/.exec(out)?.[1]) : undefined;
-  await waitUp(port, s, { http: config.mode !== "tcp" });
+  // A TLS listener (https://) answers no plain GET: a TCP connect says it is up.
+  await waitUp(port, s, { http: config.mode !== "tcp" && scheme === "http" });
   return { name, port, started: s, admin, pids: () => withChildren(s.proc.pid) };
 }
 
@@ -210,9 +217,10 @@ export function nginxProxyPass(upstream: string, fields: "minimal" | "switchyard
 /**
  * One nginx (master and `workers` workers, 1 unless told) whose `http` block holds `http` (its
  * upstreams and servers, written by the caller); resolves once every port of `ports` answers.
- * Its PIDs are the master's and its workers'.
+ * Its PIDs are the master's and its workers'. `tcp`: wait for a TCP connect instead of an
+ * HTTP/1.1 answer, for ports that give none (TLS, or h2c-only `listen ... http2` in nginx 1.22).
  */
-export async function nginxWith(procs: Processes, http: string, ports: readonly number[], o: { workers?: number; accessLog?: boolean } = {}): Promise<{ pids(): number[] }> {
+export async function nginxWith(procs: Processes, http: string, ports: readonly number[], o: { workers?: number; accessLog?: boolean; tcp?: boolean } = {}): Promise<{ pids(): number[] }> {
   const home = join(procs.dir, `nginx-${++serial}`);
   mkdirSync(home, { recursive: true });
   writeFileSync(join(home, "nginx.conf"), `
@@ -222,7 +230,7 @@ http {
   access_log ${o.accessLog ? `${home}/nginx-access.log` : "off"};${http}
 }`);
   const s = procs.spawn(["nginx", "-c", join(home, "nginx.conf"), "-p", home]);
-  for (const p of ports) await waitUp(p, s);
+  for (const p of ports) await waitUp(p, s, { http: !o.tcp });
   return { pids: () => withChildren(s.proc.pid) };
 }
 
@@ -277,19 +285,30 @@ ${o.servers.map((b, i) => `  server b${i + 1} ${b}${http ? " check" : ""}`).join
  * `keepalive 64`). No admin endpoint and no automatic HTTPS (an http:// site address and
  * `auto_https off`), so it never tries to get a certificate; its config and data directories
  * are in the bench's directory, so nothing is written to $HOME. It adds X-Forwarded-For/-Proto/-Host itself.
+ *
+ * For HTTP/2 (bench/h2.ts): `tls` serves HTTPS with that certificate (HTTP/1.1 and h2 by ALPN,
+ * no HTTP/3); `h2c` takes cleartext HTTP/2 by prior knowledge beside HTTP/1.1 (its `servers {
+ * protocols h1 h2 h2c }`); `upstream: "h2c"` speaks cleartext HTTP/2 to the backends
+ * (`reverse_proxy h2c://...`).
  */
-export async function caddy(procs: Processes, name: string, o: { servers: readonly string[] }): Promise<Target> {
+export async function caddy(procs: Processes, name: string, o: { servers: readonly string[]; tls?: { cert: string; key: string }; h2c?: boolean; upstream?: "http1" | "h2c" }): Promise<Target> {
   const port = freePort();
   const home = join(procs.dir, `caddy-${++serial}`);
   mkdirSync(home, { recursive: true });
   const file = join(home, "Caddyfile");
+  const protocols = o.tls ? "h1 h2" : o.h2c ? "h1 h2 h2c" : undefined;
+  const scheme = o.upstream === "h2c" ? "h2c://" : "";
   writeFileSync(file, `{
 	admin off
-	auto_https off
+	auto_https off${protocols ? `
+	servers {
+		protocols ${protocols}
+	}` : ""}
 }
-http://:${port} {
-	bind 127.0.0.1
-	reverse_proxy ${o.servers.join(" ")} {
+${o.tls ? "https" : "http"}://:${port} {
+	bind 127.0.0.1${o.tls ? `
+	tls ${o.tls.cert} ${o.tls.key}` : ""}
+	reverse_proxy ${o.servers.map((s) => scheme + s).join(" ")} {
 		lb_policy least_conn
 		transport http {
 			keepalive 60s
@@ -299,7 +318,7 @@ http://:${port} {
 }
 `);
   const s = procs.spawn(["caddy", "run", "--config", file, "--adapter", "caddyfile"], { env: { XDG_CONFIG_HOME: home, XDG_DATA_HOME: home, HOME: home } });
-  await waitUp(port, s);
+  await waitUp(port, s, { http: !o.tls });
   return { name, port, pids: () => [s.proc.pid] };
 }
 
@@ -389,11 +408,11 @@ export interface WrkResult extends Cost {
 }
 
 /** wrk --latency against `t` (1 thread unless told; `headers` sent with every request), with the CPU of `t`'s processes and of the machine around it. */
-export async function wrk(t: Target, o: { connections: number; duration: number | string; path?: string; threads?: number | string; headers?: Readonly<Record<string, string>> }): Promise<WrkResult> {
+export async function wrk(t: Target, o: { connections: number; duration: number | string; path?: string; threads?: number | string; headers?: Readonly<Record<string, string>>; scheme?: "http" | "https" }): Promise<WrkResult> {
   // -H "Host: ..." replaces the Host wrk would send (the target's address).
   const headers = Object.entries(o.headers ?? {}).flatMap(([k, v]) => ["-H", `${k}: ${v}`]);
   const r = await costOf(t.name, t.pids(), async () => {
-    const p = Bun.spawn(["wrk", `-t${o.threads ?? 1}`, `-c${o.connections}`, `-d${o.duration}s`, "--latency", ...headers, `http://127.0.0.1:${t.port}${o.path ?? "/"}`], { stdout: "pipe" });
+    const p = Bun.spawn(["wrk", `-t${o.threads ?? 1}`, `-c${o.connections}`, `-d${o.duration}s`, "--latency", ...headers, `${o.scheme ?? "http"}://127.0.0.1:${t.port}${o.path ?? "/"}`], { stdout: "pipe" });
     const out = await new Response(p.stdout).text();
     await p.exited;
     return { units: Number(/(\d+) requests in/.exec(out)?.[1] ?? 0), result: out };

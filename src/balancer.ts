@@ -19,7 +19,9 @@ import { PoolSet, type PoolRuntime } from "./pool/pool-set.ts";
 import type { PassiveHealth } from "./health/passive.ts";
 import { HealthMonitor } from "./health/monitor.ts";
 import { TrafficStats } from "./stats/traffic.ts";
-import { createAccessLog, type AccessLog, type LineSink } from "./log/access.ts";
+import type { AccessLog, LineSink } from "./log/access.ts";
+import { AccessLogs } from "./log/access-logs.ts";
+import { Tracing } from "./tracing/tracer.ts";
 import { consoleLogger, type Logger } from "./log/logger.ts";
 import { createAdminApp, type AdminApp } from "./admin/app.ts";
 import { TcpStats } from "./tcp/proxy.ts";
@@ -125,7 +127,9 @@ export class Balancer implements BalancerContext {
   private running: Config;
   private readonly env: Record<string, string | undefined>;
   private readonly lifecycle = { draining: false };
-  private readonly accessLogs = new Map<string, AccessLog>();
+  private readonly accessLogs: AccessLogs;
+  /** This process's span exporter, made when a config first turns tracing on; stopped by stop(). */
+  private readonly tracing = new Tracing(this.traffic.tracing);
   private readonly mirrors: MirrorFactory;
   /** The last failed requests, every listener's (and every worker's), for /stats and the dashboard. */
   readonly failures = new RecentFailures();
@@ -158,6 +162,11 @@ export class Balancer implements BalancerContext {
     this.upgrade = opts.upgrade;
     this.changes = new ChangeLog(this.logger);
     this.acme = new AcmeManager(this.logger);
+    this.accessLogs = new AccessLogs({
+      sink: opts.accessLogSink,
+      onDrop: (n) => this.traffic.countAccessLogDrop(n),
+      onError: (msg) => this.logger.warn(msg),
+    });
     if (initial.listeners.some((l) => l.mode === "tcp")) this.tcp = new TcpStats();
     this.mirrors = new MirrorFactory();
     // A removed backend's idle upstream connections (socket engine) are closed with it; busy
@@ -251,6 +260,9 @@ export class Balancer implements BalancerContext {
     const prev = this.running;
     const later = restartNeeded(prev, next);
     const target = inForce(prev, next);
+    // log.file opened first (here too with workers, which open it again themselves): a path that
+    // cannot be opened refuses the change before anything else has changed.
+    this.accessLogs.for(target);
     // With workers, the ports of listeners added or moved are claimed here first: a port in use
     // refuses the change before anything else has changed.
     const ports = this.supervisor !== undefined ? this.claimWorkerPorts(target, prev) : undefined;
@@ -351,16 +363,23 @@ export class Balancer implements BalancerContext {
       pools, traffic: this.traffic, routes: this.routes, mirrors: this.mirrors, guards: this.guards, failures: this.failures, logger: this.logger,
       tcpTotals: () => (this.tcp ??= new TcpStats()),
       accessLog: (c) => this.accessLogFor(c), lifecycle: this.lifecycle,
+      tracer: (c) => this.tracing.tracerFor(c),
       portFor: (key, host, port) => this.portFor(key, host, port),
     };
   }
 
-  /** One access log per format, made when first needed and kept to the end (a reload may switch back). */
+  /** The access log a config asks for (log-access-logs.ts keeps one per shape to the end: a reload may switch back). */
   private accessLogFor(config: Config): AccessLog | undefined {
-    if (!config.log.access) return undefined;
-    let log = this.accessLogs.get(config.log.format);
-    if (!log) this.accessLogs.set(config.log.format, (log = createAccessLog(config.log.format, this.opts.accessLogSink)));
-    return log;
+    return this.accessLogs.for(config);
+  }
+
+  /**
+   * SIGUSR1 (logrotate's postrotate): open the access-log files anew, here and in every worker
+   * (each appends to the file itself, so each must reopen it).
+   */
+  async reopenLogs(): Promise<void> {
+    this.supervisor?.signal("SIGUSR1");
+    await this.accessLogs.reopen();
   }
 
   /**
@@ -382,6 +401,8 @@ export class Balancer implements BalancerContext {
   private async begin(): Promise<void> {
     const initial = this.running;
     const { logger } = this;
+    // log.file opened first: a path that cannot be opened is said as such, before anything starts.
+    this.accessLogs.for(initial);
     // The first apply fills the pools; the probes start below, before any listener opens.
     await this.pools.apply(initial);
     for (const p of this.pools.all) {
@@ -540,7 +561,8 @@ export class Balancer implements BalancerContext {
       await Promise.all([this.listeners?.stop(graceful, grace, handover), this.supervisor?.stop(!graceful, grace, handover)]);
       await this.admin?.app.stop();
       await this.admin?.server.stop(true);
-      for (const log of this.accessLogs.values()) await log.close();
+      await this.accessLogs.close();
+      await this.tracing.stop();
       await this.guards.stop();
       this.budgets?.remove();
       await Promise.all([healthStopped, poolsStopped]);

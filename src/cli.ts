@@ -51,7 +51,8 @@ const SERVE_HELP = `Usage: switchyard serve --config FILE [options]
 
 Runs the load balancer until SIGINT/SIGTERM, then stops accepting, lets in-flight requests
 finish (up to timeouts.shutdownGrace, default 10s) and exits 0. SIGHUP reloads the config file;
-an invalid one is refused and the running config stays. SIGUSR2 upgrades: a new process of the
+an invalid one is refused and the running config stays. SIGUSR1 reopens the access-log file
+(log.file), for logrotate. SIGUSR2 upgrades: a new process of the
 binary on disk starts with the same arguments, binds the same ports beside this one, and once
 it serves, this one stops accepting, drains and exits 0 (see "switchyard upgrade --help").
 
@@ -195,6 +196,7 @@ async function serveAs(argv: string[], successor: SuccessorLink | undefined): Pr
   const ignore = () => {};
   process.on("SIGHUP", ignore);
   process.on("SIGUSR2", ignore);
+  process.on("SIGUSR1", ignore);
   const flags = parse(
     argv,
     {
@@ -352,7 +354,7 @@ interface ServeHooks {
 /**
  * SIGINT/SIGTERM: graceful stop (in-flight work finishes within the grace period), exit 0.
  * SIGHUP: reload the config file (a refused one is logged and shown in /stats; the running
- * config stays).
+ * config stays). SIGUSR1: reopen the access-log files (log.file).
  */
 function runUntilSignal(balancer: Balancer | undefined | "config", also?: () => Promise<void>, hooks?: ServeHooks): Promise<number> {
   if (!balancer || balancer === "config") return (also ? also() : Promise.resolve()).then(() => (balancer === "config" ? 2 : 1));
@@ -363,6 +365,8 @@ function runUntilSignal(balancer: Balancer | undefined | "config", also?: () => 
       });
     });
   }
+  // SIGUSR1: logrotate's postrotate (`kill -USR1`) moved the access-log file; open it anew.
+  process.on("SIGUSR1", () => void balancer.reopenLogs());
   process.on("SIGHUP", () => {
     balancer.reload({ by: "SIGHUP", from: "signal" }).catch((e: Error) => {
       // Invalid configs are already logged with their problems; anything else is said here.

@@ -164,9 +164,19 @@ export function renderMetrics(src: SnapshotSource, poller?: BackendStatsPoller, 
 
   w.single("switchyard_retries_total", "counter", "Tries after the first, over all requests.", traffic.retries);
   if (mode === "http") w.single("switchyard_queued_requests_total", "counter", "Requests that waited in line for an upstream slot (fetch engine: limits.upstreamConcurrency and uploadConcurrency; the socket engine has no such line). Those that waited too long are proxy errors SY_QUEUE_TIMEOUT.", traffic.queued);
+  w.single("switchyard_access_log_dropped_total", "counter", "Access-log lines dropped: the queue waiting for stdout or log.file was full (log.maxBuffer), or a write failed.", traffic.accessLogDropped);
   if (httpPools.length > 0 && mode === "http") {
     w.family("switchyard_retry_budget_exhausted_total", "counter", "Retries refused because the pool's retry.budget was spent: the request got its last failure instead.");
     perPool("switchyard_retry_budget_exhausted_total", (p) => p.pool.retryBudget.exhausted, httpPools);
+  }
+
+  if (config.tracing !== undefined) {
+    const tracing = traffic.tracing;
+    w.single("switchyard_tracing_spans_exported_total", "counter", "Spans the OTLP collector accepted (tracing).", tracing.exported);
+    w.single("switchyard_tracing_spans_dropped_total", "counter", "Spans dropped because the export queue was full (tracing.queueSize): the collector is slow, down or hanging.", tracing.dropped);
+    w.single("switchyard_tracing_spans_failed_total", "counter", "Spans in exports that failed (an error status, a network error, tracing.otlp.timeout).", tracing.failed);
+    w.single("switchyard_tracing_exports_total", "counter", "Export requests sent to the OTLP collector.", tracing.exports);
+    w.single("switchyard_tracing_export_failures_total", "counter", "Export requests that failed.", tracing.exportFailures);
   }
 
   w.family("switchyard_local_errors_total", "counter", "Tries that failed for want of the proxy's own resources (file descriptors, local ports, its resolver), by error code; never counted against a backend.");

@@ -6,6 +6,7 @@
 import type { Backend, BackendState } from "../pool/backend.ts";
 import { isStandby } from "../pool/tiers.ts";
 import type { TrafficStats } from "../stats/traffic.ts";
+import { tracingFiguresOf, type TracingFigures } from "../tracing/counts.ts";
 import type { ProxyErrorCode } from "../errors.ts";
 import type { LocalCode } from "../net/network-error.ts";
 import type { TcpStats } from "../tcp/stats.ts";
@@ -236,6 +237,8 @@ export interface StatsDocument {
      */
     localErrors: Record<LocalCode, number>;
     retries: number;
+    /** Access-log lines dropped (log.maxBuffer full, or a write failed), all time; with workers, all of theirs. */
+    accessLogDropped: number;
     /**
      * HTTP mode: the pools' retry budgets. Retries they refused (each request got its last
      * failure), all time, summed over the pools; the top-level budget as configured (false:
@@ -249,6 +252,8 @@ export interface StatsDocument {
     connections?: number;
     /** TCP mode: the listener's own counters (see src/tcp/stats.ts). */
     tcp?: TcpStats;
+    /** When `tracing` is on: the span exporter's counts, all processes together (tracing/counts.ts). */
+    tracing?: TracingFigures;
   };
   /** Every backend of every pool, pool by pool; `pool` says which. */
   backends: BackendFigures[];
@@ -344,6 +349,8 @@ export function buildSnapshot(src: SnapshotSource, sampler: Sampler, poller: Bac
       proxyErrors: { ...traffic.proxyErrors },
       localErrors: { ...traffic.localErrors },
       retries: mode === "tcp" && src.tcpStats ? src.tcpStats.retries : traffic.retries,
+      accessLogDropped: traffic.accessLogDropped,
+      ...(config.tracing !== undefined ? { tracing: tracingFiguresOf(traffic.tracing) } : {}),
       ...(mode === "http"
         ? { retryBudget: { exhausted: sum(http, (p) => p.pool.retryBudget.exhausted), budget: config.retry ? budgetOf(config.retry.budget) : null } }
         : {}),

@@ -38,6 +38,8 @@ export interface TopologyConfig {
   readonly retry?: { readonly budget: RetryBudgetConfig };
   readonly routes?: readonly RouteConfig[];
   readonly listeners?: readonly ListenerConfig[];
+  /** Present when tracing is on: /stats and /metrics then show the exporter's counts. */
+  readonly tracing?: unknown;
 }
 
 /**

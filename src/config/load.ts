@@ -16,6 +16,7 @@ import { HASH_KEY_HINT } from "../policy/hash-key.ts";
 import { readPair, readPem, tlsProblems } from "../tls/certificates.ts";
 import { routeHostNames } from "../acme/paths.ts";
 import type { ErrorCode } from "../errors.ts";
+import { routeTracingProblems } from "../tracing/config.ts";
 
 export class ConfigError extends Error {
   readonly code = "SY_CONFIG_INVALID" satisfies ErrorCode;
@@ -111,6 +112,7 @@ export function validateConfig(raw: unknown, source = "config"): Config {
     const out = result.output as ParsedConfig;
     const pools = rawPools(input).map(([n]) => n);
     problems.push(...routeProblems(out.routes ?? [], pools));
+    problems.push(...routeTracingProblems(out));
   }
   // valibot's strictObject reports only the first unknown key of an object; report them all.
   problems.push(...unknownKeys(input, [ConfigSchema], []));

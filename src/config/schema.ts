@@ -12,6 +12,9 @@ import { listenHostProblem, parseHostPort } from "./address.ts";
 import { HASH_KEY_HINT, HASH_KEY_PATTERN } from "../policy/hash-key.ts";
 import { RouteSchema, type RouteConfig } from "../route/schema.ts";
 import { RateLimitSettingsSchema } from "../guard/rate-limit-config.ts";
+import { ACCESS_FIELDS } from "../log/access-fields.ts";
+import { ONLY_HINT, parseOnly } from "../log/access-filter.ts";
+import { TracingSchema } from "../tracing/config.ts";
 
 export type { OptionDoc };
 
@@ -632,13 +635,54 @@ const BaseSchema = v.strictObject({
   log: v.optional(
     v.pipe(
       v.strictObject({
-        access: v.optional(v.pipe(v.boolean("expected true or false"), v.description("One access-log line per request (HTTP) or connection (TCP) on stdout.")), true),
-        format: v.optional(v.pipe(v.picklist(["text", "json"], 'expected "text" or "json"'), v.description('`"text"` or `"json"` (one JSON object a line).')), "text"),
+        access: v.optional(v.pipe(v.boolean("expected true or false"), v.description("One access-log line per request (HTTP), on stdout or in `file`.")), true),
+        format: v.optional(
+          v.pipe(
+            v.picklist(["text", "json", "common", "combined"], 'expected "text", "json", "common" or "combined"'),
+            v.description('`"text"`, `"json"` (one JSON object a line), or the Apache/nginx `"common"` and `"combined"` formats byte for byte (docs/forwarding.md).'),
+          ),
+          "text",
+        ),
+        file: v.optional(
+          v.pipe(
+            v.string("expected the path of a file"),
+            v.nonEmpty("expected the path of a file"),
+            v.description("Append the access log to this file instead of stdout (created if missing). SIGUSR1 reopens it, for logrotate's `postrotate kill -USR1`. With `workers`, every worker appends to it; lines never interleave."),
+            doc({ type: "path of a file", defaultText: "stdout" }),
+          ),
+        ),
+        fields: v.optional(
+          v.pipe(
+            v.array(v.picklist(ACCESS_FIELDS, `expected a field name: ${ACCESS_FIELDS.join(", ")}`), "expected a list of field names"),
+            v.minLength(1, "expected at least one field name"),
+            v.description(`The fields of a \`text\` or \`json\` line, in this order, after the time: any of ${ACCESS_FIELDS.map((f) => `\`${f}\``).join(", ")} (docs/forwarding.md says what each holds). Absent: the line of docs/forwarding.md's first example.`),
+            doc({ type: "list of field names", defaultText: "the default line" }),
+          ),
+        ),
+        only: v.optional(
+          v.pipe(
+            v.string(ONLY_HINT),
+            v.check((x) => parseOnly(x) !== undefined, ONLY_HINT),
+            v.description('Log only some requests: `"errors"` (status 500 or above, or any line with an SY_ code), `"slower:500ms"` (took at least that long), `"sample:0.1"` (each request with that probability). Decided before the line is built.'),
+            doc({ type: "filter", defaultText: "every request" }),
+          ),
+        ),
+        maxBuffer: v.optional(
+          v.pipe(
+            size,
+            v.minValue(4096, "expected at least 4KB"),
+            v.description("Access-log lines waiting to be written, at most (about this many bytes); past it lines are dropped and counted (`accessLogDropped` in /stats, `switchyard_access_log_dropped_total`), never waited for."),
+            // Left unset (the code fills it in) so that a config without it prints as before.
+            doc({ defaultValue: "1MB" }),
+          ),
+        ),
       }),
-      v.description("The access log."),
+      v.check((l) => l.fields === undefined || l.format === "text" || l.format === "json", "expected fields only with format \"text\" or \"json\" (common and combined are fixed)"),
+      v.description("The access log (docs/forwarding.md)."),
     ),
     {},
   ),
+  tracing: v.optional(TracingSchema),
   trustedProxies: v.optional(
     v.pipe(v.array(cidr, "expected a list of CIDRs"), v.description("Peers whose `X-Forwarded-*` and `X-Real-IP` fields are kept (`X-Forwarded-For` appended to). From any other peer they are replaced, and `Forwarded` is removed. Also the only peers a listener with `proxyProtocol: true` takes a PROXY header from.")),
     [],

@@ -146,6 +146,8 @@ export function runKeeper(o: KeeperOptions): Promise<number> {
     ["SIGINT", pass("SIGINT", false)],
     ["SIGHUP", pass("SIGHUP", true)],
     ["SIGUSR2", pass("SIGUSR2", true)],
+    // Every generation appends to the access-log file while it serves, a draining one too.
+    ["SIGUSR1", pass("SIGUSR1", false)],
   ];
   for (const [sig, fn] of handlers) process.on(sig, fn);
 

@@ -40,7 +40,9 @@
  * Response that Bun.serve writes.
  */
 import type { Backend, Lease } from "../pool/backend.ts";
-import type { AccessLog } from "../log/access.ts";
+import type { AccessEntry, AccessLog } from "../log/access.ts";
+import type { RequestTrace } from "../tracing/span.ts";
+import type { RequestTracer } from "../tracing/tracer.ts";
 import { methodLabel, type TrafficStats } from "../stats/traffic.ts";
 import { classifyNetworkError, describeNetworkError, errorCode, isLocalCode, refinedConnectError, type LocalCode } from "../net/network-error.ts";
 import type { CidrMatcher } from "../net/cidr.ts";
@@ -66,6 +68,8 @@ export interface ForwardOptions {
   /** The listener's figures (every route's requests together). */
   traffic: TrafficStats;
   accessLog?: AccessLog;
+  /** OpenTelemetry tracing (tracing/), absent when it is off. */
+  tracer?: RequestTracer;
   /** The last failed requests (stats/recent-failures.ts), for the dashboard. */
   failures?: RecentFailures;
   trusted: CidrMatcher;
@@ -111,6 +115,22 @@ export interface ForwardRequest<Body> {
    * is blamed.
    */
   readonly cancel: Cancel;
+  /**
+   * What the access log may ask of the client's side (common/combined, log.fields): read once,
+   * when the request is logged and a chosen field needs it. Absent: "HTTP/1.1", "-".
+   */
+  details?(): RequestDetails;
+}
+
+/** The client side of a request, as the engine knows it, for the access log. */
+export interface RequestDetails {
+  /** The request line's version: "HTTP/1.1", "HTTP/1.0", "HTTP/2.0". */
+  readonly protocol: string;
+  /** Request body bytes received from the client. */
+  readonly bytesIn: number;
+  /** The client connection's TLS (the listener terminates it), when the engine can tell. */
+  readonly tlsVersion?: string;
+  readonly tlsCipher?: string;
 }
 
 /** A response head from a backend, the body still to come. */
@@ -159,6 +179,12 @@ export interface SendProgress {
  * response head in the same turn as the read that completed it (docs/performance.md).
  */
 export interface TryReceiver extends SendProgress {
+  /**
+   * The try has its connection: `reused` an idle one, else one just dialled (and, for TLS,
+   * handshaken). For the access log's upstream_connect_time; a wire that cannot tell (fetch)
+   * never calls it.
+   */
+  connected?(reused: boolean): void;
   /** The final response head arrived (its body may still be coming). */
   headReceived(res: UpstreamResponse): void;
   /** The try failed before a response head: a network error, or the try was given up. */
@@ -283,6 +309,10 @@ interface Shared<Body, Out> {
    */
   readonly timers: TimerList;
   readonly deadlines: TimerList;
+  /** The access log prints the client's Host, User-Agent or Referer (kept before the header rules run). */
+  readonly clientHeaders: boolean;
+  /** The access log prints the upstream connect time: measured only then. */
+  readonly timings: boolean;
 }
 
 export function createForwarder<Body, Out>(opts: ForwardOptions, upstream: UpstreamWire<Body>, downstream: DownstreamWire<Body, Out>): Forwarder<Body, Out> {
@@ -293,6 +323,8 @@ export function createForwarder<Body, Out>(opts: ForwardOptions, upstream: Upstr
     uploads: new AdmissionGate(opts.uploadConcurrency ?? 0),
     timers: new TimerList(),
     deadlines: new TimerList(),
+    clientHeaders: opts.accessLog?.needs.clientHeaders ?? false,
+    timings: opts.accessLog?.needs.timings ?? false,
   };
   const router = opts.router;
   return {
@@ -345,6 +377,17 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
   private lease: Lease | undefined;
   private tryCancel: Cancel | undefined;
   private tryStarted = 0;
+  /**
+   * The current try's connect and response-head times from its start, ms (-1: not known), for
+   * the access log: connect measured only when the log asks (Shared.timings), the head time is
+   * the one backend.stats counts anyway.
+   */
+  private connectMs = -1;
+  private firstByteMs = -1;
+  /** Host, User-Agent and Referer as the client sent them, kept only when the access log prints them. */
+  private clientHost: string | undefined = undefined;
+  private userAgent: string | undefined = undefined;
+  private referer: string | undefined = undefined;
   /** The pool's retry budget said yes to the retry about to start (admitRetry). */
   private retryAdmitted = false;
   /** Where the request is in the loop (Step). */
@@ -374,6 +417,10 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
   /** The last try failed for want of the proxy's own resources (net/network-error.ts). */
   private local: LocalCode | undefined;
   private detail = "";
+  /** The request's trace id when tracing is on (W3C traceparent, read or made: tracing/tracer.ts). */
+  traceId: string | undefined = undefined;
+  /** Its spans when the request is recorded (sampled); undefined otherwise, and then tracing costs nothing more. */
+  private readonly trace: RequestTrace | undefined;
 
   constructor(
     private readonly s: Shared<Body, Out>,
@@ -384,6 +431,14 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
   ) {
     const headers = req.headers;
     this.requestId = headers.get("x-request-id") ?? crypto.randomUUID();
+    if (s.clientHeaders) {
+      // Before the header rules run and before a try sets the backend's Host.
+      this.clientHost = headers.get("host") ?? undefined;
+      this.userAgent = headers.get("user-agent") ?? undefined;
+      this.referer = headers.get("referer") ?? undefined;
+    }
+    // Read before the route's header rules run: the context as the client sent it.
+    this.trace = s.opts.tracer?.begin(req, this.requestId, this, req.routed.kind === RoutedKind.Forward ? req.routed.dest.traceThreshold : undefined);
     this.gate = req.replayable ? s.gate : s.uploads;
     const routed = req.routed;
     if (routed.kind !== RoutedKind.Forward) {
@@ -417,16 +472,50 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
   log(status: number, bytes: number, error?: ProxyErrorCode): void {
     // Logged once, when the request is over: its in-flight slot is given back.
     this.releaseSlot();
+    if (this.trace !== undefined) {
+      const routed = this.req.routed;
+      this.trace.end(status, this.tried.length, routed.kind === RoutedKind.Forward ? routed.dest.route : routed.route, this.dest?.target.name, error);
+    }
+    if (RecentFailures.isFailure(status, error)) this.recordFailure(status, error);
+    const log = this.s.opts.accessLog;
+    if (log === undefined) return;
+    const now = performance.now();
+    const durationMs = now - this.started;
+    // log.only, before anything is built for the line.
+    if (!log.admits(status, durationMs, error)) return;
     const req = this.req;
     const routed = req.routed;
-    this.s.opts.accessLog?.write({
-      time: this.time, client: req.clientIp, method: req.method, path: req.target, status, bytes,
-      durationMs: performance.now() - this.started,
+    const e: AccessEntry = {
+      time: this.time, client: req.clientIp, method: req.method, path: req.target, status, bytes, durationMs,
       backends: this.tried.map((b) => b.name), attempts: this.tried.length, requestId: this.requestId, error,
       route: routed.kind === RoutedKind.Forward ? routed.dest.route : routed.route,
       pool: this.dest?.target.name,
-    });
-    if (RecentFailures.isFailure(status, error)) this.recordFailure(status, error);
+      traceId: this.traceId,
+    };
+    const needs = log.needs;
+    if (needs.clientHeaders) {
+      e.host = this.clientHost;
+      e.userAgent = this.userAgent;
+      e.referer = this.referer;
+    }
+    if (needs.timings) {
+      if (this.connectMs >= 0) e.upstreamConnectMs = this.connectMs;
+      if (this.firstByteMs >= 0) {
+        e.upstreamFirstByteMs = this.firstByteMs;
+        // The answering try, from its start to the end of its body (now).
+        e.upstreamMs = now - this.tryStarted;
+      }
+    }
+    if (needs.connection) {
+      const d = req.details?.();
+      if (d !== undefined) {
+        e.protocol = d.protocol;
+        e.bytesIn = d.bytesIn;
+        e.tlsVersion = d.tlsVersion;
+        e.tlsCipher = d.tlsCipher;
+      }
+    }
+    log.write(e);
   }
 
   /** A failed request into the recent-failures list: only failures pay for the record. */
@@ -441,6 +530,7 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
       route: routed.kind === RoutedKind.Forward ? routed.dest.route : routed.route,
       ...(this.dest !== undefined ? { pool: this.dest.target.name } : {}),
       backends: this.tried.map((b) => b.name), tries: this.tried.length, requestId: this.requestId,
+      ...(this.traceId !== undefined ? { traceId: this.traceId } : {}),
     });
   }
 
@@ -752,6 +842,13 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
     this.tryCancel?.abort();
   }
 
+  /** From the wire (TryReceiver): the try has its connection. */
+  connected(reused: boolean): void {
+    if (this.step !== Step.Sent) return;
+    if (reused) this.connectMs = 0;
+    else if (this.s.timings) this.connectMs = performance.now() - this.tryStarted;
+  }
+
   /** From the try's timer (TimerEntry): the per-try timeout or the overall deadline ran out. */
   timerFired(): void {
     this.why = this.perTryShort ? Why.Deadline : Why.PerTry;
@@ -777,6 +874,8 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
     this.ended = false;
     this.why = Why.None;
     this.tryStarted = performance.now();
+    this.connectMs = -1;
+    this.firstByteMs = -1;
     const cancel = (this.tryCancel = new Cancel());
     this.armHeadTimer(this.tryStarted);
     this.step = Step.Sent;
@@ -784,6 +883,10 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
     this.waitingSince = 0;
     req.cancel.on(this);
     if (this.rewriteHost) req.headers.set("host", backend.url.host);
+    if (this.trace !== undefined) {
+      const dest = this.dest!;
+      this.trace.tryStarted(backend, this.tried.length, dest.route, dest.target.name, req.method, upstreamTargetOf(req), req.headers);
+    }
     this.s.upstream.send(backend, req, cancel, this);
   }
 
@@ -816,11 +919,13 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
     const req = this.req;
     const backend = this.backend!;
     const status = (this.status = res.status);
+    this.trace?.tryAnswered(status);
     // A 5xx counts against the backend at once; a success only once its body has arrived
     // whole (bodyEnded): otherwise a backend that breaks off every body would clear its own
     // failure count with each head and never be ejected.
     if (status >= 500) passive.succeeded(backend, status);
-    backend.stats.countResponse(methodLabel(req.method), status, performance.now() - this.tryStarted);
+    const firstByteMs = (this.firstByteMs = performance.now() - this.tryStarted);
+    backend.stats.countResponse(methodLabel(req.method), status, firstByteMs);
 
     // Refused by the budget, the backend's own answer goes to the client: the last failure.
     // A retry needs somewhere to go (else the backend's own answer is the better one to give),
@@ -888,6 +993,7 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
   /** A try is over: release what it held and the gate's slot, then answer, retry or give up. */
   private tryOver(outcome: Outcome, handedOff: boolean): void {
     this.endTry(handedOff);
+    if (this.trace !== undefined && outcome !== Outcome.Answered) this.trace.tryFailed(this.tryErrorType(outcome));
     // Held until the head (and a buffered body) is in; a streamed body does not hold it,
     // so long downloads and event streams cannot starve the gate.
     this.leaveGate();
@@ -900,6 +1006,17 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
     // end waiting at the gate or finding no backend: it counts, as it was a retry wanted).
     if (this.mayRetry(failure) && dest.target.pool.routableCount() > 0 && this.admitRetry()) return this.next();
     this.finish(this.fail(this.local !== undefined ? "SY_LOCAL_RESOURCES" : failure.kind === "timeout" ? "SY_UPSTREAM_TIMEOUT" : "SY_UPSTREAM_FAILED", this.detail));
+  }
+
+  /** The span's `error.type` of a try that did not answer: low-cardinality, as the conventions ask. */
+  private tryErrorType(outcome: Outcome): string {
+    if (outcome === Outcome.ClientGone) return "client_aborted";
+    if (this.why === Why.Deadline || this.why === Why.PerTry || this.why === Why.Send) return "timeout";
+    const f = this.failure;
+    if (f === undefined) return "_OTHER";
+    if (f.kind === "status") return String(f.status);
+    if (f.kind === "grpc") return `grpc_status_${f.status}`;
+    return this.local ?? f.kind;
   }
 
   private endTry(handedOff: boolean): void {

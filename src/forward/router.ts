@@ -89,6 +89,8 @@ export interface Destination {
   readonly traffic: TrafficStats;
   /** What the route checks before a request may go on (src/guard/): head guards here, late ones in the loop. */
   readonly guards: Guards;
+  /** routes[].tracing.sampleRatio as the sampler's threshold (tracing/sampler.ts); absent: the top-level one. */
+  readonly traceThreshold?: number;
 }
 
 export const enum RoutedKind {

@@ -50,6 +50,7 @@ function forwardOptions(config: Config, listener: ListenerConfig, ctx: ListenerC
     router: buildRouter(config, listener, ctx.pools, ctx.routes, ctx.mirrors, ctx.guards, ctx.logger),
     traffic: ctx.traffic,
     accessLog,
+    tracer: ctx.tracer(config),
     failures: ctx.failures,
     trusted: cidrMatcher(config.trustedProxies),
     preserveHost: config.preserveHost,

@@ -15,6 +15,7 @@ import type { TcpStats } from "../tcp/stats.ts";
 import type { PoolSource, RouteTraffic } from "./routing.ts";
 import type { MirrorFactory } from "./route-modifiers.ts";
 import type { GuardState } from "../guard/build.ts";
+import type { RequestTracer } from "../tracing/tracer.ts";
 import type { RecentFailures } from "../stats/recent-failures.ts";
 
 export interface Listener {
@@ -55,6 +56,8 @@ export interface ListenerContext {
   readonly logger: Logger;
   /** The access log of a config (one per format, kept to the end), or none when it is off. */
   accessLog(config: Config): AccessLog | undefined;
+  /** The tracer of a config (tracing/tracer.ts), or none when `tracing` is absent. */
+  tracer(config: Config): RequestTracer | undefined;
   /** Set when the process starts to stop: fetch-engine answers carry Connection: close. */
   readonly lifecycle: { readonly draining: boolean };
   /**

@@ -22,6 +22,7 @@ import type { MirrorFactory } from "./route-modifiers.ts";
 import { buildGuards, type GuardState } from "../guard/build.ts";
 import type { Logger } from "../log/logger.ts";
 import { GRPC_STATUS } from "../errors.ts";
+import { ratioThreshold } from "../tracing/sampler.ts";
 
 /** A pool as a listener reaches it: its backends and where traffic reports about them. */
 export interface PoolHandle {
@@ -90,6 +91,7 @@ export function buildRouter(config: Config, listener: ListenerConfig, pools: Poo
     const requestHeaders = compiled.requestHeaders?.empty === false ? compiled.requestHeaders : undefined;
     const responseHeaders = compiled.responseHeaders?.empty === false ? compiled.responseHeaders : undefined;
     const guards = buildGuards(r, { config, logger, state: guardState });
+    const traceThreshold = r.tracing !== undefined ? ratioThreshold(r.tracing.sampleRatio) : undefined;
     return {
       name: r.name,
       maxBodySize,
@@ -104,7 +106,7 @@ export function buildRouter(config: Config, listener: ListenerConfig, pools: Poo
           route: r.name, target: pool, retry, retryOn: new Set(retry.onStatus), retryOnGrpc: new Set(retry.onGrpcStatus.map((n) => GRPC_STATUS[n])), bufferBody,
           sendTimeout: sendOverride ?? pc.timeouts.send,
           requestHeaders, responseHeaders: global, routeResponseHeaders: responseHeaders,
-          mirror, traffic: stats, guards,
+          mirror, traffic: stats, guards, traceThreshold,
         };
         dests.set(pool, d);
         return d;

@@ -11,6 +11,7 @@ import * as v from "valibot";
 import { doc, duration as durationSchema, grpcStatusList, positiveDuration as duration, size, statusCode } from "../config/option-schemas.ts";
 import { HOP_BY_HOP } from "../http/headers.ts";
 import { RouteRateLimitSchema } from "../guard/rate-limit-config.ts";
+import { RouteTracingSchema } from "../tracing/config.ts";
 import { parseCidr } from "../net/cidr.ts";
 import { HASH_KEY_HINT, HASH_KEY_PATTERN } from "../policy/hash-key.ts";
 import { headerTemplateProblem } from "./header-rules.ts";
@@ -260,6 +261,7 @@ const RouteObject = v.strictObject({
     ),
   ),
   rateLimit: v.optional(RouteRateLimitSchema),
+  tracing: v.optional(RouteTracingSchema),
   requestHeaders: v.optional(HeaderRulesSchema("Request")),
   responseHeaders: v.optional(HeaderRulesSchema("Response")),
   mirror: v.optional(

@@ -5,6 +5,7 @@
 import { Histogram } from "./histogram.ts";
 import type { ProxyErrorCode } from "../errors.ts";
 import { LOCAL_CODES, type LocalCode } from "../net/network-error.ts";
+import { TracingCounts } from "../tracing/counts.ts";
 
 export function emptyLocalErrors(): Record<LocalCode, number> {
   return Object.fromEntries(LOCAL_CODES.map((c) => [c, 0])) as Record<LocalCode, number>;
@@ -54,8 +55,16 @@ export class TrafficStats {
    */
   readonly localErrors: Record<LocalCode, number> = emptyLocalErrors();
   retries = 0;
+  /** The span exporter's figures (tracing/exporter.ts): only the listeners' totals count them, never a route's. */
+  readonly tracing = new TracingCounts();
   /** Requests that waited in line for an upstream slot (fetch engine: limits.upstreamConcurrency, uploadConcurrency). */
   queued = 0;
+  /**
+   * Access-log lines dropped: the queue of lines waiting for stdout or the file was full
+   * (log.maxBuffer), or a write failed (src/log/access-sink.ts). The process's own total, on
+   * the balancer's TrafficStats (each listener's has none).
+   */
+  accessLogDropped = 0;
   /** Time from request arrival to the response head being ready, ms. */
   readonly latency = new Histogram();
 
@@ -63,5 +72,9 @@ export class TrafficStats {
     this.requests++;
     this.byMethod[methodLabel(method)]![Math.floor(status / 100)]! += 1;
     this.latency.record(latencyMs);
+  }
+
+  countAccessLogDrop(lines: number): void {
+    this.accessLogDropped += lines;
   }
 }

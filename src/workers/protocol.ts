@@ -18,6 +18,7 @@
  */
 import type { UpstreamTlsConfig } from "../tls/upstream.ts";
 import type { Config } from "../config/schema.ts";
+import type { TracingFigures } from "../tracing/counts.ts";
 import type { UpstreamSettings, BackendOptions, MirrorState } from "../pool/backend.ts";
 import type { PolicyName } from "../config/policy-names.ts";
 import type { ProxyErrorCode } from "../errors.ts";
@@ -94,7 +95,11 @@ export interface TrafficFigures {
   retries: number;
   /** Absent from a worker of an older binary (an upgrade in place): 0. */
   queued?: number;
+  /** Access-log lines the worker dropped (TrafficStats.accessLogDropped); absent from routes'. */
+  accessLogDropped?: number;
   latency: HistogramFigures;
+  /** The worker's span exporter (tracing/counts.ts); absent in a route's figures. */
+  tracing?: TracingFigures;
 }
 
 /** One pool's figures in a worker. */

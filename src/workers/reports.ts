@@ -16,8 +16,11 @@ import type { Pool } from "../pool/pool.ts";
 import type { Histogram } from "../stats/histogram.ts";
 import { emptyLocalErrors, METHOD_LABELS, type TrafficStats } from "../stats/traffic.ts";
 import { LOCAL_CODES } from "../net/network-error.ts";
+import { TracingCounts, tracingFiguresOf, type TracingFigures } from "../tracing/counts.ts";
 import type { TcpStats } from "../tcp/stats.ts";
 import type { BackendFigures, HistogramFigures, PoolFigures, Report, TrafficFigures } from "./protocol.ts";
+
+const TRACING_KEYS: readonly (keyof TracingFigures)[] = ["exported", "dropped", "failed", "exports", "exportFailures"];
 
 /** Pools by name, as a worker holds its copies and the owner its PoolSet. */
 export type NamedPools = Iterable<readonly [string, Pool]>;
@@ -35,7 +38,9 @@ function byMethodOf(m: Readonly<Record<string, readonly number[]>>): Record<stri
 function trafficOf(t: TrafficStats): TrafficFigures {
   return {
     requests: t.requests, byMethod: byMethodOf(t.byMethod) as TrafficFigures["byMethod"],
-    proxyErrors: { ...t.proxyErrors }, localErrors: { ...t.localErrors }, retries: t.retries, queued: t.queued, latency: histogramOf(t.latency),
+    proxyErrors: { ...t.proxyErrors }, localErrors: { ...t.localErrors }, retries: t.retries, queued: t.queued,
+    accessLogDropped: t.accessLogDropped, latency: histogramOf(t.latency),
+    tracing: tracingFiguresOf(t.tracing),
   };
 }
 
@@ -114,7 +119,7 @@ function emptyTraffic(): TrafficFigures {
   for (const k of METHOD_LABELS) byMethod[k] = [0, 0, 0, 0, 0, 0];
   return {
     requests: 0, byMethod, proxyErrors: {} as TrafficFigures["proxyErrors"], localErrors: emptyLocalErrors(),
-    retries: 0, queued: 0, latency: { counts: [], count: 0, sum: 0 },
+    retries: 0, queued: 0, accessLogDropped: 0, latency: { counts: [], count: 0, sum: 0 }, tracing: tracingFiguresOf(new TracingCounts()),
   };
 }
 
@@ -124,7 +129,9 @@ function addTraffic(into: TrafficFigures, t: TrafficFigures): void {
   for (const [code, n] of Object.entries(t.proxyErrors) as [keyof TrafficFigures["proxyErrors"], number][]) into.proxyErrors[code] = (into.proxyErrors[code] ?? 0) + n;
   for (const code of LOCAL_CODES) into.localErrors[code] += t.localErrors?.[code] ?? 0;
   into.retries += t.retries;
+  for (const k of TRACING_KEYS) into.tracing![k] += t.tracing?.[k] ?? 0;
   into.queued = (into.queued ?? 0) + (t.queued ?? 0);
+  into.accessLogDropped = (into.accessLogDropped ?? 0) + (t.accessLogDropped ?? 0);
   addHistogram(into.latency, t.latency);
 }
 
@@ -142,7 +149,9 @@ function setTraffic(traffic: TrafficStats, t: TrafficFigures): void {
   for (const code of Object.keys(traffic.proxyErrors) as (keyof typeof traffic.proxyErrors)[]) traffic.proxyErrors[code] = t.proxyErrors[code] ?? 0;
   for (const code of LOCAL_CODES) traffic.localErrors[code] = t.localErrors[code];
   traffic.retries = t.retries;
+  for (const k of TRACING_KEYS) traffic.tracing[k] = t.tracing?.[k] ?? 0;
   traffic.queued = t.queued ?? 0;
+  traffic.accessLogDropped = t.accessLogDropped ?? 0;
   setHistogram(traffic.latency, t.latency);
 }
 

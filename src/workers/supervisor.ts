@@ -321,6 +321,21 @@ export class WorkerSupervisor {
   }
 
   /**
+   * Pass a signal on to every serving worker (SIGUSR1: reopen the access-log files). A worker
+   * still starting is skipped: it may not handle the signal yet, and it opens its files anew anyway.
+   */
+  signal(sig: "SIGUSR1"): void {
+    for (const s of this.slots) {
+      if (s.state !== "serving" || s.proc === undefined || s.proc.exitCode !== null || s.proc.signalCode !== null) continue;
+      try {
+        s.proc.kill(sig);
+      } catch {
+        // Gone since: its successor opens the files anew.
+      }
+    }
+  }
+
+  /**
    * Stop every worker. Graceful: each stops accepting and finishes what it holds within
    * `graceMs`, then cuts the rest (handover: a successor serves the port; see stopProxy).
    * force: each cuts its connections at once. Resolves when

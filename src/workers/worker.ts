@@ -8,7 +8,8 @@
  * (totals, per pool and backend, per route) go to the owner on a short timer and on request.
  *
  * Signals: the owner orchestrates shutdown, so SIGINT/SIGTERM/SIGHUP/SIGUSR2 (a Ctrl-C reaches the whole
- * process group) are ignored here. If the owner goes away (the IPC channel closes) the worker
+ * process group) are ignored here; SIGUSR1 reopens this worker's access-log files (the owner passes
+ * its own on, and one reaching the whole group reopens them once more, harmlessly). If the owner goes away (the IPC channel closes) the worker
  * drains and exits on its own.
  */
 import type { Config } from "../config/schema.ts";
@@ -18,7 +19,9 @@ import { createPolicy } from "../policy/policy.ts";
 import type { PassiveSignals } from "../health/passive.ts";
 import { TrafficStats } from "../stats/traffic.ts";
 import { TcpStats } from "../tcp/stats.ts";
-import { createAccessLog, type AccessLog } from "../log/access.ts";
+import type { AccessLog } from "../log/access.ts";
+import { AccessLogs } from "../log/access-logs.ts";
+import { Tracing } from "../tracing/tracer.ts";
 import type { Logger } from "../log/logger.ts";
 import { ListenerSet } from "../listener/listener-set.ts";
 import { RouteTraffic, type PoolHandle, type PoolSource } from "../listener/routing.ts";
@@ -181,7 +184,12 @@ export function runWorker(): Promise<number> {
   const tcpStats = new TcpStats();
   let running: Config | undefined;
   let listeners: ListenerSet | undefined;
-  const accessLogs = new Map<string, AccessLog>();
+  const accessLogs = new AccessLogs({ onDrop: (n) => traffic.countAccessLogDrop(n), onError: (msg) => logger.warn(msg), sharedStdout: true });
+  // SIGUSR1 (the owner passes on its own, for logrotate): this worker appends to the access-log
+  // files itself, so it opens them anew itself.
+  process.on("SIGUSR1", () => void accessLogs.reopen());
+  /** Every worker exports its own spans (the owner forwards no request). */
+  const tracing = new Tracing(traffic.tracing);
   let reportTimer: ReturnType<typeof setInterval> | undefined;
   let lastActivity: number[] = [];
   const routes = new RouteTraffic();
@@ -197,12 +205,7 @@ export function runWorker(): Promise<number> {
   /** Set when this worker starts to stop (see buildProxy). */
   const lifecycle = { draining: false };
 
-  const accessLogFor = (c: Config): AccessLog | undefined => {
-    if (!c.log.access) return undefined;
-    let log = accessLogs.get(c.log.format);
-    if (!log) accessLogs.set(c.log.format, (log = createAccessLog(c.log.format)));
-    return log;
-  };
+  const accessLogFor = (c: Config): AccessLog | undefined => accessLogs.for(c);
   const report = (id?: number) => {
     passive.flush();
     const r = reportOf(traffic, pools.entries(), routes.entries(), tcpStats);
@@ -226,7 +229,8 @@ export function runWorker(): Promise<number> {
     const finish = async (force: boolean, graceMs: number, handover = false) => {
       await stop(force, graceMs, handover);
       clearInterval(reportTimer);
-      for (const log of accessLogs.values()) await log.close();
+      await accessLogs.close();
+      await tracing.stop();
       await guards.stop();
       report();
       send({ t: "stopped" });
@@ -250,7 +254,7 @@ export function runWorker(): Promise<number> {
           ports = m.ports;
           listeners = new ListenerSet({
             pools, traffic, routes, mirrors, guards, failures, tcpTotals: () => tcpStats, logger,
-            accessLog: accessLogFor, lifecycle,
+            accessLog: accessLogFor, lifecycle, tracer: (c) => tracing.tracerFor(c),
             // The owner claimed every listener's port (and sends the new ones with a config).
             portFor: (key, _host, port) => ports[key] ?? port,
           });

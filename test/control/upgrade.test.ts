@@ -150,6 +150,8 @@ describe.skipIf(programs.skip)("switchyard upgrade under wrk", () => {
         ends(old.proc.pid);
         const proxyUrl = await old.waitForLine(/proxy listening on (http:\/\/\S+)/, "the proxy to listen");
         const adminUrl = await old.waitForLine(/admin listening on (http:\/\/\S+)/, "the admin port to listen");
+        // Written once every listener is bound: with workers, after the admin port says so.
+        await waitFor(() => existsSync(pidFile), "the pid file");
         expect(Number(readFileSync(pidFile, "utf8"))).toBe(old.proc.pid);
 
         const socket = await openSocket(proxyUrl.replace("http:", "ws:") + "/ws");

@@ -12,7 +12,7 @@
 import http from "node:http";
 import type { Server } from "bun";
 import type { Backend } from "../../pool/backend.ts";
-import { createForwarder, type BodyEnd, type ForwardOptions, type ForwardRequest, type SendProgress, type UpstreamResponse, type UpstreamWire, type DownstreamWire } from "../../forward/forward.ts";
+import { createForwarder, type BodyEnd, type ForwardOptions, type ForwardRequest, type RequestDetails, type SendProgress, type UpstreamResponse, type UpstreamWire, type DownstreamWire } from "../../forward/forward.ts";
 import { prepareBody, type PreparedBody, type StreamedBody } from "./body.ts";
 import { Cancel } from "../../forward/cancel.ts";
 import { ClientFault, errorResponse, messageFor } from "../../errors.ts";
@@ -248,9 +248,20 @@ export function createFetchHandler(opts: FetchEngineOptions): FetchHandler {
       own: { request, server, bytes: prepared?.bytes ?? null, stream: prepared?.stream, upgrade, raisedIdle },
       replayable: prepared?.stream === undefined,
       cancel,
+      details: fetchDetails,
     };
     return prepared === undefined ? abandoned(req) : forward(req);
   };
+}
+
+/**
+ * For the access log (ForwardRequest.details). Bun.serve tells neither the HTTP version nor the
+ * connection's TLS: "HTTP/1.1" and "-". A body that streamed is counted by its Content-Length.
+ */
+function fetchDetails(this: ForwardRequest<FetchOwn>): RequestDetails {
+  const b = this.own.bytes;
+  const bytesIn = b !== null ? b.byteLength : Number(this.headers.get("content-length") ?? 0) || 0;
+  return { protocol: "HTTP/1.1", bytesIn };
 }
 
 /**

@@ -15,7 +15,7 @@
  */
 import type { ServerHttp2Stream } from "node:http2";
 import { constants } from "node:http2";
-import type { BodyEnd, ForwardRequest } from "../../forward/forward.ts";
+import type { BodyEnd, ForwardRequest, RequestDetails } from "../../forward/forward.ts";
 import type { Routed } from "../../forward/router.ts";
 import type { FieldList } from "../../http/fields.ts";
 import { Cancel } from "../../forward/cancel.ts";
@@ -62,6 +62,12 @@ export class H2Stream implements SocketRequest, ResponseSink, ForwardRequest<Soc
   ) {
     this.clientIp = conn.client.clientIp;
     this.proto = conn.client.env.proto;
+  }
+
+  /** For the access log (ForwardRequest.details): read only when a chosen field needs it. */
+  details(): RequestDetails {
+    const tls = this.conn.client.tls();
+    return { protocol: "HTTP/2.0", bytesIn: this.body?.received ?? 0, tlsVersion: tls?.version, tlsCipher: tls?.cipher };
   }
 
   get host(): string | undefined {

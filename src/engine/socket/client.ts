@@ -13,7 +13,7 @@
  * smuggled (RFC 9112 §11.2).
  */
 import type { Socket } from "bun";
-import type { Forwarder, ForwardRequest, BodyEnd } from "../../forward/forward.ts";
+import type { Forwarder, ForwardRequest, BodyEnd, RequestDetails } from "../../forward/forward.ts";
 import { Answering, socketDownstream, type SocketRequest } from "./request.ts";
 import { RoutedKind, type Routed } from "../../forward/router.ts";
 import { FieldList } from "../../http/fields.ts";
@@ -213,6 +213,12 @@ export class Exchange implements ResponseSink, SocketRequest, ForwardRequest<Soc
     this.proto = conn.env.proto;
   }
 
+  /** For the access log (ForwardRequest.details): read only when a chosen field needs it. */
+  details(): RequestDetails {
+    const tls = this.conn.tls();
+    return { protocol: this.http10 ? "HTTP/1.0" : "HTTP/1.1", bytesIn: this.body?.received ?? 0, tlsVersion: tls?.version, tlsCipher: tls?.cipher };
+  }
+
   /** Interim responses from the backend (103 Early Hints, 102): passed on to HTTP/1.1 clients. */
   interim(status: number, statusText: string, headers: FieldList): void {
     // 100 Continue is ours to send (see start()); HTTP/1.0 clients get no 1xx (RFC 9110 §15.2).
@@ -388,6 +394,12 @@ export class Exchange implements ResponseSink, SocketRequest, ForwardRequest<Soc
  */
 export const clientWire = socketDownstream;
 
+/** A client connection's TLS, for the access log. */
+export interface ConnectionTls {
+  readonly version: string;
+  readonly cipher: string | undefined;
+}
+
 export class ClientConnection implements ParserHost {
   readonly outbox: Outbox;
   /** The peer's address, or, after a PROXY header (acceptProxy), the client's it names. */
@@ -431,6 +443,22 @@ export class ClientConnection implements ParserHost {
    */
   private sniffing: boolean;
   private prefix: Uint8Array | undefined;
+
+  /** The connection's TLS version and cipher, read once when the access log first asks (tls()). */
+  private tlsInfo: ConnectionTls | null | undefined = undefined;
+
+  /**
+   * The TLS version ("TLSv1.3") and cipher (OpenSSL's name, as nginx's $ssl_cipher) of this
+   * connection, or undefined when it is plain.
+   */
+  tls(): ConnectionTls | undefined {
+    if (this.tlsInfo === undefined) {
+      const socket = this.socket as Socket<ClientConnection> & { getTLSVersion?(): string | null; getCipher?(): { name?: string } | null };
+      const version = this.env.proto === "https" ? socket.getTLSVersion?.() : undefined;
+      this.tlsInfo = version ? { version, cipher: socket.getCipher?.()?.name ?? undefined } : null;
+    }
+    return this.tlsInfo ?? undefined;
+  }
 
   /** `admitted`: the client address the engine already counted it under (no PROXY header to wait for). */
   constructor(

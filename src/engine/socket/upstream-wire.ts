@@ -25,8 +25,14 @@ export function upstreamWire(pool: UpstreamPool): UpstreamWire<SocketRequest> {
       // pools.*.proxyProtocol: a connection is this client's alone (UpstreamPool.take).
       const proxied = backend.upstream?.proxyProtocol !== undefined ? req.own.proxied() : undefined;
       const idle = pool.take(backend, proxied?.key);
-      if (idle !== undefined) return issue(idle, backend, req, cancel, t, streamed, true);
-      pool.dialFor(backend, cancel, t, (c) => issue(c, backend, req, cancel, t, streamed, false), proxied);
+      if (idle !== undefined) {
+        t.connected?.(true);
+        return issue(idle, backend, req, cancel, t, streamed, true);
+      }
+      pool.dialFor(backend, cancel, t, (c) => {
+        t.connected?.(false);
+        issue(c, backend, req, cancel, t, streamed, false);
+      }, proxied);
     },
     wholeBody(req) {
       const body = req.own.body;
