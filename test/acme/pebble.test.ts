@@ -143,9 +143,13 @@ for (const engine of ["socket", "fetch"]) {
       const r = await rig(engine, ca, storage, httpPort);
       // Until its order completes a name is served a placeholder, and the log says so.
       expect(r.logLines.filter((l) => l.includes("self-signed placeholder")).length).toBe(2);
-      await waitFor(async () => (await served(r, "a.test", ca.roots)).ok && (await served(r, "b.test", ca.roots)).ok, "both names served with pebble's certificates", 20_000, 100);
-      expect((await served(r, "a.test", ca.roots)).subject).toContain("CN=a.test");
-      expect((await served(r, "b.test", ca.roots)).subject).toContain("CN=b.test");
+      // Checked in the wait, not again after it: on the fetch engine a handshake that reaches the
+      // retiring server as it stops fails (docs/acme.md).
+      const issued = async (name: string) => {
+        const s = await served(r, name, ca.roots);
+        return s.ok && s.subject?.includes(`CN=${name}`) === true;
+      };
+      await waitFor(async () => (await issued("a.test")) && (await issued("b.test")), "both names served with pebble's certificates", 20_000, 100);
       expect(ca.orders()).toBe(2);
       for (const f of [certFile(storage, "a.test"), certFile(storage, "b.test")]) expect(statSync(f).mode & 0o777).toBe(0o600);
       expect(statSync(storage).mode & 0o777).toBe(0o700);
@@ -239,6 +243,7 @@ for (const engine of ["socket", "fetch"]) {
       const { httpPort, ca, storage } = await setup(`reload-${engine}`);
       const r = await rig(engine, ca, storage, httpPort, ["a.test"]);
       await waitFor(async () => (await served(r, "a.test", ca.roots)).ok, "a.test issued", 20_000, 100);
+      const aSerial = storedSerial(storage, "a.test");
       const report = await r.balancer.apply(validateConfig({
         ...rigDefaults(), engine, log: { access: true },
         backends: r.cluster.backends.map((b) => ({ name: b.name, url: b.url })),
@@ -249,7 +254,10 @@ for (const engine of ["socket", "fetch"]) {
       expect(r.logLines.some((l) => l.includes("b.test has no certificate yet: serving a self-signed placeholder"))).toBe(true);
       await waitFor(async () => (await served(r, "b.test", ca.roots)).ok, "b.test issued after the reload", 20_000, 100);
       expect(ca.orders()).toBe(2);
-      expect((await served(r, "a.test", ca.roots)).ok).toBe(true);
+      // a.test kept its certificate (a handshake is retried: on the fetch engine one that
+      // reaches the server retiring for b.test's certificate as it stops fails).
+      expect(storedSerial(storage, "a.test")).toBe(aSerial);
+      await waitFor(async () => (await served(r, "a.test", ca.roots)).ok, "a.test still served", 5_000, 50);
     }, 60_000);
 
     test("two balancers sharing one store order each name once", async () => {
