@@ -31,6 +31,8 @@ import { AcmeStore, type StoredCert } from "./store.ts";
 export const RENEW_AT = 2 / 3;
 /** A lock held by another replica: look again this often (its order takes seconds). */
 export const LOCK_RETRY_MS = 2_000;
+/** A store that cannot be read is looked at again after this long (a shared volume coming back). */
+const STORE_RETRY_MS = 30_000;
 /** The first back-off after a failure, doubled per failure up to BACKOFF_MAX_MS. */
 export const BACKOFF_MIN_MS = 5_000;
 export const BACKOFF_MAX_MS = 3_600_000;
@@ -71,7 +73,6 @@ export class AcmeManager {
   private readonly names = new Map<string, NameState>();
   private stopped = false;
   /** Orders wait for start(): the CA validates against listeners that must be up first. */
-  private started = false;
   /** Orders this process completed, by name: what the tests and the log count. */
   readonly issued = new Map<string, number>();
 
@@ -130,7 +131,7 @@ export class AcmeManager {
       }
       this.names.set(name, { settings: w.settings, field: w.field, phase: "waiting", timer: undefined, failures: 0 });
       lines.push(`acme: ${name} managed`);
-      if (this.started) this.scheduleDue(name);
+      // Ordered by start(), once the reload that added it is in force (a refused one orders nothing).
     }
     return lines;
   }
@@ -141,19 +142,7 @@ export class AcmeManager {
    * or ordering are left as they are.
    */
   start(): void {
-    this.started = true;
     for (const [name, s] of this.names) if (s.phase === "waiting" && s.timer === undefined) this.scheduleDue(name);
-  }
-
-  /** The key authorization for an HTTP-01 token, when one is pending (read from the store, so any replica answers). */
-  http01(token: string): string | undefined {
-    return this.store?.http01(token);
-  }
-
-  /** Each name's state, for tests and display. */
-  state(name: string): { phase: Phase; failures: number } | undefined {
-    const s = this.names.get(name);
-    return s === undefined ? undefined : { phase: s.phase, failures: s.failures };
   }
 
   private drop(name: string): void {
@@ -162,9 +151,17 @@ export class AcmeManager {
     this.names.delete(name);
   }
 
+  /** When the stored certificate of `name` is due; a store that cannot be read is tried again later, never thrown from a timer. */
   private scheduleDue(name: string): void {
     const now = Date.now();
-    this.schedule(name, renewalDue(this.store!.readCert(name), now) - now);
+    let due: number;
+    try {
+      due = renewalDue(this.store!.readCert(name), now);
+    } catch (e) {
+      this.logger.error(`acme: ${name}: SY_ACME_STORAGE: cannot read the stored certificate (${(e as Error).message}); looking again in ${STORE_RETRY_MS / 1000}s`);
+      return this.schedule(name, STORE_RETRY_MS);
+    }
+    this.schedule(name, due - now);
   }
 
   private schedule(name: string, delay: number): void {
@@ -180,15 +177,21 @@ export class AcmeManager {
     s.timer.unref?.();
   }
 
+  /**
+   * One turn for `name`, from a timer: every error is caught here (a storage error, a lock that
+   * cannot be taken, a CA that fails), logged and retried with back-off; one escaping would be an
+   * unhandled rejection, which ends the process and all its traffic.
+   */
   private async run(name: string, s: NameState): Promise<void> {
     const store = this.store!;
     if (this.stopped || this.names.get(name) !== s) return;
-    if (renewalDue(store.readCert(name)) > Date.now()) return this.scheduleDue(name);
-    const release = store.lock(name, this.lease);
-    // Another replica is ordering it: look again, and find its certificate stored.
-    if (release === undefined) return this.schedule(name, LOCK_RETRY_MS * (0.5 + Math.random()));
-    s.phase = "ordering";
+    let release: (() => void) | undefined;
     try {
+      if (renewalDue(store.readCert(name)) > Date.now()) return this.scheduleDue(name);
+      release = store.lock(name, this.lease);
+      // Another replica is ordering it: look again, and find its certificate stored.
+      if (release === undefined) return this.schedule(name, LOCK_RETRY_MS * (0.5 + Math.random()));
+      s.phase = "ordering";
       // It may have been stored between the first look and the lock.
       const before = store.readCert(name);
       if (renewalDue(before) <= Date.now()) {
@@ -209,7 +212,11 @@ export class AcmeManager {
       this.schedule(name, wait);
       return;
     } finally {
-      release();
+      try {
+        release?.();
+      } catch (e) {
+        this.logger.error(`acme: ${name}: SY_ACME_STORAGE: cannot release the order lock (${(e as Error).message}); it lapses with its lease`);
+      }
     }
     this.scheduleDue(name);
   }

@@ -33,7 +33,13 @@ function newKey(type: OrderSettings["keyType"]): Promise<string> {
  */
 export function trustDirectoryCa(ca: string | undefined): void {
   acme.axios.defaults.httpsAgent = ca === undefined ? undefined : new Agent({ ca });
+  // acme-client's axios waits for ever by default: a CA that hangs would hold the name in
+  // "ordering" past its lock's lease and beyond stop(). Each request is bounded instead.
+  acme.axios.defaults.timeout = ACME_REQUEST_TIMEOUT_MS;
 }
+
+/** The longest one request to the ACME server may take. */
+const ACME_REQUEST_TIMEOUT_MS = 30_000;
 
 /** Registrations under way, by store and directory: names ordered at once share one. */
 const registering = new Map<string, Promise<string>>();

@@ -13,7 +13,7 @@
  * file), at mode 0600 in directories at 0700: they hold private keys.
  */
 import { X509Certificate } from "node:crypto";
-import { closeSync, linkSync, mkdirSync, openSync, readFileSync, renameSync, unlinkSync, writeSync, chmodSync } from "node:fs";
+import { closeSync, linkSync, mkdirSync, openSync, readFileSync, renameSync, unlinkSync, writeFileSync, writeSync, chmodSync } from "node:fs";
 import { dirname } from "node:path";
 import { hostname } from "node:os";
 import { accountFiles, certFile, http01File, lockFile, TOKEN } from "./paths.ts";
@@ -124,16 +124,21 @@ export class AcmeStore {
     const path = lockFile(this.dir, name);
     const body: LockBody = { owner: this.owner, expires: Date.now() + lease };
     for (let attempt = 0; attempt < 2; attempt++) {
+      // Written whole under a temporary name, then linked to the lock's name (link fails if the
+      // name exists): no replica ever reads a lock half-written and takes it for a stale one.
+      const tmp = `${path}.${process.pid}.${tmpSeq++}.tmp`;
       try {
-        const fd = openSync(path, "wx", 0o600);
-        try {
-          writeSync(fd, JSON.stringify(body));
-        } finally {
-          closeSync(fd);
-        }
+        writeFileSync(tmp, JSON.stringify(body), { mode: 0o600 });
+        linkSync(tmp, path);
         return () => this.unlock(path);
       } catch (e) {
         if ((e as { code?: string }).code !== "EEXIST") throw e;
+      } finally {
+        try {
+          unlinkSync(tmp);
+        } catch {
+          // Not made (the write failed): nothing to remove.
+        }
       }
       const held = this.readText(path);
       if (held === undefined) continue;
@@ -141,7 +146,7 @@ export class AcmeStore {
       try {
         expires = (JSON.parse(held) as LockBody).expires;
       } catch {
-        // Half-written by a holder that died between create and write: stale once old enough.
+        // Not a lock this code writes (it links only whole ones): treat it as lapsed.
         expires = 0;
       }
       if (expires > Date.now()) return undefined;
@@ -195,11 +200,6 @@ export class AcmeStore {
     } catch {
       // Gone already.
     }
-  }
-
-  /** The answer for a token, from the store (so that any worker or replica answers): undefined when none is pending. */
-  http01(token: string): string | undefined {
-    return TOKEN.test(token) ? this.readText(http01File(this.dir, token)) : undefined;
   }
 
   /** The account key for a directory (PEM), made by `make` and stored the first time. */

@@ -86,7 +86,8 @@ export class BudgetFiles {
     // tmpfs where there is one: the budgets never touch a disk, and a read-only root
     // (the container image) still has it.
     const base = existsSync("/dev/shm") ? "/dev/shm" : tmpdir();
-    this.dir = mkdtempSync(join(base, "switchyard-budgets-"));
+    removeOrphans(base);
+    this.dir = mkdtempSync(join(base, `${DIR_PREFIX}${process.pid}-`));
   }
 
   /** Make the files `config` needs (before a worker is told of it: a failure refuses it first). */
@@ -108,6 +109,40 @@ export class BudgetFiles {
 
   remove(): void {
     rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+const DIR_PREFIX = "switchyard-budgets-";
+
+/**
+ * Directories of owners that died without stop() (SIGKILL, the OOM killer): tmpfs is memory, and
+ * a container's /dev/shm is small (64 MB by default), so a restart loop would fill it. Each
+ * directory names its owner's PID; one whose process is gone is removed. (A PID reused by an
+ * unrelated process keeps its directory: the next start after that one tries again.)
+ */
+function removeOrphans(base: string): void {
+  let names: string[];
+  try {
+    names = readdirSync(base);
+  } catch {
+    return;
+  }
+  for (const name of names) {
+    const m = /^switchyard-budgets-(\d+)-/.exec(name);
+    if (m === null) continue;
+    const pid = Number(m[1]);
+    if (pid === process.pid || alive(pid)) continue;
+    rmSync(join(base, name), { recursive: true, force: true });
+  }
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    // EPERM: it exists, owned by someone else.
+    return (e as { code?: string }).code === "EPERM";
   }
 }
 

@@ -18,7 +18,7 @@
  * - **Reopened on SIGUSR1** (`reopen`): the next batch goes to a file opened anew at `path`,
  *   as logrotate's `postrotate kill -USR1` expects; a write in flight ends in the old file.
  */
-import { close as closeFd, closeSync, fstatSync, open, openSync, write } from "node:fs";
+import { close as closeFd, closeSync, constants as fsConstants, fstatSync, open, openSync, write } from "node:fs";
 import type { LineSink } from "./access.ts";
 
 /** POSIX's PIPE_BUF on Linux: the largest write a pipe takes whole. */
@@ -90,7 +90,7 @@ export class AccessSink implements LineSink {
   /** `path` undefined: stdout. Opening a file may throw (a missing directory, no permission): at start-up or reload, never per request. */
   constructor(readonly path: string | undefined, private readonly o: AccessSinkOptions = {}) {
     this.maxBuffer = o.maxBuffer ?? DEFAULT_MAX_BUFFER;
-    this.fd = path === undefined ? 1 : openSync(path, "a", 0o644);
+    this.fd = path === undefined ? 1 : openSync(path, APPEND_FLAGS, 0o644);
     this.batch = batchFor(this.fd, o.sharedStdout === true && path === undefined);
     this.kick = Math.min(this.batch, this.maxBuffer >> 1);
   }
@@ -117,7 +117,7 @@ export class AccessSink implements LineSink {
     const path = this.path;
     if (path === undefined || this.state === State.Closed || this.closing) return Promise.resolve();
     return new Promise((resolve) => {
-      open(path, "a", 0o644, (err, fd) => {
+      open(path, APPEND_FLAGS, 0o644, (err, fd) => {
         if (err) this.o.onError?.(`access log: cannot reopen ${path}: ${err.message}; writing on to the old file`);
         else if (this.state === State.Closed || this.closing) closeFd(fd, () => {});
         else {
@@ -193,23 +193,29 @@ export class AccessSink implements LineSink {
     if (this.head === lines.length) {
       this.lines = [];
       this.head = 0;
+    } else if (this.head > 1024 && this.head * 2 > lines.length) {
+      // A writer that stays behind (a slow disk, a slow pipe reader) never empties the queue:
+      // lines already written are let go of here, so that memory follows what is queued.
+      this.lines = lines.slice(this.head);
+      this.head = 0;
     }
     this.state = State.Writing;
-    this.send(buf, 0, len, taken);
+    this.send(this.fd, buf, 0, len, taken);
   }
 
-  private send(buf: Buffer, from: number, len: number, lines: number): void {
-    write(this.fd, buf, from, len - from, null, (err, written) => {
+  /** A batch goes whole to the descriptor it began on: a reopen meanwhile takes the next batch. */
+  private send(fd: number, buf: Buffer, from: number, len: number, lines: number): void {
+    write(fd, buf, from, len - from, null, (err, written) => {
       if (err) {
         if ((err as NodeJS.ErrnoException).code === "EAGAIN") {
-          // A non-blocking stdout that is full: try the same bytes again shortly.
-          setTimeout(() => this.send(buf, from, len, lines), 5);
+          // A non-blocking pipe that is full: try the same bytes again shortly.
+          setTimeout(() => this.send(fd, buf, from, len, lines), 5);
           return;
         }
         // EPIPE, ENOSPC...: these lines are lost; count them and go on with the next batch.
         this.o.onDrop?.(lines);
       } else if (from + written < len) {
-        return this.send(buf, from + written, len, lines);
+        return this.send(fd, buf, from + written, len, lines);
       }
       for (const fd of this.retired) closeFd(fd, () => {});
       this.retired = [];
@@ -228,3 +234,12 @@ export class AccessSink implements LineSink {
     for (const w of waiters) w();
   }
 }
+
+/**
+ * Append, create, and never wait in open(2): a FIFO with no reader would otherwise block the
+ * event loop at start-up or on a reload (synchronous open) or hold a thread-pool thread on every
+ * SIGUSR1 (asynchronous). Non-blocking, such an open fails at once (ENXIO) and says why; on a
+ * regular file O_NONBLOCK changes nothing, and a pipe that fills answers EAGAIN, which send()
+ * already waits out.
+ */
+const APPEND_FLAGS = fsConstants.O_WRONLY | fsConstants.O_APPEND | fsConstants.O_CREAT | fsConstants.O_NONBLOCK;

@@ -5,7 +5,7 @@
  * `workers: 2` end to end.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, readdirSync } from "node:fs";
+import { existsSync, readdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import * as v from "valibot";
 import { startBalancer, type Balancer } from "../../src/balancer.ts";
@@ -145,6 +145,20 @@ describe("the files, as configs change", () => {
     expect(readdirSync(f.dir)).toEqual([]);
     f.remove();
     expect(existsSync(f.dir)).toBe(false);
+  });
+
+  test("a directory left by an owner that died without stopping is removed by the next one", async () => {
+    const gone = Bun.spawn(["true"]);
+    await gone.exited;
+    const base = existsSync("/dev/shm") ? "/dev/shm" : (await import("node:os")).tmpdir();
+    const orphan = join(base, `switchyard-budgets-${gone.pid}-test`);
+    const mine = join(base, `switchyard-budgets-${process.pid}-kept`);
+    (await import("node:fs")).mkdirSync(orphan, { recursive: true });
+    (await import("node:fs")).mkdirSync(mine, { recursive: true });
+    files();
+    expect(existsSync(orphan)).toBe(false);
+    expect(existsSync(mine)).toBe(true);
+    rmSync(mine, { recursive: true, force: true });
   });
 
   test("check no longer warns that workers keep N budgets", () => {

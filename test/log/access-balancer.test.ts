@@ -67,8 +67,11 @@ describe("a log.file that takes nothing", () => {
     const dir = mkdtempSync(join(tmpdir(), "switchyard-fifo-"));
     const fifo = join(dir, "access.log");
     expect(Bun.spawnSync(["mkfifo", fifo]).exitCode).toBe(0);
-    // A reader that opens the FIFO and never reads: writes block once its 64 KiB are full.
-    const reader = Bun.spawn(["sh", "-c", `exec 3<"${fifo}"; exec sleep 60`]);
+    // A reader that opens the FIFO and never reads: writes block once its 64 KiB are full. It
+    // opens it read-write (which does not wait for a writer), and is waited for: the proxy opens
+    // the file without blocking, and a FIFO no one reads yet is refused (the next test).
+    const reader = Bun.spawn(["sh", "-c", `exec 3<>"${fifo}"; exec sleep 60`]);
+    await waitFor(() => existsSync(`/proc/${reader.pid}/fd/3`), "the reader to hold the FIFO open");
     const cluster = await startCluster({ count: 1, basePort: 0 });
     try {
       const balancer = await startBalancer(
@@ -96,4 +99,21 @@ describe("a log.file that takes nothing", () => {
       rmSync(dir, { recursive: true, force: true });
     }
   }, 30_000);
+
+  test("a FIFO nobody reads yet is refused at start, naming log.file, instead of blocking the process", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "switchyard-fifo-"));
+    const fifo = join(dir, "access.log");
+    expect(Bun.spawnSync(["mkfifo", fifo]).exitCode).toBe(0);
+    try {
+      const started = performance.now();
+      const config = validateConfig({
+        engine, listen: { host: "127.0.0.1", port: 0 }, admin: false, healthCheck: false,
+        backends: [{ name: "b1", url: "http://127.0.0.1:9" }], log: { file: fifo },
+      });
+      await expect(startBalancer(config, { logger: silentLogger })).rejects.toThrow("log.file");
+      expect(performance.now() - started).toBeLessThan(5000);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });
