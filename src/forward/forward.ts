@@ -54,7 +54,7 @@ import type { InFlightLimit } from "../guard/in-flight.ts";
 import { mirrorFields } from "./mirror.ts";
 import { RoutedKind, refused, upstreamTargetOf, type MirrorRequest, type MirrorSink, type Destination, type RoutedAnswer, type RoutedForward, type Routed, type Router } from "./router.ts";
 import type { RoutedRequest } from "./router.ts";
-import { ClientFault, errorAnswer, messageFor, type AnswerFormat, type ErrorAnswer, type ProxyAnswerCode, type ProxyErrorCode } from "../errors.ts";
+import { ClientFault, errorAnswer, messageFor, statusFor, type AnswerFormat, type ErrorAnswer, type ProxyAnswerCode, type ProxyErrorCode } from "../errors.ts";
 import { grpcTimeoutMs, isGrpcCall } from "../http/grpc.ts";
 import { AdmissionGate, Lane, type GateSlot, type Waiter } from "./gate.ts";
 import { Cancel, type CancelListener } from "./cancel.ts";
@@ -360,6 +360,8 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
   private exclude: Set<Backend> | undefined;
   /** Moved later by the time a streamed body took to send (SendProgress). */
   private deadline: number;
+  /** The deadline is the client's (grpc-timeout, shorter than retry.timeout): its running out blames no backend. */
+  private clientDeadline = false;
   private readonly rewriteHost: boolean;
   /** The hash key (consistent-hash) and the backend a sticky cookie names, if any. */
   private readonly key: string | undefined;
@@ -452,7 +454,11 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
     }
     const dest = (this.dest = routed.dest);
     const target = dest.target;
-    this.deadline = this.started + this.timeLimit(dest);
+    const limit = this.timeLimit(dest);
+    this.deadline = this.started + limit;
+    // The deadline is the client's own (grpc-timeout), not the operator's: a try it cuts short
+    // says nothing about the backend (else a client could get healthy backends ejected).
+    this.clientDeadline = limit < dest.retry.timeout;
     // Affinity is read from the request as the client sent it, before the header rules run.
     this.key = target.hashKey?.(headers, req.target, req.clientIp);
     this.pinned = target.sticky?.pinned(headers);
@@ -557,21 +563,30 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
    */
   private timeLimit(dest: Destination): number {
     const limit = dest.retry.timeout;
-    if (!isGrpcCall(this.req.headers)) return limit;
+    if (!this.grpc) return limit;
     const t = grpcTimeoutMs(this.req.headers);
     return t !== undefined && t < limit ? t : limit;
   }
 
+  /** Whether the request is a gRPC call (content-type application/grpc), read once. */
+  private grpcCall: boolean | undefined;
+  private get grpc(): boolean {
+    return (this.grpcCall ??= isGrpcCall(this.req.headers));
+  }
+
   /** How the proxy's own answers to this request are made: gRPC calls get gRPC statuses. */
   private get format(): AnswerFormat {
-    return isGrpcCall(this.req.headers) ? "grpc" : "json";
+    return this.grpc ? "grpc" : "json";
   }
 
   private fail(code: ProxyAnswerCode, detail?: string): Out {
     this.countError(code);
     const a = errorAnswer(code, messageFor(code, detail), { requestId: this.requestId, format: this.format });
-    this.record(a.status);
-    this.log(a.status, 0, code);
+    // A gRPC answer goes out as HTTP 200 (its status is grpc-status); figures, logs, traces and
+    // the failures list count the status the code stands for.
+    const status = statusFor(code);
+    this.record(status);
+    this.log(status, 0, code);
     return this.s.downstream.answer(this.req, a);
   }
 
@@ -611,12 +626,14 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
     if (a === undefined) return this.fail(routed.code!, routed.detail);
     if (routed.code !== undefined) this.countError(routed.code);
     // A refusal (not a route's redirect or fixed response) to a gRPC call, in gRPC's terms.
-    const answer: ErrorAnswer =
-      routed.code !== undefined && this.format === "grpc"
-        ? errorAnswer(routed.code, messageFor(routed.code), { requestId: this.requestId, format: "grpc", headers: a.headers })
-        : { status: a.status, headers: { ...a.headers, "x-request-id": this.requestId }, body: a.body };
-    this.record(answer.status);
-    this.log(answer.status, answer.body.length, routed.code);
+    const asGrpc = routed.code !== undefined && this.format === "grpc";
+    const answer: ErrorAnswer = asGrpc
+      ? errorAnswer(routed.code!, messageFor(routed.code!), { requestId: this.requestId, format: "grpc", headers: a.headers })
+      : { status: a.status, headers: { ...a.headers, "x-request-id": this.requestId }, body: a.body };
+    // Counted as the refusal it is (the HTTP answer's status), not as the gRPC answer's 200.
+    const status = asGrpc ? a.status : answer.status;
+    this.record(status);
+    this.log(status, answer.body.length, routed.code);
     return this.s.downstream.answer(this.req, answer);
   }
 
@@ -1061,6 +1078,8 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
       (why === Why.Send
         ? `the backend took no request body for ${this.dest!.sendTimeout}ms`
         : timedOut ? "timed out waiting for the response head" : describeTry(failure.kind, e)) + stage;
+    // The client's own deadline ran out (grpc-timeout): not the backend's failure.
+    if (why === Why.Deadline && this.clientDeadline) return Outcome.Failed;
     backend.stats.countProxyError();
     // A refused stream (HTTP/2) came from a live backend, overloaded or going away: it counts
     // as a failure toward consecutiveFailures, never as a refused connection's ejection at once.

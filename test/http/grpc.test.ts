@@ -170,3 +170,28 @@ describe("retry.onGrpcStatus", () => {
     expect(c.routes[0]!.retry?.onGrpcStatus).toEqual(["UNAVAILABLE", "RESOURCE_EXHAUSTED"]);
   });
 });
+
+describe("what a gRPC call's own deadline and answers count for", () => {
+  test("a client's short grpc-timeout never counts against the backend (else clients could get it ejected)", async () => {
+    rig = await startRig(1, { admin: { host: "127.0.0.1", port: 0 }, retry: { attempts: 1, timeout: "10s", perTryTimeout: "10s" }, passive: { consecutiveFailures: 2 } });
+    for (let i = 0; i < 5; i++) {
+      const r = await call("/delay/500", { "grpc-timeout": "20m" });
+      expect(r.grpcStatus).toBe(String(GRPC_STATUS.DEADLINE_EXCEEDED));
+    }
+    const b = rig.balancer.pool.backends[0]!;
+    expect(b.state()).toBe("up");
+    expect(b.stats.proxyErrors).toBe(0);
+  });
+
+  test("the proxy's gRPC answers are counted, logged and listed as the failures they are, not as their HTTP 200", async () => {
+    rig = await startRig(1, { admin: { host: "127.0.0.1", port: 0 }, retry: { attempts: 1 } });
+    await rig.cluster.backends[0]!.stop();
+    expect((await call("/svc.Echo/Say")).grpcStatus).toBe(String(GRPC_STATUS.UNAVAILABLE));
+    const stats = (await (await fetch(`${rig.balancer.adminUrl}/stats`)).json()) as { totals: { responses: Record<string, number> }; recentFailures: { status: number }[] };
+    expect(stats.totals.responses["2xx"]).toBe(0);
+    expect(stats.totals.responses["5xx"]).toBe(1);
+    expect(stats.recentFailures).toHaveLength(1);
+    expect(stats.recentFailures[0]!.status).toBeGreaterThanOrEqual(502);
+    expect(rig.access.at(-1)).toMatch(/" 50[23] /);
+  });
+});

@@ -64,6 +64,10 @@ export class H2Try implements SlotWaiter, CancelListener, BodySink {
   private session: H2Session | undefined;
   private stream: ClientHttp2Stream | undefined;
   private res: H2Response | undefined;
+  /** DATA bytes the response's content-length still promises; -1 when it declared none. */
+  private remaining = -1;
+  /** The response broke its framing: what else arrives is dropped. */
+  private broken = false;
   /** The try still waiting for its report (cleared when told). */
   private t: TryReceiver | undefined;
   /** A streamed request body attached to this stream. */
@@ -167,12 +171,23 @@ export class H2Try implements SlotWaiter, CancelListener, BodySink {
       this.error = new NetworkError("ERR_H2_MALFORMED", `a malformed response head (:status ${JSON.stringify(h[constants.HTTP2_HEADER_STATUS])})`);
       return void this.stream?.close(constants.NGHTTP2_PROTOCOL_ERROR);
     }
-    this.stage = Stage.Answered;
     const fields = responseFields(h);
     let framing: Framing;
     const length = fields.get("content-length");
+    // RFC 9110 §8.6: digits only (a list, even of equal values, is refused: the client side writes it on).
+    if (length !== null && !/^[0-9]{1,15}$/.test(length)) {
+      this.error = new NetworkError("ERR_H2_MALFORMED", `a malformed response head (content-length ${JSON.stringify(length)})`);
+      return void this.stream?.close(constants.NGHTTP2_PROTOCOL_ERROR);
+    }
+    this.stage = Stage.Answered;
     if (this.req.method === "HEAD" || status === 204 || status === 304) framing = "none";
-    else if (length !== null) framing = length === "0" ? "none" : "length";
+    else if (length !== null) {
+      framing = length === "0" ? "none" : "length";
+      // RFC 9113 §8.1.1: DATA that does not add up to content-length makes the response
+      // malformed. Passed on unchecked, extra bytes would reach an HTTP/1.1 client as the start
+      // of its next response on a kept-alive connection.
+      this.remaining = Number(length);
+    }
     // No declared length: the client side frames it (chunked to HTTP/1.1 clients).
     else framing = "chunked";
     const res = (this.res = new H2Response(this, status, fields, framing));
@@ -186,7 +201,11 @@ export class H2Try implements SlotWaiter, CancelListener, BodySink {
 
   private data(c: Buffer): void {
     const res = this.res;
-    if (res === undefined) return;
+    if (res === undefined || this.broken) return;
+    if (this.remaining >= 0) {
+      if (c.length > this.remaining) return this.malformed("more DATA than its content-length");
+      this.remaining -= c.length;
+    }
     const sink = res.sink;
     if (sink === undefined) {
       res.held.push(c);
@@ -209,8 +228,17 @@ export class H2Try implements SlotWaiter, CancelListener, BodySink {
     // Bun 1.4.5 ends a stream's readable side when its session dies too, with the stream reset
     // (CANCEL): only an end with no reset is the backend's END_STREAM (closed() fails the rest).
     if ((this.stream?.rstCode ?? 0) !== 0) return;
+    if (this.remaining > 0) return this.malformed("less DATA than its content-length");
     res.complete = true;
     res.sink?.end();
+  }
+
+  /** The response broke its own framing: the stream is reset, and closed() fails what was begun (by the backend). */
+  private malformed(why: string): void {
+    this.error = new NetworkError("ERR_H2_MALFORMED", `a malformed response (${why})`);
+    // Nothing more of it goes to the client (DATA already buffered may still be emitted).
+    this.broken = true;
+    if (this.stream !== undefined && !this.stream.destroyed) this.stream.close(constants.NGHTTP2_PROTOCOL_ERROR);
   }
 
   /** The stream is closed, for whatever reason: its slot goes back, and what is unfinished fails. */

@@ -206,6 +206,38 @@ describe("a backend that dies mid-response", () => {
   });
 });
 
+describe("a response whose DATA does not add up to its content-length (RFC 9113 §8.1.1)", () => {
+  for (const [how, sent] of [["more", 24], ["less", 2]] as const) {
+    test(`${how} than declared: the HTTP/1.1 client's connection is cut, never handed bytes of another answer`, async () => {
+      const b = await h2c("a", (stream) => {
+        stream.respond({ ":status": 200, "content-length": "5" });
+        stream.end(Buffer.alloc(sent, 97));
+      });
+      const r = await rig([{ name: "a", url: b.url }]);
+      const c = await rawClient(r.balancer.port);
+      cleanups.push(() => c.terminate());
+      c.send("GET /x HTTP/1.1\r\nHost: x\r\n\r\n");
+      await c.waitClosed();
+      const text = c.text();
+      const body = text.slice(text.indexOf("\r\n\r\n") + 4);
+      // Whatever reached the client before the cut, never past the declared 5 bytes.
+      expect(body.length).toBeLessThan(5 + (how === "more" ? 1 : 0));
+      await waitFor(() => r.access.some((l) => l.includes("SY_UPSTREAM_TRUNCATED") || l.includes("SY_UPSTREAM_FAILED")), "the failure in the access log");
+    });
+  }
+
+  test("a content-length that is not a number fails the try", async () => {
+    const b = await h2c("a", (stream) => {
+      stream.respond({ ":status": 200, "content-length": "5, 5" });
+      stream.end("hello");
+    });
+    const r = await rig([{ name: "a", url: b.url }], { retry: { attempts: 1 } });
+    const res = await fetch(`${r.balancer.url}/x`);
+    await res.text();
+    expect(res.status).toBe(502);
+  });
+});
+
 describe("response trailers", () => {
   test("reach an HTTP/1.1 client that sent TE: trailers, in the last chunk; others get none", async () => {
     const b = await h2c("a", (stream) => {
