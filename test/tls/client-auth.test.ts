@@ -54,13 +54,13 @@ async function ask(r: TestRig, name: string, who?: Issued, extra: string[] = [])
   const res = await curl([
     "--cacert", pki.ca, "--resolve", `${name}:${port}:127.0.0.1`,
     ...(who !== undefined ? ["--cert", who.cert, "--key", who.key] : []),
-    "-H", "X-Client-Subject: CN=forged", "-H", "x-client-sha256: 00",
+    "-H", "X-Client-Subject: CN=forged", "-H", "x-client-sha256: 00", "-H", "X_Client_Subject: CN=forged-too",
     ...extra, `https://${name}:${port}/echo`,
   ]);
   if (res.code !== 0) return { code: res.code, verbose: res.verbose };
   const echoed = JSON.parse(res.body) as { headers: [string, string][] };
   const fields = new Map<string, string>();
-  for (const [k, v] of echoed.headers) if (k === "x-client-subject" || k === "x-client-sha256") fields.set(k, fields.has(k) ? `${fields.get(k)}|${v}` : v);
+  for (const [k, v] of echoed.headers) if (k === "x-client-subject" || k === "x-client-sha256" || k === "x_client_subject") fields.set(k, fields.has(k) ? `${fields.get(k)}|${v}` : v);
   return { code: 0, fields, verbose: res.verbose };
 }
 

@@ -192,7 +192,9 @@ export class H2Connection implements TakenOver {
     const idle = this.client.env.idleTimeout;
     for (const s of [...this.streams]) {
       if (s.blockedAt !== 0 && s.blockedAt + idle <= now) s.stalled();
-      else if (!s.parsed && s.body !== undefined && s.lastBodyAt + idle <= now) s.refuse(408, "request body stalled", new ClientFault("SY_CLIENT_TIMEOUT", `no body bytes for ${idle}ms`));
+      // A body that stalls before its answer began; once the backend is answering (a streaming
+      // gRPC call whose client has nothing to say for a while), the answer's own writes bound it.
+      else if (!s.parsed && !s.responded && s.body !== undefined && s.lastBodyAt + idle <= now) s.refuse(408, "request body stalled", new ClientFault("SY_CLIENT_TIMEOUT", `no body bytes for ${idle}ms`));
     }
     if (this.streams.size === 0) return this.goAway();
     this.rearm(now);
@@ -238,7 +240,7 @@ export class H2Connection implements TakenOver {
     stream.on("close", () => {
       this.streams.delete(s);
       // Closed before its answer was done, the connection still open: the client reset it.
-      const premature = !s.done && this.life < Life.Closed;
+      const premature = !s.done && !s.resetByUs && this.life < Life.Closed;
       s.closed();
       if (premature && !this.resets.take()) return this.calm();
       this.quiet();

@@ -224,9 +224,14 @@ export class H2Stream implements SocketRequest, ResponseSink, ForwardRequest<Soc
 
   /** Its answer waited timeouts.idle for the client to take more: the try is given up, the stream reset. */
   stalled(): void {
+    // Our own reset, not the client's: it must not count against the client's reset budget.
+    this.resetByUs = true;
     this.closed();
     if (!this.stream.destroyed) this.stream.close(NGHTTP2_CANCEL);
   }
+
+  /** The proxy reset this stream itself (stalled): its close is not a client's reset. */
+  resetByUs = false;
 
   private finish(): void {
     this.settle();

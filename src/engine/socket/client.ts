@@ -492,8 +492,13 @@ export class ClientConnection implements ParserHost {
    */
   certify(headers: FieldList): void {
     const f = this.env.clientCert!;
-    if (f.subject !== undefined) headers.delete(f.subject);
-    if (f.fingerprint !== undefined) headers.delete(f.fingerprint);
+    // Also the spellings with "_" for "-": CGI, WSGI, PHP and nginx (underscores_in_headers) read
+    // x_client_subject as X-Client-Subject, so a forged one would pass as ours.
+    for (const name of [f.subject, f.fingerprint]) {
+      if (name === undefined) continue;
+      headers.delete(name);
+      headers.delete(name.replace(/-/g, "_"));
+    }
     this.certValues ??= certificateFields(this.socket, f);
     for (const [name, value] of this.certValues) headers.append(name, value);
   }
