@@ -98,9 +98,15 @@ export class GrpcProbe implements Probe {
     if (signal.aborted) return Promise.resolve({ ok: false, detail: timeout });
     return new Promise<ProbeResult>((resolve) => {
       const tls = this.backend.tls;
-      const session = http2.connect(this.authority, {
-        ...(tls !== undefined ? { ca: tls.ca, cert: tls.cert, key: tls.key, servername: tls.serverName, rejectUnauthorized: tls.rejectUnauthorized, ALPNProtocols: ["h2"] } : {}),
-      });
+      let session: http2.ClientHttp2Session;
+      try {
+        session = http2.connect(this.authority, {
+          ...(tls !== undefined ? { ca: tls.ca, cert: tls.cert, key: tls.key, servername: tls.serverName, rejectUnauthorized: tls.rejectUnauthorized, ALPNProtocols: ["h2"] } : {}),
+        });
+      } catch (e) {
+        // A refusal made at once (bad options, no descriptor): the probe fails, saying why.
+        return resolve({ ok: false, detail: describeNetworkError(refinedConnectError(e)) });
+      }
       let settled = false;
       const settle = (r: ProbeResult) => {
         if (settled) return;
@@ -112,6 +118,8 @@ export class GrpcProbe implements Probe {
       const onAbort = () => settle({ ok: false, detail: timeout });
       signal.addEventListener("abort", onAbort, { once: true });
       session.on("error", (e) => settle({ ok: false, detail: describeNetworkError(refinedConnectError(e)) }));
+      // Closed by the backend before an answer (a server that is not HTTP/2, or shutting down): down now, not at the timeout.
+      session.on("close", () => settle({ ok: false, detail: "the connection closed before an answer" }));
 
       const headers: http2.OutgoingHttpHeaders = {
         ":method": "POST",

@@ -6,7 +6,7 @@
  */
 import type { Server } from "bun";
 import { errorResponse } from "../errors.ts";
-import { http01Answer, http01Response } from "../acme/http01.ts";
+import { HTTP01_PREFIX, http01Answer, http01Response } from "../acme/http01.ts";
 
 export function redirectTarget(req: Request, httpsPort: number): string | undefined {
   const host = req.headers.get("host");
@@ -35,7 +35,8 @@ export function serveRedirect(host: string, port: number, httpsPort: () => numbe
     development: false,
     fetch(req) {
       const storage = acmeStorage();
-      if (storage !== undefined) {
+      // Only a request that may be a challenge pays for parsing its URL.
+      if (storage !== undefined && req.url.includes(HTTP01_PREFIX)) {
         const answer = http01Answer(storage, new URL(req.url).pathname);
         if (answer !== undefined) return http01Response(answer);
       }
