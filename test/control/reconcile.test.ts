@@ -94,6 +94,9 @@ describe("reconcile", () => {
     const bb = r.pool.get("b")!;
     expect(r.health.probes(bb)).toBe(true);
     await waitFor(() => r.health.pendingFor(bb) > 0, "b's probe loop to run");
+    // Both up first: passive health never ejects the last available backend, so with a still
+    // waiting for its first probe, b's ejection would rightly be refused.
+    await waitFor(() => r.pool.get("a")!.state() === "up" && bb.state() === "up", "a and b up");
     // An ejection leaves a timer to end it.
     r.passive.failed(bb, "status 502");
     expect(bb.state()).toBe("ejected");
