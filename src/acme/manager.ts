@@ -91,7 +91,7 @@ export class AcmeManager {
       if (a === undefined) continue;
       const field = l.name === "default" ? "listen.tls.acme" : `listeners.${l.name}.tls.acme`;
       for (const name of a.domains ?? []) {
-        if (!wanted.has(name)) wanted.set(name, { field, settings: { directory: a.directory, keyType: a.keyType, ...(a.email !== undefined ? { email: a.email } : {}) } });
+        if (!wanted.has(name)) wanted.set(name, { field, settings: { directory: a.directory, keyType: a.keyType, challenge: a.challenge, ...(a.email !== undefined ? { email: a.email } : {}) } });
       }
     }
     if (wanted.size === 0 || config.acme === undefined) {

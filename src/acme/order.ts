@@ -9,11 +9,14 @@
 import * as acme from "acme-client";
 import { Agent } from "node:https";
 import type { AcmeStore } from "./store.ts";
+import { challengeCertificatePem } from "./tls-alpn01.ts";
 
 export interface OrderSettings {
   readonly directory: string;
   readonly email?: string;
   readonly keyType: "ecdsa-p256" | "rsa2048";
+  /** How the CA checks the name: HTTP-01 (RFC 8555 §8.3) or TLS-ALPN-01 (RFC 8737). */
+  readonly challenge: "http-01" | "tls-alpn-01";
 }
 
 /** The key (PKCS#8 PEM) and certificate chain of an issued certificate. */
@@ -71,7 +74,7 @@ function accountUrlFor(store: AcmeStore, s: OrderSettings, accountKey: string): 
   return p;
 }
 
-/** Order a certificate for `name`; the HTTP-01 answers go through the store, where every listener reads them. */
+/** Order a certificate for `name`; the challenge answers go through the store, where every listener reads them. */
 export async function orderCertificate(store: AcmeStore, name: string, s: OrderSettings): Promise<Issued> {
   const accountKey = await store.accountKey(s.directory, () => newKey(s.keyType));
   const accountUrl = await accountUrlFor(store, s, accountKey);
@@ -82,16 +85,23 @@ export async function orderCertificate(store: AcmeStore, name: string, s: OrderS
     csr,
     ...(s.email !== undefined ? { email: s.email } : {}),
     termsOfServiceAgreed: true,
-    challengePriority: ["http-01"],
+    challengePriority: [s.challenge],
     // acme-client would fetch the answer itself first, through the public DNS; the CA's own
     // validation is what counts, and a name may not resolve to us from here (NAT, split DNS).
     skipChallengeVerification: true,
-    challengeCreateFn: async (_authz, challenge, keyAuthorization) => {
-      if (challenge.type !== "http-01") throw new Error(`challenge ${challenge.type} is not supported`);
-      store.setHttp01(challenge.token, keyAuthorization);
+    challengeCreateFn: async (authz, challenge, keyAuthorization) => {
+      // acme-client runs TLS-ALPN-01 (its types name only http-01 and dns-01).
+      const type: string = challenge.type;
+      if (type === "http-01") return store.setHttp01(challenge.token, keyAuthorization);
+      if (type !== "tls-alpn-01") throw new Error(`the CA offered challenge ${challenge.type}, not ${s.challenge}`);
+      // One name per order: the file is named by ours, never by what the CA sent.
+      if (authz.identifier.value.toLowerCase() !== name.toLowerCase()) throw new Error(`the CA sent an authorization for ${JSON.stringify(authz.identifier.value)}, not ${name}`);
+      store.setTlsAlpn01(name, await challengeCertificatePem(name, keyAuthorization));
     },
-    challengeRemoveFn: async (_authz, challenge) => {
-      store.removeHttp01(challenge.token);
+    challengeRemoveFn: async (authz, challenge) => {
+      const type: string = challenge.type;
+      if (type === "http-01") store.removeHttp01(challenge.token);
+      else if (type === "tls-alpn-01") store.removeTlsAlpn01(name);
     },
   });
   return { key, chain };

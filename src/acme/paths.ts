@@ -10,6 +10,8 @@
  *                                          one file so that a renewal replaces both at once (rename)
  *   locks/<name>.lock                      held by the replica ordering the name (store.ts)
  *   http-01/<token>                        a pending HTTP-01 key authorization (any replica answers it)
+ *   tls-alpn-01/<name>.pem                 a pending TLS-ALPN-01 challenge certificate and its key
+ *                                          (RFC 8737 §3; any replica answers it)
  */
 import { join } from "node:path";
 
@@ -27,6 +29,11 @@ export const TOKEN = /^[A-Za-z0-9_-]{1,256}$/;
 
 export function http01File(storage: string, token: string): string {
   return join(storage, "http-01", token);
+}
+
+/** The challenge certificate (key, then certificate) served to acme-tls/1 handshakes for `name`. */
+export function tlsAlpn01File(storage: string, name: string): string {
+  return join(storage, "tls-alpn-01", `${name.toLowerCase()}.pem`);
 }
 
 /** Files per CA: an account belongs to one directory. */

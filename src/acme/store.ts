@@ -16,7 +16,7 @@ import { X509Certificate } from "node:crypto";
 import { closeSync, linkSync, mkdirSync, openSync, readFileSync, renameSync, unlinkSync, writeFileSync, writeSync, chmodSync } from "node:fs";
 import { dirname } from "node:path";
 import { hostname } from "node:os";
-import { accountFiles, certFile, http01File, lockFile, TOKEN } from "./paths.ts";
+import { accountFiles, certFile, http01File, lockFile, tlsAlpn01File, TOKEN } from "./paths.ts";
 import { PLACEHOLDER_ORG } from "./placeholder.ts";
 
 /** A name's certificate as the store holds it. */
@@ -45,7 +45,7 @@ export class AcmeStore {
 
   /** Create the directories (0700); throws when the storage cannot be written. */
   prepare(): void {
-    for (const sub of ["", "accounts", "certs", "locks", "http-01"]) {
+    for (const sub of ["", "accounts", "certs", "locks", "http-01", "tls-alpn-01"]) {
       mkdirSync(`${this.dir}/${sub}`, { recursive: true, mode: 0o700 });
     }
     chmodSync(this.dir, 0o700);
@@ -197,6 +197,19 @@ export class AcmeStore {
     if (!TOKEN.test(token)) return;
     try {
       unlinkSync(http01File(this.dir, token));
+    } catch {
+      // Gone already.
+    }
+  }
+
+  /** RFC 8737 §3: the certificate (and its key) that answers an acme-tls/1 handshake for `name`. */
+  setTlsAlpn01(name: string, pem: string): void {
+    this.writeFile(tlsAlpn01File(this.dir, name), pem);
+  }
+
+  removeTlsAlpn01(name: string): void {
+    try {
+      unlinkSync(tlsAlpn01File(this.dir, name));
     } catch {
       // Gone already.
     }

@@ -175,6 +175,10 @@ function crossFieldProblems(input: Record<string, unknown>): string[] {
       if (l.mode !== "tcp" && isPlainObject(l.tls) && l.tls.clientAuth !== undefined) {
         problems.push(`${listenerPath(input, i)}.tls.clientAuth: set with engine "fetch"; expected engine "socket" (Bun.serve verifies a client certificate but does not show it to the handler, so it cannot reach backends)`);
       }
+      // Bun.serve chooses a certificate by server name alone and shows no ClientHello first.
+      if (l.mode !== "tcp" && isPlainObject(l.tls) && isPlainObject(l.tls.acme) && l.tls.acme.challenge === "tls-alpn-01") {
+        problems.push(`${listenerPath(input, i)}.tls.acme.challenge: got "tls-alpn-01" with engine "fetch"; expected "http-01", or engine "socket" (Bun.serve chooses a certificate by server name only, so it cannot answer the CA's acme-tls/1 handshakes apart from clients' of the same name)`);
+      }
     });
   }
   if (isPlainObject(input.dns) && Array.isArray(input.dns.servers)) {

@@ -21,6 +21,7 @@ import { proxyAccept } from "../net/proxy-protocol.ts";
 import { bindListener, listenError } from "../listen-error.ts";
 import { readTlsMaterial, serveTls, type TlsMaterial } from "../tls/certificates.ts";
 import type { RenewCause } from "../tls/termination.ts";
+import { alpnChallengesFor, type StoredAlpnChallenges } from "../acme/tls-alpn01.ts";
 import { errorResponse } from "../errors.ts";
 import type { ForwardOptions } from "../forward/forward.ts";
 import { buildRouter } from "./routing.ts";
@@ -235,6 +236,8 @@ export class HttpListener implements Listener {
   readonly name: string;
   private socket: SocketEngine | undefined;
   private fetch: FetchListener | undefined;
+  /** tls.acme with tls-alpn-01 (socket engine): the challenges its TLS side answers. */
+  private challenges: StoredAlpnChallenges | undefined;
   private cfg: ListenerConfig;
   private readonly scheme: string;
 
@@ -254,8 +257,10 @@ export class HttpListener implements Listener {
     const port = ctx.portFor(portKey(listener, "proxy"), listener.host, listener.port);
     const material = tls ?? (listener.tls !== undefined ? readTlsMaterial(listener.tls, `listeners.${listener.name}.tls`) : undefined);
     if (config.engine === "socket") {
+      l.challenges = material !== undefined ? alpnChallengesFor(config.acme?.storage, listener) : undefined;
+      const alpnChallenges = l.challenges;
       l.socket = bindListener(label, listener.host, port, () =>
-        startSocketEngine({ ...socketSettings(config, listener, ctx), host: listener.host, port, reusePort: true, tls: material }),
+        startSocketEngine({ ...socketSettings(config, listener, ctx), host: listener.host, port, reusePort: true, tls: material, ...(alpnChallenges !== undefined ? { alpnChallenges } : {}) }),
       );
     } else {
       await startFetchClient().catch((e: unknown) => {
@@ -285,6 +290,8 @@ export class HttpListener implements Listener {
 
   reconfigure(config: Config, listener: ListenerConfig): void {
     this.cfg = listener;
+    // Whether it answers TLS-ALPN-01 is part of its bind (listener-set.ts); its names and store may change.
+    if (config.acme !== undefined) this.challenges?.update(config.acme.storage, listener.tls?.acme?.domains ?? []);
     if (this.socket !== undefined) this.socket.reconfigure(socketSettings(config, listener, this.ctx));
     else this.fetch!.setProxy(buildProxy(config, listener, this.ctx));
   }

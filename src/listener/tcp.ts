@@ -12,6 +12,7 @@ import { listenError } from "../listen-error.ts";
 import { cidrMatcher } from "../net/cidr.ts";
 import { proxyAccept } from "../net/proxy-protocol.ts";
 import type { TlsMaterial } from "../tls/certificates.ts";
+import { alpnChallengesFor, type StoredAlpnChallenges } from "../acme/tls-alpn01.ts";
 import { withGrace } from "./http.ts";
 import { hostForUrl, listenerLabel, portKey, type Listener, type ListenerContext } from "./listener.ts";
 
@@ -62,6 +63,8 @@ export class TcpListener implements Listener {
     listener: ListenerConfig,
     private readonly proxy: TcpProxy,
     private readonly ctx: ListenerContext,
+    /** tls.acme with tls-alpn-01: the challenges its TLS side answers. */
+    private readonly challenges: StoredAlpnChallenges | undefined,
   ) {
     this.name = listener.name;
     this.cfg = listener;
@@ -71,13 +74,17 @@ export class TcpListener implements Listener {
     const port = ctx.portFor(portKey(listener, "proxy"), listener.host, listener.port);
     const { pool, passive } = ctx.pools.handle(fallbackPool(config, listener));
     const sni = sniRouting(config, listener, ctx);
+    const alpnChallenges = tls !== undefined ? alpnChallengesFor(config.acme?.storage, listener) : undefined;
     const proxy = await startTcpProxy(
       { settings: tcpSettings(config, listener), pool, passive, logger: ctx.logger },
-      { host: listener.host, port, reusePort: true, stats: ctx.tcpTotals(), ...(tls !== undefined ? { tls } : {}), ...(sni !== undefined ? { sni } : {}) },
+      {
+        host: listener.host, port, reusePort: true, stats: ctx.tcpTotals(),
+        ...(tls !== undefined ? { tls } : {}), ...(sni !== undefined ? { sni } : {}), ...(alpnChallenges !== undefined ? { alpnChallenges } : {}),
+      },
     ).catch((e: unknown) => {
       throw listenError(listenerLabel(listener), listener.host, port, e);
     });
-    return new TcpListener(listener, proxy, ctx);
+    return new TcpListener(listener, proxy, ctx, alpnChallenges);
   }
 
   get config(): ListenerConfig {
@@ -99,6 +106,8 @@ export class TcpListener implements Listener {
 
   reconfigure(config: Config, listener: ListenerConfig): void {
     this.cfg = listener;
+    // Whether it answers TLS-ALPN-01 is part of its bind (listener-set.ts); its names and store may change.
+    if (config.acme !== undefined) this.challenges?.update(config.acme.storage, listener.tls?.acme?.domains ?? []);
     this.proxy.configure(tcpSettings(config, listener), { sni: sniRouting(config, listener, this.ctx) });
   }
 

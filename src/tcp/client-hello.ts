@@ -19,8 +19,11 @@ export const CLIENT_HELLO_TIMEOUT_MS = 10_000;
 /** What the reader knows after the bytes pushed so far; every state but need-more is final. */
 export type ClientHelloResult =
   | { readonly state: "need-more" }
-  /** A whole ClientHello: its host_name (lower-case, no trailing dot), or undefined when it sent none. */
-  | { readonly state: "done"; readonly serverName: string | undefined }
+  /**
+   * A whole ClientHello: its host_name (lower-case, no trailing dot), or undefined when it sent
+   * none; the protocols it offers by ALPN (RFC 7301), in its order, or undefined without the extension.
+   */
+  | { readonly state: "done"; readonly serverName: string | undefined; readonly alpn?: readonly string[] }
   | { readonly state: "invalid"; readonly reason: string }
   /** The first bytes cannot start a TLS handshake record (plain HTTP, SSLv2, ...). */
   | { readonly state: "not-tls" };
@@ -43,6 +46,8 @@ const MAX_RECORD_FRAGMENT = 1 << 14;
 const MIN_CLIENT_HELLO_BODY = 2 + 32 + 1 + 2 + 2 + 1 + 1;
 /** RFC 6066 §3 extension type server_name. */
 const EXT_SERVER_NAME = 0;
+/** RFC 7301 §3.1 extension type application_layer_protocol_negotiation. */
+const EXT_ALPN = 16;
 /** RFC 6066 §3 NameType host_name. */
 const NAME_TYPE_HOST = 0;
 
@@ -205,6 +210,7 @@ export function parseClientHello(b: Uint8Array): ClientHelloResult {
   if (at + extensionsLength !== end) return invalid(`extensions length ${extensionsLength} does not match the ${end - at} bytes left in the ClientHello`);
   const seen = new Set<number>();
   let serverName: string | undefined;
+  let alpn: string[] | undefined;
   while (at < end) {
     if (at + 4 > end) return invalid("an extension header is cut short");
     const type = u16(b, at);
@@ -218,10 +224,14 @@ export function parseClientHello(b: Uint8Array): ClientHelloResult {
       const r = parseServerName(b.subarray(at, at + length));
       if (typeof r !== "string") return r;
       serverName = r;
+    } else if (type === EXT_ALPN) {
+      const r = parseAlpn(b.subarray(at, at + length));
+      if (!Array.isArray(r)) return r as ClientHelloResult;
+      alpn = r;
     }
     at += length;
   }
-  return { state: "done", serverName };
+  return alpn === undefined ? { state: "done", serverName } : { state: "done", serverName, alpn };
 }
 
 /** RFC 6066 §3: ServerNameList server_name_list<1..2^16-1>, one host_name. */
@@ -250,6 +260,31 @@ function parseServerName(d: Uint8Array): string | ClientHelloResult {
     at += length;
   }
   return name!;
+}
+
+/**
+ * RFC 7301 §3.1: ProtocolNameList protocol_name_list<2..2^16-1>, each ProtocolName
+ * opaque<1..2^8-1> ("Empty strings MUST NOT be included"). Names are read as Latin-1: they are
+ * compared with the server's own, byte for byte.
+ */
+function parseAlpn(d: Uint8Array): string[] | ClientHelloResult {
+  if (d.length < 2) return invalid("ALPN extension too short");
+  const listLength = u16(d, 0);
+  if (listLength + 2 !== d.length) return invalid(`ALPN list length ${listLength} does not match its extension (${d.length - 2} bytes)`);
+  if (listLength < 2) return invalid("ALPN list is empty");
+  const names: string[] = [];
+  let at = 2;
+  while (at < d.length) {
+    const length = d[at]!;
+    at += 1;
+    if (length === 0) return invalid("ALPN list holds an empty protocol name");
+    if (at + length > d.length) return invalid(`ALPN protocol name of ${length} bytes runs past its list`);
+    let name = "";
+    for (let i = at; i < at + length; i++) name += String.fromCharCode(d[i]!);
+    names.push(name);
+    at += length;
+  }
+  return names;
 }
 
 /**

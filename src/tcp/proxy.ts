@@ -18,14 +18,17 @@
  * One listener per call: a config with several listeners, each with its own mode, can start
  * one of these per TCP listener on the same context.
  */
-import type { TCPSocketListener } from "bun";
+import type { SocketHandler, TCPSocketListener } from "bun";
 import type { Pool } from "../pool/pool.ts";
 import type { PassiveSignals } from "../health/passive.ts";
 import type { Logger } from "../log/logger.ts";
 import { clientHandlers, Relay, type RelayEnv, type SniRouting } from "./relay.ts";
 import { TcpStats } from "./stats.ts";
+import { CLIENT_HELLO_TIMEOUT_MS } from "./client-hello.ts";
 import type { TlsMaterial } from "../tls/certificates.ts";
 import { addServerNames, listenTls } from "../tls/sni.ts";
+import { listenHelloFirst } from "../tls/hello-first.ts";
+import type { AlpnChallenges } from "../acme/tls-alpn01.ts";
 import type { ProxyAccept } from "../net/proxy-protocol.ts";
 import { ClientCounts } from "../net/client-counts.ts";
 
@@ -76,6 +79,8 @@ export interface TcpListenOptions {
   stats?: TcpStats;
   /** Terminate TLS with these certificates (src/tls/): the backends get the plain bytes. */
   tls?: TlsMaterial;
+  /** With `tls`: answer ACME's TLS-ALPN-01 challenges (tls/hello-first.ts). */
+  alpnChallenges?: AlpnChallenges;
   /**
    * Choose the pool by the TLS server name the client sends, without terminating TLS (not
    * with `tls`: a terminated connection has no ClientHello left to pass on).
@@ -129,31 +134,42 @@ export async function startTcpProxy(ctx: TcpContext, opts: TcpListenOptions): Pr
   // Each relay keeps the settings it started with; configure() swaps them for new connections.
   let env = envFor(ctx.settings);
 
-  const listener: TCPSocketListener<Relay> = Bun.listen<Relay>({
+  const handlers: SocketHandler<Relay> = {
+    ...clientHandlers,
+    open(socket) {
+      if (stopping) {
+        socket.terminate();
+        return;
+      }
+      const relay = new Relay(env, socket);
+      socket.data = relay;
+      relays.add(relay);
+      stats.accepted++;
+      stats.open++;
+      relay.start();
+    },
+  };
+  // tls.acme with tls-alpn-01: each ClientHello is read first, then TLS begins on the socket
+  // (tls/hello-first.ts). A TCP listener bounds no count of connections, nor of these; each has
+  // CLIENT_HELLO_TIMEOUT_MS for its ClientHello, as an SNI-routed one has.
+  const helloFirst = tls !== undefined && opts.alpnChallenges !== undefined
+    ? listenHelloFirst({
+        hostname: opts.host, port: opts.port, exclusive: false, reusePort: opts.reusePort === true, allowHalfOpen: true,
+        material: tls, alpn: undefined, handlers, challenges: opts.alpnChallenges,
+        limits: { helloTimeoutMs: CLIENT_HELLO_TIMEOUT_MS, maxPending: Number.POSITIVE_INFINITY },
+      })
+    : undefined;
+  const listener: Pick<TCPSocketListener<unknown>, "port" | "stop"> = helloFirst?.listener ?? Bun.listen<Relay>({
     hostname: opts.host,
     port: opts.port,
     reusePort: opts.reusePort === true,
     // Half-closes are relayed, not turned into full closes (see relay.ts).
     allowHalfOpen: true,
     ...(tls !== undefined ? { tls: listenTls(tls) } : {}),
-    socket: {
-      ...clientHandlers,
-      open(socket) {
-        if (stopping) {
-          socket.terminate();
-          return;
-        }
-        const relay = new Relay(env, socket);
-        socket.data = relay;
-        relays.add(relay);
-        stats.accepted++;
-        stats.open++;
-        relay.start();
-      },
-    },
+    socket: handlers,
   });
   // Bun.listen refuses a port that is in use (no SO_REUSEPORT unless asked), as HTTP mode does.
-  if (tls !== undefined) addServerNames(listener, tls);
+  if (tls !== undefined && helloFirst === undefined) addServerNames(listener, tls);
 
   return {
     port: listener.port,
@@ -167,7 +183,8 @@ export async function startTcpProxy(ctx: TcpContext, opts: TcpListenOptions): Pr
       env = envFor(c);
     },
     renewTls(m) {
-      addServerNames(listener, m);
+      if (helloFirst !== undefined) helloFirst.renew(m);
+      else addServerNames(listener, m);
     },
     get connections() {
       return relays.size;

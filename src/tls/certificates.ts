@@ -81,7 +81,7 @@ export function readPem(path: string, what: "certificate" | "key" | "CA certific
 }
 
 /** The PEM blocks of `text` whose label matches, in order. */
-function pemBlocks(text: string, label: RegExp): string {
+export function pemBlocks(text: string, label: RegExp): string {
   const out: string[] = [];
   for (const m of text.matchAll(/-----BEGIN ([A-Z0-9 ]+)-----[\s\S]*?-----END \1-----/g)) if (label.test(m[1]!)) out.push(m[0]);
   return out.join("\n") + "\n";

@@ -52,6 +52,11 @@ export function addServerNames(listener: object, m: TlsMaterial): void {
  */
 const ALPN_H2_HTTP11 = "\x02h2\x08http/1.1";
 
+/** The ALPN list a TLS listener offers, wire form: h2 then http/1.1, or none (HTTP/1.1 only, or TCP). */
+export function alpnWire(h2: boolean): string | undefined {
+  return h2 ? ALPN_H2_HTTP11 : undefined;
+}
+
 /**
  * Bun.listen's `tls`: the default certificate (for clients that send no name, or one not
  * listed); `h2`: offer HTTP/2 before HTTP/1.1 by ALPN.

@@ -7,7 +7,7 @@
  * order each name once. Both engines.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
-import { mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { X509Certificate, createPrivateKey } from "node:crypto";
@@ -35,27 +35,35 @@ afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
 
-async function pebble(opts: { httpPort: number; validity?: number }): Promise<Pebble> {
+async function pebble(opts: { httpPort: number; tlsPort?: number; validity?: number }): Promise<Pebble> {
   const p = await startPebble(opts);
   cleanups.push(() => p.stop());
   return p;
 }
 
-/** A pebble validating on a free port (where the test puts its plain-HTTP listener), and a fresh store. */
-async function setup(label: string, validity?: number): Promise<{ httpPort: number; ca: Pebble; storage: string }> {
+/**
+ * A pebble validating on free ports (HTTP-01 where the test puts its plain-HTTP listener,
+ * TLS-ALPN-01 where it puts its TLS listener), and a fresh store.
+ */
+async function setup(label: string, validity?: number): Promise<{ httpPort: number; tlsPort: number; ca: Pebble; storage: string }> {
   const httpPort = freePort();
-  const ca = await pebble({ httpPort, ...(validity !== undefined ? { validity } : {}) });
-  return { httpPort, ca, storage: join(dir, label) };
+  const tlsPort = freePort();
+  const ca = await pebble({ httpPort, tlsPort, ...(validity !== undefined ? { validity } : {}) });
+  return { httpPort, tlsPort, ca, storage: join(dir, label) };
 }
 
-async function rig(engine: string, ca: Pebble, storage: string, redirectPort: number | undefined, names = ["a.test", "b.test"]): Promise<TestRig> {
+/** How a rig's names are validated: HTTP-01 on an httpRedirect listener, or TLS-ALPN-01 on the TLS listener's own port. */
+type Challenge = { type: "http-01"; redirectPort: number | undefined } | { type: "tls-alpn-01"; port: number };
+
+async function rig(engine: string, ca: Pebble, storage: string, redirectPort: number | undefined | Challenge, names = ["a.test", "b.test"]): Promise<TestRig> {
+  const c: Challenge = typeof redirectPort === "object" ? redirectPort : { type: "http-01", redirectPort };
   const r = await startRig(1, {
     engine,
     acme: { storage, directoryCa: ca.apiCa },
     listen: {
-      host: "127.0.0.1", port: 0,
-      tls: { acme: { directory: ca.directory, email: "ops@example.com", domains: names } },
-      ...(redirectPort !== undefined ? { httpRedirect: { host: "127.0.0.1", port: redirectPort } } : {}),
+      host: "127.0.0.1", port: c.type === "tls-alpn-01" ? c.port : 0,
+      tls: { acme: { directory: ca.directory, email: "ops@example.com", domains: names, challenge: c.type } },
+      ...(c.type === "http-01" && c.redirectPort !== undefined ? { httpRedirect: { host: "127.0.0.1", port: c.redirectPort } } : {}),
     },
   });
   cleanups.push(() => r.stop());
@@ -136,6 +144,64 @@ function existsIssued(storage: string, name: string): boolean {
   }
 }
 
+/** Replicas sharing a store, both serving a.test and b.test from pebble, each name ordered once between them. */
+async function orderedOnce(ca: Pebble, replicas: TestRig[]): Promise<void> {
+  for (const r of replicas) {
+    await waitFor(async () => (await served(r, "a.test", ca.roots)).ok && (await served(r, "b.test", ca.roots)).ok, "both replicas serving both names", 20_000, 100);
+  }
+  expect(ca.orders()).toBe(2);
+  const issued = (name: string) => replicas.reduce((n, r) => n + (r.balancer.acme.issued.get(name) ?? 0), 0);
+  expect([issued("a.test"), issued("b.test")]).toEqual([1, 1]);
+}
+
+/**
+ * 12-second certificates renewed (about every 8 s) while wrk keeps 64 connections busy: no
+ * failed request on the socket engine, and new handshakes get the renewed certificate.
+ */
+async function renewsUnderLoad(engine: string, challengeOf: (ports: { httpPort: number; tlsPort: number }) => Challenge): Promise<void> {
+  // 12 s certificates: renewed about every 8 s.
+  const s = await setup(`renew-${engine}-${challengeOf({ httpPort: 0, tlsPort: 0 }).type}`, 12);
+  const { ca, storage } = s;
+  const r = await rig(engine, ca, storage, challengeOf(s), ["a.test"]);
+  // Issued, and in service for every new handshake (the fetch engine's old server listens
+  // on for DRAIN_NOTICE_MS after a renewal).
+  const stored = () => storedSerial(storage, "a.test").toLowerCase();
+  const inService = async () => {
+    try {
+      return (await handshakeSerial(r, "a.test", ca.roots)) === stored();
+    } catch {
+      return false;
+    }
+  };
+  /** Five handshakes in a row get the stored certificate. */
+  const everyHandshake = async () => {
+    for (let i = 0; i < 5; i++) if (!(await inService())) return false;
+    return true;
+  };
+  await waitFor(everyHandshake, "a.test issued and in service", 20_000, 50);
+  const first = stored();
+  // wrk sends no SNI to an address: it gets the default, which is a.test's certificate too.
+  const load = wrk(programs.path("wrk"), `https://127.0.0.1:${r.balancer.port}/`, 14);
+  await waitFor(() => r.logLines.some((l) => l.includes("a.test: certificate renewed")), "a renewal", 20_000, 50);
+  await waitFor(async () => stored() !== first && (await everyHandshake()), "new handshakes to get the renewed certificate", 5_000, 50);
+  const w = await load;
+  expect(w.requests).toBeGreaterThan(0);
+  expect(w.non2xx).toBe(0);
+  if (engine === "socket") {
+    expect({ errors: w.errors, out: w.errors > 0 ? w.out : "" }).toEqual({ errors: 0, out: "" });
+  } else {
+    // Bun.serve cannot change its certificates (reload() keeps them) nor stop accepting
+    // without closing the connections idle at that instant: the old server gets 250 ms of
+    // Connection: close first (listener/http.ts), but a connection it accepted in that
+    // window and that has not sent its request yet is still closed. Measured: 0, 0, 1 and
+    // 32 socket errors in ~90k requests over two renewals. Each connection at most once per
+    // renewal; all-at-once (130 over two renewals before the notice) fails this.
+    const renewals = r.logLines.filter((l) => l.includes("a.test: certificate renewed")).length;
+    expect(w.errors).toBeLessThanOrEqual(32 * renewals);
+  }
+  expect(r.logLines.filter((l) => l.includes("SY_ACME_ORDER_FAILED"))).toEqual([]);
+}
+
 for (const engine of ["socket", "fetch"]) {
   describe.skipIf(programs.skip)(`${engine} engine`, () => {
     test("two names issued over HTTP-01, served, stored at 0600, and served from the store at restart without a new order", async () => {
@@ -174,46 +240,7 @@ for (const engine of ["socket", "fetch"]) {
     }, 60_000);
 
     test("short-lived certificates renewed at two thirds of their lifetime under wrk -c64: no failed request (socket engine), new handshakes get the new one", async () => {
-      // 12 s certificates: renewed about every 8 s.
-      const { httpPort, ca, storage } = await setup(`renew-${engine}`, 12);
-      const r = await rig(engine, ca, storage, httpPort, ["a.test"]);
-      // Issued, and in service for every new handshake (the fetch engine's old server listens
-      // on for DRAIN_NOTICE_MS after a renewal).
-      const stored = () => storedSerial(storage, "a.test").toLowerCase();
-      const inService = async () => {
-        try {
-          return (await handshakeSerial(r, "a.test", ca.roots)) === stored();
-        } catch {
-          return false;
-        }
-      };
-      /** Five handshakes in a row get the stored certificate. */
-      const everyHandshake = async () => {
-        for (let i = 0; i < 5; i++) if (!(await inService())) return false;
-        return true;
-      };
-      await waitFor(everyHandshake, "a.test issued and in service", 20_000, 50);
-      const first = stored();
-      // wrk sends no SNI to an address: it gets the default, which is a.test's certificate too.
-      const load = wrk(programs.path("wrk"), `https://127.0.0.1:${r.balancer.port}/`, 14);
-      await waitFor(() => r.logLines.some((l) => l.includes("a.test: certificate renewed")), "a renewal", 20_000, 50);
-      await waitFor(async () => stored() !== first && (await everyHandshake()), "new handshakes to get the renewed certificate", 5_000, 50);
-      const w = await load;
-      expect(w.requests).toBeGreaterThan(0);
-      expect(w.non2xx).toBe(0);
-      if (engine === "socket") {
-        expect({ errors: w.errors, out: w.errors > 0 ? w.out : "" }).toEqual({ errors: 0, out: "" });
-      } else {
-        // Bun.serve cannot change its certificates (reload() keeps them) nor stop accepting
-        // without closing the connections idle at that instant: the old server gets 250 ms of
-        // Connection: close first (listener/http.ts), but a connection it accepted in that
-        // window and that has not sent its request yet is still closed. Measured: 0, 0, 1 and
-        // 32 socket errors in ~90k requests over two renewals. Each connection at most once per
-        // renewal; all-at-once (130 over two renewals before the notice) fails this.
-        const renewals = r.logLines.filter((l) => l.includes("a.test: certificate renewed")).length;
-        expect(w.errors).toBeLessThanOrEqual(32 * renewals);
-      }
-      expect(r.logLines.filter((l) => l.includes("SY_ACME_ORDER_FAILED"))).toEqual([]);
+      await renewsUnderLoad(engine, (s) => ({ type: "http-01", redirectPort: s.httpPort }));
     }, 60_000);
 
     test("HTTP-01 answered by a plain-HTTP proxy listener before routing; its other requests are proxied as before", async () => {
@@ -264,13 +291,63 @@ for (const engine of ["socket", "fetch"]) {
       const { httpPort, ca, storage } = await setup(`shared-${engine}`);
       // Started together, racing for the names; only the first has the port pebble validates
       // on, and it answers from the shared store whichever replica ordered.
-      const [one, two] = await Promise.all([rig(engine, ca, storage, httpPort), rig(engine, ca, storage, undefined)]);
-      for (const r of [one, two]) {
-        await waitFor(async () => (await served(r, "a.test", ca.roots)).ok && (await served(r, "b.test", ca.roots)).ok, "both replicas serving both names", 20_000, 100);
-      }
-      expect(ca.orders()).toBe(2);
-      const issued = (name: string) => (one.balancer.acme.issued.get(name) ?? 0) + (two.balancer.acme.issued.get(name) ?? 0);
-      expect([issued("a.test"), issued("b.test")]).toEqual([1, 1]);
+      await orderedOnce(ca, await Promise.all([rig(engine, ca, storage, httpPort), rig(engine, ca, storage, undefined)]));
     }, 60_000);
   });
 }
+
+/** What a handshake offering only acme-tls/1 for `name` gets (RFC 8737 §3): the certificate's subject and the ALPN chosen, or none. */
+async function acmeHandshake(port: number, name: string): Promise<{ subject: string | undefined; alpn: string | undefined; out: string }> {
+  const p = Bun.spawn(["openssl", "s_client", "-connect", `127.0.0.1:${port}`, "-servername", name, "-alpn", "acme-tls/1"], { stdin: "ignore", stdout: "pipe", stderr: "pipe" });
+  const [out, err] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text()]);
+  await p.exited;
+  return { subject: /^subject=(.*)$/m.exec(out)?.[1], alpn: /^ALPN protocol: (.*)$/m.exec(out)?.[1], out: out + err };
+}
+
+describe.skipIf(programs.skip)("TLS-ALPN-01 (RFC 8737)", () => {
+  test("two names issued on the TLS listener itself, with nothing on port 80; a stray acme-tls/1 handshake is refused", async () => {
+    const { tlsPort, ca, storage } = await setup("alpn-issue");
+    const r = await rig("socket", ca, storage, { type: "tls-alpn-01", port: tlsPort });
+    const issued = async (name: string) => {
+      const s = await served(r, name, ca.roots);
+      return s.ok && s.subject?.includes(`CN=${name}`) === true;
+    };
+    await waitFor(async () => (await issued("a.test")) && (await issued("b.test")), "both names served with pebble's certificates", 20_000, 100);
+    expect(ca.orders()).toBe(2);
+    expect(r.logLines.filter((l) => l.includes("SY_ACME_ORDER_FAILED"))).toEqual([]);
+    // pebble validated them by TLS-ALPN-01: nothing listens on its HTTP-01 port.
+    // The challenge certificates are gone from the store once used.
+    expect(readdirSync(join(storage, "tls-alpn-01"))).toEqual([]);
+    // With nothing pending, a handshake offering acme-tls/1 gets no certificate at all.
+    const stray = await acmeHandshake(tlsPort, "a.test");
+    expect({ subject: stray.subject, alpn: stray.alpn }).toEqual({ subject: undefined, alpn: undefined });
+    // The listener serves requests as any TLS listener does.
+    const res = await curl(["--cacert", ca.roots, "--resolve", `a.test:${tlsPort}:127.0.0.1`, `https://a.test:${tlsPort}/`]);
+    expect(res.code).toBe(0);
+    expect(res.body).toContain(r.cluster.backends[0]!.name);
+  }, 60_000);
+
+  test("short-lived certificates renewed over TLS-ALPN-01 under wrk -c64: no failed request, new handshakes get the new one", async () => {
+    await renewsUnderLoad("socket", (s) => ({ type: "tls-alpn-01", port: s.tlsPort }));
+  }, 60_000);
+
+  test("two balancers sharing one store: each name ordered once, and the one pebble reaches answers whichever ordered", async () => {
+    const { tlsPort, ca, storage } = await setup("alpn-shared");
+    await orderedOnce(ca, await Promise.all([rig("socket", ca, storage, { type: "tls-alpn-01", port: tlsPort }), rig("socket", ca, storage, { type: "tls-alpn-01", port: 0 })]));
+  }, 60_000);
+
+  test("a TCP listener terminating TLS answers TLS-ALPN-01 too, and relays the plain bytes", async () => {
+    const { tlsPort, ca, storage } = await setup("alpn-tcp");
+    const r = await startRig(1, (cluster) => ({
+      mode: "tcp",
+      backends: cluster.backends.map((b) => ({ name: b.name, url: new URL(b.url).host })),
+      acme: { storage, directoryCa: ca.apiCa },
+      listen: { host: "127.0.0.1", port: tlsPort, tls: { acme: { directory: ca.directory, domains: ["t.test"], challenge: "tls-alpn-01" } } },
+    }));
+    cleanups.push(() => r.stop());
+    await waitFor(async () => (await curl(["--cacert", ca.roots, "--resolve", `t.test:${tlsPort}:127.0.0.1`, `https://t.test:${tlsPort}/`])).code === 0, "t.test issued and relayed", 20_000, 100);
+    expect(ca.orders()).toBe(1);
+    const res = await curl(["--cacert", ca.roots, "--resolve", `t.test:${tlsPort}:127.0.0.1`, `https://t.test:${tlsPort}/`]);
+    expect(res.body).toContain(r.cluster.backends[0]!.name);
+  }, 60_000);
+});

@@ -16,7 +16,9 @@ import { H2SessionPool } from "../h2/session-pool.ts";
 import { h2Wire } from "../h2/wire.ts";
 import { errorAnswer, messageFor, type ErrorAnswer } from "../../errors.ts";
 import type { TlsMaterial } from "../../tls/certificates.ts";
-import { addServerNames, listenTls } from "../../tls/sni.ts";
+import { addServerNames, alpnWire, listenTls } from "../../tls/sni.ts";
+import { listenHelloFirst, type HelloLimits } from "../../tls/hello-first.ts";
+import type { AlpnChallenges } from "../../acme/tls-alpn01.ts";
 import type { ProxyAccept } from "../../net/proxy-protocol.ts";
 import { ClientCounts } from "../../net/client-counts.ts";
 import { plainAddress } from "../../net/cidr.ts";
@@ -44,6 +46,11 @@ export interface SocketEngineOptions extends SocketEngineSettings {
   reusePort?: boolean;
   /** Terminate TLS with these certificates (src/tls/). */
   tls?: TlsMaterial;
+  /**
+   * With `tls`: answer ACME's TLS-ALPN-01 challenges for these names (tls.acme.challenge
+   * tls-alpn-01), reading each ClientHello before TLS (tls/hello-first.ts).
+   */
+  alpnChallenges?: AlpnChallenges;
 }
 
 export interface SocketEngine {
@@ -160,7 +167,50 @@ export function startSocketEngine(opts: SocketEngineOptions): SocketEngine {
     h2: h2Front?.takeover,
   };
 
-  const listener: TCPSocketListener<ClientConnection> = Bun.listen<ClientConnection>({
+  const handlers: SocketHandler<ClientConnection> = {
+    ...clientHandlers,
+    open(socket) {
+      // HAProxy's accept-proxy on a listener that requires it: a peer not trusted to speak
+      // for a client is closed before anything it sends is read.
+      const accept = env.acceptProxy;
+      if (accept !== undefined && !accept.trusted(socket.remoteAddress)) {
+        env.proxyRefused(socket.remoteAddress, "the peer is not in trustedProxies");
+        socket.end();
+        return;
+      }
+      if (connections.size >= maxConnections) {
+        socket.write(BUSY);
+        socket.end();
+        return;
+      }
+      // Without a PROXY header the client is the peer, known now; with one, the connection
+      // counts once its header names the client (ClientConnection.readProxy).
+      let client: string | undefined;
+      if (accept === undefined) {
+        client = plainAddress(socket.remoteAddress);
+        if (!env.clientConnections.admit(client)) {
+          env.clientRefused(client);
+          socket.write(env.clientRefusal);
+          socket.end();
+          return;
+        }
+      }
+      socket.setNoDelay(true);
+      const c = new ClientConnection(socket as Socket<ClientConnection>, env, client);
+      socket.data = c;
+      connections.add(c);
+    },
+  };
+  // tls.acme with tls-alpn-01: the listener reads each ClientHello first, and TLS begins on the
+  // socket after it (tls/hello-first.ts); these handlers then serve it as they would here.
+  const helloLimits: HelloLimits = { helloTimeoutMs: opts.headerTimeout, maxPending: opts.limits.maxConnections };
+  const helloFirst = opts.tls !== undefined && opts.alpnChallenges !== undefined
+    ? listenHelloFirst({
+        hostname: opts.host, port: opts.port, exclusive: !opts.reusePort, reusePort: opts.reusePort === true, allowHalfOpen: true,
+        material: opts.tls, alpn: alpnWire(h2Offered), handlers, challenges: opts.alpnChallenges, limits: helloLimits,
+      })
+    : undefined;
+  const listener: Pick<TCPSocketListener<unknown>, "port" | "stop"> = helloFirst?.listener ?? Bun.listen<ClientConnection>({
     hostname: opts.host,
     port: opts.port,
     // A second balancer must not silently share the port (see balancer.ts); workers of one
@@ -171,43 +221,10 @@ export function startSocketEngine(opts: SocketEngineOptions): SocketEngine {
     allowHalfOpen: true,
     // TLS offers h2 then http/1.1 by ALPN (RFC 7301; RFC 9113 §3.2) when HTTP/2 is enabled.
     ...(opts.tls !== undefined ? { tls: listenTls(opts.tls, h2Offered) } : {}),
-    socket: {
-      ...clientHandlers,
-      open(socket) {
-        // HAProxy's accept-proxy on a listener that requires it: a peer not trusted to speak
-        // for a client is closed before anything it sends is read.
-        const accept = env.acceptProxy;
-        if (accept !== undefined && !accept.trusted(socket.remoteAddress)) {
-          env.proxyRefused(socket.remoteAddress, "the peer is not in trustedProxies");
-          socket.end();
-          return;
-        }
-        if (connections.size >= maxConnections) {
-          socket.write(BUSY);
-          socket.end();
-          return;
-        }
-        // Without a PROXY header the client is the peer, known now; with one, the connection
-        // counts once its header names the client (ClientConnection.readProxy).
-        let client: string | undefined;
-        if (accept === undefined) {
-          client = plainAddress(socket.remoteAddress);
-          if (!env.clientConnections.admit(client)) {
-            env.clientRefused(client);
-            socket.write(env.clientRefusal);
-            socket.end();
-            return;
-          }
-        }
-        socket.setNoDelay(true);
-        const c = new ClientConnection(socket as Socket<ClientConnection>, env, client);
-        socket.data = c;
-        connections.add(c);
-      },
-    },
+    socket: handlers,
   });
 
-  if (opts.tls !== undefined) addServerNames(listener, opts.tls);
+  if (opts.tls !== undefined && helloFirst === undefined) addServerNames(listener, opts.tls);
 
   // One owner for every time-based rule: head and body deadlines, idle keep-alive, stuck
   // writes, and idle upstream connections. A sweep, not a timer per connection: ten thousand
@@ -234,7 +251,8 @@ export function startSocketEngine(opts: SocketEngineOptions): SocketEngine {
       h2.closeIdle(backend);
     },
     renewTls(m) {
-      addServerNames(listener, m);
+      if (helloFirst !== undefined) helloFirst.renew(m);
+      else addServerNames(listener, m);
     },
     closeListener,
     reconfigure(next) {
@@ -242,6 +260,8 @@ export function startSocketEngine(opts: SocketEngineOptions): SocketEngine {
       env.limits = next.limits;
       env.headerTimeout = next.headerTimeout;
       env.idleTimeout = next.idleTimeout;
+      helloLimits.helloTimeoutMs = next.headerTimeout;
+      helloLimits.maxPending = next.limits.maxConnections;
       env.acceptProxy = next.acceptProxy;
       env.clientCert = next.clientCert;
       if (opts.tls === undefined) {

@@ -1,0 +1,105 @@
+/**
+ * TLS-ALPN-01 answers (RFC 8737): the CA opens a TLS connection to port 443 of the name, asks
+ * for it by SNI and offers the single ALPN protocol `acme-tls/1`; it expects a self-signed
+ * certificate for that name carrying the SHA-256 of the key authorization (§3), and then closes.
+ *
+ * The process that ordered writes that certificate into the store (order.ts); the one the CA
+ * reaches (another worker, another replica) reads it from there: a stat per challenge handshake,
+ * and the file read and its TLS context built again only when it changed. Only the names the
+ * listener orders are looked up, so a client cannot make us read any other path.
+ */
+import { readFileSync, statSync } from "node:fs";
+import { createHash } from "node:crypto";
+import * as x509 from "@peculiar/x509";
+import { selfSignedPem } from "./placeholder.ts";
+import { createSecureContext } from "node:tls";
+import { pemBlocks } from "../tls/certificates.ts";
+import { tlsAlpn01File } from "./paths.ts";
+
+/** RFC 8737 §6.2: the ALPN protocol of the challenge. */
+export const ACME_TLS_ALPN = "acme-tls/1";
+
+/** RFC 8737 §3 / §6.1: id-pe-acmeIdentifier. */
+const ACME_IDENTIFIER_OID = "1.3.6.1.5.5.7.1.31";
+
+/**
+ * The challenge certificate (key then certificate, PEM) for `name` (RFC 8737 §3): self-signed,
+ * `name` its only subjectAltName, and a critical acmeIdentifier extension holding the SHA-256
+ * digest of the key authorization, DER-encoded as an OCTET STRING (Authorization ::= OCTET
+ * STRING (SIZE (32))). Not acme-client's createAlpnCertificate: its certificate has key usage
+ * keyCertSign and cRLSign only, which BoringSSL (Bun's TLS) refuses to serve (measured,
+ * Bun 1.4.5: KEY_USAGE_BIT_INCORRECT).
+ */
+export function challengeCertificatePem(name: string, keyAuthorization: string): Promise<string> {
+  const digest = createHash("sha256").update(keyAuthorization).digest();
+  const octetString = Buffer.concat([Buffer.from([0x04, digest.length]), digest]);
+  // Valid for a day: long enough for any validation, and never served to anyone else.
+  return selfSignedPem(`CN=${name}`, name, 86_400_000, [new x509.Extension(ACME_IDENTIFIER_OID, true, octetString)]);
+}
+
+/** What a TLS listener asks when a ClientHello offers acme-tls/1 for `serverName`. */
+export interface AlpnChallenges {
+  /** Bun's native TLS context for the pending challenge of `serverName`, or undefined when there is none. */
+  contextFor(serverName: string | undefined): unknown;
+}
+
+interface Cached {
+  /** The file as stat saw it when the context was built. */
+  readonly id: string;
+  readonly context: unknown;
+}
+
+/** The challenges of a listener's names, read from the store; a reload may change both. */
+export class StoredAlpnChallenges implements AlpnChallenges {
+  private names: ReadonlySet<string> = new Set();
+  private storage = "";
+  private readonly cache = new Map<string, Cached>();
+
+  constructor(storage: string, names: readonly string[]) {
+    this.update(storage, names);
+  }
+
+  update(storage: string, names: readonly string[]): void {
+    if (storage !== this.storage) this.cache.clear();
+    this.storage = storage;
+    this.names = new Set(names.map((n) => n.toLowerCase()));
+  }
+
+  contextFor(serverName: string | undefined): unknown {
+    if (serverName === undefined || !this.names.has(serverName)) return undefined;
+    const path = tlsAlpn01File(this.storage, serverName);
+    let id: string;
+    try {
+      const st = statSync(path);
+      id = `${st.ino}:${st.size}:${st.mtimeMs}`;
+    } catch {
+      // None pending (or the store unreadable): the handshake is refused.
+      this.cache.delete(serverName);
+      return undefined;
+    }
+    const known = this.cache.get(serverName);
+    if (known?.id === id) return known.context;
+    try {
+      // One file, key then certificate, renamed into place whole (store.ts): both read at once.
+      const pem = readFileSync(path, "utf8");
+      const context = (createSecureContext({ key: pemBlocks(pem, /PRIVATE KEY/), cert: pemBlocks(pem, /CERTIFICATE/) }) as unknown as { context: unknown }).context;
+      this.cache.set(serverName, { id, context });
+      return context;
+    } catch {
+      // Removed or replaced between the stat and the read: the CA tries again.
+      return undefined;
+    }
+  }
+}
+
+/** What a listener's `tls.acme` asks of its TLS side, as far as TLS-ALPN-01 goes. */
+interface AcmeListener {
+  readonly tls?: { readonly acme?: { readonly challenge: string; readonly domains?: readonly string[] } };
+}
+
+/** The listener's challenges when it answers TLS-ALPN-01 (tls.acme.challenge), else undefined. */
+export function alpnChallengesFor(storage: string | undefined, listener: AcmeListener): StoredAlpnChallenges | undefined {
+  const acme = listener.tls?.acme;
+  if (storage === undefined || acme?.challenge !== "tls-alpn-01") return undefined;
+  return new StoredAlpnChallenges(storage, acme.domains ?? []);
+}
