@@ -15,9 +15,7 @@ import { selfSignedPem } from "./placeholder.ts";
 import { createSecureContext } from "node:tls";
 import { pemBlocks } from "../tls/certificates.ts";
 import { tlsAlpn01File } from "./paths.ts";
-
-/** RFC 8737 §6.2: the ALPN protocol of the challenge. */
-export const ACME_TLS_ALPN = "acme-tls/1";
+import type { AlpnChallenges } from "../tls/hello-first.ts";
 
 /** RFC 8737 §3 / §6.1: id-pe-acmeIdentifier. */
 const ACME_IDENTIFIER_OID = "1.3.6.1.5.5.7.1.31";
@@ -35,12 +33,6 @@ export function challengeCertificatePem(name: string, keyAuthorization: string):
   const octetString = Buffer.concat([Buffer.from([0x04, digest.length]), digest]);
   // Valid for a day: long enough for any validation, and never served to anyone else.
   return selfSignedPem(`CN=${name}`, name, 86_400_000, [new x509.Extension(ACME_IDENTIFIER_OID, true, octetString)]);
-}
-
-/** What a TLS listener asks when a ClientHello offers acme-tls/1 for `serverName`. */
-export interface AlpnChallenges {
-  /** Bun's native TLS context for the pending challenge of `serverName`, or undefined when there is none. */
-  contextFor(serverName: string | undefined): unknown;
 }
 
 interface Cached {

@@ -27,8 +27,7 @@ import { TcpStats } from "./stats.ts";
 import { CLIENT_HELLO_TIMEOUT_MS } from "./client-hello.ts";
 import type { TlsMaterial } from "../tls/certificates.ts";
 import { addServerNames, listenTls } from "../tls/sni.ts";
-import { listenHelloFirst } from "../tls/hello-first.ts";
-import type { AlpnChallenges } from "../acme/tls-alpn01.ts";
+import { listenHelloFirst, type AlpnChallenges } from "../tls/hello-first.ts";
 import type { ProxyAccept } from "../net/proxy-protocol.ts";
 import { ClientCounts } from "../net/client-counts.ts";
 

@@ -24,7 +24,15 @@ import type { Socket, SocketHandler, TCPSocketListener } from "bun";
 import { createSecureContext } from "node:tls";
 import { ClientHelloReader, CLIENT_HELLO_MAX_BYTES } from "../tcp/client-hello.ts";
 import type { TlsMaterial } from "./certificates.ts";
-import { ACME_TLS_ALPN, type AlpnChallenges } from "../acme/tls-alpn01.ts";
+
+/** RFC 8737 §6.2: the ALPN protocol of ACME's TLS-ALPN-01 challenge. */
+export const ACME_TLS_ALPN = "acme-tls/1";
+
+/** What the listener asks when a ClientHello offers acme-tls/1 for `serverName` (acme/tls-alpn01.ts answers from the store). */
+export interface AlpnChallenges {
+  /** Bun's native TLS context for the pending challenge of `serverName`, or undefined when there is none. */
+  contextFor(serverName: string | undefined): unknown;
+}
 
 export interface HelloFirstOptions<T> {
   readonly hostname: string;
