@@ -41,24 +41,28 @@ interface Cached {
   readonly context: unknown;
 }
 
-/** The challenges of a listener's names, read from the store; a reload may change both. */
+/**
+ * The challenges of one listener, read from the store: the names it orders over TLS-ALPN-01
+ * (none when it has no `tls.acme`, or orders over HTTP-01). A reload updates both.
+ */
 export class StoredAlpnChallenges implements AlpnChallenges {
   private names: ReadonlySet<string> = new Set();
-  private storage = "";
+  private storage: string | undefined;
   private readonly cache = new Map<string, Cached>();
 
-  constructor(storage: string, names: readonly string[]) {
-    this.update(storage, names);
+  constructor(storage: string | undefined, listener: AcmeListener) {
+    this.update(storage, listener);
   }
 
-  update(storage: string, names: readonly string[]): void {
+  update(storage: string | undefined, listener: AcmeListener): void {
     if (storage !== this.storage) this.cache.clear();
     this.storage = storage;
-    this.names = new Set(names.map((n) => n.toLowerCase()));
+    const acme = listener.tls?.acme;
+    this.names = new Set(acme?.challenge === "tls-alpn-01" ? (acme.domains ?? []).map((n) => n.toLowerCase()) : []);
   }
 
   contextFor(serverName: string | undefined): unknown {
-    if (serverName === undefined || !this.names.has(serverName)) return undefined;
+    if (this.storage === undefined || serverName === undefined || !this.names.has(serverName)) return undefined;
     const path = tlsAlpn01File(this.storage, serverName);
     let id: string;
     try {
@@ -87,11 +91,4 @@ export class StoredAlpnChallenges implements AlpnChallenges {
 /** What a listener's `tls.acme` asks of its TLS side, as far as TLS-ALPN-01 goes. */
 interface AcmeListener {
   readonly tls?: { readonly acme?: { readonly challenge: string; readonly domains?: readonly string[] } };
-}
-
-/** The listener's challenges when it answers TLS-ALPN-01 (tls.acme.challenge), else undefined. */
-export function alpnChallengesFor(storage: string | undefined, listener: AcmeListener): StoredAlpnChallenges | undefined {
-  const acme = listener.tls?.acme;
-  if (storage === undefined || acme?.challenge !== "tls-alpn-01") return undefined;
-  return new StoredAlpnChallenges(storage, acme.domains ?? []);
 }

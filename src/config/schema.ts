@@ -136,7 +136,7 @@ const ListenTls = v.strictObject({
         challenge: v.optional(
           v.pipe(
             v.picklist(["http-01", "tls-alpn-01"], 'expected "http-01" or "tls-alpn-01"'),
-            v.description("How the CA checks that the names are ours. `http-01` (RFC 8555 §8.3): answered on port 80 by this listener's `httpRedirect` listener and every plain-HTTP listener, before routing. `tls-alpn-01` (RFC 8737): answered on this TLS listener itself, which the CA must reach on port 443 (no port 80 needed); the listener then reads each ClientHello before TLS begins, to tell the CA's `acme-tls/1` handshakes apart (measured: no CPU cost per handshake or request). Socket engine and TCP listeners: refused with `engine: \"fetch\"`, whose Bun.serve chooses certificates by server name only."),
+            v.description("How the CA checks that the names are ours. `http-01` (RFC 8555 §8.3): answered on port 80 by this listener's `httpRedirect` listener and every plain-HTTP listener, before routing. `tls-alpn-01` (RFC 8737): answered on this TLS listener itself, which the CA must reach on port 443 (no port 80 needed), from the store whichever replica ordered. Socket engine and TCP listeners (which read each ClientHello before TLS, and so tell the CA's `acme-tls/1` handshakes apart); refused with `engine: \"fetch\"`, whose Bun.serve chooses certificates by server name only."),
           ),
           "http-01",
         ),

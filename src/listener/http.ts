@@ -21,7 +21,7 @@ import { proxyAccept } from "../net/proxy-protocol.ts";
 import { bindListener, listenError } from "../listen-error.ts";
 import { readTlsMaterial, serveTls, type TlsMaterial } from "../tls/certificates.ts";
 import type { RenewCause } from "../tls/termination.ts";
-import { alpnChallengesFor, type StoredAlpnChallenges } from "../acme/tls-alpn01.ts";
+import { StoredAlpnChallenges } from "../acme/tls-alpn01.ts";
 import { errorResponse } from "../errors.ts";
 import type { ForwardOptions } from "../forward/forward.ts";
 import { buildRouter } from "./routing.ts";
@@ -257,7 +257,7 @@ export class HttpListener implements Listener {
     const port = ctx.portFor(portKey(listener, "proxy"), listener.host, listener.port);
     const material = tls ?? (listener.tls !== undefined ? readTlsMaterial(listener.tls, `listeners.${listener.name}.tls`) : undefined);
     if (config.engine === "socket") {
-      l.challenges = material !== undefined ? alpnChallengesFor(config.acme?.storage, listener) : undefined;
+      l.challenges = material !== undefined ? new StoredAlpnChallenges(config.acme?.storage, listener) : undefined;
       const alpnChallenges = l.challenges;
       l.socket = bindListener(label, listener.host, port, () =>
         startSocketEngine({ ...socketSettings(config, listener, ctx), host: listener.host, port, reusePort: true, tls: material, ...(alpnChallenges !== undefined ? { alpnChallenges } : {}) }),
@@ -290,8 +290,8 @@ export class HttpListener implements Listener {
 
   reconfigure(config: Config, listener: ListenerConfig): void {
     this.cfg = listener;
-    // Whether it answers TLS-ALPN-01 is part of its bind (listener-set.ts); its names and store may change.
-    if (config.acme !== undefined) this.challenges?.update(config.acme.storage, listener.tls?.acme?.domains ?? []);
+    // The names it answers TLS-ALPN-01 for, and the store, may change.
+    this.challenges?.update(config.acme?.storage, listener);
     if (this.socket !== undefined) this.socket.reconfigure(socketSettings(config, listener, this.ctx));
     else this.fetch!.setProxy(buildProxy(config, listener, this.ctx));
   }

@@ -31,9 +31,7 @@ function bindingOf(l: ListenerConfig, c: Config): string {
   const alpn = l.mode === "http" && l.tls !== undefined && c.engine === "socket" ? [c.http2.enabled] : [];
   // A TCP listener's relays take its pool when they start (tcp/proxy.ts): a new pool, a new bind.
   const tcpPool = l.mode === "tcp" ? [l.pool ?? null] : [];
-  // TLS-ALPN-01 reads each ClientHello before TLS (tls/hello-first.ts): another kind of listener.
-  const helloFirst = l.tls?.acme?.challenge === "tls-alpn-01";
-  return JSON.stringify([l.host, l.port, l.mode, l.tls !== undefined, c.engine, ...fetchFixed, ...alpn, ...tcpPool, helloFirst]);
+  return JSON.stringify([l.host, l.port, l.mode, l.tls !== undefined, c.engine, ...fetchFixed, ...alpn, ...tcpPool]);
 }
 
 export class ListenerSet {

@@ -12,7 +12,7 @@ import { listenError } from "../listen-error.ts";
 import { cidrMatcher } from "../net/cidr.ts";
 import { proxyAccept } from "../net/proxy-protocol.ts";
 import type { TlsMaterial } from "../tls/certificates.ts";
-import { alpnChallengesFor, type StoredAlpnChallenges } from "../acme/tls-alpn01.ts";
+import { StoredAlpnChallenges } from "../acme/tls-alpn01.ts";
 import { withGrace } from "./http.ts";
 import { hostForUrl, listenerLabel, portKey, type Listener, type ListenerContext } from "./listener.ts";
 
@@ -74,7 +74,7 @@ export class TcpListener implements Listener {
     const port = ctx.portFor(portKey(listener, "proxy"), listener.host, listener.port);
     const { pool, passive } = ctx.pools.handle(fallbackPool(config, listener));
     const sni = sniRouting(config, listener, ctx);
-    const alpnChallenges = tls !== undefined ? alpnChallengesFor(config.acme?.storage, listener) : undefined;
+    const alpnChallenges = tls !== undefined ? new StoredAlpnChallenges(config.acme?.storage, listener) : undefined;
     const proxy = await startTcpProxy(
       { settings: tcpSettings(config, listener), pool, passive, logger: ctx.logger },
       {
@@ -106,8 +106,8 @@ export class TcpListener implements Listener {
 
   reconfigure(config: Config, listener: ListenerConfig): void {
     this.cfg = listener;
-    // Whether it answers TLS-ALPN-01 is part of its bind (listener-set.ts); its names and store may change.
-    if (config.acme !== undefined) this.challenges?.update(config.acme.storage, listener.tls?.acme?.domains ?? []);
+    // The names it answers TLS-ALPN-01 for, and the store, may change.
+    this.challenges?.update(config.acme?.storage, listener);
     this.proxy.configure(tcpSettings(config, listener), { sni: sniRouting(config, listener, this.ctx) });
   }
 

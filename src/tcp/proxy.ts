@@ -26,8 +26,7 @@ import { clientHandlers, Relay, type RelayEnv, type SniRouting } from "./relay.t
 import { TcpStats } from "./stats.ts";
 import { CLIENT_HELLO_TIMEOUT_MS } from "./client-hello.ts";
 import type { TlsMaterial } from "../tls/certificates.ts";
-import { addServerNames, listenTls } from "../tls/sni.ts";
-import { listenHelloFirst, type AlpnChallenges } from "../tls/hello-first.ts";
+import { listenHelloFirst, NO_CHALLENGES, type AlpnChallenges } from "../tls/hello-first.ts";
 import type { ProxyAccept } from "../net/proxy-protocol.ts";
 import { ClientCounts } from "../net/client-counts.ts";
 
@@ -148,27 +147,25 @@ export async function startTcpProxy(ctx: TcpContext, opts: TcpListenOptions): Pr
       relay.start();
     },
   };
-  // tls.acme with tls-alpn-01: each ClientHello is read first, then TLS begins on the socket
-  // (tls/hello-first.ts). A TCP listener bounds no count of connections, nor of these; each has
-  // CLIENT_HELLO_TIMEOUT_MS for its ClientHello, as an SNI-routed one has.
-  const helloFirst = tls !== undefined && opts.alpnChallenges !== undefined
+  // TLS: each ClientHello is read first, then TLS begins on the socket (tls/hello-first.ts). A
+  // TCP listener bounds no count of connections, nor of these; each has CLIENT_HELLO_TIMEOUT_MS
+  // for its ClientHello, as an SNI-routed one has.
+  const helloFirst = tls !== undefined
     ? listenHelloFirst({
         hostname: opts.host, port: opts.port, exclusive: false, reusePort: opts.reusePort === true, allowHalfOpen: true,
-        material: tls, alpn: undefined, handlers, challenges: opts.alpnChallenges,
+        material: tls, alpn: undefined, handlers, challenges: opts.alpnChallenges ?? NO_CHALLENGES,
         limits: { helloTimeoutMs: CLIENT_HELLO_TIMEOUT_MS, maxPending: Number.POSITIVE_INFINITY },
       })
     : undefined;
+  // Bun.listen refuses a port that is in use (no SO_REUSEPORT unless asked), as HTTP mode does.
   const listener: Pick<TCPSocketListener<unknown>, "port" | "stop"> = helloFirst?.listener ?? Bun.listen<Relay>({
     hostname: opts.host,
     port: opts.port,
     reusePort: opts.reusePort === true,
     // Half-closes are relayed, not turned into full closes (see relay.ts).
     allowHalfOpen: true,
-    ...(tls !== undefined ? { tls: listenTls(tls) } : {}),
     socket: handlers,
   });
-  // Bun.listen refuses a port that is in use (no SO_REUSEPORT unless asked), as HTTP mode does.
-  if (tls !== undefined && helloFirst === undefined) addServerNames(listener, tls);
 
   return {
     port: listener.port,
@@ -182,8 +179,7 @@ export async function startTcpProxy(ctx: TcpContext, opts: TcpListenOptions): Pr
       env = envFor(c);
     },
     renewTls(m) {
-      if (helloFirst !== undefined) helloFirst.renew(m);
-      else addServerNames(listener, m);
+      helloFirst?.renew(m);
     },
     get connections() {
       return relays.size;

@@ -1,24 +1,26 @@
 /**
- * A TLS listener that reads each ClientHello itself before TLS begins: what a listener needs to
- * answer ACME's TLS-ALPN-01 challenge (RFC 8737) on the port that serves real traffic.
- *
- * Why not Bun's own TLS listener: it chooses a certificate by server name only, before ALPN is
- * seen (measured, Bun 1.4.5: a certificate set from the ALPN callback is not the one sent). The
- * CA asks for the real name, so serving its challenge certificate by name would serve it to
- * every client of that name during validation. Here the listener is plain TCP; the ClientHello
- * is read (tcp/client-hello.ts, strict and bounded) and then the same bytes start TLS on the
- * same socket (Bun's native `upgradeTLS` with `initialData`, the path node:tls takes for a
- * server-side upgrade), with the certificate chosen here:
- *   - a ClientHello offering exactly `acme-tls/1` (§3: the CA offers that one protocol) gets the
- *     name's pending challenge certificate, and the connection ends after the handshake (§3: no
- *     data follows); with none pending it is closed;
+ * Every TLS listener on Bun.listen (the socket engine, TCP mode): a plain TCP listener that reads
+ * each ClientHello itself, then starts TLS on the same socket over the bytes it read (Bun's
+ * native `upgradeTLS` with `initialData`, the path node:tls takes for a server-side upgrade),
+ * with the certificate it chose. Three things Bun's own TLS listener cannot do:
+ *   - answer ACME's TLS-ALPN-01 (RFC 8737) on the port that serves real traffic: Bun chooses a
+ *     certificate by server name only, before ALPN is seen (measured, Bun 1.4.5: a certificate
+ *     set from the ALPN callback is not the one sent), and the CA asks for the real name;
+ *   - renew the default certificate (for clients that send no name) in place: Bun.listen takes
+ *     it once;
+ *   - add certificates per name without an internal interface (node:tls's addContext pointed at
+ *     our listener, which this replaces).
+ * What a ClientHello gets:
+ *   - one offering exactly `acme-tls/1` (§3: the CA offers that one protocol) gets the name's
+ *     pending challenge certificate, and the connection ends after the handshake (§3: no data
+ *     follows); with none pending it is closed;
  *   - every other one gets the certificate for its server name (exact, then `*.` wildcard, then
  *     the default), with the listener's ALPN and client-certificate rules, and goes on to
  *     `handlers` exactly as a Bun.listen TLS socket would. One the reader cannot read goes to
  *     TLS with the default certificate, so that this listener takes what Bun's takes.
  * Cost, measured (Bun 1.4.5, wrk -c32, a 2-byte answer): the same CPU per handshake as Bun's TLS
- * listener (258 against 261 µs) and per keep-alive request (5.5 µs both). Only listeners with
- * `tls.acme.challenge: tls-alpn-01` use it all the same; the others keep Bun's.
+ * listener (258 against 261 µs) and per keep-alive request (5.5 µs both); bench/tls.ts has the
+ * engine's own figures beside nginx.
  */
 import type { Socket, SocketHandler, TCPSocketListener } from "bun";
 import { createSecureContext } from "node:tls";
@@ -28,11 +30,22 @@ import type { TlsMaterial } from "./certificates.ts";
 /** RFC 8737 §6.2: the ALPN protocol of ACME's TLS-ALPN-01 challenge. */
 export const ACME_TLS_ALPN = "acme-tls/1";
 
+/**
+ * ALPN's protocol list in its wire form (RFC 7301 §3.1: each name after its length byte), as
+ * Bun's TLS options take it: h2 then http/1.1 (RFC 9113 §3.2), or none (HTTP/1.1 only, or TCP).
+ */
+export function alpnWire(h2: boolean): string | undefined {
+  return h2 ? "\x02h2\x08http/1.1" : undefined;
+}
+
 /** What the listener asks when a ClientHello offers acme-tls/1 for `serverName` (acme/tls-alpn01.ts answers from the store). */
 export interface AlpnChallenges {
   /** Bun's native TLS context for the pending challenge of `serverName`, or undefined when there is none. */
   contextFor(serverName: string | undefined): unknown;
 }
+
+/** A listener that orders no certificate over TLS-ALPN-01: an acme-tls/1 handshake is closed. */
+export const NO_CHALLENGES: AlpnChallenges = { contextFor: () => undefined };
 
 export interface HelloFirstOptions<T> {
   readonly hostname: string;
@@ -41,7 +54,7 @@ export interface HelloFirstOptions<T> {
   readonly reusePort: boolean;
   readonly allowHalfOpen: boolean;
   readonly material: TlsMaterial;
-  /** The ALPN list the TLS side offers, in its wire form (sni.ts), or none. */
+  /** The ALPN list the TLS side offers, in its wire form (alpnWire), or none. */
   readonly alpn: string | undefined;
   /** The TLS sockets' handlers, called as Bun.listen with `tls` would call them. */
   readonly handlers: SocketHandler<T>;
@@ -81,7 +94,11 @@ interface Contexts {
   readonly fallback: UpgradeTls;
 }
 
-/** Native contexts for `m`: one per certificate, shared by its names. */
+/**
+ * Native contexts for `m`: one per certificate, shared by its names. Each verifies client
+ * certificates itself with tls.clientAuth (measured on Bun's SNI contexts: one without its own
+ * CAs failed a valid client certificate).
+ */
 function contextsOf(m: TlsMaterial, alpn: string | undefined): Contexts {
   const auth = m.clientAuth;
   const make = (cert: string, key: string): UpgradeTls => ({

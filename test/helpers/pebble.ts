@@ -87,10 +87,15 @@ export async function startPebble(opts: { httpPort: number; tlsPort?: number; va
     await waitFor(() => log.text.includes("ACME directory available") && dnsLog.text.includes("Starting"), `pebble to start (log: ${log.text.slice(-300)} ${dnsLog.text.slice(-300)})`, 10_000, 20);
     const apiCa = join(dir, "cert.pem");
     const ca = await Bun.file(apiCa).text();
-    const root = await fetch(`https://127.0.0.1:${mgmt}/roots/0`, { tls: { ca } });
-    if (!root.ok) throw new Error(`pebble /roots/0: ${root.status}`);
+    // pebble logs its listeners before their goroutines have bound them: ask until one answers.
+    let rootPem = "";
+    await waitFor(async () => {
+      const root = await fetch(`https://127.0.0.1:${mgmt}/roots/0`, { tls: { ca } }).catch(() => undefined);
+      if (root?.ok === true) rootPem = await root.text();
+      return rootPem !== "";
+    }, "pebble's management port to answer /roots/0", 10_000, 20);
     const roots = join(dir, "roots.pem");
-    await Bun.write(roots, await root.text());
+    await Bun.write(roots, rootPem);
     return {
       directory: `https://127.0.0.1:${api}/dir`, apiCa, roots,
       orders: () => log.text.split("\n").filter((l) => l.includes("Added order")).length,

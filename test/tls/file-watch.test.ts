@@ -40,6 +40,12 @@ async function served(r: TestRig): Promise<string | undefined> {
   return /subject: CN ?= ?(\S+)/.exec(res.verbose)?.[1];
 }
 
+/** The CN of the certificate a new connection that sends no server name is given (curl sends none to an address). */
+async function servedNoName(r: TestRig): Promise<string | undefined> {
+  const res = await curl(["--cacert", pki.ca, `https://127.0.0.1:${r.balancer.port}/`]);
+  return /subject: CN ?= ?(\S+)/.exec(res.verbose)?.[1];
+}
+
 let n = 0;
 /** A pair for a.test whose CN says which it is. */
 const issue = (cn: string) => pki.issue(`w${n++}`, ["a.test", "IP:127.0.0.1"], { cn });
@@ -53,6 +59,7 @@ for (const engine of ["socket", "fetch"]) {
       copyFileSync(first.key, join(home, "key.pem"));
       const r = await rig({ engine, listen: { host: "127.0.0.1", port: 0, tls: { cert: join(home, "cert.pem"), key: join(home, "key.pem") } } });
       expect(await served(r)).toBe(`first-${engine}.a.test`);
+      expect(await servedNoName(r)).toBe(`first-${engine}.a.test`);
       const next = await issue(`next-${engine}.a.test`);
       copyFileSync(next.key, join(home, "key.tmp"));
       copyFileSync(next.cert, join(home, "cert.tmp"));
@@ -60,6 +67,8 @@ for (const engine of ["socket", "fetch"]) {
       renameSync(join(home, "cert.tmp"), join(home, "cert.pem"));
       await waitFor(async () => (await served(r)) === `next-${engine}.a.test`, "the renamed pair in service");
       expect(r.logLines.some((l) => l.includes("certificate files changed"))).toBe(true);
+      // A client that sends no name gets the default certificate, renewed in place too.
+      expect(await servedNoName(r)).toBe(`next-${engine}.a.test`);
     });
 
     test("cert-manager's ..data symlink swap, then a broken pair that keeps the one in service", async () => {

@@ -1,8 +1,8 @@
 /**
  * TLS termination (`listen.tls`) on both HTTP engines and in TCP mode, with a CA and
  * certificates made at test time by openssl (test/helpers/pki.ts): curl over HTTPS, the
- * certificate chosen by SNI (on Bun.listen this goes through node:tls's addContext, an internal
- * interface of Bun: src/tls/sni.ts, pinned here), minVersion, X-Forwarded-Proto, certificates
+ * certificate chosen by SNI (on Bun.listen, by src/tls/hello-first.ts from the ClientHello it
+ * reads before TLS), minVersion, X-Forwarded-Proto, certificates
  * re-read on reload, the plain-HTTP redirect, and config errors for bad files.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";

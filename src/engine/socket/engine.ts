@@ -16,8 +16,7 @@ import { H2SessionPool } from "../h2/session-pool.ts";
 import { h2Wire } from "../h2/wire.ts";
 import { errorAnswer, messageFor, type ErrorAnswer } from "../../errors.ts";
 import type { TlsMaterial } from "../../tls/certificates.ts";
-import { addServerNames, alpnWire, listenTls } from "../../tls/sni.ts";
-import { listenHelloFirst, type AlpnChallenges, type HelloLimits } from "../../tls/hello-first.ts";
+import { alpnWire, listenHelloFirst, NO_CHALLENGES, type AlpnChallenges, type HelloLimits } from "../../tls/hello-first.ts";
 import type { ProxyAccept } from "../../net/proxy-protocol.ts";
 import { ClientCounts } from "../../net/client-counts.ts";
 import { plainAddress } from "../../net/cidr.ts";
@@ -45,10 +44,7 @@ export interface SocketEngineOptions extends SocketEngineSettings {
   reusePort?: boolean;
   /** Terminate TLS with these certificates (src/tls/). */
   tls?: TlsMaterial;
-  /**
-   * With `tls`: answer ACME's TLS-ALPN-01 challenges for these names (tls.acme.challenge
-   * tls-alpn-01), reading each ClientHello before TLS (tls/hello-first.ts).
-   */
+  /** With `tls`: answer ACME's TLS-ALPN-01 challenges for these names (tls.acme.challenge tls-alpn-01). */
   alpnChallenges?: AlpnChallenges;
 }
 
@@ -200,13 +196,14 @@ export function startSocketEngine(opts: SocketEngineOptions): SocketEngine {
       connections.add(c);
     },
   };
-  // tls.acme with tls-alpn-01: the listener reads each ClientHello first, and TLS begins on the
-  // socket after it (tls/hello-first.ts); these handlers then serve it as they would here.
+  // TLS: the listener reads each ClientHello first and starts TLS on the socket after it, with
+  // the certificate chosen there (tls/hello-first.ts); these handlers then serve it.
   const helloLimits: HelloLimits = { helloTimeoutMs: opts.headerTimeout, maxPending: opts.limits.maxConnections };
-  const helloFirst = opts.tls !== undefined && opts.alpnChallenges !== undefined
+  const helloFirst = opts.tls !== undefined
     ? listenHelloFirst({
         hostname: opts.host, port: opts.port, exclusive: !opts.reusePort, reusePort: opts.reusePort === true, allowHalfOpen: true,
-        material: opts.tls, alpn: alpnWire(h2Offered), handlers, challenges: opts.alpnChallenges, limits: helloLimits,
+        // TLS offers h2 then http/1.1 by ALPN (RFC 7301; RFC 9113 §3.2) when HTTP/2 is enabled.
+        material: opts.tls, alpn: alpnWire(h2Offered), handlers, challenges: opts.alpnChallenges ?? NO_CHALLENGES, limits: helloLimits,
       })
     : undefined;
   const listener: Pick<TCPSocketListener<unknown>, "port" | "stop"> = helloFirst?.listener ?? Bun.listen<ClientConnection>({
@@ -218,12 +215,8 @@ export function startSocketEngine(opts: SocketEngineOptions): SocketEngine {
     reusePort: opts.reusePort === true,
     // A client may send its FIN right after its request and still read the answer (RFC 9112 §9.6).
     allowHalfOpen: true,
-    // TLS offers h2 then http/1.1 by ALPN (RFC 7301; RFC 9113 §3.2) when HTTP/2 is enabled.
-    ...(opts.tls !== undefined ? { tls: listenTls(opts.tls, h2Offered) } : {}),
     socket: handlers,
   });
-
-  if (opts.tls !== undefined && helloFirst === undefined) addServerNames(listener, opts.tls);
 
   // One owner for every time-based rule: head and body deadlines, idle keep-alive, stuck
   // writes, and idle upstream connections. A sweep, not a timer per connection: ten thousand
@@ -250,8 +243,7 @@ export function startSocketEngine(opts: SocketEngineOptions): SocketEngine {
       h2.closeIdle(backend);
     },
     renewTls(m) {
-      if (helloFirst !== undefined) helloFirst.renew(m);
-      else addServerNames(listener, m);
+      helloFirst?.renew(m);
     },
     closeListener,
     reconfigure(next) {
