@@ -5,7 +5,9 @@
  * TLS clients (node:tls, openssl s_client, curl) on loopback. What RFC 8737 §3 asks: a hello
  * offering only `acme-tls/1` for a pending name gets that name's challenge certificate and
  * nothing more; every other client is served as Bun's own TLS listener would serve it.
- * (The full round trip against a CA is test/acme/pebble.test.ts.)
+ * Last, the socket engine's listener in this mode against a normal TLS listener: the same
+ * requests, HTTP/1.1 and HTTP/2, reach the backend the same. (The full round trip against a CA
+ * is test/acme/pebble.test.ts.)
  */
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
 import tls from "node:tls";
@@ -23,6 +25,8 @@ import { tlsAlpn01File } from "../../src/acme/paths.ts";
 import { readTlsMaterial, type TlsMaterial } from "../../src/tls/certificates.ts";
 import { alpnWire } from "../../src/tls/sni.ts";
 import { curl, makePki, type Issued, type Pki } from "../helpers/pki.ts";
+import { startRig, type TestRig } from "../helpers/balancer.ts";
+import { PLACEHOLDER_ORG } from "../../src/acme/placeholder.ts";
 
 const ACME_IDENTIFIER_OID = "1.3.6.1.5.5.7.1.31";
 const ANSWER = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok";
@@ -368,4 +372,60 @@ describe("before TLS", () => {
     for (let i = 0; i < 50 && got?.body !== ANSWER; i++) got = await connect(port, { servername: "a.test", request: true });
     expect(got!.body).toBe(ANSWER);
   }, 20_000);
+});
+
+describe("in the socket engine (tls.acme.challenge: tls-alpn-01)", () => {
+  const rigs: TestRig[] = [];
+  afterEach(async () => {
+    for (const r of rigs.splice(0)) await r.stop();
+  });
+
+  /** A rig on the socket engine: a normal TLS listener, or one whose certificates come by ACME with TLS-ALPN-01. */
+  async function rig(kind: "plain-tls" | "tls-alpn-01"): Promise<TestRig> {
+    const tlsCfg = kind === "plain-tls"
+      ? { cert: certs.a.cert, key: certs.a.key }
+      // Nobody answers there: only serving is tested, with the placeholder certificate.
+      : { acme: { directory: "https://127.0.0.1:9/directory", domains: ["a.test"], challenge: "tls-alpn-01" } };
+    const r = await startRig(1, {
+      engine: "socket",
+      ...(kind === "tls-alpn-01" ? { acme: { storage: await mkdtemp(join(store, "rig-")) } } : {}),
+      listen: { host: "127.0.0.1", port: 0, tls: tlsCfg },
+    });
+    rigs.push(r);
+    return r;
+  }
+
+  /** What the backend saw of one request over curl (HTTP/1.1 or HTTP/2), less what differs by port. */
+  async function echo(r: TestRig, version: "--http1.1" | "--http2"): Promise<{ code: number; alpn: string | undefined; subject: string | undefined; seen: unknown }> {
+    const port = r.balancer.port;
+    const res = await curl([
+      "-k", version, "--resolve", `a.test:${port}:127.0.0.1`, "-H", "X-Test: one", "-H", "User-Agent: hello-first-test",
+      "--data-binary", "a body", `https://a.test:${port}/echo/x?q=1`,
+    ]);
+    const alpn = /ALPN: server accepted (\S+)/.exec(res.verbose)?.[1];
+    const subject = /subject: (.*)/.exec(res.verbose)?.[1];
+    if (res.code !== 0) return { code: res.code, alpn, subject, seen: res.verbose };
+    const e = JSON.parse(res.body) as { method: string; path: string; query: string; headers: [string, string][]; bodyLength: number; bodySha256: string };
+    const varies = new Set(["host", "x-forwarded-port", "x-forwarded-host", "forwarded", "x-request-id", "traceparent"]);
+    return {
+      code: 0, alpn, subject,
+      seen: { method: e.method, path: e.path, query: e.query, bodyLength: e.bodyLength, bodySha256: e.bodySha256, headers: e.headers.filter(([k]) => !varies.has(k)).sort() },
+    };
+  }
+
+  test("HTTP/1.1 and HTTP/2 (ALPN h2) are proxied as by the normal TLS listener, with the placeholder certificate", async () => {
+    const normal = await rig("plain-tls");
+    const alpn = await rig("tls-alpn-01");
+    for (const version of ["--http1.1", "--http2"] as const) {
+      const want = await echo(normal, version);
+      const got = await echo(alpn, version);
+      expect(want.code).toBe(0);
+      expect(got.code).toBe(0);
+      expect(got.alpn).toBe(version === "--http2" ? "h2" : "http/1.1");
+      expect(got.alpn).toBe(want.alpn);
+      expect(got.seen).toEqual(want.seen);
+      expect(got.subject).toContain(`O=${PLACEHOLDER_ORG}`);
+      expect(got.subject).toContain("CN=a.test");
+    }
+  }, 30_000);
 });
