@@ -267,6 +267,91 @@ describe("the CA's handshake (acme-tls/1 alone)", () => {
   });
 });
 
+/**
+ * A loopback relay in front of `port` that passes the client's first bytes (its ClientHello) on
+ * in pieces of `piece` bytes, a few milliseconds apart, so that the listener reads the hello
+ * in several chunks; everything after goes through as it comes.
+ */
+function slicingRelay(port: number, piece: number): { port: number; stop(): void } {
+  type Pair = { up?: Socket<undefined>; chain: Promise<void>; first: boolean; closed: boolean };
+  const relay = Bun.listen<Pair>({
+    hostname: "127.0.0.1",
+    port: 0,
+    socket: {
+      open(client) {
+        const pair: Pair = { chain: Promise.resolve(), first: true, closed: false };
+        client.data = pair;
+        pair.chain = Bun.connect({
+          hostname: "127.0.0.1",
+          port,
+          socket: {
+            data(_u, d) {
+              client.write(d);
+            },
+            close() {
+              client.end();
+            },
+            error() {},
+          },
+        }).then((up) => {
+          pair.up = up;
+          if (pair.closed) up.end();
+        });
+      },
+      data(client, d) {
+        const pair = client.data;
+        const bytes = new Uint8Array(d);
+        const first = pair.first;
+        pair.first = false;
+        pair.chain = pair.chain.then(async () => {
+          if (!first) return void pair.up?.write(bytes);
+          for (let at = 0; at < bytes.length; at += piece) {
+            pair.up?.write(bytes.subarray(at, at + piece));
+            await Bun.sleep(5);
+          }
+        });
+      },
+      close(client) {
+        client.data.closed = true;
+        void client.data.chain.then(() => client.data.up?.end());
+      },
+      error() {},
+    },
+  });
+  return { port: relay.port, stop: () => relay.stop(true) };
+}
+
+describe("a ClientHello read in several chunks", () => {
+  test("is handed to TLS whole: the CA's handshake and a normal request both work", async () => {
+    await writeChallenge("a.test", "token-sliced.thumbprint");
+    const { port, calls } = start();
+    const relay = slicingRelay(port, 40);
+    try {
+      const ca = await connect(relay.port, { servername: "a.test", ALPNProtocols: ["acme-tls/1"], serverCloses: true });
+      expect(ca.alpn).toBe("acme-tls/1");
+      expectChallengeCertificate(ca.cert!, "a.test", "token-sliced.thumbprint");
+      const got = await connect(relay.port, { servername: "x.w.test", request: true });
+      expect(got.cert!.fingerprint256).toBe(fingerprint(certs.wild));
+      expect(got.body).toBe(ANSWER);
+      expect(calls.requests).toBe(1);
+    } finally {
+      relay.stop();
+    }
+  });
+});
+
+/** openssl s_client with `args`: one request, then everything it printed (certificate, protocol, answer). */
+async function sClient(port: number, ...args: string[]): Promise<string> {
+  const p = Bun.spawn(["openssl", "s_client", "-connect", `127.0.0.1:${port}`, "-ign_eof", ...args], { stdin: "pipe", stdout: "pipe", stderr: "pipe" });
+  p.stdin.write("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+  await p.stdin.end();
+  const timer = setTimeout(() => p.kill(), 10_000);
+  const out = await new Response(p.stdout).text();
+  clearTimeout(timer);
+  await p.exited;
+  return out;
+}
+
 describe("normal clients", () => {
   test("exact server name, a *. wildcard one, an unknown name and none: each its certificate, each answered", async () => {
     const { port, calls } = start();
@@ -288,17 +373,24 @@ describe("normal clients", () => {
 
   test("an IP address as server name (what wrk sends; the strict reader refuses it) gets the default certificate and its answer", async () => {
     const { port, calls } = start();
-    const p = Bun.spawn(["openssl", "s_client", "-connect", `127.0.0.1:${port}`, "-servername", "127.0.0.1", "-ign_eof"], { stdin: "pipe", stdout: "pipe", stderr: "pipe" });
-    p.stdin.write("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
-    await p.stdin.end();
-    const timer = setTimeout(() => p.kill(), 10_000);
-    const out = await new Response(p.stdout).text();
-    clearTimeout(timer);
-    await p.exited;
+    const out = await sClient(port, "-servername", "127.0.0.1");
     expect(out).toMatch(/subject=\s*CN\s*=\s*default\.test/);
     expect(out).toContain(ANSWER.split("\r\n")[0]!);
     expect(out).toContain("\r\n\r\nok");
     expect(calls.requests).toBe(1);
+  });
+
+  test("TLS 1.2 clients are served; minVersion TLSv1.3 refuses them", async () => {
+    const { port } = start();
+    const out = await sClient(port, "-servername", "a.test", "-tls1_2");
+    expect(out).toMatch(/Protocol\s*:\s*TLSv1\.2/);
+    expect(out).toMatch(/subject=\s*CN\s*=\s*a\.test/);
+    expect(out).toContain("\r\n\r\nok");
+    const strict = start({ material: readTlsMaterial({ cert: certs.def.cert, key: certs.def.key, sni: [], minVersion: "TLSv1.3" }) });
+    const refused = await sClient(strict.port, "-servername", "a.test", "-tls1_2");
+    expect(refused).not.toContain("\r\n\r\nok");
+    expect(refused).not.toMatch(/subject=/);
+    expect(await sClient(strict.port, "-servername", "a.test", "-tls1_3")).toContain("\r\n\r\nok");
   });
 
   test("ALPN: h2 chosen when the listener offers h2 and http/1.1; none when it offers none", async () => {
