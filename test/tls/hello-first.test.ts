@@ -50,7 +50,7 @@ afterAll(async () => {
   await rm(store, { recursive: true, force: true });
 });
 
-function material(opts: { def?: Issued; clientAuth?: boolean } = {}): TlsMaterial {
+function material(opts: { def?: Issued; clientAuth?: "required" | "optional" } = {}): TlsMaterial {
   const def = opts.def ?? certs.def;
   return readTlsMaterial({
     cert: def.cert,
@@ -60,7 +60,7 @@ function material(opts: { def?: Issued; clientAuth?: boolean } = {}): TlsMateria
       { cert: certs.wild.cert, key: certs.wild.key },
     ],
     minVersion: "TLSv1.2",
-    ...(opts.clientAuth === true ? { clientAuth: { ca: pki.ca, mode: "required" as const } } : {}),
+    ...(opts.clientAuth !== undefined ? { clientAuth: { ca: pki.ca, mode: opts.clientAuth } } : {}),
   });
 }
 
@@ -416,13 +416,18 @@ describe("normal clients", () => {
   });
 
   test("mutual TLS: with a client certificate required, one without fails and one the CA signed is answered", async () => {
-    const { port, calls } = start({ material: material({ clientAuth: true }) });
+    const { port, calls } = start({ material: material({ clientAuth: "required" }) });
     const base = ["--cacert", pki.ca, "--resolve", `a.test:${port}:127.0.0.1`, `https://a.test:${port}/`];
     expect((await curl(base)).code).not.toBe(0);
     const ok = await curl(["--cert", certs.alice.cert, "--key", certs.alice.key, ...base]);
     expect(ok.code).toBe(0);
     expect(ok.body).toBe("ok");
     expect(calls.requests).toBe(1);
+    // Optional: a client without one is answered too.
+    const optional = start({ material: material({ clientAuth: "optional" }) });
+    const none = await curl(["--cacert", pki.ca, "--resolve", `a.test:${optional.port}:127.0.0.1`, `https://a.test:${optional.port}/`]);
+    expect(none.code).toBe(0);
+    expect(none.body).toBe("ok");
   });
 });
 
