@@ -119,3 +119,34 @@ test("config: what is wrong is named, with what was expected", () => {
   expect(bad({ listen: { port: 0, tls: { cert: "/x.pem" } } })).toContain("listen.tls.key: missing; expected both cert and key");
   expect(bad({ acme: { storage: dir, directoryCa: "/nonexistent/ca.pem" }, listen: { port: 0, tls: { acme: { domains: ["a.test"] } } } })).toContain("acme.directoryCa: cannot read");
 });
+
+test("config: tls.acme.challenge tls-alpn-01 is refused with engine fetch, naming the field and value; taken with the socket engine and on TCP listeners", () => {
+  const bad = (cfg: Record<string, unknown>) => {
+    try {
+      validateConfig({ backends, ...cfg });
+    } catch (e) {
+      return (e as Error).message;
+    }
+    return "accepted";
+  };
+  const alpn = { domains: ["a.test"], challenge: "tls-alpn-01" };
+  const refusal = 'listen.tls.acme.challenge: got "tls-alpn-01" with engine "fetch"; expected "http-01", or engine "socket"';
+  expect(bad({ engine: "fetch", acme: { storage: dir }, listen: { port: 0, tls: { acme: alpn } } })).toContain(refusal);
+  // Named by its listener when there are several.
+  expect(bad({ engine: "fetch", acme: { storage: dir }, listeners: [{ name: "plain", port: 0 }, { name: "secure", port: 0, tls: { acme: alpn } }] })).toContain(
+    'listeners[1].tls.acme.challenge: got "tls-alpn-01" with engine "fetch"',
+  );
+  // http-01 (the default) stays fine with the fetch engine.
+  expect(bad({ engine: "fetch", acme: { storage: dir }, listen: { port: 0, tls: { acme: { domains: ["a.test"] } } } })).toBe("accepted");
+  const socket = validateConfig({ engine: "socket", acme: { storage: dir }, listen: { port: 0, tls: { acme: alpn } }, backends });
+  expect(socket.listeners[0]!.tls!.acme!.challenge).toBe("tls-alpn-01");
+  expect(validateConfig({ engine: "socket", acme: { storage: dir }, listen: { port: 0, tls: { acme: { domains: ["a.test"] } } }, backends }).listeners[0]!.tls!.acme!.challenge).toBe("http-01");
+  // A TCP listener reads the ClientHello itself whatever the engine.
+  for (const engine of ["fetch", "socket"]) {
+    const tcp = validateConfig({ engine, mode: "tcp", acme: { storage: dir }, listen: { port: 0, tls: { acme: alpn } }, backends: [{ url: "tcp://127.0.0.1:9" }] });
+    expect(tcp.listeners[0]!.tls!.acme!.challenge).toBe("tls-alpn-01");
+  }
+  expect(bad({ acme: { storage: dir }, listen: { port: 0, tls: { acme: { domains: ["a.test"], challenge: "dns-01" } } } })).toContain(
+    'listen.tls.acme.challenge: got "dns-01", expected "http-01" or "tls-alpn-01"',
+  );
+});

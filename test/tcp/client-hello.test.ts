@@ -45,9 +45,9 @@ async function capture(client: (port: number) => () => void): Promise<Uint8Array
   return new Uint8Array(b);
 }
 
-function nodeClient(servername?: string): (port: number) => () => void {
+function nodeClient(servername?: string, ALPNProtocols?: string[]): (port: number) => () => void {
   return (port) => {
-    const s = tls.connect({ host: "127.0.0.1", port, rejectUnauthorized: false, ...(servername !== undefined ? { servername } : {}) });
+    const s = tls.connect({ host: "127.0.0.1", port, rejectUnauthorized: false, ...(servername !== undefined ? { servername } : {}), ...(ALPNProtocols !== undefined ? { ALPNProtocols } : {}) });
     s.on("error", () => {});
     return () => s.destroy();
   };
@@ -84,6 +84,9 @@ beforeAll(async () => {
   captured.openssl12 = await capture(opensslClient("-servername", "c.example.com", "-tls1_2"));
   captured.openssl13 = await capture(opensslClient("-servername", "c.example.com", "-tls1_3"));
   captured.opensslNoSni = await capture(opensslClient("-noservername"));
+  captured.nodeAlpn = await capture(nodeClient("a.example.com", ["h2", "http/1.1"]));
+  captured.nodeAcme = await capture(nodeClient("a.example.com", ["acme-tls/1"]));
+  captured.opensslAlpn = await capture(opensslClient("-servername", "c.example.com", "-alpn", "http/1.1,h2,acme-tls/1"));
 }, 30_000);
 
 const real: [string, string, string | undefined][] = [
@@ -117,6 +120,12 @@ const ascii = (s: string) => new Uint8Array(Buffer.from(s, "latin1"));
 
 function extension(type: number, data: Uint8Array | number[]): Uint8Array {
   return cat(u16(type), u16(data.length), data);
+}
+
+/** ALPN (RFC 7301 §3.1) offering these protocol names, in order. */
+function alpnExtension(...names: string[]): Uint8Array {
+  const list = cat(...names.map((n) => cat([n.length], ascii(n))));
+  return extension(16, cat(u16(list.length), list));
 }
 
 /** server_name (RFC 6066 §3) with these host_name entries (name type 0 unless given as [type, bytes]). */
@@ -239,6 +248,56 @@ describe("real ClientHellos", () => {
     const r = notTls.push(ascii("G"));
     expect(r.state).toBe("not-tls");
     expect(notTls.push(captured.openssl12!)).toBe(r);
+  });
+});
+
+describe("ALPN (RFC 7301)", () => {
+  test("captured from real clients, in their order", () => {
+    expect(read(captured.nodeAlpn!)).toEqual({ state: "done", serverName: "a.example.com", alpn: ["h2", "http/1.1"] });
+    expect(read(captured.nodeAcme!)).toEqual({ state: "done", serverName: "a.example.com", alpn: ["acme-tls/1"] });
+    expect(read(captured.opensslAlpn!)).toEqual({ state: "done", serverName: "c.example.com", alpn: ["http/1.1", "h2", "acme-tls/1"] });
+  });
+
+  test("byte by byte and re-framed, the same list", () => {
+    const bytes = captured.nodeAlpn!;
+    const reader = new ClientHelloReader();
+    for (let i = 0; i < bytes.length - 1; i++) expect(reader.push(bytes.subarray(i, i + 1)).state).toBe("need-more");
+    expect(reader.push(bytes.subarray(bytes.length - 1))).toEqual({ state: "done", serverName: "a.example.com", alpn: ["h2", "http/1.1"] });
+    expect(read(records(messageOf(captured.nodeAcme!), 7, [3, 3]), 64 * 1024)).toEqual({ state: "done", serverName: "a.example.com", alpn: ["acme-tls/1"] });
+  });
+
+  test("a client that offers none: no alpn field", () => {
+    expect(read(captured.node!)).toEqual({ state: "done", serverName: "a.example.com" });
+    expect("alpn" in read(captured.node!)).toBe(false);
+  });
+
+  test("hand-built: before or after server_name, without server_name, names read byte for byte", () => {
+    expect(read(hello({ extensions: [alpnExtension("acme-tls/1"), sniExtension("a.example.com")] }))).toEqual({ state: "done", serverName: "a.example.com", alpn: ["acme-tls/1"] });
+    expect(read(hello({ extensions: [sniExtension("a.example.com"), alpnExtension("h2", "http/1.1")] }))).toEqual({ state: "done", serverName: "a.example.com", alpn: ["h2", "http/1.1"] });
+    expect(read(hello({ extensions: [alpnExtension("x")] }))).toEqual({ state: "done", serverName: undefined, alpn: ["x"] });
+    // Not case-folded: "ACME-TLS/1" is another protocol.
+    expect(read(hello({ extensions: [alpnExtension("ACME-TLS/1")] }))).toEqual({ state: "done", serverName: undefined, alpn: ["ACME-TLS/1"] });
+    const long = "p".repeat(255);
+    expect(read(hello({ extensions: [alpnExtension(long, "h2")] }))).toEqual({ state: "done", serverName: undefined, alpn: [long, "h2"] });
+  });
+
+  test("malformed ALPN extensions are invalid, with a reason", () => {
+    const alpn = (data: number[]) => read(hello({ extensions: [sniExtension("a.example.com"), extension(16, data)] }));
+    // The list length says more, or fewer, bytes than the extension holds.
+    expectInvalid(alpn([0, 9, 2, 0x68, 0x32]), /ALPN list length 9 does not match its extension \(3 bytes\)/);
+    expectInvalid(alpn([0, 2, 2, 0x68, 0x32]), /ALPN list length 2 does not match its extension \(3 bytes\)/);
+    // protocol_name_list<2..2^16-1>: an empty list.
+    expectInvalid(alpn([0, 0]), /ALPN list is empty/);
+    expectInvalid(alpn([]), /ALPN extension too short/);
+    expectInvalid(alpn([0]), /ALPN extension too short/);
+    // "Empty strings MUST NOT be included".
+    expectInvalid(alpn([0, 4, 2, 0x68, 0x32, 0]), /empty protocol name/);
+    expectInvalid(alpn([0, 2, 0, 0]), /empty protocol name/);
+    // A name whose length runs past the list.
+    expectInvalid(alpn([0, 3, 5, 0x68, 0x32]), /ALPN protocol name of 5 bytes runs past its list/);
+    expectInvalid(alpn([0, 5, 2, 0x68, 0x32, 8, 0x68]), /ALPN protocol name of 8 bytes runs past its list/);
+    // Twice (RFC 8446 §4.2).
+    expectInvalid(read(hello({ extensions: [alpnExtension("h2"), alpnExtension("h2")] })), /extension 16 appears twice/);
   });
 });
 
