@@ -19,11 +19,10 @@ import { dirname, join } from "node:path";
 import type { Socket, SocketHandler } from "bun";
 import * as x509 from "@peculiar/x509";
 import acme from "acme-client";
-import { listenHelloFirst, type HelloFirstListener, type HelloLimits } from "../../src/tls/hello-first.ts";
+import { alpnWire, listenHelloFirst, type HelloFirstListener, type HelloLimits } from "../../src/tls/hello-first.ts";
 import { StoredAlpnChallenges, challengeCertificatePem } from "../../src/acme/tls-alpn01.ts";
 import { tlsAlpn01File } from "../../src/acme/paths.ts";
 import { readTlsMaterial, type TlsMaterial } from "../../src/tls/certificates.ts";
-import { alpnWire } from "../../src/tls/sni.ts";
 import { curl, makePki, type Issued, type Pki } from "../helpers/pki.ts";
 import { startRig, type TestRig } from "../helpers/balancer.ts";
 import { PLACEHOLDER_ORG } from "../../src/acme/placeholder.ts";
@@ -102,7 +101,7 @@ function start(opts: { material?: TlsMaterial; alpn?: string; names?: string[]; 
       s.end();
     },
   };
-  const challenges = new StoredAlpnChallenges(store, opts.names ?? ["a.test", "c.test"]);
+  const challenges = new StoredAlpnChallenges(store, { tls: { acme: { challenge: "tls-alpn-01", domains: opts.names ?? ["a.test", "c.test"] } } });
   const hf = listenHelloFirst<undefined>({
     hostname: "127.0.0.1",
     port: 0,
@@ -241,6 +240,23 @@ describe("the CA's handshake (acme-tls/1 alone)", () => {
       expect(got.error).toBeDefined();
     }
     expect(calls).toEqual({ opens: 0, requests: 0 });
+  });
+
+  test("a reload that changes the challenge or the names: answered from then on as the new config says", async () => {
+    await writeChallenge("a.test", "token-reload.thumbprint");
+    const { port, challenges } = start({ names: ["a.test"] });
+    const acmeOnly = { servername: "a.test", ALPNProtocols: ["acme-tls/1"], serverCloses: true };
+    expectChallengeCertificate((await connect(port, acmeOnly)).cert!, "a.test", "token-reload.thumbprint");
+    // http-01 now: a.test's pending file is no longer this listener's to answer.
+    challenges.update(store, { tls: { acme: { challenge: "http-01", domains: ["a.test"] } } });
+    expect((await connect(port, acmeOnly)).cert).toBeUndefined();
+    // Back to tls-alpn-01; then a.test dropped from the names; then no acme at all.
+    challenges.update(store, { tls: { acme: { challenge: "tls-alpn-01", domains: ["a.test"] } } });
+    expectChallengeCertificate((await connect(port, acmeOnly)).cert!, "a.test", "token-reload.thumbprint");
+    challenges.update(store, { tls: { acme: { challenge: "tls-alpn-01", domains: ["c.test"] } } });
+    expect((await connect(port, acmeOnly)).cert).toBeUndefined();
+    challenges.update(undefined, {});
+    expect((await connect(port, acmeOnly)).cert).toBeUndefined();
   });
 
   test("a client offering acme-tls/1 with http/1.1 is not the CA: it gets the real certificate and its answer", async () => {
