@@ -210,6 +210,11 @@ export const ERRORS = {
     meaning: "An ACME order (a new certificate or a renewal) failed: the CA refused, a challenge did not validate, or the CA was unreachable. The certificate in service stays; the order is tried again after a back-off with jitter.",
     otherwise: "logged",
   },
+  SY_ACME_RENEWAL_INFO: {
+    status: null, from: "acme",
+    meaning: "The CA's renewal window (ARI, RFC 9773) for a certificate could not be read: the CA did not answer, or answered no valid window. The certificate renews at two thirds of its lifetime unless a later poll gets a window.",
+    otherwise: "logged",
+  },
   SY_ACME_STORAGE: {
     status: null, from: "acme",
     meaning: "acme.storage cannot be created or written (its directories, a placeholder certificate).",

@@ -18,7 +18,11 @@
  * shortly, and finds the new certificate stored. A failed order keeps the certificate in
  * service and is tried again after a back-off with jitter (so that replicas, and names, spread).
  *
- * ARI (RFC 9773, the CA's renewal window) is not read: the two-thirds rule alone decides.
+ * The CA may bring a renewal forward (ARI, RFC 9773: renewal-info.ts): for a certificate from
+ * the CA, its suggested window is asked for when the name's turn comes and again as often as the
+ * CA's Retry-After says; the name is then due at a random time in that window, or at two thirds
+ * of the lifetime if that comes first. A CA without ARI is asked nothing; one that fails to
+ * answer leaves the two-thirds rule alone in force.
  */
 import type { Config } from "../config/schema.ts";
 import type { Logger } from "../log/logger.ts";
@@ -26,6 +30,7 @@ import { readFileSync } from "node:fs";
 import { orderCertificate, trustDirectoryCa, type OrderSettings } from "./order.ts";
 import { placeholderPem } from "./placeholder.ts";
 import { AcmeStore, type StoredCert } from "./store.ts";
+import { pickInWindow, renewalWindow } from "./renewal-info.ts";
 
 /** Renew when this much of the lifetime has passed. */
 export const RENEW_AT = 2 / 3;
@@ -36,6 +41,8 @@ const STORE_RETRY_MS = 30_000;
 /** The first back-off after a failure, doubled per failure up to BACKOFF_MAX_MS. */
 export const BACKOFF_MIN_MS = 5_000;
 export const BACKOFF_MAX_MS = 3_600_000;
+/** The CA's renewal window could not be read: ask again after this long. */
+const ARI_RETRY_MS = 3_600_000;
 /** setTimeout's limit is 2^31-1 ms (24.8 days); a longer wait is taken in steps. */
 const MAX_TIMER_MS = 86_400_000;
 
@@ -49,6 +56,16 @@ interface NameState {
   failures: number;
   /** The listener that asked for it, for the log. */
   field: string;
+  /** The time chosen in the CA's renewal window (ARI) for the stored certificate with this fingerprint. */
+  window: { fingerprint: string; at: number; start: number; end: number } | undefined;
+  /** When to ask the CA for its window next (ms since the epoch); 0: at the name's next turn. */
+  nextPoll: number;
+}
+
+/** When `name` is due: two thirds of its lifetime, or earlier when the CA's window says so. */
+function dueOf(s: NameState, c: StoredCert | undefined, now = Date.now()): number {
+  const own = renewalDue(c, now);
+  return c !== undefined && s.window?.fingerprint === c.fingerprint ? Math.min(own, s.window.at) : own;
 }
 
 /** When a certificate is due for renewal (ms since the epoch); now for none or a placeholder. */
@@ -125,11 +142,16 @@ export class AcmeManager {
     for (const [name, w] of wanted) {
       const known = this.names.get(name);
       if (known !== undefined) {
+        // Another CA: its window, if any, is asked for afresh.
+        if (known.settings.directory !== w.settings.directory) {
+          known.window = undefined;
+          known.nextPoll = 0;
+        }
         known.settings = w.settings;
         known.field = w.field;
         continue;
       }
-      this.names.set(name, { settings: w.settings, field: w.field, phase: "waiting", timer: undefined, failures: 0 });
+      this.names.set(name, { settings: w.settings, field: w.field, phase: "waiting", timer: undefined, failures: 0, window: undefined, nextPoll: 0 });
       lines.push(`acme: ${name} managed`);
       // Ordered by start(), once the reload that added it is in force (a refused one orders nothing).
     }
@@ -151,17 +173,53 @@ export class AcmeManager {
     this.names.delete(name);
   }
 
-  /** When the stored certificate of `name` is due; a store that cannot be read is tried again later, never thrown from a timer. */
+  /**
+   * The name's next turn: when its stored certificate is due, or sooner when the CA's window is
+   * to be asked for; a store that cannot be read is tried again later, never thrown from a timer.
+   */
   private scheduleDue(name: string): void {
+    const s = this.names.get(name);
+    if (s === undefined) return;
     const now = Date.now();
     let due: number;
     try {
-      due = renewalDue(this.store!.readCert(name), now);
+      const c = this.store!.readCert(name);
+      due = dueOf(s, c, now);
+      // A certificate from the CA: its window is asked for at its poll time.
+      if (c !== undefined && !c.placeholder) due = Math.min(due, s.nextPoll);
     } catch (e) {
       this.logger.error(`acme: ${name}: SY_ACME_STORAGE: cannot read the stored certificate (${(e as Error).message}); looking again in ${STORE_RETRY_MS / 1000}s`);
       return this.schedule(name, STORE_RETRY_MS);
     }
     this.schedule(name, due - now);
+  }
+
+  /**
+   * Ask the CA for the renewal window of the stored certificate (ARI), and choose a time in it.
+   * Never throws: a CA that cannot answer leaves the two-thirds rule in force until next time.
+   */
+  private async pollWindow(name: string, s: NameState, c: StoredCert): Promise<void> {
+    const now = Date.now();
+    try {
+      const w = await renewalWindow(s.settings.directory, c.pem);
+      if (w === undefined) {
+        // No ARI at this CA (or no CertID): ask again only when the directory may have changed.
+        s.window = undefined;
+        s.nextPoll = now + 24 * 3_600_000;
+        return;
+      }
+      s.nextPoll = now + w.retryAfterMs;
+      const same = s.window?.fingerprint === c.fingerprint && s.window.start === w.start && s.window.end === w.end;
+      if (same) return;
+      s.window = { fingerprint: c.fingerprint, at: pickInWindow(w), start: w.start, end: w.end };
+      if (s.window.at < renewalDue(c)) {
+        const why = w.explanationUrl !== undefined ? ` (${w.explanationUrl})` : "";
+        this.logger.info(`${s.field}: ${name}: the CA's renewal window (ARI) is ${new Date(w.start).toISOString()} to ${new Date(w.end).toISOString()}${why}: renewing at ${new Date(Math.max(now, s.window.at)).toISOString()}, before two thirds of its lifetime`);
+      }
+    } catch (e) {
+      s.nextPoll = now + ARI_RETRY_MS;
+      this.logger.warn(`${s.field}: ${name}: SY_ACME_RENEWAL_INFO: cannot read the CA's renewal window (${(e as Error).message}); renewing at two thirds of the lifetime unless it answers; asking again in ${ARI_RETRY_MS / 60_000} min`);
+    }
   }
 
   private schedule(name: string, delay: number): void {
@@ -187,19 +245,27 @@ export class AcmeManager {
     if (this.stopped || this.names.get(name) !== s) return;
     let release: (() => void) | undefined;
     try {
-      if (renewalDue(store.readCert(name)) > Date.now()) return this.scheduleDue(name);
+      const current = store.readCert(name);
+      if (current !== undefined && !current.placeholder && s.nextPoll <= Date.now()) {
+        await this.pollWindow(name, s, current);
+        if (this.stopped || this.names.get(name) !== s) return;
+      }
+      if (dueOf(s, store.readCert(name)) > Date.now()) return this.scheduleDue(name);
       release = store.lock(name, this.lease);
       // Another replica is ordering it: look again, and find its certificate stored.
       if (release === undefined) return this.schedule(name, LOCK_RETRY_MS * (0.5 + Math.random()));
       s.phase = "ordering";
       // It may have been stored between the first look and the lock.
       const before = store.readCert(name);
-      if (renewalDue(before) <= Date.now()) {
+      if (dueOf(s, before) <= Date.now()) {
         const started = performance.now();
         const issued = await orderCertificate(store, name, s.settings);
         if (this.stopped || this.names.get(name) !== s) return;
         store.writeCert(name, issued.key, issued.chain);
         this.issued.set(name, (this.issued.get(name) ?? 0) + 1);
+        // The new certificate's window is asked for at its first turn.
+        s.window = undefined;
+        s.nextPoll = 0;
         const now = store.readCert(name);
         s.failures = 0;
         this.logger.info(`${s.field}: ${name}: certificate ${before === undefined || before.placeholder ? "issued" : "renewed"} in ${Math.round(performance.now() - started)}ms, valid to ${now === undefined ? "?" : new Date(now.notAfter).toISOString()}; new handshakes get it`);

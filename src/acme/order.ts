@@ -35,6 +35,7 @@ function newKey(type: OrderSettings["keyType"]): Promise<string> {
  * system's CAs.
  */
 export function trustDirectoryCa(ca: string | undefined): void {
+  directoryCa = ca;
   acme.axios.defaults.httpsAgent = ca === undefined ? undefined : new Agent({ ca });
   // acme-client's axios waits for ever by default: a CA that hangs would hold the name in
   // "ordering" past its lock's lease and beyond stop(). Each request is bounded instead.
@@ -42,7 +43,18 @@ export function trustDirectoryCa(ca: string | undefined): void {
 }
 
 /** The longest one request to the ACME server may take. */
-const ACME_REQUEST_TIMEOUT_MS = 30_000;
+export const ACME_REQUEST_TIMEOUT_MS = 30_000;
+
+let directoryCa: string | undefined;
+
+/**
+ * A GET to the CA outside acme-client (renewal-info.ts), trusting what acme-client trusts and
+ * bounded as its requests are; without acme-client's retries of 5xx answers (up to 75 s), which
+ * an unauthenticated poll does not need: its next poll is the retry.
+ */
+export function getFromCa(url: string): Promise<Response> {
+  return fetch(url, { ...(directoryCa !== undefined ? { tls: { ca: directoryCa } } : {}), signal: AbortSignal.timeout(ACME_REQUEST_TIMEOUT_MS), redirect: "error" });
+}
 
 /** Registrations under way, by store and directory: names ordered at once share one. */
 const registering = new Map<string, Promise<string>>();

@@ -351,3 +351,79 @@ describe.skipIf(programs.skip)("TLS-ALPN-01 (RFC 8737)", () => {
     expect(res.body).toContain(r.cluster.backends[0]!.name);
   }, 60_000);
 });
+
+/**
+ * pebble 2.4 (Debian's) has no ARI (RFC 9773): a directory that is pebble's with a
+ * `renewalInfo` added, served beside it under its API certificate, answers the windows the test
+ * sets; everything else goes to pebble itself.
+ */
+async function ariBeside(ca: Pebble): Promise<{ directory: string; asked: string[]; answer: (id: string) => "far" | "now" | "error" }> {
+  const tls = { cert: readFileSync(ca.apiCa, "utf8"), key: readFileSync(ca.apiKey, "utf8") };
+  const ari = { directory: "", asked: [] as string[], answer: (_id: string): "far" | "now" | "error" => "far" };
+  const server = Bun.serve({
+    hostname: "127.0.0.1", port: 0, tls,
+    async fetch(req): Promise<Response> {
+      const url = new URL(req.url);
+      if (url.pathname === "/dir") {
+        const dir = (await (await fetch(ca.directory, { tls: { ca: tls.cert } })).json()) as Record<string, unknown>;
+        return Response.json({ ...dir, renewalInfo: `https://127.0.0.1:${url.port}/ari` });
+      }
+      const id = url.pathname.slice("/ari/".length);
+      ari.asked.push(id);
+      const how = ari.answer(id);
+      if (how === "error") return new Response("no", { status: 500 });
+      const now = Date.now();
+      const window = how === "now" ? { start: now - 7_200_000, end: now - 3_600_000 } : { start: now + 30 * 86_400_000, end: now + 31 * 86_400_000 };
+      return Response.json(
+        { suggestedWindow: { start: new Date(window.start).toISOString(), end: new Date(window.end).toISOString() }, explanationURL: "https://ca.example/incident" },
+        { headers: { "retry-after": "1" } },
+      );
+    },
+  });
+  cleanups.push(async () => void server.stop(true));
+  ari.directory = `https://127.0.0.1:${server.port}/dir`;
+  return ari;
+}
+
+/** RFC 9773 §4.1, worked out apart from src/acme/renewal-info.ts: the issuer's subjectKeyIdentifier, and the serial as DER content octets. */
+function expectedCertId(storage: string, name: string): string {
+  const pem = readFileSync(certFile(storage, name), "utf8");
+  const [leaf, issuer] = [...pem.matchAll(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g)].map((m) => new X509Certificate(m[0]));
+  const ski = /X509v3 Subject Key Identifier: *\n? *([0-9A-F:]+)/.exec(Bun.spawnSync(["openssl", "x509", "-noout", "-ext", "subjectKeyIdentifier"], { stdin: Buffer.from(issuer!.toString()) }).stdout.toString())?.[1];
+  let serial = leaf!.serialNumber.length % 2 === 1 ? `0${leaf!.serialNumber}` : leaf!.serialNumber;
+  if (parseInt(serial.slice(0, 2), 16) >= 0x80) serial = `00${serial}`;
+  return `${Buffer.from(ski!.replace(/:/g, ""), "hex").toString("base64url")}.${Buffer.from(serial, "hex").toString("base64url")}`;
+}
+
+describe.skipIf(programs.skip)("ARI (RFC 9773)", () => {
+  test("the CA's window brings a renewal forward, once; a CA that cannot answer leaves the two-thirds rule in force", async () => {
+    // pebble's default lifetime is 5 years: two thirds of it is years away.
+    const { httpPort, ca, storage } = await setup("ari");
+    const ari = await ariBeside(ca);
+    const r = await startRig(1, {
+      acme: { storage, directoryCa: ca.apiCa },
+      listen: { host: "127.0.0.1", port: 0, tls: { acme: { directory: ari.directory, domains: ["a.test"] } }, httpRedirect: { host: "127.0.0.1", port: httpPort } },
+    });
+    cleanups.push(() => r.stop());
+    await waitFor(() => existsIssued(storage, "a.test"), "a.test issued", 20_000, 50);
+    const first = expectedCertId(storage, "a.test");
+    // Asked for the issued certificate's window, and again as Retry-After (1 s) says.
+    await waitFor(() => ari.asked.filter((id) => id === first).length >= 2, "two polls for the first certificate's window", 10_000, 20);
+    expect(r.balancer.acme.issued.get("a.test")).toBe(1);
+    // The CA moves the window into the past: renewed at once.
+    ari.answer = (id) => (id === first ? "now" : "far");
+    await waitFor(() => r.logLines.some((l) => l.includes("a.test: certificate renewed")), "the renewal the CA asked for", 10_000, 20);
+    expect(r.logLines.some((l) => l.includes("the CA's renewal window (ARI)") && l.includes("https://ca.example/incident"))).toBe(true);
+    const second = expectedCertId(storage, "a.test");
+    expect(second).not.toBe(first);
+    // The new certificate's window is far off: asked for, and not renewed again.
+    await waitFor(() => ari.asked.filter((id) => id === second).length >= 2, "two polls for the renewed certificate's window", 10_000, 20);
+    expect(r.balancer.acme.issued.get("a.test")).toBe(2);
+    expect(ca.orders()).toBe(2);
+    // A CA that fails to answer: said, and nothing renewed.
+    ari.answer = () => "error";
+    await waitFor(() => r.logLines.some((l) => l.includes("SY_ACME_RENEWAL_INFO")), "the failed poll logged", 10_000, 20);
+    expect(r.balancer.acme.issued.get("a.test")).toBe(2);
+    expect(r.logLines.filter((l) => l.includes("SY_ACME_ORDER_FAILED"))).toEqual([]);
+  }, 60_000);
+});

@@ -13,8 +13,10 @@ import { waitFor } from "./wait.ts";
 export interface Pebble {
   /** The ACME directory URL. */
   readonly directory: string;
-  /** The CA file that pebble's API certificate chains to (acme.directoryCa). */
+  /** The CA file that pebble's API certificate chains to (acme.directoryCa): the certificate itself, self-signed. */
   readonly apiCa: string;
+  /** Its key, for a test server that stands beside pebble under the same name. */
+  readonly apiKey: string;
   /** The root CA of the certificates it issues, as a file for curl --cacert. */
   readonly roots: string;
   /** Orders it created so far (from its log). */
@@ -97,7 +99,7 @@ export async function startPebble(opts: { httpPort: number; tlsPort?: number; va
     const roots = join(dir, "roots.pem");
     await Bun.write(roots, rootPem);
     return {
-      directory: `https://127.0.0.1:${api}/dir`, apiCa, roots,
+      directory: `https://127.0.0.1:${api}/dir`, apiCa, apiKey: join(dir, "key.pem"), roots,
       orders: () => log.text.split("\n").filter((l) => l.includes("Added order")).length,
       log: () => log.text,
       stop,
