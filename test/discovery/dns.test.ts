@@ -380,7 +380,9 @@ describe.skipIf(dnsmasq.skip).each(["fetch", "socket"])("SRV priorities with dns
     console.log(`${engine}: failover ${failoverMs.toFixed(0)} ms after the last primary's check began failing, failback ${(performance.now() - backAt).toFixed(0)} ms after it passed again`);
     const back = sim(2).requests;
     await getsNothing(sim(4), traffic, "the standby");
-    expect(sim(2).requests).toBeGreaterThan(back + 100);
+    // Those 100 went to the primary, but for the (at most 4) in flight when `back` was read:
+    // received before it, answered after (measured once: 99 more).
+    expect(sim(2).requests).toBeGreaterThan(back + 100 - 4);
 
     await traffic.stop();
     expect(traffic.failures).toEqual([]);
