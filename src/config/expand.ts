@@ -158,11 +158,6 @@ function proxyProtocolProblems(raw: Raw, listeners: Raw[]): string[] {
     if (fetchEngine && l.mode !== "tcp") {
       problems.push(`${at}: true on an HTTP listener with engine "fetch"; expected engine "socket" (Bun.serve gives no access to the bytes before the HTTP request, where the PROXY header is)`);
     }
-    // The header comes before the TLS handshake, and a TLS listener (Bun.listen's tls) hands
-    // every byte it receives to the handshake.
-    if (l.tls !== undefined) {
-      problems.push(`${at}: true on a listener with tls; expected one of them (the PROXY header comes before the TLS handshake, and Bun's TLS listener reads every byte as TLS): terminate TLS in front, or pass it through a TCP listener without tls`);
-    }
     if (!Array.isArray(raw.trustedProxies) || raw.trustedProxies.length === 0) {
       problems.push(`${at}: true, but trustedProxies is empty; expected trustedProxies to name the proxies that send the header (a connection from any other peer is closed)`);
     }

@@ -22,11 +22,11 @@ import type { SocketHandler, TCPSocketListener } from "bun";
 import type { Pool } from "../pool/pool.ts";
 import type { PassiveSignals } from "../health/passive.ts";
 import type { Logger } from "../log/logger.ts";
-import { clientHandlers, Relay, type RelayEnv, type SniRouting } from "./relay.ts";
+import { clientHandlers, refusedProxy, Relay, type RelayEnv, type SniRouting } from "./relay.ts";
 import { TcpStats } from "./stats.ts";
 import { CLIENT_HELLO_TIMEOUT_MS } from "./client-hello.ts";
 import type { TlsMaterial } from "../tls/certificates.ts";
-import { listenHelloFirst, NO_CHALLENGES, type AlpnChallenges } from "../tls/hello-first.ts";
+import { listenHelloFirst, NO_CHALLENGES, type AlpnChallenges, type HelloLimits, type PreTls } from "../tls/hello-first.ts";
 import type { ProxyAccept } from "../net/proxy-protocol.ts";
 import { ClientCounts } from "../net/client-counts.ts";
 
@@ -139,22 +139,29 @@ export async function startTcpProxy(ctx: TcpContext, opts: TcpListenOptions): Pr
         socket.terminate();
         return;
       }
+      // TLS with a PROXY header: hello-first read it before the handshake, and hands over what it named.
+      const pre = socket.data as unknown as PreTls | undefined;
       const relay = new Relay(env, socket);
       socket.data = relay;
       relays.add(relay);
       stats.accepted++;
       stats.open++;
-      relay.start();
+      if (pre !== undefined) relay.startNamed(pre.proxied.named);
+      else relay.start();
     },
   };
   // TLS: each ClientHello is read first, then TLS begins on the socket (tls/hello-first.ts). A
   // TCP listener bounds no count of connections, nor of these; each has CLIENT_HELLO_TIMEOUT_MS
   // for its ClientHello, as an SNI-routed one has.
+  const helloLimits: HelloLimits = {
+    helloTimeoutMs: CLIENT_HELLO_TIMEOUT_MS, maxPending: Number.POSITIVE_INFINITY,
+    ...(ctx.settings.acceptProxy !== undefined ? { acceptProxy: ctx.settings.acceptProxy } : {}),
+  };
   const helloFirst = tls !== undefined
     ? listenHelloFirst({
         hostname: opts.host, port: opts.port, exclusive: false, reusePort: opts.reusePort === true, allowHalfOpen: true,
-        material: tls, alpn: undefined, handlers, challenges: opts.alpnChallenges ?? NO_CHALLENGES,
-        limits: { helloTimeoutMs: CLIENT_HELLO_TIMEOUT_MS, maxPending: Number.POSITIVE_INFINITY },
+        material: tls, alpn: undefined, handlers, challenges: opts.alpnChallenges ?? NO_CHALLENGES, limits: helloLimits,
+        proxyRefused: (peer, detail) => refusedProxy(stats, ctx.logger, peer, detail),
       })
     : undefined;
   // Bun.listen refuses a port that is in use (no SO_REUSEPORT unless asked), as HTTP mode does.
@@ -177,6 +184,7 @@ export async function startTcpProxy(ctx: TcpContext, opts: TcpListenOptions): Pr
       }
       clients.setMax(c.maxConnectionsPerClient);
       env = envFor(c);
+      helloLimits.acceptProxy = c.acceptProxy;
     },
     renewTls(m) {
       helloFirst?.renew(m);

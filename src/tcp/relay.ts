@@ -174,6 +174,17 @@ export class Relay {
     }, accept.timeoutMs);
   }
 
+  /**
+   * start(), where the PROXY header was read before TLS (tls/hello-first.ts): `named` is what it
+   * named (undefined for LOCAL: the peer stands).
+   */
+  startNamed(named: { readonly source: ProxyEndpoint; readonly destination: ProxyEndpoint } | undefined): void {
+    this.client.setNoDelay(true);
+    this.armIdle();
+    this.named = named;
+    this.begin();
+  }
+
   /** The client is known (after its PROXY header, if any): count it, then read its ClientHello or dial. */
   private begin(): void {
     // The real client's address (the PROXY header's when there was one), IPv4-mapped IPv6 as IPv4.
@@ -214,9 +225,7 @@ export class Relay {
 
   /** Close a client the PROXY step turned away; the first is logged, all are counted (tcp stats proxyRefused). */
   private refuseProxy(detail: string): void {
-    if (++this.env.stats.proxyRefused === 1) {
-      this.env.logger.info(`tcp listener: closed a client from ${this.client.remoteAddress} before dialling (PROXY protocol: ${detail}); further ones are only counted (tcp stats proxyRefused)`);
-    }
+    refusedProxy(this.env.stats, this.env.logger, this.client.remoteAddress, detail);
     this.closeBoth();
   }
 
@@ -599,6 +608,13 @@ export class Relay {
 }
 
 /** Shared by every client socket of a listener; `socket.data` is the relay. */
+/** A client closed for its PROXY header (or its peer): counted in tcp stats proxyRefused, the first logged. */
+export function refusedProxy(stats: TcpStats, logger: Logger, peer: string, detail: string): void {
+  if (++stats.proxyRefused === 1) {
+    logger.info(`tcp listener: closed a client from ${peer} before dialling (PROXY protocol: ${detail}); further ones are only counted (tcp stats proxyRefused)`);
+  }
+}
+
 export const clientHandlers: SocketHandler<Relay> = {
   data: (s, chunk) => s.data.clientData(chunk),
   end: (s) => s.data.clientEnded(),

@@ -25,6 +25,7 @@
 import type { Socket, SocketHandler, TCPSocketListener } from "bun";
 import { createSecureContext } from "node:tls";
 import { ClientHelloReader, CLIENT_HELLO_MAX_BYTES } from "../tcp/client-hello.ts";
+import { ProxyHeaderReader, type ProxyAccept, type ProxyEndpoint } from "../net/proxy-protocol.ts";
 import type { TlsMaterial } from "./certificates.ts";
 
 /** RFC 8737 §6.2: the ALPN protocol of ACME's TLS-ALPN-01 challenge. */
@@ -59,13 +60,27 @@ export interface HelloFirstOptions<T> {
   /** The TLS sockets' handlers, called as Bun.listen with `tls` would call them. */
   readonly handlers: SocketHandler<T>;
   readonly challenges: AlpnChallenges;
-  /** What may change on a reload: the time a client has for its whole ClientHello, and how many may be reading one at once. */
+  /** What may change on a reload: the time a client has for its whole ClientHello, how many may be reading one at once, PROXY headers. */
   readonly limits: HelloLimits;
+  /** A connection closed for its PROXY header (or for a peer not trusted to send one): counted and logged by the owner. */
+  readonly proxyRefused?: (peer: string, detail: string) => void;
 }
 
 export interface HelloLimits {
   helloTimeoutMs: number;
   maxPending: number;
+  /**
+   * listeners[].proxyProtocol: a PROXY header from a trusted peer comes first, before the
+   * ClientHello (HAProxy's accept-proxy on an ssl bind); what it names reaches `handlers` as the
+   * TLS socket's `data` (PreTls).
+   */
+  acceptProxy?: ProxyAccept;
+}
+
+/** What the TLS socket's `data` holds when `handlers.open` is called, where a PROXY header came first. */
+export interface PreTls {
+  /** The header's client and the address it connected to; undefined for a LOCAL header (the peer's own stand). */
+  readonly proxied: { readonly named: { readonly source: ProxyEndpoint; readonly destination: ProxyEndpoint } | undefined };
 }
 
 export interface HelloFirstListener {
@@ -74,11 +89,13 @@ export interface HelloFirstListener {
   renew(m: TlsMaterial): void;
 }
 
-/** A connection before TLS: its ClientHello being read, then handed to TLS. */
+/** A connection before TLS: its PROXY header being read (acceptProxy), then its ClientHello, then handed to TLS. */
 interface Hello {
   readonly reader: ClientHelloReader;
   readonly chunks: Uint8Array[];
-  state: "reading" | "handed";
+  state: "proxy" | "reading" | "handed";
+  proxy: ProxyHeaderReader | undefined;
+  pre: PreTls | undefined;
 }
 
 /** What `upgradeTLS` takes as `tls` for one certificate: built when the certificates change, never per connection. */
@@ -143,14 +160,31 @@ const challengeHandlers: SocketHandler<undefined> = {
   },
 };
 
+/** Bun's socket timer in whole seconds (it fires up to 4 s late: uSockets' granularity). */
+function seconds(ms: number): number {
+  return Math.max(1, Math.ceil(ms / 1000));
+}
+
 export function listenHelloFirst<T>(o: HelloFirstOptions<T>): HelloFirstListener {
   let contexts = contextsOf(o.material, o.alpn);
   let pending = 0;
 
-  const hand = (socket: Socket<Hello>, hello: Hello, serverName: string | undefined, alpn: readonly string[] | undefined): void => {
+  /** The end of the pre-TLS phase, however it ends: no longer counted as pending. */
+  const settle = (socket: Socket<Hello>, hello: Hello): void => {
     hello.state = "handed";
+    hello.proxy = undefined;
     pending--;
     socket.timeout(0);
+  };
+
+  const refuseProxy = (socket: Socket<Hello>, hello: Hello, detail: string): void => {
+    settle(socket, hello);
+    o.proxyRefused?.(socket.remoteAddress, detail);
+    socket.terminate();
+  };
+
+  const hand = (socket: Socket<Hello>, hello: Hello, serverName: string | undefined, alpn: readonly string[] | undefined): void => {
+    settle(socket, hello);
     const initialData = hello.chunks.length === 1 ? hello.chunks[0]! : Buffer.concat(hello.chunks);
     hello.chunks.length = 0;
     const upgrade = (socket as unknown as { upgradeTLS(o: object): unknown }).upgradeTLS.bind(socket);
@@ -160,7 +194,24 @@ export function listenHelloFirst<T>(o: HelloFirstOptions<T>): HelloFirstListener
       upgrade({ isServer: true, initialData, data: undefined, tls: { secureContext, ALPNProtocols: CHALLENGE_ALPN }, socket: challengeHandlers });
       return;
     }
-    upgrade({ isServer: true, initialData, data: undefined, tls: pick(contexts, serverName), socket: o.handlers });
+    upgrade({ isServer: true, initialData, data: hello.pre, tls: pick(contexts, serverName), socket: o.handlers });
+  };
+
+  /** ClientHello bytes (after the PROXY header, if any). */
+  const readHello = (socket: Socket<Hello>, hello: Hello, chunk: Uint8Array): void => {
+    hello.chunks.push(chunk);
+    const r = hello.reader.push(chunk);
+    if (r.state === "need-more") return;
+    // Not TLS at all (plain HTTP to the TLS port): Bun's TLS would fail the handshake; we close.
+    if (r.state === "not-tls") {
+      settle(socket, hello);
+      return void socket.end();
+    }
+    // One our strict reader refuses (an IP address as server name, which wrk and others send
+    // though RFC 6066 §3 forbids it) goes to TLS as it would on Bun's own listener, with the
+    // default certificate; BoringSSL judges the rest. It is not the CA's.
+    if (r.state === "invalid") return hand(socket, hello, undefined, undefined);
+    hand(socket, hello, r.serverName, r.alpn);
   };
 
   const listener = Bun.listen<Hello>({
@@ -171,39 +222,45 @@ export function listenHelloFirst<T>(o: HelloFirstOptions<T>): HelloFirstListener
     allowHalfOpen: o.allowHalfOpen,
     socket: {
       open(socket) {
+        const accept = o.limits.acceptProxy;
+        // HAProxy's accept-proxy: a peer not trusted to speak for a client is closed before a byte is read.
+        if (accept !== undefined && !accept.trusted(socket.remoteAddress)) {
+          o.proxyRefused?.(socket.remoteAddress, "the peer is not in trustedProxies");
+          return void socket.terminate();
+        }
         if (pending >= o.limits.maxPending) return void socket.end();
         pending++;
-        socket.data = { reader: new ClientHelloReader(CLIENT_HELLO_MAX_BYTES), chunks: [], state: "reading" };
-        socket.timeout(Math.max(1, Math.ceil(o.limits.helloTimeoutMs / 1000)));
+        const proxy = accept !== undefined ? new ProxyHeaderReader() : undefined;
+        socket.data = { reader: new ClientHelloReader(CLIENT_HELLO_MAX_BYTES), chunks: [], state: proxy !== undefined ? "proxy" : "reading", proxy, pre: undefined };
+        socket.timeout(seconds(accept !== undefined ? accept.timeoutMs : o.limits.helloTimeoutMs));
       },
       data(socket, chunk) {
         const hello = socket.data;
         // Handed to TLS: this socket sees the encrypted bytes too, which the TLS side has read.
-        if (hello === undefined || hello.state !== "reading") return;
-        hello.chunks.push(chunk);
-        const r = hello.reader.push(chunk);
+        if (hello === undefined || hello.state === "handed") return;
+        if (hello.state === "reading") return readHello(socket, hello, chunk);
+        const r = hello.proxy!.push(chunk);
         if (r.state === "need-more") return;
-        // Not TLS at all (plain HTTP to the TLS port): Bun's TLS would fail the handshake; we close.
-        if (r.state === "not-tls") {
-          hello.state = "handed";
-          pending--;
-          return void socket.end();
-        }
-        // One our strict reader refuses (an IP address as server name, which wrk and others
-        // send though RFC 6066 §3 forbids it) goes to TLS as it would on Bun's own listener,
-        // with the default certificate; BoringSSL judges the rest. It is not the CA's.
-        if (r.state === "invalid") return hand(socket, hello, undefined, undefined);
-        hand(socket, hello, r.serverName, r.alpn);
+        if (r.state === "invalid") return refuseProxy(socket, hello, r.reason);
+        hello.pre = { proxied: { named: r.state === "done" ? { source: r.source, destination: r.destination } : undefined } };
+        const rest = hello.proxy!.rest().slice();
+        hello.proxy = undefined;
+        hello.state = "reading";
+        // The ClientHello has its own time, from the end of the header (as a request head does after it).
+        socket.timeout(seconds(o.limits.helloTimeoutMs));
+        if (rest.length > 0) readHello(socket, hello, rest);
       },
       timeout(socket) {
-        if (socket.data?.state === "reading") socket.end();
+        const hello = socket.data;
+        if (hello?.state === "proxy") return refuseProxy(socket, hello, "no complete PROXY header in time");
+        if (hello?.state === "reading") {
+          settle(socket, hello);
+          socket.end();
+        }
       },
       close(socket) {
         const hello = socket.data;
-        if (hello?.state === "reading") {
-          hello.state = "handed";
-          pending--;
-        }
+        if (hello !== undefined && hello.state !== "handed") settle(socket, hello);
       },
       error() {
         // The close that follows settles it.

@@ -8,7 +8,7 @@
  * - peers not in trustedProxies, garbage, oversized and slow headers are closed.
  * The listener side needs the socket engine (the fetch engine is refused at load, tested here).
  */
-import { afterEach, describe, expect, test } from "bun:test";
+import { afterAll, afterEach, describe, expect, test } from "bun:test";
 import net from "node:net";
 import tls from "node:tls";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -23,6 +23,7 @@ import { encodeProxyHeader } from "../../src/net/proxy-protocol.ts";
 import { startBalancer } from "../../src/balancer.ts";
 import { memoryLogger } from "../../src/log/logger.ts";
 import { rawClient } from "../helpers/raw.ts";
+import { makePki, type Pki } from "../helpers/pki.ts";
 
 const programs = requirePrograms("the PROXY protocol tests with HAProxy", { haproxy: "haproxy" });
 const cleanups: (() => unknown)[] = [];
@@ -124,6 +125,28 @@ function header(name: string, req: { headers: [string, string][] } | undefined):
   return req?.headers.find(([k]) => k.toLowerCase() === name)?.[1];
 }
 
+/**
+ * A TCP backend that records what each connection gets (a PROXY header, then the data; HAProxy's
+ * readiness probe, relayed too, is a connection of its own without data), and writes what
+ * `reply` gives for the bytes so far: by default "pong" once "ping" came.
+ */
+function recordingTcp(reply: (got: string) => string | undefined = (g) => (g.includes("ping") ? "pong" : undefined)): { got: string[]; port: number } {
+  const got: string[] = [];
+  const server = Bun.listen<{ i: number }>({
+    hostname: "127.0.0.1", port: 0,
+    socket: {
+      open(s) { s.data = { i: got.push("") - 1 }; },
+      data(s, d) {
+        got[s.data.i] += Buffer.from(d).toString("latin1");
+        const out = reply(got[s.data.i]!);
+        if (out !== undefined) s.write(out);
+      },
+    },
+  });
+  cleanups.push(() => server.stop(true));
+  return { got, port: server.port };
+}
+
 describe("accepting: HAProxy send-proxy in front of a proxyProtocol listener", () => {
   for (const send of ["send-proxy", "send-proxy-v2"]) {
     test.skipIf(programs.skip)(`${send}: the backend and the access log see the client HAProxy saw`, async () => {
@@ -146,24 +169,13 @@ describe("accepting: HAProxy send-proxy in front of a proxyProtocol listener", (
     programs.assertPresent();
     // The TCP backend records what each connection gets: the relay's v1 header, then the data
     // (HAProxy's readiness probe, relayed too, is a connection of its own without data).
-    const got: string[] = [];
-    const tcpBackend = Bun.listen<{ i: number }>({
-      hostname: "127.0.0.1", port: 0,
-      socket: {
-        open(s) { s.data = { i: got.push("") - 1 }; },
-        data(s, d) {
-          got[s.data.i] += Buffer.from(d).toString("latin1");
-          if (got[s.data.i]!.includes("ping")) s.write("pong");
-        },
-      },
-    });
-    cleanups.push(() => tcpBackend.stop(true));
+    const { got, port: tcpPort } = recordingTcp();
     const rig = await startRig(0, {
       listen: undefined,
       listeners: [{ name: "l4", host: "127.0.0.1", port: 0, mode: "tcp", pool: "raw", proxyProtocol: true }],
       trustedProxies: ["127.0.0.1/32"],
       backends: undefined,
-      pools: { raw: { proxyProtocol: "v1", backends: [{ url: `tcp://127.0.0.1:${tcpBackend.port}` }] } },
+      pools: { raw: { proxyProtocol: "v1", backends: [{ url: `tcp://127.0.0.1:${tcpPort}` }] } },
     });
     cleanups.push(() => rig.stop());
     const front = await freePort();
@@ -172,6 +184,90 @@ describe("accepting: HAProxy send-proxy in front of a proxyProtocol listener", (
     expect(r.text).toBe("pong");
     // 127.0.0.2 as HAProxy saw it, to HAProxy's frontend port; then the client's bytes, untouched.
     expect(got.find((g) => g.includes("ping"))).toMatch(new RegExp(`^PROXY TCP4 127\\.0\\.0\\.2 127\\.0\\.0\\.1 \\d+ ${front}\\r\\nping$`));
+  });
+});
+
+/**
+ * The header before the TLS handshake, as HAProxy sends it to an `ssl` server (HAProxy's
+ * `send-proxy ssl`: an NLB in front of a TLS-terminating balancer is the same): the listener
+ * reads the header, then the ClientHello (src/tls/hello-first.ts).
+ */
+describe("accepting on a TLS listener: HAProxy send-proxy ... ssl", () => {
+  let pki: Pki | undefined;
+  afterAll(async () => pki?.remove());
+  /** A socket-engine rig whose HTTPS listener takes PROXY headers from 127.0.0.1, in front of `backend`. */
+  const tlsRig = async (backend: RecordingBackend): Promise<TestRig> => {
+    pki ??= await makePki();
+    const pair = await pki.issue(`pp${Math.random().toString(36).slice(2, 8)}`, ["a.test"]);
+    const rig = await startRig(0, {
+      engine: "socket",
+      listen: undefined,
+      listeners: [{ name: "web", host: "127.0.0.1", port: 0, proxyProtocol: true, tls: { cert: pair.cert, key: pair.key } }],
+      trustedProxies: ["127.0.0.1"],
+      backends: [{ name: "rec", url: backend.url }],
+    });
+    cleanups.push(() => rig.stop());
+    return rig;
+  };
+
+  for (const send of ["send-proxy", "send-proxy-v2"]) {
+    test.skipIf(programs.skip)(`${send} to an HTTPS listener: the backend and the access log see the client HAProxy saw`, async () => {
+      programs.assertPresent();
+      const backend = startRecordingBackend();
+      cleanups.push(() => backend.stop());
+      const rig = await tlsRig(backend);
+      const front = await freePort();
+      await haproxy(`frontend fe\n  mode tcp\n  bind 127.0.0.1:${front}\n  default_backend sy\nbackend sy\n  mode tcp\n  server s1 127.0.0.1:${rig.balancer.port} ${send} ssl verify none sni str(a.test)\n`, front);
+      const r = await talk(front, [GET("/tls-who")], { from: "127.0.0.2", until: answered });
+      expect(r.text).toStartWith("HTTP/1.1 200");
+      const seen = backend.requests.find((q) => q.url === "/tls-who");
+      expect(header("x-forwarded-for", seen)).toBe("127.0.0.2");
+      expect(header("x-forwarded-proto", seen)).toBe("https");
+      await waitFor(() => rig.access.some((l) => l.includes("/tls-who")), "the access log line");
+      expect(rig.access.find((l) => l.includes("/tls-who"))).toContain(" 127.0.0.2 ");
+    });
+  }
+
+  test.skipIf(programs.skip)("a TCP listener terminating TLS reads the header first, and passes the named client on in its own", async () => {
+    programs.assertPresent();
+    const { got, port: tcpPort } = recordingTcp();
+    pki ??= await makePki();
+    const pair = await pki.issue("pp-tcp", ["a.test"]);
+    const rig = await startRig(0, {
+      listen: undefined,
+      listeners: [{ name: "l4", host: "127.0.0.1", port: 0, mode: "tcp", pool: "raw", proxyProtocol: true, tls: { cert: pair.cert, key: pair.key } }],
+      trustedProxies: ["127.0.0.1/32"],
+      backends: undefined,
+      pools: { raw: { proxyProtocol: "v1", backends: [{ url: `tcp://127.0.0.1:${tcpPort}` }] } },
+    });
+    cleanups.push(() => rig.stop());
+    const front = await freePort();
+    await haproxy(`frontend fe\n  mode tcp\n  bind 127.0.0.1:${front}\n  default_backend sy\nbackend sy\n  mode tcp\n  server s1 127.0.0.1:${rig.balancer.port} send-proxy-v2 ssl verify none\n`, front);
+    const r = await talk(front, ["ping"], { from: "127.0.0.2", until: (t) => t.includes("pong") });
+    expect(r.text).toBe("pong");
+    // Decrypted by the listener: the backend gets the relay's header naming 127.0.0.2, then the plain bytes.
+    expect(got.find((g) => g.includes("ping"))).toMatch(new RegExp(`^PROXY TCP4 127\\.0\\.0\\.2 127\\.0\\.0\\.1 \\d+ ${front}\\r\\nping$`));
+  });
+
+  test("a peer not trusted is closed before its handshake, a bad header is closed, and both are counted", async () => {
+    const backend = startRecordingBackend();
+    cleanups.push(() => backend.stop());
+    const rig = await tlsRig(backend);
+    const port = rig.balancer.port;
+    // From 127.0.0.2, not trusted: closed with nothing read.
+    expect((await talk(port, [encodeProxyHeader(1, { address: "192.0.2.1", port: 1 }, { address: "127.0.0.1", port })], { from: "127.0.0.2", timeoutMs: 3000 })).closed).toBe(true);
+    // A ClientHello where the header should be: closed, never handshaken.
+    const hello = tls.connect({ host: "127.0.0.1", port, servername: "a.test", rejectUnauthorized: false });
+    const outcome = await new Promise<string>((resolve) => {
+      hello.once("secureConnect", () => resolve("secure"));
+      hello.once("error", (e) => resolve(`error ${(e as NodeJS.ErrnoException).code ?? e.message}`));
+      hello.once("close", () => resolve("closed"));
+    });
+    hello.destroy();
+    expect(outcome).not.toBe("secure");
+    await waitFor(() => rig.balancer.traffic.proxyErrors.SY_PROXY_PROTOCOL_REFUSED === 2, "both refusals counted");
+    expect(backend.requests).toEqual([]);
+    expect(rig.logLines.some((l) => l.includes("PROXY protocol: the peer is not in trustedProxies"))).toBe(true);
   });
 });
 
@@ -376,22 +472,11 @@ describe("sending: HAProxy accept-proxy as a backend behind a pool with proxyPro
 
 describe("a reload turns sending on and off (socket engine)", () => {
   test("kept-alive connections made without the header are not used for it, and those with it are closed when it is off", async () => {
-    const got: string[] = [];
-    const rec = Bun.listen<{ i: number }>({
-      hostname: "127.0.0.1", port: 0,
-      socket: {
-        open(s) { s.data = { i: got.push("") - 1 }; },
-        data(s, d) {
-          got[s.data.i] += Buffer.from(d).toString("latin1");
-          if (got[s.data.i]!.endsWith("\r\n\r\n")) s.write("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
-        },
-      },
-    });
-    cleanups.push(() => rec.stop(true));
+    const { got, port: recPort } = recordingTcp((g) => (g.endsWith("\r\n\r\n") ? "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok" : undefined));
     const config = (proxyProtocol?: string) =>
       validateConfig({
         engine: "socket", listen: { host: "127.0.0.1", port: 0 }, admin: false, healthCheck: false, log: { access: false },
-        pools: { p: { ...(proxyProtocol !== undefined ? { proxyProtocol } : {}), backends: [{ name: "rec", url: `http://127.0.0.1:${rec.port}` }] } },
+        pools: { p: { ...(proxyProtocol !== undefined ? { proxyProtocol } : {}), backends: [{ name: "rec", url: `http://127.0.0.1:${recPort}` }] } },
       });
     const balancer = await startBalancer(config(), { env: {}, logger: memoryLogger() });
     cleanups.push(() => balancer.stop(false));
@@ -420,24 +505,13 @@ describe("a reload turns sending on and off (socket engine)", () => {
 describe("with workers", () => {
   test("each worker reads the header on its listener and sends the pool's on its upstream connections", async () => {
     // A backend that records each connection's bytes and answers every request it sees.
-    const got: string[] = [];
-    const rec = Bun.listen<{ i: number }>({
-      hostname: "127.0.0.1", port: 0,
-      socket: {
-        open(s) { s.data = { i: got.push("") - 1 }; },
-        data(s, d) {
-          got[s.data.i] += Buffer.from(d).toString("latin1");
-          if (got[s.data.i]!.endsWith("\r\n\r\n")) s.write("HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nok 1");
-        },
-      },
-    });
-    cleanups.push(() => rec.stop(true));
+    const { got, port: recPort } = recordingTcp((g) => (g.endsWith("\r\n\r\n") ? "HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nok 1" : undefined));
     const balancer = await startBalancer(
       validateConfig({
         engine: "socket", workers: 2, admin: false, healthCheck: false, log: { access: false },
         trustedProxies: ["127.0.0.1"],
         listeners: [{ name: "web", host: "127.0.0.1", port: 0, proxyProtocol: true }],
-        pools: { behind: { proxyProtocol: "v1", backends: [{ name: "rec", url: `http://127.0.0.1:${rec.port}` }] } },
+        pools: { behind: { proxyProtocol: "v1", backends: [{ name: "rec", url: `http://127.0.0.1:${recPort}` }] } },
       }),
       { env: {}, logger: memoryLogger() },
     );
@@ -484,13 +558,6 @@ describe("config", () => {
         routes: [{ name: "r", match: {}, pool: "main", mirror: { pool: "shadow" } }],
       }),
     ).toThrow(/routes\[0\]\.mirror\.pool: "shadow" sends a PROXY header \(pools\.shadow\.proxyProtocol\); expected a pool without one/);
-  });
-
-  test("not with a listener's own tls: the header comes before the handshake", () => {
-    const tls = { cert: "/nonexistent/cert.pem", key: "/nonexistent/key.pem" };
-    expect(() => validateConfig({ ...base, engine: "socket", listeners: [{ name: "web", port: 8443, proxyProtocol: true, tls }] })).toThrow(
-      /listeners\[0\]\.proxyProtocol: true on a listener with tls; expected one of them/,
-    );
   });
 
   test("accepting needs trustedProxies; a bad version names the field", () => {

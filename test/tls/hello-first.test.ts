@@ -19,7 +19,9 @@ import { dirname, join } from "node:path";
 import type { Socket, SocketHandler } from "bun";
 import * as x509 from "@peculiar/x509";
 import acme from "acme-client";
-import { alpnWire, listenHelloFirst, type HelloFirstListener, type HelloLimits } from "../../src/tls/hello-first.ts";
+import { alpnWire, listenHelloFirst, NO_CHALLENGES, type HelloFirstListener, type HelloLimits, type PreTls } from "../../src/tls/hello-first.ts";
+import { encodeProxyHeader, proxyAccept } from "../../src/net/proxy-protocol.ts";
+import net from "node:net";
 import { StoredAlpnChallenges, challengeCertificatePem } from "../../src/acme/tls-alpn01.ts";
 import { tlsAlpn01File } from "../../src/acme/paths.ts";
 import { readTlsMaterial, type TlsMaterial } from "../../src/tls/certificates.ts";
@@ -541,4 +543,74 @@ describe("in the socket engine (tls.acme.challenge: tls-alpn-01)", () => {
       expect(got.subject).toContain("CN=a.test");
     }
   }, 30_000);
+});
+
+/**
+ * A PROXY header before the ClientHello (limits.acceptProxy): read first, what it names handed
+ * to the TLS side as its socket's data; LOCAL names nothing; a slow or broken one is refused.
+ */
+describe("a PROXY header first", () => {
+  function proxied(trusted: boolean): { port: number; seen: (PreTls | undefined)[]; refused: string[] } {
+    const seen: (PreTls | undefined)[] = [];
+    const refused: string[] = [];
+    const hf = listenHelloFirst<unknown>({
+      hostname: "127.0.0.1", port: 0, exclusive: false, reusePort: false, allowHalfOpen: false,
+      material: material(), alpn: undefined, challenges: NO_CHALLENGES,
+      handlers: {
+        open(s) {
+          seen.push(s.data as PreTls | undefined);
+        },
+        data(s) {
+          s.write(ANSWER);
+          s.end();
+        },
+      },
+      limits: { helloTimeoutMs: 1000, maxPending: 100, acceptProxy: proxyAccept(true, () => trusted, 1000) },
+      proxyRefused: (_peer, detail) => void refused.push(detail),
+    });
+    listeners.push(hf);
+    return { port: hf.listener.port, seen, refused };
+  }
+
+  /** A TCP connection that sends `header`, then a TLS client over it; resolves with the answer, or the error. */
+  function viaHeader(port: number, header: Uint8Array): Promise<string> {
+    return new Promise((resolve) => {
+      const raw = net.connect({ host: "127.0.0.1", port }, () => {
+        raw.write(header);
+        const t = tls.connect({ socket: raw, servername: "a.test", rejectUnauthorized: false }, () => t.write("GET / HTTP/1.1\r\nhost: a.test\r\n\r\n"));
+        let body = "";
+        t.on("data", (d) => (body += d.toString()));
+        t.on("close", () => resolve(body));
+        t.on("error", (e) => resolve(`error ${e.message}`));
+      });
+      raw.on("error", (e) => resolve(`error ${e.message}`));
+    });
+  }
+
+  test("v1 and v2: the named client reaches the TLS side; LOCAL names none", async () => {
+    const { port, seen } = proxied(true);
+    const to = { address: "127.0.0.1", port };
+    expect(await viaHeader(port, encodeProxyHeader(1, { address: "198.51.100.7", port: 4321 }, to))).toEndWith("ok");
+    expect(await viaHeader(port, encodeProxyHeader(2, { address: "2001:db8::9", port: 1234 }, { address: "2001:db8::1", port: 443 }))).toEndWith("ok");
+    // PROXY v2 LOCAL (§2.2: command 0, family UNSPEC): a balancer's own health check.
+    const local = Buffer.concat([Buffer.from("0d0a0d0a000d0a515549540a", "hex"), Buffer.from([0x20, 0x00, 0x00, 0x00])]);
+    expect(await viaHeader(port, local)).toEndWith("ok");
+    expect(seen.map((p) => p?.proxied.named?.source)).toEqual([{ address: "198.51.100.7", port: 4321 }, { address: "2001:db8::9", port: 1234 }, undefined]);
+    expect(seen[2]).toEqual({ proxied: { named: undefined } });
+  });
+
+  test("a header that is not one, a peer not trusted, and a header too slow: closed, never handed to TLS, each said", async () => {
+    const { port, seen, refused } = proxied(true);
+    expect(await viaHeader(port, Buffer.from("PROXY TCP9 nonsense\r\n"))).toStartWith("error");
+    const slow = raw(port, "PROXY TCP4 198.51.100.7 ");
+    const closed = await slow.closed;
+    expect(closed.received).toBe(0);
+    const untrusted = proxied(false);
+    expect(await viaHeader(untrusted.port, encodeProxyHeader(1, { address: "198.51.100.7", port: 1 }, { address: "127.0.0.1", port }))).toStartWith("error");
+    expect(seen).toEqual([]);
+    expect(untrusted.seen).toEqual([]);
+    expect(refused.length).toBe(2);
+    expect(refused[1]).toBe("no complete PROXY header in time");
+    expect(untrusted.refused).toEqual(["the peer is not in trustedProxies"]);
+  });
 });

@@ -33,6 +33,7 @@ import { isWebSocketUpgrade, WEBSOCKET } from "../../http/upgrade.ts";
 import { Tunnel } from "./tunnel.ts";
 import { plainAddress } from "../../net/cidr.ts";
 import { ProxyHeaderReader, type ProxyAccept, type ProxyEndpoint } from "../../net/proxy-protocol.ts";
+import type { PreTls } from "../../tls/hello-first.ts";
 import type { ClientCounts } from "../../net/client-counts.ts";
 import { matchPreface, Preface } from "../h2/preface.ts";
 
@@ -465,6 +466,8 @@ export class ClientConnection implements ParserHost {
     readonly socket: Socket<ClientConnection>,
     readonly env: ClientEnv,
     admitted: string | undefined,
+    /** On TLS, the PROXY header read before the handshake (tls/hello-first.ts): none is read here then. */
+    proxied?: PreTls["proxied"],
   ) {
     this.outbox = new Outbox(socket as Socket<unknown>);
     this.countedAs = admitted;
@@ -472,7 +475,10 @@ export class ClientConnection implements ParserHost {
     this.parser = createParser(HTTPParser.REQUEST, env.limits.maxHeaderSize, this);
     // TLS: only ALPN can choose HTTP/2 (none offered when it is off); plain: the preface is looked for either way.
     this.sniffing = env.h2 !== undefined || env.proto === "http";
-    if (env.acceptProxy !== undefined) {
+    if (proxied !== undefined) {
+      this.named = proxied.named;
+      this.expect(Wait.Head, env.headerTimeout);
+    } else if (env.acceptProxy !== undefined) {
       // The head deadline runs for the PROXY header first (timedOut closes rather than answer 408).
       this.proxyReader = new ProxyHeaderReader();
       this.expect(Wait.Head, env.acceptProxy.timeoutMs);

@@ -16,7 +16,7 @@ import { H2SessionPool } from "../h2/session-pool.ts";
 import { h2Wire } from "../h2/wire.ts";
 import { errorAnswer, messageFor, type ErrorAnswer } from "../../errors.ts";
 import type { TlsMaterial } from "../../tls/certificates.ts";
-import { alpnWire, listenHelloFirst, NO_CHALLENGES, type AlpnChallenges, type HelloLimits } from "../../tls/hello-first.ts";
+import { alpnWire, listenHelloFirst, NO_CHALLENGES, type AlpnChallenges, type HelloLimits, type PreTls } from "../../tls/hello-first.ts";
 import type { ProxyAccept } from "../../net/proxy-protocol.ts";
 import { ClientCounts } from "../../net/client-counts.ts";
 import { plainAddress } from "../../net/cidr.ts";
@@ -165,9 +165,11 @@ export function startSocketEngine(opts: SocketEngineOptions): SocketEngine {
   const handlers: SocketHandler<ClientConnection> = {
     ...clientHandlers,
     open(socket) {
+      // TLS with a PROXY header: hello-first read it before the handshake, and hands over what it named.
+      const pre = socket.data as unknown as PreTls | undefined;
       // HAProxy's accept-proxy on a listener that requires it: a peer not trusted to speak
       // for a client is closed before anything it sends is read.
-      const accept = env.acceptProxy;
+      const accept = pre === undefined ? env.acceptProxy : undefined;
       if (accept !== undefined && !accept.trusted(socket.remoteAddress)) {
         env.proxyRefused(socket.remoteAddress, "the peer is not in trustedProxies");
         socket.end();
@@ -182,7 +184,7 @@ export function startSocketEngine(opts: SocketEngineOptions): SocketEngine {
       // counts once its header names the client (ClientConnection.readProxy).
       let client: string | undefined;
       if (accept === undefined) {
-        client = plainAddress(socket.remoteAddress);
+        client = plainAddress(pre?.proxied.named?.source.address ?? socket.remoteAddress);
         if (!env.clientConnections.admit(client)) {
           env.clientRefused(client);
           socket.write(env.clientRefusal);
@@ -191,19 +193,20 @@ export function startSocketEngine(opts: SocketEngineOptions): SocketEngine {
         }
       }
       socket.setNoDelay(true);
-      const c = new ClientConnection(socket as Socket<ClientConnection>, env, client);
+      const c = new ClientConnection(socket as Socket<ClientConnection>, env, client, pre?.proxied);
       socket.data = c;
       connections.add(c);
     },
   };
   // TLS: the listener reads each ClientHello first and starts TLS on the socket after it, with
   // the certificate chosen there (tls/hello-first.ts); these handlers then serve it.
-  const helloLimits: HelloLimits = { helloTimeoutMs: opts.headerTimeout, maxPending: opts.limits.maxConnections };
+  const helloLimits: HelloLimits = { helloTimeoutMs: opts.headerTimeout, maxPending: opts.limits.maxConnections, ...(opts.acceptProxy !== undefined ? { acceptProxy: opts.acceptProxy } : {}) };
   const helloFirst = opts.tls !== undefined
     ? listenHelloFirst({
         hostname: opts.host, port: opts.port, exclusive: !opts.reusePort, reusePort: opts.reusePort === true, allowHalfOpen: true,
         // TLS offers h2 then http/1.1 by ALPN (RFC 7301; RFC 9113 §3.2) when HTTP/2 is enabled.
         material: opts.tls, alpn: alpnWire(h2Offered), handlers, challenges: opts.alpnChallenges ?? NO_CHALLENGES, limits: helloLimits,
+        proxyRefused: (peer, detail) => env.proxyRefused(peer, detail),
       })
     : undefined;
   const listener: Pick<TCPSocketListener<unknown>, "port" | "stop"> = helloFirst?.listener ?? Bun.listen<ClientConnection>({
@@ -253,6 +256,7 @@ export function startSocketEngine(opts: SocketEngineOptions): SocketEngine {
       env.idleTimeout = next.idleTimeout;
       helloLimits.helloTimeoutMs = next.headerTimeout;
       helloLimits.maxPending = next.limits.maxConnections;
+      helloLimits.acceptProxy = next.acceptProxy;
       env.acceptProxy = next.acceptProxy;
       env.clientCert = next.clientCert;
       if (opts.tls === undefined) {
