@@ -7,6 +7,10 @@
  */
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
 import { copyFile } from "node:fs/promises";
+import { readFileSync } from "node:fs";
+import { createHash } from "node:crypto";
+import tls from "node:tls";
+import { startSummaryServer } from "../tcp/helpers.ts";
 import { waitFor } from "../helpers/wait.ts";
 import { startRig, type RigConfig, type TestRig } from "../helpers/balancer.ts";
 import { curl, makePki, type Issued, type Pki } from "../helpers/pki.ts";
@@ -142,6 +146,28 @@ test("TCP mode terminates TLS and relays the plain bytes", async () => {
   expect(res.code).toBe(0);
   expect(subject(res.verbose)).toBe("b.test");
   expect(JSON.parse(res.body).path).toBe("/echo");
+});
+
+test("TCP mode over TLS: a client's half-close reaches the backend, and the backend's answer still comes back", async () => {
+  // Reads to the client's FIN, then answers: only a relay that passed the FIN on and kept the
+  // other direction open gets the answer through (TLS close_notify, then FIN, on the client side).
+  const summary = startSummaryServer();
+  const r = await rig({ mode: "tcp", listen: { host: "127.0.0.1", port: 0, tls: { cert: a.cert, key: a.key } }, backends: [{ url: `127.0.0.1:${summary.port}` }] });
+  try {
+    const out = await new Promise<string>((resolve) => {
+      const s = tls.connect({ host: "127.0.0.1", port: port(r), servername: "a.test", ca: readFileSync(pki.ca), allowHalfOpen: true } as tls.ConnectionOptions, () => {
+        s.write("hello world");
+        s.end();
+      });
+      let got = "";
+      s.on("data", (d) => (got += d));
+      s.on("close", () => resolve(got));
+      s.on("error", (e) => resolve(`error ${e.message}`));
+    });
+    expect(out).toBe(`11 ${createHash("sha256").update("hello world").digest("hex")}\n`);
+  } finally {
+    summary.stop();
+  }
 });
 
 test("config errors name the field and the file", () => {
