@@ -151,6 +151,8 @@ class FetchListener {
   private server: Server<unknown>;
   /** Servers that stopped accepting on a renewal and still finish what they hold. */
   private readonly retiring = new Set<Server<unknown>>();
+  /** Retiring servers' DRAIN_NOTICE_MS timers, owned here so that a stop ends them. */
+  private readonly notices = new Set<ReturnType<typeof setTimeout>>();
 
   constructor(
     private readonly config: Config,
@@ -215,12 +217,23 @@ class FetchListener {
     // client closes of its own accord (RFC 9112 §9.6). New connections may still reach it in
     // that window (Bun.serve cannot stop accepting alone) and get the previous certificate.
     if (cause === "reload") return retire();
-    const later = setTimeout(retire, DRAIN_NOTICE_MS);
+    const later = setTimeout(() => {
+      this.notices.delete(later);
+      retire();
+    }, DRAIN_NOTICE_MS);
     later.unref?.();
+    this.notices.add(later);
+  }
+
+  /** A stop stops the retiring servers itself: their pending notices end with it. */
+  private endNotices(): void {
+    for (const t of this.notices) clearTimeout(t);
+    this.notices.clear();
   }
 
   async stop(graceful: boolean, notice: number): Promise<void> {
     const server = this.server;
+    this.endNotices();
     await Promise.all([
       graceful ? Bun.sleep(notice).then(() => server.stop(false)) : server.stop(true),
       ...[...this.retiring].map((s) => s.stop(!graceful)),
@@ -228,6 +241,7 @@ class FetchListener {
   }
 
   async cut(): Promise<void> {
+    this.endNotices();
     await Promise.all([this.server.stop(true), ...[...this.retiring].map((s) => s.stop(true))]);
   }
 }
@@ -236,7 +250,7 @@ export class HttpListener implements Listener {
   readonly name: string;
   private socket: SocketEngine | undefined;
   private fetch: FetchListener | undefined;
-  /** tls.acme with tls-alpn-01 (socket engine): the challenges its TLS side answers. */
+  /** A TLS listener on the socket engine: the TLS-ALPN-01 challenges it answers (none without tls.acme tls-alpn-01). */
   private challenges: StoredAlpnChallenges | undefined;
   private cfg: ListenerConfig;
   private readonly scheme: string;

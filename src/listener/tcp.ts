@@ -63,7 +63,7 @@ export class TcpListener implements Listener {
     listener: ListenerConfig,
     private readonly proxy: TcpProxy,
     private readonly ctx: ListenerContext,
-    /** tls.acme with tls-alpn-01: the challenges its TLS side answers. */
+    /** With tls: the TLS-ALPN-01 challenges it answers (none without tls.acme tls-alpn-01). */
     private readonly challenges: StoredAlpnChallenges | undefined,
   ) {
     this.name = listener.name;

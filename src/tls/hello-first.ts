@@ -158,6 +158,9 @@ const challengeHandlers: SocketHandler<undefined> = {
   timeout(s) {
     s.end();
   },
+  error() {
+    // A failed validation handshake: the CA says so to the ACME client; nothing here to keep.
+  },
 };
 
 /** Bun's socket timer in whole seconds (it fires up to 4 s late: uSockets' granularity). */
