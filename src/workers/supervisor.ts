@@ -108,6 +108,8 @@ interface Slot {
   /** Settles the start of this process: ready, failed or exited first. */
   started: ((error?: Error) => void) | undefined;
   exited: Promise<unknown> | undefined;
+  /** A SIGUSR1 came while it was starting: passed on once it is serving (its files may predate the rotation). */
+  reopenOwed: boolean;
 }
 
 export class WorkerSupervisor {
@@ -135,7 +137,7 @@ export class WorkerSupervisor {
   constructor(private readonly o: SupervisorOptions) {
     this.slots = Array.from({ length: o.count }, (_, index) => ({
       index, proc: undefined, state: "starting", restarts: 0, servingSince: 0, applied: 0, backoff: BACKOFF_MIN_MS,
-      restartTimer: undefined, lastExit: null, started: undefined, exited: undefined,
+      restartTimer: undefined, lastExit: null, started: undefined, exited: undefined, reopenOwed: false,
     }));
     const routes = o.routes;
     this.summer = new Summer({
@@ -322,16 +324,26 @@ export class WorkerSupervisor {
 
   /**
    * Pass a signal on to every serving worker (SIGUSR1: reopen the access-log files). A worker
-   * still starting is skipped: it may not handle the signal yet, and it opens its files anew anyway.
+   * still starting may not handle the signal yet (its default action ends the process), and it
+   * may have opened its files before logrotate moved them: it gets the signal once it is ready.
+   * One waiting to be started again opens its files when it starts.
    */
   signal(sig: "SIGUSR1"): void {
     for (const s of this.slots) {
-      if (s.state !== "serving" || s.proc === undefined || s.proc.exitCode !== null || s.proc.signalCode !== null) continue;
-      try {
-        s.proc.kill(sig);
-      } catch {
-        // Gone since: its successor opens the files anew.
+      if (s.proc === undefined || s.proc.exitCode !== null || s.proc.signalCode !== null) continue;
+      if (s.state !== "serving") {
+        s.reopenOwed = true;
+        continue;
       }
+      this.kill(s, sig);
+    }
+  }
+
+  private kill(s: Slot, sig: "SIGUSR1"): void {
+    try {
+      s.proc?.kill(sig);
+    } catch {
+      // Gone since: its successor opens the files anew.
     }
   }
 
@@ -428,6 +440,7 @@ export class WorkerSupervisor {
       },
     });
     s.proc = proc;
+    s.reopenOwed = false;
     const result = new Promise<void>((resolve, reject) => {
       const timer = setTimeout(
         () => settle(new WorkerError("SY_WORKER_START_TIMEOUT", `worker ${s.index} did not start serving within ${this.o.startTimeoutMs ?? 15_000}ms`)),
@@ -456,6 +469,10 @@ export class WorkerSupervisor {
         s.servingSince = Date.now();
         if (s.restarts > 0) this.o.logger.info(`worker ${s.index} (pid ${m.pid}) serving again`);
         s.started?.();
+        if (s.reopenOwed) {
+          s.reopenOwed = false;
+          this.kill(s, "SIGUSR1");
+        }
         // The tables may have changed while it started: send the current ones.
         if (s.applied < this.version) this.send(s, { t: "tables", tables: this.tables! });
         return;

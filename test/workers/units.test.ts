@@ -1,6 +1,9 @@
 /** The parts of `workers` that can be checked on their own: sums, passive events, tables, start failures. */
 import { describe, expect, test } from "bun:test";
-import { availableParallelism } from "node:os";
+import { availableParallelism, tmpdir } from "node:os";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { waitFor } from "../helpers/wait.ts";
 import { Backend } from "../../src/pool/backend.ts";
 import { LocalPool } from "../../src/pool/pool.ts";
 import { createPolicy } from "../../src/policy/policy.ts";
@@ -401,6 +404,46 @@ describe("WorkerSupervisor", () => {
       expect(s.figures().list[0]!.state).toBe("stopped");
     } finally {
       taken.stop(true);
+    }
+  });
+
+  test("SIGUSR1 while a worker starts is passed on once it serves, not before (its default action would end it)", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "switchyard-usr1-"));
+    try {
+      const go = join(dir, "go");
+      const out = join(dir, "usr1");
+      // A worker that records each SIGUSR1, and is ready only once the test says so.
+      const script = `
+        const fs = require("node:fs");
+        process.on("SIGUSR1", () => fs.appendFileSync(${JSON.stringify(out)}, process.pid + "\\n"));
+        process.on("message", (m) => {
+          if (m.t === "start") {
+            const wait = setInterval(() => {
+              if (!fs.existsSync(${JSON.stringify(go)})) return;
+              clearInterval(wait);
+              process.send({ t: "ready", pid: process.pid });
+            }, 10);
+          }
+          if (m.t === "stop") process.exit(0);
+        });
+        setInterval(() => {}, 1000);`;
+      const s = supervisor([process.execPath, "-e", script]);
+      const started = s.start({ proxy: 0 });
+      await waitFor(() => s.figures().list.every((w) => w.pid !== null), "both workers spawned");
+      s.signal("SIGUSR1");
+      // Not sent while starting (a signal takes microseconds to land: 200 ms of nothing is nothing).
+      await Bun.sleep(200);
+      expect(existsSync(out)).toBe(false);
+      expect(s.figures().list.map((w) => w.state)).toEqual(["starting", "starting"]);
+      writeFileSync(go, "");
+      await started;
+      await waitFor(() => existsSync(out) && readFileSync(out, "utf8").trim().split("\n").length === 2, "the owed SIGUSR1 at each worker once it serves");
+      // Serving now: a signal reaches each at once, once.
+      s.signal("SIGUSR1");
+      await waitFor(() => readFileSync(out, "utf8").trim().split("\n").length === 4, "one more per worker");
+      await s.stop(false, 1000);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 
