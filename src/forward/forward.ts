@@ -47,7 +47,7 @@ import { methodLabel, type TrafficStats } from "../stats/traffic.ts";
 import { classifyNetworkError, describeNetworkError, errorCode, isLocalCode, refinedConnectError, type LocalCode } from "../net/network-error.ts";
 import type { CidrMatcher } from "../net/cidr.ts";
 import type { HeaderFields } from "../http/fields.ts";
-import { toClientHeaders, toUpstreamHeaders } from "../http/headers.ts";
+import { toClientHeaders, toUpstreamHeaders, type OtherVersion } from "../http/headers.ts";
 import { shouldRetry, type TryFailure } from "./retry.ts";
 import type { HeaderVars } from "../route/header-rules.ts";
 import type { InFlightLimit } from "../guard/in-flight.ts";
@@ -105,6 +105,8 @@ export interface ForwardRequest<Body> {
   readonly headers: HeaderFields;
   readonly clientIp: string;
   readonly proto: "http" | "https";
+  /** The version the request came in, when not 1.1 (Via, RFC 9110 §7.6.3). */
+  readonly httpVersion?: OtherVersion;
   /** What only the engine reads: the body to send upstream, its own client-side state. */
   readonly own: Body;
   /** The body can be sent again (none, or read whole): a retry is possible. */
@@ -137,6 +139,8 @@ export interface RequestDetails {
 export interface UpstreamResponse {
   readonly status: number;
   readonly headers: HeaderFields;
+  /** The version it came in, when not 1.1 (Via, RFC 9110 §7.6.3). */
+  readonly httpVersion?: OtherVersion;
   /** Throw the body away and give the connection back (or close it): the try is retried. */
   discard(): void;
 }
@@ -462,7 +466,7 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
     // Affinity is read from the request as the client sent it, before the header rules run.
     this.key = target.hashKey?.(headers, req.target, req.clientIp);
     this.pinned = target.sticky?.pinned(headers);
-    this.rewriteHost = toUpstreamHeaders(headers, { clientIp: req.clientIp, proto: req.proto, requestId: this.requestId }, s.opts);
+    this.rewriteHost = toUpstreamHeaders(headers, { clientIp: req.clientIp, proto: req.proto, requestId: this.requestId, ...(req.httpVersion !== undefined ? { version: req.httpVersion } : {}) }, s.opts);
     dest.requestHeaders?.apply(headers, this.vars(dest));
   }
 
@@ -966,7 +970,7 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
         return this.tryOver(Outcome.Failed, false);
       }
     }
-    toClientHeaders(res.headers, this.requestId, dest);
+    toClientHeaders(res.headers, this.requestId, dest, res.httpVersion);
     dest.routeResponseHeaders?.apply(res.headers, this.vars(dest));
     // A session that is new, or whose backend could not take it, is pinned to this one.
     if (sticky !== undefined && backend !== this.pinned) res.headers.append("set-cookie", sticky.setCookie(backend, req.proto === "https"));

@@ -26,7 +26,21 @@ export const HOP_BY_HOP = [
 
 const HOP_BY_HOP_SET: ReadonlySet<string> = new Set(HOP_BY_HOP);
 
+/**
+ * An HTTP version other than 1.1, as Via's received-protocol writes it (RFC 9110 §7.6.3: the
+ * protocol name omitted for HTTP, "2" for HTTP/2). Absent: 1.1.
+ */
+export type OtherVersion = "1.0" | "2";
+
 export const VIA = "1.1 switchyard";
+/** Via's entry for a message received over `version`: made once, not per message. */
+const VIA_BY_VERSION: Record<OtherVersion, string> = { "1.0": "1.0 switchyard", "2": "2 switchyard" };
+
+function appendVia(headers: HeaderFields, version: OtherVersion | undefined): void {
+  const ours = version === undefined ? VIA : VIA_BY_VERSION[version];
+  const via = headers.get("via");
+  headers.set("via", via ? `${via}, ${ours}` : ours);
+}
 
 /**
  * Remove hop-by-hop fields and every field named in Connection (RFC 9110 §7.6.1: "a proxy or
@@ -58,6 +72,8 @@ export interface ForwardedInfo {
   /** "http" or "https": the scheme the client used to reach us. */
   proto: string;
   requestId: string;
+  /** The version the client's request came in (Via's received-protocol); absent: 1.1. */
+  version?: OtherVersion;
 }
 
 export interface RequestHeaderOptions {
@@ -102,9 +118,8 @@ export function toUpstreamHeaders(
     else headers.delete("x-forwarded-host");
     headers.delete("forwarded");
   }
-  // Via is a list each intermediary appends to (RFC 9110 §7.6.3).
-  const via = headers.get("via");
-  headers.set("via", via ? `${via}, ${VIA}` : VIA);
+  // Via is a list each intermediary appends to, with the version it received (RFC 9110 §7.6.3).
+  appendVia(headers, info.version);
   if (!headers.has("x-request-id")) headers.set("x-request-id", info.requestId);
   const rewriteHost = !opts.preserveHost || host === null;
   if (rewriteHost && backendHost !== undefined) headers.set("host", backendHost);
@@ -140,11 +155,12 @@ export function compileResponseHeaderRules(config: { remove: readonly string[]; 
 /**
  * Prepare the backend's response headers for the client, in place. The operator's rules run
  * last, so that they may also remove or replace what the proxy adds (Via, X-Request-Id).
+ * `version`: the response's own, when not 1.1.
  */
-export function toClientHeaders(headers: HeaderFields, requestId: string, opts: ClientHeaderOptions = NO_CLIENT_OPTIONS): void {
+export function toClientHeaders(headers: HeaderFields, requestId: string, opts: ClientHeaderOptions = NO_CLIENT_OPTIONS, version?: OtherVersion): void {
   stripHopByHop(headers);
-  const via = headers.get("via");
-  headers.set("via", via ? `${via}, ${VIA}` : VIA);
+  // The version the backend's response came in (RFC 9110 §7.6.3).
+  appendVia(headers, version);
   if (!headers.has("x-request-id")) headers.set("x-request-id", requestId);
   const rules = opts.responseHeaders;
   if (rules !== undefined) {

@@ -71,6 +71,21 @@ describe("header transforms", () => {
     expect(none.get("host")).toBe("10.0.0.1:8080");
   });
 
+  test("Via names the version each message came in (RFC 9110 §7.6.3): 1.0, 1.1 or 2", () => {
+    const up = (version?: "1.0" | "2") => {
+      const h = new Headers({ host: "a.example", via: "1.1 edge" });
+      toUpstreamHeaders(h, { ...info, ...(version !== undefined ? { version } : {}) }, untrusted, "x");
+      return h.get("via");
+    };
+    expect([up(), up("1.0"), up("2")]).toEqual(["1.1 edge, 1.1 switchyard", "1.1 edge, 1.0 switchyard", "1.1 edge, 2 switchyard"]);
+    const down = (version?: "1.0" | "2") => {
+      const h = new Headers();
+      toClientHeaders(h, "rid", undefined, version);
+      return h.get("via");
+    };
+    expect([down(), down("1.0"), down("2")]).toEqual(["1.1 switchyard", "1.0 switchyard", "2 switchyard"]);
+  });
+
   test("client: hop-by-hop removed, Via appended, Set-Cookie kept separate", () => {
     const h = new Headers([["connection", "x-internal"], ["x-internal", "1"], ["via", "1.1 backend"], ["set-cookie", "a=1"], ["set-cookie", "b=2"]]);
     toClientHeaders(h, "rid-2");

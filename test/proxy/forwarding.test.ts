@@ -83,6 +83,13 @@ describe.each(ENGINES)("%s engine", (engine) => {
       expect(header(e, "via")).toBe("1.0 edge, 1.1 switchyard");
     });
 
+    test("an HTTP/1.0 request: Via names 1.0 on the socket engine (Bun.serve does not tell the version)", async () => {
+      rig = await start(1);
+      const req = await rawRequest(rig.balancer.port, "GET /echo HTTP/1.0\r\nHost: x");
+      const e = JSON.parse(req.body) as EchoResponse;
+      expect(header(e, "via")).toBe(engine === "socket" ? "1.0 switchyard" : "1.1 switchyard");
+    });
+
     test("preserveHost: false sends the backend's host", async () => {
       rig = await start(1, { preserveHost: false });
       const e = await echo(await fetch(`${rig.balancer.url}/echo`, { headers: { host: "shop.example" } }));

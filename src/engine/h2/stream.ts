@@ -36,6 +36,8 @@ export class H2Stream implements SocketRequest, ResponseSink, ForwardRequest<Soc
   readonly own = this;
   readonly clientIp: string;
   readonly proto: "http" | "https";
+  /** Via's received-protocol (RFC 9110 §7.6.3). */
+  readonly httpVersion = "2";
   replayable = true;
   routed!: Routed;
   body: RequestBody | undefined;

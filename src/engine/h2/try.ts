@@ -51,6 +51,7 @@ export class H2Response extends HeldResponse {
     framing: Framing,
   ) {
     super(status, STATUS_CODES[status] ?? "", headers, framing);
+    this.httpVersion = "2";
   }
 
   /** Not wanted (a retried status): the stream is cancelled rather than read. */

@@ -212,7 +212,11 @@ export class Exchange implements ResponseSink, SocketRequest, ForwardRequest<Soc
     this.takesTrailers = headers.has("te") && takesTrailers(headers.get("te"));
     this.clientIp = conn.clientIp;
     this.proto = conn.env.proto;
+    if (http10) this.httpVersion = "1.0";
   }
+
+  /** HTTP/1.0 for Via (ForwardRequest.httpVersion); absent: 1.1. */
+  readonly httpVersion: "1.0" | undefined;
 
   /** For the access log (ForwardRequest.details): read only when a chosen field needs it. */
   details(): RequestDetails {

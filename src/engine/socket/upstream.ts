@@ -13,6 +13,7 @@ import type { Socket, SocketHandler } from "bun";
 import type { Backend } from "../../pool/backend.ts";
 import { NetworkError } from "../../net/network-error.ts";
 import { FieldList } from "../../http/fields.ts";
+import type { OtherVersion } from "../../http/headers.ts";
 import type { SendProgress, TryReceiver, UpstreamResponse } from "../../forward/forward.ts";
 import type { Cancel, CancelListener } from "../../forward/cancel.ts";
 import { HTTPParser, SKIP_BODY, createParser, isParseError, type LlhttpParser, type ParserHost } from "./llhttp.ts";
@@ -73,6 +74,8 @@ export abstract class HeldResponse implements UpstreamResponse {
   wholeStart = 0;
   wholeEnd = 0;
   complete = false;
+  /** The version it came in, when not 1.1 (Via). */
+  httpVersion: OtherVersion | undefined;
   failure: { by: "client" | "backend"; detail: string } | undefined;
   sink: ResponseSink | undefined;
   /**
@@ -444,7 +447,7 @@ export class UpstreamConn implements BodySink, CancelListener, ParserHost {
 
   /** From llhttp (ParserHost): a response head, interim or final. */
   onHeadersComplete(
-    _major: number, _minor: number, fields: string[] | undefined, _method: number | undefined, _url: string | undefined,
+    major: number, minor: number, fields: string[] | undefined, _method: number | undefined, _url: string | undefined,
     statusCode: number | undefined, text: string | undefined, upgrade: boolean, keepAlive: boolean,
   ): number {
     const status = statusCode ?? 0;
@@ -480,7 +483,8 @@ export class UpstreamConn implements BodySink, CancelListener, ParserHost {
     else if (headers.has("transfer-encoding")) framing = "chunked";
     else if (headers.has("content-length")) framing = headers.get("content-length") === "0" ? "none" : "length";
     else framing = "close";
-    this.finalHead(headers, status, statusText, framing);
+    const res = this.finalHead(headers, status, statusText, framing);
+    if (major === 1 && minor === 0) res.httpVersion = "1.0";
     return this.skipBody ? SKIP_BODY : 0;
   }
 

@@ -103,6 +103,8 @@ describe("HTTP/2 from clients (socket engine)", () => {
     expect(echoed.headers).toContainEqual(["host", new URL(r.balancer.url).host]);
     expect(echoed.headers).toContainEqual(["x-forwarded-proto", "http"]);
     expect(echoed.headers).toContainEqual(["x-forwarded-for", "127.0.0.1"]);
+    // Via names the version the request came in (RFC 9110 §7.6.3).
+    expect(echoed.headers).toContainEqual(["via", "2 switchyard"]);
     const h1 = await run(["curl", "-s", "-i", "--http1.1", `${r.balancer.url}/`]);
     expect(h1.out.startsWith("HTTP/1.1 200 OK")).toBe(true);
     expect(h1.out.endsWith(`${r.cluster.backends[0]!.name}\n`)).toBe(true);

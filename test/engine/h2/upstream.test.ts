@@ -46,6 +46,8 @@ describe("h2c backends", () => {
     const got = await get.json();
     expect(got).toMatchObject({ backend: "a", method: "GET", path: "/hello?x=1", authority: "front.example", te: "trailers", length: 0 });
     expect(got.host).toBeUndefined();
+    // The response came over HTTP/2: Via says so (RFC 9110 §7.6.3).
+    expect(get.headers.get("via")).toBe("2 switchyard");
 
     const post = await fetch(`${r.balancer.url}/upload`, { method: "POST", body: big });
     expect(post.status).toBe(200);
