@@ -18,6 +18,7 @@ import type { ResolvedCheck } from "./check.ts";
 import type { Probe, ProbeResult } from "./probe.ts";
 import { formatDuration } from "../config/units.ts";
 import { describeNetworkError, refinedConnectError } from "../net/network-error.ts";
+import { h2TlsOptions } from "../tls/upstream.ts";
 
 const PATH = "/grpc.health.v1.Health/Check";
 const SERVING_STATUS = ["UNKNOWN", "SERVING", "NOT_SERVING", "SERVICE_UNKNOWN"] as const;
@@ -81,15 +82,18 @@ export function servingStatus(message: Uint8Array): number | undefined {
 
 export class GrpcProbe implements Probe {
   private readonly authority: string;
+  private readonly options: http2.SecureClientSessionOptions;
   private readonly request: Uint8Array;
 
   constructor(
-    private readonly backend: Backend,
+    backend: Backend,
     private readonly check: ResolvedCheck,
   ) {
     const u = new URL(backend.url);
     if (check.port !== undefined) u.port = String(check.port);
     this.authority = `${u.protocol === "https:" ? "https:" : "http:"}//${u.host}`;
+    // As requests reach it: ALPN h2, the same CA, client certificate, name and verification.
+    this.options = h2TlsOptions(backend.tls, u);
     this.request = grpcFrame(healthRequest(check.service));
   }
 
@@ -97,12 +101,9 @@ export class GrpcProbe implements Probe {
     const timeout = `timeout after ${formatDuration(this.check.timeout)}`;
     if (signal.aborted) return Promise.resolve({ ok: false, detail: timeout });
     return new Promise<ProbeResult>((resolve) => {
-      const tls = this.backend.tls;
       let session: http2.ClientHttp2Session;
       try {
-        session = http2.connect(this.authority, {
-          ...(tls !== undefined ? { ca: tls.ca, cert: tls.cert, key: tls.key, servername: tls.serverName, rejectUnauthorized: tls.rejectUnauthorized, ALPNProtocols: ["h2"] } : {}),
-        });
+        session = http2.connect(this.authority, this.options);
       } catch (e) {
         // A refusal made at once (bad options, no descriptor): the probe fails, saying why.
         return resolve({ ok: false, detail: describeNetworkError(refinedConnectError(e)) });

@@ -10,12 +10,13 @@ import type { Backend } from "../pool/backend.ts";
 import type { ResolvedCheck } from "./check.ts";
 import { EXPECT_BODY_LIMIT, probeFailure, statusMatcher, type Probe, type ProbeResult } from "./probe.ts";
 import { NetworkError } from "../net/network-error.ts";
+import { h2TlsOptions } from "../tls/upstream.ts";
 
 export class H2Probe implements Probe {
   private readonly origin: string;
   private readonly headers: http2.OutgoingHttpHeaders;
   private readonly matches: (status: number) => boolean;
-  private readonly options: SecureClientSessionOptions = {};
+  private readonly options: SecureClientSessionOptions;
 
   constructor(
     private readonly backend: Backend,
@@ -32,13 +33,8 @@ export class H2Probe implements Probe {
     });
     this.headers = headers;
     this.matches = statusMatcher(check.expectStatus);
-    const tls = backend.tls;
-    if (tls !== undefined) {
-      // As requests reach it: ALPN h2, the same CA, name and verification.
-      this.options = { ALPNProtocols: ["h2"], rejectUnauthorized: tls.rejectUnauthorized, ...(tls.ca !== undefined ? { ca: tls.ca } : {}), ...(tls.cert !== undefined ? { cert: tls.cert, key: tls.key } : {}) };
-      const name = tls.serverName ?? u.hostname.replace(/^\[|\]$/g, "");
-      if (!/^[\d.]+$|:/.test(name)) this.options.servername = name;
-    }
+    // As requests reach it: ALPN h2, the same CA, client certificate, name and verification.
+    this.options = h2TlsOptions(backend.tls, u);
   }
 
   run(signal: AbortSignal): Promise<ProbeResult> {

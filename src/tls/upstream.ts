@@ -5,6 +5,7 @@
  * again), then given as it is to fetch, Bun.connect, Bun's WebSocket client and the probes.
  */
 import { readFileSync } from "node:fs";
+import type { SecureClientSessionOptions } from "node:http2";
 
 /** A backend's `tls` as the config writes it. */
 export interface UpstreamTlsConfig {
@@ -37,6 +38,22 @@ export function upstreamTls(url: URL, cfg: UpstreamTlsConfig | undefined): Upstr
     ...(cfg?.servername !== undefined ? { serverName: cfg.servername } : {}),
     rejectUnauthorized: !(cfg?.insecureSkipVerify ?? false),
   };
+}
+
+/**
+ * node:http2's TLS options for an HTTP/2 backend, the same for its requests (engine/h2/) and its
+ * probes (health/): ALPN h2 alone (RFC 9113 §3.2: h2 over TLS is agreed in the handshake), the
+ * backend's CAs, client certificate and verification, and SNI as the configured name or else
+ * the URL's host, sent only when it is a host name (RFC 6066 §3). None for h2c.
+ */
+export function h2TlsOptions(tls: UpstreamTls | undefined, url: URL): SecureClientSessionOptions {
+  if (tls === undefined) return {};
+  const options: SecureClientSessionOptions = { ALPNProtocols: ["h2"], rejectUnauthorized: tls.rejectUnauthorized };
+  if (tls.ca !== undefined) options.ca = tls.ca;
+  if (tls.cert !== undefined) Object.assign(options, { cert: tls.cert, key: tls.key });
+  const name = tls.serverName ?? url.hostname.replace(/^\[|\]$/g, "");
+  if (!/^[\d.]+$|:/.test(name)) options.servername = name;
+  return options;
 }
 
 /** The config's words for a backend's TLS, for the reload's list of changes. */

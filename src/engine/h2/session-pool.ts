@@ -10,10 +10,11 @@
  * A session's life: Connecting (TCP, TLS with ALPN h2, the preface) -> Ready -> Draining (a
  * GOAWAY came, or we are closing it: no new streams, those in flight finish) -> Closed.
  */
-import http2, { type ClientHttp2Session, type SecureClientSessionOptions } from "node:http2";
+import http2, { type ClientHttp2Session } from "node:http2";
 import type { Backend } from "../../pool/backend.ts";
 import { NetworkError } from "../../net/network-error.ts";
 import type { UpstreamPoolOptions } from "../socket/upstream.ts";
+import { h2TlsOptions } from "../../tls/upstream.ts";
 
 const enum State {
   Connecting = 0,
@@ -55,21 +56,8 @@ export class H2Session {
     connectMs: number,
   ) {
     this.maxStreams = cap;
-    const url = backend.url;
-    const tls = backend.tls;
-    const options: SecureClientSessionOptions = {};
-    if (tls !== undefined) {
-      // h2 is agreed in the handshake (RFC 9113 §3.2); a backend that picks no h2 is refused below.
-      options.ALPNProtocols = ["h2"];
-      options.rejectUnauthorized = tls.rejectUnauthorized;
-      if (tls.ca !== undefined) options.ca = tls.ca;
-      // A client certificate for backends that require mutual TLS (tls.cert, tls.key).
-      if (tls.cert !== undefined) Object.assign(options, { cert: tls.cert, key: tls.key });
-      const name = tls.serverName ?? url.hostname.replace(/^\[|\]$/g, "");
-      // SNI carries host names only (RFC 6066 §3).
-      if (!/^[\d.]+$|:/.test(name)) options.servername = name;
-    }
-    this.session = http2.connect(backend.origin, options);
+    // h2 is agreed in the handshake; a backend that picks no h2 is refused below.
+    this.session = http2.connect(backend.origin, h2TlsOptions(backend.tls, backend.url));
     const s = this.session;
     this.connectTimer = setTimeout(() => this.fail(new NetworkError("ETIMEDOUT_CONNECT", `connect timed out after ${connectMs}ms`)), connectMs);
     // Ready once connected and the peer's first SETTINGS is in (its preface, RFC 9113 §3.4): until
