@@ -163,6 +163,18 @@ const challengeHandlers: SocketHandler<undefined> = {
   },
 };
 
+/**
+ * TLS on the socket, over the bytes already read. Bun throws only for options it refuses, which
+ * are ours and made ahead; should it ever, the connection is closed, never the process.
+ */
+function upgradeOrClose(socket: Socket<Hello>, options: object): void {
+  try {
+    (socket as unknown as { upgradeTLS(o: object): unknown }).upgradeTLS(options);
+  } catch {
+    socket.terminate();
+  }
+}
+
 /** Bun's socket timer in whole seconds (it fires up to 4 s late: uSockets' granularity). */
 function seconds(ms: number): number {
   return Math.max(1, Math.ceil(ms / 1000));
@@ -190,14 +202,13 @@ export function listenHelloFirst<T>(o: HelloFirstOptions<T>): HelloFirstListener
     settle(socket, hello);
     const initialData = hello.chunks.length === 1 ? hello.chunks[0]! : Buffer.concat(hello.chunks);
     hello.chunks.length = 0;
-    const upgrade = (socket as unknown as { upgradeTLS(o: object): unknown }).upgradeTLS.bind(socket);
     if (alpn !== undefined && alpn.length === 1 && alpn[0] === ACME_TLS_ALPN) {
       const secureContext = o.challenges.contextFor(serverName);
       if (secureContext === undefined) return void socket.end();
-      upgrade({ isServer: true, initialData, data: undefined, tls: { secureContext, ALPNProtocols: CHALLENGE_ALPN }, socket: challengeHandlers });
+      upgradeOrClose(socket, { isServer: true, initialData, data: undefined, tls: { secureContext, ALPNProtocols: CHALLENGE_ALPN }, socket: challengeHandlers });
       return;
     }
-    upgrade({ isServer: true, initialData, data: hello.pre, tls: pick(contexts, serverName), socket: o.handlers });
+    upgradeOrClose(socket, { isServer: true, initialData, data: hello.pre, tls: pick(contexts, serverName), socket: o.handlers });
   };
 
   /** ClientHello bytes (after the PROXY header, if any). */
