@@ -24,7 +24,7 @@
  */
 import type { Socket, SocketHandler, TCPSocketListener } from "bun";
 import { createSecureContext } from "node:tls";
-import { ClientHelloReader, CLIENT_HELLO_MAX_BYTES } from "../tcp/client-hello.ts";
+import { ClientHelloReader, CLIENT_HELLO_MAX_BYTES, CLIENT_HELLO_TIMEOUT_MS } from "../tcp/client-hello.ts";
 import { ProxyHeaderReader, type ProxyAccept, type ProxyEndpoint } from "../net/proxy-protocol.ts";
 import type { TlsMaterial } from "./certificates.ts";
 
@@ -175,9 +175,13 @@ function upgradeOrClose(socket: Socket<Hello>, options: object): void {
   }
 }
 
-/** Bun's socket timer in whole seconds (it fires up to 4 s late: uSockets' granularity). */
+/**
+ * Bun's socket timer in whole seconds (it fires up to 4 s late: uSockets' granularity). 0 (the
+ * operator's "no limit of our own" for timeouts.header) is never unbounded before TLS: a
+ * ClientHello gets CLIENT_HELLO_TIMEOUT_MS then.
+ */
 function seconds(ms: number): number {
-  return Math.max(1, Math.ceil(ms / 1000));
+  return Math.max(1, Math.ceil((ms > 0 ? ms : CLIENT_HELLO_TIMEOUT_MS) / 1000));
 }
 
 export function listenHelloFirst<T>(o: HelloFirstOptions<T>): HelloFirstListener {
