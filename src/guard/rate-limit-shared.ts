@@ -27,6 +27,9 @@
  *   1 µs unless a burst is so long that 2^38 µs (76 hours) cannot hold it.
  * - The hash seed is drawn by the owner per file, so that a client cannot pick keys that fall
  *   into one window.
+ * - A key is known by its tag, not its whole self: a new key whose tag is that of a limited key
+ *   in its window is taken for that key and waits as it does. At most PROBE / 2^24 (about one
+ *   in a million) per decision for a key not in the table, and not aimed: the seed is secret.
  * - Two workers adding the same new key at the same instant may each take a slot; lookups then
  *   find the first, and the other's single interval is lost when it expires. A slot taken from
  *   a key in the same instant as that key's own update does not happen: both are a

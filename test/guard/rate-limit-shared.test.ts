@@ -90,9 +90,15 @@ describe("the shared table", () => {
     // 100 new keys: well within the table; the limited key stays limited.
     for (let i = 0; i < 100; i++) expect(b.take(`new-${i}`, now + i)).toBe(0);
     expect(b.take("victim", now + 200)).toBeGreaterThan(0);
-    // A flood far past it: every new key still gets its budget (it has a full one), and the
-    // table stays its size (the file is fixed).
-    for (let i = 0; i < 20_000; i++) expect(b.take(`flood-${i}`, now + 300 + i)).toBe(0);
+    // A flood far past it: every new key gets its budget (it has a full one), and the table
+    // stays its size (the file is fixed). Every key, but for the rare one whose 24-bit tag is
+    // that of a limited key in its 16-slot window: it waits as that key does (at most
+    // PROBE / 2^24, about 1e-6, per new key; 20,000 keys fail this 2% of the time if it asks for
+    // none: seen once in CI, 3599284 ms for flood-i). More than 5 would be a broken table, not
+    // that chance (expected 0.02; five is a chance of about 1e-13).
+    let refused = 0;
+    for (let i = 0; i < 20_000; i++) if (b.take(`flood-${i}`, now + 300 + i) !== 0) refused++;
+    expect(refused).toBeLessThanOrEqual(5);
   });
 
   test("a TAT the 40-bit clock wrapped past counts as past, not as far ahead", () => {
