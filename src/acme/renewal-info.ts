@@ -44,8 +44,19 @@ export function certId(pem: string): string | undefined {
   const cert = new x509.X509Certificate(block);
   const aki = cert.getExtension(x509.AuthorityKeyIdentifierExtension);
   if (aki?.keyId === undefined) return undefined;
-  // @peculiar/x509 gives the INTEGER's content octets, as encoded (a leading 00 included).
-  return `${base64url(Buffer.from(aki.keyId, "hex"))}.${base64url(Buffer.from(cert.serialNumber, "hex"))}`;
+  return `${base64url(Buffer.from(aki.keyId, "hex"))}.${base64url(serialOctets(cert.serialNumber))}`;
+}
+
+/**
+ * A serial number's DER content octets (X.690 §8.3: two's complement, shortest form) from its
+ * hex: a serial whose first byte has the high bit set takes a leading 00, or it would read as
+ * negative. @peculiar/x509 and node both give the hex without it (measured: 8A01... for the
+ * octets 00 8A 01 ...), and a CertID without it names no certificate the CA knows.
+ */
+export function serialOctets(hex: string): Buffer {
+  const even = hex.length % 2 === 1 ? `0${hex}` : hex;
+  const bytes = Buffer.from(even, "hex");
+  return bytes.length > 0 && bytes[0]! >= 0x80 ? Buffer.concat([Buffer.from([0]), bytes]) : bytes;
 }
 
 /** RFC 9110 §10.2.3: delay-seconds or an HTTP-date; bounded; the default without one. */

@@ -408,21 +408,21 @@ describe.skipIf(programs.skip)("ARI (RFC 9773)", () => {
     await waitFor(() => existsIssued(storage, "a.test"), "a.test issued", 20_000, 50);
     const first = expectedCertId(storage, "a.test");
     // Asked for the issued certificate's window, and again as Retry-After (1 s) says.
-    await waitFor(() => ari.asked.filter((id) => id === first).length >= 2, "two polls for the first certificate's window", 10_000, 20);
+    await waitFor(() => ari.asked.filter((id) => id === first).length >= 2, "two polls for the first certificate's window", 20_000, 20);
     expect(r.balancer.acme.issued.get("a.test")).toBe(1);
     // The CA moves the window into the past: renewed at once.
     ari.answer = (id) => (id === first ? "now" : "far");
-    await waitFor(() => r.logLines.some((l) => l.includes("a.test: certificate renewed")), "the renewal the CA asked for", 10_000, 20);
+    await waitFor(() => r.logLines.some((l) => l.includes("a.test: certificate renewed")), "the renewal the CA asked for", 20_000, 20);
     expect(r.logLines.some((l) => l.includes("the CA's renewal window (ARI)") && l.includes("https://ca.example/incident"))).toBe(true);
     const second = expectedCertId(storage, "a.test");
     expect(second).not.toBe(first);
     // The new certificate's window is far off: asked for, and not renewed again.
-    await waitFor(() => ari.asked.filter((id) => id === second).length >= 2, "two polls for the renewed certificate's window", 10_000, 20);
+    await waitFor(() => ari.asked.filter((id) => id === second).length >= 2, "two polls for the renewed certificate's window", 20_000, 20);
     expect(r.balancer.acme.issued.get("a.test")).toBe(2);
     expect(ca.orders()).toBe(2);
     // A CA that fails to answer: said, and nothing renewed.
     ari.answer = () => "error";
-    await waitFor(() => r.logLines.some((l) => l.includes("SY_ACME_RENEWAL_INFO")), "the failed poll logged", 10_000, 20);
+    await waitFor(() => r.logLines.some((l) => l.includes("SY_ACME_RENEWAL_INFO")), "the failed poll logged", 20_000, 20);
     expect(r.balancer.acme.issued.get("a.test")).toBe(2);
     expect(r.logLines.filter((l) => l.includes("SY_ACME_ORDER_FAILED"))).toEqual([]);
   }, 60_000);

@@ -4,7 +4,10 @@
  * tested against pebble with a renewalInfo endpoint beside it (pebble.test.ts, "ARI").
  */
 import { expect, test } from "bun:test";
-import { DEFAULT_RETRY_AFTER_MS, MAX_RETRY_AFTER_MS, MIN_RETRY_AFTER_MS, pickInWindow, retryAfterMs } from "../../src/acme/renewal-info.ts";
+import { certId, DEFAULT_RETRY_AFTER_MS, MAX_RETRY_AFTER_MS, MIN_RETRY_AFTER_MS, pickInWindow, retryAfterMs, serialOctets } from "../../src/acme/renewal-info.ts";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 
 test("Retry-After: delay-seconds or an HTTP-date, within bounds; the default without one or with one that does not parse", () => {
   const now = Date.parse("2026-12-07T00:00:00Z");
@@ -29,5 +32,34 @@ test("the time chosen is uniform in the window, its ends included", () => {
   for (let i = 0; i < 1000; i++) {
     const t = pickInWindow(w);
     expect(t >= 1_000 && t < 2_000).toBe(true);
+  }
+});
+
+test("a serial's DER octets: a leading 00 where the high bit is set, none otherwise (X.690 §8.3)", () => {
+  expect(serialOctets("8A0102").toString("hex")).toBe("008a0102");
+  expect(serialOctets("7f0102").toString("hex")).toBe("7f0102");
+  expect(serialOctets("1").toString("hex")).toBe("01");
+  expect(serialOctets("FFF").toString("hex")).toBe("0fff");
+});
+
+test("the CertID of certificates openssl issued with high-bit and plain serials (RFC 9773 §4.1)", () => {
+  const dir = mkdtempSync(join(tmpdir(), "switchyard-certid-"));
+  try {
+    const run = (args: string[]) => {
+      const p = Bun.spawnSync(["openssl", ...args], { cwd: dir, stderr: "pipe" });
+      if (p.exitCode !== 0) throw new Error(p.stderr.toString());
+      return p.stdout.toString();
+    };
+    run(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-subj", "/CN=ca", "-days", "1"]);
+    const ski = /([0-9A-F]{2}(:[0-9A-F]{2})+)/.exec(run(["x509", "-in", "ca.pem", "-noout", "-ext", "subjectKeyIdentifier"]))![1]!.replace(/:/g, "");
+    run(["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "leaf.key", "-out", "leaf.csr", "-subj", "/CN=leaf"]);
+    for (const [serial, octets] of [["0x8A0102030405060708", "008a0102030405060708"], ["0x3C77AD6A5363C96A", "3c77ad6a5363c96a"]] as const) {
+      writeFileSync(join(dir, "ext"), "authorityKeyIdentifier=keyid\n");
+      run(["x509", "-req", "-in", "leaf.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-set_serial", serial, "-out", "leaf.pem", "-days", "1", "-extfile", "ext"]);
+      const pem = run(["x509", "-in", "leaf.pem"]);
+      expect(certId(pem)).toBe(`${Buffer.from(ski, "hex").toString("base64url")}.${Buffer.from(octets, "hex").toString("base64url")}`);
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
   }
 });
