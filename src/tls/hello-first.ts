@@ -96,6 +96,8 @@ interface Hello {
   state: "proxy" | "reading" | "handed";
   proxy: ProxyHeaderReader | undefined;
   pre: PreTls | undefined;
+  /** The deadline of the current phase (the PROXY header's, then the ClientHello's). */
+  timer: ReturnType<typeof setTimeout> | undefined;
 }
 
 /** What `upgradeTLS` takes as `tls` for one certificate: built when the certificates change, never per connection. */
@@ -176,12 +178,13 @@ function upgradeOrClose(socket: Socket<Hello>, options: object): void {
 }
 
 /**
- * Bun's socket timer in whole seconds (it fires up to 4 s late: uSockets' granularity). 0 (the
- * operator's "no limit of our own" for timeouts.header) is never unbounded before TLS: a
- * ClientHello gets CLIENT_HELLO_TIMEOUT_MS then.
+ * A phase's time limit. 0 (the operator's "no limit of our own" for timeouts.header) is never
+ * unbounded before TLS: a ClientHello gets CLIENT_HELLO_TIMEOUT_MS then. A timer of our own per
+ * connection, not Bun's socket timeout: that one counts in uSockets' 4-second ticks, so a 1 s
+ * limit fired anywhere from 0 to 4 s (measured: a connection closed after 68 ms).
  */
-function seconds(ms: number): number {
-  return Math.max(1, Math.ceil((ms > 0 ? ms : CLIENT_HELLO_TIMEOUT_MS) / 1000));
+function limitMs(ms: number): number {
+  return ms > 0 ? ms : CLIENT_HELLO_TIMEOUT_MS;
 }
 
 export function listenHelloFirst<T>(o: HelloFirstOptions<T>): HelloFirstListener {
@@ -189,11 +192,28 @@ export function listenHelloFirst<T>(o: HelloFirstOptions<T>): HelloFirstListener
   let pending = 0;
 
   /** The end of the pre-TLS phase, however it ends: no longer counted as pending. */
-  const settle = (socket: Socket<Hello>, hello: Hello): void => {
+  const settle = (_socket: Socket<Hello>, hello: Hello): void => {
     hello.state = "handed";
     hello.proxy = undefined;
     pending--;
-    socket.timeout(0);
+    clearTimeout(hello.timer);
+    hello.timer = undefined;
+  };
+
+  /** The phase's deadline passed: a PROXY header not whole is refused, a ClientHello not whole closed. */
+  const expired = (socket: Socket<Hello>, hello: Hello): void => {
+    hello.timer = undefined;
+    if (hello.state === "proxy") return refuseProxy(socket, hello, "no complete PROXY header in time");
+    if (hello.state === "reading") {
+      settle(socket, hello);
+      socket.end();
+    }
+  };
+
+  const arm = (socket: Socket<Hello>, hello: Hello, ms: number): void => {
+    clearTimeout(hello.timer);
+    hello.timer = setTimeout(expired, limitMs(ms), socket, hello);
+    hello.timer.unref?.();
   };
 
   const refuseProxy = (socket: Socket<Hello>, hello: Hello, detail: string): void => {
@@ -249,8 +269,9 @@ export function listenHelloFirst<T>(o: HelloFirstOptions<T>): HelloFirstListener
         if (pending >= o.limits.maxPending) return void socket.end();
         pending++;
         const proxy = accept !== undefined ? new ProxyHeaderReader() : undefined;
-        socket.data = { reader: new ClientHelloReader(CLIENT_HELLO_MAX_BYTES), chunks: [], state: proxy !== undefined ? "proxy" : "reading", proxy, pre: undefined };
-        socket.timeout(seconds(accept !== undefined ? accept.timeoutMs : o.limits.helloTimeoutMs));
+        const hello: Hello = { reader: new ClientHelloReader(CLIENT_HELLO_MAX_BYTES), chunks: [], state: proxy !== undefined ? "proxy" : "reading", proxy, pre: undefined, timer: undefined };
+        socket.data = hello;
+        arm(socket, hello, accept !== undefined ? accept.timeoutMs : o.limits.helloTimeoutMs);
       },
       data(socket, chunk) {
         const hello = socket.data;
@@ -265,16 +286,8 @@ export function listenHelloFirst<T>(o: HelloFirstOptions<T>): HelloFirstListener
         hello.proxy = undefined;
         hello.state = "reading";
         // The ClientHello has its own time, from the end of the header (as a request head does after it).
-        socket.timeout(seconds(o.limits.helloTimeoutMs));
+        arm(socket, hello, o.limits.helloTimeoutMs);
         if (rest.length > 0) readHello(socket, hello, rest);
-      },
-      timeout(socket) {
-        const hello = socket.data;
-        if (hello?.state === "proxy") return refuseProxy(socket, hello, "no complete PROXY header in time");
-        if (hello?.state === "reading") {
-          settle(socket, hello);
-          socket.end();
-        }
       },
       close(socket) {
         const hello = socket.data;
