@@ -101,15 +101,17 @@ test("config: names from the listener's exact route hosts; the store's files ser
   expect(c.acme!.lockLease).toBe(600_000);
 });
 
+/** The config error's message, or "accepted". */
+function bad(cfg: Record<string, unknown>): string {
+  try {
+    validateConfig({ backends, ...cfg });
+  } catch (e) {
+    return (e as Error).message;
+  }
+  return "accepted";
+}
+
 test("config: what is wrong is named, with what was expected", () => {
-  const bad = (cfg: Record<string, unknown>) => {
-    try {
-      validateConfig({ backends, ...cfg });
-    } catch (e) {
-      return (e as Error).message;
-    }
-    return "accepted";
-  };
   expect(bad({ listen: { port: 0, tls: { acme: { domains: ["a.test"] } } } })).toContain("listen.tls.acme: set without acme.storage; expected a top-level acme: { storage: DIRECTORY }");
   expect(bad({ acme: { storage: dir }, listen: { port: 0, tls: { acme: {} } } })).toContain("listen.tls.acme.domains: missing, and no route of this listener matches an exact host");
   expect(bad({ acme: { storage: dir }, listen: { port: 0, tls: { acme: { domains: ["*.a.test"] } } } })).toContain("expected exact names: a wildcard needs the DNS-01 challenge");
@@ -121,14 +123,6 @@ test("config: what is wrong is named, with what was expected", () => {
 });
 
 test("config: tls.acme.challenge tls-alpn-01 is refused with engine fetch, naming the field and value; taken with the socket engine and on TCP listeners", () => {
-  const bad = (cfg: Record<string, unknown>) => {
-    try {
-      validateConfig({ backends, ...cfg });
-    } catch (e) {
-      return (e as Error).message;
-    }
-    return "accepted";
-  };
   const alpn = { domains: ["a.test"], challenge: "tls-alpn-01" };
   const refusal = 'listen.tls.acme.challenge: got "tls-alpn-01" with engine "fetch"; expected "http-01", or engine "socket"';
   expect(bad({ engine: "fetch", acme: { storage: dir }, listen: { port: 0, tls: { acme: alpn } } })).toContain(refusal);
