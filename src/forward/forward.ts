@@ -466,7 +466,7 @@ class Trip<Body, Out> implements CancelListener, BodyEnd, TryReceiver, TimerEntr
     // Affinity is read from the request as the client sent it, before the header rules run.
     this.key = target.hashKey?.(headers, req.target, req.clientIp);
     this.pinned = target.sticky?.pinned(headers);
-    this.rewriteHost = toUpstreamHeaders(headers, { clientIp: req.clientIp, proto: req.proto, requestId: this.requestId, ...(req.httpVersion !== undefined ? { version: req.httpVersion } : {}) }, s.opts);
+    this.rewriteHost = toUpstreamHeaders(headers, { clientIp: req.clientIp, proto: req.proto, requestId: this.requestId, version: req.httpVersion }, s.opts);
     dest.requestHeaders?.apply(headers, this.vars(dest));
   }
 
