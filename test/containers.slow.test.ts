@@ -15,12 +15,12 @@
  * saying why.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { chmodSync, cpSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { startCluster, type SimCluster } from "../sim/cluster.ts";
 import { requirePrograms } from "./helpers/system.ts";
-import { waitFor } from "./helpers/wait.ts";
+import { processAlive, waitFor } from "./helpers/wait.ts";
 import { refusedPort } from "./tcp/helpers.ts";
 
 const ROOT = join(import.meta.dir, "..");
@@ -90,8 +90,53 @@ async function prepareEngine(): Promise<string | undefined> {
   return undefined;
 }
 
+/**
+ * What an earlier run of this file left behind when it was killed before afterAll (a CI step
+ * cut at its time limit): containers, images and networks named after a process that is gone.
+ * A compose project left running keeps its published ports DNAT'd to containers that no longer
+ * answer, and every later server that binds one of them loses its connections (see
+ * publishablePort).
+ */
+async function sweepLeftovers(): Promise<void> {
+  const list = async (...args: string[]) => (await podman(...args)).out.split("\n").map((l) => l.trim()).filter(Boolean);
+  const deadRun = (name: string) => {
+    const m = /^(?:localhost\/)?switchyard-test(?:-base|-build)?[-:](\d+)(?:\b|_)/.exec(name);
+    return m !== null && Number(m[1]) !== process.pid && !processAlive(Number(m[1]));
+  };
+  const containers = (await list("ps", "-a", "--format", "{{.Names}}")).filter(deadRun);
+  if (containers.length > 0) await podman("rm", "-f", "-t", "0", ...containers);
+  const images = (await list("images", "--format", "{{.Repository}}:{{.Tag}}")).filter(deadRun);
+  if (images.length > 0) await podman("rmi", "-f", ...images);
+  const networks = (await list("network", "ls", "--format", "{{.Name}}")).filter(deadRun);
+  if (networks.length > 0) await podman("network", "rm", "-f", ...networks);
+}
+
+/**
+ * A host port for podman to publish, free now and outside the kernel's ephemeral range
+ * (ip_local_port_range). A published port is a DNAT rule, not a socket: the kernel still hands
+ * it to anyone who binds port 0, and connections to that server then go to the container. Seen
+ * in full runs as a rig whose proxy or backend refused every connection.
+ */
+function publishablePort(): number {
+  const [low] = readFileSync("/proc/sys/net/ipv4/ip_local_port_range", "utf8").trim().split(/\s+/).map(Number) as [number];
+  const floor = 10_000;
+  if (!(low > floor + 1000)) throw new Error(`the ephemeral port range starts at ${low}: no room below it for published ports`);
+  for (let attempt = 0; attempt < 100; attempt++) {
+    const port = floor + Math.floor(Math.random() * (low - floor));
+    try {
+      // Free on every address: compose publishes the balancer's port on 0.0.0.0.
+      Bun.listen({ hostname: "0.0.0.0", port, exclusive: true, socket: { data() {} } }).stop(true);
+      return port;
+    } catch {
+      // Taken: try another.
+    }
+  }
+  throw new Error(`no free port found between ${floor} and ${low}`);
+}
+
 let cannotRun: string | undefined;
 try {
+  if (!tools.skip) await sweepLeftovers();
   cannotRun = await prepareEngine();
 } catch (e) {
   // A missing program under CI=true is a failure, reported by the tests below.
@@ -230,7 +275,9 @@ describe.skipIf(tools.skip || cannotRun !== undefined)("container image and comp
   }, 120_000);
 
   test("compose: three sims behind the balancer; a stopped backend goes down and comes back when started", async () => {
-    const [port, adminPort] = [refusedPort(), refusedPort()];
+    const port = publishablePort();
+    let adminPort = publishablePort();
+    while (adminPort === port) adminPort = publishablePort();
     // BASE_IMAGE and BUILD_IMAGE from the environment reach the Dockerfile through compose.yaml.
     const env = { SWITCHYARD_IMAGE: IMAGE, SWITCHYARD_PORT: String(port), SWITCHYARD_ADMIN_PORT: String(adminPort), BASE_IMAGE: BASE, BUILD_IMAGE: BUILD };
     const compose = (...args: string[]) => sh([tools.path("podman-compose"), "-p", PROJECT, ...args], { env });
