@@ -11,6 +11,7 @@
  */
 import * as x509 from "@peculiar/x509";
 import { getFromCa } from "./order.ts";
+import { readBounded } from "../http/bounded-body.ts";
 
 export interface RenewalWindow {
   /** The suggested window, ms since the epoch. */
@@ -26,6 +27,8 @@ export const DEFAULT_RETRY_AFTER_MS = 6 * 3_600_000;
 /** A Retry-After is taken within these bounds: not a tight loop, and at least daily (§4.3.3). */
 export const MIN_RETRY_AFTER_MS = 1_000;
 export const MAX_RETRY_AFTER_MS = 24 * 3_600_000;
+/** A directory or a window is a few hundred bytes; an answer over this is refused unread. */
+const MAX_ANSWER_BYTES = 65_536;
 /** A directory is read again after this long (a CA may add ARI). */
 const DIRECTORY_TTL_MS = 24 * 3_600_000;
 
@@ -76,8 +79,13 @@ function renewalInfoUrl(directory: string): Promise<string | undefined> {
   const known = directories.get(directory);
   if (known !== undefined && Date.now() - known.at < DIRECTORY_TTL_MS) return known.renewalInfo;
   const renewalInfo = getFromCa(directory).then(async (r) => {
-    if (!r.ok) throw new Error(`the directory answered ${r.status}`);
-    const url = ((await r.json()) as { renewalInfo?: unknown }).renewalInfo;
+    if (!r.ok) {
+      await r.body?.cancel();
+      throw new Error(`the directory answered ${r.status}`);
+    }
+    const text = await readBounded(r, MAX_ANSWER_BYTES);
+    if (text === undefined) throw new Error(`the directory answered more than ${MAX_ANSWER_BYTES} bytes`);
+    const url = (JSON.parse(text) as { renewalInfo?: unknown }).renewalInfo;
     return typeof url === "string" && url.startsWith("https://") ? url : undefined;
   });
   // A failure is not kept: the next poll reads the directory again.
@@ -101,9 +109,9 @@ export async function renewalWindow(directory: string, pem: string): Promise<Ren
     await r.body?.cancel();
     throw new Error(`renewalInfo answered ${r.status}`);
   }
-  // A window is a few hundred bytes: anything much larger is not one.
-  const text = await r.text();
-  if (text.length > 65_536) throw new Error(`renewalInfo answered ${text.length} bytes`);
+  // A window is a few hundred bytes: anything much larger is not one, and is not buffered.
+  const text = await readBounded(r, MAX_ANSWER_BYTES);
+  if (text === undefined) throw new Error(`renewalInfo answered more than ${MAX_ANSWER_BYTES} bytes`);
   const body = JSON.parse(text) as { suggestedWindow?: { start?: unknown; end?: unknown }; explanationURL?: unknown };
   const start = typeof body.suggestedWindow?.start === "string" ? Date.parse(body.suggestedWindow.start) : NaN;
   const end = typeof body.suggestedWindow?.end === "string" ? Date.parse(body.suggestedWindow.end) : NaN;

@@ -12,6 +12,7 @@
 import type { Backend } from "../pool/backend.ts";
 import { formatUptime } from "./tally.ts";
 import { describeNetworkError, errorCode } from "../net/network-error.ts";
+import { readBounded } from "../http/bounded-body.ts";
 
 export interface PollerOptions {
   /** Polls running at once. Default 3. */
@@ -156,7 +157,8 @@ export class BackendStatsPoller {
         void res.body?.cancel().catch(() => {});
         throw new Error(`status ${res.status}`);
       }
-      const body = await readCapped(res, this.maxBodyBytes);
+      const body = await readBounded(res, this.maxBodyBytes);
+      if (body === undefined) throw new Error(`body is over the ${this.maxBodyBytes}-byte limit`);
       this.reported.set(task.backend, { ...normalize(JSON.parse(body)), at: this.now(), error: null, errorAt: null });
       this.counts.ok++;
     } catch (e) {
@@ -178,29 +180,6 @@ export class BackendStatsPoller {
 function statsUrl(b: Backend, path: string): string {
   const origin = b.url.protocol === "http:" || b.url.protocol === "https:" ? b.origin : `http://${b.url.host}`;
   return origin + path;
-}
-
-async function readCapped(res: Response, max: number): Promise<string> {
-  const declared = Number(res.headers.get("content-length") ?? NaN);
-  if (declared > max) {
-    void res.body?.cancel().catch(() => {});
-    throw new Error(`body of ${declared} bytes is over the ${max}-byte limit`);
-  }
-  if (res.body === null) return "";
-  const reader = res.body.getReader();
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    size += value.byteLength;
-    if (size > max) {
-      void reader.cancel().catch(() => {});
-      throw new Error(`body is over the ${max}-byte limit`);
-    }
-    chunks.push(value);
-  }
-  return Buffer.concat(chunks).toString("utf8");
 }
 
 function describe(e: unknown): string {

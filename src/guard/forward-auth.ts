@@ -19,6 +19,7 @@
  */
 import { errorAnswer, messageFor, type ErrorAnswer, type GuardCode } from "../errors.ts";
 import { HOP_BY_HOP } from "../http/headers.ts";
+import { readBounded } from "../http/bounded-body.ts";
 import type { Guard, GuardRequest, Refusal } from "./guard.ts";
 
 export interface ForwardAuthOptions {
@@ -103,28 +104,4 @@ export class ForwardAuthGuard implements Guard {
     const answer: ErrorAnswer = { status: res.status, headers, body };
     return { code: codeOf(res.status), answer };
   }
-}
-
-/** The body as text, or undefined when it is over `max` bytes (then it is not read further). */
-async function readBounded(res: Response, max: number): Promise<string | undefined> {
-  if (res.body === null) return "";
-  const declared = Number(res.headers.get("content-length") ?? NaN);
-  if (declared > max) {
-    void res.body.cancel().catch(() => {});
-    return undefined;
-  }
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  const reader = res.body.getReader();
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    size += value.length;
-    if (size > max) {
-      void reader.cancel().catch(() => {});
-      return undefined;
-    }
-    chunks.push(value);
-  }
-  return new TextDecoder().decode(Buffer.concat(chunks));
 }
