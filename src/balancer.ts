@@ -137,7 +137,7 @@ export class Balancer implements BalancerContext {
   private readonly guards = new GuardState();
   private listeners: ListenerSet | undefined;
   private supervisor: WorkerSupervisor | undefined;
-  /** With workers: the rate-limit budgets they share (src/guard/rate-limit-shared.ts); removed by stop(). */
+  /** With workers: the directory they share, for the rate-limit budgets (src/guard/rate-limit-shared.ts) and the per-client counts (src/net/shared-client-counts.ts); removed by stop(). */
   private budgets: BudgetFiles | undefined;
   /** Timers that drain pools a reload dropped (retireLater); cleared by stop(), which stops those pools. */
   private readonly retiring = new Set<ReturnType<typeof setTimeout>>();

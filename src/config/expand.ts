@@ -371,11 +371,6 @@ export function configWarnings(config: Config): string[] {
   }
   const used = [...config.listeners.flatMap((l) => (l.pool !== undefined ? [l.pool] : []))];
   for (const w of routeWarnings([], Object.keys(config.pools), [...used, ...config.routes.flatMap(poolsOf)])) out.add(w);
-  // SO_REUSEPORT spreads a client's connections over the workers, each counting its own.
-  const perClient = config.limits.maxConnectionsPerClient;
-  if (perClient !== undefined && config.workers !== undefined && config.workers !== 1) {
-    out.add(`limits.maxConnectionsPerClient: with workers (${config.workers}), each worker counts its own connections and the kernel spreads a client's connections over them, so a client may hold up to the number of workers times ${perClient} connections to a listener`);
-  }
   return [...out];
 }
 

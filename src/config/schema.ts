@@ -562,7 +562,7 @@ const BaseSchema = v.strictObject({
         maxConnectionsPerClient: v.optional(
           v.pipe(
             positiveInt("a whole number of connections, at least 1"),
-            v.description("Client connections one client address may hold open to one listener at once (each listener counts its own; HAProxy's `sc_conn_cur`, nginx's `limit_conn`). The address is the one a PROXY header names on a listener with `proxyProtocol: true`, else the peer's. One more is refused: the socket engine answers `429` (`SY_TOO_MANY_CLIENT_CONNECTIONS`) with `Retry-After: 1` and closes it; a TCP listener closes it before dialling a backend. A reload changes it for new connections; open ones stay counted. With `workers`, each worker counts its own. Socket engine and TCP listeners: refused with `engine: \"fetch\"` for HTTP listeners."),
+            v.description("Client connections one client address may hold open to one listener at once (each listener counts its own; HAProxy's `sc_conn_cur`, nginx's `limit_conn`). The address is the one a PROXY header names on a listener with `proxyProtocol: true`, else the peer's. One more is refused: the socket engine answers `429` (`SY_TOO_MANY_CLIENT_CONNECTIONS`) with `Retry-After: 1` and closes it; a TCP listener closes it before dialling a backend. A reload changes it for new connections; open ones stay counted. With `workers`, the workers count together (shared memory): the bound is the balancer's. Socket engine and TCP listeners: refused with `engine: \"fetch\"` for HTTP listeners."),
             doc({ defaultText: "no bound" }),
           ),
         ),

@@ -50,7 +50,7 @@ export class GuardState {
   inFlightLimit(route: string, max: number | undefined): InFlightLimit | undefined {
     if (max === undefined) return undefined;
     let l = this.inFlight.get(route);
-    if (l === undefined) this.inFlight.set(route, (l = new InFlightLimit(max)));
+    if (l === undefined) this.inFlight.set(route, (l = new InFlightLimit(route, max)));
     else l.setMax(max);
     return l;
   }

@@ -12,15 +12,17 @@
  * reload are released on the same counts.
  */
 import { errorAnswer, messageFor } from "../errors.ts";
-import { ClientCounts } from "../net/client-counts.ts";
+import type { ClientCounts } from "../net/client-counts.ts";
+import { clientCounts } from "../net/shared-client-counts.ts";
 import type { Refusal } from "./guard.ts";
 
 export class InFlightLimit {
   private readonly counts: ClientCounts;
   private refusal: Refusal;
 
-  constructor(max: number) {
-    this.counts = new ClientCounts(max);
+  /** `route`: the route's name, which the workers' shared counts go by. */
+  constructor(route: string, max: number) {
+    this.counts = clientCounts(`in-flight ${route}`, max);
     this.refusal = refusalFor(max);
   }
 

@@ -81,7 +81,8 @@ function sharedRoutes(config: Config): [string, RouteRateLimit][] {
 
 /**
  * The owner's side: the directory of budget files, each made before a worker is told of a
- * config that uses it, and removed once no config in force does. Owned by the balancer,
+ * config that uses it, and removed once no config in force does. The workers make their
+ * per-client counts here too (net/shared-client-counts.ts), which stay until the directory goes. Owned by the balancer,
  * which removes the whole directory when it stops.
  */
 export class BudgetFiles {
@@ -108,7 +109,8 @@ export class BudgetFiles {
     const wanted = new Set(sharedRoutes(config).map(([route, c]) => budgetFileName(route, c)));
     for (const name of readdirSync(this.dir)) {
       // A worker still on the previous config keeps its mapping (an unlinked file stays mapped).
-      if (!wanted.has(name)) unlinkSync(join(this.dir, name));
+      // The workers' client counts (net/shared-client-counts.ts) share the directory and stay.
+      if (name.endsWith(".budget") && !wanted.has(name)) unlinkSync(join(this.dir, name));
     }
   }
 

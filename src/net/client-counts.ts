@@ -12,8 +12,27 @@
  * The address is the real client's: the one a PROXY header names on a listener that takes one,
  * else the peer's, IPv4-mapped IPv6 written as IPv4 (net/cidr.ts plainAddress), so that one
  * client is one key whichever way it came. Its owner releases each admitted unit exactly once.
+ *
+ * With `workers`, every worker sees the others' counts (net/shared-client-counts.ts); the
+ * `clientCounts` factory there gives each owner the right kind.
  */
-export class ClientCounts {
+export interface ClientCounts {
+  /** The bound in force (undefined: none). */
+  readonly max: number | undefined;
+  /** A reload's new bound: what is open stays counted, and only new units meet it. */
+  setMax(max: number | undefined): void;
+  /** Count a unit of `client` in, or refuse it (nothing is counted then). */
+  admit(client: string): boolean;
+  /** A unit admitted for `client` is over. */
+  release(client: string): void;
+  /** Units `client` holds now (in this process). */
+  of(client: string): number;
+  /** Clients holding any now (in this process). */
+  readonly clients: number;
+}
+
+/** ClientCounts of one process. */
+export class LocalClientCounts implements ClientCounts {
   private readonly counts = new Map<string, number>();
 
   /** `maxPerClient`: units per client; undefined for no bound (counted all the same). */

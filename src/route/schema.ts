@@ -441,7 +441,7 @@ const RouteObject = v.strictObject({
         maxInFlightPerClient: v.optional(
           v.pipe(
             v.number("expected a whole number of requests, at least 1"), v.integer("expected a whole number of requests, at least 1"), v.minValue(1, "expected a whole number of requests, at least 1"),
-            v.description("Requests one client address may have in flight on this route at once (from routing to the end of the answer); one more gets `429`. The address is the real client's (PROXY protocol's when the listener takes it)."),
+            v.description("Requests one client address may have in flight on this route at once (from routing to the end of the answer); one more gets `429`. The address is the real client's (PROXY protocol's when the listener takes it). With `workers`, the workers count together: the bound is the balancer's."),
             doc({ defaultText: "no bound" }),
           ),
         ),

@@ -28,7 +28,7 @@ import { CLIENT_HELLO_TIMEOUT_MS } from "./client-hello.ts";
 import type { TlsMaterial } from "../tls/certificates.ts";
 import { listenHelloFirst, NO_CHALLENGES, type AlpnChallenges, type HelloLimits, type PreTls } from "../tls/hello-first.ts";
 import type { ProxyAccept } from "../net/proxy-protocol.ts";
-import { ClientCounts } from "../net/client-counts.ts";
+import { clientCounts } from "../net/shared-client-counts.ts";
 
 export { TcpStats, type SniRefusal } from "./stats.ts";
 export type { RelayTarget, SniRouting } from "./relay.ts";
@@ -113,7 +113,7 @@ export async function startTcpProxy(ctx: TcpContext, opts: TcpListenOptions): Pr
   };
   let sni = opts.sni;
   // The listener's, across reloads: relays started under one config release their counts in it.
-  const clients = new ClientCounts(ctx.settings.maxConnectionsPerClient);
+  const clients = clientCounts(`connections ${opts.host}:${opts.port}`, ctx.settings.maxConnectionsPerClient);
   const envFor = (c: TcpSettings): RelayEnv => ({
     pool: ctx.pool,
     passive: ctx.passive,

@@ -53,7 +53,7 @@ export interface Tables {
 export type Ports = Record<string, number>;
 
 export type ToWorker =
-  /** `budgetDir`: the owner's rate-limit budget files (src/guard/rate-limit-shared.ts), which every worker maps. */
+  /** `budgetDir`: the owner's shared directory, which every worker maps files of: the rate-limit budgets (src/guard/rate-limit-shared.ts) and the per-client counts (src/net/shared-client-counts.ts). */
   | { t: "start"; index: number; count: number; ports: Ports; config: Config; tables: Tables; budgetDir?: string }
   | { t: "tables"; tables: Tables }
   /** `id`: answered by `configured` with the same id. */

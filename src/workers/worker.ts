@@ -30,6 +30,7 @@ import { GuardState } from "../guard/build.ts";
 import { activity, reportOf, sameActivity } from "./reports.ts";
 import type { FromWorker, PassiveEvent, Ports, Table, Tables, ToWorker } from "./protocol.ts";
 import { RecentFailures } from "../stats/recent-failures.ts";
+import { shareClientCounts } from "../net/shared-client-counts.ts";
 
 /** How often figures go to the owner when they moved, ms. Also bounds how late a run of good answers is told. */
 export const REPORT_MS = 100;
@@ -249,6 +250,8 @@ export function runWorker(): Promise<number> {
           running = m.config;
           // Rate limits spend the budgets every worker shares, not this process's own.
           if (m.budgetDir !== undefined) guards.rateLimits.local.sharedIn(m.budgetDir);
+          // So do the per-client bounds (limits.maxConnectionsPerClient, maxInFlightPerClient): one count over all workers.
+          if (m.budgetDir !== undefined) shareClientCounts({ dir: m.budgetDir, index: m.index, count: m.count });
           pools.apply(m.tables, () => {});
           send({ t: "applied", version: m.tables.version });
           ports = m.ports;

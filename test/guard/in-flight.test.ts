@@ -14,7 +14,7 @@ import { waitFor } from "../helpers/wait.ts";
 
 describe("InFlightLimit", () => {
   test("counts per client, refuses past the bound, forgets a client at zero", () => {
-    const l = new InFlightLimit(2);
+    const l = new InFlightLimit("r", 2);
     expect(l.admit("a")).toBeUndefined();
     expect(l.admit("a")).toBeUndefined();
     expect(l.admit("a")?.code).toBe("SY_RATE_LIMITED");
@@ -92,6 +92,39 @@ for (const engine of ["socket", "fetch"] as const) {
         await waitFor(() => held.length === 3, "two more beside the abandoned one");
         for (const answer of held.splice(0)) answer();
         for (const r of await Promise.all(after)) expect(r.status).toBe(200);
+      } finally {
+        for (const answer of held.splice(0)) answer();
+        await lb.stop(false);
+      }
+    });
+
+    test("with workers, the bound is the balancer's: requests over both workers count together", async () => {
+      const lb = await startBalancer(
+        validateConfig({
+          engine, workers: 2, admin: false, healthCheck: false, log: { access: false },
+          listeners: [{ name: "web", host: "127.0.0.1", port: 0 }],
+          pools: { slow: { backends: [{ url: `http://127.0.0.1:${backend.port}` }] } },
+          routes: [{ name: "slow", pool: "slow", limits: { maxInFlightPerClient: 2 } }],
+        }),
+        { env: {}, logger: memoryLogger() },
+      );
+      // Each on a connection of its own, which the kernel gives to either worker.
+      const get = (path: string) => fetch(`${lb.url}${path}`, { headers: { connection: "close" }, keepalive: false });
+      try {
+        const first = [get("/1"), get("/2")];
+        await waitFor(() => held.length === 2, "two requests at the backend");
+        // Eight more, wherever each lands: both workers see the two in flight.
+        for (const r of await Promise.all(Array.from({ length: 8 }, (_, i) => get(`/more/${i}`)))) {
+          expect(r.status).toBe(429);
+          await r.arrayBuffer();
+        }
+        for (const answer of held.splice(0)) answer();
+        for (const r of await Promise.all(first)) expect(await r.text()).toBe("done");
+        const again = [get("/3"), get("/4")];
+        await waitFor(() => held.length === 2, "two more requests at the backend");
+        expect((await get("/5")).status).toBe(429);
+        for (const answer of held.splice(0)) answer();
+        for (const r of await Promise.all(again)) expect(r.status).toBe(200);
       } finally {
         for (const answer of held.splice(0)) answer();
         await lb.stop(false);

@@ -10,7 +10,7 @@
  */
 import { afterEach, describe, expect, test } from "bun:test";
 import net from "node:net";
-import { ClientCounts } from "../../src/net/client-counts.ts";
+import { LocalClientCounts } from "../../src/net/client-counts.ts";
 import { validateConfig } from "../../src/config/load.ts";
 import { configWarnings } from "../../src/config/expand.ts";
 import { encodeProxyHeader } from "../../src/net/proxy-protocol.ts";
@@ -24,9 +24,9 @@ afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
 
-describe("ClientCounts", () => {
+describe("LocalClientCounts", () => {
   test("counts per address, refuses at the bound, forgets an address at zero", () => {
-    const c = new ClientCounts(2);
+    const c = new LocalClientCounts(2);
     expect(c.admit("a")).toBe(true);
     expect(c.admit("a")).toBe(true);
     expect(c.admit("a")).toBe(false);
@@ -44,7 +44,7 @@ describe("ClientCounts", () => {
   });
 
   test("no bound still counts, so that a bound set later finds the connections open", () => {
-    const c = new ClientCounts(undefined);
+    const c = new LocalClientCounts(undefined);
     for (let i = 0; i < 5; i++) expect(c.admit("a")).toBe(true);
     c.setMax(3);
     expect(c.admit("a")).toBe(false);
@@ -75,11 +75,9 @@ describe("config", () => {
     expect(validateConfig(tcp).limits.maxConnectionsPerClient).toBe(2);
   });
 
-  test("check warns that each worker counts its own", () => {
+  test("check has nothing to warn of with workers: they share one count (net/shared-client-counts.ts)", () => {
     const bounded = { ...base, limits: { maxConnectionsPerClient: 8 } };
-    expect(configWarnings(validateConfig({ ...bounded, workers: 4 }))).toEqual([
-      "limits.maxConnectionsPerClient: with workers (4), each worker counts its own connections and the kernel spreads a client's connections over them, so a client may hold up to the number of workers times 8 connections to a listener",
-    ]);
+    expect(configWarnings(validateConfig({ ...bounded, workers: 4 }))).toEqual([]);
     expect(configWarnings(validateConfig(bounded))).toEqual([]);
     expect(configWarnings(validateConfig({ ...base, workers: 4 }))).toEqual([]);
   });
@@ -192,6 +190,19 @@ describe("HTTP listener (socket engine)", () => {
     await refused(port, "127.0.0.1");
   });
 
+  test("with workers, the bound is the balancer's: a client's connections over both workers count together", async () => {
+    const rig = await httpRig({ maxConnectionsPerClient: 3 }, { workers: 2 });
+    const port = rig.balancer.port;
+    const open = [await served(port, "127.0.0.1"), await served(port, "127.0.0.1"), await served(port, "127.0.0.1")];
+    // Wherever the kernel puts each of these, both workers see the three open.
+    for (let i = 0; i < 8; i++) await refused(port, "127.0.0.1");
+    await served(port, "127.0.0.2");
+    open[0]!.end();
+    await open[0]!.waitClosed();
+    await admittedAgain(port, "127.0.0.1");
+    for (let i = 0; i < 4; i++) await refused(port, "127.0.0.1");
+  });
+
   test("a connection closed by the header timeout (never sent a byte) gives its count back", async () => {
     const rig = await httpRig({ maxConnectionsPerClient: 1 }, { timeouts: { header: "300ms" } });
     const port = rig.balancer.port;
@@ -254,6 +265,16 @@ describe("HTTP listener (socket engine)", () => {
   });
 });
 
+/** Connects from 127.0.0.1 until one is relayed (a closed relay's count is given back as its close is handled). */
+async function relayedAgain(port: number): Promise<void> {
+  await waitFor(async () => {
+    const c = await connectFrom(port, "127.0.0.1");
+    c.send("again");
+    await waitFor(() => c.closed || c.text() === "again", "an echo or a close");
+    return c.text() === "again";
+  }, "a connection from 127.0.0.1 to be relayed again");
+}
+
 describe("TCP listener", () => {
   test("a third connection of one address is closed before any dial, and counted; a close gives the count back", async () => {
     const echo = startEchoServer();
@@ -281,16 +302,37 @@ describe("TCP listener", () => {
     expect(rig.logLines.filter((l) => l.includes("limits.maxConnectionsPerClient"))).toHaveLength(1);
     a1.end();
     await a1.waitClosed();
-    await waitFor(async () => {
-      const c = await connectFrom(port, "127.0.0.1");
-      c.send("again");
-      await waitFor(() => c.closed || c.text() === "again", "an echo or a close");
-      return c.text() === "again";
-    }, "a connection from 127.0.0.1 to be relayed again");
+    await relayedAgain(port);
     // Nothing here changes the backend's health.
     const backend = rig.balancer.pools.get("default")!.pool.backends[0]!;
     expect(backend.state()).toBe("up");
     expect(backend.stats.connectFailures).toBe(0);
+  });
+
+  test("with workers, the bound is the balancer's: a client's connections over both workers count together", async () => {
+    const echo = startEchoServer();
+    cleanups.push(() => echo.stop());
+    const rig = await startRig(0, { mode: "tcp", workers: 2, backends: [{ url: `tcp://127.0.0.1:${echo.port}` }], limits: { maxConnectionsPerClient: 2 } });
+    cleanups.push(() => rig.stop());
+    const port = rig.balancer.port;
+    const relayed = async (word: string) => {
+      const c = await connectFrom(port, "127.0.0.1");
+      c.send(word);
+      await c.waitFor((t) => t === word, `the echo of ${word}`);
+      return c;
+    };
+    const first = await relayed("a1");
+    await relayed("a2");
+    for (let i = 0; i < 8; i++) {
+      const c = await connectFrom(port, "127.0.0.1");
+      await c.waitClosed();
+      expect(c.text()).toBe("");
+    }
+    expect(echo.accepted).toBe(2);
+    first.end();
+    await first.waitClosed();
+    await relayedAgain(port);
+    expect(echo.accepted).toBe(3);
   });
 
   test("a relay closed by timeouts.idle gives its count back", async () => {

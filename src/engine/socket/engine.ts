@@ -18,7 +18,7 @@ import { errorAnswer, messageFor, type ErrorAnswer } from "../../errors.ts";
 import type { TlsMaterial } from "../../tls/certificates.ts";
 import { alpnWire, listenHelloFirst, NO_CHALLENGES, type AlpnChallenges, type HelloLimits, type PreTls } from "../../tls/hello-first.ts";
 import type { ProxyAccept } from "../../net/proxy-protocol.ts";
-import { ClientCounts } from "../../net/client-counts.ts";
+import { clientCounts } from "../../net/shared-client-counts.ts";
 import { plainAddress } from "../../net/cidr.ts";
 import { H2Front, type H2Settings } from "../h2/front.ts";
 
@@ -150,7 +150,7 @@ export function startSocketEngine(opts: SocketEngineOptions): SocketEngine {
         env.logger.info(`socket engine: closed a client from ${peer} (PROXY protocol: ${detail}); further ones are only counted (proxyErrors SY_PROXY_PROTOCOL_REFUSED)`);
       }
     },
-    clientConnections: new ClientCounts(opts.limits.maxConnectionsPerClient),
+    clientConnections: clientCounts(`connections ${opts.host}:${opts.port}`, opts.limits.maxConnectionsPerClient),
     clientRefusal: clientRefusal(opts.limits.maxConnectionsPerClient),
     clientRefused(address) {
       // Counted with the loop's own answers (/stats proxyErrors); only the first is logged, so
