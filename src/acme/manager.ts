@@ -31,6 +31,7 @@ import { orderCertificate, trustDirectoryCa, type OrderSettings } from "./order.
 import { placeholderPem } from "./placeholder.ts";
 import { AcmeStore, type StoredCert } from "./store.ts";
 import { pickInWindow, renewalWindow } from "./renewal-info.ts";
+import { resolveEab } from "./eab.ts";
 
 /** Renew when this much of the lifetime has passed. */
 export const RENEW_AT = 2 / 3;
@@ -107,8 +108,15 @@ export class AcmeManager {
       const a = l.tls?.acme;
       if (a === undefined) continue;
       const field = l.name === "default" ? "listen.tls.acme" : `listeners.${l.name}.tls.acme`;
+      let eab: OrderSettings["eab"];
+      if (a.eab !== undefined) {
+        const { binding, problem } = resolveEab(a.eab);
+        // Validation read the file; one gone since is said, and the account goes unbound (a CA that requires a binding refuses it, and says so).
+        if (problem !== undefined) this.logger.error(`${field}.eab.hmacKeyFile: ${problem}`);
+        eab = binding;
+      }
       for (const name of a.domains ?? []) {
-        if (!wanted.has(name)) wanted.set(name, { field, settings: { directory: a.directory, keyType: a.keyType, challenge: a.challenge, ...(a.email !== undefined ? { email: a.email } : {}) } });
+        if (!wanted.has(name)) wanted.set(name, { field, settings: { directory: a.directory, keyType: a.keyType, challenge: a.challenge, ...(a.email !== undefined ? { email: a.email } : {}), ...(eab !== undefined ? { eab } : {}) } });
       }
     }
     if (wanted.size === 0 || config.acme === undefined) {

@@ -17,6 +17,8 @@ export interface OrderSettings {
   readonly keyType: "ecdsa-p256" | "rsa2048";
   /** How the CA checks the name: HTTP-01 (RFC 8555 §8.3) or TLS-ALPN-01 (RFC 8737). */
   readonly challenge: "http-01" | "tls-alpn-01";
+  /** External Account Binding (RFC 8555 §7.3.4), sent when the account is registered. */
+  readonly eab?: { readonly kid: string; readonly hmacKey: string };
 }
 
 /** The key (PKCS#8 PEM) and certificate chain of an issued certificate. */
@@ -71,7 +73,8 @@ function accountUrlFor(store: AcmeStore, s: OrderSettings, accountKey: string): 
   let p = registering.get(id);
   if (p === undefined) {
     p = (async () => {
-      const client = new acme.Client({ directoryUrl: s.directory, accountKey });
+      // The binding goes only with the registration itself (acme-client leaves it out of the onlyReturnExisting lookup).
+      const client = new acme.Client({ directoryUrl: s.directory, accountKey, ...(s.eab !== undefined ? { externalAccountBinding: { kid: s.eab.kid, hmacKey: s.eab.hmacKey } } : {}) });
       try {
         await client.createAccount({ onlyReturnExisting: true });
       } catch {

@@ -8,8 +8,9 @@ import { stat } from "node:fs/promises";
 import { extname } from "node:path";
 import { duplicateKeys } from "./duplicates.ts";
 import * as v from "valibot";
-import { ConfigSchema, ListenTlsSchema, type Config, type ConfigInput, type ParsedConfig } from "./schema.ts";
+import { ConfigSchema, DEFAULT_ACME_DIRECTORY, ListenTlsSchema, type Config, type ConfigInput, type ParsedConfig } from "./schema.ts";
 import { routeProblems } from "../route/schema.ts";
+import { resolveEab } from "../acme/eab.ts";
 import { expandConfig, listenerPath, poolModes, rawListeners, rawPools, shapeProblems } from "./expand.ts";
 import { isWildcardHost, parseBackendAddress } from "./address.ts";
 import { HASH_KEY_HINT } from "../policy/hash-key.ts";
@@ -167,6 +168,7 @@ function crossFieldProblems(input: Record<string, unknown>): string[] {
   }
   problems.push(...listenerClash(input, listeners));
   listeners.forEach((l, i) => problems.push(...listenTlsProblems(l, listenerPath(input, i), input)));
+  problems.push(...eabClash(input, listeners));
   if (isPlainObject(input.acme) && typeof input.acme.directoryCa === "string" && input.acme.directoryCa !== "") readPem(input.acme.directoryCa, "CA certificate", problems, "acme.directoryCa");
   // Bun.serve verifies a client certificate but shows the handler nothing of it: the fetch
   // engine could neither pass the certificate on nor strip forged fields for a reason.
@@ -299,6 +301,10 @@ function acmeProblems(l: Record<string, unknown>, tls: NonNullable<v.InferOutput
   if (tls.cert !== undefined && tls.key !== undefined) readPair(tls.cert, tls.key, `${at}.tls`, problems);
   tls.sni.forEach((e, i) => readPair(e.cert, e.key, `${at}.tls.sni[${i}]`, problems));
   if (tls.clientAuth !== undefined) readPem(tls.clientAuth.ca, "CA certificate", problems, `${at}.tls.clientAuth.ca`);
+  if (tls.acme!.eab?.hmacKeyFile !== undefined) {
+    const { problem } = resolveEab(tls.acme!.eab);
+    if (problem !== undefined) problems.push(`${at}.tls.acme.eab.hmacKeyFile: ${problem}`);
+  }
   if (tls.acme!.domains === undefined) {
     if (l.mode === "tcp") problems.push(`${at}.tls.acme.domains: missing on a TCP listener; expected the names to get certificates for (a TCP listener has no Host routes to take them from)`);
     else {
@@ -307,6 +313,28 @@ function acmeProblems(l: Record<string, unknown>, tls: NonNullable<v.InferOutput
       if (routeHostNames(routes, only).length === 0) problems.push(`${at}.tls.acme.domains: missing, and no route of this listener matches an exact host; expected domains: [NAME, ...] or routes with match.host`);
     }
   }
+  return problems;
+}
+
+/**
+ * tls.acme.eab: one account per directory in a store, so the listeners that name one directory
+ * must bind it to the same external account (or all to none).
+ */
+function eabClash(input: Record<string, unknown>, listeners: Record<string, unknown>[]): string[] {
+  const first = new Map<string, { at: string; eab: string }>();
+  const problems: string[] = [];
+  listeners.forEach((l, i) => {
+    const a = isPlainObject(l.tls) && isPlainObject(l.tls.acme) ? l.tls.acme : undefined;
+    if (a === undefined) return;
+    const directory = typeof a.directory === "string" ? a.directory : DEFAULT_ACME_DIRECTORY;
+    const at = `${listenerPath(input, i)}.tls.acme.eab`;
+    // Compared whole; said by its key ID only (the HMAC key is a secret).
+    const eab = JSON.stringify(a.eab ?? null);
+    const said = isPlainObject(a.eab) ? `kid ${show(a.eab.kid)}` : "none";
+    const seen = first.get(directory);
+    if (seen === undefined) first.set(directory, { at, eab });
+    else if (seen.eab !== eab) problems.push(`${at}: got ${said}, unlike ${seen.at} for the same directory ${directory}; expected the same binding there (one account per directory), or none on both`);
+  });
   return problems;
 }
 

@@ -97,6 +97,13 @@ const headerValue = v.pipe(
   v.regex(/^[\t\x20-\x7e\x80-\xff]*$/, "expected a header value without control characters (CR, LF, NUL)"),
 );
 
+/** Let's Encrypt's production directory: `tls.acme.directory` when none is given. */
+export const DEFAULT_ACME_DIRECTORY = "https://acme-v02.api.letsencrypt.org/directory";
+
+/** An External Account Binding HMAC key as CAs show it: base64url (RFC 4648 §5), padding allowed. */
+export const EAB_HMAC_KEY = /^[A-Za-z0-9_-]{16,}=*$/;
+export const EAB_HMAC_KEY_EXPECTED = 'expected the base64url HMAC key the CA gave (at least 16 letters, digits, "-" or "_")';
+
 /** A PEM file: read when the config is checked and again on every reload (src/tls/). */
 const pemFile = v.pipe(v.string("expected the path of a PEM file"), v.nonEmpty("expected the path of a PEM file"), doc({ type: "path of a PEM file" }));
 
@@ -122,7 +129,7 @@ const ListenTls = v.strictObject({
         email: v.optional(v.pipe(v.string("expected an email address"), v.email('expected an email address like "ops@example.com"'), v.description("The contact address of the ACME account (RFC 8555 §7.3): the CA writes there about expiry and incidents."), doc({ defaultText: "none" }))),
         directory: v.optional(
           v.pipe(v.string("expected an https:// URL"), v.url("expected an https:// URL"), v.startsWith("https://", "expected an https:// URL"), v.description("The ACME directory URL of the CA (RFC 8555 §7.1.1)."), doc({ type: "URL" })),
-          "https://acme-v02.api.letsencrypt.org/directory",
+          DEFAULT_ACME_DIRECTORY,
         ),
         domains: v.optional(
           v.pipe(
@@ -143,6 +150,26 @@ const ListenTls = v.strictObject({
         keyType: v.optional(
           v.pipe(v.picklist(["ecdsa-p256", "rsa2048"], 'expected "ecdsa-p256" or "rsa2048"'), v.description("The key type of the certificates (and of a new account key).")),
           "ecdsa-p256",
+        ),
+        eab: v.optional(
+          v.pipe(
+            v.strictObject({
+              kid: v.pipe(v.string("expected the key ID the CA gave"), v.nonEmpty("expected the key ID the CA gave"), v.description("The key identifier the CA gave with the HMAC key.")),
+              hmacKey: v.optional(
+                v.pipe(
+                  v.string("expected the HMAC key the CA gave"),
+                  v.regex(EAB_HMAC_KEY, EAB_HMAC_KEY_EXPECTED),
+                  v.description("The HMAC key the CA gave, base64url as the CA shows it, instead of `hmacKeyFile`. It shows in `switchyard check` and the admin `/config`: prefer `hmacKeyFile`."),
+                ),
+              ),
+              hmacKeyFile: v.optional(
+                v.pipe(v.string("expected a file path"), v.nonEmpty("expected a file path"), doc({ type: "file path" }), v.description("A file holding the HMAC key (its first line), instead of `hmacKey`; read at load and on every reload.")),
+              ),
+            }),
+            v.check((e) => (e.hmacKey === undefined) !== (e.hmacKeyFile === undefined), "expected exactly one of hmacKey and hmacKeyFile"),
+            v.description("External Account Binding (RFC 8555 §7.3.4): ties the ACME account to an account at the CA, which some CAs require before they register one (ZeroSSL, Google Trust Services, Sectigo). Used once, when the account for `directory` is registered; an account already in the store is used as it is. Every listener with the same `directory` shares one account, so they must give the same `eab` or none."),
+            doc({ defaultText: "none" }),
+          ),
         ),
       }),
       v.description("Get this listener's certificates from an ACME CA (RFC 8555: Let's Encrypt, ZeroSSL, a private step-ca...) and renew them by themselves, stored in `acme.storage`. A name with no certificate yet is served a self-signed placeholder until its order completes; a stored one is served at once at start-up. Instead of `cert`/`key` (`sni` may add more)."),

@@ -66,7 +66,7 @@ export function parseUsers(text: string): { users: UserEntry[]; problems: string
   return { users, problems };
 }
 
-function readText(path: string): { text?: string; problem?: string } {
+export function readText(path: string): { text?: string; problem?: string } {
   try {
     return { text: readFileSync(path, "utf8") };
   } catch (e) {

@@ -7,7 +7,7 @@
  * order each name once. Both engines.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
-import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { X509Certificate, createPrivateKey } from "node:crypto";
@@ -35,7 +35,7 @@ afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
 
-async function pebble(opts: { httpPort: number; tlsPort?: number; validity?: number }): Promise<Pebble> {
+async function pebble(opts: { httpPort: number; tlsPort?: number; validity?: number; eab?: Record<string, string> }): Promise<Pebble> {
   const p = await startPebble(opts);
   cleanups.push(() => p.stop());
   return p;
@@ -429,5 +429,43 @@ describe.skipIf(programs.skip)("ARI (RFC 9773)", () => {
     await waitFor(() => r.logLines.some((l) => l.includes("SY_ACME_RENEWAL_INFO")), "the failed poll logged", 20_000, 20);
     expect(r.balancer.acme.issued.get("a.test")).toBe(2);
     expect(r.logLines.filter((l) => l.includes("SY_ACME_ORDER_FAILED"))).toEqual([]);
+  }, 60_000);
+});
+
+describe.skipIf(programs.skip)("External Account Binding (RFC 8555 §7.3.4)", () => {
+  test("a CA that requires a binding refuses an account without one, and registers the one bound with the key from hmacKeyFile", async () => {
+    const kid = "switchyard-test";
+    const hmacKey = Buffer.from(crypto.getRandomValues(new Uint8Array(32))).toString("base64url");
+    const httpPort = freePort();
+    const ca = await pebble({ httpPort, eab: { [kid]: hmacKey } });
+    const rigWith = async (storage: string, eab: Record<string, string> | undefined) => {
+      const r = await startRig(1, {
+        acme: { storage, directoryCa: ca.apiCa },
+        listen: {
+          host: "127.0.0.1", port: 0,
+          tls: { acme: { directory: ca.directory, domains: ["a.test"], ...(eab !== undefined ? { eab } : {}) } },
+          httpRedirect: { host: "127.0.0.1", port: httpPort },
+        },
+      });
+      cleanups.push(() => r.stop());
+      return r;
+    };
+    // Without a binding: the CA refuses the account, and the log says why.
+    const unbound = await rigWith(join(dir, "eab-none"), undefined);
+    await waitFor(() => unbound.logLines.some((l) => l.includes("SY_ACME_ORDER_FAILED")), "the refused registration logged", 20_000, 20);
+    expect(unbound.logLines.find((l) => l.includes("SY_ACME_ORDER_FAILED"))).toContain("externalAccountBinding");
+    expect(ca.orders()).toBe(0);
+    await unbound.stop();
+    // With one, its key kept in a file: registered, ordered and served.
+    const keyFile = join(dir, "eab.key");
+    writeFileSync(keyFile, `${hmacKey}\n`, { mode: 0o600 });
+    const storage = join(dir, "eab");
+    const bound = await rigWith(storage, { kid, hmacKeyFile: keyFile });
+    await waitFor(() => existsIssued(storage, "a.test"), "a.test issued", 20_000, 50);
+    expect(ca.orders()).toBe(1);
+    await waitFor(async () => (await served(bound, "a.test", ca.roots)).ok, "new handshakes to get the issued certificate", 10_000, 50);
+    expect(bound.logLines.filter((l) => l.includes("SY_ACME_ORDER_FAILED"))).toEqual([]);
+    // Never logged.
+    expect([...unbound.logLines, ...bound.logLines].some((l) => l.includes(hmacKey))).toBe(false);
   }, 60_000);
 });

@@ -122,6 +122,42 @@ test("config: what is wrong is named, with what was expected", () => {
   expect(bad({ acme: { storage: dir, directoryCa: "/nonexistent/ca.pem" }, listen: { port: 0, tls: { acme: { domains: ["a.test"] } } } })).toContain("acme.directoryCa: cannot read");
 });
 
+test("config: tls.acme.eab, a key ID and a base64url HMAC key, the same for every listener of one directory; the key never shown", () => {
+  const eab = { kid: "kid-1", hmacKey: "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W" };
+  const acme = (extra: Record<string, unknown>) => ({ domains: ["a.test"], ...extra });
+  const c = validateConfig({ acme: { storage: dir }, listen: { port: 0, tls: { acme: acme({ eab }) } }, backends });
+  expect(c.listeners[0]!.tls!.acme!.eab).toEqual(eab);
+  expect(bad({ acme: { storage: dir }, listen: { port: 0, tls: { acme: acme({ eab: { kid: "kid-1", hmacKey: "not base64url!" } }) } } })).toContain(
+    'listen.tls.acme.eab.hmacKey: got "not base64url!", expected the base64url HMAC key the CA gave',
+  );
+  expect(bad({ acme: { storage: dir }, listen: { port: 0, tls: { acme: acme({ eab: { kid: "", hmacKey: eab.hmacKey } }) } } })).toContain("listen.tls.acme.eab.kid");
+  expect(bad({ acme: { storage: dir }, listen: { port: 0, tls: { acme: acme({ eab: { hmacKey: eab.hmacKey } }) } } })).toContain("listen.tls.acme.eab.kid");
+  expect(bad({ acme: { storage: dir }, listen: { port: 0, tls: { acme: acme({ eab: { kid: "kid-1" } }) } } })).toContain("listen.tls.acme.eab: got {\"kid\":\"kid-1\"}, expected exactly one of hmacKey and hmacKeyFile");
+  // Kept in a file: its first line, checked at load; a bad one is said without showing it.
+  const keyFile = join(dir, "eab.key");
+  writeFileSync(keyFile, `${eab.hmacKey}\n`);
+  const fromFile = validateConfig({ acme: { storage: dir }, listen: { port: 0, tls: { acme: acme({ eab: { kid: "kid-1", hmacKeyFile: keyFile } }) } }, backends });
+  expect(fromFile.listeners[0]!.tls!.acme!.eab).toEqual({ kid: "kid-1", hmacKeyFile: keyFile });
+  writeFileSync(keyFile, "secret but not base64url!\n");
+  const badFile = bad({ acme: { storage: dir }, listen: { port: 0, tls: { acme: acme({ eab: { kid: "kid-1", hmacKeyFile: keyFile } }) } } });
+  expect(badFile).toContain(`listen.tls.acme.eab.hmacKeyFile: "${keyFile}": expected the base64url HMAC key the CA gave`);
+  expect(badFile).not.toContain("secret but");
+  expect(bad({ acme: { storage: dir }, listen: { port: 0, tls: { acme: acme({ eab: { kid: "kid-1", hmacKeyFile: join(dir, "nope") } }) } } })).toContain("listen.tls.acme.eab.hmacKeyFile: cannot read");
+  // One account per directory: two listeners of one directory bind it alike, or neither does.
+  const two = (second: Record<string, unknown>) => bad({
+    acme: { storage: dir },
+    listeners: [{ name: "one", port: 0, tls: { acme: acme({ eab }) } }, { name: "two", port: 0, tls: { acme: { domains: ["b.test"], ...second } } }],
+  });
+  const clash = two({ eab: { kid: "kid-2", hmacKey: eab.hmacKey } });
+  expect(clash).toContain('listeners[1].tls.acme.eab: got kid "kid-2", unlike listeners[0].tls.acme.eab for the same directory https://acme-v02.api.letsencrypt.org/directory');
+  expect(clash).not.toContain(eab.hmacKey);
+  expect(two({})).toContain("listeners[1].tls.acme.eab: got none, unlike listeners[0].tls.acme.eab");
+  expect(two({ eab: { kid: "kid-1", hmacKey: "A".repeat(32) } })).toContain('got kid "kid-1", unlike');
+  expect(two({ eab })).toBe("accepted");
+  // Another directory is another account.
+  expect(two({ directory: "https://ca.example/dir" })).toBe("accepted");
+});
+
 test("config: tls.acme.challenge tls-alpn-01 is refused with engine fetch, naming the field and value; taken with the socket engine and on TCP listeners", () => {
   const alpn = { domains: ["a.test"], challenge: "tls-alpn-01" };
   const refusal = 'listen.tls.acme.challenge: got "tls-alpn-01" with engine "fetch"; expected "http-01", or engine "socket"';

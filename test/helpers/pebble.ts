@@ -48,8 +48,12 @@ function collect(stream: ReadableStream<Uint8Array>, into: { text: string }): vo
   })();
 }
 
-/** `validity`: seconds a certificate it issues is valid (pebble's certificateValidityPeriod). */
-export async function startPebble(opts: { httpPort: number; tlsPort?: number; validity?: number }): Promise<Pebble> {
+/**
+ * `validity`: seconds a certificate it issues is valid (pebble's certificateValidityPeriod).
+ * `eab`: HMAC keys (base64url) by key ID; given, pebble registers no account without a binding
+ * to one of them (RFC 8555 §7.3.4).
+ */
+export async function startPebble(opts: { httpPort: number; tlsPort?: number; validity?: number; eab?: Record<string, string> }): Promise<Pebble> {
   const dir = await mkdtemp(join(tmpdir(), "switchyard-pebble-"));
   const openssl = Bun.spawnSync(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "key.pem", "-out", "cert.pem",
     "-days", "2", "-subj", "/CN=pebble test API", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"], { cwd: dir, stderr: "pipe" });
@@ -62,7 +66,8 @@ export async function startPebble(opts: { httpPort: number; tlsPort?: number; va
       listenAddress: `127.0.0.1:${api}`, managementListenAddress: `127.0.0.1:${mgmt}`,
       certificate: join(dir, "cert.pem"), privateKey: join(dir, "key.pem"),
       httpPort: opts.httpPort, tlsPort: opts.tlsPort ?? freePort(),
-      ocspResponderURL: "", externalAccountBindingRequired: false,
+      ocspResponderURL: "", externalAccountBindingRequired: opts.eab !== undefined,
+      ...(opts.eab !== undefined ? { externalAccountMACKeys: opts.eab } : {}),
       ...(opts.validity !== undefined ? { certificateValidityPeriod: opts.validity } : {}),
     },
   }));
