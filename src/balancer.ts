@@ -94,6 +94,8 @@ export interface BalancerContext {
   readonly startedAt: number;
   /** TCP listeners' totals (connections, bytes); absent when no listener is in TCP mode. */
   readonly tcpStats?: TcpStats;
+  /** The names whose certificates come from ACME. */
+  readonly acme: AcmeManager;
   /** Reload and the admin API's operations. */
   readonly control: Control;
   readonly changes: ChangeLog;

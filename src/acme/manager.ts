@@ -81,6 +81,25 @@ export function backoff(failures: number, random = Math.random): number {
   return Math.round(base * (0.5 + random()));
 }
 
+/** One name the manager keeps, as /stats and /metrics show it. */
+export interface AcmeNameFigures {
+  name: string;
+  /** The listener field that asked for it ("listen.tls.acme", "listeners.NAME.tls.acme"). */
+  listener: string;
+  /** What the store holds for it now: a certificate from the CA, the self-signed placeholder, or nothing readable. */
+  serving: "issued" | "placeholder" | "unreadable";
+  /** The issued certificate's end of validity (ISO 8601); null for a placeholder. */
+  notAfter: string | null;
+  /** When it is due for renewal: two thirds of its lifetime, or the CA's window (ARI) when earlier; at once for a placeholder. */
+  renewAt: string | null;
+  /** An order for it is under way in this process. */
+  ordering: boolean;
+  /** Orders that failed in a row; 0 after one succeeds. */
+  failures: number;
+  /** Orders this process completed for it (another replica's are not counted). */
+  issued: number;
+}
+
 export class AcmeError extends Error {
   readonly code = "SY_ACME_STORAGE";
 }
@@ -293,6 +312,30 @@ export class AcmeManager {
       }
     }
     this.scheduleDue(name);
+  }
+
+  /** Every name kept, in the order they were added, read from the store now (/stats, /metrics). */
+  figures(): AcmeNameFigures[] {
+    const store = this.store;
+    if (store === undefined) return [];
+    const now = Date.now();
+    return [...this.names].map(([name, s]) => {
+      let c: StoredCert | undefined;
+      let readable = true;
+      try {
+        c = store.readCert(name);
+      } catch {
+        readable = false;
+      }
+      const issued = c !== undefined && !c.placeholder;
+      return {
+        name, listener: s.field,
+        serving: !readable || c === undefined ? "unreadable" : issued ? "issued" : "placeholder",
+        notAfter: issued ? new Date(c!.notAfter).toISOString() : null,
+        renewAt: readable ? new Date(Math.max(now, dueOf(s, c, now))).toISOString() : null,
+        ordering: s.phase === "ordering", failures: s.failures, issued: this.issued.get(name) ?? 0,
+      };
+    });
   }
 
   stop(): void {

@@ -16,6 +16,7 @@ import type { TrafficStats } from "../stats/traffic.ts";
 import { balancerMode, poolsOf, routeStatsOf, type PoolView } from "./topology.ts";
 import { isStandby } from "../pool/tiers.ts";
 import type { SnapshotSource } from "./snapshot.ts";
+import type { AcmeNameFigures } from "../acme/manager.ts";
 import type { BackendStatsPoller, PollResult } from "./poller.ts";
 import pkg from "../../package.json" with { type: "json" };
 
@@ -324,6 +325,8 @@ export function renderMetrics(src: SnapshotSource, poller?: BackendStatsPoller, 
     for (const x of ws.list) w.sample("switchyard_worker_requests_total", `worker="${x.index}"`, x.requests);
   }
 
+  renderAcme(w, src.acme?.figures() ?? []);
+
   if (poller) {
     const reported = backends.map((b) => [b, poller.get(b)] as const);
     const withUptime = reported.filter(([, r]) => r?.uptimeSeconds != null);
@@ -341,6 +344,31 @@ export function renderMetrics(src: SnapshotSource, poller?: BackendStatsPoller, 
   }
 
   return w.text();
+}
+
+/**
+ * The names whose certificates come from ACME, by name (bounded by the config): what an alert on
+ * a certificate about to expire, a placeholder still serving or renewals that keep failing reads.
+ */
+function renderAcme(w: Writer, names: AcmeNameFigures[]): void {
+  if (names.length === 0) return;
+  const label = (a: AcmeNameFigures) => `name="${escapeLabelValue(a.name)}"`;
+  const issued = names.filter((a) => a.notAfter !== null);
+  if (issued.length > 0) {
+    w.family("switchyard_acme_certificate_expiry_timestamp_seconds", "gauge", "When the name's certificate from the CA expires (Unix time); absent while a placeholder serves.");
+    for (const a of issued) w.sample("switchyard_acme_certificate_expiry_timestamp_seconds", label(a), Date.parse(a.notAfter!) / 1000);
+  }
+  const due = names.filter((a) => a.renewAt !== null);
+  if (due.length > 0) {
+    w.family("switchyard_acme_renewal_timestamp_seconds", "gauge", "When the name is due for renewal (Unix time): two thirds of its lifetime, or the CA's window (ARI) when earlier; now while a placeholder serves.");
+    for (const a of due) w.sample("switchyard_acme_renewal_timestamp_seconds", label(a), Date.parse(a.renewAt!) / 1000);
+  }
+  w.family("switchyard_acme_placeholder", "gauge", "1 while the name is served a self-signed placeholder (no certificate from the CA yet), else 0.");
+  for (const a of names) w.sample("switchyard_acme_placeholder", label(a), a.serving === "placeholder" ? 1 : 0);
+  w.family("switchyard_acme_order_failures", "gauge", "Orders for the name that failed in a row; 0 once one succeeds.");
+  for (const a of names) w.sample("switchyard_acme_order_failures", label(a), a.failures);
+  w.family("switchyard_acme_certificates_issued_total", "counter", "Certificates this process got from the CA for the name (another replica's are not counted).");
+  for (const a of names) w.sample("switchyard_acme_certificates_issued_total", label(a), a.issued);
 }
 
 /**

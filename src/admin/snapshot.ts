@@ -20,6 +20,7 @@ import type { ConfigStatus } from "../control/control.ts";
 import type { Change } from "../control/changes.ts";
 import type { RetryBudgetConfig } from "../forward/retry.ts";
 import type { FailureRecord } from "../stats/recent-failures.ts";
+import type { AcmeNameFigures } from "../acme/manager.ts";
 import {
   backendId, balancerMode, poolsOf, routeStatsOf, routeSummaries, usersOfPools,
   type PoolsSource, type PoolUsers, type PoolView, type RouteStatsSource, type RouteSummary, type TopologyConfig,
@@ -73,6 +74,8 @@ export interface SnapshotSource extends PoolsSource {
   readonly workers?: { figures(): WorkersFigures };
   /** The last failed requests (stats/recent-failures.ts). */
   readonly failures?: { list(): FailureRecord[] };
+  /** The names whose certificates come from ACME (acme/manager.ts). */
+  readonly acme?: { figures(): AcmeNameFigures[] };
   /** Bring the figures up to date before they are read whole (the workers' latest counts). */
   refresh?(): Promise<void>;
 }
@@ -272,6 +275,8 @@ export interface StatsDocument {
    * or a cut answer, with why, where it went and how often it was tried.
    */
   recentFailures?: FailureRecord[];
+  /** With `tls.acme`: each name, what serves it, when it expires and is renewed, and failed orders in a row. */
+  acme?: AcmeNameFigures[];
 }
 
 export function buildSnapshot(src: SnapshotSource, sampler: Sampler, poller: BackendStatsPoller, now = Date.now()): StatsDocument {
@@ -366,7 +371,13 @@ export function buildSnapshot(src: SnapshotSource, sampler: Sampler, poller: Bac
     ...(src.changes ? { changes: src.changes.recent(RECENT_CHANGES) } : {}),
     ...(src.workers ? { workers: src.workers.figures() } : {}),
     ...(src.failures ? { recentFailures: src.failures.list() } : {}),
+    ...acmeOf(src),
   };
+}
+
+function acmeOf(src: SnapshotSource): { acme?: AcmeNameFigures[] } {
+  const names = src.acme?.figures() ?? [];
+  return names.length > 0 ? { acme: names } : {};
 }
 
 function emptyStates(): Record<BackendState, number> {
