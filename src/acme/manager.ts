@@ -30,7 +30,7 @@ import { readFileSync } from "node:fs";
 import { orderCertificate, trustDirectoryCa, type OrderSettings } from "./order.ts";
 import { placeholderPem } from "./placeholder.ts";
 import { AcmeStore, type StoredCert } from "./store.ts";
-import { pickInWindow, renewalWindow } from "./renewal-info.ts";
+import { pickInWindow, renewalWindow, replacesFor } from "./renewal-info.ts";
 import { resolveEab } from "./eab.ts";
 
 /** Renew when this much of the lifetime has passed. */
@@ -61,6 +61,11 @@ interface NameState {
   window: { fingerprint: string; at: number; start: number; end: number } | undefined;
   /** When to ask the CA for its window next (ms since the epoch); 0: at the name's next turn. */
   nextPoll: number;
+  /**
+   * The fingerprint of a certificate whose renewal failed with `replaces` in its order: later
+   * tries go without (a CA may refuse a second order replacing one certificate, RFC 9773 §5).
+   */
+  unreplaceable: string | undefined;
 }
 
 /** When `name` is due: two thirds of its lifetime, or earlier when the CA's window says so. */
@@ -178,7 +183,7 @@ export class AcmeManager {
         known.field = w.field;
         continue;
       }
-      this.names.set(name, { settings: w.settings, field: w.field, phase: "waiting", timer: undefined, failures: 0, window: undefined, nextPoll: 0 });
+      this.names.set(name, { settings: w.settings, field: w.field, phase: "waiting", timer: undefined, failures: 0, window: undefined, nextPoll: 0, unreplaceable: undefined });
       lines.push(`acme: ${name} managed`);
       // Ordered by start(), once the reload that added it is in force (a refused one orders nothing).
     }
@@ -271,6 +276,7 @@ export class AcmeManager {
     const store = this.store!;
     if (this.stopped || this.names.get(name) !== s) return;
     let release: (() => void) | undefined;
+    let renewing: { fingerprint: string; replaces: string | undefined } | undefined;
     try {
       const current = store.readCert(name);
       if (current !== undefined && !current.placeholder && s.nextPoll <= Date.now()) {
@@ -286,7 +292,10 @@ export class AcmeManager {
       const before = store.readCert(name);
       if (dueOf(s, before) <= Date.now()) {
         const started = performance.now();
-        const issued = await orderCertificate(store, name, s.settings);
+        if (before !== undefined && !before.placeholder) {
+          renewing = { fingerprint: before.fingerprint, replaces: s.unreplaceable === before.fingerprint ? undefined : await replacesFor(s.settings.directory, before.pem) };
+        }
+        const issued = await orderCertificate(store, name, s.settings, renewing?.replaces);
         if (this.stopped || this.names.get(name) !== s) return;
         store.writeCert(name, issued.key, issued.chain);
         this.issued.set(name, (this.issued.get(name) ?? 0) + 1);
@@ -301,7 +310,9 @@ export class AcmeManager {
       if (this.stopped) return;
       s.failures++;
       const wait = backoff(s.failures);
-      this.logger.error(`${s.field}: ${name}: SY_ACME_ORDER_FAILED: ${(e as Error).message}; the certificate in service stays; trying again in ${Math.round(wait / 1000)}s (failure ${s.failures})`);
+      if (renewing?.replaces !== undefined) s.unreplaceable = renewing.fingerprint;
+      const without = renewing?.replaces !== undefined ? ", without naming the certificate it replaces" : "";
+      this.logger.error(`${s.field}: ${name}: SY_ACME_ORDER_FAILED: ${(e as Error).message}; the certificate in service stays; trying again in ${Math.round(wait / 1000)}s${without} (failure ${s.failures})`);
       this.schedule(name, wait);
       return;
     } finally {

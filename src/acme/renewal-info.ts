@@ -95,6 +95,19 @@ function renewalInfoUrl(directory: string): Promise<string | undefined> {
 }
 
 /**
+ * What a renewal's order names as `replaces` (RFC 9773 §5): the CertID of the certificate in
+ * `pem` when the CA offers ARI, else undefined (also when its directory cannot be read: the
+ * order goes without, as to a CA without ARI).
+ */
+export async function replacesFor(directory: string, pem: string): Promise<string | undefined> {
+  try {
+    return (await renewalInfoUrl(directory)) === undefined ? undefined : certId(pem);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
  * The CA's window for the certificate in `pem`; undefined when the CA offers no ARI or the
  * certificate has no CertID. Throws when the CA cannot be asked or answers what §4.2 does not
  * allow (the caller logs it and falls back to its own schedule).

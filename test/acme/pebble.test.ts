@@ -357,31 +357,51 @@ describe.skipIf(programs.skip)("TLS-ALPN-01 (RFC 8737)", () => {
 });
 
 /**
- * pebble 2.4 (Debian's) has no ARI (RFC 9773): a directory that is pebble's with a
- * `renewalInfo` added, served beside it under its API certificate, answers the windows the test
- * sets; everything else goes to pebble itself.
+ * pebble 2.4 (Debian's) has no ARI (RFC 9773): a server in front of pebble, under its API
+ * certificate, adds a `renewalInfo` to pebble's directory and answers the windows the test sets.
+ * Everything else it passes to pebble with its own Host, from which pebble builds every URL it
+ * gives: the client stays on this server, its signed URLs match, and the new orders it places
+ * are seen here (`orders`: their payloads).
  */
-async function ariBeside(ca: Pebble): Promise<{ directory: string; asked: string[]; answer: (id: string) => "far" | "now" | "error" }> {
+async function ariBeside(ca: Pebble): Promise<{ directory: string; asked: string[]; orders: Record<string, unknown>[]; refuseReplaces: boolean; answer: (id: string) => "far" | "now" | "error" }> {
   const tls = { cert: readFileSync(ca.apiCa, "utf8"), key: readFileSync(ca.apiKey, "utf8") };
-  const ari = { directory: "", asked: [] as string[], answer: (_id: string): "far" | "now" | "error" => "far" };
+  const pebbleOrigin = new URL(ca.directory).origin;
+  const ari = { directory: "", asked: [] as string[], orders: [] as Record<string, unknown>[], refuseReplaces: false, answer: (_id: string): "far" | "now" | "error" => "far" };
   const server = Bun.serve({
     hostname: "127.0.0.1", port: 0, tls,
     async fetch(req): Promise<Response> {
       const url = new URL(req.url);
-      if (url.pathname === "/dir") {
-        const dir = (await (await fetch(ca.directory, { tls: { ca: tls.cert } })).json()) as Record<string, unknown>;
-        return Response.json({ ...dir, renewalInfo: `https://127.0.0.1:${url.port}/ari` });
+      if (url.pathname.startsWith("/ari/")) {
+        const id = url.pathname.slice("/ari/".length);
+        ari.asked.push(id);
+        const how = ari.answer(id);
+        if (how === "error") return new Response("no", { status: 500 });
+        const now = Date.now();
+        const window = how === "now" ? { start: now - 7_200_000, end: now - 3_600_000 } : { start: now + 30 * 86_400_000, end: now + 31 * 86_400_000 };
+        return Response.json(
+          { suggestedWindow: { start: new Date(window.start).toISOString(), end: new Date(window.end).toISOString() }, explanationURL: "https://ca.example/incident" },
+          { headers: { "retry-after": "1" } },
+        );
       }
-      const id = url.pathname.slice("/ari/".length);
-      ari.asked.push(id);
-      const how = ari.answer(id);
-      if (how === "error") return new Response("no", { status: 500 });
-      const now = Date.now();
-      const window = how === "now" ? { start: now - 7_200_000, end: now - 3_600_000 } : { start: now + 30 * 86_400_000, end: now + 31 * 86_400_000 };
-      return Response.json(
-        { suggestedWindow: { start: new Date(window.start).toISOString(), end: new Date(window.end).toISOString() }, explanationURL: "https://ca.example/incident" },
-        { headers: { "retry-after": "1" } },
-      );
+      const body = req.method === "POST" ? await req.text() : undefined;
+      if (url.pathname === "/order-plz" && body !== undefined) {
+        const order = JSON.parse(Buffer.from((JSON.parse(body) as { payload: string }).payload, "base64url").toString()) as Record<string, unknown>;
+        ari.orders.push(order);
+        // As a CA that has an order replacing that certificate already (RFC 9773 §5).
+        if (ari.refuseReplaces && order.replaces !== undefined) {
+          return Response.json({ type: "urn:ietf:params:acme:error:alreadyReplaced", detail: "this certificate is replaced by another order already", status: 409 }, { status: 409, headers: { "content-type": "application/problem+json" } });
+        }
+      }
+      const upstream = await fetch(pebbleOrigin + url.pathname + url.search, {
+        method: req.method, headers: req.headers, ...(body !== undefined ? { body } : {}), tls: { ca: tls.cert }, redirect: "manual",
+      });
+      const headers = new Headers(upstream.headers);
+      headers.delete("content-length");
+      if (url.pathname === "/dir") {
+        const dir = (await upstream.json()) as Record<string, unknown>;
+        return Response.json({ ...dir, renewalInfo: `https://127.0.0.1:${url.port}/ari` }, { status: upstream.status, headers });
+      }
+      return new Response(await upstream.arrayBuffer(), { status: upstream.status, headers });
     },
   });
   cleanups.push(async () => void server.stop(true));
@@ -424,6 +444,8 @@ describe.skipIf(programs.skip)("ARI (RFC 9773)", () => {
     await waitFor(() => ari.asked.filter((id) => id === second).length >= 2, "two polls for the renewed certificate's window", 20_000, 20);
     expect(r.balancer.acme.issued.get("a.test")).toBe(2);
     expect(ca.orders()).toBe(2);
+    // RFC 9773 §5: the renewal's order named the certificate it replaced; the first had none to name.
+    expect(ari.orders.map((o) => o.replaces)).toEqual([undefined, first]);
     // A CA that fails to answer: said, and nothing renewed.
     ari.answer = () => "error";
     await waitFor(() => r.logLines.some((l) => l.includes("SY_ACME_RENEWAL_INFO")), "the failed poll logged", 20_000, 20);
@@ -467,5 +489,27 @@ describe.skipIf(programs.skip)("External Account Binding (RFC 8555 §7.3.4)", ()
     expect(bound.logLines.filter((l) => l.includes("SY_ACME_ORDER_FAILED"))).toEqual([]);
     // Never logged.
     expect([...unbound.logLines, ...bound.logLines].some((l) => l.includes(hmacKey))).toBe(false);
+  }, 60_000);
+});
+
+describe.skipIf(programs.skip)("ARI: an order refused for its replaces field", () => {
+  test("is tried again without it, and the renewal goes through", async () => {
+    const { httpPort, ca, storage } = await setup("ari-refused");
+    const ari = await ariBeside(ca);
+    ari.refuseReplaces = true;
+    const r = await startRig(1, {
+      acme: { storage, directoryCa: ca.apiCa },
+      listen: { host: "127.0.0.1", port: 0, tls: { acme: { directory: ari.directory, domains: ["a.test"] } }, httpRedirect: { host: "127.0.0.1", port: httpPort } },
+    });
+    cleanups.push(() => r.stop());
+    await waitFor(() => existsIssued(storage, "a.test"), "a.test issued", 20_000, 50);
+    const first = expectedCertId(storage, "a.test");
+    ari.answer = (id) => (id === first ? "now" : "far");
+    await waitFor(() => r.logLines.some((l) => l.includes("a.test: certificate renewed")), "the renewal, after one refusal and a back-off", 30_000, 50);
+    const refusal = r.logLines.find((l) => l.includes("SY_ACME_ORDER_FAILED"));
+    expect(refusal).toContain("this certificate is replaced by another order already");
+    expect(refusal).toContain("without naming the certificate it replaces");
+    expect(ari.orders.map((o) => o.replaces)).toEqual([undefined, first, undefined]);
+    expect(ca.orders()).toBe(2);
   }, 60_000);
 });
