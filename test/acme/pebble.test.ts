@@ -419,18 +419,23 @@ function expectedCertId(storage: string, name: string): string {
   return `${Buffer.from(ski!.replace(/:/g, ""), "hex").toString("base64url")}.${Buffer.from(serial, "hex").toString("base64url")}`;
 }
 
+/** A balancer whose CA offers ARI (ariBeside), with a.test issued; `first`: that certificate's CertID. */
+async function ariIssued(label: string) {
+  const { httpPort, ca, storage } = await setup(label);
+  const ari = await ariBeside(ca);
+  const r = await startRig(1, {
+    acme: { storage, directoryCa: ca.apiCa },
+    listen: { host: "127.0.0.1", port: 0, tls: { acme: { directory: ari.directory, domains: ["a.test"] } }, httpRedirect: { host: "127.0.0.1", port: httpPort } },
+  });
+  cleanups.push(() => r.stop());
+  await waitFor(() => existsIssued(storage, "a.test"), "a.test issued", 20_000, 50);
+  return { ari, r, ca, storage, first: expectedCertId(storage, "a.test") };
+}
+
 describe.skipIf(programs.skip)("ARI (RFC 9773)", () => {
   test("the CA's window brings a renewal forward, once; a CA that cannot answer leaves the two-thirds rule in force", async () => {
     // pebble's default lifetime is 5 years: two thirds of it is years away.
-    const { httpPort, ca, storage } = await setup("ari");
-    const ari = await ariBeside(ca);
-    const r = await startRig(1, {
-      acme: { storage, directoryCa: ca.apiCa },
-      listen: { host: "127.0.0.1", port: 0, tls: { acme: { directory: ari.directory, domains: ["a.test"] } }, httpRedirect: { host: "127.0.0.1", port: httpPort } },
-    });
-    cleanups.push(() => r.stop());
-    await waitFor(() => existsIssued(storage, "a.test"), "a.test issued", 20_000, 50);
-    const first = expectedCertId(storage, "a.test");
+    const { ari, r, ca, storage, first } = await ariIssued("ari");
     // Asked for the issued certificate's window, and again as Retry-After (1 s) says.
     await waitFor(() => ari.asked.filter((id) => id === first).length >= 2, "two polls for the first certificate's window", 20_000, 20);
     expect(r.balancer.acme.issued.get("a.test")).toBe(1);
@@ -494,16 +499,8 @@ describe.skipIf(programs.skip)("External Account Binding (RFC 8555 §7.3.4)", ()
 
 describe.skipIf(programs.skip)("ARI: an order refused for its replaces field", () => {
   test("is tried again without it, and the renewal goes through", async () => {
-    const { httpPort, ca, storage } = await setup("ari-refused");
-    const ari = await ariBeside(ca);
+    const { ari, r, ca, first } = await ariIssued("ari-refused");
     ari.refuseReplaces = true;
-    const r = await startRig(1, {
-      acme: { storage, directoryCa: ca.apiCa },
-      listen: { host: "127.0.0.1", port: 0, tls: { acme: { directory: ari.directory, domains: ["a.test"] } }, httpRedirect: { host: "127.0.0.1", port: httpPort } },
-    });
-    cleanups.push(() => r.stop());
-    await waitFor(() => existsIssued(storage, "a.test"), "a.test issued", 20_000, 50);
-    const first = expectedCertId(storage, "a.test");
     ari.answer = (id) => (id === first ? "now" : "far");
     await waitFor(() => r.logLines.some((l) => l.includes("a.test: certificate renewed")), "the renewal, after one refusal and a back-off", 30_000, 50);
     const refusal = r.logLines.find((l) => l.includes("SY_ACME_ORDER_FAILED"));
