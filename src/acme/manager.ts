@@ -132,6 +132,7 @@ export class AcmeManager {
       const a = l.tls?.acme;
       if (a === undefined) continue;
       const field = l.name === "default" ? "listen.tls.acme" : `listeners.${l.name}.tls.acme`;
+      const dns01: OrderSettings["dns01"] = a.dns01 === undefined ? undefined : { command: a.dns01.command, timeoutMs: a.dns01.timeout, propagationDelayMs: a.dns01.propagationDelay };
       let eab: OrderSettings["eab"];
       if (a.eab !== undefined) {
         const { binding, problem } = resolveEab(a.eab);
@@ -140,7 +141,7 @@ export class AcmeManager {
         eab = binding;
       }
       for (const name of a.domains ?? []) {
-        if (!wanted.has(name)) wanted.set(name, { field, settings: { directory: a.directory, keyType: a.keyType, challenge: a.challenge, ...(a.email !== undefined ? { email: a.email } : {}), ...(eab !== undefined ? { eab } : {}) } });
+        if (!wanted.has(name)) wanted.set(name, { field, settings: { directory: a.directory, keyType: a.keyType, challenge: a.challenge, ...(a.email !== undefined ? { email: a.email } : {}), ...(eab !== undefined ? { eab } : {}), ...(dns01 !== undefined ? { dns01 } : {}) } });
       }
     }
     if (wanted.size === 0 || config.acme === undefined) {

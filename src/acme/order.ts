@@ -10,13 +10,16 @@ import * as acme from "acme-client";
 import { Agent } from "node:https";
 import type { AcmeStore } from "./store.ts";
 import { challengeCertificatePem } from "./tls-alpn01.ts";
+import { challengeRecordName, runDns01Hook, type Dns01Settings } from "./dns01.ts";
 
 export interface OrderSettings {
   readonly directory: string;
   readonly email?: string;
   readonly keyType: "ecdsa-p256" | "rsa2048";
-  /** How the CA checks the name: HTTP-01 (RFC 8555 §8.3) or TLS-ALPN-01 (RFC 8737). */
-  readonly challenge: "http-01" | "tls-alpn-01";
+  /** How the CA checks the name: HTTP-01 (RFC 8555 §8.3), TLS-ALPN-01 (RFC 8737) or DNS-01 (RFC 8555 §8.4). */
+  readonly challenge: "http-01" | "tls-alpn-01" | "dns-01";
+  /** With DNS-01: the command that sets the TXT records. */
+  readonly dns01?: Dns01Settings;
   /** External Account Binding (RFC 8555 §7.3.4), sent when the account is registered. */
   readonly eab?: { readonly kid: string; readonly hmacKey: string };
 }
@@ -90,6 +93,15 @@ function accountUrlFor(store: AcmeStore, s: OrderSettings, accountKey: string): 
 }
 
 /**
+ * The TXT record to set for an authorization of `name`: the CA names the base name of a
+ * wildcard (RFC 8555 §7.1.4), and one name per order means it must be ours.
+ */
+function dnsRecordFor(identifier: string, name: string): string {
+  if (challengeRecordName(identifier) !== challengeRecordName(name)) throw new Error(`the CA sent an authorization for ${JSON.stringify(identifier)}, not ${name}`);
+  return challengeRecordName(name);
+}
+
+/**
  * Order a certificate for `name`; the challenge answers go through the store, where every
  * listener reads them. `replaces`: the CertID of the certificate this one renews (RFC 9773 §5).
  */
@@ -118,14 +130,22 @@ export async function orderCertificate(store: AcmeStore, name: string, s: OrderS
       // acme-client runs TLS-ALPN-01 (its types name only http-01 and dns-01).
       const type: string = challenge.type;
       if (type === "http-01") return store.setHttp01(challenge.token, keyAuthorization);
+      if (type === "dns-01" && s.dns01 !== undefined) {
+        // For DNS-01 acme-client hands over the TXT value itself: base64url(SHA-256(key authorization)), §8.4.
+        await runDns01Hook(s.dns01, "present", dnsRecordFor(authz.identifier.value, name), keyAuthorization);
+        if (s.dns01.propagationDelayMs > 0) await Bun.sleep(s.dns01.propagationDelayMs);
+        return;
+      }
       if (type !== "tls-alpn-01") throw new Error(`the CA offered challenge ${challenge.type}, not ${s.challenge}`);
       // One name per order: the file is named by ours, never by what the CA sent.
       if (authz.identifier.value.toLowerCase() !== name.toLowerCase()) throw new Error(`the CA sent an authorization for ${JSON.stringify(authz.identifier.value)}, not ${name}`);
       store.setTlsAlpn01(name, await challengeCertificatePem(name, keyAuthorization));
     },
-    challengeRemoveFn: async (authz, challenge) => {
+    challengeRemoveFn: async (authz, challenge, keyAuthorization) => {
       const type: string = challenge.type;
-      if (type === "http-01") store.removeHttp01(challenge.token);
+      // acme-client swallows a failure here: a record left behind is harmless, and the next order sets its own.
+      if (type === "dns-01" && s.dns01 !== undefined) await runDns01Hook(s.dns01, "cleanup", dnsRecordFor(authz.identifier.value, name), keyAuthorization);
+      else if (type === "http-01") store.removeHttp01(challenge.token);
       else if (type === "tls-alpn-01") store.removeTlsAlpn01(name);
     },
   });

@@ -7,6 +7,7 @@
  *   accounts/<host of the directory>.key   the account key (PEM, PKCS#8)
  *   accounts/<host of the directory>.json  the account URL (RFC 8555 §7.3, the `kid` of later requests)
  *   certs/<name>.pem                       the name's private key, then its certificate chain, in
+ *                                          (a wildcard's name with "wildcard_" for its "*")
  *                                          one file so that a renewal replaces both at once (rename)
  *   locks/<name>.lock                      held by the replica ordering the name (store.ts)
  *   http-01/<token>                        a pending HTTP-01 key authorization (any replica answers it)
@@ -15,13 +16,18 @@
  */
 import { join } from "node:path";
 
+/** A name as its files are named: lower case, a wildcard's `*` spelled out (as Caddy does) so that no shell globs it. */
+function stem(name: string): string {
+  return name.toLowerCase().replace(/^\*\./, "wildcard_.");
+}
+
 /** The one file that holds a name's key and certificate chain. */
 export function certFile(storage: string, name: string): string {
-  return join(storage, "certs", `${name.toLowerCase()}.pem`);
+  return join(storage, "certs", `${stem(name)}.pem`);
 }
 
 export function lockFile(storage: string, name: string): string {
-  return join(storage, "locks", `${name.toLowerCase()}.lock`);
+  return join(storage, "locks", `${stem(name)}.lock`);
 }
 
 /** RFC 8555 §8.3: a token is base64url, so it names a file safely; anything else is refused. */

@@ -135,21 +135,36 @@ const ListenTls = v.strictObject({
           v.pipe(
             v.array(serverName, "expected a list of DNS names"),
             v.minLength(1, "expected at least one DNS name"),
-            v.check((d) => d.every((n) => !n.startsWith("*.")), "expected exact names: a wildcard needs the DNS-01 challenge, which is not supported"),
-            v.description("The names to get certificates for, one certificate each; the first is served to clients that send no name (SNI) or one not listed."),
+            v.description("The names to get certificates for, one certificate each; the first is served to clients that send no name (SNI) or one not listed. A wildcard (`*.example.com`) needs `challenge: \"dns-01\"`."),
             doc({ type: "list of DNS names", defaultText: "the exact `match.host` names of this listener's routes (wildcards left out)" }),
           ),
         ),
         challenge: v.optional(
           v.pipe(
-            v.picklist(["http-01", "tls-alpn-01"], 'expected "http-01" or "tls-alpn-01"'),
-            v.description("How the CA checks that the names are ours. `http-01` (RFC 8555 §8.3): answered on port 80 by this listener's `httpRedirect` listener and every plain-HTTP listener, before routing. `tls-alpn-01` (RFC 8737): answered on this TLS listener itself, which the CA must reach on port 443 (no port 80 needed), from the store whichever replica ordered. Socket engine and TCP listeners (which read each ClientHello before TLS, and so tell the CA's `acme-tls/1` handshakes apart); refused with `engine: \"fetch\"`, whose Bun.serve chooses certificates by server name only."),
+            v.picklist(["http-01", "tls-alpn-01", "dns-01"], 'expected "http-01", "tls-alpn-01" or "dns-01"'),
+            v.description("How the CA checks that the names are ours. `http-01` (RFC 8555 §8.3): answered on port 80 by this listener's `httpRedirect` listener and every plain-HTTP listener, before routing. `tls-alpn-01` (RFC 8737): answered on this TLS listener itself, which the CA must reach on port 443 (no port 80 needed), from the store whichever replica ordered. Socket engine and TCP listeners (which read each ClientHello before TLS, and so tell the CA's `acme-tls/1` handshakes apart); refused with `engine: \"fetch\"`, whose Bun.serve chooses certificates by server name only. `dns-01` (RFC 8555 §8.4): a TXT record set by `dns01.command`; the only one that proves a wildcard name, and the CA need not reach the balancer at all."),
           ),
           "http-01",
         ),
         keyType: v.optional(
           v.pipe(v.picklist(["ecdsa-p256", "rsa2048"], 'expected "ecdsa-p256" or "rsa2048"'), v.description("The key type of the certificates (and of a new account key).")),
           "ecdsa-p256",
+        ),
+        dns01: v.optional(
+          v.pipe(
+            v.strictObject({
+              command: v.pipe(
+                v.array(v.pipe(v.string("expected a string"), v.nonEmpty("expected a non-empty string")), "expected a command as a list: [PROGRAM, ARG...]"),
+                v.minLength(1, "expected a command as a list: [PROGRAM, ARG...]"),
+                v.description("The program (and its first arguments) that sets and removes the TXT record, run without a shell as `COMMAND... present FQDN VALUE` and `COMMAND... cleanup FQDN VALUE` (FQDN like `_acme-challenge.example.com.`), as lego's `exec` provider calls it. Exit 0 once the record is set; anything else fails the order, with what it printed."),
+                doc({ type: "list of strings" }),
+              ),
+              timeout: v.optional(v.pipe(positiveDuration, v.description("Time one call of the command may take; it is killed after.")), 120_000),
+              propagationDelay: v.optional(v.pipe(duration, v.description("Wait after `present` before the CA is told to look: time for the record to reach the provider's name servers.")), 0),
+            }),
+            v.description("How DNS-01 sets its TXT records: required with `challenge: \"dns-01\"`."),
+            doc({ defaultText: "none" }),
+          ),
         ),
         eab: v.optional(
           v.pipe(
@@ -172,6 +187,12 @@ const ListenTls = v.strictObject({
           ),
         ),
       }),
+      // RFC 8555 §7.1.3: only DNS-01 proves a wildcard name.
+      v.forward(
+        v.check((a) => a.challenge === "dns-01" || (a.domains ?? []).every((n) => !n.startsWith("*.")), 'expected exact names: a wildcard needs challenge "dns-01"'),
+        ["domains"],
+      ),
+      v.forward(v.check((a) => (a.challenge === "dns-01") === (a.dns01 !== undefined), 'expected dns01: { command: [...] } with challenge "dns-01", and only then'), ["dns01"]),
       v.description("Get this listener's certificates from an ACME CA (RFC 8555: Let's Encrypt, ZeroSSL, a private step-ca...) and renew them by themselves, stored in `acme.storage`. A name with no certificate yet is served a self-signed placeholder until its order completes; a stored one is served at once at start-up. Instead of `cert`/`key` (`sni` may add more)."),
       doc({ defaultText: "none" }),
     ),

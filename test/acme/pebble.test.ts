@@ -7,7 +7,7 @@
  * order each name once. Both engines.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
-import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { X509Certificate, createPrivateKey } from "node:crypto";
@@ -508,5 +508,60 @@ describe.skipIf(programs.skip)("ARI: an order refused for its replaces field", (
     expect(refusal).toContain("without naming the certificate it replaces");
     expect(ari.orders.map((o) => o.replaces)).toEqual([undefined, first, undefined]);
     expect(ca.orders()).toBe(2);
+  }, 60_000);
+});
+
+describe.skipIf(programs.skip)("DNS-01 (RFC 8555 §8.4)", () => {
+  /** A hook as lego's exec provider is called: `present|cleanup FQDN VALUE`, setting the record in challtestsrv, each call logged. */
+  function hook(ca: Pebble, failWith?: string): { command: string[]; calls: () => string[] } {
+    const script = join(dir, `dns-hook-${Math.random().toString(36).slice(2)}.sh`);
+    const log = `${script}.log`;
+    writeFileSync(script, [
+      "#!/bin/sh",
+      `echo "$1 $2 $3" >> '${log}'`,
+      ...(failWith !== undefined ? [`echo '${failWith}' >&2`, "exit 3"] : []),
+      `if [ "$1" = present ]; then curl -sf -X POST -d "{\\"host\\":\\"$2\\",\\"value\\":\\"$3\\"}" ${ca.dnsManagement}/set-txt; else curl -sf -X POST -d "{\\"host\\":\\"$2\\"}" ${ca.dnsManagement}/clear-txt; fi`,
+      "",
+    ].join("\n"));
+    return { command: ["/bin/sh", script], calls: () => (existsSync(log) ? readFileSync(log, "utf8").trim().split("\n") : []) };
+  }
+
+  test("a wildcard and its base name, each through the hook: set, validated by the CA, cleaned up; served by name", async () => {
+    // Nothing listens where pebble would validate HTTP-01 or TLS-ALPN-01: DNS is all it has.
+    const { ca, storage } = await setup("dns-01");
+    const h = hook(ca);
+    const r = await startRig(1, {
+      acme: { storage, directoryCa: ca.apiCa },
+      listen: { host: "127.0.0.1", port: 0, tls: { acme: { directory: ca.directory, domains: ["*.a.test", "a.test"], challenge: "dns-01", dns01: { command: h.command } } } },
+    });
+    cleanups.push(() => r.stop());
+    await waitFor(() => existsIssued(storage, "*.a.test") && existsIssued(storage, "a.test"), "both names issued", 30_000, 50);
+    // The wildcard's file does not spell "*".
+    expect(readdirSync(join(storage, "certs")).sort()).toEqual(["a.test.pem", "wildcard_.a.test.pem"]);
+    for (const name of ["x.a.test", "www.a.test", "a.test"]) {
+      await waitFor(async () => (await served(r, name, ca.roots)).ok, `${name} served by a certificate from the CA`, 10_000, 50);
+    }
+    expect((await served(r, "x.a.test", ca.roots)).subject).toContain("*.a.test");
+    // Each order set its record and took it away again; a wildcard's record is its base name's.
+    const calls = h.calls().map((l) => l.split(" ").slice(0, 2).join(" ")).sort();
+    expect(calls).toEqual(["cleanup _acme-challenge.a.test.", "cleanup _acme-challenge.a.test.", "present _acme-challenge.a.test.", "present _acme-challenge.a.test."]);
+    // The value is the TXT value itself (§8.4: 43 base64url characters of a SHA-256).
+    for (const l of h.calls()) expect(l.split(" ")[2]).toMatch(/^[A-Za-z0-9_-]{43}$/);
+    expect(ca.orders()).toBe(2);
+  }, 60_000);
+
+  test("a hook that fails fails the order with what it printed; the placeholder stays", async () => {
+    const { ca, storage } = await setup("dns-01-failing");
+    const h = hook(ca, "no API token for the DNS provider");
+    const r = await startRig(1, {
+      acme: { storage, directoryCa: ca.apiCa },
+      listen: { host: "127.0.0.1", port: 0, tls: { acme: { directory: ca.directory, domains: ["*.b.test"], challenge: "dns-01", dns01: { command: h.command } } } },
+    });
+    cleanups.push(() => r.stop());
+    await waitFor(() => r.logLines.some((l) => l.includes("SY_ACME_ORDER_FAILED")), "the failed order logged", 20_000, 20);
+    const failure = r.logLines.find((l) => l.includes("SY_ACME_ORDER_FAILED"))!;
+    expect(failure).toContain("dns01.command present _acme-challenge.b.test. exited with 3: no API token for the DNS provider");
+    expect(existsIssued(storage, "*.b.test")).toBe(false);
+    expect(r.balancer.acme.figures()[0]!.serving).toBe("placeholder");
   }, 60_000);
 });

@@ -114,7 +114,7 @@ function bad(cfg: Record<string, unknown>): string {
 test("config: what is wrong is named, with what was expected", () => {
   expect(bad({ listen: { port: 0, tls: { acme: { domains: ["a.test"] } } } })).toContain("listen.tls.acme: set without acme.storage; expected a top-level acme: { storage: DIRECTORY }");
   expect(bad({ acme: { storage: dir }, listen: { port: 0, tls: { acme: {} } } })).toContain("listen.tls.acme.domains: missing, and no route of this listener matches an exact host");
-  expect(bad({ acme: { storage: dir }, listen: { port: 0, tls: { acme: { domains: ["*.a.test"] } } } })).toContain("expected exact names: a wildcard needs the DNS-01 challenge");
+  expect(bad({ acme: { storage: dir }, listen: { port: 0, tls: { acme: { domains: ["*.a.test"] } } } })).toContain('listen.tls.acme.domains: got ["*.a.test"], expected exact names: a wildcard needs challenge "dns-01"');
   expect(bad({ acme: { storage: dir }, listen: { port: 0, tls: { acme: { domains: ["a.test"], directory: "http://ca.example/dir" } } } })).toContain("expected an https:// URL");
   expect(bad({ acme: { storage: dir }, listen: { port: 0, tls: { acme: { domains: ["a.test"], keyType: "dsa" } } } })).toContain('expected "ecdsa-p256" or "rsa2048"');
   expect(bad({ listen: { port: 0, tls: {} } })).toContain("listen.tls: neither cert and key nor acme; expected cert and key files, or acme");
@@ -176,7 +176,25 @@ test("config: tls.acme.challenge tls-alpn-01 is refused with engine fetch, namin
     const tcp = validateConfig({ engine, mode: "tcp", acme: { storage: dir }, listen: { port: 0, tls: { acme: alpn } }, backends: [{ url: "tcp://127.0.0.1:9" }] });
     expect(tcp.listeners[0]!.tls!.acme!.challenge).toBe("tls-alpn-01");
   }
-  expect(bad({ acme: { storage: dir }, listen: { port: 0, tls: { acme: { domains: ["a.test"], challenge: "dns-01" } } } })).toContain(
-    'listen.tls.acme.challenge: got "dns-01", expected "http-01" or "tls-alpn-01"',
+  expect(bad({ acme: { storage: dir }, listen: { port: 0, tls: { acme: { domains: ["a.test"], challenge: "dns-02" } } } })).toContain(
+    'listen.tls.acme.challenge: got "dns-02", expected "http-01", "tls-alpn-01" or "dns-01"',
+  );
+});
+
+test("config: dns-01 takes wildcards and needs dns01.command; dns01 without dns-01 is refused", () => {
+  const hook = { command: ["/etc/switchyard/dns-hook.sh"] };
+  const c = validateConfig({ acme: { storage: dir }, listen: { port: 0, tls: { acme: { domains: ["*.a.test", "a.test"], challenge: "dns-01", dns01: hook } } }, backends });
+  expect(c.listeners[0]!.tls!.acme!.dns01).toEqual({ command: hook.command, timeout: 120_000, propagationDelay: 0 });
+  // Served from the store by name, the wildcard's file without its "*".
+  expect(c.listeners[0]!.tls!.sni.map((e) => [e.serverName, e.cert.split("/").at(-1)])).toEqual([["*.a.test", "wildcard_.a.test.pem"], ["a.test", "a.test.pem"]]);
+  expect(bad({ acme: { storage: dir }, listen: { port: 0, tls: { acme: { domains: ["*.a.test"], challenge: "dns-01" } } } })).toContain(
+    'listen.tls.acme.dns01: got nothing, expected dns01: { command: [...] } with challenge "dns-01", and only then',
+  );
+  expect(bad({ acme: { storage: dir }, listen: { port: 0, tls: { acme: { domains: ["a.test"], dns01: hook } } } })).toContain("listen.tls.acme.dns01: got {");
+  expect(bad({ acme: { storage: dir }, listen: { port: 0, tls: { acme: { domains: ["a.test"], challenge: "dns-01", dns01: { command: [] } } } } })).toContain(
+    "listen.tls.acme.dns01.command: got [], expected a command as a list: [PROGRAM, ARG...]",
+  );
+  expect(bad({ acme: { storage: dir }, listen: { port: 0, tls: { acme: { domains: ["a.test"], challenge: "dns-01", dns01: { command: "hook.sh" } } } } })).toContain(
+    'listen.tls.acme.dns01.command: got "hook.sh", expected a command as a list: [PROGRAM, ARG...]',
   );
 });

@@ -19,6 +19,8 @@ export interface Pebble {
   readonly apiKey: string;
   /** The root CA of the certificates it issues, as a file for curl --cacert. */
   readonly roots: string;
+  /** pebble-challtestsrv's management API (POST /set-txt, /clear-txt), where a DNS-01 hook sets its records. */
+  readonly dnsManagement: string;
   /** Orders it created so far (from its log). */
   orders(): number;
   /** Its log so far. */
@@ -72,7 +74,8 @@ export async function startPebble(opts: { httpPort: number; tlsPort?: number; va
     },
   }));
   const dnsLog = { text: "" };
-  const cts = Bun.spawn(["pebble-challtestsrv", "-dns01", `127.0.0.1:${dns}`, "-http01", "", "-https01", "", "-tlsalpn01", "", "-management", `127.0.0.1:${freePort()}`,
+  const ctsManagement = freePort();
+  const cts = Bun.spawn(["pebble-challtestsrv", "-dns01", `127.0.0.1:${dns}`, "-http01", "", "-https01", "", "-tlsalpn01", "", "-management", `127.0.0.1:${ctsManagement}`,
     "-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""], { stdout: "pipe", stderr: "pipe" });
   collect(cts.stdout, dnsLog);
   collect(cts.stderr, dnsLog);
@@ -104,7 +107,7 @@ export async function startPebble(opts: { httpPort: number; tlsPort?: number; va
     const roots = join(dir, "roots.pem");
     await Bun.write(roots, rootPem);
     return {
-      directory: `https://127.0.0.1:${api}/dir`, apiCa, apiKey: join(dir, "key.pem"), roots,
+      directory: `https://127.0.0.1:${api}/dir`, apiCa, apiKey: join(dir, "key.pem"), roots, dnsManagement: `http://127.0.0.1:${ctsManagement}`,
       orders: () => log.text.split("\n").filter((l) => l.includes("Added order")).length,
       log: () => log.text,
       stop,
