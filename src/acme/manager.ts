@@ -141,7 +141,7 @@ export class AcmeManager {
         eab = binding;
       }
       for (const name of a.domains ?? []) {
-        if (!wanted.has(name)) wanted.set(name, { field, settings: { directory: a.directory, keyType: a.keyType, challenge: a.challenge, ...(a.email !== undefined ? { email: a.email } : {}), ...(eab !== undefined ? { eab } : {}), ...(dns01 !== undefined ? { dns01 } : {}) } });
+        if (!wanted.has(name)) wanted.set(name, { field, settings: { directory: a.directory, keyType: a.keyType, challenge: a.challenge, ...(a.email !== undefined ? { email: a.email } : {}), ...(eab !== undefined ? { eab } : {}), ...(dns01 !== undefined ? { dns01 } : {}), ...(a.preferredChain !== undefined ? { preferredChain: a.preferredChain } : {}) } });
       }
     }
     if (wanted.size === 0 || config.acme === undefined) {

@@ -20,6 +20,8 @@ export interface OrderSettings {
   readonly challenge: "http-01" | "tls-alpn-01" | "dns-01";
   /** With DNS-01: the command that sets the TXT records. */
   readonly dns01?: Dns01Settings;
+  /** The issuer's common name of the chain to take when the CA offers several (§7.4.2). */
+  readonly preferredChain?: string;
   /** External Account Binding (RFC 8555 §7.3.4), sent when the account is registered. */
   readonly eab?: { readonly kid: string; readonly hmacKey: string };
 }
@@ -123,6 +125,7 @@ export async function orderCertificate(store: AcmeStore, name: string, s: OrderS
     ...(s.email !== undefined ? { email: s.email } : {}),
     termsOfServiceAgreed: true,
     challengePriority: [s.challenge],
+    ...(s.preferredChain !== undefined ? { preferredChain: s.preferredChain } : {}),
     // acme-client would fetch the answer itself first, through the public DNS; the CA's own
     // validation is what counts, and a name may not resolve to us from here (NAT, split DNS).
     skipChallengeVerification: true,

@@ -166,6 +166,14 @@ const ListenTls = v.strictObject({
             doc({ defaultText: "none" }),
           ),
         ),
+        preferredChain: v.optional(
+          v.pipe(
+            v.string("expected an issuer's common name"),
+            v.nonEmpty("expected an issuer's common name"),
+            v.description("When the CA offers more than one chain for a certificate (RFC 8555 §7.4.2, `Link: rel=\"alternate\"`), the one that has an issuer of this common name, closest to its root, e.g. \"ISRG Root X1\"; the CA's default chain when none has it."),
+            doc({ defaultText: "the CA's default chain" }),
+          ),
+        ),
         eab: v.optional(
           v.pipe(
             v.strictObject({

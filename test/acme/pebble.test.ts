@@ -35,7 +35,7 @@ afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
 
-async function pebble(opts: { httpPort: number; tlsPort?: number; validity?: number; eab?: Record<string, string> }): Promise<Pebble> {
+async function pebble(opts: { httpPort: number; tlsPort?: number; validity?: number; eab?: Record<string, string>; alternateRoots?: number }): Promise<Pebble> {
   const p = await startPebble(opts);
   cleanups.push(() => p.stop());
   return p;
@@ -563,5 +563,38 @@ describe.skipIf(programs.skip)("DNS-01 (RFC 8555 §8.4)", () => {
     expect(failure).toContain("dns01.command present _acme-challenge.b.test. exited with 3: no API token for the DNS provider");
     expect(existsIssued(storage, "*.b.test")).toBe(false);
     expect(r.balancer.acme.figures()[0]!.serving).toBe("placeholder");
+  }, 60_000);
+});
+
+describe.skipIf(programs.skip)("preferredChain (RFC 8555 §7.4.2)", () => {
+  test("of the chains the CA offers, the one up to the named root is stored; the default without one", async () => {
+    const httpPort = freePort();
+    const ca = await pebble({ httpPort, alternateRoots: 1 });
+    const ca0 = readFileSync(ca.apiCa, "utf8");
+    const rootName = async (i: number) => {
+      const pem = await (await fetch(`${ca.management}/roots/${i}`, { tls: { ca: ca0 } })).text();
+      return /CN=([^,\n]+)/.exec(new X509Certificate(pem).subject.replace(/\n/g, ","))![1]!;
+    };
+    const [defaultRoot, alternateRoot] = [await rootName(0), await rootName(1)];
+    expect(alternateRoot).not.toBe(defaultRoot);
+    /** The issuer of the last certificate of the chain stored for `name`: the root the chain leads to. */
+    const storedRoot = (storage: string, name: string) => {
+      const certs = [...readFileSync(certFile(storage, name), "utf8").matchAll(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g)].map((m) => new X509Certificate(m[0]));
+      return /CN=([^,\n]+)/.exec(certs.at(-1)!.issuer.replace(/\n/g, ","))![1]!;
+    };
+    for (const [label, preferred, expected] of [["chain-default", undefined, defaultRoot], ["chain-alternate", alternateRoot, alternateRoot]] as const) {
+      const storage = join(dir, label);
+      const r = await startRig(1, {
+        acme: { storage, directoryCa: ca.apiCa },
+        listen: {
+          host: "127.0.0.1", port: 0,
+          tls: { acme: { directory: ca.directory, domains: ["a.test"], ...(preferred !== undefined ? { preferredChain: preferred } : {}) } },
+          httpRedirect: { host: "127.0.0.1", port: httpPort },
+        },
+      });
+      await waitFor(() => existsIssued(storage, "a.test"), `a.test issued (${label})`, 20_000, 50);
+      expect(storedRoot(storage, "a.test")).toBe(expected);
+      await r.stop();
+    }
   }, 60_000);
 });

@@ -19,6 +19,8 @@ export interface Pebble {
   readonly apiKey: string;
   /** The root CA of the certificates it issues, as a file for curl --cacert. */
   readonly roots: string;
+  /** pebble's management API: /roots/N, /intermediates/N (N > 0 with alternateRoots). */
+  readonly management: string;
   /** pebble-challtestsrv's management API (POST /set-txt, /clear-txt), where a DNS-01 hook sets its records. */
   readonly dnsManagement: string;
   /** Orders it created so far (from its log). */
@@ -53,9 +55,10 @@ function collect(stream: ReadableStream<Uint8Array>, into: { text: string }): vo
 /**
  * `validity`: seconds a certificate it issues is valid (pebble's certificateValidityPeriod).
  * `eab`: HMAC keys (base64url) by key ID; given, pebble registers no account without a binding
- * to one of them (RFC 8555 §7.3.4).
+ * to one of them (RFC 8555 §7.3.4). `alternateRoots`: chains it offers besides its default, each
+ * up to a root of its own (RFC 8555 §7.4.2).
  */
-export async function startPebble(opts: { httpPort: number; tlsPort?: number; validity?: number; eab?: Record<string, string> }): Promise<Pebble> {
+export async function startPebble(opts: { httpPort: number; tlsPort?: number; validity?: number; eab?: Record<string, string>; alternateRoots?: number }): Promise<Pebble> {
   const dir = await mkdtemp(join(tmpdir(), "switchyard-pebble-"));
   const openssl = Bun.spawnSync(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "key.pem", "-out", "cert.pem",
     "-days", "2", "-subj", "/CN=pebble test API", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"], { cwd: dir, stderr: "pipe" });
@@ -83,7 +86,7 @@ export async function startPebble(opts: { httpPort: number; tlsPort?: number; va
   // NOSLEEP: validate at once; NONCEREJECT=0: no deliberately bad nonces; AUTHZREUSE=0: every order validates anew.
   const pebble = Bun.spawn(["pebble", "-config", join(dir, "pebble.json"), "-dnsserver", `127.0.0.1:${dns}`], {
     cwd: dir, stdout: "pipe", stderr: "pipe",
-    env: { ...process.env, PEBBLE_VA_NOSLEEP: "1", PEBBLE_WFE_NONCEREJECT: "0", PEBBLE_AUTHZREUSE: "0" },
+    env: { ...process.env, PEBBLE_VA_NOSLEEP: "1", PEBBLE_WFE_NONCEREJECT: "0", PEBBLE_AUTHZREUSE: "0", ...(opts.alternateRoots !== undefined ? { PEBBLE_ALTERNATE_ROOTS: String(opts.alternateRoots) } : {}) },
   });
   collect(pebble.stdout, log);
   collect(pebble.stderr, log);
@@ -107,7 +110,7 @@ export async function startPebble(opts: { httpPort: number; tlsPort?: number; va
     const roots = join(dir, "roots.pem");
     await Bun.write(roots, rootPem);
     return {
-      directory: `https://127.0.0.1:${api}/dir`, apiCa, apiKey: join(dir, "key.pem"), roots, dnsManagement: `http://127.0.0.1:${ctsManagement}`,
+      directory: `https://127.0.0.1:${api}/dir`, apiCa, apiKey: join(dir, "key.pem"), roots, management: `https://127.0.0.1:${mgmt}`, dnsManagement: `http://127.0.0.1:${ctsManagement}`,
       orders: () => log.text.split("\n").filter((l) => l.includes("Added order")).length,
       log: () => log.text,
       stop,
