@@ -187,6 +187,7 @@ export class Balancer implements BalancerContext {
       config: () => this.running,
       load: opts.load,
       file: opts.file,
+      acme: this.acme,
     });
   }
 

@@ -191,6 +191,12 @@ export const ERRORS = {
     meaning: "The new process of an upgrade could not start; the running one serves on.",
   },
   SY_UPGRADE_UNAVAILABLE: { status: 409, from: "control", meaning: "This balancer was not started by `switchyard serve`: it cannot be replaced." },
+  SY_UNKNOWN_CERTIFICATE: { status: 404, from: "control", meaning: "No certificate from ACME has that name; the answer lists them." },
+  SY_ACME_BUSY: { status: 409, from: "control", meaning: "An order for that name is under way, here or at a replica sharing the store; its outcome is logged." },
+  SY_ACME_RENEW_FAILED: {
+    status: 502, from: "control",
+    meaning: "An operator's renewal or revocation failed at the CA; the answer says why. The certificate in service stays, and a failed order is tried again with back-off.",
+  },
 
   // The config (config/load.ts, tls/certificates.ts).
   SY_CONFIG_INVALID: {

@@ -27,7 +27,8 @@
 import type { Config } from "../config/schema.ts";
 import type { Logger } from "../log/logger.ts";
 import { readFileSync } from "node:fs";
-import { orderCertificate, trustDirectoryCa, type OrderSettings } from "./order.ts";
+import { X509Certificate } from "node:crypto";
+import { orderCertificate, revokeCertificate, trustDirectoryCa, type OrderSettings } from "./order.ts";
 import { placeholderPem } from "./placeholder.ts";
 import { AcmeStore, type StoredCert } from "./store.ts";
 import { pickInWindow, renewalWindow, replacesFor } from "./renewal-info.ts";
@@ -66,10 +67,18 @@ interface NameState {
    * tries go without (a CA may refuse a second order replacing one certificate, RFC 9773 §5).
    */
   unreplaceable: string | undefined;
+  /** An operator asked to renew the certificate with this fingerprint now ("" for a placeholder or none): due at once. */
+  forced: string | undefined;
+  /** Why the last order failed, for an operator's request that waits on it. */
+  lastError: string | undefined;
 }
 
-/** When `name` is due: two thirds of its lifetime, or earlier when the CA's window says so. */
+/** How one turn for a name ended. */
+type Turn = "renewed" | "not-due" | "busy" | "failed" | "gone";
+
+/** When `name` is due: two thirds of its lifetime, or earlier when the CA's window says so (or an operator asked for it now). */
 function dueOf(s: NameState, c: StoredCert | undefined, now = Date.now()): number {
+  if (s.forced !== undefined && s.forced === (c === undefined || c.placeholder ? "" : c.fingerprint)) return now;
   const own = renewalDue(c, now);
   return c !== undefined && s.window?.fingerprint === c.fingerprint ? Math.min(own, s.window.at) : own;
 }
@@ -78,6 +87,11 @@ function dueOf(s: NameState, c: StoredCert | undefined, now = Date.now()): numbe
 export function renewalDue(c: StoredCert | undefined, now = Date.now()): number {
   if (c === undefined || c.placeholder) return now;
   return c.notBefore + (c.notAfter - c.notBefore) * RENEW_AT;
+}
+
+/** A stored certificate's serial number, in hex as openssl and the CA's logs write it. */
+function serialOf(pem: string): string {
+  return new X509Certificate(pem).serialNumber.toLowerCase();
 }
 
 /** The wait after `failures` failures in a row: exponential, with ±50% jitter. */
@@ -103,6 +117,30 @@ export interface AcmeNameFigures {
   failures: number;
   /** Orders this process completed for it (another replica's are not counted). */
   issued: number;
+}
+
+/** RFC 5280 §5.3.1 reasons a revocation may give: those RFC 8555 §7.6 lets an ACME client send. */
+export const REVOCATION_REASONS = { unspecified: 0, keyCompromise: 1, affiliationChanged: 3, superseded: 4, cessationOfOperation: 5 } as const;
+export type RevocationReason = keyof typeof REVOCATION_REASONS;
+
+/** What an operator's renewal did (POST /api/acme/:name/renew, /revoke). */
+export interface RenewReport {
+  name: string;
+  /** The certificate now in the store. */
+  serial: string;
+  notAfter: string;
+  /** The one it replaced (none for a placeholder), and the reason it was revoked with, if it was. */
+  replaced: { serial: string; revoked: RevocationReason | null } | null;
+}
+
+/** An operator's renewal that could not be done; the admin API answers with the code's status. */
+export class AcmeRequestError extends Error {
+  constructor(
+    readonly code: "SY_UNKNOWN_CERTIFICATE" | "SY_ACME_BUSY" | "SY_ACME_RENEW_FAILED" | "SY_INVALID_REQUEST",
+    message: string,
+  ) {
+    super(message);
+  }
 }
 
 export class AcmeError extends Error {
@@ -184,7 +222,7 @@ export class AcmeManager {
         known.field = w.field;
         continue;
       }
-      this.names.set(name, { settings: w.settings, field: w.field, phase: "waiting", timer: undefined, failures: 0, window: undefined, nextPoll: 0, unreplaceable: undefined });
+      this.names.set(name, { settings: w.settings, field: w.field, phase: "waiting", timer: undefined, failures: 0, window: undefined, nextPoll: 0, unreplaceable: undefined, forced: undefined, lastError: undefined });
       lines.push(`acme: ${name} managed`);
       // Ordered by start(), once the reload that added it is in force (a refused one orders nothing).
     }
@@ -273,21 +311,29 @@ export class AcmeManager {
    * cannot be taken, a CA that fails), logged and retried with back-off; one escaping would be an
    * unhandled rejection, which ends the process and all its traffic.
    */
-  private async run(name: string, s: NameState): Promise<void> {
+  private async run(name: string, s: NameState): Promise<Turn> {
     const store = this.store!;
-    if (this.stopped || this.names.get(name) !== s) return;
+    if (this.stopped || this.names.get(name) !== s) return "gone";
     let release: (() => void) | undefined;
     let renewing: { fingerprint: string; replaces: string | undefined } | undefined;
+    // Unless this turn orders: another replica stored a new certificate between the first look and the lock.
+    let outcome: Turn = "not-due";
     try {
       const current = store.readCert(name);
       if (current !== undefined && !current.placeholder && s.nextPoll <= Date.now()) {
         await this.pollWindow(name, s, current);
-        if (this.stopped || this.names.get(name) !== s) return;
+        if (this.stopped || this.names.get(name) !== s) return "gone";
       }
-      if (dueOf(s, store.readCert(name)) > Date.now()) return this.scheduleDue(name);
+      if (dueOf(s, store.readCert(name)) > Date.now()) {
+        this.scheduleDue(name);
+        return "not-due";
+      }
       release = store.lock(name, this.lease);
       // Another replica is ordering it: look again, and find its certificate stored.
-      if (release === undefined) return this.schedule(name, LOCK_RETRY_MS * (0.5 + Math.random()));
+      if (release === undefined) {
+        this.schedule(name, LOCK_RETRY_MS * (0.5 + Math.random()));
+        return "busy";
+      }
       s.phase = "ordering";
       // It may have been stored between the first look and the lock.
       const before = store.readCert(name);
@@ -297,7 +343,7 @@ export class AcmeManager {
           renewing = { fingerprint: before.fingerprint, replaces: s.unreplaceable === before.fingerprint ? undefined : await replacesFor(s.settings.directory, before.pem) };
         }
         const issued = await orderCertificate(store, name, s.settings, renewing?.replaces);
-        if (this.stopped || this.names.get(name) !== s) return;
+        if (this.stopped || this.names.get(name) !== s) return "gone";
         store.writeCert(name, issued.key, issued.chain);
         this.issued.set(name, (this.issued.get(name) ?? 0) + 1);
         // The new certificate's window is asked for at its first turn.
@@ -305,17 +351,21 @@ export class AcmeManager {
         s.nextPoll = 0;
         const now = store.readCert(name);
         s.failures = 0;
+        s.forced = undefined;
+        s.lastError = undefined;
         this.logger.info(`${s.field}: ${name}: certificate ${before === undefined || before.placeholder ? "issued" : "renewed"} in ${Math.round(performance.now() - started)}ms, valid to ${now === undefined ? "?" : new Date(now.notAfter).toISOString()}; new handshakes get it`);
+        outcome = "renewed";
       }
     } catch (e) {
-      if (this.stopped) return;
+      if (this.stopped) return "gone";
       s.failures++;
+      s.lastError = (e as Error).message;
       const wait = backoff(s.failures);
       if (renewing?.replaces !== undefined) s.unreplaceable = renewing.fingerprint;
       const without = renewing?.replaces !== undefined ? ", without naming the certificate it replaces" : "";
       this.logger.error(`${s.field}: ${name}: SY_ACME_ORDER_FAILED: ${(e as Error).message}; the certificate in service stays; trying again in ${Math.round(wait / 1000)}s${without} (failure ${s.failures})`);
       this.schedule(name, wait);
-      return;
+      return "failed";
     } finally {
       try {
         release?.();
@@ -324,6 +374,52 @@ export class AcmeManager {
       }
     }
     this.scheduleDue(name);
+    return outcome;
+  }
+
+  /**
+   * Renew `name` now, at an operator's request, and with `revoke`, then revoke the certificate it
+   * replaced (RFC 8555 §7.6) with that reason: the new one is in service before the old one is
+   * revoked, so no client meets a revoked certificate. Resolves once done; rejects with why. A
+   * failed order keeps being tried with back-off, as any order.
+   */
+  async renew(name: string, revoke?: RevocationReason): Promise<RenewReport> {
+    const s = this.names.get(name);
+    const store = this.store;
+    if (s === undefined || store === undefined) {
+      throw new AcmeRequestError("SY_UNKNOWN_CERTIFICATE", `no certificate from ACME is named ${JSON.stringify(name)} (names: ${[...this.names.keys()].join(", ") || "none"})`);
+    }
+    if (s.phase === "ordering") throw new AcmeRequestError("SY_ACME_BUSY", `an order for ${name} is under way; its outcome is logged`);
+    const before = store.readCert(name);
+    const issuedBefore = before !== undefined && !before.placeholder ? before : undefined;
+    if (revoke !== undefined && issuedBefore === undefined) throw new AcmeRequestError("SY_INVALID_REQUEST", `${name} has no certificate from the CA to revoke: a placeholder serves it`);
+    if (s.timer !== undefined) clearTimeout(s.timer);
+    s.timer = undefined;
+    s.forced = issuedBefore?.fingerprint ?? "";
+    this.logger.info(`${s.field}: ${name}: renewing now, as asked${revoke !== undefined ? `; then revoking the certificate it replaces (${revoke})` : ""}`);
+    const turn = await this.run(name, s);
+    if (turn === "busy") {
+      s.forced = undefined;
+      throw new AcmeRequestError("SY_ACME_BUSY", `another replica sharing the store is ordering ${name}; the certificate it stores is served here too`);
+    }
+    if (turn === "failed") throw new AcmeRequestError("SY_ACME_RENEW_FAILED", `${s.lastError ?? "the order failed"}; the certificate in service stays, and the order is tried again with back-off`);
+    if (turn === "gone") throw new AcmeRequestError("SY_ACME_RENEW_FAILED", "the balancer is stopping, or the name was dropped by a reload");
+    // "renewed", or another replica stored a new one between the look and the lock: either way, a new certificate.
+    const after = store.readCert(name)!;
+    let revoked: RevocationReason | null = null;
+    if (revoke !== undefined && issuedBefore !== undefined) {
+      try {
+        await revokeCertificate(store, s.settings, issuedBefore.pem, REVOCATION_REASONS[revoke]);
+      } catch (e) {
+        throw new AcmeRequestError("SY_ACME_RENEW_FAILED", `${name} was renewed (serial ${serialOf(after.pem)}), but the CA refused to revoke serial ${serialOf(issuedBefore.pem)}: ${(e as Error).message}`);
+      }
+      revoked = revoke;
+      this.logger.info(`${s.field}: ${name}: revoked serial ${serialOf(issuedBefore.pem)} (${revoke}); serial ${serialOf(after.pem)} serves`);
+    }
+    return {
+      name, serial: serialOf(after.pem), notAfter: new Date(after.notAfter).toISOString(),
+      replaced: issuedBefore === undefined ? null : { serial: serialOf(issuedBefore.pem), revoked },
+    };
   }
 
   /** Every name kept, in the order they were added, read from the store now (/stats, /metrics). */

@@ -154,3 +154,16 @@ export async function orderCertificate(store: AcmeStore, name: string, s: OrderS
   });
   return { key, chain };
 }
+
+/**
+ * Revoke the certificate in `pem` (its first certificate; the file may hold its key first) with
+ * RFC 5280 reason `reason` (RFC 8555 §7.6), as the account that ordered it.
+ */
+export async function revokeCertificate(store: AcmeStore, s: OrderSettings, pem: string, reason: number): Promise<void> {
+  const leaf = /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/.exec(pem)?.[0];
+  if (leaf === undefined) throw new Error("no certificate in the stored file");
+  const accountKey = await store.accountKey(s.directory, () => newKey(s.keyType));
+  const accountUrl = await accountUrlFor(store, s, accountKey);
+  const client = new acme.Client({ directoryUrl: s.directory, accountKey, accountUrl });
+  await client.revokeCertificate(leaf, { reason });
+}

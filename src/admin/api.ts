@@ -21,6 +21,8 @@
  *   POST   /api/backends/:name/health        {"health": "down" | "up" | "auto"}: maintenance override
  *   POST   /api/reload                       read the config file again and apply it
  *   POST   /api/upgrade                      replace the process by a new one of the binary on disk (src/control/upgrade.ts)
+ *   POST   /api/acme/:name/renew             renew that name's certificate from ACME now
+ *   POST   /api/acme/:name/revoke            renew it, then revoke the one it replaced: {"reason": "keyCompromise"} (RFC 5280 §5.3.1)
  *   GET    /api/config                       the config in force (tokens hidden) and its version
  *   GET    /api/changes                      the last changes made
  *
@@ -44,6 +46,7 @@ import type { ChangeLog } from "../control/changes.ts";
 import type { UpgradeReport } from "../control/upgrade.ts";
 import { ControlError, DEFAULT_REMOVE_DEADLINE_MS, MAX_WAIT_MS, type Actor, type BackendReport, type Control } from "../control/control.ts";
 import { errorResponse } from "../errors.ts";
+import { REVOCATION_REASONS, type RevocationReason } from "../acme/manager.ts";
 import { poolFigures, routeFigures, type PoolFigures, type RouteFigures } from "./snapshot.ts";
 import type { PoolList, RouteStatsSource } from "./topology.ts";
 
@@ -92,6 +95,8 @@ export const API_ENDPOINTS = [
   "GET /api/pools/:pool/backends/:name (and DELETE, POST .../drain, .../enable, .../health, PUT .../weight)",
   "POST /api/reload",
   "POST /api/upgrade",
+  "POST /api/acme/:name/renew",
+  "POST /api/acme/:name/revoke",
   "GET /api/config",
   "GET /api/changes",
 ];
@@ -234,6 +239,22 @@ export function createApi(ctx: ApiContext): Hono<Env> {
     return c.json(await ctx.upgrade(c.get("actor")));
   });
 
+  // Certificates from ACME: an order may take a minute (as an upgrade's start may), so the
+  // listener's idle timeout is lifted for the answer.
+  api.post("/acme/:name/renew", async (c) => {
+    c.env?.server?.timeout(c.req.raw, 0);
+    return c.json(await ctx.control.renewCertificate(c.req.param("name"), undefined, c.get("actor")));
+  });
+  api.post("/acme/:name/revoke", async (c) => {
+    const body = await jsonBody(c, {});
+    const reason = (body as { reason?: unknown } | null)?.reason ?? "unspecified";
+    if (typeof reason !== "string" || !Object.hasOwn(REVOCATION_REASONS, reason)) {
+      throw new ControlError("SY_INVALID_REQUEST", `reason: got ${JSON.stringify(reason)}, expected one of ${Object.keys(REVOCATION_REASONS).join(", ")} (RFC 5280 §5.3.1)`);
+    }
+    c.env?.server?.timeout(c.req.raw, 0);
+    return c.json(await ctx.control.renewCertificate(c.req.param("name"), reason as RevocationReason, c.get("actor")));
+  });
+
   api.get("/config", (c) => c.json({ status: ctx.control.status(), config: redact(ctx.config) }));
 
   api.get("/changes", (c) => c.json({ changes: ctx.changes.recent() }));
@@ -259,11 +280,13 @@ class UnknownName extends Error {
   }
 }
 
-async function jsonBody(c: Context<Env>): Promise<unknown> {
+/** The request's JSON body; `empty`: what an empty body stands for (refused when not given). */
+async function jsonBody(c: Context<Env>, empty?: unknown): Promise<unknown> {
   const length = Number(c.req.header("content-length") ?? 0);
   if (length > MAX_BODY_BYTES) throw new ControlError("SY_INVALID_REQUEST", `the body is ${length} bytes, expected a JSON document of at most ${MAX_BODY_BYTES}`);
   const text = await c.req.text();
   if (text.length > MAX_BODY_BYTES) throw new ControlError("SY_INVALID_REQUEST", `the body is over ${MAX_BODY_BYTES} bytes`);
+  if (text === "" && empty !== undefined) return empty;
   try {
     return JSON.parse(text);
   } catch {
@@ -286,11 +309,14 @@ function clientAddress(c: Context<Env>): string {
   return ip.startsWith("::ffff:") && ip.includes(".") ? ip.slice(7) : ip;
 }
 
-/** The config without secrets: token values never leave the process. */
-/** The config as /api/config shows it: secrets named, never shown (the admin token, a route's JWT secret). */
+/** The config as /api/config shows it: secrets named, never shown (the admin token, a route's JWT secret, an ACME binding's HMAC key). */
 function redact(config: Config): unknown {
   const routes = config.routes.map((r) => (r.jwt?.secret !== undefined ? { ...r, jwt: { ...r.jwt, secret: "(set)" } } : r));
-  if (config.admin === false) return { ...config, routes };
+  const listeners = config.listeners.map((l) => {
+    const eab = l.tls?.acme?.eab;
+    return eab?.hmacKey === undefined ? l : { ...l, tls: { ...l.tls!, acme: { ...l.tls!.acme!, eab: { ...eab, hmacKey: "(set)" } } } };
+  });
+  if (config.admin === false) return { ...config, routes, listeners };
   const { token, ...admin } = config.admin;
-  return { ...config, routes, admin: token === undefined ? admin : { ...admin, token: "(set)" } };
+  return { ...config, routes, listeners, admin: token === undefined ? admin : { ...admin, token: "(set)" } };
 }

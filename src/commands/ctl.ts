@@ -8,6 +8,7 @@ import { parseArgs } from "node:util";
 import { TOKEN_ENV } from "../admin/auth.ts";
 import type { BackendReport, DrainReport, ReloadReport, RemoveReport } from "../control/control.ts";
 import type { UpgradeReport } from "../control/upgrade.ts";
+import type { RenewReport } from "../acme/manager.ts";
 import type { PoolReport, RouteReport } from "../admin/api.ts";
 
 export const CTL_HELP = `Usage: switchyard ctl [--admin URL] [--token T] COMMAND
@@ -29,6 +30,10 @@ Commands:
   health NAME down|up|auto     hold NAME down or up for maintenance; auto hands it back to health checks
 
 A backend NAME is POOL/BACKEND, or the backend's name alone where no other pool has one so named.
+  acme renew NAME              renew NAME's certificate from ACME now
+  acme revoke NAME [--reason R]
+                               renew it, then revoke the one it replaced; R: unspecified (default),
+                               keyCompromise, affiliationChanged, superseded, cessationOfOperation
   reload                       read the balancer's config file again and apply it
   upgrade                      replace the balancer's process by a new one of the binary on disk
 
@@ -83,6 +88,7 @@ export async function runCtl(argv: string[], env: Record<string, string | undefi
         deadline: { type: "string" },
         weight: { type: "string" },
         pool: { type: "string" },
+        reason: { type: "string" },
         help: { type: "boolean" },
       },
       allowPositionals: true,
@@ -142,7 +148,7 @@ export async function runCtl(argv: string[], env: Record<string, string | undefi
 }
 
 /** The API request for a command line, or what is wrong with it. */
-function request(args: string[], flags: { wait?: string; deadline?: string; weight?: string; pool?: string }): Request | string {
+function request(args: string[], flags: { wait?: string; deadline?: string; weight?: string; pool?: string; reason?: string }): Request | string {
   const [cmd, ...rest] = args;
   const need = (n: number, usage: string): string | undefined =>
     rest.length === n ? undefined : `${cmd}: expected ${usage}, got ${rest.length === 0 ? "nothing" : JSON.stringify(rest.join(" "))}`;
@@ -225,6 +231,23 @@ function request(args: string[], flags: { wait?: string; deadline?: string; weig
           return `upgraded: pid ${r.newPid} serves (ready in ${r.readyMs}ms); pid ${r.oldPid} drains within ${r.drainWithinMs}ms and exits`;
         },
       };
+    case "acme": {
+      // acme renew NAME | acme revoke NAME [--reason R]
+      const [action, cert] = rest;
+      if ((action !== "renew" && action !== "revoke") || cert === undefined || rest.length !== 2) {
+        return `acme: expected renew NAME or revoke NAME [--reason R], got ${rest.length === 0 ? "nothing" : JSON.stringify(rest.join(" "))}`;
+      }
+      if (action === "renew" && flags.reason !== undefined) return "acme renew: --reason goes with revoke";
+      return {
+        method: "POST", path: `/api/acme/${encodeURIComponent(cert)}/${action}`,
+        ...(action === "revoke" && flags.reason !== undefined ? { body: { reason: flags.reason } } : {}),
+        print: (a) => {
+          const r = a as RenewReport;
+          const old = r.replaced === null ? "" : `; replaced serial ${r.replaced.serial}${r.replaced.revoked !== null ? `, revoked (${r.replaced.revoked})` : ""}`;
+          return `${r.name}: renewed, serial ${r.serial}, valid to ${r.notAfter}${old}`;
+        },
+      };
+    }
     case undefined:
       return "a command is required";
     default:

@@ -17,6 +17,7 @@ import type { PoolRuntime, PoolSet } from "../pool/pool-set.ts";
 import { formatDuration } from "../config/units.ts";
 import type { ChangeLog } from "./changes.ts";
 import type { CodeFrom } from "../errors.ts";
+import { AcmeRequestError, type RenewReport, type RevocationReason } from "../acme/manager.ts";
 
 /** Who asked for a change, for the record. */
 export interface Actor {
@@ -71,6 +72,8 @@ export interface ControlTargets {
   apply(next: Config): Promise<ApplyReport>;
   /** Read and validate the config file again (command-line flags applied); absent without a file. */
   load?: () => Promise<Config>;
+  /** Certificates from ACME (acme/manager.ts): renewed, and revoked, on an operator's request. */
+  acme?: { renew(name: string, revoke?: RevocationReason): Promise<RenewReport> };
   file?: string;
 }
 
@@ -199,6 +202,26 @@ export class Control {
       this.t.changes.record({ what, ...actor, ok: true, detail: detail.length ? detail : ["no change"] });
       return { version: this.version, changed, lines: applied.lines, restartNeeded: applied.restartNeeded };
     });
+  }
+
+  /**
+   * Renew the certificate of ACME name `name` now, and with `revoke`, revoke the one it replaced
+   * (acme/manager.ts renew). Not queued behind other changes: an order may take a minute, and it
+   * touches no config; the manager refuses a second one for a name already ordering.
+   */
+  async renewCertificate(name: string, revoke: RevocationReason | undefined, actor: Actor): Promise<RenewReport> {
+    const what = `${revoke !== undefined ? "revoke and replace" : "renew"} certificate ${name}`;
+    if (this.t.acme === undefined) throw new ControlError("SY_UNKNOWN_CERTIFICATE", "no certificate of this balancer comes from ACME");
+    try {
+      const r = await this.t.acme.renew(name, revoke);
+      const detail = [`serial ${r.serial}, valid to ${r.notAfter}`, ...(r.replaced ? [`replaced serial ${r.replaced.serial}${r.replaced.revoked ? `, revoked (${r.replaced.revoked})` : ""}`] : [])];
+      this.t.changes.record({ what, ...actor, ok: true, detail });
+      return r;
+    } catch (e) {
+      if (!(e instanceof AcmeRequestError)) throw e;
+      this.t.changes.record({ what, ...actor, ok: false, detail: [e.message] });
+      throw new ControlError(e.code, e.message);
+    }
   }
 
   /** No new requests; resolves after `waitMs` at most, saying whether in-flight work reached 0. */

@@ -20,6 +20,7 @@ import { requirePrograms } from "../helpers/system.ts";
 import { waitFor } from "../helpers/wait.ts";
 import { wrk } from "../helpers/wrk.ts";
 import { certFile } from "../../src/acme/paths.ts";
+import { runCtl } from "../../src/commands/ctl.ts";
 
 const programs = requirePrograms("the ACME tests against pebble", { pebble: "pebble", "pebble-challtestsrv": "pebble", curl: "curl", openssl: "openssl", wrk: "wrk" });
 
@@ -596,5 +597,56 @@ describe.skipIf(programs.skip)("preferredChain (RFC 8555 §7.4.2)", () => {
       expect(storedRoot(storage, "a.test")).toBe(expected);
       await r.stop();
     }
+  }, 60_000);
+});
+
+describe.skipIf(programs.skip)("renewal and revocation on request (admin API, switchyard ctl)", () => {
+  test("renew now; revoke: renewed first, then the replaced certificate revoked with its reason; an unknown name is refused", async () => {
+    const { httpPort, ca, storage } = await setup("revoke");
+    const token = "renew-and-revoke-token";
+    const r = await startRig(1, {
+      admin: { host: "127.0.0.1", port: 0, token },
+      acme: { storage, directoryCa: ca.apiCa },
+      listen: { host: "127.0.0.1", port: 0, tls: { acme: { directory: ca.directory, domains: ["a.test"] } }, httpRedirect: { host: "127.0.0.1", port: httpPort } },
+    });
+    cleanups.push(() => r.stop());
+    await waitFor(() => existsIssued(storage, "a.test"), "a.test issued", 20_000, 50);
+    const ctl = async (...args: string[]) => {
+      const out: string[] = [];
+      const code = await runCtl(["--admin", r.balancer.adminUrl!, "--token", token, ...args], {}, { out: (s) => out.push(s), err: (s) => out.push(s) });
+      return { code, out: out.join("\n") };
+    };
+    const first = storedSerial(storage, "a.test").toLowerCase();
+
+    const renewed = await ctl("acme", "renew", "a.test");
+    expect(renewed.code).toBe(0);
+    const second = storedSerial(storage, "a.test").toLowerCase();
+    expect(second).not.toBe(first);
+    expect(renewed.out).toStartWith(`a.test: renewed, serial ${second}, valid to `);
+    expect(renewed.out).toEndWith(`; replaced serial ${first}`);
+    await waitFor(async () => (await handshakeSerial(r, "a.test", ca.roots).catch(() => "")) === second, "new handshakes to get the renewed certificate", 10_000, 50);
+
+    const revoked = await ctl("acme", "revoke", "a.test", "--reason", "keyCompromise");
+    expect(revoked.code).toBe(0);
+    const third = storedSerial(storage, "a.test").toLowerCase();
+    expect(revoked.out).toEndWith(`; replaced serial ${second}, revoked (keyCompromise)`);
+    expect(third).not.toBe(second);
+    // pebble's own record of the replaced certificate: revoked, reason 1 (RFC 5280 §5.3.1).
+    const status = (await (await fetch(`${ca.management}/cert-status-by-serial/${second.replace(/^0+/, "")}`, { tls: { ca: readFileSync(ca.apiCa, "utf8") } })).json()) as { Status: string; Reason: number };
+    expect(status.Status).toBe("Revoked");
+    expect(status.Reason).toBe(1);
+    expect(ca.orders()).toBe(3);
+
+    // Refused: a name it does not manage, a reason RFC 5280 does not have.
+    const unknown = await ctl("acme", "renew", "b.test");
+    expect(unknown.code).toBe(2);
+    expect(unknown.out).toContain('no certificate from ACME is named "b.test" (names: a.test) (SY_UNKNOWN_CERTIFICATE)');
+    const badReason = await ctl("acme", "revoke", "a.test", "--reason", "because");
+    expect(badReason.code).toBe(2);
+    expect(badReason.out).toContain('reason: got "because", expected one of unspecified, keyCompromise');
+    expect(storedSerial(storage, "a.test").toLowerCase()).toBe(third);
+    // Recorded as changes, with the token's name.
+    const changes = (await (await fetch(`${r.balancer.adminUrl}/api/changes`)).json()) as { changes: { what: string; ok: boolean; detail: string[] }[] };
+    expect(changes.changes.filter((c) => c.what.includes("certificate a.test")).map((c) => [c.what, c.ok])).toEqual([["renew certificate a.test", true], ["revoke and replace certificate a.test", true]]);
   }, 60_000);
 });
