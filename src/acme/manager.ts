@@ -71,6 +71,8 @@ interface NameState {
   forced: string | undefined;
   /** Why the last order failed, for an operator's request that waits on it. */
   lastError: string | undefined;
+  /** A turn is running (asking the CA's window, taking the lock, ordering): a second one waits for it to end. */
+  running: boolean;
 }
 
 /** How one turn for a name ended. */
@@ -222,7 +224,7 @@ export class AcmeManager {
         known.field = w.field;
         continue;
       }
-      this.names.set(name, { settings: w.settings, field: w.field, phase: "waiting", timer: undefined, failures: 0, window: undefined, nextPoll: 0, unreplaceable: undefined, forced: undefined, lastError: undefined });
+      this.names.set(name, { settings: w.settings, field: w.field, phase: "waiting", timer: undefined, failures: 0, window: undefined, nextPoll: 0, unreplaceable: undefined, forced: undefined, lastError: undefined, running: false });
       lines.push(`acme: ${name} managed`);
       // Ordered by start(), once the reload that added it is in force (a refused one orders nothing).
     }
@@ -312,8 +314,19 @@ export class AcmeManager {
    * unhandled rejection, which ends the process and all its traffic.
    */
   private async run(name: string, s: NameState): Promise<Turn> {
-    const store = this.store!;
     if (this.stopped || this.names.get(name) !== s) return "gone";
+    // A turn already running schedules the next one when it ends.
+    if (s.running) return "busy";
+    s.running = true;
+    try {
+      return await this.turn(name, s);
+    } finally {
+      s.running = false;
+    }
+  }
+
+  private async turn(name: string, s: NameState): Promise<Turn> {
+    const store = this.store!;
     let release: (() => void) | undefined;
     let renewing: { fingerprint: string; replaces: string | undefined } | undefined;
     // Unless this turn orders: another replica stored a new certificate between the first look and the lock.
@@ -389,7 +402,7 @@ export class AcmeManager {
     if (s === undefined || store === undefined) {
       throw new AcmeRequestError("SY_UNKNOWN_CERTIFICATE", `no certificate from ACME is named ${JSON.stringify(name)} (names: ${[...this.names.keys()].join(", ") || "none"})`);
     }
-    if (s.phase === "ordering") throw new AcmeRequestError("SY_ACME_BUSY", `an order for ${name} is under way; its outcome is logged`);
+    if (s.running) throw new AcmeRequestError("SY_ACME_BUSY", `an order for ${name} is under way; its outcome is logged`);
     const before = store.readCert(name);
     const issuedBefore = before !== undefined && !before.placeholder ? before : undefined;
     if (revoke !== undefined && issuedBefore === undefined) throw new AcmeRequestError("SY_INVALID_REQUEST", `${name} has no certificate from the CA to revoke: a placeholder serves it`);
