@@ -301,6 +301,11 @@ function acmeProblems(l: Record<string, unknown>, tls: NonNullable<v.InferOutput
   if (tls.cert !== undefined && tls.key !== undefined) readPair(tls.cert, tls.key, `${at}.tls`, problems);
   tls.sni.forEach((e, i) => readPair(e.cert, e.key, `${at}.tls.sni[${i}]`, problems));
   if (tls.clientAuth !== undefined) readPem(tls.clientAuth.ca, "CA certificate", problems, `${at}.tls.clientAuth.ca`);
+  // A hook that cannot run would fail every order, found only when one is due: said now.
+  const program = tls.acme!.dns01?.command[0];
+  if (program !== undefined && Bun.which(program) === null) {
+    problems.push(`${at}.tls.acme.dns01.command[0]: got ${show(program)}, expected an executable program (a path, or a name on PATH)`);
+  }
   if (tls.acme!.eab?.hmacKeyFile !== undefined) {
     const { problem } = resolveEab(tls.acme!.eab);
     if (problem !== undefined) problems.push(`${at}.tls.acme.eab.hmacKeyFile: ${problem}`);

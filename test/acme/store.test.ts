@@ -182,7 +182,7 @@ test("config: tls.acme.challenge tls-alpn-01 is refused with engine fetch, namin
 });
 
 test("config: dns-01 takes wildcards and needs dns01.command; dns01 without dns-01 is refused", () => {
-  const hook = { command: ["/etc/switchyard/dns-hook.sh"] };
+  const hook = { command: ["/bin/sh", "/etc/switchyard/dns-hook.sh"] };
   const c = validateConfig({ acme: { storage: dir }, listen: { port: 0, tls: { acme: { domains: ["*.a.test", "a.test"], challenge: "dns-01", dns01: hook } } }, backends });
   expect(c.listeners[0]!.tls!.acme!.dns01).toEqual({ command: hook.command, timeout: 120_000, propagationDelay: 0 });
   // Served from the store by name, the wildcard's file without its "*".
@@ -191,6 +191,11 @@ test("config: dns-01 takes wildcards and needs dns01.command; dns01 without dns-
     'listen.tls.acme.dns01: got nothing, expected dns01: { command: [...] } with challenge "dns-01", and only then',
   );
   expect(bad({ acme: { storage: dir }, listen: { port: 0, tls: { acme: { domains: ["a.test"], dns01: hook } } } })).toContain("listen.tls.acme.dns01: got {");
+  // The program must be there to run, a path or a name on PATH: found at load, not when an order is due.
+  expect(bad({ acme: { storage: dir }, listen: { port: 0, tls: { acme: { domains: ["a.test"], challenge: "dns-01", dns01: { command: ["/etc/switchyard/dns-hook.sh"] } } } } })).toContain(
+    'listen.tls.acme.dns01.command[0]: got "/etc/switchyard/dns-hook.sh", expected an executable program (a path, or a name on PATH)',
+  );
+  expect(validateConfig({ acme: { storage: dir }, listen: { port: 0, tls: { acme: { domains: ["a.test"], challenge: "dns-01", dns01: { command: ["sh", "-c", "true"] } } } }, backends }).listeners[0]!.tls!.acme!.dns01!.command[0]).toBe("sh");
   expect(bad({ acme: { storage: dir }, listen: { port: 0, tls: { acme: { domains: ["a.test"], challenge: "dns-01", dns01: { command: [] } } } } })).toContain(
     "listen.tls.acme.dns01.command: got [], expected a command as a list: [PROGRAM, ARG...]",
   );
