@@ -35,16 +35,20 @@ export async function runDns01Hook(s: Dns01Settings, action: "present" | "cleanu
   } catch (e) {
     throw new Error(`dns01.command ${JSON.stringify(s.command[0])} cannot be run: ${(e as Error).message}`);
   }
-  let timedOut = false;
-  const timer = setTimeout(() => {
-    timedOut = true;
-    proc.kill("SIGKILL");
-  }, s.timeoutMs);
+  const out = collectTail(proc.stdout as ReadableStream<Uint8Array>);
+  const err = collectTail(proc.stderr as ReadableStream<Uint8Array>);
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const overrun = new Promise<"overrun">((resolve) => (timer = setTimeout(() => resolve("overrun"), s.timeoutMs)));
   try {
-    const [out, err, code] = await Promise.all([tail(proc.stdout as ReadableStream<Uint8Array>), tail(proc.stderr as ReadableStream<Uint8Array>), proc.exited]);
-    if (timedOut) throw new Error(`dns01.command ${action} ${fqdn} did not finish within ${s.timeoutMs / 1000}s`);
+    const code = await Promise.race([proc.exited, overrun]);
+    if (code === "overrun") {
+      proc.kill("SIGKILL");
+      throw new Error(`dns01.command ${action} ${fqdn} did not finish within ${s.timeoutMs / 1000}s`);
+    }
     if (code !== 0) {
-      const said = (err || out).trim();
+      // Its output, once its pipes close; a child it left behind may hold them open, so not for long.
+      await Promise.race([Promise.all([out.ended, err.ended]), Bun.sleep(OUTPUT_GRACE_MS)]);
+      const said = (err.text() || out.text()).trim();
       throw new Error(`dns01.command ${action} ${fqdn} exited with ${code}${said === "" ? "" : `: ${said}`}`);
     }
   } finally {
@@ -52,14 +56,19 @@ export async function runDns01Hook(s: Dns01Settings, action: "present" | "cleanu
   }
 }
 
-/** The last OUTPUT_TAIL bytes of a stream, read to its end (so the process never blocks on a full pipe). */
-async function tail(stream: ReadableStream<Uint8Array>): Promise<string> {
+/** How long a failed command's output is waited for after it exits. */
+const OUTPUT_GRACE_MS = 1000;
+
+/** The last OUTPUT_TAIL bytes of a stream as they arrive, read to its end (so the process never blocks on a full pipe). */
+function collectTail(stream: ReadableStream<Uint8Array>): { text(): string; ended: Promise<void> } {
   let kept = new Uint8Array(0);
-  for await (const chunk of stream) {
-    const joined = new Uint8Array(kept.length + chunk.length);
-    joined.set(kept);
-    joined.set(chunk, kept.length);
-    kept = joined.length > OUTPUT_TAIL ? joined.slice(joined.length - OUTPUT_TAIL) : joined;
-  }
-  return new TextDecoder().decode(kept);
+  const ended = (async () => {
+    for await (const chunk of stream) {
+      const joined = new Uint8Array(kept.length + chunk.length);
+      joined.set(kept);
+      joined.set(chunk, kept.length);
+      kept = joined.length > OUTPUT_TAIL ? joined.slice(joined.length - OUTPUT_TAIL) : joined;
+    }
+  })().catch(() => {});
+  return { text: () => new TextDecoder().decode(kept), ended };
 }
