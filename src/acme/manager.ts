@@ -71,8 +71,8 @@ interface NameState {
   forced: string | undefined;
   /** Why the last order failed, for an operator's request that waits on it. */
   lastError: string | undefined;
-  /** A turn is running (asking the CA's window, taking the lock, ordering): a second one waits for it to end. */
-  running: boolean;
+  /** The turn running now (asking the CA's window, taking the lock, ordering), if any: there is one at a time. */
+  current: Promise<Turn> | undefined;
 }
 
 /** How one turn for a name ended. */
@@ -224,7 +224,7 @@ export class AcmeManager {
         known.field = w.field;
         continue;
       }
-      this.names.set(name, { settings: w.settings, field: w.field, phase: "waiting", timer: undefined, failures: 0, window: undefined, nextPoll: 0, unreplaceable: undefined, forced: undefined, lastError: undefined, running: false });
+      this.names.set(name, { settings: w.settings, field: w.field, phase: "waiting", timer: undefined, failures: 0, window: undefined, nextPoll: 0, unreplaceable: undefined, forced: undefined, lastError: undefined, current: undefined });
       lines.push(`acme: ${name} managed`);
       // Ordered by start(), once the reload that added it is in force (a refused one orders nothing).
     }
@@ -316,13 +316,9 @@ export class AcmeManager {
   private async run(name: string, s: NameState): Promise<Turn> {
     if (this.stopped || this.names.get(name) !== s) return "gone";
     // A turn already running schedules the next one when it ends.
-    if (s.running) return "busy";
-    s.running = true;
-    try {
-      return await this.turn(name, s);
-    } finally {
-      s.running = false;
-    }
+    if (s.current !== undefined) return "busy";
+    const current = (s.current = this.turn(name, s).finally(() => (s.current = undefined)));
+    return current;
   }
 
   private async turn(name: string, s: NameState): Promise<Turn> {
@@ -402,7 +398,12 @@ export class AcmeManager {
     if (s === undefined || store === undefined) {
       throw new AcmeRequestError("SY_UNKNOWN_CERTIFICATE", `no certificate from ACME is named ${JSON.stringify(name)} (names: ${[...this.names.keys()].join(", ") || "none"})`);
     }
-    if (s.running) throw new AcmeRequestError("SY_ACME_BUSY", `an order for ${name} is under way; its outcome is logged`);
+    // A turn that is only looking (the CA's window, whether it is due) is waited for; an order is not.
+    while (s.current !== undefined) {
+      if (s.phase === "ordering") throw new AcmeRequestError("SY_ACME_BUSY", `an order for ${name} is under way; its outcome is logged`);
+      await s.current.catch(() => {});
+    }
+    if (this.stopped || this.names.get(name) !== s) throw new AcmeRequestError("SY_ACME_RENEW_FAILED", "the balancer is stopping, or the name was dropped by a reload");
     const before = store.readCert(name);
     const issuedBefore = before !== undefined && !before.placeholder ? before : undefined;
     if (revoke !== undefined && issuedBefore === undefined) throw new AcmeRequestError("SY_INVALID_REQUEST", `${name} has no certificate from the CA to revoke: a placeholder serves it`);

@@ -364,10 +364,10 @@ describe.skipIf(programs.skip)("TLS-ALPN-01 (RFC 8737)", () => {
  * gives: the client stays on this server, its signed URLs match, and the new orders it places
  * are seen here (`orders`: their payloads).
  */
-async function ariBeside(ca: Pebble): Promise<{ directory: string; asked: string[]; orders: Record<string, unknown>[]; refuseReplaces: boolean; answer: (id: string) => "far" | "now" | "error" }> {
+async function ariBeside(ca: Pebble): Promise<{ directory: string; asked: string[]; orders: Record<string, unknown>[]; refuseReplaces: boolean; delayMs: number; pending: number; answer: (id: string) => "far" | "now" | "error" }> {
   const tls = { cert: readFileSync(ca.apiCa, "utf8"), key: readFileSync(ca.apiKey, "utf8") };
   const pebbleOrigin = new URL(ca.directory).origin;
-  const ari = { directory: "", asked: [] as string[], orders: [] as Record<string, unknown>[], refuseReplaces: false, answer: (_id: string): "far" | "now" | "error" => "far" };
+  const ari = { directory: "", asked: [] as string[], orders: [] as Record<string, unknown>[], refuseReplaces: false, delayMs: 0, pending: 0, answer: (_id: string): "far" | "now" | "error" => "far" };
   const server = Bun.serve({
     hostname: "127.0.0.1", port: 0, tls,
     async fetch(req): Promise<Response> {
@@ -375,6 +375,12 @@ async function ariBeside(ca: Pebble): Promise<{ directory: string; asked: string
       if (url.pathname.startsWith("/ari/")) {
         const id = url.pathname.slice("/ari/".length);
         ari.asked.push(id);
+        // A slow CA: the balancer's turn for the name is still asking while this waits.
+        if (ari.delayMs > 0) {
+          ari.pending++;
+          await Bun.sleep(ari.delayMs);
+          ari.pending--;
+        }
         const how = ari.answer(id);
         if (how === "error") return new Response("no", { status: 500 });
         const now = Date.now();
@@ -648,5 +654,18 @@ describe.skipIf(programs.skip)("renewal and revocation on request (admin API, sw
     // Recorded as changes, with the token's name.
     const changes = (await (await fetch(`${r.balancer.adminUrl}/api/changes`)).json()) as { changes: { what: string; ok: boolean; detail: string[] }[] };
     expect(changes.changes.filter((c) => c.what.includes("certificate a.test")).map((c) => [c.what, c.ok])).toEqual([["renew certificate a.test", true], ["revoke and replace certificate a.test", true]]);
+  }, 60_000);
+});
+
+describe.skipIf(programs.skip)("a renewal asked for while the name's turn is still looking", () => {
+  test("waits for that turn (here, asking a slow CA for its window), then renews", async () => {
+    const { ari, r, storage, first } = await ariIssued("ari-renew-wait");
+    ari.delayMs = 1500;
+    await waitFor(() => ari.pending > 0, "a window poll held by the CA", 20_000, 10);
+    const before = storedSerial(storage, "a.test").toLowerCase();
+    const report = await r.balancer.acme.renew("a.test");
+    expect(report.replaced?.serial).toBe(before);
+    expect(expectedCertId(storage, "a.test")).not.toBe(first);
+    expect(report.serial).toBe(storedSerial(storage, "a.test").toLowerCase());
   }, 60_000);
 });
