@@ -13,7 +13,7 @@
  * file), at mode 0600 in directories at 0700: they hold private keys.
  */
 import { X509Certificate } from "node:crypto";
-import { closeSync, linkSync, mkdirSync, openSync, readFileSync, renameSync, unlinkSync, writeFileSync, writeSync, chmodSync } from "node:fs";
+import { closeSync, linkSync, mkdirSync, openSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync, writeSync, chmodSync, type Stats } from "node:fs";
 import { dirname } from "node:path";
 import { hostname } from "node:os";
 import { accountFiles, certFile, http01File, lockFile, tlsAlpn01File, TOKEN } from "./paths.ts";
@@ -72,13 +72,35 @@ export class AcmeStore {
     }
   }
 
+  /**
+   * Each name's file as last read, by its inode, size and mtime: /stats and /metrics read every
+   * name at each poll, and a file is replaced only by a rename (a new inode), so a stat tells
+   * whether the parse can be kept.
+   */
+  private readonly parsed = new Map<string, { stamp: string; cert: StoredCert | undefined }>();
+
   /** The name's stored key and certificate; undefined when there is none (or it does not read). */
   readCert(name: string): StoredCert | undefined {
-    const pem = this.readText(certFile(this.dir, name));
+    const path = certFile(this.dir, name);
+    let st: Stats;
+    try {
+      st = statSync(path);
+    } catch (e) {
+      if ((e as { code?: string }).code === "ENOENT") {
+        this.parsed.delete(name);
+        return undefined;
+      }
+      throw e;
+    }
+    const stamp = `${st.ino}:${st.size}:${st.mtimeMs}`;
+    const known = this.parsed.get(name);
+    if (known?.stamp === stamp) return known.cert;
+    const pem = this.readText(path);
     if (pem === undefined) return undefined;
+    let cert: StoredCert | undefined;
     try {
       const x = new X509Certificate(pem);
-      return {
+      cert = {
         pem,
         notBefore: Date.parse(x.validFrom),
         notAfter: Date.parse(x.validTo),
@@ -86,8 +108,10 @@ export class AcmeStore {
         fingerprint: x.fingerprint256,
       };
     } catch {
-      return undefined;
+      cert = undefined;
     }
+    this.parsed.set(name, { stamp, cert });
+    return cert;
   }
 
   /** Put an issued key and chain in service: one rename, so a watcher reads both or neither. */

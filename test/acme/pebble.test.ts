@@ -599,6 +599,8 @@ describe.skipIf(programs.skip)("preferredChain (RFC 8555 §7.4.2)", () => {
           httpRedirect: { host: "127.0.0.1", port: httpPort },
         },
       });
+      // Stopped by the cleanups should an expectation fail; here at once otherwise, for the next rig takes its HTTP-01 port.
+      cleanups.push(() => r.stop());
       await waitFor(() => existsIssued(storage, "a.test"), `a.test issued (${label})`, 20_000, 50);
       expect(storedRoot(storage, "a.test")).toBe(expected);
       await r.stop();
